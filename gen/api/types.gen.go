@@ -344,7 +344,10 @@ type Capabilities struct {
 	// ApiVersion Example: 1.0.0
 	ApiVersion string             `json:"api_version"`
 	Engines    []EngineCapability `json:"engines"`
-	Pools      []PoolCapability   `json:"pools"`
+
+	// Gpus GPUs seen through NVML. Without NVML `available` is false and `reason` says why.
+	Gpus  GpuInventory     `json:"gpus"`
+	Pools []PoolCapability `json:"pools"`
 }
 
 // DrainRequest defines model for DrainRequest.
@@ -390,6 +393,24 @@ type ErrorEnvelope struct {
 
 // ErrorKind defines model for ErrorKind.
 type ErrorKind string
+
+// GpuDevice defines model for GpuDevice.
+type GpuDevice struct {
+	Index            int32   `json:"index"`
+	MemoryTotalBytes int64   `json:"memory_total_bytes"`
+	MemoryUsedBytes  int64   `json:"memory_used_bytes"`
+	Name             string  `json:"name"`
+	UtilizationPct   *int32  `json:"utilization_pct,omitempty"`
+	Uuid             *string `json:"uuid,omitempty"`
+}
+
+// GpuInventory GPUs seen through NVML. Without NVML `available` is false and `reason` says why.
+type GpuInventory struct {
+	Available bool        `json:"available"`
+	Devices   []GpuDevice `json:"devices"`
+	Driver    *string     `json:"driver,omitempty"`
+	Reason    *string     `json:"reason,omitempty"`
+}
 
 // PlacementOverrides defines model for PlacementOverrides.
 type PlacementOverrides struct {

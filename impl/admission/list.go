@@ -1,0 +1,54 @@
+package admission
+
+// Intrusive doubly-linked lists. Every queued item is one node that sits on two lists at once:
+// its pool's list for its class (dispatch order) and the global list for its class (LRU order for
+// eviction). Unlinking from both is O(1). Nodes are owned by the owner goroutine only.
+
+const (
+	linkPool   = 0 // pool.q[class]
+	linkGlobal = 1 // state.global[class]
+)
+
+type link struct{ prev, next *node }
+
+type node struct {
+	item  Item
+	pool  *pool
+	links [2]link
+}
+
+// dlist is one list over one of a node's link pairs (k).
+type dlist struct {
+	head, tail *node
+	len        int
+	k          uint8
+}
+
+func (l *dlist) pushBack(n *node) {
+	k := l.k
+	n.links[k] = link{prev: l.tail}
+	if l.tail != nil {
+		l.tail.links[k].next = n
+	} else {
+		l.head = n
+	}
+	l.tail = n
+	l.len++
+}
+
+func (l *dlist) remove(n *node) {
+	k := l.k
+	lk := n.links[k]
+	if lk.prev != nil {
+		lk.prev.links[k].next = lk.next
+	} else {
+		l.head = lk.next
+	}
+	if lk.next != nil {
+		lk.next.links[k].prev = lk.prev
+	} else {
+		l.tail = lk.prev
+	}
+	n.links[k] = link{}
+	l.len--
+}

@@ -1,0 +1,784 @@
+package admission_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/orchestratord/orchestratord/impl/admission"
+)
+
+func TestEnumStrings(t *testing.T) {
+	tests := []struct {
+		name string
+		got  string
+		want string
+	}{
+		{"interactive", admission.Interactive.String(), "interactive"},
+		{"batch", admission.Batch.String(), "batch"},
+		{"bad priority", admission.Priority(9).String(), "priority(9)"},
+		{"reject", admission.Reject.String(), "reject"},
+		{"drop-lru", admission.DropLRU.String(), "drop-lru"},
+		{"bad policy", admission.Policy(7).String(), "policy(7)"},
+		{"admitted", admission.Admitted.String(), "admitted"},
+		{"rejected full", admission.RejectedFull.String(), "rejected_full"},
+		{"rejected drop-lru", admission.RejectedDropLRU.String(), "rejected_drop_lru"},
+		{"evicted", admission.Evicted.String(), "evicted"},
+		{"canceled", admission.Canceled.String(), "canceled"},
+		{"removed", admission.Removed.String(), "removed"},
+		{"dispatched", admission.Dispatched.String(), "dispatched"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.got != tt.want {
+				t.Errorf("String() = %q, want %q", tt.got, tt.want)
+			}
+		})
+	}
+	var st admission.Stats
+	for o := range st.Outcomes {
+		if name := admission.Outcome(o).String(); strings.HasPrefix(name, "outcome(") {
+			t.Errorf("Outcome(%d) has no name: %q", o, name)
+		}
+	}
+}
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		in      string
+		policy  admission.Policy
+		prio    admission.Priority
+		wantPol bool
+		wantPri bool
+	}{
+		{in: "reject", policy: admission.Reject, wantPol: true},
+		{in: "drop-lru", policy: admission.DropLRU, wantPol: true},
+		{in: "interactive", prio: admission.Interactive, wantPri: true},
+		{in: "batch", prio: admission.Batch, wantPri: true},
+		{in: ""},
+		{in: "Reject"},
+		{in: "drop_lru"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			pol, err := admission.ParsePolicy(tt.in)
+			if tt.wantPol != (err == nil) || (err == nil && pol != tt.policy) {
+				t.Errorf("ParsePolicy(%q) = %v, %v", tt.in, pol, err)
+			}
+			if err != nil && !errors.Is(err, admission.ErrInvalid) {
+				t.Errorf("ParsePolicy error %v is not ErrInvalid", err)
+			}
+			pri, err := admission.ParsePriority(tt.in)
+			if tt.wantPri != (err == nil) || (err == nil && pri != tt.prio) {
+				t.Errorf("ParsePriority(%q) = %v, %v", tt.in, pri, err)
+			}
+			if err != nil && !errors.Is(err, admission.ErrInvalid) {
+				t.Errorf("ParsePriority error %v is not ErrInvalid", err)
+			}
+		})
+	}
+}
+
+func TestPredictStartMs(t *testing.T) {
+	tests := []struct {
+		name                  string
+		position, slots, free int
+		mean                  float64
+		want                  int64
+	}{
+		{"free slot", 0, 4, 1, 100, 0},
+		{"within free slots", 2, 4, 3, 100, 0},
+		{"first after free", 3, 4, 3, 100, 100},
+		{"head, no free, one slot", 0, 1, 0, 250, 250},
+		{"third, one slot", 2, 1, 0, 250, 750},
+		{"two slots first wave", 1, 2, 0, 100, 100},
+		{"two slots second wave", 2, 2, 0, 100, 200},
+		{"two slots second wave end", 3, 2, 0, 100, 200},
+		{"free counted", 3, 2, 1, 100, 200},
+		{"fractional mean truncated", 0, 1, 0, 99.9, 99},
+		{"zero slots as one", 1, 0, 0, 10, 20},
+		{"negative free as zero", 0, 1, -3, 10, 10},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := admission.PredictStartMs(tt.position, tt.slots, tt.free, tt.mean); got != tt.want {
+				t.Errorf("PredictStartMs(%d, %d, %d, %v) = %d, want %d",
+					tt.position, tt.slots, tt.free, tt.mean, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestRetryAfter(t *testing.T) {
+	tests := []struct {
+		name  string
+		mean  float64
+		slots int
+		want  time.Duration
+	}{
+		{"one slot", 1000, 1, time.Second},
+		{"four slots", 1000, 4, 250 * time.Millisecond},
+		{"fractional", 1.5, 1, 1500 * time.Microsecond},
+		{"floor 1ms", 0.2, 4, time.Millisecond},
+		{"zero mean", 0, 1, time.Millisecond},
+		{"zero slots as one", 300, 0, 300 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := admission.RetryAfter(tt.mean, tt.slots); got != tt.want {
+				t.Errorf("RetryAfter(%v, %d) = %v, want %v", tt.mean, tt.slots, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestDispatchOrder(t *testing.T) {
+	tests := []struct {
+		name string
+		in   []in
+		want []string // dispatch order with one slot
+	}{
+		{"fifo batch", []in{{"b1", "p", B}, {"b2", "p", B}, {"b3", "p", B}}, []string{"b1", "b2", "b3"}},
+		{"fifo interactive", []in{{"i1", "p", I}, {"i2", "p", I}}, []string{"i1", "i2"}},
+		{
+			"interactive before batch",
+			[]in{{"b1", "p", B}, {"i1", "p", I}, {"b2", "p", B}, {"i2", "p", I}},
+			[]string{"i1", "i2", "b1", "b2"},
+		},
+		{
+			"other pool not in order",
+			[]in{{"b1", "p", B}, {"x1", "x", I}, {"i1", "p", I}},
+			[]string{"i1", "b1"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := start(t, admission.Options{Capacity: 10})
+			h.setPool("p", closedPool(1))
+			h.setPool("x", closedPool(1))
+			for _, it := range tt.in {
+				h.enqueue(it.id, it.pool, it.prio)
+			}
+			// Queue positions follow the dispatch order.
+			for pos, id := range tt.want {
+				pl, ok := h.position(id)
+				if !ok || pl.Position != pos {
+					t.Errorf("Position(%q) = %+v, %v; want position %d", id, pl, ok, pos)
+				}
+			}
+			h.setPool("p", openPool(1))
+			for range len(tt.want) - 1 {
+				h.done("p", admission.DoneInfo{})
+			}
+			if got := h.rec.dispatchedIDs(); !slices.Equal(got, tt.want) {
+				t.Errorf("dispatched %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestImmediateDispatch(t *testing.T) {
+	h := start(t, admission.Options{Capacity: 1})
+	h.setPool("p", openPool(2))
+	h.setPool("q", closedPool(1))
+	h.enqueue("q1", "q", B) // fills the queue
+
+	for _, id := range []string{"a", "b"} {
+		adm := h.enqueue(id, "p", B)
+		if adm != (admission.Admission{}) {
+			t.Errorf("Enqueue(%q) = %+v, want dispatched at once", id, adm)
+		}
+	}
+	if got, want := h.rec.dispatchedIDs(), []string{"a", "b"}; !slices.Equal(got, want) {
+		t.Fatalf("dispatched %v, want %v", got, want)
+	}
+	// Both slots busy and the queue is full: the next one is refused.
+	_, err := h.q.Enqueue(context.Background(), admission.Item{ID: "c", Pool: "p", Priority: I})
+	if !errors.Is(err, admission.ErrRejected) {
+		t.Fatalf("Enqueue(c) error = %v, want ErrRejected", err)
+	}
+	st := h.stats()
+	if st.Depth != 1 || st.Pools["p"].Busy != 2 || h.q.Depth() != 1 {
+		t.Errorf("stats = %+v, Depth() = %d", st, h.q.Depth())
+	}
+	if st.Outcomes[admission.Admitted] != 3 || st.Outcomes[admission.Dispatched] != 2 ||
+		st.Outcomes[admission.RejectedFull] != 1 {
+		t.Errorf("outcomes = %v", st.Outcomes)
+	}
+}
+
+func TestCapacitySharedAcrossPools(t *testing.T) {
+	tests := []struct {
+		name   string
+		policy admission.Policy
+		fill   []in
+		next   in
+		want   error
+	}{
+		{"reject, other pools fill it", admission.Reject,
+			[]in{{"a1", "a", B}, {"a2", "a", I}, {"b1", "b", I}}, in{"c1", "c", I}, admission.ErrRejected},
+		{"reject, same pool", admission.Reject,
+			[]in{{"a1", "a", I}, {"a2", "a", I}, {"a3", "a", I}}, in{"a4", "a", I}, admission.ErrRejected},
+		{"drop-lru batch, only interactive queued elsewhere", admission.DropLRU,
+			[]in{{"a1", "a", I}, {"b1", "b", I}, {"b2", "b", I}}, in{"c1", "c", B}, admission.ErrDropLRUFull},
+		{"not full", admission.Reject, []in{{"a1", "a", B}, {"b1", "b", B}}, in{"c1", "c", B}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := start(t, admission.Options{Capacity: 3, Policy: tt.policy})
+			for _, p := range []string{"a", "b", "c"} {
+				h.setPool(p, admission.PoolConfig{Slots: 2, PriorServiceMs: 900})
+			}
+			for _, it := range tt.fill {
+				h.enqueue(it.id, it.pool, it.prio)
+			}
+			adm, err := h.q.Enqueue(context.Background(),
+				admission.Item{ID: tt.next.id, Pool: tt.next.pool, Priority: tt.next.prio})
+			if !errors.Is(err, tt.want) || (tt.want == nil) != (err == nil) {
+				t.Fatalf("Enqueue = %+v, %v; want %v", adm, err, tt.want)
+			}
+			if err == nil {
+				return
+			}
+			if adm.RetryAfter != 450*time.Millisecond { // 900 ms / 2 slots
+				t.Errorf("RetryAfter = %v, want 450ms", adm.RetryAfter)
+			}
+			if _, ok := h.position(tt.next.id); ok {
+				t.Errorf("refused item %q is queued", tt.next.id)
+			}
+			if d := h.stats().Depth; d != len(tt.fill) {
+				t.Errorf("depth = %d, want %d", d, len(tt.fill))
+			}
+			if ev := h.rec.evictedIDs(); len(ev) != 0 {
+				t.Errorf("evicted %v", ev)
+			}
+		})
+	}
+}
+
+func TestDropLRU(t *testing.T) {
+	tests := []struct {
+		name        string
+		fill        []in
+		next        in
+		wantEvicted string // "" means refused with ErrDropLRUFull
+	}{
+		{"interactive evicts oldest batch across pools",
+			[]in{{"i1", "a", I}, {"b1", "b", B}, {"b2", "a", B}}, in{"n", "a", I}, "b1"},
+		{"interactive with only interactive evicts oldest interactive",
+			[]in{{"i1", "b", I}, {"i2", "a", I}, {"i3", "a", I}}, in{"n", "a", I}, "i1"},
+		{"batch evicts oldest batch, not older interactive",
+			[]in{{"i1", "a", I}, {"b1", "a", B}, {"b2", "b", B}}, in{"n", "b", B}, "b1"},
+		{"batch with only interactive is refused",
+			[]in{{"i1", "a", I}, {"i2", "b", I}, {"i3", "a", I}}, in{"n", "a", B}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := start(t, admission.Options{Capacity: 3, Policy: admission.DropLRU})
+			h.setPool("a", closedPool(1))
+			h.setPool("b", closedPool(1))
+			for _, it := range tt.fill {
+				h.enqueue(it.id, it.pool, it.prio)
+			}
+			adm, err := h.q.Enqueue(context.Background(),
+				admission.Item{ID: tt.next.id, Pool: tt.next.pool, Priority: tt.next.prio})
+			if tt.wantEvicted == "" {
+				if !errors.Is(err, admission.ErrDropLRUFull) {
+					t.Fatalf("Enqueue = %+v, %v; want ErrDropLRUFull", adm, err)
+				}
+				if adm.RetryAfter != 100*time.Millisecond || adm.Evicted != nil {
+					t.Errorf("refusal = %+v", adm)
+				}
+				if st := h.stats(); st.Depth != 3 || st.Outcomes[admission.RejectedDropLRU] != 1 {
+					t.Errorf("stats = %+v", st)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Enqueue: %v", err)
+			}
+			if adm.Evicted == nil || adm.Evicted.ID != tt.wantEvicted {
+				t.Fatalf("Admission.Evicted = %+v, want %q", adm.Evicted, tt.wantEvicted)
+			}
+			if got := h.rec.evictedIDs(); !slices.Equal(got, []string{tt.wantEvicted}) {
+				t.Errorf("Evict got %v, want [%s]", got, tt.wantEvicted)
+			}
+			if _, ok := h.position(tt.wantEvicted); ok {
+				t.Errorf("evicted %q still queued", tt.wantEvicted)
+			}
+			if _, ok := h.position(tt.next.id); !ok {
+				t.Errorf("new item %q not queued", tt.next.id)
+			}
+			if st := h.stats(); st.Depth != 3 || st.Outcomes[admission.Evicted] != 1 {
+				t.Errorf("stats = %+v", st)
+			}
+		})
+	}
+}
+
+func TestCancel(t *testing.T) {
+	h := start(t, admission.Options{Capacity: 4})
+	h.setPool("p", openPool(1))
+	h.enqueue("running", "p", I)
+	h.enqueue("q1", "p", B)
+	h.enqueue("q2", "p", B)
+
+	tests := []struct {
+		id   string
+		want bool
+	}{
+		{"q1", true},
+		{"q1", false}, // already canceled
+		{"running", false},
+		{"unknown", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.id, func(t *testing.T) {
+			ok, err := h.q.Cancel(context.Background(), tt.id)
+			if err != nil || ok != tt.want {
+				t.Errorf("Cancel(%q) = %v, %v; want %v", tt.id, ok, err, tt.want)
+			}
+		})
+	}
+	if pl, ok := h.position("q2"); !ok || pl.Position != 0 {
+		t.Errorf("Position(q2) = %+v, %v; want 0", pl, ok)
+	}
+	// A canceled id may be admitted again.
+	h.enqueue("q1", "p", B)
+	h.done("p", admission.DoneInfo{})
+	if got, want := h.rec.dispatchedIDs(), []string{"running", "q2"}; !slices.Equal(got, want) {
+		t.Errorf("dispatched %v, want %v", got, want)
+	}
+	st := h.stats()
+	if st.Depth != 1 || st.Outcomes[admission.Canceled] != 1 {
+		t.Errorf("stats = %+v", st)
+	}
+}
+
+func TestDispatchOnSetPoolAndDone(t *testing.T) {
+	h := start(t, admission.Options{Capacity: 10})
+	h.setPool("p", closedPool(2))
+	for _, id := range []string{"a", "b", "c", "d"} {
+		h.enqueue(id, "p", B)
+	}
+	steps := []struct {
+		name string
+		do   func()
+		want []string
+		busy int
+	}{
+		{"nothing while not dispatchable", func() {}, []string{}, 0},
+		{"set dispatchable", func() { h.setPool("p", openPool(2)) }, []string{"a", "b"}, 2},
+		{"done frees a slot", func() { h.done("p", admission.DoneInfo{}) }, []string{"a", "b", "c"}, 2},
+		{"lower slots below busy", func() { h.setPool("p", openPool(1)) }, []string{"a", "b", "c"}, 2},
+		{"done still above slots", func() { h.done("p", admission.DoneInfo{}) }, []string{"a", "b", "c"}, 1},
+		{"done below slots", func() { h.done("p", admission.DoneInfo{}) }, []string{"a", "b", "c", "d"}, 1},
+		{"draining stops dispatch", func() {
+			h.setPool("p", closedPool(1))
+			h.enqueue("e", "p", I)
+			h.done("p", admission.DoneInfo{})
+		}, []string{"a", "b", "c", "d"}, 0},
+		{"raising slots dispatches", func() { h.setPool("p", openPool(3)) }, []string{"a", "b", "c", "d", "e"}, 1},
+	}
+	for _, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			s.do()
+			if got := h.rec.dispatchedIDs(); !slices.Equal(got, s.want) {
+				t.Errorf("dispatched %v, want %v", got, s.want)
+			}
+			if busy := h.stats().Pools["p"].Busy; busy != s.busy {
+				t.Errorf("busy = %d, want %d", busy, s.busy)
+			}
+		})
+	}
+}
+
+func TestPoolIndependence(t *testing.T) {
+	h := start(t, admission.Options{Capacity: 10})
+	h.setPool("a", openPool(1))
+	h.setPool("b", openPool(1))
+	h.enqueue("a1", "a", I) // runs
+	h.enqueue("a2", "a", I) // queued behind a1
+	h.enqueue("a3", "a", I)
+	if adm := h.enqueue("b1", "b", B); adm.Position != 0 || adm.PredictedStartMs != 0 {
+		t.Errorf("b1 admission = %+v, want immediate", adm)
+	}
+	h.enqueue("b2", "b", B)
+	h.done("b", admission.DoneInfo{}) // frees b only: b2 runs, a2 still waits
+	if got, want := h.rec.dispatchedIDs(), []string{"a1", "b1", "b2"}; !slices.Equal(got, want) {
+		t.Fatalf("dispatched %v, want %v", got, want)
+	}
+	h.done("a", admission.DoneInfo{})
+	if got, want := h.rec.dispatchedIDs(), []string{"a1", "b1", "b2", "a2"}; !slices.Equal(got, want) {
+		t.Fatalf("dispatched %v, want %v", got, want)
+	}
+	// A pool that is not dispatchable holds only itself up.
+	h.setPool("a", closedPool(1))
+	h.done("a", admission.DoneInfo{})
+	h.done("b", admission.DoneInfo{})
+	h.enqueue("b3", "b", I)
+	if got, want := h.rec.dispatchedIDs(), []string{"a1", "b1", "b2", "a2", "b3"}; !slices.Equal(got, want) {
+		t.Fatalf("dispatched %v, want %v", got, want)
+	}
+}
+
+func TestPredictions(t *testing.T) {
+	h := start(t, admission.Options{Capacity: 20})
+	h.setPool("p", admission.PoolConfig{Slots: 2, Dispatchable: true, PriorServiceMs: 100})
+	h.enqueue("r1", "p", B)
+	h.enqueue("r2", "p", B) // both slots busy
+
+	steps := []struct {
+		in       in
+		wantPos  int
+		wantPred int64
+	}{
+		{in{"b1", "p", B}, 0, 100},
+		{in{"b2", "p", B}, 1, 100},
+		{in{"b3", "p", B}, 2, 200},
+		{in{"i1", "p", I}, 0, 100}, // jumps ahead of the batch items
+		{in{"i2", "p", I}, 1, 100},
+		{in{"b4", "p", B}, 5, 300},
+	}
+	for _, s := range steps {
+		t.Run("enqueue "+s.in.id, func(t *testing.T) {
+			adm := h.enqueue(s.in.id, s.in.pool, s.in.prio)
+			if adm.Position != s.wantPos || adm.PredictedStartMs != s.wantPred {
+				t.Errorf("admission = %+v, want position %d predicted %d", adm.Placement, s.wantPos, s.wantPred)
+			}
+		})
+	}
+	// Positions now follow the dispatch order: i1 i2 b1 b2 b3 b4.
+	for pos, id := range []string{"i1", "i2", "b1", "b2", "b3", "b4"} {
+		t.Run("position "+id, func(t *testing.T) {
+			pl, ok := h.position(id)
+			want := admission.Placement{Position: pos, PredictedStartMs: int64((pos/2 + 1) * 100)}
+			if !ok || pl != want {
+				t.Errorf("Position(%q) = %+v, %v; want %+v", id, pl, ok, want)
+			}
+		})
+	}
+	t.Run("measured rate changes predictions", func(t *testing.T) {
+		h.done("p", admission.DoneInfo{Service: 40 * time.Millisecond}) // first measurement replaces prior; i1 runs
+		pl, ok := h.position("b4")
+		if want := (admission.Placement{Position: 4, PredictedStartMs: 120}); !ok || pl != want {
+			t.Errorf("Position(b4) = %+v, %v; want %+v", pl, ok, want)
+		}
+	})
+	t.Run("free slots of a non-dispatchable pool do not count", func(t *testing.T) {
+		h.setPool("d", admission.PoolConfig{Slots: 4, PriorServiceMs: 100})
+		adm := h.enqueue("d1", "d", I)
+		if adm.Position != 0 || adm.PredictedStartMs != 100 {
+			t.Errorf("admission = %+v", adm)
+		}
+	})
+	t.Run("unknown id", func(t *testing.T) {
+		if pl, ok := h.position("nope"); ok {
+			t.Errorf("Position(nope) = %+v, true", pl)
+		}
+	})
+}
+
+func TestRatesEWMA(t *testing.T) {
+	ms := time.Millisecond
+	tests := []struct {
+		name      string
+		done      []admission.DoneInfo
+		wantMean  float64
+		wantTokS  float64
+		wantRetry time.Duration // RetryAfter for 2 slots
+		// after a prior update to 5/5: measured averages stay, unmeasured ones take the new prior
+		wantMean2, wantTokS2 float64
+	}{
+		{"priors before any measurement", nil, 1000, 50, 500 * ms, 5, 5},
+		{"first measurement replaces the prior",
+			[]admission.DoneInfo{{Service: 200 * ms, Tokens: 100, Decode: time.Second}}, 200, 100, 100 * ms, 200, 100},
+		{"second is averaged with alpha 0.2",
+			[]admission.DoneInfo{{Service: 200 * ms, Tokens: 100, Decode: time.Second}, {Service: 700 * ms, Tokens: 30, Decode: 100 * ms}},
+			300, 140, 150 * ms, 300, 140},
+		{"unmeasured done leaves the averages",
+			[]admission.DoneInfo{{Service: 200 * ms}, {}, {Tokens: 5}, {Decode: ms}}, 200, 50, 100 * ms, 200, 5},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := start(t, admission.Options{Capacity: 1})
+			cfg := admission.PoolConfig{Slots: 2, Dispatchable: true, PriorServiceMs: 1000, PriorTokensPerS: 50}
+			h.setPool("p", cfg)
+			for i, d := range tt.done {
+				h.enqueue(string(rune('a'+i)), "p", B)
+				h.done("p", d)
+			}
+			r, err := h.q.PoolRates(context.Background(), "p")
+			if err != nil || !near(r.MeanServiceMs, tt.wantMean) || !near(r.TokensPerS, tt.wantTokS) {
+				t.Errorf("PoolRates = %+v, %v; want mean %v tok/s %v", r, err, tt.wantMean, tt.wantTokS)
+			}
+			ps := h.stats().Pools["p"]
+			if !near(ps.MeanServiceMs, tt.wantMean) || !near(ps.TokensPerS, tt.wantTokS) {
+				t.Errorf("stats = %+v", ps)
+			}
+			// The refusal's back-off follows the measured rate.
+			h.setPool("p", admission.PoolConfig{Slots: 2, PriorServiceMs: 1000, PriorTokensPerS: 50})
+			h.enqueue("fill", "p", B)
+			adm, err := h.q.Enqueue(context.Background(), admission.Item{ID: "x", Pool: "p"})
+			if !errors.Is(err, admission.ErrRejected) || adm.RetryAfter != tt.wantRetry {
+				t.Errorf("refusal = %+v, %v; want RetryAfter %v", adm, err, tt.wantRetry)
+			}
+			// New priors only matter until the first measurement.
+			cfg.PriorServiceMs, cfg.PriorTokensPerS = 5, 5
+			h.setPool("p", cfg)
+			r, _ = h.q.PoolRates(context.Background(), "p")
+			if !near(r.MeanServiceMs, tt.wantMean2) || !near(r.TokensPerS, tt.wantTokS2) {
+				t.Errorf("after prior update PoolRates = %+v, want mean %v tok/s %v", r, tt.wantMean2, tt.wantTokS2)
+			}
+		})
+	}
+}
+
+func near(a, b float64) bool { return a-b < 1e-9 && b-a < 1e-9 }
+
+func TestRemove(t *testing.T) {
+	h := start(t, admission.Options{Capacity: 10})
+	h.setPool("a", closedPool(1))
+	h.setPool("b", closedPool(1))
+	h.setPool("empty", closedPool(1))
+	for _, it := range []in{{"a1", "a", B}, {"b1", "b", B}, {"a2", "a", I}, {"a3", "a", B}, {"b2", "b", I}} {
+		h.enqueue(it.id, it.pool, it.prio)
+	}
+	tests := []struct {
+		pool    string
+		want    []string
+		wantErr error
+	}{
+		{"a", []string{"a2", "a1", "a3"}, nil},
+		{"a", []string{}, nil},
+		{"empty", []string{}, nil},
+		{"nope", []string{}, admission.ErrUnknownPool},
+	}
+	for _, tt := range tests {
+		t.Run(tt.pool, func(t *testing.T) {
+			items, err := h.q.Remove(context.Background(), tt.pool)
+			if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil) != (err == nil) {
+				t.Fatalf("Remove(%q) error = %v, want %v", tt.pool, err, tt.wantErr)
+			}
+			if got := ids(items); !slices.Equal(got, tt.want) {
+				t.Errorf("Remove(%q) = %v, want %v", tt.pool, got, tt.want)
+			}
+		})
+	}
+	st := h.stats()
+	if st.Depth != 2 || st.Pools["b"].QueuedBatch != 1 || st.Pools["b"].QueuedInteractive != 1 ||
+		st.Outcomes[admission.Removed] != 3 {
+		t.Errorf("stats = %+v", st)
+	}
+}
+
+func TestInvalidCalls(t *testing.T) {
+	h := start(t, admission.Options{Capacity: 10})
+	h.setPool("p", closedPool(1))
+	h.setPool("open", openPool(1))
+	h.enqueue("dup", "p", B)
+	ctx := context.Background()
+
+	tests := []struct {
+		name string
+		call func() error
+		want error
+	}{
+		{"duplicate queued id", func() error {
+			_, err := h.q.Enqueue(ctx, admission.Item{ID: "dup", Pool: "p", Priority: I})
+			return err
+		}, admission.ErrDuplicate},
+		{"unknown pool", func() error {
+			_, err := h.q.Enqueue(ctx, admission.Item{ID: "x", Pool: "nope"})
+			return err
+		}, admission.ErrUnknownPool},
+		{"empty id", func() error {
+			_, err := h.q.Enqueue(ctx, admission.Item{Pool: "p"})
+			return err
+		}, admission.ErrInvalid},
+		{"bad priority", func() error {
+			_, err := h.q.Enqueue(ctx, admission.Item{ID: "x", Pool: "p", Priority: 5})
+			return err
+		}, admission.ErrInvalid},
+		{"empty pool id", func() error { return h.q.SetPool(ctx, "", openPool(1)) }, admission.ErrInvalid},
+		{"negative slots", func() error { return h.q.SetPool(ctx, "x", openPool(-1)) }, admission.ErrInvalid},
+		{"negative prior", func() error {
+			return h.q.SetPool(ctx, "x", admission.PoolConfig{Slots: 1, PriorServiceMs: -1})
+		}, admission.ErrInvalid},
+		{"done unknown pool", func() error { return h.q.Done(ctx, "nope", admission.DoneInfo{}) }, admission.ErrUnknownPool},
+		{"done without busy slot", func() error { return h.q.Done(ctx, "open", admission.DoneInfo{}) }, admission.ErrNotBusy},
+		{"rates unknown pool", func() error {
+			_, err := h.q.PoolRates(ctx, "nope")
+			return err
+		}, admission.ErrUnknownPool},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.call(); !errors.Is(err, tt.want) {
+				t.Errorf("error = %v, want %v", err, tt.want)
+			}
+		})
+	}
+	if st := h.stats(); st.Depth != 1 || len(st.Pools) != 2 || st.Outcomes[admission.Admitted] != 1 {
+		t.Errorf("stats = %+v", st)
+	}
+}
+
+func TestNewPanics(t *testing.T) {
+	nop := func(admission.Item) {}
+	tests := []struct {
+		name string
+		opts admission.Options
+	}{
+		{"zero capacity", admission.Options{Dispatch: nop}},
+		{"nil dispatch", admission.Options{Capacity: 1}},
+		{"drop-lru without evict", admission.Options{Capacity: 1, Policy: admission.DropLRU, Dispatch: nop}},
+		{"bad policy", admission.Options{Capacity: 1, Policy: 9, Dispatch: nop}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			defer func() {
+				if recover() == nil {
+					t.Error("New did not panic")
+				}
+			}()
+			admission.New(tt.opts)
+		})
+	}
+}
+
+func TestEnqueuedAtUsesClock(t *testing.T) {
+	h := start(t, admission.Options{Capacity: 4})
+	h.setPool("p", openPool(1))
+	h.enqueue("a", "p", I)
+	h.clock.Advance(3 * time.Second)
+	h.enqueue("b", "p", I)
+	h.clock.Advance(time.Second)
+	h.done("p", admission.DoneInfo{})
+
+	h.rec.mu.Lock()
+	defer h.rec.mu.Unlock()
+	want := []time.Time{epoch, epoch.Add(3 * time.Second)}
+	for i, it := range h.rec.dispatched {
+		if !it.EnqueuedAt.Equal(want[i]) {
+			t.Errorf("%s EnqueuedAt = %v, want %v", it.ID, it.EnqueuedAt, want[i])
+		}
+	}
+}
+
+func TestStatsTotals(t *testing.T) {
+	h := start(t, admission.Options{Capacity: 10})
+	h.setPool("a", openPool(1))
+	h.setPool("b", closedPool(3))
+	for _, it := range []in{{"a1", "a", I}, {"a2", "a", I}, {"a3", "a", B}, {"b1", "b", B}, {"b2", "b", B}} {
+		h.enqueue(it.id, it.pool, it.prio)
+	}
+	st := h.stats()
+	want := admission.Stats{
+		Capacity: 10, Depth: 4, QueuedInteractive: 1, QueuedBatch: 3, Busy: 1, Slots: 4,
+		Pools: map[string]admission.PoolStats{
+			"a": {QueuedInteractive: 1, QueuedBatch: 1, Busy: 1, Slots: 1, MeanServiceMs: 100, TokensPerS: 50, Dispatchable: true},
+			"b": {QueuedBatch: 2, Slots: 3, MeanServiceMs: 100, TokensPerS: 50},
+		},
+	}
+	want.Outcomes[admission.Admitted] = 5
+	want.Outcomes[admission.Dispatched] = 1
+	if st.Capacity != want.Capacity || st.Depth != want.Depth || st.QueuedInteractive != want.QueuedInteractive ||
+		st.QueuedBatch != want.QueuedBatch || st.Busy != want.Busy || st.Slots != want.Slots ||
+		st.Outcomes != want.Outcomes || len(st.Pools) != 2 || st.Pools["a"] != want.Pools["a"] || st.Pools["b"] != want.Pools["b"] {
+		t.Errorf("stats = %+v\nwant    %+v", st, want)
+	}
+	if h.q.Depth() != 4 {
+		t.Errorf("Depth() = %d, want 4", h.q.Depth())
+	}
+}
+
+func TestClosedQueue(t *testing.T) {
+	q := admission.New(admission.Options{Capacity: 4, Dispatch: func(admission.Item) {}})
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan error, 1)
+	go func() { stopped <- q.Run(ctx) }()
+	bg := context.Background()
+	if err := q.SetPool(bg, "p", closedPool(1)); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"a", "b"} {
+		if _, err := q.Enqueue(bg, admission.Item{ID: id, Pool: "p", Priority: admission.Batch}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := q.Drain(); got != nil {
+		t.Errorf("Drain while running = %v, want nil", got)
+	}
+	cancel()
+	if err := <-stopped; err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+
+	tests := []struct {
+		name string
+		call func() error
+	}{
+		{"Run again", func() error { return q.Run(bg) }},
+		{"Enqueue", func() error {
+			_, err := q.Enqueue(bg, admission.Item{ID: "c", Pool: "p"})
+			return err
+		}},
+		{"Cancel", func() error { _, err := q.Cancel(bg, "a"); return err }},
+		{"Remove", func() error { _, err := q.Remove(bg, "p"); return err }},
+		{"Position", func() error { _, _, err := q.Position(bg, "a"); return err }},
+		{"SetPool", func() error { return q.SetPool(bg, "p", openPool(1)) }},
+		{"Done", func() error { return q.Done(bg, "p", admission.DoneInfo{}) }},
+		{"Stats", func() error { _, err := q.Stats(bg); return err }},
+		{"PoolRates", func() error { _, err := q.PoolRates(bg, "p"); return err }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.call(); !errors.Is(err, admission.ErrClosed) {
+				t.Errorf("error = %v, want ErrClosed", err)
+			}
+		})
+	}
+	if q.Depth() != 2 {
+		t.Errorf("Depth() = %d before Drain, want 2", q.Depth())
+	}
+	if got := ids(q.Drain()); !slices.Equal(got, []string{"a", "b"}) {
+		t.Errorf("Drain = %v, want [a b]", got)
+	}
+	if got := q.Drain(); got != nil {
+		t.Errorf("second Drain = %v, want nil", got)
+	}
+	if q.Depth() != 0 {
+		t.Errorf("Depth() = %d after Drain", q.Depth())
+	}
+}
+
+func TestCallerContextDone(t *testing.T) {
+	// Run never starts: only the caller's ctx can end the calls.
+	q := admission.New(admission.Options{Capacity: 4, Dispatch: func(admission.Item) {}})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := q.Enqueue(ctx, admission.Item{ID: "a", Pool: "p"}); !errors.Is(err, context.Canceled) {
+		t.Errorf("Enqueue error = %v, want context.Canceled", err)
+	}
+	if err := q.SetPool(ctx, "p", openPool(1)); !errors.Is(err, context.Canceled) {
+		t.Errorf("SetPool error = %v, want context.Canceled", err)
+	}
+	if got := q.Drain(); got != nil {
+		t.Errorf("Drain before Run = %v, want nil", got)
+	}
+	// A call blocked on a queue whose owner has not started returns when its ctx ends.
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := q.Stats(ctx2)
+		errc <- err
+	}()
+	cancel2()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Errorf("Stats error = %v, want context.Canceled", err)
+	}
+}

@@ -1,0 +1,384 @@
+// Package app assembles orchestratord from a validated configuration and runs it: stores, pool
+// registry (with managed engine processes), the scheduler, the HTTP server with its middleware
+// and the generated strict handlers. Tests and other binaries embed it in-process; cmd/
+// orchestratord only parses flags and signals.
+package app
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/orchestratord/orchestratord/engine"
+	"github.com/orchestratord/orchestratord/engine/gpu"
+	"github.com/orchestratord/orchestratord/engine/llamacpp"
+	"github.com/orchestratord/orchestratord/engine/process"
+	"github.com/orchestratord/orchestratord/gen/api"
+	"github.com/orchestratord/orchestratord/impl"
+	"github.com/orchestratord/orchestratord/impl/admission"
+	"github.com/orchestratord/orchestratord/impl/artifact"
+	"github.com/orchestratord/orchestratord/impl/config"
+	"github.com/orchestratord/orchestratord/impl/metrics"
+	"github.com/orchestratord/orchestratord/impl/pool"
+	"github.com/orchestratord/orchestratord/impl/session"
+	"github.com/orchestratord/orchestratord/impl/task"
+)
+
+// Options are what New needs besides the configuration.
+type Options struct {
+	Logger *slog.Logger
+	// NewReplica overrides the engine adapter factory (tests use engine/fake). Default: the
+	// adapter for the pool's engine.
+	NewReplica func(spec pool.Spec, baseURL string) engine.Replica
+	// NVML overrides the NVML library (tests use mocks). Default: nvml.New().
+	NVML nvml.Interface
+	// Registry overrides the Prometheus registry. Default: a new one with Go and process
+	// collectors.
+	Registry *prometheus.Registry
+	// HealthInterval overrides the pools' health poll interval.
+	HealthInterval time.Duration
+}
+
+// App is an assembled daemon.
+type App struct {
+	cfg       *config.Config
+	log       *slog.Logger
+	echo      *echo.Echo
+	tasks     *task.Service
+	sessions  *session.Store
+	pools     *pool.Registry
+	gpus      *gpu.Probe
+	metrics   *metrics.Metrics
+	ln        net.Listener
+	apiKeyLoc string
+
+	ready chan struct{}
+}
+
+// New assembles the daemon from cfg. It creates the state directory and, when no API key is
+// configured, generates one into it.
+func New(cfg *config.Config, opts Options) (*App, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	a := &App{cfg: cfg, log: log, ready: make(chan struct{})}
+	keys := cfg.APIKeys
+	if len(keys) == 0 {
+		k, path, err := generatedKey(cfg.StateDir)
+		if err != nil {
+			return nil, err
+		}
+		keys = []string{k}
+		a.apiKeyLoc = path
+		log.Info("no API key configured: using the generated key", "path", path, "fingerprint", Fingerprint(k))
+	} else {
+		fps := make([]string, len(keys))
+		for i, k := range keys {
+			fps[i] = Fingerprint(k)
+		}
+		log.Info("API keys configured", "count", len(keys), "fingerprints", strings.Join(fps, ","))
+	}
+
+	reg := opts.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	a.metrics = metrics.New(reg)
+
+	ss, err := session.New(session.Options{TTL: cfg.Sessions.TTL.D(), MaxTurns: cfg.Sessions.MaxTurns,
+		MaxSessions: cfg.Sessions.MaxSessions, TokenBudget: cfg.Sessions.TokenBudget, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("sessions: %w", err)
+	}
+	a.sessions = ss
+	arts, err := artifact.Open(filepath.Join(cfg.StateDir, "artifacts"), artifact.Options{MaxBytes: cfg.Artifacts.MaxBytes, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("artifacts: %w", err)
+	}
+	lib := opts.NVML
+	if lib == nil {
+		lib = nvml.New()
+	}
+	a.gpus = gpu.New(lib, log)
+
+	newReplica := opts.NewReplica
+	if newReplica == nil {
+		newReplica = func(spec pool.Spec, baseURL string) engine.Replica {
+			return versioned{llamacpp.New(llamacpp.Options{BaseURL: baseURL, Logger: log})}
+		}
+	}
+	var specs []pool.Spec
+	for _, p := range cfg.Pools {
+		s := pool.Spec{ID: p.ID, Engine: p.Engine, ModelRef: p.ModelRef, ModelID: p.ModelID, CtxMax: p.CtxMax,
+			Slots: p.Slots, KVBytesPerToken: p.KVBytesPerToken, PriorServiceMs: p.PriorServiceMs,
+			PriorTokensPerS: p.PriorTokensPerS, Workloads: p.Workloads}
+		r := p.Replicas[0]
+		s.URL, s.Managed = r.URL, r.Managed != nil
+		specs = append(specs, s)
+	}
+	policy, err := admission.ParsePolicy(cfg.Admission.Policy)
+	if err != nil {
+		return nil, err
+	}
+	var svc *task.Service
+	a.pools, err = pool.New(pool.Options{
+		Pools: specs, NewReplica: newReplica, StartManaged: a.startManaged, HealthInterval: opts.HealthInterval,
+		OnChange: func(v pool.View) {
+			a.metrics.PoolReady.WithLabelValues(v.ID).Set(b2f(v.Ready()))
+			svc.PoolChanged(context.Background(), v)
+			log.Info("pool state", "pool_id", v.ID, "live", v.Live, "ready", v.Ready(), "draining", v.Draining,
+				"model_ref", v.ModelRef, "engine_version", v.EngineVersion, "last_error", v.LastError)
+		},
+		OnDrainDeadline: func(id string) { svc.PoolDrained(context.Background(), id) },
+		Logger:          log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	svc = task.New(task.Options{
+		Capacity: cfg.Admission.Capacity, Policy: policy, Pools: a.pools, Sessions: ss, Metrics: a.metrics,
+		Logger: log, Retention: cfg.Tasks.Retention.D(), MaxRetained: cfg.Tasks.MaxRetained,
+		CancelOnDisconnect: cfg.Stream.CancelOnDisconnectOrDefault(),
+	})
+	a.tasks = svc
+	for _, p := range cfg.Pools {
+		a.metrics.ModelState.WithLabelValues(p.ModelID, "Active").Set(1)
+		a.metrics.PoolReady.WithLabelValues(p.ID).Set(0)
+	}
+
+	spec, err := api.GetSwagger()
+	if err != nil {
+		return nil, fmt.Errorf("embedded spec: %w", err)
+	}
+	specJSON, err := json.Marshal(spec)
+	if err != nil {
+		return nil, fmt.Errorf("embedded spec: %w", err)
+	}
+	spec.Servers = nil
+	srv := impl.NewServer(impl.Options{
+		Tasks: svc, Sessions: ss, Artifacts: arts, Pools: a.pools, GPUs: a.gpus, Metrics: a.metrics,
+		Gatherer: reg, Logger: log, Heartbeat: cfg.Stream.Heartbeat.D(), SpecJSON: specJSON,
+		BeforeScrape: a.refreshGauges,
+	})
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = impl.HTTPErrorHandler(log)
+	e.Use(impl.Correlation(), impl.Recover(log), impl.BodyLimit(cfg.BodyLimitBytes), impl.Auth(spec, keys), impl.Validator(spec))
+	api.RegisterHandlers(e, api.NewStrictHandler(srv, nil))
+	a.echo = e
+	return a, nil
+}
+
+// Handler returns the HTTP handler (for httptest servers).
+func (a *App) Handler() http.Handler { return a.echo }
+
+// Addr returns the address the daemon listens on, once Run has bound it.
+func (a *App) Addr() string {
+	<-a.ready
+	return a.ln.Addr().String()
+}
+
+// APIKeyPath is where the generated key was written ("" when keys are configured).
+func (a *App) APIKeyPath() string { return a.apiKeyLoc }
+
+// Run binds the configured address and serves until ctx is done, then shuts down gracefully:
+// admission stops, running tasks get shutdown_grace to finish, streams end, managed engines stop.
+func (a *App) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", a.cfg.Addr)
+	if err != nil {
+		close(a.ready)
+		return fmt.Errorf("listen %s: %w", a.cfg.Addr, err)
+	}
+	return a.Serve(ctx, ln)
+}
+
+// Serve is Run on an existing listener.
+func (a *App) Serve(ctx context.Context, ln net.Listener) error {
+	a.ln = ln
+	close(a.ready)
+	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRun()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = a.tasks.Run(runCtx) }()
+	go func() { defer wg.Done(); _ = a.sessions.Run(runCtx) }()
+	a.pools.Start(runCtx)
+
+	hs := &http.Server{Handler: a.echo, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second,
+		ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- hs.Serve(ln) }()
+	a.log.Info("orchestratord listening", "addr", ln.Addr().String())
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+	}
+	a.log.Info("shutting down: admission stopped", "grace", a.cfg.ShutdownGrace.D().String())
+	graceCtx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownGrace.D())
+	a.tasks.Shutdown(graceCtx)
+	cancel()
+	// Every task is final now, so every stream has its last frame: let them drain.
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	if serr := hs.Shutdown(sctx); serr != nil {
+		_ = hs.Close()
+	}
+	cancel()
+	stopRun()
+	wg.Wait()
+	a.pools.Wait()
+	pctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	if perr := a.pools.Stop(pctx); perr != nil {
+		a.log.Warn("stopping managed engines", "err", perr)
+	}
+	cancel()
+	_ = a.gpus.Close()
+	a.log.Info("orchestratord stopped")
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+// refreshGauges sets the gauges that mirror live state, before a scrape.
+func (a *App) refreshGauges(ctx context.Context) {
+	st, err := a.tasks.Stats(ctx)
+	views := a.pools.Views()
+	var inv gpu.Inventory
+	if len(views) > 0 {
+		inv = a.gpus.Snapshot(ctx)
+	}
+	for _, v := range views {
+		a.metrics.PoolReady.WithLabelValues(v.ID).Set(b2f(v.Ready()))
+		if err != nil {
+			continue
+		}
+		ps := st.Pools[v.ID]
+		a.metrics.QueueDepth.WithLabelValues(v.Engine, v.EngineVersion, v.ID, "interactive").Set(float64(ps.QueuedInteractive))
+		a.metrics.QueueDepth.WithLabelValues(v.Engine, v.EngineVersion, v.ID, "batch").Set(float64(ps.QueuedBatch))
+		a.metrics.ActiveLeases.WithLabelValues(v.ID).Set(float64(ps.Busy))
+		if ps.Slots > 0 {
+			a.metrics.KVCacheUsage.WithLabelValues(v.Engine, v.EngineVersion, v.ID, "r0").Set(float64(ps.Busy) / float64(ps.Slots))
+		}
+		for _, d := range inv.Devices {
+			dev := strconv.Itoa(d.Index)
+			a.metrics.GPUUtilization.WithLabelValues(v.Engine, v.EngineVersion, v.ID, "r0", dev).Set(float64(d.UtilizationPct))
+			a.metrics.VRAMUsed.WithLabelValues(v.Engine, v.EngineVersion, v.ID, "r0", dev).Set(float64(d.MemoryUsed))
+		}
+	}
+}
+
+// startManaged starts a managed replica for spec serving modelRef and waits for it to be healthy.
+func (a *App) startManaged(ctx context.Context, spec pool.Spec, modelRef string) (pool.Managed, error) {
+	var pc config.Pool
+	for _, p := range a.cfg.Pools {
+		if p.ID == spec.ID {
+			pc = p
+		}
+	}
+	m := pc.Replicas[0].Managed
+	modelPath := a.cfg.ResolvePath(modelRef)
+	if _, err := os.Stat(modelPath); err != nil {
+		return nil, fmt.Errorf("model %s: %w", modelRef, err)
+	}
+	argv := m.Command
+	if len(argv) == 0 {
+		argv = append([]string{"{llama_server}", "-m", "{model}", "--host", "127.0.0.1", "--port", "{port}",
+			"-np", "{slots}", "-c", "{ctx_total}"}, m.Args...)
+	}
+	repl := strings.NewReplacer("{llama_server}", a.cfg.LlamaServer, "{model}", modelPath,
+		"{slots}", strconv.Itoa(spec.Slots), "{ctx_total}", strconv.Itoa(spec.CtxMax*spec.Slots))
+	expanded := make([]string, len(argv))
+	for i, s := range argv {
+		expanded[i] = repl.Replace(s)
+	}
+	logDir := filepath.Join(a.cfg.StateDir, "logs")
+	if err := os.MkdirAll(logDir, 0o700); err != nil {
+		return nil, err
+	}
+	sup, err := process.New(process.Options{
+		Argv: expanded, Env: m.Env, StartTimeout: m.StartTimeout.D(),
+		LogFile: filepath.Join(logDir, spec.ID+".log"),
+		Health: func(ctx context.Context, baseURL string) (bool, error) {
+			h, err := llamacpp.New(llamacpp.Options{BaseURL: baseURL, IdleTimeout: 2 * time.Second}).Health(ctx)
+			return h.Ready, err
+		},
+		Logger: a.log.With("pool_id", spec.ID),
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.log.Info("starting managed replica", "pool_id", spec.ID, "model", modelPath, "argv0", expanded[0])
+	if err := sup.Start(ctx); err != nil {
+		return nil, err
+	}
+	return sup, nil
+}
+
+// versioned adds Version to the llama.cpp adapter (from /props build_info).
+type versioned struct{ *llamacpp.Replica }
+
+func (v versioned) Version(ctx context.Context) (string, error) {
+	p, err := v.Props(ctx)
+	return p.BuildInfo, err
+}
+
+// generatedKey returns the key stored in <stateDir>/api-key, creating it (0600) if absent.
+func generatedKey(stateDir string) (key, path string, err error) {
+	path = filepath.Join(stateDir, "api-key")
+	if b, err := os.ReadFile(path); err == nil {
+		if k := strings.TrimSpace(string(b)); len(k) >= 16 {
+			return k, path, nil
+		}
+	}
+	buf := make([]byte, 32)
+	if _, err := rand.Read(buf); err != nil {
+		return "", "", err
+	}
+	key = "orchd_" + hex.EncodeToString(buf)
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(key+"\n"), 0o600); err != nil {
+		return "", "", fmt.Errorf("write api key: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return "", "", fmt.Errorf("write api key: %w", err)
+	}
+	return key, path, nil
+}
+
+// Fingerprint is the first 6 hex digits of a key's SHA-256: safe to log.
+func Fingerprint(key string) string {
+	s := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(s[:3])
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

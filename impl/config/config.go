@@ -1,0 +1,512 @@
+// Package config loads orchestratord's configuration: the embedded default (default.yaml), or a
+// YAML file, then environment variables, then command-line flags, each overriding the one
+// before. Load validates everything once and names the offending field in its error; the rest of
+// the daemon receives plain values and never reads the environment itself.
+package config
+
+import (
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+//go:embed default.yaml
+var defaultYAML []byte
+
+// DefaultYAML returns the embedded default configuration file.
+func DefaultYAML() []byte { return bytes.Clone(defaultYAML) }
+
+// Config is the daemon's whole configuration.
+type Config struct {
+	Addr           string    `yaml:"addr"`
+	StateDir       string    `yaml:"state_dir"`
+	LogFormat      string    `yaml:"log_format"`
+	LogLevel       string    `yaml:"log_level"`
+	APIKeysFile    string    `yaml:"api_keys_file"`
+	APIKeys        []string  `yaml:"-"` // from the keys file or ORCHD_API_KEYS; never from the YAML itself
+	BodyLimitBytes int64     `yaml:"body_limit_bytes"`
+	Admission      Admission `yaml:"admission"`
+	Sessions       Sessions  `yaml:"sessions"`
+	Tasks          Tasks     `yaml:"tasks"`
+	Stream         Stream    `yaml:"stream"`
+	Artifacts      Artifacts `yaml:"artifacts"`
+	ShutdownGrace  Duration  `yaml:"shutdown_grace"`
+	// LlamaServer is the llama-server binary used by managed llama.cpp replicas (ORCHD_LLAMA_SERVER,
+	// else "llama-server" from PATH).
+	LlamaServer string `yaml:"llama_server"`
+	Pools       []Pool `yaml:"pools"`
+}
+
+// Admission configures the bounded queue.
+type Admission struct {
+	Capacity int    `yaml:"capacity"`
+	Policy   string `yaml:"policy"` // reject | drop-lru
+}
+
+// Sessions configures session metadata.
+type Sessions struct {
+	TTL         Duration `yaml:"ttl"`
+	MaxTurns    int      `yaml:"max_turns"`
+	MaxSessions int      `yaml:"max_sessions"`
+	TokenBudget int64    `yaml:"token_budget"` // 0: no budget
+}
+
+// Tasks configures how long finished tasks stay visible.
+type Tasks struct {
+	Retention   Duration `yaml:"retention"`
+	MaxRetained int      `yaml:"max_retained"`
+}
+
+// Stream configures SSE streams.
+type Stream struct {
+	Heartbeat          Duration `yaml:"heartbeat"`
+	CancelOnDisconnect *bool    `yaml:"cancel_on_disconnect"`
+}
+
+// Artifacts configures the artifact store.
+type Artifacts struct {
+	MaxBytes int64 `yaml:"max_bytes"`
+}
+
+// Pool is one model on one engine type.
+type Pool struct {
+	ID              string    `yaml:"id"`
+	Engine          string    `yaml:"engine"`
+	ModelRef        string    `yaml:"model_ref"`
+	ModelID         string    `yaml:"model_id"`
+	CtxMax          int       `yaml:"ctx_max"`
+	Slots           int       `yaml:"slots"`
+	KVBytesPerToken int64     `yaml:"kv_bytes_per_token"`
+	PriorServiceMs  float64   `yaml:"prior_service_ms"`
+	PriorTokensPerS float64   `yaml:"prior_tokens_per_s"`
+	Workloads       []string  `yaml:"workloads"`
+	Replicas        []Replica `yaml:"replicas"`
+}
+
+// Replica is an engine endpoint: external (URL) or managed (a process the daemon runs).
+type Replica struct {
+	URL     string   `yaml:"url"`
+	Managed *Managed `yaml:"managed"`
+}
+
+// Managed is a replica the daemon starts, health-checks, restarts and stops.
+type Managed struct {
+	// Command is the full argv template. Placeholders: {llama_server}, {model}, {port}, {slots},
+	// {ctx_total}. Empty: the default llama-server command line plus Args.
+	Command      []string `yaml:"command"`
+	Args         []string `yaml:"args"`
+	Env          []string `yaml:"env"`
+	StartTimeout Duration `yaml:"start_timeout"`
+}
+
+// Duration is a time.Duration written as "10s", "5m" in YAML.
+type Duration time.Duration
+
+// UnmarshalYAML parses a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("invalid duration %q", s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// D returns the time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// CancelOnDisconnectOrDefault reports whether a stream's disconnect cancels its task (default true).
+func (s Stream) CancelOnDisconnectOrDefault() bool {
+	return s.CancelOnDisconnect == nil || *s.CancelOnDisconnect
+}
+
+// Overrides are the values given by flags or the environment; empty strings mean "not given".
+type Overrides struct {
+	ConfigFile  string
+	Addr        string
+	StateDir    string
+	APIKeysFile string
+	APIKeys     string // comma-separated
+	LogFormat   string
+	LogLevel    string
+	LlamaServer string
+}
+
+// FromEnv reads the ORCHD_* variables into Overrides. lookup is os.LookupEnv in production.
+func FromEnv(lookup func(string) (string, bool)) Overrides {
+	get := func(k string) string { v, _ := lookup(k); return strings.TrimSpace(v) }
+	return Overrides{
+		ConfigFile:  get("ORCHD_CONFIG"),
+		Addr:        get("ORCHD_ADDR"),
+		StateDir:    get("ORCHD_STATE_DIR"),
+		APIKeysFile: get("ORCHD_API_KEYS_FILE"),
+		APIKeys:     get("ORCHD_API_KEYS"),
+		LogFormat:   get("ORCHD_LOG_FORMAT"),
+		LogLevel:    get("ORCHD_LOG_LEVEL"),
+		LlamaServer: get("ORCHD_LLAMA_SERVER"),
+	}
+}
+
+// Merge returns o with every empty field taken from lower (o wins).
+func (o Overrides) Merge(lower Overrides) Overrides {
+	pick := func(a, b string) string {
+		if a != "" {
+			return a
+		}
+		return b
+	}
+	return Overrides{
+		ConfigFile:  pick(o.ConfigFile, lower.ConfigFile),
+		Addr:        pick(o.Addr, lower.Addr),
+		StateDir:    pick(o.StateDir, lower.StateDir),
+		APIKeysFile: pick(o.APIKeysFile, lower.APIKeysFile),
+		APIKeys:     pick(o.APIKeys, lower.APIKeys),
+		LogFormat:   pick(o.LogFormat, lower.LogFormat),
+		LogLevel:    pick(o.LogLevel, lower.LogLevel),
+		LlamaServer: pick(o.LlamaServer, lower.LlamaServer),
+	}
+}
+
+// Load reads the config file named by ov.ConfigFile (the embedded default when empty), applies
+// the overrides, reads API keys, fills defaults and validates.
+func Load(ov Overrides) (*Config, error) {
+	data := defaultYAML
+	if ov.ConfigFile != "" {
+		b, err := os.ReadFile(ov.ConfigFile)
+		if err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		data = b
+	}
+	c, err := Parse(data)
+	if err != nil {
+		return nil, err
+	}
+	if ov.ConfigFile != "" && c.StateDir == "" {
+		c.StateDir = ".orchestratord"
+	}
+	set := func(dst *string, v string) {
+		if v != "" {
+			*dst = v
+		}
+	}
+	set(&c.Addr, ov.Addr)
+	set(&c.StateDir, ov.StateDir)
+	set(&c.APIKeysFile, ov.APIKeysFile)
+	set(&c.LogFormat, ov.LogFormat)
+	set(&c.LogLevel, ov.LogLevel)
+	set(&c.LlamaServer, ov.LlamaServer)
+	if c.APIKeysFile != "" {
+		b, err := os.ReadFile(c.APIKeysFile)
+		if err != nil {
+			return nil, fmt.Errorf("config: api_keys_file: %w", err)
+		}
+		c.APIKeys = append(c.APIKeys, splitKeys(string(b), "\n")...)
+	}
+	if ov.APIKeys != "" {
+		c.APIKeys = append(c.APIKeys, splitKeys(ov.APIKeys, ",")...)
+	}
+	if err := c.complete(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func splitKeys(s, sep string) []string {
+	var out []string
+	for _, k := range strings.Split(s, sep) {
+		k = strings.TrimSpace(k)
+		if k != "" && !strings.HasPrefix(k, "#") {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// Parse decodes a YAML document strictly (unknown fields are errors). It does not fill defaults
+// or validate; Load does.
+func Parse(data []byte) (*Config, error) {
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	// An empty document (io.EOF) is a valid, empty config.
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("config: %s", strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	return &c, nil
+}
+
+var (
+	poolIDRe  = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+	engines   = map[string]bool{"llamacpp": true, "vllm": true, "tgi": true, "triton": true}
+	workloads = map[string]bool{"completion": true, "embedding": true, "rerank": true}
+)
+
+// Engines that have an adapter in this build.
+var supportedEngines = map[string]bool{"llamacpp": true}
+
+func (c *Config) complete() error {
+	if c.Addr == "" {
+		c.Addr = "127.0.0.1:8080"
+	}
+	if c.StateDir == "" {
+		c.StateDir = ".orchestratord"
+	}
+	if c.LogFormat == "" {
+		c.LogFormat = "text"
+	}
+	if c.LogLevel == "" {
+		c.LogLevel = "info"
+	}
+	if c.BodyLimitBytes == 0 {
+		c.BodyLimitBytes = 1 << 20
+	}
+	if c.Admission.Capacity == 0 {
+		c.Admission.Capacity = 64
+	}
+	if c.Admission.Policy == "" {
+		c.Admission.Policy = "reject"
+	}
+	if c.Sessions.TTL == 0 {
+		c.Sessions.TTL = Duration(10 * time.Minute)
+	}
+	if c.Sessions.MaxTurns == 0 {
+		c.Sessions.MaxTurns = 8
+	}
+	if c.Sessions.MaxSessions == 0 {
+		c.Sessions.MaxSessions = 10000
+	}
+	if c.Tasks.Retention == 0 {
+		c.Tasks.Retention = Duration(10 * time.Minute)
+	}
+	if c.Tasks.MaxRetained == 0 {
+		c.Tasks.MaxRetained = 1024
+	}
+	if c.Stream.Heartbeat == 0 {
+		c.Stream.Heartbeat = Duration(15 * time.Second)
+	}
+	if c.Artifacts.MaxBytes == 0 {
+		c.Artifacts.MaxBytes = 1 << 20
+	}
+	if c.ShutdownGrace == 0 {
+		c.ShutdownGrace = Duration(30 * time.Second)
+	}
+	if c.LlamaServer == "" {
+		c.LlamaServer = "llama-server"
+	}
+	for i := range c.Pools {
+		p := &c.Pools[i]
+		if p.ModelID == "" && p.ModelRef != "" {
+			p.ModelID = ModelIDFromRef(p.ModelRef)
+		}
+		if len(p.Workloads) == 0 {
+			p.Workloads = []string{"completion"}
+		}
+		if p.PriorServiceMs == 0 {
+			p.PriorServiceMs = 1000
+		}
+		if p.PriorTokensPerS == 0 {
+			p.PriorTokensPerS = 50
+		}
+		for j := range p.Replicas {
+			if m := p.Replicas[j].Managed; m != nil && m.StartTimeout == 0 {
+				m.StartTimeout = Duration(60 * time.Second)
+			}
+		}
+	}
+	return c.validate()
+}
+
+// ModelIDFromRef is the default short model id: the file's base name without extension.
+func ModelIDFromRef(ref string) string {
+	ref = strings.TrimPrefix(ref, "file:")
+	if i := strings.LastIndexAny(ref, "/:"); i >= 0 {
+		ref = ref[i+1:]
+	}
+	if ext := filepath.Ext(ref); ext != "" {
+		ref = strings.TrimSuffix(ref, ext)
+	}
+	return ref
+}
+
+func (c *Config) validate() error {
+	fail := func(field, format string, args ...any) error {
+		return fmt.Errorf("config: %s: %s", field, fmt.Sprintf(format, args...))
+	}
+	host, _, err := net.SplitHostPort(c.Addr)
+	if err != nil {
+		return fail("addr", "%v", err)
+	}
+	if len(c.APIKeys) == 0 && !IsLoopback(host) {
+		return fail("addr", "%q is not a loopback address and no API key is configured (set api_keys_file or ORCHD_API_KEYS)", c.Addr)
+	}
+	for i, k := range c.APIKeys {
+		if len(k) < 16 {
+			return fail(fmt.Sprintf("api_keys[%d]", i), "too short (at least 16 characters)")
+		}
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		return fail("log_format", "must be text or json, got %q", c.LogFormat)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return fail("log_level", "must be debug, info, warn or error, got %q", c.LogLevel)
+	}
+	if c.BodyLimitBytes < 1024 {
+		return fail("body_limit_bytes", "must be at least 1024")
+	}
+	if c.Admission.Capacity < 1 || c.Admission.Capacity > 1_000_000 {
+		return fail("admission.capacity", "must be between 1 and 1000000, got %d", c.Admission.Capacity)
+	}
+	switch c.Admission.Policy {
+	case "reject", "drop-lru":
+	default:
+		return fail("admission.policy", "must be reject or drop-lru, got %q", c.Admission.Policy)
+	}
+	if c.Sessions.TTL.D() < time.Second {
+		return fail("sessions.ttl", "must be at least 1s")
+	}
+	if c.Sessions.MaxTurns < 1 {
+		return fail("sessions.max_turns", "must be at least 1")
+	}
+	if c.Sessions.MaxSessions < 1 {
+		return fail("sessions.max_sessions", "must be at least 1")
+	}
+	if c.Sessions.TokenBudget < 0 {
+		return fail("sessions.token_budget", "must not be negative")
+	}
+	if c.Tasks.Retention.D() < time.Second {
+		return fail("tasks.retention", "must be at least 1s")
+	}
+	if c.Tasks.MaxRetained < 1 {
+		return fail("tasks.max_retained", "must be at least 1")
+	}
+	if c.Stream.Heartbeat.D() < 10*time.Millisecond {
+		return fail("stream.heartbeat", "must be at least 10ms")
+	}
+	if c.Artifacts.MaxBytes < 64 {
+		return fail("artifacts.max_bytes", "must be at least 64")
+	}
+	if c.ShutdownGrace.D() < 0 {
+		return fail("shutdown_grace", "must not be negative")
+	}
+	if len(c.Pools) == 0 {
+		return fail("pools", "at least one pool is required")
+	}
+	seen := map[string]bool{}
+	for i, p := range c.Pools {
+		f := func(name string) string { return fmt.Sprintf("pools[%d].%s", i, name) }
+		if !poolIDRe.MatchString(p.ID) {
+			return fail(f("id"), "%q must match %s", p.ID, poolIDRe)
+		}
+		if seen[p.ID] {
+			return fail(f("id"), "duplicate pool id %q", p.ID)
+		}
+		seen[p.ID] = true
+		if !engines[p.Engine] {
+			return fail(f("engine"), "must be one of llamacpp, vllm, tgi, triton, got %q", p.Engine)
+		}
+		if !supportedEngines[p.Engine] {
+			return fail(f("engine"), "engine %q has no adapter in this build (supported: llamacpp)", p.Engine)
+		}
+		if p.ModelRef == "" {
+			return fail(f("model_ref"), "is required")
+		}
+		if p.ModelID == "" {
+			return fail(f("model_id"), "is required (could not derive it from model_ref)")
+		}
+		if p.CtxMax < 1 || p.CtxMax > 1<<20 {
+			return fail(f("ctx_max"), "must be between 1 and 1048576, got %d", p.CtxMax)
+		}
+		if p.Slots < 1 || p.Slots > 1024 {
+			return fail(f("slots"), "must be between 1 and 1024, got %d", p.Slots)
+		}
+		if p.KVBytesPerToken < 0 {
+			return fail(f("kv_bytes_per_token"), "must not be negative")
+		}
+		if p.PriorServiceMs <= 0 {
+			return fail(f("prior_service_ms"), "must be positive")
+		}
+		if p.PriorTokensPerS <= 0 {
+			return fail(f("prior_tokens_per_s"), "must be positive")
+		}
+		for j, w := range p.Workloads {
+			if !workloads[w] {
+				return fail(fmt.Sprintf("pools[%d].workloads[%d]", i, j), "must be completion, embedding or rerank, got %q", w)
+			}
+		}
+		if len(p.Replicas) != 1 {
+			return fail(f("replicas"), "exactly one replica is supported per pool, got %d", len(p.Replicas))
+		}
+		for j, r := range p.Replicas {
+			rf := fmt.Sprintf("pools[%d].replicas[%d]", i, j)
+			switch {
+			case r.URL != "" && r.Managed != nil:
+				return fail(rf, "set either url or managed, not both")
+			case r.URL != "":
+				u, err := url.Parse(r.URL)
+				if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+					return fail(rf+".url", "must be an http(s) URL, got %q", r.URL)
+				}
+			case r.Managed != nil:
+				if len(r.Managed.Command) > 0 && len(r.Managed.Args) > 0 {
+					return fail(rf+".managed", "set either command or args, not both")
+				}
+				if r.Managed.StartTimeout.D() < time.Second {
+					return fail(rf+".managed.start_timeout", "must be at least 1s")
+				}
+				if len(r.Managed.Command) > 0 && !containsPlaceholder(r.Managed.Command, "{port}") {
+					return fail(rf+".managed.command", "must contain the {port} placeholder")
+				}
+			default:
+				return fail(rf, "set url or managed")
+			}
+		}
+	}
+	return nil
+}
+
+func containsPlaceholder(argv []string, ph string) bool {
+	for _, a := range argv {
+		if strings.Contains(a, ph) {
+			return true
+		}
+	}
+	return false
+}
+
+// IsLoopback reports whether host (from host:port) is a loopback name or address.
+func IsLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// ResolvePath resolves p against the state directory when it is relative.
+func (c *Config) ResolvePath(p string) string {
+	p = strings.TrimPrefix(p, "file:")
+	if filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(c.StateDir, p)
+}

@@ -1,0 +1,135 @@
+package impl
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/orchestratord/orchestratord/gen/api"
+	"github.com/orchestratord/orchestratord/impl/pool"
+)
+
+// APIVersion is the contract's info.version.
+const APIVersion = "1.0.0"
+
+// GetCapabilities lists the engines and pools this daemon serves and the GPUs it sees.
+func (s *Server) GetCapabilities(ctx context.Context, _ api.GetCapabilitiesRequestObject) (api.GetCapabilitiesResponseObject, error) {
+	views := s.opts.Pools.Views()
+	body := api.Capabilities{ApiVersion: APIVersion, Engines: []api.EngineCapability{}, Pools: []api.PoolCapability{}}
+	byEngine := map[string]int{}
+	for _, v := range views {
+		pc := api.PoolCapability{
+			PoolId: v.ID, Engine: api.Engine(v.Engine), ModelRef: v.ModelRef, ModelId: v.ModelID,
+			CtxMax: int32(v.CtxMax), Slots: int32(v.Slots), Ready: v.Ready(), Draining: v.Draining,
+		}
+		if v.EngineVersion != "" {
+			ver := v.EngineVersion
+			pc.EngineVersion = &ver
+		}
+		body.Pools = append(body.Pools, pc)
+		i, ok := byEngine[v.Engine]
+		if !ok {
+			i = len(body.Engines)
+			byEngine[v.Engine] = i
+			maxOut := int32(32768)
+			body.Engines = append(body.Engines, api.EngineCapability{Engine: api.Engine(v.Engine), MaxTokensOut: &maxOut, SupportedWorkloads: []api.Workload{}})
+		}
+		ec := &body.Engines[i]
+		ec.CtxMax = max(ec.CtxMax, int32(v.CtxMax))
+		ec.Slots += int32(v.Slots)
+		for _, w := range v.Workloads {
+			if !slices.Contains(ec.SupportedWorkloads, api.Workload(w)) {
+				ec.SupportedWorkloads = append(ec.SupportedWorkloads, api.Workload(w))
+			}
+		}
+	}
+	body.Gpus = api.GpuInventory{Devices: []api.GpuDevice{}}
+	if s.opts.GPUs != nil {
+		inv := s.opts.GPUs.Snapshot(ctx)
+		body.Gpus.Available = inv.Available
+		if inv.Reason != "" {
+			body.Gpus.Reason = &inv.Reason
+		}
+		if inv.Driver != "" {
+			body.Gpus.Driver = &inv.Driver
+		}
+		for _, d := range inv.Devices {
+			gd := api.GpuDevice{Index: int32(d.Index), Name: d.Name, MemoryTotalBytes: int64(d.MemoryTotal), MemoryUsedBytes: int64(d.MemoryUsed)}
+			util := int32(min(d.UtilizationPct, 100))
+			gd.UtilizationPct = &util
+			if d.UUID != "" {
+				u := d.UUID
+				gd.Uuid = &u
+			}
+			body.Gpus.Devices = append(body.Gpus.Devices, gd)
+		}
+	} else {
+		reason := "GPU inventory disabled"
+		body.Gpus.Reason = &reason
+	}
+	return api.GetCapabilities200JSONResponse{Body: body, Headers: api.GetCapabilities200ResponseHeaders{XCorrelationId: CorrelationID(ctx)}}, nil
+}
+
+// GetPoolHealth reports one pool's health.
+func (s *Server) GetPoolHealth(ctx context.Context, req api.GetPoolHealthRequestObject) (api.GetPoolHealthResponseObject, error) {
+	v, ok := s.opts.Pools.Get(req.Id)
+	if !ok {
+		return nil, Errorf("NOT_FOUND", "pool %q not found", req.Id)
+	}
+	body := api.PoolHealth{
+		PoolId: v.ID, Live: v.Live, Ready: v.Ready(), Draining: v.Draining,
+		ModelRef: &v.ModelRef, ModelId: &v.ModelID,
+		Metrics: api.PoolHealth_Metrics{SlotsTotal: int32(v.Slots), SlotsBusy: int32(v.Busy)},
+	}
+	if st, err := s.opts.Tasks.Stats(ctx); err == nil {
+		if ps, ok := st.Pools[v.ID]; ok {
+			body.Metrics.QueueDepth = int32(ps.QueuedInteractive + ps.QueuedBatch)
+			body.Metrics.SlotsBusy = int32(ps.Busy)
+			ms, tps := ps.MeanServiceMs, ps.TokensPerS
+			body.Metrics.MeanServiceMs, body.Metrics.TokensPerS = &ms, &tps
+		}
+	}
+	if v.LastError != "" {
+		body.LastError = &v.LastError
+	}
+	return api.GetPoolHealth200JSONResponse{Body: body, Headers: api.GetPoolHealth200ResponseHeaders{XCorrelationId: CorrelationID(ctx)}}, nil
+}
+
+// DrainPool stops admission to a pool.
+func (s *Server) DrainPool(ctx context.Context, req api.DrainPoolRequestObject) (api.DrainPoolResponseObject, error) {
+	if req.Body == nil {
+		return nil, Errorf("INVALID_PARAMS", "body: a JSON DrainRequest is required")
+	}
+	if err := s.opts.Pools.Drain(req.Id, time.Duration(req.Body.DeadlineMs)*time.Millisecond); err != nil {
+		return nil, err
+	}
+	s.opts.Metrics.DrainEvents.WithLabelValues(req.Id, "api_request").Inc()
+	return api.DrainPool202JSONResponse{
+		Body:    api.DrainResponse{Status: api.Draining, DeadlineMs: req.Body.DeadlineMs},
+		Headers: api.DrainPool202ResponseHeaders{XCorrelationId: CorrelationID(ctx)},
+	}, nil
+}
+
+// ReloadPool switches a managed pool to another model, or rolls back.
+func (s *Server) ReloadPool(ctx context.Context, req api.ReloadPoolRequestObject) (api.ReloadPoolResponseObject, error) {
+	if req.Body == nil {
+		return nil, Errorf("INVALID_PARAMS", "body: a JSON ReloadRequest is required")
+	}
+	v, err := s.opts.Pools.Reload(ctx, req.Id, req.Body.NewModelRef)
+	switch {
+	case errors.Is(err, pool.ErrNotFound):
+		return nil, err
+	case err != nil:
+		msg := err.Error()
+		return api.ReloadPool409JSONResponse{
+			Body: api.ReloadResponse{Status: api.Rollback, PoolId: req.Id, ModelRef: &v.ModelRef, ModelId: &v.ModelID, Message: &msg},
+			Headers: api.ReloadPool409ResponseHeaders{XCorrelationId: CorrelationID(ctx)},
+		}, nil
+	}
+	s.opts.Metrics.ModelState.WithLabelValues(v.ModelID, "Active").Set(1)
+	return api.ReloadPool200JSONResponse{
+		Body:    api.ReloadResponse{Status: api.Reloaded, PoolId: req.Id, ModelRef: &v.ModelRef, ModelId: &v.ModelID},
+		Headers: api.ReloadPool200ResponseHeaders{XCorrelationId: CorrelationID(ctx)},
+	}, nil
+}

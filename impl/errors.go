@@ -1,0 +1,191 @@
+package impl
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/orchestratord/orchestratord/impl/artifact"
+	"github.com/orchestratord/orchestratord/impl/pool"
+	"github.com/orchestratord/orchestratord/impl/session"
+	"github.com/orchestratord/orchestratord/impl/task"
+)
+
+// Error is an API error: it renders as the ErrorEnvelope with the HTTP status of its code.
+type Error struct {
+	Code       string
+	Message    string
+	Engine     string
+	PoolID     string
+	Retriable  bool
+	RetryAfter time.Duration // > 0: retry_after_ms, and on 429 the Retry-After / X-Backoff-Ms headers
+	Policy     string
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// Errorf builds an *Error with the given code.
+func Errorf(code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// statusOf is the one table from error code to HTTP status.
+func statusOf(code string) int {
+	switch code {
+	case "INVALID_PARAMS", "DEADLINE_UNMET", "UNTRUSTED_ARTIFACT":
+		return http.StatusBadRequest
+	case "UNAUTHORIZED":
+		return http.StatusUnauthorized
+	case "FORBIDDEN":
+		return http.StatusForbidden
+	case "NOT_FOUND":
+		return http.StatusNotFound
+	case "METHOD_NOT_ALLOWED":
+		return http.StatusMethodNotAllowed
+	case "CONFLICT":
+		return http.StatusConflict
+	case "PAYLOAD_TOO_LARGE":
+		return http.StatusRequestEntityTooLarge
+	case "UNSUPPORTED_MEDIA_TYPE":
+		return http.StatusUnsupportedMediaType
+	case "ADMISSION_REJECT", "QUEUE_FULL_DROP_LRU", "RATE_LIMITED":
+		return http.StatusTooManyRequests
+	case "POOL_UNAVAILABLE", "POOL_UNREADY", "REPLICA_EXHAUSTED", "MODEL_DEPRECATED":
+		return http.StatusServiceUnavailable
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+// codeOfStatus maps an HTTP status produced outside our handlers (router, body limit, binder)
+// to an error code.
+func codeOfStatus(status int) string {
+	switch status {
+	case http.StatusBadRequest:
+		return "INVALID_PARAMS"
+	case http.StatusUnauthorized:
+		return "UNAUTHORIZED"
+	case http.StatusForbidden:
+		return "FORBIDDEN"
+	case http.StatusNotFound:
+		return "NOT_FOUND"
+	case http.StatusMethodNotAllowed:
+		return "METHOD_NOT_ALLOWED"
+	case http.StatusRequestEntityTooLarge:
+		return "PAYLOAD_TOO_LARGE"
+	case http.StatusUnsupportedMediaType:
+		return "UNSUPPORTED_MEDIA_TYPE"
+	case http.StatusServiceUnavailable:
+		return "POOL_UNAVAILABLE"
+	default:
+		return "INTERNAL"
+	}
+}
+
+// fromDomain maps a domain error to an API error.
+func fromDomain(err error) *Error {
+	var apiErr *Error
+	var rej *task.RejectError
+	switch {
+	case errors.As(err, &apiErr):
+		return apiErr
+	case errors.As(err, &rej):
+		return &Error{Code: rej.Code, Message: rej.Error(), Engine: rej.Engine, PoolID: rej.PoolID,
+			Retriable: true, RetryAfter: rej.RetryAfter, Policy: rej.Policy}
+	case errors.Is(err, task.ErrNotFound):
+		return Errorf("NOT_FOUND", "task not found")
+	case errors.Is(err, task.ErrConflict):
+		return Errorf("CONFLICT", "%v", err)
+	case errors.Is(err, task.ErrInvalid), errors.Is(err, session.ErrTurnLimit):
+		return Errorf("INVALID_PARAMS", "%v", err)
+	case errors.Is(err, task.ErrUnavailable):
+		return &Error{Code: "POOL_UNAVAILABLE", Message: err.Error(), Retriable: true, RetryAfter: time.Second}
+	case errors.Is(err, task.ErrShuttingDown):
+		return &Error{Code: "POOL_UNAVAILABLE", Message: err.Error(), Retriable: true, RetryAfter: time.Second}
+	case errors.Is(err, pool.ErrNotFound):
+		return Errorf("NOT_FOUND", "pool not found")
+	case errors.Is(err, artifact.ErrNotFound):
+		return Errorf("NOT_FOUND", "artifact not found")
+	case errors.Is(err, artifact.ErrTooLarge):
+		return Errorf("PAYLOAD_TOO_LARGE", "%v", err)
+	case errors.Is(err, artifact.ErrInvalidID), errors.Is(err, artifact.ErrInvalid):
+		return Errorf("INVALID_PARAMS", "%v", err)
+	default:
+		return nil
+	}
+}
+
+// envelope is the wire form of ErrorEnvelope (kept here so that rendering an error never
+// depends on a handler's typed response).
+type envelope struct {
+	Code         string `json:"code"`
+	Message      string `json:"message"`
+	Engine       string `json:"engine,omitempty"`
+	PoolID       string `json:"pool_id,omitempty"`
+	Retriable    bool   `json:"retriable"`
+	RetryAfterMs *int64 `json:"retry_after_ms,omitempty"`
+	PolicyLabel  string `json:"policy_label,omitempty"`
+}
+
+const maxMessage = 2048
+
+// HTTPErrorHandler renders every error that reaches echo as the error envelope.
+func HTTPErrorHandler(log *slog.Logger) echo.HTTPErrorHandler {
+	return func(err error, c echo.Context) {
+		if c.Response().Committed {
+			return
+		}
+		e := toAPIError(err)
+		if e.Code == "INTERNAL" {
+			log.Error("internal error", "method", c.Request().Method, "path", c.Path(),
+				"correlation_id", c.Response().Header().Get(HeaderCorrelationID), "err", err)
+		}
+		status := statusOf(e.Code)
+		env := envelope{Code: e.Code, Message: e.Message, Engine: e.Engine, PoolID: e.PoolID,
+			Retriable: e.Retriable, PolicyLabel: e.Policy}
+		if len(env.Message) > maxMessage {
+			env.Message = env.Message[:maxMessage]
+		}
+		if e.RetryAfter > 0 {
+			ms := max(e.RetryAfter.Milliseconds(), 1)
+			env.RetryAfterMs = &ms
+			if status == http.StatusTooManyRequests {
+				secs := max((ms+999)/1000, 1)
+				c.Response().Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+				c.Response().Header().Set("X-Backoff-Ms", strconv.FormatInt(ms, 10))
+			}
+		}
+		body, _ := json.Marshal(env)
+		if c.Request().Method == http.MethodHead {
+			_ = c.NoContent(status)
+			return
+		}
+		_ = c.JSONBlob(status, body)
+	}
+}
+
+// toAPIError classifies any error into an API error.
+func toAPIError(err error) *Error {
+	if e := fromDomain(err); e != nil {
+		return e
+	}
+	var he *echo.HTTPError
+	if errors.As(err, &he) {
+		code := codeOfStatus(he.Code)
+		msg := http.StatusText(he.Code)
+		if m, ok := he.Message.(string); ok && m != "" {
+			msg = m
+		}
+		if code == "NOT_FOUND" && he.Internal == nil {
+			msg = "no such endpoint"
+		}
+		return &Error{Code: code, Message: msg}
+	}
+	return Errorf("INTERNAL", "internal error")
+}

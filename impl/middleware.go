@@ -1,0 +1,244 @@
+package impl
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"runtime/debug"
+	"slices"
+	"strings"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+	oapimw "github.com/oapi-codegen/echo-middleware"
+)
+
+// HeaderCorrelationID names the correlation header.
+const HeaderCorrelationID = "X-Correlation-Id"
+
+var correlationRe = regexp.MustCompile(`^[A-Za-z0-9._:/+=-]{1,128}$`)
+
+type ctxKey int
+
+const correlationKey ctxKey = iota
+
+// CorrelationID returns the request's correlation id.
+func CorrelationID(ctx context.Context) string {
+	s, _ := ctx.Value(correlationKey).(string)
+	return s
+}
+
+// Correlation echoes a well-formed X-Correlation-Id or generates a UUID, sets it on the response
+// before anything else can write, and puts it in the request context.
+func Correlation() echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			id := c.Request().Header.Get(HeaderCorrelationID)
+			if !correlationRe.MatchString(id) {
+				id = uuid.NewString()
+			}
+			c.Response().Header().Set(HeaderCorrelationID, id)
+			r := c.Request()
+			c.SetRequest(r.WithContext(context.WithValue(r.Context(), correlationKey, id)))
+			return next(c)
+		}
+	}
+}
+
+// Recover turns a panic in a handler into a 500 INTERNAL envelope and logs the stack.
+func Recover(log *slog.Logger) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) (err error) {
+			defer func() {
+				if r := recover(); r != nil {
+					if r == http.ErrAbortHandler {
+						panic(r)
+					}
+					log.Error("panic in handler", "path", c.Path(), "panic", fmt.Sprint(r),
+						"correlation_id", c.Response().Header().Get(HeaderCorrelationID), "stack", string(debug.Stack()))
+					err = Errorf("INTERNAL", "internal error")
+				}
+			}()
+			return next(c)
+		}
+	}
+}
+
+// BodyLimit refuses bodies larger than limit bytes with 413 PAYLOAD_TOO_LARGE, whether the
+// length is declared or not.
+func BodyLimit(limit int64) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			r := c.Request()
+			if r.ContentLength > limit {
+				return Errorf("PAYLOAD_TOO_LARGE", "request body is larger than %d bytes", limit)
+			}
+			r.Body = http.MaxBytesReader(c.Response(), r.Body, limit)
+			return next(c)
+		}
+	}
+}
+
+// Auth checks X-API-Key (or Authorization: Bearer) on every operation that the spec does not
+// mark public (security: []). Missing → 401, wrong → 403. Keys are compared in constant time via
+// their SHA-256 digests and never logged.
+func Auth(spec *openapi3.T, keys []string) echo.MiddlewareFunc {
+	public := publicRoutes(spec)
+	digests := make([][32]byte, len(keys))
+	for i, k := range keys {
+		digests[i] = sha256.Sum256([]byte(k))
+	}
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			if public[c.Request().Method+" "+c.Path()] {
+				return next(c)
+			}
+			key := c.Request().Header.Get("X-API-Key")
+			if key == "" {
+				if h := c.Request().Header.Get("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+					key = strings.TrimSpace(h[7:])
+				}
+			}
+			if key == "" {
+				return Errorf("UNAUTHORIZED", "missing API key (X-API-Key or Authorization: Bearer)")
+			}
+			d := sha256.Sum256([]byte(key))
+			ok := 0
+			for i := range digests {
+				ok |= subtle.ConstantTimeCompare(d[:], digests[i][:])
+			}
+			if ok != 1 {
+				return Errorf("FORBIDDEN", "invalid API key")
+			}
+			return next(c)
+		}
+	}
+}
+
+// publicRoutes lists "METHOD /echo/:path" of the operations whose security is empty.
+func publicRoutes(spec *openapi3.T) map[string]bool {
+	out := map[string]bool{}
+	for path, item := range spec.Paths.Map() {
+		echoPath := regexp.MustCompile(`\{([^}]+)\}`).ReplaceAllString(path, ":$1")
+		for method, op := range item.Operations() {
+			if op.Security != nil && len(*op.Security) == 0 {
+				out[method+" "+echoPath] = true
+			}
+		}
+	}
+	return out
+}
+
+// Validator validates every request against the spec; failures become 400 INVALID_PARAMS with
+// short JSON-pointer messages (415 for a wrong content type, 413 for a body over the limit).
+func Validator(spec *openapi3.T) echo.MiddlewareFunc {
+	return oapimw.OapiRequestValidatorWithOptions(spec, &oapimw.Options{
+		SilenceServersWarning: true,
+		Options: openapi3filter.Options{
+			MultiError:         true,
+			KeepValidatedValue: true,
+			AuthenticationFunc: openapi3filter.NoopAuthenticationFunc, // Auth middleware ran already
+			SchemaValidationOptions: []openapi3.SchemaValidationOption{
+				openapi3.WithStringFormatValidator("uuid", openapi3.NewRegexpFormatValidator(openapi3.FormatOfStringForUUIDOfRFC9562)),
+			},
+		},
+		MultiErrorHandler: func(me openapi3.MultiError) *echo.HTTPError {
+			return &echo.HTTPError{Code: http.StatusBadRequest, Message: "validation", Internal: me}
+		},
+		ErrorHandler: func(_ echo.Context, he *echo.HTTPError) error {
+			return validationError(he)
+		},
+	})
+}
+
+// validationError turns the validator's error into an API error.
+func validationError(he *echo.HTTPError) error {
+	var me openapi3.MultiError
+	if !errors.As(he.Internal, &me) {
+		if he.Internal == nil {
+			return he
+		}
+		me = openapi3.MultiError{he.Internal}
+	}
+	var tooLarge *http.MaxBytesError
+	if errors.As(me, &tooLarge) {
+		return Errorf("PAYLOAD_TOO_LARGE", "request body is larger than %d bytes", tooLarge.Limit)
+	}
+	var msgs []string
+	for _, err := range flatten(me) {
+		msg := shortMessage(err)
+		if strings.HasPrefix(msg, "header Content-Type has unexpected value") {
+			return Errorf("UNSUPPORTED_MEDIA_TYPE", "%s; use application/json", msg)
+		}
+		if !slices.Contains(msgs, msg) {
+			msgs = append(msgs, msg)
+		}
+		if len(msgs) == 8 {
+			break
+		}
+	}
+	return Errorf("INVALID_PARAMS", "%s", strings.Join(msgs, "; "))
+}
+
+func flatten(me openapi3.MultiError) []error {
+	var out []error
+	for _, err := range me {
+		var inner openapi3.MultiError
+		if errors.As(err, &inner) && len(inner) > 0 && !isSame(inner, me) {
+			var re *openapi3filter.RequestError
+			if errors.As(err, &re) && re.Parameter != nil {
+				out = append(out, err)
+				continue
+			}
+			out = append(out, flatten(inner)...)
+			continue
+		}
+		out = append(out, err)
+	}
+	return out
+}
+
+func isSame(a, b openapi3.MultiError) bool { return len(a) == len(b) && len(a) > 0 && a[0] == b[0] }
+
+// shortMessage renders one validation error as "where: why".
+func shortMessage(err error) string {
+	var re *openapi3filter.RequestError
+	var se *openapi3.SchemaError
+	var where string
+	if errors.As(err, &re) && re.Parameter != nil {
+		where = fmt.Sprintf("%s parameter %q", re.Parameter.In, re.Parameter.Name)
+	}
+	if errors.As(err, &se) {
+		ptr := "/" + strings.Join(se.JSONPointer(), "/")
+		if where != "" {
+			return where + ": " + se.Reason
+		}
+		return ptr + ": " + se.Reason
+	}
+	if re != nil {
+		reason := re.Reason
+		if reason == "" && re.Err != nil {
+			reason = firstLine(re.Err.Error())
+		}
+		if where != "" {
+			return where + ": " + reason
+		}
+		if re.RequestBody != nil && re.Err != nil && !strings.HasPrefix(reason, "header Content-Type") {
+			return "body: " + firstLine(re.Err.Error())
+		}
+		return reason
+	}
+	return firstLine(err.Error())
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	return s
+}

@@ -1,0 +1,155 @@
+// Package placement chooses the pool a task runs on. The decision is a pure, deterministic
+// function of the candidates' snapshot and the task's needs: feasibility filters first (engine,
+// model, workload, readiness, context length, overrides), then the least-loaded pool, ties broken
+// by pool id.
+package placement
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Errors of placement. ErrNoPool means no ready pool can serve the task (503 POOL_UNAVAILABLE);
+// ErrCtxTooLarge means matching pools exist but the task's context exceeds their ctx_max (400).
+var (
+	ErrNoPool      = errors.New("no pool available")
+	ErrCtxTooLarge = errors.New("ctx exceeds pool limit")
+)
+
+// Candidate is one pool as placement sees it.
+type Candidate struct {
+	PoolID     string
+	Engine     string
+	ModelRef   string
+	ModelID    string
+	CtxMax     int
+	Workloads  []string
+	Admittable bool // healthy and not draining
+	Slots      int
+	Load       int // queued + busy tasks on the pool
+}
+
+// Mode is the placement override mode.
+type Mode string
+
+// Modes.
+const (
+	ModeAuto   Mode = "auto"
+	ModePin    Mode = "pin"
+	ModePrefer Mode = "prefer"
+)
+
+// Request is what a task needs.
+type Request struct {
+	Engine        string
+	ModelRef      string
+	Workload      string
+	Ctx           int
+	Mode          Mode
+	PinPool       string
+	PreferPools   []string
+	AvoidPools    []string
+	AllowFallback bool
+}
+
+// Decision is the outcome of a successful placement.
+type Decision struct {
+	PoolID     string
+	Considered int
+	Pinned     bool
+	Fallback   bool
+}
+
+// Choose picks a pool for r among cands.
+func Choose(cands []Candidate, r Request) (Decision, error) {
+	d := Decision{Pinned: r.Mode == ModePin}
+	var matching, fitting []Candidate
+	for _, c := range cands {
+		if c.Engine != r.Engine || (c.ModelRef != r.ModelRef && c.ModelID != r.ModelRef) {
+			continue
+		}
+		if !slices.Contains(c.Workloads, r.Workload) {
+			continue
+		}
+		if slices.Contains(r.AvoidPools, c.PoolID) {
+			continue
+		}
+		if r.Mode == ModePin && c.PoolID != r.PinPool {
+			continue
+		}
+		matching = append(matching, c)
+		if c.CtxMax >= r.Ctx {
+			fitting = append(fitting, c)
+		}
+	}
+	d.Considered = len(matching)
+	if len(matching) == 0 {
+		what := fmt.Sprintf("engine %s, model %q, workload %s", r.Engine, r.ModelRef, r.Workload)
+		if r.Mode == ModePin {
+			return d, fmt.Errorf("%w: pinned pool %q does not serve %s", ErrNoPool, r.PinPool, what)
+		}
+		return d, fmt.Errorf("%w: no pool serves %s", ErrNoPool, what)
+	}
+	if len(fitting) == 0 {
+		maxCtx := 0
+		ids := make([]string, 0, len(matching))
+		for _, c := range matching {
+			maxCtx = max(maxCtx, c.CtxMax)
+			ids = append(ids, c.PoolID)
+		}
+		return d, fmt.Errorf("%w: ctx %d exceeds ctx_max %d of pool %s", ErrCtxTooLarge, r.Ctx, maxCtx, strings.Join(ids, ", "))
+	}
+	var ready []Candidate
+	for _, c := range fitting {
+		if c.Admittable {
+			ready = append(ready, c)
+		}
+	}
+	if len(ready) == 0 {
+		return d, fmt.Errorf("%w: pool %s not ready or draining", ErrNoPool, ids(fitting))
+	}
+	pool := ready
+	if r.Mode == ModePrefer && len(r.PreferPools) > 0 {
+		var preferred []Candidate
+		for _, c := range ready {
+			if slices.Contains(r.PreferPools, c.PoolID) {
+				preferred = append(preferred, c)
+			}
+		}
+		switch {
+		case len(preferred) > 0:
+			pool = preferred
+		case r.AllowFallback:
+			d.Fallback = true
+		default:
+			return d, fmt.Errorf("%w: none of the preferred pools %s is ready and feasible", ErrNoPool, strings.Join(r.PreferPools, ", "))
+		}
+	}
+	best := pool[0]
+	for _, c := range pool[1:] {
+		if less(c, best) {
+			best = c
+		}
+	}
+	d.PoolID = best.PoolID
+	return d, nil
+}
+
+// less orders by load per slot (cross-multiplied to stay in integers), then pool id.
+func less(a, b Candidate) bool {
+	la, lb := a.Load*max(b.Slots, 1), b.Load*max(a.Slots, 1)
+	if la != lb {
+		return la < lb
+	}
+	return a.PoolID < b.PoolID
+}
+
+func ids(cs []Candidate) string {
+	out := make([]string, len(cs))
+	for i, c := range cs {
+		out[i] = c.PoolID
+	}
+	return strings.Join(out, ", ")
+}

@@ -1,0 +1,463 @@
+// Package pool is the registry of engine pools: one model on one engine type, served by a
+// replica that is either external (a URL) or managed (a process the daemon starts and
+// supervises). The registry polls each replica's health, tracks draining and drain deadlines,
+// and performs health-gated reloads with rollback.
+//
+// Concurrency: one mutex guards the registry's pool states; health polling runs in one goroutine
+// per pool (started by Run) and never holds the mutex across an engine call. Changes are reported
+// through OnChange, called without the mutex held, in the order they happen for a given pool.
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/orchestratord/orchestratord/engine"
+	"github.com/orchestratord/orchestratord/impl/config"
+)
+
+// Errors.
+var (
+	ErrNotFound       = errors.New("pool not found")
+	ErrNotReloadable  = errors.New("pool cannot be reloaded")
+	ErrReloadFailed   = errors.New("reload failed")
+	ErrReloadInFlight = errors.New("a reload of this pool is already in progress")
+)
+
+// Spec is a pool's configuration.
+type Spec struct {
+	ID              string
+	Engine          string
+	ModelRef        string
+	ModelID         string
+	CtxMax          int
+	Slots           int
+	KVBytesPerToken int64
+	PriorServiceMs  float64
+	PriorTokensPerS float64
+	Workloads       []string
+	// URL of an external replica; empty for a managed one.
+	URL string
+	// Managed is true when the daemon runs the replica (StartManaged is used).
+	Managed bool
+}
+
+// View is a snapshot of one pool.
+type View struct {
+	Spec
+	Live          bool // the replica answers
+	Healthy       bool // the replica reports ready: queued tasks may be dispatched
+	Draining      bool
+	DrainDeadline time.Time
+	LastError     string
+	EngineVersion string
+	Busy          int // generations in flight on the replica
+}
+
+// Ready reports whether new tasks may be placed on the pool.
+func (v View) Ready() bool { return v.Healthy && !v.Draining }
+
+// Managed is a running managed replica.
+type Managed interface {
+	BaseURL() string
+	Stop(ctx context.Context) error
+}
+
+// Versioner is implemented by replicas that can report their engine's version.
+type Versioner interface {
+	Version(ctx context.Context) (string, error)
+}
+
+// Options configures a Registry.
+type Options struct {
+	Pools []Spec
+	// NewReplica builds the engine adapter for a pool's engine and base URL.
+	NewReplica func(spec Spec, baseURL string) engine.Replica
+	// StartManaged starts a managed replica serving modelRef and returns once it is healthy (or
+	// fails). Required when a pool is managed.
+	StartManaged func(ctx context.Context, spec Spec, modelRef string) (Managed, error)
+	// HealthInterval between health polls (default 2s).
+	HealthInterval time.Duration
+	// HealthTimeout bounds one health call (default 2s).
+	HealthTimeout time.Duration
+	// ReloadGrace bounds how long a reload waits for the old replica's in-flight tasks before
+	// stopping it (default 30s).
+	ReloadGrace time.Duration
+	// OnChange is called after every change of a pool's view. It must not block.
+	OnChange func(View)
+	// OnDrainDeadline is called when a drain's deadline passes.
+	OnDrainDeadline func(poolID string)
+	Logger          *slog.Logger
+}
+
+// Registry holds the pools.
+type Registry struct {
+	opts  Options
+	log   *slog.Logger
+	mu    sync.Mutex
+	pools map[string]*state
+	order []string
+	wg    sync.WaitGroup
+}
+
+type state struct {
+	spec          Spec
+	replica       *tracked
+	managed       Managed
+	live, healthy bool
+	draining      bool
+	drainDeadline time.Time
+	drainTimer    *time.Timer
+	lastErr       string
+	version       string
+	reloading     bool
+	poke          chan struct{}
+}
+
+// tracked counts in-flight generations of a replica.
+type tracked struct {
+	engine.Replica
+	active atomic.Int64
+}
+
+func (t *tracked) Generate(ctx context.Context, req engine.Request, emit engine.EmitFunc) (engine.Result, error) {
+	t.active.Add(1)
+	defer t.active.Add(-1)
+	return t.Replica.Generate(ctx, req, emit)
+}
+
+// New builds a registry. Nothing is started until Start.
+func New(opts Options) (*Registry, error) {
+	if opts.NewReplica == nil {
+		return nil, errors.New("pool: NewReplica is required")
+	}
+	if opts.HealthInterval <= 0 {
+		opts.HealthInterval = 2 * time.Second
+	}
+	if opts.HealthTimeout <= 0 {
+		opts.HealthTimeout = 2 * time.Second
+	}
+	if opts.ReloadGrace <= 0 {
+		opts.ReloadGrace = 30 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.OnChange == nil {
+		opts.OnChange = func(View) {}
+	}
+	if opts.OnDrainDeadline == nil {
+		opts.OnDrainDeadline = func(string) {}
+	}
+	r := &Registry{opts: opts, log: opts.Logger, pools: map[string]*state{}}
+	for _, s := range opts.Pools {
+		if s.Managed && opts.StartManaged == nil {
+			return nil, fmt.Errorf("pool %s: managed replica but no StartManaged", s.ID)
+		}
+		if _, dup := r.pools[s.ID]; dup {
+			return nil, fmt.Errorf("pool %s: duplicate id", s.ID)
+		}
+		r.pools[s.ID] = &state{spec: s, poke: make(chan struct{}, 1)}
+		r.order = append(r.order, s.ID)
+	}
+	return r, nil
+}
+
+// Start starts managed replicas (in parallel, without waiting for them to become healthy) and
+// the health pollers; they stop when ctx is done. Call Stop to stop managed replicas.
+func (r *Registry) Start(ctx context.Context) {
+	for _, id := range r.order {
+		st := r.pools[id]
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			if st.spec.Managed {
+				m, err := r.opts.StartManaged(ctx, st.spec, st.spec.ModelRef)
+				if err != nil {
+					r.log.Error("managed replica failed to start", "pool_id", id, "err", err)
+					r.update(id, func(s *state) { s.lastErr = err.Error() })
+					return
+				}
+				r.mu.Lock()
+				st.managed = m
+				st.replica = &tracked{Replica: r.opts.NewReplica(st.spec, m.BaseURL())}
+				r.mu.Unlock()
+			} else {
+				r.mu.Lock()
+				st.replica = &tracked{Replica: r.opts.NewReplica(st.spec, st.spec.URL)}
+				r.mu.Unlock()
+			}
+			r.poll(ctx, id)
+		}()
+	}
+}
+
+// Wait waits for the pollers started by Start to end (after its ctx is done).
+func (r *Registry) Wait() { r.wg.Wait() }
+
+// Stop stops every managed replica.
+func (r *Registry) Stop(ctx context.Context) error {
+	r.mu.Lock()
+	var ms []Managed
+	for _, st := range r.pools {
+		if st.managed != nil {
+			ms = append(ms, st.managed)
+			st.managed = nil
+		}
+		if st.drainTimer != nil {
+			st.drainTimer.Stop()
+		}
+	}
+	r.mu.Unlock()
+	var errs []error
+	for _, m := range ms {
+		errs = append(errs, m.Stop(ctx))
+	}
+	return errors.Join(errs...)
+}
+
+func (r *Registry) poll(ctx context.Context, id string) {
+	st := r.pools[id]
+	t := time.NewTicker(r.opts.HealthInterval)
+	defer t.Stop()
+	for {
+		r.check(ctx, id)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-st.poke:
+		}
+	}
+}
+
+// check polls one pool's replica health once and records the result.
+func (r *Registry) check(ctx context.Context, id string) {
+	r.mu.Lock()
+	st := r.pools[id]
+	rep := st.replica
+	needVersion := st.version == ""
+	r.mu.Unlock()
+	if rep == nil {
+		return
+	}
+	hctx, cancel := context.WithTimeout(ctx, r.opts.HealthTimeout)
+	h, err := rep.Health(hctx)
+	version := ""
+	if err == nil && h.Ready && needVersion {
+		if v, ok := rep.Replica.(Versioner); ok {
+			version, _ = v.Version(hctx)
+		}
+	}
+	cancel()
+	if ctx.Err() != nil {
+		return
+	}
+	r.update(id, func(s *state) {
+		if s.replica != rep { // replaced by a reload meanwhile
+			return
+		}
+		s.live, s.healthy = h.Live, h.Ready
+		switch {
+		case err != nil:
+			s.live, s.healthy = false, false
+			s.lastErr = err.Error()
+		case !h.Ready && h.Detail != "":
+			s.lastErr = h.Detail
+		case h.Ready:
+			s.lastErr = ""
+		}
+		if version != "" {
+			s.version = version
+		}
+	})
+}
+
+// ReportFailure tells the registry a generation on the pool failed in a way that suggests the
+// replica is unwell; its health is re-checked at once.
+func (r *Registry) ReportFailure(id string) {
+	r.mu.Lock()
+	st, ok := r.pools[id]
+	r.mu.Unlock()
+	if !ok {
+		return
+	}
+	select {
+	case st.poke <- struct{}{}:
+	default:
+	}
+}
+
+// update applies f to a pool's state under the lock and reports the new view if it changed.
+func (r *Registry) update(id string, f func(*state)) {
+	r.mu.Lock()
+	st := r.pools[id]
+	before := st.view()
+	f(st)
+	after := st.view()
+	r.mu.Unlock()
+	if before.Live != after.Live || before.Healthy != after.Healthy || before.Draining != after.Draining ||
+		before.LastError != after.LastError || before.EngineVersion != after.EngineVersion ||
+		before.ModelRef != after.ModelRef {
+		r.opts.OnChange(after)
+	}
+}
+
+func (s *state) view() View {
+	v := View{
+		Spec: s.spec, Live: s.live, Healthy: s.healthy, Draining: s.draining,
+		DrainDeadline: s.drainDeadline, LastError: s.lastErr, EngineVersion: s.version,
+	}
+	if s.replica != nil {
+		v.Busy = int(s.replica.active.Load())
+	}
+	return v
+}
+
+// Views returns every pool, in configuration order.
+func (r *Registry) Views() []View {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]View, 0, len(r.order))
+	for _, id := range r.order {
+		out = append(out, r.pools[id].view())
+	}
+	return out
+}
+
+// Get returns one pool.
+func (r *Registry) Get(id string) (View, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st, ok := r.pools[id]
+	if !ok {
+		return View{}, false
+	}
+	return st.view(), true
+}
+
+// Replica returns the engine replica currently serving the pool.
+func (r *Registry) Replica(id string) (engine.Replica, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st, ok := r.pools[id]
+	if !ok {
+		return nil, ErrNotFound
+	}
+	if st.replica == nil {
+		return nil, engine.Errorf(engine.KindPoolUnavailable, "pool %s has no running replica", id)
+	}
+	return st.replica, nil
+}
+
+// Drain stops placement on the pool; after deadline, OnDrainDeadline fires so that the owner of
+// the pool's tasks can cancel what is left. Draining again moves the deadline.
+func (r *Registry) Drain(id string, deadline time.Duration) error {
+	r.mu.Lock()
+	_, ok := r.pools[id]
+	r.mu.Unlock()
+	if !ok {
+		return ErrNotFound
+	}
+	r.update(id, func(s *state) {
+		s.draining = true
+		s.drainDeadline = time.Now().Add(deadline)
+		if s.drainTimer != nil {
+			s.drainTimer.Stop()
+		}
+		s.drainTimer = time.AfterFunc(deadline, func() { r.opts.OnDrainDeadline(id) })
+	})
+	r.log.Info("pool draining", "pool_id", id, "deadline_ms", deadline.Milliseconds())
+	return nil
+}
+
+// Reload switches a managed pool to newRef: it starts a new replica beside the old one, waits
+// for it to be healthy, switches, then stops the old replica once its in-flight generations end
+// (or ReloadGrace passes). On failure the new replica is stopped and the pool is unchanged.
+// A successful reload ends a drain.
+func (r *Registry) Reload(ctx context.Context, id, newRef string) (View, error) {
+	r.mu.Lock()
+	st, ok := r.pools[id]
+	if !ok {
+		r.mu.Unlock()
+		return View{}, ErrNotFound
+	}
+	if !st.spec.Managed {
+		v := st.view()
+		r.mu.Unlock()
+		return v, fmt.Errorf("%w: pool %s has an external replica (url); reload it where it runs", ErrNotReloadable, id)
+	}
+	if st.reloading {
+		v := st.view()
+		r.mu.Unlock()
+		return v, ErrReloadInFlight
+	}
+	st.reloading = true
+	spec := st.spec
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		st.reloading = false
+		r.mu.Unlock()
+	}()
+
+	newSpec := spec
+	newSpec.ModelRef = newRef
+	newSpec.ModelID = config.ModelIDFromRef(newRef)
+	m, err := r.opts.StartManaged(ctx, newSpec, newRef)
+	if err != nil {
+		r.log.Warn("reload rolled back", "pool_id", id, "model_ref", newRef, "err", err)
+		return r.mustView(id), fmt.Errorf("%w: %v", ErrReloadFailed, err)
+	}
+	rep := &tracked{Replica: r.opts.NewReplica(newSpec, m.BaseURL())}
+	hctx, cancel := context.WithTimeout(ctx, r.opts.HealthTimeout)
+	h, herr := rep.Health(hctx)
+	cancel()
+	if herr != nil || !h.Ready {
+		_ = m.Stop(context.WithoutCancel(ctx))
+		if herr == nil {
+			herr = fmt.Errorf("replica not ready: %s", h.Detail)
+		}
+		return r.mustView(id), fmt.Errorf("%w: %v", ErrReloadFailed, herr)
+	}
+	var old *tracked
+	var oldManaged Managed
+	r.update(id, func(s *state) {
+		old, oldManaged = s.replica, s.managed
+		s.replica, s.managed = rep, m
+		s.spec = newSpec
+		s.live, s.healthy, s.lastErr, s.version = true, true, "", ""
+		s.draining, s.drainDeadline = false, time.Time{}
+		if s.drainTimer != nil {
+			s.drainTimer.Stop()
+			s.drainTimer = nil
+		}
+	})
+	r.log.Info("pool reloaded", "pool_id", id, "model_ref", newRef, "model_id", newSpec.ModelID)
+	if oldManaged != nil {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			deadline := time.Now().Add(r.opts.ReloadGrace)
+			for old != nil && old.active.Load() > 0 && time.Now().Before(deadline) {
+				time.Sleep(50 * time.Millisecond)
+			}
+			sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			if err := oldManaged.Stop(sctx); err != nil {
+				r.log.Warn("stopping the replaced replica", "pool_id", id, "err", err)
+			}
+		}()
+	}
+	return r.mustView(id), nil
+}
+
+func (r *Registry) mustView(id string) View {
+	v, _ := r.Get(id)
+	return v
+}

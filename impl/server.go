@@ -1,0 +1,96 @@
+// Package impl implements the generated strict server interface (gen/api). Handlers only
+// translate: request objects into domain calls (impl/task, impl/session, impl/artifact,
+// impl/pool), and results or errors into typed responses. Errors are rendered in one place
+// (HTTPErrorHandler) from one code→status table; middleware (middleware.go) adds correlation ids,
+// panic recovery, the body limit, API-key auth and request validation against the embedded spec.
+package impl
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/orchestratord/orchestratord/engine/gpu"
+	"github.com/orchestratord/orchestratord/gen/api"
+	"github.com/orchestratord/orchestratord/impl/admission"
+	"github.com/orchestratord/orchestratord/impl/artifact"
+	"github.com/orchestratord/orchestratord/impl/metrics"
+	"github.com/orchestratord/orchestratord/impl/pool"
+	"github.com/orchestratord/orchestratord/impl/session"
+	"github.com/orchestratord/orchestratord/impl/task"
+)
+
+var _ api.StrictServerInterface = (*Server)(nil)
+
+// Tasks is what the task handlers need from the scheduler.
+type Tasks interface {
+	Submit(ctx context.Context, spec task.Spec) (task.Admission, error)
+	Get(ctx context.Context, id string) (task.Snapshot, error)
+	Task(id string) (*task.Task, error)
+	Cancel(ctx context.Context, id string) error
+	Disconnected(ctx context.Context, t *task.Task)
+	Stats(ctx context.Context) (admission.Stats, error)
+	Depth() int
+}
+
+// Sessions is what the session handlers need.
+type Sessions interface {
+	Get(id string) (session.Info, bool)
+	Delete(id string)
+}
+
+// Artifacts is what the artifact handlers need.
+type Artifacts interface {
+	Put(ctx context.Context, a artifact.Artifact) (artifact.Ref, error)
+	Get(ctx context.Context, id string) (artifact.Stored, error)
+}
+
+// Pools is what the control-plane handlers need.
+type Pools interface {
+	Views() []pool.View
+	Get(id string) (pool.View, bool)
+	Drain(id string, deadline time.Duration) error
+	Reload(ctx context.Context, id, newRef string) (pool.View, error)
+}
+
+// GPUs reports the GPU inventory.
+type GPUs interface {
+	Snapshot(ctx context.Context) gpu.Inventory
+}
+
+// Options wires a Server.
+type Options struct {
+	Tasks     Tasks
+	Sessions  Sessions
+	Artifacts Artifacts
+	Pools     Pools
+	GPUs      GPUs
+	Metrics   *metrics.Metrics
+	Gatherer  prometheus.Gatherer
+	Logger    *slog.Logger
+	// Heartbeat between SSE keep-alive comments.
+	Heartbeat time.Duration
+	// SpecJSON is the contract served at /openapi.json.
+	SpecJSON []byte
+	// BeforeScrape refreshes gauges computed from live state before /metrics is rendered.
+	BeforeScrape func(ctx context.Context)
+}
+
+// Server implements api.StrictServerInterface.
+type Server struct {
+	opts Options
+	log  *slog.Logger
+}
+
+// NewServer returns a Server.
+func NewServer(opts Options) *Server {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Heartbeat <= 0 {
+		opts.Heartbeat = 15 * time.Second
+	}
+	return &Server{opts: opts, log: opts.Logger}
+}

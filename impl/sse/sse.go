@@ -1,0 +1,183 @@
+// Package sse encodes and decodes Server-Sent Events frames as orchestratord writes them:
+//
+//	id: <n>\nevent: <name>\ndata: <one-line JSON>\n\n
+//
+// plus comment lines (": keep-alive\n\n"). The encoder appends into caller-owned buffers and
+// never uses reflection, so relaying a token costs no allocation once buffers are warm. The
+// decoder is the inverse, for clients and tests.
+package sse
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// AppendFrame appends one event frame. data must be a single line (JSON from this package or
+// encoding/json never contains a raw newline).
+func AppendFrame(dst []byte, id int, event string, data []byte) []byte {
+	dst = append(dst, "id: "...)
+	dst = strconv.AppendInt(dst, int64(id), 10)
+	dst = append(dst, "\nevent: "...)
+	dst = append(dst, event...)
+	dst = append(dst, "\ndata: "...)
+	dst = append(dst, data...)
+	return append(dst, '\n', '\n')
+}
+
+// Heartbeat is the keep-alive comment frame.
+const Heartbeat = ": keep-alive\n\n"
+
+// AppendTokenData appends the JSON object {"t":text,"i":index}.
+func AppendTokenData(dst []byte, text string, index int) []byte {
+	dst = append(dst, `{"t":`...)
+	dst = AppendString(dst, text)
+	dst = append(dst, `,"i":`...)
+	dst = strconv.AppendInt(dst, int64(index), 10)
+	return append(dst, '}')
+}
+
+const hex = "0123456789abcdef"
+
+// AppendString appends s as a JSON string, escaping like encoding/json without HTML escaping:
+// invalid UTF-8 becomes U+FFFD, and U+2028/U+2029 are escaped.
+func AppendString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if b := s[i]; b < utf8.RuneSelf {
+			if b >= 0x20 && b != '"' && b != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch b {
+			case '"', '\\':
+				dst = append(dst, '\\', b)
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hex[b>>4], hex[b&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		c, size := utf8.DecodeRuneInString(s[i:])
+		if c == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if c == '\u2028' || c == '\u2029' {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hex[c&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
+
+// Event is one decoded frame.
+type Event struct {
+	ID    string
+	Event string
+	Data  string
+}
+
+// ErrLineTooLong is returned by Reader for a line longer than its limit.
+var ErrLineTooLong = errors.New("sse: line too long")
+
+// Reader decodes frames from a stream. Comment lines are skipped; a frame ends at a blank line.
+type Reader struct {
+	r     *bufio.Reader
+	limit int
+}
+
+// NewReader returns a Reader whose lines may be at most limit bytes (default 1 MiB when ≤ 0).
+func NewReader(r io.Reader, limit int) *Reader {
+	if limit <= 0 {
+		limit = 1 << 20
+	}
+	return &Reader{r: bufio.NewReaderSize(r, 64<<10), limit: limit}
+}
+
+// Next returns the next frame; io.EOF at a clean end of stream.
+func (r *Reader) Next() (Event, error) {
+	var ev Event
+	var data strings.Builder
+	hasField := false
+	for {
+		line, err := r.readLine()
+		if err != nil {
+			if errors.Is(err, io.EOF) && hasField {
+				return ev, io.ErrUnexpectedEOF
+			}
+			return ev, err
+		}
+		if line == "" {
+			if !hasField {
+				continue
+			}
+			ev.Data = data.String()
+			return ev, nil
+		}
+		if line[0] == ':' {
+			continue
+		}
+		name, value, _ := strings.Cut(line, ":")
+		value = strings.TrimPrefix(value, " ")
+		hasField = true
+		switch name {
+		case "id":
+			ev.ID = value
+		case "event":
+			ev.Event = value
+		case "data":
+			if data.Len() > 0 {
+				data.WriteByte('\n')
+			}
+			data.WriteString(value)
+		case "retry":
+		default:
+			return ev, fmt.Errorf("sse: unknown field %q", name)
+		}
+	}
+}
+
+func (r *Reader) readLine() (string, error) {
+	var sb []byte
+	for {
+		chunk, err := r.r.ReadSlice('\n')
+		if len(sb)+len(chunk) > r.limit+1 {
+			return "", ErrLineTooLong
+		}
+		sb = append(sb, chunk...)
+		if err == nil {
+			break
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue
+		}
+		if errors.Is(err, io.EOF) && len(sb) > 0 {
+			return "", io.ErrUnexpectedEOF
+		}
+		return "", err
+	}
+	line := string(sb[:len(sb)-1])
+	return strings.TrimSuffix(line, "\r"), nil
+}

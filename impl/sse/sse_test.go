@@ -1,0 +1,131 @@
+package sse
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+)
+
+func TestAppendStringMatchesEncodingJSON(t *testing.T) {
+	for _, s := range []string{"", " The", "quo\"te", "back\\slash", "nl\n", "tab\t", "\x00\x1f", "é日本", "\xff\xfe", "a\u2028b\u2029", "<>&"} {
+		got := AppendString(nil, s)
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(s); err != nil {
+			t.Fatal(err)
+		}
+		want := strings.TrimSuffix(buf.String(), "\n")
+		if string(got) != want {
+			t.Errorf("AppendString(%q) = %s, want %s", s, got, want)
+		}
+	}
+}
+
+func TestFrameRoundTrip(t *testing.T) {
+	var b []byte
+	b = AppendFrame(b, 0, "started", []byte(`{"queue_position":0,"predicted_start_ms":0}`))
+	b = append(b, Heartbeat...)
+	b = AppendFrame(b, 1, "token", AppendTokenData(nil, " The\n\"x\"", 0))
+	r := NewReader(bytes.NewReader(b), 0)
+	ev, err := r.Next()
+	if err != nil || ev.ID != "0" || ev.Event != "started" {
+		t.Fatalf("first = %+v, %v", ev, err)
+	}
+	ev, err = r.Next()
+	if err != nil || ev.Event != "token" {
+		t.Fatalf("second = %+v, %v", ev, err)
+	}
+	var tok struct {
+		T string `json:"t"`
+		I int    `json:"i"`
+	}
+	if err := json.Unmarshal([]byte(ev.Data), &tok); err != nil || tok.T != " The\n\"x\"" || tok.I != 0 {
+		t.Fatalf("token = %+v, %v", tok, err)
+	}
+	if _, err := r.Next(); !errors.Is(err, io.EOF) {
+		t.Fatalf("end = %v, want EOF", err)
+	}
+}
+
+func TestReaderErrors(t *testing.T) {
+	tests := []struct {
+		name, in string
+		want     error
+	}{
+		{"truncated frame", "id: 1\nevent: token\n", io.ErrUnexpectedEOF},
+		{"truncated line", "id: 1\nevent: tok", io.ErrUnexpectedEOF},
+		{"too long", "data: " + strings.Repeat("x", 100) + "\n\n", ErrLineTooLong},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := NewReader(strings.NewReader(tt.in), 64).Next()
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("err = %v, want %v", err, tt.want)
+			}
+		})
+	}
+}
+
+func BenchmarkAppendTokenFrame(b *testing.B) {
+	buf := make([]byte, 0, 256)
+	data := make([]byte, 0, 128)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		data = AppendTokenData(data[:0], " quick", i)
+		buf = AppendFrame(buf[:0], i, "token", data)
+	}
+}
+
+// FuzzTokenRoundTrip: any text encodes into a frame that decodes back to the same text (after
+// the UTF-8 repair encoding/json also does).
+func FuzzTokenRoundTrip(f *testing.F) {
+	for _, s := range []string{"", " The", "\n\n", "data: x", "\xff", "\u2028"} {
+		f.Add(s, 3)
+	}
+	f.Fuzz(func(t *testing.T, text string, idx int) {
+		if idx < 0 {
+			idx = -idx
+		}
+		frame := AppendFrame(nil, idx, "token", AppendTokenData(nil, text, idx))
+		ev, err := NewReader(bytes.NewReader(frame), 0).Next()
+		if err != nil {
+			t.Fatalf("decode %q: %v", frame, err)
+		}
+		var tok struct {
+			T string `json:"t"`
+			I int    `json:"i"`
+		}
+		if err := json.Unmarshal([]byte(ev.Data), &tok); err != nil {
+			t.Fatalf("json %q: %v", ev.Data, err)
+		}
+		var want string
+		enc, _ := json.Marshal(text)
+		_ = json.Unmarshal(enc, &want)
+		if tok.T != want || tok.I != idx {
+			t.Fatalf("round trip %q/%d -> %q/%d", text, idx, tok.T, tok.I)
+		}
+	})
+}
+
+// FuzzReader: the decoder never panics and never returns a frame with a raw newline in a field
+// other than data.
+func FuzzReader(f *testing.F) {
+	f.Add("id: 1\nevent: token\ndata: {}\n\n")
+	f.Add(": c\n\nid: 2\r\ndata: a\ndata: b\n\n")
+	f.Fuzz(func(t *testing.T, in string) {
+		r := NewReader(strings.NewReader(in), 4096)
+		for range 100 {
+			ev, err := r.Next()
+			if err != nil {
+				return
+			}
+			if strings.ContainsAny(ev.ID+ev.Event, "\n") {
+				t.Fatalf("newline in field: %+v", ev)
+			}
+		}
+	})
+}

@@ -1,0 +1,21 @@
+// Package task is orchestratord's scheduler: it validates placement, admits tasks into the
+// bounded priority queue (impl/admission), runs each dispatched task on its pool's engine replica,
+// and records everything a client can observe in a per-task event log that SSE streams read.
+//
+// Ownership. The admission queue's owner goroutine owns queue order and slot accounting; it calls
+// back Dispatch (a runner goroutine is started per task) and Evict (drop-lru). The Service's
+// mutex guards the task registry, per-pool load counts and the retention list. Each Task's mutex
+// guards its state and its event log; the runner goroutine writes tokens, Cancel and the
+// finishers write the final frame, exactly once (finish is idempotent on a final task).
+//
+// Event log. Frames are encoded once, at append time, into one append-only buffer per task
+// (the SSE wire format, with `id:` = event index). Readers (Cursor) copy what they have not sent
+// yet and wait on a one-slot wake channel, so any number of streams, Last-Event-ID resumes and
+// late subscribers read the same bytes. The log of a task is bounded by its max_tokens plus a
+// bounded number of metrics frames; finished tasks are forgotten after tasks.retention or beyond
+// tasks.max_retained.
+//
+// Ordering guarantees. `started` is appended before the runner may append anything (the runner
+// waits for the admission to be recorded); no `token` is appended once a cancel is recorded
+// (checked under the task's mutex); exactly one `end` or `error` frame ends the log.
+package task

@@ -1,0 +1,260 @@
+package task
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/orchestratord/orchestratord/impl/admission"
+	"github.com/orchestratord/orchestratord/impl/sse"
+)
+
+// Status is a task's lifecycle state.
+type Status int
+
+// Statuses.
+const (
+	Queued Status = iota
+	Running
+	Succeeded
+	Failed
+	Canceled
+)
+
+func (s Status) String() string {
+	switch s {
+	case Queued:
+		return "queued"
+	case Running:
+		return "running"
+	case Succeeded:
+		return "succeeded"
+	case Failed:
+		return "failed"
+	default:
+		return "canceled"
+	}
+}
+
+// Final reports whether s is a final state.
+func (s Status) Final() bool { return s >= Succeeded }
+
+// Placement overrides of a task.
+type Placement struct {
+	Mode          string // "", auto, pin, prefer
+	PinPool       string
+	PreferPools   []string
+	AvoidPools    []string
+	AllowFallback bool
+}
+
+// Spec is a validated task request in domain terms.
+type Spec struct {
+	ID             string
+	SessionID      string
+	Workload       string
+	ModelRef       string
+	Engine         string
+	Ctx            int
+	Priority       admission.Priority
+	Seed           *int64
+	Deterministic  bool
+	Prompt         string
+	MaxTokens      int
+	Deadline       time.Duration
+	ExpectedTokens int
+	Placement      Placement
+	// Fingerprint identifies the request body, for idempotent re-posts.
+	Fingerprint [32]byte
+	// CorrelationID of the creating request, for logs.
+	CorrelationID string
+}
+
+// ErrorInfo is a task's failure, in API terms.
+type ErrorInfo struct {
+	Code         string
+	Message      string
+	Retriable    bool
+	RetryAfterMs int64
+	Engine       string
+	PoolID       string
+}
+
+// Snapshot is a task's state at one moment.
+type Snapshot struct {
+	ID               string
+	SessionID        string
+	Status           Status
+	Priority         admission.Priority
+	PoolID           string
+	Engine           string
+	QueuePosition    *int
+	PredictedStartMs *int64
+	TokensOut        int
+	Created          time.Time
+	Started          time.Time
+	Finished         time.Time
+	Error            *ErrorInfo
+}
+
+// Admission is the answer to an accepted Submit.
+type Admission struct {
+	TaskID           string
+	PoolID           string
+	Engine           string
+	QueuePosition    int
+	PredictedStartMs int64
+	// TokensBudgetRemaining of the task's session, when a budget is configured.
+	TokensBudgetRemaining *int64
+	// TimeBudgetRemaining until the task's deadline.
+	TimeBudgetRemaining time.Duration
+	// Replayed is true when this answers an idempotent re-post.
+	Replayed bool
+}
+
+// span locates one encoded frame in a task's event buffer.
+type span struct {
+	start, end int
+	// vstart, vend locate the verbose variant of a metrics frame (equal to start/end otherwise).
+	vstart, vend int
+	name         string
+}
+
+// Task is one admitted task. Its mutable state, including the event log, is guarded by mu; the
+// runner goroutine is the only writer of tokens, other writers are Cancel and the finishers.
+type Task struct {
+	spec     Spec
+	poolID   string
+	engine   string
+	version  string
+	kvBytes  int64
+	created  time.Time
+	deadline time.Time
+	admitted chan struct{} // closed once Submit has recorded the admission (or refused it)
+
+	mu           sync.Mutex
+	rejected     bool
+	status       Status
+	started      time.Time
+	firstToken   time.Time
+	finished     time.Time
+	tokensOut    int
+	errInfo      *ErrorInfo
+	canceled     bool
+	cancelReason string
+	cancel       context.CancelCauseFunc
+	lastMetrics  time.Time
+	nMetrics     int
+
+	buf   []byte // encoded frames, append-only
+	spans []span
+	subs  map[chan struct{}]struct{}
+	done  chan struct{} // closed when the task reaches a final state
+}
+
+// maxMetricsFrames bounds the metrics frames of one task (the rest of its log is bounded by
+// max_tokens).
+const maxMetricsFrames = 64
+
+// snapshot returns the task's state; the caller fills queue position.
+func (t *Task) snapshot() Snapshot {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := Snapshot{
+		ID: t.spec.ID, SessionID: t.spec.SessionID, Status: t.status, Priority: t.spec.Priority,
+		PoolID: t.poolID, Engine: t.engine, TokensOut: t.tokensOut,
+		Created: t.created, Started: t.started, Finished: t.finished,
+	}
+	if t.errInfo != nil {
+		e := *t.errInfo
+		s.Error = &e
+	}
+	return s
+}
+
+// appendLocked encodes one frame into the log and wakes the subscribers. t.mu must be held.
+func (t *Task) appendLocked(name string, data []byte, verbose []byte) {
+	id := len(t.spans)
+	start := len(t.buf)
+	t.buf = sse.AppendFrame(t.buf, id, name, data)
+	sp := span{start: start, end: len(t.buf), vstart: start, name: name}
+	if verbose != nil {
+		sp.vstart = len(t.buf)
+		t.buf = sse.AppendFrame(t.buf, id, name, verbose)
+	}
+	sp.vend = len(t.buf)
+	if verbose == nil {
+		sp.vend = sp.end
+	}
+	t.spans = append(t.spans, sp)
+	for ch := range t.subs {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Cursor reads a task's event log from a given event id on.
+type Cursor struct {
+	t       *Task
+	next    int
+	verbose bool
+	wake    chan struct{}
+}
+
+// Subscribe returns a cursor positioned at event id from (0 for the whole stream). Close it when
+// done.
+func (t *Task) Subscribe(from int, verbose bool) *Cursor {
+	c := &Cursor{t: t, next: max(from, 0), verbose: verbose, wake: make(chan struct{}, 1)}
+	t.mu.Lock()
+	if t.subs == nil {
+		t.subs = make(map[chan struct{}]struct{})
+	}
+	t.subs[c.wake] = struct{}{}
+	t.mu.Unlock()
+	return c
+}
+
+// Close unsubscribes the cursor.
+func (c *Cursor) Close() {
+	c.t.mu.Lock()
+	delete(c.t.subs, c.wake)
+	c.t.mu.Unlock()
+}
+
+// Next appends to dst the frames not yet read and reports whether the log is complete (the task
+// is final and every frame has been read). It does not block.
+func (c *Cursor) Next(dst []byte) ([]byte, bool) {
+	t := c.t
+	t.mu.Lock()
+	spans := t.spans
+	buf := t.buf
+	final := t.status.Final()
+	t.mu.Unlock()
+	// Frames are immutable once appended: reading them after unlocking is safe.
+	for ; c.next < len(spans); c.next++ {
+		sp := spans[c.next]
+		if c.verbose {
+			dst = append(dst, buf[sp.vstart:sp.vend]...)
+		} else {
+			dst = append(dst, buf[sp.start:sp.end]...)
+		}
+	}
+	return dst, final && c.next >= len(spans)
+}
+
+// Wake is signalled when new frames may be available.
+func (c *Cursor) Wake() <-chan struct{} { return c.wake }
+
+// Done is closed when the task reaches a final state.
+func (t *Task) Done() <-chan struct{} { return t.done }
+
+// ID returns the task id.
+func (t *Task) ID() string { return t.spec.ID }
+
+// SessionID returns the task's session.
+func (t *Task) SessionID() string { return t.spec.SessionID }
+
+// Deadline returns the task's absolute deadline.
+func (t *Task) Deadline() time.Time { return t.deadline }

@@ -1,0 +1,264 @@
+package impl
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/orchestratord/orchestratord/gen/api"
+	"github.com/orchestratord/orchestratord/impl/admission"
+	"github.com/orchestratord/orchestratord/impl/sse"
+	"github.com/orchestratord/orchestratord/impl/task"
+)
+
+// CreateTask admits a task.
+func (s *Server) CreateTask(ctx context.Context, req api.CreateTaskRequestObject) (api.CreateTaskResponseObject, error) {
+	spec, err := specFromRequest(req.Body)
+	if err != nil {
+		return nil, err
+	}
+	spec.CorrelationID = CorrelationID(ctx)
+	adm, err := s.opts.Tasks.Submit(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	id := req.Body.TaskId
+	sseURL := "/v1/tasks/" + id.String() + "/stream"
+	pool := adm.PoolID
+	timeLeft := adm.TimeBudgetRemaining.Milliseconds()
+	return api.CreateTask202JSONResponse{
+		Body: api.AdmissionResponse{
+			TaskId: id, QueuePosition: int32(adm.QueuePosition), PredictedStartMs: adm.PredictedStartMs,
+			BackoffMs: 0, PoolId: &pool,
+			Streams: &struct {
+				Sse        string `json:"sse"`
+				SseVerbose string `json:"sse_verbose"`
+			}{Sse: sseURL, SseVerbose: sseURL + "?verbose=true"},
+		},
+		Headers: api.CreateTask202ResponseHeaders{
+			XCorrelationId:         CorrelationID(ctx),
+			XBudgetTokensRemaining: adm.TokensBudgetRemaining,
+			XBudgetTimeRemainingMs: &timeLeft,
+		},
+	}, nil
+}
+
+// specFromRequest converts and checks what the schema cannot express.
+func specFromRequest(b *api.TaskRequest) (task.Spec, error) {
+	if b == nil {
+		return task.Spec{}, Errorf("INVALID_PARAMS", "body: a JSON TaskRequest is required")
+	}
+	prio, err := admission.ParsePriority(string(b.Priority))
+	if err != nil {
+		return task.Spec{}, Errorf("INVALID_PARAMS", "/priority: %v", err)
+	}
+	var prompt string
+	switch {
+	case b.Prompt != nil && b.Inputs != nil:
+		return task.Spec{}, Errorf("INVALID_PARAMS", "/prompt: give either prompt or inputs, not both")
+	case b.Prompt != nil:
+		prompt = *b.Prompt
+	case b.Inputs != nil:
+		prompt = strings.Join(*b.Inputs, "")
+	default:
+		return task.Spec{}, Errorf("INVALID_PARAMS", "/prompt: one of prompt or inputs is required")
+	}
+	if b.MaxTokens > b.Ctx {
+		return task.Spec{}, Errorf("INVALID_PARAMS", "/max_tokens: %d exceeds ctx %d", b.MaxTokens, b.Ctx)
+	}
+	canon, err := json.Marshal(b)
+	if err != nil {
+		return task.Spec{}, err
+	}
+	spec := task.Spec{
+		ID: b.TaskId.String(), SessionID: b.SessionId.String(), Workload: string(b.Workload),
+		ModelRef: b.ModelRef, Engine: string(b.Engine), Ctx: int(b.Ctx), Priority: prio,
+		Seed: b.Seed, Prompt: prompt, MaxTokens: int(b.MaxTokens),
+		Deadline:    time.Duration(b.DeadlineMs) * time.Millisecond,
+		Fingerprint: sha256.Sum256(canon),
+	}
+	if b.Determinism != nil && *b.Determinism == api.Strict {
+		spec.Deterministic = true
+	}
+	if b.ExpectedTokens != nil {
+		spec.ExpectedTokens = int(*b.ExpectedTokens)
+	}
+	if p := b.Placement; p != nil {
+		spec.Placement.AllowFallback = p.AllowFallback == nil || *p.AllowFallback
+		if p.Mode != nil {
+			spec.Placement.Mode = string(*p.Mode)
+		}
+		if p.PinPoolId != nil {
+			spec.Placement.PinPool = *p.PinPoolId
+		}
+		if p.PreferPools != nil {
+			spec.Placement.PreferPools = *p.PreferPools
+		}
+		if p.AvoidPools != nil {
+			spec.Placement.AvoidPools = *p.AvoidPools
+		}
+		if spec.Placement.Mode == "pin" && spec.Placement.PinPool == "" {
+			return task.Spec{}, Errorf("INVALID_PARAMS", "/placement/pin_pool_id: required when mode is pin")
+		}
+		if p.RequireDeviceMask != nil {
+			return task.Spec{}, Errorf("INVALID_PARAMS", "/placement/require_device_mask: device masks are not configured on any pool")
+		}
+	}
+	return spec, nil
+}
+
+// GetTask returns a task's state.
+func (s *Server) GetTask(ctx context.Context, req api.GetTaskRequestObject) (api.GetTaskResponseObject, error) {
+	snap, err := s.opts.Tasks.Get(ctx, req.Id.String())
+	if err != nil {
+		return nil, err
+	}
+	body := api.TaskState{
+		TaskId: req.Id, State: api.TaskStatus(snap.Status.String()), Priority: api.Priority(snap.Priority.String()),
+		PoolId: snap.PoolID, TokensOut: int32(snap.TokensOut), CreatedMs: snap.Created.UnixMilli(),
+	}
+	_ = body.SessionId.UnmarshalText([]byte(snap.SessionID))
+	if snap.QueuePosition != nil {
+		p := int32(*snap.QueuePosition)
+		body.QueuePosition = &p
+		body.PredictedStartMs = snap.PredictedStartMs
+	}
+	if !snap.Started.IsZero() {
+		ms := snap.Started.UnixMilli()
+		body.StartedMs = &ms
+	}
+	if !snap.Finished.IsZero() {
+		ms := snap.Finished.UnixMilli()
+		body.FinishedMs = &ms
+	}
+	if e := snap.Error; e != nil {
+		env := api.ErrorEnvelope{Code: api.ErrorKind(e.Code), Message: e.Message, Retriable: e.Retriable}
+		if e.RetryAfterMs > 0 {
+			env.RetryAfterMs = &e.RetryAfterMs
+		}
+		if e.Engine != "" {
+			eng := api.Engine(e.Engine)
+			env.Engine = &eng
+		}
+		if e.PoolID != "" {
+			env.PoolId = &e.PoolID
+		}
+		body.Error = &env
+	}
+	return api.GetTask200JSONResponse{Body: body, Headers: api.GetTask200ResponseHeaders{XCorrelationId: CorrelationID(ctx)}}, nil
+}
+
+// CancelTask cancels a task (idempotent).
+func (s *Server) CancelTask(ctx context.Context, req api.CancelTaskRequestObject) (api.CancelTaskResponseObject, error) {
+	if err := s.opts.Tasks.Cancel(ctx, req.Id.String()); err != nil {
+		return nil, err
+	}
+	return api.CancelTask204Response{Headers: api.CancelTask204ResponseHeaders{XCorrelationId: CorrelationID(ctx)}}, nil
+}
+
+// StreamTask streams a task's events.
+func (s *Server) StreamTask(ctx context.Context, req api.StreamTaskRequestObject) (api.StreamTaskResponseObject, error) {
+	t, err := s.opts.Tasks.Task(req.Id.String())
+	if err != nil {
+		return nil, err
+	}
+	from := 0
+	if v := req.Params.LastEventID; v != nil {
+		n, err := strconv.Atoi(*v)
+		if err != nil || n < 0 {
+			return nil, Errorf("INVALID_PARAMS", "header parameter \"Last-Event-ID\": must be a non-negative event id")
+		}
+		from = n + 1
+	}
+	return &sseResponse{
+		ctx: ctx, s: s, t: t, from: from, verbose: req.Params.Verbose != nil && *req.Params.Verbose,
+		correlation: CorrelationID(ctx),
+	}, nil
+}
+
+// sseResponse writes a task's event log as Server-Sent Events, flushing after each batch of
+// frames, with keep-alive comments while idle. It implements api.StreamTaskResponseObject.
+type sseResponse struct {
+	ctx         context.Context
+	s           *Server
+	t           *task.Task
+	from        int
+	verbose     bool
+	correlation string
+}
+
+func (r *sseResponse) VisitStreamTaskResponse(w http.ResponseWriter) error {
+	fl, ok := w.(http.Flusher)
+	if !ok {
+		return errors.New("streaming unsupported by the response writer")
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("Connection", "keep-alive")
+	h.Set("X-Accel-Buffering", "no")
+	h.Set(HeaderCorrelationID, r.correlation)
+	h.Set("X-Budget-Time-Remaining-Ms", strconv.FormatInt(max(time.Until(r.t.Deadline()).Milliseconds(), 0), 10))
+	if info, ok := r.s.opts.Sessions.Get(r.t.SessionID()); ok && info.TokensBudgetRemaining != nil {
+		h.Set("X-Budget-Tokens-Remaining", strconv.FormatInt(*info.TokensBudgetRemaining, 10))
+	}
+	w.WriteHeader(http.StatusOK)
+	fl.Flush()
+
+	m := r.s.opts.Metrics
+	m.StreamsOpen.Inc()
+	defer m.StreamsOpen.Dec()
+	cur := r.t.Subscribe(r.from, r.verbose)
+	defer cur.Close()
+	hb := time.NewTicker(r.s.opts.Heartbeat)
+	defer hb.Stop()
+	buf := make([]byte, 0, 4096)
+	for {
+		var complete bool
+		buf, complete = cur.Next(buf[:0])
+		if len(buf) > 0 {
+			if _, err := w.Write(buf); err != nil {
+				r.disconnected(complete)
+				return nil
+			}
+			fl.Flush()
+			hb.Reset(r.s.opts.Heartbeat)
+		}
+		if complete {
+			return nil
+		}
+		if cap(buf) > 1<<20 { // do not keep a huge buffer after a burst
+			buf = make([]byte, 0, 4096)
+		}
+		select {
+		case <-cur.Wake():
+		case <-hb.C:
+			if _, err := w.Write([]byte(sse.Heartbeat)); err != nil {
+				r.disconnected(false)
+				return nil
+			}
+			fl.Flush()
+		case <-r.ctx.Done():
+			r.disconnected(false)
+			return nil
+		}
+	}
+}
+
+// disconnected handles a client that went away mid-stream.
+func (r *sseResponse) disconnected(complete bool) {
+	if complete {
+		return
+	}
+	select {
+	case <-r.t.Done():
+		return
+	default:
+	}
+	r.s.opts.Tasks.Disconnected(context.WithoutCancel(r.ctx), r.t)
+}
