@@ -705,8 +705,11 @@ func (s *Service) metricsData(ctx context.Context, t *Task, tokensOut int, now t
 
 // OnTimeProbability is the documented estimate p = 1 / (1 + exp(−(A − R) / s)) with
 // s = max(50, 0.25·R), where A is the time left until the deadline and R the predicted time
-// still needed, both in milliseconds; rounded to 3 decimals.
+// still needed, both in milliseconds; rounded to 3 decimals. It is 0 once no time is left.
 func OnTimeProbability(a, r float64) float64 {
+	if a <= 0 {
+		return 0
+	}
 	sc := math.Max(50, 0.25*r)
 	p := 1 / (1 + math.Exp(-(a-r)/sc))
 	return math.Round(p*1000) / 1000

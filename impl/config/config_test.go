@@ -1,0 +1,139 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func load(t *testing.T, yaml string, ov Overrides) (*Config, error) {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ov.ConfigFile = p
+	return Load(ov)
+}
+
+const minimal = `
+pools:
+  - id: p1
+    engine: llamacpp
+    model_ref: /models/m.gguf
+    ctx_max: 2048
+    slots: 1
+    replicas: [{url: "http://127.0.0.1:9"}]
+`
+
+func TestDefaultConfig(t *testing.T) {
+	c, err := Load(Overrides{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := c.Pools[0]
+	if c.Addr != "127.0.0.1:8080" || p.ID != "default" || p.ModelID != "tiny" || p.CtxMax != 4096 || p.Slots != 2 {
+		t.Fatalf("default config = %+v / %+v", c, p)
+	}
+	if p.Replicas[0].Managed == nil || strings.Join(p.Replicas[0].Managed.Args, " ") != "-t 1 -tb 1" {
+		t.Fatalf("default replica = %+v", p.Replicas[0])
+	}
+	if c.Admission.Policy != "reject" || c.Sessions.TTL.D() != 10*time.Minute || c.Sessions.MaxTurns != 8 {
+		t.Fatalf("defaults = %+v", c)
+	}
+}
+
+func TestOverridesWin(t *testing.T) {
+	env := map[string]string{"ORCHD_ADDR": "127.0.0.1:9999", "ORCHD_STATE_DIR": "/env", "ORCHD_API_KEYS": "aaaaaaaaaaaaaaaa, bbbbbbbbbbbbbbbb"}
+	ov := Overrides{StateDir: "/flag"}.Merge(FromEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok }))
+	c, err := Load(ov)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Addr != "127.0.0.1:9999" || c.StateDir != "/flag" || len(c.APIKeys) != 2 {
+		t.Fatalf("got addr=%s state=%s keys=%d", c.Addr, c.StateDir, len(c.APIKeys))
+	}
+}
+
+func TestModelIDDefault(t *testing.T) {
+	c, err := load(t, minimal, Overrides{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Pools[0].ModelID != "m" {
+		t.Fatalf("model_id = %q", c.Pools[0].ModelID)
+	}
+	for ref, want := range map[string]string{"file:/a/b/tiny.gguf": "tiny", "models/x.y.gguf": "x.y", "hf:org/repo": "repo", "plain": "plain"} {
+		if got := ModelIDFromRef(ref); got != want {
+			t.Errorf("ModelIDFromRef(%q) = %q, want %q", ref, got, want)
+		}
+	}
+}
+
+func TestInvalidConfigNamesField(t *testing.T) {
+	tests := []struct {
+		name, yaml, field string
+		ov                Overrides
+	}{
+		{"unknown field", "bogus: 1\n" + minimal, "bogus", Overrides{}},
+		{"bad policy", "admission: {policy: lifo}\n" + minimal, "admission.policy", Overrides{}},
+		{"bad capacity", "admission: {capacity: -1}\n" + minimal, "admission.capacity", Overrides{}},
+		{"bad duration", "sessions: {ttl: soon}\n" + minimal, "invalid duration", Overrides{}},
+		{"no pools", "addr: 127.0.0.1:1\n", "pools", Overrides{}},
+		{"non-loopback without key", minimal, "addr", Overrides{Addr: "0.0.0.0:8080"}},
+		{"short key", minimal, "api_keys[0]", Overrides{APIKeys: "short"}},
+		{"bad log format", minimal, "log_format", Overrides{LogFormat: "xml"}},
+		{"bad pool id", strings.Replace(minimal, "id: p1", "id: P!", 1), "pools[0].id", Overrides{}},
+		{"engine without adapter", strings.Replace(minimal, "engine: llamacpp", "engine: vllm", 1), "pools[0].engine", Overrides{}},
+		{"ctx_max", strings.Replace(minimal, "ctx_max: 2048", "ctx_max: 0", 1), "pools[0].ctx_max", Overrides{}},
+		{"slots", strings.Replace(minimal, "slots: 1", "slots: 0", 1), "pools[0].slots", Overrides{}},
+		{"two replicas", strings.Replace(minimal, `[{url: "http://127.0.0.1:9"}]`, `[{url: "http://a:1"}, {url: "http://b:1"}]`, 1), "pools[0].replicas", Overrides{}},
+		{"bad url", strings.Replace(minimal, "http://127.0.0.1:9", "ftp://x", 1), "pools[0].replicas[0].url", Overrides{}},
+		{"managed without port", strings.Replace(minimal, `[{url: "http://127.0.0.1:9"}]`, `[{managed: {command: ["x"]}}]`, 1), "managed.command", Overrides{}},
+		{"bad workload", strings.Replace(minimal, "slots: 1", "slots: 1\n    workloads: [chat]", 1), "workloads[0]", Overrides{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := load(t, tt.yaml, tt.ov)
+			if err == nil || !strings.Contains(err.Error(), tt.field) {
+				t.Fatalf("err = %v, want it to name %q", err, tt.field)
+			}
+		})
+	}
+}
+
+func TestNonLoopbackWithKey(t *testing.T) {
+	if _, err := load(t, minimal, Overrides{Addr: "0.0.0.0:8080", APIKeys: "0123456789abcdef"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAPIKeysFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "keys")
+	if err := os.WriteFile(p, []byte("# comment\n0123456789abcdef\n\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := load(t, minimal, Overrides{APIKeysFile: p})
+	if err != nil || len(c.APIKeys) != 1 || c.APIKeys[0] != "0123456789abcdef" {
+		t.Fatalf("keys = %v, %v", c, err)
+	}
+}
+
+// FuzzParse: any document either parses or errors; it never panics, and when it parses and
+// validates, validation is stable.
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(minimal))
+	f.Add(DefaultYAML())
+	f.Add([]byte("admission: {capacity: 3, policy: drop-lru}\n"))
+	f.Add([]byte("pools: [{id: a, replicas: [{managed: {}}]}]"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Parse(data)
+		if err != nil {
+			return
+		}
+		c.APIKeys = nil
+		_ = c.complete()
+	})
+}

@@ -1,0 +1,414 @@
+package task
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
+
+	"github.com/orchestratord/orchestratord/engine"
+	"github.com/orchestratord/orchestratord/impl/admission"
+	"github.com/orchestratord/orchestratord/impl/metrics"
+	"github.com/orchestratord/orchestratord/impl/pool"
+	"github.com/orchestratord/orchestratord/impl/session"
+	"github.com/orchestratord/orchestratord/impl/sse"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// gate is an engine whose tokens the test releases one by one.
+type gate struct {
+	tokens  chan string // closed: generation ends with StopLimit
+	fail    chan error
+	started chan string // receives the task id of each generation
+	active  atomic.Int32
+}
+
+func newGate() *gate {
+	return &gate{tokens: make(chan string), fail: make(chan error, 1), started: make(chan string, 16)}
+}
+
+func (g *gate) Generate(ctx context.Context, req engine.Request, emit engine.EmitFunc) (engine.Result, error) {
+	g.active.Add(1)
+	defer g.active.Add(-1)
+	g.started <- req.TaskID
+	n := 0
+	for {
+		select {
+		case tok, ok := <-g.tokens:
+			if !ok {
+				return engine.Result{TokensOut: n, TokensIn: 3, Stop: engine.StopLimit}, nil
+			}
+			if err := emit(engine.Token{Text: tok, Index: n}); err != nil {
+				return engine.Result{TokensOut: n}, err
+			}
+			n++
+		case err := <-g.fail:
+			return engine.Result{TokensOut: n}, err
+		case <-ctx.Done():
+			return engine.Result{TokensOut: n}, ctx.Err()
+		}
+	}
+}
+
+func (g *gate) Health(context.Context) (engine.Health, error) { return engine.Health{Live: true, Ready: true}, nil }
+
+type fakePools struct {
+	views []pool.View
+	rep   engine.Replica
+	fails atomic.Int32
+}
+
+func (p *fakePools) Views() []pool.View { return p.views }
+func (p *fakePools) Replica(string) (engine.Replica, error) {
+	return p.rep, nil
+}
+func (p *fakePools) ReportFailure(string) { p.fails.Add(1) }
+
+type harness struct {
+	t    *testing.T
+	svc  *Service
+	eng  *gate
+	ctx  context.Context
+	stop func()
+}
+
+func newHarness(t *testing.T, capacity, slots int, policy admission.Policy) *harness {
+	t.Helper()
+	eng := newGate()
+	ss, err := session.New(session.Options{MaxTurns: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := pool.View{Spec: pool.Spec{ID: "p", Engine: "llamacpp", ModelRef: "/m/tiny.gguf", ModelID: "tiny", CtxMax: 4096,
+		Slots: slots, KVBytesPerToken: 10, PriorServiceMs: 100, PriorTokensPerS: 100, Workloads: []string{"completion"}},
+		Live: true, Healthy: true}
+	svc := New(Options{Capacity: capacity, Policy: policy, Pools: &fakePools{views: []pool.View{v}, rep: eng},
+		Sessions: ss, Metrics: metrics.New(prometheus.NewRegistry()), CancelOnDisconnect: true})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = svc.Run(ctx); close(done) }()
+	svc.PoolChanged(ctx, v)
+	h := &harness{t: t, svc: svc, eng: eng, ctx: ctx}
+	h.stop = func() {
+		sctx, c := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		svc.Shutdown(sctx)
+		c()
+		cancel()
+		<-done
+	}
+	t.Cleanup(h.stop)
+	return h
+}
+
+var nextID atomic.Int32
+
+func spec(prio admission.Priority) Spec {
+	n := nextID.Add(1)
+	id := strings.Repeat("0", 8) + "-0000-4000-8000-" + strings.Repeat("0", 8) + string(rune('a'+n%26)) + string(rune('a'+n/26%26)) + "00"
+	return Spec{ID: id, SessionID: "11111111-1111-4111-8111-1111111111" + string(rune('a'+n%26)) + string(rune('a'+n/26%26)), Workload: "completion", ModelRef: "tiny",
+		Engine: "llamacpp", Ctx: 1024, Priority: prio, Prompt: "hi", MaxTokens: 8, Deadline: time.Minute}
+}
+
+func (h *harness) submit(s Spec) Admission {
+	h.t.Helper()
+	a, err := h.svc.Submit(h.ctx, s)
+	if err != nil {
+		h.t.Fatalf("Submit: %v", err)
+	}
+	return a
+}
+
+// events reads a task's whole log (waiting for the task to end).
+func (h *harness) events(id string) []sse.Event {
+	h.t.Helper()
+	tk, err := h.svc.Task(id)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	select {
+	case <-tk.Done():
+	case <-time.After(10 * time.Second):
+		h.t.Fatalf("task %s did not finish", id)
+	}
+	cur := tk.Subscribe(0, false)
+	defer cur.Close()
+	b, complete := cur.Next(nil)
+	if !complete {
+		h.t.Fatal("log not complete after Done")
+	}
+	var out []sse.Event
+	r := sse.NewReader(bytes.NewReader(b), 0)
+	for {
+		ev, err := r.Next()
+		if err != nil {
+			break
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+func names(evs []sse.Event) string {
+	var s []string
+	for _, e := range evs {
+		s = append(s, e.Event)
+	}
+	return strings.Join(s, ",")
+}
+
+func TestStreamToEnd(t *testing.T) {
+	h := newHarness(t, 4, 1, admission.Reject)
+	s := spec(admission.Interactive)
+	a := h.submit(s)
+	if a.QueuePosition != 0 || a.PoolID != "p" {
+		t.Fatalf("admission = %+v", a)
+	}
+	<-h.eng.started
+	h.eng.tokens <- " The"
+	h.eng.tokens <- " quick"
+	close(h.eng.tokens)
+	evs := h.events(s.ID)
+	if got := names(evs); got != "started,token,metrics,token,end" {
+		t.Fatalf("events = %s", got)
+	}
+	if evs[1].Data != `{"t":" The","i":0}` || evs[3].Data != `{"t":" quick","i":1}` {
+		t.Fatalf("tokens = %s %s", evs[1].Data, evs[3].Data)
+	}
+	if !strings.Contains(evs[4].Data, `"tokens_out":2`) || !strings.Contains(evs[4].Data, `"stop_reason":"limit"`) {
+		t.Fatalf("end = %s", evs[4].Data)
+	}
+	snap, err := h.svc.Get(h.ctx, s.ID)
+	if err != nil || snap.Status != Succeeded || snap.TokensOut != 2 {
+		t.Fatalf("snapshot = %+v, %v", snap, err)
+	}
+}
+
+func TestCancel(t *testing.T) {
+	t.Run("queued", func(t *testing.T) {
+		h := newHarness(t, 4, 1, admission.Reject)
+		first, second := spec(admission.Interactive), spec(admission.Interactive)
+		h.submit(first)
+		<-h.eng.started
+		if a := h.submit(second); a.QueuePosition != 0 || a.PredictedStartMs != 100 {
+			t.Fatalf("second admission = %+v", a)
+		}
+		if err := h.svc.Cancel(h.ctx, second.ID); err != nil {
+			t.Fatal(err)
+		}
+		if got := names(h.events(second.ID)); got != "started,end" {
+			t.Fatalf("events = %s", got)
+		}
+		if err := h.svc.Cancel(h.ctx, second.ID); err != nil { // idempotent
+			t.Fatal(err)
+		}
+		close(h.eng.tokens)
+		h.events(first.ID)
+	})
+	t.Run("running: no token after the cancel", func(t *testing.T) {
+		h := newHarness(t, 4, 1, admission.Reject)
+		s := spec(admission.Interactive)
+		h.submit(s)
+		<-h.eng.started
+		h.eng.tokens <- " The"
+		waitFor(t, func() bool { snap, _ := h.svc.Get(h.ctx, s.ID); return snap.TokensOut == 1 })
+		if err := h.svc.Cancel(h.ctx, s.ID); err != nil {
+			t.Fatal(err)
+		}
+		evs := h.events(s.ID)
+		if got := names(evs); got != "started,token,metrics,end" {
+			t.Fatalf("events = %s", got)
+		}
+		if !strings.Contains(evs[3].Data, `"canceled":true`) {
+			t.Fatalf("end = %s", evs[3].Data)
+		}
+		if snap, _ := h.svc.Get(h.ctx, s.ID); snap.Status != Canceled {
+			t.Fatalf("status = %v", snap.Status)
+		}
+		waitFor(t, func() bool { return h.eng.active.Load() == 0 })
+	})
+	t.Run("unknown", func(t *testing.T) {
+		h := newHarness(t, 4, 1, admission.Reject)
+		if err := h.svc.Cancel(h.ctx, "nope"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("err = %v", err)
+		}
+	})
+}
+
+func TestQueueFull(t *testing.T) {
+	t.Run("reject", func(t *testing.T) {
+		h := newHarness(t, 1, 1, admission.Reject)
+		run, queued := spec(admission.Interactive), spec(admission.Interactive)
+		h.submit(run)
+		<-h.eng.started
+		h.submit(queued)
+		_, err := h.svc.Submit(h.ctx, spec(admission.Interactive))
+		var re *RejectError
+		if !errors.As(err, &re) || re.Code != "ADMISSION_REJECT" || re.RetryAfter <= 0 || re.Policy != "reject" {
+			t.Fatalf("err = %#v", err)
+		}
+		close(h.eng.tokens)
+	})
+	t.Run("drop-lru evicts the oldest batch task", func(t *testing.T) {
+		h := newHarness(t, 1, 1, admission.DropLRU)
+		run, batch, inter := spec(admission.Interactive), spec(admission.Batch), spec(admission.Interactive)
+		h.submit(run)
+		<-h.eng.started
+		h.submit(batch)
+		h.submit(inter)
+		evs := h.events(batch.ID)
+		if got := names(evs); got != "started,error" || !strings.Contains(evs[1].Data, `"code":"QUEUE_FULL_DROP_LRU"`) {
+			t.Fatalf("evicted = %s %v", got, evs)
+		}
+		// A batch task finding only interactive work queued is refused.
+		_, err := h.svc.Submit(h.ctx, spec(admission.Batch))
+		var re *RejectError
+		if !errors.As(err, &re) || re.Code != "QUEUE_FULL_DROP_LRU" {
+			t.Fatalf("err = %v", err)
+		}
+		close(h.eng.tokens)
+		h.events(inter.ID)
+	})
+}
+
+func TestFailures(t *testing.T) {
+	t.Run("engine reset", func(t *testing.T) {
+		h := newHarness(t, 4, 1, admission.Reject)
+		s := spec(admission.Interactive)
+		h.submit(s)
+		<-h.eng.started
+		h.eng.fail <- engine.Errorf(engine.KindWorkerReset, "connection reset")
+		evs := h.events(s.ID)
+		if got := names(evs); got != "started,error" || !strings.Contains(evs[1].Data, `"code":"WORKER_RESET"`) ||
+			!strings.Contains(evs[1].Data, `"retriable":true`) {
+			t.Fatalf("events = %s %v", got, evs)
+		}
+	})
+	t.Run("deadline", func(t *testing.T) {
+		h := newHarness(t, 4, 1, admission.Reject)
+		s := spec(admission.Interactive)
+		s.Deadline = 20 * time.Millisecond
+		h.submit(s)
+		evs := h.events(s.ID)
+		if got := names(evs); got != "started,error" || !strings.Contains(evs[1].Data, `"code":"DEADLINE_UNMET"`) {
+			t.Fatalf("events = %s %v", got, evs)
+		}
+	})
+	t.Run("ctx above ctx_max", func(t *testing.T) {
+		h := newHarness(t, 4, 1, admission.Reject)
+		s := spec(admission.Interactive)
+		s.Ctx = 8192
+		if _, err := h.svc.Submit(h.ctx, s); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "ctx_max 4096") {
+			t.Fatalf("err = %v", err)
+		}
+	})
+	t.Run("no pool", func(t *testing.T) {
+		h := newHarness(t, 4, 1, admission.Reject)
+		s := spec(admission.Interactive)
+		s.ModelRef = "other"
+		if _, err := h.svc.Submit(h.ctx, s); !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("err = %v", err)
+		}
+	})
+	t.Run("turn limit", func(t *testing.T) {
+		h := newHarness(t, 8, 1, admission.Reject)
+		sess := spec(admission.Batch).SessionID
+		for range 3 {
+			s := spec(admission.Batch)
+			s.SessionID = sess
+			h.submit(s)
+		}
+		s := spec(admission.Batch)
+		s.SessionID = sess
+		_, err := h.svc.Submit(h.ctx, s)
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "3") {
+			t.Fatalf("err = %v", err)
+		}
+		close(h.eng.tokens)
+	})
+}
+
+func TestIdempotentSubmit(t *testing.T) {
+	h := newHarness(t, 4, 1, admission.Reject)
+	s := spec(admission.Interactive)
+	s.Fingerprint = [32]byte{1}
+	h.submit(s)
+	a := h.submit(s)
+	if !a.Replayed {
+		t.Fatalf("second submit = %+v", a)
+	}
+	other := s
+	other.Fingerprint = [32]byte{2}
+	if _, err := h.svc.Submit(h.ctx, other); !errors.Is(err, ErrConflict) {
+		t.Fatalf("err = %v", err)
+	}
+	close(h.eng.tokens)
+}
+
+func TestPoolDrained(t *testing.T) {
+	h := newHarness(t, 4, 1, admission.Reject)
+	run, queued := spec(admission.Interactive), spec(admission.Interactive)
+	h.submit(run)
+	<-h.eng.started
+	h.submit(queued)
+	h.svc.PoolDrained(h.ctx, "p")
+	for _, id := range []string{run.ID, queued.ID} {
+		evs := h.events(id)
+		if !strings.Contains(evs[len(evs)-1].Data, `"code":"POOL_UNAVAILABLE"`) {
+			t.Fatalf("%s: %v", id, evs)
+		}
+	}
+}
+
+func TestShutdownStopsAdmission(t *testing.T) {
+	h := newHarness(t, 4, 1, admission.Reject)
+	s := spec(admission.Interactive)
+	h.submit(s)
+	<-h.eng.started
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	h.svc.Shutdown(ctx)
+	cancel()
+	if _, err := h.svc.Submit(h.ctx, spec(admission.Interactive)); !errors.Is(err, ErrShuttingDown) {
+		t.Fatalf("err = %v", err)
+	}
+	evs := h.events(s.ID)
+	if !strings.Contains(evs[len(evs)-1].Data, "shut down") {
+		t.Fatalf("events = %v", evs)
+	}
+}
+
+func TestOnTimeProbability(t *testing.T) {
+	tests := []struct {
+		a, r float64
+		want float64
+	}{
+		{1000, 1000, 0.5},
+		{10000, 100, 1},
+		{0, 5000, 0},
+		{-10, 0, 0},
+		{1, 5000, 0.018},
+		{200, 100, 0.881}, // s = 50: 1/(1+e^-2)
+	}
+	for _, tt := range tests {
+		if got := OnTimeProbability(tt.a, tt.r); got != tt.want {
+			t.Errorf("OnTimeProbability(%v, %v) = %v, want %v", tt.a, tt.r, got, tt.want)
+		}
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for range 1000 {
+		if cond() {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatal("condition not met")
+}
