@@ -123,7 +123,7 @@ func (s *Server) ReloadPool(ctx context.Context, req api.ReloadPoolRequestObject
 	case err != nil:
 		msg := err.Error()
 		return api.ReloadPool409JSONResponse{
-			Body: api.ReloadResponse{Status: api.Rollback, PoolId: req.Id, ModelRef: &v.ModelRef, ModelId: &v.ModelID, Message: &msg},
+			Body:    api.ReloadResponse{Status: api.Rollback, PoolId: req.Id, ModelRef: &v.ModelRef, ModelId: &v.ModelID, Message: &msg},
 			Headers: api.ReloadPool409ResponseHeaders{XCorrelationId: CorrelationID(ctx)},
 		}, nil
 	}

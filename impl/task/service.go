@@ -588,7 +588,7 @@ func (s *Service) run(t *Task) {
 	case cause == causeDeadline:
 		s.finish(t, Failed, &ErrorInfo{Code: "DEADLINE_UNMET",
 			Message: fmt.Sprintf("the task's deadline of %d ms passed", t.spec.Deadline.Milliseconds()),
-			PoolID: t.poolID, Engine: t.engine}, res, decode)
+			PoolID:  t.poolID, Engine: t.engine}, res, decode)
 	case cause == causeDrain || cause == causeShutdown:
 		msg := "the pool's drain deadline passed"
 		if cause == causeShutdown {
@@ -819,7 +819,7 @@ func (s *Service) expireQueued(ctx context.Context) {
 		if ok, err := s.queue.Cancel(ctx, t.spec.ID); err == nil && ok {
 			s.finish(t, Failed, &ErrorInfo{Code: "DEADLINE_UNMET",
 				Message: fmt.Sprintf("the task's deadline of %d ms passed while it was queued", t.spec.Deadline.Milliseconds()),
-				PoolID: t.poolID, Engine: t.engine}, engine.Result{}, 0)
+				PoolID:  t.poolID, Engine: t.engine}, engine.Result{}, 0)
 		}
 	}
 }

@@ -57,7 +57,9 @@ func (g *gate) Generate(ctx context.Context, req engine.Request, emit engine.Emi
 	}
 }
 
-func (g *gate) Health(context.Context) (engine.Health, error) { return engine.Health{Live: true, Ready: true}, nil }
+func (g *gate) Health(context.Context) (engine.Health, error) {
+	return engine.Health{Live: true, Ready: true}, nil
+}
 
 type fakePools struct {
 	views []pool.View
