@@ -1,0 +1,195 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/orchestratord/orchestratord/engine"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type fakeReplica struct {
+	url   string
+	ready atomic.Bool
+}
+
+func (f *fakeReplica) Generate(context.Context, engine.Request, engine.EmitFunc) (engine.Result, error) {
+	return engine.Result{}, nil
+}
+
+func (f *fakeReplica) Health(context.Context) (engine.Health, error) {
+	if f.ready.Load() {
+		return engine.Health{Live: true, Ready: true}, nil
+	}
+	return engine.Health{Live: true, Detail: "loading model"}, nil
+}
+
+type fakeManaged struct {
+	url     string
+	stopped atomic.Bool
+}
+
+func (m *fakeManaged) BaseURL() string { return m.url }
+func (m *fakeManaged) Stop(context.Context) error {
+	m.stopped.Store(true)
+	return nil
+}
+
+type env struct {
+	reg      *Registry
+	mu       sync.Mutex
+	replicas map[string]*fakeReplica
+	managed  []*fakeManaged
+	changes  chan View
+	drained  chan string
+	startErr error
+}
+
+func newEnv(t *testing.T, specs ...Spec) *env {
+	t.Helper()
+	e := &env{replicas: map[string]*fakeReplica{}, changes: make(chan View, 64), drained: make(chan string, 4)}
+	reg, err := New(Options{
+		Pools: specs,
+		NewReplica: func(_ Spec, url string) engine.Replica {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			r := &fakeReplica{url: url}
+			r.ready.Store(true)
+			e.replicas[url] = r
+			return r
+		},
+		StartManaged: func(_ context.Context, _ Spec, ref string) (Managed, error) {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			if e.startErr != nil {
+				return nil, e.startErr
+			}
+			m := &fakeManaged{url: "http://managed/" + ref}
+			e.managed = append(e.managed, m)
+			return m, nil
+		},
+		HealthInterval:  time.Hour, // checks happen at start and on ReportFailure only
+		ReloadGrace:     time.Second,
+		OnChange:        func(v View) { e.changes <- v },
+		OnDrainDeadline: func(id string) { e.drained <- id },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.reg = reg
+	ctx, cancel := context.WithCancel(context.Background())
+	reg.Start(ctx)
+	t.Cleanup(func() {
+		cancel()
+		reg.Wait()
+		_ = reg.Stop(context.Background())
+	})
+	return e
+}
+
+func (e *env) waitView(t *testing.T, cond func(View) bool) View {
+	t.Helper()
+	timeout := time.After(5 * time.Second)
+	for {
+		select {
+		case v := <-e.changes:
+			if cond(v) {
+				return v
+			}
+		case <-timeout:
+			t.Fatal("no matching pool change")
+		}
+	}
+}
+
+var managedSpec = Spec{ID: "m", Engine: "llamacpp", ModelRef: "models/a.gguf", ModelID: "a", CtxMax: 1024, Slots: 2, Managed: true}
+var externalSpec = Spec{ID: "x", Engine: "llamacpp", ModelRef: "tiny", ModelID: "tiny", CtxMax: 1024, Slots: 1, URL: "http://ext"}
+
+func TestHealthBecomesReady(t *testing.T) {
+	e := newEnv(t, externalSpec)
+	v := e.waitView(t, func(v View) bool { return v.Ready() })
+	if v.ID != "x" || !v.Live {
+		t.Fatalf("view = %+v", v)
+	}
+	e.mu.Lock()
+	r := e.replicas["http://ext"]
+	e.mu.Unlock()
+	r.ready.Store(false)
+	e.reg.ReportFailure("x")
+	v = e.waitView(t, func(v View) bool { return !v.Ready() })
+	if v.LastError != "loading model" {
+		t.Fatalf("last error = %q", v.LastError)
+	}
+}
+
+func TestDrain(t *testing.T) {
+	e := newEnv(t, externalSpec)
+	e.waitView(t, func(v View) bool { return v.Ready() })
+	if err := e.reg.Drain("x", 10*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	v, _ := e.reg.Get("x")
+	if !v.Draining || v.Ready() || !v.Healthy {
+		t.Fatalf("view = %+v", v)
+	}
+	if got := <-e.drained; got != "x" {
+		t.Fatalf("drained %q", got)
+	}
+	if err := e.reg.Drain("nope", time.Second); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestReload(t *testing.T) {
+	t.Run("success switches and stops the old replica", func(t *testing.T) {
+		e := newEnv(t, managedSpec)
+		e.waitView(t, func(v View) bool { return v.Ready() })
+		_ = e.reg.Drain("m", time.Hour)
+		v, err := e.reg.Reload(context.Background(), "m", "models/b.gguf")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.ModelRef != "models/b.gguf" || v.ModelID != "b" || v.Draining || !v.Ready() {
+			t.Fatalf("view = %+v", v)
+		}
+		e.mu.Lock()
+		old := e.managed[0]
+		e.mu.Unlock()
+		for range 200 {
+			if old.stopped.Load() {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if !old.stopped.Load() {
+			t.Fatal("old replica not stopped")
+		}
+	})
+	t.Run("failure rolls back", func(t *testing.T) {
+		e := newEnv(t, managedSpec)
+		e.waitView(t, func(v View) bool { return v.Ready() })
+		e.mu.Lock()
+		e.startErr = errors.New("model file not found")
+		e.mu.Unlock()
+		v, err := e.reg.Reload(context.Background(), "m", "models/missing.gguf")
+		if !errors.Is(err, ErrReloadFailed) || v.ModelRef != "models/a.gguf" || !v.Ready() {
+			t.Fatalf("reload = %+v, %v", v, err)
+		}
+	})
+	t.Run("external pools are not reloadable", func(t *testing.T) {
+		e := newEnv(t, externalSpec)
+		if _, err := e.reg.Reload(context.Background(), "x", "other"); !errors.Is(err, ErrNotReloadable) {
+			t.Fatalf("err = %v", err)
+		}
+		if _, err := e.reg.Reload(context.Background(), "nope", "other"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("err = %v", err)
+		}
+	})
+}
