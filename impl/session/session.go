@@ -1,0 +1,361 @@
+package session
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// Defaults applied to zero-valued Options fields.
+const (
+	DefaultTTL           = 10 * time.Minute
+	DefaultMaxTurns      = 8
+	DefaultMaxSessions   = 10000
+	DefaultSweepInterval = 30 * time.Second
+)
+
+// MaxIDLen bounds the length of a session id in bytes.
+const MaxIDLen = 256
+
+// Errors returned by the store. Match them with errors.Is.
+var (
+	// ErrTurnLimit: the session has taken Options.MaxTurns turns. The concrete error is a
+	// *TurnLimitError whose message names the limit.
+	ErrTurnLimit = errors.New("session turn limit reached")
+	// ErrNotFound: the session is unknown or has expired.
+	ErrNotFound = errors.New("session not found")
+	// ErrInvalidID: the id is empty or longer than MaxIDLen.
+	ErrInvalidID = errors.New("invalid session id")
+	// ErrInvalidOptions: an Options field is out of range.
+	ErrInvalidOptions = errors.New("invalid session options")
+)
+
+// TurnLimitError is the error Admit returns when a session has no turns left. It matches
+// ErrTurnLimit.
+type TurnLimitError struct {
+	Limit int
+}
+
+func (e *TurnLimitError) Error() string {
+	return fmt.Sprintf("session has reached its limit of %d turns", e.Limit)
+}
+
+// Is makes errors.Is(err, ErrTurnLimit) true.
+func (e *TurnLimitError) Is(target error) bool { return target == ErrTurnLimit }
+
+// Options configures a Store. The zero value is valid and uses the defaults above.
+type Options struct {
+	// TTL is how long a session lives after its last Admit or RecordTurn (default 10 min).
+	TTL time.Duration
+	// MaxTurns is the number of turns a session may take (default 8).
+	MaxTurns int
+	// MaxSessions bounds the number of sessions held (default 10000); see the package doc
+	// for the eviction rule.
+	MaxSessions int
+	// TokenBudget is each session's output-token budget; 0 means no budget.
+	TokenBudget int64
+	// SweepInterval is how often Run evicts expired sessions (default 30 s).
+	SweepInterval time.Duration
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// Logger receives debug logs about evictions (default: discard).
+	Logger *slog.Logger
+}
+
+func (o Options) withDefaults() (Options, error) {
+	switch {
+	case o.TTL < 0:
+		return o, fmt.Errorf("%w: TTL %s is negative", ErrInvalidOptions, o.TTL)
+	case o.MaxTurns < 0:
+		return o, fmt.Errorf("%w: MaxTurns %d is negative", ErrInvalidOptions, o.MaxTurns)
+	case o.MaxSessions < 0:
+		return o, fmt.Errorf("%w: MaxSessions %d is negative", ErrInvalidOptions, o.MaxSessions)
+	case o.TokenBudget < 0:
+		return o, fmt.Errorf("%w: TokenBudget %d is negative", ErrInvalidOptions, o.TokenBudget)
+	case o.SweepInterval < 0:
+		return o, fmt.Errorf("%w: SweepInterval %s is negative", ErrInvalidOptions, o.SweepInterval)
+	}
+	if o.TTL == 0 {
+		o.TTL = DefaultTTL
+	}
+	if o.MaxTurns == 0 {
+		o.MaxTurns = DefaultMaxTurns
+	}
+	if o.MaxSessions == 0 {
+		o.MaxSessions = DefaultMaxSessions
+	}
+	if o.SweepInterval == 0 {
+		o.SweepInterval = DefaultSweepInterval
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o, nil
+}
+
+// Info is a snapshot of one session's metadata.
+type Info struct {
+	// TTLRemaining is the time left before the session expires.
+	TTLRemaining time.Duration
+	// Turns is the number of admitted turns.
+	Turns int
+	// KVBytes estimates the KV-cache bytes of the last recorded turn.
+	KVBytes int64
+	// KVWarm is true once a turn of the session produced a token.
+	KVWarm bool
+	// TokensBudgetRemaining is the output tokens left in the budget; nil when no budget is
+	// configured.
+	TokensBudgetRemaining *int64
+}
+
+// TurnInfo is what a finished task reports to RecordTurn.
+type TurnInfo struct {
+	TokensIn  int
+	TokensOut int
+	// KVBytesPerToken is the KV-cache cost of one token on the pool that ran the turn.
+	KVBytesPerToken int64
+	// Warm marks the session KV-warm even when no token was produced (for example when the
+	// engine reported prompt tokens served from its cache).
+	Warm bool
+}
+
+type entry struct {
+	id       string
+	lastUsed time.Time
+	turns    int
+	kvBytes  int64
+	kvWarm   bool
+	budget   int64 // remaining tokens; meaningful only when Options.TokenBudget > 0
+}
+
+// Store holds session metadata. Create it with New; it is safe for concurrent use.
+type Store struct {
+	opts Options
+	log  *slog.Logger
+
+	// newTicker is replaced by internal tests to drive Run deterministically.
+	newTicker func(time.Duration) (<-chan time.Time, func())
+
+	mu       sync.Mutex
+	sessions map[string]*list.Element // of *entry
+	lru      *list.List               // front: most recently used
+}
+
+// New returns an empty Store.
+func New(opts Options) (*Store, error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return &Store{
+		opts:     o,
+		log:      o.Logger,
+		sessions: make(map[string]*list.Element),
+		lru:      list.New(),
+		newTicker: func(d time.Duration) (<-chan time.Time, func()) {
+			t := time.NewTicker(d)
+			return t.C, t.Stop
+		},
+	}, nil
+}
+
+func checkID(id string) error {
+	if id == "" || len(id) > MaxIDLen {
+		return fmt.Errorf("%w: length %d, want 1..%d bytes", ErrInvalidID, len(id), MaxIDLen)
+	}
+	return nil
+}
+
+// Admit counts one turn for session id, creating the session on first use (or when the
+// previous one expired) and restarting its TTL. When the session has already taken MaxTurns
+// turns it returns a *TurnLimitError (matching ErrTurnLimit) and changes nothing.
+func (s *Store) Admit(id string) (Info, error) {
+	if err := checkID(id); err != nil {
+		return Info{}, err
+	}
+	now := s.opts.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+
+	e := s.liveLocked(id, now)
+	if e == nil {
+		s.makeRoomLocked(now)
+		e = &entry{id: id, budget: s.opts.TokenBudget}
+		s.sessions[id] = s.lru.PushFront(e)
+	} else if e.turns >= s.opts.MaxTurns {
+		return Info{}, &TurnLimitError{Limit: s.opts.MaxTurns}
+	}
+	e.turns++
+	s.touchLocked(e, now)
+	return s.infoLocked(e, now), nil
+}
+
+// Unadmit undoes one Admit of session id: it removes one turn and leaves the TTL alone. A
+// session left with no turns is forgotten. Unknown or expired sessions are ignored.
+func (s *Store) Unadmit(id string) {
+	now := s.opts.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.liveLocked(id, now)
+	if e == nil {
+		return
+	}
+	e.turns--
+	if e.turns <= 0 {
+		s.removeLocked(id)
+	}
+}
+
+// RecordTurn records what a turn of session id produced (see the package doc) and restarts
+// the session's TTL. It returns ErrNotFound when the session is unknown or has expired.
+func (s *Store) RecordTurn(id string, t TurnInfo) (Info, error) {
+	now := s.opts.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.liveLocked(id, now)
+	if e == nil {
+		return Info{}, fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	if t.TokensOut > 0 || t.Warm {
+		e.kvWarm = true
+	}
+	tokens := int64(max(t.TokensIn, 0)) + int64(max(t.TokensOut, 0))
+	e.kvBytes = tokens * max(t.KVBytesPerToken, 0)
+	if s.opts.TokenBudget > 0 {
+		e.budget = max(e.budget-int64(max(t.TokensOut, 0)), 0)
+	}
+	s.touchLocked(e, now)
+	return s.infoLocked(e, now), nil
+}
+
+// Get returns the metadata of session id; false when it is unknown or has expired (an
+// expired session is evicted). Get does not extend the TTL.
+func (s *Store) Get(id string) (Info, bool) {
+	now := s.opts.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.liveLocked(id, now)
+	if e == nil {
+		return Info{}, false
+	}
+	return s.infoLocked(e, now), true
+}
+
+// Delete forgets session id. Deleting an unknown session is not an error.
+func (s *Store) Delete(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.removeLocked(id)
+}
+
+// Len returns the number of sessions held, including expired ones not yet evicted.
+func (s *Store) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}
+
+// Sweep evicts every expired session and returns how many it evicted.
+func (s *Store) Sweep() int {
+	now := s.opts.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sweepLocked(now)
+}
+
+// Run evicts expired sessions every Options.SweepInterval until ctx is done, then returns
+// ctx's error.
+func (s *Store) Run(ctx context.Context) error {
+	tick, stop := s.newTicker(s.opts.SweepInterval)
+	defer stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick:
+			if n := s.Sweep(); n > 0 {
+				s.log.DebugContext(ctx, "evicted expired sessions", "count", n)
+			}
+		}
+	}
+}
+
+// liveLocked returns the unexpired entry for id, evicting it when it has expired.
+func (s *Store) liveLocked(id string, now time.Time) *entry {
+	el, ok := s.sessions[id]
+	if !ok {
+		return nil
+	}
+	e := el.Value.(*entry)
+	if s.expired(e, now) {
+		s.removeLocked(id)
+		return nil
+	}
+	return e
+}
+
+func (s *Store) expired(e *entry, now time.Time) bool {
+	return !now.Before(e.lastUsed.Add(s.opts.TTL))
+}
+
+func (s *Store) touchLocked(e *entry, now time.Time) {
+	e.lastUsed = now
+	s.lru.MoveToFront(s.sessions[e.id])
+}
+
+func (s *Store) removeLocked(id string) {
+	if el, ok := s.sessions[id]; ok {
+		s.lru.Remove(el)
+		delete(s.sessions, id)
+	}
+}
+
+// sweepLocked evicts expired sessions from the back of the LRU list. The list is ordered by
+// last use and the TTL is uniform, so it stops at the first live session.
+func (s *Store) sweepLocked(now time.Time) int {
+	n := 0
+	for el := s.lru.Back(); el != nil; el = s.lru.Back() {
+		e := el.Value.(*entry)
+		if !s.expired(e, now) {
+			break
+		}
+		s.removeLocked(e.id)
+		n++
+	}
+	return n
+}
+
+// makeRoomLocked ensures there is room for one more session.
+func (s *Store) makeRoomLocked(now time.Time) {
+	if len(s.sessions) < s.opts.MaxSessions {
+		return
+	}
+	s.sweepLocked(now)
+	for len(s.sessions) >= s.opts.MaxSessions {
+		e := s.lru.Back().Value.(*entry)
+		s.removeLocked(e.id)
+		s.log.Debug("evicted least-recently-used session", "max_sessions", s.opts.MaxSessions,
+			"idle", now.Sub(e.lastUsed))
+	}
+}
+
+func (s *Store) infoLocked(e *entry, now time.Time) Info {
+	info := Info{
+		TTLRemaining: max(e.lastUsed.Add(s.opts.TTL).Sub(now), 0),
+		Turns:        e.turns,
+		KVBytes:      e.kvBytes,
+		KVWarm:       e.kvWarm,
+	}
+	if s.opts.TokenBudget > 0 {
+		b := e.budget
+		info.TokensBudgetRemaining = &b
+	}
+	return info
+}

@@ -1,0 +1,496 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// fakeClock is a manually advanced clock.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{t: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+func newStore(t *testing.T, o Options) (*Store, *fakeClock) {
+	t.Helper()
+	clk := newFakeClock()
+	o.Now = clk.Now
+	s, err := New(o)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return s, clk
+}
+
+func mustAdmit(t *testing.T, s *Store, id string) Info {
+	t.Helper()
+	info, err := s.Admit(id)
+	if err != nil {
+		t.Fatalf("Admit(%q): %v", id, err)
+	}
+	return info
+}
+
+func TestOptionsValidation(t *testing.T) {
+	tests := []struct {
+		name string
+		o    Options
+		ok   bool
+	}{
+		{"zero", Options{}, true},
+		{"negative ttl", Options{TTL: -1}, false},
+		{"negative turns", Options{MaxTurns: -1}, false},
+		{"negative sessions", Options{MaxSessions: -1}, false},
+		{"negative budget", Options{TokenBudget: -1}, false},
+		{"negative sweep", Options{SweepInterval: -1}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := New(tt.o)
+			if (err == nil) != tt.ok {
+				t.Fatalf("New(%+v) error = %v, want ok=%v", tt.o, err, tt.ok)
+			}
+			if err != nil && !errors.Is(err, ErrInvalidOptions) {
+				t.Fatalf("error %v does not match ErrInvalidOptions", err)
+			}
+		})
+	}
+}
+
+func TestAdmitCreates(t *testing.T) {
+	s, _ := newStore(t, Options{})
+	info := mustAdmit(t, s, "a")
+	want := Info{TTLRemaining: DefaultTTL, Turns: 1}
+	if info != want {
+		t.Fatalf("Admit info = %+v, want %+v", info, want)
+	}
+	got, ok := s.Get("a")
+	if !ok || got != want {
+		t.Fatalf("Get = %+v, %v; want %+v, true", got, ok, want)
+	}
+	if s.Len() != 1 {
+		t.Fatalf("Len = %d, want 1", s.Len())
+	}
+}
+
+func TestInvalidID(t *testing.T) {
+	s, _ := newStore(t, Options{})
+	for _, id := range []string{"", strings.Repeat("x", MaxIDLen+1)} {
+		t.Run(fmt.Sprintf("len%d", len(id)), func(t *testing.T) {
+			if _, err := s.Admit(id); !errors.Is(err, ErrInvalidID) {
+				t.Fatalf("Admit error = %v, want ErrInvalidID", err)
+			}
+		})
+	}
+}
+
+func TestTurnLimit(t *testing.T) {
+	tests := []struct {
+		name     string
+		maxTurns int
+		wantMsg  string
+	}{
+		{"default", 0, "session has reached its limit of 8 turns"},
+		{"three", 3, "session has reached its limit of 3 turns"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, clk := newStore(t, Options{MaxTurns: tt.maxTurns})
+			limit := s.opts.MaxTurns
+			for i := 1; i <= limit; i++ {
+				if info := mustAdmit(t, s, "a"); info.Turns != i {
+					t.Fatalf("turn %d: Turns = %d", i, info.Turns)
+				}
+			}
+			before, _ := s.Get("a")
+			clk.Advance(time.Minute)
+			_, err := s.Admit("a")
+			if !errors.Is(err, ErrTurnLimit) {
+				t.Fatalf("Admit error = %v, want ErrTurnLimit", err)
+			}
+			if err.Error() != tt.wantMsg {
+				t.Fatalf("message = %q, want %q", err.Error(), tt.wantMsg)
+			}
+			var tle *TurnLimitError
+			if !errors.As(err, &tle) || tle.Limit != limit {
+				t.Fatalf("error %#v is not a TurnLimitError{%d}", err, limit)
+			}
+			after, _ := s.Get("a")
+			if after.Turns != before.Turns || after.TTLRemaining != before.TTLRemaining-time.Minute {
+				t.Fatalf("refused Admit changed state: before %+v after %+v", before, after)
+			}
+		})
+	}
+}
+
+func TestUnadmit(t *testing.T) {
+	t.Run("rolls back one turn", func(t *testing.T) {
+		s, _ := newStore(t, Options{MaxTurns: 2})
+		mustAdmit(t, s, "a")
+		mustAdmit(t, s, "a")
+		s.Unadmit("a")
+		if info, ok := s.Get("a"); !ok || info.Turns != 1 {
+			t.Fatalf("Get = %+v, %v; want 1 turn", info, ok)
+		}
+		// The rolled-back turn is available again.
+		mustAdmit(t, s, "a")
+	})
+	t.Run("forgets a session with no turns", func(t *testing.T) {
+		s, _ := newStore(t, Options{})
+		mustAdmit(t, s, "a")
+		s.Unadmit("a")
+		if _, ok := s.Get("a"); ok {
+			t.Fatal("session still known after its only turn was undone")
+		}
+		if s.Len() != 0 {
+			t.Fatalf("Len = %d", s.Len())
+		}
+	})
+	t.Run("unknown is ignored", func(t *testing.T) {
+		s, _ := newStore(t, Options{})
+		s.Unadmit("nope")
+		if s.Len() != 0 {
+			t.Fatalf("Len = %d", s.Len())
+		}
+	})
+}
+
+func TestExpiry(t *testing.T) {
+	tests := []struct {
+		name    string
+		advance time.Duration
+		live    bool
+	}{
+		{"just before", DefaultTTL - time.Nanosecond, true},
+		{"at ttl", DefaultTTL, false},
+		{"after", DefaultTTL + time.Hour, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, clk := newStore(t, Options{})
+			mustAdmit(t, s, "a")
+			clk.Advance(tt.advance)
+			info, ok := s.Get("a")
+			if ok != tt.live {
+				t.Fatalf("Get ok = %v, want %v (%+v)", ok, tt.live, info)
+			}
+			if !tt.live && s.Len() != 0 {
+				t.Fatalf("expired session not evicted on access: Len = %d", s.Len())
+			}
+			if tt.live && info.TTLRemaining != DefaultTTL-tt.advance {
+				t.Fatalf("TTLRemaining = %s", info.TTLRemaining)
+			}
+		})
+	}
+}
+
+func TestExpiredAdmitStartsFresh(t *testing.T) {
+	s, clk := newStore(t, Options{MaxTurns: 2, TokenBudget: 100})
+	mustAdmit(t, s, "a")
+	mustAdmit(t, s, "a")
+	if _, err := s.RecordTurn("a", TurnInfo{TokensIn: 1, TokensOut: 10, KVBytesPerToken: 2}); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(DefaultTTL)
+	if _, err := s.RecordTurn("a", TurnInfo{TokensOut: 1}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("RecordTurn on expired = %v, want ErrNotFound", err)
+	}
+	info := mustAdmit(t, s, "a")
+	want := Info{TTLRemaining: DefaultTTL, Turns: 1, TokensBudgetRemaining: info.TokensBudgetRemaining}
+	if info != want || *info.TokensBudgetRemaining != 100 {
+		t.Fatalf("fresh session = %+v (budget %d), want %+v (budget 100)", info, *info.TokensBudgetRemaining, want)
+	}
+}
+
+func TestSlidingTTL(t *testing.T) {
+	s, clk := newStore(t, Options{TTL: 10 * time.Second})
+	mustAdmit(t, s, "a")
+	clk.Advance(8 * time.Second)
+	// Get does not slide the TTL.
+	if info, _ := s.Get("a"); info.TTLRemaining != 2*time.Second {
+		t.Fatalf("TTLRemaining = %s", info.TTLRemaining)
+	}
+	mustAdmit(t, s, "a") // slides
+	clk.Advance(8 * time.Second)
+	if _, err := s.RecordTurn("a", TurnInfo{}); err != nil { // slides
+		t.Fatal(err)
+	}
+	clk.Advance(8 * time.Second)
+	info, ok := s.Get("a")
+	if !ok || info.TTLRemaining != 2*time.Second {
+		t.Fatalf("Get = %+v, %v", info, ok)
+	}
+	clk.Advance(2 * time.Second)
+	if _, ok := s.Get("a"); ok {
+		t.Fatal("session alive after TTL")
+	}
+}
+
+func TestRecordTurn(t *testing.T) {
+	i64 := func(v int64) *int64 { return &v }
+	tests := []struct {
+		name   string
+		budget int64
+		turns  []TurnInfo
+		want   Info
+	}{
+		{
+			name:  "no tokens stays cold",
+			turns: []TurnInfo{{TokensIn: 5, KVBytesPerToken: 10}},
+			want:  Info{Turns: 1, KVBytes: 50},
+		},
+		{
+			name:  "tokens make it warm",
+			turns: []TurnInfo{{TokensIn: 5, TokensOut: 3, KVBytesPerToken: 10}},
+			want:  Info{Turns: 1, KVBytes: 80, KVWarm: true},
+		},
+		{
+			name:  "warm flag",
+			turns: []TurnInfo{{TokensIn: 5, Warm: true}},
+			want:  Info{Turns: 1, KVWarm: true},
+		},
+		{
+			name:  "warmth sticks, kv bytes are the last turn's",
+			turns: []TurnInfo{{TokensIn: 5, TokensOut: 3, KVBytesPerToken: 10}, {TokensIn: 2, KVBytesPerToken: 7}},
+			want:  Info{Turns: 1, KVBytes: 14, KVWarm: true},
+		},
+		{
+			name:   "budget spent",
+			budget: 100,
+			turns:  []TurnInfo{{TokensOut: 30}, {TokensOut: 20}},
+			want:   Info{Turns: 1, KVWarm: true, TokensBudgetRemaining: i64(50)},
+		},
+		{
+			name:   "budget floors at zero",
+			budget: 10,
+			turns:  []TurnInfo{{TokensOut: 30}},
+			want:   Info{Turns: 1, KVWarm: true, TokensBudgetRemaining: i64(0)},
+		},
+		{
+			name:   "negative counts are ignored",
+			budget: 10,
+			turns:  []TurnInfo{{TokensIn: -5, TokensOut: -3, KVBytesPerToken: -1}},
+			want:   Info{Turns: 1, TokensBudgetRemaining: i64(10)},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, _ := newStore(t, Options{TokenBudget: tt.budget})
+			mustAdmit(t, s, "a")
+			for _, turn := range tt.turns {
+				if _, err := s.RecordTurn("a", turn); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, ok := s.Get("a")
+			if !ok {
+				t.Fatal("session gone")
+			}
+			tt.want.TTLRemaining = DefaultTTL
+			if (got.TokensBudgetRemaining == nil) != (tt.want.TokensBudgetRemaining == nil) ||
+				(got.TokensBudgetRemaining != nil && *got.TokensBudgetRemaining != *tt.want.TokensBudgetRemaining) {
+				t.Fatalf("budget = %v, want %v", deref(got.TokensBudgetRemaining), deref(tt.want.TokensBudgetRemaining))
+			}
+			got.TokensBudgetRemaining, tt.want.TokensBudgetRemaining = nil, nil
+			if got != tt.want {
+				t.Fatalf("Info = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func deref(p *int64) any {
+	if p == nil {
+		return nil
+	}
+	return *p
+}
+
+func TestRecordTurnUnknown(t *testing.T) {
+	s, _ := newStore(t, Options{})
+	if _, err := s.RecordTurn("nope", TurnInfo{TokensOut: 1}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("error = %v, want ErrNotFound", err)
+	}
+}
+
+func TestDeleteIdempotent(t *testing.T) {
+	s, _ := newStore(t, Options{})
+	mustAdmit(t, s, "a")
+	for i := range 3 {
+		s.Delete("a")
+		if _, ok := s.Get("a"); ok {
+			t.Fatalf("delete %d: session still there", i)
+		}
+	}
+	s.Delete("never")
+	if s.Len() != 0 {
+		t.Fatalf("Len = %d", s.Len())
+	}
+}
+
+func TestLRUBound(t *testing.T) {
+	s, clk := newStore(t, Options{MaxSessions: 3})
+	for _, id := range []string{"a", "b", "c"} {
+		mustAdmit(t, s, id)
+		clk.Advance(time.Second)
+	}
+	// Using "a" makes "b" the least recently used.
+	mustAdmit(t, s, "a")
+	clk.Advance(time.Second)
+	mustAdmit(t, s, "d")
+	if s.Len() != 3 {
+		t.Fatalf("Len = %d, want 3", s.Len())
+	}
+	for id, want := range map[string]bool{"a": true, "b": false, "c": true, "d": true} {
+		if _, ok := s.Get(id); ok != want {
+			t.Errorf("Get(%q) ok = %v, want %v", id, ok, want)
+		}
+	}
+}
+
+func TestFullStoreDropsExpiredFirst(t *testing.T) {
+	s, clk := newStore(t, Options{MaxSessions: 2, TTL: 10 * time.Second})
+	mustAdmit(t, s, "a")
+	clk.Advance(5 * time.Second)
+	mustAdmit(t, s, "b")
+	clk.Advance(6 * time.Second) // a expired, b live
+	mustAdmit(t, s, "c")
+	if _, ok := s.Get("b"); !ok {
+		t.Fatal("live session evicted while an expired one was available")
+	}
+	if s.Len() != 2 {
+		t.Fatalf("Len = %d", s.Len())
+	}
+}
+
+func TestSweep(t *testing.T) {
+	s, clk := newStore(t, Options{TTL: 10 * time.Second})
+	mustAdmit(t, s, "a")
+	clk.Advance(4 * time.Second)
+	mustAdmit(t, s, "b")
+	clk.Advance(4 * time.Second)
+	mustAdmit(t, s, "c")
+	mustAdmit(t, s, "a") // a is now the newest
+	clk.Advance(7 * time.Second)
+	if n := s.Sweep(); n != 1 {
+		t.Fatalf("Sweep evicted %d, want 1 (b)", n)
+	}
+	if _, ok := s.Get("b"); ok {
+		t.Fatal("b survived the sweep")
+	}
+	clk.Advance(time.Hour)
+	if n := s.Sweep(); n != 2 || s.Len() != 0 {
+		t.Fatalf("Sweep evicted %d, Len %d", n, s.Len())
+	}
+}
+
+func TestRunSweeps(t *testing.T) {
+	s, clk := newStore(t, Options{TTL: time.Second})
+	ticks := make(chan time.Time) // unbuffered: a send completes only when Run receives it
+	stopped := make(chan struct{})
+	s.newTicker = func(time.Duration) (<-chan time.Time, func()) {
+		return ticks, func() { close(stopped) }
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+
+	mustAdmit(t, s, "a")
+	mustAdmit(t, s, "b")
+	clk.Advance(2 * time.Second)
+	ticks <- time.Time{}
+	ticks <- time.Time{} // received only after the first sweep finished
+	if s.Len() != 0 {
+		t.Fatalf("Len = %d after sweep", s.Len())
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run = %v", err)
+	}
+	<-stopped
+}
+
+func TestRunRealTicker(t *testing.T) {
+	s, err := New(Options{SweepInterval: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run = %v", err)
+	}
+}
+
+func TestConcurrent(t *testing.T) {
+	s, clk := newStore(t, Options{MaxSessions: 50, MaxTurns: 1000, TokenBudget: 1 << 40})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	runDone := make(chan struct{})
+	go func() {
+		defer close(runDone)
+		_ = s.Run(ctx)
+	}()
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 500 {
+				id := fmt.Sprintf("s%d", (w*7+i)%80)
+				if _, err := s.Admit(id); err != nil && !errors.Is(err, ErrTurnLimit) {
+					t.Error(err)
+					return
+				}
+				_, _ = s.RecordTurn(id, TurnInfo{TokensIn: i, TokensOut: 1, KVBytesPerToken: 3})
+				s.Get(id)
+				if i%10 == 0 {
+					s.Unadmit(id)
+				}
+				if i%17 == 0 {
+					s.Delete(id)
+				}
+				if i%50 == 0 {
+					clk.Advance(time.Second)
+					s.Sweep()
+				}
+				s.Len()
+			}
+		}()
+	}
+	wg.Wait()
+	cancel()
+	<-runDone
+	if n := s.Len(); n > 50 {
+		t.Fatalf("Len = %d exceeds MaxSessions", n)
+	}
+}
