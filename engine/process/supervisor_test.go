@@ -1,0 +1,646 @@
+package process
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// waitLimit is a safety net so that a broken test fails instead of hanging; no test asserts
+// on how long anything takes.
+const waitLimit = 30 * time.Second
+
+// recorder collects OnState calls.
+type recorder struct {
+	mu     sync.Mutex
+	states []State
+	ch     chan State
+}
+
+func newRecorder() *recorder { return &recorder{ch: make(chan State, 256)} }
+
+func (r *recorder) OnState(s State) {
+	r.mu.Lock()
+	r.states = append(r.states, s)
+	r.mu.Unlock()
+	select {
+	case r.ch <- s:
+	default:
+	}
+}
+
+func (r *recorder) history() []State {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.states)
+}
+
+// waitFor consumes reported states until want is seen.
+func (r *recorder) waitFor(t *testing.T, want State) {
+	t.Helper()
+	timeout := time.NewTimer(waitLimit)
+	defer timeout.Stop()
+	for {
+		select {
+		case s := <-r.ch:
+			if s == want {
+				return
+			}
+		case <-timeout.C:
+			t.Fatalf("state %s never reported; history %v", want, r.history())
+		}
+	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
+
+// harness builds Options that run the helper with short timings.
+type harness struct {
+	t   *testing.T
+	dir string
+	rec *recorder
+}
+
+func newHarness(t *testing.T) *harness {
+	return &harness{t: t, dir: t.TempDir(), rec: newRecorder()}
+}
+
+func (h *harness) options(env ...string) Options {
+	return Options{
+		Argv: []string{os.Args[0], "--port", "{port}"},
+		// atexit_sleep_ms: a race-enabled helper otherwise sleeps 1 s when it exits with 0.
+		Env:                    append([]string{"GO_WANT_HELPER_PROCESS=1", "HELPER_DIR=" + h.dir, "GORACE=atexit_sleep_ms=0"}, env...),
+		Health:                 HTTPHealth("/health"),
+		StartTimeout:           20 * time.Second,
+		StartingHealthInterval: 10 * time.Millisecond,
+		HealthInterval:         10 * time.Millisecond,
+		HealthTimeout:          2 * time.Second,
+		RestartBackoff:         5 * time.Millisecond,
+		RestartBackoffMax:      20 * time.Millisecond,
+		StopGrace:              10 * time.Second,
+		OnState:                h.rec.OnState,
+		Logger:                 slog.New(slog.NewTextHandler(testWriter{h.t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+}
+
+func (h *harness) newSupervisor(o Options) *Supervisor {
+	h.t.Helper()
+	s, err := New(o)
+	if err != nil {
+		h.t.Fatalf("New: %v", err)
+	}
+	// Cleanups run last-in first-out: stop, then check for leftover processes.
+	h.t.Cleanup(func() { assertNoProcesses(h.t, h.dir) })
+	h.t.Cleanup(func() {
+		if err := s.Stop(context.Background()); err != nil {
+			h.t.Errorf("Stop: %v", err)
+		}
+	})
+	return s
+}
+
+func (h *harness) lines(name string) []string { return helperLines(h.t, h.dir, name) }
+
+func TestOptionsValidation(t *testing.T) {
+	health := HTTPHealth("/health")
+	tests := []struct {
+		name string
+		o    Options
+		ok   bool
+	}{
+		{"minimal", Options{Argv: []string{"x"}, Health: health}, true},
+		{"no argv", Options{Health: health}, false},
+		{"empty command", Options{Argv: []string{""}, Health: health}, false},
+		{"no health", Options{Argv: []string{"x"}}, false},
+		{"negative duration", Options{Argv: []string{"x"}, Health: health, StopGrace: -1}, false},
+		{"negative restarts", Options{Argv: []string{"x"}, Health: health, MaxRestarts: -1}, false},
+		{"negative unhealthy", Options{Argv: []string{"x"}, Health: health, UnhealthyAfter: -1}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := New(tt.o)
+			if (err == nil) != tt.ok {
+				t.Fatalf("New error = %v, want ok=%v", err, tt.ok)
+			}
+			if err != nil && !errors.Is(err, ErrInvalidOptions) {
+				t.Fatalf("error %v does not match ErrInvalidOptions", err)
+			}
+			if err == nil && (s.State() != StateIdle || s.BaseURL() != "" || s.PID() != 0 || s.LastError() != nil) {
+				t.Fatalf("new supervisor not idle: %v %q %d %v", s.State(), s.BaseURL(), s.PID(), s.LastError())
+			}
+		})
+	}
+	o, _ := Options{Argv: []string{"x"}, Health: health}.withDefaults()
+	if o.StartTimeout != DefaultStartTimeout || o.HealthInterval != DefaultHealthInterval ||
+		o.StartingHealthInterval != DefaultStartingHealthInterval || o.MaxRestarts != DefaultMaxRestarts ||
+		o.RestartWindow != DefaultRestartWindow || o.StopGrace != DefaultStopGrace ||
+		o.RestartBackoff != DefaultRestartBackoff || o.RestartBackoffMax != DefaultRestartBackoffMax ||
+		o.UnhealthyAfter != DefaultUnhealthyAfter {
+		t.Fatalf("defaults not applied: %+v", o)
+	}
+}
+
+func TestStateString(t *testing.T) {
+	want := map[State]string{
+		StateIdle: "idle", StateStarting: "starting", StateRunning: "running", StateUnhealthy: "unhealthy",
+		StateRestarting: "restarting", StateFailed: "failed", StateStopped: "stopped", State(99): "State(99)",
+	}
+	for s, w := range want {
+		if s.String() != w {
+			t.Errorf("%d.String() = %q, want %q", int(s), s.String(), w)
+		}
+	}
+}
+
+func TestStartAndGracefulStop(t *testing.T) {
+	h := newHarness(t)
+	o := h.options("HELPER_READY_AFTER_MS=150")
+	o.Env = append(o.Env, "HELPER_PORT_ENV={port}")
+	s := h.newSupervisor(o)
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	if s.State() != StateRunning {
+		t.Fatalf("State = %s", s.State())
+	}
+	ports := h.lines("ports")
+	if len(ports) != 1 || s.BaseURL() != "http://127.0.0.1:"+ports[0] {
+		t.Fatalf("BaseURL %q, helper ports %v", s.BaseURL(), ports)
+	}
+	resp, err := http.Get(s.BaseURL() + "/health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("health status %d", resp.StatusCode)
+	}
+	pid := s.PID()
+	if strconv.Itoa(pid) != h.lines("pids")[0] {
+		t.Fatalf("PID = %d, helper says %v", pid, h.lines("pids"))
+	}
+	if err := s.Start(context.Background()); !errors.Is(err, ErrAlreadyStarted) {
+		t.Fatalf("second Start = %v", err)
+	}
+
+	if err := s.Stop(context.Background()); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if got := h.lines("terms"); !slices.Equal(got, []string{strconv.Itoa(pid)}) {
+		t.Fatalf("helper did not exit on SIGTERM: terms %v", got)
+	}
+	if s.State() != StateStopped || s.PID() != 0 {
+		t.Fatalf("after Stop: state %s pid %d", s.State(), s.PID())
+	}
+	if err := s.Stop(context.Background()); err != nil {
+		t.Fatalf("second Stop: %v", err)
+	}
+	if err := s.Start(context.Background()); !errors.Is(err, ErrStopped) {
+		t.Fatalf("Start after Stop = %v", err)
+	}
+	want := []State{StateStarting, StateRunning, StateStopped}
+	if got := h.rec.history(); !slices.Equal(got, want) {
+		t.Fatalf("states %v, want %v", got, want)
+	}
+	assertNoProcesses(t, h.dir)
+}
+
+func TestStartFailure(t *testing.T) {
+	tests := []struct {
+		name       string
+		env        []string
+		argv       []string
+		tweak      func(*Options)
+		wantInErr  []string
+		wantLaunch int
+	}{
+		{
+			name:       "exits during start",
+			env:        []string{"HELPER_EXIT_EARLY=1", "HELPER_EXIT_CODE=3", "HELPER_STDERR=boom: model file not found\n"},
+			wantInErr:  []string{"process exited before becoming healthy: exit status 3", "output tail:", "boom: model file not found"},
+			wantLaunch: 1,
+		},
+		{
+			name:       "never healthy",
+			env:        []string{"HELPER_NEVER_READY=1", "HELPER_STDOUT=loading model...\n"},
+			tweak:      func(o *Options) { o.StartTimeout = 300 * time.Millisecond },
+			wantInErr:  []string{"not healthy within 300ms", "loading model..."},
+			wantLaunch: 1,
+		},
+		{
+			name:      "command not found",
+			argv:      []string{filepath.Join(os.TempDir(), "no-such-engine-binary"), "{port}"},
+			wantInErr: []string{"no-such-engine-binary"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t)
+			o := h.options(tt.env...)
+			if tt.argv != nil {
+				o.Argv = tt.argv
+			}
+			if tt.tweak != nil {
+				tt.tweak(&o)
+			}
+			s := h.newSupervisor(o)
+			err := s.Start(context.Background())
+			if !errors.Is(err, ErrStartFailed) {
+				t.Fatalf("Start = %v, want ErrStartFailed", err)
+			}
+			for _, w := range tt.wantInErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+			if s.State() != StateFailed || !errors.Is(s.LastError(), ErrStartFailed) {
+				t.Fatalf("state %s last error %v", s.State(), s.LastError())
+			}
+			if n := len(h.lines("launches")); n != tt.wantLaunch {
+				t.Fatalf("%d launches, want %d", n, tt.wantLaunch)
+			}
+			assertNoProcesses(t, h.dir) // already gone before Stop
+			if err := s.Stop(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if s.State() != StateStopped {
+				t.Fatalf("state after Stop %s", s.State())
+			}
+		})
+	}
+}
+
+func TestStartFailureTailIsBounded(t *testing.T) {
+	h := newHarness(t)
+	big := strings.Repeat("x", 10000) + "THE END"
+	s := h.newSupervisor(h.options("HELPER_EXIT_EARLY=1", "HELPER_STDERR="+big))
+	err := s.Start(context.Background())
+	if err == nil {
+		t.Fatal("Start succeeded")
+	}
+	msg := err.Error()
+	if !strings.HasSuffix(msg, "THE ENDhelper exiting with 1") {
+		t.Fatalf("error does not end with the output's end: ...%q", msg[max(0, len(msg)-50):])
+	}
+	if len(msg) > OutputTailBytes+500 {
+		t.Fatalf("error is %d bytes; the tail should be bounded to %d", len(msg), OutputTailBytes)
+	}
+}
+
+func TestStartContextCancelled(t *testing.T) {
+	h := newHarness(t)
+	o := h.options("HELPER_NEVER_READY=1", "HELPER_IGNORE_TERM=1")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	inner := o.Health
+	o.Health = func(hctx context.Context, url string) (bool, error) {
+		ready, err := inner(hctx, url)
+		if err == nil {
+			cancel() // the helper is up and answers "loading": give up on it
+		}
+		return ready, err
+	}
+	s := h.newSupervisor(o)
+	err := s.Start(ctx)
+	if !errors.Is(err, ErrStartFailed) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("Start = %v, want ErrStartFailed and context.Canceled", err)
+	}
+	if s.State() != StateStopped {
+		t.Fatalf("state %s", s.State())
+	}
+	if n := len(h.lines("pids")); n != 1 {
+		t.Fatalf("%d helper processes, want 1", n)
+	}
+	assertNoProcesses(t, h.dir)
+}
+
+func TestRestartAfterUnexpectedExit(t *testing.T) {
+	h := newHarness(t)
+	s := h.newSupervisor(h.options("HELPER_EXIT_AFTER_MS=200", "HELPER_EXIT_LAUNCHES=1", "HELPER_EXIT_CODE=7"))
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	url := s.BaseURL()
+	h.rec.waitFor(t, StateRestarting)
+	h.rec.waitFor(t, StateRunning)
+	if n := len(h.lines("launches")); n != 2 {
+		t.Fatalf("%d launches, want 2", n)
+	}
+	if err := s.LastError(); err == nil || !strings.Contains(err.Error(), "exit status 7") ||
+		!strings.Contains(err.Error(), "helper exiting with 7") {
+		t.Fatalf("LastError = %v", err)
+	}
+	if s.BaseURL() != url {
+		t.Logf("port changed on restart: %s -> %s", url, s.BaseURL())
+	}
+	if ports := h.lines("ports"); "http://127.0.0.1:"+ports[1] != s.BaseURL() {
+		t.Fatalf("BaseURL %s, relaunch listens on %s", s.BaseURL(), ports[1])
+	}
+	want := []State{StateStarting, StateRunning, StateRestarting, StateRunning}
+	if got := h.rec.history(); !slices.Equal(got, want) {
+		t.Fatalf("states %v, want %v", got, want)
+	}
+}
+
+func TestBreakerTrips(t *testing.T) {
+	h := newHarness(t)
+	o := h.options("HELPER_EXIT_AFTER_MS=50")
+	o.MaxRestarts = 2
+	s := h.newSupervisor(o)
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	h.rec.waitFor(t, StateFailed)
+	err := s.LastError()
+	if !errors.Is(err, ErrBreakerOpen) || !strings.Contains(err.Error(), "2 restarts within 5m0s") {
+		t.Fatalf("LastError = %v", err)
+	}
+	// The first launch plus MaxRestarts relaunches.
+	if n := len(h.lines("launches")); n != 3 {
+		t.Fatalf("%d launches, want 3", n)
+	}
+	if s.State() != StateFailed || s.PID() != 0 {
+		t.Fatalf("state %s pid %d", s.State(), s.PID())
+	}
+	assertNoProcesses(t, h.dir)
+}
+
+func TestBreakerWindow(t *testing.T) {
+	// With a window that has always passed, restarts never accumulate.
+	h := newHarness(t)
+	o := h.options("HELPER_EXIT_AFTER_MS=30", "HELPER_EXIT_LAUNCHES=4")
+	o.MaxRestarts = 1
+	var mu sync.Mutex
+	now := time.Unix(0, 0)
+	o.Now = func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		now = now.Add(time.Hour)
+		return now
+	}
+	s := h.newSupervisor(o)
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for len(h.lines("launches")) < 5 || s.State() != StateRunning {
+		h.rec.waitFor(t, StateRunning)
+	}
+	if s.State() == StateFailed {
+		t.Fatalf("breaker tripped: %v", s.LastError())
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	s, err := New(Options{Argv: []string{"x"}, Health: HTTPHealth("/"), RestartBackoff: 500 * time.Millisecond, RestartBackoffMax: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []time.Duration{500 * time.Millisecond, time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 30 * time.Second, 30 * time.Second}
+	for i, w := range want {
+		if got := s.backoff(i); got != w {
+			t.Errorf("backoff(%d) = %s, want %s", i, got, w)
+		}
+	}
+	if got := s.backoff(1000); got != 30*time.Second {
+		t.Errorf("backoff(1000) = %s", got)
+	}
+}
+
+func TestStopKillsWhenTermIgnored(t *testing.T) {
+	tests := []struct {
+		name  string
+		grace time.Duration
+		ctx   func() (context.Context, context.CancelFunc)
+	}{
+		{"grace expires", 200 * time.Millisecond, func() (context.Context, context.CancelFunc) { return context.WithCancel(context.Background()) }},
+		{"ctx ends first", time.Hour, func() (context.Context, context.CancelFunc) {
+			return context.WithTimeout(context.Background(), 100*time.Millisecond)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t)
+			o := h.options("HELPER_IGNORE_TERM=1")
+			o.StopGrace = tt.grace
+			s := h.newSupervisor(o)
+			if err := s.Start(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := tt.ctx()
+			defer cancel()
+			if err := s.Stop(ctx); err != nil {
+				t.Fatalf("Stop: %v", err)
+			}
+			if terms := h.lines("terms"); len(terms) != 0 {
+				t.Fatalf("helper exited on SIGTERM though it ignores it: %v", terms)
+			}
+			if s.State() != StateStopped {
+				t.Fatalf("state %s", s.State())
+			}
+			assertNoProcesses(t, h.dir)
+		})
+	}
+}
+
+func TestUnhealthyAndRecovery(t *testing.T) {
+	h := newHarness(t)
+	sick := filepath.Join(h.dir, "sick")
+	o := h.options("HELPER_SICK_FILE=" + sick)
+	o.UnhealthyAfter = 2
+	s := h.newSupervisor(o)
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(sick, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.rec.waitFor(t, StateUnhealthy)
+	if err := s.LastError(); err == nil || !strings.Contains(err.Error(), "health check failed 2 times") {
+		t.Fatalf("LastError = %v", err)
+	}
+	if err := os.Remove(sick); err != nil {
+		t.Fatal(err)
+	}
+	h.rec.waitFor(t, StateRunning)
+	if n := len(h.lines("launches")); n != 1 {
+		t.Fatalf("unhealthy replica was restarted: %d launches", n)
+	}
+}
+
+func TestStopDuringRestartBackoff(t *testing.T) {
+	h := newHarness(t)
+	o := h.options("HELPER_EXIT_AFTER_MS=50")
+	o.RestartBackoff = time.Hour
+	s := h.newSupervisor(o)
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	h.rec.waitFor(t, StateRestarting)
+	if err := s.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if s.State() != StateStopped {
+		t.Fatalf("state %s", s.State())
+	}
+}
+
+func TestStopBeforeStart(t *testing.T) {
+	h := newHarness(t)
+	s := h.newSupervisor(h.options())
+	if err := s.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); !errors.Is(err, ErrStopped) {
+		t.Fatalf("Start after Stop = %v", err)
+	}
+	if s.State() != StateStopped {
+		t.Fatalf("state %s", s.State())
+	}
+}
+
+func TestConcurrentStops(t *testing.T) {
+	h := newHarness(t)
+	s := h.newSupervisor(h.options())
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.Stop(context.Background()); err != nil {
+				t.Error(err)
+			}
+			if s.State() != StateStopped {
+				t.Errorf("Stop returned in state %s", s.State())
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func TestLogFile(t *testing.T) {
+	h := newHarness(t)
+	logPath := filepath.Join(h.dir, "engine.log")
+	if err := os.WriteFile(logPath, []byte("previous run\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o := h.options("HELPER_STDOUT=hello-out\n", "HELPER_STDERR=hello-err\n", "HELPER_EXIT_AFTER_MS=100", "HELPER_EXIT_LAUNCHES=1")
+	o.LogFile = logPath
+	s := h.newSupervisor(o)
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	h.rec.waitFor(t, StateRestarting)
+	h.rec.waitFor(t, StateRunning)
+	if err := s.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := string(data)
+	if !strings.HasPrefix(got, "previous run\n") || strings.Count(got, "hello-out\n") != 2 ||
+		strings.Count(got, "hello-err\n") != 2 || !strings.Contains(got, "helper exiting with 1") {
+		t.Fatalf("log file:\n%s", got)
+	}
+}
+
+func TestLogFileUnwritable(t *testing.T) {
+	h := newHarness(t)
+	o := h.options()
+	o.LogFile = filepath.Join(h.dir, "missing-dir", "engine.log")
+	s := h.newSupervisor(o)
+	if err := s.Start(context.Background()); !errors.Is(err, ErrStartFailed) {
+		t.Fatalf("Start = %v", err)
+	}
+	if len(h.lines("launches")) != 0 {
+		t.Fatal("launched despite the log file error")
+	}
+}
+
+func TestHTTPHealth(t *testing.T) {
+	tests := []struct {
+		status int
+		ready  bool
+		err    bool
+	}{
+		{http.StatusOK, true, false},
+		{http.StatusNoContent, true, false},
+		{http.StatusServiceUnavailable, false, false},
+		{http.StatusInternalServerError, false, true},
+		{http.StatusNotFound, false, true},
+	}
+	for _, tt := range tests {
+		t.Run(strconv.Itoa(tt.status), func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path != "/health" {
+					t.Errorf("path %q", r.URL.Path)
+				}
+				w.WriteHeader(tt.status)
+			}))
+			defer srv.Close()
+			ready, err := HTTPHealth("/health")(context.Background(), srv.URL)
+			if ready != tt.ready || (err != nil) != tt.err {
+				t.Fatalf("HTTPHealth = %v, %v; want %v, err=%v", ready, err, tt.ready, tt.err)
+			}
+		})
+	}
+	t.Run("unreachable", func(t *testing.T) {
+		srv := httptest.NewServer(http.NotFoundHandler())
+		url := srv.URL
+		srv.Close()
+		if ready, err := HTTPHealth("/health")(context.Background(), url); ready || err == nil {
+			t.Fatalf("HTTPHealth = %v, %v", ready, err)
+		}
+	})
+}
+
+func TestStopDuringStart(t *testing.T) {
+	h := newHarness(t)
+	o := h.options("HELPER_NEVER_READY=1")
+	var s *Supervisor
+	stopped := make(chan error, 1)
+	var once sync.Once
+	inner := o.Health
+	o.Health = func(ctx context.Context, url string) (bool, error) {
+		ready, err := inner(ctx, url)
+		if err == nil {
+			// The helper is up: stop the supervisor from another goroutine.
+			once.Do(func() { go func() { stopped <- s.Stop(context.Background()) }() })
+		}
+		return ready, err
+	}
+	s = h.newSupervisor(o)
+	err := s.Start(context.Background())
+	if !errors.Is(err, ErrStartFailed) || !errors.Is(err, ErrStopped) {
+		t.Fatalf("Start = %v, want ErrStartFailed and ErrStopped", err)
+	}
+	if err := <-stopped; err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if s.State() != StateStopped {
+		t.Fatalf("state %s", s.State())
+	}
+	if got := h.lines("terms"); len(got) != 1 {
+		t.Fatalf("helper was not stopped gracefully: terms %v", got)
+	}
+	assertNoProcesses(t, h.dir)
+}
