@@ -1,0 +1,337 @@
+package app_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/orchestratord/orchestratord/engine/llamacpp/llamatest"
+	"github.com/orchestratord/orchestratord/gen/client"
+	"github.com/orchestratord/orchestratord/impl/app"
+	"github.com/orchestratord/orchestratord/impl/config"
+	"github.com/orchestratord/orchestratord/tools/ggufgen/gguf"
+)
+
+const testKey = "e2e-test-key-0123456789"
+
+// daemon is a whole orchestratord running on loopback with a managed llama-server pool.
+type daemon struct {
+	url    string
+	c      *client.ClientWithResponses
+	stop   func()
+	config *config.Config
+}
+
+// startDaemon runs the app with a managed llama.cpp pool (1 slot) on a model written into
+// stateDir. policy is the admission policy; capacity the queue capacity.
+func startDaemon(t *testing.T, stateDir, policy string, capacity int) *daemon {
+	t.Helper()
+	bin, ok := llamatest.ServerPath()
+	if !ok {
+		t.Skip("llama-server not found: set ORCHD_LLAMA_SERVER, put it on PATH or run make engine")
+	}
+	model := filepath.Join(stateDir, "models", "med.gguf")
+	if _, err := os.Stat(model); err != nil {
+		if err := os.MkdirAll(filepath.Dir(model), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		// A model big enough (~370 tokens/s on one core) that a 4000-token task holds its slot
+		// for seconds, which the capacity tests need.
+		opts := gguf.DefaultOptions()
+		opts.Embd, opts.Layers, opts.FF, opts.Heads = 256, 4, 512, 4
+		if err := gguf.WriteFile(model, opts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	yaml := fmt.Sprintf(`
+addr: 127.0.0.1:0
+state_dir: %s
+llama_server: %s
+admission: {capacity: %d, policy: %s}
+shutdown_grace: 2s
+pools:
+  - id: default
+    engine: llamacpp
+    model_ref: models/med.gguf
+    ctx_max: 4096
+    slots: 1
+    replicas:
+      - managed: {args: ["-t", "1", "-tb", "1"]}
+`, stateDir, bin, capacity, policy)
+	p := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(config.Overrides{ConfigFile: p, APIKeys: testKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	a, err := app.New(cfg, app.Options{Logger: log, HealthInterval: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Serve(ctx, ln) }()
+	url := "http://" + ln.Addr().String()
+	c, err := client.NewClientWithResponses(url, client.WithRequestEditorFn(func(_ context.Context, r *http.Request) error {
+		r.Header.Set("X-API-Key", testKey)
+		return nil
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{url: url, c: c, config: cfg}
+	var once bool
+	d.stop = func() {
+		if once {
+			return
+		}
+		once = true
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	}
+	t.Cleanup(d.stop)
+	// Wait for the managed engine.
+	for i := 0; ; i++ {
+		r, err := c.GetPoolHealthWithResponse(context.Background(), "default", nil)
+		if err == nil && r.JSON200 != nil && r.JSON200.Ready {
+			break
+		}
+		if i > 300 {
+			t.Fatalf("pool never became ready: %v %s", err, r.Body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return d
+}
+
+func (d *daemon) submit(t *testing.T, prio client.Priority, maxTokens int32) (uuid.UUID, *client.CreateTaskResponse) {
+	t.Helper()
+	id := uuid.New()
+	prompt := "Once upon a time"
+	r, err := d.c.CreateTaskWithResponse(context.Background(), nil, client.TaskRequest{
+		TaskId: id, SessionId: uuid.New(), Workload: client.Completion, ModelRef: "med",
+		Engine: client.Llamacpp, Ctx: 4096, Priority: prio, Prompt: &prompt, MaxTokens: maxTokens,
+		DeadlineMs: 120000,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id, r
+}
+
+type frame struct{ event, data string }
+
+// readStream reads frames until the stream ends, or until stopAfter tokens when > 0 (then it
+// returns with the body still open).
+func (d *daemon) openStream(t *testing.T, id uuid.UUID) (*http.Response, *bufio.Reader) {
+	t.Helper()
+	resp, err := d.c.StreamTask(context.Background(), id, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		t.Fatalf("stream: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	return resp, bufio.NewReader(resp.Body)
+}
+
+func nextFrame(t *testing.T, br *bufio.Reader) (frame, bool) {
+	t.Helper()
+	var f frame
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return f, false
+		}
+		line = strings.TrimRight(line, "\n")
+		switch {
+		case line == "" && f.event != "":
+			return f, true
+		case strings.HasPrefix(line, "event: "):
+			f.event = line[7:]
+		case strings.HasPrefix(line, "data: "):
+			f.data = line[6:]
+		}
+	}
+}
+
+func TestEndToEndRealEngine(t *testing.T) {
+	state := t.TempDir()
+	d := startDaemon(t, state, "reject", 1)
+
+	t.Run("stream exact text", func(t *testing.T) {
+		id, r := d.submit(t, client.Interactive, 12)
+		if r.StatusCode() != 202 || r.JSON202 == nil {
+			t.Fatalf("create: %d %s", r.StatusCode(), r.Body)
+		}
+		resp, br := d.openStream(t, id)
+		defer resp.Body.Close()
+		var text strings.Builder
+		var last frame
+		for {
+			f, ok := nextFrame(t, br)
+			if !ok {
+				break
+			}
+			last = f
+			if f.event == "token" {
+				var tok struct{ T string }
+				if err := json.Unmarshal([]byte(f.data), &tok); err != nil {
+					t.Fatal(err)
+				}
+				text.WriteString(tok.T)
+			}
+		}
+		if want := " The quick brown fox jumps over the lazy dog. The quick"; text.String() != want {
+			t.Fatalf("text = %q, want %q", text.String(), want)
+		}
+		if last.event != "end" || !strings.Contains(last.data, `"tokens_out":12`) {
+			t.Fatalf("last frame = %+v", last)
+		}
+	})
+
+	t.Run("cancel mid-stream frees the slot", func(t *testing.T) {
+		id, r := d.submit(t, client.Interactive, 4000)
+		if r.StatusCode() != 202 {
+			t.Fatalf("create: %d %s", r.StatusCode(), r.Body)
+		}
+		resp, br := d.openStream(t, id)
+		defer resp.Body.Close()
+		for n := 0; n < 3; {
+			f, ok := nextFrame(t, br)
+			if !ok {
+				t.Fatal("stream ended early")
+			}
+			if f.event == "token" {
+				n++
+			}
+		}
+		cr, err := d.c.CancelTaskWithResponse(context.Background(), id, nil)
+		if err != nil || cr.StatusCode() != 204 {
+			t.Fatalf("cancel: %v %d", err, cr.StatusCode())
+		}
+		var after []frame
+		for {
+			f, ok := nextFrame(t, br)
+			if !ok {
+				break
+			}
+			after = append(after, f)
+		}
+		end := after[len(after)-1]
+		if end.event != "end" || !strings.Contains(end.data, `"canceled":true`) {
+			t.Fatalf("after cancel: %+v", after)
+		}
+		// The single engine slot is free again: a new task runs to completion.
+		id2, r2 := d.submit(t, client.Interactive, 5)
+		if r2.StatusCode() != 202 || r2.JSON202.QueuePosition != 0 {
+			t.Fatalf("second task: %d %s", r2.StatusCode(), r2.Body)
+		}
+		resp2, br2 := d.openStream(t, id2)
+		defer resp2.Body.Close()
+		var last frame
+		for {
+			f, ok := nextFrame(t, br2)
+			if !ok {
+				break
+			}
+			last = f
+		}
+		if last.event != "end" || !strings.Contains(last.data, `"tokens_out":5`) {
+			t.Fatalf("second task ended with %+v", last)
+		}
+	})
+
+	t.Run("429 with both headers at capacity", func(t *testing.T) {
+		running, _ := d.submit(t, client.Interactive, 4000)
+		queued, r := d.submit(t, client.Interactive, 4000)
+		if r.StatusCode() != 202 || r.JSON202.QueuePosition != 0 || r.JSON202.PredictedStartMs <= 0 {
+			st, _ := d.c.GetTaskWithResponse(context.Background(), running, nil)
+			t.Fatalf("queued: %d %s; running task: %s", r.StatusCode(), r.Body, st.Body)
+		}
+		_, r = d.submit(t, client.Interactive, 10)
+		if r.StatusCode() != 429 || r.JSON429 == nil || r.JSON429.Code != client.ADMISSIONREJECT {
+			t.Fatalf("third: %d %s", r.StatusCode(), r.Body)
+		}
+		ra, bo := r.HTTPResponse.Header.Get("Retry-After"), r.HTTPResponse.Header.Get("X-Backoff-Ms")
+		var secs, ms int
+		if _, err := fmt.Sscan(ra, &secs); err != nil || secs < 1 {
+			t.Fatalf("Retry-After = %q", ra)
+		}
+		if _, err := fmt.Sscan(bo, &ms); err != nil || ms < 1 {
+			t.Fatalf("X-Backoff-Ms = %q", bo)
+		}
+		for _, id := range []uuid.UUID{queued, running} {
+			if cr, err := d.c.CancelTaskWithResponse(context.Background(), id, nil); err != nil || cr.StatusCode() != 204 {
+				t.Fatalf("cancel: %v", err)
+			}
+		}
+	})
+
+	ar, err := d.c.CreateArtifactWithResponse(context.Background(), nil, client.Artifact{
+		Kind: client.Plan, Content: map[string]any{"steps": []any{"a", "b"}, "n": 3},
+	})
+	if err != nil || ar.JSON201 == nil {
+		t.Fatalf("create artifact: %v %s", err, ar.Body)
+	}
+	d.stop()
+
+	// A restarted daemon on the same state directory still has the artifact; and drop-lru.
+	d2 := startDaemon(t, state, "drop-lru", 1)
+	gr, err := d2.c.GetArtifactWithResponse(context.Background(), ar.JSON201.Id, nil)
+	if err != nil || gr.JSON200 == nil || gr.JSON200.Content["n"] != float64(3) {
+		t.Fatalf("artifact after restart: %v %d %s", err, gr.StatusCode(), gr.Body)
+	}
+
+	t.Run("drop-lru eviction", func(t *testing.T) {
+		running, _ := d2.submit(t, client.Interactive, 4000)
+		batch, r := d2.submit(t, client.Batch, 10)
+		if r.StatusCode() != 202 {
+			t.Fatalf("batch: %d %s", r.StatusCode(), r.Body)
+		}
+		inter, r := d2.submit(t, client.Interactive, 10)
+		if r.StatusCode() != 202 {
+			t.Fatalf("interactive: %d %s", r.StatusCode(), r.Body)
+		}
+		resp, br := d2.openStream(t, batch)
+		defer resp.Body.Close()
+		var last frame
+		for {
+			f, ok := nextFrame(t, br)
+			if !ok {
+				break
+			}
+			last = f
+		}
+		if last.event != "error" || !strings.Contains(last.data, `"code":"QUEUE_FULL_DROP_LRU"`) {
+			t.Fatalf("evicted batch task ended with %+v", last)
+		}
+		for _, id := range []uuid.UUID{inter, running} {
+			_, _ = d2.c.CancelTaskWithResponse(context.Background(), id, nil)
+		}
+	})
+}
