@@ -334,4 +334,43 @@ func TestEndToEndRealEngine(t *testing.T) {
 			_, _ = d2.c.CancelTaskWithResponse(context.Background(), id, nil)
 		}
 	})
+
+	t.Run("reload switches models, or rolls back", func(t *testing.T) {
+		src, err := os.ReadFile(filepath.Join(state, "models", "med.gguf"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(state, "models", "med2.gguf"), src, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		rr, err := d2.c.ReloadPoolWithResponse(context.Background(), "default", nil, client.ReloadRequest{NewModelRef: "models/missing.gguf"})
+		if err != nil || rr.StatusCode() != 409 || rr.JSON409.Status != client.Rollback || *rr.JSON409.ModelId != "med" {
+			t.Fatalf("reload to a missing model: %v %d %s", err, rr.StatusCode(), rr.Body)
+		}
+		rr, err = d2.c.ReloadPoolWithResponse(context.Background(), "default", nil, client.ReloadRequest{NewModelRef: "models/med2.gguf"})
+		if err != nil || rr.StatusCode() != 200 || rr.JSON200.Status != client.Reloaded || *rr.JSON200.ModelId != "med2" {
+			t.Fatalf("reload: %v %d %s", err, rr.StatusCode(), rr.Body)
+		}
+		prompt := "x"
+		cr, err := d2.c.CreateTaskWithResponse(context.Background(), nil, client.TaskRequest{
+			TaskId: uuid.New(), SessionId: uuid.New(), Workload: client.Completion, ModelRef: "med2",
+			Engine: client.Llamacpp, Ctx: 1024, Priority: client.Interactive, Prompt: &prompt, MaxTokens: 3, DeadlineMs: 60000,
+		})
+		if err != nil || cr.StatusCode() != 202 {
+			t.Fatalf("task on the reloaded model: %v %d %s", err, cr.StatusCode(), cr.Body)
+		}
+		resp, br := d2.openStream(t, cr.JSON202.TaskId)
+		defer resp.Body.Close()
+		var last frame
+		for {
+			f, ok := nextFrame(t, br)
+			if !ok {
+				break
+			}
+			last = f
+		}
+		if last.event != "end" {
+			t.Fatalf("task on the reloaded model ended with %+v", last)
+		}
+	})
 }
