@@ -108,6 +108,7 @@ type Registry struct {
 type state struct {
 	spec          Spec
 	replica       *tracked
+	replicaURL    string
 	managed       Managed
 	live, healthy bool
 	draining      bool
@@ -177,15 +178,14 @@ func (r *Registry) Start(ctx context.Context) {
 		go func() {
 			defer r.wg.Done()
 			if st.spec.Managed {
-				m, err := r.opts.StartManaged(ctx, st.spec, st.spec.ModelRef)
-				if err != nil {
-					r.log.Error("managed replica failed to start", "pool_id", id, "err", err)
-					r.update(id, func(s *state) { s.lastErr = err.Error() })
+				m := r.startWithRetry(ctx, id, st.spec)
+				if m == nil {
 					return
 				}
 				r.mu.Lock()
 				st.managed = m
-				st.replica = &tracked{Replica: r.opts.NewReplica(st.spec, m.BaseURL())}
+				st.replicaURL = m.BaseURL()
+				st.replica = &tracked{Replica: r.opts.NewReplica(st.spec, st.replicaURL)}
 				r.mu.Unlock()
 			} else {
 				r.mu.Lock()
@@ -194,6 +194,29 @@ func (r *Registry) Start(ctx context.Context) {
 			}
 			r.poll(ctx, id)
 		}()
+	}
+}
+
+// startWithRetry starts a pool's managed replica, retrying with exponential backoff (1 s to
+// 30 s) until it starts or ctx ends (then it returns nil).
+func (r *Registry) startWithRetry(ctx context.Context, id string, spec Spec) Managed {
+	backoff := time.Second
+	for {
+		m, err := r.opts.StartManaged(ctx, spec, spec.ModelRef)
+		if err == nil {
+			return m
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		r.log.Error("managed replica failed to start; retrying", "pool_id", id, "retry_in", backoff.String(), "err", err)
+		r.update(id, func(s *state) { s.lastErr = err.Error() })
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
 	}
 }
 
@@ -240,6 +263,11 @@ func (r *Registry) poll(ctx context.Context, id string) {
 func (r *Registry) check(ctx context.Context, id string) {
 	r.mu.Lock()
 	st := r.pools[id]
+	if st.managed != nil && st.managed.BaseURL() != st.replicaURL {
+		// The supervisor restarted the engine on another port: talk to the new one.
+		st.replicaURL = st.managed.BaseURL()
+		st.replica = &tracked{Replica: r.opts.NewReplica(st.spec, st.replicaURL)}
+	}
 	rep := st.replica
 	needVersion := st.version == ""
 	r.mu.Unlock()
@@ -429,7 +457,7 @@ func (r *Registry) Reload(ctx context.Context, id, newRef string) (View, error) 
 	var oldManaged Managed
 	r.update(id, func(s *state) {
 		old, oldManaged = s.replica, s.managed
-		s.replica, s.managed = rep, m
+		s.replica, s.managed, s.replicaURL = rep, m, m.BaseURL()
 		s.spec = newSpec
 		s.live, s.healthy, s.lastErr, s.version = true, true, "", ""
 		s.draining, s.drainDeadline = false, time.Time{}
