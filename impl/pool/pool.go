@@ -183,10 +183,15 @@ func (r *Registry) Start(ctx context.Context) {
 					return
 				}
 				r.mu.Lock()
-				st.managed = m
-				st.replicaURL = m.BaseURL()
-				st.replica = &tracked{Replica: r.opts.NewReplica(st.spec, st.replicaURL)}
-				r.mu.Unlock()
+				if st.managed != nil { // a reload installed a replica meanwhile
+					r.mu.Unlock()
+					_ = m.Stop(context.WithoutCancel(ctx))
+				} else {
+					st.managed = m
+					st.replicaURL = m.BaseURL()
+					st.replica = &tracked{Replica: r.opts.NewReplica(st.spec, st.replicaURL)}
+					r.mu.Unlock()
+				}
 			} else {
 				r.mu.Lock()
 				st.replica = &tracked{Replica: r.opts.NewReplica(st.spec, st.spec.URL)}
