@@ -1,0 +1,159 @@
+package contracts
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/orchestratord/orchestratord/engine"
+)
+
+// fakeEngine is a deterministic engine.Replica. Everything about its behaviour is set through its
+// Go API, never through prompt contents:
+//
+//   - it emits the configured tokens in order (at most max_tokens of them);
+//   - when gated, each token waits for one permit (Allow) or for the request's ctx, so a test
+//     decides exactly how many tokens exist at any moment, without timing assumptions;
+//   - FailAt(n) makes a generation fail with a worker reset after n tokens;
+//   - SetHealthy flips what Health reports;
+//   - Active counts generations in flight, Canceled those that ended because their ctx did.
+type fakeEngine struct {
+	permits chan struct{}
+
+	mu      sync.Mutex
+	tokens  []string
+	gated   bool
+	failAt  int // -1: never
+	prompts []string
+
+	healthy  atomic.Bool
+	active   atomic.Int64
+	canceled atomic.Int64
+	started  atomic.Int64
+}
+
+var _ engine.Replica = (*fakeEngine)(nil)
+
+// defaultTokens is what a fake emits unless told otherwise.
+var defaultTokens = []string{"Once", " upon", " a", " time", ",", " a", " fake", " engine", " spoke", "."}
+
+func newFakeEngine() *fakeEngine {
+	f := &fakeEngine{permits: make(chan struct{}, 1<<16), tokens: defaultTokens, failAt: -1}
+	f.healthy.Store(true)
+	return f
+}
+
+// SetTokens sets the text pieces every later generation emits.
+func (f *fakeEngine) SetTokens(toks ...string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.tokens = append([]string(nil), toks...)
+}
+
+// Text is the concatenation of the first n configured tokens (all when n is larger).
+func (f *fakeEngine) Text(n int) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return strings.Join(f.tokens[:min(n, len(f.tokens))], "")
+}
+
+// SetGated makes every token wait for a permit.
+func (f *fakeEngine) SetGated(on bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.gated = on
+}
+
+// Allow lets n more tokens through the gate (shared by all generations).
+func (f *fakeEngine) Allow(n int) {
+	for range n {
+		f.permits <- struct{}{}
+	}
+}
+
+// FailAt makes later generations fail with engine.KindWorkerReset after n tokens (-1: never).
+func (f *fakeEngine) FailAt(n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failAt = n
+}
+
+// SetHealthy sets what Health reports as Ready.
+func (f *fakeEngine) SetHealthy(ok bool) { f.healthy.Store(ok) }
+
+// Active is the number of generations in flight.
+func (f *fakeEngine) Active() int { return int(f.active.Load()) }
+
+// Canceled is the number of generations that ended because their ctx ended.
+func (f *fakeEngine) Canceled() int { return int(f.canceled.Load()) }
+
+// Started is the number of generations begun.
+func (f *fakeEngine) Started() int { return int(f.started.Load()) }
+
+// Prompts returns the prompts received, in order.
+func (f *fakeEngine) Prompts() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.prompts...)
+}
+
+var errFakeReset = errors.New("fake: connection reset by peer")
+
+func (f *fakeEngine) Generate(ctx context.Context, req engine.Request, emit engine.EmitFunc) (engine.Result, error) {
+	f.active.Add(1)
+	defer f.active.Add(-1)
+	f.started.Add(1)
+	f.mu.Lock()
+	toks, gated, failAt := f.tokens, f.gated, f.failAt
+	f.prompts = append(f.prompts, req.Prompt)
+	f.mu.Unlock()
+
+	res := engine.Result{TokensIn: len(strings.Fields(req.Prompt))}
+	n := min(len(toks), req.MaxTokens)
+	for i := range n {
+		if i == failAt {
+			return res, &engine.Error{Kind: engine.KindWorkerReset, Err: errFakeReset}
+		}
+		if gated {
+			select {
+			case <-f.permits:
+			case <-ctx.Done():
+				f.canceled.Add(1)
+				return res, ctx.Err()
+			}
+		} else if ctx.Err() != nil {
+			f.canceled.Add(1)
+			return res, ctx.Err()
+		}
+		if err := emit(engine.Token{Text: toks[i], Index: i}); err != nil {
+			if ctx.Err() != nil {
+				f.canceled.Add(1)
+			}
+			return res, err
+		}
+		res.TokensOut++
+	}
+	if failAt >= 0 && failAt == n {
+		return res, &engine.Error{Kind: engine.KindWorkerReset, Err: errFakeReset}
+	}
+	res.Stop = engine.StopEOS
+	if n == req.MaxTokens {
+		res.Stop = engine.StopLimit
+	}
+	return res, nil
+}
+
+func (f *fakeEngine) Health(ctx context.Context) (engine.Health, error) {
+	if err := ctx.Err(); err != nil {
+		return engine.Health{}, err
+	}
+	if !f.healthy.Load() {
+		return engine.Health{Live: true, Ready: false, Detail: "fake: not ready"}, nil
+	}
+	return engine.Health{Live: true, Ready: true}, nil
+}
+
+// Version makes the pool report an engine version (pool.Versioner).
+func (f *fakeEngine) Version(context.Context) (string, error) { return "fake-1", nil }
