@@ -23,6 +23,22 @@ func (s *Server) CreateArtifact(ctx context.Context, req api.CreateArtifactReque
 	if b.Metadata != nil {
 		a.Metadata = *b.Metadata
 	}
+	// The generated binding turns every JSON number into float64; the id is defined on the
+	// numbers as sent, so take content and metadata from the raw body (already validated).
+	if raw := RawBody(ctx); raw != nil {
+		v, err := artifact.ParseJSON(raw)
+		if err != nil {
+			return nil, Errorf("INVALID_PARAMS", "body: %v", err)
+		}
+		if obj, ok := v.(map[string]any); ok {
+			if c, ok := obj["content"].(map[string]any); ok {
+				a.Content = c
+			}
+			if m, ok := obj["metadata"].(map[string]any); ok {
+				a.Metadata = m
+			}
+		}
+	}
 	ref, err := s.opts.Artifacts.Put(ctx, a)
 	if err != nil {
 		return nil, err

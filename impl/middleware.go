@@ -1,12 +1,16 @@
 package impl
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"mime"
 	"net/http"
 	"regexp"
 	"runtime/debug"
@@ -27,7 +31,10 @@ var correlationRe = regexp.MustCompile(`^[A-Za-z0-9._:/+=-]{1,128}$`)
 
 type ctxKey int
 
-const correlationKey ctxKey = iota
+const (
+	correlationKey ctxKey = iota
+	rawBodyKey
+)
 
 // CorrelationID returns the request's correlation id.
 func CorrelationID(ctx context.Context) string {
@@ -84,6 +91,58 @@ func BodyLimit(limit int64) echo.MiddlewareFunc {
 			return next(c)
 		}
 	}
+}
+
+// RawBody returns the request's JSON body as sent (set by JSONBody), for handlers that must see
+// numbers exactly as written.
+func RawBody(ctx context.Context) []byte {
+	b, _ := ctx.Value(rawBodyKey).([]byte)
+	return b
+}
+
+// JSONBody reads a JSON request body once (within the body limit), refuses anything that is not
+// exactly one JSON value (400 INVALID_PARAMS: the validator's decoder would silently ignore
+// trailing data), keeps the bytes for RawBody and hands an identical body to what follows.
+func JSONBody() echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			r := c.Request()
+			mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+			if r.Body == nil || r.Body == http.NoBody || mt != "application/json" {
+				return next(c)
+			}
+			raw, err := io.ReadAll(r.Body)
+			_ = r.Body.Close()
+			var tooLarge *http.MaxBytesError
+			switch {
+			case errors.As(err, &tooLarge):
+				return Errorf("PAYLOAD_TOO_LARGE", "request body is larger than %d bytes", tooLarge.Limit)
+			case err != nil:
+				return Errorf("INVALID_PARAMS", "body: %v", err)
+			}
+			if len(bytes.TrimSpace(raw)) > 0 {
+				if err := singleJSONValue(raw); err != nil {
+					return Errorf("INVALID_PARAMS", "body: %v", err)
+				}
+			}
+			r.Body = io.NopCloser(bytes.NewReader(raw))
+			c.SetRequest(r.WithContext(context.WithValue(r.Context(), rawBodyKey, raw)))
+			return next(c)
+		}
+	}
+}
+
+// singleJSONValue checks that b holds exactly one JSON value and nothing after it but space.
+func singleJSONValue(b []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	var v json.RawMessage
+	if err := dec.Decode(&v); err != nil {
+		return fmt.Errorf("invalid JSON: %v", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errors.New("invalid JSON: data after the JSON value")
+	}
+	return nil
 }
 
 // Auth checks X-API-Key (or Authorization: Bearer) on every operation that the spec does not

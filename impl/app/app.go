@@ -9,7 +9,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -40,6 +39,7 @@ import (
 	"github.com/orchestratord/orchestratord/impl/pool"
 	"github.com/orchestratord/orchestratord/impl/session"
 	"github.com/orchestratord/orchestratord/impl/task"
+	"github.com/orchestratord/orchestratord/openapi"
 )
 
 // Options are what New needs besides the configuration.
@@ -173,9 +173,9 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded spec: %w", err)
 	}
-	specJSON, err := json.Marshal(spec)
+	specJSON, err := openapi.JSON()
 	if err != nil {
-		return nil, fmt.Errorf("embedded spec: %w", err)
+		return nil, err
 	}
 	spec.Servers = nil
 	srv := impl.NewServer(impl.Options{
@@ -186,7 +186,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = impl.HTTPErrorHandler(log)
-	e.Use(impl.Correlation(), impl.Recover(log), impl.BodyLimit(cfg.BodyLimitBytes), impl.Auth(spec, keys), impl.Validator(spec))
+	e.Use(impl.Correlation(), impl.Recover(log), impl.BodyLimit(cfg.BodyLimitBytes), impl.Auth(spec, keys), impl.JSONBody(), impl.Validator(spec))
 	api.RegisterHandlers(e, api.NewStrictHandler(srv, nil))
 	a.echo = e
 	return a, nil
