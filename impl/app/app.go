@@ -320,11 +320,21 @@ func (a *App) startManaged(ctx context.Context, spec pool.Spec, modelRef string)
 	if err := os.MkdirAll(logDir, 0o700); err != nil {
 		return nil, err
 	}
+	var probe struct { // one health client per replica, following its port
+		sync.Mutex
+		url string
+		r   *llamacpp.Replica
+	}
 	sup, err := process.New(process.Options{
 		Argv: expanded, Env: m.Env, StartTimeout: m.StartTimeout.D(),
 		LogFile: filepath.Join(logDir, spec.ID+".log"),
 		Health: func(ctx context.Context, baseURL string) (bool, error) {
-			h, err := llamacpp.New(llamacpp.Options{BaseURL: baseURL, IdleTimeout: 2 * time.Second}).Health(ctx)
+			probe.Lock()
+			defer probe.Unlock()
+			if probe.url != baseURL || probe.r == nil {
+				probe.url, probe.r = baseURL, llamacpp.New(llamacpp.Options{BaseURL: baseURL, IdleTimeout: 2 * time.Second})
+			}
+			h, err := probe.r.Health(ctx)
 			return h.Ready, err
 		},
 		Logger: a.log.With("pool_id", spec.ID),

@@ -1,0 +1,468 @@
+package llamacpp
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/orchestratord/orchestratord/engine"
+)
+
+// DefaultIdleTimeout is Options.IdleTimeout's default.
+const DefaultIdleTimeout = 30 * time.Second
+
+// Options configures a Replica.
+type Options struct {
+	// BaseURL is the server's root, e.g. "http://127.0.0.1:8080" (a trailing slash is ignored).
+	BaseURL string
+	// Client sends the requests. It must not set an overall Timeout (streams are long); the
+	// default has a 5 s dial timeout, keep-alives with up to 256 idle connections to the
+	// server, idle connections dropped after 4 s (before llama-server's 5 s keep-alive timeout
+	// closes them under us), no proxy and no compression. Completions always use a fresh
+	// connection (see Generate); the pool serves Health and Props.
+	Client *http.Client
+	// IdleTimeout bounds the wait for each stream frame, including the first one (prompt
+	// processing, and queueing inside llama-server when all its slots are busy). It also bounds
+	// Health and Props. Default DefaultIdleTimeout.
+	IdleTimeout time.Duration
+	// Logger receives debug records of each generation. Default: discard.
+	Logger *slog.Logger
+}
+
+// Replica is one llama-server endpoint. It holds no per-request state and is safe for
+// concurrent use.
+type Replica struct {
+	base   string
+	client *http.Client
+	idle   time.Duration
+	log    *slog.Logger
+}
+
+var _ engine.Replica = (*Replica)(nil)
+
+// New returns a Replica for opts.
+func New(opts Options) *Replica {
+	r := &Replica{
+		base:   strings.TrimRight(opts.BaseURL, "/"),
+		client: opts.Client,
+		idle:   opts.IdleTimeout,
+		log:    opts.Logger,
+	}
+	if r.client == nil {
+		r.client = newClient()
+	}
+	if r.idle <= 0 {
+		r.idle = DefaultIdleTimeout
+	}
+	if r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
+	}
+	return r
+}
+
+func newClient() *http.Client {
+	d := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	return &http.Client{Transport: &http.Transport{
+		DialContext:         d.DialContext,
+		MaxIdleConnsPerHost: 256,
+		IdleConnTimeout:     4 * time.Second,
+		DisableCompression:  true,
+	}}
+}
+
+// completionRequest is the body of POST /completion.
+type completionRequest struct {
+	Prompt      string   `json:"prompt"`
+	NPredict    int      `json:"n_predict"`
+	Stream      bool     `json:"stream"`
+	CachePrompt bool     `json:"cache_prompt"`
+	Seed        *int64   `json:"seed,omitempty"`
+	Temperature *float64 `json:"temperature,omitempty"`
+	TopK        *int     `json:"top_k,omitempty"`
+	TopP        *float64 `json:"top_p,omitempty"`
+}
+
+var (
+	zero, one = 0.0, 1.0
+	topKOne   = 1
+)
+
+// Causes of the request context's cancellation, to tell them apart from the caller's.
+var (
+	errIdle     = errors.New("no frame from the engine within the idle timeout")
+	errFinished = errors.New("generation finished")
+)
+
+// Generate implements engine.Replica: it POSTs req to /completion with "stream": true and
+// calls emit once per token frame, in order, as llama-server writes it.
+//
+// Token frames (as llama-server 0.7.0 sends them): one frame per sampled token, with these
+// exceptions. A token that ends inside a UTF-8 sequence sends no frame; its bytes arrive with
+// the frame of the token that completes the character. A token that may begin a stop word
+// sends a frame with empty content; its text arrives with a later frame, or never if the
+// stop word matches (or the generation ends first). The end-of-sequence token sends a frame
+// with empty content. Generate emits every frame that carries content or token ids, so
+// Token.Text may be empty (consumers that forward text should skip those) and may hold the
+// text of several tokens. Result.TokensOut is the engine's own count (tokens_predicted, which
+// includes the end-of-sequence token); it equals the number of emitted tokens except after
+// split UTF-8 sequences. On failure Result.TokensOut counts the tokens emitted.
+// Result.TokensIn is the prompt's length in tokens (tokens_evaluated) and TokensCached the
+// part of it reused from the slot's KV cache (timings.cache_n; the final frame's
+// "tokens_cached" is the slot's whole cache and is not used).
+//
+// req.Ctx is not sent: llama-server's context size is fixed per slot (see Props).
+func (r *Replica) Generate(ctx context.Context, req engine.Request, emit engine.EmitFunc) (engine.Result, error) {
+	start := time.Now()
+	res, err := r.generate(ctx, req, emit)
+	if err != nil {
+		r.log.DebugContext(ctx, "llamacpp: generation failed", "task", req.TaskID, "tokens", res.TokensOut,
+			"kind", engine.KindOf(err), "err", err, "cause", context.Cause(ctx), "elapsed", time.Since(start))
+		return res, err
+	}
+	r.log.DebugContext(ctx, "llamacpp: generation done", "task", req.TaskID, "tokens_in", res.TokensIn,
+		"tokens_cached", res.TokensCached, "tokens_out", res.TokensOut, "stop", res.Stop, "elapsed", time.Since(start))
+	return res, nil
+}
+
+func (r *Replica) generate(ctx context.Context, req engine.Request, emit engine.EmitFunc) (engine.Result, error) {
+	if err := ctx.Err(); err != nil {
+		return engine.Result{}, err
+	}
+	if req.MaxTokens < 1 {
+		return engine.Result{}, engine.Errorf(engine.KindInvalidRequest, "llamacpp: max tokens %d must be positive", req.MaxTokens)
+	}
+	cr := completionRequest{Prompt: req.Prompt, NPredict: req.MaxTokens, Stream: true, CachePrompt: true, Seed: req.Seed}
+	if req.Deterministic {
+		cr.Temperature, cr.TopK, cr.TopP = &zero, &topKOne, &one
+	}
+	body, err := json.Marshal(cr)
+	if err != nil {
+		return engine.Result{}, engine.Errorf(engine.KindInternal, "llamacpp: encode request: %w", err)
+	}
+
+	reqCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(errFinished) // aborts the request (and frees the engine slot) on every early return
+	timer := time.AfterFunc(r.idle, func() { cancel(errIdle) })
+	defer timer.Stop()
+
+	hreq, err := http.NewRequestWithContext(reqCtx, http.MethodPost, r.base+"/completion", bytes.NewReader(body))
+	if err != nil {
+		return engine.Result{}, engine.Errorf(engine.KindInternal, "llamacpp: %w", err)
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	hreq.Header.Set("Accept", "text/event-stream")
+	// llama-server (0.7.0) closes the connection after every streamed response although it
+	// answers "Keep-Alive"; a pooled connection would race with that close and fail the next
+	// request with EOF. One connection per generation costs one loopback handshake.
+	hreq.Close = true
+
+	resp, err := r.client.Do(hreq)
+	if err != nil {
+		return engine.Result{}, r.transportError(ctx, reqCtx, "send completion", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return engine.Result{}, statusError(ctx, resp)
+	}
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
+		return engine.Result{}, engine.Errorf(engine.KindInternal, "llamacpp: completion answered %q, want text/event-stream", ct)
+	}
+
+	st := getState(resp.Body)
+	defer putState(st)
+	f := &st.f
+	var res engine.Result
+	for {
+		timer.Reset(r.idle)
+		field, value, err := st.sse.next()
+		timer.Stop()
+		if err != nil {
+			return res, r.streamReadError(ctx, reqCtx, err)
+		}
+		// Frames already buffered are read without touching the connection: stop emitting as
+		// soon as ctx ends (an emit may have cancelled it).
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		switch string(field) {
+		case "data":
+			if string(value) == "[DONE]" { // OpenAI-style terminator; /completion does not send it
+				continue
+			}
+			if err := st.dec.decode(value, f); err != nil {
+				return res, engine.Errorf(engine.KindInternal, "llamacpp: malformed stream frame: %w", err)
+			}
+		case "error":
+			if err := st.dec.decodeError(value, f); err != nil {
+				return res, engine.Errorf(engine.KindInternal, "llamacpp: malformed stream error: %w", err)
+			}
+		default: // event:, id:, retry: and unknown fields carry nothing for us
+			continue
+		}
+		if f.hasError {
+			return res, frameError(f)
+		}
+		if len(f.content) > 0 || (!f.stop && f.nTokens > 0) {
+			if err := emit(engine.Token{Text: string(f.content), Index: res.TokensOut}); err != nil {
+				return res, err
+			}
+			res.TokensOut++
+		}
+		if !f.stop {
+			continue
+		}
+		fillResult(&res, f)
+		return res, nil
+	}
+}
+
+// fillResult copies the final frame's counters into res (whose TokensOut counts the emitted
+// tokens, kept when the engine does not report its own count).
+func fillResult(res *engine.Result, f *frame) {
+	switch {
+	case f.tokensPredicted >= 0:
+		res.TokensOut = f.tokensPredicted
+	case f.predictedN >= 0:
+		res.TokensOut = f.predictedN
+	}
+	switch {
+	case f.tokensEvaluated >= 0:
+		res.TokensIn = f.tokensEvaluated
+	case f.promptN >= 0:
+		res.TokensIn = f.promptN + max(f.cacheN, 0)
+	}
+	res.TokensCached = max(f.cacheN, 0)
+	switch string(f.stopType) {
+	case "limit":
+		res.Stop = engine.StopLimit
+	case "eos":
+		res.Stop = engine.StopEOS
+	case "word":
+		res.Stop = engine.StopWord
+	default:
+		res.Stop = engine.StopReason(f.stopType)
+	}
+}
+
+// frameError maps an error the engine reported inside the stream.
+func frameError(f *frame) error {
+	msg := string(f.errMessage)
+	if msg == "" {
+		msg = "engine reported an error without a message"
+	}
+	return engine.Errorf(kindOf(f.errCode, string(f.errType)), "llamacpp: engine error in stream: %s", msg)
+}
+
+// kindOf maps an HTTP status (or an error object's code) and llama-server's error type.
+func kindOf(code int, typ string) engine.Kind {
+	switch {
+	case code == http.StatusServiceUnavailable:
+		return engine.KindPoolUnavailable
+	case code >= 400 && code < 500:
+		return engine.KindInvalidRequest
+	case code >= 500:
+		return engine.KindInternal
+	}
+	switch typ {
+	case "unavailable_error":
+		return engine.KindPoolUnavailable
+	case "invalid_request_error", "exceed_context_size_error", "not_supported_error":
+		return engine.KindInvalidRequest
+	}
+	return engine.KindInternal
+}
+
+// statusError maps a non-200 answer, with the engine's message from its JSON error body
+// ({"error":{"code":..,"message":..,"type":..}}) when there is one.
+func statusError(ctx context.Context, resp *http.Response) error {
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil && ctx.Err() != nil {
+		return ctx.Err()
+	}
+	msg, typ := errorBody(b)
+	if msg == "" {
+		msg = http.StatusText(resp.StatusCode)
+	}
+	kind := kindOf(resp.StatusCode, typ)
+	if resp.StatusCode < 400 {
+		kind = engine.KindInternal
+	}
+	return engine.Errorf(kind, "llamacpp: engine answered %d: %s", resp.StatusCode, msg)
+}
+
+// errorBody extracts message and type from an engine error body, or returns its text.
+func errorBody(b []byte) (msg, typ string) {
+	var body struct {
+		Error *struct {
+			Message string `json:"message"`
+			Type    string `json:"type"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(b, &body) == nil && body.Error != nil {
+		return body.Error.Message, body.Error.Type
+	}
+	s := strings.TrimSpace(string(b))
+	if len(s) > 512 {
+		s = s[:512] + "..."
+	}
+	return s, ""
+}
+
+// transportError maps a failure to get a response.
+func (r *Replica) transportError(ctx, reqCtx context.Context, what string, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if errors.Is(context.Cause(reqCtx), errIdle) {
+		return engine.Errorf(engine.KindDecodeTimeout, "llamacpp: %s: no answer within %v", what, r.idle)
+	}
+	if isDialError(err) {
+		return engine.Errorf(engine.KindPoolUnavailable, "llamacpp: %s: %w", what, err)
+	}
+	return engine.Errorf(engine.KindWorkerReset, "llamacpp: %s: %w", what, err)
+}
+
+// streamReadError maps a failure to read the next stream line.
+func (r *Replica) streamReadError(ctx, reqCtx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if errors.Is(context.Cause(reqCtx), errIdle) {
+		return engine.Errorf(engine.KindDecodeTimeout, "llamacpp: no stream frame within %v", r.idle)
+	}
+	if errors.Is(err, errLineTooLong) {
+		return engine.Errorf(engine.KindInternal, "llamacpp: %w", err)
+	}
+	if errors.Is(err, io.EOF) {
+		return engine.Errorf(engine.KindWorkerReset, "llamacpp: stream ended before the final frame")
+	}
+	return engine.Errorf(engine.KindWorkerReset, "llamacpp: stream broken before the final frame: %w", err)
+}
+
+func isDialError(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	var dns *net.DNSError
+	return errors.As(err, &dns) || errors.Is(err, syscall.ECONNREFUSED)
+}
+
+// Health implements engine.Replica with GET /health: 200 is live and ready; 503 (model
+// loading) is live but not ready, with the engine's message ("Loading model") as Detail; any
+// other status is live, not ready. An engine that cannot be reached, or does not answer within
+// IdleTimeout, is not live. The error is non-nil only when ctx ends.
+func (r *Replica) Health(ctx context.Context) (engine.Health, error) {
+	resp, err := r.get(ctx, "/health")
+	if err != nil {
+		if ctx.Err() != nil {
+			return engine.Health{}, ctx.Err()
+		}
+		return engine.Health{Detail: err.Error()}, nil
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		if ctx.Err() != nil {
+			return engine.Health{}, ctx.Err()
+		}
+		return engine.Health{Detail: "health: " + err.Error()}, nil
+	}
+	if resp.StatusCode == http.StatusOK {
+		return engine.Health{Live: true, Ready: true}, nil
+	}
+	msg, _ := errorBody(b)
+	if msg == "" {
+		msg = http.StatusText(resp.StatusCode)
+	}
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		msg = fmt.Sprintf("health answered %d: %s", resp.StatusCode, msg)
+	}
+	return engine.Health{Live: true, Detail: msg}, nil
+}
+
+// Props is what the daemon uses of llama-server's GET /props.
+type Props struct {
+	// TotalSlots is the number of parallel slots (-np), "total_slots".
+	TotalSlots int
+	// NCtx is the context size of one slot, "default_generation_settings.n_ctx": with -c N,
+	// N divided among the slots; without -c, the model's training context for each slot.
+	NCtx int
+	// BuildInfo is the server build, "build_info" (e.g. "b11669-Debian").
+	BuildInfo string
+	// ModelPath is the model file the server loaded, "model_path".
+	ModelPath string
+}
+
+// Props asks GET /props. Errors are *engine.Error: an unreachable engine or a 503 is
+// KindPoolUnavailable.
+func (r *Replica) Props(ctx context.Context) (Props, error) {
+	resp, err := r.get(ctx, "/props")
+	if err != nil {
+		if ctx.Err() != nil {
+			return Props{}, ctx.Err()
+		}
+		return Props{}, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return Props{}, statusError(ctx, resp)
+	}
+	var body struct {
+		TotalSlots int `json:"total_slots"`
+		Defaults   struct {
+			NCtx int `json:"n_ctx"`
+		} `json:"default_generation_settings"`
+		BuildInfo string `json:"build_info"`
+		ModelPath string `json:"model_path"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&body); err != nil {
+		if ctx.Err() != nil {
+			return Props{}, ctx.Err()
+		}
+		return Props{}, engine.Errorf(engine.KindInternal, "llamacpp: decode props: %w", err)
+	}
+	return Props{TotalSlots: body.TotalSlots, NCtx: body.Defaults.NCtx, BuildInfo: body.BuildInfo, ModelPath: body.ModelPath}, nil
+}
+
+// get sends a GET bounded by IdleTimeout; transport errors come back as *engine.Error.
+func (r *Replica) get(ctx context.Context, path string) (*http.Response, error) {
+	reqCtx, cancel := context.WithCancelCause(ctx)
+	timer := time.AfterFunc(r.idle, func() { cancel(errIdle) })
+	hreq, err := http.NewRequestWithContext(reqCtx, http.MethodGet, r.base+path, nil)
+	if err != nil {
+		timer.Stop()
+		cancel(errFinished)
+		return nil, engine.Errorf(engine.KindInternal, "llamacpp: %w", err)
+	}
+	resp, err := r.client.Do(hreq)
+	if err != nil {
+		timer.Stop()
+		err = r.transportError(ctx, reqCtx, "GET "+path, err)
+		cancel(errFinished)
+		return nil, err
+	}
+	resp.Body = &cancelBody{ReadCloser: resp.Body, stop: func() { timer.Stop(); cancel(errFinished) }}
+	return resp, nil
+}
+
+// cancelBody releases the request's timer and context when the body is closed.
+type cancelBody struct {
+	io.ReadCloser
+	stop func()
+}
+
+func (b *cancelBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.stop()
+	return err
+}
