@@ -277,8 +277,6 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (Admission, error) {
 	t.mu.Lock()
 	t.appendLocked("started", startedData(adm.Position, adm.PredictedStartMs, t.poolID, t.engine), nil)
 	t.mu.Unlock()
-	close(t.admitted)
-
 	s.m.TasksEnqueued.WithLabelValues(t.engine, t.version, t.poolID, "r0", spec.Priority.String()).Inc()
 	if adm.Evicted != nil {
 		s.m.Backpressure.WithLabelValues(t.engine, "drop-lru").Inc()
@@ -286,6 +284,7 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (Admission, error) {
 	s.log.Info("task admitted", "task_id", spec.ID, "session_id", spec.SessionID, "pool_id", t.poolID,
 		"correlation_id", spec.CorrelationID, "priority", spec.Priority.String(),
 		"queue_position", adm.Position, "predicted_start_ms", adm.PredictedStartMs)
+	close(t.admitted) // the runner may start now: the admission is recorded and logged first
 	return Admission{
 		TaskID: spec.ID, PoolID: t.poolID, Engine: t.engine, QueuePosition: adm.Position,
 		PredictedStartMs: adm.PredictedStartMs, TokensBudgetRemaining: info.TokensBudgetRemaining,
