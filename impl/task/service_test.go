@@ -224,11 +224,12 @@ func TestCancel(t *testing.T) {
 			t.Fatal(err)
 		}
 		evs := h.events(s.ID)
-		if got := names(evs); got != "started,token,metrics,end" {
+		// The metrics frame that follows a first token may or may not precede the cancel.
+		if got := strings.ReplaceAll(names(evs), ",metrics", ""); got != "started,token,end" {
 			t.Fatalf("events = %s", got)
 		}
-		if !strings.Contains(evs[3].Data, `"canceled":true`) {
-			t.Fatalf("end = %s", evs[3].Data)
+		if end := evs[len(evs)-1]; !strings.Contains(end.Data, `"canceled":true`) {
+			t.Fatalf("end = %s", end.Data)
 		}
 		if snap, _ := h.svc.Get(h.ctx, s.ID); snap.Status != Canceled {
 			t.Fatalf("status = %v", snap.Status)
