@@ -55,16 +55,75 @@ vet: ## go vet, including the build-tagged pact tests.
 
 .PHONY: unit
 unit: ## All Go tests with -race (engine tests use the real llama-server when found).
-	@LLAMA=$$(bash tools/ensure-llama-server.sh 2>/dev/null || true); \
+	@LLAMA=$$(bash tools/ensure-llama-server.sh || true); \
 	  ORCHD_LLAMA_SERVER="$${ORCHD_LLAMA_SERVER:-$$LLAMA}" $(GO) test -race -count=1 ./...
 
 .PHONY: fuzz-go
 fuzz-go: ## Run every Go fuzz target briefly (FUZZTIME each, default 10s).
 	@bash tools/fuzz-go.sh $${FUZZTIME:-10s}
 
+.PHONY: fuzz-go-short
+fuzz-go-short: ## Every Go fuzz target for 5 seconds (what make test runs).
+	@bash tools/fuzz-go.sh 5s
+
 .PHONY: test
-test: check-generated fmt-check vet unit ## Everything CI runs.
+test: check-generated fmt-check vet unit fuzz-go-short pact fuzz ## Everything CI runs.
+
+# Benchmarks (tools/bench): orchestratord against direct engine access, nginx and LiteLLM on one
+# engine simulator. Results go to $(BENCH_OUT)/<plan>.{json,md} (git-ignored scratch by default;
+# BENCH_OUT=tools/bench/results to publish). setup.sh installs nginx and LiteLLM on first use.
+BENCH_OUT ?= tmp/bench
+BENCH_SETUP := tmp/bench/setup
+
+.PHONY: bench
+bench: ## Short benchmark, under 5 minutes: writes $(BENCH_OUT)/short.{json,md}.
+	@bash tools/bench/setup.sh $(BENCH_SETUP)
+	$(GO) run ./tools/bench -plan short -out $(BENCH_OUT) -setup-status $(BENCH_SETUP) -command "make bench"
+
+.PHONY: bench-full
+bench-full: ## Full benchmark, 3 interleaved rounds (about 25 minutes): writes $(BENCH_OUT)/full.{json,md}.
+	@bash tools/bench/setup.sh $(BENCH_SETUP)
+	$(GO) run ./tools/bench -plan full -out $(BENCH_OUT) -setup-status $(BENCH_SETUP) -command "make bench-full"
 
 .PHONY: clean
 clean: ## Remove build outputs (keeps the state directory).
 	rm -rf bin
+
+# Contract testing against the real daemon: schemathesis (property-based, every operation and
+# check, stateful link-following) and Pact (consumer-driven contracts with real provider states).
+VENV := .venv
+PYTHON ?= python3
+SCHEMATHESIS_REQ := contracts/schemathesis/requirements.txt
+PACT_LIB := $(CURDIR)/.pact/lib
+
+# The pinned schemathesis in a git-ignored virtualenv; reinstalled when the requirements change.
+$(VENV)/.installed: $(SCHEMATHESIS_REQ)
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r $(SCHEMATHESIS_REQ)
+	@touch $@
+
+.PHONY: venv
+venv: $(VENV)/.installed ## Create .venv with the pinned schemathesis (contracts/schemathesis/requirements.txt).
+
+.PHONY: fuzz
+fuzz: venv ## Schemathesis against the real daemon and llama.cpp: every operation, >= 200 examples each, fixed seed (about 8 min).
+	@LLAMA=$$(bash tools/ensure-llama-server.sh) && \
+	  ORCHD_LLAMA_SERVER="$$LLAMA" bash tools/schemathesis.sh ci
+
+.PHONY: fuzz-long
+fuzz-long: venv ## Schemathesis with thousands of examples per operation (FUZZ_EXAMPLES, default 2000).
+	@LLAMA=$$(bash tools/ensure-llama-server.sh) && \
+	  ORCHD_LLAMA_SERVER="$$LLAMA" bash tools/schemathesis.sh long
+
+.PHONY: pact-lib
+pact-lib: ## Install libpact_ffi (npm @pact-foundation/pact-core-linux-x64-glibc) into .pact/lib.
+	@bash tools/install-pact-ffi.sh >/dev/null
+
+# Pact tests link libpact_ffi (build tag pact); the rpath lets the test binaries find it.
+PACT_ENV = CGO_LDFLAGS="-L$(PACT_LIB) -Wl,-rpath,$(PACT_LIB)" PACT_DO_NOT_TRACK=true
+
+.PHONY: pact
+pact: pact-lib ## Pact: consumer tests write pacts/*.json, then provider verification against the real daemon.
+	$(PACT_ENV) $(GO) test -race -tags pact -count=1 -run '^TestConsumer$$' ./contracts/pact/
+	@LLAMA=$$(bash tools/ensure-llama-server.sh) && \
+	  ORCHD_LLAMA_SERVER="$$LLAMA" $(PACT_ENV) $(GO) test -race -tags pact -count=1 -run '^TestProvider$$' ./contracts/pact/

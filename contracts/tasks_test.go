@@ -628,17 +628,23 @@ func TestPlacementRefusals(t *testing.T) {
 	}{
 		{name: "ctx above the pool's ctx_max", edit: func(r *client.TaskRequest) { r.Ctx = int32(h.cfg.ctxMax) + 1 },
 			status: 400, code: client.INVALIDPARAMS},
-		{name: "unknown model", edit: func(r *client.TaskRequest) { r.ModelRef = "no-such-model" }, status: 503, code: client.POOLUNAVAILABLE},
-		{name: "engine without a pool", edit: func(r *client.TaskRequest) { r.Engine = client.Vllm }, status: 503, code: client.POOLUNAVAILABLE},
-		{name: "workload without a pool", edit: func(r *client.TaskRequest) { r.Workload = client.Embedding }, status: 503, code: client.POOLUNAVAILABLE},
+		// No configured pool can ever serve these: 503 POOL_UNAVAILABLE as the product specifies,
+		// but not retriable (schemathesis: retriable true for a permanent condition).
+		{name: "unknown model", edit: func(r *client.TaskRequest) { r.ModelRef = "no-such-model" }, status: 503, code: client.POOLUNAVAILABLE, msg: `engine llamacpp, model "no-such-model"`},
+		{name: "engine without a pool", edit: func(r *client.TaskRequest) { r.Engine = client.Vllm }, status: 503, code: client.POOLUNAVAILABLE, msg: "engine vllm"},
+		{name: "workload without a pool", edit: func(r *client.TaskRequest) { r.Workload = client.Embedding }, status: 503, code: client.POOLUNAVAILABLE, msg: "workload embedding"},
+		{name: "every pool avoided", edit: func(r *client.TaskRequest) { r.Placement = &client.PlacementOverrides{AvoidPools: &[]string{poolID}} }, status: 503, code: client.POOLUNAVAILABLE},
+		{name: "device mask", edit: func(r *client.TaskRequest) { r.Placement = &client.PlacementOverrides{RequireDeviceMask: ptr("0x1")} }, status: 503, code: client.POOLUNAVAILABLE, msg: "require_device_mask"},
 		{name: "model by model_ref", edit: func(r *client.TaskRequest) { r.ModelRef = "models/tiny.gguf" }, status: 202},
 		{name: "max_tokens above ctx", edit: func(r *client.TaskRequest) { r.Ctx = 16; r.MaxTokens = 17 }, status: 400, code: client.INVALIDPARAMS},
-		{name: "prompt and inputs", edit: func(r *client.TaskRequest) { r.Inputs = &[]string{"a"} }, status: 400, code: client.INVALIDPARAMS},
-		{name: "neither prompt nor inputs", edit: func(r *client.TaskRequest) { r.Prompt = nil }, status: 400, code: client.INVALIDPARAMS},
+		// The contract itself rules these out (schemathesis: schema-valid requests answered 400).
+		{name: "prompt and inputs", edit: func(r *client.TaskRequest) { r.Inputs = &[]string{"a"} }, status: 400, code: client.INVALIDPARAMS, msg: "exactly one of prompt or inputs is required"},
+		{name: "neither prompt nor inputs", edit: func(r *client.TaskRequest) { r.Prompt = nil }, status: 400, code: client.INVALIDPARAMS, msg: "exactly one of prompt or inputs is required"},
+		{name: "pin without a pool", edit: func(r *client.TaskRequest) { r.Placement = &client.PlacementOverrides{Mode: ptr(client.Pin)} }, status: 400, code: client.INVALIDPARAMS, msg: "mode pin requires pin_pool_id"},
 		{name: "inputs", edit: func(r *client.TaskRequest) { r.Prompt = nil; r.Inputs = &[]string{"Once", " upon"} }, status: 202},
 		{name: "pinned to an unknown pool without fallback", edit: func(r *client.TaskRequest) {
 			r.Placement = &client.PlacementOverrides{Mode: ptr(client.Pin), PinPoolId: ptr("nope"), AllowFallback: ptr(false)}
-		}, status: 503, code: client.POOLUNAVAILABLE},
+		}, status: 503, code: client.POOLUNAVAILABLE, msg: `pinned pool "nope"`},
 		{name: "pinned to the pool", edit: func(r *client.TaskRequest) {
 			r.Placement = &client.PlacementOverrides{Mode: ptr(client.Pin), PinPoolId: ptr(poolID)}
 		}, status: 202},
@@ -655,8 +661,18 @@ func TestPlacementRefusals(t *testing.T) {
 				t.Fatalf("%d %s, want %d", r.StatusCode(), r.Body, tt.status)
 			}
 			if tt.status != 202 {
-				if e := envelope(t, r.Body); e.Code != tt.code {
+				e := envelope(t, r.Body)
+				if e.Code != tt.code {
 					t.Errorf("code %s, want %s (%s)", e.Code, tt.code, e.Message)
+				}
+				if e.Retriable {
+					t.Errorf("retriable true for %s: retrying cannot change the answer", e.Code)
+				}
+				if !strings.Contains(e.Message, tt.msg) {
+					t.Errorf("message %q, want one containing %q", e.Message, tt.msg)
+				}
+				if strings.Count(e.Message, "no pool") > 1 {
+					t.Errorf("message %q repeats itself", e.Message)
 				}
 			}
 		})

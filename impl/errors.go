@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -100,6 +101,9 @@ func fromDomain(err error) *Error {
 			Retriable: true, RetryAfter: rej.RetryAfter, Policy: rej.Policy}
 	case errors.Is(err, task.ErrNotFound):
 		return Errorf("NOT_FOUND", "task not found")
+	case errors.Is(err, task.ErrNoMatch):
+		// No configured pool can ever take it: 503 as the product specifies, but not retriable.
+		return Errorf("POOL_UNAVAILABLE", "%v", err)
 	case errors.Is(err, task.ErrConflict):
 		return Errorf("CONFLICT", "%v", err)
 	case errors.Is(err, task.ErrInvalid), errors.Is(err, session.ErrTurnLimit):
@@ -147,6 +151,20 @@ func HTTPErrorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 				"correlation_id", c.Response().Header().Get(HeaderCorrelationID), "err", err)
 		}
 		status := statusOf(e.Code)
+		if status == http.StatusMethodNotAllowed {
+			// RFC 9110 §15.5.6: a 405 lists the methods the resource supports. The router found
+			// them; the request validator answered before echo's own 405 handler could set them.
+			// echo's list always names OPTIONS, which this server answers with 405 too.
+			if allow, ok := c.Get(echo.ContextKeyHeaderAllow).(string); ok && allow != "" {
+				var methods []string
+				for _, m := range strings.Split(allow, ",") {
+					if m = strings.TrimSpace(m); m != "" && m != http.MethodOptions {
+						methods = append(methods, m)
+					}
+				}
+				c.Response().Header().Set(echo.HeaderAllow, strings.Join(methods, ", "))
+			}
+		}
 		env := envelope{Code: e.Code, Message: e.Message, Engine: e.Engine, PoolID: e.PoolID,
 			Retriable: e.Retriable, PolicyLabel: e.Policy}
 		if len(env.Message) > maxMessage {

@@ -29,6 +29,7 @@ func TestErrorMapping(t *testing.T) {
 		{"invalid", fmt.Errorf("%w: ctx", task.ErrInvalid), "INVALID_PARAMS", 400},
 		{"turn limit", &session.TurnLimitError{Limit: 8}, "INVALID_PARAMS", 400},
 		{"no pool", fmt.Errorf("%w: none", task.ErrUnavailable), "POOL_UNAVAILABLE", 503},
+		{"no pool serves the task", fmt.Errorf("%w: engine vllm", task.ErrNoMatch), "POOL_UNAVAILABLE", 503},
 		{"shutting down", task.ErrShuttingDown, "POOL_UNAVAILABLE", 503},
 		{"pool not found", pool.ErrNotFound, "NOT_FOUND", 404},
 		{"artifact not found", artifact.ErrNotFound, "NOT_FOUND", 404},

@@ -276,6 +276,10 @@ func shortMessage(err error) string {
 	}
 	if errors.As(err, &se) {
 		ptr := "/" + strings.Join(se.JSONPointer(), "/")
+		if se.Reason == "" && se.SchemaField == "not" && se.Schema != nil && se.Schema.Not != nil && se.Schema.Not.Value != nil {
+			// kin-openapi gives a failed `not` no reason; the contract describes each `not` rule.
+			se.Reason = se.Schema.Not.Value.Description
+		}
 		if where != "" {
 			return where + ": " + se.Reason
 		}

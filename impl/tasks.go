@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -106,7 +107,7 @@ func specFromRequest(b *api.TaskRequest) (task.Spec, error) {
 			return task.Spec{}, Errorf("INVALID_PARAMS", "/placement/pin_pool_id: required when mode is pin")
 		}
 		if p.RequireDeviceMask != nil {
-			return task.Spec{}, Errorf("INVALID_PARAMS", "/placement/require_device_mask: device masks are not configured on any pool")
+			return task.Spec{}, fmt.Errorf("%w: /placement/require_device_mask: none of the pools has a device mask", task.ErrNoMatch)
 		}
 	}
 	return spec, nil
@@ -217,7 +218,9 @@ func (r *sseResponse) VisitStreamTaskResponse(w http.ResponseWriter) error {
 	defer cur.Close()
 	hb := time.NewTicker(r.s.opts.Heartbeat)
 	defer hb.Stop()
-	buf := make([]byte, 0, 4096)
+	// The frame buffer grows to the largest batch it carries: an idle stream keeps a few hundred
+	// bytes, not a preallocated 4 KiB.
+	var buf []byte
 	for {
 		var complete bool
 		buf, complete = cur.Next(buf[:0])
@@ -233,7 +236,7 @@ func (r *sseResponse) VisitStreamTaskResponse(w http.ResponseWriter) error {
 			return nil
 		}
 		if cap(buf) > 1<<20 { // do not keep a huge buffer after a burst
-			buf = make([]byte, 0, 4096)
+			buf = nil
 		}
 		select {
 		case <-cur.Wake():

@@ -205,6 +205,33 @@ func (e ReloadResponseStatus) Valid() bool {
 	}
 }
 
+// Defines values for SSEFrameEvent.
+const (
+	EventEnd     SSEFrameEvent = "end"
+	EventError   SSEFrameEvent = "error"
+	EventMetrics SSEFrameEvent = "metrics"
+	EventStarted SSEFrameEvent = "started"
+	EventToken   SSEFrameEvent = "token"
+)
+
+// Valid indicates whether the value is a known member of the SSEFrameEvent enum.
+func (e SSEFrameEvent) Valid() bool {
+	switch e {
+	case EventEnd:
+		return true
+	case EventError:
+		return true
+	case EventMetrics:
+		return true
+	case EventStarted:
+		return true
+	case EventToken:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for TaskRequestDeterminism.
 const (
 	BestEffort TaskRequestDeterminism = "best_effort"
@@ -414,12 +441,14 @@ type GpuInventory struct {
 
 // PlacementOverrides defines model for PlacementOverrides.
 type PlacementOverrides struct {
-	AllowFallback     *bool                   `json:"allow_fallback,omitempty"`
-	AvoidPools        *[]PoolIdValue          `json:"avoid_pools,omitempty"`
-	Mode              *PlacementOverridesMode `json:"mode,omitempty"`
-	PinPoolId         *PoolIdValue            `json:"pin_pool_id,omitempty"`
-	PreferPools       *[]PoolIdValue          `json:"prefer_pools,omitempty"`
-	RequireDeviceMask *string                 `json:"require_device_mask,omitempty"`
+	AllowFallback *bool                   `json:"allow_fallback,omitempty"`
+	AvoidPools    *[]PoolIdValue          `json:"avoid_pools,omitempty"`
+	Mode          *PlacementOverridesMode `json:"mode,omitempty"`
+	PinPoolId     *PoolIdValue            `json:"pin_pool_id,omitempty"`
+	PreferPools   *[]PoolIdValue          `json:"prefer_pools,omitempty"`
+
+	// RequireDeviceMask Only pools with this device mask; no pool has one → 503 `POOL_UNAVAILABLE` (not retriable).
+	RequireDeviceMask *string `json:"require_device_mask,omitempty"`
 }
 
 // PlacementOverridesMode defines model for PlacementOverrides.Mode.
@@ -483,6 +512,18 @@ type ReloadResponse struct {
 
 // ReloadResponseStatus defines model for ReloadResponse.Status.
 type ReloadResponseStatus string
+
+// SSEFrame One Server-Sent Events frame of the stream, as an SSE parser delivers it. (OpenAPI before
+// 3.2 documents an event stream by the schema of one event.) `data` is the JSON text of the
+// event's object, whose schema `x-sse-events` of streamTask names per event.
+type SSEFrame struct {
+	Data  string        `json:"data"`
+	Event SSEFrameEvent `json:"event"`
+	Id    string        `json:"id"`
+}
+
+// SSEFrameEvent defines model for SSEFrame.Event.
+type SSEFrameEvent string
 
 // SessionInfo defines model for SessionInfo.
 type SessionInfo struct {

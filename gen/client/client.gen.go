@@ -212,6 +212,33 @@ func (e ReloadResponseStatus) Valid() bool {
 	}
 }
 
+// Defines values for SSEFrameEvent.
+const (
+	EventEnd     SSEFrameEvent = "end"
+	EventError   SSEFrameEvent = "error"
+	EventMetrics SSEFrameEvent = "metrics"
+	EventStarted SSEFrameEvent = "started"
+	EventToken   SSEFrameEvent = "token"
+)
+
+// Valid indicates whether the value is a known member of the SSEFrameEvent enum.
+func (e SSEFrameEvent) Valid() bool {
+	switch e {
+	case EventEnd:
+		return true
+	case EventError:
+		return true
+	case EventMetrics:
+		return true
+	case EventStarted:
+		return true
+	case EventToken:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for TaskRequestDeterminism.
 const (
 	BestEffort TaskRequestDeterminism = "best_effort"
@@ -421,12 +448,14 @@ type GpuInventory struct {
 
 // PlacementOverrides defines model for PlacementOverrides.
 type PlacementOverrides struct {
-	AllowFallback     *bool                   `json:"allow_fallback,omitempty"`
-	AvoidPools        *[]PoolIdValue          `json:"avoid_pools,omitempty"`
-	Mode              *PlacementOverridesMode `json:"mode,omitempty"`
-	PinPoolId         *PoolIdValue            `json:"pin_pool_id,omitempty"`
-	PreferPools       *[]PoolIdValue          `json:"prefer_pools,omitempty"`
-	RequireDeviceMask *string                 `json:"require_device_mask,omitempty"`
+	AllowFallback *bool                   `json:"allow_fallback,omitempty"`
+	AvoidPools    *[]PoolIdValue          `json:"avoid_pools,omitempty"`
+	Mode          *PlacementOverridesMode `json:"mode,omitempty"`
+	PinPoolId     *PoolIdValue            `json:"pin_pool_id,omitempty"`
+	PreferPools   *[]PoolIdValue          `json:"prefer_pools,omitempty"`
+
+	// RequireDeviceMask Only pools with this device mask; no pool has one → 503 `POOL_UNAVAILABLE` (not retriable).
+	RequireDeviceMask *string `json:"require_device_mask,omitempty"`
 }
 
 // PlacementOverridesMode defines model for PlacementOverrides.Mode.
@@ -490,6 +519,18 @@ type ReloadResponse struct {
 
 // ReloadResponseStatus defines model for ReloadResponse.Status.
 type ReloadResponseStatus string
+
+// SSEFrame One Server-Sent Events frame of the stream, as an SSE parser delivers it. (OpenAPI before
+// 3.2 documents an event stream by the schema of one event.) `data` is the JSON text of the
+// event's object, whose schema `x-sse-events` of streamTask names per event.
+type SSEFrame struct {
+	Data  string        `json:"data"`
+	Event SSEFrameEvent `json:"event"`
+	Id    string        `json:"id"`
+}
+
+// SSEFrameEvent defines model for SSEFrame.Event.
+type SSEFrameEvent string
 
 // SessionInfo defines model for SessionInfo.
 type SessionInfo struct {
@@ -1027,6 +1068,10 @@ type ClientInterface interface {
 	//
 	// Validates the task, places it on a ready pool whose engine matches and whose `model_ref` or
 	// `model_id` equals the task's `model_ref`, and admits it into the bounded priority queue.
+	// When no configured pool serves the task's engine, model and workload (within its
+	// `placement` overrides) the answer is 503 `POOL_UNAVAILABLE` with `retriable: false`; when
+	// such pools exist but none is ready (draining, engine down) it is 503 `POOL_UNAVAILABLE`
+	// with `retriable: true`.
 	// Re-posting the same `task_id` with the same body is idempotent (returns the current
 	// admission); a different body for a known `task_id` is 409 `CONFLICT`.
 	//
@@ -1039,6 +1084,10 @@ type ClientInterface interface {
 	//
 	// Validates the task, places it on a ready pool whose engine matches and whose `model_ref` or
 	// `model_id` equals the task's `model_ref`, and admits it into the bounded priority queue.
+	// When no configured pool serves the task's engine, model and workload (within its
+	// `placement` overrides) the answer is 503 `POOL_UNAVAILABLE` with `retriable: false`; when
+	// such pools exist but none is ready (draining, engine down) it is 503 `POOL_UNAVAILABLE`
+	// with `retriable: true`.
 	// Re-posting the same `task_id` with the same body is idempotent (returns the current
 	// admission); a different body for a known `task_id` is 409 `CONFLICT`.
 	//
@@ -1068,7 +1117,19 @@ type ClientInterface interface {
 	// `end` or `error`, after which nothing follows. A comment line `: keep-alive` is sent while
 	// idle. `Last-Event-ID` resumes after the given id from a bounded per-task event log.
 	// After a cancel no `token` follows; the stream ends with `end` (`canceled: true`).
-	// Disconnecting cancels the task unless the server is configured otherwise.
+	// Disconnecting cancels the task unless the server is configured otherwise. On the wire:
+	//
+	//     id: 0
+	//     event: started
+	//     data: {"queue_position":0,"predicted_start_ms":0}
+	//
+	//     id: 1
+	//     event: token
+	//     data: {"t":" The","i":0}
+	//
+	//     id: 2
+	//     event: end
+	//     data: {"tokens_out":1,"decode_ms":3,"decode_time_ms":3}
 	//
 	// Corresponds with GET /v1/tasks/{id}/stream (the `StreamTask` operationId).
 	StreamTask(ctx context.Context, id TaskId, params *StreamTaskParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1311,6 +1372,10 @@ func (c *Client) GetSession(ctx context.Context, id SessionId, params *GetSessio
 //
 // Validates the task, places it on a ready pool whose engine matches and whose `model_ref` or
 // `model_id` equals the task's `model_ref`, and admits it into the bounded priority queue.
+// When no configured pool serves the task's engine, model and workload (within its
+// `placement` overrides) the answer is 503 `POOL_UNAVAILABLE` with `retriable: false`; when
+// such pools exist but none is ready (draining, engine down) it is 503 `POOL_UNAVAILABLE`
+// with `retriable: true`.
 // Re-posting the same `task_id` with the same body is idempotent (returns the current
 // admission); a different body for a known `task_id` is 409 `CONFLICT`.
 //
@@ -1333,6 +1398,10 @@ func (c *Client) CreateTaskWithBody(ctx context.Context, params *CreateTaskParam
 //
 // Validates the task, places it on a ready pool whose engine matches and whose `model_ref` or
 // `model_id` equals the task's `model_ref`, and admits it into the bounded priority queue.
+// When no configured pool serves the task's engine, model and workload (within its
+// `placement` overrides) the answer is 503 `POOL_UNAVAILABLE` with `retriable: false`; when
+// such pools exist but none is ready (draining, engine down) it is 503 `POOL_UNAVAILABLE`
+// with `retriable: true`.
 // Re-posting the same `task_id` with the same body is idempotent (returns the current
 // admission); a different body for a known `task_id` is 409 `CONFLICT`.
 //
@@ -1392,7 +1461,19 @@ func (c *Client) CancelTask(ctx context.Context, id TaskId, params *CancelTaskPa
 // `end` or `error`, after which nothing follows. A comment line `: keep-alive` is sent while
 // idle. `Last-Event-ID` resumes after the given id from a bounded per-task event log.
 // After a cancel no `token` follows; the stream ends with `end` (`canceled: true`).
-// Disconnecting cancels the task unless the server is configured otherwise.
+// Disconnecting cancels the task unless the server is configured otherwise. On the wire:
+//
+//	id: 0
+//	event: started
+//	data: {"queue_position":0,"predicted_start_ms":0}
+//
+//	id: 1
+//	event: token
+//	data: {"t":" The","i":0}
+//
+//	id: 2
+//	event: end
+//	data: {"tokens_out":1,"decode_ms":3,"decode_time_ms":3}
 //
 // Corresponds with GET /v1/tasks/{id}/stream (the `StreamTask` operationId).
 func (c *Client) StreamTask(ctx context.Context, id TaskId, params *StreamTaskParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -2313,6 +2394,10 @@ type ClientWithResponsesInterface interface {
 	//
 	// Validates the task, places it on a ready pool whose engine matches and whose `model_ref` or
 	// `model_id` equals the task's `model_ref`, and admits it into the bounded priority queue.
+	// When no configured pool serves the task's engine, model and workload (within its
+	// `placement` overrides) the answer is 503 `POOL_UNAVAILABLE` with `retriable: false`; when
+	// such pools exist but none is ready (draining, engine down) it is 503 `POOL_UNAVAILABLE`
+	// with `retriable: true`.
 	// Re-posting the same `task_id` with the same body is idempotent (returns the current
 	// admission); a different body for a known `task_id` is 409 `CONFLICT`.
 	//
@@ -2325,6 +2410,10 @@ type ClientWithResponsesInterface interface {
 	//
 	// Validates the task, places it on a ready pool whose engine matches and whose `model_ref` or
 	// `model_id` equals the task's `model_ref`, and admits it into the bounded priority queue.
+	// When no configured pool serves the task's engine, model and workload (within its
+	// `placement` overrides) the answer is 503 `POOL_UNAVAILABLE` with `retriable: false`; when
+	// such pools exist but none is ready (draining, engine down) it is 503 `POOL_UNAVAILABLE`
+	// with `retriable: true`.
 	// Re-posting the same `task_id` with the same body is idempotent (returns the current
 	// admission); a different body for a known `task_id` is 409 `CONFLICT`.
 	//
@@ -2358,7 +2447,19 @@ type ClientWithResponsesInterface interface {
 	// `end` or `error`, after which nothing follows. A comment line `: keep-alive` is sent while
 	// idle. `Last-Event-ID` resumes after the given id from a bounded per-task event log.
 	// After a cancel no `token` follows; the stream ends with `end` (`canceled: true`).
-	// Disconnecting cancels the task unless the server is configured otherwise.
+	// Disconnecting cancels the task unless the server is configured otherwise. On the wire:
+	//
+	//     id: 0
+	//     event: started
+	//     data: {"queue_position":0,"predicted_start_ms":0}
+	//
+	//     id: 1
+	//     event: token
+	//     data: {"t":" The","i":0}
+	//
+	//     id: 2
+	//     event: end
+	//     data: {"tokens_out":1,"decode_ms":3,"decode_time_ms":3}
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -4183,6 +4284,10 @@ func (c *ClientWithResponses) GetSessionWithResponse(ctx context.Context, id Ses
 //
 // Validates the task, places it on a ready pool whose engine matches and whose `model_ref` or
 // `model_id` equals the task's `model_ref`, and admits it into the bounded priority queue.
+// When no configured pool serves the task's engine, model and workload (within its
+// `placement` overrides) the answer is 503 `POOL_UNAVAILABLE` with `retriable: false`; when
+// such pools exist but none is ready (draining, engine down) it is 503 `POOL_UNAVAILABLE`
+// with `retriable: true`.
 // Re-posting the same `task_id` with the same body is idempotent (returns the current
 // admission); a different body for a known `task_id` is 409 `CONFLICT`.
 //
@@ -4201,6 +4306,10 @@ func (c *ClientWithResponses) CreateTaskWithBodyWithResponse(ctx context.Context
 //
 // Validates the task, places it on a ready pool whose engine matches and whose `model_ref` or
 // `model_id` equals the task's `model_ref`, and admits it into the bounded priority queue.
+// When no configured pool serves the task's engine, model and workload (within its
+// `placement` overrides) the answer is 503 `POOL_UNAVAILABLE` with `retriable: false`; when
+// such pools exist but none is ready (draining, engine down) it is 503 `POOL_UNAVAILABLE`
+// with `retriable: true`.
 // Re-posting the same `task_id` with the same body is idempotent (returns the current
 // admission); a different body for a known `task_id` is 409 `CONFLICT`.
 //
@@ -4252,7 +4361,19 @@ func (c *ClientWithResponses) CancelTaskWithResponse(ctx context.Context, id Tas
 // `end` or `error`, after which nothing follows. A comment line `: keep-alive` is sent while
 // idle. `Last-Event-ID` resumes after the given id from a bounded per-task event log.
 // After a cancel no `token` follows; the stream ends with `end` (`canceled: true`).
-// Disconnecting cancels the task unless the server is configured otherwise.
+// Disconnecting cancels the task unless the server is configured otherwise. On the wire:
+//
+//	id: 0
+//	event: started
+//	data: {"queue_position":0,"predicted_start_ms":0}
+//
+//	id: 1
+//	event: token
+//	data: {"t":" The","i":0}
+//
+//	id: 2
+//	event: end
+//	data: {"tokens_out":1,"decode_ms":3,"decode_time_ms":3}
 //
 // Returns a wrapper object for the known response body format(s).
 //

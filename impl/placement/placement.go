@@ -11,9 +11,12 @@ import (
 	"strings"
 )
 
-// Errors of placement. ErrNoPool means no ready pool can serve the task (503 POOL_UNAVAILABLE);
+// Errors of placement. ErrNoMatch means no configured pool serves the task's engine, model and
+// workload within its placement overrides, so retrying cannot help (503 POOL_UNAVAILABLE, not
+// retriable); ErrNoPool means matching pools exist but none is ready now (503, retriable);
 // ErrCtxTooLarge means matching pools exist but the task's context exceeds their ctx_max (400).
 var (
+	ErrNoMatch     = errors.New("no pool serves the task")
 	ErrNoPool      = errors.New("no pool available")
 	ErrCtxTooLarge = errors.New("ctx exceeds pool limit")
 )
@@ -87,10 +90,13 @@ func Choose(cands []Candidate, r Request) (Decision, error) {
 	d.Considered = len(matching)
 	if len(matching) == 0 {
 		what := fmt.Sprintf("engine %s, model %q, workload %s", r.Engine, r.ModelRef, r.Workload)
-		if r.Mode == ModePin {
-			return d, fmt.Errorf("%w: pinned pool %q does not serve %s", ErrNoPool, r.PinPool, what)
+		if len(r.AvoidPools) > 0 {
+			what += fmt.Sprintf(" outside avoid_pools %s", strings.Join(r.AvoidPools, ", "))
 		}
-		return d, fmt.Errorf("%w: no pool serves %s", ErrNoPool, what)
+		if r.Mode == ModePin {
+			return d, fmt.Errorf("%w: pinned pool %q does not serve %s", ErrNoMatch, r.PinPool, what)
+		}
+		return d, fmt.Errorf("%w: %s", ErrNoMatch, what)
 	}
 	if len(fitting) == 0 {
 		maxCtx := 0

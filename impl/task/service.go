@@ -24,7 +24,8 @@ var (
 	ErrNotFound     = errors.New("task not found")
 	ErrConflict     = errors.New("task id already used with a different request")
 	ErrInvalid      = errors.New("invalid task")
-	ErrUnavailable  = errors.New("no pool available")
+	ErrUnavailable  = placement.ErrNoPool
+	ErrNoMatch      = placement.ErrNoMatch
 	ErrShuttingDown = errors.New("daemon is shutting down")
 	ErrRejected     = errors.New("queue full")
 )
@@ -217,11 +218,10 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (Admission, error) {
 	if err != nil {
 		s.m.PlacementDecisions.WithLabelValues("no_capacity", strconv.FormatBool(dec.Pinned), strconv.FormatBool(dec.Fallback)).Inc()
 		code := "POOL_UNAVAILABLE"
-		if errors.Is(err, placement.ErrCtxTooLarge) {
+		switch {
+		case errors.Is(err, placement.ErrCtxTooLarge):
 			code = "INVALID_PARAMS"
 			err = fmt.Errorf("%w: %v", ErrInvalid, err)
-		} else {
-			err = fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}
 		s.m.TasksRejected.WithLabelValues(spec.Engine, code).Inc()
 		return Admission{}, err

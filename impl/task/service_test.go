@@ -315,7 +315,7 @@ func TestFailures(t *testing.T) {
 		h := newHarness(t, 4, 1, admission.Reject)
 		s := spec(admission.Interactive)
 		s.ModelRef = "other"
-		if _, err := h.svc.Submit(h.ctx, s); !errors.Is(err, ErrUnavailable) {
+		if _, err := h.svc.Submit(h.ctx, s); !errors.Is(err, ErrNoMatch) {
 			t.Fatalf("err = %v", err)
 		}
 	})

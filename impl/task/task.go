@@ -148,8 +148,8 @@ type Task struct {
 
 	buf   []byte // encoded frames, append-only
 	spans []span
-	subs  map[chan struct{}]struct{}
-	done  chan struct{} // closed when the task reaches a final state
+	subs  []chan struct{} // wake channels of the open cursors (a few at most: a slice is cheaper to walk than a map)
+	done  chan struct{}   // closed when the task reaches a final state
 }
 
 // maxMetricsFrames bounds the metrics frames of one task (the rest of its log is bounded by
@@ -172,10 +172,21 @@ func (t *Task) snapshot() Snapshot {
 	return s
 }
 
+// minLogBytes is the first capacity of a task's event log.
+const minLogBytes = 512
+
 // appendLocked encodes one frame into the log and wakes the subscribers. t.mu must be held.
 func (t *Task) appendLocked(name string, data []byte, verbose []byte) {
 	id := len(t.spans)
 	start := len(t.buf)
+	// Grow the log by doubling: append's own growth slows to about 1.25× past 256 bytes, which
+	// copies a token stream's log several times over as it grows frame by frame. Readers keep
+	// reading the old backing array up to the spans they saw, which stays valid.
+	if need := start + 2*(len("id: \nevent: \ndata: \n\n")+20+len(name)) + len(data) + len(verbose); need > cap(t.buf) {
+		nb := make([]byte, start, max(2*cap(t.buf), need, minLogBytes))
+		copy(nb, t.buf)
+		t.buf = nb
+	}
 	t.buf = sse.AppendFrame(t.buf, id, name, data)
 	sp := span{start: start, end: len(t.buf), vstart: start, name: name}
 	if verbose != nil {
@@ -187,7 +198,7 @@ func (t *Task) appendLocked(name string, data []byte, verbose []byte) {
 		sp.vend = sp.end
 	}
 	t.spans = append(t.spans, sp)
-	for ch := range t.subs {
+	for _, ch := range t.subs {
 		select {
 		case ch <- struct{}{}:
 		default:
@@ -208,19 +219,25 @@ type Cursor struct {
 func (t *Task) Subscribe(from int, verbose bool) *Cursor {
 	c := &Cursor{t: t, next: max(from, 0), verbose: verbose, wake: make(chan struct{}, 1)}
 	t.mu.Lock()
-	if t.subs == nil {
-		t.subs = make(map[chan struct{}]struct{})
-	}
-	t.subs[c.wake] = struct{}{}
+	t.subs = append(t.subs, c.wake)
 	t.mu.Unlock()
 	return c
 }
 
-// Close unsubscribes the cursor.
+// Close unsubscribes the cursor. Closing it again does nothing.
 func (c *Cursor) Close() {
-	c.t.mu.Lock()
-	delete(c.t.subs, c.wake)
-	c.t.mu.Unlock()
+	t := c.t
+	t.mu.Lock()
+	for i, ch := range t.subs {
+		if ch == c.wake {
+			last := len(t.subs) - 1
+			t.subs[i] = t.subs[last]
+			t.subs[last] = nil
+			t.subs = t.subs[:last]
+			break
+		}
+	}
+	t.mu.Unlock()
 }
 
 // Next appends to dst the frames not yet read and reports whether the log is complete (the task
