@@ -31,6 +31,10 @@
 //  4. queue: `go test -bench` of the admission queue (enqueue, dispatch, cancel at depths 10,
 //     1,000, 100,000).
 //
+// After every run the harness waits until the simulator has no open generation and the relay
+// is idle; a relay still busy 5 s later (LiteLLM, after loadgen aborted its unfinished requests)
+// is restarted, and so is one that died between runs; the report lists each restart.
+//
 // Scenarios 1 and 2 run in rounds; within a round each (scenario, parameter) runs every
 // contender back to back, in an order rotated each round and reversed on odd rounds, so that
 // drift on a shared machine hits all contenders alike. The report gives medians over rounds and
