@@ -85,6 +85,10 @@ type Options struct {
 	HealthInterval time.Duration
 	// HealthTimeout bounds one health call (default 2s).
 	HealthTimeout time.Duration
+	// UnhealthyAfter is how many consecutive failed health checks take a healthy pool out of
+	// service (default 3), so that one slow answer under load does not; one good answer brings
+	// it back.
+	UnhealthyAfter int
 	// ReloadGrace bounds how long a reload waits for the old replica's in-flight tasks before
 	// stopping it (default 30s).
 	ReloadGrace time.Duration
@@ -117,6 +121,7 @@ type state struct {
 	lastErr       string
 	version       string
 	reloading     bool
+	failures      int // consecutive failed health checks
 	poke          chan struct{}
 }
 
@@ -142,6 +147,9 @@ func New(opts Options) (*Registry, error) {
 	}
 	if opts.HealthTimeout <= 0 {
 		opts.HealthTimeout = 2 * time.Second
+	}
+	if opts.UnhealthyAfter <= 0 {
+		opts.UnhealthyAfter = 3
 	}
 	if opts.ReloadGrace <= 0 {
 		opts.ReloadGrace = 30 * time.Second
@@ -295,15 +303,21 @@ func (r *Registry) check(ctx context.Context, id string) {
 		if s.replica != rep { // replaced by a reload meanwhile
 			return
 		}
-		s.live, s.healthy = h.Live, h.Ready
-		switch {
-		case err != nil:
-			s.live, s.healthy = false, false
-			s.lastErr = err.Error()
-		case !h.Ready && h.Detail != "":
-			s.lastErr = h.Detail
-		case h.Ready:
-			s.lastErr = ""
+		if err == nil && h.Ready {
+			s.live, s.healthy, s.failures, s.lastErr = true, true, 0, ""
+		} else {
+			s.failures++
+			switch {
+			case err != nil:
+				s.lastErr = err.Error()
+			case h.Detail != "":
+				s.lastErr = h.Detail
+			case !h.Live:
+				s.lastErr = "engine not reachable"
+			}
+			if !s.healthy || s.failures >= r.opts.UnhealthyAfter {
+				s.live, s.healthy = err == nil && h.Live, false
+			}
 		}
 		if version != "" {
 			s.version = version

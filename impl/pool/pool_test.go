@@ -122,7 +122,13 @@ func TestHealthBecomesReady(t *testing.T) {
 	r := e.replicas["http://ext"]
 	e.mu.Unlock()
 	r.ready.Store(false)
-	e.reg.ReportFailure("x")
+	// One failed check (say, a slow answer under load) is not enough to take it out of service.
+	e.reg.check(context.Background(), "x")
+	if v, _ := e.reg.Get("x"); !v.Ready() || v.LastError != "loading model" {
+		t.Fatalf("after one failed check: %+v", v)
+	}
+	e.reg.check(context.Background(), "x")
+	e.reg.ReportFailure("x") // the third consecutive failure
 	v = e.waitView(t, func(v View) bool { return !v.Ready() })
 	if v.LastError != "loading model" {
 		t.Fatalf("last error = %q", v.LastError)
