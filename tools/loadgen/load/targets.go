@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -488,6 +489,9 @@ func fastStringField(data []byte, key string) (string, bool) {
 			if c < 0x20 {
 				return "", false
 			}
+		}
+		if !utf8.Valid(v) { // encoding/json replaces invalid bytes with U+FFFD: let it decode
+			return "", false
 		}
 		return string(v), true
 	}
