@@ -145,8 +145,7 @@ func (d *daemon) submit(t *testing.T, prio client.Priority, maxTokens int32) (uu
 
 type frame struct{ event, data string }
 
-// readStream reads frames until the stream ends, or until stopAfter tokens when > 0 (then it
-// returns with the body still open).
+// openStream opens a task's SSE stream through the generated client.
 func (d *daemon) openStream(t *testing.T, id uuid.UUID) (*http.Response, *bufio.Reader) {
 	t.Helper()
 	resp, err := d.c.StreamTask(context.Background(), id, nil)
@@ -176,6 +175,19 @@ func nextFrame(t *testing.T, br *bufio.Reader) (frame, bool) {
 		case strings.HasPrefix(line, "data: "):
 			f.data = line[6:]
 		}
+	}
+}
+
+// lastFrame reads a stream to its end and returns its final frame.
+func lastFrame(t *testing.T, br *bufio.Reader) frame {
+	t.Helper()
+	var last frame
+	for {
+		f, ok := nextFrame(t, br)
+		if !ok {
+			return last
+		}
+		last = f
 	}
 }
 
@@ -253,14 +265,7 @@ func TestEndToEndRealEngine(t *testing.T) {
 		}
 		resp2, br2 := d.openStream(t, id2)
 		defer resp2.Body.Close()
-		var last frame
-		for {
-			f, ok := nextFrame(t, br2)
-			if !ok {
-				break
-			}
-			last = f
-		}
+		last := lastFrame(t, br2)
 		if last.event != "end" || !strings.Contains(last.data, `"tokens_out":5`) {
 			t.Fatalf("second task ended with %+v", last)
 		}
@@ -319,14 +324,7 @@ func TestEndToEndRealEngine(t *testing.T) {
 		}
 		resp, br := d2.openStream(t, batch)
 		defer resp.Body.Close()
-		var last frame
-		for {
-			f, ok := nextFrame(t, br)
-			if !ok {
-				break
-			}
-			last = f
-		}
+		last := lastFrame(t, br)
 		if last.event != "error" || !strings.Contains(last.data, `"code":"QUEUE_FULL_DROP_LRU"`) {
 			t.Fatalf("evicted batch task ended with %+v", last)
 		}
@@ -361,14 +359,7 @@ func TestEndToEndRealEngine(t *testing.T) {
 		}
 		resp, br := d2.openStream(t, cr.JSON202.TaskId)
 		defer resp.Body.Close()
-		var last frame
-		for {
-			f, ok := nextFrame(t, br)
-			if !ok {
-				break
-			}
-			last = f
-		}
+		last := lastFrame(t, br)
 		if last.event != "end" {
 			t.Fatalf("task on the reloaded model ended with %+v", last)
 		}
