@@ -36,6 +36,7 @@ type Config struct {
 	APIKeysFile    string    `yaml:"api_keys_file"`
 	APIKeys        []string  `yaml:"-"` // from the keys file or ORCHD_API_KEYS; never from the YAML itself
 	BodyLimitBytes int64     `yaml:"body_limit_bytes"`
+	Server         Server    `yaml:"server"`
 	Admission      Admission `yaml:"admission"`
 	Sessions       Sessions  `yaml:"sessions"`
 	Tasks          Tasks     `yaml:"tasks"`
@@ -46,6 +47,22 @@ type Config struct {
 	// else "llama-server" from PATH).
 	LlamaServer string `yaml:"llama_server"`
 	Pools       []Pool `yaml:"pools"`
+}
+
+// Server bounds what one client can hold: connections, and how long the daemon waits for a
+// request's headers and body.
+type Server struct {
+	// MaxConnections caps concurrent client connections; connections beyond it wait in the
+	// listen backlog until one closes. 0: 10000, or half the open-file limit when that is lower.
+	MaxConnections int `yaml:"max_connections"`
+	// ReadHeaderTimeout bounds reading a request's headers, IdleTimeout a kept-alive connection
+	// between requests.
+	ReadHeaderTimeout Duration `yaml:"read_header_timeout"`
+	IdleTimeout       Duration `yaml:"idle_timeout"`
+	// A request body must arrive within BodyReadTimeout plus its size (declared, else
+	// body_limit_bytes) at BodyMinBytesPerSecond.
+	BodyReadTimeout       Duration `yaml:"body_read_timeout"`
+	BodyMinBytesPerSecond int64    `yaml:"body_min_bytes_per_second"`
 }
 
 // Admission configures the bounded queue.
@@ -72,6 +89,9 @@ type Tasks struct {
 type Stream struct {
 	Heartbeat          Duration `yaml:"heartbeat"`
 	CancelOnDisconnect *bool    `yaml:"cancel_on_disconnect"`
+	// WriteTimeout bounds each write of a stream: a client that stops reading for longer is
+	// dropped, as if it had disconnected.
+	WriteTimeout Duration `yaml:"write_timeout"`
 }
 
 // Artifacts configures the artifact store.
@@ -276,6 +296,21 @@ func (c *Config) complete() error {
 	if c.BodyLimitBytes == 0 {
 		c.BodyLimitBytes = 1 << 20
 	}
+	if c.Server.ReadHeaderTimeout == 0 {
+		c.Server.ReadHeaderTimeout = Duration(10 * time.Second)
+	}
+	if c.Server.IdleTimeout == 0 {
+		c.Server.IdleTimeout = Duration(120 * time.Second)
+	}
+	if c.Server.BodyReadTimeout == 0 {
+		c.Server.BodyReadTimeout = Duration(10 * time.Second)
+	}
+	if c.Server.BodyMinBytesPerSecond == 0 {
+		c.Server.BodyMinBytesPerSecond = 32 << 10
+	}
+	if c.Stream.WriteTimeout == 0 {
+		c.Stream.WriteTimeout = Duration(30 * time.Second)
+	}
 	if c.Admission.Capacity == 0 {
 		c.Admission.Capacity = 64
 	}
@@ -372,6 +407,25 @@ func (c *Config) validate() error {
 	}
 	if c.BodyLimitBytes < 1024 {
 		return fail("body_limit_bytes", "must be at least 1024")
+	}
+	if c.Server.MaxConnections < 0 {
+		return fail("server.max_connections", "must not be negative (0: the default)")
+	}
+	for _, d := range []struct {
+		field string
+		v     Duration
+	}{
+		{"server.read_header_timeout", c.Server.ReadHeaderTimeout},
+		{"server.idle_timeout", c.Server.IdleTimeout},
+		{"server.body_read_timeout", c.Server.BodyReadTimeout},
+		{"stream.write_timeout", c.Stream.WriteTimeout},
+	} {
+		if d.v.D() < 10*time.Millisecond {
+			return fail(d.field, "must be at least 10ms")
+		}
+	}
+	if c.Server.BodyMinBytesPerSecond < 1 {
+		return fail("server.body_min_bytes_per_second", "must be positive")
 	}
 	if c.Admission.Capacity < 1 || c.Admission.Capacity > 1_000_000 {
 		return fail("admission.capacity", "must be between 1 and 1000000, got %d", c.Admission.Capacity)

@@ -43,6 +43,10 @@ func TestDefaultConfig(t *testing.T) {
 	if c.Admission.Policy != "reject" || c.Sessions.TTL.D() != 10*time.Minute || c.Sessions.MaxTurns != 8 {
 		t.Fatalf("defaults = %+v", c)
 	}
+	if s := c.Server; s.MaxConnections != 0 || s.ReadHeaderTimeout.D() != 10*time.Second || s.IdleTimeout.D() != 2*time.Minute ||
+		s.BodyReadTimeout.D() != 10*time.Second || s.BodyMinBytesPerSecond != 32<<10 || c.Stream.WriteTimeout.D() != 30*time.Second {
+		t.Fatalf("server defaults = %+v, stream = %+v", s, c.Stream)
+	}
 }
 
 func TestOverridesWin(t *testing.T) {
@@ -92,6 +96,11 @@ func TestInvalidConfigNamesField(t *testing.T) {
 		{"two replicas", strings.Replace(minimal, `[{url: "http://127.0.0.1:9"}]`, `[{url: "http://a:1"}, {url: "http://b:1"}]`, 1), "pools[0].replicas", Overrides{}},
 		{"bad url", strings.Replace(minimal, "http://127.0.0.1:9", "ftp://x", 1), "pools[0].replicas[0].url", Overrides{}},
 		{"managed without port", strings.Replace(minimal, `[{url: "http://127.0.0.1:9"}]`, `[{managed: {command: ["x"]}}]`, 1), "managed.command", Overrides{}},
+		{"negative max_connections", "server: {max_connections: -1}\n" + minimal, "server.max_connections", Overrides{}},
+		{"tiny body_read_timeout", "server: {body_read_timeout: 1ms}\n" + minimal, "server.body_read_timeout", Overrides{}},
+		{"negative body rate", "server: {body_min_bytes_per_second: -5}\n" + minimal, "server.body_min_bytes_per_second", Overrides{}},
+		{"tiny idle_timeout", "server: {idle_timeout: 1ms}\n" + minimal, "server.idle_timeout", Overrides{}},
+		{"negative stream write_timeout", "stream: {write_timeout: -1s}\n" + minimal, "stream.write_timeout", Overrides{}},
 		{"bad workload", strings.Replace(minimal, "slots: 1", "slots: 1\n    workloads: [chat]", 1), "workloads[0]", Overrides{}},
 	}
 	for _, tt := range tests {
