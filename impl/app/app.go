@@ -186,7 +186,11 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = impl.HTTPErrorHandler(log)
-	e.Use(impl.Correlation(), impl.Recover(log), impl.BodyLimit(cfg.BodyLimitBytes), impl.Auth(spec, keys), impl.JSONBody(), impl.Validator(spec))
+	// Nothing reads a body before Auth has accepted the request; BodyDeadline bounds the read
+	// that follows, and closes the connection of an error answered with the body unread.
+	e.Use(impl.Correlation(), impl.Recover(log),
+		impl.BodyDeadline(cfg.BodyLimitBytes, cfg.Server.BodyReadTimeout.D(), cfg.Server.BodyMinBytesPerSecond),
+		impl.BodyLimit(cfg.BodyLimitBytes), impl.Auth(spec, keys), impl.JSONBody(), impl.Validator(spec))
 	api.RegisterHandlers(e, api.NewStrictHandler(srv, nil))
 	a.echo = e
 	return a, nil
@@ -227,7 +231,7 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	go func() { defer wg.Done(); _ = a.sessions.Run(runCtx) }()
 	a.pools.Start(runCtx)
 
-	hs := &http.Server{Handler: a.echo, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second,
+	hs := &http.Server{Handler: a.echo, ReadHeaderTimeout: a.cfg.Server.ReadHeaderTimeout.D(), IdleTimeout: a.cfg.Server.IdleTimeout.D(),
 		ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()

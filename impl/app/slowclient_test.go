@@ -1,0 +1,308 @@
+package app_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/dgxh200"
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
+
+	"github.com/orchestratord/orchestratord/engine"
+	"github.com/orchestratord/orchestratord/engine/fake"
+	"github.com/orchestratord/orchestratord/impl/app"
+	"github.com/orchestratord/orchestratord/impl/config"
+	"github.com/orchestratord/orchestratord/impl/pool"
+)
+
+// fakeDaemon is the whole daemon on loopback over a fake engine, for tests about clients.
+type fakeDaemon struct {
+	addr string
+	reg  *prometheus.Registry
+	hc   *http.Client
+}
+
+// startFakeDaemon runs the app with sections (YAML) added to a one-pool configuration whose
+// replica is the fake engine eng. wrap, when not nil, wraps the listener (socket options).
+// Goroutines are checked for leaks once the daemon has stopped.
+func startFakeDaemon(t *testing.T, sections string, eng fake.Options, wrap func(net.Listener) net.Listener) *fakeDaemon {
+	t.Helper()
+	leaks := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, leaks) })
+	dir := t.TempDir()
+	yaml := fmt.Sprintf(`addr: 127.0.0.1:0
+state_dir: %q
+shutdown_grace: 50ms
+%s
+pools:
+  - id: p1
+    engine: llamacpp
+    model_ref: models/fake.gguf
+    ctx_max: 32768
+    slots: 1
+    replicas:
+      - url: http://127.0.0.1:1
+`, filepath.Join(dir, "state"), sections)
+	p := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(config.Overrides{ConfigFile: p, APIKeys: testKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gpus := dgxh200.New()
+	gpus.ShutdownFunc = func() nvml.Return { return nvml.SUCCESS }
+	replica := fake.New(eng)
+	d := &fakeDaemon{reg: prometheus.NewRegistry(), hc: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}}
+	log := slog.New(slog.DiscardHandler)
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	a, err := app.New(cfg, app.Options{
+		Logger: log, NVML: gpus, Registry: d.reg, HealthInterval: 20 * time.Millisecond,
+		NewReplica: func(pool.Spec, string) engine.Replica { return replica },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.addr = ln.Addr().String()
+	if wrap != nil {
+		ln = wrap(ln)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- a.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	eventually(t, "pool ready", func() bool {
+		res, err := d.do("GET", "/v1/pools/p1/health", "")
+		if err != nil {
+			return false
+		}
+		var h struct{ Ready bool }
+		_ = json.Unmarshal(res.body, &h)
+		return h.Ready
+	})
+	return d
+}
+
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+// do sends one request with the API key on a connection of its own.
+func (d *fakeDaemon) do(method, path, body string) (response, error) {
+	req, err := http.NewRequest(method, "http://"+d.addr+path, strings.NewReader(body))
+	if err != nil {
+		return response{}, err
+	}
+	req.Header.Set("X-API-Key", testKey)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	res, err := d.hc.Do(req)
+	if err != nil {
+		return response{}, err
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	return response{res.StatusCode, res.Header, b}, err
+}
+
+// metric returns the value of an unlabelled series from the registry.
+func (d *fakeDaemon) metric(t *testing.T, name string) float64 {
+	t.Helper()
+	mfs, err := d.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name || len(mf.Metric) != 1 {
+			continue
+		}
+		if g := mf.Metric[0].GetGauge(); g != nil {
+			return g.GetValue()
+		}
+		return mf.Metric[0].GetCounter().GetValue()
+	}
+	t.Fatalf("no series %s", name)
+	return 0
+}
+
+// eventually polls cond until it holds; the bound only keeps a broken build from hanging.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(30 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("never: %s", what)
+		}
+	}
+}
+
+// rawConn dials the daemon and writes head (a request up to its body, or part of it).
+func (d *fakeDaemon) rawConn(t *testing.T, head string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.Dial("tcp", d.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	if _, err := io.WriteString(c, head); err != nil {
+		t.Fatal(err)
+	}
+	return c, bufio.NewReader(c)
+}
+
+// readAnswer reads one response; the 10 s bound is far beyond any configured deadline here and
+// only turns "the daemon never answers" into a failure.
+func readAnswer(t *testing.T, c net.Conn, br *bufio.Reader) (*http.Response, envelopeBody) {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	defer res.Body.Close()
+	var env envelopeBody
+	b, _ := io.ReadAll(res.Body)
+	if err := json.Unmarshal(b, &env); err != nil {
+		t.Fatalf("body %q: %v", b, err)
+	}
+	return res, env
+}
+
+type envelopeBody struct {
+	Code      string `json:"code"`
+	Message   string `json:"message"`
+	Retriable bool   `json:"retriable"`
+}
+
+// assertClosed checks that the daemon closed the connection (after what it had sent).
+func assertClosed(t *testing.T, c net.Conn, br *bufio.Reader) {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err := io.Copy(io.Discard, br)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatal("the daemon kept the connection open")
+	}
+}
+
+func taskBody(id uuid.UUID, maxTokens int) string {
+	return fmt.Sprintf(`{"task_id": %q, "session_id": %q, "workload": "completion", "model_ref": "fake",
+		"engine": "llamacpp", "ctx": 32768, "priority": "interactive", "prompt": "Once upon a time",
+		"max_tokens": %d, "deadline_ms": 600000}`, id, uuid.New(), maxTokens)
+}
+
+// A body that trickles (or stops) is cut off at base + size/rate: the request fails with the
+// envelope and the connection is closed, releasing its goroutine and descriptor.
+func TestTricklingBodyIsCutOff(t *testing.T) {
+	d := startFakeDaemon(t, "server: {body_read_timeout: 200ms, body_min_bytes_per_second: 1048576}", fake.Options{}, nil)
+	tests := []struct{ name, head string }{
+		{"declared length", "POST /v1/tasks HTTP/1.1\r\nHost: x\r\nX-API-Key: " + testKey +
+			"\r\nContent-Type: application/json\r\nContent-Length: 400\r\n\r\n{\"task_id\""},
+		{"chunked", "POST /v1/tasks HTTP/1.1\r\nHost: x\r\nX-API-Key: " + testKey +
+			"\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{\"\r\n"},
+		{"headers only", "POST /v1/artifacts HTTP/1.1\r\nHost: x\r\nX-API-Key: " + testKey +
+			"\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, br := d.rawConn(t, tt.head)
+			res, env := readAnswer(t, c, br)
+			if res.StatusCode != http.StatusBadRequest || env.Code != "INVALID_PARAMS" || !env.Retriable ||
+				!strings.Contains(env.Message, "not received within") {
+				t.Fatalf("answer %d %+v", res.StatusCode, env)
+			}
+			if !res.Close {
+				t.Fatalf("no Connection: close (header %v)", res.Header)
+			}
+			assertClosed(t, c, br)
+		})
+	}
+}
+
+// A body that arrives in time is served, and the connection stays usable after the deadline
+// it had would have passed.
+func TestBodyInTimeKeepsTheConnection(t *testing.T) {
+	d := startFakeDaemon(t, "server: {body_read_timeout: 200ms, body_min_bytes_per_second: 1048576}", fake.Options{}, nil)
+	body := taskBody(uuid.New(), 1)
+	head := "POST /v1/tasks HTTP/1.1\r\nHost: x\r\nX-API-Key: " + testKey + "\r\nContent-Type: application/json\r\n" +
+		fmt.Sprintf("Content-Length: %d\r\n\r\n", len(body))
+	c, br := d.rawConn(t, head+body[:10])
+	if _, err := io.WriteString(c, body[10:]); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	if res.StatusCode != http.StatusAccepted || res.Close {
+		t.Fatalf("status %d, close %v", res.StatusCode, res.Close)
+	}
+	time.Sleep(300 * time.Millisecond) // past the body deadline of the first request
+	if _, err := io.WriteString(c, "GET /v1/capabilities HTTP/1.1\r\nHost: x\r\nX-API-Key: "+testKey+"\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	res, err = http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("second request on the connection: %v", err)
+	}
+	_ = res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("second request: %d", res.StatusCode)
+	}
+}
+
+// A request without a valid key is answered at once, without waiting for its body, and its
+// connection is closed (the unread body cannot hold it).
+func TestUnauthenticatedBodyIsNotWaitedFor(t *testing.T) {
+	d := startFakeDaemon(t, "server: {body_read_timeout: 10m}", fake.Options{}, nil)
+	tests := []struct {
+		name, key, code string
+		status          int
+	}{
+		{"no key", "", "UNAUTHORIZED", http.StatusUnauthorized},
+		{"wrong key", "X-API-Key: wrong-key-0123456789\r\n", "FORBIDDEN", http.StatusForbidden},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, br := d.rawConn(t, "POST /v1/tasks HTTP/1.1\r\nHost: x\r\n"+tt.key+
+				"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n")
+			res, env := readAnswer(t, c, br)
+			if res.StatusCode != tt.status || env.Code != tt.code {
+				t.Fatalf("answer %d %+v", res.StatusCode, env)
+			}
+			if !res.Close {
+				t.Fatalf("no Connection: close (header %v)", res.Header)
+			}
+			assertClosed(t, c, br)
+		})
+	}
+}
