@@ -72,6 +72,9 @@ type Options struct {
 	Logger    *slog.Logger
 	// Heartbeat between SSE keep-alive comments.
 	Heartbeat time.Duration
+	// StreamWriteTimeout bounds each write of an SSE stream; a client that reads nothing for
+	// longer is dropped and its task follows the disconnect policy. 0: 30s.
+	StreamWriteTimeout time.Duration
 	// SpecJSON is the contract served at /openapi.json.
 	SpecJSON []byte
 	// BeforeScrape refreshes gauges computed from live state before /metrics is rendered.
@@ -91,6 +94,9 @@ func NewServer(opts Options) *Server {
 	}
 	if opts.Heartbeat <= 0 {
 		opts.Heartbeat = 15 * time.Second
+	}
+	if opts.StreamWriteTimeout <= 0 {
+		opts.StreamWriteTimeout = 30 * time.Second
 	}
 	return &Server{opts: opts, log: opts.Logger}
 }

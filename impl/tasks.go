@@ -194,10 +194,12 @@ type sseResponse struct {
 }
 
 func (r *sseResponse) VisitStreamTaskResponse(w http.ResponseWriter) error {
-	fl, ok := w.(http.Flusher)
-	if !ok {
+	if _, ok := w.(http.Flusher); !ok {
 		return errors.New("streaming unsupported by the response writer")
 	}
+	out := streamWriter{w: w, rc: http.NewResponseController(flushErrorWriter(w)), timeout: r.s.opts.StreamWriteTimeout}
+	// The last chunk, written by net/http after this returns, gets a fresh deadline too.
+	defer out.extend()
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
@@ -209,7 +211,10 @@ func (r *sseResponse) VisitStreamTaskResponse(w http.ResponseWriter) error {
 		h.Set("X-Budget-Tokens-Remaining", strconv.FormatInt(*info.TokensBudgetRemaining, 10))
 	}
 	w.WriteHeader(http.StatusOK)
-	fl.Flush()
+	if err := out.flush(); err != nil {
+		r.disconnected(false)
+		return nil
+	}
 
 	m := r.s.opts.Metrics
 	m.StreamsOpen.Inc()
@@ -225,11 +230,10 @@ func (r *sseResponse) VisitStreamTaskResponse(w http.ResponseWriter) error {
 		var complete bool
 		buf, complete = cur.Next(buf[:0])
 		if len(buf) > 0 {
-			if _, err := w.Write(buf); err != nil {
+			if err := out.write(buf); err != nil {
 				r.disconnected(complete)
 				return nil
 			}
-			fl.Flush()
 			hb.Reset(r.s.opts.Heartbeat)
 		}
 		if complete {
@@ -241,16 +245,57 @@ func (r *sseResponse) VisitStreamTaskResponse(w http.ResponseWriter) error {
 		select {
 		case <-cur.Wake():
 		case <-hb.C:
-			if _, err := w.Write([]byte(sse.Heartbeat)); err != nil {
+			if err := out.write([]byte(sse.Heartbeat)); err != nil {
 				r.disconnected(false)
 				return nil
 			}
-			fl.Flush()
 		case <-r.ctx.Done():
 			r.disconnected(false)
 			return nil
 		}
 	}
+}
+
+// streamWriter writes and flushes a stream with a write deadline on each write: a client that
+// stops reading fills the socket buffers, and the write that would wait on it fails once the
+// deadline passes instead of holding the handler, its buffers and the task forever.
+type streamWriter struct {
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+}
+
+// extend sets the write deadline to timeout from now. A writer without deadlines (a recorder in
+// tests) is left as it is.
+func (o streamWriter) extend() {
+	if o.timeout > 0 {
+		_ = o.rc.SetWriteDeadline(time.Now().Add(o.timeout))
+	}
+}
+
+func (o streamWriter) write(b []byte) error {
+	o.extend()
+	if _, err := o.w.Write(b); err != nil {
+		return err
+	}
+	return o.rc.Flush()
+}
+
+func (o streamWriter) flush() error {
+	o.extend()
+	return o.rc.Flush()
+}
+
+// flushErrorWriter returns the writer under w when w flushes without reporting errors (echo's
+// Response implements Flush() only): a flush that fails must end the stream.
+func flushErrorWriter(w http.ResponseWriter) http.ResponseWriter {
+	if _, ok := w.(interface{ FlushError() error }); ok {
+		return w
+	}
+	if u, ok := w.(interface{ Unwrap() http.ResponseWriter }); ok {
+		return u.Unwrap()
+	}
+	return w
 }
 
 // disconnected handles a client that went away mid-stream.

@@ -180,8 +180,8 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	spec.Servers = nil
 	srv := impl.NewServer(impl.Options{
 		Tasks: svc, Sessions: ss, Artifacts: arts, Pools: a.pools, GPUs: a.gpus, Metrics: a.metrics,
-		Gatherer: reg, Logger: log, Heartbeat: cfg.Stream.Heartbeat.D(), SpecJSON: specJSON,
-		BeforeScrape: a.refreshGauges,
+		Gatherer: reg, Logger: log, Heartbeat: cfg.Stream.Heartbeat.D(), StreamWriteTimeout: cfg.Stream.WriteTimeout.D(),
+		SpecJSON: specJSON, BeforeScrape: a.refreshGauges,
 	})
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -305,4 +306,54 @@ func TestUnauthenticatedBodyIsNotWaitedFor(t *testing.T) {
 			assertClosed(t, c, br)
 		})
 	}
+}
+
+// smallSendBuffers gives every accepted connection a small socket send buffer, so that a
+// client that stops reading blocks the daemon's writes after a few kilobytes.
+type smallSendBuffers struct{ net.Listener }
+
+func (l smallSendBuffers) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetWriteBuffer(4096)
+	}
+	return c, err
+}
+
+// A client that opens a stream and never reads is dropped once a write has waited
+// stream.write_timeout, and its task is canceled (cancel on disconnect).
+func TestStalledStreamReaderIsDropped(t *testing.T) {
+	d := startFakeDaemon(t, "stream: {write_timeout: 200ms}", fake.Options{TokenDelay: 2 * time.Millisecond},
+		func(ln net.Listener) net.Listener { return smallSendBuffers{ln} })
+	id := uuid.New()
+	res, err := d.do("POST", "/v1/tasks", taskBody(id, 32768))
+	if err != nil || res.status != http.StatusAccepted {
+		t.Fatalf("submit: %v %d %s", err, res.status, res.body)
+	}
+	dialer := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+		return errors.Join(err, serr)
+	}}
+	c, err := dialer.Dial("tcp", d.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "GET /v1/tasks/"+id.String()+"/stream HTTP/1.1\r\nHost: x\r\nX-API-Key: "+testKey+"\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	var state struct{ State string }
+	eventually(t, "the task is canceled", func() bool {
+		res, err := d.do("GET", "/v1/tasks/"+id.String(), "")
+		_ = json.Unmarshal(res.body, &state)
+		return err == nil && state.State == "canceled"
+	})
+	if got := d.metric(t, "sse_client_disconnects_total"); got != 1 {
+		t.Errorf("sse_client_disconnects_total = %v, want 1", got)
+	}
+	eventually(t, "no stream open", func() bool { return d.metric(t, "sse_streams_open") == 0 })
+	assertClosed(t, c, bufio.NewReader(c))
 }
