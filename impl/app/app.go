@@ -35,6 +35,7 @@ import (
 	"github.com/orchestratord/orchestratord/impl/admission"
 	"github.com/orchestratord/orchestratord/impl/artifact"
 	"github.com/orchestratord/orchestratord/impl/config"
+	"github.com/orchestratord/orchestratord/impl/connlimit"
 	"github.com/orchestratord/orchestratord/impl/metrics"
 	"github.com/orchestratord/orchestratord/impl/pool"
 	"github.com/orchestratord/orchestratord/impl/session"
@@ -219,10 +220,16 @@ func (a *App) Run(ctx context.Context) error {
 	return a.Serve(ctx, ln)
 }
 
-// Serve is Run on an existing listener.
+// Serve is Run on an existing listener. At most server.max_connections of its connections
+// are open at once; the others wait in its backlog.
 func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	a.ln = ln
 	close(a.ready)
+	maxConns := a.cfg.Server.MaxConnections
+	if maxConns == 0 {
+		maxConns = connlimit.DefaultMax()
+	}
+	ln = connlimit.New(ln, maxConns, a.metrics.ConnectionsOpen, a.metrics.ConnectionsWaited)
 	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopRun()
 	var wg sync.WaitGroup
@@ -235,7 +242,7 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 		ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
-	a.log.Info("orchestratord listening", "addr", ln.Addr().String())
+	a.log.Info("orchestratord listening", "addr", ln.Addr().String(), "max_connections", maxConns)
 
 	var err error
 	select {

@@ -357,3 +357,38 @@ func TestStalledStreamReaderIsDropped(t *testing.T) {
 	eventually(t, "no stream open", func() bool { return d.metric(t, "sse_streams_open") == 0 })
 	assertClosed(t, c, bufio.NewReader(c))
 }
+
+// server.max_connections caps the daemon's open connections: the next one is served only when
+// one closes, and the metrics count both.
+func TestMaxConnections(t *testing.T) {
+	d := startFakeDaemon(t, "server: {max_connections: 2}", fake.Options{}, nil)
+	// The readiness probe's connection may still be closing.
+	eventually(t, "no connection open", func() bool { return d.metric(t, "http_connections_open") == 0 })
+	c1, _ := d.rawConn(t, "")
+	_, _ = d.rawConn(t, "")
+	eventually(t, "two open", func() bool { return d.metric(t, "http_connections_open") == 2 })
+	got := make(chan response, 1)
+	go func() {
+		res, err := d.do("GET", "/metrics", "")
+		if err != nil {
+			res.status = -1
+		}
+		got <- res
+	}()
+	eventually(t, "the third waits", func() bool { return d.metric(t, "http_connections_waited_total") == 1 })
+	select {
+	case res := <-got:
+		t.Fatalf("a third connection was served while two were open: %d", res.status)
+	default:
+	}
+	_ = c1.Close()
+	res := <-got
+	if res.status != http.StatusOK {
+		t.Fatalf("status %d", res.status)
+	}
+	for _, want := range []string{"http_connections_open 2\n", "http_connections_waited_total 1\n"} {
+		if !strings.Contains(string(res.body), want) {
+			t.Errorf("metrics lack %q", strings.TrimSpace(want))
+		}
+	}
+}

@@ -46,6 +46,8 @@ type Metrics struct {
 	DrainEvents         *prometheus.CounterVec // pool_id, reason
 	StreamsOpen         prometheus.Gauge
 	SSEDisconnects      prometheus.Counter
+	ConnectionsOpen     prometheus.Gauge
+	ConnectionsWaited   prometheus.Counter
 
 	families []family
 }
@@ -129,19 +131,25 @@ func New(reg prometheus.Registerer) *Metrics {
 		SSEDisconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sse_client_disconnects_total", Help: "Streams whose client went away before the task ended.",
 		}),
+		ConnectionsOpen: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "http_connections_open", Help: "Client connections open (at most server.max_connections).",
+		}),
+		ConnectionsWaited: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "http_connections_waited_total", Help: "Client connections that waited for a free slot because server.max_connections were open.",
+		}),
 	}
 	for _, c := range []prometheus.Collector{m.TasksEnqueued, m.TasksStarted, m.TasksCanceled, m.TasksRejected, m.TasksFinished,
 		m.QueueDepth, m.KVCacheUsage, m.GPUUtilization, m.VRAMUsed, m.FirstToken, m.Decode,
 		m.TokensIn, m.TokensOut, m.Backpressure, m.CatalogVerify, m.ModelState,
 		m.PlacementDecisions, m.PlacementConsidered, m.PoolReady, m.ActiveLeases, m.DrainEvents,
-		m.StreamsOpen, m.SSEDisconnects} {
+		m.StreamsOpen, m.SSEDisconnects, m.ConnectionsOpen, m.ConnectionsWaited} {
 		m.families = append(m.families, describe(c))
 	}
 	reg.MustRegister(m.TasksEnqueued, m.TasksStarted, m.TasksCanceled, m.TasksRejected, m.TasksFinished,
 		m.QueueDepth, m.KVCacheUsage, m.GPUUtilization, m.VRAMUsed, m.FirstToken, m.Decode,
 		m.TokensIn, m.TokensOut, m.Backpressure, m.CatalogVerify, m.ModelState,
 		m.PlacementDecisions, m.PlacementConsidered, m.PoolReady, m.ActiveLeases, m.DrainEvents,
-		m.StreamsOpen, m.SSEDisconnects)
+		m.StreamsOpen, m.SSEDisconnects, m.ConnectionsOpen, m.ConnectionsWaited)
 	return m
 }
 

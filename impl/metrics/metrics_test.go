@@ -16,6 +16,7 @@ var contract = map[string]string{
 	"latency_decode_ms": "histogram", "tokens_in_total": "counter", "tokens_out_total": "counter",
 	"admission_backpressure_events_total": "counter", "catalog_verifications_total": "counter",
 	"model_state": "gauge", "placement_decisions_total": "counter", "placement_candidates_considered": "gauge",
+	"http_connections_open": "gauge", "http_connections_waited_total": "counter",
 }
 
 func TestTypeLinesFromStartup(t *testing.T) {
