@@ -203,14 +203,16 @@ type envelopeBody struct {
 	Retriable bool   `json:"retriable"`
 }
 
-// assertClosed checks that the daemon closed the connection (after what it had sent).
-func assertClosed(t *testing.T, c net.Conn, br *bufio.Reader) {
+// assertClosed checks that the daemon closed the connection (after what it had sent) and
+// released it: no connection of the daemon stays open.
+func (d *fakeDaemon) assertClosed(t *testing.T, c net.Conn, br *bufio.Reader) {
 	t.Helper()
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	_, err := io.Copy(io.Discard, br)
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatal("the daemon kept the connection open")
 	}
+	eventually(t, "the daemon holds no connection", func() bool { return d.metric(t, "http_connections_open") == 0 })
 }
 
 func taskBody(id uuid.UUID, maxTokens int) string {
@@ -242,7 +244,7 @@ func TestTricklingBodyIsCutOff(t *testing.T) {
 			if !res.Close {
 				t.Fatalf("no Connection: close (header %v)", res.Header)
 			}
-			assertClosed(t, c, br)
+			d.assertClosed(t, c, br)
 		})
 	}
 }
@@ -303,7 +305,7 @@ func TestUnauthenticatedBodyIsNotWaitedFor(t *testing.T) {
 			if !res.Close {
 				t.Fatalf("no Connection: close (header %v)", res.Header)
 			}
-			assertClosed(t, c, br)
+			d.assertClosed(t, c, br)
 		})
 	}
 }
@@ -355,7 +357,7 @@ func TestStalledStreamReaderIsDropped(t *testing.T) {
 		t.Errorf("sse_client_disconnects_total = %v, want 1", got)
 	}
 	eventually(t, "no stream open", func() bool { return d.metric(t, "sse_streams_open") == 0 })
-	assertClosed(t, c, bufio.NewReader(c))
+	d.assertClosed(t, c, bufio.NewReader(c))
 }
 
 // server.max_connections caps the daemon's open connections: the next one is served only when
