@@ -1,0 +1,118 @@
+package task
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+
+	"github.com/orchestratord/orchestratord/engine"
+	"github.com/orchestratord/orchestratord/impl/sse"
+)
+
+// metricsData builds a metrics frame's payload, plain and verbose.
+func (s *Service) metricsData(ctx context.Context, t *Task, tokensOut int, now time.Time) ([]byte, []byte) {
+	rates, err := s.queue.PoolRates(ctx, t.poolID)
+	tps := rates.TokensPerS
+	if err != nil || tps <= 0 {
+		tps = 1
+	}
+	want := t.spec.MaxTokens
+	if t.spec.ExpectedTokens > 0 {
+		want = min(t.spec.ExpectedTokens, t.spec.MaxTokens)
+	}
+	remaining := float64(max(want-tokensOut, 0))
+	a := float64(t.deadline.Sub(now).Milliseconds())
+	r := remaining / tps * 1000
+	p := OnTimeProbability(a, r)
+	depth := s.queue.Depth()
+	warm := tokensOut > 0
+	b := make([]byte, 0, 160)
+	b = append(b, `{"queue_depth":`...)
+	b = strconv.AppendInt(b, int64(depth), 10)
+	b = append(b, `,"on_time_probability":`...)
+	b = strconv.AppendFloat(b, p, 'f', -1, 64)
+	b = append(b, `,"kv_warmth":`...)
+	b = strconv.AppendBool(b, warm)
+	b = append(b, `,"tokens_out":`...)
+	b = strconv.AppendInt(b, int64(tokensOut), 10)
+	b = append(b, `,"time_budget_remaining_ms":`...)
+	b = strconv.AppendInt(b, max(int64(a), 0), 10)
+	if info, ok := s.opts.Sessions.Get(t.spec.SessionID); ok && info.TokensBudgetRemaining != nil {
+		b = append(b, `,"tokens_budget_remaining":`...)
+		b = strconv.AppendInt(b, *info.TokensBudgetRemaining, 10)
+	}
+	plain := append(b, '}')
+	human := fmt.Sprintf("decoding on pool %s: %d of up to %d tokens, %.0f tokens/s, %d ms left, on-time probability %.2f",
+		t.poolID, tokensOut, want, tps, max(int64(a), 0), p)
+	verbose := append(append(append([]byte(nil), b...), `,"human":`...), sse.AppendString(nil, human)...)
+	verbose = append(verbose, '}')
+	return plain, verbose
+}
+
+// OnTimeProbability is the documented estimate p = 1 / (1 + exp(−(A − R) / s)) with
+// s = max(50, 0.25·R), where A is the time left until the deadline and R the predicted time
+// still needed, both in milliseconds; rounded to 3 decimals. It is 0 once no time is left.
+func OnTimeProbability(a, r float64) float64 {
+	if a <= 0 {
+		return 0
+	}
+	sc := math.Max(50, 0.25*r)
+	p := 1 / (1 + math.Exp(-(a-r)/sc))
+	return math.Round(p*1000) / 1000
+}
+
+func startedData(pos int, predicted int64, poolID, eng string) []byte {
+	b := make([]byte, 0, 128)
+	b = append(b, `{"queue_position":`...)
+	b = strconv.AppendInt(b, int64(pos), 10)
+	b = append(b, `,"predicted_start_ms":`...)
+	b = strconv.AppendInt(b, predicted, 10)
+	b = append(b, `,"pool_id":`...)
+	b = sse.AppendString(b, poolID)
+	b = append(b, `,"engine":`...)
+	b = sse.AppendString(b, eng)
+	return append(b, '}')
+}
+
+func endData(tokensOut int, decodeMs int64, canceled bool, stop engine.StopReason) []byte {
+	b := make([]byte, 0, 128)
+	b = append(b, `{"tokens_out":`...)
+	b = strconv.AppendInt(b, int64(tokensOut), 10)
+	b = append(b, `,"decode_ms":`...)
+	b = strconv.AppendInt(b, decodeMs, 10)
+	b = append(b, `,"decode_time_ms":`...)
+	b = strconv.AppendInt(b, decodeMs, 10)
+	switch {
+	case canceled:
+		b = append(b, `,"canceled":true,"stop_reason":"canceled"`...)
+	case stop != "":
+		b = append(b, `,"stop_reason":`...)
+		b = sse.AppendString(b, string(stop))
+	}
+	return append(b, '}')
+}
+
+func errorData(ei *ErrorInfo) []byte {
+	b := make([]byte, 0, 192)
+	b = append(b, `{"code":`...)
+	b = sse.AppendString(b, ei.Code)
+	b = append(b, `,"message":`...)
+	b = sse.AppendString(b, ei.Message)
+	b = append(b, `,"retriable":`...)
+	b = strconv.AppendBool(b, ei.Retriable)
+	if ei.RetryAfterMs > 0 {
+		b = append(b, `,"retry_after_ms":`...)
+		b = strconv.AppendInt(b, ei.RetryAfterMs, 10)
+	}
+	if ei.Engine != "" {
+		b = append(b, `,"engine":`...)
+		b = sse.AppendString(b, ei.Engine)
+	}
+	if ei.PoolID != "" {
+		b = append(b, `,"pool_id":`...)
+		b = sse.AppendString(b, ei.PoolID)
+	}
+	return append(b, '}')
+}

@@ -1,0 +1,213 @@
+package task
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/orchestratord/orchestratord/engine"
+	"github.com/orchestratord/orchestratord/impl/admission"
+	"github.com/orchestratord/orchestratord/impl/session"
+	"github.com/orchestratord/orchestratord/impl/sse"
+)
+
+// dispatch is the queue's Dispatch callback (owner goroutine: must not block).
+func (s *Service) dispatch(it admission.Item) {
+	t := s.lookup(it.ID)
+	if t == nil { // cannot happen: tasks are registered before Enqueue
+		s.log.Error("dispatched an unknown task", "task_id", it.ID)
+		go func() { _ = s.queue.Done(context.Background(), it.Pool, admission.DoneInfo{}) }()
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.run(t)
+	}()
+}
+
+// run executes a dispatched task on its pool's replica.
+func (s *Service) run(t *Task) {
+	<-t.admitted
+	s.mu.Lock()
+	base := s.runCtx
+	s.mu.Unlock()
+	ctx, cancel := context.WithCancelCause(base)
+	defer cancel(nil)
+	ctx, cancelDeadline := context.WithDeadlineCause(ctx, t.deadline, causeDeadline)
+	defer cancelDeadline()
+
+	start := s.now()
+	t.mu.Lock()
+	if t.canceled {
+		t.mu.Unlock()
+		s.release(t, start, engine.Result{})
+		s.finish(t, Canceled, nil, engine.Result{}, 0)
+		return
+	}
+	t.status = Running
+	t.started = start
+	t.cancel = cancel
+	t.mu.Unlock()
+	s.m.TasksStarted.WithLabelValues(t.engine, t.version, t.poolID, "r0", t.spec.Priority.String()).Inc()
+	s.log.Info("task started", "task_id", t.spec.ID, "session_id", t.spec.SessionID, "pool_id", t.poolID,
+		"correlation_id", t.spec.CorrelationID, "queue_ms", start.Sub(t.created).Milliseconds())
+
+	var res engine.Result
+	rep, err := s.opts.Pools.Replica(t.poolID)
+	if err == nil {
+		res, err = rep.Generate(ctx, engine.Request{
+			TaskID: t.spec.ID, Prompt: t.spec.Prompt, MaxTokens: t.spec.MaxTokens, Seed: t.spec.Seed,
+			Deterministic: t.spec.Deterministic, Ctx: t.spec.Ctx,
+		}, func(tok engine.Token) error { return s.onToken(ctx, t, tok) })
+	}
+	decode := s.now().Sub(start)
+	s.release(t, start, res)
+	switch cause := context.Cause(ctx); {
+	case err == nil:
+		s.finish(t, Succeeded, nil, res, decode)
+	case cause == causeClient || cause == causeDisconnect:
+		s.finish(t, Canceled, nil, res, decode)
+	case cause == causeDeadline:
+		s.finish(t, Failed, &ErrorInfo{Code: "DEADLINE_UNMET",
+			Message: fmt.Sprintf("the task's deadline of %d ms passed", t.spec.Deadline.Milliseconds()),
+			PoolID:  t.poolID, Engine: t.engine}, res, decode)
+	case cause == causeDrain || cause == causeShutdown:
+		msg := "the pool's drain deadline passed"
+		if cause == causeShutdown {
+			msg = "the daemon shut down"
+		}
+		s.finish(t, Failed, &ErrorInfo{Code: "POOL_UNAVAILABLE", Message: msg, Retriable: true,
+			RetryAfterMs: 1000, PoolID: t.poolID, Engine: t.engine}, res, decode)
+	default:
+		kind := engine.KindOf(err)
+		if kind == engine.KindPoolUnavailable || kind == engine.KindWorkerReset {
+			s.opts.Pools.ReportFailure(t.poolID)
+		}
+		ei := &ErrorInfo{Code: kind.String(), Message: err.Error(), PoolID: t.poolID, Engine: t.engine,
+			Retriable: kind != engine.KindInvalidRequest && kind != engine.KindInternal}
+		if ei.Retriable {
+			ei.RetryAfterMs = 1000
+		}
+		s.finish(t, Failed, ei, res, decode)
+	}
+}
+
+// release frees the task's slot in the queue with what it measured.
+func (s *Service) release(t *Task, start time.Time, res engine.Result) {
+	t.mu.Lock()
+	first, n := t.firstToken, t.tokensOut
+	t.mu.Unlock()
+	info := admission.DoneInfo{Service: s.now().Sub(start)}
+	if n > 1 && !first.IsZero() {
+		info.Tokens, info.Decode = n, s.now().Sub(first)
+	}
+	if err := s.queue.Done(context.Background(), t.poolID, info); err != nil && !errors.Is(err, admission.ErrClosed) {
+		s.log.Warn("releasing a slot", "pool_id", t.poolID, "err", err)
+	}
+}
+
+// onToken appends a token to the log unless the task was cancelled; it also emits a metrics
+// frame after the first token and then at most once per MetricsInterval.
+func (s *Service) onToken(ctx context.Context, t *Task, tok engine.Token) error {
+	now := s.now()
+	t.mu.Lock()
+	if t.canceled {
+		t.mu.Unlock()
+		return context.Canceled
+	}
+	idx := t.tokensOut
+	t.tokensOut++
+	first := idx == 0
+	if first {
+		t.firstToken = now
+	}
+	var data [256]byte
+	t.appendLocked("token", sse.AppendTokenData(data[:0], tok.Text, idx), nil)
+	wantMetrics := t.nMetrics < maxMetricsFrames && (first || now.Sub(t.lastMetrics) >= s.opts.MetricsInterval)
+	tokensOut := t.tokensOut
+	t.mu.Unlock()
+
+	if first {
+		s.m.FirstToken.WithLabelValues(t.engine, t.version, t.poolID, t.spec.Priority.String()).
+			Observe(float64(now.Sub(t.created).Microseconds()) / 1000)
+		s.opts.Sessions.RecordTurn(t.spec.SessionID, session.TurnInfo{Warm: true})
+	}
+	if wantMetrics {
+		plain, verbose := s.metricsData(ctx, t, tokensOut, now)
+		t.mu.Lock()
+		if !t.canceled && !t.status.Final() {
+			t.appendLocked("metrics", plain, verbose)
+			t.nMetrics++
+			t.lastMetrics = now
+		}
+		t.mu.Unlock()
+	}
+	return nil
+}
+
+// finish records a task's final state, appends its final frame, updates metrics and logs.
+func (s *Service) finish(t *Task, st Status, ei *ErrorInfo, res engine.Result, decode time.Duration) {
+	now := s.now()
+	t.mu.Lock()
+	if t.status.Final() {
+		t.mu.Unlock()
+		return
+	}
+	if st == Succeeded && t.canceled { // cancelled after the engine's last token
+		st = Canceled
+	}
+	t.status = st
+	t.finished = now
+	t.errInfo = ei
+	tokensOut := t.tokensOut
+	decodeMs := decode.Milliseconds()
+	switch st {
+	case Succeeded, Canceled:
+		t.appendLocked("end", endData(tokensOut, decodeMs, st == Canceled, res.Stop), nil)
+	default:
+		t.appendLocked("error", errorData(ei), nil)
+	}
+	reason := t.cancelReason
+	started := t.started
+	t.mu.Unlock()
+	close(t.done)
+
+	s.mu.Lock()
+	s.load[t.poolID]--
+	s.finished = append(s.finished, finishedRef{id: t.spec.ID, at: now})
+	s.mu.Unlock()
+
+	s.m.TasksFinished.WithLabelValues(t.engine, t.poolID, st.String()).Inc()
+	if st == Canceled {
+		s.m.TasksCanceled.WithLabelValues(t.engine, t.version, t.poolID, "r0", reason).Inc()
+	}
+	if tokensOut > 0 {
+		s.m.TokensOut.WithLabelValues(t.engine, t.version, t.poolID, "r0").Add(float64(tokensOut))
+	}
+	if res.TokensIn > 0 {
+		s.m.TokensIn.WithLabelValues(t.engine, t.version, t.poolID, "r0").Add(float64(res.TokensIn))
+	}
+	if !started.IsZero() && st == Succeeded {
+		s.m.Decode.WithLabelValues(t.engine, t.version, t.poolID, t.spec.Priority.String()).Observe(float64(decode.Microseconds()) / 1000)
+	}
+	if tokensOut > 0 {
+		s.opts.Sessions.RecordTurn(t.spec.SessionID, session.TurnInfo{
+			TokensIn: res.TokensIn, TokensOut: tokensOut, KVBytesPerToken: t.kvBytes, Warm: true,
+		})
+	}
+	attrs := []any{"task_id", t.spec.ID, "session_id", t.spec.SessionID, "pool_id", t.poolID,
+		"correlation_id", t.spec.CorrelationID, "state", st.String(), "tokens_in", res.TokensIn,
+		"tokens_out", tokensOut, "decode_time_ms", decodeMs}
+	if !started.IsZero() {
+		attrs = append(attrs, "queue_time_ms", started.Sub(t.created).Milliseconds())
+	}
+	if st == Canceled {
+		attrs = append(attrs, "reason", reason)
+	}
+	if ei != nil {
+		attrs = append(attrs, "code", ei.Code, "err", ei.Message)
+	}
+	s.log.Info("task finished", attrs...)
+}

@@ -1,0 +1,168 @@
+package task
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/orchestratord/orchestratord/impl/admission"
+	"github.com/orchestratord/orchestratord/impl/placement"
+	"github.com/orchestratord/orchestratord/impl/pool"
+)
+
+// Submit validates, places and admits a task.
+func (s *Service) Submit(ctx context.Context, spec Spec) (Admission, error) {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return Admission{}, ErrShuttingDown
+	}
+	if t, ok := s.tasks[spec.ID]; ok {
+		s.mu.Unlock()
+		return s.replay(ctx, t, spec)
+	}
+	s.mu.Unlock()
+
+	views := s.opts.Pools.Views()
+	cands := make([]placement.Candidate, 0, len(views))
+	s.mu.Lock()
+	for _, v := range views {
+		cands = append(cands, placement.Candidate{
+			PoolID: v.ID, Engine: v.Engine, ModelRef: v.ModelRef, ModelID: v.ModelID, CtxMax: v.CtxMax,
+			Workloads: v.Workloads, Admittable: v.Ready(), Slots: v.Slots, Load: s.load[v.ID],
+		})
+	}
+	s.mu.Unlock()
+	mode := placement.Mode(spec.Placement.Mode)
+	if mode == "" {
+		mode = placement.ModeAuto
+	}
+	dec, err := placement.Choose(cands, placement.Request{
+		Engine: spec.Engine, ModelRef: spec.ModelRef, Workload: spec.Workload, Ctx: spec.Ctx,
+		Mode: mode, PinPool: spec.Placement.PinPool, PreferPools: spec.Placement.PreferPools,
+		AvoidPools: spec.Placement.AvoidPools, AllowFallback: spec.Placement.AllowFallback,
+	})
+	s.m.PlacementConsidered.Set(float64(dec.Considered))
+	if err != nil {
+		s.m.PlacementDecisions.WithLabelValues("no_capacity", strconv.FormatBool(dec.Pinned), strconv.FormatBool(dec.Fallback)).Inc()
+		code := "POOL_UNAVAILABLE"
+		switch {
+		case errors.Is(err, placement.ErrCtxTooLarge):
+			code = "INVALID_PARAMS"
+			err = fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+		s.m.TasksRejected.WithLabelValues(spec.Engine, code).Inc()
+		return Admission{}, err
+	}
+	s.m.PlacementDecisions.WithLabelValues("assigned", strconv.FormatBool(dec.Pinned), strconv.FormatBool(dec.Fallback)).Inc()
+	var view pool.View
+	for _, v := range views {
+		if v.ID == dec.PoolID {
+			view = v
+		}
+	}
+
+	info, err := s.opts.Sessions.Admit(spec.SessionID)
+	if err != nil {
+		s.m.TasksRejected.WithLabelValues(spec.Engine, "INVALID_PARAMS").Inc()
+		return Admission{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+
+	now := s.now()
+	t := &Task{
+		spec: spec, poolID: view.ID, engine: view.Engine, version: view.EngineVersion,
+		kvBytes: view.KVBytesPerToken, created: now, deadline: now.Add(spec.Deadline),
+		admitted: make(chan struct{}), status: Queued, done: make(chan struct{}),
+	}
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		s.opts.Sessions.Unadmit(spec.SessionID)
+		return Admission{}, ErrShuttingDown
+	}
+	if prev, ok := s.tasks[spec.ID]; ok { // a concurrent post of the same id won
+		s.mu.Unlock()
+		s.opts.Sessions.Unadmit(spec.SessionID)
+		return s.replay(ctx, prev, spec)
+	}
+	s.tasks[spec.ID] = t
+	s.load[t.poolID]++
+	s.mu.Unlock()
+
+	adm, err := s.queue.Enqueue(ctx, admission.Item{ID: spec.ID, Pool: t.poolID, Priority: spec.Priority})
+	if err != nil {
+		s.mu.Lock()
+		delete(s.tasks, spec.ID)
+		s.load[t.poolID]--
+		s.mu.Unlock()
+		t.mu.Lock()
+		t.rejected = true
+		t.mu.Unlock()
+		close(t.admitted)
+		s.opts.Sessions.Unadmit(spec.SessionID)
+		return Admission{}, s.refusal(err, t, adm)
+	}
+	t.mu.Lock()
+	t.appendLocked("started", startedData(adm.Position, adm.PredictedStartMs, t.poolID, t.engine), nil)
+	t.mu.Unlock()
+	s.m.TasksEnqueued.WithLabelValues(t.engine, t.version, t.poolID, "r0", spec.Priority.String()).Inc()
+	if adm.Evicted != nil {
+		s.m.Backpressure.WithLabelValues(t.engine, "drop-lru").Inc()
+	}
+	s.log.Info("task admitted", "task_id", spec.ID, "session_id", spec.SessionID, "pool_id", t.poolID,
+		"correlation_id", spec.CorrelationID, "priority", spec.Priority.String(),
+		"queue_position", adm.Position, "predicted_start_ms", adm.PredictedStartMs)
+	close(t.admitted) // the runner may start now: the admission is recorded and logged first
+	return Admission{
+		TaskID: spec.ID, PoolID: t.poolID, Engine: t.engine, QueuePosition: adm.Position,
+		PredictedStartMs: adm.PredictedStartMs, TokensBudgetRemaining: info.TokensBudgetRemaining,
+		TimeBudgetRemaining: spec.Deadline,
+	}, nil
+}
+
+func (s *Service) refusal(err error, t *Task, adm admission.Admission) error {
+	switch {
+	case errors.Is(err, admission.ErrRejected), errors.Is(err, admission.ErrDropLRUFull):
+		re := &RejectError{Policy: s.opts.Policy.String(), Code: "ADMISSION_REJECT", RetryAfter: adm.RetryAfter,
+			PoolID: t.poolID, Engine: t.engine, Capacity: s.opts.Capacity}
+		if errors.Is(err, admission.ErrDropLRUFull) {
+			re.Code = "QUEUE_FULL_DROP_LRU"
+		}
+		s.m.TasksRejected.WithLabelValues(t.engine, re.Code).Inc()
+		s.m.Backpressure.WithLabelValues(t.engine, re.Policy).Inc()
+		s.log.Info("task refused: queue full", "task_id", t.spec.ID, "session_id", t.spec.SessionID,
+			"pool_id", t.poolID, "correlation_id", t.spec.CorrelationID, "code", re.Code,
+			"retry_after_ms", re.RetryAfter.Milliseconds())
+		return re
+	case errors.Is(err, admission.ErrClosed):
+		return ErrShuttingDown
+	case errors.Is(err, admission.ErrUnknownPool):
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	default:
+		return err
+	}
+}
+
+// replay answers an idempotent re-post of a known task id.
+func (s *Service) replay(ctx context.Context, t *Task, spec Spec) (Admission, error) {
+	if t.spec.Fingerprint != spec.Fingerprint {
+		return Admission{}, fmt.Errorf("%w: task %s", ErrConflict, spec.ID)
+	}
+	<-t.admitted
+	t.mu.Lock()
+	rejected := t.rejected
+	t.mu.Unlock()
+	if rejected {
+		return s.Submit(ctx, spec)
+	}
+	a := Admission{TaskID: t.spec.ID, PoolID: t.poolID, Engine: t.engine, Replayed: true,
+		TimeBudgetRemaining: max(0, t.deadline.Sub(s.now()))}
+	if pl, ok, err := s.queue.Position(ctx, t.spec.ID); err == nil && ok {
+		a.QueuePosition, a.PredictedStartMs = pl.Position, pl.PredictedStartMs
+	}
+	if info, ok := s.opts.Sessions.Get(t.spec.SessionID); ok {
+		a.TokensBudgetRemaining = info.TokensBudgetRemaining
+	}
+	return a, nil
+}
