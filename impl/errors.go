@@ -64,6 +64,29 @@ func statusOf(code string) int {
 	}
 }
 
+// FailureCode names a task failure class with its API error code: the one table from the task
+// package's classes to codes. The task service uses it for error frames and metric labels.
+func FailureCode(c task.Class) string {
+	switch c {
+	case task.ClassInvalid:
+		return "INVALID_PARAMS"
+	case task.ClassPoolUnavailable:
+		return "POOL_UNAVAILABLE"
+	case task.ClassQueueFull:
+		return "ADMISSION_REJECT"
+	case task.ClassEvicted:
+		return "QUEUE_FULL_DROP_LRU"
+	case task.ClassDeadline:
+		return "DEADLINE_UNMET"
+	case task.ClassWorkerReset:
+		return "WORKER_RESET"
+	case task.ClassDecodeTimeout:
+		return "DECODE_TIMEOUT"
+	default:
+		return "INTERNAL"
+	}
+}
+
 // codeOfStatus maps an HTTP status produced outside our handlers (router, body limit, binder)
 // to an error code.
 func codeOfStatus(status int) string {
@@ -93,11 +116,12 @@ func codeOfStatus(status int) string {
 func fromDomain(err error) *Error {
 	var apiErr *Error
 	var rej *task.RejectError
+	var turns *session.TurnLimitError
 	switch {
 	case errors.As(err, &apiErr):
 		return apiErr
 	case errors.As(err, &rej):
-		return &Error{Code: rej.Code, Message: rej.Error(), Engine: rej.Engine, PoolID: rej.PoolID,
+		return &Error{Code: FailureCode(rej.Class), Message: rej.Error(), Engine: rej.Engine, PoolID: rej.PoolID,
 			Retriable: true, RetryAfter: rej.RetryAfter, Policy: rej.Policy}
 	case errors.Is(err, task.ErrNotFound):
 		return Errorf("NOT_FOUND", "task not found")
@@ -106,6 +130,9 @@ func fromDomain(err error) *Error {
 		return Errorf("POOL_UNAVAILABLE", "%v", err)
 	case errors.Is(err, task.ErrConflict):
 		return Errorf("CONFLICT", "%v", err)
+	case errors.As(err, &turns):
+		// The session's own message names the limit; the task service wraps it.
+		return Errorf("INVALID_PARAMS", "%s", turns.Error())
 	case errors.Is(err, task.ErrInvalid), errors.Is(err, session.ErrTurnLimit):
 		return Errorf("INVALID_PARAMS", "%v", err)
 	case errors.Is(err, task.ErrUnavailable):

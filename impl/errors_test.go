@@ -9,6 +9,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/orchestratord/orchestratord/engine"
 	"github.com/orchestratord/orchestratord/impl/artifact"
 	"github.com/orchestratord/orchestratord/impl/pool"
 	"github.com/orchestratord/orchestratord/impl/session"
@@ -22,12 +23,13 @@ func TestErrorMapping(t *testing.T) {
 		code   string
 		status int
 	}{
-		{"reject", &task.RejectError{Code: "ADMISSION_REJECT", RetryAfter: time.Second}, "ADMISSION_REJECT", 429},
-		{"drop-lru", fmt.Errorf("wrapped: %w", &task.RejectError{Code: "QUEUE_FULL_DROP_LRU"}), "QUEUE_FULL_DROP_LRU", 429},
+		{"reject", &task.RejectError{Class: task.ClassQueueFull, RetryAfter: time.Second}, "ADMISSION_REJECT", 429},
+		{"drop-lru", fmt.Errorf("wrapped: %w", &task.RejectError{Class: task.ClassEvicted}), "QUEUE_FULL_DROP_LRU", 429},
 		{"task not found", task.ErrNotFound, "NOT_FOUND", 404},
 		{"conflict", fmt.Errorf("%w: x", task.ErrConflict), "CONFLICT", 409},
 		{"invalid", fmt.Errorf("%w: ctx", task.ErrInvalid), "INVALID_PARAMS", 400},
 		{"turn limit", &session.TurnLimitError{Limit: 8}, "INVALID_PARAMS", 400},
+		{"turn limit through the task service", fmt.Errorf("%w: %w", task.ErrInvalid, &session.TurnLimitError{Limit: 8}), "INVALID_PARAMS", 400},
 		{"no pool", fmt.Errorf("%w: none", task.ErrUnavailable), "POOL_UNAVAILABLE", 503},
 		{"no pool serves the task", fmt.Errorf("%w: engine vllm", task.ErrNoMatch), "POOL_UNAVAILABLE", 503},
 		{"shutting down", task.ErrShuttingDown, "POOL_UNAVAILABLE", 503},
@@ -50,5 +52,53 @@ func TestErrorMapping(t *testing.T) {
 				t.Fatalf("toAPIError = %s (status %d), want %s (%d)", e.Code, statusOf(e.Code), tt.code, tt.status)
 			}
 		})
+	}
+}
+
+// TestFailureCodes covers every task failure class: each has its API code and that code's
+// status, and an engine failure keeps the code its engine.Kind names.
+func TestFailureCodes(t *testing.T) {
+	tests := []struct {
+		class  task.Class
+		code   string
+		status int
+	}{
+		{task.ClassInternal, "INTERNAL", 500},
+		{task.ClassInvalid, "INVALID_PARAMS", 400},
+		{task.ClassPoolUnavailable, "POOL_UNAVAILABLE", 503},
+		{task.ClassQueueFull, "ADMISSION_REJECT", 429},
+		{task.ClassEvicted, "QUEUE_FULL_DROP_LRU", 429},
+		{task.ClassDeadline, "DEADLINE_UNMET", 400},
+		{task.ClassWorkerReset, "WORKER_RESET", 500},
+		{task.ClassDecodeTimeout, "DECODE_TIMEOUT", 500},
+	}
+	covered := map[task.Class]bool{}
+	for _, tt := range tests {
+		covered[tt.class] = true
+		t.Run(tt.class.String(), func(t *testing.T) {
+			if got := FailureCode(tt.class); got != tt.code || statusOf(got) != tt.status {
+				t.Fatalf("FailureCode = %s (status %d), want %s (%d)", got, statusOf(got), tt.code, tt.status)
+			}
+		})
+	}
+	for _, c := range task.Classes() {
+		if !covered[c] {
+			t.Errorf("class %s is missing from this table", c)
+		}
+	}
+	for _, k := range []engine.Kind{engine.KindInternal, engine.KindPoolUnavailable, engine.KindWorkerReset,
+		engine.KindDecodeTimeout, engine.KindInvalidRequest} {
+		if got := FailureCode(task.ClassOfKind(k)); got != k.String() {
+			t.Errorf("engine kind %s is reported as %s", k, got)
+		}
+	}
+}
+
+// TestTurnLimitMessage: a session past its turns is refused with the limit's own message,
+// which needs the task service to keep the session's error in the chain.
+func TestTurnLimitMessage(t *testing.T) {
+	err := fmt.Errorf("%w: %w", task.ErrInvalid, &session.TurnLimitError{Limit: 2})
+	if e := toAPIError(err); e.Code != "INVALID_PARAMS" || e.Message != "session has reached its limit of 2 turns" {
+		t.Fatalf("toAPIError = %+v", e)
 	}
 }

@@ -138,7 +138,7 @@ func (s *Server) GetTask(ctx context.Context, req api.GetTaskRequestObject) (api
 		body.FinishedMs = &ms
 	}
 	if e := snap.Error; e != nil {
-		env := api.ErrorEnvelope{Code: api.ErrorKind(e.Code), Message: e.Message, Retriable: e.Retriable}
+		env := api.ErrorEnvelope{Code: api.ErrorKind(FailureCode(e.Class)), Message: e.Message, Retriable: e.Retriable}
 		if e.RetryAfterMs > 0 {
 			env.RetryAfterMs = &e.RetryAfterMs
 		}

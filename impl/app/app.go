@@ -162,7 +162,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	svc = task.New(task.Options{
 		Capacity: cfg.Admission.Capacity, Policy: policy, Pools: a.pools, Sessions: ss, Metrics: a.metrics,
 		Logger: log, Retention: cfg.Tasks.Retention.D(), MaxRetained: cfg.Tasks.MaxRetained,
-		CancelOnDisconnect: cfg.Stream.CancelOnDisconnectOrDefault(),
+		CancelOnDisconnect: cfg.Stream.CancelOnDisconnectOrDefault(), Code: impl.FailureCode,
 	})
 	a.tasks = svc
 	for _, p := range cfg.Pools {

@@ -94,10 +94,10 @@ func endData(tokensOut int, decodeMs int64, canceled bool, stop engine.StopReaso
 	return append(b, '}')
 }
 
-func errorData(ei *ErrorInfo) []byte {
+func errorData(code string, ei *ErrorInfo) []byte {
 	b := make([]byte, 0, 192)
 	b = append(b, `{"code":`...)
-	b = sse.AppendString(b, ei.Code)
+	b = sse.AppendString(b, code)
 	b = append(b, `,"message":`...)
 	b = sse.AppendString(b, ei.Message)
 	b = append(b, `,"retriable":`...)

@@ -97,7 +97,7 @@ func (s *Service) failQueued(t *Task, cause error) {
 	if cause == causeShutdown {
 		msg = "the daemon shut down before the task ran"
 	}
-	s.finish(t, Failed, &ErrorInfo{Code: "POOL_UNAVAILABLE", Message: msg, Retriable: true,
+	s.finish(t, Failed, &ErrorInfo{Class: ClassPoolUnavailable, Message: msg, Retriable: true,
 		PoolID: t.poolID, Engine: t.engine}, engine.Result{}, 0)
 }
 
@@ -158,8 +158,8 @@ func (s *Service) evict(it admission.Item) {
 	}
 	go func() {
 		<-t.admitted
-		s.m.TasksRejected.WithLabelValues(t.engine, "QUEUE_FULL_DROP_LRU").Inc()
-		s.finish(t, Failed, &ErrorInfo{Code: "QUEUE_FULL_DROP_LRU",
+		s.m.TasksRejected.WithLabelValues(t.engine, s.opts.Code(ClassEvicted)).Inc()
+		s.finish(t, Failed, &ErrorInfo{Class: ClassEvicted,
 			Message: "evicted from the full queue (drop-lru) to admit a newer task", Retriable: true,
 			RetryAfterMs: 1000, PoolID: t.poolID, Engine: t.engine}, engine.Result{}, 0)
 	}()
@@ -202,7 +202,7 @@ func (s *Service) expireQueued(ctx context.Context) {
 			continue
 		}
 		if ok, err := s.queue.Cancel(ctx, t.spec.ID); err == nil && ok {
-			s.finish(t, Failed, &ErrorInfo{Code: "DEADLINE_UNMET",
+			s.finish(t, Failed, &ErrorInfo{Class: ClassDeadline,
 				Message: fmt.Sprintf("the task's deadline of %d ms passed while it was queued", t.spec.Deadline.Milliseconds()),
 				PoolID:  t.poolID, Engine: t.engine}, engine.Result{}, 0)
 		}

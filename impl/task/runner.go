@@ -70,7 +70,7 @@ func (s *Service) run(t *Task) {
 	case cause == causeClient || cause == causeDisconnect:
 		s.finish(t, Canceled, nil, res, decode)
 	case cause == causeDeadline:
-		s.finish(t, Failed, &ErrorInfo{Code: "DEADLINE_UNMET",
+		s.finish(t, Failed, &ErrorInfo{Class: ClassDeadline,
 			Message: fmt.Sprintf("the task's deadline of %d ms passed", t.spec.Deadline.Milliseconds()),
 			PoolID:  t.poolID, Engine: t.engine}, res, decode)
 	case cause == causeDrain || cause == causeShutdown:
@@ -78,14 +78,14 @@ func (s *Service) run(t *Task) {
 		if cause == causeShutdown {
 			msg = "the daemon shut down"
 		}
-		s.finish(t, Failed, &ErrorInfo{Code: "POOL_UNAVAILABLE", Message: msg, Retriable: true,
+		s.finish(t, Failed, &ErrorInfo{Class: ClassPoolUnavailable, Message: msg, Retriable: true,
 			RetryAfterMs: 1000, PoolID: t.poolID, Engine: t.engine}, res, decode)
 	default:
 		kind := engine.KindOf(err)
 		if kind == engine.KindPoolUnavailable || kind == engine.KindWorkerReset {
 			s.opts.Pools.ReportFailure(t.poolID)
 		}
-		ei := &ErrorInfo{Code: kind.String(), Message: err.Error(), PoolID: t.poolID, Engine: t.engine,
+		ei := &ErrorInfo{Class: ClassOfKind(kind), Message: err.Error(), PoolID: t.poolID, Engine: t.engine,
 			Retriable: kind != engine.KindInvalidRequest && kind != engine.KindInternal}
 		if ei.Retriable {
 			ei.RetryAfterMs = 1000
@@ -167,7 +167,7 @@ func (s *Service) finish(t *Task, st Status, ei *ErrorInfo, res engine.Result, d
 	case Succeeded, Canceled:
 		t.appendLocked("end", endData(tokensOut, decodeMs, st == Canceled, res.Stop), nil)
 	default:
-		t.appendLocked("error", errorData(ei), nil)
+		t.appendLocked("error", errorData(s.opts.Code(ei.Class), ei), nil)
 	}
 	reason := t.cancelReason
 	started := t.started
@@ -207,7 +207,7 @@ func (s *Service) finish(t *Task, st Status, ei *ErrorInfo, res engine.Result, d
 		attrs = append(attrs, "reason", reason)
 	}
 	if ei != nil {
-		attrs = append(attrs, "code", ei.Code, "err", ei.Message)
+		attrs = append(attrs, "code", s.opts.Code(ei.Class), "err", ei.Message)
 	}
 	s.log.Info("task finished", attrs...)
 }

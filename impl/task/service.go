@@ -30,7 +30,7 @@ var (
 // RejectError is a refusal because the queue is full.
 type RejectError struct {
 	Policy     string // reject | drop-lru
-	Code       string // ADMISSION_REJECT | QUEUE_FULL_DROP_LRU
+	Class      Class  // ClassQueueFull | ClassEvicted
 	RetryAfter time.Duration
 	PoolID     string
 	Engine     string
@@ -78,6 +78,10 @@ type Options struct {
 	MetricsInterval    time.Duration // between SSE metrics frames of a running task (default 1s)
 	CancelOnDisconnect bool
 	Now                func() time.Time
+	// Code names a failure class with its API error code, for error frames, logs and the
+	// reason label of tasks_rejected_total (impl.FailureCode in production; Class.String
+	// when nil).
+	Code func(Class) string
 }
 
 // Service admits, dispatches, runs and tracks tasks.
@@ -110,6 +114,9 @@ func New(opts Options) *Service {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.Code == nil {
+		opts.Code = Class.String
 	}
 	if opts.MetricsInterval <= 0 {
 		opts.MetricsInterval = time.Second

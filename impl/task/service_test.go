@@ -15,6 +15,7 @@ import (
 	"github.com/orchestratord/orchestratord/engine"
 	"github.com/orchestratord/orchestratord/impl/admission"
 	"github.com/orchestratord/orchestratord/impl/metrics"
+	"github.com/orchestratord/orchestratord/impl/placement"
 	"github.com/orchestratord/orchestratord/impl/pool"
 	"github.com/orchestratord/orchestratord/impl/session"
 	"github.com/orchestratord/orchestratord/impl/sse"
@@ -253,7 +254,7 @@ func TestQueueFull(t *testing.T) {
 		h.submit(queued)
 		_, err := h.svc.Submit(h.ctx, spec(admission.Interactive))
 		var re *RejectError
-		if !errors.As(err, &re) || re.Code != "ADMISSION_REJECT" || re.RetryAfter <= 0 || re.Policy != "reject" {
+		if !errors.As(err, &re) || re.Class != ClassQueueFull || re.RetryAfter <= 0 || re.Policy != "reject" {
 			t.Fatalf("err = %#v", err)
 		}
 		close(h.eng.tokens)
@@ -266,13 +267,13 @@ func TestQueueFull(t *testing.T) {
 		h.submit(batch)
 		h.submit(inter)
 		evs := h.events(batch.ID)
-		if got := names(evs); got != "started,error" || !strings.Contains(evs[1].Data, `"code":"QUEUE_FULL_DROP_LRU"`) {
+		if got := names(evs); got != "started,error" || !strings.Contains(evs[1].Data, `"code":"evicted"`) {
 			t.Fatalf("evicted = %s %v", got, evs)
 		}
 		// A batch task finding only interactive work queued is refused.
 		_, err := h.svc.Submit(h.ctx, spec(admission.Batch))
 		var re *RejectError
-		if !errors.As(err, &re) || re.Code != "QUEUE_FULL_DROP_LRU" {
+		if !errors.As(err, &re) || re.Class != ClassEvicted {
 			t.Fatalf("err = %v", err)
 		}
 		close(h.eng.tokens)
@@ -288,7 +289,7 @@ func TestFailures(t *testing.T) {
 		<-h.eng.started
 		h.eng.fail <- engine.Errorf(engine.KindWorkerReset, "connection reset")
 		evs := h.events(s.ID)
-		if got := names(evs); got != "started,error" || !strings.Contains(evs[1].Data, `"code":"WORKER_RESET"`) ||
+		if got := names(evs); got != "started,error" || !strings.Contains(evs[1].Data, `"code":"worker_reset"`) ||
 			!strings.Contains(evs[1].Data, `"retriable":true`) {
 			t.Fatalf("events = %s %v", got, evs)
 		}
@@ -299,7 +300,7 @@ func TestFailures(t *testing.T) {
 		s.Deadline = 20 * time.Millisecond
 		h.submit(s)
 		evs := h.events(s.ID)
-		if got := names(evs); got != "started,error" || !strings.Contains(evs[1].Data, `"code":"DEADLINE_UNMET"`) {
+		if got := names(evs); got != "started,error" || !strings.Contains(evs[1].Data, `"code":"deadline"`) {
 			t.Fatalf("events = %s %v", got, evs)
 		}
 	})
@@ -307,7 +308,8 @@ func TestFailures(t *testing.T) {
 		h := newHarness(t, 4, 1, admission.Reject)
 		s := spec(admission.Interactive)
 		s.Ctx = 8192
-		if _, err := h.svc.Submit(h.ctx, s); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "ctx_max 4096") {
+		if _, err := h.svc.Submit(h.ctx, s); !errors.Is(err, ErrInvalid) || !errors.Is(err, placement.ErrCtxTooLarge) ||
+			!strings.Contains(err.Error(), "ctx_max 4096") {
 			t.Fatalf("err = %v", err)
 		}
 	})
@@ -330,8 +332,9 @@ func TestFailures(t *testing.T) {
 		s := spec(admission.Batch)
 		s.SessionID = sess
 		_, err := h.svc.Submit(h.ctx, s)
-		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "3") {
-			t.Fatalf("err = %v", err)
+		var tl *session.TurnLimitError
+		if !errors.Is(err, ErrInvalid) || !errors.As(err, &tl) || tl.Limit != 3 {
+			t.Fatalf("err = %v, want ErrInvalid wrapping the session's *TurnLimitError{Limit: 3}", err)
 		}
 		close(h.eng.tokens)
 	})
@@ -363,7 +366,7 @@ func TestPoolDrained(t *testing.T) {
 	h.svc.PoolDrained(h.ctx, "p")
 	for _, id := range []string{run.ID, queued.ID} {
 		evs := h.events(id)
-		if !strings.Contains(evs[len(evs)-1].Data, `"code":"POOL_UNAVAILABLE"`) {
+		if !strings.Contains(evs[len(evs)-1].Data, `"code":"pool_unavailable"`) {
 			t.Fatalf("%s: %v", id, evs)
 		}
 	}

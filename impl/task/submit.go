@@ -46,13 +46,12 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (Admission, error) {
 	s.m.PlacementConsidered.Set(float64(dec.Considered))
 	if err != nil {
 		s.m.PlacementDecisions.WithLabelValues("no_capacity", strconv.FormatBool(dec.Pinned), strconv.FormatBool(dec.Fallback)).Inc()
-		code := "POOL_UNAVAILABLE"
-		switch {
-		case errors.Is(err, placement.ErrCtxTooLarge):
-			code = "INVALID_PARAMS"
-			err = fmt.Errorf("%w: %v", ErrInvalid, err)
+		class := ClassPoolUnavailable
+		if errors.Is(err, placement.ErrCtxTooLarge) {
+			class = ClassInvalid
+			err = fmt.Errorf("%w: %w", ErrInvalid, err)
 		}
-		s.m.TasksRejected.WithLabelValues(spec.Engine, code).Inc()
+		s.m.TasksRejected.WithLabelValues(spec.Engine, s.opts.Code(class)).Inc()
 		return Admission{}, err
 	}
 	s.m.PlacementDecisions.WithLabelValues("assigned", strconv.FormatBool(dec.Pinned), strconv.FormatBool(dec.Fallback)).Inc()
@@ -65,8 +64,8 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (Admission, error) {
 
 	info, err := s.opts.Sessions.Admit(spec.SessionID)
 	if err != nil {
-		s.m.TasksRejected.WithLabelValues(spec.Engine, "INVALID_PARAMS").Inc()
-		return Admission{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+		s.m.TasksRejected.WithLabelValues(spec.Engine, s.opts.Code(ClassInvalid)).Inc()
+		return Admission{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 
 	now := s.now()
@@ -124,21 +123,22 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (Admission, error) {
 func (s *Service) refusal(err error, t *Task, adm admission.Admission) error {
 	switch {
 	case errors.Is(err, admission.ErrRejected), errors.Is(err, admission.ErrDropLRUFull):
-		re := &RejectError{Policy: s.opts.Policy.String(), Code: "ADMISSION_REJECT", RetryAfter: adm.RetryAfter,
+		re := &RejectError{Policy: s.opts.Policy.String(), Class: ClassQueueFull, RetryAfter: adm.RetryAfter,
 			PoolID: t.poolID, Engine: t.engine, Capacity: s.opts.Capacity}
 		if errors.Is(err, admission.ErrDropLRUFull) {
-			re.Code = "QUEUE_FULL_DROP_LRU"
+			re.Class = ClassEvicted
 		}
-		s.m.TasksRejected.WithLabelValues(t.engine, re.Code).Inc()
+		code := s.opts.Code(re.Class)
+		s.m.TasksRejected.WithLabelValues(t.engine, code).Inc()
 		s.m.Backpressure.WithLabelValues(t.engine, re.Policy).Inc()
 		s.log.Info("task refused: queue full", "task_id", t.spec.ID, "session_id", t.spec.SessionID,
-			"pool_id", t.poolID, "correlation_id", t.spec.CorrelationID, "code", re.Code,
+			"pool_id", t.poolID, "correlation_id", t.spec.CorrelationID, "code", code,
 			"retry_after_ms", re.RetryAfter.Milliseconds())
 		return re
 	case errors.Is(err, admission.ErrClosed):
 		return ErrShuttingDown
 	case errors.Is(err, admission.ErrUnknownPool):
-		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	default:
 		return err
 	}

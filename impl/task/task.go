@@ -70,9 +70,9 @@ type Spec struct {
 	CorrelationID string
 }
 
-// ErrorInfo is a task's failure, in API terms.
+// ErrorInfo is a task's failure.
 type ErrorInfo struct {
-	Code         string
+	Class        Class
 	Message      string
 	Retriable    bool
 	RetryAfterMs int64
