@@ -35,6 +35,7 @@ import (
 	"github.com/orchestratord/orchestratord/impl/app"
 	"github.com/orchestratord/orchestratord/impl/config"
 	"github.com/orchestratord/orchestratord/impl/pool"
+	"github.com/orchestratord/orchestratord/impl/task/tasktest"
 )
 
 // testKey is the API key every harness is configured with.
@@ -352,6 +353,7 @@ type harnessConfig struct {
 	priorServiceMs     int
 	cancelOnDisconnect bool
 	heartbeat          string
+	clock              *tasktest.Clock // nil: the system clock
 }
 
 type option func(*harnessConfig)
@@ -362,6 +364,10 @@ func withSlots(n int) option         { return func(c *harnessConfig) { c.slots =
 func withMaxTurns(n int) option      { return func(c *harnessConfig) { c.maxTurns = n } }
 func withTokenBudget(n int64) option { return func(c *harnessConfig) { c.tokenBudget = n } }
 func withHeartbeat(d string) option  { return func(c *harnessConfig) { c.heartbeat = d } }
+
+// withClock gives the task service a fake clock: task deadlines and the janitor's tick then
+// follow clk.Advance, not real time.
+func withClock(clk *tasktest.Clock) option { return func(c *harnessConfig) { c.clock = clk } }
 func withCancelOnDisconnect(b bool) option {
 	return func(c *harnessConfig) { c.cancelOnDisconnect = b }
 }
@@ -429,13 +435,17 @@ pools:
 	fake := newFakeEngine()
 	gpus := dgxh200.New()
 	gpus.ShutdownFunc = func() nvml.Return { return nvml.SUCCESS }
-	a, err := app.New(conf, app.Options{
+	aopts := app.Options{
 		Logger:         slog.New(slog.NewTextHandler(tbWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		NewReplica:     func(pool.Spec, string) engine.Replica { return fake },
 		NVML:           gpus,
 		Registry:       prometheus.NewRegistry(),
 		HealthInterval: 20 * time.Millisecond,
-	})
+	}
+	if cfg.clock != nil {
+		aopts.TaskClock = cfg.clock
+	}
+	a, err := app.New(conf, aopts)
 	if err != nil {
 		t.Fatalf("app.New: %v", err)
 	}

@@ -6,10 +6,12 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/orchestratord/orchestratord/gen/client"
+	"github.com/orchestratord/orchestratord/impl/task/tasktest"
 )
 
 func TestCreateTask(t *testing.T) {
@@ -467,13 +469,20 @@ func TestResume(t *testing.T) {
 
 func TestDeadline(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, withSlots(1))
+	clock := tasktest.NewClock(time.Now())
+	h := newHarness(t, withSlots(1), withClock(clock))
 	h.fake.SetGated(true) // the engine never produces a token: only the deadline ends the task
 
 	t.Run("running", func(t *testing.T) {
 		r := taskReq(uuid.New())
 		r.DeadlineMs = 100
 		h.submit(t, r)
+		h.waitState(t, r.TaskId, client.Running) // the runner has armed the deadline
+		clock.Advance(99 * time.Millisecond)
+		if st := h.state(t, r.TaskId); st.State != client.Running {
+			t.Fatalf("state %s before the deadline, want running", st.State)
+		}
+		clock.Advance(time.Millisecond)
 		frames := h.openStream(t, r.TaskId, streamOpts{}).rest()
 		end := final(t, frames)
 		if end.Event != "error" || end.Data["code"] != "DEADLINE_UNMET" {
@@ -493,6 +502,9 @@ func TestDeadline(t *testing.T) {
 		r := taskReq(uuid.New())
 		r.DeadlineMs = 1
 		h.submit(t, r)
+		// The janitor that fails queued tasks past their deadline ticks once per second.
+		eventually(t, "the task janitor's ticker", func() bool { return clock.Tickers() == 1 })
+		clock.Advance(time.Second)
 		frames := h.openStream(t, r.TaskId, streamOpts{}).rest()
 		if end := final(t, frames); end.Event != "error" || end.Data["code"] != "DEADLINE_UNMET" || count(frames, "token") != 0 {
 			t.Fatalf("frames %v, want started then error DEADLINE_UNMET", frames)

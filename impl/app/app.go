@@ -56,6 +56,9 @@ type Options struct {
 	Registry *prometheus.Registry
 	// HealthInterval overrides the pools' health poll interval.
 	HealthInterval time.Duration
+	// TaskClock overrides the task service's clock (tests use tasktest.Clock). Default: the
+	// system clock.
+	TaskClock task.Clock
 }
 
 // App is an assembled daemon.
@@ -163,6 +166,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		Capacity: cfg.Admission.Capacity, Policy: policy, Pools: a.pools, Sessions: ss, Metrics: a.metrics,
 		Logger: log, Retention: cfg.Tasks.Retention.D(), MaxRetained: cfg.Tasks.MaxRetained,
 		CancelOnDisconnect: cfg.Stream.CancelOnDisconnectOrDefault(), Code: impl.FailureCode,
+		Clock: opts.TaskClock,
 	})
 	a.tasks = svc
 	for _, p := range cfg.Pools {

@@ -35,7 +35,7 @@ func (s *Service) run(t *Task) {
 	s.mu.Unlock()
 	ctx, cancel := context.WithCancelCause(base)
 	defer cancel(nil)
-	ctx, cancelDeadline := context.WithDeadlineCause(ctx, t.deadline, causeDeadline)
+	ctx, cancelDeadline := s.opts.Clock.WithDeadlineCause(ctx, t.deadline, causeDeadline)
 	defer cancelDeadline()
 
 	start := s.now()

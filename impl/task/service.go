@@ -77,7 +77,7 @@ type Options struct {
 	MaxRetained        int           // how many finished tasks stay visible
 	MetricsInterval    time.Duration // between SSE metrics frames of a running task (default 1s)
 	CancelOnDisconnect bool
-	Now                func() time.Time
+	Clock              Clock // default: the system clock
 	// Code names a failure class with its API error code, for error frames, logs and the
 	// reason label of tasks_rejected_total (impl.FailureCode in production; Class.String
 	// when nil).
@@ -112,8 +112,8 @@ func New(opts Options) *Service {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	if opts.Now == nil {
-		opts.Now = time.Now
+	if opts.Clock == nil {
+		opts.Clock = systemClock{}
 	}
 	if opts.Code == nil {
 		opts.Code = Class.String
@@ -127,11 +127,11 @@ func New(opts Options) *Service {
 	if opts.Retention <= 0 {
 		opts.Retention = 10 * time.Minute
 	}
-	s := &Service{opts: opts, log: opts.Logger, m: opts.Metrics, now: opts.Now,
+	s := &Service{opts: opts, log: opts.Logger, m: opts.Metrics, now: opts.Clock.Now,
 		tasks: map[string]*Task{}, load: map[string]int{}, runCtx: context.Background()}
 	s.queue = admission.New(admission.Options{
 		Capacity: opts.Capacity, Policy: opts.Policy,
-		Dispatch: s.dispatch, Evict: s.evict, Now: opts.Now,
+		Dispatch: s.dispatch, Evict: s.evict, Now: opts.Clock.Now,
 	})
 	return s
 }
@@ -144,8 +144,8 @@ func (s *Service) Run(ctx context.Context) error {
 	s.mu.Unlock()
 	done := make(chan error, 1)
 	go func() { done <- s.queue.Run(ctx) }()
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
+	tick, stop := s.opts.Clock.NewTicker(time.Second)
+	defer stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -157,7 +157,7 @@ func (s *Service) Run(ctx context.Context) error {
 			}
 			s.wg.Wait()
 			return err
-		case <-t.C:
+		case <-tick:
 			s.expire()
 			s.expireQueued(ctx)
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/orchestratord/orchestratord/impl/pool"
 	"github.com/orchestratord/orchestratord/impl/session"
 	"github.com/orchestratord/orchestratord/impl/sse"
+	"github.com/orchestratord/orchestratord/impl/task/tasktest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -75,11 +76,12 @@ func (p *fakePools) Replica(string) (engine.Replica, error) {
 func (p *fakePools) ReportFailure(string) { p.fails.Add(1) }
 
 type harness struct {
-	t    *testing.T
-	svc  *Service
-	eng  *gate
-	ctx  context.Context
-	stop func()
+	t     *testing.T
+	svc   *Service
+	eng   *gate
+	clock *tasktest.Clock
+	ctx   context.Context
+	stop  func()
 }
 
 func newHarness(t *testing.T, capacity, slots int, policy admission.Policy) *harness {
@@ -92,13 +94,14 @@ func newHarness(t *testing.T, capacity, slots int, policy admission.Policy) *har
 	v := pool.View{Spec: pool.Spec{ID: "p", Engine: "llamacpp", ModelRef: "/m/tiny.gguf", ModelID: "tiny", CtxMax: 4096,
 		Slots: slots, KVBytesPerToken: 10, PriorServiceMs: 100, PriorTokensPerS: 100, Workloads: []string{"completion"}},
 		Live: true, Healthy: true}
+	clock := tasktest.NewClock(time.Unix(1_700_000_000, 0))
 	svc := New(Options{Capacity: capacity, Policy: policy, Pools: &fakePools{views: []pool.View{v}, rep: eng},
-		Sessions: ss, Metrics: metrics.New(prometheus.NewRegistry()), CancelOnDisconnect: true})
+		Sessions: ss, Metrics: metrics.New(prometheus.NewRegistry()), CancelOnDisconnect: true, Clock: clock})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = svc.Run(ctx); close(done) }()
 	svc.PoolChanged(ctx, v)
-	h := &harness{t: t, svc: svc, eng: eng, ctx: ctx}
+	h := &harness{t: t, svc: svc, eng: eng, clock: clock, ctx: ctx}
 	h.stop = func() {
 		sctx, c := context.WithTimeout(context.Background(), 50*time.Millisecond)
 		svc.Shutdown(sctx)
@@ -294,15 +297,39 @@ func TestFailures(t *testing.T) {
 			t.Fatalf("events = %s %v", got, evs)
 		}
 	})
-	t.Run("deadline", func(t *testing.T) {
+	t.Run("deadline while running", func(t *testing.T) {
 		h := newHarness(t, 4, 1, admission.Reject)
 		s := spec(admission.Interactive)
 		s.Deadline = 20 * time.Millisecond
 		h.submit(s)
+		<-h.eng.started // the runner has armed the deadline before it calls the engine
+		h.clock.Advance(19 * time.Millisecond)
+		h.eng.tokens <- " The" // still running: the token is taken
+		h.clock.Advance(time.Millisecond)
 		evs := h.events(s.ID)
-		if got := names(evs); got != "started,error" || !strings.Contains(evs[1].Data, `"code":"deadline"`) {
+		if got := strings.ReplaceAll(names(evs), ",metrics", ""); got != "started,token,error" ||
+			!strings.Contains(evs[len(evs)-1].Data, `"code":"deadline"`) || !strings.Contains(evs[len(evs)-1].Data, "deadline of 20 ms passed") {
 			t.Fatalf("events = %s %v", got, evs)
 		}
+		waitFor(t, func() bool { return h.eng.active.Load() == 0 })
+	})
+	t.Run("deadline while queued", func(t *testing.T) {
+		h := newHarness(t, 4, 1, admission.Reject)
+		blocker, s := spec(admission.Interactive), spec(admission.Interactive)
+		h.submit(blocker)
+		<-h.eng.started
+		s.Deadline = 1500 * time.Millisecond
+		h.submit(s)
+		waitFor(t, func() bool { return h.clock.Tickers() == 1 }) // the janitor is ticking
+		h.clock.Advance(time.Second)                              // a tick before the deadline leaves the task queued
+		h.clock.Advance(time.Second)                              // the next one fails it
+		evs := h.events(s.ID)
+		if got := names(evs); got != "started,error" || !strings.Contains(evs[1].Data, `"code":"deadline"`) ||
+			!strings.Contains(evs[1].Data, "passed while it was queued") {
+			t.Fatalf("events = %s %v", got, evs)
+		}
+		close(h.eng.tokens)
+		h.events(blocker.ID)
 	})
 	t.Run("ctx above ctx_max", func(t *testing.T) {
 		h := newHarness(t, 4, 1, admission.Reject)
