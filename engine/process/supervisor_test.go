@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -345,11 +346,12 @@ func TestRestartAfterUnexpectedExit(t *testing.T) {
 		!strings.Contains(err.Error(), "helper exiting with 7") {
 		t.Fatalf("LastError = %v", err)
 	}
-	if s.BaseURL() != url {
-		t.Logf("port changed on restart: %s -> %s", url, s.BaseURL())
-	}
-	if ports := h.lines("ports"); "http://127.0.0.1:"+ports[1] != s.BaseURL() {
-		t.Fatalf("BaseURL %s, relaunch listens on %s", s.BaseURL(), ports[1])
+	// The relaunch keeps the port while it is free (pickPort; TestPickPort covers a taken one),
+	// so that the replica's URL survives a restart.
+	ports := h.lines("ports")
+	if "http://127.0.0.1:"+ports[0] != url || ports[1] != ports[0] || s.BaseURL() != url {
+		t.Fatalf("first launch on %s (BaseURL %s), relaunch on %s (BaseURL %s): want the same port",
+			ports[0], url, ports[1], s.BaseURL())
 	}
 	want := []State{StateStarting, StateRunning, StateRestarting, StateRunning}
 	if got := h.rec.history(); !slices.Equal(got, want) {
@@ -381,27 +383,108 @@ func TestBreakerTrips(t *testing.T) {
 }
 
 func TestBreakerWindow(t *testing.T) {
-	// With a window that has always passed, restarts never accumulate.
-	h := newHarness(t)
-	o := h.options("HELPER_EXIT_AFTER_MS=30", "HELPER_EXIT_LAUNCHES=4")
-	o.MaxRestarts = 1
-	var mu sync.Mutex
-	now := time.Unix(0, 0)
-	o.Now = func() time.Time {
-		mu.Lock()
-		defer mu.Unlock()
-		now = now.Add(time.Hour)
-		return now
+	// MaxRestarts is 1 and the first four launches exit: whether the breaker trips depends only
+	// on whether the previous restart has left the window when the next one is due.
+	tests := []struct {
+		name     string
+		step     time.Duration // how far the clock moves between two restarts
+		launches int
+		tripped  bool
+	}{
+		{"restarts an hour apart never accumulate", time.Hour, 5, false},
+		{"restarts a minute apart trip the breaker at the second", time.Minute, 2, true},
 	}
-	s := h.newSupervisor(o)
-	if err := s.Start(context.Background()); err != nil {
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t)
+			o := h.options("HELPER_EXIT_AFTER_MS=30", "HELPER_EXIT_LAUNCHES=4")
+			o.MaxRestarts = 1
+			var mu sync.Mutex
+			now, calls := time.Unix(0, 0), 0
+			o.Now = func() time.Time {
+				mu.Lock()
+				defer mu.Unlock()
+				calls++
+				now = now.Add(tt.step)
+				return now
+			}
+			s := h.newSupervisor(o)
+			if err := s.Start(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if tt.tripped {
+				h.rec.waitFor(t, StateFailed)
+			} else {
+				for len(h.lines("launches")) < tt.launches || s.State() != StateRunning {
+					h.rec.waitFor(t, StateRunning)
+				}
+			}
+			if n := len(h.lines("launches")); n != tt.launches {
+				t.Fatalf("%d launches, want %d", n, tt.launches)
+			}
+			err := s.LastError()
+			if errors.Is(err, ErrBreakerOpen) != tt.tripped {
+				t.Fatalf("LastError = %v, breaker tripped: want %t", err, tt.tripped)
+			}
+			if tt.tripped && !strings.Contains(err.Error(), "1 restarts within 5m0s") {
+				t.Fatalf("LastError = %v", err)
+			}
+			if failed := slices.Contains(h.rec.history(), StateFailed); failed != tt.tripped {
+				t.Fatalf("states %v: failed %t, want %t", h.rec.history(), failed, tt.tripped)
+			}
+			// The breaker consults the clock once per restart it considers: each failure of the
+			// first launches, and the one that trips it.
+			mu.Lock()
+			defer mu.Unlock()
+			if want := tt.launches - 1 + b2i(tt.tripped); calls != want {
+				t.Fatalf("the breaker read the clock %d times, want %d", calls, want)
+			}
+		})
+	}
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func TestPickPort(t *testing.T) {
+	// A port this test holds, and one it released.
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
 		t.Fatal(err)
 	}
-	for len(h.lines("launches")) < 5 || s.State() != StateRunning {
-		h.rec.waitFor(t, StateRunning)
+	defer held.Close()
+	heldPort := held.Addr().(*net.TCPAddr).Port
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if s.State() == StateFailed {
-		t.Fatalf("breaker tripped: %v", s.LastError())
+	freePort := l.Addr().(*net.TCPAddr).Port
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name     string
+		prev     int
+		wantPrev bool
+	}{
+		{"no previous port", 0, false},
+		{"previous port free", freePort, true},
+		{"previous port taken", heldPort, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := pickPort(tt.prev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got <= 0 || got == heldPort || (got == tt.prev) != tt.wantPrev {
+				t.Fatalf("pickPort(%d) = %d (held %d), want the previous port: %t", tt.prev, got, heldPort, tt.wantPrev)
+			}
+		})
 	}
 }
 
