@@ -439,7 +439,7 @@ func TestDisconnectStopsGenerator(t *testing.T) {
 			readFrame(t, br)
 			cancel()
 			resp.Body.Close()
-			f := <-finished
+			f := recv(t, "the finish report", finished)
 			if f.Err == nil || f.Tokens >= 1000000 || !f.Stream {
 				t.Fatalf("finish %+v; want an early stop with an error", f)
 			}
@@ -478,14 +478,12 @@ func TestSlotsQueueAndCancelWhileWaiting(t *testing.T) {
 		}
 		errc <- err
 	}()
-	for s.Stats().Waiting != 1 {
-		time.Sleep(time.Millisecond) // wait for the state, not for a duration
-	}
+	waitUntil(t, "the second request to wait for the slot", func() bool { return s.Stats().Waiting == 1 })
 	cancel2()
-	if err := <-errc; !errors.Is(err, context.Canceled) {
+	if err := recv(t, "the second request", errc); !errors.Is(err, context.Canceled) {
 		t.Fatalf("second request: %v", err)
 	}
-	if f := <-finished; f.Tokens != 0 || !errors.Is(f.Err, context.Canceled) {
+	if f := recv(t, "the waiting request's finish", finished); f.Tokens != 0 || !errors.Is(f.Err, context.Canceled) {
 		t.Fatalf("waiting request finish %+v", f)
 	}
 	if st := s.Stats(); st.Active != 1 || st.Waiting != 0 {
@@ -493,7 +491,7 @@ func TestSlotsQueueAndCancelWhileWaiting(t *testing.T) {
 	}
 	cancel1()
 	resp1.Body.Close()
-	<-finished
+	recv(t, "the first request's finish", finished)
 
 	// The slot is free again.
 	resp3 := post(t, t.Context(), ts, "/completion", `{"prompt":"x","n_predict":1}`)
@@ -501,7 +499,7 @@ func TestSlotsQueueAndCancelWhileWaiting(t *testing.T) {
 	if resp3.StatusCode != http.StatusOK {
 		t.Fatalf("status %d", resp3.StatusCode)
 	}
-	<-finished
+	recv(t, "the third request's finish", finished)
 }
 
 func TestPromptTokens(t *testing.T) {
@@ -546,3 +544,34 @@ func BenchmarkStreamToken(b *testing.B) {
 }
 
 func itoa(n int) string { return string(appendInt(nil, int64(n))) }
+
+// waitLimit only keeps a broken simulator from hanging the suite; no assertion depends on how long
+// anything takes.
+const waitLimit = 30 * time.Second
+
+// waitUntil polls cond until it holds, failing the test after waitLimit.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// recv receives from ch, failing the test after waitLimit.
+func recv[T any](t *testing.T, what string, ch <-chan T) T {
+	t.Helper()
+	timer := time.NewTimer(waitLimit)
+	defer timer.Stop()
+	select {
+	case v := <-ch:
+		return v
+	case <-timer.C:
+		t.Fatalf("gave up waiting for %s", what)
+	}
+	var zero T
+	return zero
+}

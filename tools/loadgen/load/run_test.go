@@ -422,11 +422,9 @@ func TestOpenLoopCountsClientOverload(t *testing.T) {
 		r.openLoop(context.Background())
 		close(done)
 	}()
-	for r.issued.Load() != 5 {
-		time.Sleep(time.Millisecond) // wait for the state, not for a duration
-	}
+	waitUntil(t, "five issued requests", func() bool { return r.issued.Load() == 5 })
 	close(release)
-	<-done
+	recv(t, "the open loop to end", done)
 	if ran.Load() != 1 || r.errors["client_overload"] != 4 {
 		t.Fatalf("ran %d, errors %v", ran.Load(), r.errors)
 	}
@@ -464,4 +462,35 @@ func TestResultJSONAndSummary(t *testing.T) {
 			t.Errorf("summary lacks %q:\n%s", want, out.String())
 		}
 	}
+}
+
+// waitLimit only keeps a broken runner from hanging the suite; no assertion depends on how long
+// anything takes.
+const waitLimit = 30 * time.Second
+
+// waitUntil polls cond until it holds, failing the test after waitLimit.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// recv receives from ch, failing the test after waitLimit.
+func recv[T any](t *testing.T, what string, ch <-chan T) T {
+	t.Helper()
+	timer := time.NewTimer(waitLimit)
+	defer timer.Stop()
+	select {
+	case v := <-ch:
+		return v
+	case <-timer.C:
+		t.Fatalf("gave up waiting for %s", what)
+	}
+	var zero T
+	return zero
 }
