@@ -9,7 +9,6 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"regexp"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
@@ -52,127 +51,108 @@ type Metrics struct {
 	families []family
 }
 
-// family is a declared metric family, remembered so that the exposition can carry its
-// # HELP/# TYPE lines even while it has no sample yet.
-type family struct{ name, help, typ string }
-
-// New creates and registers every series on reg.
-func New(reg prometheus.Registerer) *Metrics {
-	replicaLabels := []string{"engine", "engine_version", "pool_id", "replica_id"}
-	m := &Metrics{
-		TasksEnqueued: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tasks_enqueued_total", Help: "Tasks admitted into the queue.",
-		}, append(replicaLabels, "priority")),
-		TasksStarted: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tasks_started_total", Help: "Tasks dispatched to an engine.",
-		}, append(replicaLabels, "priority")),
-		TasksCanceled: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tasks_canceled_total", Help: "Tasks canceled, by reason (client, disconnect, drain, shutdown).",
-		}, append(replicaLabels, "reason")),
-		TasksRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tasks_rejected_total", Help: "Tasks refused or evicted, by error code.",
-		}, []string{"engine", "reason"}),
-		TasksFinished: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tasks_finished_total", Help: "Tasks that reached a final state, by outcome.",
-		}, []string{"engine", "pool_id", "outcome"}),
-		QueueDepth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "queue_depth", Help: "Queued tasks per pool and priority.",
-		}, []string{"engine", "engine_version", "pool_id", "priority"}),
-		KVCacheUsage: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "kv_cache_usage_ratio", Help: "Busy slots over total slots of a replica (KV cache occupancy proxy).",
-		}, replicaLabels),
-		GPUUtilization: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "gpu_utilization", Help: "GPU utilisation in percent (NVML).",
-		}, append(replicaLabels, "device")),
-		VRAMUsed: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "vram_used_bytes", Help: "GPU memory used in bytes (NVML).",
-		}, append(replicaLabels, "device")),
-		FirstToken: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "latency_first_token_ms", Help: "Time from admission to the first token, in milliseconds.",
-			Buckets: FirstTokenBuckets,
-		}, []string{"engine", "engine_version", "pool_id", "priority"}),
-		Decode: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "latency_decode_ms", Help: "Decode time of a whole task (first token to last), in milliseconds.",
-			Buckets: DecodeBuckets,
-		}, []string{"engine", "engine_version", "pool_id", "priority"}),
-		TokensIn: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tokens_in_total", Help: "Prompt tokens evaluated by engines.",
-		}, replicaLabels),
-		TokensOut: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tokens_out_total", Help: "Tokens generated and relayed.",
-		}, replicaLabels),
-		Backpressure: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "admission_backpressure_events_total", Help: "Admissions refused or evictions made because the queue was full.",
-		}, []string{"engine", "policy"}),
-		CatalogVerify: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "catalog_verifications_total", Help: "Model catalog verifications (no catalog in this build: stays 0).",
-		}, []string{"result", "reason", "engine"}),
-		ModelState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "model_state", Help: "1 for the state each served model is in.",
-		}, []string{"model_id", "state"}),
-		PlacementDecisions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "placement_decisions_total", Help: "Placement decisions by outcome.",
-		}, []string{"outcome", "pinned", "fallback"}),
-		PlacementConsidered: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "placement_candidates_considered", Help: "Pools considered by the last placement decision.",
-		}),
-		PoolReady: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "pool_ready", Help: "1 when the pool accepts new tasks.",
-		}, []string{"pool_id"}),
-		ActiveLeases: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "active_leases", Help: "Engine slots in use per pool.",
-		}, []string{"pool_id"}),
-		DrainEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "drain_events_total", Help: "Pool drains, by reason.",
-		}, []string{"pool_id", "reason"}),
-		StreamsOpen: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "sse_streams_open", Help: "Open SSE streams.",
-		}),
-		SSEDisconnects: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "sse_client_disconnects_total", Help: "Streams whose client went away before the task ended.",
-		}),
-		ConnectionsOpen: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "http_connections_open", Help: "Client connections open (at most server.max_connections).",
-		}),
-		ConnectionsWaited: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "http_connections_waited_total", Help: "Client connections that waited for a free slot because server.max_connections were open.",
-		}),
-	}
-	for _, c := range []prometheus.Collector{m.TasksEnqueued, m.TasksStarted, m.TasksCanceled, m.TasksRejected, m.TasksFinished,
-		m.QueueDepth, m.KVCacheUsage, m.GPUUtilization, m.VRAMUsed, m.FirstToken, m.Decode,
-		m.TokensIn, m.TokensOut, m.Backpressure, m.CatalogVerify, m.ModelState,
-		m.PlacementDecisions, m.PlacementConsidered, m.PoolReady, m.ActiveLeases, m.DrainEvents,
-		m.StreamsOpen, m.SSEDisconnects, m.ConnectionsOpen, m.ConnectionsWaited} {
-		m.families = append(m.families, describe(c))
-	}
-	reg.MustRegister(m.TasksEnqueued, m.TasksStarted, m.TasksCanceled, m.TasksRejected, m.TasksFinished,
-		m.QueueDepth, m.KVCacheUsage, m.GPUUtilization, m.VRAMUsed, m.FirstToken, m.Decode,
-		m.TokensIn, m.TokensOut, m.Backpressure, m.CatalogVerify, m.ModelState,
-		m.PlacementDecisions, m.PlacementConsidered, m.PoolReady, m.ActiveLeases, m.DrainEvents,
-		m.StreamsOpen, m.SSEDisconnects, m.ConnectionsOpen, m.ConnectionsWaited)
-	return m
+// family is one row of the table New builds every series from: name, help and labels, and
+// the Metrics field that receives the collector (its Go type decides the metric type).
+type family struct {
+	name    string
+	help    string
+	labels  []string  // nil for a single series
+	buckets []float64 // histograms only
+	into    kind
+	c       prometheus.Collector // set by New
 }
 
-var descRe = regexp.MustCompile(`fqName: "([^"]+)", help: "((?:[^"\\]|\\.)*)"`)
+// kind creates a family's collector into its Metrics field; typ is the metric type that
+// collector exposes.
+type kind struct {
+	typ  string
+	make func(f family) prometheus.Collector
+}
 
-// describe reads a collector's name and help from its descriptor, and its type from its kind.
-func describe(c prometheus.Collector) family {
-	ch := make(chan *prometheus.Desc, 1)
-	c.Describe(ch)
-	d := <-ch
-	f := family{}
-	if mm := descRe.FindStringSubmatch(d.String()); mm != nil {
-		f.name, f.help = mm[1], mm[2]
+func counterVec(p **prometheus.CounterVec) kind {
+	return kind{"counter", func(f family) prometheus.Collector {
+		*p = prometheus.NewCounterVec(prometheus.CounterOpts{Name: f.name, Help: f.help}, f.labels)
+		return *p
+	}}
+}
+
+func gaugeVec(p **prometheus.GaugeVec) kind {
+	return kind{"gauge", func(f family) prometheus.Collector {
+		*p = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: f.name, Help: f.help}, f.labels)
+		return *p
+	}}
+}
+
+func histogramVec(p **prometheus.HistogramVec) kind {
+	return kind{"histogram", func(f family) prometheus.Collector {
+		*p = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: f.name, Help: f.help, Buckets: f.buckets}, f.labels)
+		return *p
+	}}
+}
+
+func counter(p *prometheus.Counter) kind {
+	return kind{"counter", func(f family) prometheus.Collector {
+		*p = prometheus.NewCounter(prometheus.CounterOpts{Name: f.name, Help: f.help})
+		return *p
+	}}
+}
+
+func gauge(p *prometheus.Gauge) kind {
+	return kind{"gauge", func(f family) prometheus.Collector {
+		*p = prometheus.NewGauge(prometheus.GaugeOpts{Name: f.name, Help: f.help})
+		return *p
+	}}
+}
+
+// table is the one list of every family: New creates and registers its collectors, WriteText
+// writes its # HELP/# TYPE lines for families without samples, and the golden test
+// (metrics_test.go) covers all of it.
+func (m *Metrics) table() []family {
+	replica := []string{"engine", "engine_version", "pool_id", "replica_id"}
+	with := func(extra ...string) []string { return append(append([]string(nil), replica...), extra...) }
+	return []family{
+		{name: "tasks_enqueued_total", help: "Tasks admitted into the queue.", labels: with("priority"), into: counterVec(&m.TasksEnqueued)},
+		{name: "tasks_started_total", help: "Tasks dispatched to an engine.", labels: with("priority"), into: counterVec(&m.TasksStarted)},
+		{name: "tasks_canceled_total", help: "Tasks canceled, by reason (client, disconnect, drain, shutdown).", labels: with("reason"), into: counterVec(&m.TasksCanceled)},
+		{name: "tasks_rejected_total", help: "Tasks refused or evicted, by error code.", labels: []string{"engine", "reason"}, into: counterVec(&m.TasksRejected)},
+		{name: "tasks_finished_total", help: "Tasks that reached a final state, by outcome.", labels: []string{"engine", "pool_id", "outcome"}, into: counterVec(&m.TasksFinished)},
+		{name: "queue_depth", help: "Queued tasks per pool and priority.", labels: []string{"engine", "engine_version", "pool_id", "priority"}, into: gaugeVec(&m.QueueDepth)},
+		{name: "kv_cache_usage_ratio", help: "Busy slots over total slots of a replica (KV cache occupancy proxy).", labels: with(), into: gaugeVec(&m.KVCacheUsage)},
+		{name: "gpu_utilization", help: "GPU utilisation in percent (NVML).", labels: with("device"), into: gaugeVec(&m.GPUUtilization)},
+		{name: "vram_used_bytes", help: "GPU memory used in bytes (NVML).", labels: with("device"), into: gaugeVec(&m.VRAMUsed)},
+		{name: "latency_first_token_ms", help: "Time from admission to the first token, in milliseconds.",
+			labels: []string{"engine", "engine_version", "pool_id", "priority"}, buckets: FirstTokenBuckets, into: histogramVec(&m.FirstToken)},
+		{name: "latency_decode_ms", help: "Decode time of a whole task (first token to last), in milliseconds.",
+			labels: []string{"engine", "engine_version", "pool_id", "priority"}, buckets: DecodeBuckets, into: histogramVec(&m.Decode)},
+		{name: "tokens_in_total", help: "Prompt tokens evaluated by engines.", labels: with(), into: counterVec(&m.TokensIn)},
+		{name: "tokens_out_total", help: "Tokens generated and relayed.", labels: with(), into: counterVec(&m.TokensOut)},
+		{name: "admission_backpressure_events_total", help: "Admissions refused or evictions made because the queue was full.", labels: []string{"engine", "policy"}, into: counterVec(&m.Backpressure)},
+		{name: "catalog_verifications_total", help: "Model catalog verifications (no catalog in this build: stays 0).", labels: []string{"result", "reason", "engine"}, into: counterVec(&m.CatalogVerify)},
+		{name: "model_state", help: "1 for the state each served model is in.", labels: []string{"model_id", "state"}, into: gaugeVec(&m.ModelState)},
+		{name: "placement_decisions_total", help: "Placement decisions by outcome.", labels: []string{"outcome", "pinned", "fallback"}, into: counterVec(&m.PlacementDecisions)},
+		{name: "placement_candidates_considered", help: "Pools considered by the last placement decision.", into: gauge(&m.PlacementConsidered)},
+		{name: "pool_ready", help: "1 when the pool accepts new tasks.", labels: []string{"pool_id"}, into: gaugeVec(&m.PoolReady)},
+		{name: "active_leases", help: "Engine slots in use per pool.", labels: []string{"pool_id"}, into: gaugeVec(&m.ActiveLeases)},
+		{name: "drain_events_total", help: "Pool drains, by reason.", labels: []string{"pool_id", "reason"}, into: counterVec(&m.DrainEvents)},
+		{name: "sse_streams_open", help: "Open SSE streams.", into: gauge(&m.StreamsOpen)},
+		{name: "sse_client_disconnects_total", help: "Streams whose client went away before the task ended.", into: counter(&m.SSEDisconnects)},
+		{name: "http_connections_open", help: "Client connections open (at most server.max_connections).", into: gauge(&m.ConnectionsOpen)},
+		{name: "http_connections_waited_total", help: "Client connections that waited for a free slot because server.max_connections were open.", into: counter(&m.ConnectionsWaited)},
 	}
-	switch c.(type) {
-	case *prometheus.CounterVec, prometheus.Counter:
-		f.typ = "counter"
-	case *prometheus.HistogramVec, prometheus.Histogram:
-		f.typ = "histogram"
-	default:
-		f.typ = "gauge"
+}
+
+// New creates and registers every series of the table on reg.
+func New(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{}
+	fams := m.table()
+	cs := make([]prometheus.Collector, 0, len(fams))
+	for i := range fams {
+		fams[i].c = fams[i].into.make(fams[i])
+		cs = append(cs, fams[i].c)
 	}
-	return f
+	m.families = fams
+	reg.MustRegister(cs...)
+	return m
 }
 
 // ContentType is the exposition's media type.
@@ -196,7 +176,7 @@ func (m *Metrics) WriteText(w io.Writer, g prometheus.Gatherer) error {
 	}
 	for _, f := range m.families {
 		if !seen[f.name] {
-			fmt.Fprintf(bw, "# HELP %s %s\n# TYPE %s %s\n", f.name, f.help, f.name, f.typ)
+			fmt.Fprintf(bw, "# HELP %s %s\n# TYPE %s %s\n", f.name, f.help, f.name, f.into.typ)
 		}
 	}
 	return bw.Flush()

@@ -1,14 +1,32 @@
 package metrics
 
+// The exposition is checked as a whole against golden files in testdata/: every family's name,
+// type, help and label names (exposition.golden, one sample per family), and the # HELP/# TYPE
+// lines /metrics shows from start-up, before any sample exists (startup.golden), and after one
+// sample (one-task.golden).
+//
+// Adding, renaming or relabelling a metric changes them on purpose: add the family to the table
+// in metrics.go, then regenerate the golden files and review their diff with the change:
+//
+//	go test ./impl/metrics -run 'TestExposition|TestWriteText' -update
+
 import (
 	"bytes"
-	"strings"
+	"flag"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
-// The metrics contract: every series is exposed with its # TYPE line from start-up.
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+// The metrics contract: the series the product documents. The golden files may grow, never
+// lose one of these.
 var contract = map[string]string{
 	"tasks_enqueued_total": "counter", "tasks_started_total": "counter", "tasks_canceled_total": "counter",
 	"tasks_rejected_total": "counter", "queue_depth": "gauge", "kv_cache_usage_ratio": "gauge",
@@ -19,21 +37,115 @@ var contract = map[string]string{
 	"http_connections_open": "gauge", "http_connections_waited_total": "counter",
 }
 
-func TestTypeLinesFromStartup(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	m := New(reg)
-	m.TasksEnqueued.WithLabelValues("llamacpp", "", "p", "r0", "interactive").Inc()
-	var buf bytes.Buffer
-	if err := m.WriteText(&buf, reg); err != nil {
-		t.Fatal(err)
+func TestContractInTable(t *testing.T) {
+	m := New(prometheus.NewRegistry())
+	types := map[string]string{}
+	for _, f := range m.families {
+		if _, dup := types[f.name]; dup {
+			t.Errorf("family %s is declared twice", f.name)
+		}
+		types[f.name] = f.into.typ
 	}
-	out := buf.String()
 	for name, typ := range contract {
-		if n := strings.Count(out, "# TYPE "+name+" "+typ+"\n"); n != 1 {
-			t.Errorf("# TYPE %s %s appears %d times", name, typ, n)
+		if types[name] != typ {
+			t.Errorf("contract series %s: type %q in the table, want %q", name, types[name], typ)
 		}
 	}
-	if !strings.Contains(out, `tasks_enqueued_total{engine="llamacpp",engine_version="",pool_id="p",priority="interactive",replica_id="r0"} 1`) {
-		t.Errorf("sample missing:\n%s", out)
+}
+
+// TestExposition puts one sample in every family (each label set to its own name) and compares
+// the whole gathered exposition with testdata/exposition.golden.
+func TestExposition(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := New(reg)
+	for _, f := range m.families {
+		switch c := f.c.(type) {
+		case *prometheus.CounterVec:
+			c.WithLabelValues(f.labels...).Inc()
+		case *prometheus.GaugeVec:
+			c.WithLabelValues(f.labels...).Set(1)
+		case *prometheus.HistogramVec:
+			c.WithLabelValues(f.labels...).Observe(1)
+		case prometheus.Counter:
+			c.Inc()
+		case prometheus.Gauge:
+			c.Set(1)
+		default:
+			t.Fatalf("family %s: no sample for a %T", f.name, c)
+		}
+	}
+	golden := filepath.Join("testdata", "exposition.golden")
+	if *update {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		for _, mf := range mfs {
+			if _, err := expfmt.MetricFamilyToText(&buf, mf); err != nil {
+				t.Fatal(err)
+			}
+		}
+		writeGolden(t, golden, buf.Bytes())
+	}
+	want, err := os.Open(golden)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	defer want.Close()
+	if err := testutil.GatherAndCompare(reg, want); err != nil {
+		t.Fatalf("exposition differs from %s (if the change is intended, run with -update):\n%v", golden, err)
+	}
+}
+
+// TestWriteText compares what /metrics shows with golden files: before any sample exists (the
+// # HELP/# TYPE lines of every family, in table order), and with one family sampled (its
+// samples, then the other families' lines).
+func TestWriteText(t *testing.T) {
+	tests := []struct {
+		name   string
+		sample func(m *Metrics)
+		golden string
+	}{
+		{"start-up", func(*Metrics) {}, "startup.golden"},
+		{"one task enqueued", func(m *Metrics) {
+			m.TasksEnqueued.WithLabelValues("llamacpp", "", "p", "r0", "interactive").Inc()
+		}, "one-task.golden"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			reg := prometheus.NewRegistry()
+			m := New(reg)
+			tt.sample(m)
+			var buf bytes.Buffer
+			if err := m.WriteText(&buf, reg); err != nil {
+				t.Fatal(err)
+			}
+			parser := expfmt.NewTextParser(model.UTF8Validation)
+			if _, err := parser.TextToMetricFamilies(bytes.NewReader(buf.Bytes())); err != nil {
+				t.Fatalf("WriteText is not valid text exposition: %v\n%s", err, buf.Bytes())
+			}
+			golden := filepath.Join("testdata", tt.golden)
+			if *update {
+				writeGolden(t, golden, buf.Bytes())
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run with -update to create it)", err)
+			}
+			if !bytes.Equal(buf.Bytes(), want) {
+				t.Fatalf("exposition differs from %s (if the change is intended, run with -update):\n%s", golden, buf.Bytes())
+			}
+		})
+	}
+}
+
+func writeGolden(t *testing.T, path string, b []byte) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
