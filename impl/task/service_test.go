@@ -103,9 +103,10 @@ func newHarness(t *testing.T, capacity, slots int, policy admission.Policy) *har
 	svc.PoolChanged(ctx, v)
 	h := &harness{t: t, svc: svc, eng: eng, clock: clock, ctx: ctx}
 	h.stop = func() {
-		sctx, c := context.WithTimeout(context.Background(), 50*time.Millisecond)
-		svc.Shutdown(sctx)
+		// An ended context: Shutdown cancels at once whatever a test left running or queued.
+		sctx, c := context.WithCancel(context.Background())
 		c()
+		svc.Shutdown(sctx)
 		cancel()
 		<-done
 	}
@@ -404,9 +405,9 @@ func TestShutdownStopsAdmission(t *testing.T) {
 	s := spec(admission.Interactive)
 	h.submit(s)
 	<-h.eng.started
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // the grace is over at once: the running task is cancelled, not waited for
 	h.svc.Shutdown(ctx)
-	cancel()
 	if _, err := h.svc.Submit(h.ctx, spec(admission.Interactive)); !errors.Is(err, ErrShuttingDown) {
 		t.Fatalf("err = %v", err)
 	}
