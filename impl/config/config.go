@@ -29,20 +29,23 @@ func DefaultYAML() []byte { return bytes.Clone(defaultYAML) }
 
 // Config is the daemon's whole configuration.
 type Config struct {
-	Addr           string    `yaml:"addr"`
-	StateDir       string    `yaml:"state_dir"`
-	LogFormat      string    `yaml:"log_format"`
-	LogLevel       string    `yaml:"log_level"`
-	APIKeysFile    string    `yaml:"api_keys_file"`
-	APIKeys        []string  `yaml:"-"` // from the keys file or ORCHD_API_KEYS; never from the YAML itself
-	BodyLimitBytes int64     `yaml:"body_limit_bytes"`
-	Server         Server    `yaml:"server"`
-	Admission      Admission `yaml:"admission"`
-	Sessions       Sessions  `yaml:"sessions"`
-	Tasks          Tasks     `yaml:"tasks"`
-	Stream         Stream    `yaml:"stream"`
-	Artifacts      Artifacts `yaml:"artifacts"`
-	ShutdownGrace  Duration  `yaml:"shutdown_grace"`
+	Addr           string   `yaml:"addr"`
+	StateDir       string   `yaml:"state_dir"`
+	LogFormat      string   `yaml:"log_format"`
+	LogLevel       string   `yaml:"log_level"`
+	APIKeysFile    string   `yaml:"api_keys_file"`
+	APIKeys        []string `yaml:"-"` // from the keys file or ORCHD_API_KEYS; never from the YAML itself
+	BodyLimitBytes int64    `yaml:"body_limit_bytes"`
+	// ModelsDirs are the only directories managed engines may load models from (default
+	// <state_dir>/models; relative entries are resolved against state_dir). See ResolveModel.
+	ModelsDirs    []string  `yaml:"models_dirs"`
+	Server        Server    `yaml:"server"`
+	Admission     Admission `yaml:"admission"`
+	Sessions      Sessions  `yaml:"sessions"`
+	Tasks         Tasks     `yaml:"tasks"`
+	Stream        Stream    `yaml:"stream"`
+	Artifacts     Artifacts `yaml:"artifacts"`
+	ShutdownGrace Duration  `yaml:"shutdown_grace"`
 	// LlamaServer is the llama-server binary used by managed llama.cpp replicas (ORCHD_LLAMA_SERVER,
 	// else "llama-server" from PATH).
 	LlamaServer string `yaml:"llama_server"`
@@ -96,8 +99,16 @@ type Stream struct {
 
 // Artifacts configures the artifact store.
 type Artifacts struct {
-	MaxBytes int64 `yaml:"max_bytes"`
+	MaxBytes      int64 `yaml:"max_bytes"`       // one artifact's canonical size
+	MaxTotalBytes int64 `yaml:"max_total_bytes"` // all stored artifact files together
+	MaxCount      int64 `yaml:"max_count"`       // number of stored artifacts
 }
+
+// Default artifact store limits.
+const (
+	DefaultArtifactsMaxTotalBytes = 1 << 30
+	DefaultArtifactsMaxCount      = 100_000
+)
 
 // Pool is one model on one engine type.
 type Pool struct {
@@ -338,6 +349,21 @@ func (c *Config) complete() error {
 	if c.Artifacts.MaxBytes == 0 {
 		c.Artifacts.MaxBytes = 1 << 20
 	}
+	if c.Artifacts.MaxTotalBytes == 0 {
+		c.Artifacts.MaxTotalBytes = DefaultArtifactsMaxTotalBytes
+	}
+	if c.Artifacts.MaxCount == 0 {
+		c.Artifacts.MaxCount = DefaultArtifactsMaxCount
+	}
+	if len(c.ModelsDirs) == 0 {
+		c.ModelsDirs = []string{"models"}
+	}
+	for i, d := range c.ModelsDirs {
+		if d != "" && !filepath.IsAbs(d) {
+			d = filepath.Join(c.StateDir, d)
+		}
+		c.ModelsDirs[i] = filepath.Clean(d)
+	}
 	if c.ShutdownGrace == 0 {
 		c.ShutdownGrace = Duration(30 * time.Second)
 	}
@@ -459,6 +485,26 @@ func (c *Config) validate() error {
 	if c.Artifacts.MaxBytes < 64 {
 		return fail("artifacts.max_bytes", "must be at least 64")
 	}
+	if c.Artifacts.MaxTotalBytes < c.Artifacts.MaxBytes {
+		return fail("artifacts.max_total_bytes", "must be at least artifacts.max_bytes (%d), got %d", c.Artifacts.MaxBytes, c.Artifacts.MaxTotalBytes)
+	}
+	if c.Artifacts.MaxCount < 1 {
+		return fail("artifacts.max_count", "must be at least 1, got %d", c.Artifacts.MaxCount)
+	}
+	// The state directory holds the generated API key: no models directory may contain it.
+	state, err := filepath.Abs(c.StateDir)
+	if err != nil {
+		return fail("state_dir", "%v", err)
+	}
+	for i, d := range c.ModelsDirs {
+		root, err := filepath.Abs(d)
+		if err != nil {
+			return fail(fmt.Sprintf("models_dirs[%d]", i), "%v", err)
+		}
+		if rel, ok := below(root, state); ok || rel == "." {
+			return fail(fmt.Sprintf("models_dirs[%d]", i), "%q contains the state directory (which holds the API key): name a directory that holds only models", d)
+		}
+	}
 	if c.ShutdownGrace.D() < 0 {
 		return fail("shutdown_grace", "must not be negative")
 	}
@@ -530,6 +576,11 @@ func (c *Config) validate() error {
 				if len(r.Managed.Command) > 0 && !containsPlaceholder(r.Managed.Command, "{port}") {
 					return fail(rf+".managed.command", "must contain the {port} placeholder")
 				}
+				// The file may not exist yet (make run generates it), so only where the reference
+				// points is checked here; ResolveModel checks the file itself at each start.
+				if _, err := c.modelPath(p.ModelRef); err != nil {
+					return fail(f("model_ref"), "%v", err)
+				}
 			default:
 				return fail(rf, "set url or managed")
 			}
@@ -556,11 +607,88 @@ func IsLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// ResolvePath resolves p against the state directory when it is relative.
-func (c *Config) ResolvePath(p string) string {
-	p = strings.TrimPrefix(p, "file:")
-	if filepath.IsAbs(p) {
-		return p
+// ErrModelRef is returned by ResolveModel for a reference that does not name a model file
+// inside the models directories.
+var ErrModelRef = errors.New("invalid model reference")
+
+// ResolveModel maps a managed pool's model reference (a config model_ref or a reload's
+// new_model_ref) to the file an engine may load, or fails with ErrModelRef.
+//
+// A reference is a file path, optionally prefixed with "file:". A relative path is resolved
+// against state_dir, like every other relative path of the configuration (so the default
+// "models/tiny.gguf" names <state_dir>/models/tiny.gguf). After filepath.Clean the path must lie
+// inside one of ModelsDirs, which refuses ".." escapes and absolute paths elsewhere without
+// looking at the file system. Then every symbolic link is resolved (filepath.EvalSymlinks) and
+// the result must still lie inside one of ModelsDirs (themselves resolved), and be a regular
+// file: a link in a models directory that points outside it is refused. The returned path is
+// the resolved one, so the engine opens exactly the file that was checked (a directory writer
+// who swaps a path component for a link afterwards is outside this threat model: models_dirs
+// must be writable only by the operator).
+func (c *Config) ResolveModel(ref string) (string, error) {
+	p, err := c.modelPath(ref)
+	if err != nil {
+		return "", err
 	}
-	return filepath.Join(c.StateDir, p)
+	resolved, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		return "", fmt.Errorf("%w: %q: no such model file in models_dirs (%s)", ErrModelRef, ref, strings.Join(c.ModelsDirs, ", "))
+	}
+	if !c.insideModelsDirs(resolved, true) {
+		return "", fmt.Errorf("%w: %q resolves (through a symbolic link) outside models_dirs (%s)", ErrModelRef, ref, strings.Join(c.ModelsDirs, ", "))
+	}
+	fi, err := os.Stat(resolved)
+	if err != nil || !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("%w: %q is not a regular file in models_dirs (%s)", ErrModelRef, ref, strings.Join(c.ModelsDirs, ", "))
+	}
+	return resolved, nil
+}
+
+// modelPath is the lexical part of ResolveModel: the cleaned absolute path, inside ModelsDirs.
+func (c *Config) modelPath(ref string) (string, error) {
+	p := strings.TrimPrefix(ref, "file:")
+	if p == "" || strings.ContainsRune(p, 0) {
+		return "", fmt.Errorf("%w: %q is not a file path in models_dirs (%s)", ErrModelRef, ref, strings.Join(c.ModelsDirs, ", "))
+	}
+	if !filepath.IsAbs(p) {
+		p = filepath.Join(c.StateDir, p)
+	}
+	p, err := filepath.Abs(p) // cleans
+	if err != nil {
+		return "", fmt.Errorf("%w: %q: %v (models_dirs: %s)", ErrModelRef, ref, err, strings.Join(c.ModelsDirs, ", "))
+	}
+	if !c.insideModelsDirs(p, false) {
+		return "", fmt.Errorf("%w: %q is outside models_dirs (%s)", ErrModelRef, ref, strings.Join(c.ModelsDirs, ", "))
+	}
+	return p, nil
+}
+
+// insideModelsDirs reports whether the absolute, clean path p lies strictly below one of
+// ModelsDirs (resolved through symbolic links when resolve is set; a directory that does not
+// exist then holds nothing).
+func (c *Config) insideModelsDirs(p string, resolve bool) bool {
+	for _, d := range c.ModelsDirs {
+		root, err := filepath.Abs(d)
+		if err != nil {
+			continue
+		}
+		if resolve {
+			if root, err = filepath.EvalSymlinks(root); err != nil {
+				continue
+			}
+		}
+		if _, ok := below(root, p); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// below reports whether the absolute, clean path p lies strictly below root, with p relative
+// to root ("." when they are equal).
+func below(root, p string) (string, bool) {
+	rel, err := filepath.Rel(root, p)
+	if err != nil {
+		return "", false
+	}
+	return rel, rel != "." && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) && !filepath.IsAbs(rel)
 }
