@@ -379,8 +379,8 @@ func TestReload(t *testing.T) {
 		t.Fatalf("reload of a URL pool: %d %s, want 409", r.StatusCode(), r.Body)
 	}
 	if b := r.JSON409; b.Status != client.Rollback || b.PoolId != poolID || b.Message == nil || *b.Message == "" ||
-		b.ModelRef == nil || *b.ModelRef != "models/tiny.gguf" {
-		t.Errorf("409 body %s, want rollback with the unchanged model and a message", r.Body)
+		b.ModelRef == nil || *b.ModelRef != "models/tiny.gguf" || b.Reason == nil || *b.Reason != client.NotReloadable {
+		t.Errorf("409 body %s, want rollback not_reloadable with the unchanged model and a message", r.Body)
 	}
 	g, err := h.client.GetPoolHealthWithResponse(ctx, poolID, nil)
 	if err != nil || g.JSON200 == nil || !g.JSON200.Ready || *g.JSON200.ModelRef != "models/tiny.gguf" {

@@ -116,16 +116,36 @@ func (s *Server) ReloadPool(ctx context.Context, req api.ReloadPoolRequestObject
 	if req.Body == nil {
 		return nil, Errorf("INVALID_PARAMS", "body: a JSON ReloadRequest is required")
 	}
-	v, err := s.opts.Pools.Reload(ctx, req.Id, req.Body.NewModelRef)
+	ref := req.Body.NewModelRef
+	cur, ok := s.opts.Pools.Get(req.Id)
+	if !ok {
+		return nil, pool.ErrNotFound
+	}
+	// Confine the path before anything starts: an engine given an arbitrary file echoes its
+	// first bytes, and whether it exists, in its output. (External pools answer 409 below.)
+	if cur.Managed {
+		if s.opts.Models == nil {
+			return nil, Errorf("INVALID_PARAMS", "new_model_ref: no models_dirs are configured")
+		}
+		if _, err := s.opts.Models.ResolveModel(ref); err != nil {
+			return nil, Errorf("INVALID_PARAMS", "new_model_ref: %v", err)
+		}
+	}
+	v, err := s.opts.Pools.Reload(ctx, req.Id, ref)
+	var re *pool.ReloadError
 	switch {
 	case errors.Is(err, pool.ErrNotFound):
 		return nil, err
-	case err != nil:
-		msg := err.Error()
+	case errors.As(err, &re):
+		reason, msg := api.ReloadResponseReason(re.Reason), re.Message
 		return api.ReloadPool409JSONResponse{
-			Body:    api.ReloadResponse{Status: api.Rollback, PoolId: req.Id, ModelRef: &v.ModelRef, ModelId: &v.ModelID, Message: &msg},
+			Body: api.ReloadResponse{Status: api.Rollback, PoolId: req.Id, ModelRef: &v.ModelRef, ModelId: &v.ModelID,
+				Reason: &reason, Message: &msg},
 			Headers: api.ReloadPool409ResponseHeaders{XCorrelationId: CorrelationID(ctx)},
 		}, nil
+	case err != nil:
+		s.log.ErrorContext(ctx, "reload failed", "pool_id", req.Id, "err", err)
+		return nil, Errorf("INTERNAL", "internal error")
 	}
 	s.opts.Metrics.ModelState.WithLabelValues(v.ModelID, "Active").Set(1)
 	return api.ReloadPool200JSONResponse{

@@ -79,6 +79,15 @@ type Options struct {
 	SpecJSON []byte
 	// BeforeScrape refreshes gauges computed from live state before /metrics is rendered.
 	BeforeScrape func(ctx context.Context)
+	// Models confines the model references of managed pools. Nil refuses every reload of a
+	// managed pool (fail closed).
+	Models Models
+}
+
+// Models resolves a managed pool's model reference to a file inside the models directories
+// (config.Config.ResolveModel), or explains why it may not be used.
+type Models interface {
+	ResolveModel(ref string) (string, error)
 }
 
 // Server implements api.StrictServerInterface.

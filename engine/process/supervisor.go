@@ -48,6 +48,11 @@ var (
 	ErrAlreadyStarted = errors.New("engine process supervisor already started")
 	// ErrInvalidOptions: an Options field is missing or out of range.
 	ErrInvalidOptions = errors.New("invalid engine process options")
+	// ErrExitedEarly: the process exited before it became healthy (wrapped by ErrStartFailed).
+	ErrExitedEarly = errors.New("process exited before becoming healthy")
+	// ErrStartTimeout: the process was not healthy within StartTimeout (wrapped by
+	// ErrStartFailed).
+	ErrStartTimeout = errors.New("start timeout")
 )
 
 // State is the supervisor's view of its replica.
@@ -494,11 +499,11 @@ func (s *Supervisor) waitReady(ctx context.Context, p *proc) error {
 		case ctx.Err() != nil:
 			return ctx.Err()
 		case isClosed(p.exited):
-			return fmt.Errorf("process exited before becoming healthy: %s", p.exitStatus())
+			return fmt.Errorf("%w: %s", ErrExitedEarly, p.exitStatus())
 		case lastErr != nil:
-			return fmt.Errorf("not healthy within %s: %w", s.opts.StartTimeout, lastErr)
+			return fmt.Errorf("%w: not healthy within %s: %w", ErrStartTimeout, s.opts.StartTimeout, lastErr)
 		default:
-			return fmt.Errorf("not healthy within %s", s.opts.StartTimeout)
+			return fmt.Errorf("%w: not healthy within %s", ErrStartTimeout, s.opts.StartTimeout)
 		}
 	}
 }

@@ -228,12 +228,14 @@ func TestStartFailure(t *testing.T) {
 		argv       []string
 		tweak      func(*Options)
 		wantInErr  []string
+		wantIs     error // besides ErrStartFailed; nil: neither ErrExitedEarly nor ErrStartTimeout
 		wantLaunch int
 	}{
 		{
 			name:       "exits during start",
 			env:        []string{"HELPER_EXIT_EARLY=1", "HELPER_EXIT_CODE=3", "HELPER_STDERR=boom: model file not found\n"},
 			wantInErr:  []string{"process exited before becoming healthy: exit status 3", "output tail:", "boom: model file not found"},
+			wantIs:     ErrExitedEarly,
 			wantLaunch: 1,
 		},
 		{
@@ -241,6 +243,7 @@ func TestStartFailure(t *testing.T) {
 			env:        []string{"HELPER_NEVER_READY=1", "HELPER_STDOUT=loading model...\n"},
 			tweak:      func(o *Options) { o.StartTimeout = 300 * time.Millisecond },
 			wantInErr:  []string{"not healthy within 300ms", "loading model..."},
+			wantIs:     ErrStartTimeout,
 			wantLaunch: 1,
 		},
 		{
@@ -263,6 +266,11 @@ func TestStartFailure(t *testing.T) {
 			err := s.Start(context.Background())
 			if !errors.Is(err, ErrStartFailed) {
 				t.Fatalf("Start = %v, want ErrStartFailed", err)
+			}
+			for _, e := range []error{ErrExitedEarly, ErrStartTimeout} {
+				if errors.Is(err, e) != (e == tt.wantIs) {
+					t.Errorf("errors.Is(%v, %v) = %t", err, e, !(e == tt.wantIs))
+				}
 			}
 			for _, w := range tt.wantInErr {
 				if !strings.Contains(err.Error(), w) {

@@ -187,6 +187,42 @@ func (e Priority) Valid() bool {
 	}
 }
 
+// Defines values for ReloadResponseReason.
+const (
+	EngineExited      ReloadResponseReason = "engine_exited"
+	HealthCheckFailed ReloadResponseReason = "health_check_failed"
+	HealthGateTimeout ReloadResponseReason = "health_gate_timeout"
+	Interrupted       ReloadResponseReason = "interrupted"
+	ModelUnavailable  ReloadResponseReason = "model_unavailable"
+	NotReloadable     ReloadResponseReason = "not_reloadable"
+	ReloadInFlight    ReloadResponseReason = "reload_in_flight"
+	StartFailed       ReloadResponseReason = "start_failed"
+)
+
+// Valid indicates whether the value is a known member of the ReloadResponseReason enum.
+func (e ReloadResponseReason) Valid() bool {
+	switch e {
+	case EngineExited:
+		return true
+	case HealthCheckFailed:
+		return true
+	case HealthGateTimeout:
+		return true
+	case Interrupted:
+		return true
+	case ModelUnavailable:
+		return true
+	case NotReloadable:
+		return true
+	case ReloadInFlight:
+		return true
+	case StartFailed:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for ReloadResponseStatus.
 const (
 	Reloaded ReloadResponseStatus = "reloaded"
@@ -497,18 +533,37 @@ type Priority string
 
 // ReloadRequest defines model for ReloadRequest.
 type ReloadRequest struct {
-	// NewModelRef For a managed llama.cpp pool, a GGUF file path (optionally `file:`-prefixed).
+	// NewModelRef For a managed llama.cpp pool, a GGUF file path (optionally `file:`-prefixed) inside one of the configured `models_dirs`; a relative path is resolved against the state directory.
 	NewModelRef string `json:"new_model_ref"`
 }
 
 // ReloadResponse defines model for ReloadResponse.
 type ReloadResponse struct {
-	Message  *string              `json:"message,omitempty"`
-	ModelId  *string              `json:"model_id,omitempty"`
-	ModelRef *string              `json:"model_ref,omitempty"`
-	PoolId   string               `json:"pool_id"`
-	Status   ReloadResponseStatus `json:"status"`
+	// Message A short human-readable sentence about the outcome.
+	Message  *string `json:"message,omitempty"`
+	ModelId  *string `json:"model_id,omitempty"`
+	ModelRef *string `json:"model_ref,omitempty"`
+	PoolId   string  `json:"pool_id"`
+
+	// Reason Why a reload was rolled back (present with status `rollback`): `not_reloadable` (the
+	// pool's replica is external), `reload_in_flight`, `model_unavailable` (the model file
+	// is gone or no longer inside `models_dirs`), `start_failed`, `engine_exited` (the
+	// engine exited before it was healthy), `health_gate_timeout` (not healthy within the
+	// start timeout), `health_check_failed` (the new replica did not report ready) or
+	// `interrupted` (the request or the daemon ended first). The engine's own output is
+	// written to the daemon's log, never here.
+	Reason *ReloadResponseReason `json:"reason,omitempty"`
+	Status ReloadResponseStatus  `json:"status"`
 }
+
+// ReloadResponseReason Why a reload was rolled back (present with status `rollback`): `not_reloadable` (the
+// pool's replica is external), `reload_in_flight`, `model_unavailable` (the model file
+// is gone or no longer inside `models_dirs`), `start_failed`, `engine_exited` (the
+// engine exited before it was healthy), `health_gate_timeout` (not healthy within the
+// start timeout), `health_check_failed` (the new replica did not report ready) or
+// `interrupted` (the request or the daemon ended first). The engine's own output is
+// written to the daemon's log, never here.
+type ReloadResponseReason string
 
 // ReloadResponseStatus defines model for ReloadResponse.Status.
 type ReloadResponseStatus string

@@ -194,6 +194,42 @@ func (e Priority) Valid() bool {
 	}
 }
 
+// Defines values for ReloadResponseReason.
+const (
+	EngineExited      ReloadResponseReason = "engine_exited"
+	HealthCheckFailed ReloadResponseReason = "health_check_failed"
+	HealthGateTimeout ReloadResponseReason = "health_gate_timeout"
+	Interrupted       ReloadResponseReason = "interrupted"
+	ModelUnavailable  ReloadResponseReason = "model_unavailable"
+	NotReloadable     ReloadResponseReason = "not_reloadable"
+	ReloadInFlight    ReloadResponseReason = "reload_in_flight"
+	StartFailed       ReloadResponseReason = "start_failed"
+)
+
+// Valid indicates whether the value is a known member of the ReloadResponseReason enum.
+func (e ReloadResponseReason) Valid() bool {
+	switch e {
+	case EngineExited:
+		return true
+	case HealthCheckFailed:
+		return true
+	case HealthGateTimeout:
+		return true
+	case Interrupted:
+		return true
+	case ModelUnavailable:
+		return true
+	case NotReloadable:
+		return true
+	case ReloadInFlight:
+		return true
+	case StartFailed:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for ReloadResponseStatus.
 const (
 	Reloaded ReloadResponseStatus = "reloaded"
@@ -504,18 +540,37 @@ type Priority string
 
 // ReloadRequest defines model for ReloadRequest.
 type ReloadRequest struct {
-	// NewModelRef For a managed llama.cpp pool, a GGUF file path (optionally `file:`-prefixed).
+	// NewModelRef For a managed llama.cpp pool, a GGUF file path (optionally `file:`-prefixed) inside one of the configured `models_dirs`; a relative path is resolved against the state directory.
 	NewModelRef string `json:"new_model_ref"`
 }
 
 // ReloadResponse defines model for ReloadResponse.
 type ReloadResponse struct {
-	Message  *string              `json:"message,omitempty"`
-	ModelId  *string              `json:"model_id,omitempty"`
-	ModelRef *string              `json:"model_ref,omitempty"`
-	PoolId   string               `json:"pool_id"`
-	Status   ReloadResponseStatus `json:"status"`
+	// Message A short human-readable sentence about the outcome.
+	Message  *string `json:"message,omitempty"`
+	ModelId  *string `json:"model_id,omitempty"`
+	ModelRef *string `json:"model_ref,omitempty"`
+	PoolId   string  `json:"pool_id"`
+
+	// Reason Why a reload was rolled back (present with status `rollback`): `not_reloadable` (the
+	// pool's replica is external), `reload_in_flight`, `model_unavailable` (the model file
+	// is gone or no longer inside `models_dirs`), `start_failed`, `engine_exited` (the
+	// engine exited before it was healthy), `health_gate_timeout` (not healthy within the
+	// start timeout), `health_check_failed` (the new replica did not report ready) or
+	// `interrupted` (the request or the daemon ended first). The engine's own output is
+	// written to the daemon's log, never here.
+	Reason *ReloadResponseReason `json:"reason,omitempty"`
+	Status ReloadResponseStatus  `json:"status"`
 }
+
+// ReloadResponseReason Why a reload was rolled back (present with status `rollback`): `not_reloadable` (the
+// pool's replica is external), `reload_in_flight`, `model_unavailable` (the model file
+// is gone or no longer inside `models_dirs`), `start_failed`, `engine_exited` (the
+// engine exited before it was healthy), `health_gate_timeout` (not healthy within the
+// start timeout), `health_check_failed` (the new replica did not report ready) or
+// `interrupted` (the request or the daemon ended first). The engine's own output is
+// written to the daemon's log, never here.
+type ReloadResponseReason string
 
 // ReloadResponseStatus defines model for ReloadResponse.Status.
 type ReloadResponseStatus string
@@ -1032,8 +1087,14 @@ type ClientInterface interface {
 	//
 	// Synchronous. The new model is started beside the old one; once it reports healthy the pool
 	// switches to it and the old replica is stopped after its in-flight tasks finish. On any
-	// failure the new replica is stopped and the pool stays exactly as before (409 `rollback`).
-	// A pool with external (URL) replicas cannot be reloaded by the daemon (409).
+	// failure the new replica is stopped and the pool stays exactly as before (409 `rollback`
+	// with a `reason`). A pool with external (URL) replicas cannot be reloaded by the daemon
+	// (409, reason `not_reloadable`).
+	//
+	// For a managed pool, `new_model_ref` must name a regular file inside one of the configured
+	// `models_dirs` (a relative path is resolved against the state directory), after cleaning
+	// the path and resolving symbolic links; anything else is refused with 400
+	// `INVALID_PARAMS` naming the allowed directories, before any process starts.
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -1044,8 +1105,14 @@ type ClientInterface interface {
 	//
 	// Synchronous. The new model is started beside the old one; once it reports healthy the pool
 	// switches to it and the old replica is stopped after its in-flight tasks finish. On any
-	// failure the new replica is stopped and the pool stays exactly as before (409 `rollback`).
-	// A pool with external (URL) replicas cannot be reloaded by the daemon (409).
+	// failure the new replica is stopped and the pool stays exactly as before (409 `rollback`
+	// with a `reason`). A pool with external (URL) replicas cannot be reloaded by the daemon
+	// (409, reason `not_reloadable`).
+	//
+	// For a managed pool, `new_model_ref` must name a regular file inside one of the configured
+	// `models_dirs` (a relative path is resolved against the state directory), after cleaning
+	// the path and resolving symbolic links; anything else is refused with 400
+	// `INVALID_PARAMS` naming the allowed directories, before any process starts.
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -1296,8 +1363,14 @@ func (c *Client) GetPoolHealth(ctx context.Context, id PoolId, params *GetPoolHe
 //
 // Synchronous. The new model is started beside the old one; once it reports healthy the pool
 // switches to it and the old replica is stopped after its in-flight tasks finish. On any
-// failure the new replica is stopped and the pool stays exactly as before (409 `rollback`).
-// A pool with external (URL) replicas cannot be reloaded by the daemon (409).
+// failure the new replica is stopped and the pool stays exactly as before (409 `rollback`
+// with a `reason`). A pool with external (URL) replicas cannot be reloaded by the daemon
+// (409, reason `not_reloadable`).
+//
+// For a managed pool, `new_model_ref` must name a regular file inside one of the configured
+// `models_dirs` (a relative path is resolved against the state directory), after cleaning
+// the path and resolving symbolic links; anything else is refused with 400
+// `INVALID_PARAMS` naming the allowed directories, before any process starts.
 //
 // Takes any type of body and a specified content type.
 //
@@ -1318,8 +1391,14 @@ func (c *Client) ReloadPoolWithBody(ctx context.Context, id PoolId, params *Relo
 //
 // Synchronous. The new model is started beside the old one; once it reports healthy the pool
 // switches to it and the old replica is stopped after its in-flight tasks finish. On any
-// failure the new replica is stopped and the pool stays exactly as before (409 `rollback`).
-// A pool with external (URL) replicas cannot be reloaded by the daemon (409).
+// failure the new replica is stopped and the pool stays exactly as before (409 `rollback`
+// with a `reason`). A pool with external (URL) replicas cannot be reloaded by the daemon
+// (409, reason `not_reloadable`).
+//
+// For a managed pool, `new_model_ref` must name a regular file inside one of the configured
+// `models_dirs` (a relative path is resolved against the state directory), after cleaning
+// the path and resolving symbolic links; anything else is refused with 400
+// `INVALID_PARAMS` naming the allowed directories, before any process starts.
 //
 // Takes a body of the `application/json` content type.
 //
@@ -2354,8 +2433,14 @@ type ClientWithResponsesInterface interface {
 	//
 	// Synchronous. The new model is started beside the old one; once it reports healthy the pool
 	// switches to it and the old replica is stopped after its in-flight tasks finish. On any
-	// failure the new replica is stopped and the pool stays exactly as before (409 `rollback`).
-	// A pool with external (URL) replicas cannot be reloaded by the daemon (409).
+	// failure the new replica is stopped and the pool stays exactly as before (409 `rollback`
+	// with a `reason`). A pool with external (URL) replicas cannot be reloaded by the daemon
+	// (409, reason `not_reloadable`).
+	//
+	// For a managed pool, `new_model_ref` must name a regular file inside one of the configured
+	// `models_dirs` (a relative path is resolved against the state directory), after cleaning
+	// the path and resolving symbolic links; anything else is refused with 400
+	// `INVALID_PARAMS` naming the allowed directories, before any process starts.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -2366,8 +2451,14 @@ type ClientWithResponsesInterface interface {
 	//
 	// Synchronous. The new model is started beside the old one; once it reports healthy the pool
 	// switches to it and the old replica is stopped after its in-flight tasks finish. On any
-	// failure the new replica is stopped and the pool stays exactly as before (409 `rollback`).
-	// A pool with external (URL) replicas cannot be reloaded by the daemon (409).
+	// failure the new replica is stopped and the pool stays exactly as before (409 `rollback`
+	// with a `reason`). A pool with external (URL) replicas cannot be reloaded by the daemon
+	// (409, reason `not_reloadable`).
+	//
+	// For a managed pool, `new_model_ref` must name a regular file inside one of the configured
+	// `models_dirs` (a relative path is resolved against the state directory), after cleaning
+	// the path and resolving symbolic links; anything else is refused with 400
+	// `INVALID_PARAMS` naming the allowed directories, before any process starts.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -4220,8 +4311,14 @@ func (c *ClientWithResponses) GetPoolHealthWithResponse(ctx context.Context, id 
 //
 // Synchronous. The new model is started beside the old one; once it reports healthy the pool
 // switches to it and the old replica is stopped after its in-flight tasks finish. On any
-// failure the new replica is stopped and the pool stays exactly as before (409 `rollback`).
-// A pool with external (URL) replicas cannot be reloaded by the daemon (409).
+// failure the new replica is stopped and the pool stays exactly as before (409 `rollback`
+// with a `reason`). A pool with external (URL) replicas cannot be reloaded by the daemon
+// (409, reason `not_reloadable`).
+//
+// For a managed pool, `new_model_ref` must name a regular file inside one of the configured
+// `models_dirs` (a relative path is resolved against the state directory), after cleaning
+// the path and resolving symbolic links; anything else is refused with 400
+// `INVALID_PARAMS` naming the allowed directories, before any process starts.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -4238,8 +4335,14 @@ func (c *ClientWithResponses) ReloadPoolWithBodyWithResponse(ctx context.Context
 //
 // Synchronous. The new model is started beside the old one; once it reports healthy the pool
 // switches to it and the old replica is stopped after its in-flight tasks finish. On any
-// failure the new replica is stopped and the pool stays exactly as before (409 `rollback`).
-// A pool with external (URL) replicas cannot be reloaded by the daemon (409).
+// failure the new replica is stopped and the pool stays exactly as before (409 `rollback`
+// with a `reason`). A pool with external (URL) replicas cannot be reloaded by the daemon
+// (409, reason `not_reloadable`).
+//
+// For a managed pool, `new_model_ref` must name a regular file inside one of the configured
+// `models_dirs` (a relative path is resolved against the state directory), after cleaning
+// the path and resolving symbolic links; anything else is refused with 400
+// `INVALID_PARAMS` naming the allowed directories, before any process starts.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //

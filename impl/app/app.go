@@ -186,7 +186,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	srv := impl.NewServer(impl.Options{
 		Tasks: svc, Sessions: ss, Artifacts: arts, Pools: a.pools, GPUs: a.gpus, Metrics: a.metrics,
 		Gatherer: reg, Logger: log, Heartbeat: cfg.Stream.Heartbeat.D(), StreamWriteTimeout: cfg.Stream.WriteTimeout.D(),
-		SpecJSON: specJSON, BeforeScrape: a.refreshGauges,
+		SpecJSON: specJSON, BeforeScrape: a.refreshGauges, Models: cfg,
 	})
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
@@ -316,9 +316,9 @@ func (a *App) startManaged(ctx context.Context, spec pool.Spec, modelRef string)
 		}
 	}
 	m := pc.Replicas[0].Managed
-	modelPath := a.cfg.ResolvePath(modelRef)
-	if _, err := os.Stat(modelPath); err != nil {
-		return nil, fmt.Errorf("model %s: %w", modelRef, err)
+	modelPath, err := a.cfg.ResolveModel(modelRef)
+	if err != nil {
+		return nil, &pool.StartError{Reason: pool.ReasonModelUnavailable, Message: err.Error()}
 	}
 	argv := m.Command
 	if len(argv) == 0 {
@@ -355,13 +355,31 @@ func (a *App) startManaged(ctx context.Context, spec pool.Spec, modelRef string)
 		Logger: a.log.With("pool_id", spec.ID),
 	})
 	if err != nil {
-		return nil, err
+		a.log.Error("managed replica options", "pool_id", spec.ID, "err", err)
+		return nil, &pool.StartError{Reason: pool.ReasonStartFailed, Message: "the engine could not be started (see the daemon log)"}
 	}
 	a.log.Info("starting managed replica", "pool_id", spec.ID, "model", modelPath, "argv0", expanded[0])
 	if err := sup.Start(ctx); err != nil {
-		return nil, err
+		// err carries the engine's output tail, which can echo the model file it was given:
+		// it goes to the daemon's log only, and the caller gets a reason and a fixed sentence.
+		a.log.Warn("managed replica failed to start", "pool_id", spec.ID, "model", modelPath, "err", err)
+		return nil, startFailure(ctx, err)
 	}
 	return sup, nil
+}
+
+// startFailure classifies a managed replica's start error into a client-safe StartError.
+func startFailure(ctx context.Context, err error) *pool.StartError {
+	switch {
+	case errors.Is(err, process.ErrExitedEarly):
+		return &pool.StartError{Reason: pool.ReasonEngineExited, Message: "the engine exited before it became healthy (see the daemon log)"}
+	case errors.Is(err, process.ErrStartTimeout):
+		return &pool.StartError{Reason: pool.ReasonHealthGateTimeout, Message: "the engine was not healthy within its start timeout (see the daemon log)"}
+	case ctx.Err() != nil:
+		return &pool.StartError{Reason: pool.ReasonInterrupted, Message: "the start was canceled"}
+	default:
+		return &pool.StartError{Reason: pool.ReasonStartFailed, Message: "the engine could not be started (see the daemon log)"}
+	}
 }
 
 // versioned adds Version to the llama.cpp adapter (from /props build_info).

@@ -342,8 +342,20 @@ func TestEndToEndRealEngine(t *testing.T) {
 			t.Fatal(err)
 		}
 		rr, err := d2.c.ReloadPoolWithResponse(context.Background(), "default", nil, client.ReloadRequest{NewModelRef: "models/missing.gguf"})
-		if err != nil || rr.StatusCode() != 409 || rr.JSON409.Status != client.Rollback || *rr.JSON409.ModelId != "med" {
+		if err != nil || rr.StatusCode() != 400 || rr.JSON400.Code != client.INVALIDPARAMS {
 			t.Fatalf("reload to a missing model: %v %d %s", err, rr.StatusCode(), rr.Body)
+		}
+		// A file llama-server cannot load: the engine exits, the pool rolls back.
+		if err := os.WriteFile(filepath.Join(state, "models", "junk.gguf"), []byte("not a model"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		rr, err = d2.c.ReloadPoolWithResponse(context.Background(), "default", nil, client.ReloadRequest{NewModelRef: "models/junk.gguf"})
+		if err != nil || rr.StatusCode() != 409 || rr.JSON409.Status != client.Rollback || *rr.JSON409.ModelId != "med" ||
+			rr.JSON409.Reason == nil || *rr.JSON409.Reason != client.EngineExited {
+			t.Fatalf("reload to a junk model: %v %d %s", err, rr.StatusCode(), rr.Body)
+		}
+		if strings.Contains(string(rr.Body), "not a model") || strings.Contains(string(rr.Body), "gguf_init") {
+			t.Fatalf("the rollback leaks engine output: %s", rr.Body)
 		}
 		rr, err = d2.c.ReloadPoolWithResponse(context.Background(), "default", nil, client.ReloadRequest{NewModelRef: "models/med2.gguf"})
 		if err != nil || rr.StatusCode() != 200 || rr.JSON200.Status != client.Reloaded || *rr.JSON200.ModelId != "med2" {

@@ -29,6 +29,39 @@ var (
 	ErrReloadInFlight = errors.New("a reload of this pool is already in progress")
 )
 
+// Reasons a reload fails (ReloadError.Reason), a closed set that clients may match on.
+const (
+	ReasonNotReloadable     = "not_reloadable"      // the pool's replica is external
+	ReasonInFlight          = "reload_in_flight"    // another reload of the pool is running
+	ReasonModelUnavailable  = "model_unavailable"   // the model file cannot be used
+	ReasonStartFailed       = "start_failed"        // the engine process could not be started
+	ReasonEngineExited      = "engine_exited"       // the engine exited before it was healthy
+	ReasonHealthGateTimeout = "health_gate_timeout" // the engine was not healthy in time
+	ReasonHealthCheckFailed = "health_check_failed" // the started replica did not report ready
+	ReasonInterrupted       = "interrupted"         // the request or the daemon ended first
+)
+
+// StartError is how StartManaged reports a failure: a reason (one of the Reason constants) and
+// a message that is safe to show a client. The engine's own output (which can echo the file it
+// was given) belongs in the daemon's log, never in a StartError.
+type StartError struct {
+	Reason  string
+	Message string
+}
+
+func (e *StartError) Error() string { return e.Message }
+
+// ReloadError is Reload's failure: a reason and a client-safe message. It wraps the sentinel
+// (ErrNotReloadable, ErrReloadInFlight or ErrReloadFailed) for errors.Is.
+type ReloadError struct {
+	Reason  string
+	Message string
+	Err     error
+}
+
+func (e *ReloadError) Error() string { return e.Err.Error() + ": " + e.Message }
+func (e *ReloadError) Unwrap() error { return e.Err }
+
 // Spec is a pool's configuration.
 type Spec struct {
 	ID              string
@@ -223,7 +256,11 @@ func (r *Registry) startWithRetry(ctx context.Context, id string, spec Spec) Man
 			return nil
 		}
 		r.log.Error("managed replica failed to start; retrying", "pool_id", id, "retry_in", backoff.String(), "err", err)
-		r.update(id, func(s *state) { s.lastErr = err.Error() })
+		msg := "the engine could not be started" // pool health is shown to clients: no engine output
+		if se := (*StartError)(nil); errors.As(err, &se) {
+			msg = se.Message
+		}
+		r.update(id, func(s *state) { s.lastErr = msg })
 		select {
 		case <-ctx.Done():
 			return nil
@@ -437,12 +474,13 @@ func (r *Registry) Reload(ctx context.Context, id, newRef string) (View, error) 
 	if !st.spec.Managed {
 		v := st.view()
 		r.mu.Unlock()
-		return v, fmt.Errorf("%w: pool %s has an external replica (url); reload it where it runs", ErrNotReloadable, id)
+		return v, &ReloadError{Reason: ReasonNotReloadable, Err: ErrNotReloadable,
+			Message: fmt.Sprintf("pool %s has an external replica (url); reload it where it runs", id)}
 	}
 	if st.reloading {
 		v := st.view()
 		r.mu.Unlock()
-		return v, ErrReloadInFlight
+		return v, &ReloadError{Reason: ReasonInFlight, Err: ErrReloadInFlight, Message: "retry when it has finished"}
 	}
 	st.reloading = true
 	spec := st.spec
@@ -459,7 +497,15 @@ func (r *Registry) Reload(ctx context.Context, id, newRef string) (View, error) 
 	m, err := r.opts.StartManaged(ctx, newSpec, newRef)
 	if err != nil {
 		r.log.Warn("reload rolled back", "pool_id", id, "model_ref", newRef, "err", err)
-		return r.mustView(id), fmt.Errorf("%w: %v", ErrReloadFailed, err)
+		re := &ReloadError{Reason: ReasonStartFailed, Message: "the engine could not be started", Err: ErrReloadFailed}
+		var se *StartError
+		switch {
+		case errors.As(err, &se):
+			re.Reason, re.Message = se.Reason, se.Message
+		case ctx.Err() != nil:
+			re.Reason, re.Message = ReasonInterrupted, "the reload was canceled"
+		}
+		return r.mustView(id), re
 	}
 	rep := &tracked{Replica: r.opts.NewReplica(newSpec, m.BaseURL())}
 	hctx, cancel := context.WithTimeout(ctx, r.opts.HealthTimeout)
@@ -467,10 +513,10 @@ func (r *Registry) Reload(ctx context.Context, id, newRef string) (View, error) 
 	cancel()
 	if herr != nil || !h.Ready {
 		_ = m.Stop(context.WithoutCancel(ctx))
-		if herr == nil {
-			herr = fmt.Errorf("replica not ready: %s", h.Detail)
-		}
-		return r.mustView(id), fmt.Errorf("%w: %v", ErrReloadFailed, herr)
+		r.log.Warn("reload rolled back: the new replica is not ready", "pool_id", id, "model_ref", newRef,
+			"err", herr, "detail", h.Detail)
+		return r.mustView(id), &ReloadError{Reason: ReasonHealthCheckFailed, Err: ErrReloadFailed,
+			Message: "the new replica did not report ready"}
 	}
 	var old *tracked
 	var oldManaged Managed

@@ -3,6 +3,7 @@ package pool
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -50,6 +51,7 @@ type env struct {
 	changes  chan View
 	drained  chan string
 	startErr error
+	notReady string // a replica URL that reports not ready
 }
 
 func newEnv(t *testing.T, specs ...Spec) *env {
@@ -61,7 +63,7 @@ func newEnv(t *testing.T, specs ...Spec) *env {
 			e.mu.Lock()
 			defer e.mu.Unlock()
 			r := &fakeReplica{url: url}
-			r.ready.Store(true)
+			r.ready.Store(url != e.notReady)
 			e.replicas[url] = r
 			return r
 		},
@@ -179,19 +181,56 @@ func TestReload(t *testing.T) {
 		}
 	})
 	t.Run("failure rolls back", func(t *testing.T) {
+		for _, tt := range []struct {
+			name        string
+			startErr    error
+			reason, msg string
+		}{
+			{"classified", &StartError{Reason: ReasonEngineExited, Message: "the engine exited"}, ReasonEngineExited, "the engine exited"},
+			{"wrapped", fmt.Errorf("start: %w", &StartError{Reason: ReasonHealthGateTimeout, Message: "slow"}), ReasonHealthGateTimeout, "slow"},
+			// An unclassified error may hold engine output: its text never reaches the message.
+			{"unclassified", errors.New("exit 1; output tail: SECRET"), ReasonStartFailed, "the engine could not be started"},
+		} {
+			t.Run(tt.name, func(t *testing.T) {
+				e := newEnv(t, managedSpec)
+				e.waitView(t, func(v View) bool { return v.Ready() })
+				e.mu.Lock()
+				e.startErr = tt.startErr
+				e.mu.Unlock()
+				v, err := e.reg.Reload(context.Background(), "m", "models/missing.gguf")
+				if !errors.Is(err, ErrReloadFailed) || v.ModelRef != "models/a.gguf" || !v.Ready() {
+					t.Fatalf("reload = %+v, %v", v, err)
+				}
+				var re *ReloadError
+				if !errors.As(err, &re) || re.Reason != tt.reason || re.Message != tt.msg {
+					t.Fatalf("reload error = %#v, want reason %q message %q", err, tt.reason, tt.msg)
+				}
+			})
+		}
+	})
+	t.Run("a replica that is not ready rolls back", func(t *testing.T) {
 		e := newEnv(t, managedSpec)
 		e.waitView(t, func(v View) bool { return v.Ready() })
 		e.mu.Lock()
-		e.startErr = errors.New("model file not found")
+		e.notReady = "http://managed/models/b.gguf"
 		e.mu.Unlock()
-		v, err := e.reg.Reload(context.Background(), "m", "models/missing.gguf")
-		if !errors.Is(err, ErrReloadFailed) || v.ModelRef != "models/a.gguf" || !v.Ready() {
-			t.Fatalf("reload = %+v, %v", v, err)
+		v, err := e.reg.Reload(context.Background(), "m", "models/b.gguf")
+		var re *ReloadError
+		if !errors.As(err, &re) || re.Reason != ReasonHealthCheckFailed || v.ModelRef != "models/a.gguf" {
+			t.Fatalf("reload = %+v, %#v", v, err)
+		}
+		e.mu.Lock()
+		stopped := e.managed[len(e.managed)-1].stopped.Load()
+		e.mu.Unlock()
+		if !stopped {
+			t.Fatal("the replica that was not ready still runs")
 		}
 	})
 	t.Run("external pools are not reloadable", func(t *testing.T) {
 		e := newEnv(t, externalSpec)
-		if _, err := e.reg.Reload(context.Background(), "x", "other"); !errors.Is(err, ErrNotReloadable) {
+		_, err := e.reg.Reload(context.Background(), "x", "other")
+		var re *ReloadError
+		if !errors.Is(err, ErrNotReloadable) || !errors.As(err, &re) || re.Reason != ReasonNotReloadable {
 			t.Fatalf("err = %v", err)
 		}
 		if _, err := e.reg.Reload(context.Background(), "nope", "other"); !errors.Is(err, ErrNotFound) {

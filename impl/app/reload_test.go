@@ -1,0 +1,194 @@
+package app_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/orchestratord/orchestratord/gen/client"
+	"github.com/orchestratord/orchestratord/impl/app"
+	"github.com/orchestratord/orchestratord/impl/config"
+)
+
+// lockedBuffer is a log sink that tests may read while the daemon writes.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// scriptDaemon runs the app with one managed pool whose engine is the shell script script
+// (given {model} as $1 and {port} as $2), and returns a client, the state directory and the
+// daemon's log.
+func scriptDaemon(t *testing.T, script, startTimeout string) (*client.ClientWithResponses, string, *lockedBuffer) {
+	t.Helper()
+	state := t.TempDir()
+	for _, m := range []string{"a.gguf", "b.gguf"} {
+		if err := os.MkdirAll(filepath.Join(state, "models"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(state, "models", m), []byte("GGUF"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	yaml := fmt.Sprintf(`
+addr: 127.0.0.1:0
+state_dir: %q
+shutdown_grace: 1s
+pools:
+  - id: default
+    engine: llamacpp
+    model_ref: models/a.gguf
+    ctx_max: 512
+    slots: 1
+    replicas:
+      - managed:
+          command: ["/bin/sh", "-c", %q, "engine", "{model}", "{port}"]
+          start_timeout: %s
+`, state, script, startTimeout)
+	p := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(config.Overrides{ConfigFile: p, APIKeys: testKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &lockedBuffer{}
+	a, err := app.New(cfg, app.Options{Logger: slog.New(slog.NewTextHandler(logs, nil)), HealthInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	c, err := client.NewClientWithResponses("http://"+ln.Addr().String(), client.WithRequestEditorFn(func(_ context.Context, r *http.Request) error {
+		r.Header.Set("X-API-Key", testKey)
+		return nil
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, state, logs
+}
+
+// TestReloadFailureKeepsEngineOutputInTheLog: an engine that fails prints a marker on stderr
+// (as llama-server prints the first bytes of the file it was given); the 409 carries a reason
+// and a fixed sentence, the marker reaches the daemon's log and no response.
+func TestReloadFailureKeepsEngineOutputInTheLog(t *testing.T) {
+	const marker = "SECRET-ENGINE-OUTPUT-7f3a"
+	tests := []struct {
+		name, script, timeout string
+		reason                client.ReloadResponseReason
+	}{
+		{"engine exits", `echo "` + marker + ` $1" >&2; exit 3`, "5s", client.EngineExited},
+		{"engine never healthy", `echo "` + marker + ` $1" >&2; exec sleep 30`, "1s", client.HealthGateTimeout},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, state, logs := scriptDaemon(t, tt.script, tt.timeout)
+			r, err := c.ReloadPoolWithResponse(context.Background(), "default", nil, client.ReloadRequest{NewModelRef: "models/b.gguf"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.StatusCode() != http.StatusConflict || r.JSON409 == nil || r.JSON409.Status != client.Rollback {
+				t.Fatalf("reload = %d %s, want 409 rollback", r.StatusCode(), r.Body)
+			}
+			if r.JSON409.Reason == nil || *r.JSON409.Reason != tt.reason || r.JSON409.Message == nil || *r.JSON409.Message == "" {
+				t.Fatalf("reload body %s, want reason %s and a message", r.Body, tt.reason)
+			}
+			for _, leak := range []string{marker, state, "output tail"} {
+				if bytes.Contains(r.Body, []byte(leak)) {
+					t.Errorf("reload response leaks %q: %s", leak, r.Body)
+				}
+			}
+			h, err := c.GetPoolHealthWithResponse(context.Background(), "default", nil)
+			if err != nil || h.JSON200 == nil {
+				t.Fatalf("pool health: %v %s", err, h.Body)
+			}
+			if bytes.Contains(h.Body, []byte(marker)) {
+				t.Errorf("pool health leaks the engine output: %s", h.Body)
+			}
+			if !strings.Contains(logs.String(), marker) {
+				t.Errorf("the engine output is not in the daemon's log:\n%s", logs.String())
+			}
+		})
+	}
+}
+
+// TestReloadRefusesPathsOutsideModelsDirs: before the fix, each of these started the engine
+// on the named file; now each is a 400 that names the allowed directory, and no engine is
+// ever given the file.
+func TestReloadRefusesPathsOutsideModelsDirs(t *testing.T) {
+	c, state, _ := scriptDaemon(t, `echo "$1" >> "$(dirname "$(dirname "$1")")/launches"; exit 3`, "5s")
+	outside := filepath.Join(t.TempDir(), "outside.gguf")
+	if err := os.WriteFile(outside, []byte("GGUF"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(state, "models", "link.gguf")); err != nil {
+		t.Fatal(err)
+	}
+	for _, ref := range []string{"/etc/passwd", "api-key", "models/../api-key", "file:" + outside, "models/link.gguf", "models/none.gguf"} {
+		t.Run(ref, func(t *testing.T) {
+			r, err := c.ReloadPoolWithResponse(context.Background(), "default", nil, client.ReloadRequest{NewModelRef: ref})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.StatusCode() != http.StatusBadRequest || r.JSON400 == nil || r.JSON400.Code != client.INVALIDPARAMS {
+				t.Fatalf("reload %q = %d %s, want 400 INVALID_PARAMS", ref, r.StatusCode(), r.Body)
+			}
+			if !strings.Contains(r.JSON400.Message, filepath.Join(state, "models")) {
+				t.Errorf("message %q does not name the models directory", r.JSON400.Message)
+			}
+		})
+	}
+	// The one allowed reference reaches the engine (which then fails): the script ran, and
+	// only ever on files inside the models directory.
+	r, err := c.ReloadPoolWithResponse(context.Background(), "default", nil, client.ReloadRequest{NewModelRef: "models/b.gguf"})
+	if err != nil || r.StatusCode() != http.StatusConflict {
+		t.Fatalf("reload inside models_dirs: %v %d %s", err, r.StatusCode(), r.Body)
+	}
+	launches, err := os.ReadFile(filepath.Join(state, "launches"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	models, _ := filepath.EvalSymlinks(filepath.Join(state, "models"))
+	for _, l := range strings.Fields(string(launches)) {
+		if filepath.Dir(l) != models {
+			t.Errorf("an engine was started on %s", l)
+		}
+	}
+	if !strings.Contains(string(launches), "b.gguf") {
+		t.Errorf("launches = %q, want one on b.gguf", launches)
+	}
+}
