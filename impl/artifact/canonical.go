@@ -28,8 +28,16 @@ func Canonical(v any) ([]byte, error) {
 }
 
 // ParseJSON decodes one JSON value, keeping numbers as json.Number, and refuses trailing
-// data. Errors match ErrInvalid.
+// data. It also refuses what encoding/json would silently replace with U+FFFD, since that
+// changes content that is then content-addressed: bytes that are not valid UTF-8, and \u
+// escapes of unpaired UTF-16 surrogates. Errors match ErrInvalid.
 func ParseJSON(data []byte) (any, error) {
+	if !utf8.Valid(data) {
+		return nil, fmt.Errorf("%w: the JSON text is not valid UTF-8", ErrInvalid)
+	}
+	if off := loneSurrogate(data); off >= 0 {
+		return nil, fmt.Errorf("%w: offset %d: \\u escape of an unpaired UTF-16 surrogate", ErrInvalid, off)
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	var v any
@@ -40,6 +48,72 @@ func ParseJSON(data []byte) (any, error) {
 		return nil, fmt.Errorf("%w: trailing data after the JSON value", ErrInvalid)
 	}
 	return v, nil
+}
+
+// loneSurrogate returns the offset of the first \u escape, inside a JSON string, of a
+// surrogate that is not part of a high-low pair, or -1. Malformed JSON is left to the decoder.
+func loneSurrogate(data []byte) int {
+	inString := false
+	for i := 0; i < len(data); i++ {
+		c := data[i]
+		if !inString {
+			if c == '"' {
+				inString = true
+			}
+			continue
+		}
+		switch c {
+		case '"':
+			inString = false
+		case '\\':
+			if i+1 >= len(data) {
+				return -1
+			}
+			if data[i+1] != 'u' {
+				i++ // the escaped character
+				continue
+			}
+			r, ok := hex4(data, i+2)
+			if !ok {
+				return -1 // malformed: the decoder reports it
+			}
+			switch {
+			case r >= 0xD800 && r <= 0xDBFF:
+				if i+7 < len(data) && data[i+6] == '\\' && data[i+7] == 'u' {
+					if lo, ok := hex4(data, i+8); ok && lo >= 0xDC00 && lo <= 0xDFFF {
+						i += 11
+						continue
+					}
+				}
+				return i
+			case r >= 0xDC00 && r <= 0xDFFF:
+				return i
+			}
+			i += 5
+		}
+	}
+	return -1
+}
+
+// hex4 parses the four hex digits at data[i:i+4].
+func hex4(data []byte, i int) (rune, bool) {
+	if i+4 > len(data) {
+		return 0, false
+	}
+	var r rune
+	for _, c := range data[i : i+4] {
+		switch {
+		case c >= '0' && c <= '9':
+			r = r<<4 | rune(c-'0')
+		case c >= 'a' && c <= 'f':
+			r = r<<4 | rune(c-'a'+10)
+		case c >= 'A' && c <= 'F':
+			r = r<<4 | rune(c-'A'+10)
+		default:
+			return 0, false
+		}
+	}
+	return r, true
 }
 
 // Identify returns the id of a and its canonical JSON. It fails with ErrInvalid when a is not

@@ -174,6 +174,19 @@ func TestParseJSON(t *testing.T) {
 		{`{"a":1} x`, false},
 		{`{"a":1}{}`, false},
 		{`{"a":}`, false},
+		// What encoding/json would silently turn into U+FFFD is refused.
+		{"{\"a\":\"\xff\"}", false},
+		{"{\"\xc3\":1}", false},
+		{"{\"a\":\"ok\"}\xff", false},
+		{`{"a":"\ud800"}`, false},
+		{`{"a":"\udc00"}`, false},
+		{`{"a":"\ud800x"}`, false},
+		{`{"a":"\ud800\u0041"}`, false},
+		{`{"\uDBFF":1}`, false},
+		{`{"a":"\ud83d\ude00"}`, true}, // a pair
+		{`{"a":"\\ud800"}`, true},      // an escaped backslash, then text
+		{`{"a":"\ufffd é 😀"}`, true},   // U+FFFD itself, sent as such
+		{`{"a":"x\"\ud800"}`, false},   // after an escaped quote, still in the string
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
@@ -192,6 +205,24 @@ func TestParseJSON(t *testing.T) {
 	}
 }
 
+// countReplacement counts U+FFFD in the strings and keys of v.
+func countReplacement(v any) int {
+	n := 0
+	switch x := v.(type) {
+	case string:
+		n += strings.Count(x, "\uFFFD")
+	case []any:
+		for _, e := range x {
+			n += countReplacement(e)
+		}
+	case map[string]any:
+		for k, e := range x {
+			n += strings.Count(k, "\uFFFD") + countReplacement(e)
+		}
+	}
+	return n
+}
+
 func FuzzCanonical(f *testing.F) {
 	for _, seed := range []string{
 		`{"kind":"plan","content":{"steps":["read","write"]},"tags":["demo"]}`,
@@ -208,6 +239,11 @@ func FuzzCanonical(f *testing.F) {
 		v, err := ParseJSON(data)
 		if err != nil {
 			return
+		}
+		// Nothing accepted was altered by decoding: every U+FFFD in the value was sent.
+		sent := bytes.Count(data, []byte("\uFFFD")) + bytes.Count(bytes.ToLower(data), []byte(`\ufffd`))
+		if got := countReplacement(v); got > sent {
+			t.Fatalf("decoding %q produced %d U+FFFD, the input holds %d", data, got, sent)
 		}
 		c1, err := Canonical(v)
 		if err != nil {
