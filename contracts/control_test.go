@@ -209,6 +209,69 @@ func TestArtifacts(t *testing.T) {
 	})
 }
 
+// The artifact store refuses new content beyond artifacts.max_count with 507 STORAGE_FULL,
+// still accepts content it holds, and reports its usage in /metrics.
+func TestArtifactStoreLimits(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, withArtifactsMaxCount(2))
+	ctx := h.ctx(t)
+	put := func(i int) *client.CreateArtifactResponse {
+		t.Helper()
+		r, err := h.client.CreateArtifactWithResponse(ctx, nil, client.Artifact{Kind: client.Plan, Content: map[string]any{"i": i}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	for i := range 2 {
+		if r := put(i); r.StatusCode() != http.StatusCreated {
+			t.Fatalf("artifact %d: %d %s", i, r.StatusCode(), r.Body)
+		}
+	}
+	if r := put(0); r.StatusCode() != http.StatusCreated {
+		t.Fatalf("stored content again at the limit: %d %s, want 201", r.StatusCode(), r.Body)
+	}
+	r := put(2)
+	if r.StatusCode() != http.StatusInsufficientStorage || r.JSON507 == nil || r.JSON507.Code != client.STORAGEFULL ||
+		r.JSON507.Retriable || !strings.Contains(r.JSON507.Message, "max_count") {
+		t.Fatalf("artifact beyond max_count: %d %s, want 507 STORAGE_FULL naming max_count", r.StatusCode(), r.Body)
+	}
+	_, body := h.do(t, http.MethodGet, "/metrics", nil, nil)
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	count, size := fams["artifacts_stored"], fams["artifacts_stored_bytes"]
+	if count == nil || size == nil || count.GetMetric()[0].GetGauge().GetValue() != 2 || size.GetMetric()[0].GetGauge().GetValue() <= 0 {
+		t.Fatalf("artifact usage metrics: %v %v", count, size)
+	}
+}
+
+// A body that is not valid UTF-8 (or escapes a lone surrogate) was silently stored with U+FFFD
+// in place of the bytes sent, under an id that is not the hash of what was sent.
+func TestArtifactInvalidUTF8(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	ctx := h.ctx(t)
+	for name, body := range map[string]string{
+		"content value":  "{\"kind\":\"plan\",\"content\":{\"a\":\"\xff\xfe\"}}",
+		"content key":    "{\"kind\":\"plan\",\"content\":{\"\xc3\":1}}",
+		"tag":            "{\"kind\":\"plan\",\"content\":{},\"tags\":[\"\xed\xa0\x80\"]}",
+		"lone surrogate": `{"kind":"plan","content":{"a":"\ud800"}}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			r, err := h.client.CreateArtifactWithBodyWithResponse(ctx, nil, "application/json", strings.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.StatusCode() != http.StatusBadRequest || r.JSON400 == nil || r.JSON400.Code != client.INVALIDPARAMS {
+				t.Fatalf("createArtifact(%q) = %d %s, want 400 INVALID_PARAMS", body, r.StatusCode(), r.Body)
+			}
+		})
+	}
+}
+
 // Integers beyond 2^53 in an artifact's content must survive storing and reading: the contract
 // says the id is the hash of the artifact's canonical JSON, which is defined on the JSON sent.
 func TestArtifactLargeIntegers(t *testing.T) {
@@ -418,7 +481,7 @@ func TestMetrics(t *testing.T) {
 		"tasks_rejected_total", "queue_depth", "kv_cache_usage_ratio", "gpu_utilization", "vram_used_bytes",
 		"latency_first_token_ms", "latency_decode_ms", "tokens_in_total", "tokens_out_total",
 		"admission_backpressure_events_total", "catalog_verifications_total", "model_state",
-		"placement_decisions_total", "placement_candidates_considered"} {
+		"placement_decisions_total", "placement_candidates_considered", "artifacts_stored", "artifacts_stored_bytes"} {
 		if !strings.Contains(text, "\n# TYPE "+name+" ") && !strings.HasPrefix(text, "# TYPE "+name+" ") {
 			t.Errorf("no # TYPE line for %s", name)
 		}

@@ -289,6 +289,8 @@ func contractStatus(code string) int {
 		return 429
 	case "POOL_UNAVAILABLE", "POOL_UNREADY", "REPLICA_EXHAUSTED":
 		return 503
+	case "STORAGE_FULL":
+		return 507
 	default:
 		return 500
 	}
@@ -354,6 +356,7 @@ type harnessConfig struct {
 	cancelOnDisconnect bool
 	heartbeat          string
 	clock              *tasktest.Clock // nil: the system clock
+	artifactsMaxCount  int             // 0: the default
 }
 
 type option func(*harnessConfig)
@@ -364,6 +367,9 @@ func withSlots(n int) option         { return func(c *harnessConfig) { c.slots =
 func withMaxTurns(n int) option      { return func(c *harnessConfig) { c.maxTurns = n } }
 func withTokenBudget(n int64) option { return func(c *harnessConfig) { c.tokenBudget = n } }
 func withHeartbeat(d string) option  { return func(c *harnessConfig) { c.heartbeat = d } }
+func withArtifactsMaxCount(n int) option {
+	return func(c *harnessConfig) { c.artifactsMaxCount = n }
+}
 
 // withClock gives the task service a fake clock: task deadlines and the janitor's tick then
 // follow clk.Advance, not real time.
@@ -408,6 +414,8 @@ sessions:
 stream:
   heartbeat: %s
   cancel_on_disconnect: %t
+artifacts:
+  max_count: %d
 shutdown_grace: 50ms
 pools:
   - id: %s
@@ -422,7 +430,7 @@ pools:
     replicas:
       - url: http://127.0.0.1:1
 `, filepath.Join(dir, "state"), cfg.capacity, cfg.policy, cfg.maxTurns, cfg.tokenBudget, cfg.heartbeat,
-		cfg.cancelOnDisconnect, poolID, modelID, cfg.ctxMax, cfg.slots, cfg.priorServiceMs)
+		cfg.cancelOnDisconnect, cfg.artifactsMaxCount, poolID, modelID, cfg.ctxMax, cfg.slots, cfg.priorServiceMs)
 	path := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)

@@ -59,6 +59,8 @@ func statusOf(code string) int {
 		return http.StatusTooManyRequests
 	case "POOL_UNAVAILABLE", "POOL_UNREADY", "REPLICA_EXHAUSTED", "MODEL_DEPRECATED":
 		return http.StatusServiceUnavailable
+	case "STORAGE_FULL":
+		return http.StatusInsufficientStorage
 	default:
 		return http.StatusInternalServerError
 	}
@@ -145,6 +147,8 @@ func fromDomain(err error) *Error {
 		return Errorf("NOT_FOUND", "artifact not found")
 	case errors.Is(err, artifact.ErrTooLarge):
 		return Errorf("PAYLOAD_TOO_LARGE", "%v", err)
+	case errors.Is(err, artifact.ErrFull):
+		return Errorf("STORAGE_FULL", "%v", err)
 	case errors.Is(err, artifact.ErrInvalidID), errors.Is(err, artifact.ErrInvalid):
 		return Errorf("INVALID_PARAMS", "%v", err)
 	default:

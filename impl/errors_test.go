@@ -36,6 +36,7 @@ func TestErrorMapping(t *testing.T) {
 		{"pool not found", pool.ErrNotFound, "NOT_FOUND", 404},
 		{"artifact not found", artifact.ErrNotFound, "NOT_FOUND", 404},
 		{"artifact too large", artifact.ErrTooLarge, "PAYLOAD_TOO_LARGE", 413},
+		{"artifact store full", fmt.Errorf("%w: max_count", artifact.ErrFull), "STORAGE_FULL", 507},
 		{"route", echo.ErrNotFound, "NOT_FOUND", 404},
 		{"method", echo.ErrMethodNotAllowed, "METHOD_NOT_ALLOWED", 405},
 		{"bind", echo.NewHTTPError(http.StatusBadRequest, "bad json"), "INVALID_PARAMS", 400},

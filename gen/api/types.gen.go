@@ -94,6 +94,7 @@ const (
 	QUEUEFULLDROPLRU     ErrorKind = "QUEUE_FULL_DROP_LRU"
 	RATELIMITED          ErrorKind = "RATE_LIMITED"
 	REPLICAEXHAUSTED     ErrorKind = "REPLICA_EXHAUSTED"
+	STORAGEFULL          ErrorKind = "STORAGE_FULL"
 	UNAUTHORIZED         ErrorKind = "UNAUTHORIZED"
 	UNSUPPORTEDMEDIATYPE ErrorKind = "UNSUPPORTED_MEDIA_TYPE"
 	UNTRUSTEDARTIFACT    ErrorKind = "UNTRUSTED_ARTIFACT"
@@ -134,6 +135,8 @@ func (e ErrorKind) Valid() bool {
 	case RATELIMITED:
 		return true
 	case REPLICAEXHAUSTED:
+		return true
+	case STORAGEFULL:
 		return true
 	case UNAUTHORIZED:
 		return true
@@ -695,6 +698,9 @@ type Error = ErrorEnvelope
 
 // Forbidden defines model for Forbidden.
 type Forbidden = ErrorEnvelope
+
+// InsufficientStorage defines model for InsufficientStorage.
+type InsufficientStorage = ErrorEnvelope
 
 // NotFound defines model for NotFound.
 type NotFound = ErrorEnvelope

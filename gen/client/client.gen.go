@@ -101,6 +101,7 @@ const (
 	QUEUEFULLDROPLRU     ErrorKind = "QUEUE_FULL_DROP_LRU"
 	RATELIMITED          ErrorKind = "RATE_LIMITED"
 	REPLICAEXHAUSTED     ErrorKind = "REPLICA_EXHAUSTED"
+	STORAGEFULL          ErrorKind = "STORAGE_FULL"
 	UNAUTHORIZED         ErrorKind = "UNAUTHORIZED"
 	UNSUPPORTEDMEDIATYPE ErrorKind = "UNSUPPORTED_MEDIA_TYPE"
 	UNTRUSTEDARTIFACT    ErrorKind = "UNTRUSTED_ARTIFACT"
@@ -141,6 +142,8 @@ func (e ErrorKind) Valid() bool {
 	case RATELIMITED:
 		return true
 	case REPLICAEXHAUSTED:
+		return true
+	case STORAGEFULL:
 		return true
 	case UNAUTHORIZED:
 		return true
@@ -703,6 +706,9 @@ type Error = ErrorEnvelope
 // Forbidden defines model for Forbidden.
 type Forbidden = ErrorEnvelope
 
+// InsufficientStorage defines model for InsufficientStorage.
+type InsufficientStorage = ErrorEnvelope
+
 // NotFound defines model for NotFound.
 type NotFound = ErrorEnvelope
 
@@ -1030,6 +1036,10 @@ type ClientInterface interface {
 	//
 	// The id is `sha256:<hex>` of the artifact's canonical JSON (object keys sorted, no
 	// insignificant whitespace). Storing the same content again returns the same id.
+	// A body that is not valid UTF-8, or that escapes an unpaired UTF-16 surrogate (`\ud800`),
+	// is refused with 400 `INVALID_PARAMS` rather than altered. Beyond the store's limits
+	// (`artifacts.max_count`, `artifacts.max_total_bytes`) new content is refused with 507
+	// `STORAGE_FULL`.
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -1040,6 +1050,10 @@ type ClientInterface interface {
 	//
 	// The id is `sha256:<hex>` of the artifact's canonical JSON (object keys sorted, no
 	// insignificant whitespace). Storing the same content again returns the same id.
+	// A body that is not valid UTF-8, or that escapes an unpaired UTF-16 surrogate (`\ud800`),
+	// is refused with 400 `INVALID_PARAMS` rather than altered. Beyond the store's limits
+	// (`artifacts.max_count`, `artifacts.max_total_bytes`) new content is refused with 507
+	// `STORAGE_FULL`.
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -1236,6 +1250,10 @@ func (c *Client) GetOpenAPI(ctx context.Context, params *GetOpenAPIParams, reqEd
 //
 // The id is `sha256:<hex>` of the artifact's canonical JSON (object keys sorted, no
 // insignificant whitespace). Storing the same content again returns the same id.
+// A body that is not valid UTF-8, or that escapes an unpaired UTF-16 surrogate (`\ud800`),
+// is refused with 400 `INVALID_PARAMS` rather than altered. Beyond the store's limits
+// (`artifacts.max_count`, `artifacts.max_total_bytes`) new content is refused with 507
+// `STORAGE_FULL`.
 //
 // Takes any type of body and a specified content type.
 //
@@ -1256,6 +1274,10 @@ func (c *Client) CreateArtifactWithBody(ctx context.Context, params *CreateArtif
 //
 // The id is `sha256:<hex>` of the artifact's canonical JSON (object keys sorted, no
 // insignificant whitespace). Storing the same content again returns the same id.
+// A body that is not valid UTF-8, or that escapes an unpaired UTF-16 surrogate (`\ud800`),
+// is refused with 400 `INVALID_PARAMS` rather than altered. Beyond the store's limits
+// (`artifacts.max_count`, `artifacts.max_total_bytes`) new content is refused with 507
+// `STORAGE_FULL`.
 //
 // Takes a body of the `application/json` content type.
 //
@@ -2370,6 +2392,10 @@ type ClientWithResponsesInterface interface {
 	//
 	// The id is `sha256:<hex>` of the artifact's canonical JSON (object keys sorted, no
 	// insignificant whitespace). Storing the same content again returns the same id.
+	// A body that is not valid UTF-8, or that escapes an unpaired UTF-16 surrogate (`\ud800`),
+	// is refused with 400 `INVALID_PARAMS` rather than altered. Beyond the store's limits
+	// (`artifacts.max_count`, `artifacts.max_total_bytes`) new content is refused with 507
+	// `STORAGE_FULL`.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -2380,6 +2406,10 @@ type ClientWithResponsesInterface interface {
 	//
 	// The id is `sha256:<hex>` of the artifact's canonical JSON (object keys sorted, no
 	// insignificant whitespace). Storing the same content again returns the same id.
+	// A body that is not valid UTF-8, or that escapes an unpaired UTF-16 surrogate (`\ud800`),
+	// is refused with 400 `INVALID_PARAMS` rather than altered. Beyond the store's limits
+	// (`artifacts.max_count`, `artifacts.max_total_bytes`) new content is refused with 507
+	// `STORAGE_FULL`.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -2705,6 +2735,11 @@ type CreateArtifactResponse415Headers struct {
 	XCorrelationId string
 }
 
+// CreateArtifactResponse507Headers the declared response headers of an HTTP 507 response for CreateArtifact
+type CreateArtifactResponse507Headers struct {
+	XCorrelationId string
+}
+
 // CreateArtifactResponseDefaultHeaders the declared response headers of an HTTP default response for CreateArtifact
 type CreateArtifactResponseDefaultHeaders struct {
 	XCorrelationId string
@@ -2725,6 +2760,8 @@ type CreateArtifactResponse struct {
 	JSON413 *PayloadTooLarge
 	// JSON415 the response for an HTTP 415 `application/json` response
 	JSON415 *UnsupportedMediaType
+	// JSON507 the response for an HTTP 507 `application/json` response
+	JSON507 *InsufficientStorage
 	// JSONDefault the response for an HTTP default `application/json` response
 	JSONDefault *Error
 	// Headers201 the parsed response headers for an HTTP 201 response
@@ -2739,6 +2776,8 @@ type CreateArtifactResponse struct {
 	Headers413 *CreateArtifactResponse413Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *CreateArtifactResponse415Headers
+	// Headers507 the parsed response headers for an HTTP 507 response
+	Headers507 *CreateArtifactResponse507Headers
 	// HeadersDefault the parsed response headers for an HTTP default response
 	HeadersDefault *CreateArtifactResponseDefaultHeaders
 }
@@ -2771,6 +2810,11 @@ func (r CreateArtifactResponse) GetJSON413() *PayloadTooLarge {
 // GetJSON415 returns the response for an HTTP 415 `application/json` response
 func (r CreateArtifactResponse) GetJSON415() *UnsupportedMediaType {
 	return r.JSON415
+}
+
+// GetJSON507 returns the response for an HTTP 507 `application/json` response
+func (r CreateArtifactResponse) GetJSON507() *InsufficientStorage {
+	return r.JSON507
 }
 
 // GetJSONDefault returns the response for an HTTP default `application/json` response
@@ -4206,6 +4250,10 @@ func (c *ClientWithResponses) GetOpenAPIWithResponse(ctx context.Context, params
 //
 // The id is `sha256:<hex>` of the artifact's canonical JSON (object keys sorted, no
 // insignificant whitespace). Storing the same content again returns the same id.
+// A body that is not valid UTF-8, or that escapes an unpaired UTF-16 surrogate (`\ud800`),
+// is refused with 400 `INVALID_PARAMS` rather than altered. Beyond the store's limits
+// (`artifacts.max_count`, `artifacts.max_total_bytes`) new content is refused with 507
+// `STORAGE_FULL`.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -4222,6 +4270,10 @@ func (c *ClientWithResponses) CreateArtifactWithBodyWithResponse(ctx context.Con
 //
 // The id is `sha256:<hex>` of the artifact's canonical JSON (object keys sorted, no
 // insignificant whitespace). Storing the same content again returns the same id.
+// A body that is not valid UTF-8, or that escapes an unpaired UTF-16 surrogate (`\ud800`),
+// is refused with 400 `INVALID_PARAMS` rather than altered. Beyond the store's limits
+// (`artifacts.max_count`, `artifacts.max_total_bytes`) new content is refused with 507
+// `STORAGE_FULL`.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -4650,6 +4702,13 @@ func ParseCreateArtifactResponse(rsp *http.Response) (*CreateArtifactResponse, e
 		}
 		response.JSON415 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 507:
+		var dest InsufficientStorage
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON507 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
 		var dest Error
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -4720,6 +4779,16 @@ func ParseCreateArtifactResponse(rsp *http.Response) (*CreateArtifactResponse, e
 			headers.XCorrelationId = value
 		}
 		response.Headers415 = &headers
+	case rsp.StatusCode == 507:
+		var headers CreateArtifactResponse507Headers
+		if values := rsp.Header.Values("X-Correlation-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationId = value
+		}
+		response.Headers507 = &headers
 	case true:
 		var headers CreateArtifactResponseDefaultHeaders
 		if values := rsp.Header.Values("X-Correlation-Id"); len(values) > 0 {

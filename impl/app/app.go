@@ -71,6 +71,7 @@ type App struct {
 	pools     *pool.Registry
 	gpus      *gpu.Probe
 	metrics   *metrics.Metrics
+	artifacts *artifact.Store
 	ln        net.Listener
 	apiKeyLoc string
 
@@ -118,10 +119,12 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		return nil, fmt.Errorf("sessions: %w", err)
 	}
 	a.sessions = ss
-	arts, err := artifact.Open(filepath.Join(cfg.StateDir, "artifacts"), artifact.Options{MaxBytes: cfg.Artifacts.MaxBytes, Logger: log})
+	arts, err := artifact.Open(filepath.Join(cfg.StateDir, "artifacts"), artifact.Options{MaxBytes: cfg.Artifacts.MaxBytes,
+		MaxTotalBytes: cfg.Artifacts.MaxTotalBytes, MaxCount: cfg.Artifacts.MaxCount, Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("artifacts: %w", err)
 	}
+	a.artifacts = arts
 	lib := opts.NVML
 	if lib == nil {
 		lib = nvml.New()
@@ -281,6 +284,9 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 
 // refreshGauges sets the gauges that mirror live state, before a scrape.
 func (a *App) refreshGauges(ctx context.Context) {
+	u := a.artifacts.Usage()
+	a.metrics.ArtifactsStored.Set(float64(u.Count))
+	a.metrics.ArtifactsBytes.Set(float64(u.Bytes))
 	st, err := a.tasks.Stats(ctx)
 	views := a.pools.Views()
 	var inv gpu.Inventory

@@ -37,7 +37,8 @@
 // atomically: a temporary file (".tmp-*") in the same shard directory is written, fsynced,
 // closed and renamed over the final name, and then the shard directory is fsynced (and the
 // store directory, when the shard directory was new). A crash can leave a stray temporary
-// file, which readers never look at. Putting content that is already stored writes nothing
+// file, which readers never look at and Open removes (no Put runs before Open returns, so
+// every temporary file it finds is stale). Putting content that is already stored writes nothing
 // and returns the stored Ref, with its original created_ms. Every read recomputes the id
 // from the file's fields and fails with ErrCorrupt on any mismatch; a Put over a corrupt file
 // rewrites it.
@@ -45,14 +46,19 @@
 // # Bounds
 //
 // The canonical form of an artifact may not exceed Options.MaxBytes (default 1 MiB): the
-// encoder stops as soon as it passes the limit and Put returns ErrTooLarge. There is no cap
-// on the number of artifacts: disk space is the operator's to manage.
+// encoder stops as soon as it passes the limit and Put returns ErrTooLarge. The store as a
+// whole holds at most Options.MaxCount artifacts (default 100000) in files of at most
+// Options.MaxTotalBytes together (default 1 GiB); a Put of new content beyond either returns
+// ErrFull and writes nothing, while a Put of content already stored still succeeds (it takes
+// no room). Open counts the files already there, so the limits and Usage hold across restarts;
+// a file changed behind the store's back is accounted at its new size when a Put rewrites it.
 //
 // # Concurrency
 //
-// A Store is safe for concurrent use. Its only mutable state is a fixed array of mutexes,
-// striped by the first byte of the digest, that serialises the check-then-write of Puts of
-// the same id, so concurrent Puts of the same content store it once. The store assumes it
+// A Store is safe for concurrent use. A fixed array of mutexes, striped by the first byte of
+// the digest, serialises the check-then-write of Puts of the same id, so concurrent Puts of
+// the same content store it once (and count once). One more mutex guards the usage counters:
+// a Put reserves its file's size before writing and gives it back if the write fails. The store assumes it
 // is the only writer of its directory: two processes sharing one directory stay consistent
 // (renames are atomic and content is addressed by digest) but may both write the same
 // artifact, and the later created_ms then wins on disk. No goroutines are started.

@@ -9,14 +9,25 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 )
 
-// DefaultMaxBytes is the default bound on an artifact's canonical size.
-const DefaultMaxBytes = 1 << 20
+// Default bounds.
+const (
+	// DefaultMaxBytes bounds an artifact's canonical size.
+	DefaultMaxBytes = 1 << 20
+	// DefaultMaxTotalBytes bounds the size of all stored files together.
+	DefaultMaxTotalBytes = 1 << 30
+	// DefaultMaxCount bounds the number of stored artifacts.
+	DefaultMaxCount = 100_000
+)
 
 const idPrefix = "sha256:"
+
+// tmpPrefix starts the name of a file being written; Open removes any it finds.
+const tmpPrefix = ".tmp-"
 
 // Errors returned by the store. Match them with errors.Is.
 var (
@@ -29,6 +40,8 @@ var (
 	ErrInvalid = errors.New("invalid artifact")
 	// ErrTooLarge: the artifact's canonical form exceeds Options.MaxBytes.
 	ErrTooLarge = errors.New("artifact too large")
+	// ErrFull: storing the artifact would pass Options.MaxTotalBytes or Options.MaxCount.
+	ErrFull = errors.New("artifact store full")
 	// ErrCorrupt: a stored file does not hold the artifact its name says.
 	ErrCorrupt = errors.New("artifact file corrupt")
 	// ErrInvalidOptions: an Options field is out of range.
@@ -65,6 +78,10 @@ type Stored struct {
 type Options struct {
 	// MaxBytes bounds the canonical size of one artifact (default 1 MiB).
 	MaxBytes int64
+	// MaxTotalBytes bounds the size of all stored files together (default 1 GiB).
+	MaxTotalBytes int64
+	// MaxCount bounds the number of stored artifacts (default 100000).
+	MaxCount int64
 	// Now is the clock for created_ms (default time.Now).
 	Now func() time.Time
 	// Logger receives warnings about corrupt files (default: discard).
@@ -72,11 +89,17 @@ type Options struct {
 }
 
 func (o Options) withDefaults() (Options, error) {
-	if o.MaxBytes < 0 {
-		return o, fmt.Errorf("%w: MaxBytes %d is negative", ErrInvalidOptions, o.MaxBytes)
-	}
-	if o.MaxBytes == 0 {
-		o.MaxBytes = DefaultMaxBytes
+	for _, f := range []struct {
+		name string
+		v    *int64
+		def  int64
+	}{{"MaxBytes", &o.MaxBytes, DefaultMaxBytes}, {"MaxTotalBytes", &o.MaxTotalBytes, DefaultMaxTotalBytes}, {"MaxCount", &o.MaxCount, DefaultMaxCount}} {
+		if *f.v < 0 {
+			return o, fmt.Errorf("%w: %s %d is negative", ErrInvalidOptions, f.name, *f.v)
+		}
+		if *f.v == 0 {
+			*f.v = f.def
+		}
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -95,6 +118,17 @@ type Store struct {
 
 	// locks serialise Puts of the same id (striped by the digest's first byte).
 	locks [64]sync.Mutex
+
+	// usageMu guards count and bytes: the stored artifacts and the size of their files.
+	usageMu sync.Mutex
+	count   int64
+	bytes   int64
+}
+
+// Usage is what a store holds.
+type Usage struct {
+	Count int64 // stored artifacts
+	Bytes int64 // size of their files
 }
 
 // Open opens (creating it with mode 0700 when needed) the store in dir.
@@ -109,7 +143,106 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("artifact: create store directory: %w", err)
 	}
-	return &Store{dir: dir, opts: o, log: o.Logger}, nil
+	s := &Store{dir: dir, opts: o, log: o.Logger}
+	if err := s.scan(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// scan counts the stored artifacts and removes the temporary files that a crash during a Put
+// left behind (no Put runs yet, so every temporary file is stale).
+func (s *Store) scan() error {
+	shards, err := os.ReadDir(s.dir)
+	if err != nil {
+		return fmt.Errorf("artifact: read store directory: %w", err)
+	}
+	removed := 0
+	for _, sh := range shards {
+		if strings.HasPrefix(sh.Name(), tmpPrefix) && sh.Type().IsRegular() {
+			if err := os.Remove(filepath.Join(s.dir, sh.Name())); err != nil {
+				return fmt.Errorf("artifact: remove stale temporary file: %w", err)
+			}
+			removed++
+			continue
+		}
+		if !sh.IsDir() || !isShard(sh.Name()) {
+			continue
+		}
+		shard := filepath.Join(s.dir, sh.Name())
+		files, err := os.ReadDir(shard)
+		if err != nil {
+			return fmt.Errorf("artifact: read shard: %w", err)
+		}
+		for _, f := range files {
+			name := f.Name()
+			switch {
+			case strings.HasPrefix(name, tmpPrefix) && f.Type().IsRegular():
+				if err := os.Remove(filepath.Join(shard, name)); err != nil {
+					return fmt.Errorf("artifact: remove stale temporary file: %w", err)
+				}
+				removed++
+			case f.Type().IsRegular() && strings.HasSuffix(name, ".json") &&
+				ValidID(idPrefix+strings.TrimSuffix(name, ".json")) && strings.HasPrefix(name, sh.Name()):
+				fi, err := f.Info()
+				if err != nil {
+					return fmt.Errorf("artifact: stat %s: %w", name, err)
+				}
+				s.count++
+				s.bytes += fi.Size()
+			}
+		}
+	}
+	if removed > 0 {
+		s.log.Warn("removed temporary files left by an interrupted write", "dir", s.dir, "count", removed)
+	}
+	return nil
+}
+
+// isShard reports whether name is a shard directory's name: two lowercase hex digits.
+func isShard(name string) bool {
+	return len(name) == 2 && isHex(name[0]) && isHex(name[1])
+}
+
+func isHex(c byte) bool { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') }
+
+// Usage returns what the store holds: artifacts stored, and the size of their files.
+func (s *Store) Usage() Usage {
+	s.usageMu.Lock()
+	defer s.usageMu.Unlock()
+	return Usage{Count: s.count, Bytes: s.bytes}
+}
+
+// reserve accounts for a file of size n replacing one of size old (old < 0: a new artifact),
+// or fails with ErrFull when that would pass a limit. release undoes it.
+func (s *Store) reserve(n, old int64) error {
+	s.usageMu.Lock()
+	defer s.usageMu.Unlock()
+	count, bytes := s.count, s.bytes+n
+	if old < 0 {
+		count++
+	} else {
+		bytes -= old
+	}
+	if count > s.opts.MaxCount {
+		return fmt.Errorf("%w: it holds %d artifacts, its limit (max_count)", ErrFull, s.count)
+	}
+	if bytes > s.opts.MaxTotalBytes && bytes > s.bytes {
+		return fmt.Errorf("%w: %d more bytes would pass its limit of %d bytes (max_total_bytes; %d in use)", ErrFull, n, s.opts.MaxTotalBytes, s.bytes)
+	}
+	s.count, s.bytes = count, bytes
+	return nil
+}
+
+func (s *Store) release(n, old int64) {
+	s.usageMu.Lock()
+	defer s.usageMu.Unlock()
+	if old < 0 {
+		s.count--
+		s.bytes -= n
+	} else {
+		s.bytes += old - n
+	}
 }
 
 // ValidID reports whether id has the form sha256:<64 lowercase hex digits>.
@@ -158,11 +291,16 @@ func (s *Store) Put(ctx context.Context, a Artifact) (Ref, error) {
 	mu.Lock()
 	defer mu.Unlock()
 
+	old := int64(-1) // size of the file replaced, -1 when there is none
 	switch st, err := s.read(id); {
 	case err == nil:
 		return st.Ref, nil
 	case errors.Is(err, ErrCorrupt):
 		s.log.WarnContext(ctx, "rewriting corrupt artifact file", "id", id, "err", err)
+		_, file := s.path(id)
+		if fi, err := os.Stat(file); err == nil {
+			old = fi.Size()
+		}
 	case !errors.Is(err, ErrNotFound):
 		return Ref{}, err
 	}
@@ -187,8 +325,13 @@ func (s *Store) Put(ctx context.Context, a Artifact) (Ref, error) {
 	if err != nil {
 		return Ref{}, err // unreachable: identify accepted the same values
 	}
+	n := int64(len(data))
+	if err := s.reserve(n, old); err != nil {
+		return Ref{}, err
+	}
 	shard, file := s.path(id)
 	if err := s.writeAtomic(shard, file, data); err != nil {
+		s.release(n, old)
 		return Ref{}, fmt.Errorf("artifact: store %s: %w", id, err)
 	}
 	return ref, nil
@@ -317,7 +460,7 @@ func (s *Store) writeAtomic(shard, file string, data []byte) (err error) {
 	case !errors.Is(err, fs.ErrExist):
 		return err
 	}
-	f, err := os.CreateTemp(shard, ".tmp-*")
+	f, err := os.CreateTemp(shard, tmpPrefix+"*")
 	if err != nil {
 		return err
 	}

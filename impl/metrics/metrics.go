@@ -47,6 +47,8 @@ type Metrics struct {
 	SSEDisconnects      prometheus.Counter
 	ConnectionsOpen     prometheus.Gauge
 	ConnectionsWaited   prometheus.Counter
+	ArtifactsStored     prometheus.Gauge // artifacts in the store
+	ArtifactsBytes      prometheus.Gauge // size of their files
 
 	families []family
 }
@@ -138,6 +140,8 @@ func (m *Metrics) table() []family {
 		{name: "sse_client_disconnects_total", help: "Streams whose client went away before the task ended.", into: counter(&m.SSEDisconnects)},
 		{name: "http_connections_open", help: "Client connections open (at most server.max_connections).", into: gauge(&m.ConnectionsOpen)},
 		{name: "http_connections_waited_total", help: "Client connections that waited for a free slot because server.max_connections were open.", into: counter(&m.ConnectionsWaited)},
+		{name: "artifacts_stored", help: "Artifacts in the artifact store (limit: artifacts.max_count).", into: gauge(&m.ArtifactsStored)},
+		{name: "artifacts_stored_bytes", help: "Bytes of the artifact store's files (limit: artifacts.max_total_bytes).", into: gauge(&m.ArtifactsBytes)},
 	}
 }
 

@@ -35,6 +35,7 @@ var contract = map[string]string{
 	"admission_backpressure_events_total": "counter", "catalog_verifications_total": "counter",
 	"model_state": "gauge", "placement_decisions_total": "counter", "placement_candidates_considered": "gauge",
 	"http_connections_open": "gauge", "http_connections_waited_total": "counter",
+	"artifacts_stored": "gauge", "artifacts_stored_bytes": "gauge",
 }
 
 func TestContractInTable(t *testing.T) {
