@@ -25,6 +25,8 @@ const (
 	poolID   = "default"
 	modelID  = "tiny"
 	modelRef = "models/tiny.gguf"
+	// brokenModelRef is in the models directory, but llama-server cannot load it.
+	brokenModelRef = "models/broken.gguf"
 )
 
 // Provider states. Each names a precondition the provider test produces for real (see
@@ -43,9 +45,12 @@ const (
 	stateArtifact = "an artifact is stored"
 	// Pool default is served by a replica the daemon runs itself (llama.cpp's llama-server on
 	// models/tiny.gguf), so it can be reloaded.
+	// Its models directory also holds models/broken.gguf, a file llama-server cannot load.
 	stateManaged = "pool default runs a managed llama.cpp replica"
 	// The daemon refuses request bodies over 4096 bytes.
 	stateBodyLimit = "request bodies are limited to 4096 bytes"
+	// The artifact store holds one artifact, its limit (artifacts.max_count: 1).
+	stateArtifactsFull = "the artifact store is full"
 	// Every slot of pool default is busy and the queue is at capacity (policy reject).
 	stateQueueFull = "the queue of pool default is full"
 	// Policy drop-lru, every slot busy and the queue at capacity with interactive tasks only.

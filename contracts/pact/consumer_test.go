@@ -477,25 +477,44 @@ var interactions = []interaction{
 	{
 		name: "reload rollback",
 		build: func(i *consumer.V4UnconfiguredInteraction) *consumer.V4InteractionWithResponse {
-			return i.Given(stateManaged).UponReceiving("a reload to a model that cannot start is rolled back").
-				WithRequest(http.MethodPost, "/v1/pools/"+poolID+"/reload", authedJSON("pact-reload-rollback", map[string]any{"new_model_ref": "models/missing.gguf"})).
+			return i.Given(stateManaged).UponReceiving("a reload to a model the engine cannot load is rolled back").
+				WithRequest(http.MethodPost, "/v1/pools/"+poolID+"/reload", authedJSON("pact-reload-rollback", map[string]any{"new_model_ref": brokenModelRef})).
 				WillRespondWith(http.StatusConflict, jsonResponse("pact-reload-rollback", map[string]any{
 					"status": "rollback", "pool_id": poolID, "model_ref": modelRef, "model_id": modelID,
-					"message": m.Like("reload failed: model models/missing.gguf: no such file"),
+					"reason":  "engine_exited",
+					"message": m.Like("the engine exited before it became healthy (see the daemon log)"),
 				}))
 		},
 		run: func(ctx context.Context, base string) error {
-			r, err := newClient(base, apiKey).ReloadPoolWithResponse(ctx, poolID, &client.ReloadPoolParams{XCorrelationId: ptr("pact-reload-rollback")}, client.ReloadRequest{NewModelRef: "models/missing.gguf"})
+			r, err := newClient(base, apiKey).ReloadPoolWithResponse(ctx, poolID, &client.ReloadPoolParams{XCorrelationId: ptr("pact-reload-rollback")}, client.ReloadRequest{NewModelRef: brokenModelRef})
 			if err != nil {
 				return err
 			}
 			if err := wantStatus(r.StatusCode(), http.StatusConflict, r.JSON409 != nil, r.Body); err != nil {
 				return err
 			}
-			if r.JSON409.Status != client.Rollback {
+			if r.JSON409.Status != client.Rollback || r.JSON409.Reason == nil || *r.JSON409.Reason != client.EngineExited {
 				return fmt.Errorf("reload %+v", *r.JSON409)
 			}
 			return nil
+		},
+	},
+	{
+		name: "reload outside models_dirs",
+		build: func(i *consumer.V4UnconfiguredInteraction) *consumer.V4InteractionWithResponse {
+			return i.Given(stateManaged).UponReceiving("a reload to a file outside the models directories is refused").
+				WithRequest(http.MethodPost, "/v1/pools/"+poolID+"/reload", authedJSON("pact-reload-outside", map[string]any{"new_model_ref": "/etc/passwd"})).
+				WillRespondWith(http.StatusBadRequest, jsonResponse("pact-reload-outside", errorBody("INVALID_PARAMS", false)))
+		},
+		run: func(ctx context.Context, base string) error {
+			r, err := newClient(base, apiKey).ReloadPoolWithResponse(ctx, poolID, &client.ReloadPoolParams{XCorrelationId: ptr("pact-reload-outside")}, client.ReloadRequest{NewModelRef: "/etc/passwd"})
+			if err != nil {
+				return err
+			}
+			if err := wantStatus(r.StatusCode(), http.StatusBadRequest, r.JSON400 != nil, r.Body); err != nil {
+				return err
+			}
+			return wantEnvelope(r.JSON400, client.INVALIDPARAMS)
 		},
 	},
 	// ---------------------------------------------------------------- every error class
@@ -598,6 +617,27 @@ var interactions = []interaction{
 				return err
 			}
 			return wantEnvelope(r.JSON413, client.PAYLOADTOOLARGE)
+		},
+	},
+	{
+		name: "507 artifact store full",
+		build: func(i *consumer.V4UnconfiguredInteraction) *consumer.V4InteractionWithResponse {
+			return i.Given(stateArtifactsFull).UponReceiving("an artifact beyond the store's limit is refused").
+				WithRequest(http.MethodPost, "/v1/artifacts", authedJSON("pact-507", map[string]any{
+					"kind": "summary", "content": map[string]any{"text": "one too many"},
+				})).
+				WillRespondWith(http.StatusInsufficientStorage, jsonResponse("pact-507", errorBody("STORAGE_FULL", false)))
+		},
+		run: func(ctx context.Context, base string) error {
+			r, err := newClient(base, apiKey).CreateArtifactWithResponse(ctx, &client.CreateArtifactParams{XCorrelationId: ptr("pact-507")},
+				client.Artifact{Kind: client.Summary, Content: map[string]any{"text": "one too many"}})
+			if err != nil {
+				return err
+			}
+			if err := wantStatus(r.StatusCode(), http.StatusInsufficientStorage, r.JSON507 != nil, r.Body); err != nil {
+				return err
+			}
+			return wantEnvelope(r.JSON507, client.STORAGEFULL)
 		},
 	},
 	{

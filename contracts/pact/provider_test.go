@@ -64,6 +64,7 @@ func TestProvider(t *testing.T) {
 			stateArtifact:             p.state(base, (*daemon).artifact),
 			stateManaged:              p.state(managed, nil),
 			stateBodyLimit:            p.state(smallBodies, nil),
+			stateArtifactsFull:        p.state(oneArtifact, (*daemon).artifact),
 			stateQueueFull:            p.state(base, fillQueue(priorityInteractive)),
 			stateQueueFullInteractive: p.state(dropLRU, fillQueue(priorityInteractive)),
 			stateDrained:              p.state(base, (*daemon).drain),
@@ -159,6 +160,8 @@ type daemonConfig struct {
 	// managed: pool default runs llama.cpp's llama-server on the tiny model, started by the
 	// daemon (the real engine adapter); otherwise an external replica served by a fake engine.
 	managed bool
+	// artifactsMaxCount is artifacts.max_count (0: the default).
+	artifactsMaxCount int
 }
 
 var (
@@ -166,6 +169,7 @@ var (
 	dropLRU     = daemonConfig{policy: "drop-lru", capacity: 2, bodyLimit: 1 << 20}
 	smallBodies = daemonConfig{policy: "reject", capacity: 2, bodyLimit: 4096}
 	managed     = daemonConfig{policy: "reject", capacity: 2, bodyLimit: 1 << 20, managed: true}
+	oneArtifact = daemonConfig{policy: "reject", capacity: 2, bodyLimit: 1 << 20, artifactsMaxCount: 1}
 )
 
 type daemon struct {
@@ -198,6 +202,9 @@ func startDaemon(t *testing.T, dc daemonConfig) (*daemon, error) {
 		if err := gguf.WriteFile(filepath.Join(state, modelRef), gguf.DefaultOptions()); err != nil {
 			return nil, err
 		}
+		if err := os.WriteFile(filepath.Join(state, brokenModelRef), []byte("not a GGUF file\n"), 0o600); err != nil {
+			return nil, err
+		}
 		replica = "      - managed:\n          args: [\"-t\", \"1\", \"-tb\", \"1\"]\n          start_timeout: 60s\n"
 	}
 	yaml := fmt.Sprintf(`addr: 127.0.0.1:0
@@ -207,6 +214,8 @@ body_limit_bytes: %d
 admission:
   capacity: %d
   policy: %s
+artifacts:
+  max_count: %d
 shutdown_grace: 50ms
 pools:
   - id: %s
@@ -219,7 +228,7 @@ pools:
     prior_service_ms: 1500
     prior_tokens_per_s: 50
     replicas:
-%s`, state, dc.bodyLimit, dc.capacity, dc.policy, poolID, modelRef, modelID, replica)
+%s`, state, dc.bodyLimit, dc.capacity, dc.policy, dc.artifactsMaxCount, poolID, modelRef, modelID, replica)
 	cfgPath := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
 		return nil, err
