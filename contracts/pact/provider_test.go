@@ -34,7 +34,7 @@ import (
 	"github.com/orchestratord/orchestratord/impl/app"
 	"github.com/orchestratord/orchestratord/impl/config"
 	"github.com/orchestratord/orchestratord/impl/pool"
-	"github.com/orchestratord/orchestratord/tools/ggufgen/gguf"
+	"github.com/orchestratord/orchestratord/internal/gguf"
 )
 
 // TestProvider replays every interaction of the pact file against the real daemon. Each

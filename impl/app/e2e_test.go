@@ -21,7 +21,7 @@ import (
 	"github.com/orchestratord/orchestratord/gen/client"
 	"github.com/orchestratord/orchestratord/impl/app"
 	"github.com/orchestratord/orchestratord/impl/config"
-	"github.com/orchestratord/orchestratord/tools/ggufgen/gguf"
+	"github.com/orchestratord/orchestratord/internal/gguf"
 )
 
 const testKey = "e2e-test-key-0123456789"

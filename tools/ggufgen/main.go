@@ -13,7 +13,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/orchestratord/orchestratord/tools/ggufgen/gguf"
+	"github.com/orchestratord/orchestratord/internal/gguf"
 )
 
 func main() {

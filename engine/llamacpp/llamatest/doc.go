@@ -17,6 +17,6 @@
 // SIGKILL after 10 s) and, if the test failed, logs the tail of its output. Each call starts
 // its own process; tests may run servers in parallel.
 //
-// The tiny model (package tools/ggufgen/gguf) continues " The quick brown fox jumps over the
+// The tiny model (package internal/gguf) continues " The quick brown fox jumps over the
 // lazy dog." whatever the prompt, so tests can assert exact text.
 package llamatest

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/orchestratord/orchestratord/tools/ggufgen/gguf"
+	"github.com/orchestratord/orchestratord/internal/gguf"
 )
 
 // EnvServer names the environment variable that points at a llama-server executable.

@@ -8,7 +8,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/orchestratord/orchestratord/tools/ggufgen/gguf"
+	"github.com/orchestratord/orchestratord/internal/gguf"
 )
 
 func TestMain(m *testing.M) {
