@@ -560,7 +560,7 @@ func TestServedSpecIsTheContract(t *testing.T) {
 	slices.Sort(problems)
 	if len(problems) > 0 {
 		t.Skipf("BUG: /openapi.json is not the contract file:\n  %s\n"+
-			"impl/app serves json.Marshal(api.GetSwagger()), oapi-codegen's rewritten copy: operation ids are "+
+			"impl/app serves json.Marshal(api.GetSpec()), oapi-codegen's rewritten copy: operation ids are "+
 			"capitalised and components no operation references (the SSE event schemas) are pruned",
 			strings.Join(problems, "\n  "))
 	}
@@ -570,7 +570,7 @@ func TestServedSpecIsTheContract(t *testing.T) {
 func TestEmbeddedSpecMatchesContract(t *testing.T) {
 	t.Parallel()
 	c := mustContract(t)
-	emb, err := api.GetSwagger()
+	emb, err := api.GetSpec()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -65,8 +65,8 @@ func Recover(log *slog.Logger) echo.MiddlewareFunc {
 		return func(c echo.Context) (err error) {
 			defer func() {
 				if r := recover(); r != nil {
-					if r == http.ErrAbortHandler {
-						panic(r)
+					if err, ok := r.(error); ok && errors.Is(err, http.ErrAbortHandler) {
+						panic(r) //nolint:forbidigo // net/http's contract: re-panic ErrAbortHandler so the server aborts the response
 					}
 					log.Error("panic in handler", "path", c.Path(), "panic", fmt.Sprint(r),
 						"correlation_id", c.Response().Header().Get(HeaderCorrelationID), "stack", string(debug.Stack()))
@@ -137,7 +137,7 @@ func singleJSONValue(b []byte) error {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	var v json.RawMessage
 	if err := dec.Decode(&v); err != nil {
-		return fmt.Errorf("invalid JSON: %v", err)
+		return fmt.Errorf("invalid JSON: %w", err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return errors.New("invalid JSON: data after the JSON value")
@@ -264,7 +264,9 @@ func flatten(me openapi3.MultiError) []error {
 	return out
 }
 
-func isSame(a, b openapi3.MultiError) bool { return len(a) == len(b) && len(a) > 0 && a[0] == b[0] }
+func isSame(a, b openapi3.MultiError) bool {
+	return len(a) == len(b) && len(a) > 0 && a[0] == b[0] //nolint:errorlint // identity: the same error value, not a kind of error
+}
 
 // shortMessage renders one validation error as "where: why".
 func shortMessage(err error) string {

@@ -153,10 +153,10 @@ func wantStatus(got, want int, decoded bool, body []byte) error {
 	return nil
 }
 
-func wantHeaderInt(h http.Header, name string, min int64) error {
+func wantHeaderInt(h http.Header, name string, least int64) error {
 	v, err := strconv.ParseInt(h.Get(name), 10, 64)
-	if err != nil || v < min {
-		return fmt.Errorf("header %s = %q, want an integer >= %d", name, h.Get(name), min)
+	if err != nil || v < least {
+		return fmt.Errorf("header %s = %q, want an integer >= %d", name, h.Get(name), least)
 	}
 	return nil
 }

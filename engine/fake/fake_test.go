@@ -198,7 +198,7 @@ func TestHealth(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	if _, err := r.Health(ctx); err != context.Canceled {
+	if _, err := r.Health(ctx); !errors.Is(err, context.Canceled) {
 		t.Errorf("health with a cancelled ctx: %v", err)
 	}
 }
@@ -214,7 +214,7 @@ func TestGenerateRejects(t *testing.T) {
 		is   func(error) bool
 	}{
 		{"zero max tokens", t.Context(), engine.Request{}, func(err error) bool { return engine.KindOf(err) == engine.KindInvalidRequest }},
-		{"cancelled ctx", cancelled, engine.Request{MaxTokens: 1}, func(err error) bool { return err == context.Canceled }},
+		{"cancelled ctx", cancelled, engine.Request{MaxTokens: 1}, func(err error) bool { return errors.Is(err, context.Canceled) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -257,7 +257,7 @@ func TestCancel(t *testing.T) {
 				t.Fatal(err)
 			}
 			cancel()
-			if err := <-done; err != context.Canceled {
+			if err := <-done; !errors.Is(err, context.Canceled) {
 				t.Errorf("err = %v, want context.Canceled", err)
 			}
 			if r.Active() != 0 {
@@ -276,7 +276,7 @@ func TestEmitErrorStops(t *testing.T) {
 		}
 		return nil
 	})
-	if err != errStop || res.TokensOut != 2 || r.Active() != 0 {
+	if !errors.Is(err, errStop) || res.TokensOut != 2 || r.Active() != 0 {
 		t.Errorf("err = %v, result %+v, active %d", err, res, r.Active())
 	}
 }
@@ -323,7 +323,7 @@ func TestWaitActiveHonoursCtx(t *testing.T) {
 	r := New(Options{})
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	if err := r.WaitActive(ctx, 1); err != context.Canceled {
+	if err := r.WaitActive(ctx, 1); !errors.Is(err, context.Canceled) {
 		t.Errorf("err = %v", err)
 	}
 }

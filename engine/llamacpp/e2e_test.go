@@ -179,7 +179,7 @@ func TestE2ECancelFreesSlot(t *testing.T) {
 		}
 		return nil
 	})
-	if err != context.Canceled {
+	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
 	if got != 3 {

@@ -339,7 +339,7 @@ func (s *scanner) intField(dst *int) error {
 	}
 	n, err := strconv.ParseInt(string(s.data[start:s.pos]), 10, 64)
 	if err != nil {
-		return fmt.Errorf("%w: %v", errSyntax, err)
+		return fmt.Errorf("%w: %w", errSyntax, err)
 	}
 	*dst = int(n)
 	return nil

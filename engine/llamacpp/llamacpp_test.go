@@ -378,7 +378,7 @@ func TestGenerateRejectsBadRequestLocally(t *testing.T) {
 		is   func(error) bool
 	}{
 		{"zero max tokens", t.Context(), engine.Request{Prompt: "x"}, func(err error) bool { return engine.KindOf(err) == engine.KindInvalidRequest }},
-		{"context already done", cancelled, engine.Request{Prompt: "x", MaxTokens: 1}, func(err error) bool { return err == context.Canceled }},
+		{"context already done", cancelled, engine.Request{Prompt: "x", MaxTokens: 1}, func(err error) bool { return errors.Is(err, context.Canceled) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -450,10 +450,10 @@ func TestGenerateStopsEngineRequest(t *testing.T) {
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("err = %v, want %v", err, tt.wantErr)
 			}
-			if tt.wantErr == context.Canceled && err != context.Canceled {
+			if errors.Is(tt.wantErr, context.Canceled) && !errors.Is(err, context.Canceled) {
 				t.Errorf("err = %#v, want ctx.Err() itself", err)
 			}
-			if res.TokensOut != 2 && tt.wantErr == context.Canceled || res.TokensOut != 1 && tt.wantErr == errStop {
+			if res.TokensOut != 2 && errors.Is(tt.wantErr, context.Canceled) || res.TokensOut != 1 && errors.Is(tt.wantErr, errStop) {
 				t.Errorf("TokensOut = %d: tokens emitted after the stop", res.TokensOut)
 			}
 			select {
@@ -578,7 +578,7 @@ func TestHealthUnreachable(t *testing.T) {
 	t.Run("ctx done", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(t.Context())
 		cancel()
-		if _, err := r.Health(ctx); err != context.Canceled {
+		if _, err := r.Health(ctx); !errors.Is(err, context.Canceled) {
 			t.Errorf("err = %v, want context.Canceled", err)
 		}
 	})
@@ -602,7 +602,7 @@ func TestProps(t *testing.T) {
 		{
 			name: "loading",
 			handler: func(w http.ResponseWriter, r *http.Request) {
-				http.Error(w, `{"error":{"message":"Loading model","code":503}}`, 503)
+				http.Error(w, `{"error":{"message":"Loading model","code":503}}`, http.StatusServiceUnavailable)
 			},
 			kind: engine.KindPoolUnavailable, wantErr: true,
 		},

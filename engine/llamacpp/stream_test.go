@@ -102,7 +102,7 @@ func FuzzSSEReader(f *testing.F) {
 			}
 			got = append(got, field{string(name), string(value)})
 		}
-		if err != wantErr {
+		if !errors.Is(err, wantErr) {
 			t.Fatalf("err = %v, want %v", err, wantErr)
 		}
 		if !equalFields(got, want) {

@@ -296,7 +296,7 @@ func (s *Supervisor) Start(ctx context.Context) error {
 		return ErrAlreadyStarted
 	}
 	s.started = true
-	runCtx, cancel := context.WithCancel(context.Background())
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx)) // the engine outlives Start's ctx
 	s.cancel, s.done = cancel, make(chan struct{})
 	s.mu.Unlock()
 
@@ -381,7 +381,9 @@ func (s *Supervisor) supervise(ctx context.Context, p *proc) bool {
 			if ctx.Err() != nil {
 				return true
 			}
-			s.killGroup(p, syscall.SIGKILL) // whatever it left behind
+			if err := s.killGroup(p, syscall.SIGKILL); err != nil { // whatever it left behind
+				s.log.Warn("killing the exited engine's process group", "pid", p.pgid, "err", err)
+			}
 			cause := p.withTail(fmt.Errorf("process exited unexpectedly: %s", p.exitStatus()))
 			s.log.Warn("engine process exited; restarting", "pid", p.pgid, "err", cause)
 			np := s.restart(ctx, cause)

@@ -268,8 +268,8 @@ func TestStartFailure(t *testing.T) {
 				t.Fatalf("Start = %v, want ErrStartFailed", err)
 			}
 			for _, e := range []error{ErrExitedEarly, ErrStartTimeout} {
-				if errors.Is(err, e) != (e == tt.wantIs) {
-					t.Errorf("errors.Is(%v, %v) = %t", err, e, !(e == tt.wantIs))
+				if errors.Is(err, e) != errors.Is(e, tt.wantIs) {
+					t.Errorf("errors.Is(%v, %v) = %t", err, e, !errors.Is(e, tt.wantIs))
 				}
 			}
 			for _, w := range tt.wantInErr {

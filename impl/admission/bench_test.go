@@ -27,7 +27,7 @@ func benchQueue(b *testing.B, depth, headroom int) *admission.Queue {
 	go func() { stopped <- q.Run(ctx) }()
 	b.Cleanup(func() {
 		cancel()
-		<-stopped
+		_ = <-stopped // cancelled: Run returns ctx's error
 	})
 	bg := context.Background()
 	if err := q.SetPool(bg, "p", admission.PoolConfig{Slots: 1, Dispatchable: true, PriorServiceMs: 1000}); err != nil {

@@ -2,6 +2,7 @@ package admission
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -44,15 +45,8 @@ const (
 // New returns a Queue. It panics on invalid Options (a programming error): Capacity < 1, an
 // unknown Policy, a nil Dispatch, or a nil Evict under DropLRU.
 func New(opts Options) *Queue {
-	switch {
-	case opts.Capacity < 1:
-		panic(fmt.Sprintf("admission: capacity %d < 1", opts.Capacity))
-	case opts.Policy >= numPolicies:
-		panic(fmt.Sprintf("admission: %v", opts.Policy))
-	case opts.Dispatch == nil:
-		panic("admission: nil Dispatch")
-	case opts.Policy == DropLRU && opts.Evict == nil:
-		panic("admission: nil Evict under drop-lru")
+	if err := opts.check(); err != nil {
+		panic(err) //nolint:forbidigo // documented contract: invalid Options are a programming error, caught by the first test
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -65,6 +59,21 @@ func New(opts Options) *Queue {
 		stopped: make(chan struct{}),
 		st:      newState(opts),
 	}
+}
+
+// check reports the first invalid field of o.
+func (o Options) check() error {
+	switch {
+	case o.Capacity < 1:
+		return fmt.Errorf("admission: capacity %d < 1", o.Capacity)
+	case o.Policy >= numPolicies:
+		return fmt.Errorf("admission: %v", o.Policy)
+	case o.Dispatch == nil:
+		return errors.New("admission: nil Dispatch")
+	case o.Policy == DropLRU && o.Evict == nil:
+		return errors.New("admission: nil Evict under drop-lru")
+	}
+	return nil
 }
 
 // Run is the owner goroutine: it serves every request until ctx is done, then returns nil.

@@ -113,7 +113,8 @@ func (s *state) handle(c *call) {
 	case opRates:
 		c.rates, c.err = s.rates(c.key)
 	default:
-		panic(fmt.Sprintf("admission: unknown op %d", c.op))
+		// Unreachable: every op is sent by a method of Queue.
+		c.err = fmt.Errorf("admission: unknown op %d", c.op)
 	}
 }
 

@@ -177,7 +177,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		a.metrics.PoolReady.WithLabelValues(p.ID).Set(0)
 	}
 
-	spec, err := api.GetSwagger()
+	spec, err := api.GetSpec()
 	if err != nil {
 		return nil, fmt.Errorf("embedded spec: %w", err)
 	}
@@ -257,11 +257,11 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	case err = <-serveErr:
 	}
 	a.log.Info("shutting down: admission stopped", "grace", a.cfg.ShutdownGrace.D().String())
-	graceCtx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownGrace.D())
+	graceCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ShutdownGrace.D())
 	a.tasks.Shutdown(graceCtx)
 	cancel()
 	// Every task is final now, so every stream has its last frame: let them drain.
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	if serr := hs.Shutdown(sctx); serr != nil {
 		_ = hs.Close()
 	}
@@ -269,7 +269,7 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	stopRun()
 	wg.Wait()
 	a.pools.Wait()
-	pctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 	if perr := a.pools.Stop(pctx); perr != nil {
 		a.log.Warn("stopping managed engines", "err", perr)
 	}

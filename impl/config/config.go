@@ -654,7 +654,7 @@ func (c *Config) modelPath(ref string) (string, error) {
 	}
 	p, err := filepath.Abs(p) // cleans
 	if err != nil {
-		return "", fmt.Errorf("%w: %q: %v (models_dirs: %s)", ErrModelRef, ref, err, strings.Join(c.ModelsDirs, ", "))
+		return "", fmt.Errorf("%w: %q: %w (models_dirs: %s)", ErrModelRef, ref, err, strings.Join(c.ModelsDirs, ", "))
 	}
 	if !c.insideModelsDirs(p, false) {
 		return "", fmt.Errorf("%w: %q is outside models_dirs (%s)", ErrModelRef, ref, strings.Join(c.ModelsDirs, ", "))

@@ -67,10 +67,10 @@ func TestExposition(t *testing.T) {
 			c.WithLabelValues(f.labels...).Set(1)
 		case *prometheus.HistogramVec:
 			c.WithLabelValues(f.labels...).Observe(1)
+		case prometheus.Gauge: // before Counter: a Gauge also has Inc and Add
+			c.Set(1)
 		case prometheus.Counter:
 			c.Inc()
-		case prometheus.Gauge:
-			c.Set(1)
 		default:
 			t.Fatalf("family %s: no sample for a %T", f.name, c)
 		}

@@ -540,7 +540,7 @@ func (r *Registry) Reload(ctx context.Context, id, newRef string) (View, error) 
 			for old != nil && old.active.Load() > 0 && time.Now().Before(deadline) {
 				time.Sleep(50 * time.Millisecond)
 			}
-			sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 			defer cancel()
 			if err := oldManaged.Stop(sctx); err != nil {
 				r.log.Warn("stopping the replaced replica", "pool_id", id, "err", err)

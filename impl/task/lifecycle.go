@@ -2,6 +2,7 @@ package task
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -49,12 +50,12 @@ func (s *Service) cancel(ctx context.Context, t *Task, cause error) {
 }
 
 func reasonOf(cause error) string {
-	switch cause {
-	case causeDisconnect:
+	switch {
+	case errors.Is(cause, causeDisconnect):
 		return "disconnect"
-	case causeDrain:
+	case errors.Is(cause, causeDrain):
 		return "drain"
-	case causeShutdown:
+	case errors.Is(cause, causeShutdown):
 		return "shutdown"
 	default:
 		return "client"
@@ -94,7 +95,7 @@ func (s *Service) PoolDrained(ctx context.Context, poolID string) {
 // failQueued ends a task that never ran because its pool or the daemon went away.
 func (s *Service) failQueued(t *Task, cause error) {
 	msg := "the pool's drain deadline passed before the task ran"
-	if cause == causeShutdown {
+	if errors.Is(cause, causeShutdown) {
 		msg = "the daemon shut down before the task ran"
 	}
 	s.finish(t, Failed, &ErrorInfo{Class: ClassPoolUnavailable, Message: msg, Retriable: true,
@@ -130,7 +131,7 @@ func (s *Service) Shutdown(ctx context.Context) {
 				}
 				if c != nil {
 					c(causeShutdown)
-				} else if ok, err := s.queue.Cancel(context.Background(), tk.spec.ID); err == nil && ok {
+				} else if ok, err := s.queue.Cancel(context.WithoutCancel(ctx), tk.spec.ID); err == nil && ok {
 					s.failQueued(tk, causeShutdown)
 				}
 			}

@@ -42,7 +42,7 @@ func (s *Service) run(t *Task) {
 	t.mu.Lock()
 	if t.canceled {
 		t.mu.Unlock()
-		s.release(t, start, engine.Result{})
+		s.release(t, start)
 		s.finish(t, Canceled, nil, engine.Result{}, 0)
 		return
 	}
@@ -63,19 +63,19 @@ func (s *Service) run(t *Task) {
 		}, func(tok engine.Token) error { return s.onToken(ctx, t, tok) })
 	}
 	decode := s.now().Sub(start)
-	s.release(t, start, res)
+	s.release(t, start)
 	switch cause := context.Cause(ctx); {
 	case err == nil:
 		s.finish(t, Succeeded, nil, res, decode)
-	case cause == causeClient || cause == causeDisconnect:
+	case errors.Is(cause, causeClient) || errors.Is(cause, causeDisconnect):
 		s.finish(t, Canceled, nil, res, decode)
-	case cause == causeDeadline:
+	case errors.Is(cause, causeDeadline):
 		s.finish(t, Failed, &ErrorInfo{Class: ClassDeadline,
 			Message: fmt.Sprintf("the task's deadline of %d ms passed", t.spec.Deadline.Milliseconds()),
 			PoolID:  t.poolID, Engine: t.engine}, res, decode)
-	case cause == causeDrain || cause == causeShutdown:
+	case errors.Is(cause, causeDrain) || errors.Is(cause, causeShutdown):
 		msg := "the pool's drain deadline passed"
-		if cause == causeShutdown {
+		if errors.Is(cause, causeShutdown) {
 			msg = "the daemon shut down"
 		}
 		s.finish(t, Failed, &ErrorInfo{Class: ClassPoolUnavailable, Message: msg, Retriable: true,
@@ -95,7 +95,7 @@ func (s *Service) run(t *Task) {
 }
 
 // release frees the task's slot in the queue with what it measured.
-func (s *Service) release(t *Task, start time.Time, res engine.Result) {
+func (s *Service) release(t *Task, start time.Time) {
 	t.mu.Lock()
 	first, n := t.firstToken, t.tokensOut
 	t.mu.Unlock()
@@ -132,7 +132,7 @@ func (s *Service) onToken(ctx context.Context, t *Task, tok engine.Token) error 
 	if first {
 		s.m.FirstToken.WithLabelValues(t.engine, t.version, t.poolID, t.spec.Priority.String()).
 			Observe(float64(now.Sub(t.created).Microseconds()) / 1000)
-		s.opts.Sessions.RecordTurn(t.spec.SessionID, session.TurnInfo{Warm: true})
+		_, _ = s.opts.Sessions.RecordTurn(t.spec.SessionID, session.TurnInfo{Warm: true}) // best effort: the session may have expired mid-task
 	}
 	if wantMetrics {
 		plain, verbose := s.metricsData(ctx, t, tokensOut, now)
@@ -193,7 +193,7 @@ func (s *Service) finish(t *Task, st Status, ei *ErrorInfo, res engine.Result, d
 		s.m.Decode.WithLabelValues(t.engine, t.version, t.poolID, t.spec.Priority.String()).Observe(float64(decode.Microseconds()) / 1000)
 	}
 	if tokensOut > 0 {
-		s.opts.Sessions.RecordTurn(t.spec.SessionID, session.TurnInfo{
+		_, _ = s.opts.Sessions.RecordTurn(t.spec.SessionID, session.TurnInfo{ // best effort, as above
 			TokensIn: res.TokensIn, TokensOut: tokensOut, KVBytesPerToken: t.kvBytes, Warm: true,
 		})
 	}

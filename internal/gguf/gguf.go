@@ -239,12 +239,12 @@ func build(o Options) ([]kv, []tensor) {
 		for j := range E {
 			embd[t*E+j] = float32(rng.NormFloat64() * o.Noise * math.Sqrt(64/float64(E)))
 		}
-		embd[t*E+0] += 1
+		embd[t*E+0]++
 	}
 	for k, wd := range words {
 		t := id[wd]
-		embd[t*E+0] -= 1
-		embd[t*E+1+k] += 1
+		embd[t*E+0]--
+		embd[t*E+1+k]++
 	}
 	first := id[words[0]]
 	outw[first*E+0] = 1 // any other token -> first word

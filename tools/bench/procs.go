@@ -185,7 +185,7 @@ func waitReady(ctx context.Context, p *proc, url string, header map[string]strin
 	var last error
 	for time.Now().Before(deadline) {
 		if p != nil && p.exited() {
-			return fmt.Errorf("%s exited before it was ready (%v); see %s", p.name, p.err, p.log.Name())
+			return fmt.Errorf("%s exited before it was ready (%v); see %s", p.name, p.err, p.log.Name()) //nolint:errorlint // p.err is nil after a clean exit; %w would print %!w(<nil>)
 		}
 		b, err := getOK(ctx, url, header)
 		if err == nil && (ready == nil || ready(b)) {

@@ -109,14 +109,14 @@ func (b *bench) profile(ctx context.Context, scenario string, streams, requests,
 	defer lf.Close()
 	var lv slog.Level
 	_ = lv.UnmarshalText([]byte(cfg.LogLevel))
-	a, err := app.New(cfg, app.Options{Logger: slog.New(slog.NewTextHandler(lf, &slog.HandlerOptions{Level: lv}))})
+	a, err := app.New(cfg, app.Options{Logger: slog.New(slog.NewTextHandler(lf, &slog.HandlerOptions{Level: lv}))}) //nolint:contextcheck // app.New takes no context: its pool callbacks are detached by design
 	if err != nil {
 		return err
 	}
 	sctx, stopDaemon := context.WithCancel(context.WithoutCancel(ctx))
 	served := make(chan error, 1)
 	go func() { served <- a.Serve(sctx, ln) }()
-	defer func() { stopDaemon(); <-served }()
+	defer func() { stopDaemon(); _ = <-served }() // stopped on purpose: Serve's error says nothing new
 	url := "http://" + ln.Addr().String()
 	if err := waitReady(ctx, nil, url+"/v1/pools/bench0/health", map[string]string{"X-API-Key": benchKey}, 30*time.Second,
 		func(b []byte) bool { return bytes.Contains(b, []byte(`"ready":true`)) }); err != nil {
@@ -214,7 +214,7 @@ func (b *bench) profile(ctx context.Context, scenario string, streams, requests,
 	} {
 		out, err := exec.CommandContext(ctx, "go", t.args...).CombinedOutput()
 		if err != nil {
-			return fmt.Errorf("go %v: %v: %s", t.args, err, out)
+			return fmt.Errorf("go %v: %w: %s", t.args, err, out)
 		}
 		if err := os.WriteFile(filepath.Join(b.scratch, t.file), out, 0o644); err != nil {
 			return err
@@ -300,7 +300,7 @@ func (b *bench) profileIdle(ctx context.Context, c *contender, sim *service, n, 
 	out, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-sample_index", "inuse_space", "-nodecount",
 		strconv.Itoa(nodes), heapPath).CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("pprof: %v: %s", err, out)
+		return fmt.Errorf("pprof: %w: %s", err, out)
 	}
 	return os.WriteFile(filepath.Join(b.scratch, "heap-idle.txt"), out, 0o644)
 }

@@ -164,8 +164,8 @@ func (b *bench) loadgen(ctx context.Context, label string, args ...string) (*loa
 	cmd.Stdout, cmd.Stderr = lf, lf
 	runErr := cmd.Run()
 	var ee *exec.ExitError
-	if runErr != nil && !(errors.As(runErr, &ee) && ee.ExitCode() == 3) { // 3: no request succeeded
-		return nil, base + ".json", fmt.Errorf("loadgen %s: %v: %s", label, runErr, tailFile(base+".log", 400))
+	if runErr != nil && (!errors.As(runErr, &ee) || ee.ExitCode() != 3) { // 3: no request succeeded
+		return nil, base + ".json", fmt.Errorf("loadgen %s: %w: %s", label, runErr, tailFile(base+".log", 400))
 	}
 	raw, err := os.ReadFile(base + ".json")
 	if err != nil {
@@ -517,7 +517,7 @@ func (b *bench) idleOnce(ctx context.Context, name string, n, round int) (rec id
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return fail(fmt.Errorf("at most %d of %d streams open within %v (last stats error: %v): %s", maxSeen, n,
-				time.Since(start).Round(time.Second), lastErr, tailFile(logBase+".log", 300)))
+				time.Since(start).Round(time.Second), lastErr, tailFile(logBase+".log", 300))) //nolint:errorlint // lastErr may be nil
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -596,7 +596,7 @@ func (b *bench) runQueue(ctx context.Context, rep *report) error {
 	out, err := cmd.CombinedOutput()
 	_ = os.WriteFile(filepath.Join(b.scratch, "runs", "queue-bench.txt"), out, 0o644)
 	if err != nil {
-		return fmt.Errorf("%s: %v: %s", rep.QueueCommand, err, lastLines(out, 10))
+		return fmt.Errorf("%s: %w: %s", rep.QueueCommand, err, lastLines(out, 10))
 	}
 	rep.Queue = parseQueueBench(out)
 	return nil

@@ -122,12 +122,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case <-ctx.Done():
 	}
 	// Streams end when their clients go; give them a moment, then cut them.
-	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		_ = srv.Close()
 	}
-	<-errc
+	_ = <-errc // http.ErrServerClosed after Shutdown
 	logger.Info("enginesim stopped")
 	return nil
 }

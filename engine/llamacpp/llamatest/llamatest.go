@@ -147,10 +147,10 @@ func start(t testing.TB, bin, model string, args []string) (string, string, erro
 	stop := func() {
 		signalGroup(cmd, false)
 		select {
-		case <-done:
+		case _ = <-done: // stopped on request: its exit status says nothing new
 		case <-time.After(10 * time.Second):
 			signalGroup(cmd, true)
-			<-done
+			_ = <-done
 		}
 	}
 
@@ -169,7 +169,7 @@ func start(t testing.TB, bin, model string, args []string) (string, string, erro
 		select {
 		case err := <-done:
 			done <- err // for stop
-			return "", out.String(), fmt.Errorf("%w: %v", errExited, err)
+			return "", out.String(), fmt.Errorf("%w: %w", errExited, err)
 		case <-tick.C:
 		}
 		if time.Now().After(deadline) {

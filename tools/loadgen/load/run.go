@@ -237,7 +237,7 @@ func (r *runner) do(t int, start time.Time) {
 		}
 	}
 	if oc.class == "" && oc.err != nil {
-		oc.class = r.classify(ctx, oc.err)
+		oc.class = r.classify(ctx)
 	}
 	if oc.class != "" {
 		r.fail(oc.class, oc.err)
@@ -249,7 +249,7 @@ func (r *runner) do(t int, start time.Time) {
 }
 
 // classify names the class of a request error that is not an HTTP status or a protocol error.
-func (r *runner) classify(ctx context.Context, err error) string {
+func (r *runner) classify(ctx context.Context) string {
 	switch {
 	case r.parent.Err() != nil:
 		return "canceled"

@@ -427,7 +427,7 @@ func (r *runner) plainRequest(ctx context.Context, oc *outcome) {
 		} `json:"choices"`
 	}
 	if err := json.Unmarshal(b, &f); err != nil || (f.Content == nil && len(f.Choices) == 0) {
-		oc.class, oc.err = "protocol", fmt.Errorf("response %.200q: %v", b, err)
+		oc.class, oc.err = "protocol", fmt.Errorf("response %.200q: %v", b, err) //nolint:errorlint // err is nil when the JSON parsed but held no token
 		return
 	}
 	text := ""
