@@ -53,6 +53,10 @@ vet: ## go vet, including the build-tagged pact tests.
 	$(GO) vet ./...
 	$(GO) vet -tags pact ./...
 
+.PHONY: lint
+lint: ## golangci-lint (pinned in tools/lint/go.mod, built by go tool) with .golangci.yml's layering rules.
+	$(GO) tool -modfile=tools/lint/go.mod golangci-lint run ./...
+
 .PHONY: unit
 unit: ## All Go tests with -race (engine tests use the real llama-server when found).
 	@LLAMA=$$(bash tools/ensure-llama-server.sh || true); \
@@ -67,7 +71,7 @@ fuzz-go-short: ## Every Go fuzz target for 5 seconds (what make test runs).
 	@bash tools/fuzz-go.sh 5s
 
 .PHONY: test
-test: check-generated fmt-check vet unit fuzz-go-short pact fuzz ## Everything CI runs.
+test: check-generated fmt-check vet lint unit fuzz-go-short pact fuzz ## Everything CI runs.
 
 # Benchmarks (tools/bench): orchestratord against direct engine access, nginx and LiteLLM on one
 # engine simulator. Results go to $(BENCH_OUT)/<plan>.{json,md} (git-ignored scratch by default;
