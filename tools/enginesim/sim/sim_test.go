@@ -443,8 +443,9 @@ func TestDisconnectStopsGenerator(t *testing.T) {
 			if f.Err == nil || f.Tokens >= 1000000 || !f.Stream {
 				t.Fatalf("finish %+v; want an early stop with an error", f)
 			}
-			st := s.Stats()
-			if st.Active != 0 || st.Aborted != 1 || st.Requests != 1 {
+			// OnFinish runs before the handler returns and gives its slot back.
+			waitUntil(t, "the slot to be released", func() bool { return s.Stats().Active == 0 })
+			if st := s.Stats(); st.Aborted != 1 || st.Requests != 1 {
 				t.Fatalf("stats %+v", st)
 			}
 		})
