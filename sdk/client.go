@@ -1,0 +1,364 @@
+package sdk
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/orchestratord/orchestratord/gen/client"
+)
+
+// Defaults of Options.
+const (
+	DefaultMaxRetries     = 3
+	DefaultMaxRetryWait   = 30 * time.Second
+	DefaultMaxReconnects  = 5
+	DefaultReconnectDelay = 200 * time.Millisecond
+)
+
+// Options configures a Client. The zero value is usable: no API key, a private HTTP transport
+// and the defaults above.
+type Options struct {
+	// APIKey is sent as X-API-Key on every request.
+	APIKey string
+	// HTTPClient sends the requests. It must not have a Timeout: streams last as long as their
+	// task. Default: a client with its own transport, whose idle connections Close releases.
+	HTTPClient *http.Client
+	// MaxRetries is how many times a 429 is retried (after its Retry-After). Negative: never.
+	// 0: DefaultMaxRetries.
+	MaxRetries int
+	// MaxRetryWait caps each wait before a retry. 0: DefaultMaxRetryWait.
+	MaxRetryWait time.Duration
+	// MaxReconnects is how many times in a row a dropped stream is reopened without an event
+	// in between. Negative: never. 0: DefaultMaxReconnects.
+	MaxReconnects int
+	// ReconnectDelay is waited before reopening a dropped stream. 0: DefaultReconnectDelay.
+	ReconnectDelay time.Duration
+	// KeepTaskOnBreak keeps a task running when the caller stops iterating its stream early.
+	// By default the task is canceled.
+	KeepTaskOnBreak bool
+	// Sleep waits d or until ctx ends (tests inject a fake). Default: a timer.
+	Sleep func(ctx context.Context, d time.Duration) error
+}
+
+// Client talks to one orchestratord.
+type Client struct {
+	base string
+	hc   *http.Client
+	own  bool
+	gen  *client.ClientWithResponses
+	opts Options
+}
+
+// New returns a Client for the daemon at baseURL (for example http://127.0.0.1:8080).
+func New(baseURL string, opts Options) (*Client, error) {
+	baseURL = strings.TrimRight(baseURL, "/")
+	if baseURL == "" {
+		return nil, errors.New("sdk: empty base URL")
+	}
+	c := &Client{base: baseURL, hc: opts.HTTPClient}
+	if c.hc == nil {
+		c.hc = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+		c.own = true
+	}
+	if opts.MaxRetries == 0 {
+		opts.MaxRetries = DefaultMaxRetries
+	}
+	if opts.MaxRetryWait <= 0 {
+		opts.MaxRetryWait = DefaultMaxRetryWait
+	}
+	if opts.MaxReconnects == 0 {
+		opts.MaxReconnects = DefaultMaxReconnects
+	}
+	if opts.ReconnectDelay <= 0 {
+		opts.ReconnectDelay = DefaultReconnectDelay
+	}
+	if opts.Sleep == nil {
+		opts.Sleep = sleep
+	}
+	c.opts = opts
+	g, err := client.NewClientWithResponses(baseURL, client.WithHTTPClient(c.hc),
+		client.WithRequestEditorFn(c.authorize))
+	if err != nil {
+		return nil, fmt.Errorf("sdk: %w", err)
+	}
+	c.gen = g
+	return c, nil
+}
+
+// Generated returns the generated client this Client wraps, authorized with the same key, for
+// operations the SDK does not wrap.
+func (c *Client) Generated() *client.ClientWithResponses { return c.gen }
+
+// Close releases the idle connections of the Client's own transport (not of an
+// Options.HTTPClient).
+func (c *Client) Close() {
+	if c.own {
+		c.hc.CloseIdleConnections()
+	}
+}
+
+func (c *Client) authorize(_ context.Context, r *http.Request) error {
+	if c.opts.APIKey != "" {
+		r.Header.Set("X-API-Key", c.opts.APIKey)
+	}
+	return nil
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// APIError is a non-2xx answer of the daemon.
+type APIError struct {
+	// StatusCode is the HTTP status.
+	StatusCode int
+	// Envelope is the daemon's error envelope. A body that is not one (a proxy's answer) is
+	// reported with Code "" and the body's start as Message.
+	Envelope client.ErrorEnvelope
+	// RetryAfter is the Retry-After of a 429 (0 when absent).
+	RetryAfter time.Duration
+	// CorrelationID is the X-Correlation-Id of the answer.
+	CorrelationID string
+}
+
+func (e *APIError) Error() string {
+	if e.Envelope.Code == "" {
+		return fmt.Sprintf("HTTP %d: %s", e.StatusCode, e.Envelope.Message)
+	}
+	return fmt.Sprintf("%s (HTTP %d %s)", e.Envelope.Message, e.StatusCode, e.Envelope.Code)
+}
+
+// Retriable reports what the daemon said about retrying.
+func (e *APIError) Retriable() bool { return e.Envelope.Retriable }
+
+// apiError builds an APIError from an answer whose body has been read.
+func apiError(resp *http.Response, body []byte) *APIError {
+	e := &APIError{StatusCode: resp.StatusCode, CorrelationID: resp.Header.Get("X-Correlation-Id"),
+		RetryAfter: retryAfter(resp.Header)}
+	if err := json.Unmarshal(body, &e.Envelope); err != nil || e.Envelope.Message == "" {
+		msg := strings.TrimSpace(string(body))
+		if len(msg) > 512 {
+			msg = msg[:512]
+		}
+		if msg == "" {
+			msg = http.StatusText(resp.StatusCode)
+		}
+		e.Envelope = client.ErrorEnvelope{Message: msg}
+	}
+	return e
+}
+
+// retryAfter reads Retry-After (whole seconds); 0 when absent or not a number of seconds.
+func retryAfter(h http.Header) time.Duration {
+	v := h.Get("Retry-After")
+	if v == "" {
+		return 0
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || n < 0 {
+		return 0
+	}
+	return time.Duration(n) * time.Second
+}
+
+// do sends the request built by call, retrying 429 answers after their Retry-After, and
+// returns the first answer with another status (its body unread) or the last 429 as an
+// *APIError. The caller closes the body.
+func (c *Client) do(ctx context.Context, call func(context.Context) (*http.Response, error)) (*http.Response, error) {
+	for attempt := 0; ; attempt++ {
+		resp, err := call(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode != http.StatusTooManyRequests {
+			return resp, nil
+		}
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		_ = resp.Body.Close()
+		e := apiError(resp, body)
+		if c.opts.MaxRetries < 0 || attempt >= c.opts.MaxRetries {
+			return nil, e
+		}
+		wait := e.RetryAfter
+		if wait <= 0 {
+			wait = time.Second
+		}
+		wait = min(wait, c.opts.MaxRetryWait)
+		if err := c.opts.Sleep(ctx, wait); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// call sends a request and decodes a JSON answer with status want into out (out may be nil).
+// Other statuses are returned as *APIError.
+func (c *Client) call(ctx context.Context, want int, out any, send func(context.Context) (*http.Response, error)) error {
+	resp, err := c.do(ctx, send)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != want {
+		return apiError(resp, body)
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.NewDecoder(bytes.NewReader(body)).Decode(out); err != nil {
+		return fmt.Errorf("sdk: decoding the answer of %s: %w", resp.Request.URL.Path, err)
+	}
+	return nil
+}
+
+// Completion returns a completion task for model with the daemon's usual defaults: engine
+// llamacpp, interactive priority, ctx 2048, 64 tokens at most, a 60 s deadline. Submit fills
+// the ids.
+func Completion(model, prompt string) client.TaskRequest {
+	return client.TaskRequest{
+		Workload: client.Completion, Engine: client.Llamacpp, ModelRef: model, Prompt: &prompt,
+		Ctx: 2048, Priority: client.Interactive, MaxTokens: 64, DeadlineMs: 60000,
+	}
+}
+
+// Submit admits a task. A zero TaskId or SessionId is replaced by a new random UUID (req is
+// passed by value: read the ids from the answer). A 429 is retried (see Options.MaxRetries).
+func (c *Client) Submit(ctx context.Context, req client.TaskRequest) (*client.AdmissionResponse, error) {
+	if req.TaskId == uuid.Nil {
+		req.TaskId = uuid.New()
+	}
+	if req.SessionId == uuid.Nil {
+		req.SessionId = uuid.New()
+	}
+	var out client.AdmissionResponse
+	err := c.call(ctx, http.StatusAccepted, &out, func(ctx context.Context) (*http.Response, error) {
+		return c.gen.CreateTask(ctx, nil, req)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Task returns a task's state.
+func (c *Client) Task(ctx context.Context, id uuid.UUID) (*client.TaskState, error) {
+	var out client.TaskState
+	if err := c.call(ctx, http.StatusOK, &out, func(ctx context.Context) (*http.Response, error) {
+		return c.gen.GetTask(ctx, id, nil)
+	}); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Cancel cancels a task (idempotent: a finished task is left as it is).
+func (c *Client) Cancel(ctx context.Context, id uuid.UUID) error {
+	return c.call(ctx, http.StatusNoContent, nil, func(ctx context.Context) (*http.Response, error) {
+		return c.gen.CancelTask(ctx, id, nil)
+	})
+}
+
+// Session returns a session's metadata.
+func (c *Client) Session(ctx context.Context, id uuid.UUID) (*client.SessionInfo, error) {
+	var out client.SessionInfo
+	if err := c.call(ctx, http.StatusOK, &out, func(ctx context.Context) (*http.Response, error) {
+		return c.gen.GetSession(ctx, id, nil)
+	}); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// DeleteSession deletes a session (idempotent).
+func (c *Client) DeleteSession(ctx context.Context, id uuid.UUID) error {
+	return c.call(ctx, http.StatusNoContent, nil, func(ctx context.Context) (*http.Response, error) {
+		return c.gen.DeleteSession(ctx, id, nil)
+	})
+}
+
+// PutArtifact stores an artifact and returns its content-addressed reference.
+func (c *Client) PutArtifact(ctx context.Context, a client.Artifact) (*client.ArtifactRef, error) {
+	var out client.ArtifactRef
+	if err := c.call(ctx, http.StatusCreated, &out, func(ctx context.Context) (*http.Response, error) {
+		return c.gen.CreateArtifact(ctx, nil, a)
+	}); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Artifact reads a stored artifact.
+func (c *Client) Artifact(ctx context.Context, id string) (*client.StoredArtifact, error) {
+	var out client.StoredArtifact
+	if err := c.call(ctx, http.StatusOK, &out, func(ctx context.Context) (*http.Response, error) {
+		return c.gen.GetArtifact(ctx, id, nil)
+	}); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Capabilities returns the engines and pools the daemon serves.
+func (c *Client) Capabilities(ctx context.Context) (*client.Capabilities, error) {
+	var out client.Capabilities
+	if err := c.call(ctx, http.StatusOK, &out, func(ctx context.Context) (*http.Response, error) {
+		return c.gen.GetCapabilities(ctx, nil)
+	}); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// PoolHealth returns a pool's health.
+func (c *Client) PoolHealth(ctx context.Context, pool string) (*client.PoolHealth, error) {
+	var out client.PoolHealth
+	if err := c.call(ctx, http.StatusOK, &out, func(ctx context.Context) (*http.Response, error) {
+		return c.gen.GetPoolHealth(ctx, pool, nil)
+	}); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// DrainPool stops admission to a pool; in-flight work may finish until deadline has passed.
+func (c *Client) DrainPool(ctx context.Context, pool string, deadline time.Duration) (*client.DrainResponse, error) {
+	var out client.DrainResponse
+	if err := c.call(ctx, http.StatusAccepted, &out, func(ctx context.Context) (*http.Response, error) {
+		return c.gen.DrainPool(ctx, pool, nil, client.DrainRequest{DeadlineMs: deadline.Milliseconds()})
+	}); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// ReloadPool switches a managed pool to another model. A rollback (409) is returned as an
+// *APIError whose Envelope.Message is the daemon's message.
+func (c *Client) ReloadPool(ctx context.Context, pool, modelRef string) (*client.ReloadResponse, error) {
+	var out client.ReloadResponse
+	if err := c.call(ctx, http.StatusOK, &out, func(ctx context.Context) (*http.Response, error) {
+		return c.gen.ReloadPool(ctx, pool, nil, client.ReloadRequest{NewModelRef: modelRef})
+	}); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}

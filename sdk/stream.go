@@ -1,0 +1,285 @@
+package sdk
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"iter"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/orchestratord/orchestratord/gen/client"
+)
+
+// maxFrameBytes bounds one SSE frame; a longer one is a protocol error.
+const maxFrameBytes = 8 << 20
+
+// StreamOption changes one Stream call.
+type StreamOption func(*streamConfig)
+
+type streamConfig struct {
+	after   int64
+	verbose bool
+	keep    bool
+}
+
+// After starts the stream after the event with this id (as Last-Event-ID does), for a caller
+// that resumes a stream it read before, for example in another process.
+func After(id int64) StreamOption { return func(c *streamConfig) { c.after = id } }
+
+// Verbose asks for human-readable narration in Metrics events.
+func Verbose() StreamOption { return func(c *streamConfig) { c.verbose = true } }
+
+// KeepTask keeps the task running when the caller stops iterating early (see
+// Options.KeepTaskOnBreak).
+func KeepTask() StreamOption { return func(c *streamConfig) { c.keep = true } }
+
+// cancelTimeout bounds the cancel sent when the caller stops iterating early.
+const cancelTimeout = 10 * time.Second
+
+// Stream returns the task's events in order, each exactly once, ending after End or
+// ErrorEvent. A dropped connection is reopened with Last-Event-ID (up to
+// Options.MaxReconnects times in a row without an event in between). An error ends the
+// iteration; it is yielded with a nil Event. Breaking out of the loop before the last event
+// cancels the task unless Options.KeepTaskOnBreak or KeepTask is set; so does ctx ending.
+func (c *Client) Stream(ctx context.Context, id uuid.UUID, opts ...StreamOption) iter.Seq2[Event, error] {
+	cfg := streamConfig{after: -1, keep: c.opts.KeepTaskOnBreak}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	return func(yield func(Event, error) bool) {
+		s := &stream{c: c, id: id, cfg: cfg, last: cfg.after}
+		s.run(ctx, yield)
+	}
+}
+
+type stream struct {
+	c    *Client
+	id   uuid.UUID
+	cfg  streamConfig
+	last int64 // id of the last event delivered; -1 before the first
+}
+
+func (s *stream) run(ctx context.Context, yield func(Event, error) bool) {
+	drops := 0
+	var lastErr error
+	for {
+		body, err := s.open(ctx)
+		if err != nil {
+			var apiErr *APIError
+			if ctx.Err() != nil || errors.As(err, &apiErr) {
+				s.stop(ctx)
+				yield(nil, err)
+				return
+			}
+			lastErr = err
+		} else {
+			progressed, done, err := s.read(ctx, body, yield)
+			_ = body.Close()
+			if done {
+				return
+			}
+			if progressed {
+				drops = 0
+			}
+			lastErr = err
+		}
+		if ctx.Err() != nil {
+			s.stop(ctx)
+			yield(nil, ctx.Err())
+			return
+		}
+		if s.c.opts.MaxReconnects < 0 || drops >= s.c.opts.MaxReconnects {
+			s.stop(ctx)
+			yield(nil, fmt.Errorf("sdk: stream of task %s dropped %d times in a row: %w", s.id, drops+1, lastErr))
+			return
+		}
+		drops++
+		if err := s.c.opts.Sleep(ctx, s.c.opts.ReconnectDelay); err != nil {
+			s.stop(ctx)
+			yield(nil, err)
+			return
+		}
+	}
+}
+
+// open opens the stream after s.last.
+func (s *stream) open(ctx context.Context) (io.ReadCloser, error) {
+	params := &client.StreamTaskParams{}
+	if s.last >= 0 {
+		v := strconv.FormatInt(s.last, 10)
+		params.LastEventID = &v
+	}
+	if s.cfg.verbose {
+		v := true
+		params.Verbose = &v
+	}
+	resp, err := s.c.do(ctx, func(ctx context.Context) (*http.Response, error) {
+		return s.c.gen.StreamTask(ctx, s.id, params, func(_ context.Context, r *http.Request) error {
+			r.Header.Set("Accept", "text/event-stream")
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return nil, apiError(resp, b)
+	}
+	return resp.Body, nil
+}
+
+// read delivers the frames of one connection. done: the iteration is over (last event, early
+// break or a protocol error, all already handled); otherwise err says why the connection ended.
+func (s *stream) read(ctx context.Context, body io.Reader, yield func(Event, error) bool) (progressed, done bool, err error) {
+	br := bufio.NewReaderSize(body, 16<<10)
+	for {
+		f, err := readFrame(br)
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF // the stream ended before its last event
+			}
+			var perr *protocolError
+			if errors.As(err, &perr) {
+				s.stop(ctx)
+				yield(nil, err)
+				return progressed, true, nil
+			}
+			return progressed, false, err
+		}
+		if f.id <= s.last {
+			continue // already delivered
+		}
+		ev, err := decodeEvent(f)
+		if err != nil {
+			s.stop(ctx)
+			yield(nil, err)
+			return progressed, true, nil
+		}
+		s.last, progressed = f.id, true
+		last := terminal(ev)
+		if !yield(ev, nil) {
+			if !last {
+				s.stop(ctx)
+			}
+			return progressed, true, nil
+		}
+		if last {
+			return progressed, true, nil
+		}
+	}
+}
+
+// stop cancels the task when the caller gave up on it early, unless asked to keep it.
+func (s *stream) stop(ctx context.Context) {
+	if s.cfg.keep {
+		return
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cancelTimeout)
+	defer cancel()
+	_ = s.c.Cancel(cctx, s.id)
+}
+
+// frame is one parsed SSE frame.
+type frame struct {
+	id    int64
+	event string
+	data  string
+}
+
+// protocolError is a stream that breaks the SSE framing of the contract (reconnecting would
+// not help).
+type protocolError struct{ msg string }
+
+func (e *protocolError) Error() string { return "sdk: SSE protocol error: " + e.msg }
+
+// readFrame reads the next frame: `id`, `event` and `data` fields up to a blank line; comment
+// lines (": keep-alive") and blocks with no field are skipped. io.EOF: the stream ended
+// between frames; io.ErrUnexpectedEOF: inside one.
+func readFrame(br *bufio.Reader) (frame, error) {
+	var (
+		f                      frame
+		hasID, hasEvent, begun bool
+		data                   []byte
+		hasData                bool
+		size                   int
+	)
+	for {
+		line, err := readLine(br, maxFrameBytes-size)
+		if err != nil {
+			if err == io.EOF && begun {
+				return frame{}, io.ErrUnexpectedEOF
+			}
+			return frame{}, err
+		}
+		size += len(line) + 1
+		if len(line) == 0 {
+			if !hasID && !hasEvent && !hasData {
+				begun = false
+				continue // only comments
+			}
+			switch {
+			case !hasID:
+				return frame{}, &protocolError{"frame without id"}
+			case !hasEvent:
+				return frame{}, &protocolError{fmt.Sprintf("frame %d without event", f.id)}
+			case !hasData:
+				return frame{}, &protocolError{fmt.Sprintf("frame %d without data", f.id)}
+			}
+			f.data = string(data)
+			return f, nil
+		}
+		begun = true
+		if line[0] == ':' {
+			continue
+		}
+		name, value, _ := bytes.Cut(line, []byte(":"))
+		value = bytes.TrimPrefix(value, []byte(" "))
+		switch string(name) {
+		case "id":
+			n, err := strconv.ParseInt(string(value), 10, 64)
+			if err != nil || n < 0 || len(value) > 9 {
+				return frame{}, &protocolError{fmt.Sprintf("bad id %q", value)}
+			}
+			f.id, hasID = n, true
+		case "event":
+			f.event, hasEvent = string(value), true
+		case "data":
+			if hasData {
+				data = append(data, '\n')
+			}
+			data, hasData = append(data, value...), true
+		}
+	}
+}
+
+// readLine reads one line without its "\n" or "\r\n", of at most limit bytes.
+func readLine(br *bufio.Reader, limit int) ([]byte, error) {
+	var line []byte
+	for {
+		chunk, err := br.ReadSlice('\n')
+		if len(line)+len(chunk) > limit+1 {
+			return nil, &protocolError{fmt.Sprintf("frame longer than %d bytes", maxFrameBytes)}
+		}
+		line = append(line, chunk...)
+		switch {
+		case err == nil:
+			line = line[:len(line)-1]
+			return bytes.TrimSuffix(line, []byte("\r")), nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case err == io.EOF && len(line) > 0:
+			return nil, io.ErrUnexpectedEOF
+		default:
+			return nil, err
+		}
+	}
+}
