@@ -1,0 +1,270 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/orchestratord/orchestratord/engine"
+	"github.com/orchestratord/orchestratord/engine/fake"
+	"github.com/orchestratord/orchestratord/internal/testdaemon"
+)
+
+// TestMain runs orchctl itself when the terminal test re-executes this binary with
+// ORCHCTL_TEST_MAIN=1, and otherwise the tests, checked for leaked goroutines.
+func TestMain(m *testing.M) {
+	if os.Getenv("ORCHCTL_TEST_MAIN") == "1" {
+		main()
+	}
+	goleak.VerifyTestMain(m)
+}
+
+const sentence = " The quick brown fox jumps over the lazy dog."
+
+func startDaemon(t *testing.T, eng fake.Options) *testdaemon.Daemon {
+	t.Helper()
+	d, err := testdaemon.Start(testdaemon.Options{Fake: eng})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := d.Close(); err != nil {
+			t.Errorf("daemon: %v", err)
+		}
+	})
+	return d
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+// orchctl runs the command line in-process with env as its environment.
+func orchctl(t *testing.T, env map[string]string, stdin string, args ...string) result {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(context.Background(), args, stdio{in: strings.NewReader(stdin), out: &out, err: &errb},
+		func(k string) string { return env[k] })
+	return result{code, out.String(), errb.String()}
+}
+
+func TestRunPipedWritesPlainText(t *testing.T) {
+	d := startDaemon(t, fake.Options{})
+	env := map[string]string{"ORCHD_URL": d.URL, "ORCHD_API_KEY": testdaemon.Key}
+	tests := []struct {
+		name  string
+		stdin string
+		args  []string
+	}{
+		{"prompt argument", "", []string{"run", "-n", "10", "Once upon a time"}},
+		{"prompt on stdin", "Once upon a time\n", []string{"run", "--max-tokens", "10", "-"}},
+		{"explicit model", "", []string{"run", "-n", "10", "--model", testdaemon.ModelID, "hi"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := orchctl(t, env, tt.stdin, tt.args...)
+			if r.code != 0 || r.stdout != sentence+"\n" || r.stderr != "" {
+				t.Fatalf("exit %d, stdout %q, stderr %q; want 0, %q, nothing", r.code, r.stdout, r.stderr, sentence+"\n")
+			}
+		})
+	}
+	if got := d.Fake.Requests()[1].Prompt; got != "Once upon a time" {
+		t.Errorf("stdin prompt %q", got)
+	}
+}
+
+func TestRunJSON(t *testing.T) {
+	d := startDaemon(t, fake.Options{})
+	r := orchctl(t, nil, "", "--url", d.URL, "--api-key", testdaemon.Key, "run", "-n", "3", "--json", "hi")
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	var names []string
+	var text strings.Builder
+	for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+		var ev struct {
+			ID    int64
+			Event string
+			Data  map[string]any
+		}
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("line %q: %v", line, err)
+		}
+		if ev.Event == "metrics" {
+			continue
+		}
+		names = append(names, ev.Event)
+		if ev.Event == "token" {
+			text.WriteString(ev.Data["t"].(string))
+		}
+	}
+	if strings.Join(names, ",") != "started,token,token,token,end" || text.String() != " The quick brown" {
+		t.Errorf("events %v, text %q", names, text.String())
+	}
+}
+
+func TestKeyFromTheStateDirectoryOnLoopback(t *testing.T) {
+	d := startDaemon(t, fake.Options{})
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "api-key"), []byte(testdaemon.Key+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name     string
+		env      map[string]string
+		args     []string
+		wantCode int
+	}{
+		{"--state-dir", map[string]string{"ORCHD_URL": d.URL}, []string{"--state-dir", dir}, 0},
+		{"ORCHD_STATE_DIR", map[string]string{"ORCHD_URL": d.URL, "ORCHD_STATE_DIR": dir}, nil, 0},
+		{"localhost", map[string]string{"ORCHD_STATE_DIR": dir}, []string{"--url", strings.Replace(d.URL, "127.0.0.1", "localhost", 1)}, 0},
+		{"a flag key wins", map[string]string{"ORCHD_URL": d.URL, "ORCHD_STATE_DIR": dir}, []string{"--api-key", "wrong-key-0123456789"}, exitClient},
+		{"no key", map[string]string{"ORCHD_URL": d.URL, "ORCHD_STATE_DIR": t.TempDir()}, nil, exitClient},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := orchctl(t, tt.env, "", append(tt.args, "pools", "health", testdaemon.PoolID)...)
+			if r.code != tt.wantCode {
+				t.Fatalf("exit %d, want %d: %s", r.code, tt.wantCode, r.stderr)
+			}
+		})
+	}
+}
+
+func TestIsLoopback(t *testing.T) {
+	for u, want := range map[string]bool{
+		"http://127.0.0.1:8080": true, "http://localhost": true, "http://[::1]:1": true, "http://127.9.9.9": true,
+		"http://10.0.0.1:8080": false, "https://example.com": false, "::bad": false,
+	} {
+		if got := isLoopback(u); got != want {
+			t.Errorf("isLoopback(%q) = %v", u, got)
+		}
+	}
+}
+
+// TestExitCodes: errors print the envelope's message and exit with the code of their class.
+func TestExitCodes(t *testing.T) {
+	envelope := func(status int, code, msg string) http.HandlerFunc {
+		return func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			if status == 429 {
+				w.Header().Set("Retry-After", "1")
+			}
+			w.WriteHeader(status)
+			_ = json.NewEncoder(w).Encode(map[string]any{"code": code, "message": msg, "retriable": status >= 429})
+		}
+	}
+	tests := []struct {
+		name     string
+		handler  http.HandlerFunc
+		args     []string
+		wantCode int
+		wantMsg  string
+	}{
+		{"400", envelope(400, "INVALID_PARAMS", "/max_tokens: number must be at least 1"), []string{"capabilities"}, exitClient, "/max_tokens: number must be at least 1"},
+		{"404", envelope(404, "NOT_FOUND", "task not found"), []string{"tasks", "get", "6f1c5e1a-3c1e-4b0e-9a57-0d8d2b6c9a11"}, exitClient, "task not found"},
+		{"429", envelope(429, "ADMISSION_REJECT", "queue is full (capacity 8); retry later"), []string{"--retries", "0", "capabilities"}, exitBackpressure, "queue is full (capacity 8); retry later"},
+		{"500", envelope(500, "INTERNAL", "boom"), []string{"sessions", "get", "6f1c5e1a-3c1e-4b0e-9a57-0d8d2b6c9a11"}, exitServer, "boom"},
+		{"503", envelope(503, "POOL_UNAVAILABLE", "no pool serves model x"), []string{"pools", "health", "p1"}, exitServer, "no pool serves model x"},
+		{"not an envelope", func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "bad gateway", 502) }, []string{"capabilities"}, exitServer, "bad gateway"},
+		{"usage: bad id", envelope(200, "", ""), []string{"tasks", "get", "nope"}, exitUsage, "not a UUID"},
+		{"usage: unknown flag", envelope(200, "", ""), []string{"run", "--nope", "x"}, exitUsage, "unknown flag"},
+		{"usage: missing argument", envelope(200, "", ""), []string{"run"}, exitUsage, "accepts 1 arg"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(tt.handler)
+			defer srv.Close()
+			r := orchctl(t, map[string]string{"ORCHD_URL": srv.URL, "ORCHD_API_KEY": "k"}, "", tt.args...)
+			if r.code != tt.wantCode || !strings.Contains(r.stderr, tt.wantMsg) {
+				t.Fatalf("exit %d, stderr %q; want %d and %q", r.code, r.stderr, tt.wantCode, tt.wantMsg)
+			}
+		})
+	}
+}
+
+func TestRunReportsAFailedTask(t *testing.T) {
+	d := startDaemon(t, fake.Options{})
+	d.Fake.FailNext(engine.KindWorkerReset, 2)
+	r := orchctl(t, map[string]string{"ORCHD_URL": d.URL, "ORCHD_API_KEY": testdaemon.Key}, "", "run", "hi")
+	if r.code != exitTaskFailed || r.stdout != " The quick\n" || !strings.Contains(r.stderr, "WORKER_RESET") {
+		t.Fatalf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+}
+
+// TestCommands drives every other command against the daemon.
+func TestCommands(t *testing.T) {
+	d := startDaemon(t, fake.Options{})
+	env := map[string]string{"ORCHD_URL": d.URL, "ORCHD_API_KEY": testdaemon.Key}
+	// A finished task and its session, through the SDK-backed run --json.
+	r := orchctl(t, env, "", "run", "-n", "2", "--json", "hi")
+	if r.code != 0 {
+		t.Fatal(r.stderr)
+	}
+	st := orchctl(t, env, "", "tasks", "get", taskIDOf(t, d))
+	var task struct {
+		TaskID    string `json:"task_id"`
+		SessionID string `json:"session_id"`
+		State     string
+	}
+	if st.code != 0 || json.Unmarshal([]byte(st.stdout), &task) != nil || task.State != "succeeded" {
+		t.Fatalf("tasks get: %d %q %q", st.code, st.stdout, st.stderr)
+	}
+	art := filepath.Join(t.TempDir(), "a.json")
+	if err := os.WriteFile(art, []byte(`{"steps":["read","write"]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	put := orchctl(t, env, "", "artifacts", "put", "--kind", "plan", art)
+	artID := strings.TrimSpace(put.stdout)
+	tests := []struct {
+		name  string
+		stdin string
+		args  []string
+		want  string // in stdout
+	}{
+		{"tasks watch", "", []string{"tasks", "watch", task.TaskID}, " The quick\n"},
+		{"tasks cancel (finished: no-op)", "", []string{"tasks", "cancel", task.TaskID}, ""},
+		{"sessions get", "", []string{"sessions", "get", task.SessionID}, `"turns": 1`},
+		{"sessions rm", "", []string{"sessions", "rm", task.SessionID}, ""},
+		{"artifacts get", "", []string{"artifacts", "get", artID}, `"kind": "plan"`},
+		{"artifacts put stdin", `{"kind":"plan","content":{"steps":["read","write"]}}`, []string{"artifacts", "put", "-"}, artID},
+		{"pools health", "", []string{"pools", "health", testdaemon.PoolID}, `"ready": true`},
+		{"capabilities", "", []string{"capabilities"}, `"model_id": "tiny"`},
+		{"version", "", []string{"version"}, "daemon API "},
+		{"completion", "", []string{"completion", "bash"}, "__start_orchctl"},
+		{"pools drain", "", []string{"pools", "drain", testdaemon.PoolID, "--deadline", "1s"}, `"deadline_ms": 1000`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := orchctl(t, env, tt.stdin, tt.args...)
+			if r.code != 0 || !strings.Contains(r.stdout, tt.want) {
+				t.Fatalf("exit %d, stdout %q, stderr %q; want %q in stdout", r.code, r.stdout, r.stderr, tt.want)
+			}
+		})
+	}
+	if r := orchctl(t, env, "", "sessions", "get", task.SessionID); r.code != exitClient {
+		t.Errorf("sessions get after rm: exit %d %q", r.code, r.stderr)
+	}
+	if r := orchctl(t, env, "", "pools", "reload", testdaemon.PoolID, "models/other.gguf"); r.code != exitClient {
+		t.Errorf("reloading an external pool: exit %d %q, want %d", r.code, r.stderr, exitClient)
+	}
+}
+
+// taskIDOf returns the id of the only task the fake engine has run.
+func taskIDOf(t *testing.T, d *testdaemon.Daemon) string {
+	t.Helper()
+	reqs := d.Fake.Requests()
+	if len(reqs) != 1 {
+		t.Fatalf("%d engine requests", len(reqs))
+	}
+	return reqs[0].TaskID
+}

@@ -1,0 +1,199 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/spf13/cobra"
+
+	"github.com/orchestratord/orchestratord/gen/client"
+	"github.com/orchestratord/orchestratord/sdk"
+)
+
+// streamFlags are the output flags of run and tasks watch.
+type streamFlags struct {
+	json    bool
+	verbose bool
+}
+
+func (f *streamFlags) register(cmd *cobra.Command) {
+	cmd.Flags().BoolVar(&f.json, "json", false, "print every event as a JSON line ({\"id\",\"event\",\"data\"}) instead of the text")
+	cmd.Flags().BoolVar(&f.verbose, "verbose", false, "ask for human-readable narration in metrics events (with --json)")
+}
+
+func newRunCmd(g *globals, io stdio) *cobra.Command {
+	var (
+		sf        streamFlags
+		model     string
+		maxTokens int32
+		priority  string
+		deadline  time.Duration
+		session   string
+		seed      int64
+	)
+	cmd := &cobra.Command{
+		Use:   "run PROMPT|-",
+		Short: "Submit a completion and stream its text",
+		Long: `Submit a completion task and stream its text to stdout. PROMPT is the prompt, or - to read it
+from stdin. The model defaults to the first pool's model (from /v1/capabilities).
+
+On a terminal, a live status line on stderr shows a spinner, the queue position, the ETA, the
+tokens so far and tokens/s until the text starts, and a summary follows the text. When stdout
+is not a terminal (piped) only the text is written to it. --json writes the events instead.
+Interrupting (Ctrl-C) cancels the task.`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			prompt := args[0]
+			if prompt == "-" {
+				b, err := readAllLimited(io.in)
+				if err != nil {
+					return err
+				}
+				prompt = strings.TrimSuffix(string(b), "\n")
+			}
+			if prompt == "" {
+				return usageError{errors.New("empty prompt")}
+			}
+			if maxTokens < 1 {
+				return usageError{errors.New("--max-tokens must be at least 1")}
+			}
+			sid := uuid.New()
+			if session != "" {
+				var err error
+				if sid, err = parseID("session id", session); err != nil {
+					return err
+				}
+			}
+			return withClient(g, func(c *sdk.Client) error {
+				ctx := cmd.Context()
+				req, err := completion(ctx, c, model, prompt)
+				if err != nil {
+					return err
+				}
+				req.TaskId, req.SessionId = uuid.New(), sid
+				req.MaxTokens = maxTokens
+				req.Priority = client.Priority(priority)
+				req.DeadlineMs = deadline.Milliseconds()
+				if cmd.Flags().Changed("seed") {
+					req.Seed = &seed
+				}
+				adm, err := c.Submit(ctx, req)
+				if err != nil {
+					return err
+				}
+				return streamTask(ctx, c, io, adm.TaskId, maxTokens, sf)
+			})
+		},
+	}
+	sf.register(cmd)
+	f := cmd.Flags()
+	f.StringVarP(&model, "model", "m", "", "model (a pool's model_id or model_ref; default: the first pool's)")
+	f.Int32VarP(&maxTokens, "max-tokens", "n", 64, "most tokens to generate")
+	f.StringVar(&priority, "priority", string(client.Interactive), "interactive or batch")
+	f.DurationVar(&deadline, "deadline", time.Minute, "time budget from admission")
+	f.StringVar(&session, "session", "", "session id (UUID; default: a new session)")
+	f.Int64Var(&seed, "seed", 0, "sampling seed")
+	return cmd
+}
+
+// completion builds the task for model (default: the first pool's), with the engine and a
+// context length the matching pool accepts.
+func completion(ctx context.Context, c *sdk.Client, model, prompt string) (client.TaskRequest, error) {
+	caps, err := c.Capabilities(ctx)
+	if err != nil {
+		return client.TaskRequest{}, err
+	}
+	if len(caps.Pools) == 0 {
+		return client.TaskRequest{}, errors.New("the daemon has no pools")
+	}
+	p := caps.Pools[0]
+	if model != "" {
+		found := false
+		for _, q := range caps.Pools {
+			if q.ModelId == model || q.ModelRef == model {
+				p, found = q, true
+				break
+			}
+		}
+		if !found {
+			// Let the daemon answer (it names what it serves).
+			req := sdk.Completion(model, prompt)
+			return req, nil
+		}
+	}
+	req := sdk.Completion(firstOf(model, p.ModelId), prompt)
+	req.Engine = p.Engine
+	req.Ctx = min(req.Ctx, p.CtxMax)
+	return req, nil
+}
+
+// jsonEvent is one line of --json output.
+type jsonEvent struct {
+	ID    int64     `json:"id"`
+	Event string    `json:"event"`
+	Data  sdk.Event `json:"data"`
+}
+
+// errCanceled is a stream that ended with end{canceled: true}.
+var errCanceled = errors.New("the task was canceled")
+
+// streamTask writes the task's stream: its text (with a live status line when stderr is a
+// terminal) or, with --json, its events.
+func streamTask(ctx context.Context, c *sdk.Client, io stdio, id uuid.UUID, maxTokens int32, f streamFlags, opts ...sdk.StreamOption) error {
+	if f.verbose {
+		opts = append(opts, sdk.Verbose())
+	}
+	var st *status
+	outTTY := isTerminal(io.out)
+	if !f.json && isTerminal(io.err) {
+		st = startStatus(io.err, maxTokens, time.Now)
+		defer st.close()
+	}
+	enc := json.NewEncoder(io.out)
+	var text strings.Builder
+	for ev, err := range c.Stream(ctx, id, opts...) {
+		if err != nil {
+			return err
+		}
+		if f.json {
+			if err := enc.Encode(jsonEvent{ID: ev.EventID(), Event: ev.EventName(), Data: ev}); err != nil {
+				return err
+			}
+		}
+		switch ev := ev.(type) {
+		case *sdk.Started:
+			st.started(ev)
+		case *sdk.Token:
+			if st != nil {
+				st.token(outTTY)
+			}
+			if !f.json {
+				text.WriteString(ev.Text)
+				if _, err := fmt.Fprint(io.out, ev.Text); err != nil {
+					return err
+				}
+			}
+		case *sdk.End:
+			if !f.json && text.Len() > 0 && !strings.HasSuffix(text.String(), "\n") {
+				fmt.Fprintln(io.out)
+			}
+			if st != nil {
+				st.finish(id, ev)
+			}
+			if ev.Canceled {
+				return errCanceled
+			}
+		case *sdk.ErrorEvent:
+			if !f.json && text.Len() > 0 && !strings.HasSuffix(text.String(), "\n") {
+				fmt.Fprintln(io.out)
+			}
+			return ev
+		}
+	}
+	return nil
+}

@@ -1,0 +1,163 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+
+	"github.com/orchestratord/orchestratord/engine/llamacpp/llamatest"
+	"github.com/orchestratord/orchestratord/internal/testdaemon"
+)
+
+// realDaemon runs the daemon with a managed llama-server on the tiny model, which generates
+// the sentence whatever the prompt; the test is skipped when no llama-server is found.
+func realDaemon(t *testing.T) *testdaemon.Daemon {
+	t.Helper()
+	bin, ok := llamatest.ServerPath()
+	if !ok {
+		t.Skip(llamatest.SkipMessage)
+	}
+	d, err := testdaemon.Start(testdaemon.Options{LlamaServer: bin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := d.Close(); err != nil {
+			t.Errorf("daemon: %v", err)
+		}
+	})
+	return d
+}
+
+// orchctlCommand is this test binary re-executed as orchctl (see TestMain).
+func orchctlCommand(d *testdaemon.Daemon, args ...string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "ORCHCTL_TEST_MAIN=1", "ORCHD_URL="+d.URL, "ORCHD_API_KEY="+testdaemon.Key)
+	return cmd
+}
+
+// screen replays terminal output (carriage returns, erase-line, newlines) into the lines a
+// user sees at the end.
+func screen(raw []byte) []string {
+	lines := []string{""}
+	col := 0
+	s := string(raw)
+	for len(s) > 0 {
+		cur := &lines[len(lines)-1]
+		switch {
+		case strings.HasPrefix(s, "\x1b[K"):
+			*cur = string([]rune(*cur)[:col])
+			s = s[3:]
+		case s[0] == '\r':
+			col = 0
+			s = s[1:]
+		case s[0] == '\n':
+			lines = append(lines, "")
+			col = 0
+			s = s[1:]
+		default:
+			r := []rune(s)[0]
+			rs := []rune(*cur)
+			if col < len(rs) {
+				rs[col] = r
+			} else {
+				rs = append(rs, r)
+			}
+			*cur = string(rs)
+			col++
+			s = s[len(string(r)):]
+		}
+	}
+	return lines
+}
+
+func TestScreen(t *testing.T) {
+	got := screen([]byte("\r\x1b[K⠋ submitting\r\x1b[K⠙ queued\r\x1b[K The quick\r\nabc\rX\r\n"))
+	want := []string{" The quick", "Xbc", ""}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("screen %q, want %q", got, want)
+	}
+}
+
+func TestRunInATerminalWithTheRealEngine(t *testing.T) {
+	d := realDaemon(t)
+	cmd := orchctlCommand(d, "run", "-n", "10", "Once upon a time")
+	tty, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 24, Cols: 160})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tty.Close()
+	var raw bytes.Buffer
+	_, err = io.Copy(&raw, tty) // ends with EIO once orchctl exits
+	var pathErr *os.PathError
+	if err != nil && !errors.As(err, &pathErr) {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("orchctl run: %v\n%s", err, raw.String())
+	}
+	out := raw.String()
+	t.Logf("terminal output: %q", out)
+	// Progress: the live status line was drawn (spinner, queue position, ETA, tokens/s) ...
+	for _, want := range []string{"⠋", "queue position 0", "ETA ", "tok/s"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the terminal never showed %q:\n%q", want, out)
+		}
+	}
+	// ... and the screen ends with the exact text and the summary.
+	lines := screen(raw.Bytes())
+	var text, summary bool
+	for _, l := range lines {
+		text = text || l == sentence
+		summary = summary || (strings.HasPrefix(l, "✓ 10 tokens in ") && strings.Contains(l, "tok/s · task "))
+	}
+	if !text || !summary {
+		t.Fatalf("screen %q: want the line %q and a summary", lines, sentence)
+	}
+}
+
+func TestRunPipedWithTheRealEngine(t *testing.T) {
+	d := realDaemon(t)
+	cmd := orchctlCommand(d, "run", "-n", "10", "Once upon a time")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%v: %s", err, stderr.String())
+	}
+	if string(out) != sentence+"\n" || stderr.Len() != 0 {
+		t.Fatalf("stdout %q, stderr %q; want %q and nothing", out, stderr.String(), sentence+"\n")
+	}
+}
+
+func TestRender(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	tests := []struct {
+		name string
+		s    statusState
+		now  time.Time
+		want string
+	}{
+		{"submitting", statusState{}, t0, "⠋ submitting"},
+		{"queued", statusState{frame: 1, started: true, position: 3, startAt: t0.Add(1500 * time.Millisecond)}, t0,
+			"⠙ queued · queue position 3 · ETA 1.5s · 0 tokens · 0.0 tok/s"},
+		{"start overdue", statusState{started: true, position: 1, startAt: t0}, t0.Add(time.Second),
+			"⠋ queued · queue position 1 · ETA 0ms · 0 tokens · 0.0 tok/s"},
+		{"generating", statusState{frame: 11, started: true, maxTokens: 30, tokens: 11, firstTok: t0, lastTok: t0.Add(time.Second)}, t0,
+			"⠙ generating · queue position 0 · ETA 1.9s · 11 tokens · 10.0 tok/s"},
+		{"one token", statusState{started: true, maxTokens: 30, tokens: 1, firstTok: t0, lastTok: t0}, t0,
+			"⠋ generating · queue position 0 · 1 tokens · 0.0 tok/s"},
+	}
+	for _, tt := range tests {
+		if got := render(tt.s, tt.now); got != tt.want {
+			t.Errorf("%s: %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}
