@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -132,6 +133,33 @@ func completion(ctx context.Context, c *sdk.Client, model, prompt string) (clien
 	return req, nil
 }
 
+// queuePoll is how often the status line asks for the queue position of a queued task.
+const queuePoll = 500 * time.Millisecond
+
+// pollQueue keeps the status line's queue position and ETA current while the task is queued.
+func pollQueue(ctx context.Context, c *sdk.Client, id uuid.UUID, st *status) {
+	t := time.NewTicker(queuePoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		ts, err := c.Task(ctx, id)
+		if err != nil || ts.State != client.Queued {
+			return
+		}
+		if ts.QueuePosition != nil {
+			var predicted int64
+			if ts.PredictedStartMs != nil {
+				predicted = *ts.PredictedStartMs
+			}
+			st.queued(*ts.QueuePosition, predicted)
+		}
+	}
+}
+
 // jsonEvent is one line of --json output.
 type jsonEvent struct {
 	ID    int64     `json:"id"`
@@ -153,6 +181,12 @@ func streamTask(ctx context.Context, c *sdk.Client, io stdio, id uuid.UUID, maxT
 	if !f.json && isTerminal(io.err) {
 		st = startStatus(io.err, maxTokens, time.Now)
 		defer st.close()
+		// Registered after st.close, so it runs first: the poller is gone before the status.
+		pollCtx, stopPoll := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() { defer wg.Done(); pollQueue(pollCtx, c, id, st) }()
+		defer func() { stopPoll(); wg.Wait() }()
 	}
 	enc := json.NewEncoder(io.out)
 	var text strings.Builder

@@ -35,12 +35,9 @@ func render(s statusState, now time.Time) string {
 		b.WriteString(" submitting")
 		return b.String()
 	}
-	phase := "queued"
-	switch {
-	case s.tokens > 0:
+	phase := "waiting"
+	if s.tokens > 0 {
 		phase = "generating"
-	case s.position == 0:
-		phase = "starting"
 	}
 	fmt.Fprintf(&b, " %s · queue position %d", phase, s.position)
 	rate := tokensPerSecond(s)
@@ -128,6 +125,16 @@ func (s *status) started(ev *sdk.Started) {
 	}
 	at := s.now().Add(time.Duration(ev.PredictedStartMs) * time.Millisecond)
 	s.do(func(st *statusState) { st.started, st.position, st.startAt = true, ev.QueuePosition, at })
+}
+
+// queued updates the queue position and the predicted start of a task still queued.
+func (s *status) queued(position int32, predictedStartMs int64) {
+	at := s.now().Add(time.Duration(predictedStartMs) * time.Millisecond)
+	s.do(func(st *statusState) {
+		if st.tokens == 0 {
+			st.started, st.position, st.startAt = true, position, at
+		}
+	})
 }
 
 // token counts a token. When the text goes to the same terminal (sameTTY), the status line is

@@ -6,14 +6,18 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/creack/pty"
 
+	"github.com/orchestratord/orchestratord/engine/fake"
 	"github.com/orchestratord/orchestratord/engine/llamacpp/llamatest"
 	"github.com/orchestratord/orchestratord/internal/testdaemon"
+	"github.com/orchestratord/orchestratord/sdk"
 )
 
 // realDaemon runs the daemon with a managed llama-server on the tiny model, which generates
@@ -147,9 +151,9 @@ func TestRender(t *testing.T) {
 	}{
 		{"submitting", statusState{}, t0, "⠋ submitting"},
 		{"queued", statusState{frame: 1, started: true, position: 3, startAt: t0.Add(1500 * time.Millisecond)}, t0,
-			"⠙ queued · queue position 3 · ETA 1.5s · 0 tokens · 0.0 tok/s"},
+			"⠙ waiting · queue position 3 · ETA 1.5s · 0 tokens · 0.0 tok/s"},
 		{"start overdue", statusState{started: true, position: 1, startAt: t0}, t0.Add(time.Second),
-			"⠋ queued · queue position 1 · ETA 0ms · 0 tokens · 0.0 tok/s"},
+			"⠋ waiting · queue position 1 · ETA 0ms · 0 tokens · 0.0 tok/s"},
 		{"generating", statusState{frame: 11, started: true, maxTokens: 30, tokens: 11, firstTok: t0, lastTok: t0.Add(time.Second)}, t0,
 			"⠙ generating · queue position 0 · ETA 1.9s · 11 tokens · 10.0 tok/s"},
 		{"one token", statusState{started: true, maxTokens: 30, tokens: 1, firstTok: t0, lastTok: t0}, t0,
@@ -159,5 +163,86 @@ func TestRender(t *testing.T) {
 		if got := render(tt.s, tt.now); got != tt.want {
 			t.Errorf("%s: %q, want %q", tt.name, got, tt.want)
 		}
+	}
+}
+
+// syncBuffer collects a terminal's output while the test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// waitFor waits until the output contains s; the bound only keeps a broken build from hanging.
+func waitFor(t *testing.T, b *syncBuffer, s string) {
+	t.Helper()
+	for range 3000 {
+		if strings.Contains(b.String(), s) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("the terminal never showed %q:\n%q", s, b.String())
+}
+
+// TestRunInATerminalFollowsTheQueue: while the task waits, the status line follows its queue
+// position (polled from the task's state), then the text and the summary follow.
+func TestRunInATerminalFollowsTheQueue(t *testing.T) {
+	d := startDaemon(t, fake.Options{})
+	d.Fake.Pause()
+	c, err := sdk.New(d.URL, sdk.Options{APIKey: testdaemon.Key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	running, err := c.Submit(t.Context(), sdk.Completion(testdaemon.ModelID, "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Fake.WaitActive(t.Context(), 1); err != nil {
+		t.Fatal(err)
+	}
+	ahead, err := c.Submit(t.Context(), sdk.Completion(testdaemon.ModelID, "b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	cmd := orchctlCommand(d, "run", "-n", "3", "c")
+	tty, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 24, Cols: 160})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tty.Close()
+	var out syncBuffer
+	copied := make(chan struct{})
+	go func() { defer close(copied); _, _ = io.Copy(&out, tty) }()
+
+	waitFor(t, &out, "waiting · queue position 1 ·")
+	if err := c.Cancel(t.Context(), ahead.TaskId); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, &out, "waiting · queue position 0 ·")
+	if err := c.Cancel(t.Context(), running.TaskId); err != nil {
+		t.Fatal(err)
+	}
+	d.Fake.Resume()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("orchctl run: %v\n%q", err, out.String())
+	}
+	<-copied
+	lines := screen([]byte(out.String()))
+	if !slices.Contains(lines, " The quick brown") || !slices.ContainsFunc(lines, func(l string) bool { return strings.HasPrefix(l, "✓ 3 tokens in ") }) {
+		t.Fatalf("screen %q", lines)
 	}
 }
