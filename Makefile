@@ -25,8 +25,9 @@ check-generated: generate ## Fail when gen/ is not what openapi/ generates.
 	@test -z "$$(git status --porcelain -- gen/)" || { git status --porcelain -- gen/; echo "gen/ has untracked or changed files"; exit 1; }
 
 .PHONY: build
-build: ## Build bin/orchestratord.
+build: ## Build bin/orchestratord and bin/orchctl.
 	$(GO) build -o $(BIN) ./cmd/orchestratord
+	$(GO) build -o bin/orchctl ./cmd/orchctl
 
 .PHONY: engine
 engine: ## Find llama-server (ORCHD_LLAMA_SERVER, PATH) or install it into .tools/llama.
