@@ -81,7 +81,7 @@ func (*ErrorEvent) EventName() string { return "error" }
 
 func (e *ErrorEvent) Error() string { return fmt.Sprintf("task failed: %s (%s)", e.Message, e.Code) }
 
-// decodeEvent turns a frame into its typed event.
+// decodeEvent turns a frame into its typed event; nil (and no error) for an unknown event name.
 func decodeEvent(f frame) (Event, error) {
 	var ev Event
 	switch f.event {
@@ -96,7 +96,7 @@ func decodeEvent(f frame) (Event, error) {
 	case "error":
 		ev = &ErrorEvent{ID: f.id}
 	default:
-		return nil, fmt.Errorf("sdk: frame %d: unknown event %q", f.id, f.event)
+		return nil, nil
 	}
 	if err := json.Unmarshal([]byte(f.data), ev); err != nil {
 		return nil, fmt.Errorf("sdk: frame %d (%s): %w", f.id, f.event, err)

@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -576,5 +579,101 @@ func TestHelpersAgainstTheDaemon(t *testing.T) {
 	}
 	if _, err := c.ReloadPool(ctx, testdaemon.PoolID, "models/other.gguf"); err == nil {
 		t.Fatal("reloading an external (URL) pool succeeded")
+	}
+}
+
+// sseServer answers every stream request with body and counts cancel requests.
+func sseServer(t *testing.T, body string) (*httptest.Server, *atomic.Int32) {
+	t.Helper()
+	var cancels atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/cancel") {
+			cancels.Add(1)
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = io.WriteString(w, body)
+	}))
+	t.Cleanup(srv.Close)
+	return srv, &cancels
+}
+
+func TestStreamAgainstRawFrames(t *testing.T) {
+	tests := []struct {
+		name        string
+		body        string
+		wantNames   string
+		wantErr     string
+		wantCancels int32
+	}{
+		{
+			name:      "an unknown event is skipped",
+			body:      "id: 0\nevent: started\ndata: {\"queue_position\":0,\"predicted_start_ms\":0}\n\nid: 1\nevent: future\ndata: {}\n\nid: 2\nevent: token\ndata: {\"t\":\"a\",\"i\":0}\n\nid: 3\nevent: end\ndata: {\"tokens_out\":1,\"decode_ms\":0,\"decode_time_ms\":0}\n\n",
+			wantNames: "started,token,end",
+		},
+		{
+			name:      "a protocol error ends the stream and leaves the task",
+			body:      "id: 0\nevent: started\ndata: {\"queue_position\":0,\"predicted_start_ms\":0}\n\nevent: token\ndata: {}\n\n",
+			wantNames: "started", wantErr: "frame without id",
+		},
+		{
+			name:    "a malformed payload ends the stream and leaves the task",
+			body:    "id: 0\nevent: token\ndata: {\"t\":1}\n\n",
+			wantErr: "frame 0 (token)",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv, cancels := sseServer(t, tt.body)
+			c := newClient(t, srv.URL, sdk.Options{MaxReconnects: -1})
+			var names []string
+			var gotErr error
+			for ev, err := range c.Stream(t.Context(), uuid.New()) {
+				if err != nil {
+					gotErr = err
+					continue
+				}
+				names = append(names, ev.EventName())
+			}
+			if strings.Join(names, ",") != tt.wantNames {
+				t.Errorf("events %v, want %s", names, tt.wantNames)
+			}
+			if (tt.wantErr == "") != (gotErr == nil) || (gotErr != nil && !strings.Contains(gotErr.Error(), tt.wantErr)) {
+				t.Errorf("err = %v, want %q", gotErr, tt.wantErr)
+			}
+			if got := cancels.Load(); got != tt.wantCancels {
+				t.Errorf("%d cancel requests, want %d", got, tt.wantCancels)
+			}
+		})
+	}
+}
+
+func TestContextEndCancelsTheTask(t *testing.T) {
+	d := startDaemon(t, "stream: {cancel_on_disconnect: false}", fake.Options{})
+	d.Fake.Pause()
+	c := newClient(t, d.URL, sdk.Options{})
+	adm, err := c.Submit(t.Context(), sdk.Completion(testdaemon.ModelID, "hi"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var errs []error
+	for ev, err := range c.Stream(ctx, adm.TaskId) {
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if _, ok := ev.(*sdk.Started); ok {
+			cancel() // the caller gives up while the task runs
+		}
+	}
+	if len(errs) != 1 || !errors.Is(errs[0], context.Canceled) {
+		t.Fatalf("errors %v, want one context.Canceled", errs)
+	}
+	st, err := c.Task(t.Context(), adm.TaskId)
+	if err != nil || st.State != client.Canceled {
+		t.Fatalf("task %+v, %v; want canceled", st, err)
 	}
 }

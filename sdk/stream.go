@@ -46,8 +46,9 @@ const cancelTimeout = 10 * time.Second
 // Stream returns the task's events in order, each exactly once, ending after End or
 // ErrorEvent. A dropped connection is reopened with Last-Event-ID (up to
 // Options.MaxReconnects times in a row without an event in between). An error ends the
-// iteration; it is yielded with a nil Event. Breaking out of the loop before the last event
-// cancels the task unless Options.KeepTaskOnBreak or KeepTask is set; so does ctx ending.
+// iteration; it is yielded with a nil Event, and the task is left as it is. Breaking out of
+// the loop before the last event cancels the task unless Options.KeepTaskOnBreak or KeepTask
+// is set; so does ctx ending. Events of a kind this SDK does not know are skipped.
 func (c *Client) Stream(ctx context.Context, id uuid.UUID, opts ...StreamOption) iter.Seq2[Event, error] {
 	cfg := streamConfig{after: -1, keep: c.opts.KeepTaskOnBreak}
 	for _, o := range opts {
@@ -72,9 +73,13 @@ func (s *stream) run(ctx context.Context, yield func(Event, error) bool) {
 	for {
 		body, err := s.open(ctx)
 		if err != nil {
-			var apiErr *APIError
-			if ctx.Err() != nil || errors.As(err, &apiErr) {
+			if ctx.Err() != nil {
 				s.stop(ctx)
+				yield(nil, err)
+				return
+			}
+			var apiErr *APIError
+			if errors.As(err, &apiErr) {
 				yield(nil, err)
 				return
 			}
@@ -96,7 +101,6 @@ func (s *stream) run(ctx context.Context, yield func(Event, error) bool) {
 			return
 		}
 		if s.c.opts.MaxReconnects < 0 || drops >= s.c.opts.MaxReconnects {
-			s.stop(ctx)
 			yield(nil, fmt.Errorf("sdk: stream of task %s dropped %d times in a row: %w", s.id, drops+1, lastErr))
 			return
 		}
@@ -149,7 +153,6 @@ func (s *stream) read(ctx context.Context, body io.Reader, yield func(Event, err
 			}
 			var perr *protocolError
 			if errors.As(err, &perr) {
-				s.stop(ctx)
 				yield(nil, err)
 				return progressed, true, nil
 			}
@@ -160,11 +163,13 @@ func (s *stream) read(ctx context.Context, body io.Reader, yield func(Event, err
 		}
 		ev, err := decodeEvent(f)
 		if err != nil {
-			s.stop(ctx)
 			yield(nil, err)
 			return progressed, true, nil
 		}
 		s.last, progressed = f.id, true
+		if ev == nil {
+			continue // an event this SDK does not know (a newer daemon): skipped
+		}
 		last := terminal(ev)
 		if !yield(ev, nil) {
 			if !last {
