@@ -246,3 +246,34 @@ func TestRunInATerminalFollowsTheQueue(t *testing.T) {
 		t.Fatalf("screen %q", lines)
 	}
 }
+
+// TestRunPipedStdoutKeepsTheStatusOnTheTerminal: with stdout piped and stderr on a terminal,
+// stdout gets only the text and the terminal the live status through the generation.
+func TestRunPipedStdoutKeepsTheStatusOnTheTerminal(t *testing.T) {
+	d := startDaemon(t, fake.Options{})
+	cmd := orchctlCommand(d, "run", "-n", "10", "hi")
+	var stdout bytes.Buffer
+	cmd.Stdout = &stdout
+	tty, err := pty.Start(cmd) // stdin and stderr on the terminal
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tty.Close()
+	var raw bytes.Buffer
+	_, _ = io.Copy(&raw, tty)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("orchctl run: %v\n%q", err, raw.String())
+	}
+	if stdout.String() != sentence+"\n" {
+		t.Errorf("stdout %q, want %q", stdout.String(), sentence+"\n")
+	}
+	out := raw.String()
+	for _, want := range []string{"generating · queue position 0 · ETA ", " 10 tokens · ", "✓ 10 tokens in "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the terminal never showed %q:\n%q", want, out)
+		}
+	}
+	if strings.Contains(out, "lazy dog") {
+		t.Errorf("the text went to the terminal: %q", out)
+	}
+}
