@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"strings"
 	"time"
 
 	"github.com/orchestratord/orchestratord/engine/fake"
@@ -15,8 +16,8 @@ import (
 // daemon starts an in-process daemon over the fake engine (which generates the tiny model's
 // " The quick brown fox jumps over the lazy dog.") and returns its URL, its API key and a stop
 // function. Against a real daemon use its URL and key (see the README).
-func daemon(eng fake.Options) (url, key string, stop func()) {
-	d, err := testdaemon.Start(testdaemon.Options{Fake: eng})
+func daemon(eng fake.Options, config ...string) (url, key string, stop func()) {
+	d, err := testdaemon.Start(testdaemon.Options{Fake: eng, Sections: strings.Join(config, "\n")})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -64,8 +65,9 @@ func Example() {
 
 // Resume a stream after the last event a previous reader saw (for example one that crashed
 // and saved the id). Within one Stream call a dropped connection is resumed automatically.
+// The daemon keeps a task whose reader went away only with stream.cancel_on_disconnect: false.
 func ExampleClient_Stream_resume() {
-	url, key, stop := daemon(fake.Options{})
+	url, key, stop := daemon(fake.Options{}, "stream: {cancel_on_disconnect: false}")
 	defer stop()
 	ctx := context.Background()
 	c, err := sdk.New(url, sdk.Options{APIKey: key})

@@ -187,6 +187,13 @@ func (p *cuttingProxy) serve(c net.Conn) {
 	<-done
 }
 
+// cuts returns how many streams the proxy has cut.
+func (p *cuttingProxy) cuts() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cut
+}
+
 func (p *cuttingProxy) takeCut() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -235,8 +242,8 @@ func TestStreamResumesAfterDroppedConnections(t *testing.T) {
 			end = ev
 		}
 	}
-	if proxy.cut != 3 {
-		t.Fatalf("the proxy cut %d streams, want 3 (the test did not exercise resuming)", proxy.cut)
+	if n := proxy.cuts(); n != 3 {
+		t.Fatalf("the proxy cut %d streams, want 3 (the test did not exercise resuming)", n)
 	}
 	if names[0] != "started" {
 		t.Errorf("first event %q, want started", names[0])
@@ -675,5 +682,39 @@ func TestContextEndCancelsTheTask(t *testing.T) {
 	st, err := c.Task(t.Context(), adm.TaskId)
 	if err != nil || st.State != client.Canceled {
 		t.Fatalf("task %+v, %v; want canceled", st, err)
+	}
+}
+
+// TestResumeAfterTheDaemonCanceledOnDisconnect: with the daemon's default
+// stream.cancel_on_disconnect the drop cancels the task; the resumed stream still delivers
+// every event once and ends with end{canceled: true}, as the package documentation says.
+func TestResumeAfterTheDaemonCanceledOnDisconnect(t *testing.T) {
+	d := startDaemon(t, "", fake.Options{})
+	d.Fake.Pause() // no token before the drop
+	proxy := newCuttingProxy(t, d.URL, 1, 40)
+	var sl noSleep
+	c := newClient(t, proxy.url(), sdk.Options{Sleep: sl.sleep})
+	adm, err := c.Submit(t.Context(), sdk.Completion(testdaemon.ModelID, "hi"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	var end *sdk.End
+	for ev, err := range c.Stream(t.Context(), adm.TaskId) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := ev.(*sdk.Metrics); !ok {
+			names = append(names, ev.EventName())
+		}
+		if e, ok := ev.(*sdk.End); ok {
+			end = e
+		}
+	}
+	if n := proxy.cuts(); n != 1 {
+		t.Fatalf("the proxy cut %d streams, want 1", n)
+	}
+	if strings.Join(names, ",") != "started,end" || end == nil || !end.Canceled {
+		t.Fatalf("events %v, end %+v; want started then end{canceled}", names, end)
 	}
 }
