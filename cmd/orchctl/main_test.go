@@ -11,11 +11,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/uuid"
 	"go.uber.org/goleak"
 
 	"github.com/orchestratord/orchestratord/engine"
 	"github.com/orchestratord/orchestratord/engine/fake"
 	"github.com/orchestratord/orchestratord/internal/testdaemon"
+	"github.com/orchestratord/orchestratord/sdk"
 )
 
 // TestMain runs orchctl itself when the terminal test re-executes this binary with
@@ -267,4 +269,34 @@ func taskIDOf(t *testing.T, d *testdaemon.Daemon) string {
 		t.Fatalf("%d engine requests", len(reqs))
 	}
 	return reqs[0].TaskID
+}
+
+func TestRunReportsATaskCanceledElsewhere(t *testing.T) {
+	d := startDaemon(t, fake.Options{})
+	d.Fake.Pause()
+	c, err := sdk.New(d.URL, sdk.Options{APIKey: testdaemon.Key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	canceled := make(chan error, 1)
+	go func() {
+		// Once orchctl's task runs, someone else cancels it.
+		if err := d.Fake.WaitActive(context.Background(), 1); err != nil {
+			canceled <- err
+			return
+		}
+		id, err := uuid.Parse(d.Fake.Requests()[0].TaskID)
+		if err == nil {
+			err = c.Cancel(context.Background(), id)
+		}
+		canceled <- err
+	}()
+	r := orchctl(t, map[string]string{"ORCHD_URL": d.URL, "ORCHD_API_KEY": testdaemon.Key}, "", "run", "hi")
+	if err := <-canceled; err != nil {
+		t.Fatal(err)
+	}
+	if r.code != exitTaskFailed || !strings.Contains(r.stderr, "canceled") {
+		t.Fatalf("exit %d, stderr %q; want %d and canceled", r.code, r.stderr, exitTaskFailed)
+	}
 }

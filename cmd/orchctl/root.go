@@ -36,7 +36,7 @@ const exitCodesHelp = `Exit codes:
   3    the daemon refused the request (HTTP 4xx other than 429)
   4    backpressure: HTTP 429 after the retries (queue full, rate limited)
   5    the daemon failed or no pool could serve it (HTTP 5xx)
-  6    the task failed while running (stream error event)
+  6    the task failed or was canceled (by someone else) while it ran
   130  interrupted (the task was canceled)`
 
 // defaultURL is the daemon's default listen address.
@@ -129,7 +129,7 @@ func exitCode(err error) int {
 			return exitClient
 		}
 		return exitError
-	case errors.As(err, &evErr):
+	case errors.As(err, &evErr), errors.Is(err, errCanceled):
 		return exitTaskFailed
 	case errors.Is(err, context.Canceled):
 		return exitInterrupted
