@@ -33,7 +33,13 @@ const sentence = " The quick brown fox jumps over the lazy dog."
 
 func startDaemon(t *testing.T, eng fake.Options) *testdaemon.Daemon {
 	t.Helper()
-	d, err := testdaemon.Start(testdaemon.Options{Fake: eng})
+	return startDaemonWith(t, "", eng)
+}
+
+// startDaemonWith is startDaemon with YAML sections added to the daemon's configuration.
+func startDaemonWith(t *testing.T, sections string, eng fake.Options) *testdaemon.Daemon {
+	t.Helper()
+	d, err := testdaemon.Start(testdaemon.Options{Fake: eng, Sections: sections})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -107,7 +107,11 @@ func run(ctx context.Context, args []string, io stdio, getenv func(string) strin
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintln(io.err, "orchctl:", err)
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		fmt.Fprintln(io.err, "orchctl: interrupted")
+	} else {
+		fmt.Fprintln(io.err, "orchctl:", err)
+	}
 	return exitCode(err)
 }
 

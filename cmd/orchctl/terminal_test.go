@@ -13,9 +13,11 @@ import (
 	"time"
 
 	"github.com/creack/pty"
+	"github.com/google/uuid"
 
 	"github.com/orchestratord/orchestratord/engine/fake"
 	"github.com/orchestratord/orchestratord/engine/llamacpp/llamatest"
+	"github.com/orchestratord/orchestratord/gen/client"
 	"github.com/orchestratord/orchestratord/internal/testdaemon"
 	"github.com/orchestratord/orchestratord/sdk"
 )
@@ -275,5 +277,47 @@ func TestRunPipedStdoutKeepsTheStatusOnTheTerminal(t *testing.T) {
 	}
 	if strings.Contains(out, "lazy dog") {
 		t.Errorf("the text went to the terminal: %q", out)
+	}
+}
+
+// TestCtrlCCancelsTheTask: Ctrl-C on the terminal interrupts orchctl run (exit 130) and orchctl
+// cancels the task (the daemon here keeps tasks whose client disconnects).
+func TestCtrlCCancelsTheTask(t *testing.T) {
+	d := startDaemonWith(t, "stream: {cancel_on_disconnect: false}", fake.Options{})
+	d.Fake.Pause()
+	cmd := orchctlCommand(d, "run", "hi")
+	tty, err := pty.Start(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tty.Close()
+	var out syncBuffer
+	copied := make(chan struct{})
+	go func() { defer close(copied); _, _ = io.Copy(&out, tty) }()
+	waitFor(t, &out, "waiting · queue position 0 ·")
+	if err := d.Fake.WaitActive(t.Context(), 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tty.Write([]byte{3}); err != nil { // ^C
+		t.Fatal(err)
+	}
+	err = cmd.Wait()
+	<-copied
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != exitInterrupted || !strings.Contains(out.String(), "orchctl: interrupted") {
+		t.Fatalf("exit %v, want %d and a message:\n%q", err, exitInterrupted, out.String())
+	}
+	c, err := sdk.New(d.URL, sdk.Options{APIKey: testdaemon.Key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	id, err := uuid.Parse(d.Fake.Requests()[0].TaskID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.Task(t.Context(), id)
+	if err != nil || st.State != client.Canceled {
+		t.Fatalf("task %+v, %v; want canceled", st, err)
 	}
 }
