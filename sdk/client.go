@@ -67,7 +67,11 @@ func New(baseURL string, opts Options) (*Client, error) {
 	}
 	c := &Client{base: baseURL, hc: opts.HTTPClient}
 	if c.hc == nil {
-		c.hc = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+		tr, ok := http.DefaultTransport.(*http.Transport)
+		if !ok { // replaced by the program: start from the standard settings' zero value
+			tr = &http.Transport{Proxy: http.ProxyFromEnvironment}
+		}
+		c.hc = &http.Client{Transport: tr.Clone()}
 		c.own = true
 	}
 	if opts.MaxRetries == 0 {
