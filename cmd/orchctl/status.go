@@ -3,9 +3,11 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
+	"github.com/creack/pty"
 	"github.com/google/uuid"
 
 	"github.com/orchestratord/orchestratord/sdk"
@@ -61,6 +63,16 @@ func tokensPerSecond(s statusState) float64 {
 	return float64(s.tokens-1) / d
 }
 
+// truncate cuts line to fit in width columns without wrapping (a wrapped line could not be
+// redrawn in place). width 0: unknown, no cut.
+func truncate(line string, width int) string {
+	r := []rune(line)
+	if width <= 1 || len(r) < width {
+		return line
+	}
+	return string(r[:width-1])
+}
+
 // fmtDuration is "850ms" under a second, "1.5s" above.
 func fmtDuration(d time.Duration) string {
 	if d < time.Second {
@@ -74,6 +86,7 @@ func fmtDuration(d time.Duration) string {
 // interleaves with a half-drawn line.
 type status struct {
 	w     io.Writer
+	width int // the terminal's columns (0: unknown)
 	now   func() time.Time
 	ops   chan func(*statusState)
 	done  chan struct{}
@@ -83,6 +96,11 @@ type status struct {
 // startStatus starts the status goroutine; close stops it.
 func startStatus(w io.Writer, maxTokens int32, now func() time.Time) *status {
 	s := &status{w: w, now: now, ops: make(chan func(*statusState)), done: make(chan struct{}), start: now()}
+	if f, ok := w.(*os.File); ok {
+		if _, cols, err := pty.Getsize(f); err == nil {
+			s.width = cols
+		}
+	}
 	go s.loop(statusState{maxTokens: maxTokens})
 	return s
 }
@@ -93,7 +111,7 @@ func (s *status) loop(st statusState) {
 	defer tick.Stop()
 	draw := func() {
 		if !st.hidden {
-			fmt.Fprint(s.w, "\r\x1b[K"+render(st, s.now()))
+			fmt.Fprint(s.w, "\r\x1b[K"+truncate(render(st, s.now()), s.width))
 		}
 	}
 	draw()

@@ -143,6 +143,51 @@ func TestRunPipedWithTheRealEngine(t *testing.T) {
 	}
 }
 
+func TestTruncate(t *testing.T) {
+	tests := []struct {
+		line  string
+		width int
+		want  string
+	}{
+		{"⠋ waiting", 0, "⠋ waiting"},
+		{"⠋ waiting", 10, "⠋ waiting"},
+		{"⠋ waiting", 9, "⠋ waitin"},
+		{"⠋ waiting", 4, "⠋ w"},
+	}
+	for _, tt := range tests {
+		if got := truncate(tt.line, tt.width); got != tt.want {
+			t.Errorf("truncate(%q, %d) = %q, want %q", tt.line, tt.width, got, tt.want)
+		}
+	}
+}
+
+// TestStatusLineFitsANarrowTerminal: on a 40-column terminal the status line is cut to 39
+// columns, so that it never wraps.
+func TestStatusLineFitsANarrowTerminal(t *testing.T) {
+	d := startDaemon(t, fake.Options{})
+	d.Fake.Pause()
+	cmd := orchctlCommand(d, "run", "hi")
+	tty, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 24, Cols: 40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tty.Close()
+	var out syncBuffer
+	copied := make(chan struct{})
+	go func() { defer close(copied); _, _ = io.Copy(&out, tty) }()
+	waitFor(t, &out, "waiting · queue position 0 ·")
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	<-copied
+	for _, seg := range strings.Split(out.String(), "\r\x1b[K") {
+		if strings.HasPrefix(seg, "⠋ waiting") && len([]rune(seg)) > 39 {
+			t.Errorf("status line of %d columns on a 40-column terminal: %q", len([]rune(seg)), seg)
+		}
+	}
+}
+
 func TestRender(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	tests := []struct {
