@@ -67,18 +67,37 @@ type ErrorEvent struct {
 	PoolID       string           `json:"pool_id,omitempty"`
 }
 
-func (e *Started) EventID() int64    { return e.ID }
-func (e *Token) EventID() int64      { return e.ID }
-func (e *Metrics) EventID() int64    { return e.ID }
-func (e *End) EventID() int64        { return e.ID }
+// EventID implements Event.
+func (e *Started) EventID() int64 { return e.ID }
+
+// EventID implements Event.
+func (e *Token) EventID() int64 { return e.ID }
+
+// EventID implements Event.
+func (e *Metrics) EventID() int64 { return e.ID }
+
+// EventID implements Event.
+func (e *End) EventID() int64 { return e.ID }
+
+// EventID implements Event.
 func (e *ErrorEvent) EventID() int64 { return e.ID }
 
-func (*Started) EventName() string    { return "started" }
-func (*Token) EventName() string      { return "token" }
-func (*Metrics) EventName() string    { return "metrics" }
-func (*End) EventName() string        { return "end" }
+// EventName implements Event.
+func (*Started) EventName() string { return "started" }
+
+// EventName implements Event.
+func (*Token) EventName() string { return "token" }
+
+// EventName implements Event.
+func (*Metrics) EventName() string { return "metrics" }
+
+// EventName implements Event.
+func (*End) EventName() string { return "end" }
+
+// EventName implements Event.
 func (*ErrorEvent) EventName() string { return "error" }
 
+// Error implements error: a failed task.
 func (e *ErrorEvent) Error() string { return fmt.Sprintf("task failed: %s (%s)", e.Message, e.Code) }
 
 // decodeEvent turns a frame into its typed event; nil (and no error) for an unknown event name.

@@ -45,7 +45,7 @@ func TestReadFrame(t *testing.T) {
 				t.Errorf("frames %+v, want %+v", got, tt.want)
 			}
 			var perr *protocolError
-			if tt.proto != errors.As(err, &perr) || (!tt.proto && err != tt.wantErr) {
+			if tt.proto != errors.As(err, &perr) || (!tt.proto && !errors.Is(err, tt.wantErr)) {
 				t.Errorf("err = %v, want %v (protocol error: %v)", err, tt.wantErr, tt.proto)
 			}
 		})

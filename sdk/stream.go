@@ -148,7 +148,7 @@ func (s *stream) read(ctx context.Context, body io.Reader, yield func(Event, err
 	for {
 		f, err := readFrame(br)
 		if err != nil {
-			if err == io.EOF {
+			if errors.Is(err, io.EOF) {
 				err = io.ErrUnexpectedEOF // the stream ended before its last event
 			}
 			var perr *protocolError
@@ -220,7 +220,7 @@ func readFrame(br *bufio.Reader) (frame, error) {
 	for {
 		line, err := readLine(br, maxFrameBytes-size)
 		if err != nil {
-			if err == io.EOF && begun {
+			if errors.Is(err, io.EOF) && begun {
 				return frame{}, io.ErrUnexpectedEOF
 			}
 			return frame{}, err
@@ -281,7 +281,7 @@ func readLine(br *bufio.Reader, limit int) ([]byte, error) {
 			return bytes.TrimSuffix(line, []byte("\r")), nil
 		case errors.Is(err, bufio.ErrBufferFull):
 			continue
-		case err == io.EOF && len(line) > 0:
+		case errors.Is(err, io.EOF) && len(line) > 0:
 			return nil, io.ErrUnexpectedEOF
 		default:
 			return nil, err

@@ -183,7 +183,7 @@ func TestExitCodes(t *testing.T) {
 		{"429", envelope(429, "ADMISSION_REJECT", "queue is full (capacity 8); retry later"), []string{"--retries", "0", "capabilities"}, exitBackpressure, "queue is full (capacity 8); retry later"},
 		{"500", envelope(500, "INTERNAL", "boom"), []string{"sessions", "get", "6f1c5e1a-3c1e-4b0e-9a57-0d8d2b6c9a11"}, exitServer, "boom"},
 		{"503", envelope(503, "POOL_UNAVAILABLE", "no pool serves model x"), []string{"pools", "health", "p1"}, exitServer, "no pool serves model x"},
-		{"not an envelope", func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "bad gateway", 502) }, []string{"capabilities"}, exitServer, "bad gateway"},
+		{"not an envelope", func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "bad gateway", http.StatusBadGateway) }, []string{"capabilities"}, exitServer, "bad gateway"},
 		{"usage: bad id", envelope(200, "", ""), []string{"tasks", "get", "nope"}, exitUsage, "not a UUID"},
 		{"usage: unknown flag", envelope(200, "", ""), []string{"run", "--nope", "x"}, exitUsage, "unknown flag"},
 		{"usage: missing argument", envelope(200, "", ""), []string{"run"}, exitUsage, "accepts 1 arg"},

@@ -101,7 +101,8 @@ func isLoopback(raw string) bool {
 
 // run executes the command line and returns the exit code.
 func run(ctx context.Context, args []string, io stdio, getenv func(string) string) int {
-	root := newRoot(io, getenv)
+	// The commands get ctx from cobra (ExecuteContext → cmd.Context()).
+	root := newRoot(io, getenv) //nolint:contextcheck // cobra carries ctx to the commands
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
