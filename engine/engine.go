@@ -1,6 +1,8 @@
-// Package engine declares what the daemon needs from an inference engine replica, and the error
-// kinds an adapter maps engine failures to. One sub-package per engine protocol implements it
-// (engine/llamacpp); engine/fake is a deterministic in-process engine for tests and demos.
+// Package engine declares what the daemon needs from an inference engine replica, the error
+// kinds an adapter maps engine failures to, and the Driver registry through which the rest of the
+// daemon knows engines. One sub-package per engine protocol implements a driver (engine/llamacpp,
+// engine/openai); engine/drivers lists them; engine/fake is a deterministic in-process engine for
+// tests and demos.
 //
 // An adapter streams incrementally: Generate calls emit once per generated token, in order, as
 // the engine produces it. Cancelling ctx aborts the engine request (the HTTP request is closed,
@@ -27,7 +29,23 @@ type Request struct {
 	Deterministic bool
 	// Ctx is the context length the task needs.
 	Ctx int
+	// Workload is "completion" (Prompt) or "chat" (Messages); empty means completion.
+	Workload string
+	// Messages is the conversation of a chat workload, oldest first.
+	Messages []Message
 }
+
+// Message is one turn of a chat conversation.
+type Message struct {
+	Role    string // "system", "user" or "assistant"
+	Content string
+}
+
+// Workloads.
+const (
+	WorkloadCompletion = "completion"
+	WorkloadChat       = "chat"
+)
 
 // Token is one generated piece of text.
 type Token struct {
@@ -76,30 +94,90 @@ type Replica interface {
 	Health(ctx context.Context) (Health, error)
 }
 
-// Kind classifies engine failures; it maps to the API's error codes.
+// Kind classifies engine failures. A kind carries no API error code: the API layer maps kinds
+// to codes (impl/errors.go). Each kind says whose fault the failure is (Fault), which decides
+// whether it may count against a replica's health.
 type Kind int
 
 // Error kinds.
 const (
-	KindInternal        Kind = iota // anything unclassified
-	KindPoolUnavailable             // the engine cannot be reached or refuses work (503 from the engine, connection refused)
-	KindWorkerReset                 // the engine dropped the request mid-stream (connection reset, process died)
-	KindDecodeTimeout               // the engine produced no token within the idle timeout
-	KindInvalidRequest              // the engine rejected the request as invalid (4xx)
+	KindInternal        Kind = iota // the daemon's own failure, or anything unclassified
+	KindPoolUnavailable             // replica: the engine cannot be reached or is not ready (connection refused, 503 while loading)
+	KindWorkerReset                 // replica: the engine dropped the request mid-stream (connection reset, process died)
+	KindDecodeTimeout               // replica: the engine produced no frame within the idle timeout
+	KindInvalidRequest              // request: the engine rejected the request itself (context too long, bad parameter)
+	KindOverload                    // overload: the engine says it is busy (429); retry later, the replica is healthy
+	KindEngineFailure               // replica: the engine answered with a server error (5xx other than 503)
+	KindProtocol                    // replica: the engine's answer broke its protocol (malformed frame, wrong content type)
 )
 
+// Kinds lists every kind, for tables that must cover them all.
+func Kinds() []Kind {
+	return []Kind{KindInternal, KindPoolUnavailable, KindWorkerReset, KindDecodeTimeout, KindInvalidRequest,
+		KindOverload, KindEngineFailure, KindProtocol}
+}
+
+// String is the kind's metric label value (not an API code).
 func (k Kind) String() string {
 	switch k {
 	case KindPoolUnavailable:
-		return "POOL_UNAVAILABLE"
+		return "unavailable"
 	case KindWorkerReset:
-		return "WORKER_RESET"
+		return "reset"
 	case KindDecodeTimeout:
-		return "DECODE_TIMEOUT"
+		return "timeout"
 	case KindInvalidRequest:
-		return "INVALID_PARAMS"
+		return "invalid_request"
+	case KindOverload:
+		return "overload"
+	case KindEngineFailure:
+		return "engine_failure"
+	case KindProtocol:
+		return "protocol"
 	default:
-		return "INTERNAL"
+		return "internal"
+	}
+}
+
+// Fault says whose fault a failure is.
+type Fault int
+
+// Faults.
+const (
+	// FaultDaemon: the daemon's own failure (or unclassified); never counts against a replica.
+	FaultDaemon Fault = iota
+	// FaultRequest: the request is at fault (the task fails with INVALID_PARAMS); the replica is healthy.
+	FaultRequest
+	// FaultReplica: the replica is suspect; the only fault that counts against its health.
+	FaultReplica
+	// FaultOverload: the replica is healthy but busy; the task may be retried.
+	FaultOverload
+)
+
+func (f Fault) String() string {
+	switch f {
+	case FaultRequest:
+		return "request"
+	case FaultReplica:
+		return "replica"
+	case FaultOverload:
+		return "overload"
+	default:
+		return "daemon"
+	}
+}
+
+// Fault returns whose fault a failure of kind k is.
+func (k Kind) Fault() Fault {
+	switch k {
+	case KindPoolUnavailable, KindWorkerReset, KindDecodeTimeout, KindEngineFailure, KindProtocol:
+		return FaultReplica
+	case KindInvalidRequest:
+		return FaultRequest
+	case KindOverload:
+		return FaultOverload
+	default:
+		return FaultDaemon
 	}
 }
 

@@ -1,0 +1,130 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+)
+
+// Driver is everything the daemon knows about one engine. The rest of the daemon names no
+// engine: configuration validation, the capabilities document, replica construction and
+// managed start-up all go through a Registry of drivers.
+type Driver struct {
+	// Name is the engine's name in configuration and in the API (e.g. "llamacpp", "vllm").
+	Name string
+	// Workloads are the workloads the driver serves (e.g. "completion", "chat").
+	Workloads []string
+	// New builds a Replica for an engine endpoint. The Replica's Health is the driver's health
+	// probe; it may also implement LoadProber and Identifier.
+	New func(ReplicaOptions) Replica
+	// Managed is how the daemon starts the engine itself; nil when the engine is external only.
+	Managed *ManagedTemplate
+}
+
+// ReplicaOptions are what a driver needs to talk to one endpoint.
+type ReplicaOptions struct {
+	// BaseURL is the endpoint's root, e.g. "http://127.0.0.1:8080".
+	BaseURL string
+	// APIKey, when set, is sent on every request as "Authorization: Bearer <key>".
+	APIKey string
+	// Model is the model name to request, where the protocol needs one; empty: the driver asks
+	// the engine which model it serves.
+	Model string
+	// Logger receives debug records; nil discards them.
+	Logger *slog.Logger
+}
+
+// ManagedTemplate is an engine's default command line. Placeholders, replaced in Argv and Env:
+//
+//	{program}    the engine's program (Program, unless the configuration names another)
+//	{model}      the model file or name
+//	{model_id}   the pool's short model id (the name the engine serves it under)
+//	{port}       the port the engine must listen on (chosen by the supervisor)
+//	{slots}      parallel sequences
+//	{ctx_max}    context per sequence
+//	{ctx_total}  context over all sequences (ctx_max × slots)
+//	{devices}    the replica's GPU indices, comma-separated ("" when none are configured)
+//	{api_key}    the replica's random API key (visible in the process list: prefer the file or
+//	             an environment variable where the engine reads one)
+//	{api_key_file} a 0600 file holding that key
+type ManagedTemplate struct {
+	// Program is the default executable for {program}.
+	Program string
+	// Argv is the command line template; Argv[0] is normally "{program}".
+	Argv []string
+	// Env is added to the daemon's environment ("NAME=value" templates).
+	Env []string
+}
+
+// Load is a replica's load as the engine reports it. Negative values are unknown.
+type Load struct {
+	Running int     // requests being decoded
+	Waiting int     // requests queued inside the engine
+	KVUsage float64 // KV cache usage, 0..1
+}
+
+// LoadProber is implemented by replicas that can report their engine's load.
+type LoadProber interface {
+	Load(ctx context.Context) (Load, error)
+}
+
+// Identity is what an engine says it serves.
+type Identity struct {
+	ModelID string // the served model's id
+	Version string // the engine's build or version, when it says
+}
+
+// Identifier is implemented by replicas that can report the served model and engine version.
+type Identifier interface {
+	Identify(ctx context.Context) (Identity, error)
+}
+
+// Registry is an immutable set of drivers, in registration order.
+type Registry struct {
+	drivers []Driver
+}
+
+// NewRegistry builds a registry; names must be unique and non-empty and every driver needs New.
+func NewRegistry(drivers ...Driver) (*Registry, error) {
+	seen := map[string]bool{}
+	for _, d := range drivers {
+		switch {
+		case d.Name == "":
+			return nil, fmt.Errorf("engine: driver without a name")
+		case seen[d.Name]:
+			return nil, fmt.Errorf("engine: driver %q registered twice", d.Name)
+		case d.New == nil:
+			return nil, fmt.Errorf("engine: driver %q has no New", d.Name)
+		case len(d.Workloads) == 0:
+			return nil, fmt.Errorf("engine: driver %q serves no workload", d.Name)
+		case d.Managed != nil && !slices.ContainsFunc(d.Managed.Argv, func(a string) bool { return strings.Contains(a, "{port}") }):
+			return nil, fmt.Errorf("engine: driver %q: managed argv lacks {port}", d.Name)
+		}
+		seen[d.Name] = true
+	}
+	return &Registry{drivers: slices.Clone(drivers)}, nil
+}
+
+// Lookup returns the driver named name.
+func (r *Registry) Lookup(name string) (Driver, bool) {
+	for _, d := range r.drivers {
+		if d.Name == name {
+			return d, true
+		}
+	}
+	return Driver{}, false
+}
+
+// Names returns the registered engine names, in registration order.
+func (r *Registry) Names() []string {
+	out := make([]string, len(r.drivers))
+	for i, d := range r.drivers {
+		out[i] = d.Name
+	}
+	return out
+}
+
+// All returns every driver, in registration order.
+func (r *Registry) All() []Driver { return slices.Clone(r.drivers) }
