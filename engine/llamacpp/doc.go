@@ -16,12 +16,19 @@
 //
 // # Errors
 //
-// Failures are *engine.Error values: connection refused or any dial failure and HTTP 503 are
-// KindPoolUnavailable; other 4xx are KindInvalidRequest carrying the engine's message; other
-// 5xx and malformed frames are KindInternal; a stream that breaks or ends before the final
-// frame (engine killed, connection reset) is KindWorkerReset; no frame within
+// Failures are *engine.Error values, classified by whose fault they are (engine.Kind.Fault):
+// connection refused or any dial failure, HTTP 503 and 401/403 (the daemon's key refused) are
+// KindPoolUnavailable; 429 is KindOverload; other 4xx (context too long, bad parameter) are
+// KindInvalidRequest carrying the engine's message; other 5xx are KindEngineFailure;
+// malformed frames and a wrong content type are KindProtocol; a stream that breaks or ends
+// before the final frame (engine killed, connection reset) is KindWorkerReset; no frame within
 // Options.IdleTimeout is KindDecodeTimeout. An engine error reported inside the stream is
 // mapped by its code in the same way.
+//
+// # Authentication
+//
+// With Options.APIKey every request carries "Authorization: Bearer <key>" (llama-server's
+// --api-key / --api-key-file; /health stays open on the server side).
 //
 // # Cancellation and concurrency
 //

@@ -36,6 +36,9 @@ type Options struct {
 	IdleTimeout time.Duration
 	// Logger receives debug records of each generation. Default: discard.
 	Logger *slog.Logger
+	// APIKey, when set, is sent on every request as "Authorization: Bearer <key>" (the server's
+	// --api-key / --api-key-file).
+	APIKey string
 }
 
 // Replica is one llama-server endpoint. It holds no per-request state and is safe for
@@ -45,6 +48,7 @@ type Replica struct {
 	client *http.Client
 	idle   time.Duration
 	log    *slog.Logger
+	auth   string // "Bearer <key>", or ""
 }
 
 var _ engine.Replica = (*Replica)(nil)
@@ -56,6 +60,9 @@ func New(opts Options) *Replica {
 		client: opts.Client,
 		idle:   opts.IdleTimeout,
 		log:    opts.Logger,
+	}
+	if opts.APIKey != "" {
+		r.auth = "Bearer " + opts.APIKey
 	}
 	if r.client == nil {
 		r.client = newClient()
@@ -160,6 +167,9 @@ func (r *Replica) generate(ctx context.Context, req engine.Request, emit engine.
 	}
 	hreq.Header.Set("Content-Type", "application/json")
 	hreq.Header.Set("Accept", "text/event-stream")
+	if r.auth != "" {
+		hreq.Header.Set("Authorization", r.auth)
+	}
 	// llama-server (0.7.0) closes the connection after every streamed response although it
 	// answers "Keep-Alive"; a pooled connection would race with that close and fail the next
 	// request with EOF. One connection per generation costs one loopback handshake.
@@ -174,7 +184,7 @@ func (r *Replica) generate(ctx context.Context, req engine.Request, emit engine.
 		return engine.Result{}, statusError(ctx, resp)
 	}
 	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
-		return engine.Result{}, engine.Errorf(engine.KindInternal, "llamacpp: completion answered %q, want text/event-stream", ct)
+		return engine.Result{}, engine.Errorf(engine.KindProtocol, "llamacpp: completion answered %q, want text/event-stream", ct)
 	}
 
 	st := getState(resp.Body)
@@ -199,11 +209,11 @@ func (r *Replica) generate(ctx context.Context, req engine.Request, emit engine.
 				continue
 			}
 			if err := st.dec.decode(value, f); err != nil {
-				return res, engine.Errorf(engine.KindInternal, "llamacpp: malformed stream frame: %w", err)
+				return res, engine.Errorf(engine.KindProtocol, "llamacpp: malformed stream frame: %w", err)
 			}
 		case "error":
 			if err := st.dec.decodeError(value, f); err != nil {
-				return res, engine.Errorf(engine.KindInternal, "llamacpp: malformed stream error: %w", err)
+				return res, engine.Errorf(engine.KindProtocol, "llamacpp: malformed stream error: %w", err)
 			}
 		default: // event:, id:, retry: and unknown fields carry nothing for us
 			continue
@@ -262,23 +272,32 @@ func frameError(f *frame) error {
 	return engine.Errorf(kindOf(f.errCode, string(f.errType)), "llamacpp: engine error in stream: %s", msg)
 }
 
-// kindOf maps an HTTP status (or an error object's code) and llama-server's error type.
+// kindOf maps an HTTP status (or an error object's code) and llama-server's error type to
+// whose fault it is: 503 (loading, unavailable) and other 5xx are the replica's, 429 is
+// overload, other 4xx (context too long, bad parameter) are the request's.
 func kindOf(code int, typ string) engine.Kind {
 	switch {
 	case code == http.StatusServiceUnavailable:
 		return engine.KindPoolUnavailable
+	case code == http.StatusTooManyRequests:
+		return engine.KindOverload
+	case code == http.StatusUnauthorized || code == http.StatusForbidden:
+		// The daemon holds the wrong key: the replica cannot serve anyone through us.
+		return engine.KindPoolUnavailable
 	case code >= 400 && code < 500:
 		return engine.KindInvalidRequest
 	case code >= 500:
-		return engine.KindInternal
+		return engine.KindEngineFailure
 	}
 	switch typ {
 	case "unavailable_error":
 		return engine.KindPoolUnavailable
 	case "invalid_request_error", "exceed_context_size_error", "not_supported_error":
 		return engine.KindInvalidRequest
+	case "server_error":
+		return engine.KindEngineFailure
 	}
-	return engine.KindInternal
+	return engine.KindEngineFailure
 }
 
 // statusError maps a non-200 answer, with the engine's message from its JSON error body
@@ -294,7 +313,7 @@ func statusError(ctx context.Context, resp *http.Response) error {
 	}
 	kind := kindOf(resp.StatusCode, typ)
 	if resp.StatusCode < 400 {
-		kind = engine.KindInternal
+		kind = engine.KindProtocol
 	}
 	return engine.Errorf(kind, "llamacpp: engine answered %d: %s", resp.StatusCode, msg)
 }
@@ -340,7 +359,7 @@ func (r *Replica) streamReadError(ctx, reqCtx context.Context, err error) error 
 		return engine.Errorf(engine.KindDecodeTimeout, "llamacpp: no stream frame within %v", r.idle)
 	}
 	if errors.Is(err, errLineTooLong) {
-		return engine.Errorf(engine.KindInternal, "llamacpp: %w", err)
+		return engine.Errorf(engine.KindProtocol, "llamacpp: %w", err)
 	}
 	if errors.Is(err, io.EOF) {
 		return engine.Errorf(engine.KindWorkerReset, "llamacpp: stream ended before the final frame")
@@ -429,7 +448,7 @@ func (r *Replica) Props(ctx context.Context) (Props, error) {
 		if ctx.Err() != nil {
 			return Props{}, ctx.Err()
 		}
-		return Props{}, engine.Errorf(engine.KindInternal, "llamacpp: decode props: %w", err)
+		return Props{}, engine.Errorf(engine.KindProtocol, "llamacpp: decode props: %w", err)
 	}
 	return Props{TotalSlots: body.TotalSlots, NCtx: body.Defaults.NCtx, BuildInfo: body.BuildInfo, ModelPath: body.ModelPath}, nil
 }
@@ -443,6 +462,9 @@ func (r *Replica) get(ctx context.Context, path string) (*http.Response, error) 
 		timer.Stop()
 		cancel(errFinished)
 		return nil, engine.Errorf(engine.KindInternal, "llamacpp: %w", err)
+	}
+	if r.auth != "" {
+		hreq.Header.Set("Authorization", r.auth)
 	}
 	resp, err := r.client.Do(hreq)
 	if err != nil {

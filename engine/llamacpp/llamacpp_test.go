@@ -249,6 +249,22 @@ func TestGenerateErrors(t *testing.T) {
 			kind: engine.KindInvalidRequest, msg: "exceeds the available context size",
 		},
 		{
+			name: "429 busy",
+			handler: func(w http.ResponseWriter, r *http.Request) {
+				w.WriteHeader(http.StatusTooManyRequests)
+				io.WriteString(w, `{"error":{"code":429,"message":"busy","type":"rate_limit_error"}}`)
+			},
+			kind: engine.KindOverload, msg: "busy",
+		},
+		{
+			name: "401 wrong key",
+			handler: func(w http.ResponseWriter, r *http.Request) {
+				w.WriteHeader(http.StatusUnauthorized)
+				io.WriteString(w, `{"error":{"code":401,"message":"Invalid API Key","type":"authentication_error"}}`)
+			},
+			kind: engine.KindPoolUnavailable, msg: "Invalid API Key",
+		},
+		{
 			name:    "404 plain text",
 			handler: func(w http.ResponseWriter, r *http.Request) { http.Error(w, "File Not Found", http.StatusNotFound) },
 			kind:    engine.KindInvalidRequest, msg: "File Not Found",
@@ -259,7 +275,7 @@ func TestGenerateErrors(t *testing.T) {
 				w.WriteHeader(http.StatusInternalServerError)
 				io.WriteString(w, `{"error":{"code":500,"message":"boom","type":"server_error"}}`)
 			},
-			kind: engine.KindInternal, msg: "boom",
+			kind: engine.KindEngineFailure, msg: "boom",
 		},
 		{
 			name: "not a stream",
@@ -267,7 +283,7 @@ func TestGenerateErrors(t *testing.T) {
 				w.Header().Set("Content-Type", "application/json")
 				io.WriteString(w, `{"content":"x","stop":true}`)
 			},
-			kind: engine.KindInternal, msg: "text/event-stream",
+			kind: engine.KindProtocol, msg: "text/event-stream",
 		},
 		{
 			name: "connection dropped mid-stream",
@@ -302,14 +318,14 @@ func TestGenerateErrors(t *testing.T) {
 			handler: func(w http.ResponseWriter, r *http.Request) {
 				stream(w, data(frameJSON(" The", 1)), data(`{"content":" quick",`))
 			},
-			kind: engine.KindInternal, msg: "malformed stream frame", tokens: 1,
+			kind: engine.KindProtocol, msg: "malformed stream frame", tokens: 1,
 		},
 		{
 			name: "error event",
 			handler: func(w http.ResponseWriter, r *http.Request) {
 				stream(w, data(frameJSON(" The", 1)), `error: {"code":500,"message":"decode failed","type":"server_error"}`)
 			},
-			kind: engine.KindInternal, msg: "decode failed", tokens: 1,
+			kind: engine.KindEngineFailure, msg: "decode failed", tokens: 1,
 		},
 		{
 			name: "error frame",
@@ -609,7 +625,7 @@ func TestProps(t *testing.T) {
 		{
 			name:    "malformed",
 			handler: func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, `{"total_slots":`) },
-			kind:    engine.KindInternal, wantErr: true,
+			kind:    engine.KindProtocol, wantErr: true,
 		},
 	}
 	for _, tt := range tests {
