@@ -1,0 +1,531 @@
+package openai
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/orchestratord/orchestratord/engine"
+)
+
+// DefaultIdleTimeout is Options.IdleTimeout's default.
+const DefaultIdleTimeout = 30 * time.Second
+
+// Flavor names the /metrics dialect of the server, for Load.
+type Flavor string
+
+// Flavors.
+const (
+	FlavorVLLM     Flavor = "vllm"
+	FlavorSGLang   Flavor = "sglang"
+	FlavorLlamaCpp Flavor = "llamacpp"
+)
+
+// metricNames are the running, waiting and KV usage series of each flavor.
+var metricNames = map[Flavor][3]string{
+	FlavorVLLM:     {"vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc"},
+	FlavorSGLang:   {"sglang:num_running_reqs", "sglang:num_queue_reqs", "sglang:token_usage"},
+	FlavorLlamaCpp: {"llamacpp:requests_processing", "llamacpp:requests_deferred", "llamacpp:kv_cache_usage_ratio"},
+}
+
+// Options configures a Replica.
+type Options struct {
+	// BaseURL is the server's root without /v1, e.g. "http://127.0.0.1:8000".
+	BaseURL string
+	// APIKey, when set, is sent as "Authorization: Bearer <key>".
+	APIKey string
+	// Model is the model name to request; empty: the first id of /v1/models.
+	Model string
+	// Flavor selects the /metrics names Load reads; empty: every known flavor is tried.
+	Flavor Flavor
+	// Client sends the requests; it must not set an overall Timeout. Default: 5 s dial timeout,
+	// keep-alives, no proxy, no compression.
+	Client *http.Client
+	// IdleTimeout bounds the wait for each chunk (the first one included) and each GET.
+	IdleTimeout time.Duration
+	// Logger receives debug records. Default: discard.
+	Logger *slog.Logger
+}
+
+// Replica is one OpenAI-compatible endpoint, safe for concurrent use.
+type Replica struct {
+	base   string
+	client *http.Client
+	idle   time.Duration
+	log    *slog.Logger
+	auth   string
+	flavor Flavor
+
+	mu    sync.Mutex
+	model string // configured or discovered; "" until discovered
+}
+
+var (
+	_ engine.Replica    = (*Replica)(nil)
+	_ engine.Identifier = (*Replica)(nil)
+	_ engine.LoadProber = (*Replica)(nil)
+)
+
+// New returns a Replica for opts.
+func New(opts Options) *Replica {
+	r := &Replica{base: strings.TrimRight(opts.BaseURL, "/"), client: opts.Client, idle: opts.IdleTimeout,
+		log: opts.Logger, flavor: opts.Flavor, model: opts.Model}
+	if opts.APIKey != "" {
+		r.auth = "Bearer " + opts.APIKey
+	}
+	if r.client == nil {
+		d := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+		r.client = &http.Client{Transport: &http.Transport{DialContext: d.DialContext, MaxIdleConnsPerHost: 64,
+			IdleConnTimeout: 4 * time.Second, DisableCompression: true}}
+	}
+	if r.idle <= 0 {
+		r.idle = DefaultIdleTimeout
+	}
+	if r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
+	}
+	return r
+}
+
+type streamOptions struct {
+	IncludeUsage bool `json:"include_usage"`
+}
+
+type message struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+// request is the body of /v1/completions and /v1/chat/completions.
+type request struct {
+	Model         string        `json:"model"`
+	Prompt        *string       `json:"prompt,omitempty"`
+	Messages      []message     `json:"messages,omitempty"`
+	MaxTokens     int           `json:"max_tokens"`
+	Stream        bool          `json:"stream"`
+	StreamOptions streamOptions `json:"stream_options"`
+	Seed          *int64        `json:"seed,omitempty"`
+	Temperature   *float64      `json:"temperature,omitempty"`
+	TopP          *float64      `json:"top_p,omitempty"`
+}
+
+var zero, one = 0.0, 1.0
+
+var (
+	errIdle     = errors.New("no chunk from the engine within the idle timeout")
+	errFinished = errors.New("generation finished")
+)
+
+// Generate implements engine.Replica (see the package documentation for the protocol).
+func (r *Replica) Generate(ctx context.Context, req engine.Request, emit engine.EmitFunc) (engine.Result, error) {
+	start := time.Now()
+	res, err := r.generate(ctx, req, emit)
+	if err != nil {
+		r.log.DebugContext(ctx, "openai: generation failed", "task", req.TaskID, "tokens", res.TokensOut,
+			"kind", engine.KindOf(err), "err", err, "elapsed", time.Since(start))
+		return res, err
+	}
+	r.log.DebugContext(ctx, "openai: generation done", "task", req.TaskID, "tokens_in", res.TokensIn,
+		"tokens_out", res.TokensOut, "stop", res.Stop, "elapsed", time.Since(start))
+	return res, nil
+}
+
+func (r *Replica) generate(ctx context.Context, req engine.Request, emit engine.EmitFunc) (engine.Result, error) {
+	if err := ctx.Err(); err != nil {
+		return engine.Result{}, err
+	}
+	if req.MaxTokens < 1 {
+		return engine.Result{}, engine.Errorf(engine.KindInvalidRequest, "openai: max tokens %d must be positive", req.MaxTokens)
+	}
+	body := request{MaxTokens: req.MaxTokens, Stream: true, StreamOptions: streamOptions{IncludeUsage: true}, Seed: req.Seed}
+	path := "/v1/completions"
+	switch req.Workload {
+	case "", engine.WorkloadCompletion:
+		p := req.Prompt
+		body.Prompt = &p
+	case engine.WorkloadChat:
+		if len(req.Messages) == 0 {
+			return engine.Result{}, engine.Errorf(engine.KindInvalidRequest, "openai: a chat needs at least one message")
+		}
+		path = "/v1/chat/completions"
+		body.Messages = make([]message, len(req.Messages))
+		for i, m := range req.Messages {
+			body.Messages[i] = message{Role: m.Role, Content: m.Content}
+		}
+	default:
+		return engine.Result{}, engine.Errorf(engine.KindInvalidRequest, "openai: workload %q is not served", req.Workload)
+	}
+	if req.Deterministic {
+		body.Temperature, body.TopP = &zero, &one
+	}
+	model, err := r.modelName(ctx)
+	if err != nil {
+		return engine.Result{}, err
+	}
+	body.Model = model
+	b, err := json.Marshal(body)
+	if err != nil {
+		return engine.Result{}, engine.Errorf(engine.KindInternal, "openai: encode request: %w", err)
+	}
+
+	reqCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(errFinished) // closes the connection: the engine aborts the request
+	timer := time.AfterFunc(r.idle, func() { cancel(errIdle) })
+	defer timer.Stop()
+	hreq, err := http.NewRequestWithContext(reqCtx, http.MethodPost, r.base+path, bytes.NewReader(b))
+	if err != nil {
+		return engine.Result{}, engine.Errorf(engine.KindInternal, "openai: %w", err)
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	hreq.Header.Set("Accept", "text/event-stream")
+	r.authorize(hreq)
+	// One connection per generation: closing it is the abort signal, and some servers
+	// (llama-server) close streamed connections despite answering keep-alive.
+	hreq.Close = true
+	resp, err := r.client.Do(hreq)
+	if err != nil {
+		return engine.Result{}, r.transportError(ctx, reqCtx, "send "+path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return engine.Result{}, statusError(ctx, resp)
+	}
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
+		return engine.Result{}, engine.Errorf(engine.KindProtocol, "openai: %s answered %q, want text/event-stream", path, ct)
+	}
+
+	ev := newEventReader(resp.Body)
+	var res engine.Result
+	finished := false
+	for {
+		timer.Reset(r.idle)
+		name, data, err := ev.next()
+		timer.Stop()
+		if err != nil {
+			if errors.Is(err, io.EOF) && finished && ctx.Err() == nil {
+				break // a server that ends without [DONE] after a finish_reason
+			}
+			return res, r.streamError(ctx, reqCtx, err)
+		}
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		c, derr := decodeChunk(data)
+		if derr != nil {
+			return res, engine.Errorf(engine.KindProtocol, "openai: %v", derr)
+		}
+		if string(name) == "error" && !c.hasError {
+			return res, engine.Errorf(engine.KindEngineFailure, "openai: engine error event: %.512s", data)
+		}
+		if c.hasError {
+			return res, chunkError(c)
+		}
+		if c.done {
+			break
+		}
+		if c.text != "" {
+			if err := emit(engine.Token{Text: c.text, Index: res.TokensOut}); err != nil {
+				return res, err
+			}
+			res.TokensOut++
+		}
+		if c.finishReason != "" {
+			finished = true
+			res.Stop = stopReason(c.finishReason)
+		}
+		if c.hasUsage {
+			res.TokensIn, res.TokensCached = c.promptTokens, c.cachedTokens
+			if c.completionTokens > 0 || res.TokensOut == 0 {
+				res.TokensOut = c.completionTokens
+			}
+		}
+	}
+	if !finished {
+		return res, engine.Errorf(engine.KindWorkerReset, "openai: stream ended without a finish_reason")
+	}
+	return res, nil
+}
+
+// stopReason maps OpenAI's finish_reason.
+func stopReason(s string) engine.StopReason {
+	switch s {
+	case "length":
+		return engine.StopLimit
+	case "stop":
+		return engine.StopEOS
+	default:
+		return engine.StopReason(s)
+	}
+}
+
+// kindOf maps an HTTP status, or an in-stream error's code and type.
+func kindOf(code int, typ string) engine.Kind {
+	switch {
+	case code == http.StatusServiceUnavailable, code == http.StatusUnauthorized, code == http.StatusForbidden:
+		return engine.KindPoolUnavailable
+	case code == http.StatusTooManyRequests:
+		return engine.KindOverload
+	case code >= 400 && code < 500:
+		return engine.KindInvalidRequest
+	case code >= 500:
+		return engine.KindEngineFailure
+	}
+	t := strings.ToLower(typ)
+	switch {
+	case strings.Contains(t, "invalid_request"), strings.Contains(t, "badrequest"), strings.Contains(t, "exceed_context"),
+		strings.Contains(t, "not_supported"):
+		return engine.KindInvalidRequest
+	case strings.Contains(t, "rate_limit"), strings.Contains(t, "overload"):
+		return engine.KindOverload
+	case strings.Contains(t, "unavailable"):
+		return engine.KindPoolUnavailable
+	}
+	return engine.KindEngineFailure
+}
+
+func chunkError(c chunk) error {
+	msg := c.errMsg
+	if msg == "" {
+		msg = "engine reported an error without a message"
+	}
+	return engine.Errorf(kindOf(c.errCode, c.errType), "openai: engine error in stream: %.1024s", msg)
+}
+
+// statusError maps a non-200 answer, with the server's message when its body has one.
+func statusError(ctx context.Context, resp *http.Response) error {
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil && ctx.Err() != nil {
+		return ctx.Err()
+	}
+	msg, typ := errorBody(b)
+	if msg == "" {
+		msg = http.StatusText(resp.StatusCode)
+	}
+	kind := kindOf(resp.StatusCode, typ)
+	if resp.StatusCode < 400 {
+		kind = engine.KindProtocol
+	}
+	return engine.Errorf(kind, "openai: engine answered %d: %s", resp.StatusCode, msg)
+}
+
+// errorBody reads {"error":{"message","type"}}, vLLM's {"object":"error","message","type"} or
+// FastAPI's {"detail": "..."}; otherwise the text itself.
+func errorBody(b []byte) (msg, typ string) {
+	var body struct {
+		Error *struct {
+			Message string `json:"message"`
+			Type    string `json:"type"`
+		} `json:"error"`
+		Message string `json:"message"`
+		Type    string `json:"type"`
+		Detail  any    `json:"detail"`
+	}
+	if json.Unmarshal(b, &body) == nil {
+		switch {
+		case body.Error != nil:
+			return body.Error.Message, body.Error.Type
+		case body.Message != "":
+			return body.Message, body.Type
+		case body.Detail != nil:
+			return fmt.Sprint(body.Detail), ""
+		}
+	}
+	s := strings.TrimSpace(string(b))
+	if len(s) > 512 {
+		s = s[:512] + "..."
+	}
+	return s, ""
+}
+
+func (r *Replica) transportError(ctx, reqCtx context.Context, what string, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if errors.Is(context.Cause(reqCtx), errIdle) {
+		return engine.Errorf(engine.KindDecodeTimeout, "openai: %s: no answer within %v", what, r.idle)
+	}
+	var op *net.OpError
+	var dns *net.DNSError
+	if (errors.As(err, &op) && op.Op == "dial") || errors.As(err, &dns) || errors.Is(err, syscall.ECONNREFUSED) {
+		return engine.Errorf(engine.KindPoolUnavailable, "openai: %s: %w", what, err)
+	}
+	return engine.Errorf(engine.KindWorkerReset, "openai: %s: %w", what, err)
+}
+
+func (r *Replica) streamError(ctx, reqCtx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if errors.Is(context.Cause(reqCtx), errIdle) {
+		return engine.Errorf(engine.KindDecodeTimeout, "openai: no stream chunk within %v", r.idle)
+	}
+	if errors.Is(err, errEventTooLong) {
+		return engine.Errorf(engine.KindProtocol, "openai: %w", err)
+	}
+	if errors.Is(err, io.EOF) {
+		return engine.Errorf(engine.KindWorkerReset, "openai: stream ended before its end")
+	}
+	return engine.Errorf(engine.KindWorkerReset, "openai: stream broken: %w", err)
+}
+
+func (r *Replica) authorize(req *http.Request) {
+	if r.auth != "" {
+		req.Header.Set("Authorization", r.auth)
+	}
+}
+
+// get sends a GET bounded by IdleTimeout and returns the body (at most 16 MiB) of a 200 answer.
+func (r *Replica) get(ctx context.Context, path string) ([]byte, error) {
+	reqCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(errFinished)
+	timer := time.AfterFunc(r.idle, func() { cancel(errIdle) })
+	defer timer.Stop()
+	hreq, err := http.NewRequestWithContext(reqCtx, http.MethodGet, r.base+path, nil)
+	if err != nil {
+		return nil, engine.Errorf(engine.KindInternal, "openai: %w", err)
+	}
+	r.authorize(hreq)
+	resp, err := r.client.Do(hreq)
+	if err != nil {
+		return nil, r.transportError(ctx, reqCtx, "GET "+path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, statusError(ctx, resp)
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return nil, r.streamError(ctx, reqCtx, err)
+	}
+	return b, nil
+}
+
+// Health implements engine.Replica with GET /health: 200 is live and ready; any other status is
+// live, not ready (vLLM and llama-server answer 503 while loading); an unreachable server is not
+// live. The error is non-nil only when ctx ends.
+func (r *Replica) Health(ctx context.Context) (engine.Health, error) {
+	_, err := r.get(ctx, "/health")
+	if err == nil {
+		return engine.Health{Live: true, Ready: true}, nil
+	}
+	if ctx.Err() != nil {
+		return engine.Health{}, ctx.Err()
+	}
+	var e *engine.Error
+	if errors.As(err, &e) && strings.Contains(e.Error(), "engine answered") {
+		return engine.Health{Live: true, Detail: err.Error()}, nil
+	}
+	return engine.Health{Detail: err.Error()}, nil
+}
+
+// models asks /v1/models for the served model ids.
+func (r *Replica) models(ctx context.Context) ([]string, error) {
+	b, err := r.get(ctx, "/v1/models")
+	if err != nil {
+		return nil, err
+	}
+	var body struct {
+		Data []struct {
+			ID string `json:"id"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(b, &body); err != nil {
+		return nil, engine.Errorf(engine.KindProtocol, "openai: decode /v1/models: %w", err)
+	}
+	ids := make([]string, 0, len(body.Data))
+	for _, d := range body.Data {
+		if d.ID != "" {
+			ids = append(ids, d.ID)
+		}
+	}
+	return ids, nil
+}
+
+// modelName returns the configured model, or the first one the server lists (asked once).
+func (r *Replica) modelName(ctx context.Context) (string, error) {
+	r.mu.Lock()
+	m := r.model
+	r.mu.Unlock()
+	if m != "" {
+		return m, nil
+	}
+	ids, err := r.models(ctx)
+	if err != nil {
+		return "", err
+	}
+	if len(ids) == 0 {
+		return "", engine.Errorf(engine.KindPoolUnavailable, "openai: /v1/models lists no model")
+	}
+	r.mu.Lock()
+	if r.model == "" {
+		r.model = ids[0]
+	}
+	m = r.model
+	r.mu.Unlock()
+	return m, nil
+}
+
+// Identify implements engine.Identifier: the first model of /v1/models and, where the server
+// answers it (vLLM), the version of /version.
+func (r *Replica) Identify(ctx context.Context) (engine.Identity, error) {
+	ids, err := r.models(ctx)
+	if err != nil {
+		return engine.Identity{}, err
+	}
+	var id engine.Identity
+	if len(ids) > 0 {
+		id.ModelID = ids[0]
+	}
+	if b, err := r.get(ctx, "/version"); err == nil {
+		var v struct {
+			Version string `json:"version"`
+		}
+		if json.Unmarshal(b, &v) == nil {
+			id.Version = v.Version
+		}
+	}
+	return id, nil
+}
+
+// Version is Identify's version, for the pool registry.
+func (r *Replica) Version(ctx context.Context) (string, error) {
+	id, err := r.Identify(ctx)
+	return id.Version, err
+}
+
+// Load implements engine.LoadProber from /metrics, with the names of the replica's flavor (or
+// of the first flavor whose names appear, when none is set). Unknown values are -1.
+func (r *Replica) Load(ctx context.Context) (engine.Load, error) {
+	b, err := r.get(ctx, "/metrics")
+	if err != nil {
+		return engine.Load{}, err
+	}
+	flavors := []Flavor{r.flavor}
+	if r.flavor == "" {
+		flavors = []Flavor{FlavorVLLM, FlavorSGLang, FlavorLlamaCpp}
+	}
+	for _, f := range flavors {
+		n, ok := metricNames[f]
+		if !ok {
+			continue
+		}
+		m, err := engine.SumMetrics(bytes.NewReader(b), n[0], n[1], n[2])
+		if err != nil {
+			return engine.Load{}, engine.Errorf(engine.KindProtocol, "openai: %w", err)
+		}
+		if len(m) > 0 || r.flavor != "" {
+			return engine.LoadFromMetrics(m, n[0], n[1], n[2]), nil
+		}
+	}
+	return engine.Load{Running: -1, Waiting: -1, KVUsage: -1}, nil
+}
