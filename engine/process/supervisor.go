@@ -130,6 +130,9 @@ type Options struct {
 	LogFile string
 	// OnState, when set, is called on every state change; see the package doc.
 	OnState func(State)
+	// Secrets are values (API keys) that appear in Argv or Env or that the process may print:
+	// they are replaced by Redacted in the supervisor's logs, the log file and the output tail.
+	Secrets []string
 	// Logger receives the supervisor's logs (default: discard).
 	Logger *slog.Logger
 	// Now is the clock of the breaker window (default time.Now).
@@ -187,6 +190,7 @@ func (o Options) withDefaults() (Options, error) {
 		o.Now = time.Now
 	}
 	o.Argv = append([]string(nil), o.Argv...)
+	o.Secrets = append([]string(nil), o.Secrets...)
 	o.Env = append([]string(nil), o.Env...)
 	return o, nil
 }
@@ -549,20 +553,24 @@ func (s *Supervisor) launch() (*proc, error) {
 	cmd.SysProcAttr = sysProcAttr()
 	cmd.WaitDelay = waitDelay
 	out := newOutput(logFile, s.log.With("port", port))
-	cmd.Stdout, cmd.Stderr = out, out
+	rw := newRedactWriter(out, s.opts.Secrets)
+	cmd.Stdout, cmd.Stderr = rw, rw
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
 	p := &proc{cmd: cmd, pgid: cmd.Process.Pid, baseURL: baseURL(port), out: out, exited: make(chan struct{})}
 	go func() {
 		p.waitErr = cmd.Wait()
+		if f, ok := rw.(*redactWriter); ok {
+			f.Flush()
+		}
 		out.flush()
 		close(p.exited)
 	}()
 	s.mu.Lock()
 	s.port, s.proc = port, p
 	s.mu.Unlock()
-	s.log.Info("engine process launched", "pid", p.pgid, "url", p.baseURL, "argv", argv)
+	s.log.Info("engine process launched", "pid", p.pgid, "url", p.baseURL, "argv", redactArgv(argv, s.opts.Secrets))
 	return p, nil
 }
 
