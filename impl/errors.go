@@ -84,6 +84,8 @@ func FailureCode(c task.Class) string {
 		return "WORKER_RESET"
 	case task.ClassDecodeTimeout:
 		return "DECODE_TIMEOUT"
+	case task.ClassOverload:
+		return "REPLICA_EXHAUSTED"
 	default:
 		return "INTERNAL"
 	}

@@ -4,12 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/labstack/echo/v4"
 
 	"github.com/orchestratord/orchestratord/engine"
+	"github.com/orchestratord/orchestratord/gen/api"
 	"github.com/orchestratord/orchestratord/impl/artifact"
 	"github.com/orchestratord/orchestratord/impl/pool"
 	"github.com/orchestratord/orchestratord/impl/session"
@@ -72,6 +74,7 @@ func TestFailureCodes(t *testing.T) {
 		{task.ClassDeadline, "DEADLINE_UNMET", 400},
 		{task.ClassWorkerReset, "WORKER_RESET", 500},
 		{task.ClassDecodeTimeout, "DECODE_TIMEOUT", 500},
+		{task.ClassOverload, "REPLICA_EXHAUSTED", 503},
 	}
 	covered := map[task.Class]bool{}
 	for _, tt := range tests {
@@ -87,11 +90,42 @@ func TestFailureCodes(t *testing.T) {
 			t.Errorf("class %s is missing from this table", c)
 		}
 	}
-	for _, k := range []engine.Kind{engine.KindInternal, engine.KindPoolUnavailable, engine.KindWorkerReset,
-		engine.KindDecodeTimeout, engine.KindInvalidRequest} {
-		if got := FailureCode(task.ClassOfKind(k)); got != k.String() {
-			t.Errorf("engine kind %s is reported as %s", k, got)
-		}
+}
+
+// TestEngineKindCodes covers every engine failure kind: the code a task fails with (through its
+// class) is in the contract's ErrorKind enum; the request's faults are INVALID_PARAMS; the
+// daemon's are INTERNAL; the replica's and overload are never INVALID_PARAMS.
+func TestEngineKindCodes(t *testing.T) {
+	spec, err := api.GetSwagger()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var codes []string
+	for _, v := range spec.Components.Schemas["ErrorKind"].Value.Enum {
+		codes = append(codes, v.(string))
+	}
+	want := map[engine.Kind]string{
+		engine.KindInternal: "INTERNAL", engine.KindInvalidRequest: "INVALID_PARAMS",
+		engine.KindPoolUnavailable: "POOL_UNAVAILABLE", engine.KindWorkerReset: "WORKER_RESET",
+		engine.KindDecodeTimeout: "DECODE_TIMEOUT", engine.KindEngineFailure: "WORKER_RESET",
+		engine.KindProtocol: "WORKER_RESET", engine.KindOverload: "REPLICA_EXHAUSTED",
+	}
+	for _, k := range engine.Kinds() {
+		t.Run(k.String(), func(t *testing.T) {
+			code := FailureCode(task.ClassOfKind(k))
+			if w, ok := want[k]; !ok || code != w {
+				t.Errorf("code %s, want %q", code, w)
+			}
+			if !slices.Contains(codes, code) {
+				t.Errorf("code %q is not in the contract's ErrorKind", code)
+			}
+			switch f := k.Fault(); {
+			case f == engine.FaultRequest && code != "INVALID_PARAMS",
+				f == engine.FaultDaemon && code != "INTERNAL",
+				(f == engine.FaultReplica || f == engine.FaultOverload) && (code == "INVALID_PARAMS" || code == "INTERNAL"):
+				t.Errorf("%v fault mapped to %s", f, code)
+			}
+		})
 	}
 }
 

@@ -47,8 +47,9 @@ type Metrics struct {
 	SSEDisconnects      prometheus.Counter
 	ConnectionsOpen     prometheus.Gauge
 	ConnectionsWaited   prometheus.Counter
-	ArtifactsStored     prometheus.Gauge // artifacts in the store
-	ArtifactsBytes      prometheus.Gauge // size of their files
+	ArtifactsStored     prometheus.Gauge       // artifacts in the store
+	ArtifactsBytes      prometheus.Gauge       // size of their files
+	EngineErrors        *prometheus.CounterVec // engine, pool_id, kind, fault
 
 	families []family
 }
@@ -138,6 +139,8 @@ func (m *Metrics) table() []family {
 		{name: "drain_events_total", help: "Pool drains, by reason.", labels: []string{"pool_id", "reason"}, into: counterVec(&m.DrainEvents)},
 		{name: "sse_streams_open", help: "Open SSE streams.", into: gauge(&m.StreamsOpen)},
 		{name: "sse_client_disconnects_total", help: "Streams whose client went away before the task ended.", into: counter(&m.SSEDisconnects)},
+		{name: "engine_errors_total", help: "Generations that failed in the engine, by kind and by whose fault (request, replica, overload, daemon).",
+			labels: []string{"engine", "pool_id", "kind", "fault"}, into: counterVec(&m.EngineErrors)},
 		{name: "http_connections_open", help: "Client connections open (at most server.max_connections).", into: gauge(&m.ConnectionsOpen)},
 		{name: "http_connections_waited_total", help: "Client connections that waited for a free slot because server.max_connections were open.", into: counter(&m.ConnectionsWaited)},
 		{name: "artifacts_stored", help: "Artifacts in the artifact store (limit: artifacts.max_count).", into: gauge(&m.ArtifactsStored)},

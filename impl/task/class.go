@@ -17,6 +17,7 @@ const (
 	ClassDeadline                     // the task's deadline passed
 	ClassWorkerReset                  // the engine dropped the request mid-stream
 	ClassDecodeTimeout                // the engine produced no token within its idle timeout
+	ClassOverload                     // the engine said it is busy; retry later (its replica is healthy)
 	numClasses
 )
 
@@ -46,22 +47,28 @@ func (c Class) String() string {
 		return "worker_reset"
 	case ClassDecodeTimeout:
 		return "decode_timeout"
+	case ClassOverload:
+		return "overload"
 	default:
 		return "internal"
 	}
 }
 
-// ClassOfKind classifies an engine failure.
+// ClassOfKind classifies an engine failure. Replica faults other than the engine being
+// unreachable or timing out (a 5xx answer, a broken protocol) are worker resets: the request
+// died in the engine and may be retried elsewhere.
 func ClassOfKind(k engine.Kind) Class {
 	switch k {
 	case engine.KindPoolUnavailable:
 		return ClassPoolUnavailable
-	case engine.KindWorkerReset:
+	case engine.KindWorkerReset, engine.KindEngineFailure, engine.KindProtocol:
 		return ClassWorkerReset
 	case engine.KindDecodeTimeout:
 		return ClassDecodeTimeout
 	case engine.KindInvalidRequest:
 		return ClassInvalid
+	case engine.KindOverload:
+		return ClassOverload
 	default:
 		return ClassInternal
 	}

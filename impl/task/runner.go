@@ -59,7 +59,7 @@ func (s *Service) run(t *Task) {
 	if err == nil {
 		res, err = rep.Generate(ctx, engine.Request{
 			TaskID: t.spec.ID, Prompt: t.spec.Prompt, MaxTokens: t.spec.MaxTokens, Seed: t.spec.Seed,
-			Deterministic: t.spec.Deterministic, Ctx: t.spec.Ctx,
+			Deterministic: t.spec.Deterministic, Ctx: t.spec.Ctx, Workload: t.spec.Workload, Messages: t.spec.Messages,
 		}, func(tok engine.Token) error { return s.onToken(ctx, t, tok) })
 	}
 	decode := s.now().Sub(start)
@@ -82,11 +82,13 @@ func (s *Service) run(t *Task) {
 			RetryAfterMs: 1000, PoolID: t.poolID, Engine: t.engine}, res, decode)
 	default:
 		kind := engine.KindOf(err)
-		if kind == engine.KindPoolUnavailable || kind == engine.KindWorkerReset {
+		fault := kind.Fault()
+		s.m.EngineErrors.WithLabelValues(t.engine, t.poolID, kind.String(), fault.String()).Inc()
+		if fault == engine.FaultReplica { // only the replica's own faults count against its health
 			s.opts.Pools.ReportFailure(t.poolID)
 		}
 		ei := &ErrorInfo{Class: ClassOfKind(kind), Message: err.Error(), PoolID: t.poolID, Engine: t.engine,
-			Retriable: kind != engine.KindInvalidRequest && kind != engine.KindInternal}
+			Retriable: fault == engine.FaultReplica || fault == engine.FaultOverload}
 		if ei.Retriable {
 			ei.RetryAfterMs = 1000
 		}

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/goleak"
 
 	"github.com/orchestratord/orchestratord/engine"
@@ -80,6 +82,8 @@ type harness struct {
 	svc   *Service
 	eng   *gate
 	clock *tasktest.Clock
+	pools *fakePools
+	m     *metrics.Metrics
 	ctx   context.Context
 	stop  func()
 }
@@ -95,13 +99,15 @@ func newHarness(t *testing.T, capacity, slots int, policy admission.Policy) *har
 		Slots: slots, KVBytesPerToken: 10, PriorServiceMs: 100, PriorTokensPerS: 100, Workloads: []string{"completion"}},
 		Live: true, Healthy: true}
 	clock := tasktest.NewClock(time.Unix(1_700_000_000, 0))
-	svc := New(Options{Capacity: capacity, Policy: policy, Pools: &fakePools{views: []pool.View{v}, rep: eng},
-		Sessions: ss, Metrics: metrics.New(prometheus.NewRegistry()), CancelOnDisconnect: true, Clock: clock})
+	fp := &fakePools{views: []pool.View{v}, rep: eng}
+	m := metrics.New(prometheus.NewRegistry())
+	svc := New(Options{Capacity: capacity, Policy: policy, Pools: fp,
+		Sessions: ss, Metrics: m, CancelOnDisconnect: true, Clock: clock})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = svc.Run(ctx); close(done) }()
 	svc.PoolChanged(ctx, v)
-	h := &harness{t: t, svc: svc, eng: eng, clock: clock, ctx: ctx}
+	h := &harness{t: t, svc: svc, eng: eng, clock: clock, pools: fp, m: m, ctx: ctx}
 	h.stop = func() {
 		// An ended context: Shutdown cancels at once whatever a test left running or queued.
 		sctx, c := context.WithCancel(context.Background())
@@ -283,6 +289,54 @@ func TestQueueFull(t *testing.T) {
 		close(h.eng.tokens)
 		h.events(inter.ID)
 	})
+}
+
+// TestWhoseFault: only the replica's faults are reported against the pool's health; every engine
+// failure is counted in engine_errors_total by kind and fault; the task fails with the kind's
+// class (Options.Code is the default Class.String here) and is retriable unless the request or
+// the daemon is at fault.
+func TestWhoseFault(t *testing.T) {
+	tests := []struct {
+		kind      engine.Kind
+		fault     string
+		code      string
+		reported  bool
+		retriable bool
+	}{
+		{engine.KindInvalidRequest, "request", "invalid", false, false},
+		{engine.KindOverload, "overload", "overload", false, true},
+		{engine.KindWorkerReset, "replica", "worker_reset", true, true},
+		{engine.KindPoolUnavailable, "replica", "pool_unavailable", true, true},
+		{engine.KindEngineFailure, "replica", "worker_reset", true, true},
+		{engine.KindDecodeTimeout, "replica", "decode_timeout", true, true},
+		{engine.KindProtocol, "replica", "worker_reset", true, true},
+		{engine.KindInternal, "daemon", "internal", false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.kind.String(), func(t *testing.T) {
+			h := newHarness(t, 4, 1, admission.Reject)
+			s := spec(admission.Interactive)
+			h.submit(s)
+			<-h.eng.started
+			h.eng.fail <- engine.Errorf(tt.kind, "engine says no")
+			evs := h.events(s.ID)
+			last := evs[len(evs)-1]
+			if last.Event != "error" || !strings.Contains(last.Data, `"code":"`+tt.code+`"`) ||
+				!strings.Contains(last.Data, fmt.Sprintf(`"retriable":%v`, tt.retriable)) {
+				t.Errorf("final frame %s %s, want error %s retriable=%v", last.Event, last.Data, tt.code, tt.retriable)
+			}
+			if got := h.pools.fails.Load() > 0; got != tt.reported {
+				t.Errorf("reported against the replica: %v, want %v", got, tt.reported)
+			}
+			var m dto.Metric
+			if err := h.m.EngineErrors.WithLabelValues("llamacpp", "p", tt.kind.String(), tt.fault).Write(&m); err != nil {
+				t.Fatal(err)
+			}
+			if n := m.GetCounter().GetValue(); n != 1 {
+				t.Errorf("engine_errors_total{kind=%s,fault=%s} = %v, want 1", tt.kind, tt.fault, n)
+			}
+		})
+	}
 }
 
 func TestFailures(t *testing.T) {

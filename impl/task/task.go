@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/orchestratord/orchestratord/engine"
 	"github.com/orchestratord/orchestratord/impl/admission"
 	"github.com/orchestratord/orchestratord/impl/sse"
 )
@@ -50,16 +51,18 @@ type Placement struct {
 
 // Spec is a validated task request in domain terms.
 type Spec struct {
-	ID             string
-	SessionID      string
-	Workload       string
-	ModelRef       string
-	Engine         string
-	Ctx            int
-	Priority       admission.Priority
-	Seed           *int64
-	Deterministic  bool
-	Prompt         string
+	ID            string
+	SessionID     string
+	Workload      string
+	ModelRef      string
+	Engine        string
+	Ctx           int
+	Priority      admission.Priority
+	Seed          *int64
+	Deterministic bool
+	Prompt        string
+	// Messages is a chat's conversation (Workload "chat"); Prompt then holds its text joined.
+	Messages       []engine.Message
 	MaxTokens      int
 	Deadline       time.Duration
 	ExpectedTokens int
