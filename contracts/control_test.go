@@ -317,13 +317,32 @@ func TestCapabilities(t *testing.T) {
 		p.CtxMax != int32(h.cfg.ctxMax) || p.Slots != 3 || !p.Ready || p.Draining || *p.EngineVersion != "fake-1" {
 		t.Errorf("pool %+v", p)
 	}
-	if len(caps.Engines) != 1 {
-		t.Fatalf("engines %+v, want llamacpp only", caps.Engines)
+	// Every built-in engine is listed, used by a pool or not, with its workloads and whether the
+	// daemon can start it; only llamacpp has a pool here.
+	want := map[client.Engine]struct {
+		workloads []client.Workload
+		managed   bool
+	}{
+		client.Llamacpp: {[]client.Workload{client.Completion}, true},
+		client.Vllm:     {[]client.Workload{client.Completion, client.Chat}, true},
+		client.Sglang:   {[]client.Workload{client.Completion, client.Chat}, true},
+		client.Openai:   {[]client.Workload{client.Completion, client.Chat}, false},
 	}
-	e := caps.Engines[0]
-	if e.Engine != client.Llamacpp || e.CtxMax != int32(h.cfg.ctxMax) || e.Slots != 3 ||
-		!slices.Equal(e.SupportedWorkloads, []client.Workload{client.Completion}) {
-		t.Errorf("engine %+v", e)
+	if len(caps.Engines) != len(want) {
+		t.Errorf("engines %+v, want %d", caps.Engines, len(want))
+	}
+	for _, e := range caps.Engines {
+		w, ok := want[e.Engine]
+		if !ok || e.Managed != w.managed || !slices.Equal(e.SupportedWorkloads, w.workloads) {
+			t.Errorf("engine %+v", e)
+		}
+		ctx, slots := int32(0), int32(0)
+		if e.Engine == client.Llamacpp {
+			ctx, slots = int32(h.cfg.ctxMax), 3
+		}
+		if e.CtxMax != ctx || e.Slots != slots {
+			t.Errorf("engine %s: ctx_max %d slots %d, want %d %d", e.Engine, e.CtxMax, e.Slots, ctx, slots)
+		}
 	}
 	if !caps.Gpus.Available || len(caps.Gpus.Devices) != 8 || caps.Gpus.Driver == nil {
 		t.Errorf("gpus %+v, want the 8 devices of the mocked NVML", caps.Gpus)

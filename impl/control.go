@@ -18,6 +18,19 @@ func (s *Server) GetCapabilities(ctx context.Context, _ api.GetCapabilitiesReque
 	views := s.opts.Pools.Views()
 	body := api.Capabilities{ApiVersion: APIVersion, Engines: []api.EngineCapability{}, Pools: []api.PoolCapability{}}
 	byEngine := map[string]int{}
+	maxOut := int32(32768)
+	if s.opts.Engines != nil {
+		// Every engine built in, used by a pool or not, with what its driver serves.
+		for _, d := range s.opts.Engines.All() {
+			byEngine[d.Name] = len(body.Engines)
+			ws := make([]api.Workload, len(d.Workloads))
+			for i, w := range d.Workloads {
+				ws[i] = api.Workload(w)
+			}
+			body.Engines = append(body.Engines, api.EngineCapability{Engine: api.Engine(d.Name), MaxTokensOut: &maxOut,
+				SupportedWorkloads: ws, Managed: d.Managed != nil})
+		}
+	}
 	for _, v := range views {
 		pc := api.PoolCapability{
 			PoolId: v.ID, Engine: api.Engine(v.Engine), ModelRef: v.ModelRef, ModelId: v.ModelID,
@@ -29,18 +42,19 @@ func (s *Server) GetCapabilities(ctx context.Context, _ api.GetCapabilitiesReque
 		}
 		body.Pools = append(body.Pools, pc)
 		i, ok := byEngine[v.Engine]
-		if !ok {
+		if !ok { // a pool of an engine the registry does not list (tests without a registry)
 			i = len(body.Engines)
 			byEngine[v.Engine] = i
-			maxOut := int32(32768)
 			body.Engines = append(body.Engines, api.EngineCapability{Engine: api.Engine(v.Engine), MaxTokensOut: &maxOut, SupportedWorkloads: []api.Workload{}})
 		}
 		ec := &body.Engines[i]
 		ec.CtxMax = max(ec.CtxMax, int32(v.CtxMax))
 		ec.Slots += int32(v.Slots)
-		for _, w := range v.Workloads {
-			if !slices.Contains(ec.SupportedWorkloads, api.Workload(w)) {
-				ec.SupportedWorkloads = append(ec.SupportedWorkloads, api.Workload(w))
+		if s.opts.Engines == nil {
+			for _, w := range v.Workloads {
+				if !slices.Contains(ec.SupportedWorkloads, api.Workload(w)) {
+					ec.SupportedWorkloads = append(ec.SupportedWorkloads, api.Workload(w))
+				}
 			}
 		}
 	}

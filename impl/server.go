@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/orchestratord/orchestratord/engine"
 	"github.com/orchestratord/orchestratord/engine/gpu"
 	"github.com/orchestratord/orchestratord/gen/api"
 	"github.com/orchestratord/orchestratord/impl/admission"
@@ -82,6 +83,8 @@ type Options struct {
 	// Models confines the model references of managed pools. Nil refuses every reload of a
 	// managed pool (fail closed).
 	Models Models
+	// Engines are the engine drivers built in, listed by /v1/capabilities.
+	Engines *engine.Registry
 }
 
 // Models resolves a managed pool's model reference to a file inside the models directories

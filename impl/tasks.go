@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/orchestratord/orchestratord/engine"
 	"github.com/orchestratord/orchestratord/gen/api"
 	"github.com/orchestratord/orchestratord/impl/admission"
 	"github.com/orchestratord/orchestratord/impl/sse"
@@ -69,6 +70,25 @@ func specFromRequest(b *api.TaskRequest) (task.Spec, error) {
 	default:
 		return task.Spec{}, Errorf("INVALID_PARAMS", "/prompt: one of prompt or inputs is required")
 	}
+	var messages []engine.Message
+	if b.Workload == api.Chat {
+		// A chat is one user message (prompt) or the conversation's turns (inputs), alternating
+		// user and assistant and ending with the user's.
+		turns := []string{prompt}
+		if b.Inputs != nil {
+			turns = *b.Inputs
+			if len(turns)%2 == 0 {
+				return task.Spec{}, Errorf("INVALID_PARAMS", "/inputs: a chat alternates user and assistant messages and ends with the user's: an odd count, got %d", len(turns))
+			}
+		}
+		for i, c := range turns {
+			role := "user"
+			if i%2 == 1 {
+				role = "assistant"
+			}
+			messages = append(messages, engine.Message{Role: role, Content: c})
+		}
+	}
 	if b.MaxTokens > b.Ctx {
 		return task.Spec{}, Errorf("INVALID_PARAMS", "/max_tokens: %d exceeds ctx %d", b.MaxTokens, b.Ctx)
 	}
@@ -79,7 +99,7 @@ func specFromRequest(b *api.TaskRequest) (task.Spec, error) {
 	spec := task.Spec{
 		ID: b.TaskId.String(), SessionID: b.SessionId.String(), Workload: string(b.Workload),
 		ModelRef: b.ModelRef, Engine: string(b.Engine), Ctx: int(b.Ctx), Priority: prio,
-		Seed: b.Seed, Prompt: prompt, MaxTokens: int(b.MaxTokens),
+		Seed: b.Seed, Prompt: prompt, Messages: messages, MaxTokens: int(b.MaxTokens),
 		Deadline:    time.Duration(b.DeadlineMs) * time.Millisecond,
 		Fingerprint: sha256.Sum256(canon),
 	}

@@ -62,6 +62,8 @@ func (e DrainResponseStatus) Valid() bool {
 // Defines values for Engine.
 const (
 	Llamacpp Engine = "llamacpp"
+	Openai   Engine = "openai"
+	Sglang   Engine = "sglang"
 	Tgi      Engine = "tgi"
 	Triton   Engine = "triton"
 	Vllm     Engine = "vllm"
@@ -71,6 +73,10 @@ const (
 func (e Engine) Valid() bool {
 	switch e {
 	case Llamacpp:
+		return true
+	case Openai:
+		return true
+	case Sglang:
 		return true
 	case Tgi:
 		return true
@@ -343,6 +349,7 @@ func (e TaskStatus) Valid() bool {
 
 // Defines values for Workload.
 const (
+	Chat       Workload = "chat"
 	Completion Workload = "completion"
 	Embedding  Workload = "embedding"
 	Rerank     Workload = "rerank"
@@ -351,6 +358,8 @@ const (
 // Valid indicates whether the value is a known member of the Workload enum.
 func (e Workload) Valid() bool {
 	switch e {
+	case Chat:
+		return true
 	case Completion:
 		return true
 	case Embedding:
@@ -403,13 +412,18 @@ type ArtifactRef struct {
 
 // BackpressureErrorEnvelope defines model for BackpressureErrorEnvelope.
 type BackpressureErrorEnvelope struct {
-	Code         ErrorKind `json:"code"`
-	Engine       *Engine   `json:"engine,omitempty"`
-	Message      string    `json:"message"`
-	PolicyLabel  string    `json:"policy_label"`
-	PoolId       *string   `json:"pool_id,omitempty"`
-	Retriable    bool      `json:"retriable"`
-	RetryAfterMs int64     `json:"retry_after_ms"`
+	Code ErrorKind `json:"code"`
+
+	// Engine An engine name. Every driver built into the daemon is listed here (a test checks the
+	// driver registry against this list); `/v1/capabilities` says which are built in.
+	// `openai` is any other OpenAI-compatible server, external only. `tgi` and `triton` are
+	// reserved for drivers not built yet: no pool can use them.
+	Engine       *Engine `json:"engine,omitempty"`
+	Message      string  `json:"message"`
+	PolicyLabel  string  `json:"policy_label"`
+	PoolId       *string `json:"pool_id,omitempty"`
+	Retriable    bool    `json:"retriable"`
+	RetryAfterMs int64   `json:"retry_after_ms"`
 }
 
 // Capabilities defines model for Capabilities.
@@ -437,14 +451,26 @@ type DrainResponse struct {
 // DrainResponseStatus defines model for DrainResponse.Status.
 type DrainResponseStatus string
 
-// Engine defines model for Engine.
+// Engine An engine name. Every driver built into the daemon is listed here (a test checks the
+// driver registry against this list); `/v1/capabilities` says which are built in.
+// `openai` is any other OpenAI-compatible server, external only. `tgi` and `triton` are
+// reserved for drivers not built yet: no pool can use them.
 type Engine string
 
-// EngineCapability defines model for EngineCapability.
+// EngineCapability One entry per engine built into the daemon, whether or not a pool uses it; `ctx_max`
+// and `slots` are over the engine's configured pools (0 when none).
 type EngineCapability struct {
-	CtxMax       int32                   `json:"ctx_max"`
-	Engine       Engine                  `json:"engine"`
-	Features     *map[string]interface{} `json:"features,omitempty"`
+	CtxMax int32 `json:"ctx_max"`
+
+	// Engine An engine name. Every driver built into the daemon is listed here (a test checks the
+	// driver registry against this list); `/v1/capabilities` says which are built in.
+	// `openai` is any other OpenAI-compatible server, external only. `tgi` and `triton` are
+	// reserved for drivers not built yet: no pool can use them.
+	Engine   Engine                  `json:"engine"`
+	Features *map[string]interface{} `json:"features,omitempty"`
+
+	// Managed The daemon can start this engine itself; false means external (url) only.
+	Managed      bool                    `json:"managed"`
 	MaxTokensOut *int32                  `json:"max_tokens_out,omitempty"`
 	RateLimits   *map[string]interface{} `json:"rate_limits,omitempty"`
 
@@ -455,13 +481,18 @@ type EngineCapability struct {
 
 // ErrorEnvelope defines model for ErrorEnvelope.
 type ErrorEnvelope struct {
-	Code         ErrorKind `json:"code"`
-	Engine       *Engine   `json:"engine,omitempty"`
-	Message      string    `json:"message"`
-	PolicyLabel  *string   `json:"policy_label,omitempty"`
-	PoolId       *string   `json:"pool_id,omitempty"`
-	Retriable    bool      `json:"retriable"`
-	RetryAfterMs *int64    `json:"retry_after_ms,omitempty"`
+	Code ErrorKind `json:"code"`
+
+	// Engine An engine name. Every driver built into the daemon is listed here (a test checks the
+	// driver registry against this list); `/v1/capabilities` says which are built in.
+	// `openai` is any other OpenAI-compatible server, external only. `tgi` and `triton` are
+	// reserved for drivers not built yet: no pool can use them.
+	Engine       *Engine `json:"engine,omitempty"`
+	Message      string  `json:"message"`
+	PolicyLabel  *string `json:"policy_label,omitempty"`
+	PoolId       *string `json:"pool_id,omitempty"`
+	Retriable    bool    `json:"retriable"`
+	RetryAfterMs *int64  `json:"retry_after_ms,omitempty"`
 }
 
 // ErrorKind defines model for ErrorKind.
@@ -502,8 +533,13 @@ type PlacementOverridesMode string
 
 // PoolCapability defines model for PoolCapability.
 type PoolCapability struct {
-	CtxMax        int32   `json:"ctx_max"`
-	Draining      bool    `json:"draining"`
+	CtxMax   int32 `json:"ctx_max"`
+	Draining bool  `json:"draining"`
+
+	// Engine An engine name. Every driver built into the daemon is listed here (a test checks the
+	// driver registry against this list); `/v1/capabilities` says which are built in.
+	// `openai` is any other OpenAI-compatible server, external only. `tgi` and `triton` are
+	// reserved for drivers not built yet: no pool can use them.
 	Engine        Engine  `json:"engine"`
 	EngineVersion *string `json:"engine_version,omitempty"`
 	ModelId       string  `json:"model_id"`
@@ -617,20 +653,27 @@ type StoredArtifact struct {
 	Tags      *[]string               `json:"tags,omitempty"`
 }
 
-// TaskRequest A generation task. A `completion` needs exactly one of `prompt` or `inputs` (segments
-// concatenated in order into the prompt).
+// TaskRequest A generation task. It needs exactly one of `prompt` or `inputs`. For a `completion`,
+// `inputs` are segments concatenated in order into the prompt. For a `chat`, `prompt` is
+// one user message, and `inputs` are the conversation's messages in order, alternating
+// user, assistant, user, ... (an odd count: the last one is the user's).
 type TaskRequest struct {
 	// Ctx Context length the task needs; above the pool's `ctx_max` is 400.
 	Ctx int32 `json:"ctx"`
 
 	// DeadlineMs Relative time budget in milliseconds from admission.
-	DeadlineMs     int64                   `json:"deadline_ms"`
-	Determinism    *TaskRequestDeterminism `json:"determinism,omitempty"`
-	Engine         Engine                  `json:"engine"`
-	ExpectedTokens *int32                  `json:"expected_tokens,omitempty"`
-	Inputs         *[]string               `json:"inputs,omitempty"`
-	KvHint         *TaskRequestKvHint      `json:"kv_hint,omitempty"`
-	MaxTokens      int32                   `json:"max_tokens"`
+	DeadlineMs  int64                   `json:"deadline_ms"`
+	Determinism *TaskRequestDeterminism `json:"determinism,omitempty"`
+
+	// Engine An engine name. Every driver built into the daemon is listed here (a test checks the
+	// driver registry against this list); `/v1/capabilities` says which are built in.
+	// `openai` is any other OpenAI-compatible server, external only. `tgi` and `triton` are
+	// reserved for drivers not built yet: no pool can use them.
+	Engine         Engine             `json:"engine"`
+	ExpectedTokens *int32             `json:"expected_tokens,omitempty"`
+	Inputs         *[]string          `json:"inputs,omitempty"`
+	KvHint         *TaskRequestKvHint `json:"kv_hint,omitempty"`
+	MaxTokens      int32              `json:"max_tokens"`
 
 	// ModelRef A pool's `model_ref` or its short `model_id`.
 	ModelRef              string              `json:"model_ref"`
@@ -642,8 +685,12 @@ type TaskRequest struct {
 	SessionId             openapi_types.UUID  `json:"session_id"`
 
 	// TaskId Client-chosen id; it names the task in every later call.
-	TaskId   openapi_types.UUID `json:"task_id"`
-	Workload Workload           `json:"workload"`
+	TaskId openapi_types.UUID `json:"task_id"`
+
+	// Workload `completion` continues a prompt; `chat` answers a conversation (see TaskRequest.inputs).
+	// Which engines serve which workload is in `/v1/capabilities`; no engine built in serves
+	// `embedding` or `rerank` yet.
+	Workload Workload `json:"workload"`
 }
 
 // TaskRequestDeterminism defines model for TaskRequest.Determinism.
@@ -676,7 +723,9 @@ type TaskState struct {
 // TaskStatus defines model for TaskStatus.
 type TaskStatus string
 
-// Workload defines model for Workload.
+// Workload `completion` continues a prompt; `chat` answers a conversation (see TaskRequest.inputs).
+// Which engines serve which workload is in `/v1/capabilities`; no engine built in serves
+// `embedding` or `rerank` yet.
 type Workload string
 
 // CorrelationId defines model for CorrelationId.
