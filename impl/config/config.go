@@ -15,10 +15,13 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/orchestratord/orchestratord/engine/drivers"
 )
 
 //go:embed default.yaml
@@ -47,9 +50,12 @@ type Config struct {
 	Artifacts     Artifacts `yaml:"artifacts"`
 	ShutdownGrace Duration  `yaml:"shutdown_grace"`
 	// LlamaServer is the llama-server binary used by managed llama.cpp replicas (ORCHD_LLAMA_SERVER,
-	// else "llama-server" from PATH).
+	// else "llama-server" from PATH). It is a shorthand for programs.llamacpp.
 	LlamaServer string `yaml:"llama_server"`
-	Pools       []Pool `yaml:"pools"`
+	// Programs overrides, per engine name, the program a managed replica runs (the {program}
+	// placeholder of the engine's command line). Absent: the engine driver's default.
+	Programs map[string]string `yaml:"programs"`
+	Pools    []Pool            `yaml:"pools"`
 }
 
 // Server bounds what one client can hold: connections, and how long the daemon waits for a
@@ -133,11 +139,14 @@ type Replica struct {
 
 // Managed is a replica the daemon starts, health-checks, restarts and stops.
 type Managed struct {
-	// Command is the full argv template. Placeholders: {llama_server}, {model}, {port}, {slots},
-	// {ctx_total}. Empty: the default llama-server command line plus Args.
-	Command      []string `yaml:"command"`
-	Args         []string `yaml:"args"`
-	Env          []string `yaml:"env"`
+	// Command is the full argv template. Placeholders: {program}, {model}, {model_id}, {port},
+	// {slots}, {ctx_max}, {ctx_total}, {devices}, {api_key}, {api_key_file} (see
+	// engine.ManagedTemplate). Empty: the engine's default command line plus Args.
+	Command []string `yaml:"command"`
+	Args    []string `yaml:"args"`
+	Env     []string `yaml:"env"`
+	// Devices are the GPU indices the replica may use ({devices}, CUDA_VISIBLE_DEVICES).
+	Devices      []int    `yaml:"devices"`
 	StartTimeout Duration `yaml:"start_timeout"`
 }
 
@@ -283,13 +292,11 @@ func Parse(data []byte) (*Config, error) {
 }
 
 var (
-	poolIDRe  = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
-	engines   = map[string]bool{"llamacpp": true, "vllm": true, "tgi": true, "triton": true}
-	workloads = map[string]bool{"completion": true, "embedding": true, "rerank": true}
+	poolIDRe = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+	// hubNameRe is a model hub name ("hf:org/name"), which a managed engine that downloads
+	// models (vLLM, SGLang) receives as it is instead of a file in models_dirs.
+	hubNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$`)
 )
-
-// Engines that have an adapter in this build.
-var supportedEngines = map[string]bool{"llamacpp": true}
 
 func (c *Config) complete() error {
 	if c.Addr == "" {
@@ -367,8 +374,13 @@ func (c *Config) complete() error {
 	if c.ShutdownGrace == 0 {
 		c.ShutdownGrace = Duration(30 * time.Second)
 	}
-	if c.LlamaServer == "" {
-		c.LlamaServer = "llama-server"
+	if c.LlamaServer != "" {
+		if c.Programs == nil {
+			c.Programs = map[string]string{}
+		}
+		if _, set := c.Programs["llamacpp"]; !set {
+			c.Programs["llamacpp"] = c.LlamaServer
+		}
 	}
 	for i := range c.Pools {
 		p := &c.Pools[i]
@@ -396,10 +408,11 @@ func (c *Config) complete() error {
 // ModelIDFromRef is the default short model id: the file's base name without extension.
 func ModelIDFromRef(ref string) string {
 	ref = strings.TrimPrefix(ref, "file:")
+	_, hub := strings.CutPrefix(ref, "hf:")
 	if i := strings.LastIndexAny(ref, "/:"); i >= 0 {
 		ref = ref[i+1:]
 	}
-	if ext := filepath.Ext(ref); ext != "" {
+	if ext := filepath.Ext(ref); ext != "" && !hub { // a hub name has no extension: "Llama-3.1-8B"
 		ref = strings.TrimSuffix(ref, ext)
 	}
 	return ref
@@ -521,11 +534,10 @@ func (c *Config) validate() error {
 			return fail(f("id"), "duplicate pool id %q", p.ID)
 		}
 		seen[p.ID] = true
-		if !engines[p.Engine] {
-			return fail(f("engine"), "must be one of llamacpp, vllm, tgi, triton, got %q", p.Engine)
-		}
-		if !supportedEngines[p.Engine] {
-			return fail(f("engine"), "engine %q has no adapter in this build (supported: llamacpp)", p.Engine)
+		drv, ok := drivers.Registry().Lookup(p.Engine)
+		if !ok {
+			return fail(f("engine"), "must be one of the registered engines (%s), got %q",
+				strings.Join(drivers.Registry().Names(), ", "), p.Engine)
 		}
 		if p.ModelRef == "" {
 			return fail(f("model_ref"), "is required")
@@ -549,8 +561,9 @@ func (c *Config) validate() error {
 			return fail(f("prior_tokens_per_s"), "must be positive")
 		}
 		for j, w := range p.Workloads {
-			if !workloads[w] {
-				return fail(fmt.Sprintf("pools[%d].workloads[%d]", i, j), "must be completion, embedding or rerank, got %q", w)
+			if !slices.Contains(drv.Workloads, w) {
+				return fail(fmt.Sprintf("pools[%d].workloads[%d]", i, j), "engine %s serves %s, got %q",
+					drv.Name, strings.Join(drv.Workloads, ", "), w)
 			}
 		}
 		if len(p.Replicas) != 1 {
@@ -567,6 +580,14 @@ func (c *Config) validate() error {
 					return fail(rf+".url", "must be an http(s) URL, got %q", r.URL)
 				}
 			case r.Managed != nil:
+				if drv.Managed == nil && len(r.Managed.Command) == 0 {
+					return fail(rf+".managed", "engine %s is external only here (no default command line): set url, or managed.command", drv.Name)
+				}
+				for k, d := range r.Managed.Devices {
+					if d < 0 {
+						return fail(fmt.Sprintf("%s.managed.devices[%d]", rf, k), "must not be negative, got %d", d)
+					}
+				}
 				if len(r.Managed.Command) > 0 && len(r.Managed.Args) > 0 {
 					return fail(rf+".managed", "set either command or args, not both")
 				}
@@ -578,7 +599,11 @@ func (c *Config) validate() error {
 				}
 				// The file may not exist yet (make run generates it), so only where the reference
 				// points is checked here; ResolveModel checks the file itself at each start.
-				if _, err := c.modelPath(p.ModelRef); err != nil {
+				if name, hub := strings.CutPrefix(p.ModelRef, "hf:"); hub {
+					if !hubNameRe.MatchString(name) || strings.Contains(name, "..") {
+						return fail(f("model_ref"), "%q is not a hub model name (hf:org/name)", p.ModelRef)
+					}
+				} else if _, err := c.modelPath(p.ModelRef); err != nil {
 					return fail(f("model_ref"), "%v", err)
 				}
 			default:
@@ -605,6 +630,13 @@ func IsLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// HubModel returns the hub name of a reference "hf:org/name", which config validation checked;
+// ok is false for any other reference (a file: see ResolveModel).
+func HubModel(ref string) (name string, ok bool) {
+	name, ok = strings.CutPrefix(ref, "hf:")
+	return name, ok && hubNameRe.MatchString(name) && !strings.Contains(name, "..")
 }
 
 // ErrModelRef is returned by ResolveModel for a reference that does not name a model file

@@ -90,7 +90,7 @@ func TestInvalidConfigNamesField(t *testing.T) {
 		{"short key", minimal, "api_keys[0]", Overrides{APIKeys: "short"}},
 		{"bad log format", minimal, "log_format", Overrides{LogFormat: "xml"}},
 		{"bad pool id", strings.Replace(minimal, "id: p1", "id: P!", 1), "pools[0].id", Overrides{}},
-		{"engine without adapter", strings.Replace(minimal, "engine: llamacpp", "engine: vllm", 1), "pools[0].engine", Overrides{}},
+		{"unregistered engine", strings.Replace(minimal, "engine: llamacpp", "engine: tgi", 1), "pools[0].engine: must be one of the registered engines (llamacpp, vllm, sglang, openai)", Overrides{}},
 		{"ctx_max", strings.Replace(minimal, "ctx_max: 2048", "ctx_max: 0", 1), "pools[0].ctx_max", Overrides{}},
 		{"slots", strings.Replace(minimal, "slots: 1", "slots: 0", 1), "pools[0].slots", Overrides{}},
 		{"two replicas", strings.Replace(minimal, `[{url: "http://127.0.0.1:9"}]`, `[{url: "http://a:1"}, {url: "http://b:1"}]`, 1), "pools[0].replicas", Overrides{}},
@@ -101,7 +101,10 @@ func TestInvalidConfigNamesField(t *testing.T) {
 		{"negative body rate", "server: {body_min_bytes_per_second: -5}\n" + minimal, "server.body_min_bytes_per_second", Overrides{}},
 		{"tiny idle_timeout", "server: {idle_timeout: 1ms}\n" + minimal, "server.idle_timeout", Overrides{}},
 		{"negative stream write_timeout", "stream: {write_timeout: -1s}\n" + minimal, "stream.write_timeout", Overrides{}},
-		{"bad workload", strings.Replace(minimal, "slots: 1", "slots: 1\n    workloads: [chat]", 1), "workloads[0]", Overrides{}},
+		{"workload the engine does not serve", strings.Replace(minimal, "slots: 1", "slots: 1\n    workloads: [chat]", 1), "pools[0].workloads[0]: engine llamacpp serves completion", Overrides{}},
+		{"external-only engine managed", strings.NewReplacer("engine: llamacpp", "engine: openai", `[{url: "http://127.0.0.1:9"}]`, `[{managed: {}}]`).Replace(minimal), "pools[0].replicas[0].managed: engine openai is external only", Overrides{}},
+		{"hub name with a path", strings.NewReplacer("engine: llamacpp", "engine: vllm", "model_ref: /models/m.gguf", "model_ref: hf:../etc/passwd", `[{url: "http://127.0.0.1:9"}]`, `[{managed: {}}]`).Replace(minimal), "pools[0].model_ref", Overrides{}},
+		{"negative device", strings.Replace(minimal, `[{url: "http://127.0.0.1:9"}]`, `[{managed: {devices: [0, -1]}}]`, 1), "pools[0].replicas[0].managed.devices[1]", Overrides{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -110,6 +113,57 @@ func TestInvalidConfigNamesField(t *testing.T) {
 				t.Fatalf("err = %v, want it to name %q", err, tt.field)
 			}
 		})
+	}
+}
+
+// TestEnginesFromRegistry: every registered engine is accepted with the workloads its driver
+// declares, managed where the driver has a command line.
+func TestEnginesFromRegistry(t *testing.T) {
+	tests := []struct {
+		engine, workloads, replica string
+	}{
+		{"llamacpp", "[completion]", "{managed: {}}"},
+		{"vllm", "[completion, chat]", "{managed: {devices: [0, 1]}}"},
+		{"sglang", "[chat]", "{managed: {}}"},
+		{"openai", "[completion, chat]", `{url: "http://127.0.0.1:9/"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.engine, func(t *testing.T) {
+			doc := strings.NewReplacer("engine: llamacpp", "engine: "+tt.engine, "model_ref: /models/m.gguf", "model_ref: models/m.gguf",
+				"slots: 1", "slots: 1\n    workloads: "+tt.workloads,
+				`[{url: "http://127.0.0.1:9"}]`, "["+tt.replica+"]").Replace(minimal)
+			if _, err := load(t, doc, Overrides{}); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestHubModelRef(t *testing.T) {
+	doc := strings.NewReplacer("engine: llamacpp", "engine: vllm", "model_ref: /models/m.gguf", "model_ref: hf:meta-llama/Llama-3.1-8B-Instruct",
+		`[{url: "http://127.0.0.1:9"}]`, "[{managed: {}}]").Replace(minimal)
+	c, err := load(t, doc, Overrides{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if name, ok := HubModel(c.Pools[0].ModelRef); !ok || name != "meta-llama/Llama-3.1-8B-Instruct" || c.Pools[0].ModelID != "Llama-3.1-8B-Instruct" {
+		t.Errorf("HubModel = %q, %v; model_id %q", name, ok, c.Pools[0].ModelID)
+	}
+	for _, ref := range []string{"models/m.gguf", "hf:../x", "hf:a/..", "hf:/etc/passwd", "hf:a/b/c", "hf:a"} {
+		if _, ok := HubModel(ref); ok {
+			t.Errorf("HubModel(%q) accepted", ref)
+		}
+	}
+}
+
+func TestLlamaServerIsProgramsShorthand(t *testing.T) {
+	c, err := load(t, minimal, Overrides{LlamaServer: "/opt/llama-server"})
+	if err != nil || c.Programs["llamacpp"] != "/opt/llama-server" {
+		t.Fatalf("programs = %v, %v", c.Programs, err)
+	}
+	c, err = load(t, "programs: {llamacpp: /x}\n"+minimal, Overrides{LlamaServer: "/opt/llama-server"})
+	if err != nil || c.Programs["llamacpp"] != "/x" {
+		t.Fatalf("programs.llamacpp must win: %v, %v", c.Programs, err)
 	}
 }
 
