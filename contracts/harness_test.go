@@ -445,7 +445,7 @@ pools:
 	gpus.ShutdownFunc = func() nvml.Return { return nvml.SUCCESS }
 	aopts := app.Options{
 		Logger:         slog.New(slog.NewTextHandler(tbWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		NewReplica:     func(pool.Spec, string) engine.Replica { return fake },
+		NewReplica:     func(pool.Spec, pool.Endpoint) engine.Replica { return fake },
 		NVML:           gpus,
 		Registry:       prometheus.NewRegistry(),
 		HealthInterval: 20 * time.Millisecond,

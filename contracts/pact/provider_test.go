@@ -249,7 +249,7 @@ pools:
 	d := &daemon{cfg: dc, hc: &http.Client{Timeout: 30 * time.Second}}
 	if !dc.managed {
 		d.engine = fake.New(fake.Options{})
-		opts.NewReplica = func(pool.Spec, string) engine.Replica { return d.engine }
+		opts.NewReplica = func(pool.Spec, pool.Endpoint) engine.Replica { return d.engine }
 	}
 	a, err := app.New(conf, opts)
 	if err != nil {

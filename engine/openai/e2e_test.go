@@ -14,7 +14,7 @@ import (
 
 	"github.com/orchestratord/orchestratord/engine"
 	"github.com/orchestratord/orchestratord/engine/llamacpp/llamatest"
-	"github.com/orchestratord/orchestratord/tools/ggufgen/gguf"
+	"github.com/orchestratord/orchestratord/internal/gguf"
 )
 
 const e2eKey = "e2e-openai-key-0123456789"

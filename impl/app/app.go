@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,8 +28,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/orchestratord/orchestratord/engine"
+	"github.com/orchestratord/orchestratord/engine/drivers"
 	"github.com/orchestratord/orchestratord/engine/gpu"
-	"github.com/orchestratord/orchestratord/engine/llamacpp"
 	"github.com/orchestratord/orchestratord/engine/process"
 	"github.com/orchestratord/orchestratord/gen/api"
 	"github.com/orchestratord/orchestratord/impl"
@@ -47,8 +48,8 @@ import (
 type Options struct {
 	Logger *slog.Logger
 	// NewReplica overrides the engine adapter factory (tests use engine/fake). Default: the
-	// adapter for the pool's engine.
-	NewReplica func(spec pool.Spec, baseURL string) engine.Replica
+	// pool's engine driver (engine/drivers).
+	NewReplica func(spec pool.Spec, ep pool.Endpoint) engine.Replica
 	// NVML overrides the NVML library (tests use mocks). Default: nvml.New().
 	NVML nvml.Interface
 	// Registry overrides the Prometheus registry. Default: a new one with Go and process
@@ -131,10 +132,15 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	}
 	a.gpus = gpu.New(lib, log)
 
+	engines := drivers.Registry()
 	newReplica := opts.NewReplica
 	if newReplica == nil {
-		newReplica = func(spec pool.Spec, baseURL string) engine.Replica {
-			return versioned{llamacpp.New(llamacpp.Options{BaseURL: baseURL, Logger: log})}
+		newReplica = func(spec pool.Spec, ep pool.Endpoint) engine.Replica {
+			d, ok := engines.Lookup(spec.Engine)
+			if !ok { // config validation rules this out
+				panic(fmt.Sprintf("app: pool %s: engine %q is not registered", spec.ID, spec.Engine))
+			}
+			return d.New(engine.ReplicaOptions{BaseURL: ep.URL, APIKey: ep.APIKey, Logger: log})
 		}
 	}
 	var specs []pool.Spec
@@ -189,7 +195,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	srv := impl.NewServer(impl.Options{
 		Tasks: svc, Sessions: ss, Artifacts: arts, Pools: a.pools, GPUs: a.gpus, Metrics: a.metrics,
 		Gatherer: reg, Logger: log, Heartbeat: cfg.Stream.Heartbeat.D(), StreamWriteTimeout: cfg.Stream.WriteTimeout.D(),
-		SpecJSON: specJSON, BeforeScrape: a.refreshGauges, Models: cfg,
+		SpecJSON: specJSON, BeforeScrape: a.refreshGauges, Models: cfg, Engines: engines,
 	})
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
@@ -314,6 +320,10 @@ func (a *App) refreshGauges(ctx context.Context) {
 }
 
 // startManaged starts a managed replica for spec serving modelRef and waits for it to be healthy.
+// The command line is the pool's engine driver's template (or the configured command); each
+// start gets a fresh random API key that only the daemon knows: it reaches the engine through
+// the template ({api_key_file}, {api_key}), every request carries it, and the supervisor
+// redacts it from what it logs.
 func (a *App) startManaged(ctx context.Context, spec pool.Spec, modelRef string) (pool.Managed, error) {
 	var pc config.Pool
 	for _, p := range a.cfg.Pools {
@@ -322,38 +332,77 @@ func (a *App) startManaged(ctx context.Context, spec pool.Spec, modelRef string)
 		}
 	}
 	m := pc.Replicas[0].Managed
-	modelPath, err := a.cfg.ResolveModel(modelRef)
-	if err != nil {
-		return nil, &pool.StartError{Reason: pool.ReasonModelUnavailable, Message: err.Error()}
+	drv, ok := drivers.Registry().Lookup(spec.Engine)
+	if !ok {
+		return nil, &pool.StartError{Reason: pool.ReasonStartFailed, Message: fmt.Sprintf("engine %q is not registered", spec.Engine)}
+	}
+	// "hf:org/name" (checked by config) goes to the engine as a hub name, which it fetches;
+	// anything else is a file inside models_dirs.
+	modelPath, hub := config.HubModel(modelRef)
+	if !hub {
+		var err error
+		if modelPath, err = a.cfg.ResolveModel(modelRef); err != nil {
+			return nil, &pool.StartError{Reason: pool.ReasonModelUnavailable, Message: err.Error()}
+		}
+	}
+	var tmpl engine.ManagedTemplate
+	if drv.Managed != nil {
+		tmpl = *drv.Managed
 	}
 	argv := m.Command
 	if len(argv) == 0 {
-		argv = append([]string{"{llama_server}", "-m", "{model}", "--host", "127.0.0.1", "--port", "{port}",
-			"-np", "{slots}", "-c", "{ctx_total}"}, m.Args...)
+		argv = append(slices.Clone(tmpl.Argv), m.Args...)
 	}
-	repl := strings.NewReplacer("{llama_server}", a.cfg.LlamaServer, "{model}", modelPath,
-		"{slots}", strconv.Itoa(spec.Slots), "{ctx_total}", strconv.Itoa(spec.CtxMax*spec.Slots))
+	program := a.cfg.Programs[drv.Name]
+	if program == "" {
+		program = tmpl.Program
+	}
+	keyDir := filepath.Join(a.cfg.StateDir, "engine-keys")
+	if err := os.MkdirAll(keyDir, 0o700); err != nil {
+		return nil, err
+	}
+	key, keyFile, err := replicaKey(keyDir, spec.ID)
+	if err != nil {
+		return nil, err
+	}
+	devs := make([]string, len(m.Devices))
+	for i, d := range m.Devices {
+		devs[i] = strconv.Itoa(d)
+	}
+	devices := strings.Join(devs, ",")
+	repl := strings.NewReplacer("{program}", program, "{model}", modelPath, "{model_id}", spec.ModelID,
+		"{slots}", strconv.Itoa(spec.Slots), "{ctx_max}", strconv.Itoa(spec.CtxMax),
+		"{ctx_total}", strconv.Itoa(spec.CtxMax*spec.Slots), "{devices}", devices,
+		"{api_key}", key, "{api_key_file}", keyFile)
 	expanded := make([]string, len(argv))
 	for i, s := range argv {
 		expanded[i] = repl.Replace(s)
 	}
+	var env []string
+	for _, e := range append(slices.Clone(tmpl.Env), m.Env...) {
+		if devices == "" && strings.Contains(e, "{devices}") {
+			continue // no devices configured: leave CUDA_VISIBLE_DEVICES and the like alone
+		}
+		env = append(env, repl.Replace(e))
+	}
 	logDir := filepath.Join(a.cfg.StateDir, "logs")
 	if err := os.MkdirAll(logDir, 0o700); err != nil {
+		_ = os.Remove(keyFile)
 		return nil, err
 	}
 	var probe struct { // one health client per replica, following its port
 		sync.Mutex
 		url string
-		r   *llamacpp.Replica
+		r   engine.Replica
 	}
 	sup, err := process.New(process.Options{
-		Argv: expanded, Env: m.Env, StartTimeout: m.StartTimeout.D(),
+		Argv: expanded, Env: env, StartTimeout: m.StartTimeout.D(), Secrets: []string{key},
 		LogFile: filepath.Join(logDir, spec.ID+".log"),
 		Health: func(ctx context.Context, baseURL string) (bool, error) {
 			probe.Lock()
 			defer probe.Unlock()
 			if probe.url != baseURL || probe.r == nil {
-				probe.url, probe.r = baseURL, llamacpp.New(llamacpp.Options{BaseURL: baseURL, IdleTimeout: 2 * time.Second})
+				probe.url, probe.r = baseURL, drv.New(engine.ReplicaOptions{BaseURL: baseURL, APIKey: key})
 			}
 			h, err := probe.r.Health(ctx)
 			return h.Ready, err
@@ -361,17 +410,20 @@ func (a *App) startManaged(ctx context.Context, spec pool.Spec, modelRef string)
 		Logger: a.log.With("pool_id", spec.ID),
 	})
 	if err != nil {
+		_ = os.Remove(keyFile)
 		a.log.Error("managed replica options", "pool_id", spec.ID, "err", err)
 		return nil, &pool.StartError{Reason: pool.ReasonStartFailed, Message: "the engine could not be started (see the daemon log)"}
 	}
-	a.log.Info("starting managed replica", "pool_id", spec.ID, "model", modelPath, "argv0", expanded[0])
+	a.log.Info("starting managed replica", "pool_id", spec.ID, "engine", drv.Name, "model", modelPath, "argv0", expanded[0],
+		"api_key_fingerprint", Fingerprint(key))
 	if err := sup.Start(ctx); err != nil {
+		_ = os.Remove(keyFile)
 		// err carries the engine's output tail, which can echo the model file it was given:
 		// it goes to the daemon's log only, and the caller gets a reason and a fixed sentence.
 		a.log.Warn("managed replica failed to start", "pool_id", spec.ID, "model", modelPath, "err", err)
 		return nil, startFailure(ctx, err)
 	}
-	return sup, nil
+	return &keyedReplica{Supervisor: sup, key: key, keyFile: keyFile}, nil
 }
 
 // startFailure classifies a managed replica's start error into a client-safe StartError.
@@ -388,12 +440,38 @@ func startFailure(ctx context.Context, err error) *pool.StartError {
 	}
 }
 
-// versioned adds Version to the llama.cpp adapter (from /props build_info).
-type versioned struct{ *llamacpp.Replica }
+// keyedReplica is a supervised engine with its API key; stopping it removes the key file.
+type keyedReplica struct {
+	*process.Supervisor
+	key, keyFile string
+}
 
-func (v versioned) Version(ctx context.Context) (string, error) {
-	p, err := v.Props(ctx)
-	return p.BuildInfo, err
+func (k *keyedReplica) APIKey() string { return k.key }
+
+func (k *keyedReplica) Stop(ctx context.Context) error {
+	err := k.Supervisor.Stop(ctx)
+	_ = os.Remove(k.keyFile)
+	return err
+}
+
+// replicaKey makes a random key and writes it (0600) to a new file in dir.
+func replicaKey(dir, poolID string) (key, path string, err error) {
+	buf := make([]byte, 32)
+	if _, err := rand.Read(buf); err != nil {
+		return "", "", err
+	}
+	key = "orchd-engine-" + hex.EncodeToString(buf)
+	f, err := os.CreateTemp(dir, poolID+"-*.key")
+	if err != nil {
+		return "", "", fmt.Errorf("engine key: %w", err)
+	}
+	_, werr := f.WriteString(key + "\n")
+	cerr := f.Close()
+	if err := errors.Join(werr, cerr); err != nil {
+		_ = os.Remove(f.Name())
+		return "", "", fmt.Errorf("engine key: %w", err)
+	}
+	return key, f.Name(), nil
 }
 
 // generatedKey returns the key stored in <stateDir>/api-key, creating it (0600) if absent.

@@ -2,15 +2,19 @@ package app_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,6 +35,25 @@ type daemon struct {
 	c      *client.ClientWithResponses
 	stop   func()
 	config *config.Config
+	logs   *syncBuffer // everything the daemon logged (debug level)
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // startDaemon runs the app with a managed llama.cpp pool (1 slot) on a model written into
@@ -69,6 +92,13 @@ pools:
     replicas:
       - managed: {args: ["-t", "1", "-tb", "1"]}
 `, stateDir, bin, capacity, policy)
+	return startDaemonYAML(t, yaml)
+}
+
+// startDaemonYAML runs the app with the given configuration and waits for its pool "default"
+// to be ready.
+func startDaemonYAML(t *testing.T, yaml string) *daemon {
+	t.Helper()
 	p := filepath.Join(t.TempDir(), "config.yaml")
 	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
@@ -77,10 +107,12 @@ pools:
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.DiscardHandler)
+	logs := &syncBuffer{}
+	var w io.Writer = logs
 	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+		w = io.MultiWriter(logs, os.Stderr)
 	}
+	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	a, err := app.New(cfg, app.Options{Logger: log, HealthInterval: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -100,7 +132,7 @@ pools:
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{url: url, c: c, config: cfg}
+	d := &daemon{url: url, c: c, config: cfg, logs: logs}
 	var once bool
 	d.stop = func() {
 		if once {
@@ -222,6 +254,57 @@ func TestEndToEndRealEngine(t *testing.T) {
 		}
 		if last.event != "end" || !strings.Contains(last.data, `"tokens_out":12`) {
 			t.Fatalf("last frame = %+v", last)
+		}
+	})
+
+	t.Run("the managed engine refuses requests without the daemon's key", func(t *testing.T) {
+		m := regexp.MustCompile(`engine process launched".*url=(http://127\.0\.0\.1:\d+)`).FindStringSubmatch(d.logs.String())
+		if m == nil {
+			t.Fatalf("no launch record in the daemon's log:\n%s", d.logs.String())
+		}
+		engineURL := m[1]
+		keys, err := filepath.Glob(filepath.Join(state, "engine-keys", "default-*.key"))
+		if err != nil || len(keys) != 1 {
+			t.Fatalf("engine key files: %v %v", keys, err)
+		}
+		b, err := os.ReadFile(keys[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		key := strings.TrimSpace(string(b))
+		if st, _ := os.Stat(keys[0]); st.Mode().Perm() != 0o600 {
+			t.Errorf("key file mode %v, want 0600", st.Mode().Perm())
+		}
+		hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+		for _, tt := range []struct {
+			name, auth string
+			want       int
+		}{
+			{"no key", "", http.StatusUnauthorized},
+			{"wrong key", "Bearer not-the-key-0123456789", http.StatusUnauthorized},
+			{"the daemon's key", "Bearer " + key, http.StatusOK},
+		} {
+			req, _ := http.NewRequest(http.MethodPost, engineURL+"/completion", strings.NewReader(`{"prompt":"x","n_predict":1}`))
+			if tt.auth != "" {
+				req.Header.Set("Authorization", tt.auth)
+			}
+			resp, err := hc.Do(req)
+			if err != nil {
+				t.Fatalf("%s: %v", tt.name, err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tt.want {
+				t.Errorf("%s: engine answered %d, want %d", tt.name, resp.StatusCode, tt.want)
+			}
+		}
+		// The key is never logged: not by the daemon, not in the engine's log file.
+		engineLog, err := os.ReadFile(filepath.Join(state, "logs", "default.log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(d.logs.String(), key) || bytes.Contains(engineLog, []byte(key)) {
+			t.Error("the engine's API key appears in a log")
 		}
 	})
 
@@ -375,4 +458,142 @@ func TestEndToEndRealEngine(t *testing.T) {
 			t.Fatalf("task on the reloaded model ended with %+v", last)
 		}
 	})
+}
+
+// TestEndToEndOpenAIProtocol runs a pool with engine: vllm against a real llama-server's
+// OpenAI-compatible /v1 (external replica): completion and chat tasks go through admission,
+// the OpenAI adapter and SSE, with the tiny model's exact text.
+func TestEndToEndOpenAIProtocol(t *testing.T) {
+	base := llamatest.Start(t, llamatest.TinyModel(t, gguf.DefaultOptions()), "-np", "2")
+	d := startDaemonYAML(t, fmt.Sprintf(`
+addr: 127.0.0.1:0
+state_dir: %s
+shutdown_grace: 2s
+pools:
+  - id: default
+    engine: vllm
+    model_ref: tiny
+    ctx_max: 2048
+    slots: 2
+    workloads: [completion, chat]
+    replicas: [{url: "%s"}]
+`, t.TempDir(), base))
+
+	caps, err := d.c.GetCapabilitiesWithResponse(context.Background(), nil)
+	if err != nil || caps.JSON200 == nil {
+		t.Fatalf("capabilities: %v", err)
+	}
+	var vllm *client.EngineCapability
+	for i, e := range caps.JSON200.Engines {
+		if e.Engine == client.Vllm {
+			vllm = &caps.JSON200.Engines[i]
+		}
+	}
+	if vllm == nil || vllm.Slots != 2 || !vllm.Managed || len(vllm.SupportedWorkloads) != 2 {
+		t.Errorf("capabilities engines = %+v", caps.JSON200.Engines)
+	}
+
+	const want = " The quick brown fox jumps over the lazy dog. The quick"
+	prompt := "Hello"
+	tests := []struct {
+		name     string
+		workload client.Workload
+		prompt   *string
+		inputs   *[]string
+	}{
+		{"completion", client.Completion, &prompt, nil},
+		{"chat from a prompt", client.Chat, &prompt, nil},
+		{"chat from a conversation", client.Chat, nil, &[]string{"Hi", "Hello, how can I help?", "Tell me about foxes"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := d.c.CreateTaskWithResponse(context.Background(), nil, client.TaskRequest{
+				TaskId: uuid.New(), SessionId: uuid.New(), Workload: tt.workload, ModelRef: "tiny",
+				Engine: client.Vllm, Ctx: 2048, Priority: client.Interactive, Prompt: tt.prompt, Inputs: tt.inputs,
+				MaxTokens: 12, DeadlineMs: 60000, Determinism: ptr(client.Strict),
+			})
+			if err != nil || r.StatusCode() != 202 {
+				t.Fatalf("create: %v %d %s", err, r.StatusCode(), r.Body)
+			}
+			resp, br := d.openStream(t, r.JSON202.TaskId)
+			defer resp.Body.Close()
+			var text strings.Builder
+			var last frame
+			tokens := 0
+			for {
+				f, ok := nextFrame(t, br)
+				if !ok {
+					break
+				}
+				last = f
+				if f.event == "token" {
+					var tok struct{ T string }
+					if err := json.Unmarshal([]byte(f.data), &tok); err != nil {
+						t.Fatal(err)
+					}
+					text.WriteString(tok.T)
+					tokens++
+				}
+			}
+			if text.String() != want || tokens != 12 {
+				t.Errorf("text = %q in %d token frames, want %q in 12", text.String(), tokens, want)
+			}
+			if last.event != "end" || !strings.Contains(last.data, `"tokens_out":12`) {
+				t.Errorf("last frame = %+v", last)
+			}
+		})
+	}
+
+	t.Run("an even conversation is refused", func(t *testing.T) {
+		r, err := d.c.CreateTaskWithResponse(context.Background(), nil, client.TaskRequest{
+			TaskId: uuid.New(), SessionId: uuid.New(), Workload: client.Chat, ModelRef: "tiny",
+			Engine: client.Vllm, Ctx: 2048, Priority: client.Interactive, Inputs: &[]string{"Hi", "Hello"},
+			MaxTokens: 3, DeadlineMs: 60000,
+		})
+		if err != nil || r.StatusCode() != 400 || r.JSON400 == nil || r.JSON400.Code != client.INVALIDPARAMS {
+			t.Fatalf("create: %v %d %s", err, r.StatusCode(), r.Body)
+		}
+	})
+
+	t.Run("context too long fails the task, the pool stays ready", func(t *testing.T) {
+		long := strings.Repeat("hello ", 2000) // ~10,000 tokens; the server's slot has 2,048
+		r, err := d.c.CreateTaskWithResponse(context.Background(), nil, client.TaskRequest{
+			TaskId: uuid.New(), SessionId: uuid.New(), Workload: client.Completion, ModelRef: "tiny",
+			Engine: client.Vllm, Ctx: 2048, Priority: client.Interactive, Prompt: &long, MaxTokens: 3, DeadlineMs: 60000,
+		})
+		if err != nil || r.StatusCode() != 202 {
+			t.Fatalf("create: %v %d %s", err, r.StatusCode(), r.Body)
+		}
+		resp, br := d.openStream(t, r.JSON202.TaskId)
+		defer resp.Body.Close()
+		last := lastFrame(t, br)
+		if last.event != "error" || !strings.Contains(last.data, `"code":"INVALID_PARAMS"`) || !strings.Contains(last.data, `"retriable":false`) {
+			t.Fatalf("last frame = %+v", last)
+		}
+		h, err := d.c.GetPoolHealthWithResponse(context.Background(), "default", nil)
+		if err != nil || h.JSON200 == nil || !h.JSON200.Ready {
+			t.Fatalf("pool after a request fault: %v %s", err, h.Body)
+		}
+		mr, err := d.c.GetMetrics(context.Background(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer mr.Body.Close()
+		body, _ := io.ReadAll(mr.Body)
+		if !strings.Contains(string(body), `engine_errors_total{engine="vllm",fault="request",kind="invalid_request",pool_id="default"} 1`) {
+			t.Errorf("engine_errors_total missing in:\n%s", grepLines(string(body), "engine_errors"))
+		}
+	})
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

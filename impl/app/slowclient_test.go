@@ -76,7 +76,7 @@ pools:
 	}
 	a, err := app.New(cfg, app.Options{
 		Logger: log, NVML: gpus, Registry: d.reg, HealthInterval: 20 * time.Millisecond,
-		NewReplica: func(pool.Spec, string) engine.Replica { return replica },
+		NewReplica: func(pool.Spec, pool.Endpoint) engine.Replica { return replica },
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -101,6 +101,27 @@ type Managed interface {
 	Stop(ctx context.Context) error
 }
 
+// Keyed is implemented by managed replicas started with an API key of their own, which every
+// request to them must carry.
+type Keyed interface {
+	APIKey() string
+}
+
+// Endpoint is where a replica answers and how to authenticate to it.
+type Endpoint struct {
+	URL    string
+	APIKey string // "" when the engine needs none
+}
+
+// endpointOf is a managed replica's endpoint.
+func endpointOf(m Managed) Endpoint {
+	ep := Endpoint{URL: m.BaseURL()}
+	if k, ok := m.(Keyed); ok {
+		ep.APIKey = k.APIKey()
+	}
+	return ep
+}
+
 // Versioner is implemented by replicas that can report their engine's version.
 type Versioner interface {
 	Version(ctx context.Context) (string, error)
@@ -109,8 +130,8 @@ type Versioner interface {
 // Options configures a Registry.
 type Options struct {
 	Pools []Spec
-	// NewReplica builds the engine adapter for a pool's engine and base URL.
-	NewReplica func(spec Spec, baseURL string) engine.Replica
+	// NewReplica builds the engine adapter for a pool's engine and endpoint.
+	NewReplica func(spec Spec, ep Endpoint) engine.Replica
 	// StartManaged starts a managed replica serving modelRef and returns once it is healthy (or
 	// fails). Required when a pool is managed.
 	StartManaged func(ctx context.Context, spec Spec, modelRef string) (Managed, error)
@@ -230,12 +251,12 @@ func (r *Registry) Start(ctx context.Context) {
 				} else {
 					st.managed = m
 					st.replicaURL = m.BaseURL()
-					st.replica = &tracked{Replica: r.opts.NewReplica(st.spec, st.replicaURL)}
+					st.replica = &tracked{Replica: r.opts.NewReplica(st.spec, endpointOf(m))}
 					r.mu.Unlock()
 				}
 			} else {
 				r.mu.Lock()
-				st.replica = &tracked{Replica: r.opts.NewReplica(st.spec, st.spec.URL)}
+				st.replica = &tracked{Replica: r.opts.NewReplica(st.spec, Endpoint{URL: st.spec.URL})}
 				r.mu.Unlock()
 			}
 			r.poll(ctx, id)
@@ -316,7 +337,7 @@ func (r *Registry) check(ctx context.Context, id string) {
 	if st.managed != nil && st.managed.BaseURL() != st.replicaURL {
 		// The supervisor restarted the engine on another port: talk to the new one.
 		st.replicaURL = st.managed.BaseURL()
-		st.replica = &tracked{Replica: r.opts.NewReplica(st.spec, st.replicaURL)}
+		st.replica = &tracked{Replica: r.opts.NewReplica(st.spec, endpointOf(st.managed))}
 	}
 	rep := st.replica
 	needVersion := st.version == ""
@@ -507,7 +528,7 @@ func (r *Registry) Reload(ctx context.Context, id, newRef string) (View, error) 
 		}
 		return r.mustView(id), re
 	}
-	rep := &tracked{Replica: r.opts.NewReplica(newSpec, m.BaseURL())}
+	rep := &tracked{Replica: r.opts.NewReplica(newSpec, endpointOf(m))}
 	hctx, cancel := context.WithTimeout(ctx, r.opts.HealthTimeout)
 	h, herr := rep.Health(hctx)
 	cancel()

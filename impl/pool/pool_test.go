@@ -18,6 +18,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 type fakeReplica struct {
 	url   string
+	key   string
 	ready atomic.Bool
 }
 
@@ -34,10 +35,12 @@ func (f *fakeReplica) Health(context.Context) (engine.Health, error) {
 
 type fakeManaged struct {
 	url     string
+	key     string
 	stopped atomic.Bool
 }
 
 func (m *fakeManaged) BaseURL() string { return m.url }
+func (m *fakeManaged) APIKey() string  { return m.key }
 func (m *fakeManaged) Stop(context.Context) error {
 	m.stopped.Store(true)
 	return nil
@@ -59,10 +62,11 @@ func newEnv(t *testing.T, specs ...Spec) *env {
 	e := &env{replicas: map[string]*fakeReplica{}, changes: make(chan View, 64), drained: make(chan string, 4)}
 	reg, err := New(Options{
 		Pools: specs,
-		NewReplica: func(_ Spec, url string) engine.Replica {
+		NewReplica: func(_ Spec, ep Endpoint) engine.Replica {
 			e.mu.Lock()
 			defer e.mu.Unlock()
-			r := &fakeReplica{url: url}
+			url := ep.URL
+			r := &fakeReplica{url: url, key: ep.APIKey}
 			r.ready.Store(url != e.notReady)
 			e.replicas[url] = r
 			return r
@@ -73,7 +77,7 @@ func newEnv(t *testing.T, specs ...Spec) *env {
 			if e.startErr != nil {
 				return nil, e.startErr
 			}
-			m := &fakeManaged{url: "http://managed/" + ref}
+			m := &fakeManaged{url: "http://managed/" + ref, key: "key-of-" + ref}
 			e.managed = append(e.managed, m)
 			return m, nil
 		},
@@ -178,6 +182,15 @@ func TestReload(t *testing.T) {
 		}
 		if !old.stopped.Load() {
 			t.Fatal("old replica not stopped")
+		}
+		// Each managed replica's adapter carries that replica's own key.
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		for url, want := range map[string]string{"http://managed/" + managedSpec.ModelRef: "key-of-" + managedSpec.ModelRef,
+			"http://managed/models/b.gguf": "key-of-models/b.gguf"} {
+			if r := e.replicas[url]; r == nil || r.key != want {
+				t.Errorf("replica %s: %+v, want key %q", url, r, want)
+			}
 		}
 	})
 	t.Run("failure rolls back", func(t *testing.T) {
