@@ -41,8 +41,9 @@ $(TINY_MODEL):
 	$(GO) run ./tools/ggufgen -o $@
 
 .PHONY: run
-run: build model ## Run the daemon with its embedded default config (real llama.cpp, tiny model).
+run: build model ## Run the daemon: embedded default config (llama.cpp, tiny model), or ORCHD_CONFIG=FILE.
 	@LLAMA=$$(bash tools/ensure-llama-server.sh) && echo "llama-server: $$LLAMA" && \
+	  if [ -n "$$ORCHD_CONFIG" ]; then ORCHD_LLAMA_SERVER="$$LLAMA" $(BIN) --check-config "$$ORCHD_CONFIG" || exit 2; fi && \
 	  ORCHD_LLAMA_SERVER="$$LLAMA" exec $(BIN)
 
 .PHONY: fmt-check

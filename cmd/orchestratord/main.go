@@ -17,9 +17,9 @@ import (
 	"github.com/orchestratord/orchestratord/impl/config"
 )
 
-func main() { os.Exit(run(os.Args[1:], os.Stderr)) }
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
-func run(args []string, stderr io.Writer) int {
+func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("orchestratord", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var fl config.Overrides
@@ -31,11 +31,22 @@ func run(args []string, stderr io.Writer) int {
 	fs.StringVar(&fl.LogLevel, "log-level", "", "debug, info, warn or error (env ORCHD_LOG_LEVEL)")
 	fs.StringVar(&fl.LlamaServer, "llama-server", "", "llama-server binary for managed llama.cpp replicas (env ORCHD_LLAMA_SERVER)")
 	printDefault := fs.Bool("print-default-config", false, "print the embedded default configuration and exit")
+	checkConfig := fs.String("check-config", "", "load and validate this config file (with the environment and other flags), print a one-line summary and exit: 0 when valid, 2 naming the field when not")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	if *printDefault {
-		_, _ = os.Stdout.Write(config.DefaultYAML())
+		_, _ = stdout.Write(config.DefaultYAML())
+		return 0
+	}
+	if *checkConfig != "" {
+		fl.ConfigFile = *checkConfig
+		cfg, err := config.Load(fl.Merge(config.FromEnv(os.LookupEnv)))
+		if err != nil {
+			fmt.Fprintf(stderr, "%s: %v\n", *checkConfig, err)
+			return 2
+		}
+		fmt.Fprintf(stdout, "%s: ok: %s\n", *checkConfig, cfg.Summary())
 		return 0
 	}
 	cfg, err := config.Load(fl.Merge(config.FromEnv(os.LookupEnv)))

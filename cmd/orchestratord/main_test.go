@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,7 +16,7 @@ func TestInvalidConfigExitsNamingTheField(t *testing.T) {
 		t.Fatal(err)
 	}
 	var stderr bytes.Buffer
-	if code := run([]string{"--config", p}, &stderr); code != 2 {
+	if code := run([]string{"--config", p}, io.Discard, &stderr); code != 2 {
 		t.Fatalf("exit code %d, want 2", code)
 	}
 	if !strings.Contains(stderr.String(), "admission.policy") {
@@ -25,7 +27,7 @@ func TestInvalidConfigExitsNamingTheField(t *testing.T) {
 func TestNonLoopbackWithoutKeyRefused(t *testing.T) {
 	t.Setenv("ORCHD_API_KEYS", "")
 	var stderr bytes.Buffer
-	if code := run([]string{"--addr", "0.0.0.0:0", "--state-dir", t.TempDir()}, &stderr); code != 2 {
+	if code := run([]string{"--addr", "0.0.0.0:0", "--state-dir", t.TempDir()}, io.Discard, &stderr); code != 2 {
 		t.Fatalf("exit code %d, want 2 (%s)", code, stderr.String())
 	}
 	if !strings.Contains(stderr.String(), "not a loopback address") {
@@ -35,7 +37,62 @@ func TestNonLoopbackWithoutKeyRefused(t *testing.T) {
 
 func TestUnknownFlag(t *testing.T) {
 	var stderr bytes.Buffer
-	if code := run([]string{"--bogus"}, &stderr); code != 2 {
+	if code := run([]string{"--bogus"}, io.Discard, &stderr); code != 2 {
 		t.Fatalf("exit code %d", code)
+	}
+}
+
+// TestCheckConfigExamples: every file in examples/ is accepted by --check-config, with a
+// one-line summary naming its engine.
+func TestCheckConfigExamples(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("..", "..", "examples", "*.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("examples: %v %v", files, err)
+	}
+	t.Setenv("ORCHD_API_KEYS", "")
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			if code := run([]string{"--check-config", f}, &stdout, &stderr); code != 0 {
+				t.Fatalf("exit %d: %s", code, stderr.String())
+			}
+			engine := strings.TrimSuffix(filepath.Base(f), ".yaml")
+			out := stdout.String()
+			if strings.Count(out, "\n") != 1 || !strings.Contains(out, ": ok: ") || !strings.Contains(out, "engines "+engine) {
+				t.Errorf("summary %q, want one line naming engine %s", out, engine)
+			}
+		})
+	}
+}
+
+func TestCheckConfigRejects(t *testing.T) {
+	t.Setenv("ORCHD_API_KEYS", "")
+	pool := "pools:\n  - {id: p, engine: %s, model_ref: m, ctx_max: 512, slots: 1, workloads: [%s], replicas: [%s]}\n"
+	tests := []struct {
+		name, doc, want string
+	}{
+		{"unknown engine", fmt.Sprintf(pool, "tgi", "completion", "{url: 'http://127.0.0.1:1'}"), "pools[0].engine: must be one of the registered engines (llamacpp, vllm, sglang, openai)"},
+		{"workload", fmt.Sprintf(pool, "llamacpp", "chat", "{url: 'http://127.0.0.1:1'}"), "pools[0].workloads[0]"},
+		{"url", fmt.Sprintf(pool, "vllm", "chat", "{url: 'ftp://x'}"), "pools[0].replicas[0].url"},
+		{"unknown field", "bogus: 1\n" + fmt.Sprintf(pool, "vllm", "chat", "{url: 'http://127.0.0.1:1'}"), "bogus"},
+		{"yaml", "pools: [", "config:"},
+		{"missing file", "", "no such file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "c.yaml")
+			if tt.doc != "" {
+				if err := os.WriteFile(p, []byte(tt.doc), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var stdout, stderr bytes.Buffer
+			if code := run([]string{"--check-config", p}, &stdout, &stderr); code != 2 {
+				t.Fatalf("exit %d, want 2 (%s)", code, stdout.String())
+			}
+			if !strings.Contains(stderr.String(), tt.want) || stdout.Len() != 0 {
+				t.Errorf("stderr %q, want it to say %q", stderr.String(), tt.want)
+			}
+		})
 	}
 }

@@ -724,3 +724,34 @@ func below(root, p string) (string, bool) {
 	}
 	return rel, rel != "." && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) && !filepath.IsAbs(rel)
 }
+
+// Summary is a one-line description of the pools: count, replicas, engines, and each pool's
+// engine and kind of replica, e.g. "2 pools, 2 replicas, engines llamacpp, vllm (default:
+// llamacpp managed; gpu: vllm external http://10.0.0.5:8000)".
+func (c *Config) Summary() string {
+	var engines, pools []string
+	replicas := 0
+	for _, p := range c.Pools {
+		if !slices.Contains(engines, p.Engine) {
+			engines = append(engines, p.Engine)
+		}
+		replicas += len(p.Replicas)
+		var kinds []string
+		for _, r := range p.Replicas {
+			if r.Managed != nil {
+				kinds = append(kinds, "managed")
+			} else {
+				kinds = append(kinds, "external "+r.URL)
+			}
+		}
+		pools = append(pools, fmt.Sprintf("%s: %s %s", p.ID, p.Engine, strings.Join(kinds, ", ")))
+	}
+	plural := func(n int, s string) string {
+		if n == 1 {
+			return fmt.Sprintf("%d %s", n, s)
+		}
+		return fmt.Sprintf("%d %ss", n, s)
+	}
+	return fmt.Sprintf("%s, %s, engines %s (%s)", plural(len(c.Pools), "pool"), plural(replicas, "replica"),
+		strings.Join(engines, ", "), strings.Join(pools, "; "))
+}
