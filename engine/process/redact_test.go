@@ -2,7 +2,13 @@ package process
 
 import (
 	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -41,5 +47,59 @@ func TestRedactArgv(t *testing.T) {
 	got := redactArgv([]string{"vllm", "--api-key", "k3y-secret-value", "--x=k3y-secret-value"}, []string{"k3y-secret-value"})
 	if strings.Join(got, " ") != "vllm --api-key [REDACTED] --x=[REDACTED]" {
 		t.Errorf("argv = %q", got)
+	}
+}
+
+// syncBuf is a concurrency-safe log sink.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestSecretsRedacted: a secret on the command line and in the engine's own output appears
+// nowhere the supervisor shows it: its log (the launched argv, output lines), the engine's log
+// file and the start error's output tail.
+func TestSecretsRedacted(t *testing.T) {
+	const secret = "sk-supervisor-secret-0123456789"
+	for _, toFile := range []bool{false, true} {
+		t.Run(fmt.Sprintf("log file %v", toFile), func(t *testing.T) {
+			h := newHarness(t)
+			o := h.options("HELPER_EXIT_EARLY=1", "HELPER_STDOUT=non-default args: {'api_key': '"+secret+"'}\n",
+				"HELPER_STDERR=using key "+secret+"\n")
+			o.Argv = append(o.Argv, "--api-key", secret)
+			o.Secrets = []string{secret}
+			logs := &syncBuf{}
+			o.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+			logPath := filepath.Join(h.dir, "engine.log")
+			if toFile {
+				o.LogFile = logPath
+			}
+			s := h.newSupervisor(o)
+			err := s.Start(context.Background())
+			if err == nil {
+				t.Fatal("Start succeeded, want the helper's early exit")
+			}
+			file, _ := os.ReadFile(logPath)
+			for where, text := range map[string]string{"error": err.Error(), "log": logs.String(), "log file": string(file)} {
+				if strings.Contains(text, secret) {
+					t.Errorf("the secret appears in the %s:\n%s", where, text)
+				}
+			}
+			if !strings.Contains(logs.String(), "--api-key "+Redacted) || !strings.Contains(err.Error(), "using key "+Redacted) {
+				t.Errorf("log %q / error %q: want the redacted argv and output", logs.String(), err)
+			}
+		})
 	}
 }
