@@ -19,7 +19,7 @@
 //
 // The model name sent is Options.Model; when empty, the first id of GET /v1/models (asked once,
 // then remembered). Health is GET /health (200 ready; vLLM, SGLang and llama-server all answer
-// it). Identify reads /v1/models and, where the server has one, /version (vLLM).
+// it), or GET /v1/models where /health is 404 (Ollama). Identify reads /v1/models and, where the server has one, /version (vLLM).
 // Load reads /metrics with the names of the server's Flavor (vLLM: vllm:num_requests_running,
 // vllm:num_requests_waiting, vllm:kv_cache_usage_perc; SGLang: sglang:num_running_reqs,
 // sglang:num_queue_reqs, sglang:token_usage; llama.cpp: llamacpp:requests_processing,

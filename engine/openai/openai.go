@@ -378,6 +378,16 @@ func (r *Replica) streamError(ctx, reqCtx context.Context, err error) error {
 	return engine.Errorf(engine.KindWorkerReset, "openai: stream broken: %w", err)
 }
 
+// httpStatusError is a GET answered with a status other than 200; it unwraps to the classified
+// *engine.Error.
+type httpStatusError struct {
+	code int
+	err  error
+}
+
+func (e *httpStatusError) Error() string { return e.err.Error() }
+func (e *httpStatusError) Unwrap() error { return e.err }
+
 func (r *Replica) authorize(req *http.Request) {
 	if r.auth != "" {
 		req.Header.Set("Authorization", r.auth)
@@ -401,7 +411,7 @@ func (r *Replica) get(ctx context.Context, path string) ([]byte, error) {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, statusError(ctx, resp)
+		return nil, &httpStatusError{code: resp.StatusCode, err: statusError(ctx, resp)}
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
@@ -412,17 +422,22 @@ func (r *Replica) get(ctx context.Context, path string) ([]byte, error) {
 
 // Health implements engine.Replica with GET /health: 200 is live and ready; any other status is
 // live, not ready (vLLM and llama-server answer 503 while loading); an unreachable server is not
-// live. The error is non-nil only when ctx ends.
+// live. A server that has no /health (404, e.g. Ollama) is ready when GET /v1/models answers
+// 200. The error is non-nil only when ctx ends.
 func (r *Replica) Health(ctx context.Context) (engine.Health, error) {
 	_, err := r.get(ctx, "/health")
+	var hs *httpStatusError
+	if errors.As(err, &hs) && hs.code == http.StatusNotFound {
+		// A server without /health (Ollama): ready when it lists its models.
+		_, err = r.get(ctx, "/v1/models")
+	}
 	if err == nil {
 		return engine.Health{Live: true, Ready: true}, nil
 	}
 	if ctx.Err() != nil {
 		return engine.Health{}, ctx.Err()
 	}
-	var e *engine.Error
-	if errors.As(err, &e) && strings.Contains(e.Error(), "engine answered") {
+	if errors.As(err, &hs) { // the server answered: live, not ready
 		return engine.Health{Live: true, Detail: err.Error()}, nil
 	}
 	return engine.Health{Detail: err.Error()}, nil

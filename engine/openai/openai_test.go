@@ -394,6 +394,26 @@ sglang:token_usage 0.5
 	}
 }
 
+// TestHealthWithoutHealthEndpoint: a server that answers 404 on /health (Ollama) is ready when
+// /v1/models answers, and not ready when that fails too.
+func TestHealthWithoutHealthEndpoint(t *testing.T) {
+	for _, modelsOK := range []bool{true, false} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/v1/models" && modelsOK {
+				io.WriteString(w, `{"data":[{"id":"llama3.2"}]}`)
+				return
+			}
+			http.NotFound(w, r)
+		}))
+		r := newReplica(t, srv.URL, Options{})
+		h, err := r.Health(t.Context())
+		if err != nil || h.Ready != modelsOK || !h.Live {
+			t.Errorf("models answer %v: health = %+v, %v", modelsOK, h, err)
+		}
+		srv.Close()
+	}
+}
+
 func TestDrivers(t *testing.T) {
 	reg, err := engine.NewRegistry(VLLMDriver(), SGLangDriver(), GenericDriver())
 	if err != nil {
