@@ -5,6 +5,8 @@ SHELL := /bin/bash
 GO ?= go
 ORCHD_STATE_DIR ?= .orchestratord
 export ORCHD_STATE_DIR
+# ORCHD_CONFIG=FILE (environment or make variable) points make run at a configuration file.
+export ORCHD_CONFIG
 BIN := bin/orchestratord
 TINY_MODEL := $(ORCHD_STATE_DIR)/models/tiny.gguf
 # Where tools/ensure-llama-server.sh installs llama-server when none is on PATH (git-ignored).
