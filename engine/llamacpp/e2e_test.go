@@ -203,6 +203,14 @@ func TestE2ECancelFreesSlot(t *testing.T) {
 		t.Errorf("server predicted %v tokens in all: the cancelled task ran on", predicted)
 	}
 	t.Logf("tokens predicted by the server in all: %v (12 by the second generation)", predicted)
+
+	// The load probe reads the idle server's /metrics (this build exports no KV cache ratio).
+	if l, err := r.Load(t.Context()); err != nil || l != (engine.Load{Running: 0, Waiting: 0, KVUsage: -1}) {
+		t.Errorf("load = %+v, %v", l, err)
+	}
+	if id, err := r.Identify(t.Context()); err != nil || !strings.HasSuffix(id.ModelID, "tiny.gguf") || id.Version == "" {
+		t.Errorf("identity = %+v, %v", id, err)
+	}
 }
 
 // metric reads one sample from llama-server's Prometheus /metrics.
