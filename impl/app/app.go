@@ -308,7 +308,11 @@ func (a *App) refreshGauges(ctx context.Context) {
 		a.metrics.QueueDepth.WithLabelValues(v.Engine, v.EngineVersion, v.ID, "interactive").Set(float64(ps.QueuedInteractive))
 		a.metrics.QueueDepth.WithLabelValues(v.Engine, v.EngineVersion, v.ID, "batch").Set(float64(ps.QueuedBatch))
 		a.metrics.ActiveLeases.WithLabelValues(v.ID).Set(float64(ps.Busy))
-		if ps.Slots > 0 {
+		switch {
+		case v.HasEngineLoad && v.EngineLoad.KVUsage >= 0:
+			// The engine's own figure, from its driver's load probe (e.g. vllm:kv_cache_usage_perc).
+			a.metrics.KVCacheUsage.WithLabelValues(v.Engine, v.EngineVersion, v.ID, "r0").Set(v.EngineLoad.KVUsage)
+		case ps.Slots > 0:
 			a.metrics.KVCacheUsage.WithLabelValues(v.Engine, v.EngineVersion, v.ID, "r0").Set(float64(ps.Busy) / float64(ps.Slots))
 		}
 		for _, d := range inv.Devices {

@@ -90,6 +90,10 @@ type View struct {
 	LastError     string
 	EngineVersion string
 	Busy          int // generations in flight on the replica
+	// EngineLoad is the load the engine last reported (its driver's load probe), when
+	// HasEngineLoad; refreshed with every successful health check.
+	EngineLoad    engine.Load
+	HasEngineLoad bool
 }
 
 // Ready reports whether new tasks may be placed on the pool.
@@ -175,7 +179,8 @@ type state struct {
 	lastErr       string
 	version       string
 	reloading     bool
-	failures      int // consecutive failed health checks
+	load          *engine.Load // last load the engine reported; nil when it has no probe or it failed
+	failures      int          // consecutive failed health checks
 	poke          chan struct{}
 }
 
@@ -353,6 +358,12 @@ func (r *Registry) check(ctx context.Context, id string) {
 			version, _ = v.Version(hctx)
 		}
 	}
+	var load *engine.Load
+	if lp, ok := rep.Replica.(engine.LoadProber); ok && err == nil && h.Ready {
+		if l, lerr := lp.Load(hctx); lerr == nil {
+			load = &l
+		}
+	}
 	cancel()
 	if ctx.Err() != nil {
 		return
@@ -380,6 +391,7 @@ func (r *Registry) check(ctx context.Context, id string) {
 		if version != "" {
 			s.version = version
 		}
+		s.load = load
 	})
 }
 
@@ -420,6 +432,9 @@ func (s *state) view() View {
 	}
 	if s.replica != nil {
 		v.Busy = int(s.replica.active.Load())
+	}
+	if s.load != nil {
+		v.EngineLoad, v.HasEngineLoad = *s.load, true
 	}
 	return v
 }
@@ -545,7 +560,7 @@ func (r *Registry) Reload(ctx context.Context, id, newRef string) (View, error) 
 		old, oldManaged = s.replica, s.managed
 		s.replica, s.managed, s.replicaURL = rep, m, m.BaseURL()
 		s.spec = newSpec
-		s.live, s.healthy, s.lastErr, s.version = true, true, "", ""
+		s.live, s.healthy, s.lastErr, s.version, s.load = true, true, "", "", nil
 		s.draining, s.drainDeadline = false, time.Time{}
 		if s.drainTimer != nil {
 			s.drainTimer.Stop()

@@ -17,9 +17,18 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 type fakeReplica struct {
-	url   string
-	key   string
-	ready atomic.Bool
+	url     string
+	key     string
+	ready   atomic.Bool
+	running atomic.Int32 // reported by Load; negative: Load fails
+}
+
+func (f *fakeReplica) Load(context.Context) (engine.Load, error) {
+	n := f.running.Load()
+	if n < 0 {
+		return engine.Load{}, errors.New("no metrics")
+	}
+	return engine.Load{Running: int(n), Waiting: 1, KVUsage: 0.5}, nil
 }
 
 func (f *fakeReplica) Generate(context.Context, engine.Request, engine.EmitFunc) (engine.Result, error) {
@@ -117,6 +126,32 @@ func (e *env) waitView(t *testing.T, cond func(View) bool) View {
 
 var managedSpec = Spec{ID: "m", Engine: "llamacpp", ModelRef: "models/a.gguf", ModelID: "a", CtxMax: 1024, Slots: 2, Managed: true}
 var externalSpec = Spec{ID: "x", Engine: "llamacpp", ModelRef: "tiny", ModelID: "tiny", CtxMax: 1024, Slots: 1, URL: "http://ext"}
+
+// TestEngineLoad: each health check of a ready replica refreshes the load its engine reports;
+// a failed probe leaves none.
+func TestEngineLoad(t *testing.T) {
+	e := newEnv(t, externalSpec)
+	e.waitView(t, func(v View) bool { return v.Ready() })
+	e.mu.Lock()
+	r := e.replicas["http://ext"]
+	e.mu.Unlock()
+	tests := []struct {
+		running int32
+		want    engine.Load
+		has     bool
+	}{
+		{3, engine.Load{Running: 3, Waiting: 1, KVUsage: 0.5}, true},
+		{0, engine.Load{Running: 0, Waiting: 1, KVUsage: 0.5}, true},
+		{-1, engine.Load{}, false},
+	}
+	for _, tt := range tests {
+		r.running.Store(tt.running)
+		e.reg.check(context.Background(), "x")
+		if v, _ := e.reg.Get("x"); v.HasEngineLoad != tt.has || v.EngineLoad != tt.want {
+			t.Errorf("running %d: load %+v (has %v), want %+v (has %v)", tt.running, v.EngineLoad, v.HasEngineLoad, tt.want, tt.has)
+		}
+	}
+}
 
 func TestHealthBecomesReady(t *testing.T) {
 	e := newEnv(t, externalSpec)
