@@ -62,7 +62,7 @@ lint: ## golangci-lint (pinned in tools/lint/go.mod, built by go tool) with .gol
 	$(GO) tool -modfile=tools/lint/go.mod golangci-lint run ./...
 
 .PHONY: unit
-unit: ## All Go tests with -race (engine tests use the real llama-server when found).
+unit: clients-venv ## All Go tests with -race (engine tests use the real llama-server; simulator tests the official clients).
 	@LLAMA=$$(bash tools/ensure-llama-server.sh || true); \
 	  ORCHD_LLAMA_SERVER="$${ORCHD_LLAMA_SERVER:-$$LLAMA}" $(GO) test -race -count=1 ./...
 
@@ -112,6 +112,19 @@ $(VENV)/.installed: $(SCHEMATHESIS_REQ)
 
 .PHONY: venv
 venv: $(VENV)/.installed ## Create .venv with the pinned schemathesis (contracts/schemathesis/requirements.txt).
+
+# The engines' official Python clients (pinned), which check tools/enginesim's protocol
+# personalities (tools/enginesim/sim/clients_test.go); git-ignored like .venv.
+CLIENTS_VENV := .venv-clients
+CLIENTS_REQ := tools/enginesim/clients/requirements.txt
+
+$(CLIENTS_VENV)/.installed: $(CLIENTS_REQ)
+	@test -x $(CLIENTS_VENV)/bin/python || $(PYTHON) -m venv $(CLIENTS_VENV)
+	$(CLIENTS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r $(CLIENTS_REQ)
+	@touch $@
+
+.PHONY: clients-venv
+clients-venv: $(CLIENTS_VENV)/.installed ## Create .venv-clients with the engines' pinned official clients (openai).
 
 .PHONY: fuzz
 fuzz: venv ## Schemathesis against the real daemon and llama.cpp: every operation, >= 200 examples each, fixed seed (about 8 min).

@@ -1,0 +1,66 @@
+package sim
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// clientsPython is a Python with the pinned official clients (tools/enginesim/clients/
+// requirements.txt): $ORCHD_CLIENTS_PYTHON, else <repo>/.venv-clients/bin/python (make
+// clients-venv). The test skips when neither imports the client it needs.
+func clientsPython(t *testing.T, module string) string {
+	t.Helper()
+	candidates := []string{os.Getenv("ORCHD_CLIENTS_PYTHON"), filepath.Join("..", "..", "..", ".venv-clients", "bin", "python")}
+	for _, py := range candidates {
+		if py == "" {
+			continue
+		}
+		if err := exec.Command(py, "-c", "import "+module).Run(); err == nil {
+			return py
+		}
+	}
+	t.Skipf("no Python with the %s client: run make clients-venv or set ORCHD_CLIENTS_PYTHON", module)
+	return ""
+}
+
+// TestOpenAIClientAcceptsSimulator: the official openai Python client streams a completion and
+// a chat completion from the simulator's OpenAI personality, sees every token as its own chunk,
+// the finish reason and the usage chunk.
+func TestOpenAIClientAcceptsSimulator(t *testing.T) {
+	py := clientsPython(t, "openai")
+	_, ts := newServer(t, Options{Model: "sim-model"})
+	const n = 7
+	out, err := exec.Command(py, filepath.Join("..", "clients", "openai_check.py"), ts.URL, "7").CombinedOutput()
+	if err != nil {
+		t.Fatalf("openai client: %v\n%s", err, out)
+	}
+	var kinds []string
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		var r struct {
+			Kind, Text, Model string
+			Chunks            int
+			FinishReason      string `json:"finish_reason"`
+			Usage             *struct {
+				CompletionTokens int `json:"completion_tokens"`
+			}
+		}
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			t.Fatalf("line %q: %v", sc.Text(), err)
+		}
+		kinds = append(kinds, r.Kind)
+		if r.Chunks != n || strings.Count(r.Text, " t") != n || r.FinishReason != "length" ||
+			r.Usage == nil || r.Usage.CompletionTokens != n || r.Model != "sim-model" {
+			t.Errorf("%s: %+v", r.Kind, r)
+		}
+	}
+	if strings.Join(kinds, ",") != "completion,chat" {
+		t.Errorf("streams %v\n%s", kinds, out)
+	}
+}
