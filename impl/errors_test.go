@@ -96,7 +96,7 @@ func TestFailureCodes(t *testing.T) {
 // class) is in the contract's ErrorKind enum; the request's faults are INVALID_PARAMS; the
 // daemon's are INTERNAL; the replica's and overload are never INVALID_PARAMS.
 func TestEngineKindCodes(t *testing.T) {
-	spec, err := api.GetSwagger()
+	spec, err := api.GetSpec()
 	if err != nil {
 		t.Fatal(err)
 	}

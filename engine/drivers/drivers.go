@@ -8,15 +8,19 @@ import (
 	"github.com/orchestratord/orchestratord/engine/openai"
 )
 
-var registry = mustRegistry(llamacpp.Driver(), openai.VLLMDriver(), openai.SGLangDriver(), openai.GenericDriver())
+var registry, errRegistry = engine.NewRegistry(llamacpp.Driver(), openai.VLLMDriver(), openai.SGLangDriver(), openai.GenericDriver())
 
-func mustRegistry(ds ...engine.Driver) *engine.Registry {
-	r, err := engine.NewRegistry(ds...)
-	if err != nil {
-		panic(err)
+// Registry returns the built-in drivers. The list is fixed at build time and checked by
+// TestRegistryValid; were it invalid, Registry would be empty, so that configuration validation
+// refuses every engine (Err says why).
+func Registry() *engine.Registry {
+	if errRegistry != nil {
+		return empty
 	}
-	return r
+	return registry
 }
 
-// Registry returns the built-in drivers.
-func Registry() *engine.Registry { return registry }
+var empty, _ = engine.NewRegistry()
+
+// Err is the reason Registry is empty, if it is.
+func Err() error { return errRegistry }

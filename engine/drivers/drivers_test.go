@@ -7,10 +7,16 @@ import (
 	"github.com/orchestratord/orchestratord/gen/api"
 )
 
+func TestRegistryValid(t *testing.T) {
+	if err := Err(); err != nil || len(Registry().Names()) == 0 {
+		t.Fatalf("registry: %v, %v", Registry().Names(), err)
+	}
+}
+
 // TestRegistryMatchesContract: every registered engine and every workload a driver declares is
 // a value of the contract's Engine and Workload enums.
 func TestRegistryMatchesContract(t *testing.T) {
-	spec, err := api.GetSwagger()
+	spec, err := api.GetSpec()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ package openai
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -127,7 +128,7 @@ func TestE2ECancelFreesSlot(t *testing.T) {
 				}
 				return nil
 			})
-			if err != context.Canceled || got != 3 {
+			if !errors.Is(err, context.Canceled) || got != 3 {
 				t.Fatalf("err = %v after %d tokens, want context.Canceled after 3", err, got)
 			}
 			// Bounded only so that a stuck slot fails the test instead of hanging it.

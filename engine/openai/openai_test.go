@@ -3,6 +3,7 @@ package openai
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -220,10 +221,10 @@ func TestGenerateErrors(t *testing.T) {
 			io.WriteString(w, `{"error":{"message":"too many requests","type":"rate_limit_error"}}`)
 		}, 0, engine.KindOverload, "too many requests", 0},
 		{"loading 503", func(w http.ResponseWriter, r *http.Request) {
-			http.Error(w, `{"error":{"message":"Loading model","code":503}}`, 503)
+			http.Error(w, `{"error":{"message":"Loading model","code":503}}`, http.StatusServiceUnavailable)
 		}, 0, engine.KindPoolUnavailable, "Loading model", 0},
 		{"key refused 401", func(w http.ResponseWriter, r *http.Request) {
-			http.Error(w, `{"error":"Unauthorized"}`, 401)
+			http.Error(w, `{"error":"Unauthorized"}`, http.StatusUnauthorized)
 		}, 0, engine.KindPoolUnavailable, "401", 0},
 		{"500", func(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "Internal Server Error", 500)
@@ -323,7 +324,7 @@ func TestCancelAbortsRequest(t *testing.T) {
 		}
 		return nil
 	})
-	if err != context.Canceled {
+	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
 	<-gone // the engine saw the abort (the test hangs otherwise)
@@ -343,13 +344,13 @@ sglang:token_usage 0.5
 	ready := true
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "Bearer k" && r.URL.Path != "/health" {
-			http.Error(w, "no", 401)
+			http.Error(w, "no", http.StatusUnauthorized)
 			return
 		}
 		switch r.URL.Path {
 		case "/health":
 			if !ready {
-				http.Error(w, "loading", 503)
+				http.Error(w, "loading", http.StatusServiceUnavailable)
 			}
 		case "/v1/models":
 			io.WriteString(w, `{"data":[{"id":"served"}]}`)

@@ -138,7 +138,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		newReplica = func(spec pool.Spec, ep pool.Endpoint) engine.Replica {
 			d, ok := engines.Lookup(spec.Engine)
 			if !ok { // config validation rules this out
-				panic(fmt.Sprintf("app: pool %s: engine %q is not registered", spec.ID, spec.Engine))
+				return unregistered{engine: spec.Engine}
 			}
 			return d.New(engine.ReplicaOptions{BaseURL: ep.URL, APIKey: ep.APIKey, Logger: log})
 		}
@@ -442,6 +442,18 @@ func startFailure(ctx context.Context, err error) *pool.StartError {
 	default:
 		return &pool.StartError{Reason: pool.ReasonStartFailed, Message: "the engine could not be started (see the daemon log)"}
 	}
+}
+
+// unregistered stands for a replica of an engine no driver serves (configuration validation
+// refuses such pools): it is never ready and fails every generation.
+type unregistered struct{ engine string }
+
+func (u unregistered) Generate(context.Context, engine.Request, engine.EmitFunc) (engine.Result, error) {
+	return engine.Result{}, engine.Errorf(engine.KindInternal, "engine %q is not registered", u.engine)
+}
+
+func (u unregistered) Health(context.Context) (engine.Health, error) {
+	return engine.Health{Detail: fmt.Sprintf("engine %q is not registered", u.engine)}, nil
 }
 
 // keyedReplica is a supervised engine with its API key; stopping it removes the key file.

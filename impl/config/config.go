@@ -535,6 +535,9 @@ func (c *Config) validate() error {
 		}
 		seen[p.ID] = true
 		drv, ok := drivers.Registry().Lookup(p.Engine)
+		if err := drivers.Err(); err != nil {
+			return fail(f("engine"), "the engine drivers built in are invalid: %v", err)
+		}
 		if !ok {
 			return fail(f("engine"), "must be one of the registered engines (%s), got %q",
 				strings.Join(drivers.Registry().Names(), ", "), p.Engine)
