@@ -130,7 +130,7 @@ pools:
 	ao := app.Options{Logger: log, NVML: gpus, Registry: prometheus.NewRegistry(), HealthInterval: 20 * time.Millisecond}
 	if opts.LlamaServer == "" {
 		d.Fake = fake.New(opts.Fake)
-		ao.NewReplica = func(pool.Spec, string) engine.Replica { return d.Fake }
+		ao.NewReplica = func(pool.Spec, pool.Endpoint) engine.Replica { return d.Fake }
 	} else {
 		ao.HealthInterval = 200 * time.Millisecond
 	}
