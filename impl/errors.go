@@ -141,6 +141,8 @@ func fromDomain(err error) *Error {
 		return Errorf("INVALID_PARAMS", "%v", err)
 	case errors.Is(err, task.ErrUnavailable):
 		return &Error{Code: "POOL_UNAVAILABLE", Message: err.Error(), Retriable: true, RetryAfter: time.Second}
+	case errors.Is(err, task.ErrNotDurable):
+		return &Error{Code: "INTERNAL", Message: err.Error(), Retriable: true, RetryAfter: time.Second}
 	case errors.Is(err, task.ErrShuttingDown):
 		return &Error{Code: "POOL_UNAVAILABLE", Message: err.Error(), Retriable: true, RetryAfter: time.Second}
 	case errors.Is(err, pool.ErrNotFound):

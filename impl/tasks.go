@@ -264,6 +264,7 @@ func (r *sseResponse) VisitStreamTaskResponse(w http.ResponseWriter) error {
 		}
 		select {
 		case <-cur.Wake():
+		case <-cur.Flushed():
 		case <-hb.C:
 			if err := out.write([]byte(sse.Heartbeat)); err != nil {
 				r.disconnected(false)

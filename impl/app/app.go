@@ -37,6 +37,7 @@ import (
 	"github.com/orchestratord/orchestratord/impl/artifact"
 	"github.com/orchestratord/orchestratord/impl/config"
 	"github.com/orchestratord/orchestratord/impl/connlimit"
+	"github.com/orchestratord/orchestratord/impl/journal"
 	"github.com/orchestratord/orchestratord/impl/metrics"
 	"github.com/orchestratord/orchestratord/impl/pool"
 	"github.com/orchestratord/orchestratord/impl/session"
@@ -75,6 +76,7 @@ type App struct {
 	artifacts *artifact.Store
 	ln        net.Listener
 	apiKeyLoc string
+	journal   *journal.Journal // nil when disabled
 
 	ready chan struct{}
 }
@@ -171,12 +173,25 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	svc = task.New(task.Options{
+	topts := task.Options{
 		Capacity: cfg.Admission.Capacity, Policy: policy, Pools: a.pools, Sessions: ss, Metrics: a.metrics,
 		Logger: log, Retention: cfg.Tasks.Retention.D(), MaxRetained: cfg.Tasks.MaxRetained,
 		CancelOnDisconnect: cfg.Stream.CancelOnDisconnectOrDefault(), Code: impl.FailureCode,
 		Clock: opts.TaskClock,
-	})
+	}
+	if cfg.Journal.EnabledOrDefault() {
+		dir := cfg.Journal.Dir
+		a.journal, err = journal.Open(journal.Options{Dir: dir, FsyncInterval: cfg.Journal.FsyncInterval.D(), Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		topts.Journal = a.journal
+		log.Info("journal open", "dir", dir, "fsync_interval", cfg.Journal.FsyncInterval.D().String())
+	}
+	svc = task.New(topts)
+	if err := svc.Recover(); err != nil {
+		return nil, fmt.Errorf("journal: %w", err)
+	}
 	a.tasks = svc
 	for _, p := range cfg.Pools {
 		a.metrics.ModelState.WithLabelValues(p.ModelID, "Active").Set(1)
@@ -245,6 +260,15 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	ln = connlimit.New(ln, maxConns, a.metrics.ConnectionsOpen, a.metrics.ConnectionsWaited)
 	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopRun()
+	// The journal outlives the task service: the final frames of a shutdown are written too.
+	jctx, stopJournal := context.WithCancel(context.WithoutCancel(ctx))
+	jdone := make(chan struct{})
+	if a.journal != nil {
+		go func() { defer close(jdone); _ = a.journal.Run(jctx) }()
+	} else {
+		close(jdone)
+	}
+	defer func() { stopJournal(); <-jdone }()
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = a.tasks.Run(runCtx) }()

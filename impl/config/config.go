@@ -48,6 +48,7 @@ type Config struct {
 	Tasks         Tasks     `yaml:"tasks"`
 	Stream        Stream    `yaml:"stream"`
 	Artifacts     Artifacts `yaml:"artifacts"`
+	Journal       Journal   `yaml:"journal"`
 	ShutdownGrace Duration  `yaml:"shutdown_grace"`
 	// LlamaServer is the llama-server binary used by managed llama.cpp replicas (ORCHD_LLAMA_SERVER,
 	// else "llama-server" from PATH). It is a shorthand for programs.llamacpp.
@@ -115,6 +116,21 @@ const (
 	DefaultArtifactsMaxTotalBytes = 1 << 30
 	DefaultArtifactsMaxCount      = 100_000
 )
+
+// Journal configures the crash-safe journal of admissions and stream events.
+type Journal struct {
+	// Enabled: nil means true.
+	Enabled *bool `yaml:"enabled"`
+	// Dir holds the journal's segments (default <state_dir>/journal; relative paths resolve
+	// against state_dir).
+	Dir string `yaml:"dir"`
+	// FsyncInterval is the longest a record waits for its batch's fsync (default 2ms). An
+	// admission does not wait for it: it is acknowledged as soon as its own batch is durable.
+	FsyncInterval Duration `yaml:"fsync_interval"`
+}
+
+// EnabledOrDefault reports whether the journal is on (default true).
+func (j Journal) EnabledOrDefault() bool { return j.Enabled == nil || *j.Enabled }
 
 // Pool is one model on one engine type.
 type Pool struct {
@@ -374,6 +390,15 @@ func (c *Config) complete() error {
 	if c.ShutdownGrace == 0 {
 		c.ShutdownGrace = Duration(30 * time.Second)
 	}
+	if c.Journal.Dir == "" {
+		c.Journal.Dir = "journal"
+	}
+	if !filepath.IsAbs(c.Journal.Dir) {
+		c.Journal.Dir = filepath.Join(c.StateDir, c.Journal.Dir)
+	}
+	if c.Journal.FsyncInterval == 0 {
+		c.Journal.FsyncInterval = Duration(2 * time.Millisecond)
+	}
 	if c.LlamaServer != "" {
 		if c.Programs == nil {
 			c.Programs = map[string]string{}
@@ -517,6 +542,9 @@ func (c *Config) validate() error {
 		if rel, ok := below(root, state); ok || rel == "." {
 			return fail(fmt.Sprintf("models_dirs[%d]", i), "%q contains the state directory (which holds the API key): name a directory that holds only models", d)
 		}
+	}
+	if d := c.Journal.FsyncInterval.D(); d < 100*time.Microsecond || d > time.Second {
+		return fail("journal.fsync_interval", "must be between 100us and 1s, got %s", d)
 	}
 	if c.ShutdownGrace.D() < 0 {
 		return fail("shutdown_grace", "must not be negative")

@@ -129,10 +129,15 @@ func (s *Service) Shutdown(ctx context.Context) {
 				if final {
 					continue
 				}
-				if c != nil {
+				switch {
+				case c != nil:
 					c(causeShutdown)
-				} else if ok, err := s.queue.Cancel(context.WithoutCancel(ctx), tk.spec.ID); err == nil && ok {
-					s.failQueued(tk, causeShutdown)
+				case s.j != nil:
+					// Journaled: it stays queued, and the next start runs it.
+				default:
+					if ok, err := s.queue.Cancel(context.WithoutCancel(ctx), tk.spec.ID); err == nil && ok {
+						s.failQueued(tk, causeShutdown)
+					}
 				}
 			}
 			return
@@ -177,6 +182,9 @@ func (s *Service) expire() {
 			break
 		}
 		delete(s.tasks, f.id)
+		if s.j != nil {
+			s.j.Retire(f.id)
+		}
 		n++
 	}
 	if n > 0 {

@@ -49,6 +49,7 @@ func (s *Service) run(t *Task) {
 	t.status = Running
 	t.started = start
 	t.cancel = cancel
+	t.recordRunningLocked()
 	t.mu.Unlock()
 	s.m.TasksStarted.WithLabelValues(t.engine, t.version, t.poolID, "r0", t.spec.Priority.String()).Inc()
 	s.log.Info("task started", "task_id", t.spec.ID, "session_id", t.spec.SessionID, "pool_id", t.poolID,
@@ -167,9 +168,9 @@ func (s *Service) finish(t *Task, st Status, ei *ErrorInfo, res engine.Result, d
 	decodeMs := decode.Milliseconds()
 	switch st {
 	case Succeeded, Canceled:
-		t.appendLocked("end", endData(tokensOut, decodeMs, st == Canceled, res.Stop), nil)
+		t.appendFinalLocked("end", endData(tokensOut, decodeMs, st == Canceled, res.Stop))
 	default:
-		t.appendLocked("error", errorData(s.opts.Code(ei.Class), ei), nil)
+		t.appendFinalLocked("error", errorData(s.opts.Code(ei.Class), ei))
 	}
 	reason := t.cancelReason
 	started := t.started

@@ -82,6 +82,9 @@ type Options struct {
 	// reason label of tasks_rejected_total (impl.FailureCode in production; Class.String
 	// when nil).
 	Code func(Class) string
+	// Journal records admissions, events and terminal states so that a restart loses nothing
+	// admitted (see Recover). Nil: tasks live in memory only.
+	Journal Journal
 }
 
 // Service admits, dispatches, runs and tracks tasks.
@@ -91,12 +94,20 @@ type Service struct {
 	m     *metrics.Metrics
 	queue *admission.Queue
 	now   func() time.Time
+	j     Journal
 
-	mu       sync.Mutex
-	tasks    map[string]*Task
-	finished []finishedRef // in finish order, for retention
-	load     map[string]int
-	closing  bool
+	// admitMu orders admissions: the journal records them in the order the queue took them.
+	admitMu sync.Mutex
+	// poolMu orders the queue's pool updates (PoolChanged and the restart's syncPools).
+	poolMu sync.Mutex
+
+	mu          sync.Mutex
+	interrupted []*Task // recovered tasks that were running (Recover → Run)
+	requeue     []*Task // recovered tasks that were queued, in admission order
+	tasks       map[string]*Task
+	finished    []finishedRef // in finish order, for retention
+	load        map[string]int
+	closing     bool
 
 	runCtx context.Context
 	wg     sync.WaitGroup // runner goroutines
@@ -127,7 +138,7 @@ func New(opts Options) *Service {
 	if opts.Retention <= 0 {
 		opts.Retention = 10 * time.Minute
 	}
-	s := &Service{opts: opts, log: opts.Logger, m: opts.Metrics, now: opts.Clock.Now,
+	s := &Service{opts: opts, log: opts.Logger, m: opts.Metrics, now: opts.Clock.Now, j: opts.Journal,
 		tasks: map[string]*Task{}, load: map[string]int{}, runCtx: context.Background()}
 	s.queue = admission.New(admission.Options{
 		Capacity: opts.Capacity, Policy: opts.Policy,
@@ -144,6 +155,7 @@ func (s *Service) Run(ctx context.Context) error {
 	s.mu.Unlock()
 	done := make(chan error, 1)
 	go func() { done <- s.queue.Run(ctx) }()
+	s.resume(ctx)
 	tick, stop := s.opts.Clock.NewTicker(time.Second)
 	defer stop()
 	for {
@@ -151,7 +163,8 @@ func (s *Service) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			err := <-done
 			for _, it := range s.queue.Drain() {
-				if tk := s.lookup(it.ID); tk != nil {
+				// With a journal, a task still queued stays queued: the next start runs it.
+				if tk := s.lookup(it.ID); tk != nil && s.j == nil {
 					s.failQueued(tk, causeShutdown)
 				}
 			}
@@ -166,6 +179,12 @@ func (s *Service) Run(ctx context.Context) error {
 
 // PoolChanged updates the queue's view of a pool (slots, dispatchability).
 func (s *Service) PoolChanged(ctx context.Context, v pool.View) {
+	s.poolMu.Lock()
+	defer s.poolMu.Unlock()
+	s.setPoolLocked(ctx, v)
+}
+
+func (s *Service) setPoolLocked(ctx context.Context, v pool.View) {
 	if err := s.queue.SetPool(ctx, v.ID, admission.PoolConfig{
 		Slots: v.Slots, Dispatchable: v.Healthy,
 		PriorServiceMs: v.PriorServiceMs, PriorTokensPerS: v.PriorTokensPerS,

@@ -72,7 +72,7 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (Admission, error) {
 	t := &Task{
 		spec: spec, poolID: view.ID, engine: view.Engine, version: view.EngineVersion,
 		kvBytes: view.KVBytesPerToken, created: now, deadline: now.Add(spec.Deadline),
-		admitted: make(chan struct{}), status: Queued, done: make(chan struct{}),
+		admitted: make(chan struct{}), status: Queued, done: make(chan struct{}), j: s.j,
 	}
 	s.mu.Lock()
 	if s.closing {
@@ -89,7 +89,28 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (Admission, error) {
 	s.load[t.poolID]++
 	s.mu.Unlock()
 
+	// The queue and the journal see admissions in the same order; the runner waits for
+	// t.admitted, so the admission and the started frame come first in the task's records.
+	s.admitMu.Lock()
 	adm, err := s.queue.Enqueue(ctx, admission.Item{ID: spec.ID, Pool: t.poolID, Priority: spec.Priority})
+	var seq uint64
+	if err == nil {
+		t.mu.Lock()
+		if s.j != nil {
+			t.recordAdmissionLocked()
+		}
+		t.appendLocked("started", startedData(adm.Position, adm.PredictedStartMs, t.poolID, t.engine), nil)
+		seq = t.spans[0].seq
+		t.mu.Unlock()
+	}
+	s.admitMu.Unlock()
+	if err == nil && s.j != nil {
+		// 202 means durable. The wait is one batch (a few ms); a client that leaves meanwhile
+		// does not undo the admission.
+		if jerr := s.j.Wait(context.WithoutCancel(ctx), seq); jerr != nil {
+			return Admission{}, s.undoAdmission(ctx, t, jerr)
+		}
+	}
 	if err != nil {
 		s.mu.Lock()
 		delete(s.tasks, spec.ID)
@@ -102,9 +123,6 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (Admission, error) {
 		s.opts.Sessions.Unadmit(spec.SessionID)
 		return Admission{}, s.refusal(err, t, adm)
 	}
-	t.mu.Lock()
-	t.appendLocked("started", startedData(adm.Position, adm.PredictedStartMs, t.poolID, t.engine), nil)
-	t.mu.Unlock()
 	s.m.TasksEnqueued.WithLabelValues(t.engine, t.version, t.poolID, "r0", spec.Priority.String()).Inc()
 	if adm.Evicted != nil {
 		s.m.Backpressure.WithLabelValues(t.engine, "drop-lru").Inc()
@@ -118,6 +136,28 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (Admission, error) {
 		PredictedStartMs: adm.PredictedStartMs, TokensBudgetRemaining: info.TokensBudgetRemaining,
 		TimeBudgetRemaining: spec.Deadline,
 	}, nil
+}
+
+// undoAdmission refuses an admitted task whose admission the journal could not make durable.
+func (s *Service) undoAdmission(ctx context.Context, t *Task, jerr error) error {
+	s.log.Error("task refused: the journal failed", "task_id", t.spec.ID, "correlation_id", t.spec.CorrelationID, "err", jerr)
+	t.mu.Lock()
+	t.canceled, t.rejected, t.cancelReason = true, true, "journal"
+	t.mu.Unlock()
+	s.mu.Lock()
+	delete(s.tasks, t.spec.ID)
+	s.mu.Unlock()
+	// Still queued: take it out. Already dispatched: its runner sees canceled and ends it.
+	if ok, err := s.queue.Cancel(context.WithoutCancel(ctx), t.spec.ID); err == nil && ok {
+		s.mu.Lock()
+		s.load[t.poolID]--
+		s.mu.Unlock()
+	}
+	close(t.admitted)
+	s.opts.Sessions.Unadmit(t.spec.SessionID)
+	s.j.Retire(t.spec.ID)
+	s.m.TasksRejected.WithLabelValues(t.engine, s.opts.Code(ClassInternal)).Inc()
+	return fmt.Errorf("%w: %w", ErrNotDurable, jerr)
 }
 
 func (s *Service) refusal(err error, t *Task, adm admission.Admission) error {

@@ -2,6 +2,7 @@ package task
 
 import (
 	"context"
+	"encoding/json"
 	"sync"
 	"time"
 
@@ -121,6 +122,8 @@ type span struct {
 	// vstart, vend locate the verbose variant of a metrics frame (equal to start/end otherwise).
 	vstart, vend int
 	name         string
+	// seq is the frame's journal sequence number (0: durable already, or no journal).
+	seq uint64
 }
 
 // Task is one admitted task. Its mutable state, including the event log, is guarded by mu; the
@@ -134,6 +137,7 @@ type Task struct {
 	created  time.Time
 	deadline time.Time
 	admitted chan struct{} // closed once Submit has recorded the admission (or refused it)
+	j        Journal       // nil: not journaled
 
 	mu           sync.Mutex
 	rejected     bool
@@ -178,8 +182,31 @@ func (t *Task) snapshot() Snapshot {
 // minLogBytes is the first capacity of a task's event log.
 const minLogBytes = 512
 
-// appendLocked encodes one frame into the log and wakes the subscribers. t.mu must be held.
+// appendLocked journals one frame and encodes it into the log. t.mu must be held, so that the
+// journal sees a task's frames in the order of its log.
 func (t *Task) appendLocked(name string, data []byte, verbose []byte) {
+	var seq uint64
+	if t.j != nil {
+		seq = t.j.Append(t.spec.ID, recEvent, name, data, verbose)
+	}
+	t.logLocked(name, data, verbose, seq)
+}
+
+// appendFinalLocked journals and logs the final frame together with the final state (one
+// record: a restart sees both or neither). t.mu must be held and the state already set.
+func (t *Task) appendFinalLocked(name string, data []byte) {
+	var seq uint64
+	if t.j != nil {
+		// Plain values only: encoding cannot fail.
+		rec, _ := json.Marshal(finalRecord{Status: t.status, Finished: t.finished, TokensOut: t.tokensOut,
+			Error: t.errInfo, CancelReason: t.cancelReason})
+		seq = t.j.Append(t.spec.ID, recFinal, name, data, rec)
+	}
+	t.logLocked(name, data, nil, seq)
+}
+
+// logLocked encodes one frame into the log and wakes the subscribers. t.mu must be held.
+func (t *Task) logLocked(name string, data []byte, verbose []byte, seq uint64) {
 	id := len(t.spans)
 	start := len(t.buf)
 	// Grow the log by doubling: append's own growth slows to about 1.25× past 256 bytes, which
@@ -191,7 +218,7 @@ func (t *Task) appendLocked(name string, data []byte, verbose []byte) {
 		t.buf = nb
 	}
 	t.buf = sse.AppendFrame(t.buf, id, name, data)
-	sp := span{start: start, end: len(t.buf), vstart: start, name: name}
+	sp := span{start: start, end: len(t.buf), vstart: start, name: name, seq: seq}
 	if verbose != nil {
 		sp.vstart = len(t.buf)
 		t.buf = sse.AppendFrame(t.buf, id, name, verbose)
@@ -215,6 +242,7 @@ type Cursor struct {
 	next    int
 	verbose bool
 	wake    chan struct{}
+	flushed <-chan struct{} // set by Next while frames wait for the journal
 }
 
 // Subscribe returns a cursor positioned at event id from (0 for the whole stream). Close it when
@@ -252,8 +280,21 @@ func (c *Cursor) Next(dst []byte) ([]byte, bool) {
 	buf := t.buf
 	final := t.status.Final()
 	t.mu.Unlock()
+	// A frame is shown once it is durable, so that a crash never takes back what a client saw
+	// (event ids continue after a restart where the journal ends).
+	limit := len(spans)
+	c.flushed = nil
+	if t.j != nil && limit > c.next && spans[limit-1].seq != 0 {
+		durable, ch := t.j.Durable()
+		for limit > c.next && spans[limit-1].seq > durable {
+			limit--
+		}
+		if limit < len(spans) {
+			c.flushed = ch
+		}
+	}
 	// Frames are immutable once appended: reading them after unlocking is safe.
-	for ; c.next < len(spans); c.next++ {
+	for ; c.next < limit; c.next++ {
 		sp := spans[c.next]
 		if c.verbose {
 			dst = append(dst, buf[sp.vstart:sp.vend]...)
@@ -266,6 +307,10 @@ func (c *Cursor) Next(dst []byte) ([]byte, bool) {
 
 // Wake is signalled when new frames may be available.
 func (c *Cursor) Wake() <-chan struct{} { return c.wake }
+
+// Flushed is closed when the journal has made more frames durable, when the last Next held some
+// back for it; otherwise it is nil (a receive from it blocks forever).
+func (c *Cursor) Flushed() <-chan struct{} { return c.flushed }
 
 // Done is closed when the task reaches a final state.
 func (t *Task) Done() <-chan struct{} { return t.done }

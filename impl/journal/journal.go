@@ -1,0 +1,467 @@
+package journal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Options configure a Journal.
+type Options struct {
+	// Dir holds the segment files; it is created (0700) when missing.
+	Dir string
+	// FsyncInterval is how long a record waits for a batch at most, unless someone Waits for
+	// it (default 2ms).
+	FsyncInterval time.Duration
+	// CompactMinBytes is the segment size below which the journal is never compacted (default
+	// 4 MiB).
+	CompactMinBytes int64
+	Logger          *slog.Logger
+}
+
+// Stats are counters for benchmarks and tests.
+type Stats struct {
+	Records     uint64 // records appended since Open
+	Batches     uint64 // write+fsync batches
+	Compactions uint64
+	SegmentSize int64 // bytes in the active segment
+	LiveBytes   int64 // bytes of the records of live tasks
+}
+
+// Journal is the file-backed journal. Open it, Replay it, then run Run on its own goroutine;
+// Append, Wait, Durable and Retire may be called from any goroutine at any time.
+type Journal struct {
+	opts Options
+	log  *slog.Logger
+
+	mu       sync.Mutex
+	pending  []byte
+	spare    []byte
+	seq      uint64           // last sequence number handed out
+	live     map[string]int64 // framed bytes per live task (written and pending)
+	liveSum  int64
+	failed   error
+	replayed bool
+	nrec     uint64
+
+	wake    chan struct{} // pending became non-empty
+	kick    chan struct{} // someone waits for durability
+	durable atomic.Uint64
+	synced  atomic.Pointer[chan struct{}] // closed (and replaced) after each batch is durable
+
+	// Owned by Run (and by Open/Replay before it).
+	f       *os.File
+	gen     uint64
+	size    atomic.Int64
+	batches atomic.Uint64
+	compact atomic.Uint64
+}
+
+const segPrefix, segSuffix = "seg-", ".log"
+
+func segName(gen uint64) string { return fmt.Sprintf("%s%016x%s", segPrefix, gen, segSuffix) }
+
+// Open opens (or creates) the journal in opts.Dir. It truncates a torn or corrupt tail, drops
+// retired tasks and removes leftovers of an interrupted compaction.
+func Open(opts Options) (*Journal, error) {
+	if opts.FsyncInterval <= 0 {
+		opts.FsyncInterval = 2 * time.Millisecond
+	}
+	if opts.CompactMinBytes <= 0 {
+		opts.CompactMinBytes = 4 << 20
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("journal: %w", err)
+	}
+	j := &Journal{opts: opts, log: opts.Logger, live: map[string]int64{},
+		wake: make(chan struct{}, 1), kick: make(chan struct{}, 1)}
+	ch := make(chan struct{})
+	j.synced.Store(&ch)
+
+	ents, err := os.ReadDir(opts.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("journal: %w", err)
+	}
+	var gens []uint64
+	for _, e := range ents {
+		name := e.Name()
+		switch {
+		case strings.HasSuffix(name, ".tmp"):
+			_ = os.Remove(filepath.Join(opts.Dir, name)) // an interrupted compaction
+		case strings.HasPrefix(name, segPrefix) && strings.HasSuffix(name, segSuffix):
+			g, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(name, segPrefix), segSuffix), 16, 64)
+			if err == nil {
+				gens = append(gens, g)
+			}
+		}
+	}
+	var data []byte
+	if len(gens) > 0 {
+		for _, g := range gens {
+			j.gen = max(j.gen, g)
+		}
+		// The newest segment is complete: a compaction renames it into place only after
+		// fsyncing it, and removes the older one only after that.
+		for _, g := range gens {
+			if g != j.gen {
+				_ = os.Remove(filepath.Join(opts.Dir, segName(g)))
+			}
+		}
+		data, err = os.ReadFile(filepath.Join(opts.Dir, segName(j.gen)))
+		if err != nil {
+			return nil, fmt.Errorf("journal: %w", err)
+		}
+	}
+	valid, retired, err := scan(data)
+	if valid < len(data) {
+		j.log.Warn("journal: dropped an invalid tail", "segment", segName(j.gen), "offset", valid,
+			"bytes", len(data)-valid, "err", err)
+	}
+	// Rewrite the segment when it has a bad tail or retired tasks: what remains is exactly the
+	// live records, and a later Replay reads only those.
+	if valid < len(data) || len(retired) > 0 || len(gens) == 0 {
+		data, err = j.rewrite(data[:valid], func(r Record) bool { _, gone := retired[r.Task]; return !gone && r.Kind != KindRetire })
+		if err != nil {
+			return nil, err
+		}
+	} else {
+		if j.f, err = os.OpenFile(filepath.Join(opts.Dir, segName(j.gen)), os.O_WRONLY|os.O_APPEND, 0o600); err != nil {
+			return nil, fmt.Errorf("journal: %w", err)
+		}
+		j.size.Store(int64(len(data)))
+	}
+	for off := 0; off < len(data); {
+		r, n, _ := Decode(data[off:])
+		j.live[r.Task] += int64(n)
+		j.liveSum += int64(n)
+		off += n
+	}
+	return j, nil
+}
+
+// scan returns the length of the valid prefix of data, the tasks retired in it, and the error
+// that ended it early (nil when all of data is valid).
+func scan(data []byte) (int, map[string]struct{}, error) {
+	retired := map[string]struct{}{}
+	off := 0
+	for off < len(data) {
+		r, n, err := Decode(data[off:])
+		if err != nil {
+			return off, retired, err
+		}
+		if r.Kind == KindRetire {
+			retired[r.Task] = struct{}{}
+		}
+		off += n
+	}
+	return off, retired, nil
+}
+
+// rewrite writes the records of data that keep accepts into a new segment (generation+1),
+// makes it the active one and removes the old one. It returns the new segment's content.
+func (j *Journal) rewrite(data []byte, keep func(Record) bool) ([]byte, error) {
+	out := make([]byte, 0, len(data))
+	for off := 0; off < len(data); {
+		r, n, err := Decode(data[off:])
+		if err != nil {
+			break
+		}
+		if keep(r) {
+			out = append(out, data[off:off+n]...)
+		}
+		off += n
+	}
+	old, next := j.gen, j.gen+1
+	if j.f == nil && old == 0 {
+		if _, err := os.Stat(filepath.Join(j.opts.Dir, segName(0))); errors.Is(err, os.ErrNotExist) {
+			next = 0 // a fresh journal
+		}
+	}
+	final := filepath.Join(j.opts.Dir, segName(next))
+	tmp := final + ".tmp"
+	if err := writeSync(tmp, out); err != nil {
+		return nil, fmt.Errorf("journal: compaction: %w", err)
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return nil, fmt.Errorf("journal: compaction: %w", err)
+	}
+	if err := syncDir(j.opts.Dir); err != nil {
+		return nil, fmt.Errorf("journal: compaction: %w", err)
+	}
+	f, err := os.OpenFile(final, os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("journal: %w", err)
+	}
+	if j.f != nil {
+		_ = j.f.Close()
+	}
+	if next != old {
+		_ = os.Remove(filepath.Join(j.opts.Dir, segName(old)))
+	}
+	j.f, j.gen = f, next
+	j.size.Store(int64(len(out)))
+	return out, nil
+}
+
+func writeSync(path string, b []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		_ = f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		_ = f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// Replay calls fn with every record of the live tasks, in the order they were appended. The
+// record's slices are valid only during the call. Call it once, after Open and before Run.
+func (j *Journal) Replay(fn func(task string, kind uint8, name string, data, extra []byte) error) error {
+	j.mu.Lock()
+	if j.replayed {
+		j.mu.Unlock()
+		return errors.New("journal: Replay called twice")
+	}
+	j.replayed = true
+	j.mu.Unlock()
+	data, err := os.ReadFile(filepath.Join(j.opts.Dir, segName(j.gen)))
+	if err != nil {
+		return fmt.Errorf("journal: %w", err)
+	}
+	for off := 0; off < len(data); {
+		r, n, err := Decode(data[off:])
+		if err != nil {
+			return fmt.Errorf("journal: replay at offset %d: %w", off, err)
+		}
+		if r.Kind != KindRetire {
+			if err := fn(r.Task, r.Kind, r.Name, r.Data, r.Extra); err != nil {
+				return err
+			}
+		}
+		off += n
+	}
+	return nil
+}
+
+// Append adds one record of task to the pending batch and returns its sequence number. It
+// copies the fields and never blocks on I/O. kind must be below KindRetire.
+func (j *Journal) Append(task string, kind uint8, name string, data, extra []byte) uint64 {
+	n := int64(recordSize(task, name, data, extra))
+	j.mu.Lock()
+	wasEmpty := len(j.pending) == 0
+	j.pending = appendRecord(j.pending, kind, task, name, data, extra)
+	j.seq++
+	seq := j.seq
+	j.nrec++
+	j.live[task] += n
+	j.liveSum += n
+	j.mu.Unlock()
+	if wasEmpty {
+		signal(j.wake)
+	}
+	return seq
+}
+
+// Retire marks task forgotten: its records go at the next compaction, and a restart does not
+// replay them.
+func (j *Journal) Retire(task string) {
+	j.mu.Lock()
+	wasEmpty := len(j.pending) == 0
+	j.pending = appendRecord(j.pending, KindRetire, task, "", nil, nil)
+	j.seq++
+	j.nrec++
+	j.liveSum -= j.live[task]
+	delete(j.live, task)
+	j.mu.Unlock()
+	if wasEmpty {
+		signal(j.wake)
+	}
+}
+
+// Wait returns once the record numbered seq is durable, or with the journal's write error, or
+// with ctx's error. It makes the next batch go out at once.
+func (j *Journal) Wait(ctx context.Context, seq uint64) error {
+	for {
+		ch := *j.synced.Load()
+		if j.durable.Load() >= seq {
+			return j.err()
+		}
+		if err := j.err(); err != nil {
+			return err
+		}
+		signal(j.kick)
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (j *Journal) err() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.failed
+}
+
+// Durable returns the highest durable sequence number and a channel closed when it next
+// advances.
+func (j *Journal) Durable() (uint64, <-chan struct{}) {
+	ch := *j.synced.Load() // before the watermark: an advance in between closes ch
+	return j.durable.Load(), ch
+}
+
+// Stats returns the journal's counters.
+func (j *Journal) Stats() Stats {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return Stats{Records: j.nrec, Batches: j.batches.Load(), Compactions: j.compact.Load(),
+		SegmentSize: j.size.Load(), LiveBytes: j.liveSum}
+}
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// Run is the owner goroutine: it writes and fsyncs batches and compacts, until ctx is done;
+// then it writes what is pending, closes the segment and returns.
+func (j *Journal) Run(ctx context.Context) error {
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer func() {
+		j.flush()
+		_ = j.f.Close()
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-j.kick:
+		case <-j.wake:
+			timer.Reset(j.opts.FsyncInterval)
+			select {
+			case <-timer.C:
+			case <-j.kick:
+				timer.Stop()
+			case <-ctx.Done():
+				timer.Stop()
+				return nil
+			}
+		}
+		j.flush()
+		j.maybeCompact()
+	}
+}
+
+// flush writes and fsyncs the pending batch, then publishes the new watermark.
+func (j *Journal) flush() {
+	j.mu.Lock()
+	buf, seq := j.pending, j.seq
+	j.pending = j.spare[:0]
+	j.spare = nil
+	failed := j.failed
+	j.mu.Unlock()
+	if len(buf) > 0 && failed == nil {
+		_, err := j.f.Write(buf)
+		if err == nil {
+			err = j.f.Sync()
+		}
+		if err != nil {
+			j.log.Error("journal: write failed: admissions are refused from now on", "err", err)
+			j.mu.Lock()
+			j.failed = fmt.Errorf("journal: %w", err)
+			j.mu.Unlock()
+			seq = math.MaxUint64 // release the streams waiting on it
+		} else {
+			j.size.Add(int64(len(buf)))
+			j.batches.Add(1)
+		}
+	}
+	if cap(buf) <= 1<<20 {
+		j.mu.Lock()
+		j.spare = buf[:0]
+		j.mu.Unlock()
+	}
+	if seq > j.durable.Load() {
+		j.durable.Store(seq)
+		next := make(chan struct{})
+		old := j.synced.Swap(&next)
+		close(*old)
+	}
+}
+
+// maybeCompact rewrites the live records when the segment is mostly retired tasks.
+func (j *Journal) maybeCompact() {
+	size := j.size.Load()
+	j.mu.Lock()
+	liveSum, failed := j.liveSum, j.failed
+	j.mu.Unlock()
+	if failed != nil || size < j.opts.CompactMinBytes || size <= 2*liveSum {
+		return
+	}
+	if err := j.compactNow(); err != nil {
+		j.log.Error("journal: compaction failed", "err", err)
+	}
+}
+
+// compactNow rewrites the active segment with the records of the tasks live now. Run calls it
+// between batches, so the segment holds every record but those pending.
+func (j *Journal) compactNow() error {
+	data, err := readAll(j.f.Name())
+	if err != nil {
+		return err
+	}
+	j.mu.Lock()
+	live := make(map[string]struct{}, len(j.live))
+	for k := range j.live {
+		live[k] = struct{}{}
+	}
+	j.mu.Unlock()
+	before := len(data)
+	out, err := j.rewrite(data, func(r Record) bool { _, ok := live[r.Task]; return ok && r.Kind != KindRetire })
+	if err != nil {
+		return err
+	}
+	j.compact.Add(1)
+	j.log.Info("journal compacted", "segment", segName(j.gen), "bytes_before", before, "bytes_after", len(out))
+	return nil
+}
+
+func readAll(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
+}

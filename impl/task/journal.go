@@ -1,0 +1,213 @@
+package task
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/orchestratord/orchestratord/engine"
+	"github.com/orchestratord/orchestratord/impl/admission"
+)
+
+// Journal records what a restart must not lose: admissions, stream events and terminal states.
+// impl/journal is the file-backed implementation; a distributed log (NATS JetStream, say) can
+// implement it too. Records are appended per task in the order of the task's log.
+type Journal interface {
+	// Append adds a record of task to the journal and returns its sequence number (increasing).
+	// It must not block on I/O nor retain its arguments.
+	Append(task string, kind uint8, name string, data, extra []byte) uint64
+	// Wait returns once the record numbered seq is durable (or the journal failed).
+	Wait(ctx context.Context, seq uint64) error
+	// Durable returns the highest durable sequence number and a channel closed when it advances.
+	Durable() (uint64, <-chan struct{})
+	// Retire says that task is forgotten: its records need not survive.
+	Retire(task string)
+	// Replay calls fn with every record of the tasks not retired, in append order.
+	Replay(fn func(task string, kind uint8, name string, data, extra []byte) error) error
+}
+
+// ErrNotDurable is an admission refused because the journal cannot record it.
+var ErrNotDurable = errors.New("the journal cannot record the admission")
+
+// Record kinds of the task journal.
+const (
+	recAdmit   uint8 = 1 // data: admitRecord (JSON)
+	recEvent   uint8 = 2 // name, data, extra: one frame of the log (extra: the verbose variant)
+	recRunning uint8 = 3 // data: the start time (JSON admitRecord subset)
+	recFinal   uint8 = 4 // name, data: the final frame; extra: finalRecord (JSON)
+)
+
+// admitRecord is what a restart needs to run a task again.
+type admitRecord struct {
+	Spec    Spec      `json:"spec"`
+	Pool    string    `json:"pool"`
+	Engine  string    `json:"engine"`
+	Version string    `json:"version,omitempty"`
+	KVBytes int64     `json:"kv_bytes,omitempty"`
+	Created time.Time `json:"created"`
+}
+
+type runningRecord struct {
+	Started time.Time `json:"started"`
+}
+
+type finalRecord struct {
+	Status       Status     `json:"status"`
+	Finished     time.Time  `json:"finished"`
+	TokensOut    int        `json:"tokens_out"`
+	Error        *ErrorInfo `json:"error,omitempty"`
+	CancelReason string     `json:"cancel_reason,omitempty"`
+}
+
+// recordAdmission journals a new task's admission and its first frame; the caller holds t.mu.
+// It returns the sequence number to wait for.
+func (t *Task) recordAdmissionLocked() uint64 {
+	// Plain values only: encoding cannot fail.
+	rec, _ := json.Marshal(admitRecord{Spec: t.spec, Pool: t.poolID, Engine: t.engine, Version: t.version,
+		KVBytes: t.kvBytes, Created: t.created})
+	return t.j.Append(t.spec.ID, recAdmit, "", rec, nil)
+}
+
+// recordRunningLocked journals the start of a task; the caller holds t.mu.
+func (t *Task) recordRunningLocked() {
+	if t.j == nil {
+		return
+	}
+	rec, _ := json.Marshal(runningRecord{Started: t.started})
+	t.j.Append(t.spec.ID, recRunning, "", rec, nil)
+}
+
+// Recover rebuilds the tasks of the journal: finished ones are readable again, queued ones are
+// queued again by Run (in their admission order), and ones that were running end with a
+// retriable error when Run starts. Call it once, after New and before Run and any Submit.
+func (s *Service) Recover() error {
+	if s.j == nil {
+		return nil
+	}
+	var order []*Task
+	byID := map[string]*Task{}
+	err := s.j.Replay(func(id string, kind uint8, name string, data, extra []byte) error {
+		if kind == recAdmit {
+			var r admitRecord
+			if err := json.Unmarshal(data, &r); err != nil {
+				return fmt.Errorf("task %s: admission record: %w", id, err)
+			}
+			t := &Task{spec: r.Spec, poolID: r.Pool, engine: r.Engine, version: r.Version, kvBytes: r.KVBytes,
+				created: r.Created, deadline: r.Created.Add(r.Spec.Deadline), admitted: make(chan struct{}),
+				status: Queued, done: make(chan struct{}), j: s.j}
+			close(t.admitted)
+			if _, dup := byID[id]; !dup {
+				order = append(order, t)
+			}
+			byID[id] = t
+			return nil
+		}
+		t := byID[id]
+		if t == nil { // its admission was not recorded: nothing was acknowledged
+			return nil
+		}
+		switch kind {
+		case recEvent:
+			t.logLocked(name, data, extra, 0)
+			switch name {
+			case "token":
+				t.tokensOut++
+			case "metrics":
+				t.nMetrics++
+			}
+		case recRunning:
+			var r runningRecord
+			if err := json.Unmarshal(data, &r); err != nil {
+				return fmt.Errorf("task %s: running record: %w", id, err)
+			}
+			t.status, t.started = Running, r.Started
+		case recFinal:
+			var r finalRecord
+			if err := json.Unmarshal(extra, &r); err != nil {
+				return fmt.Errorf("task %s: final record: %w", id, err)
+			}
+			t.logLocked(name, data, nil, 0)
+			t.status, t.finished, t.tokensOut, t.errInfo, t.cancelReason = r.Status, r.Finished, r.TokensOut, r.Error, r.CancelReason
+			if t.status.Final() {
+				close(t.done)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	var fin []finishedRef
+	var queued, running int
+	s.mu.Lock()
+	for _, t := range order {
+		s.tasks[t.spec.ID] = t
+		switch {
+		case t.status.Final():
+			fin = append(fin, finishedRef{id: t.spec.ID, at: t.finished})
+		case t.status == Running:
+			s.load[t.poolID]++
+			s.interrupted = append(s.interrupted, t)
+			running++
+		default:
+			s.load[t.poolID]++
+			s.requeue = append(s.requeue, t)
+			queued++
+		}
+	}
+	slices.SortStableFunc(fin, func(a, b finishedRef) int { return a.at.Compare(b.at) })
+	s.finished = append(s.finished, fin...)
+	s.mu.Unlock()
+	s.log.Info("tasks recovered from the journal", "finished", len(fin), "queued", queued, "interrupted", running)
+	return nil
+}
+
+// resume ends the tasks that were running when the daemon stopped and queues again the ones
+// that were queued, in their admission order. Run calls it once the queue runs.
+func (s *Service) resume(ctx context.Context) {
+	s.mu.Lock()
+	interrupted, requeue := s.interrupted, s.requeue
+	s.interrupted, s.requeue = nil, nil
+	s.mu.Unlock()
+	for _, t := range interrupted {
+		s.finish(t, Failed, &ErrorInfo{Class: ClassWorkerReset,
+			Message:   "the daemon restarted while the task was running; submit it again under a new task_id",
+			Retriable: true, RetryAfterMs: 1000, PoolID: t.poolID, Engine: t.engine}, engine.Result{}, 0)
+	}
+	if len(requeue) == 0 {
+		return
+	}
+	s.syncPools(ctx)
+	for _, t := range requeue {
+		if _, err := s.opts.Sessions.Admit(t.spec.SessionID); err != nil {
+			s.log.Warn("recovered task: its session did not take it", "task_id", t.spec.ID, "session_id", t.spec.SessionID, "err", err)
+		}
+		t.mu.Lock()
+		canceled := t.canceled
+		t.mu.Unlock()
+		if canceled { // cancelled between Recover and now
+			s.finish(t, Canceled, nil, engine.Result{}, 0)
+			continue
+		}
+		if _, err := s.queue.Enqueue(ctx, admission.Item{ID: t.spec.ID, Pool: t.poolID, Priority: t.spec.Priority}); err != nil {
+			s.finish(t, Failed, &ErrorInfo{Class: ClassPoolUnavailable,
+				Message:   fmt.Sprintf("the task could not be queued again after a restart: %v", err),
+				Retriable: true, RetryAfterMs: 1000, PoolID: t.poolID, Engine: t.engine}, engine.Result{}, 0)
+			continue
+		}
+		s.log.Info("task queued again after a restart", "task_id", t.spec.ID, "pool_id", t.poolID,
+			"priority", t.spec.Priority.String())
+	}
+}
+
+// syncPools gives the queue the current view of every pool (PoolChanged may not have run yet).
+func (s *Service) syncPools(ctx context.Context) {
+	s.poolMu.Lock()
+	defer s.poolMu.Unlock()
+	for _, v := range s.opts.Pools.Views() {
+		s.setPoolLocked(ctx, v)
+	}
+}
