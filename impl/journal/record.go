@@ -89,7 +89,8 @@ func Decode(b []byte) (Record, int, error) {
 	p := payload[1:]
 	field := func() ([]byte, bool) {
 		l, k := binary.Uvarint(p)
-		if k <= 0 || l > uint64(len(p)-k) {
+		// Only the canonical (shortest) varint: a record has one encoding.
+		if k <= 0 || l > uint64(len(p)-k) || k != uvarintLen(int(l)) {
 			return nil, false
 		}
 		f := p[k : k+int(l)]

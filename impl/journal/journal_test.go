@@ -1,0 +1,385 @@
+package journal
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type rec struct {
+	Task  string
+	Kind  uint8
+	Name  string
+	Data  string
+	Extra string
+}
+
+// running opens a journal in dir and runs its owner until the test ends (or stop is called).
+func running(t *testing.T, dir string, opts Options) (*Journal, func()) {
+	t.Helper()
+	opts.Dir = dir
+	j, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j, start(t, j)
+}
+
+func start(t *testing.T, j *Journal) func() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = j.Run(ctx) }()
+	var once sync.Once
+	stop := func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+func replayAll(t *testing.T, dir string) []rec {
+	t.Helper()
+	j, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = j.f.Close() }()
+	var out []rec
+	if err := j.Replay(func(task string, kind uint8, name string, data, extra []byte) error {
+		out = append(out, rec{task, kind, name, string(data), string(extra)})
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func wait(t *testing.T, j *Journal, seq uint64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := j.Wait(ctx, seq); err != nil {
+		t.Fatalf("wait %d: %v", seq, err)
+	}
+}
+
+func segment(t *testing.T, dir string) string {
+	t.Helper()
+	m, err := filepath.Glob(filepath.Join(dir, "seg-*.log"))
+	if err != nil || len(m) != 1 {
+		t.Fatalf("segments in %s: %v %v", dir, m, err)
+	}
+	return m[0]
+}
+
+func TestReplayOrderAndRetire(t *testing.T) {
+	dir := t.TempDir()
+	j, stop := running(t, dir, Options{})
+	var last uint64
+	want := []rec{}
+	for i := range 5 {
+		id := fmt.Sprintf("task-%d", i)
+		last = j.Append(id, 1, "", []byte("admit "+id), nil)
+		want = append(want, rec{id, 1, "", "admit " + id, ""})
+	}
+	for i := range 5 {
+		id := fmt.Sprintf("task-%d", i)
+		last = j.Append(id, 2, "token", []byte(fmt.Sprint(i)), []byte("v"))
+		want = append(want, rec{id, 2, "token", fmt.Sprint(i), "v"})
+	}
+	j.Retire("task-2")
+	wait(t, j, last)
+	stop()
+	var kept []rec
+	for _, r := range want {
+		if r.Task != "task-2" {
+			kept = append(kept, r)
+		}
+	}
+	got := replayAll(t, dir)
+	if fmt.Sprint(got) != fmt.Sprint(kept) {
+		t.Fatalf("replay:\n got %v\nwant %v", got, kept)
+	}
+	// The reopen dropped the retired task from the segment itself.
+	b, _ := os.ReadFile(segment(t, dir))
+	if bytes.Contains(b, []byte("task-2")) {
+		t.Fatal("the retired task is still in the segment after reopening")
+	}
+}
+
+func TestTornAndCorruptTail(t *testing.T) {
+	tests := []struct {
+		name   string
+		damage func(b []byte) []byte
+		keep   int // records that survive
+	}{
+		{"cut inside the last record", func(b []byte) []byte { return b[:len(b)-3] }, 2},
+		{"cut inside the last header", func(b []byte) []byte { return b[:len(b)-recordSize("c", "", []byte("three"), nil)+5] }, 2},
+		{"flipped byte in the last payload", func(b []byte) []byte { b[len(b)-1] ^= 0xff; return b }, 2},
+		{"flipped byte in the second record", func(b []byte) []byte {
+			b[recordSize("a", "", []byte("one"), nil)+headerSize+2] ^= 0x01
+			return b
+		}, 1},
+		{"garbage appended", func(b []byte) []byte { return append(b, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5, 6) }, 3},
+		{"huge length appended", func(b []byte) []byte { return append(b, 0xff, 0xff, 0xff, 0x7f, 0, 0, 0, 0) }, 3},
+		{"zeroes appended (preallocated tail)", func(b []byte) []byte { return append(b, make([]byte, 64)...) }, 3},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			j, stop := running(t, dir, Options{})
+			j.Append("a", 1, "", []byte("one"), nil)
+			j.Append("b", 1, "", []byte("two"), nil)
+			wait(t, j, j.Append("c", 1, "", []byte("three"), nil))
+			stop()
+			path := segment(t, dir)
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, tc.damage(b), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			got := replayAll(t, dir)
+			if len(got) != tc.keep {
+				t.Fatalf("kept %d records (%v), want %d", len(got), got, tc.keep)
+			}
+			// The journal goes on after the truncated tail: new records replay after the kept ones.
+			j2, stop2 := running(t, dir, Options{})
+			wait(t, j2, j2.Append("d", 1, "", []byte("four"), nil))
+			stop2()
+			got = replayAll(t, dir)
+			if len(got) != tc.keep+1 || got[len(got)-1].Task != "d" {
+				t.Fatalf("after a new append: %v", got)
+			}
+		})
+	}
+}
+
+func TestCompaction(t *testing.T) {
+	dir := t.TempDir()
+	j, stop := running(t, dir, Options{CompactMinBytes: 4096})
+	payload := bytes.Repeat([]byte("x"), 200)
+	var last uint64
+	for i := range 100 {
+		id := fmt.Sprintf("t%03d", i)
+		last = j.Append(id, 2, "token", payload, nil)
+		if i%10 != 0 { // keep t000, t010, ...
+			j.Retire(id)
+		}
+		if i%20 == 19 {
+			wait(t, j, last)
+		}
+	}
+	wait(t, j, j.Append("t000", 2, "token", []byte("after"), nil))
+	// One more batch so that the owner compacts after the last flush.
+	wait(t, j, j.Append("t010", 2, "token", []byte("after"), nil))
+	st := j.Stats()
+	if st.Compactions == 0 {
+		t.Fatalf("no compaction: %+v", st)
+	}
+	if st.SegmentSize > 2*st.LiveBytes+4096+int64(len(payload))*25 {
+		t.Fatalf("segment not bounded by the live bytes: %+v", st)
+	}
+	stop()
+	got := replayAll(t, dir)
+	var ids []string
+	for _, r := range got {
+		ids = append(ids, r.Task+":"+r.Data[:min(len(r.Data), 5)])
+	}
+	want := "[t000:xxxxx t010:xxxxx t020:xxxxx t030:xxxxx t040:xxxxx t050:xxxxx t060:xxxxx t070:xxxxx t080:xxxxx t090:xxxxx t000:after t010:after]"
+	if fmt.Sprint(ids) != want {
+		t.Fatalf("after compaction:\n got %v\nwant %s", ids, want)
+	}
+	if m, _ := filepath.Glob(filepath.Join(dir, "*")); len(m) != 1 {
+		t.Fatalf("leftover files: %v", m)
+	}
+}
+
+// A compaction cut between writing the new segment and removing the old one leaves both (or a
+// .tmp); Open keeps the newest complete one.
+func TestInterruptedCompactionLeftovers(t *testing.T) {
+	dir := t.TempDir()
+	j, stop := running(t, dir, Options{})
+	wait(t, j, j.Append("a", 1, "", []byte("one"), nil))
+	stop()
+	old := segment(t, dir)
+	b, _ := os.ReadFile(old)
+	// The "new" segment has a.
+	if err := os.WriteFile(filepath.Join(dir, segName(5)), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, segName(6)+".tmp"), []byte("half-written"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(old, append(b, appendRecord(nil, 1, "stale", "", nil, nil)...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got := replayAll(t, dir)
+	if fmt.Sprint(got) != fmt.Sprint([]rec{{"a", 1, "", "one", ""}}) {
+		t.Fatalf("replay: %v", got)
+	}
+	if m, _ := filepath.Glob(filepath.Join(dir, "*")); len(m) != 1 {
+		t.Fatalf("leftover files: %v", m)
+	}
+}
+
+// Many goroutines append concurrently; each one's records replay in its own order, and every
+// acknowledged record survives.
+func TestConcurrentAppends(t *testing.T) {
+	dir := t.TempDir()
+	j, stop := running(t, dir, Options{FsyncInterval: 500 * time.Microsecond})
+	const writers, per = 8, 200
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id := fmt.Sprintf("w%d", w)
+			for i := range per {
+				seq := j.Append(id, 2, "token", fmt.Appendf(nil, "%d", i), nil)
+				if i%50 == 49 {
+					if err := j.Wait(context.Background(), seq); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}
+		}()
+	}
+	// A reader follows the watermark meanwhile.
+	stopRead := make(chan struct{})
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		var prev uint64
+		for {
+			d, ch := j.Durable()
+			if d < prev {
+				t.Errorf("watermark went back: %d after %d", d, prev)
+				return
+			}
+			prev = d
+			select {
+			case <-ch:
+			case <-stopRead:
+				return
+			}
+		}
+	}()
+	wg.Wait()
+	close(stopRead)
+	<-readDone
+	stop()
+	next := map[string]int{}
+	for _, r := range replayAll(t, dir) {
+		if r.Data != fmt.Sprint(next[r.Task]) {
+			t.Fatalf("%s: record %q out of order (want %d)", r.Task, r.Data, next[r.Task])
+		}
+		next[r.Task]++
+	}
+	for w := range writers {
+		if n := next[fmt.Sprintf("w%d", w)]; n != per {
+			t.Fatalf("w%d: %d records replayed, want %d", w, n, per)
+		}
+	}
+}
+
+func TestWaitAfterWriteFailure(t *testing.T) {
+	dir := t.TempDir()
+	j, _ := running(t, dir, Options{})
+	wait(t, j, j.Append("a", 1, "", nil, nil))
+	// Make the next write fail: the owner's file is closed under it.
+	_ = j.f.Close()
+	seq := j.Append("b", 1, "", nil, nil)
+	err := j.Wait(context.Background(), seq)
+	if err == nil {
+		t.Fatal("Wait succeeded on a failed journal")
+	}
+	if d, _ := j.Durable(); d < seq {
+		t.Fatalf("a failed journal holds streams back: durable %d < %d", d, seq)
+	}
+	if err := j.Wait(context.Background(), j.Append("c", 1, "", nil, nil)); err == nil {
+		t.Fatal("the failure is not sticky")
+	}
+}
+
+func TestWaitHonoursContext(t *testing.T) {
+	j, err := Open(Options{Dir: t.TempDir()}) // not running: nothing becomes durable
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = j.f.Close() }()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := j.Wait(ctx, j.Append("a", 1, "", nil, nil)); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Wait: %v", err)
+	}
+}
+
+func TestDecodeRoundTrip(t *testing.T) {
+	tests := []rec{
+		{"", 0, "", "", ""},
+		{"8c1f-task", 1, "", `{"spec":{}}`, ""},
+		{"id", 2, "token", `{"t":"hi","i":0}`, "verbose"},
+		{string(bytes.Repeat([]byte("k"), 300)), 4, "end", string(bytes.Repeat([]byte("d"), 70000)), "x"},
+	}
+	for _, tc := range tests {
+		b := appendRecord([]byte("prefix"), tc.Kind, tc.Task, tc.Name, []byte(tc.Data), []byte(tc.Extra))[6:]
+		if len(b) != recordSize(tc.Task, tc.Name, []byte(tc.Data), []byte(tc.Extra)) {
+			t.Fatalf("recordSize %d, encoded %d", recordSize(tc.Task, tc.Name, []byte(tc.Data), []byte(tc.Extra)), len(b))
+		}
+		r, n, err := Decode(b)
+		if err != nil || n != len(b) {
+			t.Fatalf("decode: %v, n %d of %d", err, n, len(b))
+		}
+		if got := (rec{r.Task, r.Kind, r.Name, string(r.Data), string(r.Extra)}); got != tc {
+			t.Fatalf("round trip: %+v", got)
+		}
+		for cut := range len(b) {
+			if _, _, err := Decode(b[:cut]); !errors.Is(err, ErrTorn) && !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("cut at %d decoded: %v", cut, err)
+			}
+		}
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	f.Add(appendRecord(nil, 2, "task", "token", []byte("data"), []byte("extra")))
+	f.Add(append(appendRecord(nil, 1, "a", "", nil, nil), 0xff, 0xff))
+	f.Add([]byte{4, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0})
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		// Scanning never panics, and what it accepts re-encodes to the same bytes.
+		off := 0
+		for off < len(b) {
+			r, n, err := Decode(b[off:])
+			if err != nil {
+				if !errors.Is(err, ErrTorn) && !errors.Is(err, ErrCorrupt) {
+					t.Fatalf("unexpected error %v", err)
+				}
+				break
+			}
+			if n <= 0 || n > len(b)-off {
+				t.Fatalf("size %d at %d of %d", n, off, len(b))
+			}
+			again := appendRecord(nil, r.Kind, r.Task, r.Name, r.Data, r.Extra)
+			if !bytes.Equal(again, b[off:off+n]) {
+				t.Fatalf("re-encoding differs:\n%x\n%x", again, b[off:off+n])
+			}
+			off += n
+		}
+		valid, _, _ := scan(b)
+		if valid != off {
+			t.Fatalf("scan stopped at %d, decode at %d", valid, off)
+		}
+	})
+}
