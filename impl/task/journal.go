@@ -177,10 +177,24 @@ func (s *Service) resume(ctx context.Context) {
 			Message:   "the daemon restarted while the task was running; submit it again under a new task_id",
 			Retriable: true, RetryAfterMs: 1000, PoolID: t.poolID, Engine: t.engine}, engine.Result{}, 0)
 	}
-	if len(requeue) == 0 {
+	if s.j == nil {
 		return
 	}
-	s.syncPools(ctx)
+	// Pools take nothing until every recovered task is queued again, so that the queue orders
+	// them as it did before (interactive first, FIFO within a class), not first come first
+	// served. poolMu holds PoolChanged back meanwhile.
+	s.poolMu.Lock()
+	defer s.poolMu.Unlock()
+	views := s.opts.Pools.Views()
+	for _, v := range views {
+		v.Healthy = false
+		s.setPoolLocked(ctx, v)
+	}
+	defer func() {
+		for _, v := range s.opts.Pools.Views() {
+			s.setPoolLocked(ctx, v)
+		}
+	}()
 	for _, t := range requeue {
 		if _, err := s.opts.Sessions.Admit(t.spec.SessionID); err != nil {
 			s.log.Warn("recovered task: its session did not take it", "task_id", t.spec.ID, "session_id", t.spec.SessionID, "err", err)
@@ -200,14 +214,5 @@ func (s *Service) resume(ctx context.Context) {
 		}
 		s.log.Info("task queued again after a restart", "task_id", t.spec.ID, "pool_id", t.poolID,
 			"priority", t.spec.Priority.String())
-	}
-}
-
-// syncPools gives the queue the current view of every pool (PoolChanged may not have run yet).
-func (s *Service) syncPools(ctx context.Context) {
-	s.poolMu.Lock()
-	defer s.poolMu.Unlock()
-	for _, v := range s.opts.Pools.Views() {
-		s.setPoolLocked(ctx, v)
 	}
 }

@@ -117,6 +117,9 @@ func (s *Service) Shutdown(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			s.mu.Lock()
+			// Journaled tasks still queued wait for the next start: the slots that the
+			// cancellations below free must not start them now only to cut them.
+			s.halted = s.j != nil
 			var left []*Task
 			for _, tk := range s.tasks {
 				left = append(left, tk)

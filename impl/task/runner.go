@@ -31,8 +31,12 @@ func (s *Service) dispatch(it admission.Item) {
 func (s *Service) run(t *Task) {
 	<-t.admitted
 	s.mu.Lock()
-	base := s.runCtx
+	base, halted := s.runCtx, s.halted
 	s.mu.Unlock()
+	if halted { // the journal keeps it queued for the next start
+		s.release(t, s.now())
+		return
+	}
 	ctx, cancel := context.WithCancelCause(base)
 	defer cancel(nil)
 	ctx, cancelDeadline := s.opts.Clock.WithDeadlineCause(ctx, t.deadline, causeDeadline)

@@ -108,6 +108,7 @@ type Service struct {
 	finished    []finishedRef // in finish order, for retention
 	load        map[string]int
 	closing     bool
+	halted      bool // the shutdown grace is over: dispatched tasks stay queued (journal only)
 
 	runCtx context.Context
 	wg     sync.WaitGroup // runner goroutines

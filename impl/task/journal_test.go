@@ -1,0 +1,374 @@
+package task
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/orchestratord/orchestratord/engine"
+	"github.com/orchestratord/orchestratord/impl/admission"
+	"github.com/orchestratord/orchestratord/impl/journal"
+	"github.com/orchestratord/orchestratord/impl/metrics"
+	"github.com/orchestratord/orchestratord/impl/pool"
+	"github.com/orchestratord/orchestratord/impl/session"
+	"github.com/orchestratord/orchestratord/impl/sse"
+	"github.com/orchestratord/orchestratord/impl/task/tasktest"
+)
+
+// stepper is an engine whose generations the test drives one by one: each Generate announces
+// itself on calls; the test sends its tokens and closes them to end it.
+type stepper struct{ calls chan *generation }
+
+type generation struct {
+	id     string
+	tokens chan string
+}
+
+func (e *stepper) Generate(ctx context.Context, req engine.Request, emit engine.EmitFunc) (engine.Result, error) {
+	g := &generation{id: req.TaskID, tokens: make(chan string)}
+	select {
+	case e.calls <- g:
+	case <-ctx.Done():
+		return engine.Result{}, ctx.Err()
+	}
+	n := 0
+	for {
+		select {
+		case tok, ok := <-g.tokens:
+			if !ok {
+				return engine.Result{TokensOut: n, TokensIn: 2, Stop: engine.StopLimit}, nil
+			}
+			if err := emit(engine.Token{Text: tok, Index: n}); err != nil {
+				return engine.Result{TokensOut: n}, err
+			}
+			n++
+		case <-ctx.Done():
+			return engine.Result{TokensOut: n}, ctx.Err()
+		}
+	}
+}
+
+func (e *stepper) Health(context.Context) (engine.Health, error) {
+	return engine.Health{Live: true, Ready: true}, nil
+}
+
+func (e *stepper) next(t *testing.T) *generation {
+	t.Helper()
+	select {
+	case g := <-e.calls:
+		return g
+	case <-time.After(10 * time.Second):
+		t.Fatal("no generation started")
+		return nil
+	}
+}
+
+// crashable forwards to a journal until crash: from then on, what is appended is lost, as in a
+// kill -9 after the last fsync.
+type crashable struct {
+	*journal.Journal
+	mu      sync.Mutex
+	crashed bool
+	last    uint64
+}
+
+func (c *crashable) Append(task string, kind uint8, name string, data, extra []byte) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.crashed {
+		return c.last
+	}
+	c.last = c.Journal.Append(task, kind, name, data, extra)
+	return c.last
+}
+
+func (c *crashable) Retire(task string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.crashed {
+		c.Journal.Retire(task)
+	}
+}
+
+// crash makes everything appended so far durable, then drops what follows.
+func (c *crashable) crash(t *testing.T) {
+	t.Helper()
+	c.mu.Lock()
+	c.crashed = true
+	last := c.last
+	c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Journal.Wait(ctx, last); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type daemon struct {
+	svc  *Service
+	eng  *stepper
+	j    *crashable
+	ctx  context.Context
+	stop func()
+}
+
+// startDaemon runs a Service (1 slot) with a journal in dir, recovering what dir holds.
+func startDaemon(t *testing.T, dir string, clock *tasktest.Clock) *daemon {
+	t.Helper()
+	jr, err := journal.Open(journal.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cj := &crashable{Journal: jr}
+	eng := &stepper{calls: make(chan *generation)}
+	ss, err := session.New(session.Options{MaxTurns: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := pool.View{Spec: pool.Spec{ID: "p", Engine: "llamacpp", ModelRef: "/m/tiny.gguf", ModelID: "tiny", CtxMax: 4096,
+		Slots: 1, PriorServiceMs: 100, PriorTokensPerS: 100, Workloads: []string{"completion"}},
+		Live: true, Healthy: true}
+	svc := New(Options{Capacity: 16, Policy: admission.Reject, Pools: &fakePools{views: []pool.View{v}, rep: eng},
+		Sessions: ss, Metrics: metrics.New(prometheus.NewRegistry()), Clock: clock, Journal: cj})
+	if err := svc.Recover(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	jctx, jcancel := context.WithCancel(context.Background())
+	jdone, done := make(chan struct{}), make(chan struct{})
+	go func() { defer close(jdone); _ = jr.Run(jctx) }()
+	go func() { defer close(done); _ = svc.Run(ctx) }()
+	svc.PoolChanged(ctx, v)
+	var once sync.Once
+	d := &daemon{svc: svc, eng: eng, j: cj, ctx: ctx}
+	d.stop = func() {
+		once.Do(func() {
+			sctx, c := context.WithCancel(context.Background())
+			c()
+			// Whatever a generation still waits to announce gives up with the run context.
+			svc.Shutdown(sctx)
+			cancel()
+			<-done
+			jcancel()
+			<-jdone
+		})
+	}
+	t.Cleanup(d.stop)
+	return d
+}
+
+// log reads a task's log from event id from on, waiting until it is complete.
+func (d *daemon) log(t *testing.T, id string, from int) []byte {
+	t.Helper()
+	tk, err := d.svc.Task(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur := tk.Subscribe(from, false)
+	defer cur.Close()
+	var b []byte
+	deadline := time.After(10 * time.Second)
+	for {
+		var complete bool
+		b, complete = cur.Next(b)
+		if complete {
+			return b
+		}
+		select {
+		case <-cur.Wake():
+		case <-cur.Flushed():
+		case <-deadline:
+			t.Fatalf("log of %s not complete; so far:\n%s", id, b)
+		}
+	}
+}
+
+func parse(t *testing.T, b []byte) []sse.Event {
+	t.Helper()
+	var out []sse.Event
+	r := sse.NewReader(bytes.NewReader(b), 0)
+	for {
+		ev, err := r.Next()
+		if err != nil {
+			return out
+		}
+		out = append(out, ev)
+	}
+}
+
+func ids(evs []sse.Event) string {
+	var s []string
+	for _, e := range evs {
+		s = append(s, e.ID+":"+e.Event)
+	}
+	return strings.Join(s, ",")
+}
+
+// A crash with one task finished, one streaming and three queued: after the restart the
+// finished one reads the same, the streaming one ends with a retriable WORKER_RESET after the
+// events it had, the queued ones run in their order (interactive before batch), and re-posts
+// still match.
+func TestRestartRecoversEveryTask(t *testing.T) {
+	dir := t.TempDir()
+	clock := tasktest.NewClock(time.Unix(1_700_000_000, 0))
+	d := startDaemon(t, dir, clock)
+
+	done := spec(admission.Interactive)
+	if _, err := d.svc.Submit(d.ctx, done); err != nil {
+		t.Fatal(err)
+	}
+	g := d.eng.next(t)
+	g.tokens <- "Hel"
+	g.tokens <- "lo"
+	close(g.tokens)
+	doneLog := d.log(t, done.ID, 0)
+
+	streaming := spec(admission.Interactive)
+	if _, err := d.svc.Submit(d.ctx, streaming); err != nil {
+		t.Fatal(err)
+	}
+	g = d.eng.next(t)
+	g.tokens <- "x"
+	q1, q2, q3 := spec(admission.Batch), spec(admission.Interactive), spec(admission.Interactive)
+	for _, s := range []Spec{q1, q2, q3} {
+		if _, err := d.svc.Submit(d.ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, func() bool { s, _ := d.svc.Get(d.ctx, streaming.ID); return s.TokensOut == 1 })
+	d.j.crash(t)
+	d.stop()
+
+	d = startDaemon(t, dir, clock)
+	// The finished task reads exactly as before.
+	if got := d.log(t, done.ID, 0); !bytes.Equal(got, doneLog) {
+		t.Fatalf("finished task's log after restart:\n%s\nbefore:\n%s", got, doneLog)
+	}
+	if s, err := d.svc.Get(d.ctx, done.ID); err != nil || s.Status != Succeeded || s.TokensOut != 2 {
+		t.Fatalf("finished task: %+v %v", s, err)
+	}
+	// The streaming one ends with a retriable error after what it had streamed.
+	evs := parse(t, d.log(t, streaming.ID, 0))
+	if got := ids(evs); got != "0:started,1:token,2:metrics,3:error" {
+		t.Fatalf("interrupted task's log: %s", got)
+	}
+	if !strings.Contains(evs[3].Data, `"code":"worker_reset"`) || !strings.Contains(evs[3].Data, `"retriable":true`) {
+		t.Fatalf("error frame: %s", evs[3].Data)
+	}
+	// Last-Event-ID: exactly the events after it.
+	if got := ids(parse(t, d.log(t, streaming.ID, 3))); got != "3:error" {
+		t.Fatalf("resume after event 2: %s", got)
+	}
+	if s, _ := d.svc.Get(d.ctx, streaming.ID); s.Status != Failed || s.Error == nil || s.Error.Class != ClassWorkerReset || !s.Error.Retriable {
+		t.Fatalf("interrupted task: %+v", s)
+	}
+	// Queued ones run: interactive in admission order, then batch.
+	for _, want := range []Spec{q2, q3, q1} {
+		g := d.eng.next(t)
+		if g.id != want.ID {
+			t.Fatalf("generation of %s, want %s", g.id, want.ID)
+		}
+		g.tokens <- "ok " + want.ID[len(want.ID)-4:]
+		close(g.tokens)
+		evs := parse(t, d.log(t, want.ID, 0))
+		if got := ids(evs); got != "0:started,1:token,2:metrics,3:end" {
+			t.Fatalf("requeued task's log: %s", got)
+		}
+		if !strings.Contains(evs[1].Data, "ok "+want.ID[len(want.ID)-4:]) {
+			t.Fatalf("token: %s", evs[1].Data)
+		}
+	}
+	// Re-posts: the same body matches, another body conflicts.
+	if a, err := d.svc.Submit(d.ctx, done); err != nil || !a.Replayed {
+		t.Fatalf("re-post: %+v %v", a, err)
+	}
+	other := q1
+	other.Prompt = "something else"
+	other.Fingerprint[0] ^= 1
+	if _, err := d.svc.Submit(d.ctx, other); !errors.Is(err, ErrConflict) {
+		t.Fatalf("re-post with another body: %v", err)
+	}
+}
+
+// A graceful shutdown keeps queued tasks for the next start instead of failing them.
+func TestShutdownKeepsQueuedTasks(t *testing.T) {
+	dir := t.TempDir()
+	clock := tasktest.NewClock(time.Unix(1_700_000_000, 0))
+	d := startDaemon(t, dir, clock)
+	running, queued := spec(admission.Interactive), spec(admission.Batch)
+	for _, s := range []Spec{running, queued} {
+		if _, err := d.svc.Submit(d.ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.eng.next(t)
+	d.stop() // the grace is over at once: the running task is cut, the queued one stays
+	d = startDaemon(t, dir, clock)
+	if s, _ := d.svc.Get(d.ctx, running.ID); s.Status != Failed || !s.Error.Retriable {
+		t.Fatalf("the running task: %+v", s)
+	}
+	g := d.eng.next(t)
+	if g.id != queued.ID {
+		t.Fatalf("generation of %s, want the queued task", g.id)
+	}
+	close(g.tokens)
+	if got := ids(parse(t, d.log(t, queued.ID, 0))); got != "0:started,1:end" {
+		t.Fatalf("queued task's log: %s", got)
+	}
+}
+
+// Retired tasks are not recovered.
+func TestRetiredTasksStayForgotten(t *testing.T) {
+	dir := t.TempDir()
+	clock := tasktest.NewClock(time.Unix(1_700_000_000, 0))
+	d := startDaemon(t, dir, clock)
+	s := spec(admission.Interactive)
+	if _, err := d.svc.Submit(d.ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	close(d.eng.next(t).tokens)
+	d.log(t, s.ID, 0)
+	clock.Advance(11 * time.Minute) // past the default retention: the janitor forgets it
+	waitFor(t, func() bool { _, err := d.svc.Get(d.ctx, s.ID); return errors.Is(err, ErrNotFound) })
+	d.stop()
+	d = startDaemon(t, dir, clock)
+	if _, err := d.svc.Get(d.ctx, s.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a retired task came back: %v", err)
+	}
+}
+
+// Without a journal a frame is visible at once; with one, only once durable.
+func TestFramesWaitForTheJournal(t *testing.T) {
+	dir := t.TempDir()
+	jr, err := journal.Open(journal.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk := &Task{spec: Spec{ID: "t"}, j: jr, done: make(chan struct{})}
+	cur := tk.Subscribe(0, false)
+	defer cur.Close()
+	tk.mu.Lock()
+	tk.appendLocked("token", []byte(`{"t":"a","i":0}`), nil)
+	tk.mu.Unlock()
+	if b, _ := cur.Next(nil); len(b) != 0 || cur.Flushed() == nil {
+		t.Fatalf("a frame not yet durable was shown: %q", b)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	jdone := make(chan struct{})
+	go func() { defer close(jdone); _ = jr.Run(ctx) }()
+	defer func() { cancel(); <-jdone }()
+	select {
+	case <-cur.Flushed():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the journal never flushed")
+	}
+	if b, _ := cur.Next(nil); !bytes.Contains(b, []byte(`"t":"a"`)) || cur.Flushed() != nil {
+		t.Fatalf("the durable frame: %q", b)
+	}
+}
