@@ -407,7 +407,7 @@ func (j *Journal) flush() {
 			j.batches.Add(1)
 		}
 	}
-	if cap(buf) <= 1<<20 {
+	if cap(buf) <= 4<<20 { // reuse the batch buffer unless a burst made it huge
 		j.mu.Lock()
 		j.spare = buf[:0]
 		j.mu.Unlock()

@@ -1,0 +1,128 @@
+package task
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/orchestratord/orchestratord/engine"
+	"github.com/orchestratord/orchestratord/impl/admission"
+	"github.com/orchestratord/orchestratord/impl/journal"
+	"github.com/orchestratord/orchestratord/impl/metrics"
+	"github.com/orchestratord/orchestratord/impl/pool"
+	"github.com/orchestratord/orchestratord/impl/session"
+)
+
+// burst is an engine that emits n tokens as fast as the service takes them.
+type burst struct{ n int }
+
+func (e burst) Generate(ctx context.Context, req engine.Request, emit engine.EmitFunc) (engine.Result, error) {
+	for i := range e.n {
+		if err := emit(engine.Token{Text: " tok", Index: i}); err != nil {
+			return engine.Result{TokensOut: i}, err
+		}
+	}
+	return engine.Result{TokensOut: e.n, Stop: engine.StopLimit}, nil
+}
+
+func (burst) Health(context.Context) (engine.Health, error) {
+	return engine.Health{Live: true, Ready: true}, nil
+}
+
+// benchService runs a Service on eng, with a file journal in a temporary directory when
+// journaled.
+func benchService(b *testing.B, eng engine.Replica, journaled bool) *Service {
+	b.Helper()
+	ss, err := session.New(session.Options{MaxSessions: 1 << 20})
+	if err != nil {
+		b.Fatal(err)
+	}
+	v := pool.View{Spec: pool.Spec{ID: "p", Engine: "llamacpp", ModelRef: "/m/tiny.gguf", ModelID: "tiny", CtxMax: 1 << 20,
+		Slots: 64, PriorServiceMs: 100, PriorTokensPerS: 100, Workloads: []string{"completion"}},
+		Live: true, Healthy: true}
+	opts := Options{Capacity: 1 << 20, Policy: admission.Reject, Pools: &fakePools{views: []pool.View{v}, rep: eng},
+		Sessions: ss, Metrics: metrics.New(prometheus.NewRegistry()), MaxRetained: 1 << 20}
+	ctx, cancel := context.WithCancel(context.Background())
+	jdone := make(chan struct{})
+	if journaled {
+		jr, err := journal.Open(journal.Options{Dir: b.TempDir()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		opts.Journal = jr
+		go func() { defer close(jdone); _ = jr.Run(ctx) }()
+	} else {
+		close(jdone)
+	}
+	svc := New(opts)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = svc.Run(ctx) }()
+	svc.PoolChanged(ctx, v)
+	b.Cleanup(func() { cancel(); <-done; <-jdone })
+	return svc
+}
+
+func benchSpec(i int) Spec {
+	return Spec{ID: fmt.Sprintf("00000000-0000-4000-8000-%012d", i), SessionID: fmt.Sprintf("11111111-1111-4111-8111-%012d", i),
+		Workload: "completion", ModelRef: "tiny", Engine: "llamacpp", Ctx: 1 << 20, Priority: admission.Interactive,
+		Prompt: "hi", MaxTokens: 1 << 20, Deadline: time.Hour}
+}
+
+// BenchmarkTokens is the cost of one streamed token (engine → log), and with the journal,
+// of journaling it (the fsync runs on the journal's goroutine, batched).
+func BenchmarkTokens(b *testing.B) {
+	for _, journaled := range []bool{false, true} {
+		b.Run(fmt.Sprintf("journal=%v", journaled), func(b *testing.B) {
+			svc := benchService(b, burst{n: b.N}, journaled)
+			b.ReportAllocs()
+			b.ResetTimer()
+			if _, err := svc.Submit(context.Background(), benchSpec(0)); err != nil {
+				b.Fatal(err)
+			}
+			tk, err := svc.Task(benchSpec(0).ID)
+			if err != nil {
+				b.Fatal(err)
+			}
+			<-tk.Done()
+		})
+	}
+}
+
+// BenchmarkSubmit is the cost of one admission; with the journal, 202 waits for its record to
+// be durable (one fsync, shared by the admissions that arrive meanwhile).
+func BenchmarkSubmit(b *testing.B) {
+	for _, journaled := range []bool{false, true} {
+		for _, par := range []int{1, 16} {
+			b.Run(fmt.Sprintf("journal=%v/clients=%d", journaled, par), func(b *testing.B) {
+				svc := benchService(b, burst{n: 0}, journaled)
+				ids := make(chan int, b.N)
+				for i := range b.N {
+					ids <- i
+				}
+				close(ids)
+				b.ReportAllocs()
+				b.ResetTimer()
+				errs := make(chan error, par)
+				for range par {
+					go func() {
+						for i := range ids {
+							if _, err := svc.Submit(context.Background(), benchSpec(i)); err != nil {
+								errs <- err
+								return
+							}
+						}
+						errs <- nil
+					}()
+				}
+				for range par {
+					if err := <-errs; err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
