@@ -47,6 +47,35 @@ func TestDefaultConfig(t *testing.T) {
 		s.BodyReadTimeout.D() != 10*time.Second || s.BodyMinBytesPerSecond != 32<<10 || c.Stream.WriteTimeout.D() != 30*time.Second {
 		t.Fatalf("server defaults = %+v, stream = %+v", s, c.Stream)
 	}
+	if j := c.Journal; !j.EnabledOrDefault() || j.Dir != filepath.Join(".orchestratord", "journal") || j.FsyncInterval.D() != 2*time.Millisecond {
+		t.Fatalf("journal defaults = %+v", j)
+	}
+}
+
+func TestJournalConfig(t *testing.T) {
+	tests := []struct {
+		yaml    string
+		enabled bool
+		dir     string
+	}{
+		{"journal: {enabled: false}\n", false, "/s/journal"},
+		{"journal: {dir: wal}\n", true, "/s/wal"},
+		{"journal: {dir: /var/lib/orchd-journal}\n", true, "/var/lib/orchd-journal"},
+		{"", true, "/s/journal"},
+	}
+	for _, tt := range tests {
+		p := filepath.Join(t.TempDir(), "c.yaml")
+		if err := os.WriteFile(p, []byte(tt.yaml+minimal), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := Load(Overrides{ConfigFile: p, StateDir: "/s"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Journal.EnabledOrDefault() != tt.enabled || c.Journal.Dir != tt.dir {
+			t.Fatalf("%q: journal = %+v", tt.yaml, c.Journal)
+		}
+	}
 }
 
 func TestOverridesWin(t *testing.T) {
@@ -105,6 +134,8 @@ func TestInvalidConfigNamesField(t *testing.T) {
 		{"external-only engine managed", strings.NewReplacer("engine: llamacpp", "engine: openai", `[{url: "http://127.0.0.1:9"}]`, `[{managed: {}}]`).Replace(minimal), "pools[0].replicas[0].managed: engine openai is external only", Overrides{}},
 		{"hub name with a path", strings.NewReplacer("engine: llamacpp", "engine: vllm", "model_ref: /models/m.gguf", "model_ref: hf:../etc/passwd", `[{url: "http://127.0.0.1:9"}]`, `[{managed: {}}]`).Replace(minimal), "pools[0].model_ref", Overrides{}},
 		{"negative device", strings.Replace(minimal, `[{url: "http://127.0.0.1:9"}]`, `[{managed: {devices: [0, -1]}}]`, 1), "pools[0].replicas[0].managed.devices[1]", Overrides{}},
+		{"fsync_interval too long", "journal: {fsync_interval: 5s}\n" + minimal, "journal.fsync_interval", Overrides{}},
+		{"fsync_interval too short", "journal: {fsync_interval: 1us}\n" + minimal, "journal.fsync_interval", Overrides{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
