@@ -35,6 +35,7 @@ func TestErrorMapping(t *testing.T) {
 		{"no pool", fmt.Errorf("%w: none", task.ErrUnavailable), "POOL_UNAVAILABLE", 503},
 		{"no pool serves the task", fmt.Errorf("%w: engine vllm", task.ErrNoMatch), "POOL_UNAVAILABLE", 503},
 		{"shutting down", task.ErrShuttingDown, "POOL_UNAVAILABLE", 503},
+		{"journal cannot record", fmt.Errorf("%w: %w", task.ErrNotDurable, fmt.Errorf("disk full")), "INTERNAL", 500},
 		{"pool not found", pool.ErrNotFound, "NOT_FOUND", 404},
 		{"artifact not found", artifact.ErrNotFound, "NOT_FOUND", 404},
 		{"artifact too large", artifact.ErrTooLarge, "PAYLOAD_TOO_LARGE", 413},

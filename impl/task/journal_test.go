@@ -76,6 +76,17 @@ type crashable struct {
 	mu      sync.Mutex
 	crashed bool
 	last    uint64
+	failed  error // returned by Wait when set
+}
+
+func (c *crashable) Wait(ctx context.Context, seq uint64) error {
+	c.mu.Lock()
+	failed := c.failed
+	c.mu.Unlock()
+	if failed != nil {
+		return failed
+	}
+	return c.Journal.Wait(ctx, seq)
 }
 
 func (c *crashable) Append(task string, kind uint8, name string, data, extra []byte) uint64 {
@@ -371,4 +382,34 @@ func TestFramesWaitForTheJournal(t *testing.T) {
 	if b, _ := cur.Next(nil); !bytes.Contains(b, []byte(`"t":"a"`)) || cur.Flushed() != nil {
 		t.Fatalf("the durable frame: %q", b)
 	}
+}
+
+// An admission the journal cannot make durable is refused, and leaves nothing behind: not the
+// task, not its slot.
+func TestAdmissionRefusedWhenTheJournalFails(t *testing.T) {
+	clock := tasktest.NewClock(time.Unix(1_700_000_000, 0))
+	d := startDaemon(t, t.TempDir(), clock)
+	d.j.mu.Lock()
+	d.j.failed = errors.New("disk full")
+	d.j.mu.Unlock()
+	s := spec(admission.Interactive)
+	if _, err := d.svc.Submit(d.ctx, s); !errors.Is(err, ErrNotDurable) {
+		t.Fatalf("Submit on a failed journal: %v", err)
+	}
+	if _, err := d.svc.Get(d.ctx, s.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("the refused task is visible: %v", err)
+	}
+	d.j.mu.Lock()
+	d.j.failed = nil
+	d.j.mu.Unlock()
+	next := spec(admission.Interactive)
+	if _, err := d.svc.Submit(d.ctx, next); err != nil {
+		t.Fatal(err)
+	}
+	g := d.eng.next(t) // the one slot is free again
+	if g.id != next.ID {
+		t.Fatalf("generation of %s, want %s", g.id, next.ID)
+	}
+	close(g.tokens)
+	d.log(t, next.ID, 0)
 }
