@@ -15,6 +15,14 @@
 // bounded number of metrics frames; finished tasks are forgotten after tasks.retention or beyond
 // tasks.max_retained.
 //
+// Durability. With a Journal (Options.Journal), Submit records the admission and the `started`
+// frame and answers only once they are durable; every later frame is appended to the journal
+// under the task's mutex (so in log order) and shown to readers only once durable, and the final
+// frame travels with the final state in one record. Recover rebuilds the tasks after a restart:
+// finished ones as they were, running ones end with a retriable worker_reset error, queued ones
+// are queued again (Run holds the pools until all are back, so the queue orders them as before).
+// Tasks forgotten by retention are retired from the journal. See journal.go.
+//
 // Ordering guarantees. `started` is appended before the runner may append anything (the runner
 // waits for the admission to be recorded); no `token` is appended once a cancel is recorded
 // (checked under the task's mutex); exactly one `end` or `error` frame ends the log.
