@@ -80,9 +80,9 @@ func (t *Task) recordRunningLocked() {
 	t.j.Append(t.spec.ID, recRunning, "", rec, nil)
 }
 
-// Recover rebuilds the tasks of the journal: finished ones are readable again, queued ones are
-// queued again by Run (in their admission order), and ones that were running end with a
-// retriable error when Run starts. Call it once, after New and before Run and any Submit.
+// Recover rebuilds the tasks of the journal: finished ones are readable again, ones that were
+// running end with a retriable worker_reset error, and queued ones are queued again by Run (in
+// their admission order). Call it once, after New and before Run and any Submit.
 func (s *Service) Recover() error {
 	if s.j == nil {
 		return nil
@@ -141,7 +141,8 @@ func (s *Service) Recover() error {
 		return err
 	}
 	var fin []finishedRef
-	var queued, running int
+	var interrupted []*Task
+	var queued int
 	s.mu.Lock()
 	for _, t := range order {
 		if len(t.spans) == 0 { // cut between its two first records: its 202 was never sent
@@ -154,8 +155,7 @@ func (s *Service) Recover() error {
 			fin = append(fin, finishedRef{id: t.spec.ID, at: t.finished})
 		case t.status == Running:
 			s.load[t.poolID]++
-			s.interrupted = append(s.interrupted, t)
-			running++
+			interrupted = append(interrupted, t)
 		default:
 			s.load[t.poolID]++
 			s.requeue = append(s.requeue, t)
@@ -165,22 +165,22 @@ func (s *Service) Recover() error {
 	slices.SortStableFunc(fin, func(a, b finishedRef) int { return a.at.Compare(b.at) })
 	s.finished = append(s.finished, fin...)
 	s.mu.Unlock()
-	s.log.Info("tasks recovered from the journal", "finished", len(fin), "queued", queued, "interrupted", running)
-	return nil
-}
-
-// resume ends the tasks that were running when the daemon stopped and queues again the ones
-// that were queued, in their admission order. Run calls it once the queue runs.
-func (s *Service) resume(ctx context.Context) {
-	s.mu.Lock()
-	interrupted, requeue := s.interrupted, s.requeue
-	s.interrupted, s.requeue = nil, nil
-	s.mu.Unlock()
 	for _, t := range interrupted {
 		s.finish(t, Failed, &ErrorInfo{Class: ClassWorkerReset,
 			Message:   "the daemon restarted while the task was running; submit it again under a new task_id",
 			Retriable: true, RetryAfterMs: 1000, PoolID: t.poolID, Engine: t.engine}, engine.Result{}, 0)
 	}
+	s.log.Info("tasks recovered from the journal", "finished", len(fin), "queued", queued, "interrupted", len(interrupted))
+	return nil
+}
+
+// resume queues again the recovered tasks that were queued, in their admission order. Run
+// calls it once the queue runs.
+func (s *Service) resume(ctx context.Context) {
+	s.mu.Lock()
+	requeue := s.requeue
+	s.requeue = nil
+	s.mu.Unlock()
 	if s.j == nil {
 		return
 	}

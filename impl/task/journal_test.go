@@ -413,3 +413,52 @@ func TestAdmissionRefusedWhenTheJournalFails(t *testing.T) {
 	close(g.tokens)
 	d.log(t, next.ID, 0)
 }
+
+// Concurrent admissions: every acknowledged one is there after a crash, queued in the order the
+// queue had them.
+func TestConcurrentAdmissionsSurviveACrash(t *testing.T) {
+	dir := t.TempDir()
+	clock := tasktest.NewClock(time.Unix(1_700_000_000, 0))
+	d := startDaemon(t, dir, clock)
+	first := spec(admission.Interactive)
+	if _, err := d.svc.Submit(d.ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	d.eng.next(t) // holds the only slot: the others queue
+	const n = 12
+	specs := make([]Spec, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		specs[i] = spec(admission.Interactive)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := d.svc.Submit(d.ctx, specs[i]); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	positions := map[int]string{}
+	for _, s := range specs {
+		snap, err := d.svc.Get(d.ctx, s.ID)
+		if err != nil || snap.QueuePosition == nil {
+			t.Fatalf("%s before the crash: %+v %v", s.ID, snap, err)
+		}
+		positions[*snap.QueuePosition] = s.ID
+	}
+	d.j.crash(t)
+	d.stop()
+
+	d = startDaemon(t, dir, clock)
+	if s, _ := d.svc.Get(d.ctx, first.ID); s.Status != Failed {
+		t.Fatalf("the running task: %+v", s)
+	}
+	for pos := range n {
+		g := d.eng.next(t)
+		if g.id != positions[pos] {
+			t.Fatalf("run %d: %s, want %s (the queue's order before the crash)", pos, g.id, positions[pos])
+		}
+		close(g.tokens)
+	}
+}

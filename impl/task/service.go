@@ -101,14 +101,13 @@ type Service struct {
 	// poolMu orders the queue's pool updates (PoolChanged and the restart's syncPools).
 	poolMu sync.Mutex
 
-	mu          sync.Mutex
-	interrupted []*Task // recovered tasks that were running (Recover → Run)
-	requeue     []*Task // recovered tasks that were queued, in admission order
-	tasks       map[string]*Task
-	finished    []finishedRef // in finish order, for retention
-	load        map[string]int
-	closing     bool
-	halted      bool // the shutdown grace is over: dispatched tasks stay queued (journal only)
+	mu       sync.Mutex
+	requeue  []*Task // recovered tasks that were queued, in admission order
+	tasks    map[string]*Task
+	finished []finishedRef // in finish order, for retention
+	load     map[string]int
+	closing  bool
+	halted   bool // the shutdown grace is over: dispatched tasks stay queued (journal only)
 
 	runCtx context.Context
 	wg     sync.WaitGroup // runner goroutines
