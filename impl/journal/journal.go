@@ -133,7 +133,7 @@ func Open(opts Options) (*Journal, error) {
 	// Rewrite the segment when it has a bad tail or retired tasks: what remains is exactly the
 	// live records, and a later Replay reads only those.
 	if valid < len(data) || len(retired) > 0 || len(gens) == 0 {
-		data, err = j.rewrite(data[:valid], func(r Record) bool { _, gone := retired[r.Task]; return !gone && r.Kind != KindRetire })
+		data, err = j.rewrite(data[:valid], nil)
 		if err != nil {
 			return nil, err
 		}
@@ -152,10 +152,12 @@ func Open(opts Options) (*Journal, error) {
 	return j, nil
 }
 
-// scan returns the length of the valid prefix of data, the tasks retired in it, and the error
-// that ended it early (nil when all of data is valid).
-func scan(data []byte) (int, map[string]struct{}, error) {
-	retired := map[string]struct{}{}
+// scan returns the length of the valid prefix of data, the offset of each task's last
+// tombstone in it, and the error that ended it early (nil when all of data is valid). A
+// tombstone retires the records of its task before it only: a task id used again after its
+// retirement (a client re-posting it once the first task left retention) is a new task.
+func scan(data []byte) (int, map[string]int, error) {
+	retired := map[string]int{}
 	off := 0
 	for off < len(data) {
 		r, n, err := Decode(data[off:])
@@ -163,23 +165,32 @@ func scan(data []byte) (int, map[string]struct{}, error) {
 			return off, retired, err
 		}
 		if r.Kind == KindRetire {
-			retired[r.Task] = struct{}{}
+			retired[r.Task] = off
 		}
 		off += n
 	}
 	return off, retired, nil
 }
 
-// rewrite writes the records of data that keep accepts into a new segment (generation+1),
-// makes it the active one and removes the old one. It returns the new segment's content.
-func (j *Journal) rewrite(data []byte, keep func(Record) bool) ([]byte, error) {
+// rewrite writes the records of data that are not retired (and, when live is not nil, whose
+// task is in live) into a new segment (generation+1), makes it the active one and removes the
+// old one. It returns the new segment's content.
+func (j *Journal) rewrite(data []byte, live map[string]struct{}) ([]byte, error) {
+	_, retired, _ := scan(data)
 	out := make([]byte, 0, len(data))
 	for off := 0; off < len(data); {
 		r, n, err := Decode(data[off:])
 		if err != nil {
 			break
 		}
-		if keep(r) {
+		keep := r.Kind != KindRetire
+		if last, ok := retired[r.Task]; ok && off < last {
+			keep = false
+		}
+		if _, ok := live[r.Task]; live != nil && !ok {
+			keep = false
+		}
+		if keep {
 			out = append(out, data[off:off+n]...)
 		}
 		off += n
@@ -203,6 +214,8 @@ func (j *Journal) rewrite(data []byte, keep func(Record) bool) ([]byte, error) {
 	}
 	f, err := os.OpenFile(final, os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
+		// Keep appending to the old segment, which must stay the newest one.
+		_ = os.Remove(final)
 		return nil, fmt.Errorf("journal: %w", err)
 	}
 	if j.f != nil {
@@ -448,7 +461,7 @@ func (j *Journal) compactNow() error {
 	}
 	j.mu.Unlock()
 	before := len(data)
-	out, err := j.rewrite(data, func(r Record) bool { _, ok := live[r.Task]; return ok && r.Kind != KindRetire })
+	out, err := j.rewrite(data, live)
 	if err != nil {
 		return err
 	}
