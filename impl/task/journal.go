@@ -181,7 +181,7 @@ func (s *Service) resume(ctx context.Context) {
 	requeue := s.requeue
 	s.requeue = nil
 	s.mu.Unlock()
-	if s.j == nil {
+	if len(requeue) == 0 {
 		return
 	}
 	// Pools take nothing until every recovered task is queued again, so that the queue orders
