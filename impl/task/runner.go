@@ -69,10 +69,15 @@ func (s *Service) run(t *Task) {
 	}
 	decode := s.now().Sub(start)
 	s.release(t, start)
+	t.mu.Lock()
+	canceled := t.canceled
+	t.mu.Unlock()
 	switch cause := context.Cause(ctx); {
 	case err == nil:
 		s.finish(t, Succeeded, nil, res, decode)
-	case errors.Is(cause, causeClient) || errors.Is(cause, causeDisconnect):
+	// A cancel sets t.canceled before it cancels ctx: onToken may refuse a token (and the
+	// engine return) in between, with no cause on ctx yet.
+	case errors.Is(cause, causeClient) || errors.Is(cause, causeDisconnect) || (cause == nil && canceled):
 		s.finish(t, Canceled, nil, res, decode)
 	case errors.Is(cause, causeDeadline):
 		s.finish(t, Failed, &ErrorInfo{Class: ClassDeadline,
