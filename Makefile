@@ -124,7 +124,7 @@ $(CLIENTS_VENV)/.installed: $(CLIENTS_REQ)
 	@touch $@
 
 .PHONY: clients-venv
-clients-venv: $(CLIENTS_VENV)/.installed ## Create .venv-clients with the engines' pinned official clients (openai).
+clients-venv: $(CLIENTS_VENV)/.installed ## Create .venv-clients with the engines' pinned official clients (openai, text-generation).
 
 .PHONY: fuzz
 fuzz: venv ## Schemathesis against the real daemon and llama.cpp: every operation, >= 200 examples each, fixed seed (about 8 min).

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -24,21 +25,28 @@ func main() {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)
 		}
+		if errors.Is(err, errCrashed) {
+			fmt.Fprintln(os.Stderr, "enginesim:", err)
+			os.Exit(3)
+		}
 		fmt.Fprintln(os.Stderr, "enginesim:", err)
 		os.Exit(1)
 	}
 }
 
+// errCrashed is run's error after an injected crash; the command exits with status 3.
+var errCrashed = errors.New("crashed: injected fault")
+
 // config is the command line.
 type config struct {
 	addr      string
 	exitAfter time.Duration
+	fault     string
 	logLevel  slog.Level
 	sim       sim.Options
 }
 
-func parseFlags(args []string, stderr io.Writer) (config, error) {
-	var c config
+func parseFlags(args []string, stderr io.Writer) (c config, err error) {
 	fs := flag.NewFlagSet("enginesim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:0", "listen address (loopback only; port 0 picks a free port)")
@@ -51,9 +59,12 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.sim.TotalSlots, "total-slots", 0, "total_slots reported by /props (0 = -slots, or 64 when unlimited)")
 	fs.StringVar(&c.sim.Model, "model", sim.DefaultModel, "model id reported by /v1/models")
 	fs.IntVar(&c.sim.NCtx, "n-ctx", sim.DefaultNCtx, "n_ctx reported by /props")
+	fs.StringVar(&c.fault, "fault", "", "inject a fault into every generation: overload, unavailable, slow-first-token, cut, malformed, crash, context-too-long")
+	fs.IntVar(&c.sim.Fault.After, "fault-after", 0, "tokens sent before a cut, malformed frame or crash")
+	fs.DurationVar(&c.sim.Fault.Delay, "fault-delay", 0, "extra delay before the first token of slow-first-token")
 	fs.DurationVar(&c.exitAfter, "exit-after", 0, "stop by itself after this long (0 = run until signaled)")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level (debug logs every request)")
-	if err := fs.Parse(args); err != nil {
+	if err = fs.Parse(args); err != nil {
 		return c, err
 	}
 	if fs.NArg() > 0 {
@@ -66,6 +77,11 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, errors.New("delays and -exit-after must be >= 0")
 	case c.sim.Slots < 0, c.sim.TotalSlots < 0:
 		return c, errors.New("-slots and -total-slots must be >= 0")
+	case c.sim.Fault.After < 0, c.sim.Fault.Delay < 0:
+		return c, errors.New("-fault-after and -fault-delay must be >= 0")
+	}
+	if c.sim.Fault.Mode, err = sim.ParseFaultMode(c.fault); err != nil {
+		return c, fmt.Errorf("-fault: %w", err)
 	}
 	if err := checkLoopback(c.addr); err != nil {
 		return c, err
@@ -95,6 +111,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: c.logLevel}))
 	c.sim.Logger = logger
+	crashed := make(chan struct{})
+	var crashOnce sync.Once
+	c.sim.OnCrash = func() { crashOnce.Do(func() { close(crashed) }) }
 	if c.exitAfter > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.exitAfter)
@@ -119,6 +138,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	select {
 	case err := <-errc:
 		return err
+	case <-crashed:
+		_ = srv.Close() // every connection dies at once, as with a crashed process
+		_ = <-errc
+		logger.Error("enginesim crashed (injected fault)")
+		return errCrashed
 	case <-ctx.Done():
 	}
 	// Streams end when their clients go; give them a moment, then cut them.

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
@@ -32,6 +33,10 @@ func TestParseFlags(t *testing.T) {
 		{"negative delay", []string{"-token-delay", "-1ms"}, "delays"},
 		{"negative slots", []string{"-slots", "-1"}, "-slots"},
 		{"extra args", []string{"x"}, "unexpected"},
+		{"fault", []string{"-fault", "cut", "-fault-after", "3"}, ""},
+		{"slow first token", []string{"-fault", "slow-first-token", "-fault-delay", "2s"}, ""},
+		{"unknown fault", []string{"-fault", "meltdown"}, "unknown fault"},
+		{"negative fault-after", []string{"-fault", "cut", "-fault-after", "-1"}, "-fault-after"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -78,4 +83,38 @@ func TestRunPrintsAddressAndStops(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestRunCrashFault: with -fault crash, the first generation's connection dies after
+// -fault-after tokens and run returns errCrashed (the command exits 3), as a crashed engine.
+func TestRunCrashFault(t *testing.T) {
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(t.Context(), []string{"-tokens", "5", "-fault", "crash", "-fault-after", "2"}, pw, io.Discard)
+		pw.Close()
+	}()
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _, _ = io.Copy(io.Discard, pr) }()
+	base := strings.TrimPrefix(strings.TrimSpace(line), "listening on ")
+	resp, err := http.Post(base+"/generate_stream", "application/json", strings.NewReader(`{"inputs":"hi"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, rerr := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if rerr == nil || strings.Count(string(body), `"token"`) != 2 {
+		t.Errorf("stream before the crash: %q, read error %v (want 2 tokens and a broken body)", body, rerr)
+	}
+	if err := <-done; !errors.Is(err, errCrashed) {
+		t.Fatalf("run: %v, want errCrashed", err)
+	}
+	if resp, err := http.Get(base + "/health"); err == nil {
+		resp.Body.Close()
+		t.Error("the crashed simulator still answers")
+	}
+	http.DefaultClient.CloseIdleConnections()
 }

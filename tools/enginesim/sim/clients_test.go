@@ -64,3 +64,39 @@ func TestOpenAIClientAcceptsSimulator(t *testing.T) {
 		t.Errorf("streams %v\n%s", kinds, out)
 	}
 }
+
+// TestTGIClientAcceptsSimulator: the official text-generation Python client streams from the
+// simulator's TGI personality (through TGI's compat POST /, where the client posts), one
+// frame per token with generated_text and details on the last, and reads a non-stream
+// generation.
+func TestTGIClientAcceptsSimulator(t *testing.T) {
+	py := clientsPython(t, "text_generation")
+	_, ts := newServer(t, Options{Model: "sim-model"})
+	const n = 6
+	out, err := exec.Command(py, filepath.Join("..", "clients", "tgi_check.py"), ts.URL, "6").CombinedOutput()
+	if err != nil {
+		t.Fatalf("text-generation client: %v\n%s", err, out)
+	}
+	var kinds []string
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		var r struct {
+			Kind, Text      string
+			Tokens          int
+			GeneratedText   string `json:"generated_text"`
+			FinishReason    string `json:"finish_reason"`
+			GeneratedTokens int    `json:"generated_tokens"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			t.Fatalf("line %q: %v", sc.Text(), err)
+		}
+		kinds = append(kinds, r.Kind)
+		if r.Tokens != n || strings.Count(r.Text, " t") != n || r.GeneratedText != r.Text || r.FinishReason != "length" ||
+			r.GeneratedTokens != n {
+			t.Errorf("%s: %+v", r.Kind, r)
+		}
+	}
+	if strings.Join(kinds, ",") != "stream,generate" {
+		t.Errorf("calls %v\n%s", kinds, out)
+	}
+}

@@ -1,7 +1,10 @@
 // Package sim is an inference-engine simulator for load tests: an http.Handler that speaks the
-// llama.cpp server protocol (GET /health, GET /props, POST /completion) and the OpenAI-compatible
-// protocol (GET /v1/models, POST /v1/completions, POST /v1/chat/completions), streaming
-// synthetic tokens at a configurable pace. It is not a correctness oracle for either protocol;
+// llama.cpp server protocol (GET /health, GET /props, POST /completion), the OpenAI-compatible
+// protocol (GET /health, GET /v1/models, POST /v1/completions, POST /v1/chat/completions) and
+// Hugging Face TGI's protocol (GET /health, GET /info, POST /generate_stream, POST /generate and
+// the compat POST / that TGI's text-generation client posts to), streaming synthetic tokens at
+// a configurable pace. GET /metrics serves the load series of vLLM, SGLang, TGI and llama.cpp
+// (running, waiting, usage) from the simulator's own counters. It is not a correctness oracle for either protocol;
 // it emits the subset of fields that orchestratord's adapters, LiteLLM and nginx need, as cheaply
 // as possible, so that the simulator is never the bottleneck of a benchmark. GET /sim/stats
 // reports its counters (see Stats).
@@ -41,6 +44,17 @@
 // schedule does not drift. Every stream frame is flushed as soon as it is written. When the
 // client disconnects, the request context is done and the generation stops before the next
 // token; a failed write stops it too.
+//
+// # Faults
+//
+// Options.Fault (or SetFault, at any time) injects one failure into every generation request,
+// in each protocol's own words (see FaultMode): overload, 503, a slow first token, a stream cut
+// in the middle of a token's frame, a frame that is not JSON, a crash (the connection dies and
+// Options.OnCrash is called; the enginesim command exits 3) and a "context too long" client
+// error. TGI frames follow TGI's router: "data:{json}" per token with token.id/text/logprob/
+// special; the last one carries generated_text and details (finish_reason "length",
+// generated_tokens, input_length); errors are `data:{"error","error_type"}` frames of a 200
+// stream, as TGI validates inside the stream.
 //
 // The handler starts no goroutines of its own: each generation runs on the net/http goroutine
 // serving its request.

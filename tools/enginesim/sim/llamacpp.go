@@ -38,6 +38,11 @@ func (s *Sim) llamaCompletion(w http.ResponseWriter, r *http.Request) {
 	p := promptTokens(req.Prompt)
 	ctx := r.Context()
 	const endpoint = "/completion"
+	fault := s.currentFault()
+	if llamaPersonality.refuse(w, fault.Mode, p, n, s.opts.NCtx) {
+		s.finish(endpoint, req.Stream, 0, errRefused)
+		return
+	}
 
 	release, err := s.acquire(ctx)
 	if err != nil {
@@ -49,7 +54,7 @@ func (s *Sim) llamaCompletion(w http.ResponseWriter, r *http.Request) {
 
 	if !req.Stream {
 		text := make([]byte, 0, n*StampLen)
-		got, err := s.generate(ctx, n, func(_ int, now time.Time) error {
+		got, err := s.generate(ctx, n, fault, func(_ int, now time.Time) error {
 			text = AppendStamp(text, now)
 			return nil
 		})
@@ -71,14 +76,14 @@ func (s *Sim) llamaCompletion(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	buf := make([]byte, 0, 128)
-	got, err := s.generate(ctx, n, func(i int, now time.Time) error {
+	got, err := s.generate(ctx, n, fault, s.faultEmit(w, sw, fault, &llamaPersonality, func(i int, now time.Time) error {
 		buf = append(buf[:0], llamaTokenPrefix...)
 		buf = AppendStamp(buf, now)
 		buf = append(buf, llamaTokenMid...)
 		buf = appendInt(buf, int64(1000+i))
 		buf = append(buf, llamaTokenSuffix...)
 		return sw.frame(buf)
-	})
+	}))
 	if err == nil {
 		buf = append(buf[:0], `data: {"content":"","stop":true,`...)
 		buf = s.appendLlamaTail(buf, got, p, time.Since(start))

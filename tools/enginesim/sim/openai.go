@@ -83,6 +83,11 @@ func (s *Sim) openai(w http.ResponseWriter, r *http.Request, k *openaiKind) {
 		p = promptTokens(req.Prompt)
 	}
 	ctx := r.Context()
+	fault := s.currentFault()
+	if openaiPersonality.refuse(w, fault.Mode, p, n, s.opts.NCtx) {
+		s.finish(k.endpoint, req.Stream, 0, errRefused)
+		return
+	}
 
 	release, err := s.acquire(ctx)
 	if err != nil {
@@ -111,7 +116,7 @@ func (s *Sim) openai(w http.ResponseWriter, r *http.Request, k *openaiKind) {
 
 	if !req.Stream {
 		text := make([]byte, 0, n*StampLen)
-		got, err := s.generate(ctx, n, func(_ int, now time.Time) error {
+		got, err := s.generate(ctx, n, fault, func(_ int, now time.Time) error {
 			text = AppendStamp(text, now)
 			return nil
 		})
@@ -153,7 +158,7 @@ func (s *Sim) openai(w http.ResponseWriter, r *http.Request, k *openaiKind) {
 		s.finish(k.endpoint, true, 0, err)
 		return
 	}
-	got, err := s.generate(ctx, n, func(_ int, now time.Time) error {
+	got, err := s.generate(ctx, n, fault, s.faultEmit(w, sw, fault, &openaiPersonality, func(_ int, now time.Time) error {
 		buf = append(buf[:0], "data: "...)
 		buf = append(buf, head...)
 		buf = append(buf, k.tokenOpen...)
@@ -161,7 +166,7 @@ func (s *Sim) openai(w http.ResponseWriter, r *http.Request, k *openaiKind) {
 		buf = append(buf, k.tokenClose...)
 		buf = append(buf, "]}\n\n"...)
 		return sw.frame(buf)
-	})
+	}))
 	if err == nil {
 		err = sw.frame(chunk(k.final))
 	}

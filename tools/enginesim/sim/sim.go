@@ -50,6 +50,11 @@ type Options struct {
 	// OnFinish, when set, is called once per generation request after it ended (completed,
 	// canceled or failed), on the request's goroutine before the handler returns.
 	OnFinish func(Finish)
+	// Fault is injected into every generation request until SetFault replaces it.
+	Fault Fault
+	// OnCrash is called by FaultCrash after it cut the connection; the enginesim command
+	// exits from it. Nil: only the connection dies.
+	OnCrash func()
 }
 
 // Finish describes one ended generation request; see Options.OnFinish.
@@ -79,6 +84,7 @@ type Sim struct {
 	modelJSON []byte
 	props     []byte
 	models    []byte
+	info      []byte
 
 	seq      atomic.Uint64
 	active   atomic.Int64
@@ -86,6 +92,7 @@ type Sim struct {
 	requests atomic.Uint64
 	tokens   atomic.Uint64
 	aborted  atomic.Uint64
+	fault    atomic.Pointer[Fault]
 }
 
 // NewHandler returns a simulator as an http.Handler.
@@ -115,6 +122,7 @@ func New(opts Options) *Sim {
 		}
 	}
 	s := &Sim{opts: opts, log: opts.Logger, created: time.Now().Unix()}
+	s.SetFault(opts.Fault)
 	if opts.Slots > 0 {
 		s.slots = make(chan struct{}, opts.Slots)
 	}
@@ -124,6 +132,13 @@ func New(opts Options) *Sim {
 		"default_generation_settings": map[string]any{"n_ctx": opts.NCtx},
 		"build_info":                  "enginesim",
 		"model_path":                  opts.Model,
+	})
+	s.info, _ = json.Marshal(map[string]any{
+		"model_id": opts.Model, "model_sha": nil, "model_dtype": "float16", "model_device_type": "cpu",
+		"model_pipeline_tag": "text-generation", "max_concurrent_requests": opts.TotalSlots, "max_best_of": 1,
+		"max_stop_sequences": 4, "max_input_tokens": opts.NCtx - 1, "max_total_tokens": opts.NCtx,
+		"validation_workers": 2, "max_client_batch_size": 4, "router": "text-generation-router",
+		"version": "enginesim", "sha": nil, "docker_label": nil,
 	})
 	s.models, _ = json.Marshal(map[string]any{
 		"object": "list",
@@ -140,6 +155,11 @@ func New(opts Options) *Sim {
 	mux.HandleFunc("GET /v1/models", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, s.models) })
 	mux.HandleFunc("POST /v1/completions", s.openaiCompletion)
 	mux.HandleFunc("POST /v1/chat/completions", s.openaiChat)
+	mux.HandleFunc("POST /generate_stream", s.tgiGenerateStream)
+	mux.HandleFunc("POST /generate", s.tgiGenerate)
+	mux.HandleFunc("POST /{$}", s.tgiCompat)
+	mux.HandleFunc("GET /info", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, s.info) })
+	mux.HandleFunc("GET /metrics", s.metrics)
 	mux.HandleFunc("GET /sim/stats", func(w http.ResponseWriter, _ *http.Request) {
 		b, _ := json.Marshal(s.Stats())
 		writeJSON(w, http.StatusOK, b)
@@ -205,7 +225,11 @@ func (s *Sim) acquire(ctx context.Context) (func(), error) {
 
 // generate paces n tokens, calling emit for each with its index and emission time. It returns
 // how many tokens were emitted and why it stopped early (ctx's error or emit's), if it did.
-func (s *Sim) generate(ctx context.Context, n int, emit func(i int, now time.Time) error) (int, error) {
+func (s *Sim) generate(ctx context.Context, n int, f Fault, emit func(i int, now time.Time) error) (int, error) {
+	first := s.opts.FirstTokenDelay
+	if f.Mode == FaultSlowFirstToken {
+		first += f.Delay
+	}
 	start := time.Now()
 	var timer *time.Timer
 	defer func() {
@@ -215,7 +239,7 @@ func (s *Sim) generate(ctx context.Context, n int, emit func(i int, now time.Tim
 	}()
 	done := ctx.Done()
 	for i := range n {
-		if due := s.opts.FirstTokenDelay + time.Duration(i)*s.opts.TokenDelay; due > 0 {
+		if due := first + time.Duration(i)*s.opts.TokenDelay; due > 0 {
 			if d := due - time.Since(start); d > 0 {
 				if timer == nil {
 					timer = time.NewTimer(d)
