@@ -327,6 +327,7 @@ func TestCapabilities(t *testing.T) {
 		client.Vllm:     {[]client.Workload{client.Completion, client.Chat}, true},
 		client.Sglang:   {[]client.Workload{client.Completion, client.Chat}, true},
 		client.Openai:   {[]client.Workload{client.Completion, client.Chat}, false},
+		client.Tgi:      {[]client.Workload{client.Completion}, true},
 	}
 	if len(caps.Engines) != len(want) {
 		t.Errorf("engines %+v, want %d", caps.Engines, len(want))

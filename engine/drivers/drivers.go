@@ -6,9 +6,10 @@ import (
 	"github.com/orchestratord/orchestratord/engine"
 	"github.com/orchestratord/orchestratord/engine/llamacpp"
 	"github.com/orchestratord/orchestratord/engine/openai"
+	"github.com/orchestratord/orchestratord/engine/tgi"
 )
 
-var registry, errRegistry = engine.NewRegistry(llamacpp.Driver(), openai.VLLMDriver(), openai.SGLangDriver(), openai.GenericDriver())
+var registry, errRegistry = engine.NewRegistry(llamacpp.Driver(), openai.VLLMDriver(), openai.SGLangDriver(), openai.GenericDriver(), tgi.Driver())
 
 // Registry returns the built-in drivers. The list is fixed at build time and checked by
 // TestRegistryValid; were it invalid, Registry would be empty, so that configuration validation

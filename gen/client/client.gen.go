@@ -416,8 +416,9 @@ type BackpressureErrorEnvelope struct {
 
 	// Engine An engine name. Every driver built into the daemon is listed here (a test checks the
 	// driver registry against this list); `/v1/capabilities` says which are built in.
-	// `openai` is any other OpenAI-compatible server, external only. `tgi` and `triton` are
-	// reserved for drivers not built yet: no pool can use them.
+	// `openai` is any other OpenAI-compatible server, external only. `tgi` is Hugging Face
+	// Text Generation Inference's own protocol (`/generate_stream`). `triton` is reserved for a
+	// driver not built yet: no pool can use it.
 	Engine       *Engine `json:"engine,omitempty"`
 	Message      string  `json:"message"`
 	PolicyLabel  string  `json:"policy_label"`
@@ -453,8 +454,9 @@ type DrainResponseStatus string
 
 // Engine An engine name. Every driver built into the daemon is listed here (a test checks the
 // driver registry against this list); `/v1/capabilities` says which are built in.
-// `openai` is any other OpenAI-compatible server, external only. `tgi` and `triton` are
-// reserved for drivers not built yet: no pool can use them.
+// `openai` is any other OpenAI-compatible server, external only. `tgi` is Hugging Face
+// Text Generation Inference's own protocol (`/generate_stream`). `triton` is reserved for a
+// driver not built yet: no pool can use it.
 type Engine string
 
 // EngineCapability One entry per engine built into the daemon, whether or not a pool uses it; `ctx_max`
@@ -464,8 +466,9 @@ type EngineCapability struct {
 
 	// Engine An engine name. Every driver built into the daemon is listed here (a test checks the
 	// driver registry against this list); `/v1/capabilities` says which are built in.
-	// `openai` is any other OpenAI-compatible server, external only. `tgi` and `triton` are
-	// reserved for drivers not built yet: no pool can use them.
+	// `openai` is any other OpenAI-compatible server, external only. `tgi` is Hugging Face
+	// Text Generation Inference's own protocol (`/generate_stream`). `triton` is reserved for a
+	// driver not built yet: no pool can use it.
 	Engine   Engine                  `json:"engine"`
 	Features *map[string]interface{} `json:"features,omitempty"`
 
@@ -485,8 +488,9 @@ type ErrorEnvelope struct {
 
 	// Engine An engine name. Every driver built into the daemon is listed here (a test checks the
 	// driver registry against this list); `/v1/capabilities` says which are built in.
-	// `openai` is any other OpenAI-compatible server, external only. `tgi` and `triton` are
-	// reserved for drivers not built yet: no pool can use them.
+	// `openai` is any other OpenAI-compatible server, external only. `tgi` is Hugging Face
+	// Text Generation Inference's own protocol (`/generate_stream`). `triton` is reserved for a
+	// driver not built yet: no pool can use it.
 	Engine       *Engine `json:"engine,omitempty"`
 	Message      string  `json:"message"`
 	PolicyLabel  *string `json:"policy_label,omitempty"`
@@ -538,8 +542,9 @@ type PoolCapability struct {
 
 	// Engine An engine name. Every driver built into the daemon is listed here (a test checks the
 	// driver registry against this list); `/v1/capabilities` says which are built in.
-	// `openai` is any other OpenAI-compatible server, external only. `tgi` and `triton` are
-	// reserved for drivers not built yet: no pool can use them.
+	// `openai` is any other OpenAI-compatible server, external only. `tgi` is Hugging Face
+	// Text Generation Inference's own protocol (`/generate_stream`). `triton` is reserved for a
+	// driver not built yet: no pool can use it.
 	Engine        Engine  `json:"engine"`
 	EngineVersion *string `json:"engine_version,omitempty"`
 	ModelId       string  `json:"model_id"`
@@ -667,8 +672,9 @@ type TaskRequest struct {
 
 	// Engine An engine name. Every driver built into the daemon is listed here (a test checks the
 	// driver registry against this list); `/v1/capabilities` says which are built in.
-	// `openai` is any other OpenAI-compatible server, external only. `tgi` and `triton` are
-	// reserved for drivers not built yet: no pool can use them.
+	// `openai` is any other OpenAI-compatible server, external only. `tgi` is Hugging Face
+	// Text Generation Inference's own protocol (`/generate_stream`). `triton` is reserved for a
+	// driver not built yet: no pool can use it.
 	Engine         Engine             `json:"engine"`
 	ExpectedTokens *int32             `json:"expected_tokens,omitempty"`
 	Inputs         *[]string          `json:"inputs,omitempty"`

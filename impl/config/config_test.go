@@ -119,7 +119,7 @@ func TestInvalidConfigNamesField(t *testing.T) {
 		{"short key", minimal, "api_keys[0]", Overrides{APIKeys: "short"}},
 		{"bad log format", minimal, "log_format", Overrides{LogFormat: "xml"}},
 		{"bad pool id", strings.Replace(minimal, "id: p1", "id: P!", 1), "pools[0].id", Overrides{}},
-		{"unregistered engine", strings.Replace(minimal, "engine: llamacpp", "engine: tgi", 1), "pools[0].engine: must be one of the registered engines (llamacpp, vllm, sglang, openai)", Overrides{}},
+		{"unregistered engine", strings.Replace(minimal, "engine: llamacpp", "engine: exllama", 1), "pools[0].engine: must be one of the registered engines (llamacpp, vllm, sglang, openai, tgi)", Overrides{}},
 		{"ctx_max", strings.Replace(minimal, "ctx_max: 2048", "ctx_max: 0", 1), "pools[0].ctx_max", Overrides{}},
 		{"slots", strings.Replace(minimal, "slots: 1", "slots: 0", 1), "pools[0].slots", Overrides{}},
 		{"two replicas", strings.Replace(minimal, `[{url: "http://127.0.0.1:9"}]`, `[{url: "http://a:1"}, {url: "http://b:1"}]`, 1), "pools[0].replicas", Overrides{}},

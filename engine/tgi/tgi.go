@@ -1,0 +1,442 @@
+package tgi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/orchestratord/orchestratord/engine"
+)
+
+// DefaultIdleTimeout is Options.IdleTimeout's default.
+const DefaultIdleTimeout = 30 * time.Second
+
+// TGI's /metrics names read by Load: requests in the running batch, requests queued.
+const (
+	MetricBatchSize = "tgi_batch_current_size"
+	MetricQueueSize = "tgi_queue_size"
+)
+
+// Options configures a Replica.
+type Options struct {
+	// BaseURL is the server's root, e.g. "http://127.0.0.1:3000".
+	BaseURL string
+	// APIKey, when set, is sent as "Authorization: Bearer <key>" (TGI's --api-key).
+	APIKey string
+	// Client sends the requests; it must not set an overall Timeout. Default: 5 s dial timeout,
+	// keep-alives, no proxy, no compression.
+	Client *http.Client
+	// IdleTimeout bounds the wait for each frame (the first one included) and each GET.
+	IdleTimeout time.Duration
+	// Logger receives debug records. Default: discard.
+	Logger *slog.Logger
+}
+
+// Replica is one TGI endpoint, safe for concurrent use.
+type Replica struct {
+	base   string
+	client *http.Client
+	idle   time.Duration
+	log    *slog.Logger
+	auth   string
+}
+
+var (
+	_ engine.Replica    = (*Replica)(nil)
+	_ engine.Identifier = (*Replica)(nil)
+	_ engine.LoadProber = (*Replica)(nil)
+)
+
+// New returns a Replica for opts.
+func New(opts Options) *Replica {
+	r := &Replica{base: strings.TrimRight(opts.BaseURL, "/"), client: opts.Client, idle: opts.IdleTimeout, log: opts.Logger}
+	if opts.APIKey != "" {
+		r.auth = "Bearer " + opts.APIKey
+	}
+	if r.client == nil {
+		d := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+		r.client = &http.Client{Transport: &http.Transport{DialContext: d.DialContext, MaxIdleConnsPerHost: 64,
+			IdleConnTimeout: 4 * time.Second, DisableCompression: true}}
+	}
+	if r.idle <= 0 {
+		r.idle = DefaultIdleTimeout
+	}
+	if r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
+	}
+	return r
+}
+
+// parameters is the "parameters" object of /generate_stream.
+type parameters struct {
+	MaxNewTokens        int    `json:"max_new_tokens"`
+	Details             bool   `json:"details"`
+	DecoderInputDetails bool   `json:"decoder_input_details"`
+	DoSample            bool   `json:"do_sample"`
+	Seed                *int64 `json:"seed,omitempty"`
+	ReturnFullText      bool   `json:"return_full_text"`
+}
+
+type request struct {
+	Inputs     string     `json:"inputs"`
+	Parameters parameters `json:"parameters"`
+}
+
+var (
+	errIdle     = errors.New("no frame from the engine within the idle timeout")
+	errFinished = errors.New("generation finished")
+)
+
+// Generate implements engine.Replica (see the package documentation for the protocol).
+func (r *Replica) Generate(ctx context.Context, req engine.Request, emit engine.EmitFunc) (engine.Result, error) {
+	start := time.Now()
+	res, err := r.generate(ctx, req, emit)
+	if err != nil {
+		r.log.DebugContext(ctx, "tgi: generation failed", "task", req.TaskID, "tokens", res.TokensOut,
+			"kind", engine.KindOf(err), "err", err, "elapsed", time.Since(start))
+		return res, err
+	}
+	r.log.DebugContext(ctx, "tgi: generation done", "task", req.TaskID, "tokens_in", res.TokensIn,
+		"tokens_out", res.TokensOut, "stop", res.Stop, "elapsed", time.Since(start))
+	return res, nil
+}
+
+func (r *Replica) generate(ctx context.Context, req engine.Request, emit engine.EmitFunc) (engine.Result, error) {
+	if err := ctx.Err(); err != nil {
+		return engine.Result{}, err
+	}
+	if req.MaxTokens < 1 {
+		return engine.Result{}, engine.Errorf(engine.KindInvalidRequest, "tgi: max tokens %d must be positive", req.MaxTokens)
+	}
+	if req.Workload != "" && req.Workload != engine.WorkloadCompletion {
+		return engine.Result{}, engine.Errorf(engine.KindInvalidRequest, "tgi: workload %q is not served", req.Workload)
+	}
+	// Sampling is TGI's default (do_sample false: greedy) unless the request is not
+	// deterministic and names a seed, which only matters when sampling.
+	body := request{Inputs: req.Prompt, Parameters: parameters{MaxNewTokens: req.MaxTokens, Details: true}}
+	if !req.Deterministic && req.Seed != nil {
+		body.Parameters.DoSample, body.Parameters.Seed = true, req.Seed
+	}
+	b, err := json.Marshal(body)
+	if err != nil {
+		return engine.Result{}, engine.Errorf(engine.KindInternal, "tgi: encode request: %w", err)
+	}
+
+	reqCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(errFinished) // closes the connection: TGI drops the request from its batch
+	timer := time.AfterFunc(r.idle, func() { cancel(errIdle) })
+	defer timer.Stop()
+	const path = "/generate_stream"
+	hreq, err := http.NewRequestWithContext(reqCtx, http.MethodPost, r.base+path, bytes.NewReader(b))
+	if err != nil {
+		return engine.Result{}, engine.Errorf(engine.KindInternal, "tgi: %w", err)
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	hreq.Header.Set("Accept", "text/event-stream")
+	r.authorize(hreq)
+	hreq.Close = true // one connection per generation: closing it is the abort signal
+	resp, err := r.client.Do(hreq)
+	if err != nil {
+		return engine.Result{}, r.transportError(ctx, reqCtx, "send "+path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return engine.Result{}, statusError(ctx, resp)
+	}
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
+		return engine.Result{}, engine.Errorf(engine.KindProtocol, "tgi: %s answered %q, want text/event-stream", path, ct)
+	}
+
+	ev := newEventReader(resp.Body)
+	var res engine.Result
+	for {
+		timer.Reset(r.idle)
+		_, data, err := ev.next()
+		timer.Stop()
+		if err != nil {
+			return res, r.streamError(ctx, reqCtx, err)
+		}
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		f, derr := decodeFrame(data)
+		if derr != nil {
+			return res, engine.Errorf(engine.KindProtocol, "tgi: %v", derr)
+		}
+		if f.hasError {
+			return res, frameError(f.errType, f.errMsg)
+		}
+		if !f.special {
+			if err := emit(engine.Token{Text: f.text, Index: res.TokensOut}); err != nil {
+				return res, err
+			}
+			res.TokensOut++
+		}
+		if f.final {
+			res.Stop = stopReason(f.finishReason)
+			if f.generatedTokens > 0 {
+				res.TokensOut = f.generatedTokens
+			}
+			res.TokensIn = f.inputLength
+			return res, nil
+		}
+	}
+}
+
+// stopReason maps TGI's finish_reason.
+func stopReason(s string) engine.StopReason {
+	switch s {
+	case "length":
+		return engine.StopLimit
+	case "eos_token":
+		return engine.StopEOS
+	case "stop_sequence":
+		return engine.StopWord
+	default:
+		return engine.StopReason(s)
+	}
+}
+
+// kindOfType maps TGI's error_type.
+func kindOfType(typ string) (engine.Kind, bool) {
+	switch typ {
+	case "validation":
+		return engine.KindInvalidRequest, true // e.g. inputs + max_new_tokens beyond max_total_tokens
+	case "overloaded":
+		return engine.KindOverload, true // --max-concurrent-requests reached
+	case "incomplete_generation":
+		return engine.KindWorkerReset, true // the shard dropped the request before its end
+	case "generation":
+		return engine.KindEngineFailure, true // the model server failed (e.g. out of memory)
+	}
+	return engine.KindInternal, false
+}
+
+// kindOfStatus maps an HTTP status: TGI answers 422 validation, 424 generation, 429
+// overloaded, 500 incomplete generation, 503 while it cannot serve.
+func kindOfStatus(code int) engine.Kind {
+	switch {
+	case code == http.StatusServiceUnavailable, code == http.StatusUnauthorized, code == http.StatusForbidden:
+		return engine.KindPoolUnavailable
+	case code == http.StatusTooManyRequests:
+		return engine.KindOverload
+	case code == http.StatusFailedDependency:
+		return engine.KindEngineFailure
+	case code >= 400 && code < 500:
+		return engine.KindInvalidRequest
+	case code >= 500:
+		return engine.KindEngineFailure
+	}
+	return engine.KindProtocol
+}
+
+func frameError(typ, msg string) error {
+	if msg == "" {
+		msg = "engine reported an error without a message"
+	}
+	kind, ok := kindOfType(typ)
+	if !ok {
+		kind = engine.KindEngineFailure
+	}
+	return engine.Errorf(kind, "tgi: engine error in stream (%s): %.1024s", typ, msg)
+}
+
+// statusError maps a non-200 answer; TGI's body {"error","error_type"} decides the kind when
+// its error_type is known, the status otherwise.
+func statusError(ctx context.Context, resp *http.Response) error {
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil && ctx.Err() != nil {
+		return ctx.Err()
+	}
+	msg, typ := errorBody(b)
+	if msg == "" {
+		msg = http.StatusText(resp.StatusCode)
+	}
+	kind := kindOfStatus(resp.StatusCode)
+	if k, ok := kindOfType(typ); ok && resp.StatusCode >= 400 && kind != engine.KindPoolUnavailable {
+		kind = k
+	}
+	return engine.Errorf(kind, "tgi: engine answered %d: %s", resp.StatusCode, msg)
+}
+
+// errorBody reads TGI's {"error": "...", "error_type": "..."}; otherwise the text itself.
+func errorBody(b []byte) (msg, typ string) {
+	var body struct {
+		Error     *string `json:"error"`
+		ErrorType string  `json:"error_type"`
+	}
+	if json.Unmarshal(b, &body) == nil && body.Error != nil {
+		return *body.Error, body.ErrorType
+	}
+	s := strings.TrimSpace(string(b))
+	if len(s) > 512 {
+		s = s[:512] + "..."
+	}
+	return s, ""
+}
+
+func (r *Replica) transportError(ctx, reqCtx context.Context, what string, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if errors.Is(context.Cause(reqCtx), errIdle) {
+		return engine.Errorf(engine.KindDecodeTimeout, "tgi: %s: no answer within %v", what, r.idle)
+	}
+	var op *net.OpError
+	var dns *net.DNSError
+	if (errors.As(err, &op) && op.Op == "dial") || errors.As(err, &dns) || errors.Is(err, syscall.ECONNREFUSED) {
+		return engine.Errorf(engine.KindPoolUnavailable, "tgi: %s: %w", what, err)
+	}
+	return engine.Errorf(engine.KindWorkerReset, "tgi: %s: %w", what, err)
+}
+
+func (r *Replica) streamError(ctx, reqCtx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if errors.Is(context.Cause(reqCtx), errIdle) {
+		return engine.Errorf(engine.KindDecodeTimeout, "tgi: no stream frame within %v", r.idle)
+	}
+	if errors.Is(err, errEventTooLong) {
+		return engine.Errorf(engine.KindProtocol, "tgi: %w", err)
+	}
+	if errors.Is(err, io.EOF) {
+		return engine.Errorf(engine.KindWorkerReset, "tgi: stream ended before its last frame")
+	}
+	return engine.Errorf(engine.KindWorkerReset, "tgi: stream broken: %w", err)
+}
+
+// httpStatusError is a GET answered with a status other than 200; it unwraps to the classified
+// *engine.Error.
+type httpStatusError struct {
+	code int
+	err  error
+}
+
+func (e *httpStatusError) Error() string { return e.err.Error() }
+func (e *httpStatusError) Unwrap() error { return e.err }
+
+func (r *Replica) authorize(req *http.Request) {
+	if r.auth != "" {
+		req.Header.Set("Authorization", r.auth)
+	}
+}
+
+// get sends a GET bounded by IdleTimeout and returns the body (at most 16 MiB) of a 200 answer.
+func (r *Replica) get(ctx context.Context, path string) ([]byte, error) {
+	reqCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(errFinished)
+	timer := time.AfterFunc(r.idle, func() { cancel(errIdle) })
+	defer timer.Stop()
+	hreq, err := http.NewRequestWithContext(reqCtx, http.MethodGet, r.base+path, nil)
+	if err != nil {
+		return nil, engine.Errorf(engine.KindInternal, "tgi: %w", err)
+	}
+	r.authorize(hreq)
+	resp, err := r.client.Do(hreq)
+	if err != nil {
+		return nil, r.transportError(ctx, reqCtx, "GET "+path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, &httpStatusError{code: resp.StatusCode, err: statusError(ctx, resp)}
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return nil, r.streamError(ctx, reqCtx, err)
+	}
+	return b, nil
+}
+
+// Health implements engine.Replica with GET /health: 200 is live and ready (TGI answers it
+// once its shards serve); any other status is live, not ready; an unreachable server is not
+// live. The error is non-nil only when ctx ends.
+func (r *Replica) Health(ctx context.Context) (engine.Health, error) {
+	_, err := r.get(ctx, "/health")
+	if err == nil {
+		return engine.Health{Live: true, Ready: true}, nil
+	}
+	if ctx.Err() != nil {
+		return engine.Health{}, ctx.Err()
+	}
+	var hs *httpStatusError
+	if errors.As(err, &hs) {
+		return engine.Health{Live: true, Detail: err.Error()}, nil
+	}
+	return engine.Health{Detail: err.Error()}, nil
+}
+
+// Info is what TGI's GET /info says of the served model and the server.
+type Info struct {
+	ModelID        string
+	Version        string
+	MaxInputTokens int // longest prompt (max_input_tokens; max_input_length before TGI 2.1)
+	MaxTotalTokens int // prompt plus generated tokens
+}
+
+// Info reads GET /info.
+func (r *Replica) Info(ctx context.Context) (Info, error) {
+	b, err := r.get(ctx, "/info")
+	if err != nil {
+		return Info{}, err
+	}
+	var w struct {
+		ModelID        string `json:"model_id"`
+		Version        string `json:"version"`
+		MaxInputTokens int    `json:"max_input_tokens"`
+		MaxInputLength int    `json:"max_input_length"`
+		MaxTotalTokens int    `json:"max_total_tokens"`
+	}
+	if err := json.Unmarshal(b, &w); err != nil {
+		return Info{}, engine.Errorf(engine.KindProtocol, "tgi: decode /info: %w", err)
+	}
+	in := Info{ModelID: w.ModelID, Version: w.Version, MaxInputTokens: w.MaxInputTokens, MaxTotalTokens: w.MaxTotalTokens}
+	if in.MaxInputTokens == 0 {
+		in.MaxInputTokens = w.MaxInputLength
+	}
+	if in.ModelID == "" {
+		return in, engine.Errorf(engine.KindProtocol, "tgi: /info names no model_id")
+	}
+	return in, nil
+}
+
+// Identify implements engine.Identifier from /info's model_id and version.
+func (r *Replica) Identify(ctx context.Context) (engine.Identity, error) {
+	in, err := r.Info(ctx)
+	if err != nil {
+		return engine.Identity{}, err
+	}
+	return engine.Identity{ModelID: in.ModelID, Version: in.Version}, nil
+}
+
+// Version is Identify's version, for the pool registry.
+func (r *Replica) Version(ctx context.Context) (string, error) {
+	id, err := r.Identify(ctx)
+	return id.Version, err
+}
+
+// Load implements engine.LoadProber from /metrics: tgi_batch_current_size (running) and
+// tgi_queue_size (waiting). TGI publishes no KV cache usage; KVUsage is -1.
+func (r *Replica) Load(ctx context.Context) (engine.Load, error) {
+	b, err := r.get(ctx, "/metrics")
+	if err != nil {
+		return engine.Load{}, err
+	}
+	m, err := engine.SumMetrics(bytes.NewReader(b), MetricBatchSize, MetricQueueSize)
+	if err != nil {
+		return engine.Load{}, engine.Errorf(engine.KindProtocol, "tgi: %w", err)
+	}
+	return engine.LoadFromMetrics(m, MetricBatchSize, MetricQueueSize, ""), nil
+}
+
+// String names the replica in logs.
+func (r *Replica) String() string { return fmt.Sprintf("tgi %s", r.base) }
