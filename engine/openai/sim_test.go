@@ -4,6 +4,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/orchestratord/orchestratord/engine"
 	"github.com/orchestratord/orchestratord/tools/enginesim/sim"
@@ -36,5 +37,42 @@ func TestAgainstSimulator(t *testing.T) {
 	}
 	if id, err := r.Identify(t.Context()); err != nil || id.ModelID != "sim-model" {
 		t.Errorf("identity %+v, %v", id, err)
+	}
+}
+
+// TestSimulatorProbesAndFaults: a pool pointed at the simulator's OpenAI personality becomes
+// ready (/health), reads vLLM's and SGLang's load names from its /metrics, and classifies the
+// faults the simulator injects in OpenAI's words.
+func TestSimulatorProbesAndFaults(t *testing.T) {
+	s := sim.New(sim.Options{Model: "sim-model", TotalSlots: 4})
+	ts := httptest.NewServer(s)
+	defer ts.Close()
+	for _, f := range []Flavor{FlavorVLLM, FlavorSGLang, FlavorLlamaCpp} {
+		r := newReplica(t, ts.URL, Options{Flavor: f})
+		if h, err := r.Health(t.Context()); err != nil || !h.Ready {
+			t.Errorf("%s: health %+v, %v", f, h, err)
+		}
+		if l, err := r.Load(t.Context()); err != nil || l != (engine.Load{}) {
+			t.Errorf("%s: idle load %+v, %v", f, l, err)
+		}
+	}
+	r := newReplica(t, ts.URL, Options{IdleTimeout: 200 * time.Millisecond})
+	for _, tt := range []struct {
+		fault sim.Fault
+		kind  engine.Kind
+	}{
+		{sim.Fault{Mode: sim.FaultContextTooLong}, engine.KindInvalidRequest},
+		{sim.Fault{Mode: sim.FaultOverload}, engine.KindOverload},
+		{sim.Fault{Mode: sim.FaultUnavailable}, engine.KindPoolUnavailable},
+		{sim.Fault{Mode: sim.FaultSlowFirstToken, Delay: time.Minute}, engine.KindDecodeTimeout},
+		{sim.Fault{Mode: sim.FaultCut, After: 1}, engine.KindWorkerReset},
+		{sim.Fault{Mode: sim.FaultMalformed, After: 1}, engine.KindProtocol},
+		{sim.Fault{Mode: sim.FaultCrash, After: 1}, engine.KindWorkerReset},
+	} {
+		s.SetFault(tt.fault)
+		var c collected
+		if _, err := r.Generate(t.Context(), engine.Request{Prompt: "a b", MaxTokens: 4}, c.emit); engine.KindOf(err) != tt.kind {
+			t.Errorf("%s: kind %v (%v), want %v", tt.fault.Mode, engine.KindOf(err), err, tt.kind)
+		}
 	}
 }
