@@ -18,6 +18,10 @@ import (
 var (
 	FirstTokenBuckets = []float64{5, 10, 25, 50, 100, 150, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 10000}
 	DecodeBuckets     = []float64{10, 50, 100, 250, 500, 1000, 1500, 2000, 3000, 4000, 6000, 8000, 12000, 30000, 60000}
+	QueueWaitBuckets  = []float64{1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000}
+	// OverheadBuckets are in seconds: the daemon's own time per task is sub-millisecond when
+	// all is well.
+	OverheadBuckets = []float64{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1}
 )
 
 // Metrics holds the collectors.
@@ -33,6 +37,8 @@ type Metrics struct {
 	VRAMUsed            *prometheus.GaugeVec     // engine, engine_version, pool_id, replica_id, device
 	FirstToken          *prometheus.HistogramVec // engine, engine_version, pool_id, priority
 	Decode              *prometheus.HistogramVec // engine, engine_version, pool_id, priority
+	QueueWait           *prometheus.HistogramVec // engine, engine_version, pool_id, priority
+	Overhead            *prometheus.HistogramVec // engine, pool_id
 	TokensIn            *prometheus.CounterVec   // engine, engine_version, pool_id, replica_id
 	TokensOut           *prometheus.CounterVec   // engine, engine_version, pool_id, replica_id
 	Backpressure        *prometheus.CounterVec   // engine, policy
@@ -123,10 +129,14 @@ func (m *Metrics) table() []family {
 		{name: "kv_cache_usage_ratio", help: "Busy slots over total slots of a replica (KV cache occupancy proxy).", labels: with(), into: gaugeVec(&m.KVCacheUsage)},
 		{name: "gpu_utilization", help: "GPU utilisation in percent (NVML).", labels: with("device"), into: gaugeVec(&m.GPUUtilization)},
 		{name: "vram_used_bytes", help: "GPU memory used in bytes (NVML).", labels: with("device"), into: gaugeVec(&m.VRAMUsed)},
-		{name: "latency_first_token_ms", help: "Time from admission to the first token, in milliseconds.",
+		{name: "latency_first_token_ms", help: "Time from admission to the first token with content, in milliseconds.",
 			labels: []string{"engine", "engine_version", "pool_id", "priority"}, buckets: FirstTokenBuckets, into: histogramVec(&m.FirstToken)},
 		{name: "latency_decode_ms", help: "Decode time of a whole task (first token to last), in milliseconds.",
 			labels: []string{"engine", "engine_version", "pool_id", "priority"}, buckets: DecodeBuckets, into: histogramVec(&m.Decode)},
+		{name: "queue_wait_ms", help: "Time from admission to dispatch onto an engine slot, in milliseconds.",
+			labels: []string{"engine", "engine_version", "pool_id", "priority"}, buckets: QueueWaitBuckets, into: histogramVec(&m.QueueWait)},
+		{name: "daemon_overhead_seconds", help: "Time a task spent in the daemon itself, excluding its queue wait and the engine's time, in seconds.",
+			labels: []string{"engine", "pool_id"}, buckets: OverheadBuckets, into: histogramVec(&m.Overhead)},
 		{name: "tokens_in_total", help: "Prompt tokens evaluated by engines.", labels: with(), into: counterVec(&m.TokensIn)},
 		{name: "tokens_out_total", help: "Tokens generated and relayed.", labels: with(), into: counterVec(&m.TokensOut)},
 		{name: "admission_backpressure_events_total", help: "Admissions refused or evictions made because the queue was full.", labels: []string{"engine", "policy"}, into: counterVec(&m.Backpressure)},

@@ -56,17 +56,33 @@ func (s *Service) run(t *Task) {
 	t.recordRunningLocked()
 	t.mu.Unlock()
 	s.m.TasksStarted.WithLabelValues(t.engine, t.version, t.poolID, "r0", t.spec.Priority.String()).Inc()
+	s.m.QueueWait.WithLabelValues(t.engine, t.version, t.poolID, t.spec.Priority.String()).Observe(ms(start.Sub(t.created)))
 	s.log.Info("task started", "task_id", t.spec.ID, "session_id", t.spec.SessionID, "pool_id", t.poolID,
 		"correlation_id", t.spec.CorrelationID, "queue_ms", start.Sub(t.created).Milliseconds())
 
 	var res engine.Result
+	// engineTime is the time inside Generate less the time its callbacks spent in the daemon
+	// (relaying tokens): what daemon_overhead_seconds leaves out. The engine calls emit from
+	// Generate's goroutine or in sequence with it, and inDaemon is read after Generate returns.
+	var engineTime, inDaemon time.Duration
 	rep, err := s.opts.Pools.Replica(t.poolID)
 	if err == nil {
+		engineStart := s.now()
 		res, err = rep.Generate(ctx, engine.Request{
 			TaskID: t.spec.ID, Prompt: t.spec.Prompt, MaxTokens: t.spec.MaxTokens, Seed: t.spec.Seed,
 			Deterministic: t.spec.Deterministic, Ctx: t.spec.Ctx, Workload: t.spec.Workload, Messages: t.spec.Messages,
-		}, func(tok engine.Token) error { return s.onToken(ctx, t, tok) })
+		}, func(tok engine.Token) error {
+			t0 := s.now()
+			err := s.onToken(ctx, t, tok)
+			inDaemon += s.now().Sub(t0)
+			return err
+		})
+		engineTime = s.now().Sub(engineStart) - inDaemon
 	}
+	defer func() { // after finish: the final frame, metrics and log are the daemon's work too
+		over := t.placing + s.now().Sub(start) - engineTime
+		s.m.Overhead.WithLabelValues(t.engine, t.poolID).Observe(max(over, 0).Seconds())
+	}()
 	decode := s.now().Sub(start)
 	s.release(t, start)
 	t.mu.Lock()
@@ -135,15 +151,22 @@ func (s *Service) onToken(ctx context.Context, t *Task, tok engine.Token) error 
 	if first {
 		t.firstToken = now
 	}
+	// Time to first token is measured at the first token with content: engines may emit an
+	// empty one first (a role chunk, a partial UTF-8 sequence held back).
+	ttft := !t.ttftSeen && tok.Text != ""
+	if ttft {
+		t.ttftSeen = true
+	}
 	var data [256]byte
 	t.appendLocked("token", sse.AppendTokenData(data[:0], tok.Text, idx), nil)
 	wantMetrics := t.nMetrics < maxMetricsFrames && (first || now.Sub(t.lastMetrics) >= s.opts.MetricsInterval)
 	tokensOut := t.tokensOut
 	t.mu.Unlock()
 
+	if ttft {
+		s.m.FirstToken.WithLabelValues(t.engine, t.version, t.poolID, t.spec.Priority.String()).Observe(ms(now.Sub(t.created)))
+	}
 	if first {
-		s.m.FirstToken.WithLabelValues(t.engine, t.version, t.poolID, t.spec.Priority.String()).
-			Observe(float64(now.Sub(t.created).Microseconds()) / 1000)
 		_, _ = s.opts.Sessions.RecordTurn(t.spec.SessionID, session.TurnInfo{Warm: true}) // best effort: the session may have expired mid-task
 	}
 	if wantMetrics {
@@ -202,7 +225,7 @@ func (s *Service) finish(t *Task, st Status, ei *ErrorInfo, res engine.Result, d
 		s.m.TokensIn.WithLabelValues(t.engine, t.version, t.poolID, "r0").Add(float64(res.TokensIn))
 	}
 	if !started.IsZero() && st == Succeeded {
-		s.m.Decode.WithLabelValues(t.engine, t.version, t.poolID, t.spec.Priority.String()).Observe(float64(decode.Microseconds()) / 1000)
+		s.m.Decode.WithLabelValues(t.engine, t.version, t.poolID, t.spec.Priority.String()).Observe(ms(decode))
 	}
 	if tokensOut > 0 {
 		_, _ = s.opts.Sessions.RecordTurn(t.spec.SessionID, session.TurnInfo{ // best effort, as above
@@ -223,3 +246,6 @@ func (s *Service) finish(t *Task, st Status, ei *ErrorInfo, res engine.Result, d
 	}
 	s.log.Info("task finished", attrs...)
 }
+
+// ms is d in milliseconds, to the microsecond.
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -13,6 +13,7 @@ import (
 
 // Submit validates, places and admits a task.
 func (s *Service) Submit(ctx context.Context, spec Spec) (Admission, error) {
+	entered := s.now()
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
@@ -71,7 +72,7 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (Admission, error) {
 	now := s.now()
 	t := &Task{
 		spec: spec, poolID: view.ID, engine: view.Engine, version: view.EngineVersion,
-		kvBytes: view.KVBytesPerToken, created: now, deadline: now.Add(spec.Deadline),
+		kvBytes: view.KVBytesPerToken, created: now, placing: now.Sub(entered), deadline: now.Add(spec.Deadline),
 		admitted: make(chan struct{}), status: Queued, done: make(chan struct{}), j: s.j,
 	}
 	s.mu.Lock()

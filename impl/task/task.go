@@ -135,6 +135,7 @@ type Task struct {
 	version  string
 	kvBytes  int64
 	created  time.Time
+	placing  time.Duration // Submit's time before created (placement, session): daemon overhead
 	deadline time.Time
 	admitted chan struct{} // closed once Submit has recorded the admission (or refused it)
 	j        Journal       // nil: not journaled
@@ -144,6 +145,7 @@ type Task struct {
 	status       Status
 	started      time.Time
 	firstToken   time.Time
+	ttftSeen     bool // latency_first_token_ms observed (at the first token with text)
 	finished     time.Time
 	tokensOut    int
 	errInfo      *ErrorInfo
