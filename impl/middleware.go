@@ -22,6 +22,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 	oapimw "github.com/oapi-codegen/echo-middleware"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // HeaderCorrelationID names the correlation header.
@@ -42,14 +44,25 @@ func CorrelationID(ctx context.Context) string {
 	return s
 }
 
-// Correlation echoes a well-formed X-Correlation-Id or generates a UUID, sets it on the response
-// before anything else can write, and puts it in the request context.
+// Correlation echoes a well-formed X-Correlation-Id or, when none was given, uses the trace id
+// of the request's span (otelhttp's, from the client's traceparent or a new trace) or else
+// generates a UUID; it sets it on the response before anything else can write, and puts it in
+// the request context. It also names the request's span after the route (POST /v2/tasks/{id}).
 func Correlation() echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
+			sp := trace.SpanFromContext(c.Request().Context())
+			if route := c.Path(); route != "" {
+				sp.SetName(c.Request().Method + " " + route)
+				sp.SetAttributes(attribute.String("http.route", route))
+			}
 			id := c.Request().Header.Get(HeaderCorrelationID)
 			if !correlationRe.MatchString(id) {
-				id = uuid.NewString()
+				if sc := sp.SpanContext(); sc.HasTraceID() {
+					id = sc.TraceID().String()
+				} else {
+					id = uuid.NewString()
+				}
 			}
 			c.Response().Header().Set(HeaderCorrelationID, id)
 			r := c.Request()

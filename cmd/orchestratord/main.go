@@ -1,23 +1,64 @@
 // Command orchestratord runs the daemon: flags and environment → configuration → app, until
 // SIGINT or SIGTERM, then a graceful shutdown. With no --config it uses the embedded default
 // (one managed llama.cpp pool on the tiny model under the state directory).
+//
+// Tracing is off by default; the standard OTEL_* environment variables turn it on (see
+// impl/tracing): OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318 exports spans over OTLP/HTTP.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"syscall"
+	"time"
 
 	"github.com/orchestratord/orchestratord/impl/app"
 	"github.com/orchestratord/orchestratord/impl/config"
+	"github.com/orchestratord/orchestratord/impl/tracing"
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+// version and commit are set at build time by make build
+// (-ldflags "-X main.version=... -X main.commit=..."); without them, what the Go build
+// recorded, if anything.
+var version, commit string
+
+// versionLine is what --version prints: version, commit and Go version.
+func versionLine() string {
+	v, c := buildInfo()
+	return fmt.Sprintf("orchestratord %s (commit %s, %s %s/%s)", v, c, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
+
+// buildInfo returns the version and commit.
+func buildInfo() (v, c string) {
+	v, c = version, commit
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if v == "" && bi.Main.Version != "" {
+			v = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && c == "" {
+				c = s.Value
+			}
+		}
+	}
+	if v == "" {
+		v = "(devel)"
+	}
+	if c == "" {
+		c = "unknown"
+	}
+	return v, c
+}
 
 func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("orchestratord", flag.ContinueOnError)
@@ -31,9 +72,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&fl.LogLevel, "log-level", "", "debug, info, warn or error (env ORCHD_LOG_LEVEL)")
 	fs.StringVar(&fl.LlamaServer, "llama-server", "", "llama-server binary for managed llama.cpp replicas (env ORCHD_LLAMA_SERVER)")
 	printDefault := fs.Bool("print-default-config", false, "print the embedded default configuration and exit")
+	showVersion := fs.Bool("version", false, "print the version, commit and Go version and exit")
 	checkConfig := fs.String("check-config", "", "load and validate this config file (with the environment and other flags), print a one-line summary and exit: 0 when valid, 2 naming the field when not")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) { // -h, --help: the usage was asked for, not an error
+			return 0
+		}
 		return 2
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, versionLine())
+		return 0
 	}
 	if *printDefault {
 		_, _ = stdout.Write(config.DefaultYAML())
@@ -55,13 +104,28 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	log := newLogger(stderr, cfg.LogFormat, cfg.LogLevel)
-	a, err := app.New(cfg, app.Options{Logger: log})
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	tp, stopTracing, err := tracing.Setup(ctx, os.Getenv, func() string { v, _ := buildInfo(); return v }())
+	if err != nil {
+		fmt.Fprintln(stderr, "orchestratord:", err)
+		return 2
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := stopTracing(sctx); err != nil {
+			log.Warn("flushing traces", "err", err)
+		}
+	}()
+	if tracing.Enabled(os.Getenv) {
+		log.Info("tracing on: exporting spans over OTLP/HTTP")
+	}
+	a, err := app.New(cfg, app.Options{Logger: log, TracerProvider: tp})
 	if err != nil {
 		log.Error("start-up failed", "err", err)
 		return 1
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	if err := a.Run(ctx); err != nil {
 		log.Error("orchestratord failed", "err", err)
 		return 1
@@ -73,8 +137,9 @@ func newLogger(w io.Writer, format, level string) *slog.Logger {
 	var lv slog.Level
 	_ = lv.UnmarshalText([]byte(level))
 	opts := &slog.HandlerOptions{Level: lv}
+	// Records logged with a context that carries a span get its trace_id and span_id.
 	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		return slog.New(tracing.LogHandler(slog.NewJSONHandler(w, opts)))
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(tracing.LogHandler(slog.NewTextHandler(w, opts)))
 }

@@ -26,6 +26,11 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/orchestratord/orchestratord/engine"
 	"github.com/orchestratord/orchestratord/engine/drivers"
@@ -61,6 +66,9 @@ type Options struct {
 	// TaskClock overrides the task service's clock (tests use tasktest.Clock). Default: the
 	// system clock.
 	TaskClock task.Clock
+	// TracerProvider records the daemon's spans (otelhttp on the server, the tasks' spans).
+	// Default: a no-op provider (tracing.Setup decides from the OTEL_* environment).
+	TracerProvider trace.TracerProvider
 }
 
 // App is an assembled daemon.
@@ -68,6 +76,7 @@ type App struct {
 	cfg       *config.Config
 	log       *slog.Logger
 	echo      *echo.Echo
+	handler   http.Handler // echo under otelhttp
 	tasks     *task.Service
 	sessions  *session.Store
 	pools     *pool.Registry
@@ -87,6 +96,10 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	tp := opts.TracerProvider
+	if tp == nil {
+		tp = tracenoop.NewTracerProvider()
 	}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
@@ -177,7 +190,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		Capacity: cfg.Admission.Capacity, Policy: policy, Pools: a.pools, Sessions: ss, Metrics: a.metrics,
 		Logger: log, Retention: cfg.Tasks.Retention.D(), MaxRetained: cfg.Tasks.MaxRetained,
 		CancelOnDisconnect: cfg.Stream.CancelOnDisconnectOrDefault(), Code: impl.FailureCode,
-		Clock: opts.TaskClock,
+		Clock: opts.TaskClock, Tracer: tp.Tracer("github.com/orchestratord/orchestratord/impl/task"),
 	}
 	if cfg.Journal.EnabledOrDefault() {
 		dir := cfg.Journal.Dir
@@ -222,11 +235,16 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		impl.BodyLimit(cfg.BodyLimitBytes), impl.Auth(spec, keys), impl.JSONBody(), impl.Validator(spec))
 	api.RegisterHandlers(e, api.NewStrictHandler(srv, nil))
 	a.echo = e
+	// The server span of every request; Correlation names it after the route. W3C trace
+	// context and baggage from the client make it a child of the caller's span.
+	a.handler = otelhttp.NewHandler(e, "http.server", otelhttp.WithTracerProvider(tp),
+		otelhttp.WithPropagators(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})),
+		otelhttp.WithMeterProvider(metricnoop.NewMeterProvider()))
 	return a, nil
 }
 
 // Handler returns the HTTP handler (for httptest servers).
-func (a *App) Handler() http.Handler { return a.echo }
+func (a *App) Handler() http.Handler { return a.handler }
 
 // Addr returns the address the daemon listens on, once Run has bound it.
 func (a *App) Addr() string {
@@ -275,7 +293,7 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	go func() { defer wg.Done(); _ = a.sessions.Run(runCtx) }()
 	a.pools.Start(runCtx)
 
-	hs := &http.Server{Handler: a.echo, ReadHeaderTimeout: a.cfg.Server.ReadHeaderTimeout.D(), IdleTimeout: a.cfg.Server.IdleTimeout.D(),
+	hs := &http.Server{Handler: a.handler, ReadHeaderTimeout: a.cfg.Server.ReadHeaderTimeout.D(), IdleTimeout: a.cfg.Server.IdleTimeout.D(),
 		ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()

@@ -42,6 +42,12 @@ type fakeDaemon struct {
 // Goroutines are checked for leaks once the daemon has stopped.
 func startFakeDaemon(t *testing.T, sections string, eng fake.Options, wrap func(net.Listener) net.Listener) *fakeDaemon {
 	t.Helper()
+	return startFakeDaemonWith(t, sections, eng, wrap, app.Options{})
+}
+
+// startFakeDaemonWith is startFakeDaemon with more app options (TracerProvider).
+func startFakeDaemonWith(t *testing.T, sections string, eng fake.Options, wrap func(net.Listener) net.Listener, extra app.Options) *fakeDaemon {
+	t.Helper()
 	leaks := goleak.IgnoreCurrent()
 	t.Cleanup(func() { goleak.VerifyNone(t, leaks) })
 	dir := t.TempDir()
@@ -76,7 +82,8 @@ pools:
 	}
 	a, err := app.New(cfg, app.Options{
 		Logger: log, NVML: gpus, Registry: d.reg, HealthInterval: 20 * time.Millisecond,
-		NewReplica: func(pool.Spec, pool.Endpoint) engine.Replica { return replica },
+		NewReplica:     func(pool.Spec, pool.Endpoint) engine.Replica { return replica },
+		TracerProvider: extra.TracerProvider,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/orchestratord/orchestratord/engine"
 	"github.com/orchestratord/orchestratord/impl/admission"
 	"github.com/orchestratord/orchestratord/impl/session"
@@ -43,6 +46,7 @@ func (s *Service) run(t *Task) {
 	defer cancelDeadline()
 
 	start := s.now()
+	t.endWait(start)
 	t.mu.Lock()
 	if t.canceled {
 		t.mu.Unlock()
@@ -57,7 +61,8 @@ func (s *Service) run(t *Task) {
 	t.mu.Unlock()
 	s.m.TasksStarted.WithLabelValues(t.engine, t.version, t.poolID, "r0", t.spec.Priority.String()).Inc()
 	s.m.QueueWait.WithLabelValues(t.engine, t.version, t.poolID, t.spec.Priority.String()).Observe(ms(start.Sub(t.created)))
-	s.log.Info("task started", "task_id", t.spec.ID, "session_id", t.spec.SessionID, "pool_id", t.poolID,
+	ctx = trace.ContextWithSpanContext(ctx, t.span)
+	s.log.InfoContext(ctx, "task started", "task_id", t.spec.ID, "session_id", t.spec.SessionID, "pool_id", t.poolID,
 		"correlation_id", t.spec.CorrelationID, "queue_ms", start.Sub(t.created).Milliseconds())
 
 	var res engine.Result
@@ -68,6 +73,9 @@ func (s *Service) run(t *Task) {
 	rep, err := s.opts.Pools.Replica(t.poolID)
 	if err == nil {
 		engineStart := s.now()
+		var sp trace.Span
+		ctx, sp = s.opts.Tracer.Start(ctx, "task.engine", trace.WithTimestamp(engineStart), trace.WithAttributes(
+			attribute.String("task.id", t.spec.ID), attribute.String("pool.id", t.poolID), attribute.String("engine", t.engine)))
 		res, err = rep.Generate(ctx, engine.Request{
 			TaskID: t.spec.ID, Prompt: t.spec.Prompt, MaxTokens: t.spec.MaxTokens, Seed: t.spec.Seed,
 			Deterministic: t.spec.Deterministic, Ctx: t.spec.Ctx, Workload: t.spec.Workload, Messages: t.spec.Messages,
@@ -78,6 +86,10 @@ func (s *Service) run(t *Task) {
 			return err
 		})
 		engineTime = s.now().Sub(engineStart) - inDaemon
+		t.mu.Lock()
+		sp.SetAttributes(attribute.Int("tokens.out", t.tokensOut), attribute.Int("tokens.in", res.TokensIn))
+		t.mu.Unlock()
+		endSpan(sp, err, s.now())
 	}
 	defer func() { // after finish: the final frame, metrics and log are the daemon's work too
 		over := t.placing + s.now().Sub(start) - engineTime
@@ -151,6 +163,9 @@ func (s *Service) onToken(ctx context.Context, t *Task, tok engine.Token) error 
 	if first {
 		t.firstToken = now
 	}
+	if first {
+		trace.SpanFromContext(ctx).AddEvent("first token", trace.WithTimestamp(now))
+	}
 	// Time to first token is measured at the first token with content: engines may emit an
 	// empty one first (a role chunk, a partial UTF-8 sequence held back).
 	ttft := !t.ttftSeen && tok.Text != ""
@@ -185,6 +200,7 @@ func (s *Service) onToken(ctx context.Context, t *Task, tok engine.Token) error 
 // finish records a task's final state, appends its final frame, updates metrics and logs.
 func (s *Service) finish(t *Task, st Status, ei *ErrorInfo, res engine.Result, decode time.Duration) {
 	now := s.now()
+	t.endWait(now) // a task that ends queued (canceled, expired, evicted, shut down)
 	t.mu.Lock()
 	if t.status.Final() {
 		t.mu.Unlock()

@@ -8,6 +8,9 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
 	"github.com/orchestratord/orchestratord/engine"
 	"github.com/orchestratord/orchestratord/impl/admission"
 	"github.com/orchestratord/orchestratord/impl/metrics"
@@ -85,6 +88,10 @@ type Options struct {
 	// Journal records admissions, events and terminal states so that a restart loses nothing
 	// admitted (see Recover). Nil: tasks live in memory only.
 	Journal Journal
+	// Tracer records the spans of a task: task.placement and task.admission under the
+	// request's span, task.queue_wait from admission to dispatch, and task.engine for the
+	// engine request. Default: a no-op tracer.
+	Tracer trace.Tracer
 }
 
 // Service admits, dispatches, runs and tracks tasks.
@@ -125,6 +132,9 @@ func New(opts Options) *Service {
 	}
 	if opts.Clock == nil {
 		opts.Clock = systemClock{}
+	}
+	if opts.Tracer == nil {
+		opts.Tracer = noop.NewTracerProvider().Tracer("")
 	}
 	if opts.Code == nil {
 		opts.Code = Class.String

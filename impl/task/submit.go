@@ -5,6 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/orchestratord/orchestratord/impl/admission"
 	"github.com/orchestratord/orchestratord/impl/placement"
@@ -12,7 +17,7 @@ import (
 )
 
 // Submit validates, places and admits a task.
-func (s *Service) Submit(ctx context.Context, spec Spec) (Admission, error) {
+func (s *Service) Submit(ctx context.Context, spec Spec) (_ Admission, retErr error) {
 	entered := s.now()
 	s.mu.Lock()
 	if s.closing {
@@ -25,6 +30,9 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (Admission, error) {
 	}
 	s.mu.Unlock()
 
+	reqCtx := ctx
+	_, placeSpan := s.opts.Tracer.Start(ctx, "task.placement", trace.WithTimestamp(entered),
+		trace.WithAttributes(attribute.String("task.id", spec.ID), attribute.String("engine", spec.Engine)))
 	views := s.opts.Pools.Views()
 	cands := make([]placement.Candidate, 0, len(views))
 	s.mu.Lock()
@@ -45,6 +53,8 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (Admission, error) {
 		AvoidPools: spec.Placement.AvoidPools, AllowFallback: spec.Placement.AllowFallback,
 	})
 	s.m.PlacementConsidered.Set(float64(dec.Considered))
+	placeSpan.SetAttributes(attribute.String("pool.id", dec.PoolID), attribute.Int("placement.considered", dec.Considered))
+	endSpan(placeSpan, err, s.now())
 	if err != nil {
 		s.m.PlacementDecisions.WithLabelValues("no_capacity", strconv.FormatBool(dec.Pinned), strconv.FormatBool(dec.Fallback)).Inc()
 		class := ClassPoolUnavailable
@@ -63,6 +73,9 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (Admission, error) {
 		}
 	}
 
+	ctx, admitSpan := s.opts.Tracer.Start(reqCtx, "task.admission", trace.WithTimestamp(s.now()),
+		trace.WithAttributes(attribute.String("task.id", spec.ID), attribute.String("pool.id", view.ID)))
+	defer func() { endSpan(admitSpan, retErr, s.now()) }()
 	info, err := s.opts.Sessions.Admit(spec.SessionID)
 	if err != nil {
 		s.m.TasksRejected.WithLabelValues(spec.Engine, s.opts.Code(ClassInvalid)).Inc()
@@ -73,7 +86,7 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (Admission, error) {
 	t := &Task{
 		spec: spec, poolID: view.ID, engine: view.Engine, version: view.EngineVersion,
 		kvBytes: view.KVBytesPerToken, created: now, placing: now.Sub(entered), deadline: now.Add(spec.Deadline),
-		admitted: make(chan struct{}), status: Queued, done: make(chan struct{}), j: s.j,
+		span: trace.SpanContextFromContext(reqCtx), admitted: make(chan struct{}), status: Queued, done: make(chan struct{}), j: s.j,
 	}
 	s.mu.Lock()
 	if s.closing {
@@ -128,9 +141,15 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (Admission, error) {
 	if adm.Evicted != nil {
 		s.m.Backpressure.WithLabelValues(t.engine, "drop-lru").Inc()
 	}
-	s.log.Info("task admitted", "task_id", spec.ID, "session_id", spec.SessionID, "pool_id", t.poolID,
+	s.log.InfoContext(ctx, "task admitted", "task_id", spec.ID, "session_id", spec.SessionID, "pool_id", t.poolID,
 		"correlation_id", spec.CorrelationID, "priority", spec.Priority.String(),
 		"queue_position", adm.Position, "predicted_start_ms", adm.PredictedStartMs)
+	_, wait := s.opts.Tracer.Start(reqCtx, "task.queue_wait", trace.WithTimestamp(t.created),
+		trace.WithAttributes(attribute.String("task.id", spec.ID), attribute.String("pool.id", t.poolID),
+			attribute.Int("queue.position", adm.Position)))
+	t.mu.Lock()
+	t.waitSpan = wait
+	t.mu.Unlock()
 	close(t.admitted) // the runner may start now: the admission is recorded and logged first
 	return Admission{
 		TaskID: spec.ID, PoolID: t.poolID, Engine: t.engine, QueuePosition: adm.Position,
@@ -206,4 +225,25 @@ func (s *Service) replay(ctx context.Context, t *Task, spec Spec) (Admission, er
 		a.TokensBudgetRemaining = info.TokensBudgetRemaining
 	}
 	return a, nil
+}
+
+// endSpan ends a span at now, with an error status when err is not nil.
+func endSpan(sp trace.Span, err error, now time.Time) {
+	if err != nil {
+		sp.RecordError(err)
+		sp.SetStatus(codes.Error, err.Error())
+	}
+	sp.End(trace.WithTimestamp(now))
+}
+
+// endWait ends the task's task.queue_wait span (at dispatch, or when it ends queued); a
+// second call does nothing.
+func (t *Task) endWait(now time.Time) {
+	t.mu.Lock()
+	sp := t.waitSpan
+	t.waitSpan = nil
+	t.mu.Unlock()
+	if sp != nil {
+		sp.End(trace.WithTimestamp(now))
+	}
 }

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/orchestratord/orchestratord/engine"
 	"github.com/orchestratord/orchestratord/impl/admission"
 	"github.com/orchestratord/orchestratord/impl/sse"
@@ -135,7 +137,9 @@ type Task struct {
 	version  string
 	kvBytes  int64
 	created  time.Time
-	placing  time.Duration // Submit's time before created (placement, session): daemon overhead
+	placing  time.Duration     // Submit's time before created (placement, session): daemon overhead
+	span     trace.SpanContext // the admitting request's span: parent of the task's later spans
+	waitSpan trace.Span        // task.queue_wait: ended at dispatch or when the task ends queued
 	deadline time.Time
 	admitted chan struct{} // closed once Submit has recorded the admission (or refused it)
 	j        Journal       // nil: not journaled

@@ -1,0 +1,118 @@
+package app_test
+
+import (
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/google/uuid"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/orchestratord/orchestratord/engine/fake"
+	"github.com/orchestratord/orchestratord/impl/app"
+)
+
+// TestTracing runs a task through the daemon with the SDK's in-memory exporter: the request's
+// server span (named after the route) parents the task's placement, admission, queue-wait and
+// engine spans, all in one trace; with no X-Correlation-Id the daemon answers with the trace
+// id, and a client's traceparent makes the request part of the client's trace.
+func TestTracing(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	d := startFakeDaemonWith(t, "", fake.Options{}, nil, app.Options{TracerProvider: tp})
+
+	const clientTrace = "4bf92f3577b34da6a3ce929d0e0e4736"
+	tests := []struct {
+		name            string
+		header          map[string]string
+		wantCorrelation string // "" : the trace id
+		wantTrace       string // "" : any new trace id
+	}{
+		{name: "new trace, no correlation id"},
+		{name: "client's trace", header: map[string]string{"traceparent": "00-" + clientTrace + "-00f067aa0ba902b7-01"},
+			wantTrace: clientTrace},
+		{name: "correlation id given", header: map[string]string{"X-Correlation-Id": "my-request-1"},
+			wantCorrelation: "my-request-1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			exp.Reset()
+			id := uuid.New()
+			req, err := http.NewRequest("POST", "http://"+d.addr+"/v1/tasks", strings.NewReader(taskBody(id, 4)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("X-API-Key", testKey)
+			req.Header.Set("Content-Type", "application/json")
+			for k, v := range tt.header {
+				req.Header.Set(k, v)
+			}
+			res, err := d.hc.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = res.Body.Close()
+			if res.StatusCode != http.StatusAccepted {
+				t.Fatalf("submit: %d", res.StatusCode)
+			}
+			// The task.engine span ends when the generation does.
+			eventually(t, "the engine span ended", func() bool { return findSpan(exp.GetSpans(), "task.engine") != nil })
+
+			spans := exp.GetSpans()
+			server := findSpan(spans, "POST /v1/tasks")
+			if server == nil {
+				t.Fatalf("no server span named after the route; spans: %v", spanNames(spans))
+			}
+			traceID := server.SpanContext.TraceID().String()
+			if tt.wantTrace != "" && traceID != tt.wantTrace {
+				t.Errorf("trace id %s, want the client's %s", traceID, tt.wantTrace)
+			}
+			want := tt.wantCorrelation
+			if want == "" {
+				want = traceID
+			}
+			if got := res.Header.Get("X-Correlation-Id"); got != want {
+				t.Errorf("X-Correlation-Id %q, want %q", got, want)
+			}
+			if !regexp.MustCompile(`^[0-9a-f]{32}$`).MatchString(traceID) {
+				t.Errorf("trace id %q", traceID)
+			}
+			for _, name := range []string{"task.placement", "task.admission", "task.queue_wait", "task.engine"} {
+				sp := findSpan(spans, name)
+				if sp == nil {
+					t.Errorf("no span %s; spans: %v", name, spanNames(spans))
+					continue
+				}
+				if sp.SpanContext.TraceID() != server.SpanContext.TraceID() || sp.Parent.SpanID() != server.SpanContext.SpanID() {
+					t.Errorf("span %s: trace %s parent %s, want a child of the server span %s/%s", name,
+						sp.SpanContext.TraceID(), sp.Parent.SpanID(), traceID, server.SpanContext.SpanID())
+				}
+				if !sp.EndTime.After(sp.StartTime) && !sp.EndTime.Equal(sp.StartTime) {
+					t.Errorf("span %s ends before it starts", name)
+				}
+			}
+			if eng := findSpan(spans, "task.engine"); eng != nil && len(eng.Events) == 0 {
+				t.Errorf("task.engine has no first-token event")
+			}
+		})
+	}
+}
+
+func findSpan(spans tracetest.SpanStubs, name string) *tracetest.SpanStub {
+	for i := range spans {
+		if spans[i].Name == name {
+			return &spans[i]
+		}
+	}
+	return nil
+}
+
+func spanNames(spans tracetest.SpanStubs) []string {
+	var out []string
+	for _, s := range spans {
+		out = append(out, s.Name)
+	}
+	return out
+}
