@@ -26,9 +26,14 @@ check-generated: generate ## Fail when gen/ is not what openapi/ generates.
 	@git diff --exit-code --stat -- gen/ || { echo "gen/ is stale: run make generate and commit"; exit 1; }
 	@test -z "$$(git status --porcelain -- gen/)" || { git status --porcelain -- gen/; echo "gen/ has untracked or changed files"; exit 1; }
 
+# Version and commit stamped into bin/orchestratord (--version prints them with the Go version).
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+
 .PHONY: build
 build: ## Build bin/orchestratord and bin/orchctl.
-	$(GO) build -o $(BIN) ./cmd/orchestratord
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/orchestratord
 	$(GO) build -o bin/orchctl ./cmd/orchctl
 
 .PHONY: engine

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -94,5 +95,25 @@ func TestCheckConfigRejects(t *testing.T) {
 				t.Errorf("stderr %q, want it to say %q", stderr.String(), tt.want)
 			}
 		})
+	}
+}
+
+// --help and -h print the usage and exit 0; --version prints version, commit and Go version.
+func TestHelpAndVersion(t *testing.T) {
+	for _, arg := range []string{"--help", "-h"} {
+		var stdout, stderr bytes.Buffer
+		if code := run([]string{arg}, &stdout, &stderr); code != 0 {
+			t.Errorf("%s: exit %d, want 0", arg, code)
+		}
+		if !strings.Contains(stdout.String()+stderr.String(), "-check-config") {
+			t.Errorf("%s: no usage in %q", arg, stdout.String()+stderr.String())
+		}
+	}
+	var stdout bytes.Buffer
+	if code := run([]string{"--version"}, &stdout, io.Discard); code != 0 {
+		t.Fatalf("--version: exit %d", code)
+	}
+	if !regexp.MustCompile(`^orchestratord \S+ \(commit \S+, go1\.\d+\S* \w+/\w+\)\n$`).MatchString(stdout.String()) {
+		t.Errorf("--version printed %q", stdout.String())
 	}
 }
