@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -298,6 +299,14 @@ func splitKeys(s, sep string) []string {
 // or validate; Load does.
 func Parse(data []byte) (*Config, error) {
 	var c Config
+	// The walk names the YAML path of any problem; the decoder's own messages name Go types.
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, fmt.Errorf("config: %s", strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	if err := checkNode(&doc, reflect.TypeFor[Config](), ""); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	// An empty document (io.EOF) is a valid, empty config.
