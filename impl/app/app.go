@@ -400,8 +400,27 @@ func (a *App) startManaged(ctx context.Context, spec pool.Spec, modelRef string)
 		argv = append(slices.Clone(tmpl.Argv), m.Args...)
 	}
 	program := a.cfg.Programs[drv.Name]
-	if program == "" {
+	isDefault := program == ""
+	if isDefault {
 		program = tmpl.Program
+	}
+	// The program (or a custom command's first word) must exist: a missing one fails the pool
+	// at once with what to set, instead of a restart loop.
+	if len(argv) > 0 && (argv[0] == "{program}" || !strings.Contains(argv[0], "{")) {
+		exe, _ := os.Executable()
+		wd, _ := os.Getwd()
+		name, dflt := argv[0], false
+		if name == "{program}" {
+			name, dflt = program, isDefault
+		}
+		p, err := resolveProgram(drv.Name, name, dflt, exe, wd)
+		if err != nil {
+			a.log.Error("managed replica program missing", "pool_id", spec.ID, "err", err)
+			return nil, err
+		}
+		if argv[0] == "{program}" {
+			program = p
+		}
 	}
 	keyDir := filepath.Join(a.cfg.StateDir, "engine-keys")
 	if err := os.MkdirAll(keyDir, 0o700); err != nil {

@@ -35,6 +35,7 @@ const (
 	ReasonInFlight          = "reload_in_flight"    // another reload of the pool is running
 	ReasonModelUnavailable  = "model_unavailable"   // the model file cannot be used
 	ReasonStartFailed       = "start_failed"        // the engine process could not be started
+	ReasonProgramNotFound   = "program_not_found"   // the engine's program is not installed where configured
 	ReasonEngineExited      = "engine_exited"       // the engine exited before it was healthy
 	ReasonHealthGateTimeout = "health_gate_timeout" // the engine was not healthy in time
 	ReasonHealthCheckFailed = "health_check_failed" // the started replica did not report ready
@@ -47,6 +48,9 @@ const (
 type StartError struct {
 	Reason  string
 	Message string
+	// Permanent: starting again cannot help until the configuration changes (a missing
+	// program). The pool stays failed with Message and is not retried.
+	Permanent bool
 }
 
 func (e *StartError) Error() string { return e.Message }
@@ -270,7 +274,8 @@ func (r *Registry) Start(ctx context.Context) {
 }
 
 // startWithRetry starts a pool's managed replica, retrying with exponential backoff (1 s to
-// 30 s) until it starts or ctx ends (then it returns nil).
+// 30 s) until it starts, or fails with a permanent StartError, or ctx ends (then it returns
+// nil).
 func (r *Registry) startWithRetry(ctx context.Context, id string, spec Spec) Managed {
 	backoff := time.Second
 	for {
@@ -281,11 +286,16 @@ func (r *Registry) startWithRetry(ctx context.Context, id string, spec Spec) Man
 		if ctx.Err() != nil {
 			return nil
 		}
-		r.log.Error("managed replica failed to start; retrying", "pool_id", id, "retry_in", backoff.String(), "err", err)
 		msg := "the engine could not be started" // pool health is shown to clients: no engine output
 		if se := (*StartError)(nil); errors.As(err, &se) {
 			msg = se.Message
+			if se.Permanent {
+				r.log.Error("managed replica cannot start; not retrying", "pool_id", id, "err", err)
+				r.update(id, func(s *state) { s.lastErr = msg })
+				return nil
+			}
 		}
+		r.log.Error("managed replica failed to start; retrying", "pool_id", id, "retry_in", backoff.String(), "err", err)
 		r.update(id, func(s *state) { s.lastErr = msg })
 		select {
 		case <-ctx.Done():

@@ -1,0 +1,81 @@
+package app_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/orchestratord/orchestratord/impl/app"
+	"github.com/orchestratord/orchestratord/impl/config"
+)
+
+// A managed llama.cpp pool whose llama-server is missing fails at once, and its health says
+// what to set (the daemon does not restart a program that is not there).
+func TestMissingEngineProgramFailsThePool(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "models"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "models", "m.gguf"), []byte("GGUF"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	yaml := fmt.Sprintf(`addr: 127.0.0.1:0
+state_dir: %q
+shutdown_grace: 50ms
+llama_server: %q
+pools:
+  - id: p1
+    engine: llamacpp
+    model_ref: models/m.gguf
+    ctx_max: 1024
+    slots: 1
+    replicas: [{managed: {}}]
+`, dir, filepath.Join(dir, "no-such-llama-server"))
+	p := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(config.Overrides{ConfigFile: p, APIKeys: testKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := app.New(cfg, app.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- a.Serve(ctx, ln) }()
+	defer func() { cancel(); _ = <-served }()
+
+	var health struct {
+		Ready     bool   `json:"ready"`
+		LastError string `json:"last_error"`
+	}
+	eventually(t, "the pool reports its error", func() bool {
+		req, _ := http.NewRequest("GET", "http://"+ln.Addr().String()+"/v1/pools/p1/health", nil)
+		req.Header.Set("X-API-Key", testKey)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return json.Unmarshal(b, &health) == nil && health.LastError != ""
+	})
+	if health.Ready || !strings.Contains(health.LastError, "no-such-llama-server not found: set ORCHD_LLAMA_SERVER") {
+		t.Fatalf("health: %+v", health)
+	}
+}
