@@ -12,9 +12,19 @@ TINY_MODEL := $(ORCHD_STATE_DIR)/models/tiny.gguf
 # Where tools/ensure-llama-server.sh installs llama-server when none is on PATH (git-ignored).
 LLAMA_DIR := .tools/llama
 
+# go-nvml's cgo code calls NVML functions that CUDA 13 headers mark deprecated: gcc's
+# -Wdeprecated-declarations warnings about a dependency would flood every build and test run.
+CGO_CFLAGS ?= -O2 -g
+CGO_CFLAGS += -Wno-deprecated-declarations
+export CGO_CFLAGS
+
+# Variables that help texts name: make help prints their values.
+HELP_VARS := BENCH_OUT ORCHD_STATE_DIR LLAMA_DIR BIN TINY_MODEL VENV CLIENTS_VENV
+
 .PHONY: help
 help: ## List the targets.
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 22
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E -e 's/:.*## /\t/' \
+	  $(foreach v,$(HELP_VARS),-e 's|\$$\($(v)\)|$($(v))|g') | expand -t 22
 
 .PHONY: generate
 generate: ## Regenerate gen/ from openapi/ (oapi-codegen, pinned as a go tool).
