@@ -26,6 +26,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	dto "github.com/prometheus/client_model/go"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
@@ -347,6 +348,12 @@ func (a *App) refreshGauges(ctx context.Context) {
 			continue
 		}
 		ps := st.Pools[v.ID]
+		// These gauges mirror the pool as it is now: one series per pool (and priority,
+		// replica, device), under the engine version it reports now. A series left under an
+		// earlier version ("" before the first health check, the old engine after a reload)
+		// would stay beside the real one with its last value.
+		forgetOtherVersions(v.ID, v.EngineVersion, a.metrics.QueueDepth, a.metrics.KVCacheUsage,
+			a.metrics.GPUUtilization, a.metrics.VRAMUsed)
 		a.metrics.QueueDepth.WithLabelValues(v.Engine, v.EngineVersion, v.ID, "interactive").Set(float64(ps.QueuedInteractive))
 		a.metrics.QueueDepth.WithLabelValues(v.Engine, v.EngineVersion, v.ID, "batch").Set(float64(ps.QueuedBatch))
 		a.metrics.ActiveLeases.WithLabelValues(v.ID).Set(float64(ps.Busy))
@@ -361,6 +368,31 @@ func (a *App) refreshGauges(ctx context.Context) {
 			dev := strconv.Itoa(d.Index)
 			a.metrics.GPUUtilization.WithLabelValues(v.Engine, v.EngineVersion, v.ID, "r0", dev).Set(float64(d.UtilizationPct))
 			a.metrics.VRAMUsed.WithLabelValues(v.Engine, v.EngineVersion, v.ID, "r0", dev).Set(float64(d.MemoryUsed))
+		}
+	}
+}
+
+// forgetOtherVersions deletes pool's series of each gauge whose engine_version is not version.
+func forgetOtherVersions(pool, version string, gauges ...*prometheus.GaugeVec) {
+	for _, g := range gauges {
+		ch := make(chan prometheus.Metric, 16)
+		go func() { g.Collect(ch); close(ch) }()
+		var stale []prometheus.Labels
+		for m := range ch {
+			var d dto.Metric
+			if m.Write(&d) != nil {
+				continue
+			}
+			ls := prometheus.Labels{}
+			for _, lp := range d.GetLabel() {
+				ls[lp.GetName()] = lp.GetValue()
+			}
+			if ls["pool_id"] == pool && ls["engine_version"] != version {
+				stale = append(stale, ls)
+			}
+		}
+		for _, ls := range stale {
+			g.Delete(ls)
 		}
 	}
 }

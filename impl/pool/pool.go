@@ -556,6 +556,10 @@ func (r *Registry) Reload(ctx context.Context, id, newRef string) (View, error) 
 	rep := &tracked{Replica: r.opts.NewReplica(newSpec, endpointOf(m))}
 	hctx, cancel := context.WithTimeout(ctx, r.opts.HealthTimeout)
 	h, herr := rep.Health(hctx)
+	version := "" // known at switch-over, not at the next health check
+	if v, ok := rep.Replica.(Versioner); ok && herr == nil && h.Ready {
+		version, _ = v.Version(hctx)
+	}
 	cancel()
 	if herr != nil || !h.Ready {
 		_ = m.Stop(context.WithoutCancel(ctx))
@@ -570,7 +574,7 @@ func (r *Registry) Reload(ctx context.Context, id, newRef string) (View, error) 
 		old, oldManaged = s.replica, s.managed
 		s.replica, s.managed, s.replicaURL = rep, m, m.BaseURL()
 		s.spec = newSpec
-		s.live, s.healthy, s.lastErr, s.version, s.load = true, true, "", "", nil
+		s.live, s.healthy, s.lastErr, s.version, s.load = true, true, "", version, nil
 		s.draining, s.drainDeadline = false, time.Time{}
 		if s.drainTimer != nil {
 			s.drainTimer.Stop()

@@ -35,6 +35,9 @@ func (f *fakeReplica) Generate(context.Context, engine.Request, engine.EmitFunc)
 	return engine.Result{}, nil
 }
 
+// Version is the engine version a Versioner reports: one per replica here.
+func (f *fakeReplica) Version(context.Context) (string, error) { return "v:" + f.url, nil }
+
 func (f *fakeReplica) Health(context.Context) (engine.Health, error) {
 	if f.ready.Load() {
 		return engine.Health{Live: true, Ready: true}, nil
@@ -205,6 +208,10 @@ func TestReload(t *testing.T) {
 		}
 		if v.ModelRef != "models/b.gguf" || v.ModelID != "b" || v.Draining || !v.Ready() {
 			t.Fatalf("view = %+v", v)
+		}
+		// The new replica's version is known at switch-over, not after the next health check.
+		if want := "v:http://managed/models/b.gguf"; v.EngineVersion != want {
+			t.Errorf("engine version after the reload %q, want %q", v.EngineVersion, want)
 		}
 		e.mu.Lock()
 		old := e.managed[0]
