@@ -291,6 +291,9 @@ func shortMessage(err error) string {
 	}
 	if errors.As(err, &se) {
 		ptr := "/" + strings.Join(se.JSONPointer(), "/")
+		if se.SchemaField == "format" && se.Schema != nil {
+			se.Reason = formatReason(se.Schema, se.Value)
+		}
 		if se.Reason == "" && se.SchemaField == "not" && se.Schema != nil && se.Schema.Not != nil && se.Schema.Not.Value != nil {
 			// kin-openapi gives a failed `not` no reason; the contract describes each `not` rule.
 			se.Reason = se.Schema.Not.Value.Description
@@ -314,6 +317,27 @@ func shortMessage(err error) string {
 		return reason
 	}
 	return firstLine(err.Error())
+}
+
+// formatNames says what a string format wants, in words.
+var formatNames = map[string]string{"uuid": "a UUID (like 6f1c5e1a-3c1e-4b0e-9a57-0d8d2b6c9a11)", "date-time": "an RFC 3339 date-time"}
+
+// formatReason replaces the validator's "string doesn't match the format (regular expression
+// ...)" with what is wanted; an empty string is called empty, and a field the daemon fills in
+// when it is left out (x-generated-if-omitted) says so.
+func formatReason(s *openapi3.Schema, v any) string {
+	want, ok := formatNames[s.Format]
+	if !ok {
+		want = "a " + s.Format
+	}
+	reason := "must be " + want
+	if str, _ := v.(string); str == "" {
+		reason = "is empty: it must be " + want
+	}
+	if gen, _ := s.Extensions["x-generated-if-omitted"].(bool); gen {
+		reason += ", or be left out for the daemon to generate"
+	}
+	return reason
 }
 
 func firstLine(s string) string {

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/orchestratord/orchestratord/engine"
 	"github.com/orchestratord/orchestratord/gen/api"
 	"github.com/orchestratord/orchestratord/impl/admission"
@@ -20,6 +22,7 @@ import (
 
 // CreateTask admits a task.
 func (s *Server) CreateTask(ctx context.Context, req api.CreateTaskRequestObject) (api.CreateTaskResponseObject, error) {
+	generateIDs(req.Body)
 	spec, err := specFromRequest(req.Body)
 	if err != nil {
 		return nil, err
@@ -29,13 +32,13 @@ func (s *Server) CreateTask(ctx context.Context, req api.CreateTaskRequestObject
 	if err != nil {
 		return nil, err
 	}
-	id := req.Body.TaskId
+	id, session := req.Body.TaskId, req.Body.SessionId
 	sseURL := "/v1/tasks/" + id.String() + "/stream"
 	pool := adm.PoolID
 	timeLeft := adm.TimeBudgetRemaining.Milliseconds()
 	return api.CreateTask202JSONResponse{
 		Body: api.AdmissionResponse{
-			TaskId: id, QueuePosition: int32(adm.QueuePosition), PredictedStartMs: adm.PredictedStartMs,
+			TaskId: id, SessionId: session, QueuePosition: int32(adm.QueuePosition), PredictedStartMs: adm.PredictedStartMs,
 			BackoffMs: 0, PoolId: &pool,
 			Streams: &struct {
 				Sse        string `json:"sse"`
@@ -48,6 +51,20 @@ func (s *Server) CreateTask(ctx context.Context, req api.CreateTaskRequestObject
 			XBudgetTimeRemainingMs: &timeLeft,
 		},
 	}, nil
+}
+
+// generateIDs fills in the task and session ids the client left out (a new task, a new
+// session). The contract refuses the nil UUID, so a zero id here was left out.
+func generateIDs(b *api.TaskRequest) {
+	if b == nil {
+		return // specFromRequest refuses it
+	}
+	if b.TaskId == uuid.Nil {
+		b.TaskId = uuid.New()
+	}
+	if b.SessionId == uuid.Nil {
+		b.SessionId = uuid.New()
+	}
 }
 
 // specFromRequest converts and checks what the schema cannot express.

@@ -371,7 +371,8 @@ type AdmissionResponse struct {
 	PredictedStartMs int64   `json:"predicted_start_ms"`
 
 	// QueuePosition 0-based position in the pool's dispatch order (interactive before batch).
-	QueuePosition int32 `json:"queue_position"`
+	QueuePosition int32              `json:"queue_position"`
+	SessionId     openapi_types.UUID `json:"session_id"`
 	Streams       *struct {
 		Sse        string `json:"sse"`
 		SseVerbose string `json:"sse_verbose"`
@@ -651,7 +652,8 @@ type StoredArtifact struct {
 	Tags      *[]string               `json:"tags,omitempty"`
 }
 
-// TaskRequest A generation task. It needs exactly one of `prompt` or `inputs`. For a `completion`,
+// TaskRequest A generation task. `task_id` and `session_id` are optional: the daemon generates what is
+// omitted and returns both in the admission. It needs exactly one of `prompt` or `inputs`. For a `completion`,
 // `inputs` are segments concatenated in order into the prompt. For a `chat`, `prompt` is
 // one user message, and `inputs` are the conversation's messages in order, alternating
 // user, assistant, user, ... (an odd count: the last one is the user's).
@@ -681,10 +683,15 @@ type TaskRequest struct {
 	Prompt                *string             `json:"prompt,omitempty"`
 	SamplerProfileVersion *string             `json:"sampler_profile_version,omitempty"`
 	Seed                  *int64              `json:"seed,omitempty"`
-	SessionId             openapi_types.UUID  `json:"session_id"`
 
-	// TaskId Client-chosen id; it names the task in every later call.
-	TaskId openapi_types.UUID `json:"task_id"`
+	// SessionId The session the task belongs to (its turns and token budget). Omitted: a new session,
+	// whose generated id the admission returns. The nil UUID is refused.
+	SessionId openapi_types.UUID `json:"session_id,omitempty,omitzero"`
+
+	// TaskId Client-chosen id; it names the task in every later call, and re-posting it is
+	// idempotent. Omitted: the daemon generates one (then a re-post is a new task). The
+	// nil UUID is refused.
+	TaskId openapi_types.UUID `json:"task_id,omitempty,omitzero"`
 
 	// Workload `completion` continues a prompt; `chat` answers a conversation (see TaskRequest.inputs).
 	// Which engines serve which workload is in `/v1/capabilities`; no engine built in serves
