@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -259,7 +260,11 @@ func (v *validatingTransport) check(req *http.Request, resp *http.Response) []st
 	if err := openapi3filter.ValidateResponse(context.Background(), in); err != nil {
 		bad("%s: %v", route.Operation.OperationID, err)
 	}
-	if resp.StatusCode >= 400 && req.Method != http.MethodHead { // a HEAD answer has no body
+	switch {
+	case resp.StatusCode < 400 || req.Method == http.MethodHead: // a HEAD answer has no body
+	case slices.Contains(route.Operation.Tags, "openai"):
+		problems = append(problems, checkOpenAIError(resp, body)...)
+	default:
 		problems = append(problems, v.checkEnvelope(resp, body, false)...)
 	}
 	return problems
@@ -364,6 +369,7 @@ type option func(*harnessConfig)
 func withCapacity(n int) option      { return func(c *harnessConfig) { c.capacity = n } }
 func withPolicy(p string) option     { return func(c *harnessConfig) { c.policy = p } }
 func withSlots(n int) option         { return func(c *harnessConfig) { c.slots = n } }
+func withCtxMax(n int) option        { return func(c *harnessConfig) { c.ctxMax = n } }
 func withMaxTurns(n int) option      { return func(c *harnessConfig) { c.maxTurns = n } }
 func withTokenBudget(n int64) option { return func(c *harnessConfig) { c.tokenBudget = n } }
 func withHeartbeat(d string) option  { return func(c *harnessConfig) { c.heartbeat = d } }

@@ -27,6 +27,10 @@ type Error struct {
 	Retriable  bool
 	RetryAfter time.Duration // > 0: retry_after_ms, and on 429 the Retry-After / X-Backoff-Ms headers
 	Policy     string
+	// Param names the request field at fault, for OpenAI-shaped errors (empty: none).
+	Param string
+	// TaskID is the task a facade request ran as, sent in X-Task-Id with its error.
+	TaskID string
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
@@ -200,6 +204,18 @@ func HTTPErrorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 				c.Response().Header().Set(echo.HeaderAllow, strings.Join(methods, ", "))
 			}
 		}
+		if e.TaskID != "" {
+			c.Response().Header().Set(HeaderTaskID, e.TaskID)
+		}
+		if openAIRoute(c.Request().Method, c.Path()) {
+			status, body := openAIError(e)
+			if status == http.StatusTooManyRequests {
+				setBackoff(c.Response().Header(), e.RetryAfter)
+				openAIRateLimitHeaders(c.Response().Header(), e.RetryAfter)
+			}
+			_ = c.JSON(status, body)
+			return
+		}
 		env := envelope{Code: e.Code, Message: e.Message, Engine: e.Engine, PoolID: e.PoolID,
 			Retriable: e.Retriable, PolicyLabel: e.Policy}
 		if len(env.Message) > maxMessage {
@@ -209,9 +225,7 @@ func HTTPErrorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 			ms := max(e.RetryAfter.Milliseconds(), 1)
 			env.RetryAfterMs = &ms
 			if status == http.StatusTooManyRequests {
-				secs := max((ms+999)/1000, 1)
-				c.Response().Header().Set("Retry-After", strconv.FormatInt(secs, 10))
-				c.Response().Header().Set("X-Backoff-Ms", strconv.FormatInt(ms, 10))
+				setBackoff(c.Response().Header(), e.RetryAfter)
 			}
 		}
 		body, _ := json.Marshal(env)
@@ -241,4 +255,14 @@ func toAPIError(err error) *Error {
 		return &Error{Code: code, Message: msg}
 	}
 	return Errorf("INTERNAL", "internal error")
+}
+
+// setBackoff sets a 429's Retry-After (whole seconds, at least 1) and X-Backoff-Ms.
+func setBackoff(h http.Header, retryAfter time.Duration) {
+	if retryAfter <= 0 {
+		return
+	}
+	ms := max(retryAfter.Milliseconds(), 1)
+	h.Set("Retry-After", strconv.FormatInt(max((ms+999)/1000, 1), 10))
+	h.Set("X-Backoff-Ms", strconv.FormatInt(ms, 10))
 }

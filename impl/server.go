@@ -80,6 +80,9 @@ type Options struct {
 	SpecJSON []byte
 	// BeforeScrape refreshes gauges computed from live state before /metrics is rendered.
 	BeforeScrape func(ctx context.Context)
+	// OpenAIDeadline is the deadline of the tasks of the OpenAI-compatible routes (which have no
+	// deadline field). 0: 10 minutes.
+	OpenAIDeadline time.Duration
 	// Models confines the model references of managed pools. Nil refuses every reload of a
 	// managed pool (fail closed).
 	Models Models
@@ -95,8 +98,9 @@ type Models interface {
 
 // Server implements api.StrictServerInterface.
 type Server struct {
-	opts Options
-	log  *slog.Logger
+	opts    Options
+	log     *slog.Logger
+	started time.Time // reported as the models' `created`
 }
 
 // NewServer returns a Server.
@@ -110,5 +114,8 @@ func NewServer(opts Options) *Server {
 	if opts.StreamWriteTimeout <= 0 {
 		opts.StreamWriteTimeout = 30 * time.Second
 	}
-	return &Server{opts: opts, log: opts.Logger}
+	if opts.OpenAIDeadline <= 0 {
+		opts.OpenAIDeadline = 10 * time.Minute
+	}
+	return &Server{opts: opts, log: opts.Logger, started: time.Now()}
 }

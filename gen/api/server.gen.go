@@ -19,6 +19,7 @@ import (
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/labstack/echo/v4"
 	"github.com/oapi-codegen/runtime"
+	openapi_types "github.com/oapi-codegen/runtime/types"
 )
 
 // ServerInterface represents all server handlers.
@@ -38,6 +39,15 @@ type ServerInterface interface {
 	// GetCapabilities Engines and pools this daemon serves.
 	// (GET /v1/capabilities)
 	GetCapabilities(ctx echo.Context, params GetCapabilitiesParams) error
+	// CreateChatCompletion OpenAI-compatible chat completion (streaming or not), run as a task.
+	// (POST /v1/chat/completions)
+	CreateChatCompletion(ctx echo.Context, params CreateChatCompletionParams) error
+	// CreateCompletion OpenAI-compatible (legacy) text completion (streaming or not), run as a task.
+	// (POST /v1/completions)
+	CreateCompletion(ctx echo.Context, params CreateCompletionParams) error
+	// ListModels OpenAI-compatible list of the models the pools serve (one entry per model_id).
+	// (GET /v1/models)
+	ListModels(ctx echo.Context, params ListModelsParams) error
 	// DrainPool Stop admission to a pool; in-flight work may finish until the deadline.
 	// (POST /v1/pools/{id}/drain)
 	DrainPool(ctx echo.Context, id PoolId, params DrainPoolParams) error
@@ -221,6 +231,93 @@ func (w *ServerInterfaceWrapper) GetCapabilities(ctx echo.Context) error {
 
 	// Invoke the callback with all the unmarshaled arguments
 	err = w.Handler.GetCapabilities(ctx, params)
+	return err
+}
+
+// CreateChatCompletion converts echo context to params.
+func (w *ServerInterfaceWrapper) CreateChatCompletion(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CreateChatCompletionParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "X-Correlation-Id" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("X-Correlation-Id")]; found {
+		var XCorrelationId CorrelationId
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for X-Correlation-Id, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "X-Correlation-Id", valueList[0], &XCorrelationId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter X-Correlation-Id: %s", err))
+		}
+
+		params.XCorrelationId = &XCorrelationId
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.CreateChatCompletion(ctx, params)
+	return err
+}
+
+// CreateCompletion converts echo context to params.
+func (w *ServerInterfaceWrapper) CreateCompletion(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CreateCompletionParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "X-Correlation-Id" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("X-Correlation-Id")]; found {
+		var XCorrelationId CorrelationId
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for X-Correlation-Id, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "X-Correlation-Id", valueList[0], &XCorrelationId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter X-Correlation-Id: %s", err))
+		}
+
+		params.XCorrelationId = &XCorrelationId
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.CreateCompletion(ctx, params)
+	return err
+}
+
+// ListModels converts echo context to params.
+func (w *ServerInterfaceWrapper) ListModels(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListModelsParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "X-Correlation-Id" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("X-Correlation-Id")]; found {
+		var XCorrelationId CorrelationId
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for X-Correlation-Id, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "X-Correlation-Id", valueList[0], &XCorrelationId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter X-Correlation-Id: %s", err))
+		}
+
+		params.XCorrelationId = &XCorrelationId
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ListModels(ctx, params)
 	return err
 }
 
@@ -621,6 +718,9 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 	router.GET(options.BaseURL+"/v1/pools/:id/health", wrapper.GetPoolHealth, options.OperationMiddlewares["getPoolHealth"]...)
 	router.POST(options.BaseURL+"/v1/pools/:id/drain", wrapper.DrainPool, options.OperationMiddlewares["drainPool"]...)
 	router.POST(options.BaseURL+"/v1/pools/:id/reload", wrapper.ReloadPool, options.OperationMiddlewares["reloadPool"]...)
+	router.POST(options.BaseURL+"/v1/chat/completions", wrapper.CreateChatCompletion, options.OperationMiddlewares["createChatCompletion"]...)
+	router.POST(options.BaseURL+"/v1/completions", wrapper.CreateCompletion, options.OperationMiddlewares["createCompletion"]...)
+	router.GET(options.BaseURL+"/v1/models", wrapper.ListModels, options.OperationMiddlewares["listModels"]...)
 	router.GET(options.BaseURL+"/metrics", wrapper.GetMetrics, options.OperationMiddlewares["getMetrics"]...)
 	router.GET(options.BaseURL+"/openapi.json", wrapper.GetOpenAPI, options.OperationMiddlewares["getOpenAPI"]...)
 
@@ -689,6 +789,28 @@ type NotFoundJSONResponse struct {
 	Body ErrorEnvelope
 
 	Headers NotFoundResponseHeaders
+}
+
+type OpenAIErrorResponseHeaders struct {
+	XCorrelationId string
+}
+type OpenAIErrorJSONResponse struct {
+	Body OpenAIErrorResponse
+
+	Headers OpenAIErrorResponseHeaders
+}
+
+type OpenAITooManyRequestsResponseHeaders struct {
+	RetryAfter                  int
+	XBackoffMs                  int64
+	XCorrelationId              string
+	XRatelimitRemainingRequests *int
+	XRatelimitResetRequests     *string
+}
+type OpenAITooManyRequestsJSONResponse struct {
+	Body OpenAIErrorResponse
+
+	Headers OpenAITooManyRequestsResponseHeaders
 }
 
 type PayloadTooLargeResponseHeaders struct {
@@ -1143,6 +1265,600 @@ type GetCapabilitiesdefaultJSONResponse struct {
 }
 
 func (response GetCapabilitiesdefaultJSONResponse) VisitGetCapabilitiesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Correlation-Id", fmt.Sprint(response.Headers.XCorrelationId))
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateChatCompletionRequestObject struct {
+	Params CreateChatCompletionParams
+	Body   *CreateChatCompletionJSONRequestBody
+}
+
+type CreateChatCompletionResponseObject interface {
+	VisitCreateChatCompletionResponse(w http.ResponseWriter) error
+}
+
+type CreateChatCompletion200ResponseHeaders struct {
+	XCorrelationId string
+	XTaskId        openapi_types.UUID
+}
+
+type CreateChatCompletion200JSONResponse struct {
+	Body    OpenAIChatCompletion
+	Headers CreateChatCompletion200ResponseHeaders
+}
+
+func (response CreateChatCompletion200JSONResponse) VisitCreateChatCompletionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Correlation-Id", fmt.Sprint(response.Headers.XCorrelationId))
+	w.Header().Set("X-Task-Id", fmt.Sprint(response.Headers.XTaskId))
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateChatCompletion200TexteventStreamResponse struct {
+	Body          io.Reader
+	Headers       CreateChatCompletion200ResponseHeaders
+	ContentLength int64
+}
+
+func (response CreateChatCompletion200TexteventStreamResponse) VisitCreateChatCompletionResponse(w http.ResponseWriter) error {
+
+	w.Header().Set("Content-Type", "text/event-stream")
+	if response.ContentLength != 0 {
+		w.Header().Set("Content-Length", fmt.Sprint(response.ContentLength))
+	}
+	w.Header().Set("X-Correlation-Id", fmt.Sprint(response.Headers.XCorrelationId))
+	w.Header().Set("X-Task-Id", fmt.Sprint(response.Headers.XTaskId))
+	w.WriteHeader(200)
+
+	if closer, ok := response.Body.(io.ReadCloser); ok {
+		defer closer.Close()
+	}
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		// If w doesn't support flushing, fall back to io.Copy.
+		_, err := io.Copy(w, response.Body)
+		return err
+	}
+	// text/event-stream messages are typically small; use a
+	// modest buffer and flush after each chunk so clients see
+	// events immediately instead of waiting on OS buffering.
+	buf := make([]byte, 4096)
+	for {
+		n, err := response.Body.Read(buf)
+		if n > 0 {
+			if _, writeErr := w.Write(buf[:n]); writeErr != nil {
+				return writeErr
+			}
+			flusher.Flush()
+		}
+		if err != nil {
+			if err == io.EOF {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+type CreateChatCompletion400JSONResponse struct{ OpenAIErrorJSONResponse }
+
+func (response CreateChatCompletion400JSONResponse) VisitCreateChatCompletionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Correlation-Id", fmt.Sprint(response.Headers.XCorrelationId))
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateChatCompletion401ResponseHeaders struct {
+	XCorrelationId string
+}
+
+type CreateChatCompletion401JSONResponse struct {
+	Body    OpenAIErrorResponse
+	Headers CreateChatCompletion401ResponseHeaders
+}
+
+func (response CreateChatCompletion401JSONResponse) VisitCreateChatCompletionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Correlation-Id", fmt.Sprint(response.Headers.XCorrelationId))
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateChatCompletion404ResponseHeaders struct {
+	XCorrelationId string
+}
+
+type CreateChatCompletion404JSONResponse struct {
+	Body    OpenAIErrorResponse
+	Headers CreateChatCompletion404ResponseHeaders
+}
+
+func (response CreateChatCompletion404JSONResponse) VisitCreateChatCompletionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Correlation-Id", fmt.Sprint(response.Headers.XCorrelationId))
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateChatCompletion413ResponseHeaders struct {
+	XCorrelationId string
+}
+
+type CreateChatCompletion413JSONResponse struct {
+	Body    OpenAIErrorResponse
+	Headers CreateChatCompletion413ResponseHeaders
+}
+
+func (response CreateChatCompletion413JSONResponse) VisitCreateChatCompletionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Correlation-Id", fmt.Sprint(response.Headers.XCorrelationId))
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateChatCompletion415ResponseHeaders struct {
+	XCorrelationId string
+}
+
+type CreateChatCompletion415JSONResponse struct {
+	Body    OpenAIErrorResponse
+	Headers CreateChatCompletion415ResponseHeaders
+}
+
+func (response CreateChatCompletion415JSONResponse) VisitCreateChatCompletionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Correlation-Id", fmt.Sprint(response.Headers.XCorrelationId))
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateChatCompletion429JSONResponse struct {
+	OpenAITooManyRequestsJSONResponse
+}
+
+func (response CreateChatCompletion429JSONResponse) VisitCreateChatCompletionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Retry-After", fmt.Sprint(response.Headers.RetryAfter))
+	w.Header().Set("X-Backoff-Ms", fmt.Sprint(response.Headers.XBackoffMs))
+	w.Header().Set("X-Correlation-Id", fmt.Sprint(response.Headers.XCorrelationId))
+	if response.Headers.XRatelimitRemainingRequests != nil {
+		w.Header().Set("x-ratelimit-remaining-requests", fmt.Sprint(*response.Headers.XRatelimitRemainingRequests))
+	}
+	if response.Headers.XRatelimitResetRequests != nil {
+		w.Header().Set("x-ratelimit-reset-requests", fmt.Sprint(*response.Headers.XRatelimitResetRequests))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateChatCompletion503ResponseHeaders struct {
+	XCorrelationId string
+}
+
+type CreateChatCompletion503JSONResponse struct {
+	Body    OpenAIErrorResponse
+	Headers CreateChatCompletion503ResponseHeaders
+}
+
+func (response CreateChatCompletion503JSONResponse) VisitCreateChatCompletionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Correlation-Id", fmt.Sprint(response.Headers.XCorrelationId))
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateChatCompletiondefaultResponseHeaders struct {
+	XCorrelationId string
+}
+
+type CreateChatCompletiondefaultJSONResponse struct {
+	Body       OpenAIErrorResponse
+	Headers    CreateChatCompletiondefaultResponseHeaders
+	StatusCode int
+}
+
+func (response CreateChatCompletiondefaultJSONResponse) VisitCreateChatCompletionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Correlation-Id", fmt.Sprint(response.Headers.XCorrelationId))
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateCompletionRequestObject struct {
+	Params CreateCompletionParams
+	Body   *CreateCompletionJSONRequestBody
+}
+
+type CreateCompletionResponseObject interface {
+	VisitCreateCompletionResponse(w http.ResponseWriter) error
+}
+
+type CreateCompletion200ResponseHeaders struct {
+	XCorrelationId string
+	XTaskId        openapi_types.UUID
+}
+
+type CreateCompletion200JSONResponse struct {
+	Body    OpenAICompletion
+	Headers CreateCompletion200ResponseHeaders
+}
+
+func (response CreateCompletion200JSONResponse) VisitCreateCompletionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Correlation-Id", fmt.Sprint(response.Headers.XCorrelationId))
+	w.Header().Set("X-Task-Id", fmt.Sprint(response.Headers.XTaskId))
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateCompletion200TexteventStreamResponse struct {
+	Body          io.Reader
+	Headers       CreateCompletion200ResponseHeaders
+	ContentLength int64
+}
+
+func (response CreateCompletion200TexteventStreamResponse) VisitCreateCompletionResponse(w http.ResponseWriter) error {
+
+	w.Header().Set("Content-Type", "text/event-stream")
+	if response.ContentLength != 0 {
+		w.Header().Set("Content-Length", fmt.Sprint(response.ContentLength))
+	}
+	w.Header().Set("X-Correlation-Id", fmt.Sprint(response.Headers.XCorrelationId))
+	w.Header().Set("X-Task-Id", fmt.Sprint(response.Headers.XTaskId))
+	w.WriteHeader(200)
+
+	if closer, ok := response.Body.(io.ReadCloser); ok {
+		defer closer.Close()
+	}
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		// If w doesn't support flushing, fall back to io.Copy.
+		_, err := io.Copy(w, response.Body)
+		return err
+	}
+	// text/event-stream messages are typically small; use a
+	// modest buffer and flush after each chunk so clients see
+	// events immediately instead of waiting on OS buffering.
+	buf := make([]byte, 4096)
+	for {
+		n, err := response.Body.Read(buf)
+		if n > 0 {
+			if _, writeErr := w.Write(buf[:n]); writeErr != nil {
+				return writeErr
+			}
+			flusher.Flush()
+		}
+		if err != nil {
+			if err == io.EOF {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+type CreateCompletion400JSONResponse struct{ OpenAIErrorJSONResponse }
+
+func (response CreateCompletion400JSONResponse) VisitCreateCompletionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Correlation-Id", fmt.Sprint(response.Headers.XCorrelationId))
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateCompletion401ResponseHeaders struct {
+	XCorrelationId string
+}
+
+type CreateCompletion401JSONResponse struct {
+	Body    OpenAIErrorResponse
+	Headers CreateCompletion401ResponseHeaders
+}
+
+func (response CreateCompletion401JSONResponse) VisitCreateCompletionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Correlation-Id", fmt.Sprint(response.Headers.XCorrelationId))
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateCompletion404ResponseHeaders struct {
+	XCorrelationId string
+}
+
+type CreateCompletion404JSONResponse struct {
+	Body    OpenAIErrorResponse
+	Headers CreateCompletion404ResponseHeaders
+}
+
+func (response CreateCompletion404JSONResponse) VisitCreateCompletionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Correlation-Id", fmt.Sprint(response.Headers.XCorrelationId))
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateCompletion413ResponseHeaders struct {
+	XCorrelationId string
+}
+
+type CreateCompletion413JSONResponse struct {
+	Body    OpenAIErrorResponse
+	Headers CreateCompletion413ResponseHeaders
+}
+
+func (response CreateCompletion413JSONResponse) VisitCreateCompletionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Correlation-Id", fmt.Sprint(response.Headers.XCorrelationId))
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateCompletion415ResponseHeaders struct {
+	XCorrelationId string
+}
+
+type CreateCompletion415JSONResponse struct {
+	Body    OpenAIErrorResponse
+	Headers CreateCompletion415ResponseHeaders
+}
+
+func (response CreateCompletion415JSONResponse) VisitCreateCompletionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Correlation-Id", fmt.Sprint(response.Headers.XCorrelationId))
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateCompletion429JSONResponse struct {
+	OpenAITooManyRequestsJSONResponse
+}
+
+func (response CreateCompletion429JSONResponse) VisitCreateCompletionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Retry-After", fmt.Sprint(response.Headers.RetryAfter))
+	w.Header().Set("X-Backoff-Ms", fmt.Sprint(response.Headers.XBackoffMs))
+	w.Header().Set("X-Correlation-Id", fmt.Sprint(response.Headers.XCorrelationId))
+	if response.Headers.XRatelimitRemainingRequests != nil {
+		w.Header().Set("x-ratelimit-remaining-requests", fmt.Sprint(*response.Headers.XRatelimitRemainingRequests))
+	}
+	if response.Headers.XRatelimitResetRequests != nil {
+		w.Header().Set("x-ratelimit-reset-requests", fmt.Sprint(*response.Headers.XRatelimitResetRequests))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateCompletion503ResponseHeaders struct {
+	XCorrelationId string
+}
+
+type CreateCompletion503JSONResponse struct {
+	Body    OpenAIErrorResponse
+	Headers CreateCompletion503ResponseHeaders
+}
+
+func (response CreateCompletion503JSONResponse) VisitCreateCompletionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Correlation-Id", fmt.Sprint(response.Headers.XCorrelationId))
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateCompletiondefaultResponseHeaders struct {
+	XCorrelationId string
+}
+
+type CreateCompletiondefaultJSONResponse struct {
+	Body       OpenAIErrorResponse
+	Headers    CreateCompletiondefaultResponseHeaders
+	StatusCode int
+}
+
+func (response CreateCompletiondefaultJSONResponse) VisitCreateCompletionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Correlation-Id", fmt.Sprint(response.Headers.XCorrelationId))
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListModelsRequestObject struct {
+	Params ListModelsParams
+}
+
+type ListModelsResponseObject interface {
+	VisitListModelsResponse(w http.ResponseWriter) error
+}
+
+type ListModels200ResponseHeaders struct {
+	XCorrelationId string
+}
+
+type ListModels200JSONResponse struct {
+	Body    OpenAIModelList
+	Headers ListModels200ResponseHeaders
+}
+
+func (response ListModels200JSONResponse) VisitListModelsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Correlation-Id", fmt.Sprint(response.Headers.XCorrelationId))
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListModels400JSONResponse struct{ OpenAIErrorJSONResponse }
+
+func (response ListModels400JSONResponse) VisitListModelsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Correlation-Id", fmt.Sprint(response.Headers.XCorrelationId))
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListModels401ResponseHeaders struct {
+	XCorrelationId string
+}
+
+type ListModels401JSONResponse struct {
+	Body    OpenAIErrorResponse
+	Headers ListModels401ResponseHeaders
+}
+
+func (response ListModels401JSONResponse) VisitListModelsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Correlation-Id", fmt.Sprint(response.Headers.XCorrelationId))
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListModelsdefaultResponseHeaders struct {
+	XCorrelationId string
+}
+
+type ListModelsdefaultJSONResponse struct {
+	Body       OpenAIErrorResponse
+	Headers    ListModelsdefaultResponseHeaders
+	StatusCode int
+}
+
+func (response ListModelsdefaultJSONResponse) VisitListModelsResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -2334,6 +3050,15 @@ type StrictServerInterface interface {
 	// GetCapabilities Engines and pools this daemon serves.
 	// (GET /v1/capabilities)
 	GetCapabilities(ctx context.Context, request GetCapabilitiesRequestObject) (GetCapabilitiesResponseObject, error)
+	// CreateChatCompletion OpenAI-compatible chat completion (streaming or not), run as a task.
+	// (POST /v1/chat/completions)
+	CreateChatCompletion(ctx context.Context, request CreateChatCompletionRequestObject) (CreateChatCompletionResponseObject, error)
+	// CreateCompletion OpenAI-compatible (legacy) text completion (streaming or not), run as a task.
+	// (POST /v1/completions)
+	CreateCompletion(ctx context.Context, request CreateCompletionRequestObject) (CreateCompletionResponseObject, error)
+	// ListModels OpenAI-compatible list of the models the pools serve (one entry per model_id).
+	// (GET /v1/models)
+	ListModels(ctx context.Context, request ListModelsRequestObject) (ListModelsResponseObject, error)
 	// DrainPool Stop admission to a pool; in-flight work may finish until the deadline.
 	// (POST /v1/pools/{id}/drain)
 	DrainPool(ctx context.Context, request DrainPoolRequestObject) (DrainPoolResponseObject, error)
@@ -2518,6 +3243,127 @@ func (sh *strictHandler) GetCapabilities(ctx echo.Context, params GetCapabilitie
 		return err
 	} else if validResponse, ok := response.(GetCapabilitiesResponseObject); ok {
 		return validResponse.VisitGetCapabilitiesResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// CreateChatCompletion operation middleware
+func (sh *strictHandler) CreateChatCompletion(ctx echo.Context, params CreateChatCompletionParams) error {
+	var request CreateChatCompletionRequestObject
+
+	request.Params = params
+
+	var body CreateChatCompletionJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.CreateChatCompletion(ctx.Request().Context(), request.(CreateChatCompletionRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "CreateChatCompletion")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(CreateChatCompletionResponseObject); ok {
+		return validResponse.VisitCreateChatCompletionResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// CreateCompletion operation middleware
+func (sh *strictHandler) CreateCompletion(ctx echo.Context, params CreateCompletionParams) error {
+	var request CreateCompletionRequestObject
+
+	request.Params = params
+
+	var body CreateCompletionJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.CreateCompletion(ctx.Request().Context(), request.(CreateCompletionRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "CreateCompletion")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(CreateCompletionResponseObject); ok {
+		return validResponse.VisitCreateCompletionResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// ListModels operation middleware
+func (sh *strictHandler) ListModels(ctx echo.Context, params ListModelsParams) error {
+	var request ListModelsRequestObject
+
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.ListModels(ctx.Request().Context(), request.(ListModelsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListModels")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(ListModelsResponseObject); ok {
+		return validResponse.VisitListModelsResponse(ctx.Response())
 	} else if response != nil {
 		return fmt.Errorf("unexpected response type: %T", response)
 	}
@@ -2831,158 +3677,199 @@ func (sh *strictHandler) StreamTask(ctx echo.Context, id TaskId, params StreamTa
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H1bciM5kuBV3NhtlqR1kKIe+aKsbY2VYmZpSpnS6lHVPclcBhgBkhgFgWgAIYmdpt+12d/+mQvsTeYm",
-	"fZI1OBDvoESqUlU1s1Uf3SlGAHA4HP52j6+tQCxjwSnXqjX42lpQElKJ/zynWq6GM02l+SukKpAs1kzw",
-	"1qD100JEFBQNBA8VaAG3hGmY0pmQFKQZyPgc2kRDRInSsNvptbyWpH9LmKRha6BlQr2WChZ0SczsS8bZ",
-	"Mlm2BrteS69i2hq0GNd0TmXr/t5r/eU7ElyL2eyjqoPykUURewSShxefCbkk2i756qDlPQ5NEs6pfieU",
-	"PqdLwjjj8zpc5jFM8U2I6ExDO5ZUUa7hdkE5EAgKLzAFgeAzNk8kDRFXDeCFIplGtAhfP4OPJ8tpGbxL",
-	"tqQZeI8iDiFMuGYR6AUFTdT1CwUhJWHEOF0DUA1f/YfwdSmuKVcPYMy+YEFhHOFQVCkm+AtzsteUp+iq",
-	"onIbLG4K9DshJY2Ige04bAB2YcjrbwlV+oVZNnsZWAhtGiwEDUFImFNOJdEOnvVE6EBQWhrc3BsQYiLJ",
-	"kmp3HR+BZ+RWtHiTVMWCK3qYrw/tq6vjI7g56DisTQ0GDVDMjLcXv+W1OFkaQP7SLSzYPQ5LyFySuxPK",
-	"53rRGuzuvUFcZn8buLWm0kz6vz4Pu/9Kun/vd9/2JoOdP/25++Xrrre79+b+jy2vtmWvdSZEZDeHMMVE",
-	"L3KIWPggAv8o6aw1aP1hJ2doO/ap2rHz/kiihOI6F5asnrpURktJgm/WN3JJ1PVzzX5vBtvjRcIwvNHc",
-	"B5VIav4OBNeUa/NPEscRC/AId/5NGTr52qJ3ZBlH7s3QzDw8+nh8cXF8+mlyPvqX0bvLlteifM64eRZF",
-	"ZEmCODYXhipF5ubHvyU0oea2zZIognZAYhIwvYI3nUPLciEiGokpFhELVpOITGnUGrQk/TcaaPxdRBMW",
-	"GqZGZySJNGJES0YMh3MowakmxEigyVK1Brsv+/37TY+8iJWRlEKO+A2NREwtBuuXubIpv4oVHxIeUonX",
-	"y7cb8cHuD692VXJ2M9HZBKZ7e6cgZA3T6TpB17UM+6GRBZmIIyvX9bHRZXaCOPmOhOeWoz2JjI4//Tg8",
-	"OT6anA3Phx8vSgSzsyR3E+TgagBWVMEyMeKPQq4jlGlgRiJFNz7uR4/4mN+QiIUpz4a2X4bX98A/Gg2P",
-	"To4/jSZXnz6OLv3qsX4LHL8TfBaxYBMMf6ONXzpxbuQSU3DNxS2HW6YXQCBksxmVRpBORbh6hu0idL/c",
-	"Xod8BUIvqARqXn2GDb0XcsrCkPInXZH3p+ffHR8djT6VbgdzpDk8O4ZrunrWa/CTFHyervQM+DnmKpnN",
-	"WMAo1xdaSNzhEzB1cXl6Pvwwmry/OjkpIYtIzWYk0KC00fANsx4A07AQUahgt2/+g/Ql5QHTCiK2ZBra",
-	"hgkFIuG686woNheuAmUuVYr78jsDfG5MJU5vwSEJbkUShRATpcbcz7bSy8D3jV5ZeaCFJtFkutJU+T14",
-	"52YikaQkXFko8PorzaJozEkQ0FjTsAefhIYMFwOrdFvMSkoVcAFSiCVMVwaTNJr1xvzbU80nod+LhIdP",
-	"IpVPp5eT96dXn45KdIIsjwsNM5z4OQ/8ilumysJnuFBnZBUJEl4KcULkRpfpG5KxkQqGaiKztFF9iDUv",
-	"civL3q1n2PcVJ4leCMn+Tp9GFlefhleX35+eH//rqEwZS6YUy5kgtP/SHZ4dd3+gK3Ovhm5Va8t9R4mk",
-	"8nn5xccyPM+DyxvCIgv9L0U/nwRY5mN0fQgM5ZBrmnkXoO2fnZ6eTK4+DX8cHp8MvzsZ+R3PnIB5IyR0",
-	"aUxpBWqRaG3QE4pb/iy4UUkcC6lp+JGGjFyitfVrXDLDrPzqWv4333JGuDjfMMTrIPi5MynNj7EUMZWa",
-	"Wftyau0MNMG29KMUDL2ah8NrxZKGLNA0nChNpH7aAmi2TWKhmEVp1S/S706JoiGkb6SeJQPYCwUhUzHR",
-	"wQKENMZd28wsSaDZDU2diFPzHG2BImj7e4+C5pxXbvuPmPWe+RclFgflA1D2VOoDFJ3cUDkVjc/viz6G",
-	"zzhJeciXDAYxRbP83kOpuRm8lenTgaVd106n8cy9IoU1ATV0mg7exTDEqUh0VsARcmSvgrbiDW4cZb0M",
-	"teWuGQ8fu9gpSD+Yd++NdNEkJJpsvVhMpINxk+WOQ3tIc9wg09SSS8Ed9+qg6o2rkc2S3B3bkft72WMi",
-	"JVnVThVR4WWYfOhwLCsquP7Uguy9fDX43O++Jd3Zl6+vDpqcfvkEPzi0U24u1OdWHBFDMCpZLok0RpEx",
-	"Vs0EkgSGlNHOK4BUn/HcILR6mQJJiSG/NcymfotDNncekc1PiIXbvf8UkqtRQQ0PDx4tXk93vm6LXhE5",
-	"TWe93qdmyD6KTmetweetJKL3tQRUyV1YcwDWQfpy77XekZhMWcTSAy4fN4mZYXiKVdTE1m6v3+s30aN1",
-	"fZZR++CO8P0MilUd815rHiePzvMhTo75DeVayFUqOTeH4kyI6CEYKqdfREu+5XRRB3ATCRxJwnjBS7gF",
-	"P06DSWvlPLmzwnT/FVrxj8bhihsqTv4A3Ot0nMdgaxDummh7qCnDCqULbH15TFi6sd6jUI+cG/5rzc8F",
-	"9syAkyXtweiGyhWEkt1QCdOERRoY16KiSkdMaRrCgkoKbQKaKg3BggbXyrw45m68pHOmtFwBmRPGlQa9",
-	"cIM7h+Dv3OzuBIUr54MiKwW3CxYsgBh1yS3fG3NfxJQT5pvFSeaaO40pHx53DRETzaYYR5Y3VHpA74zw",
-	"IBEIHq164Ou5Hft9Mp8bE+A9CeiYX9I7DR9sWMsodMccfZgBfaHAmOGxFFoEIoK2v5NGvyZWufI7ZlbJ",
-	"tOA4saS4dAgzIYFkGDCauN3GiuoBcJHbMImiwLR1gqQHX4iR3ETR0giteUT43AgpRIAhoDn+Ly7dKLRq",
-	"bKR26KecAuXmYGIq0/NvPGwPbhcUcS3sZojdQKKoAqYPwQ/03WRJ7vwxJzwEX0VCKx+PT9y4GIdd4EUx",
-	"pIqzKGj3bQSRC047FhUVGWtnr96kDVRmmhH84yzXvD+jRCfSsfpt9K4l4WRO18R13ZUx541aqr0BDuPW",
-	"DXYIyONgSQlXOeG2Exl1LPnmXGMqREQJd7qXi4NMRKIbEVRHChIw+lm23yeebFOoXZMI8GHDieMxP8Xg",
-	"SS3pya2Q15Eg4eYC7Cc34lHR5UjEy6ised106/lRNzLYqhZTNSFCupGNnypl29Jv5pUqKfF7/YM3DSyi",
-	"HExtMqgfMLYL/quvDYRZjbVunzBRPCPEW7674uprT6Gq/zdEpf/n1ejKus4nR+enZ5OT86uWV487Or/S",
-	"+Wh49Nf8z8zN1PJa56Ozk+N3w8noL98Pry4u0UF4NHp3ejSaXB5/HJ1emdV+Oj3/YXQ+OR9djC5xmcvR",
-	"+afhCb5ajBO2vNbH06PRyeRodHY+eje00119ujzHqSfD88vj90PcQNFV/e700/uTY/z5bPjXk9Ph0eTy",
-	"9HRyMjz/MMLxJfdlMXJ0PrwcTU6OPx7blT6OLr8/PZqYuYcnJ6c/ueUvrs7OTs8NAB9HR8fDyeVfz8y8",
-	"pcBKkyD6ECdH9IYFDdeB8ZA+hasv6VLIVTFG8QRHj5skUTR88hw2AaPhdiSaRc7nO4mDZsac6ae7Jd20",
-	"cSH0mTzqk7H4dGA1oqlp2003qGQ81Lj9h7MrBYpSDnohRTJfwKcfP5704CemFyLR+Bf4mY8YVSMr3lA7",
-	"kJQoozA5RQ9FW8XKKrqX68wlRHraXBbkJNhgS1kdbQ2PI849+zDec3Bz2JqwehaRgC4p16c3VEoWPqRn",
-	"OJOHC13H/1KEFGLGwQGhzB+TlFtng0qWcOGFL/dVfC+dXMp8JYy3vlR3iS/Vx5IoEreTGYmiKQmuLbA2",
-	"BaesQxTOj9wIFk62N0izlKui02n3Vf1Mm/aDvsIZZhGRRItGXlXE0nbw2Lmfc0/uKCaWwCZLoq6bdPpo",
-	"5bRqTMlARdOOADPiMDM+FkSB4BT++b//AS/7+1CPnkCbF2O56LGueAbr16JO82VHQl0l2kS33210pMk8",
-	"8bNOY9tqTvb9om+n7ugUIV2rD9mH0roIt9SkSLhq3kSmbW+Fmsq9zflCpurmwBZ2VdKAna5rYfOafBHl",
-	"I/6ekshQRc0R8uAhRUTpCU1zengSRcV8vRqmInazRiIsDZUGj5ozFa5HCZ8Ygx3vk2rOja7kQ6chiJDG",
-	"drvbmjQGsZNpolZPHozy/AmjnZ0YUznZbK8VOipuvAxLaVtNFPJL35y1NwApqIGscwpaR+Apny4HJT7b",
-	"ZOQv7v8n3S9f+96rvebIxJlkQjommEqmQnwQA1c6WDRKpnNqzNCnOUo5vZ2UkFyWGe+FBALOqgV0PvWC",
-	"OEYx4QGBDx+u3sOMRRRiohfQFrFdN1qBb34e+F0j/dgdDTvAuGIhRckiZtXcDh+hUJOQSeUfAgEbSb5x",
-	"M1sHmohuaFjwFVJQmmgKIZM0MPpoRQ693N17JERVoYYyOprOO0X2Ou9uwcqu+FFBLYTUsEiWhHcNlRHr",
-	"j+Sa8oACmRr12OxJJDoQS1rZyxpD/fmuj2oKcf+0WNmzESSEW6JAiiiiIRj9rlAqYfQL63kG37xhHvud",
-	"Afhc6IkdbbX/NnqDXYBcUkxIMIederk6nrEJzPsTxieziM0X2vcctUwSXjAkzFSAvyNFjjlTMEdik0az",
-	"iQSfU5kSYYnczCI2RDwjLKKhWcDJfHrHNA1TOJ1bzv6YxuyZRkQsUMqtzFz2n5M50XSi2ZKKRDuNyb2E",
-	"CLLJAWPu3H72vcJwdJenENndcXqbISlkIVglLDZkhWyrA0KOuY+MQyZxBnmWiVxOeaE8pCHMmFS604PL",
-	"oltO3HJDh3Gigakxv5VMa2PTFV2/LxREYu4BpzdUoqu/7KsunzWy1vJBZhpG4RxbGO7IjiLTTNxJ2AyV",
-	"KnbzX4tIw3KTDBONrLMeWbEw4uCUcLcIsmRmVAPnuLgYvZfOKVD3tl9gXKJ7Ya7PyFjXCmbm7ZRV2qCC",
-	"B0QB4XBxMYKYSEUlhNQILqmA6R60MeBxduxoc8z3e3sQiiBZ4oyEAzVzu9lgurJzo8ZrVjLXBd/odcAP",
-	"iSZon5t3/uXi9BNoeqcdQGOO7xlSwR16cLsQKpvLv+sqRbv4jvLNGLvkJaZKkqWxS6l0azW49dMEhwLz",
-	"3msKoN64jIb0+JB28PRQpSkIb0NISE6oUtaO1Gvddc0k3RsiET4zGx7ERTYl/nnp5sU/PmaT458jnr1m",
-	"s9G/ZAH6omJgtIKvu97bNZVJtdC53aVnkdJIWq7GiM9Ek2NZ6YmtWpvIYkXcVsV+Xuv6JveFVerBlGZL",
-	"rPv64cduQIIFBXwzo92sss4o9aATyaFtVU74z/8opkila6Amim/UkqE2cL1d30xuiVxaJbwSjJCJ0UCM",
-	"vLWpgQgiUymMEEsRJoHRMmwZYHNsxfCdGk6fllTmVO8HD2jDmXQ0WaqfN0UiudrafqjmZ1XhSOct0FDx",
-	"kBopGrPIi9lY3ybh6r9NSs6vmwX29Pyf9OA2zwQyImNT46aqcs/z0L257T3wXfKgb93NeQKhi0g7+2VQ",
-	"VJPSwL6C2wWx+pBYGn0oxEkkReqGqTB2is34JGmqaw+ONXBKQ6PSkkBHq9T+8WMplrErsGA8TrTye2AN",
-	"Lt+cSEQNLL6HCh0+RhAVnVthHggeEE05Ml7GXVZpFp630+czLggqzumquAtOITE6hDNaPIuU4mrOSjMK",
-	"BqLxhUpfVtmaHpAItXXN+HzMzYxGT1FMacK1B/aHXq8HbcJBhCFgaYnFMUoEA4jTM8zLL5QL9TtnNeEr",
-	"l+5VstxxJ6jkGXiNrP260Ygv1VSwbIIv9/dfqkRUOTY7hzk0O8papm6u+4bshKZqfY6KVISKTZ6ljmRy",
-	"aAzBG1oUilkGhVnroN9vjpbnEaODNy9fv3rUQ1rOQipDeJ7a3kbOZRXvHJbFMv6ZFMsCoTeK6RSoN68O",
-	"NsizMlBpKs0ralnW6iTDWt4pVXpCZzMhdaM+v7Vn9y6mmCFspfDDsbj9vdev3jwmQR0trUmZ3cuxsFna",
-	"rMuxTX3/ddf/9c1kwco6sKQJJmAHImq2evLMkO023HhkD3iPhhkFZy8hu2NaOWeIn7ov/K09N14rTkNm",
-	"j8ZS6rE1vKm5y+3B0el79nYbDvKkQ1WYDionsRQzFpXCCYXJ9h/ft6I0fDir8WDv7cHbV6/33r7crm6g",
-	"np6UqsUZk5rSSPA5dj9pm3O0ss/IjWLXjE4PTq2IHABBt4WbyBtzayfmvSJYWBaZqUC1HgnOIsBmEshn",
-	"Z4mioZUN1ZqBxmiorsyACWocWHgIinKj5JsnWAoUUXKT7XfCQhCJxly9giagRQZ3wc/Rd/91G/4n/Q8t",
-	"wbrFmWGhy2Zdp1Skmttddy66ZkhXXbO4m6om3VigVyN/zYz7O5XC/lKurKhInohRrruBOQGLBaadNZ4d",
-	"MEMfQdpXAQISRZ7Tc7qxUFgfxawWxEK6jIVR5wrH3ag4GeHZ1raBipsHEzWRNMyy1v805r/wcTtM/Rc+",
-	"6zQLbfOct4pynk1QDv0VU99aBWZZkh6PZxUb5f1CGxw+Uh1RkRwZMzAaiAdXnN2VtI9GdaMhxzONH25T",
-	"J9CaGQVksY2VuH3pWXm/Z1mPIRa59iDhExwfTxFpjxW1bQLacxSoodNtuxz5RxW/lBoTtV0BWualWZdI",
-	"u413pLl6zcJfumh5aLKw+kbm8kXNrW3PreW1ZMKdT0YlQUCpdXVnDvOA8IBGa7zlPxV4TZlIigYr9hZg",
-	"PKGGv1uF6dDZn0C4uqVSYUey3KiEtqIUCnZ+z2rRxgr8CZP9XdWIzd53BQAp4zKMnvGGagFMaKnkrtsZ",
-	"1Jj7dDmlYcj43FrgkkrCr31Y0UrGfb4zg54FMUeQjcWghhnYHCNQNEjMYV4Y+rNcbxizH+hqmFjn5Jp2",
-	"WK5GPCdEgqOwLgqrxNPxSNjom8Sf8wELrWNbBMycU7h8YEIGC6q0JFrIEJTR5KZU31LK4eTkIwSoKFi9",
-	"7sPZFbC07iE9CSOumZXraXjBWfBjbs5fkqAoUTWBOCKoBBB1rTwXDTD/sJdAdbxiJw3ndtBSRHbgmLeL",
-	"Z+u5RCUM+niAsXrPhSU7CLWYmpN2qUXQ9ndcHMD3wN/BUomY9bDq2VDZcQo9KJHIwEZdZKIXrkuFKxrJ",
-	"IoxO411Q+CAcsuDi6AekwznlO9Z5kkn8MUdjmWmrSVn9Km2slXrJ3c10ixl4sFUL6shpyJvZbnVUadUb",
-	"8zH/wx8ApZcac1uXwwXv7t3d2XBNtgLWxIBfEnS+1a+/v7w8S0O1mA8mGRapGHj9QITUhyk6P8Zc27Yd",
-	"5RxoD8oZyrjBekIy5pId9PseFJON3a+73phnScfut30Psgxm99OBB/X8Y/fspQdpkrP75a035rVkZ/ts",
-	"d9+A0ZS07J6/9KCaEu5BQ0a42eyYF3Ok7QR7bz2o5sxlv2CuuAe1vHDEXDW7O83B88a8mE3tfn7tWVrS",
-	"C0M4NFIU2mnuuDmYYpa5B8Uk846boZ+SUbHecsyHZg8QECkZVeAXmoz50L4tNuT0Ck217M3zi53FfGgX",
-	"1bZOD74TejHm5noYzprolNh02hcNXYxEYVaIy8ACc4vsVUw9NtY1ZbtIGi5kBRwq9GOOyr3Kp/TAryR0",
-	"wQ64QiR3+zSRc6qRraQoObOKm+FOY+7X1Tgf/gx+QFnUbpeVKPgT7EIXu9pMcJVOulwH/vM/oAKKP+Zp",
-	"lRPBtzAlWlLawdoqSWvAuyI3gwtUcBgm3NxSNl8YzCzFjSEHckMlmRv2MubIuFKk3pIosugTM0h1XcSc",
-	"Sns6IndtuwQH8wMmCaRTGG4/KHgokeVndVtGgekgDn3BMUI/iaWYOlbsQ/viYmS2ZNlxB6iLHtrzChZG",
-	"A8nNUQefyrMt1JhnvUIxrRz8oTmK5QM9RtMBHvjn5t3sMMujXMcijmoRtLMIlmvYh+1e/wT5zy6GuZPj",
-	"1v7Sjans2klT+rIZU3ieY16b4c/gV1yRPrSNWpIbW34H/vnv/0gHpN2W0nBlx7O8yDdzLcld+2Xfg35v",
-	"76UhuPOO71mbHfwY/gy7sAPtXfiTIaD2P//9H+0hTn2OZNoxL0uRYG6IFrAPIQ3YkkTKCq8+hk/H3B/C",
-	"P//P/4W+b9WliAXUJUQ5NWYYk2BBu3u9vo2YaqyFLisew7PjltfKPGGuUvreFTPGrDVo7ff6vf0Wdvpc",
-	"oAa1U0jonFPUx41ZmXUrbX2ghbh8sbHpmnrx/JWdSgeTL5X2l3v9fiX4qOmd3okjwiqdWhoaaVbNKrGk",
-	"ekETZbMqzF123MNaF9Dv9XsHz9CFJkvBbx6abdjaxSU9tjX4/CVvk1DahDsUaMfJNGIBhu1t2PBzq6SL",
-	"2eKBkgr20Em6hJbnP8mHO+9UzKzm7jpp8k2qEf+2Dw8V+Ex5J8rqjJue383uTqavo29HKN3sQra9IH3X",
-	"o2Oc9Pv7wYLe4T9oJn/TyV4oCAgXnAUkchBZpMM1XSlQWHvpARdjzrhic85mLCDWP6GpiklAOz24cK3u",
-	"UHknS5r1u0NFOgvZZo9Z2DNKD7ZH0jbIi85D2yzx6vJ9943rF0U0UBWQmKIETnhMjGGPr+y+ApVIKeZE",
-	"U2j743ESvun3/Y6HqYjOm2lzIw/6fag2BTVKziLtfIYRVRr24Du6Es7UwF55L1yLQTXm7caGfd5D7fo6",
-	"peZ/Vahe9l+PebltoGXu5Vv5Dh0QWW7Gt7iZaPV/J2zG9jbt17I3laaxstEv9GXeSqZtSZLNrkh7vKQ0",
-	"HdKlwMebddfKdntf9uc4L2yFt+x+s65exf4yDVzHpsl8az5jpDm/xrk+UJ2C8N3KTlUmhnn+QqvaRhyb",
-	"Lv8xxU3P3K4/7LC0M9iBZcEPs7FCn2Acsvv4kFI3Pxy0//igvNeqGbG7wYhqs0Qc93IT8BqawN17rZf9",
-	"148Pbmp5+kSpkMkBpCHrkTP02iVhaOxAGmY8uSgLcqZflwM7X1l4/5AwX88zvm0P9mL20r33S+sKD0FW",
-	"yWtbo0i4HqpF/H9jPeI3fPn6B4+PyJq4/lziP6ckNIJ8Q1IPKg2g1hF6qVHUr6y6PkSOJTgbiLH4/Fmo",
-	"8BchqZ9FISMXejC2r62etYWzNkpswwlFqnFu65xmcBCyxh30U6/Xlj+5YLhC73Fes4KJLmHZN+On9WkD",
-	"MJzRxzoZEq4Gtpre7/QwoJJ5CsbceciEzDzNggPTsCQr52VxDhO/ENT1sRg4JkYeHAJG8PWCrhDANFaE",
-	"qjNGk5SaJVFaHUTxIzkLar3zTYokNso6EyLa+oq4j3c8kbdvo21udo9Krco2UhH3vvXariCt4RIfOUr5",
-	"XYw8JEZ+FaXv5ypucSFtSgvXe+sQGO/aCisMktZveNEluinvWmRV3OuEXqHW+5e9z88kHAv7abhV9snv",
-	"d+rZVLMse3SRYXoTOrXSZ72QvVjxYCEFF0maYUhvXdkofrMA805gSrFMFMtxIyN66aEtG2JpxWVW8ZkJ",
-	"5TFXt0wHC4rZkUxnMWIzQ6G2VWkRx0a9n2lqk2Hz+2rFv72sPTjlQPhqzGeERYmLxBRrQIuTubVQO1Ca",
-	"rPKCA5IFT9oH/beFgtwxd99mSdvudHpgsW79QXmruavzk066KjrosG0hhbRaMq0ktFrRmJuFPLCz1op+",
-	"bXCoXFpuwyN+qf7at9/tMeYgpg3Ok4hIW23+UCn5mJeKe6H9xFryjudOKIgo4VjagAg2U9h8SDMHRuxX",
-	"y6mIWADoNjk0Z1aIyDb4/sa85vzjZJk6LLFrDg0zSDDfwZ0g4RjzMaqWpVXVpFjZIvX/FppVubnBRqpV",
-	"/5svvl63OncX4Hc58KBu1X/7S55J3pLgMOeJTEHCgwXh8+c5rf966iMKqwoPRi2S2+a5yEU9J+a6c4KB",
-	"F2RhqQR5UCanmV2ZVzCkEbU5mhUzEH93NcxbM6z8+4rfQns8qCsMFrwQ4/G21QG9w+7Gnf+vLv3PojWL",
-	"QyBZPYkRoDOBKTdGAfrhR7DFwNDOiwpKMUhb+37vpdZHRalztGb9EjZBNtVJbOoKJpNg+C6rd1ge2hCe",
-	"/aKSMOcaM5t1ZIHEcjsMwddsnd8Gtfa3C5flFfz9UpG8K56t14+nzdFdWfjuxuGyYkOCdT5umtUN/i44",
-	"n8WAcocAaal4w3VyrBqtjvUm048uDzWvEvKsT1IZK0fYop7s80u2vsvlXS+JNYjMfbcPyrWAqbKOFdj0",
-	"bwmJVPGj0IWXbfYRCZdoMBX6kE9drlKaOW+TtTB1HBuHV5uKO59tcRkLrOfMQIQ1TS5vu1Y9GHH3s5JD",
-	"H1tZYy1hxyrtmNluWMaajokoOP3C5++sn/YQM//GXCXBwvmXUbzANNHY9dzaDwa77dTl66XYDcUt77jM",
-	"ruZlnYlXXBfdxb0xP8/rubI8iLw83rWIdL+n343KmTO0i0kUQSIl5XrMM3dU57D2zU/b+d59FTRfCbns",
-	"W/DT/F0/bxabvTTmmA1XKNfvNBeaMX3YXE2I5fnrsxkuibr+VTMZ9F3a4qtUmb1vGXDjN5ILVby7r0qF",
-	"uC3N+KpYTDKoNJNL61hbpzygkMR4hzXD1sDFSp1Wn7wNX09f0e7ebP9t92B28Lr7Ztan3TfT3aAf9Gev",
-	"gz1sJJ+W0rRezXaDl3SXdPeDXdo9mPZp9y15+brbD9+Ee9NXwVuyu9sqlq0VCyw2li/FnhDfzN1eOI7i",
-	"d8j6zSVcB3v9evHU/tPQV/gcF36AK2fKO5vgc8eOr3xz64mz/A83/s8GkaUyqc3OdvOUmtrn4Jq+shva",
-	"QsmammC/8999J5Tulr7z//B3rHGUGZSPsd/CttNdsiXNp9voy9g40IzLhqVfyU7ntCnB2wJph1XA/HaJ",
-	"Pe8weGfuUXNeT5A93yytJ6USs0iuH5/OLl0v4lrWULMGvWb2wqVyC6yHfG4fbg/2RdahrHnivIPZtnP/",
-	"1rXSt4+PyD4m/mv5Og723m6Cv7yKxSZV7W+Ewaz74M8OWhh+BaTaeCjXVq1y+rAm/mge1ZO0FTPoNxdj",
-	"y+vDH/ic/AuVKpjWR/+7zfhsNmMB5RmqH6PUHSsr1tuPw2J1FlSLs7DZr8tIKdljWddSpoBMkSP04JMA",
-	"H7Vef8xtg8yZiCJxizXFCEcPrGyLsAiqXOAE1gGMyd0YoTG2XvqpctjrHzRaCOtE4S965xo8k+9cAg66",
-	"JtOKoHS/nd9vybPdEov4tIXkIy7L+n1x6nrO4CvtNEmwcM1fmQKfhQOwVRM8rZloLwUXWnAWYBdV65HB",
-	"Ksp+xwMf+4Vmg8iSpuOwMJpT29p14IMxM8d8IaLQ3hWst3DlFqV2rvkX/RIeUllp79qDUxlSOXBdlGno",
-	"W6erN+burtrtuA9PYH+AeSISsznfwe1lvffy2kA3yrN5Z+VGbGPuUx7a2n3s8uGn4VrbHSC94I479GAI",
-	"gVhiqYvZNfgDuKY07pKI3div0ORdLsachRHtgX9ClO5iO9fu8ZEPkqrE7MKuYxjYnN1gIx3XDC33RVHZ",
-	"Rdqw7XYjMe+NOdbPZmwKeMbJUiAPC51+bfqcdd7gRtt+mm/nXDid3pgfMRUIzmmAbhz7QqGXT8IjqlSh",
-	"hN3ss+AOwzjPLVMUUw3Ma7dM0sGYjzkAgKG8vv2nIyl3vvY3JCL4Oq5YwWNjMo8bbGbz4L44925pbsRF",
-	"ZWY9bg3GLWwN1PLGLVabYq80BeVV0PLOGePWYNcbt0IaiJBaaPbzv7FM1f543yACLtap/s8oArx6U5yw",
-	"2j3ex7994ESm2qao3Z8e9khsDcw54deNXYJ96igoGuwZW0xjArWvJ9R7BZpLkd0JphzNszBbt9rgonSt",
-	"Sstv3CV5w8pMBKWb89uCi8c2T22tI7Ks7fIg6ySNRt4WDo6s4fca1bbYivt3/8a38G/8rqIUkkNRihSD",
-	"HLarPH6Cs95tvq64eK2ikLfNhMINaH7kPk+5Sest87oFvvSdnkeGpNXdeZ+oDQalbdzTZk4bDLGt3u+t",
-	"/6ZQRlvu4vMZ+8kW+/J8/mL4k5W4VkYkMnJNeQY7O7t7r3v9Xr+3O3jTf9NHXd9hvlY+W2qWg+pbmlXR",
-	"y9kpHledMb9bW89VHJwXuTTM8EjHHZcGFwkSFmZME0Hq87lzy3IVs0ZB9ju3hTnKFcf3X+7/XwAAAP//",
+	"7H3dchs5luarnMieCJPbSYqSZZdNRceGypLdmpItrX6qeqbSywQzQRKjJJANICVxHLrdmL3tm3mBfZN5",
+	"k36SDRwgf5kUSZVVPz1VF90WM4EEDg7OH8758MWLxDwVnHKtvOEXb0ZJTCX+84JquTicaCrNXzFVkWSp",
+	"ZoJ7Q++HmUgoKBoJHivQAu4I0zCmEyEpSNOQ8Sl0iIaEEqVht9v3fE/Sv2ZM0tgbaplR31PRjM6J6X3O",
+	"OJtnc2+463t6kVJv6DGu6ZRK7+HB9/7yLYluxGTyUS0P5SNLErZmJI9/fCLknGj7ydf7nr9+NFk8pfqd",
+	"UPqCzgnjjE+Xx2UewxjfhIRONHRSSRXlGu5mlAOBqPICUxAJPmHTTNIYadUyvFhk44RWxzcoxsez+bg+",
+	"vCs2p8Xw1hIOR5hxzRLQMwqaqJsXCmJK4oRxumJAS/QaPEavK3FDuXqEYvYFOxTGcRyKKsUEf2FW9oby",
+	"nFxNUm5DxU0H/U5ISRNixnYStwx2ZtjrrxlV+oX5bPEysBg6NJoJGoOQMKWcSqLdeFYzoRuC0tLQBkdw",
+	"QTQ9ZXNWctmF/WDLYuZPkGp/zWhm1vCGKuDiDjoDEIZMkk4yRZIGZdYRojIMRfXqIfxg1yJNSETNUtD7",
+	"lEaaxmZTTiSlkKW+WdezlPLDE8NdmbQUM2sDHdqf9iHc7b9SYWOELbS5Iupm1bKwGMSkYGPQM+SLeZpQ",
+	"/JrMuAKioKMohfDD8RXs3O7umFfVzhcWP4TdDcVFlrHY85dG9+B7KZFkTrUTpGs46djxiuV4SVUquKIH",
+	"JedA5/r65Ahu97uO38eG980gmWlvRbbne5zMzUD+0qt8sHcS1xeb3J9SPtUzb7i79wZ3QfG3GbfWVJpO",
+	"//ePh71/Jb1/H/Te9kfDnT/+qff5y66/u/fm4Z9apux750IkdnI4ppToWTkiJNNqgv6TpBNv6P1hp1RF",
+	"O/ap2rH9fk+SjOJ3Lq1AeOqn1q2d75WM9fV7fzCN7fIiYxitZiSZyiQ1f0eCa8q1+SdJ04RFuIQ7/6YM",
+	"n3zx6D0xTGzfjE3Ph0cfTy4vT84+jS6O//n43ZXne5RPGTfPkoTMSZSmRtRRpcjU/GglA1MwyZIEOhFJ",
+	"ScT0At50D6yyhIRoZKZUJCxajBIypok39CT9Nxpp/F0kIxYbdUQnJEs0UkRLRoxuciTBrkbE2A6jufKG",
+	"u68Gg4dNl7xKlWMphTzmtzQRKbUUXN7vjUmFTaqEkPGYStxeoZ1ICHZ+uNWbNk+vMHrahune3qmYR0Yg",
+	"9ZyJ0rOq9rGWFWsGWza267rWdXGCNPmWxE4uP4mNTj59f3h6cjQ6P7w4/HhZY5idObkfoe5VQ7BGBswz",
+	"Y7hQKK27Og9MSKLoxsu9dolP+C1JWJxrW+iE9fGGPoRHx4dHpyefjkfXnz4eX4XNZf0aNH4n+CRh0SYU",
+	"/koTv8o1GIsNd99wccfhjukZEIjZZEKlMYHGIl48w3RxdD/fXA/5AoSeUQnUvPoME3ov5JjFMeVP2iLv",
+	"zy6+PTk6Ov5U2x3Msebh+Qnc0MWzboMfpODT/EvPQJ8TrrLJhEWMcn2phcQZPoFSl1dnF4cfjkfvr09P",
+	"a8QiUrMJiTQobXwzI6yHwDTMRBIr2B2Y/yB/SfnAtILE2J3QMUIoEhnX3WclsdlwjVGWWqU6r7A7xOfG",
+	"yeX0DhyR4E5kSQwpUSrgYTGVfjH80HgEjQdaaJKMxgtNVdiHd64nkkhK4oUdBW5/pVmSBJxEEU01jfvw",
+	"SWgoaDG07pKlrKRo+IMUYg7jhaEkTSb9gH99rvkk9HuR8fhJrPLp7Gr0/uz601GNT1DkcaFhgh0/54Jf",
+	"cytUWfwMG8r6OZvK0Qp1aNkEyTQXMU1GXOhRTpGSWPgMAm+a6t5+4BlGMaRTVN7SGGZU0gMwfk7u5uD7",
+	"ynMuSt6BV/H8UKKNnLId2bE8bEzyyqQvnKnbLu6dG9hTM5LS2Ep96KCJJlLKCQtBk+kLBSKl1k1UIHiy",
+	"6PYhNGMNgfAYQkOiECYiScRdwG2fQwhbpxFa5Vk8JCkb3dBFCJ39wW7Xh7BBaHyw3/UDXjS5NY4I/j4w",
+	"DVKySASJR1qIUULkFB/tvjSPMq6yNBVS03g0pzEjIzvqzv7uq+5BwENcIlkfmfmNRXSUcXJLWGJ4PoTO",
+	"q8HLLgoO45ZLTpK8UefVYNB9lm1tCXklxEfCF1WX/6tYAxsySWnbY+CCxqVP3zHENMa8HVnog2EECI2/",
+	"PEKlMaL3EaUxjcOub6mrZzTgYxLd9MRkAm72ICZAb6lcwP7eW2SpIjwR3vdMd9hb73+EeYslev8GfQbf",
+	"q85N5uGlnqys9KP9PRKaWupcUf2kjqvBJuSOc7vbroQ4NXvt5zXEjZltpCtuc+NLEhuvKQOO1lh5BkVy",
+	"zUmmZ0Kyf6dP07PXnw6vr/58dnHyr8d1VTtnSrHSqoTOX3qH5ye97+jCyJtD91UbpPuWEknl8xpgH+vj",
+	"eR5a5pL15+OfTwKsNZcKkUBkOIfc0Io0C8/Pzk5H158Ovz88OT389vTYCC1hIxYxoXPB0QKcZVob8sTi",
+	"jj8LbQqV9dForCs0CX6JTWZMmLD5rfCrT7lgXOzvMMbtIHihk4ZfvFQa+0MzG7AbWyGMMa0tjxQqkbOl",
+	"gLbvpZLGLDK2gtJE6qd9AHXlKBWKWZI2A82D3pgYLZq/kR+ymIG9UBAzlRIdzUDImErooLVBIs1uaX6e",
+	"NjbPMbhSHdrLvbVDc+c4bvpr4qS++Rcllgb1BVB2VZYbKDq6pXIsWp8/VIO2P2In9SafizGIMcY5H3x0",
+	"QzYbb6P7vGFt1kur07rmfpXD2gZ16FxH3ItxjF2R5LxCI5TIfoNs1R3c2sqGbZc+d8N4vG5j50P6zrz7",
+	"YLSLJjHRZOuPpUS6MW7yOWvGaDLFCTJNLbtUzjde7zePN5bYZk7uT2zLl3vFYyIlWSytKpLCLyj52OJY",
+	"UVQ5S1Ezsvfq9fDHQe8t6U0+f3m933aKUnbwnSM75WZD/eilCTEMo7L5nMiF53sxm0xMB5JEhpUxcFYZ",
+	"0nKPF4agzc0USUrQPWkXNsu7OGZTF2LefIVYvN37T2G5JS5YosOjS4vb062vm6JfJU7bWq8+pDBsnyRn",
+	"E2/441Ya0f9SG1Tt/GXpRGV5SJ8ffO8dScmYJSxf4PpyG3f3lkrFGmait9sf9Adt/GjPkuqkfXRG+H4x",
+	"isUy5X1vmmZr+/mQZif8lnIt5CLXnJuP4lyI5LExNFa/SpZyyvlH3YDbWOBIEsYrxy5byOM8r2Klnif3",
+	"Vpm+fI1h0bUpKdUJVTt/ZNyrbJx1Y2tR7ppou6i5wIqly/H4vE5Zurb+2lEfu3PNL8uRJLtmwMmc9uEY",
+	"nflYslsqYZyxRAPjWjRM6YQp7eJj0CGgqdIQzWh0o2yYwLWXdMqUlgsgU8K40jaXwDTuHkC4c7u7E1W2",
+	"XAiKLBTczVg0A2LMJff5fsCLoBZTQIqzDhcDM0xMNBtjSpW8pdIHem9DPRjz6kOop7btn7Pp1LgA70lE",
+	"A35F7zV8sHkCxqA74XgoFNEXCsQdh1QKLSKRQCfcydMJRta4CjGQJpkWHDs2fjrGDCdCAikoYCxxO40F",
+	"1UPgovRhMkWBaRsOyRe+cuh8myRzo7SmCeFTo6SQAIaBpvi/+OlWpbUkRpYW/YxToNwsTEplvv6ti+3D",
+	"3YwirYWdDLETyBRVwPQBhJG+H83JfRhwDCiqRGgV4vKJW3dobD/woppdhL0o6AxsSgYXnLpIXEPH2t6b",
+	"O2kDk5kWDL9e5Jr3J5ToTDpRv43dNSecTOmKXBq3Zcx6o5Vqd4CjuD1XOACUcTCnhKuScTuZTLqWfUup",
+	"MRYioYQ728sdLI9EplsJtEyUMr63/TxxZduyzjRJAB+2rDgu81McniL4eyfkTSJIvLkC+8G1WKu6HIv4",
+	"BZe1fzefernUrQK2acU0XYiYbuTj50bZtvxbRKVqRvzeYP9Ni4ioZ6e0OdSPONuV+NWXFsZsJq9snztY",
+	"XSOkWzm76tdXrkLT/m9J8/lf18fX9ixydHRxdj46vbj2/OVEDhdXujg+PPqX8s8izOT53sXx+enJu8PR",
+	"8V/+fHh9eYUBwqPjd2dHx6Ork4/HZ9fmaz+cXXx3fDG6OL48vsLPXB1ffDo8xVeriRee7308Ozo+HR0d",
+	"n18cvzu03V1/urrArkeHF1cn7w9xAtWzv3dnn96fnuDP54f/cnp2eDS6OjsbnR5efDjG9rXwZfUo/uLw",
+	"6nh0evLxxH7p4/HVn8+ORqbvw9PTsx/c5y+vz8/PLswAPh4fnRyOrv7l3PRbO6luU0Qf0uyI3rKoZTsw",
+	"HtOnSPU5nQu5qB76PiHQ4zrJFI2f3IfNaGvZHZlmiYv5jtKoXTAX9uluzTZt/RDGTNbGZCw93bBaydQ2",
+	"7bYdVHMelqT9h/NrBYpSDnomRTadwafvP5724QemZyLT+BeEldM3ppx6Q+tAUqKMweQMPVRtDS+rGl5e",
+	"Fi4x8tPmuqBkwRZfytpoK2QcceHZx+leDrccWxtVraX6bkb0uyKTtkVJzMTS7OpvTBhnajYqh7f+nPA9",
+	"NrmwLR78n7D1CgWzMjq2TEfhzuSdKCZKMaVJLQK0grTY9LGI0YotUKqKOrE+t9pueQBrF6df/tHkFRfP",
+	"WN4R15zdF5UcaMwW5xJ3RAGJ50xrGjdtoBW+IGv5QhjNiI7madKzh/a6zGvrt4UdbEpC22q4iVfWw3Td",
+	"L5O7W8V4li/7el67xldbA0Tu2yUl/SJ3Imf7/FObbqBK8GBFegSY+dWS122TPrxnNIntSUnVmTV+S54i",
+	"hMRmUy4kjX0gKuDmaajpHFMqMklDIGNxS2HgQ6hFOkpDH0JbWxHRkXHYEr0wv03wuzxaFD9aeZgpKsOD",
+	"gFc7HcIgBKJuFLqSU0lpvPBB0lSKOIvQy41pJGLGp30IlRZpCMp2T5XtlocQZIPBSwq7ZkYBzxMAMPGi",
+	"D6HNqMqp4vyIEO4Yd0Z8WLoX4YE9/+eUGUfQL/lvThYBN25s5RTkDiubcNPe6zaPrvXTj2vJl3vfvH5T",
+	"j+HwLEmqGdMt4qqYwHN0bmXM5nqoZN+PTjzVpM/eq9dr5E+xqSvG/avdvbUher7GANnbeu6K0vjxqNv+",
+	"3tv9t6+/2Xv7qq5TNuhbi7StOMdyb8YTqhSYbkBIoPNUL6DDRe5P4w52HpwC01dlYyyo7vbLwzHzlRXj",
+	"qZgb9t2RwJFsuMiX2ObMNTFmR7m3V9Sj5YTb24heea2a76HMWdPn7pZ9GpHUdCINdz6urHNRXmyMx2X4",
+	"xw1sieVgiuv8hQIjXIZAwI4Gz/oJB9wsICZFPmlKDCOIiYspCp4sAh5+CXBogTeEwDM9BZ5f/GsI/X7/",
+	"wcYZi1TRCzdTH+i9+Q20USvmi7k5E3A3OCMUYUZuKca0rACs07ziPKyh8bL5pBZK07m1NTHQID23Yv7W",
+	"ptUjK/RbNVETMU2lGKtHNnflgJre680dK3y78oV/IOvyeSxLQ7DRb8iy3Maq7CR0SqJFt8WyLJMlQZE5",
+	"BZklFMslHzFg+wEPUynmqbZyx4m1plQTnLonBxDSaCaMZYlFB/fmX2Oq9EhMQnc2omeEB3zXGoQ529rA",
+	"fN0abLHRXFdf3XQwg95M8VZ38uohbG1fPK9R+Ksx0SwztXCwUUo9aze1qc6ZSGJkPE6X3uz/+my/X8ac",
+	"szvukQ9W0ib+G1l+judWS9h6vvqS2VBUbbSfm6yl9XbnH7Z6Y5MldEmca4hQxJzwvfwDvh3+2tCVnftq",
+	"0tXso2UNnuBkwyGU4g0kJdGMxgcuQmDrm2y1C+WxEf6UY51/7iFhWmJhZ5q96Hu241bVbQf2MRd5rZlR",
+	"m5oz7pAUD0h/ki1zmEchXCkKi8NWO2bZWrFc3DZRcccxXt5CdyGjGVVaEi1k65c2tFaKT6zmACT0KbNm",
+	"SSPhxCULbhGHsMvWEhFfJkxivrnWoSgmhYNZPY26MG3Zf81ToijJYjoq7MT6AlwaFiaQEMw+yfiNtb2s",
+	"1gqd7VdatiF2g+u0TlU8rJzBdftQHPZKBTdjCM6mK6JrRFXOxkFSG6bQMzov8iCYhlhg8aHGuqmWGF0B",
+	"a9GaLrEusLZJnnV11E9obw+dnti8wVf1sfgt82t8r431zhMS0Tnl+uyWSsnix3I8XLoZFy3Wk5ERkDJr",
+	"6jNJlfljlJ+UF41q46+88PlhKRTqdFuRp8q497lNv7a0JUki7kYTkiRjEt3YwVo8iZXWD7kVLB5tnwxY",
+	"4IfUPNrX7THK5nwwT3tiAxSZFq0itkql7cZj+37OObmlGNnDvdGcqJu2fKpk4TKanPfHFNgWYFocFIlf",
+	"M6LQuv77//kbvBq8hOXKFejwamEyquVGVvayLF7m+XoS57KG3iSvarc1iVmW+FPLPLZt1op9v5pX2x50",
+	"WJWLYh9Km569ZRYLiRftkygynbYiTVN0FXKhSDMqB1uZVS37yOUZ2bH5bXmg9SX+MyWJ4Yolm+DRRTIK",
+	"c1TY22tN4ITdrjiNnxsujdamkjWkHiV8lFfqNhKECidmyTmx5R8xTe10t00nM4QdjTO1eHJjVDNPaO1y",
+	"9FIqR5vNtcFH1YnXx1KbVmv88WfeOSt3AHJQC1uXHLSKwXM5XS8I+dEia312/z/qff4y8F/vtVeFnEsm",
+	"pBOCuWaq1GZh0ZCO2r2cC5qIGjbQFknqnN6NakSu64z3QgIBl1EImPjbj9IU1YQPBD58uH4PE5ZQSIme",
+	"QccGLUiSLCA0Pw/DntF+7J7GXWBcsZiiZnEmaCXV1jpDahQzqcIDxLFLCJalYc82eVkktzSu5GlT445p",
+	"CjGTNNJCLhp6aH1gq8ENdXK0rXdO7FURgoqH33T71ExIDbNsTnjPcBmxueBcG88WyFhkdk4i05GY08Zc",
+	"VgQJnm/7tLrxP8wWdm0EiTG4L0WS0BiMfVdBbDT2hc36h9C8YR6H3SGEXOiRbe1wDzAT3znEkmIxqMUV",
+	"tBnGXR9C+/6I8dEkYdOZDgsUhzqEQhk8MKwXcKZgiswmjWWTCD6lMmfCGruZj9jyvAlhCY3NB5zOp/dM",
+	"0zgfp/OK7I95vSTTSIgZarmF6cv+czQlmo40m1ORaWcxuZeQQLYwM+Au5dq+V2mOpQr5iOzsOL0riBSz",
+	"GKwRZlw0W3vcBSERyEJTKbO0GHkBq1UvN7YxlgmTSnf7cFVNiRZ33PBhmmlgKuB3kmlNOdTS7l8oSMTU",
+	"B05vqcRz7XqdQH2tUbTWF7KwMCrr6GGpSbEUhWXiVsJWBzepW/5aJRpiJxaUaBWdy1UtdozYOGfcLQpc",
+	"CjeqRXJcXh6/l+5MdbnS4RJrQnqXZvsc3xpDFCbm7VxU2qiwb/xzwuHy8hhSIhWVEFOjuKQCpvvQQf//",
+	"/MTxZsBf9vcgFlE2xx4JB2r6dr3BeGH7Ros3P73BN/pdCGOiCZ71mHf++fLsE55ouwEFHN8zrIIz9OFu",
+	"JlTRV3jfU4r28B0VYggPP3mFuD9kbvxSKt23WmIEebyoIrz32orXbt05fBkTxPCc50yaivI2jITs1Ahj",
+	"us58775nOundEonjM73hQlwWXeKfV65f/ONj0Tn+ecyL1ywk0OciBlg1DIxV8GXXf7sCZnMpGmdn+Ujc",
+	"KgfM5BPRFpxWemTBc0eyCsy7Feaw793clnnIDXBTpdkcQUy/+74XkWhGAd8seLcA+MUomM4kh44LAf/X",
+	"f1YTs/JvoCWKb3RbI62PW7M3t6M7IufWCG+EwGRmLBCjb+0hMg6RqXyMYBPYjJVh0Yjb61qM3Fmi6dMK",
+	"+p3p/egCbdiTTkZz9dO6yCRXW/sPzdr45jjyfis8VF2kVo5GSLRqJfzXKXb/hymH/mUr8J9ee50v3OZV",
+	"2EZlbOrcNE3uaVk2aXZ7H0IH3OBSW0vwBlcN6PyXYdVMyoPZCu5mxNpDwma0YCeSInfDWBg/xR4WkRxm",
+	"pA8nGjilsTFpSaSTRe7/FMkUFvQrzbQK+2AdrkpIPbTIZPgYh6jo1CrzSPCIaMpR8DLuED2K0kjbfdnj",
+	"jGib+JuncATcjCQzNoRzWnxLlOrXnJdmDAwk4wuVv6yKb/pAErTWNeNTzLU1P+WJXj7YH/r9PnQIBxHH",
+	"gDiJlsaoEcxAnJ1hXn6hXMKHC1YTvnCl9sthdzTyzHiNrv2yUYvPzTL8ooPPDw+fm0zUWDbbh1k028p6",
+	"pq6vh5bK0LZLAzDvGOzBZZnPhGxy4LK1K0qxqF4139ofDNorFctqnf03r755vTZCWq8Ab+YzON/b6LkC",
+	"eJ/DvHqbwESKeYXRW9V0Pqg3r/c3qHE3o9JUmlfUvG7VSYYnd5jzQycTIXWrPb91ZNfB1z8p36ZVgzpe",
+	"WgFXsldSYTPIEodvsjop7+Z2NGN1G1jSTNmilKTd6/kJCUYrEorao0fNk25JJyjumFYuGFI/At8yJSnN",
+	"j8zWnqUsn63hTi1Dbo+2zt+r5Sxtv6gKoTjkKJViwpLacUKls5fr5/30/KZ1mE3L2cy5WVwIqTFNBJ/i",
+	"JSwds45W9+HpdeXyjm4fzqyKHALBsIXryA+49RPLiw9YXFeZuUK1EQnOEsCbEVDOYpqV1Q1NvKbW01Dd",
+	"6AHBATiw+ACUPZc3TzC/LKHktpjviMUgMo3FLRVLQIti3JU4x8D912v5n/w/9ASXPc6CCj026TmjIrfc",
+	"7ntT0TNNeuqGpb3cNOmlAqMa5Wum3b9TKYrM7QqqVUPzJIxy3YvMClgqMO288TKrljusTLwkACKSJL6z",
+	"c3qpUIhNx6wVxGI6T4Ux5yrL3Wo4GeXZ0fbuENePTSI1rGE+a+NPAf+Zl9tR6je81jkCwOZ4Aw3jvOig",
+	"fvRXhR3wKsKypj3WI7oY4/1SGxquQaZqaI5CGBgLxAdMyapaHxvmXxXnh9tgNLmk+W28xO1h/+rzPS+u",
+	"OmKJw8ONnxD4eIpKWwcouMnQngMckMit/HSVM9lj8865MVPbgf8VUZpVICbbREfakQPt+GsbrTyarHx9",
+	"I3f5cimsbdfN8z2ZcReTUVlkwZPNYuYB84jwiCYrouU/VGRNsz6jdFixsInxjBr5bg2mA+d/AuHqjkqF",
+	"F6OVTqW9pani5/etFW28wB+wKMohdlnkJFcolQsuI+gZb0FqwoSWBm6Q7UEFPKTzMY1jxqfWA5dUEn4T",
+	"woI20I4q1SE+ViKbZ3lbPNQwDdvPCBSNMrOYl4b/rNQ7TNl3dHGY2eDkirudHD5vyYgEWyEmHSL05u2R",
+	"sTE2iT+XDWZapxaAlbmgcH3BalmhoIwlN6b6jlIOp6cfIUJDwdp1H86vgeWYU/lKGHXNrF7PjxecBx9w",
+	"s/6SRFWNqvHKMDQCiLpRvjsNMP+wm0B1/eq1EC7soKVIbMOAd6pr67tEJTz08QHP6n13LNnFUYuxWWmX",
+	"WgSdcMedA4Q+hDsIU5WyPiLOGi47yUcPSmQysqcuMtMzd+WCA+wqThhVka/5QThiweXRd8iHU8p3bPCk",
+	"0PgBR2eZaWtJWfsqvyUqj5K7nek+ZsaDcPRoI+dH3sxemkeVVv2AB/wPfwDUXirgFhONC97bu7+3xzXF",
+	"FxCPDMKaogutff3nq6vz/KgW88EkQ4AwM14HvD/G4EfAtb2Doo4/40MdHQYnuAwGg7lk+4OBD1WgF/fr",
+	"rh/wAvDF/fbShwI9xv2078My9ot79sqHHGDG/fLWD/gS0Ix9tvvSDKMNMMY9f+VDE47HhxY0HjPZgFfx",
+	"aWwHe299aObMFb8gTo8PS5g8SLkmsk6eg+cHvIpk437+xre8pGeGcWiiKHRy3B6zMFWEHx+qAD9d18Mg",
+	"Z6Mq1mXADxEpPyJSMqogrKDfh9C5q94L6lduiLI7L6xC3ofQqZpt3T58K/TMghQYyZrpnNmKOw0xxEgU",
+	"ZoW4DCwwu8huxfLCQTan7jJLI4WsgkODPuBo3FeuSfQhbCR0wQ44ELgiG1pOqUaxkpPk3BpuRjph7VvT",
+	"jAvhTxBGlCWdTt2Igj/CLvTwipYRfqWbf64L//Wf0BhKGPA8s5rgWwhHIyntIq6dpEuDdwCDhhZo4DBM",
+	"uLmjbDozlJmLW8MO5JZKMjXiJeAouHKi3pEkseQTE8htXaScyi8oROnacQkO5gdMEsi7MNJ+WIlQosgv",
+	"MPOMAdNFGoaC4wn9KJVi7ERxCJ3Ly2MzJSuOu0Dd6aFdr2hmLJDSHXXjU2W2hQp4cWUpQvpAeGiWYv7I",
+	"Vad5Ax/CC/NusZj1Vu76HY5mEXSKEyx3QwXeOvtHKH92Z5g7JW3tL72Uyp7tNOcvmzGF6xnwpR7+BGEj",
+	"FBlCR9QRLrrw9//4W94gvzooP67s+lYWhaavObnvvBr4MOjvvTIMd9ENfeuzQ5jCn2AXdqCzC380DNT5",
+	"+3/8rXOIXV8gm3bNy1JkmBuiBbyEmEZsThJlldcAj08DHh7C3//v/4NBaM2lhEXUJUQ5M+YwJdGM9vb6",
+	"A3tiqhGHtm54HJ6feL5XRMIcSu2DA5JMmTf0XvYH/ZdYrKRnaEHtVBI6pxTt8eL6mJPYG3ofaOVcvnpL",
+	"5wqs3vKVnQZ6/OfGXY57g0ETS4je6500IayBkt9yK2TTrRJzqmc0szgBuJed9LDeBQz6g/7+M9wAUKTg",
+	"tzctJmz94pod6w1//FxCVNcm4RYFOmk2TliEx/b22PBHr2aL2eKBmgn22Eq6hJbnX8nHbz1olsa13myQ",
+	"J9/kFvGve/HQgC+Md6Kszbjp+t3u7hT2OsZ2hNIrb+o1gsfhoyPkTzSj9xb7p9C/eWcvFESEC84ikrgR",
+	"WaLDDV0oUIh76QMXAWdcsSlnExYRG5/QVKUkot0+XLp724oK9xxsAw3p4si2eMzivjF68GoKbQ95MXho",
+	"b/67vnrfe+Pu6iAaqIpIiihGkPGUGMceX9l9DSqTUkyJptAJgyCL3wwGYdfHVMS8nh1zI/cHA2jecGmM",
+	"nLwm3p6o0rgP39KFcK4GXvz2wt2XpwLeab19zn/s7rlu7Sa75qheDb4JeP0OPCvc67vyHQYgityMr7Ez",
+	"0ev/VtiM7W2uvineVJqmyp5+YSzzTjJtS5JsdkWOr5/zdEznAh9vdrNJMduHejzHRWEbsmX3q92oUsX2",
+	"b5E6Nk3ma8sZo835Dfb1gep8CN8ubFd1ZpiWL3jNO7HxBuF/ymnTN7vrDzssv5Vl34rgx8VY5dJbbLK7",
+	"vkntJiVs9HJ9o/LiUNNid4MWzYuqsN2rTYbXcgHPg++9GnyzvnHb/Z1P1AqFHkAeshE5w689EsfGD6Rx",
+	"IZOruqAU+st6AG9Wf0yZr5YZX/dC8Wr20oP/c9sKj42skde2wpBwF4JW6f+V7Yhf8eYb7K9vUdxI+lOZ",
+	"/4KS2EKLbMTqUePyjVWMXruk4xc2XR9jx9o4W5ix+vxZuPBnYamfxCHH7ujB+L62etYWzjo4CDxOqHKN",
+	"C1tXeGZG9E55irDGWi6y68Y0EvMyTZnnlxpgGIhPXepMaM9Omleqdm1kJOChDbQPwYjP0FraeAZjjL/l",
+	"moOhzfofWmTOqAG82rf4BcYqd9Z7wLFIQflAYMI4SaoQB2ENfCzE8DmHjrsFtYZy06+BKIRdIAFfA5bg",
+	"gBJcr27YPx6dfTr+HPbhECaEJZlRbBPt8P7tJwM+plOCF4QITvOGXwJ7Vhx4Q/jS7/cfHkJbf+EXkX5X",
+	"M0ERFcQhSYf5BwP+LhGqcDnsq/YwrZJb0cEon5t73z4eCT6KmYoE5zTSdj7gOLa72vxuoDT/3Eb4NnfA",
+	"tuPhbmRID551KLYqnd7rHayw6JUoTVsEcq5mtIqw1jG7w17syLSy20FhzLML1dW3hTUyo19ZrPreX3pX",
+	"RN1s0tS8t5VBUL3telPxvdRmf/s2m9jjS21ebd9m7+2mbZq3JqMBv/0oN9ZMtXY1/bR8vVATTrpjOc6B",
+	"9SFqC8iMYymZTYuvxnrsDT6l9tpEcZ2yGwph1CKYQt/eNeQSAYYQNiAXQ1c/ZhWs3S59OFTAeH7V9wsF",
+	"h+cnfi0YnktITETcfV2pPmwVlr8RQfkrEZK/C8jfBeQ/soAskFHx5OVrSUqbGLLSKzxlSn+0r/yKHcIm",
+	"kNuK/Wzn+kvFJb7CLnsWvkqYysuj8zSh/Og3T13riNqtdnn5Q/cxxsL2GFvbwUSn1Xr4k8umVph+VIIe",
+	"YKVEXD/cD3OAE+cbItACiRdDexVO2O1jRl5x1Bxwl2IhZJGqJBAMbk4W7pjenbiHlazgENGkUqIUjQ+s",
+	"r6ZndIEDzJMN8ewF0xGVmmRJDi+BnhZ6Q2akbdodb7k8FyLZektZ2BbvicHBr28A1O4Z3Ujr733tbztE",
+	"k5Ydf+Q45fc45GNxyF/k1OCnRv7TSt2NFi7GdACM9yxEB2bZLu/wak7No8GviuyaFTBgq6KmFbCwn3c/",
+	"P5MyrcynZVfZJ7/vqWeL7Rflh7OC0pvwqdU+q5Xs5YJHMym4yPISNXrncIeYyvGBYUwRZwjxnBKjeumB",
+	"xZ1gukBVzdGAcqUccHXHdDSj6NUyXYQeTQ8VcCSlRZrS2IU2jRdV7ler/u1m7cMZB8IXAc+DoU0QoWpn",
+	"7ls2yKzJoqxYJ0X2XWd/8LaC6BRwDM+S4s68bh8s1V3ctrgn9vritJt/FTM88M5hCjncTg5FY8PqATcf",
+	"8sH2uoQaZbML69hkNr8urAF4hTDPlC1ww7qzaZYQaeHKHsMiC3gNHQo6TwQj6/puhaKEEo618Uhg04Ut",
+	"qDN9YMr3Yj4WCYsAz90PzJpVUnpbkkcCvpQ9wq3fghH+JBF3NC5GggnzbgUJx6RBY2pZXlVthpVFOfuH",
+	"sKzq6Hg/c0ClgRbXogUu3Ab4XQ88alsN3v6ca1Ji2h2UMpEpyHg0I3z6PKv12zMfUVk1ZDBakdze7oJS",
+	"1HdqrjclmLmHIizXII/q5Lw0qEgriWlCbZFfww3E3x0I1tYCKwfP+jrW4/6ywWCHF2NCt8XKo/d4m2P3",
+	"v9Wm/0m8ZmkIpAAkMAp0IrBmwxhA330PFk0KOmVVei2qYsHTHvzc+2ii9Ftes3EJW2GZ2yS29gEPcDH/",
+	"syiYnx/YHNAbjnCJZl1TZstW7CARrwVzuJd8nV8Htw62y7csIeAGNZQ1h760DED22kFjOFyx3Y3zLauI",
+	"dquSpGgBPPO74nwWB8otAuRYYy3byYlq9DpWu0zfu0LGMhXCtzFJZbwcYVEhsJwFXQcECHGFu3NiHSKz",
+	"3+2DOphMbqwjhBf9a0Yq+RZ15BmbyYGX0SlbSOmQssau2CUvvbbVPlh7TDlwUYUpLlJwaO0zdrC+cwNx",
+	"rHl1csdhvWLKdlhg1oR4hS2C0XQbaTkrIPdt3kyBuZ/HaQ/w1CzgKotmLtSM6gXGmcbrHa3/YKjbyUO+",
+	"fk7dWNzxrisNav+sc/Gq38VwcT/gFyUgSJFIX+Kr1W+Yw8x6pqAUztCpZuFHmZSU64AX4ajuARCI2QQL",
+	"j7XtwB4lW3Fbfgml7FsI8wLQsLzpvXgp4FhOVcF767YjlTB90A5Hg/huq4+Yr4i6+UVT4fV9jhFdg/Z6",
+	"aQVwDozlIYZ3lKZ1IA+8VaKC5ORpxhdVNIJhA408B0LyznhEIUtxD2uG9/pXoR68AXkbfzN+TXt7k5dv",
+	"e/uT/W96byYD2nsz3o0G0WDyTbS351WwGLzXk93oFd0lvZfRLu3tjwe095a8+qY3iN/Ee+PX0Vuyu+tV",
+	"cU+qFfob65cqqOBXC7dXlmNsK2BxCQbtGCD7e4Nl9I2XTyOfK6dHJ0iZZS6E8s4m9NxxB/u+aT26pXIs",
+	"nt7L/3Tt/2QIWcPZ2GxtN6/JyLfoY77cYeXy0ZqZ8C0CVfXeCaV7F1XI1EetBdvKNCrbYEqB6+6KzWnZ",
+	"Xe+j2rBH065o9lHV+7Q1pdsO0jZrDPPrVYa8w8M7s4/aC0Oi4vlmdSE5l5iPlPbx2eTKXWazVHbSbkGv",
+	"6L2yqdwHVo98ah9uP+zLAuK6veMSAnvbvn/tVukGaSHvBJ8kzGLU/CKxjo2SV6owCBvnrFxX4Ot/8qGF",
+	"kVdAmsi1pbVqjdPHLfG1hThPslbybKhf1RlbCTC2wk10FrozMG2M/nef8dl8xgrJC1Kv49QdqytW+4+H",
+	"VXgPaKJ74G0xLiOl5o8V114wBWSMEqEPnwSEaPXmxQswEUki7hCUCsfRB6vbEkTRqCNkgA0AY3UwntAY",
+	"X4855AjYG+y3egirVOHPuudaIpPvXAIOhiZzSIl8vt3fd8mz7RJL+Ly4Z03Icnm/lHm4rcHMYxLN3O0h",
+	"TEHI4ryeh+dF95254EILziJMQ7MRGYThGXR9CDHbt2hE5jRvh8haRdVMCMbNDHh+IzexBfuuXr92HwhT",
+	"mB2Hd2THVDbuB+nDmYypHLpreGgc2qCrH3C3V+103M2FCDA3zURmJhe6cfsFeHsJLgN5dRLmndWRvAMe",
+	"Uh5b8Dcs/Qnz41oLL5dvcCcd+nAIkZgjVoKZNYRDuKE07ZGE3VIMQpQwiQFncUL7EJ4SpXtYWtU7OQpB",
+	"UpWZWZQ1SVN2i0isDk27jEVR2UPesPe1JGLaDzgCMBViCnghyfJBHrQWKoGdaCfM8+1cCKfbD/hRUXlk",
+	"5rpUsOQuNC8x0Mw8K+EwPOe5Y4piqoF57Y5JOgx4wAEADOcN7D8dS7n1tb8VpVd1LzgwLnPQ4jObBw/V",
+	"vndrfSMtGj3rwBsGHmLLen7gsaUu9mpdUN4cWgm9GHjDXT/wYhqJmNrRvCz/Rpwj++NDiwq4XGX6P6MK",
+	"8JdRVePm9WMh/h0CJzK3NsXS/ukjyL43NOskF2WFdh4oqDrshVjMzwSWrt9bBps3m6LYE0w5nmdx8d0m",
+	"QmJtW9U+v/E1OxtC+zTrHiohHnv7hreKyYp7e4bFVUTo5G0R4ChujFph2lbvcvo9vvE14hu/myiV5FDU",
+	"ItVDDnstmTBqYLl0eNlw8b2qkrdotPEGPH9sR78RdrN5Pc/pr+CCrWmSw4OVQMMbNMrvAcvRgDdoYu8K",
+	"e7DxmwoOUx0G9ke8kKQK7PrjZyOfrMa1OiKTiUN1He7s7O590x/0B/3d4ZvBmwHa+o7ySxXlNbRVNN/y",
+	"rIp+KU5xuZYF87uVgCDVxiVKQksPayBbXRpcIkhc6TFPBFnuz61bkatYIM0yrWgyqfRRh6xa7qmA66oV",
+	"cEyk4BpiIYwp2la7j+ix9arI0AHvlSVAruZRF5+Ay6PvykFrPKOzgMS2ImPeBzTZK5VItvpfAQl4eU2Z",
+	"O0uzYIREQXh+dnkFhW8QQgefF0dX7pDV2Ky+Q43yC6A2HLWzJAWHsgS9e2BTSnNgZcQWKGrmQrDC0wcl",
+	"IPxwXPk++iYhKEpVwJnuFxAFNmGCNG4DYXGOcVgc0Xb7Ds7WEUZRkCLTFNMy8nLQnpqR1PisYa1oP8iv",
+	"Xg08HwLU9/ZfaCDZfxpLLfAeHsJu5XgSsW+Ly+rsrUgIdesDvY9oqm3WB4E7KfgUDs9P4IYu7KnjLiTs",
+	"hgIBpDhWxFDohIwjcNiIpGx0Qxdhfp2R401b3/Pw+eH/BwAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

@@ -157,6 +157,123 @@ func (e ErrorKind) Valid() bool {
 	}
 }
 
+// Defines values for OpenAIChatCompletionChoicesMessageRole.
+const (
+	OpenAIChatCompletionChoicesMessageRoleAssistant OpenAIChatCompletionChoicesMessageRole = "assistant"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIChatCompletionChoicesMessageRole enum.
+func (e OpenAIChatCompletionChoicesMessageRole) Valid() bool {
+	switch e {
+	case OpenAIChatCompletionChoicesMessageRoleAssistant:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIChatCompletionObject.
+const (
+	ChatCompletion OpenAIChatCompletionObject = "chat.completion"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIChatCompletionObject enum.
+func (e OpenAIChatCompletionObject) Valid() bool {
+	switch e {
+	case ChatCompletion:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIChatMessageRole.
+const (
+	OpenAIChatMessageRoleAssistant OpenAIChatMessageRole = "assistant"
+	OpenAIChatMessageRoleDeveloper OpenAIChatMessageRole = "developer"
+	OpenAIChatMessageRoleSystem    OpenAIChatMessageRole = "system"
+	OpenAIChatMessageRoleUser      OpenAIChatMessageRole = "user"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIChatMessageRole enum.
+func (e OpenAIChatMessageRole) Valid() bool {
+	switch e {
+	case OpenAIChatMessageRoleAssistant:
+		return true
+	case OpenAIChatMessageRoleDeveloper:
+		return true
+	case OpenAIChatMessageRoleSystem:
+		return true
+	case OpenAIChatMessageRoleUser:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAICompletionObject.
+const (
+	TextCompletion OpenAICompletionObject = "text_completion"
+)
+
+// Valid indicates whether the value is a known member of the OpenAICompletionObject enum.
+func (e OpenAICompletionObject) Valid() bool {
+	switch e {
+	case TextCompletion:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIFinishReason.
+const (
+	Length OpenAIFinishReason = "length"
+	Stop   OpenAIFinishReason = "stop"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIFinishReason enum.
+func (e OpenAIFinishReason) Valid() bool {
+	switch e {
+	case Length:
+		return true
+	case Stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIModelObject.
+const (
+	Model OpenAIModelObject = "model"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIModelObject enum.
+func (e OpenAIModelObject) Valid() bool {
+	switch e {
+	case Model:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIModelListObject.
+const (
+	List OpenAIModelListObject = "list"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIModelListObject enum.
+func (e OpenAIModelListObject) Valid() bool {
+	switch e {
+	case List:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for PlacementOverridesMode.
 const (
 	Auto   PlacementOverridesMode = "auto"
@@ -514,6 +631,175 @@ type GpuInventory struct {
 	Reason    *string     `json:"reason,omitempty"`
 }
 
+// OpenAIChatCompletion defines model for OpenAIChatCompletion.
+type OpenAIChatCompletion struct {
+	Choices []struct {
+		// FinishReason `length`: max_tokens reached; `stop`: the model ended (end of sequence).
+		FinishReason OpenAIFinishReason `json:"finish_reason"`
+		Index        int32              `json:"index"`
+		Message      struct {
+			Content string                                 `json:"content"`
+			Role    OpenAIChatCompletionChoicesMessageRole `json:"role"`
+		} `json:"message"`
+	} `json:"choices"`
+
+	// Created Unix seconds when the task was admitted.
+	Created int64 `json:"created"`
+
+	// Id `chatcmpl-` and the task id.
+	Id     string                     `json:"id"`
+	Model  string                     `json:"model"`
+	Object OpenAIChatCompletionObject `json:"object"`
+
+	// Usage Tokens of the task: `prompt_tokens` as the engine reports them (0 when it does not),
+	// `completion_tokens` generated.
+	Usage OpenAIUsage `json:"usage"`
+}
+
+// OpenAIChatCompletionChoicesMessageRole defines model for OpenAIChatCompletion.Choices.Message.Role.
+type OpenAIChatCompletionChoicesMessageRole string
+
+// OpenAIChatCompletionObject defines model for OpenAIChatCompletion.Object.
+type OpenAIChatCompletionObject string
+
+// OpenAIChatCompletionRequest An OpenAI chat completion request. Fields not listed here are accepted and ignored, as
+// are `temperature` above 0, `top_p`, `presence_penalty`, `frequency_penalty` and `user`;
+// `temperature: 0` asks for greedy, reproducible decoding. `stop` sequences and `n` > 1 are
+// refused (400). `max_completion_tokens` wins over `max_tokens`; with neither, the task may
+// use the pool's whole context.
+type OpenAIChatCompletionRequest struct {
+	MaxCompletionTokens *int32              `json:"max_completion_tokens,omitempty"`
+	MaxTokens           *int32              `json:"max_tokens,omitempty"`
+	Messages            []OpenAIChatMessage `json:"messages"`
+	Model               string              `json:"model"`
+	N                   *int32              `json:"n,omitempty"`
+	Seed                *int64              `json:"seed,omitempty"`
+
+	// Stop Refused unless null or empty (no engine here supports stop sequences yet).
+	Stop          interface{}          `json:"stop,omitempty"`
+	Stream        *bool                `json:"stream,omitempty"`
+	StreamOptions *OpenAIStreamOptions `json:"stream_options,omitempty"`
+	Temperature   *float64             `json:"temperature,omitempty"`
+	TopP          *float64             `json:"top_p,omitempty"`
+	User          *string              `json:"user,omitempty"`
+}
+
+// OpenAIChatMessage defines model for OpenAIChatMessage.
+type OpenAIChatMessage struct {
+	// Content The message's text: a string, or an array of content parts of which only
+	// `{"type": "text", "text": ...}` is accepted. Required, except that an assistant
+	// message may have none.
+	Content interface{}           `json:"content,omitempty"`
+	Name    *string               `json:"name,omitempty"`
+	Role    OpenAIChatMessageRole `json:"role"`
+}
+
+// OpenAIChatMessageRole defines model for OpenAIChatMessage.Role.
+type OpenAIChatMessageRole string
+
+// OpenAICompletion defines model for OpenAICompletion.
+type OpenAICompletion struct {
+	Choices []struct {
+		// FinishReason `length`: max_tokens reached; `stop`: the model ended (end of sequence).
+		FinishReason OpenAIFinishReason      `json:"finish_reason"`
+		Index        int32                   `json:"index"`
+		Logprobs     *map[string]interface{} `json:"logprobs"`
+		Text         string                  `json:"text"`
+	} `json:"choices"`
+
+	// Created Unix seconds when the task was admitted.
+	Created int64 `json:"created"`
+
+	// Id `cmpl-` and the task id.
+	Id     string                 `json:"id"`
+	Model  string                 `json:"model"`
+	Object OpenAICompletionObject `json:"object"`
+
+	// Usage Tokens of the task: `prompt_tokens` as the engine reports them (0 when it does not),
+	// `completion_tokens` generated.
+	Usage OpenAIUsage `json:"usage"`
+}
+
+// OpenAICompletionObject defines model for OpenAICompletion.Object.
+type OpenAICompletionObject string
+
+// OpenAICompletionRequest An OpenAI (legacy) completion request, with the same rules as OpenAIChatCompletionRequest.
+// `prompt` is a string or an array of one string; `echo`, `suffix`, `best_of` other than
+// 1 and `logprobs` are refused (400).
+type OpenAICompletionRequest struct {
+	BestOf    *int32 `json:"best_of,omitempty"`
+	Echo      *bool  `json:"echo,omitempty"`
+	Logprobs  *int32 `json:"logprobs,omitempty"`
+	MaxTokens *int32 `json:"max_tokens,omitempty"`
+	Model     string `json:"model"`
+	N         *int32 `json:"n,omitempty"`
+
+	// Prompt A non-empty string, or an array holding one non-empty string.
+	Prompt interface{} `json:"prompt"`
+	Seed   *int64      `json:"seed,omitempty"`
+
+	// Stop Refused unless null or empty.
+	Stop          interface{}          `json:"stop,omitempty"`
+	Stream        *bool                `json:"stream,omitempty"`
+	StreamOptions *OpenAIStreamOptions `json:"stream_options,omitempty"`
+	Suffix        *string              `json:"suffix,omitempty"`
+	Temperature   *float64             `json:"temperature,omitempty"`
+	TopP          *float64             `json:"top_p,omitempty"`
+	User          *string              `json:"user,omitempty"`
+}
+
+// OpenAIErrorResponse defines model for OpenAIErrorResponse.
+type OpenAIErrorResponse struct {
+	Error struct {
+		Code    *string `json:"code"`
+		Message string  `json:"message"`
+		Param   *string `json:"param"`
+		Type    string  `json:"type"`
+	} `json:"error"`
+}
+
+// OpenAIFinishReason `length`: max_tokens reached; `stop`: the model ended (end of sequence).
+type OpenAIFinishReason string
+
+// OpenAIModel defines model for OpenAIModel.
+type OpenAIModel struct {
+	// Created Unix seconds when the daemon started.
+	Created int64 `json:"created"`
+
+	// Id A pool's `model_id`.
+	Id     string            `json:"id"`
+	Object OpenAIModelObject `json:"object"`
+
+	// OwnedBy `orchestratord`.
+	OwnedBy string `json:"owned_by"`
+}
+
+// OpenAIModelObject defines model for OpenAIModel.Object.
+type OpenAIModelObject string
+
+// OpenAIModelList defines model for OpenAIModelList.
+type OpenAIModelList struct {
+	Data   []OpenAIModel         `json:"data"`
+	Object OpenAIModelListObject `json:"object"`
+}
+
+// OpenAIModelListObject defines model for OpenAIModelList.Object.
+type OpenAIModelListObject string
+
+// OpenAIStreamOptions defines model for OpenAIStreamOptions.
+type OpenAIStreamOptions struct {
+	// IncludeUsage Send a last chunk with empty `choices` and the `usage`.
+	IncludeUsage *bool `json:"include_usage,omitempty"`
+}
+
+// OpenAIUsage Tokens of the task: `prompt_tokens` as the engine reports them (0 when it does not),
+// `completion_tokens` generated.
+type OpenAIUsage struct {
+	CompletionTokens int64 `json:"completion_tokens"`
+	PromptTokens     int64 `json:"prompt_tokens"`
+	TotalTokens      int64 `json:"total_tokens"`
+}
+
 // PlacementOverrides defines model for PlacementOverrides.
 type PlacementOverrides struct {
 	AllowFallback *bool                   `json:"allow_fallback,omitempty"`
@@ -767,6 +1053,12 @@ type InsufficientStorage = ErrorEnvelope
 // NotFound defines model for NotFound.
 type NotFound = ErrorEnvelope
 
+// OpenAIError defines model for OpenAIError.
+type OpenAIError = OpenAIErrorResponse
+
+// OpenAITooManyRequests defines model for OpenAITooManyRequests.
+type OpenAITooManyRequests = OpenAIErrorResponse
+
 // PayloadTooLarge defines model for PayloadTooLarge.
 type PayloadTooLarge = ErrorEnvelope
 
@@ -805,6 +1097,24 @@ type GetArtifactParams struct {
 
 // GetCapabilitiesParams defines parameters for GetCapabilities.
 type GetCapabilitiesParams struct {
+	// XCorrelationId Echoed on the response; generated (UUID v4) when absent.
+	XCorrelationId *CorrelationId `json:"X-Correlation-Id,omitempty"`
+}
+
+// CreateChatCompletionParams defines parameters for CreateChatCompletion.
+type CreateChatCompletionParams struct {
+	// XCorrelationId Echoed on the response; generated (UUID v4) when absent.
+	XCorrelationId *CorrelationId `json:"X-Correlation-Id,omitempty"`
+}
+
+// CreateCompletionParams defines parameters for CreateCompletion.
+type CreateCompletionParams struct {
+	// XCorrelationId Echoed on the response; generated (UUID v4) when absent.
+	XCorrelationId *CorrelationId `json:"X-Correlation-Id,omitempty"`
+}
+
+// ListModelsParams defines parameters for ListModels.
+type ListModelsParams struct {
 	// XCorrelationId Echoed on the response; generated (UUID v4) when absent.
 	XCorrelationId *CorrelationId `json:"X-Correlation-Id,omitempty"`
 }
@@ -871,6 +1181,12 @@ type StreamTaskParams struct {
 
 // CreateArtifactJSONRequestBody defines body for CreateArtifact for application/json ContentType.
 type CreateArtifactJSONRequestBody = Artifact
+
+// CreateChatCompletionJSONRequestBody defines body for CreateChatCompletion for application/json ContentType.
+type CreateChatCompletionJSONRequestBody = OpenAIChatCompletionRequest
+
+// CreateCompletionJSONRequestBody defines body for CreateCompletion for application/json ContentType.
+type CreateCompletionJSONRequestBody = OpenAICompletionRequest
 
 // DrainPoolJSONRequestBody defines body for DrainPool for application/json ContentType.
 type DrainPoolJSONRequestBody = DrainRequest

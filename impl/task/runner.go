@@ -212,6 +212,7 @@ func (s *Service) finish(t *Task, st Status, ei *ErrorInfo, res engine.Result, d
 	t.status = st
 	t.finished = now
 	t.errInfo = ei
+	t.tokensIn = res.TokensIn
 	tokensOut := t.tokensOut
 	decodeMs := decode.Milliseconds()
 	switch st {

@@ -97,10 +97,13 @@ type Snapshot struct {
 	QueuePosition    *int
 	PredictedStartMs *int64
 	TokensOut        int
-	Created          time.Time
-	Started          time.Time
-	Finished         time.Time
-	Error            *ErrorInfo
+	// TokensIn is the prompt's token count as the engine reported it (0 until the task finished,
+	// or when the engine does not say).
+	TokensIn int
+	Created  time.Time
+	Started  time.Time
+	Finished time.Time
+	Error    *ErrorInfo
 }
 
 // Admission is the answer to an accepted Submit.
@@ -152,6 +155,7 @@ type Task struct {
 	ttftSeen     bool // latency_first_token_ms observed (at the first token with text)
 	finished     time.Time
 	tokensOut    int
+	tokensIn     int // prompt tokens, as the engine reported them when it finished
 	errInfo      *ErrorInfo
 	canceled     bool
 	cancelReason string
@@ -175,7 +179,7 @@ func (t *Task) snapshot() Snapshot {
 	defer t.mu.Unlock()
 	s := Snapshot{
 		ID: t.spec.ID, SessionID: t.spec.SessionID, Status: t.status, Priority: t.spec.Priority,
-		PoolID: t.poolID, Engine: t.engine, TokensOut: t.tokensOut,
+		PoolID: t.poolID, Engine: t.engine, TokensOut: t.tokensOut, TokensIn: t.tokensIn,
 		Created: t.created, Started: t.started, Finished: t.finished,
 	}
 	if t.errInfo != nil {

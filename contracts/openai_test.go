@@ -1,0 +1,490 @@
+package contracts
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"github.com/orchestratord/orchestratord/gen/client"
+)
+
+// The OpenAI-compatible routes (tag openai): each completion is a task of the same queue, its
+// errors are OpenAI-shaped.
+
+// openAIStatus is the contract's table for the facade's errors: (type, code) → status.
+func openAIStatus(typ, code string) (int, bool) {
+	switch typ + "/" + code {
+	case "invalid_request_error/invalid_value":
+		return 400, true
+	case "invalid_request_error/invalid_api_key":
+		return 401, true
+	case "invalid_request_error/model_not_found":
+		return 404, true
+	case "invalid_request_error/payload_too_large":
+		return 413, true
+	case "invalid_request_error/unsupported_media_type":
+		return 415, true
+	case "requests/rate_limit_exceeded":
+		return 429, true
+	case "server_error/service_unavailable":
+		return 503, true
+	case "server_error/internal_error":
+		return 500, true
+	}
+	return 0, false
+}
+
+// checkOpenAIError checks an error answer of a facade route: an OpenAI error object whose type
+// and code go with the status, and on 429 the back-off and x-ratelimit headers.
+func checkOpenAIError(resp *http.Response, body []byte) []string {
+	var problems []string
+	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != "application/json" {
+		bad("error Content-Type %q, want application/json", resp.Header.Get("Content-Type"))
+		return problems
+	}
+	var e struct {
+		Error *struct {
+			Message string  `json:"message"`
+			Type    string  `json:"type"`
+			Code    *string `json:"code"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(body, &e); err != nil || e.Error == nil || e.Error.Code == nil || e.Error.Message == "" {
+		bad("not an OpenAI error object: %q", body)
+		return problems
+	}
+	if want, ok := openAIStatus(e.Error.Type, *e.Error.Code); !ok || want != resp.StatusCode {
+		bad("error type %s code %s comes with status %d (table: %d)", e.Error.Type, *e.Error.Code, resp.StatusCode, want)
+	}
+	if resp.StatusCode == http.StatusTooManyRequests {
+		ra, err1 := strconv.ParseInt(resp.Header.Get("Retry-After"), 10, 64)
+		ms, err2 := strconv.ParseInt(resp.Header.Get("X-Backoff-Ms"), 10, 64)
+		if err1 != nil || err2 != nil || ra != max((ms+999)/1000, 1) {
+			bad("Retry-After %q / X-Backoff-Ms %q", resp.Header.Get("Retry-After"), resp.Header.Get("X-Backoff-Ms"))
+		}
+		if resp.Header.Get("x-ratelimit-remaining-requests") != "0" || !strings.HasSuffix(resp.Header.Get("x-ratelimit-reset-requests"), "s") {
+			bad("x-ratelimit headers %v", resp.Header)
+		}
+	}
+	return problems
+}
+
+// openAIErr decodes an OpenAI error body.
+func openAIErr(t *testing.T, body []byte) (typ, code, param string) {
+	t.Helper()
+	var e struct {
+		Error struct {
+			Type  string  `json:"type"`
+			Code  *string `json:"code"`
+			Param *string `json:"param"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(body, &e); err != nil || e.Error.Code == nil {
+		t.Fatalf("not an OpenAI error: %q (%v)", body, err)
+	}
+	if e.Error.Param != nil {
+		param = *e.Error.Param
+	}
+	return e.Error.Type, *e.Error.Code, param
+}
+
+func bearer(key string) http.Header {
+	return http.Header{"Authorization": {"Bearer " + key}, "Content-Type": {"application/json"}}
+}
+
+// chunk is a streamed chunk of either endpoint.
+type chunk struct {
+	Object  string `json:"object"`
+	ID      string `json:"id"`
+	Model   string `json:"model"`
+	Choices []struct {
+		Text  string `json:"text"`
+		Delta struct {
+			Role    string `json:"role"`
+			Content string `json:"content"`
+		} `json:"delta"`
+		FinishReason *string `json:"finish_reason"`
+	} `json:"choices"`
+	Usage *struct {
+		PromptTokens     int `json:"prompt_tokens"`
+		CompletionTokens int `json:"completion_tokens"`
+		TotalTokens      int `json:"total_tokens"`
+	} `json:"usage"`
+	Error *struct {
+		Message string `json:"message"`
+		Type    string `json:"type"`
+		Code    string `json:"code"`
+	} `json:"error"`
+}
+
+// readChunks reads a facade stream to its end: the chunks and whether [DONE] came last.
+func readChunks(t *testing.T, r io.Reader) ([]chunk, bool) {
+	t.Helper()
+	var out []chunk
+	sc := bufio.NewScanner(r)
+	done := false
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, ":") {
+			continue
+		}
+		data, ok := strings.CutPrefix(line, "data: ")
+		if !ok {
+			t.Fatalf("unexpected stream line %q", line)
+		}
+		if done {
+			t.Fatalf("data after [DONE]: %q", data)
+		}
+		if data == "[DONE]" {
+			done = true
+			continue
+		}
+		var c chunk
+		if err := json.Unmarshal([]byte(data), &c); err != nil {
+			t.Fatalf("chunk %q: %v", data, err)
+		}
+		out = append(out, c)
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out, done
+}
+
+// chunkText joins the text of the chunks (chat deltas or completion texts).
+func chunkText(cs []chunk) string {
+	var sb strings.Builder
+	for _, c := range cs {
+		for _, ch := range c.Choices {
+			sb.WriteString(ch.Text + ch.Delta.Content)
+		}
+	}
+	return sb.String()
+}
+
+// taskOf returns the task of a facade answer (X-Task-Id), checking it is a valid id.
+func taskOf(t *testing.T, resp *http.Response) uuid.UUID {
+	t.Helper()
+	id, err := uuid.Parse(resp.Header.Get("X-Task-Id"))
+	if err != nil {
+		t.Fatalf("X-Task-Id %q: %v", resp.Header.Get("X-Task-Id"), err)
+	}
+	return id
+}
+
+func TestOpenAINonStreaming(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	tests := []struct {
+		name, path, body string
+		object           string
+		maxTokens        int
+		prompt           string
+		finish           string
+	}{
+		{"chat", "/v1/chat/completions",
+			`{"model":"` + modelID + `","max_tokens":4,"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":[{"type":"text","text":"Hi"},{"type":"text","text":" there"}]}]}`,
+			"chat.completion", 4, "System: Be brief.\nUser: Hi there\nAssistant:", "length"},
+		{"chat with max_completion_tokens over max_tokens", "/v1/chat/completions",
+			`{"model":"` + modelID + `","max_tokens":9,"max_completion_tokens":2,"messages":[{"role":"user","content":"Hi"},{"role":"assistant","content":null},{"role":"developer","content":"x"}]}`,
+			"chat.completion", 2, "User: Hi\nAssistant: \nSystem: x\nAssistant:", "length"},
+		{"chat to the end of the model's text", "/v1/chat/completions",
+			`{"model":"` + modelID + `","messages":[{"role":"user","content":"Hi"}]}`,
+			"chat.completion", len(defaultTokens), "User: Hi\nAssistant:", "stop"},
+		{"completion defaults to 16 tokens, the fake has 10", "/v1/completions",
+			`{"model":"` + modelID + `","prompt":"Once"}`, "text_completion", len(defaultTokens), "Once", "stop"},
+		{"completion by model_ref, prompt array", "/v1/completions",
+			`{"model":"models/tiny.gguf","prompt":["Once upon"],"max_tokens":3,"temperature":0,"seed":7}`, "text_completion", 3, "Once upon", "length"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, body := h.do(t, http.MethodPost, tt.path, strings.NewReader(tt.body), bearer(testKey))
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("%d %s", resp.StatusCode, body)
+			}
+			id := taskOf(t, resp)
+			var got struct {
+				ID      string `json:"id"`
+				Object  string `json:"object"`
+				Model   string `json:"model"`
+				Choices []struct {
+					Text    string `json:"text"`
+					Message struct {
+						Role, Content string
+					} `json:"message"`
+					FinishReason string `json:"finish_reason"`
+				} `json:"choices"`
+				Usage struct {
+					PromptTokens     int `json:"prompt_tokens"`
+					CompletionTokens int `json:"completion_tokens"`
+					TotalTokens      int `json:"total_tokens"`
+				} `json:"usage"`
+			}
+			if err := json.Unmarshal(body, &got); err != nil {
+				t.Fatal(err)
+			}
+			text := got.Choices[0].Text + got.Choices[0].Message.Content
+			if got.Object != tt.object || !strings.HasSuffix(got.ID, id.String()) || text != h.fake.Text(tt.maxTokens) ||
+				got.Choices[0].FinishReason != tt.finish {
+				t.Errorf("got %s", body)
+			}
+			if tt.object == "chat.completion" && got.Choices[0].Message.Role != "assistant" {
+				t.Errorf("role %q", got.Choices[0].Message.Role)
+			}
+			wantIn := len(strings.Fields(tt.prompt)) // what the fake reports
+			if got.Usage.CompletionTokens != tt.maxTokens || got.Usage.PromptTokens != wantIn || got.Usage.TotalTokens != wantIn+tt.maxTokens {
+				t.Errorf("usage %+v, want %d in, %d out", got.Usage, wantIn, tt.maxTokens)
+			}
+			st := h.state(t, id)
+			if st.State != client.Succeeded || int(st.TokensOut) != tt.maxTokens {
+				t.Errorf("task %+v", st)
+			}
+			prompts := h.fake.Prompts()
+			if !strings.Contains(strings.Join(prompts, "\x00"), tt.prompt) {
+				t.Errorf("the engine never got the prompt %q: %q", tt.prompt, prompts)
+			}
+		})
+	}
+}
+
+func TestOpenAIStreaming(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	tests := []struct {
+		name, path, body string
+		object           string
+		n                int
+		usage            bool
+	}{
+		{"chat with usage", "/v1/chat/completions",
+			`{"model":"` + modelID + `","stream":true,"stream_options":{"include_usage":true},"max_tokens":3,"messages":[{"role":"user","content":"Hi"}]}`,
+			"chat.completion.chunk", 3, true},
+		{"chat without usage", "/v1/chat/completions",
+			`{"model":"` + modelID + `","stream":true,"max_tokens":5,"messages":[{"role":"user","content":"Hi"}]}`,
+			"chat.completion.chunk", 5, false},
+		{"completion with usage", "/v1/completions",
+			`{"model":"` + modelID + `","stream":true,"stream_options":{"include_usage":true},"max_tokens":2,"prompt":"a b"}`,
+			"text_completion", 2, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, _ := http.NewRequestWithContext(h.ctx(t), http.MethodPost, h.url+tt.path, strings.NewReader(tt.body))
+			req.Header = bearer(testKey)
+			resp, err := h.raw.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
+				b, _ := io.ReadAll(resp.Body)
+				t.Fatalf("%d %s %s", resp.StatusCode, resp.Header.Get("Content-Type"), b)
+			}
+			id := taskOf(t, resp)
+			cs, done := readChunks(t, resp.Body)
+			if !done {
+				t.Error("no [DONE]")
+			}
+			if got := chunkText(cs); got != h.fake.Text(tt.n) {
+				t.Errorf("text %q, want %q", got, h.fake.Text(tt.n))
+			}
+			// n token chunks, one finishing chunk, and a usage chunk when asked.
+			want := tt.n + 1
+			if tt.usage {
+				want++
+			}
+			if len(cs) != want {
+				t.Fatalf("%d chunks, want %d: %+v", len(cs), want, cs)
+			}
+			for i, c := range cs {
+				if c.Object != tt.object || c.ID == "" || c.Model != modelID || !strings.HasSuffix(c.ID, id.String()) {
+					t.Errorf("chunk %d: %+v", i, c)
+				}
+			}
+			if tt.object == "chat.completion.chunk" && cs[0].Choices[0].Delta.Role != "assistant" {
+				t.Errorf("the first chunk does not announce the assistant: %+v", cs[0])
+			}
+			fin := cs[tt.n]
+			if len(fin.Choices) != 1 || fin.Choices[0].FinishReason == nil || *fin.Choices[0].FinishReason != "length" || fin.Usage != nil {
+				t.Errorf("finishing chunk %+v", fin)
+			}
+			if tt.usage {
+				u := cs[len(cs)-1]
+				if len(u.Choices) != 0 || u.Usage == nil || u.Usage.CompletionTokens != tt.n || u.Usage.TotalTokens != u.Usage.PromptTokens+tt.n || u.Usage.PromptTokens == 0 {
+					t.Errorf("usage chunk %+v", u)
+				}
+			}
+			if st := h.state(t, id); st.State != client.Succeeded {
+				t.Errorf("task %+v", st)
+			}
+		})
+	}
+}
+
+func TestOpenAIModels(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	resp, body := h.do(t, http.MethodGet, "/v1/models", nil, bearer(testKey))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	var got struct {
+		Object string `json:"object"`
+		Data   []struct {
+			ID, Object, OwnedBy string
+			Created             int64
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(body, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Object != "list" || len(got.Data) != 1 || got.Data[0].ID != modelID || got.Data[0].Object != "model" || got.Data[0].Created <= 0 {
+		t.Errorf("models %s", body)
+	}
+	resp, body = h.do(t, http.MethodGet, "/v1/models", nil, nil)
+	if typ, code, _ := openAIErr(t, body); resp.StatusCode != 401 || typ != "invalid_request_error" || code != "invalid_api_key" {
+		t.Errorf("no key: %d %s", resp.StatusCode, body)
+	}
+}
+
+func TestOpenAIErrors(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, withCtxMax(64))
+	chat := func(extra string) string {
+		return `{"model":"` + modelID + `","messages":[{"role":"user","content":"Hi"}]` + extra + `}`
+	}
+	tests := []struct {
+		name, path, body string
+		header           http.Header
+		status           int
+		code, param      string
+	}{
+		{"no key", "/v1/chat/completions", chat(""), http.Header{"Content-Type": {"application/json"}}, 401, "invalid_api_key", ""},
+		{"wrong key is 401 too", "/v1/chat/completions", chat(""), bearer("not-the-key"), 401, "invalid_api_key", ""},
+		{"wrong key, completions", "/v1/completions", `{"model":"x","prompt":"p"}`, bearer("nope"), 401, "invalid_api_key", ""},
+		{"unknown model", "/v1/chat/completions", `{"model":"gpt-4o","messages":[{"role":"user","content":"Hi"}]}`, bearer(testKey), 404, "model_not_found", "model"},
+		{"unknown model, completions", "/v1/completions", `{"model":"gpt-3.5-turbo-instruct","prompt":"p"}`, bearer(testKey), 404, "model_not_found", "model"},
+		{"no messages", "/v1/chat/completions", `{"model":"` + modelID + `"}`, bearer(testKey), 400, "invalid_value", ""},
+		{"empty messages", "/v1/chat/completions", `{"model":"` + modelID + `","messages":[]}`, bearer(testKey), 400, "invalid_value", ""},
+		{"tool role", "/v1/chat/completions", `{"model":"` + modelID + `","messages":[{"role":"tool","content":"x"}]}`, bearer(testKey), 400, "invalid_value", ""},
+		{"user without content", "/v1/chat/completions", `{"model":"` + modelID + `","messages":[{"role":"user"}]}`, bearer(testKey), 400, "invalid_value", ""},
+		{"image part", "/v1/chat/completions", `{"model":"` + modelID + `","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]}`, bearer(testKey), 400, "invalid_value", ""},
+		{"content a number", "/v1/chat/completions", `{"model":"` + modelID + `","messages":[{"role":"user","content":5}]}`, bearer(testKey), 400, "invalid_value", ""},
+		{"n 2", "/v1/chat/completions", chat(`,"n":2`), bearer(testKey), 400, "invalid_value", ""},
+		{"stop", "/v1/chat/completions", chat(`,"stop":["\n"]`), bearer(testKey), 400, "invalid_value", ""},
+		{"stop a number", "/v1/chat/completions", chat(`,"stop":3`), bearer(testKey), 400, "invalid_value", ""},
+		{"max_tokens over the context", "/v1/chat/completions", chat(`,"max_tokens":65`), bearer(testKey), 400, "invalid_value", "max_tokens"},
+		{"max_tokens 0", "/v1/chat/completions", chat(`,"max_tokens":0`), bearer(testKey), 400, "invalid_value", ""},
+		{"temperature 3", "/v1/chat/completions", chat(`,"temperature":3`), bearer(testKey), 400, "invalid_value", ""},
+		{"empty prompt", "/v1/completions", `{"model":"` + modelID + `","prompt":""}`, bearer(testKey), 400, "invalid_value", ""},
+		{"token prompt", "/v1/completions", `{"model":"` + modelID + `","prompt":[1,2]}`, bearer(testKey), 400, "invalid_value", ""},
+		{"batch prompt", "/v1/completions", `{"model":"` + modelID + `","prompt":["a","b"]}`, bearer(testKey), 400, "invalid_value", ""},
+		{"echo", "/v1/completions", `{"model":"` + modelID + `","prompt":"a","echo":true}`, bearer(testKey), 400, "invalid_value", ""},
+		{"logprobs", "/v1/completions", `{"model":"` + modelID + `","prompt":"a","logprobs":1}`, bearer(testKey), 400, "invalid_value", ""},
+		{"not JSON", "/v1/completions", `{"model":`, bearer(testKey), 400, "invalid_value", ""},
+		{"form body", "/v1/completions", `model=x`, http.Header{"Authorization": {"Bearer " + testKey}, "Content-Type": {"application/x-www-form-urlencoded"}}, 415, "unsupported_media_type", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, body := h.do(t, http.MethodPost, tt.path, strings.NewReader(tt.body), tt.header)
+			typ, code, param := openAIErr(t, body)
+			if resp.StatusCode != tt.status || code != tt.code || param != tt.param {
+				t.Errorf("%d %s (type %s code %s param %q), want %d %s %q", resp.StatusCode, body, typ, code, param, tt.status, tt.code, tt.param)
+			}
+			if resp.Header.Get("X-Task-Id") != "" {
+				t.Errorf("a refused request has a task: %s", resp.Header.Get("X-Task-Id"))
+			}
+		})
+	}
+	if h.fake.Started() != 0 {
+		t.Errorf("%d generations started for refused requests", h.fake.Started())
+	}
+}
+
+// A full queue is a 429 with the back-off headers, as a task's would be.
+func TestOpenAIRateLimited(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, withCapacity(1), withPolicy("reject"))
+	h.fake.SetGated(true)
+	running := h.submit(t, taskReq(uuid.New())).JSON202.TaskId
+	h.waitState(t, running, client.Running)
+	queued := h.submit(t, taskReq(uuid.New())).JSON202.TaskId
+	for _, path := range []string{"/v1/chat/completions", "/v1/completions"} {
+		body := `{"model":"` + modelID + `","prompt":"x","messages":[{"role":"user","content":"Hi"}]}`
+		resp, b := h.do(t, http.MethodPost, path, strings.NewReader(body), bearer(testKey))
+		typ, code, _ := openAIErr(t, b)
+		if resp.StatusCode != http.StatusTooManyRequests || typ != "requests" || code != "rate_limit_exceeded" ||
+			resp.Header.Get("Retry-After") == "" || resp.Header.Get("X-Backoff-Ms") == "" {
+			t.Errorf("%s: %d %v %s", path, resp.StatusCode, resp.Header, b)
+		}
+	}
+	h.cancel(t, queued)
+	h.cancel(t, running)
+}
+
+// Closing the stream cancels the task; a non-streaming client that goes away does too.
+func TestOpenAIDisconnectCancels(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.fake.SetGated(true)
+	for _, path := range []string{"/v1/chat/completions", "/v1/completions"} {
+		t.Run(path, func(t *testing.T) {
+			body := `{"model":"` + modelID + `","stream":true,"max_tokens":8,"prompt":"x","messages":[{"role":"user","content":"Hi"}]}`
+			req, _ := http.NewRequestWithContext(h.ctx(t), http.MethodPost, h.url+path, strings.NewReader(body))
+			req.Header = bearer(testKey)
+			resp, err := h.raw.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			id := taskOf(t, resp)
+			h.fake.Allow(1)
+			br := bufio.NewReader(resp.Body)
+			line, err := br.ReadString('\n')
+			if err != nil || !strings.HasPrefix(line, "data: {") {
+				t.Fatalf("first line %q %v", line, err)
+			}
+			_ = resp.Body.Close()
+			st := h.waitState(t, id, client.Canceled)
+			if st.TokensOut != 1 {
+				t.Errorf("task %+v", st)
+			}
+		})
+	}
+}
+
+// A task that fails mid-stream ends the stream with an error object and no [DONE]; one that fails
+// before a non-streaming answer is an OpenAI error that names the task.
+func TestOpenAIEngineFailure(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.fake.FailAt(2)
+	resp, body := h.do(t, http.MethodPost, "/v1/chat/completions",
+		strings.NewReader(`{"model":"`+modelID+`","stream":true,"messages":[{"role":"user","content":"Hi"}]}`), bearer(testKey))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	cs, done := readChunks(t, strings.NewReader(string(body)))
+	if done || len(cs) != 3 || chunkText(cs) != h.fake.Text(2) || cs[2].Error == nil || cs[2].Error.Type != "server_error" {
+		t.Errorf("stream %s", body)
+	}
+	if st := h.state(t, taskOf(t, resp)); st.State != client.Failed {
+		t.Errorf("task %+v", st)
+	}
+
+	resp, body = h.do(t, http.MethodPost, "/v1/completions", strings.NewReader(`{"model":"`+modelID+`","prompt":"x"}`), bearer(testKey))
+	typ, code, _ := openAIErr(t, body)
+	if resp.StatusCode != http.StatusInternalServerError || typ != "server_error" || code != "internal_error" {
+		t.Errorf("%d %s", resp.StatusCode, body)
+	}
+	if st := h.state(t, taskOf(t, resp)); st.State != client.Failed {
+		t.Errorf("task %+v", st)
+	}
+}

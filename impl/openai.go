@@ -1,0 +1,714 @@
+package impl
+
+// The OpenAI-compatible front door (the contract's `openai` tag): /v1/chat/completions,
+// /v1/completions and /v1/models. A completion request is translated into a task.Spec and
+// submitted through the same Tasks.Submit as POST /v1/tasks (admission, placement, limits,
+// metrics); its answer is read from the task's event log, as GET /v1/tasks/{id}/stream reads it,
+// and re-encoded as OpenAI objects or chunks. Errors on these routes are rendered OpenAI-shaped by
+// HTTPErrorHandler (openAIRoute).
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/orchestratord/orchestratord/gen/api"
+	"github.com/orchestratord/orchestratord/impl/admission"
+	"github.com/orchestratord/orchestratord/impl/pool"
+	"github.com/orchestratord/orchestratord/impl/sse"
+	"github.com/orchestratord/orchestratord/impl/task"
+)
+
+// HeaderTaskID names the header that carries a facade completion's task id.
+const HeaderTaskID = "X-Task-Id"
+
+// maxPromptBytes bounds a facade prompt as the task API bounds `prompt`.
+const maxPromptBytes = 200000
+
+// defaultCompletionMaxTokens is OpenAI's default max_tokens for /v1/completions.
+const defaultCompletionMaxTokens = 16
+
+// openAIRoutes are the routes ("METHOD /echo/path") whose errors are OpenAI-shaped.
+var openAIRoutes = map[string]bool{
+	http.MethodPost + " /v1/chat/completions": true,
+	http.MethodPost + " /v1/completions":      true,
+	http.MethodGet + " /v1/models":            true,
+}
+
+// openAIRoute reports whether method and the matched echo route are a facade operation.
+func openAIRoute(method, route string) bool { return openAIRoutes[method+" "+route] }
+
+// ListModels lists one entry per model id the pools serve.
+func (s *Server) ListModels(ctx context.Context, _ api.ListModelsRequestObject) (api.ListModelsResponseObject, error) {
+	var ids []string
+	for _, v := range s.opts.Pools.Views() {
+		if !slices.Contains(ids, v.ModelID) {
+			ids = append(ids, v.ModelID)
+		}
+	}
+	slices.Sort(ids)
+	body := api.OpenAIModelList{Object: api.List, Data: make([]api.OpenAIModel, 0, len(ids))}
+	for _, id := range ids {
+		body.Data = append(body.Data, api.OpenAIModel{Id: id, Object: api.Model, Created: s.started.Unix(), OwnedBy: "orchestratord"})
+	}
+	return api.ListModels200JSONResponse{Body: body, Headers: api.ListModels200ResponseHeaders{XCorrelationId: CorrelationID(ctx)}}, nil
+}
+
+// completion is a facade request in domain terms.
+type completion struct {
+	chat         bool
+	model        string
+	prompt       string
+	maxTokens    *int32 // nil: the default of the endpoint
+	temperature  *float64
+	seed         *int64
+	stream       bool
+	includeUsage bool
+}
+
+// CreateChatCompletion runs a chat completion as a task.
+func (s *Server) CreateChatCompletion(ctx context.Context, req api.CreateChatCompletionRequestObject) (api.CreateChatCompletionResponseObject, error) {
+	b := req.Body
+	if b == nil {
+		return nil, Errorf("INVALID_PARAMS", "body: a JSON chat completion request is required")
+	}
+	if err := checkChoices(b.N, b.Stop); err != nil {
+		return nil, err
+	}
+	prompt, err := chatPrompt(b.Messages)
+	if err != nil {
+		return nil, err
+	}
+	c := completion{chat: true, model: b.Model, prompt: prompt, maxTokens: b.MaxTokens, temperature: b.Temperature, seed: b.Seed}
+	if b.MaxCompletionTokens != nil {
+		c.maxTokens = b.MaxCompletionTokens
+	}
+	c.stream = b.Stream != nil && *b.Stream
+	c.includeUsage = b.StreamOptions != nil && b.StreamOptions.IncludeUsage != nil && *b.StreamOptions.IncludeUsage
+	return s.runCompletion(ctx, c)
+}
+
+// CreateCompletion runs a (legacy) text completion as a task.
+func (s *Server) CreateCompletion(ctx context.Context, req api.CreateCompletionRequestObject) (api.CreateCompletionResponseObject, error) {
+	b := req.Body
+	if b == nil {
+		return nil, Errorf("INVALID_PARAMS", "body: a JSON completion request is required")
+	}
+	if err := checkChoices(b.N, b.Stop); err != nil {
+		return nil, err
+	}
+	switch {
+	case b.Echo != nil && *b.Echo:
+		return nil, Errorf("INVALID_PARAMS", "/echo: echoing the prompt is not supported")
+	case b.Suffix != nil && *b.Suffix != "":
+		return nil, Errorf("INVALID_PARAMS", "/suffix: suffixes are not supported")
+	case b.BestOf != nil && *b.BestOf > 1:
+		return nil, Errorf("INVALID_PARAMS", "/best_of: only 1 is supported")
+	case b.Logprobs != nil:
+		return nil, Errorf("INVALID_PARAMS", "/logprobs: log probabilities are not supported")
+	}
+	prompt, err := completionPrompt(b.Prompt)
+	if err != nil {
+		return nil, err
+	}
+	c := completion{model: b.Model, prompt: prompt, maxTokens: b.MaxTokens, temperature: b.Temperature, seed: b.Seed}
+	if c.maxTokens == nil {
+		n := int32(defaultCompletionMaxTokens)
+		c.maxTokens = &n
+	}
+	c.stream = b.Stream != nil && *b.Stream
+	c.includeUsage = b.StreamOptions != nil && b.StreamOptions.IncludeUsage != nil && *b.StreamOptions.IncludeUsage
+	return s.runCompletion(ctx, c)
+}
+
+// checkChoices refuses what the engines cannot do: several choices and stop sequences.
+func checkChoices(n *int32, stop any) error {
+	if n != nil && *n != 1 {
+		return Errorf("INVALID_PARAMS", "/n: only 1 choice is supported")
+	}
+	switch v := stop.(type) {
+	case nil:
+	case string:
+		if v != "" {
+			return Errorf("INVALID_PARAMS", "/stop: stop sequences are not supported")
+		}
+	case []any:
+		if len(v) > 0 {
+			return Errorf("INVALID_PARAMS", "/stop: stop sequences are not supported")
+		}
+	default:
+		return Errorf("INVALID_PARAMS", "/stop: must be a string or an array of strings")
+	}
+	return nil
+}
+
+// messageText returns a message's content as text: a string, or the concatenation of an array
+// of text parts.
+func messageText(i int, content any) (string, error) {
+	switch v := content.(type) {
+	case nil:
+		return "", nil
+	case string:
+		return v, nil
+	case []any:
+		var sb strings.Builder
+		for j, p := range v {
+			part, _ := p.(map[string]any)
+			typ, _ := part["type"].(string)
+			text, ok := part["text"].(string)
+			if typ != "text" || !ok {
+				return "", Errorf("INVALID_PARAMS", "/messages/%d/content/%d: only text parts ({\"type\": \"text\", \"text\": ...}) are supported", i, j)
+			}
+			sb.WriteString(text)
+		}
+		return sb.String(), nil
+	default:
+		return "", Errorf("INVALID_PARAMS", "/messages/%d/content: must be a string or an array of text parts", i)
+	}
+}
+
+// chatPrompt renders a conversation as the plain transcript a completion engine continues:
+// one "Role: text" line per message, then "Assistant:".
+func chatPrompt(msgs []api.OpenAIChatMessage) (string, error) {
+	var sb strings.Builder
+	for i, m := range msgs {
+		text, err := messageText(i, m.Content)
+		if err != nil {
+			return "", err
+		}
+		if text == "" && m.Role != api.OpenAIChatMessageRoleAssistant {
+			return "", Errorf("INVALID_PARAMS", "/messages/%d/content: required for a %s message", i, m.Role)
+		}
+		role := string(m.Role)
+		if m.Role == api.OpenAIChatMessageRoleDeveloper {
+			role = string(api.OpenAIChatMessageRoleSystem)
+		}
+		sb.WriteString(strings.ToUpper(role[:1]) + role[1:])
+		sb.WriteString(": ")
+		sb.WriteString(text)
+		sb.WriteByte('\n')
+	}
+	sb.WriteString("Assistant:")
+	if sb.Len() > maxPromptBytes {
+		return "", Errorf("INVALID_PARAMS", "/messages: the conversation is longer than %d bytes", maxPromptBytes)
+	}
+	return sb.String(), nil
+}
+
+// completionPrompt accepts a non-empty string or an array of one non-empty string.
+func completionPrompt(p any) (string, error) {
+	var s string
+	switch v := p.(type) {
+	case string:
+		s = v
+	case []any:
+		if len(v) != 1 {
+			return "", Errorf("INVALID_PARAMS", "/prompt: an array must hold exactly one string (batches are not supported)")
+		}
+		str, ok := v[0].(string)
+		if !ok {
+			return "", Errorf("INVALID_PARAMS", "/prompt/0: must be a string (token arrays are not supported)")
+		}
+		s = str
+	default:
+		return "", Errorf("INVALID_PARAMS", "/prompt: must be a string or an array of one string")
+	}
+	switch {
+	case s == "":
+		return "", Errorf("INVALID_PARAMS", "/prompt: must not be empty")
+	case len(s) > maxPromptBytes:
+		return "", Errorf("INVALID_PARAMS", "/prompt: longer than %d bytes", maxPromptBytes)
+	}
+	return s, nil
+}
+
+// modelPools returns the pools serving model (by model_id or model_ref), or 404 model_not_found.
+func (s *Server) modelPools(model string) ([]pool.View, error) {
+	var out []pool.View
+	for _, v := range s.opts.Pools.Views() {
+		if v.ModelID == model || v.ModelRef == model {
+			out = append(out, v)
+		}
+	}
+	if len(out) == 0 {
+		return nil, &Error{Code: "NOT_FOUND", Message: fmt.Sprintf("the model %q does not exist here: GET /v1/models lists the models", model), Param: "model"}
+	}
+	return out, nil
+}
+
+// taskSpec builds the task of a facade request. The engine is the first ready pool's (else the
+// first pool's) and ctx the smallest ctx_max of that engine's pools serving the model, so that
+// placement may choose any of them.
+func (s *Server) taskSpec(ctx context.Context, c completion) (task.Spec, error) {
+	views, err := s.modelPools(c.model)
+	if err != nil {
+		return task.Spec{}, err
+	}
+	pick := views[0]
+	for _, v := range views {
+		if v.Ready() {
+			pick = v
+			break
+		}
+	}
+	ctxLen := 0
+	for _, v := range views {
+		if v.Engine == pick.Engine && (ctxLen == 0 || v.CtxMax < ctxLen) {
+			ctxLen = v.CtxMax
+		}
+	}
+	maxTokens := min(ctxLen, 32768)
+	if c.maxTokens != nil {
+		maxTokens = int(*c.maxTokens)
+		if maxTokens > ctxLen {
+			return task.Spec{}, &Error{Code: "INVALID_PARAMS", Param: "max_tokens",
+				Message: fmt.Sprintf("/max_tokens: %d exceeds the model's context length %d", maxTokens, ctxLen)}
+		}
+	}
+	spec := task.Spec{
+		ID: uuid.NewString(), SessionID: uuid.NewString(), Workload: "completion", ModelRef: c.model,
+		Engine: pick.Engine, Ctx: ctxLen, Priority: admission.Interactive, Seed: c.seed, Prompt: c.prompt,
+		MaxTokens: maxTokens, Deadline: s.opts.OpenAIDeadline, Fingerprint: sha256.Sum256(RawBody(ctx)),
+		CorrelationID: CorrelationID(ctx), Placement: task.Placement{AllowFallback: true},
+	}
+	if c.temperature != nil && *c.temperature == 0 {
+		spec.Deterministic = true
+	}
+	return spec, nil
+}
+
+// runCompletion submits the task and answers with its stream or, once it ended, its result.
+func (s *Server) runCompletion(ctx context.Context, c completion) (*openAIResponse, error) {
+	spec, err := s.taskSpec(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.opts.Tasks.Submit(ctx, spec); err != nil {
+		return nil, err
+	}
+	t, err := s.opts.Tasks.Task(spec.ID)
+	if err != nil {
+		return nil, err
+	}
+	r := &openAIResponse{ctx: ctx, s: s, t: t, c: c, correlation: CorrelationID(ctx), created: time.Now().Unix()}
+	if snap, err := s.opts.Tasks.Get(ctx, spec.ID); err == nil {
+		r.created = snap.Created.Unix()
+	}
+	if c.stream {
+		return r, nil
+	}
+	// Not streaming: wait for the task, cancelling it (per the disconnect policy) when the
+	// client goes away, as a stream would.
+	select {
+	case <-t.Done():
+	case <-ctx.Done():
+		s.opts.Tasks.Disconnected(context.WithoutCancel(ctx), t)
+		return nil, ctx.Err()
+	}
+	res, err := r.collect()
+	if err != nil {
+		return nil, err
+	}
+	r.result = &res
+	return r, nil
+}
+
+// taskEvent is one decoded event of a task's log, as the facade needs it.
+type taskEvent struct {
+	name string
+	// token
+	text string
+	// end
+	tokensOut  int64
+	stopReason string
+	canceled   bool
+	// error
+	code, message string
+	retryAfterMs  int64
+}
+
+// decodeEvents decodes the frames a cursor returned.
+func decodeEvents(frames []byte) ([]taskEvent, error) {
+	rd := sse.NewReader(bytes.NewReader(frames), 0)
+	var out []taskEvent
+	for {
+		ev, err := rd.Next()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return out, err
+		}
+		te := taskEvent{name: ev.Event}
+		switch ev.Event {
+		case "token":
+			var d struct {
+				T string `json:"t"`
+			}
+			err = json.Unmarshal([]byte(ev.Data), &d)
+			te.text = d.T
+		case "end":
+			var d struct {
+				TokensOut  int64  `json:"tokens_out"`
+				StopReason string `json:"stop_reason"`
+				Canceled   bool   `json:"canceled"`
+			}
+			err = json.Unmarshal([]byte(ev.Data), &d)
+			te.tokensOut, te.stopReason, te.canceled = d.TokensOut, d.StopReason, d.Canceled
+		case "error":
+			var d struct {
+				Code         string `json:"code"`
+				Message      string `json:"message"`
+				RetryAfterMs int64  `json:"retry_after_ms"`
+			}
+			err = json.Unmarshal([]byte(ev.Data), &d)
+			te.code, te.message, te.retryAfterMs = d.Code, d.Message, d.RetryAfterMs
+		default:
+			continue
+		}
+		if err != nil {
+			return out, fmt.Errorf("task event %s: %w", ev.Event, err)
+		}
+		out = append(out, te)
+	}
+}
+
+// finishReason maps a task's stop reason to OpenAI's.
+func finishReason(stop string) string {
+	if stop == "limit" {
+		return "length"
+	}
+	return "stop"
+}
+
+// result is a finished completion.
+type result struct {
+	text   string
+	finish string
+	usage  usage
+}
+
+type usage struct {
+	PromptTokens     int64 `json:"prompt_tokens"`
+	CompletionTokens int64 `json:"completion_tokens"`
+	TotalTokens      int64 `json:"total_tokens"`
+}
+
+// openAIResponse answers a facade completion: as SSE chunks (c.stream) or as one JSON object
+// (result). It implements the response objects of both completion operations.
+type openAIResponse struct {
+	ctx         context.Context
+	s           *Server
+	t           *task.Task
+	c           completion
+	correlation string
+	created     int64
+	result      *result
+}
+
+func (r *openAIResponse) VisitCreateChatCompletionResponse(w http.ResponseWriter) error {
+	return r.visit(w)
+}
+
+func (r *openAIResponse) VisitCreateCompletionResponse(w http.ResponseWriter) error {
+	return r.visit(w)
+}
+
+// usageOf is the task's usage once it ended.
+func (r *openAIResponse) usageOf(tokensOut int64) usage {
+	u := usage{CompletionTokens: tokensOut}
+	if snap, err := r.s.opts.Tasks.Get(context.WithoutCancel(r.ctx), r.t.ID()); err == nil {
+		u.PromptTokens = int64(snap.TokensIn)
+	}
+	u.TotalTokens = u.PromptTokens + u.CompletionTokens
+	return u
+}
+
+// collect reads the log of a finished task: its text and usage, or its failure as an API error.
+func (r *openAIResponse) collect() (result, error) {
+	cur := r.t.Subscribe(0, false)
+	defer cur.Close()
+	frames, _ := cur.Next(nil)
+	events, err := decodeEvents(frames)
+	if err != nil {
+		return result{}, err
+	}
+	var sb strings.Builder
+	for _, ev := range events {
+		switch ev.name {
+		case "token":
+			sb.WriteString(ev.text)
+		case "end":
+			if ev.canceled {
+				return result{}, &Error{Code: "INTERNAL", Message: "the task was canceled", TaskID: r.t.ID()}
+			}
+			return result{text: sb.String(), finish: finishReason(ev.stopReason), usage: r.usageOf(ev.tokensOut)}, nil
+		case "error":
+			return result{}, &Error{Code: ev.code, Message: ev.message, TaskID: r.t.ID(),
+				Retriable: ev.retryAfterMs > 0, RetryAfter: time.Duration(ev.retryAfterMs) * time.Millisecond}
+		}
+	}
+	return result{}, fmt.Errorf("task %s ended without an end or error event", r.t.ID())
+}
+
+func (r *openAIResponse) objectID() string {
+	if r.c.chat {
+		return "chatcmpl-" + r.t.ID()
+	}
+	return "cmpl-" + r.t.ID()
+}
+
+// Wire forms (kept here: the generated types nest anonymous structs).
+type (
+	chatMessage struct {
+		Role    string `json:"role"`
+		Content string `json:"content"`
+	}
+	chatDelta struct {
+		Role    string `json:"role,omitempty"`
+		Content string `json:"content,omitempty"`
+	}
+	chatChoice struct {
+		Index        int          `json:"index"`
+		Message      *chatMessage `json:"message,omitempty"`
+		Delta        *chatDelta   `json:"delta,omitempty"`
+		FinishReason *string      `json:"finish_reason"`
+	}
+	textChoice struct {
+		Index        int     `json:"index"`
+		Text         string  `json:"text"`
+		Logprobs     any     `json:"logprobs"`
+		FinishReason *string `json:"finish_reason"`
+	}
+	completionObject struct {
+		ID      string `json:"id"`
+		Object  string `json:"object"`
+		Created int64  `json:"created"`
+		Model   string `json:"model"`
+		Choices any    `json:"choices"`
+		Usage   *usage `json:"usage,omitempty"`
+	}
+)
+
+// object builds a completion object or chunk. finish is nil for a chunk that does not end the
+// choice; role is the chat role to announce in a chunk's delta.
+func (r *openAIResponse) object(chunk bool, text string, role string, finish *string, u *usage) completionObject {
+	o := completionObject{ID: r.objectID(), Created: r.created, Model: r.c.model, Usage: u}
+	switch {
+	case r.c.chat && chunk:
+		o.Object = "chat.completion.chunk"
+		o.Choices = []chatChoice{{Delta: &chatDelta{Role: role, Content: text}, FinishReason: finish}}
+	case r.c.chat:
+		o.Object = "chat.completion"
+		o.Choices = []chatChoice{{Message: &chatMessage{Role: "assistant", Content: text}, FinishReason: finish}}
+	default:
+		o.Object = "text_completion"
+		o.Choices = []textChoice{{Text: text, FinishReason: finish}}
+	}
+	return o
+}
+
+func (r *openAIResponse) setHeaders(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set(HeaderCorrelationID, r.correlation)
+	h.Set(HeaderTaskID, r.t.ID())
+}
+
+func (r *openAIResponse) visit(w http.ResponseWriter) error {
+	if r.result != nil {
+		res := r.result
+		body, err := json.Marshal(r.object(false, res.text, "", &res.finish, &res.usage))
+		if err != nil {
+			return err
+		}
+		r.setHeaders(w)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		_, err = w.Write(body)
+		return err
+	}
+	return r.stream(w)
+}
+
+// stream writes the task's tokens as OpenAI chunks, as they come.
+func (r *openAIResponse) stream(w http.ResponseWriter) error {
+	if _, ok := w.(http.Flusher); !ok {
+		return errors.New("streaming unsupported by the response writer")
+	}
+	out := streamWriter{w: w, rc: http.NewResponseController(flushErrorWriter(w)), timeout: r.s.opts.StreamWriteTimeout}
+	defer out.extend()
+	r.setHeaders(w)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("Connection", "keep-alive")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	if err := out.flush(); err != nil {
+		r.disconnected()
+		return nil
+	}
+	m := r.s.opts.Metrics
+	m.StreamsOpen.Inc()
+	defer m.StreamsOpen.Dec()
+	cur := r.t.Subscribe(0, false)
+	defer cur.Close()
+	hb := time.NewTicker(r.s.opts.Heartbeat)
+	defer hb.Stop()
+	var frames, buf []byte
+	role := ""
+	if r.c.chat {
+		role = "assistant"
+	}
+	for {
+		var complete bool
+		frames, complete = cur.Next(frames[:0])
+		events, err := decodeEvents(frames)
+		if err != nil {
+			return err
+		}
+		buf = buf[:0]
+		done := false
+		for _, ev := range events {
+			switch ev.name {
+			case "token":
+				buf = appendData(buf, r.object(true, ev.text, role, nil, nil))
+				role = ""
+			case "end":
+				if ev.canceled {
+					buf = appendError(buf, &Error{Code: "INTERNAL", Message: "the task was canceled"})
+				} else {
+					fr := finishReason(ev.stopReason)
+					buf = appendData(buf, r.object(true, "", role, &fr, nil))
+					if r.c.includeUsage {
+						u := r.usageOf(ev.tokensOut)
+						o := r.object(true, "", "", nil, &u)
+						o.Choices = []struct{}{}
+						buf = appendData(buf, o)
+					}
+					buf = append(buf, "data: [DONE]\n\n"...)
+				}
+				done = true
+			case "error":
+				buf = appendError(buf, &Error{Code: ev.code, Message: ev.message})
+				done = true
+			}
+		}
+		if len(buf) > 0 {
+			if err := out.write(buf); err != nil {
+				r.disconnected()
+				return nil
+			}
+			hb.Reset(r.s.opts.Heartbeat)
+		}
+		if done || complete {
+			return nil
+		}
+		select {
+		case <-cur.Wake():
+		case <-hb.C:
+			if err := out.write([]byte(sse.Heartbeat)); err != nil {
+				r.disconnected()
+				return nil
+			}
+		case <-r.ctx.Done():
+			r.disconnected()
+			return nil
+		}
+	}
+}
+
+// disconnected handles a client that went away before the task ended.
+func (r *openAIResponse) disconnected() {
+	select {
+	case <-r.t.Done():
+		return
+	default:
+	}
+	r.s.opts.Tasks.Disconnected(context.WithoutCancel(r.ctx), r.t)
+}
+
+// appendData appends one `data: JSON` frame.
+func appendData(dst []byte, v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil { // cannot happen: the wire types marshal
+		panic(err) //nolint:forbidigo // a programming error in the wire types
+	}
+	dst = append(dst, "data: "...)
+	dst = append(dst, b...)
+	return append(dst, '\n', '\n')
+}
+
+// appendError appends a stream's error frame.
+func appendError(dst []byte, e *Error) []byte {
+	_, body := openAIError(e)
+	return appendData(dst, body)
+}
+
+// openAIErrorBody is the wire form of OpenAIErrorResponse.
+type openAIErrorBody struct {
+	Error openAIErrorDetail `json:"error"`
+}
+
+type openAIErrorDetail struct {
+	Message string  `json:"message"`
+	Type    string  `json:"type"`
+	Param   *string `json:"param"`
+	Code    *string `json:"code"`
+}
+
+// openAIError renders an API error as OpenAI does: the status of the one table (a wrong key is
+// 401 like a missing one: OpenAI clients raise AuthenticationError only for 401), and its type
+// and code.
+func openAIError(e *Error) (int, openAIErrorBody) {
+	status := statusOf(e.Code)
+	typ, code := "invalid_request_error", "invalid_value"
+	switch e.Code {
+	case "UNAUTHORIZED", "FORBIDDEN":
+		status, code = http.StatusUnauthorized, "invalid_api_key"
+	case "NOT_FOUND":
+		code = "model_not_found"
+	case "PAYLOAD_TOO_LARGE":
+		code = "payload_too_large"
+	case "UNSUPPORTED_MEDIA_TYPE":
+		code = "unsupported_media_type"
+	case "METHOD_NOT_ALLOWED":
+		code = "method_not_allowed"
+	default:
+		switch {
+		case status == http.StatusTooManyRequests:
+			typ, code = "requests", "rate_limit_exceeded"
+		case status == http.StatusServiceUnavailable:
+			typ, code = "server_error", "service_unavailable"
+		case status >= 500:
+			typ, code = "server_error", "internal_error"
+		}
+	}
+	msg := e.Message
+	if len(msg) > maxMessage {
+		msg = msg[:maxMessage]
+	}
+	d := openAIErrorDetail{Message: msg, Type: typ, Code: &code}
+	if e.Param != "" {
+		p := e.Param
+		d.Param = &p
+	}
+	return status, openAIErrorBody{Error: d}
+}
+
+// openAIRateLimitHeaders sets OpenAI's x-ratelimit-* headers on a refusal.
+func openAIRateLimitHeaders(h http.Header, retryAfter time.Duration) {
+	h.Set("x-ratelimit-remaining-requests", "0")
+	h.Set("x-ratelimit-reset-requests", strconv.FormatFloat(retryAfter.Seconds(), 'f', -1, 64)+"s")
+}
