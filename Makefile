@@ -77,8 +77,9 @@ lint: ## golangci-lint (pinned in tools/lint/go.mod, built by go tool) with .gol
 	$(GO) tool -modfile=tools/lint/go.mod golangci-lint run ./...
 
 .PHONY: unit
-unit: clients-venv ## All Go tests with -race (engine tests use the real llama-server; simulator tests the official clients).
+unit: clients-venv ## All Go tests with -race (engine tests use the real llama-server; simulator and OpenAI facade the official clients).
 	@LLAMA=$$(bash tools/ensure-llama-server.sh || true); \
+	  ORCHD_CLIENTS_PYTHON="$${ORCHD_CLIENTS_PYTHON:-$(CURDIR)/$(CLIENTS_VENV)/bin/python}" \
 	  ORCHD_LLAMA_SERVER="$${ORCHD_LLAMA_SERVER:-$$LLAMA}" $(GO) test -race -count=1 ./...
 
 .PHONY: fuzz-go
@@ -128,8 +129,10 @@ $(VENV)/.installed: $(SCHEMATHESIS_REQ)
 .PHONY: venv
 venv: $(VENV)/.installed ## Create .venv with the pinned schemathesis (contracts/schemathesis/requirements.txt).
 
-# The engines' official Python clients (pinned), which check tools/enginesim's protocol
-# personalities (tools/enginesim/sim/clients_test.go); git-ignored like .venv.
+# The official Python clients (pinned), git-ignored like .venv: they check tools/enginesim's
+# protocol personalities (tools/enginesim/sim/clients_test.go) and drive the daemon's
+# OpenAI-compatible routes (impl/app/openai_client_test.go); make unit passes the venv's python
+# as ORCHD_CLIENTS_PYTHON, so there those tests fail rather than skip without it.
 CLIENTS_VENV := .venv-clients
 CLIENTS_REQ := tools/enginesim/clients/requirements.txt
 
@@ -139,7 +142,7 @@ $(CLIENTS_VENV)/.installed: $(CLIENTS_REQ)
 	@touch $@
 
 .PHONY: clients-venv
-clients-venv: $(CLIENTS_VENV)/.installed ## Create .venv-clients with the engines' pinned official clients (openai, text-generation).
+clients-venv: $(CLIENTS_VENV)/.installed ## Create .venv-clients with the pinned official clients (openai, text-generation).
 
 .PHONY: fuzz
 fuzz: venv ## Schemathesis against the real daemon and llama.cpp: every operation, >= 200 examples each, fixed seed (about 8 min).
