@@ -33,9 +33,6 @@ import (
 // HeaderTaskID names the header that carries a facade completion's task id.
 const HeaderTaskID = "X-Task-Id"
 
-// maxPromptBytes bounds a facade prompt as the task API bounds `prompt`.
-const maxPromptBytes = 200000
-
 // defaultCompletionMaxTokens is OpenAI's default max_tokens for /v1/completions.
 const defaultCompletionMaxTokens = 16
 
@@ -83,9 +80,6 @@ func (s *Server) CreateChatCompletion(ctx context.Context, req api.CreateChatCom
 	if b == nil {
 		return nil, Errorf("INVALID_PARAMS", "body: a JSON chat completion request is required")
 	}
-	if err := checkChoices(b.N, b.Stop); err != nil {
-		return nil, err
-	}
 	prompt, err := chatPrompt(b.Messages)
 	if err != nil {
 		return nil, err
@@ -105,19 +99,7 @@ func (s *Server) CreateCompletion(ctx context.Context, req api.CreateCompletionR
 	if b == nil {
 		return nil, Errorf("INVALID_PARAMS", "body: a JSON completion request is required")
 	}
-	if err := checkChoices(b.N, b.Stop); err != nil {
-		return nil, err
-	}
-	switch {
-	case b.Echo != nil && *b.Echo:
-		return nil, Errorf("INVALID_PARAMS", "/echo: echoing the prompt is not supported")
-	case b.Suffix != nil && *b.Suffix != "":
-		return nil, Errorf("INVALID_PARAMS", "/suffix: suffixes are not supported")
-	case b.BestOf != nil && *b.BestOf > 1:
-		return nil, Errorf("INVALID_PARAMS", "/best_of: only 1 is supported")
-	case b.Logprobs != nil:
-		return nil, Errorf("INVALID_PARAMS", "/logprobs: log probabilities are not supported")
-	}
+	// n, stop, echo, suffix, best_of and logprobs: the schema admits only what is supported.
 	prompt, err := completionPrompt(b.Prompt)
 	if err != nil {
 		return nil, err
@@ -132,31 +114,30 @@ func (s *Server) CreateCompletion(ctx context.Context, req api.CreateCompletionR
 	return s.runCompletion(ctx, c)
 }
 
-// checkChoices refuses what the engines cannot do: several choices and stop sequences.
-func checkChoices(n *int32, stop any) error {
-	if n != nil && *n != 1 {
-		return Errorf("INVALID_PARAMS", "/n: only 1 choice is supported")
+// rawJSON decodes a union's JSON (the schema validated it already) into plain values.
+func rawJSON(u interface{ MarshalJSON() ([]byte, error) }) (any, error) {
+	b, err := u.MarshalJSON()
+	if err != nil {
+		return nil, err
 	}
-	switch v := stop.(type) {
-	case nil:
-	case string:
-		if v != "" {
-			return Errorf("INVALID_PARAMS", "/stop: stop sequences are not supported")
-		}
-	case []any:
-		if len(v) > 0 {
-			return Errorf("INVALID_PARAMS", "/stop: stop sequences are not supported")
-		}
-	default:
-		return Errorf("INVALID_PARAMS", "/stop: must be a string or an array of strings")
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return nil, err
 	}
-	return nil
+	return v, nil
 }
 
 // messageText returns a message's content as text: a string, or the concatenation of an array
 // of text parts.
-func messageText(i int, content any) (string, error) {
-	switch v := content.(type) {
+func messageText(i int, content *api.OpenAIChatMessage_Content) (string, error) {
+	if content == nil {
+		return "", nil
+	}
+	v, err := rawJSON(content)
+	if err != nil {
+		return "", Errorf("INVALID_PARAMS", "/messages/%d/content: %v", i, err)
+	}
+	switch v := v.(type) {
 	case nil:
 		return "", nil
 	case string:
@@ -165,10 +146,9 @@ func messageText(i int, content any) (string, error) {
 		var sb strings.Builder
 		for j, p := range v {
 			part, _ := p.(map[string]any)
-			typ, _ := part["type"].(string)
 			text, ok := part["text"].(string)
-			if typ != "text" || !ok {
-				return "", Errorf("INVALID_PARAMS", "/messages/%d/content/%d: only text parts ({\"type\": \"text\", \"text\": ...}) are supported", i, j)
+			if part["type"] != "text" || !ok {
+				return "", Errorf("INVALID_PARAMS", "/messages/%d/content/%d: only text parts are supported", i, j)
 			}
 			sb.WriteString(text)
 		}
@@ -187,9 +167,6 @@ func chatPrompt(msgs []api.OpenAIChatMessage) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		if text == "" && m.Role != api.OpenAIChatMessageRoleAssistant {
-			return "", Errorf("INVALID_PARAMS", "/messages/%d/content: required for a %s message", i, m.Role)
-		}
 		role := string(m.Role)
 		if m.Role == api.OpenAIChatMessageRoleDeveloper {
 			role = string(api.OpenAIChatMessageRoleSystem)
@@ -200,35 +177,21 @@ func chatPrompt(msgs []api.OpenAIChatMessage) (string, error) {
 		sb.WriteByte('\n')
 	}
 	sb.WriteString("Assistant:")
-	if sb.Len() > maxPromptBytes {
-		return "", Errorf("INVALID_PARAMS", "/messages: the conversation is longer than %d bytes", maxPromptBytes)
-	}
 	return sb.String(), nil
 }
 
-// completionPrompt accepts a non-empty string or an array of one non-empty string.
-func completionPrompt(p any) (string, error) {
-	var s string
-	switch v := p.(type) {
-	case string:
-		s = v
-	case []any:
-		if len(v) != 1 {
-			return "", Errorf("INVALID_PARAMS", "/prompt: an array must hold exactly one string (batches are not supported)")
-		}
-		str, ok := v[0].(string)
-		if !ok {
-			return "", Errorf("INVALID_PARAMS", "/prompt/0: must be a string (token arrays are not supported)")
-		}
-		s = str
-	default:
-		return "", Errorf("INVALID_PARAMS", "/prompt: must be a string or an array of one string")
+// completionPrompt returns the prompt: a string, or the one string of an array.
+func completionPrompt(p api.OpenAICompletionRequest_Prompt) (string, error) {
+	v, err := rawJSON(p)
+	if err != nil {
+		return "", Errorf("INVALID_PARAMS", "/prompt: %v", err)
 	}
-	switch {
-	case s == "":
-		return "", Errorf("INVALID_PARAMS", "/prompt: must not be empty")
-	case len(s) > maxPromptBytes:
-		return "", Errorf("INVALID_PARAMS", "/prompt: longer than %d bytes", maxPromptBytes)
+	if a, ok := v.([]any); ok && len(a) == 1 {
+		v = a[0]
+	}
+	s, ok := v.(string)
+	if !ok || s == "" {
+		return "", Errorf("INVALID_PARAMS", "/prompt: a non-empty string or an array of one is required")
 	}
 	return s, nil
 }

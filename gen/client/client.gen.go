@@ -233,6 +233,21 @@ func (e OpenAICompletionObject) Valid() bool {
 	}
 }
 
+// Defines values for OpenAICompletionRequestEcho.
+const (
+	False OpenAICompletionRequestEcho = false
+)
+
+// Valid indicates whether the value is a known member of the OpenAICompletionRequestEcho enum.
+func (e OpenAICompletionRequestEcho) Valid() bool {
+	switch e {
+	case False:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for OpenAIFinishReason.
 const (
 	Length OpenAIFinishReason = "length"
@@ -275,6 +290,21 @@ const (
 func (e OpenAIModelListObject) Valid() bool {
 	switch e {
 	case List:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAITextPartType.
+const (
+	Text OpenAITextPartType = "text"
+)
+
+// Valid indicates whether the value is a known member of the OpenAITextPartType enum.
+func (e OpenAITextPartType) Valid() bool {
+	switch e {
+	case Text:
 		return true
 	default:
 		return false
@@ -670,20 +700,23 @@ type OpenAIChatCompletionChoicesMessageRole string
 type OpenAIChatCompletionObject string
 
 // OpenAIChatCompletionRequest An OpenAI chat completion request. Fields not listed here are accepted and ignored, as
-// are `temperature` above 0, `top_p`, `presence_penalty`, `frequency_penalty` and `user`;
-// `temperature: 0` asks for greedy, reproducible decoding. `stop` sequences and `n` > 1 are
-// refused (400). `max_completion_tokens` wins over `max_tokens`; with neither, the task may
-// use the pool's whole context.
+// are `temperature` above 0, `top_p` and `user`; `temperature: 0` asks for greedy,
+// reproducible decoding. A pool whose engine has no chat workload gets the conversation as
+// a plain transcript: one `Role: text` line per message, then `Assistant:`.
+// `max_completion_tokens` wins over `max_tokens`; above the context length of the
+// model's pools (`ctx_max`) is 400; with neither, the task may use the whole context.
 type OpenAIChatCompletionRequest struct {
 	MaxCompletionTokens *int32              `json:"max_completion_tokens,omitempty"`
 	MaxTokens           *int32              `json:"max_tokens,omitempty"`
 	Messages            []OpenAIChatMessage `json:"messages"`
 	Model               string              `json:"model"`
-	N                   *int32              `json:"n,omitempty"`
-	Seed                *int64              `json:"seed,omitempty"`
 
-	// Stop Refused unless null or empty (no engine here supports stop sequences yet).
-	Stop          interface{}          `json:"stop,omitempty"`
+	// N One choice only.
+	N    *int32 `json:"n,omitempty"`
+	Seed *int64 `json:"seed,omitempty"`
+
+	// Stop No engine here supports stop sequences yet; only null or an empty array.
+	Stop          *OpenAIStop          `json:"stop,omitempty"`
 	Stream        *bool                `json:"stream,omitempty"`
 	StreamOptions *OpenAIStreamOptions `json:"stream_options,omitempty"`
 	Temperature   *float64             `json:"temperature,omitempty"`
@@ -693,12 +726,23 @@ type OpenAIChatCompletionRequest struct {
 
 // OpenAIChatMessage defines model for OpenAIChatMessage.
 type OpenAIChatMessage struct {
-	// Content The message's text: a string, or an array of content parts of which only
-	// `{"type": "text", "text": ...}` is accepted. Required, except that an assistant
-	// message may have none.
-	Content interface{}           `json:"content,omitempty"`
-	Name    *string               `json:"name,omitempty"`
-	Role    OpenAIChatMessageRole `json:"role"`
+	// Content The message's text: a string, or an array of text parts (joined). Other content
+	// (images, audio) is not accepted. Null or absent reads as empty.
+	Content *OpenAIChatMessage_Content `json:"content,omitempty"`
+	Name    *string                    `json:"name,omitempty"`
+	Role    OpenAIChatMessageRole      `json:"role"`
+}
+
+// OpenAIChatMessageContent0 defines model for OpenAIChatMessage.Content.0.
+type OpenAIChatMessageContent0 = string
+
+// OpenAIChatMessageContent1 defines model for OpenAIChatMessage.Content.1.
+type OpenAIChatMessageContent1 = []OpenAITextPart
+
+// OpenAIChatMessage_Content The message's text: a string, or an array of text parts (joined). Other content
+// (images, audio) is not accepted. Null or absent reads as empty.
+type OpenAIChatMessage_Content struct {
+	union json.RawMessage
 }
 
 // OpenAIChatMessageRole defines model for OpenAIChatMessage.Role.
@@ -730,29 +774,50 @@ type OpenAICompletion struct {
 // OpenAICompletionObject defines model for OpenAICompletion.Object.
 type OpenAICompletionObject string
 
-// OpenAICompletionRequest An OpenAI (legacy) completion request, with the same rules as OpenAIChatCompletionRequest.
-// `prompt` is a string or an array of one string; `echo`, `suffix`, `best_of` other than
-// 1 and `logprobs` are refused (400).
+// OpenAICompletionRequest An OpenAI (legacy) completion request, with the rules of OpenAIChatCompletionRequest.
+// `max_tokens` defaults to 16, as in OpenAI's API.
 type OpenAICompletionRequest struct {
-	BestOf    *int32 `json:"best_of,omitempty"`
-	Echo      *bool  `json:"echo,omitempty"`
+	BestOf *int32 `json:"best_of,omitempty"`
+
+	// Echo Echoing the prompt is not supported.
+	Echo *OpenAICompletionRequestEcho `json:"echo,omitempty"`
+
+	// Logprobs Log probabilities are not returned (`logprobs` is null in the answer).
 	Logprobs  *int32 `json:"logprobs,omitempty"`
 	MaxTokens *int32 `json:"max_tokens,omitempty"`
 	Model     string `json:"model"`
-	N         *int32 `json:"n,omitempty"`
 
-	// Prompt A non-empty string, or an array holding one non-empty string.
-	Prompt interface{} `json:"prompt"`
-	Seed   *int64      `json:"seed,omitempty"`
+	// N One choice only.
+	N *int32 `json:"n,omitempty"`
 
-	// Stop Refused unless null or empty.
-	Stop          interface{}          `json:"stop,omitempty"`
+	// Prompt A non-empty string, or an array holding one (no batches, no token arrays).
+	Prompt OpenAICompletionRequest_Prompt `json:"prompt"`
+	Seed   *int64                         `json:"seed,omitempty"`
+
+	// Stop No engine here supports stop sequences yet; only null or an empty array.
+	Stop          *OpenAIStop          `json:"stop,omitempty"`
 	Stream        *bool                `json:"stream,omitempty"`
 	StreamOptions *OpenAIStreamOptions `json:"stream_options,omitempty"`
-	Suffix        *string              `json:"suffix,omitempty"`
-	Temperature   *float64             `json:"temperature,omitempty"`
-	TopP          *float64             `json:"top_p,omitempty"`
-	User          *string              `json:"user,omitempty"`
+
+	// Suffix Suffixes are not supported.
+	Suffix      *string  `json:"suffix,omitempty"`
+	Temperature *float64 `json:"temperature,omitempty"`
+	TopP        *float64 `json:"top_p,omitempty"`
+	User        *string  `json:"user,omitempty"`
+}
+
+// OpenAICompletionRequestEcho Echoing the prompt is not supported.
+type OpenAICompletionRequestEcho bool
+
+// OpenAICompletionRequestPrompt0 defines model for OpenAICompletionRequest.Prompt.0.
+type OpenAICompletionRequestPrompt0 = string
+
+// OpenAICompletionRequestPrompt1 defines model for OpenAICompletionRequest.Prompt.1.
+type OpenAICompletionRequestPrompt1 = []string
+
+// OpenAICompletionRequest_Prompt A non-empty string, or an array holding one (no batches, no token arrays).
+type OpenAICompletionRequest_Prompt struct {
+	union json.RawMessage
 }
 
 // OpenAIErrorResponse defines model for OpenAIErrorResponse.
@@ -793,11 +858,23 @@ type OpenAIModelList struct {
 // OpenAIModelListObject defines model for OpenAIModelList.Object.
 type OpenAIModelListObject string
 
+// OpenAIStop No engine here supports stop sequences yet; only null or an empty array.
+type OpenAIStop = []string
+
 // OpenAIStreamOptions defines model for OpenAIStreamOptions.
 type OpenAIStreamOptions struct {
 	// IncludeUsage Send a last chunk with empty `choices` and the `usage`.
 	IncludeUsage *bool `json:"include_usage,omitempty"`
 }
+
+// OpenAITextPart defines model for OpenAITextPart.
+type OpenAITextPart struct {
+	Text string             `json:"text"`
+	Type OpenAITextPartType `json:"type"`
+}
+
+// OpenAITextPartType defines model for OpenAITextPart.Type.
+type OpenAITextPartType string
 
 // OpenAIUsage Tokens of the task: `prompt_tokens` as the engine reports them (0 when it does not),
 // `completion_tokens` generated.
@@ -1326,6 +1403,130 @@ func (a PoolHealth_Metrics) MarshalJSON() ([]byte, error) {
 	return json.Marshal(object)
 }
 
+// AsOpenAIChatMessageContent0 returns the union data inside the OpenAIChatMessage_Content as a OpenAIChatMessageContent0
+func (t OpenAIChatMessage_Content) AsOpenAIChatMessageContent0() (OpenAIChatMessageContent0, error) {
+	var body OpenAIChatMessageContent0
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromOpenAIChatMessageContent0 overwrites any union data inside the OpenAIChatMessage_Content as the provided OpenAIChatMessageContent0
+func (t *OpenAIChatMessage_Content) FromOpenAIChatMessageContent0(v OpenAIChatMessageContent0) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeOpenAIChatMessageContent0 performs a merge with any union data inside the OpenAIChatMessage_Content, using the provided OpenAIChatMessageContent0
+func (t *OpenAIChatMessage_Content) MergeOpenAIChatMessageContent0(v OpenAIChatMessageContent0) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsOpenAIChatMessageContent1 returns the union data inside the OpenAIChatMessage_Content as a OpenAIChatMessageContent1
+func (t OpenAIChatMessage_Content) AsOpenAIChatMessageContent1() (OpenAIChatMessageContent1, error) {
+	var body OpenAIChatMessageContent1
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromOpenAIChatMessageContent1 overwrites any union data inside the OpenAIChatMessage_Content as the provided OpenAIChatMessageContent1
+func (t *OpenAIChatMessage_Content) FromOpenAIChatMessageContent1(v OpenAIChatMessageContent1) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeOpenAIChatMessageContent1 performs a merge with any union data inside the OpenAIChatMessage_Content, using the provided OpenAIChatMessageContent1
+func (t *OpenAIChatMessage_Content) MergeOpenAIChatMessageContent1(v OpenAIChatMessageContent1) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+func (t OpenAIChatMessage_Content) MarshalJSON() ([]byte, error) {
+	b, err := t.union.MarshalJSON()
+	return b, err
+}
+
+func (t *OpenAIChatMessage_Content) UnmarshalJSON(b []byte) error {
+	err := t.union.UnmarshalJSON(b)
+	return err
+}
+
+// AsOpenAICompletionRequestPrompt0 returns the union data inside the OpenAICompletionRequest_Prompt as a OpenAICompletionRequestPrompt0
+func (t OpenAICompletionRequest_Prompt) AsOpenAICompletionRequestPrompt0() (OpenAICompletionRequestPrompt0, error) {
+	var body OpenAICompletionRequestPrompt0
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromOpenAICompletionRequestPrompt0 overwrites any union data inside the OpenAICompletionRequest_Prompt as the provided OpenAICompletionRequestPrompt0
+func (t *OpenAICompletionRequest_Prompt) FromOpenAICompletionRequestPrompt0(v OpenAICompletionRequestPrompt0) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeOpenAICompletionRequestPrompt0 performs a merge with any union data inside the OpenAICompletionRequest_Prompt, using the provided OpenAICompletionRequestPrompt0
+func (t *OpenAICompletionRequest_Prompt) MergeOpenAICompletionRequestPrompt0(v OpenAICompletionRequestPrompt0) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsOpenAICompletionRequestPrompt1 returns the union data inside the OpenAICompletionRequest_Prompt as a OpenAICompletionRequestPrompt1
+func (t OpenAICompletionRequest_Prompt) AsOpenAICompletionRequestPrompt1() (OpenAICompletionRequestPrompt1, error) {
+	var body OpenAICompletionRequestPrompt1
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromOpenAICompletionRequestPrompt1 overwrites any union data inside the OpenAICompletionRequest_Prompt as the provided OpenAICompletionRequestPrompt1
+func (t *OpenAICompletionRequest_Prompt) FromOpenAICompletionRequestPrompt1(v OpenAICompletionRequestPrompt1) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeOpenAICompletionRequestPrompt1 performs a merge with any union data inside the OpenAICompletionRequest_Prompt, using the provided OpenAICompletionRequestPrompt1
+func (t *OpenAICompletionRequest_Prompt) MergeOpenAICompletionRequestPrompt1(v OpenAICompletionRequestPrompt1) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+func (t OpenAICompletionRequest_Prompt) MarshalJSON() ([]byte, error) {
+	b, err := t.union.MarshalJSON()
+	return b, err
+}
+
+func (t *OpenAICompletionRequest_Prompt) UnmarshalJSON(b []byte) error {
+	err := t.union.UnmarshalJSON(b)
+	return err
+}
+
 // RequestEditorFn is the function signature for the RequestEditor callback function
 type RequestEditorFn func(ctx context.Context, req *http.Request) error
 
@@ -1456,6 +1657,8 @@ type ClientInterface interface {
 	// chunk with empty `choices` and `usage`, then `data: [DONE]`. A failure after the stream
 	// began is one `data: {"error": {...}}` frame, and the stream ends without `[DONE]`.
 	// Closing the stream cancels the task (when `stream.cancel_on_disconnect`, the default).
+	// The body admits fields beyond those listed (OpenAI clients send more), so its size is
+	// bounded by the daemon's `body_limit_bytes` only (413 above it).
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -1470,6 +1673,8 @@ type ClientInterface interface {
 	// chunk with empty `choices` and `usage`, then `data: [DONE]`. A failure after the stream
 	// began is one `data: {"error": {...}}` frame, and the stream ends without `[DONE]`.
 	// Closing the stream cancels the task (when `stream.cancel_on_disconnect`, the default).
+	// The body admits fields beyond those listed (OpenAI clients send more), so its size is
+	// bounded by the daemon's `body_limit_bytes` only (413 above it).
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -1480,6 +1685,7 @@ type ClientInterface interface {
 	//
 	// Like `createChatCompletion`, for a prompt: `text_completion` objects and chunks. As in
 	// OpenAI's API, `max_tokens` defaults to 16 here.
+	// Its size is bounded by `body_limit_bytes` only (413 above it), as createChatCompletion's.
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -1490,6 +1696,7 @@ type ClientInterface interface {
 	//
 	// Like `createChatCompletion`, for a prompt: `text_completion` objects and chunks. As in
 	// OpenAI's API, `max_tokens` defaults to 16 here.
+	// Its size is bounded by `body_limit_bytes` only (413 above it), as createChatCompletion's.
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -1765,6 +1972,8 @@ func (c *Client) GetCapabilities(ctx context.Context, params *GetCapabilitiesPar
 // chunk with empty `choices` and `usage`, then `data: [DONE]`. A failure after the stream
 // began is one `data: {"error": {...}}` frame, and the stream ends without `[DONE]`.
 // Closing the stream cancels the task (when `stream.cancel_on_disconnect`, the default).
+// The body admits fields beyond those listed (OpenAI clients send more), so its size is
+// bounded by the daemon's `body_limit_bytes` only (413 above it).
 //
 // Takes any type of body and a specified content type.
 //
@@ -1789,6 +1998,8 @@ func (c *Client) CreateChatCompletionWithBody(ctx context.Context, params *Creat
 // chunk with empty `choices` and `usage`, then `data: [DONE]`. A failure after the stream
 // began is one `data: {"error": {...}}` frame, and the stream ends without `[DONE]`.
 // Closing the stream cancels the task (when `stream.cancel_on_disconnect`, the default).
+// The body admits fields beyond those listed (OpenAI clients send more), so its size is
+// bounded by the daemon's `body_limit_bytes` only (413 above it).
 //
 // Takes a body of the `application/json` content type.
 //
@@ -1809,6 +2020,7 @@ func (c *Client) CreateChatCompletion(ctx context.Context, params *CreateChatCom
 //
 // Like `createChatCompletion`, for a prompt: `text_completion` objects and chunks. As in
 // OpenAI's API, `max_tokens` defaults to 16 here.
+// Its size is bounded by `body_limit_bytes` only (413 above it), as createChatCompletion's.
 //
 // Takes any type of body and a specified content type.
 //
@@ -1829,6 +2041,7 @@ func (c *Client) CreateCompletionWithBody(ctx context.Context, params *CreateCom
 //
 // Like `createChatCompletion`, for a prompt: `text_completion` objects and chunks. As in
 // OpenAI's API, `max_tokens` defaults to 16 here.
+// Its size is bounded by `body_limit_bytes` only (413 above it), as createChatCompletion's.
 //
 // Takes a body of the `application/json` content type.
 //
@@ -3128,6 +3341,8 @@ type ClientWithResponsesInterface interface {
 	// chunk with empty `choices` and `usage`, then `data: [DONE]`. A failure after the stream
 	// began is one `data: {"error": {...}}` frame, and the stream ends without `[DONE]`.
 	// Closing the stream cancels the task (when `stream.cancel_on_disconnect`, the default).
+	// The body admits fields beyond those listed (OpenAI clients send more), so its size is
+	// bounded by the daemon's `body_limit_bytes` only (413 above it).
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -3142,6 +3357,8 @@ type ClientWithResponsesInterface interface {
 	// chunk with empty `choices` and `usage`, then `data: [DONE]`. A failure after the stream
 	// began is one `data: {"error": {...}}` frame, and the stream ends without `[DONE]`.
 	// Closing the stream cancels the task (when `stream.cancel_on_disconnect`, the default).
+	// The body admits fields beyond those listed (OpenAI clients send more), so its size is
+	// bounded by the daemon's `body_limit_bytes` only (413 above it).
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -3152,6 +3369,7 @@ type ClientWithResponsesInterface interface {
 	//
 	// Like `createChatCompletion`, for a prompt: `text_completion` objects and chunks. As in
 	// OpenAI's API, `max_tokens` defaults to 16 here.
+	// Its size is bounded by `body_limit_bytes` only (413 above it), as createChatCompletion's.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -3162,6 +3380,7 @@ type ClientWithResponsesInterface interface {
 	//
 	// Like `createChatCompletion`, for a prompt: `text_completion` objects and chunks. As in
 	// OpenAI's API, `max_tokens` defaults to 16 here.
+	// Its size is bounded by `body_limit_bytes` only (413 above it), as createChatCompletion's.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -5487,6 +5706,8 @@ func (c *ClientWithResponses) GetCapabilitiesWithResponse(ctx context.Context, p
 // chunk with empty `choices` and `usage`, then `data: [DONE]`. A failure after the stream
 // began is one `data: {"error": {...}}` frame, and the stream ends without `[DONE]`.
 // Closing the stream cancels the task (when `stream.cancel_on_disconnect`, the default).
+// The body admits fields beyond those listed (OpenAI clients send more), so its size is
+// bounded by the daemon's `body_limit_bytes` only (413 above it).
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -5507,6 +5728,8 @@ func (c *ClientWithResponses) CreateChatCompletionWithBodyWithResponse(ctx conte
 // chunk with empty `choices` and `usage`, then `data: [DONE]`. A failure after the stream
 // began is one `data: {"error": {...}}` frame, and the stream ends without `[DONE]`.
 // Closing the stream cancels the task (when `stream.cancel_on_disconnect`, the default).
+// The body admits fields beyond those listed (OpenAI clients send more), so its size is
+// bounded by the daemon's `body_limit_bytes` only (413 above it).
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -5523,6 +5746,7 @@ func (c *ClientWithResponses) CreateChatCompletionWithResponse(ctx context.Conte
 //
 // Like `createChatCompletion`, for a prompt: `text_completion` objects and chunks. As in
 // OpenAI's API, `max_tokens` defaults to 16 here.
+// Its size is bounded by `body_limit_bytes` only (413 above it), as createChatCompletion's.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -5539,6 +5763,7 @@ func (c *ClientWithResponses) CreateCompletionWithBodyWithResponse(ctx context.C
 //
 // Like `createChatCompletion`, for a prompt: `text_completion` objects and chunks. As in
 // OpenAI's API, `max_tokens` defaults to 16 here.
+// Its size is bounded by `body_limit_bytes` only (413 above it), as createChatCompletion's.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
