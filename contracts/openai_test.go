@@ -2,6 +2,7 @@ package contracts
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -457,6 +458,27 @@ func TestOpenAIDisconnectCancels(t *testing.T) {
 			}
 		})
 	}
+	t.Run("not streaming", func(t *testing.T) {
+		canceled := h.fake.Canceled()
+		ctx, cancel := context.WithCancel(h.ctx(t))
+		body := `{"model":"` + modelID + `","max_tokens":8,"messages":[{"role":"user","content":"Hi"}]}`
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, h.url+"/v1/chat/completions", strings.NewReader(body))
+		req.Header = bearer(testKey)
+		done := make(chan error, 1)
+		go func() {
+			resp, err := h.raw.Do(req)
+			if err == nil {
+				_ = resp.Body.Close()
+			}
+			done <- err
+		}()
+		eventually(t, "the generation started", func() bool { return h.fake.Active() == 1 })
+		cancel()
+		if err := <-done; err == nil {
+			t.Error("the request was answered after its client went away")
+		}
+		eventually(t, "the engine request canceled", func() bool { return h.fake.Canceled() == canceled+1 })
+	})
 }
 
 // A task that fails mid-stream ends the stream with an error object and no [DONE]; one that fails

@@ -277,7 +277,8 @@ func (s *Server) runCompletion(ctx context.Context, c completion) (*openAIRespon
 	case <-t.Done():
 	case <-ctx.Done():
 		s.opts.Tasks.Disconnected(context.WithoutCancel(ctx), t)
-		return nil, ctx.Err()
+		r.gone = true // nobody to answer: write nothing (and log no error)
+		return r, nil
 	}
 	res, err := r.collect()
 	if err != nil {
@@ -378,6 +379,7 @@ type openAIResponse struct {
 	correlation string
 	created     int64
 	result      *result
+	gone        bool // the client went away before the answer
 }
 
 func (r *openAIResponse) VisitCreateChatCompletionResponse(w http.ResponseWriter) error {
@@ -489,6 +491,9 @@ func (r *openAIResponse) setHeaders(w http.ResponseWriter) {
 }
 
 func (r *openAIResponse) visit(w http.ResponseWriter) error {
+	if r.gone {
+		return nil
+	}
 	if r.result != nil {
 		res := r.result
 		body, err := json.Marshal(r.object(false, res.text, "", &res.finish, &res.usage))
