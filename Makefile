@@ -132,7 +132,7 @@ venv: $(VENV)/.installed ## Create .venv with the pinned schemathesis (contracts
 # The official Python clients (pinned), git-ignored like .venv: they check tools/enginesim's
 # protocol personalities (tools/enginesim/sim/clients_test.go) and drive the daemon's
 # OpenAI-compatible routes (impl/app/openai_client_test.go); make unit passes the venv's python
-# as ORCHD_CLIENTS_PYTHON, so there those tests fail rather than skip without it.
+# as ORCHD_CLIENTS_PYTHON, so there the facade's test fails rather than skips without it.
 CLIENTS_VENV := .venv-clients
 CLIENTS_REQ := tools/enginesim/clients/requirements.txt
 

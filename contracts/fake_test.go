@@ -27,6 +27,7 @@ type fakeEngine struct {
 	gated   bool
 	failAt  int // -1: never
 	prompts []string
+	reqs    []engine.Request
 
 	healthy  atomic.Bool
 	active   atomic.Int64
@@ -92,6 +93,13 @@ func (f *fakeEngine) Canceled() int { return int(f.canceled.Load()) }
 // Started is the number of generations begun.
 func (f *fakeEngine) Started() int { return int(f.started.Load()) }
 
+// Requests returns the requests received, in order.
+func (f *fakeEngine) Requests() []engine.Request {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]engine.Request(nil), f.reqs...)
+}
+
 // Prompts returns the prompts received, in order.
 func (f *fakeEngine) Prompts() []string {
 	f.mu.Lock()
@@ -108,6 +116,7 @@ func (f *fakeEngine) Generate(ctx context.Context, req engine.Request, emit engi
 	f.mu.Lock()
 	toks, gated, failAt := f.tokens, f.gated, f.failAt
 	f.prompts = append(f.prompts, req.Prompt)
+	f.reqs = append(f.reqs, req)
 	f.mu.Unlock()
 
 	res := engine.Result{TokensIn: len(strings.Fields(req.Prompt))}

@@ -362,14 +362,22 @@ type harnessConfig struct {
 	heartbeat          string
 	clock              *tasktest.Clock // nil: the system clock
 	artifactsMaxCount  int             // 0: the default
+	engine             string          // the pool's engine: llamacpp unless set
+	workloads          []string        // the pool's workloads: completion unless set
 }
 
 type option func(*harnessConfig)
 
+func withCtxMax(n int) option { return func(c *harnessConfig) { c.ctxMax = n } }
+
+// withEngine names the pool's engine and the workloads it serves.
+func withEngine(name string, workloads ...string) option {
+	return func(c *harnessConfig) { c.engine, c.workloads = name, workloads }
+}
+
 func withCapacity(n int) option      { return func(c *harnessConfig) { c.capacity = n } }
 func withPolicy(p string) option     { return func(c *harnessConfig) { c.policy = p } }
 func withSlots(n int) option         { return func(c *harnessConfig) { c.slots = n } }
-func withCtxMax(n int) option        { return func(c *harnessConfig) { c.ctxMax = n } }
 func withMaxTurns(n int) option      { return func(c *harnessConfig) { c.maxTurns = n } }
 func withTokenBudget(n int64) option { return func(c *harnessConfig) { c.tokenBudget = n } }
 func withHeartbeat(d string) option  { return func(c *harnessConfig) { c.heartbeat = d } }
@@ -401,7 +409,7 @@ func newHarness(t testing.TB, opts ...option) *harness {
 	t.Helper()
 	c := mustContract(t)
 	cfg := harnessConfig{capacity: 8, policy: "reject", slots: 1, ctxMax: 4096, maxTurns: 100,
-		priorServiceMs: 1500, cancelOnDisconnect: true, heartbeat: "15s"}
+		priorServiceMs: 1500, cancelOnDisconnect: true, heartbeat: "15s", engine: "llamacpp", workloads: []string{"completion"}}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -425,7 +433,8 @@ artifacts:
 shutdown_grace: 50ms
 pools:
   - id: %s
-    engine: llamacpp
+    engine: %s
+    workloads: [%s]
     model_ref: models/tiny.gguf
     model_id: %s
     ctx_max: %d
@@ -436,7 +445,7 @@ pools:
     replicas:
       - url: http://127.0.0.1:1
 `, filepath.Join(dir, "state"), cfg.capacity, cfg.policy, cfg.maxTurns, cfg.tokenBudget, cfg.heartbeat,
-		cfg.cancelOnDisconnect, cfg.artifactsMaxCount, poolID, modelID, cfg.ctxMax, cfg.slots, cfg.priorServiceMs)
+		cfg.cancelOnDisconnect, cfg.artifactsMaxCount, poolID, cfg.engine, strings.Join(cfg.workloads, ", "), modelID, cfg.ctxMax, cfg.slots, cfg.priorServiceMs)
 	path := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)

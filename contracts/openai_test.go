@@ -8,12 +8,14 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/google/uuid"
 
+	"github.com/orchestratord/orchestratord/engine"
 	"github.com/orchestratord/orchestratord/gen/client"
 )
 
@@ -507,5 +509,42 @@ func TestOpenAIEngineFailure(t *testing.T) {
 	}
 	if st := h.state(t, taskOf(t, resp)); st.State != client.Failed {
 		t.Errorf("task %+v", st)
+	}
+}
+
+// A chat reaches an engine that serves the chat workload as its messages (a chat task), and one
+// that does not as a transcript (a completion task).
+func TestOpenAIChatWorkload(t *testing.T) {
+	t.Parallel()
+	body := `{"model":"` + modelID + `","max_tokens":2,"messages":[{"role":"developer","content":"Be brief."},` +
+		`{"role":"user","content":"Hi"},{"role":"assistant","content":"Hello"},{"role":"user","content":[{"type":"text","text":"Again"}]}]}`
+	tests := []struct {
+		engine    string
+		workloads []string
+		workload  string
+		prompt    string
+		messages  []engine.Message
+	}{
+		{"openai", []string{"completion", "chat"}, "chat", "Be brief.HiHelloAgain", []engine.Message{
+			{Role: "system", Content: "Be brief."}, {Role: "user", Content: "Hi"}, {Role: "assistant", Content: "Hello"}, {Role: "user", Content: "Again"}}},
+		{"llamacpp", []string{"completion"}, "completion", "System: Be brief.\nUser: Hi\nAssistant: Hello\nUser: Again\nAssistant:", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.engine, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, withEngine(tt.engine, tt.workloads...))
+			resp, out := h.do(t, http.MethodPost, "/v1/chat/completions", strings.NewReader(body), bearer(testKey))
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("%d %s", resp.StatusCode, out)
+			}
+			reqs := h.fake.Requests()
+			if len(reqs) != 1 {
+				t.Fatalf("%d engine requests", len(reqs))
+			}
+			r := reqs[0]
+			if r.Workload != tt.workload || r.Prompt != tt.prompt || !slices.Equal(r.Messages, tt.messages) {
+				t.Errorf("engine request workload %q prompt %q messages %+v", r.Workload, r.Prompt, r.Messages)
+			}
+		})
 	}
 }

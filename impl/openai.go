@@ -23,6 +23,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/orchestratord/orchestratord/engine"
 	"github.com/orchestratord/orchestratord/gen/api"
 	"github.com/orchestratord/orchestratord/impl/admission"
 	"github.com/orchestratord/orchestratord/impl/pool"
@@ -67,6 +68,7 @@ type completion struct {
 	chat         bool
 	model        string
 	prompt       string
+	messages     []engine.Message // a chat's conversation (chat only)
 	maxTokens    *int32 // nil: the default of the endpoint
 	temperature  *float64
 	seed         *int64
@@ -80,11 +82,11 @@ func (s *Server) CreateChatCompletion(ctx context.Context, req api.CreateChatCom
 	if b == nil {
 		return nil, Errorf("INVALID_PARAMS", "body: a JSON chat completion request is required")
 	}
-	prompt, err := chatPrompt(b.Messages)
+	prompt, messages, err := chatPrompt(b.Messages)
 	if err != nil {
 		return nil, err
 	}
-	c := completion{chat: true, model: b.Model, prompt: prompt, maxTokens: b.MaxTokens, temperature: b.Temperature, seed: b.Seed}
+	c := completion{chat: true, model: b.Model, prompt: prompt, messages: messages, maxTokens: b.MaxTokens, temperature: b.Temperature, seed: b.Seed}
 	if b.MaxCompletionTokens != nil {
 		c.maxTokens = b.MaxCompletionTokens
 	}
@@ -158,26 +160,29 @@ func messageText(i int, content *api.OpenAIChatMessage_Content) (string, error) 
 	}
 }
 
-// chatPrompt renders a conversation as the plain transcript a completion engine continues:
-// one "Role: text" line per message, then "Assistant:".
-func chatPrompt(msgs []api.OpenAIChatMessage) (string, error) {
+// chatPrompt returns a conversation as engine messages (developer reads as system), and as the
+// plain transcript a completion engine continues: one "Role: text" line per message, then
+// "Assistant:".
+func chatPrompt(msgs []api.OpenAIChatMessage) (string, []engine.Message, error) {
 	var sb strings.Builder
+	out := make([]engine.Message, 0, len(msgs))
 	for i, m := range msgs {
 		text, err := messageText(i, m.Content)
 		if err != nil {
-			return "", err
+			return "", nil, err
 		}
 		role := string(m.Role)
 		if m.Role == api.OpenAIChatMessageRoleDeveloper {
 			role = string(api.OpenAIChatMessageRoleSystem)
 		}
+		out = append(out, engine.Message{Role: role, Content: text})
 		sb.WriteString(strings.ToUpper(role[:1]) + role[1:])
 		sb.WriteString(": ")
 		sb.WriteString(text)
 		sb.WriteByte('\n')
 	}
 	sb.WriteString("Assistant:")
-	return sb.String(), nil
+	return sb.String(), out, nil
 }
 
 // completionPrompt returns the prompt: a string, or the one string of an array.
@@ -210,13 +215,22 @@ func (s *Server) modelPools(model string) ([]pool.View, error) {
 	return out, nil
 }
 
-// taskSpec builds the task of a facade request. The engine is the first ready pool's (else the
-// first pool's) and ctx the smallest ctx_max of that engine's pools serving the model, so that
-// placement may choose any of them.
+// taskSpec builds the task of a facade request. A chat is a `chat` task (its messages) when a
+// pool of the model serves that workload, else a `completion` of its transcript. The engine is
+// the first ready pool's (else the first pool's) among those that serve the workload, and ctx
+// the smallest ctx_max of that engine's pools, so that placement may choose any of them.
 func (s *Server) taskSpec(ctx context.Context, c completion) (task.Spec, error) {
 	views, err := s.modelPools(c.model)
 	if err != nil {
 		return task.Spec{}, err
+	}
+	workload := engine.WorkloadCompletion
+	if c.chat && slices.ContainsFunc(views, func(v pool.View) bool { return slices.Contains(v.Workloads, engine.WorkloadChat) }) {
+		workload = engine.WorkloadChat
+	}
+	views = slices.DeleteFunc(views, func(v pool.View) bool { return !slices.Contains(v.Workloads, workload) })
+	if len(views) == 0 {
+		return task.Spec{}, Errorf("POOL_UNAVAILABLE", "no pool of the model %q serves %s", c.model, workload)
 	}
 	pick := views[0]
 	for _, v := range views {
@@ -240,10 +254,20 @@ func (s *Server) taskSpec(ctx context.Context, c completion) (task.Spec, error) 
 		}
 	}
 	spec := task.Spec{
-		ID: uuid.NewString(), SessionID: uuid.NewString(), Workload: "completion", ModelRef: c.model,
+		ID: uuid.NewString(), SessionID: uuid.NewString(), Workload: workload, ModelRef: c.model,
 		Engine: pick.Engine, Ctx: ctxLen, Priority: admission.Interactive, Seed: c.seed, Prompt: c.prompt,
 		MaxTokens: maxTokens, Deadline: s.opts.OpenAIDeadline, Fingerprint: sha256.Sum256(RawBody(ctx)),
 		CorrelationID: CorrelationID(ctx), Placement: task.Placement{AllowFallback: true},
+	}
+	if workload == engine.WorkloadChat {
+		// As for a chat task of the task API: the messages go to the engine, Prompt holds
+		// their text joined.
+		spec.Messages = c.messages
+		var sb strings.Builder
+		for _, m := range c.messages {
+			sb.WriteString(m.Content)
+		}
+		spec.Prompt = sb.String()
 	}
 	if c.temperature != nil && *c.temperature == 0 {
 		spec.Deterministic = true
@@ -404,7 +428,21 @@ func (r *openAIResponse) usageOf(tokensOut int64) usage {
 func (r *openAIResponse) collect() (result, error) {
 	cur := r.t.Subscribe(0, false)
 	defer cur.Close()
-	frames, _ := cur.Next(nil)
+	// The task has ended; its last frames may still wait for the journal to make them durable.
+	var frames []byte
+	for {
+		var complete bool
+		frames, complete = cur.Next(frames)
+		if complete {
+			break
+		}
+		select {
+		case <-cur.Wake():
+		case <-cur.Flushed():
+		case <-r.ctx.Done():
+			return result{}, r.ctx.Err()
+		}
+	}
 	events, err := decodeEvents(frames)
 	if err != nil {
 		return result{}, err
@@ -585,6 +623,7 @@ func (r *openAIResponse) stream(w http.ResponseWriter) error {
 		}
 		select {
 		case <-cur.Wake():
+		case <-cur.Flushed():
 		case <-hb.C:
 			if err := out.write([]byte(sse.Heartbeat)); err != nil {
 				r.disconnected()
