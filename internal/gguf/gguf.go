@@ -186,9 +186,18 @@ func WriteFile(path string, opts Options) (err error) {
 
 // build constructs the metadata and tensors. The order of random draws is part of the format:
 // changing it changes every weight.
-func build(o Options) ([]kv, []tensor) {
-	rng := rand.New(rand.NewSource(o.Seed))
+// Vocabulary is the model's SentencePiece-style vocabulary, as written into the file.
+type Vocabulary struct {
+	Tokens []string
+	Scores []float32
+	// Types: 1 normal, 2 unknown, 3 control, 6 byte.
+	Types []int32
+}
 
+// Vocab returns the vocabulary every generated model has (it does not depend on Options):
+// <unk>, <s>, </s>, the 256 byte tokens, the printable ASCII characters with and without the
+// "▁" word marker, and the prefixes of each cycle word.
+func Vocab() Vocabulary {
 	var toks []string
 	var types []int32
 	var scores []float32
@@ -224,6 +233,14 @@ func build(o Options) ([]kv, []tensor) {
 			}
 		}
 	}
+	return Vocabulary{Tokens: toks, Scores: scores, Types: types}
+}
+
+func build(o Options) ([]kv, []tensor) {
+	rng := rand.New(rand.NewSource(o.Seed))
+
+	voc := Vocab()
+	toks, types, scores := voc.Tokens, voc.Types, voc.Scores
 	id := make(map[string]int, len(toks))
 	for i, t := range toks {
 		id[t] = i

@@ -4,6 +4,7 @@
 //	go run ./tools/ggufgen -o tiny.gguf            # 583,552 bytes, ~3,000 tokens/s on one thread
 //	go run ./tools/ggufgen -o tiny-eos.gguf -eos   # emits end-of-sequence after the sentence
 //	go run ./tools/ggufgen -o slow.gguf -embd 512 -layers 8 -ff 1408 -heads 8   # ~105 MB, 5-24 ms/token
+//	go run ./tools/ggufgen -o tiny.gguf -tokenizer tiny-tokenizer   # also its Hugging Face tokenizer files
 //
 // The output is byte-identical for the same flags.
 package main
@@ -26,6 +27,7 @@ func main() {
 	eos := flag.Bool("eos", d.EOS, "emit EOS after the sentence")
 	seed := flag.Int64("seed", d.Seed, "seed")
 	noise := flag.Float64("noise", d.Noise, "std of random weights")
+	tokDir := flag.String("tokenizer", "", "also write the vocabulary's Hugging Face tokenizer files (tokenizer.json, tokenizer_config.json) into this directory")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "ggufgen: unexpected arguments %q\n", flag.Args())
@@ -40,6 +42,13 @@ func main() {
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "ggufgen: %v\n", err)
 		os.Exit(1)
+	}
+	if *tokDir != "" {
+		if err := gguf.WriteHFTokenizer(*tokDir); err != nil {
+			fmt.Fprintf(os.Stderr, "ggufgen: %v\n", err)
+			os.Exit(1)
+		}
+		fmt.Printf("wrote the tokenizer into %s\n", *tokDir)
 	}
 	fmt.Printf("wrote %s: embd=%d layers=%d heads=%d ff=%d eos=%v bytes=%d\n", *out, opts.Embd, opts.Layers, opts.Heads, opts.FF, opts.EOS, st.Size())
 }
