@@ -94,8 +94,9 @@ fuzz-go-short: ## Every Go fuzz target for 5 seconds (what make test runs).
 test: check-generated fmt-check vet lint unit fuzz-go-short pact fuzz ## Everything CI runs.
 
 # Benchmarks (tools/bench): orchestratord against direct engine access, nginx and LiteLLM on one
-# engine simulator. Results go to $(BENCH_OUT)/<plan>.{json,md} (git-ignored scratch by default;
-# BENCH_OUT=tools/bench/results to publish). setup.sh installs nginx and LiteLLM on first use.
+# engine simulator, and the independent aiperf client on the OpenAI-compatible routes. Results go
+# to $(BENCH_OUT)/<plan>.{json,md} (git-ignored scratch by default; BENCH_OUT=tools/bench/results
+# to publish). setup.sh installs nginx, LiteLLM and aiperf on first use.
 BENCH_OUT ?= tmp/bench
 BENCH_SETUP := tmp/bench/setup
 

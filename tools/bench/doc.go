@@ -29,7 +29,11 @@
 //     fresh simulator and relay: VmRSS of the relay's process group before and with the streams
 //     open, per stream;
 //  4. queue: `go test -bench` of the admission queue (enqueue, dispatch, cancel at depths 10,
-//     1,000, 100,000).
+//     1,000, 100,000);
+//  5. aiperf: an independent client, NVIDIA's aiperf (PyPI, pinned by setup.sh in the git-ignored
+//     .tools/aiperf-venv), streams chat completions from the simulator's OpenAI routes (direct)
+//     and from orchestratord's OpenAI-compatible facade, with the Hugging Face tokenizer
+//     generated for the project's models (internal/gguf.WriteHFTokenizer).
 //
 // After every run the harness waits until the simulator has no open generation and the relay
 // is idle; a relay still busy 5 s later (LiteLLM, after loadgen aborted its unfinished requests)
@@ -46,8 +50,8 @@
 // Usage:
 //
 //	go run ./tools/bench [-plan short|full] [-out DIR] [-name NAME] [-rounds N]
-//	                     [-scenarios admission,relay,idle,queue] [-contenders direct,nginx,orchestratord,litellm]
-//	                     [-base-orchd PATH] [-litellm-venv DIR] [-setup-status DIR] [-skip-build]
+//	                     [-scenarios admission,relay,idle,queue,aiperf] [-contenders direct,nginx,orchestratord,litellm]
+//	                     [-base-orchd PATH] [-litellm-venv DIR] [-aiperf-venv DIR] [-setup-status DIR] [-skip-build]
 //	go run ./tools/bench profile [-scenario relay|admission|idle] [-streams N] [-requests N] [-out DIR]
 //
 // The profile subcommand runs the daemon in this process (impl/app, assembled as

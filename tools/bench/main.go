@@ -36,10 +36,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	out := fs.String("out", "tmp/bench", "directory for <name>.json and <name>.md")
 	name := fs.String("name", "", "result name (default: the plan's name)")
 	scratch := fs.String("scratch", "", "directory for logs, configs and raw loadgen results (default: tmp/bench/scratch/<name>)")
-	scenarios := fs.String("scenarios", "admission,relay,idle,queue", "scenarios to run")
+	scenarios := fs.String("scenarios", "admission,relay,idle,queue,aiperf", "scenarios to run")
 	contenders := fs.String("contenders", "direct,nginx,orchestratord,litellm", "contenders to run (orchestratord-info is added by -plan full)")
 	rounds := fs.Int("rounds", 0, "override the plan's rounds")
 	venv := fs.String("litellm-venv", ".tools/litellm-venv", "LiteLLM virtualenv (tools/bench/setup.sh creates it)")
+	aiperfVenv := fs.String("aiperf-venv", ".tools/aiperf-venv", "aiperf virtualenv (tools/bench/setup.sh creates it)")
 	litellmWorkers := fs.Int("litellm-workers", 1, "LiteLLM proxy worker processes (its default, 1; more start slowly and did not add throughput here)")
 	setupDir := fs.String("setup-status", "", "directory where tools/bench/setup.sh wrote <contender>.reason files")
 	skipBuild := fs.Bool("skip-build", false, "use the binaries already in <scratch>/bin")
@@ -69,7 +70,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		*command = "go run ./tools/bench " + strings.Join(args, " ")
 	}
 	b := &bench{
-		plan: p, name: *name, out: *out, scratch: *scratch, venv: *venv, litellmWorkers: *litellmWorkers,
+		plan: p, name: *name, out: *out, scratch: *scratch, venv: *venv, aiperfVenv: *aiperfVenv, litellmWorkers: *litellmWorkers,
 		scenarios: splitSet(*scenarios), wanted: splitList(*contenders), command: *command,
 		unavailable: map[string]string{}, maxRun: 3 * time.Hour,
 		log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
@@ -101,6 +102,7 @@ type bench struct {
 	out            string
 	scratch        string
 	venv           string
+	aiperfVenv     string
 	litellmWorkers int
 	scenarios      map[string]bool
 	wanted         []string
@@ -110,6 +112,7 @@ type bench struct {
 
 	nginxBin    string
 	litellmBin  string
+	aiperfBin   string
 	baseOrchd   string
 	unavailable map[string]string // contender → why it did not run
 	versions    map[string]string
@@ -175,6 +178,18 @@ func (b *bench) prepare(ctx context.Context, skipBuild bool, setupDir string) er
 				b.versions["litellm"] = f[0]
 				b.versions["python"] = f[1]
 			}
+		}
+	}
+	if b.scenarios["aiperf"] {
+		bin := filepath.Join(b.aiperfVenv, "bin", "aiperf")
+		if _, err := os.Stat(bin); err != nil {
+			b.unavailable["aiperf"] = reason("aiperf", fmt.Sprintf("%s not found (tools/bench/setup.sh installs aiperf from PyPI)", bin))
+		} else {
+			abs, _ := filepath.Abs(bin)
+			b.aiperfBin = abs
+			v, _ := exec.Command(filepath.Join(b.aiperfVenv, "bin", "python"), "-c",
+				"import importlib.metadata as m; print(m.version('aiperf'))").Output()
+			b.versions["aiperf"] = strings.TrimSpace(string(v))
 		}
 	}
 	if v, err := exec.Command("go", "env", "GOVERSION").Output(); err == nil {

@@ -53,6 +53,12 @@ type plan struct {
 	QueueBenchtime string `json:"queue_benchtime"`
 	QueueCount     int    `json:"queue_count"`
 
+	// Scenario 5: aiperf (an independent OpenAI client) against direct and orchestratord's facade.
+	AiperfRequests    int `json:"aiperf_requests"`
+	AiperfConcurrency int `json:"aiperf_concurrency"`
+	AiperfTokens      int `json:"aiperf_tokens"`  // output tokens asked per request
+	AiperfTimeout     dur `json:"aiperf_timeout"` // bound per run (aiperf starts several processes: ~15 s)
+
 	// InfoLogging adds the contender "orchestratord-info" (log_level info) to scenarios 1 and 2.
 	InfoLogging bool `json:"info_logging"`
 }
@@ -67,6 +73,7 @@ func planFor(name string) (plan, error) {
 			RelayTokenDelay: dur(5 * time.Millisecond), RelayDuration: dur(12 * time.Second), RelayGrace: dur(3 * time.Second),
 			IdleStreams: []int{1000, 5000}, IdleTokenDelay: dur(5 * time.Second), IdleSettle: dur(2 * time.Second),
 			QueueBenchtime: "100ms", QueueCount: 1,
+			AiperfRequests: 64, AiperfConcurrency: 8, AiperfTokens: 64, AiperfTimeout: dur(3 * time.Minute),
 		}, nil
 	case "full":
 		return plan{
@@ -76,6 +83,7 @@ func planFor(name string) (plan, error) {
 			RelayTokenDelay: dur(5 * time.Millisecond), RelayDuration: dur(30 * time.Second), RelayGrace: dur(10 * time.Second),
 			IdleStreams: []int{1000, 5000}, IdleTokenDelay: dur(5 * time.Second), IdleSettle: dur(3 * time.Second),
 			QueueBenchtime: "1s", QueueCount: 3,
+			AiperfRequests: 1000, AiperfConcurrency: 32, AiperfTokens: 128, AiperfTimeout: dur(5 * time.Minute),
 			InfoLogging: true,
 		}, nil
 	}

@@ -42,6 +42,8 @@ type report struct {
 	QueueCommand string        `json:"queue_command,omitempty"`
 	QueueError   string        `json:"queue_error,omitempty"`
 	Summary      []summaryRow  `json:"summary"`
+	// Aiperf is scenario 5: the independent aiperf client against the OpenAI-compatible routes.
+	Aiperf []aiperfRecord `json:"aiperf,omitempty"`
 }
 
 // machine describes where the run happened.
@@ -120,6 +122,9 @@ func (b *bench) runAll(ctx context.Context) error {
 	if b.scenarios["idle"] && ctx.Err() == nil {
 		b.runIdle(ctx, rep)
 	}
+	if b.scenarios["aiperf"] && ctx.Err() == nil {
+		b.runAiperf(ctx, rep)
+	}
 	rep.WallS = time.Since(start).Seconds()
 	rep.Machine.LoadAfter = loadavg()
 	rep.Unavailable = b.unavailable
@@ -155,6 +160,10 @@ func (b *bench) notes() []string {
 		"CPU columns are user+system time of the relay's process group during the run (/proc/PID/stat), per successful request or per 1,000 tokens received.",
 		"Ratios are orchestratord ÷ the other contender, of medians over the rounds: above 1 means orchestratord's number is larger " +
 			"(better for throughput, worse for latency, CPU and memory).",
+		fmt.Sprintf("aiperf: %d streaming chat completions of %d tokens at concurrency %d, synthetic prompts of about 32 tokens "+
+			"built with the tokenizer generated for the project's models, token counts from the servers' usage; direct is the "+
+			"simulator's /v1/chat/completions, orchestratord its OpenAI-compatible facade (each request a task) in front of the "+
+			"same simulator.", p.AiperfRequests, p.AiperfTokens, p.AiperfConcurrency),
 		fmt.Sprintf("LiteLLM runs with %d worker process(es); orchestratord runs with log_level warn unless noted "+
 			"(orchestratord-info: log_level info, text to a file).", b.litellmWorkers),
 	}
@@ -408,6 +417,23 @@ func markdown(rep *report) string {
 		w("\n")
 	} else if rep.QueueError != "" {
 		w("## 4. Queue\n\nFailed: %s\n\n", oneLine(rep.QueueError))
+	}
+	if len(rep.Aiperf) > 0 {
+		w("## 5. aiperf: an independent client on the OpenAI-compatible routes\n\n")
+		w("| contender | endpoint | concurrency | completed / requests | errors | req/s | output tok/s | TTFT p50 ms | ITL p50 ms | latency p50 ms |\n")
+		w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		for _, a := range rep.Aiperf {
+			if a.Err != "" {
+				w("| %s | %s | %d | failed: %s | | | | | | |\n", a.Contender, a.Endpoint, a.Concurrency, oneLine(a.Err))
+				continue
+			}
+			w("| %s | %s | %d | %d / %d | %d | %s | %s | %s | %s | %s |\n", a.Contender, a.Endpoint, a.Concurrency,
+				a.Completed, a.Requests, a.Errors, num(a.RequestsPerS), num(a.OutputTokensPerS), num(a.TTFTP50Ms),
+				num(a.ITLP50Ms), num(a.LatencyP50Ms))
+		}
+		w("\n")
+	} else if r, ok := rep.Unavailable["aiperf"]; ok {
+		w("## 5. aiperf\n\nNot run: %s\n\n", oneLine(r))
 	}
 	w("## Notes\n\n")
 	for _, n := range rep.Notes {
