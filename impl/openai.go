@@ -69,7 +69,7 @@ type completion struct {
 	model        string
 	prompt       string
 	messages     []engine.Message // a chat's conversation (chat only)
-	maxTokens    *int32 // nil: the default of the endpoint
+	maxTokens    *int32           // nil: the default of the endpoint
 	temperature  *float64
 	seed         *int64
 	stream       bool
@@ -304,7 +304,7 @@ func (s *Server) runCompletion(ctx context.Context, c completion) (*openAIRespon
 		r.gone = true // nobody to answer: write nothing (and log no error)
 		return r, nil
 	}
-	res, err := r.collect()
+	res, err := r.collect(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -415,9 +415,9 @@ func (r *openAIResponse) VisitCreateCompletionResponse(w http.ResponseWriter) er
 }
 
 // usageOf is the task's usage once it ended.
-func (r *openAIResponse) usageOf(tokensOut int64) usage {
+func (r *openAIResponse) usageOf(ctx context.Context, tokensOut int64) usage {
 	u := usage{CompletionTokens: tokensOut}
-	if snap, err := r.s.opts.Tasks.Get(context.WithoutCancel(r.ctx), r.t.ID()); err == nil {
+	if snap, err := r.s.opts.Tasks.Get(context.WithoutCancel(ctx), r.t.ID()); err == nil {
 		u.PromptTokens = int64(snap.TokensIn)
 	}
 	u.TotalTokens = u.PromptTokens + u.CompletionTokens
@@ -425,7 +425,7 @@ func (r *openAIResponse) usageOf(tokensOut int64) usage {
 }
 
 // collect reads the log of a finished task: its text and usage, or its failure as an API error.
-func (r *openAIResponse) collect() (result, error) {
+func (r *openAIResponse) collect(ctx context.Context) (result, error) {
 	cur := r.t.Subscribe(0, false)
 	defer cur.Close()
 	// The task has ended; its last frames may still wait for the journal to make them durable.
@@ -439,8 +439,8 @@ func (r *openAIResponse) collect() (result, error) {
 		select {
 		case <-cur.Wake():
 		case <-cur.Flushed():
-		case <-r.ctx.Done():
-			return result{}, r.ctx.Err()
+		case <-ctx.Done():
+			return result{}, ctx.Err()
 		}
 	}
 	events, err := decodeEvents(frames)
@@ -456,7 +456,7 @@ func (r *openAIResponse) collect() (result, error) {
 			if ev.canceled {
 				return result{}, &Error{Code: "INTERNAL", Message: "the task was canceled", TaskID: r.t.ID()}
 			}
-			return result{text: sb.String(), finish: finishReason(ev.stopReason), usage: r.usageOf(ev.tokensOut)}, nil
+			return result{text: sb.String(), finish: finishReason(ev.stopReason), usage: r.usageOf(ctx, ev.tokensOut)}, nil
 		case "error":
 			return result{}, &Error{Code: ev.code, Message: ev.message, TaskID: r.t.ID(),
 				Retriable: ev.retryAfterMs > 0, RetryAfter: time.Duration(ev.retryAfterMs) * time.Millisecond}
@@ -598,7 +598,7 @@ func (r *openAIResponse) stream(w http.ResponseWriter) error {
 					fr := finishReason(ev.stopReason)
 					buf = appendData(buf, r.object(true, "", role, &fr, nil))
 					if r.c.includeUsage {
-						u := r.usageOf(ev.tokensOut)
+						u := r.usageOf(r.ctx, ev.tokensOut)
 						o := r.object(true, "", "", nil, &u)
 						o.Choices = []struct{}{}
 						buf = appendData(buf, o)

@@ -184,8 +184,6 @@ func WriteFile(path string, opts Options) (err error) {
 	return Write(f, opts)
 }
 
-// build constructs the metadata and tensors. The order of random draws is part of the format:
-// changing it changes every weight.
 // Vocabulary is the model's SentencePiece-style vocabulary, as written into the file.
 type Vocabulary struct {
 	Tokens []string
@@ -236,6 +234,8 @@ func Vocab() Vocabulary {
 	return Vocabulary{Tokens: toks, Scores: scores, Types: types}
 }
 
+// build constructs the metadata and tensors. The order of random draws is part of the format:
+// changing it changes every weight.
 func build(o Options) ([]kv, []tensor) {
 	rng := rand.New(rand.NewSource(o.Seed))
 
