@@ -296,6 +296,21 @@ func (e OpenAIModelListObject) Valid() bool {
 	}
 }
 
+// Defines values for OpenAISSEFrameEvent.
+const (
+	OpenAIEventMessage OpenAISSEFrameEvent = "message"
+)
+
+// Valid indicates whether the value is a known member of the OpenAISSEFrameEvent enum.
+func (e OpenAISSEFrameEvent) Valid() bool {
+	switch e {
+	case OpenAIEventMessage:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for OpenAITextPartType.
 const (
 	Text OpenAITextPartType = "text"
@@ -857,6 +872,17 @@ type OpenAIModelList struct {
 
 // OpenAIModelListObject defines model for OpenAIModelList.Object.
 type OpenAIModelListObject string
+
+// OpenAISSEFrame One Server-Sent Events frame of an OpenAI-compatible stream, as an SSE parser delivers it
+// (unnamed events, so `message`). `data` is a chunk's JSON (`chat.completion.chunk` or
+// `text_completion`), an `{"error": {...}}` object, or `[DONE]`, the last frame.
+type OpenAISSEFrame struct {
+	Data  string               `json:"data"`
+	Event *OpenAISSEFrameEvent `json:"event,omitempty"`
+}
+
+// OpenAISSEFrameEvent defines model for OpenAISSEFrame.Event.
+type OpenAISSEFrameEvent string
 
 // OpenAIStop No engine here supports stop sequences yet; only null or an empty array.
 type OpenAIStop = []string
