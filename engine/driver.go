@@ -21,6 +21,11 @@ type Driver struct {
 	New func(ReplicaOptions) Replica
 	// Managed is how the daemon starts the engine itself; nil when the engine is external only.
 	Managed *ManagedTemplate
+	// Options are the keys a pool's engine_options may set for this engine (none when empty).
+	Options []string
+	// CheckOptions, when set, validates a pool's engine_options values (keys are already
+	// checked against Options); the error names the offending key.
+	CheckOptions func(map[string]string) (key string, err error)
 }
 
 // ReplicaOptions are what a driver needs to talk to one endpoint.
@@ -32,6 +37,10 @@ type ReplicaOptions struct {
 	// Model is the model name to request, where the protocol needs one; empty: the driver asks
 	// the engine which model it serves.
 	Model string
+	// ModelID is the pool's short model id (its model_id).
+	ModelID string
+	// EngineOptions are the pool's engine_options (keys among the driver's Options).
+	EngineOptions map[string]string
 	// Logger receives debug records; nil discards them.
 	Logger *slog.Logger
 }

@@ -156,14 +156,15 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 			if !ok { // config validation rules this out
 				return unregistered{engine: spec.Engine}
 			}
-			return d.New(engine.ReplicaOptions{BaseURL: ep.URL, APIKey: ep.APIKey, Logger: log})
+			return d.New(engine.ReplicaOptions{BaseURL: ep.URL, APIKey: ep.APIKey, ModelID: spec.ModelID,
+				EngineOptions: spec.EngineOptions, Logger: log})
 		}
 	}
 	var specs []pool.Spec
 	for _, p := range cfg.Pools {
 		s := pool.Spec{ID: p.ID, Engine: p.Engine, ModelRef: p.ModelRef, ModelID: p.ModelID, CtxMax: p.CtxMax,
 			Slots: p.Slots, KVBytesPerToken: p.KVBytesPerToken, PriorServiceMs: p.PriorServiceMs,
-			PriorTokensPerS: p.PriorTokensPerS, Workloads: p.Workloads}
+			PriorTokensPerS: p.PriorTokensPerS, Workloads: p.Workloads, EngineOptions: p.EngineOptions}
 		r := p.Replicas[0]
 		s.URL, s.Managed = r.URL, r.Managed != nil
 		specs = append(specs, s)
@@ -499,7 +500,8 @@ func (a *App) startManaged(ctx context.Context, spec pool.Spec, modelRef string)
 			probe.Lock()
 			defer probe.Unlock()
 			if probe.url != baseURL || probe.r == nil {
-				probe.url, probe.r = baseURL, drv.New(engine.ReplicaOptions{BaseURL: baseURL, APIKey: key})
+				probe.url, probe.r = baseURL, drv.New(engine.ReplicaOptions{BaseURL: baseURL, APIKey: key,
+					ModelID: spec.ModelID, EngineOptions: spec.EngineOptions})
 			}
 			h, err := probe.r.Health(ctx)
 			return h.Ready, err

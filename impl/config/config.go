@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -135,17 +136,20 @@ func (j Journal) EnabledOrDefault() bool { return j.Enabled == nil || *j.Enabled
 
 // Pool is one model on one engine type.
 type Pool struct {
-	ID              string    `yaml:"id"`
-	Engine          string    `yaml:"engine"`
-	ModelRef        string    `yaml:"model_ref"`
-	ModelID         string    `yaml:"model_id"`
-	CtxMax          int       `yaml:"ctx_max"`
-	Slots           int       `yaml:"slots"`
-	KVBytesPerToken int64     `yaml:"kv_bytes_per_token"`
-	PriorServiceMs  float64   `yaml:"prior_service_ms"`
-	PriorTokensPerS float64   `yaml:"prior_tokens_per_s"`
-	Workloads       []string  `yaml:"workloads"`
-	Replicas        []Replica `yaml:"replicas"`
+	ID              string   `yaml:"id"`
+	Engine          string   `yaml:"engine"`
+	ModelRef        string   `yaml:"model_ref"`
+	ModelID         string   `yaml:"model_id"`
+	CtxMax          int      `yaml:"ctx_max"`
+	Slots           int      `yaml:"slots"`
+	KVBytesPerToken int64    `yaml:"kv_bytes_per_token"`
+	PriorServiceMs  float64  `yaml:"prior_service_ms"`
+	PriorTokensPerS float64  `yaml:"prior_tokens_per_s"`
+	Workloads       []string `yaml:"workloads"`
+	// EngineOptions are engine-specific settings (the keys the engine's driver lists, e.g.
+	// Triton's tensor names); unknown keys are refused.
+	EngineOptions map[string]string `yaml:"engine_options"`
+	Replicas      []Replica         `yaml:"replicas"`
 }
 
 // Replica is an engine endpoint: external (URL) or managed (a process the daemon runs).
@@ -578,6 +582,19 @@ func (c *Config) validate() error {
 		if !ok {
 			return fail(f("engine"), "must be one of the registered engines (%s), got %q",
 				strings.Join(drivers.Registry().Names(), ", "), p.Engine)
+		}
+		for _, k := range slices.Sorted(maps.Keys(p.EngineOptions)) {
+			if !slices.Contains(drv.Options, k) {
+				if len(drv.Options) == 0 {
+					return fail(f("engine_options."+k), "engine %s takes no engine_options", drv.Name)
+				}
+				return fail(f("engine_options."+k), "engine %s takes %s", drv.Name, strings.Join(drv.Options, ", "))
+			}
+		}
+		if drv.CheckOptions != nil {
+			if k, err := drv.CheckOptions(p.EngineOptions); err != nil {
+				return fail(f("engine_options."+k), "%v", err)
+			}
 		}
 		if p.ModelRef == "" {
 			return fail(f("model_ref"), "is required")

@@ -78,6 +78,8 @@ type Spec struct {
 	PriorServiceMs  float64
 	PriorTokensPerS float64
 	Workloads       []string
+	// EngineOptions are the pool's engine-specific settings (config engine_options).
+	EngineOptions map[string]string
 	// URL of an external replica; empty for a managed one.
 	URL string
 	// Managed is true when the daemon runs the replica (StartManaged is used).
