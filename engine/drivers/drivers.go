@@ -7,9 +7,11 @@ import (
 	"github.com/orchestratord/orchestratord/engine/llamacpp"
 	"github.com/orchestratord/orchestratord/engine/openai"
 	"github.com/orchestratord/orchestratord/engine/tgi"
+	"github.com/orchestratord/orchestratord/engine/triton"
 )
 
-var registry, errRegistry = engine.NewRegistry(llamacpp.Driver(), openai.VLLMDriver(), openai.SGLangDriver(), openai.GenericDriver(), tgi.Driver())
+var registry, errRegistry = engine.NewRegistry(llamacpp.Driver(), openai.VLLMDriver(), openai.SGLangDriver(), openai.GenericDriver(),
+	tgi.Driver(), triton.Driver())
 
 // Registry returns the built-in drivers. The list is fixed at build time and checked by
 // TestRegistryValid; were it invalid, Registry would be empty, so that configuration validation

@@ -580,8 +580,9 @@ type BackpressureErrorEnvelope struct {
 	// Engine An engine name. Every driver built into the daemon is listed here (a test checks the
 	// driver registry against this list); `/v1/capabilities` says which are built in.
 	// `openai` is any other OpenAI-compatible server, external only. `tgi` is Hugging Face
-	// Text Generation Inference's own protocol (`/generate_stream`). `triton` is reserved for a
-	// driver not built yet: no pool can use it.
+	// Text Generation Inference's own protocol (`/generate_stream`). `triton` is Triton
+	// Inference Server's generate extension (`/v2/models/{model}/generate_stream`), external
+	// only.
 	Engine       *Engine `json:"engine,omitempty"`
 	Message      string  `json:"message"`
 	PolicyLabel  string  `json:"policy_label"`
@@ -618,8 +619,9 @@ type DrainResponseStatus string
 // Engine An engine name. Every driver built into the daemon is listed here (a test checks the
 // driver registry against this list); `/v1/capabilities` says which are built in.
 // `openai` is any other OpenAI-compatible server, external only. `tgi` is Hugging Face
-// Text Generation Inference's own protocol (`/generate_stream`). `triton` is reserved for a
-// driver not built yet: no pool can use it.
+// Text Generation Inference's own protocol (`/generate_stream`). `triton` is Triton
+// Inference Server's generate extension (`/v2/models/{model}/generate_stream`), external
+// only.
 type Engine string
 
 // EngineCapability One entry per engine built into the daemon, whether or not a pool uses it; `ctx_max`
@@ -630,8 +632,9 @@ type EngineCapability struct {
 	// Engine An engine name. Every driver built into the daemon is listed here (a test checks the
 	// driver registry against this list); `/v1/capabilities` says which are built in.
 	// `openai` is any other OpenAI-compatible server, external only. `tgi` is Hugging Face
-	// Text Generation Inference's own protocol (`/generate_stream`). `triton` is reserved for a
-	// driver not built yet: no pool can use it.
+	// Text Generation Inference's own protocol (`/generate_stream`). `triton` is Triton
+	// Inference Server's generate extension (`/v2/models/{model}/generate_stream`), external
+	// only.
 	Engine   Engine                  `json:"engine"`
 	Features *map[string]interface{} `json:"features,omitempty"`
 
@@ -652,8 +655,9 @@ type ErrorEnvelope struct {
 	// Engine An engine name. Every driver built into the daemon is listed here (a test checks the
 	// driver registry against this list); `/v1/capabilities` says which are built in.
 	// `openai` is any other OpenAI-compatible server, external only. `tgi` is Hugging Face
-	// Text Generation Inference's own protocol (`/generate_stream`). `triton` is reserved for a
-	// driver not built yet: no pool can use it.
+	// Text Generation Inference's own protocol (`/generate_stream`). `triton` is Triton
+	// Inference Server's generate extension (`/v2/models/{model}/generate_stream`), external
+	// only.
 	Engine       *Engine `json:"engine,omitempty"`
 	Message      string  `json:"message"`
 	PolicyLabel  *string `json:"policy_label,omitempty"`
@@ -933,8 +937,9 @@ type PoolCapability struct {
 	// Engine An engine name. Every driver built into the daemon is listed here (a test checks the
 	// driver registry against this list); `/v1/capabilities` says which are built in.
 	// `openai` is any other OpenAI-compatible server, external only. `tgi` is Hugging Face
-	// Text Generation Inference's own protocol (`/generate_stream`). `triton` is reserved for a
-	// driver not built yet: no pool can use it.
+	// Text Generation Inference's own protocol (`/generate_stream`). `triton` is Triton
+	// Inference Server's generate extension (`/v2/models/{model}/generate_stream`), external
+	// only.
 	Engine        Engine  `json:"engine"`
 	EngineVersion *string `json:"engine_version,omitempty"`
 	ModelId       string  `json:"model_id"`
@@ -1064,8 +1069,9 @@ type TaskRequest struct {
 	// Engine An engine name. Every driver built into the daemon is listed here (a test checks the
 	// driver registry against this list); `/v1/capabilities` says which are built in.
 	// `openai` is any other OpenAI-compatible server, external only. `tgi` is Hugging Face
-	// Text Generation Inference's own protocol (`/generate_stream`). `triton` is reserved for a
-	// driver not built yet: no pool can use it.
+	// Text Generation Inference's own protocol (`/generate_stream`). `triton` is Triton
+	// Inference Server's generate extension (`/v2/models/{model}/generate_stream`), external
+	// only.
 	Engine         Engine             `json:"engine"`
 	ExpectedTokens *int32             `json:"expected_tokens,omitempty"`
 	Inputs         *[]string          `json:"inputs,omitempty"`
