@@ -77,8 +77,9 @@ lint: ## golangci-lint (pinned in tools/lint/go.mod, built by go tool) with .gol
 	$(GO) tool -modfile=tools/lint/go.mod golangci-lint run ./...
 
 .PHONY: unit
-unit: clients-venv ## All Go tests with -race (engine tests use the real llama-server; simulator and OpenAI facade the official clients).
+unit: clients-venv triton-venv ## All Go tests with -race (real llama-server and tritonserver; simulators and the OpenAI facade checked by the official clients).
 	@LLAMA=$$(bash tools/ensure-llama-server.sh || true); \
+	  ORCHD_TRITON=require \
 	  ORCHD_CLIENTS_PYTHON="$${ORCHD_CLIENTS_PYTHON:-$(CURDIR)/$(CLIENTS_VENV)/bin/python}" \
 	  ORCHD_LLAMA_SERVER="$${ORCHD_LLAMA_SERVER:-$$LLAMA}" $(GO) test -race -count=1 ./...
 
@@ -144,6 +145,22 @@ $(CLIENTS_VENV)/.installed: $(CLIENTS_REQ)
 
 .PHONY: clients-venv
 clients-venv: $(CLIENTS_VENV)/.installed ## Create .venv-clients with the pinned official clients (openai, text-generation).
+
+# A real tritonserver for engine/triton's tests: nvidia-pytriton (pinned; bundles tritonserver
+# 2.51.0 and tritonclient) in a git-ignored virtualenv, about 370 MB. Built from Debian's
+# /usr/bin/python3.11: the Python backend stub links the system libpython3.11, and a venv of
+# another 3.11 build (pyenv) fails to load models.
+TRITON_VENV := .venv-triton
+TRITON_REQ := tools/tritontest/requirements.txt
+TRITON_PYTHON ?= /usr/bin/python3.11
+
+$(TRITON_VENV)/.installed: $(TRITON_REQ)
+	@test -x $(TRITON_VENV)/bin/python || $(TRITON_PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r $(TRITON_REQ)
+	@touch $@
+
+.PHONY: triton-venv
+triton-venv: $(TRITON_VENV)/.installed ## Create .venv-triton with nvidia-pytriton (a real tritonserver, for engine/triton's tests).
 
 .PHONY: fuzz
 fuzz: venv ## Schemathesis against the real daemon and llama.cpp: every operation, >= 200 examples each, fixed seed (about 8 min).
