@@ -1,8 +1,8 @@
 // Package engine declares what the daemon needs from an inference engine replica, the error
 // kinds an adapter maps engine failures to, and the Driver registry through which the rest of the
 // daemon knows engines. One sub-package per engine protocol implements a driver (engine/llamacpp,
-// engine/openai, engine/tgi); engine/drivers lists them; engine/fake is a deterministic
-// in-process engine for tests and demos.
+// engine/openai, engine/tgi, engine/triton); engine/drivers lists them; engine/fake is a
+// deterministic in-process engine for tests and demos.
 //
 // An adapter streams incrementally: Generate calls emit once per generated token, in order, as
 // the engine produces it. Cancelling ctx aborts the engine request (the HTTP request is closed,

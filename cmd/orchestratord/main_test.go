@@ -72,7 +72,7 @@ func TestCheckConfigRejects(t *testing.T) {
 	tests := []struct {
 		name, doc, want string
 	}{
-		{"unknown engine", fmt.Sprintf(pool, "exllama", "completion", "{url: 'http://127.0.0.1:1'}"), "pools[0].engine: must be one of the registered engines (llamacpp, vllm, sglang, openai, tgi)"},
+		{"unknown engine", fmt.Sprintf(pool, "exllama", "completion", "{url: 'http://127.0.0.1:1'}"), "pools[0].engine: must be one of the registered engines (llamacpp, vllm, sglang, openai, tgi, triton)"},
 		{"workload", fmt.Sprintf(pool, "llamacpp", "chat", "{url: 'http://127.0.0.1:1'}"), "pools[0].workloads[0]"},
 		{"url", fmt.Sprintf(pool, "vllm", "chat", "{url: 'ftp://x'}"), "pools[0].replicas[0].url"},
 		{"unknown field", "bogus: 1\n" + fmt.Sprintf(pool, "vllm", "chat", "{url: 'http://127.0.0.1:1'}"), "bogus"},
