@@ -2,6 +2,7 @@ package triton
 
 import (
 	"encoding/json"
+	"errors"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -22,7 +23,7 @@ func TestOfficialClientAcceptsServer(t *testing.T) {
 		strings.TrimPrefix(s.HTTP, "http://"), s.GRPC).Output()
 	if err != nil {
 		var stderr []byte
-		if ee, ok := err.(*exec.ExitError); ok {
+		if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
 			stderr = ee.Stderr
 		}
 		t.Fatalf("client_check.py: %v\n%s%s", err, out, stderr)

@@ -205,7 +205,7 @@ func (r *Replica) generate(ctx context.Context, req engine.Request, emit engine.
 		data, err := ev.next()
 		timer.Stop()
 		if err != nil {
-			if errors.Is(err, io.EOF) && ctx.Err() == nil && context.Cause(reqCtx) != errIdle {
+			if errors.Is(err, io.EOF) && ctx.Err() == nil && !errors.Is(context.Cause(reqCtx), errIdle) {
 				break // Triton ends the stream without a terminator
 			}
 			return res, r.streamError(ctx, reqCtx, err)

@@ -192,7 +192,7 @@ func Start(python string) (*Server, error) {
 		case err := <-s.done:
 			s.done <- err
 			_ = os.RemoveAll(dir)
-			return nil, fmt.Errorf("serve.py exited at start (%v); output:\n%s", err, s.out.String())
+			return nil, fmt.Errorf("serve.py exited at start (%w); output:\n%s", err, s.out.String())
 		case <-time.After(200 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
@@ -209,10 +209,10 @@ func (s *Server) Stop() error {
 	defer os.RemoveAll(s.dir)
 	_ = s.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-s.done:
+	case _ = <-s.done: // stopped on request: its exit status says nothing new
 	case <-time.After(30 * time.Second):
 		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-		<-s.done
+		_ = <-s.done
 		return fmt.Errorf("serve.py did not stop within 30 s; killed; output:\n%s", s.out.String())
 	}
 	// tritonserver and the backend stubs end just after serve.py; anything of the group still
