@@ -328,6 +328,7 @@ func TestCapabilities(t *testing.T) {
 		client.Sglang:   {[]client.Workload{client.Completion, client.Chat}, true},
 		client.Openai:   {[]client.Workload{client.Completion, client.Chat}, false},
 		client.Tgi:      {[]client.Workload{client.Completion}, true},
+		client.Triton:   {[]client.Workload{client.Completion}, false},
 	}
 	if len(caps.Engines) != len(want) {
 		t.Errorf("engines %+v, want %d", caps.Engines, len(want))
