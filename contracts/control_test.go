@@ -425,7 +425,7 @@ func TestDrain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d.StatusCode() != http.StatusAccepted || d.JSON202 == nil || d.JSON202.Status != client.Draining || d.JSON202.DeadlineMs != 200 {
+	if d.StatusCode() != http.StatusAccepted || d.JSON202 == nil || d.JSON202.Status != client.DrainResponseStatusDraining || d.JSON202.DeadlineMs != 200 {
 		t.Fatalf("drain: %d %s, want 202 draining", d.StatusCode(), d.Body)
 	}
 	g, err := h.client.GetPoolHealthWithResponse(ctx, poolID, nil)

@@ -94,8 +94,35 @@ func (s *Server) GetPoolHealth(ctx context.Context, req api.GetPoolHealthRequest
 	body := api.PoolHealth{
 		PoolId: v.ID, Live: v.Live, Ready: v.Ready(), Draining: v.Draining,
 		ModelRef: &v.ModelRef, ModelId: &v.ModelID,
-		Metrics: api.PoolHealth_Metrics{SlotsTotal: int32(v.Slots), SlotsBusy: int32(v.Busy)},
+		Metrics: api.PoolHealth_Metrics{SlotsTotal: int32(v.SlotsTotal()), SlotsBusy: int32(v.Busy)},
 	}
+	reps := make([]api.ReplicaHealth, 0, len(v.Replicas))
+	for _, r := range v.Replicas {
+		rh := api.ReplicaHealth{Id: r.ID, Managed: r.Managed, State: api.ReplicaHealthState(r.State),
+			SlotsBusy: int32(r.Busy), SlotsTotal: int32(r.Slots), Breaker: api.ReplicaHealthBreaker(r.Breaker.String()),
+			Restarts: int32(r.Restarts)}
+		if r.URL != "" {
+			u := r.URL
+			rh.Url = &u
+		}
+		if r.HasEngineLoad {
+			q, kv := int32(r.EngineLoad.Waiting), r.EngineLoad.KVUsage
+			rh.QueueDepth, rh.KvUsage = &q, &kv
+		}
+		if len(r.Devices) > 0 {
+			ds := make([]int32, len(r.Devices))
+			for i, d := range r.Devices {
+				ds[i] = int32(d)
+			}
+			rh.Devices = &ds
+		}
+		if r.LastError != "" {
+			e := r.LastError
+			rh.LastError = &e
+		}
+		reps = append(reps, rh)
+	}
+	body.Replicas = &reps
 	if st, err := s.opts.Tasks.Stats(ctx); err == nil {
 		if ps, ok := st.Pools[v.ID]; ok {
 			body.Metrics.QueueDepth = int32(ps.QueuedInteractive + ps.QueuedBatch)
@@ -120,7 +147,7 @@ func (s *Server) DrainPool(ctx context.Context, req api.DrainPoolRequestObject) 
 	}
 	s.opts.Metrics.DrainEvents.WithLabelValues(req.Id, "api_request").Inc()
 	return api.DrainPool202JSONResponse{
-		Body:    api.DrainResponse{Status: api.Draining, DeadlineMs: req.Body.DeadlineMs},
+		Body:    api.DrainResponse{Status: api.DrainResponseStatusDraining, DeadlineMs: req.Body.DeadlineMs},
 		Headers: api.DrainPool202ResponseHeaders{XCorrelationId: CorrelationID(ctx)},
 	}, nil
 }
@@ -137,7 +164,7 @@ func (s *Server) ReloadPool(ctx context.Context, req api.ReloadPoolRequestObject
 	}
 	// Confine the path before anything starts: an engine given an arbitrary file echoes its
 	// first bytes, and whether it exists, in its output. (External pools answer 409 below.)
-	if cur.Managed {
+	if cur.HasManaged() {
 		if s.opts.Models == nil {
 			return nil, Errorf("INVALID_PARAMS", "new_model_ref: no models_dirs are configured")
 		}

@@ -174,6 +174,22 @@ func (s *Server) GetTask(ctx context.Context, req api.GetTaskRequestObject) (api
 		ms := snap.Finished.UnixMilli()
 		body.FinishedMs = &ms
 	}
+	if p := snap.Placement; p != nil && p.ReplicaID != "" {
+		pl := api.Placement{PoolId: p.PoolID, ReplicaId: p.ReplicaID, Reason: api.PlacementReason(p.Reason),
+			Candidates: make([]api.PlacementCandidate, len(p.Candidates))}
+		for i, c := range p.Candidates {
+			pl.Candidates[i] = api.PlacementCandidate{ReplicaId: c.ReplicaID, Score: c.Score}
+			if c.ExcludedBecause != "" {
+				why := c.ExcludedBecause
+				pl.Candidates[i].ExcludedBecause = &why
+			}
+		}
+		body.Placement = &pl
+	}
+	if snap.Migrations > 0 {
+		m := int32(snap.Migrations)
+		body.Migrations = &m
+	}
 	if e := snap.Error; e != nil {
 		env := api.ErrorEnvelope{Code: api.ErrorKind(FailureCode(e.Class)), Message: e.Message, Retriable: e.Retriable}
 		if e.RetryAfterMs > 0 {

@@ -231,6 +231,7 @@ type Supervisor struct {
 	mu       sync.Mutex
 	state    State
 	lastErr  error
+	relaunch int // restarts that brought the engine back, for Restarts
 	port     int
 	proc     *proc    // the current (or last) process
 	logFile  *os.File // nil when output goes to the logger or after it was closed
@@ -264,6 +265,14 @@ func (s *Supervisor) LastError() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.lastErr
+}
+
+// Restarts returns how many times a dead or unhealthy engine was relaunched and became
+// healthy again.
+func (s *Supervisor) Restarts() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.relaunch
 }
 
 // BaseURL returns "http://127.0.0.1:<port>" of the current process ("" before Start).
@@ -463,6 +472,9 @@ func (s *Supervisor) restart(ctx context.Context, cause error) *proc {
 			s.log.Warn("engine relaunch did not become healthy", "pid", p.pgid, "err", cause)
 			continue
 		}
+		s.mu.Lock()
+		s.relaunch++
+		s.mu.Unlock()
 		s.setState(StateRunning, nil)
 		s.log.Info("engine process restarted", "pid", p.pgid, "url", p.baseURL)
 		return p

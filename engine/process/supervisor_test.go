@@ -345,10 +345,16 @@ func TestRestartAfterUnexpectedExit(t *testing.T) {
 		t.Fatal(err)
 	}
 	url := s.BaseURL()
+	if n := s.Restarts(); n != 0 {
+		t.Fatalf("Restarts() = %d before any restart", n)
+	}
 	h.rec.waitFor(t, StateRestarting)
 	h.rec.waitFor(t, StateRunning)
 	if n := len(h.lines("launches")); n != 2 {
 		t.Fatalf("%d launches, want 2", n)
+	}
+	if n := s.Restarts(); n != 1 {
+		t.Fatalf("Restarts() = %d after one relaunch, want 1", n)
 	}
 	if err := s.LastError(); err == nil || !strings.Contains(err.Error(), "exit status 7") ||
 		!strings.Contains(err.Error(), "helper exiting with 7") {

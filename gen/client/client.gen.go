@@ -46,13 +46,13 @@ func (e ArtifactKind) Valid() bool {
 
 // Defines values for DrainResponseStatus.
 const (
-	Draining DrainResponseStatus = "draining"
+	DrainResponseStatusDraining DrainResponseStatus = "draining"
 )
 
 // Valid indicates whether the value is a known member of the DrainResponseStatus enum.
 func (e DrainResponseStatus) Valid() bool {
 	switch e {
-	case Draining:
+	case DrainResponseStatusDraining:
 		return true
 	default:
 		return false
@@ -326,6 +326,36 @@ func (e OpenAITextPartType) Valid() bool {
 	}
 }
 
+// Defines values for PlacementReason.
+const (
+	LeastLoaded PlacementReason = "least_loaded"
+	OnlyChoice  PlacementReason = "only_choice"
+	Pinned      PlacementReason = "pinned"
+	Prefix      PlacementReason = "prefix"
+	Retry       PlacementReason = "retry"
+	Session     PlacementReason = "session"
+)
+
+// Valid indicates whether the value is a known member of the PlacementReason enum.
+func (e PlacementReason) Valid() bool {
+	switch e {
+	case LeastLoaded:
+		return true
+	case OnlyChoice:
+		return true
+	case Pinned:
+		return true
+	case Prefix:
+		return true
+	case Retry:
+		return true
+	case Session:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for PlacementOverridesMode.
 const (
 	Auto   PlacementOverridesMode = "auto"
@@ -413,6 +443,54 @@ func (e ReloadResponseStatus) Valid() bool {
 	case Reloaded:
 		return true
 	case Rollback:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ReplicaHealthBreaker.
+const (
+	Closed   ReplicaHealthBreaker = "closed"
+	HalfOpen ReplicaHealthBreaker = "half_open"
+	Open     ReplicaHealthBreaker = "open"
+)
+
+// Valid indicates whether the value is a known member of the ReplicaHealthBreaker enum.
+func (e ReplicaHealthBreaker) Valid() bool {
+	switch e {
+	case Closed:
+		return true
+	case HalfOpen:
+		return true
+	case Open:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ReplicaHealthState.
+const (
+	ReplicaHealthStateDraining  ReplicaHealthState = "draining"
+	ReplicaHealthStateReady     ReplicaHealthState = "ready"
+	ReplicaHealthStateStarting  ReplicaHealthState = "starting"
+	ReplicaHealthStateStopped   ReplicaHealthState = "stopped"
+	ReplicaHealthStateUnhealthy ReplicaHealthState = "unhealthy"
+)
+
+// Valid indicates whether the value is a known member of the ReplicaHealthState enum.
+func (e ReplicaHealthState) Valid() bool {
+	switch e {
+	case ReplicaHealthStateDraining:
+		return true
+	case ReplicaHealthStateReady:
+		return true
+	case ReplicaHealthStateStarting:
+		return true
+	case ReplicaHealthStateStopped:
+		return true
+	case ReplicaHealthStateUnhealthy:
 		return true
 	default:
 		return false
@@ -914,6 +992,25 @@ type OpenAIUsage struct {
 	TotalTokens      int64 `json:"total_tokens"`
 }
 
+// Placement Where the task was placed among its pool's replicas, and why.
+type Placement struct {
+	Candidates []PlacementCandidate `json:"candidates"`
+	PoolId     string               `json:"pool_id"`
+	Reason     PlacementReason      `json:"reason"`
+	ReplicaId  string               `json:"replica_id"`
+}
+
+// PlacementReason defines model for Placement.Reason.
+type PlacementReason string
+
+// PlacementCandidate defines model for PlacementCandidate.
+type PlacementCandidate struct {
+	// ExcludedBecause Why the replica could not take the task (not_ready, breaker_open, tried, avoided, not_pinned, devices, vram).
+	ExcludedBecause *string `json:"excluded_because,omitempty"`
+	ReplicaId       string  `json:"replica_id"`
+	Score           float64 `json:"score"`
+}
+
 // PlacementOverrides defines model for PlacementOverrides.
 type PlacementOverrides struct {
 	AllowFallback *bool                   `json:"allow_fallback,omitempty"`
@@ -959,6 +1056,9 @@ type PoolHealth struct {
 	ModelRef  *string            `json:"model_ref,omitempty"`
 	PoolId    string             `json:"pool_id"`
 	Ready     bool               `json:"ready"`
+
+	// Replicas The pool's replicas, each with its own slots, health and breaker.
+	Replicas *[]ReplicaHealth `json:"replicas,omitempty"`
 }
 
 // PoolHealth_Metrics defines model for PoolHealth.Metrics.
@@ -1013,6 +1113,36 @@ type ReloadResponseReason string
 
 // ReloadResponseStatus defines model for ReloadResponse.Status.
 type ReloadResponseStatus string
+
+// ReplicaHealth defines model for ReplicaHealth.
+type ReplicaHealth struct {
+	Breaker ReplicaHealthBreaker `json:"breaker"`
+	Devices *[]int32             `json:"devices,omitempty"`
+
+	// Id Stable replica id, `<pool>/<n>` or the configured name.
+	Id string `json:"id"`
+
+	// KvUsage KV cache use 0..1, from the engine's load probe.
+	KvUsage   *float64 `json:"kv_usage,omitempty"`
+	LastError *string  `json:"last_error,omitempty"`
+	Managed   bool     `json:"managed"`
+
+	// QueueDepth Requests waiting inside the engine, from its load probe.
+	QueueDepth *int32             `json:"queue_depth,omitempty"`
+	Restarts   int32              `json:"restarts"`
+	SlotsBusy  int32              `json:"slots_busy"`
+	SlotsTotal int32              `json:"slots_total"`
+	State      ReplicaHealthState `json:"state"`
+
+	// Url Where the replica answers (absent before a managed one started).
+	Url *string `json:"url,omitempty"`
+}
+
+// ReplicaHealthBreaker defines model for ReplicaHealth.Breaker.
+type ReplicaHealthBreaker string
+
+// ReplicaHealthState defines model for ReplicaHealth.State.
+type ReplicaHealthState string
 
 // SSEFrame One Server-Sent Events frame of the stream, as an SSE parser delivers it. (OpenAPI before
 // 3.2 documents an event stream by the schema of one event.) `data` is the JSON text of the
@@ -1113,7 +1243,13 @@ type TaskState struct {
 	CreatedMs  int64          `json:"created_ms"`
 	Error      *ErrorEnvelope `json:"error,omitempty"`
 	FinishedMs *int64         `json:"finished_ms,omitempty"`
-	PoolId     string         `json:"pool_id"`
+
+	// Migrations Times the task moved mid-stream to another replica after its replica failed.
+	Migrations *int32 `json:"migrations,omitempty"`
+
+	// Placement Where the task was placed among its pool's replicas, and why.
+	Placement *Placement `json:"placement,omitempty"`
+	PoolId    string     `json:"pool_id"`
 
 	// PredictedStartMs Present while queued.
 	PredictedStartMs *int64   `json:"predicted_start_ms,omitempty"`

@@ -45,6 +45,7 @@ import (
 	"github.com/orchestratord/orchestratord/impl/connlimit"
 	"github.com/orchestratord/orchestratord/impl/journal"
 	"github.com/orchestratord/orchestratord/impl/metrics"
+	"github.com/orchestratord/orchestratord/impl/placement"
 	"github.com/orchestratord/orchestratord/impl/pool"
 	"github.com/orchestratord/orchestratord/impl/session"
 	"github.com/orchestratord/orchestratord/impl/task"
@@ -164,9 +165,12 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	for _, p := range cfg.Pools {
 		s := pool.Spec{ID: p.ID, Engine: p.Engine, ModelRef: p.ModelRef, ModelID: p.ModelID, CtxMax: p.CtxMax,
 			Slots: p.Slots, KVBytesPerToken: p.KVBytesPerToken, PriorServiceMs: p.PriorServiceMs,
-			PriorTokensPerS: p.PriorTokensPerS, Workloads: p.Workloads, EngineOptions: p.EngineOptions}
-		r := p.Replicas[0]
-		s.URL, s.Managed = r.URL, r.Managed != nil
+			PriorTokensPerS: p.PriorTokensPerS, Workloads: p.Workloads, EngineOptions: p.EngineOptions,
+			MigrateOnFailure: p.MigrateOnFailureOrDefault()}
+		for _, ri := range p.Instances() {
+			s.Replicas = append(s.Replicas, pool.ReplicaSpec{ID: ri.ID, URL: ri.URL, Managed: ri.Managed != nil,
+				Devices: ri.Devices, Source: ri.Source})
+		}
 		specs = append(specs, s)
 	}
 	policy, err := admission.ParsePolicy(cfg.Admission.Policy)
@@ -358,6 +362,10 @@ func (a *App) refreshGauges(ctx context.Context) {
 		a.metrics.QueueDepth.WithLabelValues(v.Engine, v.EngineVersion, v.ID, "interactive").Set(float64(ps.QueuedInteractive))
 		a.metrics.QueueDepth.WithLabelValues(v.Engine, v.EngineVersion, v.ID, "batch").Set(float64(ps.QueuedBatch))
 		a.metrics.ActiveLeases.WithLabelValues(v.ID).Set(float64(ps.Busy))
+		for _, r := range v.Replicas {
+			a.metrics.ReplicaReady.WithLabelValues(v.ID, r.ID).Set(b2f(r.Ready() && r.Breaker != placement.BreakerOpen))
+			a.metrics.ReplicaBreaker.WithLabelValues(v.ID, r.ID).Set(float64(r.Breaker))
+		}
 		switch {
 		case v.HasEngineLoad && v.EngineLoad.KVUsage >= 0:
 			// The engine's own figure, from its driver's load probe (e.g. vllm:kv_cache_usage_perc).
@@ -403,14 +411,18 @@ func forgetOtherVersions(pool, version string, gauges ...*prometheus.GaugeVec) {
 // start gets a fresh random API key that only the daemon knows: it reaches the engine through
 // the template ({api_key_file}, {api_key}), every request carries it, and the supervisor
 // redacts it from what it logs.
-func (a *App) startManaged(ctx context.Context, spec pool.Spec, modelRef string) (pool.Managed, error) {
+func (a *App) startManaged(ctx context.Context, spec pool.Spec, rs pool.ReplicaSpec, modelRef string) (pool.Managed, error) {
 	var pc config.Pool
 	for _, p := range a.cfg.Pools {
 		if p.ID == spec.ID {
 			pc = p
 		}
 	}
-	m := pc.Replicas[0].Managed
+	if rs.Source >= len(pc.Replicas) || pc.Replicas[rs.Source].Managed == nil {
+		return nil, &pool.StartError{Reason: pool.ReasonStartFailed, Message: fmt.Sprintf("replica %s is not managed", rs.ID)}
+	}
+	m := pc.Replicas[rs.Source].Managed
+	fileID := strings.ReplaceAll(rs.ID, "/", "-")
 	drv, ok := drivers.Registry().Lookup(spec.Engine)
 	if !ok {
 		return nil, &pool.StartError{Reason: pool.ReasonStartFailed, Message: fmt.Sprintf("engine %q is not registered", spec.Engine)}
@@ -459,12 +471,12 @@ func (a *App) startManaged(ctx context.Context, spec pool.Spec, modelRef string)
 	if err := os.MkdirAll(keyDir, 0o700); err != nil {
 		return nil, err
 	}
-	key, keyFile, err := replicaKey(keyDir, spec.ID)
+	key, keyFile, err := replicaKey(keyDir, fileID)
 	if err != nil {
 		return nil, err
 	}
-	devs := make([]string, len(m.Devices))
-	for i, d := range m.Devices {
+	devs := make([]string, len(rs.Devices))
+	for i, d := range rs.Devices {
 		devs[i] = strconv.Itoa(d)
 	}
 	devices := strings.Join(devs, ",")
@@ -495,7 +507,7 @@ func (a *App) startManaged(ctx context.Context, spec pool.Spec, modelRef string)
 	}
 	sup, err := process.New(process.Options{
 		Argv: expanded, Env: env, StartTimeout: m.StartTimeout.D(), Secrets: []string{key},
-		LogFile: filepath.Join(logDir, spec.ID+".log"),
+		LogFile: filepath.Join(logDir, fileID+".log"),
 		Health: func(ctx context.Context, baseURL string) (bool, error) {
 			probe.Lock()
 			defer probe.Unlock()
@@ -506,14 +518,14 @@ func (a *App) startManaged(ctx context.Context, spec pool.Spec, modelRef string)
 			h, err := probe.r.Health(ctx)
 			return h.Ready, err
 		},
-		Logger: a.log.With("pool_id", spec.ID),
+		Logger: a.log.With("pool_id", spec.ID, "replica_id", rs.ID),
 	})
 	if err != nil {
 		_ = os.Remove(keyFile)
 		a.log.Error("managed replica options", "pool_id", spec.ID, "err", err)
 		return nil, &pool.StartError{Reason: pool.ReasonStartFailed, Message: "the engine could not be started (see the daemon log)"}
 	}
-	a.log.Info("starting managed replica", "pool_id", spec.ID, "engine", drv.Name, "model", modelPath, "argv0", expanded[0],
+	a.log.Info("starting managed replica", "pool_id", spec.ID, "replica_id", rs.ID, "engine", drv.Name, "model", modelPath, "argv0", expanded[0],
 		"api_key_fingerprint", Fingerprint(key))
 	if err := sup.Start(ctx); err != nil {
 		_ = os.Remove(keyFile)
@@ -558,6 +570,20 @@ type keyedReplica struct {
 }
 
 func (k *keyedReplica) APIKey() string { return k.key }
+
+// Status is the supervisor's view of the replica: it owns the replica's health.
+func (k *keyedReplica) Status() pool.ManagedStatus {
+	st := k.Supervisor.State()
+	ms := pool.ManagedStatus{Ready: st == process.StateRunning, Restarts: k.Supervisor.Restarts(),
+		Live: st == process.StateRunning || st == process.StateUnhealthy}
+	if st != process.StateRunning {
+		if err := k.Supervisor.LastError(); err != nil {
+			// Pool health is shown to clients: the state, never the engine's output.
+			ms.LastError = "engine " + st.String()
+		}
+	}
+	return ms
+}
 
 func (k *keyedReplica) Stop(ctx context.Context) error {
 	err := k.Supervisor.Stop(ctx)

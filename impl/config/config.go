@@ -150,12 +150,59 @@ type Pool struct {
 	// Triton's tensor names); unknown keys are refused.
 	EngineOptions map[string]string `yaml:"engine_options"`
 	Replicas      []Replica         `yaml:"replicas"`
+	// MigrateOnFailure: a task whose replica fails mid-stream continues on another replica
+	// (default true).
+	MigrateOnFailure *bool `yaml:"migrate_on_failure"`
+}
+
+// MigrateOnFailureOrDefault reports whether mid-stream migration is on (default true).
+func (p Pool) MigrateOnFailureOrDefault() bool {
+	return p.MigrateOnFailure == nil || *p.MigrateOnFailure
 }
 
 // Replica is an engine endpoint: external (URL) or managed (a process the daemon runs).
 type Replica struct {
+	// Name is the replica's id in pool health, placement and metrics (default "<pool>/<n>";
+	// with managed.count N > 1, "<name>-<i>").
+	Name    string   `yaml:"name"`
 	URL     string   `yaml:"url"`
 	Managed *Managed `yaml:"managed"`
+}
+
+// ReplicaInstance is one replica of a pool after count expansion.
+type ReplicaInstance struct {
+	ID      string
+	URL     string
+	Managed *Managed
+	Devices []int
+	Source  int // index in Pool.Replicas
+}
+
+// Instances expands the pool's replica entries (managed.count) into replicas with stable ids.
+func (p Pool) Instances() []ReplicaInstance {
+	var out []ReplicaInstance
+	for j, r := range p.Replicas {
+		n := 1
+		if r.Managed != nil && r.Managed.Count > 1 {
+			n = r.Managed.Count
+		}
+		for i := range n {
+			ri := ReplicaInstance{URL: r.URL, Managed: r.Managed, Source: j}
+			switch {
+			case r.Name != "" && n > 1:
+				ri.ID = fmt.Sprintf("%s-%d", r.Name, i)
+			case r.Name != "":
+				ri.ID = r.Name
+			default:
+				ri.ID = fmt.Sprintf("%s/%d", p.ID, len(out))
+			}
+			if r.Managed != nil {
+				ri.Devices = r.Managed.Devices.For(i)
+			}
+			out = append(out, ri)
+		}
+	}
+	return out
 }
 
 // Managed is a replica the daemon starts, health-checks, restarts and stops.
@@ -166,9 +213,44 @@ type Managed struct {
 	Command []string `yaml:"command"`
 	Args    []string `yaml:"args"`
 	Env     []string `yaml:"env"`
-	// Devices are the GPU indices the replica may use ({devices}, CUDA_VISIBLE_DEVICES).
-	Devices      []int    `yaml:"devices"`
-	StartTimeout Duration `yaml:"start_timeout"`
+	// Count is how many replicas this entry runs (default 1).
+	Count int `yaml:"count"`
+	// Devices are the GPU indices a replica may use ({devices}, CUDA_VISIBLE_DEVICES): one
+	// list for every replica ([0, 1]) or one list per replica ([[0], [1], [2, 3]]).
+	Devices      DeviceSets `yaml:"devices"`
+	StartTimeout Duration   `yaml:"start_timeout"`
+}
+
+// DeviceSets are the devices of a managed entry's replicas: one set shared by all, or one per
+// replica.
+type DeviceSets [][]int
+
+// UnmarshalYAML takes a list of indices (one set) or a list of lists (one set per replica).
+func (d *DeviceSets) UnmarshalYAML(n *yaml.Node) error {
+	var nested [][]int
+	if err := n.Decode(&nested); err == nil {
+		*d = nested
+		return nil
+	}
+	var flat []int
+	if err := n.Decode(&flat); err != nil {
+		return errors.New("devices must be a list of GPU indices or a list of such lists")
+	}
+	*d = DeviceSets{flat}
+	return nil
+}
+
+// For returns replica i's devices (nil: none configured).
+func (d DeviceSets) For(i int) []int {
+	switch {
+	case len(d) == 0:
+		return nil
+	case len(d) == 1:
+		return d[0]
+	case i < len(d):
+		return d[i]
+	}
+	return nil
 }
 
 // Duration is a time.Duration written as "10s", "5m" in YAML.
@@ -623,11 +705,24 @@ func (c *Config) validate() error {
 					drv.Name, strings.Join(drv.Workloads, ", "), w)
 			}
 		}
-		if len(p.Replicas) != 1 {
-			return fail(f("replicas"), "exactly one replica is supported per pool, got %d", len(p.Replicas))
+		if len(p.Replicas) == 0 {
+			return fail(f("replicas"), "at least one replica is required")
+		}
+		names := map[string]bool{}
+		for _, ri := range p.Instances() {
+			if names[ri.ID] {
+				return fail(f("replicas"), "replica id %q is used twice", ri.ID)
+			}
+			names[ri.ID] = true
+		}
+		if len(names) > 256 {
+			return fail(f("replicas"), "at most 256 replicas per pool, got %d", len(names))
 		}
 		for j, r := range p.Replicas {
 			rf := fmt.Sprintf("pools[%d].replicas[%d]", i, j)
+			if r.Name != "" && !poolIDRe.MatchString(r.Name) {
+				return fail(rf+".name", "must match %s, got %q", poolIDRe.String(), r.Name)
+			}
 			switch {
 			case r.URL != "" && r.Managed != nil:
 				return fail(rf, "set either url or managed, not both")
@@ -640,9 +735,22 @@ func (c *Config) validate() error {
 				if drv.Managed == nil && len(r.Managed.Command) == 0 {
 					return fail(rf+".managed", "engine %s is external only here (no default command line): set url, or managed.command", drv.Name)
 				}
-				for k, d := range r.Managed.Devices {
-					if d < 0 {
-						return fail(fmt.Sprintf("%s.managed.devices[%d]", rf, k), "must not be negative, got %d", d)
+				if r.Managed.Count < 0 || r.Managed.Count > 256 {
+					return fail(rf+".managed.count", "must be between 1 and 256, got %d", r.Managed.Count)
+				}
+				if n := max(r.Managed.Count, 1); len(r.Managed.Devices) > 1 && len(r.Managed.Devices) != n {
+					return fail(rf+".managed.devices", "has %d device lists for %d replicas (managed.count): give one list, or one per replica",
+						len(r.Managed.Devices), n)
+				}
+				for k, set := range r.Managed.Devices {
+					for l, d := range set {
+						if d < 0 {
+							at := fmt.Sprintf("%s.managed.devices[%d][%d]", rf, k, l)
+							if len(r.Managed.Devices) == 1 { // written as one flat list
+								at = fmt.Sprintf("%s.managed.devices[%d]", rf, l)
+							}
+							return fail(at, "must not be negative, got %d", d)
+						}
 					}
 				}
 				if len(r.Managed.Command) > 0 && len(r.Managed.Args) > 0 {
@@ -792,9 +900,9 @@ func (c *Config) Summary() string {
 		if !slices.Contains(engines, p.Engine) {
 			engines = append(engines, p.Engine)
 		}
-		replicas += len(p.Replicas)
+		replicas += len(p.Instances())
 		var kinds []string
-		for _, r := range p.Replicas {
+		for _, r := range p.Instances() {
 			if r.Managed != nil {
 				kinds = append(kinds, "managed")
 			} else {

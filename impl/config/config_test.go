@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -128,7 +129,11 @@ func TestInvalidConfigNamesField(t *testing.T) {
 			"pools[0].engine_options.metrics_url: must be an http(s) URL", Overrides{}},
 		{"ctx_max", strings.Replace(minimal, "ctx_max: 2048", "ctx_max: 0", 1), "pools[0].ctx_max", Overrides{}},
 		{"slots", strings.Replace(minimal, "slots: 1", "slots: 0", 1), "pools[0].slots", Overrides{}},
-		{"two replicas", strings.Replace(minimal, `[{url: "http://127.0.0.1:9"}]`, `[{url: "http://a:1"}, {url: "http://b:1"}]`, 1), "pools[0].replicas", Overrides{}},
+		{"two replicas with one name", strings.Replace(minimal, `[{url: "http://127.0.0.1:9"}]`, `[{name: a, url: "http://a:1"}, {name: a, url: "http://b:1"}]`, 1), "pools[0].replicas", Overrides{}},
+		{"bad replica name", strings.Replace(minimal, `[{url: "http://127.0.0.1:9"}]`, `[{name: "A/B", url: "http://a:1"}]`, 1), "pools[0].replicas[0].name", Overrides{}},
+		{"device lists unlike count", strings.Replace(minimal, `[{url: "http://127.0.0.1:9"}]`, `[{managed: {count: 3, devices: [[0], [1]]}}]`, 1), "pools[0].replicas[0].managed.devices", Overrides{}},
+		{"negative count", strings.Replace(minimal, `[{url: "http://127.0.0.1:9"}]`, `[{managed: {count: -1}}]`, 1), "pools[0].replicas[0].managed.count", Overrides{}},
+		{"negative nested device", strings.Replace(minimal, `[{url: "http://127.0.0.1:9"}]`, `[{managed: {count: 2, devices: [[0], [1, -1]]}}]`, 1), "pools[0].replicas[0].managed.devices[1][1]", Overrides{}},
 		{"bad url", strings.Replace(minimal, "http://127.0.0.1:9", "ftp://x", 1), "pools[0].replicas[0].url", Overrides{}},
 		{"managed without port", strings.Replace(minimal, `[{url: "http://127.0.0.1:9"}]`, `[{managed: {command: ["x"]}}]`, 1), "managed.command", Overrides{}},
 		{"negative max_connections", "server: {max_connections: -1}\n" + minimal, "server.max_connections", Overrides{}},
@@ -236,4 +241,37 @@ func FuzzParse(f *testing.F) {
 		c.APIKeys = nil
 		_ = c.complete()
 	})
+}
+
+// TestReplicaInstances: managed.count expands an entry into replicas with stable ids
+// ("<pool>/<n>", or "<name>-<i>" for a named entry), each with its own devices.
+func TestReplicaInstances(t *testing.T) {
+	y := strings.Replace(minimal, `[{url: "http://127.0.0.1:9"}]`,
+		`[{managed: {count: 3, devices: [[0], [1], [2, 3]]}}, {url: "http://10.0.0.2:8080"}, {name: gpu-box, managed: {count: 2, devices: [4]}}]`, 1)
+	c, err := Parse([]byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := c.Pools[0].Instances()
+	type want struct {
+		id      string
+		devices []int
+		url     string
+	}
+	wants := []want{{"p1/0", []int{0}, ""}, {"p1/1", []int{1}, ""}, {"p1/2", []int{2, 3}, ""},
+		{"p1/3", nil, "http://10.0.0.2:8080"}, {"gpu-box-0", []int{4}, ""}, {"gpu-box-1", []int{4}, ""}}
+	if len(got) != len(wants) {
+		t.Fatalf("%d replicas, want %d: %+v", len(got), len(wants), got)
+	}
+	for i, w := range wants {
+		if got[i].ID != w.id || !slices.Equal(got[i].Devices, w.devices) || got[i].URL != w.url {
+			t.Errorf("replica %d = %+v, want %+v", i, got[i], w)
+		}
+	}
+	if s := c.Summary(); !strings.Contains(s, "6 replicas") {
+		t.Errorf("summary %q does not count 6 replicas", s)
+	}
+	if !c.Pools[0].MigrateOnFailureOrDefault() {
+		t.Error("migrate_on_failure is on by default")
+	}
 }

@@ -56,6 +56,10 @@ type Metrics struct {
 	ArtifactsStored     prometheus.Gauge       // artifacts in the store
 	ArtifactsBytes      prometheus.Gauge       // size of their files
 	EngineErrors        *prometheus.CounterVec // engine, pool_id, kind, fault
+	Placements          *prometheus.CounterVec // pool_id, reason
+	Migrations          *prometheus.CounterVec // pool_id
+	ReplicaReady        *prometheus.GaugeVec   // pool_id, replica_id
+	ReplicaBreaker      *prometheus.GaugeVec   // pool_id, replica_id
 
 	families []family
 }
@@ -151,6 +155,11 @@ func (m *Metrics) table() []family {
 		{name: "sse_client_disconnects_total", help: "Streams whose client went away before the task ended.", into: counter(&m.SSEDisconnects)},
 		{name: "engine_errors_total", help: "Generations that failed in the engine, by kind and by whose fault (request, replica, overload, daemon).",
 			labels: []string{"engine", "pool_id", "kind", "fault"}, into: counterVec(&m.EngineErrors)},
+		{name: "placements_total", help: "Tasks placed on a replica, by why that replica (pinned, session, prefix, least_loaded, only_choice, retry).",
+			labels: []string{"pool_id", "reason"}, into: counterVec(&m.Placements)},
+		{name: "task_migrations_total", help: "Tasks moved mid-stream to another replica after theirs failed.", labels: []string{"pool_id"}, into: counterVec(&m.Migrations)},
+		{name: "replica_ready", help: "1 when the replica takes tasks.", labels: []string{"pool_id", "replica_id"}, into: gaugeVec(&m.ReplicaReady)},
+		{name: "replica_breaker_state", help: "A replica's circuit breaker: 0 closed, 1 open, 2 half-open.", labels: []string{"pool_id", "replica_id"}, into: gaugeVec(&m.ReplicaBreaker)},
 		{name: "http_connections_open", help: "Client connections open (at most server.max_connections).", into: gauge(&m.ConnectionsOpen)},
 		{name: "http_connections_waited_total", help: "Client connections that waited for a free slot because server.max_connections were open.", into: counter(&m.ConnectionsWaited)},
 		{name: "artifacts_stored", help: "Artifacts in the artifact store (limit: artifacts.max_count).", into: gauge(&m.ArtifactsStored)},

@@ -30,7 +30,7 @@ func TestPermanentStartFailureIsNotRetried(t *testing.T) {
 			reg, err := New(Options{
 				Pools:      []Spec{managedSpec},
 				NewReplica: func(Spec, Endpoint) engine.Replica { return &fakeReplica{} },
-				StartManaged: func(context.Context, Spec, string) (Managed, error) {
+				StartManaged: func(context.Context, Spec, ReplicaSpec, string) (Managed, error) {
 					calls.Add(1)
 					return nil, tt.err
 				},

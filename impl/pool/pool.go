@@ -1,11 +1,17 @@
-// Package pool is the registry of engine pools: one model on one engine type, served by a
-// replica that is either external (a URL) or managed (a process the daemon starts and
-// supervises). The registry polls each replica's health, tracks draining and drain deadlines,
-// and performs health-gated reloads with rollback.
+// Package pool is the registry of engine pools: one model on one engine type, served by any
+// number of replicas, each either external (a URL) or managed (a process the daemon starts and
+// supervises). Each replica has its own slots, health, breaker and last error; the registry
+// tracks draining and drain deadlines and performs reloads replica by replica, health-gated,
+// with rollback.
 //
-// Concurrency: one mutex guards the registry's pool states; health polling runs in one goroutine
-// per pool (started by Run) and never holds the mutex across an engine call. Changes are reported
-// through OnChange, called without the mutex held, in the order they happen for a given pool.
+// Ownership: a managed replica's lifecycle belongs to its supervisor (it probes and restarts
+// the process; the registry reads its state), an external replica's to its poller here. Busy
+// slots of a replica are counted by Acquire/release, which only the dispatcher calls.
+//
+// Concurrency: one mutex guards the registry's pool states; polling runs in one goroutine per
+// replica (started by Start) and never holds the mutex across an engine call. Changes are
+// reported through OnChange, called without the mutex held, in the order they happen for a
+// given pool.
 package pool
 
 import (
@@ -13,12 +19,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/orchestratord/orchestratord/engine"
 	"github.com/orchestratord/orchestratord/impl/config"
+	"github.com/orchestratord/orchestratord/impl/placement"
 )
 
 // Errors.
@@ -31,7 +39,7 @@ var (
 
 // Reasons a reload fails (ReloadError.Reason), a closed set that clients may match on.
 const (
-	ReasonNotReloadable     = "not_reloadable"      // the pool's replica is external
+	ReasonNotReloadable     = "not_reloadable"      // the pool's replicas are external
 	ReasonInFlight          = "reload_in_flight"    // another reload of the pool is running
 	ReasonModelUnavailable  = "model_unavailable"   // the model file cannot be used
 	ReasonStartFailed       = "start_failed"        // the engine process could not be started
@@ -73,42 +81,134 @@ type Spec struct {
 	ModelRef        string
 	ModelID         string
 	CtxMax          int
-	Slots           int
+	Slots           int // per replica
 	KVBytesPerToken int64
 	PriorServiceMs  float64
 	PriorTokensPerS float64
 	Workloads       []string
 	// EngineOptions are the pool's engine-specific settings (config engine_options).
 	EngineOptions map[string]string
-	// URL of an external replica; empty for a managed one.
+	// MigrateOnFailure lets a task whose replica fails mid-stream continue on another.
+	MigrateOnFailure bool
+	// Replicas of the pool. Empty: one replica, from URL and Managed below.
+	Replicas []ReplicaSpec
+	// URL of a single external replica (when Replicas is empty).
 	URL string
-	// Managed is true when the daemon runs the replica (StartManaged is used).
+	// Managed: the single replica is run by the daemon (when Replicas is empty).
 	Managed bool
 }
+
+// ReplicaSpec is one replica's configuration.
+type ReplicaSpec struct {
+	ID      string // "<pool>/<n>" or a configured name
+	URL     string // external replicas
+	Managed bool
+	Devices []int
+	// Source is the index of the config entry it comes from (a managed entry with count N
+	// makes N replicas).
+	Source int
+}
+
+// replicaSpecs returns the pool's replicas, defaulting to the single URL/Managed one.
+func (s Spec) replicaSpecs() []ReplicaSpec {
+	if len(s.Replicas) > 0 {
+		return s.Replicas
+	}
+	return []ReplicaSpec{{ID: s.ID + "/0", URL: s.URL, Managed: s.Managed}}
+}
+
+// HasManaged reports whether the daemon runs any of the pool's replicas (it can reload them).
+func (s Spec) HasManaged() bool {
+	for _, r := range s.replicaSpecs() {
+		if r.Managed {
+			return true
+		}
+	}
+	return false
+}
+
+// Replica states (ReplicaView.State).
+const (
+	StateStarting  = "starting"
+	StateReady     = "ready"
+	StateDraining  = "draining"
+	StateUnhealthy = "unhealthy"
+	StateStopped   = "stopped"
+)
+
+// ReplicaView is a snapshot of one replica.
+type ReplicaView struct {
+	ReplicaSpec
+	URL           string // where it answers now ("" before a managed one started)
+	State         string
+	Live, Healthy bool
+	Slots         int
+	Busy          int // tasks dispatched to it and not finished
+	EngineLoad    engine.Load
+	HasEngineLoad bool
+	EngineVersion string
+	LastError     string
+	Restarts      int
+	Breaker       placement.Breaker
+	ProbeInFlight bool
+	ModelRef      string
+}
+
+// Ready reports whether tasks may be placed on the replica (its breaker aside).
+func (r ReplicaView) Ready() bool { return r.State == StateReady }
 
 // View is a snapshot of one pool.
 type View struct {
 	Spec
-	Live          bool // the replica answers
-	Healthy       bool // the replica reports ready: queued tasks may be dispatched
+	Live          bool // a replica answers
+	Healthy       bool // a replica reports ready: queued tasks may be dispatched
 	Draining      bool
 	DrainDeadline time.Time
-	LastError     string
+	LastError     string // the most recent replica error ("" when every replica is fine)
 	EngineVersion string
-	Busy          int // generations in flight on the replica
-	// EngineLoad is the load the engine last reported (its driver's load probe), when
+	Busy          int // generations in flight on the pool's replicas
+	// EngineLoad is the load the engines last reported (summed; KVUsage is the mean), when
 	// HasEngineLoad; refreshed with every successful health check.
 	EngineLoad    engine.Load
 	HasEngineLoad bool
+	Replicas      []ReplicaView
 }
 
 // Ready reports whether new tasks may be placed on the pool.
 func (v View) Ready() bool { return v.Healthy && !v.Draining }
 
+// ReadyReplicas is the number of replicas that take tasks.
+func (v View) ReadyReplicas() int {
+	n := 0
+	for _, r := range v.Replicas {
+		if r.Healthy && r.Breaker != placement.BreakerOpen {
+			n++
+		}
+	}
+	return n
+}
+
+// SlotsTotal is the pool's dispatchable slots: the per-replica slots of each ready replica.
+func (v View) SlotsTotal() int { return v.Slots * v.ReadyReplicas() }
+
 // Managed is a running managed replica.
 type Managed interface {
 	BaseURL() string
 	Stop(ctx context.Context) error
+}
+
+// Supervised is implemented by managed replicas whose supervisor owns their health: the
+// registry reads it instead of polling the engine's health itself.
+type Supervised interface {
+	Status() ManagedStatus
+}
+
+// ManagedStatus is what a supervisor says of its replica.
+type ManagedStatus struct {
+	Ready     bool // running and healthy
+	Live      bool // a process runs
+	LastError string
+	Restarts  int
 }
 
 // Keyed is implemented by managed replicas started with an API key of their own, which every
@@ -144,18 +244,25 @@ type Options struct {
 	NewReplica func(spec Spec, ep Endpoint) engine.Replica
 	// StartManaged starts a managed replica serving modelRef and returns once it is healthy (or
 	// fails). Required when a pool is managed.
-	StartManaged func(ctx context.Context, spec Spec, modelRef string) (Managed, error)
+	StartManaged func(ctx context.Context, spec Spec, rep ReplicaSpec, modelRef string) (Managed, error)
 	// HealthInterval between health polls (default 2s).
 	HealthInterval time.Duration
 	// HealthTimeout bounds one health call (default 2s).
 	HealthTimeout time.Duration
-	// UnhealthyAfter is how many consecutive failed health checks take a healthy pool out of
-	// service (default 3), so that one slow answer under load does not; one good answer brings
-	// it back.
+	// UnhealthyAfter is how many consecutive failed health checks take a healthy replica out
+	// of service (default 3), so that one slow answer under load does not; one good answer
+	// brings it back.
 	UnhealthyAfter int
-	// ReloadGrace bounds how long a reload waits for the old replica's in-flight tasks before
+	// ReloadGrace bounds how long a reload waits for an old replica's in-flight tasks before
 	// stopping it (default 30s).
 	ReloadGrace time.Duration
+	// BreakerFaults consecutive replica faults open a replica's breaker (default 3).
+	BreakerFaults int
+	// BreakerCooldown is how long an open breaker waits before it lets one probe task
+	// through (default 10s).
+	BreakerCooldown time.Duration
+	// Now is the breaker's clock (default time.Now).
+	Now func() time.Time
 	// OnChange is called after every change of a pool's view. It must not block.
 	OnChange func(View)
 	// OnDrainDeadline is called when a drain's deadline passes.
@@ -175,31 +282,42 @@ type Registry struct {
 
 type state struct {
 	spec          Spec
-	replica       *tracked
-	replicaURL    string
-	managed       Managed
-	live, healthy bool
+	reps          []*rstate
 	draining      bool
 	drainDeadline time.Time
 	drainTimer    *time.Timer
-	lastErr       string
-	version       string
 	reloading     bool
-	load          *engine.Load // last load the engine reported; nil when it has no probe or it failed
-	failures      int          // consecutive failed health checks
-	poke          chan struct{}
 }
 
-// tracked counts in-flight generations of a replica.
+// rstate is one replica's state, guarded by Registry.mu.
+type rstate struct {
+	spec     ReplicaSpec
+	modelRef string
+	replica  *tracked
+	url      string
+	managed  Managed
+	started  bool // external, or a managed one whose first start succeeded
+	stopped  bool
+	draining bool // being replaced by a reload
+	live     bool
+	healthy  bool
+	failures int // consecutive failed health checks
+	lastErr  string
+	version  string
+	restarts int
+	load     *engine.Load
+	// breaker
+	faults   int
+	breaker  placement.Breaker
+	openedAt time.Time
+	probe    bool
+	poke     chan struct{}
+}
+
+// tracked counts the generations the dispatcher placed on a replica (Acquire/release).
 type tracked struct {
 	engine.Replica
 	active atomic.Int64
-}
-
-func (t *tracked) Generate(ctx context.Context, req engine.Request, emit engine.EmitFunc) (engine.Result, error) {
-	t.active.Add(1)
-	defer t.active.Add(-1)
-	return t.Replica.Generate(ctx, req, emit)
 }
 
 // New builds a registry. Nothing is started until Start.
@@ -219,6 +337,15 @@ func New(opts Options) (*Registry, error) {
 	if opts.ReloadGrace <= 0 {
 		opts.ReloadGrace = 30 * time.Second
 	}
+	if opts.BreakerFaults <= 0 {
+		opts.BreakerFaults = 3
+	}
+	if opts.BreakerCooldown <= 0 {
+		opts.BreakerCooldown = 10 * time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -230,58 +357,69 @@ func New(opts Options) (*Registry, error) {
 	}
 	r := &Registry{opts: opts, log: opts.Logger, pools: map[string]*state{}}
 	for _, s := range opts.Pools {
-		if s.Managed && opts.StartManaged == nil {
-			return nil, fmt.Errorf("pool %s: managed replica but no StartManaged", s.ID)
-		}
 		if _, dup := r.pools[s.ID]; dup {
 			return nil, fmt.Errorf("pool %s: duplicate id", s.ID)
 		}
-		r.pools[s.ID] = &state{spec: s, poke: make(chan struct{}, 1)}
+		st := &state{spec: s}
+		seen := map[string]bool{}
+		for _, rs := range s.replicaSpecs() {
+			if rs.Managed && opts.StartManaged == nil {
+				return nil, fmt.Errorf("pool %s: managed replica but no StartManaged", s.ID)
+			}
+			if seen[rs.ID] {
+				return nil, fmt.Errorf("pool %s: duplicate replica id %s", s.ID, rs.ID)
+			}
+			seen[rs.ID] = true
+			st.reps = append(st.reps, &rstate{spec: rs, modelRef: s.ModelRef, poke: make(chan struct{}, 1)})
+		}
+		r.pools[s.ID] = st
 		r.order = append(r.order, s.ID)
 	}
 	return r, nil
 }
 
 // Start starts managed replicas (in parallel, without waiting for them to become healthy) and
-// the health pollers; they stop when ctx is done. Call Stop to stop managed replicas.
+// the replicas' pollers; they stop when ctx is done. Call Stop to stop managed replicas.
 func (r *Registry) Start(ctx context.Context) {
 	for _, id := range r.order {
 		st := r.pools[id]
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			if st.spec.Managed {
-				m := r.startWithRetry(ctx, id, st.spec)
-				if m == nil {
-					return
-				}
-				r.mu.Lock()
-				if st.managed != nil { // a reload installed a replica meanwhile
-					r.mu.Unlock()
-					_ = m.Stop(context.WithoutCancel(ctx))
+		for _, rs := range st.reps {
+			r.wg.Add(1)
+			go func() {
+				defer r.wg.Done()
+				if rs.spec.Managed {
+					m := r.startWithRetry(ctx, id, st.spec, rs)
+					if m == nil {
+						return
+					}
+					r.mu.Lock()
+					if rs.managed != nil || rs.stopped { // a reload installed one meanwhile, or Stop ran
+						r.mu.Unlock()
+						_ = m.Stop(context.WithoutCancel(ctx))
+					} else {
+						rs.managed, rs.started = m, true
+						rs.url = m.BaseURL()
+						rs.replica = &tracked{Replica: r.opts.NewReplica(st.spec, endpointOf(m))}
+						r.mu.Unlock()
+					}
 				} else {
-					st.managed = m
-					st.replicaURL = m.BaseURL()
-					st.replica = &tracked{Replica: r.opts.NewReplica(st.spec, endpointOf(m))}
+					r.mu.Lock()
+					rs.url, rs.started = rs.spec.URL, true
+					rs.replica = &tracked{Replica: r.opts.NewReplica(st.spec, Endpoint{URL: rs.spec.URL})}
 					r.mu.Unlock()
 				}
-			} else {
-				r.mu.Lock()
-				st.replica = &tracked{Replica: r.opts.NewReplica(st.spec, Endpoint{URL: st.spec.URL})}
-				r.mu.Unlock()
-			}
-			r.poll(ctx, id)
-		}()
+				r.poll(ctx, id, rs)
+			}()
+		}
 	}
 }
 
-// startWithRetry starts a pool's managed replica, retrying with exponential backoff (1 s to
-// 30 s) until it starts, or fails with a permanent StartError, or ctx ends (then it returns
-// nil).
-func (r *Registry) startWithRetry(ctx context.Context, id string, spec Spec) Managed {
+// startWithRetry starts a managed replica, retrying with exponential backoff (1 s to 30 s)
+// until it starts or ctx ends (then it returns nil).
+func (r *Registry) startWithRetry(ctx context.Context, id string, spec Spec, rs *rstate) Managed {
 	backoff := time.Second
 	for {
-		m, err := r.opts.StartManaged(ctx, spec, spec.ModelRef)
+		m, err := r.opts.StartManaged(ctx, spec, rs.spec, spec.ModelRef)
 		if err == nil {
 			return m
 		}
@@ -292,13 +430,14 @@ func (r *Registry) startWithRetry(ctx context.Context, id string, spec Spec) Man
 		if se := (*StartError)(nil); errors.As(err, &se) {
 			msg = se.Message
 			if se.Permanent {
-				r.log.Error("managed replica cannot start; not retrying", "pool_id", id, "err", err)
-				r.update(id, func(s *state) { s.lastErr = msg })
+				r.log.Error("managed replica cannot start; not retrying", "pool_id", id, "replica_id", rs.spec.ID, "err", err)
+				r.update(id, func(*state) { rs.lastErr = msg })
 				return nil
 			}
 		}
-		r.log.Error("managed replica failed to start; retrying", "pool_id", id, "retry_in", backoff.String(), "err", err)
-		r.update(id, func(s *state) { s.lastErr = msg })
+		r.log.Error("managed replica failed to start; retrying", "pool_id", id, "replica_id", rs.spec.ID,
+			"retry_in", backoff.String(), "err", err)
+		r.update(id, func(*state) { rs.lastErr = msg })
 		select {
 		case <-ctx.Done():
 			return nil
@@ -316,9 +455,12 @@ func (r *Registry) Stop(ctx context.Context) error {
 	r.mu.Lock()
 	var ms []Managed
 	for _, st := range r.pools {
-		if st.managed != nil {
-			ms = append(ms, st.managed)
-			st.managed = nil
+		for _, rs := range st.reps {
+			if rs.managed != nil {
+				ms = append(ms, rs.managed)
+				rs.managed = nil
+			}
+			rs.stopped = true
 		}
 		if st.drainTimer != nil {
 			st.drainTimer.Stop()
@@ -332,38 +474,56 @@ func (r *Registry) Stop(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func (r *Registry) poll(ctx context.Context, id string) {
-	st := r.pools[id]
+func (r *Registry) poll(ctx context.Context, id string, rs *rstate) {
 	t := time.NewTicker(r.opts.HealthInterval)
 	defer t.Stop()
 	for {
-		r.check(ctx, id)
+		r.checkReplica(ctx, id, rs)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		case <-st.poke:
+		case <-rs.poke:
 		}
 	}
 }
 
-// check polls one pool's replica health once and records the result.
+// check polls every replica of a pool once (tests).
 func (r *Registry) check(ctx context.Context, id string) {
+	for _, rs := range r.pools[id].reps {
+		r.checkReplica(ctx, id, rs)
+	}
+}
+
+// checkReplica reads one replica's health once and records it: a supervised replica's from
+// its supervisor, an external one's from the engine. The engine's load is probed either way.
+func (r *Registry) checkReplica(ctx context.Context, id string, rs *rstate) {
 	r.mu.Lock()
 	st := r.pools[id]
-	if st.managed != nil && st.managed.BaseURL() != st.replicaURL {
-		// The supervisor restarted the engine on another port: talk to the new one.
-		st.replicaURL = st.managed.BaseURL()
-		st.replica = &tracked{Replica: r.opts.NewReplica(st.spec, endpointOf(st.managed))}
+	if rs.managed != nil && rs.managed.BaseURL() != rs.url {
+		// The supervisor restarted the engine on another port: talk to the new one. The
+		// counter moves with the adapter: tasks still on the old one release there.
+		rs.url = rs.managed.BaseURL()
+		rs.replica = &tracked{Replica: r.opts.NewReplica(st.spec, endpointOf(rs.managed))}
 	}
-	rep := st.replica
-	needVersion := st.version == ""
+	rep, managed := rs.replica, rs.managed
+	needVersion := rs.version == ""
 	r.mu.Unlock()
 	if rep == nil {
 		return
 	}
 	hctx, cancel := context.WithTimeout(ctx, r.opts.HealthTimeout)
-	h, err := rep.Health(hctx)
+	defer cancel()
+	var h engine.Health
+	var err error
+	restarts := -1
+	if sv, ok := managed.(Supervised); ok {
+		ms := sv.Status()
+		h = engine.Health{Live: ms.Live, Ready: ms.Ready, Detail: ms.LastError}
+		restarts = ms.Restarts
+	} else {
+		h, err = rep.Health(hctx)
+	}
 	version := ""
 	if err == nil && h.Ready && needVersion {
 		if v, ok := rep.Replica.(Versioner); ok {
@@ -376,77 +536,220 @@ func (r *Registry) check(ctx context.Context, id string) {
 			load = &l
 		}
 	}
-	cancel()
 	if ctx.Err() != nil {
 		return
 	}
-	r.update(id, func(s *state) {
-		if s.replica != rep { // replaced by a reload meanwhile
+	r.update(id, func(*state) {
+		if rs.replica != rep { // replaced by a reload meanwhile
 			return
 		}
+		if restarts >= 0 {
+			rs.restarts = restarts
+		}
 		if err == nil && h.Ready {
-			s.live, s.healthy, s.failures, s.lastErr = true, true, 0, ""
+			rs.live, rs.healthy, rs.failures, rs.lastErr = true, true, 0, ""
 		} else {
-			s.failures++
+			rs.failures++
 			switch {
 			case err != nil:
-				s.lastErr = err.Error()
+				rs.lastErr = err.Error()
 			case h.Detail != "":
-				s.lastErr = h.Detail
+				rs.lastErr = h.Detail
 			case !h.Live:
-				s.lastErr = "engine not reachable"
+				rs.lastErr = "engine not reachable"
 			}
-			if !s.healthy || s.failures >= r.opts.UnhealthyAfter {
-				s.live, s.healthy = err == nil && h.Live, false
+			// The supervisor already debounces its own checks: its word is final.
+			if (managed != nil && restarts >= 0) || !rs.healthy || rs.failures >= r.opts.UnhealthyAfter {
+				rs.live, rs.healthy = err == nil && h.Live, false
 			}
 		}
 		if version != "" {
-			s.version = version
+			rs.version = version
 		}
-		s.load = load
+		rs.load = load
 	})
 }
 
-// ReportFailure tells the registry a generation on the pool failed in a way that suggests the
-// replica is unwell; its health is re-checked at once.
-func (r *Registry) ReportFailure(id string) {
+// Acquire takes a slot on a replica for one generation: the dispatcher calls it once it has
+// chosen the replica and calls release when the generation ends. A half-open breaker lets
+// this one task through as its probe.
+func (r *Registry) Acquire(poolID, replicaID string) (rep engine.Replica, release func(), err error) {
 	r.mu.Lock()
-	st, ok := r.pools[id]
-	r.mu.Unlock()
+	defer r.mu.Unlock()
+	st, ok := r.pools[poolID]
 	if !ok {
+		return nil, nil, ErrNotFound
+	}
+	for _, rs := range st.reps {
+		if rs.spec.ID != replicaID {
+			continue
+		}
+		if rs.replica == nil {
+			return nil, nil, engine.Errorf(engine.KindPoolUnavailable, "replica %s is not running", replicaID)
+		}
+		t := rs.replica
+		t.active.Add(1)
+		probe := false
+		if r.breakerLocked(rs) == placement.BreakerHalfOpen && !rs.probe {
+			rs.probe, probe = true, true
+		}
+		var once sync.Once
+		return t, func() {
+			once.Do(func() {
+				t.active.Add(-1)
+				if probe {
+					r.mu.Lock()
+					rs.probe = false
+					r.mu.Unlock()
+				}
+			})
+		}, nil
+	}
+	return nil, nil, fmt.Errorf("%w: replica %s", ErrNotFound, replicaID)
+}
+
+// breakerLocked is the replica's breaker now: an open one half-opens after the cooldown.
+func (r *Registry) breakerLocked(rs *rstate) placement.Breaker {
+	if rs.breaker == placement.BreakerOpen && r.opts.Now().Sub(rs.openedAt) >= r.opts.BreakerCooldown {
+		return placement.BreakerHalfOpen
+	}
+	return rs.breaker
+}
+
+// ReportFailure tells the registry a generation on a replica failed by the replica's own
+// fault (never a task's own 4xx): it counts toward the replica's breaker, and its health is
+// re-checked at once.
+func (r *Registry) ReportFailure(poolID, replicaID string) {
+	rs := r.replicaState(poolID, replicaID)
+	if rs == nil {
 		return
 	}
+	r.update(poolID, func(*state) {
+		rs.faults++
+		b := r.breakerLocked(rs)
+		if b == placement.BreakerHalfOpen || (b == placement.BreakerClosed && rs.faults >= r.opts.BreakerFaults) {
+			rs.breaker, rs.openedAt = placement.BreakerOpen, r.opts.Now()
+			r.log.Warn("replica breaker open", "pool_id", poolID, "replica_id", replicaID, "faults", rs.faults)
+		}
+	})
 	select {
-	case st.poke <- struct{}{}:
+	case rs.poke <- struct{}{}:
 	default:
 	}
+}
+
+// ReportSuccess tells the registry a generation on a replica succeeded: its fault count
+// resets and a half-open breaker closes.
+func (r *Registry) ReportSuccess(poolID, replicaID string) {
+	rs := r.replicaState(poolID, replicaID)
+	if rs == nil {
+		return
+	}
+	r.mu.Lock()
+	quiet := rs.faults == 0 && rs.breaker == placement.BreakerClosed
+	r.mu.Unlock()
+	if quiet {
+		return
+	}
+	r.update(poolID, func(*state) {
+		if rs.breaker != placement.BreakerClosed {
+			r.log.Info("replica breaker closed", "pool_id", poolID, "replica_id", replicaID)
+		}
+		rs.faults, rs.breaker = 0, placement.BreakerClosed
+	})
+}
+
+func (r *Registry) replicaState(poolID, replicaID string) *rstate {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st, ok := r.pools[poolID]
+	if !ok {
+		return nil
+	}
+	for _, rs := range st.reps {
+		if rs.spec.ID == replicaID {
+			return rs
+		}
+	}
+	return nil
 }
 
 // update applies f to a pool's state under the lock and reports the new view if it changed.
 func (r *Registry) update(id string, f func(*state)) {
 	r.mu.Lock()
 	st := r.pools[id]
-	before := st.view()
+	before := r.viewLocked(st)
 	f(st)
-	after := st.view()
+	after := r.viewLocked(st)
 	r.mu.Unlock()
-	if before.Live != after.Live || before.Healthy != after.Healthy || before.Draining != after.Draining ||
-		before.LastError != after.LastError || before.EngineVersion != after.EngineVersion ||
-		before.ModelRef != after.ModelRef {
+	if changed(before, after) {
 		r.opts.OnChange(after)
 	}
 }
 
-func (s *state) view() View {
-	v := View{
-		Spec: s.spec, Live: s.live, Healthy: s.healthy, Draining: s.draining,
-		DrainDeadline: s.drainDeadline, LastError: s.lastErr, EngineVersion: s.version,
+func changed(a, b View) bool {
+	if a.Live != b.Live || a.Healthy != b.Healthy || a.Draining != b.Draining || a.LastError != b.LastError ||
+		a.EngineVersion != b.EngineVersion || a.ModelRef != b.ModelRef || len(a.Replicas) != len(b.Replicas) {
+		return true
 	}
-	if s.replica != nil {
-		v.Busy = int(s.replica.active.Load())
+	for i := range a.Replicas {
+		x, y := a.Replicas[i], b.Replicas[i]
+		if x.State != y.State || x.Breaker != y.Breaker || x.LastError != y.LastError || x.Restarts != y.Restarts ||
+			x.URL != y.URL || x.ModelRef != y.ModelRef {
+			return true
+		}
 	}
-	if s.load != nil {
-		v.EngineLoad, v.HasEngineLoad = *s.load, true
+	return false
+}
+
+func (r *Registry) viewLocked(s *state) View {
+	v := View{Spec: s.spec, Draining: s.draining, DrainDeadline: s.drainDeadline,
+		Replicas: make([]ReplicaView, 0, len(s.reps))}
+	kv, nkv := 0.0, 0
+	for _, rs := range s.reps {
+		rv := ReplicaView{ReplicaSpec: rs.spec, URL: rs.url, Live: rs.live, Healthy: rs.healthy, Slots: s.spec.Slots,
+			EngineVersion: rs.version, LastError: rs.lastErr, Restarts: rs.restarts, Breaker: r.breakerLocked(rs),
+			ProbeInFlight: rs.probe, ModelRef: rs.modelRef}
+		if rs.replica != nil {
+			rv.Busy = int(rs.replica.active.Load())
+		}
+		if rs.load != nil {
+			rv.EngineLoad, rv.HasEngineLoad = *rs.load, true
+		}
+		switch {
+		case rs.stopped:
+			rv.State = StateStopped
+		case rs.draining || s.draining:
+			rv.State = StateDraining
+		case rs.healthy:
+			rv.State = StateReady
+		case !rs.started || (rs.failures == 0 && rs.lastErr == ""):
+			rv.State = StateStarting
+		default:
+			rv.State = StateUnhealthy
+		}
+		v.Live = v.Live || rs.live
+		if rs.healthy && !rs.draining && rv.Breaker != placement.BreakerOpen {
+			v.Healthy = true
+		}
+		if rs.lastErr != "" {
+			v.LastError = rs.lastErr
+		}
+		if v.EngineVersion == "" {
+			v.EngineVersion = rs.version
+		}
+		v.Busy += rv.Busy
+		if rv.HasEngineLoad {
+			v.HasEngineLoad = true
+			v.EngineLoad.Running += rv.EngineLoad.Running
+			v.EngineLoad.Waiting += rv.EngineLoad.Waiting
+			kv += rv.EngineLoad.KVUsage
+			nkv++
+		}
+		v.Replicas = append(v.Replicas, rv)
+	}
+	if nkv > 0 {
+		v.EngineLoad.KVUsage = kv / float64(nkv)
 	}
 	return v
 }
@@ -457,7 +760,7 @@ func (r *Registry) Views() []View {
 	defer r.mu.Unlock()
 	out := make([]View, 0, len(r.order))
 	for _, id := range r.order {
-		out = append(out, r.pools[id].view())
+		out = append(out, r.viewLocked(r.pools[id]))
 	}
 	return out
 }
@@ -470,21 +773,7 @@ func (r *Registry) Get(id string) (View, bool) {
 	if !ok {
 		return View{}, false
 	}
-	return st.view(), true
-}
-
-// Replica returns the engine replica currently serving the pool.
-func (r *Registry) Replica(id string) (engine.Replica, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	st, ok := r.pools[id]
-	if !ok {
-		return nil, ErrNotFound
-	}
-	if st.replica == nil {
-		return nil, engine.Errorf(engine.KindPoolUnavailable, "pool %s has no running replica", id)
-	}
-	return st.replica, nil
+	return r.viewLocked(st), true
 }
 
 // Drain stops placement on the pool; after deadline, OnDrainDeadline fires so that the owner of
@@ -508,9 +797,11 @@ func (r *Registry) Drain(id string, deadline time.Duration) error {
 	return nil
 }
 
-// Reload switches a managed pool to newRef: it starts a new replica beside the old one, waits
-// for it to be healthy, switches, then stops the old replica once its in-flight generations end
-// (or ReloadGrace passes). On failure the new replica is stopped and the pool is unchanged.
+// Reload switches a managed pool to newRef replica by replica: for each, it starts a new
+// replica beside the old one, waits for it to be healthy, switches, then stops the old one
+// once its in-flight generations end (or ReloadGrace passes), so that the others serve
+// throughout. When one replica fails its start or health gate, the new one is stopped, the
+// replicas already switched are switched back the same way, and the pool keeps its model.
 // A successful reload ends a drain.
 func (r *Registry) Reload(ctx context.Context, id, newRef string) (View, error) {
 	r.mu.Lock()
@@ -519,19 +810,26 @@ func (r *Registry) Reload(ctx context.Context, id, newRef string) (View, error) 
 		r.mu.Unlock()
 		return View{}, ErrNotFound
 	}
-	if !st.spec.Managed {
-		v := st.view()
+	managed := 0
+	for _, rs := range st.reps {
+		if rs.spec.Managed {
+			managed++
+		}
+	}
+	if managed == 0 {
+		v := r.viewLocked(st)
 		r.mu.Unlock()
 		return v, &ReloadError{Reason: ReasonNotReloadable, Err: ErrNotReloadable,
-			Message: fmt.Sprintf("pool %s has an external replica (url); reload it where it runs", id)}
+			Message: fmt.Sprintf("pool %s has external replicas (url); reload them where they run", id)}
 	}
 	if st.reloading {
-		v := st.view()
+		v := r.viewLocked(st)
 		r.mu.Unlock()
 		return v, &ReloadError{Reason: ReasonInFlight, Err: ErrReloadInFlight, Message: "retry when it has finished"}
 	}
 	st.reloading = true
 	spec := st.spec
+	reps := slices.Clone(st.reps)
 	r.mu.Unlock()
 	defer func() {
 		r.mu.Lock()
@@ -542,9 +840,40 @@ func (r *Registry) Reload(ctx context.Context, id, newRef string) (View, error) 
 	newSpec := spec
 	newSpec.ModelRef = newRef
 	newSpec.ModelID = config.ModelIDFromRef(newRef)
-	m, err := r.opts.StartManaged(ctx, newSpec, newRef)
+	var switched []*rstate
+	for _, rs := range reps {
+		if !rs.spec.Managed {
+			continue
+		}
+		if err := r.replace(ctx, id, newSpec, rs); err != nil {
+			r.log.Warn("reload rolled back", "pool_id", id, "replica_id", rs.spec.ID, "model_ref", newRef, "err", err)
+			for _, back := range switched {
+				if berr := r.replace(context.WithoutCancel(ctx), id, spec, back); berr != nil {
+					r.log.Error("rolling a replica back failed", "pool_id", id, "replica_id", back.spec.ID, "err", berr)
+				}
+			}
+			return r.mustView(id), err
+		}
+		switched = append(switched, rs)
+	}
+	r.update(id, func(s *state) {
+		s.spec = newSpec
+		s.draining, s.drainDeadline = false, time.Time{}
+		if s.drainTimer != nil {
+			s.drainTimer.Stop()
+			s.drainTimer = nil
+		}
+	})
+	r.log.Info("pool reloaded", "pool_id", id, "model_ref", newRef, "model_id", newSpec.ModelID, "replicas", len(switched))
+	return r.mustView(id), nil
+}
+
+// replace starts a replica of spec beside rs's current one, health-gates it, switches rs to it
+// and stops the old one in the background once its generations end. On failure nothing
+// changes and the error is a *ReloadError.
+func (r *Registry) replace(ctx context.Context, id string, spec Spec, rs *rstate) error {
+	m, err := r.opts.StartManaged(ctx, spec, rs.spec, spec.ModelRef)
 	if err != nil {
-		r.log.Warn("reload rolled back", "pool_id", id, "model_ref", newRef, "err", err)
 		re := &ReloadError{Reason: ReasonStartFailed, Message: "the engine could not be started", Err: ErrReloadFailed}
 		var se *StartError
 		switch {
@@ -553,9 +882,9 @@ func (r *Registry) Reload(ctx context.Context, id, newRef string) (View, error) 
 		case ctx.Err() != nil:
 			re.Reason, re.Message = ReasonInterrupted, "the reload was canceled"
 		}
-		return r.mustView(id), re
+		return re
 	}
-	rep := &tracked{Replica: r.opts.NewReplica(newSpec, endpointOf(m))}
+	rep := &tracked{Replica: r.opts.NewReplica(spec, endpointOf(m))}
 	hctx, cancel := context.WithTimeout(ctx, r.opts.HealthTimeout)
 	h, herr := rep.Health(hctx)
 	version := "" // known at switch-over, not at the next health check
@@ -565,25 +894,20 @@ func (r *Registry) Reload(ctx context.Context, id, newRef string) (View, error) 
 	cancel()
 	if herr != nil || !h.Ready {
 		_ = m.Stop(context.WithoutCancel(ctx))
-		r.log.Warn("reload rolled back: the new replica is not ready", "pool_id", id, "model_ref", newRef,
-			"err", herr, "detail", h.Detail)
-		return r.mustView(id), &ReloadError{Reason: ReasonHealthCheckFailed, Err: ErrReloadFailed,
+		r.log.Warn("the new replica is not ready", "pool_id", id, "replica_id", rs.spec.ID, "err", herr, "detail", h.Detail)
+		return &ReloadError{Reason: ReasonHealthCheckFailed, Err: ErrReloadFailed,
 			Message: "the new replica did not report ready"}
 	}
 	var old *tracked
 	var oldManaged Managed
-	r.update(id, func(s *state) {
-		old, oldManaged = s.replica, s.managed
-		s.replica, s.managed, s.replicaURL = rep, m, m.BaseURL()
-		s.spec = newSpec
-		s.live, s.healthy, s.lastErr, s.version, s.load = true, true, "", version, nil
-		s.draining, s.drainDeadline = false, time.Time{}
-		if s.drainTimer != nil {
-			s.drainTimer.Stop()
-			s.drainTimer = nil
-		}
+	r.update(id, func(*state) {
+		old, oldManaged = rs.replica, rs.managed
+		rs.replica, rs.managed, rs.url, rs.started = rep, m, m.BaseURL(), true
+		rs.modelRef = spec.ModelRef
+		rs.live, rs.healthy, rs.failures, rs.lastErr, rs.version, rs.load = true, true, 0, "", version, nil
+		rs.faults, rs.breaker, rs.probe = 0, placement.BreakerClosed, false
 	})
-	r.log.Info("pool reloaded", "pool_id", id, "model_ref", newRef, "model_id", newSpec.ModelID)
+	r.log.Info("replica switched", "pool_id", id, "replica_id", rs.spec.ID, "model_ref", spec.ModelRef)
 	if oldManaged != nil {
 		r.wg.Add(1)
 		go func() {
@@ -595,11 +919,11 @@ func (r *Registry) Reload(ctx context.Context, id, newRef string) (View, error) 
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 			defer cancel()
 			if err := oldManaged.Stop(sctx); err != nil {
-				r.log.Warn("stopping the replaced replica", "pool_id", id, "err", err)
+				r.log.Warn("stopping the replaced replica", "pool_id", id, "replica_id", rs.spec.ID, "err", err)
 			}
 		}()
 	}
-	return r.mustView(id), nil
+	return nil
 }
 
 func (r *Registry) mustView(id string) View {

@@ -83,13 +83,13 @@ func newEnv(t *testing.T, specs ...Spec) *env {
 			e.replicas[url] = r
 			return r
 		},
-		StartManaged: func(_ context.Context, _ Spec, ref string) (Managed, error) {
+		StartManaged: func(_ context.Context, _ Spec, rep ReplicaSpec, ref string) (Managed, error) {
 			e.mu.Lock()
 			defer e.mu.Unlock()
 			if e.startErr != nil {
 				return nil, e.startErr
 			}
-			m := &fakeManaged{url: "http://managed/" + ref, key: "key-of-" + ref}
+			m := &fakeManaged{url: "http://managed/" + ref + "@" + rep.ID, key: "key-of-" + ref + "@" + rep.ID}
 			e.managed = append(e.managed, m)
 			return m, nil
 		},
@@ -172,7 +172,7 @@ func TestHealthBecomesReady(t *testing.T) {
 		t.Fatalf("after one failed check: %+v", v)
 	}
 	e.reg.check(context.Background(), "x")
-	e.reg.ReportFailure("x") // the third consecutive failure
+	e.reg.ReportFailure("x", "x/0") // the third consecutive failure
 	v = e.waitView(t, func(v View) bool { return !v.Ready() })
 	if v.LastError != "loading model" {
 		t.Fatalf("last error = %q", v.LastError)
@@ -228,8 +228,8 @@ func TestReload(t *testing.T) {
 		// Each managed replica's adapter carries that replica's own key.
 		e.mu.Lock()
 		defer e.mu.Unlock()
-		for url, want := range map[string]string{"http://managed/" + managedSpec.ModelRef: "key-of-" + managedSpec.ModelRef,
-			"http://managed/models/b.gguf": "key-of-models/b.gguf"} {
+		for url, want := range map[string]string{"http://managed/" + managedSpec.ModelRef + "@m/0": "key-of-" + managedSpec.ModelRef + "@m/0",
+			"http://managed/models/b.gguf@m/0": "key-of-models/b.gguf@m/0"} {
 			if r := e.replicas[url]; r == nil || r.key != want {
 				t.Errorf("replica %s: %+v, want key %q", url, r, want)
 			}
@@ -267,7 +267,7 @@ func TestReload(t *testing.T) {
 		e := newEnv(t, managedSpec)
 		e.waitView(t, func(v View) bool { return v.Ready() })
 		e.mu.Lock()
-		e.notReady = "http://managed/models/b.gguf"
+		e.notReady = "http://managed/models/b.gguf@m/0"
 		e.mu.Unlock()
 		v, err := e.reg.Reload(context.Background(), "m", "models/b.gguf")
 		var re *ReloadError

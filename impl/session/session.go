@@ -113,6 +113,9 @@ type Info struct {
 	// TokensBudgetRemaining is the output tokens left in the budget; nil when no budget is
 	// configured.
 	TokensBudgetRemaining *int64
+	// Replica is the replica that holds the session's KV cache: where its last turn ran
+	// ("" before any).
+	Replica string
 }
 
 // TurnInfo is what a finished task reports to RecordTurn.
@@ -133,6 +136,7 @@ type entry struct {
 	kvBytes  int64
 	kvWarm   bool
 	budget   int64 // remaining tokens; meaningful only when Options.TokenBudget > 0
+	replica  string
 }
 
 // Store holds session metadata. Create it with New; it is safe for concurrent use.
@@ -233,6 +237,20 @@ func (s *Store) RecordTurn(id string, t TurnInfo) (Info, error) {
 	}
 	s.touchLocked(e, now)
 	return s.infoLocked(e, now), nil
+}
+
+// SetReplica records the replica a turn of session id was placed on (session affinity). It
+// returns ErrNotFound when the session is unknown or has expired; it does not extend the TTL.
+func (s *Store) SetReplica(id, replica string) error {
+	now := s.opts.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.liveLocked(id, now)
+	if e == nil {
+		return fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	e.replica = replica
+	return nil
 }
 
 // Get returns the metadata of session id; false when it is unknown or has expired (an
@@ -352,6 +370,7 @@ func (s *Store) infoLocked(e *entry, now time.Time) Info {
 		Turns:        e.turns,
 		KVBytes:      e.kvBytes,
 		KVWarm:       e.kvWarm,
+		Replica:      e.replica,
 	}
 	if s.opts.TokenBudget > 0 {
 		b := e.budget

@@ -60,7 +60,7 @@ func benchService(b *testing.B, eng engine.Replica, journaled bool) *Service {
 	svc := New(opts)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = svc.Run(ctx) }()
-	svc.PoolChanged(ctx, v)
+	svc.PoolChanged(ctx, oneReplica(v))
 	b.Cleanup(func() { cancel(); <-done; <-jdone })
 	return svc
 }

@@ -76,7 +76,7 @@ func startedData(pos int, predicted int64, poolID, eng string) []byte {
 	return append(b, '}')
 }
 
-func endData(tokensOut int, decodeMs int64, canceled bool, stop engine.StopReason) []byte {
+func endData(tokensOut int, decodeMs int64, canceled bool, stop engine.StopReason, migrations, cached int) []byte {
 	b := make([]byte, 0, 128)
 	b = append(b, `{"tokens_out":`...)
 	b = strconv.AppendInt(b, int64(tokensOut), 10)
@@ -90,6 +90,14 @@ func endData(tokensOut int, decodeMs int64, canceled bool, stop engine.StopReaso
 	case stop != "":
 		b = append(b, `,"stop_reason":`...)
 		b = sse.AppendString(b, string(stop))
+	}
+	if migrations > 0 {
+		b = append(b, `,"migrations":`...)
+		b = strconv.AppendInt(b, int64(migrations), 10)
+	}
+	if cached > 0 {
+		b = append(b, `,"tokens_cached":`...)
+		b = strconv.AppendInt(b, int64(cached), 10)
 	}
 	return append(b, '}')
 }

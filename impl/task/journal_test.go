@@ -155,7 +155,7 @@ func startDaemon(t *testing.T, dir string, clock *tasktest.Clock) *daemon {
 	jdone, done := make(chan struct{}), make(chan struct{})
 	go func() { defer close(jdone); _ = jr.Run(jctx) }()
 	go func() { defer close(done); _ = svc.Run(ctx) }()
-	svc.PoolChanged(ctx, v)
+	svc.PoolChanged(ctx, oneReplica(v))
 	var once sync.Once
 	d := &daemon{svc: svc, eng: eng, j: cj, ctx: ctx}
 	d.stop = func() {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/orchestratord/orchestratord/engine"
@@ -65,32 +64,10 @@ func (s *Service) run(t *Task) {
 	s.log.InfoContext(ctx, "task started", "task_id", t.spec.ID, "session_id", t.spec.SessionID, "pool_id", t.poolID,
 		"correlation_id", t.spec.CorrelationID, "queue_ms", start.Sub(t.created).Milliseconds())
 
-	var res engine.Result
-	// engineTime is the time inside Generate less the time its callbacks spent in the daemon
-	// (relaying tokens): what daemon_overhead_seconds leaves out. The engine calls emit from
-	// Generate's goroutine or in sequence with it, and inDaemon is read after Generate returns.
-	var engineTime, inDaemon time.Duration
-	rep, err := s.opts.Pools.Replica(t.poolID)
-	if err == nil {
-		engineStart := s.now()
-		var sp trace.Span
-		ctx, sp = s.opts.Tracer.Start(ctx, "task.engine", trace.WithTimestamp(engineStart), trace.WithAttributes(
-			attribute.String("task.id", t.spec.ID), attribute.String("pool.id", t.poolID), attribute.String("engine", t.engine)))
-		res, err = rep.Generate(ctx, engine.Request{
-			TaskID: t.spec.ID, Prompt: t.spec.Prompt, MaxTokens: t.spec.MaxTokens, Seed: t.spec.Seed,
-			Deterministic: t.spec.Deterministic, Ctx: t.spec.Ctx, Workload: t.spec.Workload, Messages: t.spec.Messages,
-		}, func(tok engine.Token) error {
-			t0 := s.now()
-			err := s.onToken(ctx, t, tok)
-			inDaemon += s.now().Sub(t0)
-			return err
-		})
-		engineTime = s.now().Sub(engineStart) - inDaemon
-		t.mu.Lock()
-		sp.SetAttributes(attribute.Int("tokens.out", t.tokensOut), attribute.Int("tokens.in", res.TokensIn))
-		t.mu.Unlock()
-		endSpan(sp, err, s.now())
-	}
+	// engineTime is the time inside Generate (over every replica tried) less the time its
+	// callbacks spent in the daemon (relaying tokens): what daemon_overhead_seconds leaves out.
+	var engineTime time.Duration
+	res, err := s.generate(ctx, t, &engineTime)
 	defer func() { // after finish: the final frame, metrics and log are the daemon's work too
 		over := t.placing + s.now().Sub(start) - engineTime
 		s.m.Overhead.WithLabelValues(t.engine, t.poolID).Observe(max(over, 0).Seconds())
@@ -121,10 +98,6 @@ func (s *Service) run(t *Task) {
 	default:
 		kind := engine.KindOf(err)
 		fault := kind.Fault()
-		s.m.EngineErrors.WithLabelValues(t.engine, t.poolID, kind.String(), fault.String()).Inc()
-		if fault == engine.FaultReplica { // only the replica's own faults count against its health
-			s.opts.Pools.ReportFailure(t.poolID)
-		}
 		ei := &ErrorInfo{Class: ClassOfKind(kind), Message: err.Error(), PoolID: t.poolID, Engine: t.engine,
 			Retriable: fault == engine.FaultReplica || fault == engine.FaultOverload}
 		if ei.Retriable {
@@ -159,6 +132,7 @@ func (s *Service) onToken(ctx context.Context, t *Task, tok engine.Token) error 
 	}
 	idx := t.tokensOut
 	t.tokensOut++
+	t.text.WriteString(tok.Text)
 	first := idx == 0
 	if first {
 		t.firstToken = now
@@ -217,7 +191,7 @@ func (s *Service) finish(t *Task, st Status, ei *ErrorInfo, res engine.Result, d
 	decodeMs := decode.Milliseconds()
 	switch st {
 	case Succeeded, Canceled:
-		t.appendFinalLocked("end", endData(tokensOut, decodeMs, st == Canceled, res.Stop))
+		t.appendFinalLocked("end", endData(tokensOut, decodeMs, st == Canceled, res.Stop, t.migrations, res.TokensCached))
 	default:
 		t.appendFinalLocked("error", errorData(s.opts.Code(ei.Class), ei))
 	}

@@ -57,14 +57,18 @@ var (
 
 type pools interface {
 	Views() []pool.View
-	Replica(id string) (engine.Replica, error)
-	ReportFailure(id string)
+	// Acquire takes a slot on a replica for one generation; release gives it back.
+	Acquire(poolID, replicaID string) (rep engine.Replica, release func(), err error)
+	// ReportFailure and ReportSuccess feed a replica's breaker (replica faults only).
+	ReportFailure(poolID, replicaID string)
+	ReportSuccess(poolID, replicaID string)
 }
 
 type sessions interface {
 	Admit(id string) (session.Info, error)
 	Unadmit(id string)
 	RecordTurn(id string, ti session.TurnInfo) (session.Info, error)
+	SetReplica(id, replica string) error
 	Get(id string) (session.Info, bool)
 }
 
@@ -113,6 +117,7 @@ type Service struct {
 	tasks    map[string]*Task
 	finished []finishedRef // in finish order, for retention
 	load     map[string]int
+	seq      uint64 // admissions, for the replica scorer's tie-break
 	closing  bool
 	halted   bool // the shutdown grace is over: dispatched tasks stay queued (journal only)
 
@@ -196,7 +201,7 @@ func (s *Service) PoolChanged(ctx context.Context, v pool.View) {
 
 func (s *Service) setPoolLocked(ctx context.Context, v pool.View) {
 	if err := s.queue.SetPool(ctx, v.ID, admission.PoolConfig{
-		Slots: v.Slots, Dispatchable: v.Healthy,
+		Slots: v.SlotsTotal(), Dispatchable: v.Healthy,
 		PriorServiceMs: v.PriorServiceMs, PriorTokensPerS: v.PriorTokensPerS,
 	}); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, admission.ErrClosed) {
 		s.log.Warn("updating the queue's pool", "pool_id", v.ID, "err", err)

@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -65,17 +67,79 @@ func (g *gate) Health(context.Context) (engine.Health, error) {
 	return engine.Health{Live: true, Ready: true}, nil
 }
 
+// fakePools serves every replica of its views with rep (or reps[replica id] when set). A
+// view given without replicas has one, "<pool>/0", ready when the pool is healthy.
 type fakePools struct {
-	views []pool.View
-	rep   engine.Replica
-	fails atomic.Int32
+	mu       sync.Mutex
+	views    []pool.View
+	rep      engine.Replica
+	reps     map[string]engine.Replica
+	busy     map[string]int
+	fails    atomic.Int32
+	failed   []string // replica ids reported, in order
+	acquired []string
 }
 
-func (p *fakePools) Views() []pool.View { return p.views }
-func (p *fakePools) Replica(string) (engine.Replica, error) {
-	return p.rep, nil
+func (p *fakePools) Views() []pool.View {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]pool.View, len(p.views))
+	for i, v := range p.views {
+		v = oneReplica(v)
+		for j := range v.Replicas {
+			v.Replicas[j].Busy = p.busy[v.Replicas[j].ID]
+		}
+		out[i] = v
+	}
+	return out
 }
-func (p *fakePools) ReportFailure(string) { p.fails.Add(1) }
+
+// oneReplica gives a view built without replicas its one replica, "<pool>/0", ready when the
+// pool is healthy.
+func oneReplica(v pool.View) pool.View {
+	if len(v.Replicas) > 0 {
+		v.Replicas = slices.Clone(v.Replicas)
+		return v
+	}
+	st := pool.StateReady
+	if !v.Healthy {
+		st = pool.StateUnhealthy
+	}
+	v.Replicas = []pool.ReplicaView{{ReplicaSpec: pool.ReplicaSpec{ID: v.ID + "/0"}, State: st, Live: v.Live,
+		Healthy: v.Healthy, Slots: v.Slots}}
+	return v
+}
+
+func (p *fakePools) Acquire(_, replicaID string) (engine.Replica, func(), error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.busy == nil {
+		p.busy = map[string]int{}
+	}
+	p.busy[replicaID]++
+	p.acquired = append(p.acquired, replicaID)
+	rep := p.rep
+	if r, ok := p.reps[replicaID]; ok {
+		rep = r
+	}
+	var once sync.Once
+	return rep, func() {
+		once.Do(func() {
+			p.mu.Lock()
+			p.busy[replicaID]--
+			p.mu.Unlock()
+		})
+	}, nil
+}
+
+func (p *fakePools) ReportFailure(_, replicaID string) {
+	p.fails.Add(1)
+	p.mu.Lock()
+	p.failed = append(p.failed, replicaID)
+	p.mu.Unlock()
+}
+
+func (p *fakePools) ReportSuccess(string, string) {}
 
 type harness struct {
 	t     *testing.T
@@ -106,7 +170,7 @@ func newHarness(t *testing.T, capacity, slots int, policy admission.Policy) *har
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = svc.Run(ctx); close(done) }()
-	svc.PoolChanged(ctx, v)
+	svc.PoolChanged(ctx, oneReplica(v))
 	h := &harness{t: t, svc: svc, eng: eng, clock: clock, pools: fp, m: m, ctx: ctx}
 	h.stop = func() {
 		// An ended context: Shutdown cancels at once whatever a test left running or queued.

@@ -39,7 +39,7 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (_ Admission, retErr er
 	for _, v := range views {
 		cands = append(cands, placement.Candidate{
 			PoolID: v.ID, Engine: v.Engine, ModelRef: v.ModelRef, ModelID: v.ModelID, CtxMax: v.CtxMax,
-			Workloads: v.Workloads, Admittable: v.Ready(), Slots: v.Slots, Load: s.load[v.ID],
+			Workloads: v.Workloads, Admittable: v.Ready(), Slots: v.SlotsTotal(), Load: s.load[v.ID],
 		})
 	}
 	s.mu.Unlock()
@@ -101,6 +101,8 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (_ Admission, retErr er
 	}
 	s.tasks[spec.ID] = t
 	s.load[t.poolID]++
+	s.seq++
+	t.seq = s.seq
 	s.mu.Unlock()
 
 	// The queue and the journal see admissions in the same order; the runner waits for

@@ -3,6 +3,8 @@ package task
 import (
 	"context"
 	"encoding/json"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -104,6 +106,9 @@ type Snapshot struct {
 	Started  time.Time
 	Finished time.Time
 	Error    *ErrorInfo
+	// Placement explains the replica the task runs (or ran) on; nil while queued.
+	Placement  *PlacementDecision
+	Migrations int
 }
 
 // Admission is the answer to an accepted Submit.
@@ -162,6 +167,11 @@ type Task struct {
 	cancel       context.CancelCauseFunc
 	lastMetrics  time.Time
 	nMetrics     int
+	seq          uint64 // admission number, rotates ties among equally loaded replicas
+	replicaID    string // the replica running it (the latest)
+	placement    *PlacementDecision
+	migrations   int             // mid-stream moves to another replica
+	text         strings.Builder // the text streamed so far, to continue it elsewhere
 
 	buf   []byte // encoded frames, append-only
 	spans []span
@@ -180,7 +190,12 @@ func (t *Task) snapshot() Snapshot {
 	s := Snapshot{
 		ID: t.spec.ID, SessionID: t.spec.SessionID, Status: t.status, Priority: t.spec.Priority,
 		PoolID: t.poolID, Engine: t.engine, TokensOut: t.tokensOut, TokensIn: t.tokensIn,
-		Created: t.created, Started: t.started, Finished: t.finished,
+		Created: t.created, Started: t.started, Finished: t.finished, Migrations: t.migrations,
+	}
+	if t.placement != nil {
+		p := *t.placement
+		p.Candidates = slices.Clone(p.Candidates)
+		s.Placement = &p
 	}
 	if t.errInfo != nil {
 		e := *t.errInfo

@@ -1,0 +1,247 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/orchestratord/orchestratord/engine"
+	"github.com/orchestratord/orchestratord/impl/placement"
+)
+
+var threeExternal = Spec{ID: "x", Engine: "llamacpp", ModelRef: "tiny", ModelID: "tiny", CtxMax: 1024, Slots: 2,
+	Replicas: []ReplicaSpec{{ID: "x/0", URL: "http://a"}, {ID: "x/1", URL: "http://b"}, {ID: "edge", URL: "http://c"}}}
+
+// TestReplicasHaveTheirOwnHealth: each replica of a pool is polled on its own; one going
+// unhealthy takes its slots out of the pool while the others serve.
+func TestReplicasHaveTheirOwnHealth(t *testing.T) {
+	e := newEnv(t, threeExternal)
+	v := e.waitView(t, func(v View) bool { return v.ReadyReplicas() == 3 })
+	if v.SlotsTotal() != 6 || len(v.Replicas) != 3 || v.Replicas[2].ID != "edge" || v.Replicas[1].URL != "http://b" {
+		t.Fatalf("view %+v", v)
+	}
+	e.mu.Lock()
+	b := e.replicas["http://b"]
+	e.mu.Unlock()
+	b.ready.Store(false)
+	for range 3 { // UnhealthyAfter
+		e.reg.check(context.Background(), "x")
+	}
+	v, _ = e.reg.Get("x")
+	if !v.Ready() || v.ReadyReplicas() != 2 || v.SlotsTotal() != 4 {
+		t.Fatalf("after one replica failed: ready %v, %d replicas ready, %d slots", v.Ready(), v.ReadyReplicas(), v.SlotsTotal())
+	}
+	if r := v.Replicas[1]; r.State != StateUnhealthy || r.LastError != "loading model" || v.Replicas[0].State != StateReady {
+		t.Fatalf("replicas %+v", v.Replicas)
+	}
+}
+
+// TestBreaker: replica faults open a replica's breaker (never the pool's other replicas');
+// after the cooldown it half-opens and lets one probe task through; a success closes it, a
+// fault opens it again.
+func TestBreaker(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Unix(1000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	reg, err := New(Options{Pools: []Spec{threeExternal}, Now: clock, BreakerFaults: 2, BreakerCooldown: time.Minute,
+		HealthInterval: time.Hour,
+		NewReplica: func(_ Spec, ep Endpoint) engine.Replica {
+			r := &fakeReplica{url: ep.URL}
+			r.ready.Store(true)
+			return r
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	reg.Start(ctx)
+	t.Cleanup(func() { cancel(); reg.Wait() })
+	for {
+		if v, _ := reg.Get("x"); v.ReadyReplicas() == 3 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	breaker := func(id string) placement.Breaker {
+		v, _ := reg.Get("x")
+		for _, r := range v.Replicas {
+			if r.ID == id {
+				return r.Breaker
+			}
+		}
+		t.Fatalf("no replica %s", id)
+		return 0
+	}
+	reg.ReportFailure("x", "x/1")
+	if b := breaker("x/1"); b != placement.BreakerClosed {
+		t.Fatalf("one fault: %v", b)
+	}
+	reg.ReportFailure("x", "x/1")
+	if b := breaker("x/1"); b != placement.BreakerOpen {
+		t.Fatalf("two faults: %v", b)
+	}
+	if v, _ := reg.Get("x"); v.ReadyReplicas() != 2 || breaker("x/0") != placement.BreakerClosed {
+		t.Fatalf("the open breaker of x/1 affects the others: %+v", v.Replicas)
+	}
+	advance(time.Minute)
+	if b := breaker("x/1"); b != placement.BreakerHalfOpen {
+		t.Fatalf("after the cooldown: %v", b)
+	}
+	_, release, err := reg.Acquire("x", "x/1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := reg.Get("x"); !v.Replicas[1].ProbeInFlight || v.Replicas[1].Busy != 1 {
+		t.Fatalf("probe not marked: %+v", v.Replicas[1])
+	}
+	release()
+	release() // idempotent
+	if v, _ := reg.Get("x"); v.Replicas[1].ProbeInFlight || v.Replicas[1].Busy != 0 {
+		t.Fatalf("after release: %+v", v.Replicas[1])
+	}
+	reg.ReportFailure("x", "x/1") // the probe failed: open again, for another cooldown
+	if b := breaker("x/1"); b != placement.BreakerOpen {
+		t.Fatalf("failed probe: %v", b)
+	}
+	advance(time.Minute)
+	reg.ReportSuccess("x", "x/1")
+	if b := breaker("x/1"); b != placement.BreakerClosed {
+		t.Fatalf("successful probe: %v", b)
+	}
+}
+
+type supervisedManaged struct {
+	fakeManaged
+	mu sync.Mutex
+	st ManagedStatus
+}
+
+func (s *supervisedManaged) Status() ManagedStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.st
+}
+
+// TestSupervisorOwnsManagedHealth: a managed replica's health is what its supervisor says
+// (the registry does not poll the engine's health on its own), with its restarts and error.
+func TestSupervisorOwnsManagedHealth(t *testing.T) {
+	var mu sync.Mutex
+	var sups []*supervisedManaged
+	healthCalls := 0
+	spec := Spec{ID: "m", Engine: "llamacpp", ModelRef: "models/a.gguf", ModelID: "a", CtxMax: 1024, Slots: 1,
+		Replicas: []ReplicaSpec{{ID: "m/0", Managed: true, Devices: []int{0}}, {ID: "m/1", Managed: true, Devices: []int{1}}}}
+	changes := make(chan View, 64)
+	reg, err := New(Options{Pools: []Spec{spec}, HealthInterval: time.Hour,
+		NewReplica: func(_ Spec, ep Endpoint) engine.Replica {
+			return &countingReplica{calls: func() { mu.Lock(); healthCalls++; mu.Unlock() }}
+		},
+		StartManaged: func(_ context.Context, _ Spec, rs ReplicaSpec, ref string) (Managed, error) {
+			m := &supervisedManaged{fakeManaged: fakeManaged{url: "http://" + rs.ID}, st: ManagedStatus{Ready: true, Live: true}}
+			mu.Lock()
+			sups = append(sups, m)
+			mu.Unlock()
+			return m, nil
+		},
+		OnChange: func(v View) { changes <- v },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	reg.Start(ctx)
+	t.Cleanup(func() { cancel(); reg.Wait(); _ = reg.Stop(context.Background()) })
+	waitFor := func(cond func(View) bool) View {
+		t.Helper()
+		for {
+			select {
+			case v := <-changes:
+				if cond(v) {
+					return v
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("no matching change")
+			}
+		}
+	}
+	waitFor(func(v View) bool { return v.ReadyReplicas() == 2 })
+	mu.Lock()
+	s := sups[0]
+	mu.Unlock()
+	s.mu.Lock()
+	s.st = ManagedStatus{Live: false, LastError: "engine restarting", Restarts: 1}
+	s.mu.Unlock()
+	reg.check(context.Background(), "m")
+	v, _ := reg.Get("m")
+	var r ReplicaView
+	for _, rv := range v.Replicas {
+		if rv.URL == s.url {
+			r = rv
+		}
+	}
+	if r.State != StateUnhealthy || r.LastError != "engine restarting" || r.Restarts != 1 || !v.Ready() || v.ReadyReplicas() != 1 {
+		t.Fatalf("replica %+v, pool ready %v", r, v.Ready())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if healthCalls != 0 {
+		t.Fatalf("the registry polled a supervised engine's health %d times", healthCalls)
+	}
+}
+
+type countingReplica struct{ calls func() }
+
+func (c *countingReplica) Generate(context.Context, engine.Request, engine.EmitFunc) (engine.Result, error) {
+	return engine.Result{}, nil
+}
+
+func (c *countingReplica) Health(context.Context) (engine.Health, error) {
+	c.calls()
+	return engine.Health{Live: true, Ready: true}, nil
+}
+
+// TestReloadReplicaByReplica: a reload replaces each managed replica in turn; when one fails
+// its health gate, the replicas already switched are switched back and the pool keeps its
+// model.
+func TestReloadReplicaByReplica(t *testing.T) {
+	three := Spec{ID: "m", Engine: "llamacpp", ModelRef: "models/a.gguf", ModelID: "a", CtxMax: 1024, Slots: 1,
+		Replicas: []ReplicaSpec{{ID: "m/0", Managed: true}, {ID: "m/1", Managed: true}, {ID: "m/2", Managed: true}}}
+	t.Run("success", func(t *testing.T) {
+		e := newEnv(t, three)
+		e.waitView(t, func(v View) bool { return v.ReadyReplicas() == 3 })
+		v, err := e.reg.Reload(context.Background(), "m", "models/b.gguf")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.ModelRef != "models/b.gguf" || v.ReadyReplicas() != 3 {
+			t.Fatalf("view %+v", v)
+		}
+		for _, r := range v.Replicas {
+			if r.ModelRef != "models/b.gguf" || r.URL != "http://managed/models/b.gguf@"+r.ID {
+				t.Errorf("replica %s: model %s at %s", r.ID, r.ModelRef, r.URL)
+			}
+		}
+	})
+	t.Run("a failed gate rolls back", func(t *testing.T) {
+		e := newEnv(t, three)
+		e.waitView(t, func(v View) bool { return v.ReadyReplicas() == 3 })
+		e.mu.Lock()
+		e.notReady = "http://managed/models/b.gguf@m/1"
+		e.mu.Unlock()
+		v, err := e.reg.Reload(context.Background(), "m", "models/b.gguf")
+		var re *ReloadError
+		if !errors.As(err, &re) || re.Reason != ReasonHealthCheckFailed {
+			t.Fatalf("reload: %v", err)
+		}
+		if v.ModelRef != "models/a.gguf" || v.ReadyReplicas() != 3 {
+			t.Fatalf("view %+v", v)
+		}
+		for _, r := range v.Replicas {
+			if r.ModelRef != "models/a.gguf" {
+				t.Errorf("replica %s left on %s", r.ID, r.ModelRef)
+			}
+		}
+	})
+}

@@ -1,0 +1,193 @@
+package task
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/orchestratord/orchestratord/engine"
+	"github.com/orchestratord/orchestratord/impl/placement"
+	"github.com/orchestratord/orchestratord/impl/pool"
+)
+
+// prefixChars is how long a prompt's shared prefix must be for prefix affinity: shorter
+// prompts have no prefix worth an engine's cache.
+const prefixChars = 256
+
+// PlacementDecision is the explanation of where a task runs (its latest placement).
+type PlacementDecision struct {
+	PoolID     string
+	ReplicaID  string
+	Reason     string
+	Candidates []placement.ReplicaScore
+}
+
+// generate runs the task on replicas of its pool: it places it (ChooseReplica), runs it, and
+// when the replica fails by its own fault places it again on another replica, at most once
+// per replica and within the task's deadline (ctx). Before the first token this is invisible
+// to the client; after it, the generation continues from the prompt plus the text already
+// streamed (migration) when the pool allows it and the workload can be continued.
+func (s *Service) generate(ctx context.Context, t *Task, engineTime *time.Duration) (engine.Result, error) {
+	var tried []string
+	var lastErr error
+	var res engine.Result
+	for {
+		v, ok := s.poolView(t.poolID)
+		if !ok {
+			return res, engine.Errorf(engine.KindPoolUnavailable, "pool %s is gone", t.poolID)
+		}
+		dec := s.placeReplica(t, v, tried, lastErr != nil)
+		if dec.ReplicaID == "" {
+			if lastErr != nil {
+				return res, lastErr
+			}
+			return res, engine.Errorf(engine.KindPoolUnavailable, "no replica of pool %s can take the task", t.poolID)
+		}
+		rep, release, err := s.opts.Pools.Acquire(t.poolID, dec.ReplicaID)
+		if err != nil { // replaced or stopped between the snapshot and now
+			tried = append(tried, dec.ReplicaID)
+			lastErr = err
+			continue
+		}
+		t.mu.Lock()
+		sent := t.tokensOut
+		req := engine.Request{
+			TaskID: t.spec.ID, Prompt: t.spec.Prompt, MaxTokens: t.spec.MaxTokens, Seed: t.spec.Seed,
+			Deterministic: t.spec.Deterministic, Ctx: t.spec.Ctx, Workload: t.spec.Workload, Messages: t.spec.Messages,
+		}
+		if sent > 0 { // a migration: continue the text already streamed
+			req.Prompt += t.text.String()
+			req.MaxTokens -= sent
+		}
+		t.replicaID = dec.ReplicaID
+		t.mu.Unlock()
+		// The engine calls emit from Generate's goroutine or in sequence with it, and inDaemon
+		// is read after Generate returns.
+		var inDaemon time.Duration
+		engineStart := s.now()
+		actx, sp := s.opts.Tracer.Start(ctx, "task.engine", trace.WithTimestamp(engineStart), trace.WithAttributes(
+			attribute.String("task.id", t.spec.ID), attribute.String("pool.id", t.poolID),
+			attribute.String("replica.id", dec.ReplicaID), attribute.String("engine", t.engine)))
+		res, err = rep.Generate(actx, req, func(tok engine.Token) error {
+			t0 := s.now()
+			err := s.onToken(actx, t, tok)
+			inDaemon += s.now().Sub(t0)
+			return err
+		})
+		*engineTime += s.now().Sub(engineStart) - inDaemon
+		t.mu.Lock()
+		sp.SetAttributes(attribute.Int("tokens.out", t.tokensOut), attribute.Int("tokens.in", res.TokensIn))
+		t.mu.Unlock()
+		endSpan(sp, err, s.now())
+		release()
+		if err == nil {
+			s.opts.Pools.ReportSuccess(t.poolID, dec.ReplicaID)
+			return res, nil
+		}
+		if context.Cause(ctx) != nil {
+			return res, err
+		}
+		kind := engine.KindOf(err)
+		fault := kind.Fault()
+		s.m.EngineErrors.WithLabelValues(t.engine, t.poolID, kind.String(), fault.String()).Inc()
+		if fault != engine.FaultReplica { // the task's own failure, or overload: no other replica would do better
+			return res, err
+		}
+		s.opts.Pools.ReportFailure(t.poolID, dec.ReplicaID) // only the replica's own faults count against it
+		tried = append(tried, dec.ReplicaID)
+		lastErr = err
+		t.mu.Lock()
+		sent = t.tokensOut
+		canceled := t.canceled
+		t.mu.Unlock()
+		if canceled {
+			return res, err
+		}
+		s.log.Warn("replica failed the task; placing it again", "task_id", t.spec.ID, "pool_id", t.poolID,
+			"replica_id", dec.ReplicaID, "tokens_sent", sent, "err", err)
+		if sent == 0 {
+			continue
+		}
+		switch {
+		case !v.MigrateOnFailure:
+			return res, engine.Errorf(engine.KindWorkerReset, "replica %s failed after %d tokens and the pool does not migrate tasks: %v", dec.ReplicaID, sent, err)
+		case t.spec.Workload == engine.WorkloadChat || len(t.spec.Messages) > 0:
+			return res, engine.Errorf(engine.KindWorkerReset, "replica %s failed after %d tokens; a chat generation cannot be continued elsewhere: %v", dec.ReplicaID, sent, err)
+		case sent >= t.spec.MaxTokens:
+			return engine.Result{TokensOut: sent, Stop: engine.StopLimit}, nil
+		}
+		t.mu.Lock()
+		t.migrations++
+		t.mu.Unlock()
+		s.m.Migrations.WithLabelValues(t.poolID).Inc()
+	}
+}
+
+// poolView is the current view of one pool.
+func (s *Service) poolView(id string) (pool.View, bool) {
+	for _, v := range s.opts.Pools.Views() {
+		if v.ID == id {
+			return v, true
+		}
+	}
+	return pool.View{}, false
+}
+
+// placeReplica chooses the task's replica among the pool's and records the decision.
+func (s *Service) placeReplica(t *Task, v pool.View, tried []string, retry bool) placement.ReplicaDecision {
+	snaps := make([]placement.ReplicaSnapshot, len(v.Replicas))
+	for i, r := range v.Replicas {
+		snaps[i] = replicaSnapshot(r)
+	}
+	req := placement.ReplicaRequest{Tried: tried, Retry: retry, Tiebreak: t.seq}
+	// A session's later turns follow its KV cache; a first turn with a long prompt follows
+	// its prefix to the replica whose cache likely holds it.
+	req.SessionReplica = s.sessionReplica(t.spec.SessionID)
+	if len(t.spec.Messages) == 0 {
+		req.PrefixKey, req.HasPrefix = placement.PrefixKey(t.spec.Prompt, prefixChars)
+	}
+	dec := placement.ChooseReplica(snaps, req, nil)
+	if dec.ReplicaID != "" {
+		s.m.Placements.WithLabelValues(t.poolID, dec.Reason).Inc()
+		if t.spec.SessionID != "" {
+			s.setSessionReplica(t.spec.SessionID, dec.ReplicaID)
+			if dec.SessionMoved && req.SessionReplica != "" {
+				s.log.Info("session moved to another replica", "session_id", t.spec.SessionID, "pool_id", t.poolID,
+					"from", req.SessionReplica, "to", dec.ReplicaID)
+			}
+		}
+	}
+	t.mu.Lock()
+	t.placement = &PlacementDecision{PoolID: t.poolID, ReplicaID: dec.ReplicaID, Reason: dec.Reason, Candidates: dec.Candidates}
+	t.mu.Unlock()
+	return dec
+}
+
+// replicaSnapshot is what the scorer sees of a replica. A draining pool still runs the tasks
+// it had queued, so only the replica's own health counts.
+func replicaSnapshot(r pool.ReplicaView) placement.ReplicaSnapshot {
+	sn := placement.ReplicaSnapshot{ID: r.ID, Ready: r.Healthy && r.State != pool.StateStopped, Breaker: r.Breaker,
+		ProbeInFlight: r.ProbeInFlight, Slots: r.Slots, Busy: r.Busy, KVUsage: -1, Devices: r.Devices, FreeVRAM: -1}
+	if r.HasEngineLoad {
+		sn.Waiting, sn.KVUsage = r.EngineLoad.Waiting, r.EngineLoad.KVUsage
+	}
+	return sn
+}
+
+// sessionReplica is where the session's last turn ran ("" none).
+func (s *Service) sessionReplica(id string) string {
+	info, _ := s.opts.Sessions.Get(id)
+	return info.Replica
+}
+
+func (s *Service) setSessionReplica(id, replica string) {
+	_ = s.opts.Sessions.SetReplica(id, replica) // best effort: the session may have expired
+}
+
+// String describes a placement for logs.
+func (p PlacementDecision) String() string {
+	return fmt.Sprintf("%s on %s (%s)", p.PoolID, p.ReplicaID, p.Reason)
+}
