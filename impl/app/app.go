@@ -573,14 +573,13 @@ func (k *keyedReplica) APIKey() string { return k.key }
 
 // Status is the supervisor's view of the replica: it owns the replica's health.
 func (k *keyedReplica) Status() pool.ManagedStatus {
-	st := k.Supervisor.State()
-	ms := pool.ManagedStatus{Ready: st == process.StateRunning, Restarts: k.Supervisor.Restarts(),
+	st := k.State()
+	ms := pool.ManagedStatus{Ready: st == process.StateRunning, Restarts: k.Restarts(),
 		Live: st == process.StateRunning || st == process.StateUnhealthy}
 	if st != process.StateRunning {
-		if err := k.Supervisor.LastError(); err != nil {
-			// Pool health is shown to clients: the state, never the engine's output.
-			ms.LastError = "engine " + st.String()
-		}
+		// Pool health is shown to clients: the state, never the engine's output (which
+		// LastError carries, for the daemon's log).
+		ms.LastError = "engine " + st.String()
 	}
 	return ms
 }
