@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -315,4 +316,75 @@ func launchedPIDs(t *testing.T, logs string) map[string]int {
 		out[rid[1]] = n
 	}
 	return out
+}
+
+// TestMeasureFailover measures the time from a replica's death (SIGKILL) to the next token of
+// the task it was streaming, which continues on another replica (BENCHMARKS.md). It runs only
+// with ORCHD_MEASURE_FAILOVER=N (N kills; at most 12, since each supervisor's breaker trips
+// after 5 restarts within 5 minutes).
+func TestMeasureFailover(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv("ORCHD_MEASURE_FAILOVER"))
+	if n <= 0 {
+		t.Skip("set ORCHD_MEASURE_FAILOVER=N to measure N failovers")
+	}
+	d, _ := startReplicaDaemon(t)
+	var gaps []time.Duration
+	for i := 0; len(gaps) < n && i < 3*n; i++ {
+		id := uuid.New()
+		prompt := "Once upon a time"
+		r, err := d.c.CreateTaskWithResponse(context.Background(), nil, client.TaskRequest{
+			TaskId: id, SessionId: uuid.New(), Workload: client.Completion, ModelRef: "med",
+			Engine: client.Llamacpp, Ctx: 2048, Priority: client.Interactive, Prompt: &prompt, MaxTokens: 400,
+			DeadlineMs: 120000,
+		})
+		if err != nil || r.StatusCode() != 202 {
+			// Each supervisor's breaker trips after 5 restarts in 5 minutes.
+			t.Logf("stopping after %d kills: %v %s", len(gaps), err, r.Body)
+			break
+		}
+		resp, br := d.openStream(t, id)
+		var killed time.Time
+		var arrivals []time.Time
+		for {
+			f, ok := nextFrame(t, br)
+			if !ok {
+				break
+			}
+			if f.event != "token" {
+				continue
+			}
+			arrivals = append(arrivals, time.Now())
+			if len(arrivals) == 20 && killed.IsZero() {
+				p := d.placement(t, id)
+				pid := launchedPIDs(t, d.logs.String())[p.ReplicaId]
+				killed = time.Now()
+				if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		resp.Body.Close()
+		// The first token the next replica made has the index of the tokens sent before the
+		// failure (the daemon logs it); earlier ones may still have been on their way.
+		m := regexp.MustCompile(`placing it again" task_id=` + id.String() + `.*tokens_sent=(\d+)`).FindStringSubmatch(d.logs.String())
+		if m != nil {
+			if sent, _ := strconv.Atoi(m[1]); sent < len(arrivals) && arrivals[sent].After(killed) {
+				gaps = append(gaps, arrivals[sent].Sub(killed))
+			}
+		}
+		// Let the supervisor bring the replica back before the next kill.
+		for j := 0; j < 600; j++ {
+			h, err := d.c.GetPoolHealthWithResponse(context.Background(), "default", nil)
+			if err == nil && h.JSON200 != nil && h.JSON200.Replicas != nil && readyReplicas(*h.JSON200.Replicas) == 3 {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	if len(gaps) == 0 {
+		t.Fatal("no failover measured")
+	}
+	slices.Sort(gaps)
+	q := func(p float64) time.Duration { return gaps[min(len(gaps)-1, int(p*float64(len(gaps))))] }
+	t.Logf("failover: %d kills; death to next token p50 %v, p99 %v, max %v", len(gaps), q(0.50), q(0.99), gaps[len(gaps)-1])
 }
