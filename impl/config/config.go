@@ -227,14 +227,17 @@ type DeviceSets [][]int
 
 // UnmarshalYAML takes a list of indices (one set) or a list of lists (one set per replica).
 func (d *DeviceSets) UnmarshalYAML(n *yaml.Node) error {
-	var nested [][]int
-	if err := n.Decode(&nested); err == nil {
+	if n.Kind == yaml.SequenceNode && len(n.Content) > 0 && n.Content[0].Kind == yaml.SequenceNode {
+		var nested [][]int
+		if err := n.Decode(&nested); err != nil {
+			return err
+		}
 		*d = nested
 		return nil
 	}
 	var flat []int
 	if err := n.Decode(&flat); err != nil {
-		return errors.New("devices must be a list of GPU indices or a list of such lists")
+		return err
 	}
 	*d = DeviceSets{flat}
 	return nil

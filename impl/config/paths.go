@@ -33,6 +33,12 @@ func checkNode(n *yaml.Node, t reflect.Type, path string) error {
 	if n.Tag == "!!null" {
 		return nil // leaves the field unset, whatever its type
 	}
+	if t == reflect.TypeFor[DeviceSets]() { // one list, or a list of lists: check the shape given
+		if n.Kind == yaml.SequenceNode && len(n.Content) > 0 && n.Content[0].Kind == yaml.SequenceNode {
+			return checkNode(n, reflect.TypeFor[[][]int](), path)
+		}
+		return checkNode(n, reflect.TypeFor[[]int](), path)
+	}
 	if reflect.PointerTo(t).Implements(reflect.TypeFor[yaml.Unmarshaler]()) {
 		if err := n.Decode(reflect.New(t).Interface()); err != nil {
 			return fmt.Errorf("%s: %s", where(path), strings.TrimPrefix(err.Error(), "yaml: "))

@@ -23,6 +23,7 @@ func TestParseErrorsNameTheYAMLPath(t *testing.T) {
 		{"in a list", "pools:\n  - id: a\n    slots: x\n", `config: pools[0].slots: want an integer, got "x"`},
 		{"unknown key in a list", "pools:\n  - id: a\n  - id: b\n    bogus: 1\n", "config: pools[1].bogus: unknown field"},
 		{"nested list", "pools:\n  - replicas:\n      - managed: {devices: [0, gpu1]}\n", `config: pools[0].replicas[0].managed.devices[1]: want an integer, got "gpu1"`},
+		{"devices per replica", "pools:\n  - replicas:\n      - managed: {devices: [[0], [1, gpu2]]}\n", `config: pools[0].replicas[0].managed.devices[1][1]: want an integer, got "gpu2"`},
 		{"mapping expected", "server: 3\n", `config: server: want a mapping of keys to values, got "3"`},
 		{"list expected", "pools: {id: a}\n", "config: pools: want a list, got a mapping"},
 		{"bool", "journal: {enabled: maybe}\n", `config: journal.enabled: want true or false, got "maybe"`},

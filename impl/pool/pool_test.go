@@ -210,7 +210,7 @@ func TestReload(t *testing.T) {
 			t.Fatalf("view = %+v", v)
 		}
 		// The new replica's version is known at switch-over, not after the next health check.
-		if want := "v:http://managed/models/b.gguf"; v.EngineVersion != want {
+		if want := "v:http://managed/models/b.gguf@m/0"; v.EngineVersion != want {
 			t.Errorf("engine version after the reload %q, want %q", v.EngineVersion, want)
 		}
 		e.mu.Lock()
