@@ -60,7 +60,7 @@ func TestBadInput(t *testing.T) {
 		}
 		return out
 	}
-	big := strings.Repeat("a", 200001)
+	big := strings.Repeat("a", 65537) // prompt maxLength + 1
 	overLimit := `{"prompt":"` + strings.Repeat("a", 1<<20) + `"}`
 
 	tests := []struct {

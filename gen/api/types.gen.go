@@ -1182,6 +1182,14 @@ type StoredArtifact struct {
 // `inputs` are segments concatenated in order into the prompt. For a `chat`, `prompt` is
 // one user message, and `inputs` are the conversation's messages in order, alternating
 // user, assistant, user, ... (an odd count: the last one is the user's).
+//
+// Size: every body this schema admits fits the default body limit (`body_limit_bytes`,
+// 1 MiB = 1,048,576 bytes), so a valid task is never refused with 413. Worst case, in compact
+// JSON with every character of every string escaped (12 bytes per code point above U+FFFF,
+// 6 below): `inputs` 16 × (4,096 × 12 + 2) + 17 = 786,481 bytes (`prompt`: 65,536 × 12 + 2 =
+// 786,434); every other field, keys included, at most 34,542 bytes; in all at most 821,023
+// bytes. `contracts/bodylimit_test.go` recomputes this from the document. A daemon configured
+// with a smaller `body_limit_bytes` answers 413 `PAYLOAD_TOO_LARGE` to larger bodies.
 type TaskRequest struct {
 	// Ctx Context length the task needs; above the pool's `ctx_max` is 400.
 	Ctx int32 `json:"ctx"`
@@ -1196,19 +1204,23 @@ type TaskRequest struct {
 	// Text Generation Inference's own protocol (`/generate_stream`). `triton` is Triton
 	// Inference Server's generate extension (`/v2/models/{model}/generate_stream`), external
 	// only.
-	Engine         Engine             `json:"engine"`
-	ExpectedTokens *int32             `json:"expected_tokens,omitempty"`
-	Inputs         *[]string          `json:"inputs,omitempty"`
-	KvHint         *TaskRequestKvHint `json:"kv_hint,omitempty"`
-	MaxTokens      int32              `json:"max_tokens"`
+	Engine         Engine `json:"engine"`
+	ExpectedTokens *int32 `json:"expected_tokens,omitempty"`
+
+	// Inputs At most 16 segments of 4,096 characters each (65,536 in all, as `prompt`).
+	Inputs    *[]string          `json:"inputs,omitempty"`
+	KvHint    *TaskRequestKvHint `json:"kv_hint,omitempty"`
+	MaxTokens int32              `json:"max_tokens"`
 
 	// ModelRef A pool's `model_ref` or its short `model_id`.
-	ModelRef              string              `json:"model_ref"`
-	Placement             *PlacementOverrides `json:"placement,omitempty"`
-	Priority              Priority            `json:"priority"`
-	Prompt                *string             `json:"prompt,omitempty"`
-	SamplerProfileVersion *string             `json:"sampler_profile_version,omitempty"`
-	Seed                  *int64              `json:"seed,omitempty"`
+	ModelRef  string              `json:"model_ref"`
+	Placement *PlacementOverrides `json:"placement,omitempty"`
+	Priority  Priority            `json:"priority"`
+
+	// Prompt At most 65,536 characters (Unicode code points), so that the body fits the default body limit.
+	Prompt                *string `json:"prompt,omitempty"`
+	SamplerProfileVersion *string `json:"sampler_profile_version,omitempty"`
+	Seed                  *int64  `json:"seed,omitempty"`
 
 	// SessionId The session the task belongs to (its turns and token budget). Omitted: a new session,
 	// whose generated id the admission returns. The nil UUID is refused.

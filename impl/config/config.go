@@ -29,6 +29,11 @@ import (
 //go:embed default.yaml
 var defaultYAML []byte
 
+// DefaultBodyLimitBytes is body_limit_bytes when the configuration sets none. The contract
+// (openapi/orchestratord.yaml) bounds every request body but createArtifact's free-form content
+// below it; contracts.TestSchemaValidBodiesFitTheDefaultLimit keeps the two in step.
+const DefaultBodyLimitBytes int64 = 1 << 20
+
 // DefaultYAML returns the embedded default configuration file.
 func DefaultYAML() []byte { return bytes.Clone(defaultYAML) }
 
@@ -426,7 +431,7 @@ func (c *Config) complete() error {
 		c.LogLevel = "info"
 	}
 	if c.BodyLimitBytes == 0 {
-		c.BodyLimitBytes = 1 << 20
+		c.BodyLimitBytes = DefaultBodyLimitBytes
 	}
 	if c.Server.ReadHeaderTimeout == 0 {
 		c.Server.ReadHeaderTimeout = Duration(10 * time.Second)
