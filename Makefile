@@ -163,7 +163,7 @@ $(TRITON_VENV)/.installed: $(TRITON_REQ)
 triton-venv: $(TRITON_VENV)/.installed ## Create .venv-triton with nvidia-pytriton (a real tritonserver, for engine/triton's tests).
 
 .PHONY: fuzz
-fuzz: venv ## Schemathesis against the real daemon and llama.cpp: every operation, >= 200 examples each, fixed seed (about 8 min).
+fuzz: venv ## Schemathesis against the real daemon and llama.cpp: every operation, >= 200 examples each, seed from the commit or FUZZ_SEED (about 8 min).
 	@LLAMA=$$(bash tools/ensure-llama-server.sh) && \
 	  ORCHD_LLAMA_SERVER="$$LLAMA" bash tools/schemathesis.sh ci
 

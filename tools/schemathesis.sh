@@ -11,7 +11,8 @@
 #   long  (`make fuzz-long`)          FUZZ_EXAMPLES default 2000
 # Environment:
 #   FUZZ_EXAMPLES   max examples per operation and phase
-#   FUZZ_SEED       the seed (default: the one in schemathesis.toml)
+#   FUZZ_SEED       the seed (default: the first 8 hex digits of the commit, `git rev-parse HEAD`,
+#                   as an integer, so that each commit explores new cases; always printed)
 #   FUZZ_WORKERS    schemathesis workers (default 1)
 #   FUZZ_REPORT_DIR where the JUnit/NDJSON reports and the daemon log go (default tmp/schemathesis)
 #   ORCHD_LLAMA_SERVER  llama-server binary (default: tools/ensure-llama-server.sh)
@@ -93,6 +94,13 @@ go run ./tools/ggufgen -o "$state/models/tiny.gguf" >/dev/null
 # hooks.py folds positive createTask cases into the pool's ctx_max (a configuration value).
 ORCHD_FUZZ_CTX_MAX=$(sed -nE 's/^[[:space:]]*ctx_max:[[:space:]]*([0-9]+).*/\1/p' "$dir/daemon.yaml" | head -n1)
 export ORCHD_FUZZ_CTX_MAX
+# hooks.py checks that 413 answers exactly the bodies over the daemon's body limit.
+ORCHD_FUZZ_BODY_LIMIT=$(sed -nE 's/^body_limit_bytes:[[:space:]]*([0-9]+).*/\1/p' "$dir/daemon.yaml" | head -n1)
+[[ -n $ORCHD_FUZZ_BODY_LIMIT ]] || {
+	log "body_limit_bytes missing from $dir/daemon.yaml"
+	exit 2
+}
+export ORCHD_FUZZ_BODY_LIMIT
 
 key=orchd_fuzz_$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 export ORCHD_FUZZ_KEY=$key
@@ -131,8 +139,25 @@ if [[ -z $ready ]]; then
 	exit 1
 fi
 
-seed_args=()
-[[ -n ${FUZZ_SEED:-} ]] && seed_args=(--seed "$FUZZ_SEED")
+# The seed: FUZZ_SEED, else derived from the commit (reproducible for a commit, new cases for the
+# next one), else (no git) a fixed one.
+seed=${FUZZ_SEED:-}
+if [[ -n $seed ]]; then
+	[[ $seed =~ ^[0-9]+$ ]] || {
+		log "FUZZ_SEED must be a non-negative integer, got: $seed"
+		exit 2
+	}
+	log "seed $seed (FUZZ_SEED)"
+elif rev=$(git rev-parse HEAD 2>/dev/null) && [[ $rev =~ ^[0-9a-f]{8} ]]; then
+	seed=$((16#${rev:0:8}))
+	dirty=
+	[[ -z $(git status --porcelain --untracked-files=no 2>/dev/null) ]] || dirty=", with uncommitted changes"
+	log "seed $seed (commit ${rev:0:12}$dirty); rerun with FUZZ_SEED=$seed"
+else
+	seed=20261128
+	log "seed $seed (fixed: not a git checkout)"
+fi
+seed_args=(--seed "$seed")
 
 # Pass 1: every operation but drainPool, against a ready pool. A drain stops admission for the
 # rest of the daemon's life (only a successful reload ends it), so it gets its own pass.

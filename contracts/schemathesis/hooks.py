@@ -4,6 +4,10 @@ They encode request constraints that OpenAPI 3.0 cannot express, so that *positi
 really valid and `positive_data_acceptance` keeps its full meaning ("a valid request is never
 answered 400"). Negative cases are left untouched. Nothing here changes what a check accepts.
 
+One custom check, `payload_too_large_only_over_the_limit`, makes the 413 that the built-in checks
+accept (schemathesis.toml) precise: 413 only for a body over the daemon's body limit, and never a
+success for one (ORCHD_FUZZ_BODY_LIMIT, read by tools/schemathesis.sh from daemon.yaml).
+
 createTask (POST /v1/tasks), both documented in the contract:
 - `ctx` above the pool's `ctx_max` is 400 ("Context length the task needs; above the pool's
   `ctx_max` is 400"). ctx_max comes from the daemon's configuration, not from the schema:
@@ -24,6 +28,7 @@ import schemathesis
 from schemathesis.core.parameters import ParameterLocation
 
 CTX_MAX = int(os.environ.get("ORCHD_FUZZ_CTX_MAX", "4096"))
+BODY_LIMIT = int(os.environ.get("ORCHD_FUZZ_BODY_LIMIT", str(1 << 20)))
 
 
 FACADE_MAX_TOKENS = min(64, CTX_MAX)
@@ -95,3 +100,28 @@ def _fold_facade(case) -> None:
         if isinstance(n, int) and not isinstance(n, bool) and n > FACADE_MAX_TOKENS:
             body[key] = (n - 1) % FACADE_MAX_TOKENS + 1
     case.body = body
+
+
+def _body_size(request) -> int:
+    body = request.body
+    if body is None:
+        return 0
+    if isinstance(body, str):
+        return len(body.encode("utf-8"))
+    return len(body)
+
+
+@schemathesis.check
+def payload_too_large_only_over_the_limit(ctx, response, case):
+    """413 PAYLOAD_TOO_LARGE answers exactly the bodies over the body limit.
+
+    negative_data_rejection and positive_data_acceptance accept 413 for any body (a schema
+    violation can make a body of any size, and createArtifact's free-form content is bounded by
+    the body limit only); this check rules out a 413 for a body within the limit, which every
+    other body of the contract is (contracts/bodylimit_test.go), and a success for a body over it.
+    """
+    size = _body_size(response.request)
+    if response.status_code == 413 and size <= BODY_LIMIT:
+        raise AssertionError(f"413 for a body of {size} bytes, within the body limit of {BODY_LIMIT} bytes")
+    if size > BODY_LIMIT and 200 <= response.status_code < 300:
+        raise AssertionError(f"{response.status_code} for a body of {size} bytes, over the body limit of {BODY_LIMIT} bytes")
