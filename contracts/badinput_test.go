@@ -113,6 +113,16 @@ func TestBadInput(t *testing.T) {
 		{name: "Bearer auth", method: "GET", path: "/v1/capabilities", header: http.Header{"Authorization": {"Bearer " + testKey}}, status: 200},
 		{name: "bearer auth, any case", method: "GET", path: "/v1/capabilities", header: http.Header{"Authorization": {"bearer " + testKey}}, status: 200},
 		{name: "Bearer createTask", method: "POST", path: "/v1/tasks", body: strings.NewReader(jsonBody(validTask())), header: hdr("X-Api-Key", "", "Authorization", "Bearer "+testKey), status: 202},
+		// Both headers: the same key is fine; different keys are 401 whichever one is valid (no
+		// "first wins").
+		{name: "X-API-Key and Bearer, same key", method: "GET", path: "/v1/capabilities", header: http.Header{"X-Api-Key": {testKey}, "Authorization": {"Bearer " + testKey}}, status: 200},
+		{name: "X-API-Key valid, Bearer another", method: "GET", path: "/v1/capabilities", header: http.Header{"X-Api-Key": {testKey}, "Authorization": {"Bearer other-key-0123456789"}}, status: 401, code: client.UNAUTHORIZED, mention: "different API keys"},
+		{name: "Bearer valid, X-API-Key another", method: "GET", path: "/v1/capabilities", header: http.Header{"X-Api-Key": {"other-key-0123456789"}, "Authorization": {"Bearer " + testKey}}, status: 401, code: client.UNAUTHORIZED, mention: "different API keys"},
+		{name: "different keys on a POST", method: "POST", path: "/v1/tasks", body: strings.NewReader(jsonBody(validTask())), header: hdr("Authorization", "Bearer other-key-0123456789"), status: 401, code: client.UNAUTHORIZED, mention: "different API keys"},
+		{name: "two X-API-Key headers, different keys", method: "GET", path: "/v1/capabilities", header: http.Header{"X-Api-Key": {testKey, "other-key-0123456789"}}, status: 401, code: client.UNAUTHORIZED, mention: "different API keys"},
+		{name: "X-API-Key and an empty Bearer", method: "GET", path: "/v1/capabilities", header: http.Header{"X-Api-Key": {testKey}, "Authorization": {"Bearer "}}, status: 200},
+		{name: "X-API-Key and Basic credentials", method: "GET", path: "/v1/capabilities", header: http.Header{"X-Api-Key": {testKey}, "Authorization": {"Basic dXNlcjpwYXNz"}}, status: 200},
+		{name: "both headers on a public path", method: "GET", path: "/metrics", header: http.Header{"X-Api-Key": {testKey}, "Authorization": {"Bearer other-key-0123456789"}}, status: 200},
 		{name: "unknown path", method: "GET", path: "/v1/nope", header: key, status: 404, code: client.NOTFOUND},
 		{name: "unknown path, v2", method: "POST", path: "/v2/tasks", body: strings.NewReader(`{}`), header: key, status: 404, code: client.NOTFOUND},
 		{name: "wrong method", method: "DELETE", path: "/v1/tasks", header: key, status: 405, code: client.METHODNOTALLOWED},

@@ -225,7 +225,18 @@ func (v *validatingTransport) check(req *http.Request, resp *http.Response) []st
 		resp.Body = io.NopCloser(bytes.NewReader(body))
 	}
 
-	route, params, err := v.c.router.FindRoute(req)
+	// HEAD answers as the GET of the same resource without a body (RFC 9110 §9.3.2): the contract
+	// declares no HEAD, so a HEAD is checked against the GET operation, body excluded.
+	isHead := req.Method == http.MethodHead
+	routeReq := req
+	if isHead {
+		routeReq = req.Clone(req.Context())
+		routeReq.Method = http.MethodGet
+		if len(body) > 0 {
+			bad("HEAD answered with a %d-byte body", len(body))
+		}
+	}
+	route, params, err := v.c.router.FindRoute(routeReq)
 	if err != nil {
 		// No operation matches (unknown path or method): the answer must still be the error
 		// envelope with the matching status. Authentication may come first (401/403).
@@ -244,14 +255,14 @@ func (v *validatingTransport) check(req *http.Request, resp *http.Response) []st
 		return problems
 	}
 	recordCoverage(route.Operation.OperationID, resp.StatusCode)
-	opts := &openapi3filter.Options{IncludeResponseStatus: true, ExcludeResponseBody: isSSE, SchemaValidationOptions: schemaOpts}
+	opts := &openapi3filter.Options{IncludeResponseStatus: true, ExcludeResponseBody: isSSE || isHead, SchemaValidationOptions: schemaOpts}
 	in := &openapi3filter.ResponseValidationInput{
-		RequestValidationInput: &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route},
+		RequestValidationInput: &openapi3filter.RequestValidationInput{Request: routeReq, PathParams: params, Route: route},
 		Status:                 resp.StatusCode,
 		Header:                 resp.Header,
 		Options:                opts,
 	}
-	if !isSSE {
+	if !isSSE && !isHead {
 		in.Body = io.NopCloser(bytes.NewReader(body))
 	}
 	if resp.StatusCode < 400 && route.Operation.Responses.Status(resp.StatusCode) == nil {

@@ -15,7 +15,7 @@ import (
 
 // A 405 names the methods the resource supports (RFC 9110 §15.5.6). schemathesis
 // (unsupported_method): every 405 lacked Allow, because the request validator answered before
-// echo's own 405 handler could set it.
+// echo's own 405 handler could set it. HEAD is listed wherever GET is (HeadAsGet serves it).
 func TestMethodNotAllowedListsAllow(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
@@ -23,10 +23,10 @@ func TestMethodNotAllowedListsAllow(t *testing.T) {
 	tests := []struct{ method, path, allow string }{
 		{"TRACE", "/v1/tasks", "POST"},
 		{"DELETE", "/v1/tasks", "POST"},
-		{"PUT", "/v1/tasks/" + uuid.NewString(), "GET"},
-		{"PATCH", "/v1/sessions/" + uuid.NewString(), "DELETE, GET"},
-		{"OPTIONS", "/v1/capabilities", "GET"},
-		{"POST", "/metrics", "GET"},
+		{"PUT", "/v1/tasks/" + uuid.NewString(), "GET, HEAD"},
+		{"PATCH", "/v1/sessions/" + uuid.NewString(), "DELETE, GET, HEAD"},
+		{"OPTIONS", "/v1/capabilities", "GET, HEAD"},
+		{"POST", "/metrics", "GET, HEAD"},
 		{"DELETE", "/v1/pools/" + poolID + "/reload", "POST"},
 	}
 	for _, tt := range tests {

@@ -193,12 +193,16 @@ func HTTPErrorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 		if status == http.StatusMethodNotAllowed {
 			// RFC 9110 §15.5.6: a 405 lists the methods the resource supports. The router found
 			// them; the request validator answered before echo's own 405 handler could set them.
-			// echo's list always names OPTIONS, which this server answers with 405 too.
+			// echo's list always names OPTIONS, which this server answers with 405 too, and never
+			// HEAD, which HeadAsGet serves wherever GET is.
 			if allow, ok := c.Get(echo.ContextKeyHeaderAllow).(string); ok && allow != "" {
 				var methods []string
 				for _, m := range strings.Split(allow, ",") {
 					if m = strings.TrimSpace(m); m != "" && m != http.MethodOptions {
 						methods = append(methods, m)
+					}
+					if m == http.MethodGet {
+						methods = append(methods, http.MethodHead)
 					}
 				}
 				c.Response().Header().Set(echo.HeaderAllow, strings.Join(methods, ", "))
@@ -229,10 +233,8 @@ func HTTPErrorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 			}
 		}
 		body, _ := json.Marshal(env)
-		if c.Request().Method == http.MethodHead {
-			_ = c.NoContent(status)
-			return
-		}
+		// For a HEAD request (served as GET, see HeadAsGet) net/http discards the body and keeps
+		// the headers, Content-Length included, that the GET gets.
 		_ = c.JSONBlob(status, body)
 	}
 }

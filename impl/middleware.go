@@ -36,6 +36,7 @@ type ctxKey int
 const (
 	correlationKey ctxKey = iota
 	rawBodyKey
+	headKey
 )
 
 // CorrelationID returns the request's correlation id.
@@ -70,6 +71,31 @@ func Correlation() echo.MiddlewareFunc {
 			return next(c)
 		}
 	}
+}
+
+// IsHead reports whether the request came as HEAD (HeadAsGet serves it as GET).
+func IsHead(ctx context.Context) bool {
+	v, _ := ctx.Value(headKey).(bool)
+	return v
+}
+
+// HeadAsGet serves HEAD on every GET operation as that GET without its body (RFC 9110 §9.3.2),
+// instead of 405. It wraps the whole handler, outside echo, because echo routes by the method of
+// the request it was given: next sees a GET, so routing, authentication, validation, the handler
+// and the error envelope are the GET's own and the status and headers match, while net/http,
+// which keeps the original request, frames the answer as HEAD and discards the body written for
+// it. Handlers whose GET does work for the body alone (an event stream) check IsHead. HEAD where
+// no GET is defined stays 405.
+func HeadAsGet(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodHead {
+			next.ServeHTTP(w, r)
+			return
+		}
+		g := r.WithContext(context.WithValue(r.Context(), headKey, true)) // a copy: r stays HEAD
+		g.Method = http.MethodGet
+		next.ServeHTTP(w, g)
+	})
 }
 
 // Recover turns a panic in a handler into a 500 INTERNAL envelope and logs the stack.
@@ -159,8 +185,10 @@ func singleJSONValue(b []byte) error {
 }
 
 // Auth checks X-API-Key (or Authorization: Bearer) on every operation that the spec does not
-// mark public (security: []). Missing → 401, wrong → 403. Keys are compared in constant time via
-// their SHA-256 digests and never logged.
+// mark public (security: []). Missing → 401, wrong → 403. Both headers may be sent with the same
+// key; different keys (in the two headers or in repeated ones) are 401, whichever of them is
+// valid: the request does not say who it is. Keys are compared in constant time via their
+// SHA-256 digests and never logged.
 func Auth(spec *openapi3.T, keys []string) echo.MiddlewareFunc {
 	public := publicRoutes(spec)
 	digests := make([][32]byte, len(keys))
@@ -172,11 +200,9 @@ func Auth(spec *openapi3.T, keys []string) echo.MiddlewareFunc {
 			if public[c.Request().Method+" "+c.Path()] {
 				return next(c)
 			}
-			key := c.Request().Header.Get("X-API-Key")
-			if key == "" {
-				if h := c.Request().Header.Get("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
-					key = strings.TrimSpace(h[7:])
-				}
+			key, err := presentedKey(c.Request().Header)
+			if err != nil {
+				return err
 			}
 			if key == "" {
 				return Errorf("UNAUTHORIZED", "missing API key (X-API-Key or Authorization: Bearer)")
@@ -192,6 +218,41 @@ func Auth(spec *openapi3.T, keys []string) echo.MiddlewareFunc {
 			return next(c)
 		}
 	}
+}
+
+// presentedKey returns the one API key a request presents in its X-API-Key and Authorization:
+// Bearer headers ("" for none; an empty value counts as none), or 401 when they present
+// different keys. Both keys are the client's own, so comparing them leaks nothing.
+func presentedKey(h http.Header) (string, error) {
+	var key string
+	agrees := func(k string) bool {
+		switch {
+		case k == "":
+		case key == "":
+			key = k
+		case k != key:
+			return false
+		}
+		return true
+	}
+	for _, k := range h.Values("X-API-Key") {
+		if !agrees(k) {
+			return "", errKeyConflict()
+		}
+	}
+	for _, v := range h.Values("Authorization") {
+		if len(v) < 7 || !strings.EqualFold(v[:7], "bearer ") {
+			continue // another scheme carries no API key
+		}
+		if !agrees(strings.TrimSpace(v[7:])) {
+			return "", errKeyConflict()
+		}
+	}
+	return key, nil
+}
+
+func errKeyConflict() error {
+	return Errorf("UNAUTHORIZED", "the request presents different API keys (X-API-Key, Authorization: Bearer); send one")
 }
 
 // publicRoutes lists "METHOD /echo/:path" of the operations whose security is empty.

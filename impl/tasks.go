@@ -231,7 +231,7 @@ func (s *Server) StreamTask(ctx context.Context, req api.StreamTaskRequestObject
 	}
 	return &sseResponse{
 		ctx: ctx, s: s, t: t, from: from, verbose: req.Params.Verbose != nil && *req.Params.Verbose,
-		correlation: CorrelationID(ctx),
+		correlation: CorrelationID(ctx), headOnly: IsHead(ctx),
 	}, nil
 }
 
@@ -244,6 +244,9 @@ type sseResponse struct {
 	from        int
 	verbose     bool
 	correlation string
+	// headOnly: a HEAD request gets the stream's status and headers, and no subscription: it
+	// neither holds the connection nor, by going away, cancels the task.
+	headOnly bool
 }
 
 func (r *sseResponse) VisitStreamTaskResponse(w http.ResponseWriter) error {
@@ -264,7 +267,11 @@ func (r *sseResponse) VisitStreamTaskResponse(w http.ResponseWriter) error {
 		h.Set("X-Budget-Tokens-Remaining", strconv.FormatInt(*info.TokensBudgetRemaining, 10))
 	}
 	w.WriteHeader(http.StatusOK)
-	if err := out.flush(); err != nil {
+	err := out.flush()
+	if r.headOnly {
+		return nil // no subscription: nothing to follow or cancel, whether the client stayed or not
+	}
+	if err != nil {
 		r.disconnected(false)
 		return nil
 	}

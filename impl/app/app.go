@@ -78,7 +78,7 @@ type App struct {
 	cfg       *config.Config
 	log       *slog.Logger
 	echo      *echo.Echo
-	handler   http.Handler // echo under otelhttp
+	handler   http.Handler // echo behind impl.HeadAsGet, under otelhttp
 	tasks     *task.Service
 	sessions  *session.Store
 	pools     *pool.Registry
@@ -241,9 +241,10 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		impl.BodyLimit(cfg.BodyLimitBytes), impl.Auth(spec, keys), impl.JSONBody(), impl.Validator(spec))
 	api.RegisterHandlers(e, api.NewStrictHandler(srv, nil))
 	a.echo = e
-	// The server span of every request; Correlation names it after the route. W3C trace
-	// context and baggage from the client make it a child of the caller's span.
-	a.handler = otelhttp.NewHandler(e, "http.server", otelhttp.WithTracerProvider(tp),
+	// HEAD is served as GET (impl.HeadAsGet). The server span of every request; Correlation
+	// names it after the route. W3C trace context and baggage from the client make it a child
+	// of the caller's span.
+	a.handler = otelhttp.NewHandler(impl.HeadAsGet(e), "http.server", otelhttp.WithTracerProvider(tp),
 		otelhttp.WithPropagators(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})),
 		otelhttp.WithMeterProvider(metricnoop.NewMeterProvider()))
 	return a, nil
