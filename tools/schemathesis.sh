@@ -65,6 +65,14 @@ fi
 	exit 2
 }
 
+# The custom checks of hooks.py have tests of their own: a check that is wrong fails nothing.
+log "testing the custom checks (contracts/schemathesis/hooks_test.py)"
+if ! out=$(PYTHONDONTWRITEBYTECODE=1 "$(dirname "$st")/python" -m unittest discover -s "$dir" -p hooks_test.py 2>&1); then
+	printf '%s\n' "$out" >&2
+	log "the custom checks' tests failed"
+	exit 1
+fi
+
 work=$(mktemp -d "${TMPDIR:-/tmp}/orchd-fuzz.XXXXXX")
 state=$work/state
 mkdir -p "$state/models" "$report_dir"
