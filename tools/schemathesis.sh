@@ -98,6 +98,14 @@ trap 'exit 130' INT TERM
 log "building the daemon and the tiny model"
 go build -o "$work/orchestratord" ./cmd/orchestratord
 go run ./tools/ggufgen -o "$state/models/tiny.gguf" >/dev/null
+# A file of models_dirs that is not a model: hooks.py folds positive reload references into it,
+# and its reload rolls back (409). hooks.py assumes the default models_dirs, <state>/models.
+printf 'not a GGUF model\n' >"$state/models/not-a-model.gguf"
+if grep -q '^models_dirs:' "$dir/daemon.yaml"; then
+	log "$dir/daemon.yaml sets models_dirs; hooks.py assumes the default (<state>/models)"
+	exit 2
+fi
+export ORCHD_FUZZ_STATE_DIR=$state
 
 # hooks.py folds positive createTask cases into the pool's ctx_max (a configuration value).
 ORCHD_FUZZ_CTX_MAX=$(sed -nE 's/^[[:space:]]*ctx_max:[[:space:]]*([0-9]+).*/\1/p' "$dir/daemon.yaml" | head -n1)

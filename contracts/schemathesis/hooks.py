@@ -24,6 +24,15 @@ createChatCompletion and createCompletion (the `openai` tag): `max_tokens` (and
 `max_completion_tokens`) above the model's context length (`ctx_max`) is 400, as documented.
 Positive cases fold them into 1..FACADE_MAX_TOKENS, below ctx_max: each such request generates
 that many tokens on the real engine before it answers, and a few dozen keep the run short.
+
+reloadPool (POST /v1/pools/{id}/reload), documented in the contract: for a managed pool,
+`new_model_ref` must name a regular file inside the configured `models_dirs` (relative paths
+against the state directory), else 400. daemon.yaml sets no models_dirs, so that is
+<state>/models (ORCHD_FUZZ_STATE_DIR). A positive reference that names no file there is replaced
+by one of several spellings of <state>/models/not-a-model.gguf, a regular file that is not a
+model (tools/schemathesis.sh writes it): the reload then starts an engine that fails, and the
+pool rolls back (409), as a generated path did before models_dirs. The real model is reached
+through the dictionary in schemathesis.toml.
 """
 
 from __future__ import annotations
@@ -38,6 +47,13 @@ from schemathesis.specs.openapi.checks import use_after_free as _builtin_use_aft
 
 CTX_MAX = int(os.environ.get("ORCHD_FUZZ_CTX_MAX", "4096"))
 BODY_LIMIT = int(os.environ.get("ORCHD_FUZZ_BODY_LIMIT", str(1 << 20)))
+STATE_DIR = os.environ.get("ORCHD_FUZZ_STATE_DIR", "")
+NOT_A_MODEL = "not-a-model.gguf"
+
+
+def _is_reload(case) -> bool:
+    op = case.operation
+    return op.method.upper() == "POST" and op.path == "/v1/pools/{id}/reload"
 
 
 FACADE_MAX_TOKENS = min(64, CTX_MAX)
@@ -63,10 +79,7 @@ def _positive_body(case) -> bool:
 
 @schemathesis.hook
 def map_case(context, case):
-    if _is_create_task(case) and _positive_body(case):
-        _fold_task(case)
-    if _is_facade(case) and _positive_body(case):
-        _fold_facade(case)
+    _fold(case)
     return case
 
 
@@ -74,10 +87,61 @@ def map_case(context, case):
 def before_add_examples(context, examples):
     # The examples phase does not go through map_case.
     for case in examples:
-        if _is_create_task(case) and _positive_body(case):
-            _fold_task(case)
-        if _is_facade(case) and _positive_body(case):
-            _fold_facade(case)
+        _fold(case)
+
+
+def _fold(case) -> None:
+    if not _positive_body(case):
+        return
+    if _is_create_task(case):
+        _fold_task(case)
+    elif _is_reload(case):
+        _fold_reload(case)
+    elif _is_facade(case):
+        _fold_facade(case)
+
+
+def _models_dir() -> str:
+    return os.path.join(os.path.abspath(STATE_DIR), "models")
+
+
+def _names_model_file(ref: str) -> bool:
+    """Whether the daemon resolves ref to a regular file inside its models directory
+    (impl/config ResolveModel: "file:" prefix, relative to the state directory, cleaned, inside
+    the directory before and after resolving links)."""
+    path = ref[len("file:") :] if ref.startswith("file:") else ref
+    if not path or "\0" in path or not STATE_DIR:
+        return False
+    try:
+        if not os.path.isabs(path):
+            path = os.path.join(os.path.abspath(STATE_DIR), path)
+        path = os.path.abspath(path)
+        root = _models_dir()
+        if not path.startswith(root + os.sep):
+            return False
+        real, real_root = os.path.realpath(path), os.path.realpath(root)
+        return real.startswith(real_root + os.sep) and os.path.isfile(real)
+    except (OSError, ValueError, UnicodeError):  # e.g. a lone surrogate has no file name
+        return False
+
+
+def _fold_reload(case) -> None:
+    body = case.body
+    if not isinstance(body, dict):
+        return
+    ref = body.get("new_model_ref")
+    if not isinstance(ref, str) or _names_model_file(ref):
+        return
+    spellings = [
+        f"models/{NOT_A_MODEL}",
+        f"file:models/{NOT_A_MODEL}",
+        os.path.join(_models_dir(), NOT_A_MODEL),
+        f"models/./sub/../{NOT_A_MODEL}",
+        f"file:{_models_dir()}//{NOT_A_MODEL}",
+    ]
+    # The same generated value always folds to the same spelling (runs stay reproducible).
+    body["new_model_ref"] = spellings[sum(ref.encode("utf-8", "surrogatepass")) % len(spellings)]
+    case.body = body
 
 
 def _fold_task(case) -> None:

@@ -5,6 +5,8 @@ python -m unittest discover -s contracts/schemathesis -p 'hooks_test.py'
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import types
 import unittest
 from unittest import mock
@@ -88,6 +90,51 @@ class PayloadTooLargeOnlyOverTheLimit(unittest.TestCase):
             with self.subTest(status=status, size=size):
                 with self.assertRaises(AssertionError):
                     self.run_check(status, size)
+
+
+class FoldReload(unittest.TestCase):
+    """Positive reload references name a file of models_dirs; negative ones are left alone."""
+
+    def setUp(self):
+        self.state = tempfile.mkdtemp()
+        models = os.path.join(self.state, "models")
+        os.mkdir(models)
+        for name in ("tiny.gguf", hooks.NOT_A_MODEL):
+            with open(os.path.join(models, name), "w") as f:
+                f.write("x")
+        os.mkdir(os.path.join(models, "dir"))
+        os.symlink("/etc/hostname", os.path.join(models, "escape.gguf"))
+        self.addCleanup(shutil.rmtree, self.state)
+        patcher = mock.patch.object(hooks, "STATE_DIR", self.state)
+        patcher.start()
+        self.addCleanup(patcher.stop)
+
+    def fold(self, ref, negative=False):
+        meta = types.SimpleNamespace(is_negative_at=lambda location: negative)
+        case = types.SimpleNamespace(
+            operation=types.SimpleNamespace(method="POST", path="/v1/pools/{id}/reload"),
+            meta=meta,
+            body={"new_model_ref": ref},
+        )
+        hooks.map_case(None, case)
+        return case.body["new_model_ref"]
+
+    def test_kept(self):
+        for ref in ["models/tiny.gguf", "file:models/tiny.gguf", os.path.join(self.state, "models", "tiny.gguf"), "models/dir/../tiny.gguf"]:
+            with self.subTest(ref):
+                self.assertEqual(self.fold(ref), ref)
+
+    def test_folded(self):
+        for ref in ["tiny", "/etc/passwd", "models/../models", "models/dir", "models/missing.gguf", "models/escape.gguf", "../models/tiny.gguf", "\ud800", "file:", "a\0b"]:
+            with self.subTest(ref):
+                got = self.fold(ref)
+                self.assertNotEqual(got, ref)
+                self.assertTrue(hooks._names_model_file(got), got)
+                self.assertTrue(os.path.realpath(os.path.join(self.state, got.removeprefix("file:"))).endswith(hooks.NOT_A_MODEL), got)
+                self.assertEqual(self.fold(ref), got, "the same value folds the same way")
+
+    def test_negative_untouched(self):
+        self.assertEqual(self.fold("/etc/passwd", negative=True), "/etc/passwd")
 
 
 if __name__ == "__main__":
