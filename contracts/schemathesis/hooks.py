@@ -19,6 +19,8 @@ createTask (POST /v1/tasks), both documented in the contract:
   `ctx_max` is 400"). ctx_max comes from the daemon's configuration, not from the schema:
   ORCHD_FUZZ_CTX_MAX (tools/schemathesis.sh reads it from contracts/schemathesis/daemon.yaml).
 - `max_tokens` must not exceed `ctx` (a cross-field constraint).
+- a `chat`'s `inputs` are messages alternating user and assistant and ending with the user's:
+  an odd count (TaskRequest's description). An even count loses its last message.
 
 createChatCompletion and createCompletion (the `openai` tag): `max_tokens` (and
 `max_completion_tokens`) above the model's context length (`ctx_max`) is 400, as documented.
@@ -161,6 +163,10 @@ def _fold_task(case) -> None:
         and max_tokens > ctx
     ):
         body["max_tokens"] = (max_tokens - 1) % ctx + 1
+    inputs = body.get("inputs")
+    if body.get("workload") == "chat" and isinstance(inputs, list) and len(inputs) % 2 == 0 and inputs:
+        # A chat's messages alternate user and assistant and end with the user's.
+        body["inputs"] = inputs[:-1]
     case.body = body
 
 

@@ -137,5 +137,36 @@ class FoldReload(unittest.TestCase):
         self.assertEqual(self.fold("/etc/passwd", negative=True), "/etc/passwd")
 
 
+class FoldTask(unittest.TestCase):
+    def fold(self, body, negative=False):
+        meta = types.SimpleNamespace(is_negative_at=lambda location: negative)
+        case = types.SimpleNamespace(operation=types.SimpleNamespace(method="POST", path="/v1/tasks"), meta=meta, body=body)
+        hooks.map_case(None, case)
+        return case.body
+
+    def test_chat_inputs_odd(self):
+        tests = [
+            ("chat", ["u1", "a1"], ["u1"]),
+            ("chat", ["u1", "a1", "u2", "a2"], ["u1", "a1", "u2"]),
+            ("chat", ["u1"], ["u1"]),
+            ("chat", ["u1", "a1", "u2"], ["u1", "a1", "u2"]),
+            ("completion", ["s1", "s2"], ["s1", "s2"]),
+        ]
+        for workload, inputs, want in tests:
+            with self.subTest(workload=workload, inputs=inputs):
+                body = self.fold({"workload": workload, "inputs": list(inputs), "ctx": 8, "max_tokens": 4})
+                self.assertEqual(body["inputs"], want)
+
+    def test_ctx_and_max_tokens(self):
+        body = self.fold({"workload": "completion", "prompt": "p", "ctx": hooks.CTX_MAX + 5, "max_tokens": 30})
+        self.assertEqual(body["ctx"], 5)
+        self.assertEqual(body["max_tokens"], 5)
+
+    def test_negative_untouched(self):
+        body = self.fold({"workload": "chat", "inputs": ["u1", "a1"], "ctx": hooks.CTX_MAX + 5, "max_tokens": 4}, negative=True)
+        self.assertEqual(body["inputs"], ["u1", "a1"])
+        self.assertEqual(body["ctx"], hooks.CTX_MAX + 5)
+
+
 if __name__ == "__main__":
     unittest.main()
