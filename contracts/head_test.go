@@ -53,6 +53,7 @@ func TestHeadAnswersLikeGet(t *testing.T) {
 		{name: "pool health", op: "getPoolHealth", path: "/v1/pools/" + poolID + "/health", header: key, status: 200},
 		{name: "metrics, public", op: "getMetrics", path: "/metrics", status: 200},
 		{name: "contract, public", op: "getOpenAPI", path: "/openapi.json", status: 200},
+		{name: "OpenAI models", op: "listModels", path: "/v1/models", header: key, status: 200},
 		{name: "unknown task", path: "/v1/tasks/" + uuid.NewString(), header: key, status: 404},
 		{name: "stream of an unknown task", path: "/v1/tasks/" + uuid.NewString() + "/stream", header: key, status: 404},
 		{name: "invalid id", path: "/v1/tasks/not-a-uuid", header: key, status: 400},
