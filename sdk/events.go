@@ -54,6 +54,10 @@ type End struct {
 	DecodeTimeMs int64  `json:"decode_time_ms"`
 	Canceled     bool   `json:"canceled,omitempty"`
 	StopReason   string `json:"stop_reason,omitempty"`
+	// Migrations is how many times the task moved mid-stream to another replica (0: never).
+	Migrations int32 `json:"migrations,omitempty"`
+	// TokensCached is how many prompt tokens the engine served from its KV cache.
+	TokensCached int32 `json:"tokens_cached,omitempty"`
 }
 
 // ErrorEvent is the last event of a task that failed. It is an error too.
