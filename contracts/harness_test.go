@@ -375,6 +375,7 @@ type harnessConfig struct {
 	artifactsMaxCount  int             // 0: the default
 	engine             string          // the pool's engine: llamacpp unless set
 	workloads          []string        // the pool's workloads: completion unless set
+	keys               string          // a keys file (YAML) beside the plain test key; "" none
 }
 
 type option func(*harnessConfig)
@@ -399,6 +400,10 @@ func withArtifactsMaxCount(n int) option {
 // withClock gives the task service a fake clock: task deadlines and the janitor's tick then
 // follow clk.Advance, not real time.
 func withClock(clk *tasktest.Clock) option { return func(c *harnessConfig) { c.clock = clk } }
+
+// withKeys configures a keys file (YAML) beside the plain test key.
+func withKeys(doc string) option { return func(c *harnessConfig) { c.keys = doc } }
+
 func withCancelOnDisconnect(b bool) option {
 	return func(c *harnessConfig) { c.cancelOnDisconnect = b }
 }
@@ -457,6 +462,12 @@ pools:
       - url: http://127.0.0.1:1
 `, filepath.Join(dir, "state"), cfg.capacity, cfg.policy, cfg.maxTurns, cfg.tokenBudget, cfg.heartbeat,
 		cfg.cancelOnDisconnect, cfg.artifactsMaxCount, poolID, cfg.engine, strings.Join(cfg.workloads, ", "), modelID, cfg.ctxMax, cfg.slots, cfg.priorServiceMs)
+	if cfg.keys != "" {
+		if err := os.WriteFile(filepath.Join(dir, "keys.yaml"), []byte(cfg.keys), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		yaml = "keys_file: keys.yaml\n" + yaml
+	}
 	path := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
@@ -502,9 +513,17 @@ pools:
 		}
 		base.CloseIdleConnections()
 	})
-	h.client, err = client.NewClientWithResponses(h.url, client.WithHTTPClient(hc),
+	h.client = h.as(t, testKey)
+	h.waitReady(t)
+	return h
+}
+
+// as returns a client of the harness's daemon that presents key.
+func (h *harness) as(t testing.TB, key string) *client.ClientWithResponses {
+	t.Helper()
+	cl, err := client.NewClientWithResponses(h.url, client.WithHTTPClient(h.raw),
 		client.WithRequestEditorFn(func(_ context.Context, req *http.Request) error {
-			req.Header.Set("X-API-Key", testKey)
+			req.Header.Set("X-API-Key", key)
 			if req.Header.Get("X-Correlation-Id") == "" {
 				req.Header.Set("X-Correlation-Id", "ct-"+strconv.FormatInt(corrSeq.Add(1), 10))
 			}
@@ -513,8 +532,7 @@ pools:
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.waitReady(t)
-	return h
+	return cl
 }
 
 // waitReady waits until the pool is ready and known to the queue (its health then carries the

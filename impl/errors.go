@@ -16,6 +16,7 @@ import (
 	"github.com/orchestratord/orchestratord/impl/pool"
 	"github.com/orchestratord/orchestratord/impl/session"
 	"github.com/orchestratord/orchestratord/impl/task"
+	"github.com/orchestratord/orchestratord/impl/tenant"
 )
 
 // Error is an API error: it renders as the ErrorEnvelope with the HTTP status of its code.
@@ -31,6 +32,8 @@ type Error struct {
 	Param string
 	// TaskID is the task a facade request ran as, sent in X-Task-Id with its error.
 	TaskID string
+	// Limit names the key's rate limit that refused the request (RATE_LIMITED).
+	Limit string
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
@@ -125,9 +128,16 @@ func fromDomain(err error) *Error {
 	var apiErr *Error
 	var rej *task.RejectError
 	var turns *session.TurnLimitError
+	var limit *tenant.LimitError
 	switch {
 	case errors.As(err, &apiErr):
 		return apiErr
+	case errors.As(err, &limit) && limit.RetryAfter == 0:
+		// More than the key's whole minute: no wait helps.
+		return Errorf("INVALID_PARAMS", "/max_tokens: %s", limit.Error())
+	case errors.As(err, &limit):
+		return &Error{Code: "RATE_LIMITED", Message: limit.Error(), Retriable: true, RetryAfter: limit.RetryAfter,
+			Policy: "rate-limit", Limit: string(limit.Limit)}
 	case errors.As(err, &rej):
 		return &Error{Code: FailureCode(rej.Class), Message: rej.Error(), Engine: rej.Engine, PoolID: rej.PoolID,
 			Retriable: true, RetryAfter: rej.RetryAfter, Policy: rej.Policy}
@@ -174,6 +184,7 @@ type envelope struct {
 	Retriable    bool   `json:"retriable"`
 	RetryAfterMs *int64 `json:"retry_after_ms,omitempty"`
 	PolicyLabel  string `json:"policy_label,omitempty"`
+	Limit        string `json:"limit,omitempty"`
 }
 
 const maxMessage = 2048
@@ -221,7 +232,7 @@ func HTTPErrorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 			return
 		}
 		env := envelope{Code: e.Code, Message: e.Message, Engine: e.Engine, PoolID: e.PoolID,
-			Retriable: e.Retriable, PolicyLabel: e.Policy}
+			Retriable: e.Retriable, PolicyLabel: e.Policy, Limit: e.Limit}
 		if len(env.Message) > maxMessage {
 			env.Message = env.Message[:maxMessage]
 		}

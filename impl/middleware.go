@@ -3,8 +3,6 @@ package impl
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,7 +13,9 @@ import (
 	"regexp"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
@@ -24,6 +24,8 @@ import (
 	oapimw "github.com/oapi-codegen/echo-middleware"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/orchestratord/orchestratord/impl/tenant"
 )
 
 // HeaderCorrelationID names the correlation header.
@@ -37,6 +39,8 @@ const (
 	correlationKey ctxKey = iota
 	rawBodyKey
 	headKey
+	keyKey
+	respHeaderKey
 )
 
 // CorrelationID returns the request's correlation id.
@@ -185,19 +189,22 @@ func singleJSONValue(b []byte) error {
 }
 
 // Auth checks X-API-Key (or Authorization: Bearer) on every operation that the spec does not
-// mark public (security: []). Missing → 401, wrong → 403. Both headers may be sent with the same
-// key; different keys (in the two headers or in repeated ones) are 401, whichever of them is
-// valid: the request does not say who it is. Keys are compared in constant time via their
-// SHA-256 digests and never logged.
-func Auth(spec *openapi3.T, keys []string) echo.MiddlewareFunc {
-	public := publicRoutes(spec)
-	digests := make([][32]byte, len(keys))
-	for i, k := range keys {
-		digests[i] = sha256.Sum256([]byte(k))
+// mark public (security: []): missing → 401 (and different keys in the two headers or in
+// repeated ones: the request does not say who it is), unknown → 403, a key without the operation's
+// x-scopes → 403. Keys are looked up in constant time via their SHA-256 digests and never logged.
+// The matched key goes into the request context (KeyOf) and, for a key with rate limits, the
+// x-ratelimit-* headers of its current windows onto the response (CreateTask updates them).
+// Nothing here reads the body. A secured operation without x-scopes is an error: the contract
+// must say what each operation needs.
+func Auth(spec *openapi3.T, keys *tenant.Ring, limits *tenant.Limiter) (echo.MiddlewareFunc, error) {
+	public, scopes, err := routeScopes(spec)
+	if err != nil {
+		return nil, err
 	}
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
-			if public[c.Request().Method+" "+c.Path()] {
+			route := c.Request().Method + " " + c.Path()
+			if public[route] {
 				return next(c)
 			}
 			key, err := presentedKey(c.Request().Header)
@@ -207,16 +214,51 @@ func Auth(spec *openapi3.T, keys []string) echo.MiddlewareFunc {
 			if key == "" {
 				return Errorf("UNAUTHORIZED", "missing API key (X-API-Key or Authorization: Bearer)")
 			}
-			d := sha256.Sum256([]byte(key))
-			ok := 0
-			for i := range digests {
-				ok |= subtle.ConstantTimeCompare(d[:], digests[i][:])
-			}
-			if ok != 1 {
+			k, ok := keys.Lookup(key)
+			if !ok {
 				return Errorf("FORBIDDEN", "invalid API key")
 			}
+			for _, need := range scopes[route] {
+				if !k.Has(need) {
+					return Errorf("FORBIDDEN", "key %q lacks the %q scope this operation needs", k.Name, need)
+				}
+			}
+			if limits != nil {
+				SetRateLimitHeaders(c.Response().Header(), limits.Windows(k))
+			}
+			r := c.Request()
+			ctx := context.WithValue(r.Context(), keyKey, k)
+			ctx = context.WithValue(ctx, respHeaderKey, c.Response().Header())
+			c.SetRequest(r.WithContext(ctx))
 			return next(c)
 		}
+	}, nil
+}
+
+// KeyOf returns the key that authenticated the request (nil on a public route).
+func KeyOf(ctx context.Context) *tenant.Key {
+	k, _ := ctx.Value(keyKey).(*tenant.Key)
+	return k
+}
+
+// responseHeader returns the response's header map, for handlers of the strict interface that
+// must set headers on an error response too (nil outside Auth).
+func responseHeader(ctx context.Context) http.Header {
+	h, _ := ctx.Value(respHeaderKey).(http.Header)
+	return h
+}
+
+// SetRateLimitHeaders writes the OpenAI-style x-ratelimit-* headers of a key's windows: limit,
+// remaining and reset (a duration such as "1.5s") for requests and for tokens, each only when the
+// key has that limit. The OpenAI-compatible facade calls it too.
+func SetRateLimitHeaders(h http.Header, ws []tenant.Window) {
+	if h == nil {
+		return
+	}
+	for _, w := range ws {
+		h.Set("x-ratelimit-limit-"+string(w.Limit), strconv.Itoa(w.Max))
+		h.Set("x-ratelimit-remaining-"+string(w.Limit), strconv.Itoa(w.Remaining))
+		h.Set("x-ratelimit-reset-"+string(w.Limit), w.Reset.Round(time.Millisecond).String())
 	}
 }
 
@@ -255,18 +297,38 @@ func errKeyConflict() error {
 	return Errorf("UNAUTHORIZED", "the request presents different API keys (X-API-Key, Authorization: Bearer); send one")
 }
 
-// publicRoutes lists "METHOD /echo/:path" of the operations whose security is empty.
-func publicRoutes(spec *openapi3.T) map[string]bool {
-	out := map[string]bool{}
+// routeScopes lists, by "METHOD /echo/:path", the public operations (security: []) and the
+// scopes (x-scopes) each secured one needs.
+func routeScopes(spec *openapi3.T) (map[string]bool, map[string][]tenant.Scope, error) {
+	public := map[string]bool{}
+	scopes := map[string][]tenant.Scope{}
+	param := regexp.MustCompile(`\{([^}]+)\}`)
 	for path, item := range spec.Paths.Map() {
-		echoPath := regexp.MustCompile(`\{([^}]+)\}`).ReplaceAllString(path, ":$1")
+		echoPath := param.ReplaceAllString(path, ":$1")
 		for method, op := range item.Operations() {
+			route := method + " " + echoPath
 			if op.Security != nil && len(*op.Security) == 0 {
-				out[method+" "+echoPath] = true
+				public[route] = true
+				continue
+			}
+			raw, ok := op.Extensions["x-scopes"]
+			if !ok {
+				return nil, nil, fmt.Errorf("spec: %s has no x-scopes", route)
+			}
+			list, ok := raw.([]any)
+			if !ok {
+				return nil, nil, fmt.Errorf("spec: %s: x-scopes must be a list, got %T", route, raw)
+			}
+			for _, v := range list {
+				name, _ := v.(string)
+				if !slices.Contains(tenant.AllScopes, tenant.Scope(name)) {
+					return nil, nil, fmt.Errorf("spec: %s: unknown scope %v", route, v)
+				}
+				scopes[route] = append(scopes[route], tenant.Scope(name))
 			}
 		}
 	}
-	return out
+	return public, scopes, nil
 }
 
 // Validator validates every request against the spec; failures become 400 INVALID_PARAMS with

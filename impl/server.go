@@ -21,6 +21,7 @@ import (
 	"github.com/orchestratord/orchestratord/impl/pool"
 	"github.com/orchestratord/orchestratord/impl/session"
 	"github.com/orchestratord/orchestratord/impl/task"
+	"github.com/orchestratord/orchestratord/impl/tenant"
 )
 
 var _ api.StrictServerInterface = (*Server)(nil)
@@ -88,6 +89,8 @@ type Options struct {
 	Models Models
 	// Engines are the engine drivers built in, listed by /v1/capabilities.
 	Engines *engine.Registry
+	// Limits enforces the keys' rpm and tpm on task submissions. Nil: no limits.
+	Limits *tenant.Limiter
 }
 
 // Models resolves a managed pool's model reference to a file inside the models directories

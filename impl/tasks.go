@@ -18,6 +18,7 @@ import (
 	"github.com/orchestratord/orchestratord/impl/admission"
 	"github.com/orchestratord/orchestratord/impl/sse"
 	"github.com/orchestratord/orchestratord/impl/task"
+	"github.com/orchestratord/orchestratord/impl/tenant"
 )
 
 // CreateTask admits a task.
@@ -28,7 +29,20 @@ func (s *Server) CreateTask(ctx context.Context, req api.CreateTaskRequestObject
 		return nil, err
 	}
 	spec.CorrelationID = CorrelationID(ctx)
+	key := callerKey(ctx)
+	spec.Owner = key.Name
+	if s.opts.Limits != nil {
+		ws, err := s.opts.Limits.Admit(key, spec.MaxTokens)
+		SetRateLimitHeaders(responseHeader(ctx), ws)
+		if err != nil {
+			return nil, err
+		}
+	}
 	adm, err := s.opts.Tasks.Submit(ctx, spec)
+	if err != nil || adm.Replayed {
+		// Tokens are reserved once per task: a refused submission or a re-post gives them back.
+		s.refund(ctx, key, spec.MaxTokens)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -65,6 +79,37 @@ func generateIDs(b *api.TaskRequest) {
 	if b.SessionId == uuid.Nil {
 		b.SessionId = uuid.New()
 	}
+}
+
+// callerKey is the request's key; without one (a handler called outside Auth, in tests) the
+// all-scopes default tenant.
+func callerKey(ctx context.Context) *tenant.Key {
+	if k := KeyOf(ctx); k != nil {
+		return k
+	}
+	return &tenant.Key{Name: tenant.DefaultName, Scopes: tenant.AllScopes, Weight: 1}
+}
+
+// refund returns tokens reserved at admission and refreshes the rate-limit headers.
+func (s *Server) refund(ctx context.Context, key *tenant.Key, tokens int) {
+	if s.opts.Limits == nil {
+		return
+	}
+	s.opts.Limits.Settle(key.Name, tokens, 0)
+	SetRateLimitHeaders(responseHeader(ctx), s.opts.Limits.Windows(key))
+}
+
+// ownedTask returns the task id names if the caller's key created it. Another key's task is
+// ErrNotFound, exactly like an unknown id, so ids leak nothing.
+func (s *Server) ownedTask(ctx context.Context, id string) (*task.Task, error) {
+	t, err := s.opts.Tasks.Task(id)
+	if err != nil {
+		return nil, err
+	}
+	if t.Owner() != callerKey(ctx).Name {
+		return nil, task.ErrNotFound
+	}
+	return t, nil
 }
 
 // specFromRequest converts and checks what the schema cannot express.
@@ -156,6 +201,9 @@ func (s *Server) GetTask(ctx context.Context, req api.GetTaskRequestObject) (api
 	if err != nil {
 		return nil, err
 	}
+	if snap.Owner != callerKey(ctx).Name {
+		return nil, task.ErrNotFound
+	}
 	body := api.TaskState{
 		TaskId: req.Id, State: api.TaskStatus(snap.Status.String()), Priority: api.Priority(snap.Priority.String()),
 		PoolId: snap.PoolID, TokensOut: int32(snap.TokensOut), CreatedMs: snap.Created.UnixMilli(),
@@ -209,6 +257,9 @@ func (s *Server) GetTask(ctx context.Context, req api.GetTaskRequestObject) (api
 
 // CancelTask cancels a task (idempotent).
 func (s *Server) CancelTask(ctx context.Context, req api.CancelTaskRequestObject) (api.CancelTaskResponseObject, error) {
+	if _, err := s.ownedTask(ctx, req.Id.String()); err != nil {
+		return nil, err
+	}
 	if err := s.opts.Tasks.Cancel(ctx, req.Id.String()); err != nil {
 		return nil, err
 	}
@@ -217,7 +268,7 @@ func (s *Server) CancelTask(ctx context.Context, req api.CancelTaskRequestObject
 
 // StreamTask streams a task's events.
 func (s *Server) StreamTask(ctx context.Context, req api.StreamTaskRequestObject) (api.StreamTaskResponseObject, error) {
-	t, err := s.opts.Tasks.Task(req.Id.String())
+	t, err := s.ownedTask(ctx, req.Id.String())
 	if err != nil {
 		return nil, err
 	}

@@ -126,6 +126,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log.Error("start-up failed", "err", err)
 		return 1
 	}
+	// SIGHUP reloads the keys file; streams and requests in flight keep their keys.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-hup:
+				_ = a.ReloadKeys() // logged; a bad file keeps the current keys
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
 	if err := a.Run(ctx); err != nil {
 		log.Error("orchestratord failed", "err", err)
 		return 1

@@ -44,6 +44,24 @@ func (e ArtifactKind) Valid() bool {
 	}
 }
 
+// Defines values for BackpressureErrorEnvelopeLimit.
+const (
+	BackpressureErrorEnvelopeLimitRequests BackpressureErrorEnvelopeLimit = "requests"
+	BackpressureErrorEnvelopeLimitTokens   BackpressureErrorEnvelopeLimit = "tokens"
+)
+
+// Valid indicates whether the value is a known member of the BackpressureErrorEnvelopeLimit enum.
+func (e BackpressureErrorEnvelopeLimit) Valid() bool {
+	switch e {
+	case BackpressureErrorEnvelopeLimitRequests:
+		return true
+	case BackpressureErrorEnvelopeLimitTokens:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for DrainResponseStatus.
 const (
 	DrainResponseStatusDraining DrainResponseStatus = "draining"
@@ -83,6 +101,24 @@ func (e Engine) Valid() bool {
 	case Triton:
 		return true
 	case Vllm:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ErrorEnvelopeLimit.
+const (
+	ErrorEnvelopeLimitRequests ErrorEnvelopeLimit = "requests"
+	ErrorEnvelopeLimitTokens   ErrorEnvelopeLimit = "tokens"
+)
+
+// Valid indicates whether the value is a known member of the ErrorEnvelopeLimit enum.
+func (e ErrorEnvelopeLimit) Valid() bool {
+	switch e {
+	case ErrorEnvelopeLimitRequests:
+		return true
+	case ErrorEnvelopeLimitTokens:
 		return true
 	default:
 		return false
@@ -661,13 +697,19 @@ type BackpressureErrorEnvelope struct {
 	// Text Generation Inference's own protocol (`/generate_stream`). `triton` is Triton
 	// Inference Server's generate extension (`/v2/models/{model}/generate_stream`), external
 	// only.
-	Engine       *Engine `json:"engine,omitempty"`
-	Message      string  `json:"message"`
-	PolicyLabel  string  `json:"policy_label"`
-	PoolId       *string `json:"pool_id,omitempty"`
-	Retriable    bool    `json:"retriable"`
-	RetryAfterMs int64   `json:"retry_after_ms"`
+	Engine *Engine `json:"engine,omitempty"`
+
+	// Limit The key's rate limit that refused the request (`RATE_LIMITED` only).
+	Limit        *BackpressureErrorEnvelopeLimit `json:"limit,omitempty"`
+	Message      string                          `json:"message"`
+	PolicyLabel  string                          `json:"policy_label"`
+	PoolId       *string                         `json:"pool_id,omitempty"`
+	Retriable    bool                            `json:"retriable"`
+	RetryAfterMs int64                           `json:"retry_after_ms"`
 }
+
+// BackpressureErrorEnvelopeLimit The key's rate limit that refused the request (`RATE_LIMITED` only).
+type BackpressureErrorEnvelopeLimit string
 
 // Capabilities defines model for Capabilities.
 type Capabilities struct {
@@ -736,13 +778,19 @@ type ErrorEnvelope struct {
 	// Text Generation Inference's own protocol (`/generate_stream`). `triton` is Triton
 	// Inference Server's generate extension (`/v2/models/{model}/generate_stream`), external
 	// only.
-	Engine       *Engine `json:"engine,omitempty"`
-	Message      string  `json:"message"`
-	PolicyLabel  *string `json:"policy_label,omitempty"`
-	PoolId       *string `json:"pool_id,omitempty"`
-	Retriable    bool    `json:"retriable"`
-	RetryAfterMs *int64  `json:"retry_after_ms,omitempty"`
+	Engine *Engine `json:"engine,omitempty"`
+
+	// Limit The key's rate limit that refused the request (`RATE_LIMITED` only).
+	Limit        *ErrorEnvelopeLimit `json:"limit,omitempty"`
+	Message      string              `json:"message"`
+	PolicyLabel  *string             `json:"policy_label,omitempty"`
+	PoolId       *string             `json:"pool_id,omitempty"`
+	Retriable    bool                `json:"retriable"`
+	RetryAfterMs *int64              `json:"retry_after_ms,omitempty"`
 }
+
+// ErrorEnvelopeLimit The key's rate limit that refused the request (`RATE_LIMITED` only).
+type ErrorEnvelopeLimit string
 
 // ErrorKind defines model for ErrorKind.
 type ErrorKind string

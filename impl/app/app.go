@@ -49,6 +49,7 @@ import (
 	"github.com/orchestratord/orchestratord/impl/pool"
 	"github.com/orchestratord/orchestratord/impl/session"
 	"github.com/orchestratord/orchestratord/impl/task"
+	"github.com/orchestratord/orchestratord/impl/tenant"
 	"github.com/orchestratord/orchestratord/openapi"
 )
 
@@ -87,6 +88,9 @@ type App struct {
 	artifacts *artifact.Store
 	ln        net.Listener
 	apiKeyLoc string
+	keys      *tenant.Ring
+	plainKeys []tenant.Key // the generated key or api_keys_file / ORCHD_API_KEYS: kept on reload
+	limits    *tenant.Limiter
 	journal   *journal.Journal // nil when disabled
 
 	ready chan struct{}
@@ -107,22 +111,32 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
 	a := &App{cfg: cfg, log: log, ready: make(chan struct{})}
-	keys := cfg.APIKeys
-	if len(keys) == 0 {
+	var plain []tenant.Key
+	for _, k := range cfg.APIKeys {
+		plain = append(plain, tenant.PlainKey(k))
+	}
+	switch {
+	case len(cfg.APIKeys) == 0 && len(cfg.Keys) == 0:
 		k, path, err := generatedKey(cfg.StateDir)
 		if err != nil {
 			return nil, err
 		}
-		keys = []string{k}
+		plain = []tenant.Key{tenant.PlainKey(k)}
 		a.apiKeyLoc = path
 		log.Info("no API key configured: using the generated key", "path", path, "fingerprint", Fingerprint(k))
-	} else {
-		fps := make([]string, len(keys))
-		for i, k := range keys {
+	case len(cfg.APIKeys) > 0:
+		fps := make([]string, len(cfg.APIKeys))
+		for i, k := range cfg.APIKeys {
 			fps[i] = Fingerprint(k)
 		}
-		log.Info("API keys configured", "count", len(keys), "fingerprints", strings.Join(fps, ","))
+		log.Info("API keys configured", "count", len(cfg.APIKeys), "fingerprints", strings.Join(fps, ","))
 	}
+	if len(cfg.Keys) > 0 {
+		log.Info("keys file loaded", "path", cfg.KeysFile, "names", strings.Join(keyNames(cfg.Keys), ","))
+	}
+	a.plainKeys = plain
+	a.keys = tenant.NewRing(append(slices.Clone(plain), cfg.Keys...))
+	a.limits = tenant.NewLimiter(nil)
 
 	reg := opts.Registry
 	if reg == nil {
@@ -196,7 +210,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		Capacity: cfg.Admission.Capacity, Policy: policy, Pools: a.pools, Sessions: ss, Metrics: a.metrics,
 		Logger: log, Retention: cfg.Tasks.Retention.D(), MaxRetained: cfg.Tasks.MaxRetained,
 		CancelOnDisconnect: cfg.Stream.CancelOnDisconnectOrDefault(), Code: impl.FailureCode,
-		Clock: opts.TaskClock, Tracer: tp.Tracer("github.com/orchestratord/orchestratord/impl/task"),
+		Clock: opts.TaskClock, Tracer: tp.Tracer("github.com/orchestratord/orchestratord/impl/task"), Meter: a.limits,
 	}
 	if cfg.Journal.EnabledOrDefault() {
 		dir := cfg.Journal.Dir
@@ -229,8 +243,12 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	srv := impl.NewServer(impl.Options{
 		Tasks: svc, Sessions: ss, Artifacts: arts, Pools: a.pools, GPUs: a.gpus, Metrics: a.metrics,
 		Gatherer: reg, Logger: log, Heartbeat: cfg.Stream.Heartbeat.D(), StreamWriteTimeout: cfg.Stream.WriteTimeout.D(),
-		SpecJSON: specJSON, BeforeScrape: a.refreshGauges, Models: cfg, Engines: engines,
+		SpecJSON: specJSON, BeforeScrape: a.refreshGauges, Models: cfg, Engines: engines, Limits: a.limits,
 	})
+	auth, err := impl.Auth(spec, a.keys, a.limits)
+	if err != nil {
+		return nil, err
+	}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = impl.HTTPErrorHandler(log)
@@ -238,7 +256,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	// that follows, and closes the connection of an error answered with the body unread.
 	e.Use(impl.Correlation(), impl.Recover(log),
 		impl.BodyDeadline(cfg.BodyLimitBytes, cfg.Server.BodyReadTimeout.D(), cfg.Server.BodyMinBytesPerSecond),
-		impl.BodyLimit(cfg.BodyLimitBytes), impl.Auth(spec, keys), impl.JSONBody(), impl.Validator(spec))
+		impl.BodyLimit(cfg.BodyLimitBytes), auth, impl.JSONBody(), impl.Validator(spec))
 	api.RegisterHandlers(e, api.NewStrictHandler(srv, nil))
 	a.echo = e
 	// HEAD is served as GET (impl.HeadAsGet). The server span of every request; Correlation
@@ -248,6 +266,31 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		otelhttp.WithPropagators(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})),
 		otelhttp.WithMeterProvider(metricnoop.NewMeterProvider()))
 	return a, nil
+}
+
+// ReloadKeys reads the keys file again and swaps the key set (SIGHUP). Requests in flight and
+// open streams keep the key they were admitted with; a file that does not parse leaves the
+// current keys in place.
+func (a *App) ReloadKeys() error {
+	if a.cfg.KeysFile == "" {
+		return nil
+	}
+	keys, err := tenant.ParseFile(a.cfg.KeysFile)
+	if err != nil {
+		a.log.Error("keys file not reloaded: keeping the current keys", "path", a.cfg.KeysFile, "err", err)
+		return err
+	}
+	a.keys.Replace(append(slices.Clone(a.plainKeys), keys...))
+	a.log.Info("keys file reloaded", "path", a.cfg.KeysFile, "names", strings.Join(keyNames(keys), ","))
+	return nil
+}
+
+func keyNames(keys []tenant.Key) []string {
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = k.Name
+	}
+	return out
 }
 
 // Handler returns the HTTP handler (for httptest servers).

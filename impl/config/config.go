@@ -24,6 +24,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/orchestratord/orchestratord/engine/drivers"
+	"github.com/orchestratord/orchestratord/impl/tenant"
 )
 
 //go:embed default.yaml
@@ -39,13 +40,17 @@ func DefaultYAML() []byte { return bytes.Clone(defaultYAML) }
 
 // Config is the daemon's whole configuration.
 type Config struct {
-	Addr           string   `yaml:"addr"`
-	StateDir       string   `yaml:"state_dir"`
-	LogFormat      string   `yaml:"log_format"`
-	LogLevel       string   `yaml:"log_level"`
-	APIKeysFile    string   `yaml:"api_keys_file"`
-	APIKeys        []string `yaml:"-"` // from the keys file or ORCHD_API_KEYS; never from the YAML itself
-	BodyLimitBytes int64    `yaml:"body_limit_bytes"`
+	Addr        string   `yaml:"addr"`
+	StateDir    string   `yaml:"state_dir"`
+	LogFormat   string   `yaml:"log_format"`
+	LogLevel    string   `yaml:"log_level"`
+	APIKeysFile string   `yaml:"api_keys_file"`
+	APIKeys     []string `yaml:"-"` // from the keys file or ORCHD_API_KEYS; never from the YAML itself
+	// KeysFile names the YAML keys file (names, scopes, weights, limits; see impl/tenant). A
+	// relative path is relative to the config file's directory. It is read again on SIGHUP.
+	KeysFile       string       `yaml:"keys_file"`
+	Keys           []tenant.Key `yaml:"-"` // from KeysFile
+	BodyLimitBytes int64        `yaml:"body_limit_bytes"`
 	// ModelsDirs are the only directories managed engines may load models from (default
 	// <state_dir>/models; relative entries are resolved against state_dir). See ResolveModel.
 	ModelsDirs    []string  `yaml:"models_dirs"`
@@ -372,6 +377,16 @@ func Load(ov Overrides) (*Config, error) {
 	if ov.APIKeys != "" {
 		c.APIKeys = append(c.APIKeys, splitKeys(ov.APIKeys, ",")...)
 	}
+	if c.KeysFile != "" {
+		if !filepath.IsAbs(c.KeysFile) && ov.ConfigFile != "" {
+			c.KeysFile = filepath.Join(filepath.Dir(ov.ConfigFile), c.KeysFile)
+		}
+		keys, err := tenant.ParseFile(c.KeysFile)
+		if err != nil {
+			return nil, fmt.Errorf("config: keys_file: %w", err)
+		}
+		c.Keys = keys
+	}
 	if err := c.complete(); err != nil {
 		return nil, err
 	}
@@ -554,8 +569,8 @@ func (c *Config) validate() error {
 	if err != nil {
 		return fail("addr", "%v", err)
 	}
-	if len(c.APIKeys) == 0 && !IsLoopback(host) {
-		return fail("addr", "%q is not a loopback address and no API key is configured (set api_keys_file or ORCHD_API_KEYS)", c.Addr)
+	if len(c.APIKeys) == 0 && len(c.Keys) == 0 && !IsLoopback(host) {
+		return fail("addr", "%q is not a loopback address and no API key is configured (set keys_file, api_keys_file or ORCHD_API_KEYS)", c.Addr)
 	}
 	for i, k := range c.APIKeys {
 		if len(k) < 16 {

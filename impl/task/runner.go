@@ -204,6 +204,9 @@ func (s *Service) finish(t *Task, st Status, ei *ErrorInfo, res engine.Result, d
 	s.load[t.poolID]--
 	s.finished = append(s.finished, finishedRef{id: t.spec.ID, at: now})
 	s.mu.Unlock()
+	if s.opts.Meter != nil {
+		s.opts.Meter.Settle(t.spec.Owner, t.spec.MaxTokens, tokensOut)
+	}
 
 	s.m.TasksFinished.WithLabelValues(t.engine, t.poolID, st.String()).Inc()
 	if st == Canceled {

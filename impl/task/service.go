@@ -96,6 +96,14 @@ type Options struct {
 	// request's span, task.queue_wait from admission to dispatch, and task.engine for the
 	// engine request. Default: a no-op tracer.
 	Tracer trace.Tracer
+	// Meter is told, when a task ends, how many of the max_tokens reserved at its admission it
+	// used (the key's tokens-per-minute bucket gets the rest back). Nil: nobody is told.
+	Meter Meter
+}
+
+// Meter settles the tokens a task reserved at admission against those it used.
+type Meter interface {
+	Settle(owner string, reserved, used int)
 }
 
 // Service admits, dispatches, runs and tracks tasks.

@@ -150,6 +150,25 @@ type harness struct {
 	m     *metrics.Metrics
 	ctx   context.Context
 	stop  func()
+	meter *recMeter
+}
+
+// recMeter records what the service settles.
+type recMeter struct {
+	mu      sync.Mutex
+	settled []string
+}
+
+func (r *recMeter) Settle(owner string, reserved, used int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.settled = append(r.settled, fmt.Sprintf("%s:%d/%d", owner, used, reserved))
+}
+
+func (r *recMeter) got() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.settled)
 }
 
 func newHarness(t *testing.T, capacity, slots int, policy admission.Policy) *harness {
@@ -165,13 +184,14 @@ func newHarness(t *testing.T, capacity, slots int, policy admission.Policy) *har
 	clock := tasktest.NewClock(time.Unix(1_700_000_000, 0))
 	fp := &fakePools{views: []pool.View{v}, rep: eng}
 	m := metrics.New(prometheus.NewRegistry())
+	meter := &recMeter{}
 	svc := New(Options{Capacity: capacity, Policy: policy, Pools: fp,
-		Sessions: ss, Metrics: m, CancelOnDisconnect: true, Clock: clock})
+		Sessions: ss, Metrics: m, CancelOnDisconnect: true, Clock: clock, Meter: meter})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = svc.Run(ctx); close(done) }()
 	svc.PoolChanged(ctx, oneReplica(v))
-	h := &harness{t: t, svc: svc, eng: eng, clock: clock, pools: fp, m: m, ctx: ctx}
+	h := &harness{t: t, svc: svc, eng: eng, clock: clock, pools: fp, m: m, ctx: ctx, meter: meter}
 	h.stop = func() {
 		// An ended context: Shutdown cancels at once whatever a test left running or queued.
 		sctx, c := context.WithCancel(context.Background())
@@ -500,7 +520,37 @@ func TestIdempotentSubmit(t *testing.T) {
 	if _, err := h.svc.Submit(h.ctx, other); !errors.Is(err, ErrConflict) {
 		t.Fatalf("err = %v", err)
 	}
+	// The same body from another key is no replay of this key's task.
+	stranger := s
+	stranger.Owner = "mallory"
+	if _, err := h.svc.Submit(h.ctx, stranger); !errors.Is(err, ErrConflict) {
+		t.Fatalf("another key's re-post: err = %v", err)
+	}
 	close(h.eng.tokens)
+}
+
+// TestOwnerAndSettle: a task keeps the key that created it, and its end settles the tokens it
+// used against the max_tokens it reserved.
+func TestOwnerAndSettle(t *testing.T) {
+	h := newHarness(t, 4, 1, admission.Reject)
+	s := spec(admission.Interactive)
+	s.Owner = "alice"
+	h.submit(s)
+	<-h.eng.started
+	h.eng.tokens <- " a"
+	h.eng.tokens <- " b"
+	close(h.eng.tokens)
+	h.events(s.ID)
+	snap, err := h.svc.Get(h.ctx, s.ID)
+	if err != nil || snap.Owner != "alice" {
+		t.Fatalf("snapshot = %+v, %v", snap, err)
+	}
+	if tk, _ := h.svc.Task(s.ID); tk.Owner() != "alice" {
+		t.Fatalf("owner = %q", tk.Owner())
+	}
+	if got := h.meter.got(); !slices.Equal(got, []string{"alice:2/8"}) {
+		t.Fatalf("settled = %v", got)
+	}
 }
 
 func TestPoolDrained(t *testing.T) {

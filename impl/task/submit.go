@@ -208,7 +208,8 @@ func (s *Service) refusal(err error, t *Task, adm admission.Admission) error {
 
 // replay answers an idempotent re-post of a known task id.
 func (s *Service) replay(ctx context.Context, t *Task, spec Spec) (Admission, error) {
-	if t.spec.Fingerprint != spec.Fingerprint {
+	// Another key's task under the same id is a conflict too: its body is not this one's to see.
+	if t.spec.Fingerprint != spec.Fingerprint || t.spec.Owner != spec.Owner {
 		return Admission{}, fmt.Errorf("%w: task %s", ErrConflict, spec.ID)
 	}
 	<-t.admitted

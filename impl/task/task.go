@@ -76,6 +76,8 @@ type Spec struct {
 	Fingerprint [32]byte
 	// CorrelationID of the creating request, for logs.
 	CorrelationID string
+	// Owner names the key that created the task: only it may read, stream or cancel the task.
+	Owner string
 }
 
 // ErrorInfo is a task's failure.
@@ -109,6 +111,8 @@ type Snapshot struct {
 	// Placement explains the replica the task runs (or ran) on; nil while queued.
 	Placement  *PlacementDecision
 	Migrations int
+	// Owner names the key that created the task.
+	Owner string
 }
 
 // Admission is the answer to an accepted Submit.
@@ -190,7 +194,7 @@ func (t *Task) snapshot() Snapshot {
 	s := Snapshot{
 		ID: t.spec.ID, SessionID: t.spec.SessionID, Status: t.status, Priority: t.spec.Priority,
 		PoolID: t.poolID, Engine: t.engine, TokensOut: t.tokensOut, TokensIn: t.tokensIn,
-		Created: t.created, Started: t.started, Finished: t.finished, Migrations: t.migrations,
+		Created: t.created, Started: t.started, Finished: t.finished, Migrations: t.migrations, Owner: t.spec.Owner,
 	}
 	if t.placement != nil {
 		p := *t.placement
@@ -345,6 +349,9 @@ func (t *Task) ID() string { return t.spec.ID }
 
 // SessionID returns the task's session.
 func (t *Task) SessionID() string { return t.spec.SessionID }
+
+// Owner names the key that created the task.
+func (t *Task) Owner() string { return t.spec.Owner }
 
 // Deadline returns the task's absolute deadline.
 func (t *Task) Deadline() time.Time { return t.deadline }

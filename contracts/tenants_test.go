@@ -1,0 +1,200 @@
+package contracts
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/orchestratord/orchestratord/gen/client"
+)
+
+// The keys of the tenant tests: alice and bob may run tasks (bob at most 2 a minute and 100
+// tokens a minute), ops may only use the control plane.
+const (
+	aliceKey = "alice-contract-key-0123456789"
+	bobKey   = "bob-contract-key-0123456789"
+	opsKey   = "ops-contract-key-0123456789"
+	keysDoc  = `keys:
+  - {name: alice, key: ` + aliceKey + `, scopes: [tasks, sessions, artifacts]}
+  - {name: bob, key: ` + bobKey + `, scopes: [tasks, sessions], rpm: 2, tpm: 100}
+  - {name: ops, key: ` + opsKey + `, scopes: [control, metrics]}
+`
+)
+
+// TestScopes: each operation needs the scopes its x-scopes names; a key without them gets 403
+// FORBIDDEN, before anything reads the body.
+func TestScopes(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, withKeys(keysDoc))
+	ctx := h.ctx(t)
+	alice, ops := h.as(t, aliceKey), h.as(t, opsKey)
+
+	r, err := ops.CreateTaskWithResponse(ctx, nil, taskReq(uuid.New()))
+	if err != nil || r.StatusCode() != http.StatusForbidden || r.JSON403 == nil || r.JSON403.Code != client.FORBIDDEN ||
+		!strings.Contains(r.JSON403.Message, `"tasks"`) {
+		t.Fatalf("ops createTask: %v %d %s, want 403 naming the tasks scope", err, r.StatusCode(), r.Body)
+	}
+	d, err := alice.DrainPoolWithResponse(ctx, poolID, nil, client.DrainRequest{DeadlineMs: 1000})
+	if err != nil || d.StatusCode() != http.StatusForbidden {
+		t.Fatalf("alice drainPool: %v %d %s, want 403", err, d.StatusCode(), d.Body)
+	}
+	rl, err := alice.ReloadPoolWithResponse(ctx, poolID, nil, client.ReloadRequest{NewModelRef: "models/x.gguf"})
+	if err != nil || rl.StatusCode() != http.StatusForbidden {
+		t.Fatalf("alice reloadPool: %v %d %s, want 403", err, rl.StatusCode(), rl.Body)
+	}
+	ph, err := ops.GetPoolHealthWithResponse(ctx, poolID, nil)
+	if err != nil || ph.StatusCode() != http.StatusOK {
+		t.Fatalf("ops getPoolHealth: %v %d %s, want 200", err, ph.StatusCode(), ph.Body)
+	}
+	// Capabilities need no particular scope; the generated key's successor, the plain test
+	// key, holds every scope.
+	for name, cl := range map[string]*client.ClientWithResponses{"alice": alice, "ops": ops, "plain": h.client} {
+		c, err := cl.GetCapabilitiesWithResponse(ctx, nil)
+		if err != nil || c.StatusCode() != http.StatusOK {
+			t.Errorf("%s getCapabilities: %v %d", name, err, c.StatusCode())
+		}
+	}
+	if d, err := h.client.DrainPoolWithResponse(ctx, "nope", nil, client.DrainRequest{DeadlineMs: 1000}); err != nil || d.StatusCode() != http.StatusNotFound {
+		t.Errorf("plain key drainPool of an unknown pool: %v %d, want 404 (past the scope check)", err, d.StatusCode())
+	}
+}
+
+// TestOwnership: only the key that created a task may read, stream or cancel it; any other key
+// gets 404, exactly as for an unknown id.
+func TestOwnership(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, withKeys(keysDoc))
+	h.fake.SetGated(true)
+	ctx := h.ctx(t)
+	alice, bob := h.as(t, aliceKey), h.as(t, bobKey)
+	req := taskReq(uuid.New())
+	if r, err := alice.CreateTaskWithResponse(ctx, nil, req); err != nil || r.StatusCode() != http.StatusAccepted {
+		t.Fatalf("alice createTask: %v %d %s", err, r.StatusCode(), r.Body)
+	}
+	for name, cl := range map[string]*client.ClientWithResponses{"bob": bob, "plain": h.client} {
+		g, err := cl.GetTaskWithResponse(ctx, req.TaskId, nil)
+		if err != nil || g.StatusCode() != http.StatusNotFound || g.JSON404 == nil || g.JSON404.Code != client.NOTFOUND {
+			t.Errorf("%s getTask of alice's task: %v %d %s, want 404", name, err, g.StatusCode(), g.Body)
+		}
+		c, err := cl.CancelTaskWithResponse(ctx, req.TaskId, nil)
+		if err != nil || c.StatusCode() != http.StatusNotFound {
+			t.Errorf("%s cancelTask of alice's task: %v %d, want 404", name, err, c.StatusCode())
+		}
+		s, err := cl.StreamTask(ctx, req.TaskId, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = s.Body.Close()
+		if s.StatusCode != http.StatusNotFound {
+			t.Errorf("%s streamTask of alice's task: %d, want 404", name, s.StatusCode)
+		}
+		// The same id posted by another key is a conflict, never a replay of alice's admission.
+		r, err := cl.CreateTaskWithResponse(ctx, nil, req)
+		if err != nil || r.StatusCode() != http.StatusConflict {
+			t.Errorf("%s re-post of alice's task: %v %d %s, want 409", name, err, r.StatusCode(), r.Body)
+		}
+	}
+	g, err := alice.GetTaskWithResponse(ctx, req.TaskId, nil)
+	if err != nil || g.StatusCode() != http.StatusOK {
+		t.Fatalf("alice getTask: %v %d %s", err, g.StatusCode(), g.Body)
+	}
+	if c, err := alice.CancelTaskWithResponse(ctx, req.TaskId, nil); err != nil || c.StatusCode() != http.StatusNoContent {
+		t.Fatalf("alice cancelTask: %v %d", err, c.StatusCode())
+	}
+}
+
+// TestRateLimited: bob may submit 2 tasks and reserve 100 tokens a minute. The x-ratelimit-*
+// headers report both windows on every response to bob, none to a key without limits; over a
+// limit the answer is 429 RATE_LIMITED naming the limit, with Retry-After from the bucket.
+func TestRateLimited(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, withKeys(keysDoc), withCapacity(8), withSlots(4))
+	h.fake.SetGated(true)
+	ctx := h.ctx(t)
+	bob, alice := h.as(t, bobKey), h.as(t, aliceKey)
+
+	req := taskReq(uuid.New())
+	req.MaxTokens = 40
+	r, err := bob.CreateTaskWithResponse(ctx, nil, req)
+	if err != nil || r.StatusCode() != http.StatusAccepted {
+		t.Fatalf("bob's first task: %v %d %s", err, r.StatusCode(), r.Body)
+	}
+	hd := r.HTTPResponse.Header
+	for name, want := range map[string]string{
+		"x-ratelimit-limit-requests": "2", "x-ratelimit-remaining-requests": "1",
+		"x-ratelimit-limit-tokens": "100", "x-ratelimit-remaining-tokens": "60",
+	} {
+		if got := hd.Get(name); got != want {
+			t.Errorf("%s = %q, want %q", name, got, want)
+		}
+	}
+	if reset, err := time.ParseDuration(hd.Get("x-ratelimit-reset-requests")); err != nil || reset <= 0 || reset > time.Minute {
+		t.Errorf("x-ratelimit-reset-requests = %q", hd.Get("x-ratelimit-reset-requests"))
+	}
+
+	// 70 tokens do not fit in the 60 left: refused by the tokens limit, and no request taken.
+	over := taskReq(uuid.New())
+	over.MaxTokens = 70
+	r, err = bob.CreateTaskWithResponse(ctx, nil, over)
+	if err != nil || r.StatusCode() != http.StatusTooManyRequests || r.JSON429 == nil {
+		t.Fatalf("bob over tpm: %v %d %s, want 429", err, r.StatusCode(), r.Body)
+	}
+	if e := r.JSON429; e.Code != client.RATELIMITED || e.Limit == nil || *e.Limit != client.BackpressureErrorEnvelopeLimitTokens || !e.Retriable {
+		t.Errorf("tpm 429 body %s", r.Body)
+	}
+	if ra, _ := strconv.Atoi(r.HTTPResponse.Header.Get("Retry-After")); ra < 1 {
+		t.Errorf("Retry-After %q", r.HTTPResponse.Header.Get("Retry-After"))
+	}
+	if got := r.HTTPResponse.Header.Get("x-ratelimit-remaining-requests"); got != "1" {
+		t.Errorf("a refused submission took a request: remaining %s", got)
+	}
+
+	// Reads do not count: bob's getTask leaves the windows as they were, and reports them.
+	g, err := bob.GetTaskWithResponse(ctx, req.TaskId, nil)
+	if err != nil || g.StatusCode() != http.StatusOK || g.HTTPResponse.Header.Get("x-ratelimit-remaining-requests") != "1" {
+		t.Fatalf("bob getTask: %v %d headers %v", err, g.StatusCode(), g.HTTPResponse.Header)
+	}
+
+	second := taskReq(uuid.New())
+	second.MaxTokens = 10
+	if r, err := bob.CreateTaskWithResponse(ctx, nil, second); err != nil || r.StatusCode() != http.StatusAccepted {
+		t.Fatalf("bob's second task: %v %d %s", err, r.StatusCode(), r.Body)
+	}
+	third := taskReq(uuid.New())
+	third.MaxTokens = 10
+	r, err = bob.CreateTaskWithResponse(ctx, nil, third)
+	if err != nil || r.StatusCode() != http.StatusTooManyRequests || r.JSON429 == nil {
+		t.Fatalf("bob's third task: %v %d %s, want 429", err, r.StatusCode(), r.Body)
+	}
+	if e := r.JSON429; e.Code != client.RATELIMITED || e.Limit == nil || *e.Limit != client.BackpressureErrorEnvelopeLimitRequests ||
+		e.PolicyLabel != "rate-limit" || e.RetryAfterMs < 1 {
+		t.Errorf("rpm 429 body %s", r.Body)
+	}
+	if r.Headers429 == nil || r.Headers429.RetryAfter < 1 || r.Headers429.XBackoffMs < 1 {
+		t.Errorf("rpm 429 headers %+v", r.Headers429)
+	}
+	// Refused: nothing of the task remains.
+	if g, err := bob.GetTaskWithResponse(ctx, third.TaskId, nil); err != nil || g.StatusCode() != http.StatusNotFound {
+		t.Errorf("refused task: %v %d, want 404", err, g.StatusCode())
+	}
+
+	// max_tokens above the whole minute's tokens can never pass: 400, not a wait.
+	huge := taskReq(uuid.New())
+	huge.MaxTokens = 101
+	if r, err := bob.CreateTaskWithResponse(ctx, nil, huge); err != nil || r.StatusCode() != http.StatusBadRequest {
+		t.Errorf("max_tokens over tpm: %v %d %s, want 400", err, r.StatusCode(), r.Body)
+	}
+
+	// alice has no limits: no headers, and bob's limits are not hers.
+	r, err = alice.CreateTaskWithResponse(ctx, nil, taskReq(uuid.New()))
+	if err != nil || r.StatusCode() != http.StatusAccepted {
+		t.Fatalf("alice: %v %d %s", err, r.StatusCode(), r.Body)
+	}
+	if v := r.HTTPResponse.Header.Get("x-ratelimit-limit-requests"); v != "" {
+		t.Errorf("a key without limits got x-ratelimit-limit-requests %q", v)
+	}
+}

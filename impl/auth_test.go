@@ -1,0 +1,81 @@
+package impl
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/getkin/kin-openapi/openapi3"
+
+	"github.com/orchestratord/orchestratord/gen/api"
+	"github.com/orchestratord/orchestratord/impl/tenant"
+)
+
+// TestRouteScopes: the contract names the scopes of every secured operation; a secured
+// operation without x-scopes, or with an unknown scope, is refused at start-up.
+func TestRouteScopes(t *testing.T) {
+	spec, err := api.GetSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	public, scopes, err := routeScopes(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for route, want := range map[string][]tenant.Scope{
+		"POST /v1/tasks":            {tenant.ScopeTasks},
+		"GET /v1/tasks/:id/stream":  {tenant.ScopeTasks},
+		"DELETE /v1/sessions/:id":   {tenant.ScopeSessions},
+		"POST /v1/artifacts":        {tenant.ScopeArtifacts},
+		"POST /v1/pools/:id/drain":  {tenant.ScopeControl},
+		"POST /v1/pools/:id/reload": {tenant.ScopeControl},
+		"GET /v1/pools/:id/health":  {tenant.ScopeControl},
+		"GET /v1/capabilities":      nil,
+		"POST /v1/tasks/:id/cancel": {tenant.ScopeTasks},
+		"GET /v1/artifacts/:id":     {tenant.ScopeArtifacts},
+		"GET /v1/sessions/:id":      {tenant.ScopeSessions},
+		"GET /v1/tasks/:id":         {tenant.ScopeTasks},
+	} {
+		if got := scopes[route]; len(got) != len(want) || (len(want) > 0 && got[0] != want[0]) {
+			t.Errorf("%s: scopes %v, want %v", route, got, want)
+		}
+	}
+	if !public["GET /metrics"] || !public["GET /openapi.json"] {
+		t.Errorf("public routes %v", public)
+	}
+
+	for name, tc := range map[string]struct {
+		ext  map[string]any
+		want string
+	}{
+		"missing": {nil, "has no x-scopes"},
+		"unknown": {map[string]any{"x-scopes": []any{"root"}}, "unknown scope"},
+		"no list": {map[string]any{"x-scopes": "tasks"}, "must be a list"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			doc := &openapi3.T{Paths: openapi3.NewPaths(openapi3.WithPath("/x", &openapi3.PathItem{
+				Get: &openapi3.Operation{Extensions: tc.ext}}))}
+			if _, _, err := routeScopes(doc); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestSetRateLimitHeaders(t *testing.T) {
+	h := http.Header{}
+	SetRateLimitHeaders(h, []tenant.Window{
+		{Limit: tenant.LimitRequests, Max: 30, Remaining: 29, Reset: 2 * time.Second},
+		{Limit: tenant.LimitTokens, Max: 1000, Remaining: 0, Reset: 90*time.Second + 400*time.Microsecond},
+	})
+	for name, want := range map[string]string{
+		"x-ratelimit-limit-requests": "30", "x-ratelimit-remaining-requests": "29", "x-ratelimit-reset-requests": "2s",
+		"x-ratelimit-limit-tokens": "1000", "x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "1m30s",
+	} {
+		if got := h.Get(name); got != want {
+			t.Errorf("%s = %q, want %q", name, got, want)
+		}
+	}
+	SetRateLimitHeaders(nil, nil) // no headers to write to: nothing happens
+}
