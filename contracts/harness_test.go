@@ -301,7 +301,7 @@ func contractStatus(code string) int {
 		return 413
 	case "UNSUPPORTED_MEDIA_TYPE":
 		return 415
-	case "ADMISSION_REJECT", "QUEUE_FULL_DROP_LRU", "RATE_LIMITED":
+	case "ADMISSION_REJECT", "QUEUE_FULL_DROP_LRU", "RATE_LIMITED", "BUDGET_EXCEEDED":
 		return 429
 	case "POOL_UNAVAILABLE", "POOL_UNREADY", "REPLICA_EXHAUSTED":
 		return 503

@@ -172,6 +172,7 @@ type streamOpts struct {
 	lastEventID *int
 	tokenBase   int
 	verbose     bool
+	key         string // "": the harness's test key
 }
 
 // openStream opens a task's stream through the generated client and requires a 200
@@ -189,7 +190,11 @@ func (h *harness) openStream(t testing.TB, id uuid.UUID, o streamOpts) *stream {
 		params.LastEventID = ptr(strconv.Itoa(*o.lastEventID))
 		chk.resumeAfter(*o.lastEventID, o.tokenBase)
 	}
-	resp, err := h.client.StreamTask(ctx, id, params)
+	cl := h.client
+	if o.key != "" {
+		cl = h.as(t, o.key)
+	}
+	resp, err := cl.StreamTask(ctx, id, params)
 	if err != nil {
 		cancel()
 		t.Fatalf("streamTask: %v", err)

@@ -198,3 +198,72 @@ func TestRateLimited(t *testing.T) {
 		t.Errorf("a key without limits got x-ratelimit-limit-requests %q", v)
 	}
 }
+
+// TestBudgetExceeded: carol's 100-token budget. A task reserves its max_tokens, or what is
+// left; the one granted less ends with stop "budget" after its grant; a key with nothing left
+// gets 429 BUDGET_EXCEEDED; unused reservations come back when tasks end.
+func TestBudgetExceeded(t *testing.T) {
+	t.Parallel()
+	const carolKey = "carol-contract-key-0123456789"
+	h := newHarness(t, withKeys(keysDoc+"  - {name: carol, key: "+carolKey+", scopes: [tasks], token_budget: 100}\n"),
+		withSlots(4), withCapacity(8))
+	toks := make([]string, 50)
+	for i := range toks {
+		toks[i] = " w"
+	}
+	h.fake.SetTokens(toks...)
+	h.fake.SetGated(true)
+	ctx := h.ctx(t)
+	carol := h.as(t, carolKey)
+	submit := func(maxTokens int32) *client.CreateTaskResponse {
+		t.Helper()
+		req := taskReq(uuid.New())
+		req.MaxTokens = maxTokens
+		r, err := carol.CreateTaskWithResponse(ctx, nil, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	remaining := func(r *client.CreateTaskResponse) string {
+		return r.HTTPResponse.Header.Get("X-Budget-Tokens-Remaining")
+	}
+
+	a := submit(64)
+	if a.StatusCode() != http.StatusAccepted || remaining(a) != "36" {
+		t.Fatalf("first task: %d %s, remaining %q; want 202 and 36", a.StatusCode(), a.Body, remaining(a))
+	}
+	b := submit(64) // granted the 36 left
+	if b.StatusCode() != http.StatusAccepted || remaining(b) != "0" {
+		t.Fatalf("second task: %d %s, remaining %q; want 202 and 0", b.StatusCode(), b.Body, remaining(b))
+	}
+	c := submit(1)
+	if c.StatusCode() != http.StatusTooManyRequests || c.JSON429 == nil || c.JSON429.Code != client.BUDGETEXCEEDED ||
+		!c.JSON429.Retriable || remaining(c) != "0" || c.Headers429 == nil || c.Headers429.RetryAfter < 1 {
+		t.Fatalf("third task: %d %s, remaining %q; want 429 BUDGET_EXCEEDED", c.StatusCode(), c.Body, remaining(c))
+	}
+
+	h.fake.Allow(200)
+	s := h.openStream(t, b.JSON202.TaskId, streamOpts{key: carolKey})
+	frames := s.rest()
+	end := frames[len(frames)-1]
+	if end.Event != "end" || end.Data["stop"] != "budget" || end.Data["stop_reason"] != "budget" || end.Data["tokens_out"] != float64(36) {
+		t.Fatalf("the second task's end: %s", end.Raw)
+	}
+	sa := h.openStream(t, a.JSON202.TaskId, streamOpts{key: carolKey})
+	fa := sa.rest()
+	if end := fa[len(fa)-1]; end.Event != "end" || end.Data["stop"] != nil || end.Data["tokens_out"] != float64(50) {
+		t.Fatalf("the first task's end: %s", end.Raw)
+	}
+	// Used 50 + 36: 14 left, granted to the next task whatever its max_tokens.
+	eventually(t, "the budget settled", func() bool {
+		d := submit(64)
+		if d.StatusCode() == http.StatusAccepted {
+			if remaining(d) != "0" {
+				t.Fatalf("after the ends: remaining %q, want 0 (14 granted)", remaining(d))
+			}
+			return true
+		}
+		return false
+	})
+}

@@ -62,7 +62,7 @@ func statusOf(code string) int {
 		return http.StatusRequestEntityTooLarge
 	case "UNSUPPORTED_MEDIA_TYPE":
 		return http.StatusUnsupportedMediaType
-	case "ADMISSION_REJECT", "QUEUE_FULL_DROP_LRU", "RATE_LIMITED":
+	case "ADMISSION_REJECT", "QUEUE_FULL_DROP_LRU", "RATE_LIMITED", "BUDGET_EXCEEDED":
 		return http.StatusTooManyRequests
 	case "POOL_UNAVAILABLE", "POOL_UNREADY", "REPLICA_EXHAUSTED", "MODEL_DEPRECATED":
 		return http.StatusServiceUnavailable
@@ -129,6 +129,7 @@ func fromDomain(err error) *Error {
 	var rej *task.RejectError
 	var turns *session.TurnLimitError
 	var limit *tenant.LimitError
+	var budget *tenant.BudgetError
 	switch {
 	case errors.As(err, &apiErr):
 		return apiErr
@@ -138,6 +139,10 @@ func fromDomain(err error) *Error {
 	case errors.As(err, &limit):
 		return &Error{Code: "RATE_LIMITED", Message: limit.Error(), Retriable: true, RetryAfter: limit.RetryAfter,
 			Policy: "rate-limit", Limit: string(limit.Limit)}
+	case errors.As(err, &budget):
+		// Retriable only while the key's running tasks hold reservations that may come back.
+		return &Error{Code: "BUDGET_EXCEEDED", Message: budget.Error(), Retriable: budget.Pending > 0,
+			RetryAfter: time.Minute, Policy: "budget"}
 	case errors.As(err, &rej):
 		return &Error{Code: FailureCode(rej.Class), Message: rej.Error(), Engine: rej.Engine, PoolID: rej.PoolID,
 			Retriable: true, RetryAfter: rej.RetryAfter, Policy: rej.Policy}

@@ -16,6 +16,7 @@ import (
 	"github.com/orchestratord/orchestratord/impl/pool"
 	"github.com/orchestratord/orchestratord/impl/session"
 	"github.com/orchestratord/orchestratord/impl/task"
+	"github.com/orchestratord/orchestratord/impl/tenant"
 )
 
 func TestErrorMapping(t *testing.T) {
@@ -48,6 +49,9 @@ func TestErrorMapping(t *testing.T) {
 		{"media type", Errorf("UNSUPPORTED_MEDIA_TYPE", "x"), "UNSUPPORTED_MEDIA_TYPE", 415},
 		{"engine fault", Errorf("WORKER_RESET", "x"), "WORKER_RESET", 500},
 		{"unknown", errors.New("boom"), "INTERNAL", 500},
+		{"rate limited", fmt.Errorf("w: %w", &tenant.LimitError{Limit: tenant.LimitRequests, Max: 2, Asked: 1, RetryAfter: time.Second}), "RATE_LIMITED", 429},
+		{"over the whole tpm", &tenant.LimitError{Limit: tenant.LimitTokens, Max: 2, Asked: 3}, "INVALID_PARAMS", 400},
+		{"budget spent", &tenant.BudgetError{Key: "a", Budget: 10}, "BUDGET_EXCEEDED", 429},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -91,6 +91,8 @@ type Options struct {
 	Engines *engine.Registry
 	// Limits enforces the keys' rpm and tpm on task submissions. Nil: no limits.
 	Limits *tenant.Limiter
+	// Budgets reserves the keys' token budgets at admission. Nil: no budgets.
+	Budgets *tenant.Budgets
 }
 
 // Models resolves a managed pool's model reference to a file inside the models directories

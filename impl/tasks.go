@@ -38,13 +38,33 @@ func (s *Server) CreateTask(ctx context.Context, req api.CreateTaskRequestObject
 			return nil, err
 		}
 	}
+	keyLeft := int64(-1)
+	if s.opts.Budgets != nil {
+		grant, left, err := s.opts.Budgets.Reserve(key, spec.MaxTokens)
+		if err != nil {
+			s.refund(ctx, key, spec.MaxTokens, 0)
+			if h := responseHeader(ctx); h != nil {
+				h.Set("X-Budget-Tokens-Remaining", "0")
+			}
+			return nil, err
+		}
+		if key.TokenBudget > 0 {
+			spec.Grant, keyLeft = grant, left
+		}
+	}
 	adm, err := s.opts.Tasks.Submit(ctx, spec)
 	if err != nil || adm.Replayed {
 		// Tokens are reserved once per task: a refused submission or a re-post gives them back.
-		s.refund(ctx, key, spec.MaxTokens)
+		s.refund(ctx, key, spec.MaxTokens, spec.Grant)
+		if adm.Replayed && s.opts.Budgets != nil && key.TokenBudget > 0 {
+			keyLeft = s.opts.Budgets.Remaining(key)
+		}
 	}
 	if err != nil {
 		return nil, err
+	}
+	if keyLeft >= 0 && (adm.TokensBudgetRemaining == nil || keyLeft < *adm.TokensBudgetRemaining) {
+		adm.TokensBudgetRemaining = &keyLeft
 	}
 	id, session := req.Body.TaskId, req.Body.SessionId
 	sseURL := "/v1/tasks/" + id.String() + "/stream"
@@ -90,8 +110,12 @@ func callerKey(ctx context.Context) *tenant.Key {
 	return &tenant.Key{Name: tenant.DefaultName, Scopes: tenant.AllScopes, Weight: 1}
 }
 
-// refund returns tokens reserved at admission and refreshes the rate-limit headers.
-func (s *Server) refund(ctx context.Context, key *tenant.Key, tokens int) {
+// refund returns what a submission reserved (tokens of the tpm bucket, grant of the budget)
+// and refreshes the rate-limit headers.
+func (s *Server) refund(ctx context.Context, key *tenant.Key, tokens, grant int) {
+	if s.opts.Budgets != nil && grant > 0 {
+		_ = s.opts.Budgets.Settle(key.Name, grant, 0) // nothing used: nothing to persist
+	}
 	if s.opts.Limits == nil {
 		return
 	}

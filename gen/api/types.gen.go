@@ -122,6 +122,7 @@ func (e ErrorEnvelopeLimit) Valid() bool {
 // Defines values for ErrorKind.
 const (
 	ADMISSIONREJECT      ErrorKind = "ADMISSION_REJECT"
+	BUDGETEXCEEDED       ErrorKind = "BUDGET_EXCEEDED"
 	CONFLICT             ErrorKind = "CONFLICT"
 	DEADLINEUNMET        ErrorKind = "DEADLINE_UNMET"
 	DECODETIMEOUT        ErrorKind = "DECODE_TIMEOUT"
@@ -148,6 +149,8 @@ const (
 func (e ErrorKind) Valid() bool {
 	switch e {
 	case ADMISSIONREJECT:
+		return true
+	case BUDGETEXCEEDED:
 		return true
 	case CONFLICT:
 		return true

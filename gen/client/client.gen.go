@@ -128,6 +128,7 @@ func (e ErrorEnvelopeLimit) Valid() bool {
 // Defines values for ErrorKind.
 const (
 	ADMISSIONREJECT      ErrorKind = "ADMISSION_REJECT"
+	BUDGETEXCEEDED       ErrorKind = "BUDGET_EXCEEDED"
 	CONFLICT             ErrorKind = "CONFLICT"
 	DEADLINEUNMET        ErrorKind = "DEADLINE_UNMET"
 	DECODETIMEOUT        ErrorKind = "DECODE_TIMEOUT"
@@ -154,6 +155,8 @@ const (
 func (e ErrorKind) Valid() bool {
 	switch e {
 	case ADMISSIONREJECT:
+		return true
+	case BUDGETEXCEEDED:
 		return true
 	case CONFLICT:
 		return true
@@ -5376,9 +5379,10 @@ type CreateTaskResponse415Headers struct {
 
 // CreateTaskResponse429Headers the declared response headers of an HTTP 429 response for CreateTask
 type CreateTaskResponse429Headers struct {
-	RetryAfter     int
-	XBackoffMs     int64
-	XCorrelationId string
+	RetryAfter             int
+	XBackoffMs             int64
+	XBudgetTokensRemaining *int64
+	XCorrelationId         string
 }
 
 // CreateTaskResponse503Headers the declared response headers of an HTTP 503 response for CreateTask
@@ -8150,6 +8154,13 @@ func ParseCreateTaskResponse(rsp *http.Response) (*CreateTaskResponse, error) {
 				return nil, err
 			}
 			headers.XBackoffMs = value
+		}
+		if values := rsp.Header.Values("X-Budget-Tokens-Remaining"); len(values) > 0 {
+			var value int64
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Budget-Tokens-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: "int64"}); err != nil {
+				return nil, err
+			}
+			headers.XBudgetTokensRemaining = &value
 		}
 		if values := rsp.Header.Values("X-Correlation-Id"); len(values) > 0 {
 			var value string

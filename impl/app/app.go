@@ -91,6 +91,7 @@ type App struct {
 	keys      *tenant.Ring
 	plainKeys []tenant.Key // the generated key or api_keys_file / ORCHD_API_KEYS: kept on reload
 	limits    *tenant.Limiter
+	budgets   *tenant.Budgets
 	journal   *journal.Journal // nil when disabled
 
 	ready chan struct{}
@@ -137,6 +138,11 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	a.plainKeys = plain
 	a.keys = tenant.NewRing(append(slices.Clone(plain), cfg.Keys...))
 	a.limits = tenant.NewLimiter(nil)
+	budgets, err := tenant.OpenBudgets(filepath.Join(cfg.StateDir, "budgets.json"))
+	if err != nil {
+		return nil, err
+	}
+	a.budgets = budgets
 
 	reg := opts.Registry
 	if reg == nil {
@@ -210,7 +216,8 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		Capacity: cfg.Admission.Capacity, Policy: policy, Pools: a.pools, Sessions: ss, Metrics: a.metrics,
 		Logger: log, Retention: cfg.Tasks.Retention.D(), MaxRetained: cfg.Tasks.MaxRetained,
 		CancelOnDisconnect: cfg.Stream.CancelOnDisconnectOrDefault(), Code: impl.FailureCode,
-		Clock: opts.TaskClock, Tracer: tp.Tracer("github.com/orchestratord/orchestratord/impl/task"), Meter: a.limits,
+		Clock: opts.TaskClock, Tracer: tp.Tracer("github.com/orchestratord/orchestratord/impl/task"),
+		Meter: meter{limits: a.limits, budgets: a.budgets, log: log},
 	}
 	if cfg.Journal.EnabledOrDefault() {
 		dir := cfg.Journal.Dir
@@ -243,7 +250,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	srv := impl.NewServer(impl.Options{
 		Tasks: svc, Sessions: ss, Artifacts: arts, Pools: a.pools, GPUs: a.gpus, Metrics: a.metrics,
 		Gatherer: reg, Logger: log, Heartbeat: cfg.Stream.Heartbeat.D(), StreamWriteTimeout: cfg.Stream.WriteTimeout.D(),
-		SpecJSON: specJSON, BeforeScrape: a.refreshGauges, Models: cfg, Engines: engines, Limits: a.limits,
+		SpecJSON: specJSON, BeforeScrape: a.refreshGauges, Models: cfg, Engines: engines, Limits: a.limits, Budgets: a.budgets,
 	})
 	auth, err := impl.Auth(spec, a.keys, a.limits)
 	if err != nil {
@@ -283,6 +290,20 @@ func (a *App) ReloadKeys() error {
 	a.keys.Replace(append(slices.Clone(a.plainKeys), keys...))
 	a.log.Info("keys file reloaded", "path", a.cfg.KeysFile, "names", strings.Join(keyNames(keys), ","))
 	return nil
+}
+
+// meter settles a finished task with the rate limits and the budgets.
+type meter struct {
+	limits  *tenant.Limiter
+	budgets *tenant.Budgets
+	log     *slog.Logger
+}
+
+func (m meter) Settle(owner string, reserved, granted, used int) {
+	m.limits.Settle(owner, reserved, used)
+	if err := m.budgets.Settle(owner, granted, used); err != nil {
+		m.log.Error("token budget not persisted", "key", owner, "err", err)
+	}
 }
 
 func keyNames(keys []tenant.Key) []string {

@@ -99,6 +99,9 @@ func endData(tokensOut int, decodeMs int64, canceled bool, stop engine.StopReaso
 		b = append(b, `,"tokens_cached":`...)
 		b = strconv.AppendInt(b, int64(cached), 10)
 	}
+	if stop == StopBudget && !canceled {
+		b = append(b, `,"stop":"budget"`...)
+	}
 	return append(b, '}')
 }
 

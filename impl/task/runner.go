@@ -29,6 +29,12 @@ func (s *Service) dispatch(it admission.Item) {
 	}()
 }
 
+// StopBudget is the stop reason of a task that used all its budget grant.
+const StopBudget engine.StopReason = "budget"
+
+// errBudgetSpent refuses a token past the task's budget grant; the engine then ends the request.
+var errBudgetSpent = errors.New("the key's token budget is spent")
+
 // run executes a dispatched task on its pool's replica.
 func (s *Service) run(t *Task) {
 	<-t.admitted
@@ -75,9 +81,12 @@ func (s *Service) run(t *Task) {
 	decode := s.now().Sub(start)
 	s.release(t, start)
 	t.mu.Lock()
-	canceled := t.canceled
+	canceled, budgetSpent := t.canceled, t.budgetSpent
 	t.mu.Unlock()
 	switch cause := context.Cause(ctx); {
+	case budgetSpent && !canceled: // onToken refused the token past the grant
+		res.Stop = StopBudget
+		s.finish(t, Succeeded, nil, res, decode)
 	case err == nil:
 		s.finish(t, Succeeded, nil, res, decode)
 	// A cancel sets t.canceled before it cancels ctx: onToken may refuse a token (and the
@@ -129,6 +138,11 @@ func (s *Service) onToken(ctx context.Context, t *Task, tok engine.Token) error 
 	if t.canceled {
 		t.mu.Unlock()
 		return context.Canceled
+	}
+	if t.spec.Grant > 0 && t.tokensOut >= t.spec.Grant {
+		t.budgetSpent = true
+		t.mu.Unlock()
+		return errBudgetSpent
 	}
 	idx := t.tokensOut
 	t.tokensOut++
@@ -205,7 +219,7 @@ func (s *Service) finish(t *Task, st Status, ei *ErrorInfo, res engine.Result, d
 	s.finished = append(s.finished, finishedRef{id: t.spec.ID, at: now})
 	s.mu.Unlock()
 	if s.opts.Meter != nil {
-		s.opts.Meter.Settle(t.spec.Owner, t.spec.MaxTokens, tokensOut)
+		s.opts.Meter.Settle(t.spec.Owner, t.spec.MaxTokens, t.spec.Grant, tokensOut)
 	}
 
 	s.m.TasksFinished.WithLabelValues(t.engine, t.poolID, st.String()).Inc()

@@ -101,9 +101,10 @@ type Options struct {
 	Meter Meter
 }
 
-// Meter settles the tokens a task reserved at admission against those it used.
+// Meter settles what a task reserved at admission (reserved: its max_tokens; granted: its
+// budget grant, 0 without a budget) against the tokens it used.
 type Meter interface {
-	Settle(owner string, reserved, used int)
+	Settle(owner string, reserved, granted, used int)
 }
 
 // Service admits, dispatches, runs and tracks tasks.

@@ -159,10 +159,10 @@ type recMeter struct {
 	settled []string
 }
 
-func (r *recMeter) Settle(owner string, reserved, used int) {
+func (r *recMeter) Settle(owner string, reserved, granted, used int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.settled = append(r.settled, fmt.Sprintf("%s:%d/%d", owner, used, reserved))
+	r.settled = append(r.settled, fmt.Sprintf("%s:%d/%d/%d", owner, used, granted, reserved))
 }
 
 func (r *recMeter) got() []string {
@@ -548,8 +548,59 @@ func TestOwnerAndSettle(t *testing.T) {
 	if tk, _ := h.svc.Task(s.ID); tk.Owner() != "alice" {
 		t.Fatalf("owner = %q", tk.Owner())
 	}
-	if got := h.meter.got(); !slices.Equal(got, []string{"alice:2/8"}) {
+	if got := h.meter.got(); !slices.Equal(got, []string{"alice:2/0/8"}) {
 		t.Fatalf("settled = %v", got)
+	}
+}
+
+// TestBudgetStop: a task granted fewer tokens than its max_tokens ends after the grant with
+// end carrying stop "budget", and is settled with what it used.
+func TestBudgetStop(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		grant  int
+		send   int
+		events string
+		end    []string // substrings of the end frame
+		nostop bool
+	}{
+		{name: "spent", grant: 2, send: 3, events: "started,token,metrics,token,end",
+			end: []string{`"tokens_out":2`, `"stop_reason":"budget"`, `"stop":"budget"`}},
+		{name: "within", grant: 5, send: 2, events: "started,token,metrics,token,end",
+			end: []string{`"tokens_out":2`, `"stop_reason":"limit"`}, nostop: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, 4, 1, admission.Reject)
+			s := spec(admission.Interactive)
+			s.Owner, s.Grant = "alice", tc.grant
+			h.submit(s)
+			<-h.eng.started
+			for i := range tc.send {
+				h.eng.tokens <- fmt.Sprint(" t", i)
+			}
+			if tc.send <= tc.grant {
+				close(h.eng.tokens)
+			}
+			evs := h.events(s.ID)
+			if got := names(evs); got != tc.events {
+				t.Fatalf("events = %s", got)
+			}
+			end := evs[len(evs)-1].Data
+			for _, want := range tc.end {
+				if !strings.Contains(end, want) {
+					t.Errorf("end = %s, want %s", end, want)
+				}
+			}
+			if tc.nostop && strings.Contains(end, `"stop"`) {
+				t.Errorf("end = %s carries stop", end)
+			}
+			if snap, _ := h.svc.Get(h.ctx, s.ID); snap.Status != Succeeded {
+				t.Errorf("status %v", snap.Status)
+			}
+			if got := h.meter.got(); !slices.Equal(got, []string{fmt.Sprintf("alice:2/%d/8", tc.grant)}) {
+				t.Fatalf("settled = %v", got)
+			}
+		})
 	}
 }
 

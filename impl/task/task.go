@@ -78,6 +78,9 @@ type Spec struct {
 	CorrelationID string
 	// Owner names the key that created the task: only it may read, stream or cancel the task.
 	Owner string
+	// Grant is the tokens the owner's budget granted the task at admission (0: no budget). A
+	// grant below MaxTokens ends the task after Grant tokens with stop "budget".
+	Grant int
 }
 
 // ErrorInfo is a task's failure.
@@ -156,17 +159,19 @@ type Task struct {
 	admitted chan struct{} // closed once Submit has recorded the admission (or refused it)
 	j        Journal       // nil: not journaled
 
-	mu           sync.Mutex
-	rejected     bool
-	status       Status
-	started      time.Time
-	firstToken   time.Time
-	ttftSeen     bool // latency_first_token_ms observed (at the first token with text)
-	finished     time.Time
-	tokensOut    int
-	tokensIn     int // prompt tokens, as the engine reported them when it finished
-	errInfo      *ErrorInfo
-	canceled     bool
+	mu         sync.Mutex
+	rejected   bool
+	status     Status
+	started    time.Time
+	firstToken time.Time
+	ttftSeen   bool // latency_first_token_ms observed (at the first token with text)
+	finished   time.Time
+	tokensOut  int
+	tokensIn   int // prompt tokens, as the engine reported them when it finished
+	errInfo    *ErrorInfo
+	canceled   bool
+	// budgetSpent: onToken refused a token past the budget grant.
+	budgetSpent  bool
 	cancelReason string
 	cancel       context.CancelCauseFunc
 	lastMetrics  time.Time

@@ -1,0 +1,151 @@
+package tenant
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+)
+
+// BudgetError is a submission refused because its key's token budget is spent.
+type BudgetError struct {
+	Key    string
+	Budget int64
+	// Pending is what the key's admitted tasks still hold reserved: a retry may succeed once
+	// they end with tokens unused.
+	Pending int64
+}
+
+func (e *BudgetError) Error() string {
+	return fmt.Sprintf("key %q: token budget of %d spent", e.Key, e.Budget)
+}
+
+// Budgets holds each key's token budget: tokens used by tasks that ended (persisted) and
+// tokens reserved by tasks admitted and not yet ended (in memory). A task is granted at
+// admission its max_tokens, or what is left of the budget when that is less; it is charged
+// what it produced when it ends, and the rest of its grant returns. The used counts are written
+// to one file under the state directory with an atomic replace (temporary file, fsync,
+// rename, fsync of the directory) each time a budgeted task ends.
+type Budgets struct {
+	path     string
+	mu       sync.Mutex
+	used     map[string]int64
+	reserved map[string]int64
+}
+
+type budgetFile struct {
+	Used map[string]int64 `json:"used"`
+}
+
+// OpenBudgets reads the budget file at path (absent: nothing used yet).
+func OpenBudgets(path string) (*Budgets, error) {
+	b := &Budgets{path: path, used: map[string]int64{}, reserved: map[string]int64{}}
+	data, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return b, nil
+	case err != nil:
+		return nil, fmt.Errorf("budgets: %w", err)
+	}
+	var f budgetFile
+	if err := json.Unmarshal(data, &f); err != nil {
+		return nil, fmt.Errorf("budgets: %s: %w", path, err)
+	}
+	for k, v := range f.Used {
+		if v > 0 {
+			b.used[k] = v
+		}
+	}
+	return b, nil
+}
+
+// Reserve grants a task of k up to want tokens. Without a budget the grant is want and
+// remaining is -1. A spent budget is a *BudgetError.
+func (b *Budgets) Reserve(k *Key, want int) (grant int, remaining int64, err error) {
+	if k.TokenBudget <= 0 {
+		return want, -1, nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	left := k.TokenBudget - b.used[k.Name] - b.reserved[k.Name]
+	if left <= 0 {
+		return 0, 0, &BudgetError{Key: k.Name, Budget: k.TokenBudget, Pending: b.reserved[k.Name]}
+	}
+	grant = int(min(int64(want), left))
+	b.reserved[k.Name] += int64(grant)
+	return grant, left - int64(grant), nil
+}
+
+// Remaining is what k may still reserve (-1: no budget).
+func (b *Budgets) Remaining(k *Key) int64 {
+	if k.TokenBudget <= 0 {
+		return -1
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return max(0, k.TokenBudget-b.used[k.Name]-b.reserved[k.Name])
+}
+
+// Settle ends a grant: used tokens are charged to the key named name, the rest of granted
+// returns, and the used counts are persisted. A grant of 0 (no budget) charges nothing. After a
+// restart the grant of a recovered task is no longer reserved: only its use is charged.
+func (b *Budgets) Settle(name string, granted, used int) error {
+	if granted <= 0 {
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.reserved[name] = max(0, b.reserved[name]-int64(granted))
+	if b.reserved[name] == 0 {
+		delete(b.reserved, name)
+	}
+	if used <= 0 {
+		return nil
+	}
+	b.used[name] += int64(used)
+	return b.persistLocked()
+}
+
+// Used is the tokens charged to the key named name by tasks that ended.
+func (b *Budgets) Used(name string) int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used[name]
+}
+
+// persistLocked replaces the budget file atomically: a crash leaves the old or the new file,
+// never a torn one.
+func (b *Budgets) persistLocked() error {
+	data, err := json.Marshal(budgetFile{Used: b.used})
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(b.path)
+	tmp, err := os.CreateTemp(dir, ".budgets-*")
+	if err != nil {
+		return fmt.Errorf("budgets: %w", err)
+	}
+	defer func() { _ = os.Remove(tmp.Name()) }() // gone after the rename; there after a failure
+	if _, err := tmp.Write(data); err != nil {
+		_ = tmp.Close()
+		return fmt.Errorf("budgets: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		_ = tmp.Close()
+		return fmt.Errorf("budgets: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("budgets: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), b.path); err != nil {
+		return fmt.Errorf("budgets: %w", err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		_ = d.Close()
+	}
+	return nil
+}
