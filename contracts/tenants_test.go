@@ -197,6 +197,16 @@ func TestRateLimited(t *testing.T) {
 	if v := r.HTTPResponse.Header.Get("x-ratelimit-limit-requests"); v != "" {
 		t.Errorf("a key without limits got x-ratelimit-limit-requests %q", v)
 	}
+	// Refusals are counted per key name (never the key itself).
+	m := h.metricsText(t)
+	for _, want := range []string{`tenant_rejections_total{key="bob",reason="RATE_LIMITED"} 2`, `tenant_rejections_total{key="bob",reason="INVALID_PARAMS"} 1`} {
+		if !strings.Contains(m, want) {
+			t.Errorf("no %s in /metrics:\n%s", want, grepLines(m, "tenant_"))
+		}
+	}
+	if strings.Contains(m, bobKey) {
+		t.Error("/metrics shows a key")
+	}
 }
 
 // TestBudgetExceeded: carol's 100-token budget. A task reserves its max_tokens, or what is

@@ -21,8 +21,16 @@ import (
 	"github.com/orchestratord/orchestratord/impl/tenant"
 )
 
-// CreateTask admits a task.
+// CreateTask admits a task; a refusal is counted against the key.
 func (s *Server) CreateTask(ctx context.Context, req api.CreateTaskRequestObject) (api.CreateTaskResponseObject, error) {
+	resp, err := s.createTask(ctx, req)
+	if err != nil && s.opts.Metrics != nil {
+		s.opts.Metrics.TenantRejections.WithLabelValues(callerKey(ctx).Name, toAPIError(err).Code).Inc()
+	}
+	return resp, err
+}
+
+func (s *Server) createTask(ctx context.Context, req api.CreateTaskRequestObject) (api.CreateTaskResponseObject, error) {
 	generateIDs(req.Body)
 	spec, err := specFromRequest(req.Body)
 	if err != nil {
@@ -30,7 +38,7 @@ func (s *Server) CreateTask(ctx context.Context, req api.CreateTaskRequestObject
 	}
 	spec.CorrelationID = CorrelationID(ctx)
 	key := callerKey(ctx)
-	spec.Owner = key.Name
+	spec.Owner, spec.Weight = key.Name, key.Weight
 	if s.opts.Limits != nil {
 		ws, err := s.opts.Limits.Admit(key, spec.MaxTokens)
 		SetRateLimitHeaders(responseHeader(ctx), ws)

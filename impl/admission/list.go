@@ -5,8 +5,9 @@ package admission
 // eviction). Unlinking from both is O(1). Nodes are owned by the owner goroutine only.
 
 const (
-	linkPool   = 0 // pool.q[class]
+	linkPool   = 0 // pool.q[class]: arrival order
 	linkGlobal = 1 // state.global[class]
+	linkTenant = 2 // tenantQ.q: the tenant's items of the pool and class
 )
 
 type link struct{ prev, next *node }
@@ -14,7 +15,8 @@ type link struct{ prev, next *node }
 type node struct {
 	item  Item
 	pool  *pool
-	links [2]link
+	tq    *tenantQ
+	links [3]link
 }
 
 // dlist is one list over one of a node's link pairs (k).

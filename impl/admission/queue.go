@@ -23,6 +23,10 @@ type Options struct {
 	Evict func(Item)
 	// Now stamps Item.EnqueuedAt; defaults to time.Now.
 	Now func() time.Time
+	// MaxBatchWait bounds how long a pool's oldest batch item waits while interactive items
+	// keep arriving: once it has waited that long it is dispatched before them. 0: interactive
+	// items always go first.
+	MaxBatchWait time.Duration
 }
 
 // Queue is the bounded two-class priority queue and slot dispatcher. Create it with New, start
@@ -72,6 +76,8 @@ func (o Options) check() error {
 		return errors.New("admission: nil Dispatch")
 	case o.Policy == DropLRU && o.Evict == nil:
 		return errors.New("admission: nil Evict under drop-lru")
+	case o.MaxBatchWait < 0:
+		return fmt.Errorf("admission: max batch wait %v < 0", o.MaxBatchWait)
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ type pool struct {
 	id   string
 	cfg  PoolConfig
 	q    [numPriorities]dlist // k = linkPool
+	fair [numPriorities]fairQueue
 	busy int
 
 	meanServiceMs   float64
@@ -69,6 +70,8 @@ type state struct {
 	dispatch func(Item)
 	evict    func(Item)
 	now      func() time.Time
+	// maxBatchWait: see Options.MaxBatchWait.
+	maxBatchWait time.Duration
 
 	pools    map[string]*pool
 	index    map[string]*node     // queued items by id
@@ -86,7 +89,9 @@ func newState(o Options) state {
 		evict:    o.Evict,
 		now:      o.Now,
 		pools:    make(map[string]*pool),
-		index:    make(map[string]*node),
+
+		maxBatchWait: o.MaxBatchWait,
+		index:        make(map[string]*node),
 	}
 	for c := range s.global {
 		s.global[c].k = linkGlobal
@@ -138,6 +143,7 @@ func (s *state) enqueue(it Item) (Admission, error) {
 	// so): the item starts at once and takes no queue place.
 	if p.free() > 0 && p.queued() == 0 {
 		s.outcomes[Admitted]++
+		p.fair[it.Priority].charge(it.Tenant, it.cost(), it.weight())
 		s.start(p, it)
 		return Admission{}, nil
 	}
@@ -155,14 +161,12 @@ func (s *state) enqueue(it Item) (Admission, error) {
 	n := s.newNode(it, p)
 	p.q[it.Priority].pushBack(n)
 	s.global[it.Priority].pushBack(n)
+	p.fair[it.Priority].push(n)
 	s.index[it.ID] = n
 	s.depth++
 	s.outcomes[Admitted]++
 
-	adm.Position = p.q[Interactive].len - 1
-	if it.Priority == Batch {
-		adm.Position += p.q[Batch].len
-	}
+	adm.Position = s.positionOf(n)
 	adm.PredictedStartMs = PredictStartMs(adm.Position, p.cfg.Slots, p.free(), p.meanServiceMs)
 	return adm, nil
 }
@@ -189,20 +193,34 @@ func (s *state) makeRoom(c Priority) (Item, error) {
 	return it, nil
 }
 
-// start hands it to Dispatch on a free slot of p.
+// start hands it to Dispatch on a free slot of p. The caller charged its tenant.
 func (s *state) start(p *pool, it Item) {
 	p.busy++
 	s.outcomes[Dispatched]++
 	s.dispatch(it)
 }
 
+// next is the item p serves next: the interactive class's fair head, unless the oldest batch
+// item has waited maxBatchWait; then the batch class's fair head.
+func (s *state) next(p *pool) *node {
+	if n := p.fair[Interactive].head(); n != nil {
+		if b := p.q[Batch].head; b != nil && s.maxBatchWait > 0 && s.now().Sub(b.item.EnqueuedAt) >= s.maxBatchWait {
+			return b
+		}
+		return n
+	}
+	return p.fair[Batch].head()
+}
+
 // pump dispatches p's queued items while it has free slots.
 func (s *state) pump(p *pool) {
 	for p.free() > 0 {
-		n := p.head()
+		n := s.next(p)
 		if n == nil {
 			return
 		}
+		// Charged while still backlogged: its counter moves from where it stood.
+		p.fair[n.item.Priority].charge(n.item.Tenant, n.item.cost(), n.item.weight())
 		s.start(p, s.unlink(n))
 	}
 }
@@ -223,6 +241,7 @@ func (s *state) unlink(n *node) Item {
 	it := n.item
 	n.pool.q[it.Priority].remove(n)
 	s.global[it.Priority].remove(n)
+	n.pool.fair[it.Priority].remove(n)
 	delete(s.index, it.ID)
 	s.depth--
 	*n = node{}
@@ -284,17 +303,22 @@ func (s *state) position(id string) (Placement, bool) {
 		return Placement{}, false
 	}
 	p := n.pool
-	pos := 0
-	if n.item.Priority == Batch {
-		pos = p.q[Interactive].len
-	}
-	for m := n.links[linkPool].prev; m != nil; m = m.links[linkPool].prev {
-		pos++
-	}
+	pos := s.positionOf(n)
 	return Placement{
 		Position:         pos,
 		PredictedStartMs: PredictStartMs(pos, p.cfg.Slots, p.free(), p.meanServiceMs),
 	}, true
+}
+
+// positionOf is n's place in its pool's dispatch order: the interactive items, then the batch
+// items, each class in fair order.
+func (s *state) positionOf(n *node) int {
+	p := n.pool
+	pos := 0
+	if n.item.Priority == Batch {
+		pos = p.q[Interactive].len
+	}
+	return pos + p.fair[n.item.Priority].order(n)
 }
 
 func (s *state) setPool(id string, cfg PoolConfig) error {

@@ -121,6 +121,27 @@ type Item struct {
 	Priority Priority
 	// EnqueuedAt is set by Enqueue from Options.Now; whatever the caller passes is ignored.
 	EnqueuedAt time.Time
+	// Tenant names who submitted the item (the key): within a pool and class, tenants are
+	// served by virtual token counters. "" is a tenant like any other.
+	Tenant string
+	// Weight is the tenant's share (<= 0: 1).
+	Weight float64
+	// Cost is the service the item is charged when dispatched, in tokens (<= 0: 1).
+	Cost float64
+}
+
+func (it Item) weight() float64 {
+	if it.Weight > 0 {
+		return it.Weight
+	}
+	return 1
+}
+
+func (it Item) cost() float64 {
+	if it.Cost > 0 {
+		return it.Cost
+	}
+	return 1
 }
 
 // Placement is a queued item's place in its pool's dispatch order and its predicted wait.

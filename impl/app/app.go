@@ -213,7 +213,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		return nil, err
 	}
 	topts := task.Options{
-		Capacity: cfg.Admission.Capacity, Policy: policy, Pools: a.pools, Sessions: ss, Metrics: a.metrics,
+		Capacity: cfg.Admission.Capacity, Policy: policy, MaxBatchWait: cfg.Admission.MaxBatchWait.D(), Pools: a.pools, Sessions: ss, Metrics: a.metrics,
 		Logger: log, Retention: cfg.Tasks.Retention.D(), MaxRetained: cfg.Tasks.MaxRetained,
 		CancelOnDisconnect: cfg.Stream.CancelOnDisconnectOrDefault(), Code: impl.FailureCode,
 		Clock: opts.TaskClock, Tracer: tp.Tracer("github.com/orchestratord/orchestratord/impl/task"),

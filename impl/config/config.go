@@ -91,6 +91,9 @@ type Server struct {
 type Admission struct {
 	Capacity int    `yaml:"capacity"`
 	Policy   string `yaml:"policy"` // reject | drop-lru
+	// MaxBatchWait bounds how long a batch task waits while interactive tasks keep coming: once
+	// it has waited that long it goes first. 0 (default): interactive always goes first.
+	MaxBatchWait Duration `yaml:"max_batch_wait"`
 }
 
 // Sessions configures session metadata.
@@ -616,6 +619,9 @@ func (c *Config) validate() error {
 	case "reject", "drop-lru":
 	default:
 		return fail("admission.policy", "must be reject or drop-lru, got %q", c.Admission.Policy)
+	}
+	if c.Admission.MaxBatchWait < 0 {
+		return fail("admission.max_batch_wait", "must not be negative")
 	}
 	if c.Sessions.TTL.D() < time.Second {
 		return fail("sessions.ttl", "must be at least 1s")

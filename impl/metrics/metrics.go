@@ -60,6 +60,10 @@ type Metrics struct {
 	Migrations          *prometheus.CounterVec // pool_id
 	ReplicaReady        *prometheus.GaugeVec   // pool_id, replica_id
 	ReplicaBreaker      *prometheus.GaugeVec   // pool_id, replica_id
+	// Per key (its name from the keys file: bounded by the file).
+	TenantTokens     *prometheus.CounterVec   // key
+	TenantQueueWait  *prometheus.HistogramVec // key
+	TenantRejections *prometheus.CounterVec   // key, reason
 
 	families []family
 }
@@ -163,6 +167,10 @@ func (m *Metrics) table() []family {
 		{name: "http_connections_open", help: "Client connections open (at most server.max_connections).", into: gauge(&m.ConnectionsOpen)},
 		{name: "http_connections_waited_total", help: "Client connections that waited for a free slot because server.max_connections were open.", into: counter(&m.ConnectionsWaited)},
 		{name: "artifacts_stored", help: "Artifacts in the artifact store (limit: artifacts.max_count).", into: gauge(&m.ArtifactsStored)},
+		{name: "tenant_tokens_served_total", help: "Tokens generated for each key.", labels: []string{"key"}, into: counterVec(&m.TenantTokens)},
+		{name: "tenant_queue_wait_ms", help: "Time each key's tasks waited in the queue before they started, in milliseconds.",
+			labels: []string{"key"}, buckets: FirstTokenBuckets, into: histogramVec(&m.TenantQueueWait)},
+		{name: "tenant_rejections_total", help: "Task submissions refused, per key and error code.", labels: []string{"key", "reason"}, into: counterVec(&m.TenantRejections)},
 		{name: "artifacts_stored_bytes", help: "Bytes of the artifact store's files (limit: artifacts.max_total_bytes).", into: gauge(&m.ArtifactsBytes)},
 	}
 }

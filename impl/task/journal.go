@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/orchestratord/orchestratord/engine"
-	"github.com/orchestratord/orchestratord/impl/admission"
 )
 
 // Journal records what a restart must not lose: admissions, stream events and terminal states.
@@ -210,7 +209,7 @@ func (s *Service) resume(ctx context.Context) {
 			s.finish(t, Canceled, nil, engine.Result{}, 0)
 			continue
 		}
-		if _, err := s.queue.Enqueue(ctx, admission.Item{ID: t.spec.ID, Pool: t.poolID, Priority: t.spec.Priority}); err != nil {
+		if _, err := s.queue.Enqueue(ctx, t.spec.item(t.poolID)); err != nil {
 			s.finish(t, Failed, &ErrorInfo{Class: ClassPoolUnavailable,
 				Message:   fmt.Sprintf("the task could not be queued again after a restart: %v", err),
 				Retriable: true, RetryAfterMs: 1000, PoolID: t.poolID, Engine: t.engine}, engine.Result{}, 0)

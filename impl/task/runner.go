@@ -66,6 +66,7 @@ func (s *Service) run(t *Task) {
 	t.mu.Unlock()
 	s.m.TasksStarted.WithLabelValues(t.engine, t.version, t.poolID, "r0", t.spec.Priority.String()).Inc()
 	s.m.QueueWait.WithLabelValues(t.engine, t.version, t.poolID, t.spec.Priority.String()).Observe(ms(start.Sub(t.created)))
+	s.m.TenantQueueWait.WithLabelValues(t.spec.Owner).Observe(ms(start.Sub(t.created)))
 	ctx = trace.ContextWithSpanContext(ctx, t.span)
 	s.log.InfoContext(ctx, "task started", "task_id", t.spec.ID, "session_id", t.spec.SessionID, "pool_id", t.poolID,
 		"correlation_id", t.spec.CorrelationID, "queue_ms", start.Sub(t.created).Milliseconds())
@@ -228,6 +229,7 @@ func (s *Service) finish(t *Task, st Status, ei *ErrorInfo, res engine.Result, d
 	}
 	if tokensOut > 0 {
 		s.m.TokensOut.WithLabelValues(t.engine, t.version, t.poolID, "r0").Add(float64(tokensOut))
+		s.m.TenantTokens.WithLabelValues(t.spec.Owner).Add(float64(tokensOut))
 	}
 	if res.TokensIn > 0 {
 		s.m.TokensIn.WithLabelValues(t.engine, t.version, t.poolID, "r0").Add(float64(res.TokensIn))

@@ -89,6 +89,8 @@ type Options struct {
 	// reason label of tasks_rejected_total (impl.FailureCode in production; Class.String
 	// when nil).
 	Code func(Class) string
+	// MaxBatchWait bounds how long a batch task waits behind interactive ones (0: no bound).
+	MaxBatchWait time.Duration
 	// Journal records admissions, events and terminal states so that a restart loses nothing
 	// admitted (see Recover). Nil: tasks live in memory only.
 	Journal Journal
@@ -166,7 +168,7 @@ func New(opts Options) *Service {
 		tasks: map[string]*Task{}, load: map[string]int{}, runCtx: context.Background()}
 	s.queue = admission.New(admission.Options{
 		Capacity: opts.Capacity, Policy: opts.Policy,
-		Dispatch: s.dispatch, Evict: s.evict, Now: opts.Clock.Now,
+		Dispatch: s.dispatch, Evict: s.evict, Now: opts.Clock.Now, MaxBatchWait: opts.MaxBatchWait,
 	})
 	return s
 }

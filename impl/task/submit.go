@@ -108,7 +108,7 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (_ Admission, retErr er
 	// The queue and the journal see admissions in the same order; the runner waits for
 	// t.admitted, so the admission and the started frame come first in the task's records.
 	s.admitMu.Lock()
-	adm, err := s.queue.Enqueue(ctx, admission.Item{ID: spec.ID, Pool: t.poolID, Priority: spec.Priority})
+	adm, err := s.queue.Enqueue(ctx, spec.item(t.poolID))
 	var seq uint64
 	if err == nil {
 		t.mu.Lock()

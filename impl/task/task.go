@@ -81,6 +81,18 @@ type Spec struct {
 	// Grant is the tokens the owner's budget granted the task at admission (0: no budget). A
 	// grant below MaxTokens ends the task after Grant tokens with stop "budget".
 	Grant int
+	// Weight is the owner's share in fair queueing (0: 1).
+	Weight float64
+}
+
+// item is the task as the queue sees it: the owner is its tenant, charged its expected tokens
+// (else max_tokens) when dispatched.
+func (s Spec) item(poolID string) admission.Item {
+	cost := s.MaxTokens
+	if s.ExpectedTokens > 0 {
+		cost = min(s.ExpectedTokens, s.MaxTokens)
+	}
+	return admission.Item{ID: s.ID, Pool: poolID, Priority: s.Priority, Tenant: s.Owner, Weight: s.Weight, Cost: float64(cost)}
 }
 
 // ErrorInfo is a task's failure.
