@@ -46,6 +46,17 @@ func TestScopes(t *testing.T) {
 	if err != nil || rl.StatusCode() != http.StatusForbidden {
 		t.Fatalf("alice reloadPool: %v %d %s, want 403", err, rl.StatusCode(), rl.Body)
 	}
+	// A key whose max_priority is batch may not submit interactive tasks.
+	h2 := newHarness(t, withKeys(keysDoc+"  - {name: dave, key: dave-contract-key-0123456789, scopes: [tasks], max_priority: batch}\n"))
+	dave := h2.as(t, "dave-contract-key-0123456789")
+	if r, err := dave.CreateTaskWithResponse(ctx, nil, taskReq(uuid.New())); err != nil || r.StatusCode() != http.StatusForbidden {
+		t.Errorf("dave's interactive task: %v %d %s, want 403", err, r.StatusCode(), r.Body)
+	}
+	batch := taskReq(uuid.New())
+	batch.Priority = client.Batch
+	if r, err := dave.CreateTaskWithResponse(ctx, nil, batch); err != nil || r.StatusCode() != http.StatusAccepted {
+		t.Errorf("dave's batch task: %v %d %s, want 202", err, r.StatusCode(), r.Body)
+	}
 	ph, err := ops.GetPoolHealthWithResponse(ctx, poolID, nil)
 	if err != nil || ph.StatusCode() != http.StatusOK {
 		t.Fatalf("ops getPoolHealth: %v %d %s, want 200", err, ph.StatusCode(), ph.Body)

@@ -39,6 +39,11 @@ func (s *Server) createTask(ctx context.Context, req api.CreateTaskRequestObject
 	spec.CorrelationID = CorrelationID(ctx)
 	key := callerKey(ctx)
 	spec.Owner, spec.Weight = key.Name, key.Weight
+	if key.MaxPriority != "" {
+		if most, err := admission.ParsePriority(key.MaxPriority); err == nil && spec.Priority < most {
+			return nil, Errorf("FORBIDDEN", "key %q may submit %s tasks at most, not %s", key.Name, most, spec.Priority)
+		}
+	}
 	if s.opts.Limits != nil {
 		ws, err := s.opts.Limits.Admit(key, spec.MaxTokens)
 		SetRateLimitHeaders(responseHeader(ctx), ws)
