@@ -611,6 +611,9 @@ func TestDropLRU(t *testing.T) {
 	}
 	if st := h.waitState(t, victim.TaskId, client.Failed); st.Error == nil || st.Error.Code != client.QUEUEFULLDROPLRU {
 		t.Errorf("evicted task state %+v", st)
+	} else if a := st.Admission; a == nil || a.ReasonIfRefused == nil || *a.ReasonIfRefused != client.QUEUEFULLDROPLRU ||
+		a.KeyName != "default" || a.Class != client.Batch || a.Position != nil {
+		t.Errorf("evicted task's admission %+v, want reason_if_refused QUEUE_FULL_DROP_LRU", a)
 	}
 	if st := h.state(t, newer.TaskId); st.State != client.Queued {
 		t.Errorf("the newer task is %s, want queued", st.State)

@@ -288,3 +288,64 @@ func TestBudgetExceeded(t *testing.T) {
 		return false
 	})
 }
+
+// TestAdmissionExplained: a queued task's state says whose it is and why it waits where it
+// does: alice's second queued task waits behind bob's, who arrived later but has used less.
+func TestAdmissionExplained(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, withKeys(keysDoc), withSlots(1))
+	h.fake.SetGated(true)
+	ctx := h.ctx(t)
+	alice, bob := h.as(t, aliceKey), h.as(t, bobKey)
+	post := func(cl *client.ClientWithResponses, prio client.Priority) uuid.UUID {
+		t.Helper()
+		req := taskReq(uuid.New())
+		req.Priority = prio
+		r, err := cl.CreateTaskWithResponse(ctx, nil, req)
+		if err != nil || r.StatusCode() != http.StatusAccepted {
+			t.Fatalf("createTask: %v %d %s", err, r.StatusCode(), r.Body)
+		}
+		return req.TaskId
+	}
+	running := post(alice, client.Interactive) // takes the slot: alice's counter 64
+	a1 := post(alice, client.Interactive)
+	a2 := post(alice, client.Interactive)
+	b1 := post(bob, client.Interactive)
+	ab := post(alice, client.Batch)
+	explain := func(cl *client.ClientWithResponses, id uuid.UUID) *client.AdmissionExplanation {
+		t.Helper()
+		g, err := cl.GetTaskWithResponse(ctx, id, nil)
+		if err != nil || g.JSON200 == nil {
+			t.Fatalf("getTask: %v %d %s", err, g.StatusCode(), g.Body)
+		}
+		return g.JSON200.Admission
+	}
+	if ex := explain(alice, running); ex != nil {
+		t.Errorf("a running task explains its admission: %+v", ex)
+	}
+	for _, tc := range []struct {
+		name       string
+		cl         *client.ClientWithResponses
+		id         uuid.UUID
+		key        string
+		class      client.Priority
+		pos        int32
+		inter, bat int32
+		vstart     float64
+	}{
+		{"alice's first", alice, a1, "alice", client.Interactive, 0, 0, 0, 64},
+		{"bob's, lifted to alice's counter", bob, b1, "bob", client.Interactive, 1, 1, 0, 64},
+		{"alice's second, behind bob", alice, a2, "alice", client.Interactive, 2, 2, 0, 128},
+		{"alice's batch, behind every interactive (counters are per class)", alice, ab, "alice", client.Batch, 3, 3, 0, 0},
+	} {
+		ex := explain(tc.cl, tc.id)
+		if ex == nil || ex.KeyName != tc.key || ex.Class != tc.class || ex.Position == nil || *ex.Position != tc.pos ||
+			ex.AheadByClass == nil || ex.AheadByClass.Interactive != tc.inter || ex.AheadByClass.Batch != tc.bat ||
+			ex.VirtualStart == nil || *ex.VirtualStart != tc.vstart || ex.ReasonIfRefused != nil {
+			t.Errorf("%s: admission %+v", tc.name, ex)
+			if ex != nil && ex.Position != nil && ex.VirtualStart != nil {
+				t.Logf("position %d virtual_start %v ahead %+v", *ex.Position, *ex.VirtualStart, ex.AheadByClass)
+			}
+		}
+	}
+}

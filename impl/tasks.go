@@ -255,6 +255,22 @@ func (s *Server) GetTask(ctx context.Context, req api.GetTaskRequestObject) (api
 		ms := snap.Started.UnixMilli()
 		body.StartedMs = &ms
 	}
+	if a := snap.Admission; a != nil {
+		ex := api.AdmissionExplanation{KeyName: a.KeyName, Class: api.Priority(a.Class.String())}
+		if pl := a.Placement; pl != nil {
+			pos, vs := int32(pl.Position), pl.VirtualStart
+			ex.Position, ex.VirtualStart = &pos, &vs
+			ex.AheadByClass = &struct {
+				Batch       int32 `json:"batch"`
+				Interactive int32 `json:"interactive"`
+			}{Batch: int32(pl.AheadBatch), Interactive: int32(pl.AheadInteractive)}
+		}
+		if a.RefusedClass != nil {
+			r := api.ErrorKind(FailureCode(*a.RefusedClass))
+			ex.ReasonIfRefused = &r
+		}
+		body.Admission = &ex
+	}
 	if !snap.Finished.IsZero() {
 		ms := snap.Finished.UnixMilli()
 		body.FinishedMs = &ms

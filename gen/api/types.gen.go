@@ -644,6 +644,24 @@ func (e Workload) Valid() bool {
 	}
 }
 
+// AdmissionExplanation Why a task waits where it does (present while it is queued), or why the queue let it go
+// (`reason_if_refused`, once it was evicted or its deadline passed in the queue). Within a
+// priority class the queue serves keys by virtual token counters: the backlogged key with
+// the least counter goes first; `virtual_start` is the counter this task will start at.
+type AdmissionExplanation struct {
+	AheadByClass *struct {
+		Batch       int32 `json:"batch"`
+		Interactive int32 `json:"interactive"`
+	} `json:"ahead_by_class,omitempty"`
+	Class Priority `json:"class"`
+
+	// KeyName The name of the key that submitted the task.
+	KeyName         string     `json:"key_name"`
+	Position        *int32     `json:"position,omitempty"`
+	ReasonIfRefused *ErrorKind `json:"reason_if_refused,omitempty"`
+	VirtualStart    *float64   `json:"virtual_start,omitempty"`
+}
+
 // AdmissionResponse defines model for AdmissionResponse.
 type AdmissionResponse struct {
 	BackoffMs        int64   `json:"backoff_ms"`
@@ -1296,6 +1314,12 @@ type TaskRequestKvHint string
 
 // TaskState defines model for TaskState.
 type TaskState struct {
+	// Admission Why a task waits where it does (present while it is queued), or why the queue let it go
+	// (`reason_if_refused`, once it was evicted or its deadline passed in the queue). Within a
+	// priority class the queue serves keys by virtual token counters: the backlogged key with
+	// the least counter goes first; `virtual_start` is the counter this task will start at.
+	Admission *AdmissionExplanation `json:"admission,omitempty"`
+
 	// CreatedMs Admission time, Unix milliseconds.
 	CreatedMs  int64          `json:"created_ms"`
 	Error      *ErrorEnvelope `json:"error,omitempty"`

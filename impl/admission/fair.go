@@ -88,7 +88,7 @@ func (f *fairQueue) charge(name string, cost, weight float64) {
 
 // order is how many queued items of the class would be served before until if nothing else
 // arrived: the counters are played forward, O(position × log tenants).
-func (f *fairQueue) order(until *node) int {
+func (f *fairQueue) order(until *node) (int, float64) {
 	cs := make(cursorHeap, 0, len(f.h))
 	for _, t := range f.h {
 		cs = append(cs, cursor{n: t.q.head, vtc: t.vtc})
@@ -98,7 +98,7 @@ func (f *fairQueue) order(until *node) int {
 	for len(cs) > 0 {
 		c := &cs[0]
 		if c.n == until {
-			return pos
+			return pos, c.vtc
 		}
 		it := c.n.item
 		c.vtc += it.cost() / it.weight()
@@ -110,7 +110,7 @@ func (f *fairQueue) order(until *node) int {
 		}
 		pos++
 	}
-	return pos
+	return pos, 0
 }
 
 // cursor walks one tenant's items with its counter, for order.

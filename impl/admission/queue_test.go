@@ -455,7 +455,10 @@ func TestPredictions(t *testing.T) {
 	for pos, id := range []string{"i1", "i2", "b1", "b2", "b3", "b4"} {
 		t.Run("position "+id, func(t *testing.T) {
 			pl, ok := h.position(id)
-			want := admission.Placement{Position: pos, PredictedStartMs: int64((pos/2 + 1) * 100)}
+			// One tenant, cost 1 each: its counter grows by one per dispatch of the class (two
+			// batch items were dispatched before the interactive ones arrived).
+			want := admission.Placement{Position: pos, PredictedStartMs: int64((pos/2 + 1) * 100),
+				AheadInteractive: min(pos, 2), AheadBatch: max(pos-2, 0), VirtualStart: float64(pos)}
 			if !ok || pl != want {
 				t.Errorf("Position(%q) = %+v, %v; want %+v", id, pl, ok, want)
 			}
@@ -464,7 +467,8 @@ func TestPredictions(t *testing.T) {
 	t.Run("measured rate changes predictions", func(t *testing.T) {
 		h.done("p", admission.DoneInfo{Service: 40 * time.Millisecond}) // first measurement replaces prior; i1 runs
 		pl, ok := h.position("b4")
-		if want := (admission.Placement{Position: 4, PredictedStartMs: 120}); !ok || pl != want {
+		// i1 left the queue; its dispatch charged the interactive counter, not the batch one.
+		if want := (admission.Placement{Position: 4, PredictedStartMs: 120, AheadInteractive: 1, AheadBatch: 3, VirtualStart: 5}); !ok || pl != want {
 			t.Errorf("Position(b4) = %+v, %v; want %+v", pl, ok, want)
 		}
 	})

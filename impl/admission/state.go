@@ -166,7 +166,7 @@ func (s *state) enqueue(it Item) (Admission, error) {
 	s.depth++
 	s.outcomes[Admitted]++
 
-	adm.Position = s.positionOf(n)
+	adm.Placement = s.placementOf(n)
 	adm.PredictedStartMs = PredictStartMs(adm.Position, p.cfg.Slots, p.free(), p.meanServiceMs)
 	return adm, nil
 }
@@ -302,23 +302,26 @@ func (s *state) position(id string) (Placement, bool) {
 	if n == nil {
 		return Placement{}, false
 	}
+	pl := s.placementOf(n)
 	p := n.pool
-	pos := s.positionOf(n)
-	return Placement{
-		Position:         pos,
-		PredictedStartMs: PredictStartMs(pos, p.cfg.Slots, p.free(), p.meanServiceMs),
-	}, true
+	pl.PredictedStartMs = PredictStartMs(pl.Position, p.cfg.Slots, p.free(), p.meanServiceMs)
+	return pl, true
 }
 
-// positionOf is n's place in its pool's dispatch order: the interactive items, then the batch
-// items, each class in fair order.
-func (s *state) positionOf(n *node) int {
+// placementOf is n's place in its pool's dispatch order: the interactive items, then the
+// batch items, each class in fair order (PredictedStartMs left to the caller).
+func (s *state) placementOf(n *node) Placement {
 	p := n.pool
-	pos := 0
+	var pl Placement
+	ahead, vstart := p.fair[n.item.Priority].order(n)
+	pl.VirtualStart = vstart
 	if n.item.Priority == Batch {
-		pos = p.q[Interactive].len
+		pl.AheadInteractive, pl.AheadBatch = p.q[Interactive].len, ahead
+	} else {
+		pl.AheadInteractive = ahead
 	}
-	return pos + p.fair[n.item.Priority].order(n)
+	pl.Position = pl.AheadInteractive + pl.AheadBatch
+	return pl
 }
 
 func (s *state) setPool(id string, cfg PoolConfig) error {

@@ -152,6 +152,10 @@ type Placement struct {
 	// PredictedStartMs is PredictStartMs for Position with the pool's current mean service time,
 	// slots and free slots (free slots count only while the pool is dispatchable).
 	PredictedStartMs int64
+	// AheadInteractive and AheadBatch split Position by class.
+	AheadInteractive, AheadBatch int
+	// VirtualStart is the item's tenant counter when the item will be served (fair queueing).
+	VirtualStart float64
 }
 
 // Admission is Enqueue's answer.

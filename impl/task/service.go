@@ -239,11 +239,19 @@ func (s *Service) Get(ctx context.Context, id string) (Snapshot, error) {
 	}
 	<-t.admitted
 	snap := t.snapshot()
+	info := &AdmissionInfo{KeyName: snap.Owner, Class: snap.Priority}
 	if snap.Status == Queued {
 		if pl, ok, err := s.queue.Position(ctx, id); err == nil && ok {
 			pos, pred := pl.Position, pl.PredictedStartMs
 			snap.QueuePosition, snap.PredictedStartMs = &pos, &pred
+			info.Placement = &pl
+			snap.Admission = info
 		}
+	}
+	if e := snap.Error; e != nil && snap.Started.IsZero() && (e.Class == ClassEvicted || e.Class == ClassDeadline) {
+		c := e.Class
+		info.RefusedClass = &c
+		snap.Admission = info
 	}
 	return snap, nil
 }

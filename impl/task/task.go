@@ -128,6 +128,16 @@ type Snapshot struct {
 	Migrations int
 	// Owner names the key that created the task.
 	Owner string
+	// Admission explains the task's place while it is queued, or why the queue let it go.
+	Admission *AdmissionInfo
+}
+
+// AdmissionInfo explains a queued task's wait (fair queueing), or why the queue let it go.
+type AdmissionInfo struct {
+	KeyName      string
+	Class        admission.Priority
+	Placement    *admission.Placement // while queued
+	RefusedClass *Class               // evicted, or its deadline passed in the queue
 }
 
 // Admission is the answer to an accepted Submit.
