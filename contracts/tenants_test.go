@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/orchestratord/orchestratord/gen/client"
+	"github.com/orchestratord/orchestratord/impl/task/tasktest"
 )
 
 // The keys of the tenant tests: alice and bob may run tasks (bob at most 2 a minute and 100
@@ -348,4 +349,80 @@ func TestAdmissionExplained(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestOnDisconnect: the task's disconnect policy. detach keeps generating for a later resume;
+// grace cancels only when no reader came back within disconnect_grace_ms (on a fake clock).
+func TestOnDisconnect(t *testing.T) {
+	t.Parallel()
+	clock := tasktest.NewClock(time.Now())
+	h := newHarness(t, withSlots(4), withClock(clock))
+	h.fake.SetGated(true)
+	submit := func(policy client.TaskRequestOnDisconnect, graceMs int64) client.TaskRequest {
+		t.Helper()
+		r := taskReq(uuid.New())
+		r.OnDisconnect = &policy
+		if graceMs > 0 {
+			r.DisconnectGraceMs = &graceMs
+		}
+		h.submit(t, r)
+		h.waitState(t, r.TaskId, client.Running) // its deadline timer is armed
+		return r
+	}
+	readOneAndLeave := func(id uuid.UUID) {
+		t.Helper()
+		h.fake.Allow(1)
+		s := h.openStream(t, id, streamOpts{})
+		s.until("a token", func(f frame) bool { return f.Event == "token" })
+		s.close()
+	}
+
+	t.Run("detach", func(t *testing.T) {
+		r := submit(client.Detach, 0)
+		timers := clock.Timers()
+		readOneAndLeave(r.TaskId)
+		eventually(t, "the disconnect seen", func() bool {
+			return strings.Contains(h.metricsText(t), "sse_client_disconnects_total 1")
+		})
+		if clock.Timers() != timers {
+			t.Fatal("detach armed a timer")
+		}
+		h.fake.Allow(len(defaultTokens) - 1) // exactly the rest: no permit left for the next task
+		st := h.waitState(t, r.TaskId, client.Succeeded)
+		if st.TokensOut != int32(len(defaultTokens)) {
+			t.Fatalf("detached task produced %d tokens", st.TokensOut)
+		}
+	})
+	t.Run("grace passes", func(t *testing.T) {
+		r := submit(client.Grace, 5000)
+		timers := clock.Timers()
+		readOneAndLeave(r.TaskId)
+		eventually(t, "the grace timer armed", func() bool { return clock.Timers() == timers+1 })
+		clock.Advance(5 * time.Second)
+		h.waitState(t, r.TaskId, client.Canceled)
+	})
+	t.Run("reader back within the grace", func(t *testing.T) {
+		r := submit(client.Grace, 5000)
+		timers := clock.Timers()
+		readOneAndLeave(r.TaskId)
+		eventually(t, "the grace timer armed", func() bool { return clock.Timers() == timers+1 })
+		last := 1 // started, token 0 (ids 0, 1)
+		s := h.openStream(t, r.TaskId, streamOpts{lastEventID: &last, tokenBase: 1})
+		clock.Advance(5 * time.Second)
+		eventually(t, "the grace timer gone", func() bool { return clock.Timers() == timers })
+		h.fake.Allow(len(defaultTokens) - 1)
+		frames := s.rest()
+		if end := frames[len(frames)-1]; end.Event != "end" || end.Data["canceled"] == true {
+			t.Fatalf("the task ended with %s", end.Raw)
+		}
+	})
+	t.Run("grace needs its duration", func(t *testing.T) {
+		r := taskReq(uuid.New())
+		g := client.Grace
+		r.OnDisconnect = &g
+		resp, err := h.client.CreateTaskWithResponse(h.ctx(t), nil, r)
+		if err != nil || resp.StatusCode() != http.StatusBadRequest {
+			t.Fatalf("grace without disconnect_grace_ms: %v %d %s", err, resp.StatusCode(), resp.Body)
+		}
+	})
 }

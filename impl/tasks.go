@@ -202,6 +202,17 @@ func specFromRequest(b *api.TaskRequest) (task.Spec, error) {
 		Deadline:    time.Duration(b.DeadlineMs) * time.Millisecond,
 		Fingerprint: sha256.Sum256(canon),
 	}
+	if b.OnDisconnect != nil {
+		spec.OnDisconnect = string(*b.OnDisconnect)
+	}
+	switch {
+	case spec.OnDisconnect == task.OnDisconnectGrace && b.DisconnectGraceMs == nil:
+		return task.Spec{}, Errorf("INVALID_PARAMS", "/disconnect_grace_ms: required when on_disconnect is grace")
+	case spec.OnDisconnect != task.OnDisconnectGrace && b.DisconnectGraceMs != nil:
+		return task.Spec{}, Errorf("INVALID_PARAMS", "/disconnect_grace_ms: only with on_disconnect grace")
+	case b.DisconnectGraceMs != nil:
+		spec.DisconnectGrace = time.Duration(*b.DisconnectGraceMs) * time.Millisecond
+	}
 	if b.Determinism != nil && *b.Determinism == api.Strict {
 		spec.Deterministic = true
 	}

@@ -593,6 +593,27 @@ func (e TaskRequestKvHint) Valid() bool {
 	}
 }
 
+// Defines values for TaskRequestOnDisconnect.
+const (
+	Cancel TaskRequestOnDisconnect = "cancel"
+	Detach TaskRequestOnDisconnect = "detach"
+	Grace  TaskRequestOnDisconnect = "grace"
+)
+
+// Valid indicates whether the value is a known member of the TaskRequestOnDisconnect enum.
+func (e TaskRequestOnDisconnect) Valid() bool {
+	switch e {
+	case Cancel:
+		return true
+	case Detach:
+		return true
+	case Grace:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for TaskStatus.
 const (
 	Canceled  TaskStatus = "canceled"
@@ -1267,6 +1288,9 @@ type TaskRequest struct {
 	DeadlineMs  int64                   `json:"deadline_ms"`
 	Determinism *TaskRequestDeterminism `json:"determinism,omitempty"`
 
+	// DisconnectGraceMs With `on_disconnect: grace` (required then), how long a reader may take to come back.
+	DisconnectGraceMs *int64 `json:"disconnect_grace_ms,omitempty"`
+
 	// Engine An engine name. Every driver built into the daemon is listed here (a test checks the
 	// driver registry against this list); `/v1/capabilities` says which are built in.
 	// `openai` is any other OpenAI-compatible server, external only. `tgi` is Hugging Face
@@ -1282,9 +1306,16 @@ type TaskRequest struct {
 	MaxTokens int32              `json:"max_tokens"`
 
 	// ModelRef A pool's `model_ref` or its short `model_id`.
-	ModelRef  string              `json:"model_ref"`
-	Placement *PlacementOverrides `json:"placement,omitempty"`
-	Priority  Priority            `json:"priority"`
+	ModelRef string `json:"model_ref"`
+
+	// OnDisconnect What happens when the last client reading the task's stream goes away before the
+	// task ends: `cancel` aborts it (the default unless the daemon is configured with
+	// `stream.cancel_on_disconnect: false`); `detach` keeps generating into the task's
+	// event log, so a client may resume later with `Last-Event-ID`; `grace` cancels only
+	// if no reader comes back within `disconnect_grace_ms`.
+	OnDisconnect *TaskRequestOnDisconnect `json:"on_disconnect,omitempty"`
+	Placement    *PlacementOverrides      `json:"placement,omitempty"`
+	Priority     Priority                 `json:"priority"`
 
 	// Prompt At most 65,536 characters (Unicode code points), so that the body fits the default body limit.
 	Prompt                *string `json:"prompt,omitempty"`
@@ -1311,6 +1342,13 @@ type TaskRequestDeterminism string
 
 // TaskRequestKvHint defines model for TaskRequest.KvHint.
 type TaskRequestKvHint string
+
+// TaskRequestOnDisconnect What happens when the last client reading the task's stream goes away before the
+// task ends: `cancel` aborts it (the default unless the daemon is configured with
+// `stream.cancel_on_disconnect: false`); `detach` keeps generating into the task's
+// event log, so a client may resume later with `Last-Event-ID`; `grace` cancels only
+// if no reader comes back within `disconnect_grace_ms`.
+type TaskRequestOnDisconnect string
 
 // TaskState defines model for TaskState.
 type TaskState struct {

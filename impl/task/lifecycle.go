@@ -21,10 +21,46 @@ func (s *Service) Cancel(ctx context.Context, id string) error {
 	return nil
 }
 
-// Disconnected is called when a stream's client went away before the task ended.
+// Disconnected is called when a stream's client went away before the task ended. The task's
+// policy decides: cancel it, leave it running (detach), or cancel it after its grace unless a
+// reader came back by then (a reader attached when the grace ends keeps it running).
 func (s *Service) Disconnected(ctx context.Context, t *Task) {
 	s.m.SSEDisconnects.Inc()
-	if s.opts.CancelOnDisconnect {
+	policy := t.spec.OnDisconnect
+	if policy == "" {
+		policy = OnDisconnectDetach
+		if s.opts.CancelOnDisconnect {
+			policy = OnDisconnectCancel
+		}
+	}
+	t.mu.Lock()
+	t.disconnects++
+	gen := t.disconnects
+	t.mu.Unlock()
+	switch policy {
+	case OnDisconnectCancel:
+		s.cancel(ctx, t, causeDisconnect)
+	case OnDisconnectGrace:
+		s.wg.Add(1)
+		go s.graceWait(ctx, t, gen, s.now().Add(t.spec.DisconnectGrace))
+	}
+}
+
+// graceWait cancels t once its disconnect grace has passed, unless it ended, a reader is
+// attached, or another disconnect started a later grace.
+func (s *Service) graceWait(ctx context.Context, t *Task, gen uint64, until time.Time) {
+	defer s.wg.Done()
+	gctx, stop := s.opts.Clock.WithDeadlineCause(context.WithoutCancel(ctx), until, causeDisconnect)
+	defer stop()
+	select {
+	case <-t.done:
+		return
+	case <-gctx.Done():
+	}
+	t.mu.Lock()
+	stale := t.disconnects != gen || len(t.subs) > 0
+	t.mu.Unlock()
+	if !stale {
 		s.cancel(ctx, t, causeDisconnect)
 	}
 }

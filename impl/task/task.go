@@ -83,7 +83,19 @@ type Spec struct {
 	Grant int
 	// Weight is the owner's share in fair queueing (0: 1).
 	Weight float64
+	// OnDisconnect is what the loss of the last stream reader does: "" (the service's
+	// default), OnDisconnectCancel, OnDisconnectDetach or OnDisconnectGrace (after
+	// DisconnectGrace without a reader).
+	OnDisconnect    string
+	DisconnectGrace time.Duration
 }
+
+// Disconnect policies of a task (Spec.OnDisconnect).
+const (
+	OnDisconnectCancel = "cancel"
+	OnDisconnectDetach = "detach"
+	OnDisconnectGrace  = "grace"
+)
 
 // item is the task as the queue sees it: the owner is its tenant, charged its expected tokens
 // (else max_tokens) when dispatched.
@@ -193,7 +205,9 @@ type Task struct {
 	errInfo    *ErrorInfo
 	canceled   bool
 	// budgetSpent: onToken refused a token past the budget grant.
-	budgetSpent  bool
+	budgetSpent bool
+	// disconnects counts Disconnected calls: a grace timer acts only if none came after it.
+	disconnects  uint64
 	cancelReason string
 	cancel       context.CancelCauseFunc
 	lastMetrics  time.Time
