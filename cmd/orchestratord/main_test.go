@@ -9,6 +9,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/orchestratord/orchestratord/impl/tenant"
 )
 
 func TestInvalidConfigExitsNamingTheField(t *testing.T) {
@@ -44,10 +46,11 @@ func TestUnknownFlag(t *testing.T) {
 }
 
 // exampleEngines names the engine of the examples not named after it.
-var exampleEngines = map[string]string{"three-replicas": "llamacpp"}
+var exampleEngines = map[string]string{"three-replicas": "llamacpp", "tenants": "llamacpp"}
 
 // TestCheckConfigExamples: every file in examples/ is accepted by --check-config, with a
-// one-line summary naming its engine.
+// one-line summary naming its engine. keys.yaml is the keys file of
+// tenants.yaml, not a config: it must parse as a keys file.
 func TestCheckConfigExamples(t *testing.T) {
 	files, err := filepath.Glob(filepath.Join("..", "..", "examples", "*.yaml"))
 	if err != nil || len(files) == 0 {
@@ -56,6 +59,13 @@ func TestCheckConfigExamples(t *testing.T) {
 	t.Setenv("ORCHD_API_KEYS", "")
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
+			if filepath.Base(f) == "keys.yaml" {
+				keys, err := tenant.ParseFile(f)
+				if err != nil || len(keys) != 3 {
+					t.Fatalf("keys.yaml: %d keys, %v", len(keys), err)
+				}
+				return
+			}
 			var stdout, stderr bytes.Buffer
 			if code := run([]string{"--check-config", f}, &stdout, &stderr); code != 0 {
 				t.Fatalf("exit %d: %s", code, stderr.String())
