@@ -20,6 +20,19 @@ const (
 // apiKey is the key the consumer sends; the provider's daemon is configured with it.
 const apiKey = "pact-consumer-key-0123456789"
 
+// Keys of the provider's keys file, each with one restriction: tasksOnlyKey has only the tasks
+// scope, limitedKey may submit one task a minute, budgetKey has a 16-token budget.
+const (
+	tasksOnlyKey = "pact-tasks-only-key-0123456789"
+	limitedKey   = "pact-limited-key-0123456789"
+	budgetKey    = "pact-budget-key-0123456789"
+	keysFile     = `keys:
+  - {name: tasks-only, key: ` + tasksOnlyKey + `, scopes: [tasks]}
+  - {name: limited, key: ` + limitedKey + `, scopes: [tasks], rpm: 1}
+  - {name: budgeted, key: ` + budgetKey + `, scopes: [tasks], token_budget: 16}
+`
+)
+
 // The daemon's single pool, as the consumer knows it.
 const (
 	poolID   = "default"
@@ -35,6 +48,10 @@ const (
 const (
 	// The daemon serves pool default, ready, with a free slot and an empty queue.
 	stateReady = "pool default is ready"
+	// Key limited (rpm 1) submitted a task this minute.
+	stateRateLimited = "key limited has used its submissions for this minute"
+	// Key budgeted (token_budget 16) submitted a task with max_tokens 16.
+	stateBudgetSpent = "key budgeted has reserved its whole token budget"
 	// A task was admitted and is still running (its engine generation is held): {taskId, sessionId}.
 	stateTask = "a task is running"
 	// A task ran to completion: {taskId}.

@@ -673,6 +673,85 @@ var interactions = []interaction{
 		},
 	},
 	{
+		name: "403 scope",
+		build: func(i *consumer.V4UnconfiguredInteraction) *consumer.V4InteractionWithResponse {
+			return i.Given(stateReady).UponReceiving("a key without the control scope may not drain a pool").
+				WithRequest(http.MethodPost, "/v1/pools/"+poolID+"/drain", func(b *consumer.V4RequestBuilder) {
+					b.Header("X-API-Key", m.S(tasksOnlyKey)).Header("X-Correlation-Id", m.S("pact-403-scope")).
+						Header("Content-Type", m.S("application/json")).JSONBody(map[string]any{"deadline_ms": 60000})
+				}).
+				WillRespondWith(http.StatusForbidden, jsonResponse("pact-403-scope", errorBody("FORBIDDEN", false)))
+		},
+		run: func(ctx context.Context, base string) error {
+			r, err := newClient(base, tasksOnlyKey).DrainPoolWithResponse(ctx, poolID, &client.DrainPoolParams{XCorrelationId: ptr("pact-403-scope")},
+				client.DrainRequest{DeadlineMs: 60000})
+			if err != nil {
+				return err
+			}
+			if err := wantStatus(r.StatusCode(), http.StatusForbidden, r.JSON403 != nil, r.Body); err != nil {
+				return err
+			}
+			return wantEnvelope(r.JSON403, client.FORBIDDEN)
+		},
+	},
+	{
+		name: "429 rate limited",
+		build: func(i *consumer.V4UnconfiguredInteraction) *consumer.V4InteractionWithResponse {
+			body := errorBody("RATE_LIMITED", true)
+			body["retriable"], body["policy_label"], body["limit"], body["retry_after_ms"] = true, m.S("rate-limit"), m.S("requests"), m.Integer(60000)
+			return i.Given(stateRateLimited).UponReceiving("a task over its key's submissions per minute is refused").
+				WithRequest(http.MethodPost, "/v1/tasks", func(b *consumer.V4RequestBuilder) {
+					b.Header("X-API-Key", m.S(limitedKey)).Header("X-Correlation-Id", m.S("pact-429-rate")).
+						Header("Content-Type", m.S("application/json")).JSONBody(taskRequestBody(unknownTaskID, exampleSessionID, client.Interactive))
+				}).
+				WillRespondWith(http.StatusTooManyRequests, jsonResponse("pact-429-rate", body, func(b *consumer.V4ResponseBuilder) {
+					b.Header("Retry-After", m.Term("60", positiveIntRe)).Header("X-Backoff-Ms", m.Term("60000", positiveIntRe)).
+						Header("x-ratelimit-limit-requests", m.S("1")).Header("x-ratelimit-remaining-requests", m.S("0"))
+				}))
+		},
+		run: func(ctx context.Context, base string) error {
+			r, err := newClient(base, limitedKey).CreateTaskWithResponse(ctx, &client.CreateTaskParams{XCorrelationId: ptr("pact-429-rate")},
+				taskRequest(unknownTaskID, exampleSessionID, client.Interactive))
+			if err != nil {
+				return err
+			}
+			if err := want429(r, client.RATELIMITED); err != nil {
+				return err
+			}
+			if r.JSON429.Limit == nil || *r.JSON429.Limit != client.BackpressureErrorEnvelopeLimitRequests {
+				return fmt.Errorf("limit %v, want requests", r.JSON429.Limit)
+			}
+			return nil
+		},
+	},
+	{
+		name: "429 budget exceeded",
+		build: func(i *consumer.V4UnconfiguredInteraction) *consumer.V4InteractionWithResponse {
+			body := errorBody("BUDGET_EXCEEDED", true)
+			body["policy_label"], body["retry_after_ms"] = m.S("budget"), m.Integer(60000)
+			return i.Given(stateBudgetSpent).UponReceiving("a task of a key whose token budget is spent is refused").
+				WithRequest(http.MethodPost, "/v1/tasks", func(b *consumer.V4RequestBuilder) {
+					b.Header("X-API-Key", m.S(budgetKey)).Header("X-Correlation-Id", m.S("pact-429-budget")).
+						Header("Content-Type", m.S("application/json")).JSONBody(taskRequestBody(unknownTaskID, exampleSessionID, client.Interactive))
+				}).
+				WillRespondWith(http.StatusTooManyRequests, jsonResponse("pact-429-budget", body, func(b *consumer.V4ResponseBuilder) {
+					b.Header("Retry-After", m.Term("60", positiveIntRe)).Header("X-Backoff-Ms", m.Term("60000", positiveIntRe)).
+						Header("X-Budget-Tokens-Remaining", m.S("0"))
+				}))
+		},
+		run: func(ctx context.Context, base string) error {
+			r, err := newClient(base, budgetKey).CreateTaskWithResponse(ctx, &client.CreateTaskParams{XCorrelationId: ptr("pact-429-budget")},
+				taskRequest(unknownTaskID, exampleSessionID, client.Interactive))
+			if err != nil {
+				return err
+			}
+			if err := want429(r, client.BUDGETEXCEEDED); err != nil {
+				return err
+			}
+			return wantHeaderInt(r.HTTPResponse.Header, "X-Budget-Tokens-Remaining", 0)
+		},
+	},
+	{
 		name: "503 drained",
 		build: func(i *consumer.V4UnconfiguredInteraction) *consumer.V4InteractionWithResponse {
 			return i.Given(stateDrained).UponReceiving("a task is refused because its pool is draining").

@@ -58,6 +58,8 @@ func TestProvider(t *testing.T) {
 		PactFiles:       []string{file},
 		StateHandlers: models.StateHandlers{
 			stateReady:                p.state(base, nil),
+			stateRateLimited:          p.state(base, submitAs(limitedKey)),
+			stateBudgetSpent:          p.state(base, submitAs(budgetKey)),
 			stateTask:                 p.state(base, (*daemon).runningTask),
 			stateFinishedTask:         p.state(base, (*daemon).finishedTask),
 			stateSession:              p.state(base, (*daemon).session),
@@ -229,6 +231,10 @@ pools:
     prior_tokens_per_s: 50
     replicas:
 %s`, state, dc.bodyLimit, dc.capacity, dc.policy, dc.artifactsMaxCount, poolID, modelRef, modelID, replica)
+	if err := os.WriteFile(filepath.Join(dir, "keys.yaml"), []byte(keysFile), 0o600); err != nil {
+		return nil, err
+	}
+	yaml = "keys_file: keys.yaml\n" + yaml
 	cfgPath := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
 		return nil, err
@@ -307,6 +313,11 @@ type poolHealth struct {
 
 // call sends a request with the API key and decodes a JSON answer into out (when not nil).
 func (d *daemon) call(method, path string, body, out any, want int) error {
+	return d.callAs(apiKey, method, path, body, out, want)
+}
+
+// callAs is call with another key.
+func (d *daemon) callAs(key, method, path string, body, out any, want int) error {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -319,7 +330,7 @@ func (d *daemon) call(method, path string, body, out any, want int) error {
 	if err != nil {
 		return err
 	}
-	req.Header.Set("X-API-Key", apiKey)
+	req.Header.Set("X-API-Key", key)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -370,6 +381,19 @@ const (
 	priorityInteractive = "interactive"
 	priorityBatch       = "batch"
 )
+
+// submitAs produces a state by admitting one small task (max_tokens 16) with key.
+func submitAs(key string) func(*daemon) (models.ProviderStateResponse, error) {
+	return func(d *daemon) (models.ProviderStateResponse, error) {
+		id := uuid.NewString()
+		err := d.callAs(key, http.MethodPost, "/v1/tasks", map[string]any{
+			"task_id": id, "session_id": uuid.NewString(), "workload": "completion", "model_ref": modelID,
+			"engine": "llamacpp", "ctx": 2048, "priority": priorityInteractive, "prompt": "Once upon a time",
+			"max_tokens": 16, "deadline_ms": 60000,
+		}, nil, http.StatusAccepted)
+		return nil, err
+	}
+}
 
 // submit admits a small task and returns its id.
 func (d *daemon) submit(sessionID, priority string) (string, error) {
