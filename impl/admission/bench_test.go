@@ -148,3 +148,47 @@ func BenchmarkCancel(b *testing.B) {
 // op would measure the disturbance of StopTimer/StartTimer (a stop-the-world ReadMemStats that
 // idles the owner goroutine) more than the op.
 const benchMinRound = 8
+
+// BenchmarkEnqueueDispatchTenants measures the admission cost of fair queueing: one op is an
+// Enqueue plus the Done that dispatches the class's fair head, on one pool with one slot, the
+// queue holding one item of each of `tenants` tenants (weights 1–4, costs 16–256 tokens).
+func BenchmarkEnqueueDispatchTenants(b *testing.B) {
+	for _, tenants := range []int{1, 1000} {
+		b.Run(fmt.Sprintf("tenants=%d", tenants), func(b *testing.B) {
+			q := admission.New(admission.Options{Capacity: tenants + 8, Dispatch: func(admission.Item) {}})
+			ctx, cancel := context.WithCancel(context.Background())
+			stopped := make(chan error, 1)
+			go func() { stopped <- q.Run(ctx) }()
+			defer func() { cancel(); _ = <-stopped }()
+			bg := context.Background()
+			if err := q.SetPool(bg, "p", admission.PoolConfig{Slots: 1, Dispatchable: true, PriorServiceMs: 1000}); err != nil {
+				b.Fatal(err)
+			}
+			rng := rand.New(rand.NewPCG(1, 2))
+			names := newIDs("tenant-", tenants)
+			item := func(id string, i int) admission.Item {
+				return admission.Item{ID: id, Pool: "p", Priority: admission.Interactive, Tenant: names[i%tenants],
+					Weight: float64(1 + i%4), Cost: float64(int(16) << rng.IntN(5))}
+			}
+			if _, err := q.Enqueue(bg, item("running", 0)); err != nil { // takes the slot
+				b.Fatal(err)
+			}
+			for i := range tenants {
+				if _, err := q.Enqueue(bg, item("f"+strconv.Itoa(i), i)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			ids := newIDs("e", b.N)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				if _, err := q.Enqueue(bg, item(ids[i], i)); err != nil {
+					b.Fatal(err)
+				}
+				if err := q.Done(bg, "p", admission.DoneInfo{}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -1,6 +1,19 @@
 package admission
 
-import "container/heap"
+import (
+	"container/heap"
+	"math"
+)
+
+// earlier orders two virtual starts: a before b, counters within rounding of each other
+// being equal and then ordered by tenant name. Counters are sums of cost/weight in floating
+// point; two ways of summing the same terms may differ in the last bits.
+func earlier(a float64, an string, b float64, bn string) bool {
+	if math.Abs(a-b) <= 1e-9*math.Max(1, math.Max(math.Abs(a), math.Abs(b))) {
+		return an < bn
+	}
+	return a < b
+}
 
 // Fair queueing within a pool's priority class: virtual token counters (VTC, Sheng et al.,
 // "Fairness in Serving Large Language Models", OSDI 2024). Each tenant (the key that submitted
@@ -15,7 +28,10 @@ type tenantQ struct {
 	name string
 	q    dlist // k = linkTenant, FIFO
 	vtc  float64
-	idx  int // in fairQueue.h; -1 while not backlogged
+	// pending is the queued items' cost/weight: the tenant's last item starts at
+	// vtc+pending-its own.
+	pending float64
+	idx     int // in fairQueue.h; -1 while not backlogged
 }
 
 // fairQueue is the tenants of one pool and class. The heap holds the backlogged tenants, least
@@ -50,6 +66,7 @@ func (f *fairQueue) push(n *node) {
 		heap.Push(&f.h, t)
 	}
 	t.q.pushBack(n)
+	t.pending += n.item.cost() / n.item.weight()
 	n.tq = t
 }
 
@@ -57,6 +74,10 @@ func (f *fairQueue) push(n *node) {
 func (f *fairQueue) remove(n *node) {
 	t := n.tq
 	t.q.remove(n)
+	t.pending -= n.item.cost() / n.item.weight()
+	if t.q.len == 0 {
+		t.pending = 0 // no drift left behind
+	}
 	n.tq = nil
 	if t.q.len == 0 && t.idx >= 0 {
 		heap.Remove(&f.h, t.idx)
@@ -84,6 +105,32 @@ func (f *fairQueue) charge(name string, cost, weight float64) {
 	if t.idx >= 0 {
 		heap.Fix(&f.h, t.idx)
 	}
+}
+
+// tailOrder is order for n, the last item of its tenant (just pushed), in O(tenants) when
+// every other tenant's items start either all before or all after it: an item ahead is one
+// whose virtual start is smaller (on a tie, whose tenant name is).
+func (f *fairQueue) tailOrder(n *node) (int, float64) {
+	t := n.tq
+	v := t.vtc + t.pending - n.item.cost()/n.item.weight()
+	pos := t.q.len - 1
+	for _, u := range f.h {
+		if u == t {
+			continue
+		}
+		before := func(vs float64) bool { return earlier(vs, u.name, v, t.name) }
+		last := u.q.tail
+		if before(u.vtc + u.pending - last.item.cost()/last.item.weight()) {
+			pos += u.q.len
+			continue
+		}
+		vs := u.vtc
+		for m := u.q.head; m != nil && before(vs); m = m.links[linkTenant].next {
+			pos++
+			vs += m.item.cost() / m.item.weight()
+		}
+	}
+	return pos, v
 }
 
 // order is how many queued items of the class would be served before until if nothing else
@@ -123,10 +170,7 @@ type cursorHeap []cursor
 
 func (h cursorHeap) Len() int { return len(h) }
 func (h cursorHeap) Less(i, j int) bool {
-	if h[i].vtc != h[j].vtc {
-		return h[i].vtc < h[j].vtc
-	}
-	return h[i].n.item.Tenant < h[j].n.item.Tenant
+	return earlier(h[i].vtc, h[i].n.item.Tenant, h[j].vtc, h[j].n.item.Tenant)
 }
 func (h cursorHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
 func (h *cursorHeap) Push(x any)   { *h = append(*h, x.(cursor)) } //nolint:forcetypeassert // only cursors are pushed
@@ -140,13 +184,8 @@ func (h *cursorHeap) Pop() any {
 // tenantHeap orders backlogged tenants by counter, then name (deterministic ties).
 type tenantHeap []*tenantQ
 
-func (h tenantHeap) Len() int { return len(h) }
-func (h tenantHeap) Less(i, j int) bool {
-	if h[i].vtc != h[j].vtc {
-		return h[i].vtc < h[j].vtc
-	}
-	return h[i].name < h[j].name
-}
+func (h tenantHeap) Len() int           { return len(h) }
+func (h tenantHeap) Less(i, j int) bool { return earlier(h[i].vtc, h[i].name, h[j].vtc, h[j].name) }
 func (h tenantHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
 	h[i].idx, h[j].idx = i, j

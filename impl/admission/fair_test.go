@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -234,5 +235,35 @@ func TestFairPosition(t *testing.T) {
 	want := []string{"a0", "b0", "a1", "a2", "a3"}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("dispatch order %v, want %v", got, want)
+	}
+}
+
+// TestFairPositionAtEnqueue: the position Enqueue reports (computed from the tenants' pending
+// sums) is the one Position reports (computed by playing the counters forward), for random
+// tenants, weights and costs, with some items dispatched in between.
+func TestFairPositionAtEnqueue(t *testing.T) {
+	h := start(t, admission.Options{Capacity: 10000})
+	h.setPool("p", closedPool(1))
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range 400 {
+		tenant := fmt.Sprint("t", rng.IntN(7))
+		it := admission.Item{ID: fmt.Sprint("i", i), Pool: "p", Priority: admission.Priority(rng.IntN(2)),
+			Tenant: tenant, Weight: float64(1 + len(tenant)%3), Cost: float64(1 + rng.IntN(64))}
+		adm, err := h.q.Enqueue(ctx, it)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pl, ok := h.position(it.ID)
+		if !ok || pl.Position != adm.Position || math.Abs(pl.VirtualStart-adm.VirtualStart) > 1e-9 {
+			t.Fatalf("item %d: Enqueue placed it at %+v, Position says %+v", i, adm.Placement, pl)
+		}
+		if i%50 == 49 { // let a few go, charging counters
+			h.setPool("p", openPool(1))
+			h.done("p", admission.DoneInfo{})
+			h.done("p", admission.DoneInfo{})
+			h.setPool("p", closedPool(1))
+			h.done("p", admission.DoneInfo{})
+		}
 	}
 }

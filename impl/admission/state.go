@@ -166,7 +166,7 @@ func (s *state) enqueue(it Item) (Admission, error) {
 	s.depth++
 	s.outcomes[Admitted]++
 
-	adm.Placement = s.placementOf(n)
+	adm.Placement = s.placementOf(n, true)
 	adm.PredictedStartMs = PredictStartMs(adm.Position, p.cfg.Slots, p.free(), p.meanServiceMs)
 	return adm, nil
 }
@@ -302,18 +302,25 @@ func (s *state) position(id string) (Placement, bool) {
 	if n == nil {
 		return Placement{}, false
 	}
-	pl := s.placementOf(n)
+	pl := s.placementOf(n, false)
 	p := n.pool
 	pl.PredictedStartMs = PredictStartMs(pl.Position, p.cfg.Slots, p.free(), p.meanServiceMs)
 	return pl, true
 }
 
 // placementOf is n's place in its pool's dispatch order: the interactive items, then the
-// batch items, each class in fair order (PredictedStartMs left to the caller).
-func (s *state) placementOf(n *node) Placement {
+// batch items, each class in fair order (PredictedStartMs left to the caller). tail: n was
+// just enqueued.
+func (s *state) placementOf(n *node, tail bool) Placement {
 	p := n.pool
 	var pl Placement
-	ahead, vstart := p.fair[n.item.Priority].order(n)
+	var ahead int
+	var vstart float64
+	if tail { // just enqueued: the last of its tenant
+		ahead, vstart = p.fair[n.item.Priority].tailOrder(n)
+	} else {
+		ahead, vstart = p.fair[n.item.Priority].order(n)
+	}
 	pl.VirtualStart = vstart
 	if n.item.Priority == Batch {
 		pl.AheadInteractive, pl.AheadBatch = p.q[Interactive].len, ahead
