@@ -50,10 +50,10 @@ type bucket struct {
 	at    time.Time
 }
 
-func (b *bucket) refill(now time.Time, max int) {
-	if b.max != max { // the keys file was reloaded
-		b.max = max
-		b.level = math.Min(b.level, float64(max))
+func (b *bucket) refill(now time.Time, limit int) {
+	if b.max != limit { // the keys file was reloaded
+		b.max = limit
+		b.level = math.Min(b.level, float64(limit))
 	}
 	if dt := now.Sub(b.at); dt > 0 {
 		b.level = math.Min(float64(b.max), b.level+dt.Minutes()*float64(b.max))
@@ -91,13 +91,13 @@ func NewLimiter(now func() time.Time) *Limiter {
 	return &Limiter{now: now, rpm: map[string]*bucket{}, tpm: map[string]*bucket{}}
 }
 
-func (l *Limiter) bucketLocked(m map[string]*bucket, name string, max int, now time.Time) *bucket {
+func (l *Limiter) bucketLocked(m map[string]*bucket, name string, limit int, now time.Time) *bucket {
 	b := m[name]
 	if b == nil {
-		b = &bucket{max: max, level: float64(max), at: now}
+		b = &bucket{max: limit, level: float64(limit), at: now}
 		m[name] = b
 	}
-	b.refill(now, max)
+	b.refill(now, limit)
 	return b
 }
 
