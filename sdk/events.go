@@ -58,6 +58,8 @@ type End struct {
 	Migrations int32 `json:"migrations,omitempty"`
 	// TokensCached is how many prompt tokens the engine served from its KV cache.
 	TokensCached int32 `json:"tokens_cached,omitempty"`
+	// Stop is "budget" when the task used all its key's token budget granted it at admission.
+	Stop string `json:"stop,omitempty"`
 }
 
 // ErrorEvent is the last event of a task that failed. It is an error too.
