@@ -426,3 +426,29 @@ func TestOnDisconnect(t *testing.T) {
 		}
 	})
 }
+
+// TestSessionBudgetHolds: the session's token budget (sessions.token_budget) stops a task at
+// what is left of it, and refuses a task of a session with nothing left.
+func TestSessionBudgetHolds(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, withTokenBudget(12))
+	session := uuid.New()
+	first := taskReq(session)
+	h.submit(t, first)
+	h.waitState(t, first.TaskId, client.Succeeded) // 10 tokens: 2 left
+	second := taskReq(session)
+	h.submit(t, second)
+	frames := h.openStream(t, second.TaskId, streamOpts{}).rest()
+	if end := frames[len(frames)-1]; end.Event != "end" || end.Data["stop"] != "budget" || end.Data["tokens_out"] != float64(2) {
+		t.Fatalf("the second task's end: %s", end.Raw)
+	}
+	eventually(t, "the session's budget spent", func() bool {
+		g, err := h.client.GetSessionWithResponse(h.ctx(t), session, nil)
+		return err == nil && g.JSON200 != nil && g.JSON200.TokensBudgetRemaining != nil && *g.JSON200.TokensBudgetRemaining == 0
+	})
+	r, err := h.client.CreateTaskWithResponse(h.ctx(t), nil, taskReq(session))
+	if err != nil || r.StatusCode() != http.StatusTooManyRequests || r.JSON429 == nil || r.JSON429.Code != client.BUDGETEXCEEDED ||
+		!strings.Contains(r.JSON429.Message, "session") || r.HTTPResponse.Header.Get("X-Budget-Tokens-Remaining") != "0" {
+		t.Fatalf("a task of a spent session: %v %d %s", err, r.StatusCode(), r.Body)
+	}
+}

@@ -51,6 +51,21 @@ func (s *Server) createTask(ctx context.Context, req api.CreateTaskRequestObject
 			return nil, err
 		}
 	}
+	// The session's budget: a session with nothing left is refused, one with less than
+	// max_tokens left stops the task there.
+	if info, ok := s.opts.Sessions.Get(spec.SessionID); ok && info.TokensBudgetRemaining != nil {
+		left := *info.TokensBudgetRemaining
+		if left <= 0 {
+			s.refund(ctx, key, spec.MaxTokens, 0)
+			if h := responseHeader(ctx); h != nil {
+				h.Set("X-Budget-Tokens-Remaining", "0")
+			}
+			return nil, &tenant.BudgetError{Key: key.Name, Session: spec.SessionID}
+		}
+		if left < int64(spec.MaxTokens) {
+			spec.StopAt = int(left)
+		}
+	}
 	keyLeft := int64(-1)
 	if s.opts.Budgets != nil {
 		grant, left, err := s.opts.Budgets.Reserve(key, spec.MaxTokens)
@@ -63,6 +78,9 @@ func (s *Server) createTask(ctx context.Context, req api.CreateTaskRequestObject
 		}
 		if key.TokenBudget > 0 {
 			spec.Grant, keyLeft = grant, left
+			if grant < spec.MaxTokens && (spec.StopAt == 0 || grant < spec.StopAt) {
+				spec.StopAt = grant
+			}
 		}
 	}
 	adm, err := s.opts.Tasks.Submit(ctx, spec)

@@ -140,7 +140,7 @@ func (s *Service) onToken(ctx context.Context, t *Task, tok engine.Token) error 
 		t.mu.Unlock()
 		return context.Canceled
 	}
-	if t.spec.Grant > 0 && t.tokensOut >= t.spec.Grant {
+	if t.spec.StopAt > 0 && t.tokensOut >= t.spec.StopAt {
 		t.budgetSpent = true
 		t.mu.Unlock()
 		return errBudgetSpent

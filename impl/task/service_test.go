@@ -572,7 +572,7 @@ func TestBudgetStop(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, 4, 1, admission.Reject)
 			s := spec(admission.Interactive)
-			s.Owner, s.Grant = "alice", tc.grant
+			s.Owner, s.Grant, s.StopAt = "alice", tc.grant, tc.grant
 			h.submit(s)
 			<-h.eng.started
 			for i := range tc.send {

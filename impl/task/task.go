@@ -78,9 +78,12 @@ type Spec struct {
 	CorrelationID string
 	// Owner names the key that created the task: only it may read, stream or cancel the task.
 	Owner string
-	// Grant is the tokens the owner's budget granted the task at admission (0: no budget). A
-	// grant below MaxTokens ends the task after Grant tokens with stop "budget".
+	// Grant is the tokens the owner's budget granted the task at admission (0: no budget),
+	// settled when the task ends.
 	Grant int
+	// StopAt ends the task after that many tokens with stop "budget" (0: max_tokens): the
+	// smaller of the key's grant and the session's remaining budget, when below max_tokens.
+	StopAt int
 	// Weight is the owner's share in fair queueing (0: 1).
 	Weight float64
 	// OnDisconnect is what the loss of the last stream reader does: "" (the service's

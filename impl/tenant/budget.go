@@ -12,14 +12,19 @@ import (
 
 // BudgetError is a submission refused because its key's token budget is spent.
 type BudgetError struct {
-	Key    string
-	Budget int64
+	Key string
+	// Session is set when the session's budget is spent rather than the key's.
+	Session string
+	Budget  int64
 	// Pending is what the key's admitted tasks still hold reserved: a retry may succeed once
 	// they end with tokens unused.
 	Pending int64
 }
 
 func (e *BudgetError) Error() string {
+	if e.Session != "" {
+		return fmt.Sprintf("session %s: token budget spent", e.Session)
+	}
 	return fmt.Sprintf("key %q: token budget of %d spent", e.Key, e.Budget)
 }
 
