@@ -281,7 +281,8 @@ func (s *Server) runCompletion(ctx context.Context, c completion) (*openAIRespon
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.opts.Tasks.Submit(ctx, spec); err != nil {
+	if _, err := s.admit(ctx, spec); err != nil {
+		s.countRejection(ctx, err)
 		return nil, err
 	}
 	t, err := s.opts.Tasks.Task(spec.ID)

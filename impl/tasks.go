@@ -24,10 +24,17 @@ import (
 // CreateTask admits a task; a refusal is counted against the key.
 func (s *Server) CreateTask(ctx context.Context, req api.CreateTaskRequestObject) (api.CreateTaskResponseObject, error) {
 	resp, err := s.createTask(ctx, req)
-	if err != nil && s.opts.Metrics != nil {
-		s.opts.Metrics.TenantRejections.WithLabelValues(callerKey(ctx).Name, toAPIError(err).Code).Inc()
+	if err != nil {
+		s.countRejection(ctx, err)
 	}
 	return resp, err
+}
+
+// countRejection counts a refused submission against the calling key.
+func (s *Server) countRejection(ctx context.Context, err error) {
+	if s.opts.Metrics != nil {
+		s.opts.Metrics.TenantRejections.WithLabelValues(callerKey(ctx).Name, toAPIError(err).Code).Inc()
+	}
 }
 
 func (s *Server) createTask(ctx context.Context, req api.CreateTaskRequestObject) (api.CreateTaskResponseObject, error) {
@@ -37,65 +44,9 @@ func (s *Server) createTask(ctx context.Context, req api.CreateTaskRequestObject
 		return nil, err
 	}
 	spec.CorrelationID = CorrelationID(ctx)
-	key := callerKey(ctx)
-	spec.Owner, spec.Weight = key.Name, key.Weight
-	if key.MaxPriority != "" {
-		if most, err := admission.ParsePriority(key.MaxPriority); err == nil && spec.Priority < most {
-			return nil, Errorf("FORBIDDEN", "key %q may submit %s tasks at most, not %s", key.Name, most, spec.Priority)
-		}
-	}
-	if s.opts.Limits != nil {
-		ws, err := s.opts.Limits.Admit(key, spec.MaxTokens)
-		SetRateLimitHeaders(responseHeader(ctx), ws)
-		if err != nil {
-			return nil, err
-		}
-	}
-	// The session's budget: a session with nothing left is refused, one with less than
-	// max_tokens left stops the task there.
-	if info, ok := s.opts.Sessions.Get(spec.SessionID); ok && info.TokensBudgetRemaining != nil {
-		left := *info.TokensBudgetRemaining
-		if left <= 0 {
-			s.refund(ctx, key, spec.MaxTokens, 0)
-			if h := responseHeader(ctx); h != nil {
-				h.Set("X-Budget-Tokens-Remaining", "0")
-			}
-			return nil, &tenant.BudgetError{Key: key.Name, Session: spec.SessionID}
-		}
-		if left < int64(spec.MaxTokens) {
-			spec.StopAt = int(left)
-		}
-	}
-	keyLeft := int64(-1)
-	if s.opts.Budgets != nil {
-		grant, left, err := s.opts.Budgets.Reserve(key, spec.MaxTokens)
-		if err != nil {
-			s.refund(ctx, key, spec.MaxTokens, 0)
-			if h := responseHeader(ctx); h != nil {
-				h.Set("X-Budget-Tokens-Remaining", "0")
-			}
-			return nil, err
-		}
-		if key.TokenBudget > 0 {
-			spec.Grant, keyLeft = grant, left
-			if grant < spec.MaxTokens && (spec.StopAt == 0 || grant < spec.StopAt) {
-				spec.StopAt = grant
-			}
-		}
-	}
-	adm, err := s.opts.Tasks.Submit(ctx, spec)
-	if err != nil || adm.Replayed {
-		// Tokens are reserved once per task: a refused submission or a re-post gives them back.
-		s.refund(ctx, key, spec.MaxTokens, spec.Grant)
-		if adm.Replayed && s.opts.Budgets != nil && key.TokenBudget > 0 {
-			keyLeft = s.opts.Budgets.Remaining(key)
-		}
-	}
+	adm, err := s.admit(ctx, spec)
 	if err != nil {
 		return nil, err
-	}
-	if keyLeft >= 0 && (adm.TokensBudgetRemaining == nil || keyLeft < *adm.TokensBudgetRemaining) {
-		adm.TokensBudgetRemaining = &keyLeft
 	}
 	id, session := req.Body.TaskId, req.Body.SessionId
 	sseURL := "/v1/tasks/" + id.String() + "/stream"
@@ -130,6 +81,73 @@ func generateIDs(b *api.TaskRequest) {
 	if b.SessionId == uuid.Nil {
 		b.SessionId = uuid.New()
 	}
+}
+
+// admit runs a task's admission for the calling key: its max_priority, rate limits, token
+// budget and its session's, then the task service. What a refused or replayed submission
+// reserved goes back. POST /v1/tasks and the OpenAI-compatible endpoints both admit through it.
+func (s *Server) admit(ctx context.Context, spec task.Spec) (task.Admission, error) {
+	key := callerKey(ctx)
+	spec.Owner, spec.Weight = key.Name, key.Weight
+	if key.MaxPriority != "" {
+		if most, err := admission.ParsePriority(key.MaxPriority); err == nil && spec.Priority < most {
+			return task.Admission{}, Errorf("FORBIDDEN", "key %q may submit %s tasks at most, not %s", key.Name, most, spec.Priority)
+		}
+	}
+	if s.opts.Limits != nil {
+		ws, err := s.opts.Limits.Admit(key, spec.MaxTokens)
+		SetRateLimitHeaders(responseHeader(ctx), ws)
+		if err != nil {
+			return task.Admission{}, err
+		}
+	}
+	// The session's budget: a session with nothing left is refused, one with less than
+	// max_tokens left stops the task there.
+	if info, ok := s.opts.Sessions.Get(spec.SessionID); ok && info.TokensBudgetRemaining != nil {
+		left := *info.TokensBudgetRemaining
+		if left <= 0 {
+			s.refund(ctx, key, spec.MaxTokens, 0)
+			if h := responseHeader(ctx); h != nil {
+				h.Set("X-Budget-Tokens-Remaining", "0")
+			}
+			return task.Admission{}, &tenant.BudgetError{Key: key.Name, Session: spec.SessionID}
+		}
+		if left < int64(spec.MaxTokens) {
+			spec.StopAt = int(left)
+		}
+	}
+	keyLeft := int64(-1)
+	if s.opts.Budgets != nil {
+		grant, left, err := s.opts.Budgets.Reserve(key, spec.MaxTokens)
+		if err != nil {
+			s.refund(ctx, key, spec.MaxTokens, 0)
+			if h := responseHeader(ctx); h != nil {
+				h.Set("X-Budget-Tokens-Remaining", "0")
+			}
+			return task.Admission{}, err
+		}
+		if key.TokenBudget > 0 {
+			spec.Grant, keyLeft = grant, left
+			if grant < spec.MaxTokens && (spec.StopAt == 0 || grant < spec.StopAt) {
+				spec.StopAt = grant
+			}
+		}
+	}
+	adm, err := s.opts.Tasks.Submit(ctx, spec)
+	if err != nil || adm.Replayed {
+		// Tokens are reserved once per task: a refused submission or a re-post gives them back.
+		s.refund(ctx, key, spec.MaxTokens, spec.Grant)
+		if adm.Replayed && s.opts.Budgets != nil && key.TokenBudget > 0 {
+			keyLeft = s.opts.Budgets.Remaining(key)
+		}
+	}
+	if err != nil {
+		return task.Admission{}, err
+	}
+	if keyLeft >= 0 && (adm.TokensBudgetRemaining == nil || keyLeft < *adm.TokensBudgetRemaining) {
+		adm.TokensBudgetRemaining = &keyLeft
+	}
+	return adm, nil
 }
 
 // callerKey is the request's key; without one (a handler called outside Auth, in tests) the
