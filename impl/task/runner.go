@@ -204,6 +204,12 @@ func (s *Service) finish(t *Task, st Status, ei *ErrorInfo, res engine.Result, d
 	t.tokensIn = res.TokensIn
 	tokensOut := t.tokensOut
 	decodeMs := decode.Milliseconds()
+	if s.opts.Meter != nil {
+		// Before the final frame: a client that reads the end and submits again finds the
+		// key's budget and tokens-per-minute already settled. (Lock order: t.mu, then the
+		// meter's own; the meter never calls back.)
+		s.opts.Meter.Settle(t.spec.Owner, t.spec.MaxTokens, t.spec.Grant, tokensOut)
+	}
 	switch st {
 	case Succeeded, Canceled:
 		t.appendFinalLocked("end", endData(tokensOut, decodeMs, st == Canceled, res.Stop, t.migrations, res.TokensCached))
@@ -219,9 +225,6 @@ func (s *Service) finish(t *Task, st Status, ei *ErrorInfo, res engine.Result, d
 	s.load[t.poolID]--
 	s.finished = append(s.finished, finishedRef{id: t.spec.ID, at: now})
 	s.mu.Unlock()
-	if s.opts.Meter != nil {
-		s.opts.Meter.Settle(t.spec.Owner, t.spec.MaxTokens, t.spec.Grant, tokensOut)
-	}
 
 	s.m.TasksFinished.WithLabelValues(t.engine, t.poolID, st.String()).Inc()
 	if st == Canceled {
