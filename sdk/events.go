@@ -60,10 +60,6 @@ type End struct {
 	TokensCached int32 `json:"tokens_cached,omitempty"`
 	// Stop is "budget" when the task used all its key's token budget granted it at admission.
 	Stop string `json:"stop,omitempty"`
-	// Migrations: times the task moved mid-stream to another replica (0: never).
-	Migrations int32 `json:"migrations,omitempty"`
-	// TokensCached: prompt tokens the engine served from its KV cache (0: none reported).
-	TokensCached int32 `json:"tokens_cached,omitempty"`
 }
 
 // ErrorEvent is the last event of a task that failed. It is an error too.
