@@ -431,19 +431,36 @@ func (a *App) refreshGauges(ctx context.Context) {
 			a.metrics.ReplicaReady.WithLabelValues(v.ID, r.ID).Set(b2f(r.Ready() && r.Breaker != placement.BreakerOpen))
 			a.metrics.ReplicaBreaker.WithLabelValues(v.ID, r.ID).Set(float64(r.Breaker))
 		}
-		switch {
-		case v.HasEngineLoad && v.EngineLoad.KVUsage >= 0:
-			// The engine's own figure, from its driver's load probe (e.g. vllm:kv_cache_usage_perc).
-			a.metrics.KVCacheUsage.WithLabelValues(v.Engine, v.EngineVersion, v.ID, "r0").Set(v.EngineLoad.KVUsage)
-		case ps.Slots > 0:
-			a.metrics.KVCacheUsage.WithLabelValues(v.Engine, v.EngineVersion, v.ID, "r0").Set(float64(ps.Busy) / float64(ps.Slots))
-		}
-		for _, d := range inv.Devices {
-			dev := strconv.Itoa(d.Index)
-			a.metrics.GPUUtilization.WithLabelValues(v.Engine, v.EngineVersion, v.ID, "r0", dev).Set(float64(d.UtilizationPct))
-			a.metrics.VRAMUsed.WithLabelValues(v.Engine, v.EngineVersion, v.ID, "r0", dev).Set(float64(d.MemoryUsed))
+		for _, r := range v.Replicas {
+			switch {
+			case r.HasEngineLoad && r.EngineLoad.KVUsage >= 0:
+				// The engine's own figure, from its driver's load probe (e.g. vllm:kv_cache_usage_perc).
+				a.metrics.KVCacheUsage.WithLabelValues(v.Engine, v.EngineVersion, v.ID, r.ID).Set(r.EngineLoad.KVUsage)
+			case r.Slots > 0:
+				a.metrics.KVCacheUsage.WithLabelValues(v.Engine, v.EngineVersion, v.ID, r.ID).Set(float64(r.Busy) / float64(r.Slots))
+			}
+			for _, d := range replicaDevices(r, inv) {
+				dev := strconv.Itoa(d.Index)
+				a.metrics.GPUUtilization.WithLabelValues(v.Engine, v.EngineVersion, v.ID, r.ID, dev).Set(float64(d.UtilizationPct))
+				a.metrics.VRAMUsed.WithLabelValues(v.Engine, v.EngineVersion, v.ID, r.ID, dev).Set(float64(d.MemoryUsed))
+			}
 		}
 	}
+}
+
+// replicaDevices is the part of the inventory a replica runs on: its configured devices, or
+// every device when it names none (it sees them all).
+func replicaDevices(r pool.ReplicaView, inv gpu.Inventory) []gpu.Device {
+	if len(r.Devices) == 0 {
+		return inv.Devices
+	}
+	var out []gpu.Device
+	for _, d := range inv.Devices {
+		if slices.Contains(r.Devices, d.Index) {
+			out = append(out, d)
+		}
+	}
+	return out
 }
 
 // forgetOtherVersions deletes pool's series of each gauge whose engine_version is not version.

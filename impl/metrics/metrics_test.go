@@ -110,7 +110,7 @@ func TestWriteText(t *testing.T) {
 	}{
 		{"start-up", func(*Metrics) {}, "startup.golden"},
 		{"one task enqueued", func(m *Metrics) {
-			m.TasksEnqueued.WithLabelValues("llamacpp", "", "p", "r0", "interactive").Inc()
+			m.TasksEnqueued.WithLabelValues("llamacpp", "", "p", "p/0", "interactive").Inc()
 		}, "one-task.golden"},
 	}
 	for _, tt := range tests {

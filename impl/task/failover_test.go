@@ -223,6 +223,23 @@ func TestMigrationMidStream(t *testing.T) {
 			if n := testutil.ToFloat64(h.m.Migrations.WithLabelValues("p")); n != 1 {
 				t.Fatalf("task_migrations_total = %v", n)
 			}
+			// The replica label names the replicas that ran it: started on p/0, two tokens
+			// each, and the queue knew no replica yet.
+			for _, c := range []struct {
+				name string
+				got  float64
+				want float64
+			}{
+				{"tasks_started p/0", testutil.ToFloat64(h.m.TasksStarted.WithLabelValues("llamacpp", "", "p", "p/0", "interactive")), 1},
+				{"tasks_started p/1", testutil.ToFloat64(h.m.TasksStarted.WithLabelValues("llamacpp", "", "p", "p/1", "interactive")), 0},
+				{"tokens_out p/0", testutil.ToFloat64(h.m.TokensOut.WithLabelValues("llamacpp", "", "p", "p/0")), 2},
+				{"tokens_out p/1", testutil.ToFloat64(h.m.TokensOut.WithLabelValues("llamacpp", "", "p", "p/1")), 2},
+				{"tasks_enqueued unplaced", testutil.ToFloat64(h.m.TasksEnqueued.WithLabelValues("llamacpp", "", "p", "", "interactive")), 1},
+			} {
+				if c.got != c.want {
+					t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
+				}
+			}
 		})
 	}
 }

@@ -34,6 +34,12 @@ func (s *Service) generate(ctx context.Context, t *Task, engineTime *time.Durati
 	var tried []string
 	var lastErr error
 	var res engine.Result
+	counted := false // tasks_started, under the first replica that took the task
+	defer func() {
+		if !counted { // never placed: started all the same, on no replica
+			s.m.TasksStarted.WithLabelValues(t.engine, t.version, t.poolID, "", t.spec.Priority.String()).Inc()
+		}
+	}()
 	for {
 		v, ok := s.poolView(t.poolID)
 		if !ok {
@@ -64,6 +70,10 @@ func (s *Service) generate(ctx context.Context, t *Task, engineTime *time.Durati
 		}
 		t.replicaID = dec.ReplicaID
 		t.mu.Unlock()
+		if !counted {
+			counted = true
+			s.m.TasksStarted.WithLabelValues(t.engine, t.version, t.poolID, dec.ReplicaID, t.spec.Priority.String()).Inc()
+		}
 		// The engine calls emit from Generate's goroutine or in sequence with it, and inDaemon
 		// is read after Generate returns.
 		var inDaemon time.Duration
@@ -80,7 +90,11 @@ func (s *Service) generate(ctx context.Context, t *Task, engineTime *time.Durati
 		*engineTime += s.now().Sub(engineStart) - inDaemon
 		t.mu.Lock()
 		sp.SetAttributes(attribute.Int("tokens.out", t.tokensOut), attribute.Int("tokens.in", res.TokensIn))
+		produced := t.tokensOut - sent
 		t.mu.Unlock()
+		if produced > 0 { // each replica's share of a migrated task's tokens
+			s.m.TokensOut.WithLabelValues(t.engine, t.version, t.poolID, dec.ReplicaID).Add(float64(produced))
+		}
 		endSpan(sp, err, s.now())
 		release()
 		if err == nil {

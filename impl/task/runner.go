@@ -64,7 +64,6 @@ func (s *Service) run(t *Task) {
 	t.cancel = cancel
 	t.recordRunningLocked()
 	t.mu.Unlock()
-	s.m.TasksStarted.WithLabelValues(t.engine, t.version, t.poolID, "r0", t.spec.Priority.String()).Inc()
 	s.m.QueueWait.WithLabelValues(t.engine, t.version, t.poolID, t.spec.Priority.String()).Observe(ms(start.Sub(t.created)))
 	s.m.TenantQueueWait.WithLabelValues(t.spec.Owner).Observe(ms(start.Sub(t.created)))
 	ctx = trace.ContextWithSpanContext(ctx, t.span)
@@ -218,6 +217,7 @@ func (s *Service) finish(t *Task, st Status, ei *ErrorInfo, res engine.Result, d
 	}
 	reason := t.cancelReason
 	started := t.started
+	replica := t.replicaID // "" when it never ran on one
 	t.mu.Unlock()
 	close(t.done)
 
@@ -228,14 +228,14 @@ func (s *Service) finish(t *Task, st Status, ei *ErrorInfo, res engine.Result, d
 
 	s.m.TasksFinished.WithLabelValues(t.engine, t.poolID, st.String()).Inc()
 	if st == Canceled {
-		s.m.TasksCanceled.WithLabelValues(t.engine, t.version, t.poolID, "r0", reason).Inc()
+		s.m.TasksCanceled.WithLabelValues(t.engine, t.version, t.poolID, replica, reason).Inc()
 	}
 	if tokensOut > 0 {
-		s.m.TokensOut.WithLabelValues(t.engine, t.version, t.poolID, "r0").Add(float64(tokensOut))
+		// tokens_out is counted per replica as each one streams (generate); the tenant's total here.
 		s.m.TenantTokens.WithLabelValues(t.spec.Owner).Add(float64(tokensOut))
 	}
-	if res.TokensIn > 0 {
-		s.m.TokensIn.WithLabelValues(t.engine, t.version, t.poolID, "r0").Add(float64(res.TokensIn))
+	if res.TokensIn > 0 { // the prompt the last replica read
+		s.m.TokensIn.WithLabelValues(t.engine, t.version, t.poolID, replica).Add(float64(res.TokensIn))
 	}
 	if !started.IsZero() && st == Succeeded {
 		s.m.Decode.WithLabelValues(t.engine, t.version, t.poolID, t.spec.Priority.String()).Observe(ms(decode))

@@ -139,7 +139,8 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (_ Admission, retErr er
 		s.opts.Sessions.Unadmit(spec.SessionID)
 		return Admission{}, s.refusal(err, t, adm)
 	}
-	s.m.TasksEnqueued.WithLabelValues(t.engine, t.version, t.poolID, "r0", spec.Priority.String()).Inc()
+	// Queued tasks are not placed yet (the replica is chosen at dispatch): replica_id is empty.
+	s.m.TasksEnqueued.WithLabelValues(t.engine, t.version, t.poolID, "", spec.Priority.String()).Inc()
 	if adm.Evicted != nil {
 		s.m.Backpressure.WithLabelValues(t.engine, "drop-lru").Inc()
 	}
