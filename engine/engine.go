@@ -33,6 +33,10 @@ type Request struct {
 	Workload string
 	// Messages is the conversation of a chat workload, oldest first.
 	Messages []Message
+	// SessionID names the conversation the request continues ("" for none): an engine with
+	// per-slot caches may send the session's turns to the slot that holds its earlier ones
+	// (llama.cpp: id_slot). It is never sent to the engine as text.
+	SessionID string
 }
 
 // Message is one turn of a chat conversation.

@@ -4,7 +4,8 @@
 // # Protocol
 //
 // Generate POSTs {"prompt", "n_predict", "stream": true, "cache_prompt": true, ["seed"],
-// [greedy sampling]} to /completion and reads the text/event-stream answer line by line.
+// [greedy sampling], ["id_slot"]} to /completion (id_slot: a session's turn asks for the slot
+// that served its last one, when this Replica knows that slot is free; see slotAffinity) and reads the text/event-stream answer line by line.
 // llama-server sends its response headers together with the first token, so the wait for the
 // headers is the wait for the first frame. Each "data: {...}" line is one frame; non-final
 // frames carry "content" and "tokens" (the sampled token's id), and the final frame has

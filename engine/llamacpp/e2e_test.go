@@ -6,8 +6,10 @@ package llamacpp
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -234,4 +236,80 @@ func metric(t *testing.T, base, name string) float64 {
 	}
 	t.Fatalf("no %s in /metrics (%v)", name, sc.Err())
 	return 0
+}
+
+// bodyRecorder records the bodies of the requests it forwards.
+type bodyRecorder struct {
+	mu     sync.Mutex
+	bodies []string
+	next   http.RoundTripper
+}
+
+func (b *bodyRecorder) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Body != nil {
+		data, err := io.ReadAll(req.Body)
+		if err != nil {
+			return nil, err
+		}
+		req.Body = io.NopCloser(bytes.NewReader(data))
+		b.mu.Lock()
+		b.bodies = append(b.bodies, string(data))
+		b.mu.Unlock()
+	}
+	return b.next.RoundTrip(req)
+}
+
+func (b *bodyRecorder) last() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.bodies[len(b.bodies)-1]
+}
+
+// A session's second turn, on a server with two slots, asks for the slot that served its
+// first turn (id_slot with cache_prompt) and reuses that slot's cache for the whole first
+// prompt, although another session used the server in between.
+func TestE2ESessionSlot(t *testing.T) {
+	requireServer(t)
+	base := llamatest.Start(t, llamatest.TinyModel(t, gguf.DefaultOptions()), "-np", "2")
+	rec := &bodyRecorder{next: http.DefaultTransport}
+	r := New(Options{BaseURL: base, Client: &http.Client{Transport: rec}})
+	gen := func(session, prompt string) (engine.Result, string) {
+		t.Helper()
+		var c collected
+		res, err := r.Generate(t.Context(), engine.Request{Prompt: prompt, MaxTokens: 6, Deterministic: true, SessionID: session}, c.emit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res, strings.Join(c.texts, "")
+	}
+	slotOf := func(session string) int {
+		r.slots.mu.Lock()
+		defer r.slots.mu.Unlock()
+		s, ok := r.slots.slotOf[session]
+		if !ok {
+			t.Fatalf("no slot remembered for %s", session)
+		}
+		return s
+	}
+
+	promptA := "Session A remembers a long first prompt about foxes and dogs."
+	first, textA := gen("a", promptA)
+	if strings.Contains(rec.last(), "id_slot") {
+		t.Fatalf("a first turn asked for a slot: %s", rec.last())
+	}
+	slotA := slotOf("a")
+	if _, _ = gen("b", "Zebra"); slotOf("b") == slotA {
+		t.Logf("session b also ran on slot %d", slotA) // the server's choice; a's turn still asks for its slot
+	}
+
+	second, _ := gen("a", promptA+textA+" And then?")
+	if want := `"id_slot":` + strconv.Itoa(slotA); !strings.Contains(rec.last(), want) || !strings.Contains(rec.last(), `"cache_prompt":true`) {
+		t.Fatalf("second turn's request %s, want %s with cache_prompt", rec.last(), want)
+	}
+	if got := slotOf("a"); got != slotA {
+		t.Errorf("second turn served by slot %d, want %d", got, slotA)
+	}
+	if second.TokensCached < first.TokensIn-1 {
+		t.Errorf("second turn reused %d prompt tokens from the cache, want at least the first prompt's %d", second.TokensCached, first.TokensIn-1)
+	}
 }

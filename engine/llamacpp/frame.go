@@ -32,6 +32,7 @@ type frame struct {
 	stopType        []byte
 	tokensPredicted int
 	tokensEvaluated int
+	idSlot          int // the slot that served the request (-1 in token frames, absent, or null)
 
 	hasTimings bool
 	promptN    int // timings.prompt_n: prompt tokens evaluated for this request
@@ -45,7 +46,7 @@ type frame struct {
 }
 
 func (f *frame) reset() {
-	*f = frame{tokensPredicted: -1, tokensEvaluated: -1, promptN: -1, predictedN: -1, cacheN: -1, errCode: -1}
+	*f = frame{tokensPredicted: -1, tokensEvaluated: -1, idSlot: -1, promptN: -1, predictedN: -1, cacheN: -1, errCode: -1}
 }
 
 // maxDepth mirrors encoding/json's nesting limit so the decoder accepts exactly the documents
@@ -116,6 +117,8 @@ func (d *frameDecoder) decode(data []byte, f *frame) error {
 			return s.intField(&f.tokensPredicted)
 		case "tokens_evaluated":
 			return s.intField(&f.tokensEvaluated)
+		case "id_slot":
+			return s.intField(&f.idSlot)
 		case "timings":
 			if s.null() {
 				f.hasTimings, f.promptN, f.predictedN, f.cacheN = false, -1, -1, -1

@@ -28,18 +28,18 @@ func TestDecodeFrame(t *testing.T) {
 		want refFrame
 		bad  bool
 	}{
-		{name: "token", in: tokenFrame, want: refFrame{content: " The", nTokens: 1, tokensPredicted: 1, tokensEvaluated: 6, promptN: -1, predictedN: -1, cacheN: -1, errCode: -1}},
-		{name: "held back for a stop word", in: heldFrame, want: refFrame{nTokens: 1, tokensPredicted: 8, tokensEvaluated: 6, promptN: -1, predictedN: -1, cacheN: -1, errCode: -1}},
-		{name: "final", in: finalFrame, want: refFrame{stop: true, stopType: "limit", tokensPredicted: 12, tokensEvaluated: 6, hasTimings: true, promptN: 6, predictedN: 12, cacheN: 0, errCode: -1}},
-		{name: "error", in: errorFrame, want: refFrame{tokensPredicted: -1, tokensEvaluated: -1, promptN: -1, predictedN: -1, cacheN: -1, hasError: true, errCode: 500, errMessage: "slot crashed", errType: "server_error"}},
-		{name: "escapes", in: `{"content":"a\"b\\c\/d\b\f\n\r\t\u00e9\ud83d\ude00"}`, want: refFrame{content: "a\"b\\c/d\b\f\n\r\té😀", tokensPredicted: -1, tokensEvaluated: -1, promptN: -1, predictedN: -1, cacheN: -1, errCode: -1}},
-		{name: "lone surrogate", in: `{"content":"\ud800x"}`, want: refFrame{content: "\uFFFDx", tokensPredicted: -1, tokensEvaluated: -1, promptN: -1, predictedN: -1, cacheN: -1, errCode: -1}},
-		{name: "invalid utf-8 replaced", in: "{\"content\":\"a\xffb\"}", want: refFrame{content: "a\uFFFDb", tokensPredicted: -1, tokensEvaluated: -1, promptN: -1, predictedN: -1, cacheN: -1, errCode: -1}},
-		{name: "escaped key", in: `{"c\u006fntent":"x"}`, want: refFrame{content: "x", tokensPredicted: -1, tokensEvaluated: -1, promptN: -1, predictedN: -1, cacheN: -1, errCode: -1}},
-		{name: "nulls", in: `{"content":null,"tokens":null,"stop":null,"timings":null,"error":null,"tokens_predicted":null}`, want: refFrame{tokensPredicted: -1, tokensEvaluated: -1, promptN: -1, predictedN: -1, cacheN: -1, errCode: -1}},
-		{name: "duplicate key, last wins", in: `{"content":"a","content":"b"}`, want: refFrame{content: "b", tokensPredicted: -1, tokensEvaluated: -1, promptN: -1, predictedN: -1, cacheN: -1, errCode: -1}},
-		{name: "whitespace", in: " \t\r\n{ \"stop\" : true , \"tokens\" : [ 1 , 2 ] } \n", want: refFrame{stop: true, nTokens: 2, tokensPredicted: -1, tokensEvaluated: -1, promptN: -1, predictedN: -1, cacheN: -1, errCode: -1}},
-		{name: "empty object", in: `{}`, want: refFrame{tokensPredicted: -1, tokensEvaluated: -1, promptN: -1, predictedN: -1, cacheN: -1, errCode: -1}},
+		{name: "token", in: tokenFrame, want: refFrame{content: " The", nTokens: 1, tokensPredicted: 1, tokensEvaluated: 6, idSlot: -1, promptN: -1, predictedN: -1, cacheN: -1, errCode: -1}},
+		{name: "held back for a stop word", in: heldFrame, want: refFrame{nTokens: 1, tokensPredicted: 8, tokensEvaluated: 6, idSlot: -1, promptN: -1, predictedN: -1, cacheN: -1, errCode: -1}},
+		{name: "final", in: finalFrame, want: refFrame{stop: true, stopType: "limit", tokensPredicted: 12, tokensEvaluated: 6, idSlot: 0, hasTimings: true, promptN: 6, predictedN: 12, cacheN: 0, errCode: -1}},
+		{name: "error", in: errorFrame, want: refFrame{tokensPredicted: -1, tokensEvaluated: -1, idSlot: -1, promptN: -1, predictedN: -1, cacheN: -1, hasError: true, errCode: 500, errMessage: "slot crashed", errType: "server_error"}},
+		{name: "escapes", in: `{"content":"a\"b\\c\/d\b\f\n\r\t\u00e9\ud83d\ude00"}`, want: refFrame{content: "a\"b\\c/d\b\f\n\r\té😀", tokensPredicted: -1, tokensEvaluated: -1, idSlot: -1, promptN: -1, predictedN: -1, cacheN: -1, errCode: -1}},
+		{name: "lone surrogate", in: `{"content":"\ud800x"}`, want: refFrame{content: "\uFFFDx", tokensPredicted: -1, tokensEvaluated: -1, idSlot: -1, promptN: -1, predictedN: -1, cacheN: -1, errCode: -1}},
+		{name: "invalid utf-8 replaced", in: "{\"content\":\"a\xffb\"}", want: refFrame{content: "a\uFFFDb", tokensPredicted: -1, tokensEvaluated: -1, idSlot: -1, promptN: -1, predictedN: -1, cacheN: -1, errCode: -1}},
+		{name: "escaped key", in: `{"c\u006fntent":"x"}`, want: refFrame{content: "x", tokensPredicted: -1, tokensEvaluated: -1, idSlot: -1, promptN: -1, predictedN: -1, cacheN: -1, errCode: -1}},
+		{name: "nulls", in: `{"content":null,"tokens":null,"stop":null,"timings":null,"error":null,"tokens_predicted":null,"id_slot":null}`, want: refFrame{tokensPredicted: -1, tokensEvaluated: -1, idSlot: -1, promptN: -1, predictedN: -1, cacheN: -1, errCode: -1}},
+		{name: "duplicate key, last wins", in: `{"content":"a","content":"b"}`, want: refFrame{content: "b", tokensPredicted: -1, tokensEvaluated: -1, idSlot: -1, promptN: -1, predictedN: -1, cacheN: -1, errCode: -1}},
+		{name: "whitespace", in: " \t\r\n{ \"stop\" : true , \"tokens\" : [ 1 , 2 ] } \n", want: refFrame{stop: true, nTokens: 2, tokensPredicted: -1, tokensEvaluated: -1, idSlot: -1, promptN: -1, predictedN: -1, cacheN: -1, errCode: -1}},
+		{name: "empty object", in: `{}`, want: refFrame{tokensPredicted: -1, tokensEvaluated: -1, idSlot: -1, promptN: -1, predictedN: -1, cacheN: -1, errCode: -1}},
 		{name: "empty", in: ``, bad: true},
 		{name: "not an object", in: `[1]`, bad: true},
 		{name: "null document", in: `null`, bad: true},
@@ -86,7 +86,7 @@ func TestDecodeFrame(t *testing.T) {
 			if err := d.decode([]byte(`{}`), &f); err != nil {
 				t.Fatal(err)
 			}
-			if got, want := toRef(&f), (refFrame{tokensPredicted: -1, tokensEvaluated: -1, promptN: -1, predictedN: -1, cacheN: -1, errCode: -1}); got != want {
+			if got, want := toRef(&f), (refFrame{tokensPredicted: -1, tokensEvaluated: -1, idSlot: -1, promptN: -1, predictedN: -1, cacheN: -1, errCode: -1}); got != want {
 				t.Errorf("after reuse: %+v", got)
 			}
 		})
@@ -180,6 +180,7 @@ type refFrame struct {
 	stopType        string
 	tokensPredicted int
 	tokensEvaluated int
+	idSlot          int
 	hasTimings      bool
 	promptN         int
 	predictedN      int
@@ -193,7 +194,7 @@ type refFrame struct {
 func toRef(f *frame) refFrame {
 	return refFrame{
 		content: string(f.content), nTokens: f.nTokens, stop: f.stop, stopType: string(f.stopType),
-		tokensPredicted: f.tokensPredicted, tokensEvaluated: f.tokensEvaluated,
+		tokensPredicted: f.tokensPredicted, tokensEvaluated: f.tokensEvaluated, idSlot: f.idSlot,
 		hasTimings: f.hasTimings, promptN: f.promptN, predictedN: f.predictedN, cacheN: f.cacheN,
 		hasError: f.hasError, errCode: f.errCode, errMessage: string(f.errMessage), errType: string(f.errType),
 	}
@@ -201,7 +202,7 @@ func toRef(f *frame) refFrame {
 
 // refDecode is the specification of frameDecoder.decode, written with encoding/json.
 func refDecode(data []byte) (refFrame, error) {
-	out := refFrame{tokensPredicted: -1, tokensEvaluated: -1, promptN: -1, predictedN: -1, cacheN: -1, errCode: -1}
+	out := refFrame{tokensPredicted: -1, tokensEvaluated: -1, idSlot: -1, promptN: -1, predictedN: -1, cacheN: -1, errCode: -1}
 	if !json.Valid(data) {
 		return out, errors.New("invalid JSON")
 	}
@@ -238,6 +239,8 @@ func refDecode(data []byte) (refFrame, error) {
 			err = refInt(raw, &out.tokensPredicted)
 		case "tokens_evaluated":
 			err = refInt(raw, &out.tokensEvaluated)
+		case "id_slot":
+			err = refInt(raw, &out.idSlot)
 		case "timings":
 			if isNull(raw) {
 				break

@@ -49,6 +49,7 @@ type Replica struct {
 	idle   time.Duration
 	log    *slog.Logger
 	auth   string // "Bearer <key>", or ""
+	slots  *slotAffinity
 }
 
 var _ engine.Replica = (*Replica)(nil)
@@ -60,6 +61,7 @@ func New(opts Options) *Replica {
 		client: opts.Client,
 		idle:   opts.IdleTimeout,
 		log:    opts.Logger,
+		slots:  newSlotAffinity(),
 	}
 	if opts.APIKey != "" {
 		r.auth = "Bearer " + opts.APIKey
@@ -92,6 +94,7 @@ type completionRequest struct {
 	NPredict    int      `json:"n_predict"`
 	Stream      bool     `json:"stream"`
 	CachePrompt bool     `json:"cache_prompt"`
+	IDSlot      *int     `json:"id_slot,omitempty"`
 	Seed        *int64   `json:"seed,omitempty"`
 	Temperature *float64 `json:"temperature,omitempty"`
 	TopK        *int     `json:"top_k,omitempty"`
@@ -126,21 +129,30 @@ var (
 // part of it reused from the slot's KV cache (timings.cache_n; the final frame's
 // "tokens_cached" is the slot's whole cache and is not used).
 //
+// The turns of a session (req.SessionID) ask for the slot that served the session's last
+// turn ("id_slot", with "cache_prompt": true) when that slot is known to be free, so its KV
+// cache still holds the conversation (see slotAffinity); otherwise llama-server chooses.
+//
 // req.Ctx is not sent: llama-server's context size is fixed per slot (see Props).
 func (r *Replica) Generate(ctx context.Context, req engine.Request, emit engine.EmitFunc) (engine.Result, error) {
 	start := time.Now()
-	res, err := r.generate(ctx, req, emit)
+	slot, served := r.slots.acquire(req.SessionID), -1
+	res, err := r.generate(ctx, req, slot, &served, emit)
+	r.slots.release(req.SessionID, slot, served)
 	if err != nil {
 		r.log.DebugContext(ctx, "llamacpp: generation failed", "task", req.TaskID, "tokens", res.TokensOut,
 			"kind", engine.KindOf(err), "err", err, "cause", context.Cause(ctx), "elapsed", time.Since(start))
 		return res, err
 	}
 	r.log.DebugContext(ctx, "llamacpp: generation done", "task", req.TaskID, "tokens_in", res.TokensIn,
-		"tokens_cached", res.TokensCached, "tokens_out", res.TokensOut, "stop", res.Stop, "elapsed", time.Since(start))
+		"tokens_cached", res.TokensCached, "tokens_out", res.TokensOut, "stop", res.Stop, "id_slot", slot, "served_by_slot", served,
+		"elapsed", time.Since(start))
 	return res, nil
 }
 
-func (r *Replica) generate(ctx context.Context, req engine.Request, emit engine.EmitFunc) (engine.Result, error) {
+// generate runs one generation, asking for slot when it is >= 0; *served is set to the slot
+// the final frame names.
+func (r *Replica) generate(ctx context.Context, req engine.Request, slot int, served *int, emit engine.EmitFunc) (engine.Result, error) {
 	if err := ctx.Err(); err != nil {
 		return engine.Result{}, err
 	}
@@ -148,6 +160,9 @@ func (r *Replica) generate(ctx context.Context, req engine.Request, emit engine.
 		return engine.Result{}, engine.Errorf(engine.KindInvalidRequest, "llamacpp: max tokens %d must be positive", req.MaxTokens)
 	}
 	cr := completionRequest{Prompt: req.Prompt, NPredict: req.MaxTokens, Stream: true, CachePrompt: true, Seed: req.Seed}
+	if slot >= 0 {
+		cr.IDSlot = &slot
+	}
 	if req.Deterministic {
 		cr.Temperature, cr.TopK, cr.TopP = &zero, &topKOne, &one
 	}
@@ -231,6 +246,7 @@ func (r *Replica) generate(ctx context.Context, req engine.Request, emit engine.
 			continue
 		}
 		fillResult(&res, f)
+		*served = f.idSlot
 		return res, nil
 	}
 }

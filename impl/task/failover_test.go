@@ -286,4 +286,14 @@ func TestSessionAffinity(t *testing.T) {
 			t.Fatalf("turn on %s (%s), first turn on %s", snap.Placement.ReplicaID, snap.Placement.Reason, first.Placement.ReplicaID)
 		}
 	}
+	// The engine is told the session, to keep its turns on one slot (llama.cpp id_slot).
+	reqs := engines[first.Placement.ReplicaID].(*replicaScript).requests()
+	if len(reqs) != 4 {
+		t.Fatalf("%d requests on the session's replica, want 4", len(reqs))
+	}
+	for i, r := range reqs {
+		if r.SessionID != s1.SessionID {
+			t.Errorf("request %d has session %q, want %q", i, r.SessionID, s1.SessionID)
+		}
+	}
 }

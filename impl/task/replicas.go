@@ -63,6 +63,7 @@ func (s *Service) generate(ctx context.Context, t *Task, engineTime *time.Durati
 		req := engine.Request{
 			TaskID: t.spec.ID, Prompt: t.spec.Prompt, MaxTokens: t.spec.MaxTokens, Seed: t.spec.Seed,
 			Deterministic: t.spec.Deterministic, Ctx: t.spec.Ctx, Workload: t.spec.Workload, Messages: t.spec.Messages,
+			SessionID: t.spec.SessionID,
 		}
 		if sent > 0 { // a migration: continue the text already streamed
 			req.Prompt += t.text.String()
