@@ -216,7 +216,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		Capacity: cfg.Admission.Capacity, Policy: policy, MaxBatchWait: cfg.Admission.MaxBatchWait.D(), Pools: a.pools, Sessions: ss, Metrics: a.metrics,
 		Logger: log, Retention: cfg.Tasks.Retention.D(), MaxRetained: cfg.Tasks.MaxRetained,
 		CancelOnDisconnect: cfg.Stream.CancelOnDisconnectOrDefault(), Code: impl.FailureCode,
-		Clock: opts.TaskClock, Tracer: tp.Tracer("github.com/orchestratord/orchestratord/impl/task"),
+		Clock: opts.TaskClock, GPUs: a.gpus, Tracer: tp.Tracer("github.com/orchestratord/orchestratord/impl/task"),
 		Meter: meter{limits: a.limits, budgets: a.budgets, log: log},
 	}
 	if cfg.Journal.EnabledOrDefault() {

@@ -66,6 +66,12 @@ func (e *replicaScript) requests() []engine.Request {
 // with 2 slots), served by the given engines.
 func newReplicaHarness(t *testing.T, migrate bool, ids []string, engines map[string]engine.Replica) *harness {
 	t.Helper()
+	return newGPUHarness(t, migrate, ids, engines, nil, nil)
+}
+
+// newGPUHarness is newReplicaHarness with each replica's devices and a GPU inventory.
+func newGPUHarness(t *testing.T, migrate bool, ids []string, engines map[string]engine.Replica, devices map[string][]int, gpus gpuInventory) *harness {
+	t.Helper()
 	ss, err := session.New(session.Options{MaxTurns: 8})
 	if err != nil {
 		t.Fatal(err)
@@ -74,13 +80,13 @@ func newReplicaHarness(t *testing.T, migrate bool, ids []string, engines map[str
 		Slots: 2, KVBytesPerToken: 10, PriorServiceMs: 100, PriorTokensPerS: 100, Workloads: []string{"completion", "chat"},
 		MigrateOnFailure: migrate}, Live: true, Healthy: true}
 	for _, id := range ids {
-		v.Replicas = append(v.Replicas, pool.ReplicaView{ReplicaSpec: pool.ReplicaSpec{ID: id}, State: pool.StateReady,
+		v.Replicas = append(v.Replicas, pool.ReplicaView{ReplicaSpec: pool.ReplicaSpec{ID: id, Devices: devices[id]}, State: pool.StateReady,
 			Live: true, Healthy: true, Slots: 2})
 	}
 	clock := tasktest.NewClock(time.Unix(1_700_000_000, 0))
 	fp := &fakePools{views: []pool.View{v}, reps: engines}
 	m := metrics.New(prometheus.NewRegistry())
-	svc := New(Options{Capacity: 16, Policy: admission.Reject, Pools: fp, Sessions: ss, Metrics: m, Clock: clock})
+	svc := New(Options{Capacity: 16, Policy: admission.Reject, Pools: fp, Sessions: ss, Metrics: m, Clock: clock, GPUs: gpus})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = svc.Run(ctx); close(done) }()

@@ -3,12 +3,14 @@ package task
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/orchestratord/orchestratord/engine"
+	"github.com/orchestratord/orchestratord/engine/gpu"
 	"github.com/orchestratord/orchestratord/impl/placement"
 	"github.com/orchestratord/orchestratord/impl/pool"
 )
@@ -45,7 +47,7 @@ func (s *Service) generate(ctx context.Context, t *Task, engineTime *time.Durati
 		if !ok {
 			return res, engine.Errorf(engine.KindPoolUnavailable, "pool %s is gone", t.poolID)
 		}
-		dec := s.placeReplica(t, v, tried, lastErr != nil)
+		dec := s.placeReplica(ctx, t, v, tried, lastErr != nil)
 		if dec.ReplicaID == "" {
 			if lastErr != nil {
 				return res, lastErr
@@ -152,12 +154,17 @@ func (s *Service) poolView(id string) (pool.View, bool) {
 }
 
 // placeReplica chooses the task's replica among the pool's and records the decision.
-func (s *Service) placeReplica(t *Task, v pool.View, tried []string, retry bool) placement.ReplicaDecision {
+func (s *Service) placeReplica(ctx context.Context, t *Task, v pool.View, tried []string, retry bool) placement.ReplicaDecision {
+	inv := s.gpuInventory(ctx, v)
 	snaps := make([]placement.ReplicaSnapshot, len(v.Replicas))
 	for i, r := range v.Replicas {
 		snaps[i] = replicaSnapshot(r)
+		snaps[i].FreeVRAM = freeVRAM(r.Devices, inv)
 	}
 	req := placement.ReplicaRequest{Tried: tried, Retry: retry, Tiebreak: t.seq}
+	if t.spec.Ctx > 0 && t.kvBytes > 0 { // the KV memory of the task's whole context
+		req.NeedVRAM = int64(t.spec.Ctx) * t.kvBytes
+	}
 	// A session's later turns follow its KV cache; a first turn with a long prompt follows
 	// its prefix to the replica whose cache likely holds it.
 	req.SessionReplica = s.sessionReplica(t.spec.SessionID)
@@ -190,6 +197,38 @@ func replicaSnapshot(r pool.ReplicaView) placement.ReplicaSnapshot {
 		sn.Waiting, sn.KVUsage = r.EngineLoad.Waiting, r.EngineLoad.KVUsage
 	}
 	return sn
+}
+
+// gpuInventory reads the GPUs when a replica of v names its devices (the others' fit is
+// unknown whatever NVML says).
+func (s *Service) gpuInventory(ctx context.Context, v pool.View) gpu.Inventory {
+	if s.opts.GPUs == nil {
+		return gpu.Inventory{}
+	}
+	for _, r := range v.Replicas {
+		if len(r.Devices) > 0 {
+			return s.opts.GPUs.Snapshot(ctx)
+		}
+	}
+	return gpu.Inventory{}
+}
+
+// freeVRAM is the free memory of devices in inv (bytes), or -1 (unknown: no NVML, no
+// devices named, or one of them missing from the inventory or reporting no total).
+func freeVRAM(devices []int, inv gpu.Inventory) int64 {
+	if !inv.Available || len(devices) == 0 {
+		return -1
+	}
+	var free int64
+	for _, idx := range devices {
+		i := slices.IndexFunc(inv.Devices, func(d gpu.Device) bool { return d.Index == idx })
+		if i < 0 || inv.Devices[i].MemoryTotal == 0 {
+			return -1
+		}
+		d := inv.Devices[i]
+		free += int64(d.MemoryTotal - min(d.MemoryUsed, d.MemoryTotal))
+	}
+	return free
 }
 
 // sessionReplica is where the session's last turn ran ("" none).

@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/orchestratord/orchestratord/engine"
+	"github.com/orchestratord/orchestratord/engine/gpu"
 	"github.com/orchestratord/orchestratord/impl/admission"
 	"github.com/orchestratord/orchestratord/impl/metrics"
 	"github.com/orchestratord/orchestratord/impl/placement"
@@ -72,6 +73,11 @@ type sessions interface {
 	Get(id string) (session.Info, bool)
 }
 
+// gpuInventory is the GPU view placement reads (engine/gpu.Probe).
+type gpuInventory interface {
+	Snapshot(ctx context.Context) gpu.Inventory
+}
+
 // Options configures a Service.
 type Options struct {
 	Capacity           int
@@ -94,6 +100,10 @@ type Options struct {
 	// Journal records admissions, events and terminal states so that a restart loses nothing
 	// admitted (see Recover). Nil: tasks live in memory only.
 	Journal Journal
+	// GPUs reports the free memory of the devices replicas run on, for placement's VRAM fit
+	// (the engine/gpu Probe, over NVML). Nil, or without NVML, the fit is unknown and
+	// excludes no replica.
+	GPUs gpuInventory
 	// Tracer records the spans of a task: task.placement and task.admission under the
 	// request's span, task.queue_wait from admission to dispatch, and task.engine for the
 	// engine request. Default: a no-op tracer.
