@@ -663,6 +663,16 @@ func TestPlacementRefusals(t *testing.T) {
 		{name: "pinned to the pool", edit: func(r *client.TaskRequest) {
 			r.Placement = &client.PlacementOverrides{Mode: ptr(client.Pin), PinPoolId: ptr(poolID)}
 		}, status: 202},
+		{name: "replica pinned without a pinned pool", edit: func(r *client.TaskRequest) {
+			r.Placement = &client.PlacementOverrides{PinReplicaId: ptr(poolID + "/0")}
+		}, status: 400, code: client.INVALIDPARAMS, msg: "pin_replica_id: requires mode pin"},
+		{name: "pinned to a replica the pool lacks", edit: func(r *client.TaskRequest) {
+			r.Placement = &client.PlacementOverrides{Mode: ptr(client.Pin), PinPoolId: ptr(poolID), PinReplicaId: ptr(poolID + "/7")}
+		}, status: 503, code: client.POOLUNAVAILABLE, msg: "has no replica " + poolID + "/7"},
+		{name: "pinned to the pool's replica, others hinted", edit: func(r *client.TaskRequest) {
+			r.Placement = &client.PlacementOverrides{Mode: ptr(client.Pin), PinPoolId: ptr(poolID), PinReplicaId: ptr(poolID + "/0"),
+				PreferReplicas: &[]string{poolID + "/0"}, AvoidReplicas: &[]string{"elsewhere/3"}}
+		}, status: 202},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -269,8 +269,20 @@ func specFromRequest(b *api.TaskRequest) (task.Spec, error) {
 		if p.AvoidPools != nil {
 			spec.Placement.AvoidPools = *p.AvoidPools
 		}
+		if p.PinReplicaId != nil {
+			spec.Placement.PinReplica = *p.PinReplicaId
+		}
+		if p.PreferReplicas != nil {
+			spec.Placement.PreferReplicas = *p.PreferReplicas
+		}
+		if p.AvoidReplicas != nil {
+			spec.Placement.AvoidReplicas = *p.AvoidReplicas
+		}
 		if spec.Placement.Mode == "pin" && spec.Placement.PinPool == "" {
 			return task.Spec{}, Errorf("INVALID_PARAMS", "/placement/pin_pool_id: required when mode is pin")
+		}
+		if spec.Placement.PinReplica != "" && spec.Placement.Mode != "pin" {
+			return task.Spec{}, Errorf("INVALID_PARAMS", "/placement/pin_replica_id: requires mode pin with pin_pool_id")
 		}
 		if p.RequireDeviceMask != nil {
 			return task.Spec{}, fmt.Errorf("%w: /placement/require_device_mask: none of the pools has a device mask", task.ErrNoMatch)

@@ -1097,11 +1097,20 @@ type PlacementCandidate struct {
 
 // PlacementOverrides defines model for PlacementOverrides.
 type PlacementOverrides struct {
-	AllowFallback *bool                   `json:"allow_fallback,omitempty"`
-	AvoidPools    *[]PoolIdValue          `json:"avoid_pools,omitempty"`
+	AllowFallback *bool          `json:"allow_fallback,omitempty"`
+	AvoidPools    *[]PoolIdValue `json:"avoid_pools,omitempty"`
+
+	// AvoidReplicas Replicas the task does not run on, within the pool it lands in (unknown ids are ignored).
+	AvoidReplicas *[]ReplicaIdValue       `json:"avoid_replicas,omitempty"`
 	Mode          *PlacementOverridesMode `json:"mode,omitempty"`
 	PinPoolId     *PoolIdValue            `json:"pin_pool_id,omitempty"`
-	PreferPools   *[]PoolIdValue          `json:"prefer_pools,omitempty"`
+
+	// PinReplicaId A replica's id as pool health shows it (`<pool>/<n>`, or its configured name). Pinning a replica (`pin_replica_id`) requires `mode: pin` with `pin_pool_id` (else 400 `INVALID_PARAMS`); a pinned pool without that replica answers 503 `POOL_UNAVAILABLE`, not retriable. A pinned task runs only on its replica, so it is not moved when that replica fails.
+	PinReplicaId *ReplicaIdValue `json:"pin_replica_id,omitempty"`
+	PreferPools  *[]PoolIdValue  `json:"prefer_pools,omitempty"`
+
+	// PreferReplicas Replicas preferred within the pool the task lands in (ids as in pool health `replicas[].id`; unknown ids are ignored).
+	PreferReplicas *[]ReplicaIdValue `json:"prefer_replicas,omitempty"`
 
 	// RequireDeviceMask Only pools with this device mask; no pool has one → 503 `POOL_UNAVAILABLE` (not retriable).
 	RequireDeviceMask *string `json:"require_device_mask,omitempty"`
@@ -1227,6 +1236,9 @@ type ReplicaHealthBreaker string
 
 // ReplicaHealthState defines model for ReplicaHealth.State.
 type ReplicaHealthState string
+
+// ReplicaIdValue A replica's id as pool health shows it (`<pool>/<n>`, or its configured name). Pinning a replica (`pin_replica_id`) requires `mode: pin` with `pin_pool_id` (else 400 `INVALID_PARAMS`); a pinned pool without that replica answers 503 `POOL_UNAVAILABLE`, not retriable. A pinned task runs only on its replica, so it is not moved when that replica fails.
+type ReplicaIdValue = string
 
 // SSEFrame One Server-Sent Events frame of the stream, as an SSE parser delivers it. (OpenAPI before
 // 3.2 documents an event stream by the schema of one event.) `data` is the JSON text of the

@@ -161,7 +161,8 @@ func (s *Service) placeReplica(ctx context.Context, t *Task, v pool.View, tried 
 		snaps[i] = replicaSnapshot(r)
 		snaps[i].FreeVRAM = freeVRAM(r.Devices, inv)
 	}
-	req := placement.ReplicaRequest{Tried: tried, Retry: retry, Tiebreak: t.seq}
+	req := placement.ReplicaRequest{Tried: tried, Retry: retry, Tiebreak: t.seq, Pin: t.spec.Placement.PinReplica,
+		Prefer: t.spec.Placement.PreferReplicas, Avoid: t.spec.Placement.AvoidReplicas}
 	if t.spec.Ctx > 0 && t.kvBytes > 0 { // the KV memory of the task's whole context
 		req.NeedVRAM = int64(t.spec.Ctx) * t.kvBytes
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -71,6 +72,10 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (_ Admission, retErr er
 		if v.ID == dec.PoolID {
 			view = v
 		}
+	}
+	if pin := spec.Placement.PinReplica; pin != "" && !slices.ContainsFunc(view.Replicas, func(r pool.ReplicaView) bool { return r.ID == pin }) {
+		s.m.TasksRejected.WithLabelValues(spec.Engine, s.opts.Code(ClassPoolUnavailable)).Inc()
+		return Admission{}, fmt.Errorf("%w: pool %s has no replica %s", ErrNoMatch, view.ID, pin)
 	}
 
 	ctx, admitSpan := s.opts.Tracer.Start(reqCtx, "task.admission", trace.WithTimestamp(s.now()),

@@ -52,6 +52,11 @@ type Placement struct {
 	PreferPools   []string
 	AvoidPools    []string
 	AllowFallback bool
+	// Replica hints, within the pool the task lands in: PinReplica (only with a pinned pool
+	// that has it), PreferReplicas, AvoidReplicas (ids as pool health shows them).
+	PinReplica     string   `json:",omitempty"`
+	PreferReplicas []string `json:",omitempty"`
+	AvoidReplicas  []string `json:",omitempty"`
 }
 
 // Spec is a validated task request in domain terms.

@@ -1,6 +1,7 @@
 package task
 
 import (
+	"errors"
 	"testing"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
@@ -74,4 +75,85 @@ func TestPlacementVRAMFit(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The task's replica hints reach the replica scorer: a pinned task runs on its replica (and
+// is not moved when it fails), an avoided replica is skipped, a preferred one chosen.
+func TestReplicaHints(t *testing.T) {
+	tests := []struct {
+		name       string
+		hints      Placement
+		failOn     string // the replica that fails the task before its first token ("" none)
+		wantOn     string
+		wantReason string
+		wantState  Status
+	}{
+		// p/0 carries another task, so least-loaded alone would choose p/1.
+		{"pinned to the busier replica", Placement{PinReplica: "p/0"}, "", "p/0", "pinned", Succeeded},
+		{"pinned replica fails: not moved", Placement{PinReplica: "p/1"}, "p/1", "p/1", "pinned", Failed},
+		{"avoided", Placement{AvoidReplicas: []string{"p/1"}}, "", "p/0", "only_choice", Succeeded},
+		{"preferred", Placement{PreferReplicas: []string{"p/0"}}, "", "p/0", "", Succeeded},
+		{"unpinned replica fails: moved", Placement{}, "p/1", "p/0", "retry", Succeeded},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			engines := map[string]engine.Replica{}
+			for _, id := range []string{"p/0", "p/1"} {
+				fail := -1
+				if id == tt.failOn {
+					fail = 0
+				}
+				engines[id] = &replicaScript{tokens: []string{" ok"}, failAfter: fail, err: resetErr()}
+			}
+			h := newReplicaHarness(t, true, []string{"p/0", "p/1"}, engines)
+			h.pools.busy = map[string]int{"p/0": 1}
+			s := spec(admission.Interactive)
+			s.Placement = tt.hints
+			h.submit(s)
+			h.events(s.ID)
+			snap, _ := h.svc.Get(h.ctx, s.ID)
+			if snap.Status != tt.wantState {
+				t.Fatalf("state %v, want %v", snap.Status, tt.wantState)
+			}
+			// Where the task ran (last): a failed task's placement is the retry that found no replica.
+			ran := ""
+			for _, id := range []string{"p/0", "p/1"} {
+				if n := len(engines[id].(*replicaScript).requests()); n > 0 {
+					ran = id
+					if tt.failOn == "" && n != 1 || id == tt.failOn && n != 1 {
+						t.Errorf("%s got %d requests", id, n)
+					}
+				}
+			}
+			if tt.failOn != "" && tt.failOn != tt.wantOn && ran != tt.wantOn {
+				ran = "" // the moved task ran on both: the placement says where it ended
+			}
+			if ran != tt.wantOn && (snap.Placement == nil || snap.Placement.ReplicaID != tt.wantOn) {
+				t.Fatalf("ran on %q (placement %+v), want %s", ran, snap.Placement, tt.wantOn)
+			}
+			if tt.wantState == Succeeded && tt.wantReason != "" && snap.Placement.Reason != tt.wantReason {
+				t.Errorf("reason %s, want %s", snap.Placement.Reason, tt.wantReason)
+			}
+			if tt.failOn == tt.wantOn && len(engines[otherReplica(tt.wantOn)].(*replicaScript).requests()) != 0 {
+				t.Errorf("the pinned task was moved to %s", otherReplica(tt.wantOn))
+			}
+		})
+	}
+}
+
+// A pin to a replica the chosen pool lacks is refused at admission, as no pool can serve it.
+func TestPinnedReplicaUnknown(t *testing.T) {
+	h := newReplicaHarness(t, true, []string{"p/0"}, map[string]engine.Replica{"p/0": &replicaScript{tokens: []string{" ok"}, failAfter: -1}})
+	s := spec(admission.Interactive)
+	s.Placement = Placement{Mode: "pin", PinPool: "p", PinReplica: "p/9"}
+	if _, err := h.svc.Submit(h.ctx, s); !errors.Is(err, ErrNoMatch) {
+		t.Fatalf("Submit: %v, want ErrNoMatch", err)
+	}
+}
+
+func otherReplica(id string) string {
+	if id == "p/0" {
+		return "p/1"
+	}
+	return "p/0"
 }
