@@ -166,6 +166,15 @@ type Pool struct {
 	// MigrateOnFailure: a task whose replica fails mid-stream continues on another replica
 	// (default true).
 	MigrateOnFailure *bool `yaml:"migrate_on_failure"`
+	// Breaker sets when a replica's circuit breaker opens (default 3 consecutive replica
+	// faults) and how long it stays open before one probe task (default 10s).
+	Breaker *Breaker `yaml:"breaker"`
+}
+
+// Breaker configures a pool's per-replica circuit breakers.
+type Breaker struct {
+	Faults   int      `yaml:"faults"`
+	Cooldown Duration `yaml:"cooldown"`
 }
 
 // MigrateOnFailureOrDefault reports whether mid-stream migration is on (default true).
@@ -727,6 +736,14 @@ func (c *Config) validate() error {
 		}
 		if p.PriorTokensPerS <= 0 {
 			return fail(f("prior_tokens_per_s"), "must be positive")
+		}
+		if b := p.Breaker; b != nil {
+			if b.Faults < 0 || b.Faults > 1000 {
+				return fail(f("breaker.faults"), "must be from 1 to 1000 (absent: 3), got %d", b.Faults)
+			}
+			if b.Cooldown < 0 || b.Cooldown.D() > time.Hour {
+				return fail(f("breaker.cooldown"), "must be positive and at most 1h (absent: 10s), got %s", b.Cooldown.D())
+			}
 		}
 		for j, w := range p.Workloads {
 			if !slices.Contains(drv.Workloads, w) {

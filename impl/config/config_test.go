@@ -145,6 +145,10 @@ func TestInvalidConfigNamesField(t *testing.T) {
 		{"external-only engine managed", strings.NewReplacer("engine: llamacpp", "engine: openai", `[{url: "http://127.0.0.1:9"}]`, `[{managed: {}}]`).Replace(minimal), "pools[0].replicas[0].managed: engine openai is external only", Overrides{}},
 		{"hub name with a path", strings.NewReplacer("engine: llamacpp", "engine: vllm", "model_ref: /models/m.gguf", "model_ref: hf:../etc/passwd", `[{url: "http://127.0.0.1:9"}]`, `[{managed: {}}]`).Replace(minimal), "pools[0].model_ref", Overrides{}},
 		{"negative device", strings.Replace(minimal, `[{url: "http://127.0.0.1:9"}]`, `[{managed: {devices: [0, -1]}}]`, 1), "pools[0].replicas[0].managed.devices[1]", Overrides{}},
+		{"negative breaker faults", strings.Replace(minimal, "slots: 1", "slots: 1\n    breaker: {faults: -2}", 1), "pools[0].breaker.faults: must be from 1 to 1000", Overrides{}},
+		{"negative breaker cooldown", strings.Replace(minimal, "slots: 1", "slots: 1\n    breaker: {cooldown: -5s}", 1), "pools[0].breaker.cooldown: must be positive", Overrides{}},
+		{"breaker cooldown not a duration", strings.Replace(minimal, "slots: 1", "slots: 1\n    breaker: {cooldown: soon}", 1), `pools[0].breaker.cooldown: invalid duration "soon"`, Overrides{}},
+		{"unknown breaker key", strings.Replace(minimal, "slots: 1", "slots: 1\n    breaker: {threshold: 2}", 1), "pools[0].breaker.threshold: unknown field", Overrides{}},
 		{"fsync_interval too long", "journal: {fsync_interval: 5s}\n" + minimal, "journal.fsync_interval", Overrides{}},
 		{"fsync_interval too short", "journal: {fsync_interval: 1us}\n" + minimal, "journal.fsync_interval", Overrides{}},
 	}

@@ -90,6 +90,10 @@ type Spec struct {
 	EngineOptions map[string]string
 	// MigrateOnFailure lets a task whose replica fails mid-stream continue on another.
 	MigrateOnFailure bool
+	// BreakerFaults and BreakerCooldown override the registry's breaker settings for this
+	// pool's replicas (config breaker: {faults, cooldown}); zero keeps Options'.
+	BreakerFaults   int
+	BreakerCooldown time.Duration
 	// Replicas of the pool. Empty: one replica, from URL and Managed below.
 	Replicas []ReplicaSpec
 	// URL of a single external replica (when Replicas is empty).
@@ -590,7 +594,7 @@ func (r *Registry) Acquire(poolID, replicaID string) (rep engine.Replica, releas
 		t := rs.replica
 		t.active.Add(1)
 		probe := false
-		if r.breakerLocked(rs) == placement.BreakerHalfOpen && !rs.probe {
+		if r.breakerLocked(st, rs) == placement.BreakerHalfOpen && !rs.probe {
 			rs.probe, probe = true, true
 		}
 		var once sync.Once
@@ -609,11 +613,24 @@ func (r *Registry) Acquire(poolID, replicaID string) (rep engine.Replica, releas
 }
 
 // breakerLocked is the replica's breaker now: an open one half-opens after the cooldown.
-func (r *Registry) breakerLocked(rs *rstate) placement.Breaker {
-	if rs.breaker == placement.BreakerOpen && r.opts.Now().Sub(rs.openedAt) >= r.opts.BreakerCooldown {
+func (r *Registry) breakerLocked(st *state, rs *rstate) placement.Breaker {
+	_, cooldown := r.breakerSettings(st.spec)
+	if rs.breaker == placement.BreakerOpen && r.opts.Now().Sub(rs.openedAt) >= cooldown {
 		return placement.BreakerHalfOpen
 	}
 	return rs.breaker
+}
+
+// breakerSettings are the pool's breaker faults and cooldown, or the registry's defaults.
+func (r *Registry) breakerSettings(spec Spec) (faults int, cooldown time.Duration) {
+	faults, cooldown = r.opts.BreakerFaults, r.opts.BreakerCooldown
+	if spec.BreakerFaults > 0 {
+		faults = spec.BreakerFaults
+	}
+	if spec.BreakerCooldown > 0 {
+		cooldown = spec.BreakerCooldown
+	}
+	return faults, cooldown
 }
 
 // ReportFailure tells the registry a generation on a replica failed by the replica's own
@@ -624,10 +641,11 @@ func (r *Registry) ReportFailure(poolID, replicaID string) {
 	if rs == nil {
 		return
 	}
-	r.update(poolID, func(*state) {
+	r.update(poolID, func(st *state) {
 		rs.faults++
-		b := r.breakerLocked(rs)
-		if b == placement.BreakerHalfOpen || (b == placement.BreakerClosed && rs.faults >= r.opts.BreakerFaults) {
+		b := r.breakerLocked(st, rs)
+		faults, _ := r.breakerSettings(st.spec)
+		if b == placement.BreakerHalfOpen || (b == placement.BreakerClosed && rs.faults >= faults) {
 			rs.breaker, rs.openedAt = placement.BreakerOpen, r.opts.Now()
 			r.log.Warn("replica breaker open", "pool_id", poolID, "replica_id", replicaID, "faults", rs.faults)
 		}
@@ -708,7 +726,7 @@ func (r *Registry) viewLocked(s *state) View {
 	kv, nkv := 0.0, 0
 	for _, rs := range s.reps {
 		rv := ReplicaView{ReplicaSpec: rs.spec, URL: rs.url, Live: rs.live, Healthy: rs.healthy, Slots: s.spec.Slots,
-			EngineVersion: rs.version, LastError: rs.lastErr, Restarts: rs.restarts, Breaker: r.breakerLocked(rs),
+			EngineVersion: rs.version, LastError: rs.lastErr, Restarts: rs.restarts, Breaker: r.breakerLocked(s, rs),
 			ProbeInFlight: rs.probe, ModelRef: rs.modelRef}
 		if rs.replica != nil {
 			rv.Busy = int(rs.replica.active.Load())

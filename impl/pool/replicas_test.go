@@ -245,3 +245,53 @@ func TestReloadReplicaByReplica(t *testing.T) {
 		}
 	})
 }
+
+// TestBreakerPerPool: a pool's breaker settings (config breaker: {faults, cooldown}) override
+// the registry's for its replicas only.
+func TestBreakerPerPool(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Unix(1000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	strict := threeExternal
+	strict.ID, strict.BreakerFaults, strict.BreakerCooldown = "strict", 1, 5*time.Second
+	strict.Replicas = nil
+	for i, r := range threeExternal.Replicas {
+		r.ID = "strict/" + string(rune('0'+i))
+		r.URL += "0"
+		strict.Replicas = append(strict.Replicas, r)
+	}
+	reg, err := New(Options{Pools: []Spec{threeExternal, strict}, Now: clock, BreakerFaults: 2, BreakerCooldown: time.Minute,
+		HealthInterval: time.Hour,
+		NewReplica: func(_ Spec, ep Endpoint) engine.Replica {
+			r := &fakeReplica{url: ep.URL}
+			r.ready.Store(true)
+			return r
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	reg.Start(ctx)
+	t.Cleanup(func() { cancel(); reg.Wait() })
+	breaker := func(pool, id string) placement.Breaker {
+		v, _ := reg.Get(pool)
+		for _, r := range v.Replicas {
+			if r.ID == id {
+				return r.Breaker
+			}
+		}
+		t.Fatalf("no replica %s", id)
+		return 0
+	}
+	reg.ReportFailure("x", "x/1")
+	reg.ReportFailure("strict", "strict/1")
+	if b, s := breaker("x", "x/1"), breaker("strict", "strict/1"); b != placement.BreakerClosed || s != placement.BreakerOpen {
+		t.Fatalf("after one fault: default pool %v, strict pool %v", b, s)
+	}
+	reg.ReportFailure("x", "x/1")
+	advance(5 * time.Second)
+	if b, s := breaker("x", "x/1"), breaker("strict", "strict/1"); b != placement.BreakerOpen || s != placement.BreakerHalfOpen {
+		t.Fatalf("after 5s: default pool %v (cooldown 1m), strict pool %v (cooldown 5s)", b, s)
+	}
+}
