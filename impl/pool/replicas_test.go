@@ -295,3 +295,22 @@ func TestBreakerPerPool(t *testing.T) {
 		t.Fatalf("after 5s: default pool %v (cooldown 1m), strict pool %v (cooldown 5s)", b, s)
 	}
 }
+
+// TestDrainShowsEachReplica: draining a pool drains each of its replicas: every replica in
+// the pool's health shows draining.
+func TestDrainShowsEachReplica(t *testing.T) {
+	e := newEnv(t, threeExternal)
+	e.waitView(t, func(v View) bool { return v.ReadyReplicas() == 3 })
+	if err := e.reg.Drain("x", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	v, _ := e.reg.Get("x")
+	if !v.Draining || len(v.Replicas) != 3 {
+		t.Fatalf("view %+v", v)
+	}
+	for _, r := range v.Replicas {
+		if r.State != StateDraining {
+			t.Errorf("replica %s is %s while its pool drains", r.ID, r.State)
+		}
+	}
+}
