@@ -27,7 +27,7 @@ const (
 	ExcludedAvoided     = "avoided"      // the task avoids it
 	ExcludedNotPinned   = "not_pinned"   // the task is pinned to another replica
 	ExcludedDevices     = "devices"      // none of its devices is in the task's device mask
-	ExcludedVRAM        = "vram"         // its devices lack free memory for the task's context
+	ExcludedVRAM        = "vram"         // its devices have too little memory, in all, for the task's context
 )
 
 // Breaker is a replica's circuit breaker state.
@@ -65,8 +65,10 @@ type ReplicaSnapshot struct {
 	Waiting       int     // requests queued inside the engine (its load probe), 0 if unknown
 	KVUsage       float64 // KV cache use 0..1 from its load probe; negative if unknown
 	Devices       []int
-	// FreeVRAM is the free device memory of its devices in bytes; negative if unknown.
-	FreeVRAM int64
+	// VRAM is the total memory of its devices in bytes; negative if unknown. Total, not free:
+	// engines such as vLLM and llama.cpp reserve their KV cache when they start, so free memory
+	// says nothing about whether a task fits in the cache they already hold.
+	VRAM int64
 }
 
 // ReplicaRequest is what the task asks of a replica.
@@ -226,7 +228,7 @@ func exclusion(r ReplicaSnapshot, req ReplicaRequest) string {
 		return ExcludedBreakerOpen
 	case req.Devices != nil && !slices.ContainsFunc(r.Devices, func(d int) bool { return slices.Contains(req.Devices, d) }):
 		return ExcludedDevices
-	case req.NeedVRAM > 0 && r.FreeVRAM >= 0 && r.FreeVRAM < req.NeedVRAM:
+	case req.NeedVRAM > 0 && r.VRAM >= 0 && r.VRAM < req.NeedVRAM:
 		return ExcludedVRAM
 	}
 	return ""

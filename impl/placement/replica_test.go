@@ -7,7 +7,7 @@ import (
 )
 
 func rep(id string, busy int) ReplicaSnapshot {
-	return ReplicaSnapshot{ID: id, Ready: true, Slots: 4, Busy: busy, KVUsage: -1, FreeVRAM: -1}
+	return ReplicaSnapshot{ID: id, Ready: true, Slots: 4, Busy: busy, KVUsage: -1, VRAM: -1}
 }
 
 func TestChooseReplica(t *testing.T) {
@@ -26,7 +26,7 @@ func TestChooseReplica(t *testing.T) {
 	dev := rep("b", 0)
 	dev.Devices = []int{1}
 	vram := rep("b", 0)
-	vram.FreeVRAM = 100
+	vram.VRAM = 100
 
 	tests := []struct {
 		name     string

@@ -159,7 +159,7 @@ func (s *Service) placeReplica(ctx context.Context, t *Task, v pool.View, tried 
 	snaps := make([]placement.ReplicaSnapshot, len(v.Replicas))
 	for i, r := range v.Replicas {
 		snaps[i] = replicaSnapshot(r)
-		snaps[i].FreeVRAM = freeVRAM(r.Devices, inv)
+		snaps[i].VRAM = deviceMemory(r.Devices, inv)
 	}
 	req := placement.ReplicaRequest{Tried: tried, Retry: retry, Tiebreak: t.seq, Pin: t.spec.Placement.PinReplica,
 		Prefer: t.spec.Placement.PreferReplicas, Avoid: t.spec.Placement.AvoidReplicas}
@@ -193,7 +193,7 @@ func (s *Service) placeReplica(ctx context.Context, t *Task, v pool.View, tried 
 // it had queued, so only the replica's own health counts.
 func replicaSnapshot(r pool.ReplicaView) placement.ReplicaSnapshot {
 	sn := placement.ReplicaSnapshot{ID: r.ID, Ready: r.Healthy && r.State != pool.StateStopped, Breaker: r.Breaker,
-		ProbeInFlight: r.ProbeInFlight, Slots: r.Slots, Busy: r.Busy, KVUsage: -1, Devices: r.Devices, FreeVRAM: -1}
+		ProbeInFlight: r.ProbeInFlight, Slots: r.Slots, Busy: r.Busy, KVUsage: -1, Devices: r.Devices, VRAM: -1}
 	if r.HasEngineLoad {
 		sn.Waiting, sn.KVUsage = r.EngineLoad.Waiting, r.EngineLoad.KVUsage
 	}
@@ -214,22 +214,21 @@ func (s *Service) gpuInventory(ctx context.Context, v pool.View) gpu.Inventory {
 	return gpu.Inventory{}
 }
 
-// freeVRAM is the free memory of devices in inv (bytes), or -1 (unknown: no NVML, no
+// deviceMemory is the total memory of devices in inv (bytes), or -1 (unknown: no NVML, no
 // devices named, or one of them missing from the inventory or reporting no total).
-func freeVRAM(devices []int, inv gpu.Inventory) int64 {
+func deviceMemory(devices []int, inv gpu.Inventory) int64 {
 	if !inv.Available || len(devices) == 0 {
 		return -1
 	}
-	var free int64
+	var total int64
 	for _, idx := range devices {
 		i := slices.IndexFunc(inv.Devices, func(d gpu.Device) bool { return d.Index == idx })
 		if i < 0 || inv.Devices[i].MemoryTotal == 0 {
 			return -1
 		}
-		d := inv.Devices[i]
-		free += int64(d.MemoryTotal - min(d.MemoryUsed, d.MemoryTotal))
+		total += int64(inv.Devices[i].MemoryTotal)
 	}
-	return free
+	return total
 }
 
 // sessionReplica is where the session's last turn ran ("" none).

@@ -100,7 +100,7 @@ type Options struct {
 	// Journal records admissions, events and terminal states so that a restart loses nothing
 	// admitted (see Recover). Nil: tasks live in memory only.
 	Journal Journal
-	// GPUs reports the free memory of the devices replicas run on, for placement's VRAM fit
+	// GPUs reports the memory of the devices replicas run on, for placement's VRAM fit
 	// (the engine/gpu Probe, over NVML). Nil, or without NVML, the fit is unknown and
 	// excludes no replica.
 	GPUs gpuInventory

@@ -15,12 +15,19 @@ import (
 	"github.com/orchestratord/orchestratord/impl/placement"
 )
 
-// Placement reads the free memory of each replica's devices from NVML (engine/gpu over the
+// Placement reads the total memory of each replica's devices from NVML (engine/gpu over the
 // go-nvml mocks): a replica whose devices cannot hold the task's context (Ctx × KV bytes per
-// token) is excluded with "vram". Without NVML, or for a replica that names no devices, the
-// fit is unknown and excludes nothing.
+// token) even when empty is excluded with "vram". A device that is nearly full is not: the
+// engine on it reserved its KV cache at start-up, so free memory says nothing about the fit.
+// Without NVML, or for a replica that names no devices, the fit is unknown and excludes nothing.
 func TestPlacementVRAMFit(t *testing.T) {
 	// The harness's pool has 10 KV bytes per token: a 4096-token context needs 40,960 bytes.
+	small := func() nvml.Interface {
+		srv := dgxh200.New()
+		d0 := srv.Devices[0].(*server.Device)
+		d0.MemoryInfo = nvml.Memory{Total: 30000, Used: 0, Free: 30000}
+		return srv
+	}
 	nearlyFull := func() nvml.Interface {
 		srv := dgxh200.New()
 		d0 := srv.Devices[0].(*server.Device)
@@ -37,15 +44,17 @@ func TestPlacementVRAMFit(t *testing.T) {
 		excluded map[string]string // replica → excluded_because
 		want     string            // the replica chosen
 	}{
-		{"device 0 lacks memory", nearlyFull, map[string][]int{"p/0": {0}, "p/1": {1}},
+		{"device 0 too small", small, map[string][]int{"p/0": {0}, "p/1": {1}},
 			map[string]string{"p/0": placement.ExcludedVRAM, "p/1": ""}, "p/1"},
-		{"a group counts all its devices", nearlyFull, map[string][]int{"p/0": {0, 2}, "p/1": {1}},
+		{"nearly full (preallocated) still fits", nearlyFull, map[string][]int{"p/0": {0}, "p/1": {1}},
 			map[string]string{"p/0": "", "p/1": ""}, ""},
-		{"no devices named: unknown", nearlyFull, nil,
+		{"a group counts all its devices", small, map[string][]int{"p/0": {0, 2}, "p/1": {1}},
+			map[string]string{"p/0": "", "p/1": ""}, ""},
+		{"no devices named: unknown", small, nil,
 			map[string]string{"p/0": "", "p/1": ""}, ""},
 		{"no NVML: unknown", noNVML, map[string][]int{"p/0": {0}, "p/1": {1}},
 			map[string]string{"p/0": "", "p/1": ""}, ""},
-		{"device not in the inventory: unknown", nearlyFull, map[string][]int{"p/0": {0}, "p/1": {9}},
+		{"device not in the inventory: unknown", small, map[string][]int{"p/0": {0}, "p/1": {9}},
 			map[string]string{"p/0": placement.ExcludedVRAM, "p/1": ""}, "p/1"},
 	}
 	for _, tt := range tests {
