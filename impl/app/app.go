@@ -183,7 +183,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	}
 	var specs []pool.Spec
 	for _, p := range cfg.Pools {
-		s := pool.Spec{ID: p.ID, Engine: p.Engine, ModelRef: p.ModelRef, ModelID: p.ModelID, CtxMax: p.CtxMax,
+		s := pool.Spec{ID: p.ID, Engine: p.Engine, ModelRef: p.ModelRef, ModelID: p.ModelID, ModelIDDerived: p.ModelIDDerived, CtxMax: p.CtxMax,
 			Slots: p.Slots, KVBytesPerToken: p.KVBytesPerToken, PriorServiceMs: p.PriorServiceMs,
 			PriorTokensPerS: p.PriorTokensPerS, Workloads: p.Workloads, EngineOptions: p.EngineOptions,
 			MigrateOnFailure: p.MigrateOnFailureOrDefault()}

@@ -50,6 +50,7 @@ pools:
   - id: default
     engine: llamacpp
     model_ref: models/med.gguf
+    model_id: med               # configured: it survives the reload, so the clients keep addressing it
     ctx_max: 2048
     slots: 1
     replicas:

@@ -149,10 +149,13 @@ func (j Journal) EnabledOrDefault() bool { return j.Enabled == nil || *j.Enabled
 
 // Pool is one model on one engine type.
 type Pool struct {
-	ID              string   `yaml:"id"`
-	Engine          string   `yaml:"engine"`
-	ModelRef        string   `yaml:"model_ref"`
-	ModelID         string   `yaml:"model_id"`
+	ID       string `yaml:"id"`
+	Engine   string `yaml:"engine"`
+	ModelRef string `yaml:"model_ref"`
+	ModelID  string `yaml:"model_id"`
+	// ModelIDDerived: model_id was not configured and comes from model_ref's file name, so a
+	// reload to another file derives it again; a configured model_id survives reloads.
+	ModelIDDerived  bool     `yaml:"-"`
 	CtxMax          int      `yaml:"ctx_max"`
 	Slots           int      `yaml:"slots"`
 	KVBytesPerToken int64    `yaml:"kv_bytes_per_token"`
@@ -541,6 +544,7 @@ func (c *Config) complete() error {
 		p := &c.Pools[i]
 		if p.ModelID == "" && p.ModelRef != "" {
 			p.ModelID = ModelIDFromRef(p.ModelRef)
+			p.ModelIDDerived = true
 		}
 		if len(p.Workloads) == 0 {
 			p.Workloads = []string{"completion"}

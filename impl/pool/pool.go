@@ -76,10 +76,13 @@ func (e *ReloadError) Unwrap() error { return e.Err }
 
 // Spec is a pool's configuration.
 type Spec struct {
-	ID              string
-	Engine          string
-	ModelRef        string
-	ModelID         string
+	ID       string
+	Engine   string
+	ModelRef string
+	ModelID  string
+	// ModelIDDerived: ModelID comes from ModelRef's file name and follows it on reload; a
+	// configured id stays, so clients that address the pool by it keep working.
+	ModelIDDerived  bool
 	CtxMax          int
 	Slots           int // per replica
 	KVBytesPerToken int64
@@ -857,7 +860,9 @@ func (r *Registry) Reload(ctx context.Context, id, newRef string) (View, error) 
 
 	newSpec := spec
 	newSpec.ModelRef = newRef
-	newSpec.ModelID = config.ModelIDFromRef(newRef)
+	if spec.ModelIDDerived {
+		newSpec.ModelID = config.ModelIDFromRef(newRef)
+	}
 	var switched []*rstate
 	for _, rs := range reps {
 		if !rs.spec.Managed {

@@ -127,7 +127,7 @@ func (e *env) waitView(t *testing.T, cond func(View) bool) View {
 	}
 }
 
-var managedSpec = Spec{ID: "m", Engine: "llamacpp", ModelRef: "models/a.gguf", ModelID: "a", CtxMax: 1024, Slots: 2, Managed: true}
+var managedSpec = Spec{ID: "m", Engine: "llamacpp", ModelRef: "models/a.gguf", ModelID: "a", ModelIDDerived: true, CtxMax: 1024, Slots: 2, Managed: true}
 var externalSpec = Spec{ID: "x", Engine: "llamacpp", ModelRef: "tiny", ModelID: "tiny", CtxMax: 1024, Slots: 1, URL: "http://ext"}
 
 // TestEngineLoad: each health check of a ready replica refreshes the load its engine reports;
@@ -233,6 +233,19 @@ func TestReload(t *testing.T) {
 			if r := e.replicas[url]; r == nil || r.key != want {
 				t.Errorf("replica %s: %+v, want key %q", url, r, want)
 			}
+		}
+	})
+	t.Run("a configured model id survives the reload", func(t *testing.T) {
+		spec := managedSpec
+		spec.ModelID, spec.ModelIDDerived = "chat-model", false
+		e := newEnv(t, spec)
+		e.waitView(t, func(v View) bool { return v.Ready() })
+		v, err := e.reg.Reload(context.Background(), "m", "models/b.gguf")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.ModelRef != "models/b.gguf" || v.ModelID != "chat-model" {
+			t.Fatalf("view = %+v, want model_ref models/b.gguf and model_id chat-model", v)
 		}
 	})
 	t.Run("failure rolls back", func(t *testing.T) {
