@@ -3,9 +3,6 @@ package openai
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
-	"io"
-	"strings"
 	"testing"
 	"unicode/utf8"
 )
@@ -44,41 +41,6 @@ func FuzzDecodeChunk(f *testing.F) {
 		}
 		if len(w.Choices) > 0 && w.Choices[0].Text != nil && c.text != *w.Choices[0].Text {
 			t.Fatalf("text %q, want %q", c.text, *w.Choices[0].Text)
-		}
-	})
-}
-
-// FuzzEventReader: any body splits into events without panicking, each within the bound, and
-// a body made of well-formed events gives back exactly their data.
-func FuzzEventReader(f *testing.F) {
-	f.Add([]byte("data: a\n\ndata: b\r\n\r\n"), "x")
-	f.Add([]byte(": c\nevent: error\ndata: x\ndata: y\n\n"), "y\nz")
-	f.Add([]byte("data: cut"), "")
-	f.Fuzz(func(t *testing.T, body []byte, payload string) {
-		r := newEventReader(bytes.NewReader(body))
-		for range len(body) + 1 {
-			_, data, err := r.next()
-			if err != nil {
-				if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, errEventTooLong) {
-					t.Fatalf("unexpected error %v", err)
-				}
-				break
-			}
-			if len(data) > maxEventBytes {
-				t.Fatalf("event of %d bytes", len(data))
-			}
-		}
-		// Round trip: payload written as data lines comes back as one event.
-		lines := strings.Split(strings.ReplaceAll(payload, "\r", ""), "\n")
-		var b strings.Builder
-		for _, l := range lines {
-			b.WriteString("data: " + l + "\n")
-		}
-		b.WriteString("\n")
-		r = newEventReader(strings.NewReader(b.String()))
-		_, data, err := r.next()
-		if err != nil || string(data) != strings.Join(lines, "\n") {
-			t.Fatalf("round trip of %q: %q, %v", payload, data, err)
 		}
 	})
 }

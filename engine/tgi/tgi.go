@@ -4,17 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/orchestratord/orchestratord/engine"
+	"github.com/orchestratord/orchestratord/engine/httpengine"
 )
 
 // DefaultIdleTimeout is Options.IdleTimeout's default.
@@ -45,9 +43,8 @@ type Options struct {
 type Replica struct {
 	base   string
 	client *http.Client
-	idle   time.Duration
+	http   *httpengine.Client
 	log    *slog.Logger
-	auth   string
 }
 
 var (
@@ -58,18 +55,16 @@ var (
 
 // New returns a Replica for opts.
 func New(opts Options) *Replica {
-	r := &Replica{base: strings.TrimRight(opts.BaseURL, "/"), client: opts.Client, idle: opts.IdleTimeout, log: opts.Logger}
-	if opts.APIKey != "" {
-		r.auth = "Bearer " + opts.APIKey
-	}
+	r := &Replica{base: strings.TrimRight(opts.BaseURL, "/"), client: opts.Client, log: opts.Logger}
 	if r.client == nil {
-		d := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
-		r.client = &http.Client{Transport: &http.Transport{DialContext: d.DialContext, MaxIdleConnsPerHost: 64,
-			IdleConnTimeout: 4 * time.Second, DisableCompression: true}}
+		r.client = httpengine.DefaultHTTPClient()
 	}
-	if r.idle <= 0 {
-		r.idle = DefaultIdleTimeout
+	idle := opts.IdleTimeout
+	if idle <= 0 {
+		idle = DefaultIdleTimeout
 	}
+	r.http = &httpengine.Client{Name: "tgi", Unit: "frame", EOF: "stream ended before its last frame", HTTP: r.client,
+		Idle: idle, Auth: httpengine.Bearer(opts.APIKey), OnStatus: statusError}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
@@ -90,11 +85,6 @@ type request struct {
 	Inputs     string     `json:"inputs"`
 	Parameters parameters `json:"parameters"`
 }
-
-var (
-	errIdle     = errors.New("no frame from the engine within the idle timeout")
-	errFinished = errors.New("generation finished")
-)
 
 // Generate implements engine.Replica (see the package documentation for the protocol).
 func (r *Replica) Generate(ctx context.Context, req engine.Request, emit engine.EmitFunc) (engine.Result, error) {
@@ -131,39 +121,26 @@ func (r *Replica) generate(ctx context.Context, req engine.Request, emit engine.
 		return engine.Result{}, engine.Errorf(engine.KindInternal, "tgi: encode request: %w", err)
 	}
 
-	reqCtx, cancel := context.WithCancelCause(ctx)
-	defer cancel(errFinished) // closes the connection: TGI drops the request from its batch
-	timer := time.AfterFunc(r.idle, func() { cancel(errIdle) })
-	defer timer.Stop()
+	call := r.http.Begin(ctx)
+	defer call.End() // closes the connection: TGI drops the request from its batch
 	const path = "/generate_stream"
-	hreq, err := http.NewRequestWithContext(reqCtx, http.MethodPost, r.base+path, bytes.NewReader(b))
+	resp, err := call.PostStream(r.base+path, path, b)
 	if err != nil {
-		return engine.Result{}, engine.Errorf(engine.KindInternal, "tgi: %w", err)
-	}
-	hreq.Header.Set("Content-Type", "application/json")
-	hreq.Header.Set("Accept", "text/event-stream")
-	r.authorize(hreq)
-	hreq.Close = true // one connection per generation: closing it is the abort signal
-	resp, err := r.client.Do(hreq)
-	if err != nil {
-		return engine.Result{}, r.transportError(ctx, reqCtx, "send "+path, err)
+		return engine.Result{}, err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return engine.Result{}, statusError(ctx, resp)
-	}
 	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
 		return engine.Result{}, engine.Errorf(engine.KindProtocol, "tgi: %s answered %q, want text/event-stream", path, ct)
 	}
 
-	ev := newEventReader(resp.Body)
+	ev := httpengine.NewEventReader(resp.Body)
 	var res engine.Result
 	for {
-		timer.Reset(r.idle)
-		_, data, err := ev.next()
-		timer.Stop()
+		call.Rearm()
+		_, data, err := ev.Next()
+		call.Pause()
 		if err != nil {
-			return res, r.streamError(ctx, reqCtx, err)
+			return res, call.StreamError(err)
 		}
 		if err := ctx.Err(); err != nil {
 			return res, err
@@ -284,77 +261,10 @@ func errorBody(b []byte) (msg, typ string) {
 	return s, ""
 }
 
-func (r *Replica) transportError(ctx, reqCtx context.Context, what string, err error) error {
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	if errors.Is(context.Cause(reqCtx), errIdle) {
-		return engine.Errorf(engine.KindDecodeTimeout, "tgi: %s: no answer within %v", what, r.idle)
-	}
-	var op *net.OpError
-	var dns *net.DNSError
-	if (errors.As(err, &op) && op.Op == "dial") || errors.As(err, &dns) || errors.Is(err, syscall.ECONNREFUSED) {
-		return engine.Errorf(engine.KindPoolUnavailable, "tgi: %s: %w", what, err)
-	}
-	return engine.Errorf(engine.KindWorkerReset, "tgi: %s: %w", what, err)
-}
-
-func (r *Replica) streamError(ctx, reqCtx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	if errors.Is(context.Cause(reqCtx), errIdle) {
-		return engine.Errorf(engine.KindDecodeTimeout, "tgi: no stream frame within %v", r.idle)
-	}
-	if errors.Is(err, errEventTooLong) {
-		return engine.Errorf(engine.KindProtocol, "tgi: %w", err)
-	}
-	if errors.Is(err, io.EOF) {
-		return engine.Errorf(engine.KindWorkerReset, "tgi: stream ended before its last frame")
-	}
-	return engine.Errorf(engine.KindWorkerReset, "tgi: stream broken: %w", err)
-}
-
-// httpStatusError is a GET answered with a status other than 200; it unwraps to the classified
-// *engine.Error.
-type httpStatusError struct {
-	code int
-	err  error
-}
-
-func (e *httpStatusError) Error() string { return e.err.Error() }
-func (e *httpStatusError) Unwrap() error { return e.err }
-
-func (r *Replica) authorize(req *http.Request) {
-	if r.auth != "" {
-		req.Header.Set("Authorization", r.auth)
-	}
-}
-
-// get sends a GET bounded by IdleTimeout and returns the body (at most 16 MiB) of a 200 answer.
+// get sends a GET of path bounded by IdleTimeout and returns the body (at most 16 MiB) of a
+// 200 answer.
 func (r *Replica) get(ctx context.Context, path string) ([]byte, error) {
-	reqCtx, cancel := context.WithCancelCause(ctx)
-	defer cancel(errFinished)
-	timer := time.AfterFunc(r.idle, func() { cancel(errIdle) })
-	defer timer.Stop()
-	hreq, err := http.NewRequestWithContext(reqCtx, http.MethodGet, r.base+path, nil)
-	if err != nil {
-		return nil, engine.Errorf(engine.KindInternal, "tgi: %w", err)
-	}
-	r.authorize(hreq)
-	resp, err := r.client.Do(hreq)
-	if err != nil {
-		return nil, r.transportError(ctx, reqCtx, "GET "+path, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, &httpStatusError{code: resp.StatusCode, err: statusError(ctx, resp)}
-	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return nil, r.streamError(ctx, reqCtx, err)
-	}
-	return b, nil
+	return r.http.Get(ctx, r.base+path, path)
 }
 
 // Health implements engine.Replica with GET /health: 200 is live and ready (TGI answers it
@@ -362,17 +272,7 @@ func (r *Replica) get(ctx context.Context, path string) ([]byte, error) {
 // live. The error is non-nil only when ctx ends.
 func (r *Replica) Health(ctx context.Context) (engine.Health, error) {
 	_, err := r.get(ctx, "/health")
-	if err == nil {
-		return engine.Health{Live: true, Ready: true}, nil
-	}
-	if ctx.Err() != nil {
-		return engine.Health{}, ctx.Err()
-	}
-	var hs *httpStatusError
-	if errors.As(err, &hs) {
-		return engine.Health{Live: true, Detail: err.Error()}, nil
-	}
-	return engine.Health{Detail: err.Error()}, nil
+	return httpengine.Health(ctx, err)
 }
 
 // Info is what TGI's GET /info says of the served model and the server.

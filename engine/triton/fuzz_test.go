@@ -1,11 +1,8 @@
 package triton
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
-	"io"
-	"strings"
 	"testing"
 )
 
@@ -41,45 +38,6 @@ func FuzzDecodeFrame(f *testing.F) {
 		var s string
 		if json.Unmarshal(w["text_output"], &s) == nil && (err != nil || fr.text != s) {
 			t.Fatalf("text %q, %v; encoding/json reads %q from %q", fr.text, err, s, data)
-		}
-	})
-}
-
-// FuzzEventReader: the reader never panics and, for a body of "data: X\n\n" events whose X has
-// no line breaks, gives back exactly the Xs.
-func FuzzEventReader(f *testing.F) {
-	f.Add([]byte("data: {\"text_output\":\" The\"}\n\ndata: x\r\n\r\n"), "a\x00b")
-	f.Add([]byte(": c\nevent: e\ndata:1\ndata: 2\n\n\n"), "")
-	f.Fuzz(func(t *testing.T, body []byte, payload string) {
-		r := newEventReader(bytes.NewReader(body))
-		for {
-			if _, err := r.next(); err != nil {
-				break
-			}
-		}
-		var xs []string
-		for p := range strings.SplitSeq(payload, "\x00") {
-			if strings.ContainsAny(p, "\r\n") {
-				return
-			}
-			xs = append(xs, p)
-		}
-		var b strings.Builder
-		for _, x := range xs {
-			b.WriteString("data: " + x + "\n\n")
-		}
-		r = newEventReader(strings.NewReader(b.String()))
-		for i := 0; ; i++ {
-			d, err := r.next()
-			if errors.Is(err, io.EOF) {
-				if i != len(xs) {
-					t.Fatalf("%d events, want %d", i, len(xs))
-				}
-				return
-			}
-			if err != nil || i >= len(xs) || string(d) != xs[i] {
-				t.Fatalf("event %d = %q, %v; want %q", i, d, err, xs)
-			}
 		}
 	})
 }

@@ -8,14 +8,13 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/orchestratord/orchestratord/engine"
+	"github.com/orchestratord/orchestratord/engine/httpengine"
 )
 
 // DefaultIdleTimeout is Options.IdleTimeout's default.
@@ -65,9 +64,7 @@ type Replica struct {
 	base, metrics string
 	model         string
 	tensors       Tensors
-	auth          string
-	client        *http.Client
-	idle          time.Duration
+	http          *httpengine.Client
 	log           *slog.Logger
 }
 
@@ -91,28 +88,22 @@ func New(opts Options) *Replica {
 		t.Output = d.Output
 	}
 	r := &Replica{base: strings.TrimRight(opts.BaseURL, "/"), metrics: strings.TrimRight(opts.MetricsURL, "/"),
-		model: opts.Model, tensors: t, client: opts.Client, idle: opts.IdleTimeout, log: opts.Logger}
-	if opts.APIKey != "" {
-		r.auth = "Bearer " + opts.APIKey
+		model: opts.Model, tensors: t, log: opts.Logger}
+	client := opts.Client
+	if client == nil {
+		client = httpengine.DefaultHTTPClient()
 	}
-	if r.client == nil {
-		dl := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
-		r.client = &http.Client{Transport: &http.Transport{DialContext: dl.DialContext, MaxIdleConnsPerHost: 64,
-			IdleConnTimeout: 4 * time.Second, DisableCompression: true}}
+	idle := opts.IdleTimeout
+	if idle <= 0 {
+		idle = DefaultIdleTimeout
 	}
-	if r.idle <= 0 {
-		r.idle = DefaultIdleTimeout
-	}
+	r.http = &httpengine.Client{Name: "triton", Unit: "frame", HTTP: client, Idle: idle,
+		Auth: httpengine.Bearer(opts.APIKey), OnStatus: r.statusError}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
 	return r
 }
-
-var (
-	errIdle     = errors.New("no frame from the engine within the idle timeout")
-	errFinished = errors.New("generation finished")
-)
 
 func (r *Replica) modelPath(suffix string) string {
 	return "/v2/models/" + url.PathEscape(r.model) + suffix
@@ -169,27 +160,13 @@ func (r *Replica) generate(ctx context.Context, req engine.Request, emit engine.
 	}
 	path := r.modelPath("/generate_stream")
 
-	reqCtx, cancel := context.WithCancelCause(ctx)
-	defer cancel(errFinished) // closes the connection
-	timer := time.AfterFunc(r.idle, func() { cancel(errIdle) })
-	defer timer.Stop()
-	hreq, err := http.NewRequestWithContext(reqCtx, http.MethodPost, r.base+path, bytes.NewReader(b))
+	call := r.http.Begin(ctx)
+	defer call.End() // closes the connection: the only abort signal HTTP has
+	resp, err := call.PostStream(r.base+path, path, b)
 	if err != nil {
-		return engine.Result{}, engine.Errorf(engine.KindInternal, "triton: %w", err)
-	}
-	hreq.Header.Set("Content-Type", "application/json")
-	hreq.Header.Set("Accept", "text/event-stream")
-	r.authorize(hreq)
-	// One connection per generation: closing it is the only abort signal HTTP has.
-	hreq.Close = true
-	resp, err := r.client.Do(hreq)
-	if err != nil {
-		return engine.Result{}, r.transportError(ctx, reqCtx, "send "+path, err)
+		return engine.Result{}, err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return engine.Result{}, r.statusError(ctx, resp)
-	}
 	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
 		// A 200 JSON body is an error Triton reports before streaming.
 		if strings.HasPrefix(ct, "application/json") {
@@ -198,17 +175,17 @@ func (r *Replica) generate(ctx context.Context, req engine.Request, emit engine.
 		return engine.Result{}, engine.Errorf(engine.KindProtocol, "triton: %s answered %q, want text/event-stream", path, ct)
 	}
 
-	ev := newEventReader(resp.Body)
+	ev := httpengine.NewEventReader(resp.Body)
 	var res engine.Result
 	for {
-		timer.Reset(r.idle)
-		data, err := ev.next()
-		timer.Stop()
+		call.Rearm()
+		_, data, err := ev.Next()
+		call.Pause()
 		if err != nil {
-			if errors.Is(err, io.EOF) && ctx.Err() == nil && !errors.Is(context.Cause(reqCtx), errIdle) {
+			if errors.Is(err, io.EOF) && ctx.Err() == nil && !call.TimedOut() {
 				break // Triton ends the stream without a terminator
 			}
-			return res, r.streamError(ctx, reqCtx, err)
+			return res, call.StreamError(err)
 		}
 		if err := ctx.Err(); err != nil {
 			return res, err
@@ -303,73 +280,10 @@ func errorBody(b []byte) string {
 	return s
 }
 
-func (r *Replica) transportError(ctx, reqCtx context.Context, what string, err error) error {
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	if errors.Is(context.Cause(reqCtx), errIdle) {
-		return engine.Errorf(engine.KindDecodeTimeout, "triton: %s: no answer within %v", what, r.idle)
-	}
-	var op *net.OpError
-	var dns *net.DNSError
-	if (errors.As(err, &op) && op.Op == "dial") || errors.As(err, &dns) || errors.Is(err, syscall.ECONNREFUSED) {
-		return engine.Errorf(engine.KindPoolUnavailable, "triton: %s: %w", what, err)
-	}
-	return engine.Errorf(engine.KindWorkerReset, "triton: %s: %w", what, err)
-}
-
-func (r *Replica) streamError(ctx, reqCtx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	if errors.Is(context.Cause(reqCtx), errIdle) {
-		return engine.Errorf(engine.KindDecodeTimeout, "triton: no stream frame within %v", r.idle)
-	}
-	if errors.Is(err, errEventTooLong) {
-		return engine.Errorf(engine.KindProtocol, "triton: %w", err)
-	}
-	return engine.Errorf(engine.KindWorkerReset, "triton: stream broken: %w", err)
-}
-
-// httpStatusError is a GET answered with a status other than 200.
-type httpStatusError struct {
-	code int
-	err  error
-}
-
-func (e *httpStatusError) Error() string { return e.err.Error() }
-func (e *httpStatusError) Unwrap() error { return e.err }
-
-func (r *Replica) authorize(req *http.Request) {
-	if r.auth != "" {
-		req.Header.Set("Authorization", r.auth)
-	}
-}
-
-// get sends a GET bounded by IdleTimeout and returns the body (at most 16 MiB) of a 200 answer.
+// get sends a GET to u bounded by IdleTimeout and returns the body (at most 16 MiB) of a 200
+// answer.
 func (r *Replica) get(ctx context.Context, u string) ([]byte, error) {
-	reqCtx, cancel := context.WithCancelCause(ctx)
-	defer cancel(errFinished)
-	timer := time.AfterFunc(r.idle, func() { cancel(errIdle) })
-	defer timer.Stop()
-	hreq, err := http.NewRequestWithContext(reqCtx, http.MethodGet, u, nil)
-	if err != nil {
-		return nil, engine.Errorf(engine.KindInternal, "triton: %w", err)
-	}
-	r.authorize(hreq)
-	resp, err := r.client.Do(hreq)
-	if err != nil {
-		return nil, r.transportError(ctx, reqCtx, "GET "+hreq.URL.Path, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, &httpStatusError{code: resp.StatusCode, err: r.statusError(ctx, resp)}
-	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return nil, r.streamError(ctx, reqCtx, err)
-	}
-	return b, nil
+	return r.http.Get(ctx, u, "")
 }
 
 // Health implements engine.Replica: live when GET /v2/health/ready answers at all, ready when
@@ -379,17 +293,7 @@ func (r *Replica) Health(ctx context.Context) (engine.Health, error) {
 	if err == nil {
 		_, err = r.get(ctx, r.base+r.modelPath("/ready"))
 	}
-	if err == nil {
-		return engine.Health{Live: true, Ready: true}, nil
-	}
-	if ctx.Err() != nil {
-		return engine.Health{}, ctx.Err()
-	}
-	var hs *httpStatusError
-	if errors.As(err, &hs) { // the server answered: live, not ready
-		return engine.Health{Live: true, Detail: err.Error()}, nil
-	}
-	return engine.Health{Detail: err.Error()}, nil
+	return httpengine.Health(ctx, err)
 }
 
 // Identify implements engine.Identifier from GET /v2/models/{model} (the model's name and its
