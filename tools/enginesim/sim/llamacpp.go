@@ -66,12 +66,14 @@ func (s *Sim) llamaCompletion(w http.ResponseWriter, r *http.Request) {
 			body = s.appendLlamaTail(body, got, p, time.Since(start))
 			writeJSON(w, http.StatusOK, body)
 		}
+		release() // the slot is free before OnFinish reports the end
 		s.finish(endpoint, false, got, err)
 		return
 	}
 
 	sw := newSSEWriter(w)
 	if err := sw.flush(); err != nil {
+		release() // the slot is free before OnFinish reports the end
 		s.finish(endpoint, true, 0, err)
 		return
 	}
@@ -90,6 +92,7 @@ func (s *Sim) llamaCompletion(w http.ResponseWriter, r *http.Request) {
 		buf = append(buf, "\n\n"...)
 		err = sw.frame(buf)
 	}
+	release() // the slot is free before OnFinish reports the end
 	s.finish(endpoint, true, got, err)
 }
 

@@ -136,6 +136,7 @@ func (s *Sim) openai(w http.ResponseWriter, r *http.Request, k *openaiKind) {
 			body = append(body, '}')
 			writeJSON(w, http.StatusOK, body)
 		}
+		release() // the slot is free before OnFinish reports the end
 		s.finish(k.endpoint, false, got, err)
 		return
 	}
@@ -155,6 +156,7 @@ func (s *Sim) openai(w http.ResponseWriter, r *http.Request, k *openaiKind) {
 		err = sw.flush()
 	}
 	if err != nil {
+		release() // the slot is free before OnFinish reports the end
 		s.finish(k.endpoint, true, 0, err)
 		return
 	}
@@ -181,6 +183,7 @@ func (s *Sim) openai(w http.ResponseWriter, r *http.Request, k *openaiKind) {
 	if err == nil {
 		err = sw.frame([]byte("data: [DONE]\n\n"))
 	}
+	release() // the slot is free before OnFinish reports the end
 	s.finish(k.endpoint, true, got, err)
 }
 

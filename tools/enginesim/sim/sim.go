@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -215,11 +216,14 @@ func (s *Sim) acquire(ctx context.Context) (func(), error) {
 		}
 	}
 	s.active.Add(1)
-	return func() {
-		s.active.Add(-1)
-		if s.slots != nil {
-			<-s.slots
-		}
+	var once sync.Once
+	return func() { // idempotent: handlers release before reporting the end, and defer it too
+		once.Do(func() {
+			s.active.Add(-1)
+			if s.slots != nil {
+				<-s.slots
+			}
+		})
 	}, nil
 }
 

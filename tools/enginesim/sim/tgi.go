@@ -137,12 +137,14 @@ func (s *Sim) tgi(w http.ResponseWriter, r *http.Request, req *tgiRequest, strea
 			}
 			writeJSON(w, http.StatusOK, body)
 		}
+		release() // the slot is free before OnFinish reports the end
 		s.finish(endpoint, false, got, err)
 		return
 	}
 
 	sw := newSSEWriter(w)
 	if err := sw.flush(); err != nil {
+		release() // the slot is free before OnFinish reports the end
 		s.finish(endpoint, true, 0, err)
 		return
 	}
@@ -168,6 +170,7 @@ func (s *Sim) tgi(w http.ResponseWriter, r *http.Request, req *tgiRequest, strea
 		buf = append(buf, "\n\n"...)
 		return sw.frame(buf)
 	}))
+	release() // the slot is free before OnFinish reports the end
 	s.finish(endpoint, true, got, err)
 }
 
