@@ -665,7 +665,7 @@ func TestPlacementRefusals(t *testing.T) {
 		}, status: 202},
 		{name: "replica pinned without a pinned pool", edit: func(r *client.TaskRequest) {
 			r.Placement = &client.PlacementOverrides{PinReplicaId: ptr(poolID + "/0")}
-		}, status: 400, code: client.INVALIDPARAMS, msg: "pin_replica_id: requires mode pin"},
+		}, status: 400, code: client.INVALIDPARAMS, msg: "pin_replica_id requires mode pin with pin_pool_id"},
 		{name: "pinned to a replica the pool lacks", edit: func(r *client.TaskRequest) {
 			r.Placement = &client.PlacementOverrides{Mode: ptr(client.Pin), PinPoolId: ptr(poolID), PinReplicaId: ptr(poolID + "/7")}
 		}, status: 503, code: client.POOLUNAVAILABLE, msg: "has no replica " + poolID + "/7"},

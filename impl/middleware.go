@@ -400,6 +400,20 @@ func flatten(me openapi3.MultiError) []error {
 	return out
 }
 
+// notReason is the description of the `not` rule a value broke: the `not` schema's own, or, for
+// a `not` over several rules (`anyOf`), that of the first rule the value matches.
+func notReason(not *openapi3.Schema, v any) string {
+	if not.Description != "" {
+		return not.Description
+	}
+	for _, rule := range not.AnyOf {
+		if rule.Value != nil && rule.Value.VisitJSON(v) == nil && rule.Value.Description != "" {
+			return rule.Value.Description
+		}
+	}
+	return "a combination of fields the contract forbids"
+}
+
 func isSame(a, b openapi3.MultiError) bool {
 	return len(a) == len(b) && len(a) > 0 && a[0] == b[0] //nolint:errorlint // identity: the same error value, not a kind of error
 }
@@ -419,7 +433,7 @@ func shortMessage(err error) string {
 		}
 		if se.Reason == "" && se.SchemaField == "not" && se.Schema != nil && se.Schema.Not != nil && se.Schema.Not.Value != nil {
 			// kin-openapi gives a failed `not` no reason; the contract describes each `not` rule.
-			se.Reason = se.Schema.Not.Value.Description
+			se.Reason = notReason(se.Schema.Not.Value, se.Value)
 		}
 		if where != "" {
 			return where + ": " + se.Reason
