@@ -40,14 +40,20 @@ func (e ArtifactKind) Valid() bool {
 
 // Defines values for BackpressureErrorEnvelopeLimit.
 const (
-	BackpressureErrorEnvelopeLimitRequests BackpressureErrorEnvelopeLimit = "requests"
-	BackpressureErrorEnvelopeLimitTokens   BackpressureErrorEnvelopeLimit = "tokens"
+	BackpressureErrorEnvelopeLimitKeyBudget     BackpressureErrorEnvelopeLimit = "key_budget"
+	BackpressureErrorEnvelopeLimitRequests      BackpressureErrorEnvelopeLimit = "requests"
+	BackpressureErrorEnvelopeLimitSessionBudget BackpressureErrorEnvelopeLimit = "session_budget"
+	BackpressureErrorEnvelopeLimitTokens        BackpressureErrorEnvelopeLimit = "tokens"
 )
 
 // Valid indicates whether the value is a known member of the BackpressureErrorEnvelopeLimit enum.
 func (e BackpressureErrorEnvelopeLimit) Valid() bool {
 	switch e {
+	case BackpressureErrorEnvelopeLimitKeyBudget:
+		return true
 	case BackpressureErrorEnvelopeLimitRequests:
+		return true
+	case BackpressureErrorEnvelopeLimitSessionBudget:
 		return true
 	case BackpressureErrorEnvelopeLimitTokens:
 		return true
@@ -103,14 +109,20 @@ func (e Engine) Valid() bool {
 
 // Defines values for ErrorEnvelopeLimit.
 const (
-	ErrorEnvelopeLimitRequests ErrorEnvelopeLimit = "requests"
-	ErrorEnvelopeLimitTokens   ErrorEnvelopeLimit = "tokens"
+	ErrorEnvelopeLimitKeyBudget     ErrorEnvelopeLimit = "key_budget"
+	ErrorEnvelopeLimitRequests      ErrorEnvelopeLimit = "requests"
+	ErrorEnvelopeLimitSessionBudget ErrorEnvelopeLimit = "session_budget"
+	ErrorEnvelopeLimitTokens        ErrorEnvelopeLimit = "tokens"
 )
 
 // Valid indicates whether the value is a known member of the ErrorEnvelopeLimit enum.
 func (e ErrorEnvelopeLimit) Valid() bool {
 	switch e {
+	case ErrorEnvelopeLimitKeyBudget:
+		return true
 	case ErrorEnvelopeLimitRequests:
+		return true
+	case ErrorEnvelopeLimitSessionBudget:
 		return true
 	case ErrorEnvelopeLimitTokens:
 		return true
@@ -735,7 +747,9 @@ type BackpressureErrorEnvelope struct {
 	// only.
 	Engine *Engine `json:"engine,omitempty"`
 
-	// Limit The key's rate limit that refused the request (`RATE_LIMITED` only).
+	// Limit The limit that refused the request: the key's rate limit (`requests`, `tokens`, with
+	// `RATE_LIMITED`) or the token budget that is spent, the key's or the session's
+	// (`key_budget`, `session_budget`, with `BUDGET_EXCEEDED`).
 	Limit        *BackpressureErrorEnvelopeLimit `json:"limit,omitempty"`
 	Message      string                          `json:"message"`
 	PolicyLabel  string                          `json:"policy_label"`
@@ -744,7 +758,9 @@ type BackpressureErrorEnvelope struct {
 	RetryAfterMs int64                           `json:"retry_after_ms"`
 }
 
-// BackpressureErrorEnvelopeLimit The key's rate limit that refused the request (`RATE_LIMITED` only).
+// BackpressureErrorEnvelopeLimit The limit that refused the request: the key's rate limit (`requests`, `tokens`, with
+// `RATE_LIMITED`) or the token budget that is spent, the key's or the session's
+// (`key_budget`, `session_budget`, with `BUDGET_EXCEEDED`).
 type BackpressureErrorEnvelopeLimit string
 
 // Capabilities defines model for Capabilities.
@@ -816,7 +832,9 @@ type ErrorEnvelope struct {
 	// only.
 	Engine *Engine `json:"engine,omitempty"`
 
-	// Limit The key's rate limit that refused the request (`RATE_LIMITED` only).
+	// Limit The limit that refused the request: the key's rate limit (`requests`, `tokens`, with
+	// `RATE_LIMITED`) or the token budget that is spent, the key's or the session's
+	// (`key_budget`, `session_budget`, with `BUDGET_EXCEEDED`).
 	Limit        *ErrorEnvelopeLimit `json:"limit,omitempty"`
 	Message      string              `json:"message"`
 	PolicyLabel  *string             `json:"policy_label,omitempty"`
@@ -825,7 +843,9 @@ type ErrorEnvelope struct {
 	RetryAfterMs *int64              `json:"retry_after_ms,omitempty"`
 }
 
-// ErrorEnvelopeLimit The key's rate limit that refused the request (`RATE_LIMITED` only).
+// ErrorEnvelopeLimit The limit that refused the request: the key's rate limit (`requests`, `tokens`, with
+// `RATE_LIMITED`) or the token budget that is spent, the key's or the session's
+// (`key_budget`, `session_budget`, with `BUDGET_EXCEEDED`).
 type ErrorEnvelopeLimit string
 
 // ErrorKind defines model for ErrorKind.
@@ -1262,6 +1282,10 @@ type SessionInfo struct {
 	// KvWarmth True once a task of this session produced a token.
 	KvWarmth              bool   `json:"kv_warmth"`
 	TimeBudgetRemainingMs *int64 `json:"time_budget_remaining_ms,omitempty"`
+
+	// TokensBudgetRemaining What a new task of the session may still reserve: the budget less the tokens charged
+	// to its ended tasks and those reserved by its queued and running ones (present when a
+	// session budget is configured).
 	TokensBudgetRemaining *int64 `json:"tokens_budget_remaining,omitempty"`
 	TtlMsRemaining        int64  `json:"ttl_ms_remaining"`
 	Turns                 int32  `json:"turns"`

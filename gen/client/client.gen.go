@@ -46,14 +46,20 @@ func (e ArtifactKind) Valid() bool {
 
 // Defines values for BackpressureErrorEnvelopeLimit.
 const (
-	BackpressureErrorEnvelopeLimitRequests BackpressureErrorEnvelopeLimit = "requests"
-	BackpressureErrorEnvelopeLimitTokens   BackpressureErrorEnvelopeLimit = "tokens"
+	BackpressureErrorEnvelopeLimitKeyBudget     BackpressureErrorEnvelopeLimit = "key_budget"
+	BackpressureErrorEnvelopeLimitRequests      BackpressureErrorEnvelopeLimit = "requests"
+	BackpressureErrorEnvelopeLimitSessionBudget BackpressureErrorEnvelopeLimit = "session_budget"
+	BackpressureErrorEnvelopeLimitTokens        BackpressureErrorEnvelopeLimit = "tokens"
 )
 
 // Valid indicates whether the value is a known member of the BackpressureErrorEnvelopeLimit enum.
 func (e BackpressureErrorEnvelopeLimit) Valid() bool {
 	switch e {
+	case BackpressureErrorEnvelopeLimitKeyBudget:
+		return true
 	case BackpressureErrorEnvelopeLimitRequests:
+		return true
+	case BackpressureErrorEnvelopeLimitSessionBudget:
 		return true
 	case BackpressureErrorEnvelopeLimitTokens:
 		return true
@@ -109,14 +115,20 @@ func (e Engine) Valid() bool {
 
 // Defines values for ErrorEnvelopeLimit.
 const (
-	ErrorEnvelopeLimitRequests ErrorEnvelopeLimit = "requests"
-	ErrorEnvelopeLimitTokens   ErrorEnvelopeLimit = "tokens"
+	ErrorEnvelopeLimitKeyBudget     ErrorEnvelopeLimit = "key_budget"
+	ErrorEnvelopeLimitRequests      ErrorEnvelopeLimit = "requests"
+	ErrorEnvelopeLimitSessionBudget ErrorEnvelopeLimit = "session_budget"
+	ErrorEnvelopeLimitTokens        ErrorEnvelopeLimit = "tokens"
 )
 
 // Valid indicates whether the value is a known member of the ErrorEnvelopeLimit enum.
 func (e ErrorEnvelopeLimit) Valid() bool {
 	switch e {
+	case ErrorEnvelopeLimitKeyBudget:
+		return true
 	case ErrorEnvelopeLimitRequests:
+		return true
+	case ErrorEnvelopeLimitSessionBudget:
 		return true
 	case ErrorEnvelopeLimitTokens:
 		return true
@@ -741,7 +753,9 @@ type BackpressureErrorEnvelope struct {
 	// only.
 	Engine *Engine `json:"engine,omitempty"`
 
-	// Limit The key's rate limit that refused the request (`RATE_LIMITED` only).
+	// Limit The limit that refused the request: the key's rate limit (`requests`, `tokens`, with
+	// `RATE_LIMITED`) or the token budget that is spent, the key's or the session's
+	// (`key_budget`, `session_budget`, with `BUDGET_EXCEEDED`).
 	Limit        *BackpressureErrorEnvelopeLimit `json:"limit,omitempty"`
 	Message      string                          `json:"message"`
 	PolicyLabel  string                          `json:"policy_label"`
@@ -750,7 +764,9 @@ type BackpressureErrorEnvelope struct {
 	RetryAfterMs int64                           `json:"retry_after_ms"`
 }
 
-// BackpressureErrorEnvelopeLimit The key's rate limit that refused the request (`RATE_LIMITED` only).
+// BackpressureErrorEnvelopeLimit The limit that refused the request: the key's rate limit (`requests`, `tokens`, with
+// `RATE_LIMITED`) or the token budget that is spent, the key's or the session's
+// (`key_budget`, `session_budget`, with `BUDGET_EXCEEDED`).
 type BackpressureErrorEnvelopeLimit string
 
 // Capabilities defines model for Capabilities.
@@ -822,7 +838,9 @@ type ErrorEnvelope struct {
 	// only.
 	Engine *Engine `json:"engine,omitempty"`
 
-	// Limit The key's rate limit that refused the request (`RATE_LIMITED` only).
+	// Limit The limit that refused the request: the key's rate limit (`requests`, `tokens`, with
+	// `RATE_LIMITED`) or the token budget that is spent, the key's or the session's
+	// (`key_budget`, `session_budget`, with `BUDGET_EXCEEDED`).
 	Limit        *ErrorEnvelopeLimit `json:"limit,omitempty"`
 	Message      string              `json:"message"`
 	PolicyLabel  *string             `json:"policy_label,omitempty"`
@@ -831,7 +849,9 @@ type ErrorEnvelope struct {
 	RetryAfterMs *int64              `json:"retry_after_ms,omitempty"`
 }
 
-// ErrorEnvelopeLimit The key's rate limit that refused the request (`RATE_LIMITED` only).
+// ErrorEnvelopeLimit The limit that refused the request: the key's rate limit (`requests`, `tokens`, with
+// `RATE_LIMITED`) or the token budget that is spent, the key's or the session's
+// (`key_budget`, `session_budget`, with `BUDGET_EXCEEDED`).
 type ErrorEnvelopeLimit string
 
 // ErrorKind defines model for ErrorKind.
@@ -1268,6 +1288,10 @@ type SessionInfo struct {
 	// KvWarmth True once a task of this session produced a token.
 	KvWarmth              bool   `json:"kv_warmth"`
 	TimeBudgetRemainingMs *int64 `json:"time_budget_remaining_ms,omitempty"`
+
+	// TokensBudgetRemaining What a new task of the session may still reserve: the budget less the tokens charged
+	// to its ended tasks and those reserved by its queued and running ones (present when a
+	// session budget is configured).
 	TokensBudgetRemaining *int64 `json:"tokens_budget_remaining,omitempty"`
 	TtlMsRemaining        int64  `json:"ttl_ms_remaining"`
 	Turns                 int32  `json:"turns"`
@@ -2086,12 +2110,16 @@ type ClientInterface interface {
 
 	// DeleteSession Delete a session and forget its KV warmth (idempotent).
 	//
+	// Deletes one of the caller's sessions. An unknown session, and another key's, is left as
+	// it is and answered 204 alike, so that the answer says nothing about other keys' ids.
+	//
 	// Corresponds with DELETE /v1/sessions/{id} (the `DeleteSession` operationId).
 	DeleteSession(ctx context.Context, id SessionId, params *DeleteSessionParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetSession Session metadata.
 	//
-	// Sessions are created by the first task that names them; an unknown or expired session is 404.
+	// Sessions are created by the first task that names them and belong to that task's key; an
+	// unknown or expired session, and another key's, is 404.
 	//
 	// Corresponds with GET /v1/sessions/{id} (the `GetSession` operationId).
 	GetSession(ctx context.Context, id SessionId, params *GetSessionParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -2509,6 +2537,9 @@ func (c *Client) ReloadPool(ctx context.Context, id PoolId, params *ReloadPoolPa
 
 // DeleteSession Delete a session and forget its KV warmth (idempotent).
 //
+// Deletes one of the caller's sessions. An unknown session, and another key's, is left as
+// it is and answered 204 alike, so that the answer says nothing about other keys' ids.
+//
 // Corresponds with DELETE /v1/sessions/{id} (the `DeleteSession` operationId).
 func (c *Client) DeleteSession(ctx context.Context, id SessionId, params *DeleteSessionParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewDeleteSessionRequest(c.Server, id, params)
@@ -2524,7 +2555,8 @@ func (c *Client) DeleteSession(ctx context.Context, id SessionId, params *Delete
 
 // GetSession Session metadata.
 //
-// Sessions are created by the first task that names them; an unknown or expired session is 404.
+// Sessions are created by the first task that names them and belong to that task's key; an
+// unknown or expired session, and another key's, is 404.
 //
 // Corresponds with GET /v1/sessions/{id} (the `GetSession` operationId).
 func (c *Client) GetSession(ctx context.Context, id SessionId, params *GetSessionParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -3790,6 +3822,9 @@ type ClientWithResponsesInterface interface {
 
 	// DeleteSessionWithResponse Delete a session and forget its KV warmth (idempotent).
 	//
+	// Deletes one of the caller's sessions. An unknown session, and another key's, is left as
+	// it is and answered 204 alike, so that the answer says nothing about other keys' ids.
+	//
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with DELETE /v1/sessions/{id} (the `DeleteSession` operationId).
@@ -3797,7 +3832,8 @@ type ClientWithResponsesInterface interface {
 
 	// GetSessionWithResponse Session metadata.
 	//
-	// Sessions are created by the first task that names them; an unknown or expired session is 404.
+	// Sessions are created by the first task that names them and belong to that task's key; an
+	// unknown or expired session, and another key's, is 404.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -5436,6 +5472,11 @@ type CreateTaskResponse403Headers struct {
 	XCorrelationId string
 }
 
+// CreateTaskResponse404Headers the declared response headers of an HTTP 404 response for CreateTask
+type CreateTaskResponse404Headers struct {
+	XCorrelationId string
+}
+
 // CreateTaskResponse409Headers the declared response headers of an HTTP 409 response for CreateTask
 type CreateTaskResponse409Headers struct {
 	XCorrelationId string
@@ -5480,6 +5521,8 @@ type CreateTaskResponse struct {
 	JSON401 *Unauthorized
 	// JSON403 the response for an HTTP 403 `application/json` response
 	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
 	// JSON409 the response for an HTTP 409 `application/json` response
 	JSON409 *Conflict
 	// JSON413 the response for an HTTP 413 `application/json` response
@@ -5500,6 +5543,8 @@ type CreateTaskResponse struct {
 	Headers401 *CreateTaskResponse401Headers
 	// Headers403 the parsed response headers for an HTTP 403 response
 	Headers403 *CreateTaskResponse403Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *CreateTaskResponse404Headers
 	// Headers409 the parsed response headers for an HTTP 409 response
 	Headers409 *CreateTaskResponse409Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
@@ -5532,6 +5577,11 @@ func (r CreateTaskResponse) GetJSON401() *Unauthorized {
 // GetJSON403 returns the response for an HTTP 403 `application/json` response
 func (r CreateTaskResponse) GetJSON403() *Forbidden {
 	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r CreateTaskResponse) GetJSON404() *NotFound {
+	return r.JSON404
 }
 
 // GetJSON409 returns the response for an HTTP 409 `application/json` response
@@ -6224,6 +6274,9 @@ func (c *ClientWithResponses) ReloadPoolWithResponse(ctx context.Context, id Poo
 
 // DeleteSessionWithResponse Delete a session and forget its KV warmth (idempotent).
 //
+// Deletes one of the caller's sessions. An unknown session, and another key's, is left as
+// it is and answered 204 alike, so that the answer says nothing about other keys' ids.
+//
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with DELETE /v1/sessions/{id} (the `DeleteSession` operationId).
@@ -6237,7 +6290,8 @@ func (c *ClientWithResponses) DeleteSessionWithResponse(ctx context.Context, id 
 
 // GetSessionWithResponse Session metadata.
 //
-// Sessions are created by the first task that names them; an unknown or expired session is 404.
+// Sessions are created by the first task that names them and belong to that task's key; an
+// unknown or expired session, and another key's, is 404.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -8077,6 +8131,13 @@ func ParseCreateTaskResponse(rsp *http.Response) (*CreateTaskResponse, error) {
 		}
 		response.JSON403 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
 		var dest Conflict
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -8183,6 +8244,16 @@ func ParseCreateTaskResponse(rsp *http.Response) (*CreateTaskResponse, error) {
 			headers.XCorrelationId = value
 		}
 		response.Headers403 = &headers
+	case rsp.StatusCode == 404:
+		var headers CreateTaskResponse404Headers
+		if values := rsp.Header.Values("X-Correlation-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationId = value
+		}
+		response.Headers404 = &headers
 	case rsp.StatusCode == 409:
 		var headers CreateTaskResponse409Headers
 		if values := rsp.Header.Values("X-Correlation-Id"); len(values) > 0 {
