@@ -44,8 +44,10 @@ func TestCreateTask(t *testing.T) {
 	if hd.XBudgetTimeRemainingMs == nil || *hd.XBudgetTimeRemainingMs < 0 || *hd.XBudgetTimeRemainingMs > req.DeadlineMs {
 		t.Errorf("X-Budget-Time-Remaining-Ms %v, want within [0, %d]", hd.XBudgetTimeRemainingMs, req.DeadlineMs)
 	}
-	if hd.XBudgetTokensRemaining == nil || *hd.XBudgetTokensRemaining != 1000 {
-		t.Errorf("X-Budget-Tokens-Remaining %v, want the configured budget 1000", hd.XBudgetTokensRemaining)
+	// The task holds its max_tokens of the session's budget while it runs.
+	if want := 1000 - int64(req.MaxTokens); hd.XBudgetTokensRemaining == nil || *hd.XBudgetTokensRemaining != want {
+		t.Errorf("X-Budget-Tokens-Remaining %v, want the configured budget 1000 less the task's reservation, %d",
+			hd.XBudgetTokensRemaining, want)
 	}
 
 	// Without a configured token budget the header is absent.

@@ -104,10 +104,18 @@ func TestOwnership(t *testing.T) {
 		if s.StatusCode != http.StatusNotFound {
 			t.Errorf("%s streamTask of alice's task: %d, want 404", name, s.StatusCode)
 		}
-		// The same id posted by another key is a conflict, never a replay of alice's admission.
+		// The same body posted by another key names alice's session: 404, as for an unknown
+		// session, never a replay of alice's admission.
 		r, err := cl.CreateTaskWithResponse(ctx, nil, req)
+		if err != nil || r.StatusCode() != http.StatusNotFound || r.JSON404 == nil || r.JSON404.Code != client.NOTFOUND {
+			t.Errorf("%s re-post of alice's task: %v %d %s, want 404", name, err, r.StatusCode(), r.Body)
+		}
+		// The same id in the key's own session is a conflict.
+		own := req
+		own.SessionId = uuid.New()
+		r, err = cl.CreateTaskWithResponse(ctx, nil, own)
 		if err != nil || r.StatusCode() != http.StatusConflict {
-			t.Errorf("%s re-post of alice's task: %v %d %s, want 409", name, err, r.StatusCode(), r.Body)
+			t.Errorf("%s post of alice's task id: %v %d %s, want 409", name, err, r.StatusCode(), r.Body)
 		}
 	}
 	g, err := alice.GetTaskWithResponse(ctx, req.TaskId, nil)
@@ -450,5 +458,137 @@ func TestSessionBudgetHolds(t *testing.T) {
 	if err != nil || r.StatusCode() != http.StatusTooManyRequests || r.JSON429 == nil || r.JSON429.Code != client.BUDGETEXCEEDED ||
 		!strings.Contains(r.JSON429.Message, "session") || r.HTTPResponse.Header.Get("X-Budget-Tokens-Remaining") != "0" {
 		t.Fatalf("a task of a spent session: %v %d %s", err, r.StatusCode(), r.Body)
+	}
+}
+
+// TestSessionOwnership: a session belongs to the key whose task first named it. To another
+// key (named or the plain test key) it is unknown: reading it is 404 NOT_FOUND, naming it in a
+// task is 404 NOT_FOUND at admission, and deleting it is the unknown session's 204 and leaves
+// it in place.
+func TestSessionOwnership(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, withKeys(keysDoc), withTokenBudget(1000))
+	h.fake.SetGated(true)
+	ctx := h.ctx(t)
+	alice := h.as(t, aliceKey)
+	session := uuid.New()
+	if r, err := alice.CreateTaskWithResponse(ctx, nil, taskReq(session)); err != nil || r.StatusCode() != http.StatusAccepted {
+		t.Fatalf("alice's task: %v %d %s", err, r.StatusCode(), r.Body)
+	}
+	ops := []struct {
+		name string
+		do   func(cl *client.ClientWithResponses) (int, *client.ErrorEnvelope, error)
+		want int
+	}{
+		{"getSession", func(cl *client.ClientWithResponses) (int, *client.ErrorEnvelope, error) {
+			r, err := cl.GetSessionWithResponse(ctx, session, nil)
+			if err != nil {
+				return 0, nil, err
+			}
+			return r.StatusCode(), r.JSON404, nil
+		}, http.StatusNotFound},
+		{"createTask", func(cl *client.ClientWithResponses) (int, *client.ErrorEnvelope, error) {
+			r, err := cl.CreateTaskWithResponse(ctx, nil, taskReq(session))
+			if err != nil {
+				return 0, nil, err
+			}
+			return r.StatusCode(), r.JSON404, nil
+		}, http.StatusNotFound},
+		{"deleteSession", func(cl *client.ClientWithResponses) (int, *client.ErrorEnvelope, error) {
+			r, err := cl.DeleteSessionWithResponse(ctx, session, nil)
+			if err != nil {
+				return 0, nil, err
+			}
+			return r.StatusCode(), nil, nil
+		}, http.StatusNoContent},
+	}
+	// The answers are those for a session nobody has.
+	nobody := uuid.New()
+	if g, err := h.client.GetSessionWithResponse(ctx, nobody, nil); err != nil || g.StatusCode() != ops[0].want ||
+		g.JSON404 == nil || !strings.Contains(g.JSON404.Message, "session not found") {
+		t.Fatalf("getSession of an unknown session: %v %v", err, g)
+	}
+	if d, err := h.client.DeleteSessionWithResponse(ctx, nobody, nil); err != nil || d.StatusCode() != ops[2].want {
+		t.Fatalf("deleteSession of an unknown session: %v %v", err, d)
+	}
+	for name, cl := range map[string]*client.ClientWithResponses{"bob": h.as(t, bobKey), "plain": h.client} {
+		for _, op := range ops {
+			code, env, err := op.do(cl)
+			if err != nil || code != op.want {
+				t.Errorf("%s %s of alice's session: %v %d, want %d", name, op.name, err, code, op.want)
+				continue
+			}
+			if op.want == http.StatusNotFound && (env == nil || env.Code != client.NOTFOUND || !strings.Contains(env.Message, "session not found")) {
+				t.Errorf("%s %s of alice's session: %+v, want the unknown session's NOT_FOUND", name, op.name, env)
+			}
+		}
+	}
+	// Alice's session is untouched: one turn, her task's 64 tokens reserved.
+	g, err := alice.GetSessionWithResponse(ctx, session, nil)
+	if err != nil || g.JSON200 == nil || g.JSON200.Turns != 1 || g.JSON200.TokensBudgetRemaining == nil || *g.JSON200.TokensBudgetRemaining != 1000-64 {
+		t.Fatalf("alice's session after the others tried: %v %s", err, g.Body)
+	}
+	if d, err := alice.DeleteSessionWithResponse(ctx, session, nil); err != nil || d.StatusCode() != http.StatusNoContent {
+		t.Fatalf("alice deleteSession: %v %v", err, d)
+	}
+	if g, err := alice.GetSessionWithResponse(ctx, session, nil); err != nil || g.StatusCode() != http.StatusNotFound {
+		t.Fatalf("alice's session after her delete: %v %d", err, g.StatusCode())
+	}
+}
+
+// TestSessionBudgetReserved: tasks of one session reserve their max_tokens of its budget at
+// admission, so two running at once are never granted more than it has together: the second
+// is granted what is left and ends with stop "budget" there, a third is refused with 429
+// BUDGET_EXCEEDED naming the session's budget; what the tasks did not use comes back.
+func TestSessionBudgetReserved(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, withTokenBudget(100), withSlots(4), withCapacity(8))
+	toks := make([]string, 50)
+	for i := range toks {
+		toks[i] = " w"
+	}
+	h.fake.SetTokens(toks...)
+	h.fake.SetGated(true)
+	ctx := h.ctx(t)
+	session := uuid.New()
+	submit := func() *client.CreateTaskResponse {
+		t.Helper()
+		r, err := h.client.CreateTaskWithResponse(ctx, nil, taskReq(session)) // max_tokens 64
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	remaining := func(r *client.CreateTaskResponse) string {
+		return r.HTTPResponse.Header.Get("X-Budget-Tokens-Remaining")
+	}
+	a := submit()
+	if a.StatusCode() != http.StatusAccepted || remaining(a) != "36" {
+		t.Fatalf("first task: %d %s, remaining %q; want 202 and 36", a.StatusCode(), a.Body, remaining(a))
+	}
+	b := submit() // granted the 36 left while the first still runs
+	if b.StatusCode() != http.StatusAccepted || remaining(b) != "0" {
+		t.Fatalf("second task: %d %s, remaining %q; want 202 and 0", b.StatusCode(), b.Body, remaining(b))
+	}
+	c := submit()
+	if c.StatusCode() != http.StatusTooManyRequests || c.JSON429 == nil || c.JSON429.Code != client.BUDGETEXCEEDED ||
+		c.JSON429.Limit == nil || *c.JSON429.Limit != client.BackpressureErrorEnvelopeLimitSessionBudget ||
+		!c.JSON429.Retriable || remaining(c) != "0" {
+		t.Fatalf("third task: %d %s, remaining %q; want 429 BUDGET_EXCEEDED, limit session_budget", c.StatusCode(), c.Body, remaining(c))
+	}
+
+	h.fake.Allow(200)
+	frames := h.openStream(t, b.JSON202.TaskId, streamOpts{}).rest()
+	if end := frames[len(frames)-1]; end.Event != "end" || end.Data["stop"] != "budget" || end.Data["tokens_out"] != float64(36) {
+		t.Fatalf("the second task's end: %s", end.Raw)
+	}
+	fa := h.openStream(t, a.JSON202.TaskId, streamOpts{}).rest()
+	if end := fa[len(fa)-1]; end.Event != "end" || end.Data["stop"] != nil || end.Data["tokens_out"] != float64(50) {
+		t.Fatalf("the first task's end: %s", end.Raw)
+	}
+	// Charged 50 + 36: 14 left, the first task's 14 unused tokens back.
+	g, err := h.client.GetSessionWithResponse(ctx, session, nil)
+	if err != nil || g.JSON200 == nil || g.JSON200.TokensBudgetRemaining == nil || *g.JSON200.TokensBudgetRemaining != 14 {
+		t.Fatalf("the session after both ended: %v %s, want 14 left", err, g.Body)
 	}
 }

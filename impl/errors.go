@@ -32,7 +32,8 @@ type Error struct {
 	Param string
 	// TaskID is the task a facade request ran as, sent in X-Task-Id with its error.
 	TaskID string
-	// Limit names the key's rate limit that refused the request (RATE_LIMITED).
+	// Limit names the limit that refused the request: the key's rate limit (RATE_LIMITED) or
+	// the budget, the key's or the session's (BUDGET_EXCEEDED).
 	Limit string
 }
 
@@ -140,14 +141,20 @@ func fromDomain(err error) *Error {
 		return &Error{Code: "RATE_LIMITED", Message: limit.Error(), Retriable: true, RetryAfter: limit.RetryAfter,
 			Policy: "rate-limit", Limit: string(limit.Limit)}
 	case errors.As(err, &budget):
-		// Retriable only while the key's running tasks hold reservations that may come back.
+		// Retriable only while the running tasks hold reservations that may come back.
+		which := "key_budget"
+		if budget.Session != "" {
+			which = "session_budget"
+		}
 		return &Error{Code: "BUDGET_EXCEEDED", Message: budget.Error(), Retriable: budget.Pending > 0,
-			RetryAfter: time.Minute, Policy: "budget"}
+			RetryAfter: time.Minute, Policy: "budget", Limit: which}
 	case errors.As(err, &rej):
 		return &Error{Code: FailureCode(rej.Class), Message: rej.Error(), Engine: rej.Engine, PoolID: rej.PoolID,
 			Retriable: true, RetryAfter: rej.RetryAfter, Policy: rej.Policy}
 	case errors.Is(err, task.ErrNotFound):
 		return Errorf("NOT_FOUND", "task not found")
+	case errors.Is(err, session.ErrNotFound):
+		return errSessionNotFound()
 	case errors.Is(err, task.ErrNoMatch):
 		// No configured pool can ever take it: 503 as the product specifies, but not retriable.
 		return Errorf("POOL_UNAVAILABLE", "%v", err)

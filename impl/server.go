@@ -37,10 +37,15 @@ type Tasks interface {
 	Depth() int
 }
 
-// Sessions is what the session handlers need.
+// Sessions is what the session handlers and admission need.
 type Sessions interface {
 	Get(id string) (session.Info, bool)
-	Delete(id string)
+	// Delete forgets a session owned by the key named owner (another key's: nothing happens).
+	Delete(id, owner string)
+	// Reserve reserves a task's tokens of its session's budget for the key named owner,
+	// claiming the session for it on first use; Settle ends the reservation.
+	Reserve(id, owner string, want int) (grant int, remaining int64, err error)
+	Settle(id, owner string, granted, used int)
 }
 
 // Artifacts is what the artifact handlers need.

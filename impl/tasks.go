@@ -16,6 +16,7 @@ import (
 	"github.com/orchestratord/orchestratord/engine"
 	"github.com/orchestratord/orchestratord/gen/api"
 	"github.com/orchestratord/orchestratord/impl/admission"
+	"github.com/orchestratord/orchestratord/impl/session"
 	"github.com/orchestratord/orchestratord/impl/sse"
 	"github.com/orchestratord/orchestratord/impl/task"
 	"github.com/orchestratord/orchestratord/impl/tenant"
@@ -83,9 +84,10 @@ func generateIDs(b *api.TaskRequest) {
 	}
 }
 
-// admit runs a task's admission for the calling key: its max_priority, rate limits, token
-// budget and its session's, then the task service. What a refused or replayed submission
-// reserved goes back. POST /v1/tasks and the OpenAI-compatible endpoints both admit through it.
+// admit runs a task's admission for the calling key: its max_priority, rate limits, its
+// session's token budget and the key's, then the task service. What a refused or replayed
+// submission reserved goes back. POST /v1/tasks and the OpenAI-compatible endpoints both admit
+// through it.
 func (s *Server) admit(ctx context.Context, spec task.Spec) (task.Admission, error) {
 	key := callerKey(ctx)
 	spec.Owner, spec.Weight = key.Name, key.Weight
@@ -101,29 +103,34 @@ func (s *Server) admit(ctx context.Context, spec task.Spec) (task.Admission, err
 			return task.Admission{}, err
 		}
 	}
-	// The session's budget: a session with nothing left is refused, one with less than
-	// max_tokens left stops the task there.
-	if info, ok := s.opts.Sessions.Get(spec.SessionID); ok && info.TokensBudgetRemaining != nil {
-		left := *info.TokensBudgetRemaining
-		if left <= 0 {
-			s.refund(ctx, key, spec.MaxTokens, 0)
-			if h := responseHeader(ctx); h != nil {
-				h.Set("X-Budget-Tokens-Remaining", "0")
-			}
-			return task.Admission{}, &tenant.BudgetError{Key: key.Name, Session: spec.SessionID}
+	// The session's budget: the task reserves its max_tokens of it, or what is left (and stops
+	// there). The first key to name a session owns it; another key's is as unknown as a task id.
+	sessGrant, sessLeft, err := s.opts.Sessions.Reserve(spec.SessionID, key.Name, spec.MaxTokens)
+	if err != nil {
+		s.refund(ctx, key, spec, false)
+		var spent *session.BudgetError
+		switch {
+		case errors.Is(err, session.ErrNotFound):
+			return task.Admission{}, errSessionNotFound()
+		case errors.As(err, &spent):
+			setBudgetRemaining(ctx, 0)
+			return task.Admission{}, &tenant.BudgetError{Key: key.Name, Session: spec.SessionID, Pending: spent.Pending}
+		default:
+			return task.Admission{}, fmt.Errorf("%w: %w", task.ErrInvalid, err)
 		}
-		if left < int64(spec.MaxTokens) {
-			spec.StopAt = int(left)
+	}
+	if sessLeft >= 0 {
+		spec.SessionGrant = sessGrant
+		if sessGrant < spec.MaxTokens {
+			spec.StopAt = sessGrant
 		}
 	}
 	keyLeft := int64(-1)
 	if s.opts.Budgets != nil {
 		grant, left, err := s.opts.Budgets.Reserve(key, spec.MaxTokens)
 		if err != nil {
-			s.refund(ctx, key, spec.MaxTokens, 0)
-			if h := responseHeader(ctx); h != nil {
-				h.Set("X-Budget-Tokens-Remaining", "0")
-			}
+			s.refund(ctx, key, spec, true)
+			setBudgetRemaining(ctx, 0)
 			return task.Admission{}, err
 		}
 		if key.TokenBudget > 0 {
@@ -136,18 +143,36 @@ func (s *Server) admit(ctx context.Context, spec task.Spec) (task.Admission, err
 	adm, err := s.opts.Tasks.Submit(ctx, spec)
 	if err != nil || adm.Replayed {
 		// Tokens are reserved once per task: a refused submission or a re-post gives them back.
-		s.refund(ctx, key, spec.MaxTokens, spec.Grant)
-		if adm.Replayed && s.opts.Budgets != nil && key.TokenBudget > 0 {
-			keyLeft = s.opts.Budgets.Remaining(key)
-		}
+		s.refund(ctx, key, spec, true)
 	}
 	if err != nil {
 		return task.Admission{}, err
 	}
-	if keyLeft >= 0 && (adm.TokensBudgetRemaining == nil || keyLeft < *adm.TokensBudgetRemaining) {
-		adm.TokensBudgetRemaining = &keyLeft
+	if adm.Replayed {
+		// What is left now, with the first post's reservations still held.
+		if s.opts.Budgets != nil && key.TokenBudget > 0 {
+			keyLeft = s.opts.Budgets.Remaining(key)
+		}
+		sessLeft = -1
+		if info, ok := s.opts.Sessions.Get(spec.SessionID); ok && info.TokensBudgetRemaining != nil {
+			sessLeft = *info.TokensBudgetRemaining
+		}
+	}
+	// X-Budget-Tokens-Remaining: the smaller of the key's and the session's remaining budgets.
+	adm.TokensBudgetRemaining = nil
+	for _, left := range []int64{keyLeft, sessLeft} {
+		if left >= 0 && (adm.TokensBudgetRemaining == nil || left < *adm.TokensBudgetRemaining) {
+			adm.TokensBudgetRemaining = &left
+		}
 	}
 	return adm, nil
+}
+
+// setBudgetRemaining sets X-Budget-Tokens-Remaining on the response (a refusal's).
+func setBudgetRemaining(ctx context.Context, left int64) {
+	if h := responseHeader(ctx); h != nil {
+		h.Set("X-Budget-Tokens-Remaining", strconv.FormatInt(left, 10))
+	}
 }
 
 // callerKey is the request's key; without one (a handler called outside Auth, in tests) the
@@ -159,16 +184,20 @@ func callerKey(ctx context.Context) *tenant.Key {
 	return &tenant.Key{Name: tenant.DefaultName, Scopes: tenant.AllScopes, Weight: 1}
 }
 
-// refund returns what a submission reserved (tokens of the tpm bucket, grant of the budget)
-// and refreshes the rate-limit headers.
-func (s *Server) refund(ctx context.Context, key *tenant.Key, tokens, grant int) {
-	if s.opts.Budgets != nil && grant > 0 {
-		_ = s.opts.Budgets.Settle(key.Name, grant, 0) // nothing used: nothing to persist
+// refund returns what a submission reserved (tokens of the tpm bucket, the grant of the key's
+// budget and, once the session took its reservation, the session's grant; a session the
+// submission only claimed is forgotten) and refreshes the rate-limit headers.
+func (s *Server) refund(ctx context.Context, key *tenant.Key, spec task.Spec, sessionReserved bool) {
+	if sessionReserved {
+		s.opts.Sessions.Settle(spec.SessionID, key.Name, spec.SessionGrant, 0)
+	}
+	if s.opts.Budgets != nil && spec.Grant > 0 {
+		_ = s.opts.Budgets.Settle(key.Name, spec.Grant, 0) // nothing used: nothing to persist
 	}
 	if s.opts.Limits == nil {
 		return
 	}
-	s.opts.Limits.Settle(key.Name, tokens, 0)
+	s.opts.Limits.Settle(key.Name, spec.MaxTokens, 0)
 	SetRateLimitHeaders(responseHeader(ctx), s.opts.Limits.Windows(key))
 }
 

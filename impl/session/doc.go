@@ -4,15 +4,32 @@
 //
 // # Lifecycle
 //
-// A session is created by the first Admit that names it. Every Admit adds one turn; an Admit
-// that would take a session past Options.MaxTurns fails with an error that matches
-// ErrTurnLimit and leaves the session untouched. When admission fails later on (the task is
-// refused after the session said yes), the caller undoes the turn with Unadmit; a session whose
-// turn count drops back to zero is forgotten, as if it had never been admitted. RecordTurn
-// records what a finished task produced: once any token was produced the session is KV-warm,
-// its KV estimate becomes (TokensIn + TokensOut) × KVBytesPerToken of that turn, and TokensOut
-// is spent from the token budget (never below zero). The store does not refuse work when the
-// budget is spent; that policy is the caller's, read from Info.TokensBudgetRemaining.
+// A session is created by the first Reserve or Admit that names it. Every Admit adds one
+// turn; an Admit that would take a session past Options.MaxTurns fails with an error that
+// matches ErrTurnLimit and leaves the session untouched. When admission fails later on (the
+// task is refused after the session said yes), the caller undoes the turn with Unadmit; a
+// session left with no turn and no reservation is forgotten, as if it had never been named.
+// RecordTurn records what a finished task produced: once any token was produced the session
+// is KV-warm and its KV estimate becomes (TokensIn + TokensOut) × KVBytesPerToken of that turn.
+//
+// # Ownership
+//
+// A session belongs to the key (by name) whose task first named it. Reserve, Admit, Get (via
+// Info.Owner) and Delete take the caller's key name: another key's session is ErrNotFound to
+// Reserve and Admit, and Delete leaves it alone, so a session id tells another key nothing.
+// Keys without a name are one tenant (tenant.DefaultName), as before keys had names.
+//
+// # Token budget
+//
+// With Options.TokenBudget set, each session has that many output tokens. A task reserves its
+// max_tokens with Reserve before it is admitted, or what is left when that is less (its grant;
+// the caller stops the task there), and a session with nothing left is refused with a
+// *BudgetError. Reservations are counted under the same mutex as the budget, so concurrent
+// tasks of one session can never together be granted more than it has. When the task ends the
+// caller Settles the grant with the tokens produced: those are charged (never below zero) and
+// the rest returns. Info.TokensBudgetRemaining is what a new task could still reserve. Like
+// every other piece of session state the budget is in memory only: a restart, an expiry, an
+// eviction or a Delete starts the session over with a full budget.
 //
 // # Expiry
 //

@@ -32,7 +32,25 @@ var (
 	ErrInvalidID = errors.New("invalid session id")
 	// ErrInvalidOptions: an Options field is out of range.
 	ErrInvalidOptions = errors.New("invalid session options")
+	// ErrBudgetSpent: the session's token budget has nothing left to reserve. The concrete
+	// error is a *BudgetError.
+	ErrBudgetSpent = errors.New("session token budget spent")
 )
+
+// BudgetError is the error Reserve returns when nothing is left of the session's token budget.
+// It matches ErrBudgetSpent.
+type BudgetError struct {
+	// Pending is what the session's admitted tasks still hold reserved: a retry may succeed
+	// once they end with tokens unused.
+	Pending int64
+}
+
+func (e *BudgetError) Error() string {
+	return fmt.Sprintf("session token budget spent (%d tokens still reserved by its tasks)", e.Pending)
+}
+
+// Is makes errors.Is(err, ErrBudgetSpent) true.
+func (e *BudgetError) Is(target error) bool { return target == ErrBudgetSpent }
 
 // TurnLimitError is the error Admit returns when a session has no turns left. It matches
 // ErrTurnLimit.
@@ -110,9 +128,12 @@ type Info struct {
 	KVBytes int64
 	// KVWarm is true once a turn of the session produced a token.
 	KVWarm bool
-	// TokensBudgetRemaining is the output tokens left in the budget; nil when no budget is
-	// configured.
+	// TokensBudgetRemaining is what a new task of the session may still reserve: the budget
+	// less the tokens charged to its ended tasks and those reserved by its admitted ones; nil
+	// when no budget is configured.
 	TokensBudgetRemaining *int64
+	// Owner names the key the session belongs to.
+	Owner string
 	// Replica is the replica that holds the session's KV cache: where its last turn ran
 	// ("" before any).
 	Replica string
@@ -131,11 +152,13 @@ type TurnInfo struct {
 
 type entry struct {
 	id       string
+	owner    string
 	lastUsed time.Time
 	turns    int
 	kvBytes  int64
 	kvWarm   bool
-	budget   int64 // remaining tokens; meaningful only when Options.TokenBudget > 0
+	budget   int64 // tokens not yet charged; meaningful only when Options.TokenBudget > 0
+	reserved int64 // tokens reserved by admitted tasks not yet settled
 	replica  string
 }
 
@@ -177,10 +200,12 @@ func checkID(id string) error {
 	return nil
 }
 
-// Admit counts one turn for session id, creating the session on first use (or when the
-// previous one expired) and restarting its TTL. When the session has already taken MaxTurns
-// turns it returns a *TurnLimitError (matching ErrTurnLimit) and changes nothing.
-func (s *Store) Admit(id string) (Info, error) {
+// Admit counts one turn for session id on behalf of the key named owner, creating the
+// session (owned by owner) on first use or when the previous one expired, and restarting its
+// TTL. Another key's session is ErrNotFound, exactly like an unknown one would be to that key,
+// and is left untouched. When the session has already taken MaxTurns turns it returns a
+// *TurnLimitError (matching ErrTurnLimit) and changes nothing.
+func (s *Store) Admit(id, owner string) (Info, error) {
 	if err := checkID(id); err != nil {
 		return Info{}, err
 	}
@@ -189,11 +214,12 @@ func (s *Store) Admit(id string) (Info, error) {
 	defer s.mu.Unlock()
 
 	e := s.liveLocked(id, now)
-	if e == nil {
-		s.makeRoomLocked(now)
-		e = &entry{id: id, budget: s.opts.TokenBudget}
-		s.sessions[id] = s.lru.PushFront(e)
-	} else if e.turns >= s.opts.MaxTurns {
+	switch {
+	case e == nil:
+		e = s.createLocked(id, owner, now)
+	case e.owner != owner:
+		return Info{}, fmt.Errorf("%w: %q", ErrNotFound, id)
+	case e.turns >= s.opts.MaxTurns:
 		return Info{}, &TurnLimitError{Limit: s.opts.MaxTurns}
 	}
 	e.turns++
@@ -201,8 +227,66 @@ func (s *Store) Admit(id string) (Info, error) {
 	return s.infoLocked(e, now), nil
 }
 
+// Reserve reserves up to want tokens of session id's budget for a task of the key named
+// owner, before the task is admitted: the grant is want, or what is left when that is less.
+// It creates the session (owned by owner, with no turns) when it is unknown or expired, so
+// that the first key to name a session owns it even when two race. Another key's session is
+// ErrNotFound. Without a configured budget it reserves nothing and returns grant 0 and
+// remaining -1. A session with nothing left is a *BudgetError (matching ErrBudgetSpent).
+// remaining is what is left to reserve after this grant. Every Reserve that succeeds is ended
+// by one Settle with the grant.
+func (s *Store) Reserve(id, owner string, want int) (grant int, remaining int64, err error) {
+	if err := checkID(id); err != nil {
+		return 0, 0, err
+	}
+	now := s.opts.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.liveLocked(id, now)
+	switch {
+	case e == nil:
+		e = s.createLocked(id, owner, now)
+	case e.owner != owner:
+		return 0, 0, fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	if s.opts.TokenBudget <= 0 {
+		return 0, -1, nil
+	}
+	left := e.budget - e.reserved
+	if left <= 0 {
+		err := &BudgetError{Pending: e.reserved}
+		s.forgetUnusedLocked(e)
+		return 0, 0, err
+	}
+	grant = int(min(int64(max(want, 0)), left))
+	e.reserved += int64(grant)
+	return grant, left - int64(grant), nil
+}
+
+// Settle ends a Reserve of session id by the key named owner: used tokens are charged to its
+// budget (never below zero) and the rest of granted returns. An unknown or expired session,
+// or one that is now another key's, is ignored: its reservations went with it. A session that took no turn and holds no reservation any more
+// (named only by refused tasks) is forgotten. Settle does not touch the TTL.
+func (s *Store) Settle(id, owner string, granted, used int) {
+	now := s.opts.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.liveLocked(id, now)
+	if e == nil || e.owner != owner {
+		return
+	}
+	// After a restart a recovered task's grant is not reserved in the new session: the floor
+	// keeps other tasks' reservations whole, and only its use is charged.
+	e.reserved = max(e.reserved-int64(max(granted, 0)), 0)
+	if s.opts.TokenBudget > 0 {
+		e.budget = max(e.budget-int64(max(used, 0)), 0)
+	}
+	s.forgetUnusedLocked(e)
+}
+
 // Unadmit undoes one Admit of session id: it removes one turn and leaves the TTL alone. A
-// session left with no turns is forgotten. Unknown or expired sessions are ignored.
+// session left with no turns and no reservation is forgotten. Unknown or expired sessions are
+// ignored.
 func (s *Store) Unadmit(id string) {
 	now := s.opts.Now()
 	s.mu.Lock()
@@ -212,8 +296,22 @@ func (s *Store) Unadmit(id string) {
 		return
 	}
 	e.turns--
-	if e.turns <= 0 {
-		s.removeLocked(id)
+	s.forgetUnusedLocked(e)
+}
+
+// createLocked adds a fresh session owned by owner, with the full budget and no turns.
+func (s *Store) createLocked(id, owner string, now time.Time) *entry {
+	s.makeRoomLocked(now)
+	e := &entry{id: id, owner: owner, budget: s.opts.TokenBudget, lastUsed: now}
+	s.sessions[id] = s.lru.PushFront(e)
+	return e
+}
+
+// forgetUnusedLocked removes a session that has no turn and no reservation: one that only
+// refused tasks named, as if it had never been named.
+func (s *Store) forgetUnusedLocked(e *entry) {
+	if e.turns <= 0 && e.reserved == 0 {
+		s.removeLocked(e.id)
 	}
 }
 
@@ -232,9 +330,6 @@ func (s *Store) RecordTurn(id string, t TurnInfo) (Info, error) {
 	}
 	tokens := int64(max(t.TokensIn, 0)) + int64(max(t.TokensOut, 0))
 	e.kvBytes = tokens * max(t.KVBytesPerToken, 0)
-	if s.opts.TokenBudget > 0 {
-		e.budget = max(e.budget-int64(max(t.TokensOut, 0)), 0)
-	}
 	s.touchLocked(e, now)
 	return s.infoLocked(e, now), nil
 }
@@ -266,11 +361,14 @@ func (s *Store) Get(id string) (Info, bool) {
 	return s.infoLocked(e, now), true
 }
 
-// Delete forgets session id. Deleting an unknown session is not an error.
-func (s *Store) Delete(id string) {
+// Delete forgets session id if the key named owner owns it. Deleting an unknown session, or
+// another key's, changes nothing and is not an error: to that key both look the same.
+func (s *Store) Delete(id, owner string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.removeLocked(id)
+	if el, ok := s.sessions[id]; ok && el.Value.(*entry).owner == owner {
+		s.removeLocked(id)
+	}
 }
 
 // Len returns the number of sessions held, including expired ones not yet evicted.
@@ -371,9 +469,10 @@ func (s *Store) infoLocked(e *entry, now time.Time) Info {
 		KVBytes:      e.kvBytes,
 		KVWarm:       e.kvWarm,
 		Replica:      e.replica,
+		Owner:        e.owner,
 	}
 	if s.opts.TokenBudget > 0 {
-		b := e.budget
+		b := max(e.budget-e.reserved, 0)
 		info.TokensBudgetRemaining = &b
 	}
 	return info

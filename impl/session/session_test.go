@@ -49,9 +49,12 @@ func newStore(t *testing.T, o Options) (*Store, *fakeClock) {
 	return s, clk
 }
 
+// owner names the key of the tests that use one key.
+const owner = "k"
+
 func mustAdmit(t *testing.T, s *Store, id string) Info {
 	t.Helper()
-	info, err := s.Admit(id)
+	info, err := s.Admit(id, owner)
 	if err != nil {
 		t.Fatalf("Admit(%q): %v", id, err)
 	}
@@ -87,7 +90,7 @@ func TestOptionsValidation(t *testing.T) {
 func TestAdmitCreates(t *testing.T) {
 	s, _ := newStore(t, Options{})
 	info := mustAdmit(t, s, "a")
-	want := Info{TTLRemaining: DefaultTTL, Turns: 1}
+	want := Info{TTLRemaining: DefaultTTL, Turns: 1, Owner: owner}
 	if info != want {
 		t.Fatalf("Admit info = %+v, want %+v", info, want)
 	}
@@ -104,7 +107,7 @@ func TestInvalidID(t *testing.T) {
 	s, _ := newStore(t, Options{})
 	for _, id := range []string{"", strings.Repeat("x", MaxIDLen+1)} {
 		t.Run(fmt.Sprintf("len%d", len(id)), func(t *testing.T) {
-			if _, err := s.Admit(id); !errors.Is(err, ErrInvalidID) {
+			if _, err := s.Admit(id, owner); !errors.Is(err, ErrInvalidID) {
 				t.Fatalf("Admit error = %v, want ErrInvalidID", err)
 			}
 		})
@@ -131,7 +134,7 @@ func TestTurnLimit(t *testing.T) {
 			}
 			before, _ := s.Get("a")
 			clk.Advance(time.Minute)
-			_, err := s.Admit("a")
+			_, err := s.Admit("a", owner)
 			if !errors.Is(err, ErrTurnLimit) {
 				t.Fatalf("Admit error = %v, want ErrTurnLimit", err)
 			}
@@ -218,12 +221,13 @@ func TestExpiredAdmitStartsFresh(t *testing.T) {
 	if _, err := s.RecordTurn("a", TurnInfo{TokensIn: 1, TokensOut: 10, KVBytesPerToken: 2}); err != nil {
 		t.Fatal(err)
 	}
+	s.Settle("a", owner, 0, 10)
 	clk.Advance(DefaultTTL)
 	if _, err := s.RecordTurn("a", TurnInfo{TokensOut: 1}); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("RecordTurn on expired = %v, want ErrNotFound", err)
 	}
 	info := mustAdmit(t, s, "a")
-	want := Info{TTLRemaining: DefaultTTL, Turns: 1, TokensBudgetRemaining: info.TokensBudgetRemaining}
+	want := Info{TTLRemaining: DefaultTTL, Turns: 1, TokensBudgetRemaining: info.TokensBudgetRemaining, Owner: owner}
 	if info != want || *info.TokensBudgetRemaining != 100 {
 		t.Fatalf("fresh session = %+v (budget %d), want %+v (budget 100)", info, *info.TokensBudgetRemaining, want)
 	}
@@ -282,16 +286,11 @@ func TestRecordTurn(t *testing.T) {
 			want:  Info{Turns: 1, KVBytes: 14, KVWarm: true},
 		},
 		{
-			name:   "budget spent",
+			// The budget is charged by Settle, which ends the task's reservation, not here.
+			name:   "recording spends no budget",
 			budget: 100,
 			turns:  []TurnInfo{{TokensOut: 30}, {TokensOut: 20}},
-			want:   Info{Turns: 1, KVWarm: true, TokensBudgetRemaining: i64(50)},
-		},
-		{
-			name:   "budget floors at zero",
-			budget: 10,
-			turns:  []TurnInfo{{TokensOut: 30}},
-			want:   Info{Turns: 1, KVWarm: true, TokensBudgetRemaining: i64(0)},
+			want:   Info{Turns: 1, KVWarm: true, TokensBudgetRemaining: i64(100)},
 		},
 		{
 			name:   "negative counts are ignored",
@@ -313,7 +312,7 @@ func TestRecordTurn(t *testing.T) {
 			if !ok {
 				t.Fatal("session gone")
 			}
-			tt.want.TTLRemaining = DefaultTTL
+			tt.want.TTLRemaining, tt.want.Owner = DefaultTTL, owner
 			if (got.TokensBudgetRemaining == nil) != (tt.want.TokensBudgetRemaining == nil) ||
 				(got.TokensBudgetRemaining != nil && *got.TokensBudgetRemaining != *tt.want.TokensBudgetRemaining) {
 				t.Fatalf("budget = %v, want %v", deref(got.TokensBudgetRemaining), deref(tt.want.TokensBudgetRemaining))
@@ -344,12 +343,12 @@ func TestDeleteIdempotent(t *testing.T) {
 	s, _ := newStore(t, Options{})
 	mustAdmit(t, s, "a")
 	for i := range 3 {
-		s.Delete("a")
+		s.Delete("a", owner)
 		if _, ok := s.Get("a"); ok {
 			t.Fatalf("delete %d: session still there", i)
 		}
 	}
-	s.Delete("never")
+	s.Delete("never", owner)
 	if s.Len() != 0 {
 		t.Fatalf("Len = %d", s.Len())
 	}
@@ -467,9 +466,12 @@ func TestConcurrent(t *testing.T) {
 			defer wg.Done()
 			for i := range 500 {
 				id := fmt.Sprintf("s%d", (w*7+i)%80)
-				if _, err := s.Admit(id); err != nil && !errors.Is(err, ErrTurnLimit) {
+				if _, err := s.Admit(id, owner); err != nil && !errors.Is(err, ErrTurnLimit) {
 					t.Error(err)
 					return
+				}
+				if g, _, err := s.Reserve(id, owner, 2); err == nil {
+					s.Settle(id, owner, g, 1)
 				}
 				_, _ = s.RecordTurn(id, TurnInfo{TokensIn: i, TokensOut: 1, KVBytesPerToken: 3})
 				s.Get(id)
@@ -477,7 +479,7 @@ func TestConcurrent(t *testing.T) {
 					s.Unadmit(id)
 				}
 				if i%17 == 0 {
-					s.Delete(id)
+					s.Delete(id, owner)
 				}
 				if i%50 == 0 {
 					clk.Advance(time.Second)

@@ -40,8 +40,11 @@ func (s *Service) metricsData(ctx context.Context, t *Task, tokensOut int, now t
 	b = append(b, `,"time_budget_remaining_ms":`...)
 	b = strconv.AppendInt(b, max(int64(a), 0), 10)
 	if info, ok := s.opts.Sessions.Get(t.spec.SessionID); ok && info.TokensBudgetRemaining != nil {
+		// What the session would have left if this task stopped now: its unreserved budget
+		// plus the part of this task's reservation it has not produced yet.
+		left := *info.TokensBudgetRemaining + int64(max(t.spec.SessionGrant-tokensOut, 0))
 		b = append(b, `,"tokens_budget_remaining":`...)
-		b = strconv.AppendInt(b, *info.TokensBudgetRemaining, 10)
+		b = strconv.AppendInt(b, left, 10)
 	}
 	plain := append(b, '}')
 	human := fmt.Sprintf("decoding on pool %s: %d of up to %d tokens, %.0f tokens/s, %d ms left, on-time probability %.2f",

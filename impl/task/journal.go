@@ -199,7 +199,7 @@ func (s *Service) resume(ctx context.Context) {
 		}
 	}()
 	for _, t := range requeue {
-		if _, err := s.opts.Sessions.Admit(t.spec.SessionID); err != nil {
+		if _, err := s.opts.Sessions.Admit(t.spec.SessionID, t.spec.Owner); err != nil {
 			s.log.Warn("recovered task: its session did not take it", "task_id", t.spec.ID, "session_id", t.spec.SessionID, "err", err)
 		}
 		t.mu.Lock()

@@ -33,7 +33,7 @@ func (s *Service) dispatch(it admission.Item) {
 const StopBudget engine.StopReason = "budget"
 
 // errBudgetSpent refuses a token past the task's budget grant; the engine then ends the request.
-var errBudgetSpent = errors.New("the key's token budget is spent")
+var errBudgetSpent = errors.New("the task's token grant (its key's or its session's budget) is spent")
 
 // run executes a dispatched task on its pool's replica.
 func (s *Service) run(t *Task) {
@@ -208,6 +208,10 @@ func (s *Service) finish(t *Task, st Status, ei *ErrorInfo, res engine.Result, d
 		// key's budget and tokens-per-minute already settled. (Lock order: t.mu, then the
 		// meter's own; the meter never calls back.)
 		s.opts.Meter.Settle(t.spec.Owner, t.spec.MaxTokens, t.spec.Grant, tokensOut)
+	}
+	if t.spec.SessionGrant > 0 {
+		// The session's reservation too, before the final frame, for the same reason.
+		s.opts.Sessions.Settle(t.spec.SessionID, t.spec.Owner, t.spec.SessionGrant, tokensOut)
 	}
 	switch st {
 	case Succeeded, Canceled:

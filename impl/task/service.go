@@ -66,8 +66,13 @@ type pools interface {
 }
 
 type sessions interface {
-	Admit(id string) (session.Info, error)
+	// Admit counts a turn of the session for the key named owner (another key's session is
+	// session.ErrNotFound).
+	Admit(id, owner string) (session.Info, error)
 	Unadmit(id string)
+	// Settle ends a task's reservation of its session's token budget (Spec.SessionGrant),
+	// charging the tokens it produced.
+	Settle(id, owner string, granted, used int)
 	RecordTurn(id string, ti session.TurnInfo) (session.Info, error)
 	SetReplica(id, replica string) error
 	Get(id string) (session.Info, bool)

@@ -15,6 +15,7 @@ import (
 	"github.com/orchestratord/orchestratord/impl/admission"
 	"github.com/orchestratord/orchestratord/impl/placement"
 	"github.com/orchestratord/orchestratord/impl/pool"
+	"github.com/orchestratord/orchestratord/impl/session"
 )
 
 // Submit validates, places and admits a task.
@@ -81,9 +82,12 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (_ Admission, retErr er
 	ctx, admitSpan := s.opts.Tracer.Start(reqCtx, "task.admission", trace.WithTimestamp(s.now()),
 		trace.WithAttributes(attribute.String("task.id", spec.ID), attribute.String("pool.id", view.ID)))
 	defer func() { endSpan(admitSpan, retErr, s.now()) }()
-	info, err := s.opts.Sessions.Admit(spec.SessionID)
+	info, err := s.opts.Sessions.Admit(spec.SessionID, spec.Owner)
 	if err != nil {
 		s.m.TasksRejected.WithLabelValues(spec.Engine, s.opts.Code(ClassInvalid)).Inc()
+		if errors.Is(err, session.ErrNotFound) { // another key's session: as unknown as a task id
+			return Admission{}, err
+		}
 		return Admission{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 

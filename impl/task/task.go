@@ -86,8 +86,11 @@ type Spec struct {
 	// Grant is the tokens the owner's budget granted the task at admission (0: no budget),
 	// settled when the task ends.
 	Grant int
+	// SessionGrant is the tokens the session's budget granted the task at admission (0: no
+	// session budget), settled with the session when the task ends.
+	SessionGrant int `json:",omitempty"`
 	// StopAt ends the task after that many tokens with stop "budget" (0: max_tokens): the
-	// smaller of the key's grant and the session's remaining budget, when below max_tokens.
+	// smaller of the key's grant and the session's, when below max_tokens.
 	StopAt int
 	// Weight is the owner's share in fair queueing (0: 1).
 	Weight float64

@@ -10,14 +10,15 @@ import (
 	"sync"
 )
 
-// BudgetError is a submission refused because its key's token budget is spent.
+// BudgetError is a submission refused because its key's token budget is spent, or its
+// session's (Session set).
 type BudgetError struct {
 	Key string
 	// Session is set when the session's budget is spent rather than the key's.
 	Session string
 	Budget  int64
-	// Pending is what the key's admitted tasks still hold reserved: a retry may succeed once
-	// they end with tokens unused.
+	// Pending is what the key's (or the session's) admitted tasks still hold reserved: a retry
+	// may succeed once they end with tokens unused.
 	Pending int64
 }
 
