@@ -52,6 +52,7 @@ func TestErrorMapping(t *testing.T) {
 		{"rate limited", fmt.Errorf("w: %w", &tenant.LimitError{Limit: tenant.LimitRequests, Max: 2, Asked: 1, RetryAfter: time.Second}), "RATE_LIMITED", 429},
 		{"over the whole tpm", &tenant.LimitError{Limit: tenant.LimitTokens, Max: 2, Asked: 3}, "INVALID_PARAMS", 400},
 		{"budget spent", &tenant.BudgetError{Key: "a", Budget: 10}, "BUDGET_EXCEEDED", 429},
+		{"another key's session through the task service", fmt.Errorf("%w: %q", session.ErrNotFound, "s"), "NOT_FOUND", 404},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -60,6 +61,22 @@ func TestErrorMapping(t *testing.T) {
 				t.Fatalf("toAPIError = %s (status %d), want %s (%d)", e.Code, statusOf(e.Code), tt.code, tt.status)
 			}
 		})
+	}
+}
+
+// TestBudgetLimit: a BUDGET_EXCEEDED envelope names the budget that refused, the key's or the
+// session's.
+func TestBudgetLimit(t *testing.T) {
+	for _, tt := range []struct {
+		err   error
+		limit string
+	}{
+		{&tenant.BudgetError{Key: "a", Budget: 10}, "key_budget"},
+		{fmt.Errorf("w: %w", &tenant.BudgetError{Key: "a", Session: "s"}), "session_budget"},
+	} {
+		if e := toAPIError(tt.err); e.Code != "BUDGET_EXCEEDED" || e.Limit != tt.limit {
+			t.Errorf("%v: %s limit %q, want BUDGET_EXCEEDED limit %q", tt.err, e.Code, e.Limit, tt.limit)
+		}
 	}
 }
 
