@@ -140,10 +140,10 @@ func TestReserveSettle(t *testing.T) {
 			{op: "settle", want: 10, after: 90},
 			{op: "settle", want: 10, after: -1},
 		}},
-		{"a recovered task's grant was never reserved here", []step{
+		{"settling more than is reserved floors at zero", []step{
 			{op: "admit", after: 100},
 			{op: "reserve", want: 10, grant: 10, remaining: 90, after: 90},
-			{op: "settle", want: 50, used: 20, after: 80}, // the floor keeps the 10 reserved
+			{op: "settle", want: 50, used: 20, after: 80},
 		}},
 	}
 	for _, tt := range tests {

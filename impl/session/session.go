@@ -275,8 +275,8 @@ func (s *Store) Settle(id, owner string, granted, used int) {
 	if e == nil || e.owner != owner {
 		return
 	}
-	// After a restart a recovered task's grant is not reserved in the new session: the floor
-	// keeps other tasks' reservations whole, and only its use is charged.
+	// Never below zero, should a grant be settled that this session did not give (a caller
+	// that settles twice): the budget stays consistent, if generous.
 	e.reserved = max(e.reserved-int64(max(granted, 0)), 0)
 	if s.opts.TokenBudget > 0 {
 		e.budget = max(e.budget-int64(max(used, 0)), 0)

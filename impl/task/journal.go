@@ -201,6 +201,8 @@ func (s *Service) resume(ctx context.Context) {
 	for _, t := range requeue {
 		if _, err := s.opts.Sessions.Admit(t.spec.SessionID, t.spec.Owner); err != nil {
 			s.log.Warn("recovered task: its session did not take it", "task_id", t.spec.ID, "session_id", t.spec.SessionID, "err", err)
+		} else if t.spec.SessionGrant > 0 {
+			s.reserveAgain(t)
 		}
 		t.mu.Lock()
 		canceled := t.canceled
@@ -218,4 +220,23 @@ func (s *Service) resume(ctx context.Context) {
 		s.log.Info("task queued again after a restart", "task_id", t.spec.ID, "pool_id", t.poolID,
 			"priority", t.spec.Priority.String())
 	}
+}
+
+// reserveAgain takes a recovered task's reservation of its session's token budget again:
+// sessions live in memory, so the session the restart re-created holds none, and the grant the
+// task settles when it ends must be one the session gave. A session with less left than the
+// grant (a smaller budget configured since) grants what it has and the task stops there.
+func (s *Service) reserveAgain(t *Task) {
+	grant, _, err := s.opts.Sessions.Reserve(t.spec.SessionID, t.spec.Owner, t.spec.SessionGrant)
+	if err != nil {
+		s.log.Warn("recovered task: its session's budget did not take its reservation again", "task_id", t.spec.ID,
+			"session_id", t.spec.SessionID, "err", err)
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if grant < t.spec.SessionGrant && (t.spec.StopAt == 0 || grant < t.spec.StopAt) {
+		t.spec.StopAt = grant
+	}
+	t.spec.SessionGrant = grant
 }

@@ -70,8 +70,9 @@ type sessions interface {
 	// session.ErrNotFound).
 	Admit(id, owner string) (session.Info, error)
 	Unadmit(id string)
-	// Settle ends a task's reservation of its session's token budget (Spec.SessionGrant),
-	// charging the tokens it produced.
+	// Reserve takes a recovered task's reservation of its session's token budget again, and
+	// Settle ends a task's reservation (Spec.SessionGrant), charging the tokens it produced.
+	Reserve(id, owner string, want int) (grant int, remaining int64, err error)
 	Settle(id, owner string, granted, used int)
 	RecordTurn(id string, ti session.TurnInfo) (session.Info, error)
 	SetReplica(id, replica string) error
