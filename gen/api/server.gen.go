@@ -24,7 +24,7 @@ import (
 
 // ServerInterface represents all server handlers.
 type ServerInterface interface {
-	// GetMetrics Prometheus metrics (public).
+	// GetMetrics Prometheus metrics (public unless configured otherwise).
 	// (GET /metrics)
 	GetMetrics(ctx echo.Context, params GetMetricsParams) error
 	// GetOpenAPI This document as JSON (public).
@@ -57,6 +57,12 @@ type ServerInterface interface {
 	// ReloadPool Switch a managed pool to another model, health-gated, with rollback.
 	// (POST /v1/pools/{id}/reload)
 	ReloadPool(ctx echo.Context, id PoolId, params ReloadPoolParams) error
+	// DrainReplica Stop placing tasks on one replica; its running tasks may finish until the deadline.
+	// (POST /v1/pools/{id}/replicas/{replica_id}/drain)
+	DrainReplica(ctx echo.Context, id PoolId, replicaId ReplicaId, params DrainReplicaParams) error
+	// ResumeReplica End a replica's drain; new tasks may be placed on it again.
+	// (POST /v1/pools/{id}/replicas/{replica_id}/resume)
+	ResumeReplica(ctx echo.Context, id PoolId, replicaId ReplicaId, params ResumeReplicaParams) error
 	// DeleteSession Delete a session and forget its KV warmth (idempotent).
 	// (DELETE /v1/sessions/{id})
 	DeleteSession(ctx echo.Context, id SessionId, params DeleteSessionParams) error
@@ -429,6 +435,94 @@ func (w *ServerInterfaceWrapper) ReloadPool(ctx echo.Context) error {
 	return err
 }
 
+// DrainReplica converts echo context to params.
+func (w *ServerInterfaceWrapper) DrainReplica(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id PoolId
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// ------------- Path parameter "replica_id" -------------
+	var replicaId ReplicaId
+
+	err = runtime.BindStyledParameterWithOptions("simple", "replica_id", ctx.Param("replica_id"), &replicaId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter replica_id: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params DrainReplicaParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "X-Correlation-Id" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("X-Correlation-Id")]; found {
+		var XCorrelationId CorrelationId
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for X-Correlation-Id, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "X-Correlation-Id", valueList[0], &XCorrelationId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter X-Correlation-Id: %s", err))
+		}
+
+		params.XCorrelationId = &XCorrelationId
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.DrainReplica(ctx, id, replicaId, params)
+	return err
+}
+
+// ResumeReplica converts echo context to params.
+func (w *ServerInterfaceWrapper) ResumeReplica(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id PoolId
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// ------------- Path parameter "replica_id" -------------
+	var replicaId ReplicaId
+
+	err = runtime.BindStyledParameterWithOptions("simple", "replica_id", ctx.Param("replica_id"), &replicaId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter replica_id: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ResumeReplicaParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "X-Correlation-Id" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("X-Correlation-Id")]; found {
+		var XCorrelationId CorrelationId
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for X-Correlation-Id, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "X-Correlation-Id", valueList[0], &XCorrelationId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter X-Correlation-Id: %s", err))
+		}
+
+		params.XCorrelationId = &XCorrelationId
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ResumeReplica(ctx, id, replicaId, params)
+	return err
+}
+
 // DeleteSession converts echo context to params.
 func (w *ServerInterfaceWrapper) DeleteSession(ctx echo.Context) error {
 	var err error
@@ -717,6 +811,8 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 	router.GET(options.BaseURL+"/v1/capabilities", wrapper.GetCapabilities, options.OperationMiddlewares["getCapabilities"]...)
 	router.GET(options.BaseURL+"/v1/pools/:id/health", wrapper.GetPoolHealth, options.OperationMiddlewares["getPoolHealth"]...)
 	router.POST(options.BaseURL+"/v1/pools/:id/drain", wrapper.DrainPool, options.OperationMiddlewares["drainPool"]...)
+	router.POST(options.BaseURL+"/v1/pools/:id/replicas/:replica_id/drain", wrapper.DrainReplica, options.OperationMiddlewares["drainReplica"]...)
+	router.POST(options.BaseURL+"/v1/pools/:id/replicas/:replica_id/resume", wrapper.ResumeReplica, options.OperationMiddlewares["resumeReplica"]...)
 	router.POST(options.BaseURL+"/v1/pools/:id/reload", wrapper.ReloadPool, options.OperationMiddlewares["reloadPool"]...)
 	router.POST(options.BaseURL+"/v1/chat/completions", wrapper.CreateChatCompletion, options.OperationMiddlewares["createChatCompletion"]...)
 	router.POST(options.BaseURL+"/v1/completions", wrapper.CreateCompletion, options.OperationMiddlewares["createCompletion"]...)
@@ -874,6 +970,36 @@ func (response GetMetrics200TextResponse) VisitGetMetricsResponse(w http.Respons
 	w.WriteHeader(200)
 
 	_, err := w.Write([]byte(fmt.Sprint(response.Body)))
+	return err
+}
+
+type GetMetrics401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response GetMetrics401JSONResponse) VisitGetMetricsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Correlation-Id", fmt.Sprint(response.Headers.XCorrelationId))
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetMetrics403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response GetMetrics403JSONResponse) VisitGetMetricsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Correlation-Id", fmt.Sprint(response.Headers.XCorrelationId))
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
 	return err
 }
 
@@ -2290,6 +2416,261 @@ func (response ReloadPooldefaultJSONResponse) VisitReloadPoolResponse(w http.Res
 	return err
 }
 
+type DrainReplicaRequestObject struct {
+	Id        PoolId    `json:"id"`
+	ReplicaId ReplicaId `json:"replica_id"`
+	Params    DrainReplicaParams
+	Body      *DrainReplicaJSONRequestBody
+}
+
+type DrainReplicaResponseObject interface {
+	VisitDrainReplicaResponse(w http.ResponseWriter) error
+}
+
+type DrainReplica202ResponseHeaders struct {
+	XCorrelationId string
+}
+
+type DrainReplica202JSONResponse struct {
+	Body    DrainResponse
+	Headers DrainReplica202ResponseHeaders
+}
+
+func (response DrainReplica202JSONResponse) VisitDrainReplicaResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Correlation-Id", fmt.Sprint(response.Headers.XCorrelationId))
+	w.WriteHeader(202)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DrainReplica400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response DrainReplica400JSONResponse) VisitDrainReplicaResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Correlation-Id", fmt.Sprint(response.Headers.XCorrelationId))
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DrainReplica401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response DrainReplica401JSONResponse) VisitDrainReplicaResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Correlation-Id", fmt.Sprint(response.Headers.XCorrelationId))
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DrainReplica403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response DrainReplica403JSONResponse) VisitDrainReplicaResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Correlation-Id", fmt.Sprint(response.Headers.XCorrelationId))
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DrainReplica404JSONResponse struct{ NotFoundJSONResponse }
+
+func (response DrainReplica404JSONResponse) VisitDrainReplicaResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Correlation-Id", fmt.Sprint(response.Headers.XCorrelationId))
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DrainReplica413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response DrainReplica413JSONResponse) VisitDrainReplicaResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Correlation-Id", fmt.Sprint(response.Headers.XCorrelationId))
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DrainReplica415JSONResponse struct {
+	UnsupportedMediaTypeJSONResponse
+}
+
+func (response DrainReplica415JSONResponse) VisitDrainReplicaResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Correlation-Id", fmt.Sprint(response.Headers.XCorrelationId))
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DrainReplicadefaultJSONResponse struct {
+	Body       ErrorEnvelope
+	Headers    ErrorResponseHeaders
+	StatusCode int
+}
+
+func (response DrainReplicadefaultJSONResponse) VisitDrainReplicaResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Correlation-Id", fmt.Sprint(response.Headers.XCorrelationId))
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ResumeReplicaRequestObject struct {
+	Id        PoolId    `json:"id"`
+	ReplicaId ReplicaId `json:"replica_id"`
+	Params    ResumeReplicaParams
+}
+
+type ResumeReplicaResponseObject interface {
+	VisitResumeReplicaResponse(w http.ResponseWriter) error
+}
+
+type ResumeReplica200ResponseHeaders struct {
+	XCorrelationId string
+}
+
+type ResumeReplica200JSONResponse struct {
+	Body    ReplicaHealth
+	Headers ResumeReplica200ResponseHeaders
+}
+
+func (response ResumeReplica200JSONResponse) VisitResumeReplicaResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Correlation-Id", fmt.Sprint(response.Headers.XCorrelationId))
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ResumeReplica400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response ResumeReplica400JSONResponse) VisitResumeReplicaResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Correlation-Id", fmt.Sprint(response.Headers.XCorrelationId))
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ResumeReplica401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response ResumeReplica401JSONResponse) VisitResumeReplicaResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Correlation-Id", fmt.Sprint(response.Headers.XCorrelationId))
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ResumeReplica403JSONResponse struct{ ForbiddenJSONResponse }
+
+func (response ResumeReplica403JSONResponse) VisitResumeReplicaResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Correlation-Id", fmt.Sprint(response.Headers.XCorrelationId))
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ResumeReplica404JSONResponse struct{ NotFoundJSONResponse }
+
+func (response ResumeReplica404JSONResponse) VisitResumeReplicaResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Correlation-Id", fmt.Sprint(response.Headers.XCorrelationId))
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ResumeReplicadefaultJSONResponse struct {
+	Body       ErrorEnvelope
+	Headers    ErrorResponseHeaders
+	StatusCode int
+}
+
+func (response ResumeReplicadefaultJSONResponse) VisitResumeReplicaResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Correlation-Id", fmt.Sprint(response.Headers.XCorrelationId))
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type DeleteSessionRequestObject struct {
 	Id     SessionId `json:"id"`
 	Params DeleteSessionParams
@@ -3054,7 +3435,7 @@ func (response StreamTaskdefaultJSONResponse) VisitStreamTaskResponse(w http.Res
 
 // StrictServerInterface represents all server handlers.
 type StrictServerInterface interface {
-	// GetMetrics Prometheus metrics (public).
+	// GetMetrics Prometheus metrics (public unless configured otherwise).
 	// (GET /metrics)
 	GetMetrics(ctx context.Context, request GetMetricsRequestObject) (GetMetricsResponseObject, error)
 	// GetOpenAPI This document as JSON (public).
@@ -3087,6 +3468,12 @@ type StrictServerInterface interface {
 	// ReloadPool Switch a managed pool to another model, health-gated, with rollback.
 	// (POST /v1/pools/{id}/reload)
 	ReloadPool(ctx context.Context, request ReloadPoolRequestObject) (ReloadPoolResponseObject, error)
+	// DrainReplica Stop placing tasks on one replica; its running tasks may finish until the deadline.
+	// (POST /v1/pools/{id}/replicas/{replica_id}/drain)
+	DrainReplica(ctx context.Context, request DrainReplicaRequestObject) (DrainReplicaResponseObject, error)
+	// ResumeReplica End a replica's drain; new tasks may be placed on it again.
+	// (POST /v1/pools/{id}/replicas/{replica_id}/resume)
+	ResumeReplica(ctx context.Context, request ResumeReplicaRequestObject) (ResumeReplicaResponseObject, error)
 	// DeleteSession Delete a session and forget its KV warmth (idempotent).
 	// (DELETE /v1/sessions/{id})
 	DeleteSession(ctx context.Context, request DeleteSessionRequestObject) (DeleteSessionResponseObject, error)
@@ -3513,6 +3900,83 @@ func (sh *strictHandler) ReloadPool(ctx echo.Context, id PoolId, params ReloadPo
 	return nil
 }
 
+// DrainReplica operation middleware
+func (sh *strictHandler) DrainReplica(ctx echo.Context, id PoolId, replicaId ReplicaId, params DrainReplicaParams) error {
+	var request DrainReplicaRequestObject
+
+	request.Id = id
+	request.ReplicaId = replicaId
+	request.Params = params
+
+	var body DrainReplicaJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.DrainReplica(ctx.Request().Context(), request.(DrainReplicaRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "DrainReplica")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(DrainReplicaResponseObject); ok {
+		return validResponse.VisitDrainReplicaResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// ResumeReplica operation middleware
+func (sh *strictHandler) ResumeReplica(ctx echo.Context, id PoolId, replicaId ReplicaId, params ResumeReplicaParams) error {
+	var request ResumeReplicaRequestObject
+
+	request.Id = id
+	request.ReplicaId = replicaId
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.ResumeReplica(ctx.Request().Context(), request.(ResumeReplicaRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ResumeReplica")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(ResumeReplicaResponseObject); ok {
+		return validResponse.VisitResumeReplicaResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
 // DeleteSession operation middleware
 func (sh *strictHandler) DeleteSession(ctx echo.Context, id SessionId, params DeleteSessionParams) error {
 	var request DeleteSessionRequestObject
@@ -3696,263 +4160,274 @@ func (sh *strictHandler) StreamTask(ctx echo.Context, id TaskId, params StreamTa
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7L3ZciM5lij4KzBWmwU55aRISbFRljamDCmidFMRitGSmX3T49JBd5BEywmwHHBJrLB4Het57Zf+gTGb",
-	"/5j+k/qSazgHcIc7nYuUEVlLZz1khejYcXD25XMrlvOFFExo1Rp+bs0YTVgG/7xkOlseTzTLzF8JU3HG",
-	"F5pL0Rq2fprJlBHFYikSRbQk95RrMmYTmTGSmY5cTEmbapIyqjQZdHqtoJWxP+c8Y0lrqLOcBS0Vz9ic",
-	"mtHnXPB5Pm8NB0FLLxesNWxxodmUZa0vX4LWz9/T+FZOJu/V6lLe8zTlW1ayefKJzOZU45QvDlvB9tXk",
-	"yZTpN1LpSzanXHAxXV2X+UzG0JKkbKJJe5ExxYQm9zMmCCWx14ArEksx4dM8YwmcVcPyEpmPU+avr1+s",
-	"T+TzcXV513zOiuVtPThYYS40T4meMaKpun2mSMJoknLB1ixo5bz6m87rWt4yoTacGDbApWhJzGlld2xI",
-	"pCBUEJrMuVJcCligmtM0ZRmRE3I/oxp+u2XLZ4pQkWALBq2fqVDgISsyo3cMh6cGrImeceW2irNRsxQV",
-	"wJQkY5Nc0ZT07d9KZ4zOi/lCUUzhrnFGV5a/cu3NNx6KX3fEb2SWsRSWf5Y0HO3MPIY/50zpZ2biojHh",
-	"CWmzeCZZQmRGpkywjGoLg+ufjF2C0pm5SVjBJdXsnM95+SYuccIG0HNf4KL+nLPcQNwtU0TIe9LuV46/",
-	"9hq2HYS3DMX0+iX8hLexSGnMzGWwhwWLNUvM1U0yxki+CAgX5GLBxPGZeQt5hidm7oa0WW/aI9Gg91xF",
-	"tRU2nM01VbfrroUnBojdo0OYNDg5ZTBblgtFqCJtxRiJ3p1ek727wZ5pqvY+8+RL1NkRueU5T1rByuq+",
-	"BK0FzeicaYv2t0DSqYUVfIYZUwspFDsqIYe0b27OTsjdYcdC/NhAv1kkN/2RwLSClqBzs5Cfu96E3bOk",
-	"etn04ZyJqZ61hoP9V/AKir/NurVmmRn0f/1y3P2ftPuXfvd1bzTc++N33U+fB8Fg/9WXf2nYctD6KGWK",
-	"m4M1LaielSuCY1p/oP+SsUlr2PrDXkk49/Cr2sNxf6RpzmCeK0QQT51q290FrRKwvv7oX0xnvF4ADEOD",
-	"DS5TecbM37EUmglt/kkXi5THcIV7/6YMnHxusQdqgBhbJmbk45P3Z1dXZxcfRpen/+P0zXUraDEx5cJ8",
-	"S1M6p/FiYVAdU4pOzY+IGbgikzxNSTumCxpzvSSvOkdI2klKNQDTQqY8Xo5SOmZpa9jK2L+xWMPvMh3x",
-	"xBBPNqF5quFEdMapoaT2SGCoEZCE0Vy1hoPn/f6XXa/cP5XTLJPZqbhjqVwwPMHV917bVFQ/lYjkIgHi",
-	"xEiEG4kI7q8TEGqpnHlqJDV4LhSAKJmlevnYkcl2dHl8fTo6P3t/dn16EgUkgvYRUXSpyP2Mx7OOwfkl",
-	"6bR/eJRTG5LskSy1MJSsHX1/c/Lu9Hp0+vOb09MTGPye6xmJfu4ire8iLe8WtGBI+hGQZruIUES3bDnC",
-	"kSMzc2Sndb9ZmlhnSLsFR9p0K7b1nse7GvzbtfxjF/mgTT09VhN7Nu9n+zCNPA8MWUN420aqImSAqu9p",
-	"Yinbkx7i2Ycfj8/PTkYfjy+P319VntzenD6M4NbVkCBTSea5YVQZKbn56iua0FSxnR/M1kdyJu5oyhPH",
-	"r5B2VF2vgeST0+OT87MPp6ObD+9Pr5EGepDyNc74jRSTlMe7nPBX2vi14wF4Yt7arZD3At8VJQmfTFhm",
-	"Ht9YJstvsF1Y3W+312OxJFLPWEaYafoNNvRWZmOeJEw86Ym8vbj8/uzk5PRD5XVwC5rHH88Myvymz+Cn",
-	"TIqpm+kbnM+ZUPlkwmPOhL7SMoMdPuGkrq4vLo/fnY7e3pyfVw6LZppPaKyJ0kYWN+RuSLgmM5kmigz6",
-	"5n/ENVIB4VohRSNtg4RimQvd+aZHbB5cbZUlXfb3FXWG8J2LKRHsnthDIvcyTxOyoEqFIiq20iuWj4St",
-	"+kFLTdPReKmZinrkjR2JphmjyRJXAc9faZ6moaBxzBaaJT3yQWpSnMUQKTWebMZAdCKZlHMyXpqTZOlk",
-	"hX5+Daj5IPVbmYvkSaDy4eJ69Pbi5sNJBU4A5QmpyQQG/pYXfiMQqfLkGzwolBR3xaPe6bCyCxzTXCYs",
-	"HQmpR+5EysOCbyRsTRe6exi2DKCYowNVQ0JmLGNHxEiKTlCE9qplhTw3QMuTnQGjjSyxHeFavux85N6m",
-	"L62w0IzurSDdVTO6YAlifdIGJlcumKA8IppODRO6YChoKyJFuuz0SGTWarlHc0QRmcg0lfehwDGHJGrc",
-	"RmSZUveRLvjoli0j0j7sDzoBiWoHDR8OO0Eoii53RpSD3/umw4IuU0mTkZZylNJsCp8GB+ZTLlS+WMhM",
-	"s2Q0ZwmnI1x1+3DwvHMUigiuKKuuzPzGYzbKBb2jPDUwH5H28/4BMOYRF0a+panr1H7e73e+ybPGg7yW",
-	"8j0VS19p8lW4gR2BpJSOfIkG0EPbHKYRh3BlUUAMIJDIiEEjIBoj9hAzlrAk6lhhBFR0YxrfduVkQuzu",
-	"iZwQdseyJTncfw0gVSh4ooeuGQ5G6/4fkevx9yGG/LorDlr+3jInjnQz76Y3jrdBubcyuGL6SQP76jqA",
-	"jo/42q6lPDdv7bdlxA2bbbArPHMjF1PUeJVKW8esRKapBUIk6wGx2gYyIO/5999COrkRNNczmfG/sKfR",
-	"4psPxzfXf7q4PPufp1VyDOqDkvMk7Z+7xx/Puj+wpcFJx3ZWVIV+z2jGsm/LpL2vricwqyiloVu2VIQL",
-	"EhWrtISistDo29yAw9m/HWR+kAT5xIWUKYkNTNJb5uHJ6OPFxfno5sPxj8dn58ffn58adGj1OgllcymA",
-	"t5zlWptDTeS9+CZnUxDD94YWXgOz8bd4voY5iupzfX1wKMAdxjt2pqrTh0VKBcV1rVogloTitd1TI/zc",
-	"G/bNSEiJZMq3G/EUfuYKyWOCV3o/W3r2k5Rp02YqQ9GOMkaVFCM+GVlKGgVEihhGuaeKsDsOtg6ZgdTl",
-	"zHwgyRjpQ5QDd3rkJ65nXBAaikXGZcb1ksQpVb71Bpgbha9xvCR3PNM5TQmqD0EUYplCmcVQ5FROpywB",
-	"9GJIdSjMB9Qt2cZkas5gwjOlj0hkxxspTTMdmYNAVIxNCzMeuedpSqARoRoJ9yIzDKXmqMOm5gpH4+UI",
-	"NmB+qX4fUx3P6ga4g/0tBrgA/pnRWPM79ujeX3wl/S+VoQK7oE9FLzkGzfaXoFXsYKNBwl6Y6XDLliO0",
-	"DDSZocwXZ4gy96JnVKM2WWuPE+utGgqC1kIq7mD8kQe3Aqk7vf4fuACupgIXT7GV+wdfnI8726ZTL552",
-	"wcg2wBBwbmBKeKQl1zNYfG445owl8G5xv0+bAN7ryL+xKiz0u2NqcIBr4ZCBWdgzRRKuFgYkicwSlpG2",
-	"B63O6QJAFnieR8KCMwDg9reYp4IWmuMbHrHCW1ntoNjojmVj2fi9Bg1mkGqXJnAwT2K39daGdx0ru165",
-	"ncY7D3wIa4RRq28ChJckMBRNP3pnBCxaHTf6xLmxF1rLVqa75WLrq3VLcg93zjRNqKaPnmxBM7vGXaZD",
-	"2UfTKWyQa4bg4pmVXxzWrcorYDOnD2fY82C/+EyzjC5XUQgHdY07yU2Xg1yGZ8JWM7r//MXwl373Ne1O",
-	"Pn1+cdhkvC4H+MEeOxPmQf3SMpyGAad8PqfZshW0DJNsBshobEAZtO3eklZHvDQHWn9MccYo6DSakc3q",
-	"K0741Nqldr8hnjyu/VNAbgUKVs5h49XC87T3a7cY+IfTdNfrbcMG7NP0YtIa/vIoZjf4XFlUxey9Yshe",
-	"XdKnL0HrDV3QMU+5u+Aag7TgBuEpXpMbW4Nev9dvgkc04VePduOOoH2xiuXqyQet6SLfOs67RX4m7pjQ",
-	"Mls6yrn7Kj5KmW5aQ+32/WMpt+wmtQtuAoGTjHLh2WofgY8dV76WztMHJKYHL8CWstVv0d+QP/iGda/j",
-	"cbatrYG4a6rxUh3CSjJrFP+0jVjavsHWVZ9ad5LPq+pnvDNgc3vkFDSAScbvWEbGOU814ULLmpSccqWt",
-	"Up20KdHMiCczFt8q1C3a/hmbcqWzJaFTyoXSKI+Yzp0jEu3dDfZi78n57heEGnbJTt8LRaEJ54rQwkBq",
-	"FecGiKnm49RKW1lA2APqh0FR3iORnmLfP+XTqZHu39KYheKaPWjyDt2zDEN3JkB3ErNnish7QRaZ1DKW",
-	"KWlHe86La4TMVQTa94xrKWDga/hnKIohyBUs5Zkq/L9gUcI6oOzd7VsLxN5n+P8vqzOU2wgF7CPEJ4ZA",
-	"4vkF3aXp3BC4aUrF1BA0OCwDbFP4L6ytkcCtoJwVALkQjDBhLnHBMgcrjYARGDEd7kVmoF2gqIvJFVOE",
-	"G2E11g+jOX2IQgGKKJVKrSK4anln/Xpwgme+CyiMoki7j15zQgrWaZJg7ehPELVY8Ti2o2fTfsKozjNL",
-	"Fh7Do82poFO2xt3RPq+YCiuow2uxJ46GyyMC+JDMGRWqBPJ2nqUdBPUSw4ylTBkVlk+znisjmevGA2qQ",
-	"PwsDwuP3CTfb5MasaUrgY8ONwzU/RTgqrEv3MrtNJU12J3Y/2R5byZwFkaCAsuZ53dbLq25ExnWOpy5u",
-	"JOxRwv5j4RdutRkIUXMPKg7f1GStFkPPJa70syNt3/wUIaRZx7dQVH3tCr+6iv8czOec6IKNfndt3zsu",
-	"WPGNc+52dTe8ThV5FlaYoIXLbaEWCEfxZE/7QxPuLAwDFbFpv3/4qlER5LthNqkwNqg3PBPC54bnXffS",
-	"fLyTvA/pAH3l7vzZ18JyXeJq8Gf9v25Ob9BlZHRyefFxdH550wpW/e2skv7y9PjkX8s/C519K2hdnn48",
-	"P3tzPDr9+U/HN1fXYKM5OX1zcXI6uj57f3pxY2b76eLyh9PL0eXp1ek1THN9evnh+Bya+v5xraD1/uLk",
-	"9Hx0cvrx8vTNMQ538+H6EoYeHV9en709hg34LhpvLj68PT+Dnz8e/+v5xfHJ6PriYnR+fPnuFPpXLEi+",
-	"x5T/GFpBqwamZjmn13+6OBmZ2Y7Pzy9+sgu6uvn48eLSLOn96cnZ8ej6Xz+amSouRk1A+m6Rn7A7Hjeg",
-	"GS4S9hRqOWdzmS19b50nKNvsIAbBPHkMp7Jd2XSueWrtW6NF3EzwChlhUJEPGicCvdVWvRiep11W4zE1",
-	"bbvpTVUEuBU0/e7jjSKKMUH0LJP5dEY+/Pj+HI0RMtfwF4k8twmuLNsAXBfqlQtmG1iGmqTrW+9W0U0C",
-	"8LQ7jS1BsEGeRUlhDdaj1vq1+dzL5ZZrazpVlBbezKh+UwSRNBDfmVzZXbXFhAuuZqNyedsdPN5Cl0vs",
-	"AUaRpz69guSs1VCunqO0zlQWOVOluNJU6O3iJXTdpLVb8wRK4lE9rE+NPLFTIg5g++UfdVixOqXVF3Ej",
-	"+EMRcglCQmH2vacK4uO0Zkmdt1wjj/OGGaJ4RnU8X6TdqAijsw7JjXYf9CVrug27ce8+zNC9Mq6pEY3n",
-	"7tq3w9oNNG1U0tm5y5MMCqc3B/Zuql0fkKfAWePXRsz+KnFb2KVH3nKWJmiI9hUKRh50vp1w2HwqZMaS",
-	"gFAVCvM10mwOvnB5xiJCx/KOkT5wnovRwno55Ipl0VGlKUZaqFtFJjIj04yxZBmEImOLTCZ5DAqEhMUy",
-	"4WLaI8covd7PpHJCCkQxCok7ckw/gQBK6wBzxzKFugRYK1mklAuiMyrwbIZECkaiSwl+quxBRwTNyywj",
-	"9tEA+ytIdOye6TDqhSJCz1l3iFaci8g9F1aWikopLzqyh2JXZSYiKTCo1pAZCrh4J3WRdiGbdwy5OOz3",
-	"j5CRFowbkT4oIX5Ol0akhx/uIdjZztAkkzeuejM9Pth/+eJVVWMn8jT1w5IaEGOx928xOF7M7hSvfCjv",
-	"LSKs4Ln95y+2YLoCfXiCxfPB/laDjGjW3+DjLhQEG3ihxx6NYizZrII93H99+PrFy/3Xz6vEbYextVzs",
-	"dtJXpmVh9zR91ozucTHYdiThnNSu85g+F7aL4WZK5LLGxu6OYX+n3Tv7u5FKF6PFljEHjxzToMS6tGpA",
-	"cTMP4ChE8Qo2k4b3O7Aoq2oHO/gzBUhxiCHlXEzBnYcKAi8DcJdBZQuaaUXa/ya5YEmnRy5A62gnCEWb",
-	"z81CA0LzhMuOc3by4gXyNIWBIQAX/MYgkpjNF9pqWeuHKQWzNqmKrI/Whfo7fBSauGYP+iPNarzQi8M6",
-	"VvjkSTxbbnCV51NLpdkcGWTQOmUtCw/Bo/nBDff/j8pXp3K6yORYbUAdnmcDe9C7S4PQ2pvhn4gl/jbs",
-	"sDmw0T8QO/wYVridsimNl50Gdrh0zSdZnjJwx9/AcDuW0PGB1q0a8rwMXhhWuZKi4fjjWRN7NmZKj+Rk",
-	"i4LksUwBi2eyOT0CF1N0mcrkfKGLEB2nSO+VGlpQWHwKdiDk/tutzngup2amcWFhBNFCYLBYngmWkHbk",
-	"uoOaxMzm3LqoUPcs62xmmPqPZWq+LaP6j8I24v03vBQipOgCGW5kAGYyNcIZCFFtIdGhzlB6Ia1BAdop",
-	"uLWNJHvziTR7RO3Wd2fs/el3/hnibB9W4eAKfvcebAVFeFey/iA856X/Rky6fVjryVU11GyFBysCLpst",
-	"klvP+nE2MQy83GFYbaMkthxCoXWEdm6CAJe/VXmJe19/dBVmc5UdQv1KNCQlijeSRTxjyRGJzGOM0HyK",
-	"gapMJIb+MAFJjpSh6iJmHY8E4gMOWjhwIx+EC3vv0H6jf+KuvKF1PwDXg1/FGB47j2gbRcqTqJEpXGX9",
-	"EIqbNirvBVhMGs5dZoYE6IxqmTXOtCPrV0yxHgLgoM858ng1ty/rsvsIwQ+vrcEmsnowqZlzq3RWbAoW",
-	"s34bV1enb7PGcAdD9dFvqXtlJOPTO7NuMslsCAQVTT5XgNWB5aSCXF2dGvlcsYwkLOV3LFOEG6E8F0Z6",
-	"TQiDMQOiJInsiwVnKrNo9O8i8SwXt88U+R9XFx9IO6opyHvwOSIyC0VUkxaiTmAWEX0O8TmHrSH53Ov1",
-	"vnyJCB4DMBTRLycXH04/RajWTKnSuMcmHtnd7BaqD9uqALPFRivXFrQeuqZR945m5kiUaW2xsxnEaVA+",
-	"rXgmbrlWS+9X4uKc8pplzBFSRQxyKdCOIkumj4DTQx4YmS5kxAAuIUvZWv/gkuVZT+IK8G7iBRqIQN1Y",
-	"Had5wkaF5FdjGAwepXiTAB4oTeEGIivNlbJqBMMAstjG6XxZe96F4mYFGTgNwQ6qooK0+eLv9qduCVyt",
-	"cX2FN82HZbNJern1hiRCzqGQJ6nynLNIxhBo9IzNC0c8F44npIbMAA3WiSL1XaO/3ja7wC5BQf6qn9Af",
-	"rfNP7F67k+pagob91eZruriPKY3ZvFFP+hM84IoaB3I0JoTOpZhCvKKlvBmDsE4VAMQ3GvljKhKeUP0I",
-	"s0axtjeubxP12uzI5JinIjaDC8G8YB8M7DFCgWF8qNKjVNIECbRIlyN8ys6jv5FXsJsf7eKz4RZb6VWs",
-	"M/BPaeNtlSeyylI/AOZKRmMW01yx5nBXdLKDJZAYcucYsacWwiykHkGQc0DGGaO3LBvJBRMB0RkH++id",
-	"5In5h2mIJxsQ6xIRkLuMzjuNnNjGEwtaKpbrRKfNcYOVM8VRNp7ixR3LMp5scqy18QBCYsyAWFoRv3qi",
-	"hpEkC47KNZ4xZf4YlZdtu1cgwWvw6cuKHdMKQB7YrtJnaPTpS+Cvy8709NHMcFuX++VTPdLbfC+PvzyH",
-	"4mSAPlZPpT6+d32fvqyeCU1TeT+a0DQd0/gWwRozSa5VGgCAjh4fj1JkDq1oV16sIh+cwKG/pvS6+KV8",
-	"VI6EkSwXBJzYMabbRXYaMpdSIylxQdp5kSYJdRPWNaFTYY827cYuYOcNNYEKoki03eRaNiJB/2Yfd8C1",
-	"m3/0fnBt3/KS7Qw73DK2zFiycqvF/Zd3y9EIyAW2mDGa6hmJ3DS/fOrxJDoivzkI2Gc5QkQ+mlN12yS5",
-	"pUvry2HtCFxZ1E9MjyMipN0XVaA//ev//R/kef+ArObFAEJTJlTr1HRunmnSo6qrWL0aR7aqntglXGPQ",
-	"GEeZlZlGV3HMY53hsb0f2tdsvlpHHfFjhhGij3TrpsmyeRNFAMWjjmYtc1NEL5SL9XZVCWqw4Qu4tqAp",
-	"FK16xX+CZ9KgENl4SUZQGxXKxq36v9Rmj2gIbTFQGm+NUKnRX0bFyGUYq3nMr2NtXAR6whb6KXkw4GBH",
-	"41wtn9wZhIcn9LahPwuWjdRT2Dh/49W1VLbVaMn+zV/OeqpwXeZqKOUjRuMZYkwjPhm8DjsKHPo38pPl",
-	"tR+L4O3L2BZZVL7SFBObrDy9EsrXPUJHS2oR/Aeb8sJjUvhP9v9H3U+f+8GL/ebI+iJZiseJbM7GUva9",
-	"ZEaCe1qgr2D3owqUVG/0rcwIJTbSikBAZC9eLOCWA0LJu3c3b8mEp4wsqJ6RNhqraJouSWR+HkZdFDZZ",
-	"0iFcKJ4wII1WM+KFIKIqW40SnoF3JcEkR3d2ZA5VMmR6Z4TxItaVEaWpZiThGYu1zJY1QrrdNFsDlepx",
-	"NAGDO+x19h3PPlNX2quZzDSZ5XMqugYEKcbTCg3RrHQsc9yTzHUs56y2lzUmnm/3/tX6xFEZHAIoSDKZ",
-	"piyBzEpe2ijz3DFymkSmhfkcdYYkQgHb9LYJJ8FVtoo0sCQGRl52AsMfQuJLLkaTlE9nEJSGO6vmrixN",
-	"Pwb0QsEVmQKwZYY1S6WYsswBYQXczCSY4mRCeQoZqyLLtLAHrlni1mmVdfijyzlj81ohOluasfCfoynV",
-	"bKT5nMlcW5bPNvKY5VDYUFRs53WHcG+3ItydYPfFISU8sZ4WCwNWgNM6qLIHxJHli2LlRT7zajY2tJBB",
-	"oqtOj1z7oaIGT8tcL3JNuArFfca1ZoJUwpGfKZLKaUAEu2MZKL+rIYDVuwa8W73IgkXy7rEF4frFVRSs",
-	"lb0JTJ5WP93yV//QWjY3Fp5EI+pczQyAa4TODnAfkSSgUBg0Yg6faK2mbkIaWIlbSKVCxdyCQSJQmk5A",
-	"H9W4l6aooR2ikOvCUJPB8UoDrireZxKQKMz7/YPYbBj+xfbwB4F/RQ7UPBQP+Q+aiN/t3Tqrww8/kpjG",
-	"Mwb+8P1ebxCQSSbn1bBmwEWLTI5Zxaa6ns98JG/sxZSvckM1nnVNraF7yiHnocU+5fLtfiD/ePM2ds1l",
-	"Bq9G/WPxzUC9K160ZhPIkTUwabmw+LOFvjeLNa86z9JNyn0Hxuh/pkjbeilbfF7yO4Z4WGt9Z0ezt4MV",
-	"t7fK8dZZe/fkvevbgDg8FrTOWdgdPVOEJ4SqinpFzeS9IhBDvuXJBi4nY+3NdnrkIxfmDoD04+G1o6oa",
-	"K+qUKlAgrkOy4MIlm/aUZRFps1Qxctjvk3p1jY5h/FCtbmODbMSlDZev3luzbiUgFd0KhBnhiKCNgppW",
-	"YIaVAjZrRwVzOS88JufScJrWdcOb21AWVePMtpSHqokBeyAHDPZfNgsCT3cdQHZ4u6dAj7TBePnxzEJ8",
-	"KA56+ySRcT6HEalAFwJXdG6MxhMUvsxM5l1Ai17H8yowbcCfACIIXBQUtDMMhfUNwGgvO1b00FWKddFh",
-	"IQI3HZjyGtLy0zlTmBMF5trNc2B/F88B+6hdbgJP/jPsBjAdNVelTZ4FcBFXxZDw57Ud1/obuMHhz1NR",
-	"NMOM/Z8KsuvDjQGaz4Pg9Zo6YiuoB3e5wTfFVQQTE9nkgKa0zcUwyvxKQ49Kawm0vIg2r7knK83nUKXt",
-	"hx+7SNWhZQG7RUVDcDLQeSZI27p5/dd/+okg3RygcIEWnUZvqs3E5/ZudE+zeRPdvs5yhklrbZJcWCJX",
-	"bo0E4xmNLIpesc1ZYQx3unKmT0udaTVMTRdUJ3NUEwqSQrny4nAhthCqe5QlLiExrqsVajPr2mOPZzSb",
-	"siQUWgKuRIEBCgBaTw/zmO1IiS3/YRMFQ4MsR7ohRTWrMIOUvm5RG8pSPvaYdDqaqzUAvOMQeSbUr02k",
-	"u7ION673QHwIbHyuUI7FT6j5dXJm/tNkVfzbJvJ8egpHd3G7J3M09HBX/V6dN5yW2dcgiTKJbP5XG8Zd",
-	"5oC1icKsCm/oawqcm5HCCrRchULa7MzwzCHaQ5Gx1LMiusNlK+6RM00EY4ki7IHGGlgv4FisS1RkC44s",
-	"cq2iHkGdo+fsFGFVFPgMS1RsipxKLEVMNRNAVbiwiYGLrGk4fDnijILuyM0KuxAgW3qx4XAo/mz1wPNn",
-	"yjVWxZwBoSkorIzwEgozomHCbNhfQPCHXq9H2lQQmSSYQHxYekeahVgmyjR+pgwCDMUV/wsb2qohkFce",
-	"yRCyTxBjpsiE2/B4V/kBGq6vEBEKKA1BviODoH/4Knj+8gVS4g4wwZRgoTEMN1NWveNyVQE/fzg46JGf",
-	"ZKY0ialiUKwW/FVjHQrgAdE5EJZtiAiNNRZMxp/w0RCmYijI0x7sW1ZgAVGmiaH0XGgbY3/zx7dv374N",
-	"QvGCjFkq7zvD8oIGLwxv0D4M+q/hX4N98key3yF/JIOX5Dvy8tWL4PDVwI7edlc/JC+eB88PvB7ku1BA",
-	"44PDzpFdJaZAnHCWJoEr9oCeRgGhRkRQmhwcBs8P7eqPzDHQNC0+vtofBP39g1DA556BaaHNWag9cyt4",
-	"KZop3ZvKiGTMHGFuFgqXXCg6HGduRBmXwq6gk6GwVfpcVerVCy8EpsOBEZjq6ZQioqUrNTKWCWe27MyK",
-	"B1D5r1WnPNC1mStB95yVvg09PtUzyhYDNLnb1FCHjW8zAiv0QgOBHcsMXO2dcBVLIVisR9OMgk3S74Ec",
-	"iRSjsp35PLXpixu8gxoGbHBqqozoCyA48opHUrX9p932AcIsAEF1A7XVf+WV7XAaq+cR64emYvWV9BmF",
-	"3wiQDD/Phgt6cIk0bB6NLZFz/cNXz1++2OrxUE0qW1fjWVOUYegLblWQuV/FHp5rSfQaeVe3qFcvDndI",
-	"m2tWpVlmmqh5VXzNOIQhQHQpm0xk1pxAr+leViUG0NBULniIwBORdvFC9IyJTkBm8h4sKaAJoobaGokC",
-	"vSiloQFYZGPz9l/stPlHu5nYKupPiv5cU1kDENKqws3i98GLkhWRE4JEqCB3Ck3fbUtqkDaAasaRoapH",
-	"k6dROuy/fvGYKMht2U5u70YzXlWBZCxXmHkqbVai/oo42jVxs80m5nowU8YmkVNEosW0GuX0yMjbFUTX",
-	"IC7P6GJhxN0iUgujHFLucle4qGqDl54ppxeDMjH0ni6d5hgUXoC7mEjUkEQxFTFLIYFSplEJ6/NpuSgE",
-	"7jLzs6d8tek9cboeDjaqPVTg+qPOEYkSpmk8i8gtY4siJzIaHSw/jMu3Ojm03QG/Z3dqXnLGVD5nWNvc",
-	"6m7PqdJd0FZ1z06iIxJZ3IDrQfoTCj6BKqCIEwweUGgTtpbOqAEVRVVzIY4HGTTMRlqBo0VNzpe+E/9O",
-	"HvWl5zNQpdLbYtcSNmsjqi0ysM/ce/7tG8GBmS05Wstig0pZu1JRG/j3umPg8+cH2xGDgrz52WiRyQlP",
-	"K4533lgH29/O02OntxVYWfUbcrqggvwbVl9MId1CGw4IJEzQOnmJbTs9coGC6NBqvexAQShQ1VxEyBCe",
-	"VAVTJ7ai6VvwlNzcnJ0gXwjCTk0FZYurWH6qugVdGwHS4QjCkyOiMHLKfAELS8roXbHfEU+IzDXkS/Pw",
-	"gJbFur0X0rf/6zb8x/0PeLNVpXVxCl0+6VrR3elHHrpT2TVduuqWL7pOAdAFiGVZ2cz0+wvLJP5SLUFT",
-	"4+kAo3RjcwN4ClxbhX6ZyURYOQuRTYzUEbQJ3YVUiLpQ18ATNl9IDTJQcd2N6gnIWwDp3agbByMenUIU",
-	"HR1C8Rtftz2pf+C7dtn4dk/4XRMSigGqTrJ+3u+Wh5orHMj28gvXVN1e6cb4oOLBb9X4NdXOW9GY1tB/",
-	"gU2McBAQCP32BYMd47wLd4THVGSxmY4eo8yd86ktcdyAh3nlgaINdM6TrmV4tCRUoFaksMVOzNv17KgE",
-	"fW+e4MLweJr+tKJl1T1/rFQ6RNPFE4xJT+EotpVD22Vp36K0Gc0eZR4onDg27ds9z1w9rnRZYflaV1bh",
-	"MUaZ5rpnzlHDwzylx7A3+05a+qsVhzK8t1bQsrYwqGsQY71oc5nOVQ3Z3zUeLT95yLeeJKzUk0OCPi5y",
-	"I5ZYDdmRVXsXOkBaTaLaVowRz7zQQ5m30wvFT1AmxtYbwrovtnRMkZiVY/3blTozEAtTq2Ri63SGImLz",
-	"MUuMTIWK/4xlVNxGZMl0TSAoU5QFkMPXfHN9wWnGdGz2zlMszs1lXhn4QzJwvOA/sOVxjgZfbg4Pi6q6",
-	"jOLDVlHItwRECr2gohYUHHb9AbDB3gs/lx1mWi+wMiy3hvbqhVWyaRBlUOeY6XvGBDk/f29lMWR03328",
-	"Ibwod2NvwvAvHBkdpxi2hoNQOP2yx2JoSJELXBFVtyqwwqv5Bz4CI5JQa+pSQZHQNpMpdgxF27/bwHcu",
-	"Cgh4ZwXWIbgDq5Zjc9M2Kom0oz3rWxEFJNqDwjkL3oNSuAbKztzqiZJ5FqMnS5br2dDarbHcUOHbq4oU",
-	"A++kE1yvTn4AOJwysYc2m4IFCoX1r0PWEhnOzHpvO+O4s1LjZGY9YAEBocE5m3OAYc2UVmCY+cMfCFBj",
-	"FQqs6CSk6O4/PKALTDEDVFMiUYVwRyhw/On6+qNzkoZQsowbegvrjYzIGJEx6LtDAe6XQ1L1lgpItdIC",
-	"bHC1sAKEoR32+wHxiybYXwdBKIriCfa3g4AUlRjsT4cBWa2aYL89D4gr1mB/eR2EYsXKgN8GB2YZTaUW",
-	"7PfnAamXtghIQ2WLIBR+oQfYe63UA464/zogdR+x4hcoghGQlYIXMFy9bIWL5wtC4ReFsD+/DBC49Aws",
-	"W6lipO2KYpib8stnBMSvntGxI/QdXBkUw4S2VaMdfMmFM+OOc03KV4UGy+rDsuZWKsrK5bU65WA4CUW1",
-	"VPnQFlWPesRVPrdgQiIfeKKgiNG0IEOiAoqiHvle6hmxBatDMadLEtMss15kdA6lZ47qhdTb1m6s76Xr",
-	"i6s0nCXQXfAi6cD7PuwPQlFfExAnMFbiu54XL9md7J9Oj0/ceb47vfbO1JFH04JQBV+d8yFFhUz78u0b",
-	"8now6JP///973Tvo7XeG5Y7sO6YiCYVdfQ8Hk4JEpVdbVNjKS3e9Z6rYsJtS5WNDM8aQnw8dE22e8FDM",
-	"ZJoU6dAFi2H9QmaFQq6ol4wL4ArS+ZpDeXd6/cyQ8jk14IWo1EqvCYtTCvZE9B0sj0ZOXOTWEQ6ItcKF",
-	"hEMCzDXhgiVojnnuzvoHtjREJpYLhhOV5YwMzqTxDGo9zyhI5+YMTSPbvg1OCsorPwT/LuiU+cNSKYgG",
-	"sW+hY8vrhaJcfsqVVa/ZsbnzRjBP4qGLv0ZgmMdsNqbHEIrgoSH8li3BMdWVDJe5hqrhc0xMvwL+xysK",
-	"rEpha8tFEg6ToDhlPlJ1a17cRGah4NqNfUiiAhtHQeFBQTHFPhVetHSPnPNbds8VI7TQp62uwinGYJEQ",
-	"/EEwb1R9QU7zvXYxCTPsGbaIZ1RMDXtnBjC/tfcN2Vhdp11YBwmy9a8TdF6oe2quBv3DUHizEqp915Kf",
-	"XErXUs2XSrkA1bPZQ1tmxOXFMmimYxpnQJeBssp7wTJYYom9zQ2avgZxzeidA1osIcBFrhmxzjShgCrl",
-	"CKCkHWWLuQHHjxdX18QwxQjEoCG3vJFwrnXtSC/m0bBSVKD0pKM6FMUuAxLLLAPblrtGO0jhhljNP8xE",
-	"ojo9cmFQIS0KjrmEq/BO91/X64ZZbT+0jrwLAfJyyXS27B4bYT8qIxbGeXzL9FGdq9KS0FC41+JOz5AA",
-	"zpR5cuae4Ncu/tevbeZ/LdznvBahqDVRzBugzD/VdWeqMy4DvGGDc8rTcNinDWMoqCeR5FY5QlQez8BW",
-	"N+g9h4W9mPdVhE45NfCgtiKbq5BWYAB7nQoOq3LRHlfpw3MA8VvWxYqkbKI9F3T4RSk0ITmNjPlqrtsq",
-	"YqDh3KAuCyF4qUwkUSiACJtbhVyJQ6tBjzpH9t1Zb08fwLiuwRjXdjrhytYpQ1kMxlJ2v1RXdOvHBd4k",
-	"DjXAxhCl7L9erSTn7F4/d7+HFXYxnVb30oHDkPSjI8hZ66nyi/xZrnqea10a7DeNaQPlnBeNlQxwKLfZ",
-	"wkO50zPkzQ5sYCW743csFJTYQA4LJqVLcxVCSNtZ+fCwCiLXqzTrkJLWA5dxT5fgeoRxg+YXzeds6LDo",
-	"LvCmvEW52oBSgqb6flYMbYmHeR6/FRQGjwTBoAKDoSgA7rKEQswfouktePcweGtWT6skeA/mGXCg6NJs",
-	"Qxvc7iE1rsFtoZhmVBj0O0czL4VVmNPRcgoVWQ2cu36rsK6lu5tV+gaYuP4EArIZ+hErAy4bklqBRtKm",
-	"WOYRib29ZChG5np4BR47PWLjAuyJgnmS8cxBdwDncMsW6PIC5dWAog0NlrfwDjkh2cOCm2+G6ABrYKOn",
-	"lMeOQCGdIhsAVrfBiRzf6BcuN2/IoIiCdlToUBu7Wz07PAxIaEYGSGzNEdL4Vk4m3feGwfO18h2UUrDa",
-	"kfW7S0qXO1DagaMnVWCKt7ksgIlFtt+5m6BTUC40TwF6rPc7sgdg/FHlkMCrVlJjkD1iq/QW2QIzc18L",
-	"KVN3JB9Rj23uKBTRqlY7It+RKGY8bberOmXyRzIgXTLJGBvBLB03XYf813+S2lKiULjMgxRaQV27jLFO",
-	"YHn++uJttWhzFqDv5RD5f8/4dIav5Q6Cxu5YRqcMyATocdyh3tM0xeOTE+JMGe4teqmE2qV/hWVY7RBz",
-	"5nxo0YcENGBFUeOMywwJdiQFhAqPymT1y4i0r65OPdmBMBugYoWrmRGnSqbKrk+VYd+GX7BWKcuIRsfm",
-	"KipuYfD+ETrQxI8dAhJdmrbFZVZ7QYhGKARoiQ2H4mgZ3C+Ek5I/eiTO4sq98mzxl+6CZV0c1MEXpm6A",
-	"+zTPtzbCdySq+VFFwEP71KRD/vrv/+E60BQCNQscjXx9KCIz1pw+tJ/3A9Lv7T83AHfZiQLLbEQL8h0Z",
-	"kD3SHpA/GgBq//Xf/6N9DENfAph2TONM5hhzIsmBkVH5nKYWUfUhQicU0TH56//z/5K+dSdJecxsZgar",
-	"1T1e0HjGuvu9Pgbl6JSt6GGPP561glbhKdEa9PrY3OpVWsPWQa/fO4Cc13oGCuU9LzXOlIF5ohA7z5LW",
-	"sPWOeaFfkCqbaZYpcIhtMpaUTfbeGI4/dUN9+QQhosBew3T7/X69KCF70HtQDK3QTtOm7IxfghUrk5wb",
-	"EpZjZSB4yxZ7oLGF9Hv93mEPY+wTWP/n1s9db4Xds7VWYdtl7+fahnAdNpldc9diw2j2rKj1W8NfPgUt",
-	"lc/nNFtWN2EvhbQX+TjlMQbuQvDGL62KahqdXCuKs003aWMmv/1N0gUYUk2HPbeolfssMqyv3Of1jBEX",
-	"31l4jv9dXx7YMwpbBnVZqXe8v7vBXqEWAtu/VGtKYHFQUUVqRvefvxhi7POMPRQJCxA/usGeGZFVSMFj",
-	"mtoV4aGjulJBsYSACBkKLhSfCj7hMUVzrWZqQWNmeCstM+c9CAy7vWjkyKvKQPMZdJXHLtSDFvHIqIm6",
-	"uX7bfRVgagWqbfyEQu3KgoKfrmkyeGFEkkxOqWakHYVhnrzq96NOADlRauqV1Shsw+TMkI0XGNfCkh75",
-	"ni2lk4O0zCDxglXmtUvFXA/rEeZCV/R1PSQfRaHeqAMOOe4w6qt63n8ZisjXskOFRtvccr8u/AstPoZP",
-	"6RqEhXeFV6XwnIR0ETO3bHlv0P3YkBU1tKrdUNjwB9hxJcHJllCawmUPImqwsuPgIBQNURYFd40skzsa",
-	"GxBdghrswUhZ5ZJCUTtJnB3pXRVRvQHlYhE0+DWQFahWvpeYDmwLnmIP4HtYa6k0Wyh0Ogb3n/uMa8jj",
-	"asP+WouUCu+ZJ2wu4XOJ9nYJ1EPEVFr8reNSDd0OHoVud5n3kk2aEDHGb35t1GsYHHELY71j2i3h+yUO",
-	"VQWGadmgBgmfIUDTzIxn0zOg/Yc9Dsj9S9A6RKq0GbN/XyYdgy6D7V1uBLUGJwjTaR32D7Z3eiuzMU8S",
-	"Br5Yh4Mdenyky1TS5FrKc/OKsN/zXZZXlMF5zxJOr5foZvW8/3J75zMBxXZiDtkAZGarkj6FUBakEWAI",
-	"fTYMvHZpkhjRmCUF/vDJY0kHPwUtZ9mofVihmXufefJlE+OzHpmAD4Vhh0sPilqaY/QmfNxzQjD/rfmq",
-	"TSurRWKvYbqAKlYv5ivzXH/Hr7J/uL3HB6nfGrr7q1/FJaOJT0Of+gZ8v5ZNL+CN3+5vzP9vgtPKOhug",
-	"1P/+TcDzN4G1XwU6p9adzfBimMwZ8zjb0kygPvfByRqZa8BUQtCM6r3ST22LAFKEjY8ZRMq55CKCUFR0",
-	"gWZNTG3EU4TeeWDOAimVR0TTaQeVTUVg0JAYLBvVLHyrmYKGmKtnSFDyaaz5A8yzFYhCAamFVEAomXBB",
-	"U7/uS1SpsRrZkupt/FatXNerVJaJOoSGYksFGVs9xhVqx2XbikI9cgw+xrkhjNbc4CwRoRizKRXWuus6",
-	"NpUqgq2VJgRryAAbhvPBcCWMeqF4k0pVSHHYtO5sQdqgON0UrGWLIVn47fRCce1CgIpIfqjXP3ailpEM",
-	"bOH+tqv1b/0DIcxgLjPWsQ4iiij+FwbhEmOrNLOJmwphpiE0HIKH24eDAxtny3VnvVhRrZP6mwsXuyHB",
-	"DSVddxMQ+t90KZjKnT3oPYjC65YVIR8zZpElbA0v4lW/bZsn3Slzu5mXp0D33SE+yGIOryxnX5kyBK2f",
-	"u9dU3e7S1bR7FLPjlVzcmdtZ6XP4+D67CCErfZ4/vs/+6137XEv5noqlyziJUsvjV7kzca30q5DY1fp1",
-	"Mbg9eSCJEAeJoTKsbgXFQcAVDDzXfJ0fUL46NwdGIo+T24UEn/NbRqK4AZVF6CDinOaHZKXqXaFQMhQD",
-	"31CPHCtwKvBrQAdkQ9FolyP3rETWxMPVu6Fn8Klq2sQztQFz/4Ng7b8TjP07tv4dW/+3xdZFCX0wB35T",
-	"tI0RHWtF73Ou9Hts8ncsddcr16555LjXv5VW6Cs8vW8CbEa6cZY3G9/jnBRczFkb0s0KnS3RA9cmA+ls",
-	"hbYCzGA00HPuQbzSehbhg40Sd3XRXdUAWway4pQSuczUVgCHSgU0WRY5OXoQWFe4SITCugbJzMuLSTgm",
-	"3kB52nqKRF60cwR+ZguqFEuOUCDWM7aEBbqYQbAZQlShUpM8dfUZQJwFCdCstIk7ODEfPkqZPvqBYVGU",
-	"1hMVtV+fgYCdPIpr2P/ac9uSIA3v/8RCyu864U064b+JaefXmmcWnhOyllaRd0S46GKNCwiWXX3hvi/Y",
-	"dn1j+XMDSpsVBSXW6a+9KmK/7TP/RhTX20/DY8Mvvz+1b2Z+KTJ2zYqT/hXgi7RqPUm+Wop4lkkhc5eo",
-	"h93bMj9cufIMZMyKwhoyhUjBI0zgzXURG+CK7zgSHgp1z3U8YyCe21AXN4JXi8iWmvByXZSvG5kFfNo9",
-	"ciEIFctQOP10vWaPP5idC/X+mi6VH9tlfUzbh/3XXgGlItdnZNXuHahu4AolFEWTSPvm8rxT1GAzbIKQ",
-	"mowZcdVtqqrhUJiJAoKjrhRpQh/aaikw9CKNKvWyIjLPbTAZZN+Z5inNsDrYptJfoagUYyLtJ9b+6gT2",
-	"huKUUQF5eOGAqS0yh2NAnPdyPpYpjwm4UhyZO/PCdhtcpEKx4iNlA6TA6JKm8p4lxUogSt4VExHgGmsY",
-	"M+sM38SGYVGxfwo+rFqM7jdW39SKszUQh0v7AH4nDxs5sf7r3/JOyhJyR15VaEVygVGl3+S2/vGYTSBW",
-	"NRzs52QCLOrqananFPxTAYU5CvIUUu1C0wo/IQztWSXUJ/C7qiB5CKZ7VsScqR45XokEtoHAZeDxMxUU",
-	"4Y9UQTA0V7aRumcZS8h+/5DQlN+yajpFa/6GWCcXgIV1FYvB1TPCk0YkjOu3wVCPxsOuuMrX4ZUP1x1v",
-	"AtEYmJKdPYBpuPPfCpf9qieEZ+iFoxmgmkgIuDJ83Q8/EizIQdplysGKoskV1/GfjANucFm1MliNh7Ut",
-	"UGlj4/8tC4YBTeBCgM7KLkviHEvjQvw+xn1T7TLQQgINKkLh3pLMMPwOQtU2PqvD/mET9L9j+u8D9PuP",
-	"czMu6w31KyV9bDWM1YIwLvm0rfMy2NnN2C+ftM4FkBXJv39nLr6J7Hnl6hhZ5/9HvE1Lz9AEsVbc/NFm",
-	"fio9ewLU/kIkshQ28fnSil3gomMznc0pCpPm3eGHakprJ+hAqRX255x67kPV/Nf27aJTEGSesnkfnLXY",
-	"5arDeEBI1sYEEdLPHl14lLHKNK7uJIrQsFaXzq1tkzVDUEdU5GOMIGoXkid3al5mzSX4rItYUYPPacSP",
-	"wIQZCsitgCp+oGGQ0UjYCih4um2nXA/c6SbyXnRs8GDztFY89ucFxXwvFJdlStki1Kasg3PvkojA7+CQ",
-	"xRUpKQBp+3E6NmbcS9AB2WHKdEaY1BnEZUTO5UyAf1+TyGXMitCXD9zNXKNQQMClV5en05zrluuj5oTG",
-	"UIdnvTPANVW3f9PIEP3gyllXyi4cIGJ2ef9bUG48XiyqqWAx232ZT76luVj66RuHtcLpLnF360LEjOQL",
-	"eMOaz1k1EeSw1aevk5fjF6y7Pzl43T2cHL7svpr0WffVeBD34/7kZbwPJXRd8srWi8kgfs4GtHsQD1j3",
-	"cNxn3df0+ctuP3mV7I9fxK/pYNDyM+f6KQ13pjt+8aevZtjwrmOMMfJwBf3mpKmH+/3VdKUHTzs+m38Q",
-	"BEhlrrlAynu7nOeedcEITO/RHcvG8umj/J+2/3fmICuJSXe7291DlNwT3SQHm0ZaN0i7NhHEG6l0mQZi",
-	"KxeBvUynsg/4d7i8EnzOyuG679WOI5p+Rbf3qjpmLVfFrkNCt9oyv16g1Bswk5p31BwnFRffdwuTclBi",
-	"Jin55osJjNAUhdXMWa8Z3XtUdoL1K5/ix8cv+6rISNc8cJmx7rFj/3OqwjZ3eCPFJOWYBfhvoljayfXI",
-	"z6yys8fRjVea/1cbjgyCI7RekrBkb5Gb3cLS13yIEOlvC2J7Es/jHNz+royfZaL7NUKo5fNdaiOwkvwu",
-	"kX4zifTarwtkj/pJ4LtnC+CsFU2P/dxCpJ5ayMggzq2oIuoRy6iDEnUMuKNHPkibksyF+ZCJTFN5DwnC",
-	"YR09gmQzxbrvlfQ8LttjqWTFRKJYWXi/WcP0Zh2V/U0fYoNm9Y31ogLVqstn4/bb+f3pfLOngwfvwuAe",
-	"o3Jd/4hKD+1GTSzknUWA54pEPHHhcMKlAWnPpZBaCh6DuyFqgCAxWL8TkAj8wItOdM5cP0zv6YLOImLE",
-	"WkzWiw/IS0tRLYLPlYvxykXCslpR/B65yBKWDUlkXR0i1BgHobAPGLdjk+xBBYBpLnOzOZuqsx8URX3L",
-	"dFfEBfdh8r5Kdc1QQK4+yM4PkXORM61j/n/36i3K6JFjEss5ZG8xuybREIqQdWnK7xgoPco6FqHgScp6",
-	"9bJitvCY8kL6pvwOagfZyoql7otlXUxz6sqY9UIBKeEK3EVEgd7cIo8a4/wwKSFpR86T0qqMOr1QnBSB",
-	"e2avK/F+XvG2Mm+8p34Dvfs9VwzcQkyze56xYShCQQghBvL6+E8LUvZ+8bcicrEqdYdGRA8bZHTz4Ys/",
-	"9qAyNpxFbWQdtoZhC6ohtYKwxVeG2K8MwUR9aWVtjLA1HARhK2GxTBiu5qD8GzKv4Y9fGujC1TpR4xvS",
-	"hWC1jE9CZvmciq5B/4bbJRH8HRFBM8esypX3AxUczQB/zlm2LPMgOMWEryAocKWzTWAqp7GUKaMCkx7U",
-	"vRWgGp97E1xZmOdJMW+9hEXlWVWmX1CtWWb6/K9f+t3Xnz4Pgtdf/mW15MquycbqETGeSgmrsrfWAVkr",
-	"aEHn1hBhqIX14luPUKhsC6nBc7LBuL/rU4Lf+ZavaYQq0t4WnPYdFoE1ZGA18n5HbgZ+LCg/1hBKdngI",
-	"p7ilnSqImeYuoMNLX7ili8tiWJaH2qHTlW3pajjt0AXgFnRI1XRx1eI9v0BhbL8czy+fDNJCMoyEI89S",
-	"W4tnuLc32H/Z6/f6vcHwVf9VH6QCex0rWRoqNXIwY5dzXSlxLNzhKrZ+szZJj9+5zEPSMMKWQjvWjzGV",
-	"NPFGdC47q+PZeyucTYv6QFwrlk68MaqZ9VZHKrIKVqJ3JpkUmiRSGv60KR8G1PypxudGNj9oGf9lo291",
-	"MQW5OvmhXLQGQyGWkcIAnHmPAB/vxaZhRg1FqC3Aax2QwKCHOVOpWk3M34bvXvr1wuYZ2OR2QZFPElZt",
-	"2UspSJnWAfKnK5td0BYxiYooysjW9gBHpejdqTc/CCwRUYyBk1OvSPuBLiC0VhiZJy4Va2En7vRsESJ7",
-	"MIqRTOaagaOJC0zuqhldGOk2qiTCCFs2HUnYCkgITAD+C7gm/Kdh38LWly9Rx7ORQqUTpuwRh2C3hQJF",
-	"AWEPMVto9FSh5D6TYuoq0KDpc0BSfssIJXNbXwbqdUZcQH7DEV3w0S1bRjYHhYNNDO768unL/w4AAP//",
+	"7L3bchu5tiD4Kwie02FydpIiJdllU7FjQmXJ3uqSLY8uVXW66GaCmSCJoyTAnQAlcTv8OtHzel76ByZi",
+	"/mP6T86XdGAtAIlMJi9SWbVvtR9qW8wEElhYWPfLl0YiZ3MpmNCq0f/SmDKashz+ecl0vjwea5abv1Km",
+	"kpzPNZei0W/8NJUZI4olUqSKaEnuKddkxMYyZyQ3A7mYkCbVJGNUadJrdRpRI2d/XvCcpY2+zhcsaqhk",
+	"ymbUzD7jgs8Ws0a/FzX0cs4a/QYXmk1Y3vj6NWr8/D1NbuV4/EGtLuUDzzK+ZSWbPz6W+Yxq/OSrw0a0",
+	"fTWLdML0W6n0JZtRLriYrK7LPCYjeJNkbKxJc54zxYQm91MmCCVJ8AJXJJFizCeLnKUAq5rlpXIxyli4",
+	"vq5fn1jMRuXlXfMZ88vbCjhY4UJonhE9ZURTdftCkZTRNOOCrVnQCry6m+B1LW+ZUBsghi/gUrQkBlr5",
+	"HesTKQgVhKYzrhSXAhaoZjTLWE7kmNxPqYbfbtnyhSJUpPgGg7dfqIFAICsypXcMp6cGrYmecuW2il+j",
+	"Zikqgk+SnI0Ximaka/9WOmd05r83EP4T7hindGX5K8def+ID8etA/FbmOctg+WdpDWin5jL8ecGUfmE+",
+	"7F8mPCVNlkwlS4nMyYQJllNtcXD9lbFLUDo3JwkruKSanfMZL+7EJX6wBvXcEzioPy/YwmDcLVNEyHvS",
+	"7JbAX7kN2wARLEMxvX4JP+FpzDOaMHMY7GHOEs1Sc3TjnDGymEeEC3IxZ+L4zNyFRY4QM2dDmqwz6ZC4",
+	"13mp4soKa2BzTdXtumPhqUFid+kQJw1Nzhh8LV8IRagiTcUYid+fXpO9u96eeVXtfeHp17i1I3FbLHja",
+	"iFZW9zVqzGlOZ0xbsr8Fk04truA1zJmaS6HYUYE5pHlzc3ZC7g5bFuNHBvvNIrkZjwymETUEnZmF/NwO",
+	"Ptg+S8uHTR/OmZjoaaPf238Nt8D/bdatNcvNpP/9l+P2f6Ptv3TbbzrD/t4f/tj+/KUX9fZff/3Xmi1H",
+	"jU9SZrg5WNOc6mmxIgDTeoD+a87GjX7jX/YKxrmHT9UezvsjzRYMvnPJ5hlPaB0cj0mOD18ogwJUkbmU",
+	"GZkymukpUVN5rwjXEbm5PG8zldC5gWw83+vGBlvj+X/Zf9fFs6/Zgp16+Cu24pde7OYKyd1TAbcNE6NG",
+	"cU2+/exfzWBEVkBzI1EYyqwWOTN/J1JoJrT5J53D1s1B7f27Mqf1pcEeqLmS+GZqZj4++XB2dXV28XF4",
+	"efpfT99eN6IGExMuzLMsozOazOeGcDOl6MT8iHSOKzJeZBlpJnROE66X5HXrCAUVklENV2MuM54shxkd",
+	"sQxO899ZouF3mZkz7TdSNqaLTANEdM6pkQssSGCqITC44Uw1+r2X3e7XXU89hMppnsv8VNyxTM4ZQnCV",
+	"elU2FVehEpOFSIHVMhLjRmKC+2tFhFqebQgHyQzVHggg+8zy8MXIMf1mfHl8fTo8P/twdn16Ekckhvdj",
+	"ouhSkfspT6Ytw8EKQcD+EcgB2ggYAQNWc8OXm/H3NyfvT6+Hpz+/PT09gcnvuZ6S+Oc2Si5tlEzanrP1",
+	"STcGQcMuYiDiW7Yc4syx+XJsP+t+sxy+Kl63vXxddyr27b1AEjfcpG2l4TZKdZtGBoIzjqzfz/ZpaiU4",
+	"mLJCvrfNVGYvgFXf09Ty6SddxLOPPx6fn50MPx1fHn+4Kl25vRl9GMKpqz5BEZnMFkbsZqTQTcq3aEwz",
+	"xXa+MFsvyZm4oxlPnfRFmnF5vQaTT06PT87PPp4Obz5+OL1Gqh5gyreA8VspxhlPdoHwN9r4tZNoeGru",
+	"2q2Q9wLvFSUpH49Zbi7fSKbLZ9gurO632+uxWBKppywnzLz6DBt6J/MRT1MmnnRF3l1cfn92cnL6sXQ7",
+	"uEXN409nhmQ+6zX4KZdi4r70DPA5E2oxHvOEM6GvtMxhh0+A1NX1xeXx+9Phu5vz8xKwaK75mCaaKC1z",
+	"BuyuT7gmU5mlivS65n/EvaQiwrVCjkaahgglciF061lBbC5cZZUFXw73Fbf68JyLCRHsnlggkXu5yFIy",
+	"p0oNROy30vHLR8ZWfqClptlwtNRMxR3y1s5Es5zRdImrgOuvNM+ygaBJwuaapR3yUWriYdFHTo2QzRko",
+	"giSXckZGSwNJlo1X+Oe3wJqPUr+TC5E+CVU+XlwP313cfDwp4QmQPCE1GcPEz3ngNwKJKk+f4UKh3rsr",
+	"HQ2gw4ohAKaZTFk2FFIPHUQKYMEzMmhM5rp9OGgYRDGgA8NJSqYsZ0fE6L1O7YX3VcOqrG6CRmAJAIo2",
+	"tMx2iGv5ujPIg01fWmWhntxbs0BbTUExg++QJgi5cs4E5THRdGKE0DlDs4EiUmTLVofEZq1WejQgislY",
+	"Zpm8Hwics0/i2m3EVih1D+mcD2/ZMibNw26vFZG4Amh4cNiKBsIPuTOqHPzeNQPmdJlJmg61lMOM5hN4",
+	"1DswjxZCLeZzmWuWDmcs5XSIq24e9l62jgYihiPKyyszv/GEDReC3lGeGZyPSfNl9wAE85gLo63TzA1q",
+	"vux2W89yrRGQ11J+oGIZmoC+iTSwI5IU2lGo0QB5aBpgGnUIVxZHxCACiY0aNASmMWQPCWMpS+OWVUbA",
+	"4DiiyW1bjsfE7p7IMWF3LF+Sw/03gFLeXBU/tM10MFv7/4jdiL8NNeTXHXHUCPeWO3WknQcnvXG+DabK",
+	"lckV00+aODQ+AnZ8wtt2LeW5uWu/rSBuxGxDXeGaG72Yov2uMEE7YSU2r1okRLYeEWttID3ygX//HNrJ",
+	"jaALPZU5/wt7Gi+++Xh8c/2ni8uz/3ZaZsdgPigkT9L8uX386az9A1samnRsv4qG3e8ZzVn+vELah/J6",
+	"IrOKQhu6ZUtFuCCxX6VlFKWFxs9zAo5m/3aY+VESlBPB9JkYnKS3LKCT8aeLi/PhzcfjH4/Pzo+/Pz81",
+	"5NDadVLKZlKAbDldaG2Amsp78Syw8czwg+GF1yBs/DWurxGO4uq3vj06eHSH+Y6d4+30YZ5RQXFdq/6U",
+	"JaF4bPfUKD/3RnwzGlIqmQq9YDyDn7lC9pjikd5Pl4E3KGPavDORA9GMc0aVFEM+HlpOGkdEigRmuaeK",
+	"sDsOnhuZg9blnJagyRjtQxQTtzrkJ66nXBA6EPOcy5zrJUkyqkJfFAg3Cm/jaEnueK4XNCNoPgRViOUK",
+	"dRbDkTM5mbAUyIth1QNhHqBtyb5MJgYGY54rfURiO99QaZprMOcjKcZXvVOS3PMsI/ASoRoZ9zw3AqXm",
+	"aMOm5giHo+UQNmB+KT8fUZ1Mq+7Eg/0t7sQI/pnTRPM79ujRX0Mj/S+lqSK7oM9+lByBZftr1PA72Ohe",
+	"sQdmBtyy5RA9A3VONfPEudXMuegp1WhN1jqQxDqrjoKoMZeKOxx/JOBWMHWn2/8DFyDVlPDiKZ7/EPAe",
+	"Pg62dVD3V9sLsjU4BJIbuBIe6ZcOHBZfasCcsxTuLe73aR+A+zoMT6yMC932iBoa4N5wxMAs7IUiKVdz",
+	"g5JE5inLSTPAVhdCAigLMs8jccE5AHD7W9xTUQODC2ouscJTWR2g2PCO5SNZ+7yCDWaS8pA6dDBXYrf1",
+	"VqZ3A0u7Xjmd2jOPQgyrxVFrbwKCl6YwFc0+BTACEa1KG0PmXDsKvWUrn7vlYuutdUtyF3fGNE2ppo/+",
+	"2Jzmdo27fA51H00nsEGuGaJL4CR/dVj1ka+gzYw+nOHIg33/mOY5Xa6SEA7mGgfJTYeDUkbgkFdTuv/y",
+	"Vf+XbvsNbY8/f3l1WOeKLyb4wYKdCXOhfmkYScOg02I2o/myETWMkGwmyGliUBms7cGSVme8NACtXqYk",
+	"ZxRsGvXEZvUWp3xi/VK7nxBPH/f+U1BuBQtW4LDxaOF62vO1W4xC4NSd9XrfsEH7LLsYN/q/PErYjb6U",
+	"FlVye684sleX9Plr1HhL53TEM+4OuCIgzbkheIpX9MZGr9PtdOvwEV34ZdBu3BG871exXIV81JjMF1vn",
+	"eT9fnIk7JrTMl45z7r6KT1Jmm9ZQOf0QLMWW3UftgutQ4CSnXAS+2kfQYyeVr+Xz9AGZ6cEr8KVsjcIM",
+	"NxROvmHd62ScbWurYe6aajxUR7DS3DrFP29jlnZstHXVpzac5Muq+RnPDMTcDjkFC2Ca8zuWk9GCZ5pw",
+	"oWVFS8640taoTpqUaGbUkylLbhXaFu34nE240vmS0AnlQmnUR8zg1hGJ9+56e0lw5cLwC0KNuGQ/3xkI",
+	"bwnnilDvILWGc4PEVPNRZrWtPCLsAe3DYCjvkFhPcOyfFpOJ0e7f0YQNxDV70OQ9BpsZge5MgO0kYS8U",
+	"kfeCzHOpZSIz0oz3XEzaEIWrGKzvOddSwMTX8M+B8FOQK1jKC+Wj2WBRwgag7N3tWw/E3hf4/6+rXyi2",
+	"MRCwjwFeMUSSIC7oLstmhsFNMiomhqEBsAyyTeC/sLZaBrdCclYQ5EIwwoQ5xDnLHa7UIkZk1HQ4F5mD",
+	"dYGiLWahmCLcKKuJfhjO6EM8EGCIUpnUKoajlnc2rgc/8CIMaIVZFGl2MQZQSMFadRqsnf0Jqhbzl2M7",
+	"eTbvjxnVi9yyhcfIaDMq6IStCd601yuhwirqcFssxNFxeUSAHpIZo0IVSN5c5FkLUb2gMCMpM0aFldNs",
+	"5MpQLnQtgGr0T+9AePw+4WTrgrI1zQg8rDlxOOanKEfeu3Qv89tM0nR3ZveTHbGVzVkUiTyW1X/Xbb04",
+	"6lpiXJV4qupGyh6l7D8Wf+FU65EQLfdg4ghdTdZr0Q9C4oo4O9IM3U8xYpoNfBuIcqydj6srxc/B91wQ",
+	"XbQx7q4ZRsdFK7FxLtyuGobXKhNP74WJGrjcBlqBcJZA97Q/1NFO7xgoqU373cPXtYagMAyzzoSxwbwR",
+	"uBC+1FzvapTm40P+Q0wH7Ct2F359LS5XNa6aeNb/6+b0BkNGhieXF5+G55c3jWg13s4a6S9Pj0/+rfjT",
+	"2+wbUePy9NP52dvj4enPfzq+uboGH83J6duLk9Ph9dmH04sb87WfLi5/OL0cXp5enV7DZ65PLz8en8Or",
+	"YXxcI2p8uDg5PR+enH66PH17jNPdfLy+hKmHx5fXZ++OYQNhiMbbi4/vzs/g50/H/3Z+cXwyvL64GJ4f",
+	"X74/hfElD1IYMRVehkbUqKCpWc7p9Z8uTobma8fn5xc/2QVd3Xz6dHFplvTh9OTseHj9b5/Ml0ohRnVI",
+	"+n6+OGF3PKkhM1yk7CnccsZmMl+G0TpPMLbZSQyBefIczmS7sumF5pn1bw3nST3D8zpCr6Qf1H4I7FZb",
+	"7WIIT7usWjDVbbvuTpUUuBUy/f7TjSKKMUH0NJeLyZR8/PHDOToj5ELDXyQOwia4smIDSF1oV/bCNogM",
+	"FU039N6tkpsU8Gl3HlugYI0+i5rCGqpHrfdrM9yL5RZrq4Mqagtvp1S/9SkxNcx3Kld2V35jzAVX02Gx",
+	"vO0BHu9gyCWOAKfIU6+eZzlrLZSrcJQ2mMoSZ6oUV5oKvV29hKGbrHZrrkDBPMrA+lwrEzsjYg+2X/xR",
+	"xRVrU1q9ETeCP/gEUlASvNv3nirI9tOapVXZco0+zmu+ECdTqpPZPGvHPinQBiTX+n0wlqzuNOzGg/Mw",
+	"U3eKLK1aMr5wx74d127g1Vojnf12AcnIB705tHef2vUCBQacNXFtxOyvlIWGQzrkHWdZio7o0KBg9EEX",
+	"2wnA5hMhc5ZGhKqBME9jzWYQC7fIWUzoSN4x0gXJcz6c2yiHhWJ5fFR6FTMt1K0iY5mTSc5YuowGImfz",
+	"XKaLBAwIKUtkysWkQ45Re72fSuWUFMjJFBJ35IR+AumgNgDmjuUKbQmwVjLPKBdE51QgbPpECkbiSwlx",
+	"quxBxwTdyywn9tKA+CtIfOyuaT/uDESMkbMOiFadi8k9F1aXigstLz6yQLGrMh8iGQio1pE5EHDwTusi",
+	"Ta+btwy7OOx2j1CQFowblT4qMH5Gl0alhx/uIXXbfqFOJ69d9WZ+fLD/3avXZYudWGRZmJZUQxj93p9j",
+	"cjyY3TlecVE+WEJYonP7L19toXSefASKxcve/laHjKi33+Dl9gaCDbLQY0GjGEs3m2AP998cvnn13f6b",
+	"l2XmtsPcWs53g/SVedP7Pc2YNbMHUgy+O5QAJ7Xrd8yYCzvESDMFcVnjY3dg2N9p987/brTS+XC+Zc7e",
+	"I+c0JLGqrRpU3CwDOA7hb8Fm1vBhBxFl1exgJ3+hgCj2MUGeiwmE81BB4GYA7TKkbE5zrUjz3yUXLG11",
+	"yAVYHe0HBqLJZ2ahEaGLlMuWC3YK8gUWWQYTQzoxxI1BXjSbzbW1slaBKQWzPqmSro/eheo9fBSZuGYP",
+	"+hPNK7LQq8MqVfgcaDxbTnBV5lNLpdkMBWSwOuUNiw/Ro+XBDef/9ypXZ3Iyz+VIbSAdQWQDe9C7a4Pw",
+	"dvCFfyCR+HnEYQOw4d+ROPwYUbiZsQlNlq0acbgIzSf5ImMQjr9B4HYioZMDbVg1VK3pvTKicqngxPGn",
+	"szrxbMSUHsrxFgPJY4UClkxlfbEHLiYYMpXL2Vz7FB1nSO8UFlowWHyOdmDk4d0tf/FcTsyXRt7DCKqF",
+	"wGSxRS6gCoIbDmYS8zUX1kWFumd5a7PA1H2sUPO8gurfi9iI519XyEJI0QY2XCsATGVmlDNQoppCYkCd",
+	"4fRCWocCvKfg1Day7M0QqY+I2m3sztT78+/yM+TZPqziwRX8HlzYEokIjmQ9IILgpX8iId1erPXsqpxq",
+	"tiKD+YTLeo/kVlg/zieGiZc7TKttlsQWIHirI7znPhDh8rcaL3Hv60FXEjZXxSG0r8R9UpB4o1kkU5Ye",
+	"kdhcxhjdp5ioykRq+A8TULJJGa4uEtYKWCBe4KiBE9fKQbiwD47s18Yn7iob2vADCD34VYLhsYuItlmk",
+	"PI1rhcJV0Q+xuG6j8l6Ax6QG7jI3LEDnVMu89ks7in7+E+sxAAB9zlHGq4R92ZDdRyh+eGw1PpFVwGTm",
+	"m1u1M78pWMz6bVxdnb7La9MdDNfHuKX2ldGMT+/Musk4tykQVNTFXAFVB5GTCnJ1dWr0c8VykrKM37Fc",
+	"EW6U8oUw2mtKGMwZESVJbG8sBFOZRWN8F0mmC3H7QpH/enXxkTTjioG8A49jIvOBiCvaQtyKzCLiLwO8",
+	"zoNGn3zpdDpfv8YEwQACRfzLycXH088xmjUzqjTusU5Gdie7hevDtkrIbKnRyrFFjYe2eal9R3MDEmXe",
+	"ttTZTOIsKJ9XIhO3HKvl9yt5cc54zXLmGKkihrh4sqPIkukjkPRQBkahCwUxwEsoDrY2PrgQedazOI/e",
+	"dbJADROoOquTbJGyodf8KgKDoaMUTxLQA7Up3EBstblCV41hGiAW2ySdr2vh7Q03K8TAWQh2MBV51haq",
+	"v9uvumVwlZerK7ypB5atjRlUCuyTGCUHr09SFQRnkZwh0ugpm/lAPJeOJ6SGygA13glfyK82Xm+bX2CX",
+	"pKBw1U8Yj975Jw6vnEl5LVHN/irfqzu4TxlN2KzWTvoTXOCSGQcqTqaEzqSYQL6i5by2Zp+KAONrnfwJ",
+	"FSlPqX6EW8Ov7a0bW8e9NgcyOeHJ52ZwIViQ7IOJPUYpMIIPVXqYSZoigxbZcohX2UX018oKQcHCrSKj",
+	"W2xULXMI64xCKG08rQIiqyL1A1CudDhiCV0oVp/uikF2sASSQO0co/ZUUpiF1ENIco6ICxGPyChn9Jbl",
+	"QzlnIiI65+ApvZM8Nf8wQxDGEbHBERG5y+msVSuTbYRd1FCJXKdEbc4gLEEXZ9kIz4s7luc83RRiazMD",
+	"hMTsAbG0yn4ZtkakJHOOZjaeM2X+GBbHboeXcCJ44fPXFY+mVYUCBF7l1PDS569RuC77pafPZqbbutyv",
+	"n6s53+Z5Af4CDh4ywCnLUKnOHxzf56+rMKFZJu+HY5plI5rcIoJjTcm15gNA0OHjM1N8DdGSneXVKhnC",
+	"DzhCWFc2GJ8U18sxM5IvBIFwdszudjmehuFl1OhMXJDmwhdMQiuFDVJolQSlxxRF3bahOlRBYolenIWW",
+	"teQwPNnHAbhy8o/eD67tOQ/ZfmGHU8Y3c5aunKo//+JsOboDuSjV0Y3dZ3753OFpfER+cxSw13KIhHw4",
+	"o+q2TofLljaqw3oUuLKkn5gRR0RIuy+qwJL6n//3f5CX3QOyWiEDWE5RWq1Vsb4FTsqAv65S9XJG2aqh",
+	"YpfEjV5tRmVe1BxdpTGPDYvH98Mkv3pH1jruiA9zzBV9ZIA3TZf1m/CpFI8CzVoxx+cxFIsNdlVKb7CJ",
+	"DLi2qC4prXzEf4JrUmMa2XhIRmUberPjVktgZutI1CS5GCxNtuaqVPgvo2Loao1VYufXiTYuFz1lc/2U",
+	"ihgA2OFooZZPHgxqxBNG2ySgOcuH6iliXLjx8lpK26r1af/mN2c9V7guqjYUmhKjyRQpplGkDF2HHUWO",
+	"/BtNysrajyXw9mZsyzEqbmmGJU5Wrl6B5esuoeMllVz+g0317rHY/Wf7/8P25y/d6NV+fY69L5sSSCKb",
+	"67IUYy+Z0eWelvIr2P2whCXlE30nc0KJzbkikBrZSeZzOOWIUPL+/c07MuYZI3Oqp6SJbiuaZUsSm5/7",
+	"cRvVTpa2CBeKpwxYo7WRBMmIaNRWw5TnEGdJsNzRnZ2ZQ/cPmd0ZtdxnvTKiNNWMpDxniZb5ssJItztp",
+	"K6hSBkcdMjhgr/P0BJ6aqvleTWWuyXQxo6JtUJBiZq3QkNdKR3KBe5ILncgZq+xljbPn+e6/Wl9CKgcg",
+	"gKkkl1nGUqixFBSQMtcdc6hJbN4wj+NWn8SoapvRtvQkBM2WiQa2+sAczFZk5EMogcnFcJzxyRTS03Bn",
+	"5SqWhRPIoN5AcEUmgGy5Ec0yKSYsd0hYQjfzESx2MqY8g9pVsRVa2APXLHXrtGY7/NFVn7EVrpCcLc1c",
+	"+M/hhGo21HzG5EJbkc++FAjLA2GTUvG9YDgkfrsV4e4Eu/dASnlqYy7mBq2AprXQeA+EI1/M/cp9ZfNy",
+	"XTb0lUHJq1aHXIdJo4ZOy4WeLzThaiDuc641E6SUmPxCkUxOIiLYHcvBDF5OBiyfNdDd8kF6ESk4xwYk",
+	"7vuj8KKVPQkso1aFbvFrCLSGrZKFkKglnas1AnCNMNgh7iPKBXiDQS3lCJnWahEn5IGlDIZMKjTRzRmU",
+	"BKXZGOxRtXupyx/aIR+5qgzVuR6vNNAqfz/TiMSDRbd7kJgNw7/YHv4g8K/YoVpA4qESQh3zu71b53/4",
+	"4UeS0GTKIDK+2+n0IjLO5ayc4Ay0aJ7LESt5V9fLmY+UjYPs8lVpqCKzrumhdE85VD+01KdYvt0PVCKv",
+	"38auVc3g1qi/L7kZuHcpntZsAiWyGiFtISz9bGAUznzNrV7k2SYzv0NjjERTpGnjlS09L+Qdwzys3761",
+	"owPc4YrbWwm8VdHeXfng+DYQjkAEfUqbItLcdmUjV52xcmdbHfKJC3MGwPoReM24bMaKW4UJFJhrn8y5",
+	"cGWnA2NZTJosU4wcdruk2mejZQQ/NKvbLCGbe2kT58vnVm9biUjJtgIJRzgjWKOgVxc4ZKWAzdpZwXHO",
+	"fezkTBpJ0wZxBN82nEVVJLMtba8qasAe6AG9/e/qFYGnBxGgOLw9ZqBDmuDG/HRmMX4gDjr7JJXJYgYz",
+	"UoHBBK6Z3gjdKKh8mS+ZewFvdFpBfIF5ByILIJfA5UPBe0agsFECmPdl54of2kqxNoYuxBCwA5+8hgL9",
+	"dMYUVkeBb+0WQ7C/SwyBvdSuSkGg/xlxA4SOStDSphgDOIgrPyX8eW3ntZEHbnL481T417B2/2fPdkO8",
+	"MUjzpRe9WdMfbYX04C43RKm43mBiLOtC0ZS2VRmGedhz6FEFLoGX+7zzSqCy0nwG3ed++LGNXB3e9Ljr",
+	"OzVCuIFe5II0bcDX//qfYUlI9w0wuMAbrdq4qs3M5/ZueE/zWR3fvs4XDMvX2nK5sESu3BoJZjYaXRTj",
+	"Y+vrwxjpdAWmTyuiaS1MdQdUZXNUEwqaQrFyD1zIMoQ+H0XrTiiR63qg2hq7FuzJlOYTlg6ElkArUWGA",
+	"xoY25sNcZjtTahuB2JLB8EK+QL4hRbm+MIPivm5RG9ptPhZMOhvO1BoE3nGKRS7Ury2pu7ION29wQUIM",
+	"rL2u0JglLK35bapn/sPUV/zrlvR8ejFHd3C7l3U0/HBX+15VNpwUddignDKJbSVYm9BdVIO1JcOsCa8f",
+	"WgpcwJHCzrpcDYS0dZrhmkPehyIjqac+z8PVLe6QM00EY6ki7IEmGkQvkFhscFRsW4/MF1rFHYI2xyDs",
+	"Kcb+KPAYlqjYBCWVRIqEaiaAq3BhSwT7+mk4fTHjlILtyH0VdiFAtwyyxAEo4deqKegvlHtZ+W9GhGZg",
+	"sDLKy0CYGY0QZhMAI4I/dDod0qSCyDTFUuL9Ik7SLMQKUeblF8oQwIG44n9hfds/BCrMIxtC8QmyzRQZ",
+	"c5so73pAwIvre0UMBDSJIH8kvah7+Dp6+d0r5MQtEIIpwZZjmHimrHnHVa0Cef6wd9AhP8lcaZJQxaAJ",
+	"L0SuJnogQAbEMEFYtmEiNNHYCBp/wktDfM/U3r4VBeaQb5oaTs+Fttn2N3949+7du2ggXpERy+R9q18c",
+	"UO+VkQ2ah1H3Dfyrt0/+QPZb5A+k9x35I/nu9avo8HXPzt50R98nr15GLw+CEeSPAwEvHxy2juwqsRji",
+	"mLMsjVzbB4w5igg1KoLS5OAwenloV39kwECzzD98vd+LuvsHAwGPOwanhTawUHvmVPBQNFO6M5ExyZkB",
+	"4cIsFA7ZGzqcZG5UGVfMzvPJgbD9+ly37dUD9wrTYc8oTNXCSjHR0jUdGcmUM9uAZiUCqPjXange2NrM",
+	"kWB4zsrYmhGfq7Vl/QR14TYV0mEz3YzCCqPQQWDnMhOXR6dcJVIIlujhJKfgkwxHoEQixbB4zzye2ELG",
+	"NdFBNRPWBDWVZgwVEJx5JSKp/P7n3fYByiwgQXkDldV/45XtAI1VeCT6oa4Jf6mQho8bAZYRVtxw6Q+u",
+	"pIatqLElh657+Prld6+2RjyUy8tWzXjWFWUEei+tCjILu/PDdS2YXq3s6hb1+tXhDgV0zao0y80ralZW",
+	"X3MOCQmQZ8rGY5nXl9KrO5dVjQEsNKUD7iPyxKTpb4ieMtGKyFTegycFLEHUcFujUWA8pTQ8ANttbN7+",
+	"q502/+gwE9sd/kl5oGt6bABBWjW4Wfree1WIInJMkAl5dqfQ9d20rAZ5A5hmHBsqRzQFFqXD7ptXj8mH",
+	"3Fb35PZuOOVlE0jOFgprUGX1RtRfkVG7JoO23sVcTWvK2Th2hkj0mJbznR6Zg7tC6GrU5Smdz42663O2",
+	"MN8h466KhcuvNnTphXJ2MWgYQ+/p0lmOweAFtIuJVPVJnFCRsAxKKeUajbChnLYQXuEuakAHxldb6BM/",
+	"18HJhpWLClJ/3Doicco0TaYxuWVs7qsjo9PBysO4fGuTQ98dyHt2p+Ym50wtZgy7nFvb7TlVug3WqvbZ",
+	"SXxEYksbcD3IfwaCj6EfKNIEQwcU+oStpzOuIUVx2V2I80EtDbORRuR4UV3wZRjOv1NsfRH5DFypiLbY",
+	"tZnN2txqSwzsNQ+uf/NGcBBmC4nWithgUtauadQG+b0aGPjy5cF2wqCggn4+nOdyzLNS4F0w18H2u/P0",
+	"LOptrVZW44acLcizfyPqiwkUXmgCgEDDBKtTUOK21SEXqIj2rdXLThQNBJqafa4M4WlZMXVqK7q+Bc/I",
+	"zc3ZCcqFoOxUTFC2zYqVp8pb0JUZoDCOIDw9IgpzqMwT8LBkjN75/Q55SuRCQ+W0gA5o6dcd3JCu/V+7",
+	"5j/ufyCbrRqtPRTafNy2qruzjzy0J7JthrTVLZ+3nQGgDRjL8uI1M+4vLJf4S7kZTUWmA4rSTswJIBS4",
+	"tgb9oqaJsHoWEpsEuSNYE9pzqZB0oa2Bp2w2lxp0IH/cteYJqGAAhd6omwdzH51BFAMdBuI3Pm4Lqb/j",
+	"s3Z1+XYv/V1REvwE5SDZsAJ4IyDNJQlkeyOGa6pur3RtppC/8FstfnVd9FYsphXy76mJUQ4iAkngoWKw",
+	"Y8a3D0d4TG8WW/PoMcbcGZ/YZsc1dJiXLij6QGc8bVuBR0tCBVpFvC92bO5u4EclGHvzhBCGx/P0p7Uv",
+	"K+/5U6nnIbounuBMeopEsa0x2i5Le44mZzR/lHvAB3Fs2re7ngv1uCZm3vO1rsHCY5wy9R3QXKBGQHmK",
+	"iOHg6ztZ6a9WAsrw3BpRw/rCoMNBgp2jzWG6UDUUf9dEtPwUEN9qubDCTg6l+rhYGLXEWsiOrNnb2wBp",
+	"uZxqUzFGAvdCB3XeVmcgfoKGMbbzEHaAsU1kfIlWjp1wVzrOQC5MpaeJ7dg5EDGbjVhqdCo0/Ocsp+I2",
+	"JkumKwpBUawsgmq+5pkbC0EzZmB9dJ5iycIc5pXBP2QDx3P+A1seL9Dhyw3wsL2qqy3eb/iWvgUiUhgF",
+	"vbWg9bAbD4gN/l74uRgw1XqOPWK5dbSXD6xUV4MoQzpHTN8zJsj5+Qeri6Gg+/7TDeG+8Y09CSO/cBR0",
+	"nGHYOg4GwtmXAxFDQ7FckIqoulWRVV7NP/ASGJWEWleXinxp21xmOHAgmuHZRmFwkc2XjWxAcAtWLUfm",
+	"pG1WEmnGeza2Io5IvActdOa8A01xDZadudUTJRd5gpEs+UJP+9ZvjY2HfGyv8sUG3kunuF6d/AB4OGFi",
+	"D302XgQaCBtfh6IlCpy5jd52znHnpcaPmfWABwSUBhdszgGHNVNagWPmX/6FADdWA4G9nYQU7f2HBwyB",
+	"8V+AvkokLjHuGBWOP11ff3JB0pBKlnPDb2G9sVEZYzICe/dAQPhln5SjpSJS7rkAG1xtsQBpaIfdbkTC",
+	"9gn21140EL6Ngv3tICK+J4P96TAiq/0T7LOXEXFtG+wvb6KBWPEy4LPegVlGXdMF+/xlRKpNLiJS0+Mi",
+	"Goiw5QPsvdL0AWfcfxORaoyY/wXaYURkpfUFTFdtYOHy+aKBCNtD2J+/ixC59BQ8W5lipOnaY5iTChtp",
+	"RCTso9GyM3QdXhkSw4S2/aMdfsm5c+OOFpoUtwodluWLZd2tVBQ9zCsdy8FxMhDlpuV92149Dm8t0VIG",
+	"RRRj/7tK5JxFK4WOjL5WsWGRmC70tGNHDueLUcYTb7rqENdw3eIkiUNMjSOfEGrxcyBij7Nxh3wv9ZTY",
+	"Rtlgw0pontuQNTqDjjdH1f7tTeuk1vfSD7UgydkcuDzErLSAmtStCTgheEaRiMw82XDH+KfT4xN3eO9P",
+	"r4MDdLzYvEGogqcu0pGi9ad5+e4tedPrdcn///+96Rx09lv9YkeWaFCRDoRdfQcnk4LERQhd7B3zRWzg",
+	"C+U37D6pFiPDoEZQ9gCjIG158oGYyiz1VdgFS2D9Qube+ufbNOMCuIIqwgYo70+vXxi5YUYNLiPdtqpy",
+	"ypKMgvMSAxUL0MixSxM7wgmxRbmQACQgk2MuWIq+n5cO1j+wpeFoBiPxQ0UXJUOgaTKFFtNTCqYAA0Pz",
+	"kn2/CRERKuh6BP/2TNH8YVkipJ7YC9CyXf0Golh+xpW15dm5uQt9MPfvoY2/xhAFgEV0zIg+9N5Dr/st",
+	"W0IUrOtULhcampXPsB7+YfeAlLD/eMVaVuqnbUVWwuEjqLuZh1Tdmhs3lvlAcO3mPiSxJ/1x5MM1KFb2",
+	"pyJIze6Qc37L7rlihHrj3eoqnBUOFgmZJgTLVVUX5MzsaxeTMiML4hvJlIqJkSXNBOa35r7hUavrtAtr",
+	"Ife3wXyCzrxtqRLX0D0ciOCrhOowjuUnRwQLm2Im5Rzs3GYPTZkTV47LkJmWeTkHIQDYuLwXLIclFqzC",
+	"nKAZawjXlN45pMXOBVwsNCM2cmcgoDk6Iihpxvl8ZtDx08XVNTESOCIxmOOtICZcHF8z1vNZ3C/1MijC",
+	"9qgeCL/LiCQyz8GR5o7RTuJjHstlj5lIVatDLgwppL7PmavzCvd0/021XZllC/B2HBwI8LJLpvNl+3is",
+	"DSfy6RGjRXLL9FFVhNOS0IFwt8VBz7AAzpS5cuac4Nc2/jdsqRY+9bF6wRsDUXlFsWCCouxV28FU51xG",
+	"eMKG5hTQcNSnCXMoaGORLqwlhqhFMgXHYK/zEhb2atZVMUYAVdCD2kZwrjGbpwD2OBUAq3TQgQgb4nME",
+	"yWI2notkbKyDeHf4RSn0Vznzj3lqjttafeDFmSFdFkPwUJlI44EAJmxOFUo09q25Pm4d2XtnQ0tDBOO6",
+	"gmNc288J1y1PGc5iKJay+6W6ZMg/9nSTONIAG0OSsv9mtYGdc7L93P4eVtjGKl7tS4cOfdKNj6BUbuA3",
+	"8GW7XNM+93YRHbBpTpuV50J2rBqCU7nN+nDoVsewNzuxwZX8jt+xgaDEZo1YNCnip8sYQppOHENgeSbX",
+	"Kb3WIgWvBynjni4hzgmTFM0vms9Y31HRXfBNBYtyLQmNNClzjCPEqS3zMNfjt8LC6JEoGJVw0AiJFuEu",
+	"CyzEYiWa3kIoEYO7Zo3CSkKo4iIHCRTjp20ehds9VOQ1tG0gJjkVhvzO0KdMYRUGOlpOoBGswXM3bhXX",
+	"tXRns8rfgBJXr0BENmM/UmWgZX1S6QtJmhS7SyKzt4cMPdDciKCvZKtDbBKChSj4QhnPHXZHAIdbNsf4",
+	"GujqBhytb6i8xXcoRcke5tw8M0wHRAObqqUCcQT69/jSA9hUBz/k5MawX7q5Q4ZEeN5R4kNNHG6N+nAx",
+	"oI4a6SGzNSCkya0cj9sfjIAXugBaqKRgkyUb5JcW8X1gIYSoUqpAZ7KFM0CIRbHfxbZgBNJCaJ4B9thQ",
+	"exQPwNOkiilBVi3V4SB7xDYH9kUKc3NecykzB5JPaDQ3ZzQQ8aoJPSZ/JHHCeNZslg3Y5A+kR9pknDM2",
+	"hK+03Oda5H/9T1JZSjwQruAhhbegnV7OWCuyMn918bZJtYEFGJc5lBm4Z3wyxdtyBxlqdyynEwZsAoxG",
+	"Dqj3NMsQfHJMnN/E3cWgblGzCOawAqudYsZcwC4GrJTUXDAeI8OOpYC85GFRI38Zk+bV1WmgOxBms2Gs",
+	"cjU16lQhVNn1qSLH3MgL1gVmBdH42BxFKQYN7j9iB8YT4ICIxJfmXX+Y5VGQDzIQAkzSRkJxvAzOF3JX",
+	"yR8CFmdp5V4BW/ylPWd5Gyd1+IV1IuA8zfWtzPBHEleCtmKQoUNu0iL/+T/+ww2gGWSFehqNcv1AxGau",
+	"GX1ovuxGpNvZf2kQ7rIVR1bYiOfkj6RH9kizR/5gEKj5n//jP5rHMPUloGnLvJzLBSa4SHJgdFQ+o5kl",
+	"VF1IBxqI+Jj85//z/5KujV3JeMJsGQhrQj6e02TK2vudLmYA6YytGH2PP501ooYPy2j0Ol183RpxGv3G",
+	"QafbOYBS23oK1uu9oA7PhNW4pD+BVYWMlj6MpFlvdtH5gsWtvtGpjbAEEd4Mg5pBR/K6I+Q7CQ2FFIzW",
+	"Drn1LHXot8GmU6i9hSJbZz3qGw0O3lhn+gl0OfOazIHsFWmhVtF2pqGSbgwn5HXzs7TRb7xnQTIelDFn",
+	"muUKQpTr3FfFK3tvjVqUuam+foakXdBB4Ez2u91qw0j2oPegUZ33F9C6yplfoxW/n5wZPr/Ark1A8CyJ",
+	"RfcX6Xa6ncMOVj1IYf1fGj+3gxW2z9b66e2QvZ8rGzLrOOz21g3zm927EdQaDSHUunHYPdg+6J3MRzxN",
+	"me10aqsYbhuF6ZGhP8ec1Neo7Mz5BQKlQ/fML5/N+ajFbEbzZRmiFgFJEzHWxeAFpBxsEvdcYVk2zPv5",
+	"pVHyajQ+Rw1nzMGa1LZ6kFlqyRQbXNcVTLRZuM+PiXQOrnkzYM8tagUfffX+FXy8njLiMoZ9LsK3R75f",
+	"hxWl8wYPmfeOUVfxHI9807HC+d319rztD6JJpFrTXo2DHTJWU7r/8lUfs+mn7MGXwEAm6CZ7oUhChRQ8",
+	"oZldEQIdbdIKGnFERMiB4ELxieBjnlAMANBMzWnCjACtZe7iUUErsweNalfZ4mseg0H62CUPUZ/hjubG",
+	"m+t37dcRFuug2mbkKCS7cwqR3+aV3iujd+ZyQjUjzXgwWKSvu924FQFzqNjQVvP6jSQ7RV1NYKaUYSPf",
+	"s6V0yq6WOZTysBbbZmF97WCvy4XQJaNsB2UE3wQ6bkGIlwNGdVUvu98NRBz6baD7p33dqjguoRB9iEYY",
+	"bRuCi2eFR6UQTkK6HKxbtrw3PH1kZAfVt/b7gbAJNbDjUsmcLclZnntDjhZ2De0dDERN3o5XoVAudqCx",
+	"KfYFqsEejCpdLGkgKpDEr9exzLdgQfZpqN+CWIH97HuJBea20Cn2ANGslTeVZnOFYewQUHafcw2VgW0i",
+	"aWOeURFc85TNJDwuyN4uqZ9ImIoYEhsKVyG3vUeR212+e8nGdYQYM4K/Nek1Uqy4hbneM+2W8P0Spyoj",
+	"w6R4oYIJXyDl13wZYdMxqP0vexyIO0gJ3e2U/fuijN1vJ40c9nYY8YkuM0nTaynPzS3CcS93WZ5vsfSB",
+	"pZxeLzFw72X3u+2DzwQ0cko41JeQue14+xRG6Vkj4BBGARl8bdM0zZkydNIRhJA9FnywIvEED1Z45t4X",
+	"nn7dJPisJyYQlWN0niImp1I4G+NTH3edEM1/a7lq08oquf1rhC7giuWD+eYC/9/srewebh/xUep3hu/+",
+	"6ltxyWga8tCn3oEwUmrTDXgbvvdXlv834WlpnTVYGj7/59JHPeqc2gBJI4theXCsDG7bfoGPJEQnG0lQ",
+	"QaYCg6ZU7xWRj1sUEF+IYMQg99KVqxGEojUTzKdiYnPoYoz3BEsMaKk8JppOWmjS8alm1kZUceOu1p7q",
+	"Y/WnPkHNp7afFAjPViEaCChWpSJCyZgLmoU9heJS/97Ytutv4rNyV8ROqWtR3CJ0ILZ0J7Kdieysdtm2",
+	"W1WHHEPU+sIwRutTcu6mgRixCRXWhe8G1rXBgq0VfiLrrQJHlTNXufZYnYF4m0nltTh8tRpRQ5pgHd+U",
+	"/mcbbVn8bXUG4tollfnaECxLDXpYVctoBhlXmqW2CtiZjziFxJWZzFnLRgEpovhfGAR0jaxl1JYC88pM",
+	"TbEBSEdvHvYObOY21631akW5B+9vrlzsRgQ3tAveTUHoPutSsDkAe9B7kNfZLrqNPmZOX3dujSwSdFZu",
+	"mivdKqoFmpunwMHRIiHKYlW4fMG+MWeIGj+3r6m63WWoee9Rwk7QznNnaWdlzOHjx+yihKyMefn4Mftv",
+	"dh1zLeUHKpauhilqLY9f5c7MtTSuxGJXeyMmENsWoCRiHJQay7FzGrSbgXg/CE8MbX7A+arSHHgCA0lu",
+	"FxZ8zm8ZiZMaUhZjFJBLw+iTlY6K3qBkOAbeoQ45VhA5EvYXj8iGhuSu6vJZQaxJQKt3I88QOFe3iRdq",
+	"A+X+O6HafyMU+3dq/Tu1/qel1s2MTWiybKE781nJNuYIrVW9z7nSH/CVv2Gtu9oVec0lx73+taxC3+Dq",
+	"PQuyGe3Ged5sxpiLRHFZjE0oYCx0vsQwa1teprUV2zyawWxg59yDDLj1IsJHW3fA9dx3fShsi9FS5FHs",
+	"ap1bBRx6X9B0GaTKXONUGAczEDb+S+ZBpVXCsZQL6tM2HCgO8udjCCacU6VYeoQKsZ6yJSzQZaGCzxDy",
+	"VJUaLzLX8QPUWdAAzUo75Friv0A5dhngpdgfxYzWbN6xZcxrnUwn5oVPUmaPvpbYnKfxRPPutxc7TnCr",
+	"j5A19r/1t21rmhqqcWLx63dL8iZL8l/FIfRrnTrzID5dS2v+OyJctLHXCiRtr9KFMExwu5Wy+LmGEE59",
+	"Y5N1Vu+gm91ve82fiU8H+6m5bPjk96v2bE4bXzlu6iH9K9AXOdx6Rn61FMk0l0IuXMEodm/bTXHl2oSQ",
+	"EfMNXmQGOaRHWEiea5824ppAOSY5EOqe62TKQKm3WVBuhqAnlm15EtRcKW43ihh4tTvkQhAqlgPhrNrV",
+	"3lHhZPZb6C3QdKnCtD8bftw87L4JGnn5mrOxNda3oMuGa9jhm3eR5s3lecv3AjTChZCajBhxXZbKBuWB",
+	"MB+KCM660iwMw6vLLelQyIhLfdtiMlvYPEOoAjVZZDTHLnWbWtANRKkpGGk+sQddK7InlGSMCqgHDQCm",
+	"ttkhzgH1Bpazkcx4QiAA48icWZA+XhNYNRArkVU2dw5cNVkm71nqVwLVGlxTGwFR00acs3kSdWIYNrf7",
+	"h5DDyk0Rf2OjT6VJYA1zuLQX4Hf2sFES6775Lc+kaGV4FHQnV2QhMOH4WU7r70/YBGZVocFhbTCgoq6/",
+	"a3tCIaoVSJjjIL+aVSND2ftS9J/6Roq4b28FWY1A2eNqw3KuiNfU42ggitTyF4r4Kma2FgDXLiHxAWvH",
+	"D0csoQvF+sTP0ToK61tLrLzgueYtY3Pvx69h15gSg0XCCsY2Q/5B02WHOLUP8y2huC0Ocrud0VtWmEls",
+	"Ay0wPAgPtQnTaztuucT7gYA9eb5sVutMFIJhGzxnwwgMFiHgqxrKQDzWdEGaQVac8i0cELrYHQzg4Jum",
+	"2cQXwArdCsCFEdUz6bLqigSsGOvkOpOGt4tYAPjI3BRKBNcYUgIbCUqTRW9FVw/JnGWAdgOBndyaT+y8",
+	"2IrIzeV52/VccK36oW1vvBdD+vl/2X8Xt9baZ+xun1E08J3ufrfn/G7P+We35xhOAkTbpagGNtYjLLlp",
+	"SSi+8Zy2nXqOi0RwPcs982V7+1hYvNxCMsxGcbzQlXZxKe1IHIsgtJByr+t0aZTRwBZNSciULNP03/Og",
+	"8l2o0aANFL3pWl236rWlgAf8LVPFZ9NySl34651Uvr1mIXGlv1Ot5zaNnYJIWrSFBZAfBdLcDLoWBMIv",
+	"twlkTyEUrqCID/zHggyrBOEEflcl+wuUQHnhK4WoDjleqd9kJbSiXJQR2lzRGqqghBVX9iVDKlhK9ruH",
+	"hGb8lpUr7ltSAhUqXNkMbL3vJ1cvCE9r7SO4flvC4tE33vXf/Db3+HAdeFPIoceuXewBYj1b/1RX7Vfd",
+	"HIRhUETEINVYQpkMw3N/+JFgz0bSLKrSlzzHrv9qeGUcckMOWm36vquLgqqMrdpmraNYhgJigjH70BXS",
+	"n8HqsOoaVuui2imiUPaQioFwd0nmWDQFCoxsvFaH3cM1yfN/G6jffVzeYNGStlvq+mobJq72DHX9iWwr",
+	"0N7OeYNhh911OT3M94f6nfc9C++7cq1ubTbvI+6m5WcYU7RWrP3RFgcuQvUjZKRg7ZHC9sZaWo8IxNzb",
+	"Ytgzin4ec+/wQbnrkfNBQDdO9ucFDfIByi2S7N3FKH8oTmyr9bnwT1fOHA0wUM+bCSOFhVVrXIoIK30G",
+	"FxtZ7xas1VX8btp+PpClHXtjVwy1lqC/TquSNlJvM7JGMd+m3YW4HEFM4kBARTyM2QEeBkVvhW2SidBt",
+	"OjkyctBN5b1o2ZIv9Z+1nqvwuxBp0xmIy6LriM+dL1ql+gom8DtkWHBFCg5AmmHiva30FZRVhJqeRRFa",
+	"7PsDniwkzsWXgP6+IbErqhxjcg7kj7iXBgLK5AStW1v17VC4PqrveQOtWtdH915TdftXTfXWD43+fvfw",
+	"daUz3wESZtcarpFldEaT+bzcLQQbohUtxxqai2VY4R97BOQ00fwOS/9jb6fGhUgYWczhDms+Y+VeAf1G",
+	"l75Jvxu9Yu398cGb9uH48Lv263GXtV+Pekk36Y6/S/b3G0F/g8arcS95yXq0fZD0WPtw1GXtN/Tld+1u",
+	"+jrdH71K3tBerxE2Vwmr3u/Md8L+wN/MRhUcxwgrm8ERdOv7ahzud1c7Whw8DXy2RD1oosocsyfKe7vA",
+	"c8/GVEdm9PCO5SP59Fn+Tzv+jwaQpd4Vu53t7jUH3BXdZPAzL2ld44iy5fveSqWL4n1bpQgcZQYVYyBg",
+	"21UD5DNWTNf+oHac0Yzzwz6o8pyVCoO7TgnDKsv8dpUP3oLzwNyj+sIHiX++W90DhyXmI4XcfDGGGerK",
+	"KtRL1mtmDy6V/cD6lU/w4eOXfeXriNdPXNQZf+zc/5he6s0D3koxzjg2ivmrGKR3yiUI62HunEJwI+gd",
+	"5ZkRp359TJchcIRWu9YX4i1Ks1tE+kpSABL9bVUpniTzuIyVvynDbNELbY0SauV8V5AW3Ny/a6TPppFe",
+	"h61jLaifhL57tkfqWtX0OKwIS6oFYY0OEvqMvKpHrKAORtQR0I4O+ShtIWmXt0/GMsvkPfSQgnV0CLLN",
+	"DP06paKqVUeOa/8AxUbJfr2F6e06LvubXsQay+pbH1tgdDZbhdTtt/X71Xm2q4OAd3UtHmNyXX+JipTL",
+	"WkssdAtBhOeKxDx19S18gEVzJoXUUvAE8ofQAgTlnLutiMSQ2OkH0Rlz47Apg6siEROj1mKLFbxAQZ05",
+	"ax2yRea4ckUbFiJlOXQSUawNH1Jxh1zkKcv7EK9k7m6MFuNoIOwFxu3Y0ujQJG6ykAuzOdtgoRsR1wo0",
+	"qNHqqnVgyXUbFYy+m4GACuvQwA1KYcQu6hVbxLlbb0lGhxyTRM5sXJQBQR/imto043csdqVmMYppIHia",
+	"sU6187TtTa2CGh0TfgftZW3z/cL2xfI2Nqdwna47AwGFvD3tIsKTN7fIo9rCHVhKnjRjF1/kKuh2BuLE",
+	"V+IA13W1gEfQ37toLVZXaRQits1r9zxn/YEYCEIIMZjXxX9alLLni7/5UiRlrXtgVPRBjY5uHnwN5+6V",
+	"5gZYVGbWg0Z/0ICGuY1o0OArU+yXpmCiurSifeKg0e9Fg0bKEpkyXM1B8TfUy8Yfv9bwhat1qsYz8oVo",
+	"tdNrSqaLGRVtQ/6NtEti+DsmguZOWJUr9wea/JsJ/rxg+bIobOYME6GBwNNK55vA2qwjKTNGBVYxqwYS",
+	"Q8N2dye4sjjPU//dapfD0rUqfX5OtWa5GfPff+m233z+0ovefP3X1a6cu1Y/rqa4ByYlINn9xjoka0QN",
+	"GNzoIw6ZvRhMeIRBZVuOPMLJVtf53Z4S/S63fEsnlG9W4iVtYNbYk2K1lNaO0gz86Dk/tplNd7gIp7il",
+	"nZpMm9ddhnZQdH7LEFdWveggvMOgK/uma/O7wxDAW7AhVaqC71YSHACPjGORZ7Zda39vr7f/Xafb6XZ6",
+	"/dfd113QCuxxrJRdK7VRxUBfF7pS0Fg4w1Vq/XZt1c1wcFFYsGaGLb1YbYpRJmkazOhCdlbns+fmA8t9",
+	"C1muFcvGwRzlUtmrM/ky4aV0/HEuhSaplEY+rStwB21hywV3YtvVoSjoYMvpaP8JcnXyQ7FoDY5C7DSM",
+	"8eSzDgE5Pig2gSXyFKEDgUXyxoVDDztdULXaTq0Jz4OmWd7nGdlq1ZGvKQ+rtuKlFKSo09bCeE3uOiZD",
+	"AT5fFiW2HRkhUCl+fxp8HxSWmCjGIMip4+v4YQgIdTkDgdcYG2h4P3GrY/vUWsAoRnK50AwCTVylobaa",
+	"QlB4My5Vths0bH3BQSMiAxAC8F8gNeE/jfg2aHz9GrcCHyn0p2TKgngAflvoYRsR9pCwucZIFUrucykm",
+	"rkkpuj57JOO3jFAys11BzeBmzAUULB/SOR/esqULU3e4idUavn7++r8DAAD//w==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

@@ -1109,7 +1109,7 @@ type PlacementReason string
 
 // PlacementCandidate defines model for PlacementCandidate.
 type PlacementCandidate struct {
-	// ExcludedBecause Why the replica could not take the task (not_ready, breaker_open, tried, avoided, not_pinned, devices, vram).
+	// ExcludedBecause Why the replica could not take the task (not_ready, draining, breaker_open, tried, avoided, not_pinned, devices, vram).
 	ExcludedBecause *string `json:"excluded_because,omitempty"`
 	ReplicaId       string  `json:"replica_id"`
 	Score           float64 `json:"score"`
@@ -1433,6 +1433,9 @@ type CorrelationId = string
 // PoolId defines model for PoolId.
 type PoolId = PoolIdValue
 
+// ReplicaId A replica's id as pool health shows it (`<pool>/<n>`, or its configured name). Pinning a replica (`pin_replica_id`) requires `mode: pin` with `pin_pool_id` (else 400 `INVALID_PARAMS`); a pinned pool without that replica answers 503 `POOL_UNAVAILABLE`, not retriable. A pinned task runs only on its replica, so it is not moved when that replica fails.
+type ReplicaId = ReplicaIdValue
+
 // SessionId defines model for SessionId.
 type SessionId = openapi_types.UUID
 
@@ -1544,6 +1547,18 @@ type ReloadPoolParams struct {
 	XCorrelationId *CorrelationId `json:"X-Correlation-Id,omitempty"`
 }
 
+// DrainReplicaParams defines parameters for DrainReplica.
+type DrainReplicaParams struct {
+	// XCorrelationId Echoed on the response; generated (UUID v4) when absent.
+	XCorrelationId *CorrelationId `json:"X-Correlation-Id,omitempty"`
+}
+
+// ResumeReplicaParams defines parameters for ResumeReplica.
+type ResumeReplicaParams struct {
+	// XCorrelationId Echoed on the response; generated (UUID v4) when absent.
+	XCorrelationId *CorrelationId `json:"X-Correlation-Id,omitempty"`
+}
+
 // DeleteSessionParams defines parameters for DeleteSession.
 type DeleteSessionParams struct {
 	// XCorrelationId Echoed on the response; generated (UUID v4) when absent.
@@ -1600,6 +1615,9 @@ type DrainPoolJSONRequestBody = DrainRequest
 
 // ReloadPoolJSONRequestBody defines body for ReloadPool for application/json ContentType.
 type ReloadPoolJSONRequestBody = ReloadRequest
+
+// DrainReplicaJSONRequestBody defines body for DrainReplica for application/json ContentType.
+type DrainReplicaJSONRequestBody = DrainRequest
 
 // CreateTaskJSONRequestBody defines body for CreateTask for application/json ContentType.
 type CreateTaskJSONRequestBody = TaskRequest

@@ -1115,7 +1115,7 @@ type PlacementReason string
 
 // PlacementCandidate defines model for PlacementCandidate.
 type PlacementCandidate struct {
-	// ExcludedBecause Why the replica could not take the task (not_ready, breaker_open, tried, avoided, not_pinned, devices, vram).
+	// ExcludedBecause Why the replica could not take the task (not_ready, draining, breaker_open, tried, avoided, not_pinned, devices, vram).
 	ExcludedBecause *string `json:"excluded_because,omitempty"`
 	ReplicaId       string  `json:"replica_id"`
 	Score           float64 `json:"score"`
@@ -1439,6 +1439,9 @@ type CorrelationId = string
 // PoolId defines model for PoolId.
 type PoolId = PoolIdValue
 
+// ReplicaId A replica's id as pool health shows it (`<pool>/<n>`, or its configured name). Pinning a replica (`pin_replica_id`) requires `mode: pin` with `pin_pool_id` (else 400 `INVALID_PARAMS`); a pinned pool without that replica answers 503 `POOL_UNAVAILABLE`, not retriable. A pinned task runs only on its replica, so it is not moved when that replica fails.
+type ReplicaId = ReplicaIdValue
+
 // SessionId defines model for SessionId.
 type SessionId = openapi_types.UUID
 
@@ -1550,6 +1553,18 @@ type ReloadPoolParams struct {
 	XCorrelationId *CorrelationId `json:"X-Correlation-Id,omitempty"`
 }
 
+// DrainReplicaParams defines parameters for DrainReplica.
+type DrainReplicaParams struct {
+	// XCorrelationId Echoed on the response; generated (UUID v4) when absent.
+	XCorrelationId *CorrelationId `json:"X-Correlation-Id,omitempty"`
+}
+
+// ResumeReplicaParams defines parameters for ResumeReplica.
+type ResumeReplicaParams struct {
+	// XCorrelationId Echoed on the response; generated (UUID v4) when absent.
+	XCorrelationId *CorrelationId `json:"X-Correlation-Id,omitempty"`
+}
+
 // DeleteSessionParams defines parameters for DeleteSession.
 type DeleteSessionParams struct {
 	// XCorrelationId Echoed on the response; generated (UUID v4) when absent.
@@ -1606,6 +1621,9 @@ type DrainPoolJSONRequestBody = DrainRequest
 
 // ReloadPoolJSONRequestBody defines body for ReloadPool for application/json ContentType.
 type ReloadPoolJSONRequestBody = ReloadRequest
+
+// DrainReplicaJSONRequestBody defines body for DrainReplica for application/json ContentType.
+type DrainReplicaJSONRequestBody = DrainRequest
 
 // CreateTaskJSONRequestBody defines body for CreateTask for application/json ContentType.
 type CreateTaskJSONRequestBody = TaskRequest
@@ -1930,7 +1948,11 @@ func WithRequestEditorFn(fn RequestEditorFn) ClientOption {
 // The interface specification for the client above.
 type ClientInterface interface {
 
-	// GetMetrics Prometheus metrics (public).
+	// GetMetrics Prometheus metrics (public unless configured otherwise).
+	//
+	// Public by default (`auth.metrics_public: true`): no key is needed, and a key that is sent
+	// is not checked. With `auth.metrics_public: false` it needs a key with the `metrics` scope:
+	// no key → 401 `UNAUTHORIZED`, an unknown key or one without the scope → 403 `FORBIDDEN`.
 	//
 	// Corresponds with GET /metrics (the `GetMetrics` operationId).
 	GetMetrics(ctx context.Context, params *GetMetricsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -2049,7 +2071,7 @@ type ClientInterface interface {
 	//
 	// New tasks are no longer placed on the pool (`draining: true`, `ready: false`). Tasks already
 	// queued or running on it may finish until `deadline_ms` has passed; then they are canceled.
-	// A successful reload ends the drain.
+	// A successful reload ends the drain. To drain one replica of the pool, see `drainReplica`.
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -2060,7 +2082,7 @@ type ClientInterface interface {
 	//
 	// New tasks are no longer placed on the pool (`draining: true`, `ready: false`). Tasks already
 	// queued or running on it may finish until `deadline_ms` has passed; then they are canceled.
-	// A successful reload ends the drain.
+	// A successful reload ends the drain. To drain one replica of the pool, see `drainReplica`.
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -2107,6 +2129,49 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /v1/pools/{id}/reload (the `ReloadPool` operationId).
 	ReloadPool(ctx context.Context, id PoolId, params *ReloadPoolParams, body ReloadPoolJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// DrainReplicaWithBody Stop placing tasks on one replica; its running tasks may finish until the deadline.
+	//
+	// New tasks are no longer placed on the replica (its `state` in pool health is `draining`,
+	// and a task's placement lists it with `excluded_because: draining`); the pool's other
+	// replicas keep serving and the pool stays ready while one of them is ready. Draining the
+	// last ready replica makes the pool not ready: new tasks get 503 `POOL_UNAVAILABLE`, as for a
+	// drained pool, and queued ones wait. Tasks running on the replica may finish until
+	// `deadline_ms` has passed; then they are canceled (queued tasks are the pool's, not the
+	// replica's, and are not). Draining again moves the deadline. `resumeReplica` ends the
+	// drain, and so does a successful reload of the pool. The replica id is the one pool health
+	// shows (`<pool>/<n>` or the configured name), URL-escaped in the path (`/` as `%2F`).
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/pools/{id}/replicas/{replica_id}/drain (the `DrainReplica` operationId).
+	DrainReplicaWithBody(ctx context.Context, id PoolId, replicaId ReplicaId, params *DrainReplicaParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// DrainReplica Stop placing tasks on one replica; its running tasks may finish until the deadline.
+	//
+	// New tasks are no longer placed on the replica (its `state` in pool health is `draining`,
+	// and a task's placement lists it with `excluded_because: draining`); the pool's other
+	// replicas keep serving and the pool stays ready while one of them is ready. Draining the
+	// last ready replica makes the pool not ready: new tasks get 503 `POOL_UNAVAILABLE`, as for a
+	// drained pool, and queued ones wait. Tasks running on the replica may finish until
+	// `deadline_ms` has passed; then they are canceled (queued tasks are the pool's, not the
+	// replica's, and are not). Draining again moves the deadline. `resumeReplica` ends the
+	// drain, and so does a successful reload of the pool. The replica id is the one pool health
+	// shows (`<pool>/<n>` or the configured name), URL-escaped in the path (`/` as `%2F`).
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/pools/{id}/replicas/{replica_id}/drain (the `DrainReplica` operationId).
+	DrainReplica(ctx context.Context, id PoolId, replicaId ReplicaId, params *DrainReplicaParams, body DrainReplicaJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ResumeReplica End a replica's drain; new tasks may be placed on it again.
+	//
+	// Idempotent: resuming a replica that is not draining changes nothing. The answer is the
+	// replica as pool health shows it. A replica of a drained pool stays draining until the
+	// pool's drain ends (a reload).
+	//
+	// Corresponds with POST /v1/pools/{id}/replicas/{replica_id}/resume (the `ResumeReplica` operationId).
+	ResumeReplica(ctx context.Context, id PoolId, replicaId ReplicaId, params *ResumeReplicaParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// DeleteSession Delete a session and forget its KV warmth (idempotent).
 	//
@@ -2197,7 +2262,11 @@ type ClientInterface interface {
 	StreamTask(ctx context.Context, id TaskId, params *StreamTaskParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 }
 
-// GetMetrics Prometheus metrics (public).
+// GetMetrics Prometheus metrics (public unless configured otherwise).
+//
+// Public by default (`auth.metrics_public: true`): no key is needed, and a key that is sent
+// is not checked. With `auth.metrics_public: false` it needs a key with the `metrics` scope:
+// no key → 401 `UNAUTHORIZED`, an unknown key or one without the scope → 403 `FORBIDDEN`.
 //
 // Corresponds with GET /metrics (the `GetMetrics` operationId).
 func (c *Client) GetMetrics(ctx context.Context, params *GetMetricsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -2426,7 +2495,7 @@ func (c *Client) ListModels(ctx context.Context, params *ListModelsParams, reqEd
 //
 // New tasks are no longer placed on the pool (`draining: true`, `ready: false`). Tasks already
 // queued or running on it may finish until `deadline_ms` has passed; then they are canceled.
-// A successful reload ends the drain.
+// A successful reload ends the drain. To drain one replica of the pool, see `drainReplica`.
 //
 // Takes any type of body and a specified content type.
 //
@@ -2447,7 +2516,7 @@ func (c *Client) DrainPoolWithBody(ctx context.Context, id PoolId, params *Drain
 //
 // New tasks are no longer placed on the pool (`draining: true`, `ready: false`). Tasks already
 // queued or running on it may finish until `deadline_ms` has passed; then they are canceled.
-// A successful reload ends the drain.
+// A successful reload ends the drain. To drain one replica of the pool, see `drainReplica`.
 //
 // Takes a body of the `application/json` content type.
 //
@@ -2525,6 +2594,79 @@ func (c *Client) ReloadPoolWithBody(ctx context.Context, id PoolId, params *Relo
 // Corresponds with POST /v1/pools/{id}/reload (the `ReloadPool` operationId).
 func (c *Client) ReloadPool(ctx context.Context, id PoolId, params *ReloadPoolParams, body ReloadPoolJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewReloadPoolRequest(c.Server, id, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DrainReplicaWithBody Stop placing tasks on one replica; its running tasks may finish until the deadline.
+//
+// New tasks are no longer placed on the replica (its `state` in pool health is `draining`,
+// and a task's placement lists it with `excluded_because: draining`); the pool's other
+// replicas keep serving and the pool stays ready while one of them is ready. Draining the
+// last ready replica makes the pool not ready: new tasks get 503 `POOL_UNAVAILABLE`, as for a
+// drained pool, and queued ones wait. Tasks running on the replica may finish until
+// `deadline_ms` has passed; then they are canceled (queued tasks are the pool's, not the
+// replica's, and are not). Draining again moves the deadline. `resumeReplica` ends the
+// drain, and so does a successful reload of the pool. The replica id is the one pool health
+// shows (`<pool>/<n>` or the configured name), URL-escaped in the path (`/` as `%2F`).
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/pools/{id}/replicas/{replica_id}/drain (the `DrainReplica` operationId).
+func (c *Client) DrainReplicaWithBody(ctx context.Context, id PoolId, replicaId ReplicaId, params *DrainReplicaParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDrainReplicaRequestWithBody(c.Server, id, replicaId, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DrainReplica Stop placing tasks on one replica; its running tasks may finish until the deadline.
+//
+// New tasks are no longer placed on the replica (its `state` in pool health is `draining`,
+// and a task's placement lists it with `excluded_because: draining`); the pool's other
+// replicas keep serving and the pool stays ready while one of them is ready. Draining the
+// last ready replica makes the pool not ready: new tasks get 503 `POOL_UNAVAILABLE`, as for a
+// drained pool, and queued ones wait. Tasks running on the replica may finish until
+// `deadline_ms` has passed; then they are canceled (queued tasks are the pool's, not the
+// replica's, and are not). Draining again moves the deadline. `resumeReplica` ends the
+// drain, and so does a successful reload of the pool. The replica id is the one pool health
+// shows (`<pool>/<n>` or the configured name), URL-escaped in the path (`/` as `%2F`).
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/pools/{id}/replicas/{replica_id}/drain (the `DrainReplica` operationId).
+func (c *Client) DrainReplica(ctx context.Context, id PoolId, replicaId ReplicaId, params *DrainReplicaParams, body DrainReplicaJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDrainReplicaRequest(c.Server, id, replicaId, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ResumeReplica End a replica's drain; new tasks may be placed on it again.
+//
+// Idempotent: resuming a replica that is not draining changes nothing. The answer is the
+// replica as pool health shows it. A replica of a drained pool stays draining until the
+// pool's drain ends (a reload).
+//
+// Corresponds with POST /v1/pools/{id}/replicas/{replica_id}/resume (the `ResumeReplica` operationId).
+func (c *Client) ResumeReplica(ctx context.Context, id PoolId, replicaId ReplicaId, params *ResumeReplicaParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewResumeReplicaRequest(c.Server, id, replicaId, params)
 	if err != nil {
 		return nil, err
 	}
@@ -3248,6 +3390,131 @@ func NewReloadPoolRequestWithBody(server string, id PoolId, params *ReloadPoolPa
 	return req, nil
 }
 
+// NewDrainReplicaRequest calls the generic DrainReplica builder with application/json body
+func NewDrainReplicaRequest(server string, id PoolId, replicaId ReplicaId, params *DrainReplicaParams, body DrainReplicaJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewDrainReplicaRequestWithBody(server, id, replicaId, params, "application/json", bodyReader)
+}
+
+// NewDrainReplicaRequestWithBody constructs an http.Request for the DrainReplica method, with any body, and a specified content type
+func NewDrainReplicaRequestWithBody(server string, id PoolId, replicaId ReplicaId, params *DrainReplicaParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "replica_id", replicaId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/pools/%s/replicas/%s/drain", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XCorrelationId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Correlation-Id", *params.XCorrelationId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Correlation-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewResumeReplicaRequest constructs an http.Request for the ResumeReplica method
+func NewResumeReplicaRequest(server string, id PoolId, replicaId ReplicaId, params *ResumeReplicaParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "replica_id", replicaId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/pools/%s/replicas/%s/resume", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XCorrelationId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Correlation-Id", *params.XCorrelationId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Correlation-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
 // NewDeleteSessionRequest constructs an http.Request for the DeleteSession method
 func NewDeleteSessionRequest(server string, id SessionId, params *DeleteSessionParams) (*http.Request, error) {
 	var err error
@@ -3630,7 +3897,11 @@ func WithBaseURL(baseURL string) ClientOption {
 // ClientWithResponsesInterface is the interface specification for the client with responses above.
 type ClientWithResponsesInterface interface {
 
-	// GetMetricsWithResponse Prometheus metrics (public).
+	// GetMetricsWithResponse Prometheus metrics (public unless configured otherwise).
+	//
+	// Public by default (`auth.metrics_public: true`): no key is needed, and a key that is sent
+	// is not checked. With `auth.metrics_public: false` it needs a key with the `metrics` scope:
+	// no key → 401 `UNAUTHORIZED`, an unknown key or one without the scope → 403 `FORBIDDEN`.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -3759,7 +4030,7 @@ type ClientWithResponsesInterface interface {
 	//
 	// New tasks are no longer placed on the pool (`draining: true`, `ready: false`). Tasks already
 	// queued or running on it may finish until `deadline_ms` has passed; then they are canceled.
-	// A successful reload ends the drain.
+	// A successful reload ends the drain. To drain one replica of the pool, see `drainReplica`.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -3770,7 +4041,7 @@ type ClientWithResponsesInterface interface {
 	//
 	// New tasks are no longer placed on the pool (`draining: true`, `ready: false`). Tasks already
 	// queued or running on it may finish until `deadline_ms` has passed; then they are canceled.
-	// A successful reload ends the drain.
+	// A successful reload ends the drain. To drain one replica of the pool, see `drainReplica`.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -3819,6 +4090,51 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /v1/pools/{id}/reload (the `ReloadPool` operationId).
 	ReloadPoolWithResponse(ctx context.Context, id PoolId, params *ReloadPoolParams, body ReloadPoolJSONRequestBody, reqEditors ...RequestEditorFn) (*ReloadPoolResponse, error)
+
+	// DrainReplicaWithBodyWithResponse Stop placing tasks on one replica; its running tasks may finish until the deadline.
+	//
+	// New tasks are no longer placed on the replica (its `state` in pool health is `draining`,
+	// and a task's placement lists it with `excluded_because: draining`); the pool's other
+	// replicas keep serving and the pool stays ready while one of them is ready. Draining the
+	// last ready replica makes the pool not ready: new tasks get 503 `POOL_UNAVAILABLE`, as for a
+	// drained pool, and queued ones wait. Tasks running on the replica may finish until
+	// `deadline_ms` has passed; then they are canceled (queued tasks are the pool's, not the
+	// replica's, and are not). Draining again moves the deadline. `resumeReplica` ends the
+	// drain, and so does a successful reload of the pool. The replica id is the one pool health
+	// shows (`<pool>/<n>` or the configured name), URL-escaped in the path (`/` as `%2F`).
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/pools/{id}/replicas/{replica_id}/drain (the `DrainReplica` operationId).
+	DrainReplicaWithBodyWithResponse(ctx context.Context, id PoolId, replicaId ReplicaId, params *DrainReplicaParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*DrainReplicaResponse, error)
+
+	// DrainReplicaWithResponse Stop placing tasks on one replica; its running tasks may finish until the deadline.
+	//
+	// New tasks are no longer placed on the replica (its `state` in pool health is `draining`,
+	// and a task's placement lists it with `excluded_because: draining`); the pool's other
+	// replicas keep serving and the pool stays ready while one of them is ready. Draining the
+	// last ready replica makes the pool not ready: new tasks get 503 `POOL_UNAVAILABLE`, as for a
+	// drained pool, and queued ones wait. Tasks running on the replica may finish until
+	// `deadline_ms` has passed; then they are canceled (queued tasks are the pool's, not the
+	// replica's, and are not). Draining again moves the deadline. `resumeReplica` ends the
+	// drain, and so does a successful reload of the pool. The replica id is the one pool health
+	// shows (`<pool>/<n>` or the configured name), URL-escaped in the path (`/` as `%2F`).
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/pools/{id}/replicas/{replica_id}/drain (the `DrainReplica` operationId).
+	DrainReplicaWithResponse(ctx context.Context, id PoolId, replicaId ReplicaId, params *DrainReplicaParams, body DrainReplicaJSONRequestBody, reqEditors ...RequestEditorFn) (*DrainReplicaResponse, error)
+
+	// ResumeReplicaWithResponse End a replica's drain; new tasks may be placed on it again.
+	//
+	// Idempotent: resuming a replica that is not draining changes nothing. The answer is the
+	// replica as pool health shows it. A replica of a drained pool stays draining until the
+	// pool's drain ends (a reload).
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/pools/{id}/replicas/{replica_id}/resume (the `ResumeReplica` operationId).
+	ResumeReplicaWithResponse(ctx context.Context, id PoolId, replicaId ReplicaId, params *ResumeReplicaParams, reqEditors ...RequestEditorFn) (*ResumeReplicaResponse, error)
 
 	// DeleteSessionWithResponse Delete a session and forget its KV warmth (idempotent).
 	//
@@ -3924,6 +4240,16 @@ type GetMetricsResponse200Headers struct {
 	XCorrelationId string
 }
 
+// GetMetricsResponse401Headers the declared response headers of an HTTP 401 response for GetMetrics
+type GetMetricsResponse401Headers struct {
+	XCorrelationId string
+}
+
+// GetMetricsResponse403Headers the declared response headers of an HTTP 403 response for GetMetrics
+type GetMetricsResponse403Headers struct {
+	XCorrelationId string
+}
+
 // GetMetricsResponseDefaultHeaders the declared response headers of an HTTP default response for GetMetrics
 type GetMetricsResponseDefaultHeaders struct {
 	XCorrelationId string
@@ -3932,12 +4258,30 @@ type GetMetricsResponseDefaultHeaders struct {
 type GetMetricsResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
 	// JSONDefault the response for an HTTP default `application/json` response
 	JSONDefault *Error
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *GetMetricsResponse200Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *GetMetricsResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *GetMetricsResponse403Headers
 	// HeadersDefault the parsed response headers for an HTTP default response
 	HeadersDefault *GetMetricsResponseDefaultHeaders
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r GetMetricsResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r GetMetricsResponse) GetJSON403() *Forbidden {
+	return r.JSON403
 }
 
 // GetJSONDefault returns the response for an HTTP default `application/json` response
@@ -5234,6 +5578,270 @@ func (r ReloadPoolResponse) ContentType() string {
 	return ""
 }
 
+// DrainReplicaResponse202Headers the declared response headers of an HTTP 202 response for DrainReplica
+type DrainReplicaResponse202Headers struct {
+	XCorrelationId string
+}
+
+// DrainReplicaResponse400Headers the declared response headers of an HTTP 400 response for DrainReplica
+type DrainReplicaResponse400Headers struct {
+	XCorrelationId string
+}
+
+// DrainReplicaResponse401Headers the declared response headers of an HTTP 401 response for DrainReplica
+type DrainReplicaResponse401Headers struct {
+	XCorrelationId string
+}
+
+// DrainReplicaResponse403Headers the declared response headers of an HTTP 403 response for DrainReplica
+type DrainReplicaResponse403Headers struct {
+	XCorrelationId string
+}
+
+// DrainReplicaResponse404Headers the declared response headers of an HTTP 404 response for DrainReplica
+type DrainReplicaResponse404Headers struct {
+	XCorrelationId string
+}
+
+// DrainReplicaResponse413Headers the declared response headers of an HTTP 413 response for DrainReplica
+type DrainReplicaResponse413Headers struct {
+	XCorrelationId string
+}
+
+// DrainReplicaResponse415Headers the declared response headers of an HTTP 415 response for DrainReplica
+type DrainReplicaResponse415Headers struct {
+	XCorrelationId string
+}
+
+// DrainReplicaResponseDefaultHeaders the declared response headers of an HTTP default response for DrainReplica
+type DrainReplicaResponseDefaultHeaders struct {
+	XCorrelationId string
+}
+
+type DrainReplicaResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON202 the response for an HTTP 202 `application/json` response
+	JSON202 *DrainResponse
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+	// Headers202 the parsed response headers for an HTTP 202 response
+	Headers202 *DrainReplicaResponse202Headers
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *DrainReplicaResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *DrainReplicaResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *DrainReplicaResponse403Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *DrainReplicaResponse404Headers
+	// Headers413 the parsed response headers for an HTTP 413 response
+	Headers413 *DrainReplicaResponse413Headers
+	// Headers415 the parsed response headers for an HTTP 415 response
+	Headers415 *DrainReplicaResponse415Headers
+	// HeadersDefault the parsed response headers for an HTTP default response
+	HeadersDefault *DrainReplicaResponseDefaultHeaders
+}
+
+// GetJSON202 returns the response for an HTTP 202 `application/json` response
+func (r DrainReplicaResponse) GetJSON202() *DrainResponse {
+	return r.JSON202
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r DrainReplicaResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r DrainReplicaResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r DrainReplicaResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r DrainReplicaResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r DrainReplicaResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r DrainReplicaResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r DrainReplicaResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r DrainReplicaResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DrainReplicaResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DrainReplicaResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DrainReplicaResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// ResumeReplicaResponse200Headers the declared response headers of an HTTP 200 response for ResumeReplica
+type ResumeReplicaResponse200Headers struct {
+	XCorrelationId string
+}
+
+// ResumeReplicaResponse400Headers the declared response headers of an HTTP 400 response for ResumeReplica
+type ResumeReplicaResponse400Headers struct {
+	XCorrelationId string
+}
+
+// ResumeReplicaResponse401Headers the declared response headers of an HTTP 401 response for ResumeReplica
+type ResumeReplicaResponse401Headers struct {
+	XCorrelationId string
+}
+
+// ResumeReplicaResponse403Headers the declared response headers of an HTTP 403 response for ResumeReplica
+type ResumeReplicaResponse403Headers struct {
+	XCorrelationId string
+}
+
+// ResumeReplicaResponse404Headers the declared response headers of an HTTP 404 response for ResumeReplica
+type ResumeReplicaResponse404Headers struct {
+	XCorrelationId string
+}
+
+// ResumeReplicaResponseDefaultHeaders the declared response headers of an HTTP default response for ResumeReplica
+type ResumeReplicaResponseDefaultHeaders struct {
+	XCorrelationId string
+}
+
+type ResumeReplicaResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ReplicaHealth
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *ResumeReplicaResponse200Headers
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *ResumeReplicaResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *ResumeReplicaResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *ResumeReplicaResponse403Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *ResumeReplicaResponse404Headers
+	// HeadersDefault the parsed response headers for an HTTP default response
+	HeadersDefault *ResumeReplicaResponseDefaultHeaders
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ResumeReplicaResponse) GetJSON200() *ReplicaHealth {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r ResumeReplicaResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r ResumeReplicaResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r ResumeReplicaResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r ResumeReplicaResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r ResumeReplicaResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ResumeReplicaResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ResumeReplicaResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ResumeReplicaResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ResumeReplicaResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // DeleteSessionResponse204Headers the declared response headers of an HTTP 204 response for DeleteSession
 type DeleteSessionResponse204Headers struct {
 	XCorrelationId string
@@ -5986,7 +6594,11 @@ func (r StreamTaskResponse) ContentType() string {
 	return ""
 }
 
-// GetMetricsWithResponse Prometheus metrics (public).
+// GetMetricsWithResponse Prometheus metrics (public unless configured otherwise).
+//
+// Public by default (`auth.metrics_public: true`): no key is needed, and a key that is sent
+// is not checked. With `auth.metrics_public: false` it needs a key with the `metrics` scope:
+// no key → 401 `UNAUTHORIZED`, an unknown key or one without the scope → 403 `FORBIDDEN`.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -6181,7 +6793,7 @@ func (c *ClientWithResponses) ListModelsWithResponse(ctx context.Context, params
 //
 // New tasks are no longer placed on the pool (`draining: true`, `ready: false`). Tasks already
 // queued or running on it may finish until `deadline_ms` has passed; then they are canceled.
-// A successful reload ends the drain.
+// A successful reload ends the drain. To drain one replica of the pool, see `drainReplica`.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -6198,7 +6810,7 @@ func (c *ClientWithResponses) DrainPoolWithBodyWithResponse(ctx context.Context,
 //
 // New tasks are no longer placed on the pool (`draining: true`, `ready: false`). Tasks already
 // queued or running on it may finish until `deadline_ms` has passed; then they are canceled.
-// A successful reload ends the drain.
+// A successful reload ends the drain. To drain one replica of the pool, see `drainReplica`.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -6270,6 +6882,69 @@ func (c *ClientWithResponses) ReloadPoolWithResponse(ctx context.Context, id Poo
 		return nil, err
 	}
 	return ParseReloadPoolResponse(rsp)
+}
+
+// DrainReplicaWithBodyWithResponse Stop placing tasks on one replica; its running tasks may finish until the deadline.
+//
+// New tasks are no longer placed on the replica (its `state` in pool health is `draining`,
+// and a task's placement lists it with `excluded_because: draining`); the pool's other
+// replicas keep serving and the pool stays ready while one of them is ready. Draining the
+// last ready replica makes the pool not ready: new tasks get 503 `POOL_UNAVAILABLE`, as for a
+// drained pool, and queued ones wait. Tasks running on the replica may finish until
+// `deadline_ms` has passed; then they are canceled (queued tasks are the pool's, not the
+// replica's, and are not). Draining again moves the deadline. `resumeReplica` ends the
+// drain, and so does a successful reload of the pool. The replica id is the one pool health
+// shows (`<pool>/<n>` or the configured name), URL-escaped in the path (`/` as `%2F`).
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/pools/{id}/replicas/{replica_id}/drain (the `DrainReplica` operationId).
+func (c *ClientWithResponses) DrainReplicaWithBodyWithResponse(ctx context.Context, id PoolId, replicaId ReplicaId, params *DrainReplicaParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*DrainReplicaResponse, error) {
+	rsp, err := c.DrainReplicaWithBody(ctx, id, replicaId, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDrainReplicaResponse(rsp)
+}
+
+// DrainReplicaWithResponse Stop placing tasks on one replica; its running tasks may finish until the deadline.
+//
+// New tasks are no longer placed on the replica (its `state` in pool health is `draining`,
+// and a task's placement lists it with `excluded_because: draining`); the pool's other
+// replicas keep serving and the pool stays ready while one of them is ready. Draining the
+// last ready replica makes the pool not ready: new tasks get 503 `POOL_UNAVAILABLE`, as for a
+// drained pool, and queued ones wait. Tasks running on the replica may finish until
+// `deadline_ms` has passed; then they are canceled (queued tasks are the pool's, not the
+// replica's, and are not). Draining again moves the deadline. `resumeReplica` ends the
+// drain, and so does a successful reload of the pool. The replica id is the one pool health
+// shows (`<pool>/<n>` or the configured name), URL-escaped in the path (`/` as `%2F`).
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/pools/{id}/replicas/{replica_id}/drain (the `DrainReplica` operationId).
+func (c *ClientWithResponses) DrainReplicaWithResponse(ctx context.Context, id PoolId, replicaId ReplicaId, params *DrainReplicaParams, body DrainReplicaJSONRequestBody, reqEditors ...RequestEditorFn) (*DrainReplicaResponse, error) {
+	rsp, err := c.DrainReplica(ctx, id, replicaId, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDrainReplicaResponse(rsp)
+}
+
+// ResumeReplicaWithResponse End a replica's drain; new tasks may be placed on it again.
+//
+// Idempotent: resuming a replica that is not draining changes nothing. The answer is the
+// replica as pool health shows it. A replica of a drained pool stays draining until the
+// pool's drain ends (a reload).
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/pools/{id}/replicas/{replica_id}/resume (the `ResumeReplica` operationId).
+func (c *ClientWithResponses) ResumeReplicaWithResponse(ctx context.Context, id PoolId, replicaId ReplicaId, params *ResumeReplicaParams, reqEditors ...RequestEditorFn) (*ResumeReplicaResponse, error) {
+	rsp, err := c.ResumeReplica(ctx, id, replicaId, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseResumeReplicaResponse(rsp)
 }
 
 // DeleteSessionWithResponse Delete a session and forget its KV warmth (idempotent).
@@ -6426,6 +7101,20 @@ func ParseGetMetricsResponse(rsp *http.Response) (*GetMetricsResponse, error) {
 	}
 
 	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
 		var dest Error
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -6446,6 +7135,26 @@ func ParseGetMetricsResponse(rsp *http.Response) (*GetMetricsResponse, error) {
 			headers.XCorrelationId = value
 		}
 		response.Headers200 = &headers
+	case rsp.StatusCode == 401:
+		var headers GetMetricsResponse401Headers
+		if values := rsp.Header.Values("X-Correlation-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationId = value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers GetMetricsResponse403Headers
+		if values := rsp.Header.Values("X-Correlation-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationId = value
+		}
+		response.Headers403 = &headers
 	case true:
 		var headers GetMetricsResponseDefaultHeaders
 		if values := rsp.Header.Values("X-Correlation-Id"); len(values) > 0 {
@@ -7849,6 +8558,288 @@ func ParseReloadPoolResponse(rsp *http.Response) (*ReloadPoolResponse, error) {
 		response.Headers415 = &headers
 	case true:
 		var headers ReloadPoolResponseDefaultHeaders
+		if values := rsp.Header.Values("X-Correlation-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationId = value
+		}
+		response.HeadersDefault = &headers
+	}
+
+	return response, nil
+}
+
+// ParseDrainReplicaResponse parses an HTTP response from a DrainReplicaWithResponse call
+func ParseDrainReplicaResponse(rsp *http.Response) (*DrainReplicaResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DrainReplicaResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 202:
+		var dest DrainResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON202 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 202:
+		var headers DrainReplicaResponse202Headers
+		if values := rsp.Header.Values("X-Correlation-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationId = value
+		}
+		response.Headers202 = &headers
+	case rsp.StatusCode == 400:
+		var headers DrainReplicaResponse400Headers
+		if values := rsp.Header.Values("X-Correlation-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationId = value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers DrainReplicaResponse401Headers
+		if values := rsp.Header.Values("X-Correlation-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationId = value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers DrainReplicaResponse403Headers
+		if values := rsp.Header.Values("X-Correlation-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationId = value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 404:
+		var headers DrainReplicaResponse404Headers
+		if values := rsp.Header.Values("X-Correlation-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationId = value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 413:
+		var headers DrainReplicaResponse413Headers
+		if values := rsp.Header.Values("X-Correlation-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationId = value
+		}
+		response.Headers413 = &headers
+	case rsp.StatusCode == 415:
+		var headers DrainReplicaResponse415Headers
+		if values := rsp.Header.Values("X-Correlation-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationId = value
+		}
+		response.Headers415 = &headers
+	case true:
+		var headers DrainReplicaResponseDefaultHeaders
+		if values := rsp.Header.Values("X-Correlation-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationId = value
+		}
+		response.HeadersDefault = &headers
+	}
+
+	return response, nil
+}
+
+// ParseResumeReplicaResponse parses an HTTP response from a ResumeReplicaWithResponse call
+func ParseResumeReplicaResponse(rsp *http.Response) (*ResumeReplicaResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ResumeReplicaResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ReplicaHealth
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers ResumeReplicaResponse200Headers
+		if values := rsp.Header.Values("X-Correlation-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationId = value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 400:
+		var headers ResumeReplicaResponse400Headers
+		if values := rsp.Header.Values("X-Correlation-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationId = value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers ResumeReplicaResponse401Headers
+		if values := rsp.Header.Values("X-Correlation-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationId = value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers ResumeReplicaResponse403Headers
+		if values := rsp.Header.Values("X-Correlation-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationId = value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 404:
+		var headers ResumeReplicaResponse404Headers
+		if values := rsp.Header.Values("X-Correlation-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationId = value
+		}
+		response.Headers404 = &headers
+	case true:
+		var headers ResumeReplicaResponseDefaultHeaders
 		if values := rsp.Header.Values("X-Correlation-Id"); len(values) > 0 {
 			var value string
 			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
