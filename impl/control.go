@@ -98,29 +98,7 @@ func (s *Server) GetPoolHealth(ctx context.Context, req api.GetPoolHealthRequest
 	}
 	reps := make([]api.ReplicaHealth, 0, len(v.Replicas))
 	for _, r := range v.Replicas {
-		rh := api.ReplicaHealth{Id: r.ID, Managed: r.Managed, State: api.ReplicaHealthState(r.State),
-			SlotsBusy: int32(r.Busy), SlotsTotal: int32(r.Slots), Breaker: api.ReplicaHealthBreaker(r.Breaker.String()),
-			Restarts: int32(r.Restarts)}
-		if r.URL != "" {
-			u := r.URL
-			rh.Url = &u
-		}
-		if r.HasEngineLoad {
-			q, kv := int32(r.EngineLoad.Waiting), r.EngineLoad.KVUsage
-			rh.QueueDepth, rh.KvUsage = &q, &kv
-		}
-		if len(r.Devices) > 0 {
-			ds := make([]int32, len(r.Devices))
-			for i, d := range r.Devices {
-				ds[i] = int32(d)
-			}
-			rh.Devices = &ds
-		}
-		if r.LastError != "" {
-			e := r.LastError
-			rh.LastError = &e
-		}
-		reps = append(reps, rh)
+		reps = append(reps, replicaHealth(r))
 	}
 	body.Replicas = &reps
 	if st, err := s.opts.Tasks.Stats(ctx); err == nil {
@@ -149,6 +127,61 @@ func (s *Server) DrainPool(ctx context.Context, req api.DrainPoolRequestObject) 
 	return api.DrainPool202JSONResponse{
 		Body:    api.DrainResponse{Status: api.DrainResponseStatusDraining, DeadlineMs: req.Body.DeadlineMs},
 		Headers: api.DrainPool202ResponseHeaders{XCorrelationId: CorrelationID(ctx)},
+	}, nil
+}
+
+// replicaHealth is one replica as pool health shows it.
+func replicaHealth(r pool.ReplicaView) api.ReplicaHealth {
+	rh := api.ReplicaHealth{Id: r.ID, Managed: r.Managed, State: api.ReplicaHealthState(r.State),
+		SlotsBusy: int32(r.Busy), SlotsTotal: int32(r.Slots), Breaker: api.ReplicaHealthBreaker(r.Breaker.String()),
+		Restarts: int32(r.Restarts)}
+	if r.URL != "" {
+		u := r.URL
+		rh.Url = &u
+	}
+	if r.HasEngineLoad {
+		q, kv := int32(r.EngineLoad.Waiting), r.EngineLoad.KVUsage
+		rh.QueueDepth, rh.KvUsage = &q, &kv
+	}
+	if len(r.Devices) > 0 {
+		ds := make([]int32, len(r.Devices))
+		for i, d := range r.Devices {
+			ds[i] = int32(d)
+		}
+		rh.Devices = &ds
+	}
+	if r.LastError != "" {
+		e := r.LastError
+		rh.LastError = &e
+	}
+	return rh
+}
+
+// DrainReplica stops placement on one replica of a pool; its running tasks may finish until
+// the deadline.
+func (s *Server) DrainReplica(ctx context.Context, req api.DrainReplicaRequestObject) (api.DrainReplicaResponseObject, error) {
+	if req.Body == nil {
+		return nil, Errorf("INVALID_PARAMS", "body: a JSON DrainRequest is required")
+	}
+	if err := s.opts.Pools.DrainReplica(req.Id, req.ReplicaId, time.Duration(req.Body.DeadlineMs)*time.Millisecond); err != nil {
+		return nil, err
+	}
+	s.opts.Metrics.DrainEvents.WithLabelValues(req.Id, "replica_api_request").Inc()
+	return api.DrainReplica202JSONResponse{
+		Body:    api.DrainResponse{Status: api.DrainResponseStatusDraining, DeadlineMs: req.Body.DeadlineMs},
+		Headers: api.DrainReplica202ResponseHeaders{XCorrelationId: CorrelationID(ctx)},
+	}, nil
+}
+
+// ResumeReplica ends a replica's drain.
+func (s *Server) ResumeReplica(ctx context.Context, req api.ResumeReplicaRequestObject) (api.ResumeReplicaResponseObject, error) {
+	r, err := s.opts.Pools.ResumeReplica(req.Id, req.ReplicaId)
+	if err != nil {
+		return nil, err
+	}
+	return api.ResumeReplica200JSONResponse{
+		Body:    replicaHealth(r),
+		Headers: api.ResumeReplica200ResponseHeaders{XCorrelationId: CorrelationID(ctx)},
 	}, nil
 }
 

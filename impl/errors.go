@@ -171,6 +171,8 @@ func fromDomain(err error) *Error {
 		return &Error{Code: "INTERNAL", Message: err.Error(), Retriable: true, RetryAfter: time.Second}
 	case errors.Is(err, task.ErrShuttingDown):
 		return &Error{Code: "POOL_UNAVAILABLE", Message: err.Error(), Retriable: true, RetryAfter: time.Second}
+	case errors.Is(err, pool.ErrReplicaNotFound):
+		return Errorf("NOT_FOUND", "replica not found")
 	case errors.Is(err, pool.ErrNotFound):
 		return Errorf("NOT_FOUND", "pool not found")
 	case errors.Is(err, artifact.ErrNotFound):

@@ -59,6 +59,8 @@ type Pools interface {
 	Views() []pool.View
 	Get(id string) (pool.View, bool)
 	Drain(id string, deadline time.Duration) error
+	DrainReplica(poolID, replicaID string, deadline time.Duration) error
+	ResumeReplica(poolID, replicaID string) (pool.ReplicaView, error)
 	Reload(ctx context.Context, id, newRef string) (pool.View, error)
 }
 

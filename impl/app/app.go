@@ -210,7 +210,10 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 				"model_ref", v.ModelRef, "engine_version", v.EngineVersion, "last_error", v.LastError)
 		},
 		OnDrainDeadline: func(id string) { svc.PoolDrained(context.Background(), id) },
-		Logger:          log,
+		OnReplicaDrainDeadline: func(poolID, replicaID string) {
+			svc.ReplicaDrained(context.Background(), poolID, replicaID)
+		},
+		Logger: log,
 	})
 	if err != nil {
 		return nil, err

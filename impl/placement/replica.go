@@ -21,7 +21,8 @@ const (
 
 // Reasons a replica was not eligible (ReplicaScore.ExcludedBecause).
 const (
-	ExcludedNotReady    = "not_ready"    // not ready (starting, unhealthy, stopped) or draining
+	ExcludedNotReady    = "not_ready"    // not ready (starting, unhealthy, stopped)
+	ExcludedDraining    = "draining"     // the replica is drained: its running tasks finish, no new ones
 	ExcludedBreakerOpen = "breaker_open" // its breaker is open, or half-open with its probe in flight
 	ExcludedTried       = "tried"        // it already failed this task
 	ExcludedAvoided     = "avoided"      // the task avoids it
@@ -55,9 +56,11 @@ func (b Breaker) String() string {
 // ReplicaSnapshot is one replica as the scorer sees it; all of it is copied from the pool
 // registry before the call.
 type ReplicaSnapshot struct {
-	ID      string
-	Ready   bool // healthy and not draining
-	Breaker Breaker
+	ID    string
+	Ready bool // healthy
+	// Draining: the replica itself is drained (not merely its pool): it takes no new task.
+	Draining bool
+	Breaker  Breaker
 	// ProbeInFlight: half-open with its one probe task running.
 	ProbeInFlight bool
 	Slots         int
@@ -222,6 +225,8 @@ func exclusion(r ReplicaSnapshot, req ReplicaRequest) string {
 		return ExcludedNotPinned
 	case slices.Contains(req.Avoid, r.ID):
 		return ExcludedAvoided
+	case r.Draining:
+		return ExcludedDraining
 	case !r.Ready:
 		return ExcludedNotReady
 	case r.Breaker == BreakerOpen || (r.Breaker == BreakerHalfOpen && r.ProbeInFlight):

@@ -27,6 +27,8 @@ func TestChooseReplica(t *testing.T) {
 	dev.Devices = []int{1}
 	vram := rep("b", 0)
 	vram.VRAM = 100
+	draining := rep("b", 0) // the least loaded, and healthy, but drained
+	draining.Draining = true
 
 	tests := []struct {
 		name     string
@@ -39,6 +41,8 @@ func TestChooseReplica(t *testing.T) {
 		{"least loaded", []ReplicaSnapshot{rep("a", 2), rep("b", 1), rep("c", 3)}, ReplicaRequest{}, "b", ReasonLeastLoaded, nil},
 		{"only choice", []ReplicaSnapshot{rep("a", 2), notReady}, ReplicaRequest{}, "a", ReasonOnlyChoice, map[string]string{"b": ExcludedNotReady}},
 		{"none eligible", []ReplicaSnapshot{notReady}, ReplicaRequest{}, "", "", map[string]string{"b": ExcludedNotReady}},
+		{"draining", []ReplicaSnapshot{rep("a", 3), draining}, ReplicaRequest{}, "a", ReasonOnlyChoice, map[string]string{"b": ExcludedDraining}},
+		{"draining even when pinned", []ReplicaSnapshot{rep("a", 3), draining}, ReplicaRequest{Pin: "b"}, "", "", map[string]string{"a": ExcludedNotPinned, "b": ExcludedDraining}},
 		{"open breaker", []ReplicaSnapshot{rep("a", 3), open}, ReplicaRequest{}, "a", ReasonOnlyChoice, map[string]string{"b": ExcludedBreakerOpen}},
 		{"half-open with its probe out", []ReplicaSnapshot{rep("a", 3), halfBusy}, ReplicaRequest{}, "a", ReasonOnlyChoice, map[string]string{"b": ExcludedBreakerOpen}},
 		{"half-open takes a probe", []ReplicaSnapshot{rep("a", 3), halfFree}, ReplicaRequest{}, "b", ReasonLeastLoaded, nil},

@@ -31,10 +31,12 @@ import (
 
 // Errors.
 var (
-	ErrNotFound       = errors.New("pool not found")
-	ErrNotReloadable  = errors.New("pool cannot be reloaded")
-	ErrReloadFailed   = errors.New("reload failed")
-	ErrReloadInFlight = errors.New("a reload of this pool is already in progress")
+	ErrNotFound = errors.New("pool not found")
+	// ErrReplicaNotFound: the pool exists but has no replica of that id.
+	ErrReplicaNotFound = errors.New("replica not found")
+	ErrNotReloadable   = errors.New("pool cannot be reloaded")
+	ErrReloadFailed    = errors.New("reload failed")
+	ErrReloadInFlight  = errors.New("a reload of this pool is already in progress")
 )
 
 // Reasons a reload fails (ReloadError.Reason), a closed set that clients may match on.
@@ -159,6 +161,11 @@ type ReplicaView struct {
 	Breaker       placement.Breaker
 	ProbeInFlight bool
 	ModelRef      string
+	// Draining: the replica itself is drained (DrainReplica), until ResumeReplica or a
+	// reload; no new task is placed on it. A drained pool's replicas show StateDraining
+	// without it: they still run the pool's queued tasks.
+	Draining      bool
+	DrainDeadline time.Time
 }
 
 // Ready reports whether tasks may be placed on the replica (its breaker aside).
@@ -188,15 +195,27 @@ func (v View) Ready() bool { return v.Healthy && !v.Draining }
 func (v View) ReadyReplicas() int {
 	n := 0
 	for _, r := range v.Replicas {
-		if r.Healthy && r.Breaker != placement.BreakerOpen {
+		if r.Healthy && !r.Draining && r.Breaker != placement.BreakerOpen {
 			n++
 		}
 	}
 	return n
 }
 
-// SlotsTotal is the pool's dispatchable slots: the per-replica slots of each ready replica.
-func (v View) SlotsTotal() int { return v.Slots * v.ReadyReplicas() }
+// SlotsTotal is the pool's dispatchable slots: the per-replica slots of each ready replica,
+// plus the slots still held by tasks running on drained replicas. Those tasks count as busy in
+// the queue until they end, so without them a drain would take its replica's running tasks out
+// of the other replicas' capacity; a drained replica reports each task's end (OnChange), and
+// its slots leave the total one by one.
+func (v View) SlotsTotal() int {
+	n := v.Slots * v.ReadyReplicas()
+	for _, r := range v.Replicas {
+		if r.Draining && r.State != StateStopped {
+			n += min(r.Busy, v.Slots)
+		}
+	}
+	return n
+}
 
 // Managed is a running managed replica.
 type Managed interface {
@@ -274,7 +293,10 @@ type Options struct {
 	OnChange func(View)
 	// OnDrainDeadline is called when a drain's deadline passes.
 	OnDrainDeadline func(poolID string)
-	Logger          *slog.Logger
+	// OnReplicaDrainDeadline is called when a replica's drain deadline passes (and the
+	// replica is still draining), so that the tasks still running on it can be canceled.
+	OnReplicaDrainDeadline func(poolID, replicaID string)
+	Logger                 *slog.Logger
 }
 
 // Registry holds the pools.
@@ -305,14 +327,18 @@ type rstate struct {
 	managed  Managed
 	started  bool // external, or a managed one whose first start succeeded
 	stopped  bool
-	draining bool // being replaced by a reload
-	live     bool
-	healthy  bool
-	failures int // consecutive failed health checks
-	lastErr  string
-	version  string
-	restarts int
-	load     *engine.Load
+	// draining: drained by DrainReplica until ResumeReplica or a successful reload; its
+	// timer fires OnReplicaDrainDeadline at drainDeadline.
+	draining      bool
+	drainDeadline time.Time
+	drainTimer    *time.Timer
+	live          bool
+	healthy       bool
+	failures      int // consecutive failed health checks
+	lastErr       string
+	version       string
+	restarts      int
+	load          *engine.Load
 	// breaker
 	faults   int
 	breaker  placement.Breaker
@@ -361,6 +387,9 @@ func New(opts Options) (*Registry, error) {
 	}
 	if opts.OnDrainDeadline == nil {
 		opts.OnDrainDeadline = func(string) {}
+	}
+	if opts.OnReplicaDrainDeadline == nil {
+		opts.OnReplicaDrainDeadline = func(string, string) {}
 	}
 	r := &Registry{opts: opts, log: opts.Logger, pools: map[string]*state{}}
 	for _, s := range opts.Pools {
@@ -471,6 +500,11 @@ func (r *Registry) Stop(ctx context.Context) error {
 		}
 		if st.drainTimer != nil {
 			st.drainTimer.Stop()
+		}
+		for _, rs := range st.reps {
+			if rs.drainTimer != nil {
+				rs.drainTimer.Stop()
+			}
 		}
 	}
 	r.mu.Unlock()
@@ -603,6 +637,18 @@ func (r *Registry) Acquire(poolID, replicaID string) (rep engine.Replica, releas
 		var once sync.Once
 		return t, func() {
 			once.Do(func() {
+				r.mu.Lock()
+				draining := rs.draining
+				r.mu.Unlock()
+				if draining { // its slots count in SlotsTotal: report the change
+					r.update(poolID, func(*state) {
+						t.active.Add(-1)
+						if probe {
+							rs.probe = false
+						}
+					})
+					return
+				}
 				t.active.Add(-1)
 				if probe {
 					r.mu.Lock()
@@ -715,7 +761,7 @@ func changed(a, b View) bool {
 	}
 	for i := range a.Replicas {
 		x, y := a.Replicas[i], b.Replicas[i]
-		if x.State != y.State || x.Breaker != y.Breaker || x.LastError != y.LastError || x.Restarts != y.Restarts ||
+		if x.State != y.State || x.Draining != y.Draining || (x.Draining && x.Busy != y.Busy) || x.Breaker != y.Breaker || x.LastError != y.LastError || x.Restarts != y.Restarts ||
 			x.URL != y.URL || x.ModelRef != y.ModelRef {
 			return true
 		}
@@ -730,7 +776,7 @@ func (r *Registry) viewLocked(s *state) View {
 	for _, rs := range s.reps {
 		rv := ReplicaView{ReplicaSpec: rs.spec, URL: rs.url, Live: rs.live, Healthy: rs.healthy, Slots: s.spec.Slots,
 			EngineVersion: rs.version, LastError: rs.lastErr, Restarts: rs.restarts, Breaker: r.breakerLocked(s, rs),
-			ProbeInFlight: rs.probe, ModelRef: rs.modelRef}
+			ProbeInFlight: rs.probe, ModelRef: rs.modelRef, Draining: rs.draining, DrainDeadline: rs.drainDeadline}
 		if rs.replica != nil {
 			rv.Busy = int(rs.replica.active.Load())
 		}
@@ -818,6 +864,85 @@ func (r *Registry) Drain(id string, deadline time.Duration) error {
 	return nil
 }
 
+// DrainReplica stops placement on one replica of a pool; the others keep serving. After
+// deadline, OnReplicaDrainDeadline fires (if the replica is still draining) so that the owner of
+// the tasks running on it can cancel what is left. Draining again moves the deadline.
+// ResumeReplica, or a successful reload, ends the drain.
+func (r *Registry) DrainReplica(poolID, replicaID string, deadline time.Duration) error {
+	rs, err := r.replicaOf(poolID, replicaID)
+	if err != nil {
+		return err
+	}
+	r.update(poolID, func(*state) {
+		rs.draining = true
+		rs.drainDeadline = r.opts.Now().Add(deadline)
+		if rs.drainTimer != nil {
+			rs.drainTimer.Stop()
+		}
+		var timer *time.Timer
+		timer = time.AfterFunc(deadline, func() {
+			r.mu.Lock()
+			current := rs.draining && rs.drainTimer == timer // not resumed, nor drained again since
+			r.mu.Unlock()
+			if current {
+				r.opts.OnReplicaDrainDeadline(poolID, replicaID)
+			}
+		})
+		rs.drainTimer = timer
+	})
+	r.log.Info("replica draining", "pool_id", poolID, "replica_id", replicaID, "deadline_ms", deadline.Milliseconds())
+	return nil
+}
+
+// ResumeReplica ends a replica's drain (nothing changes when it is not draining) and returns
+// the replica's view.
+func (r *Registry) ResumeReplica(poolID, replicaID string) (ReplicaView, error) {
+	rs, err := r.replicaOf(poolID, replicaID)
+	if err != nil {
+		return ReplicaView{}, err
+	}
+	was := false
+	r.update(poolID, func(*state) {
+		was = rs.draining
+		resumeLocked(rs)
+	})
+	if was {
+		r.log.Info("replica resumed", "pool_id", poolID, "replica_id", replicaID)
+	}
+	for _, rv := range r.mustView(poolID).Replicas {
+		if rv.ID == replicaID {
+			return rv, nil
+		}
+	}
+	return ReplicaView{}, fmt.Errorf("%w: %s", ErrReplicaNotFound, replicaID)
+}
+
+// resumeLocked ends rs's drain; the caller holds the registry's mutex.
+func resumeLocked(rs *rstate) {
+	rs.draining, rs.drainDeadline = false, time.Time{}
+	if rs.drainTimer != nil {
+		rs.drainTimer.Stop()
+		rs.drainTimer = nil
+	}
+}
+
+// replicaOf finds a replica: ErrNotFound for an unknown pool, ErrReplicaNotFound for an
+// unknown replica of a known pool.
+func (r *Registry) replicaOf(poolID, replicaID string) (*rstate, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st, ok := r.pools[poolID]
+	if !ok {
+		return nil, ErrNotFound
+	}
+	for _, rs := range st.reps {
+		if rs.spec.ID == replicaID {
+			return rs, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: %s", ErrReplicaNotFound, replicaID)
+}
+
 // Reload switches a managed pool to newRef replica by replica: for each, it starts a new
 // replica beside the old one, waits for it to be healthy, switches, then stops the old one
 // once its in-flight generations end (or ReloadGrace passes), so that the others serve
@@ -885,6 +1010,9 @@ func (r *Registry) Reload(ctx context.Context, id, newRef string) (View, error) 
 		if s.drainTimer != nil {
 			s.drainTimer.Stop()
 			s.drainTimer = nil
+		}
+		for _, rs := range s.reps {
+			resumeLocked(rs)
 		}
 	})
 	r.log.Info("pool reloaded", "pool_id", id, "model_ref", newRef, "model_id", newSpec.ModelID, "replicas", len(switched))

@@ -65,13 +65,16 @@ type env struct {
 	managed  []*fakeManaged
 	changes  chan View
 	drained  chan string
-	startErr error
-	notReady string // a replica URL that reports not ready
+	// replicaDrained receives "<pool> <replica>" when a replica's drain deadline passes.
+	replicaDrained chan string
+	startErr       error
+	notReady       string // a replica URL that reports not ready
 }
 
 func newEnv(t *testing.T, specs ...Spec) *env {
 	t.Helper()
-	e := &env{replicas: map[string]*fakeReplica{}, changes: make(chan View, 64), drained: make(chan string, 4)}
+	e := &env{replicas: map[string]*fakeReplica{}, changes: make(chan View, 64), drained: make(chan string, 4),
+		replicaDrained: make(chan string, 4)}
 	reg, err := New(Options{
 		Pools: specs,
 		NewReplica: func(_ Spec, ep Endpoint) engine.Replica {
@@ -97,6 +100,9 @@ func newEnv(t *testing.T, specs ...Spec) *env {
 		ReloadGrace:     time.Second,
 		OnChange:        func(v View) { e.changes <- v },
 		OnDrainDeadline: func(id string) { e.drained <- id },
+		OnReplicaDrainDeadline: func(poolID, replicaID string) {
+			e.replicaDrained <- poolID + " " + replicaID
+		},
 	})
 	if err != nil {
 		t.Fatal(err)

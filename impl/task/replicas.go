@@ -190,9 +190,9 @@ func (s *Service) placeReplica(ctx context.Context, t *Task, v pool.View, tried 
 }
 
 // replicaSnapshot is what the scorer sees of a replica. A draining pool still runs the tasks
-// it had queued, so only the replica's own health counts.
+// it had queued, so only the replica's own health and drain count.
 func replicaSnapshot(r pool.ReplicaView) placement.ReplicaSnapshot {
-	sn := placement.ReplicaSnapshot{ID: r.ID, Ready: r.Healthy && r.State != pool.StateStopped, Breaker: r.Breaker,
+	sn := placement.ReplicaSnapshot{ID: r.ID, Ready: r.Healthy && r.State != pool.StateStopped, Draining: r.Draining, Breaker: r.Breaker,
 		ProbeInFlight: r.ProbeInFlight, Slots: r.Slots, Busy: r.Busy, KVUsage: -1, Devices: r.Devices, VRAM: -1}
 	if r.HasEngineLoad {
 		sn.Waiting, sn.KVUsage = r.EngineLoad.Waiting, r.EngineLoad.KVUsage

@@ -98,7 +98,7 @@ func (s *Service) run(t *Task) {
 			Message: fmt.Sprintf("the task's deadline of %d ms passed", t.spec.Deadline.Milliseconds()),
 			PoolID:  t.poolID, Engine: t.engine}, res, decode)
 	case errors.Is(cause, causeDrain) || errors.Is(cause, causeShutdown):
-		msg := "the pool's drain deadline passed"
+		msg := drainMessage(cause)
 		if errors.Is(cause, causeShutdown) {
 			msg = "the daemon shut down"
 		}

@@ -1,0 +1,171 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+func replicaView(t *testing.T, v View, id string) ReplicaView {
+	t.Helper()
+	for _, r := range v.Replicas {
+		if r.ID == id {
+			return r
+		}
+	}
+	t.Fatalf("no replica %s in %+v", id, v.Replicas)
+	return ReplicaView{}
+}
+
+// TestDrainReplica: a drained replica shows draining and gives its slots up, while the pool
+// stays ready on the others; draining the last ready one makes the pool not ready; resuming
+// brings it back. Unknown pools and replicas are distinct errors.
+func TestDrainReplica(t *testing.T) {
+	two := Spec{ID: "x", Engine: "llamacpp", ModelRef: "tiny", ModelID: "tiny", CtxMax: 1024, Slots: 2,
+		Replicas: []ReplicaSpec{{ID: "x/0", URL: "http://a"}, {ID: "x/1", URL: "http://b"}}}
+	e := newEnv(t, two)
+	e.waitView(t, func(v View) bool { return v.ReadyReplicas() == 2 })
+
+	if err := e.reg.DrainReplica("x", "x/1", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	v, _ := e.reg.Get("x")
+	r1 := replicaView(t, v, "x/1")
+	if !v.Ready() || v.Draining || v.ReadyReplicas() != 1 || v.SlotsTotal() != 2 {
+		t.Fatalf("one replica drained: ready %v, draining %v, %d ready, %d slots", v.Ready(), v.Draining, v.ReadyReplicas(), v.SlotsTotal())
+	}
+	if r1.State != StateDraining || !r1.Draining || r1.DrainDeadline.IsZero() || replicaView(t, v, "x/0").State != StateReady {
+		t.Fatalf("replicas %+v", v.Replicas)
+	}
+	if err := e.reg.DrainReplica("x", "x/0", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ = e.reg.Get("x"); v.Ready() || v.Healthy || v.SlotsTotal() != 0 {
+		t.Fatalf("both drained: ready %v, healthy %v, %d slots", v.Ready(), v.Healthy, v.SlotsTotal())
+	}
+	rv, err := e.reg.ResumeReplica("x", "x/0")
+	if err != nil || rv.Draining || rv.State != StateReady {
+		t.Fatalf("resume: %+v, %v", rv, err)
+	}
+	if _, err := e.reg.ResumeReplica("x", "x/0"); err != nil { // idempotent
+		t.Fatal(err)
+	}
+	if v, _ = e.reg.Get("x"); !v.Ready() || v.ReadyReplicas() != 1 || !replicaView(t, v, "x/1").Draining {
+		t.Fatalf("after resume: ready %v, %+v", v.Ready(), v.Replicas)
+	}
+
+	tests := []struct {
+		pool, replica string
+		want          error
+	}{
+		{"nope", "x/0", ErrNotFound},
+		{"x", "x/9", ErrReplicaNotFound},
+	}
+	for _, tc := range tests {
+		if err := e.reg.DrainReplica(tc.pool, tc.replica, time.Second); !errors.Is(err, tc.want) {
+			t.Errorf("drain %s %s: %v, want %v", tc.pool, tc.replica, err, tc.want)
+		}
+		if _, err := e.reg.ResumeReplica(tc.pool, tc.replica); !errors.Is(err, tc.want) {
+			t.Errorf("resume %s %s: %v, want %v", tc.pool, tc.replica, err, tc.want)
+		}
+	}
+	if errors.Is(ErrReplicaNotFound, ErrNotFound) {
+		t.Error("an unknown replica must not read as an unknown pool")
+	}
+}
+
+// TestReplicaDrainDeadline: the deadline callback names the replica; a replica resumed, or
+// drained again with a later deadline, before the first deadline fires nothing for it.
+func TestReplicaDrainDeadline(t *testing.T) {
+	e := newEnv(t, threeExternal)
+	e.waitView(t, func(v View) bool { return v.ReadyReplicas() == 3 })
+	if err := e.reg.DrainReplica("x", "edge", time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-e.replicaDrained; got != "x edge" {
+		t.Fatalf("deadline for %q", got)
+	}
+	// Resumed before its deadline: the timer is stopped.
+	if err := e.reg.DrainReplica("x", "x/0", time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.reg.ResumeReplica("x", "x/0"); err != nil {
+		t.Fatal(err)
+	}
+	// Drained again: only the latest deadline fires.
+	if err := e.reg.DrainReplica("x", "x/1", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.reg.DrainReplica("x", "x/1", time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-e.replicaDrained; got != "x x/1" {
+		t.Fatalf("deadline for %q, want x x/1 (x/0 was resumed)", got)
+	}
+	select {
+	case got := <-e.replicaDrained:
+		t.Fatalf("a resumed or superseded drain fired: %q", got)
+	default:
+	}
+	if v, _ := e.reg.Get("x"); !replicaView(t, v, "x/1").Draining {
+		t.Fatal("the deadline ends the tasks, not the drain")
+	}
+}
+
+// TestReloadEndsReplicaDrain: a successful reload ends the drains of the pool's replicas.
+func TestReloadEndsReplicaDrain(t *testing.T) {
+	two := Spec{ID: "m", Engine: "llamacpp", ModelRef: "models/a.gguf", ModelID: "a", ModelIDDerived: true, CtxMax: 1024, Slots: 2,
+		Replicas: []ReplicaSpec{{ID: "m/0", Managed: true}, {ID: "m/1", Managed: true}}}
+	e := newEnv(t, two)
+	e.waitView(t, func(v View) bool { return v.ReadyReplicas() == 2 })
+	if err := e.reg.DrainReplica("m", "m/1", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	v, err := e.reg.Reload(context.Background(), "m", "models/b.gguf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := replicaView(t, v, "m/1"); r.Draining || r.State != StateReady || v.ReadyReplicas() != 2 {
+		t.Fatalf("after reload: %+v", v.Replicas)
+	}
+}
+
+// TestDrainedReplicaSlots: the slots that tasks still hold on a drained replica stay in the
+// pool's total (the queue counts those tasks as busy) until each ends, and each end is
+// reported, so that the queue's capacity for the other replicas never shrinks by them.
+func TestDrainedReplicaSlots(t *testing.T) {
+	two := Spec{ID: "x", Engine: "llamacpp", ModelRef: "tiny", ModelID: "tiny", CtxMax: 1024, Slots: 2,
+		Replicas: []ReplicaSpec{{ID: "x/0", URL: "http://a"}, {ID: "x/1", URL: "http://b"}}}
+	e := newEnv(t, two)
+	e.waitView(t, func(v View) bool { return v.ReadyReplicas() == 2 })
+	_, rel1, err := e.reg.Acquire("x", "x/1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rel2, err := e.reg.Acquire("x", "x/1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.reg.DrainReplica("x", "x/1", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if v := e.waitView(t, func(v View) bool { return replicaView(t, v, "x/1").Draining }); v.SlotsTotal() != 4 {
+		t.Fatalf("drained with 2 running: %d slots, want 2 + 2 held", v.SlotsTotal())
+	}
+	rel1()
+	if v := e.waitView(t, func(v View) bool { return replicaView(t, v, "x/1").Busy == 1 }); v.SlotsTotal() != 3 {
+		t.Fatalf("one ended: %d slots, want 3", v.SlotsTotal())
+	}
+	rel2()
+	rel2() // idempotent
+	if v := e.waitView(t, func(v View) bool { return replicaView(t, v, "x/1").Busy == 0 }); v.SlotsTotal() != 2 {
+		t.Fatalf("both ended: %d slots, want 2", v.SlotsTotal())
+	}
+	if _, err := e.reg.ResumeReplica("x", "x/1"); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := e.reg.Get("x"); v.SlotsTotal() != 4 {
+		t.Fatalf("resumed: %d slots", v.SlotsTotal())
+	}
+}

@@ -1,0 +1,45 @@
+package task
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// causeReplicaDrain cancels the tasks still running on a drained replica at its deadline. It
+// is a drain (errors.Is causeDrain): the task fails as POOL_UNAVAILABLE, retriable.
+var causeReplicaDrain = fmt.Errorf("replica %w", causeDrain)
+
+// ReplicaDrained cancels what still runs on a replica whose drain deadline passed. Queued tasks
+// belong to the pool, not to a replica, and stay queued for the pool's other replicas.
+func (s *Service) ReplicaDrained(ctx context.Context, poolID, replicaID string) {
+	s.mu.Lock()
+	var running []*Task
+	for _, t := range s.tasks {
+		if t.poolID == poolID {
+			running = append(running, t)
+		}
+	}
+	s.mu.Unlock()
+	n := 0
+	for _, t := range running {
+		t.mu.Lock()
+		c := t.cancel
+		on := t.replicaID == replicaID
+		final := t.status.Final()
+		t.mu.Unlock()
+		if c != nil && on && !final {
+			c(causeReplicaDrain)
+			n++
+		}
+	}
+	s.log.InfoContext(ctx, "replica drain deadline passed", "pool_id", poolID, "replica_id", replicaID, "canceled", n)
+}
+
+// drainMessage is the error message of a task canceled by a drain's deadline.
+func drainMessage(cause error) string {
+	if errors.Is(cause, causeReplicaDrain) {
+		return "the replica's drain deadline passed"
+	}
+	return "the pool's drain deadline passed"
+}
