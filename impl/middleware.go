@@ -195,16 +195,22 @@ func singleJSONValue(b []byte) error {
 // The matched key goes into the request context (KeyOf) and, for a key with rate limits, the
 // x-ratelimit-* headers of its current windows onto the response (CreateTask updates them).
 // Nothing here reads the body. A secured operation without x-scopes is an error: the contract
-// must say what each operation needs.
-func Auth(spec *openapi3.T, keys *tenant.Ring, limits *tenant.Limiter) (echo.MiddlewareFunc, error) {
+// must say what each operation needs. An operation whose security also lists the empty
+// requirement ({}: /metrics) is public by default; OptionalAuth(false) secures it like the others.
+func Auth(spec *openapi3.T, keys *tenant.Ring, limits *tenant.Limiter, opts ...AuthOption) (echo.MiddlewareFunc, error) {
+	cfg := authConfig{optionalPublic: true}
+	for _, o := range opts {
+		o(&cfg)
+	}
 	public, scopes, err := routeScopes(spec)
 	if err != nil {
 		return nil, err
 	}
+	optional := optionalRoutes(spec)
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			route := c.Request().Method + " " + c.Path()
-			if public[route] {
+			if public[route] || (cfg.optionalPublic && optional[route]) {
 				return next(c)
 			}
 			key, err := presentedKey(c.Request().Header)
@@ -233,6 +239,21 @@ func Auth(spec *openapi3.T, keys *tenant.Ring, limits *tenant.Limiter) (echo.Mid
 			return next(c)
 		}
 	}, nil
+}
+
+// AuthOption configures Auth.
+type AuthOption func(*authConfig)
+
+type authConfig struct {
+	optionalPublic bool
+}
+
+// OptionalAuth says whether the operations whose security lists the empty requirement ({}) as
+// well as the API-key schemes are public (true, the default) or need a key with their x-scopes
+// like any other secured operation (false). /metrics is the one such operation; configuration
+// auth.metrics_public decides.
+func OptionalAuth(public bool) AuthOption {
+	return func(c *authConfig) { c.optionalPublic = public }
 }
 
 // KeyOf returns the key that authenticated the request (nil on a public route).
@@ -297,8 +318,26 @@ func errKeyConflict() error {
 	return Errorf("UNAUTHORIZED", "the request presents different API keys (X-API-Key, Authorization: Bearer); send one")
 }
 
+// optionalRoutes lists, by "METHOD /echo/:path", the operations whose security lists the empty
+// requirement ({}) beside API-key schemes: public or secured by configuration (OptionalAuth).
+func optionalRoutes(spec *openapi3.T) map[string]bool {
+	optional := map[string]bool{}
+	param := regexp.MustCompile(`\{([^}]+)\}`)
+	for path, item := range spec.Paths.Map() {
+		for method, op := range item.Operations() {
+			if op.Security == nil || len(*op.Security) < 2 {
+				continue
+			}
+			if slices.ContainsFunc(*op.Security, func(r openapi3.SecurityRequirement) bool { return len(r) == 0 }) {
+				optional[method+" "+param.ReplaceAllString(path, ":$1")] = true
+			}
+		}
+	}
+	return optional
+}
+
 // routeScopes lists, by "METHOD /echo/:path", the public operations (security: []) and the
-// scopes (x-scopes) each secured one needs.
+// scopes (x-scopes) each secured one needs (optionally secured ones included).
 func routeScopes(spec *openapi3.T) (map[string]bool, map[string][]tenant.Scope, error) {
 	public := map[string]bool{}
 	scopes := map[string][]tenant.Scope{}

@@ -258,7 +258,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		Gatherer: reg, Logger: log, Heartbeat: cfg.Stream.Heartbeat.D(), StreamWriteTimeout: cfg.Stream.WriteTimeout.D(),
 		SpecJSON: specJSON, BeforeScrape: a.refreshGauges, Models: cfg, Engines: engines, Limits: a.limits, Budgets: a.budgets,
 	})
-	auth, err := impl.Auth(spec, a.keys, a.limits)
+	auth, err := impl.Auth(spec, a.keys, a.limits, impl.OptionalAuth(cfg.Auth.MetricsPublicOrDefault()))
 	if err != nil {
 		return nil, err
 	}

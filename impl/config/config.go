@@ -55,6 +55,7 @@ type Config struct {
 	// <state_dir>/models; relative entries are resolved against state_dir). See ResolveModel.
 	ModelsDirs    []string  `yaml:"models_dirs"`
 	Server        Server    `yaml:"server"`
+	Auth          Auth      `yaml:"auth"`
 	Admission     Admission `yaml:"admission"`
 	Sessions      Sessions  `yaml:"sessions"`
 	Tasks         Tasks     `yaml:"tasks"`
@@ -86,6 +87,16 @@ type Server struct {
 	BodyReadTimeout       Duration `yaml:"body_read_timeout"`
 	BodyMinBytesPerSecond int64    `yaml:"body_min_bytes_per_second"`
 }
+
+// Auth configures which of the contract's optionally secured operations need a key.
+type Auth struct {
+	// MetricsPublic: /metrics answers without a key (default true). false: it needs a key with
+	// the metrics scope (401 without a key, 403 with one lacking the scope).
+	MetricsPublic *bool `yaml:"metrics_public"`
+}
+
+// MetricsPublicOrDefault reports whether /metrics is public (default true).
+func (a Auth) MetricsPublicOrDefault() bool { return a.MetricsPublic == nil || *a.MetricsPublic }
 
 // Admission configures the bounded queue.
 type Admission struct {
