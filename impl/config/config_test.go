@@ -79,6 +79,29 @@ func TestJournalConfig(t *testing.T) {
 	}
 }
 
+func TestMetricsPublic(t *testing.T) {
+	tests := []struct {
+		yaml string
+		want bool
+	}{
+		{"", true},
+		{"auth: {metrics_public: true}\n", true},
+		{"auth: {metrics_public: false}\n", false},
+	}
+	for _, tt := range tests {
+		c, err := load(t, tt.yaml+minimal, Overrides{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.Auth.MetricsPublicOrDefault(); got != tt.want {
+			t.Errorf("%q: metrics public %v, want %v", tt.yaml, got, tt.want)
+		}
+	}
+	if c, err := Load(Overrides{}); err != nil || !c.Auth.MetricsPublicOrDefault() {
+		t.Fatalf("the default config keeps /metrics public: %v", err)
+	}
+}
+
 func TestOverridesWin(t *testing.T) {
 	env := map[string]string{"ORCHD_ADDR": "127.0.0.1:9999", "ORCHD_STATE_DIR": "/env", "ORCHD_API_KEYS": "aaaaaaaaaaaaaaaa, bbbbbbbbbbbbbbbb"}
 	ov := Overrides{StateDir: "/flag"}.Merge(FromEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok }))
