@@ -376,6 +376,8 @@ type harnessConfig struct {
 	engine             string          // the pool's engine: llamacpp unless set
 	workloads          []string        // the pool's workloads: completion unless set
 	keys               string          // a keys file (YAML) beside the plain test key; "" none
+	replicas           int             // external replicas of the pool (ids p0/0, p0/1, ...): 1 unless set
+	metricsPublic      *bool           // auth.metrics_public; nil: not configured (the default)
 }
 
 type option func(*harnessConfig)
@@ -404,6 +406,13 @@ func withClock(clk *tasktest.Clock) option { return func(c *harnessConfig) { c.c
 // withKeys configures a keys file (YAML) beside the plain test key.
 func withKeys(doc string) option { return func(c *harnessConfig) { c.keys = doc } }
 
+// withReplicas gives the pool n external replicas (p0/0 … p0/n-1), all served by the one fake
+// engine.
+func withReplicas(n int) option { return func(c *harnessConfig) { c.replicas = n } }
+
+// withMetricsPublic configures auth.metrics_public.
+func withMetricsPublic(b bool) option { return func(c *harnessConfig) { c.metricsPublic = &b } }
+
 func withCancelOnDisconnect(b bool) option {
 	return func(c *harnessConfig) { c.cancelOnDisconnect = b }
 }
@@ -425,7 +434,8 @@ func newHarness(t testing.TB, opts ...option) *harness {
 	t.Helper()
 	c := mustContract(t)
 	cfg := harnessConfig{capacity: 8, policy: "reject", slots: 1, ctxMax: 4096, maxTurns: 100,
-		priorServiceMs: 1500, cancelOnDisconnect: true, heartbeat: "15s", engine: "llamacpp", workloads: []string{"completion"}}
+		priorServiceMs: 1500, cancelOnDisconnect: true, heartbeat: "15s", engine: "llamacpp", workloads: []string{"completion"},
+		replicas: 1}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -459,9 +469,14 @@ pools:
     prior_service_ms: %d
     prior_tokens_per_s: 50
     replicas:
-      - url: http://127.0.0.1:1
 `, filepath.Join(dir, "state"), cfg.capacity, cfg.policy, cfg.maxTurns, cfg.tokenBudget, cfg.heartbeat,
 		cfg.cancelOnDisconnect, cfg.artifactsMaxCount, poolID, cfg.engine, strings.Join(cfg.workloads, ", "), modelID, cfg.ctxMax, cfg.slots, cfg.priorServiceMs)
+	for i := range cfg.replicas {
+		yaml += fmt.Sprintf("      - url: http://127.0.0.1:%d\n", i+1)
+	}
+	if cfg.metricsPublic != nil {
+		yaml += fmt.Sprintf("auth:\n  metrics_public: %t\n", *cfg.metricsPublic)
+	}
 	if cfg.keys != "" {
 		if err := os.WriteFile(filepath.Join(dir, "keys.yaml"), []byte(cfg.keys), 0o600); err != nil {
 			t.Fatal(err)
