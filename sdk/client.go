@@ -355,6 +355,29 @@ func (c *Client) DrainPool(ctx context.Context, pool string, deadline time.Durat
 	return &out, nil
 }
 
+// DrainReplica stops placement on one replica of a pool (its id as PoolHealth shows it); the
+// tasks running on it may finish until deadline has passed.
+func (c *Client) DrainReplica(ctx context.Context, pool, replica string, deadline time.Duration) (*client.DrainResponse, error) {
+	var out client.DrainResponse
+	if err := c.call(ctx, http.StatusAccepted, &out, func(ctx context.Context) (*http.Response, error) {
+		return c.gen.DrainReplica(ctx, pool, replica, nil, client.DrainRequest{DeadlineMs: deadline.Milliseconds()})
+	}); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// ResumeReplica ends a replica's drain and returns the replica as pool health shows it.
+func (c *Client) ResumeReplica(ctx context.Context, pool, replica string) (*client.ReplicaHealth, error) {
+	var out client.ReplicaHealth
+	if err := c.call(ctx, http.StatusOK, &out, func(ctx context.Context) (*http.Response, error) {
+		return c.gen.ResumeReplica(ctx, pool, replica, nil)
+	}); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // ReloadPool switches a managed pool to another model. A rollback (409) is returned as an
 // *APIError whose Envelope.Message is the daemon's message.
 func (c *Client) ReloadPool(ctx context.Context, pool, modelRef string) (*client.ReloadResponse, error) {

@@ -577,6 +577,20 @@ func TestHelpersAgainstTheDaemon(t *testing.T) {
 	if err != nil || got.Id != ref.Id || got.Content["steps"] == nil {
 		t.Fatalf("artifact %+v, %v", got, err)
 	}
+	replica := testdaemon.PoolID + "/0" // a "/" in the path segment: escaped as %2F
+	if dr, err := c.DrainReplica(ctx, testdaemon.PoolID, replica, time.Minute); err != nil || dr.DeadlineMs != 60000 {
+		t.Fatalf("drain replica %+v, %v", dr, err)
+	}
+	if h, err := c.PoolHealth(ctx, testdaemon.PoolID); err != nil || h.Ready || h.Draining || (*h.Replicas)[0].State != client.ReplicaHealthStateDraining {
+		t.Fatalf("health after draining the only replica %+v, %v", h, err)
+	}
+	if r, err := c.ResumeReplica(ctx, testdaemon.PoolID, replica); err != nil || r.Id != replica || r.State != client.ReplicaHealthStateReady {
+		t.Fatalf("resume %+v, %v", r, err)
+	}
+	var apiErr *sdk.APIError
+	if _, err := c.DrainReplica(ctx, testdaemon.PoolID, "nope", time.Minute); !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusNotFound {
+		t.Fatalf("drain of an unknown replica: %v, want a 404", err)
+	}
 	dr, err := c.DrainPool(ctx, testdaemon.PoolID, time.Second)
 	if err != nil || dr.DeadlineMs != 1000 {
 		t.Fatalf("drain %+v, %v", dr, err)

@@ -35,8 +35,11 @@ func withClient(g *globals, f func(c *sdk.Client) error) error {
 
 func newTasksCmd(g *globals, io stdio) *cobra.Command {
 	cmd := &cobra.Command{Use: "tasks", Short: "Inspect, cancel and watch tasks"}
+	var getJSON bool
 	get := &cobra.Command{
-		Use: "get TASK_ID", Short: "Print a task's state as JSON", Args: exactArgs(1),
+		Use:   "get TASK_ID",
+		Short: "Print a task's state, why it waits (admission) and where it runs (placement); --json for the JSON",
+		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id, err := parseID("task id", args[0])
 			if err != nil {
@@ -47,10 +50,14 @@ func newTasksCmd(g *globals, io stdio) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				return printJSON(io, st)
+				if getJSON {
+					return printJSON(io, st)
+				}
+				return printTask(io.out, st)
 			})
 		},
 	}
+	get.Flags().BoolVar(&getJSON, "json", false, "print the task's state as JSON")
 	cancel := &cobra.Command{
 		Use: "cancel TASK_ID", Short: "Cancel a task (idempotent)", Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -203,11 +210,20 @@ func newPoolsCmd(g *globals, io stdio) *cobra.Command {
 		},
 	}
 	var deadline time.Duration
+	var replica string
 	drain := &cobra.Command{
-		Use: "drain POOL_ID", Short: "Stop admission to a pool; in-flight work may finish until --deadline", Args: exactArgs(1),
+		Use:   "drain POOL_ID [--replica REPLICA_ID]",
+		Short: "Stop admission to a pool, or placement on one of its replicas; in-flight work may finish until --deadline",
+		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withClient(g, func(c *sdk.Client) error {
-				r, err := c.DrainPool(cmd.Context(), args[0], deadline)
+				var r *client.DrainResponse
+				var err error
+				if replica != "" {
+					r, err = c.DrainReplica(cmd.Context(), args[0], replica, deadline)
+				} else {
+					r, err = c.DrainPool(cmd.Context(), args[0], deadline)
+				}
 				if err != nil {
 					return err
 				}
@@ -216,6 +232,19 @@ func newPoolsCmd(g *globals, io stdio) *cobra.Command {
 		},
 	}
 	drain.Flags().DurationVar(&deadline, "deadline", 30*time.Second, "how long in-flight tasks may still run")
+	drain.Flags().StringVar(&replica, "replica", "", "drain only this replica (its id in pools health, e.g. default/0)")
+	resume := &cobra.Command{
+		Use: "resume POOL_ID REPLICA_ID", Short: "End a replica's drain: new tasks may be placed on it again", Args: exactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withClient(g, func(c *sdk.Client) error {
+				r, err := c.ResumeReplica(cmd.Context(), args[0], args[1])
+				if err != nil {
+					return err
+				}
+				return printJSON(io, r)
+			})
+		},
+	}
 	reload := &cobra.Command{
 		Use: "reload POOL_ID MODEL_REF", Short: "Switch a managed pool to another model (health-gated, with rollback)", Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -228,7 +257,7 @@ func newPoolsCmd(g *globals, io stdio) *cobra.Command {
 			})
 		},
 	}
-	cmd.AddCommand(health, drain, reload)
+	cmd.AddCommand(health, drain, resume, reload)
 	return cmd
 }
 

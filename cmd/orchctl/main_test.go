@@ -218,7 +218,7 @@ func TestCommands(t *testing.T) {
 	if r.code != 0 {
 		t.Fatal(r.stderr)
 	}
-	st := orchctl(t, env, "", "tasks", "get", taskIDOf(t, d))
+	st := orchctl(t, env, "", "tasks", "get", "--json", taskIDOf(t, d))
 	var task struct {
 		TaskID    string `json:"task_id"`
 		SessionID string `json:"session_id"`
@@ -249,6 +249,9 @@ func TestCommands(t *testing.T) {
 		{"capabilities", "", []string{"capabilities"}, `"model_id": "tiny"`},
 		{"version", "", []string{"version"}, "daemon API "},
 		{"completion", "", []string{"completion", "bash"}, "__start_orchctl"},
+		{"pools drain --replica", "", []string{"pools", "drain", testdaemon.PoolID, "--replica", testdaemon.PoolID + "/0", "--deadline", "1m"}, `"deadline_ms": 60000`},
+		{"pools health: the replica drains", "", []string{"pools", "health", testdaemon.PoolID}, `"state": "draining"`},
+		{"pools resume", "", []string{"pools", "resume", testdaemon.PoolID, testdaemon.PoolID + "/0"}, `"state": "ready"`},
 		{"pools drain", "", []string{"pools", "drain", testdaemon.PoolID, "--deadline", "1s"}, `"deadline_ms": 1000`},
 	}
 	for _, tt := range tests {

@@ -111,7 +111,7 @@ func run(ctx context.Context, args []string, io stdio, getenv func(string) strin
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		fmt.Fprintln(io.err, "orchctl: interrupted")
 	} else {
-		fmt.Fprintln(io.err, "orchctl:", err)
+		fmt.Fprintln(io.err, "orchctl:", errorLine(err))
 	}
 	return exitCode(err)
 }
