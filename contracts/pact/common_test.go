@@ -74,6 +74,8 @@ const (
 	stateQueueFullInteractive = "the drop-lru queue of pool default is full of interactive tasks"
 	// Pool default was drained.
 	stateDrained = "pool default is drained"
+	// Replica default/0, the only replica of pool default, was drained (the pool is not ready).
+	stateReplicaDrained = "replica default/0 of pool default is drained"
 	// The engine replica of pool default stopped serving (it reports itself not ready).
 	stateEngineStopped = "the engine replica of pool default is stopped"
 )
@@ -85,6 +87,10 @@ const (
 	exampleSessionID  = "0a9d7b6e-2f39-4f47-8f0e-8b1c0c0f7c22"
 	unknownTaskID     = "7d3a1c52-9b8e-4f0a-8c21-5e6f7a8b9c0d"
 	exampleArtifactID = "sha256:643fdb540f6bfbbcb6c51e8aaf82557f4181780de070ce77945db1d9f0ad5db4"
+	// replicaID is pool default's only replica; in a path it is escaped (default%2F0).
+	replicaID      = "default/0"
+	replicaPath    = "/v1/pools/" + poolID + "/replicas/default%2F0"
+	unknownReplica = "default/9"
 )
 
 // Regular expressions of values the consumer matches by shape.

@@ -458,6 +458,66 @@ var interactions = []interaction{
 		},
 	},
 	{
+		name: "drain replica",
+		build: func(i *consumer.V4UnconfiguredInteraction) *consumer.V4InteractionWithResponse {
+			return i.Given(stateReady).UponReceiving("one replica of a pool is drained").
+				WithRequest(http.MethodPost, replicaPath+"/drain", authedJSON("pact-drain-replica", map[string]any{"deadline_ms": 60000})).
+				WillRespondWith(http.StatusAccepted, jsonResponse("pact-drain-replica", map[string]any{"status": "draining", "deadline_ms": 60000}))
+		},
+		run: func(ctx context.Context, base string) error {
+			r, err := newClient(base, apiKey).DrainReplicaWithResponse(ctx, poolID, replicaID,
+				&client.DrainReplicaParams{XCorrelationId: ptr("pact-drain-replica")}, client.DrainRequest{DeadlineMs: 60000})
+			if err != nil {
+				return err
+			}
+			return wantStatus(r.StatusCode(), http.StatusAccepted, r.JSON202 != nil, r.Body)
+		},
+	},
+	{
+		name: "resume replica",
+		build: func(i *consumer.V4UnconfiguredInteraction) *consumer.V4InteractionWithResponse {
+			return i.Given(stateReplicaDrained).UponReceiving("a drained replica is resumed").
+				WithRequest(http.MethodPost, replicaPath+"/resume", authed("pact-resume-replica")).
+				WillRespondWith(http.StatusOK, jsonResponse("pact-resume-replica", map[string]any{
+					"id": replicaID, "managed": false, "state": "ready", "breaker": "closed",
+					"slots_busy": m.Integer(0), "slots_total": m.Integer(1), "restarts": m.Integer(0),
+				}))
+		},
+		run: func(ctx context.Context, base string) error {
+			r, err := newClient(base, apiKey).ResumeReplicaWithResponse(ctx, poolID, replicaID,
+				&client.ResumeReplicaParams{XCorrelationId: ptr("pact-resume-replica")})
+			if err != nil {
+				return err
+			}
+			if err := wantStatus(r.StatusCode(), http.StatusOK, r.JSON200 != nil, r.Body); err != nil {
+				return err
+			}
+			if r.JSON200.State != client.ReplicaHealthStateReady {
+				return fmt.Errorf("resumed replica state %q", r.JSON200.State)
+			}
+			return nil
+		},
+	},
+	{
+		name: "404 unknown replica",
+		build: func(i *consumer.V4UnconfiguredInteraction) *consumer.V4InteractionWithResponse {
+			return i.Given(stateReady).UponReceiving("an unknown replica is drained").
+				WithRequest(http.MethodPost, "/v1/pools/"+poolID+"/replicas/default%2F9/drain", authedJSON("pact-404-replica", map[string]any{"deadline_ms": 60000})).
+				WillRespondWith(http.StatusNotFound, jsonResponse("pact-404-replica", errorBody("NOT_FOUND", false)))
+		},
+		run: func(ctx context.Context, base string) error {
+			r, err := newClient(base, apiKey).DrainReplicaWithResponse(ctx, poolID, unknownReplica,
+				&client.DrainReplicaParams{XCorrelationId: ptr("pact-404-replica")}, client.DrainRequest{DeadlineMs: 60000})
+			if err != nil {
+				return err
+			}
+			if err := wantStatus(r.StatusCode(), http.StatusNotFound, r.JSON404 != nil, r.Body); err != nil {
+				return err
+			}
+			return wantEnvelope(r.JSON404, client.NOTFOUND)
+		},
+	},
+	{
 		name: "reload pool",
 		build: func(i *consumer.V4UnconfiguredInteraction) *consumer.V4InteractionWithResponse {
 			return i.Given(stateManaged).UponReceiving("a managed pool is reloaded").
@@ -760,6 +820,17 @@ var interactions = []interaction{
 		},
 		run: func(ctx context.Context, base string) error {
 			return want503(ctx, base, "pact-503-drained")
+		},
+	},
+	{
+		name: "503 every replica drained",
+		build: func(i *consumer.V4UnconfiguredInteraction) *consumer.V4InteractionWithResponse {
+			return i.Given(stateReplicaDrained).UponReceiving("a task is refused because every replica of its pool is drained").
+				WithRequest(http.MethodPost, "/v1/tasks", authedJSON("pact-503-replica-drained", taskRequestBody(unknownTaskID, exampleSessionID, client.Interactive))).
+				WillRespondWith(http.StatusServiceUnavailable, jsonResponse("pact-503-replica-drained", errorBody("POOL_UNAVAILABLE", true)))
+		},
+		run: func(ctx context.Context, base string) error {
+			return want503(ctx, base, "pact-503-replica-drained")
 		},
 	},
 	{

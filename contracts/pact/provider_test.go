@@ -70,6 +70,7 @@ func TestProvider(t *testing.T) {
 			stateQueueFull:            p.state(base, fillQueue(priorityInteractive)),
 			stateQueueFullInteractive: p.state(dropLRU, fillQueue(priorityInteractive)),
 			stateDrained:              p.state(base, (*daemon).drain),
+			stateReplicaDrained:       p.state(base, (*daemon).drainReplica),
 			stateEngineStopped:        p.state(base, (*daemon).stopEngine),
 		},
 	})
@@ -516,6 +517,15 @@ func (d *daemon) drain() (models.ProviderStateResponse, error) {
 		return nil, err
 	}
 	return nil, d.waitFor(func(h poolHealth) bool { return h.Draining && !h.Ready }, 10*time.Second)
+}
+
+// drainReplica: replica default/0, the pool's only one, was drained through the control plane;
+// the pool is not ready, though not drained itself.
+func (d *daemon) drainReplica() (models.ProviderStateResponse, error) {
+	if err := d.call(http.MethodPost, replicaPath+"/drain", map[string]any{"deadline_ms": 60000}, nil, http.StatusAccepted); err != nil {
+		return nil, err
+	}
+	return nil, d.waitFor(func(h poolHealth) bool { return !h.Draining && !h.Ready }, 10*time.Second)
 }
 
 // stopEngine: the engine replica stops serving; the daemon's health poll sees it.
