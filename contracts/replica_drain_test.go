@@ -77,6 +77,18 @@ func TestDrainReplica(t *testing.T) {
 		t.Fatalf("health with %s drained: %+v, replicas %v", drained, ph, states)
 	}
 
+	// The replica's gauge says it takes no tasks; the drain is counted.
+	_, exposition := h.do(t, http.MethodGet, "/metrics", nil, nil)
+	for _, line := range []string{
+		`replica_ready{pool_id="p0",replica_id="` + drained + `"} 0`,
+		`replica_ready{pool_id="p0",replica_id="` + other + `"} 1`,
+		`drain_events_total{pool_id="p0",reason="replica_api_request"} 1`,
+	} {
+		if !strings.Contains(string(exposition), line+"\n") {
+			t.Errorf("/metrics lacks %s", line)
+		}
+	}
+
 	// New tasks go to the other replica, and the explanation names the drain.
 	for range 2 {
 		next := taskReq(uuid.New())
