@@ -2136,9 +2136,10 @@ type ClientInterface interface {
 	// and a task's placement lists it with `excluded_because: draining`); the pool's other
 	// replicas keep serving and the pool stays ready while one of them is ready. Draining the
 	// last ready replica makes the pool not ready: new tasks get 503 `POOL_UNAVAILABLE`, as for a
-	// drained pool, and queued ones wait. Tasks running on the replica may finish until
-	// `deadline_ms` has passed; then they are canceled (queued tasks are the pool's, not the
-	// replica's, and are not). Draining again moves the deadline. `resumeReplica` ends the
+	// drained pool, and queued ones wait. A task pinned to the replica (`pin_replica_id`) is
+	// refused while it drains: 503 `POOL_UNAVAILABLE`, retriable. Tasks running on the replica
+	// may finish until `deadline_ms` has passed; then they are canceled (queued tasks are the
+	// pool's, not the replica's, and are not). Draining again moves the deadline. `resumeReplica` ends the
 	// drain, and so does a successful reload of the pool. The replica id is the one pool health
 	// shows (`<pool>/<n>` or the configured name), URL-escaped in the path (`/` as `%2F`).
 	//
@@ -2153,9 +2154,10 @@ type ClientInterface interface {
 	// and a task's placement lists it with `excluded_because: draining`); the pool's other
 	// replicas keep serving and the pool stays ready while one of them is ready. Draining the
 	// last ready replica makes the pool not ready: new tasks get 503 `POOL_UNAVAILABLE`, as for a
-	// drained pool, and queued ones wait. Tasks running on the replica may finish until
-	// `deadline_ms` has passed; then they are canceled (queued tasks are the pool's, not the
-	// replica's, and are not). Draining again moves the deadline. `resumeReplica` ends the
+	// drained pool, and queued ones wait. A task pinned to the replica (`pin_replica_id`) is
+	// refused while it drains: 503 `POOL_UNAVAILABLE`, retriable. Tasks running on the replica
+	// may finish until `deadline_ms` has passed; then they are canceled (queued tasks are the
+	// pool's, not the replica's, and are not). Draining again moves the deadline. `resumeReplica` ends the
 	// drain, and so does a successful reload of the pool. The replica id is the one pool health
 	// shows (`<pool>/<n>` or the configured name), URL-escaped in the path (`/` as `%2F`).
 	//
@@ -2610,9 +2612,10 @@ func (c *Client) ReloadPool(ctx context.Context, id PoolId, params *ReloadPoolPa
 // and a task's placement lists it with `excluded_because: draining`); the pool's other
 // replicas keep serving and the pool stays ready while one of them is ready. Draining the
 // last ready replica makes the pool not ready: new tasks get 503 `POOL_UNAVAILABLE`, as for a
-// drained pool, and queued ones wait. Tasks running on the replica may finish until
-// `deadline_ms` has passed; then they are canceled (queued tasks are the pool's, not the
-// replica's, and are not). Draining again moves the deadline. `resumeReplica` ends the
+// drained pool, and queued ones wait. A task pinned to the replica (`pin_replica_id`) is
+// refused while it drains: 503 `POOL_UNAVAILABLE`, retriable. Tasks running on the replica
+// may finish until `deadline_ms` has passed; then they are canceled (queued tasks are the
+// pool's, not the replica's, and are not). Draining again moves the deadline. `resumeReplica` ends the
 // drain, and so does a successful reload of the pool. The replica id is the one pool health
 // shows (`<pool>/<n>` or the configured name), URL-escaped in the path (`/` as `%2F`).
 //
@@ -2637,9 +2640,10 @@ func (c *Client) DrainReplicaWithBody(ctx context.Context, id PoolId, replicaId 
 // and a task's placement lists it with `excluded_because: draining`); the pool's other
 // replicas keep serving and the pool stays ready while one of them is ready. Draining the
 // last ready replica makes the pool not ready: new tasks get 503 `POOL_UNAVAILABLE`, as for a
-// drained pool, and queued ones wait. Tasks running on the replica may finish until
-// `deadline_ms` has passed; then they are canceled (queued tasks are the pool's, not the
-// replica's, and are not). Draining again moves the deadline. `resumeReplica` ends the
+// drained pool, and queued ones wait. A task pinned to the replica (`pin_replica_id`) is
+// refused while it drains: 503 `POOL_UNAVAILABLE`, retriable. Tasks running on the replica
+// may finish until `deadline_ms` has passed; then they are canceled (queued tasks are the
+// pool's, not the replica's, and are not). Draining again moves the deadline. `resumeReplica` ends the
 // drain, and so does a successful reload of the pool. The replica id is the one pool health
 // shows (`<pool>/<n>` or the configured name), URL-escaped in the path (`/` as `%2F`).
 //
@@ -4097,9 +4101,10 @@ type ClientWithResponsesInterface interface {
 	// and a task's placement lists it with `excluded_because: draining`); the pool's other
 	// replicas keep serving and the pool stays ready while one of them is ready. Draining the
 	// last ready replica makes the pool not ready: new tasks get 503 `POOL_UNAVAILABLE`, as for a
-	// drained pool, and queued ones wait. Tasks running on the replica may finish until
-	// `deadline_ms` has passed; then they are canceled (queued tasks are the pool's, not the
-	// replica's, and are not). Draining again moves the deadline. `resumeReplica` ends the
+	// drained pool, and queued ones wait. A task pinned to the replica (`pin_replica_id`) is
+	// refused while it drains: 503 `POOL_UNAVAILABLE`, retriable. Tasks running on the replica
+	// may finish until `deadline_ms` has passed; then they are canceled (queued tasks are the
+	// pool's, not the replica's, and are not). Draining again moves the deadline. `resumeReplica` ends the
 	// drain, and so does a successful reload of the pool. The replica id is the one pool health
 	// shows (`<pool>/<n>` or the configured name), URL-escaped in the path (`/` as `%2F`).
 	//
@@ -4114,9 +4119,10 @@ type ClientWithResponsesInterface interface {
 	// and a task's placement lists it with `excluded_because: draining`); the pool's other
 	// replicas keep serving and the pool stays ready while one of them is ready. Draining the
 	// last ready replica makes the pool not ready: new tasks get 503 `POOL_UNAVAILABLE`, as for a
-	// drained pool, and queued ones wait. Tasks running on the replica may finish until
-	// `deadline_ms` has passed; then they are canceled (queued tasks are the pool's, not the
-	// replica's, and are not). Draining again moves the deadline. `resumeReplica` ends the
+	// drained pool, and queued ones wait. A task pinned to the replica (`pin_replica_id`) is
+	// refused while it drains: 503 `POOL_UNAVAILABLE`, retriable. Tasks running on the replica
+	// may finish until `deadline_ms` has passed; then they are canceled (queued tasks are the
+	// pool's, not the replica's, and are not). Draining again moves the deadline. `resumeReplica` ends the
 	// drain, and so does a successful reload of the pool. The replica id is the one pool health
 	// shows (`<pool>/<n>` or the configured name), URL-escaped in the path (`/` as `%2F`).
 	//
@@ -6890,9 +6896,10 @@ func (c *ClientWithResponses) ReloadPoolWithResponse(ctx context.Context, id Poo
 // and a task's placement lists it with `excluded_because: draining`); the pool's other
 // replicas keep serving and the pool stays ready while one of them is ready. Draining the
 // last ready replica makes the pool not ready: new tasks get 503 `POOL_UNAVAILABLE`, as for a
-// drained pool, and queued ones wait. Tasks running on the replica may finish until
-// `deadline_ms` has passed; then they are canceled (queued tasks are the pool's, not the
-// replica's, and are not). Draining again moves the deadline. `resumeReplica` ends the
+// drained pool, and queued ones wait. A task pinned to the replica (`pin_replica_id`) is
+// refused while it drains: 503 `POOL_UNAVAILABLE`, retriable. Tasks running on the replica
+// may finish until `deadline_ms` has passed; then they are canceled (queued tasks are the
+// pool's, not the replica's, and are not). Draining again moves the deadline. `resumeReplica` ends the
 // drain, and so does a successful reload of the pool. The replica id is the one pool health
 // shows (`<pool>/<n>` or the configured name), URL-escaped in the path (`/` as `%2F`).
 //
@@ -6913,9 +6920,10 @@ func (c *ClientWithResponses) DrainReplicaWithBodyWithResponse(ctx context.Conte
 // and a task's placement lists it with `excluded_because: draining`); the pool's other
 // replicas keep serving and the pool stays ready while one of them is ready. Draining the
 // last ready replica makes the pool not ready: new tasks get 503 `POOL_UNAVAILABLE`, as for a
-// drained pool, and queued ones wait. Tasks running on the replica may finish until
-// `deadline_ms` has passed; then they are canceled (queued tasks are the pool's, not the
-// replica's, and are not). Draining again moves the deadline. `resumeReplica` ends the
+// drained pool, and queued ones wait. A task pinned to the replica (`pin_replica_id`) is
+// refused while it drains: 503 `POOL_UNAVAILABLE`, retriable. Tasks running on the replica
+// may finish until `deadline_ms` has passed; then they are canceled (queued tasks are the
+// pool's, not the replica's, and are not). Draining again moves the deadline. `resumeReplica` ends the
 // drain, and so does a successful reload of the pool. The replica id is the one pool health
 // shows (`<pool>/<n>` or the configured name), URL-escaped in the path (`/` as `%2F`).
 //
