@@ -31,7 +31,7 @@ func (h *harness) replicaStates(t testing.TB) (map[string]client.ReplicaHealthSt
 // POOL_UNAVAILABLE; resuming one serves again; unknown pools and replicas are 404 envelopes.
 func TestDrainReplica(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, withReplicas(2), withSlots(2))
+	h := newHarness(t, withReplicas(2), withSlots(3))
 	ctx := h.ctx(t)
 	eventually(t, "both replicas ready", func() bool {
 		st, _ := h.replicaStates(t)
@@ -73,7 +73,7 @@ func TestDrainReplica(t *testing.T) {
 	}
 	states, ph := h.replicaStates(t)
 	if states[drained] != client.ReplicaHealthStateDraining || states[other] != client.ReplicaHealthStateReady ||
-		!ph.Ready || ph.Draining || ph.Metrics.SlotsTotal != 3 { // the other's 2, and the 1 the running task holds
+		!ph.Ready || ph.Draining || ph.Metrics.SlotsTotal != 4 { // the other's 3, and the 1 the running task holds
 		t.Fatalf("health with %s drained: %+v, replicas %v", drained, ph, states)
 	}
 
@@ -87,6 +87,24 @@ func TestDrainReplica(t *testing.T) {
 		if !strings.Contains(string(exposition), line+"\n") {
 			t.Errorf("/metrics lacks %s", line)
 		}
+	}
+
+	// A task pinned to the drained replica is refused at once (it would wait for a replica
+	// that takes nothing); pinned to the other, it runs.
+	pinned := func(replica string) client.TaskRequest {
+		req := taskReq(uuid.New())
+		req.Placement = &client.PlacementOverrides{Mode: ptr(client.Pin), PinPoolId: ptr(poolID), PinReplicaId: ptr(replica)}
+		return req
+	}
+	p, err := h.client.CreateTaskWithResponse(ctx, nil, pinned(drained))
+	if err != nil || p.StatusCode() != http.StatusServiceUnavailable || p.JSON503 == nil || p.JSON503.Code != client.POOLUNAVAILABLE ||
+		!p.JSON503.Retriable || !strings.Contains(p.JSON503.Message, "draining") {
+		t.Errorf("a task pinned to the drained replica: %v %d %s, want 503 POOL_UNAVAILABLE, retriable", err, p.StatusCode(), p.Body)
+	}
+	pinnedOther := pinned(other)
+	h.submit(t, pinnedOther)
+	if s := h.waitState(t, pinnedOther.TaskId, client.Running); s.Placement == nil || s.Placement.ReplicaId != other {
+		t.Fatalf("a task pinned to %s: %+v", other, s.Placement)
 	}
 
 	// New tasks go to the other replica, and the explanation names the drain.

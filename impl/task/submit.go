@@ -78,6 +78,11 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (_ Admission, retErr er
 		s.m.TasksRejected.WithLabelValues(spec.Engine, s.opts.Code(ClassPoolUnavailable)).Inc()
 		return Admission{}, fmt.Errorf("%w: pool %s has no replica %s", ErrNoMatch, view.ID, pin)
 	}
+	if pin := spec.Placement.PinReplica; pin != "" && slices.ContainsFunc(view.Replicas, func(r pool.ReplicaView) bool { return r.ID == pin && r.Draining }) {
+		// It would wait in the queue for a replica that takes no task until it is resumed.
+		s.m.TasksRejected.WithLabelValues(spec.Engine, s.opts.Code(ClassPoolUnavailable)).Inc()
+		return Admission{}, fmt.Errorf("%w: replica %s of pool %s is draining", ErrUnavailable, pin, view.ID)
+	}
 
 	ctx, admitSpan := s.opts.Tracer.Start(reqCtx, "task.admission", trace.WithTimestamp(s.now()),
 		trace.WithAttributes(attribute.String("task.id", spec.ID), attribute.String("pool.id", view.ID)))
