@@ -239,6 +239,8 @@ func TestCommands(t *testing.T) {
 		args  []string
 		want  string // in stdout
 	}{
+		{"tasks get", "", []string{"tasks", "get", task.TaskID}, ": succeeded on pool " + testdaemon.PoolID},
+		{"tasks get explains the placement", "", []string{"tasks", "get", task.TaskID}, "placement: replica " + testdaemon.PoolID + "/0 of pool " + testdaemon.PoolID + " (only_choice)"},
 		{"tasks watch", "", []string{"tasks", "watch", task.TaskID}, " The quick\n"},
 		{"tasks cancel (finished: no-op)", "", []string{"tasks", "cancel", task.TaskID}, ""},
 		{"sessions get", "", []string{"sessions", "get", task.SessionID}, `"turns": 1`},
