@@ -41,3 +41,28 @@ func BenchmarkAppendWait(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkAppendVisible is the latency of a stream frame on one stream: append, then wait
+// until the journal lets a reader see it.
+func BenchmarkAppendVisible(b *testing.B) {
+	j, err := Open(Options{Dir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = j.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	data := []byte(`{"t":" tok","i":123}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		seq := j.Append("00000000-0000-4000-8000-000000000000", 2, "token", data, nil)
+		for {
+			v, ch := j.Durable()
+			if v >= seq {
+				break
+			}
+			<-ch
+		}
+	}
+}

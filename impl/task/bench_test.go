@@ -1,6 +1,7 @@
 package task
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"testing"
@@ -124,5 +125,71 @@ func BenchmarkSubmit(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// pingpong emits one token, then waits for the reader to have seen it before the next: the
+// time per op is one token's latency from the engine to a reader, not a throughput.
+type pingpong struct {
+	n    int
+	seen chan struct{}
+}
+
+func (e pingpong) Generate(ctx context.Context, req engine.Request, emit engine.EmitFunc) (engine.Result, error) {
+	for i := range e.n {
+		if err := emit(engine.Token{Text: " tok", Index: i}); err != nil {
+			return engine.Result{TokensOut: i}, err
+		}
+		select {
+		case <-e.seen:
+		case <-ctx.Done():
+			return engine.Result{TokensOut: i + 1}, ctx.Err()
+		}
+	}
+	return engine.Result{TokensOut: e.n, Stop: engine.StopLimit}, nil
+}
+
+func (pingpong) Health(context.Context) (engine.Health, error) {
+	return engine.Health{Live: true, Ready: true}, nil
+}
+
+// BenchmarkTokenLatency is the latency a token pays on one stream from the engine's emit to a
+// reader of the task's log (the wait for the journal included): the engine emits the next
+// token only once the reader has seen the previous one.
+func BenchmarkTokenLatency(b *testing.B) {
+	for _, journaled := range []bool{false, true} {
+		b.Run(fmt.Sprintf("journal=%v", journaled), func(b *testing.B) {
+			eng := pingpong{n: b.N, seen: make(chan struct{})}
+			svc := benchService(b, eng, journaled)
+			if _, err := svc.Submit(context.Background(), benchSpec(0)); err != nil {
+				b.Fatal(err)
+			}
+			tk, err := svc.Task(benchSpec(0).ID)
+			if err != nil {
+				b.Fatal(err)
+			}
+			cur := tk.Subscribe(1, false) // after `started`
+			defer cur.Close()
+			b.ReportAllocs()
+			b.ResetTimer()
+			var buf []byte
+			for tokens := 0; ; {
+				var complete bool
+				buf, complete = cur.Next(buf[:0])
+				for n := bytes.Count(buf, []byte("event: token\n")); n > 0; n-- {
+					tokens++
+					if tokens <= b.N {
+						eng.seen <- struct{}{}
+					}
+				}
+				if complete {
+					break
+				}
+				select {
+				case <-cur.Wake():
+				case <-cur.Flushed():
+				}
+			}
+		})
 	}
 }
