@@ -95,6 +95,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "%s: %v\n", *checkConfig, err)
 			return 2
 		}
+		for _, w := range cfg.Warnings() {
+			fmt.Fprintf(stderr, "%s: warning: %s\n", *checkConfig, w)
+		}
 		fmt.Fprintf(stdout, "%s: ok: %s\n", *checkConfig, cfg.Summary())
 		return 0
 	}

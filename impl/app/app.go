@@ -225,14 +225,21 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		Clock: opts.TaskClock, GPUs: a.gpus, Tracer: tp.Tracer("github.com/orchestratord/orchestratord/impl/task"),
 		Meter: meter{limits: a.limits, budgets: a.budgets, log: log},
 	}
+	for _, w := range cfg.Warnings() {
+		log.Warn("deprecated configuration", "warning", w)
+	}
 	if cfg.Journal.EnabledOrDefault() {
 		dir := cfg.Journal.Dir
-		a.journal, err = journal.Open(journal.Options{Dir: dir, FsyncInterval: cfg.Journal.FsyncInterval.D(), Logger: log})
+		mode, perr := journal.ParseSync(cfg.Journal.Sync)
+		if perr != nil {
+			return nil, perr
+		}
+		a.journal, err = journal.Open(journal.Options{Dir: dir, Sync: mode, Logger: log})
 		if err != nil {
 			return nil, err
 		}
 		topts.Journal = a.journal
-		log.Info("journal open", "dir", dir, "fsync_interval", cfg.Journal.FsyncInterval.D().String())
+		log.Info("journal open", "dir", dir, "sync", mode.String())
 	}
 	svc = task.New(topts)
 	if err := svc.Recover(); err != nil {

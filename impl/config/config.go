@@ -150,9 +150,36 @@ type Journal struct {
 	// Dir holds the journal's segments (default <state_dir>/journal; relative paths resolve
 	// against state_dir).
 	Dir string `yaml:"dir"`
-	// FsyncInterval is the longest a record waits for its batch's fsync (default 2ms). An
-	// admission does not wait for it: it is acknowledged as soon as its own batch is durable.
+	// Sync says what waits for the disk (default "admission"):
+	//   - admission: a 202 waits for its admission record's fdatasync; a stream shows a frame
+	//     once it is written to the kernel (a crash of the process loses nothing shown; a power
+	//     loss may take back the frames of the last moments);
+	//   - always: a stream frame waits for the disk too (each token pays one fdatasync);
+	//   - none: a 202 waits only for the write (an acknowledged task survives a crash of the
+	//     process, not of the machine).
+	// The journal writes each batch at once and fsyncs as soon as the previous fsync ends.
+	Sync string `yaml:"sync"`
+	// FsyncInterval is deprecated and ignored (the journal no longer waits on a timer); the key
+	// is still accepted so that existing configurations load, with a warning.
 	FsyncInterval Duration `yaml:"fsync_interval"`
+}
+
+// Journal sync modes (journal.sync).
+const (
+	JournalSyncAdmission = "admission"
+	JournalSyncAlways    = "always"
+	JournalSyncNone      = "none"
+)
+
+// Warnings lists what the configuration uses that is deprecated; the daemon logs them and
+// --check-config prints them, and neither refuses the configuration.
+func (c *Config) Warnings() []string {
+	var w []string
+	if c.Journal.FsyncInterval != 0 {
+		w = append(w, "journal.fsync_interval is deprecated and ignored: the journal writes each batch at once "+
+			"and fsyncs as soon as the previous fsync ends; journal.sync says what waits for the disk")
+	}
+	return w
 }
 
 // EnabledOrDefault reports whether the journal is on (default true).
@@ -540,8 +567,8 @@ func (c *Config) complete() error {
 	if !filepath.IsAbs(c.Journal.Dir) {
 		c.Journal.Dir = filepath.Join(c.StateDir, c.Journal.Dir)
 	}
-	if c.Journal.FsyncInterval == 0 {
-		c.Journal.FsyncInterval = Duration(2 * time.Millisecond)
+	if c.Journal.Sync == "" {
+		c.Journal.Sync = JournalSyncAdmission
 	}
 	if c.LlamaServer != "" {
 		if c.Programs == nil {
@@ -691,8 +718,10 @@ func (c *Config) validate() error {
 			return fail(fmt.Sprintf("models_dirs[%d]", i), "%q contains the state directory (which holds the API key): name a directory that holds only models", d)
 		}
 	}
-	if d := c.Journal.FsyncInterval.D(); d < 100*time.Microsecond || d > time.Second {
-		return fail("journal.fsync_interval", "must be between 100us and 1s, got %s", d)
+	switch c.Journal.Sync {
+	case JournalSyncAdmission, JournalSyncAlways, JournalSyncNone:
+	default:
+		return fail("journal.sync", "must be admission, always or none, got %q", c.Journal.Sync)
 	}
 	if c.ShutdownGrace.D() < 0 {
 		return fail("shutdown_grace", "must not be negative")

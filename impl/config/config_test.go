@@ -48,21 +48,29 @@ func TestDefaultConfig(t *testing.T) {
 		s.BodyReadTimeout.D() != 10*time.Second || s.BodyMinBytesPerSecond != 32<<10 || c.Stream.WriteTimeout.D() != 30*time.Second {
 		t.Fatalf("server defaults = %+v, stream = %+v", s, c.Stream)
 	}
-	if j := c.Journal; !j.EnabledOrDefault() || j.Dir != filepath.Join(".orchestratord", "journal") || j.FsyncInterval.D() != 2*time.Millisecond {
+	if j := c.Journal; !j.EnabledOrDefault() || j.Dir != filepath.Join(".orchestratord", "journal") || j.Sync != "admission" || j.FsyncInterval != 0 {
 		t.Fatalf("journal defaults = %+v", j)
 	}
 }
 
 func TestJournalConfig(t *testing.T) {
+	deprecated := []string{"journal.fsync_interval is deprecated and ignored"}
 	tests := []struct {
-		yaml    string
-		enabled bool
-		dir     string
+		yaml     string
+		enabled  bool
+		dir      string
+		sync     string
+		warnings []string
 	}{
-		{"journal: {enabled: false}\n", false, "/s/journal"},
-		{"journal: {dir: wal}\n", true, "/s/wal"},
-		{"journal: {dir: /var/lib/orchd-journal}\n", true, "/var/lib/orchd-journal"},
-		{"", true, "/s/journal"},
+		{"journal: {enabled: false}\n", false, "/s/journal", "admission", nil},
+		{"journal: {dir: wal}\n", true, "/s/wal", "admission", nil},
+		{"journal: {dir: /var/lib/orchd-journal}\n", true, "/var/lib/orchd-journal", "admission", nil},
+		{"", true, "/s/journal", "admission", nil},
+		{"journal: {sync: always}\n", true, "/s/journal", "always", nil},
+		{"journal: {sync: none}\n", true, "/s/journal", "none", nil},
+		// Configurations written for the interval timer still load, with a warning.
+		{"journal: {fsync_interval: 2ms}\n", true, "/s/journal", "admission", deprecated},
+		{"journal: {fsync_interval: 5s, sync: always}\n", true, "/s/journal", "always", deprecated},
 	}
 	for _, tt := range tests {
 		p := filepath.Join(t.TempDir(), "c.yaml")
@@ -73,8 +81,17 @@ func TestJournalConfig(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c.Journal.EnabledOrDefault() != tt.enabled || c.Journal.Dir != tt.dir {
+		if c.Journal.EnabledOrDefault() != tt.enabled || c.Journal.Dir != tt.dir || c.Journal.Sync != tt.sync {
 			t.Fatalf("%q: journal = %+v", tt.yaml, c.Journal)
+		}
+		w := c.Warnings()
+		if len(w) != len(tt.warnings) {
+			t.Fatalf("%q: warnings %q, want %q", tt.yaml, w, tt.warnings)
+		}
+		for i := range w {
+			if !strings.HasPrefix(w[i], tt.warnings[i]) {
+				t.Fatalf("%q: warnings %q, want %q", tt.yaml, w, tt.warnings)
+			}
 		}
 	}
 }
@@ -172,8 +189,7 @@ func TestInvalidConfigNamesField(t *testing.T) {
 		{"negative breaker cooldown", strings.Replace(minimal, "slots: 1", "slots: 1\n    breaker: {cooldown: -5s}", 1), "pools[0].breaker.cooldown: must be positive", Overrides{}},
 		{"breaker cooldown not a duration", strings.Replace(minimal, "slots: 1", "slots: 1\n    breaker: {cooldown: soon}", 1), `pools[0].breaker.cooldown: invalid duration "soon"`, Overrides{}},
 		{"unknown breaker key", strings.Replace(minimal, "slots: 1", "slots: 1\n    breaker: {threshold: 2}", 1), "pools[0].breaker.threshold: unknown field", Overrides{}},
-		{"fsync_interval too long", "journal: {fsync_interval: 5s}\n" + minimal, "journal.fsync_interval", Overrides{}},
-		{"fsync_interval too short", "journal: {fsync_interval: 1us}\n" + minimal, "journal.fsync_interval", Overrides{}},
+		{"unknown journal sync mode", "journal: {sync: sometimes}\n" + minimal, `journal.sync: must be admission, always or none, got "sometimes"`, Overrides{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -19,11 +19,31 @@
 // # Durability
 //
 // Append copies a record into the pending batch and returns its sequence number; it neither
-// blocks on I/O nor allocates once the batch buffer has grown. One owner goroutine (Run)
-// writes and fsyncs the batch: within FsyncInterval of the first pending record, or at once when
-// a caller Waits for a sequence number (group commit: whatever accumulated while the previous
-// fsync ran goes out with the next one). Durable reports the watermark, so that readers can show
-// only what a crash cannot take back.
+// blocks on I/O nor allocates once the batch buffer has grown. Two watermarks follow it:
+//
+//   - written: the record was handed to the kernel (write). A crash of the process (kill -9,
+//     an OOM kill, a panic) cannot take it back: the page cache outlives the process.
+//   - durable: the record is on disk (fdatasync). A power loss or a kernel crash cannot take
+//     it back either.
+//
+// The owner goroutine (Run) writes each batch as soon as there is one (after letting the
+// producers that are runnable append first), and a syncer goroutine fdatasyncs as soon as the
+// previous fdatasync has ended: whatever was written meanwhile goes out with the next one
+// (group commit, no timer). Wait, when it waits for the disk, leads if no fdatasync is running
+// (it writes and syncs on its own goroutine: one fdatasync, no hand-off) and follows otherwise.
+//
+// Options.Sync says what waits for what. Visible (what a reader may be shown) is the written
+// watermark, or the durable one with SyncAlways; Wait (what an acknowledgement waits for) is
+// the durable one, or the written one with SyncNone. The default, SyncAdmission, thus makes
+// an acknowledged admission survive a power loss, and a frame a reader saw survive a crash of
+// the process; a power loss may take back the frames shown after the last completed
+// fdatasync (those written while it ran: about one fdatasync's worth of each stream).
+//
+// fdatasync, not fsync: the journal needs its data and its size, not its timestamps. Measured
+// on this project's build machine (ext4 on a virtual disk, 2 cores shared), a 400-byte append
+// plus fdatasync takes about 130-200 µs; on a preallocated (zero-filled) file about 25 % less,
+// which this journal does not do yet (a preallocated tail is not a torn tail, and the scan
+// would have to tell them apart).
 //
 // # Compaction and size
 //
@@ -37,7 +57,7 @@
 //
 // # Failure
 //
-// A write or fsync error is sticky: Wait returns it from then on (the task service refuses
-// admissions it cannot make durable), and Durable releases every record, so that streams go on
-// from memory.
+// A write or fdatasync error is sticky: Wait returns it from then on (the task service refuses
+// admissions it cannot make durable), and both watermarks release every record, so that
+// streams go on from memory.
 package journal

@@ -9,20 +9,62 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 )
+
+// Sync says what an acknowledgement (Wait) and a reader's view (Visible) stand for. Whatever
+// the mode, the journal writes each batch as soon as it has one and fsyncs as soon as the
+// previous fsync has ended (group commit, no timer); the modes differ only in what waits.
+type Sync uint8
+
+const (
+	// SyncAdmission (the default): Wait returns once the record is on disk (fdatasync), so an
+	// acknowledged admission survives a power loss; Visible advances once a record is handed to
+	// the kernel (write), so a frame a reader saw survives a crash of the process (kill -9, OOM
+	// kill, panic) but a power loss or kernel crash may take back the frames of the last
+	// moments (those written after the last completed fsync).
+	SyncAdmission Sync = iota
+	// SyncAlways: Visible waits for the disk too, so a power loss never takes back a frame a
+	// reader saw. Each frame pays one fsync (about 0.1-1 ms) before a reader sees it.
+	SyncAlways
+	// SyncNone: Wait waits only for the write, so an acknowledged record survives a crash of
+	// the process but not a power loss or kernel crash. The disk is still synced continuously.
+	SyncNone
+)
+
+// ParseSync parses a Sync mode's name: admission, always or none.
+func ParseSync(s string) (Sync, error) {
+	switch s {
+	case "admission", "":
+		return SyncAdmission, nil
+	case "always":
+		return SyncAlways, nil
+	case "none":
+		return SyncNone, nil
+	}
+	return 0, fmt.Errorf("journal: sync mode %q: want admission, always or none", s)
+}
+
+func (s Sync) String() string {
+	switch s {
+	case SyncAlways:
+		return "always"
+	case SyncNone:
+		return "none"
+	}
+	return "admission"
+}
 
 // Options configure a Journal.
 type Options struct {
 	// Dir holds the segment files; it is created (0700) when missing.
 	Dir string
-	// FsyncInterval is how long a record waits for a batch at most, unless someone Waits for
-	// it (default 2ms).
-	FsyncInterval time.Duration
+	// Sync says what Wait and Visible wait for (default SyncAdmission).
+	Sync Sync
 	// CompactMinBytes is the segment size below which the journal is never compacted (default
 	// 4 MiB).
 	CompactMinBytes int64
@@ -32,7 +74,8 @@ type Options struct {
 // Stats are counters for benchmarks and tests.
 type Stats struct {
 	Records     uint64 // records appended since Open
-	Batches     uint64 // write+fsync batches
+	Batches     uint64 // writes (one per batch)
+	Syncs       uint64 // fdatasyncs (each covers the batches written before it)
 	Compactions uint64
 	SegmentSize int64 // bytes in the active segment
 	LiveBytes   int64 // bytes of the records of live tasks
@@ -55,16 +98,51 @@ type Journal struct {
 	nrec     uint64
 
 	wake    chan struct{} // pending became non-empty
-	kick    chan struct{} // someone waits for durability
-	durable atomic.Uint64
-	synced  atomic.Pointer[chan struct{}] // closed (and replaced) after each batch is durable
+	written watermark     // records handed to the kernel (write)
+	durable watermark     // records on disk (fdatasync)
 
-	// Owned by Run (and by Open/Replay before it).
-	f       *os.File
-	gen     uint64
-	size    atomic.Int64
-	batches atomic.Uint64
-	compact atomic.Uint64
+	// smu is held by whoever runs an fdatasync (an admission's Wait that leads, or the syncer)
+	// and by compaction and close; wmu by whoever writes a batch (Run, or a leader) and by
+	// compaction and close. Lock order: smu, wmu, mu.
+	smu      sync.Mutex
+	wmu      sync.Mutex
+	f        *os.File             // written under wmu, synced under smu, replaced and closed under both
+	closed   bool                 // under smu and wmu: Run has returned
+	datasync func(*os.File) error // fdatasync; tests hold it back
+	gen      uint64
+	size     atomic.Int64
+	batches  atomic.Uint64
+	syncs    atomic.Uint64
+	compact  atomic.Uint64
+}
+
+// watermark is a sequence number that only grows, with a channel closed at each advance.
+type watermark struct {
+	mu sync.Mutex // serializes advances (the writer and the syncer both advance on failure)
+	v  atomic.Uint64
+	ch atomic.Pointer[chan struct{}]
+}
+
+func (w *watermark) init() {
+	ch := make(chan struct{})
+	w.ch.Store(&ch)
+}
+
+// load returns the watermark and a channel closed when it next advances.
+func (w *watermark) load() (uint64, <-chan struct{}) {
+	ch := *w.ch.Load() // before the value: an advance in between closes ch
+	return w.v.Load(), ch
+}
+
+func (w *watermark) advance(to uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if to <= w.v.Load() {
+		return
+	}
+	w.v.Store(to)
+	next := make(chan struct{})
+	close(*w.ch.Swap(&next))
 }
 
 const segPrefix, segSuffix = "seg-", ".log"
@@ -74,9 +152,6 @@ func segName(gen uint64) string { return fmt.Sprintf("%s%016x%s", segPrefix, gen
 // Open opens (or creates) the journal in opts.Dir. It truncates a torn or corrupt tail, drops
 // retired tasks and removes leftovers of an interrupted compaction.
 func Open(opts Options) (*Journal, error) {
-	if opts.FsyncInterval <= 0 {
-		opts.FsyncInterval = 2 * time.Millisecond
-	}
 	if opts.CompactMinBytes <= 0 {
 		opts.CompactMinBytes = 4 << 20
 	}
@@ -86,10 +161,9 @@ func Open(opts Options) (*Journal, error) {
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("journal: %w", err)
 	}
-	j := &Journal{opts: opts, log: opts.Logger, live: map[string]int64{},
-		wake: make(chan struct{}, 1), kick: make(chan struct{}, 1)}
-	ch := make(chan struct{})
-	j.synced.Store(&ch)
+	j := &Journal{opts: opts, log: opts.Logger, live: map[string]int64{}, wake: make(chan struct{}, 1), datasync: datasync}
+	j.written.init()
+	j.durable.init()
 
 	ents, err := os.ReadDir(opts.Dir)
 	if err != nil {
@@ -318,18 +392,31 @@ func (j *Journal) Retire(task string) {
 	}
 }
 
-// Wait returns once the record numbered seq is durable, or with the journal's write error, or
-// with ctx's error. It makes the next batch go out at once.
+// Wait returns once the record numbered seq is acknowledged as the Sync mode says (on disk;
+// with SyncNone, written), or with the journal's write error, or with ctx's error. Waiting for
+// the disk, the caller leads when no fdatasync runs: it writes what is pending and runs the
+// fdatasync itself, with no goroutine hand-off; otherwise it follows, and leads the next
+// fdatasync if the running one does not cover its record (group commit, no timer).
 func (j *Journal) Wait(ctx context.Context, seq uint64) error {
+	w, lead := &j.durable, true
+	if j.opts.Sync == SyncNone {
+		w, lead = &j.written, false // Run writes each batch at once
+	}
 	for {
-		ch := *j.synced.Load()
-		if j.durable.Load() >= seq {
+		v, ch := w.load()
+		if v >= seq {
 			return j.err()
 		}
-		if err := j.err(); err != nil {
+		if err := ctx.Err(); err != nil {
 			return err
 		}
-		signal(j.kick)
+		if lead && j.smu.TryLock() {
+			if j.durable.v.Load() < seq && !j.syncLocked() {
+				lead = false // closed: nothing more becomes durable
+			}
+			j.smu.Unlock()
+			continue
+		}
 		select {
 		case <-ch:
 		case <-ctx.Done():
@@ -344,18 +431,28 @@ func (j *Journal) err() error {
 	return j.failed
 }
 
-// Durable returns the highest durable sequence number and a channel closed when it next
-// advances.
-func (j *Journal) Durable() (uint64, <-chan struct{}) {
-	ch := *j.synced.Load() // before the watermark: an advance in between closes ch
-	return j.durable.Load(), ch
+// Visible returns the highest sequence number a reader may be shown (written; with SyncAlways,
+// on disk) and a channel closed when it next advances.
+func (j *Journal) Visible() (uint64, <-chan struct{}) {
+	if j.opts.Sync == SyncAlways {
+		return j.durable.load()
+	}
+	return j.written.load()
 }
+
+// Durable returns the highest sequence number on disk and a channel closed when it next
+// advances.
+func (j *Journal) Durable() (uint64, <-chan struct{}) { return j.durable.load() }
+
+// Written returns the highest sequence number handed to the kernel and a channel closed when it
+// next advances.
+func (j *Journal) Written() (uint64, <-chan struct{}) { return j.written.load() }
 
 // Stats returns the journal's counters.
 func (j *Journal) Stats() Stats {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	return Stats{Records: j.nrec, Batches: j.batches.Load(), Compactions: j.compact.Load(),
+	return Stats{Records: j.nrec, Batches: j.batches.Load(), Syncs: j.syncs.Load(), Compactions: j.compact.Load(),
 		SegmentSize: j.size.Load(), LiveBytes: j.liveSum}
 }
 
@@ -366,90 +463,160 @@ func signal(ch chan struct{}) {
 	}
 }
 
-// Run is the owner goroutine: it writes and fsyncs batches and compacts, until ctx is done;
-// then it writes what is pending, closes the segment and returns.
+// Run is the owner goroutine: it writes each batch as soon as there is one, has the syncer
+// fdatasync as soon as the previous fdatasync has ended (so whatever was written meanwhile goes
+// out with the next one: group commit without a timer), and compacts, until ctx is done; then
+// it writes and syncs what is pending, closes the segment and returns.
 func (j *Journal) Run(ctx context.Context) error {
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
+	reqs := make(chan uint64, 1) // a written sequence number to make durable
+	idle := make(chan struct{}, 1)
+	sdone := make(chan struct{})
+	go func() { defer close(sdone); j.syncer(reqs, idle) }()
+	busy := false // the syncer holds a request
 	defer func() {
-		j.flush()
+		if busy {
+			<-idle
+		}
+		close(reqs)
+		<-sdone
+		j.smu.Lock()
+		j.syncLocked()
+		j.wmu.Lock()
+		j.closed = true
 		_ = j.f.Close()
+		j.wmu.Unlock()
+		j.smu.Unlock()
 	}()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-j.kick:
 		case <-j.wake:
-			timer.Reset(j.opts.FsyncInterval)
-			select {
-			case <-timer.C:
-			case <-j.kick:
-				timer.Stop()
-			case <-ctx.Done():
-				timer.Stop()
-				return nil
-			}
+			// Let the producers that are runnable now append first: under load the batch grows,
+			// alone it costs nothing (no timer).
+			runtime.Gosched()
+		case <-idle:
+			busy = false
 		}
-		j.flush()
-		j.maybeCompact()
+		j.wmu.Lock()
+		j.writeLocked()
+		j.wmu.Unlock()
+		if busy {
+			continue
+		}
+		if j.needCompact() {
+			if err := j.compactNow(); err != nil {
+				j.log.Error("journal: compaction failed", "err", err)
+			}
+			continue
+		}
+		if w, _ := j.written.load(); w > j.durable.v.Load() && w != math.MaxUint64 {
+			reqs <- w
+			busy = true
+		}
 	}
 }
 
-// flush writes and fsyncs the pending batch, then publishes the new watermark.
-func (j *Journal) flush() {
+// syncer makes what Run wrote durable, one fdatasync at a time (unless a leader did it
+// meanwhile), and tells Run when it is idle again.
+func (j *Journal) syncer(reqs <-chan uint64, idle chan<- struct{}) {
+	for seq := range reqs {
+		j.smu.Lock()
+		if j.durable.v.Load() < seq {
+			j.syncLocked()
+		}
+		j.smu.Unlock()
+		idle <- struct{}{}
+	}
+}
+
+// syncLocked writes what is pending, then makes everything written durable with one
+// fdatasync (writes go on meanwhile). The caller holds smu. It reports false once the journal
+// is closed.
+func (j *Journal) syncLocked() bool {
+	j.wmu.Lock()
+	if j.closed {
+		j.wmu.Unlock()
+		return false
+	}
+	j.writeLocked()
+	f := j.f // replaced only under smu
+	j.wmu.Unlock()
+	w, _ := j.written.load()
+	if w <= j.durable.v.Load() || w == math.MaxUint64 {
+		return true
+	}
+	if err := j.datasync(f); err != nil {
+		j.fail(err)
+		return true
+	}
+	j.syncs.Add(1)
+	j.durable.advance(w)
+	return true
+}
+
+// fail makes a write or sync error sticky and releases every waiter.
+func (j *Journal) fail(err error) {
+	j.log.Error("journal: write failed: admissions are refused from now on", "err", err)
+	j.mu.Lock()
+	if j.failed == nil {
+		j.failed = fmt.Errorf("journal: %w", err)
+	}
+	j.mu.Unlock()
+	j.written.advance(math.MaxUint64)
+	j.durable.advance(math.MaxUint64)
+}
+
+// writeLocked hands the pending batch to the kernel, then publishes the written watermark. The
+// caller holds wmu.
+func (j *Journal) writeLocked() {
+	if j.closed {
+		return
+	}
 	j.mu.Lock()
 	buf, seq := j.pending, j.seq
 	j.pending = j.spare[:0]
 	j.spare = nil
 	failed := j.failed
 	j.mu.Unlock()
-	if len(buf) > 0 && failed == nil {
-		_, err := j.f.Write(buf)
-		if err == nil {
-			err = j.f.Sync()
+	if failed != nil {
+		return
+	}
+	if len(buf) > 0 {
+		if _, err := j.f.Write(buf); err != nil {
+			j.fail(err)
+			return
 		}
-		if err != nil {
-			j.log.Error("journal: write failed: admissions are refused from now on", "err", err)
-			j.mu.Lock()
-			j.failed = fmt.Errorf("journal: %w", err)
-			j.mu.Unlock()
-			seq = math.MaxUint64 // release the streams waiting on it
-		} else {
-			j.size.Add(int64(len(buf)))
-			j.batches.Add(1)
-		}
+		j.size.Add(int64(len(buf)))
+		j.batches.Add(1)
 	}
 	if cap(buf) <= 4<<20 { // reuse the batch buffer unless a burst made it huge
 		j.mu.Lock()
 		j.spare = buf[:0]
 		j.mu.Unlock()
 	}
-	if seq > j.durable.Load() {
-		j.durable.Store(seq)
-		next := make(chan struct{})
-		old := j.synced.Swap(&next)
-		close(*old)
-	}
+	j.written.advance(seq)
 }
 
-// maybeCompact rewrites the live records when the segment is mostly retired tasks.
-func (j *Journal) maybeCompact() {
+// needCompact reports whether the segment is mostly retired tasks.
+func (j *Journal) needCompact() bool {
 	size := j.size.Load()
 	j.mu.Lock()
 	liveSum, failed := j.liveSum, j.failed
 	j.mu.Unlock()
-	if failed != nil || size < j.opts.CompactMinBytes || size <= 2*liveSum {
-		return
-	}
-	if err := j.compactNow(); err != nil {
-		j.log.Error("journal: compaction failed", "err", err)
-	}
+	return failed == nil && size >= j.opts.CompactMinBytes && size > 2*liveSum
 }
 
 // compactNow rewrites the active segment with the records of the tasks live now. Run calls it
-// between batches, so the segment holds every record but those pending.
+// between batches, holding the writers and syncers off, so the segment holds every record
+// written (all but those pending), and the new segment, fsynced before it replaces the old one,
+// makes them all durable.
 func (j *Journal) compactNow() error {
+	j.smu.Lock()
+	defer j.smu.Unlock()
+	j.wmu.Lock()
+	defer j.wmu.Unlock()
+	written, _ := j.written.load()
 	data, err := readAll(j.f.Name())
 	if err != nil {
 		return err
@@ -466,6 +633,7 @@ func (j *Journal) compactNow() error {
 		return err
 	}
 	j.compact.Add(1)
+	j.durable.advance(written)
 	j.log.Info("journal compacted", "segment", segName(j.gen), "bytes_before", before, "bytes_after", len(out))
 	return nil
 }

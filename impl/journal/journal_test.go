@@ -71,6 +71,18 @@ func wait(t *testing.T, j *Journal, seq uint64) {
 	}
 }
 
+// waitCompacted returns once the owner has compacted the journal (it does so between batches,
+// on its own goroutine), within a bound.
+func waitCompacted(t *testing.T, j *Journal) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); j.Stats().Compactions == 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("no compaction: %+v", j.Stats())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func segment(t *testing.T, dir string) string {
 	t.Helper()
 	m, err := filepath.Glob(filepath.Join(dir, "seg-*.log"))
@@ -180,12 +192,9 @@ func TestCompaction(t *testing.T) {
 		}
 	}
 	wait(t, j, j.Append("t000", 2, "token", []byte("after"), nil))
-	// One more batch so that the owner compacts after the last flush.
+	waitCompacted(t, j) // the owner compacts between batches
 	wait(t, j, j.Append("t010", 2, "token", []byte("after"), nil))
 	st := j.Stats()
-	if st.Compactions == 0 {
-		t.Fatalf("no compaction: %+v", st)
-	}
 	if st.SegmentSize > 2*st.LiveBytes+4096+int64(len(payload))*25 {
 		t.Fatalf("segment not bounded by the live bytes: %+v", st)
 	}
@@ -233,63 +242,216 @@ func TestInterruptedCompactionLeftovers(t *testing.T) {
 }
 
 // Many goroutines append concurrently; each one's records replay in its own order, and every
-// acknowledged record survives.
+// acknowledged record survives, in every Sync mode.
 func TestConcurrentAppends(t *testing.T) {
-	dir := t.TempDir()
-	j, stop := running(t, dir, Options{FsyncInterval: 500 * time.Microsecond})
-	const writers, per = 8, 200
-	var wg sync.WaitGroup
-	for w := range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			id := fmt.Sprintf("w%d", w)
-			for i := range per {
-				seq := j.Append(id, 2, "token", fmt.Appendf(nil, "%d", i), nil)
-				if i%50 == 49 {
-					if err := j.Wait(context.Background(), seq); err != nil {
-						t.Error(err)
+	for _, mode := range []Sync{SyncAdmission, SyncAlways, SyncNone} {
+		t.Run(mode.String(), func(t *testing.T) {
+			dir := t.TempDir()
+			j, stop := running(t, dir, Options{Sync: mode})
+			const writers, per = 8, 200
+			var wg sync.WaitGroup
+			for w := range writers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					id := fmt.Sprintf("w%d", w)
+					for i := range per {
+						seq := j.Append(id, 2, "token", fmt.Appendf(nil, "%d", i), nil)
+						if i%50 == 49 {
+							if err := j.Wait(context.Background(), seq); err != nil {
+								t.Error(err)
+								return
+							}
+						}
+					}
+				}()
+			}
+			// A reader follows the watermarks meanwhile: none goes back, and nothing is
+			// durable before it is written.
+			stopRead := make(chan struct{})
+			readDone := make(chan struct{})
+			go func() {
+				defer close(readDone)
+				var prevV, prevD uint64
+				for {
+					d, _ := j.Durable()
+					v, ch := j.Visible()
+					w, _ := j.Written()
+					if v < prevV || d < prevD {
+						t.Errorf("watermark went back: visible %d after %d, durable %d after %d", v, prevV, d, prevD)
+						return
+					}
+					if d > w {
+						t.Errorf("durable %d beyond written %d", d, w)
+						return
+					}
+					prevV, prevD = v, d
+					select {
+					case <-ch:
+					case <-stopRead:
 						return
 					}
 				}
+			}()
+			wg.Wait()
+			close(stopRead)
+			<-readDone
+			stop()
+			next := map[string]int{}
+			for _, r := range replayAll(t, dir) {
+				if r.Data != fmt.Sprint(next[r.Task]) {
+					t.Fatalf("%s: record %q out of order (want %d)", r.Task, r.Data, next[r.Task])
+				}
+				next[r.Task]++
 			}
-		}()
+			for w := range writers {
+				if n := next[fmt.Sprintf("w%d", w)]; n != per {
+					t.Fatalf("w%d: %d records replayed, want %d", w, n, per)
+				}
+			}
+		})
 	}
-	// A reader follows the watermark meanwhile.
-	stopRead := make(chan struct{})
-	readDone := make(chan struct{})
-	go func() {
-		defer close(readDone)
-		var prev uint64
-		for {
-			d, ch := j.Durable()
-			if d < prev {
-				t.Errorf("watermark went back: %d after %d", d, prev)
-				return
-			}
-			prev = d
-			select {
-			case <-ch:
-			case <-stopRead:
-				return
-			}
-		}
-	}()
-	wg.Wait()
-	close(stopRead)
-	<-readDone
-	stop()
-	next := map[string]int{}
-	for _, r := range replayAll(t, dir) {
-		if r.Data != fmt.Sprint(next[r.Task]) {
-			t.Fatalf("%s: record %q out of order (want %d)", r.Task, r.Data, next[r.Task])
-		}
-		next[r.Task]++
+}
+
+// heldSync replaces a journal's fdatasync with one that waits for release: each call reports
+// itself on started, then waits.
+type heldSync struct {
+	started chan struct{}
+	release chan struct{}
+}
+
+func holdSync(j *Journal) *heldSync {
+	h := &heldSync{started: make(chan struct{}, 16), release: make(chan struct{}, 16)}
+	j.datasync = func(f *os.File) error {
+		h.started <- struct{}{}
+		<-h.release
+		return datasync(f)
 	}
-	for w := range writers {
-		if n := next[fmt.Sprintf("w%d", w)]; n != per {
-			t.Fatalf("w%d: %d records replayed, want %d", w, n, per)
+	return h
+}
+
+func recv(t *testing.T, ch <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s never happened", what)
+	}
+}
+
+// waitWritten returns once the journal has handed seq to the kernel.
+func waitWritten(t *testing.T, j *Journal, seq uint64) {
+	t.Helper()
+	for {
+		w, ch := j.Written()
+		if w >= seq {
+			return
 		}
+		recv(t, ch, fmt.Sprintf("the write of record %d", seq))
+	}
+}
+
+// What each Sync mode lets a reader see and an acknowledgement wait for, while an fdatasync
+// has not returned: with admission and none a reader sees a written record at once; with always
+// only once it is on disk; Wait waits for the disk except with none.
+func TestSyncModes(t *testing.T) {
+	tests := []struct {
+		mode                     Sync
+		visibleBeforeSync, acked bool
+	}{
+		{SyncAdmission, true, false},
+		{SyncAlways, false, false},
+		{SyncNone, true, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.mode.String(), func(t *testing.T) {
+			dir := t.TempDir()
+			j, err := Open(Options{Dir: dir, Sync: tt.mode})
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := holdSync(j)
+			start(t, j)
+			seq := j.Append("a", 1, "", []byte("admit"), nil)
+			waitWritten(t, j, seq)
+			recv(t, h.started, "the fdatasync")
+			if v, _ := j.Visible(); (v >= seq) != tt.visibleBeforeSync {
+				t.Fatalf("visible %d before the fdatasync returned (record %d): want visible=%v", v, seq, tt.visibleBeforeSync)
+			}
+			if d, _ := j.Durable(); d >= seq {
+				t.Fatalf("durable %d before the fdatasync returned", d)
+			}
+			// An expired context shows whether Wait would have to wait: it checks first.
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			if err := j.Wait(ctx, seq); (err == nil) != tt.acked {
+				t.Fatalf("Wait before the fdatasync returned: %v, want acked=%v", err, tt.acked)
+			}
+			// Written is what a crash of the process cannot take back: a journal opened on
+			// the same directory now (as after kill -9) replays it.
+			if got := replayAll(t, dir); len(got) != 1 || got[0].Data != "admit" {
+				t.Fatalf("after a process crash: %+v", got)
+			}
+			h.release <- struct{}{}
+			wait(t, j, seq)
+			if v, _ := j.Visible(); v < seq {
+				t.Fatalf("visible %d after the fdatasync, want %d", v, seq)
+			}
+		})
+	}
+}
+
+// Group commit without a timer: records that arrive while an fdatasync runs are written at
+// once and made durable by exactly one more fdatasync, which starts as soon as the first ends.
+func TestGroupCommitWithoutTimer(t *testing.T) {
+	j, err := Open(Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := holdSync(j)
+	start(t, j)
+	first := j.Append("a", 1, "", nil, nil)
+	recv(t, h.started, "the first fdatasync")
+	var last uint64
+	for i := range 10 {
+		last = j.Append("b", 2, "token", fmt.Appendf(nil, "%d", i), nil)
+	}
+	waitWritten(t, j, last) // written while the first fdatasync is still running
+	if d, _ := j.Durable(); d != first-1 {
+		t.Fatalf("durable %d while the first fdatasync runs", d)
+	}
+	h.release <- struct{}{}
+	recv(t, h.started, "the second fdatasync")
+	if d, _ := j.Durable(); d != first {
+		t.Fatalf("after the first fdatasync: durable %d, want %d", d, first)
+	}
+	h.release <- struct{}{}
+	wait(t, j, last)
+	if s := j.Stats(); s.Syncs != 2 {
+		t.Fatalf("%d fdatasyncs for two batches, want 2", s.Syncs)
+	}
+}
+
+// A Wait for the disk with no fdatasync running leads: it writes and syncs on its own
+// goroutine, so an admission at concurrency 1 pays one fdatasync and no hand-off. Shown with no
+// Run at all: only the waiter can have made the record durable.
+func TestWaitLeads(t *testing.T) {
+	dir := t.TempDir()
+	j, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = j.f.Close() }()
+	seq := j.Append("a", 1, "", []byte("admit"), nil)
+	wait(t, j, seq)
+	if d, _ := j.Durable(); d < seq {
+		t.Fatalf("durable %d after Wait(%d)", d, seq)
+	}
+	if s := j.Stats(); s.Syncs != 1 || s.Batches != 1 {
+		t.Fatalf("stats %+v, want one write and one fdatasync", s)
+	}
+	if got := replayAll(t, dir); len(got) != 1 || got[0].Data != "admit" {
+		t.Fatalf("replayed %+v", got)
 	}
 }
 
@@ -304,8 +466,8 @@ func TestWaitAfterWriteFailure(t *testing.T) {
 	if err == nil {
 		t.Fatal("Wait succeeded on a failed journal")
 	}
-	if d, _ := j.Durable(); d < seq {
-		t.Fatalf("a failed journal holds streams back: durable %d < %d", d, seq)
+	if d, _ := j.Visible(); d < seq {
+		t.Fatalf("a failed journal holds streams back: visible %d < %d", d, seq)
 	}
 	if err := j.Wait(context.Background(), j.Append("c", 1, "", nil, nil)); err == nil {
 		t.Fatal("the failure is not sticky")
@@ -396,12 +558,10 @@ func TestIDReusedAfterRetire(t *testing.T) {
 			wait(t, j, j.Append("x", 1, "", []byte("second life"), nil))
 			want := []rec{{"x", 1, "", "second life", ""}}
 			if compact {
-				// The owner compacts after the batch above (the segment is mostly the first
-				// life); the next batch follows that compaction.
+				// The owner compacts between batches (the segment is mostly the first life);
+				// the next batch follows that compaction.
+				waitCompacted(t, j)
 				wait(t, j, j.Append("y", 1, "", nil, nil))
-				if st := j.Stats(); st.Compactions == 0 {
-					t.Fatalf("no compaction: %+v", st)
-				}
 				want = append(want, rec{"y", 1, "", "", ""})
 			}
 			stop()
