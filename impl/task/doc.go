@@ -16,9 +16,12 @@
 // tasks.max_retained.
 //
 // Durability. With a Journal (Options.Journal), Submit records the admission and the `started`
-// frame and answers only once they are durable; every later frame is appended to the journal
-// under the task's mutex (so in log order) and shown to readers only once durable, and the final
-// frame travels with the final state in one record. Recover rebuilds the tasks after a restart:
+// frame and answers only once the journal acknowledges them (Wait: durable, for the file
+// journal's default); every later frame is appended to the journal under the task's mutex (so
+// in log order) and shown to readers only once the journal lets it be (Visible: written to the
+// kernel, for the file journal's default), and the final frame travels with the final state in
+// one record. A reader resuming after an id beyond a finished log's end (it saw frames that a
+// crash of the machine took back) gets the final frame, numbered after its Last-Event-ID. Recover rebuilds the tasks after a restart:
 // finished ones as they were, running ones end with a retriable worker_reset error, queued ones
 // are queued again (Run holds the pools until all are back, so the queue orders them as before).
 // Tasks forgotten by retention are retired from the journal. See journal.go.

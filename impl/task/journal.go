@@ -18,10 +18,13 @@ type Journal interface {
 	// Append adds a record of task to the journal and returns its sequence number (increasing).
 	// It must not block on I/O nor retain its arguments.
 	Append(task string, kind uint8, name string, data, extra []byte) uint64
-	// Wait returns once the record numbered seq is durable (or the journal failed).
+	// Wait returns once the record numbered seq is safe enough to acknowledge (for the file
+	// journal, on disk unless configured otherwise), or the journal failed.
 	Wait(ctx context.Context, seq uint64) error
-	// Durable returns the highest durable sequence number and a channel closed when it advances.
-	Durable() (uint64, <-chan struct{})
+	// Visible returns the highest sequence number a reader may be shown (for the file journal,
+	// written to the kernel, so that a crash of the process never takes back a frame a client
+	// saw) and a channel closed when it advances. A failed journal shows everything.
+	Visible() (uint64, <-chan struct{})
 	// Retire says that task is forgotten: its records need not survive.
 	Retire(task string)
 	// Replay calls fn with every record of the tasks not retired, in append order.

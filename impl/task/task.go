@@ -1,9 +1,11 @@
 package task
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -324,6 +326,7 @@ type Cursor struct {
 	verbose bool
 	wake    chan struct{}
 	flushed <-chan struct{} // set by Next while frames wait for the journal
+	endSent bool            // the final frame was sent to a cursor beyond the log's end
 }
 
 // Subscribe returns a cursor positioned at event id from (0 for the whole stream). Close it when
@@ -361,18 +364,35 @@ func (c *Cursor) Next(dst []byte) ([]byte, bool) {
 	buf := t.buf
 	final := t.status.Final()
 	t.mu.Unlock()
-	// A frame is shown once it is durable, so that a crash never takes back what a client saw
-	// (event ids continue after a restart where the journal ends).
+	// A frame is shown once the journal lets it be (written: a crash of the process never takes
+	// back what a client saw, and event ids continue after a restart where the journal ends).
 	limit := len(spans)
 	c.flushed = nil
 	if t.j != nil && limit > c.next && spans[limit-1].seq != 0 {
-		durable, ch := t.j.Durable()
-		for limit > c.next && spans[limit-1].seq > durable {
+		visible, ch := t.j.Visible()
+		for limit > c.next && spans[limit-1].seq > visible {
 			limit--
 		}
 		if limit < len(spans) {
 			c.flushed = ch
 		}
+	}
+	if final && c.next > len(spans) && len(spans) > 0 {
+		// Resuming after an id beyond the end of a finished log: the client saw frames that a
+		// restart took back (shown once written, lost with the machine before their fsync).
+		// It gets the final frame, numbered after its Last-Event-ID so that no id repeats.
+		if !c.endSent {
+			c.endSent = true
+			sp := spans[len(spans)-1]
+			frame := buf[sp.start:sp.end]
+			if c.verbose {
+				frame = buf[sp.vstart:sp.vend]
+			}
+			dst = append(dst, "id: "...)
+			dst = strconv.AppendInt(dst, int64(c.next), 10)
+			dst = append(dst, frame[bytes.IndexByte(frame, '\n'):]...)
+		}
+		return dst, true
 	}
 	// Frames are immutable once appended: reading them after unlocking is safe.
 	for ; c.next < limit; c.next++ {
@@ -389,7 +409,7 @@ func (c *Cursor) Next(dst []byte) ([]byte, bool) {
 // Wake is signalled when new frames may be available.
 func (c *Cursor) Wake() <-chan struct{} { return c.wake }
 
-// Flushed is closed when the journal has made more frames durable, when the last Next held some
+// Flushed is closed when the journal has made more frames visible, when the last Next held some
 // back for it; otherwise it is nil (a receive from it blocks forever).
 func (c *Cursor) Flushed() <-chan struct{} { return c.flushed }
 
