@@ -393,14 +393,14 @@ func (j *Journal) Retire(task string) {
 }
 
 // Wait returns once the record numbered seq is acknowledged as the Sync mode says (on disk;
-// with SyncNone, written), or with the journal's write error, or with ctx's error. Waiting for
-// the disk, the caller leads when no fdatasync runs: it writes what is pending and runs the
-// fdatasync itself, with no goroutine hand-off; otherwise it follows, and leads the next
-// fdatasync if the running one does not cover its record (group commit, no timer).
+// with SyncNone, written), or with the journal's write error, or with ctx's error. The caller
+// leads when no fdatasync (with SyncNone, no write) runs: it writes what is pending and runs
+// the fdatasync itself, with no goroutine hand-off; otherwise it follows, and leads the next
+// one if the running one does not cover its record (group commit, no timer).
 func (j *Journal) Wait(ctx context.Context, seq uint64) error {
 	w, lead := &j.durable, true
 	if j.opts.Sync == SyncNone {
-		w, lead = &j.written, false // Run writes each batch at once
+		w = &j.written
 	}
 	for {
 		v, ch := w.load()
@@ -410,7 +410,17 @@ func (j *Journal) Wait(ctx context.Context, seq uint64) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if lead && j.smu.TryLock() {
+		if lead && j.opts.Sync == SyncNone && j.wmu.TryLock() {
+			// Only the write: lead it unless Run (or another waiter) is writing.
+			if j.closed {
+				lead = false
+			} else if j.written.v.Load() < seq {
+				j.writeLocked()
+			}
+			j.wmu.Unlock()
+			continue
+		}
+		if lead && j.opts.Sync != SyncNone && j.smu.TryLock() {
 			if j.durable.v.Load() < seq && !j.syncLocked() {
 				lead = false // closed: nothing more becomes durable
 			}

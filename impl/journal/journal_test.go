@@ -432,26 +432,38 @@ func TestGroupCommitWithoutTimer(t *testing.T) {
 	}
 }
 
-// A Wait for the disk with no fdatasync running leads: it writes and syncs on its own
-// goroutine, so an admission at concurrency 1 pays one fdatasync and no hand-off. Shown with no
-// Run at all: only the waiter can have made the record durable.
+// A Wait with no fdatasync (with sync=none, no write) running leads: it writes, and syncs when
+// the mode waits for the disk, on its own goroutine, so an admission at concurrency 1 pays no
+// hand-off. Shown with no Run at all: only the waiter can have written the record.
 func TestWaitLeads(t *testing.T) {
-	dir := t.TempDir()
-	j, err := Open(Options{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		mode  Sync
+		syncs uint64
+	}{
+		{SyncAdmission, 1},
+		{SyncAlways, 1},
+		{SyncNone, 0},
 	}
-	defer func() { _ = j.f.Close() }()
-	seq := j.Append("a", 1, "", []byte("admit"), nil)
-	wait(t, j, seq)
-	if d, _ := j.Durable(); d < seq {
-		t.Fatalf("durable %d after Wait(%d)", d, seq)
-	}
-	if s := j.Stats(); s.Syncs != 1 || s.Batches != 1 {
-		t.Fatalf("stats %+v, want one write and one fdatasync", s)
-	}
-	if got := replayAll(t, dir); len(got) != 1 || got[0].Data != "admit" {
-		t.Fatalf("replayed %+v", got)
+	for _, tt := range tests {
+		t.Run(tt.mode.String(), func(t *testing.T) {
+			dir := t.TempDir()
+			j, err := Open(Options{Dir: dir, Sync: tt.mode})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = j.f.Close() }()
+			seq := j.Append("a", 1, "", []byte("admit"), nil)
+			wait(t, j, seq)
+			if d, _ := j.Durable(); (d >= seq) != (tt.syncs > 0) {
+				t.Fatalf("durable %d after Wait(%d)", d, seq)
+			}
+			if s := j.Stats(); s.Syncs != tt.syncs || s.Batches != 1 {
+				t.Fatalf("stats %+v, want one write and %d fdatasyncs", s, tt.syncs)
+			}
+			if got := replayAll(t, dir); len(got) != 1 || got[0].Data != "admit" {
+				t.Fatalf("replayed %+v", got)
+			}
+		})
 	}
 }
 
