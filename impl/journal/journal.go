@@ -22,17 +22,17 @@ import (
 type Sync uint8
 
 const (
-	// SyncAdmission (the default): Wait returns once the record is on disk (fdatasync), so an
+	// SyncAdmission is the default: Wait returns once the record is on disk (fdatasync), so an
 	// acknowledged admission survives a power loss; Visible advances once a record is handed to
 	// the kernel (write), so a frame a reader saw survives a crash of the process (kill -9, OOM
 	// kill, panic) but a power loss or kernel crash may take back the frames of the last
-	// moments (those written after the last completed fsync).
+	// moments (those written after the last completed fdatasync).
 	SyncAdmission Sync = iota
-	// SyncAlways: Visible waits for the disk too, so a power loss never takes back a frame a
-	// reader saw. Each frame pays one fsync (about 0.1-1 ms) before a reader sees it.
+	// SyncAlways makes Visible wait for the disk too, so a power loss never takes back a frame
+	// a reader saw. Each frame pays one fdatasync (about 0.1-1 ms) before a reader sees it.
 	SyncAlways
-	// SyncNone: Wait waits only for the write, so an acknowledged record survives a crash of
-	// the process but not a power loss or kernel crash. The disk is still synced continuously.
+	// SyncNone makes Wait wait only for the write, so an acknowledged record survives a crash
+	// of the process but not a power loss or kernel crash. The disk is still synced continuously.
 	SyncNone
 )
 
