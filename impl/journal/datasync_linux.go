@@ -28,3 +28,28 @@ func datasync(f *os.File) error {
 	}
 	return nil
 }
+
+// preallocate reserves n bytes of f from off (fallocate(2), mode 0): the file's size grows and
+// the new range reads as zeros, so that a later write there and its fdatasync change no
+// metadata.
+func preallocate(f *os.File, off, n int64) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		for {
+			serr = syscall.Fallocate(int(fd), 0, off, n)
+			if serr != syscall.EINTR {
+				return
+			}
+		}
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return &os.PathError{Op: "fallocate", Path: f.Name(), Err: serr}
+	}
+	return nil
+}

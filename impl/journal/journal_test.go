@@ -145,34 +145,87 @@ func TestTornAndCorruptTail(t *testing.T) {
 		{"zeroes appended (preallocated tail)", func(b []byte) []byte { return append(b, make([]byte, 64)...) }, 3},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			j, stop := running(t, dir, Options{})
-			j.Append("a", 1, "", []byte("one"), nil)
-			j.Append("b", 1, "", []byte("two"), nil)
-			wait(t, j, j.Append("c", 1, "", []byte("three"), nil))
-			stop()
-			path := segment(t, dir)
-			b, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
+		// The damage hits the records; the segment's preallocated zeros follow them or not.
+		for _, tail := range []int{0, preallocBytes} {
+			t.Run(fmt.Sprintf("%s/zeros=%d", tc.name, tail), func(t *testing.T) {
+				dir := t.TempDir()
+				j, stop := running(t, dir, Options{})
+				j.Append("a", 1, "", []byte("one"), nil)
+				j.Append("b", 1, "", []byte("two"), nil)
+				wait(t, j, j.Append("c", 1, "", []byte("three"), nil))
+				stop()
+				path := segment(t, dir)
+				b, err := os.ReadFile(path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				valid, _, _ := scan(b)
+				if !allZero(b[valid:]) || valid != 3*recordSize("a", "", []byte("one"), nil)+2 {
+					t.Fatalf("segment: %d bytes of records, then %d bytes not all zero", valid, len(b)-valid)
+				}
+				b = append(tc.damage(b[:valid]), make([]byte, tail)...)
+				if err := os.WriteFile(path, b, 0o600); err != nil {
+					t.Fatal(err)
+				}
+				got := replayAll(t, dir)
+				if len(got) != tc.keep {
+					t.Fatalf("kept %d records (%v), want %d", len(got), got, tc.keep)
+				}
+				// The journal goes on after the truncated tail: new records replay after the
+				// kept ones.
+				j2, stop2 := running(t, dir, Options{})
+				wait(t, j2, j2.Append("d", 1, "", []byte("four"), nil))
+				stop2()
+				got = replayAll(t, dir)
+				if len(got) != tc.keep+1 || got[len(got)-1].Task != "d" {
+					t.Fatalf("after a new append: %v", got)
+				}
+			})
+		}
+	}
+}
+
+// The segment is preallocated ahead of its records, a chunk at a time, so that an append's
+// fdatasync changes no metadata: records cross chunk boundaries, a reopened segment goes on at
+// the end of its records (not of the file), and the zeros after them are not a torn tail.
+func TestPreallocatedSegment(t *testing.T) {
+	dir := t.TempDir()
+	payload := bytes.Repeat([]byte("p"), 1000)
+	var want []string
+	for run := range 3 {
+		j, stop := running(t, dir, Options{CompactMinBytes: 1 << 40})
+		var last uint64
+		for i := range 700 { // about 0.7 MiB per run: the second run crosses a chunk
+			id := fmt.Sprintf("r%d-%03d", run, i)
+			last = j.Append(id, 2, "token", payload, nil)
+			want = append(want, id)
+			if i%100 == 99 {
+				wait(t, j, last)
 			}
-			if err := os.WriteFile(path, tc.damage(b), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			got := replayAll(t, dir)
-			if len(got) != tc.keep {
-				t.Fatalf("kept %d records (%v), want %d", len(got), got, tc.keep)
-			}
-			// The journal goes on after the truncated tail: new records replay after the kept ones.
-			j2, stop2 := running(t, dir, Options{})
-			wait(t, j2, j2.Append("d", 1, "", []byte("four"), nil))
-			stop2()
-			got = replayAll(t, dir)
-			if len(got) != tc.keep+1 || got[len(got)-1].Task != "d" {
-				t.Fatalf("after a new append: %v", got)
-			}
-		})
+		}
+		wait(t, j, last)
+		size := j.Stats().SegmentSize
+		stop()
+		path := segment(t, dir)
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Size()%preallocBytes != 0 || fi.Size() <= size {
+			t.Fatalf("run %d: file of %d bytes for %d bytes of records: not preallocated", run, fi.Size(), size)
+		}
+		if filepath.Base(path) != segName(0) {
+			t.Fatalf("run %d: the segment was rewritten (%s): its zeros were taken for a torn tail", run, path)
+		}
+	}
+	got := replayAll(t, dir)
+	if len(got) != len(want) {
+		t.Fatalf("replayed %d records, want %d", len(got), len(want))
+	}
+	for i, r := range got {
+		if r.Task != want[i] || r.Data != string(payload) {
+			t.Fatalf("record %d: %s, want %s", i, r.Task, want[i])
+		}
 	}
 }
 
