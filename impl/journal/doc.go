@@ -55,9 +55,10 @@
 // CompactMinBytes and more than twice the bytes of the live tasks, the owner rewrites the live
 // records into a new segment (seg-<generation+1>.log.tmp, fsync, rename, fsync of the
 // directory) and removes the old one; Open does the same after dropping a torn tail. The
-// segment therefore stays below max(CompactMinBytes, 2 × live bytes) plus one batch, and the
-// live bytes are bounded by what the task service keeps: its queue capacity and its retention
-// bounds (tasks.retention, tasks.max_retained), each task's log bounded by its max_tokens.
+// segment's records therefore stay below max(CompactMinBytes, 2 × live bytes) plus one batch
+// (its file up to a MiB more, preallocated), and the live bytes are bounded by what the task
+// service keeps: its queue capacity and its retention bounds (tasks.retention,
+// tasks.max_retained), each task's log bounded by its max_tokens.
 //
 // # Failure
 //
