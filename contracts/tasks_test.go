@@ -466,6 +466,14 @@ func TestResume(t *testing.T) {
 		if ev, err := s.rd.Next(); err == nil {
 			t.Errorf("resuming after the final frame sent %+v", ev)
 		}
+		// Beyond the final frame (a client that saw frames a crash of the machine took back
+		// from the journal): the final frame once, numbered after the client's id.
+		beyond := all[len(all)-1].ID + 3
+		got := h.openStream(t, r.TaskId, streamOpts{lastEventID: &beyond}).rest()
+		final := all[len(all)-1]
+		if len(got) != 1 || got[0].ID != beyond+1 || got[0].Event != final.Event || got[0].Raw != final.Raw {
+			t.Errorf("resuming after id %d (final frame %d): %+v", beyond, final.ID, got)
+		}
 	})
 }
 
