@@ -114,6 +114,25 @@ func TestCheckConfigRejects(t *testing.T) {
 	}
 }
 
+// A deprecated key (journal.fsync_interval) still loads: --check-config accepts the file and
+// warns on stderr.
+func TestCheckConfigWarnsOfDeprecatedKeys(t *testing.T) {
+	t.Setenv("ORCHD_API_KEYS", "")
+	doc := "journal: {fsync_interval: 2ms}\n" +
+		"pools:\n  - {id: p, engine: llamacpp, model_ref: m, ctx_max: 512, slots: 1, workloads: [completion], replicas: [{url: 'http://127.0.0.1:1'}]}\n"
+	p := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(p, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"--check-config", p}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	if !strings.Contains(stdout.String(), ": ok: ") || !strings.Contains(stderr.String(), "warning: journal.fsync_interval is deprecated and ignored") {
+		t.Errorf("stdout %q, stderr %q", stdout.String(), stderr.String())
+	}
+}
+
 // --help and -h print the usage and exit 0; --version prints version, commit and Go version.
 func TestHelpAndVersion(t *testing.T) {
 	for _, arg := range []string{"--help", "-h"} {
