@@ -3,7 +3,6 @@ package impl
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -49,25 +48,28 @@ func (s *Server) createTask(ctx context.Context, req api.CreateTaskRequestObject
 	if err != nil {
 		return nil, err
 	}
-	id, session := req.Body.TaskId, req.Body.SessionId
-	sseURL := "/v1/tasks/" + id.String() + "/stream"
-	pool := adm.PoolID
-	timeLeft := adm.TimeBudgetRemaining.Milliseconds()
-	return api.CreateTask202JSONResponse{
-		Body: api.AdmissionResponse{
-			TaskId: id, SessionId: session, QueuePosition: int32(adm.QueuePosition), PredictedStartMs: adm.PredictedStartMs,
-			BackoffMs: 0, PoolId: &pool,
-			Streams: &struct {
-				Sse        string `json:"sse"`
-				SseVerbose string `json:"sse_verbose"`
-			}{Sse: sseURL, SseVerbose: sseURL + "?verbose=true"},
-		},
-		Headers: api.CreateTask202ResponseHeaders{
-			XCorrelationId:         CorrelationID(ctx),
-			XBudgetTokensRemaining: adm.TokensBudgetRemaining,
-			XBudgetTimeRemainingMs: &timeLeft,
-		},
-	}, nil
+	a := &admitted{pool: adm.PoolID, timeLeft: adm.TimeBudgetRemaining.Milliseconds()}
+	// One string for both stream URLs: /v1/tasks/{id}/stream?verbose=true.
+	const prefix, suffix, verbose = "/v1/tasks/", "/stream", "?verbose=true"
+	var sb strings.Builder
+	sb.Grow(len(prefix) + 36 + len(suffix) + len(verbose))
+	sb.WriteString(prefix)
+	var id [36]byte
+	sb.Write(appendUUIDText(id[:0], req.Body.TaskId))
+	sb.WriteString(suffix)
+	sb.WriteString(verbose)
+	urls := sb.String()
+	a.streams.Sse, a.streams.SseVerbose = urls[:len(urls)-len(verbose)], urls
+	a.Body = api.AdmissionResponse{
+		TaskId: req.Body.TaskId, SessionId: req.Body.SessionId, QueuePosition: int32(adm.QueuePosition),
+		PredictedStartMs: adm.PredictedStartMs, BackoffMs: 0, PoolId: &a.pool, Streams: &a.streams,
+	}
+	a.Headers = api.CreateTask202ResponseHeaders{
+		XCorrelationId:         spec.CorrelationID,
+		XBudgetTokensRemaining: adm.TokensBudgetRemaining,
+		XBudgetTimeRemainingMs: &a.timeLeft,
+	}
+	return a, nil
 }
 
 // generateIDs fills in the task and session ids the client left out (a new task, a new
@@ -256,10 +258,11 @@ func specFromRequest(b *api.TaskRequest) (task.Spec, error) {
 	if b.MaxTokens > b.Ctx {
 		return task.Spec{}, Errorf("INVALID_PARAMS", "/max_tokens: %d exceeds ctx %d", b.MaxTokens, b.Ctx)
 	}
-	canon, err := json.Marshal(b)
-	if err != nil {
-		return task.Spec{}, err
-	}
+	// The fingerprint of the request as encoding/json writes it (appendTaskRequest, without
+	// reflection): re-posts match whatever their key order and spacing, and fingerprints kept in
+	// the journal by earlier builds still match.
+	var canonBuf [512]byte
+	canon := appendTaskRequest(canonBuf[:0], b)
 	spec := task.Spec{
 		ID: b.TaskId.String(), SessionID: b.SessionId.String(), Workload: string(b.Workload),
 		ModelRef: b.ModelRef, Engine: string(b.Engine), Ctx: int(b.Ctx), Priority: prio,
