@@ -23,6 +23,7 @@ import (
 	"github.com/labstack/echo/v4"
 	oapimw "github.com/oapi-codegen/echo-middleware"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/orchestratord/orchestratord/impl/tenant"
@@ -36,17 +37,42 @@ var correlationRe = regexp.MustCompile(`^[A-Za-z0-9._:/+=-]{1,128}$`)
 type ctxKey int
 
 const (
-	correlationKey ctxKey = iota
-	rawBodyKey
+	stateKey ctxKey = iota
 	headKey
-	keyKey
-	respHeaderKey
 )
+
+// reqState is what the middleware learn about a request and the handlers read (CorrelationID,
+// RawBody, KeyOf, responseHeader): one context value and one copy of the request for all of
+// them instead of one each. Only the request's own goroutine writes it, before the handler runs.
+type reqState struct {
+	correlation string
+	raw         []byte
+	key         *tenant.Key
+	respHeader  http.Header
+}
+
+func stateOf(ctx context.Context) *reqState {
+	st, _ := ctx.Value(stateKey).(*reqState)
+	return st
+}
+
+// state returns the request's state, attaching it to the request on first use.
+func state(c echo.Context) *reqState {
+	r := c.Request()
+	if st := stateOf(r.Context()); st != nil {
+		return st
+	}
+	st := &reqState{}
+	c.SetRequest(r.WithContext(context.WithValue(r.Context(), stateKey, st)))
+	return st
+}
 
 // CorrelationID returns the request's correlation id.
 func CorrelationID(ctx context.Context) string {
-	s, _ := ctx.Value(correlationKey).(string)
-	return s
+	if st := stateOf(ctx); st != nil {
+		return st.correlation
+	}
+	return ""
 }
 
 // Correlation echoes a well-formed X-Correlation-Id or, when none was given, uses the trace id
@@ -70,8 +96,7 @@ func Correlation() echo.MiddlewareFunc {
 				}
 			}
 			c.Response().Header().Set(HeaderCorrelationID, id)
-			r := c.Request()
-			c.SetRequest(r.WithContext(context.WithValue(r.Context(), correlationKey, id)))
+			state(c).correlation = id
 			return next(c)
 		}
 	}
@@ -99,6 +124,21 @@ func HeadAsGet(next http.Handler) http.Handler {
 		g := r.WithContext(context.WithValue(r.Context(), headKey, true)) // a copy: r stays HEAD
 		g.Method = http.MethodGet
 		next.ServeHTTP(w, g)
+	})
+}
+
+// TraceContext is what otelhttp does for a request when tracing is off (a no-op tracer
+// provider): the W3C trace context and baggage the client sent go into the request's context,
+// so that Correlation uses the caller's trace id; no span, no response wrapper, nothing to
+// allocate for a request without them.
+func TraceContext(next http.Handler) http.Handler {
+	prop := propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if len(r.Header.Values("Traceparent")) == 0 && len(r.Header.Values("Baggage")) == 0 {
+			next.ServeHTTP(w, r)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(prop.Extract(r.Context(), propagation.HeaderCarrier(r.Header))))
 	})
 }
 
@@ -139,8 +179,10 @@ func BodyLimit(limit int64) echo.MiddlewareFunc {
 // RawBody returns the request's JSON body as sent (set by JSONBody), for handlers that must see
 // numbers exactly as written.
 func RawBody(ctx context.Context) []byte {
-	b, _ := ctx.Value(rawBodyKey).([]byte)
-	return b
+	if st := stateOf(ctx); st != nil {
+		return st.raw
+	}
+	return nil
 }
 
 // JSONBody reads a JSON request body once (within the body limit), refuses anything that is not
@@ -163,13 +205,15 @@ func JSONBody() echo.MiddlewareFunc {
 			case err != nil:
 				return Errorf("INVALID_PARAMS", "body: %v", err)
 			}
-			if len(bytes.TrimSpace(raw)) > 0 {
+			// json.Valid accepts exactly what singleJSONValue does, without allocating; the
+			// decoder runs only to word the error.
+			if len(bytes.TrimSpace(raw)) > 0 && !json.Valid(raw) {
 				if err := singleJSONValue(raw); err != nil {
 					return Errorf("INVALID_PARAMS", "body: %v", err)
 				}
 			}
 			r.Body = io.NopCloser(bytes.NewReader(raw))
-			c.SetRequest(r.WithContext(context.WithValue(r.Context(), rawBodyKey, raw)))
+			state(c).raw = raw
 			return next(c)
 		}
 	}
@@ -232,10 +276,8 @@ func Auth(spec *openapi3.T, keys *tenant.Ring, limits *tenant.Limiter, opts ...A
 			if limits != nil {
 				SetRateLimitHeaders(c.Response().Header(), limits.Windows(k))
 			}
-			r := c.Request()
-			ctx := context.WithValue(r.Context(), keyKey, k)
-			ctx = context.WithValue(ctx, respHeaderKey, c.Response().Header())
-			c.SetRequest(r.WithContext(ctx))
+			st := state(c)
+			st.key, st.respHeader = k, c.Response().Header()
 			return next(c)
 		}
 	}, nil
@@ -258,15 +300,19 @@ func OptionalAuth(public bool) AuthOption {
 
 // KeyOf returns the key that authenticated the request (nil on a public route).
 func KeyOf(ctx context.Context) *tenant.Key {
-	k, _ := ctx.Value(keyKey).(*tenant.Key)
-	return k
+	if st := stateOf(ctx); st != nil {
+		return st.key
+	}
+	return nil
 }
 
 // responseHeader returns the response's header map, for handlers of the strict interface that
 // must set headers on an error response too (nil outside Auth).
 func responseHeader(ctx context.Context) http.Header {
-	h, _ := ctx.Value(respHeaderKey).(http.Header)
-	return h
+	if st := stateOf(ctx); st != nil {
+		return st.respHeader
+	}
+	return nil
 }
 
 // SetRateLimitHeaders writes the OpenAI-style x-ratelimit-* headers of a key's windows: limit,

@@ -94,8 +94,7 @@ var (
 // as is a request context of key k, with the response headers admission writes.
 func as(k *tenant.Key) (context.Context, http.Header) {
 	h := http.Header{}
-	ctx := context.WithValue(context.Background(), keyKey, k)
-	return context.WithValue(ctx, respHeaderKey, h), h
+	return context.WithValue(context.Background(), stateKey, &reqState{key: k, respHeader: h}), h
 }
 
 func spec(sessionID string, maxTokens int) task.Spec {
