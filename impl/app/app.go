@@ -282,9 +282,15 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	// HEAD is served as GET (impl.HeadAsGet). The server span of every request; Correlation
 	// names it after the route. W3C trace context and baggage from the client make it a child
 	// of the caller's span.
-	a.handler = otelhttp.NewHandler(impl.HeadAsGet(e), "http.server", otelhttp.WithTracerProvider(tp),
-		otelhttp.WithPropagators(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})),
-		otelhttp.WithMeterProvider(metricnoop.NewMeterProvider()))
+	// With tracing off, impl.TraceContext does what otelhttp would (the client's trace context
+	// into the request's) without otelhttp's span and response wrapper: ~10 allocations and a
+	// few microseconds per request.
+	a.handler = impl.TraceContext(impl.HeadAsGet(e))
+	if _, off := tp.(tracenoop.TracerProvider); !off {
+		a.handler = otelhttp.NewHandler(impl.HeadAsGet(e), "http.server", otelhttp.WithTracerProvider(tp),
+			otelhttp.WithPropagators(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})),
+			otelhttp.WithMeterProvider(metricnoop.NewMeterProvider()))
+	}
 	return a, nil
 }
 

@@ -116,3 +116,42 @@ func spanNames(spans tracetest.SpanStubs) []string {
 	}
 	return out
 }
+
+// TestTracingOff: with tracing off (no otelhttp on the handler) the correlation id is still the
+// client's trace id when it sends a traceparent, and a new UUID when it sends none.
+func TestTracingOff(t *testing.T) {
+	d := startFakeDaemon(t, "", fake.Options{}, nil)
+	const clientTrace = "4bf92f3577b34da6a3ce929d0e0e4736"
+	for _, tt := range []struct {
+		name        string
+		traceparent string
+		want        *regexp.Regexp
+	}{
+		{"client's trace", "00-" + clientTrace + "-00f067aa0ba902b7-01", regexp.MustCompile("^" + clientTrace + "$")},
+		{"no trace", "", regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)},
+		{"ill-formed traceparent", "00-zz-00f067aa0ba902b7-01", regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			req, err := http.NewRequest("POST", "http://"+d.addr+"/v1/tasks", strings.NewReader(taskBody(uuid.New(), 1)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("X-API-Key", testKey)
+			req.Header.Set("Content-Type", "application/json")
+			if tt.traceparent != "" {
+				req.Header.Set("traceparent", tt.traceparent)
+			}
+			res, err := d.hc.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = res.Body.Close()
+			if res.StatusCode != http.StatusAccepted {
+				t.Fatalf("submit: %d", res.StatusCode)
+			}
+			if got := res.Header.Get("X-Correlation-Id"); !tt.want.MatchString(got) {
+				t.Errorf("X-Correlation-Id %q, want %v", got, tt.want)
+			}
+		})
+	}
+}
