@@ -108,7 +108,7 @@ type checker struct {
 	minLen, maxLen int // maxLen < 0: none
 	enum           []string
 	pattern        *regexp.Regexp
-	format         *regexp.Regexp
+	format         func([]byte) bool
 	// integer
 	min, max int64
 	// array
@@ -170,9 +170,9 @@ func onlyKeys(m map[string]any, allowed ...string) error {
 	return nil
 }
 
-// compileSchema compiles a schema; formats names the string formats it can check (the same
-// regular expressions the validator is configured with).
-func compileSchema(ref *openapi3.SchemaRef, formats map[string]*regexp.Regexp) (*checker, error) {
+// compileSchema compiles a schema; formats names the string formats it can check, as the
+// validator is configured to check them.
+func compileSchema(ref *openapi3.SchemaRef, formats map[string]func([]byte) bool) (*checker, error) {
 	if ref == nil || ref.Value == nil {
 		return nil, fmt.Errorf("%w: unresolved schema", errUnsupported)
 	}
@@ -491,7 +491,7 @@ func (c *checker) validString(s []byte, n int, escaped bool) bool {
 	if c.pattern != nil && !c.pattern.Match(s) {
 		return false
 	}
-	if c.format != nil && !c.format.Match(s) {
+	if c.format != nil && !c.format(s) {
 		return false
 	}
 	if c.not != nil {
@@ -771,4 +771,36 @@ func (s *scanner) integer() (int64, bool) {
 		v = -v
 	}
 	return v, true
+}
+
+// uuidRFC9562 matches exactly what openapi3.FormatOfStringForUUIDOfRFC9562 matches (the uuid
+// format the validator checks): a UUID of versions 1 to 8 and the RFC 4122 variant, the nil UUID
+// or the max UUID, hex digits in either case. A regular expression took 10% of an admission.
+func uuidRFC9562(b []byte) bool {
+	if len(b) != 36 {
+		return false
+	}
+	allF, allZero := true, true
+	for i, c := range b {
+		if i == 8 || i == 13 || i == 18 || i == 23 {
+			if c != '-' {
+				return false
+			}
+			continue
+		}
+		switch {
+		case '0' <= c && c <= '9', 'a' <= c && c <= 'f', 'A' <= c && c <= 'F':
+		default:
+			return false
+		}
+		allF = allF && (c == 'f' || c == 'F')
+		allZero = allZero && c == '0'
+	}
+	if '1' <= b[14] && b[14] <= '8' {
+		switch b[19] {
+		case '8', '9', 'a', 'b', 'A', 'B':
+			return true
+		}
+	}
+	return allF || allZero
 }

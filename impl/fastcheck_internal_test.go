@@ -43,7 +43,7 @@ func theOracle(t testing.TB) kinOracle {
 		}
 		spec.Servers = nil
 		oracle.router, oracleErr = gorillamux.NewRouter(spec)
-		oracle.ops = compileOps(spec, map[string]*regexp.Regexp{"uuid": regexp.MustCompile(openapi3.FormatOfStringForUUIDOfRFC9562)})
+		oracle.ops = compileOps(spec, map[string]func([]byte) bool{"uuid": uuidRFC9562})
 	})
 	if oracleErr != nil {
 		t.Fatal(oracleErr)
@@ -225,4 +225,63 @@ func FuzzFastCheck(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		checkAgainstKin(t, body, nil)
 	})
+}
+
+// FuzzUUIDFormat: uuidRFC9562 matches exactly what the validator's uuid format matches.
+func FuzzUUIDFormat(f *testing.F) {
+	re := regexp.MustCompile(openapi3.FormatOfStringForUUIDOfRFC9562)
+	for _, s := range []string{"6f1c5e1a-3c1e-4b0e-9a57-0d8d2b6c9a11", "6F1C5E1A-3C1E-4B0E-9A57-0D8D2B6C9A11",
+		"00000000-0000-0000-0000-000000000000", "ffffffff-FFFF-ffff-ffff-ffffffffffff", "6f1c5e1a-3c1e-9b0e-9a57-0d8d2b6c9a11",
+		"6f1c5e1a-3c1e-4b0e-ca57-0d8d2b6c9a11", "6f1c5e1a3c1e4b0e9a570d8d2b6c9a11", "6f1c5e1a-3c1e-4b0e-9a57-0d8d2b6c9a1g",
+		"00000000-0000-0000-0000-00000000000f", "6f1c5e1a-3c1e-0b0e-9a57-0d8d2b6c9a11", ""} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if got, want := uuidRFC9562(b), re.Match(b); got != want {
+			t.Fatalf("%q: %v, the format's expression says %v", b, got, want)
+		}
+	})
+}
+
+// TestUUIDFormatMutations: every one-byte change of UUIDs of each kind is judged as the format's
+// expression judges it.
+func TestUUIDFormatMutations(t *testing.T) {
+	re := regexp.MustCompile(openapi3.FormatOfStringForUUIDOfRFC9562)
+	for _, s := range []string{"6f1c5e1a-3c1e-4b0e-9a57-0d8d2b6c9a11", "00000000-0000-0000-0000-000000000000",
+		"ffffffff-FFFF-ffff-ffff-ffffffffffff", "6F1C5E1A-3C1E-8B0E-BA57-0D8D2B6C9A11"} {
+		for i := range len(s) {
+			for c := range 256 {
+				b := []byte(s)
+				b[i] = byte(c)
+				if got, want := uuidRFC9562(b), re.Match(b); got != want {
+					t.Fatalf("%q: %v, the format's expression says %v", b, got, want)
+				}
+			}
+		}
+	}
+}
+
+// BenchmarkFastCheck: the fast check of a typical task body.
+func BenchmarkFastCheck(b *testing.B) {
+	oc := theOracle(b).ops[route{"POST", "/v1/tasks"}]
+	body := []byte(validTask)
+	r := postTask(body)
+	b.ReportAllocs()
+	for b.Loop() {
+		if !oc.valid(r, body) {
+			b.Fatal("not valid")
+		}
+	}
+}
+
+// BenchmarkKinCheck: kin-openapi's validation of the same body, for comparison.
+func BenchmarkKinCheck(b *testing.B) {
+	o := theOracle(b)
+	body := []byte(validTask)
+	b.ReportAllocs()
+	for b.Loop() {
+		if ok, _ := o.kinValid(b, postTask(body)); !ok {
+			b.Fatal("not valid")
+		}
+	}
 }
