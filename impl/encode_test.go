@@ -131,3 +131,27 @@ func TestAdmittedAsGenerated(t *testing.T) {
 		}
 	}
 }
+
+// TestDecodeTaskRequestKnowsEveryField: with every field set, decodeTaskRequest decodes what
+// encoding/json decodes (a member added to the contract fails here until it decodes it).
+func TestDecodeTaskRequestKnowsEveryField(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	for range 200 {
+		var req api.TaskRequest
+		fill(reflect.ValueOf(&req).Elem(), r)
+		b, err := json.Marshal(&req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want, got api.TaskRequest
+		if err := json.Unmarshal(b, &want); err != nil {
+			t.Fatal(err)
+		}
+		if !decodeTaskRequest(b, &got) {
+			t.Fatalf("decodeTaskRequest refuses %s", b)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("got  %+v\nwant %+v\nbody %s", got, want, b)
+		}
+	}
+}

@@ -114,6 +114,13 @@ func checkAgainstKin(t *testing.T, body []byte, header http.Header) bool {
 	if !reflect.DeepEqual(fromKin, decoded) {
 		t.Fatalf("the handler would see another request than kin-openapi's:\n kin:    %+v\n decode: %+v\n body: %s", fromKin, decoded, body)
 	}
+	var byHand api.TaskRequest
+	if !decodeTaskRequest(body, &byHand) {
+		t.Fatalf("decodeTaskRequest refuses a body the fast check accepts: %s", body)
+	}
+	if !reflect.DeepEqual(byHand, decoded) {
+		t.Fatalf("decodeTaskRequest:\n got  %+v\n want %+v\n body: %s", byHand, decoded, body)
+	}
 	return true
 }
 

@@ -47,6 +47,7 @@ const (
 type reqState struct {
 	correlation string
 	raw         []byte
+	checked     bool // raw passed Validator's fast check: JSONSerializer may decode it by hand
 	key         *tenant.Key
 	respHeader  http.Header
 }
@@ -446,7 +447,8 @@ func Validator(spec *openapi3.T) echo.MiddlewareFunc {
 		return func(c echo.Context) error {
 			r := c.Request()
 			if oc := fast[route{r.Method, c.Path()}]; oc != nil {
-				if raw := RawBody(r.Context()); raw != nil && oc.valid(r, raw) {
+				if st := stateOf(r.Context()); st != nil && st.raw != nil && oc.valid(r, st.raw) {
+					st.checked = true
 					return next(c)
 				}
 			}

@@ -272,6 +272,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = impl.HTTPErrorHandler(log)
+	e.JSONSerializer = impl.JSONSerializer{} // task bodies the validator's fast check passed: decoded by hand
 	// Nothing reads a body before Auth has accepted the request; BodyDeadline bounds the read
 	// that follows, and closes the connection of an error answered with the body unread.
 	e.Use(impl.Correlation(), impl.Recover(log),
