@@ -65,30 +65,36 @@ type Decision struct {
 	Fallback   bool
 }
 
-// Choose picks a pool for r among cands.
+// Choose picks a pool for r among cands. A successful choice allocates nothing: one pass counts
+// the matching, fitting, ready (and preferred) pools and keeps the best of the ready (and of the
+// preferred) ones; the lists an error names are gathered only then.
 func Choose(cands []Candidate, r Request) (Decision, error) {
 	d := Decision{Pinned: r.Mode == ModePin}
-	var matching, fitting []Candidate
-	for _, c := range cands {
-		if c.Engine != r.Engine || (c.ModelRef != r.ModelRef && c.ModelID != r.ModelRef) {
+	prefer := r.Mode == ModePrefer && len(r.PreferPools) > 0
+	var fitting, ready int
+	best, bestPreferred := -1, -1
+	for i := range cands {
+		c := &cands[i]
+		if !r.matches(c) {
 			continue
 		}
-		if !slices.Contains(c.Workloads, r.Workload) {
+		d.Considered++
+		if c.CtxMax < r.Ctx {
 			continue
 		}
-		if slices.Contains(r.AvoidPools, c.PoolID) {
+		fitting++
+		if !c.Admittable {
 			continue
 		}
-		if r.Mode == ModePin && c.PoolID != r.PinPool {
-			continue
+		ready++
+		if best < 0 || less(c, &cands[best]) {
+			best = i
 		}
-		matching = append(matching, c)
-		if c.CtxMax >= r.Ctx {
-			fitting = append(fitting, c)
+		if prefer && slices.Contains(r.PreferPools, c.PoolID) && (bestPreferred < 0 || less(c, &cands[bestPreferred])) {
+			bestPreferred = i
 		}
 	}
-	d.Considered = len(matching)
-	if len(matching) == 0 {
+	if d.Considered == 0 {
 		what := fmt.Sprintf("engine %s, model %q, workload %s", r.Engine, r.ModelRef, r.Workload)
 		if len(r.AvoidPools) > 0 {
 			what += fmt.Sprintf(" outside avoid_pools %s", strings.Join(r.AvoidPools, ", "))
@@ -98,64 +104,60 @@ func Choose(cands []Candidate, r Request) (Decision, error) {
 		}
 		return d, fmt.Errorf("%w: %s", ErrNoMatch, what)
 	}
-	if len(fitting) == 0 {
+	if fitting == 0 {
 		maxCtx := 0
-		ids := make([]string, 0, len(matching))
-		for _, c := range matching {
-			maxCtx = max(maxCtx, c.CtxMax)
-			ids = append(ids, c.PoolID)
+		var ids []string
+		for i := range cands {
+			if c := &cands[i]; r.matches(c) {
+				maxCtx = max(maxCtx, c.CtxMax)
+				ids = append(ids, c.PoolID)
+			}
 		}
 		return d, fmt.Errorf("%w: ctx %d exceeds ctx_max %d of pool %s", ErrCtxTooLarge, r.Ctx, maxCtx, strings.Join(ids, ", "))
 	}
-	var ready []Candidate
-	for _, c := range fitting {
-		if c.Admittable {
-			ready = append(ready, c)
-		}
-	}
-	if len(ready) == 0 {
-		return d, fmt.Errorf("%w: pool %s not ready or draining", ErrNoPool, ids(fitting))
-	}
-	pool := ready
-	if r.Mode == ModePrefer && len(r.PreferPools) > 0 {
-		var preferred []Candidate
-		for _, c := range ready {
-			if slices.Contains(r.PreferPools, c.PoolID) {
-				preferred = append(preferred, c)
+	if ready == 0 {
+		var ids []string
+		for i := range cands {
+			if c := &cands[i]; r.matches(c) && c.CtxMax >= r.Ctx {
+				ids = append(ids, c.PoolID)
 			}
 		}
+		return d, fmt.Errorf("%w: pool %s not ready or draining", ErrNoPool, strings.Join(ids, ", "))
+	}
+	if prefer {
 		switch {
-		case len(preferred) > 0:
-			pool = preferred
+		case bestPreferred >= 0:
+			best = bestPreferred
 		case r.AllowFallback:
 			d.Fallback = true
 		default:
 			return d, fmt.Errorf("%w: none of the preferred pools %s is ready and feasible", ErrNoPool, strings.Join(r.PreferPools, ", "))
 		}
 	}
-	best := pool[0]
-	for _, c := range pool[1:] {
-		if less(c, best) {
-			best = c
-		}
-	}
-	d.PoolID = best.PoolID
+	d.PoolID = cands[best].PoolID
 	return d, nil
 }
 
+// matches reports whether c serves r's engine, model and workload within its overrides.
+func (r *Request) matches(c *Candidate) bool {
+	switch {
+	case c.Engine != r.Engine || (c.ModelRef != r.ModelRef && c.ModelID != r.ModelRef):
+		return false
+	case !slices.Contains(c.Workloads, r.Workload):
+		return false
+	case slices.Contains(r.AvoidPools, c.PoolID):
+		return false
+	case r.Mode == ModePin && c.PoolID != r.PinPool:
+		return false
+	}
+	return true
+}
+
 // less orders by load per slot (cross-multiplied to stay in integers), then pool id.
-func less(a, b Candidate) bool {
+func less(a, b *Candidate) bool {
 	la, lb := a.Load*max(b.Slots, 1), b.Load*max(a.Slots, 1)
 	if la != lb {
 		return la < lb
 	}
 	return a.PoolID < b.PoolID
-}
-
-func ids(cs []Candidate) string {
-	out := make([]string, len(cs))
-	for i, c := range cs {
-		out[i] = c.PoolID
-	}
-	return strings.Join(out, ", ")
 }
