@@ -42,7 +42,7 @@ func decodeTaskRequest(b []byte, r *api.TaskRequest) bool {
 		case "session_id":
 			return d.uuid(&r.SessionId)
 		case "workload":
-			s, ok := d.str()
+			s, ok := d.known(string(api.Completion), string(api.Chat), string(api.Embedding), string(api.Rerank))
 			r.Workload = api.Workload(s)
 			return ok
 		case "model_ref":
@@ -50,7 +50,7 @@ func decodeTaskRequest(b []byte, r *api.TaskRequest) bool {
 			r.ModelRef = s
 			return ok
 		case "engine":
-			s, ok := d.str()
+			s, ok := d.known(string(api.Llamacpp), string(api.Vllm), string(api.Sglang), string(api.Tgi), string(api.Triton), string(api.Openai))
 			r.Engine = api.Engine(s)
 			return ok
 		case "ctx":
@@ -58,7 +58,7 @@ func decodeTaskRequest(b []byte, r *api.TaskRequest) bool {
 			r.Ctx = int32(v)
 			return ok
 		case "priority":
-			s, ok := d.str()
+			s, ok := d.known(string(api.Interactive), string(api.Batch))
 			r.Priority = api.Priority(s)
 			return ok
 		case "seed":
@@ -224,6 +224,21 @@ func (d *decoder) str() (string, bool) {
 		return "", false
 	}
 	return s, true
+}
+
+// known is str for a value that is usually one of values: that constant, not a new string.
+func (d *decoder) known(values ...string) (string, bool) {
+	start := d.i
+	raw, _, escaped, ok := d.scanner.str()
+	if ok && !escaped {
+		for _, v := range values {
+			if v == string(raw) {
+				return v, true
+			}
+		}
+	}
+	d.i = start
+	return d.str()
 }
 
 func (d *decoder) strs() ([]string, bool) {

@@ -274,7 +274,9 @@ func (r *admitted) VisitCreateTaskResponse(w http.ResponseWriter) error {
 	if v := r.Headers.XBudgetTokensRemaining; v != nil {
 		h.Set("X-Budget-Tokens-Remaining", strconv.FormatInt(*v, 10))
 	}
-	h.Set("X-Correlation-Id", r.Headers.XCorrelationId)
+	if v := h["X-Correlation-Id"]; len(v) != 1 || v[0] != r.Headers.XCorrelationId { // Correlation set it already
+		h.Set("X-Correlation-Id", r.Headers.XCorrelationId)
+	}
 	w.WriteHeader(http.StatusAccepted)
 	_, err := w.Write(body)
 	return err

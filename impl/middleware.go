@@ -193,7 +193,10 @@ func JSONBody() echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			r := c.Request()
-			mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+			mt := r.Header.Get("Content-Type")
+			if mt != "application/json" { // the common case needs no parsing
+				mt, _, _ = mime.ParseMediaType(mt)
+			}
 			if r.Body == nil || r.Body == http.NoBody || mt != "application/json" {
 				return next(c)
 			}
@@ -213,12 +216,20 @@ func JSONBody() echo.MiddlewareFunc {
 					return Errorf("INVALID_PARAMS", "body: %v", err)
 				}
 			}
-			r.Body = io.NopCloser(bytes.NewReader(raw))
+			body := &rawBody{}
+			body.Reset(raw)
+			r.Body = body
 			state(c).raw = raw
 			return next(c)
 		}
 	}
 }
+
+// rawBody is the body JSONBody hands on: the bytes it read.
+type rawBody struct{ bytes.Reader }
+
+// Close does nothing.
+func (*rawBody) Close() error { return nil }
 
 // singleJSONValue checks that b holds exactly one JSON value and nothing after it but space.
 func singleJSONValue(b []byte) error {
@@ -443,7 +454,8 @@ func Validator(spec *openapi3.T) echo.MiddlewareFunc {
 	})
 	fast := compileOps(spec, map[string]func([]byte) bool{"uuid": uuidRFC9562}) // uuidRe, by hand
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
-		slow := kin(next)
+		// echo applies the middleware anew to every request: kin-openapi's is applied only to
+		// the requests that need it.
 		return func(c echo.Context) error {
 			r := c.Request()
 			if oc := fast[route{r.Method, c.Path()}]; oc != nil {
@@ -452,7 +464,7 @@ func Validator(spec *openapi3.T) echo.MiddlewareFunc {
 					return next(c)
 				}
 			}
-			return slow(c)
+			return kin(next)(c)
 		}
 	}
 }

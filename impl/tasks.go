@@ -263,8 +263,10 @@ func specFromRequest(b *api.TaskRequest) (task.Spec, error) {
 	// the journal by earlier builds still match.
 	var canonBuf [512]byte
 	canon := appendTaskRequest(canonBuf[:0], b)
+	var idBuf [72]byte // both ids in one string
+	ids := string(appendUUIDText(appendUUIDText(idBuf[:0], b.TaskId), b.SessionId))
 	spec := task.Spec{
-		ID: b.TaskId.String(), SessionID: b.SessionId.String(), Workload: string(b.Workload),
+		ID: ids[:36], SessionID: ids[36:], Workload: string(b.Workload),
 		ModelRef: b.ModelRef, Engine: string(b.Engine), Ctx: int(b.Ctx), Priority: prio,
 		Seed: b.Seed, Prompt: prompt, Messages: messages, MaxTokens: int(b.MaxTokens),
 		Deadline:    time.Duration(b.DeadlineMs) * time.Millisecond,
