@@ -43,6 +43,9 @@ type ReplicaOptions struct {
 	EngineOptions map[string]string
 	// Logger receives debug records; nil discards them.
 	Logger *slog.Logger
+	// Slots is the replica's parallel sequences (the pool's slots; 0: unknown): it bounds the
+	// connections an adapter keeps alive to the engine.
+	Slots int
 }
 
 // ManagedTemplate is an engine's default command line. Placeholders, replaced in Argv and Env:

@@ -23,8 +23,11 @@ type Client struct {
 	// EOF is the message of a stream that ends (io.EOF) where the adapter wanted more; empty:
 	// the end is reported as a broken stream.
 	EOF string
-	// HTTP sends the requests (see DefaultHTTPClient).
+	// HTTP sends the requests (see DefaultHTTPClient), streamed ones too when Conns is nil.
 	HTTP *http.Client
+	// Conns, when set, sends the streamed requests (PostStream) to its engine: kept-alive
+	// connections read by the caller's goroutine (see Conns).
+	Conns *Conns
 	// Idle bounds the wait for each stream event (the first one included) and each GET.
 	Idle time.Duration
 	// Auth, when set, is sent as the Authorization header.
@@ -90,28 +93,45 @@ func (q *Call) Pause() { q.timer.Stop() }
 // TimedOut reports whether the idle timer ended the call.
 func (q *Call) TimedOut() bool { return errors.Is(context.Cause(q.reqCtx), errIdle) }
 
-// PostStream sends body as JSON to u asking for text/event-stream, on a connection of its
-// own (closing it is the abort signal, and some servers close streamed connections despite
-// answering keep-alive). path names the request in errors. An answer other than 200 is
-// OnStatus's error; the caller checks the content type and closes the body of the answer.
+// PostStream sends body as JSON to u asking for text/event-stream. path names the request in
+// errors. With Conns the connection is kept for the next generation when the answer is read to
+// its end (see Conns); without, net/http sends it on a connection of its own (closing it is the
+// abort signal, and some servers close streamed connections despite answering keep-alive). An
+// answer other than 200 is OnStatus's error; the caller checks the content type and closes the
+// body of the answer.
 func (q *Call) PostStream(u, path string, body []byte) (*http.Response, error) {
-	hreq, err := http.NewRequestWithContext(q.reqCtx, http.MethodPost, u, bytes.NewReader(body))
-	if err != nil {
-		return nil, engine.Errorf(engine.KindInternal, "%s: %w", q.c.Name, err)
-	}
-	hreq.Header.Set("Content-Type", "application/json")
-	hreq.Header.Set("Accept", "text/event-stream")
-	q.c.authorize(hreq)
-	hreq.Close = true
-	resp, err := q.c.HTTP.Do(hreq)
-	if err != nil {
-		return nil, q.TransportError("send "+path, err)
+	var resp *http.Response
+	if uri, ok := q.c.conns(u); ok {
+		var err error
+		if resp, err = q.c.Conns.Post(q.reqCtx, uri, q.c.Auth, body); err != nil {
+			return nil, q.TransportError("send "+path, err)
+		}
+	} else {
+		hreq, err := http.NewRequestWithContext(q.reqCtx, http.MethodPost, u, bytes.NewReader(body))
+		if err != nil {
+			return nil, engine.Errorf(engine.KindInternal, "%s: %w", q.c.Name, err)
+		}
+		hreq.Header.Set("Content-Type", "application/json")
+		hreq.Header.Set("Accept", "text/event-stream")
+		q.c.authorize(hreq)
+		hreq.Close = true
+		if resp, err = q.c.HTTP.Do(hreq); err != nil {
+			return nil, q.TransportError("send "+path, err)
+		}
 	}
 	if resp.StatusCode != http.StatusOK {
 		defer resp.Body.Close()
 		return nil, q.c.OnStatus(q.ctx, resp)
 	}
 	return resp, nil
+}
+
+// conns returns u's request target when Conns serves u.
+func (c *Client) conns(u string) (string, bool) {
+	if c.Conns == nil {
+		return "", false
+	}
+	return c.Conns.RequestURI(u)
 }
 
 // TransportError classifies a failure to send what or to read its answer's head: the caller's

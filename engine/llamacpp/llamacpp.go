@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/orchestratord/orchestratord/engine"
+	"github.com/orchestratord/orchestratord/engine/httpengine"
 )
 
 // DefaultIdleTimeout is Options.IdleTimeout's default.
@@ -27,8 +28,11 @@ type Options struct {
 	// Client sends the requests. It must not set an overall Timeout (streams are long); the
 	// default has a 5 s dial timeout, keep-alives with up to 256 idle connections to the
 	// server, idle connections dropped after 4 s (before llama-server's 5 s keep-alive timeout
-	// closes them under us), no proxy and no compression. Completions always use a fresh
-	// connection (see Generate); the pool serves Health and Props.
+	// closes them under us), no proxy and no compression. With the default, completions go
+	// through an httpengine.Conns instead (kept-alive connections read by the generating
+	// goroutine, one per generation for a server that closes them: see Generate); the client
+	// serves Health, Props and Load. A Client given here sends completions too, each on a
+	// connection of its own.
 	Client *http.Client
 	// IdleTimeout bounds the wait for each stream frame, including the first one (prompt
 	// processing, and queueing inside llama-server when all its slots are busy). It also bounds
@@ -39,6 +43,9 @@ type Options struct {
 	// APIKey, when set, is sent on every request as "Authorization: Bearer <key>" (the server's
 	// --api-key / --api-key-file).
 	APIKey string
+	// MaxIdleConns bounds the connections kept alive for completions when Client is nil (the
+	// server's slots, -np); ≤ 0: 16.
+	MaxIdleConns int
 }
 
 // Replica is one llama-server endpoint. It holds no per-request state and is safe for
@@ -50,6 +57,7 @@ type Replica struct {
 	log    *slog.Logger
 	auth   string // "Bearer <key>", or ""
 	slots  *slotAffinity
+	conns  *httpengine.Conns // nil: completions through client, a connection each
 }
 
 var _ engine.Replica = (*Replica)(nil)
@@ -68,6 +76,7 @@ func New(opts Options) *Replica {
 	}
 	if r.client == nil {
 		r.client = newClient()
+		r.conns = httpengine.NewConns(r.base, opts.MaxIdleConns)
 	}
 	if r.idle <= 0 {
 		r.idle = DefaultIdleTimeout
@@ -176,21 +185,7 @@ func (r *Replica) generate(ctx context.Context, req engine.Request, slot int, se
 	timer := time.AfterFunc(r.idle, func() { cancel(errIdle) })
 	defer timer.Stop()
 
-	hreq, err := http.NewRequestWithContext(reqCtx, http.MethodPost, r.base+"/completion", bytes.NewReader(body))
-	if err != nil {
-		return engine.Result{}, engine.Errorf(engine.KindInternal, "llamacpp: %w", err)
-	}
-	hreq.Header.Set("Content-Type", "application/json")
-	hreq.Header.Set("Accept", "text/event-stream")
-	if r.auth != "" {
-		hreq.Header.Set("Authorization", r.auth)
-	}
-	// llama-server (0.7.0) closes the connection after every streamed response although it
-	// answers "Keep-Alive"; a pooled connection would race with that close and fail the next
-	// request with EOF. One connection per generation costs one loopback handshake.
-	hreq.Close = true
-
-	resp, err := r.client.Do(hreq)
+	resp, err := r.postCompletion(reqCtx, body)
 	if err != nil {
 		return engine.Result{}, r.transportError(ctx, reqCtx, "send completion", err)
 	}
@@ -249,6 +244,31 @@ func (r *Replica) generate(ctx context.Context, req engine.Request, slot int, se
 		*served = f.idSlot
 		return res, nil
 	}
+}
+
+// postCompletion sends POST /completion. llama-server (0.7.0) closes the connection after
+// every streamed response although it answers "Keep-Alive": Conns detects that and gives such a
+// server one connection per generation, keeping them alive with servers that keep them. A
+// configured Client gets one connection per generation (a pooled one would race with that
+// close and fail the next request with EOF).
+func (r *Replica) postCompletion(ctx context.Context, body []byte) (*http.Response, error) {
+	const path = "/completion"
+	if r.conns != nil {
+		if uri, ok := r.conns.RequestURI(r.base + path); ok {
+			return r.conns.Post(ctx, uri, r.auth, body)
+		}
+	}
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, r.base+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	hreq.Header.Set("Accept", "text/event-stream")
+	if r.auth != "" {
+		hreq.Header.Set("Authorization", r.auth)
+	}
+	hreq.Close = true
+	return r.client.Do(hreq)
 }
 
 // fillResult copies the final frame's counters into res (whose TokensOut counts the emitted

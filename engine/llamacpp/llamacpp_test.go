@@ -58,6 +58,7 @@ func newReplica(t *testing.T, url string, idle time.Duration) *Replica {
 	t.Helper()
 	r := New(Options{BaseURL: url + "/", IdleTimeout: idle})
 	t.Cleanup(r.client.CloseIdleConnections)
+	t.Cleanup(r.conns.CloseIdle)
 	return r
 }
 
@@ -481,31 +482,54 @@ func TestGenerateStopsEngineRequest(t *testing.T) {
 	}
 }
 
-// TestGenerateFreshConnection checks that each generation asks for its own connection:
-// llama-server closes the connection after a stream, so a pooled one would fail the next
-// request (seen with the real server: "Post .../completion": EOF).
-func TestGenerateFreshConnection(t *testing.T) {
-	var conns atomic.Int32
-	var closeHeader atomic.Bool
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		closeHeader.Store(r.Close)
-		stream(w, data(frameJSON(" The", 1)), data(finalJSON("limit", 1, 6, 0)))
-	}))
-	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			conns.Add(1)
-		}
+// TestGenerateConnections checks the connections generations use: one kept connection with a
+// server that keeps them; with a server that closes the connection after each stream without
+// saying so (llama-server 0.7.0: a naively pooled connection failed the next request with
+// "Post .../completion": EOF), every generation still succeeds, each on a connection of its
+// own once the close is detected (asking "Connection: close" from then on).
+func TestGenerateConnections(t *testing.T) {
+	tests := []struct {
+		name      string
+		closes    bool
+		wantConns int32
+		wantClose int32
+	}{
+		{name: "server keeps connections", wantConns: 1},
+		{name: "server closes streamed connections", closes: true, wantConns: 4, wantClose: 3},
 	}
-	srv.Start()
-	defer srv.Close()
-	r := newReplica(t, srv.URL, 0)
-	for range 3 {
-		if _, err := r.Generate(t.Context(), engine.Request{Prompt: "x", MaxTokens: 1}, func(engine.Token) error { return nil }); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if n := conns.Load(); n != 3 || !closeHeader.Load() {
-		t.Errorf("%d connections for 3 generations (Connection: close sent: %v), want 3", n, closeHeader.Load())
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var conns, closeAsked atomic.Int32
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Close {
+					closeAsked.Add(1)
+				}
+				stream(w, data(frameJSON(" The", 1)), data(finalJSON("limit", 1, 6, 0)))
+			}))
+			srv.Config.ConnState = func(c net.Conn, s http.ConnState) {
+				switch {
+				case s == http.StateNew:
+					conns.Add(1)
+				case s == http.StateIdle && tc.closes:
+					_ = c.Close()
+				}
+			}
+			srv.Start()
+			defer srv.Close()
+			r := newReplica(t, srv.URL, 0)
+			for i := range 4 {
+				var c collected
+				if _, err := r.Generate(t.Context(), engine.Request{Prompt: "x", MaxTokens: 1}, c.emit); err != nil {
+					t.Fatalf("generation %d: %v", i, err)
+				}
+				if got := strings.Join(c.texts, ""); got != " The" {
+					t.Fatalf("generation %d: text %q", i, got)
+				}
+			}
+			if n, m := conns.Load(), closeAsked.Load(); n != tc.wantConns || m != tc.wantClose {
+				t.Errorf("%d connections for 4 generations, %d asked to close; want %d, %d", n, m, tc.wantConns, tc.wantClose)
+			}
+		})
 	}
 }
 

@@ -13,7 +13,7 @@ var workloads = []string{engine.WorkloadCompletion, engine.WorkloadChat}
 
 func newFor(f Flavor) func(engine.ReplicaOptions) engine.Replica {
 	return func(o engine.ReplicaOptions) engine.Replica {
-		return New(Options{BaseURL: o.BaseURL, APIKey: o.APIKey, Model: o.Model, Flavor: f, Logger: o.Logger})
+		return New(Options{BaseURL: o.BaseURL, APIKey: o.APIKey, Model: o.Model, Flavor: f, Logger: o.Logger, MaxIdleConns: o.Slots})
 	}
 }
 

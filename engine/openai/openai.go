@@ -52,6 +52,9 @@ type Options struct {
 	Client *http.Client
 	// IdleTimeout bounds the wait for each chunk (the first one included) and each GET.
 	IdleTimeout time.Duration
+	// MaxIdleConns bounds the connections kept alive for streamed requests when Client is nil
+	// (the replica's parallel slots); ≤ 0: 16. See httpengine.Conns.
+	MaxIdleConns int
 	// Logger receives debug records. Default: discard.
 	Logger *slog.Logger
 }
@@ -78,15 +81,17 @@ var (
 func New(opts Options) *Replica {
 	r := &Replica{base: strings.TrimRight(opts.BaseURL, "/"), client: opts.Client, log: opts.Logger,
 		flavor: opts.Flavor, model: opts.Model}
+	var conns *httpengine.Conns
 	if r.client == nil {
 		r.client = httpengine.DefaultHTTPClient()
+		conns = httpengine.NewConns(r.base, opts.MaxIdleConns)
 	}
 	idle := opts.IdleTimeout
 	if idle <= 0 {
 		idle = DefaultIdleTimeout
 	}
 	r.http = &httpengine.Client{Name: "openai", Unit: "chunk", EOF: "stream ended before its end", HTTP: r.client,
-		Idle: idle, Auth: httpengine.Bearer(opts.APIKey), OnStatus: statusError}
+		Idle: idle, Auth: httpengine.Bearer(opts.APIKey), OnStatus: statusError, Conns: conns}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}

@@ -13,7 +13,7 @@ func Driver() engine.Driver {
 	return engine.Driver{
 		Name: Name, Workloads: []string{engine.WorkloadCompletion},
 		New: func(o engine.ReplicaOptions) engine.Replica {
-			return New(Options{BaseURL: o.BaseURL, APIKey: o.APIKey, Logger: o.Logger})
+			return New(Options{BaseURL: o.BaseURL, APIKey: o.APIKey, Logger: o.Logger, MaxIdleConns: o.Slots})
 		},
 		Managed: &engine.ManagedTemplate{
 			Program: "text-generation-launcher",

@@ -35,6 +35,9 @@ type Options struct {
 	Client *http.Client
 	// IdleTimeout bounds the wait for each frame (the first one included) and each GET.
 	IdleTimeout time.Duration
+	// MaxIdleConns bounds the connections kept alive for streamed requests when Client is nil
+	// (the replica's parallel slots); ≤ 0: 16. See httpengine.Conns.
+	MaxIdleConns int
 	// Logger receives debug records. Default: discard.
 	Logger *slog.Logger
 }
@@ -56,15 +59,17 @@ var (
 // New returns a Replica for opts.
 func New(opts Options) *Replica {
 	r := &Replica{base: strings.TrimRight(opts.BaseURL, "/"), client: opts.Client, log: opts.Logger}
+	var conns *httpengine.Conns
 	if r.client == nil {
 		r.client = httpengine.DefaultHTTPClient()
+		conns = httpengine.NewConns(r.base, opts.MaxIdleConns)
 	}
 	idle := opts.IdleTimeout
 	if idle <= 0 {
 		idle = DefaultIdleTimeout
 	}
 	r.http = &httpengine.Client{Name: "tgi", Unit: "frame", EOF: "stream ended before its last frame", HTTP: r.client,
-		Idle: idle, Auth: httpengine.Bearer(opts.APIKey), OnStatus: statusError}
+		Idle: idle, Auth: httpengine.Bearer(opts.APIKey), OnStatus: statusError, Conns: conns}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}

@@ -70,7 +70,7 @@ func OptionsFrom(o engine.ReplicaOptions) Options {
 		model = o.Model
 	}
 	return Options{BaseURL: o.BaseURL, Model: model, Tensors: t, MetricsURL: o.EngineOptions[OptMetricsURL],
-		APIKey: o.APIKey, Logger: o.Logger}
+		APIKey: o.APIKey, Logger: o.Logger, MaxIdleConns: o.Slots}
 }
 
 func newReplica(o engine.ReplicaOptions) engine.Replica { return New(OptionsFrom(o)) }

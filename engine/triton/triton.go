@@ -55,6 +55,9 @@ type Options struct {
 	Client *http.Client
 	// IdleTimeout bounds the wait for each frame (the first one included) and each GET.
 	IdleTimeout time.Duration
+	// MaxIdleConns bounds the connections kept alive for streamed requests when Client is nil
+	// (the replica's parallel slots); ≤ 0: 16. See httpengine.Conns.
+	MaxIdleConns int
 	// Logger receives debug records. Default: discard.
 	Logger *slog.Logger
 }
@@ -90,15 +93,17 @@ func New(opts Options) *Replica {
 	r := &Replica{base: strings.TrimRight(opts.BaseURL, "/"), metrics: strings.TrimRight(opts.MetricsURL, "/"),
 		model: opts.Model, tensors: t, log: opts.Logger}
 	client := opts.Client
+	var conns *httpengine.Conns
 	if client == nil {
 		client = httpengine.DefaultHTTPClient()
+		conns = httpengine.NewConns(r.base, opts.MaxIdleConns)
 	}
 	idle := opts.IdleTimeout
 	if idle <= 0 {
 		idle = DefaultIdleTimeout
 	}
 	r.http = &httpengine.Client{Name: "triton", Unit: "frame", HTTP: client, Idle: idle,
-		Auth: httpengine.Bearer(opts.APIKey), OnStatus: r.statusError}
+		Auth: httpengine.Bearer(opts.APIKey), OnStatus: r.statusError, Conns: conns}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}

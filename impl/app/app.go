@@ -178,7 +178,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 				return unregistered{engine: spec.Engine}
 			}
 			return d.New(engine.ReplicaOptions{BaseURL: ep.URL, APIKey: ep.APIKey, ModelID: spec.ModelID,
-				EngineOptions: spec.EngineOptions, Logger: log})
+				EngineOptions: spec.EngineOptions, Logger: log, Slots: spec.Slots})
 		}
 	}
 	var specs []pool.Spec

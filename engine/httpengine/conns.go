@@ -1,0 +1,314 @@
+package httpengine
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Conns holds one replica's connections for streamed requests (POST, text/event-stream over
+// HTTP/1.1 on plain TCP). Unlike net/http's Transport it runs no goroutine of its own: the
+// caller's goroutine writes the request and reads the answer, so a stream costs one goroutine
+// (the engine read) instead of three, and an idle kept connection holds no buffer.
+//
+// Connections are kept alive between generations, at most MaxIdle of them, each for at most
+// IdleTimeout. An engine that closes its streamed connections (it answers "Connection: close",
+// or a kept connection turns out closed when reused, as llama-server 0.7.0 does despite
+// answering keep-alive) is detected, not configured: that replica then gets one connection per
+// generation ("Connection: close" sent), and keep-alive is tried again after ReprobeAfter
+// generations. A request that fails on a reused connection before any byte of the answer came
+// is sent again once on a fresh connection: the engine closed the connection before reading it.
+//
+// Safe for concurrent use.
+type Conns struct {
+	base    string // scheme://host[:port], no trailing slash
+	addr    string // host:port to dial
+	host    string // Host header
+	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
+	maxIdle int
+	ttl     time.Duration
+	now     func() time.Time
+
+	mu      sync.Mutex
+	idle    []idleConn // most recently used last
+	closing int        // generations left with one connection each (> 0: the engine closed kept connections)
+	stats   ConnStats
+}
+
+type idleConn struct {
+	c     net.Conn
+	since time.Time
+}
+
+// ConnStats counts a Conns' connections.
+type ConnStats struct {
+	Dialed, Reused, Retried int
+	// Fallbacks counts the detections of an engine that closes streamed connections.
+	Fallbacks int
+}
+
+// ReprobeAfter is the number of one-connection generations after which a replica that closed
+// kept connections is tried with keep-alive again.
+const ReprobeAfter = 256
+
+// DefaultIdleConnTimeout is how long a kept connection may wait for its next generation:
+// below llama-server's 5 s keep-alive timeout, so that the engine does not close it under us.
+const DefaultIdleConnTimeout = 4 * time.Second
+
+// NewConns returns the connections to the engine at base (http://host[:port][/...]; the path is
+// ignored, requests name their own). maxIdle bounds the kept connections (≤ 0: 16; a replica's
+// parallel slots is the natural bound). It returns nil for another scheme (https goes through
+// net/http).
+func NewConns(base string, maxIdle int) *Conns {
+	u, err := url.Parse(base)
+	if err != nil || u.Scheme != "http" || u.Host == "" || u.User != nil {
+		return nil
+	}
+	addr := u.Host
+	if u.Port() == "" {
+		addr = net.JoinHostPort(u.Hostname(), "80")
+	}
+	if maxIdle <= 0 {
+		maxIdle = 16
+	}
+	d := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	return &Conns{base: "http://" + u.Host, addr: addr, host: u.Host, dial: d.DialContext,
+		maxIdle: maxIdle, ttl: DefaultIdleConnTimeout, now: time.Now}
+}
+
+// Stats returns the counts so far.
+func (p *Conns) Stats() ConnStats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stats
+}
+
+// CloseIdle closes the kept connections.
+func (p *Conns) CloseIdle() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = nil
+	p.mu.Unlock()
+	for _, ic := range idle {
+		_ = ic.c.Close()
+	}
+}
+
+// RequestURI returns u's request target on this engine, or false when u is not on it.
+func (p *Conns) RequestURI(u string) (string, bool) {
+	rest, ok := strings.CutPrefix(u, p.base)
+	if !ok || (rest != "" && rest[0] != '/') {
+		return "", false
+	}
+	if rest == "" {
+		rest = "/"
+	}
+	return rest, true
+}
+
+// take returns a kept connection, or nil; keep reports whether the answer may be kept.
+func (p *Conns) take() (c net.Conn, keep bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closing > 0 {
+		p.closing--
+		return nil, false
+	}
+	now := p.now()
+	for n := len(p.idle); n > 0; n = len(p.idle) {
+		ic := p.idle[n-1]
+		p.idle[n-1] = idleConn{}
+		p.idle = p.idle[:n-1]
+		if now.Sub(ic.since) < p.ttl {
+			p.stats.Reused++
+			return ic.c, true
+		}
+		_ = ic.c.Close()
+	}
+	return nil, true
+}
+
+// put keeps c for the next generation, or closes it when enough are kept.
+func (p *Conns) put(c net.Conn) {
+	p.mu.Lock()
+	if p.closing > 0 || len(p.idle) >= p.maxIdle {
+		p.mu.Unlock()
+		_ = c.Close()
+		return
+	}
+	p.idle = append(p.idle, idleConn{c: c, since: p.now()})
+	p.mu.Unlock()
+}
+
+// closesConns records that the engine closed a streamed connection: the next ReprobeAfter
+// generations get a connection each, and the kept ones are dropped (they would fail too).
+func (p *Conns) closesConns() {
+	p.mu.Lock()
+	if p.closing == 0 {
+		p.stats.Fallbacks++
+	}
+	p.closing = ReprobeAfter
+	idle := p.idle
+	p.idle = nil
+	p.mu.Unlock()
+	for _, ic := range idle {
+		_ = ic.c.Close()
+	}
+}
+
+// respBufPool holds the readers of answers in flight (an idle connection keeps none). Engine
+// frames are a few hundred bytes; larger reads of the body bypass the buffer.
+var respBufPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 1024) }}
+
+// aLongTimeAgo is a deadline that makes every pending and future I/O on a connection fail.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// countingConn counts the bytes read, to tell a connection the engine had closed (nothing
+// read) from one that broke mid-answer.
+type countingConn struct {
+	net.Conn
+	n int64
+}
+
+func (c *countingConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.n += int64(n)
+	return n, err
+}
+
+// Post sends body (JSON) to u asking for text/event-stream and returns the answer's head; ctx
+// ending (or cancelled) aborts it by closing the connection. auth, when set, is the
+// Authorization value. Errors are net/http-like transport errors (a failed dial is a
+// *net.OpError with Op "dial"). The caller must close the body: read to its end, the
+// connection is kept for the next generation; closed early, it is closed (the engine's abort
+// signal).
+func (p *Conns) Post(ctx context.Context, uri, auth string, body []byte) (*http.Response, error) {
+	for attempt := 0; ; attempt++ {
+		var c net.Conn
+		keep := false // a retry follows a detected close
+		if attempt == 0 {
+			c, keep = p.take()
+		}
+		reused := c != nil
+		if c == nil {
+			var err error
+			if c, err = p.dial(ctx, "tcp", p.addr); err != nil {
+				return nil, err
+			}
+			p.mu.Lock()
+			p.stats.Dialed++
+			p.mu.Unlock()
+		}
+		resp, cc, err := p.roundTrip(ctx, c, uri, auth, body, keep)
+		if err == nil {
+			if resp.Close && keep {
+				p.closesConns()
+			}
+			return resp, nil
+		}
+		if reused && cc.n == 0 && ctx.Err() == nil {
+			// The engine had closed the kept connection: it does not keep streamed ones.
+			p.closesConns()
+			p.mu.Lock()
+			p.stats.Retried++
+			p.mu.Unlock()
+			continue
+		}
+		return nil, err
+	}
+}
+
+// roundTrip writes the request on c and reads the answer's head. On error c is closed.
+func (p *Conns) roundTrip(ctx context.Context, c net.Conn, uri, auth string, body []byte, keep bool) (*http.Response, *countingConn, error) {
+	cc := &countingConn{Conn: c}
+	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(aLongTimeAgo) })
+	fail := func(err error) (*http.Response, *countingConn, error) {
+		stop()
+		_ = c.Close()
+		return nil, cc, err
+	}
+	req := make([]byte, 0, 192+len(uri)+len(p.host)+len(auth)+len(body))
+	req = append(req, "POST "...)
+	req = append(req, uri...)
+	req = append(req, " HTTP/1.1\r\nHost: "...)
+	req = append(req, p.host...)
+	req = append(req, "\r\nUser-Agent: orchestratord\r\nContent-Type: application/json\r\nAccept: text/event-stream\r\nContent-Length: "...)
+	req = strconv.AppendInt(req, int64(len(body)), 10)
+	if auth != "" {
+		req = append(req, "\r\nAuthorization: "...)
+		req = append(req, auth...)
+	}
+	if !keep {
+		req = append(req, "\r\nConnection: close"...)
+	}
+	req = append(req, "\r\n\r\n"...)
+	req = append(req, body...)
+	if _, err := c.Write(req); err != nil {
+		return fail(err)
+	}
+	br := respBufPool.Get().(*bufio.Reader)
+	br.Reset(cc)
+	hreq := &http.Request{Method: http.MethodPost, Header: http.Header{}}
+	resp, err := http.ReadResponse(br, hreq)
+	if err != nil {
+		br.Reset(nil)
+		respBufPool.Put(br)
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return fail(err)
+	}
+	resp.Body = &connBody{p: p, c: c, br: br, body: resp.Body, stop: stop,
+		keep: keep && !resp.Close && resp.ProtoAtLeast(1, 1)}
+	return resp, cc, nil
+}
+
+// connBody is an answer's body on a Conns connection.
+type connBody struct {
+	p      *Conns
+	c      net.Conn
+	br     *bufio.Reader
+	body   io.ReadCloser
+	stop   func() bool
+	keep   bool
+	eof    bool
+	closed bool
+}
+
+func (b *connBody) Read(buf []byte) (int, error) {
+	if b.closed {
+		return 0, errors.New("read on a closed body")
+	}
+	n, err := b.body.Read(buf)
+	if errors.Is(err, io.EOF) {
+		b.eof = true
+	}
+	return n, err
+}
+
+// Close keeps the connection when the answer was read to its end and nothing follows it;
+// otherwise it closes the connection.
+func (b *connBody) Close() error {
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	armed := b.stop() // false: ctx ended, the connection's deadline is spent
+	reuse := b.keep && b.eof && armed && b.br.Buffered() == 0
+	b.br.Reset(nil)
+	respBufPool.Put(b.br)
+	b.br = nil
+	if !reuse {
+		return b.c.Close()
+	}
+	b.p.put(b.c)
+	return nil
+}

@@ -1,0 +1,267 @@
+package httpengine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// engineServer is an httptest engine that streams three events per request and counts the
+// connections it accepted. closeMode: "" keeps connections; "silent" closes each one once its
+// answer is complete, without saying so (llama-server 0.7.0); "header" answers
+// "Connection: close".
+func engineServer(t *testing.T, closeMode string) (*httptest.Server, *atomic.Int32, *atomic.Int32) {
+	t.Helper()
+	var accepted, closeAsked atomic.Int32
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Close {
+			closeAsked.Add(1)
+		}
+		b, _ := io.ReadAll(r.Body)
+		if closeMode == "header" {
+			w.Header().Set("Connection", "close")
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		for i := range 3 {
+			_, _ = fmt.Fprintf(w, "data: %s %d\n\n", b, i)
+			w.(http.Flusher).Flush()
+		}
+	}))
+	srv.Config.ConnState = func(c net.Conn, s http.ConnState) {
+		switch {
+		case s == http.StateNew:
+			accepted.Add(1)
+		case s == http.StateIdle && closeMode == "silent":
+			_ = c.Close()
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv, &accepted, &closeAsked
+}
+
+// readAll reads a streamed answer's events.
+func readAll(t *testing.T, resp *http.Response) []string {
+	t.Helper()
+	defer resp.Body.Close()
+	er := NewEventReader(resp.Body)
+	var got []string
+	for {
+		_, data, err := er.Next()
+		if errors.Is(err, io.EOF) {
+			return got
+		}
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		got = append(got, string(data))
+	}
+}
+
+func TestConnsKeepAliveAndFallback(t *testing.T) {
+	const gens = 4
+	tests := []struct {
+		name      string
+		closeMode string
+		wantConns int32
+		wantClose int32 // requests sent with "Connection: close"
+		wantStats ConnStats
+	}{
+		{name: "engine keeps connections", wantConns: 1, wantStats: ConnStats{Dialed: 1, Reused: gens - 1}},
+		// The second generation finds its kept connection closed, sends again on a new one, and
+		// the replica falls back to a connection per generation.
+		{name: "engine closes silently", closeMode: "silent", wantConns: gens, wantClose: gens - 1,
+			wantStats: ConnStats{Dialed: gens, Reused: 1, Retried: 1, Fallbacks: 1}},
+		{name: "engine answers Connection: close", closeMode: "header", wantConns: gens, wantClose: gens - 1,
+			wantStats: ConnStats{Dialed: gens, Fallbacks: 1}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, accepted, closeAsked := engineServer(t, tc.closeMode)
+			p := NewConns(srv.URL, 4)
+			defer p.CloseIdle()
+			for i := range gens {
+				uri, ok := p.RequestURI(srv.URL + "/gen")
+				if !ok || uri != "/gen" {
+					t.Fatalf("RequestURI = %q, %v", uri, ok)
+				}
+				resp, err := p.Post(t.Context(), uri, "", []byte(fmt.Sprint(i)))
+				if err != nil {
+					t.Fatalf("generation %d: %v", i, err)
+				}
+				got := readAll(t, resp)
+				want := []string{fmt.Sprint(i, " 0"), fmt.Sprint(i, " 1"), fmt.Sprint(i, " 2")}
+				if strings.Join(got, "|") != strings.Join(want, "|") {
+					t.Fatalf("generation %d: events %q, want %q", i, got, want)
+				}
+			}
+			if n := accepted.Load(); n != tc.wantConns {
+				t.Errorf("%d connections accepted for %d generations, want %d", n, gens, tc.wantConns)
+			}
+			if n := closeAsked.Load(); n != tc.wantClose {
+				t.Errorf("%d requests asked to close, want %d", n, tc.wantClose)
+			}
+			if s := p.Stats(); s != tc.wantStats {
+				t.Errorf("stats %+v, want %+v", s, tc.wantStats)
+			}
+		})
+	}
+}
+
+// After ReprobeAfter generations on their own connections, keep-alive is tried again.
+func TestConnsReprobe(t *testing.T) {
+	srv, accepted, _ := engineServer(t, "")
+	p := NewConns(srv.URL, 4)
+	defer p.CloseIdle()
+	p.closesConns()
+	for i := range ReprobeAfter + 3 {
+		resp, err := p.Post(t.Context(), "/", "", []byte("x"))
+		if err != nil {
+			t.Fatalf("generation %d: %v", i, err)
+		}
+		readAll(t, resp)
+	}
+	if n, want := accepted.Load(), int32(ReprobeAfter+1); n != want {
+		t.Errorf("%d connections, want %d (one each while falling back, then one kept)", n, want)
+	}
+}
+
+// An answer closed before its end closes the connection (the engine's abort signal); so does
+// ctx ending mid-stream, which also unblocks the read.
+func TestConnsAbortClosesTheConnection(t *testing.T) {
+	release := make(chan struct{})
+	var accepted atomic.Int32
+	gone := make(chan struct{}, 2)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = io.WriteString(w, "data: first\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+			gone <- struct{}{}
+		case <-release:
+		}
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			accepted.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	defer close(release)
+	p := NewConns(srv.URL, 4)
+	defer p.CloseIdle()
+
+	// Closed early by the reader.
+	resp, err := p.Post(t.Context(), "/", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, data, err := NewEventReader(resp.Body).Next(); err != nil || string(data) != "first" {
+		t.Fatalf("first event %q, %v", data, err)
+	}
+	_ = resp.Body.Close()
+	<-gone
+
+	// Cancelled while the read waits.
+	ctx, cancel := context.WithCancel(t.Context())
+	resp, err = p.Post(ctx, "/", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	er := NewEventReader(resp.Body)
+	if _, _, err := er.Next(); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if _, _, err := er.Next(); err == nil {
+		t.Fatal("read after cancel succeeded")
+	}
+	_ = resp.Body.Close()
+	<-gone
+	if n := accepted.Load(); n != 2 {
+		t.Errorf("%d connections for 2 aborted generations, want 2", n)
+	}
+	if s := p.Stats(); s.Reused != 0 {
+		t.Errorf("an aborted connection was reused: %+v", s)
+	}
+}
+
+// At most maxIdle connections are kept, each for at most the idle timeout (injected clock).
+func TestConnsIdleBounds(t *testing.T) {
+	srv, accepted, _ := engineServer(t, "")
+	p := NewConns(srv.URL, 2)
+	defer p.CloseIdle()
+	var mu sync.Mutex
+	now := time.Unix(1000, 0)
+	p.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+
+	// Three streams at once: three connections, two kept.
+	var resps []*http.Response
+	for range 3 {
+		resp, err := p.Post(t.Context(), "/", "", []byte("x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resps = append(resps, resp)
+	}
+	for _, resp := range resps {
+		readAll(t, resp)
+	}
+	p.mu.Lock()
+	kept := len(p.idle)
+	p.mu.Unlock()
+	if kept != 2 {
+		t.Fatalf("%d connections kept, want 2", kept)
+	}
+	// Past the idle timeout the kept connections are dropped, not reused.
+	mu.Lock()
+	now = now.Add(DefaultIdleConnTimeout)
+	mu.Unlock()
+	resp, err := p.Post(t.Context(), "/", "", []byte("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	if n, s := accepted.Load(), p.Stats(); n != 4 || s.Reused != 0 {
+		t.Errorf("%d connections, stats %+v; want 4 and nothing reused", n, s)
+	}
+}
+
+func TestNewConnsSchemes(t *testing.T) {
+	tests := []struct {
+		base string
+		ok   bool
+		addr string
+	}{
+		{"http://127.0.0.1:8080", true, "127.0.0.1:8080"},
+		{"http://engine/prefix/", true, "engine:80"},
+		{"https://engine:443", false, ""},
+		{"http://user:pw@engine:1", false, ""},
+		{"::", false, ""},
+	}
+	for _, tc := range tests {
+		p := NewConns(tc.base, 0)
+		if (p != nil) != tc.ok || (p != nil && p.addr != tc.addr) {
+			t.Errorf("NewConns(%q) = %+v, want ok %v addr %q", tc.base, p, tc.ok, tc.addr)
+		}
+	}
+	p := NewConns("http://e:1", 0)
+	for u, want := range map[string]string{"http://e:1/a?b": "/a?b", "http://e:1": "/", "http://e:10/a": "", "http://f:1/a": ""} {
+		got, ok := p.RequestURI(u)
+		if got != want || ok != (want != "") {
+			t.Errorf("RequestURI(%q) = %q, %v; want %q", u, got, ok, want)
+		}
+	}
+}
