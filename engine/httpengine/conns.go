@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -172,16 +173,53 @@ var respBufPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 10
 var aLongTimeAgo = time.Unix(1, 0)
 
 // countingConn counts the bytes read, to tell a connection the engine had closed (nothing
-// read) from one that broke mid-answer.
+// read) from one that broke mid-answer. With nonblock set, a read takes only what the socket
+// already holds and fails with errWouldBlock instead of waiting.
 type countingConn struct {
 	net.Conn
-	n int64
+	n        int64
+	nonblock bool
 }
 
+var errWouldBlock = errors.New("no data ready")
+
 func (c *countingConn) Read(b []byte) (int, error) {
+	if c.nonblock {
+		return c.readNow(b)
+	}
 	n, err := c.Conn.Read(b)
 	c.n += int64(n)
 	return n, err
+}
+
+// readNow reads what the socket holds without waiting (Go's sockets are non-blocking).
+func (c *countingConn) readNow(b []byte) (int, error) {
+	sc, ok := c.Conn.(syscall.Conn)
+	if !ok {
+		return 0, errWouldBlock
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	var rerr error
+	if err := rc.Read(func(fd uintptr) bool {
+		n, rerr = syscall.Read(int(fd), b)
+		return true // never wait for readability
+	}); err != nil {
+		return 0, err
+	}
+	switch {
+	case errors.Is(rerr, syscall.EAGAIN):
+		return 0, errWouldBlock
+	case rerr != nil:
+		return 0, rerr
+	case n == 0 && len(b) > 0:
+		return 0, io.EOF
+	}
+	c.n += int64(n)
+	return n, nil
 }
 
 // Post sends body (JSON) to u asking for text/event-stream and returns the answer's head; ctx
@@ -266,7 +304,7 @@ func (p *Conns) roundTrip(ctx context.Context, c net.Conn, uri, auth string, bod
 		}
 		return fail(err)
 	}
-	resp.Body = &connBody{p: p, c: c, br: br, body: resp.Body, stop: stop,
+	resp.Body = &connBody{p: p, c: c, cc: cc, br: br, body: resp.Body, stop: stop,
 		keep: keep && !resp.Close && resp.ProtoAtLeast(1, 1)}
 	return resp, cc, nil
 }
@@ -275,6 +313,7 @@ func (p *Conns) roundTrip(ctx context.Context, c net.Conn, uri, auth string, bod
 type connBody struct {
 	p      *Conns
 	c      net.Conn
+	cc     *countingConn
 	br     *bufio.Reader
 	body   io.ReadCloser
 	stop   func() bool
@@ -295,13 +334,28 @@ func (b *connBody) Read(buf []byte) (int, error) {
 }
 
 // Close keeps the connection when the answer was read to its end and nothing follows it;
-// otherwise it closes the connection.
+// otherwise it closes the connection. An adapter stops reading at the engine's final event,
+// usually just before the end of the body (the last chunk): what has already arrived of it is
+// read without waiting, and if that is the end the connection is kept.
 func (b *connBody) Close() error {
 	if b.closed {
 		return nil
 	}
 	b.closed = true
 	armed := b.stop() // false: ctx ended, the connection's deadline is spent
+	if b.keep && armed && !b.eof {
+		b.cc.nonblock = true
+		var scratch [512]byte
+		for range 8 { // at most 4 KiB of what follows the final event
+			_, err := b.body.Read(scratch[:])
+			if errors.Is(err, io.EOF) {
+				b.eof = true
+			}
+			if err != nil {
+				break
+			}
+		}
+	}
 	reuse := b.keep && b.eof && armed && b.br.Buffered() == 0
 	b.br.Reset(nil)
 	respBufPool.Put(b.br)

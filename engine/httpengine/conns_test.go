@@ -1,6 +1,7 @@
 package httpengine
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -263,5 +264,64 @@ func TestNewConnsSchemes(t *testing.T) {
 		if got != want || ok != (want != "") {
 			t.Errorf("RequestURI(%q) = %q, %v; want %q", u, got, ok, want)
 		}
+	}
+}
+
+// An adapter stops reading at the engine's final event, before the last chunk that ends the
+// body: when that chunk has come by the time the body is closed, the connection is still kept.
+// (The engine writes it once the event was read; a loopback write is in the reader's socket
+// when it returns.)
+func TestConnsKeptAfterTheFinalEvent(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	const event = "data: last\n\n"
+	var accepted atomic.Int32
+	read, ended := make(chan struct{}), make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			br := bufio.NewReader(c)
+			for {
+				req, err := http.ReadRequest(br)
+				if err != nil {
+					break
+				}
+				_, _ = io.Copy(io.Discard, req.Body)
+				_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n", len(event), event)
+				<-read
+				_, _ = io.WriteString(c, "0\r\n\r\n")
+				ended <- struct{}{}
+			}
+			_ = c.Close()
+		}
+	}()
+	p := NewConns("http://"+ln.Addr().String(), 4)
+	for i := range 3 {
+		resp, err := p.Post(t.Context(), "/", "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, len(event))
+		if _, err := io.ReadFull(resp.Body, buf); err != nil || string(buf) != event {
+			t.Fatalf("generation %d: %q, %v", i, buf, err)
+		}
+		read <- struct{}{}
+		<-ended
+		_ = resp.Body.Close()
+	}
+	p.CloseIdle()
+	_ = ln.Close()
+	<-done
+	if n, s := accepted.Load(), p.Stats(); n != 1 || s.Reused != 2 {
+		t.Errorf("%d connections, stats %+v; want 1 connection reused twice", n, s)
 	}
 }
