@@ -107,6 +107,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	log := newLogger(stderr, cfg.LogFormat, cfg.LogLevel)
+	if limit, ok, pct, okGC := cfg.Server.RuntimeSettings(os.LookupEnv); ok || okGC {
+		if ok {
+			debug.SetMemoryLimit(limit)
+		}
+		if okGC {
+			debug.SetGCPercent(pct)
+		}
+		log.Info("go runtime memory settings", "memory_limit_bytes", debug.SetMemoryLimit(-1), "gc_percent_set", okGC, "gc_percent", pct)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	tp, stopTracing, err := tracing.Setup(ctx, os.Getenv, func() string { v, _ := buildInfo(); return v }())

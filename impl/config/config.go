@@ -86,6 +86,27 @@ type Server struct {
 	// body_limit_bytes) at BodyMinBytesPerSecond.
 	BodyReadTimeout       Duration `yaml:"body_read_timeout"`
 	BodyMinBytesPerSecond int64    `yaml:"body_min_bytes_per_second"`
+	// MemoryLimitBytes is the Go runtime's soft memory limit (runtime/debug.SetMemoryLimit):
+	// near it the collector runs more often instead of letting the heap grow to twice the live
+	// data. 0: Go's default (none). GOMEMLIMIT in the environment wins over it.
+	MemoryLimitBytes int64 `yaml:"memory_limit_bytes"`
+	// GCPercent is the collector's target heap growth in percent (runtime/debug.SetGCPercent);
+	// -1 turns the proportional collector off (then memory_limit_bytes is required). Absent: Go's
+	// default (100). GOGC in the environment wins over it.
+	GCPercent *int `yaml:"gc_percent"`
+}
+
+// RuntimeSettings returns the memory limit and GC percent to apply to the Go runtime at start,
+// each with whether to apply it: configured, and not set in the environment (GOMEMLIMIT, GOGC),
+// which the runtime has already applied and which an operator set on purpose.
+func (s Server) RuntimeSettings(lookupEnv func(string) (string, bool)) (limit int64, setLimit bool, gcPercent int, setGC bool) {
+	if _, ok := lookupEnv("GOMEMLIMIT"); !ok && s.MemoryLimitBytes > 0 {
+		limit, setLimit = s.MemoryLimitBytes, true
+	}
+	if _, ok := lookupEnv("GOGC"); !ok && s.GCPercent != nil {
+		gcPercent, setGC = *s.GCPercent, true
+	}
+	return limit, setLimit, gcPercent, setGC
 }
 
 // Auth configures which of the contract's optionally secured operations need a key.
@@ -646,6 +667,12 @@ func (c *Config) validate() error {
 	}
 	if c.Server.MaxConnections < 0 {
 		return fail("server.max_connections", "must not be negative (0: the default)")
+	}
+	if c.Server.MemoryLimitBytes != 0 && c.Server.MemoryLimitBytes < 64<<20 {
+		return fail("server.memory_limit_bytes", "must be at least 64 MiB (0: no limit)")
+	}
+	if p := c.Server.GCPercent; p != nil && (*p < -1 || (*p == -1 && c.Server.MemoryLimitBytes == 0)) {
+		return fail("server.gc_percent", "must be at least 1, or -1 (off) with server.memory_limit_bytes")
 	}
 	for _, d := range []struct {
 		field string

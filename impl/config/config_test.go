@@ -177,6 +177,9 @@ func TestInvalidConfigNamesField(t *testing.T) {
 		{"bad url", strings.Replace(minimal, "http://127.0.0.1:9", "ftp://x", 1), "pools[0].replicas[0].url", Overrides{}},
 		{"managed without port", strings.Replace(minimal, `[{url: "http://127.0.0.1:9"}]`, `[{managed: {command: ["x"]}}]`, 1), "managed.command", Overrides{}},
 		{"negative max_connections", "server: {max_connections: -1}\n" + minimal, "server.max_connections", Overrides{}},
+		{"tiny memory limit", "server: {memory_limit_bytes: 1000}\n" + minimal, "server.memory_limit_bytes", Overrides{}},
+		{"gc off without a memory limit", "server: {gc_percent: -1}\n" + minimal, "server.gc_percent", Overrides{}},
+		{"bad gc_percent", "server: {gc_percent: -5, memory_limit_bytes: 1073741824}\n" + minimal, "server.gc_percent", Overrides{}},
 		{"tiny body_read_timeout", "server: {body_read_timeout: 1ms}\n" + minimal, "server.body_read_timeout", Overrides{}},
 		{"negative body rate", "server: {body_min_bytes_per_second: -5}\n" + minimal, "server.body_min_bytes_per_second", Overrides{}},
 		{"tiny idle_timeout", "server: {idle_timeout: 1ms}\n" + minimal, "server.idle_timeout", Overrides{}},
@@ -198,6 +201,44 @@ func TestInvalidConfigNamesField(t *testing.T) {
 				t.Fatalf("err = %v, want it to name %q", err, tt.field)
 			}
 		})
+	}
+}
+
+// TestRuntimeSettings: the configured memory limit and GC percent are applied unless the
+// environment sets GOMEMLIMIT or GOGC (which the runtime applied already); absent, Go's
+// defaults stay.
+func TestRuntimeSettings(t *testing.T) {
+	pct := func(n int) *int { return &n }
+	tests := []struct {
+		name     string
+		server   Server
+		env      map[string]string
+		limit    int64
+		setLimit bool
+		gc       int
+		setGC    bool
+	}{
+		{name: "defaults", server: Server{}},
+		{name: "configured", server: Server{MemoryLimitBytes: 1 << 30, GCPercent: pct(200)}, limit: 1 << 30, setLimit: true, gc: 200, setGC: true},
+		{name: "gc off with a limit", server: Server{MemoryLimitBytes: 1 << 30, GCPercent: pct(-1)}, limit: 1 << 30, setLimit: true, gc: -1, setGC: true},
+		{name: "environment wins", server: Server{MemoryLimitBytes: 1 << 30, GCPercent: pct(200)}, env: map[string]string{"GOMEMLIMIT": "2GiB", "GOGC": "50"}},
+		{name: "GOGC only", server: Server{MemoryLimitBytes: 1 << 30, GCPercent: pct(200)}, env: map[string]string{"GOGC": "50"}, limit: 1 << 30, setLimit: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			env := func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok }
+			limit, setLimit, gc, setGC := tc.server.RuntimeSettings(env)
+			if limit != tc.limit || setLimit != tc.setLimit || gc != tc.gc || setGC != tc.setGC {
+				t.Errorf("RuntimeSettings = %d %v %d %v, want %d %v %d %v", limit, setLimit, gc, setGC, tc.limit, tc.setLimit, tc.gc, tc.setGC)
+			}
+		})
+	}
+	cfg, err := load(t, "server: {memory_limit_bytes: 536870912, gc_percent: 150}\n"+minimal, Overrides{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Server.MemoryLimitBytes != 512<<20 || cfg.Server.GCPercent == nil || *cfg.Server.GCPercent != 150 {
+		t.Errorf("server = %+v", cfg.Server)
 	}
 }
 
