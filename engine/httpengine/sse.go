@@ -23,9 +23,13 @@ type EventReader struct {
 	name []byte
 }
 
+// eventBufBytes is an EventReader's buffer: a streamed chunk is a few hundred bytes, and
+// longer lines are assembled beside it.
+const eventBufBytes = 1024
+
 // NewEventReader returns an EventReader of r.
 func NewEventReader(r io.Reader) *EventReader {
-	return &EventReader{br: bufio.NewReaderSize(r, 4096)}
+	return &EventReader{br: bufio.NewReaderSize(r, eventBufBytes)}
 }
 
 // Next returns the next event's name ("" for the default "message") and data. The slices are

@@ -34,8 +34,13 @@ type streamState struct {
 	f   frame
 }
 
+// readBufBytes is the stream reader's buffer: a token frame is a few hundred bytes, so this
+// holds a few of them; longer lines (the final frame repeats the prompt) are assembled in
+// sseReader.long. A generation waiting for its next token holds it, so it is not 4 KiB.
+const readBufBytes = 1024
+
 var statePool = sync.Pool{New: func() any {
-	return &streamState{sse: sseReader{br: bufio.NewReaderSize(nil, 4096)}}
+	return &streamState{sse: sseReader{br: bufio.NewReaderSize(nil, readBufBytes)}}
 }}
 
 func getState(body io.Reader) *streamState {

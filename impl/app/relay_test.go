@@ -236,7 +236,7 @@ func (d *relayDaemon) send(method, path, body string) (net.Conn, *bufio.Reader, 
 		_ = c.Close()
 		return nil, nil, err
 	}
-	return c, bufio.NewReaderSize(c, 16<<10), nil
+	return c, bufio.NewReaderSize(c, 1024), nil
 }
 
 // openStream submits a task and opens its event stream; it returns once the stream's head
@@ -333,6 +333,9 @@ func TestGoroutinesPerStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	base := settle()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	heap0, stack0 := ms.HeapInuse, ms.StackInuse
 	for i := range streams {
 		c, br, err := d.openStream(32768)
 		if err != nil {
@@ -349,7 +352,10 @@ func TestGoroutinesPerStream(t *testing.T) {
 			break
 		}
 	}
-	t.Logf("%d goroutines for %d open streams: %.2f per stream (base %d, now %d)", n, streams, float64(n)/streams, base, runtime.NumGoroutine())
+	runtime.ReadMemStats(&ms)
+	t.Logf("%d goroutines for %d open streams: %.2f per stream (base %d, now %d); per stream %.1f KiB of heap in use, %.1f KiB of stacks",
+		n, streams, float64(n)/streams, base, runtime.NumGoroutine(),
+		float64(int64(ms.HeapInuse)-int64(heap0))/streams/1024, float64(int64(ms.StackInuse)-int64(stack0))/streams/1024)
 	if testing.Verbose() {
 		buf := make([]byte, 1<<20)
 		t.Log(summarize(string(buf[:runtime.Stack(buf, true)])))
