@@ -64,7 +64,7 @@ type Call struct {
 	ctx    context.Context // the caller's
 	reqCtx context.Context
 	cancel context.CancelCauseFunc
-	timer  *time.Timer
+	dog    *Watchdog
 }
 
 // Begin starts a call under ctx, with the idle timer running.
@@ -74,21 +74,20 @@ func (c *Client) Begin(ctx context.Context) *Call {
 }
 
 func (c *Client) call(ctx, reqCtx context.Context, cancel context.CancelCauseFunc) *Call {
-	return &Call{c: c, ctx: ctx, reqCtx: reqCtx, cancel: cancel,
-		timer: time.AfterFunc(c.Idle, func() { cancel(errIdle) })}
+	return &Call{c: c, ctx: ctx, reqCtx: reqCtx, cancel: cancel, dog: NewWatchdog(c.Idle, cancel, errIdle)}
 }
 
 // End stops the timer and cancels the call's context (closing its connection).
 func (q *Call) End() {
-	q.timer.Stop()
+	q.dog.Stop()
 	q.cancel(errFinished)
 }
 
 // Rearm restarts the idle timer, before waiting for the next event.
-func (q *Call) Rearm() { q.timer.Reset(q.c.Idle) }
+func (q *Call) Rearm() { q.dog.Wait() }
 
 // Pause stops the idle timer, once an event (or an error) has come.
-func (q *Call) Pause() { q.timer.Stop() }
+func (q *Call) Pause() { q.dog.Got() }
 
 // TimedOut reports whether the idle timer ended the call.
 func (q *Call) TimedOut() bool { return errors.Is(context.Cause(q.reqCtx), errIdle) }

@@ -182,8 +182,8 @@ func (r *Replica) generate(ctx context.Context, req engine.Request, slot int, se
 
 	reqCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(errFinished) // aborts the request (and frees the engine slot) on every early return
-	timer := time.AfterFunc(r.idle, func() { cancel(errIdle) })
-	defer timer.Stop()
+	dog := httpengine.NewWatchdog(r.idle, cancel, errIdle)
+	defer dog.Stop()
 
 	resp, err := r.postCompletion(reqCtx, body)
 	if err != nil {
@@ -202,9 +202,9 @@ func (r *Replica) generate(ctx context.Context, req engine.Request, slot int, se
 	f := &st.f
 	var res engine.Result
 	for {
-		timer.Reset(r.idle)
+		dog.Wait()
 		field, value, err := st.sse.next()
-		timer.Stop()
+		dog.Got()
 		if err != nil {
 			return res, r.streamReadError(ctx, reqCtx, err)
 		}
