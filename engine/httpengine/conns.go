@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,12 +22,13 @@ import (
 // (the engine read) instead of three, and an idle kept connection holds no buffer.
 //
 // Connections are kept alive between generations, at most MaxIdle of them, each for at most
-// IdleTimeout. An engine that closes its streamed connections (it answers "Connection: close",
-// or a kept connection turns out closed when reused, as llama-server 0.7.0 does despite
-// answering keep-alive) is detected, not configured: that replica then gets one connection per
-// generation ("Connection: close" sent), and keep-alive is tried again after ReprobeAfter
-// generations. A request that fails on a reused connection before any byte of the answer came
-// is sent again once on a fresh connection: the engine closed the connection before reading it.
+// IdleTimeout. An engine that closes its streamed connections is detected, not configured: it
+// answers "Connection: close", or a kept connection is found closed when taken for the next
+// generation (a read that does not wait sees its end), or a request on a kept connection fails
+// before any byte of the answer came (it is then sent again once, on a fresh connection: the
+// engine closed the connection before reading it). llama-server 0.7.0 closes them despite
+// answering keep-alive. That replica then gets one connection per generation ("Connection:
+// close" sent), and keep-alive is tried again after ReprobeAfter generations.
 //
 // Safe for concurrent use.
 type Conns struct {
@@ -129,7 +131,6 @@ func (p *Conns) take() (c net.Conn, keep bool) {
 		p.idle[n-1] = idleConn{}
 		p.idle = p.idle[:n-1]
 		if now.Sub(ic.since) < p.ttl {
-			p.stats.Reused++
 			return ic.c, true
 		}
 		_ = ic.c.Close()
@@ -173,53 +174,41 @@ var respBufPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 10
 var aLongTimeAgo = time.Unix(1, 0)
 
 // countingConn counts the bytes read, to tell a connection the engine had closed (nothing
-// read) from one that broke mid-answer. With nonblock set, a read takes only what the socket
-// already holds and fails with errWouldBlock instead of waiting.
+// read) from one that broke mid-answer.
 type countingConn struct {
 	net.Conn
-	n        int64
-	nonblock bool
+	n int64
 }
 
-var errWouldBlock = errors.New("no data ready")
-
 func (c *countingConn) Read(b []byte) (int, error) {
-	if c.nonblock {
-		return c.readNow(b)
-	}
 	n, err := c.Conn.Read(b)
 	c.n += int64(n)
 	return n, err
 }
 
-// readNow reads what the socket holds without waiting (Go's sockets are non-blocking).
-func (c *countingConn) readNow(b []byte) (int, error) {
-	sc, ok := c.Conn.(syscall.Conn)
+// alive reports whether a kept connection is still open and silent: a read that does not wait
+// (Go's sockets are non-blocking) finds nothing to read. An engine that closed it after its
+// answer shows as the end of the stream (or a reset); anything it sent unasked is a protocol
+// error. One system call per reuse, instead of a request sent on a dead connection.
+func alive(c net.Conn) bool {
+	sc, ok := c.(syscall.Conn)
 	if !ok {
-		return 0, errWouldBlock
+		return true // the request itself finds out (and is sent again once)
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
-		return 0, err
+		return false
 	}
-	var n int
 	var rerr error
+	var n int
+	var one [1]byte
 	if err := rc.Read(func(fd uintptr) bool {
-		n, rerr = syscall.Read(int(fd), b)
+		n, rerr = syscall.Read(int(fd), one[:])
 		return true // never wait for readability
 	}); err != nil {
-		return 0, err
+		return false
 	}
-	switch {
-	case errors.Is(rerr, syscall.EAGAIN):
-		return 0, errWouldBlock
-	case rerr != nil:
-		return 0, rerr
-	case n == 0 && len(b) > 0:
-		return 0, io.EOF
-	}
-	c.n += int64(n)
-	return n, nil
+	return n <= 0 && errors.Is(rerr, syscall.EAGAIN)
 }
 
 // Post sends body (JSON) to u asking for text/event-stream and returns the answer's head; ctx
@@ -234,8 +223,19 @@ func (p *Conns) Post(ctx context.Context, uri, auth string, body []byte) (*http.
 		keep := false // a retry follows a detected close
 		if attempt == 0 {
 			c, keep = p.take()
+			if c != nil && !alive(c) {
+				// The engine closed it after the answer: it does not keep streamed connections.
+				_ = c.Close()
+				c, keep = nil, false
+				p.closesConns()
+			}
 		}
 		reused := c != nil
+		if reused {
+			p.mu.Lock()
+			p.stats.Reused++
+			p.mu.Unlock()
+		}
 		if c == nil {
 			var err error
 			if c, err = p.dial(ctx, "tcp", p.addr); err != nil {
@@ -304,7 +304,7 @@ func (p *Conns) roundTrip(ctx context.Context, c net.Conn, uri, auth string, bod
 		}
 		return fail(err)
 	}
-	resp.Body = &connBody{p: p, c: c, cc: cc, br: br, body: resp.Body, stop: stop,
+	resp.Body = &connBody{p: p, c: c, br: br, body: resp.Body, stop: stop,
 		keep: keep && !resp.Close && resp.ProtoAtLeast(1, 1)}
 	return resp, cc, nil
 }
@@ -313,14 +313,30 @@ func (p *Conns) roundTrip(ctx context.Context, c net.Conn, uri, auth string, bod
 type connBody struct {
 	p      *Conns
 	c      net.Conn
-	cc     *countingConn
 	br     *bufio.Reader
 	body   io.ReadCloser
 	stop   func() bool
 	keep   bool
 	eof    bool
 	closed bool
+	// complete: the caller has read the engine's final event (see Complete).
+	complete bool
 }
+
+// Complete tells body, an answer from Conns.Post, that its reader has read the engine's final
+// event: closing it then waits (briefly) for the end of the body to keep the connection, where
+// closing an answer not complete closes its connection at once (the engine's abort signal).
+// Other bodies are left alone.
+func Complete(body io.ReadCloser) {
+	if b, ok := body.(*connBody); ok {
+		b.complete = true
+	}
+}
+
+// DrainWait bounds the wait, after the engine's final event, for the end of its body. An
+// engine that has not ended it by then gets its connection closed, and one connection per
+// generation for the next ReprobeAfter generations.
+const DrainWait = 250 * time.Millisecond
 
 func (b *connBody) Read(buf []byte) (int, error) {
 	if b.closed {
@@ -335,26 +351,31 @@ func (b *connBody) Read(buf []byte) (int, error) {
 
 // Close keeps the connection when the answer was read to its end and nothing follows it;
 // otherwise it closes the connection. An adapter stops reading at the engine's final event,
-// usually just before the end of the body (the last chunk): what has already arrived of it is
-// read without waiting, and if that is the end the connection is kept.
+// just before the end of the body (the last chunk): for an answer marked Complete the end is
+// read first, waiting at most DrainWait.
 func (b *connBody) Close() error {
 	if b.closed {
 		return nil
 	}
 	b.closed = true
 	armed := b.stop() // false: ctx ended, the connection's deadline is spent
-	if b.keep && armed && !b.eof {
-		b.cc.nonblock = true
+	if b.keep && armed && !b.eof && b.complete {
+		// The end of the body usually follows the final event within microseconds.
+		_ = b.c.SetReadDeadline(time.Now().Add(DrainWait))
 		var scratch [512]byte
-		for range 8 { // at most 4 KiB of what follows the final event
+		for range 8 { // at most 4 KiB after the final event
 			_, err := b.body.Read(scratch[:])
 			if errors.Is(err, io.EOF) {
 				b.eof = true
 			}
 			if err != nil {
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					b.p.closesConns()
+				}
 				break
 			}
 		}
+		_ = b.c.SetReadDeadline(time.Time{})
 	}
 	reuse := b.keep && b.eof && armed && b.br.Buffered() == 0
 	b.br.Reset(nil)

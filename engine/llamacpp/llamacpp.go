@@ -242,6 +242,7 @@ func (r *Replica) generate(ctx context.Context, req engine.Request, slot int, se
 		}
 		fillResult(&res, f)
 		*served = f.idSlot
+		httpengine.Complete(resp.Body) // keep the connection if the body ends here
 		return res, nil
 	}
 }

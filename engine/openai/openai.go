@@ -234,6 +234,7 @@ func (r *Replica) generate(ctx context.Context, req engine.Request, emit engine.
 	if !finished {
 		return res, engine.Errorf(engine.KindWorkerReset, "openai: stream ended without a finish_reason")
 	}
+	httpengine.Complete(resp.Body) // keep the connection if the body ends here
 	return res, nil
 }
 

@@ -169,6 +169,7 @@ func (r *Replica) generate(ctx context.Context, req engine.Request, emit engine.
 				res.TokensOut = f.generatedTokens
 			}
 			res.TokensIn = f.inputLength
+			httpengine.Complete(resp.Body) // keep the connection if the body ends here
 			return res, nil
 		}
 	}
