@@ -217,17 +217,17 @@ func TestConnsIdleBounds(t *testing.T) {
 	p.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 
 	// Three streams at once: three connections, two kept.
-	var resps []*http.Response
-	for range 3 {
+	post := func() *http.Response {
 		resp, err := p.Post(t.Context(), "/", "", []byte("x"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		resps = append(resps, resp)
+		return resp
 	}
-	for _, resp := range resps {
-		readAll(t, resp)
-	}
+	r1, r2, r3 := post(), post(), post() //nolint:bodyclose // readAll closes each below
+	readAll(t, r1)
+	readAll(t, r2)
+	readAll(t, r3)
 	p.mu.Lock()
 	kept := len(p.idle)
 	p.mu.Unlock()

@@ -51,7 +51,7 @@ func TestWatchdog(t *testing.T) {
 					w.Stop()
 				}
 			}
-			if got := context.Cause(ctx) == cause; got != tc.cancel {
+			if got := errors.Is(context.Cause(ctx), cause); got != tc.cancel {
 				t.Errorf("cancelled %v, want %v (cause %v)", got, tc.cancel, context.Cause(ctx))
 			}
 		})

@@ -216,6 +216,7 @@ func (d *relayDaemon) ready() bool {
 	if err != nil {
 		return false
 	}
+	defer res.Body.Close()
 	b, _ := io.ReadAll(res.Body)
 	var h struct{ Ready bool }
 	return json.Unmarshal(b, &h) == nil && h.Ready
@@ -250,6 +251,7 @@ func (d *relayDaemon) openStream(maxTokens int) (net.Conn, *bufio.Reader, error)
 	res, err := http.ReadResponse(br, nil)
 	if err == nil {
 		b, _ := io.ReadAll(res.Body)
+		_ = res.Body.Close()
 		if res.StatusCode != http.StatusAccepted {
 			err = fmt.Errorf("POST /v1/tasks: %d %s", res.StatusCode, b)
 		}
