@@ -14,6 +14,7 @@ type Clock struct {
 	now     time.Time
 	tickers []*ticker
 	timers  []*timer
+	stops   int // deadlines whose CancelFunc was called
 }
 
 type ticker struct {
@@ -73,21 +74,43 @@ func (c *Clock) Timers() int {
 	return len(c.timers)
 }
 
+// Stops returns the number of deadlines (of WithDeadlineCause, fired or not) whose CancelFunc
+// has been called, each counted once: a test waits on it for the goroutine that held a deadline
+// to be done with it, e.g. for a timer that Advance fired to have had its effect.
+func (c *Clock) Stops() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stops
+}
+
 // WithDeadlineCause returns a context cancelled with cause once Advance reaches d (at once
 // when d has passed). Its CancelFunc cancels it with context.Canceled, as the real one does.
 func (c *Clock) WithDeadlineCause(ctx context.Context, d time.Time, cause error) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	tm := &timer{at: d, fire: func() { cancel(cause) }}
+	stopped := false // guarded by c.mu
 	c.mu.Lock()
 	if !c.now.Before(d) {
 		c.mu.Unlock()
 		cancel(cause)
-		return ctx, func() { cancel(context.Canceled) }
+		return ctx, func() {
+			c.mu.Lock()
+			if !stopped {
+				stopped = true
+				c.stops++
+			}
+			c.mu.Unlock()
+			cancel(context.Canceled)
+		}
 	}
 	c.timers = append(c.timers, tm)
 	c.mu.Unlock()
 	return ctx, func() {
 		c.mu.Lock()
+		if !stopped {
+			stopped = true
+			c.stops++
+		}
 		for i, x := range c.timers {
 			if x == tm {
 				c.timers = append(c.timers[:i], c.timers[i+1:]...)

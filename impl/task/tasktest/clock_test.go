@@ -77,6 +77,22 @@ func TestWithDeadlineCause(t *testing.T) {
 			t.Fatalf("cause %v", context.Cause(ctx))
 		}
 	})
+	t.Run("stops are counted once each, fired or not", func(t *testing.T) {
+		c := NewClock(start)
+		_, fired := c.WithDeadlineCause(context.Background(), start.Add(time.Second), errCause)
+		_, pending := c.WithDeadlineCause(context.Background(), start.Add(time.Hour), errCause)
+		_, passed := c.WithDeadlineCause(context.Background(), start, errCause)
+		c.Advance(time.Second)
+		if c.Stops() != 0 {
+			t.Fatalf("%d stops before any CancelFunc", c.Stops())
+		}
+		for i, stop := range []context.CancelFunc{fired, pending, passed, fired} {
+			stop()
+			if want := min(i+1, 3); c.Stops() != want {
+				t.Fatalf("after %d calls: %d stops, want %d", i+1, c.Stops(), want)
+			}
+		}
+	})
 	t.Run("cancel first", func(t *testing.T) {
 		c := NewClock(start)
 		ctx, cancel := c.WithDeadlineCause(context.Background(), start.Add(time.Second), errCause)
