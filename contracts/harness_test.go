@@ -378,6 +378,7 @@ type harnessConfig struct {
 	keys               string          // a keys file (YAML) beside the plain test key; "" none
 	replicas           int             // external replicas of the pool (ids p0/0, p0/1, ...): 1 unless set
 	metricsPublic      *bool           // auth.metrics_public; nil: not configured (the default)
+	onWrite            func([]byte)    // sees each write of the daemon to a connection; nil: none
 }
 
 type option func(*harnessConfig)
@@ -412,6 +413,35 @@ func withReplicas(n int) option { return func(c *harnessConfig) { c.replicas = n
 
 // withMetricsPublic configures auth.metrics_public.
 func withMetricsPublic(b bool) option { return func(c *harnessConfig) { c.metricsPublic = &b } }
+
+// withServerWrites calls f with each write of the daemon to a client connection, on the
+// daemon's writing goroutine, before the bytes go out: a test acts at the exact moment a
+// response reaches the wire (f may block it).
+func withServerWrites(f func([]byte)) option { return func(c *harnessConfig) { c.onWrite = f } }
+
+// hookedListener's connections call onWrite before each write.
+type hookedListener struct {
+	net.Listener
+	onWrite func([]byte)
+}
+
+func (l hookedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return hookedConn{Conn: c, onWrite: l.onWrite}, nil
+}
+
+type hookedConn struct {
+	net.Conn
+	onWrite func([]byte)
+}
+
+func (c hookedConn) Write(b []byte) (int, error) {
+	c.onWrite(b)
+	return c.Conn.Write(b)
+}
 
 func withCancelOnDisconnect(b bool) option {
 	return func(c *harnessConfig) { c.cancelOnDisconnect = b }
@@ -512,6 +542,9 @@ pools:
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if cfg.onWrite != nil {
+		ln = hookedListener{Listener: ln, onWrite: cfg.onWrite}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)

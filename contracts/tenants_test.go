@@ -1,9 +1,11 @@
 package contracts
 
 import (
+	"bytes"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -433,6 +435,62 @@ func TestOnDisconnect(t *testing.T) {
 			t.Fatalf("grace without disconnect_grace_ms: %v %d %s", err, resp.StatusCode(), resp.Body)
 		}
 	})
+}
+
+// TestGraceEndsAsTheReaderIsAnswered: a reader whose stream has been answered is attached. The
+// grace of a task whose reader left ends (on the daemon's fake clock) at the very moment the
+// returning reader's 200 is written, and the grace timer has decided before the 200 goes out:
+// the task keeps running, because the daemon subscribes the reader before it answers.
+func TestGraceEndsAsTheReaderIsAnswered(t *testing.T) {
+	t.Parallel()
+	clock := tasktest.NewClock(time.Now())
+	var atAnswer atomic.Pointer[func()]
+	h := newHarness(t, withSlots(1), withClock(clock), withServerWrites(func(b []byte) {
+		if bytes.HasPrefix(b, []byte("HTTP/1.1 200 ")) && bytes.Contains(b, []byte("text/event-stream")) {
+			if f := atAnswer.Swap(nil); f != nil {
+				(*f)()
+			}
+		}
+	}))
+	h.fake.SetGated(true)
+	r := taskReq(uuid.New())
+	grace, graceMs := client.Grace, int64(5000)
+	r.OnDisconnect, r.DisconnectGraceMs = &grace, &graceMs
+	h.submit(t, r)
+	h.waitState(t, r.TaskId, client.Running)
+	timers := clock.Timers()
+	h.fake.Allow(1)
+	first := h.openStream(t, r.TaskId, streamOpts{})
+	first.until("a token", func(f frame) bool { return f.Event == "token" })
+	first.close()
+	eventually(t, "the grace timer armed", func() bool { return clock.Timers() == timers+1 })
+
+	verdict := make(chan bool, 1) // on the daemon's goroutine: t.Fatal is not for it
+	graceEnds := func() {
+		stops := clock.Stops()
+		clock.Advance(time.Duration(graceMs) * time.Millisecond)
+		deadline := time.Now().Add(15 * time.Second) // only against a hung daemon
+		for clock.Stops() == stops && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		verdict <- clock.Stops() > stops
+	}
+	atAnswer.Store(&graceEnds)
+	last := 1 // started, token 0 (ids 0, 1)
+	s := h.openStream(t, r.TaskId, streamOpts{lastEventID: &last, tokenBase: 1})
+	select {
+	case ok := <-verdict:
+		if !ok {
+			t.Fatal("the grace timer never decided")
+		}
+	default:
+		t.Fatal("the stream was answered without the grace ending as it was")
+	}
+	h.fake.Allow(len(defaultTokens) - 1)
+	frames := s.rest()
+	if end := frames[len(frames)-1]; end.Event != "end" || end.Data["canceled"] == true {
+		t.Fatalf("the task ended with %s", end.Raw)
+	}
 }
 
 // TestSessionBudgetHolds: the session's token budget (sessions.token_budget) stops a task at

@@ -463,21 +463,24 @@ func (r *sseResponse) VisitStreamTaskResponse(w http.ResponseWriter) error {
 	if info, ok := r.s.opts.Sessions.Get(r.t.SessionID()); ok && info.TokensBudgetRemaining != nil {
 		h.Set("X-Budget-Tokens-Remaining", strconv.FormatInt(*info.TokensBudgetRemaining, 10))
 	}
-	w.WriteHeader(http.StatusOK)
-	err := out.flush()
 	if r.headOnly {
+		w.WriteHeader(http.StatusOK)
+		_ = out.flush()
 		return nil // no subscription: nothing to follow or cancel, whether the client stayed or not
 	}
-	if err != nil {
-		r.disconnected(false)
+	// The reader is attached before its 200 goes out: a client that has its answer counts as a
+	// reader, for a disconnect grace that ends right then as for everything else.
+	cur := r.t.Subscribe(r.from, r.verbose)
+	defer cur.Close()
+	w.WriteHeader(http.StatusOK)
+	if err := out.flush(); err != nil {
+		r.disconnected(cur, false)
 		return nil
 	}
 
 	m := r.s.opts.Metrics
 	m.StreamsOpen.Inc()
 	defer m.StreamsOpen.Dec()
-	cur := r.t.Subscribe(r.from, r.verbose)
-	defer cur.Close()
 	hb := time.NewTicker(r.s.opts.Heartbeat)
 	defer hb.Stop()
 	// The frame buffer grows to the largest batch it carries: an idle stream keeps a few hundred
@@ -488,7 +491,7 @@ func (r *sseResponse) VisitStreamTaskResponse(w http.ResponseWriter) error {
 		buf, complete = cur.Next(buf[:0])
 		if len(buf) > 0 {
 			if err := out.write(buf); err != nil {
-				r.disconnected(complete)
+				r.disconnected(cur, complete)
 				return nil
 			}
 			hb.Reset(r.s.opts.Heartbeat)
@@ -504,11 +507,11 @@ func (r *sseResponse) VisitStreamTaskResponse(w http.ResponseWriter) error {
 		case <-cur.Flushed():
 		case <-hb.C:
 			if err := out.write([]byte(sse.Heartbeat)); err != nil {
-				r.disconnected(false)
+				r.disconnected(cur, false)
 				return nil
 			}
 		case <-r.ctx.Done():
-			r.disconnected(false)
+			r.disconnected(cur, false)
 			return nil
 		}
 	}
@@ -556,8 +559,11 @@ func flushErrorWriter(w http.ResponseWriter) http.ResponseWriter {
 	return w
 }
 
-// disconnected handles a client that went away mid-stream.
-func (r *sseResponse) disconnected(complete bool) {
+// disconnected handles a client that went away mid-stream. Its cursor is closed first: the
+// reader that left must not count as attached when the task's disconnect policy looks (a grace
+// that ends at once would otherwise see it and keep the task).
+func (r *sseResponse) disconnected(cur *task.Cursor, complete bool) {
+	cur.Close()
 	if complete {
 		return
 	}
