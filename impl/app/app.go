@@ -382,6 +382,9 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = a.tasks.Run(runCtx) }()
 	go func() { defer wg.Done(); _ = a.sessions.Run(runCtx) }()
+	// The queue knows every configured pool before any can turn ready (a task placed on a
+	// pool must never find it unknown to the queue); later changes follow through OnChange.
+	a.tasks.SyncPools(runCtx)
 	a.pools.Start(runCtx)
 
 	hs := &http.Server{Handler: a.handler, ReadHeaderTimeout: a.cfg.Server.ReadHeaderTimeout.D(), IdleTimeout: a.cfg.Server.IdleTimeout.D(),

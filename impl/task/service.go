@@ -219,6 +219,18 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 }
 
+// SyncPools tells the queue every pool of the registry as it is now. The daemon calls it before
+// the pools start: a pool turns ready in the registry before its PoolChanged reaches the queue,
+// and a task placed on it in between must be queued there (and dispatched once PoolChanged
+// arrives), never refused as bound for an unknown pool.
+func (s *Service) SyncPools(ctx context.Context) {
+	s.poolMu.Lock()
+	defer s.poolMu.Unlock()
+	for _, v := range s.opts.Pools.Views() {
+		s.setPoolLocked(ctx, v)
+	}
+}
+
 // PoolChanged updates the queue's view of a pool (slots, dispatchability).
 func (s *Service) PoolChanged(ctx context.Context, v pool.View) {
 	s.poolMu.Lock()
