@@ -21,7 +21,10 @@ func (s *Service) ReplicaDrained(ctx context.Context, poolID, replicaID string) 
 		}
 	}
 	s.mu.Unlock()
-	n := 0
+	// The tasks to end are those on the replica when the deadline passed, all chosen before
+	// any is canceled: a cancel frees a slot, and the queued task dispatched into it may land
+	// on this replica and be seen running there by a later turn of the loop.
+	var ends []context.CancelCauseFunc
 	for _, t := range running {
 		t.mu.Lock()
 		c := t.cancel
@@ -29,11 +32,13 @@ func (s *Service) ReplicaDrained(ctx context.Context, poolID, replicaID string) 
 		final := t.status.Final()
 		t.mu.Unlock()
 		if c != nil && on && !final {
-			c(causeReplicaDrain)
-			n++
+			ends = append(ends, c)
 		}
 	}
-	s.log.InfoContext(ctx, "replica drain deadline passed", "pool_id", poolID, "replica_id", replicaID, "canceled", n)
+	for _, c := range ends {
+		c(causeReplicaDrain)
+	}
+	s.log.InfoContext(ctx, "replica drain deadline passed", "pool_id", poolID, "replica_id", replicaID, "canceled", len(ends))
 }
 
 // drainMessage is the error message of a task canceled by a drain's deadline.
