@@ -10,48 +10,118 @@ import (
 	"github.com/orchestratord/orchestratord/impl/admission"
 )
 
-// Part of the product's performance harness. Each benchmark runs against a live queue (owner
-// goroutine included, so every op is a round trip to it) pre-filled to the sub-benchmark's depth
-// on one pool whose single slot is busy. Dispatch keeps the depth exact; Enqueue and Cancel keep
-// it within [depth, depth+max(8, depth/10)].
+// Part of the product's performance harness. Each benchmark runs against a queue pre-filled to
+// the sub-benchmark's depth on one pool whose single slot is busy. Tickets are the callers' own
+// (a ring reused as items end), as a task embeds its ticket. Dispatch keeps the depth exact;
+// Enqueue and Cancel keep it within [depth, depth+max(8, depth/10)].
 
-var benchDepths = []int{10, 1000, 100000}
+var benchDepths = []int{1, 10, 1000, 100000}
 
-// benchQueue starts a queue with capacity for depth+headroom queued items, one pool "p" with one
-// busy slot, and depth queued batch items named "f<i>".
-func benchQueue(b *testing.B, depth, headroom int) *admission.Queue {
+// bench is a queue with a ring of tickets: ticket k always carries item "t<k>".
+type bench struct {
+	q       *admission.Queue
+	tickets []admission.Ticket
+	ids     []string
+	index   map[string]int // id -> ticket
+	last    string         // the item dispatched last (Observe)
+	item    func(k int) admission.Item
+}
+
+// newBench makes a queue with capacity for depth+headroom queued items, one pool "p" with one
+// slot, held by ticket 0, and depth queued items on tickets 1..depth. item(k) is ticket k's
+// item (its ID is overwritten).
+func newBench(b *testing.B, depth, headroom int, item func(k int) admission.Item) *bench {
 	b.Helper()
-	q := admission.New(admission.Options{Capacity: depth + headroom, Dispatch: func(admission.Item) {}})
-	ctx, cancel := context.WithCancel(context.Background())
-	stopped := make(chan error, 1)
-	go func() { stopped <- q.Run(ctx) }()
-	b.Cleanup(func() {
-		cancel()
-		_ = <-stopped // cancelled: Run returns ctx's error
-	})
-	bg := context.Background()
-	if err := q.SetPool(bg, "p", admission.PoolConfig{Slots: 1, Dispatchable: true, PriorServiceMs: 1000}); err != nil {
+	n := depth + headroom + 2
+	bn := &bench{tickets: make([]admission.Ticket, n), ids: make([]string, n), index: make(map[string]int, n)}
+	for k := range n {
+		bn.ids[k] = "t" + strconv.Itoa(k)
+		bn.index[bn.ids[k]] = k
+	}
+	bn.item = func(k int) admission.Item {
+		it := item(k)
+		it.ID, it.Pool = bn.ids[k], "p"
+		return it
+	}
+	q, err := admission.New(admission.Options{Capacity: depth + headroom,
+		Observe: func(o admission.Outcome, it *admission.Item) {
+			if o == admission.Dispatched {
+				bn.last = it.ID
+			}
+		}})
+	if err != nil {
 		b.Fatal(err)
 	}
-	mustEnqueue(b, q, "running") // takes the slot
-	for i := range depth {
-		mustEnqueue(b, q, "f"+strconv.Itoa(i))
+	bn.q = q
+	if err := q.SetPool("p", admission.PoolConfig{Slots: 1, Dispatchable: true, PriorServiceMs: 1000}); err != nil {
+		b.Fatal(err)
+	}
+	for k := range depth + 1 { // ticket 0 takes the slot
+		bn.enqueue(b, k)
+	}
+	if err := bn.tickets[0].Wait(context.Background()); err != nil {
+		b.Fatal(err)
 	}
 	if q.Depth() != depth {
 		b.Fatalf("depth %d, want %d", q.Depth(), depth)
 	}
-	return q
+	return bn
 }
 
-func mustEnqueue(b *testing.B, q *admission.Queue, id string) {
-	if _, err := q.Enqueue(context.Background(), admission.Item{ID: id, Pool: "p", Priority: admission.Batch}); err != nil {
+func (bn *bench) enqueue(b *testing.B, k int) {
+	if _, err := bn.q.EnqueueTicket(&bn.tickets[k], bn.item(k)); err != nil {
 		b.Fatal(err)
 	}
 }
 
-func mustCancel(b *testing.B, q *admission.Queue, id string) {
-	if ok, err := q.Cancel(context.Background(), id); !ok || err != nil {
-		b.Fatalf("Cancel(%s) = %v, %v", id, ok, err)
+func batchItem(int) admission.Item { return admission.Item{Priority: admission.Batch} }
+
+// BenchmarkEnqueueDispatch measures one admission cycle at a constant depth: EnqueueTicket of a
+// new item at the tail, Done of the running item (which dispatches the pool's head), and the
+// dispatched item's Wait taking the slot. tenants=1000: the queue's items belong to 1000 tenants
+// (weights 1-4, costs 16-256 tokens), served by their virtual token counters.
+func BenchmarkEnqueueDispatch(b *testing.B) {
+	for _, tenants := range []int{1, 1000} {
+		for _, depth := range benchDepths {
+			if tenants > 1 && depth < 10 {
+				continue
+			}
+			name := fmt.Sprintf("depth=%d", depth)
+			if tenants > 1 {
+				name = fmt.Sprintf("tenants=%d/depth=%d", tenants, depth)
+			}
+			b.Run(name, func(b *testing.B) {
+				rng := rand.New(rand.NewPCG(1, 2))
+				costs := make([]float64, depth+2)
+				for k := range costs {
+					costs[k] = float64(int(16) << rng.IntN(5))
+				}
+				names := newIDs("tenant-", tenants)
+				item := func(k int) admission.Item {
+					return admission.Item{Priority: admission.Interactive, Tenant: names[k%tenants],
+						Weight: float64(1 + k%4), Cost: costs[k]}
+				}
+				bn := newBench(b, depth, 1, item)
+				running, free := 0, depth+1
+				bg := context.Background()
+				b.ReportAllocs()
+				b.ResetTimer()
+				for range b.N {
+					bn.enqueue(b, free)
+					if err := bn.tickets[running].Done(admission.DoneInfo{}); err != nil {
+						b.Fatal(err)
+					}
+					free, running = running, bn.index[bn.last]
+					if err := bn.tickets[running].Wait(bg); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StopTimer()
+				if bn.q.Depth() != depth {
+					b.Fatalf("depth %d, want %d", bn.q.Depth(), depth)
+				}
+			})
+		}
 	}
 }
 
@@ -69,75 +139,60 @@ func BenchmarkEnqueue(b *testing.B) {
 	for _, depth := range benchDepths {
 		b.Run(fmt.Sprintf("depth=%d", depth), func(b *testing.B) {
 			round := max(benchMinRound, depth/10)
-			q := benchQueue(b, depth, round)
-			ids := newIDs("e", b.N)
+			bn := newBench(b, depth, round, batchItem)
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; {
 				first := i
-				for ; i < b.N && i-first < round; i++ {
-					mustEnqueue(b, q, ids[i])
+				for k := depth + 1; i < b.N && i-first < round; i, k = i+1, k+1 {
+					bn.enqueue(b, k)
 				}
 				b.StopTimer()
-				for _, id := range ids[first:i] {
-					mustCancel(b, q, id)
+				for k := depth + 1; k < depth+1+i-first; k++ {
+					if !bn.q.Cancel(bn.ids[k]) {
+						b.Fatalf("Cancel(%s) found nothing", bn.ids[k])
+					}
 				}
 				b.StartTimer()
-			}
-		})
-	}
-}
-
-// BenchmarkDispatch measures one full cycle: Enqueue of a new item at the tail, then Done for the
-// busy slot, which dispatches the pool's head. The depth stays exactly constant.
-func BenchmarkDispatch(b *testing.B) {
-	bg := context.Background()
-	for _, depth := range benchDepths {
-		b.Run(fmt.Sprintf("depth=%d", depth), func(b *testing.B) {
-			q := benchQueue(b, depth, 1)
-			ids := newIDs("d", b.N)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := range b.N {
-				mustEnqueue(b, q, ids[i])
-				if err := q.Done(bg, "p", admission.DoneInfo{}); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.StopTimer()
-			if q.Depth() != depth {
-				b.Fatalf("depth %d, want %d", q.Depth(), depth)
 			}
 		})
 	}
 }
 
 // BenchmarkCancel measures Cancel of a random queued item: rounds of up to max(8, depth/10)
-// Cancels, the replacements enqueued beforehand with the timer stopped.
+// Cancels, the victims re-enqueued afterwards with the timer stopped.
 func BenchmarkCancel(b *testing.B) {
 	for _, depth := range benchDepths {
 		b.Run(fmt.Sprintf("depth=%d", depth), func(b *testing.B) {
-			round := max(benchMinRound, depth/10)
-			q := benchQueue(b, depth, round)
-			live := newIDs("f", depth) // queued ids
-			fresh := newIDs("c", b.N)  // replacements
-			victims := make([]string, 0, round)
+			round := min(max(benchMinRound, depth/10), depth)
+			bn := newBench(b, depth, 0, batchItem)
+			victims := make([]int, 0, round)
+			picked := make([]bool, depth+2)
 			rng := rand.New(rand.NewPCG(1, 2))
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; {
 				b.StopTimer()
 				victims = victims[:0]
-				for k := 0; k < round && i+k < b.N; k++ {
-					j := rng.IntN(len(live))
-					victims = append(victims, live[j])
-					live[j] = fresh[i+k]
-					mustEnqueue(b, q, live[j])
+				for len(victims) < round && i+len(victims) < b.N {
+					k := 1 + rng.IntN(depth)
+					if !picked[k] {
+						picked[k] = true
+						victims = append(victims, k)
+					}
 				}
 				b.StartTimer()
-				for _, id := range victims {
-					mustCancel(b, q, id)
+				for _, k := range victims {
+					if !bn.q.Cancel(bn.ids[k]) {
+						b.Fatalf("Cancel(%s) found nothing", bn.ids[k])
+					}
 				}
+				b.StopTimer()
+				for _, k := range victims {
+					picked[k] = false
+					bn.enqueue(b, k)
+				}
+				b.StartTimer()
 				i += len(victims)
 			}
 		})
@@ -145,50 +200,6 @@ func BenchmarkCancel(b *testing.B) {
 }
 
 // benchMinRound is the fewest ops timed between two timer stops: stopping the timer after every
-// op would measure the disturbance of StopTimer/StartTimer (a stop-the-world ReadMemStats that
-// idles the owner goroutine) more than the op.
+// op would measure the disturbance of StopTimer/StartTimer (a stop-the-world ReadMemStats) more
+// than the op.
 const benchMinRound = 8
-
-// BenchmarkEnqueueDispatchTenants measures the admission cost of fair queueing: one op is an
-// Enqueue plus the Done that dispatches the class's fair head, on one pool with one slot, the
-// queue holding one item of each of `tenants` tenants (weights 1–4, costs 16–256 tokens).
-func BenchmarkEnqueueDispatchTenants(b *testing.B) {
-	for _, tenants := range []int{1, 1000} {
-		b.Run(fmt.Sprintf("tenants=%d", tenants), func(b *testing.B) {
-			q := admission.New(admission.Options{Capacity: tenants + 8, Dispatch: func(admission.Item) {}})
-			ctx, cancel := context.WithCancel(context.Background())
-			stopped := make(chan error, 1)
-			go func() { stopped <- q.Run(ctx) }()
-			defer func() { cancel(); _ = <-stopped }()
-			bg := context.Background()
-			if err := q.SetPool(bg, "p", admission.PoolConfig{Slots: 1, Dispatchable: true, PriorServiceMs: 1000}); err != nil {
-				b.Fatal(err)
-			}
-			rng := rand.New(rand.NewPCG(1, 2))
-			names := newIDs("tenant-", tenants)
-			item := func(id string, i int) admission.Item {
-				return admission.Item{ID: id, Pool: "p", Priority: admission.Interactive, Tenant: names[i%tenants],
-					Weight: float64(1 + i%4), Cost: float64(int(16) << rng.IntN(5))}
-			}
-			if _, err := q.Enqueue(bg, item("running", 0)); err != nil { // takes the slot
-				b.Fatal(err)
-			}
-			for i := range tenants {
-				if _, err := q.Enqueue(bg, item("f"+strconv.Itoa(i), i)); err != nil {
-					b.Fatal(err)
-				}
-			}
-			ids := newIDs("e", b.N)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := range b.N {
-				if _, err := q.Enqueue(bg, item(ids[i], i)); err != nil {
-					b.Fatal(err)
-				}
-				if err := q.Done(bg, "p", admission.DoneInfo{}); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	}
-}

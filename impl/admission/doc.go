@@ -17,47 +17,57 @@
 // taking a queue place, even when the queue is full.
 //
 // Each pool has Slots engine slots. Whenever a pool is dispatchable and has a free slot, its next
-// item (interactive head, else batch head) is popped and handed to Options.Dispatch; the slot stays
-// busy until the caller reports Done. Done also feeds the pool's measured rates: exponentially
+// item (interactive head, else batch head) is popped and its ticket is granted the slot; the slot
+// stays busy until the ticket's Done. Done also feeds the pool's measured rates: exponentially
 // weighted moving averages (alpha 0.2) of service time and of decode tokens/s. Until the first
 // measurement the pool's configured prior is used; the first measurement replaces the prior and
 // later ones are averaged in. The rates drive PredictStartMs and RetryAfter, the formulas of the
-// API contract ("Predictions" and "Backpressure").
+// API contract ("Predictions" and "Backpressure"). The pool's busy count is the daemon's one count
+// of busy slots (Load, Stats): nothing else counts them.
+//
+// # Tickets
+//
+// Enqueue (or EnqueueTicket, with a ticket the caller embeds in its own task so that admission
+// allocates nothing) returns a Ticket. The goroutine that admitted the item waits on
+// Ticket.Wait(ctx), ctx carrying the item's deadline (context.WithDeadlineCause), and learns
+// what became of it:
+//   - nil: dispatched; the caller owns one slot of the pool and calls Ticket.Done exactly once;
+//   - ErrEvicted: pushed out under DropLRU to admit a newer item;
+//   - ErrRemoved: withdrawn by Remove (the pool's drain deadline passed);
+//   - ErrCanceled: withdrawn by Cancel;
+//   - context.Cause(ctx): ctx ended first. The item is withdrawn in the same critical section
+//     that observes it still queued (outcome Expired for a deadline, else Canceled); if the slot
+//     was granted just as ctx ended, Wait gives it back to the pool itself (and refunds the
+//     tenant's charge) before returning, so that a slot is never lost nor freed twice.
 //
 // # Concurrency
 //
-// One owner goroutine, Run, owns all queue state: pools, lists, the id index, counters. Every
-// method taking a ctx sends a request to it over an unbuffered channel and waits for the answer.
-// A request is either taken by the owner or not at all: the method returns ctx's error if ctx
-// ends first and ErrClosed once Run has returned, and in both cases nothing happened. Once taken,
-// the owner answers without blocking, so a method never reports failure for an operation that was
-// in fact applied. Calls made before Run starts wait for it (or for their ctx). Depth is the only
-// read that bypasses the owner: an atomic mirror the owner updates after each request.
-//
-// Dispatch and Evict are called on the owner goroutine while it serves a request. They must not
-// block and must not call back into the Queue synchronously (that would deadlock); they hand the
-// item to a goroutine or a buffered channel.
+// All queue state (pools, lists, the id index, tickets' states, counters) is guarded by one
+// mutex, Queue.mu; every operation is one short critical section that never blocks: O(1) list
+// links, O(log tenants) heap steps, and an O(tenants) walk for the position reported at
+// Enqueue (Position of an older item plays the counters forward, O(position x log tenants)).
+// Waiting happens outside the lock: a ticket has a 1-buffered wake channel, signalled under the
+// lock when its state leaves "queued"; Wait then re-reads the state under the lock, so a wake
+// and a ctx that end together are resolved in one place. Depth is an atomic mirror updated as
+// the lock is released, read without it. Options.Observe runs under the lock.
 //
 // # Who finalizes each item
 //
-// Every admitted item leaves the queue exactly once, and exactly one party then owns it:
-//   - refused by Enqueue (any error): never entered; the Enqueue caller fails the task;
-//   - dispatched: the Dispatch callback owns the task and must call Done exactly once for its slot;
-//   - evicted (DropLRU): the Evict callback fails the task; Admission.Evicted is only a copy for
-//     the admitting request (logs, headers) and must not finalize it again;
-//   - canceled: the caller whose Cancel returned true;
-//   - removed: the caller of Remove (a drain deadline passed), for every item returned;
-//   - still queued when Run returns: Run leaves them in place; the caller collects them with
-//     Drain after Run has returned and fails them.
+// Every admitted item leaves the queue exactly once, and exactly one party then owns it: the
+// goroutine waiting on its ticket. Enqueue's refusals (any error) never entered; the caller fails
+// the task. Admission.Evicted and the items Remove returns are copies, for logs and headers;
+// the waiters of those tickets finalize them.
 //
 // # Errors
 //
 // Failures wrap one of the sentinel classes (ErrRejected, ErrDropLRUFull, ErrDuplicate,
-// ErrUnknownPool, ErrNotBusy, ErrInvalid, ErrClosed) with fmt.Errorf("%w: ..."); test them with
-// errors.Is. Pool-keyed calls (Enqueue, Done, Remove, PoolRates) fail with ErrUnknownPool for a
-// pool never passed to SetPool; id-keyed lookups (Cancel, Position) report a missing id with a
-// false ok, since "no longer queued" is an ordinary answer.
+// ErrUnknownPool, ErrNotBusy, ErrInvalid) with fmt.Errorf("%w: ..."); test them with errors.Is.
+// New refuses invalid Options with ErrInvalid (it never panics). Pool-keyed calls (Enqueue,
+// Remove, PoolRates) fail with ErrUnknownPool for a pool never passed to SetPool; id-keyed
+// lookups (Cancel, Position) report a missing id with a false ok, since "no longer queued" is an
+// ordinary answer.
 //
-// Outcomes (Admitted, RejectedFull, RejectedDropLRU, Evicted, Canceled, Removed, Dispatched) are
-// counted in Stats.Outcomes and are meant as low-cardinality metric labels.
+// Outcomes (Admitted, RejectedFull, RejectedDropLRU, Evicted, Canceled, Removed, Dispatched,
+// Expired) are counted in Stats.Outcomes, told to Options.Observe, and are the outcome label of
+// the admission metrics.
 package admission

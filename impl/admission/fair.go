@@ -92,16 +92,28 @@ func (f *fairQueue) head() *node {
 	return f.h[0].q.head
 }
 
-// charge adds the cost of an item of tenant name dispatched now.
-func (f *fairQueue) charge(name string, cost, weight float64) {
-	t := f.tenant(name)
+// charge adds v (an item's cost over its weight) to t's counter as the item is dispatched.
+func (f *fairQueue) charge(t *tenantQ, v float64) {
 	if t.idx < 0 && len(f.h) > 0 { // dispatched without queueing: lift as a newcomer would be
 		t.vtc = max(t.vtc, f.h[0].vtc)
 	} else if t.idx < 0 {
 		t.vtc = max(t.vtc, f.last)
 	}
-	t.vtc += cost / weight
+	t.vtc += v
 	f.last = t.vtc
+	if t.idx >= 0 {
+		heap.Fix(&f.h, t.idx)
+	}
+}
+
+// correct adds delta to t's counter when a dispatched item ends: its charge is settled from the
+// cost it was charged at dispatch to the tokens it actually produced, so that a tenant whose
+// items stop early is not over-charged (nor one whose items run long under-charged).
+func (f *fairQueue) correct(t *tenantQ, delta float64) {
+	if delta == 0 {
+		return
+	}
+	t.vtc += delta
 	if t.idx >= 0 {
 		heap.Fix(&f.h, t.idx)
 	}

@@ -2,6 +2,7 @@ package admission_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -9,7 +10,7 @@ import (
 	"github.com/orchestratord/orchestratord/impl/admission"
 )
 
-// recorder collects what the queue hands to its callbacks.
+// recorder collects the items the queue dispatched and evicted, in order.
 type recorder struct {
 	mu         sync.Mutex
 	dispatched []admission.Item
@@ -68,37 +69,106 @@ func (c *fakeClock) Advance(d time.Duration) {
 
 var epoch = time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 
-// harness is a running queue with a recorder and a fake clock.
+// tq adapts the ticket API to the calls the table tests make: it keeps every ticket it
+// enqueued, and Done(pool) releases the pool's earliest dispatched ticket still holding its slot.
+type tq struct {
+	*admission.Queue
+	mu      sync.Mutex
+	tickets map[string]*admission.Ticket
+	running map[string][]string // pool -> ids holding a slot, in dispatch order
+}
+
+func (q *tq) observe(o admission.Outcome, it *admission.Item) {
+	if o != admission.Dispatched {
+		return
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.running[it.Pool] = append(q.running[it.Pool], it.ID)
+}
+
+func (q *tq) Enqueue(_ context.Context, it admission.Item) (admission.Admission, error) {
+	tk := new(admission.Ticket)
+	q.mu.Lock()
+	q.tickets[it.ID] = tk
+	q.mu.Unlock()
+	return q.EnqueueTicket(tk, it)
+}
+
+func (q *tq) ticket(id string) *admission.Ticket {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.tickets[id]
+}
+
+func (q *tq) Cancel(_ context.Context, id string) (bool, error) { return q.Queue.Cancel(id), nil }
+
+func (q *tq) Remove(_ context.Context, pool string) ([]admission.Item, error) {
+	return q.Queue.Remove(pool)
+}
+
+func (q *tq) Position(_ context.Context, id string) (admission.Placement, bool, error) {
+	pl, ok := q.Queue.Position(id)
+	return pl, ok, nil
+}
+
+func (q *tq) SetPool(_ context.Context, id string, cfg admission.PoolConfig) error {
+	return q.Queue.SetPool(id, cfg)
+}
+
+func (q *tq) Stats(context.Context) (admission.Stats, error) { return q.Queue.Stats(), nil }
+
+func (q *tq) PoolRates(_ context.Context, pool string) (admission.Rates, error) {
+	return q.Queue.PoolRates(pool)
+}
+
+// Done releases the slot of pool's earliest dispatched ticket.
+func (q *tq) Done(_ context.Context, pool string, d admission.DoneInfo) error {
+	if _, ok := q.Queue.Stats().Pools[pool]; !ok {
+		return fmt.Errorf("%w: %q", admission.ErrUnknownPool, pool)
+	}
+	q.mu.Lock()
+	ids := q.running[pool]
+	if len(ids) == 0 {
+		q.mu.Unlock()
+		return fmt.Errorf("%w: pool %q", admission.ErrNotBusy, pool)
+	}
+	tk := q.tickets[ids[0]]
+	q.running[pool] = ids[1:]
+	q.mu.Unlock()
+	return tk.Done(d) // outside q.mu: Done dispatches, and observe takes q.mu
+}
+
+// harness is a queue with a recorder and a fake clock.
 type harness struct {
 	t     *testing.T
-	q     *admission.Queue
+	q     *tq
 	rec   *recorder
 	clock *fakeClock
 }
 
-// start runs a queue until the test ends. Unset callbacks record into h.rec; Now is h.clock.
+// start makes a queue whose dispatches and evictions h.rec records; unset Now is h.clock.
 func start(t *testing.T, opts admission.Options) *harness {
 	t.Helper()
 	h := &harness{t: t, rec: &recorder{}, clock: &fakeClock{t: epoch}}
-	if opts.Dispatch == nil {
-		opts.Dispatch = h.rec.dispatch
-	}
-	if opts.Evict == nil {
-		opts.Evict = h.rec.evict
-	}
 	if opts.Now == nil {
 		opts.Now = h.clock.Now
 	}
-	h.q = admission.New(opts)
-	ctx, cancel := context.WithCancel(context.Background())
-	stopped := make(chan error, 1)
-	go func() { stopped <- h.q.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-stopped; err != nil {
-			t.Errorf("Run: %v", err)
+	q := &tq{tickets: map[string]*admission.Ticket{}, running: map[string][]string{}}
+	opts.Observe = func(o admission.Outcome, it *admission.Item) {
+		switch o {
+		case admission.Dispatched:
+			h.rec.dispatch(*it)
+		case admission.Evicted:
+			h.rec.evict(*it)
 		}
-	})
+		q.observe(o, it)
+	}
+	var err error
+	if q.Queue, err = admission.New(opts); err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	h.q = q
 	return h
 }
 

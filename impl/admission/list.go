@@ -1,23 +1,21 @@
 package admission
 
-// Intrusive doubly-linked lists. Every queued item is one node that sits on two lists at once:
-// its pool's list for its class (dispatch order) and the global list for its class (LRU order for
-// eviction). Unlinking from both is O(1). Nodes are owned by the owner goroutine only.
+// Intrusive doubly-linked lists. Every queued item is its Ticket, which sits on three lists at
+// once: its pool's list for its class (arrival order), the global list for its class (LRU order
+// for eviction) and its tenant's list. Unlinking from all is O(1). Links are guarded by the
+// queue's lock.
 
 const (
 	linkPool   = 0 // pool.q[class]: arrival order
 	linkGlobal = 1 // state.global[class]
 	linkTenant = 2 // tenantQ.q: the tenant's items of the pool and class
+	numLinks   = 3
 )
 
-type link struct{ prev, next *node }
+// node is a queued item: its ticket.
+type node = Ticket
 
-type node struct {
-	item  Item
-	pool  *pool
-	tq    *tenantQ
-	links [3]link
-}
+type link struct{ prev, next *node }
 
 // dlist is one list over one of a node's link pairs (k).
 type dlist struct {

@@ -15,287 +15,289 @@ type Options struct {
 	Capacity int
 	// Policy applies when the queue is full.
 	Policy Policy
-	// Dispatch receives each item that got a slot. Called on the owner goroutine: it must not
-	// block nor call the Queue. Required.
-	Dispatch func(Item)
-	// Evict receives each item evicted under DropLRU and finalizes it. Called on the owner
-	// goroutine: it must not block nor call the Queue. Required when Policy is DropLRU.
-	Evict func(Item)
 	// Now stamps Item.EnqueuedAt; defaults to time.Now.
 	Now func() time.Time
 	// MaxBatchWait bounds how long a pool's oldest batch item waits while interactive items
 	// keep arriving: once it has waited that long it is dispatched before them. 0: interactive
 	// items always go first.
 	MaxBatchWait time.Duration
+	// Observe, when set, is told every outcome as it happens (metrics, tests), with the item
+	// it happened to (the zero Item for a refusal of an invalid item). It runs under the
+	// queue's lock: it must not block nor call the Queue, and it owns nothing it is shown.
+	Observe func(Outcome, *Item)
 }
 
-// Queue is the bounded two-class priority queue and slot dispatcher. Create it with New, start
-// Run on its own goroutine, then call the other methods from any goroutine.
+// Queue is the bounded two-class priority queue and slot dispatcher. Create it with New; every
+// method may be called from any goroutine.
 type Queue struct {
-	calls   chan *call
-	stopped chan struct{} // closed when Run returns
-	phase   atomic.Int32
-	depth   atomic.Int64 // mirror of st.depth for Depth
-	st      state        // owned by Run while it runs, then by Drain
+	mu    sync.Mutex
+	st    state        // guarded by mu
+	depth atomic.Int64 // mirror of st.depth for Depth
 }
 
-const (
-	phaseIdle int32 = iota
-	phaseRunning
-	phaseStopped
-	phaseDrained
-)
-
-// New returns a Queue. It panics on invalid Options (a programming error): Capacity < 1, an
-// unknown Policy, a nil Dispatch, or a nil Evict under DropLRU.
-func New(opts Options) *Queue {
+// New returns a Queue, or an error of class ErrInvalid for invalid Options: Capacity < 1, an
+// unknown Policy or a negative MaxBatchWait.
+func New(opts Options) (*Queue, error) {
 	if err := opts.check(); err != nil {
-		panic(err) //nolint:forbidigo // documented contract: invalid Options are a programming error, caught by the first test
+		return nil, err
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	if opts.Evict == nil {
-		opts.Evict = func(Item) {} // never called under Reject
-	}
-	return &Queue{
-		calls:   make(chan *call),
-		stopped: make(chan struct{}),
-		st:      newState(opts),
-	}
+	return &Queue{st: newState(opts)}, nil
 }
 
 // check reports the first invalid field of o.
 func (o Options) check() error {
 	switch {
 	case o.Capacity < 1:
-		return fmt.Errorf("admission: capacity %d < 1", o.Capacity)
+		return fmt.Errorf("%w: admission capacity %d < 1", ErrInvalid, o.Capacity)
 	case o.Policy >= numPolicies:
-		return fmt.Errorf("admission: %v", o.Policy)
-	case o.Dispatch == nil:
-		return errors.New("admission: nil Dispatch")
-	case o.Policy == DropLRU && o.Evict == nil:
-		return errors.New("admission: nil Evict under drop-lru")
+		return fmt.Errorf("%w: admission %v", ErrInvalid, o.Policy)
 	case o.MaxBatchWait < 0:
-		return fmt.Errorf("admission: max batch wait %v < 0", o.MaxBatchWait)
+		return fmt.Errorf("%w: admission max batch wait %v < 0", ErrInvalid, o.MaxBatchWait)
 	}
 	return nil
 }
 
-// Run is the owner goroutine: it serves every request until ctx is done, then returns nil.
-// Items still queued stay in place; collect them with Drain. After Run returns every method
-// returns ErrClosed. Run may be called once; a second call returns an error of class ErrClosed.
-func (q *Queue) Run(ctx context.Context) error {
-	if !q.phase.CompareAndSwap(phaseIdle, phaseRunning) {
-		return fmt.Errorf("%w: Run called more than once", ErrClosed)
-	}
-	defer func() {
-		q.phase.Store(phaseStopped)
-		close(q.stopped)
-	}()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case c := <-q.calls:
-			q.st.handle(c)
-			q.depth.Store(int64(q.st.depth))
-			c.done <- struct{}{}
-		}
-	}
-}
-
-// Drain removes and returns the items still queued after Run has returned: pools in id order,
-// each in dispatch order. The caller finalizes them. It returns nil while Run has not returned,
-// and on every call after the first.
-func (q *Queue) Drain() []Item {
-	if !q.phase.CompareAndSwap(phaseStopped, phaseDrained) {
-		return nil
-	}
-	<-q.stopped // Run's writes happen before this
-	items := q.st.drain()
-	q.depth.Store(0)
-	return items
-}
-
-// Depth is the number of queued items, read without the owner (it may lag a request in flight).
+// Depth is the number of queued items, read without the lock.
 func (q *Queue) Depth() int { return int(q.depth.Load()) }
 
-// Enqueue admits it on it.Pool. It starts at once when the pool has a free slot (Dispatch is
-// called before Enqueue returns); otherwise it is queued, possibly evicting another item under
-// DropLRU. A refusal because the queue is full wraps ErrRejected or ErrDropLRUFull and sets
-// Admission.RetryAfter; other errors: ErrInvalid, ErrUnknownPool, ErrDuplicate, ErrClosed, or
-// ctx's error.
-func (q *Queue) Enqueue(ctx context.Context, it Item) (Admission, error) {
-	c := getCall(opEnqueue)
-	c.item = it
-	if err := q.do(ctx, c); err != nil {
-		putCall(c)
-		return Admission{}, err
+// Enqueue admits it on it.Pool with a new Ticket; see EnqueueTicket.
+func (q *Queue) Enqueue(it Item) (*Ticket, Admission, error) {
+	tk := new(Ticket)
+	adm, err := q.EnqueueTicket(tk, it)
+	if err != nil {
+		return nil, adm, err
 	}
-	adm, err := c.adm, c.err
-	putCall(c)
-	return adm, err
+	return tk, adm, nil
 }
 
-// Cancel removes a queued item. It reports false when id is not queued (unknown, already
-// dispatched, evicted or removed).
-func (q *Queue) Cancel(ctx context.Context, id string) (bool, error) {
-	c := getCall(opCancel)
-	c.key = id
-	if err := q.do(ctx, c); err != nil {
-		putCall(c)
-		return false, err
-	}
-	ok := c.ok
-	putCall(c)
-	return ok, nil
+// EnqueueTicket admits it on it.Pool and ties it to tk, which the caller provides (embedded in
+// its own task, or reused once its previous item ended) so that admission allocates nothing.
+// The item starts at once when the pool has a free slot (tk is then dispatched before
+// EnqueueTicket returns); otherwise it is queued, possibly evicting another item under
+// DropLRU. The caller then waits on tk.Wait. A refusal because the queue is full wraps
+// ErrRejected or ErrDropLRUFull and sets Admission.RetryAfter; other errors: ErrInvalid (also
+// for a ticket still in use), ErrUnknownPool, ErrDuplicate.
+func (q *Queue) EnqueueTicket(tk *Ticket, it Item) (Admission, error) {
+	q.mu.Lock()
+	defer q.unlock()
+	return q.st.enqueue(q, tk, it)
 }
 
-// Remove removes and returns all queued items of pool, in dispatch order (used when a drain
-// deadline passes). The caller finalizes them.
-func (q *Queue) Remove(ctx context.Context, pool string) ([]Item, error) {
-	c := getCall(opRemove)
-	c.key = pool
-	if err := q.do(ctx, c); err != nil {
-		putCall(c)
-		return nil, err
+// unlock publishes the depth and releases the lock.
+func (q *Queue) unlock() {
+	q.depth.Store(int64(q.st.depth))
+	q.mu.Unlock()
+}
+
+// Cancel withdraws a queued item: its ticket's Wait returns ErrCanceled. It reports false when
+// id is not queued (unknown, already dispatched, evicted or removed).
+func (q *Queue) Cancel(id string) bool {
+	q.mu.Lock()
+	defer q.unlock()
+	tk := q.st.index[id]
+	if tk == nil {
+		return false
 	}
-	items, err := c.items, c.err
-	putCall(c)
-	return items, err
+	q.st.withdraw(tk, stCanceled, Canceled)
+	return true
+}
+
+// Remove withdraws all queued items of pool, in dispatch order (used when a drain deadline
+// passes): each ticket's Wait returns ErrRemoved. The items are returned for the record.
+func (q *Queue) Remove(pool string) ([]Item, error) {
+	q.mu.Lock()
+	defer q.unlock()
+	return q.st.remove(pool)
 }
 
 // Position reports where a queued item stands; ok is false when id is not queued. O(n) in the
 // item's pool.
-func (q *Queue) Position(ctx context.Context, id string) (pl Placement, ok bool, err error) {
-	c := getCall(opPosition)
-	c.key = id
-	if err := q.do(ctx, c); err != nil {
-		putCall(c)
-		return Placement{}, false, err
-	}
-	pl, ok = c.place, c.ok
-	putCall(c)
-	return pl, ok, nil
+func (q *Queue) Position(id string) (pl Placement, ok bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.st.position(q.st.index[id])
 }
 
 // SetPool creates or updates pool id, then dispatches its items if it has become dispatchable
 // or gained slots. Lowering Slots below the busy count only holds back new dispatches until
-// enough Done calls arrive. Measured rates survive updates; the priors apply until the first
+// enough slots are released. Measured rates survive updates; the priors apply until the first
 // measurement.
-func (q *Queue) SetPool(ctx context.Context, id string, cfg PoolConfig) error {
-	c := getCall(opSetPool)
-	c.key, c.cfg = id, cfg
-	return q.doErr(ctx, c)
-}
-
-// Done frees one busy slot of pool, folds d into the pool's rates and dispatches the pool's next
-// item. It fails with ErrNotBusy if no slot of pool is busy.
-func (q *Queue) Done(ctx context.Context, pool string, d DoneInfo) error {
-	c := getCall(opDone)
-	c.key, c.info = pool, d
-	return q.doErr(ctx, c)
+func (q *Queue) SetPool(id string, cfg PoolConfig) error {
+	q.mu.Lock()
+	defer q.unlock()
+	return q.st.setPool(id, cfg)
 }
 
 // Stats returns a snapshot of the queue.
-func (q *Queue) Stats(ctx context.Context) (Stats, error) {
-	c := getCall(opStats)
-	if err := q.do(ctx, c); err != nil {
-		putCall(c)
-		return Stats{}, err
+func (q *Queue) Stats() Stats {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.st.stats()
+}
+
+// Load is pool's busy slots and queued items (0, 0 for an unknown pool). It is the one count
+// of busy slots: placement and pool health read it from here.
+func (q *Queue) Load(pool string) (busy, queued int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if p := q.st.pools[pool]; p != nil {
+		return p.busy, p.queued()
 	}
-	st := c.stats
-	putCall(c)
-	return st, nil
+	return 0, 0
 }
 
 // PoolRates returns pool's mean service time and decode rate (measured, else the priors).
-func (q *Queue) PoolRates(ctx context.Context, pool string) (Rates, error) {
-	c := getCall(opRates)
-	c.key = pool
-	if err := q.do(ctx, c); err != nil {
-		putCall(c)
-		return Rates{}, err
-	}
-	r, err := c.rates, c.err
-	putCall(c)
-	return r, err
+func (q *Queue) PoolRates(pool string) (Rates, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.st.rates(pool)
 }
 
-// --- requests to the owner ---
-
-type opKind uint8
+// ticketState is where a ticket stands. Guarded by the queue's lock.
+type ticketState uint8
 
 const (
-	opEnqueue opKind = iota
-	opCancel
-	opRemove
-	opPosition
-	opSetPool
-	opDone
-	opStats
-	opRates
+	stIdle       ticketState = iota // never used, or its item ended: may be enqueued (again)
+	stQueued                        // waiting for a slot
+	stDispatched                    // holds a slot; Wait has not handed it over yet
+	stRunning                       // Wait handed the slot to the caller, who owes Done
+	stEvicted                       // pushed out under DropLRU
+	stRemoved                       // withdrawn by Remove
+	stCanceled                      // withdrawn by Cancel or its Wait's context
 )
 
-// call is one request and its answer. The caller fills the request fields, the owner the
-// answer fields, then signals done. Calls are recycled through callPool; a call is never
-// abandoned once the owner has taken it (see do), so recycling is safe.
-type call struct {
-	op   opKind
-	item Item
-	key  string // item id or pool id
-	cfg  PoolConfig
-	info DoneInfo
+// Ticket is one admitted item's claim on a slot. The goroutine that admitted it calls Wait,
+// then (when Wait returned nil) Done exactly once when the item stops using its slot.
+// A Ticket may be embedded in the caller's own struct and reused for another item once its
+// Wait returned an error or its Done was called.
+type Ticket struct {
+	item  Item
+	pool  *pool
+	tq    *tenantQ
+	links [numLinks]link
 
-	adm   Admission
-	place Placement
-	rates Rates
-	stats Stats
-	items []Item
-	ok    bool
-	err   error
-
-	done chan struct{} // capacity 1
+	q         *Queue
+	state     ticketState
+	charged   float64       // cost/weight charged to the tenant at dispatch, corrected at Done
+	chargedTo *tenantQ      // the tenant charged
+	wake      chan struct{} // capacity 1: a state change out of stQueued; made once, reused
+	err       error         // why Wait gave up, for a second Wait
 }
 
-var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1)} }}
-
-func getCall(op opKind) *call {
-	c := callPool.Get().(*call)
-	c.op = op
-	return c
-}
-
-func putCall(c *call) {
-	*c = call{done: c.done}
-	callPool.Put(c)
-}
-
-// do hands c to the owner and waits for its answer. The channel is unbuffered, so either the owner
-// takes c — and then always answers promptly — or do returns ctx's error / ErrClosed and c was
-// never applied.
-func (q *Queue) do(ctx context.Context, c *call) error {
-	if err := ctx.Err(); err != nil {
-		return err
+// Item is a copy of the ticket's item (EnqueuedAt set).
+func (t *Ticket) Item() Item {
+	if t.q == nil {
+		return t.item
 	}
-	select {
-	case q.calls <- c:
-		<-c.done
+	t.q.mu.Lock()
+	defer t.q.mu.Unlock()
+	return t.item
+}
+
+// Wait blocks until the ticket's item is given a slot, leaves the queue, or ctx ends. It
+// returns nil when the caller now owns a slot (and must call Done exactly once); ErrEvicted,
+// ErrRemoved or ErrCanceled when the queue let the item go; or, when ctx ended first,
+// context.Cause(ctx): the item is then withdrawn atomically (outcome Expired when ctx's
+// deadline passed or its cause wraps ErrExpired, else Canceled), and a slot granted
+// concurrently is given back to the pool, so that no slot is lost or freed twice.
+func (t *Ticket) Wait(ctx context.Context) error {
+	q := t.q
+	if q == nil {
+		return fmt.Errorf("%w: ticket was never enqueued", ErrInvalid)
+	}
+	q.mu.Lock()
+	st := t.state
+	q.mu.Unlock()
+	if st == stQueued {
+		select {
+		case <-t.wake:
+		case <-ctx.Done():
+		}
+	}
+	q.mu.Lock()
+	defer q.unlock()
+	cause := ctx.Err()
+	if cause != nil {
+		cause = context.Cause(ctx)
+	}
+	switch t.state {
+	case stQueued:
+		if cause == nil { // cannot happen: only a state change or ctx wakes the waiter
+			return fmt.Errorf("%w: woken while queued", ErrInvalid)
+		}
+		o := Canceled
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) || errors.Is(cause, ErrExpired) {
+			o = Expired
+		}
+		q.st.withdraw(t, stCanceled, o)
+		t.err = cause
+		return cause
+	case stDispatched:
+		if cause != nil { // granted as ctx ended: the caller will not run it, the pool gets it back
+			q.st.release(t, DoneInfo{}, false)
+			t.err = cause
+			return cause
+		}
+		t.state = stRunning
 		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-q.stopped:
-		return ErrClosed
+	case stRunning:
+		return nil
+	case stEvicted:
+		return ErrEvicted
+	case stRemoved:
+		return ErrRemoved
+	case stCanceled:
+		if t.err != nil {
+			return t.err
+		}
+		return ErrCanceled
+	default: // stIdle: released by Done, or withdrawn
+		if t.err != nil {
+			return t.err
+		}
+		return fmt.Errorf("%w: ticket already released", ErrNotBusy)
 	}
 }
 
-func (q *Queue) doErr(ctx context.Context, c *call) error {
-	if err := q.do(ctx, c); err != nil {
-		putCall(c)
-		return err
+// Done gives the ticket's slot back with what the item measured, and dispatches the pool's next
+// item. With d.Settle the tenant's counter, charged the item's cost at dispatch, is corrected
+// to d.Used tokens. It fails with ErrNotBusy unless the ticket holds a slot (Done called twice,
+// or Wait did not return nil).
+func (t *Ticket) Done(d DoneInfo) error {
+	q := t.q
+	if q == nil {
+		return fmt.Errorf("%w: ticket was never enqueued", ErrNotBusy)
 	}
-	err := c.err
-	putCall(c)
-	return err
+	q.mu.Lock()
+	defer q.unlock()
+	if t.state != stDispatched && t.state != stRunning {
+		return fmt.Errorf("%w: ticket %q holds no slot", ErrNotBusy, t.item.ID)
+	}
+	q.st.release(t, d, d.Settle)
+	return nil
+}
+
+// Position reports where the ticket's item stands while it is queued.
+func (t *Ticket) Position() (Placement, bool) {
+	q := t.q
+	if q == nil {
+		return Placement{}, false
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if t.state != stQueued {
+		return Placement{}, false
+	}
+	return q.st.position(t)
+}
+
+// signal wakes the ticket's waiter. The queue's lock is held.
+func (t *Ticket) signal() {
+	select {
+	case t.wake <- struct{}{}:
+	default:
+	}
 }

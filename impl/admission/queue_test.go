@@ -3,6 +3,7 @@ package admission_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -612,8 +613,7 @@ func TestInvalidCalls(t *testing.T) {
 		{"negative prior", func() error {
 			return h.q.SetPool(ctx, "x", admission.PoolConfig{Slots: 1, PriorServiceMs: -1})
 		}, admission.ErrInvalid},
-		{"done unknown pool", func() error { return h.q.Done(ctx, "nope", admission.DoneInfo{}) }, admission.ErrUnknownPool},
-		{"done without busy slot", func() error { return h.q.Done(ctx, "open", admission.DoneInfo{}) }, admission.ErrNotBusy},
+		{"done without slot", func() error { var tk admission.Ticket; return tk.Done(admission.DoneInfo{}) }, admission.ErrNotBusy},
 		{"rates unknown pool", func() error {
 			_, err := h.q.PoolRates(ctx, "nope")
 			return err
@@ -631,26 +631,25 @@ func TestInvalidCalls(t *testing.T) {
 	}
 }
 
-func TestNewPanics(t *testing.T) {
-	nop := func(admission.Item) {}
+func TestNewInvalidOptions(t *testing.T) {
 	tests := []struct {
 		name string
 		opts admission.Options
 	}{
-		{"zero capacity", admission.Options{Dispatch: nop}},
-		{"nil dispatch", admission.Options{Capacity: 1}},
-		{"drop-lru without evict", admission.Options{Capacity: 1, Policy: admission.DropLRU, Dispatch: nop}},
-		{"bad policy", admission.Options{Capacity: 1, Policy: 9, Dispatch: nop}},
+		{"zero capacity", admission.Options{}},
+		{"bad policy", admission.Options{Capacity: 1, Policy: 9}},
+		{"negative max batch wait", admission.Options{Capacity: 1, MaxBatchWait: -time.Second}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			defer func() {
-				if recover() == nil {
-					t.Error("New did not panic")
-				}
-			}()
-			admission.New(tt.opts)
+			q, err := admission.New(tt.opts)
+			if !errors.Is(err, admission.ErrInvalid) || q != nil {
+				t.Errorf("New = %v, %v; want nil, ErrInvalid", q, err)
+			}
 		})
+	}
+	if _, err := admission.New(admission.Options{Capacity: 1, Policy: admission.DropLRU}); err != nil {
+		t.Errorf("New(valid) = %v", err)
 	}
 }
 
@@ -700,89 +699,138 @@ func TestStatsTotals(t *testing.T) {
 	}
 }
 
-func TestClosedQueue(t *testing.T) {
-	q := admission.New(admission.Options{Capacity: 4, Dispatch: func(admission.Item) {}})
-	ctx, cancel := context.WithCancel(context.Background())
-	stopped := make(chan error, 1)
-	go func() { stopped <- q.Run(ctx) }()
-	bg := context.Background()
-	if err := q.SetPool(bg, "p", closedPool(1)); err != nil {
-		t.Fatal(err)
+// TestTicketWait: what Wait returns for each way an item leaves the queue, and the outcome the
+// queue counts for it.
+func TestTicketWait(t *testing.T) {
+	deadlineCtx := func() (context.Context, context.CancelFunc) {
+		return context.WithDeadline(context.Background(), time.Unix(1, 0)) // passed already
 	}
-	for _, id := range []string{"a", "b"} {
-		if _, err := q.Enqueue(bg, admission.Item{ID: id, Pool: "p", Priority: admission.Batch}); err != nil {
-			t.Fatal(err)
-		}
+	causeCtx := func() (context.Context, context.CancelFunc) {
+		ctx, cancel := context.WithCancelCause(context.Background())
+		cancel(fmt.Errorf("task deadline: %w", admission.ErrExpired))
+		return ctx, func() {}
 	}
-	if got := q.Drain(); got != nil {
-		t.Errorf("Drain while running = %v, want nil", got)
+	canceledCtx := func() (context.Context, context.CancelFunc) {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		return ctx, func() {}
 	}
-	cancel()
-	if err := <-stopped; err != nil {
-		t.Fatalf("Run = %v", err)
-	}
-
 	tests := []struct {
-		name string
-		call func() error
+		name    string
+		act     func(h *harness) // after "w" is queued behind "busy" on pool p (1 slot)
+		ctx     func() (context.Context, context.CancelFunc)
+		want    error
+		outcome admission.Outcome
+		owns    bool
 	}{
-		{"Run again", func() error { return q.Run(bg) }},
-		{"Enqueue", func() error {
-			_, err := q.Enqueue(bg, admission.Item{ID: "c", Pool: "p"})
-			return err
-		}},
-		{"Cancel", func() error { _, err := q.Cancel(bg, "a"); return err }},
-		{"Remove", func() error { _, err := q.Remove(bg, "p"); return err }},
-		{"Position", func() error { _, _, err := q.Position(bg, "a"); return err }},
-		{"SetPool", func() error { return q.SetPool(bg, "p", openPool(1)) }},
-		{"Done", func() error { return q.Done(bg, "p", admission.DoneInfo{}) }},
-		{"Stats", func() error { _, err := q.Stats(bg); return err }},
-		{"PoolRates", func() error { _, err := q.PoolRates(bg, "p"); return err }},
+		{name: "dispatched", act: func(h *harness) { h.done("p", admission.DoneInfo{}) }, want: nil, outcome: admission.Dispatched, owns: true},
+		{name: "evicted", act: func(h *harness) { h.enqueue("x", "p", I) }, want: admission.ErrEvicted, outcome: admission.Evicted},
+		{name: "removed", act: func(h *harness) {
+			if _, err := h.q.Remove(context.Background(), "p"); err != nil {
+				h.t.Fatal(err)
+			}
+		}, want: admission.ErrRemoved, outcome: admission.Removed},
+		{name: "canceled", act: func(h *harness) { h.q.Queue.Cancel("w") }, want: admission.ErrCanceled, outcome: admission.Canceled},
+		{name: "deadline", ctx: deadlineCtx, want: context.DeadlineExceeded, outcome: admission.Expired},
+		{name: "deadline cause", ctx: causeCtx, want: admission.ErrExpired, outcome: admission.Expired},
+		{name: "ctx canceled", ctx: canceledCtx, want: context.Canceled, outcome: admission.Canceled},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if err := tt.call(); !errors.Is(err, admission.ErrClosed) {
-				t.Errorf("error = %v, want ErrClosed", err)
+			h := start(t, admission.Options{Capacity: 1, Policy: admission.DropLRU})
+			h.setPool("p", openPool(1))
+			h.enqueue("busy", "p", I)
+			h.enqueue("w", "p", B)
+			if tt.act != nil {
+				tt.act(h)
+			}
+			ctx, cancel := context.Background(), context.CancelFunc(func() {})
+			if tt.ctx != nil {
+				ctx, cancel = tt.ctx()
+			}
+			defer cancel()
+			tk := h.q.ticket("w")
+			err := tk.Wait(ctx)
+			if !errors.Is(err, tt.want) || (tt.want == nil) != (err == nil) {
+				t.Fatalf("Wait = %v, want %v", err, tt.want)
+			}
+			want := uint64(1)
+			if tt.outcome == admission.Dispatched { // "busy" too
+				want = 2
+			}
+			if got := h.stats().Outcomes[tt.outcome]; got != want {
+				t.Errorf("outcome %v counted %d times, want %d", tt.outcome, got, want)
+			}
+			if _, queued := h.position("w"); queued {
+				t.Error("w still queued after Wait returned")
+			}
+			if err := tk.Done(admission.DoneInfo{}); (err == nil) != tt.owns {
+				t.Errorf("Done = %v, owns slot %v", err, tt.owns)
+			}
+			if err := tk.Done(admission.DoneInfo{}); !errors.Is(err, admission.ErrNotBusy) {
+				t.Errorf("second Done = %v, want ErrNotBusy", err)
 			}
 		})
 	}
-	if q.Depth() != 2 {
-		t.Errorf("Depth() = %d before Drain, want 2", q.Depth())
+}
+
+// TestWaitGivesBackGrantedSlot: a slot granted to a ticket whose ctx has already ended is
+// given back by Wait, and the pool's next item gets it.
+func TestWaitGivesBackGrantedSlot(t *testing.T) {
+	h := start(t, admission.Options{Capacity: 4})
+	h.setPool("p", openPool(1))
+	h.enqueue("busy", "p", I)
+	h.enqueue("w", "p", I)
+	h.enqueue("next", "p", I)
+	h.done("p", admission.DoneInfo{}) // w is granted the slot...
+	ctx, cancel := context.WithCancelCause(context.Background())
+	gone := errors.New("client went away")
+	cancel(gone) // ...but its waiter has gone
+	if err := h.q.ticket("w").Wait(ctx); !errors.Is(err, gone) {
+		t.Fatalf("Wait = %v, want the ctx's cause", err)
 	}
-	if got := ids(q.Drain()); !slices.Equal(got, []string{"a", "b"}) {
-		t.Errorf("Drain = %v, want [a b]", got)
+	if got, want := h.rec.dispatchedIDs(), []string{"busy", "w", "next"}; !slices.Equal(got, want) {
+		t.Fatalf("dispatched %v, want %v", got, want)
 	}
-	if got := q.Drain(); got != nil {
-		t.Errorf("second Drain = %v, want nil", got)
+	if err := h.q.ticket("next").Wait(context.Background()); err != nil {
+		t.Fatalf("next Wait = %v", err)
 	}
-	if q.Depth() != 0 {
-		t.Errorf("Depth() = %d after Drain", q.Depth())
+	if st := h.stats(); st.Pools["p"].Busy != 1 || st.Depth != 0 {
+		t.Errorf("busy %d depth %d, want 1 and 0", st.Pools["p"].Busy, st.Depth)
 	}
 }
 
-func TestCallerContextDone(t *testing.T) {
-	// Run never starts: only the caller's ctx can end the calls.
-	q := admission.New(admission.Options{Capacity: 4, Dispatch: func(admission.Item) {}})
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if _, err := q.Enqueue(ctx, admission.Item{ID: "a", Pool: "p"}); !errors.Is(err, context.Canceled) {
-		t.Errorf("Enqueue error = %v, want context.Canceled", err)
+// TestTicketReuse: a ticket embedded in the caller's struct is reused once its item ended; a
+// ticket still in use is refused.
+func TestTicketReuse(t *testing.T) {
+	q, err := admission.New(admission.Options{Capacity: 2})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if err := q.SetPool(ctx, "p", openPool(1)); !errors.Is(err, context.Canceled) {
-		t.Errorf("SetPool error = %v, want context.Canceled", err)
+	if err := q.SetPool("p", openPool(1)); err != nil {
+		t.Fatal(err)
 	}
-	if got := q.Drain(); got != nil {
-		t.Errorf("Drain before Run = %v, want nil", got)
+	var tk admission.Ticket
+	if _, err := q.EnqueueTicket(&tk, admission.Item{ID: "a", Pool: "p"}); err != nil {
+		t.Fatal(err)
 	}
-	// A call blocked on a queue whose owner has not started returns when its ctx ends.
-	ctx2, cancel2 := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() {
-		_, err := q.Stats(ctx2)
-		errc <- err
-	}()
-	cancel2()
-	if err := <-errc; !errors.Is(err, context.Canceled) {
-		t.Errorf("Stats error = %v, want context.Canceled", err)
+	if _, err := q.EnqueueTicket(&tk, admission.Item{ID: "b", Pool: "p"}); !errors.Is(err, admission.ErrInvalid) {
+		t.Fatalf("EnqueueTicket of a ticket in use = %v, want ErrInvalid", err)
+	}
+	if err := tk.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := tk.Done(admission.DoneInfo{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.EnqueueTicket(&tk, admission.Item{ID: "b", Pool: "p"}); err != nil {
+		t.Fatalf("reuse: %v", err)
+	}
+	if err := tk.Wait(context.Background()); err != nil || tk.Item().ID != "b" {
+		t.Fatalf("Wait = %v, item %q", err, tk.Item().ID)
+	}
+	var never admission.Ticket
+	if err := never.Wait(context.Background()); !errors.Is(err, admission.ErrInvalid) {
+		t.Errorf("Wait on a fresh ticket = %v, want ErrInvalid", err)
 	}
 }

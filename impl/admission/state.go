@@ -3,17 +3,13 @@ package admission
 import (
 	"fmt"
 	"math"
-	"slices"
 	"time"
 )
 
 // ewmaAlpha weighs a new service measurement against the running average.
 const ewmaAlpha = 0.2
 
-// maxFreeNodes bounds the owner's node free list.
-const maxFreeNodes = 4096
-
-// pool is one pool's state. Owned by the owner goroutine.
+// pool is one pool's state. Guarded by the queue's lock.
 type pool struct {
 	id   string
 	cfg  PoolConfig
@@ -37,13 +33,6 @@ func (p *pool) free() int {
 	return max(p.cfg.Slots-p.busy, 0)
 }
 
-func (p *pool) head() *node {
-	if n := p.q[Interactive].head; n != nil {
-		return n
-	}
-	return p.q[Batch].head
-}
-
 func (p *pool) observe(d DoneInfo) {
 	if d.Service > 0 {
 		x := float64(d.Service) / float64(time.Millisecond)
@@ -63,35 +52,32 @@ func (p *pool) observe(d DoneInfo) {
 	}
 }
 
-// state is everything the owner goroutine owns.
+// state is the whole queue, guarded by Queue.mu.
 type state struct {
 	capacity int
 	policy   Policy
-	dispatch func(Item)
-	evict    func(Item)
 	now      func() time.Time
+	observe  func(Outcome, *Item)
 	// maxBatchWait: see Options.MaxBatchWait.
 	maxBatchWait time.Duration
 
 	pools    map[string]*pool
-	index    map[string]*node     // queued items by id
+	index    map[string]*Ticket   // queued items by id
 	global   [numPriorities]dlist // k = linkGlobal; admission (LRU) order across pools
 	depth    int                  // queued items
 	outcomes [numOutcomes]uint64  // cumulative
-	freeList []*node              // recycled nodes
 }
 
 func newState(o Options) state {
 	s := state{
 		capacity: o.Capacity,
 		policy:   o.Policy,
-		dispatch: o.Dispatch,
-		evict:    o.Evict,
 		now:      o.Now,
+		observe:  o.Observe,
 		pools:    make(map[string]*pool),
 
 		maxBatchWait: o.MaxBatchWait,
-		index:        make(map[string]*node),
+		index:        make(map[string]*Ticket),
 	}
 	for c := range s.global {
 		s.global[c].k = linkGlobal
@@ -99,31 +85,21 @@ func newState(o Options) state {
 	return s
 }
 
-func (s *state) handle(c *call) {
-	switch c.op {
-	case opEnqueue:
-		c.adm, c.err = s.enqueue(c.item)
-	case opCancel:
-		c.ok = s.cancel(c.key)
-	case opRemove:
-		c.items, c.err = s.remove(c.key)
-	case opPosition:
-		c.place, c.ok = s.position(c.key)
-	case opSetPool:
-		c.err = s.setPool(c.key, c.cfg)
-	case opDone:
-		c.err = s.done(c.key, c.info)
-	case opStats:
-		c.stats = s.stats()
-	case opRates:
-		c.rates, c.err = s.rates(c.key)
-	default:
-		// Unreachable: every op is sent by a method of Queue.
-		c.err = fmt.Errorf("admission: unknown op %d", c.op)
+// count records outcome o of it.
+func (s *state) count(o Outcome, it *Item) {
+	s.outcomes[o]++
+	if s.observe != nil {
+		s.observe(o, it)
 	}
 }
 
-func (s *state) enqueue(it Item) (Admission, error) {
+func (s *state) enqueue(q *Queue, tk *Ticket, it Item) (Admission, error) {
+	if tk.q != nil && tk.state != stIdle && tk.state != stEvicted && tk.state != stRemoved && tk.state != stCanceled {
+		return Admission{}, fmt.Errorf("%w: ticket of %q still in use", ErrInvalid, tk.item.ID)
+	}
+	if tk.q != nil && tk.q != q {
+		return Admission{}, fmt.Errorf("%w: ticket of another queue", ErrInvalid)
+	}
 	if it.ID == "" {
 		return Admission{}, fmt.Errorf("%w: empty item id", ErrInvalid)
 	}
@@ -138,71 +114,101 @@ func (s *state) enqueue(it Item) (Admission, error) {
 		return Admission{}, fmt.Errorf("%w: %q", ErrDuplicate, it.ID)
 	}
 	it.EnqueuedAt = s.now()
+	if tk.wake == nil {
+		tk.wake = make(chan struct{}, 1)
+	} else {
+		select { // a signal left from the ticket's previous item
+		case <-tk.wake:
+		default:
+		}
+	}
+	tk.q, tk.item, tk.pool, tk.err, tk.charged, tk.chargedTo = q, it, p, nil, 0, nil
 
 	// A free slot on a dispatchable pool implies nothing of that pool is queued (pump keeps it
 	// so): the item starts at once and takes no queue place.
 	if p.free() > 0 && p.queued() == 0 {
-		s.outcomes[Admitted]++
-		p.fair[it.Priority].charge(it.Tenant, it.cost(), it.weight())
-		s.start(p, it)
+		s.count(Admitted, &tk.item)
+		s.charge(p, tk)
+		s.start(p, tk)
 		return Admission{}, nil
 	}
 
 	var adm Admission
 	if s.depth >= s.capacity {
-		victim, err := s.makeRoom(it.Priority)
+		victim, err := s.makeRoom(tk)
 		if err != nil {
+			tk.state = stIdle
 			adm.RetryAfter = RetryAfter(p.meanServiceMs, p.cfg.Slots)
 			return adm, err
 		}
 		adm.Evicted = &victim
 	}
 
-	n := s.newNode(it, p)
-	p.q[it.Priority].pushBack(n)
-	s.global[it.Priority].pushBack(n)
-	p.fair[it.Priority].push(n)
-	s.index[it.ID] = n
+	tk.state = stQueued
+	p.q[it.Priority].pushBack(tk)
+	s.global[it.Priority].pushBack(tk)
+	p.fair[it.Priority].push(tk)
+	s.index[it.ID] = tk
 	s.depth++
-	s.outcomes[Admitted]++
+	s.count(Admitted, &tk.item)
 
-	adm.Placement = s.placementOf(n, true)
+	adm.Placement = s.placementOf(tk, true)
 	adm.PredictedStartMs = PredictStartMs(adm.Position, p.cfg.Slots, p.free(), p.meanServiceMs)
 	return adm, nil
 }
 
-// makeRoom applies the policy to a full queue for an incoming item of class c: it evicts one
-// item (handing it to Evict) or returns the refusal.
-func (s *state) makeRoom(c Priority) (Item, error) {
+// makeRoom applies the policy to a full queue for the incoming tk: it evicts one item (waking
+// its ticket with ErrEvicted) or returns the refusal.
+func (s *state) makeRoom(tk *Ticket) (Item, error) {
 	if s.policy != DropLRU {
-		s.outcomes[RejectedFull]++
+		s.count(RejectedFull, &tk.item)
 		return Item{}, fmt.Errorf("%w: queue is full (capacity %d); retry later", ErrRejected, s.capacity)
 	}
 	victim := s.global[Batch].head
-	if victim == nil && c == Interactive {
+	if victim == nil && tk.item.Priority == Interactive {
 		victim = s.global[Interactive].head
 	}
 	if victim == nil {
-		s.outcomes[RejectedDropLRU]++
+		s.count(RejectedDropLRU, &tk.item)
 		return Item{}, fmt.Errorf("%w: queue is full (capacity %d) and holds no batch task to drop",
 			ErrDropLRUFull, s.capacity)
 	}
-	it := s.unlink(victim)
-	s.outcomes[Evicted]++
-	s.evict(it)
-	return it, nil
+	s.withdraw(victim, stEvicted, Evicted)
+	return victim.item, nil
 }
 
-// start hands it to Dispatch on a free slot of p. The caller charged its tenant.
-func (s *state) start(p *pool, it Item) {
+// charge charges tk's cost to its tenant's counter, as it is dispatched.
+func (s *state) charge(p *pool, tk *Ticket) {
+	f := &p.fair[tk.item.Priority]
+	tk.chargedTo = f.tenant(tk.item.Tenant)
+	tk.charged = tk.item.cost() / tk.item.weight()
+	f.charge(tk.chargedTo, tk.charged)
+}
+
+// start gives tk a free slot of p and wakes its waiter. The caller charged its tenant.
+func (s *state) start(p *pool, tk *Ticket) {
 	p.busy++
-	s.outcomes[Dispatched]++
-	s.dispatch(it)
+	tk.state = stDispatched
+	s.count(Dispatched, &tk.item)
+	tk.signal()
+}
+
+// release frees tk's slot; with settle its tenant's charge is corrected to d.Used tokens. Then
+// the pool's next items are dispatched.
+func (s *state) release(tk *Ticket, d DoneInfo, settle bool) {
+	p := tk.pool
+	p.busy--
+	p.observe(d)
+	if settle && tk.chargedTo != nil {
+		p.fair[tk.item.Priority].correct(tk.chargedTo, float64(max(d.Used, 0))/tk.item.weight()-tk.charged)
+	}
+	tk.state, tk.chargedTo = stIdle, nil
+	s.pump(p)
 }
 
 // next is the item p serves next: the interactive class's fair head, unless the oldest batch
 // item has waited maxBatchWait; then the batch class's fair head.
-func (s *state) next(p *pool) *node {
+func (s *state) next(p *pool) *Ticket {
 	if n := p.fair[Interactive].head(); n != nil {
 		if b := p.q[Batch].head; b != nil && s.maxBatchWait > 0 && s.now().Sub(b.item.EnqueuedAt) >= s.maxBatchWait {
 			return b
@@ -220,45 +226,29 @@ func (s *state) pump(p *pool) {
 			return
 		}
 		// Charged while still backlogged: its counter moves from where it stood.
-		p.fair[n.item.Priority].charge(n.item.Tenant, n.item.cost(), n.item.weight())
-		s.start(p, s.unlink(n))
+		s.charge(p, n)
+		s.unlink(n)
+		s.start(p, n)
 	}
 }
 
-func (s *state) newNode(it Item, p *pool) *node {
-	var n *node
-	if k := len(s.freeList); k > 0 {
-		n, s.freeList = s.freeList[k-1], s.freeList[:k-1]
-	} else {
-		n = new(node)
-	}
-	n.item, n.pool = it, p
-	return n
-}
-
-// unlink takes n off every list and the index, recycles it and returns its item.
-func (s *state) unlink(n *node) Item {
-	it := n.item
+// unlink takes n off every list and the index.
+func (s *state) unlink(n *Ticket) {
+	it := &n.item
 	n.pool.q[it.Priority].remove(n)
 	s.global[it.Priority].remove(n)
 	n.pool.fair[it.Priority].remove(n)
 	delete(s.index, it.ID)
 	s.depth--
-	*n = node{}
-	if len(s.freeList) < maxFreeNodes {
-		s.freeList = append(s.freeList, n)
-	}
-	return it
 }
 
-func (s *state) cancel(id string) bool {
-	n := s.index[id]
-	if n == nil {
-		return false
-	}
+// withdraw takes queued n out of the queue without a slot, in state st, counting o, and wakes
+// its waiter.
+func (s *state) withdraw(n *Ticket, st ticketState, o Outcome) {
 	s.unlink(n)
-	s.outcomes[Canceled]++
-	return true
+	n.state = st
+	s.count(o, &n.item)
+	n.signal()
 }
 
 func (s *state) remove(poolID string) ([]Item, error) {
@@ -266,40 +256,29 @@ func (s *state) remove(poolID string) ([]Item, error) {
 	if p == nil {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownPool, poolID)
 	}
-	items := s.takeAll(p)
-	s.outcomes[Removed] += uint64(len(items))
+	if p.queued() == 0 {
+		return nil, nil
+	}
+	// In dispatch order: the interactive items, then the batch items, each in fair order.
+	items := make([]Item, 0, p.queued())
+	for n := s.fairHead(p); n != nil; n = s.fairHead(p) {
+		items = append(items, n.item)
+		s.withdraw(n, stRemoved, Removed)
+	}
 	return items, nil
 }
 
-// takeAll unlinks and returns p's queued items in dispatch order.
-func (s *state) takeAll(p *pool) []Item {
-	if p.queued() == 0 {
-		return nil
+// fairHead is p's next item in dispatch order, whatever its free slots.
+func (s *state) fairHead(p *pool) *Ticket {
+	if n := p.fair[Interactive].head(); n != nil {
+		return n
 	}
-	items := make([]Item, 0, p.queued())
-	for n := p.head(); n != nil; n = p.head() {
-		items = append(items, s.unlink(n))
-	}
-	return items
+	return p.fair[Batch].head()
 }
 
-// drain unlinks every queued item: pools in id order, each in dispatch order.
-func (s *state) drain() []Item {
-	ids := make([]string, 0, len(s.pools))
-	for id := range s.pools {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	var items []Item
-	for _, id := range ids {
-		items = append(items, s.takeAll(s.pools[id])...)
-	}
-	return items
-}
-
-func (s *state) position(id string) (Placement, bool) {
-	n := s.index[id]
-	if n == nil {
+// position is n's place while it is queued.
+func (s *state) position(n *Ticket) (Placement, bool) {
+	if n == nil || n.state != stQueued {
 		return Placement{}, false
 	}
 	pl := s.placementOf(n, false)
@@ -359,20 +338,6 @@ func (s *state) setPool(id string, cfg PoolConfig) error {
 }
 
 func finiteNonNegative(f float64) bool { return f >= 0 && !math.IsInf(f, 1) }
-
-func (s *state) done(poolID string, d DoneInfo) error {
-	p := s.pools[poolID]
-	if p == nil {
-		return fmt.Errorf("%w: %q", ErrUnknownPool, poolID)
-	}
-	if p.busy == 0 {
-		return fmt.Errorf("%w: pool %q", ErrNotBusy, poolID)
-	}
-	p.busy--
-	p.observe(d)
-	s.pump(p)
-	return nil
-}
 
 func (s *state) stats() Stats {
 	st := Stats{

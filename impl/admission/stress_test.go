@@ -42,9 +42,10 @@ func (l *ledger) fail(format string, args ...any) {
 	l.errs = append(l.errs, fmt.Sprintf(format, args...))
 }
 
-// TestConcurrentInvariants hammers one queue from many goroutines (Enqueue, Cancel, Done,
-// Remove, SetPool toggles, Position, Stats) and checks that no item is dispatched twice, no
-// pool runs more than its slots, and every admitted item ends exactly once.
+// TestConcurrentInvariants hammers one queue from many goroutines (Enqueue, waiters whose
+// contexts end at random — often just as their slot is granted —, Cancel, Done, Remove, SetPool
+// toggles, Position, Stats) and checks that no pool runs more than its slots, every admitted
+// item ends exactly once, and no slot is lost or freed twice: at the end every pool is idle.
 func TestConcurrentInvariants(t *testing.T) {
 	for _, policy := range []admission.Policy{admission.Reject, admission.DropLRU} {
 		t.Run(policy.String(), func(t *testing.T) {
@@ -65,41 +66,55 @@ func stress(t *testing.T, policy admission.Policy) {
 	var (
 		runMu    sync.Mutex
 		inflight = map[string]int{}
-		doneWG   sync.WaitGroup
-		q        *admission.Queue
+		waiters  sync.WaitGroup
 	)
-	ctx, stop := context.WithCancel(context.Background())
-	dispatch := func(it admission.Item) {
-		l.end(it.ID, "dispatched")
+	q, err := admission.New(admission.Options{Capacity: 16, Policy: policy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pools {
+		if err := q.SetPool(p, admission.PoolConfig{Slots: slots, Dispatchable: true, PriorServiceMs: 10}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// wait is an item's goroutine: it waits on its ticket under a ctx that some producers end
+	// at random, runs the item when granted a slot, and releases it.
+	wait := func(id string, tk *admission.Ticket, ctx context.Context, cancel context.CancelFunc) {
+		defer waiters.Done()
+		defer cancel()
+		err := tk.Wait(ctx)
+		switch {
+		case err == nil:
+		case errors.Is(err, admission.ErrEvicted):
+			l.end(id, "evicted")
+			return
+		case errors.Is(err, admission.ErrRemoved):
+			l.end(id, "removed")
+			return
+		case errors.Is(err, admission.ErrCanceled):
+			l.end(id, "canceled")
+			return
+		case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+			l.end(id, "ctx")
+			return
+		default:
+			l.fail("Wait(%s): %v", id, err)
+			return
+		}
+		l.end(id, "dispatched")
+		pool := tk.Item().Pool
 		runMu.Lock()
-		inflight[it.Pool]++
-		if n := inflight[it.Pool]; n > slots {
-			l.fail("pool %s runs %d items > %d slots", it.Pool, n, slots)
+		inflight[pool]++
+		if n := inflight[pool]; n > slots {
+			l.fail("pool %s runs %d items > %d slots", pool, n, slots)
 		}
 		runMu.Unlock()
-		doneWG.Add(1)
-		go func() {
-			defer doneWG.Done()
-			runMu.Lock()
-			inflight[it.Pool]--
-			runMu.Unlock()
-			err := q.Done(context.Background(), it.Pool, admission.DoneInfo{Service: time.Millisecond, Tokens: 1, Decode: time.Millisecond})
-			if err != nil && !errors.Is(err, admission.ErrClosed) {
-				l.fail("Done(%s): %v", it.Pool, err)
-			}
-		}()
-	}
-	q = admission.New(admission.Options{
-		Capacity: 16, Policy: policy, Dispatch: dispatch,
-		Evict: func(it admission.Item) { l.end(it.ID, "evicted") },
-	})
-	runErr := make(chan error, 1)
-	go func() { runErr <- q.Run(ctx) }()
-
-	bg := context.Background()
-	for _, p := range pools {
-		if err := q.SetPool(bg, p, admission.PoolConfig{Slots: slots, Dispatchable: true, PriorServiceMs: 10}); err != nil {
-			t.Fatal(err)
+		runMu.Lock()
+		inflight[pool]--
+		runMu.Unlock()
+		if err := tk.Done(admission.DoneInfo{Service: time.Millisecond, Tokens: 1, Decode: time.Millisecond}); err != nil {
+			l.fail("Done(%s): %v", id, err)
 		}
 	}
 
@@ -114,8 +129,9 @@ func stress(t *testing.T, policy admission.Policy) {
 			for i := range perProd {
 				id := fmt.Sprintf("g%d-%d", g, i)
 				it := admission.Item{ID: id, Pool: pools[rng.IntN(len(pools))], Priority: admission.Priority(rng.IntN(2))}
-				l.admit(id) // before Enqueue: Dispatch may run before Enqueue returns
-				if _, err := q.Enqueue(bg, it); err != nil {
+				l.admit(id)
+				tk, _, err := q.Enqueue(it)
+				if err != nil {
 					if !errors.Is(err, admission.ErrRejected) && !errors.Is(err, admission.ErrDropLRUFull) {
 						l.fail("Enqueue(%s): %v", id, err)
 					}
@@ -125,25 +141,19 @@ func stress(t *testing.T, policy admission.Policy) {
 					refused.Store(id, true)
 					continue
 				}
+				ctx, cancel := context.WithCancel(context.Background())
+				waiters.Add(1)
+				go wait(id, tk, ctx, cancel)
 				mine = append(mine, id)
 				switch r := rng.IntN(10); {
-				case r < 3:
-					victim := mine[rng.IntN(len(mine))]
-					ok, err := q.Cancel(bg, victim)
-					if err != nil {
-						l.fail("Cancel: %v", err)
-					}
-					if ok {
-						l.end(victim, "canceled")
-					}
-				case r == 3:
-					if _, _, err := q.Position(bg, mine[rng.IntN(len(mine))]); err != nil {
-						l.fail("Position: %v", err)
-					}
+				case r < 2:
+					q.Cancel(mine[rng.IntN(len(mine))])
+				case r < 4:
+					cancel() // the waiter gives up, racing its dispatch
 				case r == 4:
-					if _, err := q.Stats(bg); err != nil {
-						l.fail("Stats: %v", err)
-					}
+					q.Position(mine[rng.IntN(len(mine))])
+				case r == 5:
+					_ = q.Stats()
 				}
 			}
 		}()
@@ -157,38 +167,29 @@ func stress(t *testing.T, policy admission.Policy) {
 			p := pools[rng.IntN(len(pools))]
 			switch rng.IntN(3) {
 			case 0:
-				if err := q.SetPool(bg, p, admission.PoolConfig{Slots: slots, Dispatchable: false, PriorServiceMs: 10}); err != nil {
+				if err := q.SetPool(p, admission.PoolConfig{Slots: slots, Dispatchable: false, PriorServiceMs: 10}); err != nil {
 					l.fail("SetPool: %v", err)
 				}
 			case 1:
-				if err := q.SetPool(bg, p, admission.PoolConfig{Slots: slots, Dispatchable: true, PriorServiceMs: 10}); err != nil {
+				if err := q.SetPool(p, admission.PoolConfig{Slots: slots, Dispatchable: true, PriorServiceMs: 10}); err != nil {
 					l.fail("SetPool: %v", err)
 				}
 			case 2:
-				items, err := q.Remove(bg, p)
-				if err != nil {
+				if _, err := q.Remove(p); err != nil {
 					l.fail("Remove: %v", err)
-				}
-				for _, it := range items {
-					l.end(it.ID, "removed")
 				}
 			}
 		}
 	}()
 	wg.Wait()
-
-	st, err := q.Stats(bg)
-	if err != nil {
-		t.Fatal(err)
+	// Open every pool: what is queued runs, and every waiter ends.
+	for _, p := range pools {
+		if err := q.SetPool(p, admission.PoolConfig{Slots: slots, Dispatchable: true, PriorServiceMs: 10}); err != nil {
+			t.Fatal(err)
+		}
 	}
-	stop()
-	if err := <-runErr; err != nil {
-		t.Fatalf("Run: %v", err)
-	}
-	doneWG.Wait()
-	for _, it := range q.Drain() {
-		l.end(it.ID, "drained")
-	}
+	waiters.Wait()
+	st := q.Stats()
 
 	for _, e := range l.errs {
 		t.Error(e)
@@ -213,6 +214,9 @@ func stress(t *testing.T, policy admission.Policy) {
 	}
 	if got := st.Outcomes[admission.RejectedFull] + st.Outcomes[admission.RejectedDropLRU]; got != uint64(nRefused) {
 		t.Errorf("Stats refused = %d, want %d", got, nRefused)
+	}
+	if st.Busy != 0 || st.Depth != 0 {
+		t.Errorf("at rest: busy %d depth %d, want 0 and 0 (a slot lost or freed twice)", st.Busy, st.Depth)
 	}
 	counts := map[string]int{}
 	for _, how := range l.ended {

@@ -17,12 +17,19 @@ var (
 	ErrDuplicate = errors.New("duplicate queued item")
 	// ErrUnknownPool: the pool was never passed to SetPool.
 	ErrUnknownPool = errors.New("unknown pool")
-	// ErrNotBusy: Done was reported for a pool with no busy slot.
+	// ErrNotBusy: Done was called for a ticket that holds no slot.
 	ErrNotBusy = errors.New("no busy slot")
+	// ErrEvicted: Wait's item was pushed out of the full queue under DropLRU.
+	ErrEvicted = errors.New("evicted from the full queue")
+	// ErrRemoved: Wait's item was withdrawn by Remove (its pool's drain deadline passed).
+	ErrRemoved = errors.New("removed from the queue")
+	// ErrCanceled: Wait's item was withdrawn by Cancel.
+	ErrCanceled = errors.New("canceled while queued")
+	// ErrExpired marks a deadline: a Wait context canceled with a cause that wraps it counts
+	// as Expired, like one whose deadline passed (for clocks that cancel with a cause).
+	ErrExpired = errors.New("deadline passed while queued")
 	// ErrInvalid: an argument is malformed (empty id, unknown priority, negative slots, ...).
 	ErrInvalid = errors.New("invalid argument")
-	// ErrClosed: Run has returned (or was called twice); the Queue serves no more requests.
-	ErrClosed = errors.New("admission queue closed")
 )
 
 // Priority is an item's class. Interactive items of a pool are dispatched before its Batch items.
@@ -94,14 +101,18 @@ const (
 	RejectedFull                   // refused under Reject: the queue was full
 	RejectedDropLRU                // refused under DropLRU: full, and no Batch item to evict
 	Evicted                        // pushed out of the queue under DropLRU
-	Canceled                       // removed by Cancel while queued
+	Canceled                       // withdrawn while queued by Cancel or its waiter's context
 	Removed                        // removed by Remove (pool drain deadline)
-	Dispatched                     // handed to Dispatch with a slot
+	Dispatched                     // given a slot
+	Expired                        // withdrawn while queued: its waiter's deadline passed
 	numOutcomes
 )
 
+// NumOutcomes is the number of Outcomes, for arrays indexed by Outcome.
+const NumOutcomes = int(numOutcomes)
+
 var outcomeNames = [numOutcomes]string{
-	"admitted", "rejected_full", "rejected_drop_lru", "evicted", "canceled", "removed", "dispatched",
+	"admitted", "rejected_full", "rejected_drop_lru", "evicted", "canceled", "removed", "dispatched", "expired",
 }
 
 func (o Outcome) String() string {
@@ -162,8 +173,8 @@ type Placement struct {
 type Admission struct {
 	// Placement is where the item stands; {0, 0} when it was dispatched at once.
 	Placement
-	// Evicted is the item pushed out to make room (DropLRU only), else nil. The Evict callback
-	// has already been handed it and owns it; this copy is informational.
+	// Evicted is the item pushed out to make room (DropLRU only), else nil. Its ticket's Wait
+	// returns ErrEvicted and its waiter finalizes it; this copy is informational.
 	Evicted *Item
 	// RetryAfter is set when Enqueue refuses the item because the queue is full (ErrRejected,
 	// ErrDropLRUFull): RetryAfter(mean_service_ms, slots) of the target pool.
@@ -189,6 +200,10 @@ type DoneInfo struct {
 	Service time.Duration // wall time the item held its slot
 	Tokens  int           // tokens decoded
 	Decode  time.Duration // time spent decoding them
+	// Settle corrects the tenant's fair-queueing counter, charged Item.Cost at dispatch, to
+	// Used tokens (the item's actual output); without it the charge stands.
+	Settle bool
+	Used   int
 }
 
 // Rates are a pool's measured (or prior) service rates.

@@ -241,7 +241,9 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		topts.Journal = a.journal
 		log.Info("journal open", "dir", dir, "sync", mode.String())
 	}
-	svc = task.New(topts)
+	if svc, err = task.New(topts); err != nil {
+		return nil, err
+	}
 	if err := svc.Recover(); err != nil {
 		return nil, fmt.Errorf("journal: %w", err)
 	}

@@ -42,6 +42,7 @@ type Metrics struct {
 	TokensIn            *prometheus.CounterVec   // engine, engine_version, pool_id, replica_id
 	TokensOut           *prometheus.CounterVec   // engine, engine_version, pool_id, replica_id
 	Backpressure        *prometheus.CounterVec   // engine, policy
+	AdmissionOutcomes   *prometheus.CounterVec   // outcome (the admission queue's Outcome enum)
 	CatalogVerify       *prometheus.CounterVec   // result, reason, engine
 	ModelState          *prometheus.GaugeVec     // model_id, state
 	PlacementDecisions  *prometheus.CounterVec   // outcome, pinned, fallback
@@ -148,6 +149,8 @@ func (m *Metrics) table() []family {
 		{name: "tokens_in_total", help: "Prompt tokens evaluated by engines.", labels: with(), into: counterVec(&m.TokensIn)},
 		{name: "tokens_out_total", help: "Tokens generated and relayed.", labels: with(), into: counterVec(&m.TokensOut)},
 		{name: "admission_backpressure_events_total", help: "Admissions refused or evictions made because the queue was full.", labels: []string{"engine", "policy"}, into: counterVec(&m.Backpressure)},
+		{name: "admission_outcomes_total", help: "Admission queue events by outcome: admitted, rejected_full, rejected_drop_lru, evicted, canceled, removed, dispatched, expired.",
+			labels: []string{"outcome"}, into: counterVec(&m.AdmissionOutcomes)},
 		{name: "catalog_verifications_total", help: "Model catalog verifications (no catalog in this build: stays 0).", labels: []string{"result", "reason", "engine"}, into: counterVec(&m.CatalogVerify)},
 		{name: "model_state", help: "1 for the state each served model is in.", labels: []string{"model_id", "state"}, into: gaugeVec(&m.ModelState)},
 		{name: "placement_decisions_total", help: "Placement decisions by outcome.", labels: []string{"outcome", "pinned", "fallback"}, into: counterVec(&m.PlacementDecisions)},

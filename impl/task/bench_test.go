@@ -60,7 +60,7 @@ func benchService(b *testing.B, eng engine.Replica, journaled bool) *Service {
 	} else {
 		close(jdone)
 	}
-	svc := New(opts)
+	svc := mustNew(b, opts)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = svc.Run(ctx) }()
 	svc.PoolChanged(ctx, oneReplica(v))

@@ -86,7 +86,7 @@ func newGPUHarness(t *testing.T, migrate bool, ids []string, engines map[string]
 	clock := tasktest.NewClock(time.Unix(1_700_000_000, 0))
 	fp := &fakePools{views: []pool.View{v}, reps: engines}
 	m := metrics.New(prometheus.NewRegistry())
-	svc := New(Options{Capacity: 16, Policy: admission.Reject, Pools: fp, Sessions: ss, Metrics: m, Clock: clock, GPUs: gpus})
+	svc := mustNew(t, Options{Capacity: 16, Policy: admission.Reject, Pools: fp, Sessions: ss, Metrics: m, Clock: clock, GPUs: gpus})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = svc.Run(ctx); close(done) }()

@@ -1,7 +1,6 @@
 package task
 
 import (
-	"context"
 	"fmt"
 	"math"
 	"strconv"
@@ -12,8 +11,8 @@ import (
 )
 
 // metricsData builds a metrics frame's payload, plain and verbose.
-func (s *Service) metricsData(ctx context.Context, t *Task, tokensOut int, now time.Time) ([]byte, []byte) {
-	rates, err := s.queue.PoolRates(ctx, t.poolID)
+func (s *Service) metricsData(t *Task, tokensOut int, now time.Time) ([]byte, []byte) {
+	rates, err := s.queue.PoolRates(t.poolID)
 	tps := rates.TokensPerS
 	if err != nil || tps <= 0 {
 		tps = 1

@@ -98,9 +98,8 @@ func (s *Service) Recover() error {
 				return fmt.Errorf("task %s: admission record: %w", id, err)
 			}
 			t := &Task{spec: r.Spec, poolID: r.Pool, engine: r.Engine, version: r.Version, kvBytes: r.KVBytes,
-				created: r.Created, deadline: r.Created.Add(r.Spec.Deadline), admitted: make(chan struct{}),
+				created: r.Created, deadline: r.Created.Add(r.Spec.Deadline),
 				status: Queued, done: make(chan struct{}), j: s.j}
-			close(t.admitted)
 			if _, dup := byID[id]; !dup {
 				order = append(order, t)
 			}
@@ -156,10 +155,8 @@ func (s *Service) Recover() error {
 		case t.status.Final():
 			fin = append(fin, finishedRef{id: t.spec.ID, at: t.finished})
 		case t.status == Running:
-			s.load[t.poolID]++
 			interrupted = append(interrupted, t)
 		default:
-			s.load[t.poolID]++
 			s.requeue = append(s.requeue, t)
 			queued++
 		}
@@ -194,11 +191,11 @@ func (s *Service) resume(ctx context.Context) {
 	views := s.opts.Pools.Views()
 	for _, v := range views {
 		v.Healthy = false
-		s.setPoolLocked(ctx, v)
+		s.setPoolLocked(v)
 	}
 	defer func() {
 		for _, v := range s.opts.Pools.Views() {
-			s.setPoolLocked(ctx, v)
+			s.setPoolLocked(v)
 		}
 	}()
 	for _, t := range requeue {
@@ -214,7 +211,7 @@ func (s *Service) resume(ctx context.Context) {
 			s.finish(t, Canceled, nil, engine.Result{}, 0)
 			continue
 		}
-		if _, err := s.queue.Enqueue(ctx, t.spec.item(t.poolID)); err != nil {
+		if _, err := s.queue.EnqueueTicket(&t.ticket, t.spec.item(t.poolID)); err != nil {
 			s.finish(t, Failed, &ErrorInfo{Class: ClassPoolUnavailable,
 				Message:   fmt.Sprintf("the task could not be queued again after a restart: %v", err),
 				Retriable: true, RetryAfterMs: 1000, PoolID: t.poolID, Engine: t.engine}, engine.Result{}, 0)
@@ -222,6 +219,8 @@ func (s *Service) resume(ctx context.Context) {
 		}
 		s.log.Info("task queued again after a restart", "task_id", t.spec.ID, "pool_id", t.poolID,
 			"priority", t.spec.Priority.String())
+		s.wg.Add(1)
+		go s.run(ctx, t)
 	}
 }
 

@@ -3,11 +3,9 @@ package task
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/orchestratord/orchestratord/engine"
-	"github.com/orchestratord/orchestratord/impl/admission"
 )
 
 // Cancel cancels a task: a queued one leaves the queue, a running one has its engine request
@@ -17,7 +15,7 @@ func (s *Service) Cancel(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	s.cancel(ctx, t, causeClient)
+	s.cancel(t, causeClient)
 	return nil
 }
 
@@ -39,7 +37,7 @@ func (s *Service) Disconnected(ctx context.Context, t *Task) {
 	t.mu.Unlock()
 	switch policy {
 	case OnDisconnectCancel:
-		s.cancel(ctx, t, causeDisconnect)
+		s.cancel(t, causeDisconnect)
 	case OnDisconnectGrace:
 		s.wg.Add(1)
 		go s.graceWait(ctx, t, gen, s.now().Add(t.spec.DisconnectGrace))
@@ -61,11 +59,11 @@ func (s *Service) graceWait(ctx context.Context, t *Task, gen uint64, until time
 	stale := t.disconnects != gen || len(t.subs) > 0
 	t.mu.Unlock()
 	if !stale {
-		s.cancel(ctx, t, causeDisconnect)
+		s.cancel(t, causeDisconnect)
 	}
 }
 
-func (s *Service) cancel(ctx context.Context, t *Task, cause error) {
+func (s *Service) cancel(t *Task, cause error) {
 	t.mu.Lock()
 	if t.status.Final() || t.canceled {
 		t.mu.Unlock()
@@ -73,15 +71,13 @@ func (s *Service) cancel(ctx context.Context, t *Task, cause error) {
 	}
 	t.canceled = true
 	t.cancelReason = reasonOf(cause)
-	running := t.cancel
+	stop := t.cancel
 	t.mu.Unlock()
-	if running != nil {
-		running(cause)
-		return
-	}
-	// Queued (or dispatched but not yet running: the runner sees t.canceled and finishes).
-	if ok, err := s.queue.Cancel(ctx, t.spec.ID); err == nil && ok {
-		s.finish(t, Canceled, nil, engine.Result{}, 0)
+	// Queued: its runner's Wait returns cause and the ticket leaves the queue; running: the
+	// engine request is aborted. Without a runner yet (recovered, not queued again, or not
+	// started), the runner sees t.canceled when it starts.
+	if stop != nil {
+		stop(cause)
 	}
 }
 
@@ -98,16 +94,15 @@ func reasonOf(cause error) string {
 	}
 }
 
-// PoolDrained cancels what is left on a pool whose drain deadline passed.
-func (s *Service) PoolDrained(ctx context.Context, poolID string) {
-	items, err := s.queue.Remove(ctx, poolID)
+// PoolDrained cancels what is left on a pool whose drain deadline passed: its queued tasks
+// leave the queue (their runners fail them), its running ones are cancelled.
+func (s *Service) PoolDrained(_ context.Context, poolID string) {
+	items, err := s.queue.Remove(poolID)
 	if err != nil {
 		s.log.Warn("removing a drained pool's queue", "pool_id", poolID, "err", err)
 	}
-	for _, it := range items {
-		if t := s.lookup(it.ID); t != nil {
-			s.failQueued(t, causeDrain)
-		}
+	if len(items) > 0 {
+		s.log.Info("drained pool's queued tasks removed", "pool_id", poolID, "tasks", len(items))
 	}
 	s.mu.Lock()
 	var running []*Task
@@ -120,9 +115,9 @@ func (s *Service) PoolDrained(ctx context.Context, poolID string) {
 	for _, t := range running {
 		t.mu.Lock()
 		c := t.cancel
-		final := t.status.Final()
+		running := t.status == Running
 		t.mu.Unlock()
-		if c != nil && !final {
+		if c != nil && running {
 			c(causeDrain)
 		}
 	}
@@ -163,20 +158,14 @@ func (s *Service) Shutdown(ctx context.Context) {
 			s.mu.Unlock()
 			for _, tk := range left {
 				tk.mu.Lock()
-				final, c := tk.status.Final(), tk.cancel
+				final, c, running := tk.status.Final(), tk.cancel, tk.status == Running
 				tk.mu.Unlock()
-				if final {
-					continue
-				}
 				switch {
-				case c != nil:
-					c(causeShutdown)
-				case s.j != nil:
-					// Journaled: it stays queued, and the next start runs it.
+				case final || c == nil:
+				case running || s.j == nil:
+					c(causeShutdown) // a queued one's runner fails it
 				default:
-					if ok, err := s.queue.Cancel(context.WithoutCancel(ctx), tk.spec.ID); err == nil && ok {
-						s.failQueued(tk, causeShutdown)
-					}
+					// Journaled and queued: it stays queued, and the next start runs it.
 				}
 			}
 			return
@@ -185,29 +174,10 @@ func (s *Service) Shutdown(ctx context.Context) {
 	}
 }
 
+// active is the number of tasks queued or holding a slot, from the queue's own counts.
 func (s *Service) active() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for _, v := range s.load {
-		n += v
-	}
-	return n
-}
-
-// evict is the queue's Evict callback (owner goroutine: must not block).
-func (s *Service) evict(it admission.Item) {
-	t := s.lookup(it.ID)
-	if t == nil {
-		return
-	}
-	go func() {
-		<-t.admitted
-		s.m.TasksRejected.WithLabelValues(t.engine, s.opts.Code(ClassEvicted)).Inc()
-		s.finish(t, Failed, &ErrorInfo{Class: ClassEvicted,
-			Message: "evicted from the full queue (drop-lru) to admit a newer task", Retriable: true,
-			RetryAfterMs: 1000, PoolID: t.poolID, Engine: t.engine}, engine.Result{}, 0)
-	}()
+	st := s.queue.Stats()
+	return st.Depth + st.Busy
 }
 
 // expire forgets finished tasks beyond the retention bounds.
@@ -228,31 +198,5 @@ func (s *Service) expire() {
 	}
 	if n > 0 {
 		s.finished = append(s.finished[:0], s.finished[n:]...)
-	}
-}
-
-// expireQueued fails queued tasks whose deadline passed before they could start.
-func (s *Service) expireQueued(ctx context.Context) {
-	now := s.now()
-	s.mu.Lock()
-	var late []*Task
-	for _, t := range s.tasks {
-		if now.After(t.deadline) {
-			late = append(late, t)
-		}
-	}
-	s.mu.Unlock()
-	for _, t := range late {
-		t.mu.Lock()
-		queued := t.status == Queued && !t.rejected
-		t.mu.Unlock()
-		if !queued {
-			continue
-		}
-		if ok, err := s.queue.Cancel(ctx, t.spec.ID); err == nil && ok {
-			s.finish(t, Failed, &ErrorInfo{Class: ClassDeadline,
-				Message: fmt.Sprintf("the task's deadline of %d ms passed while it was queued", t.spec.Deadline.Milliseconds()),
-				PoolID:  t.poolID, Engine: t.engine}, engine.Result{}, 0)
-		}
 	}
 }

@@ -14,41 +14,56 @@ import (
 	"github.com/orchestratord/orchestratord/impl/sse"
 )
 
-// dispatch is the queue's Dispatch callback (owner goroutine: must not block).
-func (s *Service) dispatch(it admission.Item) {
-	t := s.lookup(it.ID)
-	if t == nil { // cannot happen: tasks are registered before Enqueue
-		s.log.Error("dispatched an unknown task", "task_id", it.ID)
-		go func() { _ = s.queue.Done(context.Background(), it.Pool, admission.DoneInfo{}) }()
-		return
-	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		s.run(t)
-	}()
-}
-
 // StopBudget is the stop reason of a task that used all its budget grant.
 const StopBudget engine.StopReason = "budget"
 
 // errBudgetSpent refuses a token past the task's budget grant; the engine then ends the request.
 var errBudgetSpent = errors.New("the task's token grant (its key's or its session's budget) is spent")
 
-// run executes a dispatched task on its pool's replica.
-func (s *Service) run(t *Task) {
-	<-t.admitted
+// DeadlineError is the cause of a task's context once its deadline passed, whether it was
+// queued (its ticket then leaves the queue with outcome expired) or running. Its class is
+// ClassDeadline, the contract's DEADLINE_EXCEEDED.
+type DeadlineError struct {
+	Deadline time.Duration // the task's deadline_ms
+}
+
+func (e *DeadlineError) Error() string {
+	return fmt.Sprintf("the task's deadline of %d ms passed", e.Deadline.Milliseconds())
+}
+
+// Unwrap marks the cause as a deadline for the admission queue (outcome expired).
+func (e *DeadlineError) Unwrap() error { return admission.ErrExpired }
+
+// Class is the failure class the deadline maps to.
+func (e *DeadlineError) Class() Class { return ClassDeadline }
+
+// run is the task's goroutine (the caller did s.wg.Add): it waits on the task's ticket under a
+// context derived from base (the service's Run context) carrying the task's deadline, then runs
+// the task on its slot.
+func (s *Service) run(base context.Context, t *Task) {
+	defer s.wg.Done()
+	ctx, cancel := context.WithCancelCause(base)
+	defer cancel(nil)
+	ctx, cancelDeadline := s.opts.Clock.WithDeadlineCause(ctx, t.deadline, &DeadlineError{Deadline: t.spec.Deadline})
+	defer cancelDeadline()
+	t.mu.Lock()
+	t.cancel = cancel
+	canceled := t.canceled // before the runner started: cancel found nothing to call
+	t.mu.Unlock()
+	if canceled {
+		cancel(causeClient)
+	}
+	if err := t.ticket.Wait(ctx); err != nil {
+		s.endQueued(t, err)
+		return
+	}
 	s.mu.Lock()
-	base, halted := s.runCtx, s.halted
+	halted := s.halted
 	s.mu.Unlock()
 	if halted { // the journal keeps it queued for the next start
 		s.release(t, s.now())
 		return
 	}
-	ctx, cancel := context.WithCancelCause(base)
-	defer cancel(nil)
-	ctx, cancelDeadline := s.opts.Clock.WithDeadlineCause(ctx, t.deadline, causeDeadline)
-	defer cancelDeadline()
 
 	start := s.now()
 	t.endWait(start)
@@ -93,10 +108,9 @@ func (s *Service) run(t *Task) {
 	// engine return) in between, with no cause on ctx yet.
 	case errors.Is(cause, causeClient) || errors.Is(cause, causeDisconnect) || (cause == nil && canceled):
 		s.finish(t, Canceled, nil, res, decode)
-	case errors.Is(cause, causeDeadline):
-		s.finish(t, Failed, &ErrorInfo{Class: ClassDeadline,
-			Message: fmt.Sprintf("the task's deadline of %d ms passed", t.spec.Deadline.Milliseconds()),
-			PoolID:  t.poolID, Engine: t.engine}, res, decode)
+	case errors.As(cause, new(*DeadlineError)):
+		s.finish(t, Failed, &ErrorInfo{Class: ClassDeadline, Message: cause.Error(),
+			PoolID: t.poolID, Engine: t.engine}, res, decode)
 	case errors.Is(cause, causeDrain) || errors.Is(cause, causeShutdown):
 		msg := drainMessage(cause)
 		if errors.Is(cause, causeShutdown) {
@@ -116,17 +130,43 @@ func (s *Service) run(t *Task) {
 	}
 }
 
-// release frees the task's slot in the queue with what it measured.
+// endQueued ends a task whose ticket's Wait returned err: it never got (or gave back) a slot.
+func (s *Service) endQueued(t *Task, err error) {
+	var de *DeadlineError
+	switch {
+	case errors.Is(err, admission.ErrEvicted):
+		s.m.TasksRejected.WithLabelValues(t.engine, s.opts.Code(ClassEvicted)).Inc()
+		s.finish(t, Failed, &ErrorInfo{Class: ClassEvicted,
+			Message: "evicted from the full queue (drop-lru) to admit a newer task", Retriable: true,
+			RetryAfterMs: 1000, PoolID: t.poolID, Engine: t.engine}, engine.Result{}, 0)
+	case errors.Is(err, admission.ErrRemoved), errors.Is(err, causeDrain):
+		s.failQueued(t, causeDrain)
+	case errors.As(err, &de):
+		s.finish(t, Failed, &ErrorInfo{Class: ClassDeadline,
+			Message: fmt.Sprintf("the task's deadline of %d ms passed while it was queued", t.spec.Deadline.Milliseconds()),
+			PoolID:  t.poolID, Engine: t.engine}, engine.Result{}, 0)
+	case errors.Is(err, causeClient), errors.Is(err, causeDisconnect), errors.Is(err, admission.ErrCanceled):
+		s.finish(t, Canceled, nil, engine.Result{}, 0)
+	case s.j != nil && !errors.Is(err, causeShutdown):
+		// The daemon is stopping (Run's ctx ended): with a journal, a task still queued stays
+		// queued, and the next start runs it.
+	default:
+		s.failQueued(t, causeShutdown)
+	}
+}
+
+// release gives the task's slot back to the queue with what it measured; the tenant's fair
+// queueing charge is settled to the tokens the task actually produced.
 func (s *Service) release(t *Task, start time.Time) {
 	t.mu.Lock()
 	first, n := t.firstToken, t.tokensOut
 	t.mu.Unlock()
-	info := admission.DoneInfo{Service: s.now().Sub(start)}
+	info := admission.DoneInfo{Service: s.now().Sub(start), Settle: true, Used: n}
 	if n > 1 && !first.IsZero() {
 		info.Tokens, info.Decode = n, s.now().Sub(first)
 	}
-	if err := s.queue.Done(context.Background(), t.poolID, info); err != nil && !errors.Is(err, admission.ErrClosed) {
-		s.log.Warn("releasing a slot", "pool_id", t.poolID, "err", err)
+	if err := t.ticket.Done(info); err != nil {
+		s.log.Warn("releasing a slot", "pool_id", t.poolID, "task_id", t.spec.ID, "err", err)
 	}
 }
 
@@ -173,7 +213,7 @@ func (s *Service) onToken(ctx context.Context, t *Task, tok engine.Token) error 
 		_, _ = s.opts.Sessions.RecordTurn(t.spec.SessionID, session.TurnInfo{Warm: true}) // best effort: the session may have expired mid-task
 	}
 	if wantMetrics {
-		plain, verbose := s.metricsData(ctx, t, tokensOut, now)
+		plain, verbose := s.metricsData(t, tokensOut, now)
 		t.mu.Lock()
 		if !t.canceled && !t.status.Final() {
 			t.appendLocked("metrics", plain, verbose)
@@ -226,7 +266,6 @@ func (s *Service) finish(t *Task, st Status, ei *ErrorInfo, res engine.Result, d
 	close(t.done)
 
 	s.mu.Lock()
-	s.load[t.poolID]--
 	s.finished = append(s.finished, finishedRef{id: t.spec.ID, at: now})
 	s.mu.Unlock()
 

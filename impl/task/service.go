@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
@@ -51,7 +52,6 @@ func (e *RejectError) Unwrap() error { return ErrRejected }
 var (
 	causeClient     = errors.New("canceled by client")
 	causeDisconnect = errors.New("client disconnected")
-	causeDeadline   = errors.New("deadline passed")
 	causeDrain      = errors.New("pool drain deadline passed")
 	causeShutdown   = errors.New("daemon shutting down")
 )
@@ -134,17 +134,17 @@ type Service struct {
 	now   func() time.Time
 	j     Journal
 
-	// admitMu orders admissions: the journal records them in the order the queue took them.
-	admitMu sync.Mutex
 	// poolMu orders the queue's pool updates (PoolChanged and the restart's syncPools).
 	poolMu sync.Mutex
 
+	// mu guards the fields below. Admission enqueues under it, so that the journal records
+	// admissions in the order the queue took them (lock order: mu, then a task's mu or the
+	// queue's own lock).
 	mu       sync.Mutex
 	requeue  []*Task // recovered tasks that were queued, in admission order
 	tasks    map[string]*Task
 	finished []finishedRef // in finish order, for retention
-	load     map[string]int
-	seq      uint64 // admissions, for the replica scorer's tie-break
+	seq      uint64        // admissions, for the replica scorer's tie-break
 	closing  bool
 	halted   bool // the shutdown grace is over: dispatched tasks stay queued (journal only)
 
@@ -157,8 +157,9 @@ type finishedRef struct {
 	at time.Time
 }
 
-// New builds a Service. Call Run before Submit.
-func New(opts Options) *Service {
+// New builds a Service, or fails on invalid queue options (capacity, policy, max batch wait).
+// Call Run before Submit.
+func New(opts Options) (*Service, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -181,40 +182,39 @@ func New(opts Options) *Service {
 		opts.Retention = 10 * time.Minute
 	}
 	s := &Service{opts: opts, log: opts.Logger, m: opts.Metrics, now: opts.Clock.Now, j: opts.Journal,
-		tasks: map[string]*Task{}, load: map[string]int{}, runCtx: context.Background()}
-	s.queue = admission.New(admission.Options{
-		Capacity: opts.Capacity, Policy: opts.Policy,
-		Dispatch: s.dispatch, Evict: s.evict, Now: opts.Clock.Now, MaxBatchWait: opts.MaxBatchWait,
+		tasks: map[string]*Task{}, runCtx: context.Background()}
+	var outcomes [admission.NumOutcomes]prometheus.Counter
+	for o := range outcomes {
+		outcomes[o] = opts.Metrics.AdmissionOutcomes.WithLabelValues(admission.Outcome(o).String())
+	}
+	q, err := admission.New(admission.Options{
+		Capacity: opts.Capacity, Policy: opts.Policy, Now: opts.Clock.Now, MaxBatchWait: opts.MaxBatchWait,
+		Observe: func(o admission.Outcome, _ *admission.Item) { outcomes[o].Inc() },
 	})
-	return s
+	if err != nil {
+		return nil, fmt.Errorf("task service: %w", err)
+	}
+	s.queue = q
+	return s, nil
 }
 
-// Run runs the queue's owner goroutine and the retention janitor until ctx is done. Runner
-// goroutines derive from ctx: when it ends, running tasks are cancelled.
+// Run runs the retention janitor until ctx is done. Task goroutines (queue waits and runs)
+// derive from ctx: when it ends, running tasks are cancelled, and queued ones end (failed, or
+// left queued in the journal for the next start). Run returns once they all have.
 func (s *Service) Run(ctx context.Context) error {
 	s.mu.Lock()
 	s.runCtx = ctx
 	s.mu.Unlock()
-	done := make(chan error, 1)
-	go func() { done <- s.queue.Run(ctx) }()
 	s.resume(ctx)
 	tick, stop := s.opts.Clock.NewTicker(time.Second)
 	defer stop()
 	for {
 		select {
 		case <-ctx.Done():
-			err := <-done
-			for _, it := range s.queue.Drain() {
-				// With a journal, a task still queued stays queued: the next start runs it.
-				if tk := s.lookup(it.ID); tk != nil && s.j == nil {
-					s.failQueued(tk, causeShutdown)
-				}
-			}
 			s.wg.Wait()
-			return err
+			return nil
 		case <-tick:
 			s.expire()
-			s.expireQueued(ctx)
 		}
 	}
 }
@@ -232,23 +232,23 @@ func (s *Service) SyncPools(ctx context.Context) {
 }
 
 // PoolChanged updates the queue's view of a pool (slots, dispatchability).
-func (s *Service) PoolChanged(ctx context.Context, v pool.View) {
+func (s *Service) PoolChanged(_ context.Context, v pool.View) {
 	s.poolMu.Lock()
 	defer s.poolMu.Unlock()
-	s.setPoolLocked(ctx, v)
+	s.setPoolLocked(v)
 }
 
-func (s *Service) setPoolLocked(ctx context.Context, v pool.View) {
-	if err := s.queue.SetPool(ctx, v.ID, admission.PoolConfig{
+func (s *Service) setPoolLocked(v pool.View) {
+	if err := s.queue.SetPool(v.ID, admission.PoolConfig{
 		Slots: v.SlotsTotal(), Dispatchable: v.Healthy,
 		PriorServiceMs: v.PriorServiceMs, PriorTokensPerS: v.PriorTokensPerS,
-	}); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, admission.ErrClosed) {
+	}); err != nil {
 		s.log.Warn("updating the queue's pool", "pool_id", v.ID, "err", err)
 	}
 }
 
-// Stats returns the queue's statistics.
-func (s *Service) Stats(ctx context.Context) (admission.Stats, error) { return s.queue.Stats(ctx) }
+// Stats returns the queue's statistics. Its pools' Busy is the one count of busy slots.
+func (s *Service) Stats(context.Context) (admission.Stats, error) { return s.queue.Stats(), nil }
 
 // Depth returns the number of queued tasks.
 func (s *Service) Depth() int { return s.queue.Depth() }
@@ -265,11 +265,10 @@ func (s *Service) Get(ctx context.Context, id string) (Snapshot, error) {
 	if t == nil {
 		return Snapshot{}, ErrNotFound
 	}
-	<-t.admitted
 	snap := t.snapshot()
 	info := &AdmissionInfo{KeyName: snap.Owner, Class: snap.Priority}
 	if snap.Status == Queued {
-		if pl, ok, err := s.queue.Position(ctx, id); err == nil && ok {
+		if pl, ok := t.ticket.Position(); ok {
 			pos, pred := pl.Position, pl.PredictedStartMs
 			snap.QueuePosition, snap.PredictedStartMs = &pos, &pred
 			info.Placement = &pl
@@ -290,7 +289,6 @@ func (s *Service) Task(id string) (*Task, error) {
 	if t == nil {
 		return nil, ErrNotFound
 	}
-	<-t.admitted
 	t.mu.Lock()
 	rejected := t.rejected
 	t.mu.Unlock()

@@ -185,7 +185,7 @@ func newHarness(t *testing.T, capacity, slots int, policy admission.Policy) *har
 	fp := &fakePools{views: []pool.View{v}, rep: eng}
 	m := metrics.New(prometheus.NewRegistry())
 	meter := &recMeter{}
-	svc := New(Options{Capacity: capacity, Policy: policy, Pools: fp,
+	svc := mustNew(t, Options{Capacity: capacity, Policy: policy, Pools: fp,
 		Sessions: ss, Metrics: m, CancelOnDisconnect: true, Clock: clock, Meter: meter})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -664,4 +664,14 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	t.Fatal("condition not met")
+}
+
+// mustNew is New for tests: invalid options end the test.
+func mustNew(tb testing.TB, opts Options) *Service {
+	tb.Helper()
+	s, err := New(opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
 }

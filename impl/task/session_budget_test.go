@@ -41,7 +41,7 @@ func TestSessionGrantSettled(t *testing.T) {
 			v := pool.View{Spec: pool.Spec{ID: "p", Engine: "llamacpp", ModelRef: "/m/tiny.gguf", ModelID: "tiny", CtxMax: 4096,
 				Slots: 1, KVBytesPerToken: 10, PriorServiceMs: 100, PriorTokensPerS: 100, Workloads: []string{"completion"}},
 				Live: true, Healthy: true}
-			svc := New(Options{Capacity: 4, Policy: admission.Reject, Pools: &fakePools{views: []pool.View{v}, rep: eng},
+			svc := mustNew(t, Options{Capacity: 4, Policy: admission.Reject, Pools: &fakePools{views: []pool.View{v}, rep: eng},
 				Sessions: ss, Metrics: metrics.New(prometheus.NewRegistry()), Clock: tasktest.NewClock(time.Unix(1_700_000_000, 0))})
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan struct{})

@@ -29,7 +29,7 @@ func startBudgetDaemon(t *testing.T, dir string, clock *tasktest.Clock, ss *sess
 	v := pool.View{Spec: pool.Spec{ID: "p", Engine: "llamacpp", ModelRef: "/m/tiny.gguf", ModelID: "tiny", CtxMax: 4096,
 		Slots: 1, PriorServiceMs: 100, PriorTokensPerS: 100, Workloads: []string{"completion"}},
 		Live: true, Healthy: true}
-	svc := New(Options{Capacity: 16, Policy: admission.Reject, Pools: &fakePools{views: []pool.View{v}, rep: eng},
+	svc := mustNew(t, Options{Capacity: 16, Policy: admission.Reject, Pools: &fakePools{views: []pool.View{v}, rep: eng},
 		Sessions: ss, Metrics: metrics.New(prometheus.NewRegistry()), Clock: clock, Journal: &crashable{Journal: jr}})
 	if err := svc.Recover(); err != nil {
 		t.Fatal(err)

@@ -37,14 +37,15 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (_ Admission, retErr er
 		trace.WithAttributes(attribute.String("task.id", spec.ID), attribute.String("engine", spec.Engine)))
 	views := s.opts.Pools.Views()
 	cands := make([]placement.Candidate, 0, len(views))
-	s.mu.Lock()
 	for _, v := range views {
+		// The pool's load is the queue's own count (busy slots plus queued tasks), the same
+		// that pool health reports as slots_busy and queue_depth.
+		busy, queued := s.queue.Load(v.ID)
 		cands = append(cands, placement.Candidate{
 			PoolID: v.ID, Engine: v.Engine, ModelRef: v.ModelRef, ModelID: v.ModelID, CtxMax: v.CtxMax,
-			Workloads: v.Workloads, Admittable: v.Ready(), Slots: v.SlotsTotal(), Load: s.load[v.ID],
+			Workloads: v.Workloads, Admittable: v.Ready(), Slots: v.SlotsTotal(), Load: busy + queued,
 		})
 	}
-	s.mu.Unlock()
 	mode := placement.Mode(spec.Placement.Mode)
 	if mode == "" {
 		mode = placement.ModeAuto
@@ -100,8 +101,11 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (_ Admission, retErr er
 	t := &Task{
 		spec: spec, poolID: view.ID, engine: view.Engine, version: view.EngineVersion,
 		kvBytes: view.KVBytesPerToken, created: now, placing: now.Sub(entered), deadline: now.Add(spec.Deadline),
-		span: trace.SpanContextFromContext(reqCtx), admitted: make(chan struct{}), status: Queued, done: make(chan struct{}), j: s.j,
+		span: trace.SpanContextFromContext(reqCtx), status: Queued, done: make(chan struct{}), j: s.j,
 	}
+	// Enqueued under s.mu: the task becomes visible with its admission recorded (the journal
+	// sees admissions in the queue's order, the started frame comes first in its log), and a
+	// concurrent post of the same id finds it. Its runner starts once the admission is durable.
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
@@ -113,45 +117,29 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (_ Admission, retErr er
 		s.opts.Sessions.Unadmit(spec.SessionID)
 		return s.replay(ctx, prev, spec)
 	}
+	adm, err := s.queue.EnqueueTicket(&t.ticket, spec.item(t.poolID))
+	if err != nil {
+		s.mu.Unlock()
+		s.opts.Sessions.Unadmit(spec.SessionID)
+		return Admission{}, s.refusal(err, t, adm)
+	}
 	s.tasks[spec.ID] = t
-	s.load[t.poolID]++
 	s.seq++
 	t.seq = s.seq
-	s.mu.Unlock()
-
-	// The queue and the journal see admissions in the same order; the runner waits for
-	// t.admitted, so the admission and the started frame come first in the task's records.
-	s.admitMu.Lock()
-	adm, err := s.queue.Enqueue(ctx, spec.item(t.poolID))
-	var seq uint64
-	if err == nil {
-		t.mu.Lock()
-		if s.j != nil {
-			t.recordAdmissionLocked()
-		}
-		t.appendLocked("started", startedData(adm.Position, adm.PredictedStartMs, t.poolID, t.engine), nil)
-		seq = t.spans[0].seq
-		t.mu.Unlock()
+	t.mu.Lock()
+	if s.j != nil {
+		t.recordAdmissionLocked()
 	}
-	s.admitMu.Unlock()
-	if err == nil && s.j != nil {
+	t.appendLocked("started", startedData(adm.Position, adm.PredictedStartMs, t.poolID, t.engine), nil)
+	seq := t.spans[0].seq
+	t.mu.Unlock()
+	s.mu.Unlock()
+	if s.j != nil {
 		// 202 means durable. The wait is one batch (a few ms); a client that leaves meanwhile
 		// does not undo the admission.
 		if jerr := s.j.Wait(context.WithoutCancel(ctx), seq); jerr != nil {
 			return Admission{}, s.undoAdmission(ctx, t, jerr)
 		}
-	}
-	if err != nil {
-		s.mu.Lock()
-		delete(s.tasks, spec.ID)
-		s.load[t.poolID]--
-		s.mu.Unlock()
-		t.mu.Lock()
-		t.rejected = true
-		t.mu.Unlock()
-		close(t.admitted)
-		s.opts.Sessions.Unadmit(spec.SessionID)
-		return Admission{}, s.refusal(err, t, adm)
 	}
 	// Queued tasks are not placed yet (the replica is chosen at dispatch): replica_id is empty.
 	s.m.TasksEnqueued.WithLabelValues(t.engine, t.version, t.poolID, "", spec.Priority.String()).Inc()
@@ -167,7 +155,13 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (_ Admission, retErr er
 	t.mu.Lock()
 	t.waitSpan = wait
 	t.mu.Unlock()
-	close(t.admitted) // the runner may start now: the admission is recorded and logged first
+	// The runner waits on the ticket: the admission is recorded and logged first.
+	s.mu.Lock()
+	base := s.runCtx
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go s.run(base, t) //nolint:contextcheck // the task outlives the request: it runs under the service's Run context
+
 	return Admission{
 		TaskID: spec.ID, PoolID: t.poolID, Engine: t.engine, QueuePosition: adm.Position,
 		PredictedStartMs: adm.PredictedStartMs, TokensBudgetRemaining: info.TokensBudgetRemaining,
@@ -175,7 +169,11 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (_ Admission, retErr er
 	}, nil
 }
 
+// errNotDurable withdraws the ticket of a task whose admission the journal could not make durable.
+var errNotDurable = errors.New("the admission is not durable")
+
 // undoAdmission refuses an admitted task whose admission the journal could not make durable.
+// Its runner never started: the task's ticket is withdrawn here.
 func (s *Service) undoAdmission(ctx context.Context, t *Task, jerr error) error {
 	s.log.Error("task refused: the journal failed", "task_id", t.spec.ID, "correlation_id", t.spec.CorrelationID, "err", jerr)
 	t.mu.Lock()
@@ -184,13 +182,10 @@ func (s *Service) undoAdmission(ctx context.Context, t *Task, jerr error) error 
 	s.mu.Lock()
 	delete(s.tasks, t.spec.ID)
 	s.mu.Unlock()
-	// Still queued: take it out. Already dispatched: its runner sees canceled and ends it.
-	if ok, err := s.queue.Cancel(context.WithoutCancel(ctx), t.spec.ID); err == nil && ok {
-		s.mu.Lock()
-		s.load[t.poolID]--
-		s.mu.Unlock()
-	}
-	close(t.admitted)
+	// Still queued: it leaves the queue. Granted a slot already: the slot goes back to the pool.
+	withdraw, stop := context.WithCancelCause(context.WithoutCancel(ctx))
+	stop(errNotDurable)
+	_ = t.ticket.Wait(withdraw) // returns errNotDurable, or why the queue already let it go
 	s.opts.Sessions.Unadmit(t.spec.SessionID)
 	s.j.Retire(t.spec.ID)
 	s.m.TasksRejected.WithLabelValues(t.engine, s.opts.Code(ClassInternal)).Inc()
@@ -212,8 +207,6 @@ func (s *Service) refusal(err error, t *Task, adm admission.Admission) error {
 			"pool_id", t.poolID, "correlation_id", t.spec.CorrelationID, "code", code,
 			"retry_after_ms", re.RetryAfter.Milliseconds())
 		return re
-	case errors.Is(err, admission.ErrClosed):
-		return ErrShuttingDown
 	case errors.Is(err, admission.ErrUnknownPool):
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	default:
@@ -227,7 +220,6 @@ func (s *Service) replay(ctx context.Context, t *Task, spec Spec) (Admission, er
 	if t.spec.Fingerprint != spec.Fingerprint || t.spec.Owner != spec.Owner {
 		return Admission{}, fmt.Errorf("%w: task %s", ErrConflict, spec.ID)
 	}
-	<-t.admitted
 	t.mu.Lock()
 	rejected := t.rejected
 	t.mu.Unlock()
@@ -236,7 +228,7 @@ func (s *Service) replay(ctx context.Context, t *Task, spec Spec) (Admission, er
 	}
 	a := Admission{TaskID: t.spec.ID, PoolID: t.poolID, Engine: t.engine, Replayed: true,
 		TimeBudgetRemaining: max(0, t.deadline.Sub(s.now()))}
-	if pl, ok, err := s.queue.Position(ctx, t.spec.ID); err == nil && ok {
+	if pl, ok := t.ticket.Position(); ok {
 		a.QueuePosition, a.PredictedStartMs = pl.Position, pl.PredictedStartMs
 	}
 	if info, ok := s.opts.Sessions.Get(t.spec.SessionID); ok {

@@ -203,8 +203,10 @@ type Task struct {
 	span     trace.SpanContext // the admitting request's span: parent of the task's later spans
 	waitSpan trace.Span        // task.queue_wait: ended at dispatch or when the task ends queued
 	deadline time.Time
-	admitted chan struct{} // closed once Submit has recorded the admission (or refused it)
-	j        Journal       // nil: not journaled
+	j        Journal // nil: not journaled
+	// ticket is the task's place in the admission queue: its runner goroutine waits on it,
+	// then holds its slot until release. Embedded, so that admission allocates no ticket.
+	ticket admission.Ticket
 
 	mu         sync.Mutex
 	rejected   bool
@@ -222,14 +224,15 @@ type Task struct {
 	// disconnects counts Disconnected calls: a grace timer acts only if none came after it.
 	disconnects  uint64
 	cancelReason string
-	cancel       context.CancelCauseFunc
-	lastMetrics  time.Time
-	nMetrics     int
-	seq          uint64 // admission number, rotates ties among equally loaded replicas
-	replicaID    string // the replica running it (the latest)
-	placement    *PlacementDecision
-	migrations   int             // mid-stream moves to another replica
-	text         strings.Builder // the text streamed so far, to continue it elsewhere
+	// cancel ends the task's context (queue wait and run), set by its runner before it waits.
+	cancel      context.CancelCauseFunc
+	lastMetrics time.Time
+	nMetrics    int
+	seq         uint64 // admission number, rotates ties among equally loaded replicas
+	replicaID   string // the replica running it (the latest)
+	placement   *PlacementDecision
+	migrations  int             // mid-stream moves to another replica
+	text        strings.Builder // the text streamed so far, to continue it elsewhere
 
 	buf   []byte // encoded frames, append-only
 	spans []span
