@@ -6,7 +6,11 @@
 // items hold an engine slot, not a queue place) and is shared by all pools and both priority
 // classes. An item is placed on a pool at admission; each pool keeps its own FIFO list per class,
 // so a pool whose slots are all busy (or that is not dispatchable) never holds up another pool.
-// Interactive items of a pool are dispatched before its Batch items; within a class, FIFO.
+// Interactive items of a pool are dispatched before its Batch items (MaxBatchWait bounds how
+// long the oldest batch item waits); within a class, items are served by virtual token counters
+// per tenant (Item.Tenant, weighted by Item.Weight) and, within a tenant, per session
+// (Item.Session), each FIFO: see fair.go. The counters are charged Item.Cost at dispatch and
+// settled to the tokens actually produced at Done (DoneInfo.Settle).
 //
 // When the queue is full, Policy decides: Reject refuses the new item (ErrRejected); DropLRU
 // evicts the oldest queued item (LRU order is global across pools) — for an incoming Interactive
@@ -44,8 +48,10 @@
 //
 // All queue state (pools, lists, the id index, tickets' states, counters) is guarded by one
 // mutex, Queue.mu; every operation is one short critical section that never blocks: O(1) list
-// links, O(log tenants) heap steps, and an O(tenants) walk for the position reported at
-// Enqueue (Position of an older item plays the counters forward, O(position x log tenants)).
+// links, O(log tenants + log sessions) heap steps, and an O(tenants) walk for the position
+// reported at Enqueue (longer when other tenants' items straddle the new one's virtual start,
+// or have several sessions queued; Position of an older item plays the counters forward,
+// O(position x log tenants)).
 // Waiting happens outside the lock: a ticket has a 1-buffered wake channel, signalled under the
 // lock when its state leaves "queued"; Wait then re-reads the state under the lock, so a wake
 // and a ctx that end together are resolved in one place. Depth is an atomic mirror updated as

@@ -16,22 +16,39 @@ func earlier(a float64, an string, b float64, bn string) bool {
 }
 
 // Fair queueing within a pool's priority class: virtual token counters (VTC, Sheng et al.,
-// "Fairness in Serving Large Language Models", OSDI 2024). Each tenant (the key that submitted
-// the item) has a counter of the service it received, in tokens divided by its weight. The
-// class serves the backlogged tenant with the smallest counter, oldest item first, and charges
-// the item's cost when it is dispatched. A tenant that becomes backlogged is lifted to the
-// smallest counter among the backlogged (or, with none, to the counter of the tenant served
-// last): it gets no credit for the time it was idle, and no debt from others' backlog.
+// "Fairness in Serving Large Language Models", OSDI 2024), on two levels. Each tenant (the key
+// that submitted the item) has a counter of the service it received, in tokens divided by its
+// weight; within a tenant, each session (Item.Session; items without one share the "" lane) has
+// its own counter of the same service. The class serves the backlogged tenant with the smallest
+// counter, and within it the backlogged session with the smallest counter, oldest item first,
+// so a key's one chatty session does not starve its other sessions. Both counters are charged
+// the item's cost when it is dispatched, and corrected at Done to the tokens it produced. A
+// tenant (session) that becomes backlogged is lifted to the smallest counter among the
+// backlogged (or, with none, to the counter of the one served last): it gets no credit for the
+// time it was idle, and no debt from others' backlog. A session's lane is forgotten when it has
+// nothing queued, so lanes are bounded by the queued items.
+
+// laneQ is one session's queued items of a tenant (of one pool and class), with its counter.
+type laneQ struct {
+	name    string
+	q       dlist // k = linkTenant, FIFO
+	vtc     float64
+	pending float64 // the queued items' cost/weight
+	idx     int     // in tenantQ.lh
+}
 
 // tenantQ is one tenant's queued items of one pool and class, with its counter.
 type tenantQ struct {
 	name string
-	q    dlist // k = linkTenant, FIFO
 	vtc  float64
-	// pending is the queued items' cost/weight: the tenant's last item starts at
+	// pending is the queued items' cost/weight: the tenant's last item starts at most at
 	// vtc+pending-its own.
-	pending float64
-	idx     int // in fairQueue.h; -1 while not backlogged
+	pending  float64
+	n        int // queued items
+	idx      int // in fairQueue.h; -1 while not backlogged
+	lanes    map[string]*laneQ
+	lh       laneHeap // backlogged lanes, least counter first
+	lastLane float64  // counter of the lane charged last
 }
 
 // fairQueue is the tenants of one pool and class. The heap holds the backlogged tenants, least
@@ -48,13 +65,15 @@ func (f *fairQueue) tenant(name string) *tenantQ {
 	}
 	t := f.tenants[name]
 	if t == nil {
-		t = &tenantQ{name: name, idx: -1, q: dlist{k: linkTenant}}
+		t = &tenantQ{name: name, idx: -1, lanes: map[string]*laneQ{}}
 		f.tenants[name] = t
 	}
 	return t
 }
 
-// push queues n behind its tenant's other items, lifting a tenant that was idle.
+func costOf(n *node) float64 { return n.item.cost() / n.item.weight() }
+
+// push queues n behind its session's other items, lifting a tenant or session that was idle.
 func (f *fairQueue) push(n *node) {
 	t := f.tenant(n.item.Tenant)
 	if t.idx < 0 {
@@ -65,35 +84,57 @@ func (f *fairQueue) push(n *node) {
 		t.vtc = max(t.vtc, floor)
 		heap.Push(&f.h, t)
 	}
-	t.q.pushBack(n)
-	t.pending += n.item.cost() / n.item.weight()
-	n.tq = t
+	l := t.lanes[n.item.Session]
+	if l == nil {
+		floor := t.lastLane
+		if len(t.lh) > 0 {
+			floor = t.lh[0].vtc
+		}
+		l = &laneQ{name: n.item.Session, vtc: floor, q: dlist{k: linkTenant}}
+		t.lanes[l.name] = l
+		heap.Push(&t.lh, l)
+	}
+	c := costOf(n)
+	l.q.pushBack(n)
+	l.pending += c
+	t.pending += c
+	t.n++
+	n.tq, n.lq = t, l
 }
 
-// remove takes n off its tenant's list.
+// remove takes n off its session's list, forgetting a session left with nothing queued.
 func (f *fairQueue) remove(n *node) {
-	t := n.tq
-	t.q.remove(n)
-	t.pending -= n.item.cost() / n.item.weight()
-	if t.q.len == 0 {
+	t, l := n.tq, n.lq
+	c := costOf(n)
+	l.q.remove(n)
+	l.pending -= c
+	if l.q.len == 0 {
+		heap.Remove(&t.lh, l.idx)
+		delete(t.lanes, l.name)
+	}
+	t.pending -= c
+	t.n--
+	if t.n == 0 {
 		t.pending = 0 // no drift left behind
 	}
-	n.tq = nil
-	if t.q.len == 0 && t.idx >= 0 {
+	n.tq, n.lq = nil, nil
+	if t.n == 0 && t.idx >= 0 {
 		heap.Remove(&f.h, t.idx)
 	}
 }
 
-// head is the next item to serve: the oldest of the backlogged tenant with the least counter.
+// head is the next item to serve: the oldest item of the least-counter session of the
+// least-counter backlogged tenant.
 func (f *fairQueue) head() *node {
 	if len(f.h) == 0 {
 		return nil
 	}
-	return f.h[0].q.head
+	return f.h[0].lh[0].q.head
 }
 
-// charge adds v (an item's cost over its weight) to t's counter as the item is dispatched.
-func (f *fairQueue) charge(t *tenantQ, v float64) {
+// charge adds v (an item's cost over its weight) to t's counter, and to its session l's (nil:
+// dispatched without queueing), as the item is dispatched.
+func (f *fairQueue) charge(t *tenantQ, l *laneQ, v float64) {
 	if t.idx < 0 && len(f.h) > 0 { // dispatched without queueing: lift as a newcomer would be
 		t.vtc = max(t.vtc, f.h[0].vtc)
 	} else if t.idx < 0 {
@@ -104,12 +145,18 @@ func (f *fairQueue) charge(t *tenantQ, v float64) {
 	if t.idx >= 0 {
 		heap.Fix(&f.h, t.idx)
 	}
+	if l != nil {
+		l.vtc += v
+		t.lastLane = l.vtc
+		heap.Fix(&t.lh, l.idx)
+	}
 }
 
-// correct adds delta to t's counter when a dispatched item ends: its charge is settled from the
-// cost it was charged at dispatch to the tokens it actually produced, so that a tenant whose
-// items stop early is not over-charged (nor one whose items run long under-charged).
-func (f *fairQueue) correct(t *tenantQ, delta float64) {
+// correct adds delta to t's counter, and to its session l's while l still has items queued,
+// when a dispatched item ends: its charge is settled from the cost it was charged at dispatch
+// to the tokens it actually produced, so that a tenant whose items stop early is not
+// over-charged (nor one whose items run long under-charged).
+func (f *fairQueue) correct(t *tenantQ, l *laneQ, delta float64) {
 	if delta == 0 {
 		return
 	}
@@ -117,52 +164,127 @@ func (f *fairQueue) correct(t *tenantQ, delta float64) {
 	if t.idx >= 0 {
 		heap.Fix(&f.h, t.idx)
 	}
+	if l != nil && t.lanes[l.name] == l {
+		l.vtc += delta
+		heap.Fix(&t.lh, l.idx)
+	}
 }
 
-// tailOrder is order for n, the last item of its tenant (just pushed), in O(tenants) when
-// every other tenant's items start either all before or all after it: an item ahead is one
-// whose virtual start is smaller (on a tie, whose tenant name is).
+// countBefore counts the items of q, which start at base and follow one another by their
+// cost/weight (pending in all), whose start is before v (on a tie: whose name is before vname),
+// and the service they sum to. O(1) when all are, else O(items counted).
+func countBefore(q *dlist, base, pending float64, name string, v float64, vname string) (int, float64) {
+	if earlier(base+pending-costOf(q.tail), name, v, vname) {
+		return q.len, pending
+	}
+	cnt, s := 0, base
+	for m := q.head; m != nil && earlier(s, name, v, vname); m = m.links[linkTenant].next {
+		cnt++
+		s += costOf(m)
+	}
+	return cnt, s - base
+}
+
+// tailOrder is order for n, the last item of its session (just pushed), in O(tenants +
+// sessions of n's tenant) when every other tenant (session) has its items start either all
+// before or all after n: an item ahead is one whose virtual start is smaller (on a tie, whose
+// tenant name is). Tenants with several sessions queued are played forward.
 func (f *fairQueue) tailOrder(n *node) (int, float64) {
-	t := n.tq
-	v := t.vtc + t.pending - n.item.cost()/n.item.weight()
-	pos := t.q.len - 1
+	t, l := n.tq, n.lq
+	c := costOf(n)
+	// Within n's tenant: the items of its other sessions that start before n in session time.
+	vl := l.vtc + l.pending - c
+	pos, sum := l.q.len-1, l.pending-c
+	for _, m := range t.lh {
+		if m != l {
+			k, s := countBefore(&m.q, m.vtc, m.pending, m.name, vl, l.name)
+			pos += k
+			sum += s
+		}
+	}
+	v := t.vtc + sum
 	for _, u := range f.h {
-		if u == t {
-			continue
-		}
-		before := func(vs float64) bool { return earlier(vs, u.name, v, t.name) }
-		last := u.q.tail
-		if before(u.vtc + u.pending - last.item.cost()/last.item.weight()) {
-			pos += u.q.len
-			continue
-		}
-		vs := u.vtc
-		for m := u.q.head; m != nil && before(vs); m = m.links[linkTenant].next {
-			pos++
-			vs += m.item.cost() / m.item.weight()
+		switch {
+		case u == t:
+		case len(u.lh) == 1:
+			m := u.lh[0]
+			k, _ := countBefore(&m.q, u.vtc, m.pending, u.name, v, t.name)
+			pos += k
+		default:
+			pos += u.playBefore(v, t.name)
 		}
 	}
 	return pos, v
 }
 
+// playBefore counts t's items that start before v (ties: by tenant name against vname),
+// serving its sessions by their counters.
+func (t *tenantQ) playBefore(v float64, vname string) int {
+	cs := make([]laneCursor, 0, len(t.lh))
+	for _, l := range t.lh {
+		cs = append(cs, laneCursor{n: l.q.head, vtc: l.vtc, name: l.name})
+	}
+	cnt, s := 0, t.vtc
+	for len(cs) > 0 && earlier(s, t.name, v, vname) {
+		i := minLane(cs)
+		c := costOf(cs[i].n)
+		cnt++
+		s += c
+		cs[i].vtc += c
+		if cs[i].n = cs[i].n.links[linkTenant].next; cs[i].n == nil {
+			cs[i] = cs[len(cs)-1]
+			cs = cs[:len(cs)-1]
+		}
+	}
+	return cnt
+}
+
+// laneCursor walks one session's items with its counter, for order and playBefore.
+type laneCursor struct {
+	n    *node
+	vtc  float64
+	name string
+}
+
+// minLane is the index of the cursor served next: least counter, then name.
+func minLane(cs []laneCursor) int {
+	best := 0
+	for i := 1; i < len(cs); i++ {
+		if earlier(cs[i].vtc, cs[i].name, cs[best].vtc, cs[best].name) {
+			best = i
+		}
+	}
+	return best
+}
+
 // order is how many queued items of the class would be served before until if nothing else
-// arrived: the counters are played forward, O(position × log tenants).
+// arrived: the counters are played forward, O(position × (log tenants + sessions)).
 func (f *fairQueue) order(until *node) (int, float64) {
 	cs := make(cursorHeap, 0, len(f.h))
 	for _, t := range f.h {
-		cs = append(cs, cursor{n: t.q.head, vtc: t.vtc})
+		c := cursor{t: t, vtc: t.vtc, lanes: make([]laneCursor, 0, len(t.lh))}
+		for _, l := range t.lh {
+			c.lanes = append(c.lanes, laneCursor{n: l.q.head, vtc: l.vtc, name: l.name})
+		}
+		cs = append(cs, c)
 	}
 	heap.Init(&cs)
 	pos := 0
 	for len(cs) > 0 {
 		c := &cs[0]
-		if c.n == until {
+		i := minLane(c.lanes)
+		lc := &c.lanes[i]
+		if lc.n == until {
 			return pos, c.vtc
 		}
-		it := c.n.item
-		c.vtc += it.cost() / it.weight()
-		c.n = c.n.links[linkTenant].next
-		if c.n == nil {
+		v := costOf(lc.n)
+		c.vtc += v
+		lc.vtc += v
+		if lc.n = lc.n.links[linkTenant].next; lc.n == nil {
+			c.lanes[i] = c.lanes[len(c.lanes)-1]
+			c.lanes = c.lanes[:len(c.lanes)-1]
+		}
+		if len(c.lanes) == 0 {
 			heap.Pop(&cs)
 		} else {
 			heap.Fix(&cs, 0)
@@ -174,15 +296,16 @@ func (f *fairQueue) order(until *node) (int, float64) {
 
 // cursor walks one tenant's items with its counter, for order.
 type cursor struct {
-	n   *node
-	vtc float64
+	t     *tenantQ
+	vtc   float64
+	lanes []laneCursor
 }
 
 type cursorHeap []cursor
 
 func (h cursorHeap) Len() int { return len(h) }
 func (h cursorHeap) Less(i, j int) bool {
-	return earlier(h[i].vtc, h[i].n.item.Tenant, h[j].vtc, h[j].n.item.Tenant)
+	return earlier(h[i].vtc, h[i].t.name, h[j].vtc, h[j].t.name)
 }
 func (h cursorHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
 func (h *cursorHeap) Push(x any)   { *h = append(*h, x.(cursor)) } //nolint:forcetypeassert // only cursors are pushed
@@ -214,4 +337,27 @@ func (h *tenantHeap) Pop() any {
 	*h = old[:len(old)-1]
 	t.idx = -1
 	return t
+}
+
+// laneHeap orders a tenant's backlogged sessions by counter, then name.
+type laneHeap []*laneQ
+
+func (h laneHeap) Len() int           { return len(h) }
+func (h laneHeap) Less(i, j int) bool { return earlier(h[i].vtc, h[i].name, h[j].vtc, h[j].name) }
+func (h laneHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].idx, h[j].idx = i, j
+}
+func (h *laneHeap) Push(x any) {
+	l := x.(*laneQ) //nolint:forcetypeassert // only *laneQ is pushed
+	l.idx = len(*h)
+	*h = append(*h, l)
+}
+func (h *laneHeap) Pop() any {
+	old := *h
+	l := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	l.idx = -1
+	return l
 }

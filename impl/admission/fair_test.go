@@ -25,17 +25,33 @@ type sim struct {
 	served map[string]int
 	from   time.Time
 	waits  map[string][]time.Duration
+	used   map[string]int // id -> tokens its item produces (settled at Done)
 }
 
-type simEnd struct{ at time.Time }
+// label names an item's tenant, and its session when it has one ("A/s1").
+func label(it admission.Item) string {
+	if it.Session == "" {
+		return it.Tenant
+	}
+	return it.Tenant + "/" + it.Session
+}
+
+type simEnd struct {
+	at time.Time
+	id string
+	// used is the tokens the item produced, settled at Done (0: not settled).
+	used int
+}
 
 type simTenant struct {
-	name   string
-	every  time.Duration
-	weight float64
-	prio   admission.Priority
-	next   time.Time
-	n      int
+	name    string
+	session string // within the tenant name
+	used    int    // tokens each item produces, settled at Done (0: the charge stands)
+	every   time.Duration
+	weight  float64
+	prio    admission.Priority
+	next    time.Time
+	n       int
 }
 
 func newSim(t *testing.T, slots int, service time.Duration, opts admission.Options) *sim {
@@ -43,7 +59,7 @@ func newSim(t *testing.T, slots int, service time.Duration, opts admission.Optio
 		opts.Capacity = 1 << 20
 	}
 	s := &sim{h: start(t, opts), service: service, queued: map[string]int{}, enq: map[string]time.Time{},
-		served: map[string]int{}, waits: map[string][]time.Duration{}}
+		served: map[string]int{}, waits: map[string][]time.Duration{}, used: map[string]int{}}
 	s.h.setPool("p", openPool(slots))
 	return s
 }
@@ -56,12 +72,13 @@ func (s *sim) collect() {
 	s.h.rec.mu.Unlock()
 	now := s.h.clock.Now()
 	for _, it := range newly {
-		s.queued[it.Tenant]--
+		k := label(it)
+		s.queued[k]--
 		if !now.Before(s.from) {
-			s.served[it.Tenant]++
+			s.served[k]++
 		}
-		s.waits[it.Tenant] = append(s.waits[it.Tenant], now.Sub(s.enq[it.ID]))
-		s.ends = append(s.ends, simEnd{at: now.Add(s.service)})
+		s.waits[k] = append(s.waits[k], now.Sub(s.enq[it.ID]))
+		s.ends = append(s.ends, simEnd{at: now.Add(s.service), id: it.ID, used: s.used[it.ID]})
 	}
 }
 
@@ -86,18 +103,21 @@ func (s *sim) run(until time.Time, tenants []*simTenant, onStep func()) {
 		}
 		s.h.clock.Advance(next.Sub(s.h.clock.Now()))
 		if ei >= 0 && s.ends[ei].at.Equal(next) {
+			e := s.ends[ei]
 			s.ends = append(s.ends[:ei], s.ends[ei+1:]...)
-			s.h.done("p", admission.DoneInfo{Service: s.service})
+			s.h.doneID("p", e.id, admission.DoneInfo{Service: s.service, Settle: e.used > 0, Used: e.used})
 		} else {
 			for _, tn := range tenants {
 				if tn.next.Equal(next) {
-					id := fmt.Sprintf("%s-%d", tn.name, tn.n)
+					id := fmt.Sprintf("%s/%s-%d", tn.name, tn.session, tn.n)
 					tn.n++
 					tn.next = tn.next.Add(tn.every)
 					s.enq[id] = next
-					s.queued[tn.name]++
-					if _, err := s.h.q.Enqueue(ctx, admission.Item{ID: id, Pool: "p", Priority: tn.prio,
-						Tenant: tn.name, Weight: tn.weight, Cost: 100}); err != nil {
+					it := admission.Item{ID: id, Pool: "p", Priority: tn.prio,
+						Tenant: tn.name, Session: tn.session, Weight: tn.weight, Cost: 100}
+					s.queued[label(it)]++
+					s.used[id] = tn.used
+					if _, err := s.h.q.Enqueue(ctx, it); err != nil {
 						s.h.t.Fatalf("Enqueue %s: %v", id, err)
 					}
 					break
@@ -242,6 +262,12 @@ func TestFairPosition(t *testing.T) {
 // sums) is the one Position reports (computed by playing the counters forward), for random
 // tenants, weights and costs, with some items dispatched in between.
 func TestFairPositionAtEnqueue(t *testing.T) {
+	for _, withSessions := range []bool{false, true} {
+		t.Run(fmt.Sprint("sessions=", withSessions), func(t *testing.T) { fairPositionAtEnqueue(t, withSessions) })
+	}
+}
+
+func fairPositionAtEnqueue(t *testing.T, withSessions bool) {
 	h := start(t, admission.Options{Capacity: 10000})
 	h.setPool("p", closedPool(1))
 	ctx := context.Background()
@@ -250,6 +276,9 @@ func TestFairPositionAtEnqueue(t *testing.T) {
 		tenant := fmt.Sprint("t", rng.IntN(7))
 		it := admission.Item{ID: fmt.Sprint("i", i), Pool: "p", Priority: admission.Priority(rng.IntN(2)),
 			Tenant: tenant, Weight: float64(1 + len(tenant)%3), Cost: float64(1 + rng.IntN(64))}
+		if withSessions {
+			it.Session = fmt.Sprint("s", rng.IntN(3)) // a tenant's sessions are served by their own counters
+		}
 		adm, err := h.q.Enqueue(ctx, it)
 		if err != nil {
 			t.Fatal(err)
@@ -265,5 +294,59 @@ func TestFairPositionAtEnqueue(t *testing.T) {
 			h.setPool("p", closedPool(1))
 			h.done("p", admission.DoneInfo{})
 		}
+	}
+}
+
+// TestFairSessionsWithinKey: within key A, session s1 submits 10x session s2's rate; key B
+// submits alone. Keys share the service half and half, and A's half is shared by its sessions
+// half and half (±10 %), while all three are backlogged. Without session lanes, s1 would take
+// ~10/11 of A's half.
+func TestFairSessionsWithinKey(t *testing.T) {
+	s := newSim(t, 2, 100*time.Millisecond, admission.Options{})
+	s1 := &simTenant{name: "A", session: "s1", every: 8 * time.Millisecond, next: epoch}
+	s2 := &simTenant{name: "A", session: "s2", every: 80 * time.Millisecond, next: epoch}
+	b := &simTenant{name: "B", every: 20 * time.Millisecond, next: epoch}
+	s.from = epoch.Add(2 * time.Second)
+	backlogged := true
+	s.run(epoch.Add(15*time.Second), []*simTenant{s1, s2, b}, func() {
+		if !s.h.clock.Now().Before(s.from) && (s.queued["A/s1"] == 0 || s.queued["A/s2"] == 0 || s.queued["B"] == 0) {
+			backlogged = false
+		}
+	})
+	if !backlogged {
+		t.Fatal("the scenario lost its backlog: it measures nothing")
+	}
+	a1, a2, bb := float64(s.served["A/s1"]), float64(s.served["A/s2"]), float64(s.served["B"])
+	total := a1 + a2 + bb
+	if !within((a1+a2)/total, 0.5, 0.10) || !within(bb/total, 0.5, 0.10) {
+		t.Fatalf("served A %v+%v, B %v: want A and B half each ±10%%", a1, a2, bb)
+	}
+	if !within(a1/(a1+a2), 0.5, 0.10) || !within(a2/(a1+a2), 0.5, 0.10) {
+		t.Fatalf("within A: s1 %v, s2 %v: want half each ±10%%", a1, a2)
+	}
+}
+
+// TestChargeSettledToActualTokens: both tenants' items are charged 100 tokens at dispatch, but
+// A's stop after 20 tokens and B's run all 100. With the charge settled to the tokens produced
+// at Done, the tenants get equal tokens of service (±10 %): A is dispatched ~5x as often. With
+// the charge left at 100, both would be dispatched equally, A receiving a fifth of B's tokens.
+func TestChargeSettledToActualTokens(t *testing.T) {
+	s := newSim(t, 2, 100*time.Millisecond, admission.Options{})
+	a := &simTenant{name: "A", used: 20, every: 5 * time.Millisecond, next: epoch}
+	b := &simTenant{name: "B", used: 100, every: 5 * time.Millisecond, next: epoch}
+	s.from = epoch.Add(2 * time.Second)
+	backlogged := true
+	s.run(epoch.Add(20*time.Second), []*simTenant{a, b}, func() {
+		if !s.h.clock.Now().Before(s.from) && (s.queued["A"] == 0 || s.queued["B"] == 0) {
+			backlogged = false
+		}
+	})
+	if !backlogged {
+		t.Fatal("the scenario lost its backlog: it measures nothing")
+	}
+	tokA, tokB := float64(s.served["A"]*a.used), float64(s.served["B"]*b.used)
+	if share := tokA / (tokA + tokB); !within(share, 0.5, 0.10) {
+		t.Fatalf("tokens served A %v, B %v (dispatches %d, %d): A's share %.3f, want 0.5 ±10%%",
+			tokA, tokB, s.served["A"], s.served["B"], share)
 	}
 }

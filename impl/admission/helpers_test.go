@@ -3,6 +3,7 @@ package admission_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -137,6 +138,25 @@ func (q *tq) Done(_ context.Context, pool string, d admission.DoneInfo) error {
 	q.running[pool] = ids[1:]
 	q.mu.Unlock()
 	return tk.Done(d) // outside q.mu: Done dispatches, and observe takes q.mu
+}
+
+// doneID releases the slot of pool's dispatched item id.
+func (h *harness) doneID(pool, id string, d admission.DoneInfo) {
+	h.t.Helper()
+	q := h.q
+	q.mu.Lock()
+	ids := q.running[pool]
+	i := slices.Index(ids, id)
+	if i < 0 {
+		q.mu.Unlock()
+		h.t.Fatalf("doneID(%s): not running", id)
+	}
+	q.running[pool] = slices.Delete(ids, i, i+1)
+	tk := q.tickets[id]
+	q.mu.Unlock()
+	if err := tk.Done(d); err != nil {
+		h.t.Fatalf("Done(%s): %v", id, err)
+	}
 }
 
 // harness is a queue with a recorder and a fake clock.

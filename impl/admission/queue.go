@@ -176,13 +176,15 @@ const (
 type Ticket struct {
 	item  Item
 	pool  *pool
-	tq    *tenantQ
+	tq    *tenantQ // while queued
+	lq    *laneQ   // while queued
 	links [numLinks]link
 
 	q         *Queue
 	state     ticketState
 	charged   float64       // cost/weight charged to the tenant at dispatch, corrected at Done
 	chargedTo *tenantQ      // the tenant charged
+	chargedL  *laneQ        // the session charged (nil: dispatched without queueing)
 	wake      chan struct{} // capacity 1: a state change out of stQueued; made once, reused
 	err       error         // why Wait gave up, for a second Wait
 }

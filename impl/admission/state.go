@@ -122,7 +122,7 @@ func (s *state) enqueue(q *Queue, tk *Ticket, it Item) (Admission, error) {
 		default:
 		}
 	}
-	tk.q, tk.item, tk.pool, tk.err, tk.charged, tk.chargedTo = q, it, p, nil, 0, nil
+	tk.q, tk.item, tk.pool, tk.err, tk.charged, tk.chargedTo, tk.chargedL = q, it, p, nil, 0, nil, nil
 
 	// A free slot on a dispatchable pool implies nothing of that pool is queued (pump keeps it
 	// so): the item starts at once and takes no queue place.
@@ -180,9 +180,9 @@ func (s *state) makeRoom(tk *Ticket) (Item, error) {
 // charge charges tk's cost to its tenant's counter, as it is dispatched.
 func (s *state) charge(p *pool, tk *Ticket) {
 	f := &p.fair[tk.item.Priority]
-	tk.chargedTo = f.tenant(tk.item.Tenant)
+	tk.chargedTo, tk.chargedL = f.tenant(tk.item.Tenant), tk.lq
 	tk.charged = tk.item.cost() / tk.item.weight()
-	f.charge(tk.chargedTo, tk.charged)
+	f.charge(tk.chargedTo, tk.chargedL, tk.charged)
 }
 
 // start gives tk a free slot of p and wakes its waiter. The caller charged its tenant.
@@ -200,9 +200,9 @@ func (s *state) release(tk *Ticket, d DoneInfo, settle bool) {
 	p.busy--
 	p.observe(d)
 	if settle && tk.chargedTo != nil {
-		p.fair[tk.item.Priority].correct(tk.chargedTo, float64(max(d.Used, 0))/tk.item.weight()-tk.charged)
+		p.fair[tk.item.Priority].correct(tk.chargedTo, tk.chargedL, float64(max(d.Used, 0))/tk.item.weight()-tk.charged)
 	}
-	tk.state, tk.chargedTo = stIdle, nil
+	tk.state, tk.chargedTo, tk.chargedL = stIdle, nil, nil
 	s.pump(p)
 }
 

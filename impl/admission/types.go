@@ -135,6 +135,9 @@ type Item struct {
 	// Tenant names who submitted the item (the key): within a pool and class, tenants are
 	// served by virtual token counters. "" is a tenant like any other.
 	Tenant string
+	// Session names the item's session within its tenant: a tenant's sessions are served by
+	// their own counters. Items without one ("") share one lane.
+	Session string
 	// Weight is the tenant's share (<= 0: 1).
 	Weight float64
 	// Cost is the service the item is charged when dispatched, in tokens (<= 0: 1).

@@ -110,14 +110,16 @@ const (
 	OnDisconnectGrace  = "grace"
 )
 
-// item is the task as the queue sees it: the owner is its tenant, charged its expected tokens
-// (else max_tokens) when dispatched.
+// item is the task as the queue sees it: the owner is its tenant and the session its lane
+// within the tenant, charged its expected tokens (else max_tokens) when dispatched, and
+// settled to the tokens it produced when it releases its slot.
 func (s Spec) item(poolID string) admission.Item {
 	cost := s.MaxTokens
 	if s.ExpectedTokens > 0 {
 		cost = min(s.ExpectedTokens, s.MaxTokens)
 	}
-	return admission.Item{ID: s.ID, Pool: poolID, Priority: s.Priority, Tenant: s.Owner, Weight: s.Weight, Cost: float64(cost)}
+	return admission.Item{ID: s.ID, Pool: poolID, Priority: s.Priority, Tenant: s.Owner, Session: s.SessionID,
+		Weight: s.Weight, Cost: float64(cost)}
 }
 
 // ErrorInfo is a task's failure.
