@@ -1,15 +1,25 @@
 package admission
 
-import (
-	"container/heap"
-	"math"
-)
+import "container/heap"
 
 // earlier orders two virtual starts: a before b, counters within rounding of each other
 // being equal and then ordered by tenant name. Counters are sums of cost/weight in floating
 // point; two ways of summing the same terms may differ in the last bits.
 func earlier(a float64, an string, b float64, bn string) bool {
-	if math.Abs(a-b) <= 1e-9*math.Max(1, math.Max(math.Abs(a), math.Abs(b))) {
+	// Plain comparisons: this runs once per backlogged tenant at every Enqueue (math.Max and
+	// math.Abs handle NaN and signed zeros, which counters never are, at several times the cost).
+	m := 1.0
+	if a > m {
+		m = a
+	} else if -a > m {
+		m = -a
+	}
+	if b > m {
+		m = b
+	} else if -b > m {
+		m = -b
+	}
+	if d := a - b; d <= 1e-9*m && d >= -1e-9*m {
 		return an < bn
 	}
 	return a < b
@@ -30,11 +40,13 @@ func earlier(a float64, an string, b float64, bn string) bool {
 
 // laneQ is one session's queued items of a tenant (of one pool and class), with its counter.
 type laneQ struct {
-	name    string
-	q       dlist // k = linkTenant, FIFO
-	vtc     float64
-	pending float64 // the queued items' cost/weight
-	idx     int     // in tenantQ.lh
+	name     string
+	q        dlist // k = linkTenant, FIFO
+	vtc      float64
+	pending  float64 // the queued items' cost/weight
+	tailCost float64 // the last item's cost/weight
+	idx      int     // in tenantQ.lh
+	gen      uint64  // bumped when the lane is recycled: a ticket's charge names its lane's gen
 }
 
 // tenantQ is one tenant's queued items of one pool and class, with its counter.
@@ -56,8 +68,12 @@ type tenantQ struct {
 type fairQueue struct {
 	tenants map[string]*tenantQ
 	h       tenantHeap
-	last    float64 // counter of the tenant charged last
+	last    float64  // counter of the tenant charged last
+	free    []*laneQ // forgotten lanes, reused so that admission allocates nothing
 }
+
+// maxFreeLanes bounds a fairQueue's free list.
+const maxFreeLanes = 1024
 
 func (f *fairQueue) tenant(name string) *tenantQ {
 	if f.tenants == nil {
@@ -90,13 +106,19 @@ func (f *fairQueue) push(n *node) {
 		if len(t.lh) > 0 {
 			floor = t.lh[0].vtc
 		}
-		l = &laneQ{name: n.item.Session, vtc: floor, q: dlist{k: linkTenant}}
+		if k := len(f.free); k > 0 {
+			l, f.free = f.free[k-1], f.free[:k-1]
+		} else {
+			l = &laneQ{q: dlist{k: linkTenant}}
+		}
+		l.name, l.vtc = n.item.Session, floor
 		t.lanes[l.name] = l
 		heap.Push(&t.lh, l)
 	}
 	c := costOf(n)
 	l.q.pushBack(n)
 	l.pending += c
+	l.tailCost = c
 	t.pending += c
 	t.n++
 	n.tq, n.lq = t, l
@@ -111,6 +133,13 @@ func (f *fairQueue) remove(n *node) {
 	if l.q.len == 0 {
 		heap.Remove(&t.lh, l.idx)
 		delete(t.lanes, l.name)
+		l.gen++
+		l.pending, l.tailCost = 0, 0
+		if len(f.free) < maxFreeLanes {
+			f.free = append(f.free, l)
+		}
+	} else {
+		l.tailCost = costOf(l.q.tail)
 	}
 	t.pending -= c
 	t.n--
@@ -152,11 +181,11 @@ func (f *fairQueue) charge(t *tenantQ, l *laneQ, v float64) {
 	}
 }
 
-// correct adds delta to t's counter, and to its session l's while l still has items queued,
-// when a dispatched item ends: its charge is settled from the cost it was charged at dispatch
+// correct adds delta to t's counter, and to its session l's while l (of generation gen) still
+// has items queued, when a dispatched item ends: its charge is settled from the cost it was charged at dispatch
 // to the tokens it actually produced, so that a tenant whose items stop early is not
 // over-charged (nor one whose items run long under-charged).
-func (f *fairQueue) correct(t *tenantQ, l *laneQ, delta float64) {
+func (f *fairQueue) correct(t *tenantQ, l *laneQ, gen uint64, delta float64) {
 	if delta == 0 {
 		return
 	}
@@ -164,7 +193,7 @@ func (f *fairQueue) correct(t *tenantQ, l *laneQ, delta float64) {
 	if t.idx >= 0 {
 		heap.Fix(&f.h, t.idx)
 	}
-	if l != nil && t.lanes[l.name] == l {
+	if l != nil && l.gen == gen {
 		l.vtc += delta
 		heap.Fix(&t.lh, l.idx)
 	}
@@ -203,9 +232,16 @@ func (f *fairQueue) tailOrder(n *node) (int, float64) {
 		}
 	}
 	v := t.vtc + sum
+	// Outside [lo, hi] a start is before or after v whatever the names (earlier's tie band is
+	// 1e-9 of the larger magnitude): most tenants are decided by a compare or two.
+	band := 2e-9 * max(1, v, -v)
+	lo, hi := v-band, v+band
 	for _, u := range f.h {
 		switch {
 		case u == t:
+		case u.vtc > hi && u.vtc-v > 2e-9*max(1, u.vtc): // its first item starts after n: all do
+		case len(u.lh) == 1 && u.vtc+u.pending-u.lh[0].tailCost < lo: // its last item starts before n
+			pos += u.n
 		case len(u.lh) == 1:
 			m := u.lh[0]
 			k, _ := countBefore(&m.q, u.vtc, m.pending, u.name, v, t.name)

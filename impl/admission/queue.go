@@ -185,6 +185,7 @@ type Ticket struct {
 	charged   float64       // cost/weight charged to the tenant at dispatch, corrected at Done
 	chargedTo *tenantQ      // the tenant charged
 	chargedL  *laneQ        // the session charged (nil: dispatched without queueing)
+	chargedG  uint64        // chargedL's gen then
 	wake      chan struct{} // capacity 1: a state change out of stQueued; made once, reused
 	err       error         // why Wait gave up, for a second Wait
 }

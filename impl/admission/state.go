@@ -181,6 +181,9 @@ func (s *state) makeRoom(tk *Ticket) (Item, error) {
 func (s *state) charge(p *pool, tk *Ticket) {
 	f := &p.fair[tk.item.Priority]
 	tk.chargedTo, tk.chargedL = f.tenant(tk.item.Tenant), tk.lq
+	if tk.lq != nil {
+		tk.chargedG = tk.lq.gen
+	}
 	tk.charged = tk.item.cost() / tk.item.weight()
 	f.charge(tk.chargedTo, tk.chargedL, tk.charged)
 }
@@ -200,7 +203,7 @@ func (s *state) release(tk *Ticket, d DoneInfo, settle bool) {
 	p.busy--
 	p.observe(d)
 	if settle && tk.chargedTo != nil {
-		p.fair[tk.item.Priority].correct(tk.chargedTo, tk.chargedL, float64(max(d.Used, 0))/tk.item.weight()-tk.charged)
+		p.fair[tk.item.Priority].correct(tk.chargedTo, tk.chargedL, tk.chargedG, float64(max(d.Used, 0))/tk.item.weight()-tk.charged)
 	}
 	tk.state, tk.chargedTo, tk.chargedL = stIdle, nil, nil
 	s.pump(p)
