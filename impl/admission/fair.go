@@ -5,9 +5,12 @@ import "container/heap"
 // earlier orders two virtual starts: a before b, counters within rounding of each other
 // being equal and then ordered by tenant name. Counters are sums of cost/weight in floating
 // point; two ways of summing the same terms may differ in the last bits.
-func earlier(a float64, an string, b float64, bn string) bool {
-	// Plain comparisons: this runs once per backlogged tenant at every Enqueue (math.Max and
-	// math.Abs handle NaN and signed zeros, which counters never are, at several times the cost).
+func earlier(a float64, an string, b float64, bn string) bool { return before(a, b, an < bn) }
+
+// before is a < b, or tie when a and b are within rounding of each other (1e-9 of the larger
+// magnitude). Plain comparisons: this runs once per backlogged tenant at every Enqueue (math.Max
+// and math.Abs handle NaN and signed zeros, which counters never are, at several times the cost).
+func before(a, b float64, tie bool) bool {
 	m := 1.0
 	if a > m {
 		m = a
@@ -20,7 +23,7 @@ func earlier(a float64, an string, b float64, bn string) bool {
 		m = -b
 	}
 	if d := a - b; d <= 1e-9*m && d >= -1e-9*m {
-		return an < bn
+		return tie
 	}
 	return a < b
 }
@@ -46,6 +49,7 @@ type laneQ struct {
 	pending  float64 // the queued items' cost/weight
 	tailCost float64 // the last item's cost/weight
 	idx      int     // in tenantQ.lh
+	seq      uint64  // opening order within the tenant: breaks ties between equal counters
 	gen      uint64  // bumped when the lane is recycled: a ticket's charge names its lane's gen
 }
 
@@ -61,6 +65,7 @@ type tenantQ struct {
 	lanes    map[string]*laneQ
 	lh       laneHeap // backlogged lanes, least counter first
 	lastLane float64  // counter of the lane charged last
+	laneSeq  uint64   // lanes opened
 }
 
 // fairQueue is the tenants of one pool and class. The heap holds the backlogged tenants, least
@@ -111,7 +116,8 @@ func (f *fairQueue) push(n *node) {
 		} else {
 			l = &laneQ{q: dlist{k: linkTenant}}
 		}
-		l.name, l.vtc = n.item.Session, floor
+		t.laneSeq++
+		l.name, l.vtc, l.seq = n.item.Session, floor, t.laneSeq
 		t.lanes[l.name] = l
 		heap.Push(&t.lh, l)
 	}
@@ -200,14 +206,14 @@ func (f *fairQueue) correct(t *tenantQ, l *laneQ, gen uint64, delta float64) {
 }
 
 // countBefore counts the items of q, which start at base and follow one another by their
-// cost/weight (pending in all), whose start is before v (on a tie: whose name is before vname),
-// and the service they sum to. O(1) when all are, else O(items counted).
-func countBefore(q *dlist, base, pending float64, name string, v float64, vname string) (int, float64) {
-	if earlier(base+pending-costOf(q.tail), name, v, vname) {
+// cost/weight (pending in all), whose start is before v (on a tie: when tie), and the service
+// they sum to. O(1) when all are, else O(items counted).
+func countBefore(q *dlist, base, pending float64, tie bool, v float64) (int, float64) {
+	if before(base+pending-costOf(q.tail), v, tie) {
 		return q.len, pending
 	}
 	cnt, s := 0, base
-	for m := q.head; m != nil && earlier(s, name, v, vname); m = m.links[linkTenant].next {
+	for m := q.head; m != nil && before(s, v, tie); m = m.links[linkTenant].next {
 		cnt++
 		s += costOf(m)
 	}
@@ -226,7 +232,7 @@ func (f *fairQueue) tailOrder(n *node) (int, float64) {
 	pos, sum := l.q.len-1, l.pending-c
 	for _, m := range t.lh {
 		if m != l {
-			k, s := countBefore(&m.q, m.vtc, m.pending, m.name, vl, l.name)
+			k, s := countBefore(&m.q, m.vtc, m.pending, m.seq < l.seq, vl)
 			pos += k
 			sum += s
 		}
@@ -244,7 +250,7 @@ func (f *fairQueue) tailOrder(n *node) (int, float64) {
 			pos += u.n
 		case len(u.lh) == 1:
 			m := u.lh[0]
-			k, _ := countBefore(&m.q, u.vtc, m.pending, u.name, v, t.name)
+			k, _ := countBefore(&m.q, u.vtc, m.pending, u.name < t.name, v)
 			pos += k
 		default:
 			pos += u.playBefore(v, t.name)
@@ -258,7 +264,7 @@ func (f *fairQueue) tailOrder(n *node) (int, float64) {
 func (t *tenantQ) playBefore(v float64, vname string) int {
 	cs := make([]laneCursor, 0, len(t.lh))
 	for _, l := range t.lh {
-		cs = append(cs, laneCursor{n: l.q.head, vtc: l.vtc, name: l.name})
+		cs = append(cs, laneCursor{n: l.q.head, vtc: l.vtc, seq: l.seq})
 	}
 	cnt, s := 0, t.vtc
 	for len(cs) > 0 && earlier(s, t.name, v, vname) {
@@ -277,16 +283,16 @@ func (t *tenantQ) playBefore(v float64, vname string) int {
 
 // laneCursor walks one session's items with its counter, for order and playBefore.
 type laneCursor struct {
-	n    *node
-	vtc  float64
-	name string
+	n   *node
+	vtc float64
+	seq uint64
 }
 
-// minLane is the index of the cursor served next: least counter, then name.
+// minLane is the index of the cursor served next: least counter, then opening order.
 func minLane(cs []laneCursor) int {
 	best := 0
 	for i := 1; i < len(cs); i++ {
-		if earlier(cs[i].vtc, cs[i].name, cs[best].vtc, cs[best].name) {
+		if before(cs[i].vtc, cs[best].vtc, cs[i].seq < cs[best].seq) {
 			best = i
 		}
 	}
@@ -300,7 +306,7 @@ func (f *fairQueue) order(until *node) (int, float64) {
 	for _, t := range f.h {
 		c := cursor{t: t, vtc: t.vtc, lanes: make([]laneCursor, 0, len(t.lh))}
 		for _, l := range t.lh {
-			c.lanes = append(c.lanes, laneCursor{n: l.q.head, vtc: l.vtc, name: l.name})
+			c.lanes = append(c.lanes, laneCursor{n: l.q.head, vtc: l.vtc, seq: l.seq})
 		}
 		cs = append(cs, c)
 	}
@@ -375,11 +381,11 @@ func (h *tenantHeap) Pop() any {
 	return t
 }
 
-// laneHeap orders a tenant's backlogged sessions by counter, then name.
+// laneHeap orders a tenant's backlogged sessions by counter, then opening order.
 type laneHeap []*laneQ
 
 func (h laneHeap) Len() int           { return len(h) }
-func (h laneHeap) Less(i, j int) bool { return earlier(h[i].vtc, h[i].name, h[j].vtc, h[j].name) }
+func (h laneHeap) Less(i, j int) bool { return before(h[i].vtc, h[j].vtc, h[i].seq < h[j].seq) }
 func (h laneHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
 	h[i].idx, h[j].idx = i, j

@@ -350,3 +350,28 @@ func TestChargeSettledToActualTokens(t *testing.T) {
 			tokA, tokB, s.served["A"], s.served["B"], share)
 	}
 }
+
+// TestSessionsTieFIFO: a key whose every task has its own session (equal session counters)
+// keeps its tasks in arrival order, whatever the session names; positions agree.
+func TestSessionsTieFIFO(t *testing.T) {
+	h := start(t, admission.Options{Capacity: 100})
+	h.setPool("p", closedPool(1))
+	ctx := context.Background()
+	sessions := []string{"zz", "mm", "aa", "qq"}
+	for i, sess := range sessions {
+		adm, err := h.q.Enqueue(ctx, admission.Item{ID: fmt.Sprint("a", i), Pool: "p", Priority: I, Tenant: "a", Session: sess, Cost: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if adm.Position != i {
+			t.Fatalf("a%d (session %s) position %d, want %d", i, sess, adm.Position, i)
+		}
+	}
+	h.setPool("p", openPool(1))
+	for range len(sessions) - 1 {
+		h.done("p", admission.DoneInfo{})
+	}
+	if got, want := h.rec.dispatchedIDs(), []string{"a0", "a1", "a2", "a3"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("dispatch order %v, want %v", got, want)
+	}
+}
