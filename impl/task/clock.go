@@ -5,9 +5,9 @@ import (
 	"time"
 )
 
-// Clock is the Service's source of time: timestamps, the tick of the janitor that expires
-// queued tasks past their deadline and forgets old finished ones, and running tasks'
-// deadlines. The default is the system clock; tests inject a fake they advance by hand
+// Clock is the Service's source of time: timestamps, the tick of the janitor that forgets old
+// finished tasks, and tasks' deadlines (one context per task, from admission: it ends the
+// queue wait of a task still queued and the run of a running one). The default is the system clock; tests inject a fake they advance by hand
 // (tasktest.Clock).
 type Clock interface {
 	Now() time.Time

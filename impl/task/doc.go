@@ -2,9 +2,13 @@
 // bounded priority queue (impl/admission), runs each dispatched task on its pool's engine replica,
 // and records everything a client can observe in a per-task event log that SSE streams read.
 //
-// Ownership. The admission queue's owner goroutine owns queue order and slot accounting; it calls
-// back Dispatch (a runner goroutine is started per task) and Evict (drop-lru). The Service's
-// mutex guards the task registry, per-pool load counts and the retention list. Each Task's mutex
+// Ownership. The admission queue (one mutex) owns queue order and slot accounting: its per-pool
+// busy count is the one count of busy slots (pool health, placement's pool load). Each admitted
+// task has one goroutine (run): it waits on the task's ticket under a context carrying the
+// task's deadline, which a cancel, a drain or shutdown also ends, then runs the task on the slot
+// and gives it back. An evicted, removed, expired or canceled queued task is failed by that same
+// goroutine. The Service's mutex guards the task registry and the retention list, and orders
+// admissions (the queue and the journal see them in the same order). Each Task's mutex
 // guards its state and its event log; the runner goroutine writes tokens, Cancel and the
 // finishers write the final frame, exactly once (finish is idempotent on a final task).
 //
@@ -27,6 +31,6 @@
 // Tasks forgotten by retention are retired from the journal. See journal.go.
 //
 // Ordering guarantees. `started` is appended before the runner may append anything (the runner
-// waits for the admission to be recorded); no `token` is appended once a cancel is recorded
+// starts once the admission is recorded); no `token` is appended once a cancel is recorded
 // (checked under the task's mutex); exactly one `end` or `error` frame ends the log.
 package task

@@ -459,9 +459,12 @@ func TestFailures(t *testing.T) {
 		<-h.eng.started
 		s.Deadline = 1500 * time.Millisecond
 		h.submit(s)
-		waitFor(t, func() bool { return h.clock.Tickers() == 1 }) // the janitor is ticking
-		h.clock.Advance(time.Second)                              // a tick before the deadline leaves the task queued
-		h.clock.Advance(time.Second)                              // the next one fails it
+		waitFor(t, func() bool { return h.clock.Timers() == 2 }) // both runners wait under their deadlines
+		h.clock.Advance(time.Second)                             // before the deadline: still queued
+		if snap, _ := h.svc.Get(h.ctx, s.ID); snap.Status != Queued {
+			t.Fatalf("status %v before the deadline", snap.Status)
+		}
+		h.clock.Advance(time.Second) // past it: the deadline itself wakes the waiter
 		evs := h.events(s.ID)
 		if got := names(evs); got != "started,error" || !strings.Contains(evs[1].Data, `"code":"deadline"`) ||
 			!strings.Contains(evs[1].Data, "passed while it was queued") {
