@@ -1,6 +1,7 @@
 package task
 
 import (
+	"sync"
 	"testing"
 
 	"github.com/orchestratord/orchestratord/engine"
@@ -93,4 +94,60 @@ func TestBusySlotsCountedOnce(t *testing.T) {
 		h.events(s.ID)
 		h.checkBusy("after failover", 0, 0)
 	})
+}
+
+// TestCancelRacesDispatch: tasks are cancelled from other goroutines while earlier ones finish
+// and free their slots, so that cancels land on queued tasks, on tasks granted a slot but not
+// yet running, and on running ones. Every task ends exactly once, and at rest no slot is busy
+// and nothing is queued: no slot was lost or freed twice.
+func TestCancelRacesDispatch(t *testing.T) {
+	h := newHarness(t, 64, 2, admission.Reject)
+	go func() { // the engine: each generation emits one token, then ends
+		for {
+			select {
+			case <-h.ctx.Done():
+				return
+			case id := <-h.eng.started:
+				_ = id
+				select {
+				case h.eng.tokens <- "x":
+				case <-h.ctx.Done():
+					return
+				}
+				select {
+				case h.eng.fail <- nil:
+				case <-h.ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	const n = 60
+	specs := make([]Spec, n)
+	for i := range specs {
+		specs[i] = spec(admission.Interactive)
+		h.submit(specs[i])
+	}
+	var wg sync.WaitGroup
+	for i := range specs {
+		if i%3 == 0 {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := h.svc.Cancel(h.ctx, specs[i].ID); err != nil {
+				t.Errorf("Cancel: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, s := range specs {
+		h.events(s.ID) // waits for the task's end
+	}
+	waitFor(t, func() bool { return h.running() == 0 })
+	h.checkBusy("at rest", 0, 0)
+	if st, _ := h.svc.Stats(h.ctx); st.Outcomes[admission.Admitted] != n {
+		t.Fatalf("admitted %d, want %d", st.Outcomes[admission.Admitted], n)
+	}
 }
