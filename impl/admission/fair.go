@@ -48,9 +48,15 @@ type laneQ struct {
 	vtc      float64
 	pending  float64 // the queued items' cost/weight
 	tailCost float64 // the last item's cost/weight
-	idx      int     // in tenantQ.lh
-	seq      uint64  // opening order within the tenant: breaks ties between equal counters
-	gen      uint64  // bumped when the lane is recycled: a ticket's charge names its lane's gen
+	// pre[h0+k] - pre[h0] is the cost/weight of the lane's first k items: its items' starts,
+	// for a binary search. Appended at push, h0 advanced when the head leaves; a removal
+	// from the middle marks it stale (rebuilt from the list when next searched).
+	pre   []float64
+	h0    int
+	stale bool
+	idx   int    // in tenantQ.lh
+	seq   uint64 // opening order within the tenant: breaks ties between equal counters
+	gen   uint64 // bumped when the lane is recycled: a ticket's charge names its lane's gen
 }
 
 // tenantQ is one tenant's queued items of one pool and class, with its counter.
@@ -125,6 +131,10 @@ func (f *fairQueue) push(n *node) {
 	l.q.pushBack(n)
 	l.pending += c
 	l.tailCost = c
+	if len(l.pre) == 0 {
+		l.pre = append(l.pre, 0)
+	}
+	l.pre = append(l.pre, l.pre[len(l.pre)-1]+c)
 	t.pending += c
 	t.n++
 	n.tq, n.lq = t, l
@@ -134,6 +144,23 @@ func (f *fairQueue) push(n *node) {
 func (f *fairQueue) remove(n *node) {
 	t, l := n.tq, n.lq
 	c := costOf(n)
+	switch n {
+	case l.q.head:
+		l.h0++
+		if l.h0 >= 64 && 2*l.h0 >= len(l.pre) { // compact, rebasing the sums at 0
+			base := l.pre[l.h0]
+			k := copy(l.pre, l.pre[l.h0:])
+			l.pre = l.pre[:k]
+			for i := range l.pre {
+				l.pre[i] -= base
+			}
+			l.h0 = 0
+		}
+	case l.q.tail:
+		l.pre = l.pre[:len(l.pre)-1]
+	default:
+		l.stale = true
+	}
 	l.q.remove(n)
 	l.pending -= c
 	if l.q.len == 0 {
@@ -141,6 +168,7 @@ func (f *fairQueue) remove(n *node) {
 		delete(t.lanes, l.name)
 		l.gen++
 		l.pending, l.tailCost = 0, 0
+		l.pre, l.h0, l.stale = l.pre[:0], 0, false
 		if len(f.free) < maxFreeLanes {
 			f.free = append(f.free, l)
 		}
@@ -205,19 +233,31 @@ func (f *fairQueue) correct(t *tenantQ, l *laneQ, gen uint64, delta float64) {
 	}
 }
 
-// countBefore counts the items of q, which start at base and follow one another by their
+// countBefore counts the items of lane l, which start at base and follow one another by their
 // cost/weight (pending in all), whose start is before v (on a tie: when tie), and the service
-// they sum to. O(1) when all are, else O(items counted).
-func countBefore(q *dlist, base, pending float64, tie bool, v float64) (int, float64) {
-	if before(base+pending-costOf(q.tail), v, tie) {
-		return q.len, pending
+// they sum to. O(1) when all are, else O(log items) (O(items) once after a removal from the
+// middle of the lane).
+func countBefore(l *laneQ, base float64, tie bool, v float64) (int, float64) {
+	if before(base+l.pending-l.tailCost, v, tie) {
+		return l.q.len, l.pending
 	}
-	cnt, s := 0, base
-	for m := q.head; m != nil && before(s, v, tie); m = m.links[linkTenant].next {
-		cnt++
-		s += costOf(m)
+	if l.stale {
+		l.pre, l.h0, l.stale = append(l.pre[:0], 0), 0, false
+		for m := l.q.head; m != nil; m = m.links[linkTenant].next {
+			l.pre = append(l.pre, l.pre[len(l.pre)-1]+costOf(m))
+		}
 	}
-	return cnt, s - base
+	pre := l.pre[l.h0 : l.h0+l.q.len] // pre[k]-pre[0]: the k-th item's start less base
+	lo, hi := 0, len(pre)             // items [0, lo) start before v, [hi, len) do not
+	for lo < hi {
+		mid := int(uint(lo+hi) >> 1)
+		if before(base+(pre[mid]-pre[0]), v, tie) {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	return lo, l.pre[l.h0+lo] - pre[0]
 }
 
 // tailOrder is order for n, the last item of its session (just pushed), in O(tenants +
@@ -232,7 +272,7 @@ func (f *fairQueue) tailOrder(n *node) (int, float64) {
 	pos, sum := l.q.len-1, l.pending-c
 	for _, m := range t.lh {
 		if m != l {
-			k, s := countBefore(&m.q, m.vtc, m.pending, m.seq < l.seq, vl)
+			k, s := countBefore(m, m.vtc, m.seq < l.seq, vl)
 			pos += k
 			sum += s
 		}
@@ -250,7 +290,7 @@ func (f *fairQueue) tailOrder(n *node) (int, float64) {
 			pos += u.n
 		case len(u.lh) == 1:
 			m := u.lh[0]
-			k, _ := countBefore(&m.q, u.vtc, m.pending, u.name < t.name, v)
+			k, _ := countBefore(m, u.vtc, u.name < t.name, v)
 			pos += k
 		default:
 			pos += u.playBefore(v, t.name)

@@ -287,6 +287,9 @@ func fairPositionAtEnqueue(t *testing.T, withSessions bool) {
 		if !ok || pl.Position != adm.Position || math.Abs(pl.VirtualStart-adm.VirtualStart) > 1e-9 {
 			t.Fatalf("item %d: Enqueue placed it at %+v, Position says %+v", i, adm.Placement, pl)
 		}
+		if i%7 == 6 { // take one out of the middle of its lane
+			h.q.Queue.Cancel(fmt.Sprint("i", rng.IntN(i)))
+		}
 		if i%50 == 49 { // let a few go, charging counters
 			h.setPool("p", openPool(1))
 			h.done("p", admission.DoneInfo{})
