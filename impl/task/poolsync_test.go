@@ -27,7 +27,7 @@ func TestSyncPoolsBeforeReady(t *testing.T) {
 	starting := pool.View{Spec: pool.Spec{ID: "p", Engine: "llamacpp", ModelRef: "/m/tiny.gguf", ModelID: "tiny", CtxMax: 4096,
 		Slots: 1, KVBytesPerToken: 10, PriorServiceMs: 100, PriorTokensPerS: 100, Workloads: []string{"completion"}}}
 	fp := &fakePools{views: []pool.View{starting}, rep: eng}
-	svc := New(Options{Capacity: 4, Policy: admission.Reject, Pools: fp, Sessions: ss,
+	svc := mustNew(t, Options{Capacity: 4, Policy: admission.Reject, Pools: fp, Sessions: ss,
 		Metrics: metrics.New(prometheus.NewRegistry()), Clock: tasktest.NewClock(time.Unix(1_700_000_000, 0))})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

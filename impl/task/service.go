@@ -223,11 +223,11 @@ func (s *Service) Run(ctx context.Context) error {
 // the pools start: a pool turns ready in the registry before its PoolChanged reaches the queue,
 // and a task placed on it in between must be queued there (and dispatched once PoolChanged
 // arrives), never refused as bound for an unknown pool.
-func (s *Service) SyncPools(ctx context.Context) {
+func (s *Service) SyncPools(context.Context) {
 	s.poolMu.Lock()
 	defer s.poolMu.Unlock()
 	for _, v := range s.opts.Pools.Views() {
-		s.setPoolLocked(ctx, v)
+		s.setPoolLocked(v)
 	}
 }
 
