@@ -29,6 +29,18 @@ func AppendFrame(dst []byte, id int, event string, data []byte) []byte {
 	return append(dst, '\n', '\n')
 }
 
+// AppendTokenFrame appends the frame AppendFrame(dst, id, "token", AppendTokenData(nil, text,
+// index)) would, without a separate buffer for its data, and returns where the data starts in
+// the result: the data is out[data : len(out)-2].
+func AppendTokenFrame(dst []byte, id int, text string, index int) (out []byte, data int) {
+	dst = append(dst, "id: "...)
+	dst = strconv.AppendInt(dst, int64(id), 10)
+	dst = append(dst, "\nevent: token\ndata: "...)
+	data = len(dst)
+	dst = AppendTokenData(dst, text, index)
+	return append(dst, '\n', '\n'), data
+}
+
 // Heartbeat is the keep-alive comment frame.
 const Heartbeat = ": keep-alive\n\n"
 

@@ -129,3 +129,43 @@ func FuzzReader(f *testing.F) {
 		}
 	})
 }
+
+// AppendTokenFrame must write byte for byte what AppendFrame writes for a token's data, and
+// locate that data, whatever is already in the buffer.
+func TestAppendTokenFrameMatchesAppendFrame(t *testing.T) {
+	for _, tc := range []struct {
+		prefix string
+		id     int
+		text   string
+		index  int
+	}{
+		{"", 0, "", 0},
+		{"", 1, "Hello", 0},
+		{"id: 0\n\n", 17, " world\n\"quoted\"\t\\", 16},
+		{"x", 123456, "\u2028 caf\xc3\xa9 \xff\x01", 999999},
+	} {
+		want := AppendFrame([]byte(tc.prefix), tc.id, "token", AppendTokenData(nil, tc.text, tc.index))
+		got, data := AppendTokenFrame([]byte(tc.prefix), tc.id, tc.text, tc.index)
+		if string(got) != string(want) {
+			t.Errorf("AppendTokenFrame(%q, %d, %q, %d) = %q, want %q", tc.prefix, tc.id, tc.text, tc.index, got, want)
+		}
+		if d := string(got[data : len(got)-2]); d != string(AppendTokenData(nil, tc.text, tc.index)) {
+			t.Errorf("data located as %q", d)
+		}
+	}
+}
+
+func FuzzAppendTokenFrame(f *testing.F) {
+	f.Add("Hello", 3, 7)
+	f.Add("\n\"\\\x00\xff", 0, 0)
+	f.Fuzz(func(t *testing.T, text string, id, index int) {
+		if id < 0 || index < 0 {
+			return
+		}
+		want := AppendFrame(nil, id, "token", AppendTokenData(nil, text, index))
+		got, data := AppendTokenFrame(nil, id, text, index)
+		if string(got) != string(want) || string(got[data:len(got)-2]) != string(AppendTokenData(nil, text, index)) {
+			t.Fatalf("mismatch: %q vs %q", got, want)
+		}
+	})
+}

@@ -11,7 +11,6 @@ import (
 	"github.com/orchestratord/orchestratord/engine"
 	"github.com/orchestratord/orchestratord/impl/admission"
 	"github.com/orchestratord/orchestratord/impl/session"
-	"github.com/orchestratord/orchestratord/impl/sse"
 )
 
 // StopBudget is the stop reason of a task that used all its budget grant.
@@ -200,8 +199,7 @@ func (s *Service) onToken(ctx context.Context, t *Task, tok engine.Token) error 
 	if ttft {
 		t.ttftSeen = true
 	}
-	var data [256]byte
-	t.appendLocked("token", sse.AppendTokenData(data[:0], tok.Text, idx), nil)
+	t.appendTokenLocked(tok.Text, idx)
 	wantMetrics := t.nMetrics < maxMetricsFrames && (first || now.Sub(t.lastMetrics) >= s.opts.MetricsInterval)
 	tokensOut := t.tokensOut
 	t.mu.Unlock()

@@ -297,14 +297,7 @@ func (t *Task) appendFinalLocked(name string, data []byte) {
 func (t *Task) logLocked(name string, data []byte, verbose []byte, seq uint64) {
 	id := len(t.spans)
 	start := len(t.buf)
-	// Grow the log by doubling: append's own growth slows to about 1.25× past 256 bytes, which
-	// copies a token stream's log several times over as it grows frame by frame. Readers keep
-	// reading the old backing array up to the spans they saw, which stays valid.
-	if need := start + 2*(len("id: \nevent: \ndata: \n\n")+20+len(name)) + len(data) + len(verbose); need > cap(t.buf) {
-		nb := make([]byte, start, max(2*cap(t.buf), need, minLogBytes))
-		copy(nb, t.buf)
-		t.buf = nb
-	}
+	t.growLocked(start + 2*(len("id: \nevent: \ndata: \n\n")+20+len(name)) + len(data) + len(verbose))
 	t.buf = sse.AppendFrame(t.buf, id, name, data)
 	sp := span{start: start, end: len(t.buf), vstart: start, name: name, seq: seq}
 	if verbose != nil {
@@ -316,6 +309,40 @@ func (t *Task) logLocked(name string, data []byte, verbose []byte, seq uint64) {
 		sp.vend = sp.end
 	}
 	t.spans = append(t.spans, sp)
+	t.wakeLocked()
+}
+
+// appendTokenLocked journals and logs one token frame, encoded straight into the log: the
+// journal is given the frame's data where it lies in the log (it does not retain it), so that a
+// token costs no buffer of its own. t.mu must be held.
+func (t *Task) appendTokenLocked(text string, index int) {
+	id := len(t.spans)
+	start := len(t.buf)
+	t.growLocked(start + len("id: \nevent: token\ndata: {\"t\":,\"i\":}\n\n") + 40 + len(text))
+	var data int
+	t.buf, data = sse.AppendTokenFrame(t.buf, id, text, index)
+	var seq uint64
+	if t.j != nil {
+		seq = t.j.Append(t.spec.ID, recEvent, "token", t.buf[data:len(t.buf)-2], nil)
+	}
+	t.spans = append(t.spans, span{start: start, end: len(t.buf), vstart: start, vend: len(t.buf), name: "token", seq: seq})
+	t.wakeLocked()
+}
+
+// growLocked makes room for need bytes in the log, doubling it: append's own growth slows to
+// about 1.25× past 256 bytes, which copies a token stream's log several times over as it grows
+// frame by frame. Readers keep reading the old backing array up to the spans they saw, which
+// stays valid. t.mu must be held.
+func (t *Task) growLocked(need int) {
+	if need > cap(t.buf) {
+		nb := make([]byte, len(t.buf), max(2*cap(t.buf), need, minLogBytes))
+		copy(nb, t.buf)
+		t.buf = nb
+	}
+}
+
+// wakeLocked signals every open cursor that the log grew. t.mu must be held.
+func (t *Task) wakeLocked() {
 	for _, ch := range t.subs {
 		select {
 		case ch <- struct{}{}:

@@ -1,0 +1,75 @@
+package task
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/orchestratord/orchestratord/engine"
+	"github.com/orchestratord/orchestratord/impl/admission"
+	"github.com/orchestratord/orchestratord/impl/metrics"
+	"github.com/orchestratord/orchestratord/impl/session"
+)
+
+// copyJournal is a Journal that copies the last event record's data, as the file journal
+// copies its records (it must not retain its arguments), into a buffer of its own.
+type copyJournal struct {
+	seq  uint64
+	last []byte
+}
+
+func (j *copyJournal) Append(_ string, kind uint8, _ string, data, _ []byte) uint64 {
+	j.seq++
+	if kind == recEvent {
+		j.last = append(j.last[:0], data...)
+	}
+	return j.seq
+}
+func (j *copyJournal) Wait(context.Context, uint64) error { return nil }
+func (j *copyJournal) Visible() (uint64, <-chan struct{}) { return j.seq, nil }
+func (j *copyJournal) Retire(string)                      {}
+func (j *copyJournal) Replay(func(string, uint8, string, []byte, []byte) error) error {
+	return nil
+}
+
+// A relayed token costs no allocation of its own once the task's log has room: its frame is
+// encoded straight into the log, and the journal is given the frame's data from there.
+func TestOnTokenAllocatesNothing(t *testing.T) {
+	ss, err := session.New(session.Options{MaxSessions: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := mustNew(t, Options{Capacity: 16, Policy: admission.Reject, Pools: &fakePools{}, Sessions: ss,
+		Metrics: metrics.New(prometheus.NewRegistry()), MetricsInterval: time.Hour})
+	j := &copyJournal{last: make([]byte, 0, 256)}
+	tk := &Task{spec: Spec{ID: "t", MaxTokens: 1 << 20}, j: j, done: make(chan struct{}),
+		buf: make([]byte, 0, 1<<20), spans: make([]span, 0, 1024)}
+	tk.text.Grow(1 << 16)
+	ctx := context.Background()
+	if err := svc.onToken(ctx, tk, engine.Token{Text: "first"}); err != nil { // first token: metrics frame, session
+		t.Fatal(err)
+	}
+	var n int
+	allocs := testing.AllocsPerRun(200, func() {
+		n++
+		if err := svc.onToken(ctx, tk, engine.Token{Text: " tok\"", Index: n}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("onToken: %.1f allocations per token, want 0", allocs)
+	}
+	// The journal saw the frame's data, exactly as the log holds it.
+	got := string(j.last)
+	want := `{"t":" tok\"","i":` + strconv.Itoa(tk.tokensOut-1) + `}`
+	if sp := tk.spans[len(tk.spans)-1]; !strings.Contains(string(tk.buf[sp.start:sp.end]), "\ndata: "+want+"\n\n") {
+		t.Errorf("log frame %q lacks data %q", tk.buf[sp.start:sp.end], want)
+	}
+	if got != want {
+		t.Errorf("journal data %q, want %q", got, want)
+	}
+}
