@@ -571,8 +571,8 @@ func (r *openAIResponse) stream(w http.ResponseWriter) error {
 	defer m.StreamsOpen.Dec()
 	cur := r.t.Subscribe(0, false)
 	defer cur.Close()
-	hb := time.NewTicker(r.s.opts.Heartbeat)
-	defer hb.Stop()
+	hb := newHeartbeat(r.s.opts.Heartbeat)
+	defer hb.t.Stop()
 	var frames, buf []byte
 	role := ""
 	if r.c.chat {
@@ -617,7 +617,6 @@ func (r *openAIResponse) stream(w http.ResponseWriter) error {
 				r.disconnected()
 				return nil
 			}
-			hb.Reset(r.s.opts.Heartbeat)
 		}
 		if done || complete {
 			return nil
@@ -625,7 +624,10 @@ func (r *openAIResponse) stream(w http.ResponseWriter) error {
 		select {
 		case <-cur.Wake():
 		case <-cur.Flushed():
-		case <-hb.C:
+		case <-hb.t.C:
+			if !hb.due(out.last) {
+				continue
+			}
 			if err := out.write([]byte(sse.Heartbeat)); err != nil {
 				r.disconnected()
 				return nil

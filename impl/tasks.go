@@ -481,8 +481,8 @@ func (r *sseResponse) VisitStreamTaskResponse(w http.ResponseWriter) error {
 	m := r.s.opts.Metrics
 	m.StreamsOpen.Inc()
 	defer m.StreamsOpen.Dec()
-	hb := time.NewTicker(r.s.opts.Heartbeat)
-	defer hb.Stop()
+	hb := newHeartbeat(r.s.opts.Heartbeat)
+	defer hb.t.Stop()
 	// The frame buffer grows to the largest batch it carries: an idle stream keeps a few hundred
 	// bytes, not a preallocated 4 KiB.
 	var buf []byte
@@ -494,7 +494,6 @@ func (r *sseResponse) VisitStreamTaskResponse(w http.ResponseWriter) error {
 				r.disconnected(cur, complete)
 				return nil
 			}
-			hb.Reset(r.s.opts.Heartbeat)
 		}
 		if complete {
 			return nil
@@ -505,7 +504,10 @@ func (r *sseResponse) VisitStreamTaskResponse(w http.ResponseWriter) error {
 		select {
 		case <-cur.Wake():
 		case <-cur.Flushed():
-		case <-hb.C:
+		case <-hb.t.C:
+			if !hb.due(out.last) {
+				continue
+			}
 			if err := out.write([]byte(sse.Heartbeat)); err != nil {
 				r.disconnected(cur, false)
 				return nil
@@ -517,24 +519,41 @@ func (r *sseResponse) VisitStreamTaskResponse(w http.ResponseWriter) error {
 	}
 }
 
-// streamWriter writes and flushes a stream with a write deadline on each write: a client that
-// stops reading fills the socket buffers, and the write that would wait on it fails once the
-// deadline passes instead of holding the handler, its buffers and the task forever.
+// streamWriter writes and flushes a stream with a write deadline: a client that stops reading
+// fills the socket buffers, and the write that would wait on it fails once the deadline passes
+// instead of holding the handler, its buffers and the task forever.
+//
+// Setting a deadline is a timer operation in the runtime's poller; doing it for every batch of
+// frames costs a lock and a timer update per token at high rates. The deadline is therefore set
+// with some slack (timeout + timeout/8) and moved only when less than timeout is left: every
+// write still gets at least timeout, at most 1.125 × timeout, and a busy stream moves its
+// deadline once per timeout/8 instead of once per write.
 type streamWriter struct {
 	w       http.ResponseWriter
 	rc      *http.ResponseController
 	timeout time.Duration
+	// until is the write deadline set last (zero: none yet); last is when the stream last wrote.
+	until, last time.Time
 }
 
-// extend sets the write deadline to timeout from now. A writer without deadlines (a recorder in
-// tests) is left as it is.
-func (o streamWriter) extend() {
-	if o.timeout > 0 {
-		_ = o.rc.SetWriteDeadline(time.Now().Add(o.timeout))
+// deadlineSlack is the part of timeout added to a deadline so that it need not move on every write.
+const deadlineSlack = 8
+
+// extend makes sure the write deadline is at least timeout from now. A writer without deadlines
+// (a recorder in tests) is left as it is.
+func (o *streamWriter) extend() {
+	now := time.Now()
+	o.last = now
+	if o.timeout <= 0 || o.until.Sub(now) >= o.timeout {
+		return
+	}
+	o.until = now.Add(o.timeout + o.timeout/deadlineSlack)
+	if err := o.rc.SetWriteDeadline(o.until); err != nil {
+		o.until = time.Time{} // not supported: try again next time, as before
 	}
 }
 
-func (o streamWriter) write(b []byte) error {
+func (o *streamWriter) write(b []byte) error {
 	o.extend()
 	if _, err := o.w.Write(b); err != nil {
 		return err
@@ -542,9 +561,32 @@ func (o streamWriter) write(b []byte) error {
 	return o.rc.Flush()
 }
 
-func (o streamWriter) flush() error {
+func (o *streamWriter) flush() error {
 	o.extend()
 	return o.rc.Flush()
+}
+
+// heartbeat is the keep-alive timer of a stream: it fires interval after the stream's last
+// write. Writes do not reset it (a timer operation per write); when it fires early, it is set
+// again for the rest of the interval.
+type heartbeat struct {
+	t        *time.Timer
+	interval time.Duration
+}
+
+func newHeartbeat(interval time.Duration) heartbeat {
+	return heartbeat{t: time.NewTimer(interval), interval: interval}
+}
+
+// due reports whether a keep-alive comment is due now, the timer having fired; if not, it sets
+// the timer for the rest of the interval since last.
+func (h heartbeat) due(last time.Time) bool {
+	if idle := time.Since(last); idle < h.interval {
+		h.t.Reset(h.interval - idle)
+		return false
+	}
+	h.t.Reset(h.interval)
+	return true
 }
 
 // flushErrorWriter returns the writer under w when w flushes without reporting errors (echo's
