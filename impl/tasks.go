@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -481,8 +482,17 @@ func (r *sseResponse) VisitStreamTaskResponse(w http.ResponseWriter) error {
 	m := r.s.opts.Metrics
 	m.StreamsOpen.Inc()
 	defer m.StreamsOpen.Dec()
-	hb := newHeartbeat(r.s.opts.Heartbeat)
-	defer hb.t.Stop()
+	// The loop waits on the cursor's wake channel alone (a select over the wake, heartbeat,
+	// request-context and journal channels locked four channels per wake-up, that is per
+	// batch of tokens): the client's leaving and a due heartbeat signal the cursor too, and
+	// are checked when it wakes. Only while the journal holds frames back does it also wait
+	// on the journal.
+	stopCtx := context.AfterFunc(r.ctx, cur.Signal)
+	defer stopCtx()
+	interval := r.s.opts.Heartbeat
+	var hbFired atomic.Bool
+	hb := time.AfterFunc(interval, func() { hbFired.Store(true); cur.Signal() })
+	defer hb.Stop()
 	// The frame buffer grows to the largest batch it carries: an idle stream keeps a few hundred
 	// bytes, not a preallocated 4 KiB.
 	var buf []byte
@@ -501,20 +511,31 @@ func (r *sseResponse) VisitStreamTaskResponse(w http.ResponseWriter) error {
 		if cap(buf) > 1<<20 { // do not keep a huge buffer after a burst
 			buf = nil
 		}
-		select {
-		case <-cur.Wake():
-		case <-cur.Flushed():
-		case <-hb.t.C:
-			if !hb.due(out.last) {
+		if flushed := cur.Flushed(); flushed != nil {
+			select {
+			case <-cur.Wake():
+			case <-flushed:
+			}
+		} else {
+			<-cur.Wake()
+		}
+		if r.ctx.Err() != nil {
+			r.disconnected(cur, false)
+			return nil
+		}
+		if hbFired.Load() {
+			// A keep-alive comment goes one interval after the last write; the timer fired
+			// earlier than that is set again for the rest of the interval.
+			hbFired.Store(false)
+			if idle := time.Since(out.last); idle < interval {
+				hb.Reset(interval - idle)
 				continue
 			}
+			hb.Reset(interval)
 			if err := out.write([]byte(sse.Heartbeat)); err != nil {
 				r.disconnected(cur, false)
 				return nil
 			}
-		case <-r.ctx.Done():
-			r.disconnected(cur, false)
-			return nil
 		}
 	}
 }

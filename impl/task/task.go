@@ -438,6 +438,15 @@ func (c *Cursor) Next(dst []byte) ([]byte, bool) {
 	return dst, final && c.next >= len(spans)
 }
 
+// Signal wakes the cursor's reader as a new frame would (Wake receives), for a reader that
+// waits on Wake alone and has other reasons to look (its client left, a heartbeat is due).
+func (c *Cursor) Signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
 // Wake is signalled when new frames may be available.
 func (c *Cursor) Wake() <-chan struct{} { return c.wake }
 
