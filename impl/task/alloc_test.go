@@ -50,13 +50,13 @@ func TestOnTokenAllocatesNothing(t *testing.T) {
 		buf: make([]byte, 0, 1<<20), spans: make([]span, 0, 1024)}
 	tk.text.Grow(1 << 16)
 	ctx := context.Background()
-	if err := svc.onToken(ctx, tk, engine.Token{Text: "first"}); err != nil { // first token: metrics frame, session
+	if err := svc.onToken(ctx, tk, engine.Token{Text: "first"}, time.Now()); err != nil { // first token: metrics frame, session
 		t.Fatal(err)
 	}
 	var n int
 	allocs := testing.AllocsPerRun(200, func() {
 		n++
-		if err := svc.onToken(ctx, tk, engine.Token{Text: " tok\"", Index: n}); err != nil {
+		if err := svc.onToken(ctx, tk, engine.Token{Text: " tok\"", Index: n}, time.Now()); err != nil {
 			t.Fatal(err)
 		}
 	})

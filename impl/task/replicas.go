@@ -86,7 +86,7 @@ func (s *Service) generate(ctx context.Context, t *Task, engineTime *time.Durati
 			attribute.String("replica.id", dec.ReplicaID), attribute.String("engine", t.engine)))
 		res, err = rep.Generate(actx, req, func(tok engine.Token) error {
 			t0 := s.now()
-			err := s.onToken(actx, t, tok)
+			err := s.onToken(actx, t, tok, t0)
 			inDaemon += s.now().Sub(t0)
 			return err
 		})

@@ -169,10 +169,9 @@ func (s *Service) release(t *Task, start time.Time) {
 	}
 }
 
-// onToken appends a token to the log unless the task was cancelled; it also emits a metrics
-// frame after the first token and then at most once per MetricsInterval.
-func (s *Service) onToken(ctx context.Context, t *Task, tok engine.Token) error {
-	now := s.now()
+// onToken appends a token, received at now, to the log unless the task was cancelled; it also
+// emits a metrics frame after the first token and then at most once per MetricsInterval.
+func (s *Service) onToken(ctx context.Context, t *Task, tok engine.Token, now time.Time) error {
 	t.mu.Lock()
 	if t.canceled {
 		t.mu.Unlock()
