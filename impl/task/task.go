@@ -187,7 +187,6 @@ type span struct {
 	start, end int
 	// vstart, vend locate the verbose variant of a metrics frame (equal to start/end otherwise).
 	vstart, vend int
-	name         string
 	// seq is the frame's journal sequence number (0: durable already, or no journal).
 	seq uint64
 }
@@ -299,7 +298,7 @@ func (t *Task) logLocked(name string, data []byte, verbose []byte, seq uint64) {
 	start := len(t.buf)
 	t.growLocked(start + 2*(len("id: \nevent: \ndata: \n\n")+20+len(name)) + len(data) + len(verbose))
 	t.buf = sse.AppendFrame(t.buf, id, name, data)
-	sp := span{start: start, end: len(t.buf), vstart: start, name: name, seq: seq}
+	sp := span{start: start, end: len(t.buf), vstart: start, seq: seq}
 	if verbose != nil {
 		sp.vstart = len(t.buf)
 		t.buf = sse.AppendFrame(t.buf, id, name, verbose)
@@ -325,7 +324,7 @@ func (t *Task) appendTokenLocked(text string, index int) {
 	if t.j != nil {
 		seq = t.j.Append(t.spec.ID, recEvent, "token", t.buf[data:len(t.buf)-2], nil)
 	}
-	t.spans = append(t.spans, span{start: start, end: len(t.buf), vstart: start, vend: len(t.buf), name: "token", seq: seq})
+	t.spans = append(t.spans, span{start: start, end: len(t.buf), vstart: start, vend: len(t.buf), seq: seq})
 	t.wakeLocked()
 }
 
