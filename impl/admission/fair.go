@@ -1,16 +1,33 @@
 package admission
 
-import "container/heap"
+import (
+	"container/heap"
+	"math"
+)
 
 // earlier orders two virtual starts: a before b, counters within rounding of each other
 // being equal and then ordered by tenant name. Counters are sums of cost/weight in floating
-// point; two ways of summing the same terms may differ in the last bits.
-func earlier(a float64, an string, b float64, bn string) bool { return before(a, b, an < bn) }
+// point; two ways of summing the same terms may differ in the last bits. The names are compared
+// only on a tie.
+func earlier(a float64, an string, b float64, bn string) bool {
+	if tied(a, b) {
+		return an < bn
+	}
+	return a < b
+}
 
-// before is a < b, or tie when a and b are within rounding of each other (1e-9 of the larger
-// magnitude). Plain comparisons: this runs once per backlogged tenant at every Enqueue (math.Max
-// and math.Abs handle NaN and signed zeros, which counters never are, at several times the cost).
+// before is a < b, or tie when a and b are within rounding of each other (tied).
 func before(a, b float64, tie bool) bool {
+	if tied(a, b) {
+		return tie
+	}
+	return a < b
+}
+
+// tied reports whether a and b are within rounding of each other: 1e-9 of the larger
+// magnitude. Plain comparisons: this runs at every heap step and position count (math.Max and
+// math.Abs handle NaN and signed zeros, which counters never are, at several times the cost).
+func tied(a, b float64) bool {
 	m := 1.0
 	if a > m {
 		m = a
@@ -22,10 +39,8 @@ func before(a, b float64, tie bool) bool {
 	} else if -b > m {
 		m = -b
 	}
-	if d := a - b; d <= 1e-9*m && d >= -1e-9*m {
-		return tie
-	}
-	return a < b
+	d := a - b
+	return d <= 1e-9*m && d >= -1e-9*m
 }
 
 // Fair queueing within a pool's priority class: virtual token counters (VTC, Sheng et al.,
@@ -72,6 +87,9 @@ type tenantQ struct {
 	lh       laneHeap // backlogged lanes, least counter first
 	lastLane float64  // counter of the lane charged last
 	laneSeq  uint64   // lanes opened
+	// irr is the tenant's index in fairQueue.irr while it is irregular, else -1 (its queued
+	// items are then in fairQueue.tree).
+	irr int
 }
 
 // fairQueue is the tenants of one pool and class. The heap holds the backlogged tenants, least
@@ -81,7 +99,15 @@ type fairQueue struct {
 	h       tenantHeap
 	last    float64  // counter of the tenant charged last
 	free    []*laneQ // forgotten lanes, reused so that admission allocates nothing
+	// tree holds the queued items of the regular tenants by virtual start; irr lists the
+	// irregular tenants, counted one by one. See tailOrder.
+	tree ostree
+	irr  []*tenantQ
 }
+
+// rekeyMax is the most queued items a regular tenant re-enters into the tree when their
+// virtual starts move (a settlement, a withdrawal); a tenant with more becomes irregular.
+const rekeyMax = 8
 
 // maxFreeLanes bounds a fairQueue's free list.
 const maxFreeLanes = 1024
@@ -92,7 +118,7 @@ func (f *fairQueue) tenant(name string) *tenantQ {
 	}
 	t := f.tenants[name]
 	if t == nil {
-		t = &tenantQ{name: name, idx: -1, lanes: map[string]*laneQ{}}
+		t = &tenantQ{name: name, idx: -1, irr: -1, lanes: map[string]*laneQ{}}
 		f.tenants[name] = t
 	}
 	return t
@@ -138,12 +164,60 @@ func (f *fairQueue) push(n *node) {
 	t.pending += c
 	t.n++
 	n.tq, n.lq = t, l
+	if t.irr < 0 {
+		if len(t.lh) > 1 { // a second session: the tenant's order interleaves its lanes
+			f.makeIrregular(t)
+		} else { // its virtual start, as tailOrder computes it
+			f.tree.insert(n, t.vtc+(l.pending-c))
+		}
+	}
+}
+
+// makeIrregular takes t's queued items out of the tree: from now until it has nothing queued,
+// its items are counted by tailOrder one tenant at a time.
+func (f *fairQueue) makeIrregular(t *tenantQ) {
+	for _, l := range t.lh {
+		for m := l.q.head; m != nil; m = m.links[linkTenant].next {
+			if m.ot.inTree {
+				f.tree.delete(m)
+			}
+		}
+	}
+	t.irr = len(f.irr)
+	f.irr = append(f.irr, t)
+}
+
+// reshape follows a move of regular t's queued items' virtual starts other than a dispatch of
+// its head (which leaves the others' starts as they were): a settlement of its counter, or a
+// withdrawal, which moves the items behind. With few items they re-enter the tree at their new
+// starts; with more, t becomes irregular.
+func (f *fairQueue) reshape(t *tenantQ) {
+	if t.irr >= 0 || t.n == 0 {
+		return
+	}
+	if t.n > rekeyMax || len(t.lh) != 1 {
+		f.makeIrregular(t)
+		return
+	}
+	l := t.lh[0]
+	for m := l.q.head; m != nil; m = m.links[linkTenant].next {
+		f.tree.delete(m)
+	}
+	sum := 0.0
+	for m := l.q.head; m != nil; m = m.links[linkTenant].next {
+		f.tree.insert(m, t.vtc+sum)
+		sum += costOf(m)
+	}
 }
 
 // remove takes n off its session's list, forgetting a session left with nothing queued.
-func (f *fairQueue) remove(n *node) {
+// dispatched: n is its tenant's next item, leaving with its cost charged.
+func (f *fairQueue) remove(n *node, dispatched bool) {
 	t, l := n.tq, n.lq
 	c := costOf(n)
+	if n.ot.inTree {
+		f.tree.delete(n)
+	}
 	switch n {
 	case l.q.head:
 		l.h0++
@@ -183,6 +257,16 @@ func (f *fairQueue) remove(n *node) {
 	n.tq, n.lq = nil, nil
 	if t.n == 0 && t.idx >= 0 {
 		heap.Remove(&f.h, t.idx)
+	}
+	switch {
+	case t.n == 0 && t.irr >= 0: // regular again
+		last := f.irr[len(f.irr)-1]
+		f.irr[t.irr], last.irr = last, t.irr
+		f.irr[len(f.irr)-1] = nil
+		f.irr = f.irr[:len(f.irr)-1]
+		t.irr = -1
+	case !dispatched:
+		f.reshape(t)
 	}
 }
 
@@ -227,6 +311,7 @@ func (f *fairQueue) correct(t *tenantQ, l *laneQ, gen uint64, delta float64) {
 	if t.idx >= 0 {
 		heap.Fix(&f.h, t.idx)
 	}
+	f.reshape(t)
 	if l != nil && l.gen == gen {
 		l.vtc += delta
 		heap.Fix(&t.lh, l.idx)
@@ -260,13 +345,43 @@ func countBefore(l *laneQ, base float64, tie bool, v float64) (int, float64) {
 	return lo, l.pre[l.h0+lo] - pre[0]
 }
 
-// tailOrder is order for n, the last item of its session (just pushed), in O(tenants +
-// sessions of n's tenant) when every other tenant (session) has its items start either all
-// before or all after n: an item ahead is one whose virtual start is smaller (on a tie, whose
-// tenant name is). Tenants with several sessions queued are played forward.
+// tailOrder is order for n, the last item of its session (just pushed): an item ahead is one
+// whose virtual start is smaller (on a tie, whose tenant name is). The items of regular tenants
+// are counted by one descent of the tree, O(log n); each irregular tenant (several sessions
+// queued, or more than rekeyMax items when its starts moved) by its own walk, as before the
+// tree: O(1) when its items start all before or all after n, else a binary search, or a play
+// of its sessions.
 func (f *fairQueue) tailOrder(n *node) (int, float64) {
 	t, l := n.tq, n.lq
 	c := costOf(n)
+	var pos int
+	var v float64
+	if t.irr < 0 { // its items are in the tree, which counts them
+		v = t.vtc + (l.pending - c)
+	} else {
+		pos, v = t.ownBefore(l, c)
+	}
+	switch {
+	case n == f.tree.last: // just inserted: its rank counts its own items before it, as does ownBefore
+		pos += f.tree.rank
+	case n.ot.inTree:
+		pos += f.tree.countLess(v, t.name, n.ot.seq)
+	default: // t's items are not in the tree
+		pos += f.tree.countLess(v, t.name, math.MaxUint64)
+	}
+	pos += f.tree.bandFix(v, t.name, t)
+	band := 2e-9 * max(1, v, -v)
+	for _, u := range f.irr {
+		if u != t {
+			pos += u.countBefore(v, v-band, v+band, t.name)
+		}
+	}
+	return pos, v
+}
+
+// ownBefore is how many of t's items start before the last item of its session l (cost c), and
+// that item's virtual start.
+func (t *tenantQ) ownBefore(l *laneQ, c float64) (int, float64) {
 	// Within n's tenant: the items of its other sessions that start before n in session time.
 	vl := l.vtc + l.pending - c
 	pos, sum := l.q.len-1, l.pending-c
@@ -277,26 +392,23 @@ func (f *fairQueue) tailOrder(n *node) (int, float64) {
 			sum += s
 		}
 	}
-	v := t.vtc + sum
-	// Outside [lo, hi] a start is before or after v whatever the names (earlier's tie band is
-	// 1e-9 of the larger magnitude): most tenants are decided by a compare or two.
-	band := 2e-9 * max(1, v, -v)
-	lo, hi := v-band, v+band
-	for _, u := range f.h {
-		switch {
-		case u == t:
-		case u.vtc > hi && u.vtc-v > 2e-9*max(1, u.vtc): // its first item starts after n: all do
-		case len(u.lh) == 1 && u.vtc+u.pending-u.lh[0].tailCost < lo: // its last item starts before n
-			pos += u.n
-		case len(u.lh) == 1:
-			m := u.lh[0]
-			k, _ := countBefore(m, u.vtc, u.name < t.name, v)
-			pos += k
-		default:
-			pos += u.playBefore(v, t.name)
-		}
+	return pos, t.vtc + sum
+}
+
+// countBefore is how many of u's items start before v (on a tie, when u's name is before
+// vname); [lo, hi] is the tie band around v.
+func (u *tenantQ) countBefore(v, lo, hi float64, vname string) int {
+	switch {
+	case u.vtc > hi && u.vtc-v > 2e-9*max(1, u.vtc): // its first item starts after v: all do
+		return 0
+	case len(u.lh) == 1 && u.vtc+u.pending-u.lh[0].tailCost < lo: // its last item starts before v
+		return u.n
+	case len(u.lh) == 1:
+		k, _ := countBefore(u.lh[0], u.vtc, u.name < vname, v)
+		return k
+	default:
+		return u.playBefore(v, vname)
 	}
-	return pos, v
 }
 
 // playBefore counts t's items that start before v (ties: by tenant name against vname),

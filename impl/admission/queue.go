@@ -179,6 +179,7 @@ type Ticket struct {
 	tq    *tenantQ // while queued
 	lq    *laneQ   // while queued
 	links [numLinks]link
+	ot    treeNode // in its fairQueue's tree while queued and its tenant is regular
 
 	q         *Queue
 	state     ticketState

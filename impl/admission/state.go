@@ -230,17 +230,17 @@ func (s *state) pump(p *pool) {
 		}
 		// Charged while still backlogged: its counter moves from where it stood.
 		s.charge(p, n)
-		s.unlink(n)
+		s.unlink(n, true)
 		s.start(p, n)
 	}
 }
 
-// unlink takes n off every list and the index.
-func (s *state) unlink(n *Ticket) {
+// unlink takes n off every list and the index; dispatched: charged and given a slot.
+func (s *state) unlink(n *Ticket, dispatched bool) {
 	it := &n.item
 	n.pool.q[it.Priority].remove(n)
 	s.global[it.Priority].remove(n)
-	n.pool.fair[it.Priority].remove(n)
+	n.pool.fair[it.Priority].remove(n, dispatched)
 	delete(s.index, it.ID)
 	s.depth--
 }
@@ -248,7 +248,7 @@ func (s *state) unlink(n *Ticket) {
 // withdraw takes queued n out of the queue without a slot, in state st, counting o, and wakes
 // its waiter.
 func (s *state) withdraw(n *Ticket, st ticketState, o Outcome) {
-	s.unlink(n)
+	s.unlink(n, false)
 	n.state = st
 	s.count(o, &n.item)
 	n.signal()

@@ -1,0 +1,214 @@
+package admission
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// tailOrderRef is the position computation the tree replaced, kept as the reference: every
+// backlogged tenant walked at each Enqueue, O(tenants).
+func (f *fairQueue) tailOrderRef(n *node) (int, float64) {
+	t, l := n.tq, n.lq
+	c := costOf(n)
+	vl := l.vtc + l.pending - c
+	pos, sum := l.q.len-1, l.pending-c
+	for _, m := range t.lh {
+		if m != l {
+			k, s := countBefore(m, m.vtc, m.seq < l.seq, vl)
+			pos += k
+			sum += s
+		}
+	}
+	v := t.vtc + sum
+	band := 2e-9 * max(1, v, -v)
+	lo, hi := v-band, v+band
+	for _, u := range f.h {
+		switch {
+		case u == t:
+		case u.vtc > hi && u.vtc-v > 2e-9*max(1, u.vtc):
+		case len(u.lh) == 1 && u.vtc+u.pending-u.lh[0].tailCost < lo:
+			pos += u.n
+		case len(u.lh) == 1:
+			m := u.lh[0]
+			k, _ := countBefore(m, u.vtc, u.name < t.name, v)
+			pos += k
+		default:
+			pos += u.playBefore(v, t.name)
+		}
+	}
+	return pos, v
+}
+
+// checkTree verifies that f's tree holds exactly the queued items of its regular tenants, in
+// key order, with consistent sizes, and that irr lists exactly the irregular tenants.
+func checkTree(t *testing.T, f *fairQueue) {
+	t.Helper()
+	inTree := 0
+	var prev *node
+	var walk func(n *node) int32
+	walk = func(n *node) int32 {
+		if n == nil {
+			return 0
+		}
+		sz := walk(n.ot.l)
+		if prev != nil && !keyLess(prev, n) {
+			t.Fatalf("tree out of order at %s", n.item.ID)
+		}
+		if !n.ot.inTree || n.tq == nil || n.tq.irr >= 0 {
+			t.Fatalf("%s in the tree: inTree %v, irregular tenant", n.item.ID, n.ot.inTree)
+		}
+		prev = n
+		inTree++
+		sz += 1 + walk(n.ot.r)
+		if sz != n.ot.size {
+			t.Fatalf("size of %s is %d, want %d", n.item.ID, n.ot.size, sz)
+		}
+		return sz
+	}
+	walk(f.tree.root)
+	want := 0
+	for i, u := range f.irr {
+		if u.irr != i || u.n == 0 {
+			t.Fatalf("irr[%d] = %s with index %d, %d items", i, u.name, u.irr, u.n)
+		}
+	}
+	for _, u := range f.h {
+		if u.irr < 0 {
+			want += u.n
+			if len(u.lh) != 1 {
+				t.Fatalf("regular tenant %s has %d sessions", u.name, len(u.lh))
+			}
+		}
+	}
+	if inTree != want {
+		t.Fatalf("tree holds %d items, regular tenants %d", inTree, want)
+	}
+}
+
+// TestTailOrderMatchesReference plays random sequences of enqueues, dispatches, settlements,
+// cancels, evictions, expiries and drains, and checks at every Enqueue that the position and
+// virtual start the tree gives are those of the O(tenants) walk it replaced.
+func TestTailOrderMatchesReference(t *testing.T) {
+	for seed := range uint64(200) {
+		t.Run(strconv.FormatUint(seed, 10), func(t *testing.T) { playPositions(t, seed) })
+	}
+}
+
+func playPositions(t *testing.T, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 7))
+	tenants := []int{1, 3, 20, 200}[rng.IntN(4)]
+	sessions := 1 + rng.IntN(3)
+	now := time.Unix(0, 0)
+	policy := Policy(rng.IntN(2))
+	q, err := New(Options{Capacity: 20 + rng.IntN(300), Policy: policy, Now: func() time.Time { return now },
+		MaxBatchWait: time.Duration(rng.IntN(2)) * 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.SetPool("p", PoolConfig{Slots: 1 + rng.IntN(3), Dispatchable: true, PriorServiceMs: 10}); err != nil {
+		t.Fatal(err)
+	}
+	weights := []float64{1, 2, 3, 4, 0.5}
+	var running []*Ticket
+	var queued []*Ticket
+	checked := 0
+	for step := range 1500 {
+		now = now.Add(time.Duration(rng.IntN(20)) * time.Millisecond)
+		switch r := rng.IntN(100); {
+		case r < 55: // enqueue
+			ten := rng.IntN(tenants)
+			if rng.IntN(4) == 0 {
+				ten = 0 // one tenant floods
+			}
+			it := Item{ID: fmt.Sprintf("i%d", step), Pool: "p", Priority: Priority(rng.IntN(2)),
+				Tenant: "k" + strconv.Itoa(ten), Weight: weights[(ten+rng.IntN(2))%len(weights)],
+				Cost: float64(int(1) << rng.IntN(8))}
+			if s := rng.IntN(sessions + 1); s > 0 {
+				it.Session = "s" + strconv.Itoa(s)
+			}
+			tk := new(Ticket)
+			adm, err := q.EnqueueTicket(tk, it)
+			if err != nil {
+				continue
+			}
+			q.mu.Lock()
+			if tk.state == stQueued {
+				p := tk.pool
+				f := &p.fair[it.Priority]
+				wantAhead, wantV := f.tailOrderRef(tk)
+				got := adm.AheadInteractive
+				if it.Priority == Batch {
+					got = adm.AheadBatch
+				}
+				if got != wantAhead || adm.VirtualStart != wantV {
+					q.mu.Unlock()
+					t.Fatalf("step %d: %s ahead %d at %v, reference %d at %v", step, it.ID, got, adm.VirtualStart, wantAhead, wantV)
+				}
+				checked++
+				queued = append(queued, tk)
+			}
+			for c := range p0(q).fair {
+				checkTree(t, &p0(q).fair[c])
+			}
+			q.mu.Unlock()
+			if tk.state == stDispatched {
+				running = append(running, tk)
+			}
+		case r < 80: // a running item ends, settled to what it used
+			if len(running) == 0 {
+				continue
+			}
+			i := rng.IntN(len(running))
+			tk := running[i]
+			running = append(running[:i], running[i+1:]...)
+			d := DoneInfo{Settle: rng.IntN(4) > 0, Used: rng.IntN(300)}
+			if err := tk.Done(d); err != nil {
+				t.Fatal(err)
+			}
+		case r < 90: // a queued item is canceled or its deadline passes
+			if len(queued) == 0 {
+				continue
+			}
+			tk := queued[rng.IntN(len(queued))]
+			if rng.IntN(2) == 0 {
+				q.Cancel(tk.item.ID)
+			} else {
+				ctx, cancel := context.WithCancelCause(context.Background())
+				cancel(ErrExpired)
+				if err := tk.Wait(ctx); err == nil {
+					running = append(running, tk)
+				}
+			}
+		case r < 91: // the pool's drain deadline
+			if _, err := q.Remove("p"); err != nil {
+				t.Fatal(err)
+			}
+		default: // dispatched tickets take their slots
+		}
+		// Tickets granted a slot move to running; the others stay while queued.
+		kept := queued[:0]
+		q.mu.Lock()
+		for _, tk := range queued {
+			switch tk.state {
+			case stQueued:
+				kept = append(kept, tk)
+			case stDispatched, stRunning:
+				running = append(running, tk)
+			}
+		}
+		for c := range p0(q).fair {
+			checkTree(t, &p0(q).fair[c])
+		}
+		q.mu.Unlock()
+		queued = kept
+	}
+	if checked == 0 {
+		t.Fatal("no position was checked")
+	}
+}
+
+func p0(q *Queue) *pool { return q.st.pools["p"] }
