@@ -59,17 +59,28 @@ BenchmarkEnqueue/depth=10-2         	   70890	      1861 ns/op	       0 B/op	   
 BenchmarkEnqueue/depth=10-2         	   70890	      1901 ns/op	       0 B/op	       0 allocs/op
 BenchmarkEnqueue/depth=10-2         	   70890	      1700 ns/op	       8 B/op	       1 allocs/op
 BenchmarkDispatch/depth=100000-2    	   26674	      7051 ns/op	      24 B/op	       0 allocs/op
+BenchmarkEnqueueDispatch/depth=1000-2         	   20000	       437.8 ns/op	       0 B/op	       0 allocs/op
+BenchmarkEnqueueDispatch/tenants=1000/depth=1000-2       	   20000	      1110 ns/op	       0 B/op	       0 allocs/op
+BenchmarkEnqueueDispatch/tenants=1000/depth=1000-2       	   20000	      1050 ns/op	       0 B/op	       0 allocs/op
+BenchmarkEnqueueDispatch/tenants=1000/depth=1000-2       	   20000	      1027 ns/op	       0 B/op	       0 allocs/op
 PASS
 `)
 	got := parseQueueBench(out)
-	if len(got) != 2 {
+	if len(got) != 4 {
 		t.Fatalf("got %d records: %+v", len(got), got)
 	}
 	if q := got[0]; q.Op != "Enqueue" || q.Depth != 10 || q.NsPerOp != 1861 || q.BytesPerOp != 0 || len(q.Samples) != 3 {
 		t.Errorf("enqueue: %+v", q)
 	}
-	if q := got[1]; q.Op != "Dispatch" || q.Depth != 100000 || q.NsPerOp != 7051 || q.BytesPerOp != 24 {
+	if q := got[1]; q.Op != "Dispatch" || q.Depth != 100000 || q.Tenants != 0 || q.NsPerOp != 7051 || q.BytesPerOp != 24 {
 		t.Errorf("dispatch: %+v", q)
+	}
+	// The tenants=N level is a dimension of its own: not merged with the one-tenant line.
+	if q := got[2]; q.Op != "EnqueueDispatch" || q.Depth != 1000 || q.Tenants != 0 || q.NsPerOp != 437.8 {
+		t.Errorf("enqueue+dispatch, one tenant: %+v", q)
+	}
+	if q := got[3]; q.Op != "EnqueueDispatch" || q.Depth != 1000 || q.Tenants != 1000 || q.NsPerOp != 1050 || len(q.Samples) != 3 {
+		t.Errorf("enqueue+dispatch, 1000 tenants: %+v", q)
 	}
 }
 

@@ -410,9 +410,9 @@ func markdown(rep *report) string {
 	}
 	if len(rep.Queue) > 0 {
 		w("## 4. Queue: `%s` (median of %d)\n\n", rep.QueueCommand, rep.Plan.QueueCount)
-		w("| op | depth | ns/op | B/op | allocs/op |\n|---|---:|---:|---:|---:|\n")
+		w("| op | tenants | depth | ns/op | B/op | allocs/op |\n|---|---:|---:|---:|---:|---:|\n")
 		for _, q := range rep.Queue {
-			w("| %s | %d | %s | %s | %s |\n", q.Op, q.Depth, num(q.NsPerOp), num(q.BytesPerOp), num(q.AllocsPerOp))
+			w("| %s | %d | %d | %s | %s | %s |\n", q.Op, max(q.Tenants, 1), q.Depth, num(q.NsPerOp), num(q.BytesPerOp), num(q.AllocsPerOp))
 		}
 		w("\n")
 	} else if rep.QueueError != "" {

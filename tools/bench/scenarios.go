@@ -542,15 +542,19 @@ func (b *bench) idleOnce(ctx context.Context, name string, n, round int) (rec id
 
 // queueRecord is one queue micro-benchmark: the median of its -count samples.
 type queueRecord struct {
-	Op          string    `json:"op"`
-	Depth       int       `json:"depth"`
+	Op    string `json:"op"`
+	Depth int    `json:"depth"`
+	// Tenants is the number of tenants whose items fill the queue (a tenants=N level in the
+	// benchmark's name); 0 when the benchmark does not say (one tenant).
+	Tenants     int       `json:"tenants,omitempty"`
 	NsPerOp     float64   `json:"ns_per_op"`
 	BytesPerOp  float64   `json:"bytes_per_op"`
 	AllocsPerOp float64   `json:"allocs_per_op"`
 	Samples     []float64 `json:"ns_samples"`
 }
 
-var benchLine = regexp.MustCompile(`^Benchmark(\w+)/depth=(\d+)(?:-\d+)?\s+\d+\s+([\d.]+) ns/op(?:\s+([\d.]+) B/op\s+([\d.]+) allocs/op)?`)
+// benchLine matches `Benchmark<Op>/depth=N` and `Benchmark<Op>/tenants=T/depth=N` result lines.
+var benchLine = regexp.MustCompile(`^Benchmark(\w+)/(?:tenants=(\d+)/)?depth=(\d+)(?:-\d+)?\s+\d+\s+([\d.]+) ns/op(?:\s+([\d.]+) B/op\s+([\d.]+) allocs/op)?`)
 
 // parseQueueBench turns `go test -bench` output into records (medians over -count).
 func parseQueueBench(out []byte) []queueRecord {
@@ -563,25 +567,27 @@ func parseQueueBench(out []byte) []queueRecord {
 		if m == nil {
 			continue
 		}
-		k := m[1] + "/" + m[2]
+		k := m[1] + "/" + m[2] + "/" + m[3]
 		a := accs[k]
 		if a == nil {
 			a = &acc{}
 			accs[k] = a
 			keys = append(keys, k)
 		}
-		ns, _ := strconv.ParseFloat(m[3], 64)
-		by, _ := strconv.ParseFloat(m[4], 64)
-		al, _ := strconv.ParseFloat(m[5], 64)
+		ns, _ := strconv.ParseFloat(m[4], 64)
+		by, _ := strconv.ParseFloat(m[5], 64)
+		al, _ := strconv.ParseFloat(m[6], 64)
 		a.ns, a.bytes, a.allocs = append(a.ns, ns), append(a.bytes, by), append(a.allocs, al)
 	}
 	var recs []queueRecord
 	for _, k := range keys {
-		op, d, _ := strings.Cut(k, "/")
+		op, rest, _ := strings.Cut(k, "/")
+		t, d, _ := strings.Cut(rest, "/")
 		depth, _ := strconv.Atoi(d)
+		tenants, _ := strconv.Atoi(t) // "" (no tenants level): 0
 		a := accs[k]
-		recs = append(recs, queueRecord{Op: op, Depth: depth, NsPerOp: median(a.ns), BytesPerOp: median(a.bytes),
-			AllocsPerOp: median(a.allocs), Samples: a.ns})
+		recs = append(recs, queueRecord{Op: op, Depth: depth, Tenants: tenants, NsPerOp: median(a.ns),
+			BytesPerOp: median(a.bytes), AllocsPerOp: median(a.allocs), Samples: a.ns})
 	}
 	return recs
 }
