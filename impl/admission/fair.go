@@ -168,7 +168,7 @@ func (f *fairQueue) push(n *node) {
 		if len(t.lh) > 1 { // a second session: the tenant's order interleaves its lanes
 			f.makeIrregular(t)
 		} else { // its virtual start, as tailOrder computes it
-			f.tree.insert(n, t.vtc+(l.pending-c))
+			f.tree.insert(n, t.vtc+(l.pending-c), t)
 		}
 	}
 }
@@ -178,7 +178,7 @@ func (f *fairQueue) push(n *node) {
 func (f *fairQueue) makeIrregular(t *tenantQ) {
 	for _, l := range t.lh {
 		for m := l.q.head; m != nil; m = m.links[linkTenant].next {
-			if m.ot.inTree {
+			if m.inTree() {
 				f.tree.delete(m)
 			}
 		}
@@ -205,7 +205,7 @@ func (f *fairQueue) reshape(t *tenantQ) {
 	}
 	sum := 0.0
 	for m := l.q.head; m != nil; m = m.links[linkTenant].next {
-		f.tree.insert(m, t.vtc+sum)
+		f.tree.insert(m, t.vtc+sum, t)
 		sum += costOf(m)
 	}
 }
@@ -215,7 +215,7 @@ func (f *fairQueue) reshape(t *tenantQ) {
 func (f *fairQueue) remove(n *node, dispatched bool) {
 	t, l := n.tq, n.lq
 	c := costOf(n)
-	if n.ot.inTree {
+	if n.inTree() {
 		f.tree.delete(n)
 	}
 	switch n {
@@ -363,13 +363,12 @@ func (f *fairQueue) tailOrder(n *node) (int, float64) {
 	}
 	switch {
 	case n == f.tree.last: // just inserted: its rank counts its own items before it, as does ownBefore
-		pos += f.tree.rank
-	case n.ot.inTree:
-		pos += f.tree.countLess(v, t.name, n.ot.seq)
+		pos += f.tree.lastRank
+	case n.inTree():
+		pos += f.tree.rank(v, t.name, n.ot.seq, t)
 	default: // t's items are not in the tree
-		pos += f.tree.countLess(v, t.name, math.MaxUint64)
+		pos += f.tree.rank(v, t.name, math.MaxUint64, t)
 	}
-	pos += f.tree.bandFix(v, t.name, t)
 	band := 2e-9 * max(1, v, -v)
 	for _, u := range f.irr {
 		if u != t {

@@ -58,8 +58,18 @@ func checkTree(t *testing.T, f *fairQueue) {
 		if prev != nil && !keyLess(prev, n) {
 			t.Fatalf("tree out of order at %s", n.item.ID)
 		}
-		if !n.ot.inTree || n.tq == nil || n.tq.irr >= 0 {
-			t.Fatalf("%s in the tree: inTree %v, irregular tenant", n.item.ID, n.ot.inTree)
+		if !n.inTree() || n.tq == nil || n.tq.irr >= 0 {
+			t.Fatalf("%s in the tree of an irregular tenant", n.item.ID)
+		}
+		lo, hi := n.ot.key, n.ot.key
+		if n.ot.l != nil {
+			lo = n.ot.l.ot.lo
+		}
+		if n.ot.r != nil {
+			hi = n.ot.r.ot.hi
+		}
+		if lo != n.ot.lo || hi != n.ot.hi {
+			t.Fatalf("%s: keys [%v, %v], want [%v, %v]", n.item.ID, n.ot.lo, n.ot.hi, lo, hi)
 		}
 		prev = n
 		inTree++

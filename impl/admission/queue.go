@@ -174,12 +174,12 @@ const (
 // A Ticket may be embedded in the caller's own struct and reused for another item once its
 // Wait returned an error or its Done was called.
 type Ticket struct {
+	ot    treeNode // first: a tree descent reads its first cache line; in its fairQueue's tree while queued and its tenant is regular
 	item  Item
 	pool  *pool
 	tq    *tenantQ // while queued
 	lq    *laneQ   // while queued
 	links [numLinks]link
-	ot    treeNode // in its fairQueue's tree while queued and its tenant is regular
 
 	q         *Queue
 	state     ticketState
