@@ -48,14 +48,42 @@
 //
 // All queue state (pools, lists, the id index, tickets' states, counters) is guarded by one
 // mutex, Queue.mu; every operation is one short critical section that never blocks: O(1) list
-// links, O(log tenants + log sessions) heap steps, and an O(tenants) walk for the position
-// reported at Enqueue (longer when other tenants' items straddle the new one's virtual start,
-// or have several sessions queued; Position of an older item plays the counters forward,
-// O(position x log tenants)).
+// links, O(log tenants + log sessions) heap steps, and O(log n) tree steps for positions (see
+// Position), plus one step per irregular tenant.
 // Waiting happens outside the lock: a ticket has a 1-buffered wake channel, signalled under the
 // lock when its state leaves "queued"; Wait then re-reads the state under the lock, so a wake
 // and a ctx that end together are resolved in one place. Depth is an atomic mirror updated as
 // the lock is released, read without it. Options.Observe runs under the lock.
+//
+// # Position
+//
+// An item's position is the number of queued items of its pool that would be dispatched before
+// it if nothing else arrived, no slot state changed and every dispatched item were charged its
+// Cost: all of the pool's interactive items first when it is a batch item (AheadInteractive),
+// then the items of its own class whose virtual start is before its own (AheadInteractive or
+// AheadBatch). An item's virtual start is its tenant's counter when the item will be served:
+// the counter now plus the cost/weight of the tenant's items served before it (its sessions
+// played by their own counters); starts within before's rounding band are ordered by tenant
+// name, as the tenant heap orders them. MaxBatchWait's promotions are not foreseen. The
+// position is reported by Enqueue (Admission.Position: the 202's queue_position, the SSE
+// started frame, the admission log line and the queue-wait span) and by Position (GET
+// /v1/tasks/{id}: queue_position and admission.position, ahead_by_class, virtual_start, and
+// an idempotent re-post's 202); PredictedStartMs (predicted_start_ms) is computed from it.
+//
+// Dispatching a tenant's next item moves its counter by exactly that item's charge, so the
+// virtual starts of all other queued items stay where they were; only a settlement of a
+// tenant's counter (Done with Settle), a withdrawal (cancel, expiry, eviction, removal: the
+// tenant's later items move up) and a new session (the tenant's order interleaves its
+// sessions) move the starts of one tenant's items. Each pool and class therefore keeps its
+// queued items in an order-statistics treap keyed by virtual start (ostree.go), as long as
+// their tenant is regular: one session queued and starts unmoved since they were keyed. A
+// tenant whose starts move is re-keyed when it has at most rekeyMax items queued, else it
+// becomes irregular until its queue empties: its items leave the tree and are counted one
+// tenant at a time, O(1) when they start all before or all after the item, else by a binary
+// search or a play of its sessions. A tenant with a second session queued becomes irregular
+// at once. A position is one O(log n) descent plus one step per irregular tenant; the
+// position of an item of an irregular tenant (Position only) plays the counters forward,
+// O(position x log tenants).
 //
 // # Who finalizes each item
 //

@@ -378,6 +378,23 @@ func (f *fairQueue) tailOrder(n *node) (int, float64) {
 	return pos, v
 }
 
+// orderOf is order for any queued n: for an item of a regular tenant, its rank in the tree
+// (its own tenant's items before it included) and the irregular tenants counted one by one, as
+// tailOrder does; for an item of an irregular tenant, order's play.
+func (f *fairQueue) orderOf(n *node) (int, float64) {
+	t := n.tq
+	if t.irr >= 0 || !n.inTree() {
+		return f.order(n)
+	}
+	v := n.ot.start
+	pos := f.tree.rank(v, t.name, n.ot.seq, t)
+	band := 2e-9 * max(1, v, -v)
+	for _, u := range f.irr {
+		pos += u.countBefore(v, v-band, v+band, t.name)
+	}
+	return pos, v
+}
+
 // ownBefore is how many of t's items start before the last item of its session l (cost c), and
 // that item's virtual start.
 func (t *tenantQ) ownBefore(l *laneQ, c float64) (int, float64) {

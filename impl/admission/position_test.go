@@ -199,6 +199,22 @@ func playPositions(t *testing.T, seed uint64) {
 			}
 		default: // dispatched tickets take their slots
 		}
+		// Position of a queued item (GET): the tree's answer is the played order's.
+		if len(queued) > 0 {
+			tk := queued[rng.IntN(len(queued))]
+			q.mu.Lock()
+			if tk.state == stQueued {
+				f := &tk.pool.fair[tk.item.Priority]
+				gotPos, gotV := f.orderOf(tk)
+				wantPos, wantV := f.order(tk)
+				if gotPos != wantPos || !tied(gotV, wantV) {
+					q.mu.Unlock()
+					t.Fatalf("step %d: %s at %d (%v), played order %d (%v)", step, tk.item.ID, gotPos, gotV, wantPos, wantV)
+				}
+				checked++
+			}
+			q.mu.Unlock()
+		}
 		// Tickets granted a slot move to running; the others stay while queued.
 		kept := queued[:0]
 		q.mu.Lock()
@@ -222,3 +238,52 @@ func playPositions(t *testing.T, seed uint64) {
 }
 
 func p0(q *Queue) *pool { return q.st.pools["p"] }
+
+// TestTailOrderBand covers starts that before ties (within 1e-9 of each other) but that the
+// tree keys apart (more than 2^-31 apart): their order is by tenant name, as in the reference.
+func TestTailOrderBand(t *testing.T) {
+	const near = 1000.0000007 // tied with 1000 (band 1e-6), another key (step 4.7e-7)
+	if !tied(near, 1000) || snap(near) == snap(1000) {
+		t.Fatal("the test's starts are not in the band with distinct keys")
+	}
+	for _, c := range []struct {
+		name  string
+		items []Item // enqueued in order; the last one's position is checked
+		want  int
+	}{
+		{"a ahead of b by name, its key after b's", []Item{
+			{Tenant: "a", Cost: near}, {Tenant: "b", Cost: 1000}, {Tenant: "a", Cost: 1}, {Tenant: "b", Cost: 1}}, 3},
+		{"b after a by name, its key before a's", []Item{
+			{Tenant: "a", Cost: near}, {Tenant: "b", Cost: 1000}, {Tenant: "b", Cost: 1}, {Tenant: "a", Cost: 1}}, 2},
+		{"b after a's tied item, a irregular (two sessions)", []Item{
+			{Tenant: "a", Cost: near}, {Tenant: "b", Cost: 1000}, {Tenant: "a", Session: "x", Cost: 1},
+			{Tenant: "a", Cost: 1}, {Tenant: "b", Cost: 1}}, 3},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			q, err := New(Options{Capacity: 10})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := q.SetPool("p", PoolConfig{Slots: 0, Dispatchable: true}); err != nil {
+				t.Fatal(err)
+			}
+			var adm Admission
+			var tk *Ticket
+			for i, it := range c.items {
+				it.ID, it.Pool = "i"+strconv.Itoa(i), "p"
+				tk = new(Ticket)
+				if adm, err = q.EnqueueTicket(tk, it); err != nil {
+					t.Fatal(err)
+				}
+			}
+			f := &p0(q).fair[Interactive]
+			want, _ := f.tailOrderRef(tk)
+			if adm.Position != c.want || want != c.want {
+				t.Errorf("position %d, reference %d, want %d", adm.Position, want, c.want)
+			}
+			if got, _ := f.orderOf(tk); got != c.want {
+				t.Errorf("orderOf %d, want %d", got, c.want)
+			}
+		})
+	}
+}

@@ -113,8 +113,8 @@ func (q *Queue) Remove(pool string) ([]Item, error) {
 	return q.st.remove(pool)
 }
 
-// Position reports where a queued item stands; ok is false when id is not queued. O(n) in the
-// item's pool.
+// Position reports where a queued item stands; ok is false when id is not queued. See the
+// package doc's Position for what it means and costs.
 func (q *Queue) Position(id string) (pl Placement, ok bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()

@@ -301,7 +301,7 @@ func (s *state) placementOf(n *node, tail bool) Placement {
 	if tail { // just enqueued: the last of its tenant
 		ahead, vstart = p.fair[n.item.Priority].tailOrder(n)
 	} else {
-		ahead, vstart = p.fair[n.item.Priority].order(n)
+		ahead, vstart = p.fair[n.item.Priority].orderOf(n)
 	}
 	pl.VirtualStart = vstart
 	if n.item.Priority == Batch {
