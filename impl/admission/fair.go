@@ -411,19 +411,19 @@ func (t *tenantQ) ownBefore(l *laneQ, c float64) (int, float64) {
 	return pos, t.vtc + sum
 }
 
-// countBefore is how many of u's items start before v (on a tie, when u's name is before
+// countBefore is how many of t's items start before v (on a tie, when t's name is before
 // vname); [lo, hi] is the tie band around v.
-func (u *tenantQ) countBefore(v, lo, hi float64, vname string) int {
+func (t *tenantQ) countBefore(v, lo, hi float64, vname string) int {
 	switch {
-	case u.vtc > hi && u.vtc-v > 2e-9*max(1, u.vtc): // its first item starts after v: all do
+	case t.vtc > hi && t.vtc-v > 2e-9*max(1, t.vtc): // its first item starts after v: all do
 		return 0
-	case len(u.lh) == 1 && u.vtc+u.pending-u.lh[0].tailCost < lo: // its last item starts before v
-		return u.n
-	case len(u.lh) == 1:
-		k, _ := countBefore(u.lh[0], u.vtc, u.name < vname, v)
+	case len(t.lh) == 1 && t.vtc+t.pending-t.lh[0].tailCost < lo: // its last item starts before v
+		return t.n
+	case len(t.lh) == 1:
+		k, _ := countBefore(t.lh[0], t.vtc, t.name < vname, v)
 		return k
 	default:
-		return u.playBefore(v, vname)
+		return t.playBefore(v, vname)
 	}
 }
 
