@@ -120,14 +120,15 @@ func (q *query) counted(t *node) bool {
 	return k < q.sv || k == q.sv && (t.ot.name < q.name || t.ot.name == q.name && t.ot.seq < q.seq)
 }
 
-// visit corrects the count for t alone: a start tied with v in before's sense but whose key is
+// band corrects the count for t, whose key is in the band and not snap(v) (the descents test
+// that inline: most nodes stop there): a start tied with v in before's sense but whose key is
 // not snap(v) is ahead by name, not by key. Keys equal to snap(v) are within the band and
 // ordered by name already.
-func (q *query) visit(t *node) {
-	k := t.ot.key
-	if k == q.sv || k < q.lo || k > q.hi || t.tq == q.skip { // cheap tests first: most nodes stop here
+func (q *query) band(t *node) {
+	if t.tq == q.skip {
 		return
 	}
+	k := t.ot.key
 	ahead := t.ot.name < q.name
 	if !tied(t.ot.start, q.v) {
 		ahead = t.ot.start < q.v
@@ -140,7 +141,7 @@ func (q *query) visit(t *node) {
 	}
 }
 
-// near reports whether a subtree with keys in [lo, hi] may hold a node visit corrects: its
+// near reports whether a subtree with keys in [lo, hi] may hold a node band corrects: its
 // keys reach into the band with a key other than snap(v). The descent asks it of the subtree it
 // passes by from the bounds it knows, without reading the subtree.
 func (q *query) near(lo, hi float64) bool {
@@ -152,7 +153,9 @@ func (q *query) near(lo, hi float64) bool {
 // more than their rounding and less than the band.
 func (q *query) side(t *node) {
 	for t != nil && q.near(t.ot.lo, t.ot.hi) {
-		q.visit(t)
+		if k := t.ot.key; k != q.sv && k >= q.lo && k <= q.hi {
+			q.band(t)
+		}
 		q.side(t.ot.l)
 		t = t.ot.r
 	}
@@ -181,7 +184,9 @@ func (o *ostree) ins(t, n *node, q *query) *node {
 	if t == nil {
 		return n
 	}
-	q.visit(t)
+	if k := t.ot.key; k != q.sv && k >= q.lo && k <= q.hi {
+		q.band(t)
+	}
 	if keyLess(n, t) {
 		if q.near(t.ot.key, t.ot.hi) {
 			q.side(t.ot.r)
@@ -249,7 +254,9 @@ func del(t, n *node) *node {
 func (o *ostree) rank(v float64, name string, seq uint64, skip *tenantQ) int {
 	q := newQuery(v, name, seq, skip)
 	for t := o.root; t != nil; {
-		q.visit(t)
+		if k := t.ot.key; k != q.sv && k >= q.lo && k <= q.hi {
+			q.band(t)
+		}
 		if q.counted(t) {
 			if q.near(t.ot.lo, t.ot.key) {
 				q.side(t.ot.l)
