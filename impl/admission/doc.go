@@ -27,7 +27,10 @@
 // measurement the pool's configured prior is used; the first measurement replaces the prior and
 // later ones are averaged in. The rates drive PredictStartMs and RetryAfter, the formulas of the
 // API contract ("Predictions" and "Backpressure"). The pool's busy count is the daemon's one count
-// of busy slots (Load, Stats): nothing else counts them.
+// of busy slots (Load, Stats, Busy): nothing else counts them. The task service records which
+// replica a granted slot is on (Ticket.Assign, again to move it on failover; Done takes it off),
+// so that the busy slots of each replica (ReplicaBusy) are kept under the same lock, as a part
+// of the pool's: see replica.go.
 //
 // # Tickets
 //

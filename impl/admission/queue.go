@@ -183,6 +183,7 @@ type Ticket struct {
 
 	q         *Queue
 	state     ticketState
+	replica   string        // the replica its slot is on (Assign), "" none
 	charged   float64       // cost/weight charged to the tenant at dispatch, corrected at Done
 	chargedTo *tenantQ      // the tenant charged
 	chargedL  *laneQ        // the session charged (nil: dispatched without queueing)

@@ -16,6 +16,7 @@ type pool struct {
 	q    [numPriorities]dlist // k = linkPool
 	fair [numPriorities]fairQueue
 	busy int
+	reps map[string]int // busy slots per replica (Ticket.Assign), part of busy: see replica.go
 
 	meanServiceMs   float64
 	tokensPerS      float64
@@ -200,6 +201,7 @@ func (s *state) start(p *pool, tk *Ticket) {
 // the pool's next items are dispatched.
 func (s *state) release(tk *Ticket, d DoneInfo, settle bool) {
 	p := tk.pool
+	s.place(tk, "")
 	p.busy--
 	p.observe(d)
 	if settle && tk.chargedTo != nil {
