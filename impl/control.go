@@ -94,17 +94,22 @@ func (s *Server) GetPoolHealth(ctx context.Context, req api.GetPoolHealthRequest
 	body := api.PoolHealth{
 		PoolId: v.ID, Live: v.Live, Ready: v.Ready(), Draining: v.Draining,
 		ModelRef: &v.ModelRef, ModelId: &v.ModelID,
-		Metrics: api.PoolHealth_Metrics{SlotsTotal: int32(v.SlotsTotal()), SlotsBusy: int32(v.Busy)},
+		Metrics: api.PoolHealth_Metrics{SlotsTotal: int32(v.SlotsTotal())},
 	}
+	// Busy slots have one owner, the admission queue: the pool's and its replicas' are read
+	// there in one snapshot, so that they agree (the pool's is the replicas' sum plus the slots
+	// granted to tasks not yet, or no longer, on a replica).
+	perReplica := make(map[string]int, len(v.Replicas))
+	body.Metrics.SlotsBusy = int32(s.opts.Tasks.Busy(v.ID, perReplica))
 	reps := make([]api.ReplicaHealth, 0, len(v.Replicas))
 	for _, r := range v.Replicas {
+		r.Busy = perReplica[r.ID]
 		reps = append(reps, replicaHealth(r))
 	}
 	body.Replicas = &reps
 	if st, err := s.opts.Tasks.Stats(ctx); err == nil {
 		if ps, ok := st.Pools[v.ID]; ok {
 			body.Metrics.QueueDepth = int32(ps.QueuedInteractive + ps.QueuedBatch)
-			body.Metrics.SlotsBusy = int32(ps.Busy)
 			ms, tps := ps.MeanServiceMs, ps.TokensPerS
 			body.Metrics.MeanServiceMs, body.Metrics.TokensPerS = &ms, &tps
 		}

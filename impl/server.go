@@ -34,6 +34,9 @@ type Tasks interface {
 	Cancel(ctx context.Context, id string) error
 	Disconnected(ctx context.Context, t *task.Task)
 	Stats(ctx context.Context) (admission.Stats, error)
+	// Busy is a pool's busy slots and fills perReplica with its replicas' (one snapshot of
+	// their one count).
+	Busy(poolID string, perReplica map[string]int) int
 	Depth() int
 }
 

@@ -209,6 +209,8 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 			log.Info("pool state", "pool_id", v.ID, "live", v.Live, "ready", v.Ready(), "draining", v.Draining,
 				"model_ref", v.ModelRef, "engine_version", v.EngineVersion, "last_error", v.LastError)
 		},
+		// Busy slots have one owner, the task service's admission queue; views read it there.
+		ReplicaBusy:     func(poolID, replicaID string) int { return svc.ReplicaBusy(poolID, replicaID) },
 		OnDrainDeadline: func(id string) { svc.PoolDrained(context.Background(), id) },
 		OnReplicaDrainDeadline: func(poolID, replicaID string) {
 			svc.ReplicaDrained(context.Background(), poolID, replicaID)

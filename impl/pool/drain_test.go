@@ -132,8 +132,10 @@ func TestReloadEndsReplicaDrain(t *testing.T) {
 }
 
 // TestDrainedReplicaSlots: the slots that tasks still hold on a drained replica stay in the
-// pool's total (the queue counts those tasks as busy) until each ends, and each end is
-// reported, so that the queue's capacity for the other replicas never shrinks by them.
+// pool's total (the queue counts those tasks as busy) until each ends, and each end (release,
+// once the dispatcher took the slot off the replica) is reported, so that the queue's capacity
+// for the other replicas never shrinks by them. The registry counts nothing itself: the busy
+// slots it shows are the dispatcher's.
 func TestDrainedReplicaSlots(t *testing.T) {
 	two := Spec{ID: "x", Engine: "llamacpp", ModelRef: "tiny", ModelID: "tiny", CtxMax: 1024, Slots: 2,
 		Replicas: []ReplicaSpec{{ID: "x/0", URL: "http://a"}, {ID: "x/1", URL: "http://b"}}}
@@ -147,20 +149,31 @@ func TestDrainedReplicaSlots(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if v, _ := e.reg.Get("x"); replicaView(t, v, "x/1").Busy != 0 {
+		t.Fatal("Acquire counted a busy slot: the dispatcher counts them")
+	}
+	e.setBusy("x/1", 2)
 	if err := e.reg.DrainReplica("x", "x/1", time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	if v := e.waitView(t, func(v View) bool { return replicaView(t, v, "x/1").Draining }); v.SlotsTotal() != 4 {
 		t.Fatalf("drained with 2 running: %d slots, want 2 + 2 held", v.SlotsTotal())
 	}
+	e.setBusy("x/1", 1)
 	rel1()
-	if v := e.waitView(t, func(v View) bool { return replicaView(t, v, "x/1").Busy == 1 }); v.SlotsTotal() != 3 {
-		t.Fatalf("one ended: %d slots, want 3", v.SlotsTotal())
+	if v := e.waitView(t, func(View) bool { return true }); replicaView(t, v, "x/1").Busy != 1 || v.SlotsTotal() != 3 {
+		t.Fatalf("one ended: busy %d, %d slots, want 1, 3", replicaView(t, v, "x/1").Busy, v.SlotsTotal())
 	}
+	e.setBusy("x/1", 0)
 	rel2()
 	rel2() // idempotent
-	if v := e.waitView(t, func(v View) bool { return replicaView(t, v, "x/1").Busy == 0 }); v.SlotsTotal() != 2 {
+	if v := e.waitView(t, func(View) bool { return true }); replicaView(t, v, "x/1").Busy != 0 || v.SlotsTotal() != 2 {
 		t.Fatalf("both ended: %d slots, want 2", v.SlotsTotal())
+	}
+	select {
+	case v := <-e.changes:
+		t.Fatalf("a second release reported a change: %+v", v)
+	default:
 	}
 	if _, err := e.reg.ResumeReplica("x", "x/1"); err != nil {
 		t.Fatal(err)

@@ -6,7 +6,8 @@
 //
 // Ownership: a managed replica's lifecycle belongs to its supervisor (it probes and restarts
 // the process; the registry reads its state), an external replica's to its poller here. Busy
-// slots of a replica are counted by Acquire/release, which only the dispatcher calls.
+// slots are counted once, by the dispatcher (the admission queue, which grants them): the
+// registry reads a replica's count through Options.ReplicaBusy and counts nothing itself.
 //
 // Concurrency: one mutex guards the registry's pool states; polling runs in one goroutine per
 // replica (started by Start) and never holds the mutex across an engine call. Changes are
@@ -152,7 +153,7 @@ type ReplicaView struct {
 	State         string
 	Live, Healthy bool
 	Slots         int
-	Busy          int // tasks dispatched to it and not finished
+	Busy          int // slots held by tasks on it: the dispatcher's count (Options.ReplicaBusy)
 	EngineLoad    engine.Load
 	HasEngineLoad bool
 	EngineVersion string
@@ -180,7 +181,6 @@ type View struct {
 	DrainDeadline time.Time
 	LastError     string // the most recent replica error ("" when every replica is fine)
 	EngineVersion string
-	Busy          int // generations in flight on the pool's replicas
 	// EngineLoad is the load the engines last reported (summed; KVUsage is the mean), when
 	// HasEngineLoad; refreshed with every successful health check.
 	EngineLoad    engine.Load
@@ -289,7 +289,12 @@ type Options struct {
 	BreakerCooldown time.Duration
 	// Now is the breaker's clock (default time.Now).
 	Now func() time.Time
-	// OnChange is called after every change of a pool's view. It must not block.
+	// ReplicaBusy reads the busy slots of a replica from their one owner, the dispatcher (the
+	// task service's admission queue), for ReplicaView.Busy. It is called with the registry's
+	// mutex held: it must not call the registry. Nil: no slot is busy.
+	ReplicaBusy func(poolID, replicaID string) int
+	// OnChange is called after every change of a pool's view. It must not block. A task's end
+	// on a drained replica is a change (its slot leaves SlotsTotal).
 	OnChange func(View)
 	// OnDrainDeadline is called when a drain's deadline passes.
 	OnDrainDeadline func(poolID string)
@@ -347,10 +352,12 @@ type rstate struct {
 	poke     chan struct{}
 }
 
-// tracked counts the generations the dispatcher placed on a replica (Acquire/release).
+// tracked is one engine instance of a replica. inflight counts the generations using it
+// (Acquire to release) only so that a reload stops a replaced instance once none does; it is
+// not a count of busy slots (the dispatcher's, Options.ReplicaBusy) and no view reads it.
 type tracked struct {
 	engine.Replica
-	active atomic.Int64
+	inflight atomic.Int64
 }
 
 // New builds a registry. Nothing is started until Start.
@@ -384,6 +391,9 @@ func New(opts Options) (*Registry, error) {
 	}
 	if opts.OnChange == nil {
 		opts.OnChange = func(View) {}
+	}
+	if opts.ReplicaBusy == nil {
+		opts.ReplicaBusy = func(string, string) int { return 0 }
 	}
 	if opts.OnDrainDeadline == nil {
 		opts.OnDrainDeadline = func(string) {}
@@ -542,8 +552,8 @@ func (r *Registry) checkReplica(ctx context.Context, id string, rs *rstate) {
 	r.mu.Lock()
 	st := r.pools[id]
 	if rs.managed != nil && rs.managed.BaseURL() != rs.url {
-		// The supervisor restarted the engine on another port: talk to the new one. The
-		// counter moves with the adapter: tasks still on the old one release there.
+		// The supervisor restarted the engine on another port: talk to the new one. Tasks
+		// still on the old adapter release it there; their slots stay the replica's.
 		rs.url = rs.managed.BaseURL()
 		rs.replica = &tracked{Replica: r.opts.NewReplica(st.spec, endpointOf(rs.managed))}
 	}
@@ -611,9 +621,10 @@ func (r *Registry) checkReplica(ctx context.Context, id string, rs *rstate) {
 	})
 }
 
-// Acquire takes a slot on a replica for one generation: the dispatcher calls it once it has
-// chosen the replica and calls release when the generation ends. A half-open breaker lets
-// this one task through as its probe.
+// Acquire hands out a replica's engine for one generation: the dispatcher calls it once it has
+// chosen the replica, then counts the slot there, and calls release when the generation ends,
+// after it took the slot off the replica. A half-open breaker lets this one task through as
+// its probe. On a drained replica, release reports the change: the slot leaves SlotsTotal.
 func (r *Registry) Acquire(poolID, replicaID string) (rep engine.Replica, release func(), err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -629,7 +640,7 @@ func (r *Registry) Acquire(poolID, replicaID string) (rep engine.Replica, releas
 			return nil, nil, engine.Errorf(engine.KindPoolUnavailable, "replica %s is not running", replicaID)
 		}
 		t := rs.replica
-		t.active.Add(1)
+		t.inflight.Add(1)
 		probe := false
 		if r.breakerLocked(st, rs) == placement.BreakerHalfOpen && !rs.probe {
 			rs.probe, probe = true, true
@@ -637,24 +648,21 @@ func (r *Registry) Acquire(poolID, replicaID string) (rep engine.Replica, releas
 		var once sync.Once
 		return t, func() {
 			once.Do(func() {
+				t.inflight.Add(-1)
 				r.mu.Lock()
-				draining := rs.draining
-				r.mu.Unlock()
-				if draining { // its slots count in SlotsTotal: report the change
-					r.update(poolID, func(*state) {
-						t.active.Add(-1)
-						if probe {
-							rs.probe = false
-						}
-					})
+				if probe {
+					rs.probe = false
+				}
+				if !rs.draining {
+					r.mu.Unlock()
 					return
 				}
-				t.active.Add(-1)
-				if probe {
-					r.mu.Lock()
-					rs.probe = false
-					r.mu.Unlock()
-				}
+				// Its slots count in SlotsTotal while they are busy, and the dispatcher took this
+				// one off the replica before release: report the smaller total. (update would see
+				// no difference: the count changed before it looked.)
+				v := r.viewLocked(st)
+				r.mu.Unlock()
+				r.opts.OnChange(v)
 			})
 		}, nil
 	}
@@ -761,7 +769,7 @@ func changed(a, b View) bool {
 	}
 	for i := range a.Replicas {
 		x, y := a.Replicas[i], b.Replicas[i]
-		if x.State != y.State || x.Draining != y.Draining || (x.Draining && x.Busy != y.Busy) || x.Breaker != y.Breaker || x.LastError != y.LastError || x.Restarts != y.Restarts ||
+		if x.State != y.State || x.Draining != y.Draining || x.Breaker != y.Breaker || x.LastError != y.LastError || x.Restarts != y.Restarts ||
 			x.URL != y.URL || x.ModelRef != y.ModelRef {
 			return true
 		}
@@ -777,9 +785,7 @@ func (r *Registry) viewLocked(s *state) View {
 		rv := ReplicaView{ReplicaSpec: rs.spec, URL: rs.url, Live: rs.live, Healthy: rs.healthy, Slots: s.spec.Slots,
 			EngineVersion: rs.version, LastError: rs.lastErr, Restarts: rs.restarts, Breaker: r.breakerLocked(s, rs),
 			ProbeInFlight: rs.probe, ModelRef: rs.modelRef, Draining: rs.draining, DrainDeadline: rs.drainDeadline}
-		if rs.replica != nil {
-			rv.Busy = int(rs.replica.active.Load())
-		}
+		rv.Busy = r.opts.ReplicaBusy(s.spec.ID, rs.spec.ID)
 		if rs.load != nil {
 			rv.EngineLoad, rv.HasEngineLoad = *rs.load, true
 		}
@@ -805,7 +811,6 @@ func (r *Registry) viewLocked(s *state) View {
 		if v.EngineVersion == "" {
 			v.EngineVersion = rs.version
 		}
-		v.Busy += rv.Busy
 		if rv.HasEngineLoad {
 			v.HasEngineLoad = true
 			v.EngineLoad.Running += rv.EngineLoad.Running
@@ -1064,7 +1069,7 @@ func (r *Registry) replace(ctx context.Context, id string, spec Spec, rs *rstate
 		go func() {
 			defer r.wg.Done()
 			deadline := time.Now().Add(r.opts.ReloadGrace)
-			for old != nil && old.active.Load() > 0 && time.Now().Before(deadline) {
+			for old != nil && old.inflight.Load() > 0 && time.Now().Before(deadline) {
 				time.Sleep(50 * time.Millisecond)
 			}
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)

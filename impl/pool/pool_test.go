@@ -69,12 +69,21 @@ type env struct {
 	replicaDrained chan string
 	startErr       error
 	notReady       string // a replica URL that reports not ready
+	// busy is the dispatcher's count of busy slots per replica id, which the registry reads.
+	busy map[string]int
+}
+
+// setBusy sets the dispatcher's count of a replica's busy slots.
+func (e *env) setBusy(replicaID string, n int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.busy[replicaID] = n
 }
 
 func newEnv(t *testing.T, specs ...Spec) *env {
 	t.Helper()
 	e := &env{replicas: map[string]*fakeReplica{}, changes: make(chan View, 64), drained: make(chan string, 4),
-		replicaDrained: make(chan string, 4)}
+		replicaDrained: make(chan string, 4), busy: map[string]int{}}
 	reg, err := New(Options{
 		Pools: specs,
 		NewReplica: func(_ Spec, ep Endpoint) engine.Replica {
@@ -95,6 +104,11 @@ func newEnv(t *testing.T, specs ...Spec) *env {
 			m := &fakeManaged{url: "http://managed/" + ref + "@" + rep.ID, key: "key-of-" + ref + "@" + rep.ID}
 			e.managed = append(e.managed, m)
 			return m, nil
+		},
+		ReplicaBusy: func(_, replicaID string) int {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			return e.busy[replicaID]
 		},
 		HealthInterval:  time.Hour, // checks happen at start and on ReportFailure only
 		ReloadGrace:     time.Second,

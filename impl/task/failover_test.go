@@ -87,6 +87,7 @@ func newGPUHarness(t *testing.T, migrate bool, ids []string, engines map[string]
 	fp := &fakePools{views: []pool.View{v}, reps: engines}
 	m := metrics.New(prometheus.NewRegistry())
 	svc := mustNew(t, Options{Capacity: 16, Policy: admission.Reject, Pools: fp, Sessions: ss, Metrics: m, Clock: clock, GPUs: gpus})
+	fp.counted = svc.ReplicaBusy
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = svc.Run(ctx); close(done) }()

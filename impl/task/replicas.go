@@ -60,6 +60,10 @@ func (s *Service) generate(ctx context.Context, t *Task, engineTime *time.Durati
 			lastErr = err
 			continue
 		}
+		// The task's slot, granted by the queue for the pool, is now on this replica (moved
+		// there from the one that failed, on a retry): the one count of busy slots, which
+		// placement and pool health read per replica.
+		s.assign(t, dec.ReplicaID)
 		t.mu.Lock()
 		sent := t.tokensOut
 		req := engine.Request{
@@ -99,6 +103,7 @@ func (s *Service) generate(ctx context.Context, t *Task, engineTime *time.Durati
 			s.m.TokensOut.WithLabelValues(t.engine, t.version, t.poolID, dec.ReplicaID).Add(float64(produced))
 		}
 		endSpan(sp, err, s.now())
+		s.assign(t, "") // off the replica first: release reports a drained replica's smaller total
 		release()
 		if err == nil {
 			s.opts.Pools.ReportSuccess(t.poolID, dec.ReplicaID)
@@ -140,6 +145,13 @@ func (s *Service) generate(ctx context.Context, t *Task, engineTime *time.Durati
 		t.migrations++
 		t.mu.Unlock()
 		s.m.Migrations.WithLabelValues(t.poolID).Inc()
+	}
+}
+
+// assign records in the queue which replica the task's slot is on ("" none).
+func (s *Service) assign(t *Task, replicaID string) {
+	if err := t.ticket.Assign(replicaID); err != nil { // the runner holds the slot until it releases it
+		s.log.Warn("assigning a slot to a replica", "task_id", t.spec.ID, "pool_id", t.poolID, "replica_id", replicaID, "err", err)
 	}
 }
 

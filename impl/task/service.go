@@ -250,6 +250,18 @@ func (s *Service) setPoolLocked(v pool.View) {
 // Stats returns the queue's statistics. Its pools' Busy is the one count of busy slots.
 func (s *Service) Stats(context.Context) (admission.Stats, error) { return s.queue.Stats(), nil }
 
+// Busy is a pool's busy slots and, when perReplica is not nil, fills it with the busy slots
+// of each of its replicas, read together from the one count (the queue's).
+func (s *Service) Busy(poolID string, perReplica map[string]int) int {
+	return s.queue.Busy(poolID, perReplica)
+}
+
+// ReplicaBusy is the busy slots of one replica of a pool, from the one count (the queue's):
+// the pool registry reads it for its views (pool.Options.ReplicaBusy).
+func (s *Service) ReplicaBusy(poolID, replicaID string) int {
+	return s.queue.ReplicaBusy(poolID, replicaID)
+}
+
 // Depth returns the number of queued tasks.
 func (s *Service) Depth() int { return s.queue.Depth() }
 

@@ -68,13 +68,16 @@ func (g *gate) Health(context.Context) (engine.Health, error) {
 }
 
 // fakePools serves every replica of its views with rep (or reps[replica id] when set). A
-// view given without replicas has one, "<pool>/0", ready when the pool is healthy.
+// view given without replicas has one, "<pool>/0", ready when the pool is healthy. Like the
+// registry, it counts no busy slot: its views read them from the service (counted), plus busy,
+// slots held by tasks outside the service (another daemon's, to steer placement).
 type fakePools struct {
 	mu       sync.Mutex
 	views    []pool.View
 	rep      engine.Replica
 	reps     map[string]engine.Replica
 	busy     map[string]int
+	counted  func(poolID, replicaID string) int
 	fails    atomic.Int32
 	failed   []string // replica ids reported, in order
 	acquired []string
@@ -88,6 +91,9 @@ func (p *fakePools) Views() []pool.View {
 		v = oneReplica(v)
 		for j := range v.Replicas {
 			v.Replicas[j].Busy = p.busy[v.Replicas[j].ID]
+			if p.counted != nil {
+				v.Replicas[j].Busy += p.counted(v.ID, v.Replicas[j].ID)
+			}
 		}
 		out[i] = v
 	}
@@ -113,23 +119,12 @@ func oneReplica(v pool.View) pool.View {
 func (p *fakePools) Acquire(_, replicaID string) (engine.Replica, func(), error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.busy == nil {
-		p.busy = map[string]int{}
-	}
-	p.busy[replicaID]++
 	p.acquired = append(p.acquired, replicaID)
 	rep := p.rep
 	if r, ok := p.reps[replicaID]; ok {
 		rep = r
 	}
-	var once sync.Once
-	return rep, func() {
-		once.Do(func() {
-			p.mu.Lock()
-			p.busy[replicaID]--
-			p.mu.Unlock()
-		})
-	}, nil
+	return rep, func() {}, nil
 }
 
 func (p *fakePools) ReportFailure(_, replicaID string) {
@@ -187,6 +182,7 @@ func newHarness(t *testing.T, capacity, slots int, policy admission.Policy) *har
 	meter := &recMeter{}
 	svc := mustNew(t, Options{Capacity: capacity, Policy: policy, Pools: fp,
 		Sessions: ss, Metrics: m, CancelOnDisconnect: true, Clock: clock, Meter: meter})
+	fp.counted = svc.ReplicaBusy
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = svc.Run(ctx); close(done) }()
