@@ -78,6 +78,8 @@ func TestBusySlotsCountedOnce(t *testing.T) {
 		}
 		h.checkBusy("drain", 0, 0)
 	})
+	t.Run("over the pool registry", testBusyOverRegistry)
+	t.Run("over the pool registry, concurrently", testBusyStress)
 	t.Run("failover", func(t *testing.T) {
 		bad := &replicaScript{tokens: []string{"x"}, failAfter: 0, err: resetErr()}
 		good := newGate()
