@@ -370,6 +370,16 @@ func TestPoolHealth(t *testing.T) {
 		ph.Metrics.SlotsTotal != 2 || ph.Metrics.SlotsBusy != 1 || ph.Metrics.QueueDepth != 0 || ph.LastError != nil {
 		t.Errorf("health %s", g.Body)
 	}
+	// One count of busy slots: the replica the task runs on shows the pool's busy slot (once
+	// the task service has put the slot on it, just after the task turned running).
+	eventually(t, "the replica's slots_busy is the pool's", func() bool {
+		g, err := h.client.GetPoolHealthWithResponse(ctx, poolID, nil)
+		if err != nil || g.JSON200 == nil || g.JSON200.Replicas == nil || len(*g.JSON200.Replicas) != 1 {
+			return false
+		}
+		rep := (*g.JSON200.Replicas)[0]
+		return rep.SlotsBusy == 1 && g.JSON200.Metrics.SlotsBusy == 1 && rep.SlotsTotal == 2
+	})
 	if ph.Metrics.MeanServiceMs == nil || *ph.Metrics.MeanServiceMs != float64(h.cfg.priorServiceMs) {
 		t.Errorf("mean_service_ms %v before any measurement, want the prior %d", ph.Metrics.MeanServiceMs, h.cfg.priorServiceMs)
 	}
