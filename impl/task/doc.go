@@ -3,7 +3,10 @@
 // and records everything a client can observe in a per-task event log that SSE streams read.
 //
 // Ownership. The admission queue (one mutex) owns queue order and slot accounting: its per-pool
-// busy count is the one count of busy slots (pool health, placement's pool load). Each admitted
+// busy count is the one count of busy slots (pool health, placement's pool load), and the runner
+// records on it which replica each slot is on (Ticket.Assign, moved on failover), so that the
+// per-replica counts that replica placement, pool health and the registry's views read are part
+// of the same count (the registry counts nothing; pool.Options.ReplicaBusy reads it). Each admitted
 // task has one goroutine (run): it waits on the task's ticket under a context carrying the
 // task's deadline, which a cancel, a drain or shutdown also ends, then runs the task on the slot
 // and gives it back. An evicted, removed, expired or canceled queued task is failed by that same

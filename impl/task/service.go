@@ -58,7 +58,8 @@ var (
 
 type pools interface {
 	Views() []pool.View
-	// Acquire takes a slot on a replica for one generation; release gives it back.
+	// Acquire hands out a replica's engine for one generation; release ends its use. Neither
+	// counts busy slots: the runner puts the task's slot on the replica in the queue.
 	Acquire(poolID, replicaID string) (rep engine.Replica, release func(), err error)
 	// ReportFailure and ReportSuccess feed a replica's breaker (replica faults only).
 	ReportFailure(poolID, replicaID string)
