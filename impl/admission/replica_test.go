@@ -199,3 +199,34 @@ func TestReplicaBusyConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkAssign: moving a slot between replicas and reading a replica's count, as the task
+// service and the registry's views do per generation; neither allocates once the replicas
+// are known.
+func BenchmarkAssign(b *testing.B) {
+	q, err := admission.New(admission.Options{Capacity: 4})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := q.SetPool("p", admission.PoolConfig{Slots: 1, Dispatchable: true}); err != nil {
+		b.Fatal(err)
+	}
+	tk, _, err := q.Enqueue(admission.Item{ID: "a", Pool: "p"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := tk.Wait(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	reps := [2]string{"p/0", "p/1"}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		if err := tk.Assign(reps[i%2]); err != nil {
+			b.Fatal(err)
+		}
+		if q.ReplicaBusy("p", reps[i%2]) != 1 {
+			b.Fatal("not counted")
+		}
+	}
+}
