@@ -12,7 +12,7 @@
 // Concurrency: one mutex guards the registry's pool states; polling runs in one goroutine per
 // replica (started by Start) and never holds the mutex across an engine call. Changes are
 // reported through OnChange, called without the mutex held, in the order they happen for a
-// given pool.
+// given pool: a change's view that reaches the notifier after a later one's is dropped.
 package pool
 
 import (
@@ -293,8 +293,10 @@ type Options struct {
 	// task service's admission queue), for ReplicaView.Busy. It is called with the registry's
 	// mutex held: it must not call the registry. Nil: no slot is busy.
 	ReplicaBusy func(poolID, replicaID string) int
-	// OnChange is called after every change of a pool's view. It must not block. A task's end
-	// on a drained replica is a change (its slot leaves SlotsTotal).
+	// OnChange is called after every change of a pool's view, one call at a time; a view
+	// older than one already told is not told, so the last view told is current. It must not
+	// block nor call the registry. A task's end on a drained replica is a change (its slot
+	// leaves SlotsTotal).
 	OnChange func(View)
 	// OnDrainDeadline is called when a drain's deadline passes.
 	OnDrainDeadline func(poolID string)
@@ -312,9 +314,14 @@ type Registry struct {
 	pools map[string]*state
 	order []string
 	wg    sync.WaitGroup
+	// notifyMu orders the OnChange calls: each change of a pool takes the next seq under mu,
+	// and a view older than one already delivered is dropped, so that the last view the
+	// owner is told is the pool as it is now, whatever order the replicas' pollers end in.
+	notifyMu sync.Mutex
 }
 
 type state struct {
+	seq, told     uint64 // changes made (under mu); the latest change told (under notifyMu)
 	spec          Spec
 	reps          []*rstate
 	draining      bool
@@ -661,8 +668,10 @@ func (r *Registry) Acquire(poolID, replicaID string) (rep engine.Replica, releas
 				// one off the replica before release: report the smaller total. (update would see
 				// no difference: the count changed before it looked.)
 				v := r.viewLocked(st)
+				st.seq++
+				seq := st.seq
 				r.mu.Unlock()
-				r.opts.OnChange(v)
+				r.notify(st, seq, v)
 			})
 		}, nil
 	}
@@ -756,10 +765,25 @@ func (r *Registry) update(id string, f func(*state)) {
 	before := r.viewLocked(st)
 	f(st)
 	after := r.viewLocked(st)
-	r.mu.Unlock()
-	if changed(before, after) {
-		r.opts.OnChange(after)
+	if !changed(before, after) {
+		r.mu.Unlock()
+		return
 	}
+	st.seq++
+	seq := st.seq
+	r.mu.Unlock()
+	r.notify(st, seq, after)
+}
+
+// notify tells OnChange the view of st's change seq, unless a later change was told already.
+func (r *Registry) notify(st *state, seq uint64, v View) {
+	r.notifyMu.Lock()
+	defer r.notifyMu.Unlock()
+	if seq <= st.told {
+		return
+	}
+	st.told = seq
+	r.opts.OnChange(v)
 }
 
 func changed(a, b View) bool {
