@@ -173,6 +173,7 @@ func newRegHarness(t *testing.T, replicas, slots, breakerFaults int) *regHarness
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = svc.Run(ctx); close(done) }()
+	waitRun(t, ctx, svc)
 	svc.SyncPools(ctx)
 	rctx, rcancel := context.WithCancel(context.Background())
 	reg.Start(rctx)
@@ -188,10 +189,17 @@ func newRegHarness(t *testing.T, replicas, slots, breakerFaults int) *regHarness
 	}
 	t.Cleanup(h.stop)
 	rh.harness, rh.reg = h, reg
-	waitFor(t, func() bool {
+	for i := 0; ; i++ {
 		ps := svc.queue.Stats().Pools["p"]
-		return ps.Dispatchable && ps.Slots == replicas*slots
-	})
+		if ps.Dispatchable && ps.Slots == replicas*slots {
+			break
+		}
+		if i == 2000 {
+			v, _ := reg.Get("p")
+			t.Fatalf("the queue has pool %+v; the registry %+v", ps, v)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	return rh
 }
 
@@ -268,15 +276,17 @@ func (h *regHarness) check(step string) {
 	}
 }
 
-// fuller is the replica running the most tasks, and one of its tasks.
-func (h *regHarness) fuller(replicas ...string) (string, string) {
+// fuller is the replica running the most tasks, and one of its tasks other than skip.
+func (h *regHarness) fuller(skip string, replicas ...string) (string, string) {
 	best, task := "", ""
 	n := -1
 	for _, r := range replicas {
 		if ts := h.onReplica(r); len(ts) > n {
-			best, n = r, len(ts)
-			if n > 0 {
-				task = ts[0]
+			best, n, task = r, len(ts), ""
+			for _, id := range ts {
+				if id != skip {
+					task = id
+				}
 			}
 		}
 	}
@@ -316,15 +326,16 @@ func testBusyOverRegistry(t *testing.T) {
 	h.check("dispatch")
 
 	// Before the first token: the task moves from the fuller replica to the other.
-	from, task := h.fuller("p/0", "p/1")
+	from, task := h.fuller("", "p/0", "p/1")
 	h.step(task, cstep{err: resetErr()})
 	if s := h.next(); s.task != task || s.eng.replica == from {
 		t.Fatalf("failover: %s started on %s, want %s off %s", s.task, s.eng.replica, task, from)
 	}
 	h.check("failover before the first token")
 
-	// Mid-stream: a token, then the replica fails; the task migrates with its slot.
-	from, task = h.fuller("p/0", "p/1")
+	// Mid-stream: a token, then the replica fails; the task migrates with its slot. (Another
+	// task: the first already tried the other replica.)
+	from, task = h.fuller(task, "p/0", "p/1")
 	h.step(task, cstep{tok: "x"})
 	h.step(task, cstep{err: resetErr()})
 	if s := h.next(); s.task != task || s.eng.replica == from {
@@ -342,7 +353,7 @@ func testBusyOverRegistry(t *testing.T) {
 
 	// Drain the replica that runs the remaining task, with one more task on it.
 	b := h.submitN(2)
-	drained, _ := h.fuller("p/0", "p/1")
+	drained, _ := h.fuller("", "p/0", "p/1")
 	other := map[string]string{"p/0": "p/1", "p/1": "p/0"}[drained]
 	held := h.onReplica(drained)
 	if len(held) == 0 {
@@ -491,4 +502,15 @@ func testBusyStress(t *testing.T) {
 		t.Fatal(msg)
 	}
 	h.check("at rest")
+}
+
+// waitRun waits until svc.Run(ctx) has taken ctx as its tasks' base: a task submitted before
+// would run under context.Background, out of reach of Run's end, and could outlive the test.
+func waitRun(t *testing.T, ctx context.Context, svc *Service) {
+	t.Helper()
+	waitFor(t, func() bool {
+		svc.mu.Lock()
+		defer svc.mu.Unlock()
+		return svc.runCtx == ctx
+	})
 }

@@ -91,6 +91,7 @@ func newGPUHarness(t *testing.T, migrate bool, ids []string, engines map[string]
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = svc.Run(ctx); close(done) }()
+	waitRun(t, ctx, svc)
 	svc.PoolChanged(ctx, v)
 	h := &harness{t: t, svc: svc, clock: clock, pools: fp, m: m, ctx: ctx}
 	h.stop = func() {

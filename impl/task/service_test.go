@@ -186,6 +186,7 @@ func newHarness(t *testing.T, capacity, slots int, policy admission.Policy) *har
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = svc.Run(ctx); close(done) }()
+	waitRun(t, ctx, svc)
 	svc.PoolChanged(ctx, oneReplica(v))
 	h := &harness{t: t, svc: svc, eng: eng, clock: clock, pools: fp, m: m, ctx: ctx, meter: meter}
 	h.stop = func() {
