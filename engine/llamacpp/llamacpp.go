@@ -146,38 +146,34 @@ var (
 func (r *Replica) Generate(ctx context.Context, req engine.Request, emit engine.EmitFunc) (engine.Result, error) {
 	start := time.Now()
 	slot, served := r.slots.acquire(req.SessionID), -1
-	res, err := r.generate(ctx, req, slot, &served, emit)
+	res, err := r.generate(ctx, &req, slot, &served, emit)
 	r.slots.release(req.SessionID, slot, served)
+	r.logGeneration(ctx, &req, &res, err, slot, served, time.Since(start))
+	return res, err
+}
+
+// logGeneration logs the end of a generation. It is kept out of Generate, whose frame stays on
+// the stack of an open stream's goroutine for the whole generation.
+func (r *Replica) logGeneration(ctx context.Context, req *engine.Request, res *engine.Result, err error, slot, served int, elapsed time.Duration) {
 	if err != nil {
 		r.log.DebugContext(ctx, "llamacpp: generation failed", "task", req.TaskID, "tokens", res.TokensOut,
-			"kind", engine.KindOf(err), "err", err, "cause", context.Cause(ctx), "elapsed", time.Since(start))
-		return res, err
+			"kind", engine.KindOf(err), "err", err, "cause", context.Cause(ctx), "elapsed", elapsed)
+		return
 	}
 	r.log.DebugContext(ctx, "llamacpp: generation done", "task", req.TaskID, "tokens_in", res.TokensIn,
 		"tokens_cached", res.TokensCached, "tokens_out", res.TokensOut, "stop", res.Stop, "id_slot", slot, "served_by_slot", served,
-		"elapsed", time.Since(start))
-	return res, nil
+		"elapsed", elapsed)
 }
 
 // generate runs one generation, asking for slot when it is >= 0; *served is set to the slot
 // the final frame names.
-func (r *Replica) generate(ctx context.Context, req engine.Request, slot int, served *int, emit engine.EmitFunc) (engine.Result, error) {
+func (r *Replica) generate(ctx context.Context, req *engine.Request, slot int, served *int, emit engine.EmitFunc) (engine.Result, error) {
 	if err := ctx.Err(); err != nil {
 		return engine.Result{}, err
 	}
-	if req.MaxTokens < 1 {
-		return engine.Result{}, engine.Errorf(engine.KindInvalidRequest, "llamacpp: max tokens %d must be positive", req.MaxTokens)
-	}
-	cr := completionRequest{Prompt: req.Prompt, NPredict: req.MaxTokens, Stream: true, CachePrompt: true, Seed: req.Seed}
-	if slot >= 0 {
-		cr.IDSlot = &slot
-	}
-	if req.Deterministic {
-		cr.Temperature, cr.TopK, cr.TopP = &zero, &topKOne, &one
-	}
-	body, err := json.Marshal(cr)
+	body, err := completionBody(req, slot)
 	if err != nil {
-		return engine.Result{}, engine.Errorf(engine.KindInternal, "llamacpp: encode request: %w", err)
+		return engine.Result{}, err
 	}
 
 	reqCtx, cancel := context.WithCancelCause(ctx)
@@ -194,7 +190,7 @@ func (r *Replica) generate(ctx context.Context, req engine.Request, slot int, se
 		return engine.Result{}, statusError(ctx, resp)
 	}
 	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
-		return engine.Result{}, engine.Errorf(engine.KindProtocol, "llamacpp: completion answered %q, want text/event-stream", ct)
+		return engine.Result{}, notEventStream(ct)
 	}
 
 	st := getState(resp.Body)
@@ -219,11 +215,11 @@ func (r *Replica) generate(ctx context.Context, req engine.Request, slot int, se
 				continue
 			}
 			if err := st.dec.decode(value, f); err != nil {
-				return res, engine.Errorf(engine.KindProtocol, "llamacpp: malformed stream frame: %w", err)
+				return res, malformedStream("frame", err)
 			}
 		case "error":
 			if err := st.dec.decodeError(value, f); err != nil {
-				return res, engine.Errorf(engine.KindProtocol, "llamacpp: malformed stream error: %w", err)
+				return res, malformedStream("error", err)
 			}
 		default: // event:, id:, retry: and unknown fields carry nothing for us
 			continue
@@ -245,6 +241,39 @@ func (r *Replica) generate(ctx context.Context, req engine.Request, slot int, se
 		httpengine.Complete(resp.Body) // keep the connection if the body ends here
 		return res, nil
 	}
+}
+
+// notEventStream and malformedStream word protocol errors. They are kept out of generate, as
+// completionBody is: a call with variadic arguments takes room in the caller's frame.
+//go:noinline
+func notEventStream(ct string) error {
+	return engine.Errorf(engine.KindProtocol, "llamacpp: completion answered %q, want text/event-stream", ct)
+}
+
+//go:noinline
+func malformedStream(what string, err error) error {
+	return engine.Errorf(engine.KindProtocol, "llamacpp: malformed stream %s: %w", what, err)
+}
+
+// completionBody encodes req as a streamed /completion request, asking for slot when it is
+// >= 0. It is kept out of generate, whose frame stays on the stack of an open stream's
+// goroutine for the whole generation.
+func completionBody(req *engine.Request, slot int) ([]byte, error) {
+	if req.MaxTokens < 1 {
+		return nil, engine.Errorf(engine.KindInvalidRequest, "llamacpp: max tokens %d must be positive", req.MaxTokens)
+	}
+	cr := completionRequest{Prompt: req.Prompt, NPredict: req.MaxTokens, Stream: true, CachePrompt: true, Seed: req.Seed}
+	if slot >= 0 {
+		cr.IDSlot = &slot
+	}
+	if req.Deterministic {
+		cr.Temperature, cr.TopK, cr.TopP = &zero, &topKOne, &one
+	}
+	body, err := json.Marshal(cr)
+	if err != nil {
+		return nil, engine.Errorf(engine.KindInternal, "llamacpp: encode request: %w", err)
+	}
+	return body, nil
 }
 
 // postCompletion sends POST /completion. llama-server (0.7.0) closes the connection after

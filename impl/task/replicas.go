@@ -32,32 +32,85 @@ type PlacementDecision struct {
 // per replica and within the task's deadline (ctx). Before the first token this is invisible
 // to the client; after it, the generation continues from the prompt plus the text already
 // streamed (migration) when the pool allows it and the workload can be continued.
+//
+// generate stays on the task goroutine's stack for the whole generation, under
+// the engine's read loop: everything else (placement, spans, metrics, logs, the failure
+// handling) is in functions that return before the engine is called, so that an idle stream's
+// goroutine uses little enough of its stack for the runtime to shrink it back to 8 KiB.
 func (s *Service) generate(ctx context.Context, t *Task, engineTime *time.Duration) (engine.Result, error) {
-	var tried []string
-	var lastErr error
-	var res engine.Result
-	counted := false // tasks_started, under the first replica that took the task
-	defer func() {
-		if !counted { // never placed: started all the same, on no replica
-			s.m.TasksStarted.WithLabelValues(t.engine, t.version, t.poolID, "", t.spec.Priority.String()).Inc()
+	var g placements
+	defer s.countStartedUnplaced(t, &g)
+	for {
+		a := &attempt{s: s, t: t}
+		if !s.prepare(ctx, t, &g, a) {
+			return g.res, g.err
 		}
-	}()
+		actx := a.begin(ctx)
+		g.res, g.err = a.rep.Generate(actx, a.req, a.emit)
+		*engineTime += a.end(g.res, g.err)
+		if s.settle(ctx, t, &g, a) {
+			return g.res, g.err
+		}
+	}
+}
+
+// placements is what generate carries from one replica to the next.
+type placements struct {
+	tried   []string
+	lastErr error         // the last replica's failure, when it is placed again
+	res     engine.Result // the last attempt's, then generate's result
+	err     error
+	counted bool // tasks_started, under the first replica that took the task
+}
+
+// attempt is the task's run on one replica. It is on the heap (its emit method value is
+// handed to the engine), not in generate's frame.
+type attempt struct {
+	s         *Service
+	t         *Task
+	rep       engine.Replica
+	release   func()
+	req       engine.Request
+	replicaID string
+	sent      int  // tokens streamed before this attempt
+	migrate   bool // the pool migrates tasks whose replica failed mid-stream
+
+	ctx   context.Context // the engine call's, with its span
+	span  trace.Span
+	start time.Time
+	// inDaemon is the time emit spent in the daemon. The engine calls emit from Generate's
+	// goroutine or in sequence with it, and inDaemon is read after Generate returns.
+	inDaemon time.Duration
+}
+
+// countStartedUnplaced counts a task never placed: started all the same, on no replica.
+func (s *Service) countStartedUnplaced(t *Task, g *placements) {
+	if !g.counted {
+		s.m.TasksStarted.WithLabelValues(t.engine, t.version, t.poolID, "", t.spec.Priority.String()).Inc()
+	}
+}
+
+// prepare places the task on a replica and fills a; false: no replica, with generate's
+// result in g.
+func (s *Service) prepare(ctx context.Context, t *Task, g *placements, a *attempt) bool {
 	for {
 		v, ok := s.poolView(t.poolID)
 		if !ok {
-			return res, engine.Errorf(engine.KindPoolUnavailable, "pool %s is gone", t.poolID)
+			g.err = engine.Errorf(engine.KindPoolUnavailable, "pool %s is gone", t.poolID)
+			return false
 		}
-		dec := s.placeReplica(ctx, t, v, tried, lastErr != nil)
+		dec := s.placeReplica(ctx, t, v, g.tried, g.lastErr != nil)
 		if dec.ReplicaID == "" {
-			if lastErr != nil {
-				return res, lastErr
+			g.err = g.lastErr
+			if g.err == nil {
+				g.err = engine.Errorf(engine.KindPoolUnavailable, "no replica of pool %s can take the task", t.poolID)
 			}
-			return res, engine.Errorf(engine.KindPoolUnavailable, "no replica of pool %s can take the task", t.poolID)
+			return false
 		}
 		rep, release, err := s.opts.Pools.Acquire(t.poolID, dec.ReplicaID)
 		if err != nil { // replaced or stopped between the snapshot and now
-			tried = append(tried, dec.ReplicaID)
-			lastErr = err
+			g.tried = append(g.tried, dec.ReplicaID)
+			g.lastErr = err
 			continue
 		}
 		// The task's slot, granted by the queue for the pool, is now on this replica (moved
@@ -77,75 +130,100 @@ func (s *Service) generate(ctx context.Context, t *Task, engineTime *time.Durati
 		}
 		t.replicaID = dec.ReplicaID
 		t.mu.Unlock()
-		if !counted {
-			counted = true
+		if !g.counted {
+			g.counted = true
 			s.m.TasksStarted.WithLabelValues(t.engine, t.version, t.poolID, dec.ReplicaID, t.spec.Priority.String()).Inc()
 		}
-		// The engine calls emit from Generate's goroutine or in sequence with it, and inDaemon
-		// is read after Generate returns.
-		var inDaemon time.Duration
-		engineStart := s.now()
-		actx, sp := s.opts.Tracer.Start(ctx, "task.engine", trace.WithTimestamp(engineStart), trace.WithAttributes(
-			attribute.String("task.id", t.spec.ID), attribute.String("pool.id", t.poolID),
-			attribute.String("replica.id", dec.ReplicaID), attribute.String("engine", t.engine)))
-		res, err = rep.Generate(actx, req, func(tok engine.Token) error {
-			t0 := s.now()
-			err := s.onToken(actx, t, tok, t0)
-			inDaemon += s.now().Sub(t0)
-			return err
-		})
-		*engineTime += s.now().Sub(engineStart) - inDaemon
-		t.mu.Lock()
-		sp.SetAttributes(attribute.Int("tokens.out", t.tokensOut), attribute.Int("tokens.in", res.TokensIn))
-		produced := t.tokensOut - sent
-		t.mu.Unlock()
-		if produced > 0 { // each replica's share of a migrated task's tokens
-			s.m.TokensOut.WithLabelValues(t.engine, t.version, t.poolID, dec.ReplicaID).Add(float64(produced))
-		}
-		endSpan(sp, err, s.now())
-		s.assign(t, "") // off the replica first: release reports a drained replica's smaller total
-		release()
-		if err == nil {
-			s.opts.Pools.ReportSuccess(t.poolID, dec.ReplicaID)
-			return res, nil
-		}
-		if context.Cause(ctx) != nil {
-			return res, err
-		}
-		kind := engine.KindOf(err)
-		fault := kind.Fault()
-		s.m.EngineErrors.WithLabelValues(t.engine, t.poolID, kind.String(), fault.String()).Inc()
-		if fault != engine.FaultReplica { // the task's own failure, or overload: no other replica would do better
-			return res, err
-		}
-		s.opts.Pools.ReportFailure(t.poolID, dec.ReplicaID) // only the replica's own faults count against it
-		tried = append(tried, dec.ReplicaID)
-		lastErr = err
-		t.mu.Lock()
-		sent = t.tokensOut
-		canceled := t.canceled
-		t.mu.Unlock()
-		if canceled {
-			return res, err
-		}
-		s.log.Warn("replica failed the task; placing it again", "task_id", t.spec.ID, "pool_id", t.poolID,
-			"replica_id", dec.ReplicaID, "tokens_sent", sent, "err", err)
-		if sent == 0 {
-			continue
-		}
-		switch {
-		case !v.MigrateOnFailure:
-			return res, engine.Errorf(engine.KindWorkerReset, "replica %s failed after %d tokens and the pool does not migrate tasks: %v", dec.ReplicaID, sent, err)
-		case t.spec.Workload == engine.WorkloadChat || len(t.spec.Messages) > 0:
-			return res, engine.Errorf(engine.KindWorkerReset, "replica %s failed after %d tokens; a chat generation cannot be continued elsewhere: %v", dec.ReplicaID, sent, err)
-		case sent >= t.spec.MaxTokens:
-			return engine.Result{TokensOut: sent, Stop: engine.StopLimit}, nil
-		}
-		t.mu.Lock()
-		t.migrations++
-		t.mu.Unlock()
-		s.m.Migrations.WithLabelValues(t.poolID).Inc()
+		a.rep, a.release, a.req, a.replicaID, a.sent, a.migrate = rep, release, req, dec.ReplicaID, sent, v.MigrateOnFailure
+		return true
 	}
+}
+
+// begin starts the attempt's task.engine span and returns the engine call's context (kept
+// in a.ctx for emit).
+func (a *attempt) begin(ctx context.Context) context.Context {
+	s, t := a.s, a.t
+	a.start = s.now()
+	a.ctx, a.span = s.opts.Tracer.Start(ctx, "task.engine", trace.WithTimestamp(a.start), trace.WithAttributes(
+		attribute.String("task.id", t.spec.ID), attribute.String("pool.id", t.poolID),
+		attribute.String("replica.id", a.replicaID), attribute.String("engine", t.engine)))
+	return a.ctx
+}
+
+// emit relays one token of the engine's to the task.
+func (a *attempt) emit(tok engine.Token) error {
+	t0 := a.s.now()
+	err := a.s.onToken(a.ctx, a.t, tok, t0)
+	a.inDaemon += a.s.now().Sub(t0)
+	return err
+}
+
+// end ends the attempt's span, counts the replica's share of the tokens, gives its slot back
+// and returns the time spent in the engine (less the time emit spent in the daemon).
+func (a *attempt) end(res engine.Result, err error) time.Duration {
+	s, t := a.s, a.t
+	now := s.now()
+	t.mu.Lock()
+	a.span.SetAttributes(attribute.Int("tokens.out", t.tokensOut), attribute.Int("tokens.in", res.TokensIn))
+	produced := t.tokensOut - a.sent
+	t.mu.Unlock()
+	if produced > 0 { // each replica's share of a migrated task's tokens
+		s.m.TokensOut.WithLabelValues(t.engine, t.version, t.poolID, a.replicaID).Add(float64(produced))
+	}
+	endSpan(a.span, err, s.now())
+	s.assign(t, "") // off the replica first: release reports a drained replica's smaller total
+	a.release()
+	return now.Sub(a.start) - a.inDaemon
+}
+
+// settle handles the end of an attempt (its result in g): true when g holds generate's
+// result, false when the task is to be placed again.
+func (s *Service) settle(ctx context.Context, t *Task, g *placements, a *attempt) bool {
+	err := g.err
+	if err == nil {
+		s.opts.Pools.ReportSuccess(t.poolID, a.replicaID)
+		return true
+	}
+	if context.Cause(ctx) != nil {
+		return true
+	}
+	kind := engine.KindOf(err)
+	fault := kind.Fault()
+	s.m.EngineErrors.WithLabelValues(t.engine, t.poolID, kind.String(), fault.String()).Inc()
+	if fault != engine.FaultReplica { // the task's own failure, or overload: no other replica would do better
+		return true
+	}
+	s.opts.Pools.ReportFailure(t.poolID, a.replicaID) // only the replica's own faults count against it
+	g.tried = append(g.tried, a.replicaID)
+	g.lastErr = err
+	t.mu.Lock()
+	sent := t.tokensOut
+	canceled := t.canceled
+	t.mu.Unlock()
+	if canceled {
+		return true
+	}
+	s.log.Warn("replica failed the task; placing it again", "task_id", t.spec.ID, "pool_id", t.poolID,
+		"replica_id", a.replicaID, "tokens_sent", sent, "err", err)
+	if sent == 0 {
+		return false
+	}
+	switch {
+	case !a.migrate:
+		g.err = engine.Errorf(engine.KindWorkerReset, "replica %s failed after %d tokens and the pool does not migrate tasks: %v", a.replicaID, sent, err)
+		return true
+	case t.spec.Workload == engine.WorkloadChat || len(t.spec.Messages) > 0:
+		g.err = engine.Errorf(engine.KindWorkerReset, "replica %s failed after %d tokens; a chat generation cannot be continued elsewhere: %v", a.replicaID, sent, err)
+		return true
+	case sent >= t.spec.MaxTokens:
+		g.res, g.err = engine.Result{TokensOut: sent, Stop: engine.StopLimit}, nil
+		return true
+	}
+	t.mu.Lock()
+	t.migrations++
+	t.mu.Unlock()
+	s.m.Migrations.WithLabelValues(t.poolID).Inc()
+	return false
 }
 
 // assign records in the queue which replica the task's slot is on ("" none).

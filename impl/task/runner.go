@@ -65,13 +65,28 @@ func (s *Service) run(base context.Context, t *Task) {
 	}
 
 	start := s.now()
+	ctx, ok := s.dispatched(ctx, t, cancel, start)
+	if !ok {
+		return
+	}
+	// engineTime is the time inside Generate (over every replica tried) less the time its
+	// callbacks spent in the daemon (relaying tokens): what daemon_overhead_seconds leaves out.
+	var engineTime time.Duration
+	res, err := s.generate(ctx, t, &engineTime)
+	s.conclude(ctx, t, start, engineTime, res, err)
+}
+
+// dispatched marks the task running on the slot it got at start (or ends it, canceled, with ok
+// false) and returns the context its generation runs under. It, like conclude, is kept out of
+// run, whose frame stays on the stack for the whole generation.
+func (s *Service) dispatched(ctx context.Context, t *Task, cancel context.CancelCauseFunc, start time.Time) (context.Context, bool) {
 	t.endWait(start)
 	t.mu.Lock()
 	if t.canceled {
 		t.mu.Unlock()
 		s.release(t, start)
 		s.finish(t, Canceled, nil, engine.Result{}, 0)
-		return
+		return ctx, false
 	}
 	t.status = Running
 	t.started = start
@@ -83,11 +98,11 @@ func (s *Service) run(base context.Context, t *Task) {
 	ctx = trace.ContextWithSpanContext(ctx, t.span)
 	s.log.InfoContext(ctx, "task started", "task_id", t.spec.ID, "session_id", t.spec.SessionID, "pool_id", t.poolID,
 		"correlation_id", t.spec.CorrelationID, "queue_ms", start.Sub(t.created).Milliseconds())
+	return ctx, true
+}
 
-	// engineTime is the time inside Generate (over every replica tried) less the time its
-	// callbacks spent in the daemon (relaying tokens): what daemon_overhead_seconds leaves out.
-	var engineTime time.Duration
-	res, err := s.generate(ctx, t, &engineTime)
+// conclude ends a task whose generation, started at start, returned res and err.
+func (s *Service) conclude(ctx context.Context, t *Task, start time.Time, engineTime time.Duration, res engine.Result, err error) {
 	defer func() { // after finish: the final frame, metrics and log are the daemon's work too
 		over := t.placing + s.now().Sub(start) - engineTime
 		s.m.Overhead.WithLabelValues(t.engine, t.poolID).Observe(max(over, 0).Seconds())
