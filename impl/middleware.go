@@ -164,12 +164,19 @@ func Recover(log *slog.Logger) echo.MiddlewareFunc {
 
 // BodyLimit refuses bodies larger than limit bytes with 413 PAYLOAD_TOO_LARGE, whether the
 // length is declared or not.
+//
+// A request without a body keeps http.NoBody: what follows knows it has nothing to read.
+// Wrapped, it made kin-openapi's validator read it and keep a 512-byte buffer for the life of
+// the request, that is of an open event stream.
 func BodyLimit(limit int64) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			r := c.Request()
 			if r.ContentLength > limit {
 				return Errorf("PAYLOAD_TOO_LARGE", "request body is larger than %d bytes", limit)
+			}
+			if r.Body == nil || r.Body == http.NoBody {
+				return next(c)
 			}
 			r.Body = http.MaxBytesReader(c.Response(), r.Body, limit)
 			return next(c)
