@@ -95,7 +95,9 @@ func (s *Service) dispatched(ctx context.Context, t *Task, cancel context.Cancel
 	t.mu.Unlock()
 	s.m.QueueWait.WithLabelValues(t.engine, t.version, t.poolID, t.spec.Priority.String()).Observe(ms(start.Sub(t.created)))
 	s.m.TenantQueueWait.WithLabelValues(t.spec.Owner).Observe(ms(start.Sub(t.created)))
-	ctx = trace.ContextWithSpanContext(ctx, t.span)
+	if t.span.IsValid() { // without one (tracing off) the context would carry an empty span context
+		ctx = trace.ContextWithSpanContext(ctx, t.span)
+	}
 	s.log.InfoContext(ctx, "task started", "task_id", t.spec.ID, "session_id", t.spec.SessionID, "pool_id", t.poolID,
 		"correlation_id", t.spec.CorrelationID, "queue_ms", start.Sub(t.created).Milliseconds())
 	return ctx, true
