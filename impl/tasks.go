@@ -447,14 +447,147 @@ type sseResponse struct {
 	headOnly bool
 }
 
+// VisitStreamTaskResponse writes the task's event stream until the task completes or the
+// client goes away. Its frame stays on the stack of the stream's goroutine while the stream is
+// open, under net/http's, echo's and the middlewares' frames: the stream's state is one heap
+// object (sseStream) and everything but the wait happens in calls that return, so that an idle
+// stream's goroutine uses little enough of its stack for the runtime to shrink it to 8 KiB.
 func (r *sseResponse) VisitStreamTaskResponse(w http.ResponseWriter) error {
 	if _, ok := w.(http.Flusher); !ok {
 		return errors.New("streaming unsupported by the response writer")
 	}
-	out := streamWriter{w: w, rc: http.NewResponseController(flushErrorWriter(w)), timeout: r.s.opts.StreamWriteTimeout}
-	// The last chunk, written by net/http after this returns, gets a fresh deadline too.
-	defer out.extend()
-	h := w.Header()
+	st := r.open(w)
+	if st == nil {
+		return nil
+	}
+	defer st.close()
+	for st.send() {
+		// The loop waits on the cursor's wake channel alone (a select over the wake, heartbeat,
+		// request-context and journal channels locked four channels per wake-up, that is per
+		// batch of tokens): the client's leaving and a due heartbeat signal the cursor too, and
+		// are checked when it wakes. Only while the journal holds frames back does it also wait
+		// on the journal.
+		if flushed := st.cur.Flushed(); flushed != nil {
+			select {
+			case <-st.cur.Wake():
+			case <-flushed:
+			}
+		} else {
+			<-st.cur.Wake()
+		}
+		if !st.woke() {
+			return nil
+		}
+	}
+	return nil
+}
+
+// sseStream is an open event stream's state.
+type sseStream struct {
+	r   *sseResponse
+	out streamWriter
+	cur *task.Cursor
+	// stopCtx stops signalling the cursor when the request's context ends; hb is the
+	// keep-alive timer, which sets hbFired and signals the cursor.
+	stopCtx  func() bool
+	hb       *time.Timer
+	hbFired  atomic.Bool
+	interval time.Duration
+	// buf holds the frames of one batch: it grows to the largest batch it carries, so an idle
+	// stream keeps a few hundred bytes, not a preallocated 4 KiB.
+	buf []byte
+}
+
+// open answers the stream's request: its headers, and for a GET its 200 with the reader
+// subscribed. It returns nil when there is nothing to follow (HEAD, or a client already gone).
+func (r *sseResponse) open(w http.ResponseWriter) *sseStream {
+	st := &sseStream{r: r, out: streamWriter{w: w, rc: http.NewResponseController(flushErrorWriter(w)), timeout: r.s.opts.StreamWriteTimeout}}
+	r.setHeaders(w.Header())
+	if r.headOnly {
+		w.WriteHeader(http.StatusOK)
+		_ = st.out.flush()
+		st.out.extend() // the last chunk, written by net/http after the handler returns
+		return nil      // no subscription: nothing to follow or cancel, whether the client stayed or not
+	}
+	// The reader is attached before its 200 goes out: a client that has its answer counts as a
+	// reader, for a disconnect grace that ends right then as for everything else.
+	st.cur = r.t.Subscribe(r.from, r.verbose)
+	w.WriteHeader(http.StatusOK)
+	if err := st.out.flush(); err != nil {
+		r.disconnected(st.cur, false)
+		st.cur.Close()
+		st.out.extend()
+		return nil
+	}
+	r.s.opts.Metrics.StreamsOpen.Inc()
+	st.stopCtx = context.AfterFunc(r.ctx, st.cur.Signal)
+	st.interval = r.s.opts.Heartbeat
+	st.hb = time.AfterFunc(st.interval, st.heartbeatDue)
+	return st
+}
+
+func (st *sseStream) heartbeatDue() {
+	st.hbFired.Store(true)
+	st.cur.Signal()
+}
+
+// close releases what open took, in the reverse order.
+func (st *sseStream) close() {
+	st.hb.Stop()
+	st.stopCtx()
+	st.r.s.opts.Metrics.StreamsOpen.Dec()
+	st.cur.Close()
+	st.out.extend() // the last chunk, written by net/http after the handler returns, gets a fresh deadline too
+}
+
+// send writes the frames ready for the reader; false: the stream is over (complete, or the
+// client gone).
+func (st *sseStream) send() bool {
+	var complete bool
+	st.buf, complete = st.cur.Next(st.buf[:0])
+	if len(st.buf) > 0 {
+		if err := st.out.write(st.buf); err != nil {
+			st.r.disconnected(st.cur, complete)
+			return false
+		}
+	}
+	if complete {
+		return false
+	}
+	if cap(st.buf) > 1<<20 { // do not keep a huge buffer after a burst
+		st.buf = nil
+	}
+	return true
+}
+
+// woke handles a wake-up of the cursor: the client's leaving (false) and a due heartbeat.
+func (st *sseStream) woke() bool {
+	r := st.r
+	if r.ctx.Err() != nil {
+		r.disconnected(st.cur, false)
+		return false
+	}
+	if st.hbFired.Load() {
+		// A keep-alive comment goes one interval after the last write; the timer fired
+		// earlier than that is set again for the rest of the interval.
+		st.hbFired.Store(false)
+		if idle := time.Since(st.out.last); idle < st.interval {
+			st.hb.Reset(st.interval - idle)
+			return true
+		}
+		st.hb.Reset(st.interval)
+		if err := st.out.write([]byte(sse.Heartbeat)); err != nil {
+			r.disconnected(st.cur, false)
+			return false
+		}
+	}
+	return true
+}
+
+// setHeaders sets an event stream's response headers. It is kept out of
+// VisitStreamTaskResponse, whose frame stays on the stack of the stream's goroutine while the
+// stream is open.
+func (r *sseResponse) setHeaders(h http.Header) {
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("Connection", "keep-alive")
@@ -463,80 +596,6 @@ func (r *sseResponse) VisitStreamTaskResponse(w http.ResponseWriter) error {
 	h.Set("X-Budget-Time-Remaining-Ms", strconv.FormatInt(max(time.Until(r.t.Deadline()).Milliseconds(), 0), 10))
 	if info, ok := r.s.opts.Sessions.Get(r.t.SessionID()); ok && info.TokensBudgetRemaining != nil {
 		h.Set("X-Budget-Tokens-Remaining", strconv.FormatInt(*info.TokensBudgetRemaining, 10))
-	}
-	if r.headOnly {
-		w.WriteHeader(http.StatusOK)
-		_ = out.flush()
-		return nil // no subscription: nothing to follow or cancel, whether the client stayed or not
-	}
-	// The reader is attached before its 200 goes out: a client that has its answer counts as a
-	// reader, for a disconnect grace that ends right then as for everything else.
-	cur := r.t.Subscribe(r.from, r.verbose)
-	defer cur.Close()
-	w.WriteHeader(http.StatusOK)
-	if err := out.flush(); err != nil {
-		r.disconnected(cur, false)
-		return nil
-	}
-
-	m := r.s.opts.Metrics
-	m.StreamsOpen.Inc()
-	defer m.StreamsOpen.Dec()
-	// The loop waits on the cursor's wake channel alone (a select over the wake, heartbeat,
-	// request-context and journal channels locked four channels per wake-up, that is per
-	// batch of tokens): the client's leaving and a due heartbeat signal the cursor too, and
-	// are checked when it wakes. Only while the journal holds frames back does it also wait
-	// on the journal.
-	stopCtx := context.AfterFunc(r.ctx, cur.Signal)
-	defer stopCtx()
-	interval := r.s.opts.Heartbeat
-	var hbFired atomic.Bool
-	hb := time.AfterFunc(interval, func() { hbFired.Store(true); cur.Signal() })
-	defer hb.Stop()
-	// The frame buffer grows to the largest batch it carries: an idle stream keeps a few hundred
-	// bytes, not a preallocated 4 KiB.
-	var buf []byte
-	for {
-		var complete bool
-		buf, complete = cur.Next(buf[:0])
-		if len(buf) > 0 {
-			if err := out.write(buf); err != nil {
-				r.disconnected(cur, complete)
-				return nil
-			}
-		}
-		if complete {
-			return nil
-		}
-		if cap(buf) > 1<<20 { // do not keep a huge buffer after a burst
-			buf = nil
-		}
-		if flushed := cur.Flushed(); flushed != nil {
-			select {
-			case <-cur.Wake():
-			case <-flushed:
-			}
-		} else {
-			<-cur.Wake()
-		}
-		if r.ctx.Err() != nil {
-			r.disconnected(cur, false)
-			return nil
-		}
-		if hbFired.Load() {
-			// A keep-alive comment goes one interval after the last write; the timer fired
-			// earlier than that is set again for the rest of the interval.
-			hbFired.Store(false)
-			if idle := time.Since(out.last); idle < interval {
-				hb.Reset(interval - idle)
-				continue
-			}
-			hb.Reset(interval)
-			if err := out.write([]byte(sse.Heartbeat)); err != nil {
-				r.disconnected(cur, false)
-				return nil
-			}
-		}
 	}
 }
 
