@@ -80,27 +80,36 @@ func CorrelationID(ctx context.Context) string {
 // of the request's span (otelhttp's, from the client's traceparent or a new trace) or else
 // generates a UUID; it sets it on the response before anything else can write, and puts it in
 // the request context. It also names the request's span after the route (POST /v2/tasks/{id}).
+//
+// This middleware and the others that stay on an open event stream's stack do their work in a
+// function of its own that returns before next is called: their frames stay small (see
+// VisitStreamTaskResponse).
 func Correlation() echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
-			sp := trace.SpanFromContext(c.Request().Context())
-			if route := c.Path(); route != "" {
-				sp.SetName(c.Request().Method + " " + route)
-				sp.SetAttributes(attribute.String("http.route", route))
-			}
-			id := c.Request().Header.Get(HeaderCorrelationID)
-			if !correlationRe.MatchString(id) {
-				if sc := sp.SpanContext(); sc.HasTraceID() {
-					id = sc.TraceID().String()
-				} else {
-					id = uuid.NewString()
-				}
-			}
-			c.Response().Header().Set(HeaderCorrelationID, id)
-			state(c).correlation = id
+			correlate(c)
 			return next(c)
 		}
 	}
+}
+
+// correlate is Correlation's work.
+func correlate(c echo.Context) {
+	sp := trace.SpanFromContext(c.Request().Context())
+	if route := c.Path(); route != "" {
+		sp.SetName(c.Request().Method + " " + route)
+		sp.SetAttributes(attribute.String("http.route", route))
+	}
+	id := c.Request().Header.Get(HeaderCorrelationID)
+	if !correlationRe.MatchString(id) {
+		if sc := sp.SpanContext(); sc.HasTraceID() {
+			id = sc.TraceID().String()
+		} else {
+			id = uuid.NewString()
+		}
+	}
+	c.Response().Header().Set(HeaderCorrelationID, id)
+	state(c).correlation = id
 }
 
 // IsHead reports whether the request came as HEAD (HeadAsGet serves it as GET).
@@ -199,37 +208,45 @@ func RawBody(ctx context.Context) []byte {
 func JSONBody() echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
-			r := c.Request()
-			mt := r.Header.Get("Content-Type")
-			if mt != "application/json" { // the common case needs no parsing
-				mt, _, _ = mime.ParseMediaType(mt)
+			if err := readJSONBody(c); err != nil {
+				return err
 			}
-			if r.Body == nil || r.Body == http.NoBody || mt != "application/json" {
-				return next(c)
-			}
-			raw, err := io.ReadAll(r.Body)
-			_ = r.Body.Close()
-			var tooLarge *http.MaxBytesError
-			switch {
-			case errors.As(err, &tooLarge):
-				return Errorf("PAYLOAD_TOO_LARGE", "request body is larger than %d bytes", tooLarge.Limit)
-			case err != nil:
-				return Errorf("INVALID_PARAMS", "body: %v", err)
-			}
-			// json.Valid accepts exactly what singleJSONValue does, without allocating; the
-			// decoder runs only to word the error.
-			if len(bytes.TrimSpace(raw)) > 0 && !json.Valid(raw) {
-				if err := singleJSONValue(raw); err != nil {
-					return Errorf("INVALID_PARAMS", "body: %v", err)
-				}
-			}
-			body := &rawBody{}
-			body.Reset(raw)
-			r.Body = body
-			state(c).raw = raw
 			return next(c)
 		}
 	}
+}
+
+// readJSONBody is JSONBody's work.
+func readJSONBody(c echo.Context) error {
+	r := c.Request()
+	mt := r.Header.Get("Content-Type")
+	if mt != "application/json" { // the common case needs no parsing
+		mt, _, _ = mime.ParseMediaType(mt)
+	}
+	if r.Body == nil || r.Body == http.NoBody || mt != "application/json" {
+		return nil
+	}
+	raw, err := io.ReadAll(r.Body)
+	_ = r.Body.Close()
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		return Errorf("PAYLOAD_TOO_LARGE", "request body is larger than %d bytes", tooLarge.Limit)
+	case err != nil:
+		return Errorf("INVALID_PARAMS", "body: %v", err)
+	}
+	// json.Valid accepts exactly what singleJSONValue does, without allocating; the
+	// decoder runs only to word the error.
+	if len(bytes.TrimSpace(raw)) > 0 && !json.Valid(raw) {
+		if err := singleJSONValue(raw); err != nil {
+			return Errorf("INVALID_PARAMS", "body: %v", err)
+		}
+	}
+	body := &rawBody{}
+	body.Reset(raw)
+	r.Body = body
+	state(c).raw = raw
+	return nil
 }
 
 // rawBody is the body JSONBody hands on: the bytes it read.
@@ -270,33 +287,39 @@ func Auth(spec *openapi3.T, keys *tenant.Ring, limits *tenant.Limiter, opts ...A
 		return nil, err
 	}
 	optional := optionalRoutes(spec)
+	check := func(c echo.Context) error {
+		route := c.Request().Method + " " + c.Path()
+		if public[route] || (cfg.optionalPublic && optional[route]) {
+			return nil
+		}
+		key, err := presentedKey(c.Request().Header)
+		if err != nil {
+			return err
+		}
+		if key == "" {
+			return Errorf("UNAUTHORIZED", "missing API key (X-API-Key or Authorization: Bearer)")
+		}
+		k, ok := keys.Lookup(key)
+		if !ok {
+			return Errorf("FORBIDDEN", "invalid API key")
+		}
+		for _, need := range scopes[route] {
+			if !k.Has(need) {
+				return Errorf("FORBIDDEN", "key %q lacks the %q scope this operation needs", k.Name, need)
+			}
+		}
+		if limits != nil {
+			SetRateLimitHeaders(c.Response().Header(), limits.Windows(k))
+		}
+		st := state(c)
+		st.key, st.respHeader = k, c.Response().Header()
+		return nil
+	}
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
-			route := c.Request().Method + " " + c.Path()
-			if public[route] || (cfg.optionalPublic && optional[route]) {
-				return next(c)
-			}
-			key, err := presentedKey(c.Request().Header)
-			if err != nil {
+			if err := check(c); err != nil {
 				return err
 			}
-			if key == "" {
-				return Errorf("UNAUTHORIZED", "missing API key (X-API-Key or Authorization: Bearer)")
-			}
-			k, ok := keys.Lookup(key)
-			if !ok {
-				return Errorf("FORBIDDEN", "invalid API key")
-			}
-			for _, need := range scopes[route] {
-				if !k.Has(need) {
-					return Errorf("FORBIDDEN", "key %q lacks the %q scope this operation needs", k.Name, need)
-				}
-			}
-			if limits != nil {
-				SetRateLimitHeaders(c.Response().Header(), limits.Windows(k))
-			}
-			st := state(c)
-			st.key, st.respHeader = k, c.Response().Header()
 			return next(c)
 		}
 	}, nil
