@@ -44,6 +44,7 @@ type Conns struct {
 	idle    []idleConn // most recently used last
 	closing int        // generations left with one connection each (> 0: the engine closed kept connections)
 	stats   ConnStats
+	reaping bool // a reap is scheduled: kept connections are closed once they outlive ttl
 }
 
 type idleConn struct {
@@ -147,7 +148,42 @@ func (p *Conns) put(c net.Conn) {
 		return
 	}
 	p.idle = append(p.idle, idleConn{c: c, since: p.now()})
+	if !p.reaping {
+		p.reaping = true
+		time.AfterFunc(p.ttl, p.reap)
+	}
 	p.mu.Unlock()
+}
+
+// reap closes the kept connections that have waited ttl or longer, so that a replica that gets
+// no more generations (idle, replaced by a reload, the daemon stopping) holds no engine
+// connection open: an engine that waits for its clients' connections to close before it exits
+// (tritonserver does) is not held up. It runs again while connections are kept, when the
+// oldest of them comes due; a generation that takes one in between only makes it find less.
+func (p *Conns) reap() {
+	p.mu.Lock()
+	now := p.now()
+	var expired []net.Conn
+	kept := p.idle[:0]
+	for _, ic := range p.idle {
+		if now.Sub(ic.since) >= p.ttl {
+			expired = append(expired, ic.c)
+			continue
+		}
+		kept = append(kept, ic)
+	}
+	clear(p.idle[len(kept):])
+	p.idle = kept
+	if len(p.idle) > 0 {
+		// The oldest kept connection is the first (most recently used last).
+		time.AfterFunc(max(p.ttl-now.Sub(p.idle[0].since), time.Millisecond), p.reap)
+	} else {
+		p.reaping = false
+	}
+	p.mu.Unlock()
+	for _, c := range expired {
+		_ = c.Close()
+	}
 }
 
 // closesConns records that the engine closed a streamed connection: the next ReprobeAfter

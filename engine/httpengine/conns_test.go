@@ -335,3 +335,46 @@ func TestConnsKeptAfterTheFinalEvent(t *testing.T) {
 		t.Errorf("%d connections, stats %+v; want 2 connections, 3 reuses", n, s)
 	}
 }
+
+// TestConnsReapIdle: kept connections that get no next generation are closed once they outlive
+// the idle timeout, without a generation coming to find them expired: an engine that waits for
+// its clients' connections to end before it exits (tritonserver) is not held up by a replica
+// that serves no more.
+func TestConnsReapIdle(t *testing.T) {
+	closed := make(chan struct{}, 4)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = io.WriteString(w, "data: x\n\n")
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			closed <- struct{}{}
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	p := NewConns(srv.URL, 2)
+	p.ttl = 10 * time.Millisecond
+	resp, err := p.Post(t.Context(), "/", "", []byte("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	p.mu.Lock()
+	kept := len(p.idle)
+	p.mu.Unlock()
+	if kept != 1 {
+		t.Fatalf("%d connections kept after one generation, want 1", kept)
+	}
+	select {
+	case <-closed: // the reaper closed it; the server saw the end
+	case <-time.After(time.Minute):
+		t.Fatal("the kept connection was never closed")
+	}
+	p.mu.Lock()
+	kept, reaping := len(p.idle), p.reaping
+	p.mu.Unlock()
+	if kept != 0 || reaping {
+		t.Errorf("after the reap: %d kept, reaping %v; want none and no reap scheduled", kept, reaping)
+	}
+}

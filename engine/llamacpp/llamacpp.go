@@ -245,6 +245,7 @@ func (r *Replica) generate(ctx context.Context, req *engine.Request, slot int, s
 
 // notEventStream and malformedStream word protocol errors. They are kept out of generate, as
 // completionBody is: a call with variadic arguments takes room in the caller's frame.
+//
 //go:noinline
 func notEventStream(ct string) error {
 	return engine.Errorf(engine.KindProtocol, "llamacpp: completion answered %q, want text/event-stream", ct)
