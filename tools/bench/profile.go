@@ -168,10 +168,13 @@ func (b *bench) profile(ctx context.Context, scenario string, streams, requests,
 		return err
 	}
 	t0 := time.Now()
+	ru0 := rusage()
 	runErr := loadArgsRun("profile-relay", streams, requests, duration)
 	pprof.StopCPUProfile()
 	cf.Close()
 	wall := time.Since(t0)
+	ru1 := rusage()
+	user, sys := ru1.user-ru0.user, ru1.sys-ru0.sys
 	runtime.ReadMemStats(&ms1)
 	allocsAfter := filepath.Join(b.scratch, "allocs-after.pprof")
 	if err := writeProfile("allocs", allocsAfter); err != nil {
@@ -187,16 +190,20 @@ func (b *bench) profile(ctx context.Context, scenario string, streams, requests,
 		toks := st1.Tokens - st0.Tokens
 		summary = fmt.Sprintf("daemon in-process, relay: %d concurrent streams × %d tokens, %d streams, wall %.1fs, %.0f tokens/s, "+
 			"added per-token latency p50 %.3f ms p99 %.3f ms\n"+
-			"daemon heap: %d mallocs (%.2f per token relayed, %d tokens), %d bytes allocated (%.0f per token), %d GC cycles\n",
+			"daemon heap: %d mallocs (%.2f per token relayed, %d tokens), %d bytes allocated (%.0f per token), %d GC cycles\n"+
+			"daemon CPU (getrusage, profiler included): %.1f ms per 1,000 tokens (user %.1f, system %.1f)\n",
 			streams, tokens, measured.Succeeded, wall.Seconds(), measured.TokensPerS, measured.TokenLatencyMs.P50, measured.TokenLatencyMs.P99,
-			mallocs, perUnit(mallocs, toks), toks, bytesAlloc, perUnit(bytesAlloc, toks), ms1.NumGC-ms0.NumGC)
+			mallocs, perUnit(mallocs, toks), toks, bytesAlloc, perUnit(bytesAlloc, toks), ms1.NumGC-ms0.NumGC,
+			perUnit(uint64((user+sys).Microseconds()), toks), perUnit(uint64(user.Microseconds()), toks), perUnit(uint64(sys.Microseconds()), toks))
 	} else {
 		n := uint64(max(measured.Succeeded, 0))
 		summary = fmt.Sprintf("daemon in-process, admission: %d concurrent clients, %d tasks admitted, wall %.1fs, %.0f req/s, "+
 			"latency p50 %.3f ms p99 %.3f ms\n"+
-			"daemon heap: %d mallocs (%.1f per task, including running it), %d bytes allocated (%.0f per task), %d GC cycles\n",
+			"daemon heap: %d mallocs (%.1f per task, including running it), %d bytes allocated (%.0f per task), %d GC cycles\n"+
+			"daemon CPU (getrusage, profiler included): %.1f µs per task (user %.1f, system %.1f)\n",
 			streams, n, wall.Seconds(), measured.ThroughputRPS, measured.LatencyMs.P50, measured.LatencyMs.P99,
-			mallocs, perUnit(mallocs, n), bytesAlloc, perUnit(bytesAlloc, n), ms1.NumGC-ms0.NumGC)
+			mallocs, perUnit(mallocs, n), bytesAlloc, perUnit(bytesAlloc, n), ms1.NumGC-ms0.NumGC,
+			perUnit(uint64((user+sys).Microseconds()), n), perUnit(uint64(user.Microseconds()), n), perUnit(uint64(sys.Microseconds()), n))
 	}
 	if err := os.WriteFile(filepath.Join(b.scratch, "summary.txt"), []byte(summary), 0o644); err != nil {
 		return err
@@ -222,6 +229,18 @@ func (b *bench) profile(ctx context.Context, scenario string, streams, requests,
 	}
 	b.log.Info("profile written", "dir", b.scratch, "cpu", cpuPath)
 	return nil
+}
+
+type cpuTimes struct{ user, sys time.Duration }
+
+// rusage is this process's CPU time so far: the in-process daemon's (the simulator and loadgen
+// run in their own processes) and the profiler's.
+func rusage() cpuTimes {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return cpuTimes{}
+	}
+	return cpuTimes{user: time.Duration(ru.Utime.Nano()), sys: time.Duration(ru.Stime.Nano())}
 }
 
 func perUnit(v, units uint64) float64 {
