@@ -236,12 +236,13 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		if perr != nil {
 			return nil, perr
 		}
-		a.journal, err = journal.Open(journal.Options{Dir: dir, Sync: mode, Logger: log})
+		a.journal, err = journal.Open(journal.Options{Dir: dir, Sync: mode, Logger: log,
+			MaxUnsynced: cfg.Journal.MaxUnsynced.D(), MaxUnsyncedBytes: cfg.Journal.MaxUnsyncedBytes})
 		if err != nil {
 			return nil, err
 		}
 		topts.Journal = a.journal
-		log.Info("journal open", "dir", dir, "sync", mode.String())
+		log.Info("journal open", "dir", dir, "sync", mode.String(), "max_unsynced", cfg.Journal.MaxUnsynced.D())
 	}
 	if svc, err = task.New(topts); err != nil {
 		return nil, err

@@ -178,8 +178,15 @@ type Journal struct {
 	//   - always: a stream frame waits for the disk too (each token pays one fdatasync);
 	//   - none: a 202 waits only for the write (an acknowledged task survives a crash of the
 	//     process, not of the machine).
-	// The journal writes each batch at once and fsyncs as soon as the previous fsync ends.
+	// The journal writes each batch at once. With always it fdatasyncs as soon as the previous
+	// fdatasync ends; with admission and none, when an admission waits (one fdatasync covers
+	// everything written so far) and otherwise within MaxUnsynced and MaxUnsyncedBytes.
 	Sync string `yaml:"sync"`
+	// MaxUnsynced bounds how long written data nobody waits for stays unsynced (sync: admission
+	// or none; default 100ms): what a power loss or kernel crash may take back.
+	MaxUnsynced Duration `yaml:"max_unsynced"`
+	// MaxUnsyncedBytes bounds how many bytes of such data stay unsynced (default 1 MiB).
+	MaxUnsyncedBytes int64 `yaml:"max_unsynced_bytes"`
 	// FsyncInterval is deprecated and ignored (the journal no longer waits on a timer); the key
 	// is still accepted so that existing configurations load, with a warning.
 	FsyncInterval Duration `yaml:"fsync_interval"`
@@ -198,7 +205,7 @@ func (c *Config) Warnings() []string {
 	var w []string
 	if c.Journal.FsyncInterval != 0 {
 		w = append(w, "journal.fsync_interval is deprecated and ignored: the journal writes each batch at once "+
-			"and fsyncs as soon as the previous fsync ends; journal.sync says what waits for the disk")
+			"and syncs when an admission waits or within journal.max_unsynced; journal.sync says what waits for the disk")
 	}
 	return w
 }
@@ -588,6 +595,12 @@ func (c *Config) complete() error {
 	if !filepath.IsAbs(c.Journal.Dir) {
 		c.Journal.Dir = filepath.Join(c.StateDir, c.Journal.Dir)
 	}
+	if c.Journal.MaxUnsynced == 0 {
+		c.Journal.MaxUnsynced = Duration(100 * time.Millisecond)
+	}
+	if c.Journal.MaxUnsyncedBytes == 0 {
+		c.Journal.MaxUnsyncedBytes = 1 << 20
+	}
 	if c.Journal.Sync == "" {
 		c.Journal.Sync = JournalSyncAdmission
 	}
@@ -749,6 +762,12 @@ func (c *Config) validate() error {
 	case JournalSyncAdmission, JournalSyncAlways, JournalSyncNone:
 	default:
 		return fail("journal.sync", "must be admission, always or none, got %q", c.Journal.Sync)
+	}
+	if c.Journal.MaxUnsynced.D() < 0 {
+		return fail("journal.max_unsynced", "must not be negative")
+	}
+	if c.Journal.MaxUnsyncedBytes < 0 {
+		return fail("journal.max_unsynced_bytes", "must not be negative")
 	}
 	if c.ShutdownGrace.D() < 0 {
 		return fail("shutdown_grace", "must not be negative")

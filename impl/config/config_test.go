@@ -61,16 +61,19 @@ func TestJournalConfig(t *testing.T) {
 		dir      string
 		sync     string
 		warnings []string
+		unsynced time.Duration // journal.max_unsynced (default 100ms)
+		bytes    int64         // journal.max_unsynced_bytes (default 1 MiB)
 	}{
-		{"journal: {enabled: false}\n", false, "/s/journal", "admission", nil},
-		{"journal: {dir: wal}\n", true, "/s/wal", "admission", nil},
-		{"journal: {dir: /var/lib/orchd-journal}\n", true, "/var/lib/orchd-journal", "admission", nil},
-		{"", true, "/s/journal", "admission", nil},
-		{"journal: {sync: always}\n", true, "/s/journal", "always", nil},
-		{"journal: {sync: none}\n", true, "/s/journal", "none", nil},
+		{"journal: {enabled: false}\n", false, "/s/journal", "admission", nil, 0, 0},
+		{"journal: {dir: wal}\n", true, "/s/wal", "admission", nil, 0, 0},
+		{"journal: {dir: /var/lib/orchd-journal}\n", true, "/var/lib/orchd-journal", "admission", nil, 0, 0},
+		{"", true, "/s/journal", "admission", nil, 0, 0},
+		{"journal: {sync: always}\n", true, "/s/journal", "always", nil, 0, 0},
+		{"journal: {sync: none}\n", true, "/s/journal", "none", nil, 0, 0},
+		{"journal: {max_unsynced: 1s, max_unsynced_bytes: 4096}\n", true, "/s/journal", "admission", nil, time.Second, 4096},
 		// Configurations written for the interval timer still load, with a warning.
-		{"journal: {fsync_interval: 2ms}\n", true, "/s/journal", "admission", deprecated},
-		{"journal: {fsync_interval: 5s, sync: always}\n", true, "/s/journal", "always", deprecated},
+		{"journal: {fsync_interval: 2ms}\n", true, "/s/journal", "admission", deprecated, 0, 0},
+		{"journal: {fsync_interval: 5s, sync: always}\n", true, "/s/journal", "always", deprecated, 0, 0},
 	}
 	for _, tt := range tests {
 		p := filepath.Join(t.TempDir(), "c.yaml")
@@ -81,7 +84,11 @@ func TestJournalConfig(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c.Journal.EnabledOrDefault() != tt.enabled || c.Journal.Dir != tt.dir || c.Journal.Sync != tt.sync {
+		if tt.unsynced == 0 {
+			tt.unsynced, tt.bytes = 100*time.Millisecond, 1<<20
+		}
+		if c.Journal.EnabledOrDefault() != tt.enabled || c.Journal.Dir != tt.dir || c.Journal.Sync != tt.sync ||
+			c.Journal.MaxUnsynced.D() != tt.unsynced || c.Journal.MaxUnsyncedBytes != tt.bytes {
 			t.Fatalf("%q: journal = %+v", tt.yaml, c.Journal)
 		}
 		w := c.Warnings()
@@ -92,6 +99,15 @@ func TestJournalConfig(t *testing.T) {
 			if !strings.HasPrefix(w[i], tt.warnings[i]) {
 				t.Fatalf("%q: warnings %q, want %q", tt.yaml, w, tt.warnings)
 			}
+		}
+	}
+	for _, bad := range []string{"journal: {max_unsynced: -1s}\n", "journal: {max_unsynced_bytes: -1}\n"} {
+		p := filepath.Join(t.TempDir(), "c.yaml")
+		if err := os.WriteFile(p, []byte(bad+minimal), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Load(Overrides{ConfigFile: p, StateDir: "/s"}); err == nil || !strings.Contains(err.Error(), "journal.max_unsynced") {
+			t.Fatalf("%q: %v, want an error naming the key", bad, err)
 		}
 	}
 }

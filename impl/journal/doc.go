@@ -28,17 +28,30 @@
 //     it back either.
 //
 // The owner goroutine (Run) writes each batch as soon as there is one (after letting the
-// producers that are runnable append first), and a syncer goroutine fdatasyncs as soon as the
-// previous fdatasync has ended: whatever was written meanwhile goes out with the next one
-// (group commit, no timer). Wait, when it waits for the disk, leads if no fdatasync is running
-// (it writes and syncs on its own goroutine: one fdatasync, no hand-off) and follows otherwise.
+// producers that are runnable append first). When it syncs depends on who waits for the disk:
+//
+//   - SyncAlways: readers wait for the durable watermark, so a syncer goroutine fdatasyncs as
+//     soon as the previous fdatasync has ended; whatever was written meanwhile goes out with
+//     the next one (group commit, no timer).
+//   - SyncAdmission and SyncNone: nobody waits for a stream frame's fdatasync, so frames are
+//     synced lazily: by the next waiter's fdatasync (an admission's Wait syncs everything
+//     written so far, one fdatasync), or by the syncer once the oldest unsynced batch is
+//     Options.MaxUnsynced old (default 100 ms, one timer armed per run of unsynced batches:
+//     no latency on any request path) or the unsynced bytes reach Options.MaxUnsyncedBytes
+//     (default 1 MiB). At low rates the eager policy gave each frame its own fdatasync (about
+//     a quarter of a stream's CPU per token) and made the next admission wait behind it.
+//
+// Wait, when it waits for the disk, leads if no fdatasync is running (it writes and syncs on
+// its own goroutine: one fdatasync, no hand-off) and follows otherwise: behind a lazy sync it
+// started after, that is one sync's wait and then its own.
 //
 // Options.Sync says what waits for what. Visible (what a reader may be shown) is the written
 // watermark, or the durable one with SyncAlways; Wait (what an acknowledgement waits for) is
 // the durable one, or the written one with SyncNone. The default, SyncAdmission, thus makes
 // an acknowledged admission survive a power loss, and a frame a reader saw survive a crash of
-// the process; a power loss may take back the frames shown after the last completed
-// fdatasync (those written while it ran: about one fdatasync's worth of each stream).
+// the process; a power loss may take back the frames written in the last MaxUnsynced (or
+// MaxUnsyncedBytes) that no admission's fdatasync covered. Open fdatasyncs what a previous
+// process wrote, so that the bound holds across a restart after kill -9.
 //
 // fdatasync, not fsync: the journal needs its data and its size, not its timestamps. And the
 // segment is preallocated (fallocate) a MiB at a time ahead of its records, so that an append

@@ -15,11 +15,15 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
-// Sync says what an acknowledgement (Wait) and a reader's view (Visible) stand for. Whatever
-// the mode, the journal writes each batch as soon as it has one and fsyncs as soon as the
-// previous fsync has ended (group commit, no timer); the modes differ only in what waits.
+// Sync says what an acknowledgement (Wait) and a reader's view (Visible) stand for, and so
+// when the journal syncs. Whatever the mode, it writes each batch as soon as it has one. With
+// SyncAlways it fdatasyncs as soon as the previous fdatasync has ended (group commit, no
+// timer): readers wait for the disk. With SyncAdmission and SyncNone it fdatasyncs when a
+// waiter needs it (an admission's Wait: everything written so far, one fdatasync) and
+// otherwise lazily, once unsynced data is MaxUnsynced old or MaxUnsyncedBytes large.
 type Sync uint8
 
 const (
@@ -27,13 +31,14 @@ const (
 	// acknowledged admission survives a power loss; Visible advances once a record is handed to
 	// the kernel (write), so a frame a reader saw survives a crash of the process (kill -9, OOM
 	// kill, panic) but a power loss or kernel crash may take back the frames of the last
-	// moments (those written after the last completed fdatasync).
+	// MaxUnsynced (those no admission's fdatasync covered).
 	SyncAdmission Sync = iota
 	// SyncAlways makes Visible wait for the disk too, so a power loss never takes back a frame
 	// a reader saw. Each frame pays one fdatasync (about 0.1-1 ms) before a reader sees it.
 	SyncAlways
 	// SyncNone makes Wait wait only for the write, so an acknowledged record survives a crash
-	// of the process but not a power loss or kernel crash. The disk is still synced continuously.
+	// of the process but not a power loss or kernel crash. The disk is synced within the
+	// MaxUnsynced and MaxUnsyncedBytes bounds.
 	SyncNone
 )
 
@@ -69,14 +74,26 @@ type Options struct {
 	// CompactMinBytes is the segment size below which the journal is never compacted (default
 	// 4 MiB).
 	CompactMinBytes int64
-	Logger          *slog.Logger
+	// MaxUnsynced bounds how long written data waits for an fdatasync that no waiter asked for
+	// (SyncAdmission and SyncNone; default 100 ms): the window a power loss may take back.
+	MaxUnsynced time.Duration
+	// MaxUnsyncedBytes bounds how much written data waits for such an fdatasync (default 1 MiB).
+	MaxUnsyncedBytes int64
+	Logger           *slog.Logger
 }
+
+// Defaults of Options.MaxUnsynced and Options.MaxUnsyncedBytes.
+const (
+	DefaultMaxUnsynced      = 100 * time.Millisecond
+	DefaultMaxUnsyncedBytes = 1 << 20
+)
 
 // Stats are counters for benchmarks and tests.
 type Stats struct {
 	Records     uint64 // records appended since Open
 	Batches     uint64 // writes (one per batch)
 	Syncs       uint64 // fdatasyncs (each covers the batches written before it)
+	LazySyncs   uint64 // of which asked by no waiter (the MaxUnsynced or MaxUnsyncedBytes bound)
 	Compactions uint64
 	SegmentSize int64 // bytes in the active segment
 	LiveBytes   int64 // bytes of the records of live tasks
@@ -112,12 +129,33 @@ type Journal struct {
 	alloc      int64                // under wmu: the segment file's size (the records end at size, zeros follow)
 	noPrealloc bool                 // under wmu: the file system refused to preallocate
 	datasync   func(*os.File) error // fdatasync; tests hold it back
+	newTimer   func() timer         // the MaxUnsynced timer; tests fire it by hand
 	gen        uint64
 	size       atomic.Int64
+	synced     atomic.Int64 // segment bytes on disk: size as of the last fdatasync
 	batches    atomic.Uint64
 	syncs      atomic.Uint64
+	lazySyncs  atomic.Uint64
 	compact    atomic.Uint64
 }
+
+// timer is the part of a time.Timer that Run uses.
+type timer interface {
+	C() <-chan time.Time
+	Reset(d time.Duration)
+	Stop()
+}
+
+type realTimer struct{ t *time.Timer }
+
+func newRealTimer() timer {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return realTimer{t}
+}
+func (r realTimer) C() <-chan time.Time   { return r.t.C }
+func (r realTimer) Reset(d time.Duration) { r.t.Reset(d) }
+func (r realTimer) Stop()                 { r.t.Stop() }
 
 // watermark is a sequence number that only grows, with a channel closed at each advance.
 type watermark struct {
@@ -158,13 +196,20 @@ func Open(opts Options) (*Journal, error) {
 	if opts.CompactMinBytes <= 0 {
 		opts.CompactMinBytes = 4 << 20
 	}
+	if opts.MaxUnsynced <= 0 {
+		opts.MaxUnsynced = DefaultMaxUnsynced
+	}
+	if opts.MaxUnsyncedBytes <= 0 {
+		opts.MaxUnsyncedBytes = DefaultMaxUnsyncedBytes
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("journal: %w", err)
 	}
-	j := &Journal{opts: opts, log: opts.Logger, live: map[string]int64{}, wake: make(chan struct{}, 1), datasync: datasync}
+	j := &Journal{opts: opts, log: opts.Logger, live: map[string]int64{}, wake: make(chan struct{}, 1), datasync: datasync,
+		newTimer: newRealTimer}
 	j.written.init()
 	j.durable.init()
 
@@ -224,6 +269,13 @@ func Open(opts Options) (*Journal, error) {
 		j.alloc = int64(len(data))
 		data = data[:valid]
 		j.size.Store(int64(valid))
+		// A process killed before its last fdatasync left written records in the page cache:
+		// bring them to disk now, so that the unsynced bounds hold across restarts.
+		if err := datasync(j.f); err != nil {
+			_ = j.f.Close()
+			return nil, fmt.Errorf("journal: %w", err)
+		}
+		j.synced.Store(int64(valid))
 	}
 	for off := 0; off < len(data); {
 		r, n, _ := Decode(data[off:])
@@ -308,6 +360,7 @@ func (j *Journal) rewrite(data []byte, live map[string]struct{}) ([]byte, error)
 	}
 	j.f, j.gen = f, next
 	j.size.Store(int64(len(out)))
+	j.synced.Store(int64(len(out))) // fsynced above
 	j.alloc = int64(len(out))
 	if st, err := f.Stat(); err == nil {
 		j.alloc = st.Size()
@@ -423,9 +476,10 @@ func (j *Journal) Retire(task string) {
 // with SyncNone, written), or with the journal's write error, or with ctx's error. The caller
 // leads when no fdatasync (with SyncNone, no write) runs: it writes what is pending and runs
 // the fdatasync itself, with no goroutine hand-off; otherwise it follows, and leads the next
-// one if the running one does not cover its record (group commit, no timer).
+// one if the running one does not cover its record (group commit, no timer: one sync's wait
+// at most, not cancelled by ctx once the running one has ended).
 func (j *Journal) Wait(ctx context.Context, seq uint64) error {
-	w, lead := &j.durable, true
+	w, lead, behind := &j.durable, true, false
 	if j.opts.Sync == SyncNone {
 		w = &j.written
 	}
@@ -447,15 +501,26 @@ func (j *Journal) Wait(ctx context.Context, seq uint64) error {
 			j.wmu.Unlock()
 			continue
 		}
-		if lead && j.opts.Sync != SyncNone && j.smu.TryLock() {
-			if j.durable.v.Load() < seq && !j.syncLocked() {
-				lead = false // closed: nothing more becomes durable
+		if lead && j.opts.Sync != SyncNone {
+			locked := j.smu.TryLock()
+			if !locked && behind {
+				// The fdatasync this waiter followed has ended without covering its record:
+				// lead the next one (with lazy syncing nobody else may start it), after whoever
+				// took the lock first (an fdatasync that may cover it, or a compaction).
+				j.smu.Lock()
+				locked = true
 			}
-			j.smu.Unlock()
-			continue
+			if locked {
+				if j.durable.v.Load() < seq && !j.syncLocked(false) {
+					lead = false // closed: nothing more becomes durable
+				}
+				j.smu.Unlock()
+				continue
+			}
 		}
 		select {
 		case <-ch:
+			behind = true
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -489,7 +554,8 @@ func (j *Journal) Written() (uint64, <-chan struct{}) { return j.written.load() 
 func (j *Journal) Stats() Stats {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	return Stats{Records: j.nrec, Batches: j.batches.Load(), Syncs: j.syncs.Load(), Compactions: j.compact.Load(),
+	return Stats{Records: j.nrec, Batches: j.batches.Load(), Syncs: j.syncs.Load(), LazySyncs: j.lazySyncs.Load(),
+		Compactions: j.compact.Load(),
 		SegmentSize: j.size.Load(), LiveBytes: j.liveSum}
 }
 
@@ -501,23 +567,29 @@ func signal(ch chan struct{}) {
 }
 
 // Run is the owner goroutine: it writes each batch as soon as there is one, has the syncer
-// fdatasync as soon as the previous fdatasync has ended (so whatever was written meanwhile goes
-// out with the next one: group commit without a timer), and compacts, until ctx is done; then
-// it writes and syncs what is pending, closes the segment and returns.
+// fdatasync what no waiter asked for (with SyncAlways as soon as the previous fdatasync has
+// ended, so whatever was written meanwhile goes out with the next one: group commit without a
+// timer; otherwise once the oldest unsynced batch is MaxUnsynced old or the unsynced bytes
+// reach MaxUnsyncedBytes), and compacts, until ctx is done; then it writes and syncs what is
+// pending, closes the segment and returns.
 func (j *Journal) Run(ctx context.Context) error {
 	reqs := make(chan uint64, 1) // a written sequence number to make durable
 	idle := make(chan struct{}, 1)
 	sdone := make(chan struct{})
 	go func() { defer close(sdone); j.syncer(reqs, idle) }()
 	busy := false // the syncer holds a request
+	eager := j.opts.Sync == SyncAlways
+	tm := j.newTimer()
+	armed, due := false, false // the timer runs / has fired for the oldest unsynced batch
 	defer func() {
+		tm.Stop()
 		if busy {
 			<-idle
 		}
 		close(reqs)
 		<-sdone
 		j.smu.Lock()
-		j.syncLocked()
+		j.syncLocked(false)
 		j.wmu.Lock()
 		j.closed = true
 		_ = j.f.Close()
@@ -534,10 +606,24 @@ func (j *Journal) Run(ctx context.Context) error {
 			runtime.Gosched()
 		case <-idle:
 			busy = false
+		case <-tm.C():
+			armed, due = false, true
 		}
+		before, _ := j.written.load()
+		settled := j.durable.v.Load() >= before // nothing written was unsynced
 		j.wmu.Lock()
 		j.writeLocked()
 		j.wmu.Unlock()
+		w, _ := j.written.load()
+		if w == math.MaxUint64 {
+			continue // failed: nothing more to sync
+		}
+		if !eager && w > before && (settled || !armed && !due) {
+			// This batch is the oldest unsynced one (or, while the syncer runs, the oldest the
+			// running sync may not cover): it is due MaxUnsynced from now.
+			tm.Reset(j.opts.MaxUnsynced)
+			armed, due = true, false
+		}
 		if busy {
 			continue
 		}
@@ -547,7 +633,15 @@ func (j *Journal) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		if w, _ := j.written.load(); w > j.durable.v.Load() && w != math.MaxUint64 {
+		if w <= j.durable.v.Load() {
+			due = false // a waiter synced it all
+			continue
+		}
+		if eager || due || j.size.Load()-j.synced.Load() >= j.opts.MaxUnsyncedBytes {
+			if armed {
+				tm.Stop()
+			}
+			armed, due = false, false
 			reqs <- w
 			busy = true
 		}
@@ -557,10 +651,11 @@ func (j *Journal) Run(ctx context.Context) error {
 // syncer makes what Run wrote durable, one fdatasync at a time (unless a leader did it
 // meanwhile), and tells Run when it is idle again.
 func (j *Journal) syncer(reqs <-chan uint64, idle chan<- struct{}) {
+	lazy := j.opts.Sync != SyncAlways
 	for seq := range reqs {
 		j.smu.Lock()
 		if j.durable.v.Load() < seq {
-			j.syncLocked()
+			j.syncLocked(lazy)
 		}
 		j.smu.Unlock()
 		idle <- struct{}{}
@@ -568,9 +663,9 @@ func (j *Journal) syncer(reqs <-chan uint64, idle chan<- struct{}) {
 }
 
 // syncLocked writes what is pending, then makes everything written durable with one
-// fdatasync (writes go on meanwhile). The caller holds smu. It reports false once the journal
-// is closed.
-func (j *Journal) syncLocked() bool {
+// fdatasync (writes go on meanwhile); lazy counts it as asked by no waiter. The caller holds
+// smu. It reports false once the journal is closed.
+func (j *Journal) syncLocked(lazy bool) bool {
 	j.wmu.Lock()
 	if j.closed {
 		j.wmu.Unlock()
@@ -578,6 +673,7 @@ func (j *Journal) syncLocked() bool {
 	}
 	j.writeLocked()
 	f := j.f // replaced only under smu
+	size := j.size.Load()
 	j.wmu.Unlock()
 	w, _ := j.written.load()
 	if w <= j.durable.v.Load() || w == math.MaxUint64 {
@@ -588,6 +684,10 @@ func (j *Journal) syncLocked() bool {
 		return true
 	}
 	j.syncs.Add(1)
+	if lazy {
+		j.lazySyncs.Add(1)
+	}
+	j.synced.Store(size)
 	j.durable.advance(w)
 	return true
 }

@@ -424,9 +424,13 @@ func TestSyncModes(t *testing.T) {
 				t.Fatal(err)
 			}
 			h := holdSync(j)
+			tm := fakeTimers(j)
 			start(t, j)
 			seq := j.Append("a", 1, "", []byte("admit"), nil)
 			waitWritten(t, j, seq)
+			if tt.mode != SyncAlways {
+				tm.fire(t) // nobody waits: the record is synced once it is MaxUnsynced old
+			}
 			recv(t, h.started, "the fdatasync")
 			if v, _ := j.Visible(); (v >= seq) != tt.visibleBeforeSync {
 				t.Fatalf("visible %d before the fdatasync returned (record %d): want visible=%v", v, seq, tt.visibleBeforeSync)
@@ -454,10 +458,11 @@ func TestSyncModes(t *testing.T) {
 	}
 }
 
-// Group commit without a timer: records that arrive while an fdatasync runs are written at
-// once and made durable by exactly one more fdatasync, which starts as soon as the first ends.
+// Group commit without a timer (sync=always, where readers wait for the disk): records that
+// arrive while an fdatasync runs are written at once and made durable by exactly one more
+// fdatasync, which starts as soon as the first ends.
 func TestGroupCommitWithoutTimer(t *testing.T) {
-	j, err := Open(Options{Dir: t.TempDir()})
+	j, err := Open(Options{Dir: t.TempDir(), Sync: SyncAlways})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -635,5 +640,136 @@ func TestIDReusedAfterRetire(t *testing.T) {
 				t.Fatalf("replay: %v", got)
 			}
 		})
+	}
+}
+
+// fakeTimer is the MaxUnsynced timer, fired by the test.
+type fakeTimer struct{ c chan time.Time }
+
+func fakeTimers(j *Journal) *fakeTimer {
+	ft := &fakeTimer{c: make(chan time.Time)}
+	j.newTimer = func() timer { return ft }
+	return ft
+}
+
+func (f *fakeTimer) C() <-chan time.Time { return f.c }
+func (f *fakeTimer) Reset(time.Duration) {}
+func (f *fakeTimer) Stop()               {}
+
+// fire delivers one tick to Run.
+func (f *fakeTimer) fire(t *testing.T) {
+	t.Helper()
+	select {
+	case f.c <- time.Time{}:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run never took the tick")
+	}
+}
+
+func waitDurable(t *testing.T, j *Journal, seq uint64) {
+	t.Helper()
+	for {
+		d, ch := j.Durable()
+		if d >= seq {
+			return
+		}
+		recv(t, ch, fmt.Sprintf("the fdatasync of record %d", seq))
+	}
+}
+
+// With sync=admission and sync=none, frames nobody waits on are not synced one by one: they
+// wait for an admission's fdatasync, which covers everything written before it (one
+// fdatasync), or for the MaxUnsynced bound (a tick) or the MaxUnsyncedBytes bound. sync=always
+// syncs each frame a reader waits for.
+func TestLazySync(t *testing.T) {
+	const frames = 20
+	tests := []struct {
+		name  string
+		mode  Sync
+		bytes bool // MaxUnsyncedBytes: the frames' size, reached by the last one
+		tick  bool // fire the MaxUnsynced timer after the frames
+		admit bool // then append an admission and Wait for it
+		// fdatasyncs after the frames were written (and the tick), and after the admission
+		syncsFrames, syncsAdmit uint64
+		lazy                    uint64 // of them, asked by no waiter
+	}{
+		{"admission frames wait for the next admission", SyncAdmission, false, false, true, 0, 1, 0},
+		{"admission frames synced at the time bound", SyncAdmission, false, true, false, 1, 1, 1},
+		{"none frames synced at the time bound", SyncNone, false, true, false, 1, 1, 1},
+		{"admission frames synced at the byte bound", SyncAdmission, true, false, false, 1, 1, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			data := bytes.Repeat([]byte{'x'}, 40)
+			var bound int64
+			if tt.bytes {
+				bound = frames * int64(recordSize("b", "token", data, nil))
+			}
+			j, err := Open(Options{Dir: t.TempDir(), Sync: tt.mode, MaxUnsyncedBytes: bound})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tm := fakeTimers(j)
+			start(t, j)
+			var last uint64
+			for range frames {
+				// One frame at a time, each written before the next: at low rates the eager
+				// policy gave each its own fdatasync.
+				last = j.Append("b", 2, "token", data, nil)
+				waitWritten(t, j, last)
+			}
+			if tt.tick {
+				tm.fire(t)
+			}
+			if tt.syncsFrames > 0 {
+				waitDurable(t, j, last)
+			}
+			if s := j.Stats(); s.Syncs != tt.syncsFrames {
+				t.Fatalf("after %d frames: %d fdatasyncs, want %d", frames, s.Syncs, tt.syncsFrames)
+			}
+			if tt.admit {
+				seq := j.Append("a", 1, "", []byte("admit"), nil)
+				wait(t, j, seq)
+				if d, _ := j.Durable(); d < seq {
+					t.Fatalf("durable %d after the admission's Wait(%d)", d, seq)
+				}
+			}
+			if s := j.Stats(); s.Syncs != tt.syncsAdmit || s.LazySyncs != tt.lazy {
+				t.Fatalf("stats %+v: want %d fdatasyncs, %d lazy", s, tt.syncsAdmit, tt.lazy)
+			}
+		})
+	}
+}
+
+// An admission whose record is written while a lazy fdatasync runs waits for it and then leads
+// one more (1 wait + 1 sync), and that one covers the frames written meanwhile.
+func TestAdmissionBehindLazySync(t *testing.T) {
+	j, err := Open(Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := holdSync(j)
+	tm := fakeTimers(j)
+	start(t, j)
+	t.Cleanup(func() { close(h.release) }) // before the stop: a failed test lets every sync go
+	frame := j.Append("b", 2, "token", []byte("t0"), nil)
+	waitWritten(t, j, frame)
+	tm.fire(t)
+	recv(t, h.started, "the lazy fdatasync")
+	more := j.Append("b", 2, "token", []byte("t1"), nil)
+	seq := j.Append("a", 1, "", []byte("admit"), nil)
+	done := make(chan error, 1)
+	go func() { done <- j.Wait(context.Background(), seq) }()
+	h.release <- struct{}{}
+	recv(t, h.started, "the admission's fdatasync")
+	h.release <- struct{}{}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := j.Durable(); d < more || d < seq {
+		t.Fatalf("durable %d, want %d", d, seq)
+	}
+	if s := j.Stats(); s.Syncs != 2 || s.LazySyncs != 1 {
+		t.Fatalf("stats %+v: want 2 fdatasyncs, 1 lazy", s)
 	}
 }
