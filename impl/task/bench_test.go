@@ -37,7 +37,7 @@ func (burst) Health(context.Context) (engine.Health, error) {
 
 // benchService runs a Service on eng, with a file journal in a temporary directory when
 // journaled.
-func benchService(b *testing.B, eng engine.Replica, journaled bool) *Service {
+func benchService(b *testing.B, eng engine.Replica, journaled bool) (*Service, *journal.Journal) {
 	b.Helper()
 	ss, err := session.New(session.Options{MaxSessions: 1 << 20})
 	if err != nil {
@@ -50,8 +50,9 @@ func benchService(b *testing.B, eng engine.Replica, journaled bool) *Service {
 		Sessions: ss, Metrics: metrics.New(prometheus.NewRegistry()), MaxRetained: 1 << 20}
 	ctx, cancel := context.WithCancel(context.Background())
 	jdone := make(chan struct{})
+	var jr *journal.Journal
 	if journaled {
-		jr, err := journal.Open(journal.Options{Dir: b.TempDir()})
+		jr, err = journal.Open(journal.Options{Dir: b.TempDir()})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -65,7 +66,21 @@ func benchService(b *testing.B, eng engine.Replica, journaled bool) *Service {
 	go func() { defer close(done); _ = svc.Run(ctx) }()
 	svc.PoolChanged(ctx, oneReplica(v))
 	b.Cleanup(func() { cancel(); <-done; <-jdone })
-	return svc
+	return svc, jr
+}
+
+// reportSyncs reports the journal's fdatasyncs per op (0 without a journal).
+func reportSyncs(b *testing.B, jr *journal.Journal, syncs0 uint64) {
+	if jr != nil {
+		b.ReportMetric(float64(jr.Stats().Syncs-syncs0)/float64(b.N), "syncs/op")
+	}
+}
+
+func journalSyncs(jr *journal.Journal) uint64 {
+	if jr == nil {
+		return 0
+	}
+	return jr.Stats().Syncs
 }
 
 func benchSpec(i int) Spec {
@@ -79,10 +94,10 @@ func benchSpec(i int) Spec {
 func BenchmarkTokens(b *testing.B) {
 	for _, journaled := range []bool{false, true} {
 		b.Run(fmt.Sprintf("journal=%v", journaled), func(b *testing.B) {
-			svc := benchService(b, burst{n: b.N}, journaled)
+			svc, jr := benchService(b, burst{n: b.N}, journaled)
 			b.ReportAllocs()
 			b.ResetTimer()
-			cpu0 := processCPU(b)
+			cpu0, syncs0 := processCPU(b), journalSyncs(jr)
 			if _, err := svc.Submit(context.Background(), benchSpec(0)); err != nil {
 				b.Fatal(err)
 			}
@@ -94,6 +109,7 @@ func BenchmarkTokens(b *testing.B) {
 			// The process's CPU per token, every goroutine included (the journal's writer and
 			// syncer run beside the producer).
 			b.ReportMetric(float64((processCPU(b)-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
+			reportSyncs(b, jr, syncs0)
 		})
 	}
 }
@@ -104,7 +120,7 @@ func BenchmarkSubmit(b *testing.B) {
 	for _, journaled := range []bool{false, true} {
 		for _, par := range []int{1, 16} {
 			b.Run(fmt.Sprintf("journal=%v/clients=%d", journaled, par), func(b *testing.B) {
-				svc := benchService(b, burst{n: 0}, journaled)
+				svc, jr := benchService(b, burst{n: 0}, journaled)
 				ids := make(chan int, b.N)
 				for i := range b.N {
 					ids <- i
@@ -112,6 +128,7 @@ func BenchmarkSubmit(b *testing.B) {
 				close(ids)
 				b.ReportAllocs()
 				b.ResetTimer()
+				syncs0 := journalSyncs(jr)
 				errs := make(chan error, par)
 				lat := make([]time.Duration, b.N) // each admission's latency, by its index
 				for range par {
@@ -136,6 +153,7 @@ func BenchmarkSubmit(b *testing.B) {
 				// slowest fsyncs of other processes.
 				slices.Sort(lat)
 				b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds()), "p50-ns")
+				reportSyncs(b, jr, syncs0)
 			})
 		}
 	}
@@ -173,7 +191,7 @@ func BenchmarkTokenLatency(b *testing.B) {
 	for _, journaled := range []bool{false, true} {
 		b.Run(fmt.Sprintf("journal=%v", journaled), func(b *testing.B) {
 			eng := pingpong{n: b.N, seen: make(chan struct{})}
-			svc := benchService(b, eng, journaled)
+			svc, _ := benchService(b, eng, journaled)
 			if _, err := svc.Submit(context.Background(), benchSpec(0)); err != nil {
 				b.Fatal(err)
 			}

@@ -76,7 +76,7 @@ type attempt struct {
 	migrate   bool // the pool migrates tasks whose replica failed mid-stream
 
 	ctx   context.Context // the engine call's, with its span
-	span  trace.Span
+	span  trace.Span      // nil when tracing is off
 	start time.Time
 	// inDaemon is the time emit spent in the daemon. The engine calls emit from Generate's
 	// goroutine or in sequence with it, and inDaemon is read after Generate returns.
@@ -144,9 +144,12 @@ func (s *Service) prepare(ctx context.Context, t *Task, g *placements, a *attemp
 func (a *attempt) begin(ctx context.Context) context.Context {
 	s, t := a.s, a.t
 	a.start = s.now()
-	a.ctx, a.span = s.opts.Tracer.Start(ctx, "task.engine", trace.WithTimestamp(a.start), trace.WithAttributes(
-		attribute.String("task.id", t.spec.ID), attribute.String("pool.id", t.poolID),
-		attribute.String("replica.id", a.replicaID), attribute.String("engine", t.engine)))
+	a.ctx, a.span = ctx, nil // no span when tracing is off
+	if s.tracing {
+		a.ctx, a.span = s.opts.Tracer.Start(ctx, "task.engine", trace.WithTimestamp(a.start), trace.WithAttributes(
+			attribute.String("task.id", t.spec.ID), attribute.String("pool.id", t.poolID),
+			attribute.String("replica.id", a.replicaID), attribute.String("engine", t.engine)))
+	}
 	return a.ctx
 }
 
@@ -164,13 +167,17 @@ func (a *attempt) end(res engine.Result, err error) time.Duration {
 	s, t := a.s, a.t
 	now := s.now()
 	t.mu.Lock()
-	a.span.SetAttributes(attribute.Int("tokens.out", t.tokensOut), attribute.Int("tokens.in", res.TokensIn))
+	if a.span != nil {
+		a.span.SetAttributes(attribute.Int("tokens.out", t.tokensOut), attribute.Int("tokens.in", res.TokensIn))
+	}
 	produced := t.tokensOut - a.sent
 	t.mu.Unlock()
 	if produced > 0 { // each replica's share of a migrated task's tokens
 		s.m.TokensOut.WithLabelValues(t.engine, t.version, t.poolID, a.replicaID).Add(float64(produced))
 	}
-	endSpan(a.span, err, s.now())
+	if a.span != nil {
+		endSpan(a.span, err, s.now())
+	}
 	s.assign(t, "") // off the replica first: release reports a drained replica's smaller total
 	a.release()
 	return now.Sub(a.start) - a.inDaemon

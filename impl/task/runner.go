@@ -206,7 +206,7 @@ func (s *Service) onToken(ctx context.Context, t *Task, tok engine.Token, now ti
 	if first {
 		t.firstToken = now
 	}
-	if first {
+	if first && s.tracing {
 		trace.SpanFromContext(ctx).AddEvent("first token", trace.WithTimestamp(now))
 	}
 	// Time to first token is measured at the first token with content: engines may emit an

@@ -33,8 +33,11 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (_ Admission, retErr er
 	s.mu.Unlock()
 
 	reqCtx := ctx
-	_, placeSpan := s.opts.Tracer.Start(ctx, "task.placement", trace.WithTimestamp(entered),
-		trace.WithAttributes(attribute.String("task.id", spec.ID), attribute.String("engine", spec.Engine)))
+	var placeSpan, admitSpan trace.Span // nil when tracing is off
+	if s.tracing {
+		_, placeSpan = s.opts.Tracer.Start(ctx, "task.placement", trace.WithTimestamp(entered),
+			trace.WithAttributes(attribute.String("task.id", spec.ID), attribute.String("engine", spec.Engine)))
+	}
 	views := s.opts.Pools.Views()
 	cands := make([]placement.Candidate, 0, len(views))
 	for _, v := range views {
@@ -56,8 +59,10 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (_ Admission, retErr er
 		AvoidPools: spec.Placement.AvoidPools, AllowFallback: spec.Placement.AllowFallback,
 	})
 	s.m.PlacementConsidered.Set(float64(dec.Considered))
-	placeSpan.SetAttributes(attribute.String("pool.id", dec.PoolID), attribute.Int("placement.considered", dec.Considered))
-	endSpan(placeSpan, err, s.now())
+	if placeSpan != nil {
+		placeSpan.SetAttributes(attribute.String("pool.id", dec.PoolID), attribute.Int("placement.considered", dec.Considered))
+		endSpan(placeSpan, err, s.now())
+	}
 	if err != nil {
 		s.m.PlacementDecisions.WithLabelValues("no_capacity", strconv.FormatBool(dec.Pinned), strconv.FormatBool(dec.Fallback)).Inc()
 		class := ClassPoolUnavailable
@@ -85,9 +90,11 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (_ Admission, retErr er
 		return Admission{}, fmt.Errorf("%w: replica %s of pool %s is draining", ErrUnavailable, pin, view.ID)
 	}
 
-	ctx, admitSpan := s.opts.Tracer.Start(reqCtx, "task.admission", trace.WithTimestamp(s.now()),
-		trace.WithAttributes(attribute.String("task.id", spec.ID), attribute.String("pool.id", view.ID)))
-	defer func() { endSpan(admitSpan, retErr, s.now()) }()
+	if s.tracing {
+		ctx, admitSpan = s.opts.Tracer.Start(reqCtx, "task.admission", trace.WithTimestamp(s.now()),
+			trace.WithAttributes(attribute.String("task.id", spec.ID), attribute.String("pool.id", view.ID)))
+		defer func() { endSpan(admitSpan, retErr, s.now()) }()
+	}
 	info, err := s.opts.Sessions.Admit(spec.SessionID, spec.Owner)
 	if err != nil {
 		s.m.TasksRejected.WithLabelValues(spec.Engine, s.opts.Code(ClassInvalid)).Inc()
@@ -149,12 +156,14 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (_ Admission, retErr er
 	s.log.InfoContext(ctx, "task admitted", "task_id", spec.ID, "session_id", spec.SessionID, "pool_id", t.poolID,
 		"correlation_id", spec.CorrelationID, "priority", spec.Priority.String(),
 		"queue_position", adm.Position, "predicted_start_ms", adm.PredictedStartMs)
-	_, wait := s.opts.Tracer.Start(reqCtx, "task.queue_wait", trace.WithTimestamp(t.created),
-		trace.WithAttributes(attribute.String("task.id", spec.ID), attribute.String("pool.id", t.poolID),
-			attribute.Int("queue.position", adm.Position)))
-	t.mu.Lock()
-	t.waitSpan = wait
-	t.mu.Unlock()
+	if s.tracing {
+		_, wait := s.opts.Tracer.Start(reqCtx, "task.queue_wait", trace.WithTimestamp(t.created),
+			trace.WithAttributes(attribute.String("task.id", spec.ID), attribute.String("pool.id", t.poolID),
+				attribute.Int("queue.position", adm.Position)))
+		t.mu.Lock()
+		t.waitSpan = wait
+		t.mu.Unlock()
+	}
 	// The runner waits on the ticket: the admission is recorded and logged first.
 	s.mu.Lock()
 	base := s.runCtx
