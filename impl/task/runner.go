@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -98,8 +99,10 @@ func (s *Service) dispatched(ctx context.Context, t *Task, cancel context.Cancel
 	if t.span.IsValid() { // without one (tracing off) the context would carry an empty span context
 		ctx = trace.ContextWithSpanContext(ctx, t.span)
 	}
-	s.log.InfoContext(ctx, "task started", "task_id", t.spec.ID, "session_id", t.spec.SessionID, "pool_id", t.poolID,
-		"correlation_id", t.spec.CorrelationID, "queue_ms", start.Sub(t.created).Milliseconds())
+	if s.log.Enabled(ctx, slog.LevelInfo) { // boxing the attributes allocates even when disabled
+		s.log.InfoContext(ctx, "task started", "task_id", t.spec.ID, "session_id", t.spec.SessionID, "pool_id", t.poolID,
+			"correlation_id", t.spec.CorrelationID, "queue_ms", start.Sub(t.created).Milliseconds())
+	}
 	return ctx, true
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"time"
@@ -153,9 +154,11 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (_ Admission, retErr er
 	if adm.Evicted != nil {
 		s.m.Backpressure.WithLabelValues(t.engine, "drop-lru").Inc()
 	}
-	s.log.InfoContext(ctx, "task admitted", "task_id", spec.ID, "session_id", spec.SessionID, "pool_id", t.poolID,
-		"correlation_id", spec.CorrelationID, "priority", spec.Priority.String(),
-		"queue_position", adm.Position, "predicted_start_ms", adm.PredictedStartMs)
+	if s.log.Enabled(ctx, slog.LevelInfo) { // boxing the attributes allocates even when disabled
+		s.log.InfoContext(ctx, "task admitted", "task_id", spec.ID, "session_id", spec.SessionID, "pool_id", t.poolID,
+			"correlation_id", spec.CorrelationID, "priority", spec.Priority.String(),
+			"queue_position", adm.Position, "predicted_start_ms", adm.PredictedStartMs)
+	}
 	if s.tracing {
 		_, wait := s.opts.Tracer.Start(reqCtx, "task.queue_wait", trace.WithTimestamp(t.created),
 			trace.WithAttributes(attribute.String("task.id", spec.ID), attribute.String("pool.id", t.poolID),
