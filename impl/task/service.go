@@ -153,7 +153,10 @@ type Service struct {
 	halted   bool // the shutdown grace is over: dispatched tasks stay queued (journal only)
 
 	runCtx context.Context
-	wg     sync.WaitGroup // runner goroutines
+	// early is the base of tasks submitted before Run set runCtx; Run ends it with its ctx.
+	early     context.Context
+	earlyStop context.CancelFunc
+	wg        sync.WaitGroup // runner goroutines
 }
 
 type finishedRef struct {
@@ -186,7 +189,9 @@ func New(opts Options) (*Service, error) {
 		opts.Retention = 10 * time.Minute
 	}
 	s := &Service{opts: opts, log: opts.Logger, m: opts.Metrics, now: opts.Clock.Now, j: opts.Journal,
-		tasks: map[string]*Task{}, runCtx: context.Background()}
+		tasks: map[string]*Task{}}
+	s.early, s.earlyStop = context.WithCancel(context.Background())
+	s.runCtx = s.early
 	_, off := opts.Tracer.(noop.Tracer)
 	s.tracing = !off
 	var outcomes [admission.NumOutcomes]prometheus.Counter
@@ -211,6 +216,9 @@ func (s *Service) Run(ctx context.Context) error {
 	s.mu.Lock()
 	s.runCtx = ctx
 	s.mu.Unlock()
+	// A task submitted before this point runs under s.early: it ends with ctx too (without it,
+	// such a task outlived Run, and Run waited for it forever).
+	defer context.AfterFunc(ctx, s.earlyStop)()
 	s.resume(ctx)
 	tick, stop := s.opts.Clock.NewTicker(time.Second)
 	defer stop()
