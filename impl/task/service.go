@@ -140,6 +140,9 @@ type Service struct {
 
 	// poolMu orders the queue's pool updates (PoolChanged and the restart's syncPools).
 	poolMu sync.Mutex
+	// placeMu guards placing: per pool, the tasks placed on it and not yet enqueued (Submit).
+	placeMu sync.Mutex
+	placing map[string]int
 
 	// mu guards the fields below. Admission enqueues under it, so that the journal records
 	// admissions in the order the queue took them (lock order: mu, then a task's mu or the
@@ -189,7 +192,7 @@ func New(opts Options) (*Service, error) {
 		opts.Retention = 10 * time.Minute
 	}
 	s := &Service{opts: opts, log: opts.Logger, m: opts.Metrics, now: opts.Clock.Now, j: opts.Journal,
-		tasks: map[string]*Task{}}
+		tasks: map[string]*Task{}, placing: map[string]int{}}
 	s.early, s.earlyStop = context.WithCancel(context.Background())
 	s.runCtx = s.early
 	_, off := opts.Tracer.(noop.Tracer)

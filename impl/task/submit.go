@@ -21,6 +21,7 @@ import (
 
 // Submit validates, places and admits a task.
 func (s *Service) Submit(ctx context.Context, spec Spec) (_ Admission, retErr error) {
+	enqueued := func() {} // ends the task's pending count in its pool's load, once placed
 	entered := s.now()
 	s.mu.Lock()
 	if s.closing {
@@ -41,24 +42,41 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (_ Admission, retErr er
 	}
 	views := s.opts.Pools.Views()
 	cands := make([]placement.Candidate, 0, len(views))
-	for _, v := range views {
-		// The pool's load is the queue's own count (busy slots plus queued tasks), the same
-		// that pool health reports as slots_busy and queue_depth.
-		busy, queued := s.queue.Load(v.ID)
-		cands = append(cands, placement.Candidate{
-			PoolID: v.ID, Engine: v.Engine, ModelRef: v.ModelRef, ModelID: v.ModelID, CtxMax: v.CtxMax,
-			Workloads: v.Workloads, Admittable: v.Ready(), Slots: v.SlotsTotal(), Load: busy + queued,
-		})
-	}
 	mode := placement.Mode(spec.Placement.Mode)
 	if mode == "" {
 		mode = placement.ModeAuto
+	}
+	// Placement and its pending count are one step under placeMu: a task placed on a pool
+	// counts in that pool's load from the decision until the queue counts it (Enqueue), so
+	// that admissions placing at the same moment see each other and spread out, instead of
+	// all choosing the pool that was least loaded before any of them was enqueued.
+	s.placeMu.Lock()
+	for _, v := range views {
+		// The pool's load is the queue's own count (busy slots plus queued tasks), the same
+		// that pool health reports as slots_busy and queue_depth, plus the tasks placed on
+		// it and not enqueued yet.
+		busy, queued := s.queue.Load(v.ID)
+		cands = append(cands, placement.Candidate{
+			PoolID: v.ID, Engine: v.Engine, ModelRef: v.ModelRef, ModelID: v.ModelID, CtxMax: v.CtxMax,
+			Workloads: v.Workloads, Admittable: v.Ready(), Slots: v.SlotsTotal(), Load: busy + queued + s.placing[v.ID],
+		})
 	}
 	dec, err := placement.Choose(cands, placement.Request{
 		Engine: spec.Engine, ModelRef: spec.ModelRef, Workload: spec.Workload, Ctx: spec.Ctx,
 		Mode: mode, PinPool: spec.Placement.PinPool, PreferPools: spec.Placement.PreferPools,
 		AvoidPools: spec.Placement.AvoidPools, AllowFallback: spec.Placement.AllowFallback,
 	})
+	if err == nil {
+		s.placing[dec.PoolID]++
+		placed := dec.PoolID
+		defer func() { // normally done at Enqueue already: then placed is ""
+			if placed != "" {
+				s.placed(placed)
+			}
+		}()
+		enqueued = func() { s.placed(placed); placed = "" }
+	}
+	s.placeMu.Unlock()
 	s.m.PlacementConsidered.Set(float64(dec.Considered))
 	if placeSpan != nil {
 		placeSpan.SetAttributes(attribute.String("pool.id", dec.PoolID), attribute.Int("placement.considered", dec.Considered))
@@ -126,6 +144,7 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (_ Admission, retErr er
 		return s.replay(ctx, prev, spec)
 	}
 	adm, err := s.queue.EnqueueTicket(&t.ticket, spec.item(t.poolID))
+	enqueued()
 	if err != nil {
 		s.mu.Unlock()
 		s.opts.Sessions.Unadmit(spec.SessionID)
@@ -179,6 +198,15 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (_ Admission, retErr er
 		PredictedStartMs: adm.PredictedStartMs, TokensBudgetRemaining: info.TokensBudgetRemaining,
 		TimeBudgetRemaining: spec.Deadline,
 	}, nil
+}
+
+// placed ends one pending placement on pool: the queue counts the task now, or it was refused.
+func (s *Service) placed(pool string) {
+	s.placeMu.Lock()
+	if s.placing[pool]--; s.placing[pool] <= 0 {
+		delete(s.placing, pool)
+	}
+	s.placeMu.Unlock()
 }
 
 // errNotDurable withdraws the ticket of a task whose admission the journal could not make durable.
