@@ -4,11 +4,11 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 
 	"github.com/orchestratord/orchestratord/gen/api"
+	"github.com/orchestratord/orchestratord/impl/sse"
 )
 
 // Hand-written JSON encoders for the admission path, byte for byte what encoding/json writes for
@@ -23,14 +23,14 @@ func appendTaskRequest(dst []byte, b *api.TaskRequest) []byte {
 	dst = strconv.AppendInt(dst, b.DeadlineMs, 10)
 	if b.Determinism != nil {
 		dst = append(dst, `,"determinism":`...)
-		dst = appendJSONString(dst, string(*b.Determinism))
+		dst = sse.AppendStringAsEncodingJSON(dst, string(*b.Determinism))
 	}
 	if b.DisconnectGraceMs != nil {
 		dst = append(dst, `,"disconnect_grace_ms":`...)
 		dst = strconv.AppendInt(dst, *b.DisconnectGraceMs, 10)
 	}
 	dst = append(dst, `,"engine":`...)
-	dst = appendJSONString(dst, string(b.Engine))
+	dst = sse.AppendStringAsEncodingJSON(dst, string(b.Engine))
 	if b.ExpectedTokens != nil {
 		dst = append(dst, `,"expected_tokens":`...)
 		dst = strconv.AppendInt(dst, int64(*b.ExpectedTokens), 10)
@@ -41,29 +41,29 @@ func appendTaskRequest(dst []byte, b *api.TaskRequest) []byte {
 	}
 	if b.KvHint != nil {
 		dst = append(dst, `,"kv_hint":`...)
-		dst = appendJSONString(dst, string(*b.KvHint))
+		dst = sse.AppendStringAsEncodingJSON(dst, string(*b.KvHint))
 	}
 	dst = append(dst, `,"max_tokens":`...)
 	dst = strconv.AppendInt(dst, int64(b.MaxTokens), 10)
 	dst = append(dst, `,"model_ref":`...)
-	dst = appendJSONString(dst, b.ModelRef)
+	dst = sse.AppendStringAsEncodingJSON(dst, b.ModelRef)
 	if b.OnDisconnect != nil {
 		dst = append(dst, `,"on_disconnect":`...)
-		dst = appendJSONString(dst, string(*b.OnDisconnect))
+		dst = sse.AppendStringAsEncodingJSON(dst, string(*b.OnDisconnect))
 	}
 	if b.Placement != nil {
 		dst = append(dst, `,"placement":`...)
 		dst = appendPlacement(dst, b.Placement)
 	}
 	dst = append(dst, `,"priority":`...)
-	dst = appendJSONString(dst, string(b.Priority))
+	dst = sse.AppendStringAsEncodingJSON(dst, string(b.Priority))
 	if b.Prompt != nil {
 		dst = append(dst, `,"prompt":`...)
-		dst = appendJSONString(dst, *b.Prompt)
+		dst = sse.AppendStringAsEncodingJSON(dst, *b.Prompt)
 	}
 	if b.SamplerProfileVersion != nil {
 		dst = append(dst, `,"sampler_profile_version":`...)
-		dst = appendJSONString(dst, *b.SamplerProfileVersion)
+		dst = sse.AppendStringAsEncodingJSON(dst, *b.SamplerProfileVersion)
 	}
 	if b.Seed != nil {
 		dst = append(dst, `,"seed":`...)
@@ -78,7 +78,7 @@ func appendTaskRequest(dst []byte, b *api.TaskRequest) []byte {
 		dst = appendUUID(dst, b.TaskId)
 	}
 	dst = append(dst, `,"workload":`...)
-	dst = appendJSONString(dst, string(b.Workload))
+	dst = sse.AppendStringAsEncodingJSON(dst, string(b.Workload))
 	return append(dst, '}')
 }
 
@@ -108,15 +108,15 @@ func appendPlacement(dst []byte, p *api.PlacementOverrides) []byte {
 	}
 	if p.Mode != nil {
 		key("mode")
-		dst = appendJSONString(dst, string(*p.Mode))
+		dst = sse.AppendStringAsEncodingJSON(dst, string(*p.Mode))
 	}
 	if p.PinPoolId != nil {
 		key("pin_pool_id")
-		dst = appendJSONString(dst, *p.PinPoolId)
+		dst = sse.AppendStringAsEncodingJSON(dst, *p.PinPoolId)
 	}
 	if p.PinReplicaId != nil {
 		key("pin_replica_id")
-		dst = appendJSONString(dst, *p.PinReplicaId)
+		dst = sse.AppendStringAsEncodingJSON(dst, *p.PinReplicaId)
 	}
 	if p.PreferPools != nil {
 		key("prefer_pools")
@@ -128,7 +128,7 @@ func appendPlacement(dst []byte, p *api.PlacementOverrides) []byte {
 	}
 	if p.RequireDeviceMask != nil {
 		key("require_device_mask")
-		dst = appendJSONString(dst, *p.RequireDeviceMask)
+		dst = sse.AppendStringAsEncodingJSON(dst, *p.RequireDeviceMask)
 	}
 	return append(dst, '}')
 }
@@ -142,7 +142,7 @@ func appendStrings(dst []byte, ss []string) []byte {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = appendJSONString(dst, s)
+		dst = sse.AppendStringAsEncodingJSON(dst, s)
 	}
 	return append(dst, ']')
 }
@@ -168,67 +168,13 @@ func appendUUIDText(dst []byte, u uuid.UUID) []byte {
 	return dst
 }
 
-// appendJSONString appends s quoted as encoding/json quotes it, HTML escaping included:
-// <, > and & as \u003c, \u003e, \u0026, U+2028 and U+2029 escaped, an invalid UTF-8 byte as
-// \ufffd.
-func appendJSONString(dst []byte, s string) []byte {
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		if b := s[i]; b < utf8.RuneSelf {
-			if b >= 0x20 && b != '"' && b != '\\' && b != '<' && b != '>' && b != '&' {
-				i++
-				continue
-			}
-			dst = append(dst, s[start:i]...)
-			switch b {
-			case '\\', '"':
-				dst = append(dst, '\\', b)
-			case '\b':
-				dst = append(dst, '\\', 'b')
-			case '\f':
-				dst = append(dst, '\\', 'f')
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		c, size := utf8.DecodeRuneInString(s[i:])
-		if c == utf8.RuneError && size == 1 {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if c == '\u2028' || c == '\u2029' {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[c&0xF])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
-}
-
 // appendAdmission appends what json.NewEncoder(w).Encode(r) writes: the JSON and a newline.
 func appendAdmission(dst []byte, r *api.AdmissionResponse) []byte {
 	dst = append(dst, `{"backoff_ms":`...)
 	dst = strconv.AppendInt(dst, r.BackoffMs, 10)
 	if r.PoolId != nil {
 		dst = append(dst, `,"pool_id":`...)
-		dst = appendJSONString(dst, *r.PoolId)
+		dst = sse.AppendStringAsEncodingJSON(dst, *r.PoolId)
 	}
 	dst = append(dst, `,"predicted_start_ms":`...)
 	dst = strconv.AppendInt(dst, r.PredictedStartMs, 10)
@@ -238,9 +184,9 @@ func appendAdmission(dst []byte, r *api.AdmissionResponse) []byte {
 	dst = appendUUID(dst, r.SessionId)
 	if r.Streams != nil {
 		dst = append(dst, `,"streams":{"sse":`...)
-		dst = appendJSONString(dst, r.Streams.Sse)
+		dst = sse.AppendStringAsEncodingJSON(dst, r.Streams.Sse)
 		dst = append(dst, `,"sse_verbose":`...)
-		dst = appendJSONString(dst, r.Streams.SseVerbose)
+		dst = sse.AppendStringAsEncodingJSON(dst, r.Streams.SseVerbose)
 		dst = append(dst, '}')
 	}
 	dst = append(dst, `,"task_id":`...)

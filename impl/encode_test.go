@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/orchestratord/orchestratord/gen/api"
+	"github.com/orchestratord/orchestratord/impl/sse"
 )
 
 // fill sets every field of the value v points to (recursively) to something other than its zero
@@ -106,7 +107,7 @@ func FuzzAppendJSONString(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := appendJSONString(nil, s); !bytes.Equal(got, want) {
+		if got := sse.AppendStringAsEncodingJSON(nil, s); !bytes.Equal(got, want) {
 			t.Fatalf("%q:\n got  %s\n want %s", s, got, want)
 		}
 	})

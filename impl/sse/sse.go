@@ -57,12 +57,27 @@ const hex = "0123456789abcdef"
 
 // AppendString appends s as a JSON string, escaping like encoding/json without HTML escaping:
 // invalid UTF-8 becomes U+FFFD, and U+2028/U+2029 are escaped.
-func AppendString(dst []byte, s string) []byte {
+func AppendString(dst []byte, s string) []byte { return appendString(dst, s, false) }
+
+// appendShortOr appends control byte b as \<short> (encoding/json's form) or as \u00XX.
+func appendShortOr(dst []byte, short, b byte, asShort bool) []byte {
+	if asShort {
+		return append(dst, '\\', short)
+	}
+	return append(dst, '\\', 'u', '0', '0', hex[b>>4], hex[b&0xF])
+}
+
+// AppendStringAsEncodingJSON appends s quoted exactly as encoding/json's Marshal quotes it:
+// as AppendString, plus HTML escaping (<, > and & as \u003c, \u003e, \u0026) and \b, \f in
+// their short forms. Fingerprints compared with encoding/json's output need these bytes.
+func AppendStringAsEncodingJSON(dst []byte, s string) []byte { return appendString(dst, s, true) }
+
+func appendString(dst []byte, s string, asEncodingJSON bool) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {
 		if b := s[i]; b < utf8.RuneSelf {
-			if b >= 0x20 && b != '"' && b != '\\' {
+			if b >= 0x20 && b != '"' && b != '\\' && (!asEncodingJSON || (b != '<' && b != '>' && b != '&')) {
 				i++
 				continue
 			}
@@ -70,6 +85,10 @@ func AppendString(dst []byte, s string) []byte {
 			switch b {
 			case '"', '\\':
 				dst = append(dst, '\\', b)
+			case '\b':
+				dst = appendShortOr(dst, 'b', b, asEncodingJSON)
+			case '\f':
+				dst = appendShortOr(dst, 'f', b, asEncodingJSON)
 			case '\n':
 				dst = append(dst, '\\', 'n')
 			case '\r':
