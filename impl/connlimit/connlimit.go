@@ -80,6 +80,11 @@ type conn struct {
 	once sync.Once
 }
 
+// NetConn returns the connection it wraps (as crypto/tls's Conn does), for code that needs its
+// file descriptor: connwatch watches a hijacked stream's socket for the client hanging up.
+// Close the wrapper, not what NetConn returns, to free the slot.
+func (c *conn) NetConn() net.Conn { return c.Conn }
+
 func (c *conn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(func() {
