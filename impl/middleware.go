@@ -50,6 +50,9 @@ type reqState struct {
 	checked     bool // raw passed Validator's fast check: JSONSerializer may decode it by hand
 	key         *tenant.Key
 	respHeader  http.Header
+	// http11: the request came as HTTP/1.1 or later over HTTP/1 framing (an event stream may
+	// then take its connection over and write chunked frames itself).
+	http11 bool
 }
 
 func stateOf(ctx context.Context) *reqState {
@@ -63,7 +66,7 @@ func state(c echo.Context) *reqState {
 	if st := stateOf(r.Context()); st != nil {
 		return st
 	}
-	st := &reqState{}
+	st := &reqState{http11: r.ProtoMajor == 1 && r.ProtoMinor >= 1}
 	c.SetRequest(r.WithContext(context.WithValue(r.Context(), stateKey, st)))
 	return st
 }

@@ -87,6 +87,10 @@ type Options struct {
 	// StreamWriteTimeout bounds each write of an SSE stream; a client that reads nothing for
 	// longer is dropped and its task follows the disconnect policy. 0: 30s.
 	StreamWriteTimeout time.Duration
+	// NetHTTPStreams keeps task event streams on net/http's response writer. By default a
+	// stream over HTTP/1.1 takes its connection over (hijacks it) and writes its chunks itself:
+	// no net/http goroutine, buffers or request state stay behind for an open stream.
+	NetHTTPStreams bool
 	// SpecJSON is the contract served at /openapi.json.
 	SpecJSON []byte
 	// BeforeScrape refreshes gauges computed from live state before /metrics is rendered.
@@ -116,6 +120,9 @@ type Server struct {
 	opts    Options
 	log     *slog.Logger
 	started time.Time // reported as the models' `created`
+	// streams are the event streams on connections taken over from net/http, which
+	// http.Server.Shutdown neither waits for nor closes (CloseStreams does).
+	streams hijackedStreams
 }
 
 // NewServer returns a Server.

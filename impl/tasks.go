@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -456,11 +457,25 @@ func (r *sseResponse) VisitStreamTaskResponse(w http.ResponseWriter) error {
 	if _, ok := w.(http.Flusher); !ok {
 		return errors.New("streaming unsupported by the response writer")
 	}
+	if !r.headOnly && !r.s.opts.NetHTTPStreams {
+		if st, hijacked := r.openHijacked(w); hijacked {
+			if st != nil {
+				go st.run()
+			}
+			return nil
+		}
+	}
 	st := r.open(w)
 	if st == nil {
 		return nil
 	}
 	defer st.close()
+	st.loop()
+	return nil
+}
+
+// loop writes the stream until it is over: complete, or the client gone.
+func (st *sseStream) loop() {
 	for st.send() {
 		// The loop waits on the cursor's wake channel alone (a select over the wake, heartbeat,
 		// request-context and journal channels locked four channels per wake-up, that is per
@@ -476,10 +491,9 @@ func (r *sseResponse) VisitStreamTaskResponse(w http.ResponseWriter) error {
 			<-st.cur.Wake()
 		}
 		if !st.woke() {
-			return nil
+			return
 		}
 	}
-	return nil
 }
 
 // sseStream is an open event stream's state.
@@ -496,6 +510,12 @@ type sseStream struct {
 	// buf holds the frames of one batch: it grows to the largest batch it carries, so an idle
 	// stream keeps a few hundred bytes, not a preallocated 4 KiB.
 	buf []byte
+	// On a hijacked connection: gone is set when the client hung up (there is no request
+	// context to end), complete when the last frame was written, and stopWatch ends the
+	// watch for the hang-up.
+	gone      atomic.Bool
+	complete  bool
+	stopWatch func()
 }
 
 // open answers the stream's request: its headers, and for a GET its 200 with the reader
@@ -533,6 +553,10 @@ func (st *sseStream) heartbeatDue() {
 
 // close releases what open took, in the reverse order.
 func (st *sseStream) close() {
+	if st.out.conn != nil {
+		st.closeHijacked()
+		return
+	}
 	st.hb.Stop()
 	st.stopCtx()
 	st.r.s.opts.Metrics.StreamsOpen.Dec()
@@ -544,14 +568,20 @@ func (st *sseStream) close() {
 // client gone).
 func (st *sseStream) send() bool {
 	var complete bool
-	st.buf, complete = st.cur.Next(st.buf[:0])
-	if len(st.buf) > 0 {
-		if err := st.out.write(st.buf); err != nil {
+	pre := st.out.headroom()
+	if cap(st.buf) < pre {
+		st.buf = make([]byte, pre, 256)
+	}
+	st.buf, complete = st.cur.Next(st.buf[:pre])
+	if len(st.buf) > pre {
+		var err error
+		if st.buf, err = st.out.writeBatch(st.buf, pre); err != nil {
 			st.r.disconnected(st.cur, complete)
 			return false
 		}
 	}
 	if complete {
+		st.complete = true
 		return false
 	}
 	if cap(st.buf) > 1<<20 { // do not keep a huge buffer after a burst
@@ -563,7 +593,7 @@ func (st *sseStream) send() bool {
 // woke handles a wake-up of the cursor: the client's leaving (false) and a due heartbeat.
 func (st *sseStream) woke() bool {
 	r := st.r
-	if r.ctx.Err() != nil {
+	if st.clientGone() {
 		r.disconnected(st.cur, false)
 		return false
 	}
@@ -576,7 +606,7 @@ func (st *sseStream) woke() bool {
 			return true
 		}
 		st.hb.Reset(st.interval)
-		if err := st.out.write([]byte(sse.Heartbeat)); err != nil {
+		if err := st.out.heartbeat(); err != nil {
 			r.disconnected(st.cur, false)
 			return false
 		}
@@ -609,8 +639,10 @@ func (r *sseResponse) setHeaders(h http.Header) {
 // write still gets at least timeout, at most 1.125 × timeout, and a busy stream moves its
 // deadline once per timeout/8 instead of once per write.
 type streamWriter struct {
-	w       http.ResponseWriter
-	rc      *http.ResponseController
+	w  http.ResponseWriter
+	rc *http.ResponseController
+	// conn is a hijacked connection (w and rc are nil): the writer frames chunks itself.
+	conn    net.Conn
 	timeout time.Duration
 	// until is the write deadline set last (zero: none yet); last is when the stream last wrote.
 	until, last time.Time
@@ -628,9 +660,16 @@ func (o *streamWriter) extend() {
 		return
 	}
 	o.until = now.Add(o.timeout + o.timeout/deadlineSlack)
-	if err := o.rc.SetWriteDeadline(o.until); err != nil {
+	if err := o.setWriteDeadline(o.until); err != nil {
 		o.until = time.Time{} // not supported: try again next time, as before
 	}
+}
+
+func (o *streamWriter) setWriteDeadline(t time.Time) error {
+	if o.conn != nil {
+		return o.conn.SetWriteDeadline(t)
+	}
+	return o.rc.SetWriteDeadline(t)
 }
 
 func (o *streamWriter) write(b []byte) error {
@@ -639,6 +678,37 @@ func (o *streamWriter) write(b []byte) error {
 		return err
 	}
 	return o.rc.Flush()
+}
+
+// headroom is the room writeBatch wants in front of a batch: a chunk's size line on a
+// hijacked connection.
+func (o *streamWriter) headroom() int {
+	if o.conn != nil {
+		return chunkHeadroom
+	}
+	return 0
+}
+
+// writeBatch writes the frames b[pre:], pre being headroom(), in one write and flush; it may
+// use b[:pre] and grow b, and returns b.
+func (o *streamWriter) writeBatch(b []byte, pre int) ([]byte, error) {
+	if o.conn == nil {
+		return b, o.write(b[pre:])
+	}
+	o.extend()
+	b, start := appendChunk(b, pre)
+	_, err := o.conn.Write(b[start:])
+	return b, err
+}
+
+// heartbeat writes a keep-alive comment.
+func (o *streamWriter) heartbeat() error {
+	if o.conn == nil {
+		return o.write([]byte(sse.Heartbeat))
+	}
+	o.extend()
+	_, err := o.conn.Write(heartbeatChunk)
+	return err
 }
 
 func (o *streamWriter) flush() error {

@@ -79,6 +79,7 @@ type App struct {
 	cfg       *config.Config
 	log       *slog.Logger
 	echo      *echo.Echo
+	server    *impl.Server
 	handler   http.Handler // echo behind impl.HeadAsGet, under otelhttp
 	tasks     *task.Service
 	sessions  *session.Store
@@ -268,7 +269,8 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	srv := impl.NewServer(impl.Options{
 		Tasks: svc, Sessions: ss, Artifacts: arts, Pools: a.pools, GPUs: a.gpus, Metrics: a.metrics,
 		Gatherer: reg, Logger: log, Heartbeat: cfg.Stream.Heartbeat.D(), StreamWriteTimeout: cfg.Stream.WriteTimeout.D(),
-		SpecJSON: specJSON, BeforeScrape: a.refreshGauges, Models: cfg, Engines: engines, Limits: a.limits, Budgets: a.budgets,
+		NetHTTPStreams: !cfg.Stream.HijackOrDefault(),
+		SpecJSON:       specJSON, BeforeScrape: a.refreshGauges, Models: cfg, Engines: engines, Limits: a.limits, Budgets: a.budgets,
 	})
 	auth, err := impl.Auth(spec, a.keys, a.limits, impl.OptionalAuth(cfg.Auth.MetricsPublicOrDefault()))
 	if err != nil {
@@ -285,6 +287,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		impl.BodyLimit(cfg.BodyLimitBytes), auth, impl.JSONBody(), impl.Validator(spec))
 	api.RegisterHandlers(e, api.NewStrictHandler(srv, nil))
 	a.echo = e
+	a.server = srv
 	// HEAD is served as GET (impl.HeadAsGet). The server span of every request; Correlation
 	// names it after the route. W3C trace context and baggage from the client make it a child
 	// of the caller's span.
@@ -412,6 +415,7 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	if serr := hs.Shutdown(sctx); serr != nil {
 		_ = hs.Close()
 	}
+	a.server.CloseStreams(sctx) // the streams on hijacked connections, which hs does not see
 	cancel()
 	stopRun()
 	wg.Wait()

@@ -149,6 +149,11 @@ type Stream struct {
 	// WriteTimeout bounds each write of a stream: a client that stops reading for longer is
 	// dropped, as if it had disconnected.
 	WriteTimeout Duration `yaml:"write_timeout"`
+	// Hijack lets a task's event stream over HTTP/1.1 take its connection over from net/http
+	// and write its chunks itself (default true); false keeps streams on net/http's response
+	// writer (more memory and CPU per open stream, the same bytes on the wire but the
+	// connection's keep-alive).
+	Hijack *bool `yaml:"hijack"`
 }
 
 // Artifacts configures the artifact store.
@@ -366,6 +371,9 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 
 // D returns the time.Duration.
 func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// HijackOrDefault reports whether task event streams take their connections over (default true).
+func (s Stream) HijackOrDefault() bool { return s.Hijack == nil || *s.Hijack }
 
 // CancelOnDisconnectOrDefault reports whether a stream's disconnect cancels its task (default true).
 func (s Stream) CancelOnDisconnectOrDefault() bool {

@@ -1,0 +1,183 @@
+package app_test
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/google/uuid"
+	"go.uber.org/goleak"
+
+	"github.com/orchestratord/orchestratord/impl/sse"
+)
+
+// streamEvents reads a stream's events until its body ends.
+func streamEvents(t *testing.T, body io.Reader) []sse.Event {
+	t.Helper()
+	var evs []sse.Event
+	r := sse.NewReader(body, 0)
+	for {
+		ev, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			return evs
+		}
+		if err != nil {
+			t.Fatalf("after %d events: %v", len(evs), err)
+		}
+		evs = append(evs, ev)
+	}
+}
+
+// submit posts a task and returns its id.
+func (d *relayDaemon) submit(t *testing.T, maxTokens int) string {
+	t.Helper()
+	id := uuid.New()
+	c, br, err := d.send("POST", "/v1/tasks", taskBody(id, maxTokens))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST /v1/tasks: %d %s", res.StatusCode, b)
+	}
+	return id.String()
+}
+
+// TestHijackedStreamOnTheWire reads a task's stream, served on the connection it took over
+// from net/http, with net/http's own response parser: a chunked HTTP/1.1 200 with the stream's
+// headers and every event, the last chunk, and then the connection's close.
+func TestHijackedStreamOnTheWire(t *testing.T) {
+	leaks := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, leaks) })
+	const tokens = 7
+	eng := startRawEngine(t, false, tokens)
+	d := startRelayDaemon(t, eng, 4)
+	id := d.submit(t, tokens)
+	c, br, err := d.send("GET", "/v1/tasks/"+id+"/stream", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	for _, tc := range []struct{ got, want string }{
+		{res.Status, "200 OK"},
+		{strings.Join(res.TransferEncoding, ","), "chunked"},
+		{res.Header.Get("Content-Type"), "text/event-stream"},
+		{res.Header.Get("Cache-Control"), "no-cache"},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("got %q, want %q", tc.got, tc.want)
+		}
+	}
+	if !res.Close {
+		t.Error("the response does not say Connection: close")
+	}
+	if res.Header.Get("X-Correlation-Id") == "" || res.Header.Get("Date") == "" || res.Header.Get("X-Budget-Time-Remaining-Ms") == "" {
+		t.Errorf("headers missing: %v", res.Header)
+	}
+	evs := streamEvents(t, res.Body) // ends at the last chunk: a chunked body that was cut would fail
+	var n int
+	for i, ev := range evs {
+		if ev.ID == "" || ev.Event == "" {
+			t.Errorf("event %d without id or name: %+v", i, ev)
+		}
+		if ev.Event == "token" {
+			n++
+		}
+	}
+	if n != tokens || evs[len(evs)-1].Event != "end" {
+		t.Fatalf("%d tokens, last event %+v; want %d tokens and end", n, evs[len(evs)-1], tokens)
+	}
+	// The daemon closes the connection after the last chunk.
+	if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
+		t.Fatalf("after the last chunk: %v, want EOF", err)
+	}
+}
+
+// TestHTTP10StreamStaysOnNetHTTP: a stream requested over HTTP/1.0 (no chunked encoding) is
+// served by net/http, delimited by the connection's close.
+func TestHTTP10StreamStaysOnNetHTTP(t *testing.T) {
+	const tokens = 3
+	eng := startRawEngine(t, false, tokens)
+	d := startRelayDaemon(t, eng, 4)
+	id := d.submit(t, tokens)
+	c, err := net.Dial("tcp", d.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "GET /v1/tasks/"+id+"/stream HTTP/1.0\r\nHost: x\r\nX-API-Key: "+testKey+"\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK || len(res.TransferEncoding) != 0 {
+		t.Fatalf("status %d, transfer encoding %v; want 200 without chunks", res.StatusCode, res.TransferEncoding)
+	}
+	evs := streamEvents(t, res.Body)
+	if len(evs) == 0 || evs[len(evs)-1].Event != "end" {
+		t.Fatalf("events %+v, want the stream up to end", evs)
+	}
+}
+
+// TestShutdownEndsHijackedStreams shuts the daemon down under an open stream whose engine
+// holds its generation: http.Server.Shutdown does not see a hijacked connection, so the daemon
+// ends such streams itself. The stream gets its task's final frame and the last chunk, the
+// connection closes, and Serve returns with no goroutine left behind.
+func TestShutdownEndsHijackedStreams(t *testing.T) {
+	leaks := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, leaks) })
+	eng := startRawEngine(t, true, 0)
+	d := startRelayDaemon(t, eng, 4)
+	c, br, err := d.openStream(32768)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := readUntil(br, "event: token"); err != nil {
+		t.Fatal(err)
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- d.stop() }()
+	var last string
+	for {
+		line, err := br.ReadString('\n')
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(line, "event: ") {
+			last = strings.TrimSpace(strings.TrimPrefix(line, "event: "))
+		}
+		if line == "0\r\n" { // the last chunk (the stream's frames are never a bare 0 line)
+			if rest, _ := br.ReadString('\n'); rest != "\r\n" {
+				t.Fatalf("after the last chunk: %q", rest)
+			}
+		}
+	}
+	if last != "end" && last != "error" {
+		t.Fatalf("last event %q, want the task's final frame", last)
+	}
+	if err := <-stopped; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+}
