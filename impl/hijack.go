@@ -3,6 +3,7 @@ package impl
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"strconv"
@@ -47,13 +48,13 @@ var (
 )
 
 // hijackedStreams are the open streams on connections taken over from net/http. A shutdown
-// (CloseStreams) waits for them to end, then closes what is left.
+// (CloseStreams) waits for them to end, then ends what is left.
 type hijackedStreams struct {
 	watch connwatch.Watcher
 
 	mu      sync.Mutex
-	conns   map[net.Conn]struct{}
-	pending int  // streams between add and their connection's registration (or their fallback)
+	open    map[net.Conn]*sseStream
+	pending int  // streams between add and attach
 	closing bool // CloseStreams began: new streams stay on net/http
 	empty   chan struct{}
 }
@@ -69,16 +70,16 @@ func (h *hijackedStreams) add() bool {
 	return true
 }
 
-// attach registers the stream's connection (conn nil: the hijack did not happen).
-func (h *hijackedStreams) attach(conn net.Conn) {
+// attach registers the stream on its connection (conn nil: the hijack did not happen).
+func (h *hijackedStreams) attach(conn net.Conn, st *sseStream) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.pending--
 	if conn != nil {
-		if h.conns == nil {
-			h.conns = make(map[net.Conn]struct{})
+		if h.open == nil {
+			h.open = make(map[net.Conn]*sseStream)
 		}
-		h.conns[conn] = struct{}{}
+		h.open[conn] = st
 	}
 	h.signalIfEmptyLocked()
 }
@@ -87,12 +88,12 @@ func (h *hijackedStreams) attach(conn net.Conn) {
 func (h *hijackedStreams) remove(conn net.Conn) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	delete(h.conns, conn)
+	delete(h.open, conn)
 	h.signalIfEmptyLocked()
 }
 
 func (h *hijackedStreams) signalIfEmptyLocked() {
-	if h.empty != nil && len(h.conns) == 0 && h.pending == 0 {
+	if h.empty != nil && len(h.open) == 0 && h.pending == 0 {
 		close(h.empty)
 		h.empty = nil
 	}
@@ -100,14 +101,15 @@ func (h *hijackedStreams) signalIfEmptyLocked() {
 
 // CloseStreams is the shutdown of the event streams on hijacked connections, which
 // http.Server.Shutdown does not see: new streams stay on net/http from now on, open ones get
-// until ctx ends to write their last frames, and the connections of those still open then are
-// closed (their streams end as if the clients had gone).
+// until ctx ends to write their last frames, and those still open then end as if their
+// clients had gone (their connections are closed, which also ends a write blocked on a
+// client that stopped reading).
 func (s *Server) CloseStreams(ctx context.Context) {
 	h := &s.streams
 	h.mu.Lock()
 	h.closing = true
 	var empty chan struct{}
-	if len(h.conns) > 0 || h.pending > 0 {
+	if len(h.open) > 0 || h.pending > 0 {
 		empty = make(chan struct{})
 		h.empty = empty
 	}
@@ -121,13 +123,14 @@ func (s *Server) CloseStreams(ctx context.Context) {
 	case <-ctx.Done():
 	}
 	h.mu.Lock()
-	conns := make([]net.Conn, 0, len(h.conns))
-	for c := range h.conns {
-		conns = append(conns, c)
-	}
+	left := make(map[net.Conn]*sseStream, len(h.open))
+	maps.Copy(left, h.open)
 	h.mu.Unlock()
-	for _, c := range conns {
+	for c, st := range left {
 		_ = c.Close()
+		if st != nil {
+			st.hangup()
+		}
 	}
 }
 
@@ -135,6 +138,11 @@ func (s *Server) CloseStreams(ctx context.Context) {
 // false when the connection cannot be taken (not HTTP/1.1, an HTTP/2 stream, a shutdown under
 // way): the caller serves the stream through w. st is nil when there is nothing to follow (the
 // client already gone).
+//
+// The stream has no goroutine of its own while it waits. Its cursor calls notify when frames
+// are logged (and its heartbeat timer and the hang-up watch signal it the same way): notify
+// starts a goroutine that writes what is ready and ends once nothing is (drain). An idle open
+// stream is then a few heap objects, a timer and an epoll registration.
 func (r *sseResponse) openHijacked(w http.ResponseWriter) (st *sseStream, hijacked bool) {
 	if rs := stateOf(r.ctx); rs == nil || !rs.http11 {
 		return nil, false
@@ -143,20 +151,23 @@ func (r *sseResponse) openHijacked(w http.ResponseWriter) (st *sseStream, hijack
 	if !h.add() {
 		return nil, false
 	}
+	st = &sseStream{r: r, out: streamWriter{timeout: r.s.opts.StreamWriteTimeout}}
+	st.state.Store(streamRunning) // openHijacked is the stream's first drain
+	// The reader is attached before its 200 goes out, as on net/http's path.
+	st.cur = r.t.SubscribeFunc(r.from, r.verbose, st.notify)
 	conn, _, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		h.attach(nil)
+		st.cur.Close()
+		h.attach(nil, nil)
 		return nil, false
 	}
-	h.attach(conn)
+	st.out.conn = conn
+	h.attach(conn, st)
 	// The request's context ends when the handler returns, now: the stream keeps its values.
 	r.ctx = context.WithoutCancel(r.ctx)
 	hdr := w.Header()
 	r.setHeaders(hdr)
 	hdr.Set("Connection", "close")
-	st = &sseStream{r: r, out: streamWriter{conn: conn, timeout: r.s.opts.StreamWriteTimeout}}
-	// The reader is attached before its 200 goes out, as on net/http's path.
-	st.cur = r.t.Subscribe(r.from, r.verbose)
 	st.out.extend()
 	if _, err := conn.Write(responseHead(hdr)); err != nil {
 		r.disconnected(st.cur, false)
@@ -197,11 +208,48 @@ func (b *headBuffer) WriteString(s string) (int, error) {
 	return len(s), nil
 }
 
-// run is a hijacked stream's goroutine: it writes the stream until it is over, then ends the
-// body and closes the connection.
-func (st *sseStream) run() {
-	defer st.close()
-	st.loop()
+// States of a hijacked stream's drain: idle (no goroutine), running (one goroutine writes).
+const (
+	streamIdle int32 = iota
+	streamRunning
+)
+
+// notify is the cursor's signal: something may be ready. It starts the stream's drain unless
+// one runs, which then sees pending and goes round again. It runs under the task's lock (it
+// only sets flags and may start a goroutine).
+func (st *sseStream) notify() {
+	st.pending.Store(true)
+	if st.state.CompareAndSwap(streamIdle, streamRunning) {
+		go st.drain()
+	}
+}
+
+// drain writes what is ready (frames, a due keep-alive comment) and returns once nothing is,
+// or closes the stream once it is over. One drain runs at a time (state): the goroutine that
+// moved state from idle to running owns the stream's buffers and writer until it moves it back.
+func (st *sseStream) drain() {
+	for {
+		st.pending.Store(false)
+		if !st.send() || !st.woke() {
+			st.closeHijacked()
+			return
+		}
+		if flushed := st.cur.Flushed(); flushed != nil {
+			// Frames wait for the journal's write, a moment away: wait here rather than go idle
+			// (the journal does not signal cursors). A signal (the client gone) ends the wait too.
+			select {
+			case <-flushed:
+			case <-st.cur.Wake():
+			}
+			continue
+		}
+		st.state.Store(streamIdle)
+		// A signal between send and the store above found the drain running and left it to
+		// this one: take it back, unless a new drain already did.
+		if !st.pending.Load() || !st.state.CompareAndSwap(streamIdle, streamRunning) {
+			return
+		}
+	}
 }
 
 // hangup is the watcher's report that the client went away.
@@ -220,7 +268,7 @@ func (st *sseStream) clientGone() bool {
 }
 
 // closeHijacked releases what openHijacked took, ends the body of a complete stream and closes
-// the connection.
+// the connection. The stream's state stays running: no drain starts again.
 func (st *sseStream) closeHijacked() {
 	st.hb.Stop()
 	st.stopWatch()

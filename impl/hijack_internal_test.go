@@ -52,7 +52,7 @@ func TestCloseStreams(t *testing.T) {
 	}
 	ours, theirs := net.Pipe()
 	defer theirs.Close()
-	h.attach(ours)
+	h.attach(ours, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	s.CloseStreams(ctx)
@@ -75,7 +75,7 @@ func TestCloseStreamsWaits(t *testing.T) {
 	h.add()
 	ours, theirs := net.Pipe()
 	defer theirs.Close()
-	h.attach(ours)
+	h.attach(ours, nil)
 	done := make(chan struct{})
 	go func() { defer close(done); s.CloseStreams(context.Background()) }()
 	go func() { _, _ = io.Copy(io.Discard, theirs) }()

@@ -460,7 +460,7 @@ func (r *sseResponse) VisitStreamTaskResponse(w http.ResponseWriter) error {
 	if !r.headOnly && !r.s.opts.NetHTTPStreams {
 		if st, hijacked := r.openHijacked(w); hijacked {
 			if st != nil {
-				go st.run()
+				go st.drain()
 			}
 			return nil
 		}
@@ -516,6 +516,9 @@ type sseStream struct {
 	gone      atomic.Bool
 	complete  bool
 	stopWatch func()
+	// state and pending run a hijacked stream's drain (see notify).
+	state   atomic.Int32
+	pending atomic.Bool
 }
 
 // open answers the stream's request: its headers, and for a GET its 200 with the reader

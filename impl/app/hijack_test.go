@@ -3,9 +3,11 @@ package app_test
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -179,5 +181,82 @@ func TestShutdownEndsHijackedStreams(t *testing.T) {
 	}
 	if err := <-stopped; err != nil {
 		t.Fatalf("Serve: %v", err)
+	}
+}
+
+// TestHijackedStreamsUnderLoad reads tasks whose engine writes tokens as fast as it can, each
+// task by several readers at once (from the start, and resuming after an event id), while
+// their streams' writers start and stop with every batch: each reader gets every event once,
+// in order, up to the end.
+func TestHijackedStreamsUnderLoad(t *testing.T) {
+	leaks := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, leaks) })
+	const tokens, tasks = 300, 6
+	eng := startRawEngine(t, false, tokens)
+	d := startRelayDaemon(t, eng, tasks)
+	type reader struct {
+		id   string
+		from int // the first event id expected
+	}
+	var readers []reader
+	for range tasks {
+		id := d.submit(t, tokens)
+		readers = append(readers, reader{id, 0}, reader{id, 0}, reader{id, 6})
+	}
+	errs := make(chan error, len(readers))
+	for _, r := range readers {
+		go func() {
+			errs <- func() error {
+				c, err := net.Dial("tcp", d.addr)
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				head := "GET /v1/tasks/" + r.id + "/stream HTTP/1.1\r\nHost: x\r\nX-API-Key: " + testKey + "\r\n"
+				if r.from > 0 {
+					head += "Last-Event-ID: " + strconv.Itoa(r.from-1) + "\r\n"
+				}
+				if _, err := io.WriteString(c, head+"\r\n"); err != nil {
+					return err
+				}
+				res, err := http.ReadResponse(bufio.NewReader(c), nil)
+				if err != nil {
+					return err
+				}
+				defer res.Body.Close()
+				sr := sse.NewReader(res.Body, 0)
+				next, n := r.from, 0
+				for {
+					ev, err := sr.Next()
+					if errors.Is(err, io.EOF) {
+						return fmt.Errorf("task %s from %d: body ended before the end event", r.id, r.from)
+					}
+					if err != nil {
+						return err
+					}
+					if ev.ID != strconv.Itoa(next) {
+						return fmt.Errorf("task %s from %d: event id %s, want %d", r.id, r.from, ev.ID, next)
+					}
+					next++
+					switch ev.Event {
+					case "token":
+						n++
+					case "end":
+						// From event id k on, at most k of the task's tokens came before.
+						if r.from == 0 && n != tokens || n < tokens-r.from || n > tokens {
+							return fmt.Errorf("task %s from %d: %d tokens", r.id, r.from, n)
+						}
+						return nil
+					case "error":
+						return fmt.Errorf("task %s: error event %s", r.id, ev.Data)
+					}
+				}
+			}()
+		}()
+	}
+	for range readers {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
 	}
 }

@@ -318,16 +318,16 @@ func readEnd(br *bufio.Reader) error {
 
 // TestGoroutinesPerStream opens streams whose tasks run on the llamacpp adapter against an
 // engine that has sent one token and holds the generation, and counts the daemon's goroutines
-// per open stream: the stream's writer, on the connection it took over from net/http (one epoll
-// set, not a goroutine per connection, notices a client that goes away), and the task's runner,
-// which reads the engine. Before engine connections were read by the runner itself, net/http's
-// Transport added its read and write loops, and before streams took their connections over,
-// net/http's connection goroutine and its background read were two: 5 per stream, then 3.
+// per open stream: the task's runner, which reads the engine, and nothing else. A stream took
+// its connection over from net/http, one epoll set (not a goroutine per connection) notices a
+// client that goes away, and the stream's writer runs only while it has something to write.
+// Before, there were net/http's Transport read and write loops (5 per stream), then net/http's
+// connection goroutine and its background read (3), then the stream's waiting writer (2).
 func TestGoroutinesPerStream(t *testing.T) {
 	leaks := goleak.IgnoreCurrent()
 	t.Cleanup(func() { goleak.VerifyNone(t, leaks) })
 	const streams = 24
-	const maxPerStream = 2
+	const maxPerStream = 1
 	eng := startRawEngine(t, true, 0)
 	d := startRelayDaemon(t, eng, streams+1)
 	settle := func() int {

@@ -237,8 +237,8 @@ type Task struct {
 
 	buf   []byte // encoded frames, append-only
 	spans []span
-	subs  []chan struct{} // wake channels of the open cursors (a few at most: a slice is cheaper to walk than a map)
-	done  chan struct{}   // closed when the task reaches a final state
+	subs  []*Cursor     // the open cursors (a few at most: a slice is cheaper to walk than a map)
+	done  chan struct{} // closed when the task reaches a final state
 }
 
 // maxMetricsFrames bounds the metrics frames of one task (the rest of its log is bounded by
@@ -342,11 +342,8 @@ func (t *Task) growLocked(need int) {
 
 // wakeLocked signals every open cursor that the log grew. t.mu must be held.
 func (t *Task) wakeLocked() {
-	for _, ch := range t.subs {
-		select {
-		case ch <- struct{}{}:
-		default:
-		}
+	for _, c := range t.subs {
+		c.Signal()
 	}
 }
 
@@ -356,16 +353,23 @@ type Cursor struct {
 	next    int
 	verbose bool
 	wake    chan struct{}
+	notify  func()          // called with every signal of wake (SubscribeFunc)
 	flushed <-chan struct{} // set by Next while frames wait for the journal
 	endSent bool            // the final frame was sent to a cursor beyond the log's end
 }
 
 // Subscribe returns a cursor positioned at event id from (0 for the whole stream). Close it when
 // done.
-func (t *Task) Subscribe(from int, verbose bool) *Cursor {
-	c := &Cursor{t: t, next: max(from, 0), verbose: verbose, wake: make(chan struct{}, 1)}
+func (t *Task) Subscribe(from int, verbose bool) *Cursor { return t.SubscribeFunc(from, verbose, nil) }
+
+// SubscribeFunc is Subscribe for a reader without a goroutine waiting on Wake: notify is
+// called whenever Wake is signalled (new frames, the task's end, Signal). It is called with
+// the task's lock held, by whichever goroutine logs the frame: it must return at once and not
+// call into the task (start or signal the reader's goroutine, set a flag).
+func (t *Task) SubscribeFunc(from int, verbose bool, notify func()) *Cursor {
+	c := &Cursor{t: t, next: max(from, 0), verbose: verbose, wake: make(chan struct{}, 1), notify: notify}
 	t.mu.Lock()
-	t.subs = append(t.subs, c.wake)
+	t.subs = append(t.subs, c)
 	t.mu.Unlock()
 	return c
 }
@@ -374,8 +378,8 @@ func (t *Task) Subscribe(from int, verbose bool) *Cursor {
 func (c *Cursor) Close() {
 	t := c.t
 	t.mu.Lock()
-	for i, ch := range t.subs {
-		if ch == c.wake {
+	for i, sub := range t.subs {
+		if sub == c {
 			last := len(t.subs) - 1
 			t.subs[i] = t.subs[last]
 			t.subs[last] = nil
@@ -443,6 +447,9 @@ func (c *Cursor) Signal() {
 	select {
 	case c.wake <- struct{}{}:
 	default:
+	}
+	if c.notify != nil {
+		c.notify()
 	}
 }
 
