@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/labstack/echo/v4"
+
 	"github.com/orchestratord/orchestratord/impl/connwatch"
 	"github.com/orchestratord/orchestratord/impl/sse"
 )
@@ -176,12 +178,32 @@ func (r *sseResponse) openHijacked(w http.ResponseWriter) (st *sseStream, hijack
 		h.remove(conn)
 		return nil, true
 	}
+	forgetResponse(w)
 	r.s.opts.Metrics.StreamsOpen.Inc()
 	st.stopWatch = h.watch.Watch(conn, st.hangup)
 	st.interval = r.s.opts.Heartbeat
 	st.hb = time.AfterFunc(st.interval, st.heartbeatDue)
 	return st, true
 }
+
+// forgetResponse drops echo's reference to net/http's response of a hijacked connection. echo
+// keeps its request contexts in a sync.Pool, each with the last response it served; a pooled
+// context of a hijacked stream would keep net/http's per-connection state (its 4 KiB reader and
+// writer among it) reachable until the pool's next clean-up, which needs two garbage
+// collections, which an idle daemon does not run. What echo may still do with the response
+// after the handler returns (nothing, for a stream) finds the connection hijacked.
+func forgetResponse(w http.ResponseWriter) {
+	if er, ok := w.(*echo.Response); ok {
+		er.Writer = hijackedResponse{}
+	}
+}
+
+// hijackedResponse answers for a response whose connection was hijacked.
+type hijackedResponse struct{}
+
+func (hijackedResponse) Header() http.Header       { return http.Header{} }
+func (hijackedResponse) Write([]byte) (int, error) { return 0, http.ErrHijacked }
+func (hijackedResponse) WriteHeader(int)           {}
 
 // responseHead is a stream's status line and headers, chunked.
 func responseHead(hdr http.Header) []byte {
