@@ -136,7 +136,7 @@ func TestOrchdConfLoads(t *testing.T) {
 	for _, streams := range []int{1, 1000, 5000} {
 		dir := t.TempDir()
 		p := filepath.Join(dir, "c.yaml")
-		if err := os.WriteFile(p, []byte(orchdConf(filepath.Join(dir, "state"), 18080, "http://127.0.0.1:18081", "warn", streams)), 0o600); err != nil {
+		if err := os.WriteFile(p, []byte(orchdConf(filepath.Join(dir, "state"), 18080, "http://127.0.0.1:18081", "warn", "", streams)), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		cfg, err := config.Load(config.Overrides{ConfigFile: p, APIKeys: benchKey})
@@ -155,6 +155,32 @@ func TestOrchdConfLoads(t *testing.T) {
 		}
 		if cfg.Admission.Capacity < streams || cfg.Sessions.MaxSessions < streams {
 			t.Errorf("streams %d: admission %d, sessions %d", streams, cfg.Admission.Capacity, cfg.Sessions.MaxSessions)
+		}
+		if cfg.Journal.Sync != config.JournalSyncAdmission || !cfg.Journal.EnabledOrDefault() {
+			t.Errorf("streams %d: journal %+v, want the default (enabled, sync admission)", streams, cfg.Journal)
+		}
+	}
+}
+
+// orchestratord-nosync differs from orchestratord in journal.sync alone.
+func TestOrchdConfJournalSync(t *testing.T) {
+	for _, sync := range []string{config.JournalSyncNone, config.JournalSyncAlways} {
+		dir := t.TempDir()
+		p := filepath.Join(dir, "c.yaml")
+		conf := orchdConf(filepath.Join(dir, "state"), 18080, "http://127.0.0.1:18081", "warn", sync, 100)
+		if err := os.WriteFile(p, []byte(conf), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := config.Load(config.Overrides{ConfigFile: p, APIKeys: benchKey})
+		if err != nil {
+			t.Fatalf("%s: %v", sync, err)
+		}
+		if cfg.Journal.Sync != sync || !cfg.Journal.EnabledOrDefault() {
+			t.Errorf("journal %+v, want enabled with sync %s", cfg.Journal, sync)
+		}
+		def := orchdConf(filepath.Join(dir, "state"), 18080, "http://127.0.0.1:18081", "warn", "", 100)
+		if strings.Replace(conf, "journal: {sync: "+sync+"}\n", "", 1) != def {
+			t.Errorf("%s: the configuration differs from the default in more than journal.sync:\n%s", sync, conf)
 		}
 	}
 }
@@ -176,6 +202,7 @@ func TestLoadArgs(t *testing.T) {
 		{cNginx, "relay", "-target llamacpp-stream -url U"},
 		{cOrchd, "admission", "-target orchd-admit -url U -api-key " + benchKey + " -model sim"},
 		{cOrchdInfo, "relay", "-target orchd-stream -url U -api-key " + benchKey + " -model sim"},
+		{cOrchdNoSync, "admission", "-target orchd-admit -url U -api-key " + benchKey + " -model sim"},
 		{cLiteLLM, "admission", "-target openai-stream -url U -api-key " + benchKey + " -model sim -stream=false"},
 	} {
 		if got := strings.Join(loadArgs(&contender{name: c.name, url: "U"}, c.scenario), " "); got != c.want {

@@ -14,7 +14,10 @@
 //     /v1/completions (scenarios 1 and 2);
 //   - orchestratord-info (plan full): the daemon with log_level info, to price its logging;
 //   - orchestratord-base (-base-orchd PATH): another build of the daemon, to measure a change
-//     before/after in the same run.
+//     before/after in the same run;
+//   - orchestratord-nosync (opt-in: name it in -contenders; scenarios 1 and 2): this build with
+//     journal.sync none, so that a 202 waits for its admission record's write and not for its
+//     fdatasync: what the default durability mode costs admission.
 //
 // The same client, tools/loadgen (one process per run, loopback only, bounded in requests and
 // time), drives every contender. Scenarios:
@@ -52,7 +55,7 @@
 //	go run ./tools/bench [-plan short|full] [-out DIR] [-name NAME] [-rounds N]
 //	                     [-scenarios admission,relay,idle,queue,aiperf] [-contenders direct,nginx,orchestratord,litellm]
 //	                     [-base-orchd PATH] [-litellm-venv DIR] [-aiperf-venv DIR] [-setup-status DIR] [-skip-build]
-//	go run ./tools/bench profile [-scenario relay|admission|idle] [-streams N] [-requests N] [-out DIR]
+//	go run ./tools/bench profile [-scenario relay|admission|idle] [-streams N] [-requests N] [-journal-sync MODE] [-out DIR]
 //
 // The profile subcommand runs the daemon in this process (impl/app, assembled as
 // cmd/orchestratord does) on a simulator, drives one scenario with loadgen and writes a CPU

@@ -37,7 +37,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	name := fs.String("name", "", "result name (default: the plan's name)")
 	scratch := fs.String("scratch", "", "directory for logs, configs and raw loadgen results (default: tmp/bench/scratch/<name>)")
 	scenarios := fs.String("scenarios", "admission,relay,idle,queue,aiperf", "scenarios to run")
-	contenders := fs.String("contenders", "direct,nginx,orchestratord,litellm", "contenders to run (orchestratord-info is added by -plan full)")
+	contenders := fs.String("contenders", "direct,nginx,orchestratord,litellm", "contenders to run (orchestratord-info is added by -plan full; orchestratord-nosync, journal.sync none, only when named)")
 	rounds := fs.Int("rounds", 0, "override the plan's rounds")
 	venv := fs.String("litellm-venv", ".tools/litellm-venv", "LiteLLM virtualenv (tools/bench/setup.sh creates it)")
 	aiperfVenv := fs.String("aiperf-venv", ".tools/aiperf-venv", "aiperf virtualenv (tools/bench/setup.sh creates it)")

@@ -39,6 +39,7 @@ func runProfile(ctx context.Context, args []string, stderr io.Writer) int {
 	tokenDelay := fs.Duration("token-delay", 5*time.Millisecond, "the simulator's delay between tokens")
 	duration := fs.Duration("duration", 20*time.Second, "bound of the measured run")
 	logLevel := fs.String("log-level", "warn", "the daemon's log level (records go to <out>/daemon.log)")
+	journalSync := fs.String("journal-sync", "", "the daemon's journal.sync (admission, always or none; default: the daemon's)")
 	skipBuild := fs.Bool("skip-build", false, "use the binaries already in <out>/bin")
 	nodes := fs.Int("nodecount", 30, "frames in the top listings")
 	if err := fs.Parse(args); err != nil {
@@ -53,7 +54,7 @@ func runProfile(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "bench profile: -scenario must be relay, admission or idle")
 		return 2
 	}
-	if err := b.profile(ctx, *scenario, *streams, *requests, *tokens, *tokenDelay, *duration, *logLevel, *skipBuild, *nodes); err != nil {
+	if err := b.profile(ctx, *scenario, *streams, *requests, *tokens, *tokenDelay, *duration, *logLevel, *journalSync, *skipBuild, *nodes); err != nil {
 		fmt.Fprintln(stderr, "bench profile:", err)
 		return 1
 	}
@@ -61,7 +62,7 @@ func runProfile(ctx context.Context, args []string, stderr io.Writer) int {
 }
 
 func (b *bench) profile(ctx context.Context, scenario string, streams, requests, tokens int, tokenDelay, duration time.Duration,
-	logLevel string, skipBuild bool, nodes int) error {
+	logLevel, journalSync string, skipBuild bool, nodes int) error {
 	for _, d := range []string{filepath.Join(b.scratch, "logs"), filepath.Join(b.scratch, "runs"), filepath.Join(b.scratch, "bin")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err
@@ -95,7 +96,7 @@ func (b *bench) profile(ctx context.Context, scenario string, streams, requests,
 		return err
 	}
 	confPath := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(confPath, []byte(orchdConf(filepath.Join(dir, "state"), port, sim.url, logLevel, streams)), 0o600); err != nil {
+	if err := os.WriteFile(confPath, []byte(orchdConf(filepath.Join(dir, "state"), port, sim.url, logLevel, journalSync, streams)), 0o600); err != nil {
 		return err
 	}
 	cfg, err := config.Load(config.Overrides{ConfigFile: confPath, APIKeys: benchKey})

@@ -165,7 +165,8 @@ func (b *bench) notes() []string {
 			"simulator's /v1/chat/completions, orchestratord its OpenAI-compatible facade (each request a task) in front of the "+
 			"same simulator.", p.AiperfRequests, p.AiperfTokens, p.AiperfConcurrency),
 		fmt.Sprintf("LiteLLM runs with %d worker process(es); orchestratord runs with log_level warn unless noted "+
-			"(orchestratord-info: log_level info, text to a file).", b.litellmWorkers),
+			"(orchestratord-info: log_level info, text to a file; orchestratord-nosync: journal.sync none, a 202 "+
+			"waits for the admission record's write but not its fdatasync).", b.litellmWorkers),
 	}
 }
 
@@ -307,8 +308,8 @@ func (b *bench) write(rep *report) error {
 
 // columns are the contenders in display order, and the ratio columns.
 var (
-	displayOrder = []string{cDirect, cNginx, cOrchd, cLiteLLM, cOrchdInfo, cOrchdBase}
-	ratioCols    = []string{cDirect, cNginx, cLiteLLM, cOrchdInfo, cOrchdBase}
+	displayOrder = []string{cDirect, cNginx, cOrchd, cLiteLLM, cOrchdInfo, cOrchdBase, cOrchdNoSync}
+	ratioCols    = []string{cDirect, cNginx, cLiteLLM, cOrchdInfo, cOrchdBase, cOrchdNoSync}
 )
 
 // markdown renders the report's tables.
@@ -474,6 +475,8 @@ func short(c string) string {
 		return "orchd-info"
 	case cOrchdBase:
 		return "base"
+	case cOrchdNoSync:
+		return "nosync"
 	case cLiteLLM:
 		return "LiteLLM"
 	}

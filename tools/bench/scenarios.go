@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/orchestratord/orchestratord/impl/config"
 	"github.com/orchestratord/orchestratord/tools/loadgen/load"
 )
 
@@ -27,7 +28,10 @@ const (
 	cOrchd     = "orchestratord"
 	cOrchdInfo = "orchestratord-info"
 	cOrchdBase = "orchestratord-base" // -base-orchd: the same daemon built before a change
-	cLiteLLM   = "litellm"
+	// cOrchdNoSync is this build with journal.sync none: a 202 waits for the admission
+	// record's write, not its fdatasync (opt-in: name it in -contenders).
+	cOrchdNoSync = "orchestratord-nosync"
+	cLiteLLM     = "litellm"
 )
 
 // contender is a started contender: where loadgen sends requests and which process group is
@@ -113,7 +117,7 @@ func (b *bench) ensureUp(ctx context.Context, c *contender) error {
 // loadArgs are the loadgen flags that select contender c's target for a scenario.
 func loadArgs(c *contender, scenario string) []string {
 	switch c.name {
-	case cOrchd, cOrchdInfo, cOrchdBase:
+	case cOrchd, cOrchdInfo, cOrchdBase, cOrchdNoSync:
 		t := "orchd-stream"
 		if scenario == "admission" {
 			t = "orchd-admit"
@@ -278,7 +282,10 @@ func (b *bench) runLoadPhase(ctx context.Context, rep *report) error {
 		},
 		cLiteLLM: func(ctx context.Context) (*service, error) { return b.startLiteLLM(ctx, "litellm-relay", sim) },
 		cOrchdBase: func(ctx context.Context) (*service, error) {
-			return b.startOrchdBin(ctx, b.baseOrchd, "orchd-base-relay", sim, "warn", maxStreams)
+			return b.startOrchdBin(ctx, b.baseOrchd, "orchd-base-relay", sim, "warn", "", maxStreams)
+		},
+		cOrchdNoSync: func(ctx context.Context) (*service, error) {
+			return b.startOrchdBin(ctx, b.binPath("orchestratord"), "orchd-nosync-relay", sim, "warn", config.JournalSyncNone, maxStreams)
 		},
 	}
 	// LiteLLM takes the longest to start: start it while the others start.
@@ -438,7 +445,7 @@ func (b *bench) idleOnce(ctx context.Context, name string, n, round int) (rec id
 	case cOrchd:
 		relay, err = b.startOrchd(ctx, "orchd-idle", sim, "warn", n)
 	case cOrchdBase:
-		relay, err = b.startOrchdBin(ctx, b.baseOrchd, "orchd-base-idle", sim, "warn", n)
+		relay, err = b.startOrchdBin(ctx, b.baseOrchd, "orchd-base-idle", sim, "warn", "", n)
 	}
 	if err != nil {
 		return fail(err)
