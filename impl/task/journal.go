@@ -67,10 +67,11 @@ type finalRecord struct {
 // recordAdmission journals a new task's admission and its first frame; the caller holds t.mu.
 // It returns the sequence number to wait for.
 func (t *Task) recordAdmissionLocked() uint64 {
-	// Plain values only: encoding cannot fail.
-	rec, _ := json.Marshal(admitRecord{Spec: t.spec, Pool: t.poolID, Engine: t.engine, Version: t.version,
+	buf := getRecordBuf()
+	defer putRecordBuf(buf)
+	*buf = appendAdmitRecord(*buf, &admitRecord{Spec: t.spec, Pool: t.poolID, Engine: t.engine, Version: t.version,
 		KVBytes: t.kvBytes, Created: t.created})
-	return t.j.Append(t.spec.ID, recAdmit, "", rec, nil)
+	return t.j.Append(t.spec.ID, recAdmit, "", *buf, nil)
 }
 
 // recordRunningLocked journals the start of a task; the caller holds t.mu.
@@ -78,8 +79,10 @@ func (t *Task) recordRunningLocked() {
 	if t.j == nil {
 		return
 	}
-	rec, _ := json.Marshal(runningRecord{Started: t.started})
-	t.j.Append(t.spec.ID, recRunning, "", rec, nil)
+	buf := getRecordBuf()
+	*buf = appendRunningRecord(*buf, &runningRecord{Started: t.started})
+	t.j.Append(t.spec.ID, recRunning, "", *buf, nil)
+	putRecordBuf(buf)
 }
 
 // Recover rebuilds the tasks of the journal: finished ones are readable again, ones that were

@@ -3,7 +3,6 @@ package task
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"slices"
 	"strconv"
 	"strings"
@@ -284,10 +283,11 @@ func (t *Task) appendLocked(name string, data []byte, verbose []byte) {
 func (t *Task) appendFinalLocked(name string, data []byte) {
 	var seq uint64
 	if t.j != nil {
-		// Plain values only: encoding cannot fail.
-		rec, _ := json.Marshal(finalRecord{Status: t.status, Finished: t.finished, TokensOut: t.tokensOut,
+		buf := getRecordBuf()
+		*buf = appendFinalRecord(*buf, &finalRecord{Status: t.status, Finished: t.finished, TokensOut: t.tokensOut,
 			Error: t.errInfo, CancelReason: t.cancelReason})
-		seq = t.j.Append(t.spec.ID, recFinal, name, data, rec)
+		seq = t.j.Append(t.spec.ID, recFinal, name, data, *buf)
+		putRecordBuf(buf)
 	}
 	t.logLocked(name, data, nil, seq)
 }
