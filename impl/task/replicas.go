@@ -240,15 +240,8 @@ func (s *Service) assign(t *Task, replicaID string) {
 	}
 }
 
-// poolView is the current view of one pool.
-func (s *Service) poolView(id string) (pool.View, bool) {
-	for _, v := range s.opts.Pools.Views() {
-		if v.ID == id {
-			return v, true
-		}
-	}
-	return pool.View{}, false
-}
+// poolView is the current view of one pool (without building the others').
+func (s *Service) poolView(id string) (pool.View, bool) { return s.opts.Pools.Get(id) }
 
 // placeReplica chooses the task's replica among the pool's and records the decision.
 func (s *Service) placeReplica(ctx context.Context, t *Task, v pool.View, tried []string, retry bool) placement.ReplicaDecision {

@@ -58,6 +58,8 @@ var (
 
 type pools interface {
 	Views() []pool.View
+	// Get is one pool's view, as Views has it.
+	Get(id string) (pool.View, bool)
 	// Acquire hands out a replica's engine for one generation; release ends its use. Neither
 	// counts busy slots: the runner puts the task's slot on the replica in the queue.
 	Acquire(poolID, replicaID string) (rep engine.Replica, release func(), err error)

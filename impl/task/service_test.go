@@ -83,6 +83,15 @@ type fakePools struct {
 	acquired []string
 }
 
+func (p *fakePools) Get(id string) (pool.View, bool) {
+	for _, v := range p.Views() {
+		if v.ID == id {
+			return v, true
+		}
+	}
+	return pool.View{}, false
+}
+
 func (p *fakePools) Views() []pool.View {
 	p.mu.Lock()
 	defer p.mu.Unlock()
