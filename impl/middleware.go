@@ -487,8 +487,8 @@ func Validator(spec *openapi3.T) echo.MiddlewareFunc {
 	})
 	fast := compileOps(spec, map[string]func([]byte) bool{"uuid": uuidRFC9562}) // uuidRe, by hand
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
-		// echo applies the middleware anew to every request: kin-openapi's is applied only to
-		// the requests that need it.
+		// Applied once per route (Routes): kin-openapi's chain is built here, once too.
+		slow := kin(next)
 		return func(c echo.Context) error {
 			r := c.Request()
 			if oc := fast[route{r.Method, c.Path()}]; oc != nil {
@@ -497,7 +497,7 @@ func Validator(spec *openapi3.T) echo.MiddlewareFunc {
 					return next(c)
 				}
 			}
-			return kin(next)(c)
+			return slow(c)
 		}
 	}
 }

@@ -282,10 +282,11 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	e.JSONSerializer = impl.JSONSerializer{} // task bodies the validator's fast check passed: decoded by hand
 	// Nothing reads a body before Auth has accepted the request; BodyDeadline bounds the read
 	// that follows, and closes the connection of an error answered with the body unread.
-	e.Use(impl.Correlation(), impl.Recover(log),
+	// The chain is applied to each route once (impl.Routes), not per request.
+	routes := impl.NewRoutes(e, impl.Correlation(), impl.Recover(log),
 		impl.BodyDeadline(cfg.BodyLimitBytes, cfg.Server.BodyReadTimeout.D(), cfg.Server.BodyMinBytesPerSecond),
 		impl.BodyLimit(cfg.BodyLimitBytes), auth, impl.JSONBody(), impl.Validator(spec))
-	api.RegisterHandlers(e, api.NewStrictHandler(srv, nil))
+	api.RegisterHandlers(routes, api.NewStrictHandler(srv, nil))
 	a.echo = e
 	a.server = srv
 	// HEAD is served as GET (impl.HeadAsGet). The server span of every request; Correlation
