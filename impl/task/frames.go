@@ -1,7 +1,6 @@
 package task
 
 import (
-	"fmt"
 	"math"
 	"strconv"
 	"time"
@@ -27,7 +26,9 @@ func (s *Service) metricsData(t *Task, tokensOut int, now time.Time) ([]byte, []
 	p := OnTimeProbability(a, r)
 	depth := s.queue.Depth()
 	warm := tokensOut > 0
-	b := make([]byte, 0, 160)
+	// One buffer holds both: the plain payload, then the verbose one (the same fields and
+	// "human"). The callers copy them into the log and the journal.
+	b := make([]byte, 0, 512)
 	b = append(b, `{"queue_depth":`...)
 	b = strconv.AppendInt(b, int64(depth), 10)
 	b = append(b, `,"on_time_probability":`...)
@@ -45,12 +46,41 @@ func (s *Service) metricsData(t *Task, tokensOut int, now time.Time) ([]byte, []
 		b = append(b, `,"tokens_budget_remaining":`...)
 		b = strconv.AppendInt(b, left, 10)
 	}
-	plain := append(b, '}')
-	human := fmt.Sprintf("decoding on pool %s: %d of up to %d tokens, %.0f tokens/s, %d ms left, on-time probability %.2f",
-		t.poolID, tokensOut, want, tps, max(int64(a), 0), p)
-	verbose := append(append(append([]byte(nil), b...), `,"human":`...), sse.AppendString(nil, human)...)
-	verbose = append(verbose, '}')
-	return plain, verbose
+	fields := len(b)
+	b = append(b, '}')
+	plain := b[:len(b):len(b)]
+	b = append(b, b[:fields]...)
+	b = append(b, `,"human":`...)
+	b = appendMetricsHuman(b, t.poolID, tokensOut, want, tps, max(int64(a), 0), p)
+	b = append(b, '}')
+	return plain, b[len(plain):]
+}
+
+// appendMetricsHuman appends a metrics frame's sentence as a JSON string: what
+// sse.AppendString(b, fmt.Sprintf("decoding on pool %s: %d of up to %d tokens, %.0f tokens/s,
+// %d ms left, on-time probability %.2f", ...)) appends, without building the sentence apart.
+// Only the pool id can need escaping: the rest is ASCII letters, digits and punctuation.
+func appendMetricsHuman(b []byte, poolID string, tokensOut, want int, tps float64, leftMs int64, p float64) []byte {
+	b = append(b, `"decoding on pool `...)
+	n := len(b)
+	b = sse.AppendString(b, poolID)
+	b = append(b[:n], b[n+1:len(b)-1]...) // without its quotes
+	b = append(b, ": "...)
+	b = strconv.AppendInt(b, int64(tokensOut), 10)
+	b = append(b, " of up to "...)
+	b = strconv.AppendInt(b, int64(want), 10)
+	b = append(b, " tokens, "...)
+	b = appendFixed(b, tps, 0)
+	b = append(b, " tokens/s, "...)
+	b = strconv.AppendInt(b, leftMs, 10)
+	b = append(b, " ms left, on-time probability "...)
+	b = appendFixed(b, p, 2)
+	return append(b, '"')
+}
+
+// appendFixed appends v as fmt's %.<prec>f writes it.
+func appendFixed(b []byte, v float64, prec int) []byte {
+	return strconv.AppendFloat(b, v, 'f', prec, 64)
 }
 
 // OnTimeProbability is the documented estimate p = 1 / (1 + exp(−(A − R) / s)) with
