@@ -305,6 +305,17 @@ func (s *Service) finish(t *Task, st Status, ei *ErrorInfo, res engine.Result, d
 			TokensIn: res.TokensIn, TokensOut: tokensOut, KVBytesPerToken: t.kvBytes, Warm: true,
 		})
 	}
+	s.logFinished(t, st, ei, res, tokensOut, decodeMs, started, reason)
+}
+
+// logFinished logs a task's end, building the record only when the logger takes info: boxing
+// the attributes allocates even when it does not.
+//
+//nolint:contextcheck // the record has no request context, as with s.log.Info (context.Background)
+func (s *Service) logFinished(t *Task, st Status, ei *ErrorInfo, res engine.Result, tokensOut int, decodeMs int64, started time.Time, reason string) {
+	if !s.log.Enabled(context.Background(), slog.LevelInfo) {
+		return
+	}
 	attrs := []any{"task_id", t.spec.ID, "session_id", t.spec.SessionID, "pool_id", t.poolID,
 		"correlation_id", t.spec.CorrelationID, "state", st.String(), "tokens_in", res.TokensIn,
 		"tokens_out", tokensOut, "decode_time_ms", decodeMs}
