@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math"
 	"os"
@@ -294,12 +293,12 @@ func scan(data []byte) (int, map[string]int, error) {
 	retired := map[string]int{}
 	off := 0
 	for off < len(data) {
-		r, n, err := Decode(data[off:])
+		r, n, err := decode(data[off:])
 		if err != nil {
 			return off, retired, err
 		}
-		if r.Kind == KindRetire {
-			retired[r.Task] = off
+		if r.kind == KindRetire {
+			retired[string(r.task)] = off
 		}
 		off += n
 	}
@@ -313,15 +312,15 @@ func (j *Journal) rewrite(data []byte, live map[string]struct{}) ([]byte, error)
 	_, retired, _ := scan(data)
 	out := make([]byte, 0, len(data))
 	for off := 0; off < len(data); {
-		r, n, err := Decode(data[off:])
+		r, n, err := decode(data[off:])
 		if err != nil {
 			break
 		}
-		keep := r.Kind != KindRetire
-		if last, ok := retired[r.Task]; ok && off < last {
+		keep := r.kind != KindRetire
+		if last, ok := retired[string(r.task)]; ok && off < last {
 			keep = false
 		}
-		if _, ok := live[r.Task]; live != nil && !ok {
+		if _, ok := live[string(r.task)]; live != nil && !ok {
 			keep = false
 		}
 		if keep {
@@ -810,11 +809,5 @@ func (j *Journal) compactNow() error {
 	return nil
 }
 
-func readAll(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return io.ReadAll(f)
-}
+// readAll reads a segment in one buffer of its size.
+func readAll(path string) ([]byte, error) { return os.ReadFile(path) }

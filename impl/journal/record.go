@@ -71,21 +71,37 @@ func appendRecord(b []byte, kind uint8, task, name string, data, extra []byte) [
 // ErrTorn when b ends inside the record and ErrCorrupt when the record is invalid; it never
 // panics, whatever b holds.
 func Decode(b []byte) (Record, int, error) {
+	r, n, err := decode(b)
+	if err != nil {
+		return Record{}, 0, err
+	}
+	return Record{Kind: r.kind, Task: string(r.task), Name: string(r.name), Data: r.data, Extra: r.extra}, n, nil
+}
+
+// rawRecord is a decoded record whose fields all alias the buffer: decoding allocates nothing.
+type rawRecord struct {
+	kind                    uint8
+	task, name, data, extra []byte
+}
+
+// decode is Decode without the strings: compaction reads every record of a segment and needs
+// the task id only to look it up.
+func decode(b []byte) (rawRecord, int, error) {
 	if len(b) < headerSize {
-		return Record{}, 0, ErrTorn
+		return rawRecord{}, 0, ErrTorn
 	}
 	n := binary.LittleEndian.Uint32(b)
 	if n < 4 || n > MaxRecordBytes { // kind and three lengths at least
-		return Record{}, 0, ErrCorrupt
+		return rawRecord{}, 0, ErrCorrupt
 	}
 	if uint64(len(b)-headerSize) < uint64(n) {
-		return Record{}, 0, ErrTorn
+		return rawRecord{}, 0, ErrTorn
 	}
 	payload := b[headerSize : headerSize+int(n)]
 	if crc32.Checksum(payload, castagnoli) != binary.LittleEndian.Uint32(b[4:]) {
-		return Record{}, 0, ErrCorrupt
+		return rawRecord{}, 0, ErrCorrupt
 	}
-	r := Record{Kind: payload[0]}
+	r := rawRecord{kind: payload[0]}
 	p := payload[1:]
 	field := func() ([]byte, bool) {
 		l, k := binary.Uvarint(p)
@@ -97,12 +113,13 @@ func Decode(b []byte) (Record, int, error) {
 		p = p[k+int(l):]
 		return f, true
 	}
-	task, ok1 := field()
-	name, ok2 := field()
-	data, ok3 := field()
+	var ok1, ok2, ok3 bool
+	r.task, ok1 = field()
+	r.name, ok2 = field()
+	r.data, ok3 = field()
 	if !ok1 || !ok2 || !ok3 {
-		return Record{}, 0, ErrCorrupt
+		return rawRecord{}, 0, ErrCorrupt
 	}
-	r.Task, r.Name, r.Data, r.Extra = string(task), string(name), data, p
+	r.extra = p
 	return r, headerSize + int(n), nil
 }
