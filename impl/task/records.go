@@ -34,8 +34,7 @@ func putRecordBuf(b *[]byte) {
 // appendAdmitRecord appends json.Marshal(r).
 func appendAdmitRecord(dst []byte, r *admitRecord) []byte {
 	if !encodable(r.Created) || !finite(r.Spec.Weight) {
-		b, _ := json.Marshal(r) // what encoding/json does with them: refuse, as before
-		return append(dst, b...)
+		return appendMarshaled(dst, *r) // what encoding/json does with them: refuse, as before
 	}
 	dst = append(dst, `{"spec":`...)
 	dst = appendSpec(dst, &r.Spec)
@@ -180,8 +179,7 @@ func appendMessages(dst []byte, ms []engine.Message) []byte {
 // appendRunningRecord appends json.Marshal(r).
 func appendRunningRecord(dst []byte, r *runningRecord) []byte {
 	if !encodable(r.Started) {
-		b, _ := json.Marshal(r)
-		return append(dst, b...)
+		return appendMarshaled(dst, *r)
 	}
 	dst = append(dst, `{"started":`...)
 	dst = appendTime(dst, r.Started)
@@ -191,8 +189,7 @@ func appendRunningRecord(dst []byte, r *runningRecord) []byte {
 // appendFinalRecord appends json.Marshal(r).
 func appendFinalRecord(dst []byte, r *finalRecord) []byte {
 	if !encodable(r.Finished) {
-		b, _ := json.Marshal(r)
-		return append(dst, b...)
+		return appendMarshaled(dst, *r)
 	}
 	dst = append(dst, `{"status":`...)
 	dst = strconv.AppendInt(dst, int64(r.Status), 10)
@@ -220,6 +217,13 @@ func appendFinalRecord(dst []byte, r *finalRecord) []byte {
 		dst = sse.AppendStringAsEncodingJSON(dst, r.CancelReason)
 	}
 	return append(dst, '}')
+}
+
+// appendMarshaled appends json.Marshal(v) (nothing where it fails). v is a copy: a pointer
+// given to encoding/json would make every record the encoders are given escape to the heap.
+func appendMarshaled(dst []byte, v any) []byte {
+	b, _ := json.Marshal(v)
+	return append(dst, b...)
 }
 
 // encodable reports whether time.Time's MarshalJSON accepts t: a four-digit year and a zone
