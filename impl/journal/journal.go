@@ -156,11 +156,15 @@ func (r realTimer) C() <-chan time.Time   { return r.t.C }
 func (r realTimer) Reset(d time.Duration) { r.t.Reset(d) }
 func (r realTimer) Stop()                 { r.t.Stop() }
 
-// watermark is a sequence number that only grows, with a channel closed at each advance.
+// watermark is a sequence number that only grows, with a channel closed at each advance that
+// follows a load of it. An advance that nobody can be waiting for (no load since the last
+// channel was closed) keeps the channel: most advances have no waiter (an admission under sync
+// none writes its record itself), and a new channel per advance was two allocations.
 type watermark struct {
-	mu sync.Mutex // serializes advances (the writer and the syncer both advance on failure)
-	v  atomic.Uint64
-	ch atomic.Pointer[chan struct{}]
+	mu      sync.Mutex // serializes advances (the writer and the syncer both advance on failure)
+	v       atomic.Uint64
+	ch      atomic.Pointer[chan struct{}]
+	watched atomic.Bool // a load since the channel was made: close it at the next advance
 }
 
 func (w *watermark) init() {
@@ -169,10 +173,18 @@ func (w *watermark) init() {
 }
 
 // load returns the watermark and a channel closed when it next advances.
+//
+// The channel is read before the flag is set and the flag before the value: an advance whose
+// value the load does not see finds the flag set and closes the channel (or a newer advance
+// already replaced, and closed, the one returned).
 func (w *watermark) load() (uint64, <-chan struct{}) {
-	ch := *w.ch.Load() // before the value: an advance in between closes ch
+	ch := *w.ch.Load()
+	w.watched.Store(true)
 	return w.v.Load(), ch
 }
+
+// value returns the watermark, for a caller that will not wait for it to advance.
+func (w *watermark) value() uint64 { return w.v.Load() }
 
 func (w *watermark) advance(to uint64) {
 	w.mu.Lock()
@@ -181,6 +193,9 @@ func (w *watermark) advance(to uint64) {
 		return
 	}
 	w.v.Store(to)
+	if !w.watched.Swap(false) {
+		return // no load since the last close: nobody holds the current channel
+	}
 	next := make(chan struct{})
 	close(*w.ch.Swap(&next))
 }
@@ -483,8 +498,7 @@ func (j *Journal) Wait(ctx context.Context, seq uint64) error {
 		w = &j.written
 	}
 	for {
-		v, ch := w.load()
-		if v >= seq {
+		if w.value() >= seq {
 			return j.err()
 		}
 		if err := ctx.Err(); err != nil {
@@ -516,6 +530,11 @@ func (j *Journal) Wait(ctx context.Context, seq uint64) error {
 				j.smu.Unlock()
 				continue
 			}
+		}
+		// Only a waiter that blocks loads the channel (see watermark).
+		v, ch := w.load()
+		if v >= seq {
+			continue
 		}
 		select {
 		case <-ch:
@@ -608,12 +627,12 @@ func (j *Journal) Run(ctx context.Context) error {
 		case <-tm.C():
 			armed, due = false, true
 		}
-		before, _ := j.written.load()
+		before := j.written.value()
 		settled := j.durable.v.Load() >= before // nothing written was unsynced
 		j.wmu.Lock()
 		j.writeLocked()
 		j.wmu.Unlock()
-		w, _ := j.written.load()
+		w := j.written.value()
 		if w == math.MaxUint64 {
 			continue // failed: nothing more to sync
 		}
@@ -674,7 +693,7 @@ func (j *Journal) syncLocked(lazy bool) bool {
 	f := j.f // replaced only under smu
 	size := j.size.Load()
 	j.wmu.Unlock()
-	w, _ := j.written.load()
+	w := j.written.value()
 	if w <= j.durable.v.Load() || w == math.MaxUint64 {
 		return true
 	}
@@ -787,7 +806,7 @@ func (j *Journal) compactNow() error {
 	defer j.smu.Unlock()
 	j.wmu.Lock()
 	defer j.wmu.Unlock()
-	written, _ := j.written.load()
+	written := j.written.value()
 	data, err := readAll(j.f.Name())
 	if err != nil {
 		return err

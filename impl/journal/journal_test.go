@@ -812,3 +812,71 @@ func TestCompactionDecodesWithoutAllocating(t *testing.T) {
 		t.Errorf("%.0f allocations to read 2,001 records, want at most 3", allocs)
 	}
 }
+
+// A watermark closes the channel a load returned at the next advance, and makes no new channel
+// for an advance that nobody loaded it for.
+func TestWatermarkChannels(t *testing.T) {
+	var w watermark
+	w.init()
+	if allocs := testing.AllocsPerRun(100, func() { w.advance(w.value() + 1) }); allocs != 0 {
+		t.Errorf("an advance nobody waits for: %.0f allocations, want 0", allocs)
+	}
+	v, ch := w.load()
+	w.advance(v) // not an advance
+	select {
+	case <-ch:
+		t.Fatal("closed without an advance")
+	default:
+	}
+	w.advance(v + 1)
+	select {
+	case <-ch:
+	default:
+		t.Fatal("the loaded channel is still open after an advance")
+	}
+	v2, ch2 := w.load()
+	if v2 != v+1 || ch2 == ch {
+		t.Fatalf("after the advance: %d and the same channel: %v", v2, ch2 == ch)
+	}
+}
+
+// Waiters that load and wait while others advance never miss an advance (a miss hangs the test:
+// with one waiter nobody else's load rescues it).
+func TestWatermarkNoLostWakeup(t *testing.T) {
+	for _, waiters := range []int{1, 8} {
+		t.Run(fmt.Sprintf("waiters=%d", waiters), func(t *testing.T) {
+			var w watermark
+			w.init()
+			const target = 50000
+			var wg sync.WaitGroup
+			for range 2 {
+				wg.Add(1)
+				go func() { // advancers, racing each other
+					defer wg.Done()
+					for v := uint64(1); v <= target; v++ {
+						w.advance(v)
+					}
+				}()
+			}
+			for i := range waiters {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for want := uint64(i + 1); ; want += 7 {
+						for {
+							v, ch := w.load()
+							if v >= min(want, target) {
+								break
+							}
+							<-ch
+						}
+						if want >= target {
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+		})
+	}
+}
