@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"sync"
 
 	"github.com/google/uuid"
 
@@ -208,22 +209,34 @@ type admitted struct {
 }
 
 func (r *admitted) VisitCreateTaskResponse(w http.ResponseWriter) error {
-	body := appendAdmission(make([]byte, 0, 288), &r.Body)
+	buf := admissionBufs.Get().(*[]byte)
+	defer admissionBufs.Put(buf)
+	*buf = appendAdmission((*buf)[:0], &r.Body)
+	// The header values share one array (Header.Set allocates one per value); the keys are
+	// canonical already.
+	vals := make([]string, 0, 5)
+	set := func(h http.Header, k, v string) {
+		vals = append(vals, v)
+		h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
+	set(h, "Content-Type", "application/json")
 	if v := r.Headers.XBudgetCostRemaining; v != nil {
-		h.Set("X-Budget-Cost-Remaining", fmt.Sprint(*v))
+		set(h, "X-Budget-Cost-Remaining", fmt.Sprint(*v))
 	}
 	if v := r.Headers.XBudgetTimeRemainingMs; v != nil {
-		h.Set("X-Budget-Time-Remaining-Ms", strconv.FormatInt(*v, 10))
+		set(h, "X-Budget-Time-Remaining-Ms", strconv.FormatInt(*v, 10))
 	}
 	if v := r.Headers.XBudgetTokensRemaining; v != nil {
-		h.Set("X-Budget-Tokens-Remaining", strconv.FormatInt(*v, 10))
+		set(h, "X-Budget-Tokens-Remaining", strconv.FormatInt(*v, 10))
 	}
 	if v := h["X-Correlation-Id"]; len(v) != 1 || v[0] != r.Headers.XCorrelationId { // Correlation set it already
-		h.Set("X-Correlation-Id", r.Headers.XCorrelationId)
+		set(h, "X-Correlation-Id", r.Headers.XCorrelationId)
 	}
 	w.WriteHeader(http.StatusAccepted)
-	_, err := w.Write(body)
+	_, err := w.Write(*buf) // copied by the writer: the buffer goes back to the pool
 	return err
 }
+
+// admissionBufs holds the buffers 202 bodies are encoded into.
+var admissionBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
