@@ -149,3 +149,17 @@ func TestAuthMetricsScope(t *testing.T) {
 		})
 	}
 }
+
+// Reading the presented key allocates nothing: the header is looked up by its canonical name.
+func TestPresentedKeyAllocatesNothing(t *testing.T) {
+	h := http.Header{}
+	h.Set("X-API-Key", "k1")
+	h.Set("Authorization", "Bearer k1")
+	var key string
+	if allocs := testing.AllocsPerRun(100, func() { key, _ = presentedKey(h) }); allocs != 0 {
+		t.Errorf("%.0f allocations, want 0", allocs)
+	}
+	if key != "k1" {
+		t.Errorf("key %q", key)
+	}
+}

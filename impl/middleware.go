@@ -389,7 +389,7 @@ func presentedKey(h http.Header) (string, error) {
 		}
 		return true
 	}
-	for _, k := range h.Values("X-API-Key") {
+	for _, k := range h.Values("X-Api-Key") { // X-API-Key by its canonical name, which Values would allocate
 		if !agrees(k) {
 			return "", errKeyConflict()
 		}
