@@ -257,13 +257,20 @@ func (st *sseStream) drain() {
 			return
 		}
 		if flushed := st.cur.Flushed(); flushed != nil {
-			// Frames wait for the journal's write, a moment away: wait here rather than go idle
-			// (the journal does not signal cursors). A signal (the client gone) ends the wait too.
-			select {
-			case <-flushed:
-			case <-st.cur.Wake():
+			// Frames wait for the journal's write, a moment away. The journal calls notify once
+			// it shows them; one that cannot is waited for here (a signal, the client gone, ends
+			// the wait too).
+			registered, supported := st.cur.NotifyWhenShown()
+			if !supported {
+				select {
+				case <-flushed:
+				case <-st.cur.Wake():
+				}
+				continue
 			}
-			continue
+			if !registered {
+				continue // shown in the meantime
+			}
 		}
 		st.state.Store(streamIdle)
 		// A signal between send and the store above found the drain running and left it to

@@ -165,6 +165,26 @@ type watermark struct {
 	v       atomic.Uint64
 	ch      atomic.Pointer[chan struct{}]
 	watched atomic.Bool // a load since the channel was made: close it at the next advance
+	waiters []waiter    // under mu: functions to call once the watermark reaches their seq
+}
+
+// waiter is a function to call once a watermark reaches seq.
+type waiter struct {
+	seq uint64
+	fn  func()
+}
+
+// notifyAt arranges for fn to be called once the watermark reaches seq, by the goroutine that
+// advances it (outside the lock), and reports true; when it already has, it reports false and
+// does not call fn.
+func (w *watermark) notifyAt(seq uint64, fn func()) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.v.Load() >= seq {
+		return false
+	}
+	w.waiters = append(w.waiters, waiter{seq, fn})
+	return true
 }
 
 func (w *watermark) init() {
@@ -187,17 +207,34 @@ func (w *watermark) load() (uint64, <-chan struct{}) {
 func (w *watermark) value() uint64 { return w.v.Load() }
 
 func (w *watermark) advance(to uint64) {
+	var buf [32]func()
+	due := buf[:0]
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	if to <= w.v.Load() {
+		w.mu.Unlock()
 		return
 	}
 	w.v.Store(to)
-	if !w.watched.Swap(false) {
-		return // no load since the last close: nobody holds the current channel
+	if len(w.waiters) > 0 {
+		kept := w.waiters[:0]
+		for _, x := range w.waiters {
+			if x.seq <= to {
+				due = append(due, x.fn)
+			} else {
+				kept = append(kept, x)
+			}
+		}
+		clear(w.waiters[len(kept):])
+		w.waiters = kept
 	}
-	next := make(chan struct{})
-	close(*w.ch.Swap(&next))
+	if w.watched.Swap(false) { // else no load since the last close: nobody holds the current channel
+		next := make(chan struct{})
+		close(*w.ch.Swap(&next))
+	}
+	w.mu.Unlock()
+	for _, fn := range due {
+		fn()
+	}
 }
 
 const segPrefix, segSuffix = "seg-", ".log"
@@ -558,6 +595,18 @@ func (j *Journal) Visible() (uint64, <-chan struct{}) {
 		return j.durable.load()
 	}
 	return j.written.load()
+}
+
+// AfterVisible arranges for fn to be called once Visible reaches seq, by the goroutine that
+// advances it, and reports true; when Visible already has, it reports false and does not call
+// fn. fn must return at once (set a flag, start a goroutine). A failed journal shows
+// everything: its waiters are called then. A reader that is told instead of waiting on
+// Visible's channel needs no goroutine of its own while the journal writes.
+func (j *Journal) AfterVisible(seq uint64, fn func()) bool {
+	if j.opts.Sync == SyncAlways {
+		return j.durable.notifyAt(seq, fn)
+	}
+	return j.written.notifyAt(seq, fn)
 }
 
 // Durable returns the highest sequence number on disk and a channel closed when it next

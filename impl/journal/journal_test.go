@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"sync"
@@ -877,6 +878,63 @@ func TestWatermarkNoLostWakeup(t *testing.T) {
 				}()
 			}
 			wg.Wait()
+		})
+	}
+}
+
+// TestWatermarkNotifyAt: a function waits for its value, is called once when an advance
+// reaches it (not before), and an already reached value is refused; a failure's advance to the
+// end calls every waiter.
+func TestWatermarkNotifyAt(t *testing.T) {
+	var w watermark
+	w.init()
+	w.advance(5)
+	calls := map[uint64]int{}
+	note := func(seq uint64) func() { return func() { calls[seq]++ } }
+	if w.notifyAt(5, note(5)) {
+		t.Fatal("notifyAt accepted a value already reached")
+	}
+	for _, seq := range []uint64{9, 7, 12, 7} {
+		if !w.notifyAt(seq, note(seq)) {
+			t.Fatalf("notifyAt(%d) refused", seq)
+		}
+	}
+	w.advance(6)
+	if len(calls) != 0 {
+		t.Fatalf("called before their values: %v", calls)
+	}
+	w.advance(9)
+	if calls[7] != 2 || calls[9] != 1 || calls[12] != 0 {
+		t.Fatalf("after 9: %v, want 7 twice and 9 once", calls)
+	}
+	w.advance(math.MaxUint64) // a failure shows everything
+	if calls[12] != 1 || calls[7] != 2 || calls[9] != 1 || len(w.waiters) != 0 {
+		t.Fatalf("after the end: %v (%d waiting)", calls, len(w.waiters))
+	}
+}
+
+// TestAfterVisible: a record the writer has not written yet is announced once written, for
+// every sync mode's meaning of visible.
+func TestAfterVisible(t *testing.T) {
+	for _, mode := range []Sync{SyncAdmission, SyncAlways, SyncNone} {
+		t.Run(mode.String(), func(t *testing.T) {
+			j, err := Open(Options{Dir: t.TempDir(), Sync: mode})
+			if err != nil {
+				t.Fatal(err)
+			}
+			seq := j.Append("t1", 2, "token", []byte(`{"t":"a","i":0}`), nil)
+			shown := make(chan struct{})
+			if !j.AfterVisible(seq, func() { close(shown) }) {
+				t.Fatal("the record is visible before the journal runs")
+			}
+			start(t, j) // the writer writes the pending batch
+			<-shown
+			if v, _ := j.Visible(); v < seq {
+				t.Fatalf("called at visible %d, before %d", v, seq)
+			}
+			if j.AfterVisible(seq, func() { t.Error("called for a visible record") }) {
+				t.Fatal("AfterVisible accepted a visible record")
+			}
 		})
 	}
 }

@@ -31,6 +31,12 @@ type Journal interface {
 	Replay(fn func(task string, kind uint8, name string, data, extra []byte) error) error
 }
 
+// visibleNotifier is a Journal that can call a function once a record may be shown, for readers
+// without a goroutine of their own (impl/journal's AfterVisible).
+type visibleNotifier interface {
+	AfterVisible(seq uint64, fn func()) bool
+}
+
 // ErrNotDurable is an admission refused because the journal cannot record it.
 var ErrNotDurable = errors.New("the journal cannot record the admission")
 

@@ -79,3 +79,98 @@ func TestSubscribersWakeAndClose(t *testing.T) {
 		t.Fatalf("%d subscribers left", len(tk.subs))
 	}
 }
+
+// heldJournal shows records only when the test says so, and tells waiters (AfterVisible).
+type heldJournal struct {
+	copyJournal
+	visible uint64
+	waiters []waiter
+}
+
+type waiter struct {
+	seq uint64
+	fn  func()
+}
+
+func (j *heldJournal) Append(task string, kind uint8, name string, data, extra []byte) uint64 {
+	j.seq++
+	return j.seq
+}
+
+func (j *heldJournal) Visible() (uint64, <-chan struct{}) { return j.visible, make(chan struct{}) }
+
+func (j *heldJournal) AfterVisible(seq uint64, fn func()) bool {
+	if seq <= j.visible {
+		return false
+	}
+	j.waiters = append(j.waiters, waiter{seq, fn})
+	return true
+}
+
+func (j *heldJournal) show(to uint64) {
+	j.visible = to
+	kept := j.waiters[:0]
+	for _, w := range j.waiters {
+		if w.seq <= to {
+			w.fn()
+		} else {
+			kept = append(kept, w)
+		}
+	}
+	j.waiters = kept
+}
+
+// A cursor with a notify function is told of a frame once the journal shows it, not when it is
+// logged (its reader would find it held back); a cursor without one is woken at once; a
+// journal that cannot tell leaves the reader to wait on Flushed.
+func TestNotifyWhenTheJournalShows(t *testing.T) {
+	j := &heldJournal{}
+	tk := &Task{done: make(chan struct{}), j: j}
+	notified := 0
+	c := tk.SubscribeFunc(0, false, func() { notified++ })
+	defer c.Close()
+	plain := tk.Subscribe(0, false)
+	defer plain.Close()
+	tk.mu.Lock()
+	tk.appendTokenLocked("a", 0)
+	tk.mu.Unlock()
+	if notified != 0 {
+		t.Fatalf("notified %d times before the journal showed the frame", notified)
+	}
+	select {
+	case <-plain.Wake():
+	default:
+		t.Fatal("a cursor without notify was not woken")
+	}
+	if frames, _ := c.Next(nil); len(frames) != 0 || c.Flushed() == nil {
+		t.Fatalf("read %q before the journal showed it", frames)
+	}
+	if registered, supported := c.NotifyWhenShown(); !registered || !supported {
+		t.Fatalf("NotifyWhenShown: registered %v, supported %v", registered, supported)
+	}
+	j.show(1)
+	if notified != 2 { // the append's wait and the reader's
+		t.Fatalf("notified %d times once shown, want 2", notified)
+	}
+	if frames, _ := c.Next(nil); !bytes.Contains(frames, []byte(`"t":"a"`)) {
+		t.Fatalf("after the journal showed it: %q", frames)
+	}
+	if registered, supported := c.NotifyWhenShown(); registered || !supported {
+		t.Fatalf("nothing held back: registered %v, supported %v", registered, supported)
+	}
+
+	// A journal without AfterVisible: notify at once, and the reader waits on Flushed.
+	tk2 := &Task{done: make(chan struct{}), j: &copyJournal{}}
+	n2 := 0
+	c2 := tk2.SubscribeFunc(0, false, func() { n2++ })
+	defer c2.Close()
+	tk2.mu.Lock()
+	tk2.appendTokenLocked("b", 0)
+	tk2.mu.Unlock()
+	if n2 != 1 {
+		t.Fatalf("notified %d times, want 1", n2)
+	}
+	if _, supported := c2.NotifyWhenShown(); supported {
+		t.Fatal("a journal without AfterVisible reported as supported")
+	}
+}

@@ -308,7 +308,7 @@ func (t *Task) logLocked(name string, data []byte, verbose []byte, seq uint64) {
 		sp.vend = sp.end
 	}
 	t.spans = append(t.spans, sp)
-	t.wakeLocked()
+	t.wakeLocked(seq)
 }
 
 // appendTokenLocked journals and logs one token frame, encoded straight into the log: the
@@ -325,7 +325,7 @@ func (t *Task) appendTokenLocked(text string, index int) {
 		seq = t.j.Append(t.spec.ID, recEvent, "token", t.buf[data:len(t.buf)-2], nil)
 	}
 	t.spans = append(t.spans, span{start: start, end: len(t.buf), vstart: start, vend: len(t.buf), seq: seq})
-	t.wakeLocked()
+	t.wakeLocked(seq)
 }
 
 // growLocked makes room for need bytes in the log, doubling it: append's own growth slows to
@@ -340,11 +340,24 @@ func (t *Task) growLocked(need int) {
 	}
 }
 
-// wakeLocked signals every open cursor that the log grew. t.mu must be held.
-func (t *Task) wakeLocked() {
+// wakeLocked signals every open cursor that the log grew by the frame journaled as seq (0: not
+// journaled). A cursor with a notify function whose frame the journal does not show yet is
+// told once it does, instead of now: its reader would only find the frame held back and wait.
+// t.mu must be held.
+func (t *Task) wakeLocked(seq uint64) {
 	for _, c := range t.subs {
+		if c.notify != nil && seq != 0 && t.afterVisible(seq, c.notify) {
+			continue
+		}
 		c.Signal()
 	}
+}
+
+// afterVisible calls fn once the journal shows the record seq (see visibleNotifier); false:
+// shown already, or the journal cannot tell.
+func (t *Task) afterVisible(seq uint64, fn func()) bool {
+	n, ok := t.j.(visibleNotifier)
+	return ok && n.AfterVisible(seq, fn)
 }
 
 // Cursor reads a task's event log from a given event id on.
@@ -355,6 +368,7 @@ type Cursor struct {
 	wake    chan struct{}
 	notify  func()          // called with every signal of wake (SubscribeFunc)
 	flushed <-chan struct{} // set by Next while frames wait for the journal
+	held    uint64          // set by Next: the journal record of the first frame it held back
 	endSent bool            // the final frame was sent to a cursor beyond the log's end
 }
 
@@ -402,14 +416,14 @@ func (c *Cursor) Next(dst []byte) ([]byte, bool) {
 	// A frame is shown once the journal lets it be (written: a crash of the process never takes
 	// back what a client saw, and event ids continue after a restart where the journal ends).
 	limit := len(spans)
-	c.flushed = nil
+	c.flushed, c.held = nil, 0
 	if t.j != nil && limit > c.next && spans[limit-1].seq != 0 {
 		visible, ch := t.j.Visible()
 		for limit > c.next && spans[limit-1].seq > visible {
 			limit--
 		}
 		if limit < len(spans) {
-			c.flushed = ch
+			c.flushed, c.held = ch, spans[limit].seq
 		}
 	}
 	if final && c.next > len(spans) && len(spans) > 0 {
@@ -451,6 +465,24 @@ func (c *Cursor) Signal() {
 	if c.notify != nil {
 		c.notify()
 	}
+}
+
+// NotifyWhenShown arranges for the cursor's notify function (SubscribeFunc) to be called once
+// the journal shows the first frame the last Next held back. registered: it will be; false
+// with supported: nothing is held back any more (call Next again); false without supported:
+// the cursor has no notify function or the journal cannot tell, and the reader waits on
+// Flushed.
+func (c *Cursor) NotifyWhenShown() (registered, supported bool) {
+	if c.notify == nil {
+		return false, false
+	}
+	if _, ok := c.t.j.(visibleNotifier); !ok {
+		return false, false
+	}
+	if c.held == 0 {
+		return false, true
+	}
+	return c.t.afterVisible(c.held, c.notify), true
 }
 
 // Wake is signalled when new frames may be available.
