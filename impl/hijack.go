@@ -21,11 +21,12 @@ import (
 // What net/http keeps per connection while a handler runs — its goroutine and stack, a
 // goroutine blocked in a background read to notice the client leaving, a 4 KiB reader, a 4 KiB
 // writer, the chunk writer, the request and its headers — then goes, for the life of a stream
-// that may stay open for minutes. What replaces it per stream: the stream's own goroutine,
-// whose frames are shallow (its stack shrinks to the runtime's minimum while it waits), its
-// batch buffer, and a registration in one epoll set (connwatch) that tells when the client
-// hangs up. Frames go out in HTTP/1.1 chunks, each batch in one write, and the stream ends
-// with the last chunk and the connection's close (the response says Connection: close).
+// that may stay open for minutes. What replaces it per stream: a few heap objects (the
+// stream, its cursor, its batch buffer, a keep-alive timer) and a registration in one epoll
+// set (connwatch) that tells when the client hangs up. The stream has no goroutine while it
+// waits: one starts when frames are ready and ends when they are written (see notify). Frames
+// go out in HTTP/1.1 chunks, each batch in one write, and the stream ends with the last chunk
+// and the connection's close (the response says Connection: close).
 
 // chunkHeadroom is the room kept in front of a batch for its chunk-size line: up to 16 hex
 // digits and CRLF.
