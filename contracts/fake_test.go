@@ -136,7 +136,7 @@ func (f *fakeEngine) Generate(ctx context.Context, req engine.Request, emit engi
 			f.canceled.Add(1)
 			return res, ctx.Err()
 		}
-		if err := emit(engine.Token{Text: toks[i], Index: i}); err != nil {
+		if err := emit(engine.Token{Text: []byte(toks[i]), Index: i}); err != nil {
 			if ctx.Err() != nil {
 				f.canceled.Add(1)
 			}

@@ -54,8 +54,10 @@ const (
 // Token is one generated piece of text.
 type Token struct {
 	// Text is the decoded text of the token (may be empty or a partial UTF-8 sequence joined by
-	// the engine).
-	Text string
+	// the engine). It is valid only during the EmitFunc call that receives it: adapters hand
+	// out a view into their read or decode buffer, reused for the next frame, so that a relayed
+	// token costs no allocation. A callee that keeps the text copies it.
+	Text []byte
 	// Index is the 0-based position of the token in this generation.
 	Index int
 }
@@ -79,7 +81,7 @@ type Result struct {
 }
 
 // EmitFunc receives each token as it is produced. Returning an error stops the generation;
-// Generate then returns that error.
+// Generate then returns that error. The token's Text is valid only until EmitFunc returns.
 type EmitFunc func(Token) error
 
 // Health is a replica's health as the engine reports it.

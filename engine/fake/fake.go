@@ -129,6 +129,7 @@ func (r *Replica) Generate(ctx context.Context, req engine.Request, emit engine.
 	}()
 
 	res := engine.Result{TokensIn: len(Split(req.Prompt))}
+	var text []byte // the token text handed to emit
 	for i := 0; ; i++ {
 		end := i == req.MaxTokens
 		if f != nil && (i == f.after || end) {
@@ -146,9 +147,9 @@ func (r *Replica) Generate(ctx context.Context, req engine.Request, emit engine.
 			return res, err
 		}
 		eos := r.opts.EOSAfter > 0 && i == r.opts.EOSAfter
-		text := ""
+		text = text[:0] // a view for emit, reused for the next token
 		if !eos {
-			text = r.tokens[i%len(r.tokens)]
+			text = append(text, r.tokens[i%len(r.tokens)]...)
 		}
 		if err := emit(engine.Token{Text: text, Index: i}); err != nil {
 			return res, err

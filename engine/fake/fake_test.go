@@ -49,7 +49,7 @@ func run(ctx context.Context, r *Replica, req engine.Request) ([]string, engine.
 		if tok.Index != len(texts) {
 			return errors.New("non-contiguous token index")
 		}
-		texts = append(texts, tok.Text)
+		texts = append(texts, string(tok.Text))
 		return nil
 	})
 	return texts, res, err

@@ -228,7 +228,8 @@ func (r *Replica) generate(ctx context.Context, req *engine.Request, slot int, s
 			return res, frameError(f)
 		}
 		if len(f.content) > 0 || (!f.stop && f.nTokens > 0) {
-			if err := emit(engine.Token{Text: string(f.content), Index: res.TokensOut}); err != nil {
+			// The text is a view into the decoder's input or scratch, valid until the next frame.
+			if err := emit(engine.Token{Text: f.content, Index: res.TokensOut}); err != nil {
 				return res, err
 			}
 			res.TokensOut++

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -70,7 +71,7 @@ func (c *collected) emit(tok engine.Token) error {
 	if tok.Index != len(c.texts) {
 		return fmt.Errorf("token index %d, want %d", tok.Index, len(c.texts))
 	}
-	c.texts = append(c.texts, tok.Text)
+	c.texts = append(c.texts, string(tok.Text))
 	return nil
 }
 
@@ -715,4 +716,60 @@ func BenchmarkGenerate(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*200), "ns/token")
+}
+
+// A relayed token costs the adapter no allocation: the token's text is handed to emit as a
+// view into the stream's read buffer (or the decoder's scratch, for escaped text), not copied
+// into a string. The allocations of a generation (request, connection, response head) do not
+// grow with its length: 200 more frames, escaped and plain, cost none.
+func TestGenerateAllocatesNothingPerToken(t *testing.T) {
+	bodies := map[int]string{}
+	for _, n := range []int{10, 210} {
+		var b strings.Builder
+		for i := range n {
+			text := " plain"
+			if i%2 == 1 {
+				text = " \"quoted\"\n" // unescaped in the decoder's scratch
+			}
+			fmt.Fprintf(&b, "data: %s\n\n", frameJSON(text, i+1))
+		}
+		fmt.Fprintf(&b, "data: %s\n\n", finalJSON("limit", n, 6, 0))
+		bodies[n] = b.String()
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			NPredict int `json:"n_predict"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		body := bodies[req.NPredict]
+		w.Header().Set("Content-Type", "text/event-stream")
+		// Not chunked: the server's chunk headers (fmt) would allocate per chunk.
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		_, _ = io.WriteString(w, body)
+	}))
+	defer srv.Close()
+	r := newReplica(t, srv.URL, 5*time.Second)
+	var got int
+	emit := func(tok engine.Token) error {
+		got += len(tok.Text)
+		return nil
+	}
+	allocs := func(n int) float64 {
+		return testing.AllocsPerRun(20, func() {
+			if _, err := r.Generate(context.Background(), engine.Request{Prompt: "x", MaxTokens: n}, emit); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	short, long := allocs(10), allocs(210)
+	if got == 0 {
+		t.Fatal("no token text reached emit")
+	}
+	// A string per token would add 200; a few allocations of slack for the server's side.
+	if perToken := (long - short) / 200; perToken > 0.02 {
+		t.Errorf("%.0f allocations for 10 tokens, %.0f for 210: %.2f per token, want 0", short, long, perToken)
+	}
 }

@@ -187,6 +187,7 @@ func (r *Replica) generate(ctx context.Context, req engine.Request, emit engine.
 
 	ev := httpengine.NewEventReader(resp.Body)
 	var res engine.Result
+	var text []byte // the token text handed to emit
 	finished := false
 	for {
 		call.Rearm()
@@ -215,7 +216,8 @@ func (r *Replica) generate(ctx context.Context, req engine.Request, emit engine.
 			break
 		}
 		if c.text != "" {
-			if err := emit(engine.Token{Text: c.text, Index: res.TokensOut}); err != nil {
+			text = append(text[:0], c.text...) // a view for emit, reused for the next chunk
+			if err := emit(engine.Token{Text: text, Index: res.TokensOut}); err != nil {
 				return res, err
 			}
 			res.TokensOut++

@@ -140,6 +140,7 @@ func (r *Replica) generate(ctx context.Context, req engine.Request, emit engine.
 
 	ev := httpengine.NewEventReader(resp.Body)
 	var res engine.Result
+	var text []byte // the token text handed to emit
 	for {
 		call.Rearm()
 		_, data, err := ev.Next()
@@ -158,7 +159,8 @@ func (r *Replica) generate(ctx context.Context, req engine.Request, emit engine.
 			return res, frameError(f.errType, f.errMsg)
 		}
 		if !f.special {
-			if err := emit(engine.Token{Text: f.text, Index: res.TokensOut}); err != nil {
+			text = append(text[:0], f.text...) // a view for emit, reused for the next frame
+			if err := emit(engine.Token{Text: text, Index: res.TokensOut}); err != nil {
 				return res, err
 			}
 			res.TokensOut++

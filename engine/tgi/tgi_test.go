@@ -27,7 +27,7 @@ func (c *collected) emit(tok engine.Token) error {
 	if tok.Index != len(c.texts) {
 		return fmt.Errorf("token index %d, want %d", tok.Index, len(c.texts))
 	}
-	c.texts = append(c.texts, tok.Text)
+	c.texts = append(c.texts, string(tok.Text))
 	return nil
 }
 

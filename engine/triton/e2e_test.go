@@ -59,7 +59,7 @@ func TestE2ETriton(t *testing.T) {
 						if tok.Index != len(got) {
 							t.Errorf("token %q has index %d, want %d", tok.Text, tok.Index, len(got))
 						}
-						got = append(got, tok.Text)
+						got = append(got, string(tok.Text))
 						return nil
 					})
 				if err != nil {
@@ -76,7 +76,7 @@ func TestE2ETriton(t *testing.T) {
 		r := New(Options{BaseURL: s.HTTP, Model: tritontest.ModelWords, Tensors: Tensors{Stream: "stream"}})
 		var got []string
 		res, err := r.Generate(t.Context(), engine.Request{Prompt: "x", MaxTokens: 50}, func(tok engine.Token) error {
-			got = append(got, tok.Text)
+			got = append(got, string(tok.Text))
 			return nil
 		})
 		if err != nil || strings.Join(got, "") != " The quick brown fox jumps over the lazy dog." || res.Stop != engine.StopEOS {
@@ -134,7 +134,7 @@ func TestE2ETriton(t *testing.T) {
 		}
 		var got []string
 		if _, err := replica(tritontest.ModelWords).Generate(t.Context(), engine.Request{Prompt: "x", MaxTokens: 3},
-			func(tok engine.Token) error { got = append(got, tok.Text); return nil }); err != nil || !slices.Equal(got, words(3)) {
+			func(tok engine.Token) error { got = append(got, string(tok.Text)); return nil }); err != nil || !slices.Equal(got, words(3)) {
 			t.Errorf("next request: %q, %v", got, err)
 		}
 		// What the server did: the model ran on to its 30th word (Triton 2.51 over HTTP does

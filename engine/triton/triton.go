@@ -182,6 +182,7 @@ func (r *Replica) generate(ctx context.Context, req engine.Request, emit engine.
 
 	ev := httpengine.NewEventReader(resp.Body)
 	var res engine.Result
+	var text []byte // the token text handed to emit
 	for {
 		call.Rearm()
 		_, data, err := ev.Next()
@@ -205,7 +206,8 @@ func (r *Replica) generate(ctx context.Context, req engine.Request, emit engine.
 		if f.text == "" {
 			continue // a response without text (e.g. an empty final response)
 		}
-		if err := emit(engine.Token{Text: f.text, Index: res.TokensOut}); err != nil {
+		text = append(text[:0], f.text...) // a view for emit, reused for the next response
+		if err := emit(engine.Token{Text: text, Index: res.TokensOut}); err != nil {
 			return res, err
 		}
 		res.TokensOut++

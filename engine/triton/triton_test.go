@@ -85,7 +85,7 @@ func TestGenerate(t *testing.T) {
 			r := New(Options{BaseURL: base, Model: "m"})
 			var got []string
 			res, err := r.Generate(t.Context(), engine.Request{Prompt: "p", MaxTokens: tt.max}, func(tok engine.Token) error {
-				got = append(got, tok.Text)
+				got = append(got, string(tok.Text))
 				return nil
 			})
 			if strings.Join(got, "|") != tt.want {

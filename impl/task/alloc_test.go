@@ -50,13 +50,14 @@ func TestOnTokenAllocatesNothing(t *testing.T) {
 		buf: make([]byte, 0, 1<<20), spans: make([]span, 0, 1024)}
 	tk.text.Grow(1 << 16)
 	ctx := context.Background()
-	if err := svc.onToken(ctx, tk, engine.Token{Text: "first"}, time.Now()); err != nil { // first token: metrics frame, session
+	if err := svc.onToken(ctx, tk, engine.Token{Text: []byte("first")}, time.Now()); err != nil { // first token: metrics frame, session
 		t.Fatal(err)
 	}
 	var n int
+	text := []byte(" tok\"") // as an adapter hands it out: one buffer, reused per token
 	allocs := testing.AllocsPerRun(200, func() {
 		n++
-		if err := svc.onToken(ctx, tk, engine.Token{Text: " tok\"", Index: n}, time.Now()); err != nil {
+		if err := svc.onToken(ctx, tk, engine.Token{Text: text, Index: n}, time.Now()); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -71,5 +72,35 @@ func TestOnTokenAllocatesNothing(t *testing.T) {
 	}
 	if got != want {
 		t.Errorf("journal data %q, want %q", got, want)
+	}
+}
+
+// A token's text is valid only during the emit call (the adapter reuses its buffer for the
+// next frame): the task keeps copies, in its log and in the text a migration continues.
+func TestOnTokenCopiesText(t *testing.T) {
+	ss, err := session.New(session.Options{MaxSessions: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := mustNew(t, Options{Capacity: 16, Policy: admission.Reject, Pools: &fakePools{}, Sessions: ss,
+		Metrics: metrics.New(prometheus.NewRegistry()), MetricsInterval: time.Hour})
+	tk := &Task{spec: Spec{ID: "t", MaxTokens: 16}, done: make(chan struct{})}
+	buf := []byte("one")
+	for i, next := range []string{"two", "six", "ten"} {
+		if err := svc.onToken(context.Background(), tk, engine.Token{Text: buf, Index: i}, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		copy(buf, next) // the adapter's next frame overwrites the buffer
+	}
+	if got := tk.text.String(); got != "onetwosix" {
+		t.Errorf("continuation text %q, want %q", got, "onetwosix")
+	}
+	c := tk.Subscribe(0, false)
+	defer c.Close()
+	frames, _ := c.Next(nil)
+	for _, want := range []string{`{"t":"one","i":0}`, `{"t":"two","i":1}`, `{"t":"six","i":2}`} {
+		if !strings.Contains(string(frames), want) {
+			t.Errorf("log %q lacks %s", frames, want)
+		}
 	}
 }

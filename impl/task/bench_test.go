@@ -23,8 +23,9 @@ import (
 type burst struct{ n int }
 
 func (e burst) Generate(ctx context.Context, req engine.Request, emit engine.EmitFunc) (engine.Result, error) {
+	text := []byte(" tok") // as an adapter hands it out: one buffer, reused per token
 	for i := range e.n {
-		if err := emit(engine.Token{Text: " tok", Index: i}); err != nil {
+		if err := emit(engine.Token{Text: text, Index: i}); err != nil {
 			return engine.Result{TokensOut: i}, err
 		}
 	}
@@ -167,8 +168,9 @@ type pingpong struct {
 }
 
 func (e pingpong) Generate(ctx context.Context, req engine.Request, emit engine.EmitFunc) (engine.Result, error) {
+	text := []byte(" tok") // as an adapter hands it out: one buffer, reused per token
 	for i := range e.n {
-		if err := emit(engine.Token{Text: " tok", Index: i}); err != nil {
+		if err := emit(engine.Token{Text: text, Index: i}); err != nil {
 			return engine.Result{TokensOut: i}, err
 		}
 		select {

@@ -62,7 +62,7 @@ func (e *ctlEngine) Generate(ctx context.Context, req engine.Request, emit engin
 			case st.tok == "":
 				return engine.Result{TokensOut: n, Stop: engine.StopLimit}, nil
 			}
-			if err := emit(engine.Token{Text: st.tok, Index: n}); err != nil {
+			if err := emit(engine.Token{Text: []byte(st.tok), Index: n}); err != nil {
 				return engine.Result{TokensOut: n}, err
 			}
 			n++

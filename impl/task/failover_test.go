@@ -41,7 +41,7 @@ func (e *replicaScript) Generate(_ context.Context, req engine.Request, emit eng
 		if i >= req.MaxTokens {
 			break
 		}
-		if err := emit(engine.Token{Text: tok}); err != nil {
+		if err := emit(engine.Token{Text: []byte(tok)}); err != nil {
 			return engine.Result{TokensOut: n}, err
 		}
 		n++

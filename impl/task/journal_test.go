@@ -45,7 +45,7 @@ func (e *stepper) Generate(ctx context.Context, req engine.Request, emit engine.
 			if !ok {
 				return engine.Result{TokensOut: n, TokensIn: 2, Stop: engine.StopLimit}, nil
 			}
-			if err := emit(engine.Token{Text: tok, Index: n}); err != nil {
+			if err := emit(engine.Token{Text: []byte(tok), Index: n}); err != nil {
 				return engine.Result{TokensOut: n}, err
 			}
 			n++

@@ -132,7 +132,7 @@ func TestNotifyWhenTheJournalShows(t *testing.T) {
 	plain := tk.Subscribe(0, false)
 	defer plain.Close()
 	tk.mu.Lock()
-	tk.appendTokenLocked("a", 0)
+	tk.appendTokenLocked([]byte("a"), 0)
 	tk.mu.Unlock()
 	if notified != 0 {
 		t.Fatalf("notified %d times before the journal showed the frame", notified)
@@ -165,7 +165,7 @@ func TestNotifyWhenTheJournalShows(t *testing.T) {
 	c2 := tk2.SubscribeFunc(0, false, func() { n2++ })
 	defer c2.Close()
 	tk2.mu.Lock()
-	tk2.appendTokenLocked("b", 0)
+	tk2.appendTokenLocked([]byte("b"), 0)
 	tk2.mu.Unlock()
 	if n2 != 1 {
 		t.Fatalf("notified %d times, want 1", n2)

@@ -41,7 +41,7 @@ func (e *scripted) Generate(ctx context.Context, req engine.Request, emit engine
 	<-e.proceed
 	for i, s := range e.steps {
 		e.clock.Advance(s.wait)
-		if err := emit(engine.Token{Text: s.text, Index: i}); err != nil {
+		if err := emit(engine.Token{Text: []byte(s.text), Index: i}); err != nil {
 			return engine.Result{TokensOut: i}, err
 		}
 	}

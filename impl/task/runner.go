@@ -204,7 +204,7 @@ func (s *Service) onToken(ctx context.Context, t *Task, tok engine.Token, now ti
 	}
 	idx := t.tokensOut
 	t.tokensOut++
-	t.text.WriteString(tok.Text)
+	t.text.Write(tok.Text)
 	first := idx == 0
 	if first {
 		t.firstToken = now
@@ -214,7 +214,7 @@ func (s *Service) onToken(ctx context.Context, t *Task, tok engine.Token, now ti
 	}
 	// Time to first token is measured at the first token with content: engines may emit an
 	// empty one first (a role chunk, a partial UTF-8 sequence held back).
-	ttft := !t.ttftSeen && tok.Text != ""
+	ttft := !t.ttftSeen && len(tok.Text) > 0
 	if ttft {
 		t.ttftSeen = true
 	}

@@ -51,7 +51,7 @@ func (g *gate) Generate(ctx context.Context, req engine.Request, emit engine.Emi
 			if !ok {
 				return engine.Result{TokensOut: n, TokensIn: 3, Stop: engine.StopLimit}, nil
 			}
-			if err := emit(engine.Token{Text: tok, Index: n}); err != nil {
+			if err := emit(engine.Token{Text: []byte(tok), Index: n}); err != nil {
 				return engine.Result{TokensOut: n}, err
 			}
 			n++

@@ -314,12 +314,14 @@ func (t *Task) logLocked(name string, data []byte, verbose []byte, seq uint64) {
 // appendTokenLocked journals and logs one token frame, encoded straight into the log: the
 // journal is given the frame's data where it lies in the log (it does not retain it), so that a
 // token costs no buffer of its own. t.mu must be held.
-func (t *Task) appendTokenLocked(text string, index int) {
+func (t *Task) appendTokenLocked(text []byte, index int) {
 	id := len(t.spans)
 	start := len(t.buf)
 	t.growLocked(start + len("id: \nevent: token\ndata: {\"t\":,\"i\":}\n\n") + 40 + len(text))
 	var data int
-	t.buf, data = sse.AppendTokenFrame(t.buf, id, text, index)
+	// string(text) does not escape: the compiler converts it in a buffer on the stack, with no
+	// allocation for a text of up to 32 bytes (a token's is a few).
+	t.buf, data = sse.AppendTokenFrame(t.buf, id, string(text), index)
 	var seq uint64
 	if t.j != nil {
 		seq = t.j.Append(t.spec.ID, recEvent, "token", t.buf[data:len(t.buf)-2], nil)
