@@ -235,3 +235,31 @@ func processCPU(b *testing.B) time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// BenchmarkTaskLog is the event log's cost per token over a task's whole life, growth
+// included: an op is one token of a fresh task of 64, 256 or 1,024 tokens (onToken, as the
+// runner calls it, without a journal or readers). B/op is the log's growth, amortised.
+func BenchmarkTaskLog(b *testing.B) {
+	ss, err := session.New(session.Options{MaxSessions: 16})
+	if err != nil {
+		b.Fatal(err)
+	}
+	svc := mustNew(b, Options{Capacity: 16, Policy: admission.Reject, Pools: &fakePools{}, Sessions: ss,
+		Metrics: metrics.New(prometheus.NewRegistry()), MetricsInterval: time.Hour})
+	text := []byte(" tok") // as an adapter hands it out: one buffer, reused per token
+	ctx, now := context.Background(), time.Now()
+	for _, tokens := range []int{64, 256, 1024} {
+		b.Run(fmt.Sprintf("tokens=%d", tokens), func(b *testing.B) {
+			b.ReportAllocs()
+			var tk *Task
+			for i := 0; b.Loop(); i++ {
+				if i%tokens == 0 {
+					tk = &Task{spec: Spec{ID: "t", MaxTokens: tokens}, done: make(chan struct{})}
+				}
+				if err := svc.onToken(ctx, tk, engine.Token{Text: text, Index: i % tokens}, now); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -15,7 +15,7 @@ func TestLogGrowthKeepsFrames(t *testing.T) {
 	tk := &Task{done: make(chan struct{})}
 	early := tk.Subscribe(0, false)
 	defer early.Close()
-	var want bytes.Buffer
+	var want, wantVerbose bytes.Buffer // all frames; from id 250 on, verbose variants
 	var got []byte
 	for i := range 2000 {
 		data := sse.AppendTokenData(nil, strings.Repeat("x", i%97), i)
@@ -27,6 +27,12 @@ func TestLogGrowthKeepsFrames(t *testing.T) {
 		tk.appendLocked("token", data, verbose)
 		tk.mu.Unlock()
 		want.Write(sse.AppendFrame(nil, i, "token", data))
+		if i >= 250 {
+			if verbose == nil {
+				verbose = data
+			}
+			wantVerbose.Write(sse.AppendFrame(nil, i, "token", verbose))
+		}
 		if i%300 == 0 {
 			got, _ = early.Next(got) // read while the log is still growing
 		}
@@ -45,6 +51,19 @@ func TestLogGrowthKeepsFrames(t *testing.T) {
 	frames, _ := v.Next(nil)
 	if !bytes.HasPrefix(frames, []byte("id: 250\nevent: token\ndata: {\"n\":250,")) {
 		t.Fatalf("verbose cursor starts with %.60q", frames)
+	}
+	if !bytes.Equal(frames, wantVerbose.Bytes()) {
+		t.Fatalf("verbose cursor read %d bytes, want %d", len(frames), wantVerbose.Len())
+	}
+	// A cursor that reads one frame at a time gets the same bytes as one that reads them all.
+	one := tk.Subscribe(0, false)
+	defer one.Close()
+	var each []byte
+	for _, sp := range tk.spans {
+		each = append(each, tk.buf[sp.start:sp.end]...)
+	}
+	if all, _ := one.Next(nil); !bytes.Equal(all, each) || !bytes.Equal(each, want.Bytes()) {
+		t.Fatal("frames read one by one differ from the cursor's")
 	}
 }
 

@@ -445,15 +445,22 @@ func (c *Cursor) Next(dst []byte) ([]byte, bool) {
 		}
 		return dst, true
 	}
-	// Frames are immutable once appended: reading them after unlocking is safe.
+	// Frames are immutable once appended: reading them after unlocking is safe. Frames that
+	// lie end to end in the log (all but around a metrics frame's other variant) are copied
+	// in one piece.
+	from, to := 0, 0
 	for ; c.next < limit; c.next++ {
-		sp := spans[c.next]
+		start, end := spans[c.next].start, spans[c.next].end
 		if c.verbose {
-			dst = append(dst, buf[sp.vstart:sp.vend]...)
-		} else {
-			dst = append(dst, buf[sp.start:sp.end]...)
+			start, end = spans[c.next].vstart, spans[c.next].vend
 		}
+		if start != to {
+			dst = append(dst, buf[from:to]...)
+			from = start
+		}
+		to = end
 	}
+	dst = append(dst, buf[from:to]...)
 	return dst, final && c.next >= len(spans)
 }
 
