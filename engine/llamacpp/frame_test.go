@@ -381,3 +381,21 @@ func BenchmarkDecodeFrame(b *testing.B) {
 		})
 	}
 }
+
+// Decoding a frame allocates nothing once the decoder's scratch has grown: token frames, with
+// escaped text (unescaped into the scratch) or not, and the final frame.
+func TestDecodeFrameAllocatesNothing(t *testing.T) {
+	escaped := `{"index":0,"content":" \"q\"\n\u00e9\ud83d\ude00","tokens":[449],"stop":false,"id_slot":-1,"tokens_predicted":1,"tokens_evaluated":6}`
+	for _, in := range []string{tokenFrame, escaped, finalFrame} {
+		data := []byte(in)
+		var d frameDecoder
+		var f frame
+		if allocs := testing.AllocsPerRun(100, func() {
+			if err := d.decode(data, &f); err != nil {
+				t.Fatal(err)
+			}
+		}); allocs != 0 {
+			t.Errorf("%.40s...: %.1f allocations per frame, want 0", in, allocs)
+		}
+	}
+}
