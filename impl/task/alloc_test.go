@@ -104,3 +104,40 @@ func TestOnTokenCopiesText(t *testing.T) {
 		}
 	}
 }
+
+// Only a task whose generation can be continued elsewhere (a completion) keeps the text it
+// streamed: a chat cannot migrate, so its tokens are not copied a second time.
+func TestOnTokenKeepsTextOnlyToContinue(t *testing.T) {
+	ss, err := session.New(session.Options{MaxSessions: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := mustNew(t, Options{Capacity: 16, Policy: admission.Reject, Pools: &fakePools{}, Sessions: ss,
+		Metrics: metrics.New(prometheus.NewRegistry()), MetricsInterval: time.Hour})
+	tests := []struct {
+		name string
+		spec Spec
+		want string
+	}{
+		{"completion", Spec{ID: "c", MaxTokens: 16, Workload: engine.WorkloadCompletion}, " a b"},
+		{"default workload", Spec{ID: "d", MaxTokens: 16}, " a b"},
+		{"chat", Spec{ID: "h", MaxTokens: 16, Workload: engine.WorkloadChat,
+			Messages: []engine.Message{{Role: "user", Content: "hi"}}}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tk := &Task{spec: tt.spec, done: make(chan struct{})}
+			for i, text := range []string{" a", " b"} {
+				if err := svc.onToken(context.Background(), tk, engine.Token{Text: []byte(text), Index: i}, time.Now()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := tk.text.String(); got != tt.want {
+				t.Errorf("kept text %q, want %q", got, tt.want)
+			}
+			if tk.tokensOut != 2 {
+				t.Errorf("tokens out %d, want 2", tk.tokensOut)
+			}
+		})
+	}
+}

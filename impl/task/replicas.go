@@ -219,7 +219,7 @@ func (s *Service) settle(ctx context.Context, t *Task, g *placements, a *attempt
 	case !a.migrate:
 		g.err = engine.Errorf(engine.KindWorkerReset, "replica %s failed after %d tokens and the pool does not migrate tasks: %v", a.replicaID, sent, err)
 		return true
-	case t.spec.Workload == engine.WorkloadChat || len(t.spec.Messages) > 0:
+	case !t.spec.continuable():
 		g.err = engine.Errorf(engine.KindWorkerReset, "replica %s failed after %d tokens; a chat generation cannot be continued elsewhere: %v", a.replicaID, sent, err)
 		return true
 	case sent >= t.spec.MaxTokens:

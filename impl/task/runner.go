@@ -204,7 +204,9 @@ func (s *Service) onToken(ctx context.Context, t *Task, tok engine.Token, now ti
 	}
 	idx := t.tokensOut
 	t.tokensOut++
-	t.text.Write(tok.Text)
+	if t.spec.continuable() {
+		t.text.Write(tok.Text)
+	}
 	first := idx == 0
 	if first {
 		t.firstToken = now

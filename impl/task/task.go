@@ -121,6 +121,13 @@ func (s Spec) item(poolID string) admission.Item {
 		Weight: s.Weight, Cost: float64(cost)}
 }
 
+// continuable reports whether a generation of the task can be continued on another replica
+// from its prompt plus the text streamed so far (a completion; a chat cannot): only then does
+// the task keep that text.
+func (s *Spec) continuable() bool {
+	return s.Workload != engine.WorkloadChat && len(s.Messages) == 0
+}
+
 // ErrorInfo is a task's failure.
 type ErrorInfo struct {
 	Class        Class
@@ -232,7 +239,7 @@ type Task struct {
 	replicaID   string // the replica running it (the latest)
 	placement   *PlacementDecision
 	migrations  int             // mid-stream moves to another replica
-	text        strings.Builder // the text streamed so far, to continue it elsewhere
+	text        strings.Builder // the text streamed so far, to continue it elsewhere (Spec.continuable only)
 
 	buf   []byte // encoded frames, append-only
 	spans []span
