@@ -39,7 +39,7 @@ func runProfile(ctx context.Context, args []string, stderr io.Writer) int {
 	tokenDelay := fs.Duration("token-delay", 5*time.Millisecond, "the simulator's delay between tokens")
 	duration := fs.Duration("duration", 20*time.Second, "bound of the measured run")
 	logLevel := fs.String("log-level", "warn", "the daemon's log level (records go to <out>/daemon.log)")
-	journalSync := fs.String("journal-sync", "", "the daemon's journal.sync (admission, always or none; default: the daemon's)")
+	journalSync := fs.String("journal-sync", "", "the daemon's journal.sync (admission, always or none; default: the daemon's), or off (no journal)")
 	skipBuild := fs.Bool("skip-build", false, "use the binaries already in <out>/bin")
 	nodes := fs.Int("nodecount", 30, "frames in the top listings")
 	if err := fs.Parse(args); err != nil {

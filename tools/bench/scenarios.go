@@ -601,8 +601,10 @@ func parseQueueBench(out []byte) []queueRecord {
 
 // runQueue runs scenario 4, the admission queue's Go benchmarks.
 func (b *bench) runQueue(ctx context.Context, rep *report) error {
+	// -timeout: the full plan's benchmarks take about 15 minutes here, mostly refilling queues
+	// of 100,000 between timed rounds (go test's default timeout, 10 minutes, killed them).
 	args := []string{"test", "-run", "^$", "-bench", ".", "-benchmem", "-benchtime", b.plan.QueueBenchtime,
-		"-count", strconv.Itoa(b.plan.QueueCount), "./impl/admission/"}
+		"-count", strconv.Itoa(b.plan.QueueCount), "-timeout", "60m", "./impl/admission/"}
 	rep.QueueCommand = "go " + strings.Join(args, " ")
 	b.log.Info("queue benchmarks", "command", rep.QueueCommand)
 	cmd := exec.CommandContext(ctx, "go", args...)
