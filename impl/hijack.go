@@ -25,8 +25,10 @@ import (
 // stream, its cursor, its batch buffer, a keep-alive timer) and a registration in one epoll
 // set (connwatch) that tells when the client hangs up. The stream has no goroutine while it
 // waits: one starts when frames are ready and ends when they are written (see notify). Frames
-// go out in HTTP/1.1 chunks, each batch in one write, and the stream ends with the last chunk
-// and the connection's close (the response says Connection: close).
+// go out in HTTP/1.1 chunks, each batch in one write, and the stream ends with the last chunk.
+// Its connection then goes back to net/http through a ReturnListener, to serve the client's
+// next request (keep-alive), unless the client asked for its close or the stream did not end
+// cleanly.
 
 // chunkHeadroom is the room kept in front of a batch for its chunk-size line: up to 16 hex
 // digits and CRLF.
@@ -60,7 +62,15 @@ type hijackedStreams struct {
 	pending int  // streams between add and attach
 	closing bool // CloseStreams began: new streams stay on net/http
 	empty   chan struct{}
+	// ret takes back the connection of a stream that ended cleanly, to serve the client's
+	// next request (ReturnConnections); nil: such connections are closed.
+	ret func(net.Conn) bool
 }
+
+// ReturnConnections makes streams that end cleanly give their connections to ret (a
+// ReturnListener's Return) instead of closing them, and answer without Connection: close.
+// Call it before serving.
+func (s *Server) ReturnConnections(ret func(net.Conn) bool) { s.streams.ret = ret }
 
 // add reserves a place for a stream about to hijack its connection; false once shutting down.
 func (h *hijackedStreams) add() bool {
@@ -158,7 +168,7 @@ func (r *sseResponse) openHijacked(w http.ResponseWriter) (st *sseStream, hijack
 	st.state.Store(streamRunning) // openHijacked is the stream's first drain
 	// The reader is attached before its 200 goes out, as on net/http's path.
 	st.cur = r.t.SubscribeFunc(r.from, r.verbose, st.notify)
-	conn, _, err := http.NewResponseController(w).Hijack()
+	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		st.cur.Close()
 		h.attach(nil, nil)
@@ -170,7 +180,15 @@ func (r *sseResponse) openHijacked(w http.ResponseWriter) (st *sseStream, hijack
 	r.ctx = context.WithoutCancel(r.ctx)
 	hdr := w.Header()
 	r.setHeaders(hdr)
-	hdr.Set("Connection", "close")
+	if st.keepAlive = h.ret != nil && !stateOf(r.ctx).closeAfter; st.keepAlive {
+		// What the client sent after its request (pipelined) is kept for the next one.
+		if n := brw.Reader.Buffered(); n > 0 {
+			b, _ := brw.Peek(n)
+			st.pre = append([]byte(nil), b...)
+		}
+	} else {
+		hdr.Set("Connection", "close")
+	}
 	st.out.extend()
 	if _, err := conn.Write(responseHead(hdr)); err != nil {
 		r.disconnected(st.cur, false)
@@ -297,18 +315,32 @@ func (st *sseStream) clientGone() bool {
 	return st.r.ctx.Err() != nil
 }
 
-// closeHijacked releases what openHijacked took, ends the body of a complete stream and closes
-// the connection. The stream's state stays running: no drain starts again.
+// closeHijacked releases what openHijacked took and ends the body of a complete stream. Its
+// connection goes back to serve the client's next request when the stream ended cleanly and
+// keep-alive was answered; otherwise it is closed. The stream's state stays running: no drain
+// starts again.
 func (st *sseStream) closeHijacked() {
 	st.hb.Stop()
 	st.stopWatch()
 	st.r.s.opts.Metrics.StreamsOpen.Dec()
 	st.cur.Close()
 	conn := st.out.conn
+	h := &st.r.s.streams
+	reuse := false
 	if st.complete {
 		st.out.extend()
-		_, _ = conn.Write(lastChunk)
+		_, err := conn.Write(lastChunk)
+		reuse = err == nil && st.keepAlive && !st.gone.Load()
+	}
+	h.remove(conn)
+	if reuse && conn.SetDeadline(time.Time{}) == nil {
+		back := conn
+		if len(st.pre) > 0 {
+			back = &prefixConn{Conn: conn, pre: st.pre}
+		}
+		if h.ret(back) {
+			return
+		}
 	}
 	_ = conn.Close()
-	st.r.s.streams.remove(conn)
 }

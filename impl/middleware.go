@@ -51,8 +51,9 @@ type reqState struct {
 	key         *tenant.Key
 	respHeader  http.Header
 	// http11: the request came as HTTP/1.1 or later over HTTP/1 framing (an event stream may
-	// then take its connection over and write chunked frames itself).
-	http11 bool
+	// then take its connection over and write chunked frames itself); closeAfter: the client
+	// asked for the connection's close after the answer (Connection: close).
+	http11, closeAfter bool
 }
 
 func stateOf(ctx context.Context) *reqState {
@@ -66,7 +67,7 @@ func state(c echo.Context) *reqState {
 	if st := stateOf(r.Context()); st != nil {
 		return st
 	}
-	st := &reqState{http11: r.ProtoMajor == 1 && r.ProtoMinor >= 1}
+	st := &reqState{http11: r.ProtoMajor == 1 && r.ProtoMinor >= 1, closeAfter: r.Close}
 	c.SetRequest(r.WithContext(context.WithValue(r.Context(), stateKey, st)))
 	return st
 }

@@ -516,6 +516,10 @@ type sseStream struct {
 	gone      atomic.Bool
 	complete  bool
 	stopWatch func()
+	// keepAlive: the connection goes back to net/http after a clean end (ReturnConnections);
+	// pre holds what the client sent after its request, for the next one.
+	keepAlive bool
+	pre       []byte
 	// state and pending run a hijacked stream's drain (see notify).
 	state   atomic.Int32
 	pending atomic.Bool

@@ -376,6 +376,11 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 		maxConns = connlimit.DefaultMax()
 	}
 	ln = connlimit.New(ln, maxConns, a.metrics.ConnectionsOpen, a.metrics.ConnectionsWaited)
+	// A hijacked event stream that ends cleanly gives its connection back, to be served again
+	// (keep-alive); connections given back already hold their connlimit slot.
+	rl := impl.NewReturnListener(ln)
+	ln = rl
+	a.server.ReturnConnections(rl.Return)
 	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopRun()
 	// The journal outlives the task service: the final frames of a shutdown are written too.

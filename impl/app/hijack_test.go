@@ -260,3 +260,65 @@ func TestHijackedStreamsUnderLoad(t *testing.T) {
 		}
 	}
 }
+
+// TestHijackedStreamKeepsTheConnection: a stream that ends cleanly hands its connection back
+// to net/http, which serves the client's next requests on it, including one the client sent
+// right behind the stream's request (pipelined).
+func TestHijackedStreamKeepsTheConnection(t *testing.T) {
+	leaks := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, leaks) })
+	const tokens = 5
+	eng := startRawEngine(t, false, tokens)
+	d := startRelayDaemon(t, eng, 4)
+	id1, id2 := d.submit(t, tokens), d.submit(t, tokens)
+	c, err := net.Dial("tcp", d.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	get := func(path string) string {
+		return "GET " + path + " HTTP/1.1\r\nHost: x\r\nX-API-Key: " + testKey + "\r\n\r\n"
+	}
+	// The first stream, with a health check pipelined behind it, then a second stream and a
+	// health check, each sent after the answer before it.
+	if _, err := io.WriteString(c, get("/v1/tasks/"+id1+"/stream")+get("/v1/pools/p1/health")); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	readStream := func(id string) {
+		t.Helper()
+		res, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("stream %s: %v", id, err)
+		}
+		defer res.Body.Close()
+		if res.Close {
+			t.Fatalf("stream %s: the answer closes the connection", id)
+		}
+		evs := streamEvents(t, res.Body)
+		if len(evs) == 0 || evs[len(evs)-1].Event != "end" {
+			t.Fatalf("stream %s: events %+v", id, evs)
+		}
+	}
+	readHealth := func() {
+		t.Helper()
+		res, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("health after a stream: %v", err)
+		}
+		defer res.Body.Close()
+		if _, err := io.ReadAll(res.Body); err != nil || res.StatusCode != http.StatusOK {
+			t.Fatalf("health after a stream: %d %v", res.StatusCode, err)
+		}
+	}
+	readStream(id1)
+	readHealth()
+	if _, err := io.WriteString(c, get("/v1/tasks/"+id2+"/stream")); err != nil {
+		t.Fatal(err)
+	}
+	readStream(id2)
+	if _, err := io.WriteString(c, get("/v1/pools/p1/health")); err != nil {
+		t.Fatal(err)
+	}
+	readHealth()
+}

@@ -1,0 +1,127 @@
+package impl
+
+import (
+	"errors"
+	"net"
+	"sync"
+)
+
+// ReturnListener is a listener that also hands out connections given back to it: a hijacked
+// event stream that ended cleanly returns its connection (Return), and http.Server, which
+// accepts it as a new connection, serves the client's next request on it. The stream thereby
+// keeps HTTP/1.1 keep-alive although net/http let go of its connection.
+//
+// One goroutine accepts from the wrapped listener (so that a connection given back does not
+// wait behind an Accept blocked there, connlimit's wait for a free slot included).
+type ReturnListener struct {
+	net.Listener
+
+	accepted chan accepted
+	back     chan net.Conn
+	done     chan struct{}
+	start    sync.Once
+
+	mu     sync.Mutex // orders Return and Close: nothing is given back after Close
+	closed bool
+}
+
+type accepted struct {
+	c   net.Conn
+	err error
+}
+
+// returnBacklog bounds the connections given back and not yet accepted; past it, Return
+// refuses (the stream closes its connection instead).
+const returnBacklog = 256
+
+// NewReturnListener wraps inner.
+func NewReturnListener(inner net.Listener) *ReturnListener {
+	return &ReturnListener{Listener: inner, accepted: make(chan accepted), back: make(chan net.Conn, returnBacklog),
+		done: make(chan struct{})}
+}
+
+// Accept returns a connection given back, or the next one the wrapped listener accepts.
+func (l *ReturnListener) Accept() (net.Conn, error) {
+	l.start.Do(func() { go l.pump() })
+	select {
+	case c := <-l.back:
+		return c, nil
+	case a := <-l.accepted:
+		return a.c, a.err
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+// pump accepts from the wrapped listener until it fails for good or the listener is closed.
+func (l *ReturnListener) pump() {
+	for {
+		c, err := l.Listener.Accept()
+		select {
+		case l.accepted <- accepted{c, err}:
+		case <-l.done:
+			if c != nil {
+				_ = c.Close()
+			}
+			return
+		}
+		var ne net.Error
+		if err != nil && (!errors.As(err, &ne) || !ne.Timeout()) {
+			return
+		}
+	}
+}
+
+// Return gives conn back to be served again, and reports whether it was taken: false once
+// the listener is closed, or with too many waiting (the caller closes conn).
+func (l *ReturnListener) Return(conn net.Conn) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return false
+	}
+	select {
+	case l.back <- conn:
+		return true
+	default:
+		return false
+	}
+}
+
+// Close closes the wrapped listener and the connections given back and not yet accepted.
+func (l *ReturnListener) Close() error {
+	l.mu.Lock()
+	if !l.closed {
+		l.closed = true
+		close(l.done)
+	}
+	l.mu.Unlock()
+	err := l.Listener.Close()
+	for {
+		select {
+		case c := <-l.back:
+			_ = c.Close()
+		default:
+			return err
+		}
+	}
+}
+
+// prefixConn is a connection whose first reads return bytes read from it before (what the
+// client sent after its request, buffered by net/http when the stream took the connection).
+type prefixConn struct {
+	net.Conn
+	pre []byte
+}
+
+func (c *prefixConn) Read(p []byte) (int, error) {
+	if len(c.pre) > 0 {
+		n := copy(p, c.pre)
+		c.pre = c.pre[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+// NetConn returns the wrapped connection (connwatch looks through it for the socket).
+func (c *prefixConn) NetConn() net.Conn { return c.Conn }
