@@ -670,6 +670,18 @@ func (h *harness) waitState(t testing.TB, id uuid.UUID, st client.TaskStatus) cl
 	return last
 }
 
+// waitPlaced waits until the task runs and its placement is recorded: a task is running from
+// its dispatch on, and placed on a replica a moment later (its placement is null in between).
+func (h *harness) waitPlaced(t testing.TB, id uuid.UUID) client.TaskState {
+	t.Helper()
+	var last client.TaskState
+	eventually(t, fmt.Sprintf("task %s running and placed", id), func() bool {
+		last = h.state(t, id)
+		return last.State == client.Running && last.Placement != nil
+	})
+	return last
+}
+
 // cancel cancels a task and requires 204.
 func (h *harness) cancel(t testing.TB, id uuid.UUID) {
 	t.Helper()

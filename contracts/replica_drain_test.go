@@ -56,7 +56,7 @@ func TestDrainReplica(t *testing.T) {
 	h.fake.SetGated(true)
 	first := taskReq(uuid.New())
 	h.submit(t, first)
-	st := h.waitState(t, first.TaskId, client.Running)
+	st := h.waitPlaced(t, first.TaskId)
 	if st.Placement == nil {
 		t.Fatalf("running task without placement: %+v", st)
 	}
@@ -103,7 +103,7 @@ func TestDrainReplica(t *testing.T) {
 	}
 	pinnedOther := pinned(other)
 	h.submit(t, pinnedOther)
-	if s := h.waitState(t, pinnedOther.TaskId, client.Running); s.Placement == nil || s.Placement.ReplicaId != other {
+	if s := h.waitPlaced(t, pinnedOther.TaskId); s.Placement == nil || s.Placement.ReplicaId != other {
 		t.Fatalf("a task pinned to %s: %+v", other, s.Placement)
 	}
 
@@ -111,7 +111,7 @@ func TestDrainReplica(t *testing.T) {
 	for range 2 {
 		next := taskReq(uuid.New())
 		h.submit(t, next)
-		s := h.waitState(t, next.TaskId, client.Running)
+		s := h.waitPlaced(t, next.TaskId)
 		if s.Placement == nil || s.Placement.ReplicaId != other {
 			t.Fatalf("a task placed with %s drained: %+v", drained, s.Placement)
 		}
@@ -165,7 +165,7 @@ func TestDrainReplicaDeadline(t *testing.T) {
 	h.fake.SetGated(true)
 	stuck := taskReq(uuid.New())
 	h.submit(t, stuck)
-	st := h.waitState(t, stuck.TaskId, client.Running)
+	st := h.waitPlaced(t, stuck.TaskId)
 	if d, err := h.client.DrainReplicaWithResponse(ctx, poolID, st.Placement.ReplicaId, nil, client.DrainRequest{DeadlineMs: 50}); err != nil || d.StatusCode() != http.StatusAccepted {
 		t.Fatalf("drain: %v %d %s", err, d.StatusCode(), d.Body)
 	}
