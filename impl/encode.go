@@ -38,7 +38,7 @@ func appendTaskRequest(dst []byte, b *api.TaskRequest) []byte {
 	}
 	if b.Inputs != nil {
 		dst = append(dst, `,"inputs":`...)
-		dst = appendStrings(dst, *b.Inputs)
+		dst = sse.AppendStringsAsEncodingJSON(dst, *b.Inputs)
 	}
 	if b.KvHint != nil {
 		dst = append(dst, `,"kv_hint":`...)
@@ -101,11 +101,11 @@ func appendPlacement(dst []byte, p *api.PlacementOverrides) []byte {
 	}
 	if p.AvoidPools != nil {
 		key("avoid_pools")
-		dst = appendStrings(dst, *p.AvoidPools)
+		dst = sse.AppendStringsAsEncodingJSON(dst, *p.AvoidPools)
 	}
 	if p.AvoidReplicas != nil {
 		key("avoid_replicas")
-		dst = appendStrings(dst, *p.AvoidReplicas)
+		dst = sse.AppendStringsAsEncodingJSON(dst, *p.AvoidReplicas)
 	}
 	if p.Mode != nil {
 		key("mode")
@@ -121,31 +121,17 @@ func appendPlacement(dst []byte, p *api.PlacementOverrides) []byte {
 	}
 	if p.PreferPools != nil {
 		key("prefer_pools")
-		dst = appendStrings(dst, *p.PreferPools)
+		dst = sse.AppendStringsAsEncodingJSON(dst, *p.PreferPools)
 	}
 	if p.PreferReplicas != nil {
 		key("prefer_replicas")
-		dst = appendStrings(dst, *p.PreferReplicas)
+		dst = sse.AppendStringsAsEncodingJSON(dst, *p.PreferReplicas)
 	}
 	if p.RequireDeviceMask != nil {
 		key("require_device_mask")
 		dst = sse.AppendStringAsEncodingJSON(dst, *p.RequireDeviceMask)
 	}
 	return append(dst, '}')
-}
-
-func appendStrings(dst []byte, ss []string) []byte {
-	if ss == nil {
-		return append(dst, "null"...)
-	}
-	dst = append(dst, '[')
-	for i, s := range ss {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		dst = sse.AppendStringAsEncodingJSON(dst, s)
-	}
-	return append(dst, ']')
 }
 
 const hexDigits = "0123456789abcdef"

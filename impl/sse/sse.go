@@ -72,6 +72,22 @@ func appendShortOr(dst []byte, short, b byte, asShort bool) []byte {
 // their short forms. Fingerprints compared with encoding/json's output need these bytes.
 func AppendStringAsEncodingJSON(dst []byte, s string) []byte { return appendString(dst, s, true) }
 
+// AppendStringsAsEncodingJSON appends ss as encoding/json's Marshal writes a []string: null
+// for nil, else an array of AppendStringAsEncodingJSON's strings.
+func AppendStringsAsEncodingJSON(dst []byte, ss []string) []byte {
+	if ss == nil {
+		return append(dst, "null"...)
+	}
+	dst = append(dst, '[')
+	for i, s := range ss {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = AppendStringAsEncodingJSON(dst, s)
+	}
+	return append(dst, ']')
+}
+
 func appendString(dst []byte, s string, asEncodingJSON bool) []byte {
 	dst = append(dst, '"')
 	start := 0

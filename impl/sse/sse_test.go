@@ -169,3 +169,15 @@ func FuzzAppendTokenFrame(f *testing.F) {
 		}
 	})
 }
+
+func TestAppendStringsMatchesEncodingJSON(t *testing.T) {
+	for _, ss := range [][]string{nil, {}, {""}, {"a", "<b>", "quo\"te", "\xff"}} {
+		want, err := json.Marshal(ss)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := AppendStringsAsEncodingJSON(nil, ss); !bytes.Equal(got, want) {
+			t.Errorf("AppendStringsAsEncodingJSON(%q) = %s, want %s", ss, got, want)
+		}
+	}
+}

@@ -124,9 +124,9 @@ func appendPlacement(dst []byte, p *Placement) []byte {
 	dst = append(dst, `,"PinPool":`...)
 	dst = sse.AppendStringAsEncodingJSON(dst, p.PinPool)
 	dst = append(dst, `,"PreferPools":`...)
-	dst = appendStrings(dst, p.PreferPools)
+	dst = sse.AppendStringsAsEncodingJSON(dst, p.PreferPools)
 	dst = append(dst, `,"AvoidPools":`...)
-	dst = appendStrings(dst, p.AvoidPools)
+	dst = sse.AppendStringsAsEncodingJSON(dst, p.AvoidPools)
 	dst = append(dst, `,"AllowFallback":`...)
 	dst = strconv.AppendBool(dst, p.AllowFallback)
 	if p.PinReplica != "" {
@@ -135,27 +135,13 @@ func appendPlacement(dst []byte, p *Placement) []byte {
 	}
 	if len(p.PreferReplicas) > 0 {
 		dst = append(dst, `,"PreferReplicas":`...)
-		dst = appendStrings(dst, p.PreferReplicas)
+		dst = sse.AppendStringsAsEncodingJSON(dst, p.PreferReplicas)
 	}
 	if len(p.AvoidReplicas) > 0 {
 		dst = append(dst, `,"AvoidReplicas":`...)
-		dst = appendStrings(dst, p.AvoidReplicas)
+		dst = sse.AppendStringsAsEncodingJSON(dst, p.AvoidReplicas)
 	}
 	return append(dst, '}')
-}
-
-func appendStrings(dst []byte, ss []string) []byte {
-	if ss == nil {
-		return append(dst, "null"...)
-	}
-	dst = append(dst, '[')
-	for i, s := range ss {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		dst = sse.AppendStringAsEncodingJSON(dst, s)
-	}
-	return append(dst, ']')
 }
 
 func appendMessages(dst []byte, ms []engine.Message) []byte {
