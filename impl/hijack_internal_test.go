@@ -4,11 +4,15 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/labstack/echo/v4"
 )
 
 // TestAppendChunk frames batches of several sizes as chunks and reads them back with
@@ -85,4 +89,18 @@ func TestCloseStreamsWaits(t *testing.T) {
 	_ = ours.Close()
 	h.remove(ours)
 	<-done
+}
+
+// TestForgetResponse: after a hijack, echo's pooled context no longer reaches net/http's
+// response (and through it the connection's buffers), and writing through it says why.
+func TestForgetResponse(t *testing.T) {
+	rec := httptest.NewRecorder()
+	c := echo.New().NewContext(httptest.NewRequest(http.MethodGet, "/", nil), rec)
+	forgetResponse(c.Response())
+	if _, ok := c.Response().Writer.(hijackedResponse); !ok {
+		t.Fatalf("echo's response still writes to %T", c.Response().Writer)
+	}
+	if _, err := c.Response().Writer.Write([]byte("x")); !errors.Is(err, http.ErrHijacked) {
+		t.Fatalf("a write after the hijack: %v, want http.ErrHijacked", err)
+	}
 }

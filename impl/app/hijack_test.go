@@ -34,19 +34,28 @@ func streamEvents(t *testing.T, body io.Reader) []sse.Event {
 	}
 }
 
+// request sends one request on a connection of its own (d.send) and reads its answer's head;
+// the connection is closed when the test ends (the caller closes the body). br reads what
+// follows the answer.
+func (d *relayDaemon) request(t *testing.T, method, path, body string) (res *http.Response, br *bufio.Reader) {
+	t.Helper()
+	c, br, err := d.send(method, path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	res, err = http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res, br
+}
+
 // submit posts a task and returns its id.
 func (d *relayDaemon) submit(t *testing.T, maxTokens int) string {
 	t.Helper()
 	id := uuid.New()
-	c, br, err := d.send("POST", "/v1/tasks", taskBody(id, maxTokens))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	res, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res, _ := d.request(t, "POST", "/v1/tasks", taskBody(id, maxTokens))
 	defer res.Body.Close()
 	b, _ := io.ReadAll(res.Body)
 	if res.StatusCode != http.StatusAccepted {
@@ -65,15 +74,7 @@ func TestHijackedStreamOnTheWire(t *testing.T) {
 	eng := startRawEngine(t, false, tokens)
 	d := startRelayDaemon(t, eng, 4)
 	id := d.submit(t, tokens)
-	c, br, err := d.send("GET", "/v1/tasks/"+id+"/stream", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	res, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res, br := d.request(t, "GET", "/v1/tasks/"+id+"/stream", "")
 	defer res.Body.Close()
 	for _, tc := range []struct{ got, want string }{
 		{res.Status, "200 OK"},

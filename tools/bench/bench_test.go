@@ -185,6 +185,27 @@ func TestOrchdConfJournalSync(t *testing.T) {
 	}
 }
 
+// -journal-sync off turns the journal off, and changes nothing else.
+func TestOrchdConfJournalOff(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "c.yaml")
+	conf := orchdConf(filepath.Join(dir, "state"), 18080, "http://127.0.0.1:18081", "warn", "off", 100)
+	if err := os.WriteFile(p, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(config.Overrides{ConfigFile: p, APIKeys: benchKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Journal.EnabledOrDefault() {
+		t.Errorf("journal %+v, want disabled", cfg.Journal)
+	}
+	def := orchdConf(filepath.Join(dir, "state"), 18080, "http://127.0.0.1:18081", "warn", "", 100)
+	if strings.Replace(conf, "journal: {enabled: false}\n", "", 1) != def {
+		t.Errorf("the configuration differs from the default in more than the journal:\n%s", conf)
+	}
+}
+
 func TestNginxConfDisablesBuffering(t *testing.T) {
 	c := nginxConf("/p", 1000, 2000)
 	for _, want := range []string{"proxy_buffering off;", "proxy_request_buffering off;", "listen 127.0.0.1:1000", "server 127.0.0.1:2000;", "access_log off;"} {
