@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -24,11 +25,12 @@ import (
 // that may stay open for minutes. What replaces it per stream: a few heap objects (the
 // stream, its cursor, its batch buffer, a keep-alive timer) and a registration in one epoll
 // set (connwatch) that tells when the client hangs up. The stream has no goroutine while it
-// waits: one starts when frames are ready and ends when they are written (see notify). Frames
-// go out in HTTP/1.1 chunks, each batch in one write, and the stream ends with the last chunk.
-// Its connection then goes back to net/http through a ReturnListener, to serve the client's
-// next request (keep-alive), unless the client asked for its close or the stream did not end
-// cleanly.
+// waits: the journal's goroutine writes frames as it shows them when the socket takes them at
+// once (see shown), and otherwise one starts when frames are ready and ends when they are
+// written (see notify). Frames go out in HTTP/1.1 chunks, each batch in one write, and the
+// stream ends with the last chunk. Its connection then goes back to net/http through a
+// ReturnListener, to serve the client's next request (keep-alive, see giveBack), unless the
+// client asked for its close or the stream did not end cleanly.
 
 // chunkHeadroom is the room kept in front of a batch for its chunk-size line: up to 16 hex
 // digits and CRLF.
@@ -65,12 +67,92 @@ type hijackedStreams struct {
 	// ret takes back the connection of a stream that ended cleanly, to serve the client's
 	// next request (ReturnConnections); nil: such connections are closed.
 	ret func(net.Conn) bool
+	// idle bounds the wait of a given-back connection for its next request; idleConns are
+	// those waiting (giveBack).
+	idle      time.Duration
+	idleConns map[*idleConn]struct{}
 }
 
 // ReturnConnections makes streams that end cleanly give their connections to ret (a
 // ReturnListener's Return) instead of closing them, and answer without Connection: close.
 // Call it before serving.
-func (s *Server) ReturnConnections(ret func(net.Conn) bool) { s.streams.ret = ret }
+//
+// idle bounds how long such a connection waits for the client's next request (the server's
+// idle timeout; 0: no bound of its own). It waits without a goroutine or buffers: one epoll
+// registration (connwatch) and a timer; net/http gets it back once the client sends (or hangs
+// up). Given back at once, it would wait as a new connection, that is only as long as
+// net/http's header read timeout.
+func (s *Server) ReturnConnections(ret func(net.Conn) bool, idle time.Duration) {
+	s.streams.ret, s.streams.idle = ret, idle
+}
+
+// idleConn is a connection given back after its stream, waiting for the client's next request
+// (giveBack). Whichever of its input, its timer and a shutdown comes first settles it, once.
+type idleConn struct {
+	h     *hijackedStreams
+	conn  net.Conn
+	mu    sync.Mutex
+	done  bool
+	stop  func() // ends the input watch
+	timer *time.Timer
+}
+
+// giveBack hands a stream's connection back to net/http for the client's next request, once
+// the client sends it (see ReturnConnections); false: the connection could not be given back
+// and the caller closes it. pending: the client already sent something (pipelined), which
+// net/http reads now.
+func (h *hijackedStreams) giveBack(conn net.Conn, pending bool) bool {
+	if pending || h.idle <= 0 {
+		return h.ret(conn)
+	}
+	ic := &idleConn{h: h, conn: conn}
+	h.mu.Lock()
+	if h.closing {
+		h.mu.Unlock()
+		return false
+	}
+	if h.idleConns == nil {
+		h.idleConns = make(map[*idleConn]struct{})
+	}
+	h.idleConns[ic] = struct{}{}
+	h.mu.Unlock()
+	ic.mu.Lock() // the watch may fire before it is recorded
+	stop, ok := h.watch.WatchInput(conn, func() { ic.settle(true) })
+	if !ok {
+		ic.done = true // a shutdown's settle does nothing: the connection goes back now
+		ic.mu.Unlock()
+		h.forgetIdle(ic)
+		return h.ret(conn)
+	}
+	ic.stop = stop
+	ic.timer = time.AfterFunc(h.idle, func() { ic.settle(false) })
+	ic.mu.Unlock()
+	return true
+}
+
+// settle ends the idle wait: input (or a hang-up) gives the connection to net/http, which reads
+// the request (or the end); otherwise (the idle timeout, a shutdown) it is closed.
+func (ic *idleConn) settle(input bool) {
+	ic.mu.Lock()
+	if ic.done {
+		ic.mu.Unlock()
+		return
+	}
+	ic.done = true
+	ic.mu.Unlock()
+	ic.timer.Stop()
+	ic.stop()
+	ic.h.forgetIdle(ic)
+	if !input || !ic.h.ret(ic.conn) {
+		_ = ic.conn.Close()
+	}
+}
+
+func (h *hijackedStreams) forgetIdle(ic *idleConn) {
+	h.mu.Lock()
+	delete(h.idleConns, ic)
+	h.mu.Unlock()
+}
 
 // add reserves a place for a stream about to hijack its connection; false once shutting down.
 func (h *hijackedStreams) add() bool {
@@ -121,6 +203,15 @@ func (s *Server) CloseStreams(ctx context.Context) {
 	h := &s.streams
 	h.mu.Lock()
 	h.closing = true
+	idle := make([]*idleConn, 0, len(h.idleConns))
+	for ic := range h.idleConns {
+		idle = append(idle, ic)
+	}
+	h.mu.Unlock()
+	for _, ic := range idle { // connections waiting for a next request are closed, as net/http closes its idle ones
+		ic.settle(false)
+	}
+	h.mu.Lock()
 	var empty chan struct{}
 	if len(h.open) > 0 || h.pending > 0 {
 		empty = make(chan struct{})
@@ -167,14 +258,14 @@ func (r *sseResponse) openHijacked(w http.ResponseWriter) (st *sseStream, hijack
 	st = &sseStream{r: r, out: streamWriter{timeout: r.s.opts.StreamWriteTimeout}}
 	st.state.Store(streamRunning) // openHijacked is the stream's first drain
 	// The reader is attached before its 200 goes out, as on net/http's path.
-	st.cur = r.t.SubscribeFunc(r.from, r.verbose, st.notify)
+	st.cur = r.t.SubscribeFunc(r.from, r.verbose, st.notify, st.shown)
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		st.cur.Close()
 		h.attach(nil, nil)
 		return nil, false
 	}
-	st.out.conn = conn
+	st.out.conn, st.out.raw = conn, socketWriter(conn)
 	h.attach(conn, st)
 	// The request's context ends when the handler returns, now: the stream keeps its values.
 	r.ctx = context.WithoutCancel(r.ctx)
@@ -265,10 +356,99 @@ func (st *sseStream) notify() {
 	}
 }
 
+// shownRounds bounds how many batches of one stream the journal's goroutine writes in a row
+// (frames shown while it wrote): past it, a drain goroutine takes over the stream.
+const shownRounds = 4
+
+// shown is the journal's call once frames the stream waits for are shown (see
+// task.SubscribeFunc). When no drain runs, the journal's goroutine writes them itself, as one
+// write that does not wait for the socket; a goroutine takes over what that cannot finish: a
+// write the socket took only part of, a failed write, a due keep-alive comment, the client
+// gone, the stream's end. A stream whose client keeps up thus costs no goroutine per batch:
+// starting one, and waking a thread to run it, cost more than the write.
+func (st *sseStream) shown() {
+	st.pending.Store(true)
+	if !st.state.CompareAndSwap(streamIdle, streamRunning) {
+		return
+	}
+	if st.out.raw == nil {
+		go st.drain()
+		return
+	}
+	for range shownRounds {
+		st.pending.Store(false)
+		if st.hbFired.Load() || st.gone.Load() || !st.sendNow() {
+			go st.drain()
+			return
+		}
+		if st.cur.Flushed() != nil {
+			registered, supported := st.cur.NotifyWhenShown()
+			if !supported {
+				go st.drain()
+				return
+			}
+			if !registered {
+				continue // shown in the meantime
+			}
+		}
+		st.state.Store(streamIdle)
+		if !st.pending.Load() || !st.state.CompareAndSwap(streamIdle, streamRunning) {
+			return
+		}
+	}
+	go st.drain()
+}
+
+// sendNow is send with a write that does not wait: true when everything ready went out and the
+// stream goes on. Otherwise a drain finishes: it writes what the socket did not take (unsent),
+// ends a stream whose write failed (wfail) and ends a complete one (its Next reports it again).
+func (st *sseStream) sendNow() bool {
+	pre := chunkHeadroom
+	if cap(st.buf) < pre {
+		st.buf = make([]byte, pre, 256)
+	}
+	var complete bool
+	st.buf, complete = st.cur.Next(st.buf[:pre])
+	if len(st.buf) > pre {
+		b, start := appendChunk(st.buf, pre)
+		st.buf = b
+		n, err := st.out.tryWrite(b[start:])
+		if err != nil {
+			st.wfail = true
+			return false
+		}
+		if start+n < len(b) {
+			st.unsent = b[start+n:]
+			return false
+		}
+		st.r.s.batches.journal.Inc()
+	}
+	if complete {
+		return false
+	}
+	if cap(st.buf) > 1<<20 { // do not keep a huge buffer after a burst
+		st.buf = nil
+	}
+	return true
+}
+
 // drain writes what is ready (frames, a due keep-alive comment) and returns once nothing is,
 // or closes the stream once it is over. One drain runs at a time (state): the goroutine that
 // moved state from idle to running owns the stream's buffers and writer until it moves it back.
 func (st *sseStream) drain() {
+	if st.wfail || len(st.unsent) > 0 { // left by shown
+		if !st.wfail {
+			st.out.extend()
+			_, err := st.out.conn.Write(st.unsent)
+			st.wfail = err != nil
+		}
+		st.unsent = nil
+		if st.wfail {
+			st.r.disconnected(st.cur, false)
+			st.closeHijacked()
+			return
+		}
+	}
 	for {
 		st.pending.Store(false)
 		if !st.send() || !st.woke() {
@@ -338,9 +518,54 @@ func (st *sseStream) closeHijacked() {
 		if len(st.pre) > 0 {
 			back = &prefixConn{Conn: conn, pre: st.pre}
 		}
-		if h.ret(back) {
+		if h.giveBack(back, len(st.pre) > 0) {
 			return
 		}
 	}
 	_ = conn.Close()
+}
+
+// socketWriter returns the handle of conn's socket for writes that do not wait, looking
+// through wrappers whose writes go to the connection they wrap unchanged (WriteConn); nil for
+// any other connection (TLS among them), whose streams write from a drain goroutine only.
+func socketWriter(conn net.Conn) syscall.RawConn {
+	for {
+		switch c := conn.(type) {
+		case *net.TCPConn:
+			rc, err := c.SyscallConn()
+			if err != nil {
+				return nil
+			}
+			return rc
+		case interface{ WriteConn() net.Conn }:
+			conn = c.WriteConn()
+		default:
+			return nil
+		}
+	}
+}
+
+// tryWrite writes b to the socket without waiting for it: n is what the socket took (0 when
+// its buffer is full).
+func (o *streamWriter) tryWrite(b []byte) (n int, err error) {
+	o.extend()
+	var werr error
+	err = o.raw.Write(func(fd uintptr) bool {
+		for {
+			n, werr = syscall.Write(int(fd), b)
+			if werr != syscall.EINTR {
+				return true // never wait
+			}
+		}
+	})
+	if err != nil {
+		return 0, err
+	}
+	if werr == syscall.EAGAIN {
+		return 0, nil
+	}
+	if werr != nil {
+		return 0, werr
+	}
+	return n, nil
 }

@@ -125,3 +125,6 @@ func (c *prefixConn) Read(p []byte) (int, error) {
 
 // NetConn returns the wrapped connection (connwatch looks through it for the socket).
 func (c *prefixConn) NetConn() net.Conn { return c.Conn }
+
+// WriteConn returns the wrapped connection, which writes go to unchanged.
+func (c *prefixConn) WriteConn() net.Conn { return c.Conn }

@@ -123,6 +123,7 @@ type Server struct {
 	// streams are the event streams on connections taken over from net/http, which
 	// http.Server.Shutdown neither waits for nor closes (CloseStreams does).
 	streams hijackedStreams
+	batches streamBatches
 }
 
 // NewServer returns a Server.
@@ -139,5 +140,13 @@ func NewServer(opts Options) *Server {
 	if opts.OpenAIDeadline <= 0 {
 		opts.OpenAIDeadline = 10 * time.Minute
 	}
-	return &Server{opts: opts, log: opts.Logger, started: time.Now()}
+	s := &Server{opts: opts, log: opts.Logger, started: time.Now()}
+	if m := opts.Metrics; m != nil {
+		s.batches = streamBatches{journal: m.SSEBatches.WithLabelValues("journal"),
+			drain: m.SSEBatches.WithLabelValues("drain"), netHTTP: m.SSEBatches.WithLabelValues("net_http")}
+	}
+	return s
 }
+
+// streamBatches counts the batches of frames written to streams, by writer.
+type streamBatches struct{ journal, drain, netHTTP prometheus.Counter }

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/google/uuid"
@@ -523,6 +524,10 @@ type sseStream struct {
 	// state and pending run a hijacked stream's drain (see notify).
 	state   atomic.Int32
 	pending atomic.Bool
+	// unsent is what a write from the journal's goroutine left for the drain to write, wfail
+	// that write failed (see shown).
+	unsent []byte
+	wfail  bool
 }
 
 // open answers the stream's request: its headers, and for a GET its 200 with the reader
@@ -586,6 +591,11 @@ func (st *sseStream) send() bool {
 			st.r.disconnected(st.cur, complete)
 			return false
 		}
+		if st.out.conn != nil {
+			st.r.s.batches.drain.Inc()
+		} else {
+			st.r.s.batches.netHTTP.Inc()
+		}
 	}
 	if complete {
 		st.complete = true
@@ -648,8 +658,10 @@ func (r *sseResponse) setHeaders(h http.Header) {
 type streamWriter struct {
 	w  http.ResponseWriter
 	rc *http.ResponseController
-	// conn is a hijacked connection (w and rc are nil): the writer frames chunks itself.
+	// conn is a hijacked connection (w and rc are nil): the writer frames chunks itself. raw
+	// is its socket for writes that do not wait (nil: none, see socketWriter).
 	conn    net.Conn
+	raw     syscall.RawConn
 	timeout time.Duration
 	// until is the write deadline set last (zero: none yet); last is when the stream last wrote.
 	until, last time.Time

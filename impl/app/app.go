@@ -380,7 +380,7 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	// (keep-alive); connections given back already hold their connlimit slot.
 	rl := impl.NewReturnListener(ln)
 	ln = rl
-	a.server.ReturnConnections(rl.Return)
+	a.server.ReturnConnections(rl.Return, a.cfg.Server.IdleTimeout.D())
 	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopRun()
 	// The journal outlives the task service: the final frames of a shutdown are written too.

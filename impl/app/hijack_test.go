@@ -10,10 +10,12 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"go.uber.org/goleak"
 
+	"github.com/orchestratord/orchestratord/engine/fake"
 	"github.com/orchestratord/orchestratord/impl/sse"
 )
 
@@ -190,11 +192,19 @@ func TestShutdownEndsHijackedStreams(t *testing.T) {
 // their streams' writers start and stop with every batch: each reader gets every event once,
 // in order, up to the end.
 func TestHijackedStreamsUnderLoad(t *testing.T) {
+	for _, journal := range []bool{false, true} {
+		t.Run(fmt.Sprintf("journal=%t", journal), func(t *testing.T) { hijackedStreamsUnderLoad(t, journal) })
+	}
+}
+
+// hijackedStreamsUnderLoad is TestHijackedStreamsUnderLoad with the journal on or off. With it
+// on, frames are shown once journaled, and the journal's goroutine may write batches itself.
+func hijackedStreamsUnderLoad(t *testing.T, journal bool) {
 	leaks := goleak.IgnoreCurrent()
 	t.Cleanup(func() { goleak.VerifyNone(t, leaks) })
 	const tokens, tasks = 300, 6
 	eng := startRawEngine(t, false, tokens)
-	d := startRelayDaemon(t, eng, tasks)
+	d := startRelayDaemonJournal(t, eng, tasks, journal)
 	type reader struct {
 		id   string
 		from int // the first event id expected
@@ -322,4 +332,85 @@ func TestHijackedStreamKeepsTheConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	readHealth()
+}
+
+// streamOnConn submits a task of tokens tokens, reads its whole stream on a connection of its
+// own and returns the connection, kept alive, with its reader.
+func (d *fakeDaemon) streamOnConn(t *testing.T, tokens int) (net.Conn, *bufio.Reader, string) {
+	t.Helper()
+	id := uuid.New()
+	res, err := d.do("POST", "/v1/tasks", taskBody(id, tokens))
+	if err != nil || res.status != http.StatusAccepted {
+		t.Fatalf("submit: %v %d %s", err, res.status, res.body)
+	}
+	c, err := net.Dial("tcp", d.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(c, "GET /v1/tasks/"+id.String()+"/stream HTTP/1.1\r\nHost: x\r\nX-API-Key: "+testKey+"\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	sres, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := streamEvents(t, sres.Body)
+	_ = sres.Body.Close()
+	if sres.Close || len(evs) == 0 || evs[len(evs)-1].Event != "end" {
+		t.Fatalf("stream: close %v, events %+v", sres.Close, evs)
+	}
+	return c, br, id.String()
+}
+
+// A connection given back after its stream waits for the client's next request as long as
+// server.idle_timeout, not only server.read_header_timeout (the wait of a new connection).
+func TestStreamConnectionWaitsIdleTimeout(t *testing.T) {
+	d := startFakeDaemon(t, "server: {read_header_timeout: 100ms, idle_timeout: 30s}", fake.Options{}, nil)
+	c, br, id := d.streamOnConn(t, 3)
+	defer c.Close()
+	time.Sleep(500 * time.Millisecond) // well past the header timeout
+	if _, err := io.WriteString(c, "GET /v1/tasks/"+id+" HTTP/1.1\r\nHost: x\r\nX-API-Key: "+testKey+"\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("the next request on the stream's connection: %v", err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("GET after the stream: %d", res.StatusCode)
+	}
+}
+
+// A connection given back after its stream is closed once it has waited server.idle_timeout
+// for a next request.
+func TestStreamConnectionIdleTimeout(t *testing.T) {
+	d := startFakeDaemon(t, "server: {idle_timeout: 200ms}", fake.Options{}, nil)
+	c, br, _ := d.streamOnConn(t, 3)
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
+		t.Fatalf("read on an idle connection after its stream: %v, want EOF (closed by the daemon)", err)
+	}
+}
+
+// A shutdown closes the connections that wait for a next request after their streams, and
+// leaves nothing running (the daemon's leak check).
+func TestShutdownClosesIdleStreamConnections(t *testing.T) {
+	var c net.Conn
+	var br *bufio.Reader
+	t.Cleanup(func() { // after the daemon's stop: cleanups run last in, first out
+		if c == nil {
+			return
+		}
+		defer c.Close()
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
+			t.Errorf("read on an idle stream connection after the shutdown: %v, want EOF", err)
+		}
+	})
+	d := startFakeDaemon(t, "server: {idle_timeout: 1h}", fake.Options{}, nil)
+	c, br, _ = d.streamOnConn(t, 3)
 }

@@ -153,13 +153,41 @@ type relayDaemon struct {
 	stop func() error
 }
 
+// counterWith returns the value of the counter name with the label pair in reg (0 when absent).
+func counterWith(t testing.TB, reg prometheus.Gatherer, name, label, value string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
 func startRelayDaemon(t testing.TB, eng *rawEngine, slots int) *relayDaemon {
+	t.Helper()
+	return startRelayDaemonJournal(t, eng, slots, false)
+}
+
+// startRelayDaemonJournal is startRelayDaemon with the task journal on or off.
+func startRelayDaemonJournal(t testing.TB, eng *rawEngine, slots int, journal bool) *relayDaemon {
 	t.Helper()
 	dir := t.TempDir()
 	yaml := fmt.Sprintf(`addr: 127.0.0.1:0
 state_dir: %q
 shutdown_grace: 50ms
-journal: {enabled: false}
+journal: {enabled: %t}
 admission: {capacity: 100000}
 pools:
   - id: p1
@@ -169,7 +197,7 @@ pools:
     slots: %d
     replicas:
       - url: %s
-`, filepath.Join(dir, "state"), slots, eng.url())
+`, filepath.Join(dir, "state"), journal, slots, eng.url())
 	p := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -399,5 +400,67 @@ func TestMaxConnections(t *testing.T) {
 		if !strings.Contains(string(res.body), want) {
 			t.Errorf("metrics lack %q", strings.TrimSpace(want))
 		}
+	}
+}
+
+// A client that stops reading while its task streams, and reads again once the task is over,
+// gets every frame in order. With the journal on, frames are written by the journal's
+// goroutine as it shows them, without waiting: a write the socket takes only part of is
+// finished by the stream's drain, and the frames that come meanwhile follow it.
+func TestPausedReaderGetsEveryFrame(t *testing.T) {
+	// Tokens come apart, so that the journal's goroutine writes most batches, the one that
+	// fills the socket's buffers among them.
+	const tokens = 3000
+	d := startFakeDaemon(t, "", fake.Options{TokenDelay: 100 * time.Microsecond},
+		func(ln net.Listener) net.Listener { return smallSendBuffers{ln} })
+	id := uuid.New()
+	res, err := d.do("POST", "/v1/tasks", taskBody(id, tokens))
+	if err != nil || res.status != http.StatusAccepted {
+		t.Fatalf("submit: %v %d %s", err, res.status, res.body)
+	}
+	dialer := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+		return errors.Join(err, serr)
+	}}
+	c, err := dialer.Dial("tcp", d.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "GET /v1/tasks/"+id.String()+"/stream HTTP/1.1\r\nHost: x\r\nX-API-Key: "+testKey+"\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	var state struct{ State string }
+	eventually(t, "the task succeeds while its reader pauses", func() bool {
+		res, err := d.do("GET", "/v1/tasks/"+id.String(), "")
+		_ = json.Unmarshal(res.body, &state)
+		return err == nil && state.State == "succeeded"
+	})
+	sres, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sres.Body.Close()
+	evs := streamEvents(t, sres.Body)
+	n := 0
+	for i, ev := range evs {
+		if ev.ID != strconv.Itoa(i) {
+			t.Fatalf("event %d has id %s", i, ev.ID)
+		}
+		if ev.Event == "token" {
+			n++
+		}
+	}
+	if n != tokens || len(evs) == 0 || evs[len(evs)-1].Event != "end" {
+		t.Fatalf("%d tokens, want %d; %d events", n, tokens, len(evs))
+	}
+	if got := d.metric(t, "sse_client_disconnects_total"); got != 0 {
+		t.Errorf("sse_client_disconnects_total = %v, want 0", got)
+	}
+	if n := counterWith(t, d.reg, "sse_batches_written_total", "writer", "journal"); n == 0 {
+		t.Errorf("no batch written by the journal's goroutine, of %d tokens coming apart", tokens)
 	}
 }

@@ -85,6 +85,10 @@ type conn struct {
 // Close the wrapper, not what NetConn returns, to free the slot.
 func (c *conn) NetConn() net.Conn { return c.Conn }
 
+// WriteConn returns the connection that writes go to unchanged (unlike crypto/tls's NetConn):
+// a hijacked stream may write to its socket without waiting.
+func (c *conn) WriteConn() net.Conn { return c.Conn }
+
 func (c *conn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(func() {

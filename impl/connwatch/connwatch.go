@@ -8,6 +8,9 @@
 // without a file descriptor, it falls back to a goroutine per connection that reads and
 // discards until the read fails.
 //
+// WatchInput is the same watch for input: a connection waiting for its client's next request
+// (a stream's, given back to net/http once the client sends) needs no goroutine either.
+//
 // The watcher's goroutine runs only while it watches something: it starts with the first
 // connection and ends with the last, so an idle program (or a test's leak check) sees none.
 package connwatch
@@ -41,6 +44,15 @@ func (w *Watcher) Watch(conn net.Conn, onHangup func()) (stop func()) {
 		return stop
 	}
 	return watchByRead(conn, onHangup)
+}
+
+// WatchInput calls fn once, on the watcher's goroutine, when conn has something to read or
+// its peer went away, without reading it: an idle connection waits for its next request with
+// no goroutine and no buffer of its own. fn must be quick, as for Watch, and it may call stop.
+// ok is false where this cannot be watched (no epoll, no file descriptor): nothing was
+// registered.
+func (w *Watcher) WatchInput(conn net.Conn, fn func()) (stop func(), ok bool) {
+	return w.watchInput(conn, fn)
 }
 
 // watchByRead is the fallback: a goroutine reads and discards until the read fails. stop sets

@@ -59,6 +59,16 @@ func rawConn(c net.Conn) (syscall.RawConn, bool) {
 // watchFD registers conn's socket for peer hang-up (one-shot) in the watcher's epoll set,
 // starting the set and its goroutine if this is the first connection watched.
 func (w *Watcher) watchFD(conn net.Conn, onHangup func()) (func(), bool) {
+	return w.watchEvents(conn, unix.EPOLLRDHUP, onHangup)
+}
+
+// watchInput registers conn's socket for input or peer hang-up (one-shot).
+func (w *Watcher) watchInput(conn net.Conn, fn func()) (func(), bool) {
+	return w.watchEvents(conn, unix.EPOLLIN|unix.EPOLLRDHUP, fn)
+}
+
+// watchEvents registers conn's socket for events (one-shot), calling fn on the first.
+func (w *Watcher) watchEvents(conn net.Conn, events uint32, fn func()) (func(), bool) {
 	rc, ok := rawConn(conn)
 	if !ok {
 		return nil, false
@@ -79,7 +89,7 @@ func (w *Watcher) watchFD(conn net.Conn, onHangup func()) (func(), bool) {
 	id := w.newIDLocked()
 	var regErr error
 	err := rc.Control(func(fd uintptr) {
-		ev := unix.EpollEvent{Events: unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(id)}
+		ev := unix.EpollEvent{Events: events | unix.EPOLLONESHOT, Fd: int32(id)}
 		regErr = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
 	})
 	if err == nil {
@@ -89,7 +99,7 @@ func (w *Watcher) watchFD(conn net.Conn, onHangup func()) (func(), bool) {
 		w.stopIfIdleLocked()
 		return nil, false
 	}
-	w.fns[id] = onHangup
+	w.fns[id] = fn
 	w.fds[id] = struct{}{}
 	return func() { w.unwatch(id, rc) }, true
 }

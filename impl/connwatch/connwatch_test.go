@@ -1,6 +1,7 @@
 package connwatch
 
 import (
+	"io"
 	"net"
 	"runtime"
 	"sync/atomic"
@@ -168,4 +169,76 @@ func TestManyConnections(t *testing.T) {
 			t.Fatalf("round %d: poller still running with nothing watched", round)
 		}
 	}
+}
+
+// TestWatchInput: input (left unread) or the peer's hang-up fires the watch, once; a stopped
+// watch never fires; a connection without a descriptor cannot be watched.
+func TestWatchInput(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		act  func(cli net.Conn)
+	}{
+		{"input", func(cli net.Conn) { _, _ = cli.Write([]byte("GET / HTTP/1.1\r\n\r\n")) }},
+		{"hangup", func(cli net.Conn) { _ = cli.Close() }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var w Watcher
+			srv, cli := tcpPair(t)
+			defer srv.Close()
+			defer cli.Close()
+			fired := make(chan struct{})
+			var calls atomic.Int32
+			stop, ok := w.WatchInput(wrapped{srv}, func() {
+				if calls.Add(1) == 1 {
+					close(fired)
+				}
+			})
+			if !ok {
+				t.Fatal("WatchInput refused a TCP connection")
+			}
+			select {
+			case <-fired:
+				t.Fatal("fired before the peer did anything")
+			default:
+			}
+			tc.act(cli)
+			<-fired
+			stop()
+			if tc.name == "input" { // left for the next reader
+				b := make([]byte, 3)
+				if _, err := io.ReadFull(srv, b); err != nil || string(b) != "GET" {
+					t.Fatalf("read after the watch: %q %v", b, err)
+				}
+			}
+			if n := calls.Load(); n != 1 {
+				t.Fatalf("called %d times, want 1", n)
+			}
+		})
+	}
+	t.Run("stopped", func(t *testing.T) {
+		var w Watcher
+		srv, cli := tcpPair(t)
+		defer srv.Close()
+		var called atomic.Bool
+		stop, ok := w.WatchInput(srv, func() { called.Store(true) })
+		if !ok {
+			t.Fatal("WatchInput refused a TCP connection")
+		}
+		stop()
+		_, _ = cli.Write([]byte("x"))
+		_ = cli.Close()
+		runtime.Gosched()
+		if called.Load() {
+			t.Fatal("called after stop")
+		}
+	})
+	t.Run("opaque", func(t *testing.T) {
+		var w Watcher
+		srv, cli := tcpPair(t)
+		defer srv.Close()
+		defer cli.Close()
+		if _, ok := w.WatchInput(opaque{srv}, func() {}); ok {
+			t.Fatal("WatchInput accepted a connection without a descriptor")
+		}
+	})
 }

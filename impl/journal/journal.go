@@ -543,12 +543,14 @@ func (j *Journal) Wait(ctx context.Context, seq uint64) error {
 		}
 		if lead && j.opts.Sync == SyncNone && j.wmu.TryLock() {
 			// Only the write: lead it unless Run (or another waiter) is writing.
+			var to uint64
 			if j.closed {
 				lead = false
 			} else if j.written.v.Load() < seq {
-				j.writeLocked()
+				to = j.writeLocked()
 			}
 			j.wmu.Unlock()
+			j.written.advance(to)
 			continue
 		}
 		if lead && j.opts.Sync != SyncNone {
@@ -599,7 +601,9 @@ func (j *Journal) Visible() (uint64, <-chan struct{}) {
 
 // AfterVisible arranges for fn to be called once Visible reaches seq, by the goroutine that
 // advances it, and reports true; when Visible already has, it reports false and does not call
-// fn. fn must return at once (set a flag, start a goroutine). A failed journal shows
+// fn. fn is called with no lock of the journal's held (but for a failure, below), by the
+// journal's writer or syncer: it must not block (set a flag, start a goroutine, write to a
+// socket without waiting), nor wait for the journal. A failed journal shows
 // everything: its waiters are called then. A reader that is told instead of waiting on
 // Visible's channel needs no goroutine of its own while the journal writes.
 func (j *Journal) AfterVisible(seq uint64, fn func()) bool {
@@ -679,8 +683,9 @@ func (j *Journal) Run(ctx context.Context) error {
 		before := j.written.value()
 		settled := j.durable.v.Load() >= before // nothing written was unsynced
 		j.wmu.Lock()
-		j.writeLocked()
+		to := j.writeLocked()
 		j.wmu.Unlock()
+		j.written.advance(to) // its waiters may write to clients: not under wmu
 		w := j.written.value()
 		if w == math.MaxUint64 {
 			continue // failed: nothing more to sync
@@ -738,10 +743,11 @@ func (j *Journal) syncLocked(lazy bool) bool {
 		j.wmu.Unlock()
 		return false
 	}
-	j.writeLocked()
+	to := j.writeLocked()
 	f := j.f // replaced only under smu
 	size := j.size.Load()
 	j.wmu.Unlock()
+	j.written.advance(to)
 	w := j.written.value()
 	if w <= j.durable.v.Load() || w == math.MaxUint64 {
 		return true
@@ -771,11 +777,15 @@ func (j *Journal) fail(err error) {
 	j.durable.advance(math.MaxUint64)
 }
 
-// writeLocked hands the pending batch to the kernel, then publishes the written watermark. The
+// writeLocked hands the pending batch to the kernel and returns the sequence number the
+// written watermark may advance to (0: none), which the caller publishes once it has released
+// wmu: the watermark's waiters (AfterVisible) may write to clients meanwhile, and a sync or an
+// admission's write must not wait for that. Writes are serialized by wmu, so a later batch's
+// advance never comes before an earlier one's takes effect (advance only raises the mark). The
 // caller holds wmu.
-func (j *Journal) writeLocked() {
+func (j *Journal) writeLocked() uint64 {
 	if j.closed {
-		return
+		return 0
 	}
 	j.mu.Lock()
 	buf, seq := j.pending, j.seq
@@ -784,7 +794,7 @@ func (j *Journal) writeLocked() {
 	failed := j.failed
 	j.mu.Unlock()
 	if failed != nil {
-		return
+		return 0
 	}
 	if len(buf) > 0 {
 		end := j.size.Load()
@@ -793,7 +803,7 @@ func (j *Journal) writeLocked() {
 		}
 		if _, err := j.f.WriteAt(buf, end); err != nil {
 			j.fail(err)
-			return
+			return 0
 		}
 		j.size.Add(int64(len(buf)))
 		j.batches.Add(1)
@@ -803,7 +813,7 @@ func (j *Journal) writeLocked() {
 		j.spare = buf[:0]
 		j.mu.Unlock()
 	}
-	j.written.advance(seq)
+	return seq
 }
 
 // extend preallocates the segment past need, a whole chunk at a time (the fdatasync after it

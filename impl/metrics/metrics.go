@@ -52,6 +52,7 @@ type Metrics struct {
 	DrainEvents         *prometheus.CounterVec // pool_id, reason
 	StreamsOpen         prometheus.Gauge
 	SSEDisconnects      prometheus.Counter
+	SSEBatches          *prometheus.CounterVec // writer
 	ConnectionsOpen     prometheus.Gauge
 	ConnectionsWaited   prometheus.Counter
 	ArtifactsStored     prometheus.Gauge       // artifacts in the store
@@ -160,6 +161,8 @@ func (m *Metrics) table() []family {
 		{name: "drain_events_total", help: "Pool drains, by reason.", labels: []string{"pool_id", "reason"}, into: counterVec(&m.DrainEvents)},
 		{name: "sse_streams_open", help: "Open SSE streams.", into: gauge(&m.StreamsOpen)},
 		{name: "sse_client_disconnects_total", help: "Streams whose client went away before the task ended.", into: counter(&m.SSEDisconnects)},
+		{name: "sse_batches_written_total", help: "Batches of stream frames written to clients, by who wrote them: journal (the journal's goroutine as it showed them, without waiting), drain (the stream's own goroutine) or net_http (a stream that net/http serves).",
+			labels: []string{"writer"}, into: counterVec(&m.SSEBatches)},
 		{name: "engine_errors_total", help: "Generations that failed in the engine, by kind and by whose fault (request, replica, overload, daemon).",
 			labels: []string{"engine", "pool_id", "kind", "fault"}, into: counterVec(&m.EngineErrors)},
 		{name: "placements_total", help: "Tasks placed on a replica, by why that replica (pinned, session, prefix, least_loaded, only_choice, retry).",

@@ -146,7 +146,7 @@ func TestNotifyWhenTheJournalShows(t *testing.T) {
 	j := &heldJournal{}
 	tk := &Task{done: make(chan struct{}), j: j}
 	notified := 0
-	c := tk.SubscribeFunc(0, false, func() { notified++ })
+	c := tk.SubscribeFunc(0, false, func() { notified++ }, nil)
 	defer c.Close()
 	plain := tk.Subscribe(0, false)
 	defer plain.Close()
@@ -181,7 +181,7 @@ func TestNotifyWhenTheJournalShows(t *testing.T) {
 	// A journal without AfterVisible: notify at once, and the reader waits on Flushed.
 	tk2 := &Task{done: make(chan struct{}), j: &copyJournal{}}
 	n2 := 0
-	c2 := tk2.SubscribeFunc(0, false, func() { n2++ })
+	c2 := tk2.SubscribeFunc(0, false, func() { n2++ }, nil)
 	defer c2.Close()
 	tk2.mu.Lock()
 	tk2.appendTokenLocked([]byte("b"), 0)

@@ -355,7 +355,7 @@ func (t *Task) growLocked(need int) {
 // t.mu must be held.
 func (t *Task) wakeLocked(seq uint64) {
 	for _, c := range t.subs {
-		if c.notify != nil && seq != 0 && t.afterVisible(seq, c.notify) {
+		if c.notify != nil && seq != 0 && t.afterVisible(seq, c.shown) {
 			continue
 		}
 		c.Signal()
@@ -376,6 +376,7 @@ type Cursor struct {
 	verbose bool
 	wake    chan struct{}
 	notify  func()          // called with every signal of wake (SubscribeFunc)
+	shown   func()          // called once the journal shows held-back frames (SubscribeFunc)
 	flushed <-chan struct{} // set by Next while frames wait for the journal
 	held    uint64          // set by Next: the journal record of the first frame it held back
 	endSent bool            // the final frame was sent to a cursor beyond the log's end
@@ -383,14 +384,24 @@ type Cursor struct {
 
 // Subscribe returns a cursor positioned at event id from (0 for the whole stream). Close it when
 // done.
-func (t *Task) Subscribe(from int, verbose bool) *Cursor { return t.SubscribeFunc(from, verbose, nil) }
+func (t *Task) Subscribe(from int, verbose bool) *Cursor {
+	return t.SubscribeFunc(from, verbose, nil, nil)
+}
 
 // SubscribeFunc is Subscribe for a reader without a goroutine waiting on Wake: notify is
 // called whenever Wake is signalled (new frames, the task's end, Signal). It is called with
 // the task's lock held, by whichever goroutine logs the frame: it must return at once and not
 // call into the task (start or signal the reader's goroutine, set a flag).
-func (t *Task) SubscribeFunc(from int, verbose bool, notify func()) *Cursor {
-	c := &Cursor{t: t, next: max(from, 0), verbose: verbose, wake: make(chan struct{}, 1), notify: notify}
+//
+// shown, when not nil, replaces notify where the journal tells the reader that frames it held
+// back are shown (NotifyWhenShown, and a frame logged before the journal shows it). It is
+// called by the journal's goroutine with no lock of the task's held, so it may read the
+// cursor (Next) and write to its client, without blocking.
+func (t *Task) SubscribeFunc(from int, verbose bool, notify, shown func()) *Cursor {
+	if shown == nil {
+		shown = notify
+	}
+	c := &Cursor{t: t, next: max(from, 0), verbose: verbose, wake: make(chan struct{}, 1), notify: notify, shown: shown}
 	t.mu.Lock()
 	t.subs = append(t.subs, c)
 	t.mu.Unlock()
@@ -483,7 +494,7 @@ func (c *Cursor) Signal() {
 	}
 }
 
-// NotifyWhenShown arranges for the cursor's notify function (SubscribeFunc) to be called once
+// NotifyWhenShown arranges for the cursor's shown function (SubscribeFunc) to be called once
 // the journal shows the first frame the last Next held back. registered: it will be; false
 // with supported: nothing is held back any more (call Next again); false without supported:
 // the cursor has no notify function or the journal cannot tell, and the reader waits on
@@ -498,7 +509,7 @@ func (c *Cursor) NotifyWhenShown() (registered, supported bool) {
 	if c.held == 0 {
 		return false, true
 	}
-	return c.t.afterVisible(c.held, c.notify), true
+	return c.t.afterVisible(c.held, c.shown), true
 }
 
 // Wake is signalled when new frames may be available.
