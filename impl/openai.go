@@ -8,13 +8,11 @@ package impl
 // HTTPErrorHandler (openAIRoute).
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -289,7 +287,8 @@ func (s *Server) runCompletion(ctx context.Context, c completion) (*openAIRespon
 	if err != nil {
 		return nil, err
 	}
-	r := &openAIResponse{ctx: ctx, s: s, t: t, c: c, correlation: CorrelationID(ctx), created: time.Now().Unix()}
+	r := &openAIResponse{ctx: ctx, s: s, t: t, c: c, id: objectID(c.chat, t.ID()), correlation: CorrelationID(ctx),
+		created: time.Now().Unix()}
 	if snap, err := s.opts.Tasks.Get(ctx, spec.ID); err == nil {
 		r.created = snap.Created.Unix()
 	}
@@ -329,48 +328,60 @@ type taskEvent struct {
 
 // decodeEvents decodes the frames a cursor returned.
 func decodeEvents(frames []byte) ([]taskEvent, error) {
-	rd := sse.NewReader(bytes.NewReader(frames), 0)
 	var out []taskEvent
 	for {
-		ev, err := rd.Next()
-		if errors.Is(err, io.EOF) {
-			return out, nil
-		}
+		name, data, rest, ok, err := sse.NextFrame(frames)
 		if err != nil {
 			return out, err
 		}
-		te := taskEvent{name: ev.Event}
-		switch ev.Event {
-		case "token":
-			var d struct {
-				T string `json:"t"`
-			}
-			err = json.Unmarshal([]byte(ev.Data), &d)
-			te.text = d.T
-		case "end":
-			var d struct {
-				TokensOut  int64  `json:"tokens_out"`
-				StopReason string `json:"stop_reason"`
-				Canceled   bool   `json:"canceled"`
-			}
-			err = json.Unmarshal([]byte(ev.Data), &d)
-			te.tokensOut, te.stopReason, te.canceled = d.TokensOut, d.StopReason, d.Canceled
-		case "error":
-			var d struct {
-				Code         string `json:"code"`
-				Message      string `json:"message"`
-				RetryAfterMs int64  `json:"retry_after_ms"`
-			}
-			err = json.Unmarshal([]byte(ev.Data), &d)
-			te.code, te.message, te.retryAfterMs = d.Code, d.Message, d.RetryAfterMs
-		default:
-			continue
+		if !ok {
+			return out, nil
 		}
+		frames = rest
+		te, keep, err := decodeEvent(name, data)
 		if err != nil {
-			return out, fmt.Errorf("task event %s: %w", ev.Event, err)
+			return out, err
 		}
-		out = append(out, te)
+		if keep {
+			out = append(out, te)
+		}
 	}
+}
+
+// decodeEvent decodes one frame of a task's log; keep is false for the events the facade does
+// not use (metrics).
+func decodeEvent(name, data []byte) (te taskEvent, keep bool, err error) {
+	te.name = string(name)
+	switch te.name {
+	case "token":
+		lit, ok := sse.TokenText(data)
+		if !ok {
+			return te, false, fmt.Errorf("task event token: unexpected data %.64q", data)
+		}
+		err = json.Unmarshal(lit, &te.text)
+	case "end":
+		var d struct {
+			TokensOut  int64  `json:"tokens_out"`
+			StopReason string `json:"stop_reason"`
+			Canceled   bool   `json:"canceled"`
+		}
+		err = json.Unmarshal(data, &d)
+		te.tokensOut, te.stopReason, te.canceled = d.TokensOut, d.StopReason, d.Canceled
+	case "error":
+		var d struct {
+			Code         string `json:"code"`
+			Message      string `json:"message"`
+			RetryAfterMs int64  `json:"retry_after_ms"`
+		}
+		err = json.Unmarshal(data, &d)
+		te.code, te.message, te.retryAfterMs = d.Code, d.Message, d.RetryAfterMs
+	default:
+		return te, false, nil
+	}
+	if err != nil {
+		return te, false, fmt.Errorf("task event %s: %w", te.name, err)
+	}
+	return te, true, nil
 }
 
 // finishReason maps a task's stop reason to OpenAI's.
@@ -401,6 +412,7 @@ type openAIResponse struct {
 	s           *Server
 	t           *task.Task
 	c           completion
+	id          string // the completion's (objectID)
 	correlation string
 	created     int64
 	result      *result
@@ -466,11 +478,12 @@ func (r *openAIResponse) collect(ctx context.Context) (result, error) {
 	return result{}, fmt.Errorf("task %s ended without an end or error event", r.t.ID())
 }
 
-func (r *openAIResponse) objectID() string {
-	if r.c.chat {
-		return "chatcmpl-" + r.t.ID()
+// objectID is the completion's id: the task's, with OpenAI's prefix.
+func objectID(chat bool, taskID string) string {
+	if chat {
+		return "chatcmpl-" + taskID
 	}
-	return "cmpl-" + r.t.ID()
+	return "cmpl-" + taskID
 }
 
 // Wire forms (kept here: the generated types nest anonymous structs).
@@ -508,7 +521,7 @@ type (
 // object builds a completion object or chunk. finish is nil for a chunk that does not end the
 // choice; role is the chat role to announce in a chunk's delta.
 func (r *openAIResponse) object(chunk bool, text string, role string, finish *string, u *usage) completionObject {
-	o := completionObject{ID: r.objectID(), Created: r.created, Model: r.c.model, Usage: u}
+	o := completionObject{ID: r.id, Created: r.created, Model: r.c.model, Usage: u}
 	switch {
 	case r.c.chat && chunk:
 		o.Object = "chat.completion.chunk"
@@ -578,20 +591,40 @@ func (r *openAIResponse) stream(w http.ResponseWriter) error {
 	if r.c.chat {
 		role = "assistant"
 	}
+	chunkHead := r.appendChunkHead(nil)
 	for {
 		var complete bool
 		frames, complete = cur.Next(frames[:0])
-		events, err := decodeEvents(frames)
-		if err != nil {
-			return err
-		}
 		buf = buf[:0]
 		done := false
-		for _, ev := range events {
-			switch ev.name {
-			case "token":
-				buf = appendData(buf, r.object(true, ev.text, role, nil, nil))
+		for rest := frames; ; {
+			name, data, next, ok, err := sse.NextFrame(rest)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				break
+			}
+			rest = next
+			if string(name) == "token" {
+				// A token's chunk is written around its text as the task's frame holds it,
+				// already a JSON string: no decoding, no reflection.
+				lit, ok := sse.TokenText(data)
+				if !ok {
+					return fmt.Errorf("task event token: unexpected data %.64q", data)
+				}
+				buf = r.appendTokenChunk(buf, chunkHead, role, lit)
 				role = ""
+				continue
+			}
+			ev, keep, err := decodeEvent(name, data)
+			if err != nil {
+				return err
+			}
+			if !keep {
+				continue
+			}
+			switch ev.name {
 			case "end":
 				if ev.canceled {
 					buf = appendError(buf, &Error{Code: "INTERNAL", Message: "the task was canceled"})
@@ -637,6 +670,49 @@ func (r *openAIResponse) stream(w http.ResponseWriter) error {
 			return nil
 		}
 	}
+}
+
+// appendChunkHead appends what every chunk of the stream starts with, as encoding/json writes
+// a completionObject: `data: {"id":...,"object":...,"created":...,"model":...,"choices":[{"index":0,`.
+func (r *openAIResponse) appendChunkHead(dst []byte) []byte {
+	object := "text_completion"
+	if r.c.chat {
+		object = "chat.completion.chunk"
+	}
+	dst = append(dst, `data: {"id":`...)
+	dst = sse.AppendStringAsEncodingJSON(dst, r.id)
+	dst = append(dst, `,"object":"`...)
+	dst = append(dst, object...)
+	dst = append(dst, `","created":`...)
+	dst = strconv.AppendInt(dst, r.created, 10)
+	dst = append(dst, `,"model":`...)
+	dst = sse.AppendStringAsEncodingJSON(dst, r.c.model)
+	return append(dst, `,"choices":[{"index":0,`...)
+}
+
+// appendTokenChunk appends the chunk of one token whose text is the JSON string lit, as
+// appendData(dst, r.object(true, text, role, nil, nil)) would (an empty content or role is
+// left out, as omitempty does).
+func (r *openAIResponse) appendTokenChunk(dst, head []byte, role string, lit []byte) []byte {
+	dst = append(dst, head...)
+	if !r.c.chat {
+		dst = append(dst, `"text":`...)
+		dst = append(dst, lit...)
+		return append(dst, ",\"logprobs\":null,\"finish_reason\":null}]}\n\n"...)
+	}
+	dst = append(dst, `"delta":{`...)
+	if role != "" {
+		dst = append(dst, `"role":`...)
+		dst = sse.AppendStringAsEncodingJSON(dst, role)
+	}
+	if string(lit) != `""` {
+		if role != "" {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, `"content":`...)
+		dst = append(dst, lit...)
+	}
+	return append(dst, "},\"finish_reason\":null}]}\n\n"...)
 }
 
 // disconnected handles a client that went away before the task ended.

@@ -9,6 +9,7 @@ package sse
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -227,4 +228,76 @@ func (r *Reader) readLine() (string, error) {
 	}
 	line := string(sb[:len(sb)-1])
 	return strings.TrimSuffix(line, "\r"), nil
+}
+
+// NextFrame splits the first event frame off b, which holds whole frames as AppendFrame writes
+// them (a reader's cursor returns such batches): its event name and data, as views into b, and
+// what follows it. Comment frames are skipped. ok is false when b holds no further frame; err
+// reports a frame of another shape (a field other than id, event, data or retry, a second data
+// line, a frame cut short).
+func NextFrame(b []byte) (event, data, rest []byte, ok bool, err error) {
+	for len(b) > 0 {
+		end := bytes.Index(b, frameEnd)
+		if end < 0 {
+			return nil, nil, nil, false, errors.New("sse: frame cut short")
+		}
+		frame, next := b[:end], b[end+2:]
+		hasField, hasData := false, false
+		for len(frame) > 0 {
+			line := frame
+			if i := bytes.IndexByte(frame, '\n'); i >= 0 {
+				line, frame = frame[:i], frame[i+1:]
+			} else {
+				frame = nil
+			}
+			if len(line) == 0 || line[0] == ':' {
+				continue
+			}
+			name, value := line, []byte(nil)
+			if i := bytes.IndexByte(line, ':'); i >= 0 {
+				name, value = line[:i], line[i+1:]
+				if len(value) > 0 && value[0] == ' ' {
+					value = value[1:]
+				}
+			}
+			hasField = true
+			switch string(name) {
+			case "id", "retry":
+			case "event":
+				event = value
+			case "data":
+				if hasData {
+					return nil, nil, nil, false, errors.New("sse: a frame with several data lines")
+				}
+				data, hasData = value, true
+			default:
+				return nil, nil, nil, false, fmt.Errorf("sse: unknown field %q", name)
+			}
+		}
+		if hasField {
+			return event, data, next, true, nil
+		}
+		b = next
+	}
+	return nil, nil, nil, false, nil
+}
+
+var frameEnd = []byte("\n\n")
+
+// TokenText returns the JSON string literal of a token frame's text: data is
+// AppendTokenData's {"t":<text>,"i":<index>}. ok is false for data of another shape.
+func TokenText(data []byte) (literal []byte, ok bool) {
+	const pre = `{"t":"`
+	if len(data) < len(pre)+1 || string(data[:len(pre)]) != pre {
+		return nil, false
+	}
+	for i := len(pre); i < len(data); i++ {
+		switch data[i] {
+		case '\\':
+			i++ // the escaped byte
+		case '"':
+			return data[len(pre)-1 : i+1], true
+		}
+	}
+	return nil, false
 }

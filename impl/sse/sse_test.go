@@ -181,3 +181,80 @@ func TestAppendStringsMatchesEncodingJSON(t *testing.T) {
 		}
 	}
 }
+
+// FuzzNextFrame: NextFrame gives back the event and data of frames AppendFrame and
+// AppendTokenFrame wrote, with comment frames between them, as the Reader does; TokenText
+// gives a token frame's text as a JSON string literal that decodes to the text.
+func FuzzNextFrame(f *testing.F) {
+	f.Add("started", `{"a":1}`, " The", 3)
+	f.Add("metrics", `{}`, "quo\"te\\", 0)
+	f.Add("end", `{"x":"\\"}`, "\xff\u2028<&>", 41)
+	f.Fuzz(func(t *testing.T, event, data, text string, idx int) {
+		if strings.ContainsAny(event+data, "\n\r") || strings.Contains(event, ":") || event == "" {
+			return // not what AppendFrame is given
+		}
+		idx = max(idx, -idx, 0)
+		var b []byte
+		b = AppendFrame(b, 0, event, []byte(data))
+		b = append(b, Heartbeat...)
+		b, _ = AppendTokenFrame(b, 1, text, idx)
+		var got []Event
+		for rest := b; ; {
+			name, d, next, ok, err := NextFrame(rest)
+			if err != nil {
+				t.Fatalf("NextFrame(%q): %v", rest, err)
+			}
+			if !ok {
+				break
+			}
+			got = append(got, Event{Event: string(name), Data: string(d)})
+			rest = next
+		}
+		r := NewReader(bytes.NewReader(b), 0)
+		for i := range 2 {
+			want, err := r.Next()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i >= len(got) || got[i].Event != want.Event || got[i].Data != want.Data {
+				t.Fatalf("frame %d: NextFrame %+v, Reader %+v", i, got, want)
+			}
+		}
+		if len(got) != 2 {
+			t.Fatalf("%d frames, want 2", len(got))
+		}
+		lit, ok := TokenText([]byte(got[1].Data))
+		if !ok {
+			t.Fatalf("TokenText(%q) refused", got[1].Data)
+		}
+		var dec, want string
+		if err := json.Unmarshal(lit, &dec); err != nil {
+			t.Fatalf("literal %s: %v", lit, err)
+		}
+		enc, _ := json.Marshal(text)
+		_ = json.Unmarshal(enc, &want)
+		if dec != want {
+			t.Fatalf("TokenText: %q, want %q", dec, want)
+		}
+	})
+}
+
+func TestNextFrameErrors(t *testing.T) {
+	for _, in := range []string{
+		"id: 1\nevent: token\ndata: {}\n",         // cut short
+		"id: 1\nevent: x\ndata: a\ndata: b\n\n",   // two data lines
+		"id: 1\nevent: x\nbogus: 1\ndata: {}\n\n", // unknown field
+	} {
+		if _, _, _, _, err := NextFrame([]byte(in)); err == nil {
+			t.Errorf("NextFrame(%q): no error", in)
+		}
+	}
+	if _, _, _, ok, err := NextFrame([]byte(": keep-alive\n\n")); ok || err != nil {
+		t.Errorf("a comment alone: ok %v, err %v", ok, err)
+	}
+	for _, data := range []string{`{"t":1,"i":0}`, `{"x":"a"}`, `{"t":"unterminated`, ``} {
+		if _, ok := TokenText([]byte(data)); ok {
+			t.Errorf("TokenText(%q) accepted", data)
+		}
+	}
+}
