@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/orchestratord/orchestratord/impl/connwatch"
 	"github.com/orchestratord/orchestratord/impl/sse"
@@ -289,6 +291,11 @@ func (r *sseResponse) openHijacked(w http.ResponseWriter) (st *sseStream, hijack
 		return nil, true
 	}
 	forgetResponse(w)
+	if tr := r.s.opts.Tracer; tr != nil && trace.SpanFromContext(r.ctx).IsRecording() {
+		// The request's span ends as the handler returns, now: the stream's own covers its life.
+		_, st.span = tr.Start(r.ctx, "task.stream", trace.WithAttributes(attribute.String("task.id", r.t.ID()),
+			attribute.Int("sse.from", r.from)))
+	}
 	r.s.opts.Metrics.StreamsOpen.Inc()
 	st.stopWatch = h.watch.Watch(conn, st.hangup)
 	st.interval = r.s.opts.Heartbeat
@@ -500,6 +507,10 @@ func (st *sseStream) clientGone() bool {
 // keep-alive was answered; otherwise it is closed. The stream's state stays running: no drain
 // starts again.
 func (st *sseStream) closeHijacked() {
+	if st.span != nil {
+		st.span.SetAttributes(attribute.Bool("sse.complete", st.complete), attribute.Bool("sse.client_gone", st.gone.Load()))
+		st.span.End()
+	}
 	st.hb.Stop()
 	st.stopWatch()
 	st.r.s.opts.Metrics.StreamsOpen.Dec()

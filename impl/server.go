@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/orchestratord/orchestratord/engine"
 	"github.com/orchestratord/orchestratord/engine/gpu"
@@ -107,6 +108,9 @@ type Options struct {
 	Limits *tenant.Limiter
 	// Budgets reserves the keys' token budgets at admission. Nil: no budgets.
 	Budgets *tenant.Budgets
+	// Tracer records a task.stream span for each event stream on a hijacked connection, whose
+	// request's span ends when the connection is taken over. Nil: none.
+	Tracer trace.Tracer
 }
 
 // Models resolves a managed pool's model reference to a file inside the models directories

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/orchestratord/orchestratord/engine"
 	"github.com/orchestratord/orchestratord/gen/api"
@@ -528,6 +529,8 @@ type sseStream struct {
 	// that write failed (see shown).
 	unsent []byte
 	wfail  bool
+	// span is the stream's task.stream span on a hijacked connection (nil: not traced).
+	span trace.Span
 }
 
 // open answers the stream's request: its headers, and for a GET its 200 with the reader

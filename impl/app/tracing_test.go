@@ -155,3 +155,41 @@ func TestTracingOff(t *testing.T) {
 		})
 	}
 }
+
+// TestTracingHijackedStream: a stream on a connection taken over from net/http records a
+// task.stream span, a child of the request's span, that lasts until the stream's end (the
+// request's span ends when the connection is taken over).
+func TestTracingHijackedStream(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	d := startFakeDaemonWith(t, "", fake.Options{}, nil, app.Options{TracerProvider: tp})
+	c, _, _ := d.streamOnConn(t, 4)
+	defer c.Close()
+	eventually(t, "the stream span ended", func() bool { return findSpan(exp.GetSpans(), "task.stream") != nil })
+	spans := exp.GetSpans()
+	st := findSpan(spans, "task.stream")
+	var server *tracetest.SpanStub
+	for i := range spans {
+		if strings.HasPrefix(spans[i].Name, "GET /v1/tasks/") {
+			server = &spans[i]
+		}
+	}
+	if server == nil {
+		t.Fatalf("no server span for the stream's request; spans: %v", spanNames(spans))
+	}
+	if st.Parent.SpanID() != server.SpanContext.SpanID() || st.SpanContext.TraceID() != server.SpanContext.TraceID() {
+		t.Errorf("task.stream is not a child of %s", server.Name)
+	}
+	if st.EndTime.Before(server.EndTime) {
+		t.Errorf("task.stream ended at %v, before its request's span (%v)", st.EndTime, server.EndTime)
+	}
+	complete := false
+	for _, kv := range st.Attributes {
+		if kv.Key == "sse.complete" {
+			complete = kv.Value.AsBool()
+		}
+	}
+	if !complete {
+		t.Errorf("task.stream attributes %v: want sse.complete true", st.Attributes)
+	}
+}
