@@ -166,6 +166,7 @@ type watermark struct {
 	ch      atomic.Pointer[chan struct{}]
 	watched atomic.Bool // a load since the channel was made: close it at the next advance
 	waiters []waiter    // under mu: functions to call once the watermark reaches their seq
+	spare   []func()    // under mu: the list of due functions, kept for the next advance
 }
 
 // waiter is a function to call once a watermark reaches seq.
@@ -207,13 +208,15 @@ func (w *watermark) load() (uint64, <-chan struct{}) {
 func (w *watermark) value() uint64 { return w.v.Load() }
 
 func (w *watermark) advance(to uint64) {
-	var buf [32]func()
-	due := buf[:0]
 	w.mu.Lock()
 	if to <= w.v.Load() {
 		w.mu.Unlock()
 		return
 	}
+	// The list of due functions is kept for the next advance (an advance running meanwhile
+	// makes its own): a batch of many streams' frames allocates nothing.
+	due := w.spare
+	w.spare = nil
 	w.v.Store(to)
 	if len(w.waiters) > 0 {
 		kept := w.waiters[:0]
@@ -234,6 +237,14 @@ func (w *watermark) advance(to uint64) {
 	w.mu.Unlock()
 	for _, fn := range due {
 		fn()
+	}
+	if due != nil {
+		clear(due)
+		w.mu.Lock()
+		if cap(due) > cap(w.spare) {
+			w.spare = due[:0]
+		}
+		w.mu.Unlock()
 	}
 }
 

@@ -938,3 +938,27 @@ func TestAfterVisible(t *testing.T) {
 		})
 	}
 }
+
+// TestAdvanceManyWaitersAllocatesNothing: a watermark that calls many waiters per advance (a
+// write batch with many streams' frames) reuses its list of due functions.
+func TestAdvanceManyWaitersAllocatesNothing(t *testing.T) {
+	var w watermark
+	w.init()
+	called := 0
+	fn := func() { called++ }
+	var k uint64
+	round := func() {
+		for i := range uint64(100) {
+			w.notifyAt(k*100+i+1, fn)
+		}
+		k++
+		w.advance(k * 100)
+	}
+	round()
+	if allocs := testing.AllocsPerRun(20, round); allocs != 0 {
+		t.Errorf("%v allocations per advance with 100 waiters, want 0", allocs)
+	}
+	if called != 22*100 { // AllocsPerRun runs it once more, to warm up
+		t.Errorf("%d calls, want %d", called, 22*100)
+	}
+}
