@@ -250,7 +250,8 @@ func (s *Server) CloseStreams(ctx context.Context) {
 // starts a goroutine that writes what is ready and ends once nothing is (drain). An idle open
 // stream is then a few heap objects, a timer and an epoll registration.
 func (r *sseResponse) openHijacked(w http.ResponseWriter) (st *sseStream, hijacked bool) {
-	if rs := stateOf(r.ctx); rs == nil || !rs.http11 {
+	rs := stateOf(r.ctx)
+	if rs == nil || !rs.http11 {
 		return nil, false
 	}
 	h := &r.s.streams
@@ -273,7 +274,7 @@ func (r *sseResponse) openHijacked(w http.ResponseWriter) (st *sseStream, hijack
 	r.ctx = context.WithoutCancel(r.ctx)
 	hdr := w.Header()
 	r.setHeaders(hdr)
-	if st.keepAlive = h.ret != nil && !stateOf(r.ctx).closeAfter; st.keepAlive {
+	if st.keepAlive = h.ret != nil && !rs.closeAfter; st.keepAlive {
 		// What the client sent after its request (pipelined) is kept for the next one.
 		if n := brw.Reader.Buffered(); n > 0 {
 			b, _ := brw.Peek(n)
