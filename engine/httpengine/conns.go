@@ -1,7 +1,6 @@
 package httpengine
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -202,25 +201,15 @@ func (p *Conns) closesConns() {
 	}
 }
 
-// respBufPool holds the readers of answers in flight (an idle connection keeps none). Engine
-// frames are a few hundred bytes; larger reads of the body bypass the buffer.
-var respBufPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 1024) }}
+// respBufPool holds the buffers of answers in flight (an idle connection keeps none). Engine
+// frames are a few hundred bytes; a longer line is assembled by its reader.
+var respBufPool = sync.Pool{New: func() any { return new([respBufBytes]byte) }}
+
+// respBufBytes is the buffer of an answer in flight: its head, then its body's bytes.
+const respBufBytes = 1024
 
 // aLongTimeAgo is a deadline that makes every pending and future I/O on a connection fail.
 var aLongTimeAgo = time.Unix(1, 0)
-
-// countingConn counts the bytes read, to tell a connection the engine had closed (nothing
-// read) from one that broke mid-answer.
-type countingConn struct {
-	net.Conn
-	n int64
-}
-
-func (c *countingConn) Read(b []byte) (int, error) {
-	n, err := c.Conn.Read(b)
-	c.n += int64(n)
-	return n, err
-}
 
 // alive reports whether a kept connection is still open and silent: a read that does not wait
 // (Go's sockets are non-blocking) finds nothing to read. An engine that closed it after its
@@ -281,14 +270,14 @@ func (p *Conns) Post(ctx context.Context, uri, auth string, body []byte) (*http.
 			p.stats.Dialed++
 			p.mu.Unlock()
 		}
-		resp, cc, err := p.roundTrip(ctx, c, uri, auth, body, keep)
+		resp, nread, err := p.roundTrip(ctx, c, uri, auth, body, keep)
 		if err == nil {
 			if resp.Close && keep {
 				p.closesConns()
 			}
 			return resp, nil
 		}
-		if reused && cc.n == 0 && ctx.Err() == nil {
+		if reused && nread == 0 && ctx.Err() == nil {
 			// The engine had closed the kept connection: it does not keep streamed ones.
 			p.closesConns()
 			p.mu.Lock()
@@ -300,15 +289,10 @@ func (p *Conns) Post(ctx context.Context, uri, auth string, body []byte) (*http.
 	}
 }
 
-// roundTrip writes the request on c and reads the answer's head. On error c is closed.
-func (p *Conns) roundTrip(ctx context.Context, c net.Conn, uri, auth string, body []byte, keep bool) (*http.Response, *countingConn, error) {
-	cc := &countingConn{Conn: c}
+// roundTrip writes the request on c and reads the answer's head; nread counts the bytes of
+// the answer read. On error c is closed.
+func (p *Conns) roundTrip(ctx context.Context, c net.Conn, uri, auth string, body []byte, keep bool) (resp *http.Response, nread int64, err error) {
 	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(aLongTimeAgo) })
-	fail := func(err error) (*http.Response, *countingConn, error) {
-		stop()
-		_ = c.Close()
-		return nil, cc, err
-	}
 	req := make([]byte, 0, 192+len(uri)+len(p.host)+len(auth)+len(body))
 	req = append(req, "POST "...)
 	req = append(req, uri...)
@@ -326,37 +310,54 @@ func (p *Conns) roundTrip(ctx context.Context, c net.Conn, uri, auth string, bod
 	req = append(req, "\r\n\r\n"...)
 	req = append(req, body...)
 	if _, err := c.Write(req); err != nil {
-		return fail(err)
+		stop()
+		_ = c.Close()
+		return nil, 0, err
 	}
-	br := respBufPool.Get().(*bufio.Reader)
-	br.Reset(cc)
-	hreq := &http.Request{Method: http.MethodPost, Header: http.Header{}}
-	resp, err := http.ReadResponse(br, hreq)
+	buf := respBufPool.Get().(*[respBufBytes]byte)
+	cb := &connBody{p: p, c: c, stop: stop, arr: buf, wire: wire{c: c, buf: buf[:]}}
+	resp, err = cb.readHead()
 	if err != nil {
-		br.Reset(nil)
-		respBufPool.Put(br)
+		nread = cb.n
+		cb.release()
+		stop()
+		_ = c.Close()
 		if ctx.Err() != nil {
 			err = ctx.Err()
 		}
-		return fail(err)
+		return nil, nread, err
 	}
-	resp.Body = &connBody{p: p, c: c, br: br, body: resp.Body, stop: stop,
-		keep: keep && !resp.Close && resp.ProtoAtLeast(1, 1)}
-	return resp, cc, nil
+	cb.keep = keep && !resp.Close && resp.ProtoAtLeast(1, 1)
+	resp.Body = cb
+	return resp, cb.n, nil
 }
 
-// connBody is an answer's body on a Conns connection.
+// connBody is an answer's body on a Conns connection, read from the connection by the caller's
+// goroutine in the answer's one buffer (see wire). It is a SliceReader.
 type connBody struct {
+	wire
 	p      *Conns
 	c      net.Conn
-	br     *bufio.Reader
-	body   io.ReadCloser
+	arr    *[respBufBytes]byte // wire.buf's array, back to respBufPool at Close
 	stop   func() bool
 	keep   bool
-	eof    bool
 	closed bool
 	// complete: the caller has read the engine's final event (see Complete).
 	complete bool
+}
+
+// SliceReader is an io.Reader with bufio.Reader's ReadSlice. A body from Conns.Post is one: a
+// stream splitter that reads its lines with ReadSlice uses the body's buffer instead of a
+// second one of its own.
+type SliceReader interface {
+	io.Reader
+	ReadSlice(delim byte) ([]byte, error)
+}
+
+func (b *connBody) release() {
+	b.wire = wire{}
+	respBufPool.Put(b.arr)
+	b.arr = nil
 }
 
 // Complete tells body, an answer from Conns.Post, that its reader has read the engine's final
@@ -378,11 +379,16 @@ func (b *connBody) Read(buf []byte) (int, error) {
 	if b.closed {
 		return 0, errors.New("read on a closed body")
 	}
-	n, err := b.body.Read(buf)
-	if errors.Is(err, io.EOF) {
-		b.eof = true
+	return b.wire.Read(buf)
+}
+
+// ReadSlice reads the body up to and including delim, as bufio.Reader's: the slice is valid
+// until the next read or Close.
+func (b *connBody) ReadSlice(delim byte) ([]byte, error) {
+	if b.closed {
+		return nil, errors.New("read on a closed body")
 	}
-	return n, err
+	return b.wire.ReadSlice(delim)
 }
 
 // Close keeps the connection when the answer was read to its end and nothing follows it;
@@ -395,15 +401,12 @@ func (b *connBody) Close() error {
 	}
 	b.closed = true
 	armed := b.stop() // false: ctx ended, the connection's deadline is spent
-	if b.keep && armed && !b.eof && b.complete {
+	if b.keep && armed && b.err == nil && b.complete {
 		// The end of the body usually follows the final event within microseconds.
 		_ = b.c.SetReadDeadline(time.Now().Add(DrainWait))
 		var scratch [512]byte
 		for range 8 { // at most 4 KiB after the final event
-			_, err := b.body.Read(scratch[:])
-			if errors.Is(err, io.EOF) {
-				b.eof = true
-			}
+			_, err := b.wire.Read(scratch[:])
 			if err != nil {
 				if errors.Is(err, os.ErrDeadlineExceeded) {
 					b.p.closesConns()
@@ -413,10 +416,8 @@ func (b *connBody) Close() error {
 		}
 		_ = b.c.SetReadDeadline(time.Time{})
 	}
-	reuse := b.keep && b.eof && armed && b.br.Buffered() == 0
-	b.br.Reset(nil)
-	respBufPool.Put(b.br)
-	b.br = nil
+	reuse := b.keep && armed && b.ended()
+	b.release()
 	if !reuse {
 		return b.c.Close()
 	}

@@ -378,3 +378,32 @@ func TestConnsReapIdle(t *testing.T) {
 		t.Errorf("after the reap: %d kept, reaping %v; want none and no reap scheduled", kept, reaping)
 	}
 }
+
+// TestConnsBodyReadsInItsBuffer: an answer's body is a SliceReader, so that the stream
+// splitters read their lines in its one buffer (EventReader keeps no bufio.Reader of its own),
+// and the engine's events come through it, chunked framing decoded.
+func TestConnsBodyReadsInItsBuffer(t *testing.T) {
+	srv, _, _ := engineServer(t, "")
+	p := NewConns(srv.URL, 4)
+	defer p.CloseIdle()
+	resp, err := p.Post(t.Context(), "/", "", []byte("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sr, ok := resp.Body.(SliceReader)
+	if !ok {
+		t.Fatalf("body %T is not a SliceReader", resp.Body)
+	}
+	if er := NewEventReader(resp.Body); er.br != sr {
+		t.Errorf("EventReader reads through %T, not the body", er.br)
+	}
+	if got := readAll(t, resp); strings.Join(got, "|") != "x 0|x 1|x 2" {
+		t.Errorf("events %q", got)
+	}
+	if s := p.Stats(); s.Dialed != 1 {
+		t.Errorf("stats %+v", s)
+	}
+	if _, err := sr.ReadSlice('\n'); err == nil {
+		t.Error("ReadSlice on a closed body succeeded")
+	}
+}

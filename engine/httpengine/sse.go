@@ -18,7 +18,7 @@ var ErrEventTooLong = errors.New("stream event longer than 8 MiB")
 // the last event was complete up to its last line). The "event:" field is kept; id:, retry: and
 // comments are ignored.
 type EventReader struct {
-	br   *bufio.Reader
+	br   SliceReader // a SliceReader body itself, or a bufio.Reader of the body
 	data []byte
 	name []byte
 }
@@ -27,8 +27,12 @@ type EventReader struct {
 // longer lines are assembled beside it.
 const eventBufBytes = 1024
 
-// NewEventReader returns an EventReader of r.
+// NewEventReader returns an EventReader of r. A SliceReader (a body from Conns.Post) is read
+// in its own buffer; another reader gets one.
 func NewEventReader(r io.Reader) *EventReader {
+	if sr, ok := r.(SliceReader); ok {
+		return &EventReader{br: sr}
+	}
 	return &EventReader{br: bufio.NewReaderSize(r, eventBufBytes)}
 }
 

@@ -185,7 +185,8 @@ func (r *Replica) generate(ctx context.Context, req *engine.Request, slot int, s
 	if err != nil {
 		return engine.Result{}, r.transportError(ctx, reqCtx, "send completion", err)
 	}
-	defer resp.Body.Close()
+	rb := resp.Body // resp (its head) is not kept for the generation
+	defer rb.Close()
 	if resp.StatusCode != http.StatusOK {
 		return engine.Result{}, statusError(ctx, resp)
 	}
@@ -193,7 +194,7 @@ func (r *Replica) generate(ctx context.Context, req *engine.Request, slot int, s
 		return engine.Result{}, notEventStream(ct)
 	}
 
-	st := getState(resp.Body)
+	st := getState(rb)
 	defer putState(st)
 	f := &st.f
 	var res engine.Result
@@ -239,7 +240,7 @@ func (r *Replica) generate(ctx context.Context, req *engine.Request, slot int, s
 		}
 		fillResult(&res, f)
 		*served = f.idSlot
-		httpengine.Complete(resp.Body) // keep the connection if the body ends here
+		httpengine.Complete(rb) // keep the connection if the body ends here
 		return res, nil
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"io"
 	"sync"
+
+	"github.com/orchestratord/orchestratord/engine/httpengine"
 )
 
 // maxLineBytes bounds one SSE line. llama-server's final frame repeats the whole prompt, so
@@ -23,7 +25,8 @@ var errLineTooLong = errors.New("stream line longer than 32 MiB")
 // Short lines are returned as slices of the bufio.Reader's buffer; longer ones are assembled
 // in long, which is kept for reuse. Either way a line is valid until the next call.
 type sseReader struct {
-	br   *bufio.Reader
+	br   httpengine.SliceReader // the body itself (a Conns answer), or buf reading it
+	buf  *bufio.Reader          // allocated for the first body that is not a SliceReader
 	long []byte
 }
 
@@ -34,23 +37,33 @@ type streamState struct {
 	f   frame
 }
 
-// readBufBytes is the stream reader's buffer: a token frame is a few hundred bytes, so this
-// holds a few of them; longer lines (the final frame repeats the prompt) are assembled in
-// sseReader.long. A generation waiting for its next token holds it, so it is not 4 KiB.
+// readBufBytes is the stream reader's buffer for a body that has none (a Conns answer reads
+// its lines in its own buffer): a token frame is a few hundred bytes, so this holds a few of
+// them; longer lines (the final frame repeats the prompt) are assembled in sseReader.long. A
+// generation waiting for its next token holds it, so it is not 4 KiB.
 const readBufBytes = 1024
 
-var statePool = sync.Pool{New: func() any {
-	return &streamState{sse: sseReader{br: bufio.NewReaderSize(nil, readBufBytes)}}
-}}
+var statePool = sync.Pool{New: func() any { return new(streamState) }}
 
 func getState(body io.Reader) *streamState {
 	st := statePool.Get().(*streamState)
-	st.sse.br.Reset(body)
+	if sr, ok := body.(httpengine.SliceReader); ok {
+		st.sse.br = sr
+		return st
+	}
+	if st.sse.buf == nil {
+		st.sse.buf = bufio.NewReaderSize(nil, readBufBytes)
+	}
+	st.sse.buf.Reset(body)
+	st.sse.br = st.sse.buf
 	return st
 }
 
 func putState(st *streamState) {
-	st.sse.br.Reset(nil)
+	st.sse.br = nil
+	if st.sse.buf != nil {
+		st.sse.buf.Reset(nil)
+	}
 	if cap(st.sse.long) > 64<<10 {
 		st.sse.long = nil
 	}

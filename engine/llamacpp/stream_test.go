@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+
+	"github.com/orchestratord/orchestratord/engine/httpengine"
 )
 
 type field struct{ name, value string }
@@ -143,4 +145,29 @@ func equalFields(a, b []field) bool {
 		}
 	}
 	return true
+}
+
+// sliceBody is a body with its own buffer, as a Conns answer is.
+type sliceBody struct{ *bufio.Reader }
+
+// TestStateReadsInTheBodysBuffer: a generation whose body has a buffer (a Conns answer) reads
+// its lines there and holds no second buffer; another body gets one.
+func TestStateReadsInTheBodysBuffer(t *testing.T) {
+	body := sliceBody{bufio.NewReader(strings.NewReader("data: x\n"))}
+	st := getState(body)
+	if st.sse.br != httpengine.SliceReader(body) || st.sse.buf != nil {
+		t.Errorf("state reads through %T, buffer %v", st.sse.br, st.sse.buf != nil)
+	}
+	if f, v, err := st.sse.next(); err != nil || string(f) != "data" || string(v) != "x" {
+		t.Errorf("next = %q %q %v", f, v, err)
+	}
+	putState(st)
+	st = getState(strings.NewReader("data: y\n"))
+	defer putState(st)
+	if st.sse.buf == nil || st.sse.br != st.sse.buf {
+		t.Errorf("a plain body is read through %T", st.sse.br)
+	}
+	if f, v, err := st.sse.next(); err != nil || string(f) != "data" || string(v) != "y" {
+		t.Errorf("next = %q %q %v", f, v, err)
+	}
 }

@@ -1,0 +1,425 @@
+package httpengine
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"net/textproto"
+	"strconv"
+	"strings"
+)
+
+// wire reads one HTTP/1.1 answer from a connection in a single buffer: the head (status line
+// and header fields), then the body, chunked (the framing decoded in place, so that the buffer
+// holds body bytes only), Content-Length delimited or delimited by the connection's end. A
+// stream splitter reads the body's lines straight from the buffer (ReadSlice), so a generation
+// waiting for its next frame holds one small buffer and no net/http state, and its goroutine
+// waits a few frames from the read system call.
+//
+// The buffer is laid out as buf[r:d], body bytes not yet returned; buf[d:x], framing already
+// decoded (a gap that the next compaction closes); buf[x:w], bytes read and not yet decoded.
+type wire struct {
+	c          io.Reader
+	buf        []byte
+	r, d, x, w int
+	n          int64 // bytes read from c
+	mode       bodyMode
+	st         chunkState
+	left       int64 // chunked: bytes left in the current chunk; length: in the body
+	excess     int64 // chunked: framing beyond what the data justifies (as net/http counts it)
+	err        error // the body's error once its buffered bytes are returned: io.EOF at its end
+}
+
+type bodyMode uint8
+
+const (
+	bodyNone    bodyMode = iota // no body (1xx, 204, 304)
+	bodyLength                  // Content-Length
+	bodyChunked                 // Transfer-Encoding: chunked
+	bodyToEOF                   // up to the connection's end
+)
+
+type chunkState uint8
+
+const (
+	stSize    chunkState = iota // a chunk-size line
+	stData                      // left bytes of chunk data (or of a delimited body)
+	stDataEnd                   // the CRLF after a chunk's data
+	stTrailer                   // trailer fields, up to a blank line
+	stDone                      // the body ended; what follows stays unread in buf[x:w]
+)
+
+// maxHeadBytes bounds an answer's head.
+const maxHeadBytes = 1 << 20
+
+var (
+	errMalformedChunk = errors.New("malformed chunked encoding")
+	errChunkLineLong  = errors.New("chunk line too long")
+	errHeadTooLong    = errors.New("answer's head longer than 1 MiB")
+)
+
+// readHead reads the answer's head and prepares the body. An end of the connection within the
+// head is io.ErrUnexpectedEOF.
+func (b *wire) readHead() (*http.Response, error) {
+	line, err := b.headLine(0)
+	if err != nil {
+		return nil, err
+	}
+	resp := &http.Response{Header: http.Header{}}
+	proto, status, ok := strings.Cut(string(line), " ")
+	if !ok {
+		return nil, badHead("malformed HTTP response", line)
+	}
+	resp.Proto = proto
+	resp.Status = strings.TrimLeft(status, " ")
+	code, _, _ := strings.Cut(resp.Status, " ")
+	if len(code) != 3 {
+		return nil, badHead("malformed HTTP status code", []byte(code))
+	}
+	if resp.StatusCode, err = strconv.Atoi(code); err != nil || resp.StatusCode < 100 {
+		return nil, badHead("malformed HTTP status code", []byte(code))
+	}
+	if resp.ProtoMajor, resp.ProtoMinor, ok = http.ParseHTTPVersion(proto); !ok || resp.ProtoMajor != 1 {
+		return nil, badHead("malformed HTTP version", []byte(proto))
+	}
+	size := len(line)
+	var last string // the last field's name, for obsolete line folding
+	for {
+		line, err := b.headLine(size)
+		if err != nil {
+			return nil, err
+		}
+		size += len(line)
+		if len(line) == 0 {
+			break
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			// obs-fold: a continuation of the previous field's value.
+			vs := resp.Header[last]
+			if len(vs) == 0 {
+				return nil, badHead("malformed MIME header initial line", line)
+			}
+			vs[len(vs)-1] += " " + string(bytes.Trim(line, " \t"))
+			continue
+		}
+		k, v, ok := bytes.Cut(line, []byte(":"))
+		if !ok || len(k) == 0 || bytes.ContainsAny(k, " \t") {
+			return nil, badHead("malformed MIME header line", line)
+		}
+		last = textproto.CanonicalMIMEHeaderKey(string(k))
+		resp.Header[last] = append(resp.Header[last], string(bytes.Trim(v, " \t")))
+	}
+	if err := b.bodyOf(resp); err != nil {
+		return nil, err
+	}
+	b.r, b.d = b.x, b.x
+	b.err = b.decode() // what came with the head; an error shows once the bytes before it are read
+	return resp, nil
+}
+
+func badHead(what string, b []byte) error { return fmt.Errorf("%s: %q", what, b) }
+
+// bodyOf chooses how resp's body is delimited, and whether the connection closes after it.
+func (b *wire) bodyOf(resp *http.Response) error {
+	h := resp.Header
+	resp.Close = hasToken(h["Connection"], "close") ||
+		(resp.ProtoMinor == 0 && !hasToken(h["Connection"], "keep-alive"))
+	resp.ContentLength = -1
+	switch {
+	case resp.StatusCode < 200 || resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotModified:
+		b.mode, b.st, resp.ContentLength = bodyNone, stDone, 0
+	case len(h["Transfer-Encoding"]) > 0:
+		te := h["Transfer-Encoding"]
+		if len(te) != 1 || !strings.EqualFold(strings.TrimSpace(te[0]), "chunked") {
+			return fmt.Errorf("unsupported transfer encoding: %q", te)
+		}
+		b.mode, b.st = bodyChunked, stSize
+		resp.TransferEncoding = []string{"chunked"}
+	case len(h["Content-Length"]) > 0:
+		cl := h["Content-Length"]
+		for _, v := range cl[1:] {
+			if v != cl[0] {
+				return fmt.Errorf("message cannot contain multiple Content-Length headers; got %q", cl)
+			}
+		}
+		n, err := strconv.ParseUint(strings.TrimSpace(cl[0]), 10, 63)
+		if err != nil {
+			return fmt.Errorf("bad Content-Length %q", cl[0])
+		}
+		b.mode, resp.ContentLength, b.left, b.st = bodyLength, int64(n), int64(n), stData
+		if n == 0 {
+			b.st = stDone
+		}
+	default:
+		b.mode, b.st, resp.Close = bodyToEOF, stData, true
+	}
+	return nil
+}
+
+// hasToken reports whether the comma-separated values hold token (case-insensitive).
+func hasToken(values []string, token string) bool {
+	for _, v := range values {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// headLine returns the next line of the head without its end; a line longer than the buffer is
+// assembled beside it. size is the head's length so far.
+func (b *wire) headLine(size int) ([]byte, error) {
+	var long []byte
+	for {
+		if i := bytes.IndexByte(b.buf[b.x:b.w], '\n'); i >= 0 {
+			line := b.buf[b.x : b.x+i+1]
+			b.x += i + 1
+			if len(long) > 0 {
+				line = append(long, line...)
+			}
+			if size+len(line) > maxHeadBytes {
+				return nil, errHeadTooLong
+			}
+			return trimEOL(line), nil
+		}
+		if b.x == 0 && b.w == len(b.buf) { // one line fills the buffer
+			long = append(long, b.buf[:b.w]...)
+			b.x = b.w
+			if size+len(long) > maxHeadBytes {
+				return nil, errHeadTooLong
+			}
+		}
+		b.compact()
+		n, err := b.c.Read(b.buf[b.w:])
+		b.n += int64(n)
+		b.w += n
+		if err != nil && n == 0 {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF // as http.ReadResponse
+			}
+			return nil, err
+		}
+	}
+}
+
+// compact moves the unreturned body bytes and the undecoded bytes to the buffer's start.
+func (b *wire) compact() {
+	if b.r == 0 && b.d == b.x {
+		return
+	}
+	n := copy(b.buf, b.buf[b.r:b.d])
+	m := copy(b.buf[n:], b.buf[b.x:b.w])
+	b.r, b.d, b.x, b.w = 0, n, n, n+m
+}
+
+// decode turns the bytes read into body bytes, up to what is complete.
+func (b *wire) decode() error {
+	for b.x < b.w {
+		switch b.st {
+		case stData:
+			k := min(b.w-b.x, int(min(b.left, int64(len(b.buf)))))
+			if b.mode == bodyToEOF {
+				k = b.w - b.x
+			}
+			if b.d != b.x {
+				copy(b.buf[b.d:], b.buf[b.x:b.x+k])
+			}
+			b.d += k
+			b.x += k
+			if b.mode == bodyToEOF {
+				continue
+			}
+			b.left -= int64(k)
+			if b.left > 0 {
+				continue
+			}
+			if b.mode == bodyChunked {
+				b.st = stDataEnd
+			} else {
+				b.st = stDone
+			}
+		case stSize:
+			line, ok, err := b.chunkLine()
+			if !ok {
+				return err
+			}
+			size, err := chunkSize(line)
+			if err != nil {
+				return err
+			}
+			b.excess = max(b.excess+int64(len(line))+2-16-2*min(size, 1<<40), 0)
+			if b.excess > 16<<10 {
+				return errors.New("chunked encoding contains too much non-data")
+			}
+			if size == 0 {
+				b.st = stTrailer
+			} else {
+				b.st, b.left = stData, size
+			}
+		case stDataEnd:
+			if b.w-b.x < 2 {
+				return nil
+			}
+			if b.buf[b.x] != '\r' || b.buf[b.x+1] != '\n' {
+				return errMalformedChunk
+			}
+			b.x += 2
+			b.st = stSize
+		case stTrailer:
+			// Trailer fields are read and dropped; they count as framing.
+			i := bytes.IndexByte(b.buf[b.x:b.w], '\n')
+			if i < 0 {
+				return nil
+			}
+			b.x += i + 1
+			if b.excess += int64(i) + 1; b.excess > 16<<10 {
+				return errors.New("chunked encoding contains too much non-data")
+			}
+			if i == 0 || i == 1 && b.buf[b.x-2] == '\r' {
+				b.st = stDone
+			}
+		case stDone:
+			return nil
+		}
+	}
+	return nil
+}
+
+// chunkLine returns a complete chunk-size line without its CRLF; a line that is not complete
+// yet is !ok with a nil error.
+func (b *wire) chunkLine() (line []byte, ok bool, err error) {
+	i := bytes.IndexByte(b.buf[b.x:b.w], '\n')
+	if i < 0 {
+		return nil, false, nil
+	}
+	line = b.buf[b.x : b.x+i+1]
+	b.x += i + 1
+	// CRLF only (RFC 9112 errata 7633), no CR before it, as net/http.
+	switch j := bytes.IndexByte(line, '\r'); {
+	case j < 0:
+		return nil, false, errors.New("chunked line ends with bare LF")
+	case j != len(line)-2:
+		return nil, false, errors.New("invalid CR in chunked line")
+	}
+	return line[:len(line)-2], true, nil
+}
+
+// chunkSize parses a chunk-size line (without its CRLF): hex digits, then optional extensions,
+// which are ignored; trailing whitespace is dropped first (as net/http).
+func chunkSize(line []byte) (int64, error) {
+	line = bytes.TrimRight(line, " \t")
+	line, _, _ = bytes.Cut(line, []byte(";"))
+	if len(line) == 0 {
+		return 0, errors.New("empty hex number for chunk length")
+	}
+	var n uint64
+	for i, c := range line {
+		switch {
+		case '0' <= c && c <= '9':
+			c -= '0'
+		case 'a' <= c && c <= 'f':
+			c -= 'a' - 10
+		case 'A' <= c && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return 0, errors.New("invalid byte in chunk length")
+		}
+		if i == 16 || n > math.MaxInt64>>4 {
+			return 0, errors.New("http chunk length too large")
+		}
+		n = n<<4 | uint64(c)
+	}
+	return int64(n), nil
+}
+
+// more reads from the connection once and decodes what came. bufio.ErrBufferFull: the body
+// bytes not yet returned fill the buffer.
+func (b *wire) more() error {
+	if b.w == len(b.buf) {
+		b.compact()
+		if b.w == len(b.buf) {
+			if b.d > b.r {
+				return bufio.ErrBufferFull
+			}
+			return errChunkLineLong
+		}
+	}
+	n, err := b.c.Read(b.buf[b.w:])
+	b.n += int64(n)
+	b.w += n
+	if derr := b.decode(); derr != nil {
+		return derr
+	}
+	switch {
+	case err == nil || b.st == stDone:
+		return nil
+	case errors.Is(err, io.EOF) && b.mode == bodyToEOF:
+		b.st = stDone
+		return nil
+	case errors.Is(err, io.EOF):
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// Read reads the body.
+func (b *wire) Read(p []byte) (int, error) {
+	for b.r == b.d {
+		if b.err != nil {
+			return 0, b.err
+		}
+		if b.st == stDone {
+			b.err = io.EOF
+			continue
+		}
+		if err := b.more(); err != nil {
+			b.err = err
+		}
+	}
+	n := copy(p, b.buf[b.r:b.d])
+	b.r += n
+	return n, nil
+}
+
+// ReadSlice reads the body up to and including delim, as bufio.Reader's ReadSlice: the slice
+// is the buffer's, valid until the next read; bufio.ErrBufferFull when the buffer fills
+// without delim; at an error (io.EOF at the body's end) what was left comes with it.
+func (b *wire) ReadSlice(delim byte) ([]byte, error) {
+	s := 0 // bytes of buf[r:d] searched
+	for {
+		if i := bytes.IndexByte(b.buf[b.r+s:b.d], delim); i >= 0 {
+			line := b.buf[b.r : b.r+s+i+1]
+			b.r += s + i + 1
+			return line, nil
+		}
+		s = b.d - b.r
+		err := b.err
+		if err == nil && b.st == stDone {
+			b.err, err = io.EOF, io.EOF
+		}
+		if err == nil {
+			err = b.more()
+			if errors.Is(err, bufio.ErrBufferFull) {
+				line := b.buf[b.r:b.d]
+				b.r = b.d
+				return line, err
+			}
+			if err == nil {
+				continue
+			}
+			b.err = err
+		}
+		line := b.buf[b.r:b.d]
+		b.r = b.d
+		return line, err
+	}
+}
+
+// ended reports whether the body was read to its end with nothing after it.
+func (b *wire) ended() bool { return errors.Is(b.err, io.EOF) && b.r == b.d && b.x == b.w }
