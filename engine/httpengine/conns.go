@@ -201,8 +201,9 @@ func (p *Conns) closesConns() {
 	}
 }
 
-// respBufPool holds the buffers of answers in flight (an idle connection keeps none). Engine
-// frames are a few hundred bytes; a longer line is assembled by its reader.
+// respBufPool holds the buffers of answers in flight (an idle connection keeps none, nor does
+// an answer waiting for the engine with nothing buffered). Engine frames are a few hundred
+// bytes; a longer line is assembled by its reader.
 var respBufPool = sync.Pool{New: func() any { return new([respBufBytes]byte) }}
 
 // respBufBytes is the buffer of an answer in flight: its head, then its body's bytes.
@@ -314,8 +315,7 @@ func (p *Conns) roundTrip(ctx context.Context, c net.Conn, uri, auth string, bod
 		_ = c.Close()
 		return nil, 0, err
 	}
-	buf := respBufPool.Get().(*[respBufBytes]byte)
-	cb := &connBody{p: p, c: c, stop: stop, arr: buf, wire: wire{c: c, buf: buf[:]}}
+	cb := &connBody{p: p, c: c, stop: stop, wire: newPooledWire(c)}
 	resp, err = cb.readHead()
 	if err != nil {
 		nread = cb.n
@@ -338,7 +338,6 @@ type connBody struct {
 	wire
 	p      *Conns
 	c      net.Conn
-	arr    *[respBufBytes]byte // wire.buf's array, back to respBufPool at Close
 	stop   func() bool
 	keep   bool
 	closed bool
@@ -355,9 +354,8 @@ type SliceReader interface {
 }
 
 func (b *connBody) release() {
+	b.wire.release()
 	b.wire = wire{}
-	respBufPool.Put(b.arr)
-	b.arr = nil
 }
 
 // Complete tells body, an answer from Conns.Post, that its reader has read the engine's final

@@ -407,3 +407,70 @@ func TestConnsBodyReadsInItsBuffer(t *testing.T) {
 		t.Error("ReadSlice on a closed body succeeded")
 	}
 }
+
+// TestConnsWaitHoldsNoBuffer: an answer waiting for the engine with nothing buffered (an idle
+// open stream) gives its read buffer back, and takes one when the engine's next bytes come.
+func TestConnsWaitHoldsNoBuffer(t *testing.T) {
+	next := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		for _, ev := range []string{"first", "second"} {
+			_, _ = fmt.Fprintf(w, "data: %s\n\n", ev)
+			w.(http.Flusher).Flush()
+			select {
+			case <-next:
+			case <-r.Context().Done():
+				return
+			}
+		}
+	}))
+	defer srv.Close()
+	p := NewConns(srv.URL, 4)
+	defer p.CloseIdle()
+	const streams = 3
+	before := buffersHeld.Load()
+	var readers []*EventReader
+	for range streams {
+		resp, err := p.Post(t.Context(), "/", "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		er := NewEventReader(resp.Body)
+		if _, data, err := er.Next(); err != nil || string(data) != "first" {
+			t.Fatalf("first event %q, %v", data, err)
+		}
+		readers = append(readers, er)
+	}
+	if n := buffersHeld.Load() - before; n != streams {
+		t.Fatalf("%d buffers held by %d answers with a frame being read, want %d", n, streams, streams)
+	}
+	got := make(chan string, streams)
+	for _, er := range readers {
+		go func() {
+			_, data, err := er.Next()
+			got <- fmt.Sprintf("%s %v", data, err)
+		}()
+	}
+	// The readers reach their wait and give their buffers back (no bound: a reader that kept
+	// its buffer fails the test at its deadline).
+	for buffersHeld.Load()-before != 0 {
+		select {
+		case <-t.Context().Done():
+			t.Fatalf("%d buffers held by waiting answers", buffersHeld.Load()-before)
+		case <-time.After(time.Millisecond):
+		}
+	}
+	for range streams {
+		next <- struct{}{}
+	}
+	for range streams {
+		if g := <-got; g != "second <nil>" {
+			t.Errorf("second event: %s", g)
+		}
+	}
+	if n := buffersHeld.Load() - before; n != streams {
+		t.Errorf("%d buffers held after the engine's next frame, want %d", n, streams)
+	}
+}

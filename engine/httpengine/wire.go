@@ -7,10 +7,14 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"net/textproto"
+	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"syscall"
 )
 
 // wire reads one HTTP/1.1 answer from a connection in a single buffer: the head (status line
@@ -24,7 +28,12 @@ import (
 // decoded (a gap that the next compaction closes); buf[x:w], bytes read and not yet decoded.
 type wire struct {
 	c          io.Reader
-	buf        []byte
+	buf        []byte // nil while a pooled wire waits with nothing buffered
+	pooled     bool   // buf is a respBufPool array
+	rc         syscall.RawConn
+	rawRead    func(fd uintptr) bool // b.readRaw, made once
+	rn         int                   // readRaw's result
+	rerr       error
 	r, d, x, w int
 	n          int64 // bytes read from c
 	mode       bodyMode
@@ -52,6 +61,90 @@ const (
 	stTrailer                   // trailer fields, up to a blank line
 	stDone                      // the body ended; what follows stays unread in buf[x:w]
 )
+
+// newPooledWire returns a wire of c in a respBufPool buffer. When c is a syscall.Conn, a wait
+// for the engine with nothing buffered gives the buffer back to the pool and takes one when
+// bytes have come: an idle open stream holds no read buffer.
+func newPooledWire(c net.Conn) wire {
+	b := wire{c: c, pooled: true}
+	b.getBuf()
+	if sc, ok := c.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			b.rc = rc
+		}
+	}
+	return b
+}
+
+// buffersHeld counts the respBufPool buffers taken and not given back.
+var buffersHeld atomic.Int64
+
+func (b *wire) getBuf() {
+	b.buf = respBufPool.Get().(*[respBufBytes]byte)[:]
+	buffersHeld.Add(1)
+}
+
+// release gives a pooled buffer back.
+func (b *wire) release() {
+	if b.pooled && b.buf != nil {
+		respBufPool.Put((*[respBufBytes]byte)(b.buf[:respBufBytes]))
+		buffersHeld.Add(-1)
+	}
+	b.buf = nil
+}
+
+// read reads once into buf[w:].
+func (b *wire) read() (int, error) {
+	if b.rc == nil || b.r != b.d || b.x != b.w {
+		return b.c.Read(b.buf[b.w:])
+	}
+	// Nothing buffered: wait for the engine without a buffer.
+	b.release()
+	b.r, b.d, b.x, b.w = 0, 0, 0, 0
+	if b.rawRead == nil {
+		b.rawRead = b.readRaw
+	}
+	b.rn, b.rerr = 0, nil
+	err := b.rc.Read(b.rawRead)
+	if b.buf == nil {
+		b.getBuf()
+	}
+	if err == nil {
+		err = b.rerr
+	}
+	n := b.rn
+	switch {
+	case err != nil:
+		nc := b.c.(net.Conn)
+		return 0, &net.OpError{Op: "read", Net: "tcp", Source: nc.LocalAddr(), Addr: nc.RemoteAddr(), Err: err}
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// readRaw is the RawConn.Read callback: it reads what the engine sent into a buffer taken
+// then, or reports (false) that nothing came yet, the buffer given back.
+func (b *wire) readRaw(fd uintptr) bool {
+	if b.buf == nil {
+		b.getBuf()
+	}
+	for {
+		n, err := syscall.Read(int(fd), b.buf)
+		switch {
+		case errors.Is(err, syscall.EINTR):
+			continue
+		case errors.Is(err, syscall.EAGAIN):
+			b.release()
+			return false
+		case err != nil:
+			b.rerr = os.NewSyscallError("read", err)
+		default:
+			b.rn = n
+		}
+		return true
+	}
+}
 
 // maxHeadBytes bounds an answer's head.
 const maxHeadBytes = 1 << 20
@@ -350,7 +443,7 @@ func (b *wire) more() error {
 			return errChunkLineLong
 		}
 	}
-	n, err := b.c.Read(b.buf[b.w:])
+	n, err := b.read()
 	b.n += int64(n)
 	b.w += n
 	if derr := b.decode(); derr != nil {

@@ -49,6 +49,7 @@ func getState(body io.Reader) *streamState {
 	st := statePool.Get().(*streamState)
 	if sr, ok := body.(httpengine.SliceReader); ok {
 		st.sse.br = sr
+		st.sse.buf = nil // not held through this generation (a plain body's, pooled with st)
 		return st
 	}
 	if st.sse.buf == nil {
