@@ -244,6 +244,12 @@ func alive(c net.Conn) bool {
 // connection is kept for the next generation; closed early, it is closed (the engine's abort
 // signal).
 func (p *Conns) Post(ctx context.Context, uri, auth string, body []byte) (*http.Response, error) {
+	return p.PostAbort(ctx, nil, uri, auth, body)
+}
+
+// PostAbort is Post with ab, when not nil, ending the request too (see Abort): a request
+// bounded by an idle watchdog needs no context of its own.
+func (p *Conns) PostAbort(ctx context.Context, ab *Abort, uri, auth string, body []byte) (*http.Response, error) {
 	for attempt := 0; ; attempt++ {
 		var c net.Conn
 		keep := false // a retry follows a detected close
@@ -271,14 +277,14 @@ func (p *Conns) Post(ctx context.Context, uri, auth string, body []byte) (*http.
 			p.stats.Dialed++
 			p.mu.Unlock()
 		}
-		resp, nread, err := p.roundTrip(ctx, c, uri, auth, body, keep)
+		resp, nread, err := p.roundTrip(ctx, ab, c, uri, auth, body, keep)
 		if err == nil {
 			if resp.Close && keep {
 				p.closesConns()
 			}
 			return resp, nil
 		}
-		if reused && nread == 0 && ctx.Err() == nil {
+		if reused && nread == 0 && ctx.Err() == nil && ab.Cause() == nil {
 			// The engine had closed the kept connection: it does not keep streamed ones.
 			p.closesConns()
 			p.mu.Lock()
@@ -292,7 +298,8 @@ func (p *Conns) Post(ctx context.Context, uri, auth string, body []byte) (*http.
 
 // roundTrip writes the request on c and reads the answer's head; nread counts the bytes of
 // the answer read. On error c is closed.
-func (p *Conns) roundTrip(ctx context.Context, c net.Conn, uri, auth string, body []byte, keep bool) (resp *http.Response, nread int64, err error) {
+func (p *Conns) roundTrip(ctx context.Context, ab *Abort, c net.Conn, uri, auth string, body []byte, keep bool) (resp *http.Response, nread int64, err error) {
+	ab.attach(c)
 	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(aLongTimeAgo) })
 	req := make([]byte, 0, 192+len(uri)+len(p.host)+len(auth)+len(body))
 	req = append(req, "POST "...)
@@ -312,15 +319,17 @@ func (p *Conns) roundTrip(ctx context.Context, c net.Conn, uri, auth string, bod
 	req = append(req, body...)
 	if _, err := c.Write(req); err != nil {
 		stop()
+		ab.detach()
 		_ = c.Close()
 		return nil, 0, err
 	}
-	cb := &connBody{p: p, c: c, stop: stop, wire: newPooledWire(c)}
+	cb := &connBody{p: p, c: c, stop: stop, ab: ab, wire: newPooledWire(c)}
 	resp, err = cb.readHead()
 	if err != nil {
 		nread = cb.n
 		cb.release()
 		stop()
+		ab.detach()
 		_ = c.Close()
 		if ctx.Err() != nil {
 			err = ctx.Err()
@@ -339,10 +348,67 @@ type connBody struct {
 	p      *Conns
 	c      net.Conn
 	stop   func() bool
+	ab     *Abort
 	keep   bool
 	closed bool
 	// complete: the caller has read the engine's final event (see Complete).
 	complete bool
+}
+
+// Abort ends a request on Conns from another goroutine (an idle watchdog): Cancel makes the
+// I/O of its connection fail at once, until its body is closed. Its zero value is ready; a nil
+// *Abort never cancels.
+type Abort struct {
+	mu    sync.Mutex
+	c     net.Conn // the request's connection, from its first write to its body's Close
+	cause error
+}
+
+// Cancel ends the request in flight, if any, with cause (the first one given is kept).
+func (a *Abort) Cancel(cause error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.cause == nil {
+		a.cause = cause
+	}
+	if a.c != nil {
+		_ = a.c.SetDeadline(aLongTimeAgo)
+	}
+}
+
+// Cause returns Cancel's cause, or nil.
+func (a *Abort) Cause() error {
+	if a == nil {
+		return nil
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.cause
+}
+
+// attach makes c the connection that Cancel ends; a request already cancelled fails at once.
+func (a *Abort) attach(c net.Conn) {
+	if a == nil {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.c = c
+	if a.cause != nil {
+		_ = c.SetDeadline(aLongTimeAgo)
+	}
+}
+
+// detach ends Cancel's hold on the connection, which may then be kept for another request;
+// false: the request was cancelled.
+func (a *Abort) detach() bool {
+	if a == nil {
+		return true
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.c = nil
+	return a.cause == nil
 }
 
 // SliceReader is an io.Reader with bufio.Reader's ReadSlice. A body from Conns.Post is one: a
@@ -398,7 +464,8 @@ func (b *connBody) Close() error {
 		return nil
 	}
 	b.closed = true
-	armed := b.stop() // false: ctx ended, the connection's deadline is spent
+	armed := b.stop()              // false: ctx ended, the connection's deadline is spent
+	armed = b.ab.detach() && armed // false: ab cancelled it
 	if b.keep && armed && b.err == nil && b.complete {
 		// The end of the body usually follows the final event within microseconds.
 		_ = b.c.SetReadDeadline(time.Now().Add(DrainWait))

@@ -474,3 +474,104 @@ func TestConnsWaitHoldsNoBuffer(t *testing.T) {
 		t.Errorf("%d buffers held after the engine's next frame, want %d", n, streams)
 	}
 }
+
+// TestConnsAbort: an Abort ends its request's connection from another goroutine, while the head
+// is awaited or the body read, is not retried, and has no hold on a connection kept after its
+// body was closed.
+func TestConnsAbort(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		if r.URL.Path == "/slow-head" {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = io.WriteString(w, "data: first\n\n")
+		if r.URL.Path == "/done" {
+			return
+		}
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	p := NewConns(srv.URL, 4)
+	defer p.CloseIdle()
+	errWhy := errors.New("why")
+
+	// A kept connection: cancelling after Close does not touch it.
+	ab := new(Abort)
+	resp, err := p.PostAbort(t.Context(), ab, "/done", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, resp); len(got) != 1 {
+		t.Fatalf("events %q", got)
+	}
+	ab.Cancel(errWhy)
+	resp, err = p.PostAbort(t.Context(), new(Abort), "/done", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, resp); len(got) != 1 {
+		t.Fatalf("events on the kept connection %q", got)
+	}
+	if s := p.Stats(); s.Reused != 1 || s.Dialed != 1 {
+		t.Fatalf("stats %+v, want 1 dial, 1 reuse", s)
+	}
+
+	// Cancelled while the body is read: the read fails, the connection is not kept.
+	ab = new(Abort)
+	resp, err = p.PostAbort(t.Context(), ab, "/", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	er := NewEventReader(resp.Body)
+	if _, data, err := er.Next(); err != nil || string(data) != "first" {
+		t.Fatalf("first event %q, %v", data, err)
+	}
+	ab.Cancel(errWhy)
+	if _, _, err := er.Next(); err == nil {
+		t.Fatal("read after Cancel succeeded")
+	}
+	_ = resp.Body.Close()
+	if !errors.Is(ab.Cause(), errWhy) {
+		t.Errorf("cause %v", ab.Cause())
+	}
+
+	// Cancelled while the head is awaited on a kept connection: the request fails and is not
+	// sent again (as it would be if the engine had closed the connection).
+	if resp, err = p.Post(t.Context(), "/done", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	reused := p.Stats().Reused
+	ab = new(Abort)
+	go func() {
+		// Cancel once the request is on its connection (attach ran): the engine saw it.
+		for {
+			ab.mu.Lock()
+			sent := ab.c != nil
+			ab.mu.Unlock()
+			if sent {
+				ab.Cancel(errWhy)
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	if resp, err := p.PostAbort(t.Context(), ab, "/slow-head", "", nil); err == nil {
+		_ = resp.Body.Close()
+		t.Fatal("cancelled request succeeded")
+	}
+	if s := p.Stats(); s.Retried != 0 || s.Reused != reused+1 {
+		t.Errorf("stats %+v: want the kept connection used, the cancelled request not sent again", s)
+	}
+}

@@ -176,14 +176,25 @@ func (r *Replica) generate(ctx context.Context, req *engine.Request, slot int, s
 		return engine.Result{}, err
 	}
 
-	reqCtx, cancel := context.WithCancelCause(ctx)
-	defer cancel(errFinished) // aborts the request (and frees the engine slot) on every early return
+	// The idle watchdog ends the request through ab on Conns, with no context of its own: a
+	// context per generation is an object, a done channel and a child in its parent's map
+	// that an open stream holds. A configured Client's request has one.
+	reqCtx, ab := ctx, (*httpengine.Abort)(nil)
+	var cancel context.CancelCauseFunc
+	if r.conns != nil {
+		ab = new(httpengine.Abort)
+		cancel = ab.Cancel
+	} else {
+		reqCtx, cancel = context.WithCancelCause(ctx)
+		defer cancel(errFinished) // aborts the request (and frees the engine slot) on every early return
+	}
 	dog := httpengine.NewWatchdog(r.idle, cancel, errIdle)
 	defer dog.Stop()
+	idle := func() bool { return errors.Is(ab.Cause(), errIdle) || errors.Is(context.Cause(reqCtx), errIdle) }
 
-	resp, err := r.postCompletion(reqCtx, body)
+	resp, err := r.postCompletion(reqCtx, ab, body)
 	if err != nil {
-		return engine.Result{}, r.transportError(ctx, reqCtx, "send completion", err)
+		return engine.Result{}, r.transportError(ctx, idle(), "send completion", err)
 	}
 	rb := resp.Body // resp (its head) is not kept for the generation
 	defer rb.Close()
@@ -203,7 +214,7 @@ func (r *Replica) generate(ctx context.Context, req *engine.Request, slot int, s
 		field, value, err := st.sse.next()
 		dog.Got()
 		if err != nil {
-			return res, r.streamReadError(ctx, reqCtx, err)
+			return res, r.streamReadError(ctx, idle(), err)
 		}
 		// Frames already buffered are read without touching the connection: stop emitting as
 		// soon as ctx ends (an emit may have cancelled it).
@@ -284,11 +295,11 @@ func completionBody(req *engine.Request, slot int) ([]byte, error) {
 // server one connection per generation, keeping them alive with servers that keep them. A
 // configured Client gets one connection per generation (a pooled one would race with that
 // close and fail the next request with EOF).
-func (r *Replica) postCompletion(ctx context.Context, body []byte) (*http.Response, error) {
+func (r *Replica) postCompletion(ctx context.Context, ab *httpengine.Abort, body []byte) (*http.Response, error) {
 	const path = "/completion"
 	if r.conns != nil {
 		if uri, ok := r.conns.RequestURI(r.base + path); ok {
-			return r.conns.Post(ctx, uri, r.auth, body)
+			return r.conns.PostAbort(ctx, ab, uri, r.auth, body)
 		}
 	}
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, r.base+path, bytes.NewReader(body))
@@ -406,11 +417,11 @@ func errorBody(b []byte) (msg, typ string) {
 }
 
 // transportError maps a failure to get a response.
-func (r *Replica) transportError(ctx, reqCtx context.Context, what string, err error) error {
+func (r *Replica) transportError(ctx context.Context, idle bool, what string, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	if errors.Is(context.Cause(reqCtx), errIdle) {
+	if idle {
 		return engine.Errorf(engine.KindDecodeTimeout, "llamacpp: %s: no answer within %v", what, r.idle)
 	}
 	if isDialError(err) {
@@ -420,11 +431,11 @@ func (r *Replica) transportError(ctx, reqCtx context.Context, what string, err e
 }
 
 // streamReadError maps a failure to read the next stream line.
-func (r *Replica) streamReadError(ctx, reqCtx context.Context, err error) error {
+func (r *Replica) streamReadError(ctx context.Context, idle bool, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	if errors.Is(context.Cause(reqCtx), errIdle) {
+	if idle {
 		return engine.Errorf(engine.KindDecodeTimeout, "llamacpp: no stream frame within %v", r.idle)
 	}
 	if errors.Is(err, errLineTooLong) {
@@ -538,7 +549,7 @@ func (r *Replica) get(ctx context.Context, path string) (*http.Response, error) 
 	resp, err := r.client.Do(hreq)
 	if err != nil {
 		timer.Stop()
-		err = r.transportError(ctx, reqCtx, "GET "+path, err)
+		err = r.transportError(ctx, errors.Is(context.Cause(reqCtx), errIdle), "GET "+path, err)
 		cancel(errFinished)
 		return nil, err
 	}
