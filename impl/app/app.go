@@ -372,6 +372,7 @@ func (a *App) Run(ctx context.Context) error {
 func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	a.ln = ln
 	close(a.ready)
+	deferred := deferAccept(ln, a.cfg.Server.ReadHeaderTimeout.D())
 	maxConns := a.cfg.Server.MaxConnections
 	if maxConns == 0 {
 		maxConns = connlimit.DefaultMax()
@@ -406,7 +407,7 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 		ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
-	a.log.Info("orchestratord listening", "addr", ln.Addr().String(), "max_connections", maxConns)
+	a.log.Info("orchestratord listening", "addr", ln.Addr().String(), "max_connections", maxConns, "defer_accept", deferred)
 
 	var err error
 	select {

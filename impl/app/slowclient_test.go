@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -462,5 +463,37 @@ func TestPausedReaderGetsEveryFrame(t *testing.T) {
 	}
 	if n := counterWith(t, d.reg, "sse_batches_written_total", "writer", "journal"); n == 0 {
 		t.Errorf("no batch written by the journal's goroutine, of %d tokens coming apart", tokens)
+	}
+}
+
+// A connection whose client sends nothing is not accepted (TCP_DEFER_ACCEPT): it holds no
+// goroutine and no buffers of the daemon's, nor a slot of server.max_connections. One opened
+// before another that is served would have been accepted first without the option.
+func TestSilentConnectionIsNotAccepted(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("TCP_DEFER_ACCEPT is Linux's")
+	}
+	// The header timeout (and so the deferral) outlasts eventually's bound: without the option,
+	// the silent connection would count until the test fails.
+	d := startFakeDaemon(t, "server: {read_header_timeout: 1m}", fake.Options{}, nil)
+	silent, err := net.Dial("tcp", d.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	c, br := d.rawConn(t, "GET /v1/pools/p1/health HTTP/1.1\r\nHost: x\r\nX-API-Key: "+testKey+"\r\n\r\n")
+	res, _ := readAnswer(t, c, br)
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("health: %d", res.StatusCode)
+	}
+	// The pool-ready checks' connections close a moment after their answers.
+	eventually(t, "one connection open (the served one)", func() bool { return d.metric(t, "http_connections_open") == 1 })
+	// Once it speaks, it is served.
+	if _, err := io.WriteString(silent, "GET /v1/pools/p1/health HTTP/1.1\r\nHost: x\r\nX-API-Key: "+testKey+"\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	res, _ = readAnswer(t, silent, bufio.NewReader(silent))
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("health on the connection that was silent: %d", res.StatusCode)
 	}
 }
