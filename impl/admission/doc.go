@@ -78,7 +78,7 @@
 // tenant's counter (Done with Settle), a withdrawal (cancel, expiry, eviction, removal: the
 // tenant's later items move up) and a new session (the tenant's order interleaves its
 // sessions) move the starts of one tenant's items. Each pool and class therefore keeps its
-// queued items in an order-statistics treap keyed by virtual start (ostree.go), as long as
+// queued items in an order-statistics B+-tree keyed by virtual start (ostree.go), as long as
 // their tenant is regular: one session queued and starts unmoved since they were keyed. A
 // tenant whose starts move is re-keyed when it has at most rekeyMax items queued, else it
 // becomes irregular until its queue empties: its items leave the tree and are counted one

@@ -3,6 +3,8 @@ package admission
 import (
 	"container/heap"
 	"math"
+	"slices"
+	"strings"
 )
 
 // earlier orders two virtual starts: a before b, counters within rounding of each other
@@ -74,6 +76,17 @@ type laneQ struct {
 	gen   uint64 // bumped when the lane is recycled: a ticket's charge names its lane's gen
 }
 
+// compact drops the sums of the items gone from l's head, rebasing the rest at 0.
+func (l *laneQ) compact() {
+	base := l.pre[l.h0]
+	k := copy(l.pre, l.pre[l.h0:])
+	l.pre = l.pre[:k]
+	for i := range l.pre {
+		l.pre[i] -= base
+	}
+	l.h0 = 0
+}
+
 // tenantQ is one tenant's queued items of one pool and class, with its counter.
 type tenantQ struct {
 	name string
@@ -81,15 +94,18 @@ type tenantQ struct {
 	// pending is the queued items' cost/weight: the tenant's last item starts at most at
 	// vtc+pending-its own.
 	pending  float64
-	n        int // queued items
-	idx      int // in fairQueue.h; -1 while not backlogged
-	lanes    map[string]*laneQ
-	lh       laneHeap // backlogged lanes, least counter first
-	lastLane float64  // counter of the lane charged last
-	laneSeq  uint64   // lanes opened
+	n        int               // queued items
+	idx      int               // in fairQueue.h; -1 while not backlogged
+	lanes    map[string]*laneQ // backlogged sessions by name, while there are two or more
+	lh       laneHeap          // backlogged lanes, least counter first
+	lastLane float64           // counter of the lane charged last
+	laneSeq  uint64            // lanes opened
 	// irr is the tenant's index in fairQueue.irr while it is irregular, else -1 (its queued
 	// items are then in fairQueue.tree).
 	irr int
+	// ord is the tenant's place in name order among its fairQueue's tenants: the heap breaks
+	// ties of counters by it, as by name, without comparing strings.
+	ord uint64
 }
 
 // fairQueue is the tenants of one pool and class. The heap holds the backlogged tenants, least
@@ -103,6 +119,8 @@ type fairQueue struct {
 	// irregular tenants, counted one by one. See tailOrder.
 	tree ostree
 	irr  []*tenantQ
+	// byName lists every tenant in name order, their ords ascending.
+	byName []*tenantQ
 }
 
 // rekeyMax is the most queued items a regular tenant re-enters into the tree when their
@@ -120,11 +138,36 @@ func (f *fairQueue) tenant(name string) *tenantQ {
 	if t == nil {
 		t = &tenantQ{name: name, idx: -1, irr: -1, lanes: map[string]*laneQ{}}
 		f.tenants[name] = t
+		f.fileByName(t)
 	}
 	return t
 }
 
-func costOf(n *node) float64 { return n.item.cost() / n.item.weight() }
+// fileByName files new tenant t in byName and gives it an ord between its neighbours', renumbering
+// all (evenly spread) when they leave no room: O(tenants), once per new tenant.
+func (f *fairQueue) fileByName(t *tenantQ) {
+	i, _ := slices.BinarySearchFunc(f.byName, t.name, func(u *tenantQ, name string) int {
+		return strings.Compare(u.name, name)
+	})
+	f.byName = slices.Insert(f.byName, i, t)
+	lo, hi := uint64(0), uint64(math.MaxUint64)
+	if i > 0 {
+		lo = f.byName[i-1].ord
+	}
+	if i+1 < len(f.byName) {
+		hi = f.byName[i+1].ord
+	}
+	if hi-lo >= 2 {
+		t.ord = lo + (hi-lo)/2
+		return
+	}
+	step := math.MaxUint64 / uint64(len(f.byName)+1)
+	for k, u := range f.byName {
+		u.ord = uint64(k+1) * step
+	}
+}
+
+func costOf(n *node) float64 { return n.cw } // n.item.cost() / n.item.weight()
 
 // push queues n behind its session's other items, lifting a tenant or session that was idle.
 func (f *fairQueue) push(n *node) {
@@ -135,9 +178,15 @@ func (f *fairQueue) push(n *node) {
 			floor = f.h[0].vtc
 		}
 		t.vtc = max(t.vtc, floor)
-		heap.Push(&f.h, t)
+		f.h.push(t)
 	}
-	l := t.lanes[n.item.Session]
+	var l *laneQ
+	switch {
+	case len(t.lh) == 1 && t.lh[0].name == n.item.Session: // the one backlogged session
+		l = t.lh[0]
+	case len(t.lh) > 1:
+		l = t.lanes[n.item.Session]
+	}
 	if l == nil {
 		floor := t.lastLane
 		if len(t.lh) > 0 {
@@ -150,8 +199,11 @@ func (f *fairQueue) push(n *node) {
 		}
 		t.laneSeq++
 		l.name, l.vtc, l.seq = n.item.Session, floor, t.laneSeq
-		t.lanes[l.name] = l
-		heap.Push(&t.lh, l)
+		if len(t.lh) > 0 { // the map is kept while two or more sessions are backlogged
+			t.lanes[t.lh[0].name] = t.lh[0]
+			t.lanes[l.name] = l
+		}
+		t.lh.push(l)
 	}
 	c := costOf(n)
 	l.q.pushBack(n)
@@ -159,6 +211,12 @@ func (f *fairQueue) push(n *node) {
 	l.tailCost = c
 	if len(l.pre) == 0 {
 		l.pre = append(l.pre, 0)
+	} else if len(l.pre) == cap(l.pre) {
+		if 16*l.h0 >= len(l.pre) {
+			l.compact() // rather than grow: a lane at a level length keeps its array
+		} else {
+			l.pre = slices.Grow(l.pre, len(l.pre)) // doubled: room for the head to move on
+		}
 	}
 	l.pre = append(l.pre, l.pre[len(l.pre)-1]+c)
 	t.pending += c
@@ -221,14 +279,8 @@ func (f *fairQueue) remove(n *node, dispatched bool) {
 	switch n {
 	case l.q.head:
 		l.h0++
-		if l.h0 >= 64 && 2*l.h0 >= len(l.pre) { // compact, rebasing the sums at 0
-			base := l.pre[l.h0]
-			k := copy(l.pre, l.pre[l.h0:])
-			l.pre = l.pre[:k]
-			for i := range l.pre {
-				l.pre[i] -= base
-			}
-			l.h0 = 0
+		if l.h0 >= 64 && 2*l.h0 >= len(l.pre) {
+			l.compact()
 		}
 	case l.q.tail:
 		l.pre = l.pre[:len(l.pre)-1]
@@ -238,8 +290,10 @@ func (f *fairQueue) remove(n *node, dispatched bool) {
 	l.q.remove(n)
 	l.pending -= c
 	if l.q.len == 0 {
-		heap.Remove(&t.lh, l.idx)
-		delete(t.lanes, l.name)
+		t.lh.remove(l.idx)
+		if len(t.lanes) > 0 {
+			delete(t.lanes, l.name)
+		}
 		l.gen++
 		l.pending, l.tailCost = 0, 0
 		l.pre, l.h0, l.stale = l.pre[:0], 0, false
@@ -256,7 +310,7 @@ func (f *fairQueue) remove(n *node, dispatched bool) {
 	}
 	n.tq, n.lq = nil, nil
 	if t.n == 0 && t.idx >= 0 {
-		heap.Remove(&f.h, t.idx)
+		f.h.remove(t.idx)
 	}
 	switch {
 	case t.n == 0 && t.irr >= 0: // regular again
@@ -280,8 +334,9 @@ func (f *fairQueue) head() *node {
 }
 
 // charge adds v (an item's cost over its weight) to t's counter, and to its session l's (nil:
-// dispatched without queueing), as the item is dispatched.
-func (f *fairQueue) charge(t *tenantQ, l *laneQ, v float64) {
+// dispatched without queueing), as the item is dispatched. leaving: it is t's last queued
+// item, about to be removed, taking t out of the heap (which need not be fixed first).
+func (f *fairQueue) charge(t *tenantQ, l *laneQ, v float64, leaving bool) {
 	if t.idx < 0 && len(f.h) > 0 { // dispatched without queueing: lift as a newcomer would be
 		t.vtc = max(t.vtc, f.h[0].vtc)
 	} else if t.idx < 0 {
@@ -289,13 +344,13 @@ func (f *fairQueue) charge(t *tenantQ, l *laneQ, v float64) {
 	}
 	t.vtc += v
 	f.last = t.vtc
-	if t.idx >= 0 {
-		heap.Fix(&f.h, t.idx)
+	if t.idx >= 0 && !leaving {
+		f.h.fix(t.idx)
 	}
 	if l != nil {
 		l.vtc += v
 		t.lastLane = l.vtc
-		heap.Fix(&t.lh, l.idx)
+		t.lh.fix(l.idx)
 	}
 }
 
@@ -309,12 +364,12 @@ func (f *fairQueue) correct(t *tenantQ, l *laneQ, gen uint64, delta float64) {
 	}
 	t.vtc += delta
 	if t.idx >= 0 {
-		heap.Fix(&f.h, t.idx)
+		f.h.fix(t.idx)
 	}
 	f.reshape(t)
 	if l != nil && l.gen == gen {
 		l.vtc += delta
-		heap.Fix(&t.lh, l.idx)
+		t.lh.fix(l.idx)
 	}
 }
 
@@ -365,9 +420,9 @@ func (f *fairQueue) tailOrder(n *node) (int, float64) {
 	case n == f.tree.last: // just inserted: its rank counts its own items before it, as does ownBefore
 		pos += f.tree.lastRank
 	case n.inTree():
-		pos += f.tree.rank(v, t.name, n.ot.seq, t)
+		pos += f.tree.rank(v, t.name, n.ot.seq, t, false)
 	default: // t's items are not in the tree
-		pos += f.tree.rank(v, t.name, math.MaxUint64, t)
+		pos += f.tree.rank(v, t.name, math.MaxUint64, t, false)
 	}
 	band := 2e-9 * max(1, v, -v)
 	for _, u := range f.irr {
@@ -387,7 +442,7 @@ func (f *fairQueue) orderOf(n *node) (int, float64) {
 		return f.order(n)
 	}
 	v := n.ot.start
-	pos := f.tree.rank(v, t.name, n.ot.seq, t)
+	pos := f.tree.rank(v, t.name, n.ot.seq, t, true) // v is n's key
 	band := 2e-9 * max(1, v, -v)
 	for _, u := range f.irr {
 		pos += u.countBefore(v, v-band, v+band, t.name)
@@ -529,8 +584,14 @@ func (h *cursorHeap) Pop() any {
 // tenantHeap orders backlogged tenants by counter, then name (deterministic ties).
 type tenantHeap []*tenantQ
 
-func (h tenantHeap) Len() int           { return len(h) }
-func (h tenantHeap) Less(i, j int) bool { return earlier(h[i].vtc, h[i].name, h[j].vtc, h[j].name) }
+func (h tenantHeap) Len() int { return len(h) }
+func (h tenantHeap) Less(i, j int) bool {
+	a, b := h[i], h[j]
+	if tied(a.vtc, b.vtc) {
+		return a.ord < b.ord // as a.name < b.name
+	}
+	return a.vtc < b.vtc
+}
 func (h tenantHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
 	h[i].idx, h[j].idx = i, j

@@ -47,39 +47,25 @@ func (f *fairQueue) tailOrderRef(n *node) (int, float64) {
 // key order, with consistent sizes, and that irr lists exactly the irregular tenants.
 func checkTree(t *testing.T, f *fairQueue) {
 	t.Helper()
-	inTree := 0
-	var prev *node
-	var walk func(n *node) int32
-	walk = func(n *node) int32 {
-		if n == nil {
-			return 0
-		}
-		sz := walk(n.ot.l)
-		if prev != nil && !keyLess(prev, n) {
-			t.Fatalf("tree out of order at %s", n.item.ID)
-		}
-		if !n.inTree() || n.tq == nil || n.tq.irr >= 0 {
-			t.Fatalf("%s in the tree of an irregular tenant", n.item.ID)
-		}
-		lo, hi := n.ot.key, n.ot.key
-		if n.ot.l != nil {
-			lo = n.ot.l.ot.lo
-		}
-		if n.ot.r != nil {
-			hi = n.ot.r.ot.hi
-		}
-		if lo != n.ot.lo || hi != n.ot.hi {
-			t.Fatalf("%s: keys [%v, %v], want [%v, %v]", n.item.ID, n.ot.lo, n.ot.hi, lo, hi)
-		}
-		prev = n
-		inTree++
-		sz += 1 + walk(n.ot.r)
-		if sz != n.ot.size {
-			t.Fatalf("size of %s is %d, want %d", n.item.ID, n.ot.size, sz)
-		}
-		return sz
+	if err := f.tree.check(); err != nil {
+		t.Fatal(err)
 	}
-	walk(f.tree.root)
+	for i, u := range f.byName {
+		if f.tenants[u.name] != u || i > 0 && (f.byName[i-1].name >= u.name || f.byName[i-1].ord >= u.ord) {
+			t.Fatalf("tenant %s at %d of byName out of name or ord order", u.name, i)
+		}
+	}
+	if len(f.byName) != len(f.tenants) {
+		t.Fatalf("byName lists %d tenants of %d", len(f.byName), len(f.tenants))
+	}
+	inTree := 0
+	for _, e := range f.tree.entries() {
+		n := e.n
+		if !n.inTree() || n.ot.bkey != e.bkey || n.ot.start != e.start || n.tq == nil || n.tq != e.tq || n.tq.irr >= 0 {
+			t.Fatalf("%s in the tree of an irregular tenant, or keyed apart from its ticket", n.item.ID)
+		}
+		inTree++
+	}
 	want := 0
 	for i, u := range f.irr {
 		if u.irr != i || u.n == 0 {

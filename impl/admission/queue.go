@@ -97,7 +97,7 @@ func (q *Queue) unlock() {
 func (q *Queue) Cancel(id string) bool {
 	q.mu.Lock()
 	defer q.unlock()
-	tk := q.st.index[id]
+	tk := q.st.index.get(id)
 	if tk == nil {
 		return false
 	}
@@ -118,7 +118,7 @@ func (q *Queue) Remove(pool string) ([]Item, error) {
 func (q *Queue) Position(id string) (pl Placement, ok bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.st.position(q.st.index[id])
+	return q.st.position(q.st.index.get(id))
 }
 
 // SetPool creates or updates pool id, then dispatches its items if it has become dispatchable
@@ -174,22 +174,27 @@ const (
 // A Ticket may be embedded in the caller's own struct and reused for another item once its
 // Wait returned an error or its Done was called.
 type Ticket struct {
-	ot    treeNode // first: a tree descent reads its first cache line; in its fairQueue's tree while queued and its tenant is regular
-	item  Item
-	pool  *pool
-	tq    *tenantQ // while queued
-	lq    *laneQ   // while queued
-	links [numLinks]link
-
-	q         *Queue
+	// What a dispatch reads and writes comes first, in the ticket's first cache lines: a
+	// queued ticket is cold when its turn comes at depth.
+	ot        treeNode // its key in its fairQueue's tree while queued and its tenant is regular
+	cw        float64  // item's cost/weight
+	prio      Priority // item.Priority
 	state     ticketState
-	replica   string        // the replica its slot is on (Assign), "" none
+	pool      *pool
+	tq        *tenantQ // while queued
+	lq        *laneQ   // while queued
+	links     [numLinks]link
 	charged   float64       // cost/weight charged to the tenant at dispatch, corrected at Done
 	chargedTo *tenantQ      // the tenant charged
 	chargedL  *laneQ        // the session charged (nil: dispatched without queueing)
 	chargedG  uint64        // chargedL's gen then
+	idHash    uint64        // the hash of item.ID in the queue's index, while queued
 	wake      chan struct{} // capacity 1: a state change out of stQueued; made once, reused
-	err       error         // why Wait gave up, for a second Wait
+
+	item    Item
+	q       *Queue
+	replica string // the replica its slot is on (Assign), "" none
+	err     error  // why Wait gave up, for a second Wait
 }
 
 // Item is a copy of the ticket's item (EnqueuedAt set).

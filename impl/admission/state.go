@@ -63,7 +63,7 @@ type state struct {
 	maxBatchWait time.Duration
 
 	pools    map[string]*pool
-	index    map[string]*Ticket   // queued items by id
+	index    idIndex              // queued items by id
 	global   [numPriorities]dlist // k = linkGlobal; admission (LRU) order across pools
 	depth    int                  // queued items
 	outcomes [numOutcomes]uint64  // cumulative
@@ -78,7 +78,7 @@ func newState(o Options) state {
 		pools:    make(map[string]*pool),
 
 		maxBatchWait: o.MaxBatchWait,
-		index:        make(map[string]*Ticket),
+		index:        newIDIndex(),
 	}
 	for c := range s.global {
 		s.global[c].k = linkGlobal
@@ -111,7 +111,8 @@ func (s *state) enqueue(q *Queue, tk *Ticket, it Item) (Admission, error) {
 	if p == nil {
 		return Admission{}, fmt.Errorf("%w: %q (item %q)", ErrUnknownPool, it.Pool, it.ID)
 	}
-	if _, dup := s.index[it.ID]; dup {
+	h := s.index.hash(it.ID)
+	if s.index.lookup(it.ID, h) != nil {
 		return Admission{}, fmt.Errorf("%w: %q", ErrDuplicate, it.ID)
 	}
 	it.EnqueuedAt = s.now()
@@ -124,6 +125,7 @@ func (s *state) enqueue(q *Queue, tk *Ticket, it Item) (Admission, error) {
 		}
 	}
 	tk.q, tk.item, tk.pool, tk.err, tk.charged, tk.chargedTo, tk.chargedL = q, it, p, nil, 0, nil, nil
+	tk.cw, tk.prio = it.cost()/it.weight(), it.Priority
 
 	// A free slot on a dispatchable pool implies nothing of that pool is queued (pump keeps it
 	// so): the item starts at once and takes no queue place.
@@ -149,7 +151,7 @@ func (s *state) enqueue(q *Queue, tk *Ticket, it Item) (Admission, error) {
 	p.q[it.Priority].pushBack(tk)
 	s.global[it.Priority].pushBack(tk)
 	p.fair[it.Priority].push(tk)
-	s.index[it.ID] = tk
+	s.index.put(tk, h)
 	s.depth++
 	s.count(Admitted, &tk.item)
 
@@ -180,13 +182,17 @@ func (s *state) makeRoom(tk *Ticket) (Item, error) {
 
 // charge charges tk's cost to its tenant's counter, as it is dispatched.
 func (s *state) charge(p *pool, tk *Ticket) {
-	f := &p.fair[tk.item.Priority]
-	tk.chargedTo, tk.chargedL = f.tenant(tk.item.Tenant), tk.lq
+	f := &p.fair[tk.prio]
+	t := tk.tq // queued: its tenant, looked up at push
+	if t == nil {
+		t = f.tenant(tk.item.Tenant)
+	}
+	tk.chargedTo, tk.chargedL = t, tk.lq
 	if tk.lq != nil {
 		tk.chargedG = tk.lq.gen
 	}
-	tk.charged = tk.item.cost() / tk.item.weight()
-	f.charge(tk.chargedTo, tk.chargedL, tk.charged)
+	tk.charged = tk.cw
+	f.charge(tk.chargedTo, tk.chargedL, tk.charged, tk.tq != nil && tk.tq.n == 1)
 }
 
 // start gives tk a free slot of p and wakes its waiter. The caller charged its tenant.
@@ -239,11 +245,10 @@ func (s *state) pump(p *pool) {
 
 // unlink takes n off every list and the index; dispatched: charged and given a slot.
 func (s *state) unlink(n *Ticket, dispatched bool) {
-	it := &n.item
-	n.pool.q[it.Priority].remove(n)
-	s.global[it.Priority].remove(n)
-	n.pool.fair[it.Priority].remove(n, dispatched)
-	delete(s.index, it.ID)
+	n.pool.q[n.prio].remove(n)
+	s.global[n.prio].remove(n)
+	n.pool.fair[n.prio].remove(n, dispatched)
+	s.index.remove(n)
 	s.depth--
 }
 
