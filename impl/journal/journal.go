@@ -235,9 +235,7 @@ func (w *watermark) advance(to uint64) {
 		close(*w.ch.Swap(&next))
 	}
 	w.mu.Unlock()
-	for _, fn := range due {
-		fn()
-	}
+	callAll(due)
 	if due != nil {
 		clear(due)
 		w.mu.Lock()
@@ -246,6 +244,36 @@ func (w *watermark) advance(to uint64) {
 		}
 		w.mu.Unlock()
 	}
+}
+
+// inlineWaiters is how many due functions the advancing goroutine calls alone: a longer list
+// (a batch of many streams' frames, whose readers write to their clients) is shared with one
+// goroutine per other processor, and the advance returns once all are called.
+const inlineWaiters = 16
+
+// callAll calls fns, sharing a long list among processors (see inlineWaiters).
+func callAll(fns []func()) {
+	parts := min(runtime.GOMAXPROCS(0), (len(fns)+inlineWaiters-1)/inlineWaiters)
+	if parts <= 1 {
+		for _, fn := range fns {
+			fn()
+		}
+		return
+	}
+	per := (len(fns) + parts - 1) / parts
+	var wg sync.WaitGroup
+	for i := per; i < len(fns); i += per {
+		part := fns[i:min(i+per, len(fns))]
+		wg.Go(func() {
+			for _, fn := range part {
+				fn()
+			}
+		})
+	}
+	for _, fn := range fns[:per] {
+		fn()
+	}
+	wg.Wait()
 }
 
 const segPrefix, segSuffix = "seg-", ".log"
@@ -613,7 +641,7 @@ func (j *Journal) Visible() (uint64, <-chan struct{}) {
 // AfterVisible arranges for fn to be called once Visible reaches seq, by the goroutine that
 // advances it, and reports true; when Visible already has, it reports false and does not call
 // fn. fn is called with no lock of the journal's held (but for a failure, below), by the
-// journal's writer or syncer: it must not block (set a flag, start a goroutine, write to a
+// journal's writer or syncer (or goroutines it shares a long list of them with, see callAll): it must not block (set a flag, start a goroutine, write to a
 // socket without waiting), nor wait for the journal. A failed journal shows
 // everything: its waiters are called then. A reader that is told instead of waiting on
 // Visible's channel needs no goroutine of its own while the journal writes.

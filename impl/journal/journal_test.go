@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -940,12 +941,13 @@ func TestAfterVisible(t *testing.T) {
 }
 
 // TestAdvanceManyWaitersAllocatesNothing: a watermark that calls many waiters per advance (a
-// write batch with many streams' frames) reuses its list of due functions.
+// write batch with many streams' frames) reuses its list of due functions (AllocsPerRun runs
+// with one processor: the list is not shared with other goroutines, see callAll).
 func TestAdvanceManyWaitersAllocatesNothing(t *testing.T) {
 	var w watermark
 	w.init()
-	called := 0
-	fn := func() { called++ }
+	var called atomic.Int32
+	fn := func() { called.Add(1) }
 	var k uint64
 	round := func() {
 		for i := range uint64(100) {
@@ -958,7 +960,25 @@ func TestAdvanceManyWaitersAllocatesNothing(t *testing.T) {
 	if allocs := testing.AllocsPerRun(20, round); allocs != 0 {
 		t.Errorf("%v allocations per advance with 100 waiters, want 0", allocs)
 	}
-	if called != 22*100 { // AllocsPerRun runs it once more, to warm up
+	if called := called.Load(); called != 22*100 { // AllocsPerRun runs it once more, to warm up
 		t.Errorf("%d calls, want %d", called, 22*100)
+	}
+}
+
+// TestCallAll: every function is called once, by the caller or by the goroutines it shares a
+// long list with, and callAll returns after the last.
+func TestCallAll(t *testing.T) {
+	for _, n := range []int{0, 1, inlineWaiters, inlineWaiters + 1, 100, 1000} {
+		counts := make([]atomic.Int32, n)
+		fns := make([]func(), n)
+		for i := range fns {
+			fns[i] = func() { counts[i].Add(1) }
+		}
+		callAll(fns)
+		for i := range counts {
+			if c := counts[i].Load(); c != 1 {
+				t.Fatalf("n=%d: function %d called %d times", n, i, c)
+			}
+		}
 	}
 }
