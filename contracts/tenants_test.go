@@ -203,6 +203,12 @@ func TestRateLimited(t *testing.T) {
 	if g, err := bob.GetTaskWithResponse(ctx, third.TaskId, nil); err != nil || g.StatusCode() != http.StatusNotFound {
 		t.Errorf("refused task: %v %d, want 404", err, g.StatusCode())
 	}
+	// A re-post of an admitted task (a client's retry) is answered as the first post was; it
+	// is no new request for the limits.
+	if r, err := bob.CreateTaskWithResponse(ctx, nil, second); err != nil || r.StatusCode() != http.StatusAccepted ||
+		r.JSON202.TaskId != second.TaskId {
+		t.Fatalf("re-post of bob's second task: %v %d %s, want its 202 again", err, r.StatusCode(), r.Body)
+	}
 
 	// max_tokens above the whole minute's tokens can never pass: 400, not a wait.
 	huge := taskReq(uuid.New())
@@ -247,10 +253,12 @@ func TestBudgetExceeded(t *testing.T) {
 	h.fake.SetGated(true)
 	ctx := h.ctx(t)
 	carol := h.as(t, carolKey)
+	var last client.TaskRequest // the body submit posted last
 	submit := func(maxTokens int32) *client.CreateTaskResponse {
 		t.Helper()
 		req := taskReq(uuid.New())
 		req.MaxTokens = maxTokens
+		last = req
 		r, err := carol.CreateTaskWithResponse(ctx, nil, req)
 		if err != nil {
 			t.Fatal(err)
@@ -269,10 +277,17 @@ func TestBudgetExceeded(t *testing.T) {
 	if b.StatusCode() != http.StatusAccepted || remaining(b) != "0" {
 		t.Fatalf("second task: %d %s, remaining %q; want 202 and 0", b.StatusCode(), b.Body, remaining(b))
 	}
+	bReq := last
 	c := submit(1)
 	if c.StatusCode() != http.StatusTooManyRequests || c.JSON429 == nil || c.JSON429.Code != client.BUDGETEXCEEDED ||
 		!c.JSON429.Retriable || remaining(c) != "0" || c.Headers429 == nil || c.Headers429.RetryAfter < 1 {
 		t.Fatalf("third task: %d %s, remaining %q; want 429 BUDGET_EXCEEDED", c.StatusCode(), c.Body, remaining(c))
+	}
+	// A re-post of the second task (a client's retry) gets its admission again: the budget it
+	// spent was its own.
+	rb, err := carol.CreateTaskWithResponse(ctx, nil, bReq)
+	if err != nil || rb.StatusCode() != http.StatusAccepted || rb.JSON202.TaskId != b.JSON202.TaskId || remaining(rb) != "0" {
+		t.Fatalf("re-post of the second task: %v %d %s, remaining %q; want its 202 again", err, rb.StatusCode(), rb.Body, remaining(rb))
 	}
 
 	h.fake.Allow(200)

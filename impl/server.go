@@ -30,6 +30,8 @@ var _ api.StrictServerInterface = (*Server)(nil)
 // Tasks is what the task handlers need from the scheduler.
 type Tasks interface {
 	Submit(ctx context.Context, spec task.Spec) (task.Admission, error)
+	// Replay answers a re-post of a task that stands admitted (ok), reserving nothing.
+	Replay(ctx context.Context, spec task.Spec) (adm task.Admission, ok bool, err error)
 	Get(ctx context.Context, id string) (task.Snapshot, error)
 	Task(id string) (*task.Task, error)
 	Cancel(ctx context.Context, id string) error

@@ -102,6 +102,14 @@ func (s *Server) admit(ctx context.Context, spec task.Spec) (task.Admission, err
 			return task.Admission{}, Errorf("FORBIDDEN", "key %q may submit %s tasks at most, not %s", key.Name, most, spec.Priority)
 		}
 	}
+	// A re-post of a task already admitted gets its admission again before any limit or budget
+	// is consulted: its first post took them, and a retry must not be refused for that.
+	if adm, ok, err := s.opts.Tasks.Replay(ctx, spec); ok {
+		if err != nil {
+			return task.Admission{}, err
+		}
+		return s.replayed(key, spec, adm), nil
+	}
 	if s.opts.Limits != nil {
 		ws, err := s.opts.Limits.Admit(key, spec.MaxTokens)
 		SetRateLimitHeaders(responseHeader(ctx), ws)
@@ -154,24 +162,35 @@ func (s *Server) admit(ctx context.Context, spec task.Spec) (task.Admission, err
 	if err != nil {
 		return task.Admission{}, err
 	}
-	if adm.Replayed {
-		// What is left now, with the first post's reservations still held.
-		if s.opts.Budgets != nil && key.TokenBudget > 0 {
-			keyLeft = s.opts.Budgets.Remaining(key)
-		}
-		sessLeft = -1
-		if info, ok := s.opts.Sessions.Get(spec.SessionID); ok && info.TokensBudgetRemaining != nil {
-			sessLeft = *info.TokensBudgetRemaining
-		}
+	if adm.Replayed { // posted again meanwhile
+		return s.replayed(key, spec, adm), nil
 	}
-	// X-Budget-Tokens-Remaining: the smaller of the key's and the session's remaining budgets.
+	return withBudgetRemaining(adm, keyLeft, sessLeft), nil
+}
+
+// replayed is the admission of a re-post, with what is left of the budgets now, the first
+// post's reservations still held.
+func (s *Server) replayed(key *tenant.Key, spec task.Spec, adm task.Admission) task.Admission {
+	keyLeft, sessLeft := int64(-1), int64(-1)
+	if s.opts.Budgets != nil && key.TokenBudget > 0 {
+		keyLeft = s.opts.Budgets.Remaining(key)
+	}
+	if info, ok := s.opts.Sessions.Get(spec.SessionID); ok && info.TokensBudgetRemaining != nil {
+		sessLeft = *info.TokensBudgetRemaining
+	}
+	return withBudgetRemaining(adm, keyLeft, sessLeft)
+}
+
+// withBudgetRemaining sets X-Budget-Tokens-Remaining: the smaller of the key's and the
+// session's remaining budgets (-1: none).
+func withBudgetRemaining(adm task.Admission, keyLeft, sessLeft int64) task.Admission {
 	adm.TokensBudgetRemaining = nil
 	for _, left := range []int64{keyLeft, sessLeft} {
 		if left >= 0 && (adm.TokensBudgetRemaining == nil || left < *adm.TokensBudgetRemaining) {
 			adm.TokensBudgetRemaining = &left
 		}
 	}
-	return adm, nil
+	return adm
 }
 
 // setBudgetRemaining sets X-Budget-Tokens-Remaining on the response (a refusal's).

@@ -538,6 +538,32 @@ func TestIdempotentSubmit(t *testing.T) {
 	close(h.eng.tokens)
 }
 
+// TestReplay: Replay answers a re-post of its owner's admitted task (again, or a conflict for
+// another body), and leaves everything else to Submit.
+func TestReplay(t *testing.T) {
+	h := newHarness(t, 4, 1, admission.Reject)
+	s := spec(admission.Interactive)
+	s.Owner, s.Fingerprint = "alice", [32]byte{1}
+	if _, ok, err := h.svc.Replay(h.ctx, s); ok || err != nil {
+		t.Fatalf("Replay of an unknown task: ok %v, err %v", ok, err)
+	}
+	h.submit(s)
+	if a, ok, err := h.svc.Replay(h.ctx, s); !ok || err != nil || !a.Replayed || a.TaskID != s.ID {
+		t.Fatalf("Replay of the task: %+v, ok %v, err %v", a, ok, err)
+	}
+	other := s
+	other.Fingerprint = [32]byte{2}
+	if _, ok, err := h.svc.Replay(h.ctx, other); !ok || !errors.Is(err, ErrConflict) {
+		t.Fatalf("Replay with another body: ok %v, err %v; want ErrConflict", ok, err)
+	}
+	stranger := s
+	stranger.Owner = "mallory"
+	if _, ok, err := h.svc.Replay(h.ctx, stranger); ok || err != nil {
+		t.Fatalf("Replay by another key: ok %v, err %v; want it left to Submit", ok, err)
+	}
+	close(h.eng.tokens)
+}
+
 // TestOwnerAndSettle: a task keeps the key that created it, and its end settles the tokens it
 // used against the max_tokens it reserved.
 func TestOwnerAndSettle(t *testing.T) {

@@ -277,6 +277,32 @@ func (s *Service) replay(ctx context.Context, t *Task, spec Spec) (Admission, er
 	return a, nil
 }
 
+// Replay answers a re-post of a task that stands admitted under spec's id: its admission again
+// (Replayed), or ErrConflict for another body. ok is false when there is no such task of
+// spec's owner (none, another key's, or one refused, which a re-post admits anew): Submit
+// then decides. It
+// reserves and counts nothing, so that a re-post is never refused for the rate or the budget
+// its first post used.
+func (s *Service) Replay(ctx context.Context, spec Spec) (_ Admission, ok bool, _ error) {
+	s.mu.Lock()
+	t, found := s.tasks[spec.ID]
+	s.mu.Unlock()
+	if !found {
+		return Admission{}, false, nil
+	}
+	if t.spec.Owner != spec.Owner {
+		return Admission{}, false, nil // another key's: admission answers as for any post of it
+	}
+	t.mu.Lock()
+	rejected := t.rejected
+	t.mu.Unlock()
+	if rejected {
+		return Admission{}, false, nil
+	}
+	adm, err := s.replay(ctx, t, spec)
+	return adm, true, err
+}
+
 // endSpan ends a span at now, with an error status when err is not nil.
 func endSpan(sp trace.Span, err error, now time.Time) {
 	if err != nil {
