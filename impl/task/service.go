@@ -284,15 +284,29 @@ func (s *Service) ReplicaBusy(poolID, replicaID string) int {
 // Depth returns the number of queued tasks.
 func (s *Service) Depth() int { return s.queue.Depth() }
 
-func (s *Service) lookup(id string) *Task {
+func (s *Service) lookup(ctx context.Context, id string) *Task {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.tasks[id]
+	t := s.tasks[id]
+	s.mu.Unlock()
+	if t == nil || s.j == nil {
+		return t
+	}
+	// A task is in the table, for a concurrent post of its id to find, from just before its
+	// admission is recorded: it is shown once that is durable, as its 202 is answered (a crash
+	// in between would take back a task somebody saw). The wait ends too when the journal
+	// fails (the admission is then undone: the task ends refused) or the caller leaves.
+	t.mu.Lock()
+	seq := t.admitSeq
+	t.mu.Unlock()
+	if seq != 0 {
+		_ = s.j.Wait(ctx, seq)
+	}
+	return t
 }
 
 // Get returns a task's snapshot.
 func (s *Service) Get(ctx context.Context, id string) (Snapshot, error) {
-	t := s.lookup(id)
+	t := s.lookup(ctx, id)
 	if t == nil {
 		return Snapshot{}, ErrNotFound
 	}
@@ -316,7 +330,7 @@ func (s *Service) Get(ctx context.Context, id string) (Snapshot, error) {
 
 // Task returns a known task, for streaming.
 func (s *Service) Task(id string) (*Task, error) {
-	t := s.lookup(id)
+	t := s.lookup(context.Background(), id)
 	if t == nil {
 		return nil, ErrNotFound
 	}

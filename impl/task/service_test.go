@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -177,6 +178,12 @@ func (r *recMeter) got() []string {
 
 func newHarness(t *testing.T, capacity, slots int, policy admission.Policy) *harness {
 	t.Helper()
+	return newHarnessWith(t, capacity, slots, policy, nil)
+}
+
+// newHarnessWith is newHarness with more options (opt changes them before the service starts).
+func newHarnessWith(t *testing.T, capacity, slots int, policy admission.Policy, opt func(*Options)) *harness {
+	t.Helper()
 	eng := newGate()
 	ss, err := session.New(session.Options{MaxTurns: 3})
 	if err != nil {
@@ -189,8 +196,12 @@ func newHarness(t *testing.T, capacity, slots int, policy admission.Policy) *har
 	fp := &fakePools{views: []pool.View{v}, rep: eng}
 	m := metrics.New(prometheus.NewRegistry())
 	meter := &recMeter{}
-	svc := mustNew(t, Options{Capacity: capacity, Policy: policy, Pools: fp,
-		Sessions: ss, Metrics: m, CancelOnDisconnect: true, Clock: clock, Meter: meter})
+	o := Options{Capacity: capacity, Policy: policy, Pools: fp,
+		Sessions: ss, Metrics: m, CancelOnDisconnect: true, Clock: clock, Meter: meter}
+	if opt != nil {
+		opt(&o)
+	}
+	svc := mustNew(t, o)
 	fp.counted = svc.ReplicaBusy
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -560,6 +571,73 @@ func TestReplay(t *testing.T) {
 	stranger.Owner = "mallory"
 	if _, ok, err := h.svc.Replay(h.ctx, stranger); ok || err != nil {
 		t.Fatalf("Replay by another key: ok %v, err %v; want it left to Submit", ok, err)
+	}
+	close(h.eng.tokens)
+}
+
+// gateJournal holds every Wait until the test opens it, and counts the waits begun.
+type gateJournal struct {
+	mu    sync.Mutex
+	seq   uint64
+	open  chan struct{}
+	waits atomic.Int32
+}
+
+func (j *gateJournal) Append(string, uint8, string, []byte, []byte) uint64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.seq++
+	return j.seq
+}
+
+func (j *gateJournal) Wait(ctx context.Context, _ uint64) error {
+	j.waits.Add(1)
+	select {
+	case <-j.open:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (j *gateJournal) Visible() (uint64, <-chan struct{}) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.seq, nil
+}
+func (j *gateJournal) Retire(string) {}
+func (j *gateJournal) Replay(func(string, uint8, string, []byte, []byte) error) error {
+	return nil
+}
+
+// TestTaskShownOnceDurable: a task is in the table from just before its admission is
+// recorded (a concurrent post of its id finds it), but a GET in that moment waits until the
+// admission is durable, as its 202 does: nobody sees a task that a crash would take back.
+func TestTaskShownOnceDurable(t *testing.T) {
+	j := &gateJournal{open: make(chan struct{})}
+	h := newHarnessWith(t, 4, 1, admission.Reject, func(o *Options) { o.Journal = j })
+	s := spec(admission.Interactive)
+	submitted := make(chan error, 1)
+	go func() { _, err := h.svc.Submit(h.ctx, s); submitted <- err }()
+	for j.waits.Load() < 1 { // the admission waits for the journal
+		runtime.Gosched()
+	}
+	got := make(chan error, 1)
+	go func() { _, err := h.svc.Get(h.ctx, s.ID); got <- err }()
+	for j.waits.Load() < 2 { // so does the GET, which cannot answer until the journal opens
+		select {
+		case err := <-got:
+			t.Fatalf("GET answered (%v) before the admission was durable", err)
+		default:
+			runtime.Gosched()
+		}
+	}
+	close(j.open)
+	if err := <-submitted; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("GET after the admission: %v", err)
 	}
 	close(h.eng.tokens)
 }

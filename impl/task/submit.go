@@ -159,6 +159,7 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (_ Admission, retErr er
 	}
 	t.appendLocked("started", startedData(adm.Position, adm.PredictedStartMs, t.poolID, t.engine), nil)
 	seq := t.spans[0].seq
+	t.admitSeq = seq
 	t.mu.Unlock()
 	s.mu.Unlock()
 	if s.j != nil {
@@ -284,10 +285,8 @@ func (s *Service) replay(ctx context.Context, t *Task, spec Spec) (Admission, er
 // reserves and counts nothing, so that a re-post is never refused for the rate or the budget
 // its first post used.
 func (s *Service) Replay(ctx context.Context, spec Spec) (_ Admission, ok bool, _ error) {
-	s.mu.Lock()
-	t, found := s.tasks[spec.ID]
-	s.mu.Unlock()
-	if !found {
+	t := s.lookup(ctx, spec.ID)
+	if t == nil {
 		return Admission{}, false, nil
 	}
 	if t.spec.Owner != spec.Owner {

@@ -217,6 +217,7 @@ type Task struct {
 
 	mu         sync.Mutex
 	rejected   bool
+	admitSeq   uint64 // the journal record a 202 waits for (0: none, or recovered)
 	status     Status
 	started    time.Time
 	firstToken time.Time
