@@ -30,6 +30,11 @@ func before(a, b float64, tie bool) bool {
 // magnitude. Plain comparisons: this runs at every heap step and position count (math.Max and
 // math.Abs handle NaN and signed zeros, which counters never are, at several times the cost).
 func tied(a, b float64) bool {
+	return within(a, b, 1e-9)
+}
+
+// within reports whether a and b differ by at most rel of the larger of their magnitudes and 1.
+func within(a, b, rel float64) bool {
 	m := 1.0
 	if a > m {
 		m = a
@@ -42,7 +47,7 @@ func tied(a, b float64) bool {
 		m = -b
 	}
 	d := a - b
-	return d <= 1e-9*m && d >= -1e-9*m
+	return d <= rel*m && d >= -rel*m
 }
 
 // Fair queueing within a pool's priority class: virtual token counters (VTC, Sheng et al.,

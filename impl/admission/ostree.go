@@ -307,21 +307,7 @@ const nearBand = 8e-9
 
 // nearPair is 1 when keys a and b differ by less than nearBand, else 0.
 func nearPair(a, b float64) int {
-	if a == b {
-		return 0
-	}
-	d, m := a-b, 1.0
-	if a > m {
-		m = a
-	} else if -a > m {
-		m = -a
-	}
-	if b > m {
-		m = b
-	} else if -b > m {
-		m = -b
-	}
-	if d <= nearBand*m && d >= -nearBand*m {
+	if a != b && within(a, b, nearBand) {
 		return 1
 	}
 	return 0

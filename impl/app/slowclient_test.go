@@ -331,13 +331,12 @@ func (l smallSendBuffers) Accept() (net.Conn, error) {
 	return c, err
 }
 
-// A client that opens a stream and never reads is dropped once a write has waited
-// stream.write_timeout, and its task is canceled (cancel on disconnect).
-func TestStalledStreamReaderIsDropped(t *testing.T) {
-	d := startFakeDaemon(t, "stream: {write_timeout: 200ms}", fake.Options{TokenDelay: 2 * time.Millisecond},
-		func(ln net.Listener) net.Listener { return smallSendBuffers{ln} })
+// streamSlowly submits a task of maxTokens tokens and asks for its stream on a connection with
+// a small socket receive buffer, whose answer it leaves unread.
+func (d *fakeDaemon) streamSlowly(t *testing.T, maxTokens int) (uuid.UUID, net.Conn) {
+	t.Helper()
 	id := uuid.New()
-	res, err := d.do("POST", "/v1/tasks", taskBody(id, 32768))
+	res, err := d.do("POST", "/v1/tasks", taskBody(id, maxTokens))
 	if err != nil || res.status != http.StatusAccepted {
 		t.Fatalf("submit: %v %d %s", err, res.status, res.body)
 	}
@@ -352,10 +351,20 @@ func TestStalledStreamReaderIsDropped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
 	if _, err := io.WriteString(c, "GET /v1/tasks/"+id.String()+"/stream HTTP/1.1\r\nHost: x\r\nX-API-Key: "+testKey+"\r\n\r\n"); err != nil {
+		_ = c.Close()
 		t.Fatal(err)
 	}
+	return id, c
+}
+
+// A client that opens a stream and never reads is dropped once a write has waited
+// stream.write_timeout, and its task is canceled (cancel on disconnect).
+func TestStalledStreamReaderIsDropped(t *testing.T) {
+	d := startFakeDaemon(t, "stream: {write_timeout: 200ms}", fake.Options{TokenDelay: 2 * time.Millisecond},
+		func(ln net.Listener) net.Listener { return smallSendBuffers{ln} })
+	id, c := d.streamSlowly(t, 32768)
+	defer c.Close()
 	var state struct{ State string }
 	eventually(t, "the task is canceled", func() bool {
 		res, err := d.do("GET", "/v1/tasks/"+id.String(), "")
@@ -414,26 +423,8 @@ func TestPausedReaderGetsEveryFrame(t *testing.T) {
 	const tokens = 3000
 	d := startFakeDaemon(t, "", fake.Options{TokenDelay: 100 * time.Microsecond},
 		func(ln net.Listener) net.Listener { return smallSendBuffers{ln} })
-	id := uuid.New()
-	res, err := d.do("POST", "/v1/tasks", taskBody(id, tokens))
-	if err != nil || res.status != http.StatusAccepted {
-		t.Fatalf("submit: %v %d %s", err, res.status, res.body)
-	}
-	dialer := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		err := rc.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
-		})
-		return errors.Join(err, serr)
-	}}
-	c, err := dialer.Dial("tcp", d.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	id, c := d.streamSlowly(t, tokens)
 	defer c.Close()
-	if _, err := io.WriteString(c, "GET /v1/tasks/"+id.String()+"/stream HTTP/1.1\r\nHost: x\r\nX-API-Key: "+testKey+"\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
 	var state struct{ State string }
 	eventually(t, "the task succeeds while its reader pauses", func() bool {
 		res, err := d.do("GET", "/v1/tasks/"+id.String(), "")
