@@ -11,7 +11,7 @@ import (
 // Cancel cancels a task: a queued one leaves the queue, a running one has its engine request
 // aborted. Cancelling a finished task changes nothing.
 func (s *Service) Cancel(ctx context.Context, id string) error {
-	t, err := s.Task(id)
+	t, err := s.task(ctx, id)
 	if err != nil {
 		return err
 	}

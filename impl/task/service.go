@@ -330,7 +330,12 @@ func (s *Service) Get(ctx context.Context, id string) (Snapshot, error) {
 
 // Task returns a known task, for streaming.
 func (s *Service) Task(id string) (*Task, error) {
-	t := s.lookup(context.Background(), id)
+	return s.task(context.Background(), id)
+}
+
+// task is Task for a caller with a context (the wait for the task's admission ends with it).
+func (s *Service) task(ctx context.Context, id string) (*Task, error) {
+	t := s.lookup(ctx, id)
 	if t == nil {
 		return nil, ErrNotFound
 	}
