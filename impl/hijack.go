@@ -292,6 +292,7 @@ func (r *sseResponse) openHijacked(w http.ResponseWriter) (st *sseStream, hijack
 		return nil, true
 	}
 	forgetResponse(w)
+	rs.respHeader = nil // net/http's header map, written: the stream's context keeps the state
 	if tr := r.s.opts.Tracer; tr != nil && trace.SpanFromContext(r.ctx).IsRecording() {
 		// The request's span ends as the handler returns, now: the stream's own covers its life.
 		_, st.span = tr.Start(r.ctx, "task.stream", trace.WithAttributes(attribute.String("task.id", r.t.ID()),
