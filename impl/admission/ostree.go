@@ -139,8 +139,8 @@ type ostree struct {
 	// at and atIdx are where insLeaf put the entry it inserted.
 	at        *leaf
 	atIdx     int
-	freeLeaf  []*leaf
-	freeInner []*inner
+	freeLeaf  freeList[leaf]
+	freeInner freeList[inner]
 }
 
 func (n *node) inTree() bool { return n.ot.in }
@@ -216,24 +216,27 @@ func (l *leaf) lowerBound(k *bkey) int {
 	return lo
 }
 
-func (o *ostree) newLeaf() *leaf {
-	if k := len(o.freeLeaf); k > 0 {
-		l := o.freeLeaf[k-1]
-		o.freeLeaf[k-1] = nil
-		o.freeLeaf = o.freeLeaf[:k-1]
-		return l
-	}
-	return new(leaf)
-}
+// freeList keeps up to maxFreeNodes cleared nodes of one kind for reuse.
+type freeList[T any] []*T
 
-func (o *ostree) newInner() *inner {
-	if k := len(o.freeInner); k > 0 {
-		x := o.freeInner[k-1]
-		o.freeInner[k-1] = nil
-		o.freeInner = o.freeInner[:k-1]
+// get returns a kept node, or a new one.
+func (f *freeList[T]) get() *T {
+	if k := len(*f); k > 0 {
+		x := (*f)[k-1]
+		(*f)[k-1] = nil
+		*f = (*f)[:k-1]
 		return x
 	}
-	return new(inner)
+	return new(T)
+}
+
+// put clears x and keeps it, unless the list is full.
+func (f *freeList[T]) put(x *T) {
+	var zero T
+	*x = zero
+	if len(*f) < maxFreeNodes {
+		*f = append(*f, x)
+	}
 }
 
 // dropLeaf unlinks l, which holds nothing, from the leaf chain and keeps it for reuse.
@@ -244,17 +247,7 @@ func (o *ostree) dropLeaf(l *leaf) {
 	if l.next != nil {
 		l.next.prev = l.prev
 	}
-	*l = leaf{}
-	if len(o.freeLeaf) < maxFreeNodes {
-		o.freeLeaf = append(o.freeLeaf, l)
-	}
-}
-
-func (o *ostree) dropInner(x *inner) {
-	*x = inner{}
-	if len(o.freeInner) < maxFreeNodes {
-		o.freeInner = append(o.freeInner, x)
-	}
+	o.freeLeaf.put(l)
 }
 
 // insert adds n with virtual start start, and sets lastRank for it (its own tenant skipped in
@@ -264,14 +257,14 @@ func (o *ostree) insert(n *node, start float64, skip *tenantQ) {
 	n.ot = treeNode{bkey: bkey{key: snap(start), name: n.item.Tenant, seq: o.seq}, start: start, in: true}
 	e := entry{bkey: n.ot.bkey, start: start, tq: n.tq, n: n}
 	if o.root == nil {
-		o.root, o.height = o.newInner(), 1
+		o.root, o.height = o.freeInner.get(), 1
 		o.root.n = 1
-		o.root.leaves[0] = o.newLeaf()
+		o.root.leaves[0] = o.freeLeaf.get()
 	}
 	rank, right, sep := o.insInner(o.root, o.height, &e)
 	if right != nil { // the root split: a new root above the two halves
 		old := o.root
-		r := o.newInner()
+		r := o.freeInner.get()
 		r.n = 2
 		r.kids[0], r.kids[1] = old, right
 		r.cnt[1] = right.total()
@@ -379,7 +372,7 @@ func (o *ostree) insInner(x *inner, h int, e *entry) (int, *inner, bkey) {
 	var right *inner
 	var rsep bkey
 	if x.n == innerCap {
-		right = o.newInner()
+		right = o.freeInner.get()
 		if pos == x.n { // appended at the end: the right half holds just the new child
 			rsep = sep
 			right.n = 1
@@ -440,7 +433,7 @@ func (o *ostree) insLeaf(l *leaf, e *entry) (int, *leaf) {
 		o.at, o.atIdx = l, i
 		return i, nil
 	}
-	r := o.newLeaf()
+	r := o.freeLeaf.get()
 	r.prev, r.next = l, l.next
 	if l.next != nil {
 		l.next.prev = r
@@ -478,13 +471,13 @@ func (o *ostree) delete(n *node) {
 	o.delInner(o.root, o.height, &n.ot.bkey)
 	switch {
 	case o.root.n == 0:
-		o.dropInner(o.root)
+		o.freeInner.put(o.root)
 		o.root, o.height = nil, 0
 	case o.height > 1 && o.root.n == 1:
 		old := o.root
 		o.root = old.kids[0]
 		o.height--
-		o.dropInner(old)
+		o.freeInner.put(old)
 	}
 	n.ot = treeNode{}
 }
@@ -525,7 +518,7 @@ func (o *ostree) delInner(x *inner, h int, k *bkey) {
 	o.delInner(c, h-1, k)
 	switch {
 	case c.n == 0:
-		o.dropInner(c)
+		o.freeInner.put(c)
 		x.removeChild(i)
 	case c.n < innerCap/4:
 		o.mergeInner(x, i)
@@ -588,7 +581,7 @@ func (o *ostree) mergeInner(x *inner, i int) {
 	copy(l.kids[l.n:], r.kids[:r.n])
 	l.n += r.n
 	x.cnt[a] += x.cnt[a+1]
-	o.dropInner(r)
+	o.freeInner.put(r)
 	x.removeChild(a + 1)
 }
 
