@@ -390,22 +390,39 @@ func (st *sseStream) shown() {
 			go st.drain()
 			return
 		}
-		if st.cur.Flushed() != nil {
-			registered, supported := st.cur.NotifyWhenShown()
-			if !supported {
-				go st.drain()
-				return
-			}
-			if !registered {
-				continue // shown in the meantime
-			}
+		again, wait := st.afterSend()
+		if wait {
+			go st.drain()
+			return
 		}
-		st.state.Store(streamIdle)
-		if !st.pending.Load() || !st.state.CompareAndSwap(streamIdle, streamRunning) {
+		if !again {
 			return
 		}
 	}
 	go st.drain()
+}
+
+// afterSend ends a round of writing: it arranges for the stream to be told when frames held
+// back for the journal are shown, and hands the stream back to idle. again: the writer goes
+// round once more (frames were shown meanwhile, or a signal came and left the round to it);
+// wait: the journal cannot tell, and the writer waits on the cursor's Flushed.
+func (st *sseStream) afterSend() (again, wait bool) {
+	if st.cur.Flushed() != nil {
+		registered, supported := st.cur.NotifyWhenShown()
+		if !supported {
+			return false, true
+		}
+		if !registered {
+			return true, false // shown in the meantime
+		}
+	}
+	st.state.Store(streamIdle)
+	// A signal between the send and the store above found the writer running and left it to
+	// this one: take it back, unless a new drain already did.
+	if !st.pending.Load() || !st.state.CompareAndSwap(streamIdle, streamRunning) {
+		return false, false
+	}
+	return true, false
 }
 
 // sendNow is send with a write that does not wait: true when everything ready went out and the
@@ -464,26 +481,18 @@ func (st *sseStream) drain() {
 			st.closeHijacked()
 			return
 		}
-		if flushed := st.cur.Flushed(); flushed != nil {
-			// Frames wait for the journal's write, a moment away. The journal calls notify once
-			// it shows them; one that cannot is waited for here (a signal, the client gone, ends
-			// the wait too).
-			registered, supported := st.cur.NotifyWhenShown()
-			if !supported {
-				select {
-				case <-flushed:
-				case <-st.cur.Wake():
-				}
-				continue
+		// Frames that wait for the journal's write, a moment away, are shown by the journal,
+		// which calls shown; where it cannot tell, they are waited for here (a signal, the
+		// client gone, ends the wait too).
+		again, wait := st.afterSend()
+		if wait {
+			select {
+			case <-st.cur.Flushed():
+			case <-st.cur.Wake():
 			}
-			if !registered {
-				continue // shown in the meantime
-			}
+			continue
 		}
-		st.state.Store(streamIdle)
-		// A signal between send and the store above found the drain running and left it to
-		// this one: take it back, unless a new drain already did.
-		if !st.pending.Load() || !st.state.CompareAndSwap(streamIdle, streamRunning) {
+		if !again {
 			return
 		}
 	}
