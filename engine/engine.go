@@ -82,6 +82,8 @@ type Result struct {
 
 // EmitFunc receives each token as it is produced. Returning an error stops the generation;
 // Generate then returns that error. The token's Text is valid only until EmitFunc returns.
+// It must not block: an HTTP adapter calls it from the poller that reads the connections of
+// many generations (engine/httpengine), so a wait in one would hold up the others.
 type EmitFunc func(Token) error
 
 // Health is a replica's health as the engine reports it.

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -299,8 +300,9 @@ func (p *Conns) PostAbort(ctx context.Context, ab *Abort, uri, auth string, body
 // roundTrip writes the request on c and reads the answer's head; nread counts the bytes of
 // the answer read. On error c is closed.
 func (p *Conns) roundTrip(ctx context.Context, ab *Abort, c net.Conn, uri, auth string, body []byte, keep bool) (resp *http.Response, nread int64, err error) {
-	ab.attach(c)
-	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(aLongTimeAgo) })
+	cb := &connBody{p: p, c: c, ab: ab, wire: newPooledWire(c)}
+	ab.attach(cb)
+	cb.stop = context.AfterFunc(ctx, cb.interrupt)
 	req := make([]byte, 0, 192+len(uri)+len(p.host)+len(auth)+len(body))
 	req = append(req, "POST "...)
 	req = append(req, uri...)
@@ -318,17 +320,17 @@ func (p *Conns) roundTrip(ctx context.Context, ab *Abort, c net.Conn, uri, auth 
 	req = append(req, "\r\n\r\n"...)
 	req = append(req, body...)
 	if _, err := c.Write(req); err != nil {
-		stop()
+		cb.release()
+		cb.stop()
 		ab.detach()
 		_ = c.Close()
 		return nil, 0, err
 	}
-	cb := &connBody{p: p, c: c, stop: stop, ab: ab, wire: newPooledWire(c)}
 	resp, err = cb.readHead()
 	if err != nil {
 		nread = cb.n
 		cb.release()
-		stop()
+		cb.stop()
 		ab.detach()
 		_ = c.Close()
 		if ctx.Err() != nil {
@@ -353,6 +355,23 @@ type connBody struct {
 	closed bool
 	// complete: the caller has read the engine's final event (see Complete).
 	complete bool
+
+	// A push read on the connection's poller (pushLines): while pushing, an abort shuts the
+	// connection's reading down, which wakes the poller.
+	pushing, aborted atomic.Bool
+	pushed           chan struct{} // the poller ended the push read
+	slot             int32         // in the poller
+	fd               int
+}
+
+// interrupt ends the request in flight: its connection's I/O fails at once (a deadline in the
+// past), and a push read ends.
+func (b *connBody) interrupt() {
+	_ = b.c.SetDeadline(aLongTimeAgo)
+	b.aborted.Store(true)
+	if b.pushing.Load() {
+		b.shutRead()
+	}
 }
 
 // Abort ends a request on Conns from another goroutine (an idle watchdog): Cancel makes the
@@ -360,7 +379,7 @@ type connBody struct {
 // *Abort never cancels.
 type Abort struct {
 	mu    sync.Mutex
-	c     net.Conn // the request's connection, from its first write to its body's Close
+	b     *connBody // the request's answer, from its first write to its Close
 	cause error
 }
 
@@ -371,8 +390,8 @@ func (a *Abort) Cancel(cause error) {
 	if a.cause == nil {
 		a.cause = cause
 	}
-	if a.c != nil {
-		_ = a.c.SetDeadline(aLongTimeAgo)
+	if a.b != nil {
+		a.b.interrupt()
 	}
 }
 
@@ -386,16 +405,16 @@ func (a *Abort) Cause() error {
 	return a.cause
 }
 
-// attach makes c the connection that Cancel ends; a request already cancelled fails at once.
-func (a *Abort) attach(c net.Conn) {
+// attach makes b the answer that Cancel ends; a request already cancelled fails at once.
+func (a *Abort) attach(b *connBody) {
 	if a == nil {
 		return
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.c = c
+	a.b = b
 	if a.cause != nil {
-		_ = c.SetDeadline(aLongTimeAgo)
+		b.interrupt()
 	}
 }
 
@@ -407,7 +426,7 @@ func (a *Abort) detach() bool {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.c = nil
+	a.b = nil
 	return a.cause == nil
 }
 
@@ -441,7 +460,7 @@ const DrainWait = 250 * time.Millisecond
 
 func (b *connBody) Read(buf []byte) (int, error) {
 	if b.closed {
-		return 0, errors.New("read on a closed body")
+		return 0, errClosedBody
 	}
 	return b.wire.Read(buf)
 }
@@ -450,7 +469,7 @@ func (b *connBody) Read(buf []byte) (int, error) {
 // until the next read or Close.
 func (b *connBody) ReadSlice(delim byte) ([]byte, error) {
 	if b.closed {
-		return nil, errors.New("read on a closed body")
+		return nil, errClosedBody
 	}
 	return b.wire.ReadSlice(delim)
 }

@@ -558,7 +558,7 @@ func TestConnsAbort(t *testing.T) {
 		// Cancel once the request is on its connection (attach ran): the engine saw it.
 		for {
 			ab.mu.Lock()
-			sent := ab.c != nil
+			sent := ab.b != nil
 			ab.mu.Unlock()
 			if sent {
 				ab.Cancel(errWhy)

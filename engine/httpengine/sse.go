@@ -18,9 +18,14 @@ var ErrEventTooLong = errors.New("stream event longer than 8 MiB")
 // the last event was complete up to its last line). The "event:" field is kept; id:, retry: and
 // comments are ignored.
 type EventReader struct {
-	br   SliceReader // a SliceReader body itself, or a bufio.Reader of the body
-	data []byte
-	name []byte
+	br      SliceReader // a SliceReader body itself, or a bufio.Reader of the body
+	data    []byte
+	name    []byte
+	hasData bool
+	long    []byte // a line longer than br's buffer
+
+	fn     func(name, data []byte) (bool, error) // Each's
+	onLine func([]byte) (bool, error)            // r.eachLine, made once
 }
 
 // eventBufBytes is an EventReader's buffer: a streamed chunk is a few hundred bytes, and
@@ -40,78 +45,87 @@ func NewEventReader(r io.Reader) *EventReader {
 // valid until the next call. At a clean end of the body it returns io.EOF; a body cut inside a
 // line gives io.ErrUnexpectedEOF.
 func (r *EventReader) Next() (name, data []byte, err error) {
-	r.data, r.name = r.data[:0], r.name[:0]
-	hasData := false
+	r.data, r.name, r.hasData = r.data[:0], r.name[:0], false
 	for {
-		line, err := r.readLine()
+		line, err := ReadLine(r.br, MaxEventBytes, ErrEventTooLong, &r.long)
 		if err != nil {
-			if errors.Is(err, io.EOF) && hasData {
+			if errors.Is(err, io.EOF) && r.hasData {
 				return r.name, r.data, nil
 			}
 			return nil, nil, err
 		}
-		if len(line) == 0 {
-			if hasData {
-				return r.name, r.data, nil
-			}
-			r.name = r.name[:0]
-			continue
-		}
-		if line[0] == ':' {
-			continue
-		}
-		field, value := line, []byte(nil)
-		if i := bytes.IndexByte(line, ':'); i >= 0 {
-			field, value = line[:i], line[i+1:]
-			if len(value) > 0 && value[0] == ' ' {
-				value = value[1:]
-			}
-		}
-		switch string(field) {
-		case "data":
-			if hasData {
-				r.data = append(r.data, '\n')
-			}
-			if len(r.data)+len(value) > MaxEventBytes {
-				return nil, nil, ErrEventTooLong
-			}
-			r.data = append(r.data, value...)
-			hasData = true
-		case "event":
-			r.name = append(r.name[:0], value...)
+		if ev, err := r.line(line); err != nil {
+			return nil, nil, err
+		} else if ev {
+			return r.name, r.data, nil
 		}
 	}
 }
 
-// readLine returns one line without its end ("\n" or "\r\n"), bounded by MaxEventBytes.
-func (r *EventReader) readLine() ([]byte, error) {
-	line, err := r.br.ReadSlice('\n')
-	if err == nil {
-		return trimEOL(line), nil
+// Each calls fn with each event's name and data (as Next returns them) until fn stops (true)
+// or fails, or the body ends. It returns nil when fn stopped, fn's error, or the body's, as
+// Next: io.EOF at a clean end. A body from Conns.Post pushes its lines (see EachLine): a wait
+// for the engine costs one read system call instead of two.
+func (r *EventReader) Each(fn func(name, data []byte) (stop bool, err error)) error {
+	r.data, r.name, r.hasData = r.data[:0], r.name[:0], false
+	if r.onLine == nil {
+		r.onLine = r.eachLine
 	}
-	if !errors.Is(err, bufio.ErrBufferFull) {
-		if errors.Is(err, io.EOF) && len(line) > 0 {
-			return nil, io.ErrUnexpectedEOF
-		}
-		return nil, err
-	}
-	long := append([]byte(nil), line...)
-	for {
-		line, err = r.br.ReadSlice('\n')
-		if len(long)+len(line) > MaxEventBytes {
-			return nil, ErrEventTooLong
-		}
-		long = append(long, line...)
-		switch {
-		case err == nil:
-			return trimEOL(long), nil
-		case errors.Is(err, bufio.ErrBufferFull):
-		case errors.Is(err, io.EOF):
-			return nil, io.ErrUnexpectedEOF
-		default:
-			return nil, err
+	r.fn = fn
+	defer func() { r.fn = nil }()
+	err := EachLine(r.br, MaxEventBytes, ErrEventTooLong, &r.long, r.onLine)
+	if errors.Is(err, io.EOF) && r.hasData { // the last event, complete up to its last line
+		if stop, ferr := fn(r.name, r.data); stop || ferr != nil {
+			return ferr
 		}
 	}
+	return err
+}
+
+// eachLine is Each's line callback.
+func (r *EventReader) eachLine(line []byte) (bool, error) {
+	ev, err := r.line(line)
+	if err != nil || !ev {
+		return false, err
+	}
+	stop, err := r.fn(r.name, r.data)
+	r.data, r.name, r.hasData = r.data[:0], r.name[:0], false
+	return stop, err
+}
+
+// line takes one line of the stream; true: it ended an event, in r.name and r.data.
+func (r *EventReader) line(line []byte) (bool, error) {
+	if len(line) == 0 {
+		if r.hasData {
+			return true, nil
+		}
+		r.name = r.name[:0]
+		return false, nil
+	}
+	if line[0] == ':' {
+		return false, nil
+	}
+	field, value := line, []byte(nil)
+	if i := bytes.IndexByte(line, ':'); i >= 0 {
+		field, value = line[:i], line[i+1:]
+		if len(value) > 0 && value[0] == ' ' {
+			value = value[1:]
+		}
+	}
+	switch string(field) {
+	case "data":
+		if r.hasData {
+			r.data = append(r.data, '\n')
+		}
+		if len(r.data)+len(value) > MaxEventBytes {
+			return false, ErrEventTooLong
+		}
+		r.data = append(r.data, value...)
+		r.hasData = true
+	case "event":
+		r.name = append(r.name[:0], value...)
+	}
+	return false, nil
 }
 
 func trimEOL(line []byte) []byte {

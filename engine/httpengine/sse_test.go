@@ -24,18 +24,10 @@ func TestEventReader(t *testing.T) {
 		{"line over the bound", "data: " + strings.Repeat("x", MaxEventBytes) + "\n\n", nil, ErrEventTooLong},
 		{"event over the bound", strings.Repeat("data: "+strings.Repeat("x", 1<<20)+"\n", 9) + "\n", nil, ErrEventTooLong},
 	} {
-		t.Run(tt.name, func(t *testing.T) {
-			r := NewEventReader(strings.NewReader(tt.body))
-			var got []ev
-			for {
-				name, data, err := r.Next()
-				if err != nil {
-					if !errors.Is(err, tt.err) {
-						t.Fatalf("error %v, want %v", err, tt.err)
-					}
-					break
-				}
-				got = append(got, ev{string(name), string(data)})
+		check := func(t *testing.T, got []ev, err error) {
+			t.Helper()
+			if !errors.Is(err, tt.err) {
+				t.Fatalf("error %v, want %v", err, tt.err)
 			}
 			if len(got) != len(tt.want) {
 				t.Fatalf("events %q, want %q", got, tt.want)
@@ -45,6 +37,37 @@ func TestEventReader(t *testing.T) {
 					t.Fatalf("events %q, want %q", got, tt.want)
 				}
 			}
+		}
+		t.Run(tt.name+"/Next", func(t *testing.T) {
+			r := NewEventReader(strings.NewReader(tt.body))
+			var got []ev
+			for {
+				name, data, err := r.Next()
+				if err != nil {
+					check(t, got, err)
+					return
+				}
+				got = append(got, ev{string(name), string(data)})
+			}
+		})
+		each := func(t *testing.T, r *EventReader) {
+			var got []ev
+			err := r.Each(func(name, data []byte) (bool, error) {
+				got = append(got, ev{string(name), string(data)})
+				return false, nil
+			})
+			check(t, got, err)
+		}
+		t.Run(tt.name+"/Each", func(t *testing.T) { each(t, NewEventReader(strings.NewReader(tt.body))) })
+		t.Run(tt.name+"/Each of a Conns answer", func(t *testing.T) {
+			p := NewConns(rawEngine(t, []string{tt.body}, nil), 1)
+			defer p.CloseIdle()
+			resp, err := p.Post(t.Context(), "/", "", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			each(t, NewEventReader(resp.Body))
 		})
 	}
 }
@@ -60,17 +83,30 @@ func FuzzEventReader(f *testing.F) {
 	f.Add([]byte(": c\nevent: e\ndata:1\ndata: 2\n\n\n"), "")
 	f.Fuzz(func(t *testing.T, body []byte, payload string) {
 		r := NewEventReader(bytes.NewReader(body))
+		var next []string
+		var nextErr error
 		for range len(body) + 1 {
-			_, data, err := r.Next()
+			name, data, err := r.Next()
 			if err != nil {
 				if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, ErrEventTooLong) {
 					t.Fatalf("unexpected error %v", err)
 				}
+				nextErr = err
 				break
 			}
 			if len(data) > MaxEventBytes {
 				t.Fatalf("event of %d bytes", len(data))
 			}
+			next = append(next, string(name)+"\x00"+string(data))
+		}
+		// Each hands out the events Next returns, and ends the same way.
+		var each []string
+		err := NewEventReader(bytes.NewReader(body)).Each(func(name, data []byte) (bool, error) {
+			each = append(each, string(name)+"\x00"+string(data))
+			return false, nil
+		})
+		if !errors.Is(err, nextErr) || strings.Join(each, "\x01") != strings.Join(next, "\x01") || len(each) != len(next) {
+			t.Fatalf("Each: %q, %v\nNext: %q, %v", each, err, next, nextErr)
 		}
 		// Round trip: payload written as data lines comes back as one event.
 		lines := strings.Split(strings.ReplaceAll(payload, "\r", ""), "\n")

@@ -41,6 +41,16 @@ type wire struct {
 	left       int64 // chunked: bytes left in the current chunk; length: in the body
 	excess     int64 // chunked: framing beyond what the data justifies (as net/http counts it)
 	err        error // the body's error once its buffered bytes are returned: io.EOF at its end
+
+	// A push read of the body's lines (eachLine): the callback, the bound of a line, the
+	// caller's buffer for lines longer than buf, and the outcome once the read is over.
+	lines    func(line []byte) (stop bool, err error)
+	lineMax  int
+	tooLong  error
+	long     *[]byte
+	inLong   bool // a line's first part is in *long
+	linesEnd bool // the push read is over: linesErr says why (nil: lines stopped it)
+	linesErr error
 }
 
 type bodyMode uint8
@@ -516,3 +526,117 @@ func (b *wire) ReadSlice(delim byte) ([]byte, error) {
 
 // ended reports whether the body was read to its end with nothing after it.
 func (b *wire) ended() bool { return errors.Is(b.err, io.EOF) && b.r == b.d && b.x == b.w }
+
+// eachLine calls fn with each line of the body, without its end ("\n" or "\r\n"), until fn
+// stops (true) or fails, or the body ends. A line is a view of the buffer (or of *long, where
+// a line longer than the buffer is assembled, up to max bytes), valid during the call.
+//
+// It returns nil when fn stopped, fn's error, or the body's: io.EOF at its end after a whole
+// line, io.ErrUnexpectedEOF inside one, tooLong for a line over max, or the read's error.
+//
+// Once the lines buffered are handed out, push (when not nil) may take the rest of the read
+// over (a poller: see connBody.pushLines); false, the caller's goroutine reads on.
+func (b *wire) eachLine(maxLen int, tooLong error, long *[]byte, fn func(line []byte) (stop bool, err error), push func() bool) error {
+	b.lines, b.lineMax, b.tooLong, b.long = fn, maxLen, tooLong, long
+	b.inLong, b.linesEnd, b.linesErr = false, false, nil
+	defer func() { b.lines, b.long = nil, nil }()
+	if b.settle() || push != nil && push() {
+		return b.linesErr
+	}
+	for {
+		if err := b.room(); err != nil {
+			return err
+		}
+		n, err := b.read()
+		if b.took(n, err) {
+			return b.linesErr
+		}
+	}
+}
+
+// room makes room in the buffer for a read: it compacts it, and moves a partial line that
+// fills it to *long.
+func (b *wire) room() error {
+	if b.w < len(b.buf) {
+		return nil
+	}
+	b.compact()
+	if b.w < len(b.buf) {
+		return nil
+	}
+	if b.d == b.r {
+		return errChunkLineLong // undecoded framing fills the buffer
+	}
+	if !b.inLong {
+		*b.long = (*b.long)[:0]
+		b.inLong = true
+	}
+	if len(*b.long)+b.d-b.r > b.lineMax {
+		return b.tooLong
+	}
+	*b.long = append(*b.long, b.buf[b.r:b.d]...)
+	b.r = b.d
+	b.compact()
+	return nil
+}
+
+// took decodes n bytes read, with the read's error, then hands out the lines (settle); true:
+// the push read is over.
+func (b *wire) took(n int, err error) bool {
+	b.n += int64(n)
+	b.w += n
+	if derr := b.decode(); derr != nil {
+		err = derr
+	} else {
+		switch {
+		case err == nil || b.st == stDone:
+			err = nil
+		case errors.Is(err, io.EOF) && b.mode == bodyToEOF:
+			b.st, err = stDone, nil
+		case errors.Is(err, io.EOF):
+			err = io.ErrUnexpectedEOF
+		}
+	}
+	if err != nil {
+		b.err = err
+	}
+	return b.settle()
+}
+
+// settle hands the complete lines buffered to the callback, then reports whether the push
+// read is over: the callback stopped or failed, or the body ended or failed.
+func (b *wire) settle() bool {
+	for {
+		i := bytes.IndexByte(b.buf[b.r:b.d], '\n')
+		if i < 0 {
+			break
+		}
+		line := b.buf[b.r : b.r+i+1]
+		b.r += i + 1
+		if b.inLong {
+			if len(*b.long)+len(line) > b.lineMax {
+				b.linesEnd, b.linesErr = true, b.tooLong
+				return true
+			}
+			*b.long = append(*b.long, line...)
+			line = *b.long
+			b.inLong = false
+		}
+		if stop, err := b.lines(trimEOL(line)); stop || err != nil {
+			b.linesEnd, b.linesErr = true, err
+			return true
+		}
+	}
+	err := b.err
+	if err == nil && b.st == stDone {
+		b.err, err = io.EOF, io.EOF
+	}
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, io.EOF) && (b.r < b.d || b.inLong) {
+		err = io.ErrUnexpectedEOF // the body ended inside a line
+	}
+	b.linesEnd, b.linesErr = true, err
+	return true
+}

@@ -207,53 +207,73 @@ func (r *Replica) generate(ctx context.Context, req *engine.Request, slot int, s
 
 	st := getState(rb)
 	defer putState(st)
-	f := &st.f
-	var res engine.Result
-	for {
-		dog.Wait()
-		field, value, err := st.sse.next()
-		dog.Got()
-		if err != nil {
-			return res, r.streamReadError(ctx, idle(), err)
-		}
-		// Frames already buffered are read without touching the connection: stop emitting as
-		// soon as ctx ends (an emit may have cancelled it).
-		if err := ctx.Err(); err != nil {
-			return res, err
-		}
-		switch string(field) {
-		case "data":
-			if string(value) == "[DONE]" { // OpenAI-style terminator; /completion does not send it
-				continue
-			}
-			if err := st.dec.decode(value, f); err != nil {
-				return res, malformedStream("frame", err)
-			}
-		case "error":
-			if err := st.dec.decodeError(value, f); err != nil {
-				return res, malformedStream("error", err)
-			}
-		default: // event:, id:, retry: and unknown fields carry nothing for us
-			continue
-		}
-		if f.hasError {
-			return res, frameError(f)
-		}
-		if len(f.content) > 0 || (!f.stop && f.nTokens > 0) {
-			// The text is a view into the decoder's input or scratch, valid until the next frame.
-			if err := emit(engine.Token{Text: f.content, Index: res.TokensOut}); err != nil {
-				return res, err
-			}
-			res.TokensOut++
-		}
-		if !f.stop {
-			continue
-		}
-		fillResult(&res, f)
-		*served = f.idSlot
-		httpengine.Complete(rb) // keep the connection if the body ends here
-		return res, nil
+	st.ctx, st.dog, st.emit = ctx, dog, emit
+	if err := st.sse.each(st.onLine); err != nil {
+		return st.res, r.streamReadError(ctx, idle(), err)
 	}
+	if st.err != nil {
+		return st.res, st.err
+	}
+	res := st.res
+	fillResult(&res, &st.f)
+	*served = st.f.idSlot
+	httpengine.Complete(rb) // keep the connection if the body ends here
+	return res, nil
+}
+
+// line handles one line of the stream (streamState.onLine): it decodes a frame and emits its
+// token. It stops (true) at the final frame, or with st.err at a failure, an engine's error
+// or the end of st.ctx.
+func (st *streamState) line(line []byte) (bool, error) {
+	st.dog.Got()
+	field, value, ok := splitField(line)
+	if !ok {
+		st.dog.Wait()
+		return false, nil
+	}
+	// Frames already buffered are handled without touching the connection: stop emitting as
+	// soon as ctx ends (an emit may have cancelled it).
+	if err := st.ctx.Err(); err != nil {
+		st.err = err
+		return true, nil
+	}
+	f := &st.f
+	switch string(field) {
+	case "data":
+		if string(value) == "[DONE]" { // OpenAI-style terminator; /completion does not send it
+			st.dog.Wait()
+			return false, nil
+		}
+		if err := st.dec.decode(value, f); err != nil {
+			st.err = malformedStream("frame", err)
+			return true, nil
+		}
+	case "error":
+		if err := st.dec.decodeError(value, f); err != nil {
+			st.err = malformedStream("error", err)
+			return true, nil
+		}
+	default: // event:, id:, retry: and unknown fields carry nothing for us
+		st.dog.Wait()
+		return false, nil
+	}
+	if f.hasError {
+		st.err = frameError(f)
+		return true, nil
+	}
+	if len(f.content) > 0 || (!f.stop && f.nTokens > 0) {
+		// The text is a view into the decoder's input or scratch, valid until the next frame.
+		if err := st.emit(engine.Token{Text: f.content, Index: st.res.TokensOut}); err != nil {
+			st.err = err
+			return true, nil
+		}
+		st.res.TokensOut++
+	}
+	if f.stop {
+		return true, nil
+	}
+	st.dog.Wait()
+	return false, nil
 }
 
 // notEventStream and malformedStream word protocol errors. They are kept out of generate, as

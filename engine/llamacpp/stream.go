@@ -3,10 +3,12 @@ package llamacpp
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"sync"
 
+	"github.com/orchestratord/orchestratord/engine"
 	"github.com/orchestratord/orchestratord/engine/httpengine"
 )
 
@@ -35,6 +37,14 @@ type streamState struct {
 	sse sseReader
 	dec frameDecoder
 	f   frame
+
+	// The generation's, for the pushed lines (line): set by generate, cleared by putState.
+	ctx    context.Context
+	dog    *httpengine.Watchdog
+	emit   engine.EmitFunc
+	res    engine.Result
+	err    error                      // why line stopped before the final frame
+	onLine func([]byte) (bool, error) // st.line, made once
 }
 
 // readBufBytes is the stream reader's buffer for a body that has none (a Conns answer reads
@@ -43,7 +53,11 @@ type streamState struct {
 // generation waiting for its next token holds it, so it is not 4 KiB.
 const readBufBytes = 1024
 
-var statePool = sync.Pool{New: func() any { return new(streamState) }}
+var statePool = sync.Pool{New: func() any {
+	st := new(streamState)
+	st.onLine = st.line
+	return st
+}}
 
 func getState(body io.Reader) *streamState {
 	st := statePool.Get().(*streamState)
@@ -72,6 +86,7 @@ func putState(st *streamState) {
 		st.dec.scratch = nil
 	}
 	st.f = frame{}
+	st.ctx, st.dog, st.emit, st.res, st.err = nil, nil, nil, engine.Result{}, nil
 	statePool.Put(st)
 }
 
@@ -80,59 +95,34 @@ func putState(st *streamState) {
 // the body it returns io.EOF; a body that ends inside a line gives io.ErrUnexpectedEOF.
 func (r *sseReader) next() (field, value []byte, err error) {
 	for {
-		line, err := r.readLine()
+		line, err := httpengine.ReadLine(r.br, maxLineBytes, errLineTooLong, &r.long)
 		if err != nil {
 			return nil, nil, err
 		}
-		if len(line) == 0 || line[0] == ':' {
-			continue
-		}
-		i := bytes.IndexByte(line, ':')
-		if i < 0 {
-			return line, nil, nil
-		}
-		field, value = line[:i], line[i+1:]
-		if len(value) > 0 && value[0] == ' ' {
-			value = value[1:]
-		}
-		return field, value, nil
-	}
-}
-
-func (r *sseReader) readLine() ([]byte, error) {
-	line, err := r.br.ReadSlice('\n')
-	switch {
-	case err == nil:
-		return trimEOL(line), nil
-	case errors.Is(err, bufio.ErrBufferFull):
-	case errors.Is(err, io.EOF) && len(line) > 0:
-		return nil, io.ErrUnexpectedEOF
-	default:
-		return nil, err
-	}
-	r.long = append(r.long[:0], line...)
-	for {
-		line, err = r.br.ReadSlice('\n')
-		if len(r.long)+len(line) > maxLineBytes {
-			return nil, errLineTooLong
-		}
-		r.long = append(r.long, line...)
-		switch {
-		case err == nil:
-			return trimEOL(r.long), nil
-		case errors.Is(err, bufio.ErrBufferFull):
-		case errors.Is(err, io.EOF):
-			return nil, io.ErrUnexpectedEOF
-		default:
-			return nil, err
+		if field, value, ok := splitField(line); ok {
+			return field, value, nil
 		}
 	}
 }
 
-func trimEOL(line []byte) []byte {
-	line = line[:len(line)-1] // '\n'
-	if n := len(line); n > 0 && line[n-1] == '\r' {
-		line = line[:n-1]
+// each calls fn with each field line (see next) until fn stops or fails or the body ends, as
+// httpengine.EachLine: a Conns answer pushes its lines, with one read per wait for the engine.
+func (r *sseReader) each(fn func(line []byte) (stop bool, err error)) error {
+	return httpengine.EachLine(r.br, maxLineBytes, errLineTooLong, &r.long, fn)
+}
+
+// splitField splits a field line into its name and value; !ok for a blank line or a comment.
+func splitField(line []byte) (field, value []byte, ok bool) {
+	if len(line) == 0 || line[0] == ':' {
+		return nil, nil, false
 	}
-	return line
+	i := bytes.IndexByte(line, ':')
+	if i < 0 {
+		return line, nil, true
+	}
+	field, value = line[:i], line[i+1:]
+	if len(value) > 0 && value[0] == ' ' {
+		value = value[1:]
+	}
+	return field, value, true
 }

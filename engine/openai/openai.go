@@ -185,40 +185,38 @@ func (r *Replica) generate(ctx context.Context, req engine.Request, emit engine.
 		return engine.Result{}, engine.Errorf(engine.KindProtocol, "openai: %s answered %q, want text/event-stream", path, ct)
 	}
 
-	ev := httpengine.NewEventReader(resp.Body)
 	var res engine.Result
-	var text []byte // the token text handed to emit
-	finished := false
-	for {
-		call.Rearm()
-		name, data, err := ev.Next()
+	var text []byte  // the token text handed to emit
+	var failed error // why the callback stopped the stream early
+	finished, done := false, false
+	call.Rearm()
+	err = httpengine.NewEventReader(resp.Body).Each(func(name, data []byte) (bool, error) {
 		call.Pause()
-		if err != nil {
-			if errors.Is(err, io.EOF) && finished && ctx.Err() == nil {
-				break // a server that ends without [DONE] after a finish_reason
-			}
-			return res, call.StreamError(err)
-		}
 		if err := ctx.Err(); err != nil {
-			return res, err
+			failed = err
+			return true, nil
 		}
 		c, derr := decodeChunk(data)
-		if derr != nil {
-			return res, engine.Errorf(engine.KindProtocol, "openai: %v", derr)
+		switch {
+		case derr != nil:
+			failed = engine.Errorf(engine.KindProtocol, "openai: %v", derr)
+		case string(name) == "error" && !c.hasError:
+			failed = engine.Errorf(engine.KindEngineFailure, "openai: engine error event: %.512s", data)
+		case c.hasError:
+			failed = chunkError(c)
 		}
-		if string(name) == "error" && !c.hasError {
-			return res, engine.Errorf(engine.KindEngineFailure, "openai: engine error event: %.512s", data)
-		}
-		if c.hasError {
-			return res, chunkError(c)
+		if failed != nil {
+			return true, nil
 		}
 		if c.done {
-			break
+			done = true
+			return true, nil
 		}
 		if c.text != "" {
 			text = append(text[:0], c.text...) // a view for emit, reused for the next chunk
 			if err := emit(engine.Token{Text: text, Index: res.TokensOut}); err != nil {
-				return res, err
+				failed = err
+				return true, nil
 			}
 			res.TokensOut++
 		}
@@ -232,6 +230,18 @@ func (r *Replica) generate(ctx context.Context, req engine.Request, emit engine.
 				res.TokensOut = c.completionTokens
 			}
 		}
+		call.Rearm()
+		return false, nil
+	})
+	call.Pause()
+	switch {
+	case failed != nil:
+		return res, failed
+	case done:
+	case errors.Is(err, io.EOF) && finished && ctx.Err() == nil:
+		// a server that ends without [DONE] after a finish_reason
+	default:
+		return res, call.StreamError(err)
 	}
 	if !finished {
 		return res, engine.Errorf(engine.KindWorkerReset, "openai: stream ended without a finish_reason")

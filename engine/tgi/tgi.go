@@ -138,43 +138,55 @@ func (r *Replica) generate(ctx context.Context, req engine.Request, emit engine.
 		return engine.Result{}, engine.Errorf(engine.KindProtocol, "tgi: %s answered %q, want text/event-stream", path, ct)
 	}
 
-	ev := httpengine.NewEventReader(resp.Body)
 	var res engine.Result
-	var text []byte // the token text handed to emit
-	for {
-		call.Rearm()
-		_, data, err := ev.Next()
+	var text []byte  // the token text handed to emit
+	var failed error // why the callback stopped the stream before its final frame
+	final := false
+	call.Rearm()
+	err = httpengine.NewEventReader(resp.Body).Each(func(_, data []byte) (bool, error) {
 		call.Pause()
-		if err != nil {
-			return res, call.StreamError(err)
-		}
 		if err := ctx.Err(); err != nil {
-			return res, err
+			failed = err
+			return true, nil
 		}
 		f, derr := decodeFrame(data)
 		if derr != nil {
-			return res, engine.Errorf(engine.KindProtocol, "tgi: %v", derr)
+			failed = engine.Errorf(engine.KindProtocol, "tgi: %v", derr)
+			return true, nil
 		}
 		if f.hasError {
-			return res, frameError(f.errType, f.errMsg)
+			failed = frameError(f.errType, f.errMsg)
+			return true, nil
 		}
 		if !f.special {
 			text = append(text[:0], f.text...) // a view for emit, reused for the next frame
 			if err := emit(engine.Token{Text: text, Index: res.TokensOut}); err != nil {
-				return res, err
+				failed = err
+				return true, nil
 			}
 			res.TokensOut++
 		}
 		if f.final {
+			final = true
 			res.Stop = stopReason(f.finishReason)
 			if f.generatedTokens > 0 {
 				res.TokensOut = f.generatedTokens
 			}
 			res.TokensIn = f.inputLength
-			httpengine.Complete(resp.Body) // keep the connection if the body ends here
-			return res, nil
+			return true, nil
 		}
+		call.Rearm()
+		return false, nil
+	})
+	call.Pause()
+	switch {
+	case failed != nil:
+		return res, failed
+	case !final:
+		return res, call.StreamError(err)
 	}
+	httpengine.Complete(resp.Body) // keep the connection if the body ends here
+	return res, nil
 }
 
 // stopReason maps TGI's finish_reason.

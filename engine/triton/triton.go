@@ -180,37 +180,44 @@ func (r *Replica) generate(ctx context.Context, req engine.Request, emit engine.
 		return engine.Result{}, engine.Errorf(engine.KindProtocol, "triton: %s answered %q, want text/event-stream", path, ct)
 	}
 
-	ev := httpengine.NewEventReader(resp.Body)
 	var res engine.Result
-	var text []byte // the token text handed to emit
-	for {
-		call.Rearm()
-		_, data, err := ev.Next()
+	var text []byte  // the token text handed to emit
+	var failed error // why the callback stopped the stream
+	call.Rearm()
+	err = httpengine.NewEventReader(resp.Body).Each(func(_, data []byte) (bool, error) {
 		call.Pause()
-		if err != nil {
-			if errors.Is(err, io.EOF) && ctx.Err() == nil && !call.TimedOut() {
-				break // Triton ends the stream without a terminator
-			}
-			return res, call.StreamError(err)
-		}
 		if err := ctx.Err(); err != nil {
-			return res, err
+			failed = err
+			return true, nil
 		}
 		f, derr := decodeFrame(data, r.tensors.Output)
 		if derr != nil {
-			return res, engine.Errorf(engine.KindProtocol, "triton: %v", derr)
+			failed = engine.Errorf(engine.KindProtocol, "triton: %v", derr)
+			return true, nil
 		}
 		if f.hasError {
-			return res, engine.Errorf(kindOfMessage(f.errMsg), "triton: engine error in stream: %.1024s", f.errMsg)
+			failed = engine.Errorf(kindOfMessage(f.errMsg), "triton: engine error in stream: %.1024s", f.errMsg)
+			return true, nil
 		}
-		if f.text == "" {
-			continue // a response without text (e.g. an empty final response)
+		if f.text != "" { // a response without text (e.g. an empty final response) carries nothing
+			text = append(text[:0], f.text...) // a view for emit, reused for the next response
+			if err := emit(engine.Token{Text: text, Index: res.TokensOut}); err != nil {
+				failed = err
+				return true, nil
+			}
+			res.TokensOut++
 		}
-		text = append(text[:0], f.text...) // a view for emit, reused for the next response
-		if err := emit(engine.Token{Text: text, Index: res.TokensOut}); err != nil {
-			return res, err
-		}
-		res.TokensOut++
+		call.Rearm()
+		return false, nil
+	})
+	call.Pause()
+	switch {
+	case failed != nil:
+		return res, failed
+	case errors.Is(err, io.EOF) && ctx.Err() == nil && !call.TimedOut():
+		// Triton ends the stream without a terminator
+	default:
+		return res, call.StreamError(err)
 	}
 	res.Stop = engine.StopEOS
 	if res.TokensOut >= req.MaxTokens {
