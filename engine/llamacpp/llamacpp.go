@@ -225,12 +225,11 @@ func (r *Replica) generate(ctx context.Context, req *engine.Request, slot int, s
 // token. It stops (true) at the final frame, or with st.err at a failure, an engine's error
 // or the end of st.ctx.
 func (st *streamState) line(line []byte) (bool, error) {
-	st.dog.Got()
 	field, value, ok := splitField(line)
 	if !ok {
-		st.dog.Wait()
-		return false, nil
+		return false, nil // a blank line (a frame's end) or a comment: the wait goes on
 	}
+	st.dog.Got()
 	// Frames already buffered are handled without touching the connection: stop emitting as
 	// soon as ctx ends (an emit may have cancelled it).
 	if err := st.ctx.Err(); err != nil {

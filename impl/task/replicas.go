@@ -79,7 +79,8 @@ type attempt struct {
 	span  trace.Span      // nil when tracing is off
 	start time.Time
 	// inDaemon is the time emit spent in the daemon. The engine calls emit from Generate's
-	// goroutine or in sequence with it, and inDaemon is read after Generate returns.
+	// goroutine or from its connection's poller while Generate waits (engine/httpengine),
+	// in sequence either way, and inDaemon is read after Generate returns.
 	inDaemon time.Duration
 }
 
