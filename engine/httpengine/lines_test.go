@@ -335,7 +335,7 @@ func TestEachLineConcurrent(t *testing.T) {
 					})
 					switch {
 					case !errors.Is(err, wantEnd):
-						errs <- fmt.Errorf("end %v, want %v", err, wantEnd)
+						errs <- fmt.Errorf("end %w, want %w", err, wantEnd)
 					case strings.Join(got, "|") != strings.Join(want, "|"):
 						errs <- fmt.Errorf("lines %q, want %q", got, want)
 					default:
