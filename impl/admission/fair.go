@@ -81,6 +81,17 @@ type laneQ struct {
 	gen   uint64 // bumped when the lane is recycled: a ticket's charge names its lane's gen
 }
 
+// freshen rebuilds l's sums from its list after a removal from its middle left them stale.
+func (l *laneQ) freshen() {
+	if !l.stale {
+		return
+	}
+	l.pre, l.h0, l.stale = append(l.pre[:0], 0), 0, false
+	for m := l.q.head; m != nil; m = m.links[linkTenant].next {
+		l.pre = append(l.pre, l.pre[len(l.pre)-1]+costOf(m))
+	}
+}
+
 // compact drops the sums of the items gone from l's head, rebasing the rest at 0.
 func (l *laneQ) compact() {
 	base := l.pre[l.h0]
@@ -124,6 +135,10 @@ type fairQueue struct {
 	// irregular tenants, counted one by one. See tailOrder.
 	tree ostree
 	irr  []*tenantQ
+	// irrSum[i] is what tailOrder reads of irr[i], kept in step with it (syncIrr) in one array,
+	// so that counting a thousand irregular tenants reads a few cache lines each, not their
+	// tenant's and session's structs.
+	irrSum []irrSum
 	// byName lists every tenant in name order, their ords ascending.
 	byName []*tenantQ
 }
@@ -234,6 +249,9 @@ func (f *fairQueue) push(n *node) {
 			f.tree.insert(n, t.vtc+(l.pending-c), t)
 		}
 	}
+	if t.irr >= 0 {
+		f.syncIrr(t)
+	}
 }
 
 // makeIrregular takes t's queued items out of the tree: from now until it has nothing queued,
@@ -248,6 +266,184 @@ func (f *fairQueue) makeIrregular(t *tenantQ) {
 	}
 	t.irr = len(f.irr)
 	f.irr = append(f.irr, t)
+	f.irrSum = append(f.irrSum, irrSum{})
+	f.syncIrr(t)
+}
+
+// irrSum is an irregular tenant's queued items as countIrr reads them: copies of the fields of
+// the tenant and of its one session that a count reads, in one cache line (the tenant itself,
+// f.irr[i], is read only for a tie or a play).
+type irrSum struct {
+	first float64 // t.vtc: its first item's start
+	last  float64 // t.vtc+t.pending-tailCost: its last item's start
+	lastL float64 // the same by its session's sum, as countBefore computes it
+	// shift is pre[0]-first and mag the sum of the magnitudes of first, pre[0] and pre's last:
+	// the terms of a straddle's bound that do not depend on v, so that it reads pre only in
+	// its search.
+	shift, mag float64
+	// pre holds its items' starts less first, plus pre[0] (its session's pre from h0); nil
+	// while it has several sessions (they are counted by its play) or its session's sums are
+	// stale (rebuilt by the next count).
+	pre []float64
+}
+
+// syncIrr copies irregular t's fields to its irrSum, after any change of its counter, its
+// queued items or its sessions. A session whose sums a removal from its middle left stale is
+// left to countIrr (pre nil), which rebuilds them when it needs them: a tenant that is never
+// counted (the only one, or never straddling) is not rebuilt at every cancel.
+func (f *fairQueue) syncIrr(t *tenantQ) {
+	s := &f.irrSum[t.irr]
+	if len(t.lh) != 1 || t.lh[0].stale {
+		*s = irrSum{first: t.vtc}
+		return
+	}
+	l := t.lh[0]
+	s.first = t.vtc
+	s.last = t.vtc + t.pending - l.tailCost
+	s.lastL = t.vtc + l.pending - l.tailCost
+	s.pre = l.pre[l.h0 : l.h0+l.q.len]
+	p0, pn := s.pre[0], s.pre[len(s.pre)-1]
+	s.shift = p0 - s.first
+	s.mag = max(s.first, -s.first) + max(p0, -p0) + max(pn, -pn)
+}
+
+// A straddle is one search of countIrr: how many of a session's starts base+(pre[k]-pre[0]),
+// which do not decrease with k, are before v, whose tie band is [lo, hi]; on a tie, those of
+// a tenant u named before the tenant of v.
+//
+// The searches are where the time goes when a thousand irregular tenants are counted, each in
+// its own array, so they are cut to their least: a search compares the sums themselves to one
+// bound, without the additions, and without branches (each step's way is a coin toss that a
+// branch would mispredict), and countIrr runs four at a time in lockstep, so that their loads,
+// each a likely cache miss, overlap rather than wait on one another. The bound is lo moved into
+// the sums' terms less a margin far wider than the rounding of either side, so that every sum
+// below it is a start below lo. The starts from there on are checked exactly by finish: one
+// check, unless the margin or the tie band holds starts, then a binary search of the rest.
+type straddle struct {
+	pre         []float64
+	base, bound float64
+	u           *tenantQ
+	b           int // the count of sums below bound, once searched
+}
+
+func (s *irrSum) straddle(lo float64, u *tenantQ) straddle {
+	margin := 1e-9 * (max(1, lo, -lo) + s.mag)
+	return straddle{pre: s.pre, base: s.first, bound: lo + s.shift - margin, u: u}
+}
+
+// search sets s.b: a binary search without branches.
+func (s *straddle) search() {
+	pre, bound := s.pre, s.bound
+	b, k := 0, len(pre)
+	for k > 1 {
+		half := k >> 1
+		b += half & -b2i(pre[b+half] < bound)
+		k -= half
+	}
+	s.b = b + b2i(pre[b] < bound)
+}
+
+// search4 is search of four straddles in lockstep (a search whose steps ended marks time with
+// zero halves).
+func search4(q *[4]straddle) {
+	p0, p1, p2, p3 := q[0].pre, q[1].pre, q[2].pre, q[3].pre
+	x0, x1, x2, x3 := q[0].bound, q[1].bound, q[2].bound, q[3].bound
+	b0, b1, b2, b3 := 0, 0, 0, 0
+	k0, k1, k2, k3 := len(p0), len(p1), len(p2), len(p3)
+	for k0 > 1 || k1 > 1 || k2 > 1 || k3 > 1 {
+		h0, h1, h2, h3 := k0>>1, k1>>1, k2>>1, k3>>1
+		b0 += h0 & -b2i(p0[b0+h0] < x0)
+		b1 += h1 & -b2i(p1[b1+h1] < x1)
+		b2 += h2 & -b2i(p2[b2+h2] < x2)
+		b3 += h3 & -b2i(p3[b3+h3] < x3)
+		k0, k1, k2, k3 = k0-h0, k1-h1, k2-h2, k3-h3
+	}
+	q[0].b = b0 + b2i(p0[b0] < x0)
+	q[1].b = b1 + b2i(p1[b1] < x1)
+	q[2].b = b2 + b2i(p2[b2] < x2)
+	q[3].b = b3 + b2i(p3[b3] < x3)
+}
+
+// finish is the count of s's starts before v, the start of an item of tenant of, from the
+// count of its sums below its bound.
+func (s *straddle) finish(v, lo, hi float64, of *tenantQ) int {
+	pre, b := s.pre, s.b
+	n, p0 := len(pre), pre[0]
+	if b == n {
+		return b
+	}
+	if x := s.base + (pre[b] - p0); x > hi || x >= lo && !before(x, v, s.u.ord < of.ord) {
+		return b
+	}
+	tie := s.u.ord < of.ord
+	i, j := b+1, n // items [0, i) start before v, [j, n) do not
+	for i < j {
+		mid := int(uint(i+j) >> 1)
+		if startBefore(s.base+(pre[mid]-p0), v, tie, lo, hi) {
+			i = mid + 1
+		} else {
+			j = mid
+		}
+	}
+	return i
+}
+
+// b2i is 1 for true, 0 for false: the compiler makes it a flag set, no branch.
+func b2i(b bool) int {
+	var i int
+	if b {
+		i = 1
+	}
+	return i
+}
+
+// countIrr is how many items of the irregular tenants other than of start before v, the start
+// of an item of of (on a tie, those of the tenants named before of). A tenant whose items start
+// all before or all after v costs a look at its irrSum; one whose items straddle v a search of
+// its starts (see straddle); one with several sessions a play (playBefore).
+func (f *fairQueue) countIrr(v float64, of *tenantQ) int {
+	lo, hi := tieBand(v)
+	pos := 0
+	var q [4]straddle
+	nq := 0
+	for i := range f.irrSum {
+		if i == of.irr {
+			continue
+		}
+		s := &f.irrSum[i]
+		switch {
+		case s.first > hi && s.first-v > 2e-9*max(1, s.first): // its first item starts after v: all do
+			continue
+		case s.pre == nil && len(f.irr[i].lh) != 1:
+			pos += f.irr[i].playBefore(v, of.name)
+			continue
+		case s.pre == nil: // its session's sums are stale
+			u := f.irr[i]
+			u.lh[0].freshen()
+			f.syncIrr(u)
+		}
+		switch {
+		case s.last < lo, s.lastL < lo: // its last item starts before v
+			pos += len(s.pre)
+			continue
+		case s.lastL <= hi && before(s.lastL, v, f.irr[i].ord < of.ord):
+			pos += len(s.pre)
+			continue
+		}
+		q[nq] = s.straddle(lo, f.irr[i])
+		if nq++; nq == len(q) {
+			search4(&q)
+			for j := range q {
+				pos += q[j].finish(v, lo, hi, of)
+			}
+			nq = 0
+		}
+	}
+	for j := range q[:nq] {
+		q[j].search()
+		pos += q[j].finish(v, lo, hi, of)
+	}
+	return pos
 }
 
 // reshape follows a move of regular t's queued items' virtual starts other than a dispatch of
@@ -319,13 +515,18 @@ func (f *fairQueue) remove(n *node, dispatched bool) {
 	}
 	switch {
 	case t.n == 0 && t.irr >= 0: // regular again
-		last := f.irr[len(f.irr)-1]
+		k := len(f.irr) - 1
+		last := f.irr[k]
 		f.irr[t.irr], last.irr = last, t.irr
-		f.irr[len(f.irr)-1] = nil
-		f.irr = f.irr[:len(f.irr)-1]
+		f.irrSum[t.irr] = f.irrSum[k]
+		f.irr[k], f.irrSum[k] = nil, irrSum{}
+		f.irr, f.irrSum = f.irr[:k], f.irrSum[:k]
 		t.irr = -1
 	case !dispatched:
 		f.reshape(t)
+	}
+	if t.irr >= 0 {
+		f.syncIrr(t)
 	}
 }
 
@@ -357,6 +558,9 @@ func (f *fairQueue) charge(t *tenantQ, l *laneQ, v float64, leaving bool) {
 		t.lastLane = l.vtc
 		t.lh.fix(l.idx)
 	}
+	if t.irr >= 0 {
+		f.syncIrr(t)
+	}
 }
 
 // correct adds delta to t's counter, and to its session l's while l (of generation gen) still
@@ -376,6 +580,9 @@ func (f *fairQueue) correct(t *tenantQ, l *laneQ, gen uint64, delta float64) {
 		l.vtc += delta
 		t.lh.fix(l.idx)
 	}
+	if t.irr >= 0 {
+		f.syncIrr(t)
+	}
 }
 
 // countBefore counts the items of lane l, which start at base and follow one another by their
@@ -383,26 +590,46 @@ func (f *fairQueue) correct(t *tenantQ, l *laneQ, gen uint64, delta float64) {
 // they sum to. O(1) when all are, else O(log items) (O(items) once after a removal from the
 // middle of the lane).
 func countBefore(l *laneQ, base float64, tie bool, v float64) (int, float64) {
-	if before(base+l.pending-l.tailCost, v, tie) {
+	lo, hi := tieBand(v)
+	return countBeforeIn(l, base, tie, v, lo, hi)
+}
+
+// tieBand is the band [lo, hi] around v outside which no start is tied with v: a start below lo
+// is before v and one above hi after it, whatever the tie, with no call to before. The band is
+// twice tied's tolerance, so that its own rounding cannot exclude a tied start.
+func tieBand(v float64) (lo, hi float64) {
+	band := 2e-9 * max(1, v, -v)
+	return v - band, v + band
+}
+
+// startBefore is before(x, v, tie) for [lo, hi] = tieBand(v): plain comparisons outside the
+// band, which a binary search over a lane's starts mostly meets.
+func startBefore(x, v float64, tie bool, lo, hi float64) bool {
+	if x < lo {
+		return true
+	}
+	return x <= hi && before(x, v, tie)
+}
+
+// countBeforeIn is countBefore with v's tie band [lo, hi] (tieBand) computed by the caller, who
+// asks about the same v for many lanes.
+func countBeforeIn(l *laneQ, base float64, tie bool, v, lo, hi float64) (int, float64) {
+	if startBefore(base+l.pending-l.tailCost, v, tie, lo, hi) {
 		return l.q.len, l.pending
 	}
-	if l.stale {
-		l.pre, l.h0, l.stale = append(l.pre[:0], 0), 0, false
-		for m := l.q.head; m != nil; m = m.links[linkTenant].next {
-			l.pre = append(l.pre, l.pre[len(l.pre)-1]+costOf(m))
-		}
-	}
+	l.freshen()
 	pre := l.pre[l.h0 : l.h0+l.q.len] // pre[k]-pre[0]: the k-th item's start less base
-	lo, hi := 0, len(pre)             // items [0, lo) start before v, [hi, len) do not
-	for lo < hi {
-		mid := int(uint(lo+hi) >> 1)
-		if before(base+(pre[mid]-pre[0]), v, tie) {
-			lo = mid + 1
+	p0 := pre[0]
+	i, j := 0, len(pre) // items [0, i) start before v, [j, len) do not
+	for i < j {
+		mid := int(uint(i+j) >> 1)
+		if startBefore(base+(pre[mid]-p0), v, tie, lo, hi) {
+			i = mid + 1
 		} else {
-			hi = mid
+			j = mid
 		}
 	}
-	return lo, l.pre[l.h0+lo] - pre[0]
+	return i, l.pre[l.h0+i] - p0
 }
 
 // tailOrder is order for n, the last item of its session (just pushed): an item ahead is one
@@ -429,13 +656,7 @@ func (f *fairQueue) tailOrder(n *node) (int, float64) {
 	default: // t's items are not in the tree
 		pos += f.tree.rank(v, t.name, math.MaxUint64, t, false)
 	}
-	band := 2e-9 * max(1, v, -v)
-	for _, u := range f.irr {
-		if u != t {
-			pos += u.countBefore(v, v-band, v+band, t.name)
-		}
-	}
-	return pos, v
+	return pos + f.countIrr(v, t), v
 }
 
 // orderOf is order for any queued n: for an item of a regular tenant, its rank in the tree
@@ -448,10 +669,7 @@ func (f *fairQueue) orderOf(n *node) (int, float64) {
 	}
 	v := n.ot.start
 	pos := f.tree.rank(v, t.name, n.ot.seq, t, true) // v is n's key
-	band := 2e-9 * max(1, v, -v)
-	for _, u := range f.irr {
-		pos += u.countBefore(v, v-band, v+band, t.name)
-	}
+	pos += f.countIrr(v, t)                          // t is regular: no irregular tenant is skipped
 	return pos, v
 }
 
@@ -460,31 +678,16 @@ func (f *fairQueue) orderOf(n *node) (int, float64) {
 func (t *tenantQ) ownBefore(l *laneQ, c float64) (int, float64) {
 	// Within n's tenant: the items of its other sessions that start before n in session time.
 	vl := l.vtc + l.pending - c
+	lo, hi := tieBand(vl)
 	pos, sum := l.q.len-1, l.pending-c
 	for _, m := range t.lh {
 		if m != l {
-			k, s := countBefore(m, m.vtc, m.seq < l.seq, vl)
+			k, s := countBeforeIn(m, m.vtc, m.seq < l.seq, vl, lo, hi)
 			pos += k
 			sum += s
 		}
 	}
 	return pos, t.vtc + sum
-}
-
-// countBefore is how many of t's items start before v (on a tie, when t's name is before
-// vname); [lo, hi] is the tie band around v.
-func (t *tenantQ) countBefore(v, lo, hi float64, vname string) int {
-	switch {
-	case t.vtc > hi && t.vtc-v > 2e-9*max(1, t.vtc): // its first item starts after v: all do
-		return 0
-	case len(t.lh) == 1 && t.vtc+t.pending-t.lh[0].tailCost < lo: // its last item starts before v
-		return t.n
-	case len(t.lh) == 1:
-		k, _ := countBefore(t.lh[0], t.vtc, t.name < vname, v)
-		return k
-	default:
-		return t.playBefore(v, vname)
-	}
 }
 
 // playBefore counts t's items that start before v (ties: by tenant name against vname),
