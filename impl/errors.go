@@ -161,9 +161,13 @@ func fromDomain(err error) *Error {
 	case errors.Is(err, task.ErrConflict):
 		return Errorf("CONFLICT", "%v", err)
 	case errors.As(err, &turns):
-		// The session's own message names the limit; the task service wraps it.
-		return Errorf("INVALID_PARAMS", "%s", turns.Error())
-	case errors.Is(err, task.ErrInvalid), errors.Is(err, session.ErrTurnLimit):
+		// The request is valid; the session it names has no turns left (its state, not the
+		// request, is at fault: 409, as a different body for a known task_id). The session's
+		// own message names the limit; the task service wraps it.
+		return Errorf("CONFLICT", "%s", turns.Error())
+	case errors.Is(err, session.ErrTurnLimit):
+		return Errorf("CONFLICT", "%v", err)
+	case errors.Is(err, task.ErrInvalid):
 		return Errorf("INVALID_PARAMS", "%v", err)
 	case errors.Is(err, task.ErrUnavailable):
 		return &Error{Code: "POOL_UNAVAILABLE", Message: err.Error(), Retriable: true, RetryAfter: time.Second}

@@ -31,8 +31,9 @@ func TestErrorMapping(t *testing.T) {
 		{"task not found", task.ErrNotFound, "NOT_FOUND", 404},
 		{"conflict", fmt.Errorf("%w: x", task.ErrConflict), "CONFLICT", 409},
 		{"invalid", fmt.Errorf("%w: ctx", task.ErrInvalid), "INVALID_PARAMS", 400},
-		{"turn limit", &session.TurnLimitError{Limit: 8}, "INVALID_PARAMS", 400},
-		{"turn limit through the task service", fmt.Errorf("%w: %w", task.ErrInvalid, &session.TurnLimitError{Limit: 8}), "INVALID_PARAMS", 400},
+		{"turn limit", &session.TurnLimitError{Limit: 8}, "CONFLICT", 409},
+		{"turn limit through the task service", fmt.Errorf("%w: %w", task.ErrInvalid, &session.TurnLimitError{Limit: 8}), "CONFLICT", 409},
+		{"turn limit, bare", fmt.Errorf("%w: %w", task.ErrInvalid, session.ErrTurnLimit), "CONFLICT", 409},
 		{"no pool", fmt.Errorf("%w: none", task.ErrUnavailable), "POOL_UNAVAILABLE", 503},
 		{"no pool serves the task", fmt.Errorf("%w: engine vllm", task.ErrNoMatch), "POOL_UNAVAILABLE", 503},
 		{"shutting down", task.ErrShuttingDown, "POOL_UNAVAILABLE", 503},
@@ -155,7 +156,7 @@ func TestEngineKindCodes(t *testing.T) {
 // which needs the task service to keep the session's error in the chain.
 func TestTurnLimitMessage(t *testing.T) {
 	err := fmt.Errorf("%w: %w", task.ErrInvalid, &session.TurnLimitError{Limit: 2})
-	if e := toAPIError(err); e.Code != "INVALID_PARAMS" || e.Message != "session has reached its limit of 2 turns" {
+	if e := toAPIError(err); e.Code != "CONFLICT" || e.Message != "session has reached its limit of 2 turns" {
 		t.Fatalf("toAPIError = %+v", e)
 	}
 }

@@ -2200,7 +2200,9 @@ type ClientInterface interface {
 	// such pools exist but none is ready (draining, engine down) it is 503 `POOL_UNAVAILABLE`
 	// with `retriable: true`.
 	// Re-posting the same `task_id` with the same body is idempotent (returns the current
-	// admission); a different body for a known `task_id` is 409 `CONFLICT`. Without `task_id`
+	// admission); a different body for a known `task_id` is 409 `CONFLICT`, and so is a task of a
+	// session that has taken its `sessions.max_turns` turns (`retriable: false`: delete the
+	// session, or use another). Without `task_id`
 	// (or `session_id`) the daemon generates it; the admission returns both.
 	//
 	// Takes any type of body and a specified content type.
@@ -2217,7 +2219,9 @@ type ClientInterface interface {
 	// such pools exist but none is ready (draining, engine down) it is 503 `POOL_UNAVAILABLE`
 	// with `retriable: true`.
 	// Re-posting the same `task_id` with the same body is idempotent (returns the current
-	// admission); a different body for a known `task_id` is 409 `CONFLICT`. Without `task_id`
+	// admission); a different body for a known `task_id` is 409 `CONFLICT`, and so is a task of a
+	// session that has taken its `sessions.max_turns` turns (`retriable: false`: delete the
+	// session, or use another). Without `task_id`
 	// (or `session_id`) the daemon generates it; the admission returns both.
 	//
 	// Takes a body of the `application/json` content type.
@@ -2726,7 +2730,9 @@ func (c *Client) GetSession(ctx context.Context, id SessionId, params *GetSessio
 // such pools exist but none is ready (draining, engine down) it is 503 `POOL_UNAVAILABLE`
 // with `retriable: true`.
 // Re-posting the same `task_id` with the same body is idempotent (returns the current
-// admission); a different body for a known `task_id` is 409 `CONFLICT`. Without `task_id`
+// admission); a different body for a known `task_id` is 409 `CONFLICT`, and so is a task of a
+// session that has taken its `sessions.max_turns` turns (`retriable: false`: delete the
+// session, or use another). Without `task_id`
 // (or `session_id`) the daemon generates it; the admission returns both.
 //
 // Takes any type of body and a specified content type.
@@ -2753,7 +2759,9 @@ func (c *Client) CreateTaskWithBody(ctx context.Context, params *CreateTaskParam
 // such pools exist but none is ready (draining, engine down) it is 503 `POOL_UNAVAILABLE`
 // with `retriable: true`.
 // Re-posting the same `task_id` with the same body is idempotent (returns the current
-// admission); a different body for a known `task_id` is 409 `CONFLICT`. Without `task_id`
+// admission); a different body for a known `task_id` is 409 `CONFLICT`, and so is a task of a
+// session that has taken its `sessions.max_turns` turns (`retriable: false`: delete the
+// session, or use another). Without `task_id`
 // (or `session_id`) the daemon generates it; the admission returns both.
 //
 // Takes a body of the `application/json` content type.
@@ -4171,7 +4179,9 @@ type ClientWithResponsesInterface interface {
 	// such pools exist but none is ready (draining, engine down) it is 503 `POOL_UNAVAILABLE`
 	// with `retriable: true`.
 	// Re-posting the same `task_id` with the same body is idempotent (returns the current
-	// admission); a different body for a known `task_id` is 409 `CONFLICT`. Without `task_id`
+	// admission); a different body for a known `task_id` is 409 `CONFLICT`, and so is a task of a
+	// session that has taken its `sessions.max_turns` turns (`retriable: false`: delete the
+	// session, or use another). Without `task_id`
 	// (or `session_id`) the daemon generates it; the admission returns both.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
@@ -4188,7 +4198,9 @@ type ClientWithResponsesInterface interface {
 	// such pools exist but none is ready (draining, engine down) it is 503 `POOL_UNAVAILABLE`
 	// with `retriable: true`.
 	// Re-posting the same `task_id` with the same body is idempotent (returns the current
-	// admission); a different body for a known `task_id` is 409 `CONFLICT`. Without `task_id`
+	// admission); a different body for a known `task_id` is 409 `CONFLICT`, and so is a task of a
+	// session that has taken its `sessions.max_turns` turns (`retriable: false`: delete the
+	// session, or use another). Without `task_id`
 	// (or `session_id`) the daemon generates it; the admission returns both.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
@@ -6996,7 +7008,9 @@ func (c *ClientWithResponses) GetSessionWithResponse(ctx context.Context, id Ses
 // such pools exist but none is ready (draining, engine down) it is 503 `POOL_UNAVAILABLE`
 // with `retriable: true`.
 // Re-posting the same `task_id` with the same body is idempotent (returns the current
-// admission); a different body for a known `task_id` is 409 `CONFLICT`. Without `task_id`
+// admission); a different body for a known `task_id` is 409 `CONFLICT`, and so is a task of a
+// session that has taken its `sessions.max_turns` turns (`retriable: false`: delete the
+// session, or use another). Without `task_id`
 // (or `session_id`) the daemon generates it; the admission returns both.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
@@ -7019,7 +7033,9 @@ func (c *ClientWithResponses) CreateTaskWithBodyWithResponse(ctx context.Context
 // such pools exist but none is ready (draining, engine down) it is 503 `POOL_UNAVAILABLE`
 // with `retriable: true`.
 // Re-posting the same `task_id` with the same body is idempotent (returns the current
-// admission); a different body for a known `task_id` is 409 `CONFLICT`. Without `task_id`
+// admission); a different body for a known `task_id` is 409 `CONFLICT`, and so is a task of a
+// session that has taken its `sessions.max_turns` turns (`retriable: false`: delete the
+// session, or use another). Without `task_id`
 // (or `session_id`) the daemon generates it; the admission returns both.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
