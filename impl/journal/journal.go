@@ -396,10 +396,9 @@ func scan(data []byte) (int, map[string]int, error) {
 	return off, retired, nil
 }
 
-// rewrite writes the records of data that are not retired (and, when live is not nil, whose
-// task is in live) into a new segment (generation+1), makes it the active one and removes the
-// old one. It returns the new segment's content.
-func (j *Journal) rewrite(data []byte, live map[string]struct{}) ([]byte, error) {
+// keepLive returns the records of data that are not retired and, when live is not nil, whose
+// task is in live; tombstones are left out.
+func keepLive(data []byte, live map[string]struct{}) []byte {
 	_, retired, _ := scan(data)
 	out := make([]byte, 0, len(data))
 	for off := 0; off < len(data); {
@@ -419,6 +418,14 @@ func (j *Journal) rewrite(data []byte, live map[string]struct{}) ([]byte, error)
 		}
 		off += n
 	}
+	return out
+}
+
+// rewrite writes the records of data that are not retired (and, when live is not nil, whose
+// task is in live) into a new segment (generation+1), makes it the active one and removes the
+// old one. It returns the new segment's content.
+func (j *Journal) rewrite(data []byte, live map[string]struct{}) ([]byte, error) {
+	out := keepLive(data, live)
 	old, next := j.gen, j.gen+1
 	if j.f == nil && old == 0 {
 		if _, err := os.Stat(filepath.Join(j.opts.Dir, segName(0))); errors.Is(err, os.ErrNotExist) {
@@ -680,8 +687,9 @@ func signal(ch chan struct{}) {
 // fdatasync what no waiter asked for (with SyncAlways as soon as the previous fdatasync has
 // ended, so whatever was written meanwhile goes out with the next one: group commit without a
 // timer; otherwise once the oldest unsynced batch is MaxUnsynced old or the unsynced bytes
-// reach MaxUnsyncedBytes), and compacts, until ctx is done; then it writes and syncs what is
-// pending, closes the segment and returns.
+// reach MaxUnsyncedBytes), and starts compactions (one at a time, each on a goroutine of its
+// own: see compactLive), until ctx is done; then it gives up a compaction that runs, writes
+// and syncs what is pending, closes the segment and returns.
 func (j *Journal) Run(ctx context.Context) error {
 	reqs := make(chan uint64, 1) // a written sequence number to make durable
 	idle := make(chan struct{}, 1)
@@ -691,7 +699,16 @@ func (j *Journal) Run(ctx context.Context) error {
 	eager := j.opts.Sync == SyncAlways
 	tm := j.newTimer()
 	armed, due := false, false // the timer runs / has fired for the oldest unsynced batch
+	var stopCompact atomic.Bool
+	compacted := make(chan error, 1)
+	compacting := false // a compaction's goroutine runs
 	defer func() {
+		stopCompact.Store(true)
+		if compacting {
+			if err := <-compacted; err != nil {
+				j.log.Error("journal: compaction failed", "err", err)
+			}
+		}
 		tm.Stop()
 		if busy {
 			<-idle
@@ -716,6 +733,11 @@ func (j *Journal) Run(ctx context.Context) error {
 			runtime.Gosched()
 		case <-idle:
 			busy = false
+		case err := <-compacted:
+			compacting = false
+			if err != nil {
+				j.log.Error("journal: compaction failed", "err", err)
+			}
 		case <-tm.C():
 			armed, due = false, true
 		}
@@ -735,13 +757,11 @@ func (j *Journal) Run(ctx context.Context) error {
 			tm.Reset(j.opts.MaxUnsynced)
 			armed, due = true, false
 		}
-		if busy {
-			continue
+		if !compacting && j.needCompact() {
+			compacting = true
+			go func() { compacted <- j.compactLive(&stopCompact) }()
 		}
-		if j.needCompact() {
-			if err := j.compactNow(); err != nil {
-				j.log.Error("journal: compaction failed", "err", err)
-			}
+		if busy {
 			continue
 		}
 		if w <= j.durable.v.Load() {
@@ -895,36 +915,169 @@ func (j *Journal) needCompact() bool {
 	return failed == nil && size >= j.opts.CompactMinBytes && size > 2*liveSum
 }
 
-// compactNow rewrites the active segment with the records of the tasks live now. Run calls it
-// between batches, holding the writers and syncers off, so the segment holds every record
-// written (all but those pending), and the new segment, fsynced before it replaces the old one,
-// makes them all durable.
-func (j *Journal) compactNow() error {
-	j.smu.Lock()
-	defer j.smu.Unlock()
+// catchUpBytes is how far a compaction's copy may trail the active segment when it takes the
+// locks to switch: what it copies and fdatasyncs while writers wait.
+const catchUpBytes = 256 << 10
+
+// compactLive rewrites the active segment with the records of the tasks live now, without holding
+// the writers off while it does (Run starts it on a goroutine of its own, one at a time):
+//
+//  1. It notes the segment's size (cut) and the live tasks, then reads the segment up to cut
+//     and writes the live records into a new segment (seg-<generation+1>.log.tmp), fsynced.
+//     Batches go on being written to the active segment meanwhile.
+//  2. It copies what was written past cut to the new segment, in rounds, each fdatasynced,
+//     until less than catchUpBytes is left.
+//  3. Holding the syncers and the writers off, it copies the rest, fdatasyncs, renames the new
+//     segment into place, fsyncs the directory and makes it the active one: every record
+//     written is then in it and on disk. Writers wait for this step only (a few ms), not for
+//     the whole rewrite (hundreds of ms for tens of MB of live records).
+//
+// A record of a task retired after the cut is copied with its tombstone, which retires it on
+// replay and at the next compaction. It gives up, leaving the active segment as it was, when
+// the journal closes (stop) or fails meanwhile.
+func (j *Journal) compactLive(stop *atomic.Bool) error {
+	start := time.Now()
 	j.wmu.Lock()
-	defer j.wmu.Unlock()
-	written := j.written.value()
-	data, err := readAll(j.f.Name())
-	if err != nil {
-		return err
+	if j.closed {
+		j.wmu.Unlock()
+		return nil
 	}
+	gen, cut := j.gen, j.size.Load()
+	j.wmu.Unlock()
 	j.mu.Lock()
 	live := make(map[string]struct{}, len(j.live))
 	for k := range j.live {
 		live[k] = struct{}{}
 	}
 	j.mu.Unlock()
-	before := len(data)
-	out, err := j.rewrite(data, live)
+
+	oldPath := filepath.Join(j.opts.Dir, segName(gen))
+	rf, err := os.Open(oldPath)
 	if err != nil {
-		return err
+		return fmt.Errorf("journal: compaction: %w", err)
+	}
+	defer rf.Close()
+	data := make([]byte, cut)
+	if _, err := rf.ReadAt(data, 0); err != nil {
+		return fmt.Errorf("journal: compaction: %w", err)
+	}
+	out := keepLive(data, live) // data is not used after this: the collector may take it
+	next := gen + 1
+	final := filepath.Join(j.opts.Dir, segName(next))
+	tmp := final + ".tmp"
+	nf, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("journal: compaction: %w", err)
+	}
+	switched := false
+	defer func() {
+		_ = nf.Close()
+		if !switched {
+			_ = os.Remove(tmp)
+		}
+	}()
+	if _, err := nf.Write(out); err != nil {
+		return fmt.Errorf("journal: compaction: %w", err)
+	}
+	if err := j.datasync(nf); err != nil { // its data and size: the rename below is fsynced with the directory
+		return fmt.Errorf("journal: compaction: %w", err)
+	}
+	before, kept := cut, int64(len(out))
+	pos := kept // the new segment's end
+	var buf []byte
+	// copyTail copies the active segment's records from cut to end to the new segment.
+	copyTail := func(end int64) error {
+		for cut < end {
+			n := min(end-cut, 1<<20)
+			if int64(cap(buf)) < n {
+				buf = make([]byte, n)
+			}
+			b := buf[:n]
+			if _, err := rf.ReadAt(b, cut); err != nil {
+				return err
+			}
+			if _, err := nf.WriteAt(b, pos); err != nil {
+				return err
+			}
+			cut += n
+			pos += n
+		}
+		return nil
+	}
+	for range 8 {
+		if stop.Load() || j.err() != nil {
+			return nil
+		}
+		end := j.size.Load() // records up to end are written: size grows after each write
+		if end-cut < catchUpBytes {
+			break
+		}
+		if err := copyTail(end); err != nil {
+			return fmt.Errorf("journal: compaction: %w", err)
+		}
+		if err := j.datasync(nf); err != nil {
+			return fmt.Errorf("journal: compaction: %w", err)
+		}
+	}
+
+	j.smu.Lock()
+	j.wmu.Lock()
+	held := time.Now()
+	if j.closed || stop.Load() || j.err() != nil {
+		j.wmu.Unlock()
+		j.smu.Unlock()
+		return nil
+	}
+	written := j.written.value()
+	err = j.switchTo(nf, final, tmp, copyTail, &pos)
+	if err == nil {
+		switched = true
+	}
+	j.wmu.Unlock()
+	j.smu.Unlock()
+	if err != nil {
+		return fmt.Errorf("journal: compaction: %w", err)
 	}
 	j.compact.Add(1)
-	j.durable.advance(written)
-	j.log.Info("journal compacted", "segment", segName(j.gen), "bytes_before", before, "bytes_after", len(out))
+	j.durable.advance(written) // its waiters may write to clients: not under the locks
+	j.log.Info("journal compacted", "segment", segName(next), "bytes_before", before, "bytes_kept", kept,
+		"bytes_after", pos, "took", time.Since(start), "writers_held", time.Since(held))
 	return nil
 }
 
-// readAll reads a segment in one buffer of its size.
-func readAll(path string) ([]byte, error) { return os.ReadFile(path) }
+// switchTo copies the rest of the active segment to the new one (nf, at *pos, named tmp),
+// makes it durable, renames it to final and makes it the active segment. The caller holds smu
+// and wmu.
+func (j *Journal) switchTo(nf *os.File, final, tmp string, copyTail func(end int64) error, pos *int64) error {
+	if err := copyTail(j.size.Load()); err != nil {
+		return err
+	}
+	_ = preallocate(nf, *pos, preallocBytes) // best effort, as writeSync
+	if err := j.datasync(nf); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return err
+	}
+	if err := syncDir(j.opts.Dir); err != nil {
+		_ = os.Remove(final) // the old segment must stay the newest one
+		return err
+	}
+	f, err := os.OpenFile(final, os.O_WRONLY, 0o600)
+	if err != nil {
+		// Keep appending to the old segment, which must stay the newest one.
+		_ = os.Remove(final)
+		return err
+	}
+	old := j.gen
+	_ = j.f.Close()
+	_ = os.Remove(filepath.Join(j.opts.Dir, segName(old)))
+	j.f, j.gen = f, old+1
+	j.size.Store(*pos)
+	j.synced.Store(*pos)
+	j.alloc = *pos
+	if st, err := f.Stat(); err == nil {
+		j.alloc = max(st.Size(), *pos)
+	}
+	return nil
+}
