@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"os"
@@ -136,6 +137,8 @@ type Journal struct {
 	syncs      atomic.Uint64
 	lazySyncs  atomic.Uint64
 	compact    atomic.Uint64
+	// stopCompact: Run is returning; a compaction that runs gives up.
+	stopCompact atomic.Bool
 }
 
 // timer is the part of a time.Timer that Run uses.
@@ -406,19 +409,74 @@ func keepLive(data []byte, live map[string]struct{}) []byte {
 		if err != nil {
 			break
 		}
-		keep := r.kind != KindRetire
-		if last, ok := retired[string(r.task)]; ok && off < last {
-			keep = false
-		}
-		if _, ok := live[string(r.task)]; live != nil && !ok {
-			keep = false
-		}
-		if keep {
+		if keeps(r, off, retired, live) {
 			out = append(out, data[off:off+n]...)
 		}
 		off += n
 	}
 	return out
+}
+
+// keeps reports whether a rewrite keeps the record r found at off: not a tombstone, not before
+// its task's last tombstone (retired holds their offsets), and, when live is not nil, of a task
+// in live.
+func keeps[T int | int64](r rawRecord, off T, retired map[string]T, live map[string]struct{}) bool {
+	if r.kind == KindRetire {
+		return false
+	}
+	if last, ok := retired[string(r.task)]; ok && off < last {
+		return false
+	}
+	if _, ok := live[string(r.task)]; live != nil && !ok {
+		return false
+	}
+	return true
+}
+
+// compactWindow is how much of a segment a compaction reads at a time, and how much of the new
+// segment it buffers before a write: its memory does not grow with the segment.
+const compactWindow = 1 << 20
+
+// eachRecord calls fn with every record of the segment rf from offset 0 to end, reading
+// compactWindow bytes at a time (more only for a record larger than that). framed is the whole
+// record, valid during the call. A record that does not end by end, or does not decode, is an
+// error.
+func eachRecord(rf io.ReaderAt, end int64, buf []byte, fn func(off int64, r rawRecord, framed []byte) error) error {
+	buf = buf[:0]
+	var base int64 // the offset of buf[0] in the segment
+	for off := int64(0); off < end; {
+		i := int(off - base)
+		r, n, err := decode(buf[i:])
+		if errors.Is(err, ErrTorn) {
+			// Slide what is left of the window to its start and read on.
+			buf = buf[:copy(buf[:cap(buf)], buf[i:])]
+			base = off
+			need := headerSize
+			if len(buf) >= headerSize {
+				need += int(binary.LittleEndian.Uint32(buf)) // at most MaxRecordBytes: decode checked it
+			}
+			if need > cap(buf) {
+				buf = append(make([]byte, 0, need), buf...)
+			}
+			m := int(min(int64(cap(buf)-len(buf)), end-base-int64(len(buf))))
+			if m <= 0 {
+				return fmt.Errorf("record at offset %d: %w", off, ErrTorn)
+			}
+			if _, err := rf.ReadAt(buf[len(buf):len(buf)+m], base+int64(len(buf))); err != nil {
+				return err
+			}
+			buf = buf[:len(buf)+m]
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("record at offset %d: %w", off, err)
+		}
+		if err := fn(off, r, buf[i:i+n]); err != nil {
+			return err
+		}
+		off += int64(n)
+	}
+	return nil
 }
 
 // rewrite writes the records of data that are not retired (and, when live is not nil, whose
@@ -699,11 +757,10 @@ func (j *Journal) Run(ctx context.Context) error {
 	eager := j.opts.Sync == SyncAlways
 	tm := j.newTimer()
 	armed, due := false, false // the timer runs / has fired for the oldest unsynced batch
-	var stopCompact atomic.Bool
 	compacted := make(chan error, 1)
 	compacting := false // a compaction's goroutine runs
 	defer func() {
-		stopCompact.Store(true)
+		j.stopCompact.Store(true)
 		if compacting {
 			if err := <-compacted; err != nil {
 				j.log.Error("journal: compaction failed", "err", err)
@@ -759,7 +816,7 @@ func (j *Journal) Run(ctx context.Context) error {
 		}
 		if !compacting && j.needCompact() {
 			compacting = true
-			go func() { compacted <- j.compactLive(&stopCompact) }()
+			go func() { compacted <- j.compactLive() }()
 		}
 		if busy {
 			continue
@@ -923,8 +980,10 @@ const catchUpBytes = 256 << 10
 // the writers off while it does (Run starts it on a goroutine of its own, one at a time):
 //
 //  1. It notes the segment's size (cut) and the live tasks, then reads the segment up to cut
-//     and writes the live records into a new segment (seg-<generation+1>.log.tmp), fsynced.
-//     Batches go on being written to the active segment meanwhile.
+//     twice, a window (compactWindow) at a time: the tombstones, then the records to keep,
+//     which it writes into a new segment (seg-<generation+1>.log.tmp), fdatasynced. Its memory
+//     is two windows and the tombstones, whatever the segment's size. Batches go on being
+//     written to the active segment meanwhile.
 //  2. It copies what was written past cut to the new segment, in rounds, each fdatasynced,
 //     until less than catchUpBytes is left.
 //  3. Holding the syncers and the writers off, it copies the rest, fdatasyncs, renames the new
@@ -934,8 +993,8 @@ const catchUpBytes = 256 << 10
 //
 // A record of a task retired after the cut is copied with its tombstone, which retires it on
 // replay and at the next compaction. It gives up, leaving the active segment as it was, when
-// the journal closes (stop) or fails meanwhile.
-func (j *Journal) compactLive(stop *atomic.Bool) error {
+// the journal closes (stopCompact) or fails meanwhile.
+func (j *Journal) compactLive() error {
 	start := time.Now()
 	j.wmu.Lock()
 	if j.closed {
@@ -957,11 +1016,6 @@ func (j *Journal) compactLive(stop *atomic.Bool) error {
 		return fmt.Errorf("journal: compaction: %w", err)
 	}
 	defer rf.Close()
-	data := make([]byte, cut)
-	if _, err := rf.ReadAt(data, 0); err != nil {
-		return fmt.Errorf("journal: compaction: %w", err)
-	}
-	out := keepLive(data, live) // data is not used after this: the collector may take it
 	next := gen + 1
 	final := filepath.Join(j.opts.Dir, segName(next))
 	tmp := final + ".tmp"
@@ -976,15 +1030,48 @@ func (j *Journal) compactLive(stop *atomic.Bool) error {
 			_ = os.Remove(tmp)
 		}
 	}()
-	if _, err := nf.Write(out); err != nil {
+	// Two passes over the segment up to cut, a window at a time: the tombstones' offsets,
+	// then the records kept, written to the new segment as they fill a window.
+	buf := make([]byte, 0, compactWindow)
+	retired := map[string]int64{}
+	err = eachRecord(rf, cut, buf, func(off int64, r rawRecord, _ []byte) error {
+		if r.kind == KindRetire {
+			retired[string(r.task)] = off
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("journal: compaction: %w", err)
+	}
+	out := make([]byte, 0, compactWindow)
+	var kept int64
+	err = eachRecord(rf, cut, buf, func(off int64, r rawRecord, framed []byte) error {
+		if !keeps(r, off, retired, live) {
+			return nil
+		}
+		if len(out)+len(framed) > cap(out) && len(out) > 0 {
+			if _, err := nf.Write(out); err != nil {
+				return err
+			}
+			kept += int64(len(out))
+			out = out[:0]
+		}
+		out = append(out, framed...)
+		return nil
+	})
+	if err == nil && len(out) > 0 {
+		_, err = nf.Write(out)
+		kept += int64(len(out))
+	}
+	if err != nil {
 		return fmt.Errorf("journal: compaction: %w", err)
 	}
 	if err := j.datasync(nf); err != nil { // its data and size: the rename below is fsynced with the directory
 		return fmt.Errorf("journal: compaction: %w", err)
 	}
-	before, kept := cut, int64(len(out))
+	before := cut
 	pos := kept // the new segment's end
-	var buf []byte
+	buf = out[:0]
 	// copyTail copies the active segment's records from cut to end to the new segment.
 	copyTail := func(end int64) error {
 		for cut < end {
@@ -1005,7 +1092,7 @@ func (j *Journal) compactLive(stop *atomic.Bool) error {
 		return nil
 	}
 	for range 8 {
-		if stop.Load() || j.err() != nil {
+		if j.stopCompact.Load() || j.err() != nil {
 			return nil
 		}
 		end := j.size.Load() // records up to end are written: size grows after each write
@@ -1020,10 +1107,17 @@ func (j *Journal) compactLive(stop *atomic.Bool) error {
 		}
 	}
 
+	// Preallocate past what the last copy may add, so that its fdatasync under the locks
+	// changes no metadata.
+	_ = preallocate(nf, pos, preallocBytes+catchUpBytes) // best effort, as writeSync
+	if err := j.datasync(nf); err != nil {
+		return fmt.Errorf("journal: compaction: %w", err)
+	}
+
 	j.smu.Lock()
 	j.wmu.Lock()
 	held := time.Now()
-	if j.closed || stop.Load() || j.err() != nil {
+	if j.closed || j.stopCompact.Load() || j.err() != nil {
 		j.wmu.Unlock()
 		j.smu.Unlock()
 		return nil
@@ -1052,7 +1146,6 @@ func (j *Journal) switchTo(nf *os.File, final, tmp string, copyTail func(end int
 	if err := copyTail(j.size.Load()); err != nil {
 		return err
 	}
-	_ = preallocate(nf, *pos, preallocBytes) // best effort, as writeSync
 	if err := j.datasync(nf); err != nil {
 		return err
 	}

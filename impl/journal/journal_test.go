@@ -1130,6 +1130,9 @@ func TestCloseDuringCompaction(t *testing.T) {
 	rewritten := g.next(t, "after the rewrite")
 	stopped := make(chan struct{})
 	go func() { defer close(stopped); stop() }()
+	for !j.stopCompact.Load() { // Run is returning: let the compaction go on then
+		time.Sleep(time.Millisecond)
+	}
 	g.release()
 	rewritten()
 	recv(t, stopped, "Run's return")
@@ -1142,5 +1145,49 @@ func TestCloseDuringCompaction(t *testing.T) {
 	}
 	if m, _ := filepath.Glob(filepath.Join(dir, "*")); len(m) != 1 {
 		t.Fatalf("leftover files: %v", m)
+	}
+}
+
+// eachRecord reads a segment a window at a time and sees the records a decode of the whole
+// segment sees, whatever the window (records larger than it among them); a segment that ends
+// inside a record is an error.
+func TestEachRecordWindows(t *testing.T) {
+	var seg []byte
+	var want []string
+	for i := range 200 {
+		data := bytes.Repeat([]byte{byte('a' + i%26)}, (i*37)%300)
+		if i%50 == 7 {
+			data = bytes.Repeat([]byte("L"), 3000) // larger than the small windows below
+		}
+		kind := uint8(2)
+		if i%9 == 0 {
+			kind = KindRetire
+		}
+		off := len(seg)
+		seg = appendRecord(seg, kind, fmt.Sprintf("t%d", i%13), "n", data, nil)
+		want = append(want, fmt.Sprintf("%d:%d:t%d:%d", off, kind, i%13, len(seg)-off))
+	}
+	for _, window := range []int{1, 8, 9, 100, 1024, compactWindow} {
+		t.Run(fmt.Sprint(window), func(t *testing.T) {
+			var got []string
+			err := eachRecord(bytes.NewReader(seg), int64(len(seg)), make([]byte, 0, window),
+				func(off int64, r rawRecord, framed []byte) error {
+					if !bytes.Equal(framed, seg[off:off+int64(len(framed))]) {
+						t.Fatalf("record at %d: framed bytes differ", off)
+					}
+					got = append(got, fmt.Sprintf("%d:%d:%s:%d", off, r.kind, r.task, len(framed)))
+					return nil
+				})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("records:\n got %v\nwant %v", got, want)
+			}
+			if err := eachRecord(bytes.NewReader(seg), int64(len(seg)-3), make([]byte, 0, window),
+				func(int64, rawRecord, []byte) error { return nil }); !errors.Is(err, ErrTorn) {
+				t.Fatalf("a segment cut inside its last record: %v, want ErrTorn", err)
+			}
+		})
 	}
 }
