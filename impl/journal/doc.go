@@ -78,9 +78,10 @@
 // time). Open rewrites too, after dropping a torn tail, before anything runs. The segment's
 // records therefore stay below max(CompactMinBytes, 2 × live bytes) plus what is written
 // during one compaction (its file up to a MiB more, preallocated); the end of a compaction
-// checks the need again. The live bytes are bounded by what the task service keeps: its queue
-// capacity and its retention bounds (tasks.retention, tasks.max_retained), each task's log
-// bounded by its max_tokens.
+// checks the need again; a failed one (a full disk) is tried again after 1 s, doubling to a
+// minute, while the segment grows. The live bytes are bounded by what the task service keeps:
+// its queue capacity and its retention bounds (tasks.retention, tasks.max_retained), each
+// task's log bounded by its max_tokens.
 //
 // # Failure
 //

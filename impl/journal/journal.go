@@ -130,6 +130,7 @@ type Journal struct {
 	noPrealloc bool                 // under wmu: the file system refused to preallocate
 	datasync   func(*os.File) error // fdatasync; tests hold it back
 	newTimer   func() timer         // the MaxUnsynced timer; tests fire it by hand
+	now        func() time.Time     // the clock of the compactions' back-off; tests move it
 	gen        uint64
 	size       atomic.Int64
 	synced     atomic.Int64 // segment bytes on disk: size as of the last fdatasync
@@ -302,7 +303,7 @@ func Open(opts Options) (*Journal, error) {
 		return nil, fmt.Errorf("journal: %w", err)
 	}
 	j := &Journal{opts: opts, log: opts.Logger, live: map[string]int64{}, wake: make(chan struct{}, 1), datasync: datasync,
-		newTimer: newRealTimer}
+		newTimer: newRealTimer, now: time.Now}
 	j.written.init()
 	j.durable.init()
 
@@ -759,6 +760,11 @@ func (j *Journal) Run(ctx context.Context) error {
 	armed, due := false, false // the timer runs / has fired for the oldest unsynced batch
 	compacted := make(chan error, 1)
 	compacting := false // a compaction's goroutine runs
+	// After a failed compaction (a full disk, say) the next waits compactBackoff (1 s, doubling
+	// to a minute): each attempt reads the whole segment, and the need is checked at every
+	// batch.
+	var compactAfter time.Time
+	var compactBackoff time.Duration
 	defer func() {
 		j.stopCompact.Store(true)
 		if compacting {
@@ -793,7 +799,12 @@ func (j *Journal) Run(ctx context.Context) error {
 		case err := <-compacted:
 			compacting = false
 			if err != nil {
-				j.log.Error("journal: compaction failed", "err", err)
+				compactBackoff = min(max(2*compactBackoff, time.Second), time.Minute)
+				compactAfter = j.now().Add(compactBackoff)
+				j.log.Error("journal: compaction failed; the segment grows until one succeeds", "err", err,
+					"retry_in", compactBackoff)
+			} else {
+				compactBackoff = 0
 			}
 		case <-tm.C():
 			armed, due = false, true
@@ -814,7 +825,7 @@ func (j *Journal) Run(ctx context.Context) error {
 			tm.Reset(j.opts.MaxUnsynced)
 			armed, due = true, false
 		}
-		if !compacting && j.needCompact() {
+		if !compacting && j.needCompact() && !j.now().Before(compactAfter) {
 			compacting = true
 			go func() { compacted <- j.compactLive() }()
 		}

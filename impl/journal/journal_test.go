@@ -1191,3 +1191,71 @@ func TestEachRecordWindows(t *testing.T) {
 		})
 	}
 }
+
+// A compaction that fails (here its new segment's fdatasync) is tried again after a back-off of
+// 1 s, doubling, not at every batch; one that succeeds then compacts.
+func TestCompactionFailureBacksOff(t *testing.T) {
+	dir := t.TempDir()
+	j, err := Open(Options{Dir: dir, CompactMinBytes: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	clock := time.Unix(1_000_000, 0)
+	j.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	advance := func(d time.Duration) { mu.Lock(); clock = clock.Add(d); mu.Unlock() }
+	var attempts atomic.Int32
+	var failing atomic.Bool
+	failing.Store(true)
+	j.datasync = func(f *os.File) error {
+		if filepath.Ext(f.Name()) == ".tmp" && failing.Load() {
+			attempts.Add(1)
+			return errors.New("no space left on device")
+		}
+		return datasync(f)
+	}
+	start(t, j)
+	payload := bytes.Repeat([]byte("x"), 200)
+	batch := func(i int) { // one batch of retired records: the segment needs compacting
+		id := fmt.Sprintf("t%04d", i)
+		j.Append(id, 2, "token", payload, nil)
+		j.Retire(id)
+		wait(t, j, j.Append("keep", 2, "token", nil, nil))
+	}
+	waitAttempts := func(n int32) {
+		t.Helper()
+		for i, deadline := 0, time.Now().Add(10*time.Second); attempts.Load() < n; i++ {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d compaction attempts, want %d", attempts.Load(), n)
+			}
+			batch(1000 + i)
+		}
+	}
+	for i := range 40 {
+		batch(i)
+	}
+	waitAttempts(1)
+	for i := range 50 { // batches within the back-off start nothing
+		batch(100 + i)
+	}
+	if got := attempts.Load(); got != 1 {
+		t.Fatalf("%d attempts within the back-off, want 1", got)
+	}
+	advance(time.Second)
+	waitAttempts(2)
+	advance(time.Second) // the back-off doubled: 2 s
+	for i := range 50 {
+		batch(200 + i)
+	}
+	if got := attempts.Load(); got != 2 {
+		t.Fatalf("%d attempts within the doubled back-off, want 2", got)
+	}
+	failing.Store(false)
+	advance(time.Minute) // past the back-off, whenever Run took the second failure
+	for i, deadline := 0, time.Now().Add(10*time.Second); j.Stats().Compactions == 0; i++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("no compaction once the disk took it: %+v", j.Stats())
+		}
+		batch(2000 + i)
+	}
+}
