@@ -1029,19 +1029,27 @@ func (g *compactionGate) next(t *testing.T, what string) func() {
 // release lets every later fdatasync go.
 func (g *compactionGate) release() { g.once.Do(func() { close(g.free) }) }
 
-// A compaction holds the writers and the syncers off only to switch segments: records appended
-// while it rewrites, or while it copies what was written meanwhile, are written and made
-// durable at once (Wait returns), and they are in the new segment, with the tombstones written
-// meanwhile, in their order.
-func TestCompactionLetsWritersGoOn(t *testing.T) {
+// runningHeld runs a journal that compacts from 4 KiB, its compactions held by a gate (released
+// when the test ends).
+func runningHeld(t *testing.T) (string, *Journal, *compactionGate, func()) {
+	t.Helper()
 	dir := t.TempDir()
 	j, err := Open(Options{Dir: dir, CompactMinBytes: 4096})
 	if err != nil {
 		t.Fatal(err)
 	}
 	g := holdCompaction(j)
-	defer g.release()
 	stop := start(t, j)
+	t.Cleanup(g.release) // registered after start's stop, so it runs before it: a held compaction goes on
+	return dir, j, g, stop
+}
+
+// A compaction holds the writers and the syncers off only to switch segments: records appended
+// while it rewrites, or while it copies what was written meanwhile, are written and made
+// durable at once (Wait returns), and they are in the new segment, with the tombstones written
+// meanwhile, in their order.
+func TestCompactionLetsWritersGoOn(t *testing.T) {
+	dir, j, g, stop := runningHeld(t)
 	payload := bytes.Repeat([]byte("x"), 200)
 	var want []string
 	for i := range 60 {
@@ -1110,14 +1118,7 @@ func slicesDelete(s []string, v string) []string {
 // Closing the journal while a compaction rewrites gives the compaction up: the active segment
 // keeps every record and no new segment is left behind.
 func TestCloseDuringCompaction(t *testing.T) {
-	dir := t.TempDir()
-	j, err := Open(Options{Dir: dir, CompactMinBytes: 4096})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := holdCompaction(j)
-	defer g.release()
-	stop := start(t, j)
+	dir, j, g, stop := runningHeld(t)
 	payload := bytes.Repeat([]byte("x"), 200)
 	for i := range 40 {
 		id := fmt.Sprintf("t%03d", i)
