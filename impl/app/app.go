@@ -238,7 +238,8 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 			return nil, perr
 		}
 		a.journal, err = journal.Open(journal.Options{Dir: dir, Sync: mode, Logger: log,
-			MaxUnsynced: cfg.Journal.MaxUnsynced.D(), MaxUnsyncedBytes: cfg.Journal.MaxUnsyncedBytes})
+			MaxUnsynced: cfg.Journal.MaxUnsynced.D(), MaxUnsyncedBytes: cfg.Journal.MaxUnsyncedBytes,
+			OnCompaction: compactionMetrics(a.metrics)})
 		if err != nil {
 			return nil, err
 		}
@@ -766,4 +767,19 @@ func b2f(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+// compactionMetrics returns the journal's OnCompaction: it counts compactions by outcome and
+// observes how long each one that succeeded held the writers. Both outcomes' series exist
+// from start-up.
+func compactionMetrics(m *metrics.Metrics) func(journal.Compaction) {
+	done, failed := m.JournalCompactions.WithLabelValues("done"), m.JournalCompactions.WithLabelValues("failed")
+	return func(c journal.Compaction) {
+		if c.Err != nil {
+			failed.Inc()
+			return
+		}
+		done.Inc()
+		m.JournalCompactionHold.Observe(c.WritersHeld.Seconds())
+	}
 }

@@ -80,6 +80,9 @@ type Options struct {
 	// MaxUnsyncedBytes bounds how much written data waits for such an fdatasync (default 1 MiB).
 	MaxUnsyncedBytes int64
 	Logger           *slog.Logger
+	// OnCompaction, when set, is called by the owner goroutine (Run) as each compaction ends,
+	// done or failed: for metrics. It must not block.
+	OnCompaction func(Compaction)
 }
 
 // Defaults of Options.MaxUnsynced and Options.MaxUnsyncedBytes.
@@ -758,7 +761,7 @@ func (j *Journal) Run(ctx context.Context) error {
 	eager := j.opts.Sync == SyncAlways
 	tm := j.newTimer()
 	armed, due := false, false // the timer runs / has fired for the oldest unsynced batch
-	compacted := make(chan error, 1)
+	compacted := make(chan Compaction, 1)
 	compacting := false // a compaction's goroutine runs
 	// After a failed compaction (a full disk, say) the next waits compactBackoff (1 s, doubling
 	// to a minute): each attempt reads the whole segment, and the need is checked at every
@@ -768,9 +771,11 @@ func (j *Journal) Run(ctx context.Context) error {
 	defer func() {
 		j.stopCompact.Store(true)
 		if compacting {
-			if err := <-compacted; err != nil {
-				j.log.Error("journal: compaction failed", "err", err)
+			rep := <-compacted
+			if rep.Err != nil && !errors.Is(rep.Err, errCompactionAbandoned) {
+				j.log.Error("journal: compaction failed", "err", rep.Err)
 			}
+			j.compacted(rep)
 		}
 		tm.Stop()
 		if busy {
@@ -796,16 +801,18 @@ func (j *Journal) Run(ctx context.Context) error {
 			runtime.Gosched()
 		case <-idle:
 			busy = false
-		case err := <-compacted:
+		case rep := <-compacted:
 			compacting = false
-			if err != nil {
+			switch {
+			case rep.Err == nil:
+				compactBackoff = 0
+			case !errors.Is(rep.Err, errCompactionAbandoned):
 				compactBackoff = min(max(2*compactBackoff, time.Second), time.Minute)
 				compactAfter = j.now().Add(compactBackoff)
-				j.log.Error("journal: compaction failed; the segment grows until one succeeds", "err", err,
+				j.log.Error("journal: compaction failed; the segment grows until one succeeds", "err", rep.Err,
 					"retry_in", compactBackoff)
-			} else {
-				compactBackoff = 0
 			}
+			j.compacted(rep)
 		case <-tm.C():
 			armed, due = false, true
 		}
@@ -983,6 +990,27 @@ func (j *Journal) needCompact() bool {
 	return failed == nil && size >= j.opts.CompactMinBytes && size > 2*liveSum
 }
 
+// Compaction is what Options.OnCompaction is told when a compaction ends.
+type Compaction struct {
+	Err         error         // nil: done, the new segment is the active one
+	Took        time.Duration // from its start to its end
+	WritersHeld time.Duration // how long writers and syncers waited for its switch (0: it failed before)
+	BytesBefore int64         // the segment's size when it started
+	BytesKept   int64         // of which the records of live tasks
+	BytesAfter  int64         // the new segment's size (with what was written meanwhile)
+	segment     string
+}
+
+// errCompactionAbandoned is a compaction given up because the journal closed or failed.
+var errCompactionAbandoned = errors.New("journal: compaction abandoned")
+
+// compacted tells Options.OnCompaction of a compaction that ended (not of one given up).
+func (j *Journal) compacted(rep Compaction) {
+	if j.opts.OnCompaction != nil && !errors.Is(rep.Err, errCompactionAbandoned) {
+		j.opts.OnCompaction(rep)
+	}
+}
+
 // catchUpBytes is how far a compaction's copy may trail the active segment when it takes the
 // locks to switch: what it copies and fdatasyncs while writers wait.
 const catchUpBytes = 256 << 10
@@ -1005,14 +1033,28 @@ const catchUpBytes = 256 << 10
 // A record of a task retired after the cut is copied with its tombstone, which retires it on
 // replay and at the next compaction. It gives up, leaving the active segment as it was, when
 // the journal closes (stopCompact) or fails meanwhile.
-func (j *Journal) compactLive() error {
+func (j *Journal) compactLive() Compaction {
 	start := time.Now()
+	var rep Compaction
+	rep.Err = j.compactInto(&rep)
+	rep.Took = time.Since(start)
+	if rep.Err == nil {
+		j.log.Info("journal compacted", "segment", rep.segment, "bytes_before", rep.BytesBefore, "bytes_kept", rep.BytesKept,
+			"bytes_after", rep.BytesAfter, "took", rep.Took, "writers_held", rep.WritersHeld)
+	}
+	return rep
+}
+
+// compactInto is compactLive's work: it fills rep's sizes and hold and returns its failure, or
+// errCompactionAbandoned.
+func (j *Journal) compactInto(rep *Compaction) error {
 	j.wmu.Lock()
 	if j.closed {
 		j.wmu.Unlock()
-		return nil
+		return errCompactionAbandoned
 	}
 	gen, cut := j.gen, j.size.Load()
+	rep.BytesBefore = cut
 	j.wmu.Unlock()
 	j.mu.Lock()
 	live := make(map[string]struct{}, len(j.live))
@@ -1080,7 +1122,6 @@ func (j *Journal) compactLive() error {
 	if err := j.datasync(nf); err != nil { // its data and size: the rename below is fsynced with the directory
 		return fmt.Errorf("journal: compaction: %w", err)
 	}
-	before := cut
 	pos := kept // the new segment's end
 	buf = out[:0]
 	// copyTail copies the active segment's records from cut to end to the new segment.
@@ -1104,7 +1145,7 @@ func (j *Journal) compactLive() error {
 	}
 	for range 8 {
 		if j.stopCompact.Load() || j.err() != nil {
-			return nil
+			return errCompactionAbandoned
 		}
 		end := j.size.Load() // records up to end are written: size grows after each write
 		if end-cut < catchUpBytes {
@@ -1131,7 +1172,7 @@ func (j *Journal) compactLive() error {
 	if j.closed || j.stopCompact.Load() || j.err() != nil {
 		j.wmu.Unlock()
 		j.smu.Unlock()
-		return nil
+		return errCompactionAbandoned
 	}
 	written := j.written.value()
 	err = j.switchTo(nf, final, tmp, copyTail, &pos)
@@ -1140,13 +1181,13 @@ func (j *Journal) compactLive() error {
 	}
 	j.wmu.Unlock()
 	j.smu.Unlock()
+	rep.WritersHeld = time.Since(held)
 	if err != nil {
 		return fmt.Errorf("journal: compaction: %w", err)
 	}
+	rep.BytesKept, rep.BytesAfter, rep.segment = kept, pos, segName(next)
 	j.compact.Add(1)
 	j.durable.advance(written) // its waiters may write to clients: not under the locks
-	j.log.Info("journal compacted", "segment", segName(next), "bytes_before", before, "bytes_kept", kept,
-		"bytes_after", pos, "took", time.Since(start), "writers_held", time.Since(held))
 	return nil
 }
 

@@ -1031,10 +1031,10 @@ func (g *compactionGate) release() { g.once.Do(func() { close(g.free) }) }
 
 // runningHeld runs a journal that compacts from 4 KiB, its compactions held by a gate (released
 // when the test ends).
-func runningHeld(t *testing.T) (string, *Journal, *compactionGate, func()) {
+func runningHeld(t *testing.T, onCompaction func(Compaction)) (string, *Journal, *compactionGate, func()) {
 	t.Helper()
 	dir := t.TempDir()
-	j, err := Open(Options{Dir: dir, CompactMinBytes: 4096})
+	j, err := Open(Options{Dir: dir, CompactMinBytes: 4096, OnCompaction: onCompaction})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1049,7 +1049,7 @@ func runningHeld(t *testing.T) (string, *Journal, *compactionGate, func()) {
 // durable at once (Wait returns), and they are in the new segment, with the tombstones written
 // meanwhile, in their order.
 func TestCompactionLetsWritersGoOn(t *testing.T) {
-	dir, j, g, stop := runningHeld(t)
+	dir, j, g, stop := runningHeld(t, nil)
 	payload := bytes.Repeat([]byte("x"), 200)
 	var want []string
 	for i := range 60 {
@@ -1118,7 +1118,8 @@ func slicesDelete(s []string, v string) []string {
 // Closing the journal while a compaction rewrites gives the compaction up: the active segment
 // keeps every record and no new segment is left behind.
 func TestCloseDuringCompaction(t *testing.T) {
-	dir, j, g, stop := runningHeld(t)
+	var reported atomic.Bool
+	dir, j, g, stop := runningHeld(t, func(Compaction) { reported.Store(true) })
 	payload := bytes.Repeat([]byte("x"), 200)
 	for i := range 40 {
 		id := fmt.Sprintf("t%03d", i)
@@ -1139,6 +1140,9 @@ func TestCloseDuringCompaction(t *testing.T) {
 	recv(t, stopped, "Run's return")
 	if j.Stats().Compactions != 0 {
 		t.Fatal("compacted after the close")
+	}
+	if reported.Load() {
+		t.Error("a compaction given up was reported")
 	}
 	got := replayAll(t, dir)
 	if len(got) != 2 || got[0].Task != "t007" || got[1].Data != "last" {
@@ -1197,7 +1201,13 @@ func TestEachRecordWindows(t *testing.T) {
 // 1 s, doubling, not at every batch; one that succeeds then compacts.
 func TestCompactionFailureBacksOff(t *testing.T) {
 	dir := t.TempDir()
-	j, err := Open(Options{Dir: dir, CompactMinBytes: 4096})
+	var reps []Compaction
+	var repMu sync.Mutex
+	j, err := Open(Options{Dir: dir, CompactMinBytes: 4096, OnCompaction: func(c Compaction) {
+		repMu.Lock()
+		reps = append(reps, c)
+		repMu.Unlock()
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1258,5 +1268,28 @@ func TestCompactionFailureBacksOff(t *testing.T) {
 			t.Fatalf("no compaction once the disk took it: %+v", j.Stats())
 		}
 		batch(2000 + i)
+	}
+	// Each compaction that ended was reported, failed or done, with its sizes.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		repMu.Lock()
+		n := len(reps)
+		repMu.Unlock()
+		if n >= 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d compactions reported, want 3", n)
+		}
+	}
+	repMu.Lock()
+	defer repMu.Unlock()
+	for i, c := range reps[:2] {
+		if c.Err == nil || c.BytesBefore == 0 || c.WritersHeld != 0 {
+			t.Errorf("report %d: %+v, want a failure before the switch", i, c)
+		}
+	}
+	if c := reps[2]; c.Err != nil || c.WritersHeld <= 0 || c.Took < c.WritersHeld || c.BytesAfter <= 0 ||
+		c.BytesKept > c.BytesAfter || c.BytesKept >= c.BytesBefore {
+		t.Errorf("report of the compaction that succeeded: %+v", c)
 	}
 }

@@ -66,6 +66,9 @@ type Metrics struct {
 	TenantTokens     *prometheus.CounterVec   // key
 	TenantQueueWait  *prometheus.HistogramVec // key
 	TenantRejections *prometheus.CounterVec   // key, reason
+	// The journal's compactions.
+	JournalCompactions    *prometheus.CounterVec // outcome: done, failed
+	JournalCompactionHold prometheus.Histogram   // seconds writers waited for a compaction's switch
 
 	families []family
 }
@@ -105,6 +108,13 @@ func gaugeVec(p **prometheus.GaugeVec) kind {
 func histogramVec(p **prometheus.HistogramVec) kind {
 	return kind{"histogram", func(f family) prometheus.Collector {
 		*p = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: f.name, Help: f.help, Buckets: f.buckets}, f.labels)
+		return *p
+	}}
+}
+
+func histogram(p *prometheus.Histogram) kind {
+	return kind{"histogram", func(f family) prometheus.Collector {
+		*p = prometheus.NewHistogram(prometheus.HistogramOpts{Name: f.name, Help: f.help, Buckets: f.buckets})
 		return *p
 	}}
 }
@@ -178,6 +188,10 @@ func (m *Metrics) table() []family {
 			labels: []string{"key"}, buckets: FirstTokenBuckets, into: histogramVec(&m.TenantQueueWait)},
 		{name: "tenant_rejections_total", help: "Task submissions refused, per key and error code.", labels: []string{"key", "reason"}, into: counterVec(&m.TenantRejections)},
 		{name: "artifacts_stored_bytes", help: "Bytes of the artifact store's files (limit: artifacts.max_total_bytes).", into: gauge(&m.ArtifactsBytes)},
+		{name: "journal_compactions_total", help: "Compactions of the journal's segment that ended, by outcome: done, failed (retried after a back-off).",
+			labels: []string{"outcome"}, into: counterVec(&m.JournalCompactions)},
+		{name: "journal_compaction_writers_held_seconds", help: "Seconds each journal compaction held the journal's writers to switch segments: every stream's next frame waited that long (the rewrite itself runs beside the writers).",
+			buckets: OverheadBuckets, into: histogram(&m.JournalCompactionHold)},
 	}
 }
 

@@ -67,6 +67,8 @@ func TestExposition(t *testing.T) {
 			c.WithLabelValues(f.labels...).Set(1)
 		case *prometheus.HistogramVec:
 			c.WithLabelValues(f.labels...).Observe(1)
+		case prometheus.Histogram:
+			c.Observe(1)
 		case prometheus.Gauge: // before Counter: a Gauge also has Inc and Add
 			c.Set(1)
 		case prometheus.Counter:
