@@ -92,12 +92,15 @@ func (p *poller) add(b *connBody, fd int) error {
 		p.slots = append(p.slots, nil)
 		p.gens = append(p.gens, 0)
 	}
+	// b's fields are set before it is published under p.mu: the loop reads them after taking
+	// p.mu to look the slot up, which orders the two for the memory model (the kernel's
+	// ordering of EPOLL_CTL_ADD before the event is invisible to it, and to the race detector).
+	b.slot, b.fd = slot, fd
 	p.slots[slot] = b
 	gen := p.gens[slot]
 	p.mu.Unlock()
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP}
 	ev.Fd, ev.Pad = slot, gen
-	b.slot, b.fd = slot, fd
 	if err := syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		p.mu.Lock()
 		p.freeSlot(slot)
