@@ -499,32 +499,43 @@ func (j *Journal) rewrite(data []byte, live map[string]struct{}) ([]byte, error)
 	if err := writeSync(tmp, out, preallocBytes); err != nil {
 		return nil, fmt.Errorf("journal: compaction: %w", err)
 	}
-	if err := os.Rename(tmp, final); err != nil {
+	if err := j.install(tmp, final, next, int64(len(out))); err != nil {
 		return nil, fmt.Errorf("journal: compaction: %w", err)
 	}
+	return out, nil
+}
+
+// install makes the new segment tmp (its size bytes of records on disk) the active one:
+// renamed to final (generation next), the directory fsynced, the old segment closed and
+// removed. On failure the old segment stays the active and newest one. The caller holds smu and
+// wmu, or runs before anything else (Open).
+func (j *Journal) install(tmp, final string, next uint64, size int64) error {
+	if err := os.Rename(tmp, final); err != nil {
+		return err
+	}
 	if err := syncDir(j.opts.Dir); err != nil {
-		return nil, fmt.Errorf("journal: compaction: %w", err)
+		_ = os.Remove(final)
+		return err
 	}
 	f, err := os.OpenFile(final, os.O_WRONLY, 0o600)
 	if err != nil {
-		// Keep appending to the old segment, which must stay the newest one.
 		_ = os.Remove(final)
-		return nil, fmt.Errorf("journal: %w", err)
+		return err
 	}
 	if j.f != nil {
 		_ = j.f.Close()
 	}
-	if next != old {
+	if old := j.gen; next != old {
 		_ = os.Remove(filepath.Join(j.opts.Dir, segName(old)))
 	}
 	j.f, j.gen = f, next
-	j.size.Store(int64(len(out)))
-	j.synced.Store(int64(len(out))) // fsynced above
-	j.alloc = int64(len(out))
+	j.size.Store(size)
+	j.synced.Store(size)
+	j.alloc = size
 	if st, err := f.Stat(); err == nil {
-		j.alloc = st.Size()
+		j.alloc = max(st.Size(), size)
 	}
-	return out, nil
+	return nil
 }
 
 // preallocBytes is how far ahead of its records a segment is preallocated: an append and its
@@ -768,14 +779,27 @@ func (j *Journal) Run(ctx context.Context) error {
 	// batch.
 	var compactAfter time.Time
 	var compactBackoff time.Duration
+	ended := func(rep Compaction) { // a compaction's end: back-off, log, OnCompaction
+		compacting = false
+		switch {
+		case rep.Err == nil:
+			compactBackoff = 0
+		case errors.Is(rep.Err, errCompactionAbandoned):
+			return // not reported
+		default:
+			compactBackoff = min(max(2*compactBackoff, time.Second), time.Minute)
+			compactAfter = j.now().Add(compactBackoff)
+			j.log.Error("journal: compaction failed; the segment grows until one succeeds", "err", rep.Err,
+				"retry_in", compactBackoff)
+		}
+		if j.opts.OnCompaction != nil {
+			j.opts.OnCompaction(rep)
+		}
+	}
 	defer func() {
 		j.stopCompact.Store(true)
 		if compacting {
-			rep := <-compacted
-			if rep.Err != nil && !errors.Is(rep.Err, errCompactionAbandoned) {
-				j.log.Error("journal: compaction failed", "err", rep.Err)
-			}
-			j.compacted(rep)
+			ended(<-compacted)
 		}
 		tm.Stop()
 		if busy {
@@ -802,17 +826,7 @@ func (j *Journal) Run(ctx context.Context) error {
 		case <-idle:
 			busy = false
 		case rep := <-compacted:
-			compacting = false
-			switch {
-			case rep.Err == nil:
-				compactBackoff = 0
-			case !errors.Is(rep.Err, errCompactionAbandoned):
-				compactBackoff = min(max(2*compactBackoff, time.Second), time.Minute)
-				compactAfter = j.now().Add(compactBackoff)
-				j.log.Error("journal: compaction failed; the segment grows until one succeeds", "err", rep.Err,
-					"retry_in", compactBackoff)
-			}
-			j.compacted(rep)
+			ended(rep)
 		case <-tm.C():
 			armed, due = false, true
 		}
@@ -1004,13 +1018,6 @@ type Compaction struct {
 // errCompactionAbandoned is a compaction given up because the journal closed or failed.
 var errCompactionAbandoned = errors.New("journal: compaction abandoned")
 
-// compacted tells Options.OnCompaction of a compaction that ended (not of one given up).
-func (j *Journal) compacted(rep Compaction) {
-	if j.opts.OnCompaction != nil && !errors.Is(rep.Err, errCompactionAbandoned) {
-		j.opts.OnCompaction(rep)
-	}
-}
-
 // catchUpBytes is how far a compaction's copy may trail the active segment when it takes the
 // locks to switch: what it copies and fdatasyncs while writers wait.
 const catchUpBytes = 256 << 10
@@ -1192,8 +1199,7 @@ func (j *Journal) compactInto(rep *Compaction) error {
 }
 
 // switchTo copies the rest of the active segment to the new one (nf, at *pos, named tmp),
-// makes it durable, renames it to final and makes it the active segment. The caller holds smu
-// and wmu.
+// makes it durable and installs it as final. The caller holds smu and wmu.
 func (j *Journal) switchTo(nf *os.File, final, tmp string, copyTail func(end int64) error, pos *int64) error {
 	if err := copyTail(j.size.Load()); err != nil {
 		return err
@@ -1201,28 +1207,5 @@ func (j *Journal) switchTo(nf *os.File, final, tmp string, copyTail func(end int
 	if err := j.datasync(nf); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, final); err != nil {
-		return err
-	}
-	if err := syncDir(j.opts.Dir); err != nil {
-		_ = os.Remove(final) // the old segment must stay the newest one
-		return err
-	}
-	f, err := os.OpenFile(final, os.O_WRONLY, 0o600)
-	if err != nil {
-		// Keep appending to the old segment, which must stay the newest one.
-		_ = os.Remove(final)
-		return err
-	}
-	old := j.gen
-	_ = j.f.Close()
-	_ = os.Remove(filepath.Join(j.opts.Dir, segName(old)))
-	j.f, j.gen = f, old+1
-	j.size.Store(*pos)
-	j.synced.Store(*pos)
-	j.alloc = *pos
-	if st, err := f.Stat(); err == nil {
-		j.alloc = max(st.Size(), *pos)
-	}
-	return nil
+	return j.install(tmp, final, j.gen+1, *pos)
 }

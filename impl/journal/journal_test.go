@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -1074,7 +1075,7 @@ func TestCompactionLetsWritersGoOn(t *testing.T) {
 		want = append(want, id+":y")
 	}
 	j.Retire("t010") // retired after the cut: its tombstone follows it into the new segment
-	want = slicesDelete(want, "t010:x")
+	want = slices.DeleteFunc(want, func(r string) bool { return r == "t010:x" })
 	wait(t, j, j.Append("t020", 2, "token", []byte("during"), nil))
 	want = append(want, "t020:d")
 	rewritten()
@@ -1103,16 +1104,6 @@ func TestCompactionLetsWritersGoOn(t *testing.T) {
 	if m, _ := filepath.Glob(filepath.Join(dir, "*")); len(m) != 1 {
 		t.Fatalf("leftover files: %v", m)
 	}
-}
-
-func slicesDelete(s []string, v string) []string {
-	out := s[:0]
-	for _, x := range s {
-		if x != v {
-			out = append(out, x)
-		}
-	}
-	return out
 }
 
 // Closing the journal while a compaction rewrites gives the compaction up: the active segment
