@@ -801,9 +801,15 @@ func changed(a, b View) bool {
 	return false
 }
 
-func (r *Registry) viewLocked(s *state) View {
-	v := View{Spec: s.spec, Draining: s.draining, DrainDeadline: s.drainDeadline,
-		Replicas: make([]ReplicaView, 0, len(s.reps))}
+func (r *Registry) viewLocked(s *state) View { return r.viewIntoLocked(s, nil) }
+
+// viewIntoLocked is viewLocked with the replicas appended to reps[:0]: a caller that keeps
+// reps from one view to the next allocates nothing.
+func (r *Registry) viewIntoLocked(s *state, reps []ReplicaView) View {
+	if cap(reps) < len(s.reps) {
+		reps = make([]ReplicaView, 0, len(s.reps))
+	}
+	v := View{Spec: s.spec, Draining: s.draining, DrainDeadline: s.drainDeadline, Replicas: reps[:0]}
 	kv, nkv := 0.0, 0
 	for _, rs := range s.reps {
 		rv := ReplicaView{ReplicaSpec: rs.spec, URL: rs.url, Live: rs.live, Healthy: rs.healthy, Slots: s.spec.Slots,
@@ -859,6 +865,41 @@ func (r *Registry) Views() []View {
 		out = append(out, r.viewLocked(r.pools[id]))
 	}
 	return out
+}
+
+// ViewsInto is Views written over dst: the views reuse dst's storage and each view's replicas
+// the slice that dst held at its index, so that a caller that keeps dst allocates nothing
+// (admission places every task on them). The views share that storage: they are the caller's
+// until it passes dst to ViewsInto again.
+func (r *Registry) ViewsInto(dst []View) []View {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	dst = dst[:cap(dst)]
+	for i, id := range r.order {
+		var reps []ReplicaView
+		if i < len(dst) {
+			reps = dst[i].Replicas
+		}
+		v := r.viewIntoLocked(r.pools[id], reps)
+		if i < len(dst) {
+			dst[i] = v
+		} else {
+			dst = append(dst, v)
+		}
+	}
+	clear(dst[len(r.order):]) // the strings and slices of pools gone since
+	return dst[:len(r.order)]
+}
+
+// GetInto is Get with the view's replicas written over reps (as ViewsInto).
+func (r *Registry) GetInto(id string, reps []ReplicaView) (View, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st, ok := r.pools[id]
+	if !ok {
+		return View{}, false
+	}
+	return r.viewIntoLocked(st, reps), true
 }
 
 // Get returns one pool.

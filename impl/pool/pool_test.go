@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -325,4 +326,61 @@ func TestReload(t *testing.T) {
 			t.Fatalf("err = %v", err)
 		}
 	})
+}
+
+// TestViewsInto: the views written over a kept slice are Views' own, with the replicas' busy
+// counts read at the call; a kept slice is reused without allocating; GetInto is Get.
+func TestViewsInto(t *testing.T) {
+	two := externalSpec
+	two.ID, two.Replicas = "y", []ReplicaSpec{{ID: "y/a", URL: "http://y-a"}, {ID: "y/b", URL: "http://y-b"}}
+	e := newEnv(t, managedSpec, externalSpec, two)
+	deadline := time.Now().Add(5 * time.Second)
+	for ready := false; !ready; time.Sleep(time.Millisecond) { // every replica's first probe done
+		if time.Now().After(deadline) {
+			t.Fatalf("pools not ready: %+v", e.reg.Views())
+		}
+		ready = true
+		for _, v := range e.reg.Views() {
+			ready = ready && v.ReadyReplicas() == len(v.Replicas)
+		}
+	}
+	e.setBusy("y/b", 1)
+	var kept []View
+	kept = e.reg.ViewsInto(kept)
+	if got, want := kept, e.reg.Views(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("ViewsInto = %+v\nViews = %+v", got, want)
+	}
+	if got := kept[2].Replicas[1].Busy; got != 1 {
+		t.Fatalf("busy of y/b = %d, want 1", got)
+	}
+	e.setBusy("y/b", 0)
+	if allocs := testing.AllocsPerRun(100, func() { kept = e.reg.ViewsInto(kept) }); allocs != 0 {
+		t.Errorf("ViewsInto over a kept slice allocates %v times", allocs)
+	}
+	if got := kept[2].Replicas[1].Busy; got != 0 {
+		t.Fatalf("busy of y/b after the reuse = %d, want 0", got)
+	}
+	// A slice longer than the pools keeps none of their views past the pools' count.
+	long := make([]View, 5)
+	long[4] = kept[0]
+	long = e.reg.ViewsInto(long)
+	if len(long) != 3 || !reflect.DeepEqual(long, e.reg.Views()) || !reflect.DeepEqual(long[:5][3:], make([]View, 2)) {
+		t.Fatalf("ViewsInto over 5 views = %d views %+v", len(long), long[:5])
+	}
+
+	reps := kept[2].Replicas
+	for _, id := range []string{"m", "x", "y"} {
+		want, _ := e.reg.Get(id)
+		got, ok := e.reg.GetInto(id, reps)
+		if !ok || !reflect.DeepEqual(got, want) {
+			t.Fatalf("GetInto(%s) = %+v, %v; Get = %+v", id, got, ok, want)
+		}
+		reps = got.Replicas
+	}
+	if allocs := testing.AllocsPerRun(100, func() { _, _ = e.reg.GetInto("y", reps) }); allocs != 0 {
+		t.Errorf("GetInto over kept replicas allocates %v times", allocs)
+	}
+	if _, ok := e.reg.GetInto("nope", reps); ok {
+		t.Fatal("GetInto of an unknown pool succeeded")
+	}
 }

@@ -94,13 +94,16 @@ func (s *Service) countStartedUnplaced(t *Task, g *placements) {
 // prepare places the task on a replica and fills a; false: no replica, with generate's
 // result in g.
 func (s *Service) prepare(ctx context.Context, t *Task, g *placements, a *attempt) bool {
+	sc := s.placeScratch()
+	defer s.scratch.Put(sc) // the view and the snapshots are not used past prepare
 	for {
-		v, ok := s.poolView(t.poolID)
+		v, ok := s.opts.Pools.GetInto(t.poolID, sc.reps)
+		sc.reps = v.Replicas
 		if !ok {
 			g.err = engine.Errorf(engine.KindPoolUnavailable, "pool %s is gone", t.poolID)
 			return false
 		}
-		dec := s.placeReplica(ctx, t, v, g.tried, g.lastErr != nil)
+		dec := s.placeReplica(ctx, t, v, g.tried, g.lastErr != nil, sc)
 		if dec.ReplicaID == "" {
 			g.err = g.lastErr
 			if g.err == nil {
@@ -241,17 +244,33 @@ func (s *Service) assign(t *Task, replicaID string) {
 	}
 }
 
-// poolView is the current view of one pool (without building the others').
-func (s *Service) poolView(id string) (pool.View, bool) { return s.opts.Pools.Get(id) }
+// placeScratch holds placement's slices between tasks: admission's pool views and candidates,
+// dispatch's replica views and snapshots. A task takes one for the length of a call and puts
+// it back; what it keeps (the decision's candidates) is allocated on its own.
+type placeScratch struct {
+	views []pool.View
+	cands []placement.Candidate
+	reps  []pool.ReplicaView
+	snaps []placement.ReplicaSnapshot
+}
+
+func (s *Service) placeScratch() *placeScratch {
+	if sc, ok := s.scratch.Get().(*placeScratch); ok {
+		return sc
+	}
+	return new(placeScratch)
+}
 
 // placeReplica chooses the task's replica among the pool's and records the decision.
-func (s *Service) placeReplica(ctx context.Context, t *Task, v pool.View, tried []string, retry bool) placement.ReplicaDecision {
+func (s *Service) placeReplica(ctx context.Context, t *Task, v pool.View, tried []string, retry bool, sc *placeScratch) placement.ReplicaDecision {
 	inv := s.gpuInventory(ctx, v)
-	snaps := make([]placement.ReplicaSnapshot, len(v.Replicas))
-	for i, r := range v.Replicas {
-		snaps[i] = replicaSnapshot(r)
-		snaps[i].VRAM = deviceMemory(r.Devices, inv)
+	snaps := sc.snaps[:0]
+	for _, r := range v.Replicas {
+		sn := replicaSnapshot(r)
+		sn.VRAM = deviceMemory(r.Devices, inv)
+		snaps = append(snaps, sn)
 	}
+	sc.snaps = snaps
 	req := placement.ReplicaRequest{Tried: tried, Retry: retry, Tiebreak: t.seq, Pin: t.spec.Placement.PinReplica,
 		Prefer: t.spec.Placement.PreferReplicas, Avoid: t.spec.Placement.AvoidReplicas}
 	if t.spec.Ctx > 0 && t.kvBytes > 0 { // the KV memory of the task's whole context

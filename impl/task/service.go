@@ -58,8 +58,12 @@ var (
 
 type pools interface {
 	Views() []pool.View
+	// ViewsInto is Views written over dst's storage (admission's placement keeps dst).
+	ViewsInto(dst []pool.View) []pool.View
 	// Get is one pool's view, as Views has it.
 	Get(id string) (pool.View, bool)
+	// GetInto is Get with the replicas written over reps (replica placement keeps reps).
+	GetInto(id string, reps []pool.ReplicaView) (pool.View, bool)
 	// Acquire hands out a replica's engine for one generation; release ends its use. Neither
 	// counts busy slots: the runner puts the task's slot on the replica in the queue.
 	Acquire(poolID, replicaID string) (rep engine.Replica, release func(), err error)
@@ -130,7 +134,8 @@ type Meter interface {
 
 // Service admits, dispatches, runs and tracks tasks.
 type Service struct {
-	opts  Options
+	opts    Options
+	scratch sync.Pool // *placeScratch: placement's slices, reused from task to task
 	log   *slog.Logger
 	m     *metrics.Metrics
 	queue *admission.Queue

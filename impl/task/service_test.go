@@ -93,6 +93,10 @@ func (p *fakePools) Get(id string) (pool.View, bool) {
 	return pool.View{}, false
 }
 
+func (p *fakePools) GetInto(id string, _ []pool.ReplicaView) (pool.View, bool) { return p.Get(id) }
+
+func (p *fakePools) ViewsInto([]pool.View) []pool.View { return p.Views() }
+
 func (p *fakePools) Views() []pool.View {
 	p.mu.Lock()
 	defer p.mu.Unlock()

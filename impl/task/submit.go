@@ -40,8 +40,11 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (_ Admission, retErr er
 		_, placeSpan = s.opts.Tracer.Start(ctx, "task.placement", trace.WithTimestamp(entered),
 			trace.WithAttributes(attribute.String("task.id", spec.ID), attribute.String("engine", spec.Engine)))
 	}
-	views := s.opts.Pools.Views()
-	cands := make([]placement.Candidate, 0, len(views))
+	sc := s.placeScratch()
+	defer s.scratch.Put(sc) // views and cands are not used past Submit
+	sc.views = s.opts.Pools.ViewsInto(sc.views)
+	views := sc.views
+	cands := sc.cands[:0]
 	mode := placement.Mode(spec.Placement.Mode)
 	if mode == "" {
 		mode = placement.ModeAuto
@@ -61,6 +64,7 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (_ Admission, retErr er
 			Workloads: v.Workloads, Admittable: v.Ready(), Slots: v.SlotsTotal(), Load: busy + queued + s.placing[v.ID],
 		})
 	}
+	sc.cands = cands
 	dec, err := placement.Choose(cands, placement.Request{
 		Engine: spec.Engine, ModelRef: spec.ModelRef, Workload: spec.Workload, Ctx: spec.Ctx,
 		Mode: mode, PinPool: spec.Placement.PinPool, PreferPools: spec.Placement.PreferPools,
