@@ -136,11 +136,11 @@ type Meter interface {
 type Service struct {
 	opts    Options
 	scratch sync.Pool // *placeScratch: placement's slices, reused from task to task
-	log   *slog.Logger
-	m     *metrics.Metrics
-	queue *admission.Queue
-	now   func() time.Time
-	j     Journal
+	log     *slog.Logger
+	m       *metrics.Metrics
+	queue   *admission.Queue
+	now     func() time.Time
+	j       Journal
 	// tracing is false with the no-op tracer: the task's spans are then not started at all
 	// (the no-op tracer still costs their options and attributes, about 13 allocations a task).
 	tracing bool

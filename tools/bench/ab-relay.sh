@@ -8,7 +8,9 @@
 #
 # Environment: STREAMS (concurrent streams, 1000), REQUESTS (streams per window, 4000), TOKENS
 # (256), ROUNDS (3), OUT (tmp/bench/ab-relay), A_CONF / B_CONF (YAML lines appended to each
-# daemon's configuration, e.g. 'journal: {enabled: false}').
+# daemon's configuration, e.g. 'journal: {enabled: false}'), PERF_EVENTS (perf events counted
+# on the daemon over each window and printed per 1,000 tokens, e.g.
+# 'context-switches,syscalls:sys_enter_nanosleep,syscalls:sys_enter_futex'; needs perf).
 #
 # Per window: tokens/s and the added per-token latency (loadgen), the daemon's CPU per 1,000
 # tokens (utime+stime from /proc over the window); at the end each daemon's peak RSS (VmHWM)
@@ -84,17 +86,28 @@ sleep 1 # the pools' first readiness probe
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 window() { # name pid port
-  local t0 t1
+  local t0 t1 perf=""
+  if [ -n "${PERF_EVENTS:-}" ]; then
+    perf stat -x, -e "$PERF_EVENTS" -p "$2" -o "$OUT/$1.perf" &
+    perf=$!
+  fi
   t0=$(cpu_ticks "$2")
   "$OUT/bin/loadgen" -target orchd-stream -url "http://127.0.0.1:$3" -api-key "$KEY" -model sim \
     -concurrency "$STREAMS" -requests "$REQUESTS" -tokens "$TOKENS" -duration 10m >"$OUT/$1.txt" 2>&1
   t1=$(cpu_ticks "$2")
   local tokens
   tokens=$(awk '$1 == "tokens" {print $2}' "$OUT/$1.txt")
+  if [ -n "$perf" ]; then
+    kill -INT "$perf"
+    wait "$perf" || true
+  fi
   printf '%-4s cpu %6.2f ms/1k tokens  %s  %s\n' "$1" \
     "$(echo "($t1 - $t0) * 1000 / $(getconf CLK_TCK) * 1000 / $tokens" | bc -l)" \
     "$(grep -E '^ +tokens ' "$OUT/$1.txt" | sed -E 's/ +/ /g; s/\(stamped.*//')" \
     "$(grep -E '^ +token added' "$OUT/$1.txt" | sed -E 's/ +/ /g; s/max.*//')"
+  if [ -n "$perf" ]; then
+    awk -F, -v t="$tokens" '$1 ~ /^[0-9]+$/ {printf "     %-32s %8.1f per 1k tokens\n", $3, $1 * 1000 / t}' "$OUT/$1.perf"
+  fi
 }
 for r in $(seq "$ROUNDS"); do
   if [ $((r % 2)) -eq 1 ]; then
