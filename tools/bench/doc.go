@@ -5,6 +5,9 @@
 //   - direct: loadgen talks to the simulator itself (the upper bound);
 //   - nginx: Debian's nginx as a reverse proxy with buffering off both ways, run by the bench
 //     with a private prefix and configuration (no system service);
+//   - go-relay (opt-in: name it in -contenders): tools/gorelay, net/http's server in front of
+//     httputil.ReverseProxy flushing each write, keep-alive to the simulator: what any Go
+//     relay pays on the machine, the runtime and net/http included;
 //   - orchestratord: bin/orchestratord, built from this tree, with pools on the simulator
 //     (external replicas), log_level warn, and limits sized so that its own admission and
 //     session limits never refuse the load; the full path (auth, validation, queue, dispatch,

@@ -37,7 +37,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	name := fs.String("name", "", "result name (default: the plan's name)")
 	scratch := fs.String("scratch", "", "directory for logs, configs and raw loadgen results (default: tmp/bench/scratch/<name>)")
 	scenarios := fs.String("scenarios", "admission,relay,idle,queue,aiperf", "scenarios to run")
-	contenders := fs.String("contenders", "direct,nginx,orchestratord,litellm", "contenders to run (orchestratord-info is added by -plan full; orchestratord-nosync, journal.sync none, only when named)")
+	contenders := fs.String("contenders", "direct,nginx,orchestratord,litellm", "contenders to run (orchestratord-info is added by -plan full; orchestratord-nosync, journal.sync none, and go-relay, a net/http reverse proxy, only when named)")
 	rounds := fs.Int("rounds", 0, "override the plan's rounds")
 	venv := fs.String("litellm-venv", ".tools/litellm-venv", "LiteLLM virtualenv (tools/bench/setup.sh creates it)")
 	aiperfVenv := fs.String("aiperf-venv", ".tools/aiperf-venv", "aiperf virtualenv (tools/bench/setup.sh creates it)")
@@ -133,9 +133,9 @@ func (b *bench) prepare(ctx context.Context, skipBuild bool, setupDir string) er
 	}
 	raiseNoFile()
 	if !skipBuild {
-		b.log.Info("building orchestratord, enginesim and loadgen")
+		b.log.Info("building orchestratord, enginesim, loadgen and gorelay")
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(b.scratch, "bin")+"/",
-			"./cmd/orchestratord", "./tools/enginesim", "./tools/loadgen")
+			"./cmd/orchestratord", "./tools/enginesim", "./tools/loadgen", "./tools/gorelay")
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		if err := cmd.Run(); err != nil {
 			return fmt.Errorf("go build: %w", err)

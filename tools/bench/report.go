@@ -308,8 +308,8 @@ func (b *bench) write(rep *report) error {
 
 // columns are the contenders in display order, and the ratio columns.
 var (
-	displayOrder = []string{cDirect, cNginx, cOrchd, cLiteLLM, cOrchdInfo, cOrchdBase, cOrchdNoSync}
-	ratioCols    = []string{cDirect, cNginx, cLiteLLM, cOrchdInfo, cOrchdBase, cOrchdNoSync}
+	displayOrder = []string{cDirect, cNginx, cGoRelay, cOrchd, cLiteLLM, cOrchdInfo, cOrchdBase, cOrchdNoSync}
+	ratioCols    = []string{cDirect, cNginx, cGoRelay, cLiteLLM, cOrchdInfo, cOrchdBase, cOrchdNoSync}
 )
 
 // markdown renders the report's tables.

@@ -23,8 +23,11 @@ import (
 
 // Contender names.
 const (
-	cDirect    = "direct"
-	cNginx     = "nginx"
+	cDirect = "direct"
+	cNginx  = "nginx"
+	// cGoRelay is tools/gorelay: net/http's server and httputil.ReverseProxy, flushing each
+	// write (opt-in: name it in -contenders): what any Go relay pays on the machine.
+	cGoRelay   = "go-relay"
 	cOrchd     = "orchestratord"
 	cOrchdInfo = "orchestratord-info"
 	cOrchdBase = "orchestratord-base" // -base-orchd: the same daemon built before a change
@@ -129,7 +132,7 @@ func loadArgs(c *contender, scenario string) []string {
 			a = append(a, "-stream=false")
 		}
 		return a
-	default: // direct, nginx: the llama.cpp protocol, as orchestratord's adapter speaks it
+	default: // direct, nginx, go-relay: the llama.cpp protocol, as orchestratord's adapter speaks it
 		a := []string{"-target", "llamacpp-stream", "-url", c.url}
 		if scenario == "admission" {
 			a = append(a, "-stream=false")
@@ -274,6 +277,9 @@ func (b *bench) runLoadPhase(ctx context.Context, rep *report) error {
 	}()
 	starters := map[string]func(ctx context.Context) (*service, error){
 		cNginx: func(ctx context.Context) (*service, error) { return b.startNginx(ctx, "nginx-relay", sim) },
+		cGoRelay: func(ctx context.Context) (*service, error) {
+			return b.startGoRelay(ctx, "gorelay-relay", sim)
+		},
 		cOrchd: func(ctx context.Context) (*service, error) {
 			return b.startOrchd(ctx, "orchd-relay", sim, "warn", maxStreams)
 		},
@@ -404,7 +410,7 @@ type idleRecord struct {
 func (b *bench) runIdle(ctx context.Context, rep *report) {
 	var names []string
 	for _, n := range b.wanted {
-		if n == cDirect || n == cNginx || n == cOrchd || n == cOrchdBase {
+		if n == cDirect || n == cNginx || n == cGoRelay || n == cOrchd || n == cOrchdBase {
 			if _, gone := b.unavailable[n]; !gone {
 				names = append(names, n)
 			}
@@ -442,6 +448,8 @@ func (b *bench) idleOnce(ctx context.Context, name string, n, round int) (rec id
 	switch name {
 	case cNginx:
 		relay, err = b.startNginx(ctx, "nginx-idle", sim)
+	case cGoRelay:
+		relay, err = b.startGoRelay(ctx, "gorelay-idle", sim)
 	case cOrchd:
 		relay, err = b.startOrchd(ctx, "orchd-idle", sim, "warn", n)
 	case cOrchdBase:

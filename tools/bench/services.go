@@ -151,6 +151,25 @@ func (b *bench) startNginx(ctx context.Context, name string, upstream *service) 
 	return s, nil
 }
 
+// startGoRelay starts tools/gorelay in front of upstream.
+func (b *bench) startGoRelay(ctx context.Context, name string, upstream *service) (*service, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	p, err := startProc(name, b.logPath(name), nil, b.binPath("gorelay"), "-addr", addr, "-upstream", upstream.url)
+	if err != nil {
+		return nil, err
+	}
+	s := &service{p: p, url: "http://" + addr}
+	if err := waitReady(ctx, p, s.url+"/health", nil, 20*time.Second, nil); err != nil {
+		s.stop()
+		return nil, err
+	}
+	return s, nil
+}
+
 func portOf(url string) (int, error) {
 	i := strings.LastIndexByte(url, ':')
 	if i < 0 {
