@@ -111,6 +111,7 @@ type bench struct {
 	log            *slog.Logger
 
 	nginxBin    string
+	traceRun    bool // profile: an execution trace of the measured run
 	litellmBin  string
 	aiperfBin   string
 	baseOrchd   string

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"strconv"
 	"syscall"
 	"time"
@@ -42,13 +43,15 @@ func runProfile(ctx context.Context, args []string, stderr io.Writer) int {
 	journalSync := fs.String("journal-sync", "", "the daemon's journal.sync (admission, always or none; default: the daemon's), or off (no journal)")
 	skipBuild := fs.Bool("skip-build", false, "use the binaries already in <out>/bin")
 	nodes := fs.Int("nodecount", 30, "frames in the top listings")
+	traceRun := fs.Bool("trace", false, "also write an execution trace of the measured run to <out>/trace.out "+
+		"(go tool trace -pprof=sched <out>/trace.out: where goroutines waited to run); keep -requests small")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
 	}
-	b := &bench{scratch: *out, maxRun: time.Hour, unavailable: map[string]string{},
+	b := &bench{scratch: *out, maxRun: time.Hour, unavailable: map[string]string{}, traceRun: *traceRun,
 		log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))}
 	if *scenario != "relay" && *scenario != "admission" && *scenario != "idle" {
 		fmt.Fprintln(stderr, "bench profile: -scenario must be relay, admission or idle")
@@ -168,9 +171,27 @@ func (b *bench) profile(ctx context.Context, scenario string, streams, requests,
 		cf.Close()
 		return err
 	}
+	var tf *os.File
+	if b.traceRun {
+		if tf, err = os.Create(filepath.Join(b.scratch, "trace.out")); err != nil {
+			pprof.StopCPUProfile()
+			cf.Close()
+			return err
+		}
+		if err := trace.Start(tf); err != nil {
+			pprof.StopCPUProfile()
+			cf.Close()
+			tf.Close()
+			return err
+		}
+	}
 	t0 := time.Now()
 	ru0 := rusage()
 	runErr := loadArgsRun("profile-relay", streams, requests, duration)
+	if tf != nil {
+		trace.Stop()
+		tf.Close()
+	}
 	pprof.StopCPUProfile()
 	cf.Close()
 	wall := time.Since(t0)
