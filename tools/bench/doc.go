@@ -58,11 +58,12 @@
 //	go run ./tools/bench [-plan short|full] [-out DIR] [-name NAME] [-rounds N]
 //	                     [-scenarios admission,relay,idle,queue,aiperf] [-contenders direct,nginx,orchestratord,litellm]
 //	                     [-base-orchd PATH] [-litellm-venv DIR] [-aiperf-venv DIR] [-setup-status DIR] [-skip-build]
-//	go run ./tools/bench profile [-scenario relay|admission|idle] [-streams N] [-requests N] [-journal-sync MODE] [-out DIR]
+//	go run ./tools/bench profile [-scenario relay|admission|idle] [-streams N] [-requests N] [-journal-sync MODE] [-trace] [-out DIR]
 //
 // The profile subcommand runs the daemon in this process (impl/app, assembled as
 // cmd/orchestratord does) on a simulator, drives one scenario with loadgen and writes a CPU
 // profile and an allocation profile of exactly the measured run (relay, admission), or the heap
-// and goroutine stacks per open stream (idle), with `go tool pprof -top` listings. The daemon
-// itself has no pprof endpoint.
+// and goroutine stacks per open stream (idle), with `go tool pprof -top` listings; -trace adds an
+// execution trace of the measured run (`go tool trace -pprof=sched`: where goroutines waited to
+// run). The daemon itself has no pprof endpoint.
 package main
