@@ -13,16 +13,22 @@ import (
 //
 // One goroutine accepts from the wrapped listener (so that a connection given back does not
 // wait behind an Accept blocked there, connlimit's wait for a free slot included).
+//
+// Return never refuses before Close: a connection comes back when its client may already have
+// sent its next request on it (the stream's response promised keep-alive), and closing it then
+// would reset that request. The connections waiting to be accepted are bounded by the
+// connection limit, whose slots they keep.
 type ReturnListener struct {
 	net.Listener
 
 	accepted chan accepted
-	back     chan net.Conn
+	ready    chan struct{} // holds a token while back may be non-empty
 	done     chan struct{}
 	start    sync.Once
 
 	mu     sync.Mutex // orders Return and Close: nothing is given back after Close
 	closed bool
+	back   []net.Conn // under mu: given back, not yet accepted, oldest first
 }
 
 type accepted struct {
@@ -30,26 +36,50 @@ type accepted struct {
 	err error
 }
 
-// returnBacklog bounds the connections given back and not yet accepted; past it, Return
-// refuses (the stream closes its connection instead).
-const returnBacklog = 256
-
 // NewReturnListener wraps inner.
 func NewReturnListener(inner net.Listener) *ReturnListener {
-	return &ReturnListener{Listener: inner, accepted: make(chan accepted), back: make(chan net.Conn, returnBacklog),
+	return &ReturnListener{Listener: inner, accepted: make(chan accepted), ready: make(chan struct{}, 1),
 		done: make(chan struct{})}
 }
 
-// Accept returns a connection given back, or the next one the wrapped listener accepts.
+// Accept returns a connection given back (those first: their clients may be waiting on a
+// request sent already), or the next one the wrapped listener accepts.
 func (l *ReturnListener) Accept() (net.Conn, error) {
 	l.start.Do(func() { go l.pump() })
+	for {
+		if c := l.takeBack(); c != nil {
+			return c, nil
+		}
+		select {
+		case <-l.ready:
+		case a := <-l.accepted:
+			return a.c, a.err
+		case <-l.done:
+			return nil, net.ErrClosed
+		}
+	}
+}
+
+// takeBack pops the oldest connection given back (nil: none), leaving the token for the rest.
+func (l *ReturnListener) takeBack() net.Conn {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.back) == 0 || l.closed {
+		return nil
+	}
+	c := l.back[0]
+	l.back[0] = nil
+	l.back = l.back[1:]
+	if len(l.back) > 0 {
+		l.signal()
+	}
+	return c
+}
+
+func (l *ReturnListener) signal() {
 	select {
-	case c := <-l.back:
-		return c, nil
-	case a := <-l.accepted:
-		return a.c, a.err
-	case <-l.done:
-		return nil, net.ErrClosed
+	case l.ready <- struct{}{}:
+	default: // a token is there already
 	}
 }
 
@@ -72,20 +102,17 @@ func (l *ReturnListener) pump() {
 	}
 }
 
-// Return gives conn back to be served again, and reports whether it was taken: false once
-// the listener is closed, or with too many waiting (the caller closes conn).
+// Return gives conn back to be served again, and reports whether it was taken: false once the
+// listener is closed (the caller closes conn).
 func (l *ReturnListener) Return(conn net.Conn) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
 		return false
 	}
-	select {
-	case l.back <- conn:
-		return true
-	default:
-		return false
-	}
+	l.back = append(l.back, conn)
+	l.signal()
+	return true
 }
 
 // Close closes the wrapped listener and the connections given back and not yet accepted.
@@ -95,16 +122,14 @@ func (l *ReturnListener) Close() error {
 		l.closed = true
 		close(l.done)
 	}
+	back := l.back
+	l.back = nil
 	l.mu.Unlock()
 	err := l.Listener.Close()
-	for {
-		select {
-		case c := <-l.back:
-			_ = c.Close()
-		default:
-			return err
-		}
+	for _, c := range back {
+		_ = c.Close()
 	}
+	return err
 }
 
 // prefixConn is a connection whose first reads return bytes read from it before (what the

@@ -67,3 +67,49 @@ func TestPrefixConn(t *testing.T) {
 		t.Fatalf("read %q, %v", got, err)
 	}
 }
+
+// TestReturnListenerBurst: a burst of connections given back while nothing accepts is taken
+// whole (closing one would reset the request its client may have sent on it already), and
+// handed out oldest first, before new connections; Close closes those never accepted.
+func TestReturnListenerBurst(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := NewReturnListener(inner)
+	const n = 1000 // more than any fixed backlog a burst of ending streams could overflow
+	var peers []net.Conn
+	var given []net.Conn
+	for range n {
+		a, b := net.Pipe()
+		peers = append(peers, b)
+		given = append(given, a)
+		if !l.Return(a) {
+			t.Fatalf("Return refused the %dth connection before Close", len(given))
+		}
+	}
+	defer func() {
+		for _, p := range peers {
+			_ = p.Close()
+		}
+	}()
+	dialed, err := net.Dial("tcp", inner.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dialed.Close()
+	for i := range n / 2 {
+		got, err := l.Accept()
+		if err != nil || got != given[i] {
+			t.Fatalf("Accept %d: %v, %v; want the connection given back %dth", i, got, err, i)
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for i := n / 2; i < n; i++ {
+		if _, err := peers[i].Read(make([]byte, 1)); !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrClosedPipe) {
+			t.Fatalf("connection %d given back and never accepted is still open after Close: %v", i, err)
+		}
+	}
+}
