@@ -201,6 +201,32 @@ func (d *daemon) log(t *testing.T, id string, from int) []byte {
 	}
 }
 
+// waitShown waits until a reader of task id is shown the events want (ids, as ids prints
+// them), and fails past 10 s.
+func (d *daemon) waitShown(t *testing.T, id, want string) {
+	t.Helper()
+	tk, err := d.svc.Task(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur := tk.Subscribe(0, false)
+	defer cur.Close()
+	var b []byte
+	deadline := time.After(10 * time.Second)
+	for {
+		b, _ = cur.Next(b)
+		if ids(parse(t, b)) == want {
+			return
+		}
+		select {
+		case <-cur.Wake():
+		case <-cur.Flushed():
+		case <-deadline:
+			t.Fatalf("task %s: shown %s, want %s", id, ids(parse(t, b)), want)
+		}
+	}
+}
+
 func parse(t *testing.T, b []byte) []sse.Event {
 	t.Helper()
 	var out []sse.Event
@@ -253,7 +279,9 @@ func TestRestartRecoversEveryTask(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, func() bool { s, _ := d.svc.Get(d.ctx, streaming.ID); return s.TokensOut == 1 })
+	// The token's metrics frame is appended just after it: the crash comes once a reader is
+	// shown both (shown means written to the journal).
+	d.waitShown(t, streaming.ID, "0:started,1:token,2:metrics")
 	d.j.crash(t)
 	d.stop()
 
