@@ -43,7 +43,9 @@ func NewReturnListener(inner net.Listener) *ReturnListener {
 }
 
 // Accept returns a connection given back (those first: their clients may be waiting on a
-// request sent already), or the next one the wrapped listener accepts.
+// request sent already), or the next one the wrapped listener accepts. A new connection waits
+// at most for the connections given back before it: they come at the rate streams end, and
+// each is handed out at once.
 func (l *ReturnListener) Accept() (net.Conn, error) {
 	l.start.Do(func() { go l.pump() })
 	for {
