@@ -13,9 +13,9 @@
 # 'context-switches,syscalls:sys_enter_nanosleep,syscalls:sys_enter_futex'; needs perf).
 #
 # Per window: tokens/s and the added per-token latency (loadgen), the daemon's CPU per 1,000
-# tokens (utime+stime from /proc over the window); at the end each daemon's peak RSS (VmHWM)
-# and its journal compactions (from its info-level log: how long each took, how long it held
-# the writers).
+# tokens (utime+stime from /proc over the window), the failed streams by class when any; at
+# the end each daemon's peak RSS (VmHWM) and its journal compactions (from its info-level log:
+# how long each took, how long it held the writers).
 set -euo pipefail
 
 if [ $# -ne 2 ]; then
@@ -101,10 +101,11 @@ window() { # name pid port
     kill -INT "$perf"
     wait "$perf" || true
   fi
-  printf '%-4s cpu %6.2f ms/1k tokens  %s  %s\n' "$1" \
+  printf '%-4s cpu %6.2f ms/1k tokens  %s  %s%s\n' "$1" \
     "$(echo "($t1 - $t0) * 1000 / $(getconf CLK_TCK) * 1000 / $tokens" | bc -l)" \
     "$(grep -E '^ +tokens ' "$OUT/$1.txt" | sed -E 's/ +/ /g; s/\(stamped.*//')" \
-    "$(grep -E '^ +token added' "$OUT/$1.txt" | sed -E 's/ +/ /g; s/max.*//')"
+    "$(grep -E '^ +token added' "$OUT/$1.txt" | sed -E 's/ +/ /g; s/max.*//')" \
+    "$(grep -E '^ +errors ' "$OUT/$1.txt" | sed -E 's/^ +errors +/  FAILED: /')"
   if [ -n "$perf" ]; then
     awk -F, -v t="$tokens" '$1 ~ /^[0-9]+$/ {printf "     %-32s %8.1f per 1k tokens\n", $3, $1 * 1000 / t}' "$OUT/$1.perf"
   fi
