@@ -876,16 +876,10 @@ func (r *Registry) ViewsInto(dst []View) []View {
 	defer r.mu.Unlock()
 	dst = dst[:cap(dst)]
 	for i, id := range r.order {
-		var reps []ReplicaView
-		if i < len(dst) {
-			reps = dst[i].Replicas
+		if i == len(dst) {
+			dst = append(dst, View{})
 		}
-		v := r.viewIntoLocked(r.pools[id], reps)
-		if i < len(dst) {
-			dst[i] = v
-		} else {
-			dst = append(dst, v)
-		}
+		dst[i] = r.viewIntoLocked(r.pools[id], dst[i].Replicas)
 	}
 	clear(dst[len(r.order):]) // the strings and slices of pools gone since
 	return dst[:len(r.order)]

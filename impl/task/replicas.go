@@ -98,11 +98,11 @@ func (s *Service) prepare(ctx context.Context, t *Task, g *placements, a *attemp
 	defer s.scratch.Put(sc) // the view and the snapshots are not used past prepare
 	for {
 		v, ok := s.opts.Pools.GetInto(t.poolID, sc.reps)
-		sc.reps = v.Replicas
 		if !ok {
 			g.err = engine.Errorf(engine.KindPoolUnavailable, "pool %s is gone", t.poolID)
 			return false
 		}
+		sc.reps = v.Replicas
 		dec := s.placeReplica(ctx, t, v, g.tried, g.lastErr != nil, sc)
 		if dec.ReplicaID == "" {
 			g.err = g.lastErr
