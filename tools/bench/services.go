@@ -50,14 +50,21 @@ func (s *service) simStats(ctx context.Context) (simStats, error) {
 
 // startSim starts enginesim with the given pacing.
 func (b *bench) startSim(ctx context.Context, name string, tokenDelay time.Duration) (*service, error) {
+	return b.startOnPort(ctx, name, "enginesim", func(addr string) []string {
+		return []string{"-addr", addr, "-token-delay", tokenDelay.String(), "-model", simModel,
+			"-log-level", "warn", "-exit-after", b.maxRun.String()}
+	})
+}
+
+// startOnPort starts the built binary bin on a free loopback port (args gets its address) and
+// waits until its /health answers.
+func (b *bench) startOnPort(ctx context.Context, name, bin string, args func(addr string) []string) (*service, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
-	p, err := startProc(name, b.logPath(name), nil, b.binPath("enginesim"),
-		"-addr", addr, "-token-delay", tokenDelay.String(), "-model", simModel,
-		"-log-level", "warn", "-exit-after", b.maxRun.String())
+	p, err := startProc(name, b.logPath(name), nil, append([]string{b.binPath(bin)}, args(addr)...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -153,21 +160,9 @@ func (b *bench) startNginx(ctx context.Context, name string, upstream *service) 
 
 // startGoRelay starts tools/gorelay in front of upstream.
 func (b *bench) startGoRelay(ctx context.Context, name string, upstream *service) (*service, error) {
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	p, err := startProc(name, b.logPath(name), nil, b.binPath("gorelay"), "-addr", addr, "-upstream", upstream.url)
-	if err != nil {
-		return nil, err
-	}
-	s := &service{p: p, url: "http://" + addr}
-	if err := waitReady(ctx, p, s.url+"/health", nil, 20*time.Second, nil); err != nil {
-		s.stop()
-		return nil, err
-	}
-	return s, nil
+	return b.startOnPort(ctx, name, "gorelay", func(addr string) []string {
+		return []string{"-addr", addr, "-upstream", upstream.url}
+	})
 }
 
 func portOf(url string) (int, error) {
