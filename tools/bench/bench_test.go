@@ -93,6 +93,7 @@ func TestSummarizeRatios(t *testing.T) {
 	}, Idle: []idleRecord{
 		{Streams: 1000, Contender: cNginx, Open: 1000, PerStream: 10 * 1024, BaseRSS: 1 << 20, OpenRSS: 11 << 20},
 		{Streams: 1000, Contender: cOrchd, Open: 1000, PerStream: 30 * 1024, BaseRSS: 1 << 20, OpenRSS: 31 << 20},
+		{Streams: 1000, Contender: cGoRelay, Open: 1000, PerStream: 60 * 1024, BaseRSS: 1 << 20, OpenRSS: 61 << 20},
 		{Streams: 5000, Contender: cOrchd, Err: "boom"},
 	}}
 	rows := summarize(rep)
@@ -114,7 +115,7 @@ func TestSummarizeRatios(t *testing.T) {
 	if _, ok := rps.Ratios[cOrchd+"/"+cNginx]; ok {
 		t.Error("a ratio to a zero median was computed")
 	}
-	if kib.Ratios[cOrchd+"/"+cNginx] != 3 {
+	if kib.Ratios[cOrchd+"/"+cNginx] != 3 || kib.Ratios[cOrchd+"/"+cGoRelay] != 0.5 {
 		t.Errorf("idle row: %+v", kib)
 	}
 	for _, r := range rows {
@@ -221,6 +222,7 @@ func TestLoadArgs(t *testing.T) {
 	}{
 		{cDirect, "admission", "-target llamacpp-stream -url U -stream=false"},
 		{cNginx, "relay", "-target llamacpp-stream -url U"},
+		{cGoRelay, "admission", "-target llamacpp-stream -url U -stream=false"},
 		{cOrchd, "admission", "-target orchd-admit -url U -api-key " + benchKey + " -model sim"},
 		{cOrchdInfo, "relay", "-target orchd-stream -url U -api-key " + benchKey + " -model sim"},
 		{cOrchdNoSync, "admission", "-target orchd-admit -url U -api-key " + benchKey + " -model sim"},
@@ -240,5 +242,34 @@ func TestNum(t *testing.T) {
 	}
 	if num(math.NaN()) != "—" {
 		t.Error("NaN")
+	}
+}
+
+// TestStartTrace: the profile's execution trace is a Go trace file once stopped; a second
+// trace cannot start while one runs, and a path that cannot be created is an error.
+func TestStartTrace(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "trace.out")
+	stop, err := startTrace(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := startTrace(filepath.Join(t.TempDir(), "second.out")); err == nil {
+		t.Error("a second trace started while one runs")
+	}
+	done := make(chan struct{})
+	go func() { close(done) }()
+	<-done
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(b), "go 1.") {
+		t.Fatalf("trace file starts %q, want a Go execution trace header", b[:min(len(b), 16)])
+	}
+	if _, err := startTrace(filepath.Join(t.TempDir(), "missing", "trace.out")); err == nil {
+		t.Fatal("a trace into a missing directory started")
 	}
 }

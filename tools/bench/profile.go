@@ -171,26 +171,19 @@ func (b *bench) profile(ctx context.Context, scenario string, streams, requests,
 		cf.Close()
 		return err
 	}
-	var tf *os.File
+	stopTrace := func() error { return nil }
 	if b.traceRun {
-		if tf, err = os.Create(filepath.Join(b.scratch, "trace.out")); err != nil {
+		if stopTrace, err = startTrace(filepath.Join(b.scratch, "trace.out")); err != nil {
 			pprof.StopCPUProfile()
 			cf.Close()
-			return err
-		}
-		if err := trace.Start(tf); err != nil {
-			pprof.StopCPUProfile()
-			cf.Close()
-			tf.Close()
 			return err
 		}
 	}
 	t0 := time.Now()
 	ru0 := rusage()
 	runErr := loadArgsRun("profile-relay", streams, requests, duration)
-	if tf != nil {
-		trace.Stop()
-		tf.Close()
+	if err := stopTrace(); err != nil && runErr == nil {
+		runErr = err
 	}
 	pprof.StopCPUProfile()
 	cf.Close()
@@ -351,4 +344,17 @@ func (b *bench) profileIdle(ctx context.Context, c *contender, sim *service, n, 
 		return fmt.Errorf("pprof: %w: %s", err, out)
 	}
 	return os.WriteFile(filepath.Join(b.scratch, "heap-idle.txt"), out, 0o644)
+}
+
+// startTrace starts an execution trace written to path; stop ends it and closes the file.
+func startTrace(path string) (stop func() error, err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := trace.Start(f); err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return func() error { trace.Stop(); return f.Close() }, nil
 }
