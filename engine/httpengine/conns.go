@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -28,7 +29,11 @@ import (
 // before any byte of the answer came (it is then sent again once, on a fresh connection: the
 // engine closed the connection before reading it). llama-server 0.7.0 closes them despite
 // answering keep-alive. That replica then gets one connection per generation ("Connection:
-// close" sent), and keep-alive is tried again after ReprobeAfter generations.
+// close" sent), and keep-alive is tried again after ReprobeAfter generations. An engine that
+// ends its answers late (the end of the body more than DrainWait after the final event) falls
+// back the same way, but only after SlowEndsBeforeFallback such answers in a row: one late end
+// is an engine short of CPU for a moment, and falling back then would add a connection's
+// setup per generation to a machine already saturated.
 //
 // Safe for concurrent use.
 type Conns struct {
@@ -40,11 +45,17 @@ type Conns struct {
 	ttl     time.Duration
 	now     func() time.Time
 
+	// drainWait bounds the wait for the end of a complete answer (DrainWait; tests shorten it).
+	drainWait time.Duration
+	log       *slog.Logger
+
 	mu      sync.Mutex
 	idle    []idleConn // most recently used last
 	closing int        // generations left with one connection each (> 0: the engine closed kept connections)
-	stats   ConnStats
-	reaping bool // a reap is scheduled: kept connections are closed once they outlive ttl
+	// slowEnds counts the complete answers in a row whose end did not come within drainWait.
+	slowEnds int
+	stats    ConnStats
+	reaping  bool // a reap is scheduled: kept connections are closed once they outlive ttl
 }
 
 type idleConn struct {
@@ -55,8 +66,12 @@ type idleConn struct {
 // ConnStats counts a Conns' connections.
 type ConnStats struct {
 	Dialed, Reused, Retried int
-	// Fallbacks counts the detections of an engine that closes streamed connections.
+	// Fallbacks counts the detections of an engine that closes streamed connections (or ends
+	// its answers late, SlowEndsBeforeFallback times in a row).
 	Fallbacks int
+	// SlowEnds counts the complete answers whose end did not come within DrainWait: their
+	// connections were closed.
+	SlowEnds int
 }
 
 // ReprobeAfter is the number of one-connection generations after which a replica that closed
@@ -85,7 +100,16 @@ func NewConns(base string, maxIdle int) *Conns {
 	}
 	d := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
 	return &Conns{base: "http://" + u.Host, addr: addr, host: u.Host, dial: d.DialContext,
-		maxIdle: maxIdle, ttl: DefaultIdleConnTimeout, now: time.Now}
+		maxIdle: maxIdle, ttl: DefaultIdleConnTimeout, now: time.Now, drainWait: DrainWait,
+		log: slog.New(slog.DiscardHandler)}
+}
+
+// SetLogger sets where p tells of a fallback to a connection per generation (info) and of an
+// answer that ended late (debug). Call it before p's first use; nil p or l: nothing changes.
+func (p *Conns) SetLogger(l *slog.Logger) {
+	if p != nil && l != nil {
+		p.log = l
+	}
 }
 
 // Stats returns the counts so far.
@@ -186,19 +210,49 @@ func (p *Conns) reap() {
 	}
 }
 
-// closesConns records that the engine closed a streamed connection: the next ReprobeAfter
-// generations get a connection each, and the kept ones are dropped (they would fail too).
-func (p *Conns) closesConns() {
+// closesConns records that the engine closed a streamed connection (why): the next
+// ReprobeAfter generations get a connection each, and the kept ones are dropped (they would
+// fail too).
+func (p *Conns) closesConns(why string) {
 	p.mu.Lock()
-	if p.closing == 0 {
+	first := p.closing == 0
+	if first {
 		p.stats.Fallbacks++
 	}
 	p.closing = ReprobeAfter
+	p.slowEnds = 0
 	idle := p.idle
 	p.idle = nil
 	p.mu.Unlock()
 	for _, ic := range idle {
 		_ = ic.c.Close()
+	}
+	if first {
+		p.log.Info("engine connections: one per generation", "engine", p.base, "why", why,
+			"generations", ReprobeAfter)
+	}
+}
+
+// SlowEndsBeforeFallback is how many complete answers in a row whose end comes later than
+// DrainWait make a replica fall back to a connection per generation.
+const SlowEndsBeforeFallback = 3
+
+// noteEnd records how the end of a complete answer came: in time, or not within drainWait
+// (slow; its connection is closed). SlowEndsBeforeFallback slow ones in a row fall back.
+func (p *Conns) noteEnd(slow bool) {
+	p.mu.Lock()
+	if !slow {
+		p.slowEnds = 0
+		p.mu.Unlock()
+		return
+	}
+	p.stats.SlowEnds++
+	p.slowEnds++
+	fall := p.slowEnds >= SlowEndsBeforeFallback
+	p.mu.Unlock()
+	p.log.Debug("engine answer ended late: its connection is closed", "engine", p.base, "wait", p.drainWait)
+	if fall {
+		p.closesConns("answers ended late")
 	}
 }
 
@@ -260,7 +314,7 @@ func (p *Conns) PostAbort(ctx context.Context, ab *Abort, uri, auth string, body
 				// The engine closed it after the answer: it does not keep streamed connections.
 				_ = c.Close()
 				c, keep = nil, false
-				p.closesConns()
+				p.closesConns("a kept connection was closed")
 			}
 		}
 		reused := c != nil
@@ -281,13 +335,13 @@ func (p *Conns) PostAbort(ctx context.Context, ab *Abort, uri, auth string, body
 		resp, nread, err := p.roundTrip(ctx, ab, c, uri, auth, body, keep)
 		if err == nil {
 			if resp.Close && keep {
-				p.closesConns()
+				p.closesConns("the engine answered Connection: close")
 			}
 			return resp, nil
 		}
 		if reused && nread == 0 && ctx.Err() == nil && ab.Cause() == nil {
 			// The engine had closed the kept connection: it does not keep streamed ones.
-			p.closesConns()
+			p.closesConns("a request on a kept connection failed")
 			p.mu.Lock()
 			p.stats.Retried++
 			p.mu.Unlock()
@@ -454,8 +508,8 @@ func Complete(body io.ReadCloser) {
 }
 
 // DrainWait bounds the wait, after the engine's final event, for the end of its body. An
-// engine that has not ended it by then gets its connection closed, and one connection per
-// generation for the next ReprobeAfter generations.
+// answer that has not ended by then gets its connection closed; SlowEndsBeforeFallback of them
+// in a row, one connection per generation for the next ReprobeAfter generations.
 const DrainWait = 250 * time.Millisecond
 
 func (b *connBody) Read(buf []byte) (int, error) {
@@ -487,18 +541,18 @@ func (b *connBody) Close() error {
 	armed = b.ab.detach() && armed // false: ab cancelled it
 	if b.keep && armed && b.err == nil && b.complete {
 		// The end of the body usually follows the final event within microseconds.
-		_ = b.c.SetReadDeadline(time.Now().Add(DrainWait))
+		_ = b.c.SetReadDeadline(time.Now().Add(b.p.drainWait))
 		var scratch [512]byte
+		slow := false
 		for range 8 { // at most 4 KiB after the final event
 			_, err := b.wire.Read(scratch[:])
 			if err != nil {
-				if errors.Is(err, os.ErrDeadlineExceeded) {
-					b.p.closesConns()
-				}
+				slow = errors.Is(err, os.ErrDeadlineExceeded)
 				break
 			}
 		}
 		_ = b.c.SetReadDeadline(time.Time{})
+		b.p.noteEnd(slow)
 	}
 	reuse := b.keep && armed && b.ended()
 	b.release()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -131,7 +132,7 @@ func TestConnsReprobe(t *testing.T) {
 	srv, accepted, _ := engineServer(t, "")
 	p := NewConns(srv.URL, 4)
 	defer p.CloseIdle()
-	p.closesConns()
+	p.closesConns("test")
 	for i := range ReprobeAfter + 3 {
 		resp, err := p.Post(t.Context(), "/", "", []byte("x"))
 		if err != nil {
@@ -573,5 +574,105 @@ func TestConnsAbort(t *testing.T) {
 	}
 	if s := p.Stats(); s.Retried != 0 || s.Reused != reused+1 {
 		t.Errorf("stats %+v: want the kept connection used, the cancelled request not sent again", s)
+	}
+}
+
+// TestConnsSlowEnds: an answer whose end does not come within the drain wait has its
+// connection closed; only SlowEndsBeforeFallback of them in a row make the replica fall back to
+// a connection per generation. One late end is a loaded engine, not one that closes its
+// connections.
+func TestConnsSlowEnds(t *testing.T) {
+	tests := []struct {
+		name         string
+		late         []bool // per generation: the engine never ends that answer
+		wantConns    int32
+		wantClose    int32 // requests sent with "Connection: close"
+		wantStats    ConnStats
+		wantFallback bool
+	}{
+		{name: "one late end among prompt ones", late: []bool{false, true, false, false, true, false},
+			wantConns: 3, wantStats: ConnStats{Dialed: 3, Reused: 3, SlowEnds: 2}},
+		{name: "late ends in a row", late: []bool{true, true, true, false, false},
+			wantConns: 5, wantClose: 2, wantStats: ConnStats{Dialed: 5, SlowEnds: 3, Fallbacks: 1}, wantFallback: true},
+		{name: "a prompt end resets the count", late: []bool{true, true, false, true, true, false},
+			wantConns: 5, wantStats: ConnStats{Dialed: 5, Reused: 1, SlowEnds: 4}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			const event = "data: last\n\n"
+			var accepted, closeAsked, served atomic.Int32
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					accepted.Add(1)
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						defer c.Close()
+						br := bufio.NewReader(c)
+						for {
+							req, err := http.ReadRequest(br)
+							if err != nil {
+								return // the client closed the connection
+							}
+							if req.Close {
+								closeAsked.Add(1)
+							}
+							_, _ = io.Copy(io.Discard, req.Body)
+							i := served.Add(1) - 1
+							_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n", len(event), event)
+							if int(i) < len(tc.late) && tc.late[i] {
+								continue // no end: the next read sees the client close
+							}
+							_, _ = io.WriteString(c, "0\r\n\r\n")
+							if req.Close {
+								return
+							}
+						}
+					}()
+				}
+			}()
+			var logs strings.Builder
+			p := NewConns("http://"+ln.Addr().String(), 4)
+			p.drainWait = 50 * time.Millisecond
+			p.SetLogger(slog.New(slog.NewTextHandler(&logs, nil)))
+			for i := range tc.late {
+				resp, err := p.Post(t.Context(), "/", "", nil)
+				if err != nil {
+					t.Fatalf("generation %d: %v", i, err)
+				}
+				buf := make([]byte, len(event))
+				if _, err := io.ReadFull(resp.Body, buf); err != nil || string(buf) != event {
+					t.Fatalf("generation %d: %q, %v", i, buf, err)
+				}
+				Complete(resp.Body)
+				_ = resp.Body.Close()
+			}
+			p.CloseIdle()
+			_ = ln.Close()
+			wg.Wait()
+			if n := accepted.Load(); n != tc.wantConns {
+				t.Errorf("%d connections for %d generations, want %d", n, len(tc.late), tc.wantConns)
+			}
+			if n := closeAsked.Load(); n != tc.wantClose {
+				t.Errorf("%d requests asked to close, want %d", n, tc.wantClose)
+			}
+			if s := p.Stats(); s != tc.wantStats {
+				t.Errorf("stats %+v, want %+v", s, tc.wantStats)
+			}
+			if got := strings.Contains(logs.String(), "one per generation"); got != tc.wantFallback {
+				t.Errorf("fallback logged: %v, want %v; log:\n%s", got, tc.wantFallback, logs.String())
+			}
+		})
 	}
 }

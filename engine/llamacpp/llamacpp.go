@@ -77,6 +77,7 @@ func New(opts Options) *Replica {
 	if r.client == nil {
 		r.client = newClient()
 		r.conns = httpengine.NewConns(r.base, opts.MaxIdleConns)
+		r.conns.SetLogger(opts.Logger)
 	}
 	if r.idle <= 0 {
 		r.idle = DefaultIdleTimeout

@@ -85,6 +85,7 @@ func New(opts Options) *Replica {
 	if r.client == nil {
 		r.client = httpengine.DefaultHTTPClient()
 		conns = httpengine.NewConns(r.base, opts.MaxIdleConns)
+		conns.SetLogger(opts.Logger)
 	}
 	idle := opts.IdleTimeout
 	if idle <= 0 {

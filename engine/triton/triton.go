@@ -97,6 +97,7 @@ func New(opts Options) *Replica {
 	if client == nil {
 		client = httpengine.DefaultHTTPClient()
 		conns = httpengine.NewConns(r.base, opts.MaxIdleConns)
+		conns.SetLogger(opts.Logger)
 	}
 	idle := opts.IdleTimeout
 	if idle <= 0 {
