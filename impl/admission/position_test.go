@@ -58,6 +58,11 @@ func checkTree(t *testing.T, f *fairQueue) {
 	if len(f.byName) != len(f.tenants) {
 		t.Fatalf("byName lists %d tenants of %d", len(f.byName), len(f.tenants))
 	}
+	for i, u := range f.h {
+		if u.idx != i || i > 0 && f.h.Less(i, (i-1)/2) {
+			t.Fatalf("heap entry %d (tenant %s, index %d) out of place", i, u.name, u.idx)
+		}
+	}
 	inTree := 0
 	for _, e := range f.tree.entries() {
 		n := e.n
