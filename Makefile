@@ -107,9 +107,9 @@ bench: ## Short benchmark, under 5 minutes: writes $(BENCH_OUT)/short.{json,md}.
 	$(GO) run ./tools/bench -plan short -out $(BENCH_OUT) -setup-status $(BENCH_SETUP) -command "make bench"
 
 .PHONY: bench-full
-bench-full: ## Full benchmark, 3 interleaved rounds (about 25 minutes): writes $(BENCH_OUT)/full.{json,md}.
+bench-full: ## Full benchmark, 3 interleaved rounds (about 30 minutes; go-relay, the Go floor, among the contenders): writes $(BENCH_OUT)/full.{json,md}.
 	@bash tools/bench/setup.sh $(BENCH_SETUP)
-	$(GO) run ./tools/bench -plan full -out $(BENCH_OUT) -setup-status $(BENCH_SETUP) -command "make bench-full"
+	$(GO) run ./tools/bench -plan full -contenders direct,nginx,go-relay,orchestratord,litellm -out $(BENCH_OUT) -setup-status $(BENCH_SETUP) -command "make bench-full"
 
 .PHONY: clean
 clean: ## Remove build outputs (keeps the state directory).
