@@ -530,8 +530,11 @@ func (b *connBody) ReadSlice(delim byte) ([]byte, error) {
 
 // Close keeps the connection when the answer was read to its end and nothing follows it;
 // otherwise it closes the connection. An adapter stops reading at the engine's final event,
-// just before the end of the body (the last chunk): for an answer marked Complete the end is
-// read first, waiting at most DrainWait.
+// just before the end of the body (the last chunk). For an answer marked Complete, Close reads
+// what already came after it and waits for the end at most endWaitInline; when the end has
+// not come by then, a goroutine of its own waits for the rest of DrainWait and then keeps or
+// closes the connection: the generation (its slot, its client's last frame) does not wait for
+// a late end.
 func (b *connBody) Close() error {
 	if b.closed {
 		return nil
@@ -541,20 +544,53 @@ func (b *connBody) Close() error {
 	armed = b.ab.detach() && armed // false: ab cancelled it
 	if b.keep && armed && b.err == nil && b.complete {
 		// The end of the body usually follows the final event within microseconds.
-		_ = b.c.SetReadDeadline(time.Now().Add(b.p.drainWait))
-		var scratch [512]byte
-		slow := false
-		for range 8 { // at most 4 KiB after the final event
-			_, err := b.wire.Read(scratch[:])
-			if err != nil {
-				slow = errors.Is(err, os.ErrDeadlineExceeded)
-				break
+		ended, err := b.endNow()
+		if err == nil && !ended {
+			inline := min(endWaitInline, b.p.drainWait)
+			if !b.waitEnd(inline) {
+				go b.awaitEnd(b.p.drainWait - inline)
+				return nil
 			}
 		}
-		_ = b.c.SetReadDeadline(time.Time{})
-		b.p.noteEnd(slow)
+		if err == nil {
+			b.p.noteEnd(false)
+		}
 	}
-	reuse := b.keep && armed && b.ended()
+	return b.keepOrClose(b.keep && armed && b.ended())
+}
+
+// endWaitInline bounds Close's own wait for the end of a complete answer.
+const endWaitInline = 5 * time.Millisecond
+
+// waitEnd reads the rest of the body, waiting at most d for it (at most 4 KiB): false when d
+// passed first. The read that timed out took nothing, so the body can be read on.
+func (b *connBody) waitEnd(d time.Duration) bool {
+	_ = b.c.SetReadDeadline(time.Now().Add(d))
+	var scratch [512]byte
+	timedOut := false
+	for range 8 {
+		if _, err := b.wire.Read(scratch[:]); err != nil {
+			timedOut = errors.Is(err, os.ErrDeadlineExceeded)
+			break
+		}
+	}
+	_ = b.c.SetReadDeadline(time.Time{})
+	if timedOut {
+		b.err = nil
+	}
+	return !timedOut
+}
+
+// awaitEnd waits, at most d more, for the end of a complete answer that Close did not see
+// come, and then keeps or closes the connection.
+func (b *connBody) awaitEnd(d time.Duration) {
+	slow := !b.waitEnd(d)
+	b.p.noteEnd(slow)
+	_ = b.keepOrClose(!slow && b.ended())
+}
+
+// keepOrClose gives the answer's buffer back and keeps its connection (reuse) or closes it.
+func (b *connBody) keepOrClose(reuse bool) error {
 	b.release()
 	if !reuse {
 		return b.c.Close()

@@ -580,7 +580,7 @@ func TestConnsAbort(t *testing.T) {
 // TestConnsSlowEnds: an answer whose end does not come within the drain wait has its
 // connection closed; only SlowEndsBeforeFallback of them in a row make the replica fall back to
 // a connection per generation. One late end is a loaded engine, not one that closes its
-// connections.
+// connections. The generation does not wait for a late end: Close returns at once.
 func TestConnsSlowEnds(t *testing.T) {
 	tests := []struct {
 		name         string
@@ -630,11 +630,11 @@ func TestConnsSlowEnds(t *testing.T) {
 							}
 							_, _ = io.Copy(io.Discard, req.Body)
 							i := served.Add(1) - 1
-							_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n", len(event), event)
-							if int(i) < len(tc.late) && tc.late[i] {
-								continue // no end: the next read sees the client close
+							answer := fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n", len(event), event)
+							if int(i) >= len(tc.late) || !tc.late[i] {
+								answer += "0\r\n\r\n" // the end, in the same write: there when Close looks
 							}
-							_, _ = io.WriteString(c, "0\r\n\r\n")
+							_, _ = io.WriteString(c, answer)
 							if req.Close {
 								return
 							}
@@ -642,11 +642,12 @@ func TestConnsSlowEnds(t *testing.T) {
 					}()
 				}
 			}()
-			var logs strings.Builder
+			var logs syncBuffer
 			p := NewConns("http://"+ln.Addr().String(), 4)
 			p.drainWait = 50 * time.Millisecond
 			p.SetLogger(slog.New(slog.NewTextHandler(&logs, nil)))
-			for i := range tc.late {
+			for i, late := range tc.late {
+				slow := p.Stats().SlowEnds
 				resp, err := p.Post(t.Context(), "/", "", nil)
 				if err != nil {
 					t.Fatalf("generation %d: %v", i, err)
@@ -657,6 +658,9 @@ func TestConnsSlowEnds(t *testing.T) {
 				}
 				Complete(resp.Body)
 				_ = resp.Body.Close()
+				if late { // the wait for its end goes on after Close: let it end first
+					waitFor(t, func() bool { return p.Stats().SlowEnds == slow+1 })
+				}
 			}
 			p.CloseIdle()
 			_ = ln.Close()
@@ -675,4 +679,104 @@ func TestConnsSlowEnds(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestConnsCloseDoesNotWaitForALateEnd: Close returns while the engine has not ended its
+// answer, and the connection is kept once the end comes within the drain wait.
+func TestConnsCloseDoesNotWaitForALateEnd(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const event = "data: last\n\n"
+	release := make(chan struct{})
+	var accepted atomic.Int32
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for first := true; ; first = false {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					_, _ = io.Copy(io.Discard, req.Body)
+					_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n", len(event), event)
+					if first {
+						<-release // the end only once the client's Close returned
+					}
+					_, _ = io.WriteString(c, "0\r\n\r\n")
+				}
+			}()
+		}
+	}()
+	p := NewConns("http://"+ln.Addr().String(), 4)
+	p.drainWait = 10 * time.Second // longer than the test: Close must not wait for it
+	for i := range 2 {
+		resp, err := p.Post(t.Context(), "/", "", nil) //nolint:bodyclose // closed on a goroutine below, whose return is the test
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, len(event))
+		if _, err := io.ReadFull(resp.Body, buf); err != nil || string(buf) != event {
+			t.Fatalf("generation %d: %q, %v", i, buf, err)
+		}
+		Complete(resp.Body)
+		closed := make(chan struct{})
+		go func() { _ = resp.Body.Close(); close(closed) }()
+		select {
+		case <-closed:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("generation %d: Close waited for the end of the body", i)
+		}
+		if i == 0 {
+			close(release)
+		}
+		waitFor(t, func() bool { p.mu.Lock(); defer p.mu.Unlock(); return len(p.idle) == 1 })
+	}
+	p.CloseIdle()
+	_ = ln.Close()
+	wg.Wait()
+	if n, s := accepted.Load(), p.Stats(); n != 1 || s != (ConnStats{Dialed: 1, Reused: 1}) {
+		t.Errorf("%d connections, stats %+v; want 1 connection, 1 reuse", n, s)
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after 5 s.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(2 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5 s")
+		}
+	}
+}
+
+// syncBuffer is a strings.Builder safe for a logger's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

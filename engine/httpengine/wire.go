@@ -41,6 +41,7 @@ type wire struct {
 	left       int64 // chunked: bytes left in the current chunk; length: in the body
 	excess     int64 // chunked: framing beyond what the data justifies (as net/http counts it)
 	err        error // the body's error once its buffered bytes are returned: io.EOF at its end
+	noWait     bool  // read reads without waiting (endNow)
 
 	// A push read of the body's lines (eachLine): the callback, the bound of a line, the
 	// caller's buffer for lines longer than buf, and the outcome once the read is over.
@@ -105,6 +106,9 @@ func (b *wire) release() {
 
 // read reads once into buf[w:].
 func (b *wire) read() (int, error) {
+	if b.noWait {
+		return b.readNow()
+	}
 	if b.rc == nil || b.r != b.d || b.x != b.w {
 		return b.c.Read(b.buf[b.w:])
 	}
@@ -132,6 +136,72 @@ func (b *wire) read() (int, error) {
 	}
 	return n, nil
 }
+
+// errNotYet is readNow's answer when nothing has come.
+var errNotYet = errors.New("nothing to read yet")
+
+// readNow reads once into buf[w:] without waiting: errNotYet when nothing has come.
+func (b *wire) readNow() (int, error) {
+	var n int
+	var rerr error
+	err := b.rc.Read(func(fd uintptr) bool {
+		for {
+			n, rerr = syscall.Read(int(fd), b.buf[b.w:])
+			if rerr != syscall.EINTR {
+				return true // never wait
+			}
+		}
+	})
+	switch {
+	case err != nil:
+		return 0, err
+	case errors.Is(rerr, syscall.EAGAIN):
+		return 0, errNotYet
+	case rerr != nil:
+		return 0, os.NewSyscallError("read", rerr)
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// endNow reads what already came of the body, without waiting, and reports whether its end
+// is there with nothing after it (ended). ended is false with a nil error when the end has
+// not come yet; an error (one the body will keep) when the body went wrong or more than
+// 4 KiB follow. Body bytes not yet returned are skipped. A wire without a RawConn cannot
+// read without waiting: not yet.
+func (b *wire) endNow() (ended bool, err error) {
+	if b.rc == nil {
+		return false, nil
+	}
+	if b.buf == nil { // a pooled wire waiting with nothing buffered
+		b.getBuf()
+		b.r, b.d, b.x, b.w = 0, 0, 0, 0
+	}
+	b.noWait = true
+	defer func() { b.noWait = false }()
+	for range 8 { // at most 8 reads after the final event, as a waiting drain
+		b.r = b.d
+		if b.err == nil && b.st == stDone {
+			b.err = io.EOF
+		}
+		if b.err != nil {
+			return b.ended(), nil
+		}
+		switch err := b.more(); {
+		case errors.Is(err, errNotYet):
+			return false, nil
+		case err != nil:
+			b.err = err
+			return false, err
+		}
+	}
+	b.err = errTrailing
+	return false, b.err
+}
+
+// errTrailing: more than endNow reads followed an answer's final event.
+var errTrailing = errors.New("more than expected after the final event")
 
 // readRaw is the RawConn.Read callback: it reads what the engine sent into a buffer taken
 // then, or reports (false) that nothing came yet, the buffer given back.

@@ -4,11 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"testing/iotest"
+	"time"
 )
 
 // readWire reads the answer in raw with a wire of bufSize bytes (the connection giving one
@@ -213,4 +216,100 @@ func FuzzWireChunked(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestWireEndNow: endNow reads what came after an answer's final event without waiting, and
+// tells whether the body's end is there with nothing after it.
+func TestWireEndNow(t *testing.T) {
+	const head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+	const event = "data: last\n\n"
+	chunk := fmt.Sprintf("%x\r\n%s\r\n", len(event), event)
+	tests := []struct {
+		name    string
+		parts   []string // sent after the final event, endNow called after each
+		want    []bool   // ended after each part
+		wantErr error    // after the last part
+	}{
+		{name: "the end already there", parts: []string{"0\r\n\r\n"}, want: []bool{true}},
+		{name: "the end later", parts: []string{"", "0\r\n\r\n"}, want: []bool{false, true}},
+		{name: "the end in pieces", parts: []string{"0\r\n", "\r", "\n"}, want: []bool{false, false, true}},
+		{name: "a trailer", parts: []string{"0\r\nX-T: 1\r\n", "\r\n"}, want: []bool{false, true}},
+		{name: "bytes after the end", parts: []string{"0\r\n\r\nHTTP/1.1"}, want: []bool{false}},
+		{name: "more body after the final event", parts: []string{strings.Repeat(chunk, 1000)}, want: []bool{false}, wantErr: errTrailing},
+		{name: "the engine hangs up", parts: []string{"0\r\n", "close"}, want: []bool{false, false}, wantErr: io.ErrUnexpectedEOF},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			client, server := tcpPair(t)
+			if _, err := io.WriteString(server, head+chunk); err != nil {
+				t.Fatal(err)
+			}
+			w := newPooledWire(client)
+			defer w.release()
+			resp, err := w.readHead()
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body = io.NopCloser(&w) // the wire is the body, read below
+			defer resp.Body.Close()
+			line, err := w.ReadSlice('\n')
+			for err == nil && string(line) != "\n" {
+				line, err = w.ReadSlice('\n')
+			}
+			if err != nil {
+				t.Fatalf("reading the event: %v", err)
+			}
+			var got error
+			for i, part := range tc.parts {
+				switch {
+				case part == "close":
+					_ = server.Close()
+				case part != "":
+					if _, err := io.WriteString(server, part); err != nil {
+						t.Fatal(err)
+					}
+				}
+				var ended bool
+				// What was written is in the socket once Write returns (loopback), but give
+				// the kernel a moment for the last bytes of a large write.
+				for range 100 {
+					if ended, got = w.endNow(); ended || got != nil || i+1 < len(tc.parts) && tc.want[i] == ended {
+						break
+					}
+					time.Sleep(time.Millisecond)
+				}
+				if ended != tc.want[i] {
+					t.Fatalf("after part %d: ended %v, want %v (err %v)", i, ended, tc.want[i], got)
+				}
+			}
+			if !errors.Is(got, tc.wantErr) {
+				t.Fatalf("error %v, want %v", got, tc.wantErr)
+			}
+		})
+	}
+}
+
+// tcpPair returns both ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (client, server net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server = <-accepted
+	if server == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { _ = client.Close(); _ = server.Close() })
+	return client, server
 }
