@@ -599,51 +599,29 @@ func TestConnsSlowEnds(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			const event = "data: last\n\n"
-			var accepted, closeAsked, served atomic.Int32
-			var wg sync.WaitGroup
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			var closeAsked, served atomic.Int32
+			addr, accepted, stop := serveConns(t, func(c net.Conn, br *bufio.Reader) {
 				for {
-					c, err := ln.Accept()
+					req, err := http.ReadRequest(br)
 					if err != nil {
+						return // the client closed the connection
+					}
+					if req.Close {
+						closeAsked.Add(1)
+					}
+					_, _ = io.Copy(io.Discard, req.Body)
+					answer := answerHead + lastEventChunk
+					if i := served.Add(1) - 1; int(i) >= len(tc.late) || !tc.late[i] {
+						answer += "0\r\n\r\n" // the end, in the same write: there when Close looks
+					}
+					_, _ = io.WriteString(c, answer)
+					if req.Close {
 						return
 					}
-					accepted.Add(1)
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						defer c.Close()
-						br := bufio.NewReader(c)
-						for {
-							req, err := http.ReadRequest(br)
-							if err != nil {
-								return // the client closed the connection
-							}
-							if req.Close {
-								closeAsked.Add(1)
-							}
-							_, _ = io.Copy(io.Discard, req.Body)
-							i := served.Add(1) - 1
-							answer := fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n", len(event), event)
-							if int(i) >= len(tc.late) || !tc.late[i] {
-								answer += "0\r\n\r\n" // the end, in the same write: there when Close looks
-							}
-							_, _ = io.WriteString(c, answer)
-							if req.Close {
-								return
-							}
-						}
-					}()
 				}
-			}()
+			})
 			var logs syncBuffer
-			p := NewConns("http://"+ln.Addr().String(), 4)
+			p := NewConns("http://"+addr, 4)
 			p.drainWait = 50 * time.Millisecond
 			p.SetLogger(slog.New(slog.NewTextHandler(&logs, nil)))
 			for i, late := range tc.late {
@@ -652,19 +630,14 @@ func TestConnsSlowEnds(t *testing.T) {
 				if err != nil {
 					t.Fatalf("generation %d: %v", i, err)
 				}
-				buf := make([]byte, len(event))
-				if _, err := io.ReadFull(resp.Body, buf); err != nil || string(buf) != event {
-					t.Fatalf("generation %d: %q, %v", i, buf, err)
-				}
-				Complete(resp.Body)
+				readLastEvent(t, i, resp)
 				_ = resp.Body.Close()
 				if late { // the wait for its end goes on after Close: let it end first
 					waitFor(t, func() bool { return p.Stats().SlowEnds == slow+1 })
 				}
 			}
 			p.CloseIdle()
-			_ = ln.Close()
-			wg.Wait()
+			stop()
 			if n := accepted.Load(); n != tc.wantConns {
 				t.Errorf("%d connections for %d generations, want %d", n, len(tc.late), tc.wantConns)
 			}
@@ -684,13 +657,68 @@ func TestConnsSlowEnds(t *testing.T) {
 // TestConnsCloseDoesNotWaitForALateEnd: Close returns while the engine has not ended its
 // answer, and the connection is kept once the end comes within the drain wait.
 func TestConnsCloseDoesNotWaitForALateEnd(t *testing.T) {
+	release := make(chan struct{})
+	addr, accepted, stop := serveConns(t, func(c net.Conn, br *bufio.Reader) {
+		for first := true; ; first = false {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			_, _ = io.Copy(io.Discard, req.Body)
+			_, _ = io.WriteString(c, answerHead+lastEventChunk)
+			if first {
+				<-release // the end only once the client's Close returned
+			}
+			_, _ = io.WriteString(c, "0\r\n\r\n")
+		}
+	})
+	p := NewConns("http://"+addr, 4)
+	// Far beyond the test's hang bound below: a Close that waited for the end (or for the
+	// drain wait to pass) would never return within it.
+	p.drainWait = time.Hour
+	for i := range 2 {
+		resp, err := p.Post(t.Context(), "/", "", nil) //nolint:bodyclose // closed on a goroutine below, whose return is the test
+		if err != nil {
+			t.Fatal(err)
+		}
+		readLastEvent(t, i, resp)
+		closed := make(chan struct{})
+		go func() { _ = resp.Body.Close(); close(closed) }()
+		select {
+		case <-closed:
+		case <-time.After(5 * time.Second): // a bound on a hang, not a timing assertion
+			t.Fatalf("generation %d: Close waited for the end of the body", i)
+		}
+		if i == 0 {
+			close(release)
+		}
+		waitFor(t, func() bool { p.mu.Lock(); defer p.mu.Unlock(); return len(p.idle) == 1 })
+	}
+	p.CloseIdle()
+	stop()
+	if n, s := accepted.Load(), p.Stats(); n != 1 || s != (ConnStats{Dialed: 1, Reused: 1}) {
+		t.Errorf("%d connections, stats %+v; want 1 connection, 1 reuse", n, s)
+	}
+}
+
+// An engine's streamed answer as the tests' engines (serveConns) write it: its head, and its
+// one event (the final one) as a chunk; the end ("0\r\n\r\n") is the test's to write.
+const (
+	answerHead     = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+	lastEvent      = "data: last\n\n"
+	lastEventChunk = "c\r\n" + lastEvent + "\r\n" // c: len(lastEvent) in hex
+)
+
+// serveConns serves each connection accepted on a loopback listener with serve, on a goroutine
+// of its own, and counts the connections. stop closes the listener and waits for every serve
+// to return: close the client's connections first.
+func serveConns(t *testing.T, serve func(c net.Conn, br *bufio.Reader)) (addr string, accepted *atomic.Int32, stop func()) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	const event = "data: last\n\n"
-	release := make(chan struct{})
-	var accepted atomic.Int32
+	accepted = new(atomic.Int32)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -705,52 +733,22 @@ func TestConnsCloseDoesNotWaitForALateEnd(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				defer c.Close()
-				br := bufio.NewReader(c)
-				for first := true; ; first = false {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					_, _ = io.Copy(io.Discard, req.Body)
-					_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n", len(event), event)
-					if first {
-						<-release // the end only once the client's Close returned
-					}
-					_, _ = io.WriteString(c, "0\r\n\r\n")
-				}
+				serve(c, bufio.NewReader(c))
 			}()
 		}
 	}()
-	p := NewConns("http://"+ln.Addr().String(), 4)
-	p.drainWait = 10 * time.Second // longer than the test: Close must not wait for it
-	for i := range 2 {
-		resp, err := p.Post(t.Context(), "/", "", nil) //nolint:bodyclose // closed on a goroutine below, whose return is the test
-		if err != nil {
-			t.Fatal(err)
-		}
-		buf := make([]byte, len(event))
-		if _, err := io.ReadFull(resp.Body, buf); err != nil || string(buf) != event {
-			t.Fatalf("generation %d: %q, %v", i, buf, err)
-		}
-		Complete(resp.Body)
-		closed := make(chan struct{})
-		go func() { _ = resp.Body.Close(); close(closed) }()
-		select {
-		case <-closed:
-		case <-time.After(5 * time.Second):
-			t.Fatalf("generation %d: Close waited for the end of the body", i)
-		}
-		if i == 0 {
-			close(release)
-		}
-		waitFor(t, func() bool { p.mu.Lock(); defer p.mu.Unlock(); return len(p.idle) == 1 })
+	return ln.Addr().String(), accepted, func() { _ = ln.Close(); wg.Wait() }
+}
+
+// readLastEvent reads generation i's one event from resp and marks the answer Complete, as an
+// adapter does at the engine's final event.
+func readLastEvent(t *testing.T, i int, resp *http.Response) {
+	t.Helper()
+	buf := make([]byte, len(lastEvent))
+	if _, err := io.ReadFull(resp.Body, buf); err != nil || string(buf) != lastEvent {
+		t.Fatalf("generation %d: %q, %v", i, buf, err)
 	}
-	p.CloseIdle()
-	_ = ln.Close()
-	wg.Wait()
-	if n, s := accepted.Load(), p.Stats(); n != 1 || s != (ConnStats{Dialed: 1, Reused: 1}) {
-		t.Errorf("%d connections, stats %+v; want 1 connection, 1 reuse", n, s)
-	}
+	Complete(resp.Body)
 }
 
 // waitFor polls cond until it holds, failing the test after 5 s.

@@ -4,14 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"testing/iotest"
-	"time"
 )
 
 // readWire reads the answer in raw with a wire of bufSize bytes (the connection giving one
@@ -221,12 +219,9 @@ func FuzzWireChunked(f *testing.F) {
 // TestWireEndNow: endNow reads what came after an answer's final event without waiting, and
 // tells whether the body's end is there with nothing after it.
 func TestWireEndNow(t *testing.T) {
-	const head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
-	const event = "data: last\n\n"
-	chunk := fmt.Sprintf("%x\r\n%s\r\n", len(event), event)
 	tests := []struct {
 		name    string
-		parts   []string // sent after the final event, endNow called after each
+		parts   []string // sent after the final event, endNow called once each has come
 		want    []bool   // ended after each part
 		wantErr error    // after the last part
 	}{
@@ -235,13 +230,13 @@ func TestWireEndNow(t *testing.T) {
 		{name: "the end in pieces", parts: []string{"0\r\n", "\r", "\n"}, want: []bool{false, false, true}},
 		{name: "a trailer", parts: []string{"0\r\nX-T: 1\r\n", "\r\n"}, want: []bool{false, true}},
 		{name: "bytes after the end", parts: []string{"0\r\n\r\nHTTP/1.1"}, want: []bool{false}},
-		{name: "more body after the final event", parts: []string{strings.Repeat(chunk, 1000)}, want: []bool{false}, wantErr: errTrailing},
-		{name: "the engine hangs up", parts: []string{"0\r\n", "close"}, want: []bool{false, false}, wantErr: io.ErrUnexpectedEOF},
+		{name: "more body after the final event", parts: []string{strings.Repeat(lastEventChunk, 1000)}, want: []bool{false}, wantErr: errTrailing},
+		{name: "the engine hangs up", parts: []string{"0\r\n", hangUp}, want: []bool{false, false}, wantErr: io.ErrUnexpectedEOF},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			client, server := tcpPair(t)
-			if _, err := io.WriteString(server, head+chunk); err != nil {
+			if _, err := io.WriteString(server, answerHead+lastEventChunk); err != nil {
 				t.Fatal(err)
 			}
 			w := newPooledWire(client)
@@ -259,25 +254,22 @@ func TestWireEndNow(t *testing.T) {
 			if err != nil {
 				t.Fatalf("reading the event: %v", err)
 			}
+			sent := int64(len(answerHead + lastEventChunk))
 			var got error
 			for i, part := range tc.parts {
-				switch {
-				case part == "close":
+				if part == hangUp {
 					_ = server.Close()
-				case part != "":
-					if _, err := io.WriteString(server, part); err != nil {
-						t.Fatal(err)
-					}
+				} else if _, err := io.WriteString(server, part); err != nil {
+					t.Fatal(err)
 				}
+				sent += int64(len(part))
+				// endNow never waits: call it until what was sent has been read (or the read
+				// failed), as the kernel hands a large write over in parts.
 				var ended bool
-				// What was written is in the socket once Write returns (loopback), but give
-				// the kernel a moment for the last bytes of a large write.
-				for range 100 {
-					if ended, got = w.endNow(); ended || got != nil || i+1 < len(tc.parts) && tc.want[i] == ended {
-						break
-					}
-					time.Sleep(time.Millisecond)
-				}
+				waitFor(t, func() bool {
+					ended, got = w.endNow()
+					return got != nil || part != hangUp && w.n >= sent
+				})
 				if ended != tc.want[i] {
 					t.Fatalf("after part %d: ended %v, want %v (err %v)", i, ended, tc.want[i], got)
 				}
@@ -288,6 +280,9 @@ func TestWireEndNow(t *testing.T) {
 		})
 	}
 }
+
+// hangUp, as a part of TestWireEndNow, closes the engine's end of the connection.
+const hangUp = "\x00hang up"
 
 // tcpPair returns both ends of a loopback TCP connection.
 func tcpPair(t *testing.T) (client, server net.Conn) {
