@@ -167,9 +167,9 @@ func (b *wire) readNow() (int, error) {
 
 // endNow reads what already came of the body, without waiting, and reports whether its end
 // is there with nothing after it (ended). ended is false with a nil error when the end has
-// not come yet; an error (one the body will keep) when the body went wrong or more than
-// 4 KiB follow. Body bytes not yet returned are skipped. A wire without a RawConn cannot
-// read without waiting: not yet.
+// not come yet; an error (one the body will keep) when the body went wrong or 8 reads (up to
+// a buffer, 1 KiB, each) found no end. Body bytes not yet returned are skipped. A wire without
+// a RawConn cannot read without waiting: not yet.
 func (b *wire) endNow() (ended bool, err error) {
 	if b.rc == nil {
 		return false, nil
