@@ -1,11 +1,13 @@
 package llamacpp
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -517,7 +519,10 @@ func TestGenerateConnections(t *testing.T) {
 			}
 			srv.Start()
 			defer srv.Close()
-			r := newReplica(t, srv.URL, 0)
+			var logs bytes.Buffer // written by the generations' goroutine (this one) only
+			r := New(Options{BaseURL: srv.URL + "/", Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			t.Cleanup(r.client.CloseIdleConnections)
+			t.Cleanup(r.conns.CloseIdle)
 			for i := range 4 {
 				var c collected
 				if _, err := r.Generate(t.Context(), engine.Request{Prompt: "x", MaxTokens: 1}, c.emit); err != nil {
@@ -529,6 +534,10 @@ func TestGenerateConnections(t *testing.T) {
 			}
 			if n, m := conns.Load(), closeAsked.Load(); n != tc.wantConns || m != tc.wantClose {
 				t.Errorf("%d connections for 4 generations, %d asked to close; want %d, %d", n, m, tc.wantConns, tc.wantClose)
+			}
+			// The replica's logger hears of the fallback to a connection per generation.
+			if got := strings.Contains(logs.String(), "engine connections: one per generation"); got != tc.closes {
+				t.Errorf("fallback logged: %v, want %v; log:\n%s", got, tc.closes, logs.String())
 			}
 		})
 	}
