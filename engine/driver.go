@@ -82,6 +82,32 @@ type LoadProber interface {
 	Load(ctx context.Context) (Load, error)
 }
 
+// ConnStats counts the connections a replica's adapter made to its engine for generations
+// (engine/httpengine.Conns keeps them alive between generations). The counts only grow, from
+// the replica's creation: a reload's new replica starts again from 0.
+type ConnStats struct {
+	// Dialed: connections set up. Reused: generations sent on a connection kept from an
+	// earlier one. Retried: requests sent again on a fresh connection after a kept one failed
+	// before any byte of the answer came.
+	Dialed, Reused, Retried uint64
+	// Fallbacks: the times the replica fell back to one connection per generation (the engine
+	// closes streamed connections, or ended its answers late several times in a row).
+	Fallbacks uint64
+	// LateEnds: complete answers whose end did not come in time; their connections were closed.
+	LateEnds uint64
+	// Idle: connections kept now, waiting for a generation.
+	Idle int
+	// OnePerGeneration: the replica gets a connection per generation now (after a fallback,
+	// until keep-alive is tried again).
+	OnePerGeneration bool
+}
+
+// ConnReporter is implemented by replicas whose adapter keeps its engine connections: ok is
+// false when this replica does not (an https engine, which net/http's Transport serves).
+type ConnReporter interface {
+	EngineConns() (s ConnStats, ok bool)
+}
+
 // Identity is what an engine says it serves.
 type Identity struct {
 	ModelID string // the served model's id

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/orchestratord/orchestratord/engine"
 )
 
 // Conns holds one replica's connections for streamed requests (POST, text/event-stream over
@@ -54,24 +56,13 @@ type Conns struct {
 	closing int        // generations left with one connection each (> 0: the engine closed kept connections)
 	// slowEnds counts the complete answers in a row whose end did not come within drainWait.
 	slowEnds int
-	stats    ConnStats
+	stats    engine.ConnStats
 	reaping  bool // a reap is scheduled: kept connections are closed once they outlive ttl
 }
 
 type idleConn struct {
 	c     net.Conn
 	since time.Time
-}
-
-// ConnStats counts a Conns' connections.
-type ConnStats struct {
-	Dialed, Reused, Retried int
-	// Fallbacks counts the detections of an engine that closes streamed connections (or ends
-	// its answers late, SlowEndsBeforeFallback times in a row).
-	Fallbacks int
-	// SlowEnds counts the complete answers whose end did not come within DrainWait: their
-	// connections were closed.
-	SlowEnds int
 }
 
 // ReprobeAfter is the number of one-connection generations after which a replica that closed
@@ -112,11 +103,22 @@ func (p *Conns) SetLogger(l *slog.Logger) {
 	}
 }
 
-// Stats returns the counts so far.
-func (p *Conns) Stats() ConnStats {
+// Stats returns the counts so far, and what is kept now.
+func (p *Conns) Stats() engine.ConnStats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.stats
+	s := p.stats
+	s.Idle, s.OnePerGeneration = len(p.idle), p.closing > 0
+	return s
+}
+
+// EngineConns is Stats for engine.ConnReporter; ok is false for a nil p (NewConns' answer for
+// an engine that net/http serves).
+func (p *Conns) EngineConns() (s engine.ConnStats, ok bool) {
+	if p == nil {
+		return engine.ConnStats{}, false
+	}
+	return p.Stats(), true
 }
 
 // CloseIdle closes the kept connections.
@@ -246,7 +248,7 @@ func (p *Conns) noteEnd(slow bool) {
 		p.mu.Unlock()
 		return
 	}
-	p.stats.SlowEnds++
+	p.stats.LateEnds++
 	p.slowEnds++
 	fall := p.slowEnds >= SlowEndsBeforeFallback
 	p.mu.Unlock()

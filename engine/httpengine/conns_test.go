@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/orchestratord/orchestratord/engine"
 )
 
 // engineServer is an httptest engine that streams three events per request and counts the
@@ -76,16 +78,16 @@ func TestConnsKeepAliveAndFallback(t *testing.T) {
 		closeMode string
 		wantConns int32
 		wantClose int32 // requests sent with "Connection: close"
-		wantStats ConnStats
+		wantStats engine.ConnStats
 	}{
-		{name: "engine keeps connections", wantConns: 1, wantStats: ConnStats{Dialed: 1, Reused: gens - 1}},
+		{name: "engine keeps connections", wantConns: 1, wantStats: engine.ConnStats{Dialed: 1, Reused: gens - 1, Idle: 1}},
 		// The second generation finds its kept connection closed (when taken, or when its
 		// request fails: then it is sent again on a new one), and the replica falls back to a
 		// connection per generation.
 		{name: "engine closes silently", closeMode: "silent", wantConns: gens, wantClose: gens - 1,
-			wantStats: ConnStats{Dialed: gens, Fallbacks: 1}},
+			wantStats: engine.ConnStats{Dialed: gens, Fallbacks: 1, OnePerGeneration: true}},
 		{name: "engine answers Connection: close", closeMode: "header", wantConns: gens, wantClose: gens - 1,
-			wantStats: ConnStats{Dialed: gens, Fallbacks: 1}},
+			wantStats: engine.ConnStats{Dialed: gens, Fallbacks: 1, OnePerGeneration: true}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -587,15 +589,15 @@ func TestConnsSlowEnds(t *testing.T) {
 		late         []bool // per generation: the engine never ends that answer
 		wantConns    int32
 		wantClose    int32 // requests sent with "Connection: close"
-		wantStats    ConnStats
+		wantStats    engine.ConnStats
 		wantFallback bool
 	}{
 		{name: "one late end among prompt ones", late: []bool{false, true, false, false, true, false},
-			wantConns: 3, wantStats: ConnStats{Dialed: 3, Reused: 3, SlowEnds: 2}},
+			wantConns: 3, wantStats: engine.ConnStats{Dialed: 3, Reused: 3, LateEnds: 2}},
 		{name: "late ends in a row", late: []bool{true, true, true, false, false},
-			wantConns: 5, wantClose: 2, wantStats: ConnStats{Dialed: 5, SlowEnds: 3, Fallbacks: 1}, wantFallback: true},
+			wantConns: 5, wantClose: 2, wantStats: engine.ConnStats{Dialed: 5, LateEnds: 3, Fallbacks: 1, OnePerGeneration: true}, wantFallback: true},
 		{name: "a prompt end resets the count", late: []bool{true, true, false, true, true, false},
-			wantConns: 5, wantStats: ConnStats{Dialed: 5, Reused: 1, SlowEnds: 4}},
+			wantConns: 5, wantStats: engine.ConnStats{Dialed: 5, Reused: 1, LateEnds: 4}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -625,7 +627,7 @@ func TestConnsSlowEnds(t *testing.T) {
 			p.drainWait = 50 * time.Millisecond
 			p.SetLogger(slog.New(slog.NewTextHandler(&logs, nil)))
 			for i, late := range tc.late {
-				slow := p.Stats().SlowEnds
+				slow := p.Stats().LateEnds
 				resp, err := p.Post(t.Context(), "/", "", nil)
 				if err != nil {
 					t.Fatalf("generation %d: %v", i, err)
@@ -633,7 +635,7 @@ func TestConnsSlowEnds(t *testing.T) {
 				readLastEvent(t, i, resp)
 				_ = resp.Body.Close()
 				if late { // the wait for its end goes on after Close: let it end first
-					waitFor(t, func() bool { return p.Stats().SlowEnds == slow+1 })
+					waitFor(t, func() bool { return p.Stats().LateEnds == slow+1 })
 				}
 			}
 			p.CloseIdle()
@@ -696,7 +698,7 @@ func TestConnsCloseDoesNotWaitForALateEnd(t *testing.T) {
 	}
 	p.CloseIdle()
 	stop()
-	if n, s := accepted.Load(), p.Stats(); n != 1 || s != (ConnStats{Dialed: 1, Reused: 1}) {
+	if n, s := accepted.Load(), p.Stats(); n != 1 || s != (engine.ConnStats{Dialed: 1, Reused: 1}) {
 		t.Errorf("%d connections, stats %+v; want 1 connection, 1 reuse", n, s)
 	}
 }

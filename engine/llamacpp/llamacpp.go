@@ -60,7 +60,10 @@ type Replica struct {
 	conns  *httpengine.Conns // nil: completions through client, a connection each
 }
 
-var _ engine.Replica = (*Replica)(nil)
+var (
+	_ engine.Replica      = (*Replica)(nil)
+	_ engine.ConnReporter = (*Replica)(nil)
+)
 
 // New returns a Replica for opts.
 func New(opts Options) *Replica {
@@ -475,6 +478,9 @@ func isDialError(err error) bool {
 	var dns *net.DNSError
 	return errors.As(err, &dns) || errors.Is(err, syscall.ECONNREFUSED)
 }
+
+// EngineConns reports the replica's kept engine connections (engine.ConnReporter).
+func (r *Replica) EngineConns() (engine.ConnStats, bool) { return r.conns.EngineConns() }
 
 // Health implements engine.Replica with GET /health: 200 is live and ready; 503 (model
 // loading) is live but not ready, with the engine's message ("Loading model") as Detail; any

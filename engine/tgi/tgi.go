@@ -51,9 +51,10 @@ type Replica struct {
 }
 
 var (
-	_ engine.Replica    = (*Replica)(nil)
-	_ engine.Identifier = (*Replica)(nil)
-	_ engine.LoadProber = (*Replica)(nil)
+	_ engine.Replica      = (*Replica)(nil)
+	_ engine.ConnReporter = (*Replica)(nil)
+	_ engine.Identifier   = (*Replica)(nil)
+	_ engine.LoadProber   = (*Replica)(nil)
 )
 
 // New returns a Replica for opts.
@@ -287,6 +288,9 @@ func errorBody(b []byte) (msg, typ string) {
 func (r *Replica) get(ctx context.Context, path string) ([]byte, error) {
 	return r.http.Get(ctx, r.base+path, path)
 }
+
+// EngineConns reports the replica's kept engine connections (engine.ConnReporter).
+func (r *Replica) EngineConns() (engine.ConnStats, bool) { return r.http.Conns.EngineConns() }
 
 // Health implements engine.Replica with GET /health: 200 is live and ready (TGI answers it
 // once its shards serve); any other status is live, not ready; an unreachable server is not

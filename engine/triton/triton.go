@@ -72,9 +72,10 @@ type Replica struct {
 }
 
 var (
-	_ engine.Replica    = (*Replica)(nil)
-	_ engine.Identifier = (*Replica)(nil)
-	_ engine.LoadProber = (*Replica)(nil)
+	_ engine.Replica      = (*Replica)(nil)
+	_ engine.ConnReporter = (*Replica)(nil)
+	_ engine.Identifier   = (*Replica)(nil)
+	_ engine.LoadProber   = (*Replica)(nil)
 )
 
 // New returns a Replica for opts.
@@ -300,6 +301,9 @@ func errorBody(b []byte) string {
 func (r *Replica) get(ctx context.Context, u string) ([]byte, error) {
 	return r.http.Get(ctx, u, "")
 }
+
+// EngineConns reports the replica's kept engine connections (engine.ConnReporter).
+func (r *Replica) EngineConns() (engine.ConnStats, bool) { return r.http.Conns.EngineConns() }
 
 // Health implements engine.Replica: live when GET /v2/health/ready answers at all, ready when
 // it and GET /v2/models/{model}/ready both answer 200. The error is non-nil only when ctx ends.
