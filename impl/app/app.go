@@ -453,6 +453,7 @@ func (a *App) refreshGauges(ctx context.Context) {
 	if len(views) > 0 {
 		inv = a.gpus.Snapshot(ctx)
 	}
+	a.metrics.SetEngineConns(engineConns(views, a.pools.EngineConns()))
 	for _, v := range views {
 		a.metrics.PoolReady.WithLabelValues(v.ID).Set(b2f(v.Ready()))
 		if err != nil {
@@ -487,6 +488,22 @@ func (a *App) refreshGauges(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// engineConns labels each replica's engine connections with its pool's engine and the
+// engine version the pool reports now (as the other replica series).
+func engineConns(views []pool.View, conns []pool.ReplicaConns) []metrics.EngineConns {
+	out := make([]metrics.EngineConns, 0, len(conns))
+	for _, c := range conns {
+		for _, v := range views {
+			if v.ID == c.Pool {
+				out = append(out, metrics.EngineConns{Engine: v.Engine, EngineVersion: v.EngineVersion, Pool: c.Pool,
+					Replica: c.Replica, ConnStats: c.ConnStats})
+				break
+			}
+		}
+	}
+	return out
 }
 
 // replicaDevices is the part of the inventory a replica runs on: its configured devices, or

@@ -9,9 +9,12 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
+
+	"github.com/orchestratord/orchestratord/engine"
 )
 
 // Buckets for the latency histograms, in milliseconds.
@@ -70,7 +73,50 @@ type Metrics struct {
 	JournalCompactions    *prometheus.CounterVec // outcome: done, failed
 	JournalCompactionHold prometheus.Histogram   // seconds writers waited for a compaction's switch
 
+	// The engine_connection families: sampled from SetEngineConns' snapshot at each scrape.
+	engineConns struct {
+		mu    sync.Mutex
+		conns []EngineConns // replaced, never written in place
+	}
+
 	families []family
+}
+
+// EngineConns is one replica's engine connections (the counts its adapter keeps), with the
+// labels of its series.
+type EngineConns struct {
+	Engine, EngineVersion, Pool, Replica string
+	engine.ConnStats
+}
+
+// SetEngineConns hands over every replica's engine connections before a scrape: the
+// engine_connection families show these, and no series of a replica left out (one a reload
+// replaced). The adapters keep the counts, so the counters start again from 0 with a new
+// replica, as a process's do when it restarts.
+func (m *Metrics) SetEngineConns(conns []EngineConns) {
+	m.engineConns.mu.Lock()
+	m.engineConns.conns = conns
+	m.engineConns.mu.Unlock()
+}
+
+// sampledVec is a family whose samples are read from SetEngineConns' snapshot when collected.
+type sampledVec struct {
+	desc  *prometheus.Desc
+	typ   prometheus.ValueType
+	m     *Metrics
+	value func(*EngineConns) float64
+}
+
+func (s *sampledVec) Describe(ch chan<- *prometheus.Desc) { ch <- s.desc }
+
+func (s *sampledVec) Collect(ch chan<- prometheus.Metric) {
+	s.m.engineConns.mu.Lock()
+	conns := s.m.engineConns.conns
+	s.m.engineConns.mu.Unlock()
+	for i := range conns {
+		c := &conns[i]
+		ch <- prometheus.MustNewConstMetric(s.desc, s.typ, s.value(c), c.Engine, c.EngineVersion, c.Pool, c.Replica)
+	}
 }
 
 // family is one row of the table New builds every series from: name, help and labels, and
@@ -123,6 +169,18 @@ func counter(p *prometheus.Counter) kind {
 	return kind{"counter", func(f family) prometheus.Collector {
 		*p = prometheus.NewCounter(prometheus.CounterOpts{Name: f.name, Help: f.help})
 		return *p
+	}}
+}
+
+// engineConns is a family of m's engine connection snapshot: typ "counter" or "gauge", each
+// replica's value.
+func engineConns(m *Metrics, typ string, value func(*EngineConns) float64) kind {
+	vt := prometheus.CounterValue
+	if typ == "gauge" {
+		vt = prometheus.GaugeValue
+	}
+	return kind{typ, func(f family) prometheus.Collector {
+		return &sampledVec{desc: prometheus.NewDesc(f.name, f.help, f.labels, nil), typ: vt, m: m, value: value}
 	}}
 }
 
@@ -192,7 +250,28 @@ func (m *Metrics) table() []family {
 			labels: []string{"outcome"}, into: counterVec(&m.JournalCompactions)},
 		{name: "journal_compaction_writers_held_seconds", help: "Seconds each journal compaction held the journal's writers to switch segments: every stream's next frame waited that long (the rewrite itself runs beside the writers).",
 			buckets: OverheadBuckets, into: histogram(&m.JournalCompactionHold)},
+		{name: "engine_connections_dialed_total", help: "Connections set up to a replica's engine for generations (adapters that keep their engine connections: plain HTTP engines).",
+			labels: with(), into: engineConns(m, "counter", func(c *EngineConns) float64 { return float64(c.Dialed) })},
+		{name: "engine_connections_reused_total", help: "Generations sent on an engine connection kept from an earlier generation.",
+			labels: with(), into: engineConns(m, "counter", func(c *EngineConns) float64 { return float64(c.Reused) })},
+		{name: "engine_connection_retries_total", help: "Requests sent again on a new engine connection because a kept one failed before any answer (the engine had closed it).",
+			labels: with(), into: engineConns(m, "counter", func(c *EngineConns) float64 { return float64(c.Retried) })},
+		{name: "engine_connection_fallbacks_total", help: "Times a replica fell back to one engine connection per generation: its engine closes streamed connections, or ended several answers in a row late. Keep-alive is tried again after 256 generations.",
+			labels: with(), into: engineConns(m, "counter", func(c *EngineConns) float64 { return float64(c.Fallbacks) })},
+		{name: "engine_answers_ended_late_total", help: "Complete engine answers whose end did not come within 250 ms of their final event: their connections were closed, not kept.",
+			labels: with(), into: engineConns(m, "counter", func(c *EngineConns) float64 { return float64(c.LateEnds) })},
+		{name: "engine_connections_idle", help: "Engine connections kept now, waiting for a generation (at most the replica's slots).",
+			labels: with(), into: engineConns(m, "gauge", func(c *EngineConns) float64 { return float64(c.Idle) })},
+		{name: "engine_connections_one_per_generation", help: "1 while the replica gets one engine connection per generation (after a fallback), else 0.",
+			labels: with(), into: engineConns(m, "gauge", func(c *EngineConns) float64 { return b2f(c.OnePerGeneration) })},
 	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // New creates and registers every series of the table on reg.

@@ -21,6 +21,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/orchestratord/orchestratord/engine"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -59,8 +61,11 @@ func TestContractInTable(t *testing.T) {
 func TestExposition(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := New(reg)
+	m.SetEngineConns([]EngineConns{{Engine: "engine", EngineVersion: "engine_version", Pool: "pool_id", Replica: "replica_id",
+		ConnStats: engine.ConnStats{Dialed: 1, Reused: 1, Retried: 1, Fallbacks: 1, LateEnds: 1, Idle: 1, OnePerGeneration: true}}})
 	for _, f := range m.families {
 		switch c := f.c.(type) {
+		case *sampledVec: // sampled from SetEngineConns above
 		case *prometheus.CounterVec:
 			c.WithLabelValues(f.labels...).Inc()
 		case *prometheus.GaugeVec:
@@ -150,5 +155,59 @@ func writeGolden(t *testing.T, path string, b []byte) {
 	}
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestEngineConns: each engine_connection family shows its own count of each replica handed
+// over, and a replica left out of the next hand-over (a reload replaced it) has no series.
+func TestEngineConns(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := New(reg)
+	m.SetEngineConns([]EngineConns{
+		{Engine: "vllm", EngineVersion: "0.9", Pool: "p", Replica: "r0",
+			ConnStats: engine.ConnStats{Dialed: 2, Reused: 3, Retried: 5, Fallbacks: 7, LateEnds: 11, Idle: 13}},
+		{Engine: "vllm", EngineVersion: "0.9", Pool: "p", Replica: "r1", ConnStats: engine.ConnStats{Dialed: 1, OnePerGeneration: true}},
+	})
+	want := map[string][2]float64{ // family: r0, r1
+		"engine_connections_dialed_total":       {2, 1},
+		"engine_connections_reused_total":       {3, 0},
+		"engine_connection_retries_total":       {5, 0},
+		"engine_connection_fallbacks_total":     {7, 0},
+		"engine_answers_ended_late_total":       {11, 0},
+		"engine_connections_idle":               {13, 0},
+		"engine_connections_one_per_generation": {0, 1},
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := 0
+	for _, mf := range mfs {
+		w, ok := want[mf.GetName()]
+		if !ok {
+			continue
+		}
+		seen++
+		if len(mf.GetMetric()) != 2 {
+			t.Fatalf("%s: %d series, want 2", mf.GetName(), len(mf.GetMetric()))
+		}
+		for _, s := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, lp := range s.GetLabel() {
+				labels[lp.GetName()] = lp.GetValue()
+			}
+			i := map[string]int{"r0": 0, "r1": 1}[labels["replica_id"]]
+			got := s.GetCounter().GetValue() + s.GetGauge().GetValue()
+			if got != w[i] || labels["engine"] != "vllm" || labels["engine_version"] != "0.9" || labels["pool_id"] != "p" {
+				t.Errorf("%s %v = %v, want %v", mf.GetName(), labels, got, w[i])
+			}
+		}
+	}
+	if seen != len(want) {
+		t.Fatalf("%d of the %d engine connection families gathered", seen, len(want))
+	}
+	m.SetEngineConns(nil)
+	if n, err := testutil.GatherAndCount(reg, "engine_connections_dialed_total", "engine_connections_idle"); err != nil || n != 0 {
+		t.Fatalf("after the replicas left: %d series (%v), want none", n, err)
 	}
 }

@@ -856,6 +856,41 @@ func (r *Registry) viewIntoLocked(s *state, reps []ReplicaView) View {
 	return v
 }
 
+// ReplicaConns is one replica's engine connections.
+type ReplicaConns struct {
+	Pool, Replica string
+	engine.ConnStats
+}
+
+// EngineConns returns the engine connections of every replica whose adapter keeps them
+// (engine.ConnReporter), in configuration order. The adapters are asked outside r.mu.
+func (r *Registry) EngineConns() []ReplicaConns {
+	type reporter struct {
+		pool, replica string
+		cr            engine.ConnReporter
+	}
+	r.mu.Lock()
+	var reps []reporter
+	for _, id := range r.order {
+		for _, rs := range r.pools[id].reps {
+			if rs.replica == nil {
+				continue
+			}
+			if cr, ok := rs.replica.Replica.(engine.ConnReporter); ok {
+				reps = append(reps, reporter{id, rs.spec.ID, cr})
+			}
+		}
+	}
+	r.mu.Unlock()
+	out := make([]ReplicaConns, 0, len(reps))
+	for _, x := range reps {
+		if s, ok := x.cr.EngineConns(); ok {
+			out = append(out, ReplicaConns{Pool: x.pool, Replica: x.replica, ConnStats: s})
+		}
+	}
+	return out
+}
+
 // Views returns every pool, in configuration order.
 func (r *Registry) Views() []View {
 	r.mu.Lock()
