@@ -242,7 +242,7 @@ func (b *wire) readHead() (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	resp := &http.Response{Header: http.Header{}}
+	resp := &http.Response{}
 	proto, status, ok := strings.Cut(string(line), " ")
 	if !ok {
 		return nil, badHead("malformed HTTP response", line)
@@ -260,7 +260,11 @@ func (b *wire) readHead() (*http.Response, error) {
 		return nil, badHead("malformed HTTP version", []byte(proto))
 	}
 	size := len(line)
-	var last string // the last field's name, for obsolete line folding
+	// The fields' values are gathered in one buffer and made one string, and the common field
+	// names are constants: a head costs a few allocations instead of three per field.
+	var fieldsArr [16]headField
+	var valsArr [512]byte
+	fields, vals := fieldsArr[:0], valsArr[:0]
 	for {
 		line, err := b.headLine(size)
 		if err != nil {
@@ -271,20 +275,40 @@ func (b *wire) readHead() (*http.Response, error) {
 			break
 		}
 		if line[0] == ' ' || line[0] == '\t' {
-			// obs-fold: a continuation of the previous field's value.
-			vs := resp.Header[last]
-			if len(vs) == 0 {
+			// obs-fold: a continuation of the previous field's value, which ends vals.
+			if len(fields) == 0 {
 				return nil, badHead("malformed MIME header initial line", line)
 			}
-			vs[len(vs)-1] += " " + string(bytes.Trim(line, " \t"))
+			f := &fields[len(fields)-1]
+			if f.end > f.start { // as net/http: a value empty so far takes no space first
+				vals = append(vals, ' ')
+			}
+			vals = append(vals, bytes.Trim(line, " \t")...)
+			f.end = len(vals)
 			continue
 		}
 		k, v, ok := bytes.Cut(line, []byte(":"))
 		if !ok || len(k) == 0 || bytes.ContainsAny(k, " \t") {
 			return nil, badHead("malformed MIME header line", line)
 		}
-		last = textproto.CanonicalMIMEHeaderKey(string(k))
-		resp.Header[last] = append(resp.Header[last], string(bytes.Trim(v, " \t")))
+		start := len(vals)
+		vals = append(vals, bytes.Trim(v, " \t")...)
+		fields = append(fields, headField{name: fieldName(k), start: start, end: len(vals)})
+	}
+	if len(fields) == 0 {
+		resp.Header = http.Header{}
+	} else {
+		all := string(vals)
+		values := make([]string, len(fields))
+		resp.Header = make(http.Header, len(fields))
+		for i, f := range fields {
+			values[i] = all[f.start:f.end]
+			if vs, ok := resp.Header[f.name]; ok {
+				resp.Header[f.name] = append(vs, values[i])
+			} else {
+				resp.Header[f.name] = values[i : i+1 : i+1] // an append for a repeated field copies
+			}
+		}
 	}
 	if err := b.bodyOf(resp); err != nil {
 		return nil, err
@@ -295,6 +319,48 @@ func (b *wire) readHead() (*http.Response, error) {
 }
 
 func badHead(what string, b []byte) error { return fmt.Errorf("%s: %q", what, b) }
+
+// headField is a header field of an answer's head being read: its canonical name and where its
+// value is in the gathered values.
+type headField struct {
+	name       string
+	start, end int
+}
+
+// commonFields are the canonical names of the fields engines send with a streamed answer
+// (llama-server, uvicorn, Go's net/http): fieldName returns them without allocating.
+var commonFields = [...]string{"Content-Type", "Transfer-Encoding", "Content-Length", "Connection", "Keep-Alive",
+	"Date", "Server", "Cache-Control", "Access-Control-Allow-Origin", "X-Accel-Buffering", "Retry-After", "Vary"}
+
+// fieldName is textproto.CanonicalMIMEHeaderKey of k.
+func fieldName(k []byte) string {
+	for _, c := range commonFields {
+		if asciiEqualFold(k, c) {
+			return c
+		}
+	}
+	return textproto.CanonicalMIMEHeaderKey(string(k))
+}
+
+// asciiEqualFold reports whether k and name are equal, ASCII letters compared without case.
+func asciiEqualFold(k []byte, name string) bool {
+	if len(k) != len(name) {
+		return false
+	}
+	for i := range len(k) {
+		a, b := k[i], name[i]
+		if 'A' <= a && a <= 'Z' {
+			a += 'a' - 'A'
+		}
+		if 'A' <= b && b <= 'Z' {
+			b += 'a' - 'A'
+		}
+		if a != b {
+			return false
+		}
+	}
+	return true
+}
 
 // bodyOf chooses how resp's body is delimited, and whether the connection closes after it.
 func (b *wire) bodyOf(resp *http.Response) error {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -307,4 +308,55 @@ func tcpPair(t *testing.T) (client, server net.Conn) {
 	}
 	t.Cleanup(func() { _ = client.Close(); _ = server.Close() })
 	return client, server
+}
+
+// FuzzWireHead reads an answer's head with wire and with net/http: a head net/http reads, wire
+// reads too, with the same status and the same header fields (names canonical, values trimmed,
+// folded lines joined). A field name with a space is the exception: net/http takes it as it
+// is (go.dev/issue/34540), wire refuses the answer. Otherwise wire is the more lenient of the
+// two (it takes any field name without spaces), so a head only wire reads is not a failure. The fields net/http rewrites as it reads
+// them (Transfer-Encoding, Trailer, Content-Length beside chunked, Cache-Control from Pragma,
+// Connection: close)
+// are compared by what they mean instead: the body's framing and whether the connection closes.
+func FuzzWireHead(f *testing.F) {
+	f.Add([]byte("Content-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n"), uint8(0), false)
+	f.Add([]byte("content-type:  application/json \r\nRetry-After: 3\r\nX-A: 1\r\nx-a: 2\r\nX-F: a\r\n\tb\r\n"), uint8(7), true)
+	f.Add([]byte("keep-alive: timeout=5, max=100\nserver: llama.cpp\nCONNECTION: close\nx-\u00e9: 1\n"), uint8(3), false)
+	f.Add([]byte("Date: Wed, 02 Dec 2026 18:00:00 GMT\r\nVary: a\r\nvary: b\r\nContent-Length: 4\r\n"), uint8(90), true)
+	f.Fuzz(func(t *testing.T, fields []byte, size uint8, oneByte bool) {
+		raw := append([]byte("HTTP/1.1 200 OK\r\n"), fields...)
+		raw = append(raw, "\r\n\r\n"...)
+		want, werr := http.ReadResponse(bufio.NewReader(bytes.NewReader(raw)), nil)
+		if werr != nil {
+			return
+		}
+		defer want.Body.Close()
+		for k := range want.Header {
+			if strings.ContainsAny(k, " \t") {
+				return
+			}
+		}
+		src := io.Reader(bytes.NewReader(raw))
+		if oneByte {
+			src = iotest.OneByteReader(src)
+		}
+		w := &wire{c: src, buf: make([]byte, 32+int(size))}
+		got, err := w.readHead()
+		if err != nil {
+			t.Fatalf("wire: %v; net/http reads %q", err, want.Header)
+		}
+		if got.StatusCode != want.StatusCode || got.Status != want.Status || got.Close != want.Close ||
+			got.ContentLength != want.ContentLength || !reflect.DeepEqual(got.TransferEncoding, want.TransferEncoding) {
+			t.Fatalf("status %d %q, close %v, length %d, %q; net/http %d %q, %v, %d, %q", got.StatusCode, got.Status, got.Close,
+				got.ContentLength, got.TransferEncoding, want.StatusCode, want.Status, want.Close, want.ContentLength, want.TransferEncoding)
+		}
+		g, h := got.Header.Clone(), want.Header.Clone()
+		for _, k := range []string{"Transfer-Encoding", "Trailer", "Content-Length", "Cache-Control", "Connection"} {
+			delete(g, k)
+			delete(h, k)
+		}
+		if len(g) != len(h) || len(g) > 0 && !reflect.DeepEqual(g, h) {
+			t.Fatalf("header %q, net/http reads %q", g, h)
+		}
+	})
 }
