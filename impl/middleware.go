@@ -100,7 +100,7 @@ func Correlation() echo.MiddlewareFunc {
 // correlate is Correlation's work.
 func correlate(c echo.Context) {
 	sp := trace.SpanFromContext(c.Request().Context())
-	if route := c.Path(); route != "" {
+	if route := c.Path(); route != "" && sp.IsRecording() { // no name built for a span nobody records
 		sp.SetName(c.Request().Method + " " + route)
 		sp.SetAttributes(attribute.String("http.route", route))
 	}
