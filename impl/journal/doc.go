@@ -10,7 +10,11 @@
 //
 //	length uint32 LE | crc32c(payload) uint32 LE | payload
 //	payload: kind byte | uvarint len, task | uvarint len, name | uvarint len, data | extra
+//	     or: 0xfe | kind byte | task as 16 bytes | uvarint len, name | uvarint len, data | extra
 //
+// The second form is for a task id that is a UUID in canonical text form (lower-case), as the
+// daemon's are: 20 bytes less per record, a fifth of a token's. Segments written before it
+// hold only the first form, and are read, replayed and compacted as before.
 // followed by zeros up to the file's preallocated size. A record is valid only when its whole
 // frame is present and its CRC matches. Open reads the segment from the start and stops at the
 // first invalid record: if only zeros follow, that is the end of the records; otherwise a torn

@@ -390,13 +390,14 @@ func Open(opts Options) (*Journal, error) {
 func scan(data []byte) (int, map[string]int, error) {
 	retired := map[string]int{}
 	off := 0
+	var id [36]byte
 	for off < len(data) {
 		r, n, err := decode(data[off:])
 		if err != nil {
 			return off, retired, err
 		}
 		if r.kind == KindRetire {
-			retired[string(r.task)] = off
+			retired[string(r.taskID(&id))] = off
 		}
 		off += n
 	}
@@ -428,10 +429,12 @@ func keeps[T int | int64](r rawRecord, off T, retired map[string]T, live map[str
 	if r.kind == KindRetire {
 		return false
 	}
-	if last, ok := retired[string(r.task)]; ok && off < last {
+	var id [36]byte
+	task := r.taskID(&id)
+	if last, ok := retired[string(task)]; ok && off < last {
 		return false
 	}
-	if _, ok := live[string(r.task)]; live != nil && !ok {
+	if _, ok := live[string(task)]; live != nil && !ok {
 		return false
 	}
 	return true
@@ -608,7 +611,8 @@ func (j *Journal) Replay(fn func(task string, kind uint8, name string, data, ext
 }
 
 // Append adds one record of task to the pending batch and returns its sequence number. It
-// copies the fields and never blocks on I/O. kind must be below KindRetire.
+// copies the fields and never blocks on I/O. kind must be below 0xfe (the journal's own kinds
+// are 0xfe and KindRetire, 0xff).
 func (j *Journal) Append(task string, kind uint8, name string, data, extra []byte) uint64 {
 	n := int64(recordSize(task, name, data, extra))
 	j.mu.Lock()
@@ -1094,9 +1098,10 @@ func (j *Journal) compactInto(rep *Compaction) error {
 	// then the records kept, written to the new segment as they fill a window.
 	buf := make([]byte, 0, compactWindow)
 	retired := map[string]int64{}
+	var id [36]byte
 	err = eachRecord(rf, cut, buf, func(off int64, r rawRecord, _ []byte) error {
 		if r.kind == KindRetire {
-			retired[string(r.task)] = off
+			retired[string(r.taskID(&id))] = off
 		}
 		return nil
 	})

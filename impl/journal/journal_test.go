@@ -3,8 +3,10 @@ package journal
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"math"
 	"os"
 	"path/filepath"
@@ -573,6 +575,11 @@ func TestDecodeRoundTrip(t *testing.T) {
 		{"8c1f-task", 1, "", `{"spec":{}}`, ""},
 		{"id", 2, "token", `{"t":"hi","i":0}`, "verbose"},
 		{string(bytes.Repeat([]byte("k"), 300)), 4, "end", string(bytes.Repeat([]byte("d"), 70000)), "x"},
+		{"5f0c2d1e-9b3a-4c7d-8e6f-0123456789ab", 2, "token", `{"t":"hi","i":0}`, ""}, // packed
+		{"5f0c2d1e-9b3a-4c7d-8e6f-0123456789ab", KindRetire, "", "", ""},             // packed
+		{"5F0C2D1E-9B3A-4C7D-8E6F-0123456789AB", 2, "token", "x", ""},                // not canonical: text
+		{"5f0c2d1e-9b3a-4c7d-8e6f-0123456789ag", 2, "token", "x", ""},                // not hex: text
+		{"5f0c2d1e9b3a-4c7d-8e6f-0123456789abc", 2, "token", "x", ""},                // hyphen misplaced: text
 	}
 	for _, tc := range tests {
 		b := appendRecord([]byte("prefix"), tc.Kind, tc.Task, tc.Name, []byte(tc.Data), []byte(tc.Extra))[6:]
@@ -594,8 +601,79 @@ func TestDecodeRoundTrip(t *testing.T) {
 	}
 }
 
+// A task id that is a UUID is written as its 16 bytes: a token's record is 20 bytes shorter.
+// Records written before, with the id as text, read as the same records, and a journal that
+// holds both kinds replays, retires and compacts them as one task's.
+func TestPackedTaskIDs(t *testing.T) {
+	id := testUUID(7)
+	if d := recordSize("not-a-uuid-but-as-long-as-one-000000", "token", []byte("x"), nil) - recordSize(id, "token", []byte("x"), nil); d != 20 {
+		t.Fatalf("a UUID's record is %d bytes shorter, want 20", d)
+	}
+	dir := t.TempDir()
+	// A segment as an earlier build wrote it: the id as text.
+	var seg []byte
+	seg = legacyRecord(seg, 1, id, "", []byte("admit"), nil)
+	seg = legacyRecord(seg, 2, id, "token", []byte("t0"), nil)
+	seg = legacyRecord(seg, 1, testUUID(8), "", []byte("admit"), nil)
+	if err := os.WriteFile(filepath.Join(dir, segName(1)), seg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := replayAll(t, dir); fmt.Sprint(got) != fmt.Sprint([]rec{{id, 1, "", "admit", ""}, {id, 2, "token", "t0", ""}, {testUUID(8), 1, "", "admit", ""}}) {
+		t.Fatalf("replay of the earlier segment: %v", got)
+	}
+	j, stop := running(t, dir, Options{})
+	wait(t, j, j.Append(id, 2, "token", []byte("t1"), nil))
+	wait(t, j, j.Append(testUUID(8), 2, "token", []byte("u1"), nil))
+	stop()
+	want := []rec{{id, 1, "", "admit", ""}, {id, 2, "token", "t0", ""}, {testUUID(8), 1, "", "admit", ""},
+		{id, 2, "token", "t1", ""}, {testUUID(8), 2, "token", "u1", ""}}
+	if got := replayAll(t, dir); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("replay of both kinds: %v", got)
+	}
+	// Retiring the task retires its records of both kinds, on reopening and in a compaction.
+	j, stop = running(t, dir, Options{CompactMinBytes: 1})
+	j.Retire(id)
+	wait(t, j, j.Append(testUUID(8), 2, "token", []byte("u2"), nil))
+	stop()
+	want = []rec{{testUUID(8), 1, "", "admit", ""}, {testUUID(8), 2, "token", "u1", ""}, {testUUID(8), 2, "token", "u2", ""}}
+	if got := replayAll(t, dir); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("replay after the retirement: %v", got)
+	}
+	b, err := os.ReadFile(segment(t, dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The compaction dropped the retired task's records; it copies the others as they are,
+	// the earlier build's one among them.
+	if bytes.Contains(b, []byte(id)) || bytes.Count(b, []byte(testUUID(8))) != 1 {
+		t.Fatalf("after the compaction, the retired task's id as text %d times, the other's %d (want 0, 1)",
+			bytes.Count(b, []byte(id)), bytes.Count(b, []byte(testUUID(8))))
+	}
+}
+
+// testUUID is the i-th of a family of UUIDs in their canonical text form.
+func testUUID(i int) string { return fmt.Sprintf("5f0c2d1e-9b3a-4c7d-8e6f-%012x", i) }
+
+// legacyRecord frames a record with its task id as text, as every build before packed ids did.
+func legacyRecord(b []byte, kind uint8, task, name string, data, extra []byte) []byte {
+	var p []byte
+	p = append(p, kind)
+	p = binary.AppendUvarint(p, uint64(len(task)))
+	p = append(p, task...)
+	p = binary.AppendUvarint(p, uint64(len(name)))
+	p = append(p, name...)
+	p = binary.AppendUvarint(p, uint64(len(data)))
+	p = append(p, data...)
+	p = append(p, extra...)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(p)))
+	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(p, castagnoli))
+	return append(b, p...)
+}
+
 func FuzzDecode(f *testing.F) {
 	f.Add(appendRecord(nil, 2, "task", "token", []byte("data"), []byte("extra")))
+	f.Add(appendRecord(nil, 2, testUUID(3), "token", []byte("data"), nil))
+	f.Add(legacyRecord(nil, 2, testUUID(3), "token", []byte("data"), nil))
 	f.Add(append(appendRecord(nil, 1, "a", "", nil, nil), 0xff, 0xff))
 	f.Add([]byte{4, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0})
 	f.Add([]byte{})
@@ -615,7 +693,13 @@ func FuzzDecode(f *testing.F) {
 			}
 			again := appendRecord(nil, r.Kind, r.Task, r.Name, r.Data, r.Extra)
 			if !bytes.Equal(again, b[off:off+n]) {
-				t.Fatalf("re-encoding differs:\n%x\n%x", again, b[off:off+n])
+				// Only a record of an earlier build, a UUID as text, is written anew packed.
+				raw, _, _ := decode(b[off:])
+				r2, n2, err := Decode(again)
+				if raw.packed || !isUUID(r.Task) || err != nil || n2 != len(again) ||
+					fmt.Sprint(r2) != fmt.Sprint(r) {
+					t.Fatalf("re-encoding differs:\n%x\n%x", again, b[off:off+n])
+				}
 			}
 			off += n
 		}
@@ -789,33 +873,38 @@ func TestAdmissionBehindLazySync(t *testing.T) {
 func TestCompactionDecodesWithoutAllocating(t *testing.T) {
 	var data []byte
 	for i := range 1000 {
-		id := fmt.Sprintf("task-%d", i)
+		id := testUUID(i) // packed: the task id as its 16 bytes
 		data = appendRecord(data, 1, id, "", []byte(`{"spec":{}}`), nil)
 		data = appendRecord(data, 2, id, "token", []byte(`{"t":"x"}`), nil)
 	}
-	data = appendRecord(data, KindRetire, "task-0", "", nil, nil)
-	live := map[string]struct{}{"task-1": {}}
+	data = appendRecord(data, KindRetire, testUUID(0), "", nil, nil)
+	live := map[string]struct{}{testUUID(1): {}}
 	allocs := testing.AllocsPerRun(20, func() {
 		valid, retired, err := scan(data)
 		if valid != len(data) || err != nil || len(retired) != 1 {
 			t.Fatalf("scan: %d of %d, %v, %v", valid, len(data), retired, err)
 		}
 		var kept, dead int
+		var id [36]byte
 		for off := 0; off < len(data); {
 			r, n, err := decode(data[off:])
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, ok := live[string(r.task)]; ok {
+			task := r.taskID(&id)
+			if _, ok := live[string(task)]; ok {
 				kept++
 			}
-			if last, ok := retired[string(r.task)]; ok && off < last {
+			if last, ok := retired[string(task)]; ok && off < last {
 				dead++
+			}
+			if keeps(r, off, retired, live) {
+				kept += 10
 			}
 			off += n
 		}
-		if kept != 2 || dead != 2 {
-			t.Fatalf("%d records of task-1, %d of the retired task-0", kept, dead)
+		if kept != 22 || dead != 2 {
+			t.Fatalf("%d records of task 1 (kept: +10 each), %d of the retired task 0", kept, dead)
 		}
 	})
 	if allocs > 3 { // the tombstones' map and its one key

@@ -15,8 +15,15 @@ type Record struct {
 	Extra []byte
 }
 
-// KindRetire is the journal's own tombstone kind; callers use kinds below it.
+// KindRetire is the journal's own tombstone kind; callers use kinds below kindPacked.
 const KindRetire uint8 = 0xff
+
+// kindPacked marks a record whose task id is a UUID in its canonical text form (36 lower-case
+// characters), written as its 16 bytes: payload kindPacked | kind | 16 bytes | name | data |
+// extra. Task ids are UUIDs, and a token's record is about 90 bytes, so this takes a fifth
+// off the journal's writes and its compactions' reads. Records written before it (the id as
+// text) are read the same.
+const kindPacked uint8 = 0xfe
 
 // headerSize is the frame header: payload length and CRC.
 const headerSize = 8
@@ -36,8 +43,61 @@ var (
 
 // recordSize is the framed size of a record with these fields.
 func recordSize(task, name string, data, extra []byte) int {
-	return headerSize + 1 + uvarintLen(len(task)) + len(task) + uvarintLen(len(name)) + len(name) +
-		uvarintLen(len(data)) + len(data) + len(extra)
+	t := uvarintLen(len(task)) + len(task)
+	if isUUID(task) {
+		t = 1 + 16 // the kind, then the id's bytes
+	}
+	return headerSize + 1 + t + uvarintLen(len(name)) + len(name) + uvarintLen(len(data)) + len(data) + len(extra)
+}
+
+// isUUID reports whether s is a UUID in its canonical text form: lower-case hex digits in
+// groups of 8-4-4-4-12, so that formatUUID gives s back.
+func isUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := range len(s) {
+		c := s[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// uuidDigits are the offsets in a UUID's text of the first digit of each of its 16 bytes.
+var uuidDigits = [16]int{0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34}
+
+// appendUUID appends the 16 bytes of s, a UUID as isUUID accepts it.
+func appendUUID(b []byte, s string) []byte {
+	for _, i := range uuidDigits {
+		b = append(b, unhex(s[i])<<4|unhex(s[i+1]))
+	}
+	return b
+}
+
+func unhex(c byte) byte {
+	if c <= '9' {
+		return c - '0'
+	}
+	return c - 'a' + 10
+}
+
+// formatUUID writes the canonical text of the 16 bytes id into dst.
+func formatUUID(dst *[36]byte, id []byte) []byte {
+	const digits = "0123456789abcdef"
+	for k, i := range uuidDigits {
+		dst[i], dst[i+1] = digits[id[k]>>4], digits[id[k]&0xf]
+	}
+	dst[8], dst[13], dst[18], dst[23] = '-', '-', '-', '-'
+	return dst[:]
 }
 
 func uvarintLen(n int) int {
@@ -53,9 +113,14 @@ func uvarintLen(n int) int {
 func appendRecord(b []byte, kind uint8, task, name string, data, extra []byte) []byte {
 	start := len(b)
 	b = append(b, 0, 0, 0, 0, 0, 0, 0, 0)
-	b = append(b, kind)
-	b = binary.AppendUvarint(b, uint64(len(task)))
-	b = append(b, task...)
+	if isUUID(task) {
+		b = append(b, kindPacked, kind)
+		b = appendUUID(b, task)
+	} else {
+		b = append(b, kind)
+		b = binary.AppendUvarint(b, uint64(len(task)))
+		b = append(b, task...)
+	}
 	b = binary.AppendUvarint(b, uint64(len(name)))
 	b = append(b, name...)
 	b = binary.AppendUvarint(b, uint64(len(data)))
@@ -75,13 +140,23 @@ func Decode(b []byte) (Record, int, error) {
 	if err != nil {
 		return Record{}, 0, err
 	}
-	return Record{Kind: r.kind, Task: string(r.task), Name: string(r.name), Data: r.data, Extra: r.extra}, n, nil
+	var id [36]byte
+	return Record{Kind: r.kind, Task: string(r.taskID(&id)), Name: string(r.name), Data: r.data, Extra: r.extra}, n, nil
 }
 
 // rawRecord is a decoded record whose fields all alias the buffer: decoding allocates nothing.
 type rawRecord struct {
 	kind                    uint8
 	task, name, data, extra []byte
+	packed                  bool // task is a UUID's 16 bytes (kindPacked)
+}
+
+// taskID returns the record's task id as text, written into buf when the record holds its bytes.
+func (r *rawRecord) taskID(buf *[36]byte) []byte {
+	if r.packed {
+		return formatUUID(buf, r.task)
+	}
+	return r.task
 }
 
 // decode is Decode without the strings: compaction reads every record of a segment and needs
@@ -103,6 +178,14 @@ func decode(b []byte) (rawRecord, int, error) {
 	}
 	r := rawRecord{kind: payload[0]}
 	p := payload[1:]
+	if r.kind == kindPacked {
+		// The record's kind, then the task id's 16 bytes; a packed record holds no packed one.
+		if len(p) < 1+16+2 || p[0] == kindPacked {
+			return rawRecord{}, 0, ErrCorrupt
+		}
+		r.kind, r.task, r.packed = p[0], p[1:17], true
+		p = p[17:]
+	}
 	field := func() ([]byte, bool) {
 		l, k := binary.Uvarint(p)
 		// Only the canonical (shortest) varint: a record has one encoding.
@@ -113,8 +196,11 @@ func decode(b []byte) (rawRecord, int, error) {
 		p = p[k+int(l):]
 		return f, true
 	}
-	var ok1, ok2, ok3 bool
-	r.task, ok1 = field()
+	ok1 := true
+	if !r.packed {
+		r.task, ok1 = field()
+	}
+	var ok2, ok3 bool
 	r.name, ok2 = field()
 	r.data, ok3 = field()
 	if !ok1 || !ok2 || !ok3 {
