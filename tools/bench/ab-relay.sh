@@ -13,7 +13,8 @@
 # 'context-switches,syscalls:sys_enter_nanosleep,syscalls:sys_enter_futex'; needs perf).
 #
 # Per window: tokens/s and the added per-token latency (loadgen), the daemon's CPU per 1,000
-# tokens (utime+stime from /proc over the window), the failed streams by class when any; at
+# tokens (utime+stime from /proc over the window), the bytes it wrote to files per token (its
+# journal: write_bytes from /proc/PID/io), the failed streams by class when any; at
 # the end each daemon's peak RSS (VmHWM) and its journal compactions (from its info-level log:
 # how long each took, how long it held the writers).
 set -euo pipefail
@@ -34,6 +35,7 @@ KEY=sk-bench-0123456789abcdef
 cd "$(dirname "$0")/../.."
 rm -rf "$OUT"
 mkdir -p "$OUT/bin"
+OUT=$(cd "$OUT" && pwd) # the daemons' state_dir is under it, whatever the caller's OUT
 go build -o "$OUT/bin/" ./tools/enginesim ./tools/loadgen
 
 freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -58,7 +60,7 @@ start() { # name binary port extra-config
   done
   cat >"$OUT/$1.yaml" <<EOF
 addr: 127.0.0.1:$3
-state_dir: $PWD/$OUT/state-$1
+state_dir: $OUT/state-$1
 log_level: info
 log_format: text
 admission: {capacity: 100000, policy: reject}
@@ -85,24 +87,28 @@ done
 sleep 1 # the pools' first readiness probe
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+disk_bytes() { awk '$1 == "write_bytes:" {print $2}' "/proc/$1/io"; }
 window() { # name pid port
-  local t0 t1 perf=""
+  local t0 t1 w0 w1 perf=""
   if [ -n "${PERF_EVENTS:-}" ]; then
     perf stat -x, -e "$PERF_EVENTS" -p "$2" -o "$OUT/$1.perf" &
     perf=$!
   fi
   t0=$(cpu_ticks "$2")
+  w0=$(disk_bytes "$2")
   "$OUT/bin/loadgen" -target orchd-stream -url "http://127.0.0.1:$3" -api-key "$KEY" -model sim \
     -concurrency "$STREAMS" -requests "$REQUESTS" -tokens "$TOKENS" -duration 10m >"$OUT/$1.txt" 2>&1
   t1=$(cpu_ticks "$2")
+  w1=$(disk_bytes "$2")
   local tokens
   tokens=$(awk '$1 == "tokens" {print $2}' "$OUT/$1.txt")
   if [ -n "$perf" ]; then
     kill -INT "$perf"
     wait "$perf" || true
   fi
-  printf '%-4s cpu %6.2f ms/1k tokens  %s  %s%s\n' "$1" \
+  printf '%-4s cpu %6.2f ms/1k tokens  disk %5.1f B/token  %s  %s%s\n' "$1" \
     "$(echo "($t1 - $t0) * 1000 / $(getconf CLK_TCK) * 1000 / $tokens" | bc -l)" \
+    "$(echo "($w1 - $w0) / $tokens" | bc -l)" \
     "$(grep -E '^ +tokens ' "$OUT/$1.txt" | sed -E 's/ +/ /g; s/\(stamped.*//')" \
     "$(grep -E '^ +token added' "$OUT/$1.txt" | sed -E 's/ +/ /g; s/max.*//')" \
     "$(grep -E '^ +errors ' "$OUT/$1.txt" | sed -E 's/^ +errors +/  FAILED: /')"
