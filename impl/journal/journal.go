@@ -614,10 +614,11 @@ func (j *Journal) Replay(fn func(task string, kind uint8, name string, data, ext
 // copies the fields and never blocks on I/O. kind must be below 0xfe (the journal's own kinds
 // are 0xfe and KindRetire, 0xff).
 func (j *Journal) Append(task string, kind uint8, name string, data, extra []byte) uint64 {
-	n := int64(recordSize(task, name, data, extra))
 	j.mu.Lock()
-	wasEmpty := len(j.pending) == 0
+	before := len(j.pending)
+	wasEmpty := before == 0
 	j.pending = appendRecord(j.pending, kind, task, name, data, extra)
+	n := int64(len(j.pending) - before)
 	j.seq++
 	seq := j.seq
 	j.nrec++

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"hash/crc32"
+	"slices"
 )
 
 // Record is one decoded journal record. Its byte slices alias the buffer it was decoded from.
@@ -53,41 +54,43 @@ func recordSize(task, name string, data, extra []byte) int {
 // isUUID reports whether s is a UUID in its canonical text form: lower-case hex digits in
 // groups of 8-4-4-4-12, so that formatUUID gives s back.
 func isUUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i := range len(s) {
-		c := s[i]
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return false
-			}
-		default:
-			if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-				return false
-			}
-		}
-	}
-	return true
+	var b [16]byte
+	_, ok := appendUUID(b[:0], s)
+	return ok
 }
 
 // uuidDigits are the offsets in a UUID's text of the first digit of each of its 16 bytes.
 var uuidDigits = [16]int{0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34}
 
-// appendUUID appends the 16 bytes of s, a UUID as isUUID accepts it.
-func appendUUID(b []byte, s string) []byte {
-	for _, i := range uuidDigits {
-		b = append(b, unhex(s[i])<<4|unhex(s[i+1]))
+// hexValue is the value of each lower-case hex digit, 0xff for every other byte.
+var hexValue = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0xff
 	}
-	return b
-}
+	for i, c := range "0123456789abcdef" {
+		t[c] = byte(i)
+	}
+	return t
+}()
 
-func unhex(c byte) byte {
-	if c <= '9' {
-		return c - '0'
+// appendUUID appends the 16 bytes of s when s is a UUID in its canonical text form (ok);
+// otherwise it returns b unchanged and false. One pass checks and converts.
+func appendUUID(b []byte, s string) (_ []byte, ok bool) {
+	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
+		return b, false
 	}
-	return c - 'a' + 10
+	b = slices.Grow(b, 16)
+	id := b[len(b) : len(b)+16]
+	var bad byte
+	for k, i := range uuidDigits {
+		hi, lo := hexValue[s[i]], hexValue[s[i+1]]
+		bad |= hi | lo
+		id[k] = hi<<4 | lo
+	}
+	if bad > 0xf {
+		return b, false
+	}
+	return b[:len(b)+16], true
 }
 
 // formatUUID writes the canonical text of the 16 bytes id into dst.
@@ -112,12 +115,11 @@ func uvarintLen(n int) int {
 // appendRecord frames one record onto b.
 func appendRecord(b []byte, kind uint8, task, name string, data, extra []byte) []byte {
 	start := len(b)
-	b = append(b, 0, 0, 0, 0, 0, 0, 0, 0)
-	if isUUID(task) {
-		b = append(b, kindPacked, kind)
-		b = appendUUID(b, task)
+	b = append(b, 0, 0, 0, 0, 0, 0, 0, 0, kindPacked, kind)
+	if packed, ok := appendUUID(b, task); ok {
+		b = packed
 	} else {
-		b = append(b, kind)
+		b = append(b[:start+headerSize], kind)
 		b = binary.AppendUvarint(b, uint64(len(task)))
 		b = append(b, task...)
 	}
