@@ -2,6 +2,7 @@ package httpengine
 
 import (
 	"bytes"
+	"io"
 	"testing"
 )
 
@@ -29,6 +30,8 @@ func BenchmarkReadHead(b *testing.B) {
 				if err != nil || resp.StatusCode != 200 || resp.Header.Get("Content-Type") == "" {
 					b.Fatalf("%v %v", resp, err)
 				}
+				resp.Body = io.NopCloser(w) // the wire is the body, left unread
+				_ = resp.Body.Close()
 			}
 		})
 	}

@@ -345,6 +345,8 @@ func FuzzWireHead(f *testing.F) {
 		if err != nil {
 			t.Fatalf("wire: %v; net/http reads %q", err, want.Header)
 		}
+		got.Body = io.NopCloser(w) // the wire is the body, left unread
+		defer got.Body.Close()
 		if got.StatusCode != want.StatusCode || got.Status != want.Status || got.Close != want.Close ||
 			got.ContentLength != want.ContentLength || !reflect.DeepEqual(got.TransferEncoding, want.TransferEncoding) {
 			t.Fatalf("status %d %q, close %v, length %d, %q; net/http %d %q, %v, %d, %q", got.StatusCode, got.Status, got.Close,
