@@ -1373,3 +1373,21 @@ func TestCompactionFailureBacksOff(t *testing.T) {
 		t.Errorf("report of the compaction that succeeded: %+v", c)
 	}
 }
+
+// recordSize is the framed size of a record with these fields, from the format's definition
+// (doc.go), to check appendRecord's against.
+func recordSize(task, name string, data, extra []byte) int {
+	t := uvarintLen(len(task)) + len(task)
+	if isUUID(task) {
+		t = 1 + 16 // the kind, then the id's bytes
+	}
+	return headerSize + 1 + t + uvarintLen(len(name)) + len(name) + uvarintLen(len(data)) + len(data) + len(extra)
+}
+
+// isUUID reports whether s is a UUID in its canonical text form: lower-case hex digits in
+// groups of 8-4-4-4-12, so that formatUUID gives s back.
+func isUUID(s string) bool {
+	var b [16]byte
+	_, ok := appendUUID(b[:0], s)
+	return ok
+}

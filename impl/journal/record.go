@@ -42,23 +42,6 @@ var (
 	ErrCorrupt = errors.New("journal: corrupt record")
 )
 
-// recordSize is the framed size of a record with these fields.
-func recordSize(task, name string, data, extra []byte) int {
-	t := uvarintLen(len(task)) + len(task)
-	if isUUID(task) {
-		t = 1 + 16 // the kind, then the id's bytes
-	}
-	return headerSize + 1 + t + uvarintLen(len(name)) + len(name) + uvarintLen(len(data)) + len(data) + len(extra)
-}
-
-// isUUID reports whether s is a UUID in its canonical text form: lower-case hex digits in
-// groups of 8-4-4-4-12, so that formatUUID gives s back.
-func isUUID(s string) bool {
-	var b [16]byte
-	_, ok := appendUUID(b[:0], s)
-	return ok
-}
-
 // uuidDigits are the offsets in a UUID's text of the first digit of each of its 16 bytes.
 var uuidDigits = [16]int{0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34}
 
