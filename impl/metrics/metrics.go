@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 
 	"github.com/orchestratord/orchestratord/engine"
+	"github.com/orchestratord/orchestratord/engine/httpengine"
 )
 
 // Buckets for the latency histograms, in milliseconds.
@@ -256,9 +257,9 @@ func (m *Metrics) table() []family {
 			labels: with(), into: engineConns(m, "counter", func(c *EngineConns) float64 { return float64(c.Reused) })},
 		{name: "engine_connection_retries_total", help: "Requests sent again on a new engine connection because a kept one failed before any answer (the engine had closed it).",
 			labels: with(), into: engineConns(m, "counter", func(c *EngineConns) float64 { return float64(c.Retried) })},
-		{name: "engine_connection_fallbacks_total", help: "Times a replica fell back to one engine connection per generation: its engine closes streamed connections, or ended several answers in a row late. Keep-alive is tried again after 256 generations.",
+		{name: "engine_connection_fallbacks_total", help: fmt.Sprintf("Times a replica fell back to one engine connection per generation: its engine closes streamed connections, or ended %d answers in a row late. Keep-alive is tried again after %d generations.", httpengine.SlowEndsBeforeFallback, httpengine.ReprobeAfter),
 			labels: with(), into: engineConns(m, "counter", func(c *EngineConns) float64 { return float64(c.Fallbacks) })},
-		{name: "engine_answers_ended_late_total", help: "Complete engine answers whose end did not come within 250 ms of their final event: their connections were closed, not kept.",
+		{name: "engine_answers_ended_late_total", help: fmt.Sprintf("Complete engine answers whose end did not come within %d ms of their final event: their connections were closed, not kept.", httpengine.DrainWait.Milliseconds()),
 			labels: with(), into: engineConns(m, "counter", func(c *EngineConns) float64 { return float64(c.LateEnds) })},
 		{name: "engine_connections_idle", help: "Engine connections kept now, waiting for a generation (at most the replica's slots).",
 			labels: with(), into: engineConns(m, "gauge", func(c *EngineConns) float64 { return float64(c.Idle) })},
