@@ -22,6 +22,18 @@ type fakeReplica struct {
 	key     string
 	ready   atomic.Bool
 	running atomic.Int32 // reported by Load; negative: Load fails
+	// conns is what EngineConns reports (env.conns[url] at its creation); nil: an adapter
+	// that keeps no engine connections.
+	conns *engine.ConnStats
+}
+
+// EngineConns makes every fake an engine.ConnReporter, as the adapters are; ok is false for
+// one that keeps no connections, as httpengine.Conns answers for a nil pool.
+func (f *fakeReplica) EngineConns() (engine.ConnStats, bool) {
+	if f.conns == nil {
+		return engine.ConnStats{}, false
+	}
+	return *f.conns, true
 }
 
 func (f *fakeReplica) Load(context.Context) (engine.Load, error) {
@@ -72,6 +84,8 @@ type env struct {
 	notReady       string // a replica URL that reports not ready
 	// busy is the dispatcher's count of busy slots per replica id, which the registry reads.
 	busy map[string]int
+	// conns is the engine connections each replica's adapter reports, by URL (see fakeReplica).
+	conns map[string]engine.ConnStats
 }
 
 // setBusy sets the dispatcher's count of a replica's busy slots.
@@ -83,8 +97,17 @@ func (e *env) setBusy(replicaID string, n int) {
 
 func newEnv(t *testing.T, specs ...Spec) *env {
 	t.Helper()
+	return newEnvWith(t, nil, specs...)
+}
+
+// newEnvWith is newEnv with setup(e) run before the registry starts.
+func newEnvWith(t *testing.T, setup func(*env), specs ...Spec) *env {
+	t.Helper()
 	e := &env{replicas: map[string]*fakeReplica{}, changes: make(chan View, 64), drained: make(chan string, 4),
 		replicaDrained: make(chan string, 4), busy: map[string]int{}}
+	if setup != nil {
+		setup(e)
+	}
 	reg, err := New(Options{
 		Pools: specs,
 		NewReplica: func(_ Spec, ep Endpoint) engine.Replica {
@@ -92,6 +115,9 @@ func newEnv(t *testing.T, specs ...Spec) *env {
 			defer e.mu.Unlock()
 			url := ep.URL
 			r := &fakeReplica{url: url, key: ep.APIKey}
+			if c, ok := e.conns[url]; ok {
+				r.conns = &c
+			}
 			r.ready.Store(url != e.notReady)
 			e.replicas[url] = r
 			return r
@@ -326,6 +352,36 @@ func TestReload(t *testing.T) {
 			t.Fatalf("err = %v", err)
 		}
 	})
+}
+
+// TestEngineConns: EngineConns lists the engine connections of each started replica whose
+// adapter keeps them, in configuration order, under its pool and replica ids; a managed
+// replica that never started (it has no adapter yet) and an adapter that keeps no connections
+// are left out.
+func TestEngineConns(t *testing.T) {
+	two := externalSpec
+	two.ID, two.Replicas = "y", []ReplicaSpec{{ID: "y/a", URL: "http://y-a"}, {ID: "y/b", URL: "http://y-b"}}
+	ext := engine.ConnStats{Dialed: 3, Reused: 7, Retried: 1, Idle: 2}
+	yb := engine.ConnStats{Dialed: 9, Fallbacks: 1, LateEnds: 3, OnePerGeneration: true}
+	e := newEnvWith(t, func(e *env) {
+		e.startErr = &StartError{Reason: ReasonEngineExited, Message: "the engine exited", Permanent: true}
+		e.conns = map[string]engine.ConnStats{"http://ext": ext, "http://y-b": yb,
+			// The managed replica's URL, were it started: it must not show.
+			"http://managed/" + managedSpec.ModelRef + "@m/0": {Dialed: 100}}
+	}, managedSpec, externalSpec, two)
+	deadline := time.Now().Add(5 * time.Second)
+	for settled := false; !settled; time.Sleep(time.Millisecond) { // the external replicas up, the managed one given up
+		if time.Now().After(deadline) {
+			t.Fatalf("pools not settled: %+v", e.reg.Views())
+		}
+		vs := e.reg.Views()
+		settled = vs[0].Replicas[0].LastError != "" && vs[1].ReadyReplicas() == 1 && vs[2].ReadyReplicas() == 2
+	}
+	want := []ReplicaConns{{Pool: "x", Replica: e.reg.Views()[1].Replicas[0].ID, ConnStats: ext},
+		{Pool: "y", Replica: "y/b", ConnStats: yb}}
+	if got := e.reg.EngineConns(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("EngineConns = %+v\nwant %+v", got, want)
+	}
 }
 
 // TestViewsInto: the views written over a kept slice are Views' own, with the replicas' busy
