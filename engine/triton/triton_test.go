@@ -1,10 +1,13 @@
 package triton
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -331,5 +334,61 @@ func TestDriverOptions(t *testing.T) {
 		if k, err := checkOptions(map[string]string{bad.key: bad.value}); err == nil || k != bad.key {
 			t.Errorf("%s=%q: key %q, err %v", bad.key, bad.value, k, err)
 		}
+	}
+}
+
+// TestConnections: a replica made by the driver (as the daemon makes it) keeps its connection
+// to a server that keeps it, and against one that closes its streamed connections gets one per
+// generation: a fallback it counts and tells the pool's logger of, which the driver passed on.
+func TestConnections(t *testing.T) {
+	for _, closes := range []bool{false, true} {
+		name := "server keeps connections"
+		if closes {
+			name = "server closes streamed connections"
+		}
+		t.Run(name, func(t *testing.T) {
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.Copy(io.Discard, r.Body)
+				w.Header().Set("Content-Type", "text/event-stream")
+				_, _ = io.WriteString(w, frameOf(" a"))
+			}))
+			srv.Config.ConnState = func(c net.Conn, s http.ConnState) {
+				if s == http.StateIdle && closes {
+					_ = c.Close()
+				}
+			}
+			srv.Start()
+			defer srv.Close()
+			var logs bytes.Buffer // written by the generations' goroutine (this one) only
+			rep := newReplica(engine.ReplicaOptions{BaseURL: srv.URL, ModelID: "m", Slots: 2,
+				Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			r, ok := rep.(*Replica)
+			if !ok {
+				t.Fatalf("driver made a %T", rep)
+			}
+			t.Cleanup(r.http.Conns.CloseIdle)
+			const gens = 4
+			for i := range gens {
+				var got []string
+				if _, err := r.Generate(t.Context(), engine.Request{Prompt: "p", MaxTokens: 1}, func(tok engine.Token) error {
+					got = append(got, string(tok.Text))
+					return nil
+				}); err != nil || strings.Join(got, "") != " a" {
+					t.Fatalf("generation %d: %q, %v", i, got, err)
+				}
+			}
+			s, ok := r.EngineConns()
+			switch {
+			case !ok:
+				t.Error("no engine connections reported")
+			case closes && (s.Dialed != gens || s.Fallbacks != 1 || !s.OnePerGeneration || s.Idle != 0):
+				t.Errorf("%d generations from a server that closes its connections: %+v", gens, s)
+			case !closes && (s.Dialed+s.Reused != gens || s.Reused < 1 || s.Fallbacks != 0 || s.OnePerGeneration):
+				t.Errorf("%d generations from a server that keeps its connections: %+v", gens, s)
+			}
+			if got := strings.Contains(logs.String(), "engine connections: one per generation"); got != closes {
+				t.Errorf("fallback logged: %v, want %v; log:\n%s", got, closes, logs.String())
+			}
+		})
 	}
 }
