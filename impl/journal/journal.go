@@ -354,8 +354,8 @@ func Open(opts Options) (*Journal, error) {
 	}
 	// Rewrite the segment when it has a bad tail or retired tasks: what remains is exactly the
 	// live records, and a later Replay reads only those.
-	if !clean || len(retired) > 0 || len(gens) == 0 {
-		data, err = j.rewrite(data[:valid], nil)
+	if !clean || retired.len() > 0 || len(gens) == 0 {
+		data, err = j.rewrite(data[:valid])
 		if err != nil {
 			return nil, err
 		}
@@ -387,26 +387,82 @@ func Open(opts Options) (*Journal, error) {
 // tombstone in it, and the error that ended it early (nil when all of data is valid). A
 // tombstone retires the records of its task before it only: a task id used again after its
 // retirement (a client re-posting it once the first task left retention) is a new task.
-func scan(data []byte) (int, map[string]int, error) {
-	retired := map[string]int{}
+func scan(data []byte) (int, taskIndex[int], error) {
+	var retired taskIndex[int]
 	off := 0
-	var id [36]byte
 	for off < len(data) {
 		r, n, err := decode(data[off:])
 		if err != nil {
 			return off, retired, err
 		}
 		if r.kind == KindRetire {
-			retired[string(r.taskID(&id))] = off
+			retired.put(keyOf(&r), off)
 		}
 		off += n
 	}
 	return off, retired, nil
 }
 
-// keepLive returns the records of data that are not retired and, when live is not nil, whose
-// task is in live; tombstones are left out.
-func keepLive(data []byte, live map[string]struct{}) []byte {
+// taskKey is a record's task id as compactions and scans look it up: a UUID by its 16 bytes,
+// whether the record holds it packed or as text (an earlier build's), any other id by its text.
+type taskKey struct {
+	uuid bool
+	id   [16]byte
+	text []byte // when not a UUID
+}
+
+func keyOf(r *rawRecord) taskKey {
+	if r.packed {
+		return taskKey{uuid: true, id: [16]byte(r.task)}
+	}
+	if id, ok := parseUUID(r.task); ok {
+		return taskKey{uuid: true, id: id}
+	}
+	return taskKey{text: r.task}
+}
+
+// taskIndex maps task ids to values by taskKey: a compaction looks up every record's task, and
+// a UUID's lookup hashes its 16 bytes, with no text made of them. The zero value is empty.
+type taskIndex[V any] struct {
+	uuids map[[16]byte]V
+	texts map[string]V
+}
+
+func (x *taskIndex[V]) get(k taskKey) (v V, ok bool) {
+	if k.uuid {
+		v, ok = x.uuids[k.id]
+	} else {
+		v, ok = x.texts[string(k.text)]
+	}
+	return v, ok
+}
+
+func (x *taskIndex[V]) put(k taskKey, v V) {
+	switch {
+	case k.uuid && x.uuids == nil:
+		x.uuids = map[[16]byte]V{k.id: v}
+	case k.uuid:
+		x.uuids[k.id] = v
+	case x.texts == nil:
+		x.texts = map[string]V{string(k.text): v}
+	default:
+		x.texts[string(k.text)] = v
+	}
+}
+
+// putID is put of the task id task.
+func (x *taskIndex[V]) putID(task string, v V) {
+	if id, ok := parseUUID(task); ok {
+		x.put(taskKey{uuid: true, id: id}, v)
+		return
+	}
+	x.put(taskKey{text: []byte(task)}, v)
+}
+
+func (x *taskIndex[V]) len() int { return len(x.uuids) + len(x.texts) }
+
+// keepLive returns the records of data that are not retired; tombstones are left out.
+func keepLive(data []byte) []byte {
 	_, retired, _ := scan(data)
 	out := make([]byte, 0, len(data))
 	for off := 0; off < len(data); {
@@ -414,7 +470,7 @@ func keepLive(data []byte, live map[string]struct{}) []byte {
 		if err != nil {
 			break
 		}
-		if keeps(r, off, retired, live) {
+		if keeps(&r, off, &retired, nil) {
 			out = append(out, data[off:off+n]...)
 		}
 		off += n
@@ -425,35 +481,35 @@ func keepLive(data []byte, live map[string]struct{}) []byte {
 // keeps reports whether a rewrite keeps the record r found at off: not a tombstone, not before
 // its task's last tombstone (retired holds their offsets), and, when live is not nil, of a task
 // in live.
-func keeps[T int | int64](r rawRecord, off T, retired map[string]T, live map[string]struct{}) bool {
+func keeps[T int | int64](r *rawRecord, off T, retired *taskIndex[T], live *taskIndex[struct{}]) bool {
 	if r.kind == KindRetire {
 		return false
 	}
-	var id [36]byte
-	task := r.taskID(&id)
-	if last, ok := retired[string(task)]; ok && off < last {
-		return false
+	k := keyOf(r)
+	if live != nil { // first: in a compaction most records dropped are of tasks no longer live
+		if _, ok := live.get(k); !ok {
+			return false
+		}
 	}
-	if _, ok := live[string(task)]; live != nil && !ok {
-		return false
-	}
-	return true
+	last, ok := retired.get(k)
+	return !ok || off >= last
 }
 
 // compactWindow is how much of a segment a compaction reads at a time, and how much of the new
 // segment it buffers before a write: its memory does not grow with the segment.
 const compactWindow = 1 << 20
 
-// eachRecord calls fn with every record of the segment rf from offset 0 to end, reading
-// compactWindow bytes at a time (more only for a record larger than that). framed is the whole
-// record, valid during the call. A record that does not end by end, or does not decode, is an
-// error.
-func eachRecord(rf io.ReaderAt, end int64, buf []byte, fn func(off int64, r rawRecord, framed []byte) error) error {
+// eachRecord calls fn with every record of the segment rf from offset 0 to end, decoded by dec
+// (decode, or peek for the kinds alone), reading compactWindow bytes at a time (more only for a
+// record larger than that). framed is the whole record, valid during the call. A record that
+// does not end by end, or does not decode, is an error.
+func eachRecord(rf io.ReaderAt, end int64, buf []byte, dec func([]byte) (rawRecord, int, error),
+	fn func(off int64, r rawRecord, framed []byte) error) error {
 	buf = buf[:0]
 	var base int64 // the offset of buf[0] in the segment
 	for off := int64(0); off < end; {
 		i := int(off - base)
-		r, n, err := decode(buf[i:])
+		r, n, err := dec(buf[i:])
 		if errors.Is(err, ErrTorn) {
 			// Slide what is left of the window to its start and read on.
 			buf = buf[:copy(buf[:cap(buf)], buf[i:])]
@@ -486,11 +542,10 @@ func eachRecord(rf io.ReaderAt, end int64, buf []byte, fn func(off int64, r rawR
 	return nil
 }
 
-// rewrite writes the records of data that are not retired (and, when live is not nil, whose
-// task is in live) into a new segment (generation+1), makes it the active one and removes the
+// rewrite writes the records of data that are not retired into a new segment (generation+1), makes it the active one and removes the
 // old one. It returns the new segment's content.
-func (j *Journal) rewrite(data []byte, live map[string]struct{}) ([]byte, error) {
-	out := keepLive(data, live)
+func (j *Journal) rewrite(data []byte) ([]byte, error) {
+	out := keepLive(data)
 	old, next := j.gen, j.gen+1
 	if j.f == nil && old == 0 {
 		if _, err := os.Stat(filepath.Join(j.opts.Dir, segName(0))); errors.Is(err, os.ErrNotExist) {
@@ -1031,7 +1086,8 @@ const catchUpBytes = 256 << 10
 // the writers off while it does (Run starts it on a goroutine of its own, one at a time):
 //
 //  1. It notes the segment's size (cut) and the live tasks, then reads the segment up to cut
-//     twice, a window (compactWindow) at a time: the tombstones, then the records to keep,
+//     twice, a window (compactWindow) at a time: the tombstones (each record's kind only),
+//     then the records to keep (each decoded and checked, its task looked up by taskKey),
 //     which it writes into a new segment (seg-<generation+1>.log.tmp), fdatasynced. Its memory
 //     is two windows and the tombstones, whatever the segment's size. Batches go on being
 //     written to the active segment meanwhile.
@@ -1069,9 +1125,9 @@ func (j *Journal) compactInto(rep *Compaction) error {
 	rep.BytesBefore = cut
 	j.wmu.Unlock()
 	j.mu.Lock()
-	live := make(map[string]struct{}, len(j.live))
+	live := taskIndex[struct{}]{uuids: make(map[[16]byte]struct{}, len(j.live))}
 	for k := range j.live {
-		live[k] = struct{}{}
+		live.putID(k, struct{}{})
 	}
 	j.mu.Unlock()
 
@@ -1096,14 +1152,20 @@ func (j *Journal) compactInto(rep *Compaction) error {
 		}
 	}()
 	// Two passes over the segment up to cut, a window at a time: the tombstones' offsets,
-	// then the records kept, written to the new segment as they fill a window.
+	// then the records kept, written to the new segment as they fill a window. The first pass
+	// reads each record's kind only (peek); the second decodes and checks every record, so a
+	// corrupt one fails the compaction whatever the first pass made of it.
 	buf := make([]byte, 0, compactWindow)
-	retired := map[string]int64{}
-	var id [36]byte
-	err = eachRecord(rf, cut, buf, func(off int64, r rawRecord, _ []byte) error {
-		if r.kind == KindRetire {
-			retired[string(r.taskID(&id))] = off
+	var retired taskIndex[int64]
+	err = eachRecord(rf, cut, buf, peek, func(off int64, r rawRecord, framed []byte) error {
+		if r.kind != KindRetire {
+			return nil
 		}
+		r, _, err := decode(framed)
+		if err != nil {
+			return err
+		}
+		retired.put(keyOf(&r), off)
 		return nil
 	})
 	if err != nil {
@@ -1111,8 +1173,8 @@ func (j *Journal) compactInto(rep *Compaction) error {
 	}
 	out := make([]byte, 0, compactWindow)
 	var kept int64
-	err = eachRecord(rf, cut, buf, func(off int64, r rawRecord, framed []byte) error {
-		if !keeps(r, off, retired, live) {
+	err = eachRecord(rf, cut, buf, decode, func(off int64, r rawRecord, framed []byte) error {
+		if !keeps(&r, off, &retired, &live) {
 			return nil
 		}
 		if len(out)+len(framed) > cap(out) && len(out) > 0 {

@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -682,6 +684,16 @@ func FuzzDecode(f *testing.F) {
 		off := 0
 		for off < len(b) {
 			r, n, err := Decode(b[off:])
+			// peek frames as decode does: where decode reads a record, or finds it torn, peek
+			// reads its kind and size, or finds it torn.
+			pr, pn, perr := peek(b[off:])
+			raw, _, _ := decode(b[off:])
+			switch {
+			case err == nil && (perr != nil || pn != n || pr.kind != raw.kind):
+				t.Fatalf("peek at %d: kind %d, %d bytes, %v; decode: kind %d, %d bytes", off, pr.kind, pn, perr, raw.kind, n)
+			case errors.Is(err, ErrTorn) && !errors.Is(perr, ErrTorn):
+				t.Fatalf("peek at %d: %v, decode: %v", off, perr, err)
+			}
 			if err != nil {
 				if !errors.Is(err, ErrTorn) && !errors.Is(err, ErrCorrupt) {
 					t.Fatalf("unexpected error %v", err)
@@ -694,7 +706,6 @@ func FuzzDecode(f *testing.F) {
 			again := appendRecord(nil, r.Kind, r.Task, r.Name, r.Data, r.Extra)
 			if !bytes.Equal(again, b[off:off+n]) {
 				// Only a record of an earlier build, a UUID as text, is written anew packed.
-				raw, _, _ := decode(b[off:])
 				r2, n2, err := Decode(again)
 				if raw.packed || !isUUID(r.Task) || err != nil || n2 != len(again) ||
 					fmt.Sprint(r2) != fmt.Sprint(r) {
@@ -878,27 +889,27 @@ func TestCompactionDecodesWithoutAllocating(t *testing.T) {
 		data = appendRecord(data, 2, id, "token", []byte(`{"t":"x"}`), nil)
 	}
 	data = appendRecord(data, KindRetire, testUUID(0), "", nil, nil)
-	live := map[string]struct{}{testUUID(1): {}}
+	var live taskIndex[struct{}]
+	live.putID(testUUID(1), struct{}{})
 	allocs := testing.AllocsPerRun(20, func() {
 		valid, retired, err := scan(data)
-		if valid != len(data) || err != nil || len(retired) != 1 {
+		if valid != len(data) || err != nil || retired.len() != 1 {
 			t.Fatalf("scan: %d of %d, %v, %v", valid, len(data), retired, err)
 		}
 		var kept, dead int
-		var id [36]byte
 		for off := 0; off < len(data); {
 			r, n, err := decode(data[off:])
 			if err != nil {
 				t.Fatal(err)
 			}
-			task := r.taskID(&id)
-			if _, ok := live[string(task)]; ok {
+			k := keyOf(&r)
+			if _, ok := live.get(k); ok {
 				kept++
 			}
-			if last, ok := retired[string(task)]; ok && off < last {
+			if last, ok := retired.get(k); ok && off < last {
 				dead++
 			}
-			if keeps(r, off, retired, live) {
+			if keeps(&r, off, &retired, &live) {
 				kept += 10
 			}
 			off += n
@@ -909,6 +920,69 @@ func TestCompactionDecodesWithoutAllocating(t *testing.T) {
 	})
 	if allocs > 3 { // the tombstones' map and its one key
 		t.Errorf("%.0f allocations to read 2,001 records, want at most 3", allocs)
+	}
+}
+
+// TestKeepsByTaskKey: a rewrite keeps the records it kept when tasks were looked up by their
+// ids as text, for segments mixing every form of id: a UUID packed and as text (an earlier
+// build's), its upper-case text (not canonical: another task), and ids that are not UUIDs; with
+// tombstones in either form, and tasks live or not.
+func TestKeepsByTaskKey(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	ids := []string{testUUID(1), testUUID(2), strings.ToUpper(testUUID(1)), "task-a", "", "5f0c2d1e-9b3a-4c7d-8e6f-00000000000g"}
+	for round := range 300 {
+		var data []byte
+		for range 1 + rng.IntN(40) {
+			id, kind := ids[rng.IntN(len(ids))], uint8(2)
+			if rng.IntN(5) == 0 {
+				kind = KindRetire
+			}
+			if rng.IntN(2) == 0 {
+				data = appendRecord(data, kind, id, "token", []byte("x"), nil) // packed if a UUID
+			} else {
+				data = legacyRecord(data, kind, id, "token", []byte("x"), nil)
+			}
+		}
+		liveIDs := map[string]struct{}{}
+		var live taskIndex[struct{}]
+		for _, id := range ids {
+			if rng.IntN(2) == 0 {
+				liveIDs[id] = struct{}{}
+				live.putID(id, struct{}{})
+			}
+		}
+		// The reference: tombstones' offsets and lookups by the id's text.
+		lastRetire := map[string]int{}
+		var id [36]byte
+		for off := 0; off < len(data); {
+			r, n, err := decode(data[off:])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.kind == KindRetire {
+				lastRetire[string(r.taskID(&id))] = off
+			}
+			off += n
+		}
+		_, retired, _ := scan(data)
+		for _, withLive := range []bool{false, true} {
+			for off := 0; off < len(data); {
+				r, n, _ := decode(data[off:])
+				text := string(r.taskID(&id))
+				last, retiredText := lastRetire[text]
+				_, isLive := liveIDs[text]
+				want := r.kind != KindRetire && !(retiredText && off < last) && (!withLive || isLive)
+				lp := &live
+				if !withLive {
+					lp = nil
+				}
+				if got := keeps(&r, off, &retired, lp); got != want {
+					t.Fatalf("round %d: record at %d (task %q, kind %#x, packed %v, live set %v): keeps %v, want %v",
+						round, off, text, r.kind, r.packed, withLive, got, want)
+				}
+				off += n
+			}
+		}
 	}
 }
 
@@ -1248,32 +1322,49 @@ func TestEachRecordWindows(t *testing.T) {
 		if i%9 == 0 {
 			kind = KindRetire
 		}
-		off := len(seg)
-		seg = appendRecord(seg, kind, fmt.Sprintf("t%d", i%13), "n", data, nil)
-		want = append(want, fmt.Sprintf("%d:%d:t%d:%d", off, kind, i%13, len(seg)-off))
+		off, task := len(seg), fmt.Sprintf("t%d", i%13)
+		if i%3 == 0 {
+			task = testUUID(i % 13) // packed
+		}
+		seg = appendRecord(seg, kind, task, "n", data, nil)
+		want = append(want, fmt.Sprintf("%d:%d:%s:%d", off, kind, task, len(seg)-off))
 	}
 	for _, window := range []int{1, 8, 9, 100, 1024, compactWindow} {
-		t.Run(fmt.Sprint(window), func(t *testing.T) {
-			var got []string
-			err := eachRecord(bytes.NewReader(seg), int64(len(seg)), make([]byte, 0, window),
-				func(off int64, r rawRecord, framed []byte) error {
-					if !bytes.Equal(framed, seg[off:off+int64(len(framed))]) {
-						t.Fatalf("record at %d: framed bytes differ", off)
-					}
-					got = append(got, fmt.Sprintf("%d:%d:%s:%d", off, r.kind, r.task, len(framed)))
-					return nil
-				})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if fmt.Sprint(got) != fmt.Sprint(want) {
-				t.Fatalf("records:\n got %v\nwant %v", got, want)
-			}
-			if err := eachRecord(bytes.NewReader(seg), int64(len(seg)-3), make([]byte, 0, window),
-				func(int64, rawRecord, []byte) error { return nil }); !errors.Is(err, ErrTorn) {
-				t.Fatalf("a segment cut inside its last record: %v, want ErrTorn", err)
-			}
-		})
+		for _, dec := range []struct {
+			name string
+			f    func([]byte) (rawRecord, int, error)
+		}{{"decode", decode}, {"peek", peek}} {
+			t.Run(fmt.Sprint(window, dec.name), func(t *testing.T) {
+				var got []string
+				err := eachRecord(bytes.NewReader(seg), int64(len(seg)), make([]byte, 0, window), dec.f,
+					func(off int64, r rawRecord, framed []byte) error {
+						if !bytes.Equal(framed, seg[off:off+int64(len(framed))]) {
+							t.Fatalf("record at %d: framed bytes differ", off)
+						}
+						var id [36]byte
+						task := r.taskID(&id)
+						if dec.name == "peek" { // the kind alone: the task from the framed record
+							full, _, err := decode(framed)
+							if err != nil || full.kind != r.kind || r.task != nil {
+								t.Fatalf("record at %d: peeked kind %d and task %q, decoded %+v, %v", off, r.kind, r.task, full, err)
+							}
+							task = full.taskID(&id)
+						}
+						got = append(got, fmt.Sprintf("%d:%d:%s:%d", off, r.kind, task, len(framed)))
+						return nil
+					})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if fmt.Sprint(got) != fmt.Sprint(want) {
+					t.Fatalf("records:\n got %v\nwant %v", got, want)
+				}
+				if err := eachRecord(bytes.NewReader(seg), int64(len(seg)-3), make([]byte, 0, window), dec.f,
+					func(int64, rawRecord, []byte) error { return nil }); !errors.Is(err, ErrTorn) {
+					t.Fatalf("a segment cut inside its last record: %v, want ErrTorn", err)
+				}
+			})
+		}
 	}
 }
 
@@ -1390,4 +1481,55 @@ func isUUID(s string) bool {
 	var b [16]byte
 	_, ok := appendUUID(b[:0], s)
 	return ok
+}
+
+// A compaction of a segment with a corrupt record fails and leaves the segment as it was: a
+// token record's bad CRC is found by the second pass (the first reads kinds only), a
+// tombstone's by the first, which decodes the tombstones it finds.
+func TestCompactionOfACorruptSegmentFails(t *testing.T) {
+	for _, kind := range []uint8{2, KindRetire} {
+		t.Run(fmt.Sprint("kind ", kind), func(t *testing.T) {
+			dir := t.TempDir()
+			j, stop := running(t, dir, Options{Sync: SyncNone, CompactMinBytes: 1 << 50})
+			defer stop()
+			for i := range 50 {
+				j.Append(testUUID(1), 2, "token", []byte(fmt.Sprint("t", i)), nil)
+			}
+			j.Retire(testUUID(1))
+			j.Append(testUUID(2), 2, "token", []byte("tok"), nil)
+			j.Retire(testUUID(2))
+			wait(t, j, j.Append(testUUID(3), 2, "token", []byte("after"), nil))
+			seg := segment(t, dir)
+			b, err := os.ReadFile(seg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Flip the last byte of testUUID(2)'s record of the kind under test.
+			var id [36]byte
+			for off := 0; ; {
+				r, n, err := decode(b[off:])
+				if err != nil {
+					t.Fatalf("no record of kind %d of task 2: %v", kind, err)
+				}
+				if r.kind == kind && string(r.taskID(&id)) == testUUID(2) {
+					b[off+n-1] ^= 0x40
+					break
+				}
+				off += n
+			}
+			if err := os.WriteFile(seg, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			rep := j.compactLive()
+			if !errors.Is(rep.Err, ErrCorrupt) {
+				t.Fatalf("compaction: %v, want ErrCorrupt", rep.Err)
+			}
+			if got := segment(t, dir); got != seg {
+				t.Fatalf("the active segment is %s, was %s", got, seg)
+			}
+			if after, err := os.ReadFile(seg); err != nil || !bytes.Equal(after, b) {
+				t.Fatalf("the segment changed (%v)", err)
+			}
+		})
+	}
 }

@@ -57,23 +57,37 @@ var hexValue = func() (t [256]byte) {
 }()
 
 // appendUUID appends the 16 bytes of s when s is a UUID in its canonical text form (ok);
-// otherwise it returns b unchanged and false. One pass checks and converts.
+// otherwise it returns b unchanged and false. One pass checks and converts, in place.
 func appendUUID(b []byte, s string) (_ []byte, ok bool) {
-	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
+	if len(s) != 36 {
 		return b, false
 	}
 	b = slices.Grow(b, 16)
-	id := b[len(b) : len(b)+16]
+	if !decodeUUID((*[16]byte)(b[len(b):len(b)+16]), s) {
+		return b, false
+	}
+	return b[:len(b)+16], true
+}
+
+// parseUUID is the 16 bytes of s when s is a UUID in its canonical text form (ok).
+func parseUUID[S string | []byte](s S) (id [16]byte, ok bool) {
+	ok = decodeUUID(&id, s)
+	return id, ok
+}
+
+// decodeUUID writes the 16 bytes of s into id and reports whether s is a UUID in its canonical
+// text form (if not, id holds garbage).
+func decodeUUID[S string | []byte](id *[16]byte, s S) bool {
+	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
+		return false
+	}
 	var bad byte
 	for k, i := range uuidDigits {
 		hi, lo := hexValue[s[i]], hexValue[s[i+1]]
 		bad |= hi | lo
 		id[k] = hi<<4 | lo
 	}
-	if bad > 0xf {
-		return b, false
-	}
-	return b[:len(b)+16], true
+	return bad <= 0xf
 }
 
 // formatUUID writes the canonical text of the 16 bytes id into dst.
@@ -142,6 +156,27 @@ func (r *rawRecord) taskID(buf *[36]byte) []byte {
 		return formatUUID(buf, r.task)
 	}
 	return r.task
+}
+
+// peek frames the record at the start of b as decode does and reads its kind alone, without
+// checking its CRC or reading its fields: a compaction's first pass looks for tombstones and
+// decodes those, and its second pass decodes every record.
+func peek(b []byte) (rawRecord, int, error) {
+	if len(b) < headerSize {
+		return rawRecord{}, 0, ErrTorn
+	}
+	n := binary.LittleEndian.Uint32(b)
+	if n < 4 || n > MaxRecordBytes {
+		return rawRecord{}, 0, ErrCorrupt
+	}
+	if uint64(len(b)-headerSize) < uint64(n) {
+		return rawRecord{}, 0, ErrTorn
+	}
+	kind := b[headerSize]
+	if kind == kindPacked {
+		kind = b[headerSize+1]
+	}
+	return rawRecord{kind: kind}, headerSize + int(n), nil
 }
 
 // decode is Decode without the strings: compaction reads every record of a segment and needs
