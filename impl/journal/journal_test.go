@@ -971,7 +971,7 @@ func TestKeepsByTaskKey(t *testing.T) {
 				text := string(r.taskID(&id))
 				last, retiredText := lastRetire[text]
 				_, isLive := liveIDs[text]
-				want := r.kind != KindRetire && !(retiredText && off < last) && (!withLive || isLive)
+				want := r.kind != KindRetire && (!retiredText || off >= last) && (!withLive || isLive)
 				lp := &live
 				if !withLive {
 					lp = nil
