@@ -21,10 +21,12 @@ func (l *latencies) report(b *testing.B) {
 	b.ReportMetric(float64((*l)[len(*l)/2].Nanoseconds()), "p50-ns")
 }
 
-// runBench opens a journal in a temporary directory and runs its owner until the benchmark ends.
-func runBench(b *testing.B, mode Sync) *Journal {
+// runBench opens a journal with opts in a temporary directory and runs its owner until the
+// benchmark ends.
+func runBench(b *testing.B, opts Options) *Journal {
 	b.Helper()
-	j, err := Open(Options{Dir: b.TempDir(), Sync: mode})
+	opts.Dir = b.TempDir()
+	j, err := Open(opts)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -38,7 +40,7 @@ func runBench(b *testing.B, mode Sync) *Journal {
 // BenchmarkAppend is the cost a token pays on the streaming path: one record copied into the
 // pending batch (the write and fdatasync run on the owner goroutine and the syncer).
 func BenchmarkAppend(b *testing.B) {
-	j := runBench(b, SyncAdmission)
+	j := runBench(b, Options{Sync: SyncAdmission})
 	data := []byte(`{"t":" tok","i":123}`)
 	b.ReportAllocs()
 	for b.Loop() {
@@ -51,7 +53,7 @@ func BenchmarkAppend(b *testing.B) {
 func BenchmarkAppendWait(b *testing.B) {
 	for _, mode := range []Sync{SyncAdmission, SyncNone} {
 		b.Run("sync="+mode.String(), func(b *testing.B) {
-			j := runBench(b, mode)
+			j := runBench(b, Options{Sync: mode})
 			data := make([]byte, 400) // about an admission record
 			ctx := context.Background()
 			lat := make(latencies, 0, b.N)
@@ -73,7 +75,7 @@ func BenchmarkAppendWait(b *testing.B) {
 func BenchmarkAppendVisible(b *testing.B) {
 	for _, mode := range []Sync{SyncAdmission, SyncAlways} {
 		b.Run("sync="+mode.String(), func(b *testing.B) {
-			j := runBench(b, mode)
+			j := runBench(b, Options{Sync: mode})
 			data := []byte(`{"t":" tok","i":123}`)
 			lat := make(latencies, 0, b.N)
 			b.ReportAllocs()
@@ -102,14 +104,8 @@ func BenchmarkAppendVisible(b *testing.B) {
 // of that CPU (two passes over the segment).
 func BenchmarkCompaction(b *testing.B) {
 	const tasks, tokens = 400, 256
-	j, err := Open(Options{Dir: b.TempDir(), Sync: SyncNone, CompactMinBytes: 1 << 50})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = j.Run(ctx) }()
-	b.Cleanup(func() { cancel(); <-done })
+	j := runBench(b, Options{Sync: SyncNone, CompactMinBytes: 1 << 50}) // compacted by the benchmark only
+	ctx := context.Background()
 	data := []byte(`{"t":" tok","i":123}`)
 	// fill writes tokens records of each of generation gen's tasks, interleaved, then retires
 	// them if retire, and waits until all of it is written.
