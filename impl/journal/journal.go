@@ -542,8 +542,8 @@ func eachRecord(rf io.ReaderAt, end int64, buf []byte, dec func([]byte) (rawReco
 	return nil
 }
 
-// rewrite writes the records of data that are not retired into a new segment (generation+1), makes it the active one and removes the
-// old one. It returns the new segment's content.
+// rewrite writes the records of data that are not retired into a new segment (generation+1),
+// makes it the active one and removes the old one. It returns the new segment's content.
 func (j *Journal) rewrite(data []byte) ([]byte, error) {
 	out := keepLive(data)
 	old, next := j.gen, j.gen+1
@@ -1161,11 +1161,11 @@ func (j *Journal) compactInto(rep *Compaction) error {
 		if r.kind != KindRetire {
 			return nil
 		}
-		r, _, err := decode(framed)
+		tomb, _, err := decode(framed)
 		if err != nil {
 			return err
 		}
-		retired.put(keyOf(&r), off)
+		retired.put(keyOf(&tomb), off)
 		return nil
 	})
 	if err != nil {
