@@ -456,7 +456,10 @@ func (x *taskIndex[V]) putID(task string, v V) {
 		x.put(taskKey{uuid: true, id: id}, v)
 		return
 	}
-	x.put(taskKey{text: []byte(task)}, v)
+	if x.texts == nil {
+		x.texts = map[string]V{}
+	}
+	x.texts[task] = v
 }
 
 func (x *taskIndex[V]) len() int { return len(x.uuids) + len(x.texts) }
