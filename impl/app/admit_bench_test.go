@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"syscall"
 	"testing"
 	"time"
 
@@ -26,6 +25,7 @@ import (
 	"github.com/orchestratord/orchestratord/impl/app"
 	"github.com/orchestratord/orchestratord/impl/config"
 	"github.com/orchestratord/orchestratord/impl/pool"
+	"github.com/orchestratord/orchestratord/internal/cpuclock"
 )
 
 // BenchmarkAdmitHTTP measures the daemon's whole admission path for a 1-token task, as the
@@ -164,7 +164,7 @@ func runAdmissions(b *testing.B, post func(body []byte) (int, string)) {
 		bodies[i] = body()
 	}
 	b.ReportAllocs()
-	cpu0 := processCPU(b)
+	cpu0 := cpuclock.Total()
 	b.ResetTimer()
 	for i := range b.N {
 		if code, msg := post(bodies[i]); code != http.StatusAccepted {
@@ -172,13 +172,5 @@ func runAdmissions(b *testing.B, post func(body []byte) (int, string)) {
 		}
 	}
 	b.StopTimer()
-	b.ReportMetric(float64(processCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
-}
-
-func processCPU(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	b.ReportMetric(float64(cpuclock.Total()-cpu0)/float64(b.N), "cpu-ns/op")
 }

@@ -17,7 +17,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -29,6 +28,7 @@ import (
 
 	"github.com/orchestratord/orchestratord/impl/app"
 	"github.com/orchestratord/orchestratord/impl/config"
+	"github.com/orchestratord/orchestratord/internal/cpuclock"
 )
 
 // rawEngine is a llama-server-like engine on loopback. In hold mode it answers a completion
@@ -413,16 +413,6 @@ func TestGoroutinesPerStream(t *testing.T) {
 	}
 }
 
-// cpuTime is the process's CPU time so far (user and system): the daemon's, the engine's and
-// the client's together, on a machine where wall time depends on what else runs.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 // summarize counts goroutines by the top frame of their stacks.
 func summarize(stacks string) string {
 	count := map[string]int{}
@@ -461,7 +451,7 @@ func BenchmarkRelay(b *testing.B) {
 			d := startRelayDaemon(b, eng, streams)
 			tasks := max(b.N/tokens, streams)
 			b.ReportAllocs()
-			cpu0 := cpuTime()
+			cpu0 := cpuclock.Total()
 			b.ResetTimer()
 			var wg sync.WaitGroup
 			errs := make(chan error, streams)
@@ -489,7 +479,7 @@ func BenchmarkRelay(b *testing.B) {
 			}
 			wg.Wait()
 			b.StopTimer()
-			cpu := cpuTime() - cpu0
+			cpu := cpuclock.Total() - cpu0
 			close(errs)
 			for err := range errs {
 				b.Fatal(err)

@@ -4,9 +4,10 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/orchestratord/orchestratord/internal/cpuclock"
 )
 
 // latencies records each op's duration and reports their median as p50-ns: on a shared
@@ -137,24 +138,16 @@ func BenchmarkCompaction(b *testing.B) {
 	for i := range b.N {
 		b.StopTimer()
 		fill(i+1, true)
-		cpu0 := processCPU(b)
+		cpu0 := cpuclock.Total()
 		b.StartTimer()
 		if rep := j.compactLive(); rep.Err != nil {
 			b.Fatal(rep.Err)
 		}
 		b.StopTimer()
-		cpu += processCPU(b) - cpu0
+		cpu += cpuclock.Total() - cpu0
 		b.StartTimer()
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(cpu)/float64(b.N), "cpu-ns/op")
 	b.ReportMetric(float64(2*2*tasks*tokens)/cpu.Seconds()*float64(b.N), "rec/s")
-}
-
-func processCPU(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

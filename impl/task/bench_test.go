@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"syscall"
 	"testing"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	"github.com/orchestratord/orchestratord/impl/metrics"
 	"github.com/orchestratord/orchestratord/impl/pool"
 	"github.com/orchestratord/orchestratord/impl/session"
+	"github.com/orchestratord/orchestratord/internal/cpuclock"
 )
 
 // burst is an engine that emits n tokens as fast as the service takes them.
@@ -98,7 +98,7 @@ func BenchmarkTokens(b *testing.B) {
 			svc, jr := benchService(b, burst{n: b.N}, journaled)
 			b.ReportAllocs()
 			b.ResetTimer()
-			cpu0, syncs0 := processCPU(b), journalSyncs(jr)
+			cpu0, syncs0 := cpuclock.Total(), journalSyncs(jr)
 			if _, err := svc.Submit(context.Background(), benchSpec(0)); err != nil {
 				b.Fatal(err)
 			}
@@ -109,7 +109,7 @@ func BenchmarkTokens(b *testing.B) {
 			<-tk.Done()
 			// The process's CPU per token, every goroutine included (the journal's writer and
 			// syncer run beside the producer).
-			b.ReportMetric(float64((processCPU(b)-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64((cpuclock.Total()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
 			reportSyncs(b, jr, syncs0)
 		})
 	}
@@ -225,15 +225,6 @@ func BenchmarkTokenLatency(b *testing.B) {
 			}
 		})
 	}
-}
-
-// processCPU is the user and system CPU time of this process so far.
-func processCPU(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkTaskLog is the event log's cost per token over a task's whole life, growth

@@ -21,6 +21,7 @@ import (
 
 	"github.com/orchestratord/orchestratord/impl/app"
 	"github.com/orchestratord/orchestratord/impl/config"
+	"github.com/orchestratord/orchestratord/internal/cpuclock"
 	"github.com/orchestratord/orchestratord/tools/loadgen/load"
 )
 
@@ -180,7 +181,7 @@ func (b *bench) profile(ctx context.Context, scenario string, streams, requests,
 		}
 	}
 	t0 := time.Now()
-	ru0 := rusage()
+	ru0 := processTimes()
 	runErr := loadArgsRun("profile-relay", streams, requests, duration)
 	if err := stopTrace(); err != nil && runErr == nil {
 		runErr = err
@@ -188,7 +189,7 @@ func (b *bench) profile(ctx context.Context, scenario string, streams, requests,
 	pprof.StopCPUProfile()
 	cf.Close()
 	wall := time.Since(t0)
-	ru1 := rusage()
+	ru1 := processTimes()
 	user, sys := ru1.user-ru0.user, ru1.sys-ru0.sys
 	runtime.ReadMemStats(&ms1)
 	allocsAfter := filepath.Join(b.scratch, "allocs-after.pprof")
@@ -248,14 +249,14 @@ func (b *bench) profile(ctx context.Context, scenario string, streams, requests,
 
 type cpuTimes struct{ user, sys time.Duration }
 
-// rusage is this process's CPU time so far: the in-process daemon's (the simulator and loadgen
-// run in their own processes) and the profiler's.
-func rusage() cpuTimes {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+// processTimes is this process's CPU time so far: the in-process daemon's (the simulator and
+// loadgen run in their own processes) and the profiler's.
+func processTimes() cpuTimes {
+	user, sys, err := cpuclock.Process()
+	if err != nil {
 		return cpuTimes{}
 	}
-	return cpuTimes{user: time.Duration(ru.Utime.Nano()), sys: time.Duration(ru.Stime.Nano())}
+	return cpuTimes{user: user, sys: sys}
 }
 
 func perUnit(v, units uint64) float64 {
