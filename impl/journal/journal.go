@@ -415,10 +415,11 @@ func keyOf(r *rawRecord) taskKey {
 	if r.packed {
 		return taskKey{uuid: true, id: [16]byte(r.task)}
 	}
-	if id, ok := parseUUID(r.task); ok {
-		return taskKey{uuid: true, id: id}
+	var k taskKey
+	if k.uuid = decodeUUID(&k.id, r.task); !k.uuid {
+		k.text = r.task
 	}
-	return taskKey{text: r.task}
+	return k
 }
 
 // taskIndex maps task ids to values by taskKey: a compaction looks up every record's task, and
@@ -452,8 +453,9 @@ func (x *taskIndex[V]) put(k taskKey, v V) {
 
 // putID is put of the task id task.
 func (x *taskIndex[V]) putID(task string, v V) {
-	if id, ok := parseUUID(task); ok {
-		x.put(taskKey{uuid: true, id: id}, v)
+	var k taskKey
+	if k.uuid = decodeUUID(&k.id, task); k.uuid {
+		x.put(k, v)
 		return
 	}
 	if x.texts == nil {

@@ -59,7 +59,7 @@ var hexValue = func() (t [256]byte) {
 // appendUUID appends the 16 bytes of s when s is a UUID in its canonical text form (ok);
 // otherwise it returns b unchanged and false. One pass checks and converts, in place.
 func appendUUID(b []byte, s string) (_ []byte, ok bool) {
-	if len(s) != 36 {
+	if len(s) != 36 { // not a UUID: b is not grown
 		return b, false
 	}
 	b = slices.Grow(b, 16)
@@ -67,12 +67,6 @@ func appendUUID(b []byte, s string) (_ []byte, ok bool) {
 		return b, false
 	}
 	return b[:len(b)+16], true
-}
-
-// parseUUID is the 16 bytes of s when s is a UUID in its canonical text form (ok).
-func parseUUID[S string | []byte](s S) (id [16]byte, ok bool) {
-	ok = decodeUUID(&id, s)
-	return id, ok
 }
 
 // decodeUUID writes the 16 bytes of s into id and reports whether s is a UUID in its canonical
