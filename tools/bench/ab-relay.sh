@@ -16,7 +16,9 @@
 # tokens (utime+stime from /proc over the window), the bytes it wrote to files per token (its
 # journal: write_bytes from /proc/PID/io), the failed streams by class when any; at
 # the end each daemon's peak RSS (VmHWM) and its journal compactions (from its info-level log:
-# how long each took, how long it held the writers).
+# how long each took, how long it held the writers), then each figure's median over each
+# daemon's windows and B's median ÷ A's (one window of a build spreads by ±10% and more at
+# 1,000 streams: read the ratios of several windows, never one).
 set -euo pipefail
 
 if [ $# -ne 2 ]; then
@@ -122,10 +124,35 @@ for r in $(seq "$ROUNDS"); do
   else
     window "b$r" "$B_PID" "$B_PORT"; window "a$r" "$A_PID" "$A_PORT"
   fi
-done
+done | tee "$OUT/windows.txt"
 for d in a b; do
   pid=$A_PID
   [ $d = b ] && pid=$B_PID
   echo "$d peak RSS $(awk '/VmHWM/ {print $2, $3}' "/proc/$pid/status"), compactions:"
   grep 'journal compacted' "$OUT/$d.log" | sed -E 's/.*(bytes_before=[0-9]+).*(took=[^ ]+).*(writers_held=[^ ]+).*/  \1 \2 \3/; s/.*(bytes_before=[0-9]+) (bytes_after=[0-9]+)$/  \1 \2/' || echo "  none"
 done
+
+# The medians over each daemon's windows, from the lines printed above.
+median() { # daemon (a or b), awk expression of the figure in a window's line
+  awk -v d="$1" '$1 ~ "^" d "[0-9]+$" {
+      for (i = 1; i < NF; i++) { f[$i] = $(i + 1); if ($(i + 1) == "tokens/s") tps = $i }
+      print '"$2"' }' "$OUT/windows.txt" |
+    sort -g | awk '{v[NR] = $1} END {if (NR == 0) exit; print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2)}'
+}
+echo "medians over the windows (b ÷ a: below 1 is better for CPU and latency, above 1 for tokens/s):"
+printf '     %14s %14s %14s %14s %14s\n' "cpu ms/1k tok" "disk B/token" "tokens/s" "p50 ms" "p99 ms"
+figures=('f["cpu"]' 'f["disk"]' 'tps' 'f["p50"]' 'f["p99"]')
+declare -A med
+for d in a b; do
+  line=""
+  for i in "${!figures[@]}"; do
+    med[$d$i]=$(median "$d" "${figures[$i]}")
+    line+=$(printf ' %14s' "${med[$d$i]}")
+  done
+  echo "$d   $line"
+done
+line=""
+for i in "${!figures[@]}"; do
+  line+=$(printf ' %14s' "$(awk -v a="${med[a$i]}" -v b="${med[b$i]}" 'BEGIN {if (a > 0) printf "%.3f", b / a; else print "—"}')")
+done
+echo "b÷a $line"
