@@ -133,20 +133,20 @@ for d in a b; do
 done
 
 # The medians over each daemon's windows, from the lines printed above.
-median() { # daemon (a or b), awk expression of the figure in a window's line
-  awk -v d="$1" '$1 ~ "^" d "[0-9]+$" {
-      for (i = 1; i < NF; i++) { f[$i] = $(i + 1); if ($(i + 1) == "tokens/s") tps = $i }
-      print '"$2"' }' "$OUT/windows.txt" |
+median() { # daemon (a or b), the word next to the figure in a window's line, where the figure is (1: after, -1: before)
+  awk -v d="$1" -v k="$2" -v at="$3" '$1 ~ "^" d "[0-9]+$" { for (i = 2; i <= NF; i++) if ($i == k) { print $(i + at); break } }' \
+    "$OUT/windows.txt" |
     sort -g | awk '{v[NR] = $1} END {if (NR == 0) exit; print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2)}'
 }
 echo "medians over the windows (b ÷ a: below 1 is better for CPU and latency, above 1 for tokens/s):"
 printf '     %14s %14s %14s %14s %14s\n' "cpu ms/1k tok" "disk B/token" "tokens/s" "p50 ms" "p99 ms"
-figures=('f["cpu"]' 'f["disk"]' 'tps' 'f["p50"]' 'f["p99"]')
+figures=("cpu 1" "disk 1" "tokens/s -1" "p50 1" "p99 1")
 declare -A med
 for d in a b; do
   line=""
   for i in "${!figures[@]}"; do
-    med[$d$i]=$(median "$d" "${figures[$i]}")
+    read -r key at <<<"${figures[$i]}"
+    med[$d$i]=$(median "$d" "$key" "$at")
     line+=$(printf ' %14s' "${med[$d$i]}")
   done
   echo "$d   $line"
