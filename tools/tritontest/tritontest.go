@@ -140,7 +140,24 @@ func Main(m *testing.M) int {
 }
 
 // Start runs serve.py with python on free loopback ports and waits until every model is ready.
+// When serve.py exits before that, it is started once more on new ports (another process may
+// take a port between freePort and tritonserver's bind), and the error gives both outputs.
 func Start(python string) (*Server, error) {
+	s, err := startOnce(python)
+	if !errors.Is(err, errExited) {
+		return s, err
+	}
+	s, again := startOnce(python)
+	if again != nil {
+		return nil, fmt.Errorf("%w\nstarted again: %w", err, again)
+	}
+	return s, nil
+}
+
+// errExited marks a start that failed because serve.py exited.
+var errExited = errors.New("serve.py exited at start")
+
+func startOnce(python string) (*Server, error) {
 	script, ok := ServeScript()
 	if !ok {
 		return nil, errors.New("serve.py not found")
@@ -192,7 +209,7 @@ func Start(python string) (*Server, error) {
 		case err := <-s.done:
 			s.done <- err
 			_ = os.RemoveAll(dir)
-			return nil, fmt.Errorf("serve.py exited at start (%w); output:\n%s", err, s.out.String())
+			return nil, fmt.Errorf("%w (%w); output:\n%s", errExited, err, elideUsage(s.out.String()))
 		case <-time.After(200 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
@@ -293,4 +310,28 @@ func (w *tailBuffer) String() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return string(w.b)
+}
+
+// tritonserver answers a bad option with its usage text (about 20 KB) and then the reason, which
+// a test log's truncation would hide. elideUsage replaces the usage text with one line.
+func elideUsage(out string) string {
+	const head = "Usage: tritonserver [options]"
+	i := strings.Index(out, head)
+	if i < 0 {
+		return out
+	}
+	rest := out[i+len(head):]
+	// The usage text is the head line, then option lines (indented) and group titles ending in ":".
+	for rest != "" {
+		nl := strings.IndexByte(rest[1:], '\n') + 1
+		if nl == 0 {
+			nl = len(rest)
+		}
+		line := rest[1:nl]
+		if line != "" && line[0] != ' ' && line[0] != '\t' && !strings.HasSuffix(line, ":") {
+			break
+		}
+		rest = rest[nl:]
+	}
+	return out[:i] + "[tritonserver's usage text elided]" + rest
 }
