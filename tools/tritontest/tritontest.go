@@ -315,23 +315,18 @@ func (w *tailBuffer) String() string {
 // tritonserver answers a bad option with its usage text (about 20 KB) and then the reason, which
 // a test log's truncation would hide. elideUsage replaces the usage text with one line.
 func elideUsage(out string) string {
-	const head = "Usage: tritonserver [options]"
-	i := strings.Index(out, head)
-	if i < 0 {
+	before, rest, ok := strings.Cut(out, "Usage: tritonserver [options]")
+	if !ok {
 		return out
 	}
-	rest := out[i+len(head):]
-	// The usage text is the head line, then option lines (indented) and group titles ending in ":".
+	// rest is "" or "\n" and a line: the usage text's lines are indented options and group titles
+	// ending in ":"; the first other line is the reason.
 	for rest != "" {
-		nl := strings.IndexByte(rest[1:], '\n') + 1
-		if nl == 0 {
-			nl = len(rest)
-		}
-		line := rest[1:nl]
+		line, _, _ := strings.Cut(rest[1:], "\n")
 		if line != "" && line[0] != ' ' && line[0] != '\t' && !strings.HasSuffix(line, ":") {
 			break
 		}
-		rest = rest[nl:]
+		rest = rest[1+len(line):]
 	}
-	return out[:i] + "[tritonserver's usage text elided]" + rest
+	return before + "[tritonserver's usage text elided]" + rest
 }
