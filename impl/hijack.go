@@ -108,9 +108,13 @@ func (h *hijackedStreams) giveBack(conn net.Conn, pending bool) bool {
 		return h.ret(conn)
 	}
 	ic := &idleConn{h: h, conn: conn}
+	// Held until the wait is set up: once recorded, a shutdown (CloseStreams) may settle it, and
+	// the watch may fire before WatchInput returns.
+	ic.mu.Lock()
 	h.mu.Lock()
 	if h.closing {
 		h.mu.Unlock()
+		ic.mu.Unlock()
 		return false
 	}
 	if h.idleConns == nil {
@@ -118,7 +122,6 @@ func (h *hijackedStreams) giveBack(conn net.Conn, pending bool) bool {
 	}
 	h.idleConns[ic] = struct{}{}
 	h.mu.Unlock()
-	ic.mu.Lock() // the watch may fire before it is recorded
 	stop, ok := h.watch.WatchInput(conn, func() { ic.settle(true) })
 	if !ok {
 		ic.done = true // a shutdown's settle does nothing: the connection goes back now

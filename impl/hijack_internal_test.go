@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/labstack/echo/v4"
 )
@@ -89,6 +90,32 @@ func TestCloseStreamsWaits(t *testing.T) {
 	_ = ours.Close()
 	h.remove(ours)
 	<-done
+}
+
+// TestCloseStreamsDuringGiveBack: a shutdown that finds a connection given back a moment ago
+// settles it only once giveBack has set up its wait (no nil timer, no race on it). Each round
+// races the two; the race detector and the panic it caused are what the test watches for.
+func TestCloseStreamsDuringGiveBack(t *testing.T) {
+	for range 20000 {
+		s := &Server{}
+		returned := make(chan net.Conn, 1)
+		s.ReturnConnections(func(c net.Conn) bool { returned <- c; return true }, time.Hour)
+		ours, theirs := net.Pipe()
+		given := make(chan bool, 1)
+		start := make(chan struct{})
+		go func() { <-start; given <- s.streams.giveBack(ours, false) }()
+		close(start)
+		s.CloseStreams(context.Background())
+		if !<-given { // refused: the shutdown came first and the caller closes it
+			_ = ours.Close()
+		}
+		select {
+		case c := <-returned: // net.Pipe has no descriptor to watch: it goes back at once
+			_ = c.Close()
+		default:
+		}
+		_ = theirs.Close()
+	}
 }
 
 // TestForgetResponse: after a hijack, echo's pooled context no longer reaches net/http's
