@@ -24,12 +24,19 @@ type poller struct {
 	epfd int
 	file *os.File // epfd, in Go's poller: it is readable when a connection is
 
-	mu      sync.Mutex
-	slots   []*connBody // registered answers, by slot (the event's data)
-	gens    []int32     // each slot's generation, so that an event is never taken for a later owner
-	free    []int32
-	n       int  // registered
+	mu    sync.Mutex
+	slots []*connBody // registered answers, by slot (the event's data)
+	gens  []int32     // each slot's generation, so that an event is never taken for a later owner
+	free  []int32
+	// n is the registered connections. It can be below 0 for a moment: the loop can end a
+	// read that add registered with the kernel and has not counted yet. add's count follows,
+	// and it starts a loop if this one ended meanwhile.
+	n       int
 	running bool // a goroutine runs loop
+
+	// afterAdd, when set (tests), runs in add between a connection's registration with the
+	// kernel and its count.
+	afterAdd func()
 
 	// The loop's own.
 	evs  []syscall.EpollEvent
@@ -107,6 +114,9 @@ func (p *poller) add(b *connBody, fd int) error {
 		p.mu.Unlock()
 		return os.NewSyscallError("epoll_ctl", err)
 	}
+	if p.afterAdd != nil {
+		p.afterAdd()
+	}
 	p.mu.Lock()
 	p.n++
 	start := !p.running
@@ -174,10 +184,11 @@ func (p *poller) poll(epfd uintptr) bool {
 			continue
 		}
 		// Every connection served was read empty with no end pending: those that get bytes
-		// now wake the loop again (the epoll descriptor becomes readable).
+		// now wake the loop again (the epoll descriptor becomes readable). Below 0, a read
+		// ended before add counted it: add starts a loop for what is registered then.
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		if p.n == 0 {
+		if p.n <= 0 {
 			p.running = false
 			return true
 		}
@@ -188,7 +199,7 @@ func (p *poller) poll(epfd uintptr) bool {
 // failAll ends every registered read with err, and the loop.
 func (p *poller) failAll(err error) {
 	p.mu.Lock()
-	due := make([]*connBody, 0, p.n)
+	due := make([]*connBody, 0, max(p.n, 0))
 	for _, b := range p.slots {
 		if b != nil {
 			due = append(due, b)
@@ -215,6 +226,11 @@ func (b *connBody) pushLines() (ok bool) {
 	if err != nil {
 		return false
 	}
+	return b.pushLinesOn(p, fd)
+}
+
+// pushLinesOn is pushLines on poller p, fd being the connection's descriptor.
+func (b *connBody) pushLinesOn(p *poller, fd int) (ok bool) {
 	if b.pushed == nil {
 		b.pushed = make(chan struct{}, 1)
 	}
