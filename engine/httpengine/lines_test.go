@@ -44,20 +44,7 @@ func rawEngineCut(t *testing.T, pieces []string, wait func(k int), cut bool) str
 				defer c.Close()
 				br := bufio.NewReader(c)
 				for { // requests on a kept connection
-					n := 0
-					for { // the request's head, then its body
-						line, err := br.ReadString('\n')
-						if err != nil {
-							return
-						}
-						if v, ok := strings.CutPrefix(line, "Content-Length: "); ok {
-							n, _ = strconv.Atoi(strings.TrimSpace(v))
-						}
-						if line == "\r\n" {
-							break
-						}
-					}
-					if _, err := io.CopyN(io.Discard, br, int64(n)); err != nil {
+					if !readRequest(br) {
 						return
 					}
 					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
@@ -83,6 +70,26 @@ func rawEngineCut(t *testing.T, pieces []string, wait func(k int), cut bool) str
 		}
 	}()
 	return "http://" + ln.Addr().String()
+}
+
+// readRequest reads a request's head and its body (Content-Length) from br: false when the
+// connection failed or ended first.
+func readRequest(br *bufio.Reader) bool {
+	n := 0
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return false
+		}
+		if v, ok := strings.CutPrefix(line, "Content-Length: "); ok {
+			n, _ = strconv.Atoi(strings.TrimSpace(v))
+		}
+		if line == "\r\n" {
+			break
+		}
+	}
+	_, err := io.CopyN(io.Discard, br, int64(n))
+	return err == nil
 }
 
 // splitLines is what EachLine must hand out for body: its lines without their ends, then
