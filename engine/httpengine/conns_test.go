@@ -418,14 +418,19 @@ func TestConnsWaitHoldsNoBuffer(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		w.Header().Set("Content-Type", "text/event-stream")
-		for _, ev := range []string{"first", "second"} {
+		// Each answer takes one value of next, between its two frames: an answer that also
+		// waited after its second frame could take another's value, and that answer would
+		// never send its second frame.
+		for k, ev := range []string{"first", "second"} {
+			if k > 0 {
+				select {
+				case <-next:
+				case <-r.Context().Done():
+					return
+				}
+			}
 			_, _ = fmt.Fprintf(w, "data: %s\n\n", ev)
 			w.(http.Flusher).Flush()
-			select {
-			case <-next:
-			case <-r.Context().Done():
-				return
-			}
 		}
 	}))
 	defer srv.Close()
