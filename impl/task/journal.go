@@ -215,6 +215,7 @@ func (s *Service) resume(ctx context.Context) {
 		}
 		t.mu.Lock()
 		canceled := t.canceled
+		t.runner = !canceled // it ends below (refused) or its runner ends it
 		t.mu.Unlock()
 		if canceled { // cancelled between Recover and now
 			s.finish(t, Canceled, nil, engine.Result{}, 0)

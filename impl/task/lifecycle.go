@@ -10,14 +10,31 @@ import (
 
 // Cancel cancels a task: a queued one leaves the queue, a running one has its engine request
 // aborted. Cancelling a finished task changes nothing.
+//
+// The task's runner ends it. Cancel returns once it has (a Get then shows it canceled, with its
+// final frame in the log), or when ctx ends, or after CancelWait at the longest: a runner that
+// cannot end it sooner (the daemon is stopping, or an engine is slow to give up a request)
+// still ends it later.
 func (s *Service) Cancel(ctx context.Context, id string) error {
 	t, err := s.task(ctx, id)
 	if err != nil {
 		return err
 	}
-	s.cancel(t, causeClient)
+	if !s.cancel(t, causeClient) {
+		return nil
+	}
+	limit := time.NewTimer(CancelWait)
+	defer limit.Stop()
+	select {
+	case <-t.done:
+	case <-ctx.Done():
+	case <-limit.C:
+	}
 	return nil
 }
+
+// CancelWait bounds how long Cancel waits for the task's runner to end a cancelled task.
+const CancelWait = 2 * time.Second
 
 // Disconnected is called when a stream's client went away before the task ended. The task's
 // policy decides: cancel it, leave it running (detach), or cancel it after its grace unless a
@@ -63,15 +80,18 @@ func (s *Service) graceWait(ctx context.Context, t *Task, gen uint64, until time
 	}
 }
 
-func (s *Service) cancel(t *Task, cause error) {
+// cancel marks t canceled and tells its runner (one that has not started sees t.canceled when
+// it starts). It reports whether a runner will end t: false when t had ended or was canceled
+// already, or waits without one (recovered, its pool not back yet).
+func (s *Service) cancel(t *Task, cause error) bool {
 	t.mu.Lock()
 	if t.status.Final() || t.canceled {
 		t.mu.Unlock()
-		return
+		return false
 	}
 	t.canceled = true
 	t.cancelReason = reasonOf(cause)
-	stop := t.cancel
+	stop, runner := t.cancel, t.runner
 	t.mu.Unlock()
 	// Queued: its runner's Wait returns cause and the ticket leaves the queue; running: the
 	// engine request is aborted. Without a runner yet (recovered, not queued again, or not
@@ -79,6 +99,7 @@ func (s *Service) cancel(t *Task, cause error) {
 	if stop != nil {
 		stop(cause)
 	}
+	return runner
 }
 
 func reasonOf(cause error) string {

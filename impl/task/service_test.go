@@ -180,6 +180,30 @@ func (r *recMeter) got() []string {
 	return slices.Clone(r.settled)
 }
 
+// heldMeter holds every Settle (a task's end, before its final state) until free; entered
+// tells the first one.
+type heldMeter struct {
+	entered chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+// newHeldMeter returns a held meter. A test frees it in a cleanup registered after its
+// harness's, which runs first: a failed test then ends instead of waiting on the held task.
+func newHeldMeter() *heldMeter {
+	return &heldMeter{entered: make(chan struct{}, 1), release: make(chan struct{})}
+}
+
+func (m *heldMeter) free() { m.once.Do(func() { close(m.release) }) }
+
+func (m *heldMeter) Settle(string, int, int, int) {
+	select {
+	case m.entered <- struct{}{}:
+	default:
+	}
+	<-m.release
+}
+
 func newHarness(t *testing.T, capacity, slots int, policy admission.Policy) *harness {
 	t.Helper()
 	return newHarnessWith(t, capacity, slots, policy, nil)
@@ -327,6 +351,55 @@ func TestCancel(t *testing.T) {
 			t.Fatal(err)
 		}
 		close(h.eng.tokens)
+		h.events(first.ID)
+	})
+	t.Run("queued: the answer waits until the task has ended", func(t *testing.T) {
+		meter := newHeldMeter()
+		h := newHarnessWith(t, 4, 1, admission.Reject, func(o *Options) { o.Meter = meter })
+		t.Cleanup(meter.free) // runs before the harness stops
+		first, second := spec(admission.Interactive), spec(admission.Interactive)
+		h.submit(first)
+		<-h.eng.started
+		h.submit(second)
+		returned := make(chan error, 1)
+		go func() { returned <- h.svc.Cancel(h.ctx, second.ID) }()
+		<-meter.entered // second's runner is ending it, held before its final state
+		select {
+		case err := <-returned:
+			t.Fatalf("Cancel returned (%v) while the task was still queued", err)
+		case <-time.After(100 * time.Millisecond): // with the wait, Cancel cannot return before the release
+		}
+		meter.free()
+		if err := <-returned; err != nil {
+			t.Fatal(err)
+		}
+		if snap, _ := h.svc.Get(h.ctx, second.ID); snap.Status != Canceled || snap.QueuePosition != nil || snap.Finished.IsZero() {
+			t.Fatalf("after Cancel: %+v", snap)
+		}
+		close(h.eng.tokens)
+		h.events(first.ID)
+	})
+	t.Run("queued: the caller leaving ends the wait", func(t *testing.T) {
+		meter := newHeldMeter()
+		h := newHarnessWith(t, 4, 1, admission.Reject, func(o *Options) { o.Meter = meter })
+		t.Cleanup(meter.free) // runs before the harness stops
+		first, second := spec(admission.Interactive), spec(admission.Interactive)
+		h.submit(first)
+		<-h.eng.started
+		h.submit(second)
+		ctx, leave := context.WithCancel(h.ctx)
+		returned := make(chan error, 1)
+		go func() { returned <- h.svc.Cancel(ctx, second.ID) }()
+		<-meter.entered
+		leave()
+		if err := <-returned; err != nil {
+			t.Fatal(err)
+		}
+		meter.free()
+		close(h.eng.tokens)
+		if got := names(h.events(second.ID)); got != "started,end" {
+			t.Fatalf("events = %s", got)
+		}
 		h.events(first.ID)
 	})
 	t.Run("running: no token after the cancel", func(t *testing.T) {

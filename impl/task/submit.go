@@ -132,6 +132,7 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (_ Admission, retErr er
 		spec: spec, poolID: view.ID, engine: view.Engine, version: view.EngineVersion,
 		kvBytes: view.KVBytesPerToken, created: now, placing: now.Sub(entered), deadline: now.Add(spec.Deadline),
 		span: trace.SpanContextFromContext(reqCtx), status: Queued, done: make(chan struct{}), j: s.j,
+		runner: true, // it ends refused, or its runner starts once the admission is durable
 	}
 	// Enqueued under s.mu: the task becomes visible with its admission recorded (the journal
 	// sees admissions in the queue's order, the started frame comes first in its log), and a

@@ -233,7 +233,10 @@ type Task struct {
 	disconnects  uint64
 	cancelReason string
 	// cancel ends the task's context (queue wait and run), set by its runner before it waits.
-	cancel      context.CancelCauseFunc
+	cancel context.CancelCauseFunc
+	// runner: a runner goroutine ends the task, started or about to be (Submit's tasks, and a
+	// recovered one once it is queued again), so Cancel may wait for its end.
+	runner      bool
 	lastMetrics time.Time
 	nMetrics    int
 	seq         uint64 // admission number, rotates ties among equally loaded replicas
