@@ -90,6 +90,7 @@ func (s *Service) dispatched(ctx context.Context, t *Task, cancel context.Cancel
 		return ctx, false
 	}
 	t.status = Running
+	t.leftQueueLocked()
 	t.started = start
 	t.cancel = cancel
 	t.recordRunningLocked()
@@ -257,6 +258,7 @@ func (s *Service) finish(t *Task, st Status, ei *ErrorInfo, res engine.Result, d
 		st = Canceled
 	}
 	t.status = st
+	t.leftQueueLocked()
 	t.finished = now
 	t.errInfo = ei
 	t.tokensIn = res.TokensIn

@@ -323,6 +323,10 @@ func (s *Service) Get(ctx context.Context, id string) (Snapshot, error) {
 			snap.QueuePosition, snap.PredictedStartMs = &pos, &pred
 			info.Placement = &pl
 			snap.Admission = info
+		} else if t.awaitLeft(ctx) {
+			// Its ticket had just left the queue (granted a slot, or withdrawn): it is shown
+			// as its runner moved it on, not as queued without a place.
+			snap = t.snapshot()
 		}
 	}
 	if e := snap.Error; e != nil && snap.Started.IsZero() && (e.Class == ClassEvicted || e.Class == ClassDeadline) {

@@ -236,7 +236,10 @@ type Task struct {
 	cancel context.CancelCauseFunc
 	// runner: a runner goroutine ends the task, started or about to be (Submit's tasks, and a
 	// recovered one once it is queued again), so Cancel may wait for its end.
-	runner      bool
+	runner bool
+	// left, made by a Get that found the task queued and its ticket out of the queue, is
+	// closed when the status leaves Queued (leftQueueLocked).
+	left        chan struct{}
 	lastMetrics time.Time
 	nMetrics    int
 	seq         uint64 // admission number, rotates ties among equally loaded replicas
@@ -256,6 +259,47 @@ type Task struct {
 const maxMetricsFrames = 64
 
 // snapshot returns the task's state; the caller fills queue position.
+// leftQueueLocked tells the Gets waiting in awaitLeft that the status left Queued. t.mu is held.
+func (t *Task) leftQueueLocked() {
+	if t.left != nil {
+		close(t.left)
+		t.left = nil
+	}
+}
+
+// awaitLeft waits until t's status leaves Queued: its ticket left the queue, and its runner
+// is moving it on (to running, or to its end). It reports false, without waiting, for a task
+// that no runner moves (recovered, its pool not back yet); false too when ctx ends or
+// leaveWait passes first (the daemon is stopping).
+func (t *Task) awaitLeft(ctx context.Context) bool {
+	t.mu.Lock()
+	if t.status != Queued {
+		t.mu.Unlock()
+		return true
+	}
+	if !t.runner {
+		t.mu.Unlock()
+		return false
+	}
+	if t.left == nil {
+		t.left = make(chan struct{})
+	}
+	left := t.left
+	t.mu.Unlock()
+	limit := time.NewTimer(leaveWait)
+	defer limit.Stop()
+	select {
+	case <-left:
+		return true
+	case <-ctx.Done():
+	case <-limit.C:
+	}
+	return false
+}
+
+// leaveWait bounds awaitLeft.
+const leaveWait = time.Second
+
 func (t *Task) snapshot() Snapshot {
 	t.mu.Lock()
 	defer t.mu.Unlock()
