@@ -150,6 +150,8 @@ func TestEachLine(t *testing.T) {
 		{"a long line across pieces", []string{"data: " + long[:1500], long[1500:] + "\n\n", "data: b\n\n"}, 4096},
 		{"a line over the bound", []string{"data: a\n\n", "data: " + long + "\n\n"}, 2048},
 		{"the body ends inside a line", []string{"data: a\n\n", "data: b"}, 4096},
+		{"the body ends inside a line over the bound", []string{"data: a\n\n", "data: " + long[:1200]}, 1024},
+		{"the body ends inside a long line over the bound", []string{"data: a\n\n", "data: " + long}, 2048},
 		{"an empty body", nil, 4096},
 	}
 	for _, tt := range tests {

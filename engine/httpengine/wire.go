@@ -775,7 +775,16 @@ func (b *wire) settle() bool {
 		return false
 	}
 	if errors.Is(err, io.EOF) && (b.r < b.d || b.inLong) {
-		err = io.ErrUnexpectedEOF // the body ended inside a line
+		// The body ended inside a line: one already over the bound is that, as ReadLine
+		// says (room checks the bound only when the line fills the buffer).
+		err = io.ErrUnexpectedEOF
+		partial := b.d - b.r
+		if b.inLong {
+			partial += len(*b.long)
+		}
+		if partial > b.lineMax {
+			err = b.tooLong
+		}
 	}
 	b.linesEnd, b.linesErr = true, err
 	return true
