@@ -258,7 +258,6 @@ type Task struct {
 // max_tokens).
 const maxMetricsFrames = 64
 
-// snapshot returns the task's state; the caller fills queue position.
 // leftQueueLocked tells the Gets waiting in awaitLeft that the status left Queued. t.mu is held.
 func (t *Task) leftQueueLocked() {
 	if t.left != nil {
@@ -300,6 +299,7 @@ func (t *Task) awaitLeft(ctx context.Context) bool {
 // leaveWait bounds awaitLeft.
 const leaveWait = time.Second
 
+// snapshot returns the task's state; the caller fills queue position.
 func (t *Task) snapshot() Snapshot {
 	t.mu.Lock()
 	defer t.mu.Unlock()
