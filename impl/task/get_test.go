@@ -2,7 +2,6 @@ package task
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,41 +12,26 @@ import (
 )
 
 // heldTracer's task.queue_wait spans hold their End (a runner ending a task's queue wait,
-// before it changes the task's status) until free; entered tells the first one. Other spans
-// are no-ops.
+// before it changes the task's status) on its hold. Other spans are no-ops.
 type heldTracer struct {
 	noop.Tracer
-	entered chan struct{}
-	release chan struct{}
-	once    sync.Once
+	*hold
 }
-
-func newHeldTracer() *heldTracer {
-	return &heldTracer{entered: make(chan struct{}, 1), release: make(chan struct{})}
-}
-
-func (h *heldTracer) free() { h.once.Do(func() { close(h.release) }) }
 
 func (h *heldTracer) Start(ctx context.Context, name string, _ ...trace.SpanStartOption) (context.Context, trace.Span) {
 	var sp trace.Span = noop.Span{}
 	if name == "task.queue_wait" {
-		sp = heldSpan{h: h}
+		sp = heldSpan{h: h.hold}
 	}
 	return trace.ContextWithSpan(ctx, sp), sp
 }
 
 type heldSpan struct {
 	noop.Span
-	h *heldTracer
+	h *hold
 }
 
-func (s heldSpan) End(...trace.SpanEndOption) {
-	select {
-	case s.h.entered <- struct{}{}:
-	default:
-	}
-	<-s.h.release
-}
+func (s heldSpan) End(...trace.SpanEndOption) { s.h.wait() }
 
 // TestGetNeverQueuedWithoutPlace: between the moment a task's ticket leaves the queue and the
 // moment its runner changes its status, Get shows the task as the runner leaves it, never as
@@ -66,7 +50,7 @@ func TestGetNeverQueuedWithoutPlace(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tr := newHeldTracer()
+			tr := &heldTracer{hold: newHold()}
 			h := newHarnessWith(t, 4, 1, admission.Reject, func(o *Options) { o.Tracer = tr })
 			t.Cleanup(tr.free) // runs before the harness stops
 			s := spec(admission.Interactive)

@@ -180,28 +180,44 @@ func (r *recMeter) got() []string {
 	return slices.Clone(r.settled)
 }
 
-// heldMeter holds every Settle (a task's end, before its final state) until free; entered
-// tells the first one.
-type heldMeter struct {
+// hold holds its callers until free; entered tells the first one. A test frees it in a
+// cleanup registered after its harness's, which runs first: a failed test then ends instead
+// of waiting on a held runner.
+type hold struct {
 	entered chan struct{}
 	release chan struct{}
 	once    sync.Once
 }
 
-// newHeldMeter returns a held meter. A test frees it in a cleanup registered after its
-// harness's, which runs first: a failed test then ends instead of waiting on the held task.
-func newHeldMeter() *heldMeter {
-	return &heldMeter{entered: make(chan struct{}, 1), release: make(chan struct{})}
-}
+func newHold() *hold { return &hold{entered: make(chan struct{}, 1), release: make(chan struct{})} }
 
-func (m *heldMeter) free() { m.once.Do(func() { close(m.release) }) }
-
-func (m *heldMeter) Settle(string, int, int, int) {
+func (h *hold) wait() {
 	select {
-	case m.entered <- struct{}{}:
+	case h.entered <- struct{}{}:
 	default:
 	}
-	<-m.release
+	<-h.release
+}
+
+func (h *hold) free() { h.once.Do(func() { close(h.release) }) }
+
+// heldMeter holds every Settle: a task's end, before its final state.
+type heldMeter struct{ *hold }
+
+func (m heldMeter) Settle(string, int, int, int) { m.wait() }
+
+// queuedBehind returns a harness of one slot whose task ends are held (its hold), with a
+// first task running and a second queued behind it.
+func queuedBehind(t *testing.T) (h *harness, held *hold, first, second Spec) {
+	t.Helper()
+	held = newHold()
+	h = newHarnessWith(t, 4, 1, admission.Reject, func(o *Options) { o.Meter = heldMeter{held} })
+	t.Cleanup(held.free) // runs before the harness stops
+	first, second = spec(admission.Interactive), spec(admission.Interactive)
+	h.submit(first)
+	<-h.eng.started
+	h.submit(second)
+	return h, held, first, second
 }
 
 func newHarness(t *testing.T, capacity, slots int, policy admission.Policy) *harness {
@@ -354,13 +370,7 @@ func TestCancel(t *testing.T) {
 		h.events(first.ID)
 	})
 	t.Run("queued: the answer waits until the task has ended", func(t *testing.T) {
-		meter := newHeldMeter()
-		h := newHarnessWith(t, 4, 1, admission.Reject, func(o *Options) { o.Meter = meter })
-		t.Cleanup(meter.free) // runs before the harness stops
-		first, second := spec(admission.Interactive), spec(admission.Interactive)
-		h.submit(first)
-		<-h.eng.started
-		h.submit(second)
+		h, meter, first, second := queuedBehind(t)
 		returned := make(chan error, 1)
 		go func() { returned <- h.svc.Cancel(h.ctx, second.ID) }()
 		<-meter.entered // second's runner is ending it, held before its final state
@@ -380,13 +390,7 @@ func TestCancel(t *testing.T) {
 		h.events(first.ID)
 	})
 	t.Run("queued: the caller leaving ends the wait", func(t *testing.T) {
-		meter := newHeldMeter()
-		h := newHarnessWith(t, 4, 1, admission.Reject, func(o *Options) { o.Meter = meter })
-		t.Cleanup(meter.free) // runs before the harness stops
-		first, second := spec(admission.Interactive), spec(admission.Interactive)
-		h.submit(first)
-		<-h.eng.started
-		h.submit(second)
+		h, meter, first, second := queuedBehind(t)
 		ctx, leave := context.WithCancel(h.ctx)
 		returned := make(chan error, 1)
 		go func() { returned <- h.svc.Cancel(ctx, second.ID) }()
