@@ -20,15 +20,8 @@ func (s *Service) Cancel(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if !s.cancel(t, causeClient) {
-		return nil
-	}
-	limit := time.NewTimer(CancelWait)
-	defer limit.Stop()
-	select {
-	case <-t.done:
-	case <-ctx.Done():
-	case <-limit.C:
+	if s.cancel(t, causeClient) {
+		waitClosed(ctx, t.done, CancelWait)
 	}
 	return nil
 }

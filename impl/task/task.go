@@ -285,19 +285,24 @@ func (t *Task) awaitLeft(ctx context.Context) bool {
 	}
 	left := t.left
 	t.mu.Unlock()
-	limit := time.NewTimer(leaveWait)
+	return waitClosed(ctx, left, leaveWait)
+}
+
+// leaveWait bounds awaitLeft.
+const leaveWait = time.Second
+
+// waitClosed waits until ch is closed, ctx ends or d passes; it reports whether ch closed.
+func waitClosed(ctx context.Context, ch <-chan struct{}, d time.Duration) bool {
+	limit := time.NewTimer(d)
 	defer limit.Stop()
 	select {
-	case <-left:
+	case <-ch:
 		return true
 	case <-ctx.Done():
 	case <-limit.C:
 	}
 	return false
 }
-
-// leaveWait bounds awaitLeft.
-const leaveWait = time.Second
 
 // snapshot returns the task's state; the caller fills queue position.
 func (t *Task) snapshot() Snapshot {
