@@ -74,13 +74,19 @@ func (s *Service) graceWait(ctx context.Context, t *Task, gen uint64, until time
 }
 
 // cancel marks t canceled and tells its runner (one that has not started sees t.canceled when
-// it starts). It reports whether a runner will end t: false when t had ended or was canceled
-// already, or waits without one (recovered, its pool not back yet).
+// it starts). It reports whether a runner will end t: false when t had ended, or waits without
+// one (recovered, its pool not back yet). A task cancelled before and not ended yet is left
+// to the runner already told; the answer is the same, so that every Cancel waits for the end.
 func (s *Service) cancel(t *Task, cause error) bool {
 	t.mu.Lock()
-	if t.status.Final() || t.canceled {
+	if t.status.Final() {
 		t.mu.Unlock()
 		return false
+	}
+	if t.canceled {
+		runner := t.runner
+		t.mu.Unlock()
+		return runner
 	}
 	t.canceled = true
 	t.cancelReason = reasonOf(cause)

@@ -389,6 +389,37 @@ func TestCancel(t *testing.T) {
 		close(h.eng.tokens)
 		h.events(first.ID)
 	})
+	t.Run("queued: a second cancel waits as the first does", func(t *testing.T) {
+		// The runner is held where a cancelled queued task has left the queue and is not yet
+		// ended (its queue-wait span's End): the task is cancelled, not yet canceled.
+		tr := &heldTracer{hold: newHold()}
+		h := newHarnessWith(t, 4, 1, admission.Reject, func(o *Options) { o.Tracer = tr })
+		t.Cleanup(tr.free) // runs before the harness stops
+		blocker, s := spec(admission.Interactive), spec(admission.Interactive)
+		h.submit(blocker)
+		<-tr.entered // blocker's runner ends its wait, held: s stays queued until cancelled
+		h.submit(s)
+		returned := make(chan error, 2)
+		go func() { returned <- h.svc.Cancel(h.ctx, s.ID) }()
+		<-tr.entered // s's runner, after the first cancel
+		go func() { returned <- h.svc.Cancel(h.ctx, s.ID) }()
+		select {
+		case err := <-returned:
+			snap, _ := h.svc.Get(context.WithoutCancel(h.ctx), s.ID)
+			t.Fatalf("a Cancel returned (%v) before the task ended (%v)", err, snap.Status)
+		case <-time.After(100 * time.Millisecond): // with the wait, neither can return before the release
+		}
+		tr.free()
+		for range 2 {
+			if err := <-returned; err != nil {
+				t.Fatal(err)
+			}
+		}
+		if snap, _ := h.svc.Get(h.ctx, s.ID); snap.Status != Canceled {
+			t.Fatalf("after Cancel: %+v", snap)
+		}
+		close(h.eng.tokens)
+	})
 	t.Run("queued: the caller leaving ends the wait", func(t *testing.T) {
 		h, meter, first, second := queuedBehind(t)
 		ctx, leave := context.WithCancel(h.ctx)
