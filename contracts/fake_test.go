@@ -22,12 +22,14 @@ import (
 type fakeEngine struct {
 	permits chan struct{}
 
-	mu      sync.Mutex
-	tokens  []string
-	gated   bool
-	failAt  int // -1: never
-	prompts []string
-	reqs    []engine.Request
+	mu     sync.Mutex
+	tokens []string
+	gated  bool
+	failAt int // -1: never
+	// failNext: the next generation fails after this many tokens (-1: none), once.
+	failNext int
+	prompts  []string
+	reqs     []engine.Request
 
 	healthy  atomic.Bool
 	active   atomic.Int64
@@ -41,7 +43,7 @@ var _ engine.Replica = (*fakeEngine)(nil)
 var defaultTokens = []string{"Once", " upon", " a", " time", ",", " a", " fake", " engine", " spoke", "."}
 
 func newFakeEngine() *fakeEngine {
-	f := &fakeEngine{permits: make(chan struct{}, 1<<16), tokens: defaultTokens, failAt: -1}
+	f := &fakeEngine{permits: make(chan struct{}, 1<<16), tokens: defaultTokens, failAt: -1, failNext: -1}
 	f.healthy.Store(true)
 	return f
 }
@@ -81,6 +83,14 @@ func (f *fakeEngine) FailAt(n int) {
 	f.failAt = n
 }
 
+// FailNext makes the next generation that starts, and only it, fail with
+// engine.KindWorkerReset after n tokens (when it would emit more than n).
+func (f *fakeEngine) FailNext(n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failNext = n
+}
+
 // SetHealthy sets what Health reports as Ready.
 func (f *fakeEngine) SetHealthy(ok bool) { f.healthy.Store(ok) }
 
@@ -115,6 +125,9 @@ func (f *fakeEngine) Generate(ctx context.Context, req engine.Request, emit engi
 	f.started.Add(1)
 	f.mu.Lock()
 	toks, gated, failAt := f.tokens, f.gated, f.failAt
+	if f.failNext >= 0 {
+		failAt, f.failNext = f.failNext, -1
+	}
 	f.prompts = append(f.prompts, req.Prompt)
 	f.reqs = append(f.reqs, req)
 	f.mu.Unlock()

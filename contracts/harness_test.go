@@ -371,14 +371,16 @@ type harnessConfig struct {
 	priorServiceMs     int
 	cancelOnDisconnect bool
 	heartbeat          string
-	clock              *tasktest.Clock // nil: the system clock
-	artifactsMaxCount  int             // 0: the default
-	engine             string          // the pool's engine: llamacpp unless set
-	workloads          []string        // the pool's workloads: completion unless set
-	keys               string          // a keys file (YAML) beside the plain test key; "" none
-	replicas           int             // external replicas of the pool (ids p0/0, p0/1, ...): 1 unless set
-	metricsPublic      *bool           // auth.metrics_public; nil: not configured (the default)
-	onWrite            func([]byte)    // sees each write of the daemon to a connection; nil: none
+	clock              *tasktest.Clock   // nil: the system clock
+	artifactsMaxCount  int               // 0: the default
+	engine             string            // the pool's engine: llamacpp unless set
+	workloads          []string          // the pool's workloads: completion unless set
+	keys               string            // a keys file (YAML) beside the plain test key; "" none
+	replicas           int               // external replicas of the pool (ids p0/0, p0/1, ...): 1 unless set
+	metricsPublic      *bool             // auth.metrics_public; nil: not configured (the default)
+	onWrite            func([]byte)      // sees each write of the daemon to a connection; nil: none
+	stateDir           string            // the daemon's state directory; "": a new one
+	fakeSetup          func(*fakeEngine) // prepares the fake engine before the daemon starts; nil: none
 }
 
 type option func(*harnessConfig)
@@ -410,6 +412,14 @@ func withKeys(doc string) option { return func(c *harnessConfig) { c.keys = doc 
 // withReplicas gives the pool n external replicas (p0/0 … p0/n-1), all served by the one fake
 // engine.
 func withReplicas(n int) option { return func(c *harnessConfig) { c.replicas = n } }
+
+// withStateDir gives the daemon the state directory dir, so that a second harness on dir
+// restarts the daemon of a first one that was stopped (harness.stop).
+func withStateDir(dir string) option { return func(c *harnessConfig) { c.stateDir = dir } }
+
+// withFakeSetup has f prepare the fake engine before the daemon starts (before a restarted
+// daemon dispatches the tasks it recovered).
+func withFakeSetup(f func(*fakeEngine)) option { return func(c *harnessConfig) { c.fakeSetup = f } }
 
 // withMetricsPublic configures auth.metrics_public.
 func withMetricsPublic(b bool) option { return func(c *harnessConfig) { c.metricsPublic = &b } }
@@ -456,6 +466,8 @@ type harness struct {
 	// generated client cannot build.
 	raw *http.Client
 	c   *contract
+	// stop stops the daemon and waits until it has (once; the test's cleanup calls it too).
+	stop func()
 }
 
 var corrSeq atomic.Int64
@@ -470,6 +482,10 @@ func newHarness(t testing.TB, opts ...option) *harness {
 		o(&cfg)
 	}
 	dir := t.TempDir()
+	stateDir := cfg.stateDir
+	if stateDir == "" {
+		stateDir = filepath.Join(dir, "state")
+	}
 	yaml := fmt.Sprintf(`addr: 127.0.0.1:0
 state_dir: %q
 log_level: warn
@@ -499,7 +515,7 @@ pools:
     prior_service_ms: %d
     prior_tokens_per_s: 50
     replicas:
-`, filepath.Join(dir, "state"), cfg.capacity, cfg.policy, cfg.maxTurns, cfg.tokenBudget, cfg.heartbeat,
+`, stateDir, cfg.capacity, cfg.policy, cfg.maxTurns, cfg.tokenBudget, cfg.heartbeat,
 		cfg.cancelOnDisconnect, cfg.artifactsMaxCount, poolID, cfg.engine, strings.Join(cfg.workloads, ", "), modelID, cfg.ctxMax, cfg.slots, cfg.priorServiceMs)
 	for i := range cfg.replicas {
 		yaml += fmt.Sprintf("      - url: http://127.0.0.1:%d\n", i+1)
@@ -523,6 +539,9 @@ pools:
 	}
 
 	fake := newFakeEngine()
+	if cfg.fakeSetup != nil {
+		cfg.fakeSetup(fake)
+	}
 	gpus := dgxh200.New()
 	gpus.ShutdownFunc = func() nvml.Return { return nvml.SUCCESS }
 	aopts := app.Options{
@@ -554,13 +573,14 @@ pools:
 	vt := &validatingTransport{base: base, c: c, fallback: t}
 	hc := &http.Client{Transport: vt}
 	h := &harness{cfg: cfg, fake: fake, url: "http://" + ln.Addr().String(), raw: hc, c: c}
-	t.Cleanup(func() {
+	h.stop = sync.OnceFunc(func() {
 		cancel()
 		if err := <-served; err != nil {
 			t.Errorf("Serve: %v", err)
 		}
 		base.CloseIdleConnections()
 	})
+	t.Cleanup(h.stop)
 	h.client = h.as(t, testKey)
 	h.waitReady(t)
 	return h

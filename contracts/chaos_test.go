@@ -1,0 +1,741 @@
+package contracts
+
+import (
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/orchestratord/orchestratord/gen/client"
+)
+
+// TestChaos drives one daemon with many clients at once, each doing at random what clients
+// do: submit (with short deadlines, either priority, each disconnect policy), re-post, read a
+// stream part of the way and leave, resume it with Last-Event-ID, cancel, and poll. The engine
+// produces tokens at a random pace and now and then fails mid-stream, so the queue fills,
+// refuses or evicts, deadlines pass in the queue and on the engine, and cancels land at every
+// step of a task's life. No answer is scripted: each is checked against what the API promises.
+//
+//   - Every response and every stream frame meets the contract (the validating transport, the
+//     SSE checker); a submission is answered 202, or refused for the queue or the session's
+//     budget (429), the pool (503) or its deadline (400 DEADLINE_UNMET, short deadlines only).
+//   - A task's state reads consistently: queued with its place, running with its start, ended
+//     with its end; as one client sees it, it never goes back, nor do its tokens; once ended, it
+//     never changes again. After a 204 to a cancel, the task has ended. To another key, the
+//     task does not exist (404 to every operation).
+//   - A stream read to its end, in one piece or resumed, holds exactly the engine's tokens in
+//     order, and its last frame says what GET says of the task.
+//   - When the clients are done: every task ends; the queue, the slots, the streams and the
+//     engine are idle; the metrics count every task and token once, and each key's tokens;
+//     each session has one turn per task admitted in it, and has been charged the tokens its
+//     tasks produced, never more than its budget; and a daemon restarted on the same state
+//     directory shows every task and its stream byte for byte as before.
+//   - A daemon stopped with tasks queued and running, and started again on its state directory,
+//     keeps all of the above for a second round of clients: no task lost, none changed once
+//     ended, every stream whole.
+//
+// ORCHD_CHAOS_SEED replays a run's choices (the interleavings differ); the seed is logged.
+func TestChaos(t *testing.T) {
+	t.Parallel()
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("ORCHD_CHAOS_SEED"); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("ORCHD_CHAOS_SEED: %v", err)
+		}
+		seed = v
+	}
+	t.Logf("seed %d (ORCHD_CHAOS_SEED replays its choices)", seed)
+	plain := map[string]string{testKey: ""}
+	tenants := map[string]string{testKey: "", chaosAlice: "alice", chaosBob: "bob"}
+	for i, tc := range []struct {
+		name string
+		cfg  chaosConfig
+		opts []option
+	}{
+		{"disconnects cancel, drop-lru", chaosConfig{keys: plain},
+			[]option{withCancelOnDisconnect(true), withPolicy("drop-lru")}},
+		{"disconnects detach, reject, three keys, session budgets", chaosConfig{keys: tenants},
+			[]option{withCancelOnDisconnect(false), withPolicy("reject"), withTokenBudget(100), withKeys(chaosKeys)}},
+		{"restarted with tasks queued and running", chaosConfig{keys: plain, restart: true},
+			[]option{withCancelOnDisconnect(true), withPolicy("drop-lru")}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			runChaos(t, seed+uint64(i), tc.cfg, append(tc.opts, withCapacity(10), withSlots(3))...)
+		})
+	}
+}
+
+// The named keys of the chaos test's tenants (the plain test key is the third client key).
+const (
+	chaosAlice = "alice-chaos-key-0123456789"
+	chaosBob   = "bob-chaos-key-0123456789"
+	chaosKeys  = `keys:
+  - {name: alice, key: ` + chaosAlice + `, scopes: [tasks, sessions]}
+  - {name: bob, key: ` + chaosBob + `, scopes: [tasks, sessions]}
+`
+)
+
+// chaosTokens is what the fake engine emits in the chaos test: distinct pieces, so that a
+// stream's text shows any token lost, repeated or out of order.
+var chaosTokens = func() []string {
+	toks := make([]string, 40)
+	for i := range toks {
+		toks[i] = "c" + strconv.Itoa(i) + " "
+	}
+	return toks
+}()
+
+func chaosText(n int) string { return strings.Join(chaosTokens[:min(n, len(chaosTokens))], "") }
+
+const (
+	chaosWorkers = 12
+	chaosOps     = 50 // per worker
+)
+
+// chaosRun is what the clients of one run share.
+type chaosRun struct {
+	mu      sync.Mutex
+	h       *harness                       // the daemon now (a restart replaces it)
+	tasks   []chaosTask                    // accepted
+	tasksOf map[string][]chaosTask         // accepted, by key
+	final   map[uuid.UUID]client.TaskState // the first ended state seen of each task
+	counts  map[string]int                 // what the clients got, for the log
+}
+
+// daemon returns the daemon now.
+func (c *chaosRun) daemon() *harness {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.h
+}
+
+// chaosConfig is one run's setting.
+type chaosConfig struct {
+	keys    map[string]string // each client's key (round robin) → its name in the keys file ("": none)
+	restart bool              // stop the daemon mid-run and start it again for a second round
+}
+
+// runChaos runs the clients against a daemon, then checks. With restart, the daemon is
+// stopped once the clients are done, with tasks queued and running, and started again on
+// its state directory for a second round of clients.
+func runChaos(t *testing.T, seed uint64, cfg chaosConfig, opts ...option) {
+	stateDir := t.TempDir()
+	opts = append(opts, withStateDir(stateDir), withFakeSetup(func(f *fakeEngine) {
+		f.SetTokens(chaosTokens...)
+		f.SetGated(true)
+	}))
+	c := &chaosRun{h: newHarness(t, opts...), final: map[uuid.UUID]client.TaskState{},
+		tasksOf: map[string][]chaosTask{}, counts: map[string]int{}}
+	keys := slices.Sorted(maps.Keys(cfg.keys))
+
+	// The engine's pace: a few tokens now and then (never more than a few ahead of the
+	// generations that wait for them), and a generation failing now and then.
+	stopPump := make(chan struct{})
+	var pumping sync.WaitGroup
+	pumping.Add(1)
+	go func() {
+		defer pumping.Done()
+		rng := rand.New(rand.NewPCG(seed, 1))
+		for {
+			select {
+			case <-stopPump:
+				return
+			case <-time.After(time.Duration(rng.IntN(1500)) * time.Microsecond):
+			}
+			fake := c.daemon().fake
+			for range rng.IntN(6) {
+				if len(fake.permits) < 4 {
+					fake.permits <- struct{}{}
+				}
+			}
+			if rng.IntN(40) == 0 {
+				fake.FailNext(rng.IntN(len(chaosTokens)))
+			}
+		}
+	}()
+	defer func() { close(stopPump); pumping.Wait() }()
+
+	rounds := 1
+	if cfg.restart {
+		rounds = 2
+	}
+	clients := make([]*chaosClient, chaosWorkers)
+	for w := range clients {
+		clients[w] = &chaosClient{c: c, key: keys[w%len(keys)], seen: map[uuid.UUID]client.TaskState{}}
+	}
+	for round := range rounds {
+		if round > 0 {
+			// A last burst of tasks, so that the stop finds some queued and some running.
+			burst := &chaosClient{c: c, t: t, key: keys[0], rng: rand.New(rand.NewPCG(seed, 0)), seen: map[uuid.UUID]client.TaskState{}}
+			for range 8 {
+				burst.submit(nil)
+			}
+			m := c.daemon().metricsText(t)
+			t.Logf("stopping the daemon with %v tasks queued and %v running", metricSum(m, "queue_depth"), metricSum(m, "active_leases"))
+			c.daemon().stop()
+			h := newHarness(t, opts...)
+			c.mu.Lock()
+			c.h = h
+			c.mu.Unlock()
+		}
+		t.Run(fmt.Sprintf("clients, round %d", round), func(t *testing.T) {
+			for w, cc := range clients {
+				t.Run(fmt.Sprintf("client %d", w), func(t *testing.T) {
+					t.Parallel()
+					cc.t, cc.rng = t, rand.New(rand.NewPCG(seed, uint64(round*chaosWorkers+w)+2))
+					cc.run()
+				})
+			}
+		})
+		if t.Failed() {
+			return
+		}
+	}
+	h := c.daemon()
+
+	// Every task ends once the engine is quick and sound again.
+	h.fake.FailNext(-1)
+	h.fake.SetGated(false)
+	c.mu.Lock()
+	tasks := slices.Clone(c.tasks)
+	counts := fmt.Sprint(c.counts)
+	c.mu.Unlock()
+	t.Logf("%d tasks accepted; answers and outcomes: %s", len(tasks), counts)
+	ended := map[uuid.UUID]client.TaskState{}
+	for _, task := range tasks {
+		var st client.TaskState
+		eventually(t, "task "+task.req.TaskId.String()+" ends", func() bool {
+			st = stateAs(t, h, task)
+			return isEnded(st.State)
+		})
+		c.checkState(t, task.req, st, nil)
+		ended[task.req.TaskId] = st
+	}
+
+	// Each stream, read whole, agrees with its task's state.
+	logs := map[uuid.UUID][]frame{}
+	var tokens int32
+	tokensOf := map[string]int32{} // by key name
+	byState := map[string]int{}
+	for _, task := range tasks {
+		id, st := task.req.TaskId, ended[task.req.TaskId]
+		s := h.openStream(t, id, streamOpts{key: task.key})
+		frames := s.rest()
+		s.close()
+		c.checkStreamed(t, task.req, frames, st)
+		logs[id] = frames
+		tokens += st.TokensOut
+		tokensOf[cfg.keys[task.key]] += st.TokensOut
+		outcome := string(st.State)
+		if st.Error != nil {
+			outcome += " " + string(st.Error.Code)
+		}
+		byState[outcome]++
+	}
+	t.Logf("final states: %v; %d tokens", byState, tokens)
+
+	// Nothing is left busy, and the metrics count each task and token once (when the daemon
+	// saw them all).
+	eventually(t, "the engine idle", func() bool { return h.fake.Active() == 0 })
+	var m string
+	eventually(t, "no stream open, no slot busy, nothing queued", func() bool {
+		m = h.metricsText(t)
+		return metricSum(m, "sse_streams_open") == 0 && metricSum(m, "active_leases") == 0 && metricSum(m, "queue_depth") == 0
+	})
+	if !cfg.restart { // a restarted daemon counts what it saw since; it keeps sessions in memory only
+		want := map[string]float64{"tasks_finished_total": float64(len(tasks)), "tokens_out_total": float64(tokens)}
+		for name, n := range tokensOf {
+			if name != "" {
+				want[`tenant_tokens_served_total{key="`+name+`"}`] = float64(n)
+			}
+		}
+		for series, n := range want {
+			if got := metricSum(m, series); got != n {
+				t.Errorf("%s sums to %v, want %v:\n%s", series, got, n, grepLines(m, strings.SplitN(series, "{", 2)[0]))
+			}
+		}
+		c.checkSessions(t, h, tasks, ended, h.cfg.tokenBudget)
+	}
+
+	// A restart on the same state directory shows the same tasks and streams.
+	h.stop()
+	h2 := newHarness(t, opts...)
+	for _, task := range tasks {
+		id := task.req.TaskId
+		before, after := ended[id], stateAs(t, h2, task)
+		if !sameEnd(before, after) {
+			t.Errorf("task %s after a restart: %s", id, diffStates(before, after))
+		}
+		s := h2.openStream(t, id, streamOpts{key: task.key})
+		frames := s.rest()
+		s.close()
+		if a, b := rawFrames(logs[id]), rawFrames(frames); a != b {
+			t.Errorf("task %s's stream after a restart:%s\nbefore:%s", id, b, a)
+		}
+	}
+}
+
+// stateAs reads a task's state with its owner's key.
+func stateAs(t *testing.T, h *harness, task chaosTask) client.TaskState {
+	t.Helper()
+	r, err := h.as(t, task.key).GetTaskWithResponse(h.ctx(t), task.req.TaskId, nil)
+	if err != nil {
+		t.Fatalf("getTask: %v", err)
+	}
+	if r.JSON200 == nil {
+		t.Fatalf("getTask %s: %d %s", task.req.TaskId, r.StatusCode(), r.Body)
+	}
+	return *r.JSON200
+}
+
+// checkSessions checks that each session has taken one turn per task admitted in it and,
+// with a token budget, has been charged exactly the tokens its tasks produced.
+func (c *chaosRun) checkSessions(t *testing.T, h *harness, tasks []chaosTask, ended map[uuid.UUID]client.TaskState, budget int64) {
+	turns, used, owner := map[uuid.UUID]int32{}, map[uuid.UUID]int64{}, map[uuid.UUID]string{}
+	for _, task := range tasks {
+		id := task.req.SessionId
+		turns[id]++
+		used[id] += int64(ended[task.req.TaskId].TokensOut)
+		owner[id] = task.key
+	}
+	for id, n := range turns {
+		r, err := h.as(t, owner[id]).GetSessionWithResponse(h.ctx(t), id, nil)
+		if err != nil {
+			t.Fatalf("getSession: %v", err)
+		}
+		switch s := r.JSON200; {
+		case s == nil || s.Turns != n:
+			t.Errorf("session %s: %d %s, want %d turns", id, r.StatusCode(), r.Body, n)
+		case budget == 0:
+		case used[id] > budget:
+			t.Errorf("session %s: its tasks produced %d tokens, over its budget of %d", id, used[id], budget)
+		case s.TokensBudgetRemaining == nil || *s.TokensBudgetRemaining != budget-used[id]:
+			t.Errorf("session %s: %s, want %d tokens of its budget left (%d used)", id, r.Body, budget-used[id], used[id])
+		}
+	}
+}
+
+// chaosTask is an accepted task and the key that owns it.
+type chaosTask struct {
+	req client.TaskRequest
+	key string
+}
+
+// chaosClient is one client: its key, its choices, and its last view of each task.
+type chaosClient struct {
+	c    *chaosRun
+	t    *testing.T
+	key  string
+	rng  *rand.Rand
+	seen map[uuid.UUID]client.TaskState
+}
+
+// run is one client's run of random operations. On another key's task, every operation is
+// answered 404, as for an unknown task.
+func (cc *chaosClient) run() {
+	sessions := []uuid.UUID{uuid.New(), uuid.New()}
+	for range chaosOps {
+		p := cc.rng.IntN(100)
+		if p < 35 {
+			cc.submit(sessions)
+			continue
+		}
+		task, ok := cc.c.pick(cc.rng, cc.key)
+		switch {
+		case !ok:
+		case task.key != cc.key:
+			cc.foreign(task.req)
+		case p < 50:
+			cc.cancel(task.req)
+		case p < 72:
+			cc.stream(task.req)
+		case p < 92:
+			cc.observe(task.req)
+		default:
+			cc.repost(task.req)
+		}
+	}
+}
+
+// api is the client of the daemon now, with this client's key.
+func (cc *chaosClient) api() (*harness, *client.ClientWithResponses) {
+	h := cc.c.daemon()
+	return h, h.as(cc.t, cc.key)
+}
+
+// observe reads a task's state and checks it against this client's last view.
+func (cc *chaosClient) observe(req client.TaskRequest) client.TaskState {
+	t := cc.t
+	h, api := cc.api()
+	r, err := api.GetTaskWithResponse(h.ctx(t), req.TaskId, nil)
+	if err != nil {
+		t.Fatalf("getTask: %v", err)
+	}
+	if r.JSON200 == nil {
+		t.Fatalf("getTask %s: %d %s", req.TaskId, r.StatusCode(), r.Body)
+	}
+	st := *r.JSON200
+	prev, had := cc.seen[req.TaskId]
+	cc.c.checkState(t, req, st, opt(prev, had))
+	cc.seen[req.TaskId] = st
+	return st
+}
+
+// foreign tries another key's task: it does not exist for this key.
+func (cc *chaosClient) foreign(req client.TaskRequest) {
+	t := cc.t
+	h, api := cc.api()
+	var code int
+	switch cc.rng.IntN(4) {
+	case 0:
+		r, err := api.GetTaskWithResponse(h.ctx(t), req.TaskId, nil)
+		if err != nil {
+			t.Fatalf("getTask: %v", err)
+		}
+		code = r.StatusCode()
+	case 1:
+		r, err := api.CancelTaskWithResponse(h.ctx(t), req.TaskId, nil)
+		if err != nil {
+			t.Fatalf("cancelTask: %v", err)
+		}
+		code = r.StatusCode()
+	case 2:
+		r, err := api.StreamTask(h.ctx(t), req.TaskId, nil)
+		if err != nil {
+			t.Fatalf("streamTask: %v", err)
+		}
+		_ = r.Body.Close()
+		code = r.StatusCode
+	default: // the same body names the owner's session
+		r, err := api.CreateTaskWithResponse(h.ctx(t), nil, req)
+		if err != nil {
+			t.Fatalf("createTask: %v", err)
+		}
+		code = r.StatusCode()
+	}
+	if code != http.StatusNotFound {
+		t.Errorf("another key's task %s: %d, want 404", req.TaskId, code)
+	}
+	cc.c.count("another key's task")
+}
+
+func (cc *chaosClient) submit(sessions []uuid.UUID) {
+	t, rng := cc.t, cc.rng
+	h, api := cc.api()
+	session := uuid.New()
+	if len(sessions) > 0 && rng.IntN(2) == 0 {
+		session = sessions[rng.IntN(len(sessions))]
+	}
+	req := taskReq(session)
+	req.Prompt = ptr("chaos")
+	req.MaxTokens = int32(1 + rng.IntN(len(chaosTokens)))
+	if rng.IntN(3) == 0 {
+		req.Priority = client.Batch
+	}
+	short := rng.IntN(5) == 0
+	if short {
+		req.DeadlineMs = int64(5 + rng.IntN(300))
+	}
+	switch rng.IntN(4) {
+	case 0:
+		req.OnDisconnect = ptr(client.Cancel)
+	case 1:
+		req.OnDisconnect = ptr(client.Detach)
+	case 2:
+		req.OnDisconnect = ptr(client.Grace)
+		req.DisconnectGraceMs = ptr(int64(1 + rng.IntN(50)))
+	}
+	r, err := api.CreateTaskWithResponse(h.ctx(t), nil, req)
+	if err != nil {
+		t.Fatalf("createTask: %v", err)
+	}
+	switch code := r.StatusCode(); {
+	case code == http.StatusAccepted:
+		if r.JSON202 == nil || r.JSON202.TaskId != req.TaskId {
+			t.Fatalf("createTask: 202 %s for task %s", r.Body, req.TaskId)
+		}
+		cc.c.mu.Lock()
+		task := chaosTask{req: req, key: cc.key}
+		cc.c.tasks = append(cc.c.tasks, task)
+		cc.c.tasksOf[cc.key] = append(cc.c.tasksOf[cc.key], task)
+		cc.c.mu.Unlock()
+		cc.c.count("202")
+		cc.observe(req) // admitted: a GET finds it, whatever became of it since
+	case code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable ||
+		code == http.StatusBadRequest && short:
+		e := envelope(t, r.Body)
+		if code == http.StatusBadRequest && e.Code != client.DEADLINEUNMET {
+			t.Fatalf("createTask: %d %s", code, r.Body)
+		}
+		cc.c.count(strconv.Itoa(code) + " " + string(e.Code))
+	default:
+		t.Fatalf("createTask: %d %s", code, r.Body)
+	}
+}
+
+// repost posts an accepted task again: the same task is answered.
+func (cc *chaosClient) repost(req client.TaskRequest) {
+	t := cc.t
+	h, api := cc.api()
+	r, err := api.CreateTaskWithResponse(h.ctx(t), nil, req)
+	if err != nil {
+		t.Fatalf("createTask: %v", err)
+	}
+	if r.StatusCode() != http.StatusAccepted || r.JSON202 == nil || r.JSON202.TaskId != req.TaskId {
+		t.Errorf("re-post of task %s: %d %s, want 202 for the same task", req.TaskId, r.StatusCode(), r.Body)
+	}
+	cc.c.count("re-post")
+}
+
+// cancel cancels a task: 204, and the task has ended when it comes.
+func (cc *chaosClient) cancel(req client.TaskRequest) {
+	t := cc.t
+	h, api := cc.api()
+	r, err := api.CancelTaskWithResponse(h.ctx(t), req.TaskId, nil)
+	if err != nil {
+		t.Fatalf("cancelTask: %v", err)
+	}
+	if r.StatusCode() != http.StatusNoContent {
+		t.Fatalf("cancelTask: %d %s", r.StatusCode(), r.Body)
+	}
+	cc.c.count("cancel")
+	if st := cc.observe(req); !isEnded(st.State) {
+		t.Errorf("task %s is %s after the 204 to its cancel", req.TaskId, st.State)
+	}
+}
+
+// stream reads a task's stream part of the way or to its end, leaving and resuming with
+// Last-Event-ID on the way.
+func (cc *chaosClient) stream(req client.TaskRequest) {
+	t, rng := cc.t, cc.rng
+	h := cc.c.daemon()
+	var all []frame
+	s := h.openStream(t, req.TaskId, streamOpts{key: cc.key})
+	for {
+		n := 1 + rng.IntN(12)
+		if rng.IntN(3) == 0 {
+			n = 1 << 30
+		}
+		ended := false
+		for range n {
+			if _, ok := s.next(); !ok {
+				ended = true
+				break
+			}
+		}
+		all = append(all, s.frames...)
+		if last := all[len(all)-1].Event; last == "end" || last == "error" {
+			ended = true // nothing follows: a resume after it would find no frame
+		}
+		if ended {
+			cc.c.count("stream read to its end")
+			// The stream ended, so the task has: GET says what the last frame said.
+			cc.c.checkStreamed(t, req, all, cc.observe(req))
+			return
+		}
+		s.close()
+		cc.c.count("stream left")
+		if rng.IntN(2) == 0 {
+			return
+		}
+		last := all[len(all)-1].ID
+		s = h.openStream(t, req.TaskId, streamOpts{key: cc.key, lastEventID: &last, tokenBase: count(all, "token")})
+		cc.c.count("stream resumed")
+	}
+}
+
+func opt[T any](v T, ok bool) *T {
+	if !ok {
+		return nil
+	}
+	return &v
+}
+
+func (c *chaosRun) count(what string) {
+	c.mu.Lock()
+	c.counts[what]++
+	c.mu.Unlock()
+}
+
+// pick returns one of the tasks of key, the newer ones more often, or now and then another
+// key's task.
+func (c *chaosRun) pick(rng *rand.Rand, key string) (chaosTask, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	tasks := c.tasks
+	if rng.IntN(8) != 0 {
+		tasks = c.tasksOf[key]
+	}
+	n := len(tasks)
+	if n == 0 {
+		return chaosTask{}, false
+	}
+	if rng.IntN(2) == 0 {
+		return tasks[n-1-rng.IntN(min(n, 8))], true
+	}
+	return tasks[rng.IntN(n)], true
+}
+
+func isEnded(s client.TaskStatus) bool {
+	return s == client.Succeeded || s == client.Failed || s == client.Canceled
+}
+
+func rank(s client.TaskStatus) int {
+	switch s {
+	case client.Queued:
+		return 0
+	case client.Running:
+		return 1
+	}
+	return 2
+}
+
+// checkState checks one view of a task: its fields agree with its state; it has not gone back
+// from prev (the same client's last view, nil when none); once ended, it is what it was the
+// first time any client saw it ended.
+func (c *chaosRun) checkState(t *testing.T, req client.TaskRequest, st client.TaskState, prev *client.TaskState) {
+	t.Helper()
+	var problems []string
+	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+	switch st.State {
+	case client.Queued:
+		if st.QueuePosition == nil || st.StartedMs != nil || st.FinishedMs != nil {
+			bad("queued: want a queue_position, no started_ms, no finished_ms")
+		}
+	case client.Running:
+		if st.QueuePosition != nil || st.StartedMs == nil || st.FinishedMs != nil {
+			bad("running: want started_ms, no queue_position, no finished_ms")
+		}
+	case client.Succeeded, client.Canceled, client.Failed:
+		if st.QueuePosition != nil || st.FinishedMs == nil {
+			bad("ended: want finished_ms, no queue_position")
+		}
+		if (st.State == client.Failed) != (st.Error != nil) {
+			bad("an error %v with state %s", st.Error, st.State)
+		}
+	default:
+		bad("unknown state")
+	}
+	if st.TokensOut < 0 || st.TokensOut > req.MaxTokens {
+		bad("tokens_out %d with max_tokens %d", st.TokensOut, req.MaxTokens)
+	}
+	if prev != nil && (rank(st.State) < rank(prev.State) || st.TokensOut < prev.TokensOut) {
+		bad("went back from %s with %d tokens", prev.State, prev.TokensOut)
+	}
+	if isEnded(st.State) {
+		c.mu.Lock()
+		first, had := c.final[st.TaskId]
+		if !had {
+			c.final[st.TaskId] = st
+		}
+		c.mu.Unlock()
+		if had && !sameEnd(first, st) {
+			bad("changed after it ended: %s", diffStates(first, st))
+		}
+	}
+	if len(problems) > 0 {
+		t.Errorf("task %s: %s\n  %s", req.TaskId, fmtState(st), strings.Join(problems, "\n  "))
+	}
+}
+
+// checkStreamed checks a stream read from its start to its end against the task's ended state.
+func (c *chaosRun) checkStreamed(t *testing.T, req client.TaskRequest, frames []frame, st client.TaskState) {
+	t.Helper()
+	n := count(frames, "token")
+	if got := text(frames); got != chaosText(n) {
+		t.Errorf("task %s streamed %q, want the engine's first %d tokens %q", req.TaskId, got, n, chaosText(n))
+	}
+	last := final(t, frames)
+	var problems []string
+	switch {
+	case !isEnded(st.State):
+		problems = append(problems, "the stream ended before the task")
+	case int32(n) != st.TokensOut:
+		problems = append(problems, fmt.Sprintf("%d tokens streamed, %d in the state", n, st.TokensOut))
+	}
+	switch st.State {
+	case client.Succeeded, client.Canceled:
+		canceled, _ := last.Data["canceled"].(bool)
+		if last.Event != "end" || canceled != (st.State == client.Canceled) || last.Data["tokens_out"] != float64(n) {
+			problems = append(problems, "the last frame does not say so")
+		}
+	case client.Failed:
+		if last.Event != "error" || st.Error == nil || last.Data["code"] != string(st.Error.Code) {
+			problems = append(problems, "the last frame does not say so")
+		}
+	}
+	if len(problems) > 0 {
+		t.Errorf("task %s, %s: %s; frames:%s", req.TaskId, fmtState(st), strings.Join(problems, "; "), rawFrames(frames))
+	}
+}
+
+// sameEnd reports whether two views of an ended task agree on everything that is final.
+func sameEnd(a, b client.TaskState) bool {
+	code := func(s client.TaskState) string {
+		if s.Error == nil {
+			return ""
+		}
+		return string(s.Error.Code)
+	}
+	eq := func(x, y *int64) bool { return (x == nil) == (y == nil) && (x == nil || *x == *y) }
+	return a.State == b.State && a.TokensOut == b.TokensOut && code(a) == code(b) &&
+		eq(a.FinishedMs, b.FinishedMs) && eq(a.StartedMs, b.StartedMs) && a.CreatedMs == b.CreatedMs
+}
+
+func diffStates(a, b client.TaskState) string { return fmtState(a) + " then " + fmtState(b) }
+
+func fmtState(s client.TaskState) string {
+	v := func(p *int64) string {
+		if p == nil {
+			return "-"
+		}
+		return strconv.FormatInt(*p, 10)
+	}
+	out := fmt.Sprintf("%s tokens=%d created=%d started=%s finished=%s", s.State, s.TokensOut, s.CreatedMs, v(s.StartedMs), v(s.FinishedMs))
+	if s.QueuePosition != nil {
+		out += fmt.Sprintf(" position=%d", *s.QueuePosition)
+	}
+	if s.Error != nil {
+		out += " error=" + string(s.Error.Code)
+	}
+	return out
+}
+
+func rawFrames(frames []frame) string {
+	var b strings.Builder
+	for _, f := range frames {
+		fmt.Fprintf(&b, "\n    %d %s %s", f.ID, f.Event, f.Raw)
+	}
+	return b.String()
+}
+
+// metricSum sums the samples of the metric family name in a text exposition.
+func metricSum(exposition, name string) float64 {
+	var sum float64
+	for _, l := range strings.Split(exposition, "\n") {
+		rest, ok := strings.CutPrefix(l, name)
+		if !ok || rest == "" || (rest[0] != '{' && rest[0] != ' ') {
+			continue
+		}
+		f := strings.Fields(rest[strings.LastIndexByte(rest, '}')+1:])
+		if len(f) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[0], 64)
+		if err == nil {
+			sum += v
+		}
+	}
+	return sum
+}
