@@ -252,6 +252,45 @@ func TestMigrationMidStream(t *testing.T) {
 	}
 }
 
+// TestMigrationsCountMoves: a task's migrations (its state, its end frame) and
+// task_migrations_total count the moves to another replica that took the task, not the
+// failures: a replica failing mid-stream with no other replica left to take the task moves
+// nothing.
+func TestMigrationsCountMoves(t *testing.T) {
+	tests := []struct {
+		name string
+		ids  []string
+		want int // moves
+	}{
+		{"no other replica", []string{"p/0"}, 0},
+		{"one other replica, which fails too", []string{"p/0", "p/1"}, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			engines := map[string]engine.Replica{
+				"p/0": &replicaScript{tokens: []string{" The", " quick", " brown"}, failAfter: 2, err: resetErr()},
+				"p/1": &replicaScript{tokens: []string{" brown", " fox"}, failAfter: 1, err: resetErr()},
+			}
+			h := newReplicaHarness(t, true, tt.ids, engines)
+			h.pools.busy = map[string]int{"p/1": 1} // another task on p/1: p/0 is the least loaded
+			s := spec(admission.Interactive)
+			s.Prompt, s.MaxTokens = "Once:", 4
+			h.submit(s)
+			evs := h.events(s.ID)
+			if last := evs[len(evs)-1]; last.Event != "error" || !strings.Contains(last.Data, `"code":"worker_reset"`) {
+				t.Fatalf("events %s, last %s: want a worker reset", names(evs), last.Data)
+			}
+			snap, _ := h.svc.Get(h.ctx, s.ID)
+			if snap.Status != Failed || snap.Migrations != tt.want {
+				t.Fatalf("state %v with %d migrations, want failed with %d", snap.Status, snap.Migrations, tt.want)
+			}
+			if n := testutil.ToFloat64(h.m.Migrations.WithLabelValues("p")); n != float64(tt.want) {
+				t.Fatalf("task_migrations_total = %v, want %d", n, tt.want)
+			}
+		})
+	}
+}
+
 // TestNoReplicaLeft: when every replica fails the task before its first token, each is tried
 // once and the task fails retriable with the last replica's error.
 func TestNoReplicaLeft(t *testing.T) {

@@ -131,9 +131,13 @@ func (s *Service) prepare(ctx context.Context, t *Task, g *placements, a *attemp
 		if sent > 0 { // a migration: continue the text already streamed
 			req.Prompt += t.text.String()
 			req.MaxTokens -= sent
+			t.migrations++ // counted once moved: a failure with no replica left to take it moves nothing
 		}
 		t.replicaID = dec.ReplicaID
 		t.mu.Unlock()
+		if sent > 0 {
+			s.m.Migrations.WithLabelValues(t.poolID).Inc()
+		}
 		if !g.counted {
 			g.counted = true
 			s.m.TasksStarted.WithLabelValues(t.engine, t.version, t.poolID, dec.ReplicaID, t.spec.Priority.String()).Inc()
@@ -230,11 +234,7 @@ func (s *Service) settle(ctx context.Context, t *Task, g *placements, a *attempt
 		g.res, g.err = engine.Result{TokensOut: sent, Stop: engine.StopLimit}, nil
 		return true
 	}
-	t.mu.Lock()
-	t.migrations++
-	t.mu.Unlock()
-	s.m.Migrations.WithLabelValues(t.poolID).Inc()
-	return false
+	return false // to another replica (prepare counts the migration when one takes it)
 }
 
 // assign records in the queue which replica the task's slot is on ("" none).
