@@ -62,8 +62,8 @@ func TestChaos(t *testing.T) {
 		cfg  chaosConfig
 		opts []option
 	}{
-		{"disconnects cancel, drop-lru", chaosConfig{keys: plain},
-			[]option{withCancelOnDisconnect(true), withPolicy("drop-lru")}},
+		{"disconnects cancel, drop-lru, two replicas", chaosConfig{keys: plain},
+			[]option{withCancelOnDisconnect(true), withPolicy("drop-lru"), withReplicas(2)}},
 		{"disconnects detach, reject, three keys, session budgets", chaosConfig{keys: tenants},
 			[]option{withCancelOnDisconnect(false), withPolicy("reject"), withTokenBudget(100), withKeys(chaosKeys)}},
 		{"restarted with tasks queued and running", chaosConfig{keys: plain, restart: true},
@@ -95,6 +95,9 @@ var chaosTokens = func() []string {
 	}
 	return toks
 }()
+
+// chaosPrompt is every chaos task's prompt.
+const chaosPrompt = "chaos: "
 
 func chaosText(n int) string { return strings.Join(chaosTokens[:min(n, len(chaosTokens))], "") }
 
@@ -133,6 +136,7 @@ func runChaos(t *testing.T, seed uint64, cfg chaosConfig, opts ...option) {
 	stateDir := t.TempDir()
 	opts = append(opts, withStateDir(stateDir), withFakeSetup(func(f *fakeEngine) {
 		f.SetTokens(chaosTokens...)
+		f.SetContinues(chaosPrompt)
 		f.SetGated(true)
 	}))
 	c := &chaosRun{h: newHarness(t, opts...), final: map[uuid.UUID]client.TaskState{},
@@ -243,7 +247,13 @@ func runChaos(t *testing.T, seed uint64, cfg chaosConfig, opts ...option) {
 		}
 		byState[outcome]++
 	}
-	t.Logf("final states: %v; %d tokens", byState, tokens)
+	migrations := 0
+	for _, st := range ended {
+		if st.Migrations != nil {
+			migrations += int(*st.Migrations)
+		}
+	}
+	t.Logf("final states: %v; %d tokens; %d migrations", byState, tokens, migrations)
 
 	// Nothing is left busy, and the metrics count each task and token once (when the daemon
 	// saw them all).
@@ -254,7 +264,8 @@ func runChaos(t *testing.T, seed uint64, cfg chaosConfig, opts ...option) {
 		return metricSum(m, "sse_streams_open") == 0 && metricSum(m, "active_leases") == 0 && metricSum(m, "queue_depth") == 0
 	})
 	if !cfg.restart { // a restarted daemon counts what it saw since; it keeps sessions in memory only
-		want := map[string]float64{"tasks_finished_total": float64(len(tasks)), "tokens_out_total": float64(tokens)}
+		want := map[string]float64{"tasks_finished_total": float64(len(tasks)), "tokens_out_total": float64(tokens),
+			"task_migrations_total": float64(migrations)}
 		for name, n := range tokensOf {
 			if name != "" {
 				want[`tenant_tokens_served_total{key="`+name+`"}`] = float64(n)
@@ -438,7 +449,7 @@ func (cc *chaosClient) submit(sessions []uuid.UUID) {
 		session = sessions[rng.IntN(len(sessions))]
 	}
 	req := taskReq(session)
-	req.Prompt = ptr("chaos")
+	req.Prompt = ptr(chaosPrompt)
 	req.MaxTokens = int32(1 + rng.IntN(len(chaosTokens)))
 	if rng.IntN(3) == 0 {
 		req.Priority = client.Batch

@@ -28,6 +28,8 @@ type fakeEngine struct {
 	failAt int // -1: never
 	// failNext: the next generation fails after this many tokens (-1: none), once.
 	failNext int
+	// continues: the base prompt whose continuations the fake continues ("": none).
+	continues string
 	prompts  []string
 	reqs     []engine.Request
 
@@ -91,6 +93,37 @@ func (f *fakeEngine) FailNext(n int) {
 	f.failNext = n
 }
 
+// SetContinues makes the fake continue its text, as an engine continues a prompt, when a
+// prompt is base followed by the fake's first k tokens: it then emits its tokens from the k-th
+// on (a task migrated to another replica after k tokens is continued so).
+func (f *fakeEngine) SetContinues(base string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.continues = base
+}
+
+// continued returns how many of toks prompt continues base with (0 when it does not).
+func continued(base, prompt string, toks []string) int {
+	if base == "" {
+		return 0
+	}
+	rest, ok := strings.CutPrefix(prompt, base)
+	if !ok {
+		return 0
+	}
+	k := 0
+	for k < len(toks) && rest != "" {
+		if rest, ok = strings.CutPrefix(rest, toks[k]); !ok {
+			return 0
+		}
+		k++
+	}
+	if rest != "" {
+		return 0
+	}
+	return k
+}
+
 // SetHealthy sets what Health reports as Ready.
 func (f *fakeEngine) SetHealthy(ok bool) { f.healthy.Store(ok) }
 
@@ -128,6 +161,7 @@ func (f *fakeEngine) Generate(ctx context.Context, req engine.Request, emit engi
 	if f.failNext >= 0 {
 		failAt, f.failNext = f.failNext, -1
 	}
+	toks = toks[continued(f.continues, req.Prompt, toks):]
 	f.prompts = append(f.prompts, req.Prompt)
 	f.reqs = append(f.reqs, req)
 	f.mu.Unlock()
