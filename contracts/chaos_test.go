@@ -254,6 +254,9 @@ func runChaos(t *testing.T, seed uint64, cfg chaosConfig, opts ...option) {
 		}
 	}
 	t.Logf("final states: %v; %d tokens; %d migrations", byState, tokens, migrations)
+	if h.cfg.replicas == 1 && migrations > 0 {
+		t.Errorf("%d migrations with one replica: no task could move", migrations)
+	}
 
 	// Nothing is left busy, and the metrics count each task and token once (when the daemon
 	// saw them all).
