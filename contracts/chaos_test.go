@@ -1,7 +1,10 @@
 package contracts
 
 import (
+	"bufio"
+	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
 	"math/rand/v2"
 	"net/http"
@@ -16,14 +19,17 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/orchestratord/orchestratord/gen/client"
+	"github.com/orchestratord/orchestratord/impl"
 )
 
 // TestChaos drives one daemon with many clients at once, each doing at random what clients
 // do: submit (with short deadlines, either priority, each disconnect policy), re-post, read a
-// stream part of the way and leave, resume it with Last-Event-ID, cancel, and poll. The engine
-// produces tokens at a random pace and now and then fails mid-stream, so the queue fills,
-// refuses or evicts, deadlines pass in the queue and on the engine, and cancels land at every
-// step of a task's life. No answer is scripted: each is checked against what the API promises.
+// stream part of the way and leave, resume it with Last-Event-ID, cancel, poll, complete
+// through the OpenAI facade, and store artifacts (more than the store holds). The engine produces tokens at a random pace and now and then
+// fails mid-stream, so the queue fills, refuses or evicts, deadlines pass in the queue and on
+// the engine, tasks move to another replica, and cancels land at every step of a task's life;
+// with two replicas, an operator drains them in turn (deadlines passing) and resumes them. No
+// answer is scripted: each is checked against what the API promises.
 //
 //   - Every response and every stream frame meets the contract (the validating transport, the
 //     SSE checker); a submission is answered 202, or refused for the queue or the session's
@@ -33,12 +39,15 @@ import (
 //     never changes again. After a 204 to a cancel, the task has ended. To another key, the
 //     task does not exist (404 to every operation).
 //   - A stream read to its end, in one piece or resumed, holds exactly the engine's tokens in
-//     order, and its last frame says what GET says of the task.
+//     order (across a move to another replica too), and its last frame says what GET says of
+//     the task. A facade completion's text is the engine's, and its task is its key's. An
+//     artifact stored again is answered as the first time, even with the store full.
 //   - When the clients are done: every task ends; the queue, the slots, the streams and the
 //     engine are idle; the metrics count every task and token once, and each key's tokens;
 //     each session has one turn per task admitted in it, and has been charged the tokens its
-//     tasks produced, never more than its budget; and a daemon restarted on the same state
-//     directory shows every task and its stream byte for byte as before.
+//     tasks produced, never more than its budget; the artifact store holds what it answered
+//     201 to, within its limit; and a daemon restarted on the same state directory shows
+//     every task and its stream byte for byte, and every artifact, as before.
 //   - A daemon stopped with tasks queued and running, and started again on its state directory,
 //     keeps all of the above for a second round of clients: no task lost, none changed once
 //     ended, every stream whole.
@@ -62,7 +71,7 @@ func TestChaos(t *testing.T) {
 		cfg  chaosConfig
 		opts []option
 	}{
-		{"disconnects cancel, drop-lru, two replicas", chaosConfig{keys: plain},
+		{"disconnects cancel, drop-lru, two replicas drained and resumed", chaosConfig{keys: plain, operator: true},
 			[]option{withCancelOnDisconnect(true), withPolicy("drop-lru"), withReplicas(2)}},
 		{"disconnects detach, reject, three keys, session budgets", chaosConfig{keys: tenants},
 			[]option{withCancelOnDisconnect(false), withPolicy("reject"), withTokenBudget(100), withKeys(chaosKeys)}},
@@ -71,7 +80,7 @@ func TestChaos(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			runChaos(t, seed+uint64(i), tc.cfg, append(tc.opts, withCapacity(10), withSlots(3))...)
+			runChaos(t, seed+uint64(i), tc.cfg, append(tc.opts, withCapacity(10), withSlots(3), withArtifactsMaxCount(chaosArtifactsMax))...)
 		})
 	}
 }
@@ -81,8 +90,8 @@ const (
 	chaosAlice = "alice-chaos-key-0123456789"
 	chaosBob   = "bob-chaos-key-0123456789"
 	chaosKeys  = `keys:
-  - {name: alice, key: ` + chaosAlice + `, scopes: [tasks, sessions]}
-  - {name: bob, key: ` + chaosBob + `, scopes: [tasks, sessions]}
+  - {name: alice, key: ` + chaosAlice + `, scopes: [tasks, sessions, artifacts]}
+  - {name: bob, key: ` + chaosBob + `, scopes: [tasks, sessions, artifacts]}
 `
 )
 
@@ -114,6 +123,8 @@ type chaosRun struct {
 	tasksOf map[string][]chaosTask         // accepted, by key
 	final   map[uuid.UUID]client.TaskState // the first ended state seen of each task
 	counts  map[string]int                 // what the clients got, for the log
+	// artifacts: what storing each chaos artifact (by its content's n) answered: 201's ref.
+	artifacts map[int]client.ArtifactRef
 }
 
 // daemon returns the daemon now.
@@ -127,6 +138,8 @@ func (c *chaosRun) daemon() *harness {
 type chaosConfig struct {
 	keys    map[string]string // each client's key (round robin) → its name in the keys file ("": none)
 	restart bool              // stop the daemon mid-run and start it again for a second round
+	// operator drains the pool's replicas now and then, with short deadlines, and resumes them.
+	operator bool
 }
 
 // runChaos runs the clients against a daemon, then checks. With restart, the daemon is
@@ -140,7 +153,7 @@ func runChaos(t *testing.T, seed uint64, cfg chaosConfig, opts ...option) {
 		f.SetGated(true)
 	}))
 	c := &chaosRun{h: newHarness(t, opts...), final: map[uuid.UUID]client.TaskState{},
-		tasksOf: map[string][]chaosTask{}, counts: map[string]int{}}
+		tasksOf: map[string][]chaosTask{}, counts: map[string]int{}, artifacts: map[int]client.ArtifactRef{}}
 	keys := slices.Sorted(maps.Keys(cfg.keys))
 
 	// The engine's pace: a few tokens now and then (never more than a few ahead of the
@@ -194,6 +207,12 @@ func runChaos(t *testing.T, seed uint64, cfg chaosConfig, opts ...option) {
 			c.mu.Unlock()
 		}
 		t.Run(fmt.Sprintf("clients, round %d", round), func(t *testing.T) {
+			if cfg.operator {
+				t.Run("operator", func(t *testing.T) {
+					t.Parallel()
+					c.operate(t, rand.New(rand.NewPCG(seed, uint64(1000+round))))
+				})
+			}
 			for w, cc := range clients {
 				t.Run(fmt.Sprintf("client %d", w), func(t *testing.T) {
 					t.Parallel()
@@ -266,6 +285,7 @@ func runChaos(t *testing.T, seed uint64, cfg chaosConfig, opts ...option) {
 		m = h.metricsText(t)
 		return metricSum(m, "sse_streams_open") == 0 && metricSum(m, "active_leases") == 0 && metricSum(m, "queue_depth") == 0
 	})
+	c.checkArtifacts(t, h, m)
 	if !cfg.restart { // a restarted daemon counts what it saw since; it keeps sessions in memory only
 		want := map[string]float64{"tasks_finished_total": float64(len(tasks)), "tokens_out_total": float64(tokens),
 			"task_migrations_total": float64(migrations)}
@@ -282,9 +302,10 @@ func runChaos(t *testing.T, seed uint64, cfg chaosConfig, opts ...option) {
 		c.checkSessions(t, h, tasks, ended, h.cfg.tokenBudget)
 	}
 
-	// A restart on the same state directory shows the same tasks and streams.
+	// A restart on the same state directory shows the same tasks, streams and artifacts.
 	h.stop()
 	h2 := newHarness(t, opts...)
+	c.checkArtifacts(t, h2, h2.metricsText(t))
 	for _, task := range tasks {
 		id := task.req.TaskId
 		before, after := ended[id], stateAs(t, h2, task)
@@ -297,6 +318,28 @@ func runChaos(t *testing.T, seed uint64, cfg chaosConfig, opts ...option) {
 		if a, b := rawFrames(logs[id]), rawFrames(frames); a != b {
 			t.Errorf("task %s's stream after a restart:%s\nbefore:%s", id, b, a)
 		}
+	}
+}
+
+// operate drains a replica of the pool, with a deadline that may pass while tasks still run
+// on it, and resumes it a moment later, a few times over: 202 to each drain, 200 to each
+// resume, and every replica ready at the end.
+func (c *chaosRun) operate(t *testing.T, rng *rand.Rand) {
+	h := c.daemon()
+	for range 8 {
+		replica := fmt.Sprintf("%s/%d", poolID, rng.IntN(h.cfg.replicas))
+		d, err := h.client.DrainReplicaWithResponse(h.ctx(t), poolID, replica, nil,
+			client.DrainRequest{DeadlineMs: int64(5 + rng.IntN(80))})
+		if err != nil || d.StatusCode() != http.StatusAccepted {
+			t.Fatalf("drain %s: %v %d %s", replica, err, d.StatusCode(), d.Body)
+		}
+		c.count("replica drained")
+		time.Sleep(time.Duration(rng.IntN(100)) * time.Millisecond)
+		r, err := h.client.ResumeReplicaWithResponse(h.ctx(t), poolID, replica, nil)
+		if err != nil || r.StatusCode() != http.StatusOK {
+			t.Fatalf("resume %s: %v %d %s", replica, err, r.StatusCode(), r.Body)
+		}
+		time.Sleep(time.Duration(rng.IntN(30)) * time.Millisecond)
 	}
 }
 
@@ -342,8 +385,9 @@ func (c *chaosRun) checkSessions(t *testing.T, h *harness, tasks []chaosTask, en
 
 // chaosTask is an accepted task and the key that owns it.
 type chaosTask struct {
-	req client.TaskRequest
-	key string
+	req    client.TaskRequest // a facade task's: its id, max_tokens and session only
+	key    string
+	facade bool // submitted through the OpenAI facade
 }
 
 // chaosClient is one client: its key, its choices, and its last view of each task.
@@ -361,20 +405,27 @@ func (cc *chaosClient) run() {
 	sessions := []uuid.UUID{uuid.New(), uuid.New()}
 	for range chaosOps {
 		p := cc.rng.IntN(100)
-		if p < 35 {
+		switch {
+		case p < 30:
 			cc.submit(sessions)
+			continue
+		case p < 36:
+			cc.facade()
+			continue
+		case p < 40:
+			cc.artifact()
 			continue
 		}
 		task, ok := cc.c.pick(cc.rng, cc.key)
 		switch {
 		case !ok:
 		case task.key != cc.key:
-			cc.foreign(task.req)
+			cc.foreign(task)
 		case p < 50:
 			cc.cancel(task.req)
 		case p < 72:
 			cc.stream(task.req)
-		case p < 92:
+		case p < 92 || task.facade: // a facade task has no task body to post again
 			cc.observe(task.req)
 		default:
 			cc.repost(task.req)
@@ -407,11 +458,15 @@ func (cc *chaosClient) observe(req client.TaskRequest) client.TaskState {
 }
 
 // foreign tries another key's task: it does not exist for this key.
-func (cc *chaosClient) foreign(req client.TaskRequest) {
-	t := cc.t
+func (cc *chaosClient) foreign(task chaosTask) {
+	t, req := cc.t, task.req
 	h, api := cc.api()
+	ops := 4
+	if task.facade { // no task body to post again
+		ops = 3
+	}
 	var code int
-	switch cc.rng.IntN(4) {
+	switch cc.rng.IntN(ops) {
 	case 0:
 		r, err := api.GetTaskWithResponse(h.ctx(t), req.TaskId, nil)
 		if err != nil {
@@ -495,6 +550,140 @@ func (cc *chaosClient) submit(sessions []uuid.UUID) {
 		cc.c.count(strconv.Itoa(code) + " " + string(e.Code))
 	default:
 		t.Fatalf("createTask: %d %s", code, r.Body)
+	}
+}
+
+// facade runs a completion through the OpenAI facade, streamed (read to its end, or left
+// part of the way) or not: its text is the engine's, and its task (X-Task-Id) is the key's,
+// as one submitted through the task API.
+func (cc *chaosClient) facade() {
+	t, rng := cc.t, cc.rng
+	h := cc.c.daemon()
+	maxTokens := 1 + rng.IntN(len(chaosTokens))
+	stream := rng.IntN(2) == 0
+	body := fmt.Sprintf(`{"model":%q,"prompt":%q,"max_tokens":%d,"stream":%t}`, modelID, chaosPrompt, maxTokens, stream)
+	hreq, err := http.NewRequestWithContext(h.ctx(t), http.MethodPost, h.url+"/v1/completions", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hreq.Header = bearer(cc.key)
+	resp, err := h.raw.Do(hreq)
+	if err != nil {
+		t.Fatalf("completions: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.Header.Get(impl.HeaderTaskID) == "" { // refused before a task was made
+		if resp.StatusCode != http.StatusTooManyRequests && resp.StatusCode != http.StatusServiceUnavailable {
+			b, _ := io.ReadAll(resp.Body)
+			t.Fatalf("completions: %d %s", resp.StatusCode, b)
+		}
+		cc.c.count("facade " + strconv.Itoa(resp.StatusCode))
+		return
+	}
+	id := taskOf(t, resp)
+	var text string
+	switch {
+	case resp.StatusCode != http.StatusOK: // the task failed; the transport checked the error
+	case stream && rng.IntN(3) == 0:
+		br := bufio.NewReader(resp.Body)
+		for range 1 + rng.IntN(4) {
+			if _, err := br.ReadString('\n'); err != nil {
+				break
+			}
+		}
+		cc.c.count("facade stream left")
+	case stream:
+		chunks, _ := readChunks(t, resp.Body)
+		text = chunkText(chunks)
+		cc.c.count("facade stream read")
+	default:
+		var c chunk
+		if err := json.NewDecoder(resp.Body).Decode(&c); err != nil {
+			t.Fatalf("completion: %v", err)
+		}
+		text = chunkText([]chunk{c})
+		if c.Usage == nil || text != chaosText(c.Usage.CompletionTokens) {
+			t.Errorf("completion of task %s: %q, want the engine's first %v tokens", id, text, c.Usage)
+		}
+		cc.c.count("facade completion")
+	}
+	if !strings.HasPrefix(chaosText(len(chaosTokens)), text) {
+		t.Errorf("facade completion of task %s: %q is not the engine's text", id, text)
+	}
+	req := client.TaskRequest{TaskId: id, MaxTokens: int32(maxTokens)}
+	req.SessionId = cc.observe(req).SessionId
+	task := chaosTask{req: req, key: cc.key, facade: true}
+	cc.c.mu.Lock()
+	cc.c.tasks = append(cc.c.tasks, task)
+	cc.c.tasksOf[cc.key] = append(cc.c.tasksOf[cc.key], task)
+	cc.c.mu.Unlock()
+}
+
+// chaosArtifacts is how many distinct artifacts the clients store, chaosArtifactsMax how
+// many the store holds (artifacts.max_count).
+const (
+	chaosArtifacts    = 16
+	chaosArtifactsMax = 10
+)
+
+// artifact stores one of a few artifacts, often one stored before: the same content is
+// answered the same id and created_ms, even with the store full; new content is refused
+// when it is full (507). What is stored reads back as it was.
+func (cc *chaosClient) artifact() {
+	t := cc.t
+	h, api := cc.api()
+	n := cc.rng.IntN(chaosArtifacts)
+	cc.c.mu.Lock()
+	before, stored := cc.c.artifacts[n]
+	cc.c.mu.Unlock()
+	content := map[string]any{"chaos": n}
+	r, err := api.CreateArtifactWithResponse(h.ctx(t), nil, client.Artifact{Kind: client.Plan, Content: content})
+	if err != nil {
+		t.Fatalf("createArtifact: %v", err)
+	}
+	switch {
+	case r.JSON201 != nil:
+		ref := *r.JSON201
+		cc.c.mu.Lock()
+		first, had := cc.c.artifacts[n]
+		if !had {
+			cc.c.artifacts[n] = ref
+		}
+		cc.c.mu.Unlock()
+		if had && (ref.Id != first.Id || ref.CreatedMs != first.CreatedMs) {
+			t.Errorf("artifact %d stored again: %s, first %+v", n, r.Body, first)
+		}
+		g, err := api.GetArtifactWithResponse(h.ctx(t), ref.Id, nil)
+		if err != nil {
+			t.Fatalf("getArtifact: %v", err)
+		}
+		if g.JSON200 == nil || g.JSON200.Content["chaos"] != float64(n) || g.JSON200.CreatedMs != ref.CreatedMs {
+			t.Errorf("artifact %d (%s) reads back as %d %s", n, ref.Id, g.StatusCode(), g.Body)
+		}
+		cc.c.count("artifact stored")
+	case r.JSON507 != nil && r.JSON507.Code == client.STORAGEFULL:
+		if stored {
+			t.Errorf("artifact %d, stored before as %s, refused: %s", n, before.Id, r.Body)
+		}
+		cc.c.count("artifact refused, store full")
+	default:
+		t.Fatalf("createArtifact: %d %s", r.StatusCode(), r.Body)
+	}
+}
+
+// checkArtifacts checks that the store holds what was stored, and no more than its limit.
+func (c *chaosRun) checkArtifacts(t *testing.T, h *harness, m string) {
+	if got, want := metricSum(m, "artifacts_stored"), float64(len(c.artifacts)); got != want || got > chaosArtifactsMax {
+		t.Errorf("artifacts_stored %v, want %v (at most %d)", got, want, chaosArtifactsMax)
+	}
+	for n, ref := range c.artifacts {
+		g, err := h.client.GetArtifactWithResponse(h.ctx(t), ref.Id, nil)
+		if err != nil {
+			t.Fatalf("getArtifact: %v", err)
+		}
+		if g.JSON200 == nil || g.JSON200.Content["chaos"] != float64(n) || g.JSON200.CreatedMs != ref.CreatedMs {
+			t.Errorf("artifact %d (%s) reads back as %d %s", n, ref.Id, g.StatusCode(), g.Body)
+		}
 	}
 }
 
@@ -640,6 +829,10 @@ func (c *chaosRun) checkState(t *testing.T, req client.TaskRequest, st client.Ta
 		}
 	default:
 		bad("unknown state")
+	}
+	if st.StartedMs != nil && *st.StartedMs < st.CreatedMs || st.FinishedMs != nil && *st.FinishedMs < st.CreatedMs ||
+		st.StartedMs != nil && st.FinishedMs != nil && *st.FinishedMs < *st.StartedMs {
+		bad("times out of order")
 	}
 	if st.TokensOut < 0 || st.TokensOut > req.MaxTokens {
 		bad("tokens_out %d with max_tokens %d", st.TokensOut, req.MaxTokens)

@@ -30,8 +30,8 @@ type fakeEngine struct {
 	failNext int
 	// continues: the base prompt whose continuations the fake continues ("": none).
 	continues string
-	prompts  []string
-	reqs     []engine.Request
+	prompts   []string
+	reqs      []engine.Request
 
 	healthy  atomic.Bool
 	active   atomic.Int64
