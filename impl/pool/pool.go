@@ -942,8 +942,10 @@ func (r *Registry) Get(id string) (View, bool) {
 	return r.viewLocked(st), true
 }
 
-// Drain stops placement on the pool; after deadline, OnDrainDeadline fires so that the owner of
-// the pool's tasks can cancel what is left. Draining again moves the deadline.
+// Drain stops placement on the pool; after deadline, OnDrainDeadline fires (if the pool is still
+// draining) so that the owner of the pool's tasks can cancel what is left. Draining again moves
+// the deadline; a successful reload ends the drain. Either may come just as the deadline's timer
+// fires, too late to stop it: the timer then finds its drain ended or replaced and does nothing.
 func (r *Registry) Drain(id string, deadline time.Duration) error {
 	r.mu.Lock()
 	_, ok := r.pools[id]
@@ -957,7 +959,16 @@ func (r *Registry) Drain(id string, deadline time.Duration) error {
 		if s.drainTimer != nil {
 			s.drainTimer.Stop()
 		}
-		s.drainTimer = time.AfterFunc(deadline, func() { r.opts.OnDrainDeadline(id) })
+		var timer *time.Timer
+		timer = time.AfterFunc(deadline, func() {
+			r.mu.Lock()
+			current := s.draining && s.drainTimer == timer // not reloaded, nor drained again since
+			r.mu.Unlock()
+			if current {
+				r.opts.OnDrainDeadline(id)
+			}
+		})
+		s.drainTimer = timer
 	})
 	r.log.Info("pool draining", "pool_id", id, "deadline_ms", deadline.Milliseconds())
 	return nil

@@ -244,6 +244,43 @@ func TestDrain(t *testing.T) {
 	}
 }
 
+// TestDrainDeadlineOfAnEndedDrain: a drain's deadline whose timer fires after the drain ended
+// (a reload whose Stop of the timer came too late) or was replaced (drained again) cancels
+// nothing: only the current drain's deadline fires.
+func TestDrainDeadlineOfAnEndedDrain(t *testing.T) {
+	const deadline = 100 * time.Millisecond
+	for _, tc := range []struct {
+		name string
+		end  func(s *state) // under the registry's lock, as Reload (or Drain) leaves the pool
+	}{
+		{"reloaded", func(s *state) { s.draining, s.drainDeadline, s.drainTimer = false, time.Time{}, nil }},
+		{"drained again", func(s *state) {
+			s.drainTimer = time.NewTimer(time.Hour) // the later drain's timer (its callback is not needed here)
+			s.drainTimer.Stop()
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, externalSpec)
+			e.waitView(t, func(v View) bool { return v.Ready() })
+			start := time.Now()
+			if err := e.reg.Drain("x", deadline); err != nil {
+				t.Fatal(err)
+			}
+			e.reg.mu.Lock()
+			tc.end(e.reg.pools["x"]) // the timer is left running, as a Stop that came too late
+			e.reg.mu.Unlock()
+			if time.Since(start) >= deadline {
+				t.Skip("the deadline may have fired before its drain ended; nothing shown")
+			}
+			select {
+			case id := <-e.drained:
+				t.Fatalf("the deadline of an ended drain fired for %q", id)
+			case <-time.After(3 * deadline):
+			}
+		})
+	}
+}
+
 func TestReload(t *testing.T) {
 	t.Run("success switches and stops the old replica", func(t *testing.T) {
 		e := newEnv(t, managedSpec)
