@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,8 +29,9 @@ import (
 // through the OpenAI facade, and store artifacts (more than the store holds). The engine produces tokens at a random pace and now and then
 // fails mid-stream, so the queue fills, refuses or evicts, deadlines pass in the queue and on
 // the engine, tasks move to another replica, and cancels land at every step of a task's life;
-// with two replicas, an operator drains them in turn (deadlines passing) and resumes them. No
-// answer is scripted: each is checked against what the API promises.
+// with two replicas, an operator drains them in turn (deadlines passing) and resumes them, or
+// drains the whole pool once, mid-run. No answer is scripted: each is checked against what the
+// API promises.
 //
 //   - Every response and every stream frame meets the contract (the validating transport, the
 //     SSE checker); a submission is answered 202, or refused for the queue or the session's
@@ -48,6 +50,9 @@ import (
 //     tasks produced, never more than its budget; the artifact store holds what it answered
 //     201 to, within its limit; and a daemon restarted on the same state directory shows
 //     every task and its stream byte for byte, and every artifact, as before.
+//   - From the 202 to a drain of the whole pool on, every submission (task API or facade) is
+//     refused 503 POOL_UNAVAILABLE, and once its deadline has passed every task has ended, the
+//     engine giving no more tokens.
 //   - A daemon stopped with tasks queued and running, and started again on its state directory,
 //     keeps all of the above for a second round of clients: no task lost, none changed once
 //     ended, every stream whole.
@@ -77,6 +82,8 @@ func TestChaos(t *testing.T) {
 			[]option{withCancelOnDisconnect(false), withPolicy("reject"), withTokenBudget(100), withKeys(chaosKeys)}},
 		{"restarted with tasks queued and running", chaosConfig{keys: plain, restart: true},
 			[]option{withCancelOnDisconnect(true), withPolicy("drop-lru")}},
+		{"pool drained mid-run, two replicas, reject", chaosConfig{keys: plain, drain: true},
+			[]option{withCancelOnDisconnect(true), withPolicy("reject"), withReplicas(2)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -125,6 +132,10 @@ type chaosRun struct {
 	counts  map[string]int                 // what the clients got, for the log
 	// artifacts: what storing each chaos artifact (by its content's n) answered: 201's ref.
 	artifacts map[int]client.ArtifactRef
+	// drained is set once the pool's drain has been answered 202: no submission is admitted
+	// after it.
+	drained atomic.Bool
+	ops     atomic.Int64 // the clients' operations begun
 }
 
 // daemon returns the daemon now.
@@ -140,6 +151,8 @@ type chaosConfig struct {
 	restart bool              // stop the daemon mid-run and start it again for a second round
 	// operator drains the pool's replicas now and then, with short deadlines, and resumes them.
 	operator bool
+	// drain drains the whole pool once, mid-run, with a short deadline.
+	drain bool
 }
 
 // runChaos runs the clients against a daemon, then checks. With restart, the daemon is
@@ -158,15 +171,16 @@ func runChaos(t *testing.T, seed uint64, cfg chaosConfig, opts ...option) {
 
 	// The engine's pace: a few tokens now and then (never more than a few ahead of the
 	// generations that wait for them), and a generation failing now and then.
-	stopPump := make(chan struct{})
+	pumpStop := make(chan struct{})
 	var pumping sync.WaitGroup
+	stopPump := sync.OnceFunc(func() { close(pumpStop); pumping.Wait() })
 	pumping.Add(1)
 	go func() {
 		defer pumping.Done()
 		rng := rand.New(rand.NewPCG(seed, 1))
 		for {
 			select {
-			case <-stopPump:
+			case <-pumpStop:
 				return
 			case <-time.After(time.Duration(rng.IntN(1500)) * time.Microsecond):
 			}
@@ -181,7 +195,7 @@ func runChaos(t *testing.T, seed uint64, cfg chaosConfig, opts ...option) {
 			}
 		}
 	}()
-	defer func() { close(stopPump); pumping.Wait() }()
+	defer stopPump()
 
 	rounds := 1
 	if cfg.restart {
@@ -213,6 +227,12 @@ func runChaos(t *testing.T, seed uint64, cfg chaosConfig, opts ...option) {
 					c.operate(t, rand.New(rand.NewPCG(seed, uint64(1000+round))))
 				})
 			}
+			if cfg.drain {
+				t.Run("pool drained", func(t *testing.T) {
+					t.Parallel()
+					c.drainPool(t, rand.New(rand.NewPCG(seed, uint64(2000+round))), keys[0], stopPump)
+				})
+			}
 			for w, cc := range clients {
 				t.Run(fmt.Sprintf("client %d", w), func(t *testing.T) {
 					t.Parallel()
@@ -226,6 +246,22 @@ func runChaos(t *testing.T, seed uint64, cfg chaosConfig, opts ...option) {
 		}
 	}
 	h := c.daemon()
+
+	if cfg.drain {
+		// Past the drain's deadline, every task has ended or ends now, with no more tokens.
+		stopPump()
+		if !c.drained.Load() {
+			t.Fatal("the clients were done before the pool was drained")
+		}
+		c.mu.Lock()
+		tasks := slices.Clone(c.tasks)
+		c.mu.Unlock()
+		for _, task := range tasks {
+			eventually(t, "task "+task.req.TaskId.String()+" on the drained pool ends", func() bool {
+				return isEnded(stateAs(t, h, task).State)
+			})
+		}
+	}
 
 	// Every task ends once the engine is quick and sound again.
 	h.fake.FailNext(-1)
@@ -343,6 +379,39 @@ func (c *chaosRun) operate(t *testing.T, rng *rand.Rand) {
 	}
 }
 
+// drainPool drains the whole pool once the clients have made between a fifth and two thirds of
+// their operations, right after a burst of tasks (so that some are queued), with a short
+// deadline: 202, and the pool's health says so. Half the time the engine stalls (stall) as the
+// drain begins, so that the deadline ends what is left.
+func (c *chaosRun) drainPool(t *testing.T, rng *rand.Rand, key string, stall func()) {
+	total := chaosWorkers * chaosOps
+	for at := int64(total/5 + rng.IntN(total*2/3-total/5)); c.ops.Load() < at; {
+		time.Sleep(time.Millisecond)
+	}
+	burst := &chaosClient{c: c, t: t, key: key, rng: rng, seen: map[uuid.UUID]client.TaskState{}}
+	for range 8 {
+		burst.submit(nil)
+	}
+	h := c.daemon()
+	deadline := int64(10 + rng.IntN(150))
+	d, err := h.client.DrainPoolWithResponse(h.ctx(t), poolID, nil, client.DrainRequest{DeadlineMs: deadline})
+	if err != nil || d.StatusCode() != http.StatusAccepted {
+		t.Fatalf("drain %s: %v %d %s", poolID, err, d.StatusCode(), d.Body)
+	}
+	c.drained.Store(true)
+	c.count("pool drained")
+	m := h.metricsText(t)
+	t.Logf("drained the pool (deadline %d ms) with %v tasks queued and %v running", deadline, metricSum(m, "queue_depth"), metricSum(m, "active_leases"))
+	if rng.IntN(2) == 0 {
+		stall()
+		c.count("engine stalled at the drain")
+	}
+	g, err := h.client.GetPoolHealthWithResponse(h.ctx(t), poolID, nil)
+	if err != nil || g.JSON200 == nil || !g.JSON200.Draining || g.JSON200.Ready {
+		t.Errorf("health of the drained pool: %v %s, want draining, not ready", err, g.Body)
+	}
+}
+
 // stateAs reads a task's state with its owner's key.
 func stateAs(t *testing.T, h *harness, task chaosTask) client.TaskState {
 	t.Helper()
@@ -404,6 +473,7 @@ type chaosClient struct {
 func (cc *chaosClient) run() {
 	sessions := []uuid.UUID{uuid.New(), uuid.New()}
 	for range chaosOps {
+		cc.c.ops.Add(1)
 		p := cc.rng.IntN(100)
 		switch {
 		case p < 30:
@@ -457,16 +527,34 @@ func (cc *chaosClient) observe(req client.TaskRequest) client.TaskState {
 	return st
 }
 
-// foreign tries another key's task: it does not exist for this key.
+// foreign tries another key's task, or its session: neither exists for this key. A delete of
+// the session is answered 204, as for an unknown one, and leaves it as it was (checkSessions
+// finds every turn in it at the end).
 func (cc *chaosClient) foreign(task chaosTask) {
 	t, req := cc.t, task.req
 	h, api := cc.api()
-	ops := 4
+	ops := 6
 	if task.facade { // no task body to post again
-		ops = 3
+		ops = 5
 	}
 	var code int
 	switch cc.rng.IntN(ops) {
+	case 3:
+		r, err := api.GetSessionWithResponse(h.ctx(t), req.SessionId, nil)
+		if err != nil {
+			t.Fatalf("getSession: %v", err)
+		}
+		code = r.StatusCode()
+	case 4:
+		r, err := api.DeleteSessionWithResponse(h.ctx(t), req.SessionId, nil)
+		if err != nil {
+			t.Fatalf("deleteSession: %v", err)
+		}
+		if r.StatusCode() != http.StatusNoContent {
+			t.Errorf("another key's session %s deleted: %d %s, want 204", req.SessionId, r.StatusCode(), r.Body)
+		}
+		cc.c.count("another key's session deleted")
+		return
 	case 0:
 		r, err := api.GetTaskWithResponse(h.ctx(t), req.TaskId, nil)
 		if err != nil {
@@ -494,7 +582,7 @@ func (cc *chaosClient) foreign(task chaosTask) {
 		code = r.StatusCode()
 	}
 	if code != http.StatusNotFound {
-		t.Errorf("another key's task %s: %d, want 404", req.TaskId, code)
+		t.Errorf("another key's task %s or its session: %d, want 404", req.TaskId, code)
 	}
 	cc.c.count("another key's task")
 }
@@ -525,9 +613,13 @@ func (cc *chaosClient) submit(sessions []uuid.UUID) {
 		req.OnDisconnect = ptr(client.Grace)
 		req.DisconnectGraceMs = ptr(int64(1 + rng.IntN(50)))
 	}
+	drained := cc.c.drained.Load()
 	r, err := api.CreateTaskWithResponse(h.ctx(t), nil, req)
 	if err != nil {
 		t.Fatalf("createTask: %v", err)
+	}
+	if drained && (r.JSON503 == nil || r.JSON503.Code != client.POOLUNAVAILABLE) {
+		t.Errorf("createTask after the pool's drain: %d %s, want 503 POOL_UNAVAILABLE", r.StatusCode(), r.Body)
 	}
 	switch code := r.StatusCode(); {
 	case code == http.StatusAccepted:
@@ -567,11 +659,15 @@ func (cc *chaosClient) facade() {
 		t.Fatal(err)
 	}
 	hreq.Header = bearer(cc.key)
+	drained := cc.c.drained.Load()
 	resp, err := h.raw.Do(hreq)
 	if err != nil {
 		t.Fatalf("completions: %v", err)
 	}
 	defer resp.Body.Close()
+	if drained && (resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get(impl.HeaderTaskID) != "") {
+		t.Errorf("completion after the pool's drain: %d, task %q, want 503 and no task", resp.StatusCode, resp.Header.Get(impl.HeaderTaskID))
+	}
 	if resp.Header.Get(impl.HeaderTaskID) == "" { // refused before a task was made
 		if resp.StatusCode != http.StatusTooManyRequests && resp.StatusCode != http.StatusServiceUnavailable {
 			b, _ := io.ReadAll(resp.Body)
