@@ -82,7 +82,7 @@ func TestChaos(t *testing.T) {
 			[]option{withCancelOnDisconnect(false), withPolicy("reject"), withTokenBudget(100), withKeys(chaosKeys)}},
 		{"restarted with tasks queued and running", chaosConfig{keys: plain, restart: true},
 			[]option{withCancelOnDisconnect(true), withPolicy("drop-lru")}},
-		{"pool drained mid-run, two replicas, reject", chaosConfig{keys: plain, drain: true},
+		{"pool drained mid-run, replicas drained and resumed, reject", chaosConfig{keys: plain, drain: true, operator: true},
 			[]option{withCancelOnDisconnect(true), withPolicy("reject"), withReplicas(2)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -261,6 +261,11 @@ func runChaos(t *testing.T, seed uint64, cfg chaosConfig, opts ...option) {
 				return isEnded(stateAs(t, h, task).State)
 			})
 		}
+		// The replicas' resumes did not end the pool's drain.
+		g, err := h.client.GetPoolHealthWithResponse(h.ctx(t), poolID, nil)
+		if err != nil || g.JSON200 == nil || !g.JSON200.Draining || g.JSON200.Ready {
+			t.Errorf("health of the drained pool at the end: %v %s, want draining, not ready", err, g.Body)
+		}
 	}
 
 	// Every task ends once the engine is quick and sound again.
@@ -358,11 +363,12 @@ func runChaos(t *testing.T, seed uint64, cfg chaosConfig, opts ...option) {
 }
 
 // operate drains a replica of the pool, with a deadline that may pass while tasks still run
-// on it, and resumes it a moment later, a few times over: 202 to each drain, 200 to each
-// resume, and every replica ready at the end.
+// on it, and resumes it a moment later, over and over while the clients run: 202 to each
+// drain, 200 to each resume (after a drain of the whole pool too, which a replica's resume
+// does not end).
 func (c *chaosRun) operate(t *testing.T, rng *rand.Rand) {
 	h := c.daemon()
-	for range 8 {
+	for i := 0; i < 8 || c.ops.Load() < chaosWorkers*chaosOps; i++ { // through the clients' run
 		replica := fmt.Sprintf("%s/%d", poolID, rng.IntN(h.cfg.replicas))
 		d, err := h.client.DrainReplicaWithResponse(h.ctx(t), poolID, replica, nil,
 			client.DrainRequest{DeadlineMs: int64(5 + rng.IntN(80))})
