@@ -109,6 +109,48 @@ func TestSessionTokenBudget(t *testing.T) {
 	}
 }
 
+// TestSessionNamedAgainWhileItsTaskRuns: a session deleted while its task runs, and named
+// again by a new task, is a new session: the old task's end charges it nothing, releases none
+// of the new task's reservation, and does not make it KV-warm.
+func TestSessionNamedAgainWhileItsTaskRuns(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, withTokenBudget(100), withSlots(1))
+	ctx := h.ctx(t)
+	session := uuid.New()
+	h.fake.SetGated(true)
+	old := taskReq(session)
+	old.MaxTokens = 30
+	h.submit(t, old)
+	h.waitState(t, old.TaskId, client.Running)
+	if d, err := h.client.DeleteSessionWithResponse(ctx, session, nil); err != nil || d.StatusCode() != http.StatusNoContent {
+		t.Fatalf("deleteSession: %v", err)
+	}
+	again := taskReq(session)
+	again.MaxTokens = 40
+	h.submit(t, again) // queued behind the old task (one slot)
+
+	// The old task ends with all the engine's tokens; the new one starts and waits for its first.
+	h.fake.Allow(len(defaultTokens))
+	h.waitState(t, old.TaskId, client.Succeeded)
+	h.waitState(t, again.TaskId, client.Running)
+	g, err := h.client.GetSessionWithResponse(ctx, session, nil)
+	if err != nil || g.JSON200 == nil {
+		t.Fatalf("getSession: %v %d %s", err, g.StatusCode(), g.Body)
+	}
+	if s := g.JSON200; s.Turns != 1 || s.TokensBudgetRemaining == nil || *s.TokensBudgetRemaining != 100-40 || s.KvWarmth {
+		t.Errorf("the session named again, after the old task's end: %s, want 1 turn, 60 tokens left (40 reserved), not KV-warm", g.Body)
+	}
+	h.fake.Allow(len(defaultTokens))
+	h.waitState(t, again.TaskId, client.Succeeded)
+	g, err = h.client.GetSessionWithResponse(ctx, session, nil)
+	if err != nil || g.JSON200 == nil {
+		t.Fatalf("getSession: %v %d %s", err, g.StatusCode(), g.Body)
+	}
+	if s := g.JSON200; s.TokensBudgetRemaining == nil || *s.TokensBudgetRemaining != int64(100-len(defaultTokens)) || !s.KvWarmth {
+		t.Errorf("the session named again, after its task's end: %s, want %d tokens left, KV-warm", g.Body, 100-len(defaultTokens))
+	}
+}
+
 func TestArtifacts(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)

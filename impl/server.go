@@ -50,8 +50,8 @@ type Sessions interface {
 	Delete(id, owner string)
 	// Reserve reserves a task's tokens of its session's budget for the key named owner,
 	// claiming the session for it on first use; Settle ends the reservation.
-	Reserve(id, owner string, want int) (grant int, remaining int64, err error)
-	Settle(id, owner string, granted, used int)
+	Reserve(id, owner string, want int) (session.Reservation, error)
+	Settle(id, owner string, gen uint64, granted, used int)
 }
 
 // Artifacts is what the artifact handlers need.

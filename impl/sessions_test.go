@@ -65,7 +65,7 @@ func (f *fakeTasks) end(t *testing.T, id string, used int) {
 	spec := f.specs[id]
 	f.mu.Unlock()
 	if spec.SessionGrant > 0 {
-		f.ss.Settle(spec.SessionID, spec.Owner, spec.SessionGrant, used)
+		f.ss.Settle(spec.SessionID, spec.Owner, spec.SessionGen, spec.SessionGrant, used)
 	}
 	if err := f.b.Settle(spec.Owner, spec.Grant, used); err != nil {
 		t.Fatal(err)

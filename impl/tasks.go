@@ -119,7 +119,7 @@ func (s *Server) admit(ctx context.Context, spec task.Spec) (task.Admission, err
 	}
 	// The session's budget: the task reserves its max_tokens of it, or what is left (and stops
 	// there). The first key to name a session owns it; another key's is as unknown as a task id.
-	sessGrant, sessLeft, err := s.opts.Sessions.Reserve(spec.SessionID, key.Name, spec.MaxTokens)
+	sess, err := s.opts.Sessions.Reserve(spec.SessionID, key.Name, spec.MaxTokens)
 	if err != nil {
 		s.refund(ctx, key, spec, false)
 		var spent *session.BudgetError
@@ -133,10 +133,12 @@ func (s *Server) admit(ctx context.Context, spec task.Spec) (task.Admission, err
 			return task.Admission{}, fmt.Errorf("%w: %w", task.ErrInvalid, err)
 		}
 	}
+	spec.SessionGen = sess.Gen
+	sessLeft := sess.Remaining
 	if sessLeft >= 0 {
-		spec.SessionGrant = sessGrant
-		if sessGrant < spec.MaxTokens {
-			spec.StopAt = sessGrant
+		spec.SessionGrant = sess.Grant
+		if sess.Grant < spec.MaxTokens {
+			spec.StopAt = sess.Grant
 		}
 	}
 	keyLeft := int64(-1)
@@ -214,7 +216,7 @@ func callerKey(ctx context.Context) *tenant.Key {
 // submission only claimed is forgotten) and refreshes the rate-limit headers.
 func (s *Server) refund(ctx context.Context, key *tenant.Key, spec task.Spec, sessionReserved bool) {
 	if sessionReserved {
-		s.opts.Sessions.Settle(spec.SessionID, key.Name, spec.SessionGrant, 0)
+		s.opts.Sessions.Settle(spec.SessionID, key.Name, spec.SessionGen, spec.SessionGrant, 0)
 	}
 	if s.opts.Budgets != nil && spec.Grant > 0 {
 		_ = s.opts.Budgets.Settle(key.Name, spec.Grant, 0) // nothing used: nothing to persist

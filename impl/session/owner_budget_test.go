@@ -16,7 +16,7 @@ func TestOwnership(t *testing.T) {
 		claim func(s *Store) error
 	}{
 		{"claimed by Admit", func(s *Store) error { _, err := s.Admit("a", alice); return err }},
-		{"claimed by Reserve", func(s *Store) error { _, _, err := s.Reserve("a", alice, 5); return err }},
+		{"claimed by Reserve", func(s *Store) error { _, err := s.Reserve("a", alice, 5); return err }},
 	}
 	ops := []struct {
 		name string
@@ -29,7 +29,7 @@ func TestOwnership(t *testing.T) {
 			return errors.Is(err, ErrNotFound)
 		}},
 		{"reserve", func(t *testing.T, s *Store) bool {
-			_, _, err := s.Reserve("a", bob, 5)
+			_, err := s.Reserve("a", bob, 5)
 			return errors.Is(err, ErrNotFound)
 		}},
 		{"get", func(t *testing.T, s *Store) bool {
@@ -37,8 +37,8 @@ func TestOwnership(t *testing.T) {
 			return ok && info.Owner == alice // the handler compares Owner with the caller's key
 		}},
 		{"settle", func(t *testing.T, s *Store) bool {
-			s.Settle("a", bob, 5, 50) // as if bob's task of an id now alice's ended
-			return true               // unchanged is checked below
+			s.Settle("a", bob, genOf(s, "a"), 5, 50) // as if bob's task of an id now alice's ended
+			return true                              // unchanged is checked below
 		}},
 		{"delete", func(t *testing.T, s *Store) bool {
 			s.Delete("a", bob)
@@ -152,7 +152,8 @@ func TestReserveSettle(t *testing.T) {
 			for i, st := range tt.steps {
 				switch st.op {
 				case "reserve":
-					g, rem, err := s.Reserve("a", owner, st.want)
+					r, err := s.Reserve("a", owner, st.want)
+					g, rem := r.Grant, r.Remaining
 					if !errors.Is(err, st.err) || (st.err == nil && err != nil) {
 						t.Fatalf("step %d: Reserve err %v, want %v", i, err, st.err)
 					}
@@ -164,11 +165,11 @@ func TestReserveSettle(t *testing.T) {
 						t.Fatalf("step %d: Reserve = %d, %d; want %d, %d", i, g, rem, st.grant, st.remaining)
 					}
 				case "settle":
-					s.Settle("a", owner, st.want, st.used)
+					s.Settle("a", owner, genOf(s, "a"), st.want, st.used)
 				case "admit":
 					mustAdmit(t, s, "a")
 				case "unadmit":
-					s.Unadmit("a")
+					s.Unadmit("a", genOf(s, "a"))
 				}
 				info, ok := s.Get("a")
 				switch {
@@ -185,14 +186,15 @@ func TestReserveSettle(t *testing.T) {
 // TestReserveWithoutBudget: without a budget Reserve only claims the session.
 func TestReserveWithoutBudget(t *testing.T) {
 	s, _ := newStore(t, Options{})
-	g, rem, err := s.Reserve("a", owner, 50)
+	r, err := s.Reserve("a", owner, 50)
+	g, rem := r.Grant, r.Remaining
 	if err != nil || g != 0 || rem != -1 {
 		t.Fatalf("Reserve = %d, %d, %v; want 0, -1, nil", g, rem, err)
 	}
 	if info, ok := s.Get("a"); !ok || info.Owner != owner || info.TokensBudgetRemaining != nil {
 		t.Fatalf("claimed session = %+v, %v", info, ok)
 	}
-	s.Settle("a", owner, 0, 0) // the task was refused
+	s.Settle("a", owner, genOf(s, "a"), 0, 0) // the task was refused
 	if _, ok := s.Get("a"); ok {
 		t.Fatal("a session named only by a refused task is still there")
 	}
@@ -214,7 +216,8 @@ func TestConcurrentReservesNeverExceed(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for range 50 {
-				g, _, err := s.Reserve("a", owner, 7)
+				r, err := s.Reserve("a", owner, 7)
+				g := r.Grant
 				if errors.Is(err, ErrBudgetSpent) {
 					continue
 				}
@@ -237,7 +240,7 @@ func TestConcurrentReservesNeverExceed(t *testing.T) {
 		t.Fatalf("granted %d tokens in all, want exactly the budget %d", total, budget)
 	}
 	for _, g := range granted {
-		s.Settle("a", owner, g, 0)
+		s.Settle("a", owner, genOf(s, "a"), g, 0)
 	}
 	if info, _ := s.Get("a"); *info.TokensBudgetRemaining != budget {
 		t.Fatalf("after settling unused: remaining %d, want %d", *info.TokensBudgetRemaining, budget)

@@ -137,6 +137,21 @@ type Info struct {
 	// Replica is the replica that holds the session's KV cache: where its last turn ran
 	// ("" before any).
 	Replica string
+	// Gen tells this session from another of the same id before or after it (one deleted,
+	// expired or evicted, then named again): never 0, and never the same twice in a Store.
+	// What ends a task's part in its session (Settle, Unadmit, RecordTurn, SetReplica) names
+	// the generation that admitted it, and leaves a later session of the id alone.
+	Gen uint64
+}
+
+// Reservation is what Reserve granted a task of a session.
+type Reservation struct {
+	// Grant is the tokens reserved (0 without a budget).
+	Grant int
+	// Remaining is what is left to reserve after this grant; -1 without a budget.
+	Remaining int64
+	// Gen is the session's generation (Info.Gen), for the Settle that ends the reservation.
+	Gen uint64
 }
 
 // TurnInfo is what a finished task reports to RecordTurn.
@@ -160,6 +175,7 @@ type entry struct {
 	budget   int64 // tokens not yet charged; meaningful only when Options.TokenBudget > 0
 	reserved int64 // tokens reserved by admitted tasks not yet settled
 	replica  string
+	gen      uint64 // Info.Gen
 }
 
 // Store holds session metadata. Create it with New; it is safe for concurrent use.
@@ -173,6 +189,7 @@ type Store struct {
 	mu       sync.Mutex
 	sessions map[string]*list.Element // of *entry
 	lru      *list.List               // front: most recently used
+	gens     uint64                   // the last generation given
 }
 
 // New returns an empty Store.
@@ -234,10 +251,10 @@ func (s *Store) Admit(id, owner string) (Info, error) {
 // ErrNotFound. Without a configured budget it reserves nothing and returns grant 0 and
 // remaining -1. A session with nothing left is a *BudgetError (matching ErrBudgetSpent).
 // remaining is what is left to reserve after this grant. Every Reserve that succeeds is ended
-// by one Settle with the grant.
-func (s *Store) Reserve(id, owner string, want int) (grant int, remaining int64, err error) {
+// by one Settle with the grant and the generation.
+func (s *Store) Reserve(id, owner string, want int) (Reservation, error) {
 	if err := checkID(id); err != nil {
-		return 0, 0, err
+		return Reservation{}, err
 	}
 	now := s.opts.Now()
 	s.mu.Lock()
@@ -247,32 +264,34 @@ func (s *Store) Reserve(id, owner string, want int) (grant int, remaining int64,
 	case e == nil:
 		e = s.createLocked(id, owner, now)
 	case e.owner != owner:
-		return 0, 0, fmt.Errorf("%w: %q", ErrNotFound, id)
+		return Reservation{}, fmt.Errorf("%w: %q", ErrNotFound, id)
 	}
 	if s.opts.TokenBudget <= 0 {
-		return 0, -1, nil
+		return Reservation{Remaining: -1, Gen: e.gen}, nil
 	}
 	left := e.budget - e.reserved
 	if left <= 0 {
 		err := &BudgetError{Pending: e.reserved}
 		s.forgetUnusedLocked(e)
-		return 0, 0, err
+		return Reservation{}, err
 	}
-	grant = int(min(int64(max(want, 0)), left))
+	grant := int(min(int64(max(want, 0)), left))
 	e.reserved += int64(grant)
-	return grant, left - int64(grant), nil
+	return Reservation{Grant: grant, Remaining: left - int64(grant), Gen: e.gen}, nil
 }
 
-// Settle ends a Reserve of session id by the key named owner: used tokens are charged to its
-// budget (never below zero) and the rest of granted returns. An unknown or expired session,
-// or one that is now another key's, is ignored: its reservations went with it. A session that took no turn and holds no reservation any more
-// (named only by refused tasks) is forgotten. Settle does not touch the TTL.
-func (s *Store) Settle(id, owner string, granted, used int) {
+// Settle ends a Reserve of session id, generation gen, by the key named owner: used tokens are
+// charged to its budget (never below zero) and the rest of granted returns. An unknown or
+// expired session, one that is now another key's, and a later generation of the id are
+// ignored: the reservation went with the session that gave it. A session that took no turn
+// and holds no reservation any more (named only by refused tasks) is forgotten. Settle does
+// not touch the TTL.
+func (s *Store) Settle(id, owner string, gen uint64, granted, used int) {
 	now := s.opts.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.liveLocked(id, now)
-	if e == nil || e.owner != owner {
+	if e == nil || e.owner != owner || e.gen != gen {
 		return
 	}
 	// Never below zero, should a grant be settled that this session did not give (a caller
@@ -284,15 +303,15 @@ func (s *Store) Settle(id, owner string, granted, used int) {
 	s.forgetUnusedLocked(e)
 }
 
-// Unadmit undoes one Admit of session id: it removes one turn and leaves the TTL alone. A
-// session left with no turns and no reservation is forgotten. Unknown or expired sessions are
-// ignored.
-func (s *Store) Unadmit(id string) {
+// Unadmit undoes one Admit of session id in generation gen: it removes one turn and leaves the
+// TTL alone. A session left with no turns and no reservation is forgotten. Unknown or expired
+// sessions, and a later generation of the id, are left alone.
+func (s *Store) Unadmit(id string, gen uint64) {
 	now := s.opts.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.liveLocked(id, now)
-	if e == nil {
+	if e == nil || e.gen != gen {
 		return
 	}
 	e.turns--
@@ -302,7 +321,8 @@ func (s *Store) Unadmit(id string) {
 // createLocked adds a fresh session owned by owner, with the full budget and no turns.
 func (s *Store) createLocked(id, owner string, now time.Time) *entry {
 	s.makeRoomLocked(now)
-	e := &entry{id: id, owner: owner, budget: s.opts.TokenBudget, lastUsed: now}
+	s.gens++
+	e := &entry{id: id, owner: owner, budget: s.opts.TokenBudget, lastUsed: now, gen: s.gens}
 	s.sessions[id] = s.lru.PushFront(e)
 	return e
 }
@@ -315,14 +335,15 @@ func (s *Store) forgetUnusedLocked(e *entry) {
 	}
 }
 
-// RecordTurn records what a turn of session id produced (see the package doc) and restarts
-// the session's TTL. It returns ErrNotFound when the session is unknown or has expired.
-func (s *Store) RecordTurn(id string, t TurnInfo) (Info, error) {
+// RecordTurn records what a turn of session id, admitted in generation gen, produced (see the
+// package doc) and restarts the session's TTL. It returns ErrNotFound when the session is
+// unknown or has expired, or is a later generation of the id.
+func (s *Store) RecordTurn(id string, gen uint64, t TurnInfo) (Info, error) {
 	now := s.opts.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.liveLocked(id, now)
-	if e == nil {
+	if e == nil || e.gen != gen {
 		return Info{}, fmt.Errorf("%w: %q", ErrNotFound, id)
 	}
 	if t.TokensOut > 0 || t.Warm {
@@ -334,14 +355,15 @@ func (s *Store) RecordTurn(id string, t TurnInfo) (Info, error) {
 	return s.infoLocked(e, now), nil
 }
 
-// SetReplica records the replica a turn of session id was placed on (session affinity). It
-// returns ErrNotFound when the session is unknown or has expired; it does not extend the TTL.
-func (s *Store) SetReplica(id, replica string) error {
+// SetReplica records the replica a turn of session id, admitted in generation gen, was placed
+// on (session affinity). It returns ErrNotFound when the session is unknown or has expired, or
+// is a later generation of the id; it does not extend the TTL.
+func (s *Store) SetReplica(id string, gen uint64, replica string) error {
 	now := s.opts.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.liveLocked(id, now)
-	if e == nil {
+	if e == nil || e.gen != gen {
 		return fmt.Errorf("%w: %q", ErrNotFound, id)
 	}
 	e.replica = replica
@@ -470,6 +492,7 @@ func (s *Store) infoLocked(e *entry, now time.Time) Info {
 		KVWarm:       e.kvWarm,
 		Replica:      e.replica,
 		Owner:        e.owner,
+		Gen:          e.gen,
 	}
 	if s.opts.TokenBudget > 0 {
 		b := max(e.budget-e.reserved, 0)

@@ -90,7 +90,7 @@ func TestOptionsValidation(t *testing.T) {
 func TestAdmitCreates(t *testing.T) {
 	s, _ := newStore(t, Options{})
 	info := mustAdmit(t, s, "a")
-	want := Info{TTLRemaining: DefaultTTL, Turns: 1, Owner: owner}
+	want := Info{TTLRemaining: DefaultTTL, Turns: 1, Owner: owner, Gen: 1}
 	if info != want {
 		t.Fatalf("Admit info = %+v, want %+v", info, want)
 	}
@@ -158,7 +158,7 @@ func TestUnadmit(t *testing.T) {
 		s, _ := newStore(t, Options{MaxTurns: 2})
 		mustAdmit(t, s, "a")
 		mustAdmit(t, s, "a")
-		s.Unadmit("a")
+		s.Unadmit("a", genOf(s, "a"))
 		if info, ok := s.Get("a"); !ok || info.Turns != 1 {
 			t.Fatalf("Get = %+v, %v; want 1 turn", info, ok)
 		}
@@ -168,7 +168,7 @@ func TestUnadmit(t *testing.T) {
 	t.Run("forgets a session with no turns", func(t *testing.T) {
 		s, _ := newStore(t, Options{})
 		mustAdmit(t, s, "a")
-		s.Unadmit("a")
+		s.Unadmit("a", genOf(s, "a"))
 		if _, ok := s.Get("a"); ok {
 			t.Fatal("session still known after its only turn was undone")
 		}
@@ -178,7 +178,7 @@ func TestUnadmit(t *testing.T) {
 	})
 	t.Run("unknown is ignored", func(t *testing.T) {
 		s, _ := newStore(t, Options{})
-		s.Unadmit("nope")
+		s.Unadmit("nope", genOf(s, "nope"))
 		if s.Len() != 0 {
 			t.Fatalf("Len = %d", s.Len())
 		}
@@ -218,16 +218,17 @@ func TestExpiredAdmitStartsFresh(t *testing.T) {
 	s, clk := newStore(t, Options{MaxTurns: 2, TokenBudget: 100})
 	mustAdmit(t, s, "a")
 	mustAdmit(t, s, "a")
-	if _, err := s.RecordTurn("a", TurnInfo{TokensIn: 1, TokensOut: 10, KVBytesPerToken: 2}); err != nil {
+	if _, err := s.RecordTurn("a", genOf(s, "a"), TurnInfo{TokensIn: 1, TokensOut: 10, KVBytesPerToken: 2}); err != nil {
 		t.Fatal(err)
 	}
-	s.Settle("a", owner, 0, 10)
+	s.Settle("a", owner, genOf(s, "a"), 0, 10)
+	gen := genOf(s, "a")
 	clk.Advance(DefaultTTL)
-	if _, err := s.RecordTurn("a", TurnInfo{TokensOut: 1}); !errors.Is(err, ErrNotFound) {
+	if _, err := s.RecordTurn("a", gen, TurnInfo{TokensOut: 1}); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("RecordTurn on expired = %v, want ErrNotFound", err)
 	}
 	info := mustAdmit(t, s, "a")
-	want := Info{TTLRemaining: DefaultTTL, Turns: 1, TokensBudgetRemaining: info.TokensBudgetRemaining, Owner: owner}
+	want := Info{TTLRemaining: DefaultTTL, Turns: 1, TokensBudgetRemaining: info.TokensBudgetRemaining, Owner: owner, Gen: gen + 1}
 	if info != want || *info.TokensBudgetRemaining != 100 {
 		t.Fatalf("fresh session = %+v (budget %d), want %+v (budget 100)", info, *info.TokensBudgetRemaining, want)
 	}
@@ -243,7 +244,7 @@ func TestSlidingTTL(t *testing.T) {
 	}
 	mustAdmit(t, s, "a") // slides
 	clk.Advance(8 * time.Second)
-	if _, err := s.RecordTurn("a", TurnInfo{}); err != nil { // slides
+	if _, err := s.RecordTurn("a", genOf(s, "a"), TurnInfo{}); err != nil { // slides
 		t.Fatal(err)
 	}
 	clk.Advance(8 * time.Second)
@@ -304,7 +305,7 @@ func TestRecordTurn(t *testing.T) {
 			s, _ := newStore(t, Options{TokenBudget: tt.budget})
 			mustAdmit(t, s, "a")
 			for _, turn := range tt.turns {
-				if _, err := s.RecordTurn("a", turn); err != nil {
+				if _, err := s.RecordTurn("a", genOf(s, "a"), turn); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -312,7 +313,7 @@ func TestRecordTurn(t *testing.T) {
 			if !ok {
 				t.Fatal("session gone")
 			}
-			tt.want.TTLRemaining, tt.want.Owner = DefaultTTL, owner
+			tt.want.TTLRemaining, tt.want.Owner, tt.want.Gen = DefaultTTL, owner, 1
 			if (got.TokensBudgetRemaining == nil) != (tt.want.TokensBudgetRemaining == nil) ||
 				(got.TokensBudgetRemaining != nil && *got.TokensBudgetRemaining != *tt.want.TokensBudgetRemaining) {
 				t.Fatalf("budget = %v, want %v", deref(got.TokensBudgetRemaining), deref(tt.want.TokensBudgetRemaining))
@@ -334,7 +335,7 @@ func deref(p *int64) any {
 
 func TestRecordTurnUnknown(t *testing.T) {
 	s, _ := newStore(t, Options{})
-	if _, err := s.RecordTurn("nope", TurnInfo{TokensOut: 1}); !errors.Is(err, ErrNotFound) {
+	if _, err := s.RecordTurn("nope", genOf(s, "nope"), TurnInfo{TokensOut: 1}); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("error = %v, want ErrNotFound", err)
 	}
 }
@@ -470,13 +471,13 @@ func TestConcurrent(t *testing.T) {
 					t.Error(err)
 					return
 				}
-				if g, _, err := s.Reserve(id, owner, 2); err == nil {
-					s.Settle(id, owner, g, 1)
+				if r, err := s.Reserve(id, owner, 2); err == nil {
+					s.Settle(id, owner, r.Gen, r.Grant, 1)
 				}
-				_, _ = s.RecordTurn(id, TurnInfo{TokensIn: i, TokensOut: 1, KVBytesPerToken: 3})
+				_, _ = s.RecordTurn(id, genOf(s, id), TurnInfo{TokensIn: i, TokensOut: 1, KVBytesPerToken: 3})
 				s.Get(id)
 				if i%10 == 0 {
-					s.Unadmit(id)
+					s.Unadmit(id, genOf(s, id))
 				}
 				if i%17 == 0 {
 					s.Delete(id, owner)
@@ -494,5 +495,62 @@ func TestConcurrent(t *testing.T) {
 	<-runDone
 	if n := s.Len(); n > 50 {
 		t.Fatalf("Len = %d exceeds MaxSessions", n)
+	}
+}
+
+// genOf is session id's generation now (0: none).
+func genOf(s *Store, id string) uint64 {
+	info, _ := s.Get(id)
+	return info.Gen
+}
+
+// TestNamedAgainIsANewSession: a session deleted, expired or evicted while its task runs, then
+// named again, is another generation: what the old task does at its end (settle its grant,
+// record its turn, set its replica, undo its admission) leaves the new session as it was.
+func TestNamedAgainIsANewSession(t *testing.T) {
+	tests := []struct {
+		name string
+		end  func(s *Store, clk *fakeClock) // ends session "a"
+	}{
+		{"deleted", func(s *Store, _ *fakeClock) { s.Delete("a", owner) }},
+		{"expired", func(_ *Store, clk *fakeClock) { clk.Advance(DefaultTTL) }},
+		{"evicted", func(s *Store, _ *fakeClock) { mustAdmit(t, s, "b") }}, // MaxSessions 1
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, clk := newStore(t, Options{TokenBudget: 100, MaxSessions: 1})
+			old := mustAdmit(t, s, "a")
+			oldRes, err := s.Reserve("a", owner, 30)
+			if err != nil || oldRes.Gen != old.Gen {
+				t.Fatalf("Reserve = %+v, %v; want generation %d", oldRes, err, old.Gen)
+			}
+			tt.end(s, clk)
+			s.Delete("b", owner)
+			again := mustAdmit(t, s, "a")
+			res, err := s.Reserve("a", owner, 40)
+			if err != nil || again.Gen == old.Gen || res.Gen != again.Gen {
+				t.Fatalf("named again: generation %d, reserved %+v, %v; the old one was %d", again.Gen, res, err, old.Gen)
+			}
+			want, _ := s.Get("a")
+
+			// The old task ends.
+			s.Settle("a", owner, oldRes.Gen, oldRes.Grant, 10)
+			if _, err := s.RecordTurn("a", old.Gen, TurnInfo{TokensOut: 10, KVBytesPerToken: 2}); !errors.Is(err, ErrNotFound) {
+				t.Errorf("RecordTurn of the old generation = %v, want ErrNotFound", err)
+			}
+			if err := s.SetReplica("a", old.Gen, "r1"); !errors.Is(err, ErrNotFound) {
+				t.Errorf("SetReplica of the old generation = %v, want ErrNotFound", err)
+			}
+			s.Unadmit("a", old.Gen)
+			if got, ok := s.Get("a"); !ok || got.Turns != 1 || *got.TokensBudgetRemaining != 60 || got.KVWarm || got.Replica != "" ||
+				got.Gen != want.Gen {
+				t.Fatalf("the new session after the old task's end: %+v, %v; want %+v (60 tokens left)", got, ok, want)
+			}
+			// The new task's own end still counts.
+			s.Settle("a", owner, res.Gen, res.Grant, 5)
+			if got, _ := s.Get("a"); *got.TokensBudgetRemaining != 95 {
+				t.Fatalf("after the new task's end: %d tokens left, want 95", *got.TokensBudgetRemaining)
+			}
+		})
 	}
 }

@@ -208,10 +208,15 @@ func (s *Service) resume(ctx context.Context) {
 		}
 	}()
 	for _, t := range requeue {
-		if _, err := s.opts.Sessions.Admit(t.spec.SessionID, t.spec.Owner); err != nil {
+		if info, err := s.opts.Sessions.Admit(t.spec.SessionID, t.spec.Owner); err != nil {
 			s.log.Warn("recovered task: its session did not take it", "task_id", t.spec.ID, "session_id", t.spec.SessionID, "err", err)
-		} else if t.spec.SessionGrant > 0 {
-			s.reserveAgain(t)
+		} else {
+			t.mu.Lock()
+			t.sessionGen = info.Gen
+			t.mu.Unlock()
+			if t.spec.SessionGrant > 0 {
+				s.reserveAgain(t)
+			}
 		}
 		t.mu.Lock()
 		canceled := t.canceled
@@ -239,7 +244,7 @@ func (s *Service) resume(ctx context.Context) {
 // task settles when it ends must be one the session gave. A session with less left than the
 // grant (a smaller budget configured since) grants what it has and the task stops there.
 func (s *Service) reserveAgain(t *Task) {
-	grant, _, err := s.opts.Sessions.Reserve(t.spec.SessionID, t.spec.Owner, t.spec.SessionGrant)
+	r, err := s.opts.Sessions.Reserve(t.spec.SessionID, t.spec.Owner, t.spec.SessionGrant)
 	if err != nil {
 		s.log.Warn("recovered task: its session's budget did not take its reservation again", "task_id", t.spec.ID,
 			"session_id", t.spec.SessionID, "err", err)
@@ -247,8 +252,8 @@ func (s *Service) reserveAgain(t *Task) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if grant < t.spec.SessionGrant && (t.spec.StopAt == 0 || grant < t.spec.StopAt) {
-		t.spec.StopAt = grant
+	if r.Grant < t.spec.SessionGrant && (t.spec.StopAt == 0 || r.Grant < t.spec.StopAt) {
+		t.spec.StopAt = r.Grant
 	}
-	t.spec.SessionGrant = grant
+	t.spec.SessionGrant, t.spec.SessionGen = r.Grant, r.Gen
 }

@@ -286,7 +286,7 @@ func (s *Service) placeReplica(ctx context.Context, t *Task, v pool.View, tried 
 	if dec.ReplicaID != "" {
 		s.m.Placements.WithLabelValues(t.poolID, dec.Reason).Inc()
 		if t.spec.SessionID != "" {
-			s.setSessionReplica(t.spec.SessionID, dec.ReplicaID)
+			s.setSessionReplica(t.spec.SessionID, t.sessionGen, dec.ReplicaID)
 			if dec.SessionMoved && req.SessionReplica != "" {
 				s.log.Info("session moved to another replica", "session_id", t.spec.SessionID, "pool_id", t.poolID,
 					"from", req.SessionReplica, "to", dec.ReplicaID)
@@ -347,8 +347,8 @@ func (s *Service) sessionReplica(id string) string {
 	return info.Replica
 }
 
-func (s *Service) setSessionReplica(id, replica string) {
-	_ = s.opts.Sessions.SetReplica(id, replica) // best effort: the session may have expired
+func (s *Service) setSessionReplica(id string, gen uint64, replica string) {
+	_ = s.opts.Sessions.SetReplica(id, gen, replica) // best effort: the session may have expired
 }
 
 // String describes a placement for logs.

@@ -230,7 +230,7 @@ func (s *Service) onToken(ctx context.Context, t *Task, tok engine.Token, now ti
 		s.m.FirstToken.WithLabelValues(t.engine, t.version, t.poolID, t.spec.Priority.String()).Observe(ms(now.Sub(t.created)))
 	}
 	if first {
-		_, _ = s.opts.Sessions.RecordTurn(t.spec.SessionID, session.TurnInfo{Warm: true}) // best effort: the session may have expired mid-task
+		_, _ = s.opts.Sessions.RecordTurn(t.spec.SessionID, t.sessionGen, session.TurnInfo{Warm: true}) // best effort: the session may have expired mid-task
 	}
 	if wantMetrics {
 		plain, verbose := s.metricsData(t, tokensOut, now)
@@ -272,7 +272,7 @@ func (s *Service) finish(t *Task, st Status, ei *ErrorInfo, res engine.Result, d
 	}
 	if t.spec.SessionGrant > 0 {
 		// The session's reservation too, before the final frame, for the same reason.
-		s.opts.Sessions.Settle(t.spec.SessionID, t.spec.Owner, t.spec.SessionGrant, tokensOut)
+		s.opts.Sessions.Settle(t.spec.SessionID, t.spec.Owner, t.spec.SessionGen, t.spec.SessionGrant, tokensOut)
 	}
 	switch st {
 	case Succeeded, Canceled:
@@ -305,7 +305,7 @@ func (s *Service) finish(t *Task, st Status, ei *ErrorInfo, res engine.Result, d
 		s.m.Decode.WithLabelValues(t.engine, t.version, t.poolID, t.spec.Priority.String()).Observe(ms(decode))
 	}
 	if tokensOut > 0 {
-		_, _ = s.opts.Sessions.RecordTurn(t.spec.SessionID, session.TurnInfo{ // best effort, as above
+		_, _ = s.opts.Sessions.RecordTurn(t.spec.SessionID, t.sessionGen, session.TurnInfo{ // best effort, as above
 			TokensIn: res.TokensIn, TokensOut: tokensOut, KVBytesPerToken: t.kvBytes, Warm: true,
 		})
 	}

@@ -76,13 +76,13 @@ type sessions interface {
 	// Admit counts a turn of the session for the key named owner (another key's session is
 	// session.ErrNotFound).
 	Admit(id, owner string) (session.Info, error)
-	Unadmit(id string)
+	Unadmit(id string, gen uint64)
 	// Reserve takes a recovered task's reservation of its session's token budget again, and
 	// Settle ends a task's reservation (Spec.SessionGrant), charging the tokens it produced.
-	Reserve(id, owner string, want int) (grant int, remaining int64, err error)
-	Settle(id, owner string, granted, used int)
-	RecordTurn(id string, ti session.TurnInfo) (session.Info, error)
-	SetReplica(id, replica string) error
+	Reserve(id, owner string, want int) (session.Reservation, error)
+	Settle(id, owner string, gen uint64, granted, used int)
+	RecordTurn(id string, gen uint64, ti session.TurnInfo) (session.Info, error)
+	SetReplica(id string, gen uint64, replica string) error
 	Get(id string) (session.Info, bool)
 }
 

@@ -58,11 +58,11 @@ func TestSessionGrantSettled(t *testing.T) {
 
 			s := spec(admission.Interactive)
 			s.Owner = "alice"
-			grant, _, err := ss.Reserve(s.SessionID, s.Owner, tc.grant) // as admission does
-			if err != nil || grant != tc.grant {
-				t.Fatalf("Reserve = %d, %v", grant, err)
+			r, err := ss.Reserve(s.SessionID, s.Owner, tc.grant) // as admission does
+			if err != nil || r.Grant != tc.grant {
+				t.Fatalf("Reserve = %+v, %v", r, err)
 			}
-			s.SessionGrant, s.StopAt = grant, tc.stopAt
+			s.SessionGrant, s.SessionGen, s.StopAt = r.Grant, r.Gen, tc.stopAt
 			h.submit(s)
 			<-eng.started
 			for i := range tc.send {

@@ -75,11 +75,11 @@ func TestRecoveredTaskReservesItsSessionAgain(t *testing.T) {
 	running, queued := spec(admission.Interactive), spec(admission.Batch)
 	for _, s := range []*Spec{&running, &queued} {
 		s.Owner = "alice"
-		g, _, err := ss.Reserve(s.SessionID, s.Owner, 30) // as admission does
+		r, err := ss.Reserve(s.SessionID, s.Owner, 30) // as admission does
 		if err != nil {
 			t.Fatal(err)
 		}
-		s.SessionGrant = g
+		s.SessionGrant, s.SessionGen = r.Grant, r.Gen
 		if _, err := d.svc.Submit(d.ctx, *s); err != nil {
 			t.Fatal(err)
 		}

@@ -131,7 +131,7 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (_ Admission, retErr er
 	t := &Task{
 		spec: spec, poolID: view.ID, engine: view.Engine, version: view.EngineVersion,
 		kvBytes: view.KVBytesPerToken, created: now, placing: now.Sub(entered), deadline: now.Add(spec.Deadline),
-		span: trace.SpanContextFromContext(reqCtx), status: Queued, done: make(chan struct{}), j: s.j,
+		span: trace.SpanContextFromContext(reqCtx), status: Queued, done: make(chan struct{}), j: s.j, sessionGen: info.Gen,
 		runner: true, // it ends refused, or its runner starts once the admission is durable
 	}
 	// Enqueued under s.mu: the task becomes visible with its admission recorded (the journal
@@ -140,19 +140,19 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (_ Admission, retErr er
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
-		s.opts.Sessions.Unadmit(spec.SessionID)
+		s.opts.Sessions.Unadmit(spec.SessionID, info.Gen)
 		return Admission{}, ErrShuttingDown
 	}
 	if prev, ok := s.tasks[spec.ID]; ok { // a concurrent post of the same id won
 		s.mu.Unlock()
-		s.opts.Sessions.Unadmit(spec.SessionID)
+		s.opts.Sessions.Unadmit(spec.SessionID, info.Gen)
 		return s.replay(ctx, prev, spec)
 	}
 	adm, err := s.queue.EnqueueTicket(&t.ticket, spec.item(t.poolID))
 	enqueued()
 	if err != nil {
 		s.mu.Unlock()
-		s.opts.Sessions.Unadmit(spec.SessionID)
+		s.opts.Sessions.Unadmit(spec.SessionID, info.Gen)
 		return Admission{}, s.refusal(err, t, adm)
 	}
 	s.tasks[spec.ID] = t
@@ -232,7 +232,7 @@ func (s *Service) undoAdmission(ctx context.Context, t *Task, jerr error) error 
 	withdraw, stop := context.WithCancelCause(context.WithoutCancel(ctx))
 	stop(errNotDurable)
 	_ = t.ticket.Wait(withdraw) // returns errNotDurable, or why the queue already let it go
-	s.opts.Sessions.Unadmit(t.spec.SessionID)
+	s.opts.Sessions.Unadmit(t.spec.SessionID, t.sessionGen)
 	s.j.Retire(t.spec.ID)
 	s.m.TasksRejected.WithLabelValues(t.engine, s.opts.Code(ClassInternal)).Inc()
 	return fmt.Errorf("%w: %w", ErrNotDurable, jerr)

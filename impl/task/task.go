@@ -90,6 +90,10 @@ type Spec struct {
 	// SessionGrant is the tokens the session's budget granted the task at admission (0: no
 	// session budget), settled with the session when the task ends.
 	SessionGrant int `json:",omitempty"`
+	// SessionGen is the generation of the session that gave SessionGrant (session.Reservation):
+	// a session deleted and named again while the task runs is another, and the grant is not
+	// its to settle. In memory only: a restart reserves again.
+	SessionGen uint64 `json:"-"`
 	// StopAt ends the task after that many tokens with stop "budget" (0: max_tokens): the
 	// smaller of the key's grant and the session's, when below max_tokens.
 	StopAt int
@@ -211,6 +215,9 @@ type Task struct {
 	waitSpan trace.Span        // task.queue_wait: ended at dispatch or when the task ends queued
 	deadline time.Time
 	j        Journal // nil: not journaled
+	// sessionGen is the generation of the session that admitted the task (session.Info.Gen): what
+	// the task records of its turn goes to that session, not to a later one of the same id.
+	sessionGen uint64
 	// ticket is the task's place in the admission queue: its runner goroutine waits on it,
 	// then holds its slot until release. Embedded, so that admission allocates no ticket.
 	ticket admission.Ticket
