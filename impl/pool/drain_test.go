@@ -5,6 +5,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/orchestratord/orchestratord/engine"
 )
 
 func replicaView(t *testing.T, v View, id string) ReplicaView {
@@ -180,5 +182,33 @@ func TestDrainedReplicaSlots(t *testing.T) {
 	}
 	if v, _ := e.reg.Get("x"); v.SlotsTotal() != 4 {
 		t.Fatalf("resumed: %d slots", v.SlotsTotal())
+	}
+}
+
+// TestDrainDeadlinesReadTheClock: a pool's drain and a replica's drain both report their deadline
+// from the injected clock (the pool's once read the wall clock while its replicas read Options.Now).
+func TestDrainDeadlinesReadTheClock(t *testing.T) {
+	now := time.Unix(1000, 0)
+	reg, err := New(Options{Pools: []Spec{threeExternal}, Now: func() time.Time { return now }, HealthInterval: time.Hour,
+		NewReplica: func(_ Spec, ep Endpoint) engine.Replica {
+			r := &fakeReplica{url: ep.URL}
+			r.ready.Store(true)
+			return r
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.DrainReplica("x", "x/1", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.Drain("x", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	v, _ := reg.Get("x")
+	if want := now.Add(time.Hour); !v.DrainDeadline.Equal(want) {
+		t.Errorf("pool drain deadline %v, want %v", v.DrainDeadline, want)
+	}
+	if got, want := replicaView(t, v, "x/1").DrainDeadline, now.Add(time.Minute); !got.Equal(want) {
+		t.Errorf("replica drain deadline %v, want %v", got, want)
 	}
 }

@@ -955,23 +955,33 @@ func (r *Registry) Drain(id string, deadline time.Duration) error {
 	}
 	r.update(id, func(s *state) {
 		s.draining = true
-		s.drainDeadline = time.Now().Add(deadline)
-		if s.drainTimer != nil {
-			s.drainTimer.Stop()
-		}
-		var timer *time.Timer
-		timer = time.AfterFunc(deadline, func() {
-			r.mu.Lock()
-			current := s.draining && s.drainTimer == timer // not reloaded, nor drained again since
-			r.mu.Unlock()
-			if current {
-				r.opts.OnDrainDeadline(id)
-			}
-		})
-		s.drainTimer = timer
+		s.drainDeadline = r.opts.Now().Add(deadline)
+		s.drainTimer = r.armDrainTimer(s.drainTimer, deadline,
+			func(t *time.Timer) bool { return s.draining && s.drainTimer == t }, // not reloaded, nor drained again since
+			func() { r.opts.OnDrainDeadline(id) })
 	})
 	r.log.Info("pool draining", "pool_id", id, "deadline_ms", deadline.Milliseconds())
 	return nil
+}
+
+// armDrainTimer stops old (when set) and returns a timer that calls fire after deadline, but only
+// if current, asked under r.mu with the new timer, still holds: a Stop can come too late, so a
+// timer of a drain that ended (resumed, reloaded) or was replaced (drained again) must not fire.
+// Called under r.mu; fire runs without it.
+func (r *Registry) armDrainTimer(old *time.Timer, deadline time.Duration, current func(*time.Timer) bool, fire func()) *time.Timer {
+	if old != nil {
+		old.Stop()
+	}
+	var timer *time.Timer
+	timer = time.AfterFunc(deadline, func() {
+		r.mu.Lock()
+		ok := current(timer)
+		r.mu.Unlock()
+		if ok {
+			fire()
+		}
+	})
+	return timer
 }
 
 // DrainReplica stops placement on one replica of a pool; the others keep serving. After
@@ -986,19 +996,9 @@ func (r *Registry) DrainReplica(poolID, replicaID string, deadline time.Duration
 	r.update(poolID, func(*state) {
 		rs.draining = true
 		rs.drainDeadline = r.opts.Now().Add(deadline)
-		if rs.drainTimer != nil {
-			rs.drainTimer.Stop()
-		}
-		var timer *time.Timer
-		timer = time.AfterFunc(deadline, func() {
-			r.mu.Lock()
-			current := rs.draining && rs.drainTimer == timer // not resumed, nor drained again since
-			r.mu.Unlock()
-			if current {
-				r.opts.OnReplicaDrainDeadline(poolID, replicaID)
-			}
-		})
-		rs.drainTimer = timer
+		rs.drainTimer = r.armDrainTimer(rs.drainTimer, deadline,
+			func(t *time.Timer) bool { return rs.draining && rs.drainTimer == t }, // not resumed, nor drained again since
+			func() { r.opts.OnReplicaDrainDeadline(poolID, replicaID) })
 	})
 	r.log.Info("replica draining", "pool_id", poolID, "replica_id", replicaID, "deadline_ms", deadline.Milliseconds())
 	return nil
