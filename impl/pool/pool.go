@@ -657,7 +657,7 @@ func (r *Registry) Acquire(poolID, replicaID string) (rep engine.Replica, releas
 			once.Do(func() {
 				t.inflight.Add(-1)
 				r.mu.Lock()
-				if probe {
+				if probe && rs.replica == t { // else a reload replaced the engine it probed
 					rs.probe = false
 				}
 				if !rs.draining {
@@ -701,13 +701,18 @@ func (r *Registry) breakerSettings(spec Spec) (faults int, cooldown time.Duratio
 
 // ReportFailure tells the registry a generation on a replica failed by the replica's own
 // fault (never a task's own 4xx): it counts toward the replica's breaker, and its health is
-// re-checked at once.
-func (r *Registry) ReportFailure(poolID, replicaID string) {
+// re-checked at once. rep is the engine Acquire handed out for the generation: a failure of an
+// engine that a reload has since replaced (stopped after the grace) says nothing of the new one.
+func (r *Registry) ReportFailure(poolID, replicaID string, rep engine.Replica) {
 	rs := r.replicaState(poolID, replicaID)
 	if rs == nil {
 		return
 	}
+	stale := false
 	r.update(poolID, func(st *state) {
+		if stale = rs.replica != rep; stale {
+			return
+		}
 		rs.faults++
 		b := r.breakerLocked(st, rs)
 		faults, _ := r.breakerSettings(st.spec)
@@ -716,6 +721,9 @@ func (r *Registry) ReportFailure(poolID, replicaID string) {
 			r.log.Warn("replica breaker open", "pool_id", poolID, "replica_id", replicaID, "faults", rs.faults)
 		}
 	})
+	if stale {
+		return
+	}
 	select {
 	case rs.poke <- struct{}{}:
 	default:
@@ -723,19 +731,23 @@ func (r *Registry) ReportFailure(poolID, replicaID string) {
 }
 
 // ReportSuccess tells the registry a generation on a replica succeeded: its fault count
-// resets and a half-open breaker closes.
-func (r *Registry) ReportSuccess(poolID, replicaID string) {
+// resets and a half-open breaker closes. rep is the engine Acquire handed out, as for
+// ReportFailure.
+func (r *Registry) ReportSuccess(poolID, replicaID string, rep engine.Replica) {
 	rs := r.replicaState(poolID, replicaID)
 	if rs == nil {
 		return
 	}
 	r.mu.Lock()
-	quiet := rs.faults == 0 && rs.breaker == placement.BreakerClosed
+	quiet := rs.replica != rep || rs.faults == 0 && rs.breaker == placement.BreakerClosed
 	r.mu.Unlock()
 	if quiet {
 		return
 	}
 	r.update(poolID, func(*state) {
+		if rs.replica != rep {
+			return
+		}
 		if rs.breaker != placement.BreakerClosed {
 			r.log.Info("replica breaker closed", "pool_id", poolID, "replica_id", replicaID)
 		}

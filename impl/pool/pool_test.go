@@ -86,6 +86,8 @@ type env struct {
 	busy map[string]int
 	// conns is the engine connections each replica's adapter reports, by URL (see fakeReplica).
 	conns map[string]engine.ConnStats
+	// now is the registry's clock when a setup sets it (else the wall clock).
+	now func() time.Time
 }
 
 // setBusy sets the dispatcher's count of a replica's busy slots.
@@ -137,6 +139,7 @@ func newEnvWith(t *testing.T, setup func(*env), specs ...Spec) *env {
 			defer e.mu.Unlock()
 			return e.busy[replicaID]
 		},
+		Now:             e.now,
 		HealthInterval:  time.Hour, // checks happen at start and on ReportFailure only
 		ReloadGrace:     time.Second,
 		OnChange:        func(v View) { e.changes <- v },
@@ -219,7 +222,7 @@ func TestHealthBecomesReady(t *testing.T) {
 		t.Fatalf("after one failed check: %+v", v)
 	}
 	e.reg.check(context.Background(), "x")
-	e.reg.ReportFailure("x", "x/0") // the third consecutive failure
+	e.reg.ReportFailure("x", "x/0", engineOf(e.reg, "x", "x/0")) // the third consecutive failure
 	v = e.waitView(t, func(v View) bool { return !v.Ready() })
 	if v.LastError != "loading model" {
 		t.Fatalf("last error = %q", v.LastError)
@@ -476,4 +479,12 @@ func TestViewsInto(t *testing.T) {
 	if _, ok := e.reg.GetInto("nope", reps); ok {
 		t.Fatal("GetInto of an unknown pool succeeded")
 	}
+}
+
+// engineOf is the engine replicaID of poolID runs now, as Acquire would hand it out.
+func engineOf(r *Registry, poolID, replicaID string) engine.Replica {
+	rs := r.replicaState(poolID, replicaID)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return rs.replica
 }

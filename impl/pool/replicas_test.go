@@ -75,11 +75,11 @@ func TestBreaker(t *testing.T) {
 		t.Fatalf("no replica %s", id)
 		return 0
 	}
-	reg.ReportFailure("x", "x/1")
+	reg.ReportFailure("x", "x/1", engineOf(reg, "x", "x/1"))
 	if b := breaker("x/1"); b != placement.BreakerClosed {
 		t.Fatalf("one fault: %v", b)
 	}
-	reg.ReportFailure("x", "x/1")
+	reg.ReportFailure("x", "x/1", engineOf(reg, "x", "x/1"))
 	if b := breaker("x/1"); b != placement.BreakerOpen {
 		t.Fatalf("two faults: %v", b)
 	}
@@ -102,12 +102,12 @@ func TestBreaker(t *testing.T) {
 	if v, _ := reg.Get("x"); v.Replicas[1].ProbeInFlight {
 		t.Fatalf("after release: %+v", v.Replicas[1])
 	}
-	reg.ReportFailure("x", "x/1") // the probe failed: open again, for another cooldown
+	reg.ReportFailure("x", "x/1", engineOf(reg, "x", "x/1")) // the probe failed: open again, for another cooldown
 	if b := breaker("x/1"); b != placement.BreakerOpen {
 		t.Fatalf("failed probe: %v", b)
 	}
 	advance(time.Minute)
-	reg.ReportSuccess("x", "x/1")
+	reg.ReportSuccess("x", "x/1", engineOf(reg, "x", "x/1"))
 	if b := breaker("x/1"); b != placement.BreakerClosed {
 		t.Fatalf("successful probe: %v", b)
 	}
@@ -284,12 +284,12 @@ func TestBreakerPerPool(t *testing.T) {
 		t.Fatalf("no replica %s", id)
 		return 0
 	}
-	reg.ReportFailure("x", "x/1")
-	reg.ReportFailure("strict", "strict/1")
+	reg.ReportFailure("x", "x/1", engineOf(reg, "x", "x/1"))
+	reg.ReportFailure("strict", "strict/1", engineOf(reg, "strict", "strict/1"))
 	if b, s := breaker("x", "x/1"), breaker("strict", "strict/1"); b != placement.BreakerClosed || s != placement.BreakerOpen {
 		t.Fatalf("after one fault: default pool %v, strict pool %v", b, s)
 	}
-	reg.ReportFailure("x", "x/1")
+	reg.ReportFailure("x", "x/1", engineOf(reg, "x", "x/1"))
 	advance(5 * time.Second)
 	if b, s := breaker("x", "x/1"), breaker("strict", "strict/1"); b != placement.BreakerOpen || s != placement.BreakerHalfOpen {
 		t.Fatalf("after 5s: default pool %v (cooldown 1m), strict pool %v (cooldown 5s)", b, s)
@@ -312,5 +312,88 @@ func TestDrainShowsEachReplica(t *testing.T) {
 		if r.State != StateDraining {
 			t.Errorf("replica %s is %s while its pool drains", r.ID, r.State)
 		}
+	}
+}
+
+// TestReportsOfAReplacedEngine: a reload replaces a replica's engine while generations still run
+// on the old one, which is stopped after the grace. Their failures (and successes) are about
+// the old engine: they leave the new one's breaker alone, and an old probe's end does not
+// end the new engine's probe.
+func TestReportsOfAReplacedEngine(t *testing.T) {
+	one := Spec{ID: "m", Engine: "llamacpp", ModelRef: "models/a.gguf", ModelID: "a", CtxMax: 1024, Slots: 2,
+		Replicas: []ReplicaSpec{{ID: "m/0", Managed: true}}}
+	e := newEnv(t, one)
+	e.waitView(t, func(v View) bool { return v.ReadyReplicas() == 1 })
+	old, releaseOld, err := e.reg.Acquire("m", "m/0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.reg.Reload(context.Background(), "m", "models/b.gguf"); err != nil {
+		t.Fatal(err)
+	}
+	breaker := func() placement.Breaker {
+		v, _ := e.reg.Get("m")
+		return replicaView(t, v, "m/0").Breaker
+	}
+	for range 5 { // the old engine's generations fail as it is stopped
+		e.reg.ReportFailure("m", "m/0", old)
+	}
+	releaseOld()
+	if b := breaker(); b != placement.BreakerClosed {
+		t.Fatalf("the new engine's breaker after the old one's failures: %v, want closed", b)
+	}
+
+	cur, releaseCur, err := e.reg.Acquire("m", "m/0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer releaseCur()
+	for range 3 {
+		e.reg.ReportFailure("m", "m/0", cur)
+	}
+	if b := breaker(); b != placement.BreakerOpen {
+		t.Fatalf("the new engine's breaker after its own failures: %v, want open", b)
+	}
+	e.reg.ReportSuccess("m", "m/0", old) // a late success of the old engine closes nothing
+	if b := breaker(); b != placement.BreakerOpen {
+		t.Fatalf("the new engine's breaker after the old one's success: %v, want open", b)
+	}
+}
+
+// TestProbeOfAReplacedEngine: a probe that a reload overtook ends after the new engine's own
+// breaker half-opened and sent its probe: the new engine's probe is still in flight (no second
+// task is let through as a probe beside it).
+func TestProbeOfAReplacedEngine(t *testing.T) {
+	one := Spec{ID: "m", Engine: "llamacpp", ModelRef: "models/a.gguf", ModelID: "a", CtxMax: 1024, Slots: 2,
+		Replicas: []ReplicaSpec{{ID: "m/0", Managed: true}}, BreakerFaults: 1, BreakerCooldown: time.Minute}
+	var mu sync.Mutex
+	now := time.Unix(1000, 0)
+	e := newEnvWith(t, func(e *env) {
+		e.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	}, one)
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	e.waitView(t, func(v View) bool { return v.ReadyReplicas() == 1 })
+	probe := func() (engine.Replica, func()) {
+		t.Helper()
+		e.reg.ReportFailure("m", "m/0", engineOf(e.reg, "m", "m/0"))
+		advance(2 * time.Minute)
+		rep, release, err := e.reg.Acquire("m", "m/0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v, _ := e.reg.Get("m"); !replicaView(t, v, "m/0").ProbeInFlight {
+			t.Fatalf("no probe in flight after a half-open acquire: %+v", v.Replicas)
+		}
+		return rep, release
+	}
+	_, releaseOld := probe()
+	if _, err := e.reg.Reload(context.Background(), "m", "models/b.gguf"); err != nil {
+		t.Fatal(err)
+	}
+	_, releaseNew := probe()
+	defer releaseNew()
+	releaseOld()
+	if v, _ := e.reg.Get("m"); !replicaView(t, v, "m/0").ProbeInFlight {
+		t.Fatalf("the new engine's probe ended with the old engine's: %+v", v.Replicas)
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/orchestratord/orchestratord/engine"
 	"github.com/orchestratord/orchestratord/impl/metrics"
+	"github.com/orchestratord/orchestratord/impl/placement"
 	"github.com/orchestratord/orchestratord/impl/pool"
 	"github.com/orchestratord/orchestratord/impl/session"
 	"github.com/orchestratord/orchestratord/impl/task/tasktest"
@@ -513,4 +514,30 @@ func waitRun(t *testing.T, ctx context.Context, svc *Service) {
 		defer svc.mu.Unlock()
 		return svc.runCtx == ctx
 	})
+}
+
+// TestReplacedEngineFailureSparesTheNewOne: a task still running on a replica's engine that a
+// reload replaced fails there (the old process is stopped after the grace). The failure counts
+// against the old engine only: the replica's breaker, with the new engine in place, stays
+// closed, and the next task runs on the new engine.
+func TestReplacedEngineFailureSparesTheNewOne(t *testing.T) {
+	h := newRegHarness(t, 1, 2, 1) // one fault opens a breaker
+	a := h.submitN(1)[0]
+	if _, err := h.reg.Reload(h.ctx, "p", "tiny2"); err != nil {
+		t.Fatal(err)
+	}
+	h.step(a, cstep{err: resetErr()}) // as the old process is stopped under it
+	if evs := h.events(a); evs[len(evs)-1].Event != "error" {
+		t.Fatalf("the task on the stopped engine ended with %s", names(evs))
+	}
+	v, _ := h.reg.Get("p")
+	if r := v.Replicas[0]; r.Breaker != placement.BreakerClosed || !v.Ready() {
+		t.Fatalf("after the replaced engine's failure: breaker %v, pool ready %v", r.Breaker, v.Ready())
+	}
+	b := h.submitN(1)[0]
+	if e := h.engineOf(b); !strings.HasSuffix(e.url, "@tiny2") {
+		t.Fatalf("the next task ran on %s, want the new engine", e.url)
+	}
+	h.end(b)
+	h.check("at rest")
 }

@@ -196,7 +196,7 @@ func (a *attempt) end(res engine.Result, err error) time.Duration {
 func (s *Service) settle(ctx context.Context, t *Task, g *placements, a *attempt) bool {
 	err := g.err
 	if err == nil {
-		s.opts.Pools.ReportSuccess(t.poolID, a.replicaID)
+		s.opts.Pools.ReportSuccess(t.poolID, a.replicaID, a.rep)
 		return true
 	}
 	if context.Cause(ctx) != nil {
@@ -208,7 +208,7 @@ func (s *Service) settle(ctx context.Context, t *Task, g *placements, a *attempt
 	if fault != engine.FaultReplica { // the task's own failure, or overload: no other replica would do better
 		return true
 	}
-	s.opts.Pools.ReportFailure(t.poolID, a.replicaID) // only the replica's own faults count against it
+	s.opts.Pools.ReportFailure(t.poolID, a.replicaID, a.rep) // only the replica's own faults count against it
 	g.tried = append(g.tried, a.replicaID)
 	g.lastErr = err
 	t.mu.Lock()

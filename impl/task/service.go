@@ -68,8 +68,8 @@ type pools interface {
 	// counts busy slots: the runner puts the task's slot on the replica in the queue.
 	Acquire(poolID, replicaID string) (rep engine.Replica, release func(), err error)
 	// ReportFailure and ReportSuccess feed a replica's breaker (replica faults only).
-	ReportFailure(poolID, replicaID string)
-	ReportSuccess(poolID, replicaID string)
+	ReportFailure(poolID, replicaID string, rep engine.Replica)
+	ReportSuccess(poolID, replicaID string, rep engine.Replica)
 }
 
 type sessions interface {

@@ -141,14 +141,14 @@ func (p *fakePools) Acquire(_, replicaID string) (engine.Replica, func(), error)
 	return rep, func() {}, nil
 }
 
-func (p *fakePools) ReportFailure(_, replicaID string) {
+func (p *fakePools) ReportFailure(_, replicaID string, _ engine.Replica) {
 	p.fails.Add(1)
 	p.mu.Lock()
 	p.failed = append(p.failed, replicaID)
 	p.mu.Unlock()
 }
 
-func (p *fakePools) ReportSuccess(string, string) {}
+func (p *fakePools) ReportSuccess(string, string, engine.Replica) {}
 
 type harness struct {
 	t     *testing.T
