@@ -56,6 +56,16 @@ func TestDrainReplica(t *testing.T) {
 	if v, _ = e.reg.Get("x"); !v.Ready() || v.ReadyReplicas() != 1 || !replicaView(t, v, "x/1").Draining {
 		t.Fatalf("after resume: ready %v, %+v", v.Ready(), v.Replicas)
 	}
+	// A draining replica takes no new generation, even from a caller that chose it from a view
+	// taken before the drain; a resumed one does.
+	if _, _, err := e.reg.Acquire("x", "x/1"); engine.KindOf(err) != engine.KindPoolUnavailable {
+		t.Fatalf("acquire of a draining replica: %v, want pool unavailable", err)
+	}
+	_, release, err := e.reg.Acquire("x", "x/0")
+	if err != nil {
+		t.Fatalf("acquire of a resumed replica: %v", err)
+	}
+	release()
 
 	tests := []struct {
 		pool, replica string

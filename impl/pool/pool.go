@@ -630,7 +630,7 @@ func (r *Registry) checkReplica(ctx context.Context, id string, rs *rstate) {
 
 // Acquire hands out a replica's engine for one generation: the dispatcher calls it once it has
 // chosen the replica, then counts the slot there, and calls release when the generation ends,
-// after it took the slot off the replica. A half-open breaker lets this one task through as
+// after it took the slot off the replica. A draining replica takes nothing new. A half-open breaker lets this one task through as
 // its probe. On a drained replica, release reports the change: the slot leaves SlotsTotal.
 func (r *Registry) Acquire(poolID, replicaID string) (rep engine.Replica, release func(), err error) {
 	r.mu.Lock()
@@ -645,6 +645,9 @@ func (r *Registry) Acquire(poolID, replicaID string) (rep engine.Replica, releas
 		}
 		if rs.replica == nil {
 			return nil, nil, engine.Errorf(engine.KindPoolUnavailable, "replica %s is not running", replicaID)
+		}
+		if rs.draining { // drained after the caller's snapshot: its deadline may have passed already
+			return nil, nil, engine.Errorf(engine.KindPoolUnavailable, "replica %s is draining", replicaID)
 		}
 		t := rs.replica
 		t.inflight.Add(1)

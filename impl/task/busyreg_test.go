@@ -126,8 +126,19 @@ type regHarness struct {
 	on        map[string]*ctlEngine   // task -> the engine instance it runs on now
 }
 
-func newRegHarness(t *testing.T, replicas, slots, breakerFaults int) *regHarness {
+// regSetup changes what newRegHarness wires: each field, when set, is used.
+type regSetup struct {
+	sessions   func(*session.Store) sessions // wraps the session store the service uses
+	onDrained  func(replicaID string)        // after the service handled a replica's drain deadline
+	beforeStop func()                        // first thing the harness's stop does
+}
+
+func newRegHarness(t *testing.T, replicas, slots, breakerFaults int, setups ...func(*regSetup)) *regHarness {
 	t.Helper()
+	var rs regSetup
+	for _, f := range setups {
+		f(&rs)
+	}
 	rh := &regHarness{started: make(chan started, 1024), processes: map[string]*fakeProcess{}, on: map[string]*ctlEngine{}}
 	spec := pool.Spec{ID: "p", Engine: "llamacpp", ModelRef: "tiny", ModelID: "tiny", CtxMax: 4096, Slots: slots,
 		KVBytesPerToken: 10, PriorServiceMs: 100, PriorTokensPerS: 100, Workloads: []string{"completion"},
@@ -159,14 +170,21 @@ func newRegHarness(t *testing.T, replicas, slots, breakerFaults int) *regHarness
 		OnChange:       func(v pool.View) { svc.PoolChanged(context.Background(), v) },
 		OnReplicaDrainDeadline: func(poolID, replicaID string) {
 			svc.ReplicaDrained(context.Background(), poolID, replicaID)
+			if rs.onDrained != nil {
+				rs.onDrained(replicaID)
+			}
 		},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ss, err := session.New(session.Options{MaxTurns: 8})
+	store, err := session.New(session.Options{MaxTurns: 8})
 	if err != nil {
 		t.Fatal(err)
+	}
+	var ss sessions = store
+	if rs.sessions != nil {
+		ss = rs.sessions(store)
 	}
 	clock := tasktest.NewClock(time.Unix(1_700_000_000, 0))
 	m := metrics.New(prometheus.NewRegistry())
@@ -180,6 +198,9 @@ func newRegHarness(t *testing.T, replicas, slots, breakerFaults int) *regHarness
 	reg.Start(rctx)
 	h := &harness{t: t, svc: svc, clock: clock, m: m, ctx: ctx}
 	h.stop = func() {
+		if rs.beforeStop != nil {
+			rs.beforeStop()
+		}
 		sctx, c := context.WithCancel(context.Background())
 		c()
 		svc.Shutdown(sctx)

@@ -21,14 +21,15 @@ func (s *Service) ReplicaDrained(ctx context.Context, poolID, replicaID string) 
 		}
 	}
 	s.mu.Unlock()
-	// The tasks to end are those on the replica when the deadline passed, all chosen before
+	// The tasks to end are those on the replica when the deadline passed (acquiring it or
+	// running there, not one that left it to be placed again), all chosen before
 	// any is canceled: a cancel frees a slot, and the queued task dispatched into it may land
 	// on this replica and be seen running there by a later turn of the loop.
 	var ends []context.CancelCauseFunc
 	for _, t := range running {
 		t.mu.Lock()
 		c := t.cancel
-		on := t.replicaID == replicaID
+		on := t.onReplica == replicaID
 		final := t.status.Final()
 		t.mu.Unlock()
 		if c != nil && on && !final {

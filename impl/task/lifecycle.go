@@ -115,7 +115,9 @@ func reasonOf(cause error) string {
 }
 
 // PoolDrained cancels what is left on a pool whose drain deadline passed: its queued tasks
-// leave the queue (their runners fail them), its running ones are cancelled.
+// leave the queue (their runners fail them), and every other task of the pool not yet ended
+// is cancelled: the running ones, and those whose ticket got a slot but whose runner has not
+// marked them running yet (Remove no longer sees them).
 func (s *Service) PoolDrained(_ context.Context, poolID string) {
 	items, err := s.queue.Remove(poolID)
 	if err != nil {
@@ -135,9 +137,9 @@ func (s *Service) PoolDrained(_ context.Context, poolID string) {
 	for _, t := range running {
 		t.mu.Lock()
 		c := t.cancel
-		running := t.status == Running
+		final := t.status.Final()
 		t.mu.Unlock()
-		if c != nil && running {
+		if c != nil && !final {
 			c(causeDrain)
 		}
 	}
@@ -180,6 +182,13 @@ func (s *Service) Shutdown(ctx context.Context) {
 				tk.mu.Lock()
 				final, c, running := tk.status.Final(), tk.cancel, tk.status == Running
 				tk.mu.Unlock()
+				if !final && !running && c != nil && s.j != nil {
+					// Its ticket may have got a slot, and its runner read halted before it was
+					// set: it is about to run, and is cut as the running ones are. (A runner
+					// that reads halted now keeps it queued; the cancel then ends nothing.)
+					_, queued := tk.ticket.Position()
+					running = !queued
+				}
 				switch {
 				case final || c == nil:
 				case running || s.j == nil:

@@ -111,8 +111,14 @@ func (s *Service) prepare(ctx context.Context, t *Task, g *placements, a *attemp
 			}
 			return false
 		}
+		t.mu.Lock()
+		t.onReplica = dec.ReplicaID
+		t.mu.Unlock()
 		rep, release, err := s.opts.Pools.Acquire(t.poolID, dec.ReplicaID)
-		if err != nil { // replaced or stopped between the snapshot and now
+		if err != nil { // replaced, stopped or drained between the snapshot and now
+			t.mu.Lock()
+			t.onReplica = ""
+			t.mu.Unlock()
 			g.tried = append(g.tried, dec.ReplicaID)
 			g.lastErr = err
 			continue
@@ -179,6 +185,7 @@ func (a *attempt) end(res engine.Result, err error) time.Duration {
 		a.span.SetAttributes(attribute.Int("tokens.out", t.tokensOut), attribute.Int("tokens.in", res.TokensIn))
 	}
 	produced := t.tokensOut - a.sent
+	t.onReplica = "" // off it: a deadline of its drain from now on is not this task's
 	t.mu.Unlock()
 	if produced > 0 { // each replica's share of a migrated task's tokens
 		s.m.TokensOut.WithLabelValues(t.engine, t.version, t.poolID, a.replicaID).Add(float64(produced))

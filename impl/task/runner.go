@@ -131,9 +131,11 @@ func (s *Service) conclude(ctx context.Context, t *Task, start time.Time, engine
 	case errors.As(cause, new(*DeadlineError)):
 		s.finish(t, Failed, &ErrorInfo{Class: ClassDeadline, Message: cause.Error(),
 			PoolID: t.poolID, Engine: t.engine}, res, decode)
-	case errors.Is(cause, causeDrain) || errors.Is(cause, causeShutdown):
+	// A plain context.Canceled is the end of the service's Run context: the daemon is stopping
+	// (Shutdown cuts its tasks with causeShutdown first; this is for one it could not reach).
+	case errors.Is(cause, causeDrain) || errors.Is(cause, causeShutdown) || errors.Is(cause, context.Canceled):
 		msg := drainMessage(cause)
-		if errors.Is(cause, causeShutdown) {
+		if !errors.Is(cause, causeDrain) {
 			msg = "the daemon shut down"
 		}
 		s.finish(t, Failed, &ErrorInfo{Class: ClassPoolUnavailable, Message: msg, Retriable: true,

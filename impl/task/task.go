@@ -251,9 +251,13 @@ type Task struct {
 	nMetrics    int
 	seq         uint64 // admission number, rotates ties among equally loaded replicas
 	replicaID   string // the replica running it (the latest)
-	placement   *PlacementDecision
-	migrations  int             // mid-stream moves to another replica
-	text        strings.Builder // the text streamed so far, to continue it elsewhere (Spec.continuable only)
+	// onReplica is the replica it is acquiring or running on now ("" between attempts): set
+	// before Acquire, so that a replica's drain deadline either finds it there or, having
+	// passed first, makes Acquire refuse. replicaID keeps naming the latest for metrics.
+	onReplica  string
+	placement  *PlacementDecision
+	migrations int             // mid-stream moves to another replica
+	text       strings.Builder // the text streamed so far, to continue it elsewhere (Spec.continuable only)
 
 	buf   []byte // encoded frames, append-only
 	spans []span
