@@ -137,10 +137,13 @@ type Journal struct {
 	gen        uint64
 	size       atomic.Int64
 	synced     atomic.Int64 // segment bytes on disk: size as of the last fdatasync
-	batches    atomic.Uint64
-	syncs      atomic.Uint64
-	lazySyncs  atomic.Uint64
-	compact    atomic.Uint64
+	// okThrough is the last record acknowledged (durable; with SyncNone, written) when the
+	// journal failed: a Wait for it or an earlier one still succeeds.
+	okThrough atomic.Uint64
+	batches   atomic.Uint64
+	syncs     atomic.Uint64
+	lazySyncs atomic.Uint64
+	compact   atomic.Uint64
 	// stopCompact: Run is returning; a compaction that runs gives up.
 	stopCompact atomic.Bool
 }
@@ -720,7 +723,10 @@ func (j *Journal) Wait(ctx context.Context, seq uint64) error {
 	}
 	for {
 		if w.value() >= seq {
-			return j.err()
+			if err := j.err(); err != nil && seq > j.okThrough.Load() {
+				return err
+			}
+			return nil
 		}
 		if err := ctx.Err(); err != nil {
 			return err
@@ -967,6 +973,9 @@ func (j *Journal) syncLocked(lazy bool) bool {
 	}
 	if err := j.datasync(f); err != nil {
 		j.fail(err)
+		j.wmu.Lock()
+		j.cutBackLocked()
+		j.wmu.Unlock()
 		return true
 	}
 	j.syncs.Add(1)
@@ -978,16 +987,43 @@ func (j *Journal) syncLocked(lazy bool) bool {
 	return true
 }
 
-// fail makes a write or sync error sticky and releases every waiter.
+// fail makes a write or sync error sticky and releases every waiter: those of records already
+// acknowledged with success, the others with the error.
 func (j *Journal) fail(err error) {
 	j.log.Error("journal: write failed: admissions are refused from now on", "err", err)
+	ack := j.durable.v.Load()
+	if j.opts.Sync == SyncNone {
+		ack = j.written.v.Load()
+	}
 	j.mu.Lock()
 	if j.failed == nil {
+		j.okThrough.Store(ack) // before the error is seen
 		j.failed = fmt.Errorf("journal: %w", err)
 	}
 	j.mu.Unlock()
 	j.written.advance(math.MaxUint64)
 	j.durable.advance(math.MaxUint64)
+}
+
+// cutBackLocked, once the journal failed, drops from the segment what no Wait acknowledged:
+// the records past the last fdatasync (with SyncNone, a write that failed part way). Their
+// admissions were refused, and the tasks' tombstones will never be written: left in the file,
+// they would be replayed, and run, at the next start. Best effort: a truncation frees space, so
+// it works on a full disk, but a failing device may refuse it too (the error is logged). The
+// caller holds wmu.
+func (j *Journal) cutBackLocked() {
+	if j.closed {
+		return
+	}
+	keep := j.synced.Load()
+	if j.opts.Sync == SyncNone {
+		keep = j.size.Load()
+	}
+	if err := j.f.Truncate(keep); err != nil {
+		j.log.Error("journal: cutting the segment back to what was acknowledged", "size", keep, "err", err)
+		return
+	}
+	j.alloc = keep
 }
 
 // writeLocked hands the pending batch to the kernel and returns the sequence number the
@@ -1016,6 +1052,7 @@ func (j *Journal) writeLocked() uint64 {
 		}
 		if _, err := j.f.WriteAt(buf, end); err != nil {
 			j.fail(err)
+			j.cutBackLocked()
 			return 0
 		}
 		j.size.Add(int64(len(buf)))
