@@ -665,3 +665,88 @@ func TestSessionBudgetReserved(t *testing.T) {
 		t.Fatalf("the session after both ended: %v %s, want 14 left", err, g.Body)
 	}
 }
+
+// TestKeyBudgetAcrossRestart: "Key budgets survive a restart", and a task reserves its
+// max_tokens against its key's budget so that the key's tasks are never granted more than the
+// budget together. A task that was queued when the daemon stopped is queued again by the next
+// start, and runs there with the grant it was admitted with; the restarted daemon must count
+// that grant as reserved. Otherwise a task admitted after the restart is granted the budget
+// again, and the recovered task's end gives back a reservation it never took again (the new
+// task's), so the key is charged more than its budget.
+func TestKeyBudgetAcrossRestart(t *testing.T) {
+	const carolKey = "carol-contract-key-0123456789"
+	keys := keysDoc + "  - {name: carol, key: " + carolKey + ", scopes: [tasks, sessions], token_budget: 100}\n"
+	toks := make([]string, 64)
+	for i := range toks {
+		toks[i] = " w"
+	}
+	stateDir := t.TempDir()
+	setup := withFakeSetup(func(f *fakeEngine) { f.SetTokens(toks...); f.SetGated(true) })
+	h := newHarness(t, withKeys(keys), withStateDir(stateDir), withSlots(1), withCapacity(8), setup)
+	ctx := h.ctx(t)
+	carol := h.as(t, carolKey)
+
+	// The slot is taken by another key's task; carol's task waits in the queue with a grant of 64.
+	x := taskReq(uuid.New())
+	h.submit(t, x)
+	h.waitState(t, x.TaskId, client.Running)
+	a := taskReq(uuid.New())
+	ra, err := carol.CreateTaskWithResponse(ctx, nil, a)
+	if err != nil || ra.StatusCode() != http.StatusAccepted || ra.HTTPResponse.Header.Get("X-Budget-Tokens-Remaining") != "36" {
+		t.Fatalf("carol's first task: %v %d %s", err, ra.StatusCode(), ra.Body)
+	}
+	h.stop()
+
+	h2 := newHarness(t, withKeys(keys), withStateDir(stateDir), withSlots(1), withCapacity(8), setup)
+	carol = h2.as(t, carolKey)
+	if st := h2.state(t, x.TaskId); st.State == client.Queued || st.State == client.Running {
+		h2.cancel(t, x.TaskId)
+	}
+	carolState := func(id uuid.UUID) client.TaskState {
+		t.Helper()
+		r, err := carol.GetTaskWithResponse(ctx, id, nil)
+		if err != nil || r.JSON200 == nil {
+			t.Fatalf("carol getTask %s: %v %v", id, err, r)
+		}
+		return *r.JSON200
+	}
+	eventually(t, "carol's recovered task running", func() bool { return carolState(a.TaskId).State == client.Running })
+
+	// carol's task admitted after the restart: 36 tokens are left of her budget, not 100.
+	b := taskReq(uuid.New())
+	rb, err := carol.CreateTaskWithResponse(ctx, nil, b)
+	if err != nil || rb.StatusCode() != http.StatusAccepted {
+		t.Fatalf("carol's task after the restart: %v %d %s", err, rb.StatusCode(), rb.Body)
+	}
+	if got := rb.HTTPResponse.Header.Get("X-Budget-Tokens-Remaining"); got != "0" {
+		t.Errorf("after the restart carol's new task is admitted with X-Budget-Tokens-Remaining %s, want 0 "+
+			"(100 less the recovered task's 64 and this task's grant of 36)", got)
+	}
+	h2.fake.Allow(len(toks)) // the recovered task's 64 tokens: it ends, carol's second task is dispatched
+	eventually(t, "carol's recovered task ended", func() bool { return carolState(a.TaskId).State == client.Succeeded })
+	eventually(t, "carol's second task running", func() bool { return carolState(b.TaskId).State == client.Running })
+	// Charged 64, and the running task holds the rest: nothing is left for a third task. The
+	// recovered task's end must not have given back the running task's reservation.
+	c := taskReq(uuid.New())
+	rc, err := carol.CreateTaskWithResponse(ctx, nil, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc.StatusCode() != http.StatusTooManyRequests {
+		t.Errorf("carol's third task, with 64 charged and her running task holding its grant: %d %s (X-Budget-Tokens-Remaining %s), want 429 BUDGET_EXCEEDED",
+			rc.StatusCode(), rc.Body, rc.HTTPResponse.Header.Get("X-Budget-Tokens-Remaining"))
+	}
+	h2.fake.Allow(1000)
+	var ga, gb client.TaskState
+	eventually(t, "carol's tasks ended", func() bool {
+		ga, gb = carolState(a.TaskId), carolState(b.TaskId)
+		return ga.State == client.Succeeded && gb.State == client.Succeeded
+	})
+	var gc client.TaskState
+	if rc.StatusCode() == http.StatusAccepted {
+		eventually(t, "carol's third task ended", func() bool { gc = carolState(c.TaskId); return gc.State == client.Succeeded })
+	}
+	if total := ga.TokensOut + gb.TokensOut + gc.TokensOut; total > 100 {
+		t.Errorf("carol's tasks produced %d + %d + %d = %d tokens against her token_budget of 100", ga.TokensOut, gb.TokensOut, gc.TokensOut, total)
+	}
+}

@@ -337,6 +337,10 @@ func (m meter) Settle(owner string, reserved, granted, used int) {
 	}
 }
 
+// Restore takes a recovered task's budget grant again. Its tokens-per-minute reservation is not
+// taken again: that bucket is a window of the process, and a restart starts it full.
+func (m meter) Restore(owner string, granted int) { m.budgets.Restore(owner, granted) }
+
 func keyNames(keys []tenant.Key) []string {
 	out := make([]string, len(keys))
 	for i, k := range keys {

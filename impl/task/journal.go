@@ -172,7 +172,18 @@ func (s *Service) Recover() error {
 	}
 	slices.SortStableFunc(fin, func(a, b finishedRef) int { return a.at.Compare(b.at) })
 	s.finished = append(s.finished, fin...)
+	unended := slices.Concat(interrupted, s.requeue)
 	s.mu.Unlock()
+	if s.opts.Meter != nil {
+		// The key's budget holds the grants of the tasks not yet ended again before any new
+		// admission can be granted the same tokens; each is settled as it ends (the
+		// interrupted ones below), as it would have been before the restart.
+		for _, t := range unended {
+			if t.spec.Grant > 0 {
+				s.opts.Meter.Restore(t.spec.Owner, t.spec.Grant)
+			}
+		}
+	}
 	for _, t := range interrupted {
 		s.finish(t, Failed, &ErrorInfo{Class: ClassWorkerReset,
 			Message:   "the daemon restarted while the task was running; submit it again under a new task_id",

@@ -127,9 +127,12 @@ type Options struct {
 }
 
 // Meter settles what a task reserved at admission (reserved: its max_tokens; granted: its
-// budget grant, 0 without a budget) against the tokens it used.
+// budget grant, 0 without a budget) against the tokens it used. Restore takes again, at a
+// restart, the grant of a recovered task not yet ended: the admission that reserved it was in
+// the process before, and its Settle comes in this one.
 type Meter interface {
 	Settle(owner string, reserved, granted, used int)
+	Restore(owner string, granted int)
 }
 
 // Service admits, dispatches, runs and tracks tasks.

@@ -174,6 +174,12 @@ func (r *recMeter) Settle(owner string, reserved, granted, used int) {
 	r.settled = append(r.settled, fmt.Sprintf("%s:%d/%d/%d", owner, used, granted, reserved))
 }
 
+func (r *recMeter) Restore(owner string, granted int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.settled = append(r.settled, fmt.Sprintf("%s:restored %d", owner, granted))
+}
+
 func (r *recMeter) got() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -205,6 +211,7 @@ func (h *hold) free() { h.once.Do(func() { close(h.release) }) }
 type heldMeter struct{ *hold }
 
 func (m heldMeter) Settle(string, int, int, int) { m.wait() }
+func (heldMeter) Restore(string, int)            {}
 
 // queuedBehind returns a harness of one slot whose task ends are held (its hold), with a
 // first task running and a second queued behind it.

@@ -95,9 +95,21 @@ func (b *Budgets) Remaining(k *Key) int64 {
 	return max(0, k.TokenBudget-b.used[k.Name]-b.reserved[k.Name])
 }
 
+// Restore reserves again, after a restart, the grant of a recovered task that has not ended:
+// reservations live in memory only, and the task was granted those tokens within the budget
+// before the restart, so they are held whatever is left now. Its Settle ends the grant.
+func (b *Budgets) Restore(name string, granted int) {
+	if granted <= 0 {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.reserved[name] += int64(granted)
+}
+
 // Settle ends a grant: used tokens are charged to the key named name, the rest of granted
-// returns, and the used counts are persisted. A grant of 0 (no budget) charges nothing. After a
-// restart the grant of a recovered task is no longer reserved: only its use is charged.
+// returns, and the used counts are persisted. A grant of 0 (no budget) charges nothing. A
+// recovered task's grant is reserved again at the restart (Restore) before it is settled.
 func (b *Budgets) Settle(name string, granted, used int) error {
 	if granted <= 0 {
 		return nil

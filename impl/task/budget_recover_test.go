@@ -1,0 +1,131 @@
+package task
+
+import (
+	"context"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/orchestratord/orchestratord/impl/admission"
+	"github.com/orchestratord/orchestratord/impl/journal"
+	"github.com/orchestratord/orchestratord/impl/metrics"
+	"github.com/orchestratord/orchestratord/impl/pool"
+	"github.com/orchestratord/orchestratord/impl/session"
+	"github.com/orchestratord/orchestratord/impl/task/tasktest"
+	"github.com/orchestratord/orchestratord/impl/tenant"
+)
+
+// budgetMeter is impl/app's meter: the key's token budget (no rate limits here).
+type budgetMeter struct{ budgets *tenant.Budgets }
+
+func (m *budgetMeter) Settle(owner string, _, granted, used int) {
+	_ = m.budgets.Settle(owner, granted, used)
+}
+
+func (m *budgetMeter) Restore(owner string, granted int) { m.budgets.Restore(owner, granted) }
+
+func openBudgets(t *testing.T, path string) *tenant.Budgets {
+	t.Helper()
+	b, err := tenant.OpenBudgets(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// startMeterDaemon is startDaemon with a Meter.
+func startMeterDaemon(t *testing.T, dir string, clock *tasktest.Clock, m Meter) *daemon {
+	t.Helper()
+	jr, err := journal.Open(journal.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cj := &crashable{Journal: jr}
+	eng := &stepper{calls: make(chan *generation)}
+	ss, err := session.New(session.Options{MaxTurns: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := pool.View{Spec: pool.Spec{ID: "p", Engine: "llamacpp", ModelRef: "/m/tiny.gguf", ModelID: "tiny", CtxMax: 4096,
+		Slots: 1, PriorServiceMs: 100, PriorTokensPerS: 100, Workloads: []string{"completion"}},
+		Live: true, Healthy: true}
+	svc := mustNew(t, Options{Capacity: 16, Policy: admission.Reject, Pools: &fakePools{views: []pool.View{v}, rep: eng},
+		Sessions: ss, Metrics: metrics.New(prometheus.NewRegistry()), Clock: clock, Journal: cj, Meter: m})
+	if err := svc.Recover(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	jctx, jcancel := context.WithCancel(context.Background())
+	jdone, done := make(chan struct{}), make(chan struct{})
+	go func() { defer close(jdone); _ = jr.Run(jctx) }()
+	go func() { defer close(done); _ = svc.Run(ctx) }()
+	svc.PoolChanged(ctx, oneReplica(v))
+	var once sync.Once
+	d := &daemon{svc: svc, eng: eng, j: cj, ctx: ctx}
+	d.stop = func() {
+		once.Do(func() {
+			sctx, c := context.WithCancel(context.Background())
+			c()
+			svc.Shutdown(sctx)
+			cancel()
+			<-done
+			jcancel()
+			<-jdone
+		})
+	}
+	t.Cleanup(d.stop)
+	return d
+}
+
+// A task queued when the daemon stopped holds a grant of its key's token budget (reserved at
+// admission). After the restart the budget file has its used count only: the recovered task
+// must hold its grant again while it waits and runs (as its session's reservation is taken
+// again), or another task of the key is granted the same tokens, and the recovered task's
+// settlement then releases that other task's reservation as if it were its own.
+func TestRecoveredTaskKeepsItsKeyBudgetGrant(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(t.TempDir(), "budgets.json")
+	clock := tasktest.NewClock(time.Unix(1_700_000_000, 0))
+	alice := &tenant.Key{Name: "alice", TokenBudget: 8}
+
+	b := openBudgets(t, path)
+	d := startMeterDaemon(t, dir, clock, &budgetMeter{budgets: b})
+	running, queued := spec(admission.Interactive), spec(admission.Batch)
+	running.Owner = "bob" // no budget: it only holds the slot
+	queued.Owner = "alice"
+	grant, _, err := b.Reserve(alice, queued.MaxTokens) // as admission does
+	if err != nil || grant != 8 {
+		t.Fatalf("reserve: %d %v", grant, err)
+	}
+	queued.Grant = grant
+	for _, s := range []Spec{running, queued} {
+		if _, err := d.svc.Submit(d.ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.eng.next(t)
+	d.stop() // the queued task stays for the next start, its grant unsettled
+
+	b = openBudgets(t, path)
+	d = startMeterDaemon(t, dir, clock, &budgetMeter{budgets: b})
+	g := d.eng.next(t)
+	if g.id != queued.ID {
+		t.Fatalf("generation of %s, want the recovered task", g.id)
+	}
+	// The recovered task may still produce its 8 tokens: the key has nothing left to grant.
+	other, _, otherErr := b.Reserve(alice, 8)
+	for _, tok := range []string{"a", "b", "c"} {
+		g.tokens <- tok
+	}
+	close(g.tokens)
+	d.log(t, queued.ID, 0)
+	if otherErr == nil {
+		t.Fatalf("after the restart, while the recovered task (grant 8 of a budget of 8) ran, another task of the key "+
+			"was granted %d tokens; once the recovered task ended with 3 tokens the key still has %d to grant while "+
+			"that task holds %d: the key may spend %d tokens of its budget of 8",
+			other, b.Remaining(alice), other, int64(3+other)+b.Remaining(alice))
+	}
+}
