@@ -118,6 +118,33 @@ func TestCreateTaskIdempotency(t *testing.T) {
 		}
 		h.cancel(t, q.TaskId)
 	})
+	t.Run("same body without session_id is the same task, in the session the daemon made", func(t *testing.T) {
+		q := taskReq(uuid.Nil) // session_id left out: the daemon generates it
+		q.TaskId = uuid.New()
+		r := h.submit(t, q)
+		for _, again := range []struct {
+			name string
+			req  client.TaskRequest
+		}{
+			{"byte for byte", q},
+			{"with the session the 202 named", func() client.TaskRequest { x := q; x.SessionId = r.JSON202.SessionId; return x }()},
+		} {
+			a, err := h.client.CreateTaskWithResponse(h.ctx(t), nil, again.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a.JSON202 == nil || a.JSON202.TaskId != q.TaskId || a.JSON202.SessionId != r.JSON202.SessionId {
+				t.Errorf("re-post %s of a task posted without session_id: %d %s, want 202 for task %s in session %s",
+					again.name, a.StatusCode(), a.Body, q.TaskId, r.JSON202.SessionId)
+			}
+		}
+		other := q
+		other.MaxTokens = q.MaxTokens + 1
+		if c, err := h.client.CreateTaskWithResponse(h.ctx(t), nil, other); err != nil || c.StatusCode() != http.StatusConflict {
+			t.Errorf("a different body without session_id for a known task_id: %v %d, want 409", err, c.StatusCode())
+		}
+		h.cancel(t, q.TaskId)
+	})
 	t.Run("different body is a conflict", func(t *testing.T) {
 		other := req
 		other.MaxTokens = req.MaxTokens + 1

@@ -42,6 +42,7 @@ func (s *Server) countRejection(ctx context.Context, err error) {
 }
 
 func (s *Server) createTask(ctx context.Context, req api.CreateTaskRequestObject) (api.CreateTaskResponseObject, error) {
+	s.sessionOfRepost(ctx, req.Body)
 	generateIDs(req.Body)
 	spec, err := specFromRequest(req.Body)
 	if err != nil {
@@ -74,6 +75,25 @@ func (s *Server) createTask(ctx context.Context, req api.CreateTaskRequestObject
 		XBudgetTimeRemainingMs: &a.timeLeft,
 	}
 	return a, nil
+}
+
+// sessionOfRepost fills in, for a body that names a task of the caller's key and leaves
+// session_id out, the session that task runs in: the daemon generated it at the first post, and
+// the task's fingerprint holds it, so a re-post of the same body is the same request (without
+// it, each post got a new session and an identical re-post was a 409). A task id of another
+// key, or unknown, gets nothing here: it is a new task, or refused as any other.
+func (s *Server) sessionOfRepost(ctx context.Context, b *api.TaskRequest) {
+	if b == nil || b.TaskId == uuid.Nil || b.SessionId != uuid.Nil {
+		return
+	}
+	var id [36]byte
+	t, err := s.ownedTask(ctx, string(appendUUIDText(id[:0], b.TaskId)))
+	if err != nil {
+		return
+	}
+	if sid, err := uuid.Parse(t.SessionID()); err == nil {
+		b.SessionId = sid
+	}
 }
 
 // generateIDs fills in the task and session ids the client left out (a new task, a new
