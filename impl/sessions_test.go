@@ -297,3 +297,35 @@ func TestSessionBudgetConcurrentAdmissions(t *testing.T) {
 		t.Fatalf("granted %d of the session's 100 in all", total)
 	}
 }
+
+// TestReplayTakesNoRequest: a post that the task service answers as a replay of the task
+// its id names (the concurrent post of one body that lost the race: admission's Replay missed
+// it, Submit found it) is the first post's 202 again. It must take nothing of the key's
+// limits, like the re-post Replay answers up front ("no new request for the limits"): its
+// tokens go back, and so must its request. bob may post 2 tasks a minute; posting one task
+// twice leaves him one more.
+func TestReplayTakesNoRequest(t *testing.T) {
+	env := newAdmitEnv(t, 0)
+	lim := tenant.NewLimiter(nil)
+	env.s.opts.Limits = lim
+	bob := &tenant.Key{Name: "bob", Scopes: tenant.AllScopes, Weight: 1, RPM: 2, TPM: 100}
+	ctx, _ := as(bob)
+	sp := spec("s1", 10)
+	if _, err := env.s.admit(ctx, sp); err != nil {
+		t.Fatal(err)
+	}
+	adm, err := env.s.admit(ctx, sp) // the same task again: Submit answers it as a replay
+	if err != nil || !adm.Replayed {
+		t.Fatalf("second post: %+v %v, want a replay", adm, err)
+	}
+	for _, w := range lim.Windows(bob) {
+		want := map[tenant.Limit]int{tenant.LimitRequests: 1, tenant.LimitTokens: 90}[w.Limit]
+		if w.Remaining != want {
+			t.Errorf("after one task posted twice: %s remaining %d, want %d (the replay took %d)", w.Limit, w.Remaining, want, want-w.Remaining)
+		}
+	}
+	// The second task bob may still post this minute.
+	if _, err := env.s.admit(ctx, spec("s2", 10)); err != nil {
+		t.Errorf("bob's second task after posting his first twice: %v, want it admitted (rpm 2)", err)
+	}
+}

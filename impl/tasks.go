@@ -177,6 +177,11 @@ func (s *Server) admit(ctx context.Context, spec task.Spec) (task.Admission, err
 		}
 	}
 	adm, err := s.opts.Tasks.Submit(ctx, spec)
+	if err == nil && adm.Replayed && s.opts.Limits != nil {
+		// A concurrent post of the same task won the race past Replay above: this one is no
+		// new request either (refund refreshes the headers).
+		s.opts.Limits.Unadmit(key.Name)
+	}
 	if err != nil || adm.Replayed {
 		// Tokens are reserved once per task: a refused submission or a re-post gives them back.
 		s.refund(ctx, key, spec, true)

@@ -152,6 +152,20 @@ func (l *Limiter) Settle(name string, reserved, used int) {
 	b.level = math.Min(float64(b.max), b.level+float64(reserved-used))
 }
 
+// Unadmit gives back the request Admit took from the key named name, for a submission that
+// turned out to be no new request (a re-post answered with the task it names). Its tokens go
+// back through Settle. A key without a requests limit has no bucket: nothing to do.
+func (l *Limiter) Unadmit(name string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.rpm[name]
+	if b == nil {
+		return
+	}
+	b.refill(l.now(), b.max)
+	b.level = math.Min(float64(b.max), b.level+1)
+}
+
 // Windows reports k's limits without taking anything.
 func (l *Limiter) Windows(k *Key) []Window {
 	l.mu.Lock()

@@ -132,6 +132,36 @@ func TestLimiterRequests(t *testing.T) {
 	}
 }
 
+// TestLimiterUnadmit: a request given back is one more to take, never more than the limit;
+// a key without a requests limit has nothing to give back.
+func TestLimiterUnadmit(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1_000_000, 0)}
+	l := NewLimiter(clk.now)
+	k := &Key{Name: "bob", RPM: 2}
+	for range 2 {
+		if _, err := l.Admit(k, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.Unadmit("bob")
+	if _, err := l.Admit(k, 1); err != nil {
+		t.Fatalf("after a request was given back: %v", err)
+	}
+	if _, err := l.Admit(k, 1); err == nil {
+		t.Fatal("one request given back admitted two")
+	}
+	for range 5 {
+		l.Unadmit("bob")
+	}
+	if w, _ := window(l.Windows(k), LimitRequests); w.Remaining != 2 {
+		t.Fatalf("after more given back than taken: %d requests remaining, want the limit 2", w.Remaining)
+	}
+	l.Unadmit("carol") // no bucket: nothing happens
+	if len(l.rpm) != 1 {
+		t.Fatalf("Unadmit made a bucket: %d", len(l.rpm))
+	}
+}
+
 func TestLimiterTokens(t *testing.T) {
 	clk := &fakeClock{t: time.Unix(1_000_000, 0)}
 	l := NewLimiter(clk.now)
