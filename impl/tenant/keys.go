@@ -119,6 +119,9 @@ func Parse(data []byte) ([]Key, error) {
 		if !nameRe.MatchString(fk.Name) {
 			return nil, fail("name", "must match %s, got %q", nameRe, fk.Name)
 		}
+		if fk.Name == DefaultName { // it would own, and read, the unnamed keys' tasks and sessions
+			return nil, fail("name", "%q is reserved for the keys that come without a name (the generated key, api_keys_file, ORCHD_API_KEYS)", DefaultName)
+		}
 		if names[fk.Name] {
 			return nil, fail("name", "%q is used twice", fk.Name)
 		}

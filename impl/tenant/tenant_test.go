@@ -30,6 +30,7 @@ func TestParse(t *testing.T) {
 		"empty":          {"keys: []", "at least one key"},
 		"unknown field":  {"keys: [{name: a, key: aaaaaaaaaaaaaaaaaaaa, scopes: [tasks], burst: 3}]", "burst"},
 		"bad name":       {"keys: [{name: 'a b', key: aaaaaaaaaaaaaaaaaaaa, scopes: [tasks]}]", "keys[0].name"},
+		"reserved name":  {"keys: [{name: a, key: aaaaaaaaaaaaaaaaaaaa, scopes: [tasks]}, {name: default, key: bbbbbbbbbbbbbbbbbbbb, scopes: [tasks]}]", "keys[1].name: \"default\" is reserved"},
 		"duplicate name": {"keys: [{name: a, key: aaaaaaaaaaaaaaaaaaaa, scopes: [tasks]}, {name: a, key: bbbbbbbbbbbbbbbbbbbb, scopes: [tasks]}]", "used twice"},
 		"duplicate key":  {"keys: [{name: a, key: aaaaaaaaaaaaaaaaaaaa, scopes: [tasks]}, {name: b, key: aaaaaaaaaaaaaaaaaaaa, scopes: [tasks]}]", "keys[1].key"},
 		"short key":      {"keys: [{name: a, key: short, scopes: [tasks]}]", "too short"},
