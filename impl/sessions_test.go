@@ -3,11 +3,13 @@ package impl
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -29,11 +31,30 @@ type fakeTasks struct {
 	mu     sync.Mutex
 	specs  map[string]task.Spec
 	refuse error // the next Submit's refusal
+	// replays, when set, makes Replay answer for the tasks admitted, except for its next
+	// missReplays calls (a concurrent post that looked before the first post's task existed).
+	replays     bool
+	missReplays int
 }
 
 // Replay leaves every post to Submit, which replays as the service's own does once the
-// post's reservations are made (and then given back).
-func (f *fakeTasks) Replay(context.Context, task.Spec) (task.Admission, bool, error) {
+// post's reservations are made (and then given back), unless replays is set.
+func (f *fakeTasks) Replay(_ context.Context, spec task.Spec) (task.Admission, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.replays {
+		return task.Admission{}, false, nil
+	}
+	if f.missReplays > 0 {
+		f.missReplays--
+		return task.Admission{}, false, nil
+	}
+	if prev, ok := f.specs[spec.ID]; ok {
+		if prev.Owner != spec.Owner {
+			return task.Admission{}, true, task.ErrConflict
+		}
+		return task.Admission{TaskID: spec.ID, Replayed: true}, true, nil
+	}
 	return task.Admission{}, false, nil
 }
 
@@ -327,5 +348,43 @@ func TestReplayTakesNoRequest(t *testing.T) {
 	// The second task bob may still post this minute.
 	if _, err := env.s.admit(ctx, spec("s2", 10)); err != nil {
 		t.Errorf("bob's second task after posting his first twice: %v, want it admitted (rpm 2)", err)
+	}
+}
+
+// TestLateReplayIsNotRefused: a post of a task whose first post a concurrent one admitted
+// after this one's replay check looked is refused by a limit or a budget the first post used
+// up. It is a re-post all the same: it gets the task's admission, and gives back what it took.
+func TestLateReplayIsNotRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		key  *tenant.Key
+	}{
+		{"requests per minute", &tenant.Key{Name: "bob", Scopes: tenant.AllScopes, Weight: 1, RPM: 1}},
+		{"tokens per minute", &tenant.Key{Name: "bob", Scopes: tenant.AllScopes, Weight: 1, TPM: 10}},
+		{"token budget", &tenant.Key{Name: "bob", Scopes: tenant.AllScopes, Weight: 1, RPM: 5, TokenBudget: 10}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := newAdmitEnv(t, 0)
+			now := time.Unix(1_700_000_000, 0)
+			lim := tenant.NewLimiter(func() time.Time { return now })
+			env.s.opts.Limits = lim
+			env.tasks.replays = true
+			ctx, _ := as(tc.key)
+			sp := spec("s1", 10)
+			if _, err := env.s.admit(ctx, sp); err != nil {
+				t.Fatal(err)
+			}
+			before := lim.Windows(tc.key)
+			env.tasks.mu.Lock()
+			env.tasks.missReplays = 1 // the second post looked before the first's task existed
+			env.tasks.mu.Unlock()
+			adm, err := env.s.admit(ctx, sp)
+			if err != nil || !adm.Replayed || adm.TaskID != sp.ID {
+				t.Fatalf("a concurrent re-post refused by what its first post used: %+v %v, want the task's admission", adm, err)
+			}
+			if after := lim.Windows(tc.key); fmt.Sprint(after) != fmt.Sprint(before) {
+				t.Errorf("limits after the re-post: %+v, want them as the first post left them: %+v", after, before)
+			}
+		})
 	}
 }

@@ -130,10 +130,28 @@ func (s *Server) admit(ctx context.Context, spec task.Spec) (task.Admission, err
 		}
 		return s.replayed(key, spec, adm), nil
 	}
+	// lateReplay answers a refusal below for a post whose task a concurrent post of the same
+	// body admitted after Replay above looked: it is a re-post, no new request, and gets the
+	// task's admission rather than the refusal. took: it took a request from the key's limits,
+	// given back then (its tokens went back with the refusal's refund).
+	lateReplay := func(took bool) (task.Admission, bool) {
+		adm, ok, err := s.opts.Tasks.Replay(ctx, spec)
+		if !ok || err != nil {
+			return task.Admission{}, false
+		}
+		if took && s.opts.Limits != nil {
+			s.opts.Limits.Unadmit(key.Name)
+			SetRateLimitHeaders(responseHeader(ctx), s.opts.Limits.Windows(key))
+		}
+		return s.replayed(key, spec, adm), true
+	}
 	if s.opts.Limits != nil {
 		ws, err := s.opts.Limits.Admit(key, spec.MaxTokens)
 		SetRateLimitHeaders(responseHeader(ctx), ws)
 		if err != nil {
+			if adm, ok := lateReplay(false); ok {
+				return adm, nil
+			}
 			return task.Admission{}, err
 		}
 	}
@@ -142,6 +160,9 @@ func (s *Server) admit(ctx context.Context, spec task.Spec) (task.Admission, err
 	sess, err := s.opts.Sessions.Reserve(spec.SessionID, key.Name, spec.MaxTokens)
 	if err != nil {
 		s.refund(ctx, key, spec, false)
+		if adm, ok := lateReplay(true); ok {
+			return adm, nil
+		}
 		var spent *session.BudgetError
 		switch {
 		case errors.Is(err, session.ErrNotFound):
@@ -166,6 +187,9 @@ func (s *Server) admit(ctx context.Context, spec task.Spec) (task.Admission, err
 		grant, left, err := s.opts.Budgets.Reserve(key, spec.MaxTokens)
 		if err != nil {
 			s.refund(ctx, key, spec, true)
+			if adm, ok := lateReplay(true); ok {
+				return adm, nil
+			}
 			setBudgetRemaining(ctx, 0)
 			return task.Admission{}, err
 		}
