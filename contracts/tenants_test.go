@@ -750,3 +750,32 @@ func TestKeyBudgetAcrossRestart(t *testing.T) {
 		t.Errorf("carol's tasks produced %d + %d + %d = %d tokens against her token_budget of 100", ga.TokensOut, gb.TokensOut, gc.TokensOut, total)
 	}
 }
+
+// TestCancelOnDisconnectKeepsAnotherReader: on_disconnect cancel acts when the LAST reader of
+// the task's stream goes away (openapi: "What happens when the last client reading the task's
+// stream goes away"). With two readers, the first one leaving must not cancel the task under
+// the second, which must read the whole stream to a normal end.
+func TestCancelOnDisconnectKeepsAnotherReader(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t) // cancel_on_disconnect: true (the default)
+	h.fake.SetGated(true)
+	r := taskReq(uuid.New())
+	h.submit(t, r)
+	h.fake.Allow(1)
+	a := h.openStream(t, r.TaskId, streamOpts{})
+	b := h.openStream(t, r.TaskId, streamOpts{})
+	a.until("token 0", isToken(0))
+	b.until("token 0", isToken(0))
+	a.close() // one of two readers leaves
+	eventually(t, "the disconnect seen", func() bool {
+		return strings.Contains(h.metricsText(t), "sse_client_disconnects_total 1")
+	})
+	h.fake.Allow(len(defaultTokens) - 1)
+	frames := b.rest()
+	if end := final(t, frames); end.Event != "end" || end.Data["canceled"] == true {
+		t.Fatalf("the remaining reader's stream ended with %s %s, want a normal end (the other reader is still attached)", end.Event, end.Raw)
+	}
+	if st := h.state(t, r.TaskId); st.State != client.Succeeded {
+		t.Fatalf("task %s with a reader still attached, want succeeded", st.State)
+	}
+}

@@ -576,7 +576,7 @@ func (r *openAIResponse) stream(w http.ResponseWriter) error {
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	if err := out.flush(); err != nil {
-		r.disconnected()
+		r.disconnected(nil)
 		return nil
 	}
 	m := r.s.opts.Metrics
@@ -647,7 +647,7 @@ func (r *openAIResponse) stream(w http.ResponseWriter) error {
 		}
 		if len(buf) > 0 {
 			if err := out.write(buf); err != nil {
-				r.disconnected()
+				r.disconnected(cur)
 				return nil
 			}
 		}
@@ -662,11 +662,11 @@ func (r *openAIResponse) stream(w http.ResponseWriter) error {
 				continue
 			}
 			if err := out.write([]byte(sse.Heartbeat)); err != nil {
-				r.disconnected()
+				r.disconnected(cur)
 				return nil
 			}
 		case <-r.ctx.Done():
-			r.disconnected()
+			r.disconnected(cur)
 			return nil
 		}
 	}
@@ -715,8 +715,13 @@ func (r *openAIResponse) appendTokenChunk(dst, head []byte, role string, lit []b
 	return append(dst, "},\"finish_reason\":null}]}\n\n"...)
 }
 
-// disconnected handles a client that went away before the task ended.
-func (r *openAIResponse) disconnected() {
+// disconnected handles a client that went away before the task ended. Its cursor (nil: none
+// yet) is closed first: the reader that left must not count as attached when the task's
+// disconnect policy looks.
+func (r *openAIResponse) disconnected(cur *task.Cursor) {
+	if cur != nil {
+		cur.Close()
+	}
 	select {
 	case <-r.t.Done():
 		return

@@ -29,9 +29,10 @@ func (s *Service) Cancel(ctx context.Context, id string) error {
 // CancelWait bounds how long Cancel waits for the task's runner to end a cancelled task.
 const CancelWait = 2 * time.Second
 
-// Disconnected is called when a stream's client went away before the task ended. The task's
-// policy decides: cancel it, leave it running (detach), or cancel it after its grace unless a
-// reader came back by then (a reader attached when the grace ends keeps it running).
+// Disconnected is called when a stream's client went away before the task ended, its cursor
+// closed. The task's policy decides, once the last reader is gone: cancel it, leave it running
+// (detach), or cancel it after its grace unless a reader came back by then (a reader attached
+// when the grace ends keeps it running). While another reader is attached, cancel does nothing.
 func (s *Service) Disconnected(ctx context.Context, t *Task) {
 	s.m.SSEDisconnects.Inc()
 	policy := t.spec.OnDisconnect
@@ -44,10 +45,13 @@ func (s *Service) Disconnected(ctx context.Context, t *Task) {
 	t.mu.Lock()
 	t.disconnects++
 	gen := t.disconnects
+	attached := len(t.subs) > 0 // another client still reads the task
 	t.mu.Unlock()
 	switch policy {
 	case OnDisconnectCancel:
-		s.cancel(t, causeDisconnect)
+		if !attached {
+			s.cancel(t, causeDisconnect)
+		}
 	case OnDisconnectGrace:
 		s.wg.Add(1)
 		go s.graceWait(ctx, t, gen, s.now().Add(t.spec.DisconnectGrace))
