@@ -193,3 +193,39 @@ func TestNotifyWhenTheJournalShows(t *testing.T) {
 		t.Fatal("a journal without AfterVisible reported as supported")
 	}
 }
+
+// TestResumeBeyondTheEndWaitsForTheJournal: a reader that resumes after an id beyond the end
+// of the log (Last-Event-ID past the end) is sent the task's final frame once the task ends.
+// Like every other frame, that frame may be shown only once the journal shows its record
+// ("a crash of the process never takes back what a client saw"): while the journal holds the
+// final record back, Next must hold the frame back too, and report the log incomplete.
+func TestResumeBeyondTheEndWaitsForTheJournal(t *testing.T) {
+	j := &heldJournal{}
+	tk := &Task{done: make(chan struct{}), j: j}
+	tk.mu.Lock()
+	tk.appendLocked("started", []byte(`{"queue_position":0,"predicted_start_ms":0}`), nil)
+	tk.appendTokenLocked([]byte("a"), 0)
+	tk.mu.Unlock()
+	j.show(j.seq) // started and token 0 are written
+
+	// The client saw ids up to 5 (Last-Event-ID: 5) before a crash took them back.
+	c := tk.Subscribe(6, false)
+	defer c.Close()
+
+	tk.mu.Lock()
+	tk.status = Succeeded
+	tk.appendFinalLocked("end", []byte(`{"tokens_out":1,"decode_ms":1,"decode_time_ms":1}`))
+	finalSeq := j.seq
+	tk.mu.Unlock()
+
+	frames, complete := c.Next(nil)
+	if len(frames) != 0 || complete {
+		t.Fatalf("final frame (journal record %d, visible %d) shown before the journal showed it: %q, complete %v",
+			finalSeq, j.visible, frames, complete)
+	}
+	j.show(finalSeq)
+	frames, complete = c.Next(nil)
+	if len(frames) == 0 || !complete {
+		t.Fatalf("once shown: %q, complete %v", frames, complete)
+	}
+}

@@ -513,10 +513,17 @@ func (c *Cursor) Next(dst []byte) ([]byte, bool) {
 	if final && c.next > len(spans) && len(spans) > 0 {
 		// Resuming after an id beyond the end of a finished log: the client saw frames that a
 		// restart took back (shown once written, lost with the machine before their fsync).
-		// It gets the final frame, numbered after its Last-Event-ID so that no id repeats.
+		// It gets the final frame, numbered after its Last-Event-ID so that no id repeats, once
+		// the journal shows it, as any frame.
 		if !c.endSent {
-			c.endSent = true
 			sp := spans[len(spans)-1]
+			if t.j != nil && sp.seq != 0 {
+				if visible, ch := t.j.Visible(); sp.seq > visible {
+					c.flushed, c.held = ch, sp.seq
+					return dst, false
+				}
+			}
+			c.endSent = true
 			frame := buf[sp.start:sp.end]
 			if c.verbose {
 				frame = buf[sp.vstart:sp.vend]
