@@ -157,13 +157,17 @@ type Service struct {
 	// mu guards the fields below. Admission enqueues under it, so that the journal records
 	// admissions in the order the queue took them (lock order: mu, then a task's mu or the
 	// queue's own lock).
-	mu       sync.Mutex
-	requeue  []*Task // recovered tasks that were queued, in admission order
-	tasks    map[string]*Task
-	finished []finishedRef // in finish order, for retention
-	seq      uint64        // admissions, for the replica scorer's tie-break
-	closing  bool
-	halted   bool // the shutdown grace is over: dispatched tasks stay queued (journal only)
+	mu      sync.Mutex
+	requeue []*Task // recovered tasks that were queued, in admission order
+	tasks   map[string]*Task
+	// admitting holds the ids of the tasks whose first post Submit is admitting: a concurrent
+	// post of the same id waits for it to end (the channel, made by the first that waits, is
+	// closed then) and is answered from the task it made, or admits it itself if it was refused.
+	admitting map[string]chan struct{}
+	finished  []finishedRef // in finish order, for retention
+	seq       uint64        // admissions, for the replica scorer's tie-break
+	closing   bool
+	halted    bool // the shutdown grace is over: dispatched tasks stay queued (journal only)
 
 	runCtx context.Context
 	// early is the base of tasks submitted before Run set runCtx; Run ends it with its ctx.
@@ -202,7 +206,7 @@ func New(opts Options) (*Service, error) {
 		opts.Retention = 10 * time.Minute
 	}
 	s := &Service{opts: opts, log: opts.Logger, m: opts.Metrics, now: opts.Clock.Now, j: opts.Journal,
-		tasks: map[string]*Task{}, placing: map[string]int{}}
+		tasks: map[string]*Task{}, admitting: map[string]chan struct{}{}, placing: map[string]int{}}
 	s.early, s.earlyStop = context.WithCancel(context.Background())
 	s.runCtx = s.early
 	_, off := opts.Tracer.(noop.Tracer)

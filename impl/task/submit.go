@@ -24,15 +24,46 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (_ Admission, retErr er
 	enqueued := func() {} // ends the task's pending count in its pool's load, once placed
 	entered := s.now()
 	s.mu.Lock()
-	if s.closing {
+	for {
+		if s.closing {
+			s.mu.Unlock()
+			return Admission{}, ErrShuttingDown
+		}
+		if t, ok := s.tasks[spec.ID]; ok {
+			s.mu.Unlock()
+			return s.replay(ctx, t, spec)
+		}
+		first, ok := s.admitting[spec.ID]
+		if !ok {
+			break
+		}
+		// A concurrent post of the same id is being admitted: its outcome is this one's too
+		// (the task it made, replayed), unless it was refused (then this one admits it). Not
+		// waiting, this post would meet the session's turn, the queue's room, that the first
+		// one took, and be refused for a task that stands admitted.
+		if first == nil {
+			first = make(chan struct{})
+			s.admitting[spec.ID] = first
+		}
 		s.mu.Unlock()
-		return Admission{}, ErrShuttingDown
+		select {
+		case <-first:
+		case <-ctx.Done():
+			return Admission{}, context.Cause(ctx)
+		}
+		s.mu.Lock()
 	}
-	if t, ok := s.tasks[spec.ID]; ok {
-		s.mu.Unlock()
-		return s.replay(ctx, t, spec)
-	}
+	s.admitting[spec.ID] = nil
 	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		waiting := s.admitting[spec.ID]
+		delete(s.admitting, spec.ID)
+		s.mu.Unlock()
+		if waiting != nil {
+			close(waiting)
+		}
+	}()
 
 	reqCtx := ctx
 	var placeSpan, admitSpan trace.Span // nil when tracing is off
