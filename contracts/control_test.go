@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -691,4 +692,58 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestTaskReportsItsOwnSessionsBudget: alice's task runs in session S; alice deletes S
+// and bob names S again (a new session, bob's, with a fresh budget). Alice's stream of her
+// own task must not report bob's session: its X-Budget-Tokens-Remaining header and its
+// metrics frames' tokens_budget_remaining are read by session id alone (no owner, no
+// generation), so they show bob's budget, and the frame adds alice's unused grant to it,
+// beyond the configured budget.
+func TestTaskReportsItsOwnSessionsBudget(t *testing.T) {
+	t.Parallel()
+	const budget = 1000
+	h := newHarness(t, withKeys(keysDoc), withTokenBudget(budget))
+	h.fake.SetGated(true)
+	ctx := h.ctx(t)
+	alice, bob := h.as(t, aliceKey), h.as(t, bobKey)
+	s := uuid.New()
+	mine := taskReq(s)
+	mine.MaxTokens = 64
+	if r, err := alice.CreateTaskWithResponse(ctx, nil, mine); err != nil || r.StatusCode() != http.StatusAccepted {
+		t.Fatalf("alice's task: %v %d %s", err, r.StatusCode(), r.Body)
+	}
+	eventually(t, "alice's task running", func() bool {
+		r, err := alice.GetTaskWithResponse(ctx, mine.TaskId, nil)
+		return err == nil && r.JSON200 != nil && r.JSON200.State == client.Running
+	})
+	if d, err := alice.DeleteSessionWithResponse(ctx, s, nil); err != nil || d.StatusCode() != http.StatusNoContent {
+		t.Fatalf("alice deleteSession: %v", err)
+	}
+	theirs := taskReq(s)
+	theirs.MaxTokens = 37
+	r, err := bob.CreateTaskWithResponse(ctx, nil, theirs)
+	if err != nil || r.StatusCode() != http.StatusAccepted {
+		t.Fatalf("bob's task in the session id alice deleted: %v %d %s", err, r.StatusCode(), r.Body)
+	}
+	bobsLeft := int64(budget - 37) // bob's session: 37 reserved by his queued task
+
+	// A re-post of alice's task is answered with her task's admission: its budget header
+	// is read by session id alone too.
+	if again, err := alice.CreateTaskWithResponse(ctx, nil, mine); err != nil || again.StatusCode() != http.StatusAccepted {
+		t.Fatalf("alice's re-post: %v %d %s", err, again.StatusCode(), again.Body)
+	} else if v := again.HTTPResponse.Header.Get("X-Budget-Tokens-Remaining"); v == strconv.FormatInt(bobsLeft, 10) {
+		t.Errorf("alice's re-post of her task: X-Budget-Tokens-Remaining %s, bob's session's budget (alice deleted hers)", v)
+	}
+
+	st := h.openStream(t, mine.TaskId, streamOpts{key: aliceKey})
+	if v := st.resp.Header.Get("X-Budget-Tokens-Remaining"); v == strconv.FormatInt(bobsLeft, 10) {
+		t.Errorf("alice's stream: X-Budget-Tokens-Remaining %s, bob's session's budget (alice deleted hers)", v)
+	}
+	h.fake.Allow(1)
+	f := st.until("a metrics frame after the first token", func(f frame) bool { return f.Event == "metrics" })
+	if v, ok := f.Data["tokens_budget_remaining"].(float64); ok && (int64(v) > budget || int64(v) == bobsLeft+63) {
+		t.Errorf("alice's metrics frame: tokens_budget_remaining %v (budget %d): bob's session's %d plus alice's unused grant 63",
+			v, budget, bobsLeft)
+	}
 }

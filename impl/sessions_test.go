@@ -53,9 +53,19 @@ func (f *fakeTasks) Replay(_ context.Context, spec task.Spec) (task.Admission, b
 		if prev.Owner != spec.Owner {
 			return task.Admission{}, true, task.ErrConflict
 		}
-		return task.Admission{TaskID: spec.ID, Replayed: true}, true, nil
+		return f.replayOf(prev), true, nil
 	}
 	return task.Admission{}, false, nil
+}
+
+// replayOf is the admission of a re-post of the task prev admitted, with its own session's
+// budget left, as the task service answers it.
+func (f *fakeTasks) replayOf(prev task.Spec) task.Admission {
+	a := task.Admission{TaskID: prev.ID, Replayed: true, SessionGen: prev.SessionGen}
+	if info, ok := f.ss.Get(prev.SessionID); ok && info.Gen == prev.SessionGen && info.Owner == prev.Owner {
+		a.TokensBudgetRemaining = info.TokensBudgetRemaining
+	}
+	return a
 }
 
 func (f *fakeTasks) Submit(_ context.Context, spec task.Spec) (task.Admission, error) {
@@ -65,7 +75,7 @@ func (f *fakeTasks) Submit(_ context.Context, spec task.Spec) (task.Admission, e
 		if prev.Owner != spec.Owner {
 			return task.Admission{}, task.ErrConflict
 		}
-		return task.Admission{TaskID: spec.ID, Replayed: true}, nil
+		return f.replayOf(prev), nil
 	}
 	if err := f.refuse; err != nil {
 		f.refuse = nil

@@ -226,7 +226,10 @@ func (s *Server) replayed(key *tenant.Key, spec task.Spec, adm task.Admission) t
 	if s.opts.Budgets != nil && key.TokenBudget > 0 {
 		keyLeft = s.opts.Budgets.Remaining(key)
 	}
-	if info, ok := s.opts.Sessions.Get(spec.SessionID); ok && info.TokensBudgetRemaining != nil {
+	// Read now, after this post's own reservation went back; the task's own session only (one
+	// deleted since, and perhaps named again by another key, is not the task's).
+	if info, ok := s.opts.Sessions.Get(spec.SessionID); ok && info.TokensBudgetRemaining != nil &&
+		info.Gen == adm.SessionGen && info.Owner == key.Name {
 		sessLeft = *info.TokensBudgetRemaining
 	}
 	return withBudgetRemaining(adm, keyLeft, sessLeft)
@@ -714,7 +717,10 @@ func (r *sseResponse) setHeaders(h http.Header) {
 	h.Set("X-Accel-Buffering", "no")
 	h.Set(HeaderCorrelationID, r.correlation)
 	h.Set("X-Budget-Time-Remaining-Ms", strconv.FormatInt(max(time.Until(r.t.Deadline()).Milliseconds(), 0), 10))
-	if info, ok := r.s.opts.Sessions.Get(r.t.SessionID()); ok && info.TokensBudgetRemaining != nil {
+	// The task's own session only: one deleted since, and perhaps named again by another key, is
+	// not the task's (nor its budget this reader's to see).
+	if info, ok := r.s.opts.Sessions.Get(r.t.SessionID()); ok && info.TokensBudgetRemaining != nil &&
+		info.Gen == r.t.SessionGen() && info.Owner == r.t.Owner() {
 		h.Set("X-Budget-Tokens-Remaining", strconv.FormatInt(*info.TokensBudgetRemaining, 10))
 	}
 }

@@ -39,7 +39,7 @@ func (s *Service) metricsData(t *Task, tokensOut int, now time.Time) ([]byte, []
 	b = strconv.AppendInt(b, int64(tokensOut), 10)
 	b = append(b, `,"time_budget_remaining_ms":`...)
 	b = strconv.AppendInt(b, max(int64(a), 0), 10)
-	if info, ok := s.opts.Sessions.Get(t.spec.SessionID); ok && info.TokensBudgetRemaining != nil {
+	if info, ok := s.sessionOf(t); ok && info.TokensBudgetRemaining != nil {
 		// What the session would have left if this task stopped now: its unreserved budget
 		// plus the part of this task's reservation it has not produced yet.
 		left := *info.TokensBudgetRemaining + int64(max(t.spec.SessionGrant-tokensOut, 0))

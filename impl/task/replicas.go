@@ -285,7 +285,7 @@ func (s *Service) placeReplica(ctx context.Context, t *Task, v pool.View, tried 
 	}
 	// A session's later turns follow its KV cache; a first turn with a long prompt follows
 	// its prefix to the replica whose cache likely holds it.
-	req.SessionReplica = s.sessionReplica(t.spec.SessionID)
+	req.SessionReplica = s.sessionReplica(t)
 	if len(t.spec.Messages) == 0 {
 		req.PrefixKey, req.HasPrefix = placement.PrefixKey(t.spec.Prompt, prefixChars)
 	}
@@ -348,9 +348,10 @@ func deviceMemory(devices []int, inv gpu.Inventory) int64 {
 	return total
 }
 
-// sessionReplica is where the session's last turn ran ("" none).
-func (s *Service) sessionReplica(id string) string {
-	info, _ := s.opts.Sessions.Get(id)
+// sessionReplica is where the last turn of t's session ran ("" none, or the session of its id
+// is no longer t's).
+func (s *Service) sessionReplica(t *Task) string {
+	info, _ := s.sessionOf(t)
 	return info.Replica
 }
 

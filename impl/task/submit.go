@@ -304,14 +304,24 @@ func (s *Service) replay(ctx context.Context, t *Task, spec Spec) (Admission, er
 		return s.Submit(ctx, spec)
 	}
 	a := Admission{TaskID: t.spec.ID, PoolID: t.poolID, Engine: t.engine, Replayed: true,
-		TimeBudgetRemaining: max(0, t.deadline.Sub(s.now()))}
+		TimeBudgetRemaining: max(0, t.deadline.Sub(s.now())), SessionGen: t.SessionGen()}
 	if pl, ok := t.ticket.Position(); ok {
 		a.QueuePosition, a.PredictedStartMs = pl.Position, pl.PredictedStartMs
 	}
-	if info, ok := s.opts.Sessions.Get(t.spec.SessionID); ok {
+	if info, ok := s.sessionOf(t); ok {
 		a.TokensBudgetRemaining = info.TokensBudgetRemaining
 	}
 	return a, nil
+}
+
+// sessionOf is t's session, if the session of its id is still the one t was admitted into (not
+// deleted, expired or evicted since, and perhaps named again by another key).
+func (s *Service) sessionOf(t *Task) (session.Info, bool) {
+	info, ok := s.opts.Sessions.Get(t.spec.SessionID)
+	if !ok || info.Gen != t.SessionGen() || info.Owner != t.spec.Owner {
+		return session.Info{}, false
+	}
+	return info, true
 }
 
 // Replay answers a re-post of a task that stands admitted under spec's id: its admission again

@@ -190,6 +190,9 @@ type Admission struct {
 	TimeBudgetRemaining time.Duration
 	// Replayed is true when this answers an idempotent re-post.
 	Replayed bool
+	// SessionGen is the generation of the session the task was admitted into (see
+	// Task.SessionGen).
+	SessionGen uint64
 }
 
 // span locates one encoded frame in a task's event buffer.
@@ -601,6 +604,14 @@ func (t *Task) SessionID() string { return t.spec.SessionID }
 
 // Owner names the key that created the task.
 func (t *Task) Owner() string { return t.spec.Owner }
+
+// SessionGen is the generation of the session the task was admitted into: a session read by
+// the task's session id is the task's own only with this generation (and the task's owner).
+func (t *Task) SessionGen() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.sessionGen
+}
 
 // Deadline returns the task's absolute deadline.
 func (t *Task) Deadline() time.Time { return t.deadline }
