@@ -29,6 +29,8 @@ func openAIStatus(typ, code string) (int, bool) {
 		return 400, true
 	case "invalid_request_error/invalid_api_key":
 		return 401, true
+	case "invalid_request_error/insufficient_permissions":
+		return 403, true
 	case "invalid_request_error/model_not_found":
 		return 404, true
 	case "invalid_request_error/payload_too_large":
@@ -546,5 +548,114 @@ func TestOpenAIChatWorkload(t *testing.T) {
 				t.Errorf("engine request workload %q prompt %q messages %+v", r.Workload, r.Prompt, r.Messages)
 			}
 		})
+	}
+}
+
+// TestOpenAIBudgetStopIsLength: a completion cut short by the token budget (here the
+// session's, sessions.token_budget 3, below the request's max_tokens 8) did not end because the
+// model ended: finish_reason must be "length" (OpenAIFinishReason: "`stop`: the model ended (end
+// of sequence)"), not "stop", streamed or not.
+func TestOpenAIBudgetStopIsLength(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, withTokenBudget(3))
+	body := `{"model":"` + modelID + `","max_tokens":8,"messages":[{"role":"user","content":"Hi"}]}`
+	resp, out := h.do(t, http.MethodPost, "/v1/chat/completions", strings.NewReader(body), bearer(testKey))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("%d %s", resp.StatusCode, out)
+	}
+	var got struct {
+		Choices []struct {
+			Message      struct{ Content string } `json:"message"`
+			FinishReason string                   `json:"finish_reason"`
+		} `json:"choices"`
+		Usage struct {
+			CompletionTokens int `json:"completion_tokens"`
+		} `json:"usage"`
+	}
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Usage.CompletionTokens != 3 || got.Choices[0].Message.Content != h.fake.Text(3) {
+		t.Fatalf("not cut at the budget: %s", out)
+	}
+	if got.Choices[0].FinishReason != "length" {
+		t.Errorf("non-streamed: finish_reason %q for a completion the budget cut after 3 of 8 tokens, want \"length\": %s",
+			got.Choices[0].FinishReason, out)
+	}
+
+	sbody := `{"model":"` + modelID + `","stream":true,"max_tokens":8,"prompt":"Once"}`
+	req, _ := http.NewRequestWithContext(h.ctx(t), http.MethodPost, h.url+"/v1/completions", strings.NewReader(sbody))
+	req.Header = bearer(testKey)
+	sresp, err := h.raw.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sresp.Body.Close()
+	cs, done := readChunks(t, sresp.Body)
+	if !done || len(cs) != 4 || chunkText(cs) != h.fake.Text(3) {
+		t.Fatalf("stream: done %v, %d chunks %+v", done, len(cs), cs)
+	}
+	fin := cs[3].Choices[0].FinishReason
+	if fin == nil || *fin != "length" {
+		got := "<nil>"
+		if fin != nil {
+			got = *fin
+		}
+		t.Errorf("streamed: finish_reason %q for a completion the budget cut after 3 of 8 tokens, want \"length\"", got)
+	}
+}
+
+// TestOpenAIValidKeyIsNotAnInvalidKey: the facade answers 401 invalid_api_key (the openai
+// client's AuthenticationError) only to a missing key or one that is none. A valid key without
+// the tasks scope is 403 insufficient_permissions (PermissionDeniedError); a key whose
+// max_priority is batch runs its completions as batch tasks.
+func TestOpenAIValidKeyIsNotAnInvalidKey(t *testing.T) {
+	t.Parallel()
+	const daveKey = "dave-contract-key-0123456789"
+	h := newHarness(t, withKeys(keysDoc+"  - {name: dave, key: "+daveKey+", scopes: [tasks], max_priority: batch}\n"))
+	body := `{"model":"` + modelID + `","max_tokens":2,"messages":[{"role":"user","content":"Hi"}]}`
+	for _, tc := range []struct {
+		name, key  string
+		status     int
+		code, task string
+	}{
+		{"batch key", daveKey, http.StatusOK, "", "batch"},
+		{"key without the tasks scope", opsKey, http.StatusForbidden, "insufficient_permissions", ""},
+		{"no key at all", "not-a-key-0123456789abcdef", http.StatusUnauthorized, "invalid_api_key", ""},
+	} {
+		resp, out := h.do(t, http.MethodPost, "/v1/chat/completions", strings.NewReader(body), bearer(tc.key))
+		if resp.StatusCode != tc.status {
+			t.Errorf("%s: %d %s, want %d", tc.name, resp.StatusCode, out, tc.status)
+			continue
+		}
+		if tc.code != "" {
+			if _, code, _ := openAIErr(t, out); code != tc.code {
+				t.Errorf("%s: code %q, want %q: %s", tc.name, code, tc.code, out)
+			}
+			continue
+		}
+		id := resp.Header.Get("X-Task-Id")
+		g, err := h.as(t, tc.key).GetTaskWithResponse(h.ctx(t), uuid.MustParse(id), nil)
+		if err != nil || g.JSON200 == nil || string(g.JSON200.Priority) != tc.task {
+			t.Errorf("%s: its task %s: %v %s, want a %s task", tc.name, id, err, g.Body, tc.task)
+		}
+	}
+}
+
+// TestOpenAIParamNamesTheFieldSent: a chat whose max_completion_tokens (the field OpenAI's
+// current clients send; max_tokens is deprecated for chat) exceeds the context is refused with
+// param "max_tokens", a field the request does not have. OpenAI's param names the offending
+// field of the request.
+func TestOpenAIParamNamesTheFieldSent(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, withCtxMax(64))
+	body := `{"model":"` + modelID + `","max_completion_tokens":65,"messages":[{"role":"user","content":"Hi"}]}`
+	resp, out := h.do(t, http.MethodPost, "/v1/chat/completions", strings.NewReader(body), bearer(testKey))
+	_, code, param := openAIErr(t, out)
+	if resp.StatusCode != http.StatusBadRequest || code != "invalid_value" {
+		t.Fatalf("%d %s", resp.StatusCode, out)
+	}
+	if param != "max_completion_tokens" {
+		t.Errorf("max_completion_tokens over the context: param %q, want \"max_completion_tokens\": %s", param, out)
 	}
 }

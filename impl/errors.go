@@ -35,6 +35,10 @@ type Error struct {
 	// Limit names the limit that refused the request: the key's rate limit (RATE_LIMITED) or
 	// the budget, the key's or the session's (BUDGET_EXCEEDED).
 	Limit string
+	// badKey marks the FORBIDDEN of a key that is no key: the OpenAI facade answers it 401
+	// invalid_api_key like a missing one, and a valid key's FORBIDDEN (a scope, a priority)
+	// 403.
+	badKey bool
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }

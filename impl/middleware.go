@@ -305,7 +305,7 @@ func Auth(spec *openapi3.T, keys *tenant.Ring, limits *tenant.Limiter, opts ...A
 		}
 		k, ok := keys.Lookup(key)
 		if !ok {
-			return Errorf("FORBIDDEN", "invalid API key")
+			return &Error{Code: "FORBIDDEN", Message: "invalid API key", badKey: true}
 		}
 		for _, need := range scopes[route] {
 			if !k.Has(need) {

@@ -68,6 +68,7 @@ type completion struct {
 	prompt       string
 	messages     []engine.Message // a chat's conversation (chat only)
 	maxTokens    *int32           // nil: the default of the endpoint
+	maxParam     string           // the request's field maxTokens came from ("" max_tokens)
 	temperature  *float64
 	seed         *int64
 	stream       bool
@@ -86,7 +87,7 @@ func (s *Server) CreateChatCompletion(ctx context.Context, req api.CreateChatCom
 	}
 	c := completion{chat: true, model: b.Model, prompt: prompt, messages: messages, maxTokens: b.MaxTokens, temperature: b.Temperature, seed: b.Seed}
 	if b.MaxCompletionTokens != nil {
-		c.maxTokens = b.MaxCompletionTokens
+		c.maxTokens, c.maxParam = b.MaxCompletionTokens, "max_completion_tokens"
 	}
 	c.stream = b.Stream != nil && *b.Stream
 	c.includeUsage = b.StreamOptions != nil && b.StreamOptions.IncludeUsage != nil && *b.StreamOptions.IncludeUsage
@@ -247,13 +248,17 @@ func (s *Server) taskSpec(ctx context.Context, c completion) (task.Spec, error) 
 	if c.maxTokens != nil {
 		maxTokens = int(*c.maxTokens)
 		if maxTokens > ctxLen {
-			return task.Spec{}, &Error{Code: "INVALID_PARAMS", Param: "max_tokens",
-				Message: fmt.Sprintf("/max_tokens: %d exceeds the model's context length %d", maxTokens, ctxLen)}
+			param := c.maxParam
+			if param == "" {
+				param = "max_tokens"
+			}
+			return task.Spec{}, &Error{Code: "INVALID_PARAMS", Param: param,
+				Message: fmt.Sprintf("/%s: %d exceeds the model's context length %d", param, maxTokens, ctxLen)}
 		}
 	}
 	spec := task.Spec{
 		ID: uuid.NewString(), SessionID: uuid.NewString(), Workload: workload, ModelRef: c.model,
-		Engine: pick.Engine, Ctx: ctxLen, Priority: admission.Interactive, Seed: c.seed, Prompt: c.prompt,
+		Engine: pick.Engine, Ctx: ctxLen, Priority: facadePriority(ctx), Seed: c.seed, Prompt: c.prompt,
 		MaxTokens: maxTokens, Deadline: s.opts.OpenAIDeadline, Fingerprint: sha256.Sum256(RawBody(ctx)),
 		CorrelationID: CorrelationID(ctx), Placement: task.Placement{AllowFallback: true},
 	}
@@ -384,9 +389,21 @@ func decodeEvent(name, data []byte) (te taskEvent, keep bool, err error) {
 	return te, true, nil
 }
 
-// finishReason maps a task's stop reason to OpenAI's.
+// facadePriority is the class a completion runs in: interactive, or the calling key's
+// max_priority when that is lower (a batch key's completions run as batch tasks rather than
+// being refused).
+func facadePriority(ctx context.Context) admission.Priority {
+	if most, err := admission.ParsePriority(callerKey(ctx).MaxPriority); err == nil && most > admission.Interactive {
+		return most
+	}
+	return admission.Interactive
+}
+
+// finishReason maps a task's stop reason to OpenAI's: a completion cut short by max_tokens or by
+// a token budget's grant is "length" (clients that check for it see the cut), the model's own
+// end or a stop word "stop".
 func finishReason(stop string) string {
-	if stop == "limit" {
+	if stop == string(engine.StopLimit) || stop == string(task.StopBudget) {
 		return "length"
 	}
 	return "stop"
@@ -760,14 +777,19 @@ type openAIErrorDetail struct {
 }
 
 // openAIError renders an API error as OpenAI does: the status of the one table (a wrong key is
-// 401 like a missing one: OpenAI clients raise AuthenticationError only for 401), and its type
-// and code.
+// 401 like a missing one: OpenAI clients raise AuthenticationError only for 401; a valid key
+// that may not do this is 403, PermissionDeniedError), and its type and code.
 func openAIError(e *Error) (int, openAIErrorBody) {
 	status := statusOf(e.Code)
 	typ, code := "invalid_request_error", "invalid_value"
 	switch e.Code {
-	case "UNAUTHORIZED", "FORBIDDEN":
+	case "UNAUTHORIZED":
 		status, code = http.StatusUnauthorized, "invalid_api_key"
+	case "FORBIDDEN":
+		status, code = http.StatusForbidden, "insufficient_permissions"
+		if e.badKey {
+			status, code = http.StatusUnauthorized, "invalid_api_key"
+		}
 	case "NOT_FOUND":
 		code = "model_not_found"
 	case "PAYLOAD_TOO_LARGE":

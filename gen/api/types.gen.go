@@ -872,7 +872,7 @@ type GpuInventory struct {
 // OpenAIChatCompletion defines model for OpenAIChatCompletion.
 type OpenAIChatCompletion struct {
 	Choices []struct {
-		// FinishReason `length`: max_tokens reached; `stop`: the model ended (end of sequence).
+		// FinishReason `length`: max_tokens, or the key's or the session's token budget, reached; `stop`: the model ended (end of sequence, or a stop word).
 		FinishReason OpenAIFinishReason `json:"finish_reason"`
 		Index        int32              `json:"index"`
 		Message      struct {
@@ -952,7 +952,7 @@ type OpenAIChatMessageRole string
 // OpenAICompletion defines model for OpenAICompletion.
 type OpenAICompletion struct {
 	Choices []struct {
-		// FinishReason `length`: max_tokens reached; `stop`: the model ended (end of sequence).
+		// FinishReason `length`: max_tokens, or the key's or the session's token budget, reached; `stop`: the model ended (end of sequence, or a stop word).
 		FinishReason OpenAIFinishReason      `json:"finish_reason"`
 		Index        int32                   `json:"index"`
 		Logprobs     *map[string]interface{} `json:"logprobs"`
@@ -1031,7 +1031,7 @@ type OpenAIErrorResponse struct {
 	} `json:"error"`
 }
 
-// OpenAIFinishReason `length`: max_tokens reached; `stop`: the model ended (end of sequence).
+// OpenAIFinishReason `length`: max_tokens, or the key's or the session's token budget, reached; `stop`: the model ended (end of sequence, or a stop word).
 type OpenAIFinishReason string
 
 // OpenAIModel defines model for OpenAIModel.

@@ -878,7 +878,7 @@ type GpuInventory struct {
 // OpenAIChatCompletion defines model for OpenAIChatCompletion.
 type OpenAIChatCompletion struct {
 	Choices []struct {
-		// FinishReason `length`: max_tokens reached; `stop`: the model ended (end of sequence).
+		// FinishReason `length`: max_tokens, or the key's or the session's token budget, reached; `stop`: the model ended (end of sequence, or a stop word).
 		FinishReason OpenAIFinishReason `json:"finish_reason"`
 		Index        int32              `json:"index"`
 		Message      struct {
@@ -958,7 +958,7 @@ type OpenAIChatMessageRole string
 // OpenAICompletion defines model for OpenAICompletion.
 type OpenAICompletion struct {
 	Choices []struct {
-		// FinishReason `length`: max_tokens reached; `stop`: the model ended (end of sequence).
+		// FinishReason `length`: max_tokens, or the key's or the session's token budget, reached; `stop`: the model ended (end of sequence, or a stop word).
 		FinishReason OpenAIFinishReason      `json:"finish_reason"`
 		Index        int32                   `json:"index"`
 		Logprobs     *map[string]interface{} `json:"logprobs"`
@@ -1037,7 +1037,7 @@ type OpenAIErrorResponse struct {
 	} `json:"error"`
 }
 
-// OpenAIFinishReason `length`: max_tokens reached; `stop`: the model ended (end of sequence).
+// OpenAIFinishReason `length`: max_tokens, or the key's or the session's token budget, reached; `stop`: the model ended (end of sequence, or a stop word).
 type OpenAIFinishReason string
 
 // OpenAIModel defines model for OpenAIModel.
@@ -4768,6 +4768,11 @@ type CreateChatCompletionResponse401Headers struct {
 	XCorrelationId string
 }
 
+// CreateChatCompletionResponse403Headers the declared response headers of an HTTP 403 response for CreateChatCompletion
+type CreateChatCompletionResponse403Headers struct {
+	XCorrelationId string
+}
+
 // CreateChatCompletionResponse404Headers the declared response headers of an HTTP 404 response for CreateChatCompletion
 type CreateChatCompletionResponse404Headers struct {
 	XCorrelationId string
@@ -4811,6 +4816,8 @@ type CreateChatCompletionResponse struct {
 	JSON400 *OpenAIError
 	// JSON401 the response for an HTTP 401 `application/json` response
 	JSON401 *OpenAIError
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *OpenAIError
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *OpenAIError
 	// JSON413 the response for an HTTP 413 `application/json` response
@@ -4829,6 +4836,8 @@ type CreateChatCompletionResponse struct {
 	Headers400 *CreateChatCompletionResponse400Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *CreateChatCompletionResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *CreateChatCompletionResponse403Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *CreateChatCompletionResponse404Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
@@ -4856,6 +4865,11 @@ func (r CreateChatCompletionResponse) GetJSON400() *OpenAIError {
 // GetJSON401 returns the response for an HTTP 401 `application/json` response
 func (r CreateChatCompletionResponse) GetJSON401() *OpenAIError {
 	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r CreateChatCompletionResponse) GetJSON403() *OpenAIError {
+	return r.JSON403
 }
 
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
@@ -4933,6 +4947,11 @@ type CreateCompletionResponse401Headers struct {
 	XCorrelationId string
 }
 
+// CreateCompletionResponse403Headers the declared response headers of an HTTP 403 response for CreateCompletion
+type CreateCompletionResponse403Headers struct {
+	XCorrelationId string
+}
+
 // CreateCompletionResponse404Headers the declared response headers of an HTTP 404 response for CreateCompletion
 type CreateCompletionResponse404Headers struct {
 	XCorrelationId string
@@ -4976,6 +4995,8 @@ type CreateCompletionResponse struct {
 	JSON400 *OpenAIError
 	// JSON401 the response for an HTTP 401 `application/json` response
 	JSON401 *OpenAIError
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *OpenAIError
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *OpenAIError
 	// JSON413 the response for an HTTP 413 `application/json` response
@@ -4994,6 +5015,8 @@ type CreateCompletionResponse struct {
 	Headers400 *CreateCompletionResponse400Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *CreateCompletionResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *CreateCompletionResponse403Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *CreateCompletionResponse404Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
@@ -5021,6 +5044,11 @@ func (r CreateCompletionResponse) GetJSON400() *OpenAIError {
 // GetJSON401 returns the response for an HTTP 401 `application/json` response
 func (r CreateCompletionResponse) GetJSON401() *OpenAIError {
 	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r CreateCompletionResponse) GetJSON403() *OpenAIError {
+	return r.JSON403
 }
 
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
@@ -7657,6 +7685,13 @@ func ParseCreateChatCompletionResponse(rsp *http.Response) (*CreateChatCompletio
 		}
 		response.JSON401 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest OpenAIError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
 		var dest OpenAIError
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -7742,6 +7777,16 @@ func ParseCreateChatCompletionResponse(rsp *http.Response) (*CreateChatCompletio
 			headers.XCorrelationId = value
 		}
 		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers CreateChatCompletionResponse403Headers
+		if values := rsp.Header.Values("X-Correlation-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationId = value
+		}
+		response.Headers403 = &headers
 	case rsp.StatusCode == 404:
 		var headers CreateChatCompletionResponse404Headers
 		if values := rsp.Header.Values("X-Correlation-Id"); len(values) > 0 {
@@ -7870,6 +7915,13 @@ func ParseCreateCompletionResponse(rsp *http.Response) (*CreateCompletionRespons
 		}
 		response.JSON401 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest OpenAIError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
 		var dest OpenAIError
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -7955,6 +8007,16 @@ func ParseCreateCompletionResponse(rsp *http.Response) (*CreateCompletionRespons
 			headers.XCorrelationId = value
 		}
 		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers CreateCompletionResponse403Headers
+		if values := rsp.Header.Values("X-Correlation-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationId = value
+		}
+		response.Headers403 = &headers
 	case rsp.StatusCode == 404:
 		var headers CreateCompletionResponse404Headers
 		if values := rsp.Header.Values("X-Correlation-Id"); len(values) > 0 {
