@@ -26,6 +26,16 @@ type EventReader struct {
 
 	fn     func(name, data []byte) (bool, error) // Each's
 	onLine func([]byte) (bool, error)            // r.eachLine, made once
+	// errorField: an "error:" line is an event named error whose data is the line's value
+	// (llama-server's way to report a failure inside a stream), not a field to ignore.
+	errorField bool
+}
+
+// WithErrorField makes r read "error: <json>" lines, which llama-server sends for a failure in
+// the middle of a stream (then "data: [DONE]"), as events named "error". It returns r.
+func (r *EventReader) WithErrorField() *EventReader {
+	r.errorField = true
+	return r
 }
 
 // eventBufBytes is an EventReader's buffer: a streamed chunk is a few hundred bytes, and
@@ -124,6 +134,16 @@ func (r *EventReader) line(line []byte) (bool, error) {
 		r.hasData = true
 	case "event":
 		r.name = append(r.name[:0], value...)
+	case "error":
+		if !r.errorField {
+			break
+		}
+		if len(value) > MaxEventBytes {
+			return false, ErrEventTooLong
+		}
+		r.name = append(r.name[:0], "error"...)
+		r.data = append(r.data[:0], value...)
+		r.hasData = true
 	}
 	return false, nil
 }

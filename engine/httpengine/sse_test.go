@@ -72,6 +72,29 @@ func TestEventReader(t *testing.T) {
 	}
 }
 
+// TestEventReaderErrorField: llama-server's "error: {json}" line is a field other readers
+// ignore, as the SSE format says of unknown fields; a reader that asks for it reads it as an
+// event named error.
+func TestEventReaderErrorField(t *testing.T) {
+	const body = "data: a\n\nerror: {\"code\":400}\n\ndata: [DONE]\n\n"
+	read := func(r *EventReader) (out []string) {
+		for {
+			name, data, err := r.Next()
+			if err != nil {
+				return out
+			}
+			out = append(out, string(name)+"="+string(data))
+		}
+	}
+	if got, want := strings.Join(read(NewEventReader(strings.NewReader(body))), " "), "=a =[DONE]"; got != want {
+		t.Errorf("by default: %q, want %q", got, want)
+	}
+	got := strings.Join(read(NewEventReader(strings.NewReader(body)).WithErrorField()), " ")
+	if want := `=a error={"code":400} =[DONE]`; got != want {
+		t.Errorf("with the error field: %q, want %q", got, want)
+	}
+}
+
 // FuzzEventReader: any body splits into events without panicking, each within the bound; a
 // payload written as data lines comes back as one event; and a body of "data: X\n\n" events
 // whose Xs have no line breaks gives back exactly the Xs.

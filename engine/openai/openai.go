@@ -67,8 +67,9 @@ type Replica struct {
 	log    *slog.Logger
 	flavor Flavor
 
-	mu    sync.Mutex
-	model string // configured or discovered; "" until discovered
+	mu         sync.Mutex
+	model      string // configured or discovered; "" until discovered
+	discovered bool   // model came from /v1/models: asked again after a 404 (the engine may have been replaced)
 }
 
 var (
@@ -180,6 +181,10 @@ func (r *Replica) generate(ctx context.Context, req engine.Request, emit engine.
 	defer call.End() // closes the connection: the engine aborts the request
 	resp, err := call.PostStream(r.base+path, path, b)
 	if err != nil {
+		var se *statusErr
+		if errors.As(err, &se) && se.code == http.StatusNotFound {
+			r.forgetModel(model)
+		}
 		return engine.Result{}, err
 	}
 	defer resp.Body.Close()
@@ -192,13 +197,16 @@ func (r *Replica) generate(ctx context.Context, req engine.Request, emit engine.
 	var failed error // why the callback stopped the stream early
 	finished, done := false, false
 	call.Rearm()
-	err = httpengine.NewEventReader(resp.Body).Each(func(name, data []byte) (bool, error) {
+	err = httpengine.NewEventReader(resp.Body).WithErrorField().Each(func(name, data []byte) (bool, error) {
 		call.Pause()
 		if err := ctx.Err(); err != nil {
 			failed = err
 			return true, nil
 		}
 		c, derr := decodeChunk(data)
+		if string(name) == "error" && derr == nil && !c.hasError {
+			c, derr = bareError(data) // llama-server's error field: the error object itself
+		}
 		switch {
 		case derr != nil:
 			failed = engine.Errorf(engine.KindProtocol, "openai: %v", derr)
@@ -206,6 +214,10 @@ func (r *Replica) generate(ctx context.Context, req engine.Request, emit engine.
 			failed = engine.Errorf(engine.KindEngineFailure, "openai: engine error event: %.512s", data)
 		case c.hasError:
 			failed = chunkError(c)
+		case c.finishReason == "error": // vLLM: a request-level failure of the engine's (a KV load, ...)
+			failed = engine.Errorf(engine.KindEngineFailure, "openai: the engine ended the generation with finish_reason error after %d tokens", res.TokensOut)
+		case c.finishReason == "abort": // vLLM: the engine aborted the request
+			failed = engine.Errorf(engine.KindWorkerReset, "openai: the engine aborted the generation after %d tokens", res.TokensOut)
 		}
 		if failed != nil {
 			return true, nil
@@ -264,10 +276,13 @@ func stopReason(s string) engine.StopReason {
 	}
 }
 
-// kindOf maps an HTTP status, or an in-stream error's code and type.
+// kindOf maps an HTTP status, or an in-stream error's code and type. A 404 is the replica's:
+// the model it was asked for comes from the pool's configuration or the server's own list,
+// never from the task (vLLM: "The model `m` does not exist").
 func kindOf(code int, typ string) engine.Kind {
 	switch {
-	case code == http.StatusServiceUnavailable, code == http.StatusUnauthorized, code == http.StatusForbidden:
+	case code == http.StatusServiceUnavailable, code == http.StatusUnauthorized, code == http.StatusForbidden,
+		code == http.StatusNotFound:
 		return engine.KindPoolUnavailable
 	case code == http.StatusTooManyRequests:
 		return engine.KindOverload
@@ -308,10 +323,57 @@ func statusError(ctx context.Context, resp *http.Response) error {
 		msg = http.StatusText(resp.StatusCode)
 	}
 	kind := kindOf(resp.StatusCode, typ)
-	if resp.StatusCode < 400 {
+	switch {
+	case resp.StatusCode < 400:
 		kind = engine.KindProtocol
+	case resp.StatusCode == http.StatusServiceUnavailable && busy(resp, msg):
+		// A healthy server whose own queue is full (Ollama's "server busy ... maximum pending
+		// requests exceeded", a Retry-After): an overload, not a fault for the breaker.
+		kind = engine.KindOverload
 	}
-	return engine.Errorf(kind, "openai: engine answered %d: %s", resp.StatusCode, msg)
+	return &statusErr{code: resp.StatusCode, err: engine.Errorf(kind, "openai: engine answered %d: %s", resp.StatusCode, msg)}
+}
+
+// statusErr is a non-200 answer's error, with its status (a 404 makes a discovered model be
+// asked again).
+type statusErr struct {
+	code int
+	err  error
+}
+
+func (e *statusErr) Error() string { return e.err.Error() }
+func (e *statusErr) Unwrap() error { return e.err }
+
+// busy reports whether a 503 says the server is busy rather than down: a Retry-After, or words
+// of a full queue.
+func busy(resp *http.Response, msg string) bool {
+	if resp.Header.Get("Retry-After") != "" {
+		return true
+	}
+	m := strings.ToLower(msg)
+	for _, w := range []string{"busy", "overload", "queue is full", "maximum pending", "queue size"} {
+		if strings.Contains(m, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// bareError decodes an error object that is the event's data itself, as llama-server's error
+// field carries it: {"code":400,"message":...,"type":...}.
+func bareError(data []byte) (chunk, error) {
+	var e struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+		Type    string `json:"type"`
+	}
+	if err := json.Unmarshal(data, &e); err != nil {
+		return chunk{}, fmt.Errorf("error event: %w", err)
+	}
+	if e.Message == "" && e.Code == 0 && e.Type == "" {
+		return chunk{}, nil
+	}
+	return chunk{hasError: true, errCode: e.Code, errType: e.Type, errMsg: e.Message}, nil
 }
 
 // errorBody reads {"error":{"message","type"}}, vLLM's {"object":"error","message","type"} or
@@ -406,11 +468,22 @@ func (r *Replica) modelName(ctx context.Context) (string, error) {
 	}
 	r.mu.Lock()
 	if r.model == "" {
-		r.model = ids[0]
+		r.model, r.discovered = ids[0], true
 	}
 	m = r.model
 	r.mu.Unlock()
 	return m, nil
+}
+
+// forgetModel forgets a discovered model m after the engine answered that it serves no such
+// model: the server at the URL was replaced by one that serves another, and the next
+// generation asks /v1/models again. A configured model is the operator's: it stays.
+func (r *Replica) forgetModel(m string) {
+	r.mu.Lock()
+	if r.discovered && r.model == m {
+		r.model, r.discovered = "", false
+	}
+	r.mu.Unlock()
 }
 
 // Identify implements engine.Identifier: the first model of /v1/models and, where the server

@@ -245,12 +245,20 @@ func kindOf(code int) engine.Kind {
 	return engine.KindProtocol
 }
 
-// kindOfMessage classifies an error Triton sends inside the stream, which has no code: the
-// backends' words for a request that cannot run are the request's fault; anything else (a
-// model exception) is the replica's.
+// kindOfMessage classifies an error Triton sends inside the stream (or with a 503), which has no
+// code: a full queue is an overload; the backends' words for a request that cannot run are the
+// request's fault; anything else (a model exception) is the replica's.
 func kindOfMessage(msg string) engine.Kind {
 	m := strings.ToLower(msg)
-	for _, s := range []string{"exceeds", "too long", "too large", "invalid argument", "must be less", "must be greater"} {
+	// A full queue first (Triton's scheduler: "Exceeds maximum queue size"; TensorRT-LLM's
+	// "... please try again later"): the replica is busy, not broken, nor the request wrong.
+	for _, s := range []string{"maximum queue size", "queue is full", "try again later"} {
+		if strings.Contains(m, s) {
+			return engine.KindOverload
+		}
+	}
+	for _, s := range []string{"exceeds", "too long", "too large", "invalid argument", "must be less", "must be greater",
+		"longer than the maximum", "maximum model length"} { // the vLLM backend's prompt past the context
 		if strings.Contains(m, s) {
 			return engine.KindInvalidRequest
 		}
@@ -272,7 +280,8 @@ func (r *Replica) statusError(ctx context.Context, resp *http.Response) error {
 		msg = http.StatusText(resp.StatusCode)
 	}
 	kind := kindOf(resp.StatusCode)
-	if resp.StatusCode == http.StatusOK {
+	if resp.StatusCode == http.StatusOK ||
+		resp.StatusCode == http.StatusServiceUnavailable && kindOfMessage(msg) == engine.KindOverload {
 		kind = kindOfMessage(msg)
 	}
 	if resp.StatusCode == http.StatusNotFound {
