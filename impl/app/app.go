@@ -244,6 +244,9 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 			return nil, err
 		}
 		topts.Journal = a.journal
+		// A task's charge is kept in the budget file until its final record is on disk.
+		jr := a.journal
+		a.budgets.TrackDurable(func() uint64 { d, _ := jr.Durable(); return d })
 		log.Info("journal open", "dir", dir, "sync", mode.String(), "max_unsynced", cfg.Journal.MaxUnsynced.D())
 	}
 	if svc, err = task.New(topts); err != nil {
@@ -330,9 +333,9 @@ type meter struct {
 	log     *slog.Logger
 }
 
-func (m meter) Settle(owner string, reserved, granted, used int) {
+func (m meter) Settle(owner, task string, mark uint64, reserved, granted, used int) {
 	m.limits.Settle(owner, reserved, used)
-	if err := m.budgets.Settle(owner, granted, used); err != nil {
+	if err := m.budgets.SettleTask(owner, task, mark, granted, used); err != nil {
 		m.log.Error("token budget not persisted", "key", owner, "err", err)
 	}
 }
@@ -340,6 +343,9 @@ func (m meter) Settle(owner string, reserved, granted, used int) {
 // Restore takes a recovered task's budget grant again. Its tokens-per-minute reservation is not
 // taken again: that bucket is a window of the process, and a restart starts it full.
 func (m meter) Restore(owner string, granted int) { m.budgets.Restore(owner, granted) }
+
+// Recovered forgets the tasks the budget file kept from the process before.
+func (m meter) Recovered() { m.budgets.Recovered() }
 
 func keyNames(keys []tenant.Key) []string {
 	out := make([]string, len(keys))

@@ -21,9 +21,11 @@ import (
 // budgetMeter is impl/app's meter: the key's token budget (no rate limits here).
 type budgetMeter struct{ budgets *tenant.Budgets }
 
-func (m *budgetMeter) Settle(owner string, _, granted, used int) {
-	_ = m.budgets.Settle(owner, granted, used)
+func (m *budgetMeter) Settle(owner, task string, mark uint64, _, granted, used int) {
+	_ = m.budgets.SettleTask(owner, task, mark, granted, used)
 }
+
+func (m *budgetMeter) Recovered() { m.budgets.Recovered() }
 
 func (m *budgetMeter) Restore(owner string, granted int) { m.budgets.Restore(owner, granted) }
 
@@ -44,6 +46,9 @@ func startMeterDaemon(t *testing.T, dir string, clock *tasktest.Clock, m Meter) 
 		t.Fatal(err)
 	}
 	cj := &crashable{Journal: jr}
+	if bm, ok := m.(*budgetMeter); ok { // as the daemon wires it
+		bm.budgets.TrackDurable(func() uint64 { d, _ := jr.Durable(); return d })
+	}
 	eng := &stepper{calls: make(chan *generation)}
 	ss, err := session.New(session.Options{MaxTurns: 8})
 	if err != nil {
@@ -127,5 +132,55 @@ func TestRecoveredTaskKeepsItsKeyBudgetGrant(t *testing.T) {
 			"was granted %d tokens; once the recovered task ended with 3 tokens the key still has %d to grant while "+
 			"that task holds %d: the key may spend %d tokens of its budget of 8",
 			other, b.Remaining(alice), other, int64(3+other)+b.Remaining(alice))
+	}
+}
+
+// TestTaskEndedBeforeACrashIsChargedOnce: a task of a key with a budget ends; its charge is
+// written at once, its final record reaches the journal's disk within MaxUnsynced. The machine
+// goes down in between: the restart finds the task unended and ends it (worker_reset), settling
+// it again. The budget file kept the task until its end was on disk, so it is charged once.
+func TestTaskEndedBeforeACrashIsChargedOnce(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(t.TempDir(), "budgets.json")
+	clock := tasktest.NewClock(time.Unix(1_700_000_000, 0))
+	alice := &tenant.Key{Name: "alice", TokenBudget: 100}
+
+	b := openBudgets(t, path)
+	d := startMeterDaemon(t, dir, clock, &budgetMeter{budgets: b})
+	s := spec(admission.Interactive)
+	s.Owner = "alice"
+	grant, _, err := b.Reserve(alice, s.MaxTokens)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Grant = grant
+	if _, err := d.svc.Submit(d.ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	g := d.eng.next(t)
+	d.j.mu.Lock()
+	d.j.loseFinal = true
+	d.j.mu.Unlock()
+	for _, tok := range []string{"a", "b", "c"} {
+		g.tokens <- tok
+	}
+	close(g.tokens)
+	d.log(t, s.ID, 0)
+	if used := b.Used("alice"); used != 3 {
+		t.Fatalf("used before the crash: %d, want 3", used)
+	}
+	d.stop()
+
+	b = openBudgets(t, path)
+	d = startMeterDaemon(t, dir, clock, &budgetMeter{budgets: b})
+	snap, err := d.svc.Get(d.ctx, s.ID)
+	if err != nil || snap.Status != Failed {
+		t.Fatalf("after the restart: %+v %v, want the task recovered unended, then failed", snap, err)
+	}
+	if used := b.Used("alice"); used != 3 {
+		t.Fatalf("after the restart the key is charged %d tokens for a task that produced 3: charged twice", used)
+	}
+	if r := b.Remaining(alice); r != 97 {
+		t.Fatalf("after the restart %d of alice's 100 are left, want 97 (nothing reserved)", r)
 	}
 }

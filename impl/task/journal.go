@@ -189,6 +189,9 @@ func (s *Service) Recover() error {
 			Message:   "the daemon restarted while the task was running; submit it again under a new task_id",
 			Retriable: true, RetryAfterMs: 1000, PoolID: t.poolID, Engine: t.engine}, engine.Result{}, 0)
 	}
+	if s.opts.Meter != nil {
+		s.opts.Meter.Recovered()
+	}
 	s.log.Info("tasks recovered from the journal", "finished", len(fin), "queued", queued, "interrupted", len(interrupted))
 	return nil
 }

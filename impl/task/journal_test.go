@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -78,6 +79,22 @@ type crashable struct {
 	crashed bool
 	last    uint64
 	failed  error // returned by Wait when set
+	// loseFinal: the machine goes down as the next final record is appended, before it
+	// reaches the disk: it and all that follows are lost, and its mark is never durable
+	// (readers are shown everything, as by a failed journal, so that they do not wait on it).
+	loseFinal, lost bool
+}
+
+func (c *crashable) Visible() (uint64, <-chan struct{}) {
+	c.mu.Lock()
+	lost := c.lost
+	c.mu.Unlock()
+	if lost {
+		ch := make(chan struct{})
+		close(ch)
+		return math.MaxUint64, ch
+	}
+	return c.Journal.Visible()
 }
 
 func (c *crashable) Wait(ctx context.Context, seq uint64) error {
@@ -94,6 +111,11 @@ func (c *crashable) Append(task string, kind uint8, name string, data, extra []b
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.crashed {
+		return c.last
+	}
+	if c.loseFinal && kind == recFinal {
+		c.crashed, c.lost = true, true
+		c.last++ // the number the journal would have given it
 		return c.last
 	}
 	c.last = c.Journal.Append(task, kind, name, data, extra)

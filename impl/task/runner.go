@@ -266,22 +266,26 @@ func (s *Service) finish(t *Task, st Status, ei *ErrorInfo, res engine.Result, d
 	t.tokensIn = res.TokensIn
 	tokensOut := t.tokensOut
 	decodeMs := decode.Milliseconds()
+	name, data := "end", []byte(nil)
+	switch st {
+	case Succeeded, Canceled:
+		data = endData(tokensOut, decodeMs, st == Canceled, res.Stop, t.migrations, res.TokensCached)
+	default:
+		name, data = "error", errorData(s.opts.Code(ei.Class), ei)
+	}
+	// The journal's final record first: the meter keeps the task charged until it is on disk.
+	mark := t.journalFinalLocked(name, data)
 	if s.opts.Meter != nil {
 		// Before the final frame: a client that reads the end and submits again finds the
 		// key's budget and tokens-per-minute already settled. (Lock order: t.mu, then the
 		// meter's own; the meter never calls back.)
-		s.opts.Meter.Settle(t.spec.Owner, t.spec.MaxTokens, t.spec.Grant, tokensOut)
+		s.opts.Meter.Settle(t.spec.Owner, t.spec.ID, mark, t.spec.MaxTokens, t.spec.Grant, tokensOut)
 	}
 	if t.spec.SessionGrant > 0 {
 		// The session's reservation too, before the final frame, for the same reason.
 		s.opts.Sessions.Settle(t.spec.SessionID, t.spec.Owner, t.spec.SessionGen, t.spec.SessionGrant, tokensOut)
 	}
-	switch st {
-	case Succeeded, Canceled:
-		t.appendFinalLocked("end", endData(tokensOut, decodeMs, st == Canceled, res.Stop, t.migrations, res.TokensCached))
-	default:
-		t.appendFinalLocked("error", errorData(s.opts.Code(ei.Class), ei))
-	}
+	t.logLocked(name, data, nil, mark)
 	reason := t.cancelReason
 	started := t.started
 	replica := t.replicaID // "" when it never ran on one

@@ -127,12 +127,17 @@ type Options struct {
 }
 
 // Meter settles what a task reserved at admission (reserved: its max_tokens; granted: its
-// budget grant, 0 without a budget) against the tokens it used. Restore takes again, at a
-// restart, the grant of a recovered task not yet ended: the admission that reserved it was in
-// the process before, and its Settle comes in this one.
+// budget grant, 0 without a budget) against the tokens it used. mark is the journal's sequence
+// number of the task's final record, appended before the settle (0: no journal): a meter that
+// persists may keep the task until that record is on disk, so that a restart that finds the
+// task unended (its end lost with the machine) does not charge it twice. Restore takes again,
+// at a restart, the grant of a recovered task not yet ended: the admission that reserved it
+// was in the process before, and its Settle comes in this one. Recovered is told once the
+// recovered tasks that had ended unrecorded were settled again.
 type Meter interface {
-	Settle(owner string, reserved, granted, used int)
+	Settle(owner, task string, mark uint64, reserved, granted, used int)
 	Restore(owner string, granted int)
+	Recovered()
 }
 
 // Service admits, dispatches, runs and tracks tasks.

@@ -168,7 +168,9 @@ type recMeter struct {
 	settled []string
 }
 
-func (r *recMeter) Settle(owner string, reserved, granted, used int) {
+func (r *recMeter) Recovered() {}
+
+func (r *recMeter) Settle(owner, _ string, _ uint64, reserved, granted, used int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.settled = append(r.settled, fmt.Sprintf("%s:%d/%d/%d", owner, used, granted, reserved))
@@ -210,8 +212,9 @@ func (h *hold) free() { h.once.Do(func() { close(h.release) }) }
 // heldMeter holds every Settle: a task's end, before its final state.
 type heldMeter struct{ *hold }
 
-func (m heldMeter) Settle(string, int, int, int) { m.wait() }
-func (heldMeter) Restore(string, int)            {}
+func (m heldMeter) Settle(string, string, uint64, int, int, int) { m.wait() }
+func (heldMeter) Restore(string, int)                            {}
+func (heldMeter) Recovered()                                     {}
 
 // queuedBehind returns a harness of one slot whose task ends are held (its hold), with a
 // first task running and a second queued behind it.

@@ -355,15 +355,21 @@ func (t *Task) appendLocked(name string, data []byte, verbose []byte) {
 // appendFinalLocked journals and logs the final frame together with the final state (one
 // record: a restart sees both or neither). t.mu must be held and the state already set.
 func (t *Task) appendFinalLocked(name string, data []byte) {
-	var seq uint64
-	if t.j != nil {
-		buf := getRecordBuf()
-		*buf = appendFinalRecord(*buf, &finalRecord{Status: t.status, Finished: t.finished, TokensOut: t.tokensOut,
-			Error: t.errInfo, CancelReason: t.cancelReason})
-		seq = t.j.Append(t.spec.ID, recFinal, name, data, *buf)
-		putRecordBuf(buf)
+	t.logLocked(name, data, nil, t.journalFinalLocked(name, data))
+}
+
+// journalFinalLocked appends t's final record to the journal and returns its sequence number
+// (0: no journal). t.mu is held.
+func (t *Task) journalFinalLocked(name string, data []byte) uint64 {
+	if t.j == nil {
+		return 0
 	}
-	t.logLocked(name, data, nil, seq)
+	buf := getRecordBuf()
+	*buf = appendFinalRecord(*buf, &finalRecord{Status: t.status, Finished: t.finished, TokensOut: t.tokensOut,
+		Error: t.errInfo, CancelReason: t.cancelReason})
+	seq := t.j.Append(t.spec.ID, recFinal, name, data, *buf)
+	putRecordBuf(buf)
+	return seq
 }
 
 // logLocked encodes one frame into the log and wakes the subscribers. t.mu must be held.

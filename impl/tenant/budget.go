@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 )
 
@@ -40,15 +41,26 @@ type Budgets struct {
 	mu       sync.Mutex
 	used     map[string]int64
 	reserved map[string]int64
+	// settled holds the tasks charged (SettleTask) whose final journal record may not be on
+	// disk yet, by that record's mark: a crash before it is would bring the task back, not
+	// ended, and a restart would settle it again. They are written with the used counts and
+	// forgotten once durable() passes their mark. prev holds those the file named at open (the
+	// process before), until Recovered.
+	settled map[string]uint64
+	prev    map[string]struct{}
+	durable func() uint64 // the journal's mark of records on disk; nil: no journal, nothing kept
 }
 
 type budgetFile struct {
 	Used map[string]int64 `json:"used"`
+	// Settled are the tasks charged whose end the journal may not hold yet (see Budgets).
+	Settled []string `json:"settled,omitempty"`
 }
 
 // OpenBudgets reads the budget file at path (absent: nothing used yet).
 func OpenBudgets(path string) (*Budgets, error) {
-	b := &Budgets{path: path, used: map[string]int64{}, reserved: map[string]int64{}}
+	b := &Budgets{path: path, used: map[string]int64{}, reserved: map[string]int64{}, settled: map[string]uint64{},
+		prev: map[string]struct{}{}}
 	data, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -65,7 +77,27 @@ func OpenBudgets(path string) (*Budgets, error) {
 			b.used[k] = v
 		}
 	}
+	for _, id := range f.Settled {
+		b.prev[id] = struct{}{}
+	}
 	return b, nil
+}
+
+// TrackDurable makes SettleTask keep each charged task until durable, the journal's mark of
+// the records on disk, passes the mark of its final record. Called once, before any settle.
+func (b *Budgets) TrackDurable(durable func() uint64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.durable = durable
+}
+
+// Recovered forgets the tasks the budget file named at open: the restart has settled again
+// those the journal brought back unended (SettleTask charged them nothing), and the others
+// ended in the journal. They leave the file at its next write.
+func (b *Budgets) Recovered() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	clear(b.prev)
 }
 
 // Reserve grants a task of k up to want tokens. Without a budget the grant is want and
@@ -127,6 +159,41 @@ func (b *Budgets) Settle(name string, granted, used int) error {
 	return b.persistLocked()
 }
 
+// SettleTask is Settle for task, whose final journal record has the mark given (0: none): a
+// task already charged, in this process or (named by the file) the one before, is not charged
+// again, only its grant returns. It happens when the daemon stopped after the charge was
+// written and before the journal had the task's end on disk: the restart finds the task
+// unended and ends it again.
+func (b *Budgets) SettleTask(name, task string, mark uint64, granted, used int) error {
+	if granted <= 0 {
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	_, again := b.settled[task]
+	if _, ok := b.prev[task]; ok {
+		again = true
+	}
+	b.reserved[name] = max(0, b.reserved[name]-int64(granted))
+	if b.reserved[name] == 0 {
+		delete(b.reserved, name)
+	}
+	if again || used <= 0 {
+		return nil
+	}
+	b.used[name] += int64(used)
+	if b.durable != nil && task != "" && mark != 0 {
+		b.settled[task] = mark
+		done := b.durable()
+		for id, m := range b.settled {
+			if m <= done {
+				delete(b.settled, id)
+			}
+		}
+	}
+	return b.persistLocked()
+}
+
 // Used is the tokens charged to the key named name by tasks that ended.
 func (b *Budgets) Used(name string) int64 {
 	b.mu.Lock()
@@ -137,7 +204,15 @@ func (b *Budgets) Used(name string) int64 {
 // persistLocked replaces the budget file atomically: a crash leaves the old or the new file,
 // never a torn one.
 func (b *Budgets) persistLocked() error {
-	data, err := json.Marshal(budgetFile{Used: b.used})
+	f := budgetFile{Used: b.used}
+	for id := range b.settled {
+		f.Settled = append(f.Settled, id)
+	}
+	for id := range b.prev {
+		f.Settled = append(f.Settled, id)
+	}
+	slices.Sort(f.Settled)
+	data, err := json.Marshal(f)
 	if err != nil {
 		return err
 	}

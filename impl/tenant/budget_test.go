@@ -93,3 +93,67 @@ func TestBudgets(t *testing.T) {
 		t.Fatal("a torn budget file was accepted")
 	}
 }
+
+// TestSettleTaskOnce: a task's charge is written once. The file keeps the task until its final
+// journal record is durable (its mark at or below the journal's durable mark); a settle of a
+// task kept, here or in the file from before a restart, only returns its grant. Recovered
+// forgets those from before.
+func TestSettleTaskOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "budgets.json")
+	b, err := OpenBudgets(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	durable := uint64(0)
+	b.TrackDurable(func() uint64 { return durable })
+	alice := &Key{Name: "alice", TokenBudget: 100}
+	reserve := func(b *Budgets) {
+		t.Helper()
+		if _, _, err := b.Reserve(alice, 10); err != nil {
+			t.Fatal(err)
+		}
+	}
+	settle := func(b *Budgets, task string, mark uint64) {
+		t.Helper()
+		if err := b.SettleTask("alice", task, mark, 10, 4); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reserve(b)
+	settle(b, "t1", 5) // its end not durable yet: kept
+	reserve(b)
+	settle(b, "t1", 5) // settled again (as a restart would): its grant returns, nothing is charged
+	if u, r := b.Used("alice"), b.Remaining(alice); u != 4 || r != 96 {
+		t.Fatalf("t1 settled twice: used %d, %d left; want 4, 96", u, r)
+	}
+	durable = 6 // t1's end is on disk
+	reserve(b)
+	settle(b, "t2", 9) // its write forgets t1
+	if _, kept := b.settled["t1"]; kept {
+		t.Fatal("t1 kept after its end was durable")
+	}
+
+	b2, err := OpenBudgets(path) // a restart: the file names t2 only
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := b2.prev["t2"]; !ok || len(b2.prev) != 1 {
+		t.Fatalf("kept from before the restart: %v, want t2", b2.prev)
+	}
+	b2.TrackDurable(func() uint64 { return 0 })
+	b2.Restore("alice", 10)
+	settle(b2, "t2", 1) // the restart ends t2 again: not charged
+	if u := b2.Used("alice"); u != 8 {
+		t.Fatalf("after the restart: used %d, want 8 (t1 and t2, once each)", u)
+	}
+	b2.Recovered()
+	reserve(b2)
+	settle(b2, "t3", 2)
+	b3, err := OpenBudgets(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := b3.prev["t2"]; ok {
+		t.Fatalf("t2 still in the file after Recovered: %v", b3.prev)
+	}
+}
