@@ -227,6 +227,11 @@ func (s *Server) ReloadPool(ctx context.Context, req api.ReloadPoolRequestObject
 		return nil, Errorf("INTERNAL", "internal error")
 	}
 	s.opts.Metrics.ModelState.WithLabelValues(v.ModelID, "Active").Set(1)
+	if cur.ModelID != v.ModelID && !slices.ContainsFunc(s.opts.Pools.Views(), func(p pool.View) bool { return p.ModelID == cur.ModelID }) {
+		// No pool serves the old model any more: its series goes (one per model ever served
+		// would stay at 1 otherwise).
+		s.opts.Metrics.ModelState.DeleteLabelValues(cur.ModelID, "Active")
+	}
 	return api.ReloadPool200JSONResponse{
 		Body:    api.ReloadResponse{Status: api.Reloaded, PoolId: req.Id, ModelRef: &v.ModelRef, ModelId: &v.ModelID},
 		Headers: api.ReloadPool200ResponseHeaders{XCorrelationId: CorrelationID(ctx)},

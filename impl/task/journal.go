@@ -246,6 +246,7 @@ func (s *Service) resume(ctx context.Context) {
 				Retriable: true, RetryAfterMs: 1000, PoolID: t.poolID, Engine: t.engine}, engine.Result{}, 0)
 			continue
 		}
+		s.m.TasksEnqueued.WithLabelValues(t.engine, t.version, t.poolID, "", t.spec.Priority.String()).Inc()
 		s.log.Info("task queued again after a restart", "task_id", t.spec.ID, "pool_id", t.poolID,
 			"priority", t.spec.Priority.String())
 		s.wg.Add(1)

@@ -287,7 +287,7 @@ func (s *Service) finish(t *Task, st Status, ei *ErrorInfo, res engine.Result, d
 	}
 	t.logLocked(name, data, nil, mark)
 	reason := t.cancelReason
-	started := t.started
+	started, firstToken := t.started, t.firstToken
 	replica := t.replicaID // "" when it never ran on one
 	t.mu.Unlock()
 	close(t.done)
@@ -307,8 +307,9 @@ func (s *Service) finish(t *Task, st Status, ei *ErrorInfo, res engine.Result, d
 	if res.TokensIn > 0 { // the prompt the last replica read
 		s.m.TokensIn.WithLabelValues(t.engine, t.version, t.poolID, replica).Add(float64(res.TokensIn))
 	}
-	if !started.IsZero() && st == Succeeded {
-		s.m.Decode.WithLabelValues(t.engine, t.version, t.poolID, t.spec.Priority.String()).Observe(ms(decode))
+	if !started.IsZero() && !firstToken.IsZero() && st == Succeeded {
+		// First token to last, as its help says: the wait for the first is latency_first_token_ms.
+		s.m.Decode.WithLabelValues(t.engine, t.version, t.poolID, t.spec.Priority.String()).Observe(ms(now.Sub(firstToken)))
 	}
 	if tokensOut > 0 {
 		_, _ = s.opts.Sessions.RecordTurn(t.spec.SessionID, t.sessionGen, session.TurnInfo{ // best effort, as above
