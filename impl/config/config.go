@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -692,7 +693,7 @@ func (c *Config) validate() error {
 	if c.Server.MemoryLimitBytes != 0 && c.Server.MemoryLimitBytes < 64<<20 {
 		return fail("server.memory_limit_bytes", "must be at least 64 MiB (0: no limit)")
 	}
-	if p := c.Server.GCPercent; p != nil && (*p < -1 || (*p == -1 && c.Server.MemoryLimitBytes == 0)) {
+	if p := c.Server.GCPercent; p != nil && (*p == 0 || *p < -1 || (*p == -1 && c.Server.MemoryLimitBytes == 0)) {
 		return fail("server.gc_percent", "must be at least 1, or -1 (off) with server.memory_limit_bytes")
 	}
 	for _, d := range []struct {
@@ -829,11 +830,11 @@ func (c *Config) validate() error {
 		if p.KVBytesPerToken < 0 {
 			return fail(f("kv_bytes_per_token"), "must not be negative")
 		}
-		if p.PriorServiceMs <= 0 {
-			return fail(f("prior_service_ms"), "must be positive")
+		if !(p.PriorServiceMs > 0) || math.IsInf(p.PriorServiceMs, 0) { // NaN and +Inf too: the queue refuses them
+			return fail(f("prior_service_ms"), "must be a positive number, got %v", p.PriorServiceMs)
 		}
-		if p.PriorTokensPerS <= 0 {
-			return fail(f("prior_tokens_per_s"), "must be positive")
+		if !(p.PriorTokensPerS > 0) || math.IsInf(p.PriorTokensPerS, 0) {
+			return fail(f("prior_tokens_per_s"), "must be a positive number, got %v", p.PriorTokensPerS)
 		}
 		if b := p.Breaker; b != nil {
 			if b.Faults < 0 || b.Faults > 1000 {

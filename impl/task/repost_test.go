@@ -1,6 +1,8 @@
 package task
 
 import (
+	"errors"
+	"math"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -76,5 +78,19 @@ func TestConcurrentRepostAtTheTurnLimit(t *testing.T) {
 	}
 	if info, ok := ss.Get(s.SessionID); !ok || info.Turns != 1 {
 		t.Errorf("session after two posts of one task: %+v %v, want 1 turn", info, ok)
+	}
+}
+
+// TestNonFiniteWeightRefused: a task whose key's weight is not a number is refused at
+// admission: its admission record could not be encoded, and the journal would hold an empty
+// one that no restart could read.
+func TestNonFiniteWeightRefused(t *testing.T) {
+	h := newHarness(t, 4, 1, admission.Reject)
+	for _, w := range []float64{math.NaN(), math.Inf(1)} {
+		s := spec(admission.Interactive)
+		s.Weight = w
+		if _, err := h.svc.Submit(h.ctx, s); !errors.Is(err, ErrInvalid) {
+			t.Errorf("weight %v: %v, want ErrInvalid", w, err)
+		}
 	}
 }

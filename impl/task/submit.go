@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"strconv"
 	"time"
@@ -21,6 +22,11 @@ import (
 
 // Submit validates, places and admits a task.
 func (s *Service) Submit(ctx context.Context, spec Spec) (_ Admission, retErr error) {
+	if math.IsNaN(spec.Weight) || math.IsInf(spec.Weight, 0) {
+		// Its admission record could not be encoded: the journal would hold an empty one,
+		// which no restart could read.
+		return Admission{}, fmt.Errorf("%w: weight %v of key %q is not a number", ErrInvalid, spec.Weight, spec.Owner)
+	}
 	enqueued := func() {} // ends the task's pending count in its pool's load, once placed
 	entered := s.now()
 	s.mu.Lock()

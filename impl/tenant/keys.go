@@ -160,13 +160,18 @@ func Parse(data []byte) ([]Key, error) {
 			}
 		}
 		if fk.Weight != nil {
-			if *fk.Weight <= 0 || *fk.Weight > 1000 {
+			if !(*fk.Weight > 0 && *fk.Weight <= 1000) { // NaN too
 				return nil, fail("weight", "must be in (0, 1000], got %v", *fk.Weight)
 			}
 			k.Weight = *fk.Weight
 		}
-		if fk.RPM < 0 || fk.TPM < 0 || fk.TokenBudget < 0 {
-			return nil, fail("rpm", "rpm, tpm and token_budget must not be negative")
+		switch {
+		case fk.RPM < 0:
+			return nil, fail("rpm", "must not be negative, got %d", fk.RPM)
+		case fk.TPM < 0:
+			return nil, fail("tpm", "must not be negative, got %d", fk.TPM)
+		case fk.TokenBudget < 0:
+			return nil, fail("token_budget", "must not be negative, got %d", fk.TokenBudget)
 		}
 		switch fk.MaxPriority {
 		case "", "interactive", "batch":

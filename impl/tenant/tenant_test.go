@@ -40,8 +40,13 @@ func TestParse(t *testing.T) {
 		"no scopes":      {"keys: [{name: a, key: aaaaaaaaaaaaaaaaaaaa}]", "scopes"},
 		"unknown scope":  {"keys: [{name: a, key: aaaaaaaaaaaaaaaaaaaa, scopes: [root]}]", `"root"`},
 		"zero weight":    {"keys: [{name: a, key: aaaaaaaaaaaaaaaaaaaa, scopes: [tasks], weight: 0}]", "weight"},
-		"negative rpm":   {"keys: [{name: a, key: aaaaaaaaaaaaaaaaaaaa, scopes: [tasks], rpm: -1}]", "negative"},
-		"bad priority":   {"keys: [{name: a, key: aaaaaaaaaaaaaaaaaaaa, scopes: [tasks], max_priority: urgent}]", "max_priority"},
+		"negative rpm":   {"keys: [{name: a, key: aaaaaaaaaaaaaaaaaaaa, scopes: [tasks], rpm: -1}]", "keys[0].rpm: must not be negative"},
+		"negative tpm":   {"keys: [{name: a, key: aaaaaaaaaaaaaaaaaaaa, scopes: [tasks], tpm: -1}]", "keys[0].tpm: must not be negative"},
+		"negative budget": {"keys: [{name: a, key: aaaaaaaaaaaaaaaaaaaa, scopes: [tasks], token_budget: -5}]",
+			"keys[0].token_budget: must not be negative"},
+		"NaN weight":      {"keys: [{name: a, key: aaaaaaaaaaaaaaaaaaaa, scopes: [tasks], weight: .nan}]", "keys[0].weight"},
+		"infinite weight": {"keys: [{name: a, key: aaaaaaaaaaaaaaaaaaaa, scopes: [tasks], weight: .inf}]", "keys[0].weight"},
+		"bad priority":    {"keys: [{name: a, key: aaaaaaaaaaaaaaaaaaaa, scopes: [tasks], max_priority: urgent}]", "max_priority"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.doc))
