@@ -622,7 +622,10 @@ func (s *Supervisor) kill(p *proc) {
 // terminate stops p: SIGTERM to its group, up to StopGrace (or ctx) to exit, then SIGKILL.
 func (s *Supervisor) terminate(ctx context.Context, p *proc) error {
 	if isClosed(p.exited) {
-		return nil // reaped earlier; its group was killed then
+		// Reaped earlier, but its group may outlive it: the supervisor can have returned
+		// (its ctx ended, or a start gave up waiting for ready) before it killed the group on
+		// the exit. What the engine spawned must not outlive Stop.
+		return s.killGroup(p, syscall.SIGKILL)
 	}
 	if err := s.killGroup(p, syscall.SIGTERM); err != nil {
 		s.kill(p)
