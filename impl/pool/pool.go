@@ -314,6 +314,9 @@ type Registry struct {
 	pools map[string]*state
 	order []string
 	wg    sync.WaitGroup
+	// runCtx is Start's ctx (under mu): a reload that installs the first engine of a replica
+	// whose start gave up polls it under it.
+	runCtx context.Context
 	// notifyMu orders the OnChange calls: each change of a pool takes the next seq under mu,
 	// and a view older than one already delivered is dropped, so that the last view the
 	// owner is told is the pool as it is now, whatever order the replicas' pollers end in.
@@ -321,7 +324,11 @@ type Registry struct {
 }
 
 type state struct {
-	seq, told     uint64 // changes made (under mu); the latest change told (under notifyMu)
+	seq, told uint64 // changes made (under mu); the latest change told (under notifyMu)
+	// last is the view of change seq (under mu): the one the owner is told, or is being. A
+	// change is measured against it, not against the view just before the step that made it:
+	// a breaker half-opens with time alone, between two steps, and must be told too.
+	last          View
 	spec          Spec
 	reps          []*rstate
 	draining      bool
@@ -339,6 +346,7 @@ type rstate struct {
 	managed  Managed
 	started  bool // external, or a managed one whose first start succeeded
 	stopped  bool
+	polling  bool // a poller reads its health (Start's goroutine, or one a reload started)
 	// draining: drained by DrainReplica until ResumeReplica or a successful reload; its
 	// timer fires OnReplicaDrainDeadline at drainDeadline.
 	draining      bool
@@ -434,6 +442,9 @@ func New(opts Options) (*Registry, error) {
 // Start starts managed replicas (in parallel, without waiting for them to become healthy) and
 // the replicas' pollers; they stop when ctx is done. Call Stop to stop managed replicas.
 func (r *Registry) Start(ctx context.Context) {
+	r.mu.Lock()
+	r.runCtx = ctx
+	r.mu.Unlock()
 	for _, id := range r.order {
 		st := r.pools[id]
 		for _, rs := range st.reps {
@@ -442,29 +453,41 @@ func (r *Registry) Start(ctx context.Context) {
 				defer r.wg.Done()
 				if rs.spec.Managed {
 					m := r.startWithRetry(ctx, id, st.spec, rs)
-					if m == nil {
-						return
-					}
 					r.mu.Lock()
-					if rs.managed != nil || rs.stopped { // a reload installed one meanwhile, or Stop ran
+					switch {
+					case m == nil: // gave up, or a reload installed one (and polls it), or Stop ran
+						r.mu.Unlock()
+						return
+					case rs.managed != nil || rs.stopped: // a reload installed one meanwhile, or Stop ran
 						r.mu.Unlock()
 						_ = m.Stop(context.WithoutCancel(ctx))
-					} else {
-						rs.managed, rs.started = m, true
-						rs.url = m.BaseURL()
-						rs.replica = &tracked{Replica: r.opts.NewReplica(st.spec, endpointOf(m))}
-						r.mu.Unlock()
+						return
 					}
+					rs.managed, rs.started = m, true
+					rs.url = m.BaseURL()
+					rs.replica = &tracked{Replica: r.opts.NewReplica(st.spec, endpointOf(m))}
 				} else {
 					r.mu.Lock()
 					rs.url, rs.started = rs.spec.URL, true
 					rs.replica = &tracked{Replica: r.opts.NewReplica(st.spec, Endpoint{URL: rs.spec.URL})}
-					r.mu.Unlock()
 				}
-				r.poll(ctx, id, rs)
+				polled := rs.polling
+				rs.polling = true
+				r.mu.Unlock()
+				if !polled {
+					r.poll(ctx, id, rs)
+				}
 			}()
 		}
 	}
+}
+
+// installedOrStopped reports whether a reload has installed an engine on rs, or Stop ran: a
+// first start still retrying has nothing left to do.
+func (r *Registry) installedOrStopped(rs *rstate) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return rs.managed != nil || rs.stopped
 }
 
 // startWithRetry starts a managed replica, retrying with exponential backoff (1 s to 30 s)
@@ -472,12 +495,15 @@ func (r *Registry) Start(ctx context.Context) {
 func (r *Registry) startWithRetry(ctx context.Context, id string, spec Spec, rs *rstate) Managed {
 	backoff := time.Second
 	for {
+		if r.installedOrStopped(rs) { // its spec's model is no longer the one to start
+			return nil
+		}
 		m, err := r.opts.StartManaged(ctx, spec, rs.spec, spec.ModelRef)
 		if err == nil {
 			return m
 		}
-		if ctx.Err() != nil {
-			return nil
+		if ctx.Err() != nil || r.installedOrStopped(rs) {
+			return nil // a failure of the model a reload replaced is no news of the replica
 		}
 		msg := "the engine could not be started" // pool health is shown to clients: no engine output
 		if se := (*StartError)(nil); errors.As(err, &se) {
@@ -672,6 +698,7 @@ func (r *Registry) Acquire(poolID, replicaID string) (rep engine.Replica, releas
 				// no difference: the count changed before it looked.)
 				v := r.viewLocked(st)
 				st.seq++
+				st.last = v
 				seq := st.seq
 				r.mu.Unlock()
 				r.notify(st, seq, v)
@@ -777,14 +804,14 @@ func (r *Registry) replicaState(poolID, replicaID string) *rstate {
 func (r *Registry) update(id string, f func(*state)) {
 	r.mu.Lock()
 	st := r.pools[id]
-	before := r.viewLocked(st)
 	f(st)
 	after := r.viewLocked(st)
-	if !changed(before, after) {
+	if !changed(st.last, after) {
 		r.mu.Unlock()
 		return
 	}
 	st.seq++
+	st.last = after
 	seq := st.seq
 	r.mu.Unlock()
 	r.notify(st, seq, after)
@@ -808,8 +835,8 @@ func changed(a, b View) bool {
 	}
 	for i := range a.Replicas {
 		x, y := a.Replicas[i], b.Replicas[i]
-		if x.State != y.State || x.Draining != y.Draining || x.Breaker != y.Breaker || x.LastError != y.LastError || x.Restarts != y.Restarts ||
-			x.URL != y.URL || x.ModelRef != y.ModelRef {
+		if x.State != y.State || x.Live != y.Live || x.Healthy != y.Healthy || x.Draining != y.Draining || x.Breaker != y.Breaker ||
+			x.LastError != y.LastError || x.Restarts != y.Restarts || x.URL != y.URL || x.ModelRef != y.ModelRef {
 			return true
 		}
 	}
@@ -1176,13 +1203,33 @@ func (r *Registry) replace(ctx context.Context, id string, spec Spec, rs *rstate
 	}
 	var old *tracked
 	var oldManaged Managed
+	stopped, poll := false, false
+	var runCtx context.Context
 	r.update(id, func(*state) {
+		if stopped = rs.stopped; stopped { // Stop ran meanwhile: the new engine would outlive the daemon
+			return
+		}
+		if !rs.polling && r.runCtx != nil && r.runCtx.Err() == nil {
+			// Its first start gave up (or is still retrying): nothing reads its health yet.
+			rs.polling, poll, runCtx = true, true, r.runCtx
+		}
 		old, oldManaged = rs.replica, rs.managed
 		rs.replica, rs.managed, rs.url, rs.started = rep, m, m.BaseURL(), true
 		rs.modelRef = spec.ModelRef
 		rs.live, rs.healthy, rs.failures, rs.lastErr, rs.version, rs.load = true, true, 0, "", version, nil
 		rs.faults, rs.breaker, rs.probe = 0, placement.BreakerClosed, false
 	})
+	if stopped {
+		_ = m.Stop(context.WithoutCancel(ctx))
+		return &ReloadError{Reason: ReasonInterrupted, Err: ErrReloadFailed, Message: "the daemon is stopping"}
+	}
+	if poll {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.poll(runCtx, id, rs)
+		}()
+	}
 	r.log.Info("replica switched", "pool_id", id, "replica_id", rs.spec.ID, "model_ref", spec.ModelRef)
 	if oldManaged != nil {
 		r.wg.Add(1)
