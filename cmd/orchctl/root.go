@@ -170,7 +170,31 @@ address) the key the daemon generated into <state-dir>/api-key, where the state 
 
 	root.AddCommand(newRunCmd(g, io), newTasksCmd(g, io), newSessionsCmd(g, io), newArtifactsCmd(g, io),
 		newPoolsCmd(g, io), newCapabilitiesCmd(g, io), newVersionCmd(g, io))
+	guardGroups(root)
 	return root
+}
+
+// guardGroups makes every command that only groups others (the root, tasks, pools, ...) refuse
+// an unknown subcommand as a bad command line (exit 2), as a script needs: cobra would print
+// the group's help and exit 0 ("orchctl tasks cancle ID" canceling nothing), or exit 1 at the
+// root. Without arguments a group prints its help.
+func guardGroups(c *cobra.Command) {
+	if c.HasSubCommands() && c.Run == nil && c.RunE == nil {
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return nil
+			}
+			msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+				msg += "; did you mean " + strings.Join(s, " or ") + "?"
+			}
+			return usageError{errors.New(msg)}
+		}
+		c.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
+	}
+	for _, sub := range c.Commands() {
+		guardGroups(sub)
+	}
 }
 
 // exactArgs is cobra.ExactArgs reporting a usage error.
