@@ -105,8 +105,9 @@ func (q *Queue) Cancel(id string) bool {
 	return true
 }
 
-// Remove withdraws all queued items of pool, in dispatch order (used when a drain deadline
-// passes): each ticket's Wait returns ErrRemoved. The items are returned for the record.
+// Remove withdraws all queued items of pool (used when a drain deadline passes): each ticket's
+// Wait returns ErrRemoved. The items are returned for the record, interactive first, each
+// tenant's together (not in the order dispatching would have interleaved them).
 func (q *Queue) Remove(pool string) ([]Item, error) {
 	q.mu.Lock()
 	defer q.unlock()
@@ -247,7 +248,7 @@ func (t *Ticket) Wait(ctx context.Context) error {
 		return cause
 	case stDispatched:
 		if cause != nil { // granted as ctx ended: the caller will not run it, the pool gets it back
-			q.st.release(t, DoneInfo{}, false)
+			q.st.release(t, DoneInfo{Settle: true}, true) // and the tenant its charge: nothing ran
 			t.err = cause
 			return cause
 		}

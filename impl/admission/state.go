@@ -107,6 +107,11 @@ func (s *state) enqueue(q *Queue, tk *Ticket, it Item) (Admission, error) {
 	if it.Priority >= numPriorities {
 		return Admission{}, fmt.Errorf("%w: item %q has %v", ErrInvalid, it.ID, it.Priority)
 	}
+	if cw := it.cost() / it.weight(); math.IsInf(it.Cost, 0) || math.IsInf(it.Weight, 0) || math.IsInf(cw, 0) || math.IsNaN(cw) {
+		// An infinite charge would lift every tenant's counter to +Inf after it: fair queueing
+		// of the pool and class would be gone until a restart.
+		return Admission{}, fmt.Errorf("%w: item %q cost %v / weight %v is not a finite charge", ErrInvalid, it.ID, it.Cost, it.Weight)
+	}
 	p := s.pools[it.Pool]
 	if p == nil {
 		return Admission{}, fmt.Errorf("%w: %q (item %q)", ErrUnknownPool, it.Pool, it.ID)
@@ -269,7 +274,9 @@ func (s *state) remove(poolID string) ([]Item, error) {
 	if p.queued() == 0 {
 		return nil, nil
 	}
-	// In dispatch order: the interactive items, then the batch items, each in fair order.
+	// The interactive items, then the batch items; within a class, by fair head, none charged:
+	// the tenant with the least counter gives all its items first (not the interleaved order
+	// dispatching would follow: the list is for the record only).
 	items := make([]Item, 0, p.queued())
 	for n := s.fairHead(p); n != nil; n = s.fairHead(p) {
 		items = append(items, n.item)
