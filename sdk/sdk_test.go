@@ -700,8 +700,9 @@ func TestContextEndCancelsTheTask(t *testing.T) {
 }
 
 // TestResumeAfterTheDaemonCanceledOnDisconnect: with the daemon's default
-// stream.cancel_on_disconnect the drop cancels the task; the resumed stream still delivers
-// every event once and ends with end{canceled: true}, as the package documentation says.
+// stream.cancel_on_disconnect the drop cancels the task once the daemon sees it (its last
+// reader gone: the client comes back after that); the resumed stream still delivers every
+// event once and ends with end{canceled: true}, as the package documentation says.
 func TestResumeAfterTheDaemonCanceledOnDisconnect(t *testing.T) {
 	d := startDaemon(t, "", fake.Options{})
 	d.Fake.Pause() // no token before the drop
@@ -711,6 +712,17 @@ func TestResumeAfterTheDaemonCanceledOnDisconnect(t *testing.T) {
 	adm, err := c.Submit(t.Context(), sdk.Completion(testdaemon.ModelID, "hi"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The client reconnects once the daemon has seen the drop: a reader back before that
+	// would still be reading the task, and a drop that leaves a reader cancels nothing.
+	sl.then = func() {
+		for {
+			st, err := c.Task(t.Context(), adm.TaskId)
+			if err != nil || st.State == client.Canceled {
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
 	}
 	var names []string
 	var end *sdk.End

@@ -1173,7 +1173,10 @@ func (r *Registry) Reload(ctx context.Context, id, newRef string) (View, error) 
 
 // replace starts a replica of spec beside rs's current one, health-gates it, switches rs to it
 // and stops the old one in the background once its generations end. On failure nothing
-// changes and the error is a *ReloadError.
+// changes and the error is a *ReloadError. A replica that no poller reads yet (its first start
+// gave up) gets one, under Start's ctx: it outlives the reload's request.
+//
+//nolint:contextcheck // that poller's ctx is Start's, not ctx
 func (r *Registry) replace(ctx context.Context, id string, spec Spec, rs *rstate) error {
 	m, err := r.opts.StartManaged(ctx, spec, rs.spec, spec.ModelRef)
 	if err != nil {
