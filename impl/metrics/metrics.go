@@ -201,7 +201,7 @@ func (m *Metrics) table() []family {
 	return []family{
 		{name: "tasks_enqueued_total", help: "Tasks admitted into the queue.", labels: with("priority"), into: counterVec(&m.TasksEnqueued)},
 		{name: "tasks_started_total", help: "Tasks dispatched to an engine.", labels: with("priority"), into: counterVec(&m.TasksStarted)},
-		{name: "tasks_canceled_total", help: "Tasks canceled, by reason (client, disconnect, drain, shutdown).", labels: with("reason"), into: counterVec(&m.TasksCanceled)},
+		{name: "tasks_canceled_total", help: "Tasks canceled, by reason (client, disconnect). A drain's or the shutdown's deadline ends a task as failed (POOL_UNAVAILABLE): tasks_finished_total{outcome=\"failed\"}.", labels: with("reason"), into: counterVec(&m.TasksCanceled)},
 		{name: "tasks_rejected_total", help: "Tasks refused or evicted, by error code.", labels: []string{"engine", "reason"}, into: counterVec(&m.TasksRejected)},
 		{name: "tasks_finished_total", help: "Tasks that reached a final state, by outcome.", labels: []string{"engine", "pool_id", "outcome"}, into: counterVec(&m.TasksFinished)},
 		{name: "queue_depth", help: "Queued tasks per pool and priority.", labels: []string{"engine", "engine_version", "pool_id", "priority"}, into: gaugeVec(&m.QueueDepth)},
