@@ -53,24 +53,39 @@ func (s *Service) Disconnected(ctx context.Context, t *Task) {
 			s.cancel(t, causeDisconnect)
 		}
 	case OnDisconnectGrace:
+		gctx, stop := s.opts.Clock.WithDeadlineCause(context.WithoutCancel(ctx), s.now().Add(t.spec.DisconnectGrace), causeDisconnect)
+		t.mu.Lock()
+		prev := t.graceStop
+		t.graceStop = stop
+		t.mu.Unlock()
+		if prev != nil { // the grace of an earlier disconnect: this one's replaces it
+			prev()
+		}
 		s.wg.Add(1)
-		go s.graceWait(ctx, t, gen, s.now().Add(t.spec.DisconnectGrace))
+		go s.graceWait(gctx, stop, t, gen)
 	}
 }
 
-// graceWait cancels t once its disconnect grace has passed, unless it ended, a reader is
-// attached, or another disconnect started a later grace.
-func (s *Service) graceWait(ctx context.Context, t *Task, gen uint64, until time.Time) {
+// graceWait cancels t once its disconnect grace gctx has passed, unless it ended, a reader is
+// attached, or another disconnect started a later grace. A later disconnect, or a reader
+// attaching, ends the wait at once (stop), so that a client reconnecting in a loop keeps one
+// waiting goroutine and timer per task, not one per reconnect for the whole grace.
+func (s *Service) graceWait(gctx context.Context, stop context.CancelFunc, t *Task, gen uint64) {
 	defer s.wg.Done()
-	gctx, stop := s.opts.Clock.WithDeadlineCause(context.WithoutCancel(ctx), until, causeDisconnect)
 	defer stop()
 	select {
 	case <-t.done:
 		return
 	case <-gctx.Done():
 	}
+	if !errors.Is(context.Cause(gctx), causeDisconnect) { // ended early: replaced, or a reader came back
+		return
+	}
 	t.mu.Lock()
 	stale := t.disconnects != gen || len(t.subs) > 0
+	if t.disconnects == gen {
+		t.graceStop = nil
+	}
 	t.mu.Unlock()
 	if !stale {
 		s.cancel(t, causeDisconnect)

@@ -242,6 +242,9 @@ type Task struct {
 	// disconnects counts Disconnected calls: a grace timer acts only if none came after it.
 	disconnects  uint64
 	cancelReason string
+	// graceStop ends the running disconnect grace's wait (nil: none): a later disconnect
+	// replaces it, a reader attaching ends it.
+	graceStop context.CancelFunc
 	// cancel ends the task's context (queue wait and run), set by its runner before it waits.
 	cancel context.CancelCauseFunc
 	// runner: a runner goroutine ends the task, started or about to be (Submit's tasks, and a
@@ -477,7 +480,12 @@ func (t *Task) SubscribeFunc(from int, verbose bool, notify, shown func()) *Curs
 	c := &Cursor{t: t, next: max(from, 0), verbose: verbose, wake: make(chan struct{}, 1), notify: notify, shown: shown}
 	t.mu.Lock()
 	t.subs = append(t.subs, c)
+	grace := t.graceStop // a reader is back: a disconnect's grace has nothing left to decide
+	t.graceStop = nil
 	t.mu.Unlock()
+	if grace != nil {
+		grace()
+	}
 	return c
 }
 
