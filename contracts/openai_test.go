@@ -464,6 +464,15 @@ func TestOpenAIDisconnectCancels(t *testing.T) {
 	}
 	t.Run("not streaming", func(t *testing.T) {
 		canceled := h.fake.Canceled()
+		disconnects := func() string { // its sample line: no stream was open, none is counted
+			for _, l := range strings.Split(h.metricsText(t), "\n") {
+				if strings.HasPrefix(l, "sse_client_disconnects_total ") {
+					return l
+				}
+			}
+			return ""
+		}
+		before := disconnects()
 		ctx, cancel := context.WithCancel(h.ctx(t))
 		body := `{"model":"` + modelID + `","max_tokens":8,"messages":[{"role":"user","content":"Hi"}]}`
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, h.url+"/v1/chat/completions", strings.NewReader(body))
@@ -482,6 +491,9 @@ func TestOpenAIDisconnectCancels(t *testing.T) {
 			t.Error("the request was answered after its client went away")
 		}
 		eventually(t, "the engine request canceled", func() bool { return h.fake.Canceled() == canceled+1 })
+		if after := disconnects(); after != before {
+			t.Errorf("a non-streaming request's client left: %q, was %q (no stream was open)", after, before)
+		}
 	})
 }
 

@@ -305,7 +305,7 @@ func (s *Server) runCompletion(ctx context.Context, c completion) (*openAIRespon
 	select {
 	case <-t.Done():
 	case <-ctx.Done():
-		s.opts.Tasks.Disconnected(context.WithoutCancel(ctx), t)
+		s.opts.Tasks.Abandoned(context.WithoutCancel(ctx), t)
 		r.gone = true // nobody to answer: write nothing (and log no error)
 		return r, nil
 	}

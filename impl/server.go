@@ -36,6 +36,8 @@ type Tasks interface {
 	Task(id string) (*task.Task, error)
 	Cancel(ctx context.Context, id string) error
 	Disconnected(ctx context.Context, t *task.Task)
+	// Abandoned is Disconnected for a client that waited without a stream.
+	Abandoned(ctx context.Context, t *task.Task)
 	Stats(ctx context.Context) (admission.Stats, error)
 	// Busy is a pool's busy slots and fills perReplica with its replicas' (one snapshot of
 	// their one count).

@@ -35,6 +35,13 @@ const CancelWait = 2 * time.Second
 // when the grace ends keeps it running). While another reader is attached, cancel does nothing.
 func (s *Service) Disconnected(ctx context.Context, t *Task) {
 	s.m.SSEDisconnects.Inc()
+	s.Abandoned(ctx, t)
+}
+
+// Abandoned is Disconnected for a client that waited for the task's end without a stream (a
+// non-streaming completion of the OpenAI facade): the task's policy applies the same, and no
+// stream is counted in sse_client_disconnects_total.
+func (s *Service) Abandoned(ctx context.Context, t *Task) {
 	policy := t.spec.OnDisconnect
 	if policy == "" {
 		policy = OnDisconnectDetach
