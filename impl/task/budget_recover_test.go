@@ -1,19 +1,12 @@
 package task
 
 import (
-	"context"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/orchestratord/orchestratord/impl/admission"
 	"github.com/orchestratord/orchestratord/impl/journal"
-	"github.com/orchestratord/orchestratord/impl/metrics"
-	"github.com/orchestratord/orchestratord/impl/pool"
-	"github.com/orchestratord/orchestratord/impl/session"
 	"github.com/orchestratord/orchestratord/impl/task/tasktest"
 	"github.com/orchestratord/orchestratord/impl/tenant"
 )
@@ -38,51 +31,16 @@ func openBudgets(t *testing.T, path string) *tenant.Budgets {
 	return b
 }
 
-// startMeterDaemon is startDaemon with a Meter.
+// startMeterDaemon is startDaemon with the meter m; a budgetMeter's budgets keep a task charged
+// until the journal's durable mark passes its end, as the daemon wires them.
 func startMeterDaemon(t *testing.T, dir string, clock *tasktest.Clock, m Meter) *daemon {
 	t.Helper()
-	jr, err := journal.Open(journal.Options{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cj := &crashable{Journal: jr}
-	if bm, ok := m.(*budgetMeter); ok { // as the daemon wires it
-		bm.budgets.TrackDurable(func() uint64 { d, _ := jr.Durable(); return d })
-	}
-	eng := &stepper{calls: make(chan *generation)}
-	ss, err := session.New(session.Options{MaxTurns: 8})
-	if err != nil {
-		t.Fatal(err)
-	}
-	v := pool.View{Spec: pool.Spec{ID: "p", Engine: "llamacpp", ModelRef: "/m/tiny.gguf", ModelID: "tiny", CtxMax: 4096,
-		Slots: 1, PriorServiceMs: 100, PriorTokensPerS: 100, Workloads: []string{"completion"}},
-		Live: true, Healthy: true}
-	svc := mustNew(t, Options{Capacity: 16, Policy: admission.Reject, Pools: &fakePools{views: []pool.View{v}, rep: eng},
-		Sessions: ss, Metrics: metrics.New(prometheus.NewRegistry()), Clock: clock, Journal: cj, Meter: m})
-	if err := svc.Recover(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	jctx, jcancel := context.WithCancel(context.Background())
-	jdone, done := make(chan struct{}), make(chan struct{})
-	go func() { defer close(jdone); _ = jr.Run(jctx) }()
-	go func() { defer close(done); _ = svc.Run(ctx) }()
-	svc.PoolChanged(ctx, oneReplica(v))
-	var once sync.Once
-	d := &daemon{svc: svc, eng: eng, j: cj, ctx: ctx}
-	d.stop = func() {
-		once.Do(func() {
-			sctx, c := context.WithCancel(context.Background())
-			c()
-			svc.Shutdown(sctx)
-			cancel()
-			<-done
-			jcancel()
-			<-jdone
-		})
-	}
-	t.Cleanup(d.stop)
-	return d
+	return startDaemonWith(t, dir, clock, func(o *Options, jr *journal.Journal) {
+		o.Meter = m
+		if bm, ok := m.(*budgetMeter); ok {
+			bm.budgets.TrackDurable(func() uint64 { d, _ := jr.Durable(); return d })
+		}
+	})
 }
 
 // A task queued when the daemon stopped holds a grant of its key's token budget (reserved at

@@ -155,6 +155,13 @@ type daemon struct {
 // startDaemon runs a Service (1 slot) with a journal in dir, recovering what dir holds.
 func startDaemon(t *testing.T, dir string, clock *tasktest.Clock) *daemon {
 	t.Helper()
+	return startDaemonWith(t, dir, clock, nil)
+}
+
+// startDaemonWith is startDaemon with setup, when not nil, changing the service's options (its
+// session store, its meter) before it starts; it gets the journal too.
+func startDaemonWith(t *testing.T, dir string, clock *tasktest.Clock, setup func(*Options, *journal.Journal)) *daemon {
+	t.Helper()
 	jr, err := journal.Open(journal.Options{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
@@ -168,8 +175,12 @@ func startDaemon(t *testing.T, dir string, clock *tasktest.Clock) *daemon {
 	v := pool.View{Spec: pool.Spec{ID: "p", Engine: "llamacpp", ModelRef: "/m/tiny.gguf", ModelID: "tiny", CtxMax: 4096,
 		Slots: 1, PriorServiceMs: 100, PriorTokensPerS: 100, Workloads: []string{"completion"}},
 		Live: true, Healthy: true}
-	svc := mustNew(t, Options{Capacity: 16, Policy: admission.Reject, Pools: &fakePools{views: []pool.View{v}, rep: eng},
-		Sessions: ss, Metrics: metrics.New(prometheus.NewRegistry()), Clock: clock, Journal: cj})
+	opts := Options{Capacity: 16, Policy: admission.Reject, Pools: &fakePools{views: []pool.View{v}, rep: eng},
+		Sessions: ss, Metrics: metrics.New(prometheus.NewRegistry()), Clock: clock, Journal: cj}
+	if setup != nil {
+		setup(&opts, jr)
+	}
+	svc := mustNew(t, opts)
 	if err := svc.Recover(); err != nil {
 		t.Fatal(err)
 	}

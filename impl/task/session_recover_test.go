@@ -1,18 +1,12 @@
 package task
 
 import (
-	"context"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/orchestratord/orchestratord/impl/admission"
 	"github.com/orchestratord/orchestratord/impl/journal"
-	"github.com/orchestratord/orchestratord/impl/metrics"
-	"github.com/orchestratord/orchestratord/impl/pool"
 	"github.com/orchestratord/orchestratord/impl/session"
 	"github.com/orchestratord/orchestratord/impl/task/tasktest"
 )
@@ -21,40 +15,7 @@ import (
 // start gets a new one).
 func startBudgetDaemon(t *testing.T, dir string, clock *tasktest.Clock, ss *session.Store) *daemon {
 	t.Helper()
-	jr, err := journal.Open(journal.Options{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	eng := &stepper{calls: make(chan *generation)}
-	v := pool.View{Spec: pool.Spec{ID: "p", Engine: "llamacpp", ModelRef: "/m/tiny.gguf", ModelID: "tiny", CtxMax: 4096,
-		Slots: 1, PriorServiceMs: 100, PriorTokensPerS: 100, Workloads: []string{"completion"}},
-		Live: true, Healthy: true}
-	svc := mustNew(t, Options{Capacity: 16, Policy: admission.Reject, Pools: &fakePools{views: []pool.View{v}, rep: eng},
-		Sessions: ss, Metrics: metrics.New(prometheus.NewRegistry()), Clock: clock, Journal: &crashable{Journal: jr}})
-	if err := svc.Recover(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	jctx, jcancel := context.WithCancel(context.Background())
-	jdone, done := make(chan struct{}), make(chan struct{})
-	go func() { defer close(jdone); _ = jr.Run(jctx) }()
-	go func() { defer close(done); _ = svc.Run(ctx) }()
-	svc.PoolChanged(ctx, oneReplica(v))
-	var once sync.Once
-	d := &daemon{svc: svc, eng: eng, ctx: ctx}
-	d.stop = func() {
-		once.Do(func() {
-			sctx, c := context.WithCancel(context.Background())
-			c()
-			svc.Shutdown(sctx)
-			cancel()
-			<-done
-			jcancel()
-			<-jdone
-		})
-	}
-	t.Cleanup(d.stop)
-	return d
+	return startDaemonWith(t, dir, clock, func(o *Options, _ *journal.Journal) { o.Sessions = ss })
 }
 
 // TestRecoveredTaskReservesItsSessionAgain: a queued task recovered after a restart takes its
