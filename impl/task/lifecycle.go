@@ -124,6 +124,17 @@ func (s *Service) cancel(t *Task, cause error) bool {
 	if stop != nil {
 		stop(cause)
 	}
+	if !runner {
+		s.mu.Lock()
+		halted := s.halted
+		s.mu.Unlock()
+		if halted {
+			// Kept queued for the next start past the shutdown grace: no runner of this
+			// process will see t.canceled. It ends now, its final record journaled, or the
+			// next start would run a task its client canceled.
+			s.finish(t, Canceled, nil, engine.Result{}, 0)
+		}
+	}
 	return runner
 }
 

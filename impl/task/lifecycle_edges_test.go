@@ -225,3 +225,36 @@ func TestShutdownCutsAJournaledTaskBeingDispatched(t *testing.T) {
 		t.Fatalf("a task dispatched as the shutdown grace ended: %v, error %+v", snap.Status, snap.Error)
 	}
 }
+
+// TestCancelAfterTheShutdownGraceIsKept: with a journal, a task granted a slot after the
+// shutdown grace is kept queued for the next start, and no runner of this process will run it.
+// A client's cancel in that window (the HTTP server still drains) ends it, canceled, with its
+// final record: the next start does not run it.
+func TestCancelAfterTheShutdownGraceIsKept(t *testing.T) {
+	dir := t.TempDir()
+	clock := tasktest.NewClock(time.Unix(1_700_000_000, 0))
+	d := startDaemon(t, dir, clock)
+	a, b := spec(admission.Interactive), spec(admission.Interactive)
+	if _, err := d.svc.Submit(d.ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	d.eng.next(t) // a runs, b waits for the one slot
+	if _, err := d.svc.Submit(d.ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	sctx, c := context.WithCancel(context.Background())
+	c()
+	d.svc.Shutdown(sctx) // the grace is over at once: a is cut, b gets its slot and keeps its place
+	waitFor(t, func() bool { st := d.svc.queue.Stats(); return st.Depth == 0 && st.Busy == 0 })
+	if err := d.svc.Cancel(context.Background(), b.ID); err != nil {
+		t.Fatal(err)
+	}
+	if snap, _ := d.svc.Get(context.Background(), b.ID); snap.Status != Canceled {
+		t.Fatalf("after its cancel, the task kept for the next start is %v, want canceled", snap.Status)
+	}
+	d.stop()
+	d = startDaemon(t, dir, clock)
+	if snap, err := d.svc.Get(context.Background(), b.ID); err != nil || snap.Status != Canceled {
+		t.Fatalf("after the restart: %v %v, want the task canceled (not run again)", snap.Status, err)
+	}
+}

@@ -62,6 +62,13 @@ func (s *Service) run(base context.Context, t *Task) {
 	s.mu.Unlock()
 	if halted { // the journal keeps it queued for the next start
 		s.release(t, s.now())
+		t.mu.Lock()
+		t.runner = false // none in this process runs it now: a cancel ends it (cancel)
+		canceled := t.canceled
+		t.mu.Unlock()
+		if canceled { // cancelled as it was given its slot: the next start must not run it
+			s.finish(t, Canceled, nil, engine.Result{}, 0)
+		}
 		return
 	}
 
