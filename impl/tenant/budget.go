@@ -143,20 +143,7 @@ func (b *Budgets) Restore(name string, granted int) {
 // returns, and the used counts are persisted. A grant of 0 (no budget) charges nothing. A
 // recovered task's grant is reserved again at the restart (Restore) before it is settled.
 func (b *Budgets) Settle(name string, granted, used int) error {
-	if granted <= 0 {
-		return nil
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.reserved[name] = max(0, b.reserved[name]-int64(granted))
-	if b.reserved[name] == 0 {
-		delete(b.reserved, name)
-	}
-	if used <= 0 {
-		return nil
-	}
-	b.used[name] += int64(used)
-	return b.persistLocked()
+	return b.SettleTask(name, "", 0, granted, used)
 }
 
 // SettleTask is Settle for task, whose final journal record has the mark given (0: none): a
