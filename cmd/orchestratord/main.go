@@ -32,6 +32,9 @@ func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 // recorded, if anything.
 var version, commit string
 
+// beforeStart, when set (tests only), runs just before the daemon is built.
+var beforeStart func()
+
 // versionLine is what --version prints: version, commit and Go version.
 func versionLine() string {
 	v, c := buildInfo()
@@ -118,6 +121,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// SIGHUP reloads the keys file; streams and requests in flight keep their keys. It is
+	// caught from here on: one sent while the daemon starts (a service manager's reload right
+	// after its start) is held, and reloads the keys once the daemon runs, instead of killing
+	// it by the signal's default action.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	tp, stopTracing, err := tracing.Setup(ctx, os.Getenv, func() string { v, _ := buildInfo(); return v }())
 	if err != nil {
 		fmt.Fprintln(stderr, "orchestratord:", err)
@@ -133,15 +143,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if tracing.Enabled(os.Getenv) {
 		log.Info("tracing on: exporting spans over OTLP/HTTP")
 	}
+	if beforeStart != nil {
+		beforeStart()
+	}
 	a, err := app.New(cfg, app.Options{Logger: log, TracerProvider: tp})
 	if err != nil {
 		log.Error("start-up failed", "err", err)
 		return 1
 	}
-	// SIGHUP reloads the keys file; streams and requests in flight keep their keys.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	go func() {
 		for {
 			select {
