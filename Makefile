@@ -92,7 +92,15 @@ fuzz-go-short: ## Every Go fuzz target for 5 seconds (what make test runs).
 	@bash tools/fuzz-go.sh 5s
 
 .PHONY: test
-test: check-generated fmt-check vet lint unit fuzz-go-short pact fuzz ## Everything CI runs.
+test: check-generated fmt-check vet lint unit fuzz-go-short pact fuzz gpu-smoke-dry ## Everything CI runs.
+
+.PHONY: gpu-smoke
+gpu-smoke: ## On a host with an NVIDIA GPU: NVML, the GPU in capabilities, VRAM-fit placement (tools/gpu-smoke.sh).
+	@bash tools/gpu-smoke.sh
+
+.PHONY: gpu-smoke-dry
+gpu-smoke-dry: ## tools/gpu-smoke.sh on a host without a GPU (make test runs it: the script itself works).
+	@ORCHD_SMOKE_NO_GPU=1 bash tools/gpu-smoke.sh
 
 # Benchmarks (tools/bench): orchestratord against direct engine access, nginx and LiteLLM on one
 # engine simulator, and the independent aiperf client on the OpenAI-compatible routes. Results go

@@ -107,6 +107,9 @@ func (s *Service) prepare(ctx context.Context, t *Task, g *placements, a *attemp
 		if dec.ReplicaID == "" {
 			g.err = g.lastErr
 			if g.err == nil {
+				g.err = neverFits(t, dec, sc.snaps)
+			}
+			if g.err == nil {
 				g.err = engine.Errorf(engine.KindPoolUnavailable, "no replica of pool %s can take the task", t.poolID)
 			}
 			return false
@@ -304,6 +307,35 @@ func (s *Service) placeReplica(ctx context.Context, t *Task, v pool.View, tried 
 	t.placement = &PlacementDecision{PoolID: t.poolID, ReplicaID: dec.ReplicaID, Reason: dec.Reason, Candidates: dec.Candidates}
 	t.mu.Unlock()
 	return dec
+}
+
+// neverFits is the failure of a task that no replica of its pool can ever take as the pool
+// is: each is excluded for what the task asks (its context's KV memory, its pin, its device
+// mask, its avoid list), and at least one for memory. The task is invalid for this pool, not
+// waiting for a replica to recover: nil when any exclusion may pass (not ready, draining, an
+// open breaker, tried), or when memory is not among the reasons (the admission reports those).
+func neverFits(t *Task, dec placement.ReplicaDecision, snaps []placement.ReplicaSnapshot) error {
+	var short bool
+	for _, c := range dec.Candidates {
+		switch c.ExcludedBecause {
+		case placement.ExcludedVRAM:
+			short = true
+		case placement.ExcludedNotPinned, placement.ExcludedDevices, placement.ExcludedAvoided:
+		default:
+			return nil
+		}
+	}
+	if !short || len(dec.Candidates) == 0 {
+		return nil
+	}
+	var most int64
+	for _, sn := range snaps {
+		most = max(most, sn.VRAM)
+	}
+	const gib = 1 << 30
+	return engine.Errorf(engine.KindInvalidRequest,
+		"the task's context (%d tokens × %d bytes of KV memory per token of pool %s = %.1f GiB) is larger than the memory of any of its replicas' devices (at most %.1f GiB)",
+		t.spec.Ctx, t.kvBytes, t.poolID, float64(int64(t.spec.Ctx)*t.kvBytes)/gib, float64(most)/gib)
 }
 
 // replicaSnapshot is what the scorer sees of a replica. A draining pool still runs the tasks

@@ -2,6 +2,7 @@ package task
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
@@ -165,4 +166,54 @@ func otherReplica(id string) string {
 		return "p/1"
 	}
 	return "p/0"
+}
+
+// A task whose context needs more KV memory than any replica's devices have in all can never
+// be placed on this pool: it fails as an invalid request that says so, not retriable (a
+// client told to retry would be refused forever). A pool where one replica is only busy or
+// not ready is another matter: that task fails retriable.
+func TestPlacementVRAMNeverFits(t *testing.T) {
+	small := func() nvml.Interface {
+		srv := dgxh200.New()
+		for _, i := range []int{0, 1} {
+			srv.Devices[i].(*server.Device).MemoryInfo = nvml.Memory{Total: 30000, Free: 30000}
+		}
+		return srv
+	}
+	tests := []struct {
+		name          string
+		devices       map[string][]int
+		avoid         []string
+		wantRetriable bool
+		wantClass     Class
+	}{
+		{"every replica too small", map[string][]int{"p/0": {0}, "p/1": {1}}, nil, false, ClassInvalid},
+		{"one too small, the other avoided", map[string][]int{"p/0": {0}, "p/1": {2}}, []string{"p/1"}, false, ClassInvalid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			engines := map[string]engine.Replica{
+				"p/0": &replicaScript{tokens: []string{" ok"}, failAfter: -1},
+				"p/1": &replicaScript{tokens: []string{" ok"}, failAfter: -1},
+			}
+			probe := gpu.New(small(), nil)
+			t.Cleanup(func() { _ = probe.Close() })
+			h := newGPUHarness(t, true, []string{"p/0", "p/1"}, engines, tt.devices, probe)
+			s := spec(admission.Interactive)
+			s.Ctx = 4096 // 40,960 bytes of KV memory in the harness's pool
+			s.Placement.AvoidReplicas = tt.avoid
+			h.submit(s)
+			h.events(s.ID)
+			snap, _ := h.svc.Get(h.ctx, s.ID)
+			if snap.Status != Failed || snap.Error == nil {
+				t.Fatalf("state %v, error %+v", snap.Status, snap.Error)
+			}
+			if snap.Error.Class != tt.wantClass || snap.Error.Retriable != tt.wantRetriable {
+				t.Errorf("error %+v, want class %v retriable %v", snap.Error, tt.wantClass, tt.wantRetriable)
+			}
+			if !strings.Contains(snap.Error.Message, "KV memory") {
+				t.Errorf("message %q does not say why", snap.Error.Message)
+			}
+		})
+	}
 }
