@@ -83,6 +83,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
+	// The daemon takes no positional argument. The flag package stops at the first one, so
+	// `orchestratord my.yaml --addr 0.0.0.0:9000` would otherwise start the embedded default
+	// with --addr dropped too.
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "orchestratord: unexpected argument %q (a configuration file is given with --config); flags after it were not read\n", fs.Arg(0))
+		return 2
+	}
 	if *showVersion {
 		fmt.Fprintln(stdout, versionLine())
 		return 0

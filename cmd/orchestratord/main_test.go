@@ -152,3 +152,22 @@ func TestHelpAndVersion(t *testing.T) {
 		t.Errorf("--version printed %q", stdout.String())
 	}
 }
+
+// The daemon takes no positional argument: one is refused (exit 2, named), not ignored with
+// every flag after it (`orchestratord my.yaml --addr 0.0.0.0:9000` started the embedded
+// default).
+func TestStrayArgumentsRefused(t *testing.T) {
+	t.Setenv("ORCHD_API_KEYS", "")
+	for _, args := range [][]string{
+		{"--check-config", "../../examples/llamacpp.yaml", "../../examples/vllm.yaml"},
+		{"../../examples/llamacpp.yaml", "--addr", "127.0.0.1:0"},
+	} {
+		var stdout, stderr bytes.Buffer
+		if code := run(args, &stdout, &stderr); code != 2 {
+			t.Errorf("%q: exit %d (stdout %q, stderr %q), want 2", args, code, stdout.String(), stderr.String())
+		}
+		if !strings.Contains(stderr.String(), "unexpected argument") {
+			t.Errorf("%q: stderr %q does not name the argument", args, stderr.String())
+		}
+	}
+}
