@@ -37,6 +37,8 @@ type ReplicaOptions struct {
 	// Model is the model name to request, where the protocol needs one; empty: the driver asks
 	// the engine which model it serves.
 	Model string
+	// ModelRef is the pool's model_ref ("hf:" references as configured).
+	ModelRef string
 	// ModelID is the pool's short model id (its model_id).
 	ModelID string
 	// EngineOptions are the pool's engine_options (keys among the driver's Options).

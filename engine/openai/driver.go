@@ -1,6 +1,10 @@
 package openai
 
-import "github.com/orchestratord/orchestratord/engine"
+import (
+	"strings"
+
+	"github.com/orchestratord/orchestratord/engine"
+)
 
 // Engine names served by this package.
 const (
@@ -13,7 +17,8 @@ var workloads = []string{engine.WorkloadCompletion, engine.WorkloadChat}
 
 func newFor(f Flavor) func(engine.ReplicaOptions) engine.Replica {
 	return func(o engine.ReplicaOptions) engine.Replica {
-		return New(Options{BaseURL: o.BaseURL, APIKey: o.APIKey, Model: o.Model, Flavor: f, Logger: o.Logger, MaxIdleConns: o.Slots})
+		return New(Options{BaseURL: o.BaseURL, APIKey: o.APIKey, Model: o.Model, Flavor: f, Logger: o.Logger, MaxIdleConns: o.Slots,
+			Prefer: []string{strings.TrimPrefix(o.ModelRef, "hf:"), o.ModelID}})
 	}
 }
 

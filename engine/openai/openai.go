@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -43,8 +44,12 @@ type Options struct {
 	BaseURL string
 	// APIKey, when set, is sent as "Authorization: Bearer <key>".
 	APIKey string
-	// Model is the model name to request; empty: the first id of /v1/models.
+	// Model is the model name to request; empty: one of the ids /v1/models lists (see Prefer).
 	Model string
+	// Prefer are the names to look for among the ids /v1/models lists when Model is empty, in
+	// order (the pool's model_ref and model_id): a server that serves several models (Ollama)
+	// is asked for the pool's, not for whichever it lists first. None listed: the first id.
+	Prefer []string
 	// Flavor selects the /metrics names Load reads; empty: every known flavor is tried.
 	Flavor Flavor
 	// Client sends the requests; it must not set an overall Timeout. Default: 5 s dial timeout,
@@ -69,7 +74,8 @@ type Replica struct {
 
 	mu         sync.Mutex
 	model      string // configured or discovered; "" until discovered
-	discovered bool   // model came from /v1/models: asked again after a 404 (the engine may have been replaced)
+	prefer     []string
+	discovered bool // model came from /v1/models: asked again after a 404 (the engine may have been replaced)
 }
 
 var (
@@ -82,7 +88,7 @@ var (
 // New returns a Replica for opts.
 func New(opts Options) *Replica {
 	r := &Replica{base: strings.TrimRight(opts.BaseURL, "/"), client: opts.Client, log: opts.Logger,
-		flavor: opts.Flavor, model: opts.Model}
+		flavor: opts.Flavor, model: opts.Model, prefer: opts.Prefer}
 	var conns *httpengine.Conns
 	if r.client == nil {
 		r.client = httpengine.DefaultHTTPClient()
@@ -451,7 +457,8 @@ func (r *Replica) models(ctx context.Context) ([]string, error) {
 	return ids, nil
 }
 
-// modelName returns the configured model, or the first one the server lists (asked once).
+// modelName returns the configured model, or the one chosen among those the server lists
+// (asked once).
 func (r *Replica) modelName(ctx context.Context) (string, error) {
 	r.mu.Lock()
 	m := r.model
@@ -468,11 +475,22 @@ func (r *Replica) modelName(ctx context.Context) (string, error) {
 	}
 	r.mu.Lock()
 	if r.model == "" {
-		r.model, r.discovered = ids[0], true
+		r.model, r.discovered = r.choose(ids), true
 	}
 	m = r.model
 	r.mu.Unlock()
 	return m, nil
+}
+
+// choose is the id among ids (not empty) to request: the first of r.prefer listed, else the
+// first listed.
+func (r *Replica) choose(ids []string) string {
+	for _, p := range r.prefer {
+		if p != "" && slices.Contains(ids, p) {
+			return p
+		}
+	}
+	return ids[0]
 }
 
 // forgetModel forgets a discovered model m after the engine answered that it serves no such
@@ -486,7 +504,7 @@ func (r *Replica) forgetModel(m string) {
 	r.mu.Unlock()
 }
 
-// Identify implements engine.Identifier: the first model of /v1/models and, where the server
+// Identify implements engine.Identifier: the model of /v1/models it requests and, where the server
 // answers it (vLLM), the version of /version.
 func (r *Replica) Identify(ctx context.Context) (engine.Identity, error) {
 	ids, err := r.models(ctx)
@@ -495,7 +513,7 @@ func (r *Replica) Identify(ctx context.Context) (engine.Identity, error) {
 	}
 	var id engine.Identity
 	if len(ids) > 0 {
-		id.ModelID = ids[0]
+		id.ModelID = r.choose(ids)
 	}
 	if b, err := r.get(ctx, "/version"); err == nil {
 		var v struct {

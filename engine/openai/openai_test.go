@@ -432,3 +432,25 @@ func TestDrivers(t *testing.T) {
 		t.Errorf("openai must be external only")
 	}
 }
+
+// The model requested from a server that lists several: the first of Prefer it lists, else
+// the first it lists.
+func TestChooseModel(t *testing.T) {
+	tests := []struct {
+		prefer []string
+		ids    []string
+		want   string
+	}{
+		{nil, []string{"a", "b"}, "a"},
+		{[]string{"b"}, []string{"a", "b"}, "b"},
+		{[]string{"", "b"}, []string{"a", "b"}, "b"},
+		{[]string{"c", "b"}, []string{"a", "b", "c"}, "c"},
+		{[]string{"x"}, []string{"a", "b"}, "a"},
+	}
+	for _, tt := range tests {
+		r := New(Options{BaseURL: "http://127.0.0.1:1", Prefer: tt.prefer})
+		if got := r.choose(tt.ids); got != tt.want {
+			t.Errorf("prefer %q, ids %q: chose %q, want %q", tt.prefer, tt.ids, got, tt.want)
+		}
+	}
+}

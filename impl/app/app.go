@@ -178,7 +178,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 			if !ok { // config validation rules this out
 				return unregistered{engine: spec.Engine}
 			}
-			return d.New(engine.ReplicaOptions{BaseURL: ep.URL, APIKey: ep.APIKey, ModelID: spec.ModelID,
+			return d.New(engine.ReplicaOptions{BaseURL: ep.URL, APIKey: ep.APIKey, ModelRef: spec.ModelRef, ModelID: spec.ModelID,
 				EngineOptions: spec.EngineOptions, Logger: log, Slots: spec.Slots})
 		}
 	}
