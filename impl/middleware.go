@@ -97,6 +97,25 @@ func Correlation() echo.MiddlewareFunc {
 	}
 }
 
+// WriteDeadline bounds the writing of every answer: from its header on, the client has
+// timeout to take it, or its connection is closed. Without it a client that reads nothing of
+// a large answer (/openapi.json, /metrics, an artifact) held its connection, a
+// server.max_connections slot and a goroutine forever. Event streams move the deadline
+// themselves before each write (stream.write_timeout is the same bound, per write). net/http
+// clears the deadline once the answer is written, before the connection's next request.
+func WriteDeadline(timeout time.Duration) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		if timeout <= 0 {
+			return next
+		}
+		return func(c echo.Context) error {
+			res := c.Response()
+			res.Before(func() { _ = http.NewResponseController(res.Writer).SetWriteDeadline(time.Now().Add(timeout)) })
+			return next(c)
+		}
+	}
+}
+
 // correlate is Correlation's work.
 func correlate(c echo.Context) {
 	sp := trace.SpanFromContext(c.Request().Context())

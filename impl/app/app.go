@@ -288,7 +288,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	// Nothing reads a body before Auth has accepted the request; BodyDeadline bounds the read
 	// that follows, and closes the connection of an error answered with the body unread.
 	// The chain is applied to each route once (impl.Routes), not per request.
-	routes := impl.NewRoutes(e, impl.Correlation(), impl.Recover(log),
+	routes := impl.NewRoutes(e, impl.Correlation(), impl.WriteDeadline(cfg.Stream.WriteTimeout.D()), impl.Recover(log),
 		impl.BodyDeadline(cfg.BodyLimitBytes, cfg.Server.BodyReadTimeout.D(), cfg.Server.BodyMinBytesPerSecond),
 		impl.BodyLimit(cfg.BodyLimitBytes), auth, impl.JSONBody(), impl.Validator(spec))
 	api.RegisterHandlers(routes, api.NewStrictHandler(srv, nil))

@@ -488,3 +488,83 @@ func TestSilentConnectionIsNotAccepted(t *testing.T) {
 		t.Fatalf("health on the connection that was silent: %d", res.StatusCode)
 	}
 }
+
+// A client that asks for a plain (non-stream) answer and reads none of it is dropped once the
+// write has waited stream.write_timeout: before, only event streams had a write deadline, and
+// such clients of the public /openapi.json pinned their connections and max_connections slots
+// forever. The bound below only ends a broken build's wait.
+func TestSlowReaderOfPlainAnswerIsDropped(t *testing.T) {
+	d := startFakeDaemon(t, "stream: {write_timeout: 200ms}\nserver: {idle_timeout: 300ms, read_header_timeout: 300ms}",
+		fake.Options{}, func(ln net.Listener) net.Listener { return smallSendBuffers{ln} })
+	eventually(t, "no connection open", func() bool { return d.metric(t, "http_connections_open") == 0 })
+	dialer := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+		return errors.Join(err, serr)
+	}}
+	c, err := dialer.Dial("tcp", d.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// No API key: /openapi.json is public. Its answer (~100 KB) does not fit the socket buffers.
+	if _, err := io.WriteString(c, "GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the daemon serves the request", func() bool { return d.metric(t, "http_connections_open") == 1 })
+	for end := time.Now().Add(30 * time.Second); d.metric(t, "http_connections_open") != 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("a client that reads nothing of a plain answer still holds its connection after 30s (stream.write_timeout 200ms)")
+		}
+	}
+}
+
+// The write deadline of one answer does not cut what a later request on the same kept-alive
+// connection gets before its own answer: here the 100 Continue of a POST sent after the last
+// answer's deadline passed (net/http clears the deadline after each answer; the daemon must
+// not set one before the answer's header).
+func TestKeptAliveConnectionOutlivesTheLastAnswersDeadline(t *testing.T) {
+	d := startFakeDaemon(t, "stream: {write_timeout: 100ms}\nserver: {idle_timeout: 10s}", fake.Options{}, nil)
+	c, err := net.Dial("tcp", d.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	if _, err := io.WriteString(c, "GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	_ = res.Body.Close()
+	time.Sleep(300 * time.Millisecond) // the first answer's write deadline (100ms) is past
+	body := `{"kind": "plan", "content": {"steps": ["a"]}}`
+	if _, err := fmt.Fprintf(c, "POST /v1/artifacts HTTP/1.1\r\nHost: x\r\nX-API-Key: %s\r\nContent-Type: application/json\r\n"+
+		"Content-Length: %d\r\nExpect: 100-continue\r\n\r\n", testKey, len(body)); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, err := br.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "HTTP/1.1 100") {
+		t.Fatalf("want 100 Continue, got %q, %v", line, err)
+	}
+	if _, err := br.ReadString('\n'); err != nil { // the empty line after 100 Continue
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(c, body); err != nil {
+		t.Fatal(err)
+	}
+	res, err = http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = res.Body.Close()
+	if res.StatusCode != http.StatusCreated && res.StatusCode != http.StatusOK {
+		t.Fatalf("artifact: status %d", res.StatusCode)
+	}
+}

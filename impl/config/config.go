@@ -148,7 +148,8 @@ type Stream struct {
 	Heartbeat          Duration `yaml:"heartbeat"`
 	CancelOnDisconnect *bool    `yaml:"cancel_on_disconnect"`
 	// WriteTimeout bounds each write of a stream: a client that stops reading for longer is
-	// dropped, as if it had disconnected.
+	// dropped, as if it had disconnected. Any other answer must be written within it from its
+	// header on (impl.WriteDeadline).
 	WriteTimeout Duration `yaml:"write_timeout"`
 	// Hijack lets a task's event stream over HTTP/1.1 take its connection over from net/http
 	// and write its chunks itself (default true); false keeps streams on net/http's response
