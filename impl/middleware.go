@@ -47,7 +47,8 @@ const (
 type reqState struct {
 	correlation string
 	raw         []byte
-	checked     bool // raw passed Validator's fast check: JSONSerializer may decode it by hand
+	body        *rawBody // the request's Body, over raw
+	checked     bool     // raw passed Validator's fast check: JSONSerializer may decode it by hand
 	key         *tenant.Key
 	respHeader  http.Header
 	// http11: the request came as HTTP/1.1 or later over HTTP/1 framing (an event stream may
@@ -242,6 +243,9 @@ func JSONBody() echo.MiddlewareFunc {
 // readJSONBody is JSONBody's work.
 func readJSONBody(c echo.Context) error {
 	r := c.Request()
+	if r.Body != nil && r.Body != http.NoBody && noBody(r.Method) {
+		return discardBody(r)
+	}
 	mt := r.Header.Get("Content-Type")
 	if mt != "application/json" { // the common case needs no parsing
 		mt, _, _ = mime.ParseMediaType(mt)
@@ -268,8 +272,44 @@ func readJSONBody(c echo.Context) error {
 	body := &rawBody{}
 	body.Reset(raw)
 	r.Body = body
-	state(c).raw = raw
+	st := state(c)
+	st.raw, st.body = raw, body
 	return nil
+}
+
+// noBody reports whether the operations of method take no request body (GET, HEAD, DELETE
+// in the contract).
+func noBody(method string) bool {
+	return method == http.MethodGet || method == http.MethodHead || method == http.MethodDelete
+}
+
+// discardBody reads a body that an operation does not take (within BodyLimit's bound) and
+// keeps none of it: an event stream keeps its request for as long as it is open, and the
+// body read to its end leaves nothing on the connection for the stream to take for a
+// pipelined request.
+func discardBody(r *http.Request) error {
+	_, err := io.Copy(io.Discard, r.Body)
+	_ = r.Body.Close()
+	r.Body = http.NoBody
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		return Errorf("PAYLOAD_TOO_LARGE", "request body is larger than %d bytes", tooLarge.Limit)
+	case err != nil:
+		return Errorf("INVALID_PARAMS", "body: %v", err)
+	}
+	return nil
+}
+
+// releaseBody lets go of the request's body once a handler that runs on (a completion that
+// waits for its task, or streams it) has taken what it needs from it.
+func releaseBody(ctx context.Context) {
+	if st := stateOf(ctx); st != nil {
+		st.raw = nil
+		if st.body != nil {
+			st.body.Reset(nil)
+		}
+	}
 }
 
 // rawBody is the body JSONBody hands on: the bytes it read.

@@ -284,6 +284,7 @@ func (s *Server) runCompletion(ctx context.Context, c completion) (*openAIRespon
 	if err != nil {
 		return nil, err
 	}
+	releaseBody(ctx) // the answer waits for the task: the spec holds what it needs
 	if _, err := s.admit(ctx, spec); err != nil {
 		s.countRejection(ctx, err)
 		return nil, err

@@ -568,3 +568,60 @@ func TestKeptAliveConnectionOutlivesTheLastAnswersDeadline(t *testing.T) {
 		t.Fatalf("artifact: status %d", res.StatusCode)
 	}
 }
+
+// GET /v1/tasks/{id}/stream takes no request body; one sent all the same is read and dropped,
+// not kept for as long as the stream is open (JSONBody kept any application/json body in the
+// request's state: body_limit_bytes of heap per open stream, up to server.max_connections
+// streams, from a handful of tasks).
+func TestStreamKeepsNoRequestBody(t *testing.T) {
+	// The task runs (waiting for its first token) for as long as the test: its streams stay open.
+	d := startFakeDaemon(t, "", fake.Options{FirstTokenDelay: time.Hour}, nil)
+	id := uuid.New()
+	res, err := d.do("POST", "/v1/tasks", taskBody(id, 8))
+	if err != nil || res.status != http.StatusAccepted {
+		t.Fatalf("submit: %v %d %s", err, res.status, res.body)
+	}
+	const streams, size = 24, 1000000
+	body := `{"x":"` + strings.Repeat("a", size-8) + `"}`
+	heap := func() uint64 {
+		runtime.GC()
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	before := heap()
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	}()
+	for range streams {
+		c, err := net.Dial("tcp", d.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		head := fmt.Sprintf("GET /v1/tasks/%s/stream HTTP/1.1\r\nHost: x\r\nX-API-Key: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n",
+			id, testKey, len(body))
+		if _, err := io.WriteString(c, head+body); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(20 * time.Second)) // only turns a hang into a failure
+		sres, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sres.StatusCode != http.StatusOK {
+			b, _ := io.ReadAll(sres.Body)
+			t.Fatalf("stream with a body: %d %s", sres.StatusCode, b)
+		}
+	}
+	eventually(t, "every stream open", func() bool { return d.metric(t, "sse_streams_open") == streams })
+	grew := int64(heap()) - int64(before)
+	if grew > streams*size/4 {
+		t.Fatalf("%d open streams whose GET carried a %d-byte JSON body hold %d MiB more heap: the bodies are kept for the streams' life",
+			streams, size, grew>>20)
+	}
+}
