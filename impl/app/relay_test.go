@@ -489,3 +489,51 @@ func BenchmarkRelay(b *testing.B) {
 		})
 	}
 }
+
+// When a replica's engine cannot be reached, the task's error (the stream's error frame, GET
+// /v1/tasks/{id}, the OpenAI facade's error) does not carry the engine's address, as the Go
+// transport error did ("dial tcp <host:port>: connect: connection refused"): replica URLs are
+// the operator's (pool health, the control scope).
+func TestTaskErrorDoesNotShowTheEngineAddress(t *testing.T) {
+	eng := startRawEngine(t, false, 3)
+	d := startRelayDaemon(t, eng, 1)
+	engineAddr := eng.ln.Addr().String()
+	_, enginePort, _ := strings.Cut(engineAddr, ":")
+	eng.close() // the pool stays ready (health every hour): the task is placed and fails to connect
+
+	id := uuid.New()
+	c, br, err := d.send("POST", "/v1/tasks", taskBody(id, 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	_ = c.Close()
+	if res.StatusCode != http.StatusAccepted {
+		t.Fatalf("submit: %d", res.StatusCode)
+	}
+	// The stream's last frame is the task's error (read after the end).
+	c, br, err = d.send("GET", "/v1/tasks/"+id.String()+"/stream", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sres, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := streamEvents(t, sres.Body)
+	_ = sres.Body.Close()
+	if len(evs) == 0 || evs[len(evs)-1].Event != "error" {
+		t.Fatalf("events %+v, want an error frame last", evs)
+	}
+	last := evs[len(evs)-1].Data
+	var frame struct{ Message string }
+	_ = json.Unmarshal([]byte(last), &frame)
+	if strings.Contains(frame.Message, engineAddr) || strings.Contains(frame.Message, ":"+enginePort) {
+		t.Fatalf("the task's error shows the engine's address %s to the client: %s", engineAddr, last)
+	}
+}

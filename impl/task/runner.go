@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -150,8 +152,11 @@ func (s *Service) conclude(ctx context.Context, t *Task, start time.Time, engine
 	default:
 		kind := engine.KindOf(err)
 		fault := kind.Fault()
-		ei := &ErrorInfo{Class: ClassOfKind(kind), Message: err.Error(), PoolID: t.poolID, Engine: t.engine,
+		ei := &ErrorInfo{Class: ClassOfKind(kind), Message: publicMessage(err), PoolID: t.poolID, Engine: t.engine,
 			Retriable: fault == engine.FaultReplica || fault == engine.FaultOverload}
+		if ei.Message != err.Error() {
+			ei.Detail = err.Error()
+		}
 		if ei.Retriable {
 			ei.RetryAfterMs = 1000
 		}
@@ -344,10 +349,31 @@ func (s *Service) logFinished(t *Task, st Status, ei *ErrorInfo, res engine.Resu
 		attrs = append(attrs, "reason", reason)
 	}
 	if ei != nil {
-		attrs = append(attrs, "code", s.opts.Code(ei.Class), "err", ei.Message)
+		msg := ei.Message
+		if ei.Detail != "" {
+			msg = ei.Detail
+		}
+		attrs = append(attrs, "code", s.opts.Code(ei.Class), "err", msg)
 	}
 	s.log.Info("task finished", attrs...)
 }
 
 // ms is d in milliseconds, to the microsecond.
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// publicMessage is err's text for the task's client: a network error's addresses (the
+// engine's host and port, the daemon's own) are the operator's, shown in pool health to the
+// control scope alone, so "dial tcp 10.0.0.7:8000: connect: connection refused" reads
+// "dial: connect: connection refused". The log keeps the whole text.
+func publicMessage(err error) string {
+	msg := err.Error()
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		msg = strings.Replace(msg, op.Error(), op.Op+": "+op.Err.Error(), 1)
+	}
+	var dns *net.DNSError
+	if errors.As(err, &dns) {
+		msg = strings.Replace(msg, dns.Error(), "lookup: "+dns.Err, 1)
+	}
+	return msg
+}

@@ -134,8 +134,11 @@ func (s *Spec) continuable() bool {
 
 // ErrorInfo is a task's failure.
 type ErrorInfo struct {
-	Class        Class
-	Message      string
+	Class   Class
+	Message string
+	// Detail is the whole error, for the daemon's log only, where Message leaves out what a
+	// client must not see (an engine's address); "": Message.
+	Detail       string `json:"-"`
 	Retriable    bool
 	RetryAfterMs int64
 	Engine       string
