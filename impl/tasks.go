@@ -154,6 +154,9 @@ func (s *Server) admit(ctx context.Context, spec task.Spec) (task.Admission, err
 			}
 			return task.Admission{}, err
 		}
+		if key.TPM > 0 {
+			spec.TPMReserved = spec.MaxTokens
+		}
 	}
 	// The session's budget: the task reserves its max_tokens of it, or what is left (and stops
 	// there). The first key to name a session owns it; another key's is as unknown as a task id.
@@ -276,7 +279,7 @@ func (s *Server) refund(ctx context.Context, key *tenant.Key, spec task.Spec, se
 	if s.opts.Limits == nil {
 		return
 	}
-	s.opts.Limits.Settle(key.Name, spec.MaxTokens, 0)
+	s.opts.Limits.Settle(key.Name, spec.TPMReserved, 0)
 	SetRateLimitHeaders(responseHeader(ctx), s.opts.Limits.Windows(key))
 }
 

@@ -291,7 +291,7 @@ func (s *Service) finish(t *Task, st Status, ei *ErrorInfo, res engine.Result, d
 		// Before the final frame: a client that reads the end and submits again finds the
 		// key's budget and tokens-per-minute already settled. (Lock order: t.mu, then the
 		// meter's own; the meter never calls back.)
-		s.opts.Meter.Settle(t.spec.Owner, t.spec.ID, mark, t.spec.MaxTokens, t.spec.Grant, tokensOut)
+		s.opts.Meter.Settle(t.spec.Owner, t.spec.ID, mark, t.spec.TPMReserved, t.spec.Grant, tokensOut)
 	}
 	if t.spec.SessionGrant > 0 {
 		// The session's reservation too, before the final frame, for the same reason.

@@ -765,11 +765,11 @@ func TestTaskShownOnceDurable(t *testing.T) {
 }
 
 // TestOwnerAndSettle: a task keeps the key that created it, and its end settles the tokens it
-// used against the max_tokens it reserved.
+// used against the tokens its admission reserved (its max_tokens, for a key with a tpm limit).
 func TestOwnerAndSettle(t *testing.T) {
 	h := newHarness(t, 4, 1, admission.Reject)
 	s := spec(admission.Interactive)
-	s.Owner = "alice"
+	s.Owner, s.TPMReserved = "alice", s.MaxTokens
 	h.submit(s)
 	<-h.eng.started
 	h.eng.tokens <- " a"
@@ -807,7 +807,7 @@ func TestBudgetStop(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, 4, 1, admission.Reject)
 			s := spec(admission.Interactive)
-			s.Owner, s.Grant, s.StopAt = "alice", tc.grant, tc.grant
+			s.Owner, s.Grant, s.StopAt, s.TPMReserved = "alice", tc.grant, tc.grant, s.MaxTokens
 			h.submit(s)
 			<-h.eng.started
 			for i := range tc.send {

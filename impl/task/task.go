@@ -94,6 +94,10 @@ type Spec struct {
 	// a session deleted and named again while the task runs is another, and the grant is not
 	// its to settle. In memory only: a restart reserves again.
 	SessionGen uint64 `json:"-"`
+	// TPMReserved is the tokens admission took from the owner's tokens-per-minute bucket (0: the
+	// key had no tpm limit then), given back or made up when the task ends. In memory only: a
+	// restart takes no reservation again, so a recovered task has none to give back.
+	TPMReserved int `json:"-"`
 	// StopAt ends the task after that many tokens with stop "budget" (0: max_tokens): the
 	// smaller of the key's grant and the session's, when below max_tokens.
 	StopAt int
