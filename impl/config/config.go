@@ -646,18 +646,23 @@ func (c *Config) complete() error {
 	return c.validate()
 }
 
-// ModelIDFromRef is the default short model id: the file's base name without extension.
+// ModelIDFromRef is the default short model id: the reference's last path element, without
+// a model file's extension (tiny.gguf: tiny). Other dots are the name's: an engine's model
+// name (llama3.2, Qwen2.5-7B-Instruct) keeps its version.
 func ModelIDFromRef(ref string) string {
-	ref = strings.TrimPrefix(ref, "file:")
-	_, hub := strings.CutPrefix(ref, "hf:")
-	if i := strings.LastIndexAny(ref, "/:"); i >= 0 {
+	ref = strings.TrimPrefix(strings.TrimPrefix(ref, "file:"), "hf:")
+	if i := strings.LastIndexByte(ref, '/'); i >= 0 {
 		ref = ref[i+1:]
 	}
-	if ext := filepath.Ext(ref); ext != "" && !hub { // a hub name has no extension: "Llama-3.1-8B"
+	if ext := filepath.Ext(ref); modelFileExts[strings.ToLower(ext)] {
 		ref = strings.TrimSuffix(ref, ext)
 	}
 	return ref
 }
+
+// modelFileExts are the extensions of model files that ModelIDFromRef leaves out.
+var modelFileExts = map[string]bool{".gguf": true, ".ggml": true, ".bin": true, ".safetensors": true,
+	".pt": true, ".pth": true, ".onnx": true, ".plan": true, ".engine": true}
 
 func (c *Config) validate() error {
 	fail := func(field, format string, args ...any) error {

@@ -155,7 +155,11 @@ func TestModelIDDefault(t *testing.T) {
 	if c.Pools[0].ModelID != "m" {
 		t.Fatalf("model_id = %q", c.Pools[0].ModelID)
 	}
-	for ref, want := range map[string]string{"file:/a/b/tiny.gguf": "tiny", "models/x.y.gguf": "x.y", "hf:org/repo": "repo", "plain": "plain"} {
+	// Only a model file's extension goes: an engine's model name keeps its version dots
+	// (llama3.2 became llama3, and Qwen2.5-7B and Qwen2.5-32B both Qwen2).
+	for ref, want := range map[string]string{"file:/a/b/tiny.gguf": "tiny", "models/x.y.gguf": "x.y", "hf:org/repo": "repo", "plain": "plain",
+		"llama3.2": "llama3.2", "Qwen/Qwen2.5-7B-Instruct": "Qwen2.5-7B-Instruct", "hf:meta-llama/Llama-3.1-8B": "Llama-3.1-8B",
+		"/models/M.SafeTensors": "M", "llama3.2:latest": "llama3.2:latest"} {
 		if got := ModelIDFromRef(ref); got != want {
 			t.Errorf("ModelIDFromRef(%q) = %q, want %q", ref, got, want)
 		}
