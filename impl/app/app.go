@@ -572,7 +572,10 @@ func (a *App) startManaged(ctx context.Context, spec pool.Spec, rs pool.ReplicaS
 		return nil, &pool.StartError{Reason: pool.ReasonStartFailed, Message: fmt.Sprintf("replica %s is not managed", rs.ID)}
 	}
 	m := pc.Replicas[rs.Source].Managed
-	fileID := strings.ReplaceAll(rs.ID, "/", "-")
+	// Replica ids are unique within a pool only (a name may be used by two pools), and a
+	// default id is "<pool>/<n>" while a name never holds a dot: the pool's directory and the
+	// id with "/" as "." name each replica's files apart.
+	fileID := strings.ReplaceAll(rs.ID, "/", ".")
 	drv, ok := drivers.Registry().Lookup(spec.Engine)
 	if !ok {
 		return nil, &pool.StartError{Reason: pool.ReasonStartFailed, Message: fmt.Sprintf("engine %q is not registered", spec.Engine)}
@@ -645,7 +648,7 @@ func (a *App) startManaged(ctx context.Context, spec pool.Spec, rs pool.ReplicaS
 		}
 		env = append(env, repl.Replace(e))
 	}
-	logDir := filepath.Join(a.cfg.StateDir, "logs")
+	logDir := filepath.Join(a.cfg.StateDir, "logs", spec.ID)
 	if err := os.MkdirAll(logDir, 0o700); err != nil {
 		_ = os.Remove(keyFile)
 		return nil, err

@@ -299,7 +299,7 @@ func TestEndToEndRealEngine(t *testing.T) {
 			}
 		}
 		// The key is never logged: not by the daemon, not in the engine's log file.
-		engineLog, err := os.ReadFile(filepath.Join(state, "logs", "default-0.log"))
+		engineLog, err := os.ReadFile(filepath.Join(state, "logs", "default", "default.0.log"))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -192,3 +192,69 @@ func TestReloadRefusesPathsOutsideModelsDirs(t *testing.T) {
 		t.Errorf("launches = %q, want one on b.gguf", launches)
 	}
 }
+
+// Two pools may name a replica alike (ids are unique within a pool): each managed replica
+// writes its own log file, <state-dir>/logs/<pool>/<replica>.log, instead of both appending to
+// one.
+func TestReplicaLogFilesPerPool(t *testing.T) {
+	state := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(state, "models"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(state, "models", "a.gguf"), []byte("GGUF"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The engine prints its pool's marker and waits (never healthy: the test reads only logs).
+	const script = `echo "engine of $1"; exec sleep 60`
+	pool := func(id string) string {
+		return fmt.Sprintf(`
+  - id: %s
+    engine: llamacpp
+    model_ref: models/a.gguf
+    model_id: %s
+    ctx_max: 512
+    slots: 1
+    replicas:
+      - name: r
+        managed:
+          command: ["/bin/sh", "-c", %q, "engine", "{model_id}", "{port}"]
+          start_timeout: 1m`, id, id, script)
+	}
+	yaml := fmt.Sprintf("addr: 127.0.0.1:0\nstate_dir: %q\nshutdown_grace: 1s\npools:%s%s\n", state, pool("one"), pool("two"))
+	p := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(config.Overrides{ConfigFile: p, APIKeys: testKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := app.New(cfg, app.Options{Logger: slog.New(slog.DiscardHandler), HealthInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Serve(ctx, ln) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	}()
+	for _, id := range []string{"one", "two"} {
+		path := filepath.Join(state, "logs", id, "r.log")
+		eventually(t, "the replica of pool "+id+" logged", func() bool {
+			b, err := os.ReadFile(path)
+			return err == nil && strings.Contains(string(b), "engine of ")
+		})
+		b, _ := os.ReadFile(path)
+		if got := string(b); !strings.Contains(got, "engine of "+id) || strings.Count(got, "engine of ") != 1 {
+			t.Errorf("%s holds %q, want only pool %s's engine", path, got, id)
+		}
+	}
+}
