@@ -452,6 +452,11 @@ func Load(ov Overrides) (*Config, error) {
 			*dst = v
 		}
 	}
+	// A relative api_keys_file in the configuration file is relative to that file, as
+	// keys_file is; one from the flag or the environment is relative to the working directory.
+	if c.APIKeysFile != "" && !filepath.IsAbs(c.APIKeysFile) && ov.ConfigFile != "" {
+		c.APIKeysFile = filepath.Join(filepath.Dir(ov.ConfigFile), c.APIKeysFile)
+	}
 	set(&c.Addr, ov.Addr)
 	set(&c.StateDir, ov.StateDir)
 	set(&c.APIKeysFile, ov.APIKeysFile)

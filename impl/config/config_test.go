@@ -379,3 +379,26 @@ func TestReplicaInstances(t *testing.T) {
 		t.Error("migrate_on_failure is on by default")
 	}
 }
+
+// A relative api_keys_file in a configuration file is relative to that file (as keys_file
+// is), not to the daemon's working directory; one given as a flag stays relative to it.
+func TestAPIKeysFileRelativeToTheConfig(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "keys.txt"), []byte("key-from-beside-the-config-0123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "c.yaml")
+	if err := os.WriteFile(p, []byte("api_keys_file: keys.txt\n"+minimal), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(Overrides{ConfigFile: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.APIKeys) != 1 || c.APIKeys[0] != "key-from-beside-the-config-0123" {
+		t.Fatalf("keys %q", c.APIKeys)
+	}
+	if _, err := Load(Overrides{ConfigFile: p, APIKeysFile: "keys.txt"}); err == nil {
+		t.Fatal("--api-keys-file keys.txt read the file beside the config, not in the working directory")
+	}
+}
