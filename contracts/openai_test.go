@@ -37,7 +37,7 @@ func openAIStatus(typ, code string) (int, bool) {
 		return 413, true
 	case "invalid_request_error/unsupported_media_type":
 		return 415, true
-	case "requests/rate_limit_exceeded":
+	case "requests/rate_limit_exceeded", "insufficient_quota/insufficient_quota":
 		return 429, true
 	case "server_error/service_unavailable":
 		return 503, true
@@ -426,7 +426,7 @@ func TestOpenAIRateLimited(t *testing.T) {
 		resp, b := h.do(t, http.MethodPost, path, strings.NewReader(body), bearer(testKey))
 		typ, code, _ := openAIErr(t, b)
 		if resp.StatusCode != http.StatusTooManyRequests || typ != "requests" || code != "rate_limit_exceeded" ||
-			resp.Header.Get("Retry-After") == "" || resp.Header.Get("X-Backoff-Ms") == "" {
+			resp.Header.Get("Retry-After") == "" || resp.Header.Get("X-Backoff-Ms") == "" || resp.Header.Get("x-should-retry") != "" {
 			t.Errorf("%s: %d %v %s", path, resp.StatusCode, resp.Header, b)
 		}
 	}
@@ -669,5 +669,30 @@ func TestOpenAIParamNamesTheFieldSent(t *testing.T) {
 	}
 	if param != "max_completion_tokens" {
 		t.Errorf("max_completion_tokens over the context: param %q, want \"max_completion_tokens\": %s", param, out)
+	}
+}
+
+// TestOpenAISpentBudgetIsInsufficientQuota: a key whose token budget is spent is refused as
+// OpenAI refuses a spent quota, 429 insufficient_quota, with x-should-retry: false: OpenAI's
+// clients retry every 429 otherwise (twice by default), for the same answer. A full queue's
+// 429 (retriable) carries no such header.
+func TestOpenAISpentBudgetIsInsufficientQuota(t *testing.T) {
+	t.Parallel()
+	const erinKey = "erin-contract-key-0123456789"
+	h := newHarness(t, withKeys(keysDoc+"  - {name: erin, key: "+erinKey+", scopes: [tasks], token_budget: 4}\n"))
+	body := `{"model":"` + modelID + `","max_tokens":4,"messages":[{"role":"user","content":"Hi"}]}`
+	if resp, out := h.do(t, http.MethodPost, "/v1/chat/completions", strings.NewReader(body), bearer(erinKey)); resp.StatusCode != http.StatusOK {
+		t.Fatalf("the budget's first completion: %d %s", resp.StatusCode, out)
+	}
+	resp, out := h.do(t, http.MethodPost, "/v1/chat/completions", strings.NewReader(body), bearer(erinKey))
+	typ, code, _ := openAIErr(t, out)
+	if resp.StatusCode != http.StatusTooManyRequests || typ != "insufficient_quota" || code != "insufficient_quota" {
+		t.Errorf("a spent budget: %d %s, want 429 insufficient_quota", resp.StatusCode, out)
+	}
+	if got := resp.Header.Get("x-should-retry"); got != "false" {
+		t.Errorf("a spent budget: x-should-retry %q, want false", got)
+	}
+	for _, p := range checkOpenAIError(resp, out) {
+		t.Error(p)
 	}
 }

@@ -246,6 +246,7 @@ func HTTPErrorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 		}
 		if openAIRoute(c.Request().Method, c.Path()) {
 			status, body := openAIError(e)
+			shouldRetry(c.Response().Header(), status, e)
 			if status == http.StatusTooManyRequests {
 				setBackoff(c.Response().Header(), e.RetryAfter)
 				openAIRateLimitHeaders(c.Response().Header(), e.RetryAfter)

@@ -799,6 +799,8 @@ func openAIError(e *Error) (int, openAIErrorBody) {
 		code = "unsupported_media_type"
 	case "METHOD_NOT_ALLOWED":
 		code = "method_not_allowed"
+	case "BUDGET_EXCEEDED": // 429 as OpenAI's spent quota, which its clients do not retry
+		typ, code = "insufficient_quota", "insufficient_quota"
 	default:
 		switch {
 		case status == http.StatusTooManyRequests:
@@ -819,6 +821,19 @@ func openAIError(e *Error) (int, openAIErrorBody) {
 		d.Param = &p
 	}
 	return status, openAIErrorBody{Error: d}
+}
+
+// shouldRetry sets x-should-retry, which OpenAI's clients obey over their own rule (they retry
+// every 408, 409, 429 and 5xx): "false" on an answer of those statuses that the daemon marks
+// not retriable (a spent budget, no pool for the model), so a client does not wait out its
+// retries for the same answer. An internal error is left to the client's rule.
+func shouldRetry(h http.Header, status int, e *Error) {
+	if e.Retriable || e.Code == "INTERNAL" {
+		return
+	}
+	if status == http.StatusRequestTimeout || status == http.StatusConflict || status == http.StatusTooManyRequests || status >= 500 {
+		h.Set("x-should-retry", "false")
+	}
 }
 
 // openAIRateLimitHeaders sets OpenAI's x-ratelimit-* headers on a refusal.
