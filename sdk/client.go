@@ -33,8 +33,8 @@ type Options struct {
 	// HTTPClient sends the requests. It must not have a Timeout: streams last as long as their
 	// task. Default: a client with its own transport, whose idle connections Close releases.
 	HTTPClient *http.Client
-	// MaxRetries is how many times a 429 is retried (after its Retry-After). Negative: never.
-	// 0: DefaultMaxRetries.
+	// MaxRetries is how many times a 429 is retried (after its Retry-After) when its envelope
+	// says retriable (or it has none). Negative: never. 0: DefaultMaxRetries.
 	MaxRetries int
 	// MaxRetryWait caps each wait before a retry. 0: DefaultMaxRetryWait.
 	MaxRetryWait time.Duration
@@ -182,9 +182,9 @@ func retryAfter(h http.Header) time.Duration {
 	return time.Duration(n) * time.Second
 }
 
-// do sends the request built by call, retrying 429 answers after their Retry-After, and
-// returns the first answer with another status (its body unread) or the last 429 as an
-// *APIError. The caller closes the body.
+// do sends the request built by call, retrying retriable 429 answers (see retriable429) after
+// their Retry-After, and returns the first answer with another status (its body unread) or the
+// last 429 as an *APIError. The caller closes the body.
 func (c *Client) do(ctx context.Context, call func(context.Context) (*http.Response, error)) (*http.Response, error) {
 	for attempt := 0; ; attempt++ {
 		resp, err := call(ctx)
@@ -197,7 +197,7 @@ func (c *Client) do(ctx context.Context, call func(context.Context) (*http.Respo
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 		_ = resp.Body.Close()
 		e := apiError(resp, body)
-		if c.opts.MaxRetries < 0 || attempt >= c.opts.MaxRetries {
+		if !retriable429(e) || c.opts.MaxRetries < 0 || attempt >= c.opts.MaxRetries {
 			return nil, e
 		}
 		wait := e.RetryAfter
@@ -209,6 +209,13 @@ func (c *Client) do(ctx context.Context, call func(context.Context) (*http.Respo
 			return nil, err
 		}
 	}
+}
+
+// retriable429 reports whether waiting may help a 429: the daemon's envelope says so (a spent
+// budget says retriable: false and would only fail again after every wait), or there is no
+// envelope to ask (a proxy's 429), where the status alone means "later".
+func retriable429(e *APIError) bool {
+	return e.Envelope.Code == "" || e.Envelope.Retriable
 }
 
 // call sends a request and decodes a JSON answer with status want into out (out may be nil).
@@ -246,7 +253,8 @@ func Completion(model, prompt string) client.TaskRequest {
 }
 
 // Submit admits a task. A zero TaskId or SessionId is replaced by a new random UUID (req is
-// passed by value: read the ids from the answer). A 429 is retried (see Options.MaxRetries).
+// passed by value: read the ids from the answer). A retriable 429 is retried (see
+// Options.MaxRetries).
 func (c *Client) Submit(ctx context.Context, req client.TaskRequest) (*client.AdmissionResponse, error) {
 	if req.TaskId == uuid.Nil {
 		req.TaskId = uuid.New()

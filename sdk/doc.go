@@ -33,6 +33,8 @@
 // # Errors and backpressure
 //
 // Every non-2xx answer is returned as an [*APIError] carrying the daemon's error envelope. A 429
-// is retried after its Retry-After (capped by [Options.MaxRetryWait]) up to [Options.MaxRetries]
-// times; re-posting a task is idempotent because its task_id is the same.
+// whose envelope says retriable (or that has no envelope, as a proxy's) is retried after its
+// Retry-After (capped by [Options.MaxRetryWait]) up to [Options.MaxRetries] times; re-posting a
+// task is idempotent because its task_id is the same. A 429 marked retriable: false (a spent
+// token budget, BUDGET_EXCEEDED) is returned at once.
 package sdk

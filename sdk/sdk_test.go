@@ -367,6 +367,46 @@ func TestEarlyBreak(t *testing.T) {
 	}
 }
 
+// TestPanicInTheLoopBodyClosesTheStream guards that each connection's body is closed by a
+// defer: a panic (or runtime.Goexit) in the caller's loop body unwinds through yield, and when
+// it is recovered (an HTTP handler's recover middleware, a worker pool) the connection, the
+// transport's goroutines and the daemon's stream must not stay open for as long as the task
+// runs.
+func TestPanicInTheLoopBodyClosesTheStream(t *testing.T) {
+	gone := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost { // the SDK's cancel
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = io.WriteString(w, "id: 0\nevent: started\ndata: {\"queue_position\":0,\"predicted_start_ms\":0}\n\n")
+		w.(http.Flusher).Flush()
+		<-r.Context().Done() // the task runs on: the stream stays open until the client leaves
+		close(gone)
+	}))
+	defer srv.Close()
+	c := newClient(t, srv.URL, sdk.Options{})
+	func() {
+		defer func() { _ = recover() }()
+		for ev, err := range c.Stream(t.Context(), uuid.New()) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := ev.(*sdk.Started); ok {
+				panic("the caller's bug")
+			}
+		}
+	}()
+	select {
+	case <-gone:
+	case <-time.After(10 * time.Second): // a bound for the failure only
+		srv.CloseClientConnections()
+		<-gone
+		t.Error("after a panic in the loop body the stream's connection stayed open (its body was never closed)")
+	}
+}
+
 // recordingTransport records the Retry-After of every 429 answer.
 type recordingTransport struct {
 	base http.RoundTripper
@@ -465,6 +505,39 @@ func TestSubmitRetries429AfterRetryAfter(t *testing.T) {
 			}
 			d.Fake.Resume()
 		})
+	}
+}
+
+// TestNonRetriable429IsNotRetried guards that do retries a 429 only when its envelope says
+// retriable: a spent session budget (BUDGET_EXCEEDED, retriable: false) can never succeed by
+// waiting, so Submit returns it at once instead of sleeping MaxRetries × Retry-After first.
+func TestNonRetriable429IsNotRetried(t *testing.T) {
+	d := startDaemon(t, "sessions: {token_budget: 3}", fake.Options{})
+	var sl noSleep
+	c := newClient(t, d.URL, sdk.Options{Sleep: sl.sleep})
+	req := sdk.Completion(testdaemon.ModelID, "hi")
+	req.MaxTokens = 3
+	req.SessionId = uuid.New()
+	adm, err := c.Submit(t.Context(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, err := range c.Stream(t.Context(), adm.TaskId) { // spends the session's whole budget
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	req.TaskId = uuid.Nil
+	_, err = c.Submit(t.Context(), req)
+	var apiErr *sdk.APIError
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 429 || apiErr.Envelope.Code != client.BUDGETEXCEEDED {
+		t.Fatalf("err = %v, want a 429 BUDGET_EXCEEDED", err)
+	}
+	if apiErr.Retriable() {
+		t.Fatalf("the daemon said retriable: true; the test needs a non-retriable 429")
+	}
+	if waits := sl.got(); len(waits) != 0 {
+		t.Errorf("the SDK waited %v before returning a 429 the daemon marked retriable: false; want no retry", waits)
 	}
 }
 
@@ -670,6 +743,30 @@ func TestStreamAgainstRawFrames(t *testing.T) {
 	}
 }
 
+// TestHeartbeatsDoNotCountTowardsTheFrameLimit guards that readFrame's 8 MiB bound is per
+// frame: the keep-alive comment blocks read while waiting for the next frame (a queued batch
+// task waits long: ~600k heartbeats are 100 min at stream.heartbeat 10ms) are not part of it,
+// or the next small frame would end the stream with a protocol error.
+func TestHeartbeatsDoNotCountTowardsTheFrameLimit(t *testing.T) {
+	const beat = ": keep-alive\n\n"
+	body := "id: 0\nevent: started\ndata: {\"queue_position\":5,\"predicted_start_ms\":0}\n\n" +
+		strings.Repeat(beat, (8<<20)/len(beat)+1) +
+		"id: 1\nevent: token\ndata: {\"t\":\"a\",\"i\":0}\n\n" +
+		"id: 2\nevent: end\ndata: {\"tokens_out\":1,\"decode_ms\":0,\"decode_time_ms\":0}\n\n"
+	srv, _ := sseServer(t, body)
+	c := newClient(t, srv.URL, sdk.Options{MaxReconnects: -1})
+	var names []string
+	for ev, err := range c.Stream(t.Context(), uuid.New()) {
+		if err != nil {
+			t.Fatalf("after %v: %v", names, err)
+		}
+		names = append(names, ev.EventName())
+	}
+	if got := strings.Join(names, ","); got != "started,token,end" {
+		t.Errorf("events %s, want started,token,end", got)
+	}
+}
+
 func TestContextEndCancelsTheTask(t *testing.T) {
 	d := startDaemon(t, "stream: {cancel_on_disconnect: false}", fake.Options{})
 	d.Fake.Pause()
@@ -742,5 +839,39 @@ func TestResumeAfterTheDaemonCanceledOnDisconnect(t *testing.T) {
 	}
 	if strings.Join(names, ",") != "started,end" || end == nil || !end.Canceled {
 		t.Fatalf("events %v, end %+v; want started then end{canceled}", names, end)
+	}
+}
+
+// TestStreamAfterTheFinalEventEndsQuietly guards that a resume with sdk.After(id) after the
+// final event (a caller that saved the end's id) ends the iteration without an event or an
+// error: the daemon answers it with nothing more (as README documents), which the SDK must
+// not take for a dropped connection to reopen MaxReconnects times and then fail.
+func TestStreamAfterTheFinalEventEndsQuietly(t *testing.T) {
+	d := startDaemon(t, "", fake.Options{})
+	var sl noSleep
+	c := newClient(t, d.URL, sdk.Options{Sleep: sl.sleep})
+	req := sdk.Completion(testdaemon.ModelID, "hi")
+	req.MaxTokens = 3
+	adm, err := c.Submit(t.Context(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := int64(-1)
+	for ev, err := range c.Stream(t.Context(), adm.TaskId) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = ev.EventID() // the End's id once the loop is over
+	}
+	// Another reader resumes after the final event: the stream is over, nothing is missing.
+	for ev, err := range c.Stream(t.Context(), adm.TaskId, sdk.After(last)) {
+		if err != nil {
+			t.Errorf("resuming after the final event (id %d): %v; want the iteration to end without an error", last, err)
+			continue
+		}
+		t.Errorf("event %T after the final event", ev)
+	}
+	if waits := sl.got(); len(waits) != 0 {
+		t.Errorf("%d reconnects to a stream that had ended", len(waits))
 	}
 }

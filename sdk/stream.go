@@ -30,7 +30,8 @@ type streamConfig struct {
 }
 
 // After starts the stream after the event with this id (as Last-Event-ID does), for a caller
-// that resumes a stream it read before, for example in another process.
+// that resumes a stream it read before, for example in another process. After the final
+// event's id, the iteration ends at once without an event or an error.
 func After(id int64) StreamOption { return func(c *streamConfig) { c.after = id } }
 
 // Verbose asks for human-readable narration in Metrics events.
@@ -86,7 +87,6 @@ func (s *stream) run(ctx context.Context, yield func(Event, error) bool) {
 			lastErr = err
 		} else {
 			progressed, done, err := s.read(ctx, body, yield)
-			_ = body.Close()
 			if done {
 				return
 			}
@@ -141,14 +141,21 @@ func (s *stream) open(ctx context.Context) (io.ReadCloser, error) {
 	return resp.Body, nil
 }
 
-// read delivers the frames of one connection. done: the iteration is over (last event, early
-// break or a protocol error, all already handled); otherwise err says why the connection ended.
-func (s *stream) read(ctx context.Context, body io.Reader, yield func(Event, error) bool) (progressed, done bool, err error) {
+// read delivers the frames of one connection and closes its body. done: the iteration is over
+// (last event, early break, a protocol error or a task that had already ended, all already
+// handled); otherwise err says why the connection ended.
+func (s *stream) read(ctx context.Context, body io.ReadCloser, yield func(Event, error) bool) (progressed, done bool, err error) {
+	// Deferred so that a panic (or runtime.Goexit) in the caller's loop body, which unwinds
+	// through yield, still closes the connection.
+	defer body.Close()
 	br := bufio.NewReaderSize(body, 16<<10)
 	for {
 		f, err := readFrame(br)
 		if err != nil {
 			if errors.Is(err, io.EOF) {
+				if !progressed && s.ended(ctx) {
+					return progressed, true, nil // resumed after the final event: nothing more
+				}
 				err = io.ErrUnexpectedEOF // the stream ended before its last event
 			}
 			var perr *protocolError
@@ -181,6 +188,21 @@ func (s *stream) read(ctx context.Context, body io.Reader, yield func(Event, err
 			return progressed, true, nil
 		}
 	}
+}
+
+// ended reports whether the task has ended, for a connection that closed cleanly without a new
+// frame: the daemon answers a resume after the final event with nothing more, which is no drop
+// to reconnect after. An error (the daemon unreachable) counts as "not known to have ended".
+func (s *stream) ended(ctx context.Context) bool {
+	ts, err := s.c.Task(ctx, s.id)
+	if err != nil {
+		return false
+	}
+	switch ts.State {
+	case client.Succeeded, client.Failed, client.Canceled:
+		return true
+	}
+	return false
 }
 
 // stop cancels the task when the caller gave up on it early, unless asked to keep it.
@@ -228,8 +250,10 @@ func readFrame(br *bufio.Reader) (frame, error) {
 		size += len(line) + 1
 		if len(line) == 0 {
 			if !hasID && !hasEvent && !hasData {
-				begun = false
-				continue // only comments
+				// Only comments (a keep-alive): they are no part of the next frame, so they do
+				// not count toward its size; hours of heartbeats would otherwise exceed it.
+				begun, size = false, 0
+				continue
 			}
 			switch {
 			case !hasID:

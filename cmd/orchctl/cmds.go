@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -130,7 +131,7 @@ func newArtifactsCmd(g *globals, io stdio) *cobra.Command {
 ({"kind": ..., "content": {...}, "tags": [...]}); with --kind it holds only the content object.`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			b, err := readInput(io, args[0])
+			b, err := readInput(cmd.Context(), io, args[0])
 			if err != nil {
 				return err
 			}
@@ -171,17 +172,39 @@ func newArtifactsCmd(g *globals, io stdio) *cobra.Command {
 	return cmd
 }
 
-// readInput reads the file name, or stdin for "-".
-func readInput(io stdio, name string) ([]byte, error) {
+// readInput reads the file name, or stdin for "-", until ctx ends.
+func readInput(ctx context.Context, io stdio, name string) ([]byte, error) {
 	if name == "-" {
-		return readAllLimited(io.in)
+		return readAllCtx(ctx, io.in)
 	}
 	f, err := os.Open(name)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	return readAllLimited(f)
+	return readAllCtx(ctx, f)
+}
+
+// readAllCtx is readAllLimited returning as soon as ctx ends. main turns Ctrl-C into a canceled
+// ctx, and a Read cannot be interrupted, so reading in place would swallow Ctrl-C until the
+// input ends (a prompt still being typed, a slow producer). The reading goroutine stays
+// blocked in Read until the input ends; orchctl exits right after, which ends it too.
+func readAllCtx(ctx context.Context, r io.Reader) ([]byte, error) {
+	type result struct {
+		b   []byte
+		err error
+	}
+	done := make(chan result, 1) // buffered: the goroutine never waits for a reader gone
+	go func() {
+		b, err := readAllLimited(r)
+		done <- result{b, err}
+	}()
+	select {
+	case res := <-done:
+		return res.b, res.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // maxInput bounds what orchctl reads from a file or stdin.
@@ -216,6 +239,9 @@ func newPoolsCmd(g *globals, io stdio) *cobra.Command {
 		Short: "Stop admission to a pool, or placement on one of its replicas; in-flight work may finish until --deadline",
 		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkDeadline(deadline, maxDrainDeadline); err != nil {
+				return err
+			}
 			return withClient(g, func(c *sdk.Client) error {
 				var r *client.DrainResponse
 				var err error
@@ -231,7 +257,7 @@ func newPoolsCmd(g *globals, io stdio) *cobra.Command {
 			})
 		},
 	}
-	drain.Flags().DurationVar(&deadline, "deadline", 30*time.Second, "how long in-flight tasks may still run")
+	drain.Flags().DurationVar(&deadline, "deadline", 30*time.Second, "how long in-flight tasks may still run (1ms to 1h)")
 	drain.Flags().StringVar(&replica, "replica", "", "drain only this replica (its id in pools health, e.g. default/0)")
 	resume := &cobra.Command{
 		Use: "resume POOL_ID REPLICA_ID", Short: "End a replica's drain: new tasks may be placed on it again", Args: exactArgs(2),

@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"go.uber.org/goleak"
@@ -145,6 +148,25 @@ func TestKeyFromTheStateDirectoryOnLoopback(t *testing.T) {
 				t.Fatalf("exit %d, want %d: %s", r.code, tt.wantCode, r.stderr)
 			}
 		})
+	}
+}
+
+// TestKeyFromTheEnvironmentIsTrimmed guards that ORCHD_API_KEY and --api-key are TrimSpace'd
+// like the key file: a key with a trailing newline (a Kubernetes secret, a file exported as
+// is) would otherwise fail every command with an invalid X-Api-Key header value (exit 1).
+func TestKeyFromTheEnvironmentIsTrimmed(t *testing.T) {
+	d := startDaemon(t, fake.Options{})
+	for name, tt := range map[string]struct {
+		env  map[string]string
+		args []string
+	}{
+		"ORCHD_API_KEY": {map[string]string{"ORCHD_URL": d.URL, "ORCHD_API_KEY": testdaemon.Key + "\n"}, nil},
+		"--api-key":     {map[string]string{"ORCHD_URL": d.URL}, []string{"--api-key", " " + testdaemon.Key + "\n"}},
+	} {
+		r := orchctl(t, tt.env, "", append(tt.args, "capabilities")...)
+		if r.code != 0 || !strings.Contains(r.stdout, testdaemon.ModelID) {
+			t.Errorf("%s with surrounding whitespace: exit %d, stderr %q; want 0 (as for the same key in the api-key file)", name, r.code, r.stderr)
+		}
 	}
 }
 
@@ -309,5 +331,107 @@ func TestRunReportsATaskCanceledElsewhere(t *testing.T) {
 	}
 	if r.code != exitTaskFailed || !strings.Contains(r.stderr, "canceled") {
 		t.Fatalf("exit %d, stderr %q; want %d and canceled", r.code, r.stderr, exitTaskFailed)
+	}
+}
+
+// readerFunc adapts a function to io.Reader.
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
+
+// TestCtrlCWhileReadingStdin guards that `orchctl run -` and `orchctl artifacts put -` read
+// stdin until ctx ends: main turns SIGINT into a canceled ctx (signal.NotifyContext), so a read
+// that ignored ctx would swallow Ctrl-C while the input is typed (or a producer is slow) and
+// wait for EOF instead of exiting 130 at once.
+func TestCtrlCWhileReadingStdin(t *testing.T) {
+	for _, args := range [][]string{{"run", "-"}, {"artifacts", "put", "-"}} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) { ctrlCWhileReadingStdin(t, args) })
+	}
+}
+
+func ctrlCWhileReadingStdin(t *testing.T, args []string) {
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	reading := make(chan struct{})
+	var once sync.Once
+	in := readerFunc(func(p []byte) (int, error) {
+		once.Do(func() { close(reading) })
+		return pr.Read(p)
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errb bytes.Buffer
+	env := map[string]string{"ORCHD_URL": "http://127.0.0.1:1", "ORCHD_API_KEY": "k"}
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, args, stdio{in: in, out: &out, err: &errb}, func(k string) string { return env[k] })
+	}()
+	<-reading
+	cancel() // Ctrl-C: what signal.NotifyContext does with SIGINT
+	select {
+	case code := <-done:
+		if code != exitInterrupted {
+			t.Errorf("exit %d, stderr %q; want %d", code, errb.String(), exitInterrupted)
+		}
+	case <-time.After(10 * time.Second): // a bound for the failure only: the fix returns at once
+		_ = pw.Close() // let it finish
+		code := <-done
+		t.Errorf("Ctrl-C while reading stdin was ignored: orchctl returned only at EOF (exit %d, stderr %q); want exit %d at once",
+			code, errb.String(), exitInterrupted)
+	}
+}
+
+// TestCtrlCDuringSubmitCancelsTheTask guards that Ctrl-C while the submit is in flight cancels
+// the task id orchctl generated: the daemon may have admitted it (it answers 202 only once the
+// admission is recorded), and with no stream opened its cancel-on-disconnect never applies, so
+// the task would run unread and spend the key's slot and budget.
+func TestCtrlCDuringSubmitCancelsTheTask(t *testing.T) {
+	ctx, cancelRun := context.WithCancel(context.Background())
+	defer cancelRun()
+	var (
+		mu        sync.Mutex
+		posted    string
+		cancelled []string
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.Method == http.MethodGet && r.URL.Path == "/v1/capabilities":
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, `{"api_version":"1.0.0","engines":[],"gpus":{"available":false},"pools":[{"pool_id":"p1","model_id":"tiny","model_ref":"tiny","engine":"llamacpp","ctx_max":2048,"ready":true,"slots":1}]}`)
+		case r.Method == http.MethodPost && r.URL.Path == "/v1/tasks":
+			var body struct {
+				TaskID string `json:"task_id"`
+			}
+			b, _ := io.ReadAll(r.Body)
+			_ = json.Unmarshal(b, &body)
+			mu.Lock()
+			posted = body.TaskID
+			mu.Unlock()
+			// The daemon is recording the admission when the user presses Ctrl-C.
+			cancelRun()
+			<-r.Context().Done()
+		case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/cancel"):
+			mu.Lock()
+			cancelled = append(cancelled, strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/v1/tasks/"), "/cancel"))
+			mu.Unlock()
+			w.WriteHeader(http.StatusNoContent)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	var out, errb bytes.Buffer
+	env := map[string]string{"ORCHD_URL": srv.URL, "ORCHD_API_KEY": "k"}
+	code := run(ctx, []string{"run", "hi"}, stdio{in: strings.NewReader(""), out: &out, err: &errb}, func(k string) string { return env[k] })
+	if code != exitInterrupted {
+		t.Errorf("exit %d, stderr %q; want %d", code, errb.String(), exitInterrupted)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if posted == "" {
+		t.Fatal("no task was posted")
+	}
+	if len(cancelled) != 1 || cancelled[0] != posted {
+		t.Errorf("cancel requests %v after Ctrl-C during the submit of task %s; want that task canceled", cancelled, posted)
 	}
 }

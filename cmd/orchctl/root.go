@@ -62,7 +62,9 @@ func (g *globals) client() (*sdk.Client, error) {
 	if !strings.Contains(u, "://") {
 		u = "http://" + u
 	}
-	key := firstOf(g.apiKey, g.getenv("ORCHD_API_KEY"))
+	// Trimmed like the key file: a key exported with its newline (a secret mounted as is) would
+	// be an invalid header value and fail every request.
+	key := firstOf(strings.TrimSpace(g.apiKey), strings.TrimSpace(g.getenv("ORCHD_API_KEY")))
 	if key == "" && isLoopback(u) {
 		dir := firstOf(g.stateDir, g.getenv("ORCHD_STATE_DIR"), ".orchestratord")
 		if b, err := os.ReadFile(filepath.Join(dir, "api-key")); err == nil {
@@ -165,7 +167,7 @@ address) the key the daemon generated into <state-dir>/api-key, where the state 
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.url, "url", "", "daemon URL (env ORCHD_URL; default "+defaultURL+")")
 	pf.StringVar(&g.apiKey, "api-key", "", "API key (env ORCHD_API_KEY; default <state-dir>/api-key on loopback)")
-	pf.IntVar(&g.retries, "retries", sdk.DefaultMaxRetries, "how often a 429 is retried after its Retry-After")
+	pf.IntVar(&g.retries, "retries", sdk.DefaultMaxRetries, "how often a retriable 429 is retried after its Retry-After")
 	pf.StringVar(&g.stateDir, "state-dir", "", "the daemon's state directory (env ORCHD_STATE_DIR; default .orchestratord)")
 
 	root.AddCommand(newRunCmd(g, io), newTasksCmd(g, io), newSessionsCmd(g, io), newArtifactsCmd(g, io),

@@ -49,9 +49,12 @@ is not a terminal (piped) only the text is written to it. --json writes the even
 Interrupting (Ctrl-C) cancels the task.`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkRunFlags(maxTokens, priority, deadline); err != nil {
+				return err
+			}
 			prompt := args[0]
 			if prompt == "-" {
-				b, err := readAllLimited(io.in)
+				b, err := readAllCtx(cmd.Context(), io.in)
 				if err != nil {
 					return err
 				}
@@ -59,9 +62,6 @@ Interrupting (Ctrl-C) cancels the task.`,
 			}
 			if prompt == "" {
 				return usageError{errors.New("empty prompt")}
-			}
-			if maxTokens < 1 {
-				return usageError{errors.New("--max-tokens must be at least 1")}
 			}
 			sid := uuid.New()
 			if session != "" {
@@ -85,6 +85,7 @@ Interrupting (Ctrl-C) cancels the task.`,
 				}
 				adm, err := c.Submit(ctx, req)
 				if err != nil {
+					cancelInterrupted(ctx, c, req.TaskId)
 					return err
 				}
 				return streamTask(ctx, c, io, adm.TaskId, maxTokens, sf)
@@ -96,10 +97,53 @@ Interrupting (Ctrl-C) cancels the task.`,
 	f.StringVarP(&model, "model", "m", "", "model (a pool's model_id or model_ref; default: the first pool's)")
 	f.Int32VarP(&maxTokens, "max-tokens", "n", 64, "most tokens to generate")
 	f.StringVar(&priority, "priority", string(client.Interactive), "interactive or batch")
-	f.DurationVar(&deadline, "deadline", time.Minute, "time budget from admission")
+	f.DurationVar(&deadline, "deadline", time.Minute, "time budget from admission (1ms to 24h)")
 	f.StringVar(&session, "session", "", "session id (UUID; default: a new session)")
 	f.Int64Var(&seed, "seed", 0, "sampling seed")
 	return cmd
+}
+
+// Bounds of the contract's deadline_ms: a task's (TaskRequest) and a drain's (DrainRequest).
+const (
+	maxTaskDeadline  = 24 * time.Hour
+	maxDrainDeadline = time.Hour
+)
+
+// checkRunFlags refuses flag values the daemon would refuse, before any request: a typo is a
+// bad command line (exit 2), not a refusal (3) or, with the daemon down, a network error (1).
+func checkRunFlags(maxTokens int32, priority string, deadline time.Duration) error {
+	if maxTokens < 1 {
+		return usageError{errors.New("--max-tokens must be at least 1")}
+	}
+	if !client.Priority(priority).Valid() {
+		return usageError{fmt.Errorf("--priority %q: must be %s or %s", priority, client.Interactive, client.Batch)}
+	}
+	return checkDeadline(deadline, maxTaskDeadline)
+}
+
+// checkDeadline refuses a --deadline outside the contract's 1 ms to limit (the daemon counts
+// whole milliseconds, so 500µs is 0 ms).
+func checkDeadline(d, limit time.Duration) error {
+	if ms := d.Milliseconds(); ms < 1 || ms > limit.Milliseconds() {
+		return usageError{fmt.Errorf("--deadline %s: must be between 1ms and %s", d, limit)}
+	}
+	return nil
+}
+
+// interruptedCancelTimeout bounds the cancel of a task whose submit was interrupted.
+const interruptedCancelTimeout = 5 * time.Second
+
+// cancelInterrupted cancels the task whose submit failed because ctx ended (Ctrl-C): the
+// daemon may have admitted it already, and with no stream open its disconnect policy never
+// applies, so it would run unread and spend the key's slot and budget. orchctl chose the task
+// id, so it can cancel it without the answer.
+func cancelInterrupted(ctx context.Context, c *sdk.Client, id uuid.UUID) {
+	if ctx.Err() == nil {
+		return
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), interruptedCancelTimeout)
+	defer cancel()
+	_ = c.Cancel(cctx, id)
 }
 
 // completion builds the task for model (default: the first pool's), with the engine and a

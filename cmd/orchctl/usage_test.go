@@ -24,3 +24,33 @@ func TestUnknownCommandIsAUsageError(t *testing.T) {
 		}
 	}
 }
+
+// TestBadFlagValuesAreUsageErrors guards that --priority and --deadline are checked locally
+// against the contract (interactive or batch; deadline_ms 1 to 86400000 for a task, 1 to
+// 3600000 for a drain) before any request: sent as they are, they would exit 3 with the daemon
+// up and 1 with it down, so a script could not tell its own typo from a refusal or an outage.
+func TestBadFlagValuesAreUsageErrors(t *testing.T) {
+	down := map[string]string{"ORCHD_URL": "http://127.0.0.1:1", "ORCHD_API_KEY": "k"}
+	for _, args := range [][]string{
+		{"run", "--priority", "urgent", "hi"},
+		{"run", "--deadline", "-1s", "hi"},
+		{"run", "--deadline", "500us", "hi"},
+		{"run", "--deadline", "25h", "hi"},
+		{"pools", "drain", "p1", "--deadline", "-1s"},
+		{"pools", "drain", "p1", "--deadline", "2h"},
+	} {
+		if r := orchctl(t, down, "", args...); r.code != exitUsage {
+			t.Errorf("orchctl %v: exit %d, stderr %q; want %d (bad command line)", args, r.code, r.stderr, exitUsage)
+		}
+	}
+	// The bounds themselves are valid: these reach the (absent) daemon.
+	for _, args := range [][]string{
+		{"run", "--priority", "batch", "--deadline", "24h", "hi"},
+		{"run", "--deadline", "1ms", "hi"},
+		{"pools", "drain", "p1", "--deadline", "1h"},
+	} {
+		if r := orchctl(t, down, "", args...); r.code != exitError {
+			t.Errorf("orchctl %v: exit %d, stderr %q; want %d (the daemon is down)", args, r.code, r.stderr, exitError)
+		}
+	}
+}
