@@ -511,6 +511,7 @@ func TestTaskErrorDoesNotShowTheEngineAddress(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, _ = io.Copy(io.Discard, res.Body)
+	_ = res.Body.Close()
 	_ = c.Close()
 	if res.StatusCode != http.StatusAccepted {
 		t.Fatalf("submit: %d", res.StatusCode)
