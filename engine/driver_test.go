@@ -88,9 +88,21 @@ d{broken 4
 	if len(got) != 2 || got["a"] != 15.5 || got["b"] != 7 {
 		t.Errorf("got %v", got)
 	}
-	l := LoadFromMetrics(got, "a", "e", "b")
+	m, err := ReadMetrics(strings.NewReader(text), "a", "b", "c", "d", "e")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m["a"] != (Samples{Sum: 15.5, N: 3}) || m["b"] != (Samples{Sum: 7, N: 1}) {
+		t.Errorf("samples %v", m)
+	}
+	l := LoadFromMetrics(m, "a", "e", "b")
 	if l != (Load{Running: 15, Waiting: -1, KVUsage: 7}) {
 		t.Errorf("load %+v", l)
+	}
+	// A ratio reported once per label set (vLLM's KV usage per data-parallel engine) is their
+	// mean; requests are their sum.
+	if l := LoadFromMetrics(m, "b", "e", "a"); l.KVUsage != 15.5/3 || l.Running != 7 {
+		t.Errorf("load %+v, want KVUsage the mean of a's samples", l)
 	}
 }
 

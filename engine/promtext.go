@@ -14,11 +14,35 @@ import (
 // Comments, other names and samples that are not finite numbers are skipped; a line longer
 // than 1 MiB is an error.
 func SumMetrics(r io.Reader, names ...string) (map[string]float64, error) {
+	m, err := ReadMetrics(r, names...)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]float64, len(m))
+	for n, v := range m {
+		out[n] = v.Sum
+	}
+	return out, nil
+}
+
+// Samples are a metric's samples over its label sets: their sum and how many there were.
+type Samples struct {
+	Sum float64
+	N   int
+}
+
+// Mean is the samples' mean.
+func (s Samples) Mean() float64 { return s.Sum / float64(max(s.N, 1)) }
+
+// ReadMetrics is SumMetrics with the number of samples of each name, for a ratio that an engine
+// reports once per label set (vLLM's KV cache usage, one series per data-parallel engine): its
+// mean, not its sum.
+func ReadMetrics(r io.Reader, names ...string) (map[string]Samples, error) {
 	want := make(map[string]bool, len(names))
 	for _, n := range names {
 		want[n] = true
 	}
-	out := map[string]float64{}
+	out := map[string]Samples{}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -61,7 +85,10 @@ func SumMetrics(r io.Reader, names ...string) (map[string]float64, error) {
 		if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
 			continue
 		}
-		out[name] += v
+		sm := out[name]
+		sm.Sum += v
+		sm.N++
+		out[name] = sm
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
@@ -69,18 +96,19 @@ func SumMetrics(r io.Reader, names ...string) (map[string]float64, error) {
 	return out, nil
 }
 
-// LoadFromMetrics builds a Load from SumMetrics' result and the names of the running, waiting
-// and KV usage series; a missing series is -1.
-func LoadFromMetrics(m map[string]float64, running, waiting, kvUsage string) Load {
+// LoadFromMetrics builds a Load from ReadMetrics' result and the names of the running, waiting
+// and KV usage series; a missing series is -1. Requests add up over an engine's label sets;
+// the KV usage, a ratio per engine, is their mean.
+func LoadFromMetrics(m map[string]Samples, running, waiting, kvUsage string) Load {
 	l := Load{Running: -1, Waiting: -1, KVUsage: -1}
 	if v, ok := m[running]; ok {
-		l.Running = int(v)
+		l.Running = int(v.Sum)
 	}
 	if v, ok := m[waiting]; ok {
-		l.Waiting = int(v)
+		l.Waiting = int(v.Sum)
 	}
 	if v, ok := m[kvUsage]; ok {
-		l.KVUsage = v
+		l.KVUsage = v.Mean()
 	}
 	return l
 }

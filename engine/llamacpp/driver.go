@@ -66,7 +66,7 @@ func (r *Replica) Load(ctx context.Context) (engine.Load, error) {
 	if resp.StatusCode != http.StatusOK {
 		return engine.Load{}, statusError(ctx, resp)
 	}
-	m, err := engine.SumMetrics(resp.Body, metricRunning, metricWaiting, metricKVUsage)
+	m, err := engine.ReadMetrics(resp.Body, metricRunning, metricWaiting, metricKVUsage)
 	if err != nil {
 		return engine.Load{}, engine.Errorf(engine.KindProtocol, "llamacpp: %w", err)
 	}

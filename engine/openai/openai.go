@@ -548,7 +548,7 @@ func (r *Replica) Load(ctx context.Context) (engine.Load, error) {
 		if !ok {
 			continue
 		}
-		m, err := engine.SumMetrics(bytes.NewReader(b), n[0], n[1], n[2])
+		m, err := engine.ReadMetrics(bytes.NewReader(b), n[0], n[1], n[2])
 		if err != nil {
 			return engine.Load{}, engine.Errorf(engine.KindProtocol, "openai: %w", err)
 		}

@@ -454,3 +454,37 @@ func TestChooseModel(t *testing.T) {
 		}
 	}
 }
+
+// A vLLM server run with data parallelism (--data-parallel-size 2) reports one
+// vllm:kv_cache_usage_perc series per engine (label engine="0", "1", ...), each a ratio in
+// 0..1, as it does for vllm:num_requests_running. The requests add up; the KV usage is the
+// engines' mean (summed, two half-full caches read 110 % in kv_cache_usage_ratio, and placement
+// saw a replica fuller than full).
+func TestKVUsageOfDataParallelVLLMIsARatio(t *testing.T) {
+	const metrics = `vllm:num_requests_running{model_name="m",engine="0"} 3.0
+vllm:num_requests_running{model_name="m",engine="1"} 1.0
+vllm:num_requests_waiting{model_name="m",engine="0"} 0.0
+vllm:num_requests_waiting{model_name="m",engine="1"} 0.0
+vllm:kv_cache_usage_perc{model_name="m",engine="0"} 0.5
+vllm:kv_cache_usage_perc{model_name="m",engine="1"} 0.6
+`
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/metrics" {
+			_, _ = io.WriteString(w, metrics)
+			return
+		}
+		http.NotFound(w, r)
+	}))
+	defer srv.Close()
+	r := newReplica(t, srv.URL, Options{Flavor: FlavorVLLM})
+	l, err := r.Load(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Running != 4 {
+		t.Errorf("running = %d, want 4 (the engines' sum)", l.Running)
+	}
+	if l.KVUsage < 0 || l.KVUsage > 1 {
+		t.Errorf("KVUsage = %v for two engines at 0.5 and 0.6, want a ratio in 0..1 (their mean, 0.55)", l.KVUsage)
+	}
+}

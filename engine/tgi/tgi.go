@@ -356,7 +356,7 @@ func (r *Replica) Load(ctx context.Context) (engine.Load, error) {
 	if err != nil {
 		return engine.Load{}, err
 	}
-	m, err := engine.SumMetrics(bytes.NewReader(b), MetricBatchSize, MetricQueueSize)
+	m, err := engine.ReadMetrics(bytes.NewReader(b), MetricBatchSize, MetricQueueSize)
 	if err != nil {
 		return engine.Load{}, engine.Errorf(engine.KindProtocol, "tgi: %w", err)
 	}
