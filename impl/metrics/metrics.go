@@ -20,7 +20,7 @@ import (
 
 // Buckets for the latency histograms, in milliseconds.
 var (
-	FirstTokenBuckets = []float64{5, 10, 25, 50, 100, 150, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 10000}
+	FirstTokenBuckets = []float64{5, 10, 25, 50, 100, 150, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 10000, 30000, 60000, 300000}
 	DecodeBuckets     = []float64{10, 50, 100, 250, 500, 1000, 1500, 2000, 3000, 4000, 6000, 8000, 12000, 30000, 60000}
 	QueueWaitBuckets  = []float64{1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000}
 	// OverheadBuckets are in seconds: the daemon's own time per task is sub-millisecond when
@@ -244,7 +244,7 @@ func (m *Metrics) table() []family {
 		{name: "artifacts_stored", help: "Artifacts in the artifact store (limit: artifacts.max_count).", into: gauge(&m.ArtifactsStored)},
 		{name: "tenant_tokens_served_total", help: "Tokens generated for each key.", labels: []string{"key"}, into: counterVec(&m.TenantTokens)},
 		{name: "tenant_queue_wait_ms", help: "Time each key's tasks waited in the queue before they started, in milliseconds.",
-			labels: []string{"key"}, buckets: FirstTokenBuckets, into: histogramVec(&m.TenantQueueWait)},
+			labels: []string{"key"}, buckets: QueueWaitBuckets, into: histogramVec(&m.TenantQueueWait)},
 		{name: "tenant_rejections_total", help: "Task submissions refused, per key and error code.", labels: []string{"key", "reason"}, into: counterVec(&m.TenantRejections)},
 		{name: "artifacts_stored_bytes", help: "Bytes of the artifact store's files (limit: artifacts.max_total_bytes).", into: gauge(&m.ArtifactsBytes)},
 		{name: "journal_compactions_total", help: "Compactions of the journal's segment that ended, by outcome: done, failed (retried after a back-off).",
