@@ -41,6 +41,7 @@ type Metrics struct {
 	VRAMUsed            *prometheus.GaugeVec     // engine, engine_version, pool_id, replica_id, device
 	FirstToken          *prometheus.HistogramVec // engine, engine_version, pool_id, priority
 	Decode              *prometheus.HistogramVec // engine, engine_version, pool_id, priority
+	DecodeTokens        *prometheus.CounterVec   // engine, engine_version, pool_id, priority
 	QueueWait           *prometheus.HistogramVec // engine, engine_version, pool_id, priority
 	Overhead            *prometheus.HistogramVec // engine, pool_id
 	TokensIn            *prometheus.CounterVec   // engine, engine_version, pool_id, replica_id
@@ -212,6 +213,8 @@ func (m *Metrics) table() []family {
 			labels: []string{"engine", "engine_version", "pool_id", "priority"}, buckets: FirstTokenBuckets, into: histogramVec(&m.FirstToken)},
 		{name: "latency_decode_ms", help: "Decode time of a whole task (first token to last), in milliseconds.",
 			labels: []string{"engine", "engine_version", "pool_id", "priority"}, buckets: DecodeBuckets, into: histogramVec(&m.Decode)},
+		{name: "decode_tokens_total", help: "Tokens after the first of the tasks latency_decode_ms observes: latency_decode_ms_sum over it is the time per token.",
+			labels: []string{"engine", "engine_version", "pool_id", "priority"}, into: counterVec(&m.DecodeTokens)},
 		{name: "queue_wait_ms", help: "Time from admission to dispatch onto an engine slot, in milliseconds.",
 			labels: []string{"engine", "engine_version", "pool_id", "priority"}, buckets: QueueWaitBuckets, into: histogramVec(&m.QueueWait)},
 		{name: "daemon_overhead_seconds", help: "Time a task spent in the daemon itself, excluding its queue wait and the engine's time, in seconds.",

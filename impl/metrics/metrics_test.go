@@ -33,7 +33,7 @@ var contract = map[string]string{
 	"tasks_enqueued_total": "counter", "tasks_started_total": "counter", "tasks_canceled_total": "counter",
 	"tasks_rejected_total": "counter", "queue_depth": "gauge", "kv_cache_usage_ratio": "gauge",
 	"gpu_utilization": "gauge", "vram_used_bytes": "gauge", "latency_first_token_ms": "histogram",
-	"latency_decode_ms": "histogram", "tokens_in_total": "counter", "tokens_out_total": "counter",
+	"latency_decode_ms": "histogram", "decode_tokens_total": "counter", "tokens_in_total": "counter", "tokens_out_total": "counter",
 	"admission_backpressure_events_total": "counter", "admission_outcomes_total": "counter", "catalog_verifications_total": "counter",
 	"model_state": "gauge", "placement_decisions_total": "counter", "placement_candidates_considered": "gauge",
 	"http_connections_open": "gauge", "http_connections_waited_total": "counter",

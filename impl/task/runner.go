@@ -322,6 +322,9 @@ func (s *Service) finish(t *Task, st Status, ei *ErrorInfo, res engine.Result, d
 	if !started.IsZero() && !firstToken.IsZero() && st == Succeeded {
 		// First token to last, as its help says: the wait for the first is latency_first_token_ms.
 		s.m.Decode.WithLabelValues(t.engine, t.version, t.poolID, t.spec.Priority.String()).Observe(ms(now.Sub(firstToken)))
+		if tokensOut > 1 { // the gaps the decode time spans: the dashboard's time per token
+			s.m.DecodeTokens.WithLabelValues(t.engine, t.version, t.poolID, t.spec.Priority.String()).Add(float64(tokensOut - 1))
+		}
 	}
 	if tokensOut > 0 {
 		_, _ = s.opts.Sessions.RecordTurn(t.spec.SessionID, t.sessionGen, session.TurnInfo{ // best effort, as above
