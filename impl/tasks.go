@@ -114,7 +114,16 @@ func generateIDs(b *api.TaskRequest) {
 // session's token budget and the key's, then the task service. What a refused or replayed
 // submission reserved goes back. POST /v1/tasks and the OpenAI-compatible endpoints both admit
 // through it.
-func (s *Server) admit(ctx context.Context, spec task.Spec) (task.Admission, error) {
+func (s *Server) admit(ctx context.Context, spec task.Spec) (_ task.Admission, err error) {
+	// tasks_rejected_total counts every refusal: the task service counts its own, and one made
+	// here before it (a key's limits, budget or max_priority, a session's budget) is counted
+	// here.
+	submitted := false
+	defer func() {
+		if err != nil && !submitted && s.opts.Metrics != nil {
+			s.opts.Metrics.TasksRejected.WithLabelValues(spec.Engine, toAPIError(err).Code).Inc()
+		}
+	}()
 	key := callerKey(ctx)
 	spec.Owner, spec.Weight = key.Name, key.Weight
 	if key.MaxPriority != "" {
@@ -203,6 +212,7 @@ func (s *Server) admit(ctx context.Context, spec task.Spec) (task.Admission, err
 			}
 		}
 	}
+	submitted = true
 	adm, err := s.opts.Tasks.Submit(ctx, spec)
 	if err == nil && adm.Replayed && s.opts.Limits != nil {
 		// A concurrent post of the same task won the race past Replay above: this one is no
