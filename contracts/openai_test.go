@@ -696,3 +696,32 @@ func TestOpenAISpentBudgetIsInsufficientQuota(t *testing.T) {
 		t.Error(p)
 	}
 }
+
+// TestOpenAIChatWithoutMaxTokensIsOpenEnded: a chat that names no max_tokens (OpenAI's clients
+// send none by default) runs to the model's context: the engine request is open-ended, so the
+// vLLM adapter sends no max_tokens (vLLM refuses a prompt plus max_tokens beyond its context).
+// A chat that names one is bounded by it.
+func TestOpenAIChatWithoutMaxTokensIsOpenEnded(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, withEngine("openai", "completion", "chat"))
+	for _, tc := range []struct {
+		body string
+		open bool
+	}{
+		{`{"model":"` + modelID + `","messages":[{"role":"user","content":"Hi"}]}`, true},
+		{`{"model":"` + modelID + `","max_tokens":3,"messages":[{"role":"user","content":"Hi"}]}`, false},
+	} {
+		before := len(h.fake.Requests())
+		resp, out := h.do(t, http.MethodPost, "/v1/chat/completions", strings.NewReader(tc.body), bearer(testKey))
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: %d %s", tc.body, resp.StatusCode, out)
+		}
+		reqs := h.fake.Requests()
+		if len(reqs) != before+1 {
+			t.Fatalf("%d engine requests", len(reqs)-before)
+		}
+		if r := reqs[len(reqs)-1]; r.OpenEnded != tc.open {
+			t.Errorf("%s: engine request open-ended %v (max_tokens %d), want %v", tc.body, r.OpenEnded, r.MaxTokens, tc.open)
+		}
+	}
+}

@@ -23,6 +23,11 @@ type Request struct {
 	Prompt string
 	// MaxTokens bounds the number of generated tokens (n_predict).
 	MaxTokens int
+	// OpenEnded: MaxTokens is the context's bound, not one the client asked for (an OpenAI
+	// chat without max_tokens). An adapter whose engine refuses a prompt plus max_tokens over
+	// its context (vLLM, SGLang) sends none, and the engine generates to its context or the
+	// end of sequence; the daemon still stops reading at MaxTokens.
+	OpenEnded bool
 	// Seed, when set, fixes the sampler's seed.
 	Seed *int64
 	// Deterministic asks for greedy, reproducible decoding (temperature 0, top_p 1).

@@ -259,7 +259,7 @@ func (s *Server) taskSpec(ctx context.Context, c completion) (task.Spec, error) 
 	spec := task.Spec{
 		ID: uuid.NewString(), SessionID: uuid.NewString(), Workload: workload, ModelRef: c.model,
 		Engine: pick.Engine, Ctx: ctxLen, Priority: facadePriority(ctx), Seed: c.seed, Prompt: c.prompt,
-		MaxTokens: maxTokens, Deadline: s.opts.OpenAIDeadline, Fingerprint: sha256.Sum256(RawBody(ctx)),
+		MaxTokens: maxTokens, OpenEnded: c.maxTokens == nil, Deadline: s.opts.OpenAIDeadline, Fingerprint: sha256.Sum256(RawBody(ctx)),
 		CorrelationID: CorrelationID(ctx), Placement: task.Placement{AllowFallback: true},
 	}
 	if workload == engine.WorkloadChat {

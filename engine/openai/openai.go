@@ -121,7 +121,7 @@ type request struct {
 	Model         string        `json:"model"`
 	Prompt        *string       `json:"prompt,omitempty"`
 	Messages      []message     `json:"messages,omitempty"`
-	MaxTokens     int           `json:"max_tokens"`
+	MaxTokens     *int          `json:"max_tokens,omitempty"`
 	Stream        bool          `json:"stream"`
 	StreamOptions streamOptions `json:"stream_options"`
 	Seed          *int64        `json:"seed,omitempty"`
@@ -152,7 +152,10 @@ func (r *Replica) generate(ctx context.Context, req engine.Request, emit engine.
 	if req.MaxTokens < 1 {
 		return engine.Result{}, engine.Errorf(engine.KindInvalidRequest, "openai: max tokens %d must be positive", req.MaxTokens)
 	}
-	body := request{MaxTokens: req.MaxTokens, Stream: true, StreamOptions: streamOptions{IncludeUsage: true}, Seed: req.Seed}
+	body := request{Stream: true, StreamOptions: streamOptions{IncludeUsage: true}, Seed: req.Seed}
+	if !req.OpenEnded { // else none: vLLM refuses a prompt plus max_tokens beyond max_model_len
+		body.MaxTokens = &req.MaxTokens
+	}
 	path := "/v1/completions"
 	switch req.Workload {
 	case "", engine.WorkloadCompletion:

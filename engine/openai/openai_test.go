@@ -488,3 +488,32 @@ vllm:kv_cache_usage_perc{model_name="m",engine="1"} 0.6
 		t.Errorf("KVUsage = %v for two engines at 0.5 and 0.6, want a ratio in 0..1 (their mean, 0.55)", l.KVUsage)
 	}
 }
+
+// An open-ended request (an OpenAI chat that named no max_tokens: MaxTokens is the context's
+// bound) is sent without max_tokens, since vLLM refuses a prompt plus max_tokens beyond its
+// max_model_len; a bounded one carries its max_tokens.
+func TestOpenEndedSendsNoMaxTokens(t *testing.T) {
+	for _, open := range []bool{false, true} {
+		var body map[string]any
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_ = json.NewDecoder(r.Body).Decode(&body)
+			w.Header().Set("Content-Type", "text/event-stream")
+			_, _ = io.WriteString(w, `data: {"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}]}`+"\n\n"+"data: [DONE]\n\n")
+		}))
+		r := newReplica(t, srv.URL, Options{Model: "m"})
+		c := &collected{}
+		_, err := r.Generate(t.Context(), engine.Request{Workload: engine.WorkloadChat, MaxTokens: 4096, OpenEnded: open,
+			Messages: []engine.Message{{Role: "user", Content: "Hi"}}}, c.emit)
+		srv.Close()
+		if err != nil {
+			t.Fatalf("open %v: %v", open, err)
+		}
+		mt, has := body["max_tokens"]
+		if open && has {
+			t.Errorf("open-ended: max_tokens %v sent", mt)
+		}
+		if !open && mt != float64(4096) {
+			t.Errorf("bounded: max_tokens %v, want 4096", mt)
+		}
+	}
+}

@@ -84,6 +84,9 @@ func appendSpec(dst []byte, s *Spec) []byte {
 	dst = appendMessages(dst, s.Messages)
 	dst = append(dst, `,"MaxTokens":`...)
 	dst = strconv.AppendInt(dst, int64(s.MaxTokens), 10)
+	if s.OpenEnded {
+		dst = append(dst, `,"OpenEnded":true`...)
+	}
 	dst = append(dst, `,"Deadline":`...)
 	dst = strconv.AppendInt(dst, int64(s.Deadline), 10)
 	dst = append(dst, `,"ExpectedTokens":`...)

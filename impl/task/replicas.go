@@ -133,7 +133,7 @@ func (s *Service) prepare(ctx context.Context, t *Task, g *placements, a *attemp
 		t.mu.Lock()
 		sent := t.tokensOut
 		req := engine.Request{
-			TaskID: t.spec.ID, Prompt: t.spec.Prompt, MaxTokens: t.spec.MaxTokens, Seed: t.spec.Seed,
+			TaskID: t.spec.ID, Prompt: t.spec.Prompt, MaxTokens: t.spec.MaxTokens, OpenEnded: t.spec.OpenEnded, Seed: t.spec.Seed,
 			Deterministic: t.spec.Deterministic, Ctx: t.spec.Ctx, Workload: t.spec.Workload, Messages: t.spec.Messages,
 			SessionID: t.spec.SessionID,
 		}

@@ -73,8 +73,12 @@ type Spec struct {
 	Deterministic bool
 	Prompt        string
 	// Messages is a chat's conversation (Workload "chat"); Prompt then holds its text joined.
-	Messages       []engine.Message
-	MaxTokens      int
+	Messages  []engine.Message
+	MaxTokens int
+	// OpenEnded: MaxTokens is the context's bound, not the client's (an OpenAI chat without
+	// max_tokens): engines that refuse a prompt plus max_tokens over their context are sent
+	// none (engine.Request.OpenEnded).
+	OpenEnded      bool `json:",omitempty"`
 	Deadline       time.Duration
 	ExpectedTokens int
 	Placement      Placement
