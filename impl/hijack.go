@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -539,11 +540,16 @@ func (st *sseStream) closeHijacked() {
 	}
 	h.remove(conn)
 	if reuse && conn.SetDeadline(time.Time{}) == nil {
-		back := conn
-		if len(st.pre) > 0 {
-			back = &prefixConn{Conn: conn, pre: st.pre}
+		back, pre := conn, st.pre
+		if pc, ok := conn.(*prefixConn); ok {
+			// Handed back before with bytes of its own: what net/http did not read of them
+			// comes after what it did (st.pre). One wrapper, not one more per pipelined stream.
+			back, pre = pc.Conn, append(slices.Clip(pre), pc.pre...)
 		}
-		if h.giveBack(back, len(st.pre) > 0) {
+		if len(pre) > 0 {
+			back = &prefixConn{Conn: back, pre: pre}
+		}
+		if h.giveBack(back, len(pre) > 0) {
 			return
 		}
 	}
