@@ -162,6 +162,7 @@ func (s *Service) Recover() error {
 		s.tasks[t.spec.ID] = t
 		switch {
 		case t.status.Final():
+			t.releaseInputsLocked() // not yet shared: no other goroutine has it
 			fin = append(fin, finishedRef{id: t.spec.ID, at: t.finished})
 		case t.status == Running:
 			interrupted = append(interrupted, t)

@@ -273,6 +273,7 @@ func (s *Service) finish(t *Task, st Status, ei *ErrorInfo, res engine.Result, d
 	}
 	t.status = st
 	t.leftQueueLocked()
+	t.releaseInputsLocked()
 	t.finished = now
 	t.errInfo = ei
 	t.tokensIn = res.TokensIn

@@ -136,6 +136,15 @@ func (s Spec) item(poolID string) admission.Item {
 // continuable reports whether a generation of the task can be continued on another replica
 // from its prompt plus the text streamed so far (a completion; a chat cannot): only then does
 // the task keep that text.
+// releaseInputsLocked lets go of what only a generation reads (the prompt, a chat's messages,
+// the text streamed so far) once the task is final: it stays for tasks.retention to answer
+// GET, its streams and re-posts (which compare the Fingerprint), and would otherwise hold up to
+// twice body_limit_bytes each, max_retained of them. t.mu is held.
+func (t *Task) releaseInputsLocked() {
+	t.spec.Prompt, t.spec.Messages = "", nil
+	t.text = strings.Builder{}
+}
+
 func (s *Spec) continuable() bool {
 	return s.Workload != engine.WorkloadChat && len(s.Messages) == 0
 }
