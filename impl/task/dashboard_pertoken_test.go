@@ -64,13 +64,13 @@ func evalPanel(t *testing.T, expr string, values map[string]float64) float64 {
 		s = s[i:]
 		return w
 	}
-	skipGroup := func(open, close byte) {
+	skipGroup := func(opening, closing byte) {
 		depth := 0
 		for i := 0; i < len(s); i++ {
 			switch s[i] {
-			case open:
+			case opening:
 				depth++
-			case close:
+			case closing:
 				depth--
 				if depth == 0 {
 					s = s[i+1:]
@@ -78,7 +78,7 @@ func evalPanel(t *testing.T, expr string, values map[string]float64) float64 {
 				}
 			}
 		}
-		t.Fatalf("unbalanced %c in %q", open, expr)
+		t.Fatalf("unbalanced %c in %q", opening, expr)
 	}
 	var primary func() float64
 	primary = func() float64 {
