@@ -230,9 +230,8 @@ func newVersionCmd(g *globals, io stdio) *cobra.Command {
 			}
 			defer c.Close()
 			caps, err := c.Capabilities(cmd.Context())
-			if err != nil {
-				fmt.Fprintf(io.out, "daemon: %v\n", err)
-				return nil
+			if err != nil { // orchctl's own line is out; the daemon's error is an error (exit 1, 3, 5)
+				return fmt.Errorf("daemon: %w", err)
 			}
 			fmt.Fprintf(io.out, "daemon API %s\n", caps.ApiVersion)
 			return nil

@@ -1,6 +1,9 @@
 package main
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 // TestUnknownCommandIsAUsageError: README and `orchctl --help` promise exit 2 for a bad
 // command line. A mistyped command exits 1 (as if the network failed); a mistyped subcommand
@@ -52,5 +55,18 @@ func TestBadFlagValuesAreUsageErrors(t *testing.T) {
 		if r := orchctl(t, down, "", args...); r.code != exitError {
 			t.Errorf("orchctl %v: exit %d, stderr %q; want %d (the daemon is down)", args, r.code, r.stderr, exitError)
 		}
+	}
+}
+
+// `orchctl version` prints its own version, and a daemon it cannot reach is an error (exit 1,
+// the message on stderr), not a line on stdout and exit 0: a script that checks the daemon
+// with it learns that it is down.
+func TestVersionWithTheDaemonDown(t *testing.T) {
+	down := map[string]string{"ORCHD_URL": "http://127.0.0.1:1", "ORCHD_API_KEY": "k"}
+	r := orchctl(t, down, "", "version")
+	if r.code != exitError || !strings.HasPrefix(r.stdout, "orchctl ") || strings.Contains(r.stdout, "daemon") ||
+		!strings.Contains(r.stderr, "daemon") {
+		t.Errorf("exit %d, stdout %q, stderr %q; want %d, orchctl's version on stdout and the daemon's error on stderr",
+			r.code, r.stdout, r.stderr, exitError)
 	}
 }
