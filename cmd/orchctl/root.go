@@ -26,7 +26,7 @@ const (
 	exitBackpressure = 4   // 429: the queue is full or a rate limit hit (after the retries)
 	exitServer       = 5   // 5xx: the daemon or no pool could serve it
 	exitTaskFailed   = 6   // the task ran and failed (an `error` event)
-	exitInterrupted  = 130 // interrupted (the task was canceled)
+	exitInterrupted  = 130 // interrupted (Ctrl-C): run cancels its task, tasks watch leaves it running
 )
 
 const exitCodesHelp = `Exit codes:
@@ -37,7 +37,7 @@ const exitCodesHelp = `Exit codes:
   4    backpressure: HTTP 429 after the retries (queue full, rate limited)
   5    the daemon failed or no pool could serve it (HTTP 5xx)
   6    the task failed or was canceled (by someone else) while it ran
-  130  interrupted (the task was canceled)`
+  130  interrupted (Ctrl-C): run cancels its task; tasks watch leaves it running`
 
 // defaultURL is the daemon's default listen address.
 const defaultURL = "http://127.0.0.1:8080"
