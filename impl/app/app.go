@@ -491,6 +491,12 @@ func (a *App) refreshGauges(ctx context.Context) {
 			case r.Slots > 0:
 				a.metrics.KVCacheUsage.WithLabelValues(v.Engine, v.EngineVersion, v.ID, r.ID).Set(float64(r.Busy) / float64(r.Slots))
 			}
+			if !inv.Available {
+				// NVML failed since the last scrape: its figures are unknown now, not the last ones.
+				labels := prometheus.Labels{"pool_id": v.ID, "replica_id": r.ID}
+				a.metrics.GPUUtilization.DeletePartialMatch(labels)
+				a.metrics.VRAMUsed.DeletePartialMatch(labels)
+			}
 			for _, d := range replicaDevices(r, inv) {
 				dev := strconv.Itoa(d.Index)
 				a.metrics.GPUUtilization.WithLabelValues(v.Engine, v.EngineVersion, v.ID, r.ID, dev).Set(float64(d.UtilizationPct))

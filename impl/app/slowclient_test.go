@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -74,8 +75,12 @@ pools:
 	if err != nil {
 		t.Fatal(err)
 	}
-	gpus := dgxh200.New()
-	gpus.ShutdownFunc = func() nvml.Return { return nvml.SUCCESS }
+	var gpus nvml.Interface = extra.NVML
+	if gpus == nil {
+		dgx := dgxh200.New()
+		dgx.ShutdownFunc = func() nvml.Return { return nvml.SUCCESS }
+		gpus = dgx
+	}
 	replica := fake.New(eng)
 	d := &fakeDaemon{reg: prometheus.NewRegistry(), hc: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}}
 	log := slog.New(slog.DiscardHandler)
@@ -623,5 +628,48 @@ func TestStreamKeepsNoRequestBody(t *testing.T) {
 	if grew > streams*size/4 {
 		t.Fatalf("%d open streams whose GET carried a %d-byte JSON body hold %d MiB more heap: the bodies are kept for the streams' life",
 			streams, size, grew>>20)
+	}
+}
+
+// flakyNVML is NVML whose device count fails while down is set (a GPU fallen off the bus, the
+// driver reloaded).
+type flakyNVML struct {
+	nvml.Interface
+	down atomic.Bool
+}
+
+func (f *flakyNVML) DeviceGetCount() (int, nvml.Return) {
+	if f.down.Load() {
+		return 0, nvml.ERROR_GPU_IS_LOST
+	}
+	return f.Interface.DeviceGetCount()
+}
+
+// A GPU gauge says what NVML says now: once NVML fails, a scrape drops gpu_utilization and
+// vram_used_bytes instead of repeating their last values as if current.
+func TestGPUGaugesFollowNVMLFailures(t *testing.T) {
+	dgx := dgxh200.New()
+	dgx.ShutdownFunc = func() nvml.Return { return nvml.SUCCESS }
+	lib := &flakyNVML{Interface: dgx}
+	d := startFakeDaemonWith(t, "", fake.Options{}, nil, app.Options{NVML: lib})
+	series := func() int {
+		res, err := d.do("GET", "/metrics", "")
+		if err != nil || res.status != http.StatusOK {
+			t.Fatalf("scrape: %v %d", err, res.status)
+		}
+		n := 0
+		for _, line := range strings.Split(string(res.body), "\n") {
+			if strings.HasPrefix(line, "gpu_utilization{") || strings.HasPrefix(line, "vram_used_bytes{") {
+				n++
+			}
+		}
+		return n
+	}
+	if n := series(); n == 0 {
+		t.Fatal("no GPU series while NVML answers (test premise)")
+	}
+	lib.down.Store(true)
+	if n := series(); n != 0 {
+		t.Errorf("%d GPU series left with their last values after NVML failed", n)
 	}
 }
