@@ -25,7 +25,7 @@ type Request struct {
 	MaxTokens int
 	// OpenEnded: MaxTokens is the context's bound, not one the client asked for (an OpenAI
 	// chat without max_tokens). An adapter whose engine refuses a prompt plus max_tokens over
-	// its context (vLLM, SGLang) sends none, and the engine generates to its context or the
+	// its context (vLLM, SGLang, TGI) sends none, and the engine generates to its context or the
 	// end of sequence; the daemon still stops reading at MaxTokens.
 	OpenEnded bool
 	// Seed, when set, fixes the sampler's seed.

@@ -80,7 +80,7 @@ func New(opts Options) *Replica {
 
 // parameters is the "parameters" object of /generate_stream.
 type parameters struct {
-	MaxNewTokens        int    `json:"max_new_tokens"`
+	MaxNewTokens        *int   `json:"max_new_tokens,omitempty"`
 	Details             bool   `json:"details"`
 	DecoderInputDetails bool   `json:"decoder_input_details"`
 	DoSample            bool   `json:"do_sample"`
@@ -119,7 +119,10 @@ func (r *Replica) generate(ctx context.Context, req engine.Request, emit engine.
 	}
 	// Sampling is TGI's default (do_sample false: greedy) unless the request is not
 	// deterministic and names a seed, which only matters when sampling.
-	body := request{Inputs: req.Prompt, Parameters: parameters{MaxNewTokens: req.MaxTokens, Details: true}}
+	body := request{Inputs: req.Prompt, Parameters: parameters{Details: true}}
+	if !req.OpenEnded { // else none: TGI then generates to max_total_tokens, and refuses more
+		body.Parameters.MaxNewTokens = &req.MaxTokens
+	}
 	if !req.Deterministic && req.Seed != nil {
 		body.Parameters.DoSample, body.Parameters.Seed = true, req.Seed
 	}

@@ -83,6 +83,16 @@ func TestGenerate(t *testing.T) {
 			wantBody: `{"inputs":"Hi there","parameters":{"max_new_tokens":8,"details":true,"decoder_input_details":false,"do_sample":true,"seed":7,"return_full_text":false}}`,
 		},
 		{
+			// An OpenAI chat without max_tokens: TGI is sent none and generates to its
+			// max_total_tokens (it refuses inputs plus max_new_tokens beyond them).
+			name:     "open-ended: no max_new_tokens",
+			req:      engine.Request{Prompt: "Hi there", MaxTokens: 4096, OpenEnded: true, Deterministic: true},
+			events:   []string{last(1, " Hello", false, " Hello", "length", 1, 2)},
+			texts:    []string{" Hello"},
+			res:      engine.Result{TokensOut: 1, TokensIn: 2, Stop: engine.StopLimit},
+			wantBody: `{"inputs":"Hi there","parameters":{"details":true,"decoder_input_details":false,"do_sample":false,"return_full_text":false}}`,
+		},
+		{
 			name:   "stop sequence, details without input_length (TGI before 2.1)",
 			req:    engine.Request{Prompt: "x", MaxTokens: 4},
 			events: []string{tok(1, "a", false), `data: {"token":{"id":2,"text":"\n","special":false},"generated_text":"a\n","details":{"finish_reason":"stop_sequence","generated_tokens":2}}`},
