@@ -222,3 +222,58 @@ func TestDrainDeadlinesReadTheClock(t *testing.T) {
 		t.Errorf("replica drain deadline %v, want %v", got, want)
 	}
 }
+
+// A drain asked while a reload runs outlives it: the reload ends only the drains asked before
+// it began (the operator who drains a pool or a replica mid-reload wants it drained after).
+func TestReloadKeepsDrainsAskedDuringIt(t *testing.T) {
+	two := Spec{ID: "m", Engine: "llamacpp", ModelRef: "models/a.gguf", ModelID: "a", ModelIDDerived: true, CtxMax: 1024, Slots: 2,
+		Replicas: []ReplicaSpec{{ID: "m/0", Managed: true}, {ID: "m/1", Managed: true}}}
+	starting := make(chan struct{}, 2)
+	proceed := make(chan struct{})
+	reg, err := New(Options{Pools: []Spec{two}, HealthInterval: time.Hour, ReloadGrace: 10 * time.Millisecond,
+		NewReplica: func(_ Spec, ep Endpoint) engine.Replica {
+			r := &fakeReplica{url: ep.URL}
+			r.ready.Store(true)
+			return r
+		},
+		StartManaged: func(_ context.Context, _ Spec, rs ReplicaSpec, ref string) (Managed, error) {
+			if ref == "models/b.gguf" && rs.ID == "m/0" {
+				starting <- struct{}{}
+				<-proceed
+			}
+			return &fakeManaged{url: "http://managed/" + ref + "@" + rs.ID}, nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	reg.Start(ctx)
+	t.Cleanup(func() { cancel(); reg.Wait() })
+	for {
+		if v, _ := reg.Get("m"); v.ReadyReplicas() == 2 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := reg.Reload(context.Background(), "m", "models/b.gguf")
+		done <- err
+	}()
+	<-starting // the reload runs
+	if err := reg.DrainReplica("m", "m/1", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.Drain("m", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	close(proceed)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	v, _ := reg.Get("m")
+	if !v.Draining || !replicaView(t, v, "m/1").Draining {
+		t.Errorf("after the reload: pool draining %v, replica m/1 draining %v; both were drained during it",
+			v.Draining, replicaView(t, v, "m/1").Draining)
+	}
+}

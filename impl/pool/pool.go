@@ -986,8 +986,9 @@ func (r *Registry) Get(id string) (View, bool) {
 
 // Drain stops placement on the pool; after deadline, OnDrainDeadline fires (if the pool is still
 // draining) so that the owner of the pool's tasks can cancel what is left. Draining again moves
-// the deadline; a successful reload ends the drain. Either may come just as the deadline's timer
-// fires, too late to stop it: the timer then finds its drain ended or replaced and does nothing.
+// the deadline; a successful reload ends a drain asked before it began. Either may come just as
+// the deadline's timer fires, too late to stop it: the timer then finds its drain ended or
+// replaced and does nothing.
 func (r *Registry) Drain(id string, deadline time.Duration) error {
 	r.mu.Lock()
 	_, ok := r.pools[id]
@@ -1128,6 +1129,13 @@ func (r *Registry) Reload(ctx context.Context, id, newRef string) (View, error) 
 	st.reloading = true
 	spec := st.spec
 	reps := slices.Clone(st.reps)
+	// The drains a successful reload ends are those asked before it began: each drain arms its
+	// own timer, so one asked meanwhile (another timer, or one where there was none) stays.
+	poolDrain := st.drainTimer
+	repDrains := make(map[*rstate]*time.Timer, len(reps))
+	for _, rs := range reps {
+		repDrains[rs] = rs.drainTimer
+	}
 	r.mu.Unlock()
 	defer func() {
 		r.mu.Lock()
@@ -1158,13 +1166,17 @@ func (r *Registry) Reload(ctx context.Context, id, newRef string) (View, error) 
 	}
 	r.update(id, func(s *state) {
 		s.spec = newSpec
-		s.draining, s.drainDeadline = false, time.Time{}
-		if s.drainTimer != nil {
-			s.drainTimer.Stop()
-			s.drainTimer = nil
+		if s.drainTimer == poolDrain {
+			s.draining, s.drainDeadline = false, time.Time{}
+			if s.drainTimer != nil {
+				s.drainTimer.Stop()
+				s.drainTimer = nil
+			}
 		}
 		for _, rs := range s.reps {
-			resumeLocked(rs)
+			if rs.drainTimer == repDrains[rs] {
+				resumeLocked(rs)
+			}
 		}
 	})
 	r.log.Info("pool reloaded", "pool_id", id, "model_ref", newRef, "model_id", newSpec.ModelID, "replicas", len(switched))
