@@ -2071,7 +2071,8 @@ type ClientInterface interface {
 	//
 	// New tasks are no longer placed on the pool (`draining: true`, `ready: false`). Tasks already
 	// queued or running on it may finish until `deadline_ms` has passed; then they are canceled.
-	// A successful reload ends the drain. To drain one replica of the pool, see `drainReplica`.
+	// A successful reload ends a drain asked before the reload began (one asked while it runs
+	// stays). To drain one replica of the pool, see `drainReplica`.
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -2082,7 +2083,8 @@ type ClientInterface interface {
 	//
 	// New tasks are no longer placed on the pool (`draining: true`, `ready: false`). Tasks already
 	// queued or running on it may finish until `deadline_ms` has passed; then they are canceled.
-	// A successful reload ends the drain. To drain one replica of the pool, see `drainReplica`.
+	// A successful reload ends a drain asked before the reload began (one asked while it runs
+	// stays). To drain one replica of the pool, see `drainReplica`.
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -2140,7 +2142,7 @@ type ClientInterface interface {
 	// refused while it drains: 503 `POOL_UNAVAILABLE`, retriable. Tasks running on the replica
 	// may finish until `deadline_ms` has passed; then they are canceled (queued tasks are the
 	// pool's, not the replica's, and are not). Draining again moves the deadline. `resumeReplica` ends the
-	// drain, and so does a successful reload of the pool. The replica id is the one pool health
+	// drain, and so does a successful reload of the pool begun after the drain. The replica id is the one pool health
 	// shows (`<pool>/<n>` or the configured name), URL-escaped in the path (`/` as `%2F`).
 	//
 	// Takes any type of body and a specified content type.
@@ -2158,7 +2160,7 @@ type ClientInterface interface {
 	// refused while it drains: 503 `POOL_UNAVAILABLE`, retriable. Tasks running on the replica
 	// may finish until `deadline_ms` has passed; then they are canceled (queued tasks are the
 	// pool's, not the replica's, and are not). Draining again moves the deadline. `resumeReplica` ends the
-	// drain, and so does a successful reload of the pool. The replica id is the one pool health
+	// drain, and so does a successful reload of the pool begun after the drain. The replica id is the one pool health
 	// shows (`<pool>/<n>` or the configured name), URL-escaped in the path (`/` as `%2F`).
 	//
 	// Takes a body of the `application/json` content type.
@@ -2501,7 +2503,8 @@ func (c *Client) ListModels(ctx context.Context, params *ListModelsParams, reqEd
 //
 // New tasks are no longer placed on the pool (`draining: true`, `ready: false`). Tasks already
 // queued or running on it may finish until `deadline_ms` has passed; then they are canceled.
-// A successful reload ends the drain. To drain one replica of the pool, see `drainReplica`.
+// A successful reload ends a drain asked before the reload began (one asked while it runs
+// stays). To drain one replica of the pool, see `drainReplica`.
 //
 // Takes any type of body and a specified content type.
 //
@@ -2522,7 +2525,8 @@ func (c *Client) DrainPoolWithBody(ctx context.Context, id PoolId, params *Drain
 //
 // New tasks are no longer placed on the pool (`draining: true`, `ready: false`). Tasks already
 // queued or running on it may finish until `deadline_ms` has passed; then they are canceled.
-// A successful reload ends the drain. To drain one replica of the pool, see `drainReplica`.
+// A successful reload ends a drain asked before the reload began (one asked while it runs
+// stays). To drain one replica of the pool, see `drainReplica`.
 //
 // Takes a body of the `application/json` content type.
 //
@@ -2620,7 +2624,7 @@ func (c *Client) ReloadPool(ctx context.Context, id PoolId, params *ReloadPoolPa
 // refused while it drains: 503 `POOL_UNAVAILABLE`, retriable. Tasks running on the replica
 // may finish until `deadline_ms` has passed; then they are canceled (queued tasks are the
 // pool's, not the replica's, and are not). Draining again moves the deadline. `resumeReplica` ends the
-// drain, and so does a successful reload of the pool. The replica id is the one pool health
+// drain, and so does a successful reload of the pool begun after the drain. The replica id is the one pool health
 // shows (`<pool>/<n>` or the configured name), URL-escaped in the path (`/` as `%2F`).
 //
 // Takes any type of body and a specified content type.
@@ -2648,7 +2652,7 @@ func (c *Client) DrainReplicaWithBody(ctx context.Context, id PoolId, replicaId 
 // refused while it drains: 503 `POOL_UNAVAILABLE`, retriable. Tasks running on the replica
 // may finish until `deadline_ms` has passed; then they are canceled (queued tasks are the
 // pool's, not the replica's, and are not). Draining again moves the deadline. `resumeReplica` ends the
-// drain, and so does a successful reload of the pool. The replica id is the one pool health
+// drain, and so does a successful reload of the pool begun after the drain. The replica id is the one pool health
 // shows (`<pool>/<n>` or the configured name), URL-escaped in the path (`/` as `%2F`).
 //
 // Takes a body of the `application/json` content type.
@@ -4042,7 +4046,8 @@ type ClientWithResponsesInterface interface {
 	//
 	// New tasks are no longer placed on the pool (`draining: true`, `ready: false`). Tasks already
 	// queued or running on it may finish until `deadline_ms` has passed; then they are canceled.
-	// A successful reload ends the drain. To drain one replica of the pool, see `drainReplica`.
+	// A successful reload ends a drain asked before the reload began (one asked while it runs
+	// stays). To drain one replica of the pool, see `drainReplica`.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -4053,7 +4058,8 @@ type ClientWithResponsesInterface interface {
 	//
 	// New tasks are no longer placed on the pool (`draining: true`, `ready: false`). Tasks already
 	// queued or running on it may finish until `deadline_ms` has passed; then they are canceled.
-	// A successful reload ends the drain. To drain one replica of the pool, see `drainReplica`.
+	// A successful reload ends a drain asked before the reload began (one asked while it runs
+	// stays). To drain one replica of the pool, see `drainReplica`.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -4113,7 +4119,7 @@ type ClientWithResponsesInterface interface {
 	// refused while it drains: 503 `POOL_UNAVAILABLE`, retriable. Tasks running on the replica
 	// may finish until `deadline_ms` has passed; then they are canceled (queued tasks are the
 	// pool's, not the replica's, and are not). Draining again moves the deadline. `resumeReplica` ends the
-	// drain, and so does a successful reload of the pool. The replica id is the one pool health
+	// drain, and so does a successful reload of the pool begun after the drain. The replica id is the one pool health
 	// shows (`<pool>/<n>` or the configured name), URL-escaped in the path (`/` as `%2F`).
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
@@ -4131,7 +4137,7 @@ type ClientWithResponsesInterface interface {
 	// refused while it drains: 503 `POOL_UNAVAILABLE`, retriable. Tasks running on the replica
 	// may finish until `deadline_ms` has passed; then they are canceled (queued tasks are the
 	// pool's, not the replica's, and are not). Draining again moves the deadline. `resumeReplica` ends the
-	// drain, and so does a successful reload of the pool. The replica id is the one pool health
+	// drain, and so does a successful reload of the pool begun after the drain. The replica id is the one pool health
 	// shows (`<pool>/<n>` or the configured name), URL-escaped in the path (`/` as `%2F`).
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
@@ -6839,7 +6845,8 @@ func (c *ClientWithResponses) ListModelsWithResponse(ctx context.Context, params
 //
 // New tasks are no longer placed on the pool (`draining: true`, `ready: false`). Tasks already
 // queued or running on it may finish until `deadline_ms` has passed; then they are canceled.
-// A successful reload ends the drain. To drain one replica of the pool, see `drainReplica`.
+// A successful reload ends a drain asked before the reload began (one asked while it runs
+// stays). To drain one replica of the pool, see `drainReplica`.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -6856,7 +6863,8 @@ func (c *ClientWithResponses) DrainPoolWithBodyWithResponse(ctx context.Context,
 //
 // New tasks are no longer placed on the pool (`draining: true`, `ready: false`). Tasks already
 // queued or running on it may finish until `deadline_ms` has passed; then they are canceled.
-// A successful reload ends the drain. To drain one replica of the pool, see `drainReplica`.
+// A successful reload ends a drain asked before the reload began (one asked while it runs
+// stays). To drain one replica of the pool, see `drainReplica`.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -6940,7 +6948,7 @@ func (c *ClientWithResponses) ReloadPoolWithResponse(ctx context.Context, id Poo
 // refused while it drains: 503 `POOL_UNAVAILABLE`, retriable. Tasks running on the replica
 // may finish until `deadline_ms` has passed; then they are canceled (queued tasks are the
 // pool's, not the replica's, and are not). Draining again moves the deadline. `resumeReplica` ends the
-// drain, and so does a successful reload of the pool. The replica id is the one pool health
+// drain, and so does a successful reload of the pool begun after the drain. The replica id is the one pool health
 // shows (`<pool>/<n>` or the configured name), URL-escaped in the path (`/` as `%2F`).
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
@@ -6964,7 +6972,7 @@ func (c *ClientWithResponses) DrainReplicaWithBodyWithResponse(ctx context.Conte
 // refused while it drains: 503 `POOL_UNAVAILABLE`, retriable. Tasks running on the replica
 // may finish until `deadline_ms` has passed; then they are canceled (queued tasks are the
 // pool's, not the replica's, and are not). Draining again moves the deadline. `resumeReplica` ends the
-// drain, and so does a successful reload of the pool. The replica id is the one pool health
+// drain, and so does a successful reload of the pool begun after the drain. The replica id is the one pool health
 // shows (`<pool>/<n>` or the configured name), URL-escaped in the path (`/` as `%2F`).
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
