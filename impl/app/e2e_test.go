@@ -263,7 +263,7 @@ func TestEndToEndRealEngine(t *testing.T) {
 			t.Fatalf("no launch record in the daemon's log:\n%s", d.logs.String())
 		}
 		engineURL := m[1]
-		keys, err := filepath.Glob(filepath.Join(state, "engine-keys", "default-*.key"))
+		keys, err := filepath.Glob(filepath.Join(state, "engine-keys", "default.0-*.key"))
 		if err != nil || len(keys) != 1 {
 			t.Fatalf("engine key files: %v %v", keys, err)
 		}
