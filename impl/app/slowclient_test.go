@@ -75,7 +75,7 @@ pools:
 	if err != nil {
 		t.Fatal(err)
 	}
-	var gpus nvml.Interface = extra.NVML
+	gpus := extra.NVML
 	if gpus == nil {
 		dgx := dgxh200.New()
 		dgx.ShutdownFunc = func() nvml.Return { return nvml.SUCCESS }
