@@ -249,7 +249,11 @@ func HTTPErrorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 			shouldRetry(c.Response().Header(), status, e)
 			if status == http.StatusTooManyRequests {
 				setBackoff(c.Response().Header(), e.RetryAfter)
-				openAIRateLimitHeaders(c.Response().Header(), e.RetryAfter)
+				// A key's own limit set its windows already (SetRateLimitHeaders: reset is when
+				// the bucket is full again, as on POST /v1/tasks); a full queue has none.
+				if c.Response().Header().Get("x-ratelimit-reset-requests") == "" {
+					openAIRateLimitHeaders(c.Response().Header(), e.RetryAfter)
+				}
 			}
 			_ = c.JSON(status, body)
 			return

@@ -839,5 +839,5 @@ func shouldRetry(h http.Header, status int, e *Error) {
 // openAIRateLimitHeaders sets OpenAI's x-ratelimit-* headers on a refusal.
 func openAIRateLimitHeaders(h http.Header, retryAfter time.Duration) {
 	h.Set("x-ratelimit-remaining-requests", "0")
-	h.Set("x-ratelimit-reset-requests", strconv.FormatFloat(retryAfter.Seconds(), 'f', -1, 64)+"s")
+	h.Set("x-ratelimit-reset-requests", retryAfter.Round(time.Millisecond).String())
 }

@@ -239,6 +239,21 @@ func (e OpenAIChatCompletionObject) Valid() bool {
 	}
 }
 
+// Defines values for OpenAIChatCompletionRequestLogprobs.
+const (
+	OpenAIChatCompletionRequestLogprobsFalse OpenAIChatCompletionRequestLogprobs = false
+)
+
+// Valid indicates whether the value is a known member of the OpenAIChatCompletionRequestLogprobs enum.
+func (e OpenAIChatCompletionRequestLogprobs) Valid() bool {
+	switch e {
+	case OpenAIChatCompletionRequestLogprobsFalse:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for OpenAIChatMessageRole.
 const (
 	OpenAIChatMessageRoleAssistant OpenAIChatMessageRole = "assistant"
@@ -280,13 +295,13 @@ func (e OpenAICompletionObject) Valid() bool {
 
 // Defines values for OpenAICompletionRequestEcho.
 const (
-	False OpenAICompletionRequestEcho = false
+	OpenAICompletionRequestEchoFalse OpenAICompletionRequestEcho = false
 )
 
 // Valid indicates whether the value is a known member of the OpenAICompletionRequestEcho enum.
 func (e OpenAICompletionRequestEcho) Valid() bool {
 	switch e {
-	case False:
+	case OpenAICompletionRequestEchoFalse:
 		return true
 	default:
 		return false
@@ -907,10 +922,12 @@ type OpenAIChatCompletionObject string
 // `max_completion_tokens` wins over `max_tokens`; above the context length of the
 // model's pools (`ctx_max`) is 400; with neither, the task may use the whole context.
 type OpenAIChatCompletionRequest struct {
-	MaxCompletionTokens *int32              `json:"max_completion_tokens,omitempty"`
-	MaxTokens           *int32              `json:"max_tokens,omitempty"`
-	Messages            []OpenAIChatMessage `json:"messages"`
-	Model               string              `json:"model"`
+	// Logprobs Log probabilities are not returned; only false or null.
+	Logprobs            *OpenAIChatCompletionRequestLogprobs `json:"logprobs,omitempty"`
+	MaxCompletionTokens *int32                               `json:"max_completion_tokens,omitempty"`
+	MaxTokens           *int32                               `json:"max_tokens,omitempty"`
+	Messages            []OpenAIChatMessage                  `json:"messages"`
+	Model               string                               `json:"model"`
 
 	// N One choice only.
 	N    *int32 `json:"n,omitempty"`
@@ -921,9 +938,15 @@ type OpenAIChatCompletionRequest struct {
 	Stream        *bool                `json:"stream,omitempty"`
 	StreamOptions *OpenAIStreamOptions `json:"stream_options,omitempty"`
 	Temperature   *float64             `json:"temperature,omitempty"`
-	TopP          *float64             `json:"top_p,omitempty"`
-	User          *string              `json:"user,omitempty"`
+
+	// TopLogprobs Log probabilities are not returned; only 0 or null.
+	TopLogprobs *int32   `json:"top_logprobs,omitempty"`
+	TopP        *float64 `json:"top_p,omitempty"`
+	User        *string  `json:"user,omitempty"`
 }
+
+// OpenAIChatCompletionRequestLogprobs Log probabilities are not returned; only false or null.
+type OpenAIChatCompletionRequestLogprobs bool
 
 // OpenAIChatMessage defines model for OpenAIChatMessage.
 type OpenAIChatMessage struct {
