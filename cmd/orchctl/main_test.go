@@ -435,3 +435,15 @@ func TestCtrlCDuringSubmitCancelsTheTask(t *testing.T) {
 		t.Errorf("cancel requests %v after Ctrl-C during the submit of task %s; want that task canceled", cancelled, posted)
 	}
 }
+
+// `orchctl run -n N` with N between 2048 and the pool's ctx_max (4096 in testdaemon) runs: run
+// asks for the context the prompt and N need, up to ctx_max (it asked for sdk.Completion's
+// fixed 2048, and the daemon refused "/max_tokens: N exceeds ctx 2048").
+func TestRunMaxTokensWithinPoolContext(t *testing.T) {
+	d := startDaemon(t, fake.Options{})
+	env := map[string]string{"ORCHD_URL": d.URL, "ORCHD_API_KEY": testdaemon.Key}
+	r := orchctl(t, env, "", "run", "-n", "3000", "--json", "hi")
+	if r.code != 0 {
+		t.Fatalf("orchctl run -n 3000 against a pool with ctx_max 4096: exit %d, stderr %q; want 0", r.code, r.stderr)
+	}
+}

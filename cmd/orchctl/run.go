@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"time"
@@ -72,7 +73,7 @@ Interrupting (Ctrl-C) cancels the task.`,
 			}
 			return withClient(g, func(c *sdk.Client) error {
 				ctx := cmd.Context()
-				req, err := completion(ctx, c, model, prompt)
+				req, err := completion(ctx, c, model, prompt, int(maxTokens))
 				if err != nil {
 					return err
 				}
@@ -147,8 +148,9 @@ func cancelInterrupted(ctx context.Context, c *sdk.Client, id uuid.UUID) {
 }
 
 // completion builds the task for model (default: the first pool's), with the engine and a
-// context length the matching pool accepts.
-func completion(ctx context.Context, c *sdk.Client, model, prompt string) (client.TaskRequest, error) {
+// context length the matching pool accepts: sdk.Completion's, or more when the prompt and
+// maxTokens need more (the prompt's bytes bound its tokens), up to the pool's ctx_max.
+func completion(ctx context.Context, c *sdk.Client, model, prompt string, maxTokens int) (client.TaskRequest, error) {
 	caps, err := c.Capabilities(ctx)
 	if err != nil {
 		return client.TaskRequest{}, err
@@ -173,7 +175,7 @@ func completion(ctx context.Context, c *sdk.Client, model, prompt string) (clien
 	}
 	req := sdk.Completion(firstOf(model, p.ModelId), prompt)
 	req.Engine = p.Engine
-	req.Ctx = min(req.Ctx, p.CtxMax)
+	req.Ctx = min(max(req.Ctx, int32(min(maxTokens+len(prompt), math.MaxInt32))), p.CtxMax)
 	return req, nil
 }
 
