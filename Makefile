@@ -44,7 +44,7 @@ LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 .PHONY: build
 build: ## Build bin/orchestratord and bin/orchctl.
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/orchestratord
-	$(GO) build -o bin/orchctl ./cmd/orchctl
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/orchctl ./cmd/orchctl
 
 .PHONY: engine
 engine: ## Find llama-server (ORCHD_LLAMA_SERVER, PATH) or install it into .tools/llama.

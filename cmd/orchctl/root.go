@@ -45,6 +45,9 @@ const defaultURL = "http://127.0.0.1:8080"
 // version is set with -ldflags "-X main.version=..."; otherwise the build info is used.
 var version = ""
 
+// commit is set with -ldflags "-X main.commit=..." (make build); otherwise the build info's.
+var commit = ""
+
 // usageError marks errors of the command line.
 type usageError struct{ error }
 
@@ -241,7 +244,7 @@ func newVersionCmd(g *globals, io stdio) *cobra.Command {
 
 // buildInfo returns the version, the VCS commit and the Go version of this binary.
 func buildInfo() (v, commit, goVersion string) {
-	v, commit, goVersion = version, "unknown", "unknown"
+	v, commit, goVersion = version, firstOf(commitStamp(), "unknown"), "unknown"
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
 		if v == "" {
@@ -270,3 +273,6 @@ func buildInfo() (v, commit, goVersion string) {
 	}
 	return v, commit, goVersion
 }
+
+// commitStamp is the commit make build stamped into the binary ("" none).
+func commitStamp() string { return commit }
