@@ -103,12 +103,16 @@ func TestRunJSON(t *testing.T) {
 	var text strings.Builder
 	for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
 		var ev struct {
-			ID    int64
-			Event string
-			Data  map[string]any
+			TaskID string `json:"task_id"`
+			ID     int64
+			Event  string
+			Data   map[string]any
 		}
 		if err := json.Unmarshal([]byte(line), &ev); err != nil {
 			t.Fatalf("line %q: %v", line, err)
+		}
+		if ev.TaskID != taskIDOf(t, d) { // for tasks get/cancel: the events carry none
+			t.Errorf("line %q: task_id %q, want %s", line, ev.TaskID, taskIDOf(t, d))
 		}
 		if ev.Event == "metrics" {
 			continue

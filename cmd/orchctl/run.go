@@ -24,7 +24,7 @@ type streamFlags struct {
 }
 
 func (f *streamFlags) register(cmd *cobra.Command) {
-	cmd.Flags().BoolVar(&f.json, "json", false, "print every event as a JSON line ({\"id\",\"event\",\"data\"}) instead of the text")
+	cmd.Flags().BoolVar(&f.json, "json", false, "print every event as a JSON line ({\"task_id\",\"id\",\"event\",\"data\"}) instead of the text")
 	cmd.Flags().BoolVar(&f.verbose, "verbose", false, "ask for human-readable narration in metrics events (with --json)")
 }
 
@@ -206,11 +206,13 @@ func pollQueue(ctx context.Context, c *sdk.Client, id uuid.UUID, st *status) {
 	}
 }
 
-// jsonEvent is one line of --json output.
+// jsonEvent is one line of --json output. task_id names the task for tasks get/cancel (the
+// events carry none, and the terminal summary that prints it is not written with --json).
 type jsonEvent struct {
-	ID    int64     `json:"id"`
-	Event string    `json:"event"`
-	Data  sdk.Event `json:"data"`
+	TaskID string    `json:"task_id"`
+	ID     int64     `json:"id"`
+	Event  string    `json:"event"`
+	Data   sdk.Event `json:"data"`
 }
 
 // errCanceled is a stream that ended with end{canceled: true}.
@@ -235,13 +237,14 @@ func streamTask(ctx context.Context, c *sdk.Client, io stdio, id uuid.UUID, maxT
 		defer func() { stopPoll(); wg.Wait() }()
 	}
 	enc := json.NewEncoder(io.out)
+	taskID := id.String()
 	var text strings.Builder
 	for ev, err := range c.Stream(ctx, id, opts...) {
 		if err != nil {
 			return err
 		}
 		if f.json {
-			if err := enc.Encode(jsonEvent{ID: ev.EventID(), Event: ev.EventName(), Data: ev}); err != nil {
+			if err := enc.Encode(jsonEvent{TaskID: taskID, ID: ev.EventID(), Event: ev.EventName(), Data: ev}); err != nil {
 				return err
 			}
 		}
