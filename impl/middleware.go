@@ -111,10 +111,20 @@ func WriteDeadline(timeout time.Duration) echo.MiddlewareFunc {
 		}
 		return func(c echo.Context) error {
 			res := c.Response()
-			res.Before(func() { _ = http.NewResponseController(res.Writer).SetWriteDeadline(time.Now().Add(timeout)) })
+			res.Before(func() { setWriteDeadline(res.Writer, time.Now().Add(timeout)) })
 			return next(c)
 		}
 	}
+}
+
+// setWriteDeadline sets w's write deadline: directly on net/http's writer, else through a
+// ResponseController (which allocates, and looks through wrappers such as otelhttp's).
+func setWriteDeadline(w http.ResponseWriter, t time.Time) {
+	if d, ok := w.(interface{ SetWriteDeadline(time.Time) error }); ok {
+		_ = d.SetWriteDeadline(t)
+		return
+	}
+	_ = http.NewResponseController(w).SetWriteDeadline(t)
 }
 
 // correlate is Correlation's work.
