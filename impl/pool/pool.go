@@ -858,6 +858,12 @@ func (r *Registry) viewIntoLocked(s *state, reps []ReplicaView) View {
 			EngineVersion: rs.version, LastError: rs.lastErr, Restarts: rs.restarts, Breaker: r.breakerLocked(s, rs),
 			ProbeInFlight: rs.probe, ModelRef: rs.modelRef, Draining: rs.draining, DrainDeadline: rs.drainDeadline}
 		rv.Busy = r.opts.ReplicaBusy(s.spec.ID, rs.spec.ID)
+		if rs.spec.Managed && !s.reloading && rs.modelRef != s.spec.ModelRef {
+			// A reload's rollback failed on it: it serves another model than the pool's, so it
+			// takes no task until a reload succeeds (during a reload, mixed models are the plan).
+			rv.Healthy = false
+			rv.LastError = fmt.Sprintf("runs model %s, not the pool's %s: rolling back a failed reload did not succeed; reload the pool", rs.modelRef, s.spec.ModelRef)
+		}
 		if rs.load != nil {
 			rv.EngineLoad, rv.HasEngineLoad = *rs.load, true
 		}
@@ -866,7 +872,7 @@ func (r *Registry) viewIntoLocked(s *state, reps []ReplicaView) View {
 			rv.State = StateStopped
 		case rs.draining || s.draining:
 			rv.State = StateDraining
-		case rs.healthy:
+		case rv.Healthy:
 			rv.State = StateReady
 		case !rs.started || (rs.failures == 0 && rs.lastErr == ""):
 			rv.State = StateStarting
@@ -874,11 +880,11 @@ func (r *Registry) viewIntoLocked(s *state, reps []ReplicaView) View {
 			rv.State = StateUnhealthy
 		}
 		v.Live = v.Live || rs.live
-		if rs.healthy && !rs.draining && rv.Breaker != placement.BreakerOpen {
+		if rv.Healthy && !rs.draining && rv.Breaker != placement.BreakerOpen {
 			v.Healthy = true
 		}
-		if rs.lastErr != "" {
-			v.LastError = rs.lastErr
+		if rv.LastError != "" {
+			v.LastError = rv.LastError
 		}
 		if v.EngineVersion == "" {
 			v.EngineVersion = rs.version
@@ -1137,11 +1143,10 @@ func (r *Registry) Reload(ctx context.Context, id, newRef string) (View, error) 
 		repDrains[rs] = rs.drainTimer
 	}
 	r.mu.Unlock()
-	defer func() {
-		r.mu.Lock()
-		st.reloading = false
-		r.mu.Unlock()
-	}()
+	// The reload ends before its view is taken, and through update: a replica that a failed
+	// rollback left on the new model turns unready then, and OnChange must hear it.
+	end := sync.OnceFunc(func() { r.update(id, func(s *state) { s.reloading = false }) })
+	defer end()
 
 	newSpec := spec
 	newSpec.ModelRef = newRef
@@ -1160,12 +1165,13 @@ func (r *Registry) Reload(ctx context.Context, id, newRef string) (View, error) 
 					r.log.Error("rolling a replica back failed", "pool_id", id, "replica_id", back.spec.ID, "err", berr)
 				}
 			}
+			end()
 			return r.mustView(id), err
 		}
 		switched = append(switched, rs)
 	}
 	r.update(id, func(s *state) {
-		s.spec = newSpec
+		s.spec, s.reloading = newSpec, false
 		if s.drainTimer == poolDrain {
 			s.draining, s.drainDeadline = false, time.Time{}
 			if s.drainTimer != nil {

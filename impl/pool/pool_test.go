@@ -82,6 +82,7 @@ type env struct {
 	replicaDrained chan string
 	startErr       error
 	notReady       string // a replica URL that reports not ready
+	notReadyToo    string // another
 	// busy is the dispatcher's count of busy slots per replica id, which the registry reads.
 	busy map[string]int
 	// conns is the engine connections each replica's adapter reports, by URL (see fakeReplica).
@@ -120,7 +121,7 @@ func newEnvWith(t *testing.T, setup func(*env), specs ...Spec) *env {
 			if c, ok := e.conns[url]; ok {
 				r.conns = &c
 			}
-			r.ready.Store(url != e.notReady)
+			r.ready.Store(url != e.notReady && url != e.notReadyToo)
 			e.replicas[url] = r
 			return r
 		},

@@ -3,6 +3,7 @@ package pool
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -244,6 +245,53 @@ func TestReloadReplicaByReplica(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestFailedRollbackReplicaIsNotReady: when a reload fails on one replica and switching an
+// already-switched replica back fails too, that replica serves the new model while the pool
+// still names the old one. It must take no task (clients asked for the pool's model) and the
+// pool's health must say why, until a reload succeeds.
+func TestFailedRollbackReplicaIsNotReady(t *testing.T) {
+	two := Spec{ID: "m", Engine: "llamacpp", ModelRef: "models/a.gguf", ModelID: "a", CtxMax: 1024, Slots: 1,
+		Replicas: []ReplicaSpec{{ID: "m/0", Managed: true}, {ID: "m/1", Managed: true}}}
+	e := newEnv(t, two)
+	e.waitView(t, func(v View) bool { return v.ReadyReplicas() == 2 })
+	e.mu.Lock()
+	e.notReady = "http://managed/models/b.gguf@m/1"    // the reload fails on m/1 ...
+	e.notReadyToo = "http://managed/models/a.gguf@m/0" // ... and m/0's switch back fails
+	e.mu.Unlock()
+	v, err := e.reg.Reload(context.Background(), "m", "models/b.gguf")
+	var re *ReloadError
+	if !errors.As(err, &re) {
+		t.Fatalf("reload: %v", err)
+	}
+	if v.ModelRef != "models/a.gguf" {
+		t.Fatalf("pool model %s", v.ModelRef)
+	}
+	r0 := v.Replicas[0]
+	if r0.ModelRef != "models/b.gguf" {
+		t.Fatalf("m/0 runs %s: the test did not fail the rollback", r0.ModelRef)
+	}
+	if r0.Healthy || r0.State == StateReady || v.ReadyReplicas() != 1 || v.SlotsTotal() != 1 {
+		t.Fatalf("m/0 on another model is placeable: %+v (ready replicas %d)", r0, v.ReadyReplicas())
+	}
+	if !strings.Contains(r0.LastError, "models/b.gguf") || !strings.Contains(v.LastError, "reload the pool") {
+		t.Fatalf("errors: replica %q, pool %q", r0.LastError, v.LastError)
+	}
+	if !v.Replicas[1].Healthy || !v.Ready() {
+		t.Fatalf("m/1 kept model a and must serve: %+v", v)
+	}
+
+	// A reload that succeeds puts both on one model again.
+	e.mu.Lock()
+	e.notReady, e.notReadyToo = "", ""
+	e.mu.Unlock()
+	if v, err = e.reg.Reload(context.Background(), "m", "models/b.gguf"); err != nil {
+		t.Fatal(err)
+	}
+	if v.ReadyReplicas() != 2 || v.LastError != "" {
+		t.Fatalf("after a good reload: %+v", v)
+	}
 }
 
 // TestBreakerPerPool: a pool's breaker settings (config breaker: {faults, cooldown}) override
