@@ -205,24 +205,30 @@ func TestPerTokenLatencyPanel(t *testing.T) {
 		t.Fatalf("second task %v, want canceled", snap.Status)
 	}
 
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	values := map[string]float64{}
-	for _, mf := range mfs {
-		for _, m := range mf.GetMetric() {
-			switch {
-			case m.GetHistogram() != nil:
-				values[mf.GetName()+"_sum"] += m.GetHistogram().GetSampleSum()
-				values[mf.GetName()+"_count"] += float64(m.GetHistogram().GetSampleCount())
-			case m.GetCounter() != nil:
-				values[mf.GetName()] += m.GetCounter().GetValue()
-			case m.GetGauge() != nil:
-				values[mf.GetName()] += m.GetGauge().GetValue()
+	// A task's metrics are observed just after its final frame: wait for both tasks' (the
+	// first one's decode_tokens_total is its last).
+	var values map[string]float64
+	waitFor(t, func() bool {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		values = map[string]float64{}
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				switch {
+				case m.GetHistogram() != nil:
+					values[mf.GetName()+"_sum"] += m.GetHistogram().GetSampleSum()
+					values[mf.GetName()+"_count"] += float64(m.GetHistogram().GetSampleCount())
+				case m.GetCounter() != nil:
+					values[mf.GetName()] += m.GetCounter().GetValue()
+				case m.GetGauge() != nil:
+					values[mf.GetName()] += m.GetGauge().GetValue()
+				}
 			}
 		}
-	}
+		return values["tasks_finished_total"] == 2 && values["decode_tokens_total"] > 0
+	})
 	got := evalPanel(t, expr, values)
 	if math.IsNaN(got) || math.Abs(got-float64(gap.Milliseconds())) > 0.5 {
 		t.Errorf("panel %q = %.2f ms per token (decode sum %v ms, tokens_out_total %v); the engine made one every %v",
