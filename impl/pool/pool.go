@@ -1143,8 +1143,8 @@ func (r *Registry) Reload(ctx context.Context, id, newRef string) (View, error) 
 		repDrains[rs] = rs.drainTimer
 	}
 	r.mu.Unlock()
-	// The reload ends before its view is taken, and through update: a replica that a failed
-	// rollback left on the new model turns unready then, and OnChange must hear it.
+	// The reload ends through update, so OnChange hears a replica that a failed rollback left
+	// on the new model turn unready; a failed reload ends it before taking the view it returns.
 	end := sync.OnceFunc(func() { r.update(id, func(s *state) { s.reloading = false }) })
 	defer end()
 
@@ -1171,7 +1171,7 @@ func (r *Registry) Reload(ctx context.Context, id, newRef string) (View, error) 
 		switched = append(switched, rs)
 	}
 	r.update(id, func(s *state) {
-		s.spec, s.reloading = newSpec, false
+		s.spec = newSpec
 		if s.drainTimer == poolDrain {
 			s.draining, s.drainDeadline = false, time.Time{}
 			if s.drainTimer != nil {
