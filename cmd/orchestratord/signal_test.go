@@ -5,8 +5,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // A SIGHUP that arrives while the daemon starts (a service manager reloading right after the
@@ -22,6 +25,16 @@ func TestSIGHUPDuringStartupDoesNotKill(t *testing.T) {
 	sent := false
 	beforeStart = func() {
 		sent = syscall.Kill(os.Getpid(), syscall.SIGHUP) == nil
+		// The signal is delivered asynchronously: wait until a thread has taken it, while the
+		// daemon's handler is still in place (a start that fails fast could otherwise remove
+		// the handler first, and the late signal would kill the test binary).
+		for range 5000 {
+			if !sighupPending(t) {
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+		t.Error("SIGHUP still pending after 5s")
 	}
 	t.Cleanup(func() { beforeStart = nil })
 	var stderr bytes.Buffer
@@ -32,4 +45,24 @@ func TestSIGHUPDuringStartupDoesNotKill(t *testing.T) {
 	if code != 1 {
 		t.Fatalf("exit code %d, want 1 (a start-up failure): %s", code, stderr.String())
 	}
+}
+
+// sighupPending reports whether SIGHUP is pending for the process (ShdPnd in /proc/self/status).
+func sighupPending(t *testing.T) bool {
+	t.Helper()
+	raw, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Skip("no /proc/self/status:", err)
+	}
+	for line := range strings.Lines(string(raw)) {
+		if hex, ok := strings.CutPrefix(line, "ShdPnd:"); ok {
+			mask, err := strconv.ParseUint(strings.TrimSpace(hex), 16, 64)
+			if err != nil {
+				t.Fatalf("ShdPnd %q: %v", hex, err)
+			}
+			return mask&(1<<(uint(syscall.SIGHUP)-1)) != 0
+		}
+	}
+	t.Fatal("no ShdPnd in /proc/self/status")
+	return false
 }
