@@ -141,6 +141,7 @@ func (s *Service) prepare(ctx context.Context, t *Task, g *placements, a *attemp
 			req.Prompt += t.text.String()
 			req.MaxTokens -= sent
 			t.migrations++ // counted once moved: a failure with no replica left to take it moves nothing
+			t.resent = sent
 		}
 		t.replicaID = dec.ReplicaID
 		t.mu.Unlock()
@@ -188,6 +189,13 @@ func (a *attempt) end(res engine.Result, err error) time.Duration {
 		a.span.SetAttributes(attribute.Int("tokens.out", t.tokensOut), attribute.Int("tokens.in", res.TokensIn))
 	}
 	produced := t.tokensOut - a.sent
+	if err == nil && t.cut == "" && res.TokensOut > produced {
+		// The engine generated tokens that sent no frame of their own (a UTF-8 sequence split
+		// over several, a chunk carrying several): its count is the task's, for tokens_out and
+		// what budgets charge. (On failure or a cut, adapters count the frames emitted.)
+		t.tokensOut += res.TokensOut - produced
+		produced = res.TokensOut
+	}
 	t.onReplica = "" // off it: a deadline of its drain from now on is not this task's
 	t.mu.Unlock()
 	if produced > 0 { // each replica's share of a migrated task's tokens
@@ -205,7 +213,10 @@ func (a *attempt) end(res engine.Result, err error) time.Duration {
 // result, false when the task is to be placed again.
 func (s *Service) settle(ctx context.Context, t *Task, g *placements, a *attempt) bool {
 	err := g.err
-	if err == nil {
+	t.mu.Lock()
+	cut := t.cut
+	t.mu.Unlock()
+	if err == nil || cut != "" { // a cut: the daemon refused a token and the engine ended as asked
 		s.opts.Pools.ReportSuccess(t.poolID, a.replicaID, a.rep)
 		return true
 	}

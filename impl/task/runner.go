@@ -22,6 +22,10 @@ const StopBudget engine.StopReason = "budget"
 // errBudgetSpent refuses a token past the task's budget grant; the engine then ends the request.
 var errBudgetSpent = errors.New("the task's token grant (its key's or its session's budget) is spent")
 
+// errLimitReached refuses a token past MaxTokens of an open-ended request, whose engine was
+// sent no limit; the engine then ends the request.
+var errLimitReached = errors.New("the task's max_tokens are streamed")
+
 // DeadlineError is the cause of a task's context once its deadline passed, whether it was
 // queued (its ticket then leaves the queue with outcome expired) or running. Its class is
 // ClassDeadline, the contract's DEADLINE_EXCEEDED.
@@ -125,11 +129,11 @@ func (s *Service) conclude(ctx context.Context, t *Task, start time.Time, engine
 	decode := s.now().Sub(start)
 	s.release(t, start)
 	t.mu.Lock()
-	canceled, budgetSpent := t.canceled, t.budgetSpent
+	canceled, cut := t.canceled, t.cut
 	t.mu.Unlock()
 	switch cause := context.Cause(ctx); {
-	case budgetSpent && !canceled: // onToken refused the token past the grant
-		res.Stop = StopBudget
+	case cut != "" && !canceled: // onToken refused the token past the grant or max_tokens
+		res.Stop = cut
 		s.finish(t, Succeeded, nil, res, decode)
 	case err == nil:
 		s.finish(t, Succeeded, nil, res, decode)
@@ -213,9 +217,14 @@ func (s *Service) onToken(ctx context.Context, t *Task, tok engine.Token, now ti
 		return context.Canceled
 	}
 	if t.spec.StopAt > 0 && t.tokensOut >= t.spec.StopAt {
-		t.budgetSpent = true
+		t.cut = StopBudget
 		t.mu.Unlock()
 		return errBudgetSpent
+	}
+	if t.spec.OpenEnded && t.tokensOut >= t.spec.MaxTokens {
+		t.cut = engine.StopLimit
+		t.mu.Unlock()
+		return errLimitReached
 	}
 	idx := t.tokensOut
 	t.tokensOut++
@@ -277,6 +286,9 @@ func (s *Service) finish(t *Task, st Status, ei *ErrorInfo, res engine.Result, d
 	t.finished = now
 	t.errInfo = ei
 	t.tokensIn = res.TokensIn
+	if t.resent > 0 && res.TokensIn > 0 { // the client's prompt, less the text a migration added
+		t.tokensIn = max(res.TokensIn-t.resent, 1)
+	}
 	tokensOut := t.tokensOut
 	decodeMs := decode.Milliseconds()
 	name, data := "end", []byte(nil)

@@ -257,8 +257,9 @@ type Task struct {
 	tokensIn   int // prompt tokens, as the engine reported them when it finished
 	errInfo    *ErrorInfo
 	canceled   bool
-	// budgetSpent: onToken refused a token past the budget grant.
-	budgetSpent bool
+	// cut is why onToken refused a token ("" none): StopBudget past the budget grant, or
+	// engine.StopLimit past MaxTokens (an open-ended request, which the engine was not told).
+	cut engine.StopReason
 	// disconnects counts Disconnected calls: a grace timer acts only if none came after it.
 	disconnects  uint64
 	cancelReason string
@@ -282,8 +283,11 @@ type Task struct {
 	// passed first, makes Acquire refuse. replicaID keeps naming the latest for metrics.
 	onReplica  string
 	placement  *PlacementDecision
-	migrations int             // mid-stream moves to another replica
-	text       strings.Builder // the text streamed so far, to continue it elsewhere (Spec.continuable only)
+	migrations int // mid-stream moves to another replica
+	// resent is the tokens already streamed that the last migration sent to the replica as
+	// part of its prompt: they are tokens_out, and not the client's prompt (tokens_in).
+	resent int
+	text   strings.Builder // the text streamed so far, to continue it elsewhere (Spec.continuable only)
 
 	buf   []byte // encoded frames, append-only
 	spans []span

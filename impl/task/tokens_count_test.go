@@ -1,0 +1,168 @@
+package task
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/orchestratord/orchestratord/engine"
+	"github.com/orchestratord/orchestratord/impl/admission"
+)
+
+// contextEngine models vLLM, SGLang or TGI serving an open-ended request: the adapter sends no
+// max_tokens (engine.Request.OpenEnded), so the engine generates to its own context, here
+// ctxTokens tokens, and ends with finish_reason "length".
+type contextEngine struct{ ctxTokens int }
+
+func (e contextEngine) Generate(ctx context.Context, req engine.Request, emit engine.EmitFunc) (engine.Result, error) {
+	limit := req.MaxTokens
+	if req.OpenEnded {
+		limit = e.ctxTokens
+	}
+	for i := range limit {
+		if err := emit(engine.Token{Text: []byte(" x"), Index: i}); err != nil {
+			return engine.Result{TokensOut: i}, err
+		}
+	}
+	return engine.Result{TokensOut: limit, TokensIn: 1, Stop: engine.StopLimit}, nil
+}
+
+func (contextEngine) Health(context.Context) (engine.Health, error) {
+	return engine.Health{Live: true, Ready: true}, nil
+}
+
+// TestOpenEndedStopsAtMaxTokens: an open-ended task (an OpenAI chat without max_tokens:
+// MaxTokens = min(ctx_max, 32768)) is sent to vLLM, SGLang or TGI with no limit; on an engine
+// whose context is longer the daemon still ends it at MaxTokens, with stop "limit": budgets
+// reserve MaxTokens and charge tokens_out.
+func TestOpenEndedStopsAtMaxTokens(t *testing.T) {
+	h := newReplicaHarness(t, false, []string{"p/0"}, map[string]engine.Replica{"p/0": contextEngine{ctxTokens: 20}})
+	s := spec(admission.Interactive)
+	s.OpenEnded = true // MaxTokens 8
+	h.submit(s)
+	evs := h.events(s.ID)
+	tokens := 0
+	var end struct {
+		TokensOut  int    `json:"tokens_out"`
+		StopReason string `json:"stop_reason"`
+	}
+	for _, ev := range evs {
+		switch ev.Event {
+		case "token":
+			tokens++
+		case "end":
+			if err := json.Unmarshal([]byte(ev.Data), &end); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if tokens != s.MaxTokens || end.TokensOut != s.MaxTokens || end.StopReason != "limit" {
+		t.Errorf("open-ended task with max_tokens %d streamed %d token frames, end tokens_out %d (stop %q): the daemon did not stop reading at MaxTokens (events %s)",
+			s.MaxTokens, tokens, end.TokensOut, end.StopReason, names(evs))
+	}
+	// The engine ended because the daemon refused the token past MaxTokens: no engine error.
+	if n := testutil.CollectAndCount(h.m.EngineErrors); n != 0 {
+		t.Errorf("engine_errors_total has %d series after a task the daemon ended at max_tokens, want none", n)
+	}
+}
+
+// splitUTF8Engine models llama-server generating " a😀": the emoji is four byte-fallback
+// tokens, and a token that ends inside a UTF-8 sequence sends no frame (engine/llamacpp's
+// Generate doc): 2 frames for 5 generated tokens. Result.TokensOut is the engine's own count
+// (tokens_predicted), as the llamacpp adapter returns it; the openai adapter likewise returns
+// usage.completion_tokens for chunks that carry several tokens.
+type splitUTF8Engine struct{}
+
+func (splitUTF8Engine) Generate(ctx context.Context, req engine.Request, emit engine.EmitFunc) (engine.Result, error) {
+	for i, text := range []string{" a", "😀"} {
+		if err := emit(engine.Token{Text: []byte(text), Index: i}); err != nil {
+			return engine.Result{TokensOut: i}, err
+		}
+	}
+	return engine.Result{TokensOut: 5, TokensIn: 1, Stop: engine.StopEOS}, nil
+}
+
+func (splitUTF8Engine) Health(context.Context) (engine.Health, error) {
+	return engine.Health{Live: true, Ready: true}, nil
+}
+
+// TestTokensOutIsTheEnginesCount: the task's tokens_out (the end frame, GET's tokens_out,
+// the OpenAI facade's usage.completion_tokens, the budget charge) is the engine's count of
+// generated tokens (Result.TokensOut) when it is above the frames': a text with multi-byte
+// characters split over several tokens, or a chunk carrying several tokens.
+func TestTokensOutIsTheEnginesCount(t *testing.T) {
+	h := newReplicaHarness(t, false, []string{"p/0"}, map[string]engine.Replica{"p/0": splitUTF8Engine{}})
+	s := spec(admission.Interactive)
+	h.submit(s)
+	evs := h.events(s.ID)
+	for _, ev := range evs {
+		if ev.Event != "end" {
+			continue
+		}
+		var end struct {
+			TokensOut int `json:"tokens_out"`
+		}
+		if err := json.Unmarshal([]byte(ev.Data), &end); err != nil {
+			t.Fatal(err)
+		}
+		if end.TokensOut != 5 {
+			t.Errorf("end tokens_out %d, want 5 (the engine generated 5 tokens; 2 frames carried their text)", end.TokensOut)
+		}
+		return
+	}
+	t.Fatalf("no end frame (events %s)", names(evs))
+}
+
+// wordEngine continues any prompt with its tokens and reports TokensIn as the engine does:
+// the length of the prompt it was sent, in tokens (here, words).
+type wordEngine struct{ tokens []string }
+
+func (e wordEngine) Generate(ctx context.Context, req engine.Request, emit engine.EmitFunc) (engine.Result, error) {
+	n := 0
+	for i, tok := range e.tokens {
+		if i >= req.MaxTokens {
+			break
+		}
+		if err := emit(engine.Token{Text: []byte(tok), Index: i}); err != nil {
+			return engine.Result{TokensOut: n}, err
+		}
+		n++
+	}
+	return engine.Result{TokensOut: n, TokensIn: len(strings.Fields(req.Prompt)), Stop: engine.StopLimit}, nil
+}
+
+func (wordEngine) Health(context.Context) (engine.Health, error) {
+	return engine.Health{Live: true, Ready: true}, nil
+}
+
+// TestMigrationPromptTokensNotDoubleCounted: after a mid-stream migration the second
+// replica is sent the prompt plus the text already streamed, and reports that whole length as
+// its prompt. The task's TokensIn (GET's tokens_in, the OpenAI facade's usage.prompt_tokens)
+// is the client's prompt: the tokens streamed before the migration are tokens_out only.
+func TestMigrationPromptTokensNotDoubleCounted(t *testing.T) {
+	first := &replicaScript{tokens: []string{" The", " quick", " brown"}, failAfter: 2, err: resetErr()}
+	second := wordEngine{tokens: []string{" brown", " fox"}}
+	h := newReplicaHarness(t, true, []string{"p/0", "p/1"}, map[string]engine.Replica{"p/0": first, "p/1": second})
+	h.pools.busy = map[string]int{"p/1": 1} // p/0 first
+	s := spec(admission.Interactive)
+	s.Prompt, s.MaxTokens = "Once:", 4 // one prompt token
+	h.submit(s)
+	evs := h.events(s.ID)
+	if got := names(evs); got != "started,token,metrics,token,token,token,end" {
+		t.Fatalf("events %s", got)
+	}
+	snap, err := h.svc.Get(h.ctx, s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap.Migrations != 1 {
+		t.Fatalf("migrations %d, want 1", snap.Migrations)
+	}
+	if snap.TokensIn != 1 {
+		t.Errorf("tokens_in %d after a migration, want 1 (the prompt); the 2 tokens streamed before it are tokens_out already (tokens_out %d)",
+			snap.TokensIn, snap.TokensOut)
+	}
+}
