@@ -49,6 +49,15 @@ func (s *Service) Abandoned(ctx context.Context, t *Task) {
 			policy = OnDisconnectCancel
 		}
 	}
+	s.mu.Lock()
+	halted := s.halted
+	s.mu.Unlock()
+	if halted {
+		// Past the shutdown grace (journal on) every task is final or kept queued for the next
+		// start, and the daemon closes the streams left open itself: that close is no client's
+		// disconnect, and a task kept queued must not be cancelled by it.
+		return
+	}
 	t.mu.Lock()
 	t.disconnects++
 	gen := t.disconnects
@@ -68,20 +77,28 @@ func (s *Service) Abandoned(ctx context.Context, t *Task) {
 		if prev != nil { // the grace of an earlier disconnect: this one's replaces it
 			prev()
 		}
+		s.mu.Lock()
+		run := s.runCtx
+		s.mu.Unlock()
 		s.wg.Add(1)
-		go s.graceWait(gctx, stop, t, gen)
+		go s.graceWait(run, gctx, stop, t, gen)
 	}
 }
 
 // graceWait cancels t once its disconnect grace gctx has passed, unless it ended, a reader is
 // attached, or another disconnect started a later grace. A later disconnect, or a reader
 // attaching, ends the wait at once (stop), so that a client reconnecting in a loop keeps one
-// waiting goroutine and timer per task, not one per reconnect for the whole grace.
-func (s *Service) graceWait(gctx context.Context, stop context.CancelFunc, t *Task, gen uint64) {
+// waiting goroutine and timer per task, not one per reconnect for the whole grace. The end of
+// run (the service's Run context: the daemon stops) ends it too: Run waits for this goroutine,
+// and a task kept queued for the next start (journal) never ends in this process, so the wait
+// would hold the shutdown for the rest of the grace, up to disconnect_grace_ms.
+func (s *Service) graceWait(run, gctx context.Context, stop context.CancelFunc, t *Task, gen uint64) {
 	defer s.wg.Done()
 	defer stop()
 	select {
 	case <-t.done:
+		return
+	case <-run.Done():
 		return
 	case <-gctx.Done():
 	}
