@@ -17,6 +17,7 @@ import (
 //   - when gated, each token waits for one permit (Allow) or for the request's ctx, so a test
 //     decides exactly how many tokens exist at any moment, without timing assumptions;
 //   - FailAt(n) makes a generation fail with a worker reset after n tokens;
+//   - SetEnding(stop, err) makes generations end with the engine's own stop reason, or err;
 //   - SetHealthy flips what Health reports;
 //   - Active counts generations in flight, Canceled those that ended because their ctx did.
 type fakeEngine struct {
@@ -32,6 +33,9 @@ type fakeEngine struct {
 	continues string
 	prompts   []string
 	reqs      []engine.Request
+	// endStop and endErr, when set, are how every generation ends after its tokens.
+	endStop engine.StopReason
+	endErr  error
 
 	healthy  atomic.Bool
 	active   atomic.Int64
@@ -91,6 +95,14 @@ func (f *fakeEngine) FailNext(n int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.failNext = n
+}
+
+// SetEnding makes every later generation end, after its tokens, with stop as the engine's
+// stop reason ("": the fake's own, eos or limit), or fail with err (nil: none).
+func (f *fakeEngine) SetEnding(stop engine.StopReason, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.endStop, f.endErr = stop, err
 }
 
 // SetContinues makes the fake continue its text, as an engine continues a prompt, when a
@@ -157,7 +169,7 @@ func (f *fakeEngine) Generate(ctx context.Context, req engine.Request, emit engi
 	defer f.active.Add(-1)
 	f.started.Add(1)
 	f.mu.Lock()
-	toks, gated, failAt := f.tokens, f.gated, f.failAt
+	toks, gated, failAt, endStop, endErr := f.tokens, f.gated, f.failAt, f.endStop, f.endErr
 	if f.failNext >= 0 {
 		failAt, f.failNext = f.failNext, -1
 	}
@@ -194,9 +206,15 @@ func (f *fakeEngine) Generate(ctx context.Context, req engine.Request, emit engi
 	if failAt >= 0 && failAt == n {
 		return res, &engine.Error{Kind: engine.KindWorkerReset, Err: errFakeReset}
 	}
+	if endErr != nil {
+		return res, endErr
+	}
 	res.Stop = engine.StopEOS
 	if n == req.MaxTokens {
 		res.Stop = engine.StopLimit
+	}
+	if endStop != "" {
+		res.Stop = endStop
 	}
 	return res, nil
 }

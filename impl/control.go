@@ -8,6 +8,7 @@ import (
 
 	"github.com/orchestratord/orchestratord/gen/api"
 	"github.com/orchestratord/orchestratord/impl/pool"
+	"github.com/orchestratord/orchestratord/internal/textclip"
 )
 
 // APIVersion is the contract's info.version.
@@ -216,7 +217,7 @@ func (s *Server) ReloadPool(ctx context.Context, req api.ReloadPoolRequestObject
 	case errors.Is(err, pool.ErrNotFound):
 		return nil, err
 	case errors.As(err, &re):
-		reason, msg := api.ReloadResponseReason(re.Reason), re.Message
+		reason, msg := api.ReloadResponseReason(re.Reason), textclip.Clip(re.Message, maxMessage)
 		return api.ReloadPool409JSONResponse{
 			Body: api.ReloadResponse{Status: api.Rollback, PoolId: req.Id, ModelRef: &v.ModelRef, ModelId: &v.ModelID,
 				Reason: &reason, Message: &msg},

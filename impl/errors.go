@@ -17,6 +17,7 @@ import (
 	"github.com/orchestratord/orchestratord/impl/session"
 	"github.com/orchestratord/orchestratord/impl/task"
 	"github.com/orchestratord/orchestratord/impl/tenant"
+	"github.com/orchestratord/orchestratord/internal/textclip"
 )
 
 // Error is an API error: it renders as the ErrorEnvelope with the HTTP status of its code.
@@ -260,9 +261,7 @@ func HTTPErrorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 		}
 		env := envelope{Code: e.Code, Message: e.Message, Engine: e.Engine, PoolID: e.PoolID,
 			Retriable: e.Retriable, PolicyLabel: e.Policy, Limit: e.Limit}
-		if len(env.Message) > maxMessage {
-			env.Message = env.Message[:maxMessage]
-		}
+		env.Message = textclip.Clip(env.Message, maxMessage)
 		if e.RetryAfter > 0 {
 			ms := max(e.RetryAfter.Milliseconds(), 1)
 			env.RetryAfterMs = &ms

@@ -27,6 +27,7 @@ import (
 	"github.com/orchestratord/orchestratord/impl/pool"
 	"github.com/orchestratord/orchestratord/impl/sse"
 	"github.com/orchestratord/orchestratord/impl/task"
+	"github.com/orchestratord/orchestratord/internal/textclip"
 )
 
 // HeaderTaskID names the header that carries a facade completion's task id.
@@ -811,10 +812,7 @@ func openAIError(e *Error) (int, openAIErrorBody) {
 			typ, code = "server_error", "internal_error"
 		}
 	}
-	msg := e.Message
-	if len(msg) > maxMessage {
-		msg = msg[:maxMessage]
-	}
+	msg := textclip.Clip(e.Message, maxMessage)
 	d := openAIErrorDetail{Message: msg, Type: typ, Code: &code}
 	if e.Param != "" {
 		p := e.Param

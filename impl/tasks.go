@@ -23,6 +23,7 @@ import (
 	"github.com/orchestratord/orchestratord/impl/sse"
 	"github.com/orchestratord/orchestratord/impl/task"
 	"github.com/orchestratord/orchestratord/impl/tenant"
+	"github.com/orchestratord/orchestratord/internal/textclip"
 )
 
 // CreateTask admits a task; a refusal is counted against the key.
@@ -475,7 +476,7 @@ func (s *Server) GetTask(ctx context.Context, req api.GetTaskRequestObject) (api
 		body.Migrations = &m
 	}
 	if e := snap.Error; e != nil {
-		env := api.ErrorEnvelope{Code: api.ErrorKind(FailureCode(e.Class)), Message: e.Message, Retriable: e.Retriable}
+		env := api.ErrorEnvelope{Code: api.ErrorKind(FailureCode(e.Class)), Message: textclip.Clip(e.Message, maxMessage), Retriable: e.Retriable}
 		if e.RetryAfterMs > 0 {
 			env.RetryAfterMs = &e.RetryAfterMs
 		}

@@ -54,6 +54,9 @@ type End struct {
 	DecodeTimeMs int64  `json:"decode_time_ms"`
 	Canceled     bool   `json:"canceled,omitempty"`
 	StopReason   string `json:"stop_reason,omitempty"`
+	// EngineStopReason is the engine's own finish reason when StopReason names none of the
+	// contract's (an OpenAI-compatible server's content_filter, say); StopReason is then eos.
+	EngineStopReason string `json:"engine_stop_reason,omitempty"`
 	// Migrations is how many times the task moved mid-stream to another replica (0: never).
 	Migrations int32 `json:"migrations,omitempty"`
 	// TokensCached is how many prompt tokens the engine served from its KV cache.

@@ -463,6 +463,7 @@ const (
 	Interrupted       ReloadResponseReason = "interrupted"
 	ModelUnavailable  ReloadResponseReason = "model_unavailable"
 	NotReloadable     ReloadResponseReason = "not_reloadable"
+	ProgramNotFound   ReloadResponseReason = "program_not_found"
 	ReloadInFlight    ReloadResponseReason = "reload_in_flight"
 	StartFailed       ReloadResponseReason = "start_failed"
 )
@@ -481,6 +482,8 @@ func (e ReloadResponseReason) Valid() bool {
 	case ModelUnavailable:
 		return true
 	case NotReloadable:
+		return true
+	case ProgramNotFound:
 		return true
 	case ReloadInFlight:
 		return true
@@ -1230,10 +1233,11 @@ type ReloadResponse struct {
 	// Reason Why a reload was rolled back (present with status `rollback`): `not_reloadable` (the
 	// pool's replica is external), `reload_in_flight`, `model_unavailable` (the model file
 	// is gone or no longer inside `models_dirs`), `start_failed`, `engine_exited` (the
-	// engine exited before it was healthy), `health_gate_timeout` (not healthy within the
-	// start timeout), `health_check_failed` (the new replica did not report ready) or
-	// `interrupted` (the request or the daemon ended first). The engine's own output is
-	// written to the daemon's log, never here.
+	// engine exited before it was healthy), `program_not_found` (the engine's program is
+	// not installed where the configuration says), `health_gate_timeout` (not healthy
+	// within the start timeout), `health_check_failed` (the new replica did not report
+	// ready) or `interrupted` (the request or the daemon ended first). The engine's own
+	// output is written to the daemon's log, never here.
 	Reason *ReloadResponseReason `json:"reason,omitempty"`
 	Status ReloadResponseStatus  `json:"status"`
 }
@@ -1241,10 +1245,11 @@ type ReloadResponse struct {
 // ReloadResponseReason Why a reload was rolled back (present with status `rollback`): `not_reloadable` (the
 // pool's replica is external), `reload_in_flight`, `model_unavailable` (the model file
 // is gone or no longer inside `models_dirs`), `start_failed`, `engine_exited` (the
-// engine exited before it was healthy), `health_gate_timeout` (not healthy within the
-// start timeout), `health_check_failed` (the new replica did not report ready) or
-// `interrupted` (the request or the daemon ended first). The engine's own output is
-// written to the daemon's log, never here.
+// engine exited before it was healthy), `program_not_found` (the engine's program is
+// not installed where the configuration says), `health_gate_timeout` (not healthy
+// within the start timeout), `health_check_failed` (the new replica did not report
+// ready) or `interrupted` (the request or the daemon ended first). The engine's own
+// output is written to the daemon's log, never here.
 type ReloadResponseReason string
 
 // ReloadResponseStatus defines model for ReloadResponse.Status.

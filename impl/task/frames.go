@@ -7,6 +7,7 @@ import (
 
 	"github.com/orchestratord/orchestratord/engine"
 	"github.com/orchestratord/orchestratord/impl/sse"
+	"github.com/orchestratord/orchestratord/internal/textclip"
 )
 
 // metricsData builds a metrics frame's payload, plain and verbose.
@@ -108,6 +109,9 @@ func startedData(pos int, predicted int64, poolID, eng string) []byte {
 	return append(b, '}')
 }
 
+// maxEngineStop is the contract's maxLength of SSEEnd.engine_stop_reason.
+const maxEngineStop = 64
+
 func endData(tokensOut int, decodeMs int64, canceled bool, stop engine.StopReason, migrations, cached int) []byte {
 	b := make([]byte, 0, 128)
 	b = append(b, `{"tokens_out":`...)
@@ -119,9 +123,14 @@ func endData(tokensOut int, decodeMs int64, canceled bool, stop engine.StopReaso
 	switch {
 	case canceled:
 		b = append(b, `,"canceled":true,"stop_reason":"canceled"`...)
-	case stop != "":
+	case stop == engine.StopLimit, stop == engine.StopEOS, stop == engine.StopWord, stop == StopBudget:
 		b = append(b, `,"stop_reason":`...)
 		b = sse.AppendString(b, string(stop))
+	case stop != "":
+		// A finish reason of the engine's own (content_filter, tool_calls, a new one): the
+		// contract's stop_reason is a closed set, and the engine ended the generation itself.
+		b = append(b, `,"stop_reason":"eos","engine_stop_reason":`...)
+		b = sse.AppendString(b, textclip.Clip(string(stop), maxEngineStop))
 	}
 	if migrations > 0 {
 		b = append(b, `,"migrations":`...)

@@ -14,6 +14,7 @@ import (
 	"github.com/orchestratord/orchestratord/engine"
 	"github.com/orchestratord/orchestratord/impl/admission"
 	"github.com/orchestratord/orchestratord/impl/session"
+	"github.com/orchestratord/orchestratord/internal/textclip"
 )
 
 // StopBudget is the stop reason of a task that used all its budget grant.
@@ -284,6 +285,14 @@ func (s *Service) finish(t *Task, st Status, ei *ErrorInfo, res engine.Result, d
 	t.leftQueueLocked()
 	t.releaseInputsLocked()
 	t.finished = now
+	if ei != nil && len(ei.Message) > MaxMessage { // an engine's error text can be long (read up to 64 KiB)
+		clipped := *ei
+		if clipped.Detail == "" {
+			clipped.Detail = ei.Message // the whole of it for the log
+		}
+		clipped.Message = textclip.Clip(ei.Message, MaxMessage)
+		ei = &clipped
+	}
 	t.errInfo = ei
 	t.tokensIn = res.TokensIn
 	if t.resent > 0 && res.TokensIn > 0 { // the client's prompt, less the text a migration added

@@ -149,6 +149,11 @@ func (s *Spec) continuable() bool {
 	return s.Workload != engine.WorkloadChat && len(s.Messages) == 0
 }
 
+// MaxMessage bounds ErrorInfo.Message in bytes: the contract's maxLength of an error's message
+// (ErrorEnvelope), which every answer that carries it (the error frame, GET, the OpenAI facade)
+// keeps to.
+const MaxMessage = 2048
+
 // ErrorInfo is a task's failure.
 type ErrorInfo struct {
 	Class   Class
