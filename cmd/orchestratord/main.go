@@ -128,6 +128,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// The first SIGINT or SIGTERM starts the graceful shutdown; the signals' default action
+	// is then restored, so that a second one stops the daemon at once (an operator's second
+	// Ctrl-C), as a kill -9 would: managed engines die with it (Pdeathsig), the journal keeps
+	// what was admitted.
+	context.AfterFunc(ctx, func() {
+		stop()
+		log.Info("signal received: shutting down gracefully; a second SIGINT or SIGTERM stops the daemon at once")
+	})
 	// SIGHUP reloads the keys file; streams and requests in flight keep their keys. It is
 	// caught from here on: one sent while the daemon starts (a service manager's reload right
 	// after its start) is held, and reloads the keys once the daemon runs, instead of killing
