@@ -529,7 +529,8 @@ func (r *Registry) startWithRetry(ctx context.Context, id string, spec Spec, rs 
 // Wait waits for the pollers started by Start to end (after its ctx is done).
 func (r *Registry) Wait() { r.wg.Wait() }
 
-// Stop stops every managed replica.
+// Stop stops every managed replica, all at once: each gets the engine's stop grace within ctx
+// (one after another, the last ones would find ctx's time spent and be killed at once).
 func (r *Registry) Stop(ctx context.Context) error {
 	r.mu.Lock()
 	var ms []Managed
@@ -551,10 +552,12 @@ func (r *Registry) Stop(ctx context.Context) error {
 		}
 	}
 	r.mu.Unlock()
-	var errs []error
-	for _, m := range ms {
-		errs = append(errs, m.Stop(ctx))
+	errs := make([]error, len(ms))
+	var wg sync.WaitGroup
+	for i, m := range ms {
+		wg.Go(func() { errs[i] = m.Stop(ctx) })
 	}
+	wg.Wait()
 	return errors.Join(errs...)
 }
 

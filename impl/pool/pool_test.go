@@ -62,12 +62,17 @@ type fakeManaged struct {
 	url     string
 	key     string
 	stopped atomic.Bool
+	// onStop, when set, is what Stop does first (its error is Stop's).
+	onStop func(context.Context) error
 }
 
 func (m *fakeManaged) BaseURL() string { return m.url }
 func (m *fakeManaged) APIKey() string  { return m.key }
-func (m *fakeManaged) Stop(context.Context) error {
+func (m *fakeManaged) Stop(ctx context.Context) error {
 	m.stopped.Store(true)
+	if m.onStop != nil {
+		return m.onStop(ctx)
+	}
 	return nil
 }
 
@@ -81,8 +86,10 @@ type env struct {
 	// replicaDrained receives "<pool> <replica>" when a replica's drain deadline passes.
 	replicaDrained chan string
 	startErr       error
-	notReady       string // a replica URL that reports not ready
-	notReadyToo    string // another
+	// onStop is the managed replicas' Stop hook (fakeManaged.onStop), when a setup sets it.
+	onStop      func(context.Context) error
+	notReady    string // a replica URL that reports not ready
+	notReadyToo string // another
 	// busy is the dispatcher's count of busy slots per replica id, which the registry reads.
 	busy map[string]int
 	// conns is the engine connections each replica's adapter reports, by URL (see fakeReplica).
@@ -131,7 +138,7 @@ func newEnvWith(t *testing.T, setup func(*env), specs ...Spec) *env {
 			if e.startErr != nil {
 				return nil, e.startErr
 			}
-			m := &fakeManaged{url: "http://managed/" + ref + "@" + rep.ID, key: "key-of-" + ref + "@" + rep.ID}
+			m := &fakeManaged{url: "http://managed/" + ref + "@" + rep.ID, key: "key-of-" + ref + "@" + rep.ID, onStop: e.onStop}
 			e.managed = append(e.managed, m)
 			return m, nil
 		},

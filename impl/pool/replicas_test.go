@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -443,5 +444,39 @@ func TestProbeOfAReplacedEngine(t *testing.T) {
 	releaseOld()
 	if v, _ := e.reg.Get("m"); !replicaView(t, v, "m/0").ProbeInFlight {
 		t.Fatalf("the new engine's probe ended with the old engine's: %+v", v.Replicas)
+	}
+}
+
+// TestStopStopsReplicasTogether: the daemon stops its managed engines under one deadline
+// (15 s); each engine may take its stop grace to exit. Stopped one after another, the last
+// ones found the deadline spent and were killed without a grace: they are stopped together.
+// Here each Stop waits until all three have begun (or its ctx ends).
+func TestStopStopsReplicasTogether(t *testing.T) {
+	const n = 3
+	var begun sync.WaitGroup
+	begun.Add(n)
+	all := make(chan struct{})
+	go func() { begun.Wait(); close(all) }()
+	spec := Spec{ID: "m", Engine: "llamacpp", ModelRef: "models/a.gguf", ModelID: "a", CtxMax: 1024, Slots: 1, Managed: true,
+		Replicas: []ReplicaSpec{{ID: "m/0", Managed: true}, {ID: "m/1", Managed: true}, {ID: "m/2", Managed: true}}}
+	var stops atomic.Int32
+	e := newEnvWith(t, func(e *env) {
+		e.onStop = func(ctx context.Context) error {
+			if stops.Add(1) <= n {
+				begun.Done()
+			}
+			select {
+			case <-all:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}, spec)
+	e.waitView(t, func(v View) bool { return v.ReadyReplicas() == n })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := e.reg.Stop(ctx); err != nil {
+		t.Fatalf("Stop: %v; the replicas' stops did not run together", err)
 	}
 }
