@@ -30,12 +30,12 @@ func TestSecondSignalStopsAtOnce(t *testing.T) {
 	generating := make(chan struct{}, 1)
 	done := make(chan struct{})
 	eng := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch {
-		case r.URL.Path == "/health":
-		case r.URL.Path == "/v1/models":
+		switch r.URL.Path {
+		case "/health":
+		case "/v1/models":
 			w.Header().Set("Content-Type", "application/json")
 			_, _ = io.WriteString(w, `{"object":"list","data":[{"id":"tiny","object":"model","owned_by":"x"}]}`)
-		case r.URL.Path == "/v1/completions":
+		case "/v1/completions":
 			select {
 			case generating <- struct{}{}:
 			default:
