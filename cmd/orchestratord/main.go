@@ -23,6 +23,7 @@ import (
 	"github.com/orchestratord/orchestratord/impl/app"
 	"github.com/orchestratord/orchestratord/impl/config"
 	"github.com/orchestratord/orchestratord/impl/tracing"
+	"github.com/orchestratord/orchestratord/internal/statelock"
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -132,10 +133,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	// is then restored, so that a second one stops the daemon at once (an operator's second
 	// Ctrl-C), as a kill -9 would: managed engines die with it (Pdeathsig), the journal keeps
 	// what was admitted.
-	context.AfterFunc(ctx, func() {
+	// (Unregistered first on the way out: a return without a signal ends ctx too.)
+	defer context.AfterFunc(ctx, func() {
 		stop()
 		log.Info("signal received: shutting down gracefully; a second SIGINT or SIGTERM stops the daemon at once")
-	})
+	})()
 	// SIGHUP reloads the keys file; streams and requests in flight keep their keys. It is
 	// caught from here on: one sent while the daemon starts (a service manager's reload right
 	// after its start) is held, and reloads the keys once the daemon runs, instead of killing
@@ -161,6 +163,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if beforeStart != nil {
 		beforeStart()
 	}
+	// One daemon per state directory: a second would rewrite the first one's journal.
+	lock, err := statelock.Lock(cfg.StateDir)
+	if err != nil {
+		log.Error("start-up failed", "err", err)
+		return 1
+	}
+	defer func() { _ = lock.Close() }()
 	a, err := app.New(cfg, app.Options{Logger: log, TracerProvider: tp})
 	if err != nil {
 		log.Error("start-up failed", "err", err)

@@ -51,6 +51,8 @@ func TestSecondSignalStopsAtOnce(t *testing.T) {
 	defer eng.Close()
 	defer close(done) // before eng.Close: the hanging handler returns
 	bin := buildDaemon(t)
+	state := t.TempDir()
+	t.Setenv("ORCHD_STATE_DIR", state) // make exports one; the environment wins over the file
 	config := filepath.Join(t.TempDir(), "config.yaml")
 	yaml := fmt.Sprintf(`
 addr: 127.0.0.1:0
@@ -65,7 +67,7 @@ pools:
     slots: 1
     workloads: [completion]
     replicas: [{url: %q}]
-`, t.TempDir(), eng.URL)
+`, state, eng.URL)
 	if err := os.WriteFile(config, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}

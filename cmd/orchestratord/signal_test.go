@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/orchestratord/orchestratord/internal/statelock"
 )
 
 // A SIGHUP that arrives while the daemon starts (a service manager reloading right after the
@@ -65,4 +67,36 @@ func sighupPending(t *testing.T) bool {
 	}
 	t.Fatal("no ShdPnd in /proc/self/status")
 	return false
+}
+
+// TestSecondDaemonOnOneStateDirRefused: a daemon started on a state directory another one
+// holds exits at once, naming the holder, before it opens (and would rewrite) the journal.
+func TestSecondDaemonOnOneStateDirRefused(t *testing.T) {
+	dir := t.TempDir()
+	held, err := statelock.Lock(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if held == nil {
+		t.Skip("no flock on this platform")
+	}
+	defer held.Close()
+	journal := filepath.Join(dir, "journal")
+	t.Setenv("ORCHD_API_KEYS", "")
+	var stderr bytes.Buffer
+	exited := make(chan int, 1)
+	go func() { exited <- run([]string{"--addr", "127.0.0.1:0", "--state-dir", dir}, io.Discard, &stderr) }()
+	var code int
+	select {
+	case code = <-exited:
+	case <-time.After(30 * time.Second): // it started: stop it the way an operator would
+		_ = syscall.Kill(os.Getpid(), syscall.SIGINT)
+		code = <-exited
+	}
+	if code != 1 || !strings.Contains(stderr.String(), "in use by another orchestratord (pid "+strconv.Itoa(os.Getpid())+")") {
+		t.Fatalf("exit code %d, log %s; want 1 and the state dir in use by pid %d", code, stderr.String(), os.Getpid())
+	}
+	if _, err := os.Stat(journal); !os.IsNotExist(err) {
+		t.Errorf("the refused daemon touched the journal: %v", err)
+	}
 }
