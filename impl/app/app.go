@@ -112,6 +112,10 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
+	removeStaleEngineKeys(filepath.Join(cfg.StateDir, engineKeysDir), log)
+	if n := process.ReapOrphans(engineMark(cfg.StateDir)); n > 0 {
+		log.Warn("killed engine processes left running by an earlier run (kill -9 or a crash of the daemon)", "processes", n)
+	}
 	a := &App{cfg: cfg, log: log, ready: make(chan struct{})}
 	var plain []tenant.Key
 	for _, k := range cfg.APIKeys {
@@ -444,6 +448,11 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 		a.log.Warn("stopping managed engines", "err", perr)
 	}
 	cancel()
+	// A worker that left its engine's process group (a new session) outlives the engine's
+	// stop; it still carries the engine's mark.
+	if n := process.ReapOrphans(engineMark(a.cfg.StateDir)); n > 0 {
+		a.log.Warn("killed engine processes that outlived their engine's stop", "processes", n)
+	}
 	_ = a.gpus.Close()
 	a.log.Info("orchestratord stopped")
 	if errors.Is(err, http.ErrServerClosed) {
@@ -626,7 +635,7 @@ func (a *App) startManaged(ctx context.Context, spec pool.Spec, rs pool.ReplicaS
 			program = p
 		}
 	}
-	keyDir := filepath.Join(a.cfg.StateDir, "engine-keys")
+	keyDir := filepath.Join(a.cfg.StateDir, engineKeysDir)
 	if err := os.MkdirAll(keyDir, 0o700); err != nil {
 		return nil, err
 	}
@@ -647,7 +656,9 @@ func (a *App) startManaged(ctx context.Context, spec pool.Spec, rs pool.ReplicaS
 	for i, s := range argv {
 		expanded[i] = repl.Replace(s)
 	}
-	var env []string
+	// The mark lets the next start find what this engine leaves running if the daemon dies
+	// without stopping it: Pdeathsig ends the engine, not the workers it starts.
+	env := []string{engineMark(a.cfg.StateDir)}
 	for _, e := range append(slices.Clone(tmpl.Env), m.Env...) {
 		if devices == "" && strings.Contains(e, "{devices}") {
 			continue // no devices configured: leave CUDA_VISIBLE_DEVICES and the like alone
@@ -747,6 +758,40 @@ func (k *keyedReplica) Stop(ctx context.Context) error {
 	err := k.Supervisor.Stop(ctx)
 	_ = os.Remove(k.keyFile)
 	return err
+}
+
+// engineMark is the environment entry every managed engine of the state directory dir gets,
+// and passes on to the processes it starts (process.ReapOrphans).
+func engineMark(dir string) string {
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
+	return "ORCHD_ENGINE_OF=" + dir
+}
+
+// engineKeysDir holds the managed replicas' key files, under the state directory.
+const engineKeysDir = "engine-keys"
+
+// removeStaleEngineKeys removes the key files an earlier run left when it ended without
+// stopping its engines (kill -9, a crash): those engines died with it (Pdeathsig), and their
+// keys are secrets nobody needs. The state directory is this daemon's alone
+// (cmd/orchestratord locks it), so no running engine's key is among them.
+func removeStaleEngineKeys(dir string, log *slog.Logger) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return // none yet
+	}
+	n := 0
+	for _, e := range ents {
+		if e.Type().IsRegular() && strings.HasSuffix(e.Name(), ".key") {
+			if err := os.Remove(filepath.Join(dir, e.Name())); err == nil {
+				n++
+			}
+		}
+	}
+	if n > 0 {
+		log.Info("removed engine key files left by an earlier run", "dir", dir, "files", n)
+	}
 }
 
 // replicaKey makes a random key and writes it (0600) to a new file in dir.
