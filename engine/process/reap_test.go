@@ -57,6 +57,13 @@ func TestReapOrphans(t *testing.T) {
 	if n := ReapOrphans(mark); n != 2 {
 		t.Errorf("ReapOrphans killed %d processes, want 2 (the engine and its worker)", n)
 	}
+	// It returns once they are gone: their GPU memory and ports are free for the next engines.
+	for _, p := range pids {
+		env, _ := os.ReadFile("/proc/" + strconv.Itoa(p) + "/environ")
+		if pidAlive(p) && hasEntry(env, append([]byte(mark), 0)) {
+			t.Errorf("worker %d with the mark is still running when ReapOrphans returns", p)
+		}
+	}
 	done := make(chan error, 1)
 	go func() { done <- engine.Wait() }()
 	select {

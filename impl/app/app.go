@@ -658,7 +658,9 @@ func (a *App) startManaged(ctx context.Context, spec pool.Spec, rs pool.ReplicaS
 	}
 	// The mark lets the next start find what this engine leaves running if the daemon dies
 	// without stopping it: Pdeathsig ends the engine, not the workers it starts.
-	env := []string{engineMark(a.cfg.StateDir)}
+	// SPT_NOENV keeps Python's setproctitle (vLLM's and SGLang's process titles) from
+	// overwriting the environment area where the mark is read.
+	env := []string{engineMark(a.cfg.StateDir), "SPT_NOENV=1"}
 	for _, e := range append(slices.Clone(tmpl.Env), m.Env...) {
 		if devices == "" && strings.Contains(e, "{devices}") {
 			continue // no devices configured: leave CUDA_VISIBLE_DEVICES and the like alone
@@ -765,6 +767,9 @@ func (k *keyedReplica) Stop(ctx context.Context) error {
 func engineMark(dir string) string {
 	if abs, err := filepath.Abs(dir); err == nil {
 		dir = abs
+	}
+	if resolved, err := filepath.EvalSymlinks(dir); err == nil { // one mark however the config names it
+		dir = resolved
 	}
 	return "ORCHD_ENGINE_OF=" + dir
 }

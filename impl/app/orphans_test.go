@@ -40,7 +40,7 @@ func TestEngineWorkersDoNotOutliveTheDaemon(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The engine records its mark and a worker in a new session, then never turns healthy.
-	script := `dir=$ORCHD_ENGINE_OF; /usr/bin/setsid sleep 60 </dev/null >/dev/null 2>&1 & echo $! > "$dir/worker.tmp"; mv "$dir/worker.tmp" "$dir/worker"; echo "$ORCHD_ENGINE_OF" > "$dir/mark"; exec sleep 30`
+	script := `dir=$ORCHD_ENGINE_OF; /usr/bin/setsid sleep 60 </dev/null >/dev/null 2>&1 & echo $! > "$dir/worker.tmp"; mv "$dir/worker.tmp" "$dir/worker"; echo "$ORCHD_ENGINE_OF $SPT_NOENV" > "$dir/mark"; exec sleep 30`
 	yaml := fmt.Sprintf(`
 addr: 127.0.0.1:0
 state_dir: %q
@@ -114,8 +114,8 @@ pools:
 	stop := serve()
 	pid := worker()
 	mark, _ := os.ReadFile(filepath.Join(state, "mark"))
-	if got := strings.TrimSpace(string(mark)); got != state {
-		t.Errorf("the engine's ORCHD_ENGINE_OF %q, want the state directory %s", got, state)
+	if got := strings.TrimSpace(string(mark)); got != state+" 1" {
+		t.Errorf("the engine's ORCHD_ENGINE_OF and SPT_NOENV %q, want the state directory %s and 1 (setproctitle must not overwrite the mark)", got, state)
 	}
 	stop()
 	if !dead(pid) {
