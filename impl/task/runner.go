@@ -298,7 +298,7 @@ func (s *Service) finish(t *Task, st Status, ei *ErrorInfo, res engine.Result, d
 	if t.resent > 0 && res.TokensIn > 0 { // the client's prompt, less the text a migration added
 		t.tokensIn = max(res.TokensIn-t.resent, 1)
 	}
-	tokensOut := t.tokensOut
+	tokensIn, tokensOut := t.tokensIn, t.tokensOut
 	decodeMs := decode.Milliseconds()
 	name, data := "end", []byte(nil)
 	switch st {
@@ -350,22 +350,22 @@ func (s *Service) finish(t *Task, st Status, ei *ErrorInfo, res engine.Result, d
 	}
 	if tokensOut > 0 {
 		_, _ = s.opts.Sessions.RecordTurn(t.spec.SessionID, t.sessionGen, session.TurnInfo{ // best effort, as above
-			TokensIn: res.TokensIn, TokensOut: tokensOut, KVBytesPerToken: t.kvBytes, Warm: true,
+			TokensIn: tokensIn, TokensOut: tokensOut, KVBytesPerToken: t.kvBytes, Warm: true,
 		})
 	}
-	s.logFinished(t, st, ei, res, tokensOut, decodeMs, started, reason)
+	s.logFinished(t, st, ei, tokensIn, tokensOut, decodeMs, started, reason)
 }
 
 // logFinished logs a task's end, building the record only when the logger takes info: boxing
 // the attributes allocates even when it does not.
 //
 //nolint:contextcheck // the record has no request context, as with s.log.Info (context.Background)
-func (s *Service) logFinished(t *Task, st Status, ei *ErrorInfo, res engine.Result, tokensOut int, decodeMs int64, started time.Time, reason string) {
+func (s *Service) logFinished(t *Task, st Status, ei *ErrorInfo, tokensIn, tokensOut int, decodeMs int64, started time.Time, reason string) {
 	if !s.log.Enabled(context.Background(), slog.LevelInfo) {
 		return
 	}
 	attrs := []any{"task_id", t.spec.ID, "session_id", t.spec.SessionID, "pool_id", t.poolID,
-		"correlation_id", t.spec.CorrelationID, "state", st.String(), "tokens_in", res.TokensIn,
+		"correlation_id", t.spec.CorrelationID, "state", st.String(), "tokens_in", tokensIn,
 		"tokens_out", tokensOut, "decode_time_ms", decodeMs}
 	if !started.IsZero() {
 		attrs = append(attrs, "queue_time_ms", started.Sub(t.created).Milliseconds())

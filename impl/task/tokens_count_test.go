@@ -10,6 +10,7 @@ import (
 
 	"github.com/orchestratord/orchestratord/engine"
 	"github.com/orchestratord/orchestratord/impl/admission"
+	"github.com/orchestratord/orchestratord/impl/session"
 )
 
 // contextEngine models vLLM, SGLang or TGI serving an open-ended request: the adapter sends no
@@ -164,5 +165,10 @@ func TestMigrationPromptTokensNotDoubleCounted(t *testing.T) {
 	if snap.TokensIn != 1 {
 		t.Errorf("tokens_in %d after a migration, want 1 (the prompt); the 2 tokens streamed before it are tokens_out already (tokens_out %d)",
 			snap.TokensIn, snap.TokensOut)
+	}
+	// The session's KV estimate is the context the last replica holds: the prompt and the
+	// whole text, (1 + 4) tokens of 10 bytes, not the resent text twice.
+	if info, ok := h.svc.opts.Sessions.(*session.Store).Get(s.SessionID); !ok || info.KVBytes != 50 {
+		t.Errorf("session after the task: %+v (found %v), want KV bytes 50", info, ok)
 	}
 }
