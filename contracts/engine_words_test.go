@@ -1,6 +1,8 @@
 package contracts
 
 import (
+	"encoding/json"
+	"net/http"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -60,5 +62,48 @@ func TestLongEngineErrorMessage(t *testing.T) {
 	st := h.state(t, id) // validated: ErrorEnvelope.message has maxLength 2048
 	if st.State != client.Failed || st.Error == nil || st.Error.Message != msg {
 		t.Errorf("getTask: state %s, error %+v; want failed with the frame's message", st.State, st.Error)
+	}
+}
+
+// TestOpenAIContentFilter: a text an engine's content filter ended (an OpenAI-compatible
+// server's finish_reason content_filter) keeps that word on the OpenAI facade, whose clients
+// check for it; any other engine word is "stop" there.
+func TestOpenAIContentFilter(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	for _, tt := range []struct {
+		engine engine.StopReason
+		want   string
+	}{{"content_filter", "content_filter"}, {"tool_calls", "stop"}} {
+		h.fake.SetEnding(tt.engine, nil)
+		body := `{"model":"` + modelID + `","messages":[{"role":"user","content":"Hi"}]}`
+		resp, b := h.do(t, http.MethodPost, "/v1/chat/completions", strings.NewReader(body), bearer(testKey))
+		var got struct {
+			Choices []struct {
+				FinishReason string `json:"finish_reason"`
+			} `json:"choices"`
+		}
+		if resp.StatusCode != http.StatusOK || json.Unmarshal(b, &got) != nil || len(got.Choices) != 1 || got.Choices[0].FinishReason != tt.want {
+			t.Errorf("engine %q: %d %s, want finish_reason %q", tt.engine, resp.StatusCode, b, tt.want)
+		}
+
+		req, _ := http.NewRequestWithContext(h.ctx(t), http.MethodPost, h.url+"/v1/chat/completions",
+			strings.NewReader(`{"model":"`+modelID+`","stream":true,"messages":[{"role":"user","content":"Hi"}]}`))
+		req.Header = bearer(testKey)
+		sr, err := h.raw.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs, _ := readChunks(t, sr.Body)
+		_ = sr.Body.Close()
+		var last string
+		for _, c := range cs {
+			if len(c.Choices) > 0 && c.Choices[0].FinishReason != nil {
+				last = *c.Choices[0].FinishReason
+			}
+		}
+		if last != tt.want {
+			t.Errorf("engine %q, streamed: finish_reason %q, want %q", tt.engine, last, tt.want)
+		}
 	}
 }

@@ -368,12 +368,16 @@ func decodeEvent(name, data []byte) (te taskEvent, keep bool, err error) {
 		err = json.Unmarshal(lit, &te.text)
 	case "end":
 		var d struct {
-			TokensOut  int64  `json:"tokens_out"`
-			StopReason string `json:"stop_reason"`
-			Canceled   bool   `json:"canceled"`
+			TokensOut        int64  `json:"tokens_out"`
+			StopReason       string `json:"stop_reason"`
+			EngineStopReason string `json:"engine_stop_reason"`
+			Canceled         bool   `json:"canceled"`
 		}
 		err = json.Unmarshal(data, &d)
 		te.tokensOut, te.stopReason, te.canceled = d.TokensOut, d.StopReason, d.Canceled
+		if d.EngineStopReason == finishContentFilter { // OpenAI's own word: its clients check for it
+			te.stopReason = finishContentFilter
+		}
 	case "error":
 		var d struct {
 			Code         string `json:"code"`
@@ -401,12 +405,18 @@ func facadePriority(ctx context.Context) admission.Priority {
 	return admission.Interactive
 }
 
+// finishContentFilter is OpenAI's finish reason for a text its content filter ended.
+const finishContentFilter = "content_filter"
+
 // finishReason maps a task's stop reason to OpenAI's: a completion cut short by max_tokens or by
-// a token budget's grant is "length" (clients that check for it see the cut), the model's own
-// end or a stop word "stop".
+// a token budget's grant is "length" (clients that check for it see the cut), one an engine's
+// content filter ended "content_filter", the model's own end or a stop word "stop".
 func finishReason(stop string) string {
-	if stop == string(engine.StopLimit) || stop == string(task.StopBudget) {
+	switch stop {
+	case string(engine.StopLimit), string(task.StopBudget):
 		return "length"
+	case finishContentFilter:
+		return finishContentFilter
 	}
 	return "stop"
 }

@@ -316,13 +316,16 @@ func (e OpenAICompletionRequestEcho) Valid() bool {
 
 // Defines values for OpenAIFinishReason.
 const (
-	Length OpenAIFinishReason = "length"
-	Stop   OpenAIFinishReason = "stop"
+	ContentFilter OpenAIFinishReason = "content_filter"
+	Length        OpenAIFinishReason = "length"
+	Stop          OpenAIFinishReason = "stop"
 )
 
 // Valid indicates whether the value is a known member of the OpenAIFinishReason enum.
 func (e OpenAIFinishReason) Valid() bool {
 	switch e {
+	case ContentFilter:
+		return true
 	case Length:
 		return true
 	case Stop:
@@ -896,7 +899,7 @@ type GpuInventory struct {
 // OpenAIChatCompletion defines model for OpenAIChatCompletion.
 type OpenAIChatCompletion struct {
 	Choices []struct {
-		// FinishReason `length`: max_tokens, or the key's or the session's token budget, reached; `stop`: the model ended (end of sequence, or a stop word).
+		// FinishReason `length`: max_tokens, or the key's or the session's token budget, reached; `stop`: the model ended (end of sequence, or a stop word); `content_filter`: the engine's content filter ended the text (an OpenAI-compatible server that said so).
 		FinishReason OpenAIFinishReason `json:"finish_reason"`
 		Index        int32              `json:"index"`
 		Message      struct {
@@ -984,7 +987,7 @@ type OpenAIChatMessageRole string
 // OpenAICompletion defines model for OpenAICompletion.
 type OpenAICompletion struct {
 	Choices []struct {
-		// FinishReason `length`: max_tokens, or the key's or the session's token budget, reached; `stop`: the model ended (end of sequence, or a stop word).
+		// FinishReason `length`: max_tokens, or the key's or the session's token budget, reached; `stop`: the model ended (end of sequence, or a stop word); `content_filter`: the engine's content filter ended the text (an OpenAI-compatible server that said so).
 		FinishReason OpenAIFinishReason      `json:"finish_reason"`
 		Index        int32                   `json:"index"`
 		Logprobs     *map[string]interface{} `json:"logprobs"`
@@ -1063,7 +1066,7 @@ type OpenAIErrorResponse struct {
 	} `json:"error"`
 }
 
-// OpenAIFinishReason `length`: max_tokens, or the key's or the session's token budget, reached; `stop`: the model ended (end of sequence, or a stop word).
+// OpenAIFinishReason `length`: max_tokens, or the key's or the session's token budget, reached; `stop`: the model ended (end of sequence, or a stop word); `content_filter`: the engine's content filter ended the text (an OpenAI-compatible server that said so).
 type OpenAIFinishReason string
 
 // OpenAIModel defines model for OpenAIModel.
