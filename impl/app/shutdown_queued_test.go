@@ -135,10 +135,10 @@ func shutdownSubmitWith(t *testing.T, addr, extra string) string {
 
 // TestShutdownKeepsStreamedQueuedTask: README, Shutdown: "With the journal on, tasks still
 // queued are not failed: the next start runs them." That holds for a task whose client follows
-// its event stream when the daemon stops: the stream cannot end (the task stays queued), so
-// the daemon closes the connection itself (CloseStreams) once the shutdown's drain is over.
-// That close is no client's disconnect: with stream.cancel_on_disconnect (the default) it must
-// not cancel the task (which the journal would then record, and the next start not run).
+// its event stream when the daemon stops. Its stream ends without a final frame once the task
+// is kept, and its client resumes after the restart. Neither that end nor a close by the daemon
+// is the client's disconnect: with stream.cancel_on_disconnect (the default) it must not cancel
+// the task (which the journal would then record, and the next start not run).
 func TestShutdownKeepsStreamedQueuedTask(t *testing.T) {
 	state := filepath.Join(t.TempDir(), "state")
 	cfg := shutdownConfig(t, state)
@@ -205,9 +205,17 @@ func TestShutdownKeepsStreamedQueuedTask(t *testing.T) {
 	rep.armed = true
 	rep.mu.Unlock()
 	cancel()
-	// The daemon ends B's stream (after its 10 s wait): the client reads to the end of it.
-	// (Serve handles the close, and a cancel it would cause, before it can return.)
-	_, _ = io.Copy(io.Discard, res.Body)
+	// The daemon ends B's stream once it keeps B for the next start: a clean end of the
+	// chunked body, after the frames B has and no final one (its client resumes after the
+	// restart), not a connection cut when the shutdown's 10 s wait for open streams runs out.
+	// (Serve handles the end, and a cancel it would cause, before it can return.)
+	got, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Errorf("task B's stream did not end cleanly when the daemon kept B for the next start: %v (read %q)", err, got)
+	}
+	if strings.Contains(string(got), "event: end") || strings.Contains(string(got), "event: error") {
+		t.Errorf("task B's stream, kept queued, got a final frame: %q", got)
+	}
 	_ = idA
 	release()
 	if err := <-served; err != nil {

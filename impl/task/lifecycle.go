@@ -248,7 +248,10 @@ func (s *Service) Shutdown(ctx context.Context) {
 				case running || s.j == nil:
 					c(causeShutdown) // a queued one's runner fails it
 				default:
-					// Journaled and queued: it stays queued, and the next start runs it.
+					// Journaled and queued: it stays queued, and the next start runs it. Its
+					// streams end now (their clients resume after the restart), not when the
+					// daemon's wait for open streams runs out.
+					tk.keepForNextStart()
 				}
 			}
 			return

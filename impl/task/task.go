@@ -262,6 +262,10 @@ type Task struct {
 	tokensIn   int // prompt tokens, as the engine reported them when it finished
 	errInfo    *ErrorInfo
 	canceled   bool
+	// kept: the daemon stopped with the task queued, kept for the next start (journal): its
+	// streams end after the frames it has, with no final frame (Cursor.Next), and their
+	// clients resume after the restart.
+	kept bool
 	// cut is why onToken refused a token ("" none): StopBudget past the budget grant, or
 	// engine.StopLimit past MaxTokens (an open-ended request, which the engine was not told).
 	cut engine.StopReason
@@ -542,6 +546,7 @@ func (c *Cursor) Next(dst []byte) ([]byte, bool) {
 	spans := t.spans
 	buf := t.buf
 	final := t.status.Final()
+	kept := t.kept && !final
 	t.mu.Unlock()
 	// A frame is shown once the journal lets it be (written: a crash of the process never takes
 	// back what a client saw, and event ids continue after a restart where the journal ends).
@@ -596,7 +601,19 @@ func (c *Cursor) Next(dst []byte) ([]byte, bool) {
 		to = end
 	}
 	dst = append(dst, buf[from:to]...)
-	return dst, final && c.next >= len(spans)
+	return dst, (final || kept) && c.next >= len(spans)
+}
+
+// keepForNextStart marks t kept (the daemon stops with it queued, journaled) and wakes its
+// readers, whose streams then end: nothing more comes in this process.
+func (t *Task) keepForNextStart() {
+	t.mu.Lock()
+	t.kept = true
+	subs := slices.Clone(t.subs)
+	t.mu.Unlock()
+	for _, c := range subs {
+		c.Signal()
+	}
 }
 
 // Signal wakes the cursor's reader as a new frame would (Wake receives), for a reader that
