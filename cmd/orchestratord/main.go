@@ -164,12 +164,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 		beforeStart()
 	}
 	// One daemon per state directory: a second would rewrite the first one's journal.
-	lock, err := statelock.Lock(cfg.StateDir)
+	lock, err := statelock.Lock(cfg.StateDir, "state_dir")
 	if err != nil {
 		log.Error("start-up failed", "err", err)
 		return 1
 	}
 	defer func() { _ = lock.Close() }()
+	if cfg.Journal.EnabledOrDefault() {
+		// journal.dir may lie outside the state directory (another disk): two daemons with
+		// their own state_dir and one journal dir would rewrite each other's segment. Locked
+		// inside the state directory too, where it costs a second LOCK file and nothing else.
+		jlock, err := statelock.Lock(cfg.Journal.Dir, "journal dir")
+		if err != nil {
+			log.Error("start-up failed", "err", err)
+			return 1
+		}
+		defer func() { _ = jlock.Close() }()
+	}
 	a, err := app.New(cfg, app.Options{Logger: log, TracerProvider: tp})
 	if err != nil {
 		log.Error("start-up failed", "err", err)

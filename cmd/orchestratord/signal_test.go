@@ -5,12 +5,14 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/orchestratord/orchestratord/impl/config"
 	"github.com/orchestratord/orchestratord/internal/statelock"
 )
 
@@ -70,33 +72,63 @@ func sighupPending(t *testing.T) bool {
 }
 
 // TestSecondDaemonOnOneStateDirRefused: a daemon started on a state directory another one
-// holds exits at once, naming the holder, before it opens (and would rewrite) the journal.
+// holds exits at once, naming the holder, before it opens (and would rewrite) the journal. So
+// does one whose own state directory is free but whose journal.dir, outside it, is held.
 func TestSecondDaemonOnOneStateDirRefused(t *testing.T) {
-	dir := t.TempDir()
-	held, err := statelock.Lock(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if held == nil {
-		t.Skip("no flock on this platform")
-	}
-	defer held.Close()
-	journal := filepath.Join(dir, "journal")
-	t.Setenv("ORCHD_API_KEYS", "")
-	var stderr bytes.Buffer
-	exited := make(chan int, 1)
-	go func() { exited <- run([]string{"--addr", "127.0.0.1:0", "--state-dir", dir}, io.Discard, &stderr) }()
-	var code int
-	select {
-	case code = <-exited:
-	case <-time.After(30 * time.Second): // it started: stop it the way an operator would
-		_ = syscall.Kill(os.Getpid(), syscall.SIGINT)
-		code = <-exited
-	}
-	if code != 1 || !strings.Contains(stderr.String(), "in use by another orchestratord (pid "+strconv.Itoa(os.Getpid())+")") {
-		t.Fatalf("exit code %d, log %s; want 1 and the state dir in use by pid %d", code, stderr.String(), os.Getpid())
-	}
-	if _, err := os.Stat(journal); !os.IsNotExist(err) {
-		t.Errorf("the refused daemon touched the journal: %v", err)
+	for _, tc := range []struct {
+		name    string
+		outside bool // journal.dir outside the state directory, and that is the held one
+		want    string
+	}{
+		{name: "state_dir", want: "state_dir "},
+		{name: "journal dir outside it", outside: true, want: "journal dir "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			journal := filepath.Join(dir, "journal")
+			args := []string{"--addr", "127.0.0.1:0", "--state-dir", dir}
+			held := dir
+			if tc.outside {
+				journal = filepath.Join(t.TempDir(), "elsewhere")
+				held = journal
+				cfg := filepath.Join(t.TempDir(), "config.yaml")
+				// The embedded default's keys, journal's replaced: YAML takes no key twice.
+				yaml := regexp.MustCompile(`(?m)^journal:\n(?:[ #].*\n|\n)*`).ReplaceAllString(string(config.DefaultYAML()), "")
+				yaml += "journal:\n  dir: " + journal + "\n"
+				if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				args = append(args, "--config", cfg)
+			}
+			lock, err := statelock.Lock(held, "held")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if lock == nil {
+				t.Skip("no flock on this platform")
+			}
+			defer lock.Close()
+			t.Setenv("ORCHD_API_KEYS", "")
+			var stderr bytes.Buffer
+			exited := make(chan int, 1)
+			go func() { exited <- run(args, io.Discard, &stderr) }()
+			var code int
+			select {
+			case code = <-exited:
+			case <-time.After(30 * time.Second): // it started: stop it the way an operator would
+				_ = syscall.Kill(os.Getpid(), syscall.SIGINT)
+				code = <-exited
+			}
+			want := tc.want + held + " is in use by another orchestratord (pid " + strconv.Itoa(os.Getpid()) + ")"
+			if code != 1 || !strings.Contains(stderr.String(), want) {
+				t.Fatalf("exit code %d, log %s; want 1 and %q", code, stderr.String(), want)
+			}
+			ents, _ := os.ReadDir(journal)
+			for _, e := range ents {
+				if e.Name() != "LOCK" {
+					t.Errorf("the refused daemon wrote %s in the journal", e.Name())
+				}
+			}
+		})
 	}
 }

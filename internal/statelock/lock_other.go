@@ -8,9 +8,9 @@ import (
 )
 
 // Lock only creates dir where flock is not available.
-func Lock(dir string) (*os.File, error) {
+func Lock(dir, what string) (*os.File, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("state dir: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	return nil, nil
 }
