@@ -7,7 +7,9 @@
 //
 // The completion workload POSTs {"model", "prompt", "max_tokens", "stream": true,
 // "stream_options": {"include_usage": true}, ["seed"], [greedy: "temperature": 0, "top_p": 1]}
-// to /v1/completions; the chat workload POSTs the same with "messages" instead of "prompt" to
+// to /v1/completions (an open-ended request has no "max_tokens", and asks for
+// "continuous_usage_stats": usage in every chunk, so that the prompt's count is known where the
+// daemon stops reading at its MaxTokens); the chat workload POSTs the same with "messages" instead of "prompt" to
 // /v1/chat/completions. The answer is text/event-stream: one "data: {json}" event per chunk,
 // ended by "data: [DONE]". Each chunk's choices[0].text (completions) or
 // choices[0].delta.content (chat) is one token's text, emitted as it arrives (chunks without

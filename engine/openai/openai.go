@@ -109,6 +109,11 @@ func New(opts Options) *Replica {
 
 type streamOptions struct {
 	IncludeUsage bool `json:"include_usage"`
+	// ContinuousUsageStats (vLLM's and SGLang's extension; other servers ignore it): usage in
+	// every chunk, asked for an open-ended request only. The daemon stops reading one at its
+	// MaxTokens, before the last chunk's usage, and the prompt's count then comes from the
+	// chunks already read.
+	ContinuousUsageStats bool `json:"continuous_usage_stats,omitempty"`
 }
 
 type message struct {
@@ -153,7 +158,9 @@ func (r *Replica) generate(ctx context.Context, req engine.Request, emit engine.
 		return engine.Result{}, engine.Errorf(engine.KindInvalidRequest, "openai: max tokens %d must be positive", req.MaxTokens)
 	}
 	body := request{Stream: true, StreamOptions: streamOptions{IncludeUsage: true}, Seed: req.Seed}
-	if !req.OpenEnded { // else none: vLLM refuses a prompt plus max_tokens beyond max_model_len
+	if req.OpenEnded { // no max_tokens: vLLM refuses a prompt plus max_tokens beyond max_model_len
+		body.StreamOptions.ContinuousUsageStats = true
+	} else {
 		body.MaxTokens = &req.MaxTokens
 	}
 	path := "/v1/completions"
@@ -235,6 +242,9 @@ func (r *Replica) generate(ctx context.Context, req engine.Request, emit engine.
 			done = true
 			return true, nil
 		}
+		if c.hasUsage { // before emit: a cut there ends the stream before this chunk's usage is read
+			res.TokensIn, res.TokensCached = c.promptTokens, c.cachedTokens
+		}
 		if c.text != "" {
 			text = append(text[:0], c.text...) // a view for emit, reused for the next chunk
 			if err := emit(engine.Token{Text: text, Index: res.TokensOut}); err != nil {
@@ -248,7 +258,6 @@ func (r *Replica) generate(ctx context.Context, req engine.Request, emit engine.
 			res.Stop = stopReason(c.finishReason)
 		}
 		if c.hasUsage {
-			res.TokensIn, res.TokensCached = c.promptTokens, c.cachedTokens
 			if c.completionTokens > 0 || res.TokensOut == 0 {
 				res.TokensOut = c.completionTokens
 			}

@@ -491,7 +491,7 @@ vllm:kv_cache_usage_perc{model_name="m",engine="1"} 0.6
 
 // An open-ended request (an OpenAI chat that named no max_tokens: MaxTokens is the context's
 // bound) is sent without max_tokens, since vLLM refuses a prompt plus max_tokens beyond its
-// max_model_len; a bounded one carries its max_tokens.
+// max_model_len, and asks for usage in every chunk; a bounded one carries its max_tokens.
 func TestOpenEndedSendsNoMaxTokens(t *testing.T) {
 	for _, open := range []bool{false, true} {
 		var body map[string]any
@@ -514,6 +514,10 @@ func TestOpenEndedSendsNoMaxTokens(t *testing.T) {
 		}
 		if !open && mt != float64(4096) {
 			t.Errorf("bounded: max_tokens %v, want 4096", mt)
+		}
+		so, _ := body["stream_options"].(map[string]any)
+		if cont := so["continuous_usage_stats"] == true; cont != open || so["include_usage"] != true {
+			t.Errorf("open %v: stream_options %v, want include_usage, and continuous_usage_stats only when open-ended", open, so)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package openai
 
 import (
+	"errors"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -37,6 +38,35 @@ func TestAgainstSimulator(t *testing.T) {
 	}
 	if id, err := r.Identify(t.Context()); err != nil || id.ModelID != "sim-model" {
 		t.Errorf("identity %+v, %v", id, err)
+	}
+}
+
+// TestOpenEndedCutKeepsPromptCount: the daemon stops reading an open-ended request at its
+// MaxTokens (emit refuses the next token), before the last chunk's usage; the prompt's count
+// still comes back, from the usage the engine sent with every chunk (continuous_usage_stats).
+func TestOpenEndedCutKeepsPromptCount(t *testing.T) {
+	ts := httptest.NewServer(sim.New(sim.Options{Model: "sim-model"}))
+	defer ts.Close()
+	r := newReplica(t, ts.URL, Options{})
+	cut := errors.New("max_tokens streamed")
+	for _, req := range []engine.Request{
+		{Prompt: "one two three four five six seven eight", MaxTokens: 3, OpenEnded: true},
+		{Workload: engine.WorkloadChat, Messages: []engine.Message{{Role: "user", Content: "Hello"}}, MaxTokens: 3, OpenEnded: true},
+	} {
+		n := 0
+		res, err := r.Generate(t.Context(), req, func(engine.Token) error {
+			if n == req.MaxTokens {
+				return cut
+			}
+			n++
+			return nil
+		})
+		if !errors.Is(err, cut) {
+			t.Fatalf("%q: %v, want the emit's refusal", req.Workload, err)
+		}
+		if n != 3 || res.TokensIn <= 0 || res.TokensOut != 3 {
+			t.Errorf("%q: %d emitted, %+v; want 3 and the prompt's count", req.Workload, n, res)
+		}
 	}
 }
 

@@ -3,9 +3,11 @@
 Usage: openai_check.py BASE_URL MAX_TOKENS
 
 BASE_URL is the server's root (the client is given BASE_URL + "/v1"). Streams one completion
-and one chat completion of MAX_TOKENS tokens each with stream_options.include_usage, and prints
-one JSON line per stream: {"kind", "chunks" (chunks with text), "text", "finish_reason",
-"usage": {"prompt_tokens", "completion_tokens"}, "model"}. Any error the client raises (a
+and one chat completion of MAX_TOKENS tokens each with stream_options.include_usage, then a chat
+completion with continuous_usage_stats too (vLLM's and SGLang's extension: usage in every chunk),
+and prints one JSON line per stream: {"kind", "chunks" (chunks with text), "text",
+"finish_reason", "usage": {"prompt_tokens", "completion_tokens"} (the last seen),
+"usage_chunks" (chunks that carried usage), "model"}. Any error the client raises (a
 malformed chunk, a wrong content type) ends the script with a traceback and a non-zero status.
 """
 
@@ -21,7 +23,7 @@ def main() -> int:
     model = client.models.list().data[0].id
 
     def report(kind, stream, text_of):
-        chunks, text, finish, usage = 0, "", None, None
+        chunks, text, finish, usage, usage_chunks = 0, "", None, None, 0
         for chunk in stream:
             if chunk.choices:
                 piece = text_of(chunk.choices[0])
@@ -30,8 +32,10 @@ def main() -> int:
                     text += piece
                 finish = chunk.choices[0].finish_reason or finish
             if chunk.usage is not None:
+                usage_chunks += 1
                 usage = {"prompt_tokens": chunk.usage.prompt_tokens, "completion_tokens": chunk.usage.completion_tokens}
-        print(json.dumps({"kind": kind, "chunks": chunks, "text": text, "finish_reason": finish, "usage": usage, "model": model}))
+        print(json.dumps({"kind": kind, "chunks": chunks, "text": text, "finish_reason": finish, "usage": usage,
+                          "usage_chunks": usage_chunks, "model": model}))
 
     report("completion",
            client.completions.create(model=model, prompt="Hello", max_tokens=max_tokens, stream=True,
@@ -40,6 +44,11 @@ def main() -> int:
     report("chat",
            client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hello"}],
                                           max_tokens=max_tokens, stream=True, stream_options={"include_usage": True}),
+           lambda c: c.delta.content)
+    report("chat-continuous",
+           client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hello"}],
+                                          max_tokens=max_tokens, stream=True,
+                                          stream_options={"include_usage": True, "continuous_usage_stats": True}),
            lambda c: c.delta.content)
     return 0
 

@@ -31,7 +31,8 @@ func clientsPython(t *testing.T, module string) string {
 
 // TestOpenAIClientAcceptsSimulator: the official openai Python client streams a completion and
 // a chat completion from the simulator's OpenAI personality, sees every token as its own chunk,
-// the finish reason and the usage chunk.
+// the finish reason and the usage chunk; with continuous_usage_stats, usage in every token's
+// chunk too.
 func TestOpenAIClientAcceptsSimulator(t *testing.T) {
 	py := clientsPython(t, "openai")
 	_, ts := newServer(t, Options{Model: "sim-model"})
@@ -46,6 +47,7 @@ func TestOpenAIClientAcceptsSimulator(t *testing.T) {
 		var r struct {
 			Kind, Text, Model string
 			Chunks            int
+			UsageChunks       int    `json:"usage_chunks"`
 			FinishReason      string `json:"finish_reason"`
 			Usage             *struct {
 				CompletionTokens int `json:"completion_tokens"`
@@ -59,8 +61,11 @@ func TestOpenAIClientAcceptsSimulator(t *testing.T) {
 			r.Usage == nil || r.Usage.CompletionTokens != n || r.Model != "sim-model" {
 			t.Errorf("%s: %+v", r.Kind, r)
 		}
+		if want := map[bool]int{false: 1, true: n + 1}[r.Kind == "chat-continuous"]; r.UsageChunks != want {
+			t.Errorf("%s: %d chunks carried usage, want %d", r.Kind, r.UsageChunks, want)
+		}
 	}
-	if strings.Join(kinds, ",") != "completion,chat" {
+	if strings.Join(kinds, ",") != "completion,chat,chat-continuous" {
 		t.Errorf("streams %v\n%s", kinds, out)
 	}
 }

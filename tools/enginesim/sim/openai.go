@@ -16,6 +16,8 @@ type openaiRequest struct {
 	Stream        bool            `json:"stream"`
 	StreamOptions *struct {
 		IncludeUsage bool `json:"include_usage"`
+		// ContinuousUsageStats (vLLM's and SGLang's extension): usage in every chunk too.
+		ContinuousUsageStats bool `json:"continuous_usage_stats"`
 	} `json:"stream_options"`
 }
 
@@ -160,13 +162,18 @@ func (s *Sim) openai(w http.ResponseWriter, r *http.Request, k *openaiKind) {
 		s.finish(k.endpoint, true, 0, err)
 		return
 	}
-	got, err := s.generate(ctx, n, fault, s.faultEmit(w, sw, fault, &openaiPersonality, func(_ int, now time.Time) error {
+	continuous := req.StreamOptions != nil && req.StreamOptions.IncludeUsage && req.StreamOptions.ContinuousUsageStats
+	got, err := s.generate(ctx, n, fault, s.faultEmit(w, sw, fault, &openaiPersonality, func(i int, now time.Time) error {
 		buf = append(buf[:0], "data: "...)
 		buf = append(buf, head...)
 		buf = append(buf, k.tokenOpen...)
 		buf = AppendStamp(buf, now)
 		buf = append(buf, k.tokenClose...)
-		buf = append(buf, "]}\n\n"...)
+		buf = append(buf, ']')
+		if continuous { // the counts so far, this token included
+			buf = appendUsage(buf, p, i+1)
+		}
+		buf = append(buf, "}\n\n"...)
 		return sw.frame(buf)
 	}))
 	if err == nil {
