@@ -132,8 +132,9 @@ func (s *Service) prepare(ctx context.Context, t *Task, g *placements, a *attemp
 		s.assign(t, dec.ReplicaID)
 		t.mu.Lock()
 		sent := t.tokensOut
+		limit, _ := t.spec.engineLimit()
 		req := engine.Request{
-			TaskID: t.spec.ID, Prompt: t.spec.Prompt, MaxTokens: t.spec.MaxTokens, OpenEnded: t.spec.OpenEnded, Seed: t.spec.Seed,
+			TaskID: t.spec.ID, Prompt: t.spec.Prompt, MaxTokens: limit, OpenEnded: t.spec.OpenEnded, Seed: t.spec.Seed,
 			Deterministic: t.spec.Deterministic, Ctx: t.spec.Ctx, Workload: t.spec.Workload, Messages: t.spec.Messages,
 			SessionID: t.spec.SessionID,
 		}
@@ -253,6 +254,9 @@ func (s *Service) settle(ctx context.Context, t *Task, g *placements, a *attempt
 		return true
 	case sent >= t.spec.MaxTokens:
 		g.res, g.err = engine.Result{TokensOut: sent, Stop: engine.StopLimit}, nil
+		return true
+	case t.spec.StopAt > 0 && sent >= t.spec.StopAt: // the grant is streamed: nothing is left to ask elsewhere
+		g.res, g.err = engine.Result{TokensOut: sent, Stop: StopBudget}, nil
 		return true
 	}
 	return false // to another replica (prepare counts the migration when one takes it)

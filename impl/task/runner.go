@@ -137,6 +137,13 @@ func (s *Service) conclude(ctx context.Context, t *Task, start time.Time, engine
 		res.Stop = cut
 		s.finish(t, Succeeded, nil, res, decode)
 	case err == nil:
+		if _, budget := t.spec.engineLimit(); budget && res.Stop == engine.StopLimit {
+			t.mu.Lock()
+			if t.tokensOut >= t.spec.StopAt { // the engine stopped at the grant it was sent (not its context's end)
+				res.Stop = StopBudget
+			}
+			t.mu.Unlock()
+		}
 		s.finish(t, Succeeded, nil, res, decode)
 	// A cancel sets t.canceled before it cancels ctx: onToken may refuse a token (and the
 	// engine return) in between, with no cause on ctx yet.

@@ -121,6 +121,17 @@ const (
 	OnDisconnectGrace  = "grace"
 )
 
+// engineLimit is the max_tokens an engine is sent: MaxTokens, or the budget's StopAt below it.
+// An engine told the grant stops there itself, with its usage (the prompt's count) and nothing
+// generated past it. An open-ended request keeps MaxTokens (its engine is sent no limit at all:
+// vLLM refuses a prompt plus max_tokens beyond its context), and the daemon cuts it (onToken).
+func (s *Spec) engineLimit() (limit int, budget bool) {
+	if s.StopAt > 0 && s.StopAt < s.MaxTokens && !s.OpenEnded {
+		return s.StopAt, true
+	}
+	return s.MaxTokens, false
+}
+
 // item is the task as the queue sees it: the owner is its tenant and the session its lane
 // within the tenant, charged its expected tokens (else max_tokens) when dispatched, and
 // settled to the tokens it produced when it releases its slot.

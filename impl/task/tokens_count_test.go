@@ -172,3 +172,72 @@ func TestMigrationPromptTokensNotDoubleCounted(t *testing.T) {
 		t.Errorf("session after the task: %+v (found %v), want KV bytes 50", info, ok)
 	}
 }
+
+// limitEngine is contextEngine that records the max_tokens it was sent.
+type limitEngine struct {
+	contextEngine
+	sent chan int
+}
+
+func (e limitEngine) Generate(ctx context.Context, req engine.Request, emit engine.EmitFunc) (engine.Result, error) {
+	e.sent <- req.MaxTokens
+	return e.contextEngine.Generate(ctx, req, emit)
+}
+
+// TestBudgetGrantIsTheEnginesLimit: a task whose budget grant (StopAt) is below its max_tokens
+// sends the engine the grant as its limit. The engine stops there itself and reports its
+// usage, so the task ends with stop "budget", tokens_out the grant and tokens_in the engine's
+// prompt count. (Cut by the daemon at the grant instead, the engine's last usage never came:
+// tokens_in was 0.) An open-ended task keeps no limit for its engine and is cut as before.
+func TestBudgetGrantIsTheEnginesLimit(t *testing.T) {
+	for _, open := range []bool{false, true} {
+		eng := limitEngine{contextEngine{ctxTokens: 20}, make(chan int, 1)}
+		h := newReplicaHarness(t, false, []string{"p/0"}, map[string]engine.Replica{"p/0": eng})
+		s := spec(admission.Interactive)
+		s.MaxTokens, s.StopAt, s.OpenEnded = 8, 3, open
+		h.submit(s)
+		evs := h.events(s.ID)
+		var end struct {
+			TokensOut  int    `json:"tokens_out"`
+			StopReason string `json:"stop_reason"`
+		}
+		if err := json.Unmarshal([]byte(evs[len(evs)-1].Data), &end); err != nil {
+			t.Fatal(err)
+		}
+		if end.TokensOut != 3 || end.StopReason != "budget" {
+			t.Errorf("open %v: end %+v (events %s), want 3 tokens and stop budget", open, end, names(evs))
+		}
+		if got := <-eng.sent; got != map[bool]int{false: 3, true: 8}[open] {
+			t.Errorf("open %v: the engine was sent max_tokens %d", open, got)
+		}
+		snap, err := h.svc.Get(h.ctx, s.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !open && snap.TokensIn != 1 { // (open-ended: the adapter's part, engine/openai's continuous usage)
+			t.Errorf("tokens_in %d, want the engine's 1", snap.TokensIn)
+		}
+	}
+}
+
+// TestBudgetStreamedBeforeAFailureIsNotMigrated: a replica that fails after streaming the
+// whole grant leaves nothing to ask another for (it would be sent max_tokens 0): the task ends
+// with stop "budget", as if the engine had ended there.
+func TestBudgetStreamedBeforeAFailureIsNotMigrated(t *testing.T) {
+	first := &replicaScript{tokens: []string{" a", " b", " c", " d"}, failAfter: 3, err: resetErr()}
+	second := &replicaScript{tokens: []string{" x"}, failAfter: -1}
+	h := newReplicaHarness(t, true, []string{"p/0", "p/1"}, map[string]engine.Replica{"p/0": first, "p/1": second})
+	h.pools.busy = map[string]int{"p/1": 1} // p/0 first
+	s := spec(admission.Interactive)
+	s.MaxTokens, s.StopAt = 8, 3
+	h.submit(s)
+	evs := h.events(s.ID)
+	if got := names(evs); got != "started,token,metrics,token,token,end" || !strings.Contains(evs[len(evs)-1].Data, `"stop_reason":"budget"`) {
+		t.Errorf("events %s, end %s; want the grant's 3 tokens and stop budget", got, evs[len(evs)-1].Data)
+	}
+	second.mu.Lock()
+	defer second.mu.Unlock()
+	if len(second.reqs) != 0 {
+		t.Errorf("the task was moved to another replica with %+v", second.reqs)
+	}
+}
