@@ -3,6 +3,10 @@
 
 SHELL := /bin/bash
 GO ?= go
+# The state directory make works in (the tiny model goes to its models/). make run hands it to
+# the daemon only where it is the one to use: set by the caller, or with the embedded default. A
+# file given as ORCHD_CONFIG keeps its own state_dir (the environment would win over it).
+STATE_DIR_ORIGIN := $(origin ORCHD_STATE_DIR)
 ORCHD_STATE_DIR ?= .orchestratord
 export ORCHD_STATE_DIR
 # ORCHD_CONFIG=FILE (environment or make variable) points make run at a configuration file.
@@ -60,6 +64,7 @@ $(TINY_MODEL):
 .PHONY: run
 run: build model ## Run the daemon: embedded default config (llama.cpp, tiny model), or ORCHD_CONFIG=FILE.
 	@LLAMA=$$(bash tools/ensure-llama-server.sh) && echo "llama-server: $$LLAMA" && \
+	  if [ -n "$$ORCHD_CONFIG" ] && [ "$(STATE_DIR_ORIGIN)" = undefined ]; then unset ORCHD_STATE_DIR; fi && \
 	  if [ -n "$$ORCHD_CONFIG" ]; then ORCHD_LLAMA_SERVER="$$LLAMA" $(BIN) --check-config "$$ORCHD_CONFIG" || exit 2; fi && \
 	  ORCHD_LLAMA_SERVER="$$LLAMA" exec $(BIN)
 
