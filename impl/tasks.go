@@ -243,7 +243,7 @@ func (s *Server) replayed(key *tenant.Key, spec task.Spec, adm task.Admission) t
 	// Read now, after this post's own reservation went back; the task's own session only (one
 	// deleted since, and perhaps named again by another key, is not the task's).
 	if info, ok := s.opts.Sessions.Get(spec.SessionID); ok && info.TokensBudgetRemaining != nil &&
-		info.Gen == adm.SessionGen && info.Owner == key.Name {
+		info.Admitted(adm.SessionGen, key.Name) {
 		sessLeft = *info.TokensBudgetRemaining
 	}
 	return withBudgetRemaining(adm, keyLeft, sessLeft)
@@ -734,7 +734,7 @@ func (r *sseResponse) setHeaders(h http.Header) {
 	// The task's own session only: one deleted since, and perhaps named again by another key, is
 	// not the task's (nor its budget this reader's to see).
 	if info, ok := r.s.opts.Sessions.Get(r.t.SessionID()); ok && info.TokensBudgetRemaining != nil &&
-		info.Gen == r.t.SessionGen() && info.Owner == r.t.Owner() {
+		info.Admitted(r.t.SessionGen(), r.t.Owner()) {
 		h.Set("X-Budget-Tokens-Remaining", strconv.FormatInt(*info.TokensBudgetRemaining, 10))
 	}
 }

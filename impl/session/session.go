@@ -144,6 +144,13 @@ type Info struct {
 	Gen uint64
 }
 
+// Admitted reports whether the session is still the one a task was admitted into, by gen (its
+// Info.Gen then) and owner (its key): not deleted, expired or evicted since, nor named again,
+// perhaps by another key. A task's session budget and KV facts are shown only then.
+func (i Info) Admitted(gen uint64, owner string) bool {
+	return i.Gen == gen && i.Owner == owner
+}
+
 // Reservation is what Reserve granted a task of a session.
 type Reservation struct {
 	// Grant is the tokens reserved (0 without a budget).

@@ -324,7 +324,7 @@ func (s *Service) replay(ctx context.Context, t *Task, spec Spec) (Admission, er
 // deleted, expired or evicted since, and perhaps named again by another key).
 func (s *Service) sessionOf(t *Task) (session.Info, bool) {
 	info, ok := s.opts.Sessions.Get(t.spec.SessionID)
-	if !ok || info.Gen != t.SessionGen() || info.Owner != t.spec.Owner {
+	if !ok || !info.Admitted(t.SessionGen(), t.spec.Owner) {
 		return session.Info{}, false
 	}
 	return info, true
