@@ -6,10 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -23,7 +21,6 @@ import (
 	"github.com/orchestratord/orchestratord/engine"
 	"github.com/orchestratord/orchestratord/engine/fake"
 	"github.com/orchestratord/orchestratord/impl/app"
-	"github.com/orchestratord/orchestratord/impl/config"
 	"github.com/orchestratord/orchestratord/impl/pool"
 	"github.com/orchestratord/orchestratord/internal/cpuclock"
 )
@@ -109,14 +106,7 @@ pools:
     replicas:
       - url: http://127.0.0.1:1
 `, filepath.Join(dir, "state"), journal)
-	p := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
-		b.Fatal(err)
-	}
-	cfg, err := config.Load(config.Overrides{ConfigFile: p, APIKeys: testKey})
-	if err != nil {
-		b.Fatal(err)
-	}
+	cfg := loadConfig(b, dir, yaml)
 	gpus := dgxh200.New()
 	gpus.ShutdownFunc = func() nvml.Return { return nvml.SUCCESS }
 	replica := fake.New(fake.Options{})
@@ -127,20 +117,8 @@ pools:
 	if err != nil {
 		b.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- a.Serve(ctx, ln) }()
-	b.Cleanup(func() {
-		cancel()
-		if err := <-served; err != nil {
-			b.Errorf("Serve: %v", err)
-		}
-	})
-	return ctx, a.Handler(), ln.Addr().String()
+	addr, _ := serveLoopback(b, a, nil)
+	return b.Context(), a.Handler(), addr
 }
 
 // runAdmissions waits for the pool to admit, then times b.N admissions through post.

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -99,14 +98,7 @@ pools:
 // to be ready.
 func startDaemonYAML(t *testing.T, yaml string) *daemon {
 	t.Helper()
-	p := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(config.Overrides{ConfigFile: p, APIKeys: testKey})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := loadConfig(t, t.TempDir(), yaml)
 	logs := &syncBuffer{}
 	var w io.Writer = logs
 	if testing.Verbose() {
@@ -117,14 +109,8 @@ func startDaemonYAML(t *testing.T, yaml string) *daemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Serve(ctx, ln) }()
-	url := "http://" + ln.Addr().String()
+	addr, stopServe := serveLoopback(t, a, nil)
+	url := "http://" + addr
 	c, err := client.NewClientWithResponses(url, client.WithRequestEditorFn(func(_ context.Context, r *http.Request) error {
 		r.Header.Set("X-API-Key", testKey)
 		return nil
@@ -133,18 +119,11 @@ func startDaemonYAML(t *testing.T, yaml string) *daemon {
 		t.Fatal(err)
 	}
 	d := &daemon{url: url, c: c, config: cfg, logs: logs}
-	var once bool
 	d.stop = func() {
-		if once {
-			return
-		}
-		once = true
-		cancel()
-		if err := <-done; err != nil {
+		if err := stopServe(); err != nil {
 			t.Errorf("Serve: %v", err)
 		}
 	}
-	t.Cleanup(d.stop)
 	// Wait for the managed engine.
 	for i := 0; ; i++ {
 		r, err := c.GetPoolHealthWithResponse(context.Background(), "default", nil)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -36,25 +35,13 @@ func guardDaemon(t *testing.T, path string) (url string, stop func(), err error)
 	if err != nil {
 		return "", nil, err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- a.Serve(ctx, ln) }()
-	stopped := false
+	addr, stopServe := serveLoopback(t, a, nil)
 	stop = func() {
-		if !stopped {
-			stopped = true
-			cancel()
-			if err := <-served; err != nil {
-				t.Errorf("serve: %v", err)
-			}
+		if err := stopServe(); err != nil {
+			t.Errorf("serve: %v", err)
 		}
 	}
-	t.Cleanup(stop)
-	return "http://" + ln.Addr().String(), stop, nil
+	return "http://" + addr, stop, nil
 }
 
 // runOne submits one completion with key and streams it to its end.

@@ -1,10 +1,8 @@
 package app_test
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -14,7 +12,6 @@ import (
 	"time"
 
 	"github.com/orchestratord/orchestratord/impl/app"
-	"github.com/orchestratord/orchestratord/impl/config"
 )
 
 // TestEngineWorkersDoNotOutliveTheDaemon: a managed engine's worker that leaves the engine's
@@ -56,29 +53,15 @@ pools:
           command: ["/bin/sh", "-c", %q, "engine", "{port}"]
           start_timeout: 60s
 `, state, script)
-	p := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(config.Overrides{ConfigFile: p, APIKeys: testKey})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := loadConfig(t, t.TempDir(), yaml)
 	serve := func() (stop func()) {
 		a, err := app.New(cfg, app.Options{Logger: slog.New(slog.DiscardHandler), HealthInterval: time.Hour})
 		if err != nil {
 			t.Fatal(err)
 		}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- a.Serve(ctx, ln) }()
+		_, stopServe := serveLoopback(t, a, nil)
 		return func() {
-			cancel()
-			if err := <-done; err != nil {
+			if err := stopServe(); err != nil {
 				t.Errorf("Serve: %v", err)
 			}
 		}

@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -21,7 +19,6 @@ import (
 	"github.com/orchestratord/orchestratord/engine"
 	"github.com/orchestratord/orchestratord/engine/fake"
 	"github.com/orchestratord/orchestratord/impl/app"
-	"github.com/orchestratord/orchestratord/impl/config"
 	"github.com/orchestratord/orchestratord/impl/pool"
 )
 
@@ -59,14 +56,7 @@ pools:
     replicas:
       - url: http://127.0.0.1:1
 `, filepath.Join(dir, "state"))
-	p := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(config.Overrides{ConfigFile: p, APIKeys: testKey})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := loadConfig(t, dir, yaml)
 	gpus := dgxh200.New()
 	gpus.ShutdownFunc = func() nvml.Return { return nvml.SUCCESS }
 	rep := heldReplica{Replica: fake.New(fake.Options{}), release: make(chan struct{})}
@@ -78,22 +68,10 @@ pools:
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := &fakeDaemon{addr: ln.Addr().String(), hc: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- a.Serve(ctx, ln) }()
+	addr, _ := serveLoopback(t, a, nil)
+	d := &fakeDaemon{addr: addr, hc: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}}
 	var release sync.Once
-	t.Cleanup(func() {
-		release.Do(func() { close(rep.release) })
-		cancel()
-		if err := <-served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
+	t.Cleanup(func() { release.Do(func() { close(rep.release) }) }) // before the daemon stops (cleanups run last in, first out)
 
 	var res response
 	eventually(t, "the daemon serving", func() bool {

@@ -1,12 +1,10 @@
 package app_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,7 +12,6 @@ import (
 	"testing"
 
 	"github.com/orchestratord/orchestratord/impl/app"
-	"github.com/orchestratord/orchestratord/impl/config"
 )
 
 // A managed llama.cpp pool whose llama-server is missing fails at once, and its health says
@@ -39,33 +36,19 @@ pools:
     slots: 1
     replicas: [{managed: {}}]
 `, dir, filepath.Join(dir, "no-such-llama-server"))
-	p := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(config.Overrides{ConfigFile: p, APIKeys: testKey})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := loadConfig(t, dir, yaml)
 	a, err := app.New(cfg, app.Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- a.Serve(ctx, ln) }()
-	defer func() { cancel(); _ = <-served }()
+	addr, _ := serveLoopback(t, a, nil)
 
 	var health struct {
 		Ready     bool   `json:"ready"`
 		LastError string `json:"last_error"`
 	}
 	eventually(t, "the pool reports its error", func() bool {
-		req, _ := http.NewRequest("GET", "http://"+ln.Addr().String()+"/v1/pools/p1/health", nil)
+		req, _ := http.NewRequest("GET", "http://"+addr+"/v1/pools/p1/health", nil)
 		req.Header.Set("X-API-Key", testKey)
 		res, err := http.DefaultClient.Do(req)
 		if err != nil {

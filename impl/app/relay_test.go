@@ -3,7 +3,6 @@ package app_test
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -27,7 +25,6 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/orchestratord/orchestratord/impl/app"
-	"github.com/orchestratord/orchestratord/impl/config"
 	"github.com/orchestratord/orchestratord/internal/cpuclock"
 )
 
@@ -198,14 +195,7 @@ pools:
     replicas:
       - url: %s
 `, filepath.Join(dir, "state"), journal, slots, eng.url())
-	p := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(config.Overrides{ConfigFile: p, APIKeys: testKey})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := loadConfig(t, dir, yaml)
 	gpus := dgxh200.New()
 	gpus.ShutdownFunc = func() nvml.Return { return nvml.SUCCESS }
 	// Health probes run once at start and then rarely, so that they do not come and go while
@@ -215,25 +205,8 @@ pools:
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- a.Serve(ctx, ln) }()
-	var once sync.Once
-	var serveErr error
-	stop := func() error {
-		once.Do(func() { cancel(); serveErr = <-served })
-		return serveErr
-	}
-	t.Cleanup(func() {
-		if err := stop(); err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	d := &relayDaemon{addr: ln.Addr().String(), stop: stop}
+	addr, stop := serveLoopback(t, a, nil)
+	d := &relayDaemon{addr: addr, stop: stop}
 	for end := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		if d.ready() {
 			return d

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -16,7 +15,6 @@ import (
 
 	"github.com/orchestratord/orchestratord/gen/client"
 	"github.com/orchestratord/orchestratord/impl/app"
-	"github.com/orchestratord/orchestratord/impl/config"
 )
 
 // lockedBuffer is a log sink that tests may read while the daemon writes.
@@ -66,33 +64,14 @@ pools:
           command: ["/bin/sh", "-c", %q, "engine", "{model}", "{port}"]
           start_timeout: %s
 `, state, script, startTimeout)
-	p := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(config.Overrides{ConfigFile: p, APIKeys: testKey})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := loadConfig(t, t.TempDir(), yaml)
 	logs := &lockedBuffer{}
 	a, err := app.New(cfg, app.Options{Logger: slog.New(slog.NewTextHandler(logs, nil)), HealthInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	c, err := client.NewClientWithResponses("http://"+ln.Addr().String(), client.WithRequestEditorFn(func(_ context.Context, r *http.Request) error {
+	addr, _ := serveLoopback(t, a, nil)
+	c, err := client.NewClientWithResponses("http://"+addr, client.WithRequestEditorFn(func(_ context.Context, r *http.Request) error {
 		r.Header.Set("X-API-Key", testKey)
 		return nil
 	}))
@@ -221,31 +200,12 @@ func TestReplicaLogFilesPerPool(t *testing.T) {
           start_timeout: 1m`, id, id, script)
 	}
 	yaml := fmt.Sprintf("addr: 127.0.0.1:0\nstate_dir: %q\nshutdown_grace: 1s\npools:%s%s\n", state, pool("one"), pool("two"))
-	p := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(config.Overrides{ConfigFile: p, APIKeys: testKey})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := loadConfig(t, t.TempDir(), yaml)
 	a, err := app.New(cfg, app.Options{Logger: slog.New(slog.DiscardHandler), HealthInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Serve(ctx, ln) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	}()
+	serveLoopback(t, a, nil)
 	for _, id := range []string{"one", "two"} {
 		path := filepath.Join(state, "logs", id, "r.log")
 		eventually(t, "the replica of pool "+id+" logged", func() bool {

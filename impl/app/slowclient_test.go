@@ -2,7 +2,6 @@ package app_test
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,7 +28,6 @@ import (
 	"github.com/orchestratord/orchestratord/engine"
 	"github.com/orchestratord/orchestratord/engine/fake"
 	"github.com/orchestratord/orchestratord/impl/app"
-	"github.com/orchestratord/orchestratord/impl/config"
 	"github.com/orchestratord/orchestratord/impl/pool"
 )
 
@@ -67,14 +65,7 @@ pools:
     replicas:
       - url: http://127.0.0.1:1
 `, filepath.Join(dir, "state"), sections)
-	p := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(config.Overrides{ConfigFile: p, APIKeys: testKey})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := loadConfig(t, dir, yaml)
 	gpus := extra.NVML
 	if gpus == nil {
 		dgx := dgxh200.New()
@@ -95,23 +86,7 @@ pools:
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.addr = ln.Addr().String()
-	if wrap != nil {
-		ln = wrap(ln)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- a.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
+	d.addr, _ = serveLoopback(t, a, wrap)
 	eventually(t, "pool ready", func() bool {
 		res, err := d.do("GET", "/v1/pools/p1/health", "")
 		if err != nil {
