@@ -144,7 +144,7 @@ pools:
 			}
 		}()
 	}
-	time.Sleep(200 * time.Millisecond)
+	waitBusy(t, d, "host1")
 	hosts[1].cut()
 	wg.Wait()
 	close(texts)

@@ -69,6 +69,25 @@ pools:
 	return d, state
 }
 
+// waitBusy waits until replica id of pool "default" has a busy slot: a task runs on it. A
+// fixed sleep instead let tasks of the tiny model (about 40 ms each) all end first on an idle
+// machine, and the failover tests then proved nothing.
+func waitBusy(t *testing.T, d *daemon, id string) {
+	t.Helper()
+	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(2 * time.Millisecond) {
+		r, err := d.c.GetPoolHealthWithResponse(context.Background(), "default", nil)
+		if err != nil || r.JSON200 == nil || r.JSON200.Replicas == nil {
+			continue
+		}
+		for _, rep := range *r.JSON200.Replicas {
+			if rep.Id == id && rep.SlotsBusy > 0 {
+				return
+			}
+		}
+	}
+	t.Fatalf("no task ran on replica %s within 30 s", id)
+}
+
 func readyReplicas(rs []client.ReplicaHealth) int {
 	n := 0
 	for _, r := range rs {
@@ -215,7 +234,7 @@ func TestReplicasRealEngines(t *testing.T) {
 				results <- result{id, text, last}
 			}()
 		}
-		time.Sleep(300 * time.Millisecond) // tasks are streaming on every replica
+		waitBusy(t, d, victim)
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
