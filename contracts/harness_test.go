@@ -56,6 +56,21 @@ const (
 // contractFile is the contract, relative to this package's directory.
 const contractFile = "../openapi/orchestratord.yaml"
 
+// openAIPath reports whether path is one of the openai tag's: the tag's errors, a wrong
+// method's 405 included, are OpenAI-shaped.
+func (c *contract) openAIPath(path string) bool {
+	item := c.spec.Paths.Find(path)
+	if item == nil {
+		return false
+	}
+	for _, op := range item.Operations() {
+		if slices.Contains(op.Tags, "openai") {
+			return true
+		}
+	}
+	return false
+}
+
 type contract struct {
 	spec   *openapi3.T
 	router routers.Router
@@ -249,7 +264,11 @@ func (v *validatingTransport) check(req *http.Request, resp *http.Response) []st
 		if resp.StatusCode != want && !authFirst {
 			bad("status %d for a request that matches no operation (%v), want %d", resp.StatusCode, err, want)
 		}
-		if req.Method != http.MethodHead {
+		switch {
+		case req.Method == http.MethodHead:
+		case v.c.openAIPath(req.URL.Path): // "Errors on these routes are OpenAI-shaped" (tag openai)
+			problems = append(problems, checkOpenAIError(resp, body)...)
+		default:
 			problems = append(problems, v.checkEnvelope(resp, body, true)...)
 		}
 		return problems

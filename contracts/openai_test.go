@@ -37,6 +37,10 @@ func openAIStatus(typ, code string) (int, bool) {
 		return 413, true
 	case "invalid_request_error/unsupported_media_type":
 		return 415, true
+	case "invalid_request_error/method_not_allowed":
+		return 405, true
+	case "invalid_request_error/task_canceled":
+		return 409, true
 	case "requests/rate_limit_exceeded", "insufficient_quota/insufficient_quota":
 		return 429, true
 	case "server_error/service_unavailable":

@@ -62,7 +62,7 @@ func statusOf(code string) int {
 		return http.StatusNotFound
 	case "METHOD_NOT_ALLOWED":
 		return http.StatusMethodNotAllowed
-	case "CONFLICT":
+	case "CONFLICT", "CANCELED": // CANCELED: the OpenAI facade's completion whose task was canceled
 		return http.StatusConflict
 	case "PAYLOAD_TOO_LARGE":
 		return http.StatusRequestEntityTooLarge
@@ -245,7 +245,7 @@ func HTTPErrorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 		if e.TaskID != "" {
 			c.Response().Header().Set(HeaderTaskID, e.TaskID)
 		}
-		if openAIRoute(c.Request().Method, c.Path()) {
+		if openAIRoute(c.Path()) {
 			status, body := openAIError(e)
 			shouldRetry(c.Response().Header(), status, e)
 			if status == http.StatusTooManyRequests {

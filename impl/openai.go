@@ -36,15 +36,16 @@ const HeaderTaskID = "X-Task-Id"
 // defaultCompletionMaxTokens is OpenAI's default max_tokens for /v1/completions.
 const defaultCompletionMaxTokens = 16
 
-// openAIRoutes are the routes ("METHOD /echo/path") whose errors are OpenAI-shaped.
+// openAIRoutes are the echo routes whose errors are OpenAI-shaped, whatever the method: a
+// request with the wrong one (405) is still an OpenAI client's, which reads body["error"].
 var openAIRoutes = map[string]bool{
-	http.MethodPost + " /v1/chat/completions": true,
-	http.MethodPost + " /v1/completions":      true,
-	http.MethodGet + " /v1/models":            true,
+	"/v1/chat/completions": true,
+	"/v1/completions":      true,
+	"/v1/models":           true,
 }
 
-// openAIRoute reports whether method and the matched echo route are a facade operation.
-func openAIRoute(method, route string) bool { return openAIRoutes[method+" "+route] }
+// openAIRoute reports whether the matched echo route is a facade operation's.
+func openAIRoute(route string) bool { return openAIRoutes[route] }
 
 // ListModels lists one entry per model id the pools serve.
 func (s *Server) ListModels(ctx context.Context, _ api.ListModelsRequestObject) (api.ListModelsResponseObject, error) {
@@ -496,7 +497,7 @@ func (r *openAIResponse) collect(ctx context.Context) (result, error) {
 			sb.WriteString(ev.text)
 		case "end":
 			if ev.canceled {
-				return result{}, &Error{Code: "INTERNAL", Message: "the task was canceled", TaskID: r.t.ID()}
+				return result{}, errCanceled(r.t.ID())
 			}
 			return result{text: sb.String(), finish: finishReason(ev.stopReason), usage: r.usageOf(ctx, ev.tokensOut)}, nil
 		case "error":
@@ -505,6 +506,13 @@ func (r *openAIResponse) collect(ctx context.Context) (result, error) {
 		}
 	}
 	return result{}, fmt.Errorf("task %s ended without an end or error event", r.t.ID())
+}
+
+// errCanceled answers a completion whose task was canceled (POST /v1/tasks/{id}/cancel): 409
+// task_canceled, not retriable. As a 500 the OpenAI clients retried it, running the completion
+// again as a new task, which undid the cancel.
+func errCanceled(taskID string) *Error {
+	return &Error{Code: "CANCELED", Message: "the completion's task was canceled (POST /v1/tasks/{id}/cancel)", TaskID: taskID}
 }
 
 // objectID is the completion's id: the task's, with OpenAI's prefix.
@@ -656,7 +664,7 @@ func (r *openAIResponse) stream(w http.ResponseWriter) error {
 			switch ev.name {
 			case "end":
 				if ev.canceled {
-					buf = appendError(buf, &Error{Code: "INTERNAL", Message: "the task was canceled"})
+					buf = appendError(buf, errCanceled(""))
 				} else {
 					fr := finishReason(ev.stopReason)
 					buf = appendData(buf, r.object(true, "", role, &fr, nil))
@@ -810,6 +818,8 @@ func openAIError(e *Error) (int, openAIErrorBody) {
 		code = "unsupported_media_type"
 	case "METHOD_NOT_ALLOWED":
 		code = "method_not_allowed"
+	case "CANCELED":
+		code = "task_canceled"
 	case "BUDGET_EXCEEDED": // 429 as OpenAI's spent quota, which its clients do not retry
 		typ, code = "insufficient_quota", "insufficient_quota"
 	default:
