@@ -155,6 +155,13 @@ func (s *Server) admit(ctx context.Context, spec task.Spec) (_ task.Admission, e
 		}
 		return s.replayed(key, spec, adm), true
 	}
+	if spec.OpenEnded && key.TPM > 0 && spec.MaxTokens > key.TPM {
+		// An OpenAI chat without max_tokens: its MaxTokens is the daemon's (the context), not
+		// the client's, and the key can never have more than its tokens per minute. It runs to
+		// that many, cut with finish_reason "length", rather than being refused for a
+		// max_tokens it never sent.
+		spec.MaxTokens = key.TPM
+	}
 	if s.opts.Limits != nil {
 		ws, err := s.opts.Limits.Admit(key, spec.MaxTokens)
 		SetRateLimitHeaders(responseHeader(ctx), ws)
