@@ -34,17 +34,22 @@
 // # Expiry
 //
 // The TTL slides: it restarts at every Admit and RecordTurn (Get, Unadmit and Delete do not
-// touch it). An expired session is gone: Get reports it unknown and evicts it, Admit evicts it
+// touch it). A session whose tasks hold a reservation of its budget (queued or running) is in
+// use and does not expire until they settle. An expired session is gone: Get reports it unknown and evicts it, Admit evicts it
 // and starts a fresh one, RecordTurn returns ErrNotFound. Run sweeps expired sessions
 // periodically so that idle ones do not stay in memory until they are next named. Time comes
 // from Options.Now, so tests drive expiry with a fake clock.
 //
 // # Bounds
 //
-// At most Options.MaxSessions sessions are held. When the store is full, Admit of a new
-// session first drops expired sessions and then evicts the least-recently-used one (the one
-// whose last Admit/RecordTurn is oldest), logging the eviction at debug level. Ids are at most
-// MaxIDLen bytes. Every operation is O(1) except the sweep, which is O(expired sessions):
+// At most Options.MaxSessions sessions are held, beyond those whose tasks hold a reservation.
+// When the store is full, Admit of a new session first drops expired sessions and then evicts
+// the least-recently-used one that holds no reservation (the one whose last Admit/RecordTurn
+// is oldest), logging the eviction at debug level. A session holding a grant is never evicted:
+// the next task naming it would get a whole new budget while the first still holds its grant.
+// While only such sessions are left the store holds more, as many as admitted tasks, which
+// the admission queue bounds. Ids are at most MaxIDLen bytes. Every operation is O(1) except
+// the sweep and the eviction, O(expired sessions) plus the reserved sessions they step over:
 // sessions are kept in a list ordered by last use, and because the TTL is the same for every
 // session that order is also the order of expiry.
 //

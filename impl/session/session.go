@@ -446,8 +446,12 @@ func (s *Store) liveLocked(id string, now time.Time) *entry {
 	return e
 }
 
+// expired: the TTL passed since the session's last use, and no admitted task holds a
+// reservation of its budget. A session whose task is still queued or running is in use: were
+// it dropped, the next task naming it would start a new one with the whole budget while the
+// first still holds its grant.
 func (s *Store) expired(e *entry, now time.Time) bool {
-	return !now.Before(e.lastUsed.Add(s.opts.TTL))
+	return e.reserved == 0 && !now.Before(e.lastUsed.Add(s.opts.TTL))
 }
 
 func (s *Store) touchLocked(e *entry, now time.Time) {
@@ -463,31 +467,44 @@ func (s *Store) removeLocked(id string) {
 }
 
 // sweepLocked evicts expired sessions from the back of the LRU list. The list is ordered by
-// last use and the TTL is uniform, so it stops at the first live session.
+// last use and the TTL is uniform, so it stops at the first live session that holds no
+// reservation; those that do (their tasks still run) are stepped over.
 func (s *Store) sweepLocked(now time.Time) int {
 	n := 0
-	for el := s.lru.Back(); el != nil; el = s.lru.Back() {
+	for el := s.lru.Back(); el != nil; {
 		e := el.Value.(*entry)
-		if !s.expired(e, now) {
-			break
+		prev := el.Prev()
+		switch {
+		case e.reserved > 0:
+		case s.expired(e, now):
+			s.removeLocked(e.id)
+			n++
+		default:
+			return n
 		}
-		s.removeLocked(e.id)
-		n++
+		el = prev
 	}
 	return n
 }
 
-// makeRoomLocked ensures there is room for one more session.
+// makeRoomLocked ensures there is room for one more session, evicting the least recently used
+// ones that hold no reservation. Sessions whose tasks hold a grant of their budget are never
+// evicted (see expired): while only those are left, the store holds more than MaxSessions, as
+// many more as admitted tasks, which the queue's capacity bounds.
 func (s *Store) makeRoomLocked(now time.Time) {
 	if len(s.sessions) < s.opts.MaxSessions {
 		return
 	}
 	s.sweepLocked(now)
-	for len(s.sessions) >= s.opts.MaxSessions {
-		e := s.lru.Back().Value.(*entry)
-		s.removeLocked(e.id)
-		s.log.Debug("evicted least-recently-used session", "max_sessions", s.opts.MaxSessions,
-			"idle", now.Sub(e.lastUsed))
+	for el := s.lru.Back(); el != nil && len(s.sessions) >= s.opts.MaxSessions; {
+		e := el.Value.(*entry)
+		prev := el.Prev()
+		if e.reserved == 0 {
+			s.removeLocked(e.id)
+			s.log.Debug("evicted least-recently-used session", "max_sessions", s.opts.MaxSessions,
+				"idle", now.Sub(e.lastUsed))
+		}
+		el = prev
 	}
 }
 

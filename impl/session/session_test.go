@@ -506,23 +506,30 @@ func genOf(s *Store, id string) uint64 {
 
 // TestNamedAgainIsANewSession: a session deleted, expired or evicted while its task runs, then
 // named again, is another generation: what the old task does at its end (settle its grant,
-// record its turn, set its replica, undo its admission) leaves the new session as it was.
+// record its turn, set its replica, undo its admission) leaves the new session as it was. (A
+// task holding a grant of the budget keeps its session from expiring and from eviction, see
+// TestReservedSessionIsKept: those two cases are a task without one.)
 func TestNamedAgainIsANewSession(t *testing.T) {
 	tests := []struct {
-		name string
-		end  func(s *Store, clk *fakeClock) // ends session "a"
+		name    string
+		reserve bool                           // the old task holds a grant of the budget
+		end     func(s *Store, clk *fakeClock) // ends session "a"
 	}{
-		{"deleted", func(s *Store, _ *fakeClock) { s.Delete("a", owner) }},
-		{"expired", func(_ *Store, clk *fakeClock) { clk.Advance(DefaultTTL) }},
-		{"evicted", func(s *Store, _ *fakeClock) { mustAdmit(t, s, "b") }}, // MaxSessions 1
+		{"deleted", true, func(s *Store, _ *fakeClock) { s.Delete("a", owner) }},
+		{"expired", false, func(_ *Store, clk *fakeClock) { clk.Advance(DefaultTTL) }},
+		{"evicted", false, func(s *Store, _ *fakeClock) { mustAdmit(t, s, "b") }}, // MaxSessions 1
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s, clk := newStore(t, Options{TokenBudget: 100, MaxSessions: 1})
 			old := mustAdmit(t, s, "a")
-			oldRes, err := s.Reserve("a", owner, 30)
-			if err != nil || oldRes.Gen != old.Gen {
-				t.Fatalf("Reserve = %+v, %v; want generation %d", oldRes, err, old.Gen)
+			var oldRes Reservation
+			if tt.reserve {
+				var err error
+				oldRes, err = s.Reserve("a", owner, 30)
+				if err != nil || oldRes.Gen != old.Gen {
+					t.Fatalf("Reserve = %+v, %v; want generation %d", oldRes, err, old.Gen)
+				}
 			}
 			tt.end(s, clk)
 			s.Delete("b", owner)
@@ -534,7 +541,9 @@ func TestNamedAgainIsANewSession(t *testing.T) {
 			want, _ := s.Get("a")
 
 			// The old task ends.
-			s.Settle("a", owner, oldRes.Gen, oldRes.Grant, 10)
+			if tt.reserve {
+				s.Settle("a", owner, oldRes.Gen, oldRes.Grant, 10)
+			}
 			if _, err := s.RecordTurn("a", old.Gen, TurnInfo{TokensOut: 10, KVBytesPerToken: 2}); !errors.Is(err, ErrNotFound) {
 				t.Errorf("RecordTurn of the old generation = %v, want ErrNotFound", err)
 			}
@@ -552,5 +561,41 @@ func TestNamedAgainIsANewSession(t *testing.T) {
 				t.Fatalf("after the new task's end: %d tokens left, want 95", *got.TokensBudgetRemaining)
 			}
 		})
+	}
+}
+
+// TestReservedSessionIsKept: a session whose task holds a grant of its budget (queued or
+// running) neither expires nor is evicted at MaxSessions: dropped, the next task naming it
+// would start a new session with the whole budget while the first task still holds its grant,
+// and the two would have more than the budget. The store holds more than MaxSessions while
+// only such sessions are left; once the grant is settled, the session goes as any other.
+func TestReservedSessionIsKept(t *testing.T) {
+	s, clk := newStore(t, Options{TokenBudget: 100, MaxSessions: 1})
+	mustAdmit(t, s, "a")
+	res, err := s.Reserve("a", owner, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(2 * DefaultTTL) // a task queued longer than the TTL
+	s.Sweep()
+	mustAdmit(t, s, "b") // the store is full: "a" would be the one to evict
+	info, ok := s.Get("a")
+	if !ok || info.Gen != res.Gen || *info.TokensBudgetRemaining != 36 {
+		t.Fatalf("session a while its task holds 64 tokens: %+v, %v; want it kept with 36 left", info, ok)
+	}
+	if again, err := s.Reserve("a", owner, 64); err != nil || again.Grant != 36 || again.Gen != res.Gen {
+		t.Fatalf("a second task of session a: %+v, %v; want the 36 left of the same session", again, err)
+	}
+	if n := s.Len(); n != 2 {
+		t.Fatalf("Len = %d, want 2 (a held by its tasks, b)", n)
+	}
+	s.Settle("a", owner, res.Gen, 64, 10)
+	s.Settle("a", owner, res.Gen, 36, 0)
+	clk.Advance(time.Second)
+	if n := s.Sweep(); n != 1 { // a's TTL passed long ago: it goes once its tasks ended
+		t.Fatalf("Sweep after the tasks ended evicted %d, want 1 (a)", n)
+	}
+	if _, ok := s.Get("a"); ok {
+		t.Fatal("session a outlived its TTL after its tasks ended")
 	}
 }
