@@ -432,14 +432,17 @@ func stateAs(t *testing.T, h *harness, task chaosTask) client.TaskState {
 }
 
 // checkSessions checks that each session has taken one turn per task admitted in it and,
-// with a token budget, has been charged exactly the tokens its tasks produced.
+// with a token budget, has been charged exactly the tokens its tasks produced. A facade
+// task's session, its own, went with it.
 func (c *chaosRun) checkSessions(t *testing.T, h *harness, tasks []chaosTask, ended map[uuid.UUID]client.TaskState, budget int64) {
 	turns, used, owner := map[uuid.UUID]int32{}, map[uuid.UUID]int64{}, map[uuid.UUID]string{}
+	facade := map[uuid.UUID]bool{}
 	for _, task := range tasks {
 		id := task.req.SessionId
 		turns[id]++
 		used[id] += int64(ended[task.req.TaskId].TokensOut)
 		owner[id] = task.key
+		facade[id] = task.facade
 	}
 	for id, n := range turns {
 		r, err := h.as(t, owner[id]).GetSessionWithResponse(h.ctx(t), id, nil)
@@ -447,6 +450,10 @@ func (c *chaosRun) checkSessions(t *testing.T, h *harness, tasks []chaosTask, en
 			t.Fatalf("getSession: %v", err)
 		}
 		switch s := r.JSON200; {
+		case facade[id]:
+			if r.StatusCode() != http.StatusNotFound {
+				t.Errorf("session %s of a facade task that ended: %d %s, want 404 (it goes with its task)", id, r.StatusCode(), r.Body)
+			}
 		case s == nil || s.Turns != n:
 			t.Errorf("session %s: %d %s, want %d turns", id, r.StatusCode(), r.Body, n)
 		case budget == 0:

@@ -263,6 +263,7 @@ func (s *Server) taskSpec(ctx context.Context, c completion) (task.Spec, error) 
 		Engine: pick.Engine, Ctx: ctxLen, Priority: facadePriority(ctx), Seed: c.seed, Prompt: c.prompt,
 		MaxTokens: maxTokens, OpenEnded: c.maxTokens == nil, Deadline: s.opts.OpenAIDeadline, Fingerprint: sha256.Sum256(RawBody(ctx)),
 		CorrelationID: CorrelationID(ctx), Placement: task.Placement{AllowFallback: true},
+		Transient: true, // its client waits on this one request: no task id to resume with, no session to name again
 	}
 	if workload == engine.WorkloadChat {
 		// As for a chat task of the task API: the messages go to the engine, Prompt holds
@@ -331,6 +332,7 @@ type taskEvent struct {
 	canceled   bool
 	// error
 	code, message string
+	retriable     bool
 	retryAfterMs  int64
 }
 
@@ -383,10 +385,11 @@ func decodeEvent(name, data []byte) (te taskEvent, keep bool, err error) {
 		var d struct {
 			Code         string `json:"code"`
 			Message      string `json:"message"`
+			Retriable    bool   `json:"retriable"`
 			RetryAfterMs int64  `json:"retry_after_ms"`
 		}
 		err = json.Unmarshal(data, &d)
-		te.code, te.message, te.retryAfterMs = d.Code, d.Message, d.RetryAfterMs
+		te.code, te.message, te.retriable, te.retryAfterMs = d.Code, d.Message, d.Retriable, d.RetryAfterMs
 	default:
 		return te, false, nil
 	}
@@ -502,7 +505,7 @@ func (r *openAIResponse) collect(ctx context.Context) (result, error) {
 			return result{text: sb.String(), finish: finishReason(ev.stopReason), usage: r.usageOf(ctx, ev.tokensOut)}, nil
 		case "error":
 			return result{}, &Error{Code: ev.code, Message: ev.message, TaskID: r.t.ID(),
-				Retriable: ev.retryAfterMs > 0, RetryAfter: time.Duration(ev.retryAfterMs) * time.Millisecond}
+				Retriable: ev.retriable || ev.retryAfterMs > 0, RetryAfter: time.Duration(ev.retryAfterMs) * time.Millisecond}
 		}
 	}
 	return result{}, fmt.Errorf("task %s ended without an end or error event", r.t.ID())

@@ -151,7 +151,7 @@ func (s *Service) Recover() error {
 		return err
 	}
 	var fin []finishedRef
-	var interrupted []*Task
+	var interrupted, orphaned []*Task
 	var queued int
 	s.mu.Lock()
 	for _, t := range order {
@@ -166,6 +166,8 @@ func (s *Service) Recover() error {
 			fin = append(fin, finishedRef{id: t.spec.ID, at: t.finished})
 		case t.status == Running:
 			interrupted = append(interrupted, t)
+		case t.spec.Transient: // queued for a client that went with the crash: none can resume it
+			orphaned = append(orphaned, t)
 		default:
 			s.requeue = append(s.requeue, t)
 			queued++
@@ -173,7 +175,7 @@ func (s *Service) Recover() error {
 	}
 	slices.SortStableFunc(fin, func(a, b finishedRef) int { return a.at.Compare(b.at) })
 	s.finished = append(s.finished, fin...)
-	unended := slices.Concat(interrupted, s.requeue)
+	unended := slices.Concat(interrupted, orphaned, s.requeue)
 	s.mu.Unlock()
 	if s.opts.Meter != nil {
 		// The key's budget holds the grants of the tasks not yet ended again before any new
@@ -190,10 +192,15 @@ func (s *Service) Recover() error {
 			Message:   "the daemon restarted while the task was running; submit it again under a new task_id",
 			Retriable: true, RetryAfterMs: 1000, PoolID: t.poolID, Engine: t.engine}, engine.Result{}, 0)
 	}
+	for _, t := range orphaned {
+		s.finish(t, Failed, &ErrorInfo{Class: ClassWorkerReset,
+			Message:   "the daemon restarted before the task ran, and its client (an OpenAI-compatible request) cannot resume it",
+			Retriable: true, RetryAfterMs: 1000, PoolID: t.poolID, Engine: t.engine}, engine.Result{}, 0)
+	}
 	if s.opts.Meter != nil {
 		s.opts.Meter.Recovered()
 	}
-	s.log.Info("tasks recovered from the journal", "finished", len(fin), "queued", queued, "interrupted", len(interrupted))
+	s.log.Info("tasks recovered from the journal", "finished", len(fin), "queued", queued, "interrupted", len(interrupted)+len(orphaned))
 	return nil
 }
 

@@ -597,3 +597,36 @@ func TestConcurrentAdmissionsSurviveACrash(t *testing.T) {
 		close(g.tokens)
 	}
 }
+
+// TestTransientTaskIsNotRunAfterACrash: a transient task (the OpenAI facade's, whose client
+// waits on its one request and cannot resume) that a crash left queued fails at the restart,
+// retriable, instead of running for a client that is gone; a queued task of the task API
+// behind it runs as before.
+func TestTransientTaskIsNotRunAfterACrash(t *testing.T) {
+	dir := t.TempDir()
+	clock := tasktest.NewClock(time.Unix(1_700_000_000, 0))
+	d := startDaemon(t, dir, clock)
+	busy := spec(admission.Interactive)
+	if _, err := d.svc.Submit(d.ctx, busy); err != nil {
+		t.Fatal(err)
+	}
+	d.eng.next(t) // holds the slot
+	transient, plain := spec(admission.Interactive), spec(admission.Interactive)
+	transient.Transient = true
+	for _, s := range []Spec{transient, plain} {
+		if _, err := d.svc.Submit(d.ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.j.crash(t)
+	d.stop()
+
+	d = startDaemon(t, dir, clock)
+	s, err := d.svc.Get(d.ctx, transient.ID)
+	if err != nil || s.Status != Failed || s.Error == nil || s.Error.Class != ClassWorkerReset || !s.Error.Retriable {
+		t.Fatalf("the transient task after the restart: %+v, %v; want failed, worker_reset, retriable", s, err)
+	}
+	if g := d.eng.next(t); g.id != plain.ID {
+		t.Fatalf("generation of %s after the restart, want the task API's %s only", g.id, plain.ID)
+	}
+}

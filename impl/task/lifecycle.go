@@ -245,8 +245,8 @@ func (s *Service) Shutdown(ctx context.Context) {
 				}
 				switch {
 				case final || c == nil:
-				case running || s.j == nil:
-					c(causeShutdown) // a queued one's runner fails it
+				case running || s.j == nil || tk.spec.Transient:
+					c(causeShutdown) // a queued one's runner fails it (a transient one's client waits for it)
 				default:
 					// Journaled and queued: it stays queued, and the next start runs it. Its
 					// streams end now (their clients resume after the restart), not when the

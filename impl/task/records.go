@@ -118,6 +118,9 @@ func appendSpec(dst []byte, s *Spec) []byte {
 	dst = sse.AppendStringAsEncodingJSON(dst, s.OnDisconnect)
 	dst = append(dst, `,"DisconnectGrace":`...)
 	dst = strconv.AppendInt(dst, int64(s.DisconnectGrace), 10)
+	if s.Transient {
+		dst = append(dst, `,"Transient":true`...)
+	}
 	return append(dst, '}')
 }
 

@@ -73,8 +73,11 @@ func (s *Service) run(base context.Context, t *Task) {
 		t.runner = false // none in this process runs it now: a cancel ends it (cancel)
 		canceled := t.canceled
 		t.mu.Unlock()
-		if canceled { // cancelled as it was given its slot: the next start must not run it
+		switch {
+		case canceled: // cancelled as it was given its slot: the next start must not run it
 			s.finish(t, Canceled, nil, engine.Result{}, 0)
+		case t.spec.Transient: // its client waits for it now, and none can resume it after
+			s.failQueued(t, causeShutdown)
 		}
 		return
 	}
@@ -326,6 +329,13 @@ func (s *Service) finish(t *Task, st Status, ei *ErrorInfo, res engine.Result, d
 		// The session's reservation too, before the final frame, for the same reason.
 		s.opts.Sessions.Settle(t.spec.SessionID, t.spec.Owner, t.spec.SessionGen, t.spec.SessionGrant, tokensOut)
 	}
+	if t.spec.Transient {
+		// Its session is its own, named by no other request: it goes with the task rather
+		// than after sessions.ttl, or the facade's requests would fill max_sessions and push
+		// out the sessions that clients name. Before the final frame too: the client, answered,
+		// may send its next request at once.
+		s.opts.Sessions.Delete(t.spec.SessionID, t.spec.Owner)
+	}
 	t.logLocked(name, data, nil, mark)
 	reason := t.cancelReason
 	started, firstToken := t.started, t.firstToken
@@ -355,7 +365,7 @@ func (s *Service) finish(t *Task, st Status, ei *ErrorInfo, res engine.Result, d
 			s.m.DecodeTokens.WithLabelValues(t.engine, t.version, t.poolID, t.spec.Priority.String()).Add(float64(tokensOut - 1))
 		}
 	}
-	if tokensOut > 0 {
+	if tokensOut > 0 && !t.spec.Transient {
 		_, _ = s.opts.Sessions.RecordTurn(t.spec.SessionID, t.sessionGen, session.TurnInfo{ // best effort, as above
 			TokensIn: tokensIn, TokensOut: tokensOut, KVBytesPerToken: t.kvBytes, Warm: true,
 		})

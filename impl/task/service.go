@@ -84,6 +84,8 @@ type sessions interface {
 	RecordTurn(id string, gen uint64, ti session.TurnInfo) (session.Info, error)
 	SetReplica(id string, gen uint64, replica string) error
 	Get(id string) (session.Info, bool)
+	// Delete forgets a transient task's session when the task ends (Spec.Transient).
+	Delete(id, owner string)
 }
 
 // gpuInventory is the GPU view placement reads (engine/gpu.Probe).

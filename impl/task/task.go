@@ -112,6 +112,11 @@ type Spec struct {
 	// DisconnectGrace without a reader).
 	OnDisconnect    string
 	DisconnectGrace time.Duration
+	// Transient marks a task no client can come back to: the OpenAI facade's, whose client
+	// waits on its one request (no task id to resume with, a session named by nobody else).
+	// A shutdown ends it (the facade answers 503) instead of keeping it queued for the next
+	// start, a restart fails it if a crash left it queued, and its session goes when it ends.
+	Transient bool `json:",omitempty"`
 }
 
 // Disconnect policies of a task (Spec.OnDisconnect).
