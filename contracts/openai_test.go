@@ -392,6 +392,13 @@ func TestOpenAIErrors(t *testing.T) {
 		{"max_tokens over the context", "/v1/chat/completions", chat(`,"max_tokens":65`), bearer(testKey), 400, "invalid_value", "max_tokens"},
 		{"max_tokens 0", "/v1/chat/completions", chat(`,"max_tokens":0`), bearer(testKey), 400, "invalid_value", ""},
 		{"temperature 3", "/v1/chat/completions", chat(`,"temperature":3`), bearer(testKey), 400, "invalid_value", ""},
+		{"a tool", "/v1/chat/completions", chat(`,"tools":[{"type":"function","function":{"name":"f"}}]`), bearer(testKey), 400, "invalid_value", ""},
+		{"a function", "/v1/chat/completions", chat(`,"functions":[{"name":"f"}]`), bearer(testKey), 400, "invalid_value", ""},
+		{"tool_choice required", "/v1/chat/completions", chat(`,"tool_choice":"required"`), bearer(testKey), 400, "invalid_value", ""},
+		{"tool_choice a tool", "/v1/chat/completions", chat(`,"tool_choice":{"type":"function","function":{"name":"f"}}`), bearer(testKey), 400, "invalid_value", ""},
+		{"function_call a function", "/v1/chat/completions", chat(`,"function_call":{"name":"f"}`), bearer(testKey), 400, "invalid_value", ""},
+		{"JSON output", "/v1/chat/completions", chat(`,"response_format":{"type":"json_object"}`), bearer(testKey), 400, "invalid_value", ""},
+		{"a JSON schema", "/v1/chat/completions", chat(`,"response_format":{"type":"json_schema","json_schema":{"name":"x"}}`), bearer(testKey), 400, "invalid_value", ""},
 		{"empty prompt", "/v1/completions", `{"model":"` + modelID + `","prompt":""}`, bearer(testKey), 400, "invalid_value", ""},
 		{"token prompt", "/v1/completions", `{"model":"` + modelID + `","prompt":[1,2]}`, bearer(testKey), 400, "invalid_value", ""},
 		{"batch prompt", "/v1/completions", `{"model":"` + modelID + `","prompt":["a","b"]}`, bearer(testKey), 400, "invalid_value", ""},
@@ -726,6 +733,24 @@ func TestOpenAIChatWithoutMaxTokensIsOpenEnded(t *testing.T) {
 		}
 		if r := reqs[len(reqs)-1]; r.OpenEnded != tc.open {
 			t.Errorf("%s: engine request open-ended %v (max_tokens %d), want %v", tc.body, r.OpenEnded, r.MaxTokens, tc.open)
+		}
+	}
+}
+
+// TestOpenAINoToolsAccepted: what a client sends when it has no tools and wants text (an empty
+// tools array, tool_choice none or auto, response_format text) is a plain chat, answered.
+func TestOpenAINoToolsAccepted(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	for _, extra := range []string{
+		`,"tools":[],"tool_choice":"none"`,
+		`,"tools":null,"tool_choice":"auto","functions":[],"function_call":"none"`,
+		`,"response_format":{"type":"text"}`,
+	} {
+		body := `{"model":"` + modelID + `","max_tokens":2,"messages":[{"role":"user","content":"Hi"}]` + extra + `}`
+		resp, out := h.do(t, http.MethodPost, "/v1/chat/completions", strings.NewReader(body), bearer(testKey))
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(out), `"finish_reason"`) {
+			t.Errorf("%s: %d %s, want the chat answered", extra, resp.StatusCode, out)
 		}
 	}
 }

@@ -245,6 +245,24 @@ func (e OpenAIChatCompletionObject) Valid() bool {
 	}
 }
 
+// Defines values for OpenAIChatCompletionRequestFunctionCall.
+const (
+	FunctionCallAuto OpenAIChatCompletionRequestFunctionCall = "auto"
+	FunctionCallNone OpenAIChatCompletionRequestFunctionCall = "none"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIChatCompletionRequestFunctionCall enum.
+func (e OpenAIChatCompletionRequestFunctionCall) Valid() bool {
+	switch e {
+	case FunctionCallAuto:
+		return true
+	case FunctionCallNone:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for OpenAIChatCompletionRequestLogprobs.
 const (
 	OpenAIChatCompletionRequestLogprobsFalse OpenAIChatCompletionRequestLogprobs = false
@@ -254,6 +272,39 @@ const (
 func (e OpenAIChatCompletionRequestLogprobs) Valid() bool {
 	switch e {
 	case OpenAIChatCompletionRequestLogprobsFalse:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIChatCompletionRequestResponseFormatType.
+const (
+	ResponseFormatText OpenAIChatCompletionRequestResponseFormatType = "text"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIChatCompletionRequestResponseFormatType enum.
+func (e OpenAIChatCompletionRequestResponseFormatType) Valid() bool {
+	switch e {
+	case ResponseFormatText:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIChatCompletionRequestToolChoice.
+const (
+	ToolChoiceAuto OpenAIChatCompletionRequestToolChoice = "auto"
+	ToolChoiceNone OpenAIChatCompletionRequestToolChoice = "none"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIChatCompletionRequestToolChoice enum.
+func (e OpenAIChatCompletionRequestToolChoice) Valid() bool {
+	switch e {
+	case ToolChoiceAuto:
+		return true
+	case ToolChoiceNone:
 		return true
 	default:
 		return false
@@ -928,12 +979,19 @@ type OpenAIChatCompletionChoicesMessageRole string
 type OpenAIChatCompletionObject string
 
 // OpenAIChatCompletionRequest An OpenAI chat completion request. Fields not listed here are accepted and ignored, as
-// are `temperature` above 0, `top_p` and `user`; `temperature: 0` asks for greedy,
+// are `temperature` above 0, `top_p` and `user`; tools and structured output are listed to
+// be refused; `temperature: 0` asks for greedy,
 // reproducible decoding. A pool whose engine has no chat workload gets the conversation as
 // a plain transcript: one `Role: text` line per message, then `Assistant:`.
 // `max_completion_tokens` wins over `max_tokens`; above the context length of the
 // model's pools (`ctx_max`) is 400; with neither, the task may use the whole context.
 type OpenAIChatCompletionRequest struct {
+	// FunctionCall The deprecated form of `tool_choice`, alike.
+	FunctionCall *OpenAIChatCompletionRequestFunctionCall `json:"function_call,omitempty"`
+
+	// Functions The deprecated form of `tools`, refused alike.
+	Functions *[]map[string]interface{} `json:"functions,omitempty"`
+
 	// Logprobs Log probabilities are not returned; only false or null.
 	Logprobs            *OpenAIChatCompletionRequestLogprobs `json:"logprobs,omitempty"`
 	MaxCompletionTokens *int32                               `json:"max_completion_tokens,omitempty"`
@@ -942,7 +1000,14 @@ type OpenAIChatCompletionRequest struct {
 	Model               string                               `json:"model"`
 
 	// N One choice only.
-	N    *int32 `json:"n,omitempty"`
+	N *int32 `json:"n,omitempty"`
+
+	// ResponseFormat Structured output (`json_object`, `json_schema`) is not supported: only
+	// `{"type": "text"}` or null. Refused rather than ignored, so that a client expecting
+	// JSON does not get free text.
+	ResponseFormat *struct {
+		Type OpenAIChatCompletionRequestResponseFormatType `json:"type"`
+	} `json:"response_format,omitempty"`
 	Seed *int64 `json:"seed,omitempty"`
 
 	// Stop No engine here supports stop sequences yet; only null or an empty array.
@@ -951,14 +1016,30 @@ type OpenAIChatCompletionRequest struct {
 	StreamOptions *OpenAIStreamOptions `json:"stream_options,omitempty"`
 	Temperature   *float64             `json:"temperature,omitempty"`
 
+	// ToolChoice With no tools, only `none` or `auto` (no tool to require or name).
+	ToolChoice *OpenAIChatCompletionRequestToolChoice `json:"tool_choice,omitempty"`
+
+	// Tools Tool calling is not supported: only null or an empty array. Refused rather than
+	// ignored, so that an agent whose tools would never be called learns it at once.
+	Tools *[]map[string]interface{} `json:"tools,omitempty"`
+
 	// TopLogprobs Log probabilities are not returned; only 0 or null.
 	TopLogprobs *int32   `json:"top_logprobs,omitempty"`
 	TopP        *float64 `json:"top_p,omitempty"`
 	User        *string  `json:"user,omitempty"`
 }
 
+// OpenAIChatCompletionRequestFunctionCall The deprecated form of `tool_choice`, alike.
+type OpenAIChatCompletionRequestFunctionCall string
+
 // OpenAIChatCompletionRequestLogprobs Log probabilities are not returned; only false or null.
 type OpenAIChatCompletionRequestLogprobs bool
+
+// OpenAIChatCompletionRequestResponseFormatType defines model for OpenAIChatCompletionRequest.ResponseFormat.Type.
+type OpenAIChatCompletionRequestResponseFormatType string
+
+// OpenAIChatCompletionRequestToolChoice With no tools, only `none` or `auto` (no tool to require or name).
+type OpenAIChatCompletionRequestToolChoice string
 
 // OpenAIChatMessage defines model for OpenAIChatMessage.
 type OpenAIChatMessage struct {
