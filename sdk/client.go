@@ -19,10 +19,14 @@ import (
 
 // Defaults of Options.
 const (
-	DefaultMaxRetries     = 3
-	DefaultMaxRetryWait   = 30 * time.Second
-	DefaultMaxReconnects  = 5
-	DefaultReconnectDelay = 200 * time.Millisecond
+	DefaultMaxRetries   = 3
+	DefaultMaxRetryWait = 30 * time.Second
+	// DefaultMaxReconnects and the delays below carry a stream over about a minute without a
+	// daemon (0.2 s doubling to 5 s, 16 times): a restart, whose queued tasks' streams end
+	// without their final frame for their clients to resume after it.
+	DefaultMaxReconnects     = 16
+	DefaultReconnectDelay    = 200 * time.Millisecond
+	DefaultMaxReconnectDelay = 5 * time.Second
 )
 
 // Options configures a Client. The zero value is usable: no API key, a private HTTP transport
@@ -39,10 +43,14 @@ type Options struct {
 	// MaxRetryWait caps each wait before a retry. 0: DefaultMaxRetryWait.
 	MaxRetryWait time.Duration
 	// MaxReconnects is how many times in a row a dropped stream is reopened without an event
-	// in between. Negative: never. 0: DefaultMaxReconnects.
+	// in between. Negative: never. 0: DefaultMaxReconnects. A reopen answered 502, 503 or 504
+	// (the daemon stopping, a proxy in front of one that restarts) counts as a drop too.
 	MaxReconnects int
-	// ReconnectDelay is waited before reopening a dropped stream. 0: DefaultReconnectDelay.
+	// ReconnectDelay is waited before the first reopen after an event; it doubles with each
+	// drop in a row, up to MaxReconnectDelay. 0: DefaultReconnectDelay.
 	ReconnectDelay time.Duration
+	// MaxReconnectDelay caps the wait between reopens. 0: DefaultMaxReconnectDelay.
+	MaxReconnectDelay time.Duration
 	// KeepTaskOnBreak keeps a task running when the caller stops iterating its stream early.
 	// By default the task is canceled.
 	KeepTaskOnBreak bool
@@ -86,6 +94,10 @@ func New(baseURL string, opts Options) (*Client, error) {
 	if opts.ReconnectDelay <= 0 {
 		opts.ReconnectDelay = DefaultReconnectDelay
 	}
+	if opts.MaxReconnectDelay <= 0 {
+		opts.MaxReconnectDelay = DefaultMaxReconnectDelay
+	}
+	opts.MaxReconnectDelay = max(opts.MaxReconnectDelay, opts.ReconnectDelay)
 	if opts.Sleep == nil {
 		opts.Sleep = sleep
 	}

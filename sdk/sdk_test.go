@@ -8,7 +8,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -309,6 +312,82 @@ func TestStreamGivesUpAfterMaxReconnects(t *testing.T) {
 	}
 	if got := len(sl.got()); got != 2 {
 		t.Errorf("%d reconnect waits, want 2", got)
+	}
+}
+
+// TestStreamReconnectBacksOff: the waits between reopens of a stream that keeps dropping
+// double from ReconnectDelay up to MaxReconnectDelay, so that the default reconnects span a
+// daemon's restart (about a minute) rather than one second.
+func TestStreamReconnectBacksOff(t *testing.T) {
+	d := startDaemon(t, "stream: {cancel_on_disconnect: false}", fake.Options{})
+	proxy := newCuttingProxy(t, d.URL, 100, 0) // every stream is cut before its first frame
+	for _, tt := range []struct {
+		name string
+		opts sdk.Options
+		want []time.Duration
+	}{
+		{"defaults", sdk.Options{}, []time.Duration{200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond, 1600 * time.Millisecond,
+			3200 * time.Millisecond, 5 * time.Second, 5 * time.Second, 5 * time.Second, 5 * time.Second, 5 * time.Second, 5 * time.Second,
+			5 * time.Second, 5 * time.Second, 5 * time.Second, 5 * time.Second, 5 * time.Second}},
+		{"capped at 1 s", sdk.Options{MaxReconnects: 5, MaxReconnectDelay: time.Second},
+			[]time.Duration{200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond, time.Second, time.Second}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var sl noSleep
+			tt.opts.Sleep, tt.opts.KeepTaskOnBreak = sl.sleep, true
+			c := newClient(t, proxy.url(), tt.opts)
+			adm, err := c.Submit(t.Context(), sdk.Completion(testdaemon.ModelID, "hi"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, err := range c.Stream(t.Context(), adm.TaskId) {
+				if err == nil {
+					t.Fatal("an event came through a proxy that cuts every stream")
+				}
+			}
+			if got := sl.got(); !slices.Equal(got, tt.want) {
+				t.Errorf("reconnect waits %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestStreamReopenAfter503: a reopen answered 503 (the daemon stopping; a proxy's 502 or 504
+// alike) is a drop to retry, not the stream's end: the stream goes on once the daemon answers.
+func TestStreamReopenAfter503(t *testing.T) {
+	d := startDaemon(t, "", fake.Options{})
+	target, err := url.Parse(d.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.FlushInterval = -1 // a stream's frames as they come
+	var refused atomic.Int32
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/stream") && refused.Add(1) <= 2 {
+			http.Error(w, "upstream restarting", http.StatusServiceUnavailable)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+	var sl noSleep
+	c := newClient(t, front.URL, sdk.Options{Sleep: sl.sleep})
+	adm, err := c.Submit(t.Context(), sdk.Completion(testdaemon.ModelID, "hi"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var end *sdk.End
+	for ev, err := range c.Stream(t.Context(), adm.TaskId) {
+		if err != nil {
+			t.Fatalf("stream: %v", err)
+		}
+		if e, ok := ev.(*sdk.End); ok {
+			end = e
+		}
+	}
+	if end == nil || len(sl.got()) != 2 {
+		t.Fatalf("end %+v after %d waits; want the End after the two 503s", end, len(sl.got()))
 	}
 }
 

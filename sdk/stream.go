@@ -80,7 +80,7 @@ func (s *stream) run(ctx context.Context, yield func(Event, error) bool) {
 				return
 			}
 			var apiErr *APIError
-			if errors.As(err, &apiErr) {
+			if errors.As(err, &apiErr) && !transientStatus(apiErr.StatusCode) {
 				yield(nil, err)
 				return
 			}
@@ -104,8 +104,12 @@ func (s *stream) run(ctx context.Context, yield func(Event, error) bool) {
 			yield(nil, fmt.Errorf("sdk: stream of task %s dropped %d times in a row: %w", s.id, drops+1, lastErr))
 			return
 		}
+		wait := s.c.opts.MaxReconnectDelay
+		if drops < 30 && s.c.opts.ReconnectDelay<<drops < wait {
+			wait = s.c.opts.ReconnectDelay << drops
+		}
 		drops++
-		if err := s.c.opts.Sleep(ctx, s.c.opts.ReconnectDelay); err != nil {
+		if err := s.c.opts.Sleep(ctx, wait); err != nil {
 			s.stop(ctx)
 			yield(nil, err)
 			return
@@ -311,4 +315,11 @@ func readLine(br *bufio.Reader, limit int) ([]byte, error) {
 			return nil, err
 		}
 	}
+}
+
+// transientStatus reports whether a stream's (re)open answered with a status that passes: the
+// daemon stopping (503), or a proxy in front of one that is down or restarting (502, 504).
+// The stream is reopened after it, as after a dropped connection.
+func transientStatus(code int) bool {
+	return code == http.StatusBadGateway || code == http.StatusServiceUnavailable || code == http.StatusGatewayTimeout
 }
