@@ -195,7 +195,7 @@ func (v View) Ready() bool { return v.Healthy && !v.Draining }
 func (v View) ReadyReplicas() int {
 	n := 0
 	for _, r := range v.Replicas {
-		if r.Healthy && !r.Draining && r.Breaker != placement.BreakerOpen {
+		if r.takesTasks() {
 			n++
 		}
 	}
@@ -203,18 +203,25 @@ func (v View) ReadyReplicas() int {
 }
 
 // SlotsTotal is the pool's dispatchable slots: the per-replica slots of each ready replica,
-// plus the slots still held by tasks running on drained replicas. Those tasks count as busy in
-// the queue until they end, so without them a drain would take its replica's running tasks out
-// of the other replicas' capacity; a drained replica reports each task's end (OnChange), and
-// its slots leave the total one by one.
+// plus the slots still held by tasks running on replicas that take no new task (drained,
+// unhealthy, breaker open, left on another model by a failed rollback) and are not stopped.
+// Those tasks count as busy in the queue until they end, so without them they would take up
+// the ready replicas' capacity: a generation that goes on while its replica fails its health
+// checks would keep a task queued behind an idle ready replica. Such a replica reports each
+// task's end (OnChange), and its slots leave the total one by one.
 func (v View) SlotsTotal() int {
 	n := v.Slots * v.ReadyReplicas()
 	for _, r := range v.Replicas {
-		if r.Draining && r.State != StateStopped {
+		if !r.takesTasks() && r.State != StateStopped {
 			n += min(r.Busy, v.Slots)
 		}
 	}
 	return n
+}
+
+// takesTasks reports whether new tasks may be placed on the replica (ReadyReplicas counts it).
+func (r ReplicaView) takesTasks() bool {
+	return r.Healthy && !r.Draining && r.Breaker != placement.BreakerOpen
 }
 
 // Managed is a running managed replica.
@@ -345,8 +352,11 @@ type rstate struct {
 	url      string
 	managed  Managed
 	started  bool // external, or a managed one whose first start succeeded
-	stopped  bool
-	polling  bool // a poller reads its health (Start's goroutine, or one a reload started)
+	// gaveUp: its first start failed for good (a StartError marked Permanent: no retry), so it
+	// is unhealthy, not starting.
+	gaveUp  bool
+	stopped bool
+	polling bool // a poller reads its health (Start's goroutine, or one a reload started)
 	// draining: drained by DrainReplica until ResumeReplica or a successful reload; its
 	// timer fires OnReplicaDrainDeadline at drainDeadline.
 	draining      bool
@@ -510,7 +520,7 @@ func (r *Registry) startWithRetry(ctx context.Context, id string, spec Spec, rs 
 			msg = se.Message
 			if se.Permanent {
 				r.log.Error("managed replica cannot start; not retrying", "pool_id", id, "replica_id", rs.spec.ID, "err", err)
-				r.update(id, func(*state) { rs.lastErr = msg })
+				r.update(id, func(*state) { rs.lastErr, rs.gaveUp = msg, true })
 				return nil
 			}
 		}
@@ -692,13 +702,15 @@ func (r *Registry) Acquire(poolID, replicaID string) (rep engine.Replica, releas
 				if probe && rs.replica == t { // else a reload replaced the engine it probed
 					rs.probe = false
 				}
-				if !rs.draining {
+				if !rs.draining && rs.healthy && r.breakerLocked(st, rs) != placement.BreakerOpen &&
+					(!rs.spec.Managed || rs.modelRef == st.spec.ModelRef) {
 					r.mu.Unlock()
-					return
+					return // a ready replica: its slots are in SlotsTotal whether busy or not
 				}
-				// Its slots count in SlotsTotal while they are busy, and the dispatcher took this
-				// one off the replica before release: report the smaller total. (update would see
-				// no difference: the count changed before it looked.)
+				// A replica that takes no new task: its slots count in SlotsTotal while they are
+				// busy, and the dispatcher took this one off the replica before release: report
+				// the smaller total. (update would see no difference: the count changed before
+				// it looked.)
 				v := r.viewLocked(st)
 				st.seq++
 				st.last = v
@@ -877,7 +889,7 @@ func (r *Registry) viewIntoLocked(s *state, reps []ReplicaView) View {
 			rv.State = StateDraining
 		case rv.Healthy:
 			rv.State = StateReady
-		case !rs.started || (rs.failures == 0 && rs.lastErr == ""):
+		case (!rs.started && !rs.gaveUp) || (rs.failures == 0 && rs.lastErr == ""):
 			rv.State = StateStarting
 		default:
 			rv.State = StateUnhealthy
@@ -1118,13 +1130,10 @@ func (r *Registry) Reload(ctx context.Context, id, newRef string) (View, error) 
 		r.mu.Unlock()
 		return View{}, ErrNotFound
 	}
-	managed := 0
-	for _, rs := range st.reps {
-		if rs.spec.Managed {
-			managed++
-		}
-	}
-	if managed == 0 {
+	// Any external replica makes the pool not reloadable (the contract: "A pool with external
+	// (URL) replicas cannot be reloaded by the daemon"): reloading only the managed ones would
+	// leave the external ones ready on the old model, taking tasks for the new one.
+	if slices.ContainsFunc(st.reps, func(rs *rstate) bool { return !rs.spec.Managed }) {
 		v := r.viewLocked(st)
 		r.mu.Unlock()
 		return v, &ReloadError{Reason: ReasonNotReloadable, Err: ErrNotReloadable,
