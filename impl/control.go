@@ -33,9 +33,12 @@ func (s *Server) GetCapabilities(ctx context.Context, _ api.GetCapabilitiesReque
 		}
 	}
 	for _, v := range views {
+		// The pool's configured capacity: its slots per replica times its replicas, as pool
+		// health's slots_total counts them when every replica is ready.
+		slots := int32(v.Slots * max(len(v.Replicas), 1))
 		pc := api.PoolCapability{
 			PoolId: v.ID, Engine: api.Engine(v.Engine), ModelRef: v.ModelRef, ModelId: v.ModelID,
-			CtxMax: int32(v.CtxMax), Slots: int32(v.Slots), Ready: v.Ready(), Draining: v.Draining,
+			CtxMax: int32(v.CtxMax), Slots: slots, Ready: v.Ready(), Draining: v.Draining,
 		}
 		if v.EngineVersion != "" {
 			ver := v.EngineVersion
@@ -50,7 +53,7 @@ func (s *Server) GetCapabilities(ctx context.Context, _ api.GetCapabilitiesReque
 		}
 		ec := &body.Engines[i]
 		ec.CtxMax = max(ec.CtxMax, int32(v.CtxMax))
-		ec.Slots += int32(v.Slots)
+		ec.Slots += slots
 		if s.opts.Engines == nil {
 			for _, w := range v.Workloads {
 				if !slices.Contains(ec.SupportedWorkloads, api.Workload(w)) {
