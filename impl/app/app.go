@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -532,8 +533,12 @@ func engineConns(views []pool.View, conns []pool.ReplicaConns) []metrics.EngineC
 }
 
 // replicaDevices is the part of the inventory a replica runs on: its configured devices, or
-// every device when it names none (it sees them all).
+// every device when it names none (it sees them all). An external replica is on this host only
+// when its URL is a loopback one: another host's replica gets none of this host's devices.
 func replicaDevices(r pool.ReplicaView, inv gpu.Inventory) []gpu.Device {
+	if !r.Managed && !loopbackURL(r.URL) {
+		return nil
+	}
 	if len(r.Devices) == 0 {
 		return inv.Devices
 	}
@@ -868,4 +873,15 @@ func compactionMetrics(m *metrics.Metrics) func(journal.Compaction) {
 		done.Inc()
 		m.JournalCompactionHold.Observe(c.WritersHeld.Seconds())
 	}
+}
+
+// loopbackURL reports whether raw names this host: localhost or a loopback address.
+func loopbackURL(raw string) bool {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return false
+	}
+	host := u.Hostname()
+	ip := net.ParseIP(host)
+	return strings.EqualFold(host, "localhost") || (ip != nil && ip.IsLoopback())
 }

@@ -48,18 +48,25 @@ func TestReplicaDevices(t *testing.T) {
 	inv := gpu.Inventory{Devices: []gpu.Device{{Index: 0}, {Index: 1}, {Index: 2}, {Index: 3}}}
 	tests := []struct {
 		name    string
+		managed bool
+		url     string // an external replica's
 		devices []int
 		want    []int
 	}{
-		{"none named", nil, []int{0, 1, 2, 3}},
-		{"one", []int{1}, []int{1}},
-		{"a group", []int{2, 3}, []int{2, 3}},
-		{"absent from the inventory", []int{7}, nil},
+		{"none named", true, "", nil, []int{0, 1, 2, 3}},
+		{"one", true, "", []int{1}, []int{1}},
+		{"a group", true, "", []int{2, 3}, []int{2, 3}},
+		{"absent from the inventory", true, "", []int{7}, nil},
+		{"external on this host", false, "http://127.0.0.1:8000", nil, []int{0, 1, 2, 3}},
+		{"external on localhost", false, "http://localhost:8000", nil, []int{0, 1, 2, 3}},
+		{"external elsewhere", false, "http://10.0.0.5:8000", nil, nil},
+		{"external by name", false, "http://gpu-box-2:8000", nil, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var got []int
-			for _, d := range replicaDevices(pool.ReplicaView{ReplicaSpec: pool.ReplicaSpec{ID: "p/0", Devices: tt.devices}}, inv) {
+			rv := pool.ReplicaView{ReplicaSpec: pool.ReplicaSpec{ID: "p/0", Devices: tt.devices, Managed: tt.managed}, URL: tt.url}
+			for _, d := range replicaDevices(rv, inv) {
 				got = append(got, d.Index)
 			}
 			if !slices.Equal(got, tt.want) {
