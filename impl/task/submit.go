@@ -33,6 +33,7 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (_ Admission, retErr er
 	for {
 		if s.closing {
 			s.mu.Unlock()
+			s.m.TasksRejected.WithLabelValues(spec.Engine, s.opts.Code(ClassPoolUnavailable)).Inc()
 			return Admission{}, ErrShuttingDown
 		}
 		if t, ok := s.tasks[spec.ID]; ok {
@@ -178,6 +179,7 @@ func (s *Service) Submit(ctx context.Context, spec Spec) (_ Admission, retErr er
 	if s.closing {
 		s.mu.Unlock()
 		s.opts.Sessions.Unadmit(spec.SessionID, info.Gen)
+		s.m.TasksRejected.WithLabelValues(spec.Engine, s.opts.Code(ClassPoolUnavailable)).Inc()
 		return Admission{}, ErrShuttingDown
 	}
 	if prev, ok := s.tasks[spec.ID]; ok { // a concurrent post of the same id won
@@ -291,6 +293,7 @@ func (s *Service) refusal(err error, t *Task, adm admission.Admission) error {
 			"retry_after_ms", re.RetryAfter.Milliseconds())
 		return re
 	case errors.Is(err, admission.ErrUnknownPool):
+		s.m.TasksRejected.WithLabelValues(t.engine, s.opts.Code(ClassPoolUnavailable)).Inc()
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	default:
 		return err
