@@ -329,12 +329,19 @@ func (s *Service) finish(t *Task, st Status, ei *ErrorInfo, res engine.Result, d
 		// The session's reservation too, before the final frame, for the same reason.
 		s.opts.Sessions.Settle(t.spec.SessionID, t.spec.Owner, t.spec.SessionGen, t.spec.SessionGrant, tokensOut)
 	}
-	if t.spec.Transient {
+	switch {
+	case t.spec.Transient:
 		// Its session is its own, named by no other request: it goes with the task rather
 		// than after sessions.ttl, or the facade's requests would fill max_sessions and push
 		// out the sessions that clients name. Before the final frame too: the client, answered,
 		// may send its next request at once.
 		s.opts.Sessions.Delete(t.spec.SessionID, t.spec.Owner)
+	case tokensOut > 0:
+		// The turn, before the final frame as well: a client that reads the end and then
+		// GETs the session sees it (its KV estimate, its TTL restarted).
+		_, _ = s.opts.Sessions.RecordTurn(t.spec.SessionID, t.sessionGen, session.TurnInfo{ // best effort, as above
+			TokensIn: tokensIn, TokensOut: tokensOut, KVBytesPerToken: t.kvBytes, Warm: true,
+		})
 	}
 	t.logLocked(name, data, nil, mark)
 	reason := t.cancelReason
@@ -364,11 +371,6 @@ func (s *Service) finish(t *Task, st Status, ei *ErrorInfo, res engine.Result, d
 		if tokensOut > 1 { // the gaps the decode time spans: the dashboard's time per token
 			s.m.DecodeTokens.WithLabelValues(t.engine, t.version, t.poolID, t.spec.Priority.String()).Add(float64(tokensOut - 1))
 		}
-	}
-	if tokensOut > 0 && !t.spec.Transient {
-		_, _ = s.opts.Sessions.RecordTurn(t.spec.SessionID, t.sessionGen, session.TurnInfo{ // best effort, as above
-			TokensIn: tokensIn, TokensOut: tokensOut, KVBytesPerToken: t.kvBytes, Warm: true,
-		})
 	}
 	s.logFinished(t, st, ei, tokensIn, tokensOut, decodeMs, started, reason)
 }
