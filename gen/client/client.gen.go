@@ -2211,7 +2211,9 @@ type ClientInterface interface {
 	// ReloadPoolWithBody Switch a managed pool to another model, health-gated, with rollback.
 	//
 	// Synchronous. The new model is started beside the old one; once it reports healthy the pool
-	// switches to it and the old replica is stopped after its in-flight tasks finish. On any
+	// switches to it and the old replica is stopped after its in-flight tasks finish (or once
+	// `reload_grace` has passed, 5 minutes by default; a task it cuts then fails, or moves to
+	// another replica where the pool migrates tasks). On any
 	// failure the new replica is stopped and the pool stays exactly as before (409 `rollback`
 	// with a `reason`). A pool with external (URL) replicas cannot be reloaded by the daemon
 	// (409, reason `not_reloadable`).
@@ -2229,7 +2231,9 @@ type ClientInterface interface {
 	// ReloadPool Switch a managed pool to another model, health-gated, with rollback.
 	//
 	// Synchronous. The new model is started beside the old one; once it reports healthy the pool
-	// switches to it and the old replica is stopped after its in-flight tasks finish. On any
+	// switches to it and the old replica is stopped after its in-flight tasks finish (or once
+	// `reload_grace` has passed, 5 minutes by default; a task it cuts then fails, or moves to
+	// another replica where the pool migrates tasks). On any
 	// failure the new replica is stopped and the pool stays exactly as before (409 `rollback`
 	// with a `reason`). A pool with external (URL) replicas cannot be reloaded by the daemon
 	// (409, reason `not_reloadable`).
@@ -2673,7 +2677,9 @@ func (c *Client) GetPoolHealth(ctx context.Context, id PoolId, params *GetPoolHe
 // ReloadPoolWithBody Switch a managed pool to another model, health-gated, with rollback.
 //
 // Synchronous. The new model is started beside the old one; once it reports healthy the pool
-// switches to it and the old replica is stopped after its in-flight tasks finish. On any
+// switches to it and the old replica is stopped after its in-flight tasks finish (or once
+// `reload_grace` has passed, 5 minutes by default; a task it cuts then fails, or moves to
+// another replica where the pool migrates tasks). On any
 // failure the new replica is stopped and the pool stays exactly as before (409 `rollback`
 // with a `reason`). A pool with external (URL) replicas cannot be reloaded by the daemon
 // (409, reason `not_reloadable`).
@@ -2701,7 +2707,9 @@ func (c *Client) ReloadPoolWithBody(ctx context.Context, id PoolId, params *Relo
 // ReloadPool Switch a managed pool to another model, health-gated, with rollback.
 //
 // Synchronous. The new model is started beside the old one; once it reports healthy the pool
-// switches to it and the old replica is stopped after its in-flight tasks finish. On any
+// switches to it and the old replica is stopped after its in-flight tasks finish (or once
+// `reload_grace` has passed, 5 minutes by default; a task it cuts then fails, or moves to
+// another replica where the pool migrates tasks). On any
 // failure the new replica is stopped and the pool stays exactly as before (409 `rollback`
 // with a `reason`). A pool with external (URL) replicas cannot be reloaded by the daemon
 // (409, reason `not_reloadable`).
@@ -4188,7 +4196,9 @@ type ClientWithResponsesInterface interface {
 	// ReloadPoolWithBodyWithResponse Switch a managed pool to another model, health-gated, with rollback.
 	//
 	// Synchronous. The new model is started beside the old one; once it reports healthy the pool
-	// switches to it and the old replica is stopped after its in-flight tasks finish. On any
+	// switches to it and the old replica is stopped after its in-flight tasks finish (or once
+	// `reload_grace` has passed, 5 minutes by default; a task it cuts then fails, or moves to
+	// another replica where the pool migrates tasks). On any
 	// failure the new replica is stopped and the pool stays exactly as before (409 `rollback`
 	// with a `reason`). A pool with external (URL) replicas cannot be reloaded by the daemon
 	// (409, reason `not_reloadable`).
@@ -4206,7 +4216,9 @@ type ClientWithResponsesInterface interface {
 	// ReloadPoolWithResponse Switch a managed pool to another model, health-gated, with rollback.
 	//
 	// Synchronous. The new model is started beside the old one; once it reports healthy the pool
-	// switches to it and the old replica is stopped after its in-flight tasks finish. On any
+	// switches to it and the old replica is stopped after its in-flight tasks finish (or once
+	// `reload_grace` has passed, 5 minutes by default; a task it cuts then fails, or moves to
+	// another replica where the pool migrates tasks). On any
 	// failure the new replica is stopped and the pool stays exactly as before (409 `rollback`
 	// with a `reason`). A pool with external (URL) replicas cannot be reloaded by the daemon
 	// (409, reason `not_reloadable`).
@@ -7005,7 +7017,9 @@ func (c *ClientWithResponses) GetPoolHealthWithResponse(ctx context.Context, id 
 // ReloadPoolWithBodyWithResponse Switch a managed pool to another model, health-gated, with rollback.
 //
 // Synchronous. The new model is started beside the old one; once it reports healthy the pool
-// switches to it and the old replica is stopped after its in-flight tasks finish. On any
+// switches to it and the old replica is stopped after its in-flight tasks finish (or once
+// `reload_grace` has passed, 5 minutes by default; a task it cuts then fails, or moves to
+// another replica where the pool migrates tasks). On any
 // failure the new replica is stopped and the pool stays exactly as before (409 `rollback`
 // with a `reason`). A pool with external (URL) replicas cannot be reloaded by the daemon
 // (409, reason `not_reloadable`).
@@ -7029,7 +7043,9 @@ func (c *ClientWithResponses) ReloadPoolWithBodyWithResponse(ctx context.Context
 // ReloadPoolWithResponse Switch a managed pool to another model, health-gated, with rollback.
 //
 // Synchronous. The new model is started beside the old one; once it reports healthy the pool
-// switches to it and the old replica is stopped after its in-flight tasks finish. On any
+// switches to it and the old replica is stopped after its in-flight tasks finish (or once
+// `reload_grace` has passed, 5 minutes by default; a task it cuts then fails, or moves to
+// another replica where the pool migrates tasks). On any
 // failure the new replica is stopped and the pool stays exactly as before (409 `rollback`
 // with a `reason`). A pool with external (URL) replicas cannot be reloaded by the daemon
 // (409, reason `not_reloadable`).

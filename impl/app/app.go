@@ -209,6 +209,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	var svc *task.Service
 	a.pools, err = pool.New(pool.Options{
 		Pools: specs, NewReplica: newReplica, StartManaged: a.startManaged, HealthInterval: opts.HealthInterval,
+		ReloadGrace: cfg.ReloadGrace.D(), // (tests without config.Load: 0, the registry's default)
 		OnChange: func(v pool.View) {
 			a.metrics.PoolReady.WithLabelValues(v.ID).Set(b2f(v.Ready()))
 			svc.PoolChanged(context.Background(), v)

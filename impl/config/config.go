@@ -64,6 +64,9 @@ type Config struct {
 	Artifacts     Artifacts `yaml:"artifacts"`
 	Journal       Journal   `yaml:"journal"`
 	ShutdownGrace Duration  `yaml:"shutdown_grace"`
+	// ReloadGrace bounds how long a reload leaves the replaced replica running for its
+	// in-flight generations (default 5m): it is stopped once they end, or then.
+	ReloadGrace Duration `yaml:"reload_grace"`
 	// LlamaServer is the llama-server binary used by managed llama.cpp replicas (ORCHD_LLAMA_SERVER,
 	// else "llama-server" from PATH). It is a shorthand for programs.llamacpp.
 	LlamaServer string `yaml:"llama_server"`
@@ -601,6 +604,9 @@ func (c *Config) complete() error {
 		}
 		c.ModelsDirs[i] = filepath.Clean(d)
 	}
+	if c.ReloadGrace == 0 {
+		c.ReloadGrace = Duration(5 * time.Minute)
+	}
 	if c.ShutdownGrace == 0 {
 		c.ShutdownGrace = Duration(30 * time.Second)
 	}
@@ -788,6 +794,9 @@ func (c *Config) validate() error {
 	}
 	if c.Journal.MaxUnsyncedBytes < 0 {
 		return fail("journal.max_unsynced_bytes", "must not be negative")
+	}
+	if c.ReloadGrace.D() < 0 {
+		return fail("reload_grace", "must not be negative")
 	}
 	if c.ShutdownGrace.D() < 0 {
 		return fail("shutdown_grace", "must not be negative")

@@ -51,6 +51,21 @@ func TestDefaultConfig(t *testing.T) {
 	if j := c.Journal; !j.EnabledOrDefault() || j.Dir != filepath.Join(".orchestratord", "journal") || j.Sync != "admission" || j.FsyncInterval != 0 {
 		t.Fatalf("journal defaults = %+v", j)
 	}
+	if c.ReloadGrace.D() != 5*time.Minute || c.ShutdownGrace.D() != 30*time.Second {
+		t.Fatalf("reload_grace %v, shutdown_grace %v; want 5m and 30s", c.ReloadGrace.D(), c.ShutdownGrace.D())
+	}
+	// A file that names no reload_grace gets the same default.
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(minimal), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m, err := Load(Overrides{ConfigFile: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.ReloadGrace.D() != 5*time.Minute {
+		t.Fatalf("reload_grace of a file without it: %v, want 5m", m.ReloadGrace.D())
+	}
 }
 
 func TestJournalConfig(t *testing.T) {
@@ -197,6 +212,7 @@ func TestInvalidConfigNamesField(t *testing.T) {
 		{"bad url", strings.Replace(minimal, "http://127.0.0.1:9", "ftp://x", 1), "pools[0].replicas[0].url", Overrides{}},
 		{"managed without port", strings.Replace(minimal, `[{url: "http://127.0.0.1:9"}]`, `[{managed: {command: ["x"]}}]`, 1), "managed.command", Overrides{}},
 		{"negative max_connections", "server: {max_connections: -1}\n" + minimal, "server.max_connections", Overrides{}},
+		{"negative reload_grace", "reload_grace: -1s\n" + minimal, "reload_grace", Overrides{}},
 		{"tiny memory limit", "server: {memory_limit_bytes: 1000}\n" + minimal, "server.memory_limit_bytes", Overrides{}},
 		{"gc off without a memory limit", "server: {gc_percent: -1}\n" + minimal, "server.gc_percent", Overrides{}},
 		{"bad gc_percent", "server: {gc_percent: -5, memory_limit_bytes: 1073741824}\n" + minimal, "server.gc_percent", Overrides{}},

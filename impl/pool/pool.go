@@ -287,7 +287,7 @@ type Options struct {
 	// brings it back.
 	UnhealthyAfter int
 	// ReloadGrace bounds how long a reload waits for an old replica's in-flight tasks before
-	// stopping it (default 30s).
+	// stopping it (default 30s; the daemon passes its config's reload_grace, 5m by default).
 	ReloadGrace time.Duration
 	// BreakerFaults consecutive replica faults open a replica's breaker (default 3).
 	BreakerFaults int
