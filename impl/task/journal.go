@@ -68,6 +68,10 @@ type finalRecord struct {
 	TokensOut    int        `json:"tokens_out"`
 	Error        *ErrorInfo `json:"error,omitempty"`
 	CancelReason string     `json:"cancel_reason,omitempty"`
+	// Migrations and Placement are what GET shows of the task's run: a restart that replays
+	// the task keeps them, as its end frame (which carries migrations) is kept.
+	Migrations int                `json:"migrations,omitempty"`
+	Placement  *PlacementDecision `json:"placement,omitempty"`
 }
 
 // recordAdmission journals a new task's admission and its first frame; the caller holds t.mu.
@@ -141,6 +145,10 @@ func (s *Service) Recover() error {
 			}
 			t.logLocked(name, data, nil, 0)
 			t.status, t.finished, t.tokensOut, t.errInfo, t.cancelReason = r.Status, r.Finished, r.TokensOut, r.Error, r.CancelReason
+			t.migrations, t.placement = r.Migrations, r.Placement
+			if r.Placement != nil {
+				t.replicaID = r.Placement.ReplicaID
+			}
 			if t.status.Final() {
 				close(t.done)
 			}

@@ -208,6 +208,38 @@ func appendFinalRecord(dst []byte, r *finalRecord) []byte {
 		dst = append(dst, `,"cancel_reason":`...)
 		dst = sse.AppendStringAsEncodingJSON(dst, r.CancelReason)
 	}
+	if r.Migrations != 0 {
+		dst = append(dst, `,"migrations":`...)
+		dst = strconv.AppendInt(dst, int64(r.Migrations), 10)
+	}
+	if p := r.Placement; p != nil {
+		dst = append(dst, `,"placement":{"PoolID":`...)
+		dst = sse.AppendStringAsEncodingJSON(dst, p.PoolID)
+		dst = append(dst, `,"ReplicaID":`...)
+		dst = sse.AppendStringAsEncodingJSON(dst, p.ReplicaID)
+		dst = append(dst, `,"Reason":`...)
+		dst = sse.AppendStringAsEncodingJSON(dst, p.Reason)
+		dst = append(dst, `,"Candidates":`...)
+		if p.Candidates == nil {
+			dst = append(dst, "null"...)
+		} else {
+			dst = append(dst, '[')
+			for i, c := range p.Candidates {
+				if i > 0 {
+					dst = append(dst, ',')
+				}
+				dst = append(dst, `{"ReplicaID":`...)
+				dst = sse.AppendStringAsEncodingJSON(dst, c.ReplicaID)
+				dst = append(dst, `,"Score":`...)
+				dst = appendFloat(dst, c.Score)
+				dst = append(dst, `,"ExcludedBecause":`...)
+				dst = sse.AppendStringAsEncodingJSON(dst, c.ExcludedBecause)
+				dst = append(dst, '}')
+			}
+			dst = append(dst, ']')
+		}
+		dst = append(dst, '}')
+	}
 	return append(dst, '}')
 }
 

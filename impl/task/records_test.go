@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/orchestratord/orchestratord/engine"
+	"github.com/orchestratord/orchestratord/impl/placement"
 )
 
 // sameAsEncodingJSON fails t unless the hand-written encoder wrote what encoding/json writes.
@@ -29,6 +30,15 @@ func checkRecords(t testing.TB, spec Spec, tm time.Time, ei *ErrorInfo, reason, 
 	sameAsEncodingJSON(t, r, appendRunningRecord(nil, &r))
 	for _, st := range []Status{Succeeded, Failed, Canceled} {
 		f := finalRecord{Status: st, Finished: tm, TokensOut: spec.MaxTokens, Error: ei, CancelReason: reason}
+		sameAsEncodingJSON(t, f, appendFinalRecord(nil, &f))
+	}
+	for i, p := range []*PlacementDecision{
+		{PoolID: spec.Owner, ReplicaID: reason, Reason: "session"},
+		{PoolID: "p", ReplicaID: "p/1", Reason: "least_loaded", Candidates: []placement.ReplicaScore{}},
+		{PoolID: "p", ReplicaID: "p/1", Reason: "least_loaded", Candidates: []placement.ReplicaScore{
+			{ReplicaID: reason, Score: -1.25, ExcludedBecause: "breaker open"}, {ReplicaID: "p/1", Score: 0.5}, {ReplicaID: "p/2", Score: 1e-7}}},
+	} {
+		f := finalRecord{Status: Succeeded, Finished: tm, TokensOut: 3, Migrations: i, Placement: p}
 		sameAsEncodingJSON(t, f, appendFinalRecord(nil, &f))
 	}
 	// What Recover reads back (times in a parsed zone, invalid UTF-8 replaced) encodes alike too.

@@ -418,7 +418,7 @@ func (t *Task) journalFinalLocked(name string, data []byte) uint64 {
 	}
 	buf := getRecordBuf()
 	*buf = appendFinalRecord(*buf, &finalRecord{Status: t.status, Finished: t.finished, TokensOut: t.tokensOut,
-		Error: t.errInfo, CancelReason: t.cancelReason})
+		Error: t.errInfo, CancelReason: t.cancelReason, Migrations: t.migrations, Placement: t.placement})
 	seq := t.j.Append(t.spec.ID, recFinal, name, data, *buf)
 	putRecordBuf(buf)
 	return seq
