@@ -2,16 +2,12 @@ package app_test
 
 import (
 	"context"
-	"fmt"
-	"log/slog"
 	"net/http"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/orchestratord/orchestratord/engine"
 	"github.com/orchestratord/orchestratord/engine/fake"
@@ -24,10 +20,9 @@ import (
 // on fakes[url :2]), one slot each, and returns a client.
 func twoReplicaPool(t *testing.T) (*client.ClientWithResponses, map[string]*fake.Replica) {
 	t.Helper()
-	dir := t.TempDir()
-	yaml := fmt.Sprintf(`addr: 127.0.0.1:0
-state_dir: %q
-shutdown_grace: 50ms
+	var mu sync.Mutex
+	fakes := map[string]*fake.Replica{"http://127.0.0.1:1": fake.New(fake.Options{}), "http://127.0.0.1:2": fake.New(fake.Options{})}
+	addr, _ := serveApp(t, `shutdown_grace: 50ms
 pools:
   - id: p1
     engine: llamacpp
@@ -38,29 +33,12 @@ pools:
     replicas:
       - url: http://127.0.0.1:1
       - url: http://127.0.0.1:2
-`, filepath.Join(dir, "state"))
-	cfg := loadConfig(t, dir, yaml)
-	var mu sync.Mutex
-	fakes := map[string]*fake.Replica{"http://127.0.0.1:1": fake.New(fake.Options{}), "http://127.0.0.1:2": fake.New(fake.Options{})}
-	a, err := app.New(cfg, app.Options{Logger: slog.New(slog.DiscardHandler), Registry: prometheus.NewRegistry(),
-		HealthInterval: 20 * time.Millisecond,
-		NewReplica: func(_ pool.Spec, ep pool.Endpoint) engine.Replica {
-			mu.Lock()
-			defer mu.Unlock()
-			return fakes[ep.URL]
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr, _ := serveLoopback(t, a, nil)
-	c, err := client.NewClientWithResponses("http://"+addr, client.WithRequestEditorFn(func(_ context.Context, r *http.Request) error {
-		r.Header.Set("X-API-Key", testKey)
-		return nil
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c, fakes
+`, app.Options{NewReplica: func(_ pool.Spec, ep pool.Endpoint) engine.Replica {
+		mu.Lock()
+		defer mu.Unlock()
+		return fakes[ep.URL]
+	}})
+	return clientAs(t, "http://"+addr, testKey), fakes
 }
 
 func poolHealthOf(t *testing.T, c *client.ClientWithResponses) (client.PoolHealth, map[string]client.ReplicaHealth) {

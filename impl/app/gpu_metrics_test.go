@@ -2,18 +2,13 @@ package app_test
 
 import (
 	"context"
-	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/dgxh200"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/orchestratord/orchestratord/engine"
 	"github.com/orchestratord/orchestratord/engine/fake"
@@ -30,10 +25,10 @@ import (
 // or vram_used_bytes series for it (an external replica on a loopback URL, this host, keeps
 // them).
 func TestExternalReplicaGetsNoLocalGPUSeries(t *testing.T) {
-	dir := t.TempDir()
-	yaml := fmt.Sprintf(`addr: 127.0.0.1:0
-state_dir: %q
-shutdown_grace: 50ms
+	gpus := dgxh200.New()
+	gpus.ShutdownFunc = func() nvml.Return { return nvml.SUCCESS }
+	f := fake.New(fake.Options{})
+	addr, _ := serveApp(t, `shutdown_grace: 50ms
 pools:
   - id: p1
     engine: vllm
@@ -44,17 +39,7 @@ pools:
     replicas:
       - url: http://10.0.0.5:8000
       - url: http://10.0.0.6:8000
-`, filepath.Join(dir, "state"))
-	cfg := loadConfig(t, dir, yaml)
-	gpus := dgxh200.New()
-	gpus.ShutdownFunc = func() nvml.Return { return nvml.SUCCESS }
-	f := fake.New(fake.Options{})
-	a, err := app.New(cfg, app.Options{Logger: slog.New(slog.DiscardHandler), NVML: gpus, Registry: prometheus.NewRegistry(),
-		HealthInterval: 20 * time.Millisecond, NewReplica: func(pool.Spec, pool.Endpoint) engine.Replica { return f }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr, _ := serveLoopback(t, a, nil)
+`, app.Options{NVML: gpus, NewReplica: func(pool.Spec, pool.Endpoint) engine.Replica { return f }})
 	var body string
 	eventually(t, "the pool ready in /metrics", func() bool {
 		req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, "http://"+addr+"/metrics", nil)

@@ -1,14 +1,19 @@
 package app_test
 
 import (
+	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	"context"
 	"github.com/orchestratord/orchestratord/impl/config"
 	"net"
 	"sync"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/orchestratord/orchestratord/impl/app"
 )
@@ -57,4 +62,27 @@ func loadConfig(tb testing.TB, dir, yaml string) *config.Config {
 		tb.Fatal(err)
 	}
 	return cfg
+}
+
+// serveApp serves a daemon whose config is sections (the YAML after addr and state_dir, which
+// are a loopback port and a temporary directory) until the test ends. opts' Logger and Registry
+// default to a discarding logger and a registry of its own, HealthInterval to 20 ms.
+func serveApp(t *testing.T, sections string, opts app.Options) (addr string, stop func() error) {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := loadConfig(t, dir, fmt.Sprintf("addr: 127.0.0.1:0\nstate_dir: %q\n%s", filepath.Join(dir, "state"), sections))
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Registry == nil {
+		opts.Registry = prometheus.NewRegistry()
+	}
+	if opts.HealthInterval == 0 {
+		opts.HealthInterval = 20 * time.Millisecond
+	}
+	a, err := app.New(cfg, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return serveLoopback(t, a, nil)
 }

@@ -2,21 +2,15 @@ package app_test
 
 import (
 	"context"
-	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/orchestratord/orchestratord/engine"
 	"github.com/orchestratord/orchestratord/engine/fake"
-	"github.com/orchestratord/orchestratord/gen/client"
 	"github.com/orchestratord/orchestratord/impl/app"
 	"github.com/orchestratord/orchestratord/impl/pool"
 )
@@ -28,10 +22,8 @@ import (
 // refusal only before the task service is called, and task.Service.Submit returned
 // ErrShuttingDown without counting it.
 func TestShutdownRefusalsAreCountedRejected(t *testing.T) {
-	dir := t.TempDir()
-	yaml := fmt.Sprintf(`addr: 127.0.0.1:0
-state_dir: %q
-shutdown_grace: 20s
+	f := fake.New(fake.Options{})
+	addr, stop := serveApp(t, `shutdown_grace: 20s
 pools:
   - id: p1
     engine: llamacpp
@@ -41,23 +33,9 @@ pools:
     slots: 1
     replicas:
       - url: http://127.0.0.1:1
-`, filepath.Join(dir, "state"))
-	cfg := loadConfig(t, dir, yaml)
-	f := fake.New(fake.Options{})
-	a, err := app.New(cfg, app.Options{Logger: slog.New(slog.DiscardHandler), Registry: prometheus.NewRegistry(),
-		HealthInterval: 20 * time.Millisecond, NewReplica: func(pool.Spec, pool.Endpoint) engine.Replica { return f }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr, stop := serveLoopback(t, a, nil)
+`, app.Options{NewReplica: func(pool.Spec, pool.Endpoint) engine.Replica { return f }})
 	t.Cleanup(f.Resume) // before the daemon's stop (cleanups run last in, first out)
-	c, err := client.NewClientWithResponses("http://"+addr, client.WithRequestEditorFn(func(_ context.Context, r *http.Request) error {
-		r.Header.Set("X-API-Key", testKey)
-		return nil
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := clientAs(t, "http://"+addr, testKey)
 	ctx := context.Background()
 	f.Pause()
 	eventually(t, "a task admitted", func() bool {
