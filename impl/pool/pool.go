@@ -702,8 +702,7 @@ func (r *Registry) Acquire(poolID, replicaID string) (rep engine.Replica, releas
 				if probe && rs.replica == t { // else a reload replaced the engine it probed
 					rs.probe = false
 				}
-				if !rs.draining && rs.healthy && r.breakerLocked(st, rs) != placement.BreakerOpen &&
-					(!rs.spec.Managed || rs.modelRef == st.spec.ModelRef) {
+				if !rs.draining && rs.healthy && !rolledBackElsewhere(st, rs) && r.breakerLocked(st, rs) != placement.BreakerOpen {
 					r.mu.Unlock()
 					return // a ready replica: its slots are in SlotsTotal whether busy or not
 				}
@@ -721,6 +720,13 @@ func (r *Registry) Acquire(poolID, replicaID string) (rep engine.Replica, releas
 		}, nil
 	}
 	return nil, nil, fmt.Errorf("%w: replica %s", ErrNotFound, replicaID)
+}
+
+// rolledBackElsewhere reports whether a reload's rollback failed on rs: it serves another model
+// than the pool's, so it takes no task until a reload succeeds (during a reload, mixed models
+// are the plan). Its view is not healthy.
+func rolledBackElsewhere(st *state, rs *rstate) bool {
+	return rs.spec.Managed && !st.reloading && rs.modelRef != st.spec.ModelRef
 }
 
 // breakerLocked is the replica's breaker now: an open one half-opens after the cooldown.
@@ -873,9 +879,7 @@ func (r *Registry) viewIntoLocked(s *state, reps []ReplicaView) View {
 			EngineVersion: rs.version, LastError: rs.lastErr, Restarts: rs.restarts, Breaker: r.breakerLocked(s, rs),
 			ProbeInFlight: rs.probe, ModelRef: rs.modelRef, Draining: rs.draining, DrainDeadline: rs.drainDeadline}
 		rv.Busy = r.opts.ReplicaBusy(s.spec.ID, rs.spec.ID)
-		if rs.spec.Managed && !s.reloading && rs.modelRef != s.spec.ModelRef {
-			// A reload's rollback failed on it: it serves another model than the pool's, so it
-			// takes no task until a reload succeeds (during a reload, mixed models are the plan).
+		if rolledBackElsewhere(s, rs) {
 			rv.Healthy = false
 			rv.LastError = fmt.Sprintf("runs model %s, not the pool's %s: rolling back a failed reload did not succeed; reload the pool", rs.modelRef, s.spec.ModelRef)
 		}
