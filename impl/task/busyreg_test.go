@@ -131,6 +131,7 @@ type regSetup struct {
 	sessions   func(*session.Store) sessions // wraps the session store the service uses
 	onDrained  func(replicaID string)        // after the service handled a replica's drain deadline
 	beforeStop func()                        // first thing the harness's stop does
+	pool       func(*pool.Spec)              // changes the pool's spec before the registry starts
 }
 
 func newRegHarness(t *testing.T, replicas, slots, breakerFaults int, setups ...func(*regSetup)) *regHarness {
@@ -145,6 +146,9 @@ func newRegHarness(t *testing.T, replicas, slots, breakerFaults int, setups ...f
 		MigrateOnFailure: true, BreakerFaults: breakerFaults}
 	for i := range replicas {
 		spec.Replicas = append(spec.Replicas, pool.ReplicaSpec{ID: fmt.Sprintf("p/%d", i), Managed: true})
+	}
+	if rs.pool != nil {
+		rs.pool(&spec)
 	}
 	var svc *Service
 	reg, err := pool.New(pool.Options{

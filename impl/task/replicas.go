@@ -103,6 +103,14 @@ func (s *Service) prepare(ctx context.Context, t *Task, g *placements, a *attemp
 			return false
 		}
 		sc.reps = v.Replicas
+		if v.ModelRef != t.spec.ModelRef && v.ModelID != t.spec.ModelRef {
+			// A reload gave the pool another model after the task was placed on it (queued,
+			// kept over a restart, or between two attempts of a migration): its text must not
+			// come from a model it did not ask for, nor half from one and half from another.
+			g.err = engine.Errorf(engine.KindPoolUnavailable, "pool %s now serves model %s, not %s (reloaded after the task was admitted)",
+				t.poolID, v.ModelID, t.spec.ModelRef)
+			return false
+		}
 		dec := s.placeReplica(ctx, t, v, g.tried, g.lastErr != nil, sc)
 		if dec.ReplicaID == "" {
 			g.err = g.lastErr
