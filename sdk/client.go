@@ -181,17 +181,24 @@ func apiError(resp *http.Response, body []byte) *APIError {
 	return e
 }
 
-// retryAfter reads Retry-After (whole seconds); 0 when absent or not a number of seconds.
+// retryAfter reads Retry-After: whole seconds (the daemon's form) or an HTTP-date (a proxy
+// may send one; RFC 9110 allows both), measured from now; 0 when absent, unreadable or past.
 func retryAfter(h http.Header) time.Duration {
-	v := h.Get("Retry-After")
+	return retryAfterAt(h, time.Now())
+}
+
+func retryAfterAt(h http.Header, now time.Time) time.Duration {
+	v := strings.TrimSpace(h.Get("Retry-After"))
 	if v == "" {
 		return 0
 	}
-	n, err := strconv.Atoi(strings.TrimSpace(v))
-	if err != nil || n < 0 {
-		return 0
+	if n, err := strconv.Atoi(v); err == nil {
+		return time.Duration(min(max(n, 0), 1<<30)) * time.Second // capped: no overflow to a negative wait
 	}
-	return time.Duration(n) * time.Second
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
 }
 
 // do sends the request built by call, retrying retriable 429 answers (see retriable429) after
