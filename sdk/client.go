@@ -27,6 +27,9 @@ const (
 	DefaultMaxReconnects     = 16
 	DefaultReconnectDelay    = 200 * time.Millisecond
 	DefaultMaxReconnectDelay = 5 * time.Second
+	// DefaultStreamIdleTimeout is four of the daemon's default heartbeats (15 s): a stream
+	// silent that long is taken as a dead connection (a peer gone without a FIN or RST).
+	DefaultStreamIdleTimeout = time.Minute
 )
 
 // Options configures a Client. The zero value is usable: no API key, a private HTTP transport
@@ -51,6 +54,12 @@ type Options struct {
 	ReconnectDelay time.Duration
 	// MaxReconnectDelay caps the wait between reopens. 0: DefaultMaxReconnectDelay.
 	MaxReconnectDelay time.Duration
+	// StreamIdleTimeout is how long a stream may wait for its next byte (an event or the
+	// daemon's heartbeat) before the connection is taken as dead, closed and reopened with
+	// Last-Event-ID (a drop, as MaxReconnects counts them). Only the time spent waiting on the
+	// network counts, not the caller's time with an event. Set it above the daemon's
+	// stream.heartbeat. Negative: never. 0: DefaultStreamIdleTimeout.
+	StreamIdleTimeout time.Duration
 	// KeepTaskOnBreak keeps a task running when the caller stops iterating its stream early.
 	// By default the task is canceled.
 	KeepTaskOnBreak bool
@@ -98,6 +107,9 @@ func New(baseURL string, opts Options) (*Client, error) {
 		opts.MaxReconnectDelay = DefaultMaxReconnectDelay
 	}
 	opts.MaxReconnectDelay = max(opts.MaxReconnectDelay, opts.ReconnectDelay)
+	if opts.StreamIdleTimeout == 0 {
+		opts.StreamIdleTimeout = DefaultStreamIdleTimeout
+	}
 	if opts.Sleep == nil {
 		opts.Sleep = sleep
 	}

@@ -18,7 +18,8 @@
 //	}
 //
 // When the connection drops before the last event, the iterator reconnects with Last-Event-ID
-// set to the last event it delivered, so every event is delivered exactly once. The daemon
+// set to the last event it delivered, so every event is delivered exactly once; so does a
+// connection silent (not even a heartbeat) for [Options.StreamIdleTimeout]. The daemon
 // cancels a task whose stream client disconnects unless it runs with
 // stream.cancel_on_disconnect: false; with the default, a resumed stream still delivers every
 // event, but the task was canceled at the drop, so it ends with End{Canceled: true}.

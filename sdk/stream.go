@@ -10,6 +10,7 @@ import (
 	"iter"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -72,8 +73,12 @@ func (s *stream) run(ctx context.Context, yield func(Event, error) bool) {
 	drops := 0
 	var lastErr error
 	for {
-		body, err := s.open(ctx)
+		// The connection's own context: cancelling it is how an idle stream's Read is cut
+		// (the transport then closes the connection).
+		cctx, abort := context.WithCancel(ctx)
+		body, err := s.open(cctx)
 		if err != nil {
+			abort()
 			if ctx.Err() != nil {
 				s.stop(ctx)
 				yield(nil, err)
@@ -86,7 +91,8 @@ func (s *stream) run(ctx context.Context, yield func(Event, error) bool) {
 			}
 			lastErr = err
 		} else {
-			progressed, done, err := s.read(ctx, body, yield)
+			progressed, done, err := s.read(ctx, body, abort, yield)
+			abort()
 			if done {
 				return
 			}
@@ -148,11 +154,17 @@ func (s *stream) open(ctx context.Context) (io.ReadCloser, error) {
 // read delivers the frames of one connection and closes its body. done: the iteration is over
 // (last event, early break, a protocol error or a task that had already ended, all already
 // handled); otherwise err says why the connection ended.
-func (s *stream) read(ctx context.Context, body io.ReadCloser, yield func(Event, error) bool) (progressed, done bool, err error) {
+func (s *stream) read(ctx context.Context, body io.ReadCloser, abort context.CancelFunc, yield func(Event, error) bool) (progressed, done bool, err error) {
 	// Deferred so that a panic (or runtime.Goexit) in the caller's loop body, which unwinds
 	// through yield, still closes the connection.
 	defer body.Close()
-	br := bufio.NewReaderSize(body, 16<<10)
+	var src io.Reader = body
+	if d := s.c.opts.StreamIdleTimeout; d > 0 {
+		w := &idleReader{body: body, d: d, abort: abort}
+		defer w.stop()
+		src = w
+	}
+	br := bufio.NewReaderSize(src, 16<<10)
 	for {
 		f, err := readFrame(br)
 		if err != nil {
@@ -191,6 +203,41 @@ func (s *stream) read(ctx context.Context, body io.ReadCloser, yield func(Event,
 		if last {
 			return progressed, true, nil
 		}
+	}
+}
+
+// errStreamIdle is a stream that sent nothing, not even a heartbeat, for StreamIdleTimeout.
+var errStreamIdle = errors.New("sdk: the stream sent nothing for its idle timeout (no heartbeat): connection taken as dead")
+
+// idleReader aborts its connection (through the request's context) when one Read waits
+// longer than d: a connection whose peer is gone without a FIN or RST (a host powered off, a
+// NAT entry dropped) would otherwise block its Read forever. Only the time inside Read
+// counts, so a caller slow with an event is no idle stream.
+type idleReader struct {
+	body  io.Reader
+	d     time.Duration
+	abort context.CancelFunc
+	t     *time.Timer
+	fired atomic.Bool
+}
+
+func (r *idleReader) Read(p []byte) (int, error) {
+	if r.t == nil {
+		r.t = time.AfterFunc(r.d, func() { r.fired.Store(true); r.abort() })
+	} else {
+		r.t.Reset(r.d)
+	}
+	n, err := r.body.Read(p)
+	r.t.Stop()
+	if r.fired.Load() { // the connection is being closed: what it still gave is kept, then this
+		return n, errStreamIdle
+	}
+	return n, err
+}
+
+func (r *idleReader) stop() {
+	if r.t != nil {
+		r.t.Stop()
 	}
 }
 
