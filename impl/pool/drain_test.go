@@ -277,3 +277,48 @@ func TestReloadKeepsDrainsAskedDuringIt(t *testing.T) {
 			v.Draining, replicaView(t, v, "m/1").Draining)
 	}
 }
+
+// TestDrainKeepsAFailedReplicaUnhealthy: a drain (of the pool or of the replica) does not
+// show a replica that fails its health checks as draining: an operator watching a drain must
+// still see which replica is down. Its Draining flag still says that it is drained.
+func TestDrainKeepsAFailedReplicaUnhealthy(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		drain func(*Registry) error
+	}{
+		{"pool drained", func(r *Registry) error { return r.Drain("x", time.Hour) }},
+		{"replica drained", func(r *Registry) error { return r.DrainReplica("x", "x/1", time.Hour) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			two := Spec{ID: "x", Engine: "llamacpp", ModelRef: "tiny", ModelID: "tiny", CtxMax: 1024, Slots: 2,
+				Replicas: []ReplicaSpec{{ID: "x/0", URL: "http://a"}, {ID: "x/1", URL: "http://b"}}}
+			e := newEnv(t, two)
+			e.waitView(t, func(v View) bool { return v.ReadyReplicas() == 2 })
+			e.mu.Lock()
+			down := e.replicas["http://b"]
+			e.mu.Unlock()
+			down.ready.Store(false)
+			e.reg.check(context.Background(), "x")
+			e.reg.check(context.Background(), "x")
+			e.reg.ReportFailure("x", "x/1", engineOf(e.reg, "x", "x/1")) // the third failure in a row
+			e.waitView(t, func(v View) bool { return replicaView(t, v, "x/1").State == StateUnhealthy })
+			if err := tc.drain(e.reg); err != nil {
+				t.Fatal(err)
+			}
+			v, _ := e.reg.Get("x")
+			if r := replicaView(t, v, "x/1"); r.State != StateUnhealthy || r.LastError == "" {
+				t.Fatalf("the failed replica after the drain: state %s, last error %q; want unhealthy with its error", r.State, r.LastError)
+			}
+			want := StateReady
+			if v.Draining {
+				want = StateDraining
+			}
+			if r := replicaView(t, v, "x/0"); r.State != want {
+				t.Fatalf("the healthy replica after the drain: state %s, want %s", r.State, want)
+			}
+			if tc.name == "replica drained" && !replicaView(t, v, "x/1").Draining {
+				t.Fatal("the drained replica lost its Draining flag")
+			}
+		})
+	}
+}

@@ -164,7 +164,8 @@ type ReplicaView struct {
 	ModelRef      string
 	// Draining: the replica itself is drained (DrainReplica), until ResumeReplica or a
 	// reload; no new task is placed on it. A drained pool's replicas show StateDraining
-	// without it: they still run the pool's queued tasks.
+	// without it: they still run the pool's queued tasks. A failed replica shows
+	// StateUnhealthy (or StateStopped) whether drained or not.
 	Draining      bool
 	DrainDeadline time.Time
 }
@@ -889,14 +890,17 @@ func (r *Registry) viewIntoLocked(s *state, reps []ReplicaView) View {
 		switch {
 		case rs.stopped:
 			rv.State = StateStopped
-		case rs.draining || s.draining:
-			rv.State = StateDraining
 		case rv.Healthy:
 			rv.State = StateReady
 		case (!rs.started && !rs.gaveUp) || (rs.failures == 0 && rs.lastErr == ""):
 			rv.State = StateStarting
 		default:
 			rv.State = StateUnhealthy
+		}
+		// A drain shows over ready and starting, not over a failure: an operator watching a
+		// drain must still see which replica is down (Draining says it is drained).
+		if (rs.draining || s.draining) && (rv.State == StateReady || rv.State == StateStarting) {
+			rv.State = StateDraining
 		}
 		v.Live = v.Live || rs.live
 		if rv.Healthy && !rs.draining && rv.Breaker != placement.BreakerOpen {
