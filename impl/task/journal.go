@@ -125,6 +125,9 @@ func (s *Service) Recover() error {
 		}
 		switch kind {
 		case recEvent:
+			if len(extra) == 0 { // decoded as empty, not nil: a frame with no verbose variant
+				extra = nil
+			}
 			t.logLocked(name, data, extra, 0)
 			switch name {
 			case "token":
