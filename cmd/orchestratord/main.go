@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"syscall"
@@ -170,7 +171,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer func() { _ = lock.Close() }()
-	if cfg.Journal.EnabledOrDefault() {
+	// The state directory's lock covers a journal dir that is the state directory itself: a
+	// second lock of the same file would conflict with the first (flock is per open file).
+	if cfg.Journal.EnabledOrDefault() && !sameDir(cfg.Journal.Dir, cfg.StateDir) {
 		// journal.dir may lie outside the state directory (another disk): two daemons with
 		// their own state_dir and one journal dir would rewrite each other's segment. Locked
 		// inside the state directory too, where it costs a second LOCK file and nothing else.
@@ -212,4 +215,11 @@ func newLogger(w io.Writer, format, level string) *slog.Logger {
 		return slog.New(tracing.LogHandler(slog.NewJSONHandler(w, opts)))
 	}
 	return slog.New(tracing.LogHandler(slog.NewTextHandler(w, opts)))
+}
+
+// sameDir reports whether a and b name one directory (after making them absolute).
+func sameDir(a, b string) bool {
+	aa, err1 := filepath.Abs(a)
+	bb, err2 := filepath.Abs(b)
+	return err1 == nil && err2 == nil && aa == bb
 }
