@@ -679,9 +679,17 @@ func (c *Config) validate() error {
 	fail := func(field, format string, args ...any) error {
 		return fmt.Errorf("config: %s: %s", field, fmt.Sprintf(format, args...))
 	}
-	host, _, err := net.SplitHostPort(c.Addr)
+	host, port, err := net.SplitHostPort(c.Addr)
 	if err != nil {
 		return fail("addr", "%v", err)
+	}
+	if _, err := net.LookupPort("tcp", port); err != nil { // a number (0–65535) or a service name
+		return fail("addr", "port %q is not a number from 0 to 65535 nor a service name", port)
+	}
+	for name := range c.Programs {
+		if _, ok := drivers.Registry().Lookup(name); !ok {
+			return fail("programs."+name, "no such engine (engines: %s)", strings.Join(drivers.Registry().Names(), ", "))
+		}
 	}
 	if len(c.APIKeys) == 0 && len(c.Keys) == 0 && !IsLoopback(host) {
 		return fail("addr", "%q is not a loopback address and no API key is configured (set keys_file, api_keys_file or ORCHD_API_KEYS)", c.Addr)

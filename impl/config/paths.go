@@ -103,6 +103,10 @@ func checkNode(n *yaml.Node, t reflect.Type, path string) error {
 		if err := n.Decode(reflect.New(t).Interface()); err != nil {
 			return fmt.Errorf("%s: want %s, got %q", where(path), scalarKind(t), n.Value)
 		}
+		// The decoder truncates a fraction into an integer (capacity: 1.9 became 1): refused.
+		if isInteger(t) && n.ShortTag() == "!!float" {
+			return fmt.Errorf("%s: want a whole number, got %q", where(path), n.Value)
+		}
 	}
 	return nil
 }
@@ -158,4 +162,15 @@ func scalarKind(t reflect.Type) string {
 	default:
 		return "a string"
 	}
+}
+
+// isInteger reports whether t is an integer kind (a time.Duration is one, but is written as
+// a string such as 5s, which the float check above does not see).
+func isInteger(t reflect.Type) bool {
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return true
+	}
+	return false
 }

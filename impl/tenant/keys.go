@@ -73,10 +73,26 @@ type fileKey struct {
 	KeySHA256   string   `yaml:"key_sha256"`
 	Scopes      []string `yaml:"scopes"`
 	Weight      *float64 `yaml:"weight"`
-	RPM         int      `yaml:"rpm"`
-	TPM         int      `yaml:"tpm"`
+	RPM         wholeInt `yaml:"rpm"`
+	TPM         wholeInt `yaml:"tpm"`
 	MaxPriority string   `yaml:"max_priority"`
-	TokenBudget int64    `yaml:"token_budget"`
+	TokenBudget wholeInt `yaml:"token_budget"`
+}
+
+// wholeInt is a limit written as a whole number. YAML's decoder truncates a fraction into an
+// int (rpm: 0.5 became 0, which means no limit); a fraction is refused instead.
+type wholeInt int64
+
+func (w *wholeInt) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
+		return fmt.Errorf("line %d: want a whole number, got %q", n.Line, n.Value)
+	}
+	var v int64
+	if err := n.Decode(&v); err != nil {
+		return err
+	}
+	*w = wholeInt(v)
+	return nil
 }
 
 var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
@@ -126,7 +142,7 @@ func Parse(data []byte) ([]Key, error) {
 			return nil, fail("name", "%q is used twice", fk.Name)
 		}
 		names[fk.Name] = true
-		k := Key{Name: fk.Name, RPM: fk.RPM, TPM: fk.TPM, MaxPriority: fk.MaxPriority, TokenBudget: fk.TokenBudget, Weight: 1}
+		k := Key{Name: fk.Name, RPM: int(fk.RPM), TPM: int(fk.TPM), MaxPriority: fk.MaxPriority, TokenBudget: int64(fk.TokenBudget), Weight: 1}
 		switch {
 		case fk.Key != "" && fk.KeySHA256 != "":
 			return nil, fail("key", "give key or key_sha256, not both")
