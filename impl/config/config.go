@@ -36,6 +36,11 @@ var defaultYAML []byte
 // below it; contracts.TestSchemaValidBodiesFitTheDefaultLimit keeps the two in step.
 const DefaultBodyLimitBytes int64 = 1 << 20
 
+// MaxBodyLimitBytes bounds body_limit_bytes so that a task's admission always fits one journal
+// record (journal.MaxRecordBytes, 64 MiB): the record holds the request's text up to twice (a
+// chat's messages and their joined prompt), each byte escaped to at most six (\u003c).
+const MaxBodyLimitBytes int64 = 5 << 20
+
 // DefaultYAML returns the embedded default configuration file.
 func DefaultYAML() []byte { return bytes.Clone(defaultYAML) }
 
@@ -709,8 +714,9 @@ func (c *Config) validate() error {
 	default:
 		return fail("log_level", "must be debug, info, warn or error, got %q", c.LogLevel)
 	}
-	if c.BodyLimitBytes < 1024 {
-		return fail("body_limit_bytes", "must be at least 1024")
+	if c.BodyLimitBytes < 1024 || c.BodyLimitBytes > MaxBodyLimitBytes {
+		return fail("body_limit_bytes", "must be from 1024 to %d (a task's admission must fit one journal record), got %d",
+			MaxBodyLimitBytes, c.BodyLimitBytes)
 	}
 	if c.Server.MaxConnections < 0 {
 		return fail("server.max_connections", "must not be negative (0: the default)")
