@@ -252,7 +252,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		topts.Journal = a.journal
 		// A task's charge is kept in the budget file until its final record is on disk.
 		jr := a.journal
-		a.budgets.TrackDurable(func() uint64 { d, _ := jr.Durable(); return d })
+		a.budgets.TrackDurable(jr.OnDisk)
 		log.Info("journal open", "dir", dir, "sync", mode.String(), "max_unsynced", cfg.Journal.MaxUnsynced.D())
 	}
 	if svc, err = task.New(topts); err != nil {

@@ -807,6 +807,18 @@ func (j *Journal) AfterVisible(seq uint64, fn func()) bool {
 // advances.
 func (j *Journal) Durable() (uint64, <-chan struct{}) { return j.durable.load() }
 
+// OnDisk is the last record known to be on disk (with SyncNone, written). It is Durable's
+// mark until the journal fails; a failure raises that mark to release every waiter, but the
+// records past the last acknowledged one never reached the disk, and OnDisk says so. Whoever
+// keeps a fact until its record is on disk (the budget file's charged tasks) reads this.
+func (j *Journal) OnDisk() uint64 {
+	d := j.durable.value()
+	if j.err() != nil { // read after the mark: a failure sets the error before it raises the mark
+		return min(d, j.okThrough.Load())
+	}
+	return d
+}
+
 // Written returns the highest sequence number handed to the kernel and a channel closed when it
 // next advances.
 func (j *Journal) Written() (uint64, <-chan struct{}) { return j.written.load() }

@@ -38,7 +38,7 @@ func startMeterDaemon(t *testing.T, dir string, clock *tasktest.Clock, m Meter) 
 	return startDaemonWith(t, dir, clock, func(o *Options, jr *journal.Journal) {
 		o.Meter = m
 		if bm, ok := m.(*budgetMeter); ok {
-			bm.budgets.TrackDurable(func() uint64 { d, _ := jr.Durable(); return d })
+			bm.budgets.TrackDurable(jr.OnDisk)
 		}
 	})
 }
