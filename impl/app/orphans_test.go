@@ -36,8 +36,9 @@ func TestEngineWorkersDoNotOutliveTheDaemon(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(state, "models", "a.gguf"), []byte("GGUF"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// The engine records its mark and a worker in a new session, then never turns healthy.
-	script := `dir=$ORCHD_ENGINE_OF; /usr/bin/setsid sleep 60 </dev/null >/dev/null 2>&1 & echo $! > "$dir/worker.tmp"; mv "$dir/worker.tmp" "$dir/worker"; echo "$ORCHD_ENGINE_OF $SPT_NOENV" > "$dir/mark"; exec sleep 30`
+	// The engine records its mark and a worker in a new session, then never turns healthy. The
+	// mark is written before the worker's pid, which the test waits for before reading it.
+	script := `dir=$ORCHD_ENGINE_OF; echo "$ORCHD_ENGINE_OF $SPT_NOENV" > "$dir/mark"; /usr/bin/setsid sleep 60 </dev/null >/dev/null 2>&1 & echo $! > "$dir/worker.tmp"; mv "$dir/worker.tmp" "$dir/worker"; exec sleep 30`
 	yaml := fmt.Sprintf(`
 addr: 127.0.0.1:0
 state_dir: %q
