@@ -22,6 +22,22 @@ func (m *budgetMeter) Recovered() { m.budgets.Recovered() }
 
 func (m *budgetMeter) Restore(owner string, granted int) { m.budgets.Restore(owner, granted) }
 
+// submitCharged submits a task of key k with its grant reserved in b, as the daemon does.
+func (d *daemon) submitCharged(t *testing.T, b *tenant.Budgets, k *tenant.Key) Spec {
+	t.Helper()
+	s := spec(admission.Interactive)
+	s.Owner = k.Name
+	grant, _, err := b.Reserve(k, s.MaxTokens)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Grant = grant
+	if _, err := d.svc.Submit(d.ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func openBudgets(t *testing.T, path string) *tenant.Budgets {
 	t.Helper()
 	b, err := tenant.OpenBudgets(path)
@@ -105,16 +121,7 @@ func TestTaskEndedBeforeACrashIsChargedOnce(t *testing.T) {
 
 	b := openBudgets(t, path)
 	d := startMeterDaemon(t, dir, clock, &budgetMeter{budgets: b})
-	s := spec(admission.Interactive)
-	s.Owner = "alice"
-	grant, _, err := b.Reserve(alice, s.MaxTokens)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Grant = grant
-	if _, err := d.svc.Submit(d.ctx, s); err != nil {
-		t.Fatal(err)
-	}
+	s := d.submitCharged(t, b, alice)
 	g := d.eng.next(t)
 	d.j.mu.Lock()
 	d.j.loseFinal = true

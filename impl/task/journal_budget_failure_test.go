@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/orchestratord/orchestratord/impl/admission"
 	"github.com/orchestratord/orchestratord/impl/task/tasktest"
 	"github.com/orchestratord/orchestratord/impl/tenant"
 )
@@ -27,16 +26,7 @@ func TestFailedJournalDoesNotChargeTwice(t *testing.T) {
 
 	b := openBudgets(t, path)
 	d := startMeterDaemon(t, dir, clock, &budgetMeter{budgets: b})
-	s := spec(admission.Interactive)
-	s.Owner = "alice"
-	grant, _, err := b.Reserve(alice, s.MaxTokens)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Grant = grant
-	if _, err := d.svc.Submit(d.ctx, s); err != nil {
-		t.Fatal(err)
-	}
+	s := d.submitCharged(t, b, alice)
 	g := d.eng.next(t)
 	g.tokens <- "a"
 	d.waitShown(t, s.ID, "0:started,1:token,2:metrics")

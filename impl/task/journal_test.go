@@ -211,11 +211,18 @@ func startDaemonWith(t *testing.T, dir string, clock *tasktest.Clock, setup func
 // log reads a task's log from event id from on, waiting until it is complete.
 func (d *daemon) log(t *testing.T, id string, from int) []byte {
 	t.Helper()
+	return d.readLog(t, id, from, false)
+}
+
+// readLog reads a task's log from event id from on as a plain or a ?verbose=true stream
+// reads it, waiting until it is complete.
+func (d *daemon) readLog(t *testing.T, id string, from int, verbose bool) []byte {
+	t.Helper()
 	tk, err := d.svc.Task(id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cur := tk.Subscribe(from, false)
+	cur := tk.Subscribe(from, verbose)
 	defer cur.Close()
 	var b []byte
 	deadline := time.After(10 * time.Second)

@@ -9,32 +9,6 @@ import (
 	"github.com/orchestratord/orchestratord/impl/task/tasktest"
 )
 
-// verboseLog reads a task's whole log as a ?verbose=true stream reads it.
-func (d *daemon) verboseLog(t *testing.T, id string) []byte {
-	t.Helper()
-	tk, err := d.svc.Task(id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cur := tk.Subscribe(0, true)
-	defer cur.Close()
-	var b []byte
-	deadline := time.After(10 * time.Second)
-	for {
-		var complete bool
-		b, complete = cur.Next(b)
-		if complete {
-			return b
-		}
-		select {
-		case <-cur.Wake():
-		case <-cur.Flushed():
-		case <-deadline:
-			t.Fatalf("verbose log of %s not complete; so far:\n%s", id, b)
-		}
-	}
-}
-
 // TestVerboseStreamAfterRestart: a finished task's verbose stream (?verbose=true, the 202's
 // sse_verbose) reads the same after a restart as before it. A replayed record without a
 // verbose variant was decoded with an empty, non-nil one, which the log took as a variant:
@@ -51,7 +25,7 @@ func TestVerboseStreamAfterRestart(t *testing.T) {
 	g.tokens <- "Hel"
 	g.tokens <- "lo"
 	close(g.tokens)
-	before := d.verboseLog(t, s.ID)
+	before := d.readLog(t, s.ID, 0, true)
 	plainBefore := d.log(t, s.ID, 0)
 	d.stop()
 
@@ -59,7 +33,7 @@ func TestVerboseStreamAfterRestart(t *testing.T) {
 	if got := d.log(t, s.ID, 0); !bytes.Equal(got, plainBefore) {
 		t.Fatalf("plain log changed:\n%s\nbefore:\n%s", got, plainBefore)
 	}
-	after := d.verboseLog(t, s.ID)
+	after := d.readLog(t, s.ID, 0, true)
 	if !bytes.Equal(after, before) {
 		t.Fatalf("verbose stream of a finished task after a restart:\n%s\nbefore the restart:\n%s", after, before)
 	}
