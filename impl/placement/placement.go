@@ -138,10 +138,16 @@ func Choose(cands []Candidate, r Request) (Decision, error) {
 	return d, nil
 }
 
+// ServesModel reports whether a pool serving modelRef under modelID serves a task that asked
+// for want: by the pool's model_ref or by its model_id.
+func ServesModel(modelRef, modelID, want string) bool {
+	return modelRef == want || modelID == want
+}
+
 // matches reports whether c serves r's engine, model and workload within its overrides.
 func (r *Request) matches(c *Candidate) bool {
 	switch {
-	case c.Engine != r.Engine || (c.ModelRef != r.ModelRef && c.ModelID != r.ModelRef):
+	case c.Engine != r.Engine || !ServesModel(c.ModelRef, c.ModelID, r.ModelRef):
 		return false
 	case !slices.Contains(c.Workloads, r.Workload):
 		return false

@@ -103,10 +103,11 @@ func (s *Service) prepare(ctx context.Context, t *Task, g *placements, a *attemp
 			return false
 		}
 		sc.reps = v.Replicas
-		if v.ModelRef != t.spec.ModelRef && v.ModelID != t.spec.ModelRef {
-			// A reload gave the pool another model after the task was placed on it (queued,
-			// kept over a restart, or between two attempts of a migration): its text must not
-			// come from a model it did not ask for, nor half from one and half from another.
+		if !placement.ServesModel(v.ModelRef, v.ModelID, t.spec.ModelRef) {
+			// Placement's own rule, checked again at dispatch: a reload gave the pool another
+			// model after the task was placed on it (queued, kept over a restart, or between two
+			// attempts of a migration). Its text must not come from a model it did not ask for,
+			// nor half from one and half from another.
 			g.err = engine.Errorf(engine.KindPoolUnavailable, "pool %s now serves model %s, not %s (reloaded after the task was admitted)",
 				t.poolID, v.ModelID, t.spec.ModelRef)
 			return false
