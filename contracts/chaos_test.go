@@ -136,6 +136,10 @@ type chaosRun struct {
 	// after it.
 	drained atomic.Bool
 	ops     atomic.Int64 // the clients' operations begun
+	// drainAt is the operation (counted in ops) whose client drains the pool with drain
+	// before it (0: none).
+	drainAt atomic.Int64
+	drain   func(t *testing.T)
 }
 
 // daemon returns the daemon now.
@@ -220,26 +224,34 @@ func runChaos(t *testing.T, seed uint64, cfg chaosConfig, opts ...option) {
 			c.h = h
 			c.mu.Unlock()
 		}
+		// Neither the operator nor the pool's drain is a parallel subtest: each waits on the
+		// clients' progress, and holding one of go test's -parallel slots (GOMAXPROCS of them)
+		// while the clients wait for one hangs the run. The operator runs beside the clients
+		// until they are done; the client whose operation reaches the drain's point drains.
+		c.drainAt.Store(0)
+		if cfg.drain {
+			rng := rand.New(rand.NewPCG(seed, uint64(2000+round)))
+			total := chaosWorkers * chaosOps
+			c.drainAt.Store(int64(total/5 + rng.IntN(total*2/3-total/5)))
+			c.drain = func(t *testing.T) { c.drainPool(t, rng, keys[0], stopPump) }
+		}
 		t.Run(fmt.Sprintf("clients, round %d", round), func(t *testing.T) {
+			clientsDone := make(chan struct{})
+			var operator sync.WaitGroup
 			if cfg.operator {
-				t.Run("operator", func(t *testing.T) {
-					t.Parallel()
-					c.operate(t, rand.New(rand.NewPCG(seed, uint64(1000+round))))
-				})
+				operator.Go(func() { c.operate(t, rand.New(rand.NewPCG(seed, uint64(1000+round))), clientsDone) })
 			}
-			if cfg.drain {
-				t.Run("pool drained", func(t *testing.T) {
-					t.Parallel()
-					c.drainPool(t, rand.New(rand.NewPCG(seed, uint64(2000+round))), keys[0], stopPump)
-				})
-			}
-			for w, cc := range clients {
-				t.Run(fmt.Sprintf("client %d", w), func(t *testing.T) {
-					t.Parallel()
-					cc.t, cc.rng = t, rand.New(rand.NewPCG(seed, uint64(round*chaosWorkers+w)+2))
-					cc.run()
-				})
-			}
+			t.Run("clients", func(t *testing.T) {
+				for w, cc := range clients {
+					t.Run(fmt.Sprintf("client %d", w), func(t *testing.T) {
+						t.Parallel()
+						cc.t, cc.rng = t, rand.New(rand.NewPCG(seed, uint64(round*chaosWorkers+w)+2))
+						cc.run()
+					})
+				}
+			})
+			close(clientsDone)
+			operator.Wait()
 		})
 		if t.Failed() {
 			return
@@ -363,37 +375,43 @@ func runChaos(t *testing.T, seed uint64, cfg chaosConfig, opts ...option) {
 }
 
 // operate drains a replica of the pool, with a deadline that may pass while tasks still run
-// on it, and resumes it a moment later, over and over while the clients run: 202 to each
-// drain, 200 to each resume (after a drain of the whole pool too, which a replica's resume
-// does not end).
-func (c *chaosRun) operate(t *testing.T, rng *rand.Rand) {
+// on it, and resumes it a moment later, over and over until the clients are done (done closed),
+// eight times at least: 202 to each drain, 200 to each resume (after a drain of the whole pool
+// too, which a replica's resume does not end). It runs on a goroutine of its own, beside the
+// clients' tests: it reports with Errorf and stops.
+func (c *chaosRun) operate(t *testing.T, rng *rand.Rand, done <-chan struct{}) {
 	h := c.daemon()
-	for i := 0; i < 8 || c.ops.Load() < chaosWorkers*chaosOps; i++ { // through the clients' run
+	for i := 0; ; i++ {
+		if i >= 8 {
+			select {
+			case <-done:
+				return
+			default:
+			}
+		}
 		replica := fmt.Sprintf("%s/%d", poolID, rng.IntN(h.cfg.replicas))
 		d, err := h.client.DrainReplicaWithResponse(h.ctx(t), poolID, replica, nil,
 			client.DrainRequest{DeadlineMs: int64(5 + rng.IntN(80))})
 		if err != nil || d.StatusCode() != http.StatusAccepted {
-			t.Fatalf("drain %s: %v %d %s", replica, err, d.StatusCode(), d.Body)
+			t.Errorf("drain %s: %v %d %s", replica, err, d.StatusCode(), d.Body)
+			return
 		}
 		c.count("replica drained")
 		time.Sleep(time.Duration(rng.IntN(100)) * time.Millisecond)
 		r, err := h.client.ResumeReplicaWithResponse(h.ctx(t), poolID, replica, nil)
 		if err != nil || r.StatusCode() != http.StatusOK {
-			t.Fatalf("resume %s: %v %d %s", replica, err, r.StatusCode(), r.Body)
+			t.Errorf("resume %s: %v %d %s", replica, err, r.StatusCode(), r.Body)
+			return
 		}
 		time.Sleep(time.Duration(rng.IntN(30)) * time.Millisecond)
 	}
 }
 
-// drainPool drains the whole pool once the clients have made between a fifth and two thirds of
-// their operations, right after a burst of tasks (so that some are queued), with a short
-// deadline: 202, and the pool's health says so. Half the time the engine stalls (stall) as the
-// drain begins, so that the deadline ends what is left.
+// drainPool drains the whole pool, right after a burst of tasks (so that some are queued), with
+// a short deadline: 202, and the pool's health says so. Half the time the engine stalls (stall)
+// as the drain begins, so that the deadline ends what is left. The client whose operation
+// reaches drainAt (between a fifth and two thirds of the clients' operations) calls it.
 func (c *chaosRun) drainPool(t *testing.T, rng *rand.Rand, key string, stall func()) {
-	total := chaosWorkers * chaosOps
-	for at := int64(total/5 + rng.IntN(total*2/3-total/5)); c.ops.Load() < at; {
-		time.Sleep(time.Millisecond)
-	}
 	burst := &chaosClient{c: c, t: t, key: key, rng: rng, seen: map[uuid.UUID]client.TaskState{}}
 	for range 8 {
 		burst.submit(nil)
@@ -486,7 +504,9 @@ type chaosClient struct {
 func (cc *chaosClient) run() {
 	sessions := []uuid.UUID{uuid.New(), uuid.New()}
 	for range chaosOps {
-		cc.c.ops.Add(1)
+		if n := cc.c.ops.Add(1); n == cc.c.drainAt.Load() {
+			cc.c.drain(cc.t)
+		}
 		p := cc.rng.IntN(100)
 		switch {
 		case p < 30:
