@@ -91,5 +91,13 @@
 //
 // A write or fdatasync error is sticky: Wait returns it from then on (the task service refuses
 // admissions it cannot make durable), and both watermarks release every record, so that
-// streams go on from memory.
+// streams go on from memory. Acknowledged are the records up to the last fdatasync (with
+// SyncNone, every record written): a Wait for one of them still succeeds. Of the records
+// written after it, the failure keeps those of tasks whose admission was acknowledged (the
+// frames and final states readers were shown, the tombstones: a task seen finished does not
+// run again after a restart) and drops those of tasks whose first record comes after it, whose
+// admission was refused (it would run at the next start). It rewrites them in place, over
+// blocks the file already holds, so a full disk does not stop it; where that fails, it cuts
+// the segment back to the last fdatasync. A task's first record must therefore be its
+// admission, acknowledged by a Wait for it or a later record of the task.
 package journal

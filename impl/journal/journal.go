@@ -132,11 +132,20 @@ type Journal struct {
 	alloc      int64                // under wmu: the segment file's size (the records end at size, zeros follow)
 	noPrealloc bool                 // under wmu: the file system refused to preallocate
 	datasync   func(*os.File) error // fdatasync; tests hold it back
-	newTimer   func() timer         // the MaxUnsynced timer; tests fire it by hand
-	now        func() time.Time     // the clock of the compactions' back-off; tests move it
-	gen        uint64
-	size       atomic.Int64
-	synced     atomic.Int64 // segment bytes on disk: size as of the last fdatasync
+	// writeAt writes a batch (f.WriteAt); tests make it fail.
+	writeAt func(f *os.File, b []byte, off int64) (int, error)
+	// wroteSeq, under wmu, is the last record in the segment file: size's sequence number.
+	wroteSeq uint64
+	// ackOff and ackSeq, under mu, are the segment's size and wroteSeq as of the last fdatasync
+	// (or the switch to a new segment): a failed journal keeps the records up to ackOff, the
+	// acknowledged ones (but with SyncNone), and sorts the rest (cutBackLocked).
+	ackOff   int64
+	ackSeq   uint64
+	newTimer func() timer     // the MaxUnsynced timer; tests fire it by hand
+	now      func() time.Time // the clock of the compactions' back-off; tests move it
+	gen      uint64
+	size     atomic.Int64
+	synced   atomic.Int64 // segment bytes on disk: size as of the last fdatasync
 	// okThrough is the last record acknowledged (durable; with SyncNone, written) when the
 	// journal failed: a Wait for it or an earlier one still succeeds.
 	okThrough atomic.Uint64
@@ -309,6 +318,7 @@ func Open(opts Options) (*Journal, error) {
 		return nil, fmt.Errorf("journal: %w", err)
 	}
 	j := &Journal{opts: opts, log: opts.Logger, live: map[string]int64{}, wake: make(chan struct{}, 1), datasync: datasync,
+		writeAt:  (*os.File).WriteAt,
 		newTimer: newRealTimer, now: time.Now}
 	j.written.init()
 	j.durable.init()
@@ -376,6 +386,7 @@ func Open(opts Options) (*Journal, error) {
 			return nil, fmt.Errorf("journal: %w", err)
 		}
 		j.synced.Store(int64(valid))
+		j.ackOff = int64(valid)
 	}
 	for off := 0; off < len(data); {
 		r, n, _ := Decode(data[off:])
@@ -597,6 +608,9 @@ func (j *Journal) install(tmp, final string, next uint64, size int64) error {
 	j.f, j.gen = f, next
 	j.size.Store(size)
 	j.synced.Store(size)
+	j.mu.Lock()
+	j.ackOff, j.ackSeq = size, j.wroteSeq // the new segment is on disk, all of it
+	j.mu.Unlock()
 	j.alloc = size
 	if st, err := f.Stat(); err == nil {
 		j.alloc = max(st.Size(), size)
@@ -976,17 +990,18 @@ func (j *Journal) syncLocked(lazy bool) bool {
 	}
 	to := j.writeLocked()
 	f := j.f // replaced only under smu
-	size := j.size.Load()
+	// The fdatasync covers the segment as of now: its size and its last record, a pair (a
+	// batch written after this, before the fdatasync, goes to disk with it, but is claimed by
+	// the next one).
+	size, w := j.size.Load(), j.wroteSeq
 	j.wmu.Unlock()
 	j.written.advance(to)
-	w := j.written.value()
-	if w <= j.durable.v.Load() || w == math.MaxUint64 {
+	if w <= j.durable.v.Load() || j.written.value() == math.MaxUint64 {
 		return true
 	}
 	if err := j.datasync(f); err != nil {
-		j.fail(err)
 		j.wmu.Lock()
-		j.cutBackLocked()
+		j.fail(err)
 		j.wmu.Unlock()
 		return true
 	}
@@ -995,47 +1010,138 @@ func (j *Journal) syncLocked(lazy bool) bool {
 		j.lazySyncs.Add(1)
 	}
 	j.synced.Store(size)
+	j.mu.Lock()
+	if j.failed == nil { // a failure meanwhile (a write's) kept the pair it saw
+		j.ackOff, j.ackSeq = size, w
+	}
+	j.mu.Unlock()
 	j.durable.advance(w)
 	return true
 }
 
-// fail makes a write or sync error sticky and releases every waiter: those of records already
-// acknowledged with success, the others with the error.
+// fail makes a write or sync error sticky, sorts what the segment holds past the acknowledged
+// records (cutBackLocked) and releases every waiter: those of records acknowledged with
+// success, the others with the error. Acknowledged are the records up to the last fdatasync's
+// (with SyncNone, every record in the file). The caller holds wmu.
 func (j *Journal) fail(err error) {
 	j.log.Error("journal: write failed: admissions are refused from now on", "err", err)
-	ack := j.durable.v.Load()
-	if j.opts.Sync == SyncNone {
-		ack = j.written.v.Load()
-	}
 	j.mu.Lock()
-	if j.failed == nil {
+	first := j.failed == nil
+	ackOff, ack := j.ackOff, j.ackSeq
+	if j.opts.Sync == SyncNone {
+		ackOff, ack = j.size.Load(), j.wroteSeq
+	}
+	if first {
 		j.okThrough.Store(ack) // before the error is seen
 		j.failed = fmt.Errorf("journal: %w", err)
 	}
 	j.mu.Unlock()
+	if first {
+		j.cutBackLocked(ackOff)
+	}
 	j.written.advance(math.MaxUint64)
 	j.durable.advance(math.MaxUint64)
 }
 
-// cutBackLocked, once the journal failed, drops from the segment what no Wait acknowledged:
-// the records past the last fdatasync (with SyncNone, a write that failed part way). Their
-// admissions were refused, and the tasks' tombstones will never be written: left in the file,
-// they would be replayed, and run, at the next start. Best effort: a truncation frees space, so
-// it works on a full disk, but a failing device may refuse it too (the error is logged). The
-// caller holds wmu.
-func (j *Journal) cutBackLocked() {
+// cutBackLocked, once the journal failed, drops from the segment what was refused, and keeps
+// the rest. Past ackOff lie records no Wait acknowledged (with SyncNone, none: ackOff is the
+// size), written before the failure: the tasks' frames, final states and tombstones that
+// readers were shown, and admissions. A task's first record (after its tombstone, if its id
+// was used before) is its admission, which the caller acknowledges through a Wait for it or a
+// later record: a task whose first record lies past ackOff was refused, and its tombstone will
+// never be written. Its records are dropped (left in the file, they would be replayed, and
+// run, at the next start); the others' are kept, and the segment ends after them. The records
+// past ackOff are rewritten in place, over blocks the file already has (so it works on a full
+// disk), then the file is truncated. Best effort: where the rewrite fails, the segment is cut
+// back to ackOff; where the device refuses that too, the error is logged. The caller holds wmu.
+func (j *Journal) cutBackLocked(ackOff int64) {
 	if j.closed {
 		return
 	}
-	keep := j.synced.Load()
-	if j.opts.Sync == SyncNone {
-		keep = j.size.Load()
+	end := j.size.Load()
+	keep := ackOff
+	if end > ackOff {
+		tail, dropped, err := j.refusedDropped(ackOff, end)
+		switch {
+		case err != nil:
+			j.log.Error("journal: reading the unacknowledged records back; they are dropped", "offset", ackOff, "err", err)
+		case dropped == 0:
+			keep = end
+		case len(tail) > 0:
+			if _, err := j.writeAt(j.f, tail, ackOff); err != nil {
+				j.log.Error("journal: rewriting the unacknowledged records; they are dropped", "offset", ackOff, "err", err)
+				break
+			}
+			keep = ackOff + int64(len(tail))
+		}
+		if keep > ackOff {
+			j.log.Warn("journal: kept the records written since the last fdatasync but for the refused admissions' tasks",
+				"bytes_kept", keep-ackOff, "records_dropped", dropped)
+		}
 	}
 	if err := j.f.Truncate(keep); err != nil {
-		j.log.Error("journal: cutting the segment back to what was acknowledged", "size", keep, "err", err)
+		j.log.Error("journal: cutting the segment back to what was kept", "size", keep, "err", err)
 		return
 	}
 	j.alloc = keep
+	if keep > ackOff {
+		_ = j.datasync(j.f) // best effort: the device has failed once
+	}
+}
+
+// refusedDropped reads the segment's records from ackOff to end and returns them without the
+// records of the tasks whose first record lies past ackOff (see cutBackLocked), and how many
+// records it dropped. It reads the records before ackOff for the tasks found past it only.
+func (j *Journal) refusedDropped(ackOff, end int64) ([]byte, int, error) {
+	rf, err := os.Open(filepath.Join(j.opts.Dir, segName(j.gen)))
+	if err != nil {
+		return nil, 0, err
+	}
+	defer rf.Close()
+	data := make([]byte, end-ackOff)
+	if _, err := rf.ReadAt(data, ackOff); err != nil {
+		return nil, 0, err
+	}
+	var tail taskIndex[struct{}] // the tasks with records past ackOff
+	for off := 0; off < len(data); {
+		r, n, err := decode(data[off:])
+		if err != nil {
+			return nil, 0, err
+		}
+		tail.put(keyOf(&r), struct{}{})
+		off += n
+	}
+	// acked: whether a task's incarnation (its records since its last tombstone) began before
+	// ackOff, so that its admission was acknowledged.
+	var acked taskIndex[bool]
+	err = eachRecord(rf, ackOff, make([]byte, 0, compactWindow), decode, func(_ int64, r rawRecord, _ []byte) error {
+		k := keyOf(&r)
+		if _, ok := tail.get(k); ok {
+			acked.put(k, r.kind != KindRetire)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	out, dropped := data[:0], 0 // in place: out never passes the record being read
+	for off := 0; off < len(data); {
+		r, n, _ := decode(data[off:])
+		k := keyOf(&r)
+		kept, _ := acked.get(k)
+		if !kept || r.kind == KindRetire {
+			// Past a tombstone, or a refused admission: what follows of the task (a new
+			// incarnation, or the rest of the refused one) was never acknowledged.
+			acked.put(k, false)
+		}
+		if kept {
+			out = append(out, data[off:off+n]...)
+		} else {
+			dropped++
+		}
+		off += n
+	}
+	return out, dropped, nil
 }
 
 // writeLocked hands the pending batch to the kernel and returns the sequence number the
@@ -1062,14 +1168,14 @@ func (j *Journal) writeLocked() uint64 {
 		if need := end + int64(len(buf)); need > j.alloc {
 			j.extend(need)
 		}
-		if _, err := j.f.WriteAt(buf, end); err != nil {
+		if _, err := j.writeAt(j.f, buf, end); err != nil {
 			j.fail(err)
-			j.cutBackLocked()
 			return 0
 		}
 		j.size.Add(int64(len(buf)))
 		j.batches.Add(1)
 	}
+	j.wroteSeq = seq
 	if cap(buf) <= 4<<20 { // reuse the batch buffer unless a burst made it huge
 		j.mu.Lock()
 		j.spare = buf[:0]
@@ -1303,7 +1409,7 @@ func (j *Journal) compactInto(rep *Compaction) error {
 		j.smu.Unlock()
 		return errCompactionAbandoned
 	}
-	written := j.written.value()
+	written := j.wroteSeq // under wmu: everything in the segment, all of it copied
 	err = j.switchTo(nf, final, tmp, copyTail, &pos)
 	if err == nil {
 		switched = true

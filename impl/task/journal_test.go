@@ -162,7 +162,13 @@ func startDaemon(t *testing.T, dir string, clock *tasktest.Clock) *daemon {
 // session store, its meter) before it starts; it gets the journal too.
 func startDaemonWith(t *testing.T, dir string, clock *tasktest.Clock, setup func(*Options, *journal.Journal)) *daemon {
 	t.Helper()
-	jr, err := journal.Open(journal.Options{Dir: dir})
+	return startDaemonJournal(t, journal.Options{Dir: dir}, clock, setup)
+}
+
+// startDaemonJournal is startDaemonWith with the journal's options.
+func startDaemonJournal(t *testing.T, jo journal.Options, clock *tasktest.Clock, setup func(*Options, *journal.Journal)) *daemon {
+	t.Helper()
+	jr, err := journal.Open(jo)
 	if err != nil {
 		t.Fatal(err)
 	}
