@@ -245,7 +245,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		}
 		a.journal, err = journal.Open(journal.Options{Dir: dir, Sync: mode, Logger: log,
 			MaxUnsynced: cfg.Journal.MaxUnsynced.D(), MaxUnsyncedBytes: cfg.Journal.MaxUnsyncedBytes,
-			OnCompaction: compactionMetrics(a.metrics)})
+			OnCompaction: compactionMetrics(a.metrics), OnFailure: func(error) { a.metrics.JournalFailed.Set(1) }})
 		if err != nil {
 			return nil, err
 		}

@@ -86,7 +86,9 @@ func TestFailureKeepsTheWrittenRecordsOfAcknowledgedTasks(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			// No lazy fdatasync: what follows the admissions stays written, not synced.
-			j, err := Open(Options{Dir: dir, MaxUnsynced: time.Hour, MaxUnsyncedBytes: 1 << 30})
+			var failures atomic.Int32
+			j, err := Open(Options{Dir: dir, MaxUnsynced: time.Hour, MaxUnsyncedBytes: 1 << 30,
+				OnFailure: func(error) { failures.Add(1) }})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -120,6 +122,9 @@ func TestFailureKeepsTheWrittenRecordsOfAcknowledgedTasks(t *testing.T) {
 				t.Fatalf("a record acknowledged before the failure, waited for after it: %v", err)
 			}
 			stop()
+			if n := failures.Load(); n != 1 {
+				t.Errorf("OnFailure called %d times, want once", n)
+			}
 			if got := replayAll(t, dir); fmt.Sprint(got) != fmt.Sprint(tc.want) {
 				t.Fatalf("replay after reopening:\n got %v\nwant %v", got, tc.want)
 			}

@@ -83,6 +83,9 @@ type Options struct {
 	// OnCompaction, when set, is called by the owner goroutine (Run) as each compaction ends,
 	// done or failed: for metrics. It must not block.
 	OnCompaction func(Compaction)
+	// OnFailure, when set, is called once, when a write or fdatasync fails and the journal
+	// refuses every later record: for metrics. It must not block nor call the journal.
+	OnFailure func(error)
 }
 
 // Defaults of Options.MaxUnsynced and Options.MaxUnsyncedBytes.
@@ -1038,6 +1041,9 @@ func (j *Journal) fail(err error) {
 	j.mu.Unlock()
 	if first {
 		j.cutBackLocked(ackOff)
+		if j.opts.OnFailure != nil {
+			j.opts.OnFailure(err)
+		}
 	}
 	j.written.advance(math.MaxUint64)
 	j.durable.advance(math.MaxUint64)

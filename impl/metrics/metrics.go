@@ -74,6 +74,7 @@ type Metrics struct {
 	// The journal's compactions.
 	JournalCompactions    *prometheus.CounterVec // outcome: done, failed
 	JournalCompactionHold prometheus.Histogram   // seconds writers waited for a compaction's switch
+	JournalFailed         prometheus.Gauge       // 1 once a write or sync failed
 
 	// The engine_connection families: sampled from SetEngineConns' snapshot at each scrape.
 	engineConns struct {
@@ -254,6 +255,8 @@ func (m *Metrics) table() []family {
 			labels: []string{"outcome"}, into: counterVec(&m.JournalCompactions)},
 		{name: "journal_compaction_writers_held_seconds", help: "Seconds each journal compaction held the journal's writers to switch segments: every stream's next frame waited that long (the rewrite itself runs beside the writers).",
 			buckets: OverheadBuckets, into: histogram(&m.JournalCompactionHold)},
+		{name: "journal_failed", help: "1 once the journal could not write or sync its file (a full or failing disk): admissions are refused until the daemon restarts, and what ends after it is not recorded.",
+			into: gauge(&m.JournalFailed)},
 		{name: "engine_connections_dialed_total", help: "Connections set up to a replica's engine for generations (adapters that keep their engine connections: plain HTTP engines).",
 			labels: with(), into: engineConns(m, "counter", func(c *EngineConns) float64 { return float64(c.Dialed) })},
 		{name: "engine_connections_reused_total", help: "Generations sent on an engine connection kept from an earlier generation.",
