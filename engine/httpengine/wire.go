@@ -551,6 +551,9 @@ func (b *wire) chunkLine() (line []byte, ok bool, err error) {
 // maxChunkLen bounds a chunk's length (exclusive).
 const maxChunkLen = 1 << 62
 
+// errChunkTooLarge is a chunk length from maxChunkLen on.
+var errChunkTooLarge = errors.New("http chunk length too large")
+
 // chunkSize parses a chunk-size line (without its CRLF): hex digits, then optional extensions,
 // which are ignored; trailing whitespace is dropped first (as net/http).
 func chunkSize(line []byte) (int64, error) {
@@ -571,10 +574,12 @@ func chunkSize(line []byte) (int64, error) {
 		default:
 			return 0, errors.New("invalid byte in chunk length")
 		}
-		// Lengths from 2^62 on are refused, as net/http does (its check of the framing's share
-		// doubles the length in an int64). No engine sends a chunk of exabytes.
+		// Lengths from 2^62 on are refused. net/http takes any 16 hex digits and then doubles
+		// the length in an int64 to check the framing's share, which wraps: it refuses some of
+		// those lengths and reads the others' data until the body fails. No engine sends a chunk
+		// of exabytes.
 		if i == 16 || n >= maxChunkLen>>4 {
-			return 0, errors.New("http chunk length too large")
+			return 0, errChunkTooLarge
 		}
 		n = n<<4 | uint64(c)
 	}

@@ -210,6 +210,11 @@ func FuzzWireChunked(f *testing.F) {
 		want, werr := io.ReadAll(ref.Body)
 		for _, slices := range []bool{true, false} {
 			_, got, w, err := readWire(raw, bufSize, oneByte, slices)
+			if errors.Is(err, errChunkTooLarge) && werr != nil && bytes.HasPrefix(want, got) {
+				// A chunk of 2^62 bytes or more: wire refuses its length, where net/http may read
+				// its data until the body ends short (see chunkSize). Both fail.
+				continue
+			}
 			if !bytes.Equal(got, want) {
 				t.Fatalf("slices %v: body %q, net/http reads %q (err %v, net/http %v)", slices, got, want, err, werr)
 			}
