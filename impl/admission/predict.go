@@ -10,7 +10,9 @@ import (
 //
 //	0 if position < free, else ceil((position + 1 - free) / slots) * meanServiceMs
 //
-// converted to int64. slots below 1 count as 1 and negative free as 0.
+// converted to int64, saturated at its largest value (a prior service time of 1e300 ms is
+// positive and finite: converted as is it would come out negative). slots below 1 count as 1
+// and negative free as 0.
 func PredictStartMs(position, slots, free int, meanServiceMs float64) int64 {
 	free = max(free, 0)
 	if position < free {
@@ -19,7 +21,11 @@ func PredictStartMs(position, slots, free int, meanServiceMs float64) int64 {
 	slots = max(slots, 1)
 	ahead := position + 1 - free
 	waves := (ahead + slots - 1) / slots
-	return int64(float64(waves) * meanServiceMs)
+	ms := float64(waves) * meanServiceMs
+	if ms >= math.MaxInt64 { // float64(MaxInt64) is 2^63, itself out of range
+		return math.MaxInt64
+	}
+	return int64(ms)
 }
 
 // RetryAfter is the back-off for a refused admission: meanServiceMs / slots, the expected time

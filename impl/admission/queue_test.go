@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -102,6 +103,9 @@ func TestPredictStartMs(t *testing.T) {
 		{"fractional mean truncated", 0, 1, 0, 99.9, 99},
 		{"zero slots as one", 1, 0, 0, 10, 20},
 		{"negative free as zero", 0, 1, -3, 10, 10},
+		{"saturated, not wrapped", 0, 1, 0, 1e300, math.MaxInt64},
+		{"saturated at 2^63", 1, 1, 0, 1 << 62, math.MaxInt64},
+		{"largest float", 5, 1, 0, math.MaxFloat64, math.MaxInt64},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -832,5 +836,31 @@ func TestTicketReuse(t *testing.T) {
 	var never admission.Ticket
 	if err := never.Wait(context.Background()); !errors.Is(err, admission.ErrInvalid) {
 		t.Errorf("Wait on a fresh ticket = %v, want ErrInvalid", err)
+	}
+}
+
+// TestPredictionSaturates: a pool's prior service time is any positive finite number (the
+// configuration's prior_service_ms takes 1e300): a task queued behind a running one is
+// predicted to start at the largest int64, never a negative predicted_start_ms (the contract's
+// minimum is 0), both at admission and when its position is read again.
+func TestPredictionSaturates(t *testing.T) {
+	q, err := admission.New(admission.Options{Capacity: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.SetPool("p", admission.PoolConfig{Slots: 1, Dispatchable: true, PriorServiceMs: 1e300}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := q.Enqueue(admission.Item{ID: "a", Pool: "p"}); err != nil {
+		t.Fatal(err)
+	}
+	_, adm, err := q.Enqueue(admission.Item{ID: "b", Pool: "p"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl, _ := q.Position("b")
+	if adm.PredictedStartMs != math.MaxInt64 || pl.PredictedStartMs != math.MaxInt64 {
+		t.Fatalf("queued behind a running item: predicted_start_ms %d at admission, %d by Position; want %d",
+			adm.PredictedStartMs, pl.PredictedStartMs, int64(math.MaxInt64))
 	}
 }
