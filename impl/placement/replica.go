@@ -186,14 +186,15 @@ func ChooseReplica(reps []ReplicaSnapshot, req ReplicaRequest, out []ReplicaScor
 			return pick(i, ReasonPrefix)
 		}
 	}
-	// Least loaded: the best score, preferred replicas first; ties rotate with Tiebreak.
+	// Least loaded: the best score, preferred replicas with a free slot first; ties rotate with
+	// Tiebreak.
 	best, bestPref := -1, false
 	ties := 0
 	for i, r := range reps {
 		if out[i].ExcludedBecause != "" {
 			continue
 		}
-		pref := slices.Contains(req.Prefer, r.ID)
+		pref := preferred(r, req)
 		switch {
 		case best < 0 || (pref && !bestPref) || (pref == bestPref && out[i].Score > out[best].Score):
 			best, bestPref, ties = i, pref, 1
@@ -204,7 +205,7 @@ func ChooseReplica(reps []ReplicaSnapshot, req ReplicaRequest, out []ReplicaScor
 	if ties > 1 {
 		k := int(req.Tiebreak % uint64(ties))
 		for i, r := range reps {
-			if out[i].ExcludedBecause != "" || slices.Contains(req.Prefer, r.ID) != bestPref || out[i].Score != out[best].Score {
+			if out[i].ExcludedBecause != "" || preferred(r, req) != bestPref || out[i].Score != out[best].Score {
 				continue
 			}
 			if k == 0 {
@@ -215,6 +216,13 @@ func ChooseReplica(reps []ReplicaSnapshot, req ReplicaRequest, out []ReplicaScor
 		}
 	}
 	return pick(best, ReasonLeastLoaded)
+}
+
+// preferred reports whether the task prefers r (prefer_replicas) and r has a free slot: the
+// queue grants a slot of the pool, which may be another replica's, and a preference that beat
+// load outright would run the task over a full replica's slots while that one stays idle.
+func preferred(r ReplicaSnapshot, req ReplicaRequest) bool {
+	return r.Busy < max(r.Slots, 1) && slices.Contains(req.Prefer, r.ID)
 }
 
 func exclusion(r ReplicaSnapshot, req ReplicaRequest) string {

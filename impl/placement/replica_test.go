@@ -52,6 +52,9 @@ func TestChooseReplica(t *testing.T) {
 		{"pinned", []ReplicaSnapshot{rep("a", 0), rep("b", 3)}, ReplicaRequest{Pin: "b"}, "b", ReasonPinned, map[string]string{"a": ExcludedNotPinned}},
 		{"avoided", []ReplicaSnapshot{rep("a", 0), rep("b", 3)}, ReplicaRequest{Avoid: []string{"a"}}, "b", ReasonOnlyChoice, map[string]string{"a": ExcludedAvoided}},
 		{"preferred beats load", []ReplicaSnapshot{rep("a", 0), rep("b", 3), rep("c", 2)}, ReplicaRequest{Prefer: []string{"b", "c"}}, "c", ReasonLeastLoaded, nil},
+		// The queue granted a slot of the pool: b's. a is full, preferred or not.
+		{"a full preferred replica is not", []ReplicaSnapshot{rep("a", 4), rep("b", 0)}, ReplicaRequest{Prefer: []string{"a"}}, "b", ReasonLeastLoaded, nil},
+		{"a preferred replica with a free slot is", []ReplicaSnapshot{rep("a", 3), rep("b", 0)}, ReplicaRequest{Prefer: []string{"a"}}, "a", ReasonLeastLoaded, nil},
 		{"device mask", []ReplicaSnapshot{rep("a", 3), dev}, ReplicaRequest{Devices: []int{0}}, "", "", map[string]string{"a": ExcludedDevices, "b": ExcludedDevices}},
 		{"device mask admits", []ReplicaSnapshot{rep("a", 0), dev}, ReplicaRequest{Devices: []int{1}}, "b", ReasonOnlyChoice, map[string]string{"a": ExcludedDevices}},
 		{"vram fit", []ReplicaSnapshot{rep("a", 3), vram}, ReplicaRequest{NeedVRAM: 1000}, "a", ReasonOnlyChoice, map[string]string{"b": ExcludedVRAM}},
