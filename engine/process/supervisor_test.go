@@ -367,9 +367,12 @@ func TestRestartAfterUnexpectedExit(t *testing.T) {
 		t.Fatalf("first launch on %s (BaseURL %s), relaunch on %s (BaseURL %s): want the same port",
 			ports[0], url, ports[1], s.BaseURL())
 	}
+	// The health checks may see the dying helper first (three failures: unhealthy) when the
+	// exit is reaped late, as on a loaded machine.
 	want := []State{StateStarting, StateRunning, StateRestarting, StateRunning}
-	if got := h.rec.history(); !slices.Equal(got, want) {
-		t.Fatalf("states %v, want %v", got, want)
+	late := []State{StateStarting, StateRunning, StateUnhealthy, StateRestarting, StateRunning}
+	if got := h.rec.history(); !slices.Equal(got, want) && !slices.Equal(got, late) {
+		t.Fatalf("states %v, want %v (or %v)", got, want, late)
 	}
 }
 
