@@ -1,7 +1,13 @@
 package impl
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
+	"math"
+	"reflect"
+	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
@@ -19,8 +25,9 @@ type JSONSerializer struct{ echo.DefaultJSONSerializer }
 
 // Deserialize decodes the request body into i.
 func (s JSONSerializer) Deserialize(c echo.Context, i any) error {
+	st := stateOf(c.Request().Context())
 	if req, ok := i.(*api.TaskRequest); ok {
-		if st := stateOf(c.Request().Context()); st != nil && st.checked {
+		if st != nil && st.checked {
 			var v api.TaskRequest
 			if decodeTaskRequest(st.raw, &v) {
 				*req = v
@@ -28,7 +35,74 @@ func (s JSONSerializer) Deserialize(c echo.Context, i any) error {
 			}
 		}
 	}
-	return s.DefaultJSONSerializer.Deserialize(c, i)
+	err := s.DefaultJSONSerializer.Deserialize(c, i)
+	var ute *json.UnmarshalTypeError
+	if err == nil || !errors.As(err, &ute) || !strings.HasPrefix(ute.Value, "number") {
+		return err
+	}
+	// An integer written with a fraction or an exponent (600000.0, 6e5: what Python's
+	// json.dumps writes for a float) is an integer to JSON Schema, and the validator passed
+	// it; encoding/json refuses it for an int field. Decode it again with such numbers
+	// written as integers: this runs only after that refusal.
+	if st != nil && st.raw != nil {
+		if b, ok := integralNumbers(st.raw); ok && json.Unmarshal(b, i) == nil {
+			return nil
+		}
+	}
+	return Errorf("INVALID_PARAMS", "/%s: %s does not fit %s", strings.ReplaceAll(ute.Field, ".", "/"),
+		strings.TrimPrefix(ute.Value, "number "), intName(ute.Type.Kind()))
+}
+
+// intName says what an integer kind holds, in words.
+func intName(k reflect.Kind) string {
+	switch k {
+	case reflect.Int32:
+		return "a 32-bit integer"
+	case reflect.Int64, reflect.Int:
+		return "a 64-bit integer"
+	}
+	return "a " + k.String()
+}
+
+// integralNumbers returns b with each number written with a fraction or an exponent whose value
+// is a whole number (within ±2^53, where a float64 holds it exactly) written as an integer, and
+// whether it changed any. Strings are left as they are.
+func integralNumbers(b []byte) ([]byte, bool) {
+	var out []byte
+	last := 0 // b[:last] is in out (once out is made)
+	for i := 0; i < len(b); {
+		switch c := b[i]; {
+		case c == '"':
+			for i++; i < len(b) && b[i] != '"'; i++ {
+				if b[i] == '\\' {
+					i++
+				}
+			}
+			i++
+		case c == '-' || '0' <= c && c <= '9':
+			j := i
+			for j < len(b) && strings.IndexByte("+-0123456789.eE", b[j]) >= 0 {
+				j++
+			}
+			if lit := b[i:j]; bytes.ContainsAny(lit, ".eE") {
+				if f, err := strconv.ParseFloat(string(lit), 64); err == nil && f == math.Trunc(f) && math.Abs(f) <= 1<<53 {
+					if out == nil {
+						out = make([]byte, 0, len(b))
+					}
+					out = append(out, b[last:i]...)
+					out = strconv.AppendInt(out, int64(f), 10)
+					last = j
+				}
+			}
+			i = j
+		default:
+			i++
+		}
+	}
+	if out == nil {
+		return b, false
+	}
+	return append(out, b[last:]...), true
 }
 
 // decodeTaskRequest decodes b, a body the fast check accepted, into r; false when it meets

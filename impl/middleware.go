@@ -725,8 +725,9 @@ func shortMessage(err error) string {
 	return firstLine(err.Error())
 }
 
-// formatNames says what a string format wants, in words.
-var formatNames = map[string]string{"uuid": "a UUID (like 6f1c5e1a-3c1e-4b0e-9a57-0d8d2b6c9a11)", "date-time": "an RFC 3339 date-time"}
+// formatNames says what a format wants, in words.
+var formatNames = map[string]string{"uuid": "a UUID (like 6f1c5e1a-3c1e-4b0e-9a57-0d8d2b6c9a11)", "date-time": "an RFC 3339 date-time",
+	"int32": "a 32-bit integer", "int64": "a 64-bit integer"}
 
 // formatReason replaces the validator's "string doesn't match the format (regular expression
 // ...)" with what is wanted; an empty string is called empty, and a field the daemon fills in
@@ -737,7 +738,7 @@ func formatReason(s *openapi3.Schema, v any) string {
 		want = "a " + s.Format
 	}
 	reason := "must be " + want
-	if str, _ := v.(string); str == "" {
+	if str, isStr := v.(string); isStr && str == "" {
 		reason = "is empty: it must be " + want
 	}
 	if gen, _ := s.Extensions["x-generated-if-omitted"].(bool); gen {
