@@ -215,8 +215,9 @@ func (s *Service) Recover() error {
 	return nil
 }
 
-// resume queues again the recovered tasks that were queued, in their admission order. Run
-// calls it once the queue runs.
+// resume queues again the recovered tasks that were queued, in their admission order, and
+// starts the disconnect grace of those with on_disconnect: grace (graceAfterRestart). Run calls
+// it once the queue runs.
 func (s *Service) resume(ctx context.Context) {
 	s.mu.Lock()
 	requeue := s.requeue
@@ -270,6 +271,7 @@ func (s *Service) resume(ctx context.Context) {
 			"priority", t.spec.Priority.String())
 		s.wg.Add(1)
 		go s.run(ctx, t)
+		s.graceAfterRestart(ctx, t)
 	}
 }
 

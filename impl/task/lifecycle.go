@@ -69,20 +69,47 @@ func (s *Service) Abandoned(ctx context.Context, t *Task) {
 			s.cancel(t, causeDisconnect)
 		}
 	case OnDisconnectGrace:
-		gctx, stop := s.opts.Clock.WithDeadlineCause(context.WithoutCancel(ctx), s.now().Add(t.spec.DisconnectGrace), causeDisconnect)
-		t.mu.Lock()
-		prev := t.graceStop
-		t.graceStop = stop
-		t.mu.Unlock()
-		if prev != nil { // the grace of an earlier disconnect: this one's replaces it
-			prev()
-		}
-		s.mu.Lock()
-		run := s.runCtx
-		s.mu.Unlock()
-		s.wg.Add(1)
-		go s.graceWait(run, gctx, stop, t, gen)
+		s.startGrace(ctx, t, gen)
 	}
+}
+
+// startGrace starts t's disconnect grace for its disconnect number gen (t.disconnects then): t
+// is cancelled once the grace passes with no reader attached (graceWait).
+func (s *Service) startGrace(ctx context.Context, t *Task, gen uint64) {
+	gctx, stop := s.opts.Clock.WithDeadlineCause(context.WithoutCancel(ctx), s.now().Add(t.spec.DisconnectGrace), causeDisconnect)
+	t.mu.Lock()
+	prev := t.graceStop
+	t.graceStop = stop
+	t.mu.Unlock()
+	if prev != nil { // the grace of an earlier disconnect: this one's replaces it
+		prev()
+	}
+	s.mu.Lock()
+	run := s.runCtx
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go s.graceWait(run, gctx, stop, t, gen)
+}
+
+// graceAfterRestart starts the disconnect grace of a recovered task with on_disconnect: grace
+// that no reader reads. Its readers' connections ended with the process before (or its client
+// was gone already): the restart is their disconnect, and without a grace the task would run
+// to its end for nobody. A client that resumes its stream within the grace keeps it, as after
+// any disconnect. A reader already back (or one that came and left, whose own disconnect
+// started a grace) has nothing to add.
+func (s *Service) graceAfterRestart(ctx context.Context, t *Task) {
+	if t.spec.OnDisconnect != OnDisconnectGrace {
+		return
+	}
+	t.mu.Lock()
+	if len(t.subs) > 0 || t.graceStop != nil {
+		t.mu.Unlock()
+		return
+	}
+	t.disconnects++
+	gen := t.disconnects
+	t.mu.Unlock()
+	s.startGrace(ctx, t, gen)
 }
 
 // graceWait cancels t once its disconnect grace gctx has passed, unless it ended, a reader is
