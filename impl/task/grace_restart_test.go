@@ -13,7 +13,8 @@ import (
 // process (its clients' streams ended with the old one). With on_disconnect: grace the restart
 // is their disconnect: the task is cancelled once disconnect_grace_ms passes with no reader,
 // whether it runs by then or still waits in the queue, unless a client resumes its stream
-// within the grace. detach keeps it running for nobody, as it would have before the restart;
+// within the grace. A task whose client only polls (no reader to lose) runs on, as it would
+// without the restart. detach keeps it running for nobody, as it would have before the restart;
 // so does cancel, kept queued precisely so that its clients resume it after the restart
 // (README, Shutdown).
 func TestRestartArmsDisconnectGrace(t *testing.T) {
@@ -25,6 +26,7 @@ func TestRestartArmsDisconnectGrace(t *testing.T) {
 		behind bool // another recovered task holds the one slot: the task is still queued when the grace ends
 		resume bool // a client resumes the task's stream within the grace (Last-Event-ID 0)
 		stop   bool // the daemon stops again within the grace
+		polled bool // its client polls the task's state: no reader ever attached
 		cancel bool // the task ends cancelled when the grace passes
 	}{
 		{name: "grace running", policy: OnDisconnectGrace, cancel: true},
@@ -33,6 +35,7 @@ func TestRestartArmsDisconnectGrace(t *testing.T) {
 		{name: "grace resumed", policy: OnDisconnectGrace, resume: true},
 		{name: "grace resumed while queued", policy: OnDisconnectGrace, behind: true, resume: true},
 		{name: "grace, stopped within it", policy: OnDisconnectGrace, behind: true, stop: true},
+		{name: "grace, its client only polls", policy: OnDisconnectGrace, polled: true},
 		{name: "detach", policy: OnDisconnectDetach},
 		{name: "cancel", policy: OnDisconnectCancel},
 	}
@@ -60,7 +63,13 @@ func TestRestartArmsDisconnectGrace(t *testing.T) {
 			if _, err := d.svc.Submit(d.ctx, s); err != nil {
 				t.Fatal(err)
 			}
-			d.waitShown(t, s.ID, "0:started") // its client read it; the connection goes with the process
+			if tt.polled {
+				if snap, err := d.svc.Get(d.ctx, s.ID); err != nil || snap.Status != Queued {
+					t.Fatalf("polled: %+v %v", snap, err)
+				}
+			} else {
+				d.waitShown(t, s.ID, "0:started") // its client read it; the connection goes with the process
+			}
 			if tt.crash {
 				d.j.crash(t)
 			}
@@ -79,6 +88,12 @@ func TestRestartArmsDisconnectGrace(t *testing.T) {
 			tk, err := d.svc.Task(s.ID)
 			if err != nil {
 				t.Fatal(err)
+			}
+			tk.mu.Lock()
+			armed := tk.graceStop != nil // the grace starts before the pool dispatches (resume)
+			tk.mu.Unlock()
+			if wantArmed := tt.policy == OnDisconnectGrace && !tt.polled; armed != wantArmed {
+				t.Fatalf("grace armed after the restart: %v, want %v", armed, wantArmed)
 			}
 			if tt.resume {
 				cur := tk.Subscribe(1, false) // GET /stream with Last-Event-ID: 0

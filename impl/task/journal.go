@@ -46,6 +46,10 @@ const (
 	recEvent   uint8 = 2 // name, data, extra: one frame of the log (extra: the verbose variant)
 	recRunning uint8 = 3 // data: the start time (JSON admitRecord subset)
 	recFinal   uint8 = 4 // name, data: the final frame; extra: finalRecord (JSON)
+	// recReader: a reader attached to a task with on_disconnect: grace (its first one only),
+	// so that a restart, which ends every reader's connection, starts the task's grace. A
+	// task whose client only polls never had a reader to lose. (A build without it ignores it.)
+	recReader uint8 = 5
 )
 
 // admitRecord is what a restart needs to run a task again.
@@ -95,6 +99,14 @@ func (t *Task) recordRunningLocked() {
 	putRecordBuf(buf)
 }
 
+// recordReaderLocked journals that a reader attached to the task (recReader); the caller holds
+// t.mu.
+func (t *Task) recordReaderLocked() {
+	if t.j != nil {
+		t.j.Append(t.spec.ID, recReader, "", nil, nil)
+	}
+}
+
 // Recover rebuilds the tasks of the journal: finished ones are readable again, ones that were
 // running end with a retriable worker_reset error, and queued ones are queued again by Run (in
 // their admission order). Call it once, after New and before Run and any Submit.
@@ -141,6 +153,8 @@ func (s *Service) Recover() error {
 				return fmt.Errorf("task %s: running record: %w", id, err)
 			}
 			t.status, t.started = Running, r.Started
+		case recReader:
+			t.hadReader = true
 		case recFinal:
 			var r finalRecord
 			if err := json.Unmarshal(extra, &r); err != nil {

@@ -92,17 +92,18 @@ func (s *Service) startGrace(ctx context.Context, t *Task, gen uint64) {
 }
 
 // graceAfterRestart starts the disconnect grace of a recovered task with on_disconnect: grace
-// that no reader reads. Its readers' connections ended with the process before (or its client
-// was gone already): the restart is their disconnect, and without a grace the task would run
-// to its end for nobody. A client that resumes its stream within the grace keeps it, as after
-// any disconnect. A reader already back (or one that came and left, whose own disconnect
-// started a grace) has nothing to add.
+// that had a reader before the restart (recReader) and has none now. Its readers' connections
+// ended with the process before (or its client was gone already): the restart is their
+// disconnect, and without a grace the task would run to its end for nobody. A client that
+// resumes its stream within the grace keeps it, as after any disconnect. A task whose client
+// only polls had no reader to lose, and runs as it would have. A reader already back (or one
+// that came and left, whose own disconnect started a grace) has nothing to add.
 func (s *Service) graceAfterRestart(ctx context.Context, t *Task) {
 	if t.spec.OnDisconnect != OnDisconnectGrace {
 		return
 	}
 	t.mu.Lock()
-	if len(t.subs) > 0 || t.graceStop != nil {
+	if !t.hadReader || len(t.subs) > 0 || t.graceStop != nil {
 		t.mu.Unlock()
 		return
 	}

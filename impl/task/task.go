@@ -291,6 +291,9 @@ type Task struct {
 	// graceStop ends the running disconnect grace's wait (nil: none): a later disconnect
 	// replaces it, a reader attaching ends it.
 	graceStop context.CancelFunc
+	// hadReader: a reader attached to the task with on_disconnect: grace, in this process or
+	// (journaled, recReader) before a restart, which is then its disconnect.
+	hadReader bool
 	// cancel ends the task's context (queue wait and run), set by its runner before it waits.
 	cancel context.CancelCauseFunc
 	// runner: a runner goroutine ends the task, started or about to be (Submit's tasks, and a
@@ -531,6 +534,10 @@ func (t *Task) SubscribeFunc(from int, verbose bool, notify, shown func()) *Curs
 	t.subs = append(t.subs, c)
 	grace := t.graceStop // a reader is back: a disconnect's grace has nothing left to decide
 	t.graceStop = nil
+	if !t.hadReader && t.spec.OnDisconnect == OnDisconnectGrace {
+		t.hadReader = true
+		t.recordReaderLocked()
+	}
 	t.mu.Unlock()
 	if grace != nil {
 		grace()
