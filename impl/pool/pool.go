@@ -160,6 +160,8 @@ type ReplicaView struct {
 	LastError     string
 	Restarts      int
 	Breaker       placement.Breaker
+	// ProbeInFlight: a task Acquire let through a half-open breaker as its probe runs; no
+	// other task is let through until it ends.
 	ProbeInFlight bool
 	ModelRef      string
 	// Draining: the replica itself is drained (DrainReplica), until ResumeReplica or a
@@ -192,7 +194,8 @@ type View struct {
 // Ready reports whether new tasks may be placed on the pool.
 func (v View) Ready() bool { return v.Healthy && !v.Draining }
 
-// ReadyReplicas is the number of replicas that take tasks.
+// ReadyReplicas is the number of replicas that take tasks: a half-open one counts, probe in
+// flight or not (it is ready; SlotsTotal counts the one slot it offers its probe).
 func (v View) ReadyReplicas() int {
 	n := 0
 	for _, r := range v.Replicas {
@@ -203,24 +206,48 @@ func (v View) ReadyReplicas() int {
 	return n
 }
 
-// SlotsTotal is the pool's dispatchable slots: the per-replica slots of each ready replica,
-// plus the slots still held by tasks running on replicas that take no new task (drained,
-// unhealthy, breaker open, left on another model by a failed rollback) and are not stopped.
-// Those tasks count as busy in the queue until they end, so without them they would take up
-// the ready replicas' capacity: a generation that goes on while its replica fails its health
-// checks would keep a task queued behind an idle ready replica. Such a replica reports each
-// task's end (OnChange), and its slots leave the total one by one.
+// SlotsTotal is the pool's dispatchable slots, the sum of its replicas' (slotsOffered): the
+// per-replica slots of each ready replica; the slots still held by tasks running on replicas
+// that take no new task (drained, unhealthy, breaker open, left on another model by a failed
+// rollback) and are not stopped; and a half-open replica's busy slots plus the one slot of its
+// probe. Those tasks count as busy in the queue until they end, so without them they would
+// take up the ready replicas' capacity: a generation that goes on while its replica fails its
+// health checks would keep a task queued behind an idle ready replica. Such a replica reports
+// each task's end (OnChange), and its slots leave the total one by one.
 func (v View) SlotsTotal() int {
-	n := v.Slots * v.ReadyReplicas()
+	n := 0
 	for _, r := range v.Replicas {
-		if !r.takesTasks() && r.State != StateStopped {
-			n += min(r.Busy, v.Slots)
-		}
+		n += r.slotsOffered(v.Slots)
 	}
 	return n
 }
 
-// takesTasks reports whether new tasks may be placed on the replica (ReadyReplicas counts it).
+// slotsOffered is the replica's share of SlotsTotal, with slots per replica.
+func (r ReplicaView) slotsOffered(slots int) int {
+	switch {
+	case r.takesTasks() && r.Breaker == placement.BreakerHalfOpen:
+		// A half-open breaker lets one task through, its probe, and placement excludes the
+		// replica while the probe runs: counted with all its slots, it made the queue grant
+		// tasks that no replica could take (they failed POOL_UNAVAILABLE). It offers the
+		// slots of the tasks still running on it, and one free slot until its probe is in
+		// flight; the probe's slot is then among the busy ones (the dispatcher assigns it
+		// right after Acquire), so the total stays as it was until the probe's outcome
+		// closes the breaker (all its slots) or opens it again (its busy slots).
+		free := 1
+		if r.ProbeInFlight {
+			free = 0
+		}
+		return min(r.Busy+free, slots)
+	case r.takesTasks():
+		return slots
+	case r.State != StateStopped:
+		return min(r.Busy, slots)
+	}
+	return 0
+}
+
+// takesTasks reports whether new tasks may be placed on the replica (ReadyReplicas counts it):
+// a half-open one takes its one probe (slotsOffered).
 func (r ReplicaView) takesTasks() bool {
 	return r.Healthy && !r.Draining && r.Breaker != placement.BreakerOpen
 }
@@ -303,8 +330,8 @@ type Options struct {
 	ReplicaBusy func(poolID, replicaID string) int
 	// OnChange is called after every change of a pool's view, one call at a time; a view
 	// older than one already told is not told, so the last view told is current. It must not
-	// block nor call the registry. A task's end on a drained replica is a change (its slot
-	// leaves SlotsTotal).
+	// block nor call the registry. A task's end on a drained replica, or on one whose breaker
+	// is open or half-open, is a change (its slot leaves SlotsTotal).
 	OnChange func(View)
 	// OnDrainDeadline is called when a drain's deadline passes.
 	OnDrainDeadline func(poolID string)
@@ -670,8 +697,13 @@ func (r *Registry) checkReplica(ctx context.Context, id string, rs *rstate) {
 
 // Acquire hands out a replica's engine for one generation: the dispatcher calls it once it has
 // chosen the replica, then counts the slot there, and calls release when the generation ends,
-// after it took the slot off the replica. A draining replica takes nothing new. A half-open breaker lets this one task through as
-// its probe. On a drained replica, release reports the change: the slot leaves SlotsTotal.
+// after it took the slot off the replica. A draining replica takes nothing new. A half-open
+// breaker lets this one task through as its probe, and refuses any other while the probe is
+// in flight (two tasks placed together may both have seen it free). On a replica whose breaker
+// is not closed, or that takes no new task, release reports the change: the slot leaves
+// SlotsTotal. Acquire itself reports nothing: a probe's start leaves SlotsTotal as it was once
+// the slot is counted on the replica (slotsOffered), and a view taken before would count one
+// slot less.
 func (r *Registry) Acquire(poolID, replicaID string) (rep engine.Replica, release func(), err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -689,12 +721,15 @@ func (r *Registry) Acquire(poolID, replicaID string) (rep engine.Replica, releas
 		if rs.draining { // drained after the caller's snapshot: its deadline may have passed already
 			return nil, nil, engine.Errorf(engine.KindPoolUnavailable, "replica %s is draining", replicaID)
 		}
-		t := rs.replica
-		t.inflight.Add(1)
 		probe := false
-		if r.breakerLocked(st, rs) == placement.BreakerHalfOpen && !rs.probe {
+		if r.breakerLocked(st, rs) == placement.BreakerHalfOpen {
+			if rs.probe { // placed from a view taken before the probe was: one probe at a time
+				return nil, nil, engine.Errorf(engine.KindPoolUnavailable, "replica %s is half-open and its probe task is running", replicaID)
+			}
 			rs.probe, probe = true, true
 		}
+		t := rs.replica
+		t.inflight.Add(1)
 		var once sync.Once
 		return t, func() {
 			once.Do(func() {
@@ -703,14 +738,14 @@ func (r *Registry) Acquire(poolID, replicaID string) (rep engine.Replica, releas
 				if probe && rs.replica == t { // else a reload replaced the engine it probed
 					rs.probe = false
 				}
-				if !rs.draining && rs.healthy && !rolledBackElsewhere(st, rs) && r.breakerLocked(st, rs) != placement.BreakerOpen {
+				if !rs.draining && rs.healthy && !rolledBackElsewhere(st, rs) && r.breakerLocked(st, rs) == placement.BreakerClosed {
 					r.mu.Unlock()
 					return // a ready replica: its slots are in SlotsTotal whether busy or not
 				}
-				// A replica that takes no new task: its slots count in SlotsTotal while they are
-				// busy, and the dispatcher took this one off the replica before release: report
-				// the smaller total. (update would see no difference: the count changed before
-				// it looked.)
+				// A replica that takes no new task, or a half-open one: its slots count in
+				// SlotsTotal while they are busy (slotsOffered), and the dispatcher took this one
+				// off the replica before release: report the new total. (update would see no
+				// difference: the count changed before it looked.)
 				v := r.viewLocked(st)
 				st.seq++
 				st.last = v
