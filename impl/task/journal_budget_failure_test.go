@@ -5,6 +5,7 @@ package task
 import (
 	"context"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -43,24 +44,11 @@ func TestFailedJournalDoesNotChargeTwice(t *testing.T) {
 	// The journal's disk now refuses writes (as a full or failing disk would): a file-size limit
 	// just below the segment's end makes its next write fail (EFBIG). budgets.json (a few dozen
 	// bytes, on the state directory's disk) is still written.
-	var old syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &old); err != nil {
-		t.Fatal(err)
-	}
 	limit := uint64(d.j.Journal.Stats().SegmentSize)
 	if limit < 200 {
 		t.Fatalf("segment of %d bytes: too small for the test's file-size limit", limit)
 	}
-	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &syscall.Rlimit{Cur: limit, Max: old.Max}); err != nil {
-		t.Skipf("cannot lower RLIMIT_FSIZE: %v", err)
-	}
-	restored := false
-	restore := func() {
-		if !restored {
-			restored = true
-			_ = syscall.Setrlimit(syscall.RLIMIT_FSIZE, &old)
-		}
-	}
+	restore := limitFileSize(t, limit)
 	defer restore()
 	g.tokens <- "b"
 	d.waitShown(t, s.ID, "0:started,1:token,2:metrics,3:token")
@@ -91,4 +79,19 @@ func TestFailedJournalDoesNotChargeTwice(t *testing.T) {
 			"budgets.json forgot the task because the failed journal reported its final record durable", snap.Status,
 			snap.TokensOut, used)
 	}
+}
+
+// limitFileSize makes every write of this process past limit bytes of a file fail (EFBIG, as
+// a full disk's ENOSPC would), and returns what lifts it again (called more than once, it
+// lifts it once). The limit is the whole process's: lift it as soon as the failure happened.
+func limitFileSize(t *testing.T, limit uint64) (restore func()) {
+	t.Helper()
+	var old syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &old); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &syscall.Rlimit{Cur: limit, Max: old.Max}); err != nil {
+		t.Skipf("cannot lower RLIMIT_FSIZE: %v", err)
+	}
+	return sync.OnceFunc(func() { _ = syscall.Setrlimit(syscall.RLIMIT_FSIZE, &old) })
 }

@@ -4,7 +4,6 @@ package task
 
 import (
 	"errors"
-	"syscall"
 	"testing"
 	"time"
 
@@ -40,21 +39,7 @@ func TestFailedJournalKeepsAFinishedTask(t *testing.T) {
 
 	// The journal's disk refuses writes from its records' end on (EFBIG, as a full disk's
 	// ENOSPC): the next admission's write fails.
-	var old syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &old); err != nil {
-		t.Fatal(err)
-	}
-	limit := uint64(d.j.Journal.Stats().SegmentSize)
-	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &syscall.Rlimit{Cur: limit, Max: old.Max}); err != nil {
-		t.Skipf("cannot lower RLIMIT_FSIZE: %v", err)
-	}
-	restored := false
-	restore := func() {
-		if !restored {
-			restored = true
-			_ = syscall.Setrlimit(syscall.RLIMIT_FSIZE, &old)
-		}
-	}
+	restore := limitFileSize(t, uint64(d.j.Journal.Stats().SegmentSize))
 	defer restore()
 	refused := spec(admission.Interactive)
 	if _, err := d.svc.Submit(d.ctx, refused); !errors.Is(err, ErrNotDurable) {
