@@ -1,7 +1,6 @@
 package pool
 
 import (
-	"sync"
 	"testing"
 	"time"
 
@@ -68,24 +67,12 @@ func TestSlotsTotalHalfOpen(t *testing.T) {
 func TestHalfOpenAcquireOneProbe(t *testing.T) {
 	one := Spec{ID: "x", Engine: "llamacpp", ModelRef: "tiny", ModelID: "tiny", CtxMax: 1024, Slots: 2, URL: "http://ext",
 		BreakerFaults: 1, BreakerCooldown: time.Minute}
-	var mu sync.Mutex
-	now := time.Unix(1000, 0)
-	e := newEnvWith(t, func(e *env) {
-		e.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	}, one)
-	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	e, advance := newEnvClock(t, one)
 	e.waitView(t, func(v View) bool { return v.ReadyReplicas() == 1 })
 	var last View // what the queue was told last
 	told := func(step string, want int) {
 		t.Helper()
-		for drained := false; !drained; {
-			select {
-			case v := <-e.changes:
-				last = v
-			default:
-				drained = true
-			}
-		}
+		last = e.lastTold(last)
 		cur, _ := e.reg.Get("x")
 		if last.SlotsTotal() != want || cur.SlotsTotal() != want {
 			t.Fatalf("%s: told %d slots (breaker %v, probe %v), the pool has %d (breaker %v, probe %v); want %d", step,

@@ -170,6 +170,29 @@ func newEnvWith(t *testing.T, setup func(*env), specs ...Spec) *env {
 	return e
 }
 
+// lastTold takes every view told so far and returns the last (last when none was told since).
+func (e *env) lastTold(last View) View {
+	for {
+		select {
+		case v := <-e.changes:
+			last = v
+		default:
+			return last
+		}
+	}
+}
+
+// newEnvClock is newEnv on a clock that moves only when advance is called.
+func newEnvClock(t *testing.T, specs ...Spec) (e *env, advance func(time.Duration)) {
+	t.Helper()
+	var mu sync.Mutex
+	now := time.Unix(1000, 0)
+	e = newEnvWith(t, func(e *env) {
+		e.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	}, specs...)
+	return e, func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+}
+
 func (e *env) waitView(t *testing.T, cond func(View) bool) View {
 	t.Helper()
 	timeout := time.After(5 * time.Second)

@@ -415,12 +415,7 @@ func TestReportsOfAReplacedEngine(t *testing.T) {
 func TestProbeOfAReplacedEngine(t *testing.T) {
 	one := Spec{ID: "m", Engine: "llamacpp", ModelRef: "models/a.gguf", ModelID: "a", CtxMax: 1024, Slots: 2,
 		Replicas: []ReplicaSpec{{ID: "m/0", Managed: true}}, BreakerFaults: 1, BreakerCooldown: time.Minute}
-	var mu sync.Mutex
-	now := time.Unix(1000, 0)
-	e := newEnvWith(t, func(e *env) {
-		e.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	}, one)
-	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	e, advance := newEnvClock(t, one)
 	e.waitView(t, func(v View) bool { return v.ReadyReplicas() == 1 })
 	probe := func() (engine.Replica, func()) {
 		t.Helper()

@@ -92,15 +92,7 @@ func TestPoolDrainUnhealthyReplicaIsTold(t *testing.T) {
 	for range 3 { // UnhealthyAfter
 		e.reg.check(context.Background(), "x")
 	}
-	var last View
-	for drained := false; !drained; {
-		select {
-		case v := <-e.changes:
-			last = v
-		default:
-			drained = true
-		}
-	}
+	last := e.lastTold(View{})
 	now, _ := e.reg.Get("x")
 	if now.SlotsTotal() != 4 {
 		t.Fatalf("pool slots now %d, want 4 (setup)", now.SlotsTotal())
