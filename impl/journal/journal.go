@@ -139,16 +139,15 @@ type Journal struct {
 	writeAt func(f *os.File, b []byte, off int64) (int, error)
 	// wroteSeq, under wmu, is the last record in the segment file: size's sequence number.
 	wroteSeq uint64
-	// ackOff and ackSeq, under mu, are the segment's size and wroteSeq as of the last fdatasync
-	// (or the switch to a new segment): a failed journal keeps the records up to ackOff, the
+	// ackSeq, under mu, is wroteSeq as of the last fdatasync (or the switch to a new segment),
+	// stored with synced, its offset: a failed journal keeps the records up to synced, the
 	// acknowledged ones (but with SyncNone), and sorts the rest (cutBackLocked).
-	ackOff   int64
 	ackSeq   uint64
 	newTimer func() timer     // the MaxUnsynced timer; tests fire it by hand
 	now      func() time.Time // the clock of the compactions' back-off; tests move it
 	gen      uint64
 	size     atomic.Int64
-	synced   atomic.Int64 // segment bytes on disk: size as of the last fdatasync
+	synced   atomic.Int64 // segment bytes on disk: size as of the last fdatasync (stored under mu)
 	// okThrough is the last record acknowledged (durable; with SyncNone, written) when the
 	// journal failed: a Wait for it or an earlier one still succeeds.
 	okThrough atomic.Uint64
@@ -389,7 +388,6 @@ func Open(opts Options) (*Journal, error) {
 			return nil, fmt.Errorf("journal: %w", err)
 		}
 		j.synced.Store(int64(valid))
-		j.ackOff = int64(valid)
 	}
 	for off := 0; off < len(data); {
 		r, n, _ := Decode(data[off:])
@@ -610,9 +608,9 @@ func (j *Journal) install(tmp, final string, next uint64, size int64) error {
 	}
 	j.f, j.gen = f, next
 	j.size.Store(size)
-	j.synced.Store(size)
 	j.mu.Lock()
-	j.ackOff, j.ackSeq = size, j.wroteSeq // the new segment is on disk, all of it
+	j.synced.Store(size) // the new segment is on disk, all of it
+	j.ackSeq = j.wroteSeq
 	j.mu.Unlock()
 	j.alloc = size
 	if st, err := f.Stat(); err == nil {
@@ -1012,10 +1010,10 @@ func (j *Journal) syncLocked(lazy bool) bool {
 	if lazy {
 		j.lazySyncs.Add(1)
 	}
-	j.synced.Store(size)
 	j.mu.Lock()
 	if j.failed == nil { // a failure meanwhile (a write's) kept the pair it saw
-		j.ackOff, j.ackSeq = size, w
+		j.synced.Store(size)
+		j.ackSeq = w
 	}
 	j.mu.Unlock()
 	j.durable.advance(w)
@@ -1030,7 +1028,7 @@ func (j *Journal) fail(err error) {
 	j.log.Error("journal: write failed: admissions are refused from now on", "err", err)
 	j.mu.Lock()
 	first := j.failed == nil
-	ackOff, ack := j.ackOff, j.ackSeq
+	ackOff, ack := j.synced.Load(), j.ackSeq
 	if j.opts.Sync == SyncNone {
 		ackOff, ack = j.size.Load(), j.wroteSeq
 	}
