@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
-	"reflect"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -49,19 +48,12 @@ func (s JSONSerializer) Deserialize(c echo.Context, i any) error {
 			return nil
 		}
 	}
-	return Errorf("INVALID_PARAMS", "/%s: %s does not fit %s", strings.ReplaceAll(ute.Field, ".", "/"),
-		strings.TrimPrefix(ute.Value, "number "), intName(ute.Type.Kind()))
-}
-
-// intName says what an integer kind holds, in words.
-func intName(k reflect.Kind) string {
-	switch k {
-	case reflect.Int32:
-		return "a 32-bit integer"
-	case reflect.Int64, reflect.Int:
-		return "a 64-bit integer"
+	want, ok := formatNames[ute.Type.Kind().String()] // int32, int64: the validator's words
+	if !ok {
+		want = "a " + ute.Type.String()
 	}
-	return "a " + k.String()
+	return Errorf("INVALID_PARAMS", "/%s: %s does not fit %s", strings.ReplaceAll(ute.Field, ".", "/"),
+		strings.TrimPrefix(ute.Value, "number "), want)
 }
 
 // integralNumbers returns b with each number written with a fraction or an exponent whose value

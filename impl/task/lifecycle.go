@@ -99,11 +99,8 @@ func (s *Service) startGrace(ctx context.Context, t *Task, gen uint64) {
 // only polls had no reader to lose, and runs as it would have. A reader already back (or one
 // that came and left, whose own disconnect started a grace) has nothing to add.
 func (s *Service) graceAfterRestart(ctx context.Context, t *Task) {
-	if t.spec.OnDisconnect != OnDisconnectGrace {
-		return
-	}
 	t.mu.Lock()
-	if !t.hadReader || len(t.subs) > 0 || t.graceStop != nil {
+	if !t.hadReader || len(t.subs) > 0 || t.graceStop != nil { // hadReader: grace tasks only
 		t.mu.Unlock()
 		return
 	}
