@@ -112,7 +112,7 @@ func TestHalfOpenAcquireOneProbe(t *testing.T) {
 
 	// A task runs when the breaker opens; it goes on while the breaker is half-open.
 	endOld := acquire()
-	e.reg.ReportFailure("x", "x/0", engineOf(e.reg, "x", "x/0"))
+	e.reg.ReportFailure("x", "x/0", leaseOf(e.reg, "x", "x/0"))
 	told("open, a task running", 1)
 	halfOpen("half-open, a task running", 2)
 	endProbe := acquire()
@@ -128,7 +128,7 @@ func TestHalfOpenAcquireOneProbe(t *testing.T) {
 	endProbe = acquire()
 	refused("second probe in flight")
 	endProbe()
-	e.reg.ReportFailure("x", "x/0", engineOf(e.reg, "x", "x/0"))
+	e.reg.ReportFailure("x", "x/0", leaseOf(e.reg, "x", "x/0"))
 	told("the probe failed", 0)
 
 	// The next one succeeds: the breaker closes and the replica offers all its slots, to tasks
@@ -137,10 +137,64 @@ func TestHalfOpenAcquireOneProbe(t *testing.T) {
 	endProbe = acquire()
 	told("the third probe runs", 1)
 	refused("third probe in flight")
-	e.reg.ReportSuccess("x", "x/0", engineOf(e.reg, "x", "x/0"))
+	e.reg.ReportSuccess("x", "x/0", leaseOf(e.reg, "x", "x/0"))
 	told("the probe succeeded", 2)
 	endOther := acquire() // closed: no longer one at a time
 	endProbe()
 	endOther()
 	told("closed, idle", 2)
+}
+
+// TestBreakerReportsOfEarlierGenerations: a generation reports on the breaker as it was when
+// the generation started. One that started before the breaker opened and succeeds after does
+// not close it (the replica's faults came after it started); one that fails after the cooldown
+// does not open the half-open breaker again (only its probe's outcome does). Acquire refuses an
+// open breaker's replica, chosen from a view taken before it opened.
+func TestBreakerReportsOfEarlierGenerations(t *testing.T) {
+	one := Spec{ID: "x", Engine: "llamacpp", ModelRef: "tiny", ModelID: "tiny", CtxMax: 1024, Slots: 4, URL: "http://ext",
+		BreakerFaults: 1, BreakerCooldown: time.Minute}
+	e, advance := newEnvClock(t, one)
+	e.waitView(t, func(v View) bool { return v.ReadyReplicas() == 1 })
+	breaker := func(step string, want placement.Breaker) {
+		t.Helper()
+		if _, err := e.reg.ResumeReplica("x", "x/0"); err != nil { // any update tells the half-open breaker
+			t.Fatal(err)
+		}
+		if v, _ := e.reg.Get("x"); v.Replicas[0].Breaker != want {
+			t.Fatalf("%s: breaker %v, want %v", step, v.Replicas[0].Breaker, want)
+		}
+	}
+	acquire := func() (Lease, func()) {
+		t.Helper()
+		l, release, err := e.reg.Acquire("x", "x/0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l, release
+	}
+	early, endEarly := acquire()
+	late, endLate := acquire()
+	failing, endFailing := acquire()
+	endFailing()
+	e.reg.ReportFailure("x", "x/0", failing)
+	breaker("a fault", placement.BreakerOpen)
+	if _, _, err := e.reg.Acquire("x", "x/0"); engine.KindOf(err) != engine.KindPoolUnavailable {
+		t.Fatalf("acquire with the breaker open: %v, want pool unavailable", err)
+	}
+	endEarly()
+	e.reg.ReportSuccess("x", "x/0", early)
+	breaker("a success of a generation older than the fault", placement.BreakerOpen)
+
+	advance(time.Minute)
+	breaker("the cooldown passed", placement.BreakerHalfOpen)
+	endLate()
+	e.reg.ReportFailure("x", "x/0", late)
+	breaker("a failure of a generation older than the fault", placement.BreakerHalfOpen)
+
+	probe, endProbe := acquire()
+	endProbe()
+	e.reg.ReportSuccess("x", "x/0", probe)
+	breaker("the probe succeeded", placement.BreakerClosed)
+	e.reg.ReportFailure("x", "x/0", probe)
+	breaker("a report of the probe after the breaker closed", placement.BreakerClosed)
 }

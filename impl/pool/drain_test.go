@@ -300,7 +300,7 @@ func TestDrainKeepsAFailedReplicaUnhealthy(t *testing.T) {
 			down.ready.Store(false)
 			e.reg.check(context.Background(), "x")
 			e.reg.check(context.Background(), "x")
-			e.reg.ReportFailure("x", "x/1", engineOf(e.reg, "x", "x/1")) // the third failure in a row
+			e.reg.ReportFailure("x", "x/1", leaseOf(e.reg, "x", "x/1")) // the third failure in a row
 			e.waitView(t, func(v View) bool { return replicaView(t, v, "x/1").State == StateUnhealthy })
 			if err := tc.drain(e.reg); err != nil {
 				t.Fatal(err)

@@ -402,7 +402,10 @@ type rstate struct {
 	breaker  placement.Breaker
 	openedAt time.Time
 	probe    bool
-	poke     chan struct{}
+	// epoch counts the breaker's changes (opened, closed, reset with a new engine): a Lease
+	// taken before the last one reports on a breaker that is no longer there.
+	epoch uint64
+	poke  chan struct{}
 }
 
 // tracked is one engine instance of a replica. inflight counts the generations using it
@@ -695,43 +698,56 @@ func (r *Registry) checkReplica(ctx context.Context, id string, rs *rstate) {
 	})
 }
 
+// A Lease is one generation's use of a replica, as Acquire handed it out: the engine it runs on
+// and the breaker's epoch then. ReportFailure and ReportSuccess take it back, and a report on an
+// engine since replaced, or on a breaker that changed state since (a task that started before
+// the breaker opened, ending after), moves nothing.
+type Lease struct {
+	Engine engine.Replica
+	epoch  uint64
+}
+
 // Acquire hands out a replica's engine for one generation: the dispatcher calls it once it has
 // chosen the replica, then counts the slot there, and calls release when the generation ends,
-// after it took the slot off the replica. A draining replica takes nothing new. A half-open
-// breaker lets this one task through as its probe, and refuses any other while the probe is
-// in flight (two tasks placed together may both have seen it free). On a replica whose breaker
+// after it took the slot off the replica. A draining replica takes nothing new, nor one whose
+// breaker is open (opened after the caller's snapshot). A half-open breaker lets this one task
+// through as its probe, and refuses any other while the probe is in flight (two tasks placed
+// together may both have seen it free). On a replica whose breaker
 // is not closed, or that takes no new task, release reports the change: the slot leaves
 // SlotsTotal. Acquire itself reports nothing: a probe's start leaves SlotsTotal as it was once
 // the slot is counted on the replica (slotsOffered), and a view taken before would count one
 // slot less.
-func (r *Registry) Acquire(poolID, replicaID string) (rep engine.Replica, release func(), err error) {
+func (r *Registry) Acquire(poolID, replicaID string) (lease Lease, release func(), err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	st, ok := r.pools[poolID]
 	if !ok {
-		return nil, nil, ErrNotFound
+		return Lease{}, nil, ErrNotFound
 	}
 	for _, rs := range st.reps {
 		if rs.spec.ID != replicaID {
 			continue
 		}
 		if rs.replica == nil {
-			return nil, nil, engine.Errorf(engine.KindPoolUnavailable, "replica %s is not running", replicaID)
+			return Lease{}, nil, engine.Errorf(engine.KindPoolUnavailable, "replica %s is not running", replicaID)
 		}
 		if rs.draining { // drained after the caller's snapshot: its deadline may have passed already
-			return nil, nil, engine.Errorf(engine.KindPoolUnavailable, "replica %s is draining", replicaID)
+			return Lease{}, nil, engine.Errorf(engine.KindPoolUnavailable, "replica %s is draining", replicaID)
 		}
 		probe := false
-		if r.breakerLocked(st, rs) == placement.BreakerHalfOpen {
+		switch r.breakerLocked(st, rs) {
+		case placement.BreakerOpen: // opened after the caller's snapshot
+			return Lease{}, nil, engine.Errorf(engine.KindPoolUnavailable, "replica %s's breaker is open", replicaID)
+		case placement.BreakerHalfOpen:
 			if rs.probe { // placed from a view taken before the probe was: one probe at a time
-				return nil, nil, engine.Errorf(engine.KindPoolUnavailable, "replica %s is half-open and its probe task is running", replicaID)
+				return Lease{}, nil, engine.Errorf(engine.KindPoolUnavailable, "replica %s is half-open and its probe task is running", replicaID)
 			}
 			rs.probe, probe = true, true
 		}
 		t := rs.replica
 		t.inflight.Add(1)
 		var once sync.Once
-		return t, func() {
+		return Lease{Engine: t, epoch: rs.epoch}, func() {
 			once.Do(func() {
 				t.inflight.Add(-1)
 				r.mu.Lock()
@@ -755,7 +771,7 @@ func (r *Registry) Acquire(poolID, replicaID string) (rep engine.Replica, releas
 			})
 		}, nil
 	}
-	return nil, nil, fmt.Errorf("%w: replica %s", ErrNotFound, replicaID)
+	return Lease{}, nil, fmt.Errorf("%w: replica %s", ErrNotFound, replicaID)
 }
 
 // rolledBackElsewhere reports whether a reload's rollback failed on rs: it serves another model
@@ -788,16 +804,19 @@ func (r *Registry) breakerSettings(spec Spec) (faults int, cooldown time.Duratio
 
 // ReportFailure tells the registry a generation on a replica failed by the replica's own
 // fault (never a task's own 4xx): it counts toward the replica's breaker, and its health is
-// re-checked at once. rep is the engine Acquire handed out for the generation: a failure of an
-// engine that a reload has since replaced (stopped after the grace) says nothing of the new one.
-func (r *Registry) ReportFailure(poolID, replicaID string, rep engine.Replica) {
+// re-checked at once. l is what Acquire handed out for the generation: a failure of an engine
+// that a reload has since replaced (stopped after the grace) says nothing of the new one, and
+// one of a generation that started before the breaker last changed state (it opened, or
+// closed after a probe) re-checks the health but counts toward nothing: an open breaker's
+// cooldown is not cut short, nor does a half-open one open again but on its probe's failure.
+func (r *Registry) ReportFailure(poolID, replicaID string, l Lease) {
 	rs := r.replicaState(poolID, replicaID)
 	if rs == nil {
 		return
 	}
 	stale := false
 	r.update(poolID, func(st *state) {
-		if stale = rs.replica != rep; stale {
+		if stale = rs.replica != l.Engine; stale || rs.epoch != l.epoch {
 			return
 		}
 		rs.faults++
@@ -805,6 +824,7 @@ func (r *Registry) ReportFailure(poolID, replicaID string, rep engine.Replica) {
 		faults, _ := r.breakerSettings(st.spec)
 		if b == placement.BreakerHalfOpen || (b == placement.BreakerClosed && rs.faults >= faults) {
 			rs.breaker, rs.openedAt = placement.BreakerOpen, r.opts.Now()
+			rs.epoch++
 			r.log.Warn("replica breaker open", "pool_id", poolID, "replica_id", replicaID, "faults", rs.faults)
 		}
 	})
@@ -818,24 +838,25 @@ func (r *Registry) ReportFailure(poolID, replicaID string, rep engine.Replica) {
 }
 
 // ReportSuccess tells the registry a generation on a replica succeeded: its fault count
-// resets and a half-open breaker closes. rep is the engine Acquire handed out, as for
-// ReportFailure.
-func (r *Registry) ReportSuccess(poolID, replicaID string, rep engine.Replica) {
+// resets and a half-open breaker closes. l is what Acquire handed out, as for ReportFailure: a
+// generation that started before the breaker opened closes nothing (only the probe does).
+func (r *Registry) ReportSuccess(poolID, replicaID string, l Lease) {
 	rs := r.replicaState(poolID, replicaID)
 	if rs == nil {
 		return
 	}
 	r.mu.Lock()
-	quiet := rs.replica != rep || rs.faults == 0 && rs.breaker == placement.BreakerClosed
+	quiet := rs.replica != l.Engine || rs.epoch != l.epoch || rs.faults == 0 && rs.breaker == placement.BreakerClosed
 	r.mu.Unlock()
 	if quiet {
 		return
 	}
 	r.update(poolID, func(*state) {
-		if rs.replica != rep {
+		if rs.replica != l.Engine || rs.epoch != l.epoch {
 			return
 		}
 		if rs.breaker != placement.BreakerClosed {
+			rs.epoch++
 			r.log.Info("replica breaker closed", "pool_id", poolID, "replica_id", replicaID)
 		}
 		rs.faults, rs.breaker = 0, placement.BreakerClosed
@@ -1294,6 +1315,7 @@ func (r *Registry) replace(ctx context.Context, id string, spec Spec, rs *rstate
 		rs.modelRef = spec.ModelRef
 		rs.live, rs.healthy, rs.failures, rs.lastErr, rs.version, rs.load = true, true, 0, "", version, nil
 		rs.faults, rs.breaker, rs.probe = 0, placement.BreakerClosed, false
+		rs.epoch++
 	})
 	if stopped {
 		_ = m.Stop(context.WithoutCancel(ctx))

@@ -253,7 +253,7 @@ func TestHealthBecomesReady(t *testing.T) {
 		t.Fatalf("after one failed check: %+v", v)
 	}
 	e.reg.check(context.Background(), "x")
-	e.reg.ReportFailure("x", "x/0", engineOf(e.reg, "x", "x/0")) // the third consecutive failure
+	e.reg.ReportFailure("x", "x/0", leaseOf(e.reg, "x", "x/0")) // the third consecutive failure
 	v = e.waitView(t, func(v View) bool { return !v.Ready() })
 	if v.LastError != "loading model" {
 		t.Fatalf("last error = %q", v.LastError)
@@ -512,10 +512,11 @@ func TestViewsInto(t *testing.T) {
 	}
 }
 
-// engineOf is the engine replicaID of poolID runs now, as Acquire would hand it out.
-func engineOf(r *Registry, poolID, replicaID string) engine.Replica {
+// leaseOf is a lease of the engine replicaID of poolID runs now, as Acquire would hand it out:
+// the reports of a generation that started at the breaker's current state.
+func leaseOf(r *Registry, poolID, replicaID string) Lease {
 	rs := r.replicaState(poolID, replicaID)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return rs.replica
+	return Lease{Engine: rs.replica, epoch: rs.epoch}
 }

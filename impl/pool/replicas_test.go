@@ -77,11 +77,11 @@ func TestBreaker(t *testing.T) {
 		t.Fatalf("no replica %s", id)
 		return 0
 	}
-	reg.ReportFailure("x", "x/1", engineOf(reg, "x", "x/1"))
+	reg.ReportFailure("x", "x/1", leaseOf(reg, "x", "x/1"))
 	if b := breaker("x/1"); b != placement.BreakerClosed {
 		t.Fatalf("one fault: %v", b)
 	}
-	reg.ReportFailure("x", "x/1", engineOf(reg, "x", "x/1"))
+	reg.ReportFailure("x", "x/1", leaseOf(reg, "x", "x/1"))
 	if b := breaker("x/1"); b != placement.BreakerOpen {
 		t.Fatalf("two faults: %v", b)
 	}
@@ -104,12 +104,12 @@ func TestBreaker(t *testing.T) {
 	if v, _ := reg.Get("x"); v.Replicas[1].ProbeInFlight {
 		t.Fatalf("after release: %+v", v.Replicas[1])
 	}
-	reg.ReportFailure("x", "x/1", engineOf(reg, "x", "x/1")) // the probe failed: open again, for another cooldown
+	reg.ReportFailure("x", "x/1", leaseOf(reg, "x", "x/1")) // the probe failed: open again, for another cooldown
 	if b := breaker("x/1"); b != placement.BreakerOpen {
 		t.Fatalf("failed probe: %v", b)
 	}
 	advance(time.Minute)
-	reg.ReportSuccess("x", "x/1", engineOf(reg, "x", "x/1"))
+	reg.ReportSuccess("x", "x/1", leaseOf(reg, "x", "x/1"))
 	if b := breaker("x/1"); b != placement.BreakerClosed {
 		t.Fatalf("successful probe: %v", b)
 	}
@@ -333,12 +333,12 @@ func TestBreakerPerPool(t *testing.T) {
 		t.Fatalf("no replica %s", id)
 		return 0
 	}
-	reg.ReportFailure("x", "x/1", engineOf(reg, "x", "x/1"))
-	reg.ReportFailure("strict", "strict/1", engineOf(reg, "strict", "strict/1"))
+	reg.ReportFailure("x", "x/1", leaseOf(reg, "x", "x/1"))
+	reg.ReportFailure("strict", "strict/1", leaseOf(reg, "strict", "strict/1"))
 	if b, s := breaker("x", "x/1"), breaker("strict", "strict/1"); b != placement.BreakerClosed || s != placement.BreakerOpen {
 		t.Fatalf("after one fault: default pool %v, strict pool %v", b, s)
 	}
-	reg.ReportFailure("x", "x/1", engineOf(reg, "x", "x/1"))
+	reg.ReportFailure("x", "x/1", leaseOf(reg, "x", "x/1"))
 	advance(5 * time.Second)
 	if b, s := breaker("x", "x/1"), breaker("strict", "strict/1"); b != placement.BreakerOpen || s != placement.BreakerHalfOpen {
 		t.Fatalf("after 5s: default pool %v (cooldown 1m), strict pool %v (cooldown 5s)", b, s)
@@ -417,9 +417,9 @@ func TestProbeOfAReplacedEngine(t *testing.T) {
 		Replicas: []ReplicaSpec{{ID: "m/0", Managed: true}}, BreakerFaults: 1, BreakerCooldown: time.Minute}
 	e, advance := newEnvClock(t, one)
 	e.waitView(t, func(v View) bool { return v.ReadyReplicas() == 1 })
-	probe := func() (engine.Replica, func()) {
+	probe := func() (Lease, func()) {
 		t.Helper()
-		e.reg.ReportFailure("m", "m/0", engineOf(e.reg, "m", "m/0"))
+		e.reg.ReportFailure("m", "m/0", leaseOf(e.reg, "m", "m/0"))
 		advance(2 * time.Minute)
 		rep, release, err := e.reg.Acquire("m", "m/0")
 		if err != nil {

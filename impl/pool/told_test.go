@@ -56,7 +56,7 @@ func TestBreakerHalfOpenIsTold(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	reg.ReportFailure("x", "x/0", engineOf(reg, "x", "x/0"))
+	reg.ReportFailure("x", "x/0", leaseOf(reg, "x", "x/0"))
 	if v, _ := told.get(); v.Healthy || v.SlotsTotal() != 0 {
 		t.Fatalf("after the breaker opened, told healthy %v slots %d", v.Healthy, v.SlotsTotal())
 	}

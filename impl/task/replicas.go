@@ -46,7 +46,7 @@ func (s *Service) generate(ctx context.Context, t *Task, engineTime *time.Durati
 			return g.res, g.err
 		}
 		actx := a.begin(ctx)
-		g.res, g.err = a.rep.Generate(actx, a.req, a.emit)
+		g.res, g.err = a.lease.Engine.Generate(actx, a.req, a.emit)
 		*engineTime += a.end(g.res, g.err)
 		if s.settle(ctx, t, &g, a) {
 			return g.res, g.err
@@ -68,7 +68,7 @@ type placements struct {
 type attempt struct {
 	s         *Service
 	t         *Task
-	rep       engine.Replica
+	lease     pool.Lease // the replica's engine, for the breaker's reports too
 	release   func()
 	req       engine.Request
 	replicaID string
@@ -126,7 +126,7 @@ func (s *Service) prepare(ctx context.Context, t *Task, g *placements, a *attemp
 		t.mu.Lock()
 		t.onReplica = dec.ReplicaID
 		t.mu.Unlock()
-		rep, release, err := s.opts.Pools.Acquire(t.poolID, dec.ReplicaID)
+		lease, release, err := s.opts.Pools.Acquire(t.poolID, dec.ReplicaID)
 		if err != nil { // replaced, stopped or drained between the snapshot and now
 			t.mu.Lock()
 			t.onReplica = ""
@@ -162,7 +162,7 @@ func (s *Service) prepare(ctx context.Context, t *Task, g *placements, a *attemp
 			g.counted = true
 			s.m.TasksStarted.WithLabelValues(t.engine, t.version, t.poolID, dec.ReplicaID, t.spec.Priority.String()).Inc()
 		}
-		a.rep, a.release, a.req, a.replicaID, a.sent, a.migrate = rep, release, req, dec.ReplicaID, sent, v.MigrateOnFailure
+		a.lease, a.release, a.req, a.replicaID, a.sent, a.migrate = lease, release, req, dec.ReplicaID, sent, v.MigrateOnFailure
 		return true
 	}
 }
@@ -227,7 +227,7 @@ func (s *Service) settle(ctx context.Context, t *Task, g *placements, a *attempt
 	cut := t.cut
 	t.mu.Unlock()
 	if err == nil || cut != "" { // a cut: the daemon refused a token and the engine ended as asked
-		s.opts.Pools.ReportSuccess(t.poolID, a.replicaID, a.rep)
+		s.opts.Pools.ReportSuccess(t.poolID, a.replicaID, a.lease)
 		return true
 	}
 	if context.Cause(ctx) != nil {
@@ -239,7 +239,7 @@ func (s *Service) settle(ctx context.Context, t *Task, g *placements, a *attempt
 	if fault != engine.FaultReplica { // the task's own failure, or overload: no other replica would do better
 		return true
 	}
-	s.opts.Pools.ReportFailure(t.poolID, a.replicaID, a.rep) // only the replica's own faults count against it
+	s.opts.Pools.ReportFailure(t.poolID, a.replicaID, a.lease) // only the replica's own faults count against it
 	g.tried = append(g.tried, a.replicaID)
 	g.lastErr = err
 	t.mu.Lock()

@@ -12,7 +12,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
-	"github.com/orchestratord/orchestratord/engine"
 	"github.com/orchestratord/orchestratord/engine/gpu"
 	"github.com/orchestratord/orchestratord/impl/admission"
 	"github.com/orchestratord/orchestratord/impl/metrics"
@@ -66,10 +65,11 @@ type pools interface {
 	GetInto(id string, reps []pool.ReplicaView) (pool.View, bool)
 	// Acquire hands out a replica's engine for one generation; release ends its use. Neither
 	// counts busy slots: the runner puts the task's slot on the replica in the queue.
-	Acquire(poolID, replicaID string) (rep engine.Replica, release func(), err error)
-	// ReportFailure and ReportSuccess feed a replica's breaker (replica faults only).
-	ReportFailure(poolID, replicaID string, rep engine.Replica)
-	ReportSuccess(poolID, replicaID string, rep engine.Replica)
+	Acquire(poolID, replicaID string) (lease pool.Lease, release func(), err error)
+	// ReportFailure and ReportSuccess feed a replica's breaker (replica faults only), with
+	// the lease Acquire handed out for the generation.
+	ReportFailure(poolID, replicaID string, lease pool.Lease)
+	ReportSuccess(poolID, replicaID string, lease pool.Lease)
 }
 
 type sessions interface {

@@ -130,7 +130,7 @@ func oneReplica(v pool.View) pool.View {
 	return v
 }
 
-func (p *fakePools) Acquire(_, replicaID string) (engine.Replica, func(), error) {
+func (p *fakePools) Acquire(_, replicaID string) (pool.Lease, func(), error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.acquired = append(p.acquired, replicaID)
@@ -138,17 +138,17 @@ func (p *fakePools) Acquire(_, replicaID string) (engine.Replica, func(), error)
 	if r, ok := p.reps[replicaID]; ok {
 		rep = r
 	}
-	return rep, func() {}, nil
+	return pool.Lease{Engine: rep}, func() {}, nil
 }
 
-func (p *fakePools) ReportFailure(_, replicaID string, _ engine.Replica) {
+func (p *fakePools) ReportFailure(_, replicaID string, _ pool.Lease) {
 	p.fails.Add(1)
 	p.mu.Lock()
 	p.failed = append(p.failed, replicaID)
 	p.mu.Unlock()
 }
 
-func (p *fakePools) ReportSuccess(string, string, engine.Replica) {}
+func (p *fakePools) ReportSuccess(string, string, pool.Lease) {}
 
 type harness struct {
 	t     *testing.T
