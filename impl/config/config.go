@@ -25,6 +25,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/orchestratord/orchestratord/engine/drivers"
+	"github.com/orchestratord/orchestratord/impl/internal/yamldoc"
 	"github.com/orchestratord/orchestratord/impl/tenant"
 )
 
@@ -520,10 +521,11 @@ func Parse(data []byte) (*Config, error) {
 	if err := checkNode(&doc, reflect.TypeFor[Config](), ""); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
 	// An empty document (io.EOF) is a valid, empty config.
-	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+	switch err := yamldoc.Decode(data, &c); {
+	case errors.Is(err, yamldoc.ErrSeveralDocuments):
+		return nil, fmt.Errorf("config: %w", err)
+	case err != nil && !errors.Is(err, io.EOF):
 		return nil, fmt.Errorf("config: %s", strings.TrimPrefix(err.Error(), "yaml: "))
 	}
 	return &c, nil

@@ -9,10 +9,11 @@ import (
 	"os"
 	"regexp"
 	"slices"
-	"strings"
 	"sync/atomic"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/orchestratord/orchestratord/impl/internal/yamldoc"
 )
 
 // Scope is a permission a key holds; the contract names the scope each operation needs
@@ -117,9 +118,7 @@ func Parse(data []byte) ([]Key, error) {
 	var doc struct {
 		Keys []fileKey `yaml:"keys"`
 	}
-	dec := yaml.NewDecoder(strings.NewReader(string(data)))
-	dec.KnownFields(true)
-	if err := dec.Decode(&doc); err != nil {
+	if err := yamldoc.Decode(data, &doc); err != nil {
 		return nil, fmt.Errorf("invalid YAML: %w", err)
 	}
 	if len(doc.Keys) == 0 {

@@ -47,6 +47,9 @@ func TestParse(t *testing.T) {
 		"NaN weight":      {"keys: [{name: a, key: aaaaaaaaaaaaaaaaaaaa, scopes: [tasks], weight: .nan}]", "keys[0].weight"},
 		"infinite weight": {"keys: [{name: a, key: aaaaaaaaaaaaaaaaaaaa, scopes: [tasks], weight: .inf}]", "keys[0].weight"},
 		"bad priority":    {"keys: [{name: a, key: aaaaaaaaaaaaaaaaaaaa, scopes: [tasks], max_priority: urgent}]", "max_priority"},
+		// A second document's keys would be ignored: their clients would get 401s.
+		"second document": {"keys: [{name: a, key: aaaaaaaaaaaaaaaaaaaa, scopes: [tasks]}]\n---\nkeys: [{name: b, key: bbbbbbbbbbbbbbbbbbbb, scopes: [tasks]}]\n",
+			"more than one YAML document"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.doc))
