@@ -734,6 +734,9 @@ func (r *Registry) Acquire(poolID, replicaID string) (lease Lease, release func(
 		if rs.draining { // drained after the caller's snapshot: its deadline may have passed already
 			return Lease{}, nil, engine.Errorf(engine.KindPoolUnavailable, "replica %s is draining", replicaID)
 		}
+		if switchedAhead(st, rs) { // switched by a reload after the caller's snapshot
+			return Lease{}, nil, engine.Errorf(engine.KindPoolUnavailable, "replica %s already serves the model a reload is switching to", replicaID)
+		}
 		probe := false
 		switch r.breakerLocked(st, rs) {
 		case placement.BreakerOpen: // opened after the caller's snapshot
@@ -754,7 +757,7 @@ func (r *Registry) Acquire(poolID, replicaID string) (lease Lease, release func(
 				if probe && rs.replica == t { // else a reload replaced the engine it probed
 					rs.probe = false
 				}
-				if !rs.draining && rs.healthy && !rolledBackElsewhere(st, rs) && r.breakerLocked(st, rs) == placement.BreakerClosed {
+				if !rs.draining && rs.healthy && !rolledBackElsewhere(st, rs) && !switchedAhead(st, rs) && r.breakerLocked(st, rs) == placement.BreakerClosed {
 					r.mu.Unlock()
 					return // a ready replica: its slots are in SlotsTotal whether busy or not
 				}
@@ -779,6 +782,15 @@ func (r *Registry) Acquire(poolID, replicaID string) (lease Lease, release func(
 // are the plan). Its view is not healthy.
 func rolledBackElsewhere(st *state, rs *rstate) bool {
 	return rs.spec.Managed && !st.reloading && rs.modelRef != st.spec.ModelRef
+}
+
+// switchedAhead reports whether a reload in progress has switched rs to a model whose
+// model_id is not the pool's yet (the pool's model_id follows its model_ref): the tasks placed
+// on the pool asked for its current model_id and must not get another model's text, so rs takes
+// no task until the reload ends. With a configured model_id the mixed models are the plan.
+func switchedAhead(st *state, rs *rstate) bool {
+	return rs.spec.Managed && st.reloading && st.spec.ModelIDDerived && rs.modelRef != st.spec.ModelRef &&
+		config.ModelIDFromRef(rs.modelRef) != st.spec.ModelID
 }
 
 // breakerLocked is the replica's breaker now: an open one half-opens after the cooldown.
@@ -939,6 +951,9 @@ func (r *Registry) viewIntoLocked(s *state, reps []ReplicaView) View {
 		if rolledBackElsewhere(s, rs) {
 			rv.Healthy = false
 			rv.LastError = fmt.Sprintf("runs model %s, not the pool's %s: rolling back a failed reload did not succeed; reload the pool", rs.modelRef, s.spec.ModelRef)
+		}
+		if switchedAhead(s, rs) {
+			rv.Healthy = false // starting, as far as the pool's model goes: it serves once the reload ends
 		}
 		if rs.load != nil {
 			rv.EngineLoad, rv.HasEngineLoad = *rs.load, true
