@@ -198,3 +198,16 @@ func TestBreakerReportsOfEarlierGenerations(t *testing.T) {
 	e.reg.ReportFailure("x", "x/0", probe)
 	breaker("a report of the probe after the breaker closed", placement.BreakerClosed)
 }
+
+// TestHalfOpenIsTold: the queue is told a breaker half-opened (its probe's slot) when the
+// cooldown passes, not at the next health poll (an hour here), which held back the tasks queued
+// for the replica.
+func TestHalfOpenIsTold(t *testing.T) {
+	one := Spec{ID: "x", Engine: "llamacpp", ModelRef: "tiny", ModelID: "tiny", CtxMax: 1024, Slots: 2, URL: "http://ext",
+		BreakerFaults: 1, BreakerCooldown: 20 * time.Millisecond}
+	e := newEnv(t, one)
+	e.waitView(t, func(v View) bool { return v.ReadyReplicas() == 1 })
+	e.reg.ReportFailure("x", "x/0", leaseOf(e.reg, "x", "x/0"))
+	e.waitView(t, func(v View) bool { return v.Replicas[0].Breaker == placement.BreakerOpen && v.SlotsTotal() == 0 })
+	e.waitView(t, func(v View) bool { return v.Replicas[0].Breaker == placement.BreakerHalfOpen && v.SlotsTotal() == 1 })
+}

@@ -405,7 +405,10 @@ type rstate struct {
 	// epoch counts the breaker's changes (opened, closed, reset with a new engine): a Lease
 	// taken before the last one reports on a breaker that is no longer there.
 	epoch uint64
-	poke  chan struct{}
+	// cooldown fires when an open breaker half-opens, so that the queue is told its probe's
+	// slot then, not at the next health poll.
+	cooldown *time.Timer
+	poke     chan struct{}
 }
 
 // tracked is one engine instance of a replica. inflight counts the generations using it
@@ -589,6 +592,9 @@ func (r *Registry) Stop(ctx context.Context) error {
 		for _, rs := range st.reps {
 			if rs.drainTimer != nil {
 				rs.drainTimer.Stop()
+			}
+			if rs.cooldown != nil {
+				rs.cooldown.Stop()
 			}
 		}
 	}
@@ -837,6 +843,11 @@ func (r *Registry) ReportFailure(poolID, replicaID string, l Lease) {
 		if b == placement.BreakerHalfOpen || (b == placement.BreakerClosed && rs.faults >= faults) {
 			rs.breaker, rs.openedAt = placement.BreakerOpen, r.opts.Now()
 			rs.epoch++
+			_, cooldown := r.breakerSettings(st.spec)
+			if rs.cooldown != nil {
+				rs.cooldown.Stop()
+			}
+			rs.cooldown = time.AfterFunc(cooldown, func() { r.update(poolID, func(*state) {}) })
 			r.log.Warn("replica breaker open", "pool_id", poolID, "replica_id", replicaID, "faults", rs.faults)
 		}
 	})
