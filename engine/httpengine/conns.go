@@ -382,7 +382,7 @@ func (p *Conns) roundTrip(ctx context.Context, ab *Abort, c net.Conn, uri, auth 
 		_ = c.Close()
 		return nil, 0, err
 	}
-	resp, err = cb.readHead()
+	resp, err = cb.readFinalHead()
 	if err != nil {
 		nread = cb.n
 		cb.release()

@@ -319,6 +319,26 @@ func (b *wire) readHead() (*http.Response, error) {
 
 func badHead(what string, b []byte) error { return fmt.Errorf("%s: %q", what, b) }
 
+// maxInterim bounds the 1xx interim answers read before the final one, as net/http's.
+const maxInterim = 5
+
+var errTooManyInterim = errors.New("too many 1xx informational answers")
+
+// readFinalHead reads the head of the final answer: a client reads the 1xx interim answers
+// that come before it, expected or not (RFC 9110 15.2), as net/http's Transport does; 101
+// (Switching Protocols) is final.
+func (b *wire) readFinalHead() (*http.Response, error) {
+	for n := 0; ; n++ {
+		resp, err := b.readHead()
+		if err != nil || resp.StatusCode >= http.StatusOK || resp.StatusCode == http.StatusSwitchingProtocols {
+			return resp, err
+		}
+		if n == maxInterim {
+			return nil, errTooManyInterim
+		}
+	}
+}
+
 // headField is a header field of an answer's head being read: its canonical name and where its
 // value is in the gathered values.
 type headField struct {
