@@ -79,8 +79,15 @@ func New(opts Options) *Replica {
 	}
 	if r.client == nil {
 		r.client = newClient()
-		r.conns = httpengine.NewConns(r.base, opts.MaxIdleConns)
-		r.conns.SetLogger(opts.Logger)
+		// Conns only where it serves the base URL as spelled (not a scheme in capitals, nor a
+		// query): generate aborts a Conns request through its Abort and any other through a
+		// context of its own, so the idle watchdog must know which one sends it.
+		if c := httpengine.NewConns(r.base, opts.MaxIdleConns); c != nil {
+			if _, ok := c.RequestURI(r.base + completionPath); ok {
+				r.conns = c
+				r.conns.SetLogger(opts.Logger)
+			}
+		}
 	}
 	if r.idle <= 0 {
 		r.idle = DefaultIdleTimeout
@@ -313,19 +320,21 @@ func completionBody(req *engine.Request, slot int) ([]byte, error) {
 	return body, nil
 }
 
+// completionPath is llama-server's streamed completion endpoint.
+const completionPath = "/completion"
+
 // postCompletion sends POST /completion. llama-server (0.7.0) closes the connection after
 // every streamed response although it answers "Keep-Alive": Conns detects that and gives such a
 // server one connection per generation, keeping them alive with servers that keep them. A
 // configured Client gets one connection per generation (a pooled one would race with that
 // close and fail the next request with EOF).
 func (r *Replica) postCompletion(ctx context.Context, ab *httpengine.Abort, body []byte) (*http.Response, error) {
-	const path = "/completion"
 	if r.conns != nil {
-		if uri, ok := r.conns.RequestURI(r.base + path); ok {
+		if uri, ok := r.conns.RequestURI(r.base + completionPath); ok {
 			return r.conns.PostAbort(ctx, ab, uri, r.auth, body)
 		}
 	}
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, r.base+path, bytes.NewReader(body))
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, r.base+completionPath, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
