@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -138,9 +140,9 @@ func newArtifactsCmd(g *globals, io stdio) *cobra.Command {
 			var a client.Artifact
 			if kind != "" {
 				a.Kind = client.ArtifactKind(kind)
-				err = json.Unmarshal(b, &a.Content)
+				err = decodeKeepingNumbers(b, &a.Content)
 			} else {
-				err = json.Unmarshal(b, &a)
+				err = decodeKeepingNumbers(b, &a)
 			}
 			if err != nil {
 				return usageError{fmt.Errorf("%s: not a JSON artifact: %w", args[0], err)}
@@ -170,6 +172,21 @@ func newArtifactsCmd(g *globals, io stdio) *cobra.Command {
 	}
 	cmd.AddCommand(put, get)
 	return cmd
+}
+
+// decodeKeepingNumbers is json.Unmarshal keeping numbers as written (json.Number): an
+// artifact's id is the hash of its canonical JSON, defined on the numbers as sent, and float64
+// would round 9007199254740993 and turn 1.0 into 1 (another artifact, under another id).
+func decodeKeepingNumbers(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errors.New("trailing data after the JSON value")
+	}
+	return nil
 }
 
 // readInput reads the file name, or stdin for "-", until ctx ends.
