@@ -267,11 +267,21 @@ func (c *Client) call(ctx context.Context, want int, out any, send func(context.
 	if out == nil {
 		return nil
 	}
-	if err := json.NewDecoder(bytes.NewReader(body)).Decode(out); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if n, ok := out.(numbersAsSent); ok {
+		dec.UseNumber()
+		out = n.out
+	}
+	if err := dec.Decode(out); err != nil {
 		return fmt.Errorf("sdk: decoding the answer of %s: %w", resp.Request.URL.Path, err)
 	}
 	return nil
 }
+
+// numbersAsSent is a call's out whose free-form JSON (an artifact's content and metadata) keeps
+// its numbers as the daemon sent them, as json.Number: an artifact's id is defined on those
+// digits, and float64 would round 9007199254740993 and turn 1.0 into 1.
+type numbersAsSent struct{ out any }
 
 // Completion returns a completion task for model with the daemon's usual defaults: engine
 // llamacpp, interactive priority, ctx 2048, 64 tokens at most, a 60 s deadline. Submit fills
@@ -283,15 +293,14 @@ func Completion(model, prompt string) client.TaskRequest {
 	}
 }
 
-// Submit admits a task. A zero TaskId or SessionId is replaced by a new random UUID (req is
-// passed by value: read the ids from the answer). A retriable 429 is retried (see
-// Options.MaxRetries).
+// Submit admits a task. A zero TaskId is replaced by a new random UUID, so that a retry
+// re-posts the same task; a zero SessionId is left out for the daemon to fill in: a new
+// session for a new task, the task's own for a re-post (a random one here would make every
+// re-post another request, 409 CONFLICT). req is passed by value: read the ids from the
+// answer. A retriable 429 is retried (see Options.MaxRetries).
 func (c *Client) Submit(ctx context.Context, req client.TaskRequest) (*client.AdmissionResponse, error) {
 	if req.TaskId == uuid.Nil {
 		req.TaskId = uuid.New()
-	}
-	if req.SessionId == uuid.Nil {
-		req.SessionId = uuid.New()
 	}
 	var out client.AdmissionResponse
 	err := c.call(ctx, http.StatusAccepted, &out, func(ctx context.Context) (*http.Response, error) {
@@ -350,10 +359,11 @@ func (c *Client) PutArtifact(ctx context.Context, a client.Artifact) (*client.Ar
 	return &out, nil
 }
 
-// Artifact reads a stored artifact.
+// Artifact reads a stored artifact. The numbers of its Content and Metadata are json.Number,
+// exactly as stored, so that PutArtifact of what it returns stores the same artifact (same id).
 func (c *Client) Artifact(ctx context.Context, id string) (*client.StoredArtifact, error) {
 	var out client.StoredArtifact
-	if err := c.call(ctx, http.StatusOK, &out, func(ctx context.Context) (*http.Response, error) {
+	if err := c.call(ctx, http.StatusOK, numbersAsSent{&out}, func(ctx context.Context) (*http.Response, error) {
 		return c.gen.GetArtifact(ctx, id, nil)
 	}); err != nil {
 		return nil, err
