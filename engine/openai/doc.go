@@ -23,7 +23,8 @@
 // then remembered). Health is GET /health (200 ready; vLLM, SGLang and llama-server all answer
 // it), or GET /v1/models where /health is 404 (Ollama). Identify reads /v1/models and, where the server has one, /version (vLLM).
 // Load reads /metrics with the names of the server's Flavor (vLLM: vllm:num_requests_running,
-// vllm:num_requests_waiting, vllm:kv_cache_usage_perc; SGLang: sglang:num_running_reqs,
+// vllm:num_requests_waiting, vllm:kv_cache_usage_perc, or vllm:gpu_cache_usage_perc before vLLM
+// renamed it; SGLang: sglang:num_running_reqs,
 // sglang:num_queue_reqs, sglang:token_usage; llama.cpp: llamacpp:requests_processing,
 // llamacpp:requests_deferred, llamacpp:kv_cache_usage_ratio).
 //

@@ -38,6 +38,12 @@ var metricNames = map[Flavor][3]string{
 	FlavorLlamaCpp: {"llamacpp:requests_processing", "llamacpp:requests_deferred", "llamacpp:kv_cache_usage_ratio"},
 }
 
+// formerKVNames are the KV usage series of a flavor's older releases, read where the current
+// one is absent: vLLM's before its rename (vllm-project/vllm #18354).
+var formerKVNames = map[Flavor]string{
+	FlavorVLLM: "vllm:gpu_cache_usage_perc",
+}
+
 // Options configures a Replica.
 type Options struct {
 	// BaseURL is the server's root without /v1, e.g. "http://127.0.0.1:8000".
@@ -560,9 +566,19 @@ func (r *Replica) Load(ctx context.Context) (engine.Load, error) {
 		if !ok {
 			continue
 		}
-		m, err := engine.ReadMetrics(bytes.NewReader(b), n[0], n[1], n[2])
+		names := n[:]
+		former, hasFormer := formerKVNames[f]
+		if hasFormer {
+			names = append(names, former)
+		}
+		m, err := engine.ReadMetrics(bytes.NewReader(b), names...)
 		if err != nil {
 			return engine.Load{}, engine.Errorf(engine.KindProtocol, "openai: %w", err)
+		}
+		if v, ok := m[former]; ok && hasFormer {
+			if _, current := m[n[2]]; !current {
+				m[n[2]] = v
+			}
 		}
 		if len(m) > 0 || r.flavor != "" {
 			return engine.LoadFromMetrics(m, n[0], n[1], n[2]), nil

@@ -521,3 +521,38 @@ func TestOpenEndedSendsNoMaxTokens(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadOfAnOlderVLLM: vLLM before the rename of its KV cache gauge (vllm-project/vllm
+// #18354) exposes vllm:gpu_cache_usage_perc; its replicas' KV usage is read from it, for
+// placement, rather than unknown. A server with both names is read from the new one.
+func TestLoadOfAnOlderVLLM(t *testing.T) {
+	const older = `vllm:num_requests_running{model_name="m"} 2.0
+vllm:num_requests_waiting{model_name="m"} 1.0
+vllm:gpu_cache_usage_perc{model_name="m"} 0.75
+`
+	tests := []struct {
+		name, metrics string
+		flavor        Flavor
+		want          engine.Load
+	}{
+		{"older vLLM", older, FlavorVLLM, engine.Load{Running: 2, Waiting: 1, KVUsage: 0.75}},
+		{"older vLLM, flavor not set", older, "", engine.Load{Running: 2, Waiting: 1, KVUsage: 0.75}},
+		{"both names", older + "vllm:kv_cache_usage_perc{model_name=\"m\"} 0.5\n", FlavorVLLM, engine.Load{Running: 2, Waiting: 1, KVUsage: 0.5}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/metrics" {
+					io.WriteString(w, tt.metrics)
+					return
+				}
+				http.NotFound(w, r)
+			}))
+			defer srv.Close()
+			r := newReplica(t, srv.URL, Options{Flavor: tt.flavor, Model: "m"})
+			if l, err := r.Load(t.Context()); err != nil || l != tt.want {
+				t.Errorf("load = %+v, %v; want %+v", l, err, tt.want)
+			}
+		})
+	}
+}
