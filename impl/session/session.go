@@ -362,6 +362,22 @@ func (s *Store) RecordTurn(id string, gen uint64, t TurnInfo) (Info, error) {
 	return s.infoLocked(e, now), nil
 }
 
+// MarkWarm marks session id, admitted in generation gen, KV-warm: a turn produced its first
+// token. The KV estimate stays the last turn's until RecordTurn records this one. It extends
+// the TTL, and returns ErrNotFound as RecordTurn does.
+func (s *Store) MarkWarm(id string, gen uint64) error {
+	now := s.opts.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.liveLocked(id, now)
+	if e == nil || e.gen != gen {
+		return fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	e.kvWarm = true
+	s.touchLocked(e, now)
+	return nil
+}
+
 // SetReplica records the replica a turn of session id, admitted in generation gen, was placed
 // on (session affinity). It returns ErrNotFound when the session is unknown or has expired, or
 // is a later generation of the id; it does not extend the TTL.

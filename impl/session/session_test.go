@@ -599,3 +599,25 @@ func TestReservedSessionIsKept(t *testing.T) {
 		t.Fatal("session a outlived its TTL after its tasks ended")
 	}
 }
+
+// TestMarkWarm: a turn's first token marks the session warm and extends its TTL, leaving the
+// KV estimate the last recorded turn's; a later generation of the id is not marked.
+func TestMarkWarm(t *testing.T) {
+	s, clk := newStore(t, Options{TTL: time.Minute})
+	info := mustAdmit(t, s, "a")
+	if _, err := s.RecordTurn("a", info.Gen, TurnInfo{TokensIn: 5, KVBytesPerToken: 10}); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(50 * time.Second)
+	if err := s.MarkWarm("a", info.Gen); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(50 * time.Second) // past the TTL from the turn, within it from the mark
+	got, ok := s.Get("a")
+	if !ok || !got.KVWarm || got.KVBytes != 50 {
+		t.Fatalf("after the mark: %+v, %v; want warm with the last turn's 50 bytes", got, ok)
+	}
+	if err := s.MarkWarm("a", info.Gen+1); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a mark of another generation: %v, want ErrNotFound", err)
+	}
+}

@@ -264,7 +264,7 @@ func (s *Service) onToken(ctx context.Context, t *Task, tok engine.Token, now ti
 		s.m.FirstToken.WithLabelValues(t.engine, t.version, t.poolID, t.spec.Priority.String()).Observe(ms(now.Sub(t.created)))
 	}
 	if first {
-		_, _ = s.opts.Sessions.RecordTurn(t.spec.SessionID, t.sessionGen, session.TurnInfo{Warm: true}) // best effort: the session may have expired mid-task
+		_ = s.opts.Sessions.MarkWarm(t.spec.SessionID, t.sessionGen) // best effort: the session may have expired mid-task
 	}
 	if wantMetrics {
 		plain, verbose := s.metricsData(t, tokensOut, now)

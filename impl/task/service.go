@@ -82,6 +82,9 @@ type sessions interface {
 	Reserve(id, owner string, want int) (session.Reservation, error)
 	Settle(id, owner string, gen uint64, granted, used int)
 	RecordTurn(id string, gen uint64, ti session.TurnInfo) (session.Info, error)
+	// MarkWarm marks the session KV-warm at a turn's first token, its KV estimate left as the
+	// last turn's.
+	MarkWarm(id string, gen uint64) error
 	SetReplica(id string, gen uint64, replica string) error
 	Get(id string) (session.Info, bool)
 	// Delete forgets a transient task's session when the task ends (Spec.Transient).
