@@ -193,9 +193,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 			Slots: p.Slots, KVBytesPerToken: p.KVBytesPerToken, PriorServiceMs: p.PriorServiceMs,
 			PriorTokensPerS: p.PriorTokensPerS, Workloads: p.Workloads, EngineOptions: p.EngineOptions,
 			MigrateOnFailure: p.MigrateOnFailureOrDefault()}
-		if p.Breaker != nil {
-			s.BreakerFaults, s.BreakerCooldown = p.Breaker.Faults, p.Breaker.Cooldown.D()
-		}
+		s.BreakerFaults, s.BreakerCooldown = p.Breaker.Settings()
 		for _, ri := range p.Instances() {
 			s.Replicas = append(s.Replicas, pool.ReplicaSpec{ID: ri.ID, URL: ri.URL, Managed: ri.Managed != nil,
 				Devices: ri.Devices, Source: ri.Source})

@@ -258,8 +258,23 @@ type Pool struct {
 
 // Breaker configures a pool's per-replica circuit breakers.
 type Breaker struct {
-	Faults   int      `yaml:"faults"`
-	Cooldown Duration `yaml:"cooldown"`
+	// Faults and Cooldown are nil when absent (the defaults); written, each must be positive.
+	Faults   *int      `yaml:"faults"`
+	Cooldown *Duration `yaml:"cooldown"`
+}
+
+// Settings are the breaker's faults and cooldown, 0 for each left to the registry's default.
+func (b *Breaker) Settings() (faults int, cooldown time.Duration) {
+	if b == nil {
+		return 0, 0
+	}
+	if b.Faults != nil {
+		faults = *b.Faults
+	}
+	if b.Cooldown != nil {
+		cooldown = b.Cooldown.D()
+	}
+	return faults, cooldown
 }
 
 // MigrateOnFailureOrDefault reports whether mid-stream migration is on (default true).
@@ -873,10 +888,10 @@ func (c *Config) validate() error {
 			return fail(f("prior_tokens_per_s"), "must be a positive number, got %v", p.PriorTokensPerS)
 		}
 		if b := p.Breaker; b != nil {
-			if b.Faults < 0 || b.Faults > 1000 {
-				return fail(f("breaker.faults"), "must be from 1 to 1000 (absent: 3), got %d", b.Faults)
+			if b.Faults != nil && (*b.Faults < 1 || *b.Faults > 1000) {
+				return fail(f("breaker.faults"), "must be from 1 to 1000 (absent: 3), got %d", *b.Faults)
 			}
-			if b.Cooldown < 0 || b.Cooldown.D() > time.Hour {
+			if b.Cooldown != nil && (*b.Cooldown <= 0 || b.Cooldown.D() > time.Hour) {
 				return fail(f("breaker.cooldown"), "must be positive and at most 1h (absent: 10s), got %s", b.Cooldown.D())
 			}
 		}

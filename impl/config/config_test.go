@@ -226,6 +226,9 @@ func TestInvalidConfigNamesField(t *testing.T) {
 		{"negative device", strings.Replace(minimal, `[{url: "http://127.0.0.1:9"}]`, `[{managed: {devices: [0, -1]}}]`, 1), "pools[0].replicas[0].managed.devices[1]", Overrides{}},
 		{"negative breaker faults", strings.Replace(minimal, "slots: 1", "slots: 1\n    breaker: {faults: -2}", 1), "pools[0].breaker.faults: must be from 1 to 1000", Overrides{}},
 		{"negative breaker cooldown", strings.Replace(minimal, "slots: 1", "slots: 1\n    breaker: {cooldown: -5s}", 1), "pools[0].breaker.cooldown: must be positive", Overrides{}},
+		// Written, 0 is no breaker to a reader, and was taken for the default (3, 10s).
+		{"zero breaker faults", strings.Replace(minimal, "slots: 1", "slots: 1\n    breaker: {faults: 0}", 1), "pools[0].breaker.faults: must be from 1 to 1000", Overrides{}},
+		{"zero breaker cooldown", strings.Replace(minimal, "slots: 1", "slots: 1\n    breaker: {cooldown: 0s}", 1), "pools[0].breaker.cooldown: must be positive", Overrides{}},
 		{"breaker cooldown not a duration", strings.Replace(minimal, "slots: 1", "slots: 1\n    breaker: {cooldown: soon}", 1), `pools[0].breaker.cooldown: invalid duration "soon"`, Overrides{}},
 		{"unknown breaker key", strings.Replace(minimal, "slots: 1", "slots: 1\n    breaker: {threshold: 2}", 1), "pools[0].breaker.threshold: unknown field", Overrides{}},
 		{"unknown journal sync mode", "journal: {sync: sometimes}\n" + minimal, `journal.sync: must be admission, always or none, got "sometimes"`, Overrides{}},
