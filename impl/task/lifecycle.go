@@ -12,21 +12,51 @@ import (
 // aborted. Cancelling a finished task changes nothing.
 //
 // The task's runner ends it. Cancel returns once it has (a Get then shows it canceled, with its
-// final frame in the log), or when ctx ends, or after CancelWait at the longest: a runner that
-// cannot end it sooner (the daemon is stopping, or an engine is slow to give up a request)
-// still ends it later.
+// final frame in the log) and the journal shows its final record (written: a crash of the
+// process that follows the answer does not bring the task back to run again), or when ctx
+// ends, or after CancelWait at the longest: a runner that cannot end it sooner (the daemon is
+// stopping, or an engine is slow to give up a request) still ends it later.
 func (s *Service) Cancel(ctx context.Context, id string) error {
 	t, err := s.task(ctx, id)
 	if err != nil {
 		return err
 	}
+	ctx, stop := context.WithTimeout(ctx, CancelWait)
+	defer stop()
 	if s.cancel(t, causeClient) {
 		waitClosed(ctx, t.done, CancelWait)
 	}
+	s.awaitFinalShown(ctx, t)
 	return nil
 }
 
-// CancelWait bounds how long Cancel waits for the task's runner to end a cancelled task.
+// awaitFinalShown waits until the journal shows t's final record, or ctx ends. It returns at
+// once for a task not final, or without a journal.
+func (s *Service) awaitFinalShown(ctx context.Context, t *Task) {
+	if s.j == nil {
+		return
+	}
+	t.mu.Lock()
+	var seq uint64
+	if t.status.Final() && len(t.spans) > 0 {
+		seq = t.spans[len(t.spans)-1].seq
+	}
+	t.mu.Unlock()
+	for seq != 0 {
+		visible, advanced := s.j.Visible()
+		if visible >= seq {
+			return
+		}
+		select {
+		case <-advanced:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// CancelWait bounds how long Cancel waits for the task's runner to end a cancelled task and
+// for the journal to show its end.
 const CancelWait = 2 * time.Second
 
 // Disconnected is called when a stream's client went away before the task ended, its cursor
