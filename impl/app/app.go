@@ -337,12 +337,18 @@ type meter struct {
 	log     *slog.Logger
 }
 
-func (m meter) Settle(owner, task string, mark uint64, reserved, granted, used int) {
+func (m meter) Settle(owner, taskID string, mark uint64, reserved, granted, used int) {
 	m.limits.Settle(owner, reserved, used)
-	if err := m.budgets.SettleTask(owner, task, mark, granted, used); err != nil {
+	if mark == task.MarkPending {
+		mark = tenant.PendingMark
+	}
+	if err := m.budgets.SettleTask(owner, taskID, mark, granted, used); err != nil {
 		m.log.Error("token budget not persisted", "key", owner, "err", err)
 	}
 }
+
+// Journaled gives the budgets the mark of a settled task's final journal record.
+func (m meter) Journaled(taskID string, mark uint64) { m.budgets.Journaled(taskID, mark) }
 
 // Restore takes a recovered task's budget grant again. Its tokens-per-minute reservation is not
 // taken again: that bucket is a window of the process, and a restart starts it full.

@@ -317,13 +317,22 @@ func (s *Service) finish(t *Task, st Status, ei *ErrorInfo, res engine.Result, d
 	default:
 		name, data = "error", errorData(s.opts.Code(ei.Class), ei)
 	}
-	// The journal's final record first: the meter keeps the task charged until it is on disk.
-	mark := t.journalFinalLocked(name, data)
 	if s.opts.Meter != nil {
-		// Before the final frame: a client that reads the end and submits again finds the
-		// key's budget and tokens-per-minute already settled. (Lock order: t.mu, then the
-		// meter's own; the meter never calls back.)
-		s.opts.Meter.Settle(t.spec.Owner, t.spec.ID, mark, t.spec.TPMReserved, t.spec.Grant, tokensOut)
+		// Before the journal's final record: a crash once the journal has written it must find
+		// the charge persisted too, and the meter keeps the task charged until the record is on
+		// disk (so that a crash before it does not charge the task twice). Before the final
+		// frame as well: a client that reads the end and submits again finds the key's budget
+		// and tokens-per-minute already settled. (Lock order: t.mu, then the meter's own; the
+		// meter never calls back.)
+		var pending uint64
+		if t.j != nil {
+			pending = MarkPending
+		}
+		s.opts.Meter.Settle(t.spec.Owner, t.spec.ID, pending, t.spec.TPMReserved, t.spec.Grant, tokensOut)
+	}
+	mark := t.journalFinalLocked(name, data)
+	if jm, ok := s.opts.Meter.(JournaledMeter); ok && mark != 0 {
+		jm.Journaled(t.spec.ID, mark)
 	}
 	if t.spec.SessionGrant > 0 {
 		// The session's reservation too, before the final frame, for the same reason.

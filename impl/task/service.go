@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"time"
 
@@ -132,17 +133,30 @@ type Options struct {
 }
 
 // Meter settles what a task reserved at admission (reserved: its max_tokens; granted: its
-// budget grant, 0 without a budget) against the tokens it used. mark is the journal's sequence
-// number of the task's final record, appended before the settle (0: no journal): a meter that
-// persists may keep the task until that record is on disk, so that a restart that finds the
-// task unended (its end lost with the machine) does not charge it twice. Restore takes again,
-// at a restart, the grant of a recovered task not yet ended: the admission that reserved it
-// was in the process before, and its Settle comes in this one. Recovered is told once the
-// recovered tasks that had ended unrecorded were settled again.
+// budget grant, 0 without a budget) against the tokens it used. mark is MarkPending with a
+// journal (0 without): the settle comes before the task's final record is given to the journal,
+// so that a meter that persists has the charge on disk before the record can be (a crash that
+// kept the record and lost the charge would leave the task's tokens never charged), and may
+// keep the task until that record is on disk, so that a restart that finds the task unended
+// (its end lost with the machine) does not charge it twice; a meter that implements
+// JournaledMeter is then told the record's sequence number. Restore takes again, at a restart,
+// the grant of a recovered task not yet ended: the admission that reserved it was in the
+// process before, and its Settle comes in this one. Recovered is told once the recovered tasks
+// that had ended unrecorded were settled again.
 type Meter interface {
 	Settle(owner, task string, mark uint64, reserved, granted, used int)
 	Restore(owner string, granted int)
 	Recovered()
+}
+
+// MarkPending is the mark Settle is given for a journaled task: its final record is appended
+// after the settle, and its sequence number is not known yet.
+const MarkPending uint64 = math.MaxUint64
+
+// JournaledMeter is a Meter told, after it settled a journaled task (mark MarkPending), the
+// journal's sequence number of the task's final record.
+type JournaledMeter interface {
+	Journaled(task string, mark uint64)
 }
 
 // Service admits, dispatches, runs and tracks tasks.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -146,7 +147,22 @@ func (b *Budgets) Settle(name string, granted, used int) error {
 	return b.SettleTask(name, "", 0, granted, used)
 }
 
-// SettleTask is Settle for task, whose final journal record has the mark given (0: none): a
+// PendingMark is the mark of a task's final journal record that is appended after its settle:
+// the task stays named in the file until Journaled gives the record's mark and the journal has
+// it on disk.
+const PendingMark uint64 = math.MaxUint64
+
+// Journaled gives the mark of the final journal record of task, settled with PendingMark.
+func (b *Budgets) Journaled(task string, mark uint64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if m, ok := b.settled[task]; ok && m == PendingMark {
+		b.settled[task] = mark
+	}
+}
+
+// SettleTask is Settle for task, whose final journal record has the mark given (0: none;
+// PendingMark: appended after the settle, its mark given by Journaled): a
 // task already charged, in this process or (named by the file) the one before, is not charged
 // again, only its grant returns. It happens when the daemon stopped after the charge was
 // written and before the journal had the task's end on disk: the restart finds the task
