@@ -113,6 +113,9 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
+	if err := checkStateDir(cfg.StateDir); err != nil {
+		return nil, err
+	}
 	removeStaleEngineKeys(filepath.Join(cfg.StateDir, engineKeysDir), log)
 	if n := process.ReapOrphans(engineMark(cfg.StateDir)); n > 0 {
 		log.Warn("killed engine processes left running by an earlier run (kill -9 or a crash of the daemon)", "processes", n)
@@ -834,6 +837,13 @@ func generatedKey(stateDir string) (key, path string, err error) {
 	path = filepath.Join(stateDir, "api-key")
 	if b, err := os.ReadFile(path); err == nil {
 		if k := strings.TrimSpace(string(b)); len(k) >= 16 {
+			fi, err := os.Stat(path)
+			if err == nil {
+				err = checkKeyFile(path, fi)
+			}
+			if err != nil {
+				return "", "", err
+			}
 			return k, path, nil
 		}
 	}

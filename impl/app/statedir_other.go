@@ -1,0 +1,17 @@
+//go:build !unix
+
+package app
+
+import "os"
+
+// checkStateDir checks nothing where file modes do not say who may write (see
+// statedir_unix.go).
+func checkStateDir(string) error { return nil }
+
+// checkKeyFile checks nothing where file modes do not say who may read (see
+// statedir_unix.go).
+func checkKeyFile(string, os.FileInfo) error { return nil }
+
+// foreignWritable reports nothing where file modes do not say who may write (see
+// statedir_unix.go).
+func foreignWritable(string, string) bool { return false }
