@@ -22,8 +22,8 @@ var programHints = map[string]string{
 
 // resolveProgram returns the path of a managed replica's program: name itself when it holds a
 // slash, else name on PATH, else (for the engine's default program only) the install
-// directory under the binary's parent or the working directory. A missing program is a
-// permanent StartError that says what to set.
+// directory under the binary's parent or the working directory, unless another user may write
+// there. A missing program is a permanent StartError that says what to set.
 func resolveProgram(engineName, name string, isDefault bool, exe, wd string) (string, error) {
 	p, err := exec.LookPath(name)
 	if err == nil {
@@ -39,7 +39,9 @@ func resolveProgram(engineName, name string, isDefault bool, exe, wd string) (st
 		}
 		for _, root := range roots {
 			cand := filepath.Join(root, dir, name)
-			if fi, err := os.Stat(cand); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0 {
+			// Not from a directory another user may write to (cd /tmp; orchestratord): that
+			// user's program would run as the daemon's (exec.ErrDot, for PATH, is the same rule).
+			if fi, err := os.Stat(cand); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0 && !foreignWritable(root, cand) {
 				return cand, nil
 			}
 		}
