@@ -35,10 +35,11 @@ const (
 // Options configures a Client. The zero value is usable: no API key, a private HTTP transport
 // and the defaults above.
 type Options struct {
-	// APIKey is sent as X-API-Key on every request.
+	// APIKey is sent as X-API-Key on every request (not on a redirect to another host).
 	APIKey string
 	// HTTPClient sends the requests. It must not have a Timeout: streams last as long as their
 	// task. Default: a client with its own transport, whose idle connections Close releases.
+	// The Client sends through a copy of it whose redirect policy keeps the key off other hosts.
 	HTTPClient *http.Client
 	// MaxRetries is how many times a 429 is retried (after its Retry-After) when its envelope
 	// says retriable (or it has none). Negative: never. 0: DefaultMaxRetries.
@@ -91,6 +92,9 @@ func New(baseURL string, opts Options) (*Client, error) {
 		c.hc = &http.Client{Transport: tr.Clone()}
 		c.own = true
 	}
+	hc := *c.hc // a copy: a caller's client keeps its own redirect policy
+	hc.CheckRedirect = keyStaysHome(hc.CheckRedirect)
+	c.hc = &hc
 	if opts.MaxRetries == 0 {
 		opts.MaxRetries = DefaultMaxRetries
 	}
@@ -140,6 +144,28 @@ func (c *Client) authorize(_ context.Context, r *http.Request) error {
 		r.Header.Set("X-API-Key", c.opts.APIKey)
 	}
 	return nil
+}
+
+// maxRedirects is net/http's own limit, kept when the HTTP client has no redirect policy.
+const maxRedirects = 10
+
+// keyStaysHome wraps a redirect policy (nil: net/http's default) so that a redirect to another
+// host, or from https to plain http, goes without the API key. net/http drops Authorization and
+// cookies there, but forwards every other header: X-API-Key went to whatever host a proxy in
+// front of the daemon, or an open redirect, named.
+func keyStaysHome(policy func(*http.Request, []*http.Request) error) func(*http.Request, []*http.Request) error {
+	return func(req *http.Request, via []*http.Request) error {
+		if first := via[0].URL; req.URL.Host != first.Host || (first.Scheme == "https" && req.URL.Scheme != "https") {
+			req.Header.Del("X-API-Key")
+		}
+		if policy != nil {
+			return policy(req, via)
+		}
+		if len(via) >= maxRedirects {
+			return fmt.Errorf("stopped after %d redirects", maxRedirects)
+		}
+		return nil
+	}
 }
 
 func sleep(ctx context.Context, d time.Duration) error {
