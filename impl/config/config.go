@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -684,8 +685,14 @@ func (c *Config) complete() error {
 // name (llama3.2, Qwen2.5-7B-Instruct) keeps its version.
 func ModelIDFromRef(ref string) string {
 	ref = strings.TrimPrefix(strings.TrimPrefix(ref, "file:"), "hf:")
+	if ref != "" {
+		ref = path.Clean(ref) // a directory's trailing slash, dot elements
+	}
 	if i := strings.LastIndexByte(ref, '/'); i >= 0 {
 		ref = ref[i+1:]
+	}
+	if ref == "." || ref == ".." {
+		return ""
 	}
 	if ext := filepath.Ext(ref); modelFileExts[strings.ToLower(ext)] {
 		ref = strings.TrimSuffix(ref, ext)

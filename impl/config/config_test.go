@@ -174,7 +174,11 @@ func TestModelIDDefault(t *testing.T) {
 	// (llama3.2 became llama3, and Qwen2.5-7B and Qwen2.5-32B both Qwen2).
 	for ref, want := range map[string]string{"file:/a/b/tiny.gguf": "tiny", "models/x.y.gguf": "x.y", "hf:org/repo": "repo", "plain": "plain",
 		"llama3.2": "llama3.2", "Qwen/Qwen2.5-7B-Instruct": "Qwen2.5-7B-Instruct", "hf:meta-llama/Llama-3.1-8B": "Llama-3.1-8B",
-		"/models/M.SafeTensors": "M", "llama3.2:latest": "llama3.2:latest"} {
+		"/models/M.SafeTensors": "M", "llama3.2:latest": "llama3.2:latest",
+		// A model directory (vLLM, TGI) written with a trailing slash, or with dot elements, is
+		// named by its last element as it resolves, never "", "." or "..".
+		"models/Llama-3-8B/": "Llama-3-8B", "models/b.gguf/": "b", "models/x/.": "x", "models/x/..": "models",
+		"/": "", "": "", "..": "", "/..": ""} {
 		if got := ModelIDFromRef(ref); got != want {
 			t.Errorf("ModelIDFromRef(%q) = %q, want %q", ref, got, want)
 		}
