@@ -113,7 +113,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
-	if err := checkStateDir(cfg.StateDir); err != nil {
+	if err := checkOwnDir("state dir", cfg.StateDir, "the API key"); err != nil {
 		return nil, err
 	}
 	removeStaleEngineKeys(filepath.Join(cfg.StateDir, engineKeysDir), log)
@@ -243,6 +243,12 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		mode, perr := journal.ParseSync(cfg.Journal.Sync)
 		if perr != nil {
 			return nil, perr
+		}
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("journal dir: %w", err)
+		}
+		if err := checkOwnDir("journal dir", dir, "the tasks a restart runs again"); err != nil {
+			return nil, err
 		}
 		a.journal, err = journal.Open(journal.Options{Dir: dir, Sync: mode, Logger: log,
 			MaxUnsynced: cfg.Journal.MaxUnsynced.D(), MaxUnsyncedBytes: cfg.Journal.MaxUnsyncedBytes,

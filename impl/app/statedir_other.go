@@ -4,9 +4,9 @@ package app
 
 import "os"
 
-// checkStateDir checks nothing where file modes do not say who may write (see
+// checkOwnDir checks nothing where file modes do not say who may write (see
 // statedir_unix.go).
-func checkStateDir(string) error { return nil }
+func checkOwnDir(string, string, string) error { return nil }
 
 // checkKeyFile checks nothing where file modes do not say who may read (see
 // statedir_unix.go).

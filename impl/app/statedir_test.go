@@ -30,7 +30,7 @@ func TestStateDirWritableByOthersRefused(t *testing.T) {
 	if err := os.Chmod(planted, 0o666); err != nil {
 		t.Fatal(err)
 	}
-	cfg := auditConfig(t, state)
+	cfg := privateDirConfig(t, state)
 	a, err := app.New(cfg, app.Options{})
 	if err == nil {
 		fi, _ := os.Stat(a.APIKeyPath())
@@ -61,7 +61,7 @@ func TestAPIKeyFileReadableByOthersRefused(t *testing.T) {
 	if err := os.Chmod(key, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg := auditConfig(t, state)
+	cfg := privateDirConfig(t, state)
 	a, err := app.New(cfg, app.Options{})
 	if err == nil {
 		fi, _ := os.Stat(a.APIKeyPath())
@@ -74,10 +74,16 @@ func TestAPIKeyFileReadableByOthersRefused(t *testing.T) {
 
 // auditConfig is a configuration with no API key (the daemon's generated one) and state
 // directory state.
-func auditConfig(t *testing.T, state string) *config.Config {
+func privateDirConfig(t *testing.T, state string) *config.Config {
+	t.Helper()
+	return privateDirConfigJournal(t, state, "{enabled: false}")
+}
+
+// privateDirConfigJournal is privateDirConfig with the journal's configuration.
+func privateDirConfigJournal(t *testing.T, state, journal string) *config.Config {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "config.yaml")
-	yaml := "addr: 127.0.0.1:0\nstate_dir: " + state + "\njournal: {enabled: false}\n" +
+	yaml := "addr: 127.0.0.1:0\nstate_dir: " + state + "\njournal: " + journal + "\n" +
 		"pools: [{id: p1, engine: llamacpp, model_ref: models/fake.gguf, ctx_max: 512, slots: 1, replicas: [{url: \"http://127.0.0.1:1\"}]}]\n"
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
@@ -87,4 +93,24 @@ func auditConfig(t *testing.T, state string) *config.Config {
 		t.Fatal(err)
 	}
 	return cfg
+}
+
+// TestJournalDirWritableByOthersRefused: a journal directory of its own (journal.dir) that
+// every user may write to lets another user forge the tasks a restart replays, as its
+// state directory would: the daemon refuses it too.
+func TestJournalDirWritableByOthersRefused(t *testing.T) {
+	root := t.TempDir()
+	jdir := filepath.Join(root, "journal")
+	if err := os.Mkdir(jdir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(jdir, 0o777); err != nil { // as a pre-created shared directory is
+		t.Fatal(err)
+	}
+	cfg := privateDirConfigJournal(t, filepath.Join(root, "state"), "{dir: "+jdir+"}")
+	if _, err := app.New(cfg, app.Options{}); err == nil {
+		t.Fatalf("app.New accepted the journal directory %s (mode 0777)", jdir)
+	} else if !strings.Contains(err.Error(), "journal dir "+jdir) {
+		t.Errorf("error %q does not name the journal directory", err)
+	}
 }

@@ -9,22 +9,23 @@ import (
 	"syscall"
 )
 
-// checkStateDir refuses a state directory that another user can write to: one owned by a user
-// other than this one and root (a state_dir under /tmp that someone else created first), or
-// writable by every user. Whoever can write there can plant the api-key file the daemon
-// adopts, or swap its engines' key and log files for links, before or while the daemon runs.
-// A group-writable one is left alone: with a user private group, the usual umask 002 makes
-// every directory so (the state directory that `make run` creates included).
-func checkStateDir(dir string) error {
+// checkOwnDir refuses a directory of the daemon's (what: "state dir", "journal dir"; holds:
+// what is in it, for the message) that another user can write to: one owned by a user other
+// than this one and root (a state_dir under /tmp that someone else created first), or writable
+// by every user. Whoever can write there can plant the api-key file the daemon adopts, swap
+// its engines' key and log files for links, or forge the journal's tasks that a restart
+// replays. A group-writable one is left alone: with a user private group, the usual umask 002
+// makes every directory so (the state directory that `make run` creates included).
+func checkOwnDir(what, dir, holds string) error {
 	fi, err := os.Stat(dir)
 	if err != nil {
-		return fmt.Errorf("state dir: %w", err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 && int(st.Uid) != os.Geteuid() {
-		return fmt.Errorf("state dir %s is owned by uid %d, not by this user (uid %d) or root: it holds the API key; give the daemon a directory of its own", dir, st.Uid, os.Geteuid())
+		return fmt.Errorf("%s %s is owned by uid %d, not by this user (uid %d) or root: it holds %s; give the daemon a directory of its own", what, dir, st.Uid, os.Geteuid(), holds)
 	}
 	if perm := fi.Mode().Perm(); perm&0o002 != 0 {
-		return fmt.Errorf("state dir %s is writable by every user (mode %#o): it holds the API key; chmod o-w it, or give the daemon a directory of its own", dir, perm)
+		return fmt.Errorf("%s %s is writable by every user (mode %#o): it holds %s; chmod o-w it, or give the daemon a directory of its own", what, dir, perm, holds)
 	}
 	return nil
 }
