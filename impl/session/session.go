@@ -349,9 +349,9 @@ func (s *Store) RecordTurn(id string, gen uint64, t TurnInfo) (Info, error) {
 	now := s.opts.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := s.liveLocked(id, now)
-	if e == nil || e.gen != gen {
-		return Info{}, fmt.Errorf("%w: %q", ErrNotFound, id)
+	e, err := s.genLocked(id, gen, now)
+	if err != nil {
+		return Info{}, err
 	}
 	if t.TokensOut > 0 || t.Warm {
 		e.kvWarm = true
@@ -369,13 +369,23 @@ func (s *Store) MarkWarm(id string, gen uint64) error {
 	now := s.opts.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := s.liveLocked(id, now)
-	if e == nil || e.gen != gen {
-		return fmt.Errorf("%w: %q", ErrNotFound, id)
+	e, err := s.genLocked(id, gen, now)
+	if err != nil {
+		return err
 	}
 	e.kvWarm = true
 	s.touchLocked(e, now)
 	return nil
+}
+
+// genLocked is the live session id of generation gen, or ErrNotFound (unknown, expired, or a
+// later generation of the id).
+func (s *Store) genLocked(id string, gen uint64, now time.Time) (*entry, error) {
+	e := s.liveLocked(id, now)
+	if e == nil || e.gen != gen {
+		return nil, fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	return e, nil
 }
 
 // SetReplica records the replica a turn of session id, admitted in generation gen, was placed
@@ -385,9 +395,9 @@ func (s *Store) SetReplica(id string, gen uint64, replica string) error {
 	now := s.opts.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := s.liveLocked(id, now)
-	if e == nil || e.gen != gen {
-		return fmt.Errorf("%w: %q", ErrNotFound, id)
+	e, err := s.genLocked(id, gen, now)
+	if err != nil {
+		return err
 	}
 	e.replica = replica
 	return nil
