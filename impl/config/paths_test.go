@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/orchestratord/orchestratord/impl/internal/yamldoc"
 )
 
 // goTypeName matches what yaml.v3's own messages say ("!!str `many` into int", "in type
@@ -52,7 +54,8 @@ func TestParseErrorsNameTheYAMLPath(t *testing.T) {
 
 // FuzzParseErrorPaths: the walk and the strict decoder agree. A document the walk accepts
 // decodes (so the decoder's messages, which name Go types, never reach a user), and Parse
-// never panics.
+// never panics. The walk reads the first document; a file whose later part is refused (a YAML
+// error there, or a second document: yamldoc.Check) is Parse's to refuse as well.
 func FuzzParseErrorPaths(f *testing.F) {
 	f.Add(string(DefaultYAML()))
 	f.Add("stream: {heartbeat: 10 minutes}\n")
@@ -62,7 +65,7 @@ func FuzzParseErrorPaths(f *testing.F) {
 	f.Fuzz(func(t *testing.T, doc string) {
 		_, perr := Parse([]byte(doc))
 		var n yaml.Node
-		if yaml.Unmarshal([]byte(doc), &n) != nil || checkNode(&n, reflect.TypeFor[Config](), "") != nil {
+		if yaml.Unmarshal([]byte(doc), &n) != nil || checkNode(&n, reflect.TypeFor[Config](), "") != nil || yamldoc.Check([]byte(doc)) != nil {
 			return
 		}
 		if perr != nil {

@@ -27,6 +27,8 @@ func TestDecode(t *testing.T) {
 		{"a scalar second document", "a: 1\n---\nb\n", 0, ErrSeveralDocuments, false},
 		{"an unknown field", "b: 1\n", 0, nil, true},
 		{"a broken second document", "a: 1\n---\n[\n", 0, nil, true},
+		// yaml.Unmarshal takes its first document and stops; the stream goes on to an error.
+		{"an error after the first document", "! !", 0, nil, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
