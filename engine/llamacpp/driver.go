@@ -12,7 +12,8 @@ const Name = "llamacpp"
 
 // Driver returns the llama.cpp driver: completion on llama-server's native /completion, a
 // managed command line that binds loopback and reads its API key from a 0600 file (so the key
-// is not in the process list), and --metrics for the load probe.
+// is not in the process list), --metrics for the load probe, and the replica's devices in
+// CUDA_VISIBLE_DEVICES.
 func Driver() engine.Driver {
 	return engine.Driver{
 		Name:      Name,
@@ -24,6 +25,7 @@ func Driver() engine.Driver {
 			Program: "llama-server",
 			Argv: []string{"{program}", "-m", "{model}", "--host", "127.0.0.1", "--port", "{port}",
 				"-np", "{slots}", "-c", "{ctx_total}", "--api-key-file", "{api_key_file}", "--metrics"},
+			Env: []string{"CUDA_VISIBLE_DEVICES={devices}"},
 		},
 	}
 }

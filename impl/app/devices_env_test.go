@@ -1,0 +1,57 @@
+package app_test
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/orchestratord/orchestratord/impl/app"
+)
+
+// A managed llama.cpp replica's devices reach its engine as CUDA_VISIBLE_DEVICES, as they do
+// for the other engines: otherwise every llama-server of a pool spreads over every GPU of the
+// host, whatever devices each replica was given.
+func TestManagedLlamaCppGetsItsDevices(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "models"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "models", "m.gguf"), []byte("GGUF"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	envFile := filepath.Join(dir, "engine.env")
+	script := filepath.Join(dir, "llama-server")
+	if err := os.WriteFile(script, []byte(fmt.Sprintf("#!/bin/sh\nenv > %q.tmp && mv %q.tmp %q\nexec sleep 30\n", envFile, envFile, envFile)), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	yaml := fmt.Sprintf(`addr: 127.0.0.1:0
+state_dir: %q
+shutdown_grace: 50ms
+llama_server: %q
+pools:
+  - id: p1
+    engine: llamacpp
+    model_ref: models/m.gguf
+    ctx_max: 1024
+    slots: 1
+    replicas: [{managed: {devices: [3]}}]
+`, dir, script)
+	cfg := loadConfig(t, dir, yaml)
+	a, err := app.New(cfg, app.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveLoopback(t, a, nil)
+	var env string
+	eventually(t, "the engine starts", func() bool {
+		b, err := os.ReadFile(envFile)
+		env = string(b)
+		return err == nil
+	})
+	if !strings.Contains("\n"+env, "\nCUDA_VISIBLE_DEVICES=3\n") {
+		t.Fatalf("engine environment lacks CUDA_VISIBLE_DEVICES=3:\n%s", env)
+	}
+}
