@@ -203,6 +203,10 @@ type proc struct {
 	out     *output
 	exited  chan struct{} // closed once the process is reaped
 	waitErr error         // cmd.Wait's result; read after exited is closed
+	// groupKilled: the group got SIGKILL as the process exited, so nothing of it is left, and
+	// its id, free again, may now name another process's group. Written by the owner goroutine,
+	// read by Stop once that goroutine has returned.
+	groupKilled bool
 }
 
 func (p *proc) exitStatus() string {
@@ -396,6 +400,8 @@ func (s *Supervisor) supervise(ctx context.Context, p *proc) bool {
 			}
 			if err := s.killGroup(p, syscall.SIGKILL); err != nil { // whatever it left behind
 				s.log.Warn("killing the exited engine's process group", "pid", p.pgid, "err", err)
+			} else {
+				p.groupKilled = true
 			}
 			cause := p.withTail(fmt.Errorf("process exited unexpectedly: %s", p.exitStatus()))
 			s.log.Warn("engine process exited; restarting", "pid", p.pgid, "err", cause)
@@ -613,15 +619,21 @@ func (s *Supervisor) killGroup(p *proc, sig syscall.Signal) error {
 
 // kill SIGKILLs p's group and reaps p.
 func (s *Supervisor) kill(p *proc) {
-	if err := s.killGroup(p, syscall.SIGKILL); err != nil {
+	err := s.killGroup(p, syscall.SIGKILL)
+	if err != nil {
 		s.log.Error("cannot kill engine process", "err", err)
 	}
 	<-p.exited
+	p.groupKilled = err == nil
 }
 
 // terminate stops p: SIGTERM to its group, up to StopGrace (or ctx) to exit, then SIGKILL.
 func (s *Supervisor) terminate(ctx context.Context, p *proc) error {
 	if isClosed(p.exited) {
+		if p.groupKilled {
+			// Killed with its group long ago maybe: the group id may be another's by now.
+			return nil
+		}
 		// Reaped earlier, but its group may outlive it: the supervisor can have returned
 		// (its ctx ended, or a start gave up waiting for ready) before it killed the group on
 		// the exit. What the engine spawned must not outlive Stop.
