@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
 
@@ -132,6 +133,9 @@ type Server struct {
 	// http.Server.Shutdown neither waits for nor closes (CloseStreams does).
 	streams hijackedStreams
 	batches streamBatches
+	// sessionSpace derives the session of a task posted without one (generateIDs): random, so
+	// that no other key can tell a task's session from its id.
+	sessionSpace uuid.UUID
 }
 
 // NewServer returns a Server.
@@ -148,7 +152,7 @@ func NewServer(opts Options) *Server {
 	if opts.OpenAIDeadline <= 0 {
 		opts.OpenAIDeadline = 10 * time.Minute
 	}
-	s := &Server{opts: opts, log: opts.Logger, started: time.Now()}
+	s := &Server{opts: opts, log: opts.Logger, started: time.Now(), sessionSpace: uuid.New()}
 	if m := opts.Metrics; m != nil {
 		s.batches = streamBatches{journal: m.SSEBatches.WithLabelValues("journal"),
 			drain: m.SSEBatches.WithLabelValues("drain"), netHTTP: m.SSEBatches.WithLabelValues("net_http")}

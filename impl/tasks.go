@@ -44,7 +44,7 @@ func (s *Server) countRejection(ctx context.Context, err error) {
 
 func (s *Server) createTask(ctx context.Context, req api.CreateTaskRequestObject) (api.CreateTaskResponseObject, error) {
 	s.sessionOfRepost(ctx, req.Body)
-	generateIDs(req.Body)
+	s.generateIDs(ctx, req.Body)
 	spec, err := specFromRequest(req.Body)
 	if err != nil {
 		return nil, err
@@ -98,8 +98,12 @@ func (s *Server) sessionOfRepost(ctx context.Context, b *api.TaskRequest) {
 }
 
 // generateIDs fills in the task and session ids the client left out (a new task, a new
-// session). The contract refuses the nil UUID, so a zero id here was left out.
-func generateIDs(b *api.TaskRequest) {
+// session). The contract refuses the nil UUID, so a zero id here was left out. A session left
+// out is the one of the caller's key and the task id (in sessionSpace, which nobody outside
+// knows): two posts of one task at once, both before its task exists for sessionOfRepost to
+// find, get the same session, so that they are the same body and one task. A random session
+// each made the second post 409 CONFLICT for a body identical to the first's.
+func (s *Server) generateIDs(ctx context.Context, b *api.TaskRequest) {
 	if b == nil {
 		return // specFromRequest refuses it
 	}
@@ -107,7 +111,7 @@ func generateIDs(b *api.TaskRequest) {
 		b.TaskId = uuid.New()
 	}
 	if b.SessionId == uuid.Nil {
-		b.SessionId = uuid.New()
+		b.SessionId = uuid.NewSHA1(s.sessionSpace, []byte(callerKey(ctx).Name+"/"+b.TaskId.String()))
 	}
 }
 
