@@ -40,7 +40,7 @@
 // a loopback port picked by listening on 127.0.0.1:0 and closing the listener (another
 // process can take the port in between; the replica then fails and is restarted). A restart
 // reuses the previous port when it is free, so BaseURL usually stays the same; callers should
-// still read BaseURL per request. Env is appended to os.Environ().
+// still read BaseURL per request. Env is appended to os.Environ(), less Options.Withheld.
 //
 // Output (stdout and stderr, merged) is appended to Options.LogFile when set, otherwise
 // logged line by line at debug level, each line cut at MaxLogLine bytes. The last

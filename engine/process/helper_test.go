@@ -34,6 +34,7 @@ import (
 //	HELPER_IGNORE_TERM    ignore SIGTERM
 //	HELPER_STDOUT, HELPER_STDERR   printed at startup
 //	HELPER_SICK_FILE      /health answers 500 while this file exists
+//	HELPER_ENV            its environment is written to the file "env" in HELPER_DIR
 //
 // Its arguments are "--port N".
 func TestMain(m *testing.M) {
@@ -88,6 +89,11 @@ func helperMain() int {
 	appendLine(dir, "ports", port)
 	launch := countLines(filepath.Join(dir, "launches"))
 
+	if os.Getenv("HELPER_ENV") == "1" {
+		for _, kv := range os.Environ() {
+			appendLine(dir, "env", kv)
+		}
+	}
 	if s := os.Getenv("HELPER_STDOUT"); s != "" {
 		fmt.Fprint(os.Stdout, s)
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -101,6 +102,9 @@ type Options struct {
 	Argv []string
 	// Env is added to os.Environ() (PortPlaceholder is replaced here too).
 	Env []string
+	// Withheld names variables of os.Environ() the process does not inherit (the daemon's own
+	// secrets: its clients' API keys).
+	Withheld []string
 	// Dir is the working directory (default: the daemon's).
 	Dir string
 	// Health checks readiness; see HTTPHealth.
@@ -561,7 +565,10 @@ func (s *Supervisor) launch() (*proc, error) {
 	for i, a := range s.opts.Argv {
 		argv[i] = strings.ReplaceAll(a, PortPlaceholder, ps)
 	}
-	env := os.Environ()
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool {
+		name, _, _ := strings.Cut(kv, "=")
+		return slices.Contains(s.opts.Withheld, name)
+	})
 	for _, e := range s.opts.Env {
 		env = append(env, strings.ReplaceAll(e, PortPlaceholder, ps))
 	}

@@ -590,6 +590,10 @@ func forgetOtherVersions(pool, version string, gauges ...*prometheus.GaugeVec) {
 	}
 }
 
+// withheldEnv are the variables of the daemon's environment its engines do not inherit: the
+// API keys of its own clients (every one an all-scopes key), which no engine needs.
+var withheldEnv = []string{"ORCHD_API_KEYS", "ORCHD_API_KEY"}
+
 // startManaged starts a managed replica for spec serving modelRef and waits for it to be healthy.
 // The command line is the pool's engine driver's template (or the configured command); each
 // start gets a fresh random API key that only the daemon knows: it reaches the engine through
@@ -697,7 +701,7 @@ func (a *App) startManaged(ctx context.Context, spec pool.Spec, rs pool.ReplicaS
 		r   engine.Replica
 	}
 	sup, err := process.New(process.Options{
-		Argv: expanded, Env: env, StartTimeout: m.StartTimeout.D(), Secrets: []string{key},
+		Argv: expanded, Env: env, Withheld: withheldEnv, StartTimeout: m.StartTimeout.D(), Secrets: []string{key},
 		LogFile: filepath.Join(logDir, fileID+".log"),
 		Health: func(ctx context.Context, baseURL string) (bool, error) {
 			probe.Lock()

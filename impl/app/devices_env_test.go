@@ -13,8 +13,10 @@ import (
 
 // A managed llama.cpp replica's devices reach its engine as CUDA_VISIBLE_DEVICES, as they do
 // for the other engines: otherwise every llama-server of a pool spreads over every GPU of the
-// host, whatever devices each replica was given.
+// host, whatever devices each replica was given. The daemon's clients' keys (ORCHD_API_KEYS)
+// do not reach it.
 func TestManagedLlamaCppGetsItsDevices(t *testing.T) {
+	t.Setenv("ORCHD_API_KEYS", "client-key-0123456789abcdef")
 	dir := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(dir, "models"), 0o700); err != nil {
 		t.Fatal(err)
@@ -53,5 +55,8 @@ pools:
 	})
 	if !strings.Contains("\n"+env, "\nCUDA_VISIBLE_DEVICES=3\n") {
 		t.Fatalf("engine environment lacks CUDA_VISIBLE_DEVICES=3:\n%s", env)
+	}
+	if strings.Contains("\n"+env, "\nORCHD_API_KEYS=") {
+		t.Errorf("the engine inherited the daemon's ORCHD_API_KEYS")
 	}
 }
