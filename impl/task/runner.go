@@ -186,7 +186,7 @@ func (s *Service) endQueued(t *Task, err error) {
 	case errors.Is(err, admission.ErrEvicted):
 		s.m.TasksRejected.WithLabelValues(t.engine, s.opts.Code(ClassEvicted)).Inc()
 		s.finish(t, Failed, &ErrorInfo{Class: ClassEvicted,
-			Message: "evicted from the full queue (drop-lru) to admit a newer task", Retriable: true,
+			Message: "evicted from the full queue (drop-lru) to admit a newer task; submit it again under a new task_id", Retriable: true,
 			RetryAfterMs: 1000, PoolID: t.poolID, Engine: t.engine}, engine.Result{}, 0)
 	case errors.Is(err, admission.ErrRemoved), errors.Is(err, causeDrain):
 		s.failQueued(t, causeDrain)

@@ -503,6 +503,9 @@ func TestQueueFull(t *testing.T) {
 		if got := names(evs); got != "started,error" || !strings.Contains(evs[1].Data, `"code":"evicted"`) {
 			t.Fatalf("evicted = %s %v", got, evs)
 		}
+		if !strings.Contains(evs[1].Data, "new task_id") { // a re-post of its id returns this end
+			t.Errorf("the eviction does not say to retry under a new task_id: %s", evs[1].Data)
+		}
 		// A batch task finding only interactive work queued is refused.
 		_, err := h.svc.Submit(h.ctx, spec(admission.Batch))
 		var re *RejectError
