@@ -64,14 +64,19 @@ const CancelWait = 2 * time.Second
 // (detach), or cancel it after its grace unless a reader came back by then (a reader attached
 // when the grace ends keeps it running). While another reader is attached, cancel does nothing.
 func (s *Service) Disconnected(ctx context.Context, t *Task) {
-	s.m.SSEDisconnects.Inc()
-	s.Abandoned(ctx, t)
+	if s.abandon(ctx, t) {
+		s.m.SSEDisconnects.Inc()
+	}
 }
 
 // Abandoned is Disconnected for a client that waited for the task's end without a stream (a
 // non-streaming completion of the OpenAI facade): the task's policy applies the same, and no
 // stream is counted in sse_client_disconnects_total.
-func (s *Service) Abandoned(ctx context.Context, t *Task) {
+func (s *Service) Abandoned(ctx context.Context, t *Task) { s.abandon(ctx, t) }
+
+// abandon applies t's disconnect policy to a client's going away: false when it was no
+// client's, the daemon past its shutdown grace closing what is left open.
+func (s *Service) abandon(ctx context.Context, t *Task) bool {
 	policy := t.spec.OnDisconnect
 	if policy == "" {
 		policy = OnDisconnectDetach
@@ -86,7 +91,7 @@ func (s *Service) Abandoned(ctx context.Context, t *Task) {
 		// Past the shutdown grace (journal on) every task is final or kept queued for the next
 		// start, and the daemon closes the streams left open itself: that close is no client's
 		// disconnect, and a task kept queued must not be cancelled by it.
-		return
+		return false
 	}
 	t.mu.Lock()
 	t.disconnects++
@@ -101,6 +106,7 @@ func (s *Service) Abandoned(ctx context.Context, t *Task) {
 	case OnDisconnectGrace:
 		s.startGrace(ctx, t, gen)
 	}
+	return true
 }
 
 // startGrace starts t's disconnect grace for its disconnect number gen (t.disconnects then): t
