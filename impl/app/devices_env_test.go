@@ -18,30 +18,12 @@ import (
 func TestManagedLlamaCppGetsItsDevices(t *testing.T) {
 	t.Setenv("ORCHD_API_KEYS", "client-key-0123456789abcdef")
 	dir := t.TempDir()
-	if err := os.MkdirAll(filepath.Join(dir, "models"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "models", "m.gguf"), []byte("GGUF"), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	envFile := filepath.Join(dir, "engine.env")
 	script := filepath.Join(dir, "llama-server")
 	if err := os.WriteFile(script, []byte(fmt.Sprintf("#!/bin/sh\nenv > %q.tmp && mv %q.tmp %q\nexec sleep 30\n", envFile, envFile, envFile)), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	yaml := fmt.Sprintf(`addr: 127.0.0.1:0
-state_dir: %q
-shutdown_grace: 50ms
-llama_server: %q
-pools:
-  - id: p1
-    engine: llamacpp
-    model_ref: models/m.gguf
-    ctx_max: 1024
-    slots: 1
-    replicas: [{managed: {devices: [3]}}]
-`, dir, script)
-	cfg := loadConfig(t, dir, yaml)
+	cfg := managedLlamaConfig(t, dir, script, "{devices: [3]}")
 	a, err := app.New(cfg, app.Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
