@@ -575,8 +575,8 @@ func (r *Replica) Load(ctx context.Context) (engine.Load, error) {
 		if err != nil {
 			return engine.Load{}, engine.Errorf(engine.KindProtocol, "openai: %w", err)
 		}
-		if v, ok := m[former]; ok && hasFormer {
-			if _, current := m[n[2]]; !current {
+		if _, current := m[n[2]]; !current && hasFormer {
+			if v, ok := m[former]; ok { // an older release: its name only
 				m[n[2]] = v
 			}
 		}

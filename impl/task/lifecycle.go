@@ -21,10 +21,13 @@ func (s *Service) Cancel(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := context.WithTimeout(ctx, CancelWait)
+	ctx, stop := context.WithTimeout(ctx, CancelWait) // both waits together
 	defer stop()
 	if s.cancel(t, causeClient) {
-		waitClosed(ctx, t.done, CancelWait)
+		select {
+		case <-t.done:
+		case <-ctx.Done():
+		}
 	}
 	s.awaitFinalShown(ctx, t)
 	return nil
