@@ -713,6 +713,10 @@ type Lease struct {
 	epoch  uint64
 }
 
+// current reports whether l is a lease of rs's engine as it is now: the same engine, the
+// breaker in the state l was taken in.
+func (l Lease) current(rs *rstate) bool { return rs.replica == l.Engine && rs.epoch == l.epoch }
+
 // Acquire hands out a replica's engine for one generation: the dispatcher calls it once it has
 // chosen the replica, then counts the slot there, and calls release when the generation ends,
 // after it took the slot off the replica. A draining replica takes nothing new, nor one whose
@@ -740,8 +744,8 @@ func (r *Registry) Acquire(poolID, replicaID string) (lease Lease, release func(
 		if rs.draining { // drained after the caller's snapshot: its deadline may have passed already
 			return Lease{}, nil, engine.Errorf(engine.KindPoolUnavailable, "replica %s is draining", replicaID)
 		}
-		if switchedAhead(st, rs) { // switched by a reload after the caller's snapshot
-			return Lease{}, nil, engine.Errorf(engine.KindPoolUnavailable, "replica %s already serves the model a reload is switching to", replicaID)
+		if offModel(st, rs) { // switched by a reload, or left by a failed one, after the caller's snapshot
+			return Lease{}, nil, engine.Errorf(engine.KindPoolUnavailable, "replica %s serves model %s, not the pool's tasks' %s", replicaID, rs.modelRef, st.spec.ModelRef)
 		}
 		probe := false
 		switch r.breakerLocked(st, rs) {
@@ -763,7 +767,7 @@ func (r *Registry) Acquire(poolID, replicaID string) (lease Lease, release func(
 				if probe && rs.replica == t { // else a reload replaced the engine it probed
 					rs.probe = false
 				}
-				if !rs.draining && rs.healthy && !rolledBackElsewhere(st, rs) && !switchedAhead(st, rs) && r.breakerLocked(st, rs) == placement.BreakerClosed {
+				if !rs.draining && rs.healthy && !offModel(st, rs) && r.breakerLocked(st, rs) == placement.BreakerClosed {
 					r.mu.Unlock()
 					return // a ready replica: its slots are in SlotsTotal whether busy or not
 				}
@@ -788,6 +792,12 @@ func (r *Registry) Acquire(poolID, replicaID string) (lease Lease, release func(
 // are the plan). Its view is not healthy.
 func rolledBackElsewhere(st *state, rs *rstate) bool {
 	return rs.spec.Managed && !st.reloading && rs.modelRef != st.spec.ModelRef
+}
+
+// offModel reports whether rs serves a model the tasks placed on the pool did not ask for
+// (rolledBackElsewhere, switchedAhead): it takes no task.
+func offModel(st *state, rs *rstate) bool {
+	return rolledBackElsewhere(st, rs) || switchedAhead(st, rs)
 }
 
 // switchedAhead reports whether a reload in progress has switched rs to a model whose
@@ -834,7 +844,7 @@ func (r *Registry) ReportFailure(poolID, replicaID string, l Lease) {
 	}
 	stale := false
 	r.update(poolID, func(st *state) {
-		if stale = rs.replica != l.Engine; stale || rs.epoch != l.epoch {
+		if stale = rs.replica != l.Engine; !l.current(rs) {
 			return
 		}
 		rs.faults++
@@ -869,13 +879,13 @@ func (r *Registry) ReportSuccess(poolID, replicaID string, l Lease) {
 		return
 	}
 	r.mu.Lock()
-	quiet := rs.replica != l.Engine || rs.epoch != l.epoch || rs.faults == 0 && rs.breaker == placement.BreakerClosed
+	quiet := !l.current(rs) || rs.faults == 0 && rs.breaker == placement.BreakerClosed
 	r.mu.Unlock()
 	if quiet {
 		return
 	}
 	r.update(poolID, func(*state) {
-		if rs.replica != l.Engine || rs.epoch != l.epoch {
+		if !l.current(rs) {
 			return
 		}
 		if rs.breaker != placement.BreakerClosed {

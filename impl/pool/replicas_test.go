@@ -282,6 +282,10 @@ func TestFailedRollbackReplicaIsNotReady(t *testing.T) {
 	if !v.Replicas[1].Healthy || !v.Ready() {
 		t.Fatalf("m/1 kept model a and must serve: %+v", v)
 	}
+	// Chosen from a view taken before the rollback failed, it is refused all the same.
+	if _, _, err := e.reg.Acquire("m", "m/0"); engine.KindOf(err) != engine.KindPoolUnavailable {
+		t.Fatalf("acquire of m/0, on another model than the pool's: %v, want pool unavailable", err)
+	}
 
 	// A reload that succeeds puts both on one model again.
 	e.mu.Lock()
