@@ -684,11 +684,19 @@ func (a *App) startManaged(ctx context.Context, spec pool.Spec, rs pool.ReplicaS
 	// SPT_NOENV keeps Python's setproctitle (vLLM's and SGLang's process titles) from
 	// overwriting the environment area where the mark is read.
 	env := []string{engineMark(a.cfg.StateDir), "SPT_NOENV=1"}
+	ordered := false // the template or the user set CUDA_DEVICE_ORDER
 	for _, e := range append(slices.Clone(tmpl.Env), m.Env...) {
 		if devices == "" && strings.Contains(e, "{devices}") {
 			continue // no devices configured: leave CUDA_VISIBLE_DEVICES and the like alone
 		}
+		ordered = ordered || strings.HasPrefix(e, "CUDA_DEVICE_ORDER=")
 		env = append(env, repl.Replace(e))
+	}
+	if devices != "" && !ordered {
+		// The devices are NVML's indices, which follow the PCI bus; CUDA numbers devices
+		// fastest first unless told otherwise, so on a host with mixed GPUs the same index
+		// could name another card.
+		env = append(env, "CUDA_DEVICE_ORDER=PCI_BUS_ID")
 	}
 	logDir := filepath.Join(a.cfg.StateDir, "logs", spec.ID)
 	if err := os.MkdirAll(logDir, 0o700); err != nil {
