@@ -29,8 +29,9 @@
 // kernel, for the file journal's default), and the final frame travels with the final state in
 // one record. A reader resuming after an id beyond a finished log's end (it saw frames that a
 // crash of the machine took back) gets the final frame, numbered after its Last-Event-ID. Recover rebuilds the tasks after a restart:
-// finished ones as they were, running ones end with a retriable worker_reset error, queued ones
-// are queued again (Run holds the pools until all are back, so the queue orders them as before).
+// finished ones as they were, running ones end with a retriable worker_reset error (canceled,
+// when their cancel was journaled), queued ones are queued again (Run holds the pools until all
+// are back, so the queue orders them as before; one cancelled before that ends at its cancel).
 // Tasks forgotten by retention are retired from the journal. See journal.go.
 //
 // Ordering guarantees. `started` is appended before the runner may append anything (the runner

@@ -50,6 +50,11 @@ const (
 	// so that a restart, which ends every reader's connection, starts the task's grace. A
 	// task whose client only polls never had a reader to lose. (A build without it ignores it.)
 	recReader uint8 = 5
+	// recCancel (data: its reason): a cancel of a running task, journaled before Cancel
+	// answers, so that a crash before the task's end (its engine slow to give the request up)
+	// ends it canceled after the restart, as its client was told, not failed worker_reset.
+	// (A build without it ignores it.)
+	recCancel uint8 = 6
 )
 
 // admitRecord is what a restart needs to run a task again.
@@ -108,8 +113,9 @@ func (t *Task) recordReaderLocked() {
 }
 
 // Recover rebuilds the tasks of the journal: finished ones are readable again, ones that were
-// running end with a retriable worker_reset error, and queued ones are queued again by Run (in
-// their admission order). Call it once, after New and before Run and any Submit.
+// running end with a retriable worker_reset error (canceled, when their cancel was journaled:
+// recCancel), and queued ones are queued again by Run (in their admission order). Call it once,
+// after New and before Run and any Submit.
 func (s *Service) Recover() error {
 	if s.j == nil {
 		return nil
@@ -155,6 +161,8 @@ func (s *Service) Recover() error {
 			t.status, t.started = Running, r.Started
 		case recReader:
 			t.hadReader = true
+		case recCancel:
+			t.canceled, t.cancelReason = true, string(data)
 		case recFinal:
 			var r finalRecord
 			if err := json.Unmarshal(extra, &r); err != nil {
@@ -176,7 +184,7 @@ func (s *Service) Recover() error {
 		return err
 	}
 	var fin []finishedRef
-	var interrupted, orphaned []*Task
+	var interrupted, orphaned, canceled []*Task
 	var queued int
 	s.mu.Lock()
 	for _, t := range order {
@@ -189,6 +197,8 @@ func (s *Service) Recover() error {
 		case t.status.Final():
 			t.releaseInputsLocked() // not yet shared: no other goroutine has it
 			fin = append(fin, finishedRef{id: t.spec.ID, at: t.finished})
+		case t.canceled: // running, its cancel answered before its runner ended it (recCancel)
+			canceled = append(canceled, t)
 		case t.status == Running:
 			interrupted = append(interrupted, t)
 		case t.spec.Transient: // queued for a client that went with the crash: none can resume it
@@ -200,7 +210,7 @@ func (s *Service) Recover() error {
 	}
 	slices.SortStableFunc(fin, func(a, b finishedRef) int { return a.at.Compare(b.at) })
 	s.finished = append(s.finished, fin...)
-	unended := slices.Concat(interrupted, orphaned, s.requeue)
+	unended := slices.Concat(interrupted, orphaned, canceled, s.requeue)
 	s.mu.Unlock()
 	if s.opts.Meter != nil {
 		// The key's budget holds the grants of the tasks not yet ended again before any new
@@ -222,10 +232,14 @@ func (s *Service) Recover() error {
 			Message:   "the daemon restarted before the task ran, and its client (an OpenAI-compatible request) cannot resume it",
 			Retriable: true, RetryAfterMs: 1000, PoolID: t.poolID, Engine: t.engine}, engine.Result{}, 0)
 	}
+	for _, t := range canceled {
+		s.finish(t, Canceled, nil, engine.Result{}, 0)
+	}
 	if s.opts.Meter != nil {
 		s.opts.Meter.Recovered()
 	}
-	s.log.Info("tasks recovered from the journal", "finished", len(fin), "queued", queued, "interrupted", len(interrupted)+len(orphaned))
+	s.log.Info("tasks recovered from the journal", "finished", len(fin), "queued", queued, "interrupted", len(interrupted)+len(orphaned),
+		"canceled", len(canceled))
 	return nil
 }
 
@@ -256,6 +270,16 @@ func (s *Service) resume(ctx context.Context) {
 		}
 	}()
 	for _, t := range requeue {
+		// Taken up: from here it ends below (refused) or its runner ends it, and a cancel
+		// leaves it to them and waits (cancel). One cancelled before was ended by its cancel,
+		// with its final record, and holds nothing here: no session turn, no reservation.
+		t.mu.Lock()
+		canceled := t.canceled
+		t.runner = !canceled
+		t.mu.Unlock()
+		if canceled {
+			continue
+		}
 		if info, err := s.opts.Sessions.Admit(t.spec.SessionID, t.spec.Owner); err != nil {
 			s.log.Warn("recovered task: its session did not take it", "task_id", t.spec.ID, "session_id", t.spec.SessionID, "err", err)
 		} else {
@@ -266,14 +290,7 @@ func (s *Service) resume(ctx context.Context) {
 				s.reserveAgain(t)
 			}
 		}
-		t.mu.Lock()
-		canceled := t.canceled
-		t.runner = !canceled // it ends below (refused) or its runner ends it
-		t.mu.Unlock()
-		if canceled { // cancelled between Recover and now
-			s.finish(t, Canceled, nil, engine.Result{}, 0)
-			continue
-		}
+		// Cancelled since it was taken up: its runner sees t.canceled as it starts, and ends it.
 		if _, err := s.queue.EnqueueTicket(&t.ticket, t.spec.item(t.poolID)); err != nil {
 			s.finish(t, Failed, &ErrorInfo{Class: ClassPoolUnavailable,
 				Message:   fmt.Sprintf("the task could not be queued again after a restart: %v", err),

@@ -168,6 +168,16 @@ func startDaemonWith(t *testing.T, dir string, clock *tasktest.Clock, setup func
 // startDaemonJournal is startDaemonWith with the journal's options.
 func startDaemonJournal(t *testing.T, jo journal.Options, clock *tasktest.Clock, setup func(*Options, *journal.Journal)) *daemon {
 	t.Helper()
+	d, run := startDaemonHeld(t, jo, clock, setup)
+	run()
+	return d
+}
+
+// startDaemonHeld is startDaemonJournal up to the service's Run, which waits until run is
+// called: the service has recovered the tasks of the journal, and the queued ones are not
+// queued again (Run's resume) yet. The journal runs.
+func startDaemonHeld(t *testing.T, jo journal.Options, clock *tasktest.Clock, setup func(*Options, *journal.Journal)) (*daemon, func()) {
+	t.Helper()
 	jr, err := journal.Open(jo)
 	if err != nil {
 		t.Fatal(err)
@@ -194,7 +204,15 @@ func startDaemonJournal(t *testing.T, jo journal.Options, clock *tasktest.Clock,
 	jctx, jcancel := context.WithCancel(context.Background())
 	jdone, done := make(chan struct{}), make(chan struct{})
 	go func() { defer close(jdone); _ = jr.Run(jctx) }()
-	go func() { defer close(done); _ = svc.Run(ctx) }()
+	held := make(chan struct{})
+	go func() {
+		defer close(done)
+		select {
+		case <-held:
+			_ = svc.Run(ctx)
+		case <-ctx.Done():
+		}
+	}()
 	svc.PoolChanged(ctx, oneReplica(v))
 	var once sync.Once
 	d := &daemon{svc: svc, eng: eng, j: cj, ctx: ctx}
@@ -211,7 +229,7 @@ func startDaemonJournal(t *testing.T, jo journal.Options, clock *tasktest.Clock,
 		})
 	}
 	t.Cleanup(d.stop)
-	return d
+	return d, sync.OnceFunc(func() { close(held) })
 }
 
 // log reads a task's log from event id from on, waiting until it is complete.

@@ -11,19 +11,30 @@ import (
 // Cancel cancels a task: a queued one leaves the queue, a running one has its engine request
 // aborted. Cancelling a finished task changes nothing.
 //
-// The task's runner ends it. Cancel returns once it has (a Get then shows it canceled, with its
-// final frame in the log) and the journal shows its final record (written: a crash of the
-// process that follows the answer does not bring the task back to run again), or when ctx
-// ends, or after CancelWait at the longest: a runner that cannot end it sooner (the daemon is
-// stopping, or an engine is slow to give up a request) still ends it later.
+// The task's runner ends it; one that no runner of this process will end (recovered and not
+// queued again yet, or kept queued for the next start past the shutdown grace) the cancel ends
+// itself. Cancel returns once it has ended (a Get then shows it canceled, with its final frame
+// in the log) and the journal shows its final record (written: a crash of the process that
+// follows the answer does not bring the task back to run again), or when ctx ends, or after
+// CancelWait at the longest: a runner that cannot end it sooner (the daemon is stopping, or an
+// engine is slow to give up a request) still ends it later. A running task's cancel is
+// journaled (recCancel) and shown before that: a crash before its end is journaled ends it
+// canceled at the next start, as its client was told, not failed.
 func (s *Service) Cancel(ctx context.Context, id string) error {
 	t, err := s.task(ctx, id)
 	if err != nil {
 		return err
 	}
-	ctx, stop := context.WithTimeout(ctx, CancelWait) // both waits together
+	ctx, stop := context.WithTimeout(ctx, CancelWait) // all waits together
 	defer stop()
 	if s.cancel(t, causeClient) {
+		// A running task's cancel is journaled first (recCancel): shown, a crash that comes
+		// before its runner ends it (an engine slow to give the request up) still ends it
+		// canceled at the next start.
+		t.mu.Lock()
+		seq := t.cancelSeq
+		t.mu.Unlock()
+		s.awaitShown(ctx, seq)
 		select {
 		case <-t.done:
 		case <-ctx.Done():
@@ -45,6 +56,11 @@ func (s *Service) awaitFinalShown(ctx context.Context, t *Task) {
 		seq = t.spans[len(t.spans)-1].seq
 	}
 	t.mu.Unlock()
+	s.awaitShown(ctx, seq)
+}
+
+// awaitShown waits until the journal shows the record seq (0: none), or ctx ends.
+func (s *Service) awaitShown(ctx context.Context, seq uint64) {
 	for seq != 0 {
 		visible, advanced := s.j.Visible()
 		if visible >= seq {
@@ -181,9 +197,10 @@ func (s *Service) graceWait(run, gctx context.Context, stop context.CancelFunc, 
 }
 
 // cancel marks t canceled and tells its runner (one that has not started sees t.canceled when
-// it starts). It reports whether a runner will end t: false when t had ended, or waits without
-// one (recovered, its pool not back yet). A task cancelled before and not ended yet is left
-// to the runner already told; the answer is the same, so that every Cancel waits for the end.
+// it starts). It reports whether a runner will end t: false when t had ended, or had no runner
+// (recovered and not queued again yet, or kept queued past the shutdown grace), which cancel
+// then ends itself. A task cancelled before and not ended yet is left to whoever ends it, and
+// the answer is true, so that every Cancel waits for the end.
 func (s *Service) cancel(t *Task, cause error) bool {
 	t.mu.Lock()
 	if t.status.Final() {
@@ -191,30 +208,32 @@ func (s *Service) cancel(t *Task, cause error) bool {
 		return false
 	}
 	if t.canceled {
-		runner := t.runner
+		// Its runner ends it, or the cancel that marked it (no runner) is ending it now: the
+		// final record may not be appended yet.
 		t.mu.Unlock()
-		return runner
+		return true
 	}
 	t.canceled = true
 	t.cancelReason = reasonOf(cause)
+	if t.j != nil && t.status == Running {
+		t.cancelSeq = t.j.Append(t.spec.ID, recCancel, "", []byte(t.cancelReason), nil)
+	}
 	stop, runner := t.cancel, t.runner
 	t.mu.Unlock()
 	// Queued: its runner's Wait returns cause and the ticket leaves the queue; running: the
-	// engine request is aborted. Without a runner yet (recovered, not queued again, or not
-	// started), the runner sees t.canceled when it starts.
+	// engine request is aborted. A runner not started yet sees t.canceled when it starts.
 	if stop != nil {
 		stop(cause)
 	}
 	if !runner {
-		s.mu.Lock()
-		halted := s.halted
-		s.mu.Unlock()
-		if halted {
-			// Kept queued for the next start past the shutdown grace: no runner of this
-			// process will see t.canceled. It ends now, its final record journaled, or the
-			// next start would run a task its client canceled.
-			s.finish(t, Canceled, nil, engine.Result{}, 0)
-		}
+		// No runner of this process will see t.canceled: kept queued for the next start past
+		// the shutdown grace, or recovered and not taken up by resume yet (which leaves a
+		// task cancelled by then alone: the check and t.runner are read and set under t.mu).
+		// It ends now, its final record journaled (Cancel waits for the journal to show it),
+		// or the next start would run a task its client canceled. A recovered one holds no
+		// reservation of its session in this process (its SessionGen is 0, which the session
+		// leaves alone), and its key's grant, restored by Recover, is settled here.
+		s.finish(t, Canceled, nil, engine.Result{}, 0)
 	}
 	return runner
 }

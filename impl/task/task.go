@@ -269,6 +269,7 @@ type Task struct {
 	mu         sync.Mutex
 	rejected   bool
 	admitSeq   uint64 // the journal record a 202 waits for (0: none, or recovered)
+	cancelSeq  uint64 // the journal record of a running task's cancel (recCancel; 0: none)
 	status     Status
 	started    time.Time
 	firstToken time.Time
@@ -297,7 +298,8 @@ type Task struct {
 	// cancel ends the task's context (queue wait and run), set by its runner before it waits.
 	cancel context.CancelCauseFunc
 	// runner: a runner goroutine ends the task, started or about to be (Submit's tasks, and a
-	// recovered one once it is queued again), so Cancel may wait for its end.
+	// recovered one once resume takes it up to queue it again), so Cancel may wait for its end.
+	// Without one, a cancel ends the task itself (Service.cancel).
 	runner bool
 	// left, made by a Get that found the task queued and its ticket out of the queue, is
 	// closed when the status leaves Queued (leftQueueLocked).
