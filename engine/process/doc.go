@@ -8,6 +8,7 @@
 //	                   │                   │  └──UnhealthyAfter failed checks──▶ ┘
 //	                   │                   └──process exits──▶ restarting ──healthy──▶ running
 //	                   └──exit/timeout──▶ failed ◀──breaker trips── restarting
+//	unhealthy ──checks failing for RestartUnhealthyAfter──▶ restarting
 //	any state ──Stop──▶ stopped
 //
 // Start launches the command and waits until Options.Health reports ready, the process
@@ -16,9 +17,14 @@
 // leaves the supervisor Failed (or Stopped when ctx was done); a Supervisor is started once.
 // Start's ctx bounds the initial start only: supervision continues until Stop.
 //
-// While running, Health is polled every Options.HealthInterval; after
-// Options.UnhealthyAfter consecutive failures the state is Unhealthy (the process is kept),
-// and the first success returns it to Running. When the process exits unexpectedly the
+// While running, Health is polled every Options.HealthInterval (each check bounded by
+// Options.HealthTimeout); after Options.UnhealthyAfter consecutive failures the state is
+// Unhealthy (the process is kept), and the first success returns it to Running. When the
+// checks have kept failing for Options.RestartUnhealthyAfter (measured with Options.Now from
+// the first failed check of the run; any success starts it again), the engine is taken for
+// hung: the supervisor terminates its process group as Stop does (SIGTERM, Options.StopGrace,
+// SIGKILL) and restarts it as below, with a cause that says how long the checks failed and
+// the last check's error. When the process exits unexpectedly the
 // supervisor kills what is left of its process group, enters Restarting, waits a backoff
 // (Options.RestartBackoff doubling per consecutive failed attempt, capped at
 // Options.RestartBackoffMax; reset once a restart becomes healthy), relaunches and waits for
@@ -43,10 +49,15 @@
 // still read BaseURL per request. Env is appended to os.Environ(), less Options.Withheld.
 //
 // Output (stdout and stderr, merged) is appended to Options.LogFile when set, otherwise
-// logged line by line at debug level, each line cut at MaxLogLine bytes. The last
-// OutputTailBytes of each process's output are kept for error messages. Write errors on the
-// log file are logged once per process and otherwise ignored: a full disk never blocks or
-// kills the engine.
+// logged line by line at debug level, each line cut at MaxLogLine bytes. Before a write would
+// take LogFile past Options.LogMaxBytes, the file is renamed to LogFile.1 (replacing the
+// previous one) and a new LogFile is started, so a replica keeps about twice that on disk.
+// The supervisor counts the bytes it writes (starting from the size of the file it appends
+// to) and reads the file's size again only before rotating, so a truncate from outside
+// (logrotate's copytruncate) still works. The last OutputTailBytes of each process's output
+// are kept for error messages. Write errors on the log file are logged once per process, and
+// rotation failures once until a rotation works again; both are otherwise ignored (output
+// goes on in the current file): a full disk never blocks or kills the engine.
 //
 // # Concurrency
 //
@@ -64,5 +75,7 @@
 // # Bounds
 //
 // At most one process runs at a time. Memory per process is bounded by OutputTailBytes plus
-// one MaxLogLine line buffer. The breaker history holds at most MaxRestarts timestamps.
+// one MaxLogLine line buffer. The breaker history holds at most MaxRestarts timestamps. On
+// disk a replica's output takes LogFile and LogFile.1, each at most LogMaxBytes plus one write
+// (about one 32 KiB read of the output pipe), while rotations work.
 package process

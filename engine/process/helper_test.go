@@ -32,7 +32,11 @@ import (
 //	HELPER_EXIT_LAUNCHES  ... but only for launches 1..N (0 or unset: every launch)
 //	HELPER_EXIT_EARLY     exit with HELPER_EXIT_CODE right after printing, before listening
 //	HELPER_IGNORE_TERM    ignore SIGTERM
-//	HELPER_STDOUT, HELPER_STDERR   printed at startup
+//	HELPER_STDOUT, HELPER_STDERR   printed at startup ...
+//	HELPER_STDOUT_REPEAT  ... HELPER_STDOUT that many times, one write each (default 1)
+//	HELPER_HANG_AFTER_MS  /health hangs (until the check gives up) from this long after it
+//	                      first answered 200: an engine deadlocked with its process alive ...
+//	HELPER_HANG_LAUNCHES  ... but only for launches 1..N (0 or unset: every launch)
 //	HELPER_SICK_FILE      /health answers 500 while this file exists
 //	HELPER_ENV            its environment is written to the file "env" in HELPER_DIR
 //
@@ -95,7 +99,13 @@ func helperMain() int {
 		}
 	}
 	if s := os.Getenv("HELPER_STDOUT"); s != "" {
-		fmt.Fprint(os.Stdout, s)
+		n := 1
+		if v := os.Getenv("HELPER_STDOUT_REPEAT"); v != "" {
+			n, _ = strconv.Atoi(v)
+		}
+		for range n {
+			fmt.Fprint(os.Stdout, s)
+		}
 	}
 	if s := os.Getenv("HELPER_STDERR"); s != "" {
 		fmt.Fprint(os.Stderr, s)
@@ -124,12 +134,26 @@ func helperMain() int {
 		arm = func() { armExit.Do(func() { time.AfterFunc(d, func() { close(exitAfter) }) }) }
 	}
 
+	hangLaunches, _ := strconv.Atoi(os.Getenv("HELPER_HANG_LAUNCHES"))
+	hung := make(chan struct{})
+	var armHang sync.Once
+	hang := func() {}
+	if d, ok := envMs("HELPER_HANG_AFTER_MS"); ok && (hangLaunches == 0 || launch <= hangLaunches) {
+		hang = func() { armHang.Do(func() { time.AfterFunc(d, func() { close(hung) }) }) }
+	}
+
 	start := time.Now()
 	readyAfter, _ := envMs("HELPER_READY_AFTER_MS")
 	neverReady := os.Getenv("HELPER_NEVER_READY") == "1"
 	sick := os.Getenv("HELPER_SICK_FILE")
 	mux := http.NewServeMux()
 	mux.HandleFunc("/health", func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-hung:
+			<-r.Context().Done() // the checker gave up
+			return
+		default:
+		}
 		if sick != "" {
 			if _, err := os.Stat(sick); err == nil {
 				http.Error(w, "sick", http.StatusInternalServerError)
@@ -142,6 +166,7 @@ func helperMain() int {
 		}
 		_, _ = w.Write([]byte("ok"))
 		arm()
+		hang()
 	})
 	l, err := net.Listen("tcp", "127.0.0.1:"+port)
 	if err != nil {

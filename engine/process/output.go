@@ -3,7 +3,6 @@ package process
 import (
 	"bytes"
 	"log/slog"
-	"os"
 	"strings"
 	"sync"
 )
@@ -108,14 +107,14 @@ func (l *lineLogger) emit(truncated bool) {
 // is never blocked or killed (EPIPE) by a failing sink.
 type output struct {
 	tail  *tailBuffer
-	file  *os.File    // when set, output is appended here ...
+	file  *logFile    // when set, output is appended here ...
 	lines *lineLogger // ... otherwise logged line by line
 	log   *slog.Logger
 
 	fileErr bool // a write error on file was already logged
 }
 
-func newOutput(file *os.File, log *slog.Logger) *output {
+func newOutput(file *logFile, log *slog.Logger) *output {
 	return &output{
 		tail:  &tailBuffer{max: OutputTailBytes},
 		file:  file,

@@ -28,6 +28,8 @@ const (
 	DefaultMaxRestarts            = 5
 	DefaultRestartWindow          = 5 * time.Minute
 	DefaultStopGrace              = 10 * time.Second
+	DefaultRestartUnhealthyAfter  = time.Minute
+	DefaultLogMaxBytes            = 64 << 20
 )
 
 // PortPlaceholder is replaced by the replica's port in Argv and Env.
@@ -130,8 +132,18 @@ type Options struct {
 	RestartWindow time.Duration
 	// StopGrace is how long Stop waits after SIGTERM before SIGKILL (default 10 s).
 	StopGrace time.Duration
+	// RestartUnhealthyAfter is how long the health checks of a running replica may keep
+	// failing, counted from the first failed check of the run, before the supervisor
+	// terminates the process as Stop does and restarts it as after a crash (backoff and
+	// breaker included): an engine that hangs with its process alive would otherwise hold
+	// its replica Unhealthy for good (default 1 min; negative: never restart it).
+	RestartUnhealthyAfter time.Duration
 	// LogFile, when set, receives the process output (appended; created with mode 0600).
 	LogFile string
+	// LogMaxBytes caps LogFile: before a write would take it past this size the file becomes
+	// LogFile.1, replacing the previous one, and output goes on in a new LogFile (default
+	// 64 MiB; negative: no cap).
+	LogMaxBytes int64
 	// OnState, when set, is called on every state change; see the package doc.
 	OnState func(State)
 	// Secrets are values (API keys) that appear in Argv or Env or that the process may print:
@@ -139,7 +151,7 @@ type Options struct {
 	Secrets []string
 	// Logger receives the supervisor's logs (default: discard).
 	Logger *slog.Logger
-	// Now is the clock of the breaker window (default time.Now).
+	// Now is the clock of the breaker window and of RestartUnhealthyAfter (default time.Now).
 	Now func() time.Time
 }
 
@@ -183,6 +195,12 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.MaxRestarts == 0 {
 		o.MaxRestarts = DefaultMaxRestarts
+	}
+	if o.RestartUnhealthyAfter == 0 { // negative: never
+		o.RestartUnhealthyAfter = DefaultRestartUnhealthyAfter
+	}
+	if o.LogMaxBytes == 0 { // negative: no cap
+		o.LogMaxBytes = DefaultLogMaxBytes
 	}
 	if o.RestartBackoffMax < o.RestartBackoff {
 		o.RestartBackoffMax = o.RestartBackoff
@@ -242,7 +260,7 @@ type Supervisor struct {
 	relaunch int // restarts that brought the engine back, for Restarts
 	port     int
 	proc     *proc    // the current (or last) process
-	logFile  *os.File // nil when output goes to the logger or after it was closed
+	logFile  *logFile // nil when output goes to the logger or after it was closed
 	started  bool
 	cancel   context.CancelFunc // cancels run; set by Start
 	done     chan struct{}      // closed when run returns; set by Start
@@ -323,7 +341,7 @@ func (s *Supervisor) Start(ctx context.Context) error {
 
 	s.setState(StateStarting, nil)
 	if s.opts.LogFile != "" {
-		f, err := os.OpenFile(s.opts.LogFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		f, err := openLogFile(s.opts.LogFile, s.opts.LogMaxBytes, s.log)
 		if err != nil {
 			err = fmt.Errorf("%w: open log file: %w", ErrStartFailed, err)
 			s.fail(err)
@@ -388,12 +406,14 @@ func (s *Supervisor) run(ctx context.Context, ready chan<- error) {
 	}
 }
 
-// supervise health-checks p and restarts the replica when it dies. It returns true when ctx
-// is done (Stop takes over) and false when the replica failed for good.
+// supervise health-checks p and restarts the replica when it dies or stays unhealthy for
+// RestartUnhealthyAfter. It returns true when ctx is done (Stop takes over) and false when
+// the replica failed for good.
 func (s *Supervisor) supervise(ctx context.Context, p *proc) bool {
 	t := time.NewTicker(s.opts.HealthInterval)
 	defer t.Stop()
 	fails := 0
+	var failingSince time.Time // opts.Now at the first failed check of the current run
 	for {
 		select {
 		case <-ctx.Done():
@@ -435,6 +455,32 @@ func (s *Supervisor) supervise(ctx context.Context, p *proc) bool {
 			if fails >= s.opts.UnhealthyAfter && s.State() != StateUnhealthy {
 				s.setState(StateUnhealthy, fmt.Errorf("health check failed %d times: %w", fails, err))
 			}
+			if s.opts.RestartUnhealthyAfter < 0 {
+				continue // the clock is not read when nothing depends on it
+			}
+			now := s.opts.Now()
+			if fails == 1 {
+				failingSince = now
+			}
+			failing := now.Sub(failingSince)
+			if fails < s.opts.UnhealthyAfter || failing < s.opts.RestartUnhealthyAfter {
+				continue
+			}
+			cause := fmt.Errorf("health checks failed for %s (%d in a row, limit %s); last: %w",
+				failing.Round(time.Millisecond), fails, s.opts.RestartUnhealthyAfter, err)
+			s.log.Warn("engine process unhealthy for too long; terminating it to restart it", "pid", p.pgid, "err", cause)
+			if err := s.terminate(ctx, p); err != nil {
+				s.log.Warn("terminating the unhealthy engine process", "pid", p.pgid, "err", err)
+			}
+			if ctx.Err() != nil {
+				return true // Stop takes over; p is gone
+			}
+			np := s.restart(ctx, p.withTail(cause))
+			if np == nil {
+				return ctx.Err() != nil
+			}
+			p, fails = np, 0
+			t.Reset(s.opts.HealthInterval)
 		}
 	}
 }
@@ -663,6 +709,7 @@ func (s *Supervisor) terminate(ctx context.Context, p *proc) error {
 	// Kill the rest of the group (or the process itself when it did not exit).
 	err := s.killGroup(p, syscall.SIGKILL)
 	<-p.exited
+	p.groupKilled = err == nil
 	return err
 }
 

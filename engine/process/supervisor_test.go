@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -131,6 +132,8 @@ func TestOptionsValidation(t *testing.T) {
 		{"negative duration", Options{Argv: []string{"x"}, Health: health, StopGrace: -1}, false},
 		{"negative restarts", Options{Argv: []string{"x"}, Health: health, MaxRestarts: -1}, false},
 		{"negative unhealthy", Options{Argv: []string{"x"}, Health: health, UnhealthyAfter: -1}, false},
+		{"never restart an unhealthy replica", Options{Argv: []string{"x"}, Health: health, RestartUnhealthyAfter: -1}, true},
+		{"no log cap", Options{Argv: []string{"x"}, Health: health, LogMaxBytes: -1}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -151,8 +154,13 @@ func TestOptionsValidation(t *testing.T) {
 		o.StartingHealthInterval != DefaultStartingHealthInterval || o.MaxRestarts != DefaultMaxRestarts ||
 		o.RestartWindow != DefaultRestartWindow || o.StopGrace != DefaultStopGrace ||
 		o.RestartBackoff != DefaultRestartBackoff || o.RestartBackoffMax != DefaultRestartBackoffMax ||
-		o.UnhealthyAfter != DefaultUnhealthyAfter {
+		o.UnhealthyAfter != DefaultUnhealthyAfter || o.RestartUnhealthyAfter != DefaultRestartUnhealthyAfter ||
+		o.LogMaxBytes != DefaultLogMaxBytes {
 		t.Fatalf("defaults not applied: %+v", o)
+	}
+	o, _ = Options{Argv: []string{"x"}, Health: health, RestartUnhealthyAfter: -1, LogMaxBytes: -1}.withDefaults()
+	if o.RestartUnhealthyAfter >= 0 || o.LogMaxBytes >= 0 {
+		t.Fatalf("negative (off) values were replaced: %+v", o)
 	}
 }
 
@@ -416,6 +424,9 @@ func TestBreakerWindow(t *testing.T) {
 			h := newHarness(t)
 			o := h.options("HELPER_EXIT_AFTER_MS=30", "HELPER_EXIT_LAUNCHES=4")
 			o.MaxRestarts = 1
+			// A check that fails on a dying helper must not read this clock (which moves at
+			// every read) for RestartUnhealthyAfter.
+			o.RestartUnhealthyAfter = -1
 			var mu sync.Mutex
 			now, calls := time.Unix(0, 0), 0
 			o.Now = func() time.Time {
@@ -743,4 +754,204 @@ func TestStopDuringStart(t *testing.T) {
 		t.Fatalf("helper was not stopped gracefully: terms %v", got)
 	}
 	assertNoProcesses(t, h.dir)
+}
+
+// fakeClock is an Options.Now that moves only when the test moves it.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// A replica whose engine hangs with its process alive (its health checks time out) is
+// terminated and relaunched once its checks have failed for RestartUnhealthyAfter.
+func TestRestartWhenUnhealthyTooLong(t *testing.T) {
+	h := newHarness(t)
+	o := h.options("HELPER_HANG_AFTER_MS=100", "HELPER_HANG_LAUNCHES=1")
+	o.HealthTimeout = 250 * time.Millisecond
+	o.UnhealthyAfter = 2
+	o.RestartUnhealthyAfter = time.Minute
+	clock := &fakeClock{now: time.Unix(0, 0)}
+	o.Now = clock.Now
+	s := h.newSupervisor(o)
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	first := s.PID()
+	h.rec.waitFor(t, StateUnhealthy)
+	if n := len(h.lines("launches")); n != 1 {
+		t.Fatalf("restarted before RestartUnhealthyAfter passed: %d launches", n)
+	}
+	clock.Add(time.Minute)
+	h.rec.waitFor(t, StateRestarting)
+	h.rec.waitFor(t, StateRunning)
+	if n := len(h.lines("launches")); n != 2 {
+		t.Fatalf("%d launches, want 2", n)
+	}
+	if pid := s.PID(); pid == first || pid == 0 {
+		t.Fatalf("PID %d after the restart, first process %d", pid, first)
+	}
+	// Terminated as Stop does: SIGTERM first (the helper records it), nothing of it left.
+	if terms := h.lines("terms"); !slices.Equal(terms, []string{strconv.Itoa(first)}) {
+		t.Fatalf("terms %v, want the first process %d", terms, first)
+	}
+	if err := syscall.Kill(first, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Fatalf("the hung process %d is still there: %v", first, err)
+	}
+	if n := s.Restarts(); n != 1 {
+		t.Fatalf("Restarts() = %d, want 1", n)
+	}
+	if err := s.LastError(); err == nil || !strings.Contains(err.Error(), "health checks failed for 1m0s") ||
+		!strings.Contains(err.Error(), "deadline exceeded") {
+		t.Fatalf("LastError = %v, want the time and the last health error", err)
+	}
+	want := []State{StateStarting, StateRunning, StateUnhealthy, StateRestarting, StateRunning}
+	if got := h.rec.history(); !slices.Equal(got, want) {
+		t.Fatalf("states %v, want %v", got, want)
+	}
+}
+
+// Restarts for unhealthiness count against the breaker like crashes.
+func TestUnhealthyRestartsTripTheBreaker(t *testing.T) {
+	h := newHarness(t)
+	o := h.options("HELPER_HANG_AFTER_MS=100") // every launch hangs once it was healthy
+	o.HealthTimeout = 250 * time.Millisecond
+	o.UnhealthyAfter = 2
+	o.RestartUnhealthyAfter = time.Millisecond // as soon as Unhealthy
+	o.MaxRestarts = 1
+	s := h.newSupervisor(o)
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	h.rec.waitFor(t, StateFailed)
+	err := s.LastError()
+	if !errors.Is(err, ErrBreakerOpen) || !strings.Contains(err.Error(), "1 restarts within 5m0s") ||
+		!strings.Contains(err.Error(), "health checks failed for") {
+		t.Fatalf("LastError = %v", err)
+	}
+	if n := len(h.lines("launches")); n != 2 {
+		t.Fatalf("%d launches, want 2", n)
+	}
+	want := []State{StateStarting, StateRunning, StateUnhealthy, StateRestarting, StateRunning, StateUnhealthy, StateFailed}
+	if got := h.rec.history(); !slices.Equal(got, want) {
+		t.Fatalf("states %v, want %v", got, want)
+	}
+	if s.State() != StateFailed || s.PID() != 0 {
+		t.Fatalf("state %s pid %d", s.State(), s.PID())
+	}
+	assertNoProcesses(t, h.dir) // the second hung process was terminated too
+}
+
+// A replica that recovers before RestartUnhealthyAfter keeps its process, and a success
+// starts the count again: two failure runs are not added up.
+func TestUnhealthyRecoversBeforeRestart(t *testing.T) {
+	h := newHarness(t)
+	sick := filepath.Join(h.dir, "sick")
+	o := h.options("HELPER_SICK_FILE=" + sick)
+	o.UnhealthyAfter = 2
+	o.RestartUnhealthyAfter = time.Minute
+	clock := &fakeClock{now: time.Unix(0, 0)}
+	o.Now = clock.Now
+	failed := make(chan struct{}, 1000)
+	inner := o.Health
+	o.Health = func(ctx context.Context, url string) (bool, error) {
+		ready, err := inner(ctx, url)
+		if !ready {
+			select {
+			case failed <- struct{}{}:
+			default:
+			}
+		}
+		return ready, err
+	}
+	s := h.newSupervisor(o)
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// waitFailures waits for n failed checks that began after it was called.
+	waitFailures := func(n int) {
+		t.Helper()
+		for len(failed) > 0 {
+			<-failed
+		}
+		timeout := time.NewTimer(waitLimit)
+		defer timeout.Stop()
+		for range n + 1 {
+			select {
+			case <-failed:
+			case <-timeout.C:
+				t.Fatal("no failed health checks")
+			}
+		}
+	}
+	for run := range 2 {
+		if err := os.WriteFile(sick, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		h.rec.waitFor(t, StateUnhealthy)
+		clock.Add(59 * time.Second) // the two runs together: 118 s
+		waitFailures(3)
+		if err := os.Remove(sick); err != nil {
+			t.Fatal(err)
+		}
+		h.rec.waitFor(t, StateRunning)
+		if n := len(h.lines("launches")); n != 1 {
+			t.Fatalf("run %d: restarted before RestartUnhealthyAfter: %d launches", run, n)
+		}
+	}
+	want := []State{StateStarting, StateRunning, StateUnhealthy, StateRunning, StateUnhealthy, StateRunning}
+	if got := h.rec.history(); !slices.Equal(got, want) {
+		t.Fatalf("states %v, want %v", got, want)
+	}
+}
+
+// Output past LogMaxBytes moves to LogFile.1: the two files hold the latest output, each at
+// most the cap plus the one write that began it.
+func TestLogFileCapped(t *testing.T) {
+	h := newHarness(t)
+	logPath := filepath.Join(h.dir, "engine.log")
+	line := strings.Repeat("x", 99) + "\n"
+	const lines, capBytes = 2000, 16 << 10
+	o := h.options("HELPER_STDOUT="+line, "HELPER_STDOUT_REPEAT="+strconv.Itoa(lines))
+	o.LogFile = logPath
+	o.LogMaxBytes = capBytes
+	s := h.newSupervisor(o)
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Stop(context.Background()); err != nil { // the output is drained
+		t.Fatal(err)
+	}
+	cur, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev, err := os.ReadFile(logPath + ".1")
+	if err != nil {
+		t.Fatalf("no rotated file: %v (log file %d bytes)", err, len(cur))
+	}
+	// One write is at most what exec copies from the pipe at once (32 KiB).
+	const oneWrite = 32 << 10
+	if len(cur) == 0 || len(cur) > capBytes+oneWrite || len(prev) == 0 || len(prev) > capBytes+oneWrite {
+		t.Fatalf("log file %d bytes, rotated %d bytes; cap %d", len(cur), len(prev), capBytes)
+	}
+	if all := strings.Repeat(line, lines); !strings.HasSuffix(all, string(prev)+string(cur)) {
+		t.Fatalf("the two files are not the output's end: %d + %d bytes", len(prev), len(cur))
+	}
+	for _, p := range []string{logPath, logPath + ".1"} {
+		if st, err := os.Stat(p); err != nil || st.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: %v, %v", p, st.Mode(), err)
+		}
+	}
 }

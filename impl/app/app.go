@@ -710,7 +710,8 @@ func (a *App) startManaged(ctx context.Context, spec pool.Spec, rs pool.ReplicaS
 	}
 	sup, err := process.New(process.Options{
 		Argv: expanded, Env: env, Withheld: withheldEnv, StartTimeout: m.StartTimeout.D(), Secrets: []string{key},
-		LogFile: filepath.Join(logDir, fileID+".log"),
+		LogFile: filepath.Join(logDir, fileID+".log"), LogMaxBytes: m.LogMaxBytes,
+		RestartUnhealthyAfter: m.RestartUnhealthyAfter.D(),
 		Health: func(ctx context.Context, baseURL string) (bool, error) {
 			probe.Lock()
 			defer probe.Unlock()

@@ -218,3 +218,54 @@ func TestReplicaLogFilesPerPool(t *testing.T) {
 		}
 	}
 }
+
+// A managed replica's log_max_bytes reaches its supervisor: output past it moves to
+// <replica>.log.1 and each file stays near the cap.
+func TestReplicaLogFileCapped(t *testing.T) {
+	state := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(state, "models"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(state, "models", "a.gguf"), []byte("GGUF"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// 3 MB of output, then a marker, then waiting (never healthy: the test reads only logs).
+	const script = `yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c 3000000; echo; echo output-done; exec sleep 60`
+	yaml := fmt.Sprintf(`
+addr: 127.0.0.1:0
+state_dir: %q
+shutdown_grace: 1s
+pools:
+  - id: one
+    engine: llamacpp
+    model_ref: models/a.gguf
+    ctx_max: 512
+    slots: 1
+    replicas:
+      - name: r
+        managed:
+          command: ["/bin/sh", "-c", %q, "engine", "{model}", "{port}"]
+          start_timeout: 1m
+          log_max_bytes: 1048576
+`, state, script)
+	cfg := loadConfig(t, t.TempDir(), yaml)
+	a, err := app.New(cfg, app.Options{Logger: slog.New(slog.DiscardHandler), HealthInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveLoopback(t, a, nil)
+	path := filepath.Join(state, "logs", "one", "r.log")
+	eventually(t, "the replica wrote its output", func() bool {
+		b, err := os.ReadFile(path)
+		return err == nil && strings.Contains(string(b), "output-done")
+	})
+	for _, p := range []string{path, path + ".1"} {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Size() > 1<<20+64<<10 {
+			t.Errorf("%s is %d bytes, cap 1 MiB", p, st.Size())
+		}
+	}
+}

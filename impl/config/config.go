@@ -26,6 +26,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/orchestratord/orchestratord/engine/drivers"
+	"github.com/orchestratord/orchestratord/engine/process"
 	"github.com/orchestratord/orchestratord/impl/internal/yamldoc"
 	"github.com/orchestratord/orchestratord/impl/tenant"
 )
@@ -342,7 +343,17 @@ type Managed struct {
 	// list for every replica ([0, 1]) or one list per replica ([[0], [1], [2, 3]]).
 	Devices      DeviceSets `yaml:"devices"`
 	StartTimeout Duration   `yaml:"start_timeout"`
+	// RestartUnhealthyAfter is how long a running replica's health checks may keep failing
+	// before the daemon takes its engine for hung and restarts it (default 1m).
+	RestartUnhealthyAfter Duration `yaml:"restart_unhealthy_after"`
+	// LogMaxBytes caps the replica's engine log file; past it the file moves to <file>.1
+	// (default 64 MiB).
+	LogMaxBytes int64 `yaml:"log_max_bytes"`
 }
+
+// MinManagedLogMaxBytes is the smallest managed log_max_bytes: a smaller cap would rotate at
+// almost every write of a chatty engine.
+const MinManagedLogMaxBytes = 1 << 20
 
 // DeviceSets are the devices of a managed entry's replicas: one set shared by all, or one per
 // replica.
@@ -672,8 +683,16 @@ func (c *Config) complete() error {
 			p.PriorTokensPerS = 50
 		}
 		for j := range p.Replicas {
-			if m := p.Replicas[j].Managed; m != nil && m.StartTimeout == 0 {
-				m.StartTimeout = Duration(60 * time.Second)
+			if m := p.Replicas[j].Managed; m != nil {
+				if m.StartTimeout == 0 {
+					m.StartTimeout = Duration(60 * time.Second)
+				}
+				if m.RestartUnhealthyAfter == 0 {
+					m.RestartUnhealthyAfter = Duration(process.DefaultRestartUnhealthyAfter)
+				}
+				if m.LogMaxBytes == 0 {
+					m.LogMaxBytes = process.DefaultLogMaxBytes
+				}
 			}
 		}
 	}
@@ -961,6 +980,12 @@ func (c *Config) validate() error {
 				}
 				if r.Managed.StartTimeout.D() < time.Second {
 					return fail(rf+".managed.start_timeout", "must be at least 1s")
+				}
+				if r.Managed.RestartUnhealthyAfter.D() < time.Second {
+					return fail(rf+".managed.restart_unhealthy_after", "must be at least 1s")
+				}
+				if r.Managed.LogMaxBytes < MinManagedLogMaxBytes {
+					return fail(rf+".managed.log_max_bytes", "must be at least %d (1 MiB), got %d", MinManagedLogMaxBytes, r.Managed.LogMaxBytes)
 				}
 				if len(r.Managed.Command) > 0 && !containsPlaceholder(r.Managed.Command, "{port}") {
 					return fail(rf+".managed.command", "must contain the {port} placeholder")

@@ -41,6 +41,10 @@ func TestDefaultConfig(t *testing.T) {
 	if p.Replicas[0].Managed == nil || strings.Join(p.Replicas[0].Managed.Args, " ") != "-t 1 -tb 1" {
 		t.Fatalf("default replica = %+v", p.Replicas[0])
 	}
+	if m := p.Replicas[0].Managed; m.StartTimeout.D() != time.Minute || m.RestartUnhealthyAfter.D() != time.Minute || m.LogMaxBytes != 64<<20 {
+		t.Fatalf("managed defaults: start_timeout %v, restart_unhealthy_after %v, log_max_bytes %d; want 1m, 1m, 64 MiB",
+			m.StartTimeout.D(), m.RestartUnhealthyAfter.D(), m.LogMaxBytes)
+	}
 	if c.Admission.Policy != "reject" || c.Sessions.TTL.D() != 10*time.Minute || c.Sessions.MaxTurns != 8 {
 		t.Fatalf("defaults = %+v", c)
 	}
@@ -212,6 +216,9 @@ func TestInvalidConfigNamesField(t *testing.T) {
 		{"bad replica name", strings.Replace(minimal, `[{url: "http://127.0.0.1:9"}]`, `[{name: "A/B", url: "http://a:1"}]`, 1), "pools[0].replicas[0].name", Overrides{}},
 		{"device lists unlike count", strings.Replace(minimal, `[{url: "http://127.0.0.1:9"}]`, `[{managed: {count: 3, devices: [[0], [1]]}}]`, 1), "pools[0].replicas[0].managed.devices", Overrides{}},
 		{"negative count", strings.Replace(minimal, `[{url: "http://127.0.0.1:9"}]`, `[{managed: {count: -1}}]`, 1), "pools[0].replicas[0].managed.count", Overrides{}},
+		{"tiny restart_unhealthy_after", strings.Replace(minimal, `[{url: "http://127.0.0.1:9"}]`, `[{managed: {restart_unhealthy_after: 10ms}}]`, 1), "pools[0].replicas[0].managed.restart_unhealthy_after: must be at least 1s", Overrides{}},
+		{"negative restart_unhealthy_after", strings.Replace(minimal, `[{url: "http://127.0.0.1:9"}]`, `[{managed: {restart_unhealthy_after: -1m}}]`, 1), "pools[0].replicas[0].managed.restart_unhealthy_after: must be at least 1s", Overrides{}},
+		{"tiny log_max_bytes", strings.Replace(minimal, `[{url: "http://127.0.0.1:9"}]`, `[{managed: {log_max_bytes: 1000}}]`, 1), "pools[0].replicas[0].managed.log_max_bytes: must be at least 1048576", Overrides{}},
 		{"negative nested device", strings.Replace(minimal, `[{url: "http://127.0.0.1:9"}]`, `[{managed: {count: 2, devices: [[0], [1, -1]]}}]`, 1), "pools[0].replicas[0].managed.devices[1][1]", Overrides{}},
 		{"bad url", strings.Replace(minimal, "http://127.0.0.1:9", "ftp://x", 1), "pools[0].replicas[0].url", Overrides{}},
 		{"managed without port", strings.Replace(minimal, `[{url: "http://127.0.0.1:9"}]`, `[{managed: {command: ["x"]}}]`, 1), "managed.command", Overrides{}},
