@@ -636,10 +636,14 @@ func validationError(he *echo.HTTPError) error {
 		return Errorf("PAYLOAD_TOO_LARGE", "request body is larger than %d bytes", tooLarge.Limit)
 	}
 	var msgs []string
-	for _, err := range flatten(me) {
+	param := ""
+	for i, err := range flatten(me) {
 		msg := shortMessage(err)
 		if strings.HasPrefix(msg, "header Content-Type has unexpected value") {
 			return Errorf("UNSUPPORTED_MEDIA_TYPE", "%s; use application/json", msg)
+		}
+		if i == 0 {
+			param = bodyParam(err)
 		}
 		if !slices.Contains(msgs, msg) {
 			msgs = append(msgs, msg)
@@ -648,7 +652,28 @@ func validationError(he *echo.HTTPError) error {
 			break
 		}
 	}
-	return Errorf("INVALID_PARAMS", "%s", strings.Join(msgs, "; "))
+	return &Error{Code: "INVALID_PARAMS", Message: strings.Join(msgs, "; "), Param: param}
+}
+
+// bodyParam names the body field a validation error is about, as OpenAI's error `param` does
+// ("max_tokens", "messages[0].content"), for the facade's errors: the first error's, which its
+// message names first. "" when it is about no field: a header or parameter, a body that is
+// not JSON, or a rule over the whole body.
+func bodyParam(err error) string {
+	var re *openapi3filter.RequestError
+	if errors.As(err, &re) && re.Parameter != nil {
+		return ""
+	}
+	var se *openapi3.SchemaError
+	if !errors.As(err, &se) {
+		return ""
+	}
+	if se.SchemaField == "not" && se.Schema != nil && se.Schema.Not != nil && se.Schema.Not.Value != nil {
+		// A rule over several fields (the body's `not`) names the one at fault with x-param.
+		p, _ := se.Schema.Not.Value.Extensions["x-param"].(string)
+		return p
+	}
+	return openAIParam(se.JSONPointer())
 }
 
 func flatten(me openapi3.MultiError) []error {

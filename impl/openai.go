@@ -117,6 +117,11 @@ func (s *Server) CreateCompletion(ctx context.Context, req api.CreateCompletionR
 	return s.runCompletion(ctx, c)
 }
 
+// invalidParam is a 400 INVALID_PARAMS about the request field param (OpenAI's error param).
+func invalidParam(param, format string, args ...any) *Error {
+	return &Error{Code: "INVALID_PARAMS", Param: param, Message: fmt.Sprintf(format, args...)}
+}
+
 // rawJSON decodes a union's JSON (the schema validated it already) into plain values.
 func rawJSON(u interface{ MarshalJSON() ([]byte, error) }) (any, error) {
 	b, err := u.MarshalJSON()
@@ -138,7 +143,7 @@ func messageText(i int, content *api.OpenAIChatMessage_Content) (string, error) 
 	}
 	v, err := rawJSON(content)
 	if err != nil {
-		return "", Errorf("INVALID_PARAMS", "/messages/%d/content: %v", i, err)
+		return "", invalidParam(fmt.Sprintf("messages[%d].content", i), "/messages/%d/content: %v", i, err)
 	}
 	switch v := v.(type) {
 	case nil:
@@ -151,13 +156,13 @@ func messageText(i int, content *api.OpenAIChatMessage_Content) (string, error) 
 			part, _ := p.(map[string]any)
 			text, ok := part["text"].(string)
 			if part["type"] != "text" || !ok {
-				return "", Errorf("INVALID_PARAMS", "/messages/%d/content/%d: only text parts are supported", i, j)
+				return "", invalidParam(fmt.Sprintf("messages[%d].content[%d]", i, j), "/messages/%d/content/%d: only text parts are supported", i, j)
 			}
 			sb.WriteString(text)
 		}
 		return sb.String(), nil
 	default:
-		return "", Errorf("INVALID_PARAMS", "/messages/%d/content: must be a string or an array of text parts", i)
+		return "", invalidParam(fmt.Sprintf("messages[%d].content", i), "/messages/%d/content: must be a string or an array of text parts", i)
 	}
 }
 
@@ -190,14 +195,14 @@ func chatPrompt(msgs []api.OpenAIChatMessage) (string, []engine.Message, error) 
 func completionPrompt(p api.OpenAICompletionRequest_Prompt) (string, error) {
 	v, err := rawJSON(p)
 	if err != nil {
-		return "", Errorf("INVALID_PARAMS", "/prompt: %v", err)
+		return "", invalidParam("prompt", "/prompt: %v", err)
 	}
 	if a, ok := v.([]any); ok && len(a) == 1 {
 		v = a[0]
 	}
 	s, ok := v.(string)
 	if !ok || s == "" {
-		return "", Errorf("INVALID_PARAMS", "/prompt: a non-empty string or an array of one is required")
+		return "", invalidParam("prompt", "/prompt: a non-empty string or an array of one is required")
 	}
 	return s, nil
 }
@@ -254,8 +259,7 @@ func (s *Server) taskSpec(ctx context.Context, c completion) (task.Spec, error) 
 			if param == "" {
 				param = "max_tokens"
 			}
-			return task.Spec{}, &Error{Code: "INVALID_PARAMS", Param: param,
-				Message: fmt.Sprintf("/%s: %d exceeds the model's context length %d", param, maxTokens, ctxLen)}
+			return task.Spec{}, invalidParam(param, "/%s: %d exceeds the model's context length %d", param, maxTokens, ctxLen)
 		}
 	}
 	spec := task.Spec{
@@ -842,6 +846,23 @@ func openAIError(e *Error) (int, openAIErrorBody) {
 		d.Param = &p
 	}
 	return status, openAIErrorBody{Error: d}
+}
+
+// openAIParam names the request field at path (JSON pointer segments, the body's top level
+// first) as OpenAI's error `param` does: "max_tokens", "messages[0].content". "" for none.
+func openAIParam(path []string) string {
+	var b strings.Builder
+	for _, seg := range path {
+		if _, err := strconv.Atoi(seg); err == nil && b.Len() > 0 {
+			b.WriteString("[" + seg + "]")
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte('.')
+		}
+		b.WriteString(seg)
+	}
+	return b.String()
 }
 
 // shouldRetry sets x-should-retry, which OpenAI's clients obey over their own rule (they retry

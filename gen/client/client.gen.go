@@ -1011,8 +1011,10 @@ type OpenAIChatCompletionRequest struct {
 	Seed *int64 `json:"seed,omitempty"`
 
 	// Stop No engine here supports stop sequences yet; only null or an empty array.
-	Stop          *OpenAIStop          `json:"stop,omitempty"`
-	Stream        *bool                `json:"stream,omitempty"`
+	Stop   *OpenAIStop `json:"stop,omitempty"`
+	Stream *bool       `json:"stream,omitempty"`
+
+	// StreamOptions Only with `stream` true (else 400, as OpenAI); null is none.
 	StreamOptions *OpenAIStreamOptions `json:"stream_options,omitempty"`
 	Temperature   *float64             `json:"temperature,omitempty"`
 
@@ -1112,8 +1114,10 @@ type OpenAICompletionRequest struct {
 	Seed   *int64                         `json:"seed,omitempty"`
 
 	// Stop No engine here supports stop sequences yet; only null or an empty array.
-	Stop          *OpenAIStop          `json:"stop,omitempty"`
-	Stream        *bool                `json:"stream,omitempty"`
+	Stop   *OpenAIStop `json:"stop,omitempty"`
+	Stream *bool       `json:"stream,omitempty"`
+
+	// StreamOptions Only with `stream` true (else 400, as OpenAI); null is none.
 	StreamOptions *OpenAIStreamOptions `json:"stream_options,omitempty"`
 
 	// Suffix Suffixes are not supported.
@@ -1189,7 +1193,7 @@ type OpenAISSEFrameEvent string
 // OpenAIStop No engine here supports stop sequences yet; only null or an empty array.
 type OpenAIStop = []string
 
-// OpenAIStreamOptions defines model for OpenAIStreamOptions.
+// OpenAIStreamOptions Only with `stream` true (else 400, as OpenAI); null is none.
 type OpenAIStreamOptions struct {
 	// IncludeUsage Send a last chunk with empty `choices` and the `usage`.
 	IncludeUsage *bool `json:"include_usage,omitempty"`

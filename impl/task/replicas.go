@@ -199,15 +199,29 @@ func (a *attempt) end(res engine.Result, err error) time.Duration {
 		a.span.SetAttributes(attribute.Int("tokens.out", t.tokensOut), attribute.Int("tokens.in", res.TokensIn))
 	}
 	produced := t.tokensOut - a.sent
+	overran := 0 // the engine's count, when above the task's max_tokens
 	if err == nil && t.cut == "" && res.TokensOut > produced {
 		// The engine generated tokens that sent no frame of their own (a UTF-8 sequence split
 		// over several, a chunk carrying several): its count is the task's, for tokens_out and
 		// what budgets charge. (On failure or a cut, adapters count the frames emitted.)
-		t.tokensOut += res.TokensOut - produced
-		produced = res.TokensOut
+		n := res.TokensOut
+		if left := t.spec.MaxTokens - a.sent; n > left {
+			// An engine that overran max_tokens inside such frames: the daemon counts frames
+			// and could not cut there (onToken), so their text was relayed, but the task is
+			// charged no more than the max_tokens it reserved. (produced <= left: onToken
+			// refuses any frame past MaxTokens.)
+			overran, n = n, left
+		}
+		t.tokensOut += n - produced
+		produced = n
 	}
 	t.onReplica = "" // off it: a deadline of its drain from now on is not this task's
 	t.mu.Unlock()
+	if overran > 0 {
+		s.log.Warn("the engine reported more tokens than the task's max_tokens; tokens_out is max_tokens",
+			"task_id", t.spec.ID, "pool_id", t.poolID, "replica_id", a.replicaID, "max_tokens", t.spec.MaxTokens,
+			"engine_tokens", a.sent+overran)
+	}
 	if produced > 0 { // each replica's share of a migrated task's tokens
 		s.m.TokensOut.WithLabelValues(t.engine, t.version, t.poolID, a.replicaID).Add(float64(produced))
 	}

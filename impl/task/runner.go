@@ -23,8 +23,10 @@ const StopBudget engine.StopReason = "budget"
 // errBudgetSpent refuses a token past the task's budget grant; the engine then ends the request.
 var errBudgetSpent = errors.New("the task's token grant (its key's or its session's budget) is spent")
 
-// errLimitReached refuses a token past MaxTokens of an open-ended request, whose engine was
-// sent no limit; the engine then ends the request.
+// errLimitReached refuses a token past the task's MaxTokens; the engine then ends the request
+// (the adapter returns and closes it, as it does when a cancel ends its context). An
+// open-ended request's engine was sent no limit and is always ended so; any other engine was
+// sent the limit and overran it (misconfigured, a simulator, its own count differing).
 var errLimitReached = errors.New("the task's max_tokens are streamed")
 
 // DeadlineError is the cause of a task's context once its deadline passed, whether it was
@@ -133,10 +135,16 @@ func (s *Service) conclude(ctx context.Context, t *Task, start time.Time, engine
 	decode := s.now().Sub(start)
 	s.release(t, start)
 	t.mu.Lock()
-	canceled, cut := t.canceled, t.cut
+	canceled, cut, replica := t.canceled, t.cut, t.replicaID
 	t.mu.Unlock()
 	switch cause := context.Cause(ctx); {
 	case cut != "" && !canceled: // onToken refused the token past the grant or max_tokens
+		if cut == engine.StopLimit && !t.spec.OpenEnded { // (an open-ended one's engine was told no limit)
+			s.log.Warn("the engine generated past the task's max_tokens; the daemon ended its request there",
+				"task_id", t.spec.ID, "pool_id", t.poolID, "replica_id", replica, "max_tokens", t.spec.MaxTokens)
+		}
+		// As the engine's own end at the limit reads: stop "limit" (facade: finish_reason
+		// "length"), tokens_out max_tokens; its usage is what it reported before the cut.
 		res.Stop = cut
 		s.finish(t, Succeeded, nil, res, decode)
 	case err == nil:
@@ -232,7 +240,13 @@ func (s *Service) onToken(ctx context.Context, t *Task, tok engine.Token, now ti
 		t.mu.Unlock()
 		return errBudgetSpent
 	}
-	if t.spec.OpenEnded && t.tokensOut >= t.spec.MaxTokens {
+	// The daemon's own max_tokens, whatever the engine was told: one compare per frame. The
+	// count is of frames, which is at most the engine's count of tokens (a frame may carry
+	// several, engine/llamacpp's split UTF-8 sequences), so a frame past MaxTokens is always
+	// one the engine should not have generated; an overrun hidden inside multi-token frames is
+	// known only from the engine's final count (attempt.end). The frame at MaxTokens is
+	// relayed and the engine's own end awaited: an engine that stops there reports its usage.
+	if t.tokensOut >= t.spec.MaxTokens {
 		t.cut = engine.StopLimit
 		t.mu.Unlock()
 		return errLimitReached

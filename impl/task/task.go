@@ -129,7 +129,8 @@ const (
 // engineLimit is the max_tokens an engine is sent: MaxTokens, or the budget's StopAt below it.
 // An engine told the grant stops there itself, with its usage (the prompt's count) and nothing
 // generated past it. An open-ended request keeps MaxTokens (its engine is sent no limit at all:
-// vLLM refuses a prompt plus max_tokens beyond its context), and the daemon cuts it (onToken).
+// vLLM refuses a prompt plus max_tokens beyond its context), and the daemon cuts it (onToken),
+// as it cuts any engine that overruns the limit it was sent.
 func (s *Spec) engineLimit() (limit int, budget bool) {
 	if s.StopAt > 0 && s.StopAt < s.MaxTokens && !s.OpenEnded {
 		return s.StopAt, true
@@ -284,7 +285,8 @@ type Task struct {
 	// clients resume after the restart.
 	kept bool
 	// cut is why onToken refused a token ("" none): StopBudget past the budget grant, or
-	// engine.StopLimit past MaxTokens (an open-ended request, which the engine was not told).
+	// engine.StopLimit past MaxTokens (an open-ended request, whose engine was not told it, or
+	// an engine that overran the limit it was sent).
 	cut engine.StopReason
 	// disconnects counts Disconnected calls: a grace timer acts only if none came after it.
 	disconnects  uint64

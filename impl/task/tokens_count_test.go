@@ -3,8 +3,10 @@ package task
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -67,6 +69,147 @@ func TestOpenEndedStopsAtMaxTokens(t *testing.T) {
 	// The engine ended because the daemon refused the token past MaxTokens: no engine error.
 	if n := testutil.CollectAndCount(h.m.EngineErrors); n != 0 {
 		t.Errorf("engine_errors_total has %d series after a task the daemon ended at max_tokens, want none", n)
+	}
+}
+
+// overrunEngine ignores the max_tokens it is sent, as a misconfigured engine, a simulator or one
+// that counts its limit otherwise may: it generates until emit refuses a token or ctx ends (or,
+// never cut, gives up after 1000 tokens), and sends why it stopped on stopped.
+type overrunEngine struct{ stopped chan error }
+
+func (e overrunEngine) Generate(ctx context.Context, req engine.Request, emit engine.EmitFunc) (engine.Result, error) {
+	for i := 0; ; i++ {
+		if i == 1000 {
+			e.stopped <- nil
+			return engine.Result{TokensOut: i, TokensIn: 1, Stop: engine.StopLimit}, nil
+		}
+		if err := ctx.Err(); err != nil {
+			e.stopped <- err
+			return engine.Result{TokensOut: i}, err
+		}
+		if err := emit(engine.Token{Text: []byte(" x"), Index: i}); err != nil {
+			e.stopped <- err
+			return engine.Result{TokensOut: i}, err
+		}
+	}
+}
+
+func (overrunEngine) Health(context.Context) (engine.Health, error) {
+	return engine.Health{Live: true, Ready: true}, nil
+}
+
+// TestMaxTokensCutsAnEngineThatOverruns: the daemon enforces a task's max_tokens itself. An
+// engine that generates past the limit it was sent has its request ended at the first frame
+// past it (emit refuses it; the adapter returns and closes the request), and the task ends as
+// it does on an engine that stops there by itself: max_tokens token frames, the same end frame
+// (tokens_out max_tokens, stop_reason "limit"), succeeded, max_tokens charged to the replica,
+// and no engine error.
+func TestMaxTokensCutsAnEngineThatOverruns(t *testing.T) {
+	var want string // the end frame of the engine that stops at the limit by itself
+	for _, tt := range []struct {
+		name    string
+		overrun bool
+	}{
+		{"the engine stops at max_tokens", false},
+		{"the engine overruns max_tokens", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var eng engine.Replica = contextEngine{ctxTokens: 20}
+			stopped := make(chan error, 1) // why the overrunning engine stopped
+			if tt.overrun {
+				eng = overrunEngine{stopped: stopped}
+			}
+			h := newReplicaHarness(t, false, []string{"p/0"}, map[string]engine.Replica{"p/0": eng})
+			s := spec(admission.Interactive) // MaxTokens 8
+			h.submit(s)
+			evs := h.events(s.ID)
+			tokens, end := 0, ""
+			for _, ev := range evs {
+				switch ev.Event {
+				case "token":
+					tokens++
+				case "end":
+					end = ev.Data
+				}
+			}
+			if tokens != s.MaxTokens {
+				t.Errorf("%d token frames for max_tokens %d", tokens, s.MaxTokens)
+			}
+			if want == "" {
+				want = end
+				if !strings.Contains(end, `"tokens_out":8,`) || !strings.Contains(end, `"stop_reason":"limit"`) {
+					t.Fatalf("end %s, want tokens_out 8 and stop_reason limit", end)
+				}
+			} else if end != want {
+				t.Errorf("end %s, want %s as when the engine stops at max_tokens itself", end, want)
+			}
+			snap, err := h.svc.Get(h.ctx, s.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if snap.Status != Succeeded || snap.TokensOut != s.MaxTokens {
+				t.Errorf("task %v with tokens_out %d, want succeeded with %d", snap.Status, snap.TokensOut, s.MaxTokens)
+			}
+			if got := testutil.ToFloat64(h.m.TokensOut.WithLabelValues("llamacpp", "", "p", "p/0")); got != float64(s.MaxTokens) {
+				t.Errorf("tokens_out_total of the replica %v, want %d", got, s.MaxTokens)
+			}
+			if n := testutil.CollectAndCount(h.m.EngineErrors); n != 0 {
+				t.Errorf("engine_errors_total has %d series, want none", n)
+			}
+			if !tt.overrun {
+				return
+			}
+			select {
+			case err := <-stopped:
+				if !errors.Is(err, errLimitReached) {
+					t.Errorf("the overrunning engine stopped on %v, want the daemon's refusal of the token past max_tokens", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the overrunning engine never stopped")
+			}
+		})
+	}
+}
+
+// chunkOverrunEngine overruns max_tokens inside frames of several tokens: 3 frames whose text
+// is 20 tokens, as its final count says (a chunk carrying several tokens, which the daemon,
+// counting frames, cannot cut).
+type chunkOverrunEngine struct{}
+
+func (chunkOverrunEngine) Generate(ctx context.Context, req engine.Request, emit engine.EmitFunc) (engine.Result, error) {
+	for i := range 3 {
+		if err := emit(engine.Token{Text: []byte(" a b c d e f"), Index: i}); err != nil {
+			return engine.Result{TokensOut: i}, err
+		}
+	}
+	return engine.Result{TokensOut: 20, TokensIn: 1, Stop: engine.StopLimit}, nil
+}
+
+func (chunkOverrunEngine) Health(context.Context) (engine.Health, error) {
+	return engine.Health{Live: true, Ready: true}, nil
+}
+
+// TestEngineCountPastMaxTokensIsNotCharged: an engine whose final count is past max_tokens,
+// its text in fewer frames than tokens, leaves the task at max_tokens (end, GET, what budgets
+// charge): the text was relayed (the frames were within the limit), but the task is charged no
+// more than the max_tokens it reserved.
+func TestEngineCountPastMaxTokensIsNotCharged(t *testing.T) {
+	h := newReplicaHarness(t, false, []string{"p/0"}, map[string]engine.Replica{"p/0": chunkOverrunEngine{}})
+	s := spec(admission.Interactive) // MaxTokens 8
+	h.submit(s)
+	evs := h.events(s.ID)
+	if end := evs[len(evs)-1]; end.Event != "end" || !strings.Contains(end.Data, `"tokens_out":8,`) {
+		t.Errorf("last frame %s %s, want an end with tokens_out 8 (events %s)", end.Event, end.Data, names(evs))
+	}
+	snap, err := h.svc.Get(h.ctx, s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap.TokensOut != s.MaxTokens {
+		t.Errorf("tokens_out %d, want max_tokens %d", snap.TokensOut, s.MaxTokens)
+	}
+	if got := testutil.ToFloat64(h.m.TokensOut.WithLabelValues("llamacpp", "", "p", "p/0")); got != float64(s.MaxTokens) {
+		t.Errorf("tokens_out_total of the replica %v, want %d", got, s.MaxTokens)
 	}
 }
 
