@@ -529,6 +529,7 @@ func (st *sseStream) closeHijacked() {
 	st.hb.Stop()
 	st.stopWatch()
 	st.r.s.opts.Metrics.StreamsOpen.Dec()
+	st.r.s.closeStream(&st.r.streamKey)
 	st.cur.Close()
 	conn := st.out.conn
 	h := &st.r.s.streams

@@ -292,6 +292,13 @@ func (s *Server) runCompletion(ctx context.Context, c completion) (*openAIRespon
 		return nil, err
 	}
 	releaseBody(ctx) // the answer waits for the task: the spec holds what it needs
+	// The answer is held open while the task runs, streamed or not: it counts against the key's
+	// max_streams until it is written (a stream: until its last chunk, in visit).
+	streamKey, err := s.openStream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer s.closeStream(&streamKey)
 	if _, err := s.admit(ctx, spec); err != nil {
 		s.countRejection(ctx, err)
 		return nil, err
@@ -306,6 +313,7 @@ func (s *Server) runCompletion(ctx context.Context, c completion) (*openAIRespon
 		r.created = snap.Created.Unix()
 	}
 	if c.stream {
+		r.streamKey, streamKey = streamKey, "" // visit closes it
 		return r, nil
 	}
 	// Not streaming: wait for the task, cancelling it (per the disconnect policy) when the
@@ -454,6 +462,8 @@ type openAIResponse struct {
 	created     int64
 	result      *result
 	gone        bool // the client went away before the answer
+	// streamKey is the key whose max_streams counts this stream until visit ends ("" : none).
+	streamKey string
 }
 
 func (r *openAIResponse) VisitCreateChatCompletionResponse(w http.ResponseWriter) error {
@@ -587,6 +597,7 @@ func (r *openAIResponse) setHeaders(w http.ResponseWriter) {
 }
 
 func (r *openAIResponse) visit(w http.ResponseWriter) error {
+	defer r.s.closeStream(&r.streamKey)
 	if r.gone {
 		return nil
 	}

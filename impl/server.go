@@ -111,6 +111,9 @@ type Options struct {
 	Engines *engine.Registry
 	// Limits enforces the keys' rpm and tpm on task submissions. Nil: no limits.
 	Limits *tenant.Limiter
+	// Streams counts the keys' open streams and OpenAI completions against their max_streams.
+	// Nil: no count, no limit.
+	Streams *tenant.Streams
 	// Budgets reserves the keys' token budgets at admission. Nil: no budgets.
 	Budgets *tenant.Budgets
 	// Tracer records a task.stream span for each event stream on a hijacked connection, whose

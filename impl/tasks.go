@@ -528,10 +528,38 @@ func (s *Server) StreamTask(ctx context.Context, req api.StreamTaskRequestObject
 		}
 		from = n + 1
 	}
-	return &sseResponse{
+	r := &sseResponse{
 		ctx: ctx, s: s, t: t, from: from, verbose: req.Params.Verbose != nil && *req.Params.Verbose,
 		correlation: CorrelationID(ctx), headOnly: IsHead(ctx),
-	}, nil
+	}
+	if !r.headOnly { // a HEAD holds nothing open
+		if r.streamKey, err = s.openStream(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// openStream counts a response that the caller holds open while a task runs against its key's
+// max_streams (tenant.Streams): the key's name, for closeStream, or the refusal. "" when nothing
+// is counted (no Streams).
+func (s *Server) openStream(ctx context.Context) (string, error) {
+	if s.opts.Streams == nil {
+		return "", nil
+	}
+	k := callerKey(ctx)
+	if err := s.opts.Streams.Open(k); err != nil {
+		return "", err
+	}
+	return k.Name, nil
+}
+
+// closeStream ends what openStream counted, once; *name is cleared.
+func (s *Server) closeStream(name *string) {
+	if *name != "" {
+		s.opts.Streams.Close(*name)
+		*name = ""
+	}
 }
 
 // sseResponse writes a task's event log as Server-Sent Events, flushing after each batch of
@@ -546,6 +574,9 @@ type sseResponse struct {
 	// headOnly: a HEAD request gets the stream's status and headers, and no subscription: it
 	// neither holds the connection nor, by going away, cancels the task.
 	headOnly bool
+	// streamKey is the key whose max_streams counts this stream ("" : none), closed when the
+	// stream ends, whichever way.
+	streamKey string
 }
 
 // VisitStreamTaskResponse writes the task's event stream until the task completes or the
@@ -560,13 +591,16 @@ func (r *sseResponse) VisitStreamTaskResponse(w http.ResponseWriter) error {
 	if !r.headOnly && !r.s.opts.NetHTTPStreams {
 		if st, hijacked := r.openHijacked(w); hijacked {
 			if st != nil {
-				go st.drain()
+				go st.drain() // its end closes the count
+			} else {
+				r.s.closeStream(&r.streamKey)
 			}
 			return nil
 		}
 	}
 	st := r.open(w)
 	if st == nil {
+		r.s.closeStream(&r.streamKey)
 		return nil
 	}
 	defer st.close()
@@ -673,6 +707,7 @@ func (st *sseStream) close() {
 	st.hb.Stop()
 	st.stopCtx()
 	st.r.s.opts.Metrics.StreamsOpen.Dec()
+	st.r.s.closeStream(&st.r.streamKey)
 	st.cur.Close()
 	st.out.extend() // the last chunk, written by net/http after the handler returns, gets a fresh deadline too
 }

@@ -43,6 +43,7 @@ const (
 	BackpressureErrorEnvelopeLimitKeyBudget     BackpressureErrorEnvelopeLimit = "key_budget"
 	BackpressureErrorEnvelopeLimitRequests      BackpressureErrorEnvelopeLimit = "requests"
 	BackpressureErrorEnvelopeLimitSessionBudget BackpressureErrorEnvelopeLimit = "session_budget"
+	BackpressureErrorEnvelopeLimitStreams       BackpressureErrorEnvelopeLimit = "streams"
 	BackpressureErrorEnvelopeLimitTokens        BackpressureErrorEnvelopeLimit = "tokens"
 )
 
@@ -54,6 +55,8 @@ func (e BackpressureErrorEnvelopeLimit) Valid() bool {
 	case BackpressureErrorEnvelopeLimitRequests:
 		return true
 	case BackpressureErrorEnvelopeLimitSessionBudget:
+		return true
+	case BackpressureErrorEnvelopeLimitStreams:
 		return true
 	case BackpressureErrorEnvelopeLimitTokens:
 		return true
@@ -112,6 +115,7 @@ const (
 	ErrorEnvelopeLimitKeyBudget     ErrorEnvelopeLimit = "key_budget"
 	ErrorEnvelopeLimitRequests      ErrorEnvelopeLimit = "requests"
 	ErrorEnvelopeLimitSessionBudget ErrorEnvelopeLimit = "session_budget"
+	ErrorEnvelopeLimitStreams       ErrorEnvelopeLimit = "streams"
 	ErrorEnvelopeLimitTokens        ErrorEnvelopeLimit = "tokens"
 )
 
@@ -123,6 +127,8 @@ func (e ErrorEnvelopeLimit) Valid() bool {
 	case ErrorEnvelopeLimitRequests:
 		return true
 	case ErrorEnvelopeLimitSessionBudget:
+		return true
+	case ErrorEnvelopeLimitStreams:
 		return true
 	case ErrorEnvelopeLimitTokens:
 		return true
@@ -820,8 +826,9 @@ type BackpressureErrorEnvelope struct {
 	Engine *Engine `json:"engine,omitempty"`
 
 	// Limit The limit that refused the request: the key's rate limit (`requests`, `tokens`, with
-	// `RATE_LIMITED`) or the token budget that is spent, the key's or the session's
-	// (`key_budget`, `session_budget`, with `BUDGET_EXCEEDED`).
+	// `RATE_LIMITED`), its open responses (`streams`, its `max_streams`, with `RATE_LIMITED`)
+	// or the token budget that is spent, the key's or the session's (`key_budget`,
+	// `session_budget`, with `BUDGET_EXCEEDED`).
 	Limit        *BackpressureErrorEnvelopeLimit `json:"limit,omitempty"`
 	Message      string                          `json:"message"`
 	PolicyLabel  string                          `json:"policy_label"`
@@ -831,8 +838,9 @@ type BackpressureErrorEnvelope struct {
 }
 
 // BackpressureErrorEnvelopeLimit The limit that refused the request: the key's rate limit (`requests`, `tokens`, with
-// `RATE_LIMITED`) or the token budget that is spent, the key's or the session's
-// (`key_budget`, `session_budget`, with `BUDGET_EXCEEDED`).
+// `RATE_LIMITED`), its open responses (`streams`, its `max_streams`, with `RATE_LIMITED`)
+// or the token budget that is spent, the key's or the session's (`key_budget`,
+// `session_budget`, with `BUDGET_EXCEEDED`).
 type BackpressureErrorEnvelopeLimit string
 
 // Capabilities defines model for Capabilities.
@@ -905,8 +913,9 @@ type ErrorEnvelope struct {
 	Engine *Engine `json:"engine,omitempty"`
 
 	// Limit The limit that refused the request: the key's rate limit (`requests`, `tokens`, with
-	// `RATE_LIMITED`) or the token budget that is spent, the key's or the session's
-	// (`key_budget`, `session_budget`, with `BUDGET_EXCEEDED`).
+	// `RATE_LIMITED`), its open responses (`streams`, its `max_streams`, with `RATE_LIMITED`)
+	// or the token budget that is spent, the key's or the session's (`key_budget`,
+	// `session_budget`, with `BUDGET_EXCEEDED`).
 	Limit        *ErrorEnvelopeLimit `json:"limit,omitempty"`
 	Message      string              `json:"message"`
 	PolicyLabel  *string             `json:"policy_label,omitempty"`
@@ -916,8 +925,9 @@ type ErrorEnvelope struct {
 }
 
 // ErrorEnvelopeLimit The limit that refused the request: the key's rate limit (`requests`, `tokens`, with
-// `RATE_LIMITED`) or the token budget that is spent, the key's or the session's
-// (`key_budget`, `session_budget`, with `BUDGET_EXCEEDED`).
+// `RATE_LIMITED`), its open responses (`streams`, its `max_streams`, with `RATE_LIMITED`)
+// or the token budget that is spent, the key's or the session's (`key_budget`,
+// `session_budget`, with `BUDGET_EXCEEDED`).
 type ErrorEnvelopeLimit string
 
 // ErrorKind defines model for ErrorKind.
@@ -1587,6 +1597,9 @@ type OpenAITooManyRequests = OpenAIErrorResponse
 
 // PayloadTooLarge defines model for PayloadTooLarge.
 type PayloadTooLarge = ErrorEnvelope
+
+// TooManyStreams defines model for TooManyStreams.
+type TooManyStreams = BackpressureErrorEnvelope
 
 // Unauthorized defines model for Unauthorized.
 type Unauthorized = ErrorEnvelope

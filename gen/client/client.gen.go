@@ -49,6 +49,7 @@ const (
 	BackpressureErrorEnvelopeLimitKeyBudget     BackpressureErrorEnvelopeLimit = "key_budget"
 	BackpressureErrorEnvelopeLimitRequests      BackpressureErrorEnvelopeLimit = "requests"
 	BackpressureErrorEnvelopeLimitSessionBudget BackpressureErrorEnvelopeLimit = "session_budget"
+	BackpressureErrorEnvelopeLimitStreams       BackpressureErrorEnvelopeLimit = "streams"
 	BackpressureErrorEnvelopeLimitTokens        BackpressureErrorEnvelopeLimit = "tokens"
 )
 
@@ -60,6 +61,8 @@ func (e BackpressureErrorEnvelopeLimit) Valid() bool {
 	case BackpressureErrorEnvelopeLimitRequests:
 		return true
 	case BackpressureErrorEnvelopeLimitSessionBudget:
+		return true
+	case BackpressureErrorEnvelopeLimitStreams:
 		return true
 	case BackpressureErrorEnvelopeLimitTokens:
 		return true
@@ -118,6 +121,7 @@ const (
 	ErrorEnvelopeLimitKeyBudget     ErrorEnvelopeLimit = "key_budget"
 	ErrorEnvelopeLimitRequests      ErrorEnvelopeLimit = "requests"
 	ErrorEnvelopeLimitSessionBudget ErrorEnvelopeLimit = "session_budget"
+	ErrorEnvelopeLimitStreams       ErrorEnvelopeLimit = "streams"
 	ErrorEnvelopeLimitTokens        ErrorEnvelopeLimit = "tokens"
 )
 
@@ -129,6 +133,8 @@ func (e ErrorEnvelopeLimit) Valid() bool {
 	case ErrorEnvelopeLimitRequests:
 		return true
 	case ErrorEnvelopeLimitSessionBudget:
+		return true
+	case ErrorEnvelopeLimitStreams:
 		return true
 	case ErrorEnvelopeLimitTokens:
 		return true
@@ -826,8 +832,9 @@ type BackpressureErrorEnvelope struct {
 	Engine *Engine `json:"engine,omitempty"`
 
 	// Limit The limit that refused the request: the key's rate limit (`requests`, `tokens`, with
-	// `RATE_LIMITED`) or the token budget that is spent, the key's or the session's
-	// (`key_budget`, `session_budget`, with `BUDGET_EXCEEDED`).
+	// `RATE_LIMITED`), its open responses (`streams`, its `max_streams`, with `RATE_LIMITED`)
+	// or the token budget that is spent, the key's or the session's (`key_budget`,
+	// `session_budget`, with `BUDGET_EXCEEDED`).
 	Limit        *BackpressureErrorEnvelopeLimit `json:"limit,omitempty"`
 	Message      string                          `json:"message"`
 	PolicyLabel  string                          `json:"policy_label"`
@@ -837,8 +844,9 @@ type BackpressureErrorEnvelope struct {
 }
 
 // BackpressureErrorEnvelopeLimit The limit that refused the request: the key's rate limit (`requests`, `tokens`, with
-// `RATE_LIMITED`) or the token budget that is spent, the key's or the session's
-// (`key_budget`, `session_budget`, with `BUDGET_EXCEEDED`).
+// `RATE_LIMITED`), its open responses (`streams`, its `max_streams`, with `RATE_LIMITED`)
+// or the token budget that is spent, the key's or the session's (`key_budget`,
+// `session_budget`, with `BUDGET_EXCEEDED`).
 type BackpressureErrorEnvelopeLimit string
 
 // Capabilities defines model for Capabilities.
@@ -911,8 +919,9 @@ type ErrorEnvelope struct {
 	Engine *Engine `json:"engine,omitempty"`
 
 	// Limit The limit that refused the request: the key's rate limit (`requests`, `tokens`, with
-	// `RATE_LIMITED`) or the token budget that is spent, the key's or the session's
-	// (`key_budget`, `session_budget`, with `BUDGET_EXCEEDED`).
+	// `RATE_LIMITED`), its open responses (`streams`, its `max_streams`, with `RATE_LIMITED`)
+	// or the token budget that is spent, the key's or the session's (`key_budget`,
+	// `session_budget`, with `BUDGET_EXCEEDED`).
 	Limit        *ErrorEnvelopeLimit `json:"limit,omitempty"`
 	Message      string              `json:"message"`
 	PolicyLabel  *string             `json:"policy_label,omitempty"`
@@ -922,8 +931,9 @@ type ErrorEnvelope struct {
 }
 
 // ErrorEnvelopeLimit The limit that refused the request: the key's rate limit (`requests`, `tokens`, with
-// `RATE_LIMITED`) or the token budget that is spent, the key's or the session's
-// (`key_budget`, `session_budget`, with `BUDGET_EXCEEDED`).
+// `RATE_LIMITED`), its open responses (`streams`, its `max_streams`, with `RATE_LIMITED`)
+// or the token budget that is spent, the key's or the session's (`key_budget`,
+// `session_budget`, with `BUDGET_EXCEEDED`).
 type ErrorEnvelopeLimit string
 
 // ErrorKind defines model for ErrorKind.
@@ -1593,6 +1603,9 @@ type OpenAITooManyRequests = OpenAIErrorResponse
 
 // PayloadTooLarge defines model for PayloadTooLarge.
 type PayloadTooLarge = ErrorEnvelope
+
+// TooManyStreams defines model for TooManyStreams.
+type TooManyStreams = BackpressureErrorEnvelope
 
 // Unauthorized defines model for Unauthorized.
 type Unauthorized = ErrorEnvelope
@@ -6688,6 +6701,13 @@ type StreamTaskResponse404Headers struct {
 	XCorrelationId string
 }
 
+// StreamTaskResponse429Headers the declared response headers of an HTTP 429 response for StreamTask
+type StreamTaskResponse429Headers struct {
+	RetryAfter     int
+	XBackoffMs     int64
+	XCorrelationId string
+}
+
 // StreamTaskResponseDefaultHeaders the declared response headers of an HTTP default response for StreamTask
 type StreamTaskResponseDefaultHeaders struct {
 	XCorrelationId string
@@ -6704,6 +6724,8 @@ type StreamTaskResponse struct {
 	JSON403 *Forbidden
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *TooManyStreams
 	// JSONDefault the response for an HTTP default `application/json` response
 	JSONDefault *Error
 	// Headers200 the parsed response headers for an HTTP 200 response
@@ -6716,6 +6738,8 @@ type StreamTaskResponse struct {
 	Headers403 *StreamTaskResponse403Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *StreamTaskResponse404Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *StreamTaskResponse429Headers
 	// HeadersDefault the parsed response headers for an HTTP default response
 	HeadersDefault *StreamTaskResponseDefaultHeaders
 }
@@ -6738,6 +6762,11 @@ func (r StreamTaskResponse) GetJSON403() *Forbidden {
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
 func (r StreamTaskResponse) GetJSON404() *NotFound {
 	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r StreamTaskResponse) GetJSON429() *TooManyStreams {
+	return r.JSON429
 }
 
 // GetJSONDefault returns the response for an HTTP default `application/json` response
@@ -9843,6 +9872,13 @@ func ParseStreamTaskResponse(rsp *http.Response) (*StreamTaskResponse, error) {
 		}
 		response.JSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyStreams
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
 		var dest Error
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -9924,6 +9960,30 @@ func ParseStreamTaskResponse(rsp *http.Response) (*StreamTaskResponse, error) {
 			headers.XCorrelationId = value
 		}
 		response.Headers404 = &headers
+	case rsp.StatusCode == 429:
+		var headers StreamTaskResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		if values := rsp.Header.Values("X-Backoff-Ms"); len(values) > 0 {
+			var value int64
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Backoff-Ms", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: "int64"}); err != nil {
+				return nil, err
+			}
+			headers.XBackoffMs = value
+		}
+		if values := rsp.Header.Values("X-Correlation-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Correlation-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XCorrelationId = value
+		}
+		response.Headers429 = &headers
 	case true:
 		var headers StreamTaskResponseDefaultHeaders
 		if values := rsp.Header.Values("X-Correlation-Id"); len(values) > 0 {

@@ -288,7 +288,8 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		Gatherer: reg, Logger: log, Heartbeat: cfg.Stream.Heartbeat.D(), StreamWriteTimeout: cfg.Stream.WriteTimeout.D(),
 		NetHTTPStreams: !cfg.Stream.HijackOrDefault(),
 		SpecJSON:       specJSON, BeforeScrape: a.refreshGauges, Models: cfg, Engines: engines, Limits: a.limits, Budgets: a.budgets,
-		Tracer: tp.Tracer("github.com/orchestratord/orchestratord/impl"),
+		Streams: tenant.NewStreams(func(name string, open int) { a.metrics.TenantStreams.WithLabelValues(name).Set(float64(open)) }),
+		Tracer:  tp.Tracer("github.com/orchestratord/orchestratord/impl"),
 	})
 	auth, err := impl.Auth(spec, a.keys, a.limits, impl.OptionalAuth(cfg.Auth.MetricsPublicOrDefault()))
 	if err != nil {

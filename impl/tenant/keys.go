@@ -51,6 +51,9 @@ type Key struct {
 	MaxPriority string
 	// TokenBudget is the key's total token budget (0: none).
 	TokenBudget int64
+	// MaxStreams limits the responses the key holds open while tasks run: event streams (GET
+	// /v1/tasks/{id}/stream) and OpenAI completions, streamed or not; 0: unlimited.
+	MaxStreams int
 }
 
 // Has reports whether k holds scope s.
@@ -78,6 +81,7 @@ type fileKey struct {
 	TPM         wholeInt `yaml:"tpm"`
 	MaxPriority string   `yaml:"max_priority"`
 	TokenBudget wholeInt `yaml:"token_budget"`
+	MaxStreams  wholeInt `yaml:"max_streams"`
 }
 
 // wholeInt is a limit written as a whole number. YAML's decoder truncates a fraction into an
@@ -112,7 +116,7 @@ func ParseFile(path string) ([]Key, error) {
 }
 
 // Parse decodes a keys file (YAML: keys: [{name, key or key_sha256, scopes, weight, rpm, tpm,
-// max_priority, token_budget}]) strictly: unknown fields, duplicate names or secrets, a short
+// max_priority, token_budget, max_streams}]) strictly: unknown fields, duplicate names or secrets, a short
 // key, an unknown scope or priority and negative limits are errors naming the entry.
 func Parse(data []byte) ([]Key, error) {
 	var doc struct {
@@ -141,7 +145,8 @@ func Parse(data []byte) ([]Key, error) {
 			return nil, fail("name", "%q is used twice", fk.Name)
 		}
 		names[fk.Name] = true
-		k := Key{Name: fk.Name, RPM: int(fk.RPM), TPM: int(fk.TPM), MaxPriority: fk.MaxPriority, TokenBudget: int64(fk.TokenBudget), Weight: 1}
+		k := Key{Name: fk.Name, RPM: int(fk.RPM), TPM: int(fk.TPM), MaxPriority: fk.MaxPriority, TokenBudget: int64(fk.TokenBudget),
+			MaxStreams: int(fk.MaxStreams), Weight: 1}
 		switch {
 		case fk.Key != "" && fk.KeySHA256 != "":
 			return nil, fail("key", "give key or key_sha256, not both")
@@ -185,6 +190,8 @@ func Parse(data []byte) ([]Key, error) {
 			return nil, fail("rpm", "must not be negative, got %d", fk.RPM)
 		case fk.TPM < 0:
 			return nil, fail("tpm", "must not be negative, got %d", fk.TPM)
+		case fk.MaxStreams < 0:
+			return nil, fail("max_streams", "must not be negative, got %d", fk.MaxStreams)
 		case fk.TokenBudget < 0:
 			return nil, fail("token_budget", "must not be negative, got %d", fk.TokenBudget)
 		}

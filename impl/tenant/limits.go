@@ -14,6 +14,8 @@ type Limit string
 const (
 	LimitRequests Limit = "requests"
 	LimitTokens   Limit = "tokens"
+	// LimitStreams is the key's open streams (Key.MaxStreams), not a rate: see Streams.
+	LimitStreams Limit = "streams"
 )
 
 // LimitError is a submission refused by a rate limit.
@@ -27,6 +29,10 @@ type LimitError struct {
 }
 
 func (e *LimitError) Error() string {
+	if e.Limit == LimitStreams {
+		return fmt.Sprintf("key %q: %d streams open, its limit is %d (max_streams); close one or retry in %s",
+			e.Key, e.Asked-1, e.Max, e.RetryAfter.Round(time.Millisecond))
+	}
 	if e.RetryAfter == 0 {
 		return fmt.Sprintf("key %q: %d %s exceed the limit of %d per minute", e.Key, e.Asked, e.Limit, e.Max)
 	}

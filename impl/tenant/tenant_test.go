@@ -12,7 +12,7 @@ import (
 func TestParse(t *testing.T) {
 	sum := sha256.Sum256([]byte("bob-secret-0123456789"))
 	good := `keys:
-  - {name: alice, key: alice-secret-0123456789, scopes: [tasks, sessions], weight: 3, rpm: 30, tpm: 1000, max_priority: batch, token_budget: 5000}
+  - {name: alice, key: alice-secret-0123456789, scopes: [tasks, sessions], weight: 3, rpm: 30, tpm: 1000, max_priority: batch, token_budget: 5000, max_streams: 4}
   - {name: bob, key_sha256: ` + hex.EncodeToString(sum[:]) + `, scopes: [tasks]}
 `
 	keys, err := Parse([]byte(good))
@@ -20,10 +20,10 @@ func TestParse(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(keys) != 2 || keys[0].Name != "alice" || keys[0].Weight != 3 || keys[0].RPM != 30 || keys[0].TPM != 1000 ||
-		keys[0].TokenBudget != 5000 || keys[0].MaxPriority != "batch" || !keys[0].Has(ScopeSessions) || keys[0].Has(ScopeControl) {
+		keys[0].TokenBudget != 5000 || keys[0].MaxStreams != 4 || keys[0].MaxPriority != "batch" || !keys[0].Has(ScopeSessions) || keys[0].Has(ScopeControl) {
 		t.Fatalf("alice = %+v", keys[0])
 	}
-	if keys[1].Weight != 1 || keys[1].Digest != sum {
+	if keys[1].Weight != 1 || keys[1].Digest != sum || keys[1].MaxStreams != 0 {
 		t.Fatalf("bob = %+v", keys[1])
 	}
 	for name, tc := range map[string]struct{ doc, want string }{
@@ -42,6 +42,9 @@ func TestParse(t *testing.T) {
 		"zero weight":    {"keys: [{name: a, key: aaaaaaaaaaaaaaaaaaaa, scopes: [tasks], weight: 0}]", "weight"},
 		"negative rpm":   {"keys: [{name: a, key: aaaaaaaaaaaaaaaaaaaa, scopes: [tasks], rpm: -1}]", "keys[0].rpm: must not be negative"},
 		"negative tpm":   {"keys: [{name: a, key: aaaaaaaaaaaaaaaaaaaa, scopes: [tasks], tpm: -1}]", "keys[0].tpm: must not be negative"},
+		"negative max_streams": {"keys: [{name: a, key: aaaaaaaaaaaaaaaaaaaa, scopes: [tasks], max_streams: -1}]",
+			"keys[0].max_streams: must not be negative"},
+		"fractional max_streams": {"keys: [{name: a, key: aaaaaaaaaaaaaaaaaaaa, scopes: [tasks], max_streams: 1.5}]", "want a whole number"},
 		"negative budget": {"keys: [{name: a, key: aaaaaaaaaaaaaaaaaaaa, scopes: [tasks], token_budget: -5}]",
 			"keys[0].token_budget: must not be negative"},
 		"NaN weight":      {"keys: [{name: a, key: aaaaaaaaaaaaaaaaaaaa, scopes: [tasks], weight: .nan}]", "keys[0].weight"},
