@@ -549,6 +549,7 @@ func (s *Server) openStream(ctx context.Context) (string, error) {
 	}
 	k := callerKey(ctx)
 	if err := s.opts.Streams.Open(k); err != nil {
+		s.opts.Metrics.TenantStreamsRefused.WithLabelValues(k.Name).Inc()
 		return "", err
 	}
 	return k.Name, nil

@@ -146,6 +146,10 @@ func TestMaxStreamsPerKey(t *testing.T) {
 				}
 			}
 
+			if got := d.counterSum(t, "tenant_streams_refused_total", map[string]string{"key": "limited"}); got != 4 {
+				t.Errorf("tenant_streams_refused_total{key=limited} = %v, want 4 (two streams, two chats)", got)
+			}
+
 			// Another key has its own count.
 			others := submit(otherKey)
 			if res := stream(otherKey, others); res.status != http.StatusOK {

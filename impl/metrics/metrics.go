@@ -68,10 +68,11 @@ type Metrics struct {
 	ReplicaReady        *prometheus.GaugeVec   // pool_id, replica_id
 	ReplicaBreaker      *prometheus.GaugeVec   // pool_id, replica_id
 	// Per key (its name from the keys file: bounded by the file).
-	TenantTokens     *prometheus.CounterVec   // key
-	TenantStreams    *prometheus.GaugeVec     // key
-	TenantQueueWait  *prometheus.HistogramVec // key
-	TenantRejections *prometheus.CounterVec   // key, reason
+	TenantTokens         *prometheus.CounterVec   // key
+	TenantStreams        *prometheus.GaugeVec     // key
+	TenantStreamsRefused *prometheus.CounterVec   // key
+	TenantQueueWait      *prometheus.HistogramVec // key
+	TenantRejections     *prometheus.CounterVec   // key, reason
 	// The journal's compactions.
 	JournalCompactions    *prometheus.CounterVec // outcome: done, failed
 	JournalCompactionHold prometheus.Histogram   // seconds writers waited for a compaction's switch
@@ -253,6 +254,8 @@ func (m *Metrics) table() []family {
 		{name: "tenant_rejections_total", help: "Task submissions refused, per key and error code.", labels: []string{"key", "reason"}, into: counterVec(&m.TenantRejections)},
 		{name: "tenant_streams_open", help: "Responses each key holds open while tasks run: event streams and OpenAI completions (limit: the key's max_streams).",
 			labels: []string{"key"}, into: gaugeVec(&m.TenantStreams)},
+		{name: "tenant_streams_refused_total", help: "Event streams and OpenAI completions refused because the key held its max_streams open.",
+			labels: []string{"key"}, into: counterVec(&m.TenantStreamsRefused)},
 		{name: "artifacts_stored_bytes", help: "Bytes of the artifact store's files (limit: artifacts.max_total_bytes).", into: gauge(&m.ArtifactsBytes)},
 		{name: "journal_compactions_total", help: "Compactions of the journal's segment that ended, by outcome: done, failed (retried after a back-off).",
 			labels: []string{"outcome"}, into: counterVec(&m.JournalCompactions)},
