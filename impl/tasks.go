@@ -599,9 +599,9 @@ func (r *sseResponse) VisitStreamTaskResponse(w http.ResponseWriter) error {
 			return nil
 		}
 	}
+	defer r.s.closeStream(&r.streamKey) // net/http's stream ends as this returns
 	st := r.open(w)
 	if st == nil {
-		r.s.closeStream(&r.streamKey)
 		return nil
 	}
 	defer st.close()
@@ -708,7 +708,6 @@ func (st *sseStream) close() {
 	st.hb.Stop()
 	st.stopCtx()
 	st.r.s.opts.Metrics.StreamsOpen.Dec()
-	st.r.s.closeStream(&st.r.streamKey)
 	st.cur.Close()
 	st.out.extend() // the last chunk, written by net/http after the handler returns, gets a fresh deadline too
 }

@@ -16,28 +16,6 @@ import (
 	"github.com/orchestratord/orchestratord/engine/fake"
 )
 
-// gauge reads the series of a gauge family whose label key is value (0 when absent).
-func (d *fakeDaemon) gauge(t *testing.T, name, key, value string) float64 {
-	t.Helper()
-	mfs, err := d.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if lp.GetName() == key && lp.GetValue() == value {
-					return m.GetGauge().GetValue()
-				}
-			}
-		}
-	}
-	return 0
-}
-
 // answer is a response whose body the test's cleanup closes, or the test itself.
 type answer struct {
 	status int
@@ -110,7 +88,7 @@ func TestMaxStreamsPerKey(t *testing.T) {
 			open := func(want float64) {
 				t.Helper()
 				eventually(t, fmt.Sprintf("tenant_streams_open{key=limited} = %v", want), func() bool {
-					return d.gauge(t, "tenant_streams_open", "key", "limited") == want
+					return counterWith(t, d.reg, "tenant_streams_open", "key", "limited") == want
 				})
 			}
 
@@ -155,7 +133,7 @@ func TestMaxStreamsPerKey(t *testing.T) {
 			if res := stream(otherKey, others); res.status != http.StatusOK {
 				t.Fatalf("another key's stream: %d", res.status)
 			}
-			if got := d.gauge(t, "tenant_streams_open", "key", "other"); got != 1 {
+			if got := counterWith(t, d.reg, "tenant_streams_open", "key", "other"); got != 1 {
 				t.Errorf("tenant_streams_open{key=other} = %v, want 1", got)
 			}
 

@@ -150,7 +150,8 @@ type relayDaemon struct {
 	stop func() error
 }
 
-// counterWith returns the value of the counter name with the label pair in reg (0 when absent).
+// counterWith returns the value of the counter or gauge name with the label pair in reg (0 when
+// absent).
 func counterWith(t testing.TB, reg prometheus.Gatherer, name, label, value string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
@@ -164,6 +165,9 @@ func counterWith(t testing.TB, reg prometheus.Gatherer, name, label, value strin
 		for _, m := range mf.GetMetric() {
 			for _, l := range m.GetLabel() {
 				if l.GetName() == label && l.GetValue() == value {
+					if g := m.GetGauge(); g != nil {
+						return g.GetValue()
+					}
 					return m.GetCounter().GetValue()
 				}
 			}

@@ -57,10 +57,3 @@ func (s *Streams) Close(name string) {
 		s.observe(name, n)
 	}
 }
-
-// Count reports the responses the key named name holds open.
-func (s *Streams) Count(name string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.open[name]
-}

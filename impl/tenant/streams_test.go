@@ -46,7 +46,7 @@ func TestStreams(t *testing.T) {
 		case !step.refuse && err != nil:
 			t.Fatalf("%s: %v", step.name, err)
 		}
-		if got := s.Count(step.k.Name); got != step.open || seen[step.k.Name] != step.open && !step.refuse {
+		if got := s.open[step.k.Name]; got != step.open || seen[step.k.Name] != step.open && !step.refuse {
 			t.Fatalf("%s: count %d, observed %d, want %d", step.name, got, seen[step.k.Name], step.open)
 		}
 	}
@@ -97,7 +97,7 @@ func TestStreamsConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if admitted != 5 || s.Count("alice") != 5 {
-		t.Fatalf("admitted %d, count %d, want 5", admitted, s.Count("alice"))
+	if admitted != 5 || s.open["alice"] != 5 {
+		t.Fatalf("admitted %d, count %d, want 5", admitted, s.open["alice"])
 	}
 }
